@@ -1,0 +1,83 @@
+// Package driver defines what a network driver does and the data it is given.
+//
+// A driver owns the host-side objects of a network (a bridge, a parent link, a
+// VXLAN device) and the link that puts one endpoint into one sandbox. It does
+// not allocate addresses, write firewall rules or touch the store: the engine
+// hands it fully decided Network and Endpoint values. Every method is
+// all-or-nothing: on error it undoes what it did before returning.
+//
+// The modes none, host and container:NAME are not drivers: they only choose
+// which network namespace a container gets, and the engine does that.
+package driver
+
+import (
+	"net"
+	"net/netip"
+)
+
+// Subnet is one address family's range of a network and its gateway.
+type Subnet struct {
+	Prefix  netip.Prefix `json:"subnet"`
+	Gateway netip.Addr   `json:"gateway"`
+	// IPRange restricts dynamic allocation; zero means the whole Prefix.
+	IPRange netip.Prefix `json:"ipRange,omitzero"`
+}
+
+// Network is what a driver needs to know about a network.
+type Network struct {
+	ID      string   `json:"id"`
+	Name    string   `json:"name"`
+	Driver  string   `json:"driver"`
+	Bridge  string   `json:"bridge"`  // kernel bridge name (bridge driver)
+	MTU     int      `json:"mtu"`     // 0 means 1500
+	Subnets []Subnet `json:"subnets"` // at most one per family
+	// External is true when the bridge was made by the administrator (config
+	// "bridge"): knit uses it but never creates or deletes it.
+	External bool `json:"external,omitempty"`
+	Internal bool `json:"internal,omitempty"`
+	// Options holds driver options as given by the user (-o KEY=VALUE).
+	Options map[string]string `json:"options,omitempty"`
+}
+
+// Endpoint is one container's attachment to one network.
+type Endpoint struct {
+	ContainerID string           `json:"containerId"`
+	IfName      string           `json:"ifName"`           // name inside the sandbox, e.g. eth0
+	HostIf      string           `json:"hostIf,omitempty"` // host-side link name, set by Join
+	MAC         net.HardwareAddr `json:"mac"`
+	Addrs       []netip.Prefix   `json:"addrs"` // container addresses with the subnet's prefix length
+	// Gateways are installed as default routes when DefaultRoute is true.
+	Gateways     []netip.Addr `json:"gateways,omitempty"`
+	DefaultRoute bool         `json:"defaultRoute,omitempty"`
+}
+
+// Sandbox is the network namespace an endpoint is placed in.
+type Sandbox struct {
+	NetnsPath string // a bind-mounted namespace file, e.g. /run/knit/netns/ID
+}
+
+// LeaveOptions tunes Leave.
+type LeaveOptions struct {
+	// SandboxGone is true when the namespace has been (or is being) deleted:
+	// the kernel destroys links inside it by itself, so the driver must not
+	// spend a synchronous delete on them.
+	SandboxGone bool
+}
+
+// Driver creates networks and connects sandboxes to them.
+type Driver interface {
+	// CreateNetwork makes (or repairs) the host-side objects of n. Idempotent.
+	CreateNetwork(n *Network) error
+	// DeleteNetwork removes what CreateNetwork made. Idempotent.
+	DeleteNetwork(n *Network) error
+	// Join creates ep's link in sb, configured and up, and records the
+	// host-side link name in ep.HostIf.
+	Join(n *Network, ep *Endpoint, sb Sandbox) error
+	// Leave removes ep's link. Idempotent.
+	Leave(n *Network, ep *Endpoint, sb Sandbox, opt LeaveOptions) error
+	// Strays lists host-side links of n whose name keep rejects, so that a
+	// prune can remove links whose owner is gone.
+	Strays(n *Network, keep func(hostIf string) bool) ([]string, error)
+	// RemoveLink deletes one host-side link by name (used by prune).
+	RemoveLink(name string) error
+}
