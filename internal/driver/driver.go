@@ -75,9 +75,10 @@ type Driver interface {
 	Join(n *Network, ep *Endpoint, sb Sandbox) error
 	// Leave removes ep's link. Idempotent.
 	Leave(n *Network, ep *Endpoint, sb Sandbox, opt LeaveOptions) error
-	// Strays lists host-side links of n whose name keep rejects, so that a
-	// prune can remove links whose owner is gone.
-	Strays(n *Network, keep func(hostIf string) bool) ([]string, error)
+	// Strays lists host-side links of n that keep rejects, so that a prune
+	// can remove links whose owner is gone. keep is given the link's name and
+	// the container ID the driver tagged it with ("" if untagged).
+	Strays(n *Network, keep func(hostIf, containerID string) bool) ([]string, error)
 	// RemoveLink deletes one host-side link by name (used by prune).
 	RemoveLink(name string) error
 }

@@ -1,0 +1,158 @@
+// Package bridge is the Linux-bridge network driver: a network is a bridge
+// in the host namespace holding each subnet's gateway address, and an
+// endpoint is a veth pair with one end on that bridge and the other, already
+// under its final name, in the sandbox.
+//
+// Invariants:
+//   - Host-side objects are made in the calling thread's namespace (the
+//     host's); sandbox objects only through a handle opened in the sandbox.
+//   - Host-side veth names are "veth" and 7 random hex digits; their alias is
+//     "knit:" and the container ID, so an operator can tell who owns one.
+//   - Every method undoes its own partial work on error; nothing here
+//     remembers state between calls.
+//   - An External bridge belongs to the administrator: it is used (and given
+//     the gateway addresses) but never created or deleted.
+package bridge
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/link"
+)
+
+const (
+	defaultMTU  = 1500
+	aliasPrefix = "knit:" // host-side veth alias: aliasPrefix + container ID
+)
+
+// Driver implements driver.Driver with Linux bridges.
+type Driver struct{}
+
+var _ driver.Driver = (*Driver)(nil)
+
+// New returns the bridge driver.
+func New() *Driver { return &Driver{} }
+
+func mtu(n *driver.Network) int {
+	if n.MTU == 0 {
+		return defaultMTU
+	}
+	return n.MTU
+}
+
+// CreateNetwork ensures the bridge exists and is up with every subnet's
+// gateway address; run again, it repairs a missing bridge or address.
+func (d *Driver) CreateNetwork(n *driver.Network) (err error) {
+	if n.Bridge == "" {
+		return errdefs.Invalid("network %s: no bridge name", n.Name)
+	}
+	h, err := link.Host()
+	if err != nil {
+		return fmt.Errorf("create network %s: %w", n.Name, err)
+	}
+	defer h.Close()
+	idx, created, err := ensureBridge(h, n)
+	if err != nil {
+		return fmt.Errorf("create network %s: %w", n.Name, err)
+	}
+	if created {
+		defer func() {
+			if err != nil {
+				_ = h.LinkDel(n.Bridge)
+			}
+		}()
+	}
+	for _, s := range n.Subnets {
+		if !s.Gateway.IsValid() {
+			continue
+		}
+		if err := h.AddrEnsure(idx, netip.PrefixFrom(s.Gateway, s.Prefix.Bits())); err != nil {
+			return fmt.Errorf("create network %s: %w", n.Name, err)
+		}
+	}
+	if err := h.LinkSetUp(idx); err != nil {
+		return fmt.Errorf("create network %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+func ensureBridge(h *link.Handle, n *driver.Network) (index int, created bool, err error) {
+	if !n.External {
+		return h.BridgeEnsure(n.Bridge, mtu(n))
+	}
+	br, err := h.BridgeGet(n.Bridge)
+	if link.IsNotFound(err) {
+		return 0, false, errdefs.NotFound("external bridge %s does not exist: create it first", n.Bridge)
+	}
+	return br.Index, false, err
+}
+
+// DeleteNetwork deletes the bridge unless it is External. Idempotent.
+func (d *Driver) DeleteNetwork(n *driver.Network) error {
+	if n.External {
+		return nil
+	}
+	h, err := link.Host()
+	if err != nil {
+		return fmt.Errorf("delete network %s: %w", n.Name, err)
+	}
+	defer h.Close()
+	// Checking the kind keeps a same-named link of another kind alive.
+	_, err = h.BridgeGet(n.Bridge)
+	if err == nil {
+		err = h.LinkDel(n.Bridge)
+	}
+	if err != nil && !link.IsNotFound(err) {
+		return fmt.Errorf("delete network %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+// Strays lists the veths on n's bridge that keep rejects, giving keep the
+// container ID from the veth's "knit:" alias ("" when it has none).
+func (d *Driver) Strays(n *driver.Network, keep func(hostIf, containerID string) bool) ([]string, error) {
+	h, err := link.Host()
+	if err != nil {
+		return nil, fmt.Errorf("strays of %s: %w", n.Name, err)
+	}
+	defer h.Close()
+	br, err := h.BridgeGet(n.Bridge)
+	if link.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("strays of %s: %w", n.Name, err)
+	}
+	ports, err := h.BridgePorts(br.Index)
+	if err != nil {
+		return nil, fmt.Errorf("strays of %s: %w", n.Name, err)
+	}
+	var strays []string
+	for _, p := range ports {
+		id, _ := strings.CutPrefix(p.Alias, aliasPrefix)
+		if id == p.Alias {
+			id = ""
+		}
+		if p.Kind == "veth" && !keep(p.Name, id) {
+			strays = append(strays, p.Name)
+		}
+	}
+	return strays, nil
+}
+
+// RemoveLink deletes a host-side link by name; a missing one is success.
+func (d *Driver) RemoveLink(name string) error {
+	h, err := link.Host()
+	if err != nil {
+		return fmt.Errorf("remove link %s: %w", name, err)
+	}
+	defer h.Close()
+	if err := h.LinkDel(name); err != nil && !link.IsNotFound(err) {
+		return fmt.Errorf("remove link %s: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,70 @@
+package link
+
+import (
+	"errors"
+	"net"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/knit-dev/knit/internal/errdefs"
+)
+
+// BridgeEnsure returns the index of the bridge called name, creating it up
+// with the given MTU if it is missing. created says whether this call made
+// it; losing a creation race to another process counts as found.
+//
+// Equivalent to: ip link add NAME mtu MTU up type bridge
+func (h *Handle) BridgeEnsure(name string, mtu int) (index int, created bool, err error) {
+	if l, err := h.BridgeGet(name); !IsNotFound(err) {
+		return l.Index, false, err
+	}
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name, attrs.MTU, attrs.Flags = name, mtu, net.FlagUp
+	br := &netlink.Bridge{LinkAttrs: attrs}
+	err = h.nl.LinkAdd(br)
+	if errors.Is(err, unix.EEXIST) {
+		l, err := h.BridgeGet(name)
+		return l.Index, false, err
+	}
+	if err != nil {
+		return 0, false, wrap(err, "add bridge %s", name)
+	}
+	if br.Index == 0 { // netlink's lookup after creation failed
+		l, err := h.BridgeGet(name)
+		return l.Index, true, err
+	}
+	return br.Index, true, nil
+}
+
+// BridgeGet returns the bridge called name: KindNotFound if there is no
+// such link, KindConflict if it is not a bridge.
+//
+// Equivalent to: ip link show NAME type bridge
+func (h *Handle) BridgeGet(name string) (Link, error) {
+	l, err := h.LinkGet(name)
+	if err != nil {
+		return Link{}, err
+	}
+	if l.Kind != "bridge" {
+		return Link{}, errdefs.Conflict("link %s is a %s, not a bridge", name, l.Kind)
+	}
+	return l, nil
+}
+
+// BridgePorts lists the links enslaved to the bridge with the given index.
+//
+// Equivalent to: ip link show master BR
+func (h *Handle) BridgePorts(bridgeIndex int) ([]Link, error) {
+	all, err := dump(h.nl.LinkList)
+	if err != nil {
+		return nil, wrap(err, "list ports of bridge %d", bridgeIndex)
+	}
+	var ports []Link
+	for _, l := range all {
+		if l.Attrs().MasterIndex == bridgeIndex {
+			ports = append(ports, fromNetlink(l))
+		}
+	}
+	return ports, nil
+}

@@ -1,0 +1,253 @@
+package link_test
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/link"
+	"github.com/knit-dev/knit/internal/netns"
+	"github.com/knit-dev/knit/internal/testutil"
+)
+
+// open returns a handle on the namespace at path, closed when the test ends.
+func open(t *testing.T, path string) *link.Handle {
+	t.Helper()
+	h, err := link.At(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return h
+}
+
+func must[T any](t *testing.T) func(T, error) T {
+	return func(v T, err error) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
+func TestBridgeEnsure(t *testing.T) {
+	h := open(t, testutil.NewNetns(t))
+	idx, created, err := h.BridgeEnsure("br-test", 1400)
+	if err != nil || !created || idx == 0 {
+		t.Fatalf("BridgeEnsure = %d, %v, %v", idx, created, err)
+	}
+	again, created, err := h.BridgeEnsure("br-test", 1400)
+	if err != nil || created || again != idx {
+		t.Fatalf("second BridgeEnsure = %d, %v, %v; want %d, false, nil", again, created, err, idx)
+	}
+	br := must[link.Link](t)(h.LinkGet("br-test"))
+	if br.Kind != "bridge" || br.MTU != 1400 || !br.Up || br.Index != idx {
+		t.Fatalf("bridge = %+v", br)
+	}
+	if _, err := h.BridgeGet("lo"); errdefs.KindOf(err) != errdefs.KindConflict {
+		t.Fatalf("BridgeGet(lo) = %v, want conflict", err)
+	}
+	if err := h.SetUp("lo"); err != nil {
+		t.Fatal(err)
+	}
+	if lo := must[link.Link](t)(h.LinkGet("lo")); !lo.Up {
+		t.Errorf("lo after SetUp = %+v", lo)
+	}
+	if err := h.SetUp("nope"); !link.IsNotFound(err) {
+		t.Fatalf("SetUp(nope) = %v, want not found", err)
+	}
+	if _, err := h.LinkGet("nope"); !link.IsNotFound(err) {
+		t.Fatalf("LinkGet(nope) = %v, want not found", err)
+	}
+	if err := h.LinkDel("br-test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkDel("br-test"); !link.IsNotFound(err) {
+		t.Fatalf("second LinkDel = %v, want not found", err)
+	}
+}
+
+func TestBridgeEnsureConcurrent(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	creators, indexes := 0, map[int]bool{}
+	for range 8 {
+		h := open(t, ns)
+		wg.Go(func() {
+			idx, created, err := h.BridgeEnsure("br-race", 1500)
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			indexes[idx] = true
+			if created {
+				creators++
+			}
+		})
+	}
+	wg.Wait()
+	if creators != 1 || len(indexes) != 1 {
+		t.Fatalf("%d creators, indexes %v; want 1 creator, 1 index", creators, indexes)
+	}
+}
+
+func TestAddr(t *testing.T) {
+	h := open(t, testutil.NewNetns(t))
+	idx, _, err := h.BridgeEnsure("br-addr", 1500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v4, v6 := netip.MustParsePrefix("10.9.0.1/24"), netip.MustParsePrefix("fd00:9::1/64")
+	for range 2 {
+		for _, p := range []netip.Prefix{v4, v6} {
+			if err := h.AddrEnsure(idx, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := h.AddrAdd(idx, v4); errdefs.KindOf(err) != errdefs.KindConflict {
+		t.Fatalf("AddrAdd(existing) = %v, want conflict", err)
+	}
+	if err := h.AddrAdd(idx, netip.Prefix{}); errdefs.KindOf(err) != errdefs.KindInvalid {
+		t.Fatalf("AddrAdd(zero) = %v, want invalid", err)
+	}
+	got := must[[]netip.Prefix](t)(h.AddrList(idx))
+	for _, p := range []netip.Prefix{v4, v6} {
+		if !slices.Contains(got, p) {
+			t.Errorf("AddrList = %v, missing %v", got, p)
+		}
+	}
+}
+
+func TestVethAdd(t *testing.T) {
+	hostNS, ctrNS := testutil.NewNetns(t), testutil.NewNetns(t)
+	h, c := open(t, hostNS), open(t, ctrNS)
+	br, _, err := h.BridgeEnsure("br-veth", 1400)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mac := net.HardwareAddr{0x02, 0x42, 0xac, 0x11, 0x00, 0x02}
+	v := link.Veth{Name: "vethtest1", Alias: "knit:abc", MasterIndex: br, MTU: 1400,
+		PeerName: "eth0", PeerMAC: mac, PeerNetns: ctrNS}
+	idx, err := h.VethAdd(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := must[link.Link](t)(h.LinkGet("vethtest1"))
+	if host.Index != idx || host.MasterIndex != br || !host.Up || host.MTU != 1400 || host.Alias != "knit:abc" || host.Kind != "veth" {
+		t.Errorf("host end = %+v", host)
+	}
+	ports := must[[]link.Link](t)(h.BridgePorts(br))
+	if len(ports) != 1 || ports[0].Name != "vethtest1" {
+		t.Errorf("BridgePorts = %+v", ports)
+	}
+	peer := must[link.Link](t)(c.LinkGet("eth0"))
+	if !bytes.Equal(peer.MAC, mac) || peer.MTU != 1400 || peer.Kind != "veth" || peer.Up {
+		t.Errorf("peer = %+v", peer)
+	}
+	if _, err := h.LinkGet("eth0"); !link.IsNotFound(err) {
+		t.Errorf("peer also visible in the host namespace: %v", err)
+	}
+
+	// eth0 is taken in the container: a conflict, and no half-made pair.
+	v.Name = "vethtest2"
+	if _, err := h.VethAdd(v); errdefs.KindOf(err) != errdefs.KindConflict {
+		t.Errorf("VethAdd(peer name taken) = %v, want conflict", err)
+	}
+	// A bad master fails after creation and must be undone.
+	v.PeerName, v.MasterIndex = "eth1", 99999
+	if _, err := h.VethAdd(v); err == nil {
+		t.Error("VethAdd(bad master) succeeded")
+	}
+	for _, name := range []string{"vethtest2"} {
+		if _, err := h.LinkGet(name); !link.IsNotFound(err) {
+			t.Errorf("%s left behind: %v", name, err)
+		}
+	}
+	if _, err := c.LinkGet("eth1"); !link.IsNotFound(err) {
+		t.Errorf("eth1 left behind: %v", err)
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	h := open(t, ns)
+	idx, _, err := h.BridgeEnsure("br-route", 1500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw4, gw6 := netip.MustParseAddr("10.9.0.1"), netip.MustParseAddr("fd00:9::1")
+	for _, p := range []string{"10.9.0.2/24", "fd00:9::2/64"} {
+		if err := h.AddrAdd(idx, netip.MustParsePrefix(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.LinkSetUp(idx); err != nil {
+		t.Fatal(err)
+	}
+	for _, gw := range []netip.Addr{gw4, gw6} {
+		if err := h.RouteAddDefault(idx, gw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	routes := must[[]link.Route](t)(h.RouteList())
+	for _, want := range []link.Route{
+		{Dst: netip.MustParsePrefix("0.0.0.0/0"), Gateway: gw4, LinkIndex: idx},
+		{Dst: netip.MustParsePrefix("::/0"), Gateway: gw6, LinkIndex: idx},
+	} {
+		if !slices.Contains(routes, want) {
+			t.Errorf("RouteList = %+v, missing %+v", routes, want)
+		}
+	}
+
+	var dsts []netip.Prefix
+	if err := netns.Do(ns, func() (err error) { dsts, err = link.HostRoutes(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"10.9.0.0/24", "fd00:9::/64"} {
+		if !slices.Contains(dsts, netip.MustParsePrefix(want)) {
+			t.Errorf("HostRoutes = %v, missing %s", dsts, want)
+		}
+	}
+	for _, d := range dsts {
+		if d.Bits() == 0 {
+			t.Errorf("HostRoutes includes default route %v", d)
+		}
+	}
+}
+
+func TestSetIPForward(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	const path = "/proc/sys/net/ipv4/ip_forward"
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inside []byte
+	err = netns.Do(ns, func() error {
+		for range 2 {
+			if err := link.SetIPForward(); err != nil {
+				return err
+			}
+		}
+		inside, err = os.ReadFile(path)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(inside) != "1\n" {
+		t.Errorf("ip_forward in the namespace = %q, want 1", inside)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(after, before) {
+		t.Fatalf("host ip_forward changed from %q to %q", before, after)
+	}
+}

@@ -1,0 +1,70 @@
+package link
+
+import (
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/vishvananda/netlink"
+)
+
+// Veth describes a veth pair whose host end is created here and whose peer
+// is created directly in another namespace under its final name.
+type Veth struct {
+	Name        string // host end
+	Alias       string // host end's alias, e.g. the owner's ID
+	MasterIndex int    // bridge to enslave the host end to; 0 for none
+	MTU         int    // both ends; 0 for the kernel default
+	PeerName    string // e.g. eth0
+	PeerMAC     net.HardwareAddr
+	PeerNetns   string // namespace file the peer is created in
+}
+
+// VethAdd creates the pair, host end up and enslaved, and returns the host
+// end's index. The peer is left down. On error nothing is left behind; an
+// EEXIST (KindConflict) may be for either name.
+//
+// Equivalent to: ip link add NAME mtu MTU up type veth peer name PEER
+// address MAC mtu MTU netns NS && ip link set NAME master BR alias ALIAS
+func (h *Handle) VethAdd(v Veth) (index int, err error) {
+	ns, err := os.Open(v.PeerNetns)
+	if err != nil {
+		return 0, fmt.Errorf("add veth %s: %w", v.Name, err)
+	}
+	defer ns.Close()
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name, attrs.Alias, attrs.MTU, attrs.Flags = v.Name, v.Alias, v.MTU, net.FlagUp
+	veth := &netlink.Veth{
+		LinkAttrs:        attrs,
+		PeerName:         v.PeerName,
+		PeerHardwareAddr: v.PeerMAC,
+		PeerMTU:          uint32(v.MTU),
+		PeerNamespace:    netlink.NsFd(ns.Fd()),
+		PeerTxQLen:       -1,
+	}
+	// LinkAdd also fills in veth.Index. The kernel ignores an alias at
+	// creation, and netlink sets the master in a second request anyway; both
+	// are done here so that their failure can be undone.
+	if err := h.nl.LinkAdd(veth); err != nil {
+		return 0, wrap(err, "add veth %s", v.Name)
+	}
+	defer func() {
+		if err != nil {
+			_ = h.LinkDel(v.Name)
+		}
+	}()
+	if veth.Index == 0 {
+		return 0, fmt.Errorf("add veth %s: created but not found", v.Name)
+	}
+	if v.MasterIndex != 0 {
+		if err := h.nl.LinkSetMasterByIndex(veth, v.MasterIndex); err != nil {
+			return 0, wrap(err, "set veth %s master %d", v.Name, v.MasterIndex)
+		}
+	}
+	if v.Alias != "" {
+		if err := h.nl.LinkSetAlias(veth, v.Alias); err != nil {
+			return 0, wrap(err, "set veth %s alias", v.Name)
+		}
+	}
+	return veth.Index, nil
+}

@@ -1,0 +1,209 @@
+// Package netns owns every namespace switch in knit: it is the only package
+// that calls setns, unshare or runtime.LockOSThread.
+//
+// Invariants:
+//   - A Go thread that entered another namespace goes back to its own before
+//     it is unlocked; if going back fails, the thread stays locked and dies
+//     with its goroutine, so no goroutine ever runs in a namespace it did not
+//     ask for.
+//   - The caller's goroutine and thread are never switched: every switch
+//     happens on a fresh goroutine.
+//   - A network namespace outlives its processes only as a bind mount of its
+//     nsfs file (as `ip netns add` makes them); Delete undoes exactly that.
+//   - Joining namespaces for a new process (including the mount namespace,
+//     which a multi-threaded process cannot join) is done by the cgo
+//     constructor in nsenter.c, driven by the EnvJoin variable.
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// EnvJoin names the environment variable read by the cgo constructor.
+const EnvJoin = "_KNIT_NSENTER"
+
+// Join names one namespace for a child process to join.
+type Join struct {
+	Kind string // "ipc", "uts", "net", "pid", "mnt" or "cgroup"
+	Path string // a namespace file, e.g. /proc/PID/ns/net; must not contain ','
+}
+
+// JoinEnv returns the EnvJoin=kind:path,... entry for a child's environment.
+// The constructor joins them in order, except that mnt always goes last.
+func JoinEnv(joins ...Join) string {
+	parts := make([]string, len(joins))
+	for i, j := range joins {
+		parts[i] = j.Kind + ":" + j.Path
+	}
+	return EnvJoin + "=" + strings.Join(parts, ",")
+}
+
+// PrepareDir makes dir a mount point with shared propagation, so that
+// namespace files bind-mounted in it are unmounted everywhere when deleted
+// rather than pinned by copies in other mount namespaces. Idempotent and safe
+// to call concurrently, also from several processes.
+//
+// Equivalent to: mkdir -p DIR && mount --bind DIR DIR && mount --make-shared DIR
+// (what `ip netns` does for /run/netns).
+func PrepareDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("prepare %s: %w", dir, err)
+	}
+	// The lock keeps two preparers from stacking two bind mounts. A bind
+	// mount of dir onto itself keeps the same inode, so the lock holds
+	// across the mount.
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("prepare %s: %w", dir, err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("prepare %s: lock: %w", dir, err)
+	}
+	mounted, err := isMountPoint(dir)
+	if err != nil || mounted {
+		return err
+	}
+	if err := unix.Mount(dir, dir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("prepare %s: bind mount: %w", dir, err)
+	}
+	if err := unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
+		_ = unix.Unmount(dir, unix.MNT_DETACH)
+		return fmt.Errorf("prepare %s: make shared: %w", dir, err)
+	}
+	return nil
+}
+
+func isMountPoint(path string) (bool, error) {
+	var st unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW, 0, &st); err != nil {
+		return false, fmt.Errorf("statx %s: %w", path, err)
+	}
+	if st.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT == 0 {
+		return false, fmt.Errorf("statx %s: kernel does not report mount roots", path)
+	}
+	return st.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil
+}
+
+// Create makes a new network namespace and keeps it alive as a bind mount at
+// path, which must not exist. On error nothing is left behind.
+//
+// Equivalent to: ip netns add NAME
+func Create(path string) (err error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	if err != nil {
+		return fmt.Errorf("create netns %s: %w", path, err)
+	}
+	f.Close()
+	defer func() {
+		if err != nil {
+			_ = os.Remove(path)
+		}
+	}()
+	err = onFreshThread(func() error {
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("unshare: %w", err)
+		}
+		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+		if err := unix.Mount(self, path, "none", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind mount: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("create netns %s: %w", path, err)
+	}
+	return nil
+}
+
+// Delete unmounts and removes the namespace file at path. The namespace
+// itself, and the links in it, go away once nothing else holds it. A missing
+// path is not an error.
+//
+// Equivalent to: ip netns delete NAME
+func Delete(path string) error {
+	err := unix.Unmount(path, unix.MNT_DETACH)
+	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete netns %s: unmount: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("delete netns %s: %w", path, err)
+	}
+	return nil
+}
+
+// Mounted reports whether path is a bind-mounted namespace file.
+func Mounted(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.NSFS_MAGIC
+}
+
+// List returns the names of the entries in dir; a missing dir has none.
+//
+// Equivalent to: ip netns list
+func List(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list netns %s: %w", dir, err)
+	}
+	names := make([]string, len(entries))
+	for i, e := range entries {
+		names[i] = e.Name()
+	}
+	return names, nil
+}
+
+// Do runs fn on a locked thread inside the network namespace at path and
+// returns fn's error. Goroutines fn starts do not run in the namespace;
+// sockets fn opens stay bound to it after Do returns.
+//
+// Equivalent to: ip netns exec NAME ...
+func Do(path string, fn func() error) error {
+	target, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("enter netns %s: %w", path, err)
+	}
+	defer target.Close()
+	return onFreshThread(func() error {
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("enter netns %s: %w", path, err)
+		}
+		return fn()
+	})
+}
+
+// onFreshThread runs fn on a new goroutine locked to its thread, and puts
+// the thread back into its original network namespace afterwards. fn may
+// change the thread's network namespace but nothing else.
+func onFreshThread(fn func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("save netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		fnErr := fn()
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			// Returning while locked makes the runtime end this thread
+			// instead of reusing it in the wrong namespace.
+			done <- errors.Join(fnErr, fmt.Errorf("restore netns: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- fnErr
+	}()
+	return <-done
+}

@@ -1,0 +1,158 @@
+package netns_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/knit-dev/knit/internal/netns"
+	"github.com/knit-dev/knit/internal/testutil"
+)
+
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+func TestJoinEnv(t *testing.T) {
+	got := netns.JoinEnv(
+		netns.Join{Kind: "net", Path: "/run/knit/netns/a"},
+		netns.Join{Kind: "mnt", Path: "/proc/1/ns/mnt"},
+	)
+	want := "_KNIT_NSENTER=net:/run/knit/netns/a,mnt:/proc/1/ns/mnt"
+	if got != want {
+		t.Fatalf("JoinEnv = %q, want %q", got, want)
+	}
+}
+
+func TestListMissingDir(t *testing.T) {
+	names, err := netns.List(filepath.Join(t.TempDir(), "nope"))
+	if err != nil || names != nil {
+		t.Fatalf("List(missing) = %v, %v; want nil, nil", names, err)
+	}
+}
+
+// mountCount counts mounts at dir in this process's mount namespace.
+func mountCount(t *testing.T, dir string) int {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for line := range strings.Lines(string(data)) {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+			n++
+		}
+	}
+	return n
+}
+
+func TestPrepareDirConcurrent(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := filepath.Join(t.TempDir(), "a", "netns")
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Go(func() { errs[i] = netns.PrepareDir(dir) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.PrepareDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	if n := mountCount(t, dir); n != 1 {
+		t.Fatalf("%d mounts at %s, want 1", n, dir)
+	}
+}
+
+func TestCreateDelete(t *testing.T) {
+	path := testutil.NewNetns(t)
+	dir := filepath.Dir(path)
+	if !netns.Mounted(path) {
+		t.Fatalf("%s is not a namespace mount", path)
+	}
+	if inode(t, path) == inode(t, "/proc/self/ns/net") {
+		t.Fatal("Create returned the caller's own namespace")
+	}
+	if names, err := netns.List(dir); err != nil || !slices.Equal(names, []string{"ns"}) {
+		t.Fatalf("List = %v, %v", names, err)
+	}
+	// A second Create on the same path fails and must not harm the first.
+	if err := netns.Create(path); !errors.Is(err, os.ErrExist) {
+		t.Fatalf("Create(existing) = %v, want ErrExist", err)
+	}
+	if !netns.Mounted(path) {
+		t.Fatal("failed Create removed an existing namespace")
+	}
+
+	other := filepath.Join(dir, "other")
+	if err := netns.Create(other); err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.Delete(other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(other); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("after Delete: stat = %v", err)
+	}
+	if err := netns.Delete(other); err != nil {
+		t.Fatalf("Delete(missing) = %v", err)
+	}
+}
+
+func TestCreateFailureLeavesNothing(t *testing.T) {
+	testutil.RequireRoot(t)
+	path := filepath.Join(t.TempDir(), "missing-dir", "ns")
+	if err := netns.Create(path); err == nil {
+		t.Fatal("Create in a missing directory succeeded")
+	}
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stat after failed Create = %v", err)
+	}
+}
+
+func TestDo(t *testing.T) {
+	path := testutil.NewNetns(t)
+	own := inode(t, "/proc/self/ns/net")
+	want := inode(t, path)
+	for range 20 {
+		var got uint64
+		err := netns.Do(path, func() error {
+			var st unix.Stat_t
+			err := unix.Stat("/proc/thread-self/ns/net", &st)
+			got = st.Ino
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Fatalf("inside Do: netns inode %d, want %d", got, want)
+		}
+	}
+	if inode(t, "/proc/thread-self/ns/net") != own {
+		t.Fatal("Do changed the caller's thread")
+	}
+	sentinel := errors.New("boom")
+	if err := netns.Do(path, func() error { return sentinel }); !errors.Is(err, sentinel) {
+		t.Fatalf("Do returned %v, want fn's error", err)
+	}
+	if err := netns.Do(filepath.Join(t.TempDir(), "nope"), func() error { return nil }); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("Do(missing) = %v", err)
+	}
+}

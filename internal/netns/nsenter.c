@@ -1,0 +1,114 @@
+// The constructor below runs before the Go runtime starts, while the process
+// is still single-threaded: the only moment a Go program can join a mount
+// namespace (setns(CLONE_NEWNS) fails with EINVAL once threads share fs
+// state). It is modelled on runc's libcontainer/nsenter/nsexec.c.
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define KNIT_ENV "_KNIT_NSENTER"
+#define KNIT_MAX_JOINS 8
+
+struct knit_join {
+	const char *kind;
+	const char *path;
+	int flag;
+	int fd;
+};
+
+static void knit_fail(const char *kind, const char *path, int err)
+{
+	fprintf(stderr, "knit: join %s namespace %s: %s\n", kind, path, strerror(err));
+	_exit(125);
+}
+
+static int knit_flag(const char *kind)
+{
+	static const struct {
+		const char *kind;
+		int flag;
+	} kinds[] = {
+		{"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS}, {"net", CLONE_NEWNET},
+		{"pid", CLONE_NEWPID}, {"mnt", CLONE_NEWNS}, {"cgroup", CLONE_NEWCGROUP},
+	};
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		if (strcmp(kind, kinds[i].kind) == 0)
+			return kinds[i].flag;
+	return 0;
+}
+
+// knit_parse splits "kind:path,kind:path" in place; the path is everything
+// after the first ':'.
+static int knit_parse(char *spec, struct knit_join *joins)
+{
+	int n = 0;
+	for (char *save = NULL, *tok = strtok_r(spec, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		char *colon = strchr(tok, ':');
+		if (n == KNIT_MAX_JOINS)
+			knit_fail(tok, "", E2BIG);
+		if (!colon)
+			knit_fail(tok, "", EINVAL);
+		*colon = '\0';
+		joins[n].kind = tok;
+		joins[n].path = colon + 1;
+		joins[n].flag = knit_flag(tok);
+		if (joins[n].flag == 0 || joins[n].path[0] == '\0')
+			knit_fail(joins[n].kind, joins[n].path, EINVAL);
+		n++;
+	}
+	return n;
+}
+
+static void knit_setns(struct knit_join *j)
+{
+	if (setns(j->fd, j->flag) < 0)
+		knit_fail(j->kind, j->path, errno);
+	close(j->fd);
+}
+
+__attribute__((constructor)) static void knit_nsenter(void)
+{
+	struct knit_join joins[KNIT_MAX_JOINS];
+	struct knit_join *mnt = NULL;
+	const char *env = getenv(KNIT_ENV);
+	char *spec;
+	int n;
+
+	if (!env)
+		return;
+	spec = strdup(env);
+	if (!spec)
+		knit_fail("", env, ENOMEM);
+	n = knit_parse(spec, joins);
+
+	// Open every file before joining anything: a join (mnt above all)
+	// changes what the later paths resolve to.
+	for (int i = 0; i < n; i++) {
+		joins[i].fd = open(joins[i].path, O_RDONLY | O_CLOEXEC);
+		if (joins[i].fd < 0)
+			knit_fail(joins[i].kind, joins[i].path, errno);
+	}
+	for (int i = 0; i < n; i++) {
+		if (joins[i].flag == CLONE_NEWNS)
+			mnt = &joins[i];
+		else
+			knit_setns(&joins[i]);
+	}
+	if (mnt) {
+		knit_setns(mnt);
+		// The old working directory belongs to the old mount tree.
+		if (chdir("/") < 0)
+			knit_fail(mnt->kind, mnt->path, errno);
+	}
+	// The Go runtime reads the environment from the same array, which
+	// unsetenv edits in place, so children do not join again.
+	unsetenv(KNIT_ENV);
+	free(spec);
+}
