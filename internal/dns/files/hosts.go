@@ -1,0 +1,79 @@
+package files
+
+import (
+	"bytes"
+	"net/netip"
+	"strings"
+
+	"github.com/knit-dev/knit/internal/errdefs"
+)
+
+// HostEntry is one line of /etc/hosts: an address and its names. A
+// HostGateway entry has no address yet; the engine fills in the host's.
+type HostEntry struct {
+	IP          netip.Addr
+	Names       []string
+	HostGateway bool
+}
+
+// hostGateway is the --add-host value that stands for the host's address.
+const hostGateway = "host-gateway"
+
+// ParseAddHost parses an --add-host value: "name:ip" or "name=ip", where ip
+// may be an IPv6 address with or without brackets ("h:2001:db8::1",
+// "h=[2001:db8::1]") or "host-gateway". The name is split at the first "="
+// if there is one, else at the first ":".
+func ParseAddHost(s string) (HostEntry, error) {
+	name, ip, ok := strings.Cut(s, "=")
+	if !ok {
+		name, ip, ok = strings.Cut(s, ":")
+	}
+	if !ok {
+		return HostEntry{}, errdefs.Invalid("invalid --add-host %q: expected NAME:IP or NAME=IP", s)
+	}
+	name, ip = strings.TrimSpace(name), strings.TrimSpace(ip)
+	if err := ValidHostname(name); err != nil {
+		return HostEntry{}, errdefs.Invalid("invalid --add-host %q: %w", s, err)
+	}
+	if ip == hostGateway {
+		return HostEntry{Names: []string{name}, HostGateway: true}, nil
+	}
+	if len(ip) > 2 && ip[0] == '[' && ip[len(ip)-1] == ']' {
+		ip = ip[1 : len(ip)-1]
+	}
+	a, err := netip.ParseAddr(ip)
+	if err != nil || a.Zone() != "" {
+		return HostEntry{}, errdefs.Invalid("invalid --add-host %q: %q is not an IP address (nor %s)", s, ip, hostGateway)
+	}
+	return HostEntry{IP: a, Names: []string{name}}, nil
+}
+
+// localhostBlock starts every /etc/hosts Docker writes.
+const localhostBlock = "127.0.0.1\tlocalhost\n" +
+	"::1\tlocalhost ip6-localhost ip6-loopback\n" +
+	"fe00::0\tip6-localnet\n" +
+	"ff00::0\tip6-mcastprefix\n" +
+	"ff02::1\tip6-allnodes\n" +
+	"ff02::2\tip6-allrouters\n"
+
+// Hosts renders /etc/hosts as Docker does: the localhost block, then the
+// extra entries (--add-host, links) in order, then the container's own
+// addresses and names. Entries without an address or names are left out;
+// names are written as given (validate them on input). Hosts(nil, nil) is a
+// prefix of every result.
+func Hosts(own []HostEntry, extra []HostEntry) []byte {
+	var b bytes.Buffer
+	b.WriteString(localhostBlock)
+	for _, list := range [][]HostEntry{extra, own} {
+		for _, e := range list {
+			if !e.IP.IsValid() || len(e.Names) == 0 {
+				continue
+			}
+			b.WriteString(e.IP.String())
+			b.WriteByte('\t')
+			b.WriteString(strings.Join(e.Names, " "))
+			b.WriteByte('\n')
+		}
+	}
+	return b.Bytes()
+}

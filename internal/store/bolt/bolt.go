@@ -1,0 +1,189 @@
+// Package bolt implements store.Store over a bbolt file.
+//
+// bbolt holds an exclusive flock on its file for as long as it is open
+// read-write, and many knit processes (CLI commands, long-lived container
+// supervisors) share one store. So a Store never keeps the file open: every
+// View and Update opens it, runs one bbolt transaction and closes it again.
+// Invariants:
+//   - no lock is held between calls; a caller waits at most 30s for another
+//     process's transaction, then gets a "store is busy" conflict error;
+//   - values handed to and returned from a Tx are copies, safe to keep and
+//     modify after the call;
+//   - View never creates the file or its directory; a missing file is an
+//     empty store;
+//   - errors returned by the caller's function come back unchanged.
+package bolt
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/store"
+	bbolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// lockTimeout is how long a transaction waits for another process's.
+const lockTimeout = 30 * time.Second
+
+// Store is a store.Store kept in one bbolt file.
+type Store struct {
+	path    string
+	timeout time.Duration
+	// mu orders this process's transactions on the file: bbolt polls a busy
+	// flock every 50ms, so waiting here hands over at once instead. Other
+	// processes are kept out by the flock alone.
+	mu sync.RWMutex
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open returns a Store kept at path. It touches nothing: the file (mode
+// 0600) and its directory (0700) are created by the first Update.
+func Open(path string) *Store { return &Store{path: path, timeout: lockTimeout} }
+
+// View runs fn in a read-only transaction. Other readers may run at the
+// same time; writers wait.
+func (s *Store) View(fn func(store.Tx) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	// A missing or empty file holds nothing yet. An empty file is one being
+	// created by an Update that still holds its lock; opening it read-only
+	// would fail, and nothing in it is committed anyway.
+	if fi, err := os.Stat(s.path); errors.Is(err, os.ErrNotExist) || (err == nil && fi.Size() == 0) {
+		return fn(emptyTx{})
+	}
+	db, err := s.open(true)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.View(func(btx *bbolt.Tx) error { return fn(&tx{btx}) })
+}
+
+// Update runs fn in a read-write transaction, committed if fn returns nil
+// and rolled back otherwise (also when fn panics).
+func (s *Store) Update(fn func(store.Tx) error) (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
+		return fmt.Errorf("create store directory: %w", err)
+	}
+	db, err := s.open(false)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := db.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close store %s: %w", s.path, cerr)
+		}
+	}()
+	return db.Update(func(btx *bbolt.Tx) error { return fn(&tx{btx}) })
+}
+
+func (s *Store) open(readOnly bool) (*bbolt.DB, error) {
+	db, err := bbolt.Open(s.path, 0o600, &bbolt.Options{Timeout: s.timeout, ReadOnly: readOnly})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, errdefs.Conflict("store %s is busy: another knit process has held it for over %s; retry, or look for a stuck knit process (fuser %s)", s.path, s.timeout, s.path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", s.path, err)
+	}
+	return db, nil
+}
+
+// tx adapts a bbolt transaction. bbolt's slices point into the file's
+// memory map, which is gone once the file is closed, so every value that
+// leaves is copied, and every value that enters is copied because bbolt
+// keeps it until commit.
+type tx struct{ b *bbolt.Tx }
+
+func (t *tx) Get(bucket, key string) ([]byte, error) {
+	b := t.b.Bucket([]byte(bucket))
+	if b == nil {
+		return nil, store.ErrNotFound
+	}
+	v := b.Get([]byte(key))
+	if v == nil {
+		return nil, store.ErrNotFound
+	}
+	return clone(v), nil
+}
+
+func (t *tx) Put(bucket, key string, value []byte) error {
+	if !t.b.Writable() {
+		return fmt.Errorf("put %s/%s: read-only transaction", bucket, key)
+	}
+	b, err := t.b.CreateBucketIfNotExists([]byte(bucket))
+	if err != nil {
+		return fmt.Errorf("create bucket %q: %w", bucket, err)
+	}
+	if err := b.Put([]byte(key), clone(value)); err != nil {
+		return fmt.Errorf("put %s/%s: %w", bucket, key, err)
+	}
+	return nil
+}
+
+func (t *tx) Delete(bucket, key string) error {
+	if !t.b.Writable() {
+		return fmt.Errorf("delete %s/%s: read-only transaction", bucket, key)
+	}
+	b := t.b.Bucket([]byte(bucket))
+	if b == nil {
+		return nil
+	}
+	if err := b.Delete([]byte(key)); err != nil {
+		return fmt.Errorf("delete %s/%s: %w", bucket, key, err)
+	}
+	return nil
+}
+
+// List reads the whole bucket before calling fn, so fn may Put or Delete
+// keys of the same bucket (bbolt cursors skip keys after a delete) and sees
+// every key as it was when List began.
+func (t *tx) List(bucket string, fn func(key string, value []byte) error) error {
+	b := t.b.Bucket([]byte(bucket))
+	if b == nil {
+		return nil
+	}
+	type kv struct {
+		k string
+		v []byte
+	}
+	var all []kv
+	if err := b.ForEach(func(k, v []byte) error {
+		if v != nil { // nil marks a nested bucket, which knit never makes
+			all = append(all, kv{string(k), clone(v)})
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, e := range all {
+		if err := fn(e.k, e.v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// clone copies b; a nil or empty b becomes a non-nil empty slice, because
+// bbolt stores a nil value as an empty one.
+func clone(b []byte) []byte { return append([]byte{}, b...) }
+
+// emptyTx is the view of a store whose file does not exist yet.
+type emptyTx struct{}
+
+func (emptyTx) Get(string, string) ([]byte, error)            { return nil, store.ErrNotFound }
+func (emptyTx) List(string, func(string, []byte) error) error { return nil }
+func (emptyTx) Put(bucket, key string, _ []byte) error {
+	return fmt.Errorf("put %s/%s: read-only transaction", bucket, key)
+}
+func (emptyTx) Delete(bucket, key string) error {
+	return fmt.Errorf("delete %s/%s: read-only transaction", bucket, key)
+}
