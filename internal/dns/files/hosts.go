@@ -1,7 +1,6 @@
 package files
 
 import (
-	"bytes"
 	"net/netip"
 	"strings"
 
@@ -59,21 +58,25 @@ const localhostBlock = "127.0.0.1\tlocalhost\n" +
 // Hosts renders /etc/hosts as Docker does: the localhost block, then the
 // extra entries (--add-host, links) in order, then the container's own
 // addresses and names. Entries without an address or names are left out;
-// names are written as given (validate them on input). Hosts(nil, nil) is a
-// prefix of every result.
+// names are written as given (validate them on input).
 func Hosts(own []HostEntry, extra []HostEntry) []byte {
-	var b bytes.Buffer
-	b.WriteString(localhostBlock)
-	for _, list := range [][]HostEntry{extra, own} {
-		for _, e := range list {
-			if !e.IP.IsValid() || len(e.Names) == 0 {
-				continue
-			}
-			b.WriteString(e.IP.String())
-			b.WriteByte('\t')
-			b.WriteString(strings.Join(e.Names, " "))
-			b.WriteByte('\n')
-		}
+	return AppendHosts(AppendHosts([]byte(localhostBlock), extra), own)
+}
+
+// AppendHosts appends entries to an /etc/hosts content, one line each; host
+// networking appends --add-host entries to a copy of the host's own file.
+func AppendHosts(b []byte, entries []HostEntry) []byte {
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		b = append(b, '\n')
 	}
-	return b.Bytes()
+	for _, e := range entries {
+		if !e.IP.IsValid() || len(e.Names) == 0 {
+			continue
+		}
+		b = append(b, e.IP.String()...)
+		b = append(b, '\t')
+		b = append(b, strings.Join(e.Names, " ")...)
+		b = append(b, '\n')
+	}
+	return b
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/knit-dev/knit/internal/store"
 	bbolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+	"golang.org/x/sys/unix"
 )
 
 // lockTimeout is how long a transaction waits for another process's.
@@ -52,6 +53,11 @@ func Open(path string) *Store { return &Store{path: path, timeout: lockTimeout} 
 func (s *Store) View(fn func(store.Tx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	unlock, err := s.lock(unix.LOCK_SH)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	// A missing or empty file holds nothing yet. An empty file is one being
 	// created by an Update that still holds its lock; opening it read-only
 	// would fail, and nothing in it is committed anyway.
@@ -74,6 +80,11 @@ func (s *Store) Update(fn func(store.Tx) error) (err error) {
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
 		return fmt.Errorf("create store directory: %w", err)
 	}
+	unlock, err := s.lock(unix.LOCK_EX)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	db, err := s.open(false)
 	if err != nil {
 		return err
@@ -86,10 +97,43 @@ func (s *Store) Update(fn func(store.Tx) error) (err error) {
 	return db.Update(func(btx *bbolt.Tx) error { return fn(&tx{btx}) })
 }
 
+// lock takes a flock on a lock file beside the store. bbolt's own flock is
+// retried every 50 ms, so commands queued behind one another would each
+// lose up to 50 ms; this lock is retried within a fraction of a millisecond.
+// A missing directory means there is no store yet, and nothing to lock.
+func (s *Store) lock(how int) (unlock func(), err error) {
+	f, err := os.OpenFile(s.path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if errors.Is(err, os.ErrNotExist) && how == unix.LOCK_SH {
+		return func() {}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store lock: %w", err)
+	}
+	deadline := time.Now().Add(s.timeout)
+	for wait := 50 * time.Microsecond; ; wait = min(2*wait, 2*time.Millisecond) {
+		err = unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil // closing releases the lock
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				return nil, s.busy()
+			}
+			return nil, fmt.Errorf("lock store: %w", err)
+		}
+		time.Sleep(wait)
+	}
+}
+
+func (s *Store) busy() error {
+	return errdefs.Conflict("store %s is busy: another knit process has held it for over %s; retry, or look for a stuck knit process (fuser %s)", s.path, s.timeout, s.path)
+}
+
 func (s *Store) open(readOnly bool) (*bbolt.DB, error) {
 	db, err := bbolt.Open(s.path, 0o600, &bbolt.Options{Timeout: s.timeout, ReadOnly: readOnly})
 	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, errdefs.Conflict("store %s is busy: another knit process has held it for over %s; retry, or look for a stuck knit process (fuser %s)", s.path, s.timeout, s.path)
+		return nil, s.busy()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", s.path, err)
