@@ -1,0 +1,135 @@
+// Package bench measures knit's costs with Go's benchmark harness. The
+// benchmarks need root; each re-executes itself in a private network and
+// mount namespace, so nothing touches the machine's own network.
+//
+//	sudo go test -run '^$' -bench . -benchtime 200x ./bench/
+package bench
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/config"
+	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/driver/bridge"
+	"github.com/knit-dev/knit/internal/engine"
+	"github.com/knit-dev/knit/internal/runner"
+	"github.com/knit-dev/knit/internal/store/bolt"
+)
+
+const inSandbox = "KNIT_BENCH_SANDBOX"
+
+// TestMain re-executes the benchmark binary under unshare so that bridges
+// and veths are made in a throwaway network namespace.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == runner.InitArg {
+		runner.Init()
+	}
+	if os.Getenv(inSandbox) == "" && os.Geteuid() == 0 {
+		cmd := exec.Command("unshare", append([]string{"--net", "--mount", "--propagation", "private", "--"}, os.Args...)...)
+		cmd.Env = append(os.Environ(), inSandbox+"=1")
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			if ee, ok := err.(*exec.ExitError); ok {
+				os.Exit(ee.ExitCode())
+			}
+			fmt.Fprintln(os.Stderr, "unshare:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// newEngine returns an engine over private directories in the sandbox.
+func newEngine(b *testing.B) *engine.Engine {
+	b.Helper()
+	if os.Getenv(inSandbox) == "" {
+		b.Skip("needs root: the benchmark makes bridges and veths in a private namespace")
+	}
+	dir := b.TempDir()
+	p := engine.Paths{
+		DataRoot:   filepath.Join(dir, "lib"),
+		ExecRoot:   filepath.Join(dir, "run"),
+		Config:     filepath.Join(dir, "config.json"),
+		NetnsLinks: filepath.Join(dir, "netns-links"),
+	}
+	cfg, err := config.Load(p.Config)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, err := engine.New(engine.Options{
+		Paths: p, Config: cfg, Store: bolt.Open(filepath.Join(p.DataRoot, "knit.db")),
+		Drivers: map[string]driver.Driver{"bridge": bridge.New()},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		all, _ := e.Containers()
+		for _, c := range all {
+			_ = e.Remove(c.ID, engine.RemoveOptions{Force: true})
+		}
+	})
+	return e
+}
+
+var opts = engine.RunOptions{Args: []string{"true"}}
+
+// fill attaches n containers to the default network.
+func fill(b *testing.B, e *engine.Engine, n int) {
+	for range n {
+		if _, err := e.Create(opts); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAttach times making one container's network (record, namespace,
+// veth pair on the bridge, address, routes, /etc files) when `existing`
+// containers are already attached to the same network.
+func BenchmarkAttach(b *testing.B) {
+	for _, existing := range []int{0, 99, 999} {
+		b.Run(fmt.Sprintf("existing=%d", existing), func(b *testing.B) {
+			e := newEngine(b)
+			fill(b, e, existing)
+			b.ResetTimer()
+			for range b.N {
+				c, err := e.Create(opts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := e.Remove(c.ID, engine.RemoveOptions{}); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// BenchmarkDetach times releasing one container's network.
+func BenchmarkDetach(b *testing.B) {
+	for _, existing := range []int{0, 99, 999} {
+		b.Run(fmt.Sprintf("existing=%d", existing), func(b *testing.B) {
+			e := newEngine(b)
+			fill(b, e, existing)
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				c, err := e.Create(opts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if err := e.Remove(c.ID, engine.RemoveOptions{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

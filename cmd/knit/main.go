@@ -1,0 +1,50 @@
+// Command knit runs processes in their own namespaces and gives them a
+// network. main wires the dependencies and dispatches the hidden entry points
+// that knit re-executes itself as (container init, exec helper).
+package main
+
+import (
+	"os"
+
+	"github.com/knit-dev/knit/internal/cli"
+	"github.com/knit-dev/knit/internal/config"
+	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/driver/bridge"
+	"github.com/knit-dev/knit/internal/engine"
+	"github.com/knit-dev/knit/internal/runner"
+	"github.com/knit-dev/knit/internal/store/bolt"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case runner.InitArg:
+			runner.Init() // never returns
+		case runner.ExecArg:
+			runner.ExecMain() // never returns
+		}
+	}
+	os.Exit(cli.Run(os.Args[1:], cli.Env{
+		NewEngine: newEngine,
+		In:        os.Stdin,
+		Out:       os.Stdout,
+		Err:       os.Stderr,
+		Version:   version,
+	}))
+}
+
+func newEngine(p engine.Paths) (*engine.Engine, error) {
+	cfg, err := config.Load(p.Config)
+	if err != nil {
+		return nil, err
+	}
+	return engine.New(engine.Options{
+		Paths:   p,
+		Config:  cfg,
+		Store:   bolt.Open(p.DataRoot + "/knit.db"),
+		Drivers: map[string]driver.Driver{"bridge": bridge.New()},
+	})
+}

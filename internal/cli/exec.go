@@ -1,0 +1,63 @@
+package cli
+
+import (
+	"os"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/knit-dev/knit/internal/engine"
+	"github.com/knit-dev/knit/internal/errdefs"
+)
+
+func (a *app) execCommand() *cobra.Command {
+	var (
+		env              []string
+		workdir          string
+		interactive, tty bool
+	)
+	c := &cobra.Command{
+		Use:   "exec [OPTIONS] CONTAINER COMMAND [ARG...]",
+		Short: "Run a command in a running container, in all of its namespaces",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if tty && interactive && !isTerminal(a.env.In) {
+				return errdefs.Invalid("the input device is not a TTY: drop -t, or run from a terminal")
+			}
+			resolved, err := resolveEnv(env)
+			if err != nil {
+				return err
+			}
+			e, err := a.engine()
+			if err != nil {
+				return err
+			}
+			code, err := e.Exec(args[0], engine.ExecOptions{
+				Args: args[1:], Env: resolved, Workdir: workdir, Tty: tty, Interactive: interactive,
+			}, engine.Stdio{In: a.env.In, Out: a.env.Out, Err: a.env.Err})
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return exitError{code}
+			}
+			return nil
+		},
+	}
+	noHelpShorthand(c)
+	fl := c.Flags()
+	fl.SetInterspersed(false)
+	fl.StringArrayVarP(&env, "env", "e", nil, "set environment variables")
+	fl.StringVarP(&workdir, "workdir", "w", "", "working directory inside the container")
+	fl.BoolVarP(&interactive, "interactive", "i", false, "keep STDIN open")
+	fl.BoolVarP(&tty, "tty", "t", false, "allocate a pseudo-TTY")
+	return c
+}
+
+func isTerminal(f *os.File) bool {
+	if f == nil {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}

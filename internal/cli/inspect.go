@@ -1,0 +1,204 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/knit-dev/knit/internal/engine"
+)
+
+// The Docker-shaped view of a container that `knit inspect` prints and its
+// templates address (.State.Pid, .NetworkSettings.IPAddress, ...).
+type (
+	inspectView struct {
+		ID              string          `json:"Id"`
+		Created         string          `json:"Created"`
+		Path            string          `json:"Path"`
+		Args            []string        `json:"Args"`
+		State           stateView       `json:"State"`
+		Name            string          `json:"Name"`
+		HostnamePath    string          `json:"HostnamePath"`
+		HostsPath       string          `json:"HostsPath"`
+		ResolvConfPath  string          `json:"ResolvConfPath"`
+		LogPath         string          `json:"LogPath"`
+		Config          configView      `json:"Config"`
+		HostConfig      hostConfigView  `json:"HostConfig"`
+		NetworkSettings networkSettings `json:"NetworkSettings"`
+	}
+	stateView struct {
+		Status     string
+		Running    bool
+		Paused     bool
+		Restarting bool
+		OOMKilled  bool
+		Dead       bool
+		Pid        int
+		ExitCode   int
+		Error      string
+		StartedAt  string
+		FinishedAt string
+	}
+	configView struct {
+		Hostname     string
+		Env          []string
+		Cmd          []string
+		WorkingDir   string
+		Tty          bool
+		OpenStdin    bool
+		AttachStdout bool
+		Image        string
+	}
+	hostConfigView struct {
+		NetworkMode string
+		Dns         []string
+		DnsSearch   []string
+		DnsOptions  []string
+		ExtraHosts  []string
+		AutoRemove  bool
+	}
+	networkSettings struct {
+		SandboxKey string
+		endpointView
+		Networks map[string]endpointView
+	}
+	endpointView struct {
+		NetworkID           string `json:",omitempty"`
+		EndpointID          string `json:",omitempty"`
+		Gateway             string
+		IPAddress           string
+		IPPrefixLen         int
+		IPv6Gateway         string
+		GlobalIPv6Address   string
+		GlobalIPv6PrefixLen int
+		MacAddress          string
+	}
+)
+
+func (a *app) inspectCommand() *cobra.Command {
+	var format string
+	c := &cobra.Command{
+		Use:   "inspect [OPTIONS] CONTAINER [CONTAINER...]",
+		Short: "Show low-level information on containers as JSON",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			e, err := a.engine()
+			if err != nil {
+				return err
+			}
+			var views []*inspectView
+			var errs []error
+			for _, ref := range args {
+				c, err := e.Container(ref)
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				views = append(views, a.newInspectView(e, c))
+			}
+			if format == "" {
+				b, err := json.MarshalIndent(views, "", "    ")
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(out(cmd), string(b))
+				return errors.Join(errs...)
+			}
+			tmpl, _, err := parseFormat(format, nil)
+			if err != nil {
+				return err
+			}
+			for _, v := range views {
+				if err := tmpl.Execute(out(cmd), v); err != nil {
+					return fmt.Errorf("template: %w", err)
+				}
+			}
+			return errors.Join(errs...)
+		},
+	}
+	c.Flags().StringVarP(&format, "format", "f", "", "format output using a Go template")
+	return c
+}
+
+func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView {
+	v := &inspectView{
+		ID:             c.ID,
+		Created:        c.Created.Format(time.RFC3339Nano),
+		Path:           c.Spec.Args[0],
+		Args:           c.Spec.Args[1:],
+		Name:           "/" + c.Name,
+		HostnamePath:   filepath.Join(c.Dir, "hostname"),
+		HostsPath:      filepath.Join(c.Dir, "hosts"),
+		ResolvConfPath: filepath.Join(c.Dir, "resolv.conf"),
+		State: stateView{
+			Status: c.State.Status, Running: c.Running(), ExitCode: c.State.ExitCode, Error: c.State.Error,
+			StartedAt: timeString(c.State.StartedAt), FinishedAt: timeString(c.State.FinishedAt),
+		},
+		Config: configView{
+			Hostname: c.Spec.Hostname, Env: c.Spec.Env, Cmd: c.Spec.Args, WorkingDir: c.Spec.Workdir,
+			Tty: c.Spec.Tty, OpenStdin: c.Spec.Interactive, AttachStdout: !c.Spec.Detach, Image: c.Spec.Rootfs,
+		},
+		HostConfig: hostConfigView{
+			NetworkMode: c.Spec.NetworkMode, DnsSearch: c.Spec.DNSSearch, DnsOptions: c.Spec.DNSOptions,
+			ExtraHosts: c.Spec.ExtraHosts, AutoRemove: c.Spec.AutoRemove,
+		},
+		NetworkSettings: networkSettings{Networks: map[string]endpointView{}},
+	}
+	if c.Spec.Detach {
+		v.LogPath = filepath.Join(c.Dir, "container.log")
+	}
+	for _, d := range c.Spec.DNS {
+		v.HostConfig.Dns = append(v.HostConfig.Dns, d.String())
+	}
+	if c.Running() {
+		v.State.Pid = c.State.Process.Pid
+		v.NetworkSettings.SandboxKey = c.Netns
+	}
+	for _, ep := range c.Endpoints {
+		ev := endpointView{EndpointID: c.ID[:12] + "-" + ep.Network}
+		if n, err := e.Network(ep.Network); err == nil {
+			ev.NetworkID = n.ID
+		}
+		if c.Running() {
+			fillAddresses(&ev, ep)
+		}
+		v.NetworkSettings.Networks[ep.Network] = ev
+		if ep.Network == engine.ModeBridge { // Docker mirrors the default network at the top
+			v.NetworkSettings.endpointView = ev
+			v.NetworkSettings.NetworkID, v.NetworkSettings.EndpointID = "", ""
+		}
+	}
+	if c.Spec.NetworkMode == engine.ModeHost || c.Spec.NetworkMode == engine.ModeNone {
+		v.NetworkSettings.Networks[c.Spec.NetworkMode] = endpointView{}
+	}
+	return v
+}
+
+func fillAddresses(ev *endpointView, ep engine.Endpoint) {
+	ev.MacAddress = ep.MAC.String()
+	for _, p := range ep.Addrs {
+		if p.Addr().Is4() {
+			ev.IPAddress, ev.IPPrefixLen = p.Addr().String(), p.Bits()
+		} else {
+			ev.GlobalIPv6Address, ev.GlobalIPv6PrefixLen = p.Addr().String(), p.Bits()
+		}
+	}
+	for _, g := range ep.Gateways {
+		if g.Is4() {
+			ev.Gateway = g.String()
+		} else {
+			ev.IPv6Gateway = g.String()
+		}
+	}
+}
+
+func timeString(t time.Time) string {
+	if t.IsZero() {
+		return "0001-01-01T00:00:00Z"
+	}
+	return t.Format(time.RFC3339Nano)
+}

@@ -1,0 +1,128 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/knit-dev/knit/internal/engine"
+	"github.com/knit-dev/knit/internal/errdefs"
+)
+
+// eachContainer applies fn to every named container, printing the name of
+// each success as Docker does and reporting every failure.
+func (a *app) eachContainer(cmd *cobra.Command, refs []string, fn func(e *engine.Engine, ref string) error) error {
+	e, err := a.engine()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, ref := range refs {
+		if err := fn(e, ref); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fmt.Fprintln(out(cmd), ref)
+	}
+	return errors.Join(errs...)
+}
+
+func (a *app) stopCommand() *cobra.Command {
+	var seconds int
+	c := &cobra.Command{
+		Use:   "stop [OPTIONS] CONTAINER [CONTAINER...]",
+		Short: "Stop running containers: SIGTERM, then SIGKILL after a grace period",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if seconds < 0 {
+				return errdefs.Invalid("invalid --time %d: must not be negative", seconds)
+			}
+			return a.eachContainer(cmd, args, func(e *engine.Engine, ref string) error {
+				_, err := e.Stop(ref, time.Duration(seconds)*time.Second)
+				return err
+			})
+		},
+	}
+	c.Flags().IntVarP(&seconds, "time", "t", 10, "seconds to wait before killing the container")
+	return c
+}
+
+func (a *app) killCommand() *cobra.Command {
+	var signal string
+	c := &cobra.Command{
+		Use:   "kill [OPTIONS] CONTAINER [CONTAINER...]",
+		Short: "Send a signal to running containers",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sig, err := parseSignal(signal)
+			if err != nil {
+				return err
+			}
+			return a.eachContainer(cmd, args, func(e *engine.Engine, ref string) error {
+				_, err := e.Kill(ref, sig)
+				return err
+			})
+		},
+	}
+	c.Flags().StringVarP(&signal, "signal", "s", "KILL", "signal to send (name or number)")
+	return c
+}
+
+// parseSignal accepts "KILL", "SIGKILL", "kill" and "9".
+func parseSignal(s string) (syscall.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		if n <= 0 || n > 64 {
+			return 0, errdefs.Invalid("invalid signal %q", s)
+		}
+		return syscall.Signal(n), nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	sig := unix.SignalNum(name)
+	if sig == 0 {
+		return 0, errdefs.Invalid("invalid signal %q", s)
+	}
+	return sig, nil
+}
+
+func (a *app) rmCommand() *cobra.Command {
+	var force bool
+	c := &cobra.Command{
+		Use:   "rm [OPTIONS] CONTAINER [CONTAINER...]",
+		Short: "Remove containers, releasing their network",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.eachContainer(cmd, args, func(e *engine.Engine, ref string) error {
+				return e.Remove(ref, engine.RemoveOptions{Force: force})
+			})
+		},
+	}
+	c.Flags().BoolVarP(&force, "force", "f", false, "kill and remove a running container")
+	return c
+}
+
+func (a *app) logsCommand() *cobra.Command {
+	var follow bool
+	c := &cobra.Command{
+		Use:   "logs [OPTIONS] CONTAINER",
+		Short: "Print the output of a detached container",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			e, err := a.engine()
+			if err != nil {
+				return err
+			}
+			return e.Logs(args[0], follow, out(cmd))
+		},
+	}
+	c.Flags().BoolVarP(&follow, "follow", "f", false, "follow log output until the container stops")
+	return c
+}

@@ -1,0 +1,118 @@
+package cli
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/knit-dev/knit/internal/engine"
+)
+
+// psRow holds the fields `knit ps --format` offers, named as in Docker.
+type psRow struct {
+	ID, Names, Command, CreatedAt, RunningFor, Status, State, Ports, Networks, Image string
+}
+
+var psHeaders = map[string]string{
+	"ID": "CONTAINER ID", "Names": "NAMES", "Command": "COMMAND", "CreatedAt": "CREATED AT",
+	"RunningFor": "CREATED", "Status": "STATUS", "State": "STATE", "Ports": "PORTS",
+	"Networks": "NETWORKS", "Image": "IMAGE",
+}
+
+const psDefaultFormat = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+
+func (a *app) psCommand() *cobra.Command {
+	var (
+		all, quiet, noTrunc bool
+		format              string
+	)
+	c := &cobra.Command{
+		Use:     "ps [OPTIONS]",
+		Aliases: []string{"ls"},
+		Short:   "List containers",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			e, err := a.engine()
+			if err != nil {
+				return err
+			}
+			list, err := e.Containers()
+			if err != nil {
+				return err
+			}
+			if quiet && format == "" {
+				format = "{{.ID}}"
+			}
+			if format == "" {
+				format = psDefaultFormat
+			}
+			tmpl, header, err := parseFormat(format, psHeaders)
+			if err != nil {
+				return err
+			}
+			w := newTable(out(cmd))
+			defer w.Flush()
+			if header != "" {
+				fmt.Fprint(w, header)
+			}
+			now := time.Now()
+			for _, c := range list {
+				if !all && !c.Running() {
+					continue
+				}
+				if err := tmpl.Execute(w, newPSRow(c, now, noTrunc)); err != nil {
+					return fmt.Errorf("--format: %w", err)
+				}
+			}
+			return nil
+		},
+	}
+	fl := c.Flags()
+	fl.BoolVarP(&all, "all", "a", false, "show all containers (default shows just running)")
+	fl.BoolVarP(&quiet, "quiet", "q", false, "only display container IDs")
+	fl.BoolVar(&noTrunc, "no-trunc", false, "don't truncate output")
+	fl.StringVar(&format, "format", "", "format output using a Go template")
+	return c
+}
+
+func newPSRow(c *engine.Container, now time.Time, noTrunc bool) psRow {
+	r := psRow{
+		ID:         c.ID,
+		Names:      c.Name,
+		CreatedAt:  c.Created.Local().Format("2006-01-02 15:04:05 -0700 MST"),
+		RunningFor: humanDuration(now.Sub(c.Created)) + " ago",
+		State:      c.State.Status,
+		Image:      "/", // the rootfs; the host's own by default
+	}
+	if c.Spec.Rootfs != "" {
+		r.Image = c.Spec.Rootfs
+	}
+	var nets []string
+	for _, ep := range c.Endpoints {
+		nets = append(nets, ep.Network)
+	}
+	if len(nets) == 0 {
+		nets = []string{c.Spec.NetworkMode}
+	}
+	r.Networks = strings.Join(nets, ",")
+	cmd := strings.Join(c.Spec.Args, " ")
+	if !noTrunc {
+		r.ID = r.ID[:12]
+		if len(cmd) > 20 {
+			cmd = cmd[:19] + "…"
+		}
+	}
+	r.Command = strconv.Quote(cmd)
+	switch c.State.Status {
+	case engine.StatusRunning:
+		r.Status = "Up " + humanDuration(now.Sub(c.State.StartedAt))
+	case engine.StatusExited:
+		r.Status = fmt.Sprintf("Exited (%d) %s ago", c.State.ExitCode, humanDuration(now.Sub(c.State.FinishedAt)))
+	default:
+		r.Status = "Created"
+	}
+	return r
+}

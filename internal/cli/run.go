@@ -1,0 +1,162 @@
+package cli
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/knit-dev/knit/internal/dns/files"
+	"github.com/knit-dev/knit/internal/engine"
+	"github.com/knit-dev/knit/internal/errdefs"
+)
+
+// runFlags are docker run's flags that knit implements, under the same names.
+type runFlags struct {
+	name, hostname, network, ip, mac, workdir, rootfs string
+	env, dns, dnsSearch, dnsOptions, addHosts         []string
+	detach, rm, interactive, tty                      bool
+}
+
+func (a *app) runCommand() *cobra.Command {
+	var f runFlags
+	c := &cobra.Command{
+		Use:   "run [OPTIONS] [--] COMMAND [ARG...]",
+		Short: "Run a command in a new container with its own network",
+		Example: `  knit run --rm busybox ip addr
+  knit run -d --name web --rootfs /srv/busybox httpd -f -p 80
+  knit run --rm --network container:web wget -qO- http://127.0.0.1`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.run(cmd, &f, args)
+		},
+	}
+	noHelpShorthand(c)
+	fl := c.Flags()
+	fl.SetInterspersed(false) // flags after COMMAND belong to COMMAND
+	fl.StringVar(&f.name, "name", "", "assign a name to the container")
+	fl.StringVarP(&f.hostname, "hostname", "h", "", "container host name")
+	fl.StringVar(&f.network, "network", "bridge", "connect to a network: bridge, none, host, container:NAME")
+	fl.StringVar(&f.network, "net", "bridge", "alias of --network")
+	fl.StringVar(&f.ip, "ip", "", "IPv4 address (e.g., 172.30.100.104)")
+	fl.StringVar(&f.mac, "mac-address", "", "container MAC address (e.g., 92:d0:c6:0a:29:33)")
+	fl.BoolVarP(&f.detach, "detach", "d", false, "run in the background and print the container ID")
+	fl.BoolVar(&f.rm, "rm", false, "remove the container when it exits")
+	fl.BoolVarP(&f.interactive, "interactive", "i", false, "keep STDIN open")
+	fl.BoolVarP(&f.tty, "tty", "t", false, "allocate a pseudo-TTY")
+	fl.StringArrayVarP(&f.env, "env", "e", nil, "set environment variables (KEY=VALUE, or KEY to copy it)")
+	fl.StringVarP(&f.workdir, "workdir", "w", "", "working directory inside the container")
+	fl.StringArrayVar(&f.dns, "dns", nil, "set custom DNS servers")
+	fl.StringArrayVar(&f.dnsSearch, "dns-search", nil, "set custom DNS search domains")
+	fl.StringArrayVar(&f.dnsOptions, "dns-option", nil, "set DNS options")
+	fl.StringArrayVar(&f.dnsOptions, "dns-opt", nil, "alias of --dns-option")
+	fl.StringArrayVar(&f.addHosts, "add-host", nil, "add a custom host-to-IP mapping (host:ip, ip may be host-gateway)")
+	fl.StringVar(&f.rootfs, "rootfs", "", "directory to use as the root filesystem (default: the host's, privately mounted)")
+	_ = fl.MarkHidden("net")
+	_ = fl.MarkHidden("dns-opt")
+	return c
+}
+
+func (a *app) run(cmd *cobra.Command, f *runFlags, args []string) error {
+	o, err := f.options(args)
+	if err != nil {
+		return err
+	}
+	if o.Tty && o.Interactive && !isTerminal(a.env.In) {
+		return errdefs.Invalid("the input device is not a TTY: drop -t, or run from a terminal")
+	}
+	e, err := a.engine()
+	if err != nil {
+		return err
+	}
+	if o.Detach {
+		id, err := e.RunDetached(*o)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(out(cmd), id)
+		return nil
+	}
+	code, err := e.RunForeground(*o, engine.Stdio{In: a.env.In, Out: a.env.Out, Err: a.env.Err})
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return exitError{code}
+	}
+	return nil
+}
+
+// options turns flags into a request, rejecting malformed values early.
+func (f *runFlags) options(args []string) (*engine.RunOptions, error) {
+	o := &engine.RunOptions{
+		Name: f.name, Hostname: f.hostname, Network: f.network, Args: args, Workdir: f.workdir,
+		Rootfs: f.rootfs, Tty: f.tty, Interactive: f.interactive, Detach: f.detach, AutoRemove: f.rm,
+		DNSSearch: f.dnsSearch, DNSOptions: f.dnsOptions,
+	}
+	var err error
+	if f.ip != "" {
+		if o.IP, err = netip.ParseAddr(f.ip); err != nil {
+			return nil, errdefs.Invalid("invalid --ip %q: not an IP address", f.ip)
+		}
+	}
+	if f.mac != "" {
+		if o.MAC, err = net.ParseMAC(f.mac); err != nil {
+			return nil, errdefs.Invalid("invalid --mac-address %q: %v", f.mac, err)
+		}
+	}
+	if o.Workdir != "" && !strings.HasPrefix(o.Workdir, "/") {
+		return nil, errdefs.Invalid("the working directory %q is invalid: it needs to be an absolute path", o.Workdir)
+	}
+	if o.Env, err = resolveEnv(f.env); err != nil {
+		return nil, err
+	}
+	for _, s := range f.dns {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, errdefs.Invalid("invalid --dns %q: not an IP address", s)
+		}
+		o.DNS = append(o.DNS, a)
+	}
+	for _, s := range f.dnsSearch {
+		if err := files.ValidateSearchDomain(s); err != nil {
+			return nil, errdefs.Invalid("invalid --dns-search %q: %v", s, err)
+		}
+	}
+	for _, s := range f.dnsOptions {
+		if err := files.ValidateDNSOption(s); err != nil {
+			return nil, errdefs.Invalid("invalid --dns-option %q: %v", s, err)
+		}
+	}
+	for _, s := range f.addHosts {
+		h, err := files.ParseAddHost(s)
+		if err != nil {
+			return nil, errdefs.Invalid("invalid --add-host %q: %v", s, err)
+		}
+		o.AddHosts = append(o.AddHosts, h)
+	}
+	return o, nil
+}
+
+// resolveEnv expands -e KEY from the caller's environment (dropped if unset).
+func resolveEnv(in []string) ([]string, error) {
+	var out []string
+	for _, kv := range in {
+		k, _, hasValue := strings.Cut(kv, "=")
+		if k == "" {
+			return nil, errdefs.Invalid("invalid environment variable %q", kv)
+		}
+		if !hasValue {
+			v, ok := os.LookupEnv(k)
+			if !ok {
+				continue
+			}
+			kv = k + "=" + v
+		}
+		out = append(out, kv)
+	}
+	return out, nil
+}

@@ -1,0 +1,53 @@
+package cli
+
+import (
+	"bufio"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+func (a *app) systemCommand() *cobra.Command {
+	sys := &cobra.Command{Use: "system", Short: "Manage knit's state"}
+	var force bool
+	prune := &cobra.Command{
+		Use:   "prune [OPTIONS]",
+		Short: "Remove stopped containers and kernel objects no container owns",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !force {
+				fmt.Fprint(out(cmd), "WARNING! This will remove:\n  - all stopped containers\n  - namespaces, links and addresses that no container owns\n\nAre you sure you want to continue? [y/N] ")
+				answer, _ := bufio.NewReader(a.env.In).ReadString('\n')
+				if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+					return nil
+				}
+			}
+			e, err := a.engine()
+			if err != nil {
+				return err
+			}
+			r, err := e.Prune()
+			if r != nil {
+				print := func(title string, items []string) {
+					if len(items) == 0 {
+						return
+					}
+					fmt.Fprintln(out(cmd), title)
+					for _, it := range items {
+						fmt.Fprintln(out(cmd), it)
+					}
+					fmt.Fprintln(out(cmd))
+				}
+				print("Deleted Containers:", r.Containers)
+				print("Deleted Network Namespaces:", r.Netns)
+				print("Deleted Links:", r.Links)
+				print("Released Addresses:", r.Addresses)
+			}
+			return err
+		},
+	}
+	prune.Flags().BoolVarP(&force, "force", "f", false, "do not prompt for confirmation")
+	sys.AddCommand(prune)
+	return sys
+}

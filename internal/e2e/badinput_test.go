@@ -1,0 +1,70 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/testutil"
+)
+
+// snapshot captures the state a refused command must not change: the store
+// file, the links, the namespace mounts and the container list.
+func snapshot(t *testing.T, s *testutil.Sandbox) string {
+	t.Helper()
+	return s.MustRun(t, "sh", "-c",
+		"sha256sum "+s.DataRoot()+"/knit.db; ip -o link | sed 's/ state .*//'; grep -c nsfs /proc/self/mountinfo; ls "+s.ExecRoot()+"/netns")
+}
+
+func TestBadInputLeavesStateUnchanged(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "run", "-d", "--name", "taken", "--ip", "172.17.0.9", "--rootfs", bb, "sleep", "300")
+	cases := []struct {
+		args []string
+		msg  string // a fragment of the one-line error
+	}{
+		{[]string{"run", "--network", "nosuch", "true"}, "network nosuch not found"},
+		{[]string{"run", "--name", "taken", "true"}, "already in use"},
+		{[]string{"run", "--ip", "172.17.0.9", "true"}, "already in use"},
+		{[]string{"run", "--ip", "10.9.9.9", "true"}, "outside"},
+		{[]string{"run", "--ip", "172.17.0.300", "true"}, "not an IP address"},
+		{[]string{"run", "--ip", "172.17.0.1", "true"}, "172.17.0.1"},
+		{[]string{"run", "--network", "none", "--ip", "172.17.0.5", "true"}, "conflicting options"},
+		{[]string{"run", "--network", "host", "--mac-address", "02:42:00:00:00:01", "true"}, "conflicting options"},
+		{[]string{"run", "--network", "container:nosuch", "true"}, "no such container"},
+		{[]string{"run", "--network", "container:taken", "-h", "x", "true"}, "conflicting options"},
+		{[]string{"run", "--mac-address", "zz:zz", "true"}, "mac-address"},
+		{[]string{"run", "--dns", "not-an-ip", "true"}, "--dns"},
+		{[]string{"run", "--dns-option", "bogus-option", "true"}, "--dns-option"},
+		{[]string{"run", "--add-host", "nocolon", "true"}, "--add-host"},
+		{[]string{"run", "--name", "bad/name", "true"}, "invalid container name"},
+		{[]string{"run", "-h", "bad_host!", "true"}, "hostname"},
+		{[]string{"run", "-w", "relative", "true"}, "absolute"},
+		{[]string{"run", "--rootfs", "/no/such/dir", "true"}, "rootfs"},
+		{[]string{"run"}, "no command"},
+		{[]string{"run", "--no-such-flag", "true"}, "unknown flag"},
+		{[]string{"exec", "nosuch", "true"}, "no such container"},
+		{[]string{"rm", "nosuch"}, "no such container"},
+		{[]string{"rm", "taken"}, "running"},
+		{[]string{"stop", "nosuch"}, "no such container"},
+		{[]string{"kill", "-s", "NOPE", "taken"}, "invalid signal"},
+		{[]string{"inspect", "nosuch"}, "no such container"},
+		{[]string{"logs", "nosuch"}, "no such container"},
+	}
+	before := snapshot(t, s)
+	for _, c := range cases {
+		r := s.Knit(c.args...)
+		if r.Code != 125 {
+			t.Errorf("knit %s: exit %d, want 125 (stderr %q)", strings.Join(c.args, " "), r.Code, r.Stderr)
+		}
+		if !strings.Contains(r.Stderr, c.msg) {
+			t.Errorf("knit %s: stderr %q lacks %q", strings.Join(c.args, " "), r.Stderr, c.msg)
+		}
+		if first := strings.SplitN(r.Stderr, "\n", 2)[0]; !strings.HasPrefix(first, "knit: ") {
+			t.Errorf("knit %s: error line %q should start with \"knit: \"", strings.Join(c.args, " "), first)
+		}
+	}
+	if after := snapshot(t, s); after != before {
+		t.Errorf("refused commands changed the state:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}

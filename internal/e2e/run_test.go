@@ -1,0 +1,319 @@
+// Package e2e runs the knit binary in throwaway sandboxes and asserts on real
+// traffic and real kernel state. Every test needs root; each makes its own
+// sandbox (network, mount and PID namespaces) that dies with it.
+package e2e
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/knit-dev/knit/internal/testutil"
+)
+
+// sandbox returns a fresh sandbox with knit built.
+func sandbox(t *testing.T) *testutil.Sandbox {
+	t.Helper()
+	testutil.RequireRoot(t)
+	testutil.KnitBinary(t)
+	return testutil.NewSandbox(t)
+}
+
+// ipOf reads a container's address from inspect.
+func ipOf(t *testing.T, s *testutil.Sandbox, name string) string {
+	t.Helper()
+	return strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.NetworkSettings.IPAddress}}", name))
+}
+
+func TestTwoContainersPingEachOtherAndTheGateway(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "run", "-d", "--name", "ca", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--name", "cb", "--rootfs", bb, "sleep", "300")
+	ipA, ipB := ipOf(t, s, "ca"), ipOf(t, s, "cb")
+	if ipA != "172.17.0.2" || ipB != "172.17.0.3" {
+		t.Fatalf("addresses = %s, %s; want the lowest free ones, 172.17.0.2 and 172.17.0.3", ipA, ipB)
+	}
+	s.MustKnit(t, "exec", "ca", "ping", "-c1", "-W2", ipB)
+	s.MustKnit(t, "exec", "cb", "ping", "-c1", "-W2", ipA)
+	s.MustKnit(t, "exec", "ca", "ping", "-c1", "-W2", "172.17.0.1")
+	// The host reaches the container too.
+	s.MustRun(t, "ping", "-c1", "-W2", ipA)
+
+	// Kernel state: eth0 with the address, MTU and the MAC derived from it.
+	link := s.MustKnit(t, "exec", "ca", "ip", "-o", "addr", "show", "eth0")
+	if !strings.Contains(link, "inet 172.17.0.2/16") {
+		t.Errorf("eth0 in a: %s", link)
+	}
+	mac := s.MustKnit(t, "exec", "ca", "cat", "/sys/class/net/eth0/address")
+	if strings.TrimSpace(mac) != "02:42:ac:11:00:02" {
+		t.Errorf("eth0 MAC = %q, want 02:42:ac:11:00:02", mac)
+	}
+	route := s.MustKnit(t, "exec", "ca", "ip", "route")
+	if !strings.Contains(route, "default via 172.17.0.1 dev eth0") {
+		t.Errorf("routes in a:\n%s", route)
+	}
+	// Host side: the bridge holds the gateway; two vethNNNNNNN ports on it.
+	br := s.MustRun(t, "ip", "-o", "addr", "show", "knit0")
+	if !strings.Contains(br, "inet 172.17.0.1/16") {
+		t.Errorf("knit0: %s", br)
+	}
+	ports := s.MustRun(t, "ip", "-o", "link", "show", "master", "knit0")
+	if n := len(regexp.MustCompile(`veth[0-9a-f]{7}@`).FindAllString(ports, -1)); n != 2 {
+		t.Errorf("bridge ports: want 2 veth[7 hex], got:\n%s", ports)
+	}
+	if fwd := s.MustRun(t, "cat", "/proc/sys/net/ipv4/ip_forward"); strings.TrimSpace(fwd) != "1" {
+		t.Errorf("ip_forward = %q, want 1", fwd)
+	}
+}
+
+func TestHostReachesHTTPServer(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustRun(t, "sh", "-c", "mkdir -p "+bb+"/www && echo hello-from-knit > "+bb+"/www/index.html")
+	s.MustKnit(t, "run", "-d", "--name", "web", "--rootfs", bb, "httpd", "-f", "-p", "80", "-h", "/www")
+	ip := ipOf(t, s, "web")
+	body := eventually(t, func() (string, error) {
+		r := s.Run("busybox", "wget", "-qO-", "-T", "2", "http://"+ip+"/")
+		if r.Code != 0 {
+			return "", fmt.Errorf("wget: %s", r.Stderr)
+		}
+		return r.Stdout, nil
+	})
+	if strings.TrimSpace(body) != "hello-from-knit" {
+		t.Fatalf("body = %q", body)
+	}
+}
+
+func TestModes(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	none := s.MustKnit(t, "run", "--rm", "--network", "none", "--rootfs", bb, "ip", "-o", "link")
+	if !strings.Contains(none, "lo:") || strings.Contains(none, "eth0") || !strings.Contains(none, "UP") {
+		t.Errorf("none mode links:\n%s", none)
+	}
+	host := s.MustKnit(t, "run", "--rm", "--network", "host", "--rootfs", bb, "ip", "-o", "link")
+	if !strings.Contains(host, "wan0") {
+		t.Errorf("host mode should see the host's wan0:\n%s", host)
+	}
+	// container:NAME shares the network namespace: same eth0 address, and
+	// the two talk over 127.0.0.1.
+	s.MustKnit(t, "run", "-d", "--name", "srv", "--rootfs", bb, "nc", "-lk", "-p", "7000", "-e", "echo", "pong")
+	ip := ipOf(t, s, "srv")
+	joined := s.MustKnit(t, "run", "--rm", "--network", "container:srv", "--rootfs", bb, "ip", "-o", "addr", "show", "eth0")
+	if !strings.Contains(joined, ip+"/") {
+		t.Errorf("container:srv eth0 = %s, want %s", joined, ip)
+	}
+	got := eventually(t, func() (string, error) {
+		r := s.Knit("run", "--rm", "--network", "container:srv", "--rootfs", bb, "nc", "127.0.0.1", "7000")
+		if !strings.Contains(r.Stdout, "pong") {
+			return "", fmt.Errorf("nc: %q %q", r.Stdout, r.Stderr)
+		}
+		return r.Stdout, nil
+	})
+	_ = got
+}
+
+func TestContainerModeBlocksRemoval(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "run", "-d", "--name", "owner", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--name", "joiner", "--network", "container:owner", "--rootfs", bb, "sleep", "300")
+	r := s.Knit("rm", "-f", "owner")
+	if r.Code != 0 {
+		t.Fatalf("rm -f owner: %+v", r)
+	}
+	s.MustKnit(t, "run", "-d", "--name", "owner2", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--name", "joiner2", "--network", "container:owner2", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "stop", "-t", "0", "owner2")
+	r = s.Knit("rm", "owner2")
+	if r.Code != 125 || !strings.Contains(r.Stderr, "joiner2") {
+		t.Fatalf("rm owner2 while joiner2 uses its namespace: code %d, stderr %q", r.Code, r.Stderr)
+	}
+}
+
+func TestFiles(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	hosts := s.MustKnit(t, "run", "--rm", "--name", "f1", "-h", "web.example.org", "--add-host", "db.local:192.0.2.10",
+		"--add-host", "gw:host-gateway", "--rootfs", bb, "cat", "/etc/hosts")
+	for _, want := range []string{"127.0.0.1\tlocalhost", "192.0.2.10\tdb.local", "172.17.0.1\tgw", "172.17.0.2\tweb.example.org f1"} {
+		if !strings.Contains(hosts, want) {
+			t.Errorf("/etc/hosts lacks %q:\n%s", want, hosts)
+		}
+	}
+	hn := s.MustKnit(t, "run", "--rm", "-h", "web.example.org", "--rootfs", bb, "sh", "-c", "hostname; cat /etc/hostname")
+	if hn != "web.example.org\nweb.example.org\n" {
+		t.Errorf("hostname output %q", hn)
+	}
+	// The default hostname is the first 12 characters of the ID.
+	id := strings.TrimSpace(s.MustKnit(t, "run", "-d", "--rootfs", bb, "sleep", "300"))
+	if got := strings.TrimSpace(s.MustKnit(t, "exec", id, "hostname")); got != id[:12] {
+		t.Errorf("default hostname = %q, want %q", got, id[:12])
+	}
+	// resolv.conf: the sandbox's (nameserver 198.51.100.2) by default ...
+	rc := s.MustKnit(t, "run", "--rm", "--rootfs", bb, "cat", "/etc/resolv.conf")
+	if !strings.Contains(rc, "nameserver 198.51.100.2") {
+		t.Errorf("default resolv.conf:\n%s", rc)
+	}
+	// ... replaced part by part by the flags.
+	rc = s.MustKnit(t, "run", "--rm", "--dns", "203.0.113.53", "--dns-search", "corp.example", "--dns-option", "ndots:2",
+		"--rootfs", bb, "cat", "/etc/resolv.conf")
+	for _, want := range []string{"nameserver 203.0.113.53", "search corp.example", "options ndots:2"} {
+		if !strings.Contains(rc, want) {
+			t.Errorf("resolv.conf lacks %q:\n%s", want, rc)
+		}
+	}
+	if strings.Contains(rc, "198.51.100.2") {
+		t.Errorf("--dns must replace the host's nameservers:\n%s", rc)
+	}
+	// The host's own files are untouched.
+	if h := s.MustRun(t, "cat", "/etc/hostname"); strings.Contains(h, "web.example.org") {
+		t.Errorf("host /etc/hostname changed: %q", h)
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	cases := []struct {
+		args []string
+		code int
+	}{
+		{[]string{"run", "--rm", "--rootfs", bb, "true"}, 0},
+		{[]string{"run", "--rm", "--rootfs", bb, "sh", "-c", "exit 3"}, 3},
+		{[]string{"run", "--rm", "--rootfs", bb, "no-such-command"}, 127},
+		{[]string{"run", "--rm", "--rootfs", bb, "/etc/hosts"}, 126},
+		{[]string{"run", "--rm", "--network", "no-such-net", "--rootfs", bb, "true"}, 125},
+		{[]string{"run", "--rm", "--rootfs", bb, "sh", "-c", "kill -9 $$"}, 137},
+	}
+	for _, c := range cases {
+		if r := s.Knit(c.args...); r.Code != c.code {
+			t.Errorf("knit %s: exit %d, want %d (stderr %q)", strings.Join(c.args, " "), r.Code, c.code, r.Stderr)
+		}
+	}
+}
+
+func TestRemoveLeavesNothingAndAddressIsReused(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "run", "-d", "--name", "c1", "--rootfs", bb, "sleep", "300")
+	if ip := ipOf(t, s, "c1"); ip != "172.17.0.2" {
+		t.Fatalf("ip = %s", ip)
+	}
+	s.MustKnit(t, "rm", "-f", "c1")
+	eventually(t, func() (string, error) {
+		if l := s.MustRun(t, "ip", "-o", "link", "show", "type", "veth"); l != "" {
+			return "", fmt.Errorf("veths remain:\n%s", l)
+		}
+		return "", nil
+	})
+	if m := s.MustRun(t, "sh", "-c", "grep -c nsfs /proc/self/mountinfo || true"); strings.TrimSpace(m) != "1" {
+		// one nsfs mount is the sandbox's own "world" namespace
+		t.Errorf("nsfs mounts after rm: %s", m)
+	}
+	if l := s.MustRun(t, "ip", "netns", "list"); strings.Contains(l, "knit-c1") {
+		t.Errorf("ip netns list still shows knit-x:\n%s", l)
+	}
+	s.MustKnit(t, "run", "-d", "--name", "c2", "--rootfs", bb, "sleep", "300")
+	if ip := ipOf(t, s, "c2"); ip != "172.17.0.2" {
+		t.Errorf("released address not reused: c2 got %s", ip)
+	}
+}
+
+func TestParallelRunsGetDistinctAddresses(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	const n = 32
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r := s.Knit("run", "-d", "--name", fmt.Sprintf("p%d", i), "--rootfs", bb, "sleep", "300"); r.Code != 0 {
+				errs <- fmt.Errorf("p%d: %s", i, r.Stderr)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	out := s.MustKnit(t, "ps", "--format", "{{.Names}}")
+	seen := map[string]string{}
+	for _, name := range strings.Fields(out) {
+		ip := ipOf(t, s, name)
+		if other, dup := seen[ip]; dup {
+			t.Errorf("%s and %s both got %s", name, other, ip)
+		}
+		seen[ip] = name
+	}
+	if len(seen) != n {
+		t.Errorf("%d distinct addresses, want %d", len(seen), n)
+	}
+}
+
+func TestKilledSupervisorIsRepaired(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "run", "-d", "--name", "k1", "--rootfs", bb, "sleep", "300")
+	sup := strings.TrimSpace(s.MustRun(t, "sh", "-c", "pgrep -f '_supervise' | head -1"))
+	if sup == "" {
+		t.Fatal("no supervisor process found")
+	}
+	s.MustRun(t, "kill", "-9", sup)
+	// The container dies with its supervisor; the next command notices.
+	eventually(t, func() (string, error) {
+		st := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.State.Status}}", "k1"))
+		if st != "exited" {
+			return "", fmt.Errorf("status %s", st)
+		}
+		return st, nil
+	})
+	if l := s.MustRun(t, "ip", "-o", "link", "show", "type", "veth"); l != "" {
+		// deletion of the namespace is asynchronous in the kernel
+		eventually(t, func() (string, error) {
+			if l := s.MustRun(t, "ip", "-o", "link", "show", "type", "veth"); l != "" {
+				return "", fmt.Errorf("veths remain:\n%s", l)
+			}
+			return "", nil
+		})
+	}
+	// Its address is free again.
+	s.MustKnit(t, "run", "-d", "--name", "k2", "--rootfs", bb, "sleep", "300")
+	if ip := ipOf(t, s, "k2"); ip != "172.17.0.2" {
+		t.Errorf("k2 got %s, want the released 172.17.0.2", ip)
+	}
+	// And a killed container process is noticed by its supervisor.
+	pid := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.State.Pid}}", "k2"))
+	s.MustRun(t, "kill", "-9", pid)
+	eventually(t, func() (string, error) {
+		st := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "k2"))
+		if st != "exited 137" {
+			return "", fmt.Errorf("state %s", st)
+		}
+		return st, nil
+	})
+}
+
+// eventually retries fn for up to 10 s; asynchronous kernel work (namespace
+// destruction) and process start-up are waited for, never slept on blindly.
+func eventually(t *testing.T, fn func() (string, error)) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := fn()
+		if err == nil {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,108 @@
+package engine
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/knit-dev/knit/internal/runner"
+)
+
+// SuperviseArg is the hidden command a detached container's supervisor runs.
+const SuperviseArg = "_supervise"
+
+const logFile = "container.log"
+
+// RunDetached creates a container and leaves a supervisor process that
+// starts it, records its exit and releases its network. It returns once the
+// container runs, with its ID.
+func (e *Engine) RunDetached(o RunOptions) (string, error) {
+	o.Detach = true
+	c, err := e.create(&o)
+	if err != nil {
+		return "", err
+	}
+	if err := e.spawnSupervisor(c); err != nil {
+		e.destroy(c)
+		return "", err
+	}
+	return c.ID, nil
+}
+
+// spawnSupervisor starts `knit _supervise ID` in a session of its own and
+// waits for its one-line report on a pipe: "ok" or the reason it failed.
+func (e *Engine) spawnSupervisor(c *Container) error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	cmd := exec.Command(e.self,
+		"--data-root", e.paths.DataRoot, "--exec-root", e.paths.ExecRoot, "--config", e.paths.Config,
+		SuperviseArg, c.ID)
+	cmd.ExtraFiles = []*os.File{w} // fd 3
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Dir = "/"
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		return fmt.Errorf("start supervisor: %w", err)
+	}
+	line, _ := bufio.NewReader(r).ReadString('\n')
+	line = strings.TrimSpace(line)
+	if line == "ok" {
+		return cmd.Process.Release()
+	}
+	_ = cmd.Wait()
+	if line == "" {
+		return errors.New("supervisor exited before starting the container")
+	}
+	return errors.New(line)
+}
+
+// Supervise is the body of a detached container's supervisor: start the
+// container with its output in the log, report on ready (fd 3 of the
+// supervisor), wait, then record the exit and release the network.
+func (e *Engine) Supervise(id string, ready *os.File) error {
+	c, err := e.get(id)
+	if err != nil {
+		fmt.Fprintln(ready, err)
+		return err
+	}
+	log, err := os.OpenFile(filepath.Join(c.Dir, logFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		fmt.Fprintln(ready, err)
+		return err
+	}
+	defer log.Close()
+	sc := runner.StartConfig{Stdout: log, Stderr: log, Tty: c.Spec.Tty}
+	if c.Spec.Interactive {
+		// -di: a stdin that stays open and silent, so shells wait for input
+		// instead of exiting at EOF, as with docker run -di.
+		in, keep, err := os.Pipe()
+		if err != nil {
+			fmt.Fprintln(ready, err)
+			return err
+		}
+		defer keep.Close()
+		defer in.Close()
+		sc.Stdin = in
+	}
+	p, err := e.start(c, sc)
+	if err != nil {
+		fmt.Fprintln(ready, err)
+		e.destroy(c)
+		return err
+	}
+	fmt.Fprintln(ready, "ok")
+	ready.Close()
+	stop := p.ForwardSignals()
+	code, _ := p.Wait()
+	stop()
+	return e.finish(id, code)
+}

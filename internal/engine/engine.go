@@ -1,0 +1,84 @@
+// Package engine orchestrates knit's work: it turns a request ("run this
+// command on that network") into store transactions, driver calls and a
+// supervised process, and undoes what it did when a step fails.
+//
+// Invariants:
+//   - The store is the record of intent; the kernel is brought to match it.
+//     Every command first reconciles: containers whose supervisor died are
+//     torn down, so a crash at any point is repaired by the next command.
+//   - Store transactions are short; no lock is held while waiting on a
+//     process or doing kernel work.
+//   - Kernel work happens before the store forgets an object, so a crash
+//     between the two leaves a record that the next reconcile finishes.
+package engine
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/knit-dev/knit/internal/config"
+	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/store"
+)
+
+// Paths are the directories knit keeps its state in.
+type Paths struct {
+	DataRoot   string // persistent: the store, per-container files and logs
+	ExecRoot   string // runtime: namespace bind mounts
+	Config     string // config.json (optional)
+	NetnsLinks string // where `ip netns` looks; knit adds knit-NAME symlinks there
+}
+
+// DefaultPaths are the paths used when nothing overrides them.
+func DefaultPaths() Paths {
+	return Paths{
+		DataRoot:   "/var/lib/knit",
+		ExecRoot:   "/run/knit",
+		Config:     "/etc/knit/config.json",
+		NetnsLinks: "/run/netns",
+	}
+}
+
+// Engine runs knit's operations. It is cheap to make and holds no locks.
+type Engine struct {
+	paths   Paths
+	cfg     *config.Config
+	st      store.Store
+	drivers map[string]driver.Driver
+	self    string // path of the knit binary, re-executed for supervisors
+}
+
+// Options wires an Engine.
+type Options struct {
+	Paths   Paths
+	Config  *config.Config
+	Store   store.Store
+	Drivers map[string]driver.Driver
+}
+
+// New returns an Engine over the given dependencies.
+func New(o Options) (*Engine, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own executable: %w", err)
+	}
+	return &Engine{paths: o.Paths, cfg: o.Config, st: o.Store, drivers: o.Drivers, self: self}, nil
+}
+
+func (e *Engine) netnsDir() string           { return filepath.Join(e.paths.ExecRoot, "netns") }
+func (e *Engine) netnsPath(id string) string { return filepath.Join(e.netnsDir(), id) }
+func (e *Engine) containerDir(id string) string {
+	return filepath.Join(e.paths.DataRoot, "containers", id)
+}
+func (e *Engine) netnsLink(name string) string {
+	return filepath.Join(e.paths.NetnsLinks, "knit-"+name)
+}
+
+func (e *Engine) driverFor(n *Network) (driver.Driver, error) {
+	d, ok := e.drivers[n.Driver]
+	if !ok {
+		return nil, fmt.Errorf("network %s: driver %q is not available", n.Name, n.Driver)
+	}
+	return d, nil
+}

@@ -1,0 +1,106 @@
+package engine
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"github.com/knit-dev/knit/internal/dns/files"
+)
+
+// Host files read to build the container's own.
+const (
+	hostResolvConf = "/etc/resolv.conf"
+	hostHosts      = "/etc/hosts"
+)
+
+// writeFiles writes the container's hosts, resolv.conf and hostname into its
+// directory; the runner bind-mounts them over /etc inside the container, so
+// the host's own files never change. container:NAME shares NAME's files.
+func (e *Engine) writeFiles(c *Container, o *RunOptions, p *plan) error {
+	if c.JoinedTo != "" {
+		return nil
+	}
+	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
+		return err
+	}
+	extra, err := e.extraHosts(o)
+	if err != nil {
+		return err
+	}
+	var hosts []byte
+	if p.mode == ModeHost {
+		base, _ := os.ReadFile(hostHosts)
+		hosts = files.AppendHosts(base, extra)
+	} else {
+		hosts = files.Hosts(ownHosts(c), extra)
+	}
+	hostResolv, _ := os.ReadFile(hostResolvConf)
+	resolv := files.ResolvConf(hostResolv, files.ResolvOptions{
+		DNS: o.DNS, Search: o.DNSSearch, Options: o.DNSOptions,
+		KeepLoopback: p.mode == ModeHost,
+	})
+	for name, data := range map[string][]byte{
+		"hosts":       hosts,
+		"resolv.conf": resolv,
+		"hostname":    files.Hostname(c.Spec.Hostname),
+	} {
+		if err := os.WriteFile(filepath.Join(c.Dir, name), data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ownHosts maps each of the container's addresses to its hostname and name.
+func ownHosts(c *Container) []files.HostEntry {
+	names := []string{c.Spec.Hostname}
+	if c.Name != c.Spec.Hostname {
+		names = append(names, c.Name)
+	}
+	var out []files.HostEntry
+	for _, ep := range c.Endpoints {
+		for _, a := range ep.Addrs {
+			out = append(out, files.HostEntry{IP: a.Addr(), Names: names})
+		}
+	}
+	return out
+}
+
+// extraHosts resolves --add-host entries; host-gateway is the default
+// bridge's gateway, the host address containers can always reach.
+func (e *Engine) extraHosts(o *RunOptions) ([]files.HostEntry, error) {
+	var gw netip.Addr
+	out := make([]files.HostEntry, 0, len(o.AddHosts))
+	for _, h := range o.AddHosts {
+		if h.HostGateway {
+			if !gw.IsValid() {
+				n, err := e.network(ModeBridge)
+				if err != nil {
+					return nil, fmt.Errorf("resolve host-gateway: %w", err)
+				}
+				if len(n.Subnets) > 0 {
+					gw = n.Subnets[0].Gateway
+				}
+			}
+			h.IP, h.HostGateway = gw, false
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+func extraHostStrings(o *RunOptions) []string {
+	var out []string
+	for _, h := range o.AddHosts {
+		ip := h.IP.String()
+		if h.HostGateway {
+			ip = "host-gateway"
+		}
+		for _, n := range h.Names {
+			out = append(out, n+":"+ip)
+		}
+	}
+	return out
+}

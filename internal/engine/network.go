@@ -1,0 +1,121 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/ipam"
+	"github.com/knit-dev/knit/internal/link"
+	"github.com/knit-dev/knit/internal/store"
+)
+
+// network returns the named network's record; the default network "bridge"
+// is recorded on first use from the configuration, as dockerd does at start.
+func (e *Engine) network(name string) (*Network, error) {
+	n, err := e.lookupNetwork(name)
+	if err == nil || name != ModeBridge || errdefs.KindOf(err) != errdefs.KindNotFound {
+		return n, err
+	}
+	return e.createDefaultNetwork()
+}
+
+func (e *Engine) lookupNetwork(name string) (*Network, error) {
+	var n *Network
+	err := e.st.View(func(tx store.Tx) (err error) { n, err = getNetwork(tx, name); return err })
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errdefs.NotFound("network %s not found", name)
+	}
+	return n, err
+}
+
+// createDefaultNetwork records the "bridge" network: its subnet is the
+// configured bip or the first default-pool subnet that overlaps no host route
+// and no other network.
+func (e *Engine) createDefaultNetwork() (*Network, error) {
+	n := &Network{
+		Network: driver.Network{
+			ID:       newID(),
+			Name:     ModeBridge,
+			Driver:   "bridge",
+			Bridge:   e.cfg.BridgeName(),
+			MTU:      e.cfg.MTUOrDefault(),
+			External: e.cfg.Bridge != "",
+			Options:  map[string]string{},
+		},
+		Created: time.Now().UTC(),
+	}
+	sub, err := e.defaultSubnet()
+	if err != nil {
+		return nil, err
+	}
+	n.Subnets = []driver.Subnet{sub}
+	err = e.st.Update(func(tx store.Tx) error {
+		if cur, err := getNetwork(tx, ModeBridge); err == nil { // a concurrent command won
+			n = cur
+			return nil
+		}
+		return putJSON(tx, bucketNetworks, ModeBridge, n)
+	})
+	return n, err
+}
+
+func (e *Engine) defaultSubnet() (driver.Subnet, error) {
+	if e.cfg.Bip != "" {
+		p, err := netip.ParsePrefix(e.cfg.Bip)
+		if err != nil {
+			return driver.Subnet{}, errdefs.Invalid("config bip %q: %v", e.cfg.Bip, err)
+		}
+		s := driver.Subnet{Prefix: p.Masked(), Gateway: p.Addr()}
+		if e.cfg.FixedCIDR != "" {
+			s.IPRange, _ = netip.ParsePrefix(e.cfg.FixedCIDR)
+		}
+		return s, nil
+	}
+	taken, err := link.HostRoutes()
+	if err != nil {
+		return driver.Subnet{}, fmt.Errorf("list host routes: %w", err)
+	}
+	err = e.st.View(func(tx store.Tx) error {
+		nets, err := listNetworks(tx)
+		for _, n := range nets {
+			for _, s := range n.Subnets {
+				taken = append(taken, s.Prefix)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return driver.Subnet{}, err
+	}
+	p, err := ipam.PickSubnet(e.cfg.Pools(), taken)
+	if err != nil {
+		return driver.Subnet{}, errdefs.Conflict("no free subnet in the default address pools: %v", err)
+	}
+	s := driver.Subnet{Prefix: p, Gateway: ipam.FirstHost(p)}
+	if e.cfg.FixedCIDR != "" {
+		s.IPRange, _ = netip.ParsePrefix(e.cfg.FixedCIDR)
+	}
+	return s, nil
+}
+
+// ensureNetwork makes (or repairs) the network's kernel objects and turns on
+// forwarding, which bridged containers need to reach beyond the host.
+func (e *Engine) ensureNetwork(n *Network) error {
+	d, err := e.driverFor(n)
+	if err != nil {
+		return err
+	}
+	if err := d.CreateNetwork(&n.Network); err != nil {
+		return fmt.Errorf("set up network %s: %w", n.Name, err)
+	}
+	if e.cfg.ForwardingOn() {
+		if err := link.SetIPForward(); err != nil {
+			return fmt.Errorf("enable IP forwarding: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,253 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/runner"
+	"github.com/knit-dev/knit/internal/store"
+)
+
+// Containers lists every container, newest first, after reconciling.
+func (e *Engine) Containers() ([]*Container, error) {
+	if err := e.Reconcile(); err != nil {
+		return nil, err
+	}
+	var all []*Container
+	err := e.st.View(func(tx store.Tx) (err error) { all, err = listContainers(tx); return err })
+	sort.Slice(all, func(i, j int) bool { return all[i].Created.After(all[j].Created) })
+	return all, err
+}
+
+// Container returns one container by name, ID or unique ID prefix.
+func (e *Engine) Container(ref string) (*Container, error) {
+	if err := e.Reconcile(); err != nil {
+		return nil, err
+	}
+	return e.get(ref)
+}
+
+func (e *Engine) get(ref string) (*Container, error) {
+	var c *Container
+	err := e.st.View(func(tx store.Tx) (err error) { c, err = lookupContainer(tx, ref); return err })
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errdefs.NotFound("no such container: %s", ref)
+	}
+	return c, err
+}
+
+// Network returns one network's record.
+func (e *Engine) Network(name string) (*Network, error) { return e.lookupNetwork(name) }
+
+// Kill sends sig to a running container's process.
+func (e *Engine) Kill(ref string, sig syscall.Signal) (*Container, error) {
+	c, err := e.Container(ref)
+	if err != nil {
+		return nil, err
+	}
+	if !c.Running() || !alive(c.State.Process) {
+		return nil, errdefs.Conflict("cannot kill container %s: %v", c.Name, errNotRunning)
+	}
+	if err := syscall.Kill(c.State.Process.Pid, sig); err != nil {
+		return nil, fmt.Errorf("signal %s: %w", c.Name, err)
+	}
+	return c, nil
+}
+
+// Stop sends SIGTERM, waits up to timeout for the container to exit, then
+// sends SIGKILL; it returns once the supervisor has released the network.
+// Stopping a stopped container is not an error, as in Docker.
+func (e *Engine) Stop(ref string, timeout time.Duration) (*Container, error) {
+	c, err := e.Container(ref)
+	if err != nil || !c.Running() {
+		return c, err
+	}
+	if alive(c.State.Process) {
+		_ = syscall.Kill(c.State.Process.Pid, syscall.SIGTERM)
+		if !waitProc(c.State.Process, timeout) {
+			_ = syscall.Kill(c.State.Process.Pid, syscall.SIGKILL)
+		}
+	}
+	return c, e.awaitSupervisor(c)
+}
+
+// awaitSupervisor waits for the supervisor to record the exit; if it does
+// not within a few seconds (it was killed, or it hangs), the caller finishes
+// the job itself, which is idempotent.
+func (e *Engine) awaitSupervisor(c *Container) error {
+	if c.State.Supervisor.Pid == os.Getpid() {
+		return nil
+	}
+	if waitProc(c.State.Supervisor, 10*time.Second) {
+		return e.Reconcile()
+	}
+	killProc(c.State.Process)
+	return e.finish(c.ID, exitKilled)
+}
+
+func waitProc(p Proc, timeout time.Duration) bool {
+	if !alive(p) {
+		return true
+	}
+	return runner.WaitExit(p.Pid, timeout)
+}
+
+// RemoveOptions tunes Remove.
+type RemoveOptions struct {
+	Force bool // kill a running container first, and ignore joiners
+}
+
+// Remove deletes a container: refused while it runs, or while another
+// running container shares its network namespace, unless Force.
+func (e *Engine) Remove(ref string, o RemoveOptions) error {
+	c, err := e.Container(ref)
+	if err != nil {
+		return err
+	}
+	if c.Running() && !o.Force {
+		return errdefs.Conflict("cannot remove running container %s: stop the container before removing or use -f", c.Name)
+	}
+	if !o.Force {
+		if j, err := e.joiner(c); err != nil {
+			return err
+		} else if j != nil {
+			return errdefs.Conflict("cannot remove container %s: container %s uses its network namespace (--network container:%s); remove %s first or use -f", c.Name, j.Name, c.Name, j.Name)
+		}
+	}
+	if c.Running() {
+		killProc(c.State.Process)
+		if err := e.awaitSupervisor(c); err != nil {
+			return err
+		}
+	}
+	if c, err = e.get(c.ID); errdefs.KindOf(err) == errdefs.KindNotFound {
+		return nil // --rm got there first
+	} else if err != nil {
+		return err
+	}
+	if err := e.teardownKernel(c); err != nil {
+		return err
+	}
+	return e.forget(c)
+}
+
+// joiner returns a running container that shares c's network namespace.
+func (e *Engine) joiner(c *Container) (*Container, error) {
+	var found *Container
+	err := e.st.View(func(tx store.Tx) error {
+		all, err := listContainers(tx)
+		for _, o := range all {
+			if o.JoinedTo == c.ID && o.Running() {
+				found = o
+			}
+		}
+		return err
+	})
+	return found, err
+}
+
+// ExecOptions is a `knit exec` request.
+type ExecOptions struct {
+	Args        []string
+	Env         []string
+	Workdir     string
+	Tty         bool
+	Interactive bool
+}
+
+// Exec runs a command inside a running container and returns its exit code.
+func (e *Engine) Exec(ref string, o ExecOptions, io Stdio) (int, error) {
+	c, err := e.Container(ref)
+	if err != nil {
+		return 0, err
+	}
+	if !c.Running() || !alive(c.State.Process) {
+		return 0, errdefs.Conflict("container %s is not running", c.Name)
+	}
+	if len(o.Args) == 0 {
+		return 0, errdefs.Invalid("no command given: usage: knit exec [OPTIONS] CONTAINER COMMAND [ARG...]")
+	}
+	cfg := runner.ExecConfig{
+		Pid:    c.State.Process.Pid,
+		Args:   o.Args,
+		Env:    mergeEnv(c.Spec.Env, o.Env),
+		Cwd:    o.Workdir,
+		Tty:    o.Tty,
+		Stdout: io.Out,
+		Stderr: io.Err,
+	}
+	if cfg.Cwd == "" {
+		cfg.Cwd = c.Spec.Workdir
+	}
+	if o.Interactive {
+		cfg.Stdin = io.In
+	}
+	return runner.Exec(cfg)
+}
+
+// Logs copies a container's log to w; with follow it keeps copying until the
+// container stops.
+func (e *Engine) Logs(ref string, follow bool, w io.Writer) error {
+	c, err := e.Container(ref)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(filepath.Join(c.Dir, logFile))
+	if errors.Is(err, os.ErrNotExist) {
+		if c.Spec.Detach {
+			return nil // nothing written yet
+		}
+		return errdefs.Invalid("container %s ran in the foreground: its output was not logged", c.Name)
+	} else if err != nil {
+		return err
+	}
+	defer f.Close()
+	for {
+		if _, err := io.Copy(w, f); err != nil {
+			return err
+		}
+		if !follow {
+			return nil
+		}
+		cur, err := e.get(c.ID)
+		if err != nil || !cur.Running() {
+			_, err2 := io.Copy(w, f) // what was written before the exit
+			return errors.Join(err2)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// mergeEnv overlays KEY=VALUE pairs of over onto base.
+func mergeEnv(base, over []string) []string {
+	out := append([]string(nil), base...)
+	for _, kv := range over {
+		k := envKey(kv)
+		replaced := false
+		for i, b := range out {
+			if envKey(b) == k {
+				out[i], replaced = kv, true
+			}
+		}
+		if !replaced {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func envKey(kv string) string {
+	for i := 0; i < len(kv); i++ {
+		if kv[i] == '=' {
+			return kv[:i]
+		}
+	}
+	return kv
+}

@@ -1,0 +1,221 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/knit-dev/knit/internal/dns/files"
+	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/runner"
+	"github.com/knit-dev/knit/internal/store"
+)
+
+// Network modes that are not networks.
+const (
+	ModeNone      = "none"
+	ModeHost      = "host"
+	ModeBridge    = "bridge" // the default network's name
+	containerMode = "container:"
+)
+
+// RunOptions is a validated `knit run` request.
+type RunOptions struct {
+	Name        string
+	Hostname    string
+	Network     string // "" means bridge
+	IP          netip.Addr
+	MAC         net.HardwareAddr
+	Args        []string
+	Env         []string // KEY=VALUE, already resolved against the caller's environment
+	Workdir     string
+	Rootfs      string
+	DNS         []netip.Addr
+	DNSSearch   []string
+	DNSOptions  []string
+	AddHosts    []files.HostEntry
+	Tty         bool
+	Interactive bool
+	Detach      bool
+	AutoRemove  bool
+}
+
+// validate rejects flag combinations Docker rejects, before anything changes.
+func (o *RunOptions) validate() error {
+	if len(o.Args) == 0 {
+		return errdefs.Invalid("no command given: usage: knit run [OPTIONS] COMMAND [ARG...]")
+	}
+	if o.Network == "" {
+		o.Network = ModeBridge
+	}
+	if o.Name != "" && !validName(o.Name) {
+		return errdefs.Invalid("invalid container name %q: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", o.Name)
+	}
+	if o.Hostname != "" {
+		if err := files.ValidHostname(o.Hostname); err != nil {
+			return errdefs.Invalid("invalid hostname %q: %v", o.Hostname, err)
+		}
+	}
+	if o.Rootfs != "" {
+		if fi, err := os.Stat(o.Rootfs); err != nil || !fi.IsDir() {
+			return errdefs.Invalid("--rootfs %s: not a directory", o.Rootfs)
+		}
+	}
+	mode := o.Network
+	ownNet := mode != ModeNone && mode != ModeHost && !strings.HasPrefix(mode, containerMode)
+	if !ownNet && o.IP.IsValid() {
+		return errdefs.Invalid("conflicting options: --ip cannot be used with --network %s", mode)
+	}
+	if !ownNet && o.MAC != nil {
+		return errdefs.Invalid("conflicting options: --mac-address cannot be used with --network %s", mode)
+	}
+	if strings.HasPrefix(mode, containerMode) {
+		switch {
+		case strings.TrimPrefix(mode, containerMode) == "":
+			return errdefs.Invalid("--network container: needs a container name or ID")
+		case o.Hostname != "":
+			return errdefs.Invalid("conflicting options: hostname and the network mode")
+		case len(o.DNS)+len(o.DNSSearch)+len(o.DNSOptions) > 0:
+			return errdefs.Invalid("conflicting options: dns and the network mode")
+		case len(o.AddHosts) > 0:
+			return errdefs.Invalid("conflicting options: custom host-to-IP mapping and the network mode")
+		}
+	}
+	if o.MAC != nil && (o.MAC[0]&1 == 1 || len(o.MAC) != 6) {
+		return errdefs.Invalid("invalid --mac-address %s: must be a unicast Ethernet address", o.MAC)
+	}
+	return nil
+}
+
+// Create makes a container ready to start without starting it: its record,
+// namespace, network endpoints and /etc files. The calling process owns it
+// (a reconcile in another process leaves it alone while the caller lives)
+// until it starts it or removes it. On error everything done is undone.
+func (e *Engine) Create(o RunOptions) (*Container, error) { return e.create(&o) }
+
+func (e *Engine) create(o *RunOptions) (c *Container, err error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	if err := e.Reconcile(); err != nil {
+		return nil, err
+	}
+	plan, err := e.plan(o)
+	if err != nil {
+		return nil, err
+	}
+	c, err = e.reserve(o, plan)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			e.destroy(c)
+		}
+	}()
+	if err := e.setupNetwork(c, plan); err != nil {
+		return c, err
+	}
+	if err := e.writeFiles(c, o, plan); err != nil {
+		return c, fmt.Errorf("write /etc files: %w", err)
+	}
+	return c, nil
+}
+
+// StartResult reports how a foreground container ended.
+type StartResult struct {
+	ID       string
+	ExitCode int
+}
+
+// Stdio is the caller's terminal or pipes.
+type Stdio struct {
+	In, Out, Err *os.File
+}
+
+// RunForeground creates and starts a container and supervises it from the
+// calling process: signals are forwarded, and when the command exits its
+// network is released and its exit code returned.
+func (e *Engine) RunForeground(o RunOptions, io Stdio) (int, error) {
+	c, err := e.create(&o)
+	if err != nil {
+		return 0, err
+	}
+	in := io.In
+	if !o.Interactive {
+		in = nil
+	}
+	p, err := e.start(c, runner.StartConfig{Stdin: in, Stdout: io.Out, Stderr: io.Err, Tty: o.Tty})
+	if err != nil {
+		e.destroy(c)
+		return 0, err
+	}
+	stop := p.ForwardSignals()
+	code, werr := p.Wait()
+	stop()
+	if ferr := e.finish(c.ID, code); ferr != nil {
+		fmt.Fprintf(os.Stderr, "knit: release %s: %v\n", c.Name, ferr)
+	}
+	if werr != nil {
+		return code, werr
+	}
+	return code, nil
+}
+
+// start launches the container's process and records it as running.
+func (e *Engine) start(c *Container, sc runner.StartConfig) (*runner.Process, error) {
+	sc.Netns = c.Netns
+	sc.Spec = e.runnerSpec(c)
+	p, err := runner.Start(sc)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", c.Name, err)
+	}
+	self := os.Getpid()
+	selfStart, _ := runner.StartTime(self)
+	err = e.st.Update(func(tx store.Tx) error {
+		cur, err := getContainer(tx, c.ID)
+		if err != nil {
+			return err
+		}
+		cur.State.Status = StatusRunning
+		cur.State.Process = Proc{Pid: p.Pid, Start: p.StartTime}
+		cur.State.Supervisor = Proc{Pid: self, Start: selfStart}
+		cur.State.Owner = Proc{}
+		cur.State.StartedAt = time.Now().UTC()
+		*c = *cur
+		return putContainer(tx, cur)
+	})
+	if err != nil {
+		_ = killProc(Proc{Pid: p.Pid, Start: p.StartTime})
+		_, _ = p.Wait()
+		return nil, fmt.Errorf("record %s as running: %w", c.Name, err)
+	}
+	return p, nil
+}
+
+func (e *Engine) runnerSpec(c *Container) runner.Spec {
+	s := runner.Spec{
+		Args:     c.Spec.Args,
+		Env:      c.Spec.Env,
+		Cwd:      c.Spec.Workdir,
+		Hostname: c.Spec.Hostname,
+		Rootfs:   c.Spec.Rootfs,
+		Hide:     []string{e.netnsDir(), e.paths.NetnsLinks},
+		Tty:      c.Spec.Tty,
+	}
+	dir := c.Dir
+	if c.JoinedTo != "" {
+		dir = e.containerDir(c.JoinedTo) // container:NAME shares NAME's files
+	}
+	for _, f := range []string{"hosts", "resolv.conf", "hostname"} {
+		s.Binds = append(s.Binds, runner.Bind{Source: dir + "/" + f, Target: "/etc/" + f})
+	}
+	return s
+}
+
+// errNotRunning is returned when an operation needs a running container.
+var errNotRunning = errors.New("container is not running")

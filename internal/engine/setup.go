@@ -1,0 +1,374 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/ipam"
+	"github.com/knit-dev/knit/internal/link"
+	"github.com/knit-dev/knit/internal/netns"
+	"github.com/knit-dev/knit/internal/runner"
+	"github.com/knit-dev/knit/internal/store"
+)
+
+// plan is what a run resolved before reserving anything.
+type plan struct {
+	mode    string   // ModeNone, ModeHost, "container" or "network"
+	network *Network // mode "network"
+	target  string   // mode "container": the reference given by the user
+}
+
+// plan resolves the network mode and makes sure the network's kernel objects
+// exist, so that reserve only has to write the store.
+func (e *Engine) plan(o *RunOptions) (*plan, error) {
+	switch {
+	case o.Network == ModeNone || o.Network == ModeHost:
+		return &plan{mode: o.Network}, nil
+	case strings.HasPrefix(o.Network, containerMode):
+		return &plan{mode: "container", target: strings.TrimPrefix(o.Network, containerMode)}, nil
+	}
+	n, err := e.network(o.Network)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.ensureNetwork(n); err != nil {
+		return nil, err
+	}
+	return &plan{mode: "network", network: n}, nil
+}
+
+// reserve records the container, its name and its addresses in one
+// transaction, so concurrent runs never share a name or an address.
+func (e *Engine) reserve(o *RunOptions, p *plan) (*Container, error) {
+	id := newID()
+	self, _ := runner.StartTime(os.Getpid())
+	c := &Container{
+		ID:      id,
+		Name:    o.Name,
+		Created: time.Now().UTC(),
+		Dir:     e.containerDir(id),
+		State:   State{Status: StatusCreated, Owner: Proc{Pid: os.Getpid(), Start: self}},
+		Spec: Spec{
+			Args: o.Args, Env: o.Env, Workdir: o.Workdir, Hostname: o.Hostname, Rootfs: o.Rootfs,
+			NetworkMode: o.Network, IP: o.IP, DNS: o.DNS, DNSSearch: o.DNSSearch, DNSOptions: o.DNSOptions,
+			ExtraHosts: extraHostStrings(o), Tty: o.Tty, Interactive: o.Interactive, Detach: o.Detach,
+			AutoRemove: o.AutoRemove,
+		},
+	}
+	if o.MAC != nil {
+		c.Spec.MAC = o.MAC.String()
+	}
+	if c.Spec.Hostname == "" {
+		c.Spec.Hostname = id[:12]
+	}
+	err := e.st.Update(func(tx store.Tx) error {
+		if err := reserveName(tx, c); err != nil {
+			return err
+		}
+		switch p.mode {
+		case ModeNone:
+			c.Netns, c.OwnsNetns = e.netnsPath(id), true
+		case ModeHost:
+			if o.Hostname == "" {
+				c.Spec.Hostname, _ = os.Hostname()
+			}
+		case "container":
+			t, err := lookupContainer(tx, p.target)
+			if err != nil {
+				return err
+			}
+			if !t.Running() {
+				return errdefs.Conflict("cannot join the network of container %s: it is not running", t.Name)
+			}
+			if t.JoinedTo != "" { // share the namespace's owner, not a middleman
+				if t, err = getContainer(tx, t.JoinedTo); err != nil {
+					return fmt.Errorf("container %s joins a container that no longer exists", p.target)
+				}
+			}
+			c.Netns, c.JoinedTo, c.Spec.Hostname = t.Netns, t.ID, t.Spec.Hostname
+		case "network":
+			c.Netns, c.OwnsNetns = e.netnsPath(id), true
+			ep, err := allocateEndpoint(tx, p.network, c, o, "eth0", true)
+			if err != nil {
+				return err
+			}
+			c.Endpoints = append(c.Endpoints, *ep)
+		}
+		c.Spec.Env = containerEnv(c.Spec.Hostname, o.Tty, o.Env)
+		return putContainer(tx, c)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// containerEnv is Docker's default environment overlaid with the user's.
+func containerEnv(hostname string, tty bool, user []string) []string {
+	env := []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOSTNAME=" + hostname,
+		"HOME=/root",
+	}
+	if tty {
+		env = append(env, "TERM=xterm")
+	}
+	return mergeEnv(env, user)
+}
+
+func reserveName(tx store.Tx, c *Container) error {
+	if c.Name == "" {
+		for range 100 {
+			n := randomName()
+			if _, err := tx.Get(bucketNames, n); errors.Is(err, store.ErrNotFound) {
+				c.Name = n
+				break
+			}
+		}
+		if c.Name == "" {
+			c.Name = "knit_" + c.ID[:12]
+		}
+	} else if owner, err := tx.Get(bucketNames, c.Name); err == nil {
+		return errdefs.Conflict("the container name %q is already in use by container %q: remove that container to reuse the name", c.Name, string(owner))
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return tx.Put(bucketNames, c.Name, []byte(c.ID))
+}
+
+// allocateEndpoint takes an address on n for c (the requested one or the
+// lowest free one) and describes the endpoint that will carry it.
+func allocateEndpoint(tx store.Tx, n *Network, c *Container, o *RunOptions, ifname string, defRoute bool) (*Endpoint, error) {
+	ep := &Endpoint{Network: n.Name, Endpoint: driver.Endpoint{ContainerID: c.ID, IfName: ifname, DefaultRoute: defRoute}}
+	used, err := usedAddrs(tx, n.Name)
+	if err != nil {
+		return nil, err
+	}
+	inUse := func(a netip.Addr) bool { _, ok := used[a]; return ok }
+	for _, s := range n.Subnets {
+		var addr netip.Addr
+		if o.IP.IsValid() && o.IP.Is4() == s.Prefix.Addr().Is4() {
+			if err := ipam.Check(s.Prefix, s.Gateway, o.IP, inUse); err != nil {
+				return nil, addrError(err, o.IP, n)
+			}
+			addr = o.IP
+		} else {
+			addr, err = ipam.Allocate(s.Prefix, s.IPRange, s.Gateway, inUse)
+			if err != nil {
+				return nil, errdefs.Conflict("network %s: %v", n.Name, err)
+			}
+		}
+		if err := tx.Put(ipamBucket(n.Name), addr.String(), []byte(c.ID)); err != nil {
+			return nil, err
+		}
+		ep.Addrs = append(ep.Addrs, netip.PrefixFrom(addr, s.Prefix.Bits()))
+		if s.Gateway.IsValid() && !n.Internal {
+			ep.Gateways = append(ep.Gateways, s.Gateway)
+		}
+		if ep.MAC == nil && addr.Is4() {
+			ep.MAC = ipam.MAC(addr)
+		}
+	}
+	if o.IP.IsValid() && len(ep.Addrs) > 0 && !containsAddr(ep.Addrs, o.IP) {
+		return nil, errdefs.Invalid("network %s has no subnet of the address family of %s", n.Name, o.IP)
+	}
+	if o.MAC != nil {
+		ep.MAC = o.MAC
+	}
+	if ep.MAC == nil {
+		ep.MAC = ipam.RandomMAC()
+	}
+	return ep, nil
+}
+
+func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Addr() == a {
+			return true
+		}
+	}
+	return false
+}
+
+func addrError(err error, a netip.Addr, n *Network) error {
+	switch {
+	case errors.Is(err, ipam.ErrInUse):
+		return errdefs.Conflict("address %s is already in use on network %s", a, n.Name)
+	default:
+		return errdefs.Invalid("invalid address %s for network %s: %v", a, n.Name, err)
+	}
+}
+
+func usedAddrs(tx store.Tx, network string) (map[netip.Addr]string, error) {
+	used := map[netip.Addr]string{}
+	err := tx.List(ipamBucket(network), func(k string, v []byte) error {
+		a, err := netip.ParseAddr(k)
+		if err == nil {
+			used[a] = string(v)
+		}
+		return nil
+	})
+	return used, err
+}
+
+// setupNetwork creates the container's namespace and connects its endpoints.
+// Undo is destroy's job: the caller rolls back on error.
+func (e *Engine) setupNetwork(c *Container, p *plan) error {
+	if !c.OwnsNetns {
+		return nil
+	}
+	if err := netns.PrepareDir(e.netnsDir()); err != nil {
+		return fmt.Errorf("prepare %s: %w", e.netnsDir(), err)
+	}
+	if err := netns.Create(c.Netns); err != nil {
+		return fmt.Errorf("create network namespace: %w", err)
+	}
+	e.linkNetns(c)
+	h, err := link.At(c.Netns)
+	if err != nil {
+		return err
+	}
+	err = h.SetUp("lo")
+	h.Close()
+	if err != nil {
+		return fmt.Errorf("set lo up: %w", err)
+	}
+	for i := range c.Endpoints {
+		ep := &c.Endpoints[i]
+		d, err := e.driverFor(p.network)
+		if err != nil {
+			return err
+		}
+		if err := d.Join(&p.network.Network, &ep.Endpoint, driver.Sandbox{NetnsPath: c.Netns}); err != nil {
+			return fmt.Errorf("connect to network %s: %w", p.network.Name, err)
+		}
+	}
+	return e.st.Update(func(tx store.Tx) error {
+		cur, err := getContainer(tx, c.ID)
+		if err != nil {
+			return err
+		}
+		cur.Endpoints = c.Endpoints
+		return putContainer(tx, cur)
+	})
+}
+
+// linkNetns makes the namespace visible to `ip netns` as knit-NAME. It is a
+// convenience for people exploring, so failures are ignored.
+func (e *Engine) linkNetns(c *Container) {
+	if e.paths.NetnsLinks == "" {
+		return
+	}
+	_ = os.MkdirAll(e.paths.NetnsLinks, 0o755)
+	_ = os.Remove(e.netnsLink(c.Name))
+	_ = os.Symlink(c.Netns, e.netnsLink(c.Name))
+}
+
+// teardownKernel releases what the container holds in the kernel. Deleting
+// the namespace is enough for the links inside it: the kernel destroys them
+// in the background, which costs the caller ~0.1 ms instead of ~36 ms.
+func (e *Engine) teardownKernel(c *Container) error {
+	if !c.OwnsNetns {
+		return nil
+	}
+	if target, err := os.Readlink(e.netnsLink(c.Name)); err == nil && target == c.Netns {
+		_ = os.Remove(e.netnsLink(c.Name))
+	}
+	if err := netns.Delete(c.Netns); err != nil {
+		return fmt.Errorf("delete network namespace: %w", err)
+	}
+	var errs []error
+	for i := range c.Endpoints {
+		ep := &c.Endpoints[i]
+		n, err := e.lookupNetwork(ep.Network)
+		if err != nil {
+			continue // the network is gone, and its links with it
+		}
+		d, err := e.driverFor(n)
+		if err == nil {
+			err = d.Leave(&n.Network, &ep.Endpoint, driver.Sandbox{NetnsPath: c.Netns}, driver.LeaveOptions{SandboxGone: true})
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func releaseAddrs(tx store.Tx, c *Container) error {
+	for _, ep := range c.Endpoints {
+		for _, a := range ep.Addrs {
+			k := a.Addr().String()
+			if owner, err := tx.Get(ipamBucket(ep.Network), k); err == nil && string(owner) == c.ID {
+				if err := tx.Delete(ipamBucket(ep.Network), k); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// finish records that the container's process ended with code and releases
+// its network; with --rm the container is removed. Idempotent.
+func (e *Engine) finish(id string, code int) error {
+	var c *Container
+	err := e.st.View(func(tx store.Tx) (err error) { c, err = getContainer(tx, id); return err })
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	kerr := e.teardownKernel(c)
+	if c.Spec.AutoRemove {
+		return errors.Join(kerr, e.forget(c))
+	}
+	err = e.st.Update(func(tx store.Tx) error {
+		cur, err := getContainer(tx, id)
+		if err != nil {
+			return err
+		}
+		if err := releaseAddrs(tx, cur); err != nil {
+			return err
+		}
+		if cur.State.Status != StatusExited {
+			cur.State.Status = StatusExited
+			cur.State.ExitCode = code
+			cur.State.FinishedAt = time.Now().UTC()
+		}
+		if kerr != nil {
+			cur.State.Error = kerr.Error()
+		}
+		return putContainer(tx, cur)
+	})
+	return errors.Join(kerr, err)
+}
+
+// destroy undoes create: kernel objects, addresses, name, record and files.
+func (e *Engine) destroy(c *Container) {
+	_ = e.teardownKernel(c)
+	_ = e.forget(c)
+}
+
+// forget removes the container from the store and its files from disk.
+func (e *Engine) forget(c *Container) error {
+	err := e.st.Update(func(tx store.Tx) error {
+		if err := releaseAddrs(tx, c); err != nil {
+			return err
+		}
+		if owner, err := tx.Get(bucketNames, c.Name); err == nil && string(owner) == c.ID {
+			if err := tx.Delete(bucketNames, c.Name); err != nil {
+				return err
+			}
+		}
+		return tx.Delete(bucketContainers, c.ID)
+	})
+	if err != nil {
+		return err
+	}
+	return os.RemoveAll(c.Dir)
+}

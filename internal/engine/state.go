@@ -1,0 +1,198 @@
+package engine
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/store"
+)
+
+// Store buckets.
+const (
+	bucketContainers = "containers" // container ID → Container
+	bucketNames      = "names"      // container name → container ID
+	bucketNetworks   = "networks"   // network name → Network
+)
+
+// ipamBucket holds one network's allocations: address → container ID.
+func ipamBucket(network string) string { return "ipam/" + network }
+
+// Container states, as Docker names them.
+const (
+	StatusCreated = "created" // being set up; Owner is the process doing it
+	StatusRunning = "running"
+	StatusExited  = "exited"
+)
+
+// Proc identifies a process across PID reuse.
+type Proc struct {
+	Pid   int    `json:"pid"`
+	Start uint64 `json:"start"` // start time in clock ticks since boot
+}
+
+// State is a container's life-cycle state.
+type State struct {
+	Status     string    `json:"status"`
+	Process    Proc      `json:"process"`    // the container's PID 1, as seen from the host
+	Supervisor Proc      `json:"supervisor"` // waits for the process and releases the network
+	Owner      Proc      `json:"owner"`      // the command setting the container up (StatusCreated)
+	ExitCode   int       `json:"exitCode"`
+	Error      string    `json:"error,omitempty"`
+	StartedAt  time.Time `json:"startedAt,omitzero"`
+	FinishedAt time.Time `json:"finishedAt,omitzero"`
+}
+
+// Endpoint is a container's attachment to a network, as recorded.
+type Endpoint struct {
+	Network string `json:"network"`
+	driver.Endpoint
+}
+
+// Container is the stored record of one container.
+type Container struct {
+	ID      string    `json:"id"`
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+	Spec    Spec      `json:"spec"`
+	State   State     `json:"state"`
+	// Netns is the network namespace file the container runs in: its own
+	// (bridge, none, user networks), another container's (container:NAME), or
+	// empty for host networking.
+	Netns     string     `json:"netns,omitempty"`
+	OwnsNetns bool       `json:"ownsNetns,omitempty"`
+	JoinedTo  string     `json:"joinedTo,omitempty"` // container ID for container:NAME
+	Endpoints []Endpoint `json:"endpoints,omitempty"`
+	Dir       string     `json:"dir"` // holds hosts, resolv.conf, hostname, container.log
+}
+
+// Spec is what the user asked for, kept for inspect.
+type Spec struct {
+	Args        []string     `json:"args"`
+	Env         []string     `json:"env,omitempty"`
+	Workdir     string       `json:"workdir,omitempty"`
+	Hostname    string       `json:"hostname"`
+	Rootfs      string       `json:"rootfs,omitempty"`
+	NetworkMode string       `json:"networkMode"`
+	IP          netip.Addr   `json:"ip,omitzero"`
+	MAC         string       `json:"mac,omitempty"`
+	DNS         []netip.Addr `json:"dns,omitempty"`
+	DNSSearch   []string     `json:"dnsSearch,omitempty"`
+	DNSOptions  []string     `json:"dnsOptions,omitempty"`
+	ExtraHosts  []string     `json:"extraHosts,omitempty"`
+	Tty         bool         `json:"tty,omitempty"`
+	Interactive bool         `json:"interactive,omitempty"`
+	Detach      bool         `json:"detach,omitempty"`
+	AutoRemove  bool         `json:"autoRemove,omitempty"`
+}
+
+// Running reports whether the container's process is believed alive.
+func (c *Container) Running() bool { return c.State.Status == StatusRunning }
+
+// Network is the stored record of one network.
+type Network struct {
+	driver.Network
+	Created time.Time         `json:"created"`
+	Labels  map[string]string `json:"labels,omitempty"`
+}
+
+func getJSON(tx store.Tx, bucket, key string, v any) error {
+	b, err := tx.Get(bucket, key)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("decode %s/%s: %w", bucket, key, err)
+	}
+	return nil
+}
+
+func putJSON(tx store.Tx, bucket, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return tx.Put(bucket, key, b)
+}
+
+func getContainer(tx store.Tx, id string) (*Container, error) {
+	var c Container
+	if err := getJSON(tx, bucketContainers, id, &c); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func putContainer(tx store.Tx, c *Container) error { return putJSON(tx, bucketContainers, c.ID, c) }
+
+func listContainers(tx store.Tx) ([]*Container, error) {
+	var out []*Container
+	err := tx.List(bucketContainers, func(_ string, v []byte) error {
+		var c Container
+		if err := json.Unmarshal(v, &c); err != nil {
+			return err
+		}
+		out = append(out, &c)
+		return nil
+	})
+	return out, err
+}
+
+// lookupContainer resolves a name, a full ID or a unique ID prefix, as Docker does.
+func lookupContainer(tx store.Tx, ref string) (*Container, error) {
+	if ref == "" {
+		return nil, errdefs.Invalid("container name or ID must not be empty")
+	}
+	if id, err := tx.Get(bucketNames, ref); err == nil {
+		return getContainer(tx, string(id))
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	var match *Container
+	err := tx.List(bucketContainers, func(k string, v []byte) error {
+		if len(ref) > len(k) || k[:len(ref)] != ref {
+			return nil
+		}
+		if match != nil {
+			return errdefs.Invalid("multiple containers match ID prefix %q: use more characters", ref)
+		}
+		var c Container
+		if err := json.Unmarshal(v, &c); err != nil {
+			return err
+		}
+		match = &c
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if match == nil {
+		return nil, errdefs.NotFound("no such container: %s", ref)
+	}
+	return match, nil
+}
+
+func getNetwork(tx store.Tx, name string) (*Network, error) {
+	var n Network
+	if err := getJSON(tx, bucketNetworks, name, &n); err != nil {
+		return nil, err
+	}
+	return &n, nil
+}
+
+func listNetworks(tx store.Tx) ([]*Network, error) {
+	var out []*Network
+	err := tx.List(bucketNetworks, func(_ string, v []byte) error {
+		var n Network
+		if err := json.Unmarshal(v, &n); err != nil {
+			return err
+		}
+		out = append(out, &n)
+		return nil
+	})
+	return out, err
+}

@@ -1,0 +1,105 @@
+package runner
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"syscall"
+
+	"github.com/knit-dev/knit/internal/netns"
+)
+
+// ExecConfig describes a command to run in a running container.
+type ExecConfig struct {
+	Pid            int // the container's PID 1, as seen from here
+	Args, Env      []string
+	Cwd            string   // "" = "/"; must exist, as with docker exec -w
+	Tty            bool     // give the command a pty of the container's devpts
+	Stdin          *os.File // nil = /dev/null (docker exec without -i)
+	Stdout, Stderr *os.File // nil = /dev/null
+}
+
+// execSpecFd and execPidnsFd are the helper's extra files.
+const (
+	execSpecFd  = 3
+	execPidnsFd = 4
+)
+
+// Exec runs a command in the namespaces of the container whose PID 1 is
+// cfg.Pid and returns its exit code (docker's codes, see the package doc).
+//
+// It runs /proc/self/exe _exec (ExecMain) with the netns constructor
+// joining the container's ipc, uts, net and mnt namespaces, the Spec on
+// fd 3 and the container's PID namespace on fd 4.
+func Exec(cfg ExecConfig) (code int, err error) {
+	spec, err := json.Marshal(Spec{Args: cfg.Args, Env: cfg.Env, Cwd: cfg.Cwd, Tty: cfg.Tty})
+	if err != nil {
+		return 0, fmt.Errorf("encode exec spec: %w", err)
+	}
+	// Opened here: once in the container's mount namespace, its /proc
+	// would not know the pid.
+	pidns, err := os.Open(fmt.Sprintf("/proc/%d/ns/pid", cfg.Pid))
+	if err != nil {
+		return 0, fmt.Errorf("exec in %d: %w", cfg.Pid, err)
+	}
+	defer pidns.Close()
+	ours, theirs, err := specSocket()
+	if err != nil {
+		return 0, err
+	}
+	defer ours.Close()
+	defer theirs.Close()
+	cmd := selfCmd(ExecArg, []string{execJoinEnv(cfg.Pid)}, theirs, pidns)
+	setStdio(cmd, cfg.Stdin, cfg.Stdout, cfg.Stderr)
+	if cfg.Tty && isTerminal(cfg.Stdin) {
+		if restore, err := makeRaw(cfg.Stdin); err == nil {
+			defer restore()
+		}
+	}
+	if err := startCmd(cmd); err != nil {
+		return 0, fmt.Errorf("exec in %d: %w", cfg.Pid, err)
+	}
+	// The helper is in a session of its own: terminal resizes reach it
+	// through us, and it resizes the command's pty.
+	stop := forwardSignals(cmd.Process, append(relayed, syscall.SIGWINCH)...)
+	defer stop()
+	theirs.Close()
+	if err := sendSpec(ours, spec); err != nil {
+		_ = cmd.Process.Kill()
+	}
+	if err := cmd.Wait(); cmd.ProcessState == nil {
+		return 0, fmt.Errorf("exec in %d: wait: %w", cfg.Pid, err)
+	}
+	return exitCode(cmd.ProcessState), nil
+}
+
+// execJoinEnv names the namespaces of pid that the constructor joins. Not
+// pid: a process that joined a PID namespace cannot start threads (clone
+// with CLONE_THREAD fails with EINVAL), which kills the Go runtime; see
+// startInPIDNS.
+func execJoinEnv(pid int) string {
+	var joins []netns.Join
+	for _, kind := range []string{"ipc", "uts", "net", "mnt"} {
+		joins = append(joins, netns.Join{Kind: kind, Path: fmt.Sprintf("/proc/%d/ns/%s", pid, kind)})
+	}
+	return netns.JoinEnv(joins...)
+}
+
+// ExecMain is the exec helper: /proc/self/exe _exec, started by Exec and
+// already in the container's namespaces but its PID namespace. It starts
+// the command as its child in the container's PID namespace, on a pty
+// allocated inside the container when asked, relays signals, and exits
+// with the command's exit code. It never returns.
+func ExecMain() {
+	specFile := os.NewFile(execSpecFd, "spec")
+	spec, err := readSpec(specFile)
+	if err != nil {
+		fail(125, err)
+	}
+	specFile.Close()
+	code, err := runInContainer(spec, os.NewFile(execPidnsFd, "pidns"))
+	if err != nil {
+		fail(code, err)
+	}
+	os.Exit(code)
+}

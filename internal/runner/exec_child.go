@@ -1,0 +1,117 @@
+package runner
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// runInContainer runs the exec'd command to its end and returns its exit
+// code, or an error with the code to exit with.
+func runInContainer(s *Spec, pidns *os.File) (int, error) {
+	dir := filepath.Join("/", s.Cwd)
+	if err := checkDir(dir); err != nil {
+		return 126, err // docker exec -w does not create it
+	}
+	path, err := lookPath(s.Args[0], s.Env)
+	if err != nil {
+		return execCode(err), err
+	}
+	cmd := commandIn(path, dir, s)
+	var master, slave *os.File
+	if s.Tty {
+		if master, slave, err = openPty(); err != nil {
+			return 126, err
+		}
+		if src := sizeSource(os.Stdin, os.Stdout); src != nil {
+			copyWinsize(src, master)
+		}
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+		cmd.SysProcAttr.Setctty = true // Ctty 0: the slave
+	}
+	err = startInPIDNS(cmd, pidns)
+	if slave != nil {
+		slave.Close() // the command's copy is all that must keep it open
+	}
+	if err != nil {
+		return execCode(err), fmt.Errorf("exec: %q: %w", s.Args[0], err)
+	}
+	var relay *ptyRelay
+	if master != nil {
+		relay = startRelay(master, os.Stdin, os.Stdout)
+	}
+	stop := forwardSignals(cmd.Process, relayed...)
+	defer stop()
+	_ = cmd.Wait()
+	if relay != nil {
+		relay.wait()
+	}
+	if cmd.ProcessState == nil {
+		return 125, fmt.Errorf("wait for %q: no exit status", s.Args[0])
+	}
+	return exitCode(cmd.ProcessState), nil
+}
+
+func checkDir(dir string) error {
+	st, err := os.Stat(dir)
+	if err == nil && !st.IsDir() {
+		err = unix.ENOTDIR
+	}
+	if err != nil {
+		return fmt.Errorf("chdir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// commandIn prepares the exec'd command, with our stdin, stdout and stderr.
+//
+// No Pdeathsig: in the child, the Go runtime checks that its parent is
+// still alive by comparing getppid() with our pid, and getppid() is 0 in
+// a PID namespace the parent is not in, so the child would kill itself.
+// If we die, the command stays with the container, as with docker exec.
+func commandIn(path, dir string, s *Spec) *exec.Cmd {
+	env := s.Env
+	if env == nil {
+		env = []string{} // nil would pass on ours
+	}
+	return &exec.Cmd{
+		Path:        path,
+		Args:        s.Args,
+		Env:         env,
+		Dir:         dir,
+		Stdin:       os.Stdin,
+		Stdout:      os.Stdout,
+		Stderr:      os.Stderr,
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+}
+
+// startInPIDNS starts cmd in the PID namespace pidns.
+//
+// Joining a PID namespace only places the joiner's future children in it,
+// and a thread that joined can no longer start threads (clone with
+// CLONE_THREAD fails with EINVAL), which the Go runtime cannot survive if
+// its first thread joins before it starts. So one locked thread joins and
+// forks the command; it is never unlocked, so the runtime ends it with its
+// goroutine instead of reusing it.
+//
+// TODO(netns): setns belongs in internal/netns; move this there (e.g.
+// netns.StartIn(pidns, cmd)) or have the constructor fork after joining
+// pid, as runc's nsexec does.
+func startInPIDNS(cmd *exec.Cmd, pidns *os.File) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: see above
+		if err := unix.Setns(int(pidns.Fd()), unix.CLONE_NEWPID); err != nil {
+			errc <- fmt.Errorf("join pid namespace: %w", err)
+			return
+		}
+		errc <- cmd.Start()
+	}()
+	return <-errc
+}

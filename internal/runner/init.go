@@ -1,0 +1,125 @@
+package runner
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// Init is the container's init: /proc/self/exe _init, started by Start as
+// PID 1 of new namespaces and already in its network namespace. It sets the
+// container up from the Spec on fd 3, then execs the command, which takes
+// over as PID 1. It never returns; on failure it exits 125 (setup), 126
+// (cannot execute) or 127 (not found) with a "knit: " message on stderr.
+func Init() {
+	// Fd 3 stays open until the execve closes it: Start waits for that.
+	// (An *os.File could be garbage collected and closed before.)
+	spec, err := readSpec(fdReader(3))
+	if err != nil {
+		fail(125, err)
+	}
+	unix.CloseOnExec(3)
+	if err := setupContainer(spec); err != nil {
+		fail(125, err)
+	}
+	fail(execCommand(spec.Args, spec.Env))
+}
+
+// readSpec reads the Spec the parent sends on fd 3.
+func readSpec(r io.Reader) (*Spec, error) {
+	var s Spec
+	if err := json.NewDecoder(r).Decode(&s); err != nil {
+		return nil, fmt.Errorf("read spec: %w", err)
+	}
+	if len(s.Args) == 0 {
+		return nil, errors.New("read spec: no command")
+	}
+	return &s, nil
+}
+
+// fdReader reads a file descriptor that nothing else owns or closes.
+type fdReader int
+
+func (fd fdReader) Read(b []byte) (int, error) {
+	n, err := unix.Read(int(fd), b)
+	for errors.Is(err, unix.EINTR) {
+		n, err = unix.Read(int(fd), b)
+	}
+	if n == 0 && err == nil {
+		return 0, io.EOF
+	}
+	return max(n, 0), err
+}
+
+func fail(code int, err error) {
+	fmt.Fprintf(os.Stderr, "knit: %v\n", err)
+	os.Exit(code)
+}
+
+// setupContainer runs the container's setup steps in order. All of them
+// act on the container's own mount namespace: the first makes sure none
+// of the rest propagates to the host.
+func setupContainer(s *Spec) error {
+	if err := mountPrivate(); err != nil {
+		return err
+	}
+	if err := hideMounts(s.Hide); err != nil {
+		return err
+	}
+	// Bind sources are host paths: take them before the root changes.
+	binds, err := openBinds(s.Binds)
+	if err != nil {
+		return err
+	}
+	defer closeBinds(binds)
+	if s.Rootfs != "" {
+		if err := setupRootfs(s.Rootfs); err != nil {
+			return err
+		}
+	}
+	if err := mountProc(); err != nil {
+		return err
+	}
+	// Targets are resolved inside the container's root, so a symlink in a
+	// rootfs cannot point a mount or a created file at the host.
+	if err := attachBinds(binds); err != nil {
+		return err
+	}
+	if err := setHostname(s.Hostname); err != nil {
+		return err
+	}
+	return enterCwd(s.Cwd)
+}
+
+// setHostname sets the container's hostname in its UTS namespace.
+//
+// Equivalent to: hostname NAME
+func setHostname(name string) error {
+	if name == "" {
+		return nil
+	}
+	if err := unix.Sethostname([]byte(name)); err != nil {
+		return fmt.Errorf("sethostname %s: %w", name, err)
+	}
+	return nil
+}
+
+// enterCwd makes dir the working directory, creating it if missing as
+// docker run -w does.
+//
+// Equivalent to: mkdir -p DIR && cd DIR
+func enterCwd(dir string) error {
+	dir = filepath.Join("/", dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("mkdir %s: %w", dir, err)
+	}
+	if err := unix.Chdir(dir); err != nil {
+		return fmt.Errorf("chdir %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,117 @@
+package runner
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// startCmd starts cmd from a fresh goroutine locked to its thread.
+//
+// Pdeathsig fires when the thread that forked the child exits, not the
+// process. The Go runtime only ends threads whose goroutine returns while
+// locked; a fresh goroutine can never be on such a thread (a caller's
+// goroutine could be, inside netns.Do for instance), and unlocking afterwards
+// hands a healthy thread back to the runtime, which keeps it.
+func startCmd(cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		errc <- cmd.Start()
+	}()
+	return <-errc
+}
+
+// exitCode is the shell's view of a wait status: the exit code, or 128+N
+// when the process was killed by signal N.
+func exitCode(ps *os.ProcessState) int {
+	ws, ok := ps.Sys().(syscall.WaitStatus)
+	if ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ps.ExitCode()
+}
+
+// StartTime returns the start time of process pid, in clock ticks after
+// boot; with the pid it identifies a process across PID reuse.
+//
+// Equivalent to: awk '{print $22}' /proc/PID/stat
+func StartTime(pid int) (uint64, error) {
+	f, err := statFields(pid)
+	if err != nil {
+		return 0, err
+	}
+	start, err := strconv.ParseUint(f[statStartTime], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
+	}
+	return start, nil
+}
+
+// Alive reports whether process pid exists, has not exited (a zombie has)
+// and started at start, so a recycled pid is not mistaken for it.
+func Alive(pid int, start uint64) bool {
+	if pid <= 0 {
+		return false
+	}
+	f, err := statFields(pid)
+	return err == nil && f[statState] != "Z" && f[statStartTime] == strconv.FormatUint(start, 10)
+}
+
+// Indexes into statFields' result: fields 3 and 22 of proc(5)'s
+// /proc/PID/stat, counted after the command name.
+const (
+	statState     = 3 - 3
+	statStartTime = 22 - 3
+)
+
+// statFields returns the fields of /proc/PID/stat that follow the command
+// name, which is cut off at its last ')' since it may hold spaces and ')'.
+func statFields(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("parse /proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) <= statStartTime {
+		return nil, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f))
+	}
+	return f, nil
+}
+
+// WaitExit waits up to timeout for process pid to exit and reports whether
+// it did. It works for any process, not only children: a pidfd becomes
+// readable when its process exits.
+func WaitExit(pid int, timeout time.Duration) bool {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return true
+	}
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	deadline := time.Now().Add(timeout)
+	for {
+		ms := max(time.Until(deadline).Milliseconds(), 0)
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(ms))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		return err == nil && n > 0
+	}
+}

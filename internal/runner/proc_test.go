@@ -1,0 +1,69 @@
+package runner
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+func TestStartTimeAliveWaitExit(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+
+	start, err := StartTime(pid)
+	if err != nil || start == 0 {
+		t.Fatalf("StartTime = %d, %v", start, err)
+	}
+	if !Alive(pid, start) {
+		t.Error("Alive = false for a running process")
+	}
+	if Alive(pid, start+1) {
+		t.Error("Alive = true for another start time (a reused pid)")
+	}
+	if Alive(0, 0) || Alive(-1, start) {
+		t.Error("Alive = true for pid <= 0")
+	}
+	if WaitExit(pid, 50*time.Millisecond) {
+		t.Error("WaitExit = true while the process runs")
+	}
+	// WaitExit is for non-children too: wait from a goroutine with a pidfd
+	// while the kill happens.
+	exited := make(chan bool, 1)
+	go func() { exited <- WaitExit(pid, 10*time.Second) }()
+	time.Sleep(20 * time.Millisecond)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if !<-exited {
+		t.Fatal("WaitExit = false after kill")
+	}
+	if Alive(pid, start) {
+		t.Error("Alive = true for a zombie")
+	}
+	_ = cmd.Wait()
+	if Alive(pid, start) {
+		t.Error("Alive = true after reaping")
+	}
+	if !WaitExit(pid, time.Millisecond) {
+		t.Error("WaitExit = false for a pid that is gone")
+	}
+}
+
+func TestStartTimeSelf(t *testing.T) {
+	a, err := StartTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := StartTime(os.Getppid())
+	if a < b {
+		t.Errorf("own start time %d before parent's %d", a, b)
+	}
+	if _, err := StartTime(1 << 30); err == nil {
+		t.Error("StartTime of a missing pid: no error")
+	}
+}
