@@ -19,11 +19,11 @@ const (
 // directory; the runner bind-mounts them over /etc inside the container, so
 // the host's own files never change. container:NAME shares NAME's files.
 func (e *Engine) writeFiles(c *Container, o *RunOptions, p *plan) error {
+	if err := os.MkdirAll(c.Dir, 0o700); err != nil { // also holds the log
+		return err
+	}
 	if c.JoinedTo != "" {
 		return nil
-	}
-	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
-		return err
 	}
 	extra, err := e.extraHosts(o)
 	if err != nil {
