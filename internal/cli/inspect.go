@@ -16,7 +16,7 @@ import (
 // templates address (.State.Pid, .NetworkSettings.IPAddress, ...).
 type (
 	inspectView struct {
-		ID              string          `json:"Id"`
+		Id              string          `json:"Id"` //nolint:revive // Docker's name, used by templates
 		Created         string          `json:"Created"`
 		Path            string          `json:"Path"`
 		Args            []string        `json:"Args"`
@@ -126,7 +126,7 @@ func (a *app) inspectCommand() *cobra.Command {
 
 func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView {
 	v := &inspectView{
-		ID:             c.ID,
+		Id:             c.ID,
 		Created:        c.Created.Format(time.RFC3339Nano),
 		Path:           c.Spec.Args[0],
 		Args:           c.Spec.Args[1:],

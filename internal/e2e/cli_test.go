@@ -1,0 +1,185 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/testutil"
+)
+
+func TestRunFlags(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	knit := testutil.KnitBinary(t)
+
+	// -e, -w, --ip, --mac-address.
+	got := s.MustKnit(t, "run", "--rm", "-e", "GREETING=hi", "-w", "/tmp/work", "--ip", "172.17.0.50",
+		"--mac-address", "02:00:00:aa:bb:cc", "--rootfs", bb,
+		"sh", "-c", "echo $GREETING; pwd; ip -o -4 addr show eth0; cat /sys/class/net/eth0/address")
+	for _, want := range []string{"hi\n", "/tmp/work\n", "inet 172.17.0.50/16", "02:00:00:aa:bb:cc"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+	// -t gives the command a terminal; without it, none.
+	if out := s.MustKnit(t, "run", "--rm", "-t", "--rootfs", bb, "sh", "-c", "test -t 1 && echo is-a-tty"); !strings.Contains(out, "is-a-tty") {
+		t.Errorf("-t: %q", out)
+	}
+	if r := s.Knit("run", "--rm", "--rootfs", bb, "sh", "-c", "test -t 1"); r.Code != 1 {
+		t.Errorf("without -t stdout should not be a terminal: exit %d", r.Code)
+	}
+	// -i forwards stdin; without -i the command reads EOF.
+	if out := s.MustRun(t, "sh", "-c", "echo piped | "+knit+" run --rm -i --rootfs "+bb+" cat"); out != "piped\n" {
+		t.Errorf("-i: %q", out)
+	}
+	if out := s.MustRun(t, "sh", "-c", "echo piped | "+knit+" run --rm --rootfs "+bb+" cat"); out != "" {
+		t.Errorf("without -i: %q", out)
+	}
+	// The PID namespace has its own /proc: the command is PID 1.
+	if out := s.MustKnit(t, "run", "--rm", "--rootfs", bb, "sh", "-c", "echo $$; ls /proc | grep -c '^[0-9]'"); out != "1\n3\n" {
+		t.Errorf("pid namespace: %q, want the shell as PID 1 and three processes (sh, ls, grep)", out)
+	}
+	// Without --rootfs the host's root is seen through a private mount namespace.
+	if out := s.MustKnit(t, "run", "--rm", "sh", "-c", "test -x /usr/bin/busybox && hostname"); strings.TrimSpace(out) == "" {
+		t.Errorf("host rootfs run: %q", out)
+	}
+}
+
+func TestDetachedLogsStopAndPs(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	id := strings.TrimSpace(s.MustKnit(t, "run", "-d", "--name", "talker", "--rootfs", bb, "sh", "-c",
+		"echo out; echo err >&2; trap 'echo bye; exit 0' TERM; while :; do sleep 0.1; done"))
+	if len(id) != 64 {
+		t.Fatalf("run -d printed %q, want a 64-character ID", id)
+	}
+	logs := eventually(t, func() (string, error) {
+		l := s.MustKnit(t, "logs", "talker")
+		if !strings.Contains(l, "out") || !strings.Contains(l, "err") {
+			return "", fmt.Errorf("logs: %q", l)
+		}
+		return l, nil
+	})
+	_ = logs
+	if q := s.MustKnit(t, "ps", "-q"); strings.TrimSpace(q) != id[:12] {
+		t.Errorf("ps -q = %q, want %s", q, id[:12])
+	}
+	if f := s.MustKnit(t, "ps", "--format", "{{.Names}} {{.State}} {{.Command}}"); f != "talker running \"sh -c echo out; ech…\"\n" {
+		t.Errorf("ps --format = %q", f)
+	}
+	s.MustKnit(t, "stop", "-t", "5", "talker")
+	if l := s.MustKnit(t, "logs", "talker"); !strings.Contains(l, "bye") {
+		t.Errorf("stop should deliver SIGTERM first; logs:\n%s", l)
+	}
+	if ps := s.MustKnit(t, "ps"); strings.Contains(ps, "talker") {
+		t.Errorf("ps without -a shows a stopped container:\n%s", ps)
+	}
+	if ps := s.MustKnit(t, "ps", "-a"); !strings.Contains(ps, "Exited (0)") {
+		t.Errorf("ps -a:\n%s", ps)
+	}
+	// logs -f returns when the container ends.
+	s.MustKnit(t, "run", "-d", "--name", "counter", "--rootfs", bb, "sh", "-c", "for i in 1 2 3; do echo $i; sleep 0.1; done")
+	if l := s.MustKnit(t, "logs", "-f", "counter"); l != "1\n2\n3\n" {
+		t.Errorf("logs -f = %q", l)
+	}
+}
+
+func TestInspect(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	id := strings.TrimSpace(s.MustKnit(t, "run", "-d", "--name", "insp", "-h", "box", "--rootfs", bb, "sleep", "300"))
+	var views []map[string]any
+	if err := json.Unmarshal([]byte(s.MustKnit(t, "inspect", "insp")), &views); err != nil || len(views) != 1 {
+		t.Fatalf("inspect JSON: %v (%d objects)", err, len(views))
+	}
+	f := s.MustKnit(t, "inspect", "-f",
+		"{{.Id}} {{.Name}} {{.State.Running}} {{.Config.Hostname}} {{.NetworkSettings.IPAddress}}/{{.NetworkSettings.IPPrefixLen}} "+
+			"{{.NetworkSettings.Gateway}} {{.NetworkSettings.MacAddress}} {{(index .NetworkSettings.Networks \"bridge\").IPAddress}}", "insp")
+	want := id + " /insp true box 172.17.0.2/16 172.17.0.1 02:42:ac:11:00:02 172.17.0.2\n"
+	if f != want {
+		t.Errorf("inspect -f = %q, want %q", f, want)
+	}
+	pid := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.State.Pid}}", id[:8]))
+	if cmd := s.MustRun(t, "cat", "/proc/"+pid+"/cmdline"); !strings.HasPrefix(cmd, "sleep") {
+		t.Errorf(".State.Pid %s runs %q, want sleep", pid, cmd)
+	}
+}
+
+func TestConfig(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.WriteConfig(t, `{"bip": "10.99.0.1/24", "mtu": 1400, "ip-forward": false}`)
+	out := s.MustKnit(t, "run", "--rm", "--rootfs", bb, "ip", "-o", "link", "show", "eth0")
+	if !strings.Contains(out, "mtu 1400") {
+		t.Errorf("mtu: %s", out)
+	}
+	if ip := s.MustKnit(t, "run", "--rm", "--rootfs", bb, "ip", "-o", "-4", "addr", "show", "eth0"); !strings.Contains(ip, "10.99.0.2/24") {
+		t.Errorf("bip: %s", ip)
+	}
+	if fwd := s.MustRun(t, "cat", "/proc/sys/net/ipv4/ip_forward"); strings.TrimSpace(fwd) != "0" {
+		t.Errorf("ip-forward false, but ip_forward = %s", fwd)
+	}
+	s.WriteConfig(t, `{"bip": "not-a-cidr"}`)
+	if r := s.Knit("ps"); r.Code != 125 || !strings.Contains(r.Stderr, "bip") {
+		t.Errorf("bad config: exit %d, %q", r.Code, r.Stderr)
+	}
+}
+
+func TestDefaultSubnetSkipsHostRoutes(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	// The "LAN" already uses 172.17.0.0/16: the default network moves on.
+	s.MustRun(t, "ip", "route", "add", "172.17.0.0/16", "via", "198.51.100.2")
+	if ip := s.MustKnit(t, "run", "--rm", "--rootfs", bb, "ip", "-o", "-4", "addr", "show", "eth0"); !strings.Contains(ip, "172.18.0.2/16") {
+		t.Errorf("want 172.18.0.0/16 when 172.17.0.0/16 is routed: %s", ip)
+	}
+}
+
+func TestExistingBridgeIsUsedAndKept(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustRun(t, "ip", "link", "add", "br-admin", "type", "bridge")
+	s.MustRun(t, "ip", "addr", "add", "10.50.0.1/24", "dev", "br-admin")
+	s.MustRun(t, "ip", "link", "set", "br-admin", "up")
+	s.WriteConfig(t, `{"bridge": "br-admin", "bip": "10.50.0.1/24"}`)
+	s.MustKnit(t, "run", "-d", "--name", "onadmin", "--rootfs", bb, "sleep", "300")
+	if ports := s.MustRun(t, "ip", "-o", "link", "show", "master", "br-admin"); !strings.Contains(ports, "veth") {
+		t.Errorf("no veth on br-admin:\n%s", ports)
+	}
+	s.MustKnit(t, "exec", "onadmin", "ping", "-c1", "-W2", "10.50.0.1")
+	s.MustKnit(t, "rm", "-f", "onadmin")
+	s.MustRun(t, "ip", "link", "show", "br-admin") // still there
+	if r := s.Run("ip", "link", "show", "knit0"); r.Code == 0 {
+		t.Errorf("knit0 was created although the config names br-admin")
+	}
+}
+
+func TestSystemPruneRemovesStrays(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "run", "-d", "--name", "keeper", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "run", "--name", "done", "--rootfs", bb, "true")
+	// Strays: a namespace mount and a bridge port that no container owns.
+	s.MustRun(t, "touch", s.ExecRoot()+"/netns/deadbeef")
+	s.MustRun(t, "unshare", "--net="+s.ExecRoot()+"/netns/deadbeef", "true")
+	s.MustRun(t, "ip", "link", "add", "vethdead000", "type", "veth", "peer", "name", "vethdead001")
+	s.MustRun(t, "ip", "link", "set", "vethdead000", "master", "knit0")
+	out := s.MustKnit(t, "system", "prune", "-f")
+	for _, want := range []string{"done", "deadbeef", "vethdead000"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("prune output lacks %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "keeper") {
+		t.Errorf("prune touched a running container:\n%s", out)
+	}
+	if r := s.Run("ip", "link", "show", "vethdead000"); r.Code == 0 {
+		t.Error("stray veth survived prune")
+	}
+	s.MustKnit(t, "exec", "keeper", "ping", "-c1", "-W2", "172.17.0.1")
+	if ps := s.MustKnit(t, "ps", "-a", "--format", "{{.Names}}"); ps != "keeper\n" {
+		t.Errorf("after prune: %q", ps)
+	}
+}
