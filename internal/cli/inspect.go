@@ -149,7 +149,7 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 		NetworkSettings: networkSettings{Networks: map[string]endpointView{}},
 	}
 	if c.Spec.Detach {
-		v.LogPath = filepath.Join(c.Dir, "container.log")
+		v.LogPath = e.LogPath(c)
 	}
 	for _, d := range c.Spec.DNS {
 		v.HostConfig.Dns = append(v.HostConfig.Dns, d.String())

@@ -13,6 +13,8 @@ package driver
 import (
 	"net"
 	"net/netip"
+
+	"github.com/knit-dev/knit/internal/link"
 )
 
 // Subnet is one address family's range of a network and its gateway.
@@ -54,6 +56,10 @@ type Endpoint struct {
 // Sandbox is the network namespace an endpoint is placed in.
 type Sandbox struct {
 	NetnsPath string // a bind-mounted namespace file, e.g. /run/knit/netns/ID
+	// Link, when not nil, is a netlink handle already bound to the
+	// namespace; drivers use it instead of opening their own, which saves a
+	// namespace switch.
+	Link *link.Handle
 }
 
 // LeaveOptions tunes Leave.

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -66,5 +67,47 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 	}
 	if after := snapshot(t, s); after != before {
 		t.Errorf("refused commands changed the state:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// A run that fails after its network was made (here: the init cannot create
+// the working directory) releases everything it took.
+func TestFailedStartReleasesEverything(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	r := s.Knit("run", "--name", "broken", "-w", "/bin/busybox/sub", "--rootfs", bb, "true")
+	if r.Code != 125 || !strings.Contains(r.Stderr, "knit: ") {
+		t.Fatalf("run with an impossible workdir: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	eventually(t, func() (string, error) {
+		if l := s.MustRun(t, "ip", "-o", "link", "show", "master", "knit0"); l != "" {
+			return "", fmt.Errorf("veths remain:\n%s", l)
+		}
+		return "", nil
+	})
+	if ns := s.MustRun(t, "ls", s.ExecRoot()+"/netns"); ns != "" {
+		t.Errorf("namespace mounts remain: %s", ns)
+	}
+	// The address is free again.
+	s.MustKnit(t, "rm", "broken")
+	s.MustKnit(t, "run", "-d", "--name", "next", "--rootfs", bb, "sleep", "300")
+	if ip := ipOf(t, s, "next"); ip != "172.17.0.2" {
+		t.Errorf("next got %s, want the released 172.17.0.2", ip)
+	}
+}
+
+// When the subnet is full, the refused run changes nothing.
+func TestExhaustedSubnetIsRefusedCleanly(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.WriteConfig(t, `{"bip": "10.88.0.1/30"}`) // one usable address: 10.88.0.2
+	s.MustKnit(t, "run", "-d", "--name", "only", "--rootfs", bb, "sleep", "300")
+	before := snapshot(t, s)
+	r := s.Knit("run", "--rm", "--rootfs", bb, "true")
+	if r.Code != 125 || !strings.Contains(r.Stderr, "no free address") {
+		t.Errorf("run on a full subnet: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	if after := snapshot(t, s); after != before {
+		t.Errorf("refused run changed the state:\n%s\n---\n%s", before, after)
 	}
 }

@@ -65,6 +65,13 @@ func (e *Engine) spawnSupervisor(c *Container) error {
 	return errors.New(line)
 }
 
+func openLog(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(filepath.Join(dir, logFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+}
+
 // Supervise is the body of a detached container's supervisor: start the
 // container with its output in the log, report on ready (fd 3 of the
 // supervisor), wait, then record the exit and release the network.
@@ -74,7 +81,7 @@ func (e *Engine) Supervise(id string, ready *os.File) error {
 		fmt.Fprintln(ready, err)
 		return err
 	}
-	log, err := os.OpenFile(filepath.Join(c.Dir, logFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	log, err := openLog(e.logDir(id))
 	if err != nil {
 		fmt.Fprintln(ready, err)
 		return err

@@ -19,7 +19,10 @@ const (
 // directory; the runner bind-mounts them over /etc inside the container, so
 // the host's own files never change. container:NAME shares NAME's files.
 func (e *Engine) writeFiles(c *Container, o *RunOptions, p *plan) error {
-	if err := os.MkdirAll(c.Dir, 0o700); err != nil { // also holds the log
+	if err := e.prepareExecRoot(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
 		return err
 	}
 	if c.JoinedTo != "" {

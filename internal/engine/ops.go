@@ -17,7 +17,7 @@ import (
 
 // Containers lists every container, newest first, after reconciling.
 func (e *Engine) Containers() ([]*Container, error) {
-	if err := e.Reconcile(); err != nil {
+	if err := e.ReconcileStrict(); err != nil {
 		return nil, err
 	}
 	var all []*Container
@@ -199,7 +199,7 @@ func (e *Engine) Logs(ref string, follow bool, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.Open(filepath.Join(c.Dir, logFile))
+	f, err := os.Open(e.LogPath(c))
 	if errors.Is(err, os.ErrNotExist) {
 		if c.Spec.Detach {
 			return nil // nothing written yet
@@ -224,6 +224,9 @@ func (e *Engine) Logs(ref string, follow bool, w io.Writer) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// LogPath is where a detached container's output is kept.
+func (e *Engine) LogPath(c *Container) string { return filepath.Join(e.logDir(c.ID), logFile) }
 
 // mergeEnv overlays KEY=VALUE pairs of over onto base.
 func mergeEnv(base, over []string) []string {

@@ -22,7 +22,7 @@ type PruneReport struct {
 // Prune removes stopped containers and every kernel object and allocation
 // knit made that no live container owns.
 func (e *Engine) Prune() (*PruneReport, error) {
-	if err := e.Reconcile(); err != nil {
+	if err := e.ReconcileStrict(); err != nil {
 		return nil, err
 	}
 	r := &PruneReport{}
@@ -139,18 +139,20 @@ func (e *Engine) pruneAddrs(live map[string]*Container, nets []*Network, r *Prun
 
 // pruneDirs removes per-container directories that no record points to.
 func (e *Engine) pruneDirs(live map[string]*Container) error {
-	dir := filepath.Join(e.paths.DataRoot, "containers")
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil
-	}
 	known := map[string]bool{}
-	_ = e.st.View(func(tx store.Tx) error {
+	err := e.st.View(func(tx store.Tx) error {
 		return tx.List(bucketContainers, func(k string, _ []byte) error { known[k] = true; return nil })
 	})
-	for _, de := range entries {
-		if !known[de.Name()] {
-			_ = os.RemoveAll(filepath.Join(dir, de.Name()))
+	if err != nil {
+		return err
+	}
+	for _, root := range []string{e.paths.ExecRoot, e.paths.DataRoot} {
+		dir := filepath.Join(root, "containers")
+		entries, _ := os.ReadDir(dir)
+		for _, de := range entries {
+			if !known[de.Name()] {
+				_ = os.RemoveAll(filepath.Join(dir, de.Name()))
+			}
 		}
 	}
 	return nil

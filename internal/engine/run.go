@@ -185,6 +185,7 @@ func (e *Engine) start(c *Container, sc runner.StartConfig) (*runner.Process, er
 		cur.State.Process = Proc{Pid: p.Pid, Start: p.StartTime}
 		cur.State.Supervisor = Proc{Pid: self, Start: selfStart}
 		cur.State.Owner = Proc{}
+		cur.Endpoints = c.Endpoints // with the host-side link names Join chose
 		cur.State.StartedAt = time.Now().UTC()
 		*c = *cur
 		return putContainer(tx, cur)
@@ -204,7 +205,7 @@ func (e *Engine) runnerSpec(c *Container) runner.Spec {
 		Cwd:      c.Spec.Workdir,
 		Hostname: c.Spec.Hostname,
 		Rootfs:   c.Spec.Rootfs,
-		Hide:     []string{e.netnsDir(), e.paths.NetnsLinks},
+		Hide:     []string{e.paths.ExecRoot, e.paths.NetnsLinks},
 		Tty:      c.Spec.Tty,
 	}
 	dir := c.Dir

@@ -223,40 +223,44 @@ func (e *Engine) setupNetwork(c *Container, p *plan) error {
 	if !c.OwnsNetns {
 		return nil
 	}
-	if err := netns.PrepareDir(e.netnsDir()); err != nil {
-		return fmt.Errorf("prepare %s: %w", e.netnsDir(), err)
-	}
-	if err := netns.Create(c.Netns); err != nil {
-		return fmt.Errorf("create network namespace: %w", err)
-	}
-	e.linkNetns(c)
-	h, err := link.At(c.Netns)
-	if err != nil {
+	if err := e.prepareExecRoot(); err != nil {
 		return err
 	}
-	err = h.SetUp("lo")
-	h.Close()
-	if err != nil {
-		return fmt.Errorf("set lo up: %w", err)
+	if err := os.MkdirAll(e.netnsDir(), 0o755); err != nil {
+		return err
 	}
+	// One trip into the new namespace: bring lo up and keep a netlink
+	// handle bound to it for the drivers.
+	var h *link.Handle
+	err := netns.Create(c.Netns, func() (err error) {
+		if h, err = link.Host(); err != nil {
+			return err
+		}
+		if err = h.SetUp("lo"); err != nil {
+			h.Close()
+			return fmt.Errorf("set lo up: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("create network namespace: %w", err)
+	}
+	defer h.Close()
+	e.linkNetns(c)
+	// The host-side names the drivers choose reach the store with the
+	// container's next write (start); a crash before that loses nothing,
+	// because deleting the namespace deletes the links.
 	for i := range c.Endpoints {
 		ep := &c.Endpoints[i]
 		d, err := e.driverFor(p.network)
 		if err != nil {
 			return err
 		}
-		if err := d.Join(&p.network.Network, &ep.Endpoint, driver.Sandbox{NetnsPath: c.Netns}); err != nil {
+		if err := d.Join(&p.network.Network, &ep.Endpoint, driver.Sandbox{NetnsPath: c.Netns, Link: h}); err != nil {
 			return fmt.Errorf("connect to network %s: %w", p.network.Name, err)
 		}
 	}
-	return e.st.Update(func(tx store.Tx) error {
-		cur, err := getContainer(tx, c.ID)
-		if err != nil {
-			return err
-		}
-		cur.Endpoints = c.Endpoints
-		return putContainer(tx, cur)
-	})
+	return nil
 }
 
 // linkNetns makes the namespace visible to `ip netns` as knit-NAME. It is a
@@ -365,10 +369,13 @@ func (e *Engine) forget(c *Container) error {
 				return err
 			}
 		}
+		if err := tx.Delete(bucketLive, c.ID); err != nil {
+			return err
+		}
 		return tx.Delete(bucketContainers, c.ID)
 	})
 	if err != nil {
 		return err
 	}
-	return os.RemoveAll(c.Dir)
+	return errors.Join(os.RemoveAll(c.Dir), os.RemoveAll(e.logDir(c.ID)))
 }

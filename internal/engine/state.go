@@ -17,6 +17,11 @@ const (
 	bucketContainers = "containers" // container ID → Container
 	bucketNames      = "names"      // container name → container ID
 	bucketNetworks   = "networks"   // network name → Network
+	// bucketLive indexes the containers a process is responsible for:
+	// container ID → "PID:START" of its owner (while created) or supervisor
+	// (while running). Reconcile reads only this, so its cost stays small
+	// however many containers there are.
+	bucketLive = "live"
 )
 
 // ipamBucket holds one network's allocations: address → container ID.
@@ -127,7 +132,33 @@ func getContainer(tx store.Tx, id string) (*Container, error) {
 	return &c, nil
 }
 
-func putContainer(tx store.Tx, c *Container) error { return putJSON(tx, bucketContainers, c.ID, c) }
+// putContainer writes c and keeps the live index in step with its state.
+func putContainer(tx store.Tx, c *Container) error {
+	var resp Proc
+	switch c.State.Status {
+	case StatusCreated:
+		resp = c.State.Owner
+	case StatusRunning:
+		resp = c.State.Supervisor
+	}
+	var err error
+	if resp.Pid > 0 {
+		err = tx.Put(bucketLive, c.ID, []byte(fmt.Sprintf("%d:%d", resp.Pid, resp.Start)))
+	} else {
+		err = tx.Delete(bucketLive, c.ID)
+	}
+	if err != nil {
+		return err
+	}
+	return putJSON(tx, bucketContainers, c.ID, c)
+}
+
+// parseProc reads a live-index value.
+func parseProc(v []byte) (Proc, bool) {
+	var p Proc
+	_, err := fmt.Sscanf(string(v), "%d:%d", &p.Pid, &p.Start)
+	return p, err == nil
+}
 
 func listContainers(tx store.Tx) ([]*Container, error) {
 	var out []*Container

@@ -44,20 +44,21 @@ func JoinEnv(joins ...Join) string {
 	return EnvJoin + "=" + strings.Join(parts, ",")
 }
 
-// PrepareDir makes dir a mount point with shared propagation, so that
-// namespace files bind-mounted in it are unmounted everywhere when deleted
-// rather than pinned by copies in other mount namespaces. Idempotent and safe
+// PrepareDir makes dir a tmpfs mount point with shared propagation, unless
+// it already is a mount point. Shared propagation makes namespace files
+// bind-mounted below it unmounted everywhere when deleted, rather than pinned
+// by copies in other mount namespaces (what `ip netns` does for /run/netns);
+// tmpfs makes the small runtime files knit writes there cost microseconds
+// where a journaled disk costs a millisecond per file. Idempotent and safe
 // to call concurrently, also from several processes.
 //
-// Equivalent to: mkdir -p DIR && mount --bind DIR DIR && mount --make-shared DIR
-// (what `ip netns` does for /run/netns).
+// Equivalent to: mkdir -p DIR && mount -t tmpfs knit DIR && mount --make-shared DIR
 func PrepareDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("prepare %s: %w", dir, err)
 	}
-	// The lock keeps two preparers from stacking two bind mounts. A bind
-	// mount of dir onto itself keeps the same inode, so the lock holds
-	// across the mount.
+	// The lock keeps two preparers from stacking two mounts: the second one
+	// sees the first's mount once it gets the lock on the directory below.
 	f, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("prepare %s: %w", dir, err)
@@ -70,8 +71,8 @@ func PrepareDir(dir string) error {
 	if err != nil || mounted {
 		return err
 	}
-	if err := unix.Mount(dir, dir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("prepare %s: bind mount: %w", dir, err)
+	if err := unix.Mount("knit", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0711"); err != nil {
+		return fmt.Errorf("prepare %s: mount tmpfs: %w", dir, err)
 	}
 	if err := unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
 		_ = unix.Unmount(dir, unix.MNT_DETACH)
@@ -92,10 +93,13 @@ func isMountPoint(path string) (bool, error) {
 }
 
 // Create makes a new network namespace and keeps it alive as a bind mount at
-// path, which must not exist. On error nothing is left behind.
+// path, which must not exist. If inside is not nil it runs on the thread
+// while it is in the new namespace, before the thread goes back: sockets it
+// opens stay bound to the new namespace, which saves a second switch (each
+// costs a few hundred microseconds). On error nothing is left behind.
 //
 // Equivalent to: ip netns add NAME
-func Create(path string) (err error) {
+func Create(path string, inside func() error) (err error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
 	if err != nil {
 		return fmt.Errorf("create netns %s: %w", path, err)
@@ -113,6 +117,12 @@ func Create(path string) (err error) {
 		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
 		if err := unix.Mount(self, path, "none", unix.MS_BIND, ""); err != nil {
 			return fmt.Errorf("bind mount: %w", err)
+		}
+		if inside != nil {
+			if err := inside(); err != nil {
+				_ = unix.Unmount(path, unix.MNT_DETACH)
+				return err
+			}
 		}
 		return nil
 	})

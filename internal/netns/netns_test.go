@@ -93,7 +93,7 @@ func TestCreateDelete(t *testing.T) {
 		t.Fatalf("List = %v, %v", names, err)
 	}
 	// A second Create on the same path fails and must not harm the first.
-	if err := netns.Create(path); !errors.Is(err, os.ErrExist) {
+	if err := netns.Create(path, nil); !errors.Is(err, os.ErrExist) {
 		t.Fatalf("Create(existing) = %v, want ErrExist", err)
 	}
 	if !netns.Mounted(path) {
@@ -101,7 +101,7 @@ func TestCreateDelete(t *testing.T) {
 	}
 
 	other := filepath.Join(dir, "other")
-	if err := netns.Create(other); err != nil {
+	if err := netns.Create(other, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := netns.Delete(other); err != nil {
@@ -118,7 +118,7 @@ func TestCreateDelete(t *testing.T) {
 func TestCreateFailureLeavesNothing(t *testing.T) {
 	testutil.RequireRoot(t)
 	path := filepath.Join(t.TempDir(), "missing-dir", "ns")
-	if err := netns.Create(path); err == nil {
+	if err := netns.Create(path, nil); err == nil {
 		t.Fatal("Create in a missing directory succeeded")
 	}
 	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {

@@ -68,15 +68,16 @@ func setupContainer(s *Spec) error {
 	if err := mountPrivate(); err != nil {
 		return err
 	}
-	if err := hideMounts(s.Hide); err != nil {
-		return err
-	}
-	// Bind sources are host paths: take them before the root changes.
+	// Bind sources are host paths: take them before the root changes and
+	// before Hide detaches the directory they live in.
 	binds, err := openBinds(s.Binds)
 	if err != nil {
 		return err
 	}
 	defer closeBinds(binds)
+	if err := hideMounts(s.Hide); err != nil {
+		return err
+	}
 	if s.Rootfs != "" {
 		if err := setupRootfs(s.Rootfs); err != nil {
 			return err

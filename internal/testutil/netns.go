@@ -41,7 +41,7 @@ func NewNetns(t testing.TB) string {
 		}
 	})
 	path := filepath.Join(dir, "ns")
-	if err := netns.Create(path); err != nil {
+	if err := netns.Create(path, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

@@ -73,11 +73,14 @@ func addVeth(h *link.Handle, v link.Veth) (string, error) {
 // configureSandbox addresses the peer, sets it up and adds the default
 // routes, in that order: a route's gateway must be on an up, addressed link.
 func configureSandbox(ep *driver.Endpoint, sb driver.Sandbox) error {
-	c, err := link.At(sb.NetnsPath)
-	if err != nil {
-		return err
+	c := sb.Link
+	if c == nil {
+		var err error
+		if c, err = link.At(sb.NetnsPath); err != nil {
+			return err
+		}
+		defer c.Close()
 	}
-	defer c.Close()
 	peer, err := c.LinkGet(ep.IfName)
 	if err != nil {
 		return err

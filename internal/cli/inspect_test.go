@@ -1,0 +1,197 @@
+package cli
+
+import (
+	"encoding/json"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/engine"
+	"github.com/knit-dev/knit/internal/store"
+	"github.com/knit-dev/knit/internal/store/bolt"
+)
+
+// testEngine returns an engine over a private store that records the
+// "bridge" network with the given ID.
+func testEngine(t *testing.T, bridgeID string) *engine.Engine {
+	t.Helper()
+	st := bolt.Open(filepath.Join(t.TempDir(), "knit.db"))
+	n := engine.Network{Network: driver.Network{ID: bridgeID, Name: "bridge", Driver: "bridge"}}
+	b, err := json.Marshal(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "networks" is the engine's bucket of network records (state.go).
+	if err := st.Update(func(tx store.Tx) error { return tx.Put("networks", "bridge", b) }); err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.New(engine.Options{Paths: engine.DefaultPaths(), Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func inspectContainer() *engine.Container {
+	created := time.Date(2025, 3, 1, 12, 0, 0, 123, time.UTC)
+	mac, _ := net.ParseMAC("02:42:ac:11:00:02")
+	return &engine.Container{
+		ID: testID, Name: "web", Created: created,
+		Spec: engine.Spec{
+			Args: []string{"sh", "-c", "sleep 1"}, Env: []string{"A=1"}, Workdir: "/srv", Hostname: "h1",
+			NetworkMode: "bridge", DNS: []netip.Addr{netip.MustParseAddr("1.1.1.1"), netip.MustParseAddr("2001:db8::53")},
+			DNSSearch: []string{"example.com"}, DNSOptions: []string{"ndots:2"}, ExtraHosts: []string{"db:10.0.0.5"},
+			Tty: true, Interactive: true, AutoRemove: true,
+		},
+		State: engine.State{
+			Status: engine.StatusRunning, Process: engine.Proc{Pid: 4242, Start: 7},
+			StartedAt: created.Add(time.Second),
+		},
+		Netns: "/run/knit/netns/" + testID, OwnsNetns: true,
+		Endpoints: []engine.Endpoint{{Network: "bridge", Endpoint: driver.Endpoint{
+			MAC:      mac,
+			Addrs:    []netip.Prefix{netip.MustParsePrefix("172.17.0.2/16"), netip.MustParsePrefix("fd00::2/64")},
+			Gateways: []netip.Addr{netip.MustParseAddr("172.17.0.1"), netip.MustParseAddr("fd00::1")},
+		}}},
+		Dir: "/var/lib/knit/containers/" + testID,
+	}
+}
+
+func TestNewInspectViewRunning(t *testing.T) {
+	e := testEngine(t, "netid")
+	c := inspectContainer()
+	got := (&app{}).newInspectView(e, c)
+
+	dir := c.Dir
+	ep := endpointView{
+		Gateway: "172.17.0.1", IPAddress: "172.17.0.2", IPPrefixLen: 16,
+		IPv6Gateway: "fd00::1", GlobalIPv6Address: "fd00::2", GlobalIPv6PrefixLen: 64,
+		MacAddress: "02:42:ac:11:00:02",
+	}
+	inNet := ep
+	inNet.NetworkID, inNet.EndpointID = "netid", testID[:12]+"-bridge"
+	want := &inspectView{
+		Id:             testID,
+		Created:        "2025-03-01T12:00:00.000000123Z",
+		Path:           "sh",
+		Args:           []string{"-c", "sleep 1"},
+		Name:           "/web",
+		HostnamePath:   dir + "/hostname",
+		HostsPath:      dir + "/hosts",
+		ResolvConfPath: dir + "/resolv.conf",
+		State: stateView{
+			Status: "running", Running: true, Pid: 4242,
+			StartedAt: "2025-03-01T12:00:01.000000123Z", FinishedAt: "0001-01-01T00:00:00Z",
+		},
+		Config: configView{
+			Hostname: "h1", Env: []string{"A=1"}, Cmd: []string{"sh", "-c", "sleep 1"}, WorkingDir: "/srv",
+			Tty: true, OpenStdin: true, AttachStdout: true,
+		},
+		HostConfig: hostConfigView{
+			NetworkMode: "bridge", Dns: []string{"1.1.1.1", "2001:db8::53"}, DnsSearch: []string{"example.com"},
+			DnsOptions: []string{"ndots:2"}, ExtraHosts: []string{"db:10.0.0.5"}, AutoRemove: true,
+		},
+		NetworkSettings: networkSettings{
+			SandboxKey:   c.Netns,
+			endpointView: ep,
+			Networks:     map[string]endpointView{"bridge": inNet},
+		},
+	}
+	if !reflect.DeepEqual(got, want) {
+		gb, _ := json.MarshalIndent(got, "", "  ")
+		wb, _ := json.MarshalIndent(want, "", "  ")
+		t.Errorf("newInspectView =\n%s\nwant\n%s", gb, wb)
+	}
+}
+
+func TestNewInspectViewExited(t *testing.T) {
+	e := testEngine(t, "netid")
+	c := inspectContainer()
+	finished := c.Created.Add(time.Minute)
+	c.State = engine.State{Status: engine.StatusExited, ExitCode: 3, Error: "boom",
+		Process: engine.Proc{Pid: 4242}, StartedAt: c.State.StartedAt, FinishedAt: finished}
+	c.Spec.Detach = true
+	v := (&app{}).newInspectView(e, c)
+
+	s := v.State
+	if s.Status != "exited" || s.Running || s.Pid != 0 || s.ExitCode != 3 || s.Error != "boom" ||
+		s.FinishedAt != finished.Format(time.RFC3339Nano) {
+		t.Errorf("State = %+v", s)
+	}
+	if v.NetworkSettings.SandboxKey != "" {
+		t.Errorf("SandboxKey = %q, want empty for a stopped container", v.NetworkSettings.SandboxKey)
+	}
+	if top := v.NetworkSettings.endpointView; top != (endpointView{}) {
+		t.Errorf("top-level endpoint = %+v, want empty for a stopped container", top)
+	}
+	want := endpointView{NetworkID: "netid", EndpointID: testID[:12] + "-bridge"}
+	if got := v.NetworkSettings.Networks["bridge"]; got != want {
+		t.Errorf("Networks[bridge] = %+v, want %+v (no addresses)", got, want)
+	}
+	if v.LogPath != c.Dir+"/container.log" || v.Config.AttachStdout {
+		t.Errorf("detached: LogPath = %q, AttachStdout = %v", v.LogPath, v.Config.AttachStdout)
+	}
+}
+
+func TestNewInspectViewNetworks(t *testing.T) {
+	e := testEngine(t, "netid")
+	tests := []struct {
+		name    string
+		mode    string
+		eps     []string
+		wantTop bool // the address appears at the top level
+		wantNet []string
+	}{
+		{"user network not mirrored", "backend", []string{"backend"}, false, []string{"backend"}},
+		{"bridge and user network", "bridge", []string{"backend", "bridge"}, true, []string{"backend", "bridge"}},
+		{"host", engine.ModeHost, nil, false, []string{"host"}},
+		{"none", engine.ModeNone, nil, false, []string{"none"}},
+		{"container", "container:db", nil, false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := inspectContainer()
+			c.Spec.NetworkMode = tt.mode
+			proto := c.Endpoints[0]
+			c.Endpoints = nil
+			for _, n := range tt.eps {
+				ep := proto
+				ep.Network = n
+				c.Endpoints = append(c.Endpoints, ep)
+			}
+			v := (&app{}).newInspectView(e, c)
+			top := v.NetworkSettings.endpointView
+			if got := top.IPAddress != ""; got != tt.wantTop {
+				t.Errorf("top-level IPAddress = %q, want set: %v", top.IPAddress, tt.wantTop)
+			}
+			if top.NetworkID != "" || top.EndpointID != "" {
+				t.Errorf("top-level NetworkID/EndpointID = %q/%q, want empty", top.NetworkID, top.EndpointID)
+			}
+			if len(v.NetworkSettings.Networks) != len(tt.wantNet) {
+				t.Errorf("Networks = %+v, want keys %q", v.NetworkSettings.Networks, tt.wantNet)
+			}
+			for _, n := range tt.wantNet {
+				ev, ok := v.NetworkSettings.Networks[n]
+				if !ok {
+					t.Errorf("Networks lacks %q: %+v", n, v.NetworkSettings.Networks)
+					continue
+				}
+				isEndpoint := n != engine.ModeHost && n != engine.ModeNone
+				if isEndpoint && (ev.IPAddress != "172.17.0.2" || ev.EndpointID != testID[:12]+"-"+n) {
+					t.Errorf("Networks[%s] = %+v", n, ev)
+				}
+				if !isEndpoint && ev != (endpointView{}) {
+					t.Errorf("Networks[%s] = %+v, want empty", n, ev)
+				}
+			}
+			// Only the recorded "bridge" network has an ID; others are unknown.
+			if ev, ok := v.NetworkSettings.Networks["backend"]; ok && ev.NetworkID != "" {
+				t.Errorf("Networks[backend].NetworkID = %q, want empty for an unrecorded network", ev.NetworkID)
+			}
+		})
+	}
+}

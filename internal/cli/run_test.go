@@ -1,0 +1,303 @@
+package cli
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/engine"
+	"github.com/knit-dev/knit/internal/errdefs"
+)
+
+func TestParseSignal(t *testing.T) {
+	tests := []struct {
+		in   string
+		want syscall.Signal // 0: invalid
+	}{
+		{"KILL", syscall.SIGKILL},
+		{"kill", syscall.SIGKILL},
+		{"SIGKILL", syscall.SIGKILL},
+		{"sigterm", syscall.SIGTERM},
+		{"SigHup", syscall.SIGHUP},
+		{"USR1", syscall.SIGUSR1},
+		{"9", syscall.SIGKILL},
+		{"15", syscall.SIGTERM},
+		{"1", syscall.SIGHUP},
+		{"64", syscall.Signal(64)},
+		{"0", 0},
+		{"-1", 0},
+		{"65", 0},
+		{"NOPE", 0},
+		{"SIG", 0},
+		{"", 0},
+		{" KILL", 0},
+		{"9x", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := parseSignal(tt.in)
+			if tt.want == 0 {
+				if err == nil {
+					t.Fatalf("parseSignal(%q) = %v, want error", tt.in, got)
+				}
+				if errdefs.KindOf(err) != errdefs.KindInvalid {
+					t.Errorf("parseSignal(%q) error kind = %v, want KindInvalid", tt.in, errdefs.KindOf(err))
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("parseSignal(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestOptionsValid(t *testing.T) {
+	t.Setenv("KNIT_TEST_SET", "from-env")
+	t.Setenv("KNIT_TEST_EMPTY", "")
+	os.Unsetenv("KNIT_TEST_UNSET")
+	f := runFlags{
+		name: "web", hostname: "h", network: "bridge", ip: "172.17.0.9", mac: "92:d0:c6:0a:29:33",
+		workdir: "/srv", rootfs: "/tmp", detach: true, rm: true, interactive: true, tty: true,
+		env: []string{"A=1", "KNIT_TEST_SET", "KNIT_TEST_UNSET", "KNIT_TEST_EMPTY", "B=", "C=x=y"},
+		dns: []string{"1.1.1.1", "2001:db8::53"}, dnsSearch: []string{"example.com", "."},
+		dnsOptions: []string{"ndots:2", "rotate"},
+		addHosts:   []string{"db:10.0.0.5", "gw:host-gateway", "v6=[2001:db8::1]"},
+	}
+	args := []string{"sh", "-c", "echo hi"}
+	o, err := f.options(args)
+	if err != nil {
+		t.Fatalf("options: %v", err)
+	}
+	if o.Name != "web" || o.Hostname != "h" || o.Network != "bridge" || o.Workdir != "/srv" || o.Rootfs != "/tmp" {
+		t.Errorf("strings not copied: %+v", o)
+	}
+	if !o.Detach || !o.AutoRemove || !o.Interactive || !o.Tty {
+		t.Errorf("booleans not copied: %+v", o)
+	}
+	if !slices.Equal(o.Args, args) {
+		t.Errorf("Args = %q, want %q", o.Args, args)
+	}
+	if o.IP != netip.MustParseAddr("172.17.0.9") {
+		t.Errorf("IP = %v", o.IP)
+	}
+	if o.MAC.String() != "92:d0:c6:0a:29:33" {
+		t.Errorf("MAC = %v", o.MAC)
+	}
+	wantEnv := []string{"A=1", "KNIT_TEST_SET=from-env", "KNIT_TEST_EMPTY=", "B=", "C=x=y"}
+	if !slices.Equal(o.Env, wantEnv) {
+		t.Errorf("Env = %q, want %q", o.Env, wantEnv)
+	}
+	wantDNS := []netip.Addr{netip.MustParseAddr("1.1.1.1"), netip.MustParseAddr("2001:db8::53")}
+	if !slices.Equal(o.DNS, wantDNS) {
+		t.Errorf("DNS = %v, want %v", o.DNS, wantDNS)
+	}
+	if !slices.Equal(o.DNSSearch, f.dnsSearch) || !slices.Equal(o.DNSOptions, f.dnsOptions) {
+		t.Errorf("DNSSearch = %q, DNSOptions = %q", o.DNSSearch, o.DNSOptions)
+	}
+	if len(o.AddHosts) != 3 {
+		t.Fatalf("AddHosts = %+v, want 3 entries", o.AddHosts)
+	}
+	if h := o.AddHosts[0]; h.IP != netip.MustParseAddr("10.0.0.5") || h.HostGateway || !slices.Equal(h.Names, []string{"db"}) {
+		t.Errorf("AddHosts[0] = %+v", h)
+	}
+	if h := o.AddHosts[1]; h.IP.IsValid() || !h.HostGateway || !slices.Equal(h.Names, []string{"gw"}) {
+		t.Errorf("AddHosts[1] = %+v, want host-gateway entry for gw", h)
+	}
+	if h := o.AddHosts[2]; h.IP != netip.MustParseAddr("2001:db8::1") {
+		t.Errorf("AddHosts[2] = %+v", h)
+	}
+}
+
+func TestOptionsEmpty(t *testing.T) {
+	o, err := (&runFlags{}).options(nil)
+	if err != nil {
+		t.Fatalf("options: %v", err)
+	}
+	if o.IP.IsValid() || o.MAC != nil || o.Env != nil || o.DNS != nil || o.AddHosts != nil {
+		t.Errorf("zero flags gave non-zero options: %+v", o)
+	}
+}
+
+func TestOptionsInvalid(t *testing.T) {
+	os.Unsetenv("KNIT_TEST_UNSET")
+	tests := []struct {
+		name string
+		f    runFlags
+	}{
+		{"ip garbage", runFlags{ip: "nope"}},
+		{"ip with prefix", runFlags{ip: "10.0.0.1/24"}},
+		{"ip out of range", runFlags{ip: "10.0.0.256"}},
+		{"mac garbage", runFlags{mac: "zz"}},
+		{"mac too short", runFlags{mac: "92:d0:c6:0a:29"}},
+		{"workdir relative", runFlags{workdir: "srv"}},
+		{"workdir dot", runFlags{workdir: "./srv"}},
+		{"env empty key", runFlags{env: []string{"=x"}}},
+		{"env only =", runFlags{env: []string{"="}}},
+		{"env empty string", runFlags{env: []string{""}}},
+		{"env bad after good", runFlags{env: []string{"A=1", "KNIT_TEST_UNSET", "=x"}}},
+		{"dns garbage", runFlags{dns: []string{"dns.example"}}},
+		{"dns second bad", runFlags{dns: []string{"1.1.1.1", "1.1.1"}}},
+		{"dns-search bad label", runFlags{dnsSearch: []string{"-bad.example"}}},
+		{"dns-search empty", runFlags{dnsSearch: []string{""}}},
+		{"dns-search double dot", runFlags{dnsSearch: []string{"a..b"}}},
+		{"dns-option unknown", runFlags{dnsOptions: []string{"bogus"}}},
+		{"dns-option missing number", runFlags{dnsOptions: []string{"ndots"}}},
+		{"dns-option not a number", runFlags{dnsOptions: []string{"ndots:x"}}},
+		{"dns-option value on flag", runFlags{dnsOptions: []string{"rotate:1"}}},
+		{"add-host no separator", runFlags{addHosts: []string{"db"}}},
+		{"add-host bad ip", runFlags{addHosts: []string{"db:nope"}}},
+		{"add-host bad name", runFlags{addHosts: []string{"-db:10.0.0.1"}}},
+		{"add-host empty ip", runFlags{addHosts: []string{"db:"}}},
+		{"add-host gateway typo", runFlags{addHosts: []string{"db:host_gateway"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := tt.f.options([]string{"true"})
+			if err == nil {
+				t.Fatalf("options(%+v) = %+v, want error", tt.f, o)
+			}
+			if errdefs.KindOf(err) != errdefs.KindInvalid {
+				t.Errorf("error kind = %v, want KindInvalid: %v", errdefs.KindOf(err), err)
+			}
+		})
+	}
+}
+
+func TestResolveEnv(t *testing.T) {
+	t.Setenv("KNIT_TEST_SET", "v=1")
+	os.Unsetenv("KNIT_TEST_UNSET")
+	tests := []struct {
+		in      []string
+		want    []string
+		wantErr bool
+	}{
+		{nil, nil, false},
+		{[]string{"A=1"}, []string{"A=1"}, false},
+		{[]string{"KNIT_TEST_SET"}, []string{"KNIT_TEST_SET=v=1"}, false},
+		{[]string{"KNIT_TEST_UNSET"}, nil, false},
+		{[]string{"KNIT_TEST_UNSET", "A=1"}, []string{"A=1"}, false},
+		{[]string{"KNIT_TEST_SET=override"}, []string{"KNIT_TEST_SET=override"}, false},
+		{[]string{"=x"}, nil, true},
+		{[]string{"A=1", "="}, nil, true},
+	}
+	for _, tt := range tests {
+		got, err := resolveEnv(tt.in)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("resolveEnv(%q) error = %v, want error %v", tt.in, err, tt.wantErr)
+			continue
+		}
+		if err != nil && errdefs.KindOf(err) != errdefs.KindInvalid {
+			t.Errorf("resolveEnv(%q) error kind = %v, want KindInvalid", tt.in, errdefs.KindOf(err))
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("resolveEnv(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// runCLI runs the CLI with an engine that cannot be built, so nothing
+// touches the system, and returns the exit code, the output, and how many
+// times the engine was asked for.
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string, engines int) {
+	t.Helper()
+	dir := t.TempDir()
+	open := func(name string) *os.File {
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	in, outF, errF := open("in"), open("out"), open("err")
+	env := Env{
+		NewEngine: func(engine.Paths) (*engine.Engine, error) {
+			engines++
+			return nil, errors.New("no engine in unit tests")
+		},
+		In: in, Out: outF, Err: errF, Version: "0.0.0-test",
+	}
+	code = Run(args, env)
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	return code, read("out"), read("err"), engines
+}
+
+func TestRunBadFlags(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string // in stderr, after "knit: "
+	}{
+		{"unknown flag", []string{"run", "--bogus", "true"}, "unknown flag: --bogus"},
+		{"unknown global flag", []string{"--bogus", "ps"}, "unknown flag: --bogus"},
+		{"bad --ip", []string{"run", "--ip", "nope", "true"}, `invalid --ip "nope"`},
+		{"bad --mac-address", []string{"run", "--mac-address", "zz", "true"}, `invalid --mac-address "zz"`},
+		{"relative -w", []string{"run", "-w", "srv", "true"}, `the working directory "srv" is invalid`},
+		{"bad -e", []string{"run", "-e", "=x", "true"}, `invalid environment variable "=x"`},
+		{"bad --dns", []string{"run", "--dns", "x", "true"}, `invalid --dns "x"`},
+		{"bad --add-host", []string{"run", "--add-host", "nohost", "true"}, `invalid --add-host "nohost"`},
+		{"bad exec -e", []string{"exec", "-e", "=x", "c", "true"}, `invalid environment variable "=x"`},
+		{"bad signal", []string{"kill", "-s", "NOPE", "c"}, `invalid signal "NOPE"`},
+		{"signal out of range", []string{"kill", "--signal", "65", "c"}, `invalid signal "65"`},
+		{"negative stop time", []string{"stop", "-t", "-1", "c"}, "invalid --time -1"},
+		{"non-numeric stop time", []string{"stop", "-t", "soon", "c"}, `invalid argument "soon"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr, engines := runCLI(t, tt.args...)
+			if code != ExitInternal {
+				t.Errorf("exit code = %d, want %d", code, ExitInternal)
+			}
+			if !strings.HasPrefix(stderr, "knit: ") || !strings.Contains(stderr, tt.wantErr) {
+				t.Errorf("stderr = %q, want \"knit: ...%s...\"", stderr, tt.wantErr)
+			}
+			if !strings.HasSuffix(stderr, "See 'knit --help'.\n") {
+				t.Errorf("stderr = %q, want the help hint of an invalid-input error", stderr)
+			}
+			if stdout != "" {
+				t.Errorf("stdout = %q, want nothing", stdout)
+			}
+			if engines != 0 {
+				t.Errorf("engine built %d times for a rejected command line, want 0", engines)
+			}
+		})
+	}
+}
+
+func TestRunEngineError(t *testing.T) {
+	code, stdout, stderr, engines := runCLI(t, "ps")
+	if code != ExitInternal {
+		t.Errorf("exit code = %d, want %d", code, ExitInternal)
+	}
+	if stderr != "knit: no engine in unit tests\n" {
+		t.Errorf("stderr = %q, want the engine's error and no help hint", stderr)
+	}
+	if stdout != "" || engines != 1 {
+		t.Errorf("stdout = %q, engines = %d; want nothing, 1", stdout, engines)
+	}
+}
+
+func TestRunNeedsNoEngine(t *testing.T) {
+	for _, args := range [][]string{{"--version"}, {"--help"}, {"run", "--help"}} {
+		code, stdout, stderr, engines := runCLI(t, args...)
+		if code != 0 || engines != 0 || stderr != "" || stdout == "" {
+			t.Errorf("knit %q: code %d, engines %d, stderr %q, stdout %d bytes; want 0, 0, empty, some",
+				args, code, engines, stderr, len(stdout))
+		}
+	}
+	if _, stdout, _, _ := runCLI(t, "--version"); !strings.Contains(stdout, "0.0.0-test") {
+		t.Errorf("--version printed %q, want the version", stdout)
+	}
+}

@@ -1,0 +1,188 @@
+package engine
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/dns/files"
+	"github.com/knit-dev/knit/internal/errdefs"
+)
+
+func mustMAC(t *testing.T, s string) net.HardwareAddr {
+	t.Helper()
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		t.Fatalf("ParseMAC(%q): %v", s, err)
+	}
+	return m
+}
+
+func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ip := netip.MustParseAddr("172.17.0.5")
+	mac := mustMAC(t, "92:d0:c6:0a:29:33")
+	cmd := []string{"true"}
+	hostGW := []files.HostEntry{{Names: []string{"h"}, HostGateway: true}}
+
+	tests := []struct {
+		name    string
+		o       RunOptions
+		wantErr bool
+	}{
+		{"minimal", RunOptions{Args: cmd}, false},
+		{"missing command", RunOptions{}, true},
+		{"empty command slice", RunOptions{Args: []string{}}, true},
+		{"good name", RunOptions{Args: cmd, Name: "web.1_a-b"}, false},
+		{"two-char name", RunOptions{Args: cmd, Name: "ab"}, false},
+		{"one-char name", RunOptions{Args: cmd, Name: "a"}, true},
+		{"name leading dash", RunOptions{Args: cmd, Name: "-web"}, true},
+		{"name leading underscore", RunOptions{Args: cmd, Name: "_web"}, true},
+		{"name with slash", RunOptions{Args: cmd, Name: "a/b"}, true},
+		{"name with space", RunOptions{Args: cmd, Name: "a b"}, true},
+		{"good hostname", RunOptions{Args: cmd, Hostname: "web.example"}, false},
+		{"hostname underscore", RunOptions{Args: cmd, Hostname: "a_b"}, true},
+		{"hostname leading dash", RunOptions{Args: cmd, Hostname: "-web"}, true},
+		{"hostname empty label", RunOptions{Args: cmd, Hostname: "a..b"}, true},
+		{"rootfs dir", RunOptions{Args: cmd, Rootfs: dir}, false},
+		{"rootfs missing", RunOptions{Args: cmd, Rootfs: filepath.Join(dir, "nope")}, true},
+		{"rootfs is a file", RunOptions{Args: cmd, Rootfs: file}, true},
+		{"ip on bridge", RunOptions{Args: cmd, IP: ip}, false},
+		{"ip on user network", RunOptions{Args: cmd, Network: "mynet", IP: ip}, false},
+		{"ip with none", RunOptions{Args: cmd, Network: ModeNone, IP: ip}, true},
+		{"ip with host", RunOptions{Args: cmd, Network: ModeHost, IP: ip}, true},
+		{"ip with container", RunOptions{Args: cmd, Network: "container:web", IP: ip}, true},
+		{"mac on bridge", RunOptions{Args: cmd, MAC: mac}, false},
+		{"mac with none", RunOptions{Args: cmd, Network: ModeNone, MAC: mac}, true},
+		{"mac with host", RunOptions{Args: cmd, Network: ModeHost, MAC: mac}, true},
+		{"mac with container", RunOptions{Args: cmd, Network: "container:web", MAC: mac}, true},
+		{"multicast mac", RunOptions{Args: cmd, MAC: mustMAC(t, "01:00:5e:00:00:01")}, true},
+		{"eui-64 mac", RunOptions{Args: cmd, MAC: mustMAC(t, "02:00:00:00:00:00:00:01")}, true},
+		{"container without target", RunOptions{Args: cmd, Network: "container:"}, true},
+		{"container ok", RunOptions{Args: cmd, Network: "container:web"}, false},
+		{"container with hostname", RunOptions{Args: cmd, Network: "container:web", Hostname: "h"}, true},
+		{"container with dns", RunOptions{Args: cmd, Network: "container:web", DNS: []netip.Addr{ip}}, true},
+		{"container with dns-search", RunOptions{Args: cmd, Network: "container:web", DNSSearch: []string{"example"}}, true},
+		{"container with dns-option", RunOptions{Args: cmd, Network: "container:web", DNSOptions: []string{"ndots:1"}}, true},
+		{"container with add-host", RunOptions{Args: cmd, Network: "container:web", AddHosts: hostGW}, true},
+		{"host with dns", RunOptions{Args: cmd, Network: ModeHost, DNS: []netip.Addr{ip}}, false},
+		{"none with add-host", RunOptions{Args: cmd, Network: ModeNone, AddHosts: hostGW}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := tt.o
+			err := o.validate()
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("validate() = %v, want error %v", err, tt.wantErr)
+			}
+			if err != nil && errdefs.KindOf(err) != errdefs.KindInvalid {
+				t.Errorf("validate() error kind = %v, want KindInvalid: %v", errdefs.KindOf(err), err)
+			}
+		})
+	}
+}
+
+func TestValidateDefaultsNetwork(t *testing.T) {
+	o := RunOptions{Args: []string{"true"}}
+	if err := o.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if o.Network != ModeBridge {
+		t.Errorf("Network = %q, want %q", o.Network, ModeBridge)
+	}
+	o = RunOptions{Args: []string{"true"}, Network: ModeHost}
+	if err := o.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if o.Network != ModeHost {
+		t.Errorf("Network = %q, want %q (kept)", o.Network, ModeHost)
+	}
+}
+
+func TestValidName(t *testing.T) {
+	tests := map[string]bool{
+		"web": true, "Web1": true, "a.b": true, "a_b": true, "a-b": true, "0x": true, "ab": true,
+		"": false, "a": false, "-ab": false, ".ab": false, "_ab": false, "a/b": false,
+		"a b": false, "a:b": false, "café": false, "ab\n": false,
+	}
+	for in, want := range tests {
+		if got := validName(in); got != want {
+			t.Errorf("validName(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+func TestEnvKey(t *testing.T) {
+	tests := map[string]string{
+		"A=b": "A", "A=b=c": "A", "A=": "A", "A": "A", "=x": "", "": "", "PATH=/bin:/usr/bin": "PATH",
+	}
+	for in, want := range tests {
+		if got := envKey(in); got != want {
+			t.Errorf("envKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestMergeEnv(t *testing.T) {
+	tests := []struct {
+		name       string
+		base, over []string
+		want       []string
+	}{
+		{"both empty", nil, nil, nil},
+		{"base only", []string{"A=1"}, nil, []string{"A=1"}},
+		{"over only", nil, []string{"A=1"}, []string{"A=1"}},
+		{"override keeps position", []string{"A=1", "B=2", "C=3"}, []string{"B=x"}, []string{"A=1", "B=x", "C=3"}},
+		{"append new", []string{"A=1"}, []string{"B=2"}, []string{"A=1", "B=2"}},
+		{"empty value overrides", []string{"A=1"}, []string{"A="}, []string{"A="}},
+		{"later over wins", []string{"A=1"}, []string{"A=2", "A=3"}, []string{"A=3"}},
+		{"duplicate over appended once", nil, []string{"A=2", "A=3"}, []string{"A=3"}},
+		{"prefix keys differ", []string{"AB=1"}, []string{"A=2"}, []string{"AB=1", "A=2"}},
+		{"value with =", []string{"A=1"}, []string{"A=x=y"}, []string{"A=x=y"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := slices.Clone(tt.base)
+			got := mergeEnv(base, tt.over)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("mergeEnv(%q, %q) = %q, want %q", tt.base, tt.over, got, tt.want)
+			}
+			if !slices.Equal(base, tt.base) {
+				t.Errorf("mergeEnv modified base: %q, was %q", base, tt.base)
+			}
+		})
+	}
+}
+
+func TestContainerEnv(t *testing.T) {
+	const path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	tests := []struct {
+		name string
+		tty  bool
+		user []string
+		want []string
+	}{
+		{"defaults", false, nil, []string{path, "HOSTNAME=h", "HOME=/root"}},
+		{"tty adds TERM", true, nil, []string{path, "HOSTNAME=h", "HOME=/root", "TERM=xterm"}},
+		{"user TERM without tty", false, []string{"TERM=dumb"}, []string{path, "HOSTNAME=h", "HOME=/root", "TERM=dumb"}},
+		{"user TERM overrides tty's", true, []string{"TERM=dumb"}, []string{path, "HOSTNAME=h", "HOME=/root", "TERM=dumb"}},
+		{"user overrides PATH and HOME", false, []string{"HOME=/home/u", "PATH=/bin", "X=1"},
+			[]string{"PATH=/bin", "HOSTNAME=h", "HOME=/home/u", "X=1"}},
+		{"user overrides HOSTNAME", false, []string{"HOSTNAME=other"}, []string{path, "HOSTNAME=other", "HOME=/root"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := containerEnv("h", tt.tty, tt.user)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("containerEnv(h, %v, %q) =\n %q\nwant\n %q", tt.tty, tt.user, got, tt.want)
+			}
+		})
+	}
+}

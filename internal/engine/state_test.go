@@ -1,0 +1,320 @@
+package engine
+
+import (
+	"errors"
+	"maps"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/runner"
+	"github.com/knit-dev/knit/internal/store"
+	"github.com/knit-dev/knit/internal/store/bolt"
+)
+
+func newStore(t *testing.T) store.Store {
+	t.Helper()
+	return bolt.Open(filepath.Join(t.TempDir(), "knit.db"))
+}
+
+// seed records containers and their names.
+func seed(t *testing.T, st store.Store, cs ...*Container) {
+	t.Helper()
+	err := st.Update(func(tx store.Tx) error {
+		for _, c := range cs {
+			if err := putContainer(tx, c); err != nil {
+				return err
+			}
+			if c.Name != "" {
+				if err := tx.Put(bucketNames, c.Name, []byte(c.ID)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("seed: %v", err)
+	}
+}
+
+func hexID(prefix string) string { return prefix + strings.Repeat("0", 64-len(prefix)) }
+
+func TestLookupContainer(t *testing.T) {
+	st := newStore(t)
+	web := &Container{ID: hexID("abc1"), Name: "web"}
+	db := &Container{ID: hexID("abc2"), Name: "db"}
+	solo := &Container{ID: hexID("def"), Name: "solo"}
+	// A container named like a prefix of another's ID: the name wins.
+	named := &Container{ID: hexID("123"), Name: "def"}
+	seed(t, st, web, db, solo, named)
+
+	tests := []struct {
+		ref    string
+		wantID string
+		kind   errdefs.Kind // KindUnknown: no error
+	}{
+		{"web", web.ID, errdefs.KindUnknown},
+		{"db", db.ID, errdefs.KindUnknown},
+		{web.ID, web.ID, errdefs.KindUnknown},
+		{db.ID, db.ID, errdefs.KindUnknown},
+		{"abc1", web.ID, errdefs.KindUnknown},
+		{"abc2", db.ID, errdefs.KindUnknown},
+		{"d", solo.ID, errdefs.KindUnknown},
+		{"def", named.ID, errdefs.KindUnknown},
+		{"12", named.ID, errdefs.KindUnknown},
+		{"abc", "", errdefs.KindInvalid},
+		{"a", "", errdefs.KindInvalid},
+		{"", "", errdefs.KindInvalid},
+		{"nope", "", errdefs.KindNotFound},
+		{"abc3", "", errdefs.KindNotFound},
+		{web.ID + "0", "", errdefs.KindNotFound},
+		{"WEB", "", errdefs.KindNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.ref, func(t *testing.T) {
+			var c *Container
+			err := st.View(func(tx store.Tx) (err error) { c, err = lookupContainer(tx, tt.ref); return err })
+			if tt.kind != errdefs.KindUnknown {
+				if err == nil {
+					t.Fatalf("lookupContainer(%q) = %s, want error of kind %v", tt.ref, c.ID, tt.kind)
+				}
+				if k := errdefs.KindOf(err); k != tt.kind {
+					t.Fatalf("lookupContainer(%q) error kind = %v, want %v: %v", tt.ref, k, tt.kind, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("lookupContainer(%q): %v", tt.ref, err)
+			}
+			if c.ID != tt.wantID {
+				t.Errorf("lookupContainer(%q) = %s, want %s", tt.ref, c.ID, tt.wantID)
+			}
+		})
+	}
+}
+
+func TestLookupContainerEmptyStore(t *testing.T) {
+	st := newStore(t)
+	err := st.View(func(tx store.Tx) error { _, err := lookupContainer(tx, "web"); return err })
+	if errdefs.KindOf(err) != errdefs.KindNotFound {
+		t.Fatalf("lookupContainer on an empty store = %v, want KindNotFound", err)
+	}
+}
+
+func testNetwork() *Network {
+	return &Network{Network: driver.Network{
+		Name: "net29",
+		Subnets: []driver.Subnet{{
+			Prefix:  netip.MustParsePrefix("10.9.0.0/29"),
+			Gateway: netip.MustParseAddr("10.9.0.1"),
+		}},
+	}}
+}
+
+// allocate runs allocateEndpoint for a new container in its own transaction.
+func allocate(st store.Store, n *Network, id string, o *RunOptions) (*Endpoint, error) {
+	var ep *Endpoint
+	err := st.Update(func(tx store.Tx) (err error) {
+		ep, err = allocateEndpoint(tx, n, &Container{ID: id}, o, "eth0", true)
+		return err
+	})
+	return ep, err
+}
+
+func owners(t *testing.T, st store.Store, network string) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	err := st.View(func(tx store.Tx) error {
+		return tx.List(ipamBucket(network), func(k string, v []byte) error { got[k] = string(v); return nil })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func TestAllocateEndpoint(t *testing.T) {
+	n := testNetwork()
+	ip := netip.MustParseAddr
+	tests := []struct {
+		name     string
+		taken    []string // addresses owned by other containers
+		internal bool
+		o        RunOptions
+		want     string // address, or "" when an error is expected
+		wantMAC  string
+		kind     errdefs.Kind
+	}{
+		{name: "lowest free", want: "10.9.0.2", wantMAC: "02:42:0a:09:00:02"},
+		{name: "skips taken", taken: []string{"10.9.0.2", "10.9.0.3"}, want: "10.9.0.4", wantMAC: "02:42:0a:09:00:04"},
+		{name: "fills hole", taken: []string{"10.9.0.2", "10.9.0.4"}, want: "10.9.0.3", wantMAC: "02:42:0a:09:00:03"},
+		{name: "requested", o: RunOptions{IP: ip("10.9.0.5")}, want: "10.9.0.5", wantMAC: "02:42:0a:09:00:05"},
+		{name: "requested highest host", o: RunOptions{IP: ip("10.9.0.6")}, want: "10.9.0.6", wantMAC: "02:42:0a:09:00:06"},
+		{name: "requested mac", o: RunOptions{MAC: mustMAC(t, "92:d0:c6:0a:29:33")}, want: "10.9.0.2", wantMAC: "92:d0:c6:0a:29:33"},
+		{name: "internal has no gateway", internal: true, want: "10.9.0.2", wantMAC: "02:42:0a:09:00:02"},
+		{name: "requested taken", taken: []string{"10.9.0.5"}, o: RunOptions{IP: ip("10.9.0.5")}, kind: errdefs.KindConflict},
+		{name: "requested outside", o: RunOptions{IP: ip("10.9.0.8")}, kind: errdefs.KindInvalid},
+		{name: "requested far outside", o: RunOptions{IP: ip("192.168.1.1")}, kind: errdefs.KindInvalid},
+		{name: "requested gateway", o: RunOptions{IP: ip("10.9.0.1")}, kind: errdefs.KindInvalid},
+		{name: "requested network address", o: RunOptions{IP: ip("10.9.0.0")}, kind: errdefs.KindInvalid},
+		{name: "requested broadcast", o: RunOptions{IP: ip("10.9.0.7")}, kind: errdefs.KindInvalid},
+		{name: "requested other family", o: RunOptions{IP: ip("fd00::5")}, kind: errdefs.KindInvalid},
+		{name: "exhausted", taken: []string{"10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"}, kind: errdefs.KindConflict},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := newStore(t)
+			n := *n
+			n.Internal = tt.internal
+			want := map[string]string{}
+			err := st.Update(func(tx store.Tx) error {
+				for _, a := range tt.taken {
+					want[a] = "other"
+					if err := tx.Put(ipamBucket(n.Name), a, []byte("other")); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ep, err := allocate(st, &n, "me", &tt.o)
+			if tt.want == "" {
+				if err == nil {
+					t.Fatalf("allocateEndpoint = %v, want error of kind %v", ep.Addrs, tt.kind)
+				}
+				if k := errdefs.KindOf(err); k != tt.kind {
+					t.Fatalf("allocateEndpoint error kind = %v, want %v: %v", k, tt.kind, err)
+				}
+			} else {
+				if err != nil {
+					t.Fatalf("allocateEndpoint: %v", err)
+				}
+				wantAddrs := []netip.Prefix{netip.MustParsePrefix(tt.want + "/29")}
+				if !slices.Equal(ep.Addrs, wantAddrs) {
+					t.Errorf("Addrs = %v, want %v", ep.Addrs, wantAddrs)
+				}
+				if ep.MAC.String() != tt.wantMAC {
+					t.Errorf("MAC = %s, want %s", ep.MAC, tt.wantMAC)
+				}
+				var wantGW []netip.Addr
+				if !tt.internal {
+					wantGW = []netip.Addr{ip("10.9.0.1")}
+				}
+				if !slices.Equal(ep.Gateways, wantGW) {
+					t.Errorf("Gateways = %v, want %v", ep.Gateways, wantGW)
+				}
+				if ep.Network != n.Name || ep.ContainerID != "me" || ep.IfName != "eth0" || !ep.DefaultRoute {
+					t.Errorf("endpoint = %+v, want network %s, container me, eth0, default route", ep, n.Name)
+				}
+				want[tt.want] = "me"
+			}
+			// On error the transaction rolled back: only the seeded entries remain.
+			if got := owners(t, st, n.Name); !maps.Equal(got, want) {
+				t.Errorf("ipam bucket = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestAllocateEndpointSequence fills a /29 one container at a time.
+func TestAllocateEndpointSequence(t *testing.T) {
+	st := newStore(t)
+	n := testNetwork()
+	var got []string
+	for i := range 5 {
+		ep, err := allocate(st, n, string(rune('a'+i)), &RunOptions{})
+		if err != nil {
+			t.Fatalf("allocation %d: %v", i, err)
+		}
+		got = append(got, ep.Addrs[0].Addr().String())
+	}
+	want := []string{"10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("addresses = %v, want %v", got, want)
+	}
+	_, err := allocate(st, n, "f", &RunOptions{})
+	if errdefs.KindOf(err) != errdefs.KindConflict {
+		t.Fatalf("sixth allocation: %v, want KindConflict", err)
+	}
+}
+
+func TestReleaseAddrs(t *testing.T) {
+	st := newStore(t)
+	c := &Container{ID: "me", Endpoints: []Endpoint{
+		{Network: "n1", Endpoint: driver.Endpoint{Addrs: []netip.Prefix{
+			netip.MustParsePrefix("10.0.0.2/24"), // mine
+			netip.MustParsePrefix("10.0.0.3/24"), // taken over by another container
+			netip.MustParsePrefix("10.0.0.4/24"), // not recorded at all
+		}}},
+		{Network: "n2", Endpoint: driver.Endpoint{Addrs: []netip.Prefix{
+			netip.MustParsePrefix("fd00::2/64"), // mine
+		}}},
+	}}
+	err := st.Update(func(tx store.Tx) error {
+		return errors.Join(
+			tx.Put(ipamBucket("n1"), "10.0.0.2", []byte("me")),
+			tx.Put(ipamBucket("n1"), "10.0.0.3", []byte("other")),
+			tx.Put(ipamBucket("n1"), "10.0.0.5", []byte("other")),
+			tx.Put(ipamBucket("n2"), "fd00::2", []byte("me")),
+			tx.Put(ipamBucket("n3"), "10.0.0.2", []byte("me")), // not one of c's endpoints
+		)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // idempotent
+		if err := st.Update(func(tx store.Tx) error { return releaseAddrs(tx, c) }); err != nil {
+			t.Fatalf("releaseAddrs: %v", err)
+		}
+		for net, want := range map[string]map[string]string{
+			"n1": {"10.0.0.3": "other", "10.0.0.5": "other"},
+			"n2": {},
+			"n3": {"10.0.0.2": "me"},
+		} {
+			if got := owners(t, st, net); !maps.Equal(got, want) {
+				t.Errorf("ipam/%s = %v, want %v", net, got, want)
+			}
+		}
+	}
+}
+
+func TestOrphaned(t *testing.T) {
+	start, err := runner.StartTime(os.Getpid())
+	if err != nil {
+		t.Fatalf("StartTime(self): %v", err)
+	}
+	self := Proc{Pid: os.Getpid(), Start: start}
+	reused := Proc{Pid: os.Getpid(), Start: start + 1} // same PID, another process
+	tests := []struct {
+		name  string
+		state State
+		want  bool
+	}{
+		{"running, supervisor alive", State{Status: StatusRunning, Supervisor: self}, false},
+		{"running, supervisor gone", State{Status: StatusRunning, Supervisor: Proc{}}, true},
+		{"running, supervisor pid reused", State{Status: StatusRunning, Supervisor: reused}, true},
+		{"running, only owner alive", State{Status: StatusRunning, Owner: self}, true},
+		{"created, owner alive", State{Status: StatusCreated, Owner: self}, false},
+		{"created, owner gone", State{Status: StatusCreated}, true},
+		{"created, owner pid reused", State{Status: StatusCreated, Owner: reused}, true},
+		{"created, only supervisor alive", State{Status: StatusCreated, Supervisor: self}, true},
+		{"exited", State{Status: StatusExited}, false},
+		{"exited, supervisor alive", State{Status: StatusExited, Supervisor: self}, false},
+		{"unknown status", State{Status: "paused"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := orphaned(&Container{State: tt.state}); got != tt.want {
+				t.Errorf("orphaned(%+v) = %v, want %v", tt.state, got, tt.want)
+			}
+		})
+	}
+}
