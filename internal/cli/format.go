@@ -35,25 +35,25 @@ var templateFuncs = template.FuncMap{
 	},
 }
 
-// parseFormat compiles a --format template. A "table " prefix prints a header
-// row and aligns columns, as in Docker; headers maps field names to titles.
-func parseFormat(format string, headers map[string]string) (tmpl *template.Template, header string, err error) {
-	body, table := strings.CutPrefix(format, "table ")
+// parseFormat compiles a --format template. A "table" prefix asks for a
+// header row and aligned columns, as in Docker: the caller executes the
+// template once on a row whose fields hold the column titles. A bare
+// "table" means the caller's default table.
+func parseFormat(format string) (tmpl *template.Template, table bool, err error) {
+	body, table := strings.CutPrefix(format, "table")
+	if !table || (body != "" && body[0] != ' ' && body[0] != '\t') {
+		body, table = format, false
+	}
+	body = strings.TrimLeft(body, " \t")
 	if !strings.HasSuffix(body, "\n") {
 		body += "\n"
 	}
 	body = strings.ReplaceAll(body, `\t`, "\t")
 	tmpl, err = template.New("format").Funcs(templateFuncs).Option("missingkey=error").Parse(body)
 	if err != nil {
-		return nil, "", errdefs.Invalid("invalid --format template: %v", err)
+		return nil, false, errdefs.Invalid("invalid --format template: %v", err)
 	}
-	if table {
-		header = body
-		for field, title := range headers {
-			header = strings.ReplaceAll(header, "{{."+field+"}}", title)
-		}
-	}
-	return tmpl, header, nil
+	return tmpl, table, nil
 }
 
 func newTable(w interface{ Write([]byte) (int, error) }) *tabwriter.Writer {

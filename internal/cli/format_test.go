@@ -50,30 +50,37 @@ func TestParseFormat(t *testing.T) {
 	tests := []struct {
 		name       string
 		format     string
-		headers    map[string]string
-		wantHeader string
+		wantHeader string // "" when the format is not a table
 		wantOut    string
 	}{
-		{"plain", "{{.ID}}", psHeaders, "", "0123456789ab\n"},
-		{"trailing newline kept single", "{{.ID}}\n", psHeaders, "", "0123456789ab\n"},
-		{"escaped tab", `{{.ID}}\t{{.Names}}`, psHeaders, "", "0123456789ab\tweb\n"},
-		{"table", "table {{.ID}}\t{{.Names}}", psHeaders, "CONTAINER ID\tNAMES\n", "0123456789ab\tweb\n"},
-		{"table escaped tab", `table {{.ID}}\t{{.Status}}`, psHeaders, "CONTAINER ID\tSTATUS\n", "0123456789ab\tUp 2 seconds\n"},
-		{"table literal text kept", "table id={{.ID}} ({{.State}})", psHeaders, "id=CONTAINER ID (STATE)\n", "id=0123456789ab (running)\n"},
-		{"table repeated field", "table {{.ID}} {{.ID}}", psHeaders, "CONTAINER ID CONTAINER ID\n", "0123456789ab 0123456789ab\n"},
-		{"table without headers", "table {{.ID}}", nil, "{{.ID}}\n", "0123456789ab\n"},
-		{"no prefix without space", "table{{.ID}}", psHeaders, "", "table0123456789ab\n"},
+		{"plain", "{{.ID}}", "", "0123456789ab\n"},
+		{"trailing newline kept single", "{{.ID}}\n", "", "0123456789ab\n"},
+		{"escaped tab", `{{.ID}}\t{{.Names}}`, "", "0123456789ab\tweb\n"},
+		{"table", "table {{.ID}}\t{{.Names}}", "CONTAINER ID\tNAMES\n", "0123456789ab\tweb\n"},
+		{"table escaped tab", `table {{.ID}}\t{{.Status}}`, "CONTAINER ID\tSTATUS\n", "0123456789ab\tUp 2 seconds\n"},
+		{"table literal text kept", "table id={{.ID}} ({{.State}})", "id=CONTAINER ID (STATE)\n", "id=0123456789ab (running)\n"},
+		{"table spaced actions", "table {{ .ID }} {{lower .Names}}", "CONTAINER ID names\n", "0123456789ab web\n"},
+		{"no prefix without space", "table{{.ID}}", "", "table0123456789ab\n"},
 		{"funcs", `{{upper .Names}} {{title .State}} {{truncate .ID 4}} {{json .Names}} {{join (split .Status " ") "_"}}`,
-			psHeaders, "", "WEB Running 0123 \"web\" Up_2_seconds\n"},
+			"", "WEB Running 0123 \"web\" Up_2_seconds\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tmpl, header, err := parseFormat(tt.format, tt.headers)
+			tmpl, table, err := parseFormat(tt.format)
 			if err != nil {
 				t.Fatalf("parseFormat(%q): %v", tt.format, err)
 			}
-			if header != tt.wantHeader {
-				t.Errorf("header = %q, want %q", header, tt.wantHeader)
+			if table != (tt.wantHeader != "") {
+				t.Fatalf("table = %v, want %v", table, tt.wantHeader != "")
+			}
+			if table {
+				var h strings.Builder
+				if err := tmpl.Execute(&h, psHeader); err != nil {
+					t.Fatal(err)
+				}
+				if h.String() != tt.wantHeader {
+					t.Errorf("header = %q, want %q", h.String(), tt.wantHeader)
+				}
 			}
 			var b strings.Builder
 			if err := tmpl.Execute(&b, row); err != nil {
@@ -88,7 +95,7 @@ func TestParseFormat(t *testing.T) {
 
 func TestParseFormatInvalid(t *testing.T) {
 	for _, f := range []string{"{{.ID", "{{.ID}", "table {{.ID", "{{nosuchfunc .ID}}", "{{end}}", "{{if .ID}}"} {
-		_, _, err := parseFormat(f, psHeaders)
+		_, _, err := parseFormat(f)
 		if err == nil {
 			t.Errorf("parseFormat(%q) succeeded, want an error", f)
 			continue
@@ -100,7 +107,7 @@ func TestParseFormatInvalid(t *testing.T) {
 }
 
 func TestParseFormatUnknownField(t *testing.T) {
-	tmpl, _, err := parseFormat("{{.Nope}}", psHeaders)
+	tmpl, _, err := parseFormat("{{.Nope}}")
 	if err != nil {
 		t.Fatalf("parseFormat: %v", err)
 	}

@@ -108,7 +108,7 @@ func (a *app) inspectCommand() *cobra.Command {
 				fmt.Fprintln(out(cmd), string(b))
 				return errors.Join(errs...)
 			}
-			tmpl, _, err := parseFormat(format, nil)
+			tmpl, _, err := parseFormat(format)
 			if err != nil {
 				return err
 			}

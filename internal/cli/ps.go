@@ -16,10 +16,11 @@ type psRow struct {
 	ID, Names, Command, CreatedAt, RunningFor, Status, State, Ports, Networks, Image string
 }
 
-var psHeaders = map[string]string{
-	"ID": "CONTAINER ID", "Names": "NAMES", "Command": "COMMAND", "CreatedAt": "CREATED AT",
-	"RunningFor": "CREATED", "Status": "STATUS", "State": "STATE", "Ports": "PORTS",
-	"Networks": "NETWORKS", "Image": "IMAGE",
+// psHeader is the row a table template prints as its header.
+var psHeader = psRow{
+	ID: "CONTAINER ID", Names: "NAMES", Command: "COMMAND", CreatedAt: "CREATED AT",
+	RunningFor: "CREATED", Status: "STATUS", State: "STATE", Ports: "PORTS",
+	Networks: "NETWORKS", Image: "IMAGE",
 }
 
 const psDefaultFormat = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
@@ -46,17 +47,19 @@ func (a *app) psCommand() *cobra.Command {
 			if quiet && format == "" {
 				format = "{{.ID}}"
 			}
-			if format == "" {
+			if format == "" || format == "table" {
 				format = psDefaultFormat
 			}
-			tmpl, header, err := parseFormat(format, psHeaders)
+			tmpl, table, err := parseFormat(format)
 			if err != nil {
 				return err
 			}
 			w := newTable(out(cmd))
 			defer w.Flush()
-			if header != "" {
-				fmt.Fprint(w, header)
+			if table {
+				if err := tmpl.Execute(w, psHeader); err != nil {
+					return fmt.Errorf("--format: %w", err)
+				}
 			}
 			now := time.Now()
 			for _, c := range list {
@@ -101,8 +104,8 @@ func newPSRow(c *engine.Container, now time.Time, noTrunc bool) psRow {
 	cmd := strings.Join(c.Spec.Args, " ")
 	if !noTrunc {
 		r.ID = r.ID[:12]
-		if len(cmd) > 20 {
-			cmd = cmd[:19] + "…"
+		if runes := []rune(cmd); len(runes) > 20 {
+			cmd = string(runes[:19]) + "…"
 		}
 	}
 	r.Command = strconv.Quote(cmd)

@@ -123,18 +123,18 @@ func (f *runFlags) options(args []string) (*engine.RunOptions, error) {
 	}
 	for _, s := range f.dnsSearch {
 		if err := files.ValidateSearchDomain(s); err != nil {
-			return nil, errdefs.Invalid("invalid --dns-search %q: %v", s, err)
+			return nil, fmt.Errorf("--dns-search: %w", err)
 		}
 	}
 	for _, s := range f.dnsOptions {
 		if err := files.ValidateDNSOption(s); err != nil {
-			return nil, errdefs.Invalid("invalid --dns-option %q: %v", s, err)
+			return nil, fmt.Errorf("--dns-option: %w", err)
 		}
 	}
 	for _, s := range f.addHosts {
 		h, err := files.ParseAddHost(s)
 		if err != nil {
-			return nil, errdefs.Invalid("invalid --add-host %q: %v", s, err)
+			return nil, err // names the flag and the value already
 		}
 		o.AddHosts = append(o.AddHosts, h)
 	}

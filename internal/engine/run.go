@@ -85,7 +85,7 @@ func (o *RunOptions) validate() error {
 			return errdefs.Invalid("conflicting options: custom host-to-IP mapping and the network mode")
 		}
 	}
-	if o.MAC != nil && (o.MAC[0]&1 == 1 || len(o.MAC) != 6) {
+	if o.MAC != nil && (len(o.MAC) != 6 || o.MAC[0]&1 == 1) {
 		return errdefs.Invalid("invalid --mac-address %s: must be a unicast Ethernet address", o.MAC)
 	}
 	return nil
