@@ -30,10 +30,20 @@ func (e *Engine) ReconcileStrict() error { return e.reconcile(true) }
 
 func (e *Engine) reconcile(strict bool) error {
 	var suspects []string
+	seen := map[Proc]bool{} // one check per process: an owner may hold many
 	err := e.st.View(func(tx store.Tx) error {
 		return tx.List(bucketLive, func(id string, v []byte) error {
 			p, ok := parseProc(v)
-			if !ok || !exists(p.Pid) || (strict && !alive(p)) {
+			ok = ok && p.Pid > 0
+			if ok {
+				live, checked := seen[p]
+				if !checked {
+					live = exists(p.Pid) && (!strict || alive(p))
+					seen[p] = live
+				}
+				ok = live
+			}
+			if !ok {
 				suspects = append(suspects, id)
 			}
 			return nil

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/knit-dev/knit/internal/driver"
@@ -153,11 +155,12 @@ func putContainer(tx store.Tx, c *Container) error {
 	return putJSON(tx, bucketContainers, c.ID, c)
 }
 
-// parseProc reads a live-index value.
+// parseProc reads a live-index value ("PID:START").
 func parseProc(v []byte) (Proc, bool) {
-	var p Proc
-	_, err := fmt.Sscanf(string(v), "%d:%d", &p.Pid, &p.Start)
-	return p, err == nil
+	pid, start, ok := strings.Cut(string(v), ":")
+	p, err1 := strconv.Atoi(pid)
+	s, err2 := strconv.ParseUint(start, 10, 64)
+	return Proc{Pid: p, Start: s}, ok && err1 == nil && err2 == nil
 }
 
 func listContainers(tx store.Tx) ([]*Container, error) {

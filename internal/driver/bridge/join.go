@@ -38,6 +38,9 @@ func (d *Driver) Join(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox)
 		PeerMAC:     ep.MAC,
 		PeerNetns:   sb.NetnsPath,
 	})
+	if errors.Is(err, unix.EXFULL) {
+		return errdefs.Conflict("network %s is full: bridge %s already has the most ports a Linux bridge can hold (1023); use another network", n.Name, n.Bridge)
+	}
 	if err != nil {
 		return fmt.Errorf("join %s to %s: %w", ep.ContainerID, n.Name, err)
 	}
