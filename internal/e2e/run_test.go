@@ -352,3 +352,24 @@ func eventually(t *testing.T, fn func() (string, error)) string {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// When the owner of a shared namespace stops while a joiner still runs, the
+// namespace lives on, so the owner's veth is deleted at once: its released
+// address must not be on the wire twice.
+func TestOwnerStopsWhileJoined(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "run", "-d", "--name", "own", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--name", "rider", "--network", "container:own", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "stop", "-t", "0", "own")
+	if l := s.MustRun(t, "ip", "-o", "link", "show", "master", "knit0"); l != "" {
+		t.Errorf("the owner's veth outlived its stop:\n%s", l)
+	}
+	if out := s.MustKnit(t, "exec", "rider", "ip", "-o", "link"); strings.Contains(out, "eth0") {
+		t.Errorf("the joiner still has the owner's eth0:\n%s", out)
+	}
+	s.MustKnit(t, "run", "-d", "--name", "newcomer", "--rootfs", bb, "sleep", "300")
+	if ip := ipOf(t, s, "newcomer"); ip != "172.17.0.2" {
+		t.Errorf("newcomer got %s, want the released 172.17.0.2", ip)
+	}
+}

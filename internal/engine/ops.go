@@ -114,6 +114,12 @@ func (e *Engine) Remove(ref string, o RemoveOptions) error {
 	if c.Running() && !o.Force {
 		return errdefs.Conflict("cannot remove running container %s: stop the container before removing or use -f", c.Name)
 	}
+	if c.State.Status == StatusCreated && alive(c.State.Owner) && c.State.Owner.Pid != os.Getpid() {
+		if !o.Force {
+			return errdefs.Conflict("cannot remove container %s: it is still being set up (by PID %d); retry, or use -f", c.Name, c.State.Owner.Pid)
+		}
+		killProc(c.State.Owner)
+	}
 	if !o.Force {
 		if j, err := e.joiner(c); err != nil {
 			return err
@@ -142,13 +148,13 @@ func (e *Engine) Remove(ref string, o RemoveOptions) error {
 func (e *Engine) joiner(c *Container) (*Container, error) {
 	var found *Container
 	err := e.st.View(func(tx store.Tx) error {
-		all, err := listContainers(tx)
-		for _, o := range all {
-			if o.JoinedTo == c.ID && o.Running() {
-				found = o
+		return tx.List(joinsBucket(c.ID), func(id string, _ []byte) error {
+			j, err := getContainer(tx, id)
+			if err == nil && j.Running() {
+				found = j
 			}
-		}
-		return err
+			return nil
+		})
 	})
 	return found, err
 }

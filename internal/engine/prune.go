@@ -51,7 +51,7 @@ func (e *Engine) Prune() (*PruneReport, error) {
 		}
 		live[c.ID] = c
 	}
-	errs = append(errs, e.pruneNetns(live, r), e.pruneLinks(live, nets, r), e.pruneAddrs(live, nets, r), e.pruneDirs(live))
+	errs = append(errs, e.pruneNetns(live, r), e.pruneLinks(live, nets, r), e.pruneAddrs(nets, r), e.pruneDirs())
 	return r, errors.Join(errs...)
 }
 
@@ -62,8 +62,8 @@ func (e *Engine) pruneNetns(live map[string]*Container, r *PruneReport) error {
 	}
 	var errs []error
 	for _, id := range names {
-		if _, ok := live[id]; ok {
-			continue
+		if _, ok := live[id]; ok || e.active(id) {
+			continue // active: a run that started after Prune looked
 		}
 		if err := netns.Delete(filepath.Join(e.netnsDir(), id)); err != nil {
 			errs = append(errs, err)
@@ -99,7 +99,7 @@ func (e *Engine) pruneLinks(live map[string]*Container, nets []*Network, r *Prun
 		}
 		strays, err := d.Strays(&n.Network, func(hostIf, containerID string) bool {
 			_, isLive := live[containerID]
-			return owned[hostIf] || isLive
+			return owned[hostIf] || isLive || e.active(containerID)
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("network %s: %w", n.Name, err))
@@ -116,7 +116,7 @@ func (e *Engine) pruneLinks(live map[string]*Container, nets []*Network, r *Prun
 	return errors.Join(errs...)
 }
 
-func (e *Engine) pruneAddrs(live map[string]*Container, nets []*Network, r *PruneReport) error {
+func (e *Engine) pruneAddrs(nets []*Network, r *PruneReport) error {
 	return e.st.Update(func(tx store.Tx) error {
 		for _, n := range nets {
 			used, err := usedAddrs(tx, n.Name)
@@ -124,8 +124,8 @@ func (e *Engine) pruneAddrs(live map[string]*Container, nets []*Network, r *Prun
 				return err
 			}
 			for a, owner := range used {
-				if _, ok := live[owner]; ok {
-					continue
+				if c, err := getContainer(tx, owner); err == nil && c.State.Status != StatusExited {
+					continue // decided in this transaction: a newer run owns it
 				}
 				if err := tx.Delete(ipamBucket(n.Name), a.String()); err != nil {
 					return err
@@ -138,7 +138,16 @@ func (e *Engine) pruneAddrs(live map[string]*Container, nets []*Network, r *Prun
 }
 
 // pruneDirs removes per-container directories that no record points to.
-func (e *Engine) pruneDirs(live map[string]*Container) error {
+// The directories are listed before the store is read, so a run that starts
+// meanwhile has its record in what is read.
+func (e *Engine) pruneDirs() error {
+	var dirs []string
+	for _, root := range []string{e.paths.ExecRoot, e.paths.DataRoot} {
+		entries, _ := os.ReadDir(filepath.Join(root, "containers"))
+		for _, de := range entries {
+			dirs = append(dirs, filepath.Join(root, "containers", de.Name()))
+		}
+	}
 	known := map[string]bool{}
 	err := e.st.View(func(tx store.Tx) error {
 		return tx.List(bucketContainers, func(k string, _ []byte) error { known[k] = true; return nil })
@@ -146,14 +155,17 @@ func (e *Engine) pruneDirs(live map[string]*Container) error {
 	if err != nil {
 		return err
 	}
-	for _, root := range []string{e.paths.ExecRoot, e.paths.DataRoot} {
-		dir := filepath.Join(root, "containers")
-		entries, _ := os.ReadDir(dir)
-		for _, de := range entries {
-			if !known[de.Name()] {
-				_ = os.RemoveAll(filepath.Join(dir, de.Name()))
-			}
+	for _, d := range dirs {
+		if !known[filepath.Base(d)] {
+			_ = os.RemoveAll(d)
 		}
 	}
 	return nil
+}
+
+// active reports whether id is a container that is not exited, read now.
+func (e *Engine) active(id string) bool {
+	var c *Container
+	err := e.st.View(func(tx store.Tx) (err error) { c, err = getContainer(tx, id); return err })
+	return err == nil && c.State.Status != StatusExited
 }

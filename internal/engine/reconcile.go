@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"os"
 	"syscall"
 
 	"github.com/knit-dev/knit/internal/runner"
@@ -62,13 +63,27 @@ func (e *Engine) reconcile(strict bool) error {
 }
 
 // repair tears down one container whose responsible process is gone.
+//
+// It claims the container first, in the transaction that confirms it is
+// orphaned: a supervisor that comes to life in between (start checks the
+// owner) then finds it taken instead of running unrecorded.
 func (e *Engine) repair(id string) error {
 	var c *Container
-	err := e.st.View(func(tx store.Tx) (err error) { c, err = getContainer(tx, id); return err })
-	if errors.Is(err, store.ErrNotFound) {
-		return e.st.Update(func(tx store.Tx) error { return tx.Delete(bucketLive, id) })
-	}
-	if err != nil || !orphaned(c) {
+	self, _ := runner.StartTime(os.Getpid())
+	err := e.st.Update(func(tx store.Tx) (err error) {
+		if c, err = getContainer(tx, id); errors.Is(err, store.ErrNotFound) {
+			return tx.Delete(bucketLive, id)
+		} else if err != nil || !orphaned(c) {
+			c = nil
+			return err
+		}
+		if c.State.Status == StatusCreated {
+			c.State.Owner = Proc{Pid: os.Getpid(), Start: self}
+			return putContainer(tx, c)
+		}
+		return nil
+	})
+	if err != nil || c == nil {
 		return err
 	}
 	code := exitUnknown

@@ -181,6 +181,9 @@ func (e *Engine) start(c *Container, sc runner.StartConfig) (*runner.Process, er
 		if err != nil {
 			return err
 		}
+		if cur.State.Status != StatusCreated || cur.State.Owner != c.State.Owner {
+			return errdefs.Conflict("container %s was removed while starting", c.Name)
+		}
 		cur.State.Status = StatusRunning
 		cur.State.Process = Proc{Pid: p.Pid, Start: p.StartTime}
 		cur.State.Supervisor = Proc{Pid: self, Start: selfStart}

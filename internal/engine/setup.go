@@ -287,6 +287,13 @@ func (e *Engine) teardownKernel(c *Container) error {
 	if err := netns.Delete(c.Netns); err != nil {
 		return fmt.Errorf("delete network namespace: %w", err)
 	}
+	// A container that joined this namespace keeps it alive after the
+	// unmount, and with it the veth and its address: delete the links now,
+	// so the released address cannot be in use twice.
+	gone := true
+	if j, err := e.joiner(c); err != nil || j != nil {
+		gone = false
+	}
 	var errs []error
 	for i := range c.Endpoints {
 		ep := &c.Endpoints[i]
@@ -296,7 +303,7 @@ func (e *Engine) teardownKernel(c *Container) error {
 		}
 		d, err := e.driverFor(n)
 		if err == nil {
-			err = d.Leave(&n.Network, &ep.Endpoint, driver.Sandbox{NetnsPath: c.Netns}, driver.LeaveOptions{SandboxGone: true})
+			err = d.Leave(&n.Network, &ep.Endpoint, driver.Sandbox{NetnsPath: c.Netns}, driver.LeaveOptions{SandboxGone: gone})
 		}
 		errs = append(errs, err)
 	}
@@ -336,8 +343,10 @@ func (e *Engine) finish(id string, code int) error {
 		if err != nil {
 			return err
 		}
-		if err := releaseAddrs(tx, cur); err != nil {
-			return err
+		if kerr == nil { // else prune frees them once the links are gone
+			if err := releaseAddrs(tx, cur); err != nil {
+				return err
+			}
 		}
 		if cur.State.Status != StatusExited {
 			cur.State.Status = StatusExited
@@ -371,6 +380,11 @@ func (e *Engine) forget(c *Container) error {
 		}
 		if err := tx.Delete(bucketLive, c.ID); err != nil {
 			return err
+		}
+		if c.JoinedTo != "" {
+			if err := tx.Delete(joinsBucket(c.JoinedTo), c.ID); err != nil {
+				return err
+			}
 		}
 		return tx.Delete(bucketContainers, c.ID)
 	})

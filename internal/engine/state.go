@@ -26,6 +26,10 @@ const (
 	bucketLive = "live"
 )
 
+// joinsBucket lists the running containers that share owner's network
+// namespace (--network container:OWNER): joiner ID → "".
+func joinsBucket(owner string) string { return "joins/" + owner }
+
 // ipamBucket holds one network's allocations: address → container ID.
 func ipamBucket(network string) string { return "ipam/" + network }
 
@@ -152,6 +156,16 @@ func putContainer(tx store.Tx, c *Container) error {
 	if err != nil {
 		return err
 	}
+	if c.JoinedTo != "" {
+		if c.Running() {
+			err = tx.Put(joinsBucket(c.JoinedTo), c.ID, nil)
+		} else {
+			err = tx.Delete(joinsBucket(c.JoinedTo), c.ID)
+		}
+		if err != nil {
+			return err
+		}
+	}
 	return putJSON(tx, bucketContainers, c.ID, c)
 }
 
@@ -185,6 +199,9 @@ func lookupContainer(tx store.Tx, ref string) (*Container, error) {
 		return getContainer(tx, string(id))
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
+	}
+	if c, err := getContainer(tx, ref); !errors.Is(err, store.ErrNotFound) {
+		return c, err // a full ID
 	}
 	var match *Container
 	err := tx.List(bucketContainers, func(k string, v []byte) error {

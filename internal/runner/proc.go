@@ -101,11 +101,17 @@ func WaitExit(pid int, timeout time.Duration) bool {
 	if errors.Is(err, unix.ESRCH) {
 		return true
 	}
-	if err != nil {
-		return false
+	deadline := time.Now().Add(timeout)
+	if err != nil { // no pidfd (fd limit, old kernel): poll instead
+		for unix.Kill(pid, 0) == nil {
+			if time.Now().After(deadline) {
+				return false
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return true
 	}
 	defer unix.Close(fd)
-	deadline := time.Now().Add(timeout)
 	for {
 		ms := max(time.Until(deadline).Milliseconds(), 0)
 		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(ms))

@@ -3,7 +3,8 @@ package bridge
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"crypto/sha256"
+	"encoding/hex"
 
 	"golang.org/x/sys/unix"
 
@@ -30,7 +31,7 @@ func (d *Driver) Join(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox)
 	if err != nil {
 		return fmt.Errorf("join %s to %s: %w", ep.ContainerID, n.Name, err)
 	}
-	name, err := addVeth(h, link.Veth{
+	name, err := addVeth(h, ep, link.Veth{
 		Alias:       aliasPrefix + ep.ContainerID,
 		MasterIndex: br.Index,
 		MTU:         mtu(n),
@@ -57,10 +58,20 @@ func (d *Driver) Join(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox)
 	return nil
 }
 
-// addVeth creates v under a fresh random host-side name and returns it.
-func addVeth(h *link.Handle, v link.Veth) (string, error) {
-	for range nameAttempts {
-		v.Name = fmt.Sprintf("veth%07x", rand.Uint32()>>4)
+// hostIfName is the host-side name of ep's veth on the given attempt:
+// "veth" + 7 hex characters of a hash of the container ID and interface
+// name. Derived, not random, so Leave finds the link from the endpoint
+// alone even when the name Join chose never reached the store.
+func hostIfName(ep *driver.Endpoint, attempt int) string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s/%s/%d", ep.ContainerID, ep.IfName, attempt))
+	return "veth" + hex.EncodeToString(sum[:4])[:7]
+}
+
+// addVeth creates v under ep's host-side name, trying the next derived
+// name when another container's link holds it, and returns the name.
+func addVeth(h *link.Handle, ep *driver.Endpoint, v link.Veth) (string, error) {
+	for attempt := range nameAttempts {
+		v.Name = hostIfName(ep, attempt)
 		_, err := h.VethAdd(v)
 		if !errors.Is(err, unix.EEXIST) {
 			return v.Name, err
@@ -71,6 +82,17 @@ func addVeth(h *link.Handle, v link.Veth) (string, error) {
 		}
 	}
 	return "", errdefs.Conflict("no free veth name after %d attempts", nameAttempts)
+}
+
+// findHostIf returns the name of ep's host-side link, or "" if it is gone.
+func findHostIf(h *link.Handle, ep *driver.Endpoint) string {
+	for attempt := range nameAttempts {
+		name := hostIfName(ep, attempt)
+		if l, err := h.LinkGet(name); err == nil && l.Alias == aliasPrefix+ep.ContainerID {
+			return name
+		}
+	}
+	return ""
 }
 
 // configureSandbox addresses the peer, sets it up and adds the default
@@ -111,7 +133,7 @@ func configureSandbox(ep *driver.Endpoint, sb driver.Sandbox) error {
 // sandbox is gone the kernel is already destroying the pair; deleting it
 // here too would only add a synchronous ~36 ms wait.
 func (d *Driver) Leave(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox, opt driver.LeaveOptions) error {
-	if opt.SandboxGone || ep.HostIf == "" {
+	if opt.SandboxGone {
 		return nil
 	}
 	h, err := link.Host()
@@ -119,7 +141,13 @@ func (d *Driver) Leave(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox
 		return fmt.Errorf("leave %s from %s: %w", ep.ContainerID, n.Name, err)
 	}
 	defer h.Close()
-	if err := h.LinkDel(ep.HostIf); err != nil && !link.IsNotFound(err) {
+	name := ep.HostIf
+	if name == "" {
+		if name = findHostIf(h, ep); name == "" {
+			return nil
+		}
+	}
+	if err := h.LinkDel(name); err != nil && !link.IsNotFound(err) {
 		return fmt.Errorf("leave %s from %s: %w", ep.ContainerID, n.Name, err)
 	}
 	return nil
