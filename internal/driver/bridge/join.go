@@ -1,10 +1,10 @@
 package bridge
 
 import (
-	"errors"
-	"fmt"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
 
 	"golang.org/x/sys/unix"
 
