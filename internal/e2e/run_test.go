@@ -66,6 +66,13 @@ func TestTwoContainersPingEachOtherAndTheGateway(t *testing.T) {
 	if n := len(regexp.MustCompile(`veth[0-9a-f]{7}@`).FindAllString(ports, -1)); n != 2 {
 		t.Errorf("bridge ports: want 2 veth[7 hex], got:\n%s", ports)
 	}
+	// An IPv4-only network: no IPv6 chatter flooded across the bridge.
+	if v6 := s.MustKnit(t, "exec", "ca", "ip", "-o", "-6", "addr", "show", "eth0"); v6 != "" {
+		t.Errorf("eth0 on an IPv4-only network has IPv6 addresses: %s", v6)
+	}
+	if v6 := s.MustRun(t, "ip", "-o", "-6", "addr", "show", "master", "knit0"); v6 != "" {
+		t.Errorf("bridge ports have IPv6 addresses: %s", v6)
+	}
 	if fwd := s.MustRun(t, "cat", "/proc/sys/net/ipv4/ip_forward"); strings.TrimSpace(fwd) != "1" {
 		t.Errorf("ip_forward = %q, want 1", fwd)
 	}

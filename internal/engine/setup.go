@@ -240,6 +240,12 @@ func (e *Engine) setupNetwork(c *Container, p *plan) error {
 			h.Close()
 			return fmt.Errorf("set lo up: %w", err)
 		}
+		if !wantsIPv6(p.network) {
+			if err = link.DisableIPv6ForNewLinks(); err != nil {
+				h.Close()
+				return err
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -261,6 +267,19 @@ func (e *Engine) setupNetwork(c *Container, p *plan) error {
 		}
 	}
 	return nil
+}
+
+// wantsIPv6 reports whether the container's network has an IPv6 subnet.
+func wantsIPv6(n *Network) bool {
+	if n == nil {
+		return false
+	}
+	for _, s := range n.Subnets {
+		if s.Prefix.Addr().Is6() {
+			return true
+		}
+	}
+	return false
 }
 
 // linkNetns makes the namespace visible to `ip netns` as knit-NAME. It is a

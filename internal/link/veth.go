@@ -21,11 +21,15 @@ type Veth struct {
 }
 
 // VethAdd creates the pair, host end up and enslaved, and returns the host
-// end's index. The peer is left down. On error nothing is left behind; an
-// EEXIST (KindConflict) may be for either name.
+// end's index. The peer is left down. The host end gets no IPv6 address: a
+// bridge port needs none, and its link-local address, duplicate address
+// detection and multicast reports would be flooded to every other port of
+// the bridge. On error nothing is left behind; an EEXIST (KindConflict) may
+// be for either name.
 //
-// Equivalent to: ip link add NAME mtu MTU up type veth peer name PEER
-// address MAC mtu MTU netns NS && ip link set NAME master BR alias ALIAS
+// Equivalent to: ip link add NAME mtu MTU type veth peer name PEER
+// address MAC mtu MTU netns NS && ip link set NAME addrgenmode none
+// master BR alias ALIAS up
 func (h *Handle) VethAdd(v Veth) (index int, err error) {
 	ns, err := os.Open(v.PeerNetns)
 	if err != nil {
@@ -33,7 +37,7 @@ func (h *Handle) VethAdd(v Veth) (index int, err error) {
 	}
 	defer ns.Close()
 	attrs := netlink.NewLinkAttrs()
-	attrs.Name, attrs.Alias, attrs.MTU, attrs.Flags = v.Name, v.Alias, v.MTU, net.FlagUp
+	attrs.Name, attrs.Alias, attrs.MTU = v.Name, v.Alias, v.MTU
 	veth := &netlink.Veth{
 		LinkAttrs:        attrs,
 		PeerName:         v.PeerName,
@@ -56,6 +60,10 @@ func (h *Handle) VethAdd(v Veth) (index int, err error) {
 	if veth.Index == 0 {
 		return 0, fmt.Errorf("add veth %s: created but not found", v.Name)
 	}
+	// Before the link is up, so that no link-local address is ever made.
+	if err := h.nl.LinkSetIP6AddrGenMode(veth, addrGenModeNone); err != nil {
+		return 0, wrap(err, "set veth %s addrgenmode none", v.Name)
+	}
 	if v.MasterIndex != 0 {
 		if err := h.nl.LinkSetMasterByIndex(veth, v.MasterIndex); err != nil {
 			return 0, wrap(err, "set veth %s master %d", v.Name, v.MasterIndex)
@@ -66,5 +74,11 @@ func (h *Handle) VethAdd(v Veth) (index int, err error) {
 			return 0, wrap(err, "set veth %s alias", v.Name)
 		}
 	}
+	if err := h.nl.LinkSetUp(veth); err != nil {
+		return 0, wrap(err, "set veth %s up", v.Name)
+	}
 	return veth.Index, nil
 }
+
+// addrGenModeNone is IN6_ADDR_GEN_MODE_NONE: no automatic IPv6 addresses.
+const addrGenModeNone = 1
