@@ -70,7 +70,8 @@ func TestTwoContainersPingEachOtherAndTheGateway(t *testing.T) {
 	if v6 := s.MustKnit(t, "exec", "ca", "ip", "-o", "-6", "addr", "show", "eth0"); v6 != "" {
 		t.Errorf("eth0 on an IPv4-only network has IPv6 addresses: %s", v6)
 	}
-	if v6 := s.MustRun(t, "ip", "-o", "-6", "addr", "show", "master", "knit0"); v6 != "" {
+	ports6 := "for p in $(ip -o link show master knit0 | awk -F': ' '{print $2}' | cut -d@ -f1); do ip -o -6 addr show dev $p; done"
+	if v6 := s.MustRun(t, "sh", "-c", ports6); v6 != "" {
 		t.Errorf("bridge ports have IPv6 addresses: %s", v6)
 	}
 	if fwd := s.MustRun(t, "cat", "/proc/sys/net/ipv4/ip_forward"); strings.TrimSpace(fwd) != "1" {
