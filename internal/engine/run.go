@@ -6,7 +6,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/knit-dev/knit/internal/dns/files"
@@ -141,9 +143,20 @@ type Stdio struct {
 // calling process: signals are forwarded, and when the command exits its
 // network is released and its exit code returned.
 func (e *Engine) RunForeground(o RunOptions, io Stdio) (int, error) {
+	// Until the container runs, and after it ends, a signal must not kill
+	// knit half-way: it is held here, and a pending one cancels the start.
+	held := make(chan os.Signal, 4)
+	signal.Notify(held, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	defer signal.Stop(held)
 	c, err := e.create(&o)
 	if err != nil {
 		return 0, err
+	}
+	select {
+	case sig := <-held:
+		e.destroy(c)
+		return 128 + int(sig.(syscall.Signal)), nil
+	default:
 	}
 	in := io.In
 	if !o.Interactive {

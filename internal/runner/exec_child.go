@@ -5,10 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/knit-dev/knit/internal/netns"
 )
 
 // runInContainer runs the exec'd command to its end and returns its exit
@@ -92,26 +93,6 @@ func commandIn(path, dir string, s *Spec) *exec.Cmd {
 }
 
 // startInPIDNS starts cmd in the PID namespace pidns.
-//
-// Joining a PID namespace only places the joiner's future children in it,
-// and a thread that joined can no longer start threads (clone with
-// CLONE_THREAD fails with EINVAL), which the Go runtime cannot survive if
-// its first thread joins before it starts. So one locked thread joins and
-// forks the command; it is never unlocked, so the runtime ends it with its
-// goroutine instead of reusing it.
-//
-// TODO(netns): setns belongs in internal/netns; move this there (e.g.
-// netns.StartIn(pidns, cmd)) or have the constructor fork after joining
-// pid, as runc's nsexec does.
 func startInPIDNS(cmd *exec.Cmd, pidns *os.File) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: see above
-		if err := unix.Setns(int(pidns.Fd()), unix.CLONE_NEWPID); err != nil {
-			errc <- fmt.Errorf("join pid namespace: %w", err)
-			return
-		}
-		errc <- cmd.Start()
-	}()
-	return <-errc
+	return netns.StartInPID(pidns, cmd.Start)
 }

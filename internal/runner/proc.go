@@ -6,31 +6,19 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/knit-dev/knit/internal/netns"
 )
 
-// startCmd starts cmd from a fresh goroutine locked to its thread.
-//
-// Pdeathsig fires when the thread that forked the child exits, not the
-// process. The Go runtime only ends threads whose goroutine returns while
-// locked; a fresh goroutine can never be on such a thread (a caller's
-// goroutine could be, inside netns.Do for instance), and unlocking afterwards
-// hands a healthy thread back to the runtime, which keeps it.
-func startCmd(cmd *exec.Cmd) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		errc <- cmd.Start()
-	}()
-	return <-errc
-}
+// startCmd starts cmd from a fresh locked thread: Pdeathsig is tied to
+// the thread that forks, which must outlive the child.
+func startCmd(cmd *exec.Cmd) error { return netns.OnLockedThread(cmd.Start) }
 
 // exitCode is the shell's view of a wait status: the exit code, or 128+N
 // when the process was killed by signal N.
