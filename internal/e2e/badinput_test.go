@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 
@@ -79,12 +78,7 @@ func TestFailedStartReleasesEverything(t *testing.T) {
 	if r.Code != 125 || !strings.Contains(r.Stderr, "knit: ") {
 		t.Fatalf("run with an impossible workdir: exit %d, stderr %q", r.Code, r.Stderr)
 	}
-	eventually(t, func() (string, error) {
-		if l := s.MustRun(t, "ip", "-o", "link", "show", "master", "knit0"); l != "" {
-			return "", fmt.Errorf("veths remain:\n%s", l)
-		}
-		return "", nil
-	})
+	waitBridgeEmpty(t, s)
 	if ns := s.MustRun(t, "ls", s.ExecRoot()+"/netns"); ns != "" {
 		t.Errorf("namespace mounts remain: %s", ns)
 	}

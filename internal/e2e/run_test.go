@@ -234,12 +234,7 @@ func TestRemoveLeavesNothingAndAddressIsReused(t *testing.T) {
 		t.Fatalf("ip = %s", ip)
 	}
 	s.MustKnit(t, "rm", "-f", "c1")
-	eventually(t, func() (string, error) {
-		if l := s.MustRun(t, "ip", "-o", "link", "show", "master", "knit0"); l != "" {
-			return "", fmt.Errorf("veths remain:\n%s", l)
-		}
-		return "", nil
-	})
+	waitBridgeEmpty(t, s)
 	if m := s.MustRun(t, "sh", "-c", "grep -c nsfs /proc/self/mountinfo || true"); strings.TrimSpace(m) != "1" {
 		// one nsfs mount is the sandbox's own "world" namespace
 		t.Errorf("nsfs mounts after rm: %s", m)
@@ -304,13 +299,7 @@ func TestKilledSupervisorIsRepaired(t *testing.T) {
 		}
 		return st, nil
 	})
-	// Deleting a namespace destroys its veth asynchronously in the kernel.
-	eventually(t, func() (string, error) {
-		if l := s.MustRun(t, "ip", "-o", "link", "show", "master", "knit0"); l != "" {
-			return "", fmt.Errorf("veths remain:\n%s", l)
-		}
-		return "", nil
-	})
+	waitBridgeEmpty(t, s)
 	// Its address is free again.
 	s.MustKnit(t, "run", "-d", "--name", "k2", "--rootfs", bb, "sleep", "300")
 	if ip := ipOf(t, s, "k2"); ip != "172.17.0.2" {
@@ -342,6 +331,18 @@ func httpGet(s *testutil.Sandbox, addr string, port int, path string) (string, e
 		return "", fmt.Errorf("GET http://%s:%d%s: no HTTP response: %q", addr, port, path, r.Stdout)
 	}
 	return body, nil
+}
+
+// waitBridgeEmpty waits until knit0 has no ports: deleting a namespace
+// destroys its veth asynchronously in the kernel.
+func waitBridgeEmpty(t *testing.T, s *testutil.Sandbox) {
+	t.Helper()
+	eventually(t, func() (string, error) {
+		if l := s.MustRun(t, "ip", "-o", "link", "show", "master", "knit0"); l != "" {
+			return "", fmt.Errorf("veths remain:\n%s", l)
+		}
+		return "", nil
+	})
 }
 
 // eventually retries fn for up to 10 s; asynchronous kernel work (namespace
