@@ -212,8 +212,9 @@ func TestExitCodes(t *testing.T) {
 	})
 	fg := s.Start(t, testutil.KnitBinary(t), "run", "--name", "fg", "--rootfs", bb, "sh", "-c", "trap 'exit 7' TERM; while :; do sleep 0.1; done")
 	eventually(t, func() (string, error) {
-		if st := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.State.Status}}", "fg")); st != "running" {
-			return "", fmt.Errorf("fg: %s", st)
+		r := s.Knit("inspect", "-f", "{{.State.Status}}", "fg") // may not exist yet
+		if st := strings.TrimSpace(r.Stdout); st != "running" {
+			return "", fmt.Errorf("fg: %q %s", st, r.Stderr)
 		}
 		return "", nil
 	})
