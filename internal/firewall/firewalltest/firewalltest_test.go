@@ -1,0 +1,57 @@
+package firewalltest_test
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/firewall/firewalltest"
+)
+
+func TestRecorder(t *testing.T) {
+	r := firewalltest.New()
+	var fw firewall.Firewall = r
+	n := firewall.Network{Name: "n1", Bridge: "br0", Masquerade: true,
+		Subnets: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}
+	for range 2 {
+		if err := fw.EnsureNetwork(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fw.EnsureNetwork(firewall.Network{Name: "n2", Bridge: "br1", Internal: true, ICC: true}); err != nil {
+		t.Fatal(err)
+	}
+	want := "network n1 bridge br0 subnets 10.99.0.0/24 masquerade\n" +
+		"network n2 bridge br1 subnets  icc internal\n"
+	if got := r.String(); got != want {
+		t.Fatalf("String() = %q, want %q", got, want)
+	}
+
+	boom := errors.New("boom")
+	r.FailOn("RemoveNetwork n1", boom)
+	if err := fw.RemoveNetwork("n1"); !errors.Is(err, boom) {
+		t.Fatalf("RemoveNetwork = %v, want boom", err)
+	}
+	if _, ok := r.Network("n1"); !ok {
+		t.Fatal("failed RemoveNetwork removed n1")
+	}
+	for range 2 {
+		if err := fw.RemoveNetwork("n1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := r.Network("n1"); ok {
+		t.Fatal("n1 still installed")
+	}
+	if err := fw.EnsureNetwork(firewall.Network{Name: "bad name", Bridge: "br0"}); errdefs.KindOf(err) != errdefs.KindInvalid {
+		t.Fatalf("EnsureNetwork(bad name) = %v, want invalid", err)
+	}
+	wantCalls := []string{"EnsureNetwork n1", "EnsureNetwork n1", "EnsureNetwork n2", "RemoveNetwork n1",
+		"RemoveNetwork n1", "RemoveNetwork n1", "EnsureNetwork bad name"}
+	if got := r.Calls(); !slices.Equal(got, wantCalls) {
+		t.Fatalf("Calls() = %q, want %q", got, wantCalls)
+	}
+}

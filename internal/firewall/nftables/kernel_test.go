@@ -1,0 +1,199 @@
+package nftables_test
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/firewall/nftables"
+	"github.com/knit-dev/knit/internal/testutil"
+)
+
+// newFirewall returns a Firewall acting in a fresh throwaway namespace, and
+// that namespace's file.
+func newFirewall(t *testing.T) (*nftables.Firewall, string) {
+	t.Helper()
+	ns := testutil.NewNetns(t)
+	return firewallIn(t, ns), ns
+}
+
+func firewallIn(t *testing.T, ns string) *nftables.Firewall {
+	t.Helper()
+	fd, err := os.Open(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fd.Close() })
+	fw, err := nftables.New(nftables.WithNetnsFd(int(fd.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fw
+}
+
+// nft runs the nft command in the namespace at ns and returns its output.
+func nft(t *testing.T, ns string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("nsenter", append([]string{"--net=" + ns, "nft"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func rules(t *testing.T, fw *nftables.Firewall) string {
+	t.Helper()
+	s, err := fw.Rules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func network(name, bridge, subnet string) firewall.Network {
+	return firewall.Network{Name: name, Bridge: bridge, Masquerade: true,
+		Subnets: []netip.Prefix{netip.MustParsePrefix(subnet)}}
+}
+
+func TestEnsureNetworkKernel(t *testing.T) {
+	fw, ns := newFirewall(t)
+	if got := rules(t, fw); got != "" {
+		t.Fatalf("fresh namespace has rules:\n%s", got)
+	}
+	n1, n2 := network("n1", "br0", "10.99.0.0/24"), network("n2", "br1", "10.98.0.0/16")
+	n2.Subnets = append(n2.Subnets, netip.MustParsePrefix("fd00:98::/64"))
+	for range 2 { // the second round must change nothing
+		for _, n := range []firewall.Network{n1, n2} {
+			if err := fw.EnsureNetwork(n); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	want := `table inet knit {
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip saddr 10.99.0.0/24 oifname != "br0" masquerade comment "knit:net=n1"
+		ip saddr 10.98.0.0/16 oifname != "br1" masquerade comment "knit:net=n2"
+		ip6 saddr fd00:98::/64 oifname != "br1" masquerade comment "knit:net=n2"
+	}
+
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		ct state established,related accept comment "knit:base"
+		iifname "br0" accept comment "knit:net=n1"
+		iifname "br1" accept comment "knit:net=n2"
+	}
+}
+`
+	if got := rules(t, fw); got != want {
+		t.Fatalf("Rules():\n%s\nwant:\n%s", got, want)
+	}
+	// The kernel's own reading, through nft, agrees with the library's.
+	if got := nft(t, ns, "list", "table", "inet", "knit"); got != want {
+		t.Fatalf("nft list table inet knit:\n%s\nwant:\n%s", got, want)
+	}
+	if names, err := fw.Networks(); err != nil || strings.Join(names, ",") != "n1,n2" {
+		t.Fatalf("Networks() = %v, %v", names, err)
+	}
+
+	for range 2 {
+		if err := fw.RemoveNetwork("n1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := nft(t, ns, "list", "table", "inet", "knit")
+	if strings.Contains(got, "knit:net=n1") || strings.Count(got, "knit:net=n2") != 3 ||
+		!strings.Contains(got, "knit:base") {
+		t.Fatalf("after RemoveNetwork(n1):\n%s", got)
+	}
+	if err := fw.RemoveNetwork("never-added"); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.RemoveAll(); err != nil {
+		t.Fatal(err)
+	}
+	if got := nft(t, ns, "list", "tables"); got != "" {
+		t.Fatalf("after RemoveAll: %s", got)
+	}
+	if err := fw.RemoveAll(); err != nil {
+		t.Fatalf("second RemoveAll: %v", err)
+	}
+	if err := fw.RemoveNetwork("n2"); err != nil {
+		t.Fatalf("RemoveNetwork without a table: %v", err)
+	}
+}
+
+// TestEnsureNetworkRepairs damages knit's table the ways an operator or a
+// crashed process could, and checks that EnsureNetwork restores it exactly.
+func TestEnsureNetworkRepairs(t *testing.T) {
+	fw, ns := newFirewall(t)
+	n1, n2 := network("n1", "br0", "10.99.0.0/24"), network("n2", "br1", "10.98.0.0/24")
+	for _, n := range []firewall.Network{n1, n2} {
+		if err := fw.EnsureNetwork(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := rules(t, fw)
+	base := regexp.MustCompile(`knit:base" # handle (\d+)`).FindStringSubmatch(nft(t, ns, "-a", "list", "chain", "inet", "knit", "forward"))
+	if base == nil {
+		t.Fatal("no base rule handle")
+	}
+	for _, d := range []string{ // nft joins its arguments into one command
+		"flush chain inet knit postrouting",                                      // rules gone
+		`add rule inet knit forward iifname "br0" accept comment "knit:net=n1"`,  // a duplicate
+		`insert rule inet knit forward iifname "br9" drop comment "knit:net=n1"`, // a changed rule
+		"delete rule inet knit forward handle " + base[1],                        // a shared rule gone
+		"add chain inet knit forward { policy drop; }",                           // a policy flipped
+	} {
+		nft(t, ns, d)
+	}
+	if err := fw.EnsureNetwork(n1); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.EnsureNetwork(n2); err != nil {
+		t.Fatal(err)
+	}
+	if got := rules(t, fw); got != want {
+		t.Fatalf("after repair:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestShareTable checks that two Firewalls (as two knit processes would)
+// working on different networks of one namespace at once leave each
+// network's rules intact.
+func TestShareTable(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	fws := []*nftables.Firewall{firewallIn(t, ns), firewallIn(t, ns)}
+	var wg sync.WaitGroup
+	for i, fw := range fws {
+		wg.Go(func() {
+			for j := range 10 {
+				n := network(fmt.Sprintf("n%d", i), fmt.Sprintf("br%d", i), fmt.Sprintf("10.9%d.0.0/24", i))
+				if err := fw.EnsureNetwork(n); err != nil {
+					t.Error(err)
+				}
+				if j%3 == 2 {
+					if err := fw.RemoveNetwork(n.Name); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	got := nft(t, ns, "list", "table", "inet", "knit")
+	for _, tag := range []string{"knit:net=n0", "knit:net=n1"} {
+		if c := strings.Count(got, tag); c != 2 {
+			t.Errorf("%d rules tagged %s, want 2:\n%s", c, tag, got)
+		}
+	}
+	if c := strings.Count(got, "knit:base"); c != 1 {
+		t.Errorf("%d base rules, want 1:\n%s", c, got)
+	}
+}

@@ -1,0 +1,234 @@
+package nftables
+
+import (
+	"fmt"
+	"math/bits"
+	"net/netip"
+	"strings"
+
+	nft "github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// render prints the ruleset as `nft list table inet knit` does, so that
+// tests can compare the two; "" for a missing table.
+func (s ruleset) render() string {
+	if len(s.chains) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "table inet %s {\n", tableName)
+	for i, ch := range s.chains {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "\tchain %s {\n", ch.Name)
+		if ch.Hooknum != nil {
+			fmt.Fprintf(&b, "\t\t%s\n", chainHeader(ch))
+		}
+		for _, r := range s.rules[ch.Name] {
+			fmt.Fprintf(&b, "\t\t%s\n", renderRule(r))
+		}
+		b.WriteString("\t}\n")
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// chainHeader renders a base chain's type, hook, priority and policy.
+func chainHeader(ch *nft.Chain) string {
+	hooks := map[nft.ChainHook]string{
+		unix.NF_INET_PRE_ROUTING: "prerouting", unix.NF_INET_LOCAL_IN: "input",
+		unix.NF_INET_FORWARD: "forward", unix.NF_INET_LOCAL_OUT: "output",
+		unix.NF_INET_POST_ROUTING: "postrouting",
+	}
+	prio := "0"
+	if ch.Priority != nil {
+		prio = priorityName(*ch.Priority)
+	}
+	policy := "accept"
+	if ch.Policy != nil && *ch.Policy == nft.ChainPolicyDrop {
+		policy = "drop"
+	}
+	return fmt.Sprintf("type %s hook %s priority %s; policy %s;", ch.Type, hooks[*ch.Hooknum], prio, policy)
+}
+
+func priorityName(p nft.ChainPriority) string {
+	names := map[nft.ChainPriority]string{
+		-300: "raw", -150: "mangle", -100: "dstnat", 0: "filter", 50: "security", 100: "srcnat",
+	}
+	if name, ok := names[p]; ok {
+		return name
+	}
+	return fmt.Sprint(int32(p))
+}
+
+// operand is what an expression loaded into a register.
+type operand struct {
+	what expr.Any // *expr.Meta, *expr.Payload or *expr.Ct
+	mask []byte   // from a bitwise on the register, nil if none
+}
+
+// renderRule prints one rule in nft's syntax. It understands the
+// expressions knit writes; anything else is shown as [TYPE], so that a
+// foreign or tampered rule stands out rather than hides.
+func renderRule(r *nft.Rule) string {
+	var words []string
+	regs := map[uint32]operand{}
+	proto := byte(0) // the family a preceding meta nfproto matched
+	for i, e := range r.Exprs {
+		switch e := e.(type) {
+		case *expr.Meta:
+			regs[e.Register] = operand{what: e}
+		case *expr.Payload:
+			regs[e.DestRegister] = operand{what: e}
+		case *expr.Ct:
+			regs[e.Register] = operand{what: e}
+		case *expr.Bitwise:
+			op := regs[e.SourceRegister]
+			op.mask = e.Mask
+			regs[e.DestRegister] = op
+		case *expr.Cmp:
+			op := regs[e.Register]
+			if m, ok := op.what.(*expr.Meta); ok && m.Key == expr.MetaKeyNFPROTO && len(e.Data) == 1 {
+				proto = e.Data[0]
+				// nft leaves out the family check that a payload match implies.
+				if next := i + 1; next < len(r.Exprs) && isNetworkPayload(r.Exprs[next]) && e.Op == expr.CmpOpEq {
+					continue
+				}
+			}
+			words = append(words, renderCmp(op, e, proto))
+		case *expr.Masq:
+			words = append(words, "masquerade")
+		case *expr.Verdict:
+			words = append(words, renderVerdict(e))
+		default:
+			words = append(words, fmt.Sprintf("[%T]", e))
+		}
+	}
+	if tag := ruleTag(r); tag != "" {
+		words = append(words, fmt.Sprintf("comment %q", tag))
+	}
+	return strings.Join(words, " ")
+}
+
+func isNetworkPayload(e expr.Any) bool {
+	p, ok := e.(*expr.Payload)
+	return ok && p.Base == expr.PayloadBaseNetworkHeader
+}
+
+// renderCmp prints a comparison of a loaded operand with data.
+func renderCmp(op operand, c *expr.Cmp, proto byte) string {
+	ops := map[expr.CmpOp]string{
+		expr.CmpOpEq: "", expr.CmpOpNeq: "!= ", expr.CmpOpLt: "< ",
+		expr.CmpOpLte: "<= ", expr.CmpOpGt: "> ", expr.CmpOpGte: ">= ",
+	}
+	rel := ops[c.Op]
+	switch w := op.what.(type) {
+	case *expr.Meta:
+		switch w.Key {
+		case expr.MetaKeyIIFNAME, expr.MetaKeyOIFNAME:
+			name := "iifname"
+			if w.Key == expr.MetaKeyOIFNAME {
+				name = "oifname"
+			}
+			return fmt.Sprintf("%s %s%q", name, rel, strings.TrimRight(string(c.Data), "\x00"))
+		case expr.MetaKeyNFPROTO:
+			fam := map[byte]string{unix.NFPROTO_IPV4: "ipv4", unix.NFPROTO_IPV6: "ipv6"}[c.Data[0]]
+			return fmt.Sprintf("meta nfproto %s%s", rel, fam)
+		}
+	case *expr.Payload:
+		if s, ok := renderAddrMatch(w, op.mask, c.Data, proto); ok {
+			return fmt.Sprintf("%s %s%s", s[0], rel, s[1])
+		}
+	case *expr.Ct:
+		if w.Key == expr.CtKeySTATE && c.Op == expr.CmpOpNeq && len(op.mask) == 4 && allZero(c.Data) {
+			return "ct state " + ctStates(binaryutil.NativeEndian.Uint32(op.mask))
+		}
+	}
+	return fmt.Sprintf("[cmp %T %s%x]", op.what, rel, c.Data)
+}
+
+// renderAddrMatch names an address field of the network header and prints
+// the (possibly masked) value compared with it.
+func renderAddrMatch(p *expr.Payload, mask, data []byte, proto byte) ([2]string, bool) {
+	type field struct {
+		proto  byte
+		offset uint32
+	}
+	fields := map[field]string{
+		{unix.NFPROTO_IPV4, 12}: "ip saddr", {unix.NFPROTO_IPV4, 16}: "ip daddr",
+		{unix.NFPROTO_IPV6, 8}: "ip6 saddr", {unix.NFPROTO_IPV6, 24}: "ip6 daddr",
+	}
+	name, ok := fields[field{proto, p.Offset}]
+	if !ok || p.Base != expr.PayloadBaseNetworkHeader || int(p.Len) != len(data) {
+		return [2]string{}, false
+	}
+	full := 4
+	if proto == unix.NFPROTO_IPV6 {
+		full = 16
+	}
+	if len(data) > full {
+		return [2]string{}, false
+	}
+	raw := make([]byte, full)
+	copy(raw, data)
+	addr, _ := netip.AddrFromSlice(raw)
+	n := len(data) * 8
+	if mask != nil {
+		n = 0
+		for _, m := range mask {
+			n += bits.OnesCount8(m)
+		}
+	}
+	if n == full*8 {
+		return [2]string{name, addr.String()}, true
+	}
+	return [2]string{name, netip.PrefixFrom(addr, n).String()}, true
+}
+
+// ctStates prints a ct state bitmask as nft does, in bit order.
+func ctStates(mask uint32) string {
+	names := []struct {
+		bit  uint32
+		name string
+	}{
+		{expr.CtStateBitINVALID, "invalid"}, {expr.CtStateBitESTABLISHED, "established"},
+		{expr.CtStateBitRELATED, "related"}, {expr.CtStateBitNEW, "new"},
+		{expr.CtStateBitUNTRACKED, "untracked"},
+	}
+	var out []string
+	for _, n := range names {
+		if mask&n.bit != 0 {
+			out = append(out, n.name)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+func renderVerdict(v *expr.Verdict) string {
+	switch v.Kind {
+	case expr.VerdictAccept:
+		return "accept"
+	case expr.VerdictDrop:
+		return "drop"
+	case expr.VerdictReturn:
+		return "return"
+	case expr.VerdictJump:
+		return "jump " + v.Chain
+	case expr.VerdictGoto:
+		return "goto " + v.Chain
+	}
+	return fmt.Sprintf("[verdict %d]", v.Kind)
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
