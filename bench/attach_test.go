@@ -20,6 +20,7 @@ import (
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/driver/bridge"
 	"github.com/knit-dev/knit/internal/engine"
+	"github.com/knit-dev/knit/internal/firewall/nftables"
 	"github.com/knit-dev/knit/internal/runner"
 	"github.com/knit-dev/knit/internal/store/bolt"
 )
@@ -65,9 +66,14 @@ func newEngine(b *testing.B) *engine.Engine {
 	if err != nil {
 		b.Fatal(err)
 	}
+	fw, err := nftables.New() // in the benchmark's private namespace
+	if err != nil {
+		b.Fatal(err)
+	}
 	e, err := engine.New(engine.Options{
 		Paths: p, Config: cfg, Store: bolt.Open(filepath.Join(p.DataRoot, "knit.db")),
-		Drivers: map[string]driver.Driver{"bridge": bridge.New()},
+		Drivers:  map[string]driver.Driver{"bridge": bridge.New()},
+		Firewall: fw,
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/driver/bridge"
 	"github.com/knit-dev/knit/internal/engine"
+	"github.com/knit-dev/knit/internal/firewall/nftables"
 	"github.com/knit-dev/knit/internal/runner"
 	"github.com/knit-dev/knit/internal/store/bolt"
 )
@@ -41,10 +42,18 @@ func newEngine(p engine.Paths) (*engine.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return engine.New(engine.Options{
+	o := engine.Options{
 		Paths:   p,
 		Config:  cfg,
 		Store:   bolt.Open(p.DataRoot + "/knit.db"),
 		Drivers: map[string]driver.Driver{"bridge": bridge.New()},
-	})
+	}
+	if cfg.FirewallOn() {
+		fw, err := nftables.New()
+		if err != nil {
+			return nil, err
+		}
+		o.Firewall = fw
+	}
+	return engine.New(o)
 }

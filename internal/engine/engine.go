@@ -19,6 +19,7 @@ import (
 
 	"github.com/knit-dev/knit/internal/config"
 	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/netns"
 	"github.com/knit-dev/knit/internal/store"
 )
@@ -47,7 +48,8 @@ type Engine struct {
 	cfg     *config.Config
 	st      store.Store
 	drivers map[string]driver.Driver
-	self    string // path of the knit binary, re-executed for supervisors
+	fw      firewall.Firewall // nil when the firewall is off (config "iptables": false)
+	self    string            // path of the knit binary, re-executed for supervisors
 }
 
 // Options wires an Engine.
@@ -56,6 +58,8 @@ type Options struct {
 	Config  *config.Config
 	Store   store.Store
 	Drivers map[string]driver.Driver
+	// Firewall programs NAT and filtering; nil leaves the firewall alone.
+	Firewall firewall.Firewall
 }
 
 // New returns an Engine over the given dependencies.
@@ -64,7 +68,7 @@ func New(o Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
 	}
-	return &Engine{paths: o.Paths, cfg: o.Config, st: o.Store, drivers: o.Drivers, self: self}, nil
+	return &Engine{paths: o.Paths, cfg: o.Config, st: o.Store, drivers: o.Drivers, fw: o.Firewall, self: self}, nil
 }
 
 func (e *Engine) netnsDir() string           { return filepath.Join(e.paths.ExecRoot, "netns") }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/ipam"
 	"github.com/knit-dev/knit/internal/link"
 	"github.com/knit-dev/knit/internal/store"
@@ -46,7 +47,9 @@ func (e *Engine) createDefaultNetwork() (*Network, error) {
 			External: e.cfg.Bridge != "",
 			Options:  map[string]string{},
 		},
-		Created: time.Now().UTC(),
+		Created:    time.Now().UTC(),
+		Masquerade: e.cfg.MasqueradeOn(),
+		ICC:        e.cfg.ICCOn(),
 	}
 	sub, err := e.defaultSubnet()
 	if err != nil {
@@ -102,6 +105,15 @@ func (e *Engine) defaultSubnet() (driver.Subnet, error) {
 	return s, nil
 }
 
+// firewallNetwork is what the firewall needs to know about n.
+func firewallNetwork(n *Network) firewall.Network {
+	fn := firewall.Network{Name: n.Name, Bridge: n.Bridge, Masquerade: n.Masquerade && !n.Internal, ICC: n.ICC, Internal: n.Internal}
+	for _, s := range n.Subnets {
+		fn.Subnets = append(fn.Subnets, s.Prefix)
+	}
+	return fn
+}
+
 // ensureNetwork makes (or repairs) the network's kernel objects and turns on
 // forwarding, which bridged containers need to reach beyond the host.
 func (e *Engine) ensureNetwork(n *Network) error {
@@ -111,6 +123,11 @@ func (e *Engine) ensureNetwork(n *Network) error {
 	}
 	if err := d.CreateNetwork(&n.Network); err != nil {
 		return fmt.Errorf("set up network %s: %w", n.Name, err)
+	}
+	if e.fw != nil {
+		if err := e.fw.EnsureNetwork(firewallNetwork(n)); err != nil {
+			return fmt.Errorf("firewall rules of network %s: %w", n.Name, err)
+		}
 	}
 	if e.cfg.ForwardingOn() {
 		if err := link.SetIPForward(); err != nil {

@@ -109,6 +109,10 @@ type Network struct {
 	driver.Network
 	Created time.Time         `json:"created"`
 	Labels  map[string]string `json:"labels,omitempty"`
+	// Masquerade rewrites the source of traffic leaving the subnet to the
+	// outgoing interface's address (Docker's ip-masq).
+	Masquerade bool `json:"masquerade"`
+	ICC        bool `json:"icc"`
 }
 
 func getJSON(tx store.Tx, bucket, key string, v any) error {
