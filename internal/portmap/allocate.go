@@ -1,0 +1,182 @@
+package portmap
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"strconv"
+
+	"github.com/knit-dev/knit/internal/errdefs"
+)
+
+// The range random host ports come from: Linux's default
+// net.ipv4.ip_local_port_range.
+const (
+	EphemeralFirst uint16 = 32768
+	EphemeralLast  uint16 = 60999
+)
+
+// Mapping is one concrete published port.
+type Mapping struct {
+	HostIP        netip.Addr // zero: all host addresses
+	HostPort      uint16
+	Proto         Proto
+	ContainerPort uint16
+}
+
+// String returns the line `docker port` prints, "80/tcp -> 0.0.0.0:8080" or
+// "80/tcp -> [::]:8080"; the zero HostIP prints as 0.0.0.0.
+func (m Mapping) String() string {
+	ip := m.HostIP
+	if !ip.IsValid() {
+		ip = netip.IPv4Unspecified()
+	}
+	return strconv.Itoa(int(m.ContainerPort)) + "/" + string(m.Proto) + " -> " +
+		netip.AddrPortFrom(ip, m.HostPort).String()
+}
+
+// Taken reports whether a host port is already published or bound, and by
+// whom: owner completes "already in use by ...", as in "container web" or
+// "a process listening on the host". An implementation must apply Overlaps:
+// a query for the zero Addr or 0.0.0.0 is taken by a holder on 127.0.0.1.
+type Taken func(hostIP netip.Addr, proto Proto, port uint16) (owner string, taken bool)
+
+// slot is one mapping to be made: a container port and the host ports it
+// may take.
+type slot struct {
+	ip          netip.Addr
+	proto       Proto
+	ctr         uint16
+	first, last uint16 // candidate host ports; 0, 0 means the ephemeral range
+}
+
+func (s slot) fixed() bool  { return s.first != 0 && s.first == s.last }
+func (s slot) random() bool { return s.first == 0 }
+
+// pass is when a slot is placed: fixed ports first, then host ranges, then
+// random ports, so a flexible slot never takes a port a fixed one needs.
+func (s slot) pass() int {
+	switch {
+	case s.fixed():
+		return 0
+	case s.random():
+		return 2
+	}
+	return 1
+}
+
+// Allocate turns specs into mappings, one per container port, in spec order.
+// Fixed host ports fail with errdefs.Conflict if taken reports them, and with
+// errdefs.Invalid if two specs ask for overlapping ones. A host range with a
+// single container port takes the first free port of the range; a missing
+// host port becomes a random free port of the ephemeral range. Fixed ports
+// are placed first, then ranges, then random ports, so that a flexible spec
+// never takes a port a fixed one needs. A nil taken means nothing is taken.
+func Allocate(specs []Spec, taken Taken) ([]Mapping, error) {
+	if taken == nil {
+		taken = func(netip.Addr, Proto, uint16) (string, bool) { return "", false }
+	}
+	slots, err := expand(specs)
+	if err != nil {
+		return nil, err
+	}
+	a := allocator{taken: taken, out: make([]Mapping, len(slots)), done: make([]bool, len(slots))}
+	for pass := range 3 {
+		for i, s := range slots {
+			if s.pass() != pass {
+				continue
+			}
+			if err := a.place(i, s); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return a.out, nil
+}
+
+// expand splits specs into slots after validating them.
+func expand(specs []Spec) ([]slot, error) {
+	var slots []slot
+	for _, sp := range specs {
+		if err := sp.validate(); err != nil {
+			return nil, errdefs.Invalid("invalid port spec %s: %w", sp, err)
+		}
+		for c := int(sp.ContainerFirst); c <= int(sp.ContainerLast); c++ {
+			s := slot{ip: sp.HostIP, proto: sp.Proto, ctr: uint16(c), first: sp.HostPortFirst, last: sp.HostPortLast}
+			if sp.HostPortFirst != 0 && sp.ContainerFirst != sp.ContainerLast {
+				// Equal-length ranges map port to port.
+				s.first = sp.HostPortFirst + uint16(c-int(sp.ContainerFirst))
+				s.last = s.first
+			}
+			slots = append(slots, s)
+		}
+	}
+	return slots, nil
+}
+
+type allocator struct {
+	taken Taken
+	out   []Mapping
+	done  []bool
+}
+
+// place chooses the host port of slots[i] and records it in out[i].
+func (a *allocator) place(i int, s slot) error {
+	if s.fixed() {
+		if a.ours(s.ip, s.proto, s.first) {
+			return errdefs.Invalid("host port %s is published more than once", hostPort(s.ip, s.proto, s.first))
+		}
+		if owner, ok := a.taken(s.ip, s.proto, s.first); ok {
+			return inUse(s.ip, s.proto, s.first, owner)
+		}
+		a.set(i, s, s.first)
+		return nil
+	}
+	first, last, start := s.first, s.last, s.first
+	if s.random() {
+		first, last = EphemeralFirst, EphemeralLast
+		start = first + uint16(rand.IntN(int(last-first)+1))
+	}
+	n := int(last-first) + 1
+	for k := range n {
+		p := first + uint16((int(start-first)+k)%n)
+		if a.ours(s.ip, s.proto, p) {
+			continue
+		}
+		if _, ok := a.taken(s.ip, s.proto, p); ok {
+			continue
+		}
+		a.set(i, s, p)
+		return nil
+	}
+	return errdefs.Conflict("no free host port in %s/%s", portRange(first, last), s.proto)
+}
+
+func (a *allocator) set(i int, s slot, port uint16) {
+	a.out[i] = Mapping{HostIP: s.ip, HostPort: port, Proto: s.proto, ContainerPort: s.ctr}
+	a.done[i] = true
+}
+
+// ours reports whether a mapping already chosen in this call overlaps.
+func (a *allocator) ours(ip netip.Addr, proto Proto, port uint16) bool {
+	for i, m := range a.out {
+		if a.done[i] && m.Proto == proto && m.HostPort == port && Overlaps(m.HostIP, ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func inUse(ip netip.Addr, proto Proto, port uint16, owner string) error {
+	if owner == "" {
+		return errdefs.Conflict("host port %s is already in use", hostPort(ip, proto, port))
+	}
+	return errdefs.Conflict("host port %s is already in use by %s", hostPort(ip, proto, port), owner)
+}
+
+// hostPort names a host port for messages: "8080/tcp" or "127.0.0.1:8080/tcp".
+func hostPort(ip netip.Addr, proto Proto, port uint16) string {
+	if !ip.IsValid() {
+		return strconv.Itoa(int(port)) + "/" + string(proto)
+	}
+	return netip.AddrPortFrom(ip, port).String() + "/" + string(proto)
+}
