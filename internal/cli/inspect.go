@@ -63,8 +63,13 @@ type (
 	}
 	networkSettings struct {
 		SandboxKey string
+		Ports      map[string][]portBinding
 		endpointView
 		Networks map[string]endpointView
+	}
+	portBinding struct {
+		HostIp   string //nolint:revive // Docker's name
+		HostPort string
 	}
 	endpointView struct {
 		NetworkID           string `json:",omitempty"`
@@ -154,9 +159,18 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 	for _, d := range c.Spec.DNS {
 		v.HostConfig.Dns = append(v.HostConfig.Dns, d.String())
 	}
+	v.NetworkSettings.Ports = map[string][]portBinding{}
 	if c.Running() {
 		v.State.Pid = c.State.Process.Pid
 		v.NetworkSettings.SandboxKey = c.Netns
+		for _, m := range engine.Mappings(c) {
+			key := fmt.Sprintf("%d/%s", m.ContainerPort, m.Proto)
+			ip := "0.0.0.0"
+			if m.HostIP.IsValid() {
+				ip = m.HostIP.String()
+			}
+			v.NetworkSettings.Ports[key] = append(v.NetworkSettings.Ports[key], portBinding{HostIp: ip, HostPort: fmt.Sprint(m.HostPort)})
+		}
 	}
 	for _, ep := range c.Endpoints {
 		ev := endpointView{EndpointID: c.ID[:12] + "-" + ep.Network}

@@ -88,6 +88,7 @@ func newPSRow(c *engine.Container, now time.Time, noTrunc bool) psRow {
 		CreatedAt:  c.Created.Local().Format("2006-01-02 15:04:05 -0700 MST"),
 		RunningFor: humanDuration(now.Sub(c.Created)) + " ago",
 		State:      c.State.Status,
+		Ports:      portsColumn(c),
 		Image:      "/", // the rootfs; the host's own by default
 	}
 	if c.Spec.Rootfs != "" {

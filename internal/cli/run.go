@@ -12,13 +12,15 @@ import (
 	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/engine"
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/portmap"
 )
 
 // runFlags are docker run's flags that knit implements, under the same names.
 type runFlags struct {
 	name, hostname, network, ip, mac, workdir, rootfs string
 	env, dns, dnsSearch, dnsOptions, addHosts         []string
-	detach, rm, interactive, tty                      bool
+	publish, expose                                   []string
+	detach, rm, interactive, tty, publishAll          bool
 }
 
 func (a *app) runCommand() *cobra.Command {
@@ -54,6 +56,9 @@ func (a *app) runCommand() *cobra.Command {
 	fl.StringArrayVar(&f.dnsOptions, "dns-option", nil, "set DNS options")
 	fl.StringArrayVar(&f.dnsOptions, "dns-opt", nil, "alias of --dns-option")
 	fl.StringArrayVar(&f.addHosts, "add-host", nil, "add a custom host-to-IP mapping (host:ip, ip may be host-gateway)")
+	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a container's port(s) to the host ([IP:][HOSTPORT:]PORT[/PROTO])")
+	fl.BoolVarP(&f.publishAll, "publish-all", "P", false, "publish all exposed ports to random host ports")
+	fl.StringArrayVar(&f.expose, "expose", nil, "expose a port or a range of ports (PORT[-PORT][/PROTO])")
 	fl.StringVar(&f.rootfs, "rootfs", "", "directory to use as the root filesystem (default: the host's, privately mounted)")
 	_ = fl.MarkHidden("net")
 	_ = fl.MarkHidden("dns-opt")
@@ -95,6 +100,7 @@ func (f *runFlags) options(args []string) (*engine.RunOptions, error) {
 	o := &engine.RunOptions{
 		Name: f.name, Hostname: f.hostname, Network: f.network, Args: args, Workdir: f.workdir,
 		Rootfs: f.rootfs, Tty: f.tty, Interactive: f.interactive, Detach: f.detach, AutoRemove: f.rm,
+		PublishAll: f.publishAll,
 		DNSSearch: f.dnsSearch, DNSOptions: f.dnsOptions,
 	}
 	var err error
@@ -130,6 +136,20 @@ func (f *runFlags) options(args []string) (*engine.RunOptions, error) {
 		if err := files.ValidateDNSOption(s); err != nil {
 			return nil, fmt.Errorf("--dns-option: %w", err)
 		}
+	}
+	for _, s := range f.publish {
+		specs, err := portmap.ParsePublish(s)
+		if err != nil {
+			return nil, err
+		}
+		o.Publish = append(o.Publish, specs...)
+	}
+	for _, s := range f.expose {
+		specs, err := portmap.ParseExpose(s)
+		if err != nil {
+			return nil, err
+		}
+		o.Expose = append(o.Expose, specs...)
 	}
 	for _, s := range f.addHosts {
 		h, err := files.ParseAddHost(s)

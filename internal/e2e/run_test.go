@@ -322,14 +322,20 @@ func TestKilledSupervisorIsRepaired(t *testing.T) {
 // returns the body. (Debian's static busybox wget crashes, so the request is
 // written by hand through nc.)
 func httpGet(s *testutil.Sandbox, addr string, port int, path string) (string, error) {
+	return httpGetVia(s, nil, addr, port, path)
+}
+
+// httpGetVia is httpGet run through a command prefix, e.g. {"ip", "netns",
+// "exec", "world"} for the world or {knit, "exec", "web"} for a container.
+func httpGetVia(s *testutil.Sandbox, via []string, addr string, port int, path string) (string, error) {
 	req := fmt.Sprintf("printf 'GET %s HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 %s %d", path, addr, port)
-	r := s.Run("sh", "-c", req)
+	r := s.Run(append(via, "sh", "-c", req)...)
 	if r.Code != 0 {
-		return "", fmt.Errorf("GET http://%s:%d%s: exit %d: %s", addr, port, path, r.Code, r.Stderr)
+		return "", fmt.Errorf("GET http://%s:%d%s via %v: exit %d: %s", addr, port, path, via, r.Code, r.Stderr)
 	}
 	_, body, ok := strings.Cut(r.Stdout, "\r\n\r\n")
 	if !ok || !strings.HasPrefix(r.Stdout, "HTTP/1.") {
-		return "", fmt.Errorf("GET http://%s:%d%s: no HTTP response: %q", addr, port, path, r.Stdout)
+		return "", fmt.Errorf("GET http://%s:%d%s via %v: no HTTP response: %q", addr, port, path, via, r.Stdout)
 	}
 	return body, nil
 }

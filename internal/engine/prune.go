@@ -17,6 +17,7 @@ type PruneReport struct {
 	Links      []string // host-side links whose container is gone
 	Netns      []string // namespace mounts whose container is gone
 	Addresses  []string // network/address allocations whose container is gone
+	Ports      []string // containers whose published-port elements outlived them
 }
 
 // Prune removes stopped containers and every kernel object and allocation
@@ -51,7 +52,7 @@ func (e *Engine) Prune() (*PruneReport, error) {
 		}
 		live[c.ID] = c
 	}
-	errs = append(errs, e.pruneNetns(live, r), e.pruneLinks(live, nets, r), e.pruneAddrs(nets, r), e.pruneDirs())
+	errs = append(errs, e.pruneNetns(live, r), e.pruneLinks(live, nets, r), e.pruneAddrs(nets, r), e.pruneDirs(), e.prunePorts(live, r))
 	return r, errors.Join(errs...)
 }
 
@@ -161,6 +162,29 @@ func (e *Engine) pruneDirs() error {
 		}
 	}
 	return nil
+}
+
+// prunePorts removes firewall elements of containers that no longer exist.
+func (e *Engine) prunePorts(live map[string]*Container, r *PruneReport) error {
+	if e.fw == nil {
+		return nil
+	}
+	owners, err := e.fw.Owners()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range owners {
+		if _, ok := live[id]; ok || e.active(id) {
+			continue
+		}
+		if err := e.fw.RemovePorts(id, nil); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.Ports = append(r.Ports, id)
+	}
+	return errors.Join(errs...)
 }
 
 // active reports whether id is a container that is not exited, read now.

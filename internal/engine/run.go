@@ -13,6 +13,7 @@ import (
 
 	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/portmap"
 	"github.com/knit-dev/knit/internal/runner"
 	"github.com/knit-dev/knit/internal/store"
 )
@@ -40,6 +41,9 @@ type RunOptions struct {
 	DNSSearch   []string
 	DNSOptions  []string
 	AddHosts    []files.HostEntry
+	Publish     []portmap.Spec // -p
+	Expose      []portmap.Spec // --expose
+	PublishAll  bool           // -P: publish every exposed port on a random host port
 	Tty         bool
 	Interactive bool
 	Detach      bool
@@ -87,6 +91,9 @@ func (o *RunOptions) validate() error {
 			return errdefs.Invalid("conflicting options: custom host-to-IP mapping and the network mode")
 		}
 	}
+	if !ownNet && len(portSpecs(o)) > 0 {
+		return errdefs.Invalid("conflicting options: port publishing and --network %s", mode)
+	}
 	if o.MAC != nil && (len(o.MAC) != 6 || o.MAC[0]&1 == 1) {
 		return errdefs.Invalid("invalid --mac-address %s: must be a unicast Ethernet address", o.MAC)
 	}
@@ -110,7 +117,13 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err = e.reserve(o, plan)
+	var listening *portmap.Listeners
+	if len(portSpecs(o)) > 0 {
+		if listening, err = portmap.ReadListeners(); err != nil {
+			return nil, fmt.Errorf("read the host's listening sockets: %w", err)
+		}
+	}
+	c, err = e.reserve(o, plan, listening)
 	if err != nil {
 		return nil, err
 	}
@@ -120,6 +133,9 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 		}
 	}()
 	if err := e.setupNetwork(c, plan); err != nil {
+		return c, err
+	}
+	if err := e.publish(c); err != nil {
 		return c, err
 	}
 	if err := e.writeFiles(c, o, plan); err != nil {

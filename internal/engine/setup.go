@@ -13,6 +13,7 @@ import (
 	"github.com/knit-dev/knit/internal/ipam"
 	"github.com/knit-dev/knit/internal/link"
 	"github.com/knit-dev/knit/internal/netns"
+	"github.com/knit-dev/knit/internal/portmap"
 	"github.com/knit-dev/knit/internal/runner"
 	"github.com/knit-dev/knit/internal/store"
 )
@@ -45,7 +46,7 @@ func (e *Engine) plan(o *RunOptions) (*plan, error) {
 
 // reserve records the container, its name and its addresses in one
 // transaction, so concurrent runs never share a name or an address.
-func (e *Engine) reserve(o *RunOptions, p *plan) (*Container, error) {
+func (e *Engine) reserve(o *RunOptions, p *plan, listening *portmap.Listeners) (*Container, error) {
 	id := newID()
 	self, _ := runner.StartTime(os.Getpid())
 	c := &Container{
@@ -99,6 +100,9 @@ func (e *Engine) reserve(o *RunOptions, p *plan) (*Container, error) {
 				return err
 			}
 			c.Endpoints = append(c.Endpoints, *ep)
+			if err := reservePorts(tx, c, portSpecs(o), listening); err != nil {
+				return err
+			}
 		}
 		c.Spec.Env = containerEnv(c.Spec.Hostname, o.Tty, o.Env)
 		return putContainer(tx, c)
@@ -300,6 +304,9 @@ func (e *Engine) teardownKernel(c *Container) error {
 	if !c.OwnsNetns {
 		return nil
 	}
+	if err := e.unpublish(c); err != nil {
+		return err
+	}
 	if target, err := os.Readlink(e.netnsLink(c.Name)); err == nil && target == c.Netns {
 		_ = os.Remove(e.netnsLink(c.Name))
 	}
@@ -330,6 +337,9 @@ func (e *Engine) teardownKernel(c *Container) error {
 }
 
 func releaseAddrs(tx store.Tx, c *Container) error {
+	if err := releasePorts(tx, c); err != nil {
+		return err
+	}
 	for _, ep := range c.Endpoints {
 		for _, a := range ep.Addrs {
 			k := a.Addr().String()

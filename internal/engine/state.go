@@ -11,6 +11,7 @@ import (
 
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/store"
 )
 
@@ -78,6 +79,8 @@ type Container struct {
 	OwnsNetns bool       `json:"ownsNetns,omitempty"`
 	JoinedTo  string     `json:"joinedTo,omitempty"` // container ID for container:NAME
 	Endpoints []Endpoint `json:"endpoints,omitempty"`
+	// Ports are the published ports, with the host ports chosen.
+	Ports []firewall.PortMapping `json:"ports,omitempty"`
 	Dir       string     `json:"dir"` // holds hosts, resolv.conf, hostname, container.log
 }
 

@@ -1,6 +1,5 @@
 // Package firewall states what knit needs from the host's packet filter in
-// terms of networks (and, later, endpoints and published ports), never in
-// terms of rules. A backend (nftables/) turns that intent into rules; the
+// terms of networks and published ports, never in terms of rules. A backend (nftables/) turns that intent into rules; the
 // recording stub (firewalltest/) lets callers be tested without root.
 //
 // Invariants:
@@ -13,10 +12,20 @@
 //     that network name and nothing else, and is idempotent.
 //   - The host's own traffic is never affected: backends add only
 //     accept-by-default chains in tables they own, and match only traffic of
-//     knit's bridges and subnets.
+//     knit's bridges and subnets, or of published host ports.
+//   - Containers are reachable from outside their bridge only through
+//     published ports (unless Network.Routed), networks never reach each
+//     other, and with ICC off containers of one network cannot talk.
+//   - Published ports are data, not rules: AddPorts and RemovePorts change
+//     elements of maps that a fixed set of rules looks up, so the work per
+//     packet does not grow with the number of mappings. Each element carries
+//     its owner (a container ID), so Owners lets a prune find strays.
+//   - Administrators' own rules (the nftables backend's chain knit-user) are
+//     never flushed or rewritten by knit, and are consulted first.
 package firewall
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 
@@ -35,14 +44,35 @@ type Network struct {
 	// Masquerade rewrites the source address of traffic that leaves the
 	// network through another interface to that interface's address.
 	Masquerade bool
-	// ICC allows containers on the same network to talk to each other. It
-	// is not enforced yet: traffic inside one bridge is switched, not
-	// routed, and filtering it needs a bridge-family table (a later step).
+	// ICC allows containers on the same network to talk to each other.
+	// Traffic between two ports of one bridge is switched, not routed; the
+	// host's br_netfilter makes it pass the forward hook, where ICC=false
+	// drops it. Without br_netfilter ICC=false is not enforced.
 	ICC bool
 	// Internal cuts the network off from everything but itself: no traffic
 	// is forwarded between its bridge and any other interface, and nothing
 	// is masqueraded.
 	Internal bool
+	// Routed makes the containers' addresses reachable from outside the
+	// bridge (for hosts that route the subnet to this one). By default only
+	// published ports are: new connections into the bridge that were not
+	// destination-NATed by a port mapping are dropped.
+	Routed bool
+}
+
+// PortMapping publishes a container's port on the host.
+type PortMapping struct {
+	// Network is the knit network the container's address belongs to.
+	Network string
+	// HostIP is the host address the port is published on; the zero Addr
+	// (or 0.0.0.0, ::) means every host address of ContainerIP's family,
+	// loopback included. A loopback HostIP is reachable from the host only.
+	HostIP   netip.Addr
+	HostPort uint16
+	// Proto is "tcp", "udp" or "sctp".
+	Proto         string
+	ContainerIP   netip.Addr
+	ContainerPort uint16
 }
 
 // Firewall installs and removes the packet-filter state of knit's networks.
@@ -53,6 +83,67 @@ type Firewall interface {
 	// RemoveNetwork deletes exactly what EnsureNetwork added for the named
 	// network, atomically. Idempotent.
 	RemoveNetwork(name string) error
+	// AddPorts publishes ports for owner (a container ID) in ONE atomic
+	// batch. Mappings already in place are left alone, so a second call
+	// writes nothing. A mapping of the same host address, protocol and port
+	// that is in place for another owner is replaced: the caller (which
+	// allocates host ports) is the authority on who holds a port.
+	AddPorts(owner string, ports []PortMapping) error
+	// RemovePorts unpublishes owner's ports in one atomic batch (all of
+	// them when ports is nil, for a prune that knows only the owner); mappings
+	// missing, or held by another owner, are skipped. Idempotent.
+	RemovePorts(owner string, ports []PortMapping) error
+	// Owners returns the owners that have mappings in place, sorted, so
+	// that a prune can remove those of containers that no longer exist.
+	Owners() ([]string, error)
+}
+
+// ValidateOwner reports whether owner can tag port mappings: the same
+// characters and length as a network name. The error is KindInvalid.
+func ValidateOwner(owner string) error {
+	if err := ValidateName(owner); err != nil {
+		return errdefs.Invalid("invalid port owner %q: want 1 to %d printable characters without blanks or quotes", owner, MaxNameLen)
+	}
+	return nil
+}
+
+// Validate reports whether m can be published; the error is KindInvalid.
+// The host address, when given, must be of the container address's family:
+// knit does not translate between IPv4 and IPv6.
+func (m PortMapping) Validate() error {
+	if err := ValidateName(m.Network); err != nil {
+		return err
+	}
+	switch m.Proto {
+	case "tcp", "udp", "sctp":
+	default:
+		return errdefs.Invalid("port mapping %s: invalid protocol %q", m, m.Proto)
+	}
+	if m.HostPort == 0 || m.ContainerPort == 0 {
+		return errdefs.Invalid("port mapping %s: port 0", m)
+	}
+	c := m.ContainerIP
+	if !c.IsValid() || c.IsUnspecified() || c.Is4In6() || c.Zone() != "" {
+		return errdefs.Invalid("port mapping %s: invalid container address", m)
+	}
+	if h := m.HostIP; h.IsValid() && (h.Unmap().Is4() != c.Is4() || h.Zone() != "") {
+		return errdefs.Invalid("port mapping %s: host and container addresses differ in family", m)
+	}
+	return nil
+}
+
+// AnyHost reports whether m publishes on every host address.
+func (m PortMapping) AnyHost() bool { return !m.HostIP.IsValid() || m.HostIP.IsUnspecified() }
+
+// String renders m as docker does: [HOSTIP:]HOSTPORT->CONTAINERIP:PORT/PROTO.
+func (m PortMapping) String() string {
+	host := ""
+	if !m.AnyHost() {
+		host = netip.AddrPortFrom(m.HostIP.Unmap(), m.HostPort).String()
+	} else {
+		host = fmt.Sprint(m.HostPort)
+	}
+	return fmt.Sprintf("%s->%s/%s", host, netip.AddrPortFrom(m.ContainerIP, m.ContainerPort), m.Proto)
 }
 
 // Limits on names, chosen so that a tag ("knit:net=" + name) fits the 128

@@ -37,3 +37,39 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestPortMappingValidate(t *testing.T) {
+	a := netip.MustParseAddr
+	ok := firewall.PortMapping{Network: "n1", HostPort: 8080, Proto: "tcp", ContainerIP: a("10.0.0.2"), ContainerPort: 80}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ok.String(), "8080->10.0.0.2:80/tcp"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+	for _, change := range []func(m *firewall.PortMapping){
+		func(m *firewall.PortMapping) { m.Proto = "icmp" },
+		func(m *firewall.PortMapping) { m.HostPort = 0 },
+		func(m *firewall.PortMapping) { m.ContainerPort = 0 },
+		func(m *firewall.PortMapping) { m.ContainerIP = netip.Addr{} },
+		func(m *firewall.PortMapping) { m.ContainerIP = a("::ffff:10.0.0.2") },
+		func(m *firewall.PortMapping) { m.HostIP = a("::1") },
+		func(m *firewall.PortMapping) { m.Network = "" },
+	} {
+		m := ok
+		change(&m)
+		if err := m.Validate(); errdefs.KindOf(err) != errdefs.KindInvalid {
+			t.Errorf("Validate(%+v) = %v, want invalid", m, err)
+		}
+	}
+	for _, host := range []string{"127.0.0.1", "0.0.0.0", "::ffff:192.0.2.1"} {
+		m := ok
+		m.HostIP = a(host)
+		if err := m.Validate(); err != nil {
+			t.Errorf("Validate(host %s) = %v", host, err)
+		}
+	}
+	if err := firewall.ValidateOwner("a b"); errdefs.KindOf(err) != errdefs.KindInvalid {
+		t.Errorf("ValidateOwner(a b) = %v, want invalid", err)
+	}
+}

@@ -42,3 +42,43 @@ func DisableIPv6ForNewLinks() error {
 	}
 	return nil
 }
+
+// SetRouteLocalnet lets packets addressed to 127.0.0.0/8 be routed out of
+// dev, which publishing a port on 127.0.0.1 needs: the host's own connection
+// to 127.0.0.1:PORT is rewritten to the container's address and leaves
+// through the bridge with its loopback source (then masqueraded).
+//
+// Equivalent to: sysctl -w net.ipv4.conf.DEV.route_localnet=1
+func SetRouteLocalnet(dev string) error {
+	return sysctlEnsure("/proc/sys/net/ipv4/conf/"+dev+"/route_localnet", "1")
+}
+
+// EnableBridgeNetfilter makes traffic between two ports of one bridge pass
+// the inet forward hook (br_netfilter), where inter-container policy and
+// hairpin NAT are enforced. Without the br_netfilter module there is nothing
+// to set, and it reports that.
+//
+// Equivalent to: sysctl -w net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
+func EnableBridgeNetfilter() error {
+	for _, p := range []string{"/proc/sys/net/bridge/bridge-nf-call-iptables", "/proc/sys/net/bridge/bridge-nf-call-ip6tables"} {
+		if err := sysctlEnsure(p, "1"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sysctlEnsure writes value to path unless it already holds it.
+func sysctlEnsure(path, value string) error {
+	cur, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if string(bytes.TrimSpace(cur)) == value {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte(value+"\n"), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

@@ -14,6 +14,10 @@ type Veth struct {
 	Name        string // host end
 	Alias       string // host end's alias, e.g. the owner's ID
 	MasterIndex int    // bridge to enslave the host end to; 0 for none
+	// Hairpin lets the bridge send a frame back out of the port it came
+	// in on: a container reaching its own published port through the host
+	// address gets its packets back on its own veth.
+	Hairpin bool
 	MTU         int    // both ends; 0 for the kernel default
 	PeerName    string // e.g. eth0
 	PeerMAC     net.HardwareAddr
@@ -29,7 +33,7 @@ type Veth struct {
 //
 // Equivalent to: ip link add NAME mtu MTU type veth peer name PEER
 // address MAC mtu MTU netns NS && ip link set NAME addrgenmode none
-// master BR alias ALIAS up
+// master BR alias ALIAS up && ip link set NAME type bridge_slave hairpin on
 func (h *Handle) VethAdd(v Veth) (index int, err error) {
 	ns, err := os.Open(v.PeerNetns)
 	if err != nil {
@@ -67,6 +71,11 @@ func (h *Handle) VethAdd(v Veth) (index int, err error) {
 	if v.MasterIndex != 0 {
 		if err := h.nl.LinkSetMasterByIndex(veth, v.MasterIndex); err != nil {
 			return 0, wrap(err, "set veth %s master %d", v.Name, v.MasterIndex)
+		}
+	}
+	if v.Hairpin && v.MasterIndex != 0 {
+		if err := h.nl.LinkSetHairpin(veth, true); err != nil {
+			return 0, wrap(err, "set veth %s hairpin on", v.Name)
 		}
 	}
 	if v.Alias != "" {

@@ -77,6 +77,14 @@ func (d *Driver) CreateNetwork(n *driver.Network) (err error) {
 	if err := h.LinkSetUp(idx); err != nil {
 		return fmt.Errorf("create network %s: %w", n.Name, err)
 	}
+	// Published ports on 127.0.0.1 and policy between the bridge's ports
+	// need these; both are settings of the namespace the bridge is in.
+	if err := link.SetRouteLocalnet(n.Bridge); err != nil {
+		return fmt.Errorf("create network %s: %w", n.Name, err)
+	}
+	if err := link.EnableBridgeNetfilter(); err != nil {
+		return fmt.Errorf("create network %s: %w (is the br_netfilter module loaded?)", n.Name, err)
+	}
 	return nil
 }
 

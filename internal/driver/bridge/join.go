@@ -34,6 +34,7 @@ func (d *Driver) Join(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox)
 	name, err := addVeth(h, ep, link.Veth{
 		Alias:       aliasPrefix + ep.ContainerID,
 		MasterIndex: br.Index,
+		Hairpin:     true,
 		MTU:         mtu(n),
 		PeerName:    ep.IfName,
 		PeerMAC:     ep.MAC,

@@ -12,6 +12,7 @@ package firewalltest
 import (
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -19,23 +20,48 @@ import (
 	"github.com/knit-dev/knit/internal/firewall"
 )
 
-// Recorder records calls and the resulting set of installed networks.
+// Recorder records calls and the resulting set of installed networks and
+// published ports.
 type Recorder struct {
 	mu       sync.Mutex
 	calls    []string
 	networks map[string]firewall.Network
+	ports    map[portKey]ownedPort
 	fail     map[string]error
+}
+
+// portKey identifies a published port as the backends do: one mapping per
+// host address (or every address of a family), protocol and host port.
+type portKey struct {
+	host  netip.Addr // zero: every address
+	v6    bool
+	proto string
+	port  uint16
+}
+
+type ownedPort struct {
+	owner string
+	m     firewall.PortMapping
+}
+
+func keyOf(m firewall.PortMapping) portKey {
+	k := portKey{v6: m.ContainerIP.Is6(), proto: m.Proto, port: m.HostPort}
+	if !m.AnyHost() {
+		k.host = m.HostIP.Unmap()
+	}
+	return k
 }
 
 var _ firewall.Firewall = (*Recorder)(nil)
 
 // New returns an empty Recorder.
 func New() *Recorder {
-	return &Recorder{networks: map[string]firewall.Network{}, fail: map[string]error{}}
+	return &Recorder{networks: map[string]firewall.Network{}, ports: map[portKey]ownedPort{}, fail: map[string]error{}}
 }
 
-// FailOn makes the next call described by call ("EnsureNetwork NAME" or
-// "RemoveNetwork NAME") return err without changing anything.
+// FailOn makes the next call described by call ("EnsureNetwork NAME",
+// "RemoveNetwork NAME", "AddPorts OWNER" or "RemovePorts OWNER") return err
+// without changing anything.
 func (r *Recorder) FailOn(call string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -68,6 +94,75 @@ func (r *Recorder) RemoveNetwork(name string) error {
 	return nil
 }
 
+// AddPorts records owner's mappings, replacing any other owner's of the
+// same host address, protocol and port, as a backend does.
+func (r *Recorder) AddPorts(owner string, ports []firewall.PortMapping) error {
+	if err := r.record("AddPorts " + owner); err != nil {
+		return err
+	}
+	if err := validatePorts(owner, ports); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range ports {
+		r.ports[keyOf(m)] = ownedPort{owner, m}
+	}
+	return nil
+}
+
+// RemovePorts forgets owner's mappings; others' and missing ones are
+// skipped.
+func (r *Recorder) RemovePorts(owner string, ports []firewall.PortMapping) error {
+	if err := r.record("RemovePorts " + owner); err != nil {
+		return err
+	}
+	if err := validatePorts(owner, ports); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range ports {
+		if p, ok := r.ports[keyOf(m)]; ok && p.owner == owner {
+			delete(r.ports, keyOf(m))
+		}
+	}
+	if ports == nil { // every mapping of owner
+		for k, p := range r.ports {
+			if p.owner == owner {
+				delete(r.ports, k)
+			}
+		}
+	}
+	return nil
+}
+
+// Owners returns the owners of published ports, sorted.
+func (r *Recorder) Owners() ([]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var owners []string
+	for _, p := range r.ports {
+		if !slices.Contains(owners, p.owner) {
+			owners = append(owners, p.owner)
+		}
+	}
+	slices.Sort(owners)
+	return owners, nil
+}
+
+func validatePorts(owner string, ports []firewall.PortMapping) error {
+	if err := firewall.ValidateOwner(owner); err != nil {
+		return err
+	}
+	for _, m := range ports {
+		if err := m.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // record appends call to the log and returns the error FailOn set for it.
 func (r *Recorder) record(call string) error {
 	r.mu.Lock()
@@ -95,9 +190,11 @@ func (r *Recorder) Network(name string) (firewall.Network, bool) {
 	return n, ok
 }
 
-// String renders the installed networks, one a line, sorted by name:
+// String renders the installed networks, one a line, sorted by name, then
+// the published ports, sorted:
 //
-//	network NAME bridge BR subnets A,B [masquerade] [icc] [internal]
+//	network NAME bridge BR subnets A,B [masquerade] [icc] [internal] [routed]
+//	port OWNER NETWORK [HOSTIP:]HOSTPORT->CONTAINERIP:PORT/PROTO
 func (r *Recorder) String() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -112,12 +209,18 @@ func (r *Recorder) String() string {
 		for _, f := range []struct {
 			on   bool
 			word string
-		}{{n.Masquerade, "masquerade"}, {n.ICC, "icc"}, {n.Internal, "internal"}} {
+		}{{n.Masquerade, "masquerade"}, {n.ICC, "icc"}, {n.Internal, "internal"}, {n.Routed, "routed"}} {
 			if f.on {
 				b.WriteString(" " + f.word)
 			}
 		}
 		b.WriteString("\n")
 	}
+	var ports []string
+	for _, p := range r.ports {
+		ports = append(ports, fmt.Sprintf("port %s %s %s\n", p.owner, p.m.Network, p.m))
+	}
+	slices.Sort(ports)
+	b.WriteString(strings.Join(ports, ""))
 	return b.String()
 }

@@ -55,3 +55,45 @@ func TestRecorder(t *testing.T) {
 		t.Fatalf("Calls() = %q, want %q", got, wantCalls)
 	}
 }
+
+func TestRecorderPorts(t *testing.T) {
+	r := firewalltest.New()
+	var fw firewall.Firewall = r
+	m := func(host string, port uint16) firewall.PortMapping {
+		p := firewall.PortMapping{Network: "n1", HostPort: port, Proto: "tcp",
+			ContainerIP: netip.MustParseAddr("10.99.0.2"), ContainerPort: 80}
+		if host != "" {
+			p.HostIP = netip.MustParseAddr(host)
+		}
+		return p
+	}
+	ports := []firewall.PortMapping{m("", 8080), m("127.0.0.1", 8081)}
+	for range 2 {
+		if err := fw.AddPorts("c1", ports); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fw.AddPorts("c2", []firewall.PortMapping{m("0.0.0.0", 8080)}); err != nil { // replaces c1's
+		t.Fatal(err)
+	}
+	want := "port c1 n1 127.0.0.1:8081->10.99.0.2:80/tcp\n" + "port c2 n1 8080->10.99.0.2:80/tcp\n"
+	if got := r.String(); got != want {
+		t.Fatalf("String() = %q, want %q", got, want)
+	}
+	if owners, _ := fw.Owners(); !slices.Equal(owners, []string{"c1", "c2"}) {
+		t.Fatalf("Owners() = %v", owners)
+	}
+	for range 2 {
+		if err := fw.RemovePorts("c1", ports); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if owners, _ := fw.Owners(); !slices.Equal(owners, []string{"c2"}) {
+		t.Fatalf("Owners() after RemovePorts(c1) = %v", owners)
+	}
+	bad := m("", 8080)
+	bad.Proto = "icmp"
+	if err := fw.AddPorts("c3", []firewall.PortMapping{bad}); errdefs.KindOf(err) != errdefs.KindInvalid {
+		t.Fatalf("AddPorts(icmp) = %v, want invalid", err)
+	}
+}

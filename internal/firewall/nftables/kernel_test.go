@@ -76,18 +76,73 @@ func TestEnsureNetworkKernel(t *testing.T) {
 		}
 	}
 	want := `table inet knit {
+	set bridges {
+		type ifname
+		elements = { "br0" comment "knit:net=n1",
+			     "br1" comment "knit:net=n2" }
+	}
+
+	map pub4ip {
+		type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service
+	}
+
+	map pub6ip {
+		type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service
+	}
+
+	map pub4any {
+		type inet_proto . inet_service : ipv4_addr . inet_service
+	}
+
+	map pub6any {
+		type inet_proto . inet_service : ipv6_addr . inet_service
+	}
+
 	chain postrouting {
 		type nat hook postrouting priority srcnat; policy accept;
 		ip saddr 10.99.0.0/24 oifname != "br0" masquerade comment "knit:net=n1"
+		ip saddr 10.99.0.0/24 oifname "br0" ct status dnat masquerade comment "knit:net=n1"
+		ip saddr 127.0.0.0/8 oifname "br0" masquerade comment "knit:net=n1"
 		ip saddr 10.98.0.0/16 oifname != "br1" masquerade comment "knit:net=n2"
 		ip6 saddr fd00:98::/64 oifname != "br1" masquerade comment "knit:net=n2"
+		ip saddr 10.98.0.0/16 oifname "br1" ct status dnat masquerade comment "knit:net=n2"
+		ip6 saddr fd00:98::/64 oifname "br1" ct status dnat masquerade comment "knit:net=n2"
+		ip saddr 127.0.0.0/8 oifname "br1" masquerade comment "knit:net=n2"
 	}
 
 	chain forward {
 		type filter hook forward priority filter; policy accept;
+		jump knit-user comment "knit:base"
 		ct state established,related accept comment "knit:base"
+		iifname "br0" oifname != "br0" oifname @bridges drop comment "knit:net=n1"
+		iifname "br0" oifname "br0" drop comment "knit:net=n1"
+		iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
 		iifname "br0" accept comment "knit:net=n1"
+		iifname "br1" oifname != "br1" oifname @bridges drop comment "knit:net=n2"
+		iifname "br1" oifname "br1" drop comment "knit:net=n2"
+		iifname != "br1" oifname "br1" ct state new ct status ! dnat drop comment "knit:net=n2"
 		iifname "br1" accept comment "knit:net=n2"
+	}
+
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip daddr 127.0.0.0/8 return comment "knit:base"
+		ip6 daddr ::1 return comment "knit:base"
+		dnat ip to ip daddr . meta l4proto . th dport map @pub4ip comment "knit:base"
+		dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip comment "knit:base"
+		meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @pub4any comment "knit:base"
+		meta nfproto ipv6 fib daddr type local dnat ip6 to meta l4proto . th dport map @pub6any comment "knit:base"
+	}
+
+	chain output {
+		type nat hook output priority -100; policy accept;
+		dnat ip to ip daddr . meta l4proto . th dport map @pub4ip comment "knit:base"
+		dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip comment "knit:base"
+		meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @pub4any comment "knit:base"
+		meta nfproto ipv6 fib daddr type local dnat ip6 to meta l4proto . th dport map @pub6any comment "knit:base"
+	}
+
+	chain knit-user {
 	}
 }
 `
@@ -108,7 +163,8 @@ func TestEnsureNetworkKernel(t *testing.T) {
 		}
 	}
 	got := nft(t, ns, "list", "table", "inet", "knit")
-	if strings.Contains(got, "knit:net=n1") || strings.Count(got, "knit:net=n2") != 3 ||
+	// n2 has 9 rules and its bridge element.
+	if strings.Contains(got, "knit:net=n1") || strings.Count(got, "knit:net=n2") != 10 ||
 		!strings.Contains(got, "knit:base") {
 		t.Fatalf("after RemoveNetwork(n1):\n%s", got)
 	}
@@ -189,12 +245,14 @@ func TestShareTable(t *testing.T) {
 	wg.Wait()
 	got := nft(t, ns, "list", "table", "inet", "knit")
 	for _, tag := range []string{"knit:net=n0", "knit:net=n1"} {
-		if c := strings.Count(got, tag); c != 2 {
-			t.Errorf("%d rules tagged %s, want 2:\n%s", c, tag, got)
+		// 4 forward and 3 postrouting rules, and the bridge element
+		if c := strings.Count(got, tag); c != 8 {
+			t.Errorf("%d rules and elements tagged %s, want 8:\n%s", c, tag, got)
 		}
 	}
-	if c := strings.Count(got, "knit:base"); c != 1 {
-		t.Errorf("%d base rules, want 1:\n%s", c, got)
+	// 2 in forward, 6 in prerouting, 4 in output
+	if c := strings.Count(got, "knit:base"); c != 12 {
+		t.Errorf("%d base rules, want 12:\n%s", c, got)
 	}
 }
 
@@ -222,7 +280,7 @@ func TestEnsureNetworkInPlaceWritesNothing(t *testing.T) {
 	if err := fw.EnsureNetwork(n1); err != nil {
 		t.Fatal(err)
 	}
-	if after := nft(t, ns, "list", "table", "inet", "knit"); strings.Contains(after, `ip saddr 10.1.0.0/16`) {
+	if after := nft(t, ns, "list", "table", "inet", "knit"); strings.Contains(after, `ip saddr 10.1.0.0/16 oifname != "br1" masquerade`) {
 		t.Errorf("masquerade of n1 survived its removal:\n%s", after)
 	}
 }

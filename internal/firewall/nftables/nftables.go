@@ -2,41 +2,98 @@
 //
 // knit owns one table, "inet knit" (inet nat has worked since Linux 5.2,
 // so one table serves IPv4 and IPv6), which `nft list table inet knit`
-// shows readably:
+// shows readably (one network n1 on br0 with ICC off, one published port;
+// Rules prints the same):
 //
 //	table inet knit {
+//		set bridges {
+//			type ifname
+//			elements = { "br0" comment "knit:net=n1" }
+//		}
+//
+//		map pub4ip { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service }
+//		map pub6ip { ... }
+//		map pub4any {
+//			type inet_proto . inet_service : ipv4_addr . inet_service
+//			elements = { tcp . 8080 comment "knit:owner=ID" : 10.99.0.2 . 80 }
+//		}
+//		map pub6any { ... }
+//
 //		chain postrouting {
 //			type nat hook postrouting priority srcnat; policy accept;
-//			ip saddr 10.99.0.0/24 oifname != "br0" masquerade comment "knit:net=NET"
+//			ip saddr 10.99.0.0/24 oifname != "br0" masquerade comment "knit:net=n1"
+//			ip saddr 10.99.0.0/24 oifname "br0" ct status dnat masquerade comment "knit:net=n1"
+//			ip saddr 127.0.0.0/8 oifname "br0" masquerade comment "knit:net=n1"
 //		}
 //
 //		chain forward {
 //			type filter hook forward priority filter; policy accept;
+//			jump knit-user comment "knit:base"
 //			ct state established,related accept comment "knit:base"
-//			iifname "br0" accept comment "knit:net=NET"
+//			iifname "br0" oifname != "br0" oifname @bridges drop comment "knit:net=n1"
+//			iifname "br0" oifname "br0" drop comment "knit:net=n1"
+//			iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
+//			iifname "br0" accept comment "knit:net=n1"
+//		}
+//
+//		chain prerouting {
+//			type nat hook prerouting priority dstnat; policy accept;
+//			ip daddr 127.0.0.0/8 return comment "knit:base"
+//			ip6 daddr ::1 return comment "knit:base"
+//			dnat ip to ip daddr . meta l4proto . th dport map @pub4ip comment "knit:base"
+//			dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip comment "knit:base"
+//			meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @pub4any comment "knit:base"
+//			meta nfproto ipv6 fib daddr type local dnat ip6 to meta l4proto . th dport map @pub6any comment "knit:base"
+//		}
+//
+//		chain output {
+//			type nat hook output priority -100; policy accept;
+//			(the four dnat rules of prerouting)
+//		}
+//
+//		chain knit-user {
 //		}
 //	}
 //
 // Invariants:
 //   - knit adds rules only to its own table, whose base chains accept by
-//     default: the host's other tables, and traffic not of knit's bridges
-//     and subnets, are never touched.
-//   - Every rule carries a comment: "knit:net=NAME" for a network's rules,
-//     "knit:base" for the shared ones. Removal and repair select rules by
-//     that tag only, so they delete exactly what was added for a network.
+//     default: the host's other tables, and traffic not of knit's bridges,
+//     subnets and published ports, are never touched.
+//   - Every rule and set element carries a comment: "knit:net=NAME" for a
+//     network's rules and its element of @bridges, "knit:base" for the
+//     shared rules, "knit:owner=ID" for a published port (the owner lives
+//     in the element: adding or removing a mapping is one element
+//     operation, and Owners one read). Removal and repair select by tag
+//     only, so they delete exactly what was added for a network or owner.
 //   - Each call sends one batch (one conn.Flush): the kernel applies it
 //     whole or not at all, and no packet sees a half-installed network.
+//     A call that finds everything in place writes nothing.
 //   - Repair replaces a network's rules in that same batch: whatever the
 //     table held for the network (none, some, duplicates, tampered ones)
 //     becomes exactly the wanted rules.
-//   - Per-packet work grows with the number of networks only. Endpoints and
-//     published ports, when added, go into sets and verdict maps looked up
-//     from these chains, not into more rules.
+//   - Per-packet work grows with the number of networks only: published
+//     ports are elements of the four pub maps, looked up by a fixed set of
+//     rules (hash lookups on concatenated keys), never rules of their own.
+//     Networks are kept apart by one rule each against @bridges.
+//   - The chain knit-user belongs to the administrator: knit creates it when
+//     missing and jumps to it first in forward, and never flushes or writes
+//     it, so rules there (drop or accept) win over knit's. RemoveAll, the
+//     uninstall, deletes it with the table.
+//   - A port published on a loopback address is reachable from the host
+//     only: prerouting never DNATs a loopback destination. For the host's
+//     own connections to it (and to 127.0.0.1 for any-address ports) the
+//     caller must set route_localnet=1 on the bridge (the bridge driver
+//     does); knit masquerades their loopback source out of the bridge.
+//   - ICC and isolation rely on br_netfilter (net.bridge.bridge-nf-call-
+//     iptables=1) for traffic between ports of one bridge: without it such
+//     traffic is switched past the forward hook and ICC=false is not
+//     enforced. Hairpin to a container's own port also needs hairpin mode
+//     on its bridge port (set by the driver).
 //   - Calls on one Firewall are serialized. Between processes, calls for
-//     different networks are safe (a batch that loses a race on a rule
-//     handle is retried); calls for the same network must be serialized by
-//     the caller, or a racing pair may leave two copies until the next
-//     EnsureNetwork repairs it.
+//     different networks or owners are safe (a batch that loses a race on
+//     a rule handle or element is retried); calls for the same network must
+//     be serialized by the caller, or a racing pair may leave two copies
+//     until the next EnsureNetwork repairs it.
 package nftables
 
 import (
@@ -101,13 +158,14 @@ func (f *Firewall) conn() (*nft.Conn, error) {
 	return c, nil
 }
 
-// EnsureNetwork installs or repairs n's rules, and knit's table, chains and
-// shared rules, in one batch.
+// EnsureNetwork installs or repairs n's rules and bridge element, and
+// knit's table, chains, sets and shared rules, in one batch.
 //
-// Equivalent to: nft -f - <<< 'add table inet knit; add chain ...;
+// Equivalent to: nft -f - <<< 'add table inet knit; add chain ...; add map ...;
 // delete rule inet knit CHAIN handle H (each rule tagged knit:net=NAME);
 // add rule inet knit forward iifname BR accept comment "knit:net=NAME";
-// add rule inet knit postrouting ip saddr SUBNET oifname != BR masquerade ...'
+// add rule inet knit postrouting ip saddr SUBNET oifname != BR masquerade ...;
+// add element inet knit bridges { "BR" comment "knit:net=NAME" }'
 func (f *Firewall) EnsureNetwork(n firewall.Network) error {
 	if err := n.Validate(); err != nil {
 		return err
@@ -119,15 +177,16 @@ func (f *Firewall) EnsureNetwork(n firewall.Network) error {
 		return nil
 	}
 	err := f.apply(func(c *nft.Conn, cur ruleset) error {
-		tableEnsure(c)
-		baseEnsure(c, cur)
+		if err := baseEnsure(c, cur); err != nil {
+			return err
+		}
 		if err := rulesDel(c, cur.tagged(netTag(n.Name))); err != nil {
 			return err
 		}
 		for _, r := range networkRules(n) {
 			c.AddRule(r)
 		}
-		return nil
+		return bridgeElemEnsure(c, cur, n)
 	})
 	if err != nil {
 		return fmt.Errorf("ensure firewall of network %s: %w", n.Name, err)
@@ -135,17 +194,21 @@ func (f *Firewall) EnsureNetwork(n firewall.Network) error {
 	return nil
 }
 
-// RemoveNetwork deletes every rule tagged with the named network, in one
-// batch. A network without rules, or a missing table, is not an error.
+// RemoveNetwork deletes every rule and element tagged with the named
+// network, in one batch. A network without rules, or a missing table, is
+// not an error.
 //
 // Equivalent to: nft delete rule inet knit CHAIN handle H (each rule tagged
-// knit:net=NAME)
+// knit:net=NAME); nft delete element inet knit bridges { "BR" }
 func (f *Firewall) RemoveNetwork(name string) error {
 	if err := firewall.ValidateName(name); err != nil {
 		return err
 	}
 	err := f.apply(func(c *nft.Conn, cur ruleset) error {
-		return rulesDel(c, cur.tagged(netTag(name)))
+		if err := rulesDel(c, cur.tagged(netTag(name))); err != nil {
+			return err
+		}
+		return elemsDel(c, setBridges, cur.taggedElems(setBridges, netTag(name)))
 	})
 	if err != nil {
 		return fmt.Errorf("remove firewall of network %s: %w", name, err)
@@ -184,6 +247,11 @@ func (f *Firewall) Networks() ([]string, error) {
 			if name, ok := strings.CutPrefix(ruleTag(r), tagNetPrefix); ok && !slices.Contains(names, name) {
 				names = append(names, name)
 			}
+		}
+	}
+	for _, e := range cur.elems[setBridges] {
+		if name, ok := strings.CutPrefix(e.Comment, tagNetPrefix); ok && !slices.Contains(names, name) {
+			names = append(names, name)
 		}
 	}
 	slices.Sort(names)
@@ -240,37 +308,6 @@ func (f *Firewall) apply(build func(c *nft.Conn, cur ruleset) error) error {
 	}
 }
 
-// tableEnsure queues the creation of knit's table and base chains; adding
-// what exists is a no-op, and resets a chain's policy to accept.
-//
-// Equivalent to: nft add table inet knit; nft add chain inet knit
-// postrouting '{ type nat hook postrouting priority srcnat; policy accept; }';
-// nft add chain inet knit forward '{ type filter hook forward priority
-// filter; policy accept; }'
-func tableEnsure(c *nft.Conn) {
-	c.AddTable(table)
-	for _, ch := range chains {
-		c.AddChain(ch)
-	}
-}
-
-// baseEnsure queues what it takes for the shared rules to be present once,
-// at the head of their chain.
-//
-// Equivalent to: nft insert rule inet knit forward ct state
-// established,related accept comment "knit:base"
-func baseEnsure(c *nft.Conn, cur ruleset) {
-	want := baseRule()
-	have := cur.tagged(tagBase)
-	if len(have) == 1 && have[0].Chain.Name == want.Chain.Name && renderRule(have[0]) == renderRule(want) {
-		if rules := cur.rules[chainForward]; rules[0].Handle == have[0].Handle {
-			return
-		}
-	}
-	_ = rulesDel(c, have) // cannot fail: every rule read back has a handle
-	c.InsertRule(want)
-}
-
 // rulesDel queues the deletion of rules read back from the kernel.
 //
 // Equivalent to: nft delete rule inet knit CHAIN handle H
@@ -281,79 +318,4 @@ func rulesDel(c *nft.Conn, rules []*nft.Rule) error {
 		}
 	}
 	return nil
-}
-
-// ruleset is what knit's table holds: its chains in kernel order and
-// their rules.
-type ruleset struct {
-	chains []*nft.Chain
-	rules  map[string][]*nft.Rule
-}
-
-// rulesetGet reads knit's table; a missing table is an empty ruleset.
-//
-// Equivalent to: nft -a list table inet knit
-func rulesetGet(c *nft.Conn) (ruleset, error) {
-	cur := ruleset{rules: map[string][]*nft.Rule{}}
-	all, err := c.ListChainsOfTableFamily(nft.TableFamilyINet)
-	if err != nil {
-		return cur, fmt.Errorf("list nftables chains: %w", err)
-	}
-	for _, ch := range all {
-		if ch.Table.Name != tableName {
-			continue
-		}
-		rules, err := c.GetRules(table, ch)
-		if err != nil {
-			return cur, fmt.Errorf("list rules of chain %s: %w", ch.Name, err)
-		}
-		cur.chains = append(cur.chains, ch)
-		cur.rules[ch.Name] = rules
-	}
-	return cur, nil
-}
-
-// upToDate reports whether the table, its chains, the base rule at the head
-// of forward and exactly n's rules are in place, so EnsureNetwork has
-// nothing to write.
-func (s ruleset) upToDate(n firewall.Network) bool {
-	for _, want := range chains {
-		found := false
-		for _, ch := range s.chains {
-			found = found || (ch.Name == want.Name && chainHeader(ch) == chainHeader(want))
-		}
-		if !found {
-			return false
-		}
-	}
-	base := s.tagged(tagBase)
-	fwd := s.rules[chainForward]
-	if len(base) != 1 || len(fwd) == 0 || fwd[0].Handle != base[0].Handle || renderRule(base[0]) != renderRule(baseRule()) {
-		return false
-	}
-	return slices.Equal(ruleKeys(s.tagged(netTag(n.Name))), ruleKeys(networkRules(n)))
-}
-
-// ruleKeys renders rules as sorted "chain: rule" lines, for comparing sets
-// of rules whatever order the chains are listed in.
-func ruleKeys(rules []*nft.Rule) []string {
-	keys := make([]string, len(rules))
-	for i, r := range rules {
-		keys[i] = r.Chain.Name + ": " + renderRule(r)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
-// tagged returns the rules commented with tag, from every chain.
-func (s ruleset) tagged(tag string) []*nft.Rule {
-	var out []*nft.Rule
-	for _, ch := range s.chains {
-		for _, r := range s.rules[ch.Name] {
-			if ruleTag(r) == tag {
-				out = append(out, r)
-			}
-		}
-	}
-	return out
 }

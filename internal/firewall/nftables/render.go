@@ -20,6 +20,10 @@ func (s ruleset) render() string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s {\n", tableName)
+	for _, set := range s.sets {
+		b.WriteString(renderSet(set, s.elems[set.Name]))
+		b.WriteString("\n")
+	}
 	for i, ch := range s.chains {
 		if i > 0 {
 			b.WriteString("\n")
@@ -46,7 +50,7 @@ func chainHeader(ch *nft.Chain) string {
 	}
 	prio := "0"
 	if ch.Priority != nil {
-		prio = priorityName(*ch.Priority)
+		prio = priorityName(*ch.Hooknum, *ch.Priority)
 	}
 	policy := "accept"
 	if ch.Policy != nil && *ch.Policy == nft.ChainPolicyDrop {
@@ -55,9 +59,17 @@ func chainHeader(ch *nft.Chain) string {
 	return fmt.Sprintf("type %s hook %s priority %s; policy %s;", ch.Type, hooks[*ch.Hooknum], prio, policy)
 }
 
-func priorityName(p nft.ChainPriority) string {
+// priorityName names a priority as nft does: dstnat and srcnat only on the
+// hooks where nft defines them.
+func priorityName(hook nft.ChainHook, p nft.ChainPriority) string {
 	names := map[nft.ChainPriority]string{
-		-300: "raw", -150: "mangle", -100: "dstnat", 0: "filter", 50: "security", 100: "srcnat",
+		-300: "raw", -150: "mangle", 0: "filter", 50: "security",
+	}
+	switch {
+	case p == -100 && hook == *nft.ChainHookPrerouting:
+		return "dstnat"
+	case p == 100 && hook == *nft.ChainHookPostrouting:
+		return "srcnat"
 	}
 	if name, ok := names[p]; ok {
 		return name
@@ -67,30 +79,30 @@ func priorityName(p nft.ChainPriority) string {
 
 // operand is what an expression loaded into a register.
 type operand struct {
-	what expr.Any // *expr.Meta, *expr.Payload or *expr.Ct
+	what expr.Any // *expr.Meta, *expr.Payload, *expr.Ct, *expr.Fib or *expr.Lookup
 	mask []byte   // from a bitwise on the register, nil if none
+	key  string   // for a map lookup: its key and map, "KEY map @SET"
 }
 
 // renderRule prints one rule in nft's syntax. It understands the
 // expressions knit writes; anything else is shown as [TYPE], so that a
 // foreign or tampered rule stands out rather than hides.
 func renderRule(r *nft.Rule) string {
-	var words []string
+	var words, loads []string // loads: what was loaded since the last match, in order
 	regs := map[uint32]operand{}
 	proto := byte(0) // the family a preceding meta nfproto matched
 	for i, e := range r.Exprs {
 		switch e := e.(type) {
-		case *expr.Meta:
-			regs[e.Register] = operand{what: e}
-		case *expr.Payload:
-			regs[e.DestRegister] = operand{what: e}
-		case *expr.Ct:
-			regs[e.Register] = operand{what: e}
+		case *expr.Meta, *expr.Payload, *expr.Ct, *expr.Fib:
+			reg := loadReg(e)
+			regs[reg] = operand{what: e}
+			loads = append(loads, loadName(e, proto))
 		case *expr.Bitwise:
 			op := regs[e.SourceRegister]
 			op.mask = e.Mask
 			regs[e.DestRegister] = op
 		case *expr.Cmp:
+			loads = nil
 			op := regs[e.Register]
 			if m, ok := op.what.(*expr.Meta); ok && m.Key == expr.MetaKeyNFPROTO && len(e.Data) == 1 {
 				proto = e.Data[0]
@@ -100,6 +112,16 @@ func renderRule(r *nft.Rule) string {
 				}
 			}
 			words = append(words, renderCmp(op, e, proto))
+		case *expr.Lookup:
+			key := strings.Join(loads, " . ")
+			loads = nil
+			if e.IsDestRegSet {
+				regs[e.DestRegister] = operand{what: e, key: key + " map @" + e.SetName}
+				continue
+			}
+			words = append(words, fmt.Sprintf("%s %s@%s", key, map[bool]string{true: "!= "}[e.Invert], e.SetName))
+		case *expr.NAT:
+			words = append(words, renderNAT(e, regs))
 		case *expr.Masq:
 			words = append(words, "masquerade")
 		case *expr.Verdict:
@@ -112,6 +134,53 @@ func renderRule(r *nft.Rule) string {
 		words = append(words, fmt.Sprintf("comment %q", tag))
 	}
 	return strings.Join(words, " ")
+}
+
+// renderNAT prints a dnat to the address and port a map lookup found;
+// other NATs knit does not write, so they are shown raw.
+func renderNAT(e *expr.NAT, regs map[uint32]operand) string {
+	fam := map[uint32]string{unix.NFPROTO_IPV4: "ip", unix.NFPROTO_IPV6: "ip6"}[e.Family]
+	op := regs[e.RegAddrMin]
+	if e.Type != expr.NATTypeDestNAT || op.key == "" || fam == "" {
+		return fmt.Sprintf("[nat %+v]", *e)
+	}
+	return fmt.Sprintf("dnat %s to %s", fam, op.key)
+}
+
+// loadReg is the register a load expression writes.
+func loadReg(e expr.Any) uint32 {
+	switch e := e.(type) {
+	case *expr.Meta:
+		return e.Register
+	case *expr.Payload:
+		return e.DestRegister
+	case *expr.Ct:
+		return e.Register
+	case *expr.Fib:
+		return e.Register
+	}
+	return 0
+}
+
+// loadName names what a load expression loads when it is part of a
+// concatenated key ("ip daddr", "meta l4proto", "th dport", "oifname").
+func loadName(e expr.Any, proto byte) string {
+	switch e := e.(type) {
+	case *expr.Meta:
+		names := map[expr.MetaKey]string{expr.MetaKeyIIFNAME: "iifname", expr.MetaKeyOIFNAME: "oifname",
+			expr.MetaKeyL4PROTO: "meta l4proto", expr.MetaKeyNFPROTO: "meta nfproto"}
+		if n, ok := names[e.Key]; ok {
+			return n
+		}
+	case *expr.Payload:
+		if e.Base == expr.PayloadBaseTransportHeader && e.Offset == 2 && e.Len == 2 {
+			return "th dport"
+		}
+		if s, ok := renderAddrMatch(e, nil, make([]byte, e.Len), proto); ok {
+			return s[0]
+		}
+	}
+	return fmt.Sprintf("[%T]", e)
 }
 
 func isNetworkPayload(e expr.Any) bool {
@@ -144,8 +213,23 @@ func renderCmp(op operand, c *expr.Cmp, proto byte) string {
 			return fmt.Sprintf("%s %s%s", s[0], rel, s[1])
 		}
 	case *expr.Ct:
-		if w.Key == expr.CtKeySTATE && c.Op == expr.CmpOpNeq && len(op.mask) == 4 && allZero(c.Data) {
-			return "ct state " + ctStates(binaryutil.NativeEndian.Uint32(op.mask))
+		if len(op.mask) == 4 && allZero(c.Data) && (c.Op == expr.CmpOpNeq || c.Op == expr.CmpOpEq) {
+			mask := binaryutil.NativeEndian.Uint32(op.mask)
+			not := map[bool]string{true: "! "}[c.Op == expr.CmpOpEq] // as nft 1.0 prints it
+			switch w.Key {
+			case expr.CtKeySTATE:
+				return "ct state " + not + ctStates(mask)
+			case expr.CtKeySTATUS:
+				return "ct status " + not + ctStatuses(mask)
+			}
+		}
+	case *expr.Fib:
+		if w.FlagDADDR && w.ResultADDRTYPE && len(c.Data) == 4 {
+			types := map[uint32]string{unix.RTN_UNICAST: "unicast", unix.RTN_LOCAL: "local",
+				unix.RTN_BROADCAST: "broadcast", unix.RTN_MULTICAST: "multicast"}
+			if t, ok := types[binaryutil.NativeEndian.Uint32(c.Data)]; ok {
+				return fmt.Sprintf("fib daddr type %s%s", rel, t)
+			}
 		}
 	}
 	return fmt.Sprintf("[cmp %T %s%x]", op.what, rel, c.Data)
@@ -206,6 +290,14 @@ func ctStates(mask uint32) string {
 		}
 	}
 	return strings.Join(out, ",")
+}
+
+// ctStatuses prints the ct status bits knit matches on.
+func ctStatuses(mask uint32) string {
+	if mask == ctStatusDNAT {
+		return "dnat"
+	}
+	return fmt.Sprintf("0x%x", mask)
 }
 
 func renderVerdict(v *expr.Verdict) string {

@@ -37,7 +37,7 @@ var (
 		Hooknum: nft.ChainHookForward, Priority: nft.ChainPriorityFilter,
 		Policy: &policyAccept,
 	}
-	chains = []*nft.Chain{natChain, forwardChain}
+	chains = []*nft.Chain{natChain, forwardChain, preroutingChain, outputChain}
 )
 
 // netTag is the comment on every rule added for the named network.
@@ -80,32 +80,104 @@ func baseRule() *nft.Rule {
 
 // networkRules returns the rules that express n, in the order they are
 // added. Each rule matches on n's bridge or subnets only, so the number of
-// rules a packet meets grows with networks, never with containers.
+// rules a packet meets grows with networks, never with containers. Within
+// one network the drops come before the accept, and a drop of one network
+// never matches what another network's accept must let through, so the
+// order of networks in a chain does not matter.
 func networkRules(n firewall.Network) []*nft.Rule {
 	tag := netTag(n.Name)
+	br := n.Bridge
+	iif, oif := ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, br), ifname(expr.MetaKeyOIFNAME, expr.CmpOpEq, br)
 	var rules []*nft.Rule
 	if n.Internal {
 		// iifname BR oifname != BR drop; oifname BR iifname != BR drop
 		rules = append(rules,
-			tagged(forwardChain, tag, ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, n.Bridge),
-				ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, n.Bridge), verdict(expr.VerdictDrop)),
-			tagged(forwardChain, tag, ifname(expr.MetaKeyOIFNAME, expr.CmpOpEq, n.Bridge),
-				ifname(expr.MetaKeyIIFNAME, expr.CmpOpNeq, n.Bridge), verdict(expr.VerdictDrop)),
+			tagged(forwardChain, tag, iif, ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, br), verdict(expr.VerdictDrop)),
+			tagged(forwardChain, tag, oif, ifname(expr.MetaKeyIIFNAME, expr.CmpOpNeq, br), verdict(expr.VerdictDrop)),
 		)
+	} else {
+		// iifname BR oifname != BR oifname @bridges drop: no network
+		// reaches another (one rule per network, whatever their number).
+		rules = append(rules, tagged(forwardChain, tag, iif, ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, br),
+			ifnameIn(expr.MetaKeyOIFNAME, setBridges), verdict(expr.VerdictDrop)))
+	}
+	if !n.ICC {
+		// iifname BR oifname BR drop (seen here through br_netfilter)
+		rules = append(rules, tagged(forwardChain, tag, iif, oif, verdict(expr.VerdictDrop)))
+	}
+	if n.Internal {
 		return rules
 	}
+	if !n.Routed {
+		// iifname != BR oifname BR ct state new ct status != dnat drop:
+		// from outside, only published ports reach the containers.
+		rules = append(rules, tagged(forwardChain, tag, ifname(expr.MetaKeyIIFNAME, expr.CmpOpNeq, br), oif,
+			ctBits(expr.CtKeySTATE, expr.CtStateBitNEW, true), ctBits(expr.CtKeySTATUS, ctStatusDNAT, false),
+			verdict(expr.VerdictDrop)))
+	}
 	// iifname BR accept: containers may start connections out.
-	rules = append(rules, tagged(forwardChain, tag,
-		ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, n.Bridge), verdict(expr.VerdictAccept)))
+	rules = append(rules, tagged(forwardChain, tag, iif, verdict(expr.VerdictAccept)))
 	if n.Masquerade {
 		for _, p := range n.Subnets {
 			// ip saddr SUBNET oifname != BR masquerade
 			rules = append(rules, tagged(natChain, tag, saddr(p.Masked()),
-				ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, n.Bridge), []expr.Any{&expr.Masq{}}))
+				ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, br), masq()))
 		}
 	}
-	return rules
+	for _, p := range n.Subnets {
+		// ip saddr SUBNET oifname BR ct status dnat masquerade: hairpin.
+		// A container reaching a published port of its own network gets
+		// the reply from the host, so it returns through the host (and a
+		// container reaching its own port does not see itself as source).
+		// Not "iifname BR": a DNATed packet that stays in the bridge is
+		// bridged by br_netfilter, whose postrouting hook has no input
+		// interface.
+		rules = append(rules, tagged(natChain, tag, saddr(p.Masked()), oif,
+			ctBits(expr.CtKeySTATUS, ctStatusDNAT, true), masq()))
+	}
+	// ip saddr 127.0.0.0/8 oifname BR masquerade: the host's connections
+	// to a port published on 127.0.0.1 leave with a loopback source, which
+	// the container could not answer. (The driver sets route_localnet on
+	// the bridge, without which the kernel does not send them at all.)
+	return append(rules, tagged(natChain, tag, saddr(loopback4), oif, masq()))
 }
+
+// ctStatusDNAT is IPS_DST_NAT, the ct status bit of a destination-NATed
+// connection.
+const ctStatusDNAT = 1 << 5
+
+var (
+	loopback4 = netip.MustParsePrefix("127.0.0.0/8")
+	loopback6 = netip.MustParsePrefix("::1/128")
+)
+
+// ctBits matches a ct state or ct status bit set (or clear).
+//
+//	ct state new | ct status dnat | ct status != dnat
+func ctBits(key expr.CtKey, bit uint32, set bool) []expr.Any {
+	op := expr.CmpOpNeq
+	if !set {
+		op = expr.CmpOpEq
+	}
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: key},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(bit), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: op, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+// ifnameIn matches the input or output interface name against a set.
+//
+//	oifname @bridges
+func ifnameIn(key expr.MetaKey, set string) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: key, Register: 1},
+		&expr.Lookup{SourceRegister: 1, SetName: set},
+	}
+}
+
+func masq() []expr.Any { return []expr.Any{&expr.Masq{}} }
 
 // ifname matches the input or output interface name exactly.
 //
@@ -124,10 +196,20 @@ func ifname(key expr.MetaKey, op expr.CmpOp, name string) []expr.Any {
 // adds implicitly in an inet table.
 //
 //	ip saddr P | ip6 saddr P
-func saddr(p netip.Prefix) []expr.Any {
+func saddr(p netip.Prefix) []expr.Any { return addrMatch(p, false) }
+
+// daddr matches the destination address against p.
+//
+//	ip daddr P | ip6 daddr P
+func daddr(p netip.Prefix) []expr.Any { return addrMatch(p, true) }
+
+func addrMatch(p netip.Prefix, dst bool) []expr.Any {
 	proto, offset := byte(unix.NFPROTO_IPV4), uint32(12)
 	if p.Addr().Is6() {
 		proto, offset = unix.NFPROTO_IPV6, 8
+	}
+	if dst {
+		offset += uint32(p.Addr().BitLen() / 8)
 	}
 	n := uint32(p.Bits()+7) / 8
 	exprs := []expr.Any{

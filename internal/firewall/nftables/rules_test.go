@@ -2,6 +2,7 @@ package nftables
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -26,30 +27,53 @@ func TestNetworkRules(t *testing.T) {
 		want string // "CHAIN: RULE" lines
 	}{{
 		name: "masquerade",
-		n:    firewall.Network{Name: "n1", Bridge: "br0", Subnets: subnets("10.99.0.0/24"), Masquerade: true},
-		want: `forward: iifname "br0" accept comment "knit:net=n1"
-postrouting: ip saddr 10.99.0.0/24 oifname != "br0" masquerade comment "knit:net=n1"`,
+		n:    firewall.Network{Name: "n1", Bridge: "br0", Subnets: subnets("10.99.0.0/24"), Masquerade: true, ICC: true},
+		want: `forward: iifname "br0" oifname != "br0" oifname @bridges drop comment "knit:net=n1"
+forward: iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
+forward: iifname "br0" accept comment "knit:net=n1"
+postrouting: ip saddr 10.99.0.0/24 oifname != "br0" masquerade comment "knit:net=n1"
+postrouting: ip saddr 10.99.0.0/24 oifname "br0" ct status dnat masquerade comment "knit:net=n1"
+postrouting: ip saddr 127.0.0.0/8 oifname "br0" masquerade comment "knit:net=n1"`,
 	}, {
 		name: "unaligned and unmasked prefix, both families",
-		n: firewall.Network{Name: "n2", Bridge: "knit-n2", Masquerade: true,
+		n: firewall.Network{Name: "n2", Bridge: "knit-n2", Masquerade: true, ICC: true,
 			Subnets: subnets("172.20.17.5/20", "fd00:1:2::/61")},
-		want: `forward: iifname "knit-n2" accept comment "knit:net=n2"
+		want: `forward: iifname "knit-n2" oifname != "knit-n2" oifname @bridges drop comment "knit:net=n2"
+forward: iifname != "knit-n2" oifname "knit-n2" ct state new ct status ! dnat drop comment "knit:net=n2"
+forward: iifname "knit-n2" accept comment "knit:net=n2"
 postrouting: ip saddr 172.20.16.0/20 oifname != "knit-n2" masquerade comment "knit:net=n2"
-postrouting: ip6 saddr fd00:1:2::/61 oifname != "knit-n2" masquerade comment "knit:net=n2"`,
+postrouting: ip6 saddr fd00:1:2::/61 oifname != "knit-n2" masquerade comment "knit:net=n2"
+postrouting: ip saddr 172.20.16.0/20 oifname "knit-n2" ct status dnat masquerade comment "knit:net=n2"
+postrouting: ip6 saddr fd00:1:2::/61 oifname "knit-n2" ct status dnat masquerade comment "knit:net=n2"
+postrouting: ip saddr 127.0.0.0/8 oifname "knit-n2" masquerade comment "knit:net=n2"`,
 	}, {
 		name: "host route",
-		n:    firewall.Network{Name: "h", Bridge: "br1", Subnets: subnets("10.1.2.3/32"), Masquerade: true},
-		want: `forward: iifname "br1" accept comment "knit:net=h"
-postrouting: ip saddr 10.1.2.3 oifname != "br1" masquerade comment "knit:net=h"`,
+		n:    firewall.Network{Name: "h", Bridge: "br1", Subnets: subnets("10.1.2.3/32"), Masquerade: true, ICC: true, Routed: true},
+		want: `forward: iifname "br1" oifname != "br1" oifname @bridges drop comment "knit:net=h"
+forward: iifname "br1" accept comment "knit:net=h"
+postrouting: ip saddr 10.1.2.3 oifname != "br1" masquerade comment "knit:net=h"
+postrouting: ip saddr 10.1.2.3 oifname "br1" ct status dnat masquerade comment "knit:net=h"
+postrouting: ip saddr 127.0.0.0/8 oifname "br1" masquerade comment "knit:net=h"`,
 	}, {
-		name: "no masquerade",
+		name: "no masquerade, no icc",
 		n:    firewall.Network{Name: "n3", Bridge: "br0", Subnets: subnets("10.99.0.0/24")},
-		want: `forward: iifname "br0" accept comment "knit:net=n3"`,
+		want: `forward: iifname "br0" oifname != "br0" oifname @bridges drop comment "knit:net=n3"
+forward: iifname "br0" oifname "br0" drop comment "knit:net=n3"
+forward: iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n3"
+forward: iifname "br0" accept comment "knit:net=n3"
+postrouting: ip saddr 10.99.0.0/24 oifname "br0" ct status dnat masquerade comment "knit:net=n3"
+postrouting: ip saddr 127.0.0.0/8 oifname "br0" masquerade comment "knit:net=n3"`,
 	}, {
 		name: "internal never masquerades",
-		n:    firewall.Network{Name: "in", Bridge: "br0", Subnets: subnets("10.99.0.0/24"), Masquerade: true, Internal: true},
+		n:    firewall.Network{Name: "in", Bridge: "br0", Subnets: subnets("10.99.0.0/24"), Masquerade: true, Internal: true, ICC: true},
 		want: `forward: iifname "br0" oifname != "br0" drop comment "knit:net=in"
 forward: oifname "br0" iifname != "br0" drop comment "knit:net=in"`,
+	}, {
+		name: "internal without icc",
+		n:    firewall.Network{Name: "in", Bridge: "br0", Internal: true},
+		want: `forward: iifname "br0" oifname != "br0" drop comment "knit:net=in"
+forward: oifname "br0" iifname != "br0" drop comment "knit:net=in"
+forward: iifname "br0" oifname "br0" drop comment "knit:net=in"`,
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -75,31 +99,100 @@ func TestRenderBaseAndForeign(t *testing.T) {
 }
 
 func TestRenderTable(t *testing.T) {
-	n := firewall.Network{Name: "n1", Bridge: "br0", Subnets: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Masquerade: true}
-	s := ruleset{chains: chains, rules: map[string][]*nft.Rule{}}
-	for _, r := range append([]*nft.Rule{baseRule()}, networkRules(n)...) {
+	n := firewall.Network{Name: "n1", Bridge: "br0", Subnets: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Masquerade: true, ICC: true}
+	s := ruleset{chains: append(slices.Clone(chains), userChain), rules: map[string][]*nft.Rule{}, elems: map[string][]nft.SetElement{}}
+	for name, rules := range baseRules() {
+		s.rules[name] = rules
+	}
+	for _, r := range networkRules(n) {
 		s.rules[r.Chain.Name] = append(s.rules[r.Chain.Name], r)
 	}
-	want := `table inet knit {
-	chain postrouting {
-		type nat hook postrouting priority srcnat; policy accept;
-		ip saddr 10.99.0.0/24 oifname != "br0" masquerade comment "knit:net=n1"
+	s.sets = wantSets()
+	s.elems[setBridges] = []nft.SetElement{{Key: ifnameKey("br10"), Comment: "knit:net=n2"}, {Key: ifnameKey("br0"), Comment: "knit:net=n1"}}
+	elems, err := portElems("c1", []firewall.PortMapping{
+		{Network: "n1", HostPort: 8081, Proto: "udp", ContainerIP: netip.MustParseAddr("10.99.0.2"), ContainerPort: 53},
+		{Network: "n1", HostPort: 8080, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.99.0.2"), ContainerPort: 80},
+		{Network: "n1", HostIP: netip.MustParseAddr("::1"), HostPort: 9, Proto: "sctp", ContainerIP: netip.MustParseAddr("fd00::2"), ContainerPort: 9},
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-
-	chain forward {
-		type filter hook forward priority filter; policy accept;
-		ct state established,related accept comment "knit:base"
-		iifname "br0" accept comment "knit:net=n1"
+	for _, e := range elems {
+		s.elems[e.set] = append(s.elems[e.set], e.SetElement)
 	}
-}
-`
-	if got := s.render(); got != want {
-		t.Errorf("render:\n%s\nwant:\n%s", got, want)
+	if got := s.render(); got != wantTable {
+		t.Errorf("render:\n%s\nwant:\n%s", got, wantTable)
 	}
 	if got := (ruleset{}).render(); got != "" {
 		t.Errorf("empty ruleset renders %q", got)
 	}
 }
+
+// wantTable is what `nft list table inet knit` printed for the same state.
+const wantTable = `table inet knit {
+	set bridges {
+		type ifname
+		elements = { "br0" comment "knit:net=n1",
+			     "br10" comment "knit:net=n2" }
+	}
+
+	map pub4ip {
+		type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service
+	}
+
+	map pub6ip {
+		type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service
+		elements = { ::1 . sctp . 9 comment "knit:owner=c1" : fd00::2 . 9 }
+	}
+
+	map pub4any {
+		type inet_proto . inet_service : ipv4_addr . inet_service
+		elements = { tcp . 8080 comment "knit:owner=c1" : 10.99.0.2 . 80,
+			     udp . 8081 comment "knit:owner=c1" : 10.99.0.2 . 53 }
+	}
+
+	map pub6any {
+		type inet_proto . inet_service : ipv6_addr . inet_service
+	}
+
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip saddr 10.99.0.0/24 oifname != "br0" masquerade comment "knit:net=n1"
+		ip saddr 10.99.0.0/24 oifname "br0" ct status dnat masquerade comment "knit:net=n1"
+		ip saddr 127.0.0.0/8 oifname "br0" masquerade comment "knit:net=n1"
+	}
+
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		jump knit-user comment "knit:base"
+		ct state established,related accept comment "knit:base"
+		iifname "br0" oifname != "br0" oifname @bridges drop comment "knit:net=n1"
+		iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
+		iifname "br0" accept comment "knit:net=n1"
+	}
+
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip daddr 127.0.0.0/8 return comment "knit:base"
+		ip6 daddr ::1 return comment "knit:base"
+		dnat ip to ip daddr . meta l4proto . th dport map @pub4ip comment "knit:base"
+		dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip comment "knit:base"
+		meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @pub4any comment "knit:base"
+		meta nfproto ipv6 fib daddr type local dnat ip6 to meta l4proto . th dport map @pub6any comment "knit:base"
+	}
+
+	chain output {
+		type nat hook output priority -100; policy accept;
+		dnat ip to ip daddr . meta l4proto . th dport map @pub4ip comment "knit:base"
+		dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip comment "knit:base"
+		meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @pub4any comment "knit:base"
+		meta nfproto ipv6 fib daddr type local dnat ip6 to meta l4proto . th dport map @pub6any comment "knit:base"
+	}
+
+	chain knit-user {
+	}
+}
+`
 
 func TestInvalid(t *testing.T) {
 	f := &Firewall{} // validation happens before any kernel call
@@ -115,5 +208,19 @@ func TestInvalid(t *testing.T) {
 	}
 	if err := f.RemoveNetwork("a b"); errdefs.KindOf(err) != errdefs.KindInvalid {
 		t.Errorf("RemoveNetwork(a b) = %v, want invalid", err)
+	}
+	ok := firewall.PortMapping{Network: "n1", HostPort: 8080, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.0.0.2"), ContainerPort: 80}
+	bad := ok
+	bad.HostIP = netip.MustParseAddr("::1")
+	for _, tt := range []struct {
+		owner string
+		ports []firewall.PortMapping
+	}{{"a b", []firewall.PortMapping{ok}}, {"c1", []firewall.PortMapping{bad}}} {
+		if err := f.AddPorts(tt.owner, tt.ports); errdefs.KindOf(err) != errdefs.KindInvalid {
+			t.Errorf("AddPorts(%q, %v) = %v, want invalid", tt.owner, tt.ports, err)
+		}
+		if err := f.RemovePorts(tt.owner, tt.ports); errdefs.KindOf(err) != errdefs.KindInvalid {
+			t.Errorf("RemovePorts(%q, %v) = %v, want invalid", tt.owner, tt.ports, err)
+		}
 	}
 }

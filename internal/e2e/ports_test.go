@@ -1,0 +1,146 @@
+package e2e
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/testutil"
+)
+
+var world = []string{"ip", "netns", "exec", "world"}
+
+// serve starts a web server container whose /hostname is its name, with
+// extra run flags (e.g. "-p", "8080:80").
+func serve(t *testing.T, s *testutil.Sandbox, bb, name string, flags ...string) {
+	t.Helper()
+	args := append([]string{"run", "-d", "--name", name, "-h", name}, flags...)
+	s.MustKnit(t, append(args, "--rootfs", bb, "httpd", "-f", "-p", "80", "-h", "/etc")...)
+}
+
+// reaches asserts that a GET through via to addr:port answers with want.
+func reaches(t *testing.T, s *testutil.Sandbox, via []string, addr string, port int, want string) {
+	t.Helper()
+	eventually(t, func() (string, error) {
+		body, err := httpGetVia(s, via, addr, port, "/hostname")
+		if err == nil && strings.TrimSpace(body) != want {
+			err = fmt.Errorf("body %q, want %q", body, want)
+		}
+		return body, err
+	})
+}
+
+// blocked asserts that a GET through via to addr:port gets no answer.
+func blocked(t *testing.T, s *testutil.Sandbox, via []string, addr string, port int) {
+	t.Helper()
+	if body, err := httpGetVia(s, via, addr, port, "/hostname"); err == nil {
+		t.Errorf("%v reached %s:%d (%q), want no answer", via, addr, port, body)
+	}
+}
+
+func TestPublishedPortIsReachableEverywhere(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	knit := testutil.KnitBinary(t)
+	serve(t, s, bb, "web", "-p", "8080:80")
+	s.MustKnit(t, "run", "-d", "--name", "client", "--rootfs", bb, "sleep", "300")
+	reaches(t, s, world, "198.51.100.1", 8080, "web")                         // another host
+	reaches(t, s, nil, "198.51.100.1", 8080, "web")                           // the host, its own address
+	reaches(t, s, nil, "127.0.0.1", 8080, "web")                              // the host, localhost
+	reaches(t, s, []string{knit, "exec", "client"}, "198.51.100.1", 8080, "web") // hairpin
+	reaches(t, s, []string{knit, "exec", "web"}, "198.51.100.1", 8080, "web")    // hairpin to itself
+	if p := strings.TrimSpace(s.MustKnit(t, "port", "web")); p != "80/tcp -> 0.0.0.0:8080" {
+		t.Errorf("knit port web = %q", p)
+	}
+	if p := strings.TrimSpace(s.MustKnit(t, "port", "web", "80")); p != "0.0.0.0:8080" {
+		t.Errorf("knit port web 80 = %q", p)
+	}
+	if ps := s.MustKnit(t, "ps", "--format", "{{.Names}} {{.Ports}}"); !strings.Contains(ps, "web 0.0.0.0:8080->80/tcp") {
+		t.Errorf("ps ports:\n%s", ps)
+	}
+	// Container addresses are not reachable from outside except through
+	// published ports, even for a host that routes to them.
+	s.World("ip", "route", "add", "172.17.0.0/16", "via", "198.51.100.1")
+	blocked(t, s, world, ipOf(t, s, "web"), 80)
+}
+
+func TestLocalhostBindingStaysLocal(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	serve(t, s, bb, "private", "-p", "127.0.0.1:8081:80")
+	reaches(t, s, nil, "127.0.0.1", 8081, "private")
+	blocked(t, s, world, "198.51.100.1", 8081)
+	s.World("ip", "route", "add", "172.17.0.0/16", "via", "198.51.100.1")
+	blocked(t, s, world, ipOf(t, s, "private"), 80)
+}
+
+func TestRandomAndRangePorts(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	serve(t, s, bb, "rnd", "-p", "80")
+	out := strings.TrimSpace(s.MustKnit(t, "port", "rnd", "80/tcp"))
+	port, err := strconv.Atoi(strings.TrimPrefix(out, "0.0.0.0:"))
+	if err != nil || port < 32768 || port > 60999 {
+		t.Fatalf("random host port %q, want one in 32768-60999", out)
+	}
+	reaches(t, s, world, "198.51.100.1", port, "rnd")
+	// One free port from a range.
+	serve(t, s, bb, "ranged", "-p", "9000-9010:80")
+	if p := strings.TrimSpace(s.MustKnit(t, "port", "ranged", "80")); p != "0.0.0.0:9000" {
+		t.Errorf("range: %q, want the first free port 9000", p)
+	}
+	serve(t, s, bb, "ranged2", "-p", "9000-9010:80")
+	if p := strings.TrimSpace(s.MustKnit(t, "port", "ranged2", "80")); p != "0.0.0.0:9001" {
+		t.Errorf("range: %q, want the next free port 9001", p)
+	}
+	reaches(t, s, world, "198.51.100.1", 9001, "ranged2")
+	// -P publishes every --expose'd port on a random port.
+	serve(t, s, bb, "exposed", "--expose", "80", "-P")
+	if p := s.MustKnit(t, "port", "exposed"); !strings.HasPrefix(p, "80/tcp -> 0.0.0.0:") {
+		t.Errorf("-P: %q", p)
+	}
+}
+
+func TestHostPortConflicts(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	serve(t, s, bb, "first", "-p", "8080:80")
+	r := s.Knit("run", "-d", "-p", "8080:80", "--rootfs", bb, "sleep", "300")
+	if r.Code != 125 || !strings.Contains(r.Stderr, "first") {
+		t.Errorf("duplicate host port: exit %d, %q (want 125 naming container first)", r.Code, r.Stderr)
+	}
+	// A socket already listening on the host is a holder too.
+	s.Start(t, "busybox", "nc", "-ll", "-p", "7777", "-e", "true")
+	eventually(t, func() (string, error) {
+		if out := s.MustRun(t, "sh", "-c", "cat /proc/net/tcp /proc/net/tcp6"); !strings.Contains(strings.ToUpper(out), ":1E61") {
+			return "", fmt.Errorf("listener not up yet")
+		}
+		return "", nil
+	})
+	r = s.Knit("run", "-d", "-p", "7777:80", "--rootfs", bb, "sleep", "300")
+	if r.Code != 125 || !strings.Contains(r.Stderr, "listening") {
+		t.Errorf("port held by a host socket: exit %d, %q", r.Code, r.Stderr)
+	}
+	r = s.Knit("run", "--network", "host", "-p", "80:80", "--rootfs", bb, "true")
+	if r.Code != 125 || !strings.Contains(r.Stderr, "conflicting options") {
+		t.Errorf("-p with --network host: exit %d, %q", r.Code, r.Stderr)
+	}
+}
+
+func TestRemovalLeavesNoElement(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	serve(t, s, bb, "gone", "-p", "8080:80", "-p", "127.0.0.1:8081:80")
+	ip := ipOf(t, s, "gone")
+	if rules := s.MustRun(t, "nft", "list", "table", "inet", "knit"); !strings.Contains(rules, ip) {
+		t.Fatalf("no element for %s while it runs:\n%s", ip, rules)
+	}
+	s.MustKnit(t, "rm", "-f", "gone")
+	if rules := s.MustRun(t, "nft", "list", "table", "inet", "knit"); strings.Contains(rules, ip) || strings.Contains(rules, "8080") {
+		t.Errorf("elements of the removed container remain:\n%s", rules)
+	}
+	// The host port is free again.
+	serve(t, s, bb, "again", "-p", "8080:80")
+	reaches(t, s, world, "198.51.100.1", 8080, "again")
+}

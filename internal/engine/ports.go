@@ -1,0 +1,154 @@
+package engine
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+
+	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/portmap"
+	"github.com/knit-dev/knit/internal/store"
+)
+
+// portsBucket holds who publishes proto/port: host address ("*" for every
+// address) → container ID. One small bucket per port keeps the conflict
+// check of a wildcard against specific addresses a short list.
+func portsBucket(proto portmap.Proto, port uint16) string {
+	return "ports/" + string(proto) + "/" + strconv.Itoa(int(port))
+}
+
+func hostIPKey(a netip.Addr) string {
+	if !a.IsValid() || a.IsUnspecified() {
+		return "*"
+	}
+	return a.String()
+}
+
+// portSpecs is what a run asks to publish: -p values, and with -P every
+// --expose'd port on a random host port.
+func portSpecs(o *RunOptions) []portmap.Spec {
+	specs := append([]portmap.Spec(nil), o.Publish...)
+	if o.PublishAll {
+		for _, s := range o.Expose {
+			s.HostIP, s.HostPortFirst, s.HostPortLast = netip.Addr{}, 0, 0
+			specs = append(specs, s)
+		}
+	}
+	return specs
+}
+
+// reservePorts chooses host ports for the container's published ports and
+// records them, in the transaction that reserves its address, so that two
+// runs never get the same host port. listening is read before the
+// transaction: a port a host process listens on is refused too.
+func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening *portmap.Listeners) error {
+	if len(specs) == 0 {
+		return nil
+	}
+	if len(c.Endpoints) == 0 {
+		return errdefs.Invalid("conflicting options: publishing ports needs a network of the container's own (--network %s has none)", c.Spec.NetworkMode)
+	}
+	ep := c.Endpoints[0]
+	taken := func(ip netip.Addr, proto portmap.Proto, port uint16) (string, bool) {
+		var owner string
+		_ = tx.List(portsBucket(proto, port), func(k string, v []byte) error {
+			held, _ := netip.ParseAddr(k) // "*" parses to the zero address: every address
+			if portmap.Overlaps(held, ip) {
+				owner = string(v)
+			}
+			return nil
+		})
+		if owner != "" {
+			return containerName(tx, owner), true
+		}
+		if listening != nil {
+			return listening.Taken(ip, proto, port)
+		}
+		return "", false
+	}
+	maps, err := portmap.Allocate(specs, taken)
+	if err != nil {
+		return err
+	}
+	for _, m := range maps {
+		cip, err := containerAddrFor(ep, m.HostIP)
+		if err != nil {
+			return err
+		}
+		c.Ports = append(c.Ports, firewall.PortMapping{
+			Network: ep.Network, HostIP: m.HostIP, HostPort: m.HostPort, Proto: string(m.Proto),
+			ContainerIP: cip, ContainerPort: m.ContainerPort,
+		})
+		if err := tx.Put(portsBucket(m.Proto, m.HostPort), hostIPKey(m.HostIP), []byte(c.ID)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// containerAddrFor picks the container address of the host address's family.
+func containerAddrFor(ep Endpoint, host netip.Addr) (netip.Addr, error) {
+	want4 := !host.IsValid() || host.Is4()
+	for _, p := range ep.Addrs {
+		if p.Addr().Is4() == want4 {
+			return p.Addr(), nil
+		}
+	}
+	return netip.Addr{}, errdefs.Invalid("cannot publish on %s: network %s gives the container no address of that family", host, ep.Network)
+}
+
+func containerName(tx store.Tx, id string) string {
+	if c, err := getContainer(tx, id); err == nil {
+		return "container " + c.Name
+	}
+	return "container " + id[:min(12, len(id))]
+}
+
+// releasePorts deletes the container's host-port records.
+func releasePorts(tx store.Tx, c *Container) error {
+	for _, p := range c.Ports {
+		b, k := portsBucket(portmap.Proto(p.Proto), p.HostPort), hostIPKey(p.HostIP)
+		if owner, err := tx.Get(b, k); err == nil && string(owner) == c.ID {
+			if err := tx.Delete(b, k); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// publish programs the container's published ports: one batch of map
+// elements, whatever the number of ports.
+func (e *Engine) publish(c *Container) error {
+	if len(c.Ports) == 0 {
+		return nil
+	}
+	if e.fw == nil {
+		return errdefs.Invalid("cannot publish ports: the firewall is off (config \"iptables\": false)")
+	}
+	if err := e.fw.AddPorts(c.ID, c.Ports); err != nil {
+		return fmt.Errorf("publish ports: %w", err)
+	}
+	return nil
+}
+
+// unpublish removes them; idempotent.
+func (e *Engine) unpublish(c *Container) error {
+	if len(c.Ports) == 0 || e.fw == nil {
+		return nil
+	}
+	if err := e.fw.RemovePorts(c.ID, c.Ports); err != nil {
+		return fmt.Errorf("unpublish ports: %w", err)
+	}
+	return nil
+}
+
+// Mappings renders a container's published ports as `docker port` does.
+func Mappings(c *Container) []portmap.Mapping {
+	out := make([]portmap.Mapping, len(c.Ports))
+	for i, p := range c.Ports {
+		out[i] = portmap.Mapping{HostIP: p.HostIP, HostPort: p.HostPort, Proto: portmap.Proto(p.Proto), ContainerPort: p.ContainerPort}
+	}
+	return out
+}

@@ -1,0 +1,5 @@
+package nftables
+
+// WantTable lets the kernel tests check the unit tests' rendering against
+// what nft itself prints.
+const WantTable = wantTable

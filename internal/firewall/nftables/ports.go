@@ -1,0 +1,194 @@
+package nftables
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+
+	nft "github.com/google/nftables"
+	"golang.org/x/sys/unix"
+
+	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/firewall"
+)
+
+// tagOwnerPrefix starts the comment of every port map element: the owner
+// is kept in the element itself, so adding and removing a mapping is one
+// element operation and Owners is one read.
+const tagOwnerPrefix = "knit:owner="
+
+func ownerTag(owner string) string { return tagOwnerPrefix + owner }
+
+// portElem is one port mapping as an element of one of the port maps.
+type portElem struct {
+	set string
+	nft.SetElement
+}
+
+// AddPorts publishes owner's ports as elements of the port maps, in one
+// batch that also creates knit's table, chains and maps if missing. An
+// element in place is left alone; one of the same key but another value or
+// owner is replaced.
+//
+// Equivalent to: nft add element inet knit pub4any { tcp . 8080 comment
+// "knit:owner=ID" : 10.99.0.2 . 80 } (pub4ip for a host address:
+// { 127.0.0.1 . tcp . 8080 ... }; pub6any, pub6ip for IPv6)
+func (f *Firewall) AddPorts(owner string, ports []firewall.PortMapping) error {
+	want, err := portElems(owner, ports)
+	if err != nil {
+		return err
+	}
+	if cur, err := f.read(); err == nil && cur.baseUpToDate() && len(portsMissing(cur, want)) == 0 {
+		return nil
+	}
+	err = f.apply(func(c *nft.Conn, cur ruleset) error {
+		if err := baseEnsure(c, cur); err != nil {
+			return err
+		}
+		for _, e := range portsMissing(cur, want) {
+			if old, ok := cur.elem(e.set, e.Key); ok {
+				if err := elemsDel(c, e.set, []nft.SetElement{old}); err != nil {
+					return err
+				}
+			}
+			if err := c.SetAddElements(&nft.Set{Table: table, Name: e.set}, []nft.SetElement{e.SetElement}); err != nil {
+				return fmt.Errorf("add element to map %s: %w", e.set, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("publish ports of %s: %w", owner, err)
+	}
+	return nil
+}
+
+// portsMissing returns the elements of want that are not in place as they
+// are (same key, value and owner).
+func portsMissing(cur ruleset, want []portElem) []portElem {
+	var out []portElem
+	for _, e := range want {
+		have, ok := cur.elem(e.set, e.Key)
+		if !ok || string(have.Val) != string(e.Val) || have.Comment != e.Comment {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// RemovePorts deletes owner's elements for ports, in one batch; elements
+// missing or held by another owner are skipped, and nothing is written
+// when none is left to delete.
+//
+// Equivalent to: nft delete element inet knit pub4any { tcp . 8080 }
+func (f *Firewall) RemovePorts(owner string, ports []firewall.PortMapping) error {
+	want, err := portElems(owner, ports)
+	if err != nil {
+		return err
+	}
+	held := func(cur ruleset) []portElem {
+		var out []portElem
+		for _, e := range want {
+			if have, ok := cur.elem(e.set, e.Key); ok && have.Comment == e.Comment {
+				out = append(out, e)
+			}
+		}
+		if ports == nil { // every element of owner: a prune knows no more
+			for _, d := range pubMaps {
+				for _, e := range cur.elems[d.name] {
+					if e.Comment == ownerTag(owner) {
+						out = append(out, portElem{set: d.name, SetElement: e})
+					}
+				}
+			}
+		}
+		return out
+	}
+	if cur, err := f.read(); err == nil && len(held(cur)) == 0 {
+		return nil
+	}
+	err = f.apply(func(c *nft.Conn, cur ruleset) error {
+		for _, e := range held(cur) {
+			if err := elemsDel(c, e.set, []nft.SetElement{e.SetElement}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("unpublish ports of %s: %w", owner, err)
+	}
+	return nil
+}
+
+// Owners returns the owners of port map elements, sorted.
+//
+// Equivalent to: nft list table inet knit | grep -o 'knit:owner=[^"]*'
+func (f *Firewall) Owners() ([]string, error) {
+	cur, err := f.read()
+	if err != nil {
+		return nil, err
+	}
+	var owners []string
+	for _, d := range pubMaps {
+		for _, e := range cur.elems[d.name] {
+			if o, ok := strings.CutPrefix(e.Comment, tagOwnerPrefix); ok && !slices.Contains(owners, o) {
+				owners = append(owners, o)
+			}
+		}
+	}
+	slices.Sort(owners)
+	return owners, nil
+}
+
+// portElems validates the mappings and turns them into map elements. Two
+// mappings of one key must agree.
+func portElems(owner string, ports []firewall.PortMapping) ([]portElem, error) {
+	if err := firewall.ValidateOwner(owner); err != nil {
+		return nil, err
+	}
+	var out []portElem
+	for _, m := range ports {
+		if err := m.Validate(); err != nil {
+			return nil, err
+		}
+		e := portElem{set: portMap(m).name, SetElement: nft.SetElement{
+			Key: portKey(m), Val: portVal(m), Comment: ownerTag(owner)}}
+		if i := slices.IndexFunc(out, func(o portElem) bool { return o.set == e.set && string(o.Key) == string(e.Key) }); i >= 0 {
+			if string(out[i].Val) != string(e.Val) {
+				return nil, errdefs.Invalid("port mapping %s: host port mapped twice", m)
+			}
+			continue
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// portMap picks the map a mapping belongs in.
+func portMap(m firewall.PortMapping) mapDef {
+	for _, d := range pubMaps {
+		if d.v6 == m.ContainerIP.Is6() && d.byHost == !m.AnyHost() {
+			return d
+		}
+	}
+	panic("unreachable: pubMaps covers both families and both kinds")
+}
+
+// portKey is [host address .] protocol . host port, each field padded to
+// 4 bytes as nft's concatenations are.
+func portKey(m firewall.PortMapping) []byte {
+	var key []byte
+	if !m.AnyHost() {
+		key = m.HostIP.Unmap().AsSlice()
+	}
+	protos := map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "sctp": unix.IPPROTO_SCTP}
+	key = append(key, protos[m.Proto], 0, 0, 0)
+	return append(binary.BigEndian.AppendUint16(key, m.HostPort), 0, 0)
+}
+
+// portVal is container address . container port.
+func portVal(m firewall.PortMapping) []byte {
+	return append(binary.BigEndian.AppendUint16(m.ContainerIP.AsSlice(), m.ContainerPort), 0, 0)
+}
