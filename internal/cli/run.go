@@ -101,7 +101,7 @@ func (f *runFlags) options(args []string) (*engine.RunOptions, error) {
 		Name: f.name, Hostname: f.hostname, Network: f.network, Args: args, Workdir: f.workdir,
 		Rootfs: f.rootfs, Tty: f.tty, Interactive: f.interactive, Detach: f.detach, AutoRemove: f.rm,
 		PublishAll: f.publishAll,
-		DNSSearch: f.dnsSearch, DNSOptions: f.dnsOptions,
+		DNSSearch:  f.dnsSearch, DNSOptions: f.dnsOptions,
 	}
 	var err error
 	if f.ip != "" {

@@ -45,9 +45,9 @@ func TestPublishedPortIsReachableEverywhere(t *testing.T) {
 	knit := testutil.KnitBinary(t)
 	serve(t, s, bb, "web", "-p", "8080:80")
 	s.MustKnit(t, "run", "-d", "--name", "client", "--rootfs", bb, "sleep", "300")
-	reaches(t, s, world, "198.51.100.1", 8080, "web")                         // another host
-	reaches(t, s, nil, "198.51.100.1", 8080, "web")                           // the host, its own address
-	reaches(t, s, nil, "127.0.0.1", 8080, "web")                              // the host, localhost
+	reaches(t, s, world, "198.51.100.1", 8080, "web")                            // another host
+	reaches(t, s, nil, "198.51.100.1", 8080, "web")                              // the host, its own address
+	reaches(t, s, nil, "127.0.0.1", 8080, "web")                                 // the host, localhost
 	reaches(t, s, []string{knit, "exec", "client"}, "198.51.100.1", 8080, "web") // hairpin
 	reaches(t, s, []string{knit, "exec", "web"}, "198.51.100.1", 8080, "web")    // hairpin to itself
 	if p := strings.TrimSpace(s.MustKnit(t, "port", "web")); p != "80/tcp -> 0.0.0.0:8080" {

@@ -81,7 +81,7 @@ type Container struct {
 	Endpoints []Endpoint `json:"endpoints,omitempty"`
 	// Ports are the published ports, with the host ports chosen.
 	Ports []firewall.PortMapping `json:"ports,omitempty"`
-	Dir       string     `json:"dir"` // holds hosts, resolv.conf, hostname, container.log
+	Dir   string                 `json:"dir"` // holds hosts, resolv.conf, hostname, container.log
 }
 
 // Spec is what the user asked for, kept for inspect.

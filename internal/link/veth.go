@@ -17,11 +17,11 @@ type Veth struct {
 	// Hairpin lets the bridge send a frame back out of the port it came
 	// in on: a container reaching its own published port through the host
 	// address gets its packets back on its own veth.
-	Hairpin bool
-	MTU         int    // both ends; 0 for the kernel default
-	PeerName    string // e.g. eth0
-	PeerMAC     net.HardwareAddr
-	PeerNetns   string // namespace file the peer is created in
+	Hairpin   bool
+	MTU       int    // both ends; 0 for the kernel default
+	PeerName  string // e.g. eth0
+	PeerMAC   net.HardwareAddr
+	PeerNetns string // namespace file the peer is created in
 }
 
 // VethAdd creates the pair, host end up and enslaved, and returns the host
