@@ -96,6 +96,7 @@ func TestNewInspectViewRunning(t *testing.T) {
 			DnsOptions: []string{"ndots:2"}, ExtraHosts: []string{"db:10.0.0.5"}, AutoRemove: true,
 		},
 		NetworkSettings: networkSettings{
+			Ports:        map[string][]portBinding{},
 			SandboxKey:   c.Netns,
 			endpointView: ep,
 			Networks:     map[string]endpointView{"bridge": inNet},
