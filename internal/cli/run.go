@@ -19,7 +19,7 @@ import (
 type runFlags struct {
 	name, hostname, network, ip, mac, workdir, rootfs string
 	env, dns, dnsSearch, dnsOptions, addHosts         []string
-	publish, expose                                   []string
+	publish, expose, links                            []string
 	detach, rm, interactive, tty, publishAll          bool
 }
 
@@ -59,6 +59,7 @@ func (a *app) runCommand() *cobra.Command {
 	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a container's port(s) to the host ([IP:][HOSTPORT:]PORT[/PROTO])")
 	fl.BoolVarP(&f.publishAll, "publish-all", "P", false, "publish all exposed ports to random host ports")
 	fl.StringArrayVar(&f.expose, "expose", nil, "expose a port or a range of ports (PORT[-PORT][/PROTO])")
+	fl.StringArrayVar(&f.links, "link", nil, "add a link to another container (NAME[:ALIAS])")
 	fl.StringVar(&f.rootfs, "rootfs", "", "directory to use as the root filesystem (default: the host's, privately mounted)")
 	_ = fl.MarkHidden("net")
 	_ = fl.MarkHidden("dns-opt")
@@ -150,6 +151,13 @@ func (f *runFlags) options(args []string) (*engine.RunOptions, error) {
 			return nil, err
 		}
 		o.Expose = append(o.Expose, specs...)
+	}
+	for _, s := range f.links {
+		l, err := engine.ParseLink(s)
+		if err != nil {
+			return nil, err
+		}
+		o.Links = append(o.Links, l)
 	}
 	for _, s := range f.addHosts {
 		h, err := files.ParseAddHost(s)

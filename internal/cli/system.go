@@ -43,7 +43,7 @@ func (a *app) systemCommand() *cobra.Command {
 				print("Deleted Network Namespaces:", r.Netns)
 				print("Deleted Links:", r.Links)
 				print("Released Addresses:", r.Addresses)
-				print("Unpublished Ports of:", r.Ports)
+				print("Removed Firewall Elements of:", r.Ports)
 			}
 			return err
 		},

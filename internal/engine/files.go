@@ -37,7 +37,7 @@ func (e *Engine) writeFiles(c *Container, o *RunOptions, p *plan) error {
 		base, _ := os.ReadFile(hostHosts)
 		hosts = files.AppendHosts(base, extra)
 	} else {
-		hosts = files.Hosts(ownHosts(c), extra)
+		hosts = files.Hosts(ownHosts(c), append(e.linkHosts(c), extra...))
 	}
 	hostResolv, _ := os.ReadFile(hostResolvConf)
 	resolv := files.ResolvConf(hostResolv, files.ResolvOptions{

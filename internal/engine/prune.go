@@ -17,7 +17,7 @@ type PruneReport struct {
 	Links      []string // host-side links whose container is gone
 	Netns      []string // namespace mounts whose container is gone
 	Addresses  []string // network/address allocations whose container is gone
-	Ports      []string // containers whose published-port elements outlived them
+	Ports      []string // containers whose published-port or link elements outlived them
 }
 
 // Prune removes stopped containers and every kernel object and allocation
@@ -169,20 +169,31 @@ func (e *Engine) prunePorts(live map[string]*Container, r *PruneReport) error {
 	if e.fw == nil {
 		return nil
 	}
-	owners, err := e.fw.Owners()
-	if err != nil {
-		return err
-	}
 	var errs []error
-	for _, id := range owners {
-		if _, ok := live[id]; ok || e.active(id) {
-			continue
-		}
-		if err := e.fw.RemovePorts(id, nil); err != nil {
+	for _, kind := range []struct {
+		owners func() ([]string, error)
+		remove func(id string) error
+	}{
+		{e.fw.Owners, func(id string) error { return e.fw.RemovePorts(id, nil) }},
+		{e.fw.LinkOwners, func(id string) error { return e.fw.RemoveLinks(id, nil) }},
+	} {
+		owners, err := kind.owners()
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		r.Ports = append(r.Ports, id)
+		for _, id := range owners {
+			if _, ok := live[id]; ok || e.active(id) {
+				continue
+			}
+			if err := kind.remove(id); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if !containsString(r.Ports, id) {
+				r.Ports = append(r.Ports, id)
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

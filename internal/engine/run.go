@@ -44,6 +44,7 @@ type RunOptions struct {
 	Publish     []portmap.Spec // -p
 	Expose      []portmap.Spec // --expose
 	PublishAll  bool           // -P: publish every exposed port on a random host port
+	Links       []LinkOption   // --link
 	Tty         bool
 	Interactive bool
 	Detach      bool
@@ -91,6 +92,9 @@ func (o *RunOptions) validate() error {
 			return errdefs.Invalid("conflicting options: custom host-to-IP mapping and the network mode")
 		}
 	}
+	if !ownNet && len(o.Links) > 0 {
+		return errdefs.Invalid("conflicting options: --link and --network %s", mode)
+	}
 	if !ownNet && len(portSpecs(o)) > 0 {
 		return errdefs.Invalid("conflicting options: port publishing and --network %s", mode)
 	}
@@ -136,6 +140,9 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 		return c, err
 	}
 	if err := e.publish(c); err != nil {
+		return c, err
+	}
+	if err := e.applyLinks(c); err != nil {
 		return c, err
 	}
 	if err := e.writeFiles(c, o, plan); err != nil {

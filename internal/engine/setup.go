@@ -59,7 +59,7 @@ func (e *Engine) reserve(o *RunOptions, p *plan, listening *portmap.Listeners) (
 			Args: o.Args, Env: o.Env, Workdir: o.Workdir, Hostname: o.Hostname, Rootfs: o.Rootfs,
 			NetworkMode: o.Network, IP: o.IP, DNS: o.DNS, DNSSearch: o.DNSSearch, DNSOptions: o.DNSOptions,
 			ExtraHosts: extraHostStrings(o), Tty: o.Tty, Interactive: o.Interactive, Detach: o.Detach,
-			AutoRemove: o.AutoRemove,
+			AutoRemove: o.AutoRemove, Exposed: o.Expose,
 		},
 	}
 	if o.MAC != nil {
@@ -101,6 +101,9 @@ func (e *Engine) reserve(o *RunOptions, p *plan, listening *portmap.Listeners) (
 			}
 			c.Endpoints = append(c.Endpoints, *ep)
 			if err := reservePorts(tx, c, portSpecs(o), listening); err != nil {
+				return err
+			}
+			if err := reserveLinks(tx, c, o.Links); err != nil {
 				return err
 			}
 		}
@@ -306,6 +309,11 @@ func (e *Engine) teardownKernel(c *Container) error {
 	}
 	if err := e.unpublish(c); err != nil {
 		return err
+	}
+	if len(c.Links) > 0 && e.fw != nil {
+		if err := e.fw.RemoveLinks(c.ID, nil); err != nil {
+			return fmt.Errorf("remove link rules: %w", err)
+		}
 	}
 	if target, err := os.Readlink(e.netnsLink(c.Name)); err == nil && target == c.Netns {
 		_ = os.Remove(e.netnsLink(c.Name))

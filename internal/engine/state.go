@@ -12,6 +12,7 @@ import (
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/portmap"
 	"github.com/knit-dev/knit/internal/store"
 )
 
@@ -81,6 +82,7 @@ type Container struct {
 	Endpoints []Endpoint `json:"endpoints,omitempty"`
 	// Ports are the published ports, with the host ports chosen.
 	Ports []firewall.PortMapping `json:"ports,omitempty"`
+	Links []Link                 `json:"links,omitempty"`
 	Dir   string                 `json:"dir"` // holds hosts, resolv.conf, hostname, container.log
 }
 
@@ -98,10 +100,12 @@ type Spec struct {
 	DNSSearch   []string     `json:"dnsSearch,omitempty"`
 	DNSOptions  []string     `json:"dnsOptions,omitempty"`
 	ExtraHosts  []string     `json:"extraHosts,omitempty"`
-	Tty         bool         `json:"tty,omitempty"`
-	Interactive bool         `json:"interactive,omitempty"`
-	Detach      bool         `json:"detach,omitempty"`
-	AutoRemove  bool         `json:"autoRemove,omitempty"`
+	// Exposed are the --expose'd ports: what -P publishes and --link opens.
+	Exposed     []portmap.Spec `json:"exposed,omitempty"`
+	Tty         bool           `json:"tty,omitempty"`
+	Interactive bool           `json:"interactive,omitempty"`
+	Detach      bool           `json:"detach,omitempty"`
+	AutoRemove  bool           `json:"autoRemove,omitempty"`
 }
 
 // Running reports whether the container's process is believed alive.

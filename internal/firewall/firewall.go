@@ -15,11 +15,17 @@
 //     knit's bridges and subnets, or of published host ports.
 //   - Containers are reachable from outside their bridge only through
 //     published ports (unless Network.Routed), networks never reach each
-//     other, and with ICC off containers of one network cannot talk.
+//     other, and with ICC off containers of one network cannot talk except
+//     through the links AddLinks allows.
 //   - Published ports are data, not rules: AddPorts and RemovePorts change
 //     elements of maps that a fixed set of rules looks up, so the work per
 //     packet does not grow with the number of mappings. Each element carries
 //     its owner (a container ID), so Owners lets a prune find strays.
+//   - Links are data too: with ICC off, AddLinks lets one container open
+//     connections to chosen ports of another (docker's --link), as elements
+//     of sets that one shared rule per family looks up; replies pass as
+//     for any allowed connection. Each element carries its owner (the
+//     linking container's ID), which LinkOwners reports for a prune.
 //   - Administrators' own rules (the nftables backend's chain knit-user) are
 //     never flushed or rewritten by knit, and are consulted first.
 package firewall
@@ -75,6 +81,20 @@ type PortMapping struct {
 	ContainerPort uint16
 }
 
+// Link lets one container open connections to one port of another on the
+// same network even with ICC off (docker's --link): From may connect to
+// To:Port over Proto, and nothing else is allowed by it. Replies, and only
+// they, pass back.
+type Link struct {
+	// Network is the knit network both addresses belong to; the caller
+	// links containers of one network only.
+	Network  string
+	From, To netip.Addr
+	// Proto is "tcp", "udp" or "sctp".
+	Proto string
+	Port  uint16
+}
+
 // Firewall installs and removes the packet-filter state of knit's networks.
 type Firewall interface {
 	// EnsureNetwork installs (or repairs) the network's rules in ONE atomic
@@ -96,6 +116,20 @@ type Firewall interface {
 	// Owners returns the owners that have mappings in place, sorted, so
 	// that a prune can remove those of containers that no longer exist.
 	Owners() ([]string, error)
+	// AddLinks allows owner's links (owner is the linking container's ID)
+	// in ONE atomic batch. Links already in place are left alone, so a
+	// second call writes nothing; one in place for another owner is
+	// replaced.
+	AddLinks(owner string, links []Link) error
+	// RemoveLinks removes owner's links in one atomic batch (all of them
+	// when links is nil); links missing, or held by another owner, are
+	// skipped. Idempotent.
+	RemoveLinks(owner string, links []Link) error
+	// LinkOwners returns the owners that have links in place, sorted, so
+	// that a prune can remove those of containers that no longer exist.
+	// (Owners reports port owners only: a prune that finds an owner there
+	// removes it with RemovePorts, which leaves links alone.)
+	LinkOwners() ([]string, error)
 }
 
 // ValidateOwner reports whether owner can tag port mappings: the same
@@ -130,6 +164,37 @@ func (m PortMapping) Validate() error {
 		return errdefs.Invalid("port mapping %s: host and container addresses differ in family", m)
 	}
 	return nil
+}
+
+// Validate reports whether l can be allowed; the error is KindInvalid.
+// Both addresses must be of one family: knit does not translate between
+// IPv4 and IPv6.
+func (l Link) Validate() error {
+	if err := ValidateName(l.Network); err != nil {
+		return err
+	}
+	switch l.Proto {
+	case "tcp", "udp", "sctp":
+	default:
+		return errdefs.Invalid("link %s: invalid protocol %q", l, l.Proto)
+	}
+	if l.Port == 0 {
+		return errdefs.Invalid("link %s: port 0", l)
+	}
+	for _, a := range []netip.Addr{l.From, l.To} {
+		if !a.IsValid() || a.IsUnspecified() || a.Is4In6() || a.Zone() != "" {
+			return errdefs.Invalid("link %s: invalid container address", l)
+		}
+	}
+	if l.From.Is4() != l.To.Is4() {
+		return errdefs.Invalid("link %s: addresses differ in family", l)
+	}
+	return nil
+}
+
+// String renders l as FROM->TO:PORT/PROTO.
+func (l Link) String() string {
+	return fmt.Sprintf("%s->%s/%s", l.From, netip.AddrPortFrom(l.To, l.Port), l.Proto)
 }
 
 // AnyHost reports whether m publishes on every host address.

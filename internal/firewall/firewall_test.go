@@ -73,3 +73,34 @@ func TestPortMappingValidate(t *testing.T) {
 		t.Errorf("ValidateOwner(a b) = %v, want invalid", err)
 	}
 }
+
+func TestLinkValidate(t *testing.T) {
+	a := netip.MustParseAddr
+	ok := firewall.Link{Network: "n1", From: a("10.0.0.2"), To: a("10.0.0.3"), Proto: "tcp", Port: 80}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ok.String(), "10.0.0.2->10.0.0.3:80/tcp"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+	for _, change := range []func(l *firewall.Link){
+		func(l *firewall.Link) { l.Proto = "icmp" },
+		func(l *firewall.Link) { l.Port = 0 },
+		func(l *firewall.Link) { l.From = netip.Addr{} },
+		func(l *firewall.Link) { l.To = a("0.0.0.0") },
+		func(l *firewall.Link) { l.To = a("::ffff:10.0.0.3") },
+		func(l *firewall.Link) { l.To = a("fd00::3") },
+		func(l *firewall.Link) { l.From, l.To = a("fe80::1%eth0"), a("fe80::2") },
+		func(l *firewall.Link) { l.Network = "a b" },
+	} {
+		l := ok
+		change(&l)
+		if err := l.Validate(); errdefs.KindOf(err) != errdefs.KindInvalid {
+			t.Errorf("Validate(%+v) = %v, want invalid", l, err)
+		}
+	}
+	v6 := firewall.Link{Network: "n1", From: a("fd00::2"), To: a("fd00::3"), Proto: "sctp", Port: 9}
+	if err := v6.Validate(); err != nil {
+		t.Errorf("Validate(%s) = %v", v6, err)
+	}
+}

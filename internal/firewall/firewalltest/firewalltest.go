@@ -20,13 +20,14 @@ import (
 	"github.com/knit-dev/knit/internal/firewall"
 )
 
-// Recorder records calls and the resulting set of installed networks and
-// published ports.
+// Recorder records calls and the resulting set of installed networks,
+// published ports and links.
 type Recorder struct {
 	mu       sync.Mutex
 	calls    []string
 	networks map[string]firewall.Network
 	ports    map[portKey]ownedPort
+	links    map[linkKey]ownedLink
 	fail     map[string]error
 }
 
@@ -52,15 +53,31 @@ func keyOf(m firewall.PortMapping) portKey {
 	return k
 }
 
+// linkKey identifies a link as the backends do: by its addresses,
+// protocol and port, whatever its network.
+type linkKey struct {
+	from, to netip.Addr
+	proto    string
+	port     uint16
+}
+
+type ownedLink struct {
+	owner string
+	l     firewall.Link
+}
+
+func linkKeyOf(l firewall.Link) linkKey { return linkKey{l.From, l.To, l.Proto, l.Port} }
+
 var _ firewall.Firewall = (*Recorder)(nil)
 
 // New returns an empty Recorder.
 func New() *Recorder {
-	return &Recorder{networks: map[string]firewall.Network{}, ports: map[portKey]ownedPort{}, fail: map[string]error{}}
+	return &Recorder{networks: map[string]firewall.Network{}, ports: map[portKey]ownedPort{}, links: map[linkKey]ownedLink{}, fail: map[string]error{}}
 }
 
 // FailOn makes the next call described by call ("EnsureNetwork NAME",
-// "RemoveNetwork NAME", "AddPorts OWNER" or "RemovePorts OWNER") return err
+// "RemoveNetwork NAME", "AddPorts OWNER", "RemovePorts OWNER", "AddLinks
+// OWNER" or "RemoveLinks OWNER") return err
 // without changing anything.
 func (r *Recorder) FailOn(call string, err error) {
 	r.mu.Lock()
@@ -151,6 +168,68 @@ func (r *Recorder) Owners() ([]string, error) {
 	return owners, nil
 }
 
+// AddLinks records owner's links, replacing any other owner's of the same
+// addresses, protocol and port, as a backend does.
+func (r *Recorder) AddLinks(owner string, links []firewall.Link) error {
+	if err := r.record("AddLinks " + owner); err != nil {
+		return err
+	}
+	if err := validateLinks(owner, links); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, l := range links {
+		r.links[linkKeyOf(l)] = ownedLink{owner, l}
+	}
+	return nil
+}
+
+// RemoveLinks forgets owner's links (all of them for nil links); others'
+// and missing ones are skipped.
+func (r *Recorder) RemoveLinks(owner string, links []firewall.Link) error {
+	if err := r.record("RemoveLinks " + owner); err != nil {
+		return err
+	}
+	if err := validateLinks(owner, links); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, l := range r.links {
+		if l.owner == owner && (links == nil || slices.ContainsFunc(links, func(w firewall.Link) bool { return linkKeyOf(w) == k })) {
+			delete(r.links, k)
+		}
+	}
+	return nil
+}
+
+// LinkOwners returns the owners of links, sorted.
+func (r *Recorder) LinkOwners() ([]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var owners []string
+	for _, l := range r.links {
+		if !slices.Contains(owners, l.owner) {
+			owners = append(owners, l.owner)
+		}
+	}
+	slices.Sort(owners)
+	return owners, nil
+}
+
+func validateLinks(owner string, links []firewall.Link) error {
+	if err := firewall.ValidateOwner(owner); err != nil {
+		return err
+	}
+	for _, l := range links {
+		if err := l.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func validatePorts(owner string, ports []firewall.PortMapping) error {
 	if err := firewall.ValidateOwner(owner); err != nil {
 		return err
@@ -191,10 +270,11 @@ func (r *Recorder) Network(name string) (firewall.Network, bool) {
 }
 
 // String renders the installed networks, one a line, sorted by name, then
-// the published ports, sorted:
+// the published ports, sorted, then the links, sorted:
 //
 //	network NAME bridge BR subnets A,B [masquerade] [icc] [internal] [routed]
 //	port OWNER NETWORK [HOSTIP:]HOSTPORT->CONTAINERIP:PORT/PROTO
+//	link OWNER NETWORK FROM->TO:PORT/PROTO
 func (r *Recorder) String() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -222,5 +302,11 @@ func (r *Recorder) String() string {
 	}
 	slices.Sort(ports)
 	b.WriteString(strings.Join(ports, ""))
+	var links []string
+	for _, l := range r.links {
+		links = append(links, fmt.Sprintf("link %s %s %s\n", l.owner, l.l.Network, l.l))
+	}
+	slices.Sort(links)
+	b.WriteString(strings.Join(links, ""))
 	return b.String()
 }

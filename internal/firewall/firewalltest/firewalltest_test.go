@@ -97,3 +97,50 @@ func TestRecorderPorts(t *testing.T) {
 		t.Fatalf("AddPorts(icmp) = %v, want invalid", err)
 	}
 }
+
+func TestRecorderLinks(t *testing.T) {
+	r := firewalltest.New()
+	var fw firewall.Firewall = r
+	a := netip.MustParseAddr
+	l := func(from, to string, port uint16) firewall.Link {
+		return firewall.Link{Network: "n1", From: a(from), To: a(to), Proto: "tcp", Port: port}
+	}
+	links := []firewall.Link{l("10.99.0.2", "10.99.0.3", 80), l("10.99.0.2", "10.99.0.3", 81)}
+	for range 2 {
+		if err := fw.AddLinks("a", links); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fw.AddLinks("b", []firewall.Link{l("fd00::3", "fd00::2", 443), l("10.99.0.2", "10.99.0.3", 81)}); err != nil { // takes 81 over
+		t.Fatal(err)
+	}
+	want := "link a n1 10.99.0.2->10.99.0.3:80/tcp\n" + "link b n1 10.99.0.2->10.99.0.3:81/tcp\n" +
+		"link b n1 fd00::3->[fd00::2]:443/tcp\n"
+	if got := r.String(); got != want {
+		t.Fatalf("String() = %q, want %q", got, want)
+	}
+	if owners, _ := fw.LinkOwners(); !slices.Equal(owners, []string{"a", "b"}) {
+		t.Fatalf("LinkOwners() = %v", owners)
+	}
+	if owners, _ := fw.Owners(); len(owners) != 0 {
+		t.Fatalf("Owners() = %v, want port owners only", owners)
+	}
+	for range 2 {
+		if err := fw.RemoveLinks("a", links); err != nil { // 81 is b's: skipped
+			t.Fatal(err)
+		}
+	}
+	if got, want := r.String(), want[len("link a n1 10.99.0.2->10.99.0.3:80/tcp\n"):]; got != want {
+		t.Fatalf("String() after RemoveLinks(a) = %q, want %q", got, want)
+	}
+	if err := fw.RemoveLinks("b", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.String(); got != "" {
+		t.Fatalf("String() after RemoveLinks = %q", got)
+	}
+	bad := l("10.99.0.2", "fd00::2", 80)
+	if err := fw.AddLinks("c", []firewall.Link{bad}); errdefs.KindOf(err) != errdefs.KindInvalid {
+		t.Fatalf("AddLinks(mixed families) = %v, want invalid", err)
+	}
+}

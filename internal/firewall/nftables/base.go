@@ -96,6 +96,9 @@ func wantSets() []*nft.Set {
 	for _, d := range pubMaps {
 		sets = append(sets, d.set())
 	}
+	for _, d := range linkSets {
+		sets = append(sets, d.set())
+	}
 	return sets
 }
 
@@ -107,6 +110,8 @@ func baseRules() map[string][]*nft.Rule {
 			// jump knit-user
 			tagged(forwardChain, tagBase, []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: chainUser}}),
 			baseRule(),
+			// Links come before every network's ICC drop.
+			linkRule(linkSets[0]), linkRule(linkSets[1]),
 		},
 		// A packet from outside addressed to a loopback address is never
 		// DNATed (routing drops it as martian): a port published on
@@ -176,7 +181,8 @@ func dnatLookup(d mapDef) []expr.Any {
 // prerouting '{ type nat hook prerouting priority dstnat; policy accept; }'
 // (and postrouting, output, forward); nft add chain inet knit knit-user;
 // nft add map inet knit pub4any '{ type inet_proto . inet_service :
-// ipv4_addr . inet_service; }' (and the others); nft insert rule inet knit
+// ipv4_addr . inet_service; }' (and the others, and the sets links4 and
+// links6); nft insert rule inet knit
 // forward jump knit-user comment "knit:base" (and the other shared rules)
 func baseEnsure(c *nft.Conn, cur ruleset) error {
 	c.AddTable(table)

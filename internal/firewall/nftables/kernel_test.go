@@ -98,6 +98,14 @@ func TestEnsureNetworkKernel(t *testing.T) {
 		type inet_proto . inet_service : ipv6_addr . inet_service
 	}
 
+	set links4 {
+		type ipv4_addr . ipv4_addr . inet_proto . inet_service
+	}
+
+	set links6 {
+		type ipv6_addr . ipv6_addr . inet_proto . inet_service
+	}
+
 	chain postrouting {
 		type nat hook postrouting priority srcnat; policy accept;
 		ip saddr 10.99.0.0/24 oifname != "br0" masquerade comment "knit:net=n1"
@@ -114,6 +122,8 @@ func TestEnsureNetworkKernel(t *testing.T) {
 		type filter hook forward priority filter; policy accept;
 		jump knit-user comment "knit:base"
 		ct state established,related accept comment "knit:base"
+		ip saddr . ip daddr . meta l4proto . th dport @links4 accept comment "knit:base"
+		ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 accept comment "knit:base"
 		iifname "br0" oifname != "br0" oifname @bridges drop comment "knit:net=n1"
 		iifname "br0" oifname "br0" drop comment "knit:net=n1"
 		iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
@@ -250,9 +260,9 @@ func TestShareTable(t *testing.T) {
 			t.Errorf("%d rules and elements tagged %s, want 8:\n%s", c, tag, got)
 		}
 	}
-	// 2 in forward, 6 in prerouting, 4 in output
-	if c := strings.Count(got, "knit:base"); c != 12 {
-		t.Errorf("%d base rules, want 12:\n%s", c, got)
+	// 4 in forward, 6 in prerouting, 4 in output
+	if c := strings.Count(got, "knit:base"); c != 14 {
+		t.Errorf("%d base rules, want 14:\n%s", c, got)
 	}
 }
 

@@ -2,8 +2,8 @@
 //
 // knit owns one table, "inet knit" (inet nat has worked since Linux 5.2,
 // so one table serves IPv4 and IPv6), which `nft list table inet knit`
-// shows readably (one network n1 on br0 with ICC off, one published port;
-// Rules prints the same):
+// shows readably (one network n1 on br0 with ICC off, one published port,
+// one link; Rules prints the same):
 //
 //	table inet knit {
 //		set bridges {
@@ -19,6 +19,12 @@
 //		}
 //		map pub6any { ... }
 //
+//		set links4 {
+//			type ipv4_addr . ipv4_addr . inet_proto . inet_service
+//			elements = { 10.99.0.2 . 10.99.0.3 . tcp . 80 comment "knit:owner=ID" }
+//		}
+//		set links6 { ... }
+//
 //		chain postrouting {
 //			type nat hook postrouting priority srcnat; policy accept;
 //			ip saddr 10.99.0.0/24 oifname != "br0" masquerade comment "knit:net=n1"
@@ -30,6 +36,8 @@
 //			type filter hook forward priority filter; policy accept;
 //			jump knit-user comment "knit:base"
 //			ct state established,related accept comment "knit:base"
+//			ip saddr . ip daddr . meta l4proto . th dport @links4 accept comment "knit:base"
+//			ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 accept comment "knit:base"
 //			iifname "br0" oifname != "br0" oifname @bridges drop comment "knit:net=n1"
 //			iifname "br0" oifname "br0" drop comment "knit:net=n1"
 //			iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
@@ -61,9 +69,9 @@
 //     subnets and published ports, are never touched.
 //   - Every rule and set element carries a comment: "knit:net=NAME" for a
 //     network's rules and its element of @bridges, "knit:base" for the
-//     shared rules, "knit:owner=ID" for a published port (the owner lives
-//     in the element: adding or removing a mapping is one element
-//     operation, and Owners one read). Removal and repair select by tag
+//     shared rules, "knit:owner=ID" for a published port or a link (the
+//     owner lives in the element: adding or removing a mapping or link is
+//     one element operation, and Owners or LinkOwners one read). Removal and repair select by tag
 //     only, so they delete exactly what was added for a network or owner.
 //   - Each call sends one batch (one conn.Flush): the kernel applies it
 //     whole or not at all, and no packet sees a half-installed network.
@@ -75,6 +83,13 @@
 //     ports are elements of the four pub maps, looked up by a fixed set of
 //     rules (hash lookups on concatenated keys), never rules of their own.
 //     Networks are kept apart by one rule each against @bridges.
+//   - Links (docker's --link) are elements of links4 and links6, looked up
+//     by one shared rule per family placed before every network's rules:
+//     an element from . to . proto . port accepts exactly those new
+//     connections, whatever ICC says; replies pass as established. The
+//     rule does not check bridges, so the caller links containers of one
+//     network only. Removing a link stops new connections; ones already
+//     established live on in conntrack, as with docker.
 //   - The chain knit-user belongs to the administrator: knit creates it when
 //     missing and jumps to it first in forward, and never flushes or writes
 //     it, so rules there (drop or accept) win over knit's. RemoveAll, the

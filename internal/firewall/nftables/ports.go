@@ -20,8 +20,9 @@ const tagOwnerPrefix = "knit:owner="
 
 func ownerTag(owner string) string { return tagOwnerPrefix + owner }
 
-// portElem is one port mapping as an element of one of the port maps.
-type portElem struct {
+// ownedElem is one port mapping or link as an element of one of knit's
+// sets, commented with its owner.
+type ownedElem struct {
 	set string
 	nft.SetElement
 }
@@ -39,35 +40,42 @@ func (f *Firewall) AddPorts(owner string, ports []firewall.PortMapping) error {
 	if err != nil {
 		return err
 	}
-	if cur, err := f.read(); err == nil && cur.baseUpToDate() && len(portsMissing(cur, want)) == 0 {
+	if err := f.elemsEnsure(want); err != nil {
+		return fmt.Errorf("publish ports of %s: %w", owner, err)
+	}
+	return nil
+}
+
+// elemsEnsure puts the owned elements want in place, in one batch that
+// also creates knit's table, chains and sets if missing; an element of the
+// same key but another value or owner is replaced. Nothing is written when
+// all are in place.
+func (f *Firewall) elemsEnsure(want []ownedElem) error {
+	if cur, err := f.read(); err == nil && cur.baseUpToDate() && len(elemsMissing(cur, want)) == 0 {
 		return nil
 	}
-	err = f.apply(func(c *nft.Conn, cur ruleset) error {
+	return f.apply(func(c *nft.Conn, cur ruleset) error {
 		if err := baseEnsure(c, cur); err != nil {
 			return err
 		}
-		for _, e := range portsMissing(cur, want) {
+		for _, e := range elemsMissing(cur, want) {
 			if old, ok := cur.elem(e.set, e.Key); ok {
 				if err := elemsDel(c, e.set, []nft.SetElement{old}); err != nil {
 					return err
 				}
 			}
 			if err := c.SetAddElements(&nft.Set{Table: table, Name: e.set}, []nft.SetElement{e.SetElement}); err != nil {
-				return fmt.Errorf("add element to map %s: %w", e.set, err)
+				return fmt.Errorf("add element to set %s: %w", e.set, err)
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("publish ports of %s: %w", owner, err)
-	}
-	return nil
 }
 
-// portsMissing returns the elements of want that are not in place as they
+// elemsMissing returns the elements of want that are not in place as they
 // are (same key, value and owner).
-func portsMissing(cur ruleset, want []portElem) []portElem {
-	var out []portElem
+func elemsMissing(cur ruleset, want []ownedElem) []ownedElem {
+	var out []ownedElem
 	for _, e := range want {
 		have, ok := cur.elem(e.set, e.Key)
 		if !ok || string(have.Val) != string(e.Val) || have.Comment != e.Comment {
@@ -87,19 +95,31 @@ func (f *Firewall) RemovePorts(owner string, ports []firewall.PortMapping) error
 	if err != nil {
 		return err
 	}
-	held := func(cur ruleset) []portElem {
-		var out []portElem
+	var sets []string
+	for _, d := range pubMaps {
+		sets = append(sets, d.name)
+	}
+	if err := f.elemsRemove(owner, want, ports == nil, sets); err != nil {
+		return fmt.Errorf("unpublish ports of %s: %w", owner, err)
+	}
+	return nil
+}
+
+// elemsRemove deletes the elements of want that owner holds, and with all
+// every element of owner in sets, in one batch; nothing is written when
+// none is left to delete.
+func (f *Firewall) elemsRemove(owner string, want []ownedElem, all bool, sets []string) error {
+	held := func(cur ruleset) []ownedElem {
+		var out []ownedElem
 		for _, e := range want {
 			if have, ok := cur.elem(e.set, e.Key); ok && have.Comment == e.Comment {
 				out = append(out, e)
 			}
 		}
-		if ports == nil { // every element of owner: a prune knows no more
-			for _, d := range pubMaps {
-				for _, e := range cur.elems[d.name] {
-					if e.Comment == ownerTag(owner) {
-						out = append(out, portElem{set: d.name, SetElement: e})
-					}
+		if all { // every element of owner: a prune knows no more
+			for _, set := range sets {
+				for _, e := range cur.taggedElems(set, ownerTag(owner)) {
+					out = append(out, ownedElem{set: set, SetElement: e})
 				}
 			}
 		}
@@ -108,7 +128,7 @@ func (f *Firewall) RemovePorts(owner string, ports []firewall.PortMapping) error
 	if cur, err := f.read(); err == nil && len(held(cur)) == 0 {
 		return nil
 	}
-	err = f.apply(func(c *nft.Conn, cur ruleset) error {
+	return f.apply(func(c *nft.Conn, cur ruleset) error {
 		for _, e := range held(cur) {
 			if err := elemsDel(c, e.set, []nft.SetElement{e.SetElement}); err != nil {
 				return err
@@ -116,10 +136,6 @@ func (f *Firewall) RemovePorts(owner string, ports []firewall.PortMapping) error
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("unpublish ports of %s: %w", owner, err)
-	}
-	return nil
 }
 
 // Owners returns the owners of port map elements, sorted.
@@ -130,32 +146,41 @@ func (f *Firewall) Owners() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var owners []string
+	var sets []string
 	for _, d := range pubMaps {
-		for _, e := range cur.elems[d.name] {
+		sets = append(sets, d.name)
+	}
+	return cur.owners(sets), nil
+}
+
+// owners returns the owners of the elements of sets, sorted.
+func (s ruleset) owners(sets []string) []string {
+	var owners []string
+	for _, set := range sets {
+		for _, e := range s.elems[set] {
 			if o, ok := strings.CutPrefix(e.Comment, tagOwnerPrefix); ok && !slices.Contains(owners, o) {
 				owners = append(owners, o)
 			}
 		}
 	}
 	slices.Sort(owners)
-	return owners, nil
+	return owners
 }
 
 // portElems validates the mappings and turns them into map elements. Two
 // mappings of one key must agree.
-func portElems(owner string, ports []firewall.PortMapping) ([]portElem, error) {
+func portElems(owner string, ports []firewall.PortMapping) ([]ownedElem, error) {
 	if err := firewall.ValidateOwner(owner); err != nil {
 		return nil, err
 	}
-	var out []portElem
+	var out []ownedElem
 	for _, m := range ports {
 		if err := m.Validate(); err != nil {
 			return nil, err
 		}
-		e := portElem{set: portMap(m).name, SetElement: nft.SetElement{
+		e := ownedElem{set: portMap(m).name, SetElement: nft.SetElement{
 			Key: portKey(m), Val: portVal(m), Comment: ownerTag(owner)}}
-		if i := slices.IndexFunc(out, func(o portElem) bool { return o.set == e.set && string(o.Key) == string(e.Key) }); i >= 0 {
+		if i := slices.IndexFunc(out, func(o ownedElem) bool { return o.set == e.set && string(o.Key) == string(e.Key) }); i >= 0 {
 			if string(out[i].Val) != string(e.Val) {
 				return nil, errdefs.Invalid("port mapping %s: host port mapped twice", m)
 			}
@@ -183,10 +208,12 @@ func portKey(m firewall.PortMapping) []byte {
 	if !m.AnyHost() {
 		key = m.HostIP.Unmap().AsSlice()
 	}
-	protos := map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "sctp": unix.IPPROTO_SCTP}
-	key = append(key, protos[m.Proto], 0, 0, 0)
+	key = append(key, protoNum[m.Proto], 0, 0, 0)
 	return append(binary.BigEndian.AppendUint16(key, m.HostPort), 0, 0)
 }
+
+// protoNum maps the protocols of port mappings and links to their numbers.
+var protoNum = map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "sctp": unix.IPPROTO_SCTP}
 
 // portVal is container address . container port.
 func portVal(m firewall.PortMapping) []byte {

@@ -174,6 +174,9 @@ func TestRulesMatchNft(t *testing.T) {
 	udp := mapping("", 8081, "udp")
 	udp.ContainerPort = 53
 	check(t, fw.AddPorts("c1", []firewall.PortMapping{udp, mapping("", 8080, "tcp"), v6}))
+	for owner, links := range nftables.TestLinks() {
+		check(t, fw.AddLinks(owner, links))
+	}
 	if got := nft(t, ns, "list", "table", "inet", "knit"); got != nftables.WantTable {
 		t.Errorf("nft list table inet knit:\n%s\nwant:\n%s", got, nftables.WantTable)
 	}

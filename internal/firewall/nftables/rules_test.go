@@ -120,11 +120,33 @@ func TestRenderTable(t *testing.T) {
 	for _, e := range elems {
 		s.elems[e.set] = append(s.elems[e.set], e.SetElement)
 	}
+	for owner, links := range testLinks() {
+		elems, err := linkElems(owner, links)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range elems {
+			s.elems[e.set] = append(s.elems[e.set], e.SetElement)
+		}
+	}
 	if got := s.render(); got != wantTable {
 		t.Errorf("render:\n%s\nwant:\n%s", got, wantTable)
 	}
 	if got := (ruleset{}).render(); got != "" {
 		t.Errorf("empty ruleset renders %q", got)
+	}
+}
+
+// testLinks are the links of wantTable, by owner.
+func testLinks() map[string][]firewall.Link {
+	a := netip.MustParseAddr
+	return map[string][]firewall.Link{
+		"c1": {
+			{Network: "n1", From: a("10.99.0.2"), To: a("10.99.0.3"), Proto: "udp", Port: 53},
+			{Network: "n1", From: a("10.99.0.2"), To: a("10.99.0.3"), Proto: "tcp", Port: 80},
+			{Network: "n1", From: a("10.99.0.2"), To: a("10.99.0.3"), Proto: "tcp", Port: 80}, // once only
+		},
+		"c2": {{Network: "n1", From: a("fd00::3"), To: a("fd00::2"), Proto: "sctp", Port: 9}},
 	}
 }
 
@@ -155,6 +177,17 @@ const wantTable = `table inet knit {
 		type inet_proto . inet_service : ipv6_addr . inet_service
 	}
 
+	set links4 {
+		type ipv4_addr . ipv4_addr . inet_proto . inet_service
+		elements = { 10.99.0.2 . 10.99.0.3 . udp . 53 comment "knit:owner=c1",
+			     10.99.0.2 . 10.99.0.3 . tcp . 80 comment "knit:owner=c1" }
+	}
+
+	set links6 {
+		type ipv6_addr . ipv6_addr . inet_proto . inet_service
+		elements = { fd00::3 . fd00::2 . sctp . 9 comment "knit:owner=c2" }
+	}
+
 	chain postrouting {
 		type nat hook postrouting priority srcnat; policy accept;
 		ip saddr 10.99.0.0/24 oifname != "br0" masquerade comment "knit:net=n1"
@@ -166,6 +199,8 @@ const wantTable = `table inet knit {
 		type filter hook forward priority filter; policy accept;
 		jump knit-user comment "knit:base"
 		ct state established,related accept comment "knit:base"
+		ip saddr . ip daddr . meta l4proto . th dport @links4 accept comment "knit:base"
+		ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 accept comment "knit:base"
 		iifname "br0" oifname != "br0" oifname @bridges drop comment "knit:net=n1"
 		iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
 		iifname "br0" accept comment "knit:net=n1"

@@ -1,0 +1,49 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/testutil"
+)
+
+// With icc false containers of the default network cannot reach each
+// other, except a container linked with --link, which reaches exactly the
+// linked container's exposed and published ports, by alias and by name.
+func TestICCOffAndLinks(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	knit := testutil.KnitBinary(t)
+	s.WriteConfig(t, `{"icc": false}`)
+	// db serves on 80 (exposed) and 81 (not exposed).
+	s.MustKnit(t, "run", "-d", "--name", "db", "-h", "db", "--expose", "80", "--rootfs", bb,
+		"sh", "-c", "httpd -p 81 -h /etc; exec httpd -f -p 80 -h /etc")
+	s.MustKnit(t, "run", "-d", "--name", "app", "--link", "db:database", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--name", "other", "--rootfs", bb, "sleep", "300")
+	db := ipOf(t, s, "db")
+
+	hosts := s.MustKnit(t, "exec", "app", "cat", "/etc/hosts")
+	if !strings.Contains(hosts, db+"\tdatabase db") {
+		t.Errorf("app's /etc/hosts lacks the link entry %q:\n%s", db+"\tdatabase db", hosts)
+	}
+	reaches(t, s, []string{knit, "exec", "app"}, db, 80, "db")
+	blocked(t, s, []string{knit, "exec", "app"}, db, 81)
+	blocked(t, s, []string{knit, "exec", "other"}, db, 80)
+	// The host still reaches every container.
+	reaches(t, s, nil, db, 81, "db")
+	// Removing the linking container removes its accept pairs.
+	s.MustKnit(t, "rm", "-f", "app")
+	if rules := s.MustRun(t, "nft", "list", "table", "inet", "knit"); strings.Contains(rules, db+" . tcp . 80") {
+		t.Errorf("link elements remain after rm:\n%s", rules)
+	}
+}
+
+// With icc on (the default) containers of one network reach each other.
+func TestICCOnByDefault(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	knit := testutil.KnitBinary(t)
+	serve(t, s, bb, "srv")
+	s.MustKnit(t, "run", "-d", "--name", "cli", "--rootfs", bb, "sleep", "300")
+	reaches(t, s, []string{knit, "exec", "cli"}, ipOf(t, s, "srv"), 80, "srv")
+}

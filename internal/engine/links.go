@@ -1,0 +1,152 @@
+package engine
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/knit-dev/knit/internal/dns/files"
+	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/store"
+)
+
+// LinkOption is one --link NAME[:ALIAS].
+type LinkOption struct {
+	Target, Alias string
+}
+
+// ParseLink parses --link's NAME[:ALIAS]; the alias defaults to the name.
+func ParseLink(s string) (LinkOption, error) {
+	name, alias, _ := strings.Cut(s, ":")
+	name = strings.TrimPrefix(name, "/")
+	if alias == "" {
+		alias = name
+	}
+	if name == "" || files.ValidHostname(alias) != nil {
+		return LinkOption{}, errdefs.Invalid("invalid --link %q: want NAME[:ALIAS] with ALIAS a valid host name", s)
+	}
+	return LinkOption{Target: name, Alias: alias}, nil
+}
+
+// Link is a recorded --link: the container may reach the target's exposed
+// and published ports, and knows it by alias and name in /etc/hosts.
+type Link struct {
+	TargetID string `json:"targetId"`
+	Name     string `json:"name"`
+	Alias    string `json:"alias"`
+}
+
+// reserveLinks resolves --link targets in the reserving transaction: each
+// must be running on the network the container joins first.
+func reserveLinks(tx store.Tx, c *Container, links []LinkOption) error {
+	for _, l := range links {
+		t, err := lookupContainer(tx, l.Target)
+		if err != nil {
+			return fmt.Errorf("--link %s: %w", l.Target, err)
+		}
+		if !t.Running() {
+			return errdefs.Conflict("cannot link to %s: it is not running", t.Name)
+		}
+		if len(c.Endpoints) == 0 || len(t.Endpoints) == 0 || t.Endpoints[0].Network != c.Endpoints[0].Network {
+			return errdefs.Invalid("cannot link to %s: links work between containers on the same network", t.Name)
+		}
+		c.Links = append(c.Links, Link{TargetID: t.ID, Name: t.Name, Alias: l.Alias})
+	}
+	return nil
+}
+
+// linkHosts are the /etc/hosts lines of the container's links.
+func (e *Engine) linkHosts(c *Container) []files.HostEntry {
+	var out []files.HostEntry
+	for _, l := range c.Links {
+		t, err := e.get(l.TargetID)
+		if err != nil || len(t.Endpoints) == 0 || len(t.Endpoints[0].Addrs) == 0 {
+			continue
+		}
+		names := []string{l.Alias}
+		for _, n := range []string{t.Spec.Hostname, t.Name} {
+			if !containsString(names, n) {
+				names = append(names, n)
+			}
+		}
+		out = append(out, files.HostEntry{IP: t.Endpoints[0].Addrs[0].Addr(), Names: names})
+	}
+	return out
+}
+
+// linkRules are the firewall's accept pairs for the container's links: to
+// every exposed or published port of each target.
+func (e *Engine) linkRules(c *Container) []firewall.Link {
+	var out []firewall.Link
+	if len(c.Endpoints) == 0 {
+		return nil
+	}
+	from := c.Endpoints[0]
+	for _, l := range c.Links {
+		t, err := e.get(l.TargetID)
+		if err != nil || len(t.Endpoints) == 0 {
+			continue
+		}
+		for _, p := range targetPorts(t) {
+			for _, fa := range from.Addrs {
+				for _, ta := range t.Endpoints[0].Addrs {
+					if fa.Addr().Is4() == ta.Addr().Is4() {
+						out = append(out, firewall.Link{Network: from.Network, From: fa.Addr(), To: ta.Addr(), Proto: p.proto, Port: p.port})
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+type protoPort struct {
+	proto string
+	port  uint16
+}
+
+// targetPorts lists a container's exposed and published container ports.
+func targetPorts(t *Container) []protoPort {
+	var out []protoPort
+	add := func(p protoPort) {
+		for _, q := range out {
+			if q == p {
+				return
+			}
+		}
+		out = append(out, p)
+	}
+	for _, s := range t.Spec.Exposed {
+		for port := s.ContainerFirst; port <= s.ContainerLast && port != 0; port++ {
+			add(protoPort{string(s.Proto), port})
+			if port == 65535 {
+				break
+			}
+		}
+	}
+	for _, m := range t.Ports {
+		add(protoPort{m.Proto, m.ContainerPort})
+	}
+	return out
+}
+
+// applyLinks programs the container's link accept pairs.
+func (e *Engine) applyLinks(c *Container) error {
+	rules := e.linkRules(c)
+	if len(rules) == 0 || e.fw == nil {
+		return nil
+	}
+	if err := e.fw.AddLinks(c.ID, rules); err != nil {
+		return fmt.Errorf("link rules: %w", err)
+	}
+	return nil
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

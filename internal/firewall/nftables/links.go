@@ -1,0 +1,141 @@
+package nftables
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	nft "github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+
+	"github.com/knit-dev/knit/internal/firewall"
+)
+
+// The link sets: source . destination . protocol . destination port of
+// the connections that docker's --link allows despite ICC=false.
+const (
+	setLinks4 = "links4" // ipv4_addr . ipv4_addr . inet_proto . inet_service
+	setLinks6 = "links6" // ipv6_addr . ipv6_addr . inet_proto . inet_service
+)
+
+// linkDef describes one link set.
+type linkDef struct {
+	name string
+	v6   bool
+}
+
+var linkSets = []linkDef{{setLinks4, false}, {setLinks6, true}}
+
+// set returns a fresh description of the set (fresh because AddSet
+// assigns it a batch-local ID).
+//
+//	set links4 { type ipv4_addr . ipv4_addr . inet_proto . inet_service; }
+func (d linkDef) set() *nft.Set {
+	addr := nft.TypeIPAddr
+	if d.v6 {
+		addr = nft.TypeIP6Addr
+	}
+	return &nft.Set{
+		Table: table, Name: d.name, Concatenation: true,
+		KeyType: nft.MustConcatSetType(addr, addr, nft.TypeInetProto, nft.TypeInetService),
+	}
+}
+
+// linkRule accepts the connections of the set's links. It is a shared
+// rule placed before every network's rules, so that it wins over their
+// ICC drop; it matches only what an element names.
+//
+//	ip saddr . ip daddr . meta l4proto . th dport @links4 accept
+//	ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 accept
+func linkRule(d linkDef) *nft.Rule {
+	fam, words, src := byte(unix.NFPROTO_IPV4), uint32(1), uint32(12)
+	if d.v6 {
+		fam, words, src = unix.NFPROTO_IPV6, 4, 8
+	}
+	// The key is built from register 1 on: source, destination, then
+	// protocol and port in one 4-byte register each.
+	return tagged(forwardChain, tagBase, []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: src, Len: 4 * words},
+		&expr.Payload{DestRegister: reg32(words), Base: expr.PayloadBaseNetworkHeader, Offset: src + 4*words, Len: 4 * words},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32(2 * words)},
+		&expr.Payload{DestRegister: reg32(2*words + 1), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: 1, SetName: d.name},
+	}, verdict(expr.VerdictAccept))
+}
+
+// AddLinks allows owner's links as elements of the link sets, in one batch
+// that also creates knit's table, chains and sets if missing. An element
+// in place is left alone; one of another owner is replaced.
+//
+// Equivalent to: nft add element inet knit links4 { 10.99.0.2 . 10.99.0.3
+// . tcp . 80 comment "knit:owner=ID" } (links6 for IPv6)
+func (f *Firewall) AddLinks(owner string, links []firewall.Link) error {
+	want, err := linkElems(owner, links)
+	if err != nil {
+		return err
+	}
+	if err := f.elemsEnsure(want); err != nil {
+		return fmt.Errorf("add links of %s: %w", owner, err)
+	}
+	return nil
+}
+
+// RemoveLinks deletes owner's elements for links (every one of owner's
+// when links is nil), in one batch; elements missing or held by another
+// owner are skipped, and nothing is written when none is left to delete.
+//
+// Equivalent to: nft delete element inet knit links4 { 10.99.0.2 . 10.99.0.3 . tcp . 80 }
+func (f *Firewall) RemoveLinks(owner string, links []firewall.Link) error {
+	want, err := linkElems(owner, links)
+	if err != nil {
+		return err
+	}
+	if err := f.elemsRemove(owner, want, links == nil, []string{setLinks4, setLinks6}); err != nil {
+		return fmt.Errorf("remove links of %s: %w", owner, err)
+	}
+	return nil
+}
+
+// LinkOwners returns the owners of link set elements, sorted.
+//
+// Equivalent to: nft list set inet knit links4 (and links6) | grep -o 'knit:owner=[^"]*'
+func (f *Firewall) LinkOwners() ([]string, error) {
+	cur, err := f.read()
+	if err != nil {
+		return nil, err
+	}
+	return cur.owners([]string{setLinks4, setLinks6}), nil
+}
+
+// linkElems validates the links and turns them into set elements, one per
+// distinct link.
+func linkElems(owner string, links []firewall.Link) ([]ownedElem, error) {
+	if err := firewall.ValidateOwner(owner); err != nil {
+		return nil, err
+	}
+	var out []ownedElem
+	for _, l := range links {
+		if err := l.Validate(); err != nil {
+			return nil, err
+		}
+		e := ownedElem{set: setLinks4, SetElement: nft.SetElement{Key: linkKey(l), Comment: ownerTag(owner)}}
+		if l.From.Is6() {
+			e.set = setLinks6
+		}
+		if !slices.ContainsFunc(out, func(o ownedElem) bool { return o.set == e.set && string(o.Key) == string(e.Key) }) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// linkKey is from . to . protocol . port, each field padded to 4 bytes as
+// nft's concatenations are.
+func linkKey(l firewall.Link) []byte {
+	key := append(l.From.AsSlice(), l.To.AsSlice()...)
+	key = append(key, protoNum[l.Proto], 0, 0, 0)
+	return append(binary.BigEndian.AppendUint16(key, l.Port), 0, 0)
+}
