@@ -114,6 +114,7 @@ package nftables
 import (
 	"errors"
 	"fmt"
+	"github.com/mdlayher/netlink"
 	"slices"
 	"strings"
 	"sync"
@@ -162,7 +163,12 @@ func New(opts ...Option) (*Firewall, error) {
 // conn opens one netlink socket for the duration of a call. Each call gets
 // its own Conn because a Conn buffers one batch.
 func (f *Firewall) conn() (*nft.Conn, error) {
-	opts := []nft.ConnOption{nft.AsLasting()}
+	// The kernel acknowledges every message of a batch; the default socket
+	// buffer overflows (ENOBUFS) at a few hundred elements, e.g. -p with a
+	// range of 300 ports.
+	opts := []nft.ConnOption{nft.AsLasting(), nft.WithSockOptions(func(c *netlink.Conn) error {
+		return c.SetReadBuffer(8 << 20)
+	})}
 	if f.nsFd != 0 {
 		opts = append(opts, nft.WithNetNSFd(f.nsFd))
 	}

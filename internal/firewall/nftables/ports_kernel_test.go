@@ -240,3 +240,20 @@ func TestRemovePortsOfOwner(t *testing.T) {
 		t.Errorf("owners after removing a's: %v, %v", owners, err)
 	}
 }
+
+// One container may publish a wide range: a batch of a thousand elements
+// must not overflow the netlink socket.
+func TestAddPortsLargeBatch(t *testing.T) {
+	fw, _ := newFirewall(t) // skips unless root
+	var ports []firewall.PortMapping
+	for i := range 1000 {
+		ports = append(ports, firewall.PortMapping{Network: "n1", HostPort: uint16(20000 + i), Proto: "tcp",
+			ContainerIP: netip.MustParseAddr("10.1.0.2"), ContainerPort: uint16(20000 + i)})
+	}
+	if err := fw.AddPorts("big", ports); err != nil {
+		t.Fatalf("AddPorts of 1000 mappings: %v", err)
+	}
+	if err := fw.RemovePorts("big", ports); err != nil {
+		t.Fatalf("RemovePorts of 1000 mappings: %v", err)
+	}
+}
