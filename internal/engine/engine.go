@@ -68,7 +68,13 @@ func New(o Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
 	}
-	return &Engine{paths: o.Paths, cfg: o.Config, st: o.Store, drivers: o.Drivers, fw: o.Firewall, self: self}, nil
+	e := &Engine{paths: o.Paths, cfg: o.Config, st: o.Store, drivers: o.Drivers, self: self}
+	if o.Firewall != nil {
+		// The lock lives beside the store, which exists before the exec-root
+		// tmpfs is mounted.
+		e.fw = &lockedFirewall{fw: o.Firewall, path: filepath.Join(o.Paths.DataRoot, "firewall.lock")}
+	}
+	return e, nil
 }
 
 func (e *Engine) netnsDir() string           { return filepath.Join(e.paths.ExecRoot, "netns") }

@@ -1,0 +1,63 @@
+package engine
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/knit-dev/knit/internal/firewall"
+)
+
+// lockedFirewall serialises firewall changes across knit processes. Each
+// change reads knit's table and sends a batch computed from what it read;
+// two processes doing that at once (32 parallel runs creating the table)
+// would send batches that contradict each other. A flock on a file in the
+// exec-root makes every read-then-write atomic with respect to the others.
+type lockedFirewall struct {
+	fw   firewall.Firewall
+	path string
+}
+
+func (l *lockedFirewall) do(fn func() error) error {
+	if err := os.MkdirAll(filepath.Dir(l.path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open firewall lock: %w", err)
+	}
+	defer f.Close() // releases the lock
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("lock firewall: %w", err)
+	}
+	return fn()
+}
+
+func (l *lockedFirewall) EnsureNetwork(n firewall.Network) error {
+	return l.do(func() error { return l.fw.EnsureNetwork(n) })
+}
+
+func (l *lockedFirewall) RemoveNetwork(name string) error {
+	return l.do(func() error { return l.fw.RemoveNetwork(name) })
+}
+
+func (l *lockedFirewall) AddPorts(owner string, p []firewall.PortMapping) error {
+	return l.do(func() error { return l.fw.AddPorts(owner, p) })
+}
+
+func (l *lockedFirewall) RemovePorts(owner string, p []firewall.PortMapping) error {
+	return l.do(func() error { return l.fw.RemovePorts(owner, p) })
+}
+
+func (l *lockedFirewall) AddLinks(owner string, ls []firewall.Link) error {
+	return l.do(func() error { return l.fw.AddLinks(owner, ls) })
+}
+
+func (l *lockedFirewall) RemoveLinks(owner string, ls []firewall.Link) error {
+	return l.do(func() error { return l.fw.RemoveLinks(owner, ls) })
+}
+
+func (l *lockedFirewall) Owners() ([]string, error)     { return l.fw.Owners() }
+func (l *lockedFirewall) LinkOwners() ([]string, error) { return l.fw.LinkOwners() }
