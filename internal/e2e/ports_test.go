@@ -144,3 +144,16 @@ func TestRemovalLeavesNoElement(t *testing.T) {
 	serve(t, s, bb, "again", "-p", "8080:80")
 	reaches(t, s, world, "198.51.100.1", 8080, "again")
 }
+
+// config.json's "ip" is the host address of ports published without one.
+func TestDefaultHostIP(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.WriteConfig(t, `{"ip": "127.0.0.1"}`)
+	serve(t, s, bb, "local", "-p", "8085:80")
+	if p := strings.TrimSpace(s.MustKnit(t, "port", "local")); p != "80/tcp -> 127.0.0.1:8085" {
+		t.Errorf("knit port = %q", p)
+	}
+	reaches(t, s, nil, "127.0.0.1", 8085, "local")
+	blocked(t, s, world, "198.51.100.1", 8085)
+}

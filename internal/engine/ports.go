@@ -30,12 +30,29 @@ func hostIPKey(a netip.Addr) string {
 func portSpecs(o *RunOptions) []portmap.Spec {
 	specs := append([]portmap.Spec(nil), o.Publish...)
 	if o.PublishAll {
-		for _, s := range o.Expose {
-			s.HostIP, s.HostPortFirst, s.HostPortLast = netip.Addr{}, 0, 0
+		for _, s := range o.Expose { // HostIP: config.json's "ip", if any
+			s.HostPortFirst, s.HostPortLast = 0, 0
 			specs = append(specs, s)
 		}
 	}
 	return specs
+}
+
+// defaultHostIP applies config.json's "ip", the host address ports are
+// published on when -p names none (dockerd's --ip).
+func (e *Engine) defaultHostIP(o *RunOptions) {
+	ip, err := netip.ParseAddr(e.cfg.IP)
+	if e.cfg.IP == "" || err != nil { // Load validated it
+		return
+	}
+	for i := range o.Publish {
+		if !o.Publish[i].HostIP.IsValid() {
+			o.Publish[i].HostIP = ip
+		}
+	}
+	for i := range o.Expose {
+		o.Expose[i].HostIP = ip
+	}
 }
 
 // reservePorts chooses host ports for the container's published ports and

@@ -121,6 +121,7 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 	if err != nil {
 		return nil, err
 	}
+	e.defaultHostIP(o)
 	var listening *portmap.Listeners
 	if len(portSpecs(o)) > 0 {
 		if listening, err = portmap.ReadListeners(); err != nil {
