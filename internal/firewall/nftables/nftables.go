@@ -194,7 +194,7 @@ func (f *Firewall) EnsureNetwork(n firewall.Network) error {
 	// Every knit command ensures its network; a read that finds everything
 	// in place costs a fraction of a batch, whose commit waits for the
 	// kernel (~15 ms here).
-	if cur, err := f.read(); err == nil && cur.upToDate(n) {
+	if cur, err := f.readBase(); err == nil && cur.upToDate(n) {
 		return nil
 	}
 	err := f.apply(func(c *nft.Conn, cur ruleset) error {
@@ -298,6 +298,30 @@ func (f *Firewall) read() (ruleset, error) {
 	}
 	defer c.CloseLasting()
 	return rulesetGet(c)
+}
+
+// readBase reads knit's table without the elements of the port maps and
+// link sets, which may number thousands: what a network's up-to-date check
+// looks at does not depend on them.
+func (f *Firewall) readBase() (ruleset, error) {
+	c, err := f.conn()
+	if err != nil {
+		return ruleset{}, err
+	}
+	defer c.CloseLasting()
+	return rulesetRead(c, func(set string) bool {
+		for _, d := range pubMaps {
+			if d.name == set {
+				return false
+			}
+		}
+		for _, d := range linkSets {
+			if d.name == set {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // apply reads knit's table, lets build queue a batch on the same socket and

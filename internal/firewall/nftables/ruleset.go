@@ -22,6 +22,12 @@ type ruleset struct {
 //
 // Equivalent to: nft -a list table inet knit
 func rulesetGet(c *nft.Conn) (ruleset, error) {
+	return rulesetRead(c, func(string) bool { return true })
+}
+
+// rulesetRead reads knit's table with the elements of the sets that
+// withElems names.
+func rulesetRead(c *nft.Conn, withElems func(set string) bool) (ruleset, error) {
 	cur := ruleset{rules: map[string][]*nft.Rule{}, elems: map[string][]nft.SetElement{}}
 	all, err := c.ListChainsOfTableFamily(nft.TableFamilyINet)
 	if err != nil {
@@ -45,6 +51,9 @@ func rulesetGet(c *nft.Conn) (ruleset, error) {
 		return cur, fmt.Errorf("list nftables sets: %w", err)
 	}
 	for _, s := range cur.sets {
+		if !withElems(s.Name) {
+			continue
+		}
 		if cur.elems[s.Name], err = c.GetSetElements(s); err != nil {
 			return cur, fmt.Errorf("list elements of set %s: %w", s.Name, err)
 		}
