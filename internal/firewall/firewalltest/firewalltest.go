@@ -26,8 +26,8 @@ type Recorder struct {
 	mu       sync.Mutex
 	calls    []string
 	networks map[string]firewall.Network
-	ports    map[portKey]ownedPort
-	links    map[linkKey]ownedLink
+	ports    owned[portKey, firewall.PortMapping]
+	links    owned[linkKey, firewall.Link]
 	fail     map[string]error
 }
 
@@ -38,11 +38,6 @@ type portKey struct {
 	v6    bool
 	proto string
 	port  uint16
-}
-
-type ownedPort struct {
-	owner string
-	m     firewall.PortMapping
 }
 
 func keyOf(m firewall.PortMapping) portKey {
@@ -61,18 +56,13 @@ type linkKey struct {
 	port     uint16
 }
 
-type ownedLink struct {
-	owner string
-	l     firewall.Link
-}
-
 func linkKeyOf(l firewall.Link) linkKey { return linkKey{l.From, l.To, l.Proto, l.Port} }
 
 var _ firewall.Firewall = (*Recorder)(nil)
 
 // New returns an empty Recorder.
 func New() *Recorder {
-	return &Recorder{networks: map[string]firewall.Network{}, ports: map[portKey]ownedPort{}, links: map[linkKey]ownedLink{}, fail: map[string]error{}}
+	return &Recorder{networks: map[string]firewall.Network{}, ports: owned[portKey, firewall.PortMapping]{}, links: owned[linkKey, firewall.Link]{}, fail: map[string]error{}}
 }
 
 // FailOn makes the next call described by call ("EnsureNetwork NAME",
@@ -114,132 +104,95 @@ func (r *Recorder) RemoveNetwork(name string) error {
 // AddPorts records owner's mappings, replacing any other owner's of the
 // same host address, protocol and port, as a backend does.
 func (r *Recorder) AddPorts(owner string, ports []firewall.PortMapping) error {
-	if err := r.record("AddPorts " + owner); err != nil {
-		return err
-	}
-	if err := validatePorts(owner, ports); err != nil {
-		return err
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, m := range ports {
-		r.ports[keyOf(m)] = ownedPort{owner, m}
-	}
-	return nil
+	return change(r, "AddPorts "+owner, owner, ports, func() { r.ports.add(owner, ports, keyOf) })
 }
 
-// RemovePorts forgets owner's mappings; others' and missing ones are
-// skipped.
+// RemovePorts forgets owner's mappings (all of them for nil ports);
+// others' and missing ones are skipped.
 func (r *Recorder) RemovePorts(owner string, ports []firewall.PortMapping) error {
-	if err := r.record("RemovePorts " + owner); err != nil {
-		return err
-	}
-	if err := validatePorts(owner, ports); err != nil {
-		return err
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, m := range ports {
-		if p, ok := r.ports[keyOf(m)]; ok && p.owner == owner {
-			delete(r.ports, keyOf(m))
-		}
-	}
-	if ports == nil { // every mapping of owner
-		for k, p := range r.ports {
-			if p.owner == owner {
-				delete(r.ports, k)
-			}
-		}
-	}
-	return nil
+	return change(r, "RemovePorts "+owner, owner, ports, func() { r.ports.remove(owner, ports, keyOf) })
 }
 
 // Owners returns the owners of published ports, sorted.
 func (r *Recorder) Owners() ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var owners []string
-	for _, p := range r.ports {
-		if !slices.Contains(owners, p.owner) {
-			owners = append(owners, p.owner)
-		}
-	}
-	slices.Sort(owners)
-	return owners, nil
+	return r.ports.owners(), nil
 }
 
 // AddLinks records owner's links, replacing any other owner's of the same
 // addresses, protocol and port, as a backend does.
 func (r *Recorder) AddLinks(owner string, links []firewall.Link) error {
-	if err := r.record("AddLinks " + owner); err != nil {
-		return err
-	}
-	if err := validateLinks(owner, links); err != nil {
-		return err
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, l := range links {
-		r.links[linkKeyOf(l)] = ownedLink{owner, l}
-	}
-	return nil
+	return change(r, "AddLinks "+owner, owner, links, func() { r.links.add(owner, links, linkKeyOf) })
 }
 
 // RemoveLinks forgets owner's links (all of them for nil links); others'
 // and missing ones are skipped.
 func (r *Recorder) RemoveLinks(owner string, links []firewall.Link) error {
-	if err := r.record("RemoveLinks " + owner); err != nil {
-		return err
-	}
-	if err := validateLinks(owner, links); err != nil {
-		return err
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for k, l := range r.links {
-		if l.owner == owner && (links == nil || slices.ContainsFunc(links, func(w firewall.Link) bool { return linkKeyOf(w) == k })) {
-			delete(r.links, k)
-		}
-	}
-	return nil
+	return change(r, "RemoveLinks "+owner, owner, links, func() { r.links.remove(owner, links, linkKeyOf) })
 }
 
 // LinkOwners returns the owners of links, sorted.
 func (r *Recorder) LinkOwners() ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var owners []string
-	for _, l := range r.links {
-		if !slices.Contains(owners, l.owner) {
-			owners = append(owners, l.owner)
-		}
-	}
-	slices.Sort(owners)
-	return owners, nil
+	return r.links.owners(), nil
 }
 
-func validateLinks(owner string, links []firewall.Link) error {
+// change records call, validates items as a backend would, and applies
+// apply under the lock; a failed call changes nothing.
+func change[T interface{ Validate() error }](r *Recorder, call, owner string, items []T, apply func()) error {
+	if err := r.record(call); err != nil {
+		return err
+	}
 	if err := firewall.ValidateOwner(owner); err != nil {
 		return err
 	}
-	for _, l := range links {
-		if err := l.Validate(); err != nil {
+	for _, it := range items {
+		if err := it.Validate(); err != nil {
 			return err
 		}
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	apply()
 	return nil
 }
 
-func validatePorts(owner string, ports []firewall.PortMapping) error {
-	if err := firewall.ValidateOwner(owner); err != nil {
-		return err
+// owned maps an element's key to its owner and value, as the backends'
+// map and set elements carry their owner in a comment.
+type owned[K comparable, V any] map[K]struct {
+	owner string
+	v     V
+}
+
+func (o owned[K, V]) add(owner string, vs []V, key func(V) K) {
+	for _, v := range vs {
+		o[key(v)] = struct {
+			owner string
+			v     V
+		}{owner, v}
 	}
-	for _, m := range ports {
-		if err := m.Validate(); err != nil {
-			return err
+}
+
+// remove deletes owner's elements among vs, or all of owner's for nil vs.
+func (o owned[K, V]) remove(owner string, vs []V, key func(V) K) {
+	for k, e := range o {
+		if e.owner == owner && (vs == nil || slices.ContainsFunc(vs, func(v V) bool { return key(v) == k })) {
+			delete(o, k)
 		}
 	}
-	return nil
+}
+
+func (o owned[K, V]) owners() []string {
+	var out []string
+	for _, e := range o {
+		if !slices.Contains(out, e.owner) {
+			out = append(out, e.owner)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // record appends call to the log and returns the error FailOn set for it.
@@ -298,13 +251,13 @@ func (r *Recorder) String() string {
 	}
 	var ports []string
 	for _, p := range r.ports {
-		ports = append(ports, fmt.Sprintf("port %s %s %s\n", p.owner, p.m.Network, p.m))
+		ports = append(ports, fmt.Sprintf("port %s %s %s\n", p.owner, p.v.Network, p.v))
 	}
 	slices.Sort(ports)
 	b.WriteString(strings.Join(ports, ""))
 	var links []string
 	for _, l := range r.links {
-		links = append(links, fmt.Sprintf("link %s %s %s\n", l.owner, l.l.Network, l.l))
+		links = append(links, fmt.Sprintf("link %s %s %s\n", l.owner, l.v.Network, l.v))
 	}
 	slices.Sort(links)
 	b.WriteString(strings.Join(links, ""))
