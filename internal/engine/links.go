@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/knit-dev/knit/internal/dns/files"
@@ -65,7 +66,7 @@ func (e *Engine) linkHosts(c *Container) []files.HostEntry {
 		}
 		names := []string{l.Alias}
 		for _, n := range []string{t.Spec.Hostname, t.Name} {
-			if !containsString(names, n) {
+			if !slices.Contains(names, n) {
 				names = append(names, n)
 			}
 		}
@@ -140,13 +141,4 @@ func (e *Engine) applyLinks(c *Container) error {
 		return fmt.Errorf("link rules: %w", err)
 	}
 	return nil
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -253,10 +254,6 @@ func mergeEnv(base, over []string) []string {
 }
 
 func envKey(kv string) string {
-	for i := 0; i < len(kv); i++ {
-		if kv[i] == '=' {
-			return kv[:i]
-		}
-	}
-	return kv
+	k, _, _ := strings.Cut(kv, "=")
+	return k
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/knit-dev/knit/internal/netns"
@@ -190,7 +191,7 @@ func (e *Engine) prunePorts(live map[string]*Container, r *PruneReport) error {
 				errs = append(errs, err)
 				continue
 			}
-			if !containsString(r.Ports, id) {
+			if !slices.Contains(r.Ports, id) {
 				r.Ports = append(r.Ports, id)
 			}
 		}

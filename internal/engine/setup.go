@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -182,7 +183,7 @@ func allocateEndpoint(tx store.Tx, n *Network, c *Container, o *RunOptions, ifna
 			ep.MAC = ipam.MAC(addr)
 		}
 	}
-	if o.IP.IsValid() && len(ep.Addrs) > 0 && !containsAddr(ep.Addrs, o.IP) {
+	if o.IP.IsValid() && len(ep.Addrs) > 0 && !slices.ContainsFunc(ep.Addrs, func(p netip.Prefix) bool { return p.Addr() == o.IP }) {
 		return nil, errdefs.Invalid("network %s has no subnet of the address family of %s", n.Name, o.IP)
 	}
 	if o.MAC != nil {
@@ -192,15 +193,6 @@ func allocateEndpoint(tx store.Tx, n *Network, c *Container, o *RunOptions, ifna
 		ep.MAC = ipam.RandomMAC()
 	}
 	return ep, nil
-}
-
-func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
-	for _, p := range ps {
-		if p.Addr() == a {
-			return true
-		}
-	}
-	return false
 }
 
 func addrError(err error, a netip.Addr, n *Network) error {
