@@ -111,7 +111,7 @@ func (a *app) rootCommand() *cobra.Command {
 	root.AddCommand(
 		a.runCommand(), a.execCommand(), a.psCommand(), a.inspectCommand(),
 		a.stopCommand(), a.killCommand(), a.rmCommand(), a.logsCommand(),
-		a.systemCommand(), a.portCommand(), a.superviseCommand(),
+		a.systemCommand(), a.portCommand(), a.networkCommand(), a.superviseCommand(),
 	)
 	return root
 }
