@@ -1,0 +1,231 @@
+package server
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// ttl is the TTL of local answers, Docker's.
+const ttl = 600
+
+// request is one query as the server received it.
+type request struct {
+	local  netip.Addr // the listener's address
+	client netip.Addr
+	tcp    bool
+	msg    *dns.Msg
+}
+
+// exchangeFunc sends q to one upstream, over TCP or UDP, and returns the
+// reply, whose ID is q's.
+type exchangeFunc func(ctx context.Context, q *dns.Msg, upstream netip.AddrPort, tcp bool) (*dns.Msg, error)
+
+// answer returns the reply to r, or nil when r gets none because it is
+// itself a response (answering one could start a loop). Names of the
+// networks in scope are answered here; other names go to the client's
+// upstreams through exchange. The reply fits the client's UDP buffer, or
+// a TCP message.
+func (t *tables) answer(ctx context.Context, r request, exchange exchangeFunc) *dns.Msg {
+	q := r.msg
+	switch {
+	case q.Response:
+		return nil
+	case q.Opcode != dns.OpcodeQuery:
+		return reply(q, dns.RcodeNotImplemented)
+	case len(q.Question) != 1:
+		return reply(q, dns.RcodeFormatError)
+	}
+	nets, client := t.scope(r.local, r.client)
+	m := t.lookup(q, nets)
+	if m == nil {
+		m = t.forward(ctx, r, client, exchange)
+	}
+	size := dns.MaxMsgSize
+	if !r.tcp {
+		size = dns.MinMsgSize
+		if opt := q.IsEdns0(); opt != nil {
+			size = max(size, int(opt.UDPSize()))
+		}
+	}
+	m.Truncate(size) // it sets TC if records had to go
+	return m
+}
+
+// lookup answers q from the networks in scope, or returns nil when the
+// name is not theirs and must be forwarded.
+func (t *tables) lookup(q *dns.Msg, nets []*network) *dns.Msg {
+	qs := q.Question[0]
+	name := key(qs.Name)
+	if qs.Qclass == dns.ClassINET {
+		if rrs := ptrRecords(qs, name, nets); len(rrs) > 0 {
+			return authoritative(q, rrs)
+		}
+		if rrs, known := addrRecords(qs, name, nets); known {
+			// A known name gets no NXDOMAIN and is never forwarded,
+			// even when it has no record of the type asked.
+			return authoritative(q, rrs)
+		}
+	}
+	if name != "" && !strings.Contains(name, ".") {
+		// Unknown single-label names can not exist upstream: say so at
+		// once instead of letting the client wait for a timeout.
+		return reply(q, dns.RcodeNameError)
+	}
+	return nil
+}
+
+// addrRecords returns the A or AAAA records of name on nets, and whether
+// any endpoint there has that name.
+func addrRecords(qs dns.Question, name string, nets []*network) (rrs []dns.RR, known bool) {
+	var seen []netip.Addr
+	for _, n := range nets {
+		for _, ep := range n.names[name] {
+			known = true
+			for _, a := range ep.Addrs {
+				if slices.Contains(seen, a) {
+					continue
+				}
+				hdr := dns.RR_Header{Name: qs.Name, Rrtype: qs.Qtype, Class: dns.ClassINET, Ttl: ttl}
+				switch {
+				case qs.Qtype == dns.TypeA && a.Is4():
+					rrs = append(rrs, &dns.A{Hdr: hdr, A: a.AsSlice()})
+				case qs.Qtype == dns.TypeAAAA && a.Is6():
+					rrs = append(rrs, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+				default:
+					continue
+				}
+				seen = append(seen, a)
+			}
+		}
+	}
+	return rrs, known
+}
+
+// ptrRecords returns "container.network." for a PTR query of the address
+// of an endpoint on nets.
+func ptrRecords(qs dns.Question, name string, nets []*network) []dns.RR {
+	if qs.Qtype != dns.TypePTR {
+		return nil
+	}
+	a, ok := reverseAddr(name)
+	if !ok {
+		return nil
+	}
+	var rrs []dns.RR
+	var seen []string
+	for _, n := range nets {
+		ep := n.addrs[a]
+		if ep == nil || ep.Name == "" {
+			continue
+		}
+		target := dns.Fqdn(ep.Name + "." + n.name)
+		if _, ok := dns.IsDomainName(target); !ok || slices.Contains(seen, target) {
+			continue
+		}
+		seen = append(seen, target)
+		rrs = append(rrs, &dns.PTR{
+			Hdr: dns.RR_Header{Name: qs.Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: ttl},
+			Ptr: target,
+		})
+	}
+	return rrs
+}
+
+// forward asks the client's upstreams in turn, or the snapshot's when the
+// client is unknown or has none, skipping the server's own addresses. A
+// SERVFAIL or REFUSED reply moves on to the next upstream but is returned
+// if no other answers; when none replies at all the answer is SERVFAIL.
+func (t *tables) forward(ctx context.Context, r request, client *Endpoint, exchange exchangeFunc) *dns.Msg {
+	ups := t.upstreams
+	if client != nil && len(client.Upstreams) > 0 {
+		ups = client.Upstreams
+	}
+	var last *dns.Msg
+	for _, u := range ups {
+		u = netip.AddrPortFrom(u.Addr().Unmap(), u.Port())
+		if t.listen[u] || ctx.Err() != nil {
+			continue
+		}
+		m, err := exchange(ctx, r.msg, u, r.tcp)
+		if err != nil || m == nil {
+			continue
+		}
+		m.Id = r.msg.Id
+		if m.Rcode != dns.RcodeServerFailure && m.Rcode != dns.RcodeRefused {
+			return m
+		}
+		last = m
+	}
+	if last != nil {
+		return last
+	}
+	return reply(r.msg, dns.RcodeServerFailure)
+}
+
+// reply returns an empty reply to q with rcode, offering recursion, with
+// an OPT record if q had one (RFC 6891).
+func reply(q *dns.Msg, rcode int) *dns.Msg {
+	m := new(dns.Msg).SetRcode(q, rcode)
+	m.RecursionAvailable = true
+	if rcode == dns.RcodeFormatError || rcode == dns.RcodeNotImplemented {
+		m.Question = nil // the question may be what is wrong
+		return m
+	}
+	if q.IsEdns0() != nil {
+		m.SetEdns0(dns.DefaultMsgSize, false)
+	}
+	return m
+}
+
+// authoritative returns the reply to q with the answers rrs.
+func authoritative(q *dns.Msg, rrs []dns.RR) *dns.Msg {
+	m := reply(q, dns.RcodeSuccess)
+	m.Authoritative = true
+	m.Answer = rrs
+	return m
+}
+
+// reverseAddr returns the address a PTR query name (lowercase, no trailing
+// dot) stands for: four decimal labels under in-addr.arpa or 32 hex
+// nibbles under ip6.arpa, least significant first.
+func reverseAddr(name string) (netip.Addr, bool) {
+	if rest, ok := strings.CutSuffix(name, ".in-addr.arpa"); ok {
+		labels := strings.Split(rest, ".")
+		if len(labels) != 4 {
+			return netip.Addr{}, false
+		}
+		var b [4]byte
+		for i, l := range labels {
+			n, err := strconv.ParseUint(l, 10, 8)
+			if err != nil {
+				return netip.Addr{}, false
+			}
+			b[3-i] = byte(n)
+		}
+		return netip.AddrFrom4(b), true
+	}
+	if rest, ok := strings.CutSuffix(name, ".ip6.arpa"); ok {
+		if len(rest) != 63 {
+			return netip.Addr{}, false
+		}
+		var b [16]byte
+		for i := range 32 {
+			if i < 31 && rest[2*i+1] != '.' {
+				return netip.Addr{}, false
+			}
+			v, err := strconv.ParseUint(rest[2*i:2*i+1], 16, 8)
+			if err != nil {
+				return netip.Addr{}, false
+			}
+			nibble := 31 - i // the first label is the last nibble
+			b[nibble/2] |= byte(v) << (4 * (1 - nibble%2))
+		}
+		return netip.AddrFrom16(b), true
+	}
+	return netip.Addr{}, false
+}

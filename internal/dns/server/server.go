@@ -1,0 +1,253 @@
+// Package server is knit's embedded DNS resolver: containers on
+// user-defined networks resolve each other's names, hostnames and network
+// aliases within the networks they share, as with Docker; other names go
+// upstream.
+//
+// One server process per host serves all networks. It listens (UDP and TCP)
+// on every DNS-enabled network's gateway addresses and answers from a
+// Snapshot that the engine rewrites with Save whenever containers or
+// networks change; the server notices the new file within milliseconds
+// (inotify) and swaps its tables without dropping a query.
+//
+// Invariants:
+//   - A query is answered from one snapshot's tables, never a mix; a
+//     snapshot that fails to parse is logged and the previous one kept.
+//   - A client sees only the networks its container is attached to (an
+//     unknown client: the networks of the address it asked). A name known
+//     there is never forwarded and never NXDOMAIN; an unknown single-label
+//     name is NXDOMAIN at once; anything else is forwarded, never to the
+//     server's own addresses, and a query that no upstream answers gets
+//     SERVFAIL. No input makes the server panic.
+//   - At most one server holds dir/server.lock, and only a server holding
+//     it listens.
+//
+// Starting and stopping, without a daemon (the protocol between the engine
+// and the server):
+//
+//  1. The engine calls Save, then Running. If Running is false it starts a
+//     server process that calls Serve; if that server finds the lock taken
+//     it returns at once, since another server is serving.
+//  2. Serve takes the lock, opens the listeners, then writes dir/server.pid
+//     (for a caller waiting until DNS works), and serves.
+//  3. When a snapshot has no networks, Serve closes its listeners, removes
+//     server.pid and releases the lock; then it loads the snapshot once
+//     more. If that has networks again, the engine saved it while the
+//     server was stopping: Serve takes the lock again (or returns if a new
+//     server has it) and serves on.
+//
+// A change saved by the engine is thus never lost: either the engine's
+// Running saw no lock and it starts a server, or the server's load after
+// releasing the lock sees the change.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Files in the server's directory besides the snapshot.
+const (
+	LockFile = "server.lock" // flocked by the running server
+	PIDFile  = "server.pid"  // the running server's PID, once it listens
+)
+
+// upstreamTimeout is how long one upstream has to answer a forwarded query.
+const upstreamTimeout = 2 * time.Second
+
+// retryListen is how soon listeners that failed to open are tried again.
+const retryListen = time.Second
+
+// Serve answers DNS queries for the networks in dir's snapshot until the
+// snapshot has no networks or ctx is done, and then returns nil; see the
+// package comment for how it starts and stops. It returns nil at once if
+// another server holds dir's lock, and an error if it cannot make dir,
+// watch it, take the lock, or parse the first snapshot it serves. A nil log
+// discards messages; forwarding failures are logged at debug level.
+func Serve(ctx context.Context, dir string, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return (&server{dir: dir, log: log, exchange: newExchange(upstreamTimeout, log)}).serve(ctx)
+}
+
+// Running reports whether a server holds dir's lock. It probes with a
+// shared non-blocking flock and releases at once. A server starting during
+// the probe may fail to take the lock and exit; Running then returns false,
+// and the caller starts another.
+func Running(dir string) bool {
+	f, err := os.Open(filepath.Join(dir, LockFile))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB) != nil
+}
+
+// server is one Serve call's state.
+type server struct {
+	dir       string
+	log       *slog.Logger
+	exchange  exchangeFunc
+	tables    atomic.Pointer[tables]
+	listeners map[netip.AddrPort]*listener
+}
+
+func (s *server) serve(ctx context.Context) error {
+	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+		return fmt.Errorf("dns server: %w", err)
+	}
+	// Watch before the first load, so no change falls between the two.
+	w, err := watch(s.dir)
+	if err != nil {
+		return fmt.Errorf("dns server: %w", err)
+	}
+	defer w.close()
+	for {
+		lock, err := tryLock(s.dir)
+		if err != nil {
+			return err
+		}
+		if lock == nil {
+			s.log.Info("dns server: another server holds the lock")
+			return nil
+		}
+		err = s.run(ctx, w)
+		_ = lock.Close() // releases the lock
+		if err != nil || ctx.Err() != nil {
+			return err
+		}
+		snap, err := Load(s.dir)
+		if err != nil {
+			return fmt.Errorf("dns server: %w", err)
+		}
+		if len(snap.Networks) == 0 {
+			s.log.Info("dns server stopped: no networks")
+			return nil
+		}
+		s.log.Info("dns server: networks added while stopping, serving on")
+	}
+}
+
+// run serves while the lock is held: it loads the snapshot, opens the
+// listeners and follows changes until a snapshot has no networks or ctx is
+// done. It closes the listeners and removes the PID file before returning.
+func (s *server) run(ctx context.Context, w *watcher) error {
+	snap, err := Load(s.dir)
+	if err != nil {
+		return fmt.Errorf("dns server: %w", err)
+	}
+	if len(snap.Networks) == 0 {
+		return nil
+	}
+	s.listeners = make(map[netip.AddrPort]*listener)
+	defer s.closeAll()
+	retry := s.apply(snap)
+	if err := writePID(s.dir); err != nil {
+		return err
+	}
+	defer os.Remove(filepath.Join(s.dir, PIDFile))
+	s.log.Info("dns server started", "networks", len(snap.Networks), "listeners", len(s.listeners))
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-retry:
+			retry = s.apply(snap)
+		case <-w.changed:
+			next, err := Load(s.dir)
+			if err != nil {
+				s.log.Warn("dns snapshot ignored", "err", err)
+				continue
+			}
+			if len(next.Networks) == 0 {
+				return nil
+			}
+			snap = next
+			retry = s.apply(snap)
+			s.log.Debug("dns snapshot loaded", "networks", len(snap.Networks), "listeners", len(s.listeners))
+		}
+	}
+}
+
+// apply makes snap's tables current, then closes the listeners of
+// addresses gone and opens those of addresses new. It returns a timer when
+// a listener failed to open (the port may be busy for a moment), nil
+// otherwise.
+func (s *server) apply(snap *Snapshot) <-chan time.Time {
+	t := newTables(snap)
+	s.tables.Store(t)
+	for addr, l := range s.listeners {
+		if !t.listen[addr] {
+			l.close()
+			delete(s.listeners, addr)
+			s.log.Info("dns listener closed", "addr", addr)
+		}
+	}
+	failed := false
+	for addr := range t.listen {
+		if s.listeners[addr] != nil {
+			continue
+		}
+		l, err := listen(addr, &s.tables, s.exchange, s.log)
+		if err != nil {
+			s.log.Warn("dns listener", "err", err)
+			failed = true
+			continue
+		}
+		s.listeners[addr] = l
+		s.log.Info("dns listener opened", "addr", addr)
+	}
+	if failed {
+		return time.After(retryListen)
+	}
+	return nil
+}
+
+func (s *server) closeAll() {
+	for addr, l := range s.listeners {
+		l.close()
+		delete(s.listeners, addr)
+	}
+}
+
+// tryLock takes dir's lock without waiting. It returns nil, nil when
+// another process holds it. Equivalent to: `flock -n DIR/server.lock`.
+func tryLock(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, LockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("dns server lock: %w", err)
+	}
+	err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	if err == nil {
+		return f, nil
+	}
+	f.Close()
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return nil, nil
+	}
+	return nil, fmt.Errorf("dns server lock %s: %w", f.Name(), err)
+}
+
+// writePID writes the process's PID to dir/server.pid, atomically so a
+// reader never sees a partial number.
+func writePID(dir string) error {
+	tmp := filepath.Join(dir, "."+PIDFile)
+	err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, PIDFile))
+	}
+	if err != nil {
+		return fmt.Errorf("dns server pid: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,530 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
+)
+
+// The socket tests run on loopback only: the server listens on 127.0.0.1
+// (network a) and 127.0.0.2 (network b) on a free port, a fake upstream
+// on 127.0.0.1, and clients query from 127.0.0.1 (the container "client"
+// on network a), 127.0.0.3 (no container) and 127.0.0.4 (the container
+// "lost", whose upstream never answers).
+var (
+	gatewayA, gatewayB = ip("127.0.0.1"), ip("127.0.0.2")
+	fromClient         = ip("127.0.0.1")
+	fromStranger       = ip("127.0.0.3")
+	fromLost           = ip("127.0.0.4")
+)
+
+func socketSnapshot(port uint16, upstream, dead netip.AddrPort) *Snapshot {
+	return &Snapshot{
+		Port:      port,
+		Upstreams: []netip.AddrPort{upstream},
+		Networks: []Network{
+			{Name: "a", Listen: []netip.Addr{gatewayA}, Endpoints: []Endpoint{
+				{Container: "c-client", Name: "client", Addrs: []netip.Addr{fromClient}, Upstreams: []netip.AddrPort{upstream}},
+				{Container: "c-web", Name: "web", Aliases: []string{"www"}, Addrs: []netip.Addr{ip("10.0.0.2")}},
+				{Container: "c-lost", Name: "lost", Addrs: []netip.Addr{fromLost}, Upstreams: []netip.AddrPort{dead}},
+			}},
+			{Name: "b", Listen: []netip.Addr{gatewayB}, Endpoints: []Endpoint{
+				{Container: "c-db", Name: "db", Addrs: []netip.Addr{ip("10.1.0.2")}},
+			}},
+		},
+	}
+}
+
+// freePort returns a port free for UDP and TCP on 127.0.0.1 and 127.0.0.2.
+func freePort(t testing.TB) uint16 {
+	t.Helper()
+	for range 50 {
+		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+		pc.Close()
+		free := true
+		for _, a := range []string{"127.0.0.1", "127.0.0.2"} {
+			addr := net.JoinHostPort(a, strconv.Itoa(int(port)))
+			if l, err := net.Listen("tcp4", addr); err != nil {
+				free = false
+			} else {
+				l.Close()
+			}
+			if pc, err := net.ListenPacket("udp4", addr); err != nil {
+				free = false
+			} else {
+				pc.Close()
+			}
+		}
+		if free {
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// fakeUpstream is a DNS server on 127.0.0.1 that answers A 192.0.2.1 over
+// UDP and 192.0.2.2 over TCP, except "tc.example." over UDP: an empty
+// truncated reply. It records the IDs of the queries it gets.
+type fakeUpstream struct {
+	addr netip.AddrPort
+	mu   sync.Mutex
+	ids  map[uint16]bool
+}
+
+func startUpstream(t testing.TB) *fakeUpstream {
+	t.Helper()
+	port := freePort(t)
+	u := &fakeUpstream{addr: netip.AddrPortFrom(ip("127.0.0.1"), port), ids: make(map[uint16]bool)}
+	pc, err := net.ListenPacket("udp4", u.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp4", u.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: u}, {Listener: ln, Handler: u}} {
+		if err := start(srv); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = srv.Shutdown() })
+	}
+	return u
+}
+
+func (u *fakeUpstream) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
+	u.mu.Lock()
+	u.ids[q.Id] = true
+	u.mu.Unlock()
+	m := new(dns.Msg).SetReply(q)
+	_, tcp := w.LocalAddr().(*net.TCPAddr)
+	switch {
+	case q.Question[0].Name == "tc.example." && !tcp:
+		m.Truncated = true
+	case tcp:
+		m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1}, A: net.IPv4(192, 0, 2, 2)}}
+	default:
+		m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1}, A: net.IPv4(192, 0, 2, 1)}}
+	}
+	_ = w.WriteMsg(m)
+}
+
+func (u *fakeUpstream) saw(id uint16) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.ids[id]
+}
+
+// deadUpstream returns an address with a socket bound that never answers:
+// UDP queries and TCP reads time out.
+func deadUpstream(t testing.TB) netip.AddrPort {
+	t.Helper()
+	port := freePort(t)
+	addr := netip.AddrPortFrom(ip("127.0.0.1"), port)
+	pc, err := net.ListenPacket("udp4", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp4", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close(); ln.Close() })
+	return addr
+}
+
+// running is a server started by startServer.
+type running struct {
+	dir    string
+	cancel context.CancelFunc
+	exited chan struct{}
+	err    error
+}
+
+// testTimeout is the upstream timeout of the servers in tests.
+const testTimeout = 300 * time.Millisecond
+
+// serveDir runs a server on dir in a goroutine, with testTimeout for
+// upstreams; the test's cleanup stops it and waits.
+func serveDir(t *testing.T, dir string) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{dir: dir, cancel: cancel, exited: make(chan struct{})}
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv := &server{dir: dir, log: log, exchange: newExchange(testTimeout, log)}
+	go func() {
+		r.err = srv.serve(ctx)
+		close(r.exited)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		r.wait(t, 5*time.Second)
+	})
+	return r
+}
+
+// startServer saves s in a new directory, runs a server on it and returns
+// once the server wrote its PID file.
+func startServer(t *testing.T, s *Snapshot) *running {
+	t.Helper()
+	dir := t.TempDir()
+	if err := Save(dir, s); err != nil {
+		t.Fatal(err)
+	}
+	r := serveDir(t, dir)
+	eventually(t, 2*time.Second, "the PID file", func() bool {
+		_, err := os.Stat(filepath.Join(dir, PIDFile))
+		return err == nil
+	})
+	return r
+}
+
+// wait returns the server's result, failing the test if it runs on.
+func (r *running) wait(t *testing.T, within time.Duration) error {
+	t.Helper()
+	select {
+	case <-r.exited:
+		return r.err
+	case <-time.After(within):
+		t.Fatalf("Serve still running after %v", within)
+		return nil
+	}
+}
+
+func eventually(t *testing.T, within time.Duration, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(within); !ok(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+	}
+}
+
+// ask sends one query from address from to server:port over proto and
+// returns the reply with its summary.
+func ask(server netip.Addr, port uint16, from netip.Addr, proto, name string, qtype uint16) (*dns.Msg, *dns.Msg, error) {
+	d := &net.Dialer{LocalAddr: &net.UDPAddr{IP: from.AsSlice()}}
+	if proto == "tcp" {
+		d.LocalAddr = &net.TCPAddr{IP: from.AsSlice()}
+	}
+	c := &dns.Client{Net: proto, Timeout: 2 * time.Second, Dialer: d}
+	q := new(dns.Msg).SetQuestion(name, qtype) // with a random ID
+	m, _, err := c.Exchange(q, netip.AddrPortFrom(server, port).String())
+	return q, m, err
+}
+
+func TestServe(t *testing.T) {
+	port := freePort(t)
+	up := startUpstream(t)
+	startServer(t, socketSnapshot(port, up.addr, deadUpstream(t)))
+	tests := []struct {
+		name             string
+		server, from     netip.Addr
+		qname            string
+		qtype            uint16
+		wantUDP, wantTCP string // wantTCP "" means wantUDP
+		forwarded        bool
+	}{
+		{name: "name", server: gatewayA, from: fromClient, qname: "web.", qtype: dns.TypeA, wantUDP: "NOERROR aa 10.0.0.2"},
+		{name: "alias", server: gatewayA, from: fromClient, qname: "www.", qtype: dns.TypeA, wantUDP: "NOERROR aa 10.0.0.2"},
+		{name: "name.network", server: gatewayA, from: fromClient, qname: "WEB.a.", qtype: dns.TypeA, wantUDP: "NOERROR aa 10.0.0.2"},
+		{name: "PTR", server: gatewayA, from: fromClient, qname: "2.0.0.10.in-addr.arpa.", qtype: dns.TypePTR, wantUDP: "NOERROR aa web.a."},
+		{name: "AAAA of a v4-only name", server: gatewayA, from: fromClient, qname: "web.", qtype: dns.TypeAAAA, wantUDP: "NOERROR aa"},
+		{name: "single label", server: gatewayA, from: fromClient, qname: "nosuch.", qtype: dns.TypeA, wantUDP: "NXDOMAIN"},
+		{name: "name on another network", server: gatewayA, from: fromClient, qname: "db.", qtype: dns.TypeA, wantUDP: "NXDOMAIN"},
+		{name: "unknown client, its gateway's network", server: gatewayB, from: fromClient, qname: "db.", qtype: dns.TypeA, wantUDP: "NOERROR aa 10.1.0.2"},
+		{name: "unknown client, another network", server: gatewayB, from: fromClient, qname: "web.", qtype: dns.TypeA, wantUDP: "NXDOMAIN"},
+		{name: "forwarded", server: gatewayA, from: fromClient, qname: "example.com.", qtype: dns.TypeA,
+			wantUDP: "NOERROR 192.0.2.1", wantTCP: "NOERROR 192.0.2.2", forwarded: true},
+		{name: "forwarded for an unknown client", server: gatewayA, from: fromStranger, qname: "example.com.", qtype: dns.TypeA,
+			wantUDP: "NOERROR 192.0.2.1", wantTCP: "NOERROR 192.0.2.2", forwarded: true},
+		{name: "truncated upstream reply", server: gatewayA, from: fromClient, qname: "tc.example.", qtype: dns.TypeA,
+			wantUDP: "NOERROR tc", wantTCP: "NOERROR 192.0.2.2", forwarded: true},
+		{name: "dead upstream", server: gatewayA, from: fromLost, qname: "example.com.", qtype: dns.TypeA, wantUDP: "SERVFAIL"},
+	}
+	for _, tc := range tests {
+		for _, proto := range []string{"udp", "tcp"} {
+			t.Run(tc.name+"/"+proto, func(t *testing.T) {
+				t.Parallel()
+				want := tc.wantUDP
+				if proto == "tcp" && tc.wantTCP != "" {
+					want = tc.wantTCP
+				}
+				t0 := time.Now()
+				q, m, err := ask(tc.server, port, tc.from, proto, tc.qname, tc.qtype)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := summary(m); got != want {
+					t.Errorf("reply %q, want %q", got, want)
+				}
+				if m.Id != q.Id || (tc.forwarded && !up.saw(q.Id)) {
+					t.Errorf("reply ID %d, upstream saw the query's ID %d: %v", m.Id, q.Id, up.saw(q.Id))
+				}
+				// Local answers, NXDOMAIN included, never wait for anything.
+				if elapsed := time.Since(t0); !tc.forwarded && want != "SERVFAIL" && elapsed > testTimeout/2 {
+					t.Errorf("answered in %v", elapsed)
+				}
+			})
+		}
+	}
+}
+
+func TestServeMalformed(t *testing.T) {
+	port := freePort(t)
+	startServer(t, socketSnapshot(port, deadUpstream(t), deadUpstream(t)))
+	conn, err := net.Dial("udp4", netip.AddrPortFrom(gatewayA, port).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, tc := range []struct {
+		name  string
+		query string
+		want  string // "" for no reply
+	}{
+		{"short", "\x12\x34\x01", ""},
+		{"no question", "\x12\x34\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00", "FORMERR"},
+		{"cut in the question", "\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03web", "FORMERR"},
+		{"inverse query", "\x12\x34\x09\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03web\x00\x00\x01\x00\x01", "NOTIMP"},
+	} {
+		if _, err := conn.Write([]byte(tc.query)); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		buf := make([]byte, 512)
+		n, err := conn.Read(buf)
+		got := ""
+		if err == nil {
+			m := new(dns.Msg)
+			if err := m.Unpack(buf[:n]); err != nil {
+				t.Fatalf("%s: reply: %v", tc.name, err)
+			}
+			got = dns.RcodeToString[m.Rcode]
+			if m.Id != 0x1234 {
+				t.Errorf("%s: reply ID %#x", tc.name, m.Id)
+			}
+		}
+		if got != tc.want {
+			t.Errorf("%s: reply %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	// And it still answers.
+	if _, m, err := ask(gatewayA, port, fromClient, "udp", "web.", dns.TypeA); err != nil || summary(m) != "NOERROR aa 10.0.0.2" {
+		t.Errorf("after malformed queries: %v, %v", summary(m), err)
+	}
+}
+
+func TestServeReload(t *testing.T) {
+	port := freePort(t)
+	up, dead := startUpstream(t).addr, deadUpstream(t)
+	s := socketSnapshot(port, up, dead)
+	r := startServer(t, s)
+	resolves := func(server netip.Addr, name, want string) func() bool {
+		return func() bool {
+			_, m, err := ask(server, port, fromClient, "udp", name, dns.TypeA)
+			return err == nil && summary(m) == want
+		}
+	}
+
+	// A new container resolves within a second.
+	s.Networks[0].Endpoints = append(s.Networks[0].Endpoints, Endpoint{Container: "c-new", Name: "new", Addrs: []netip.Addr{ip("10.0.0.9")}})
+	if err := Save(r.dir, s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "the new container", resolves(gatewayA, "new.", "NOERROR aa 10.0.0.9"))
+
+	// A gateway address removed: its listener closes.
+	s.Networks[1].Listen = nil
+	if err := Save(r.dir, s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "closing 127.0.0.2's listener", func() bool {
+		c, err := net.Dial("tcp4", netip.AddrPortFrom(gatewayB, port).String())
+		if err == nil {
+			c.Close()
+		}
+		return errors.Is(err, unix.ECONNREFUSED)
+	})
+
+	// A snapshot that does not parse is ignored.
+	if err := os.WriteFile(filepath.Join(r.dir, SnapshotFile), []byte(`{"networks": [`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if !resolves(gatewayA, "new.", "NOERROR aa 10.0.0.9")() {
+		t.Error("a broken snapshot replaced the tables")
+	}
+
+	// The address back: a listener opens again.
+	s.Networks[1].Listen = []netip.Addr{gatewayB}
+	if err := Save(r.dir, s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "reopening 127.0.0.2's listener", resolves(gatewayB, "db.", "NOERROR aa 10.1.0.2"))
+}
+
+func TestServeLifecycle(t *testing.T) {
+	port := freePort(t)
+	r := startServer(t, socketSnapshot(port, deadUpstream(t), deadUpstream(t)))
+	if !Running(r.dir) {
+		t.Error("Running = false while serving")
+	}
+	if pid, err := os.ReadFile(filepath.Join(r.dir, PIDFile)); err != nil || strings.TrimSpace(string(pid)) != strconv.Itoa(os.Getpid()) {
+		t.Errorf("PID file: %q, %v", pid, err)
+	}
+
+	// A second server returns at once and leaves the first alone.
+	if err := serveDir(t, r.dir).wait(t, time.Second); err != nil {
+		t.Errorf("second Serve: %v", err)
+	}
+	if _, m, err := ask(gatewayA, port, fromClient, "udp", "web.", dns.TypeA); err != nil || summary(m) != "NOERROR aa 10.0.0.2" {
+		t.Errorf("after a second Serve: %v, %v", summary(m), err)
+	}
+
+	// No networks: the server stops, closes its listeners, removes its
+	// PID file and releases the lock.
+	if err := Save(r.dir, &Snapshot{Port: port}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.wait(t, time.Second); err != nil {
+		t.Errorf("Serve = %v", err)
+	}
+	if Running(r.dir) {
+		t.Error("Running = true after Serve returned")
+	}
+	if _, err := os.Stat(filepath.Join(r.dir, PIDFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("PID file after Serve returned: %v", err)
+	}
+	if c, err := net.Dial("tcp4", netip.AddrPortFrom(gatewayA, port).String()); err == nil {
+		c.Close()
+		t.Error("the listener is still open")
+	}
+
+	// A server started on a snapshot without networks returns at once.
+	if err := serveDir(t, r.dir).wait(t, time.Second); err != nil {
+		t.Errorf("Serve with no networks: %v", err)
+	}
+}
+
+// TestServeProtocol plays the engine's side of the start-stop protocol
+// against servers that keep stopping: it saves a snapshot without networks
+// and at once one with networks, then starts a server only if Running says
+// none holds the lock. Whichever way each race goes, one server must end up
+// serving.
+func TestServeProtocol(t *testing.T) {
+	port := freePort(t)
+	full := socketSnapshot(port, deadUpstream(t), deadUpstream(t))
+	r := startServer(t, full)
+	servers := []*running{r}
+	for i := range 20 {
+		if err := Save(r.dir, &Snapshot{Port: port}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(i%4) * time.Millisecond)
+		if err := Save(r.dir, full); err != nil {
+			t.Fatal(err)
+		}
+		if !Running(r.dir) {
+			servers = append(servers, serveDir(t, r.dir))
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // let the last stops and starts settle
+	eventually(t, 5*time.Second, "an answer", func() bool {
+		_, m, err := ask(gatewayA, port, fromClient, "udp", "web.", dns.TypeA)
+		return err == nil && summary(m) == "NOERROR aa 10.0.0.2"
+	})
+	live := 0
+	for _, s := range servers {
+		select {
+		case <-s.exited:
+			if s.err != nil {
+				t.Errorf("Serve = %v", s.err)
+			}
+		default:
+			live++
+		}
+	}
+	if live != 1 || !Running(r.dir) {
+		t.Errorf("%d of %d servers still serve, Running %v; want 1, true", live, len(servers), Running(r.dir))
+	}
+}
+
+func TestRunning(t *testing.T) {
+	dir := t.TempDir()
+	if Running(filepath.Join(dir, "missing")) || Running(dir) {
+		t.Error("Running = true without a lock file")
+	}
+	lock, err := tryLock(dir)
+	if err != nil || lock == nil {
+		t.Fatalf("tryLock = %v, %v", lock, err)
+	}
+	if !Running(dir) {
+		t.Error("Running = false while the lock is held")
+	}
+	if again, err := tryLock(dir); again != nil || err != nil {
+		t.Errorf("second tryLock = %v, %v; want nil, nil", again, err)
+	}
+	lock.Close()
+	if Running(dir) {
+		t.Error("Running = true after the lock was released")
+	}
+}
+
+// TestListenOptions checks the socket options that let a listener open
+// before its address is configured.
+func TestListenOptions(t *testing.T) {
+	var tabs atomic.Pointer[tables]
+	tabs.Store(newTables(&Snapshot{}))
+	addrs := []netip.AddrPort{netip.AddrPortFrom(ip("127.0.0.1"), freePort(t))}
+	if pc, err := net.ListenPacket("udp6", "[::1]:0"); err == nil {
+		addrs = append(addrs, pc.LocalAddr().(*net.UDPAddr).AddrPort())
+		pc.Close()
+	}
+	for _, addr := range addrs {
+		l, err := listen(addr, &tabs, nil, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		level, opt := unix.SOL_IP, unix.IP_FREEBIND
+		if addr.Addr().Is6() {
+			level, opt = unix.SOL_IPV6, unix.IPV6_FREEBIND
+		}
+		for _, c := range []any{l.udp.PacketConn, l.tcp.Listener} {
+			raw, err := c.(interface {
+				SyscallConn() (syscall.RawConn, error)
+			}).SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var free, reuse int
+			_ = raw.Control(func(fd uintptr) {
+				free, _ = unix.GetsockoptInt(int(fd), level, opt)
+				reuse, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR)
+			})
+			if free != 1 || reuse != 1 {
+				t.Errorf("%v %T: freebind %d, reuseaddr %d; want 1, 1", addr, c, free, reuse)
+			}
+		}
+		l.close()
+	}
+}

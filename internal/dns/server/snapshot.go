@@ -1,0 +1,101 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+)
+
+// SnapshotFile is the name of the snapshot in the server's directory.
+const SnapshotFile = "records.json"
+
+// Snapshot is everything the server answers from.
+type Snapshot struct {
+	Port      uint16           `json:"port,omitempty"`      // 0 means 53
+	Upstreams []netip.AddrPort `json:"upstreams,omitempty"` // for clients not in any Endpoint
+	Networks  []Network        `json:"networks"`
+}
+
+// Network is one DNS-enabled network: where the server listens for it and
+// the containers attached to it.
+type Network struct {
+	Name      string       `json:"name"`
+	Listen    []netip.Addr `json:"listen"` // gateway addresses, one per family
+	Endpoints []Endpoint   `json:"endpoints"`
+}
+
+// Endpoint is one container's attachment to a network.
+type Endpoint struct {
+	Container string       `json:"container"` // container ID
+	Name      string       `json:"name"`      // container name
+	Hostname  string       `json:"hostname,omitempty"`
+	Aliases   []string     `json:"aliases,omitempty"` // --network-alias on this network
+	Addrs     []netip.Addr `json:"addrs"`
+	// Upstreams are where this container's other queries go: its --dns,
+	// or the host's resolv.conf.
+	Upstreams []netip.AddrPort `json:"upstreams,omitempty"`
+}
+
+// port returns the port the server listens on.
+func (s *Snapshot) port() uint16 {
+	if s.Port == 0 {
+		return 53
+	}
+	return s.Port
+}
+
+// Save writes s to dir/records.json atomically (a temporary file renamed
+// over it), so the server never reads half a snapshot. It creates dir
+// (mode 0755) if needed.
+func Save(dir string, s *Snapshot) (err error) {
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode dns snapshot: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("save dns snapshot: %w", err)
+	}
+	f, err := os.CreateTemp(dir, "."+SnapshotFile+"-*")
+	if err != nil {
+		return fmt.Errorf("save dns snapshot: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = os.Remove(f.Name())
+		}
+	}()
+	_, err = f.Write(append(data, '\n'))
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(dir, SnapshotFile))
+	}
+	if err != nil {
+		return fmt.Errorf("save dns snapshot: %w", err)
+	}
+	return nil
+}
+
+// Load reads dir/records.json. A missing file is an empty snapshot.
+func Load(dir string) (*Snapshot, error) {
+	data, err := os.ReadFile(filepath.Join(dir, SnapshotFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return &Snapshot{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load dns snapshot: %w", err)
+	}
+	var s Snapshot
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("load dns snapshot %s: %w", filepath.Join(dir, SnapshotFile), err)
+	}
+	return &s, nil
+}

@@ -1,0 +1,133 @@
+package server
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// tables are one snapshot's lookup maps, built once so that a query costs
+// map lookups only. They are never changed after newTables returns, so
+// queries read them without locks while a reload builds the next ones.
+type tables struct {
+	port      uint16
+	upstreams []netip.AddrPort
+	// byListen maps a listen address to the networks served on it.
+	byListen map[netip.Addr][]*network
+	// byContainer maps a container ID to the networks it is attached to,
+	// in snapshot order: a known client's scope.
+	byContainer map[string][]*network
+	// listen holds the server's own addresses, never forwarded to.
+	listen map[netip.AddrPort]bool
+}
+
+// network is one network's names and addresses.
+type network struct {
+	name string
+	// names maps a lowercased name without the trailing dot (container
+	// name, hostname, alias, name.network, alias.network) to its
+	// endpoints, each once.
+	names map[string][]*Endpoint
+	addrs map[netip.Addr]*Endpoint
+}
+
+// newTables indexes s. Addresses are unmapped (::ffff:a.b.c.d is a.b.c.d),
+// names that could never be packed into a message are left out, and the
+// first endpoint listed with an address owns it.
+func newTables(s *Snapshot) *tables {
+	t := &tables{
+		port:        s.port(),
+		upstreams:   s.Upstreams,
+		byListen:    make(map[netip.Addr][]*network),
+		byContainer: make(map[string][]*network),
+		listen:      make(map[netip.AddrPort]bool),
+	}
+	for i := range s.Networks {
+		sn := &s.Networks[i]
+		n := &network{name: sn.Name, names: make(map[string][]*Endpoint), addrs: make(map[netip.Addr]*Endpoint)}
+		for _, a := range sn.Listen {
+			a = a.Unmap()
+			t.byListen[a] = append(t.byListen[a], n)
+			t.listen[netip.AddrPortFrom(a, t.port)] = true
+		}
+		for _, e := range sn.Endpoints {
+			ep := unmapped(e)
+			for _, a := range ep.Addrs {
+				if _, taken := n.addrs[a]; !taken {
+					n.addrs[a] = ep
+				}
+			}
+			for _, name := range endpointNames(ep, sn.Name) {
+				n.add(name, ep)
+			}
+			if ep.Container != "" && !slices.Contains(t.byContainer[ep.Container], n) {
+				t.byContainer[ep.Container] = append(t.byContainer[ep.Container], n)
+			}
+		}
+	}
+	return t
+}
+
+// unmapped returns a copy of e with its addresses unmapped; the caller's
+// snapshot stays as it was.
+func unmapped(e Endpoint) *Endpoint {
+	addrs := make([]netip.Addr, len(e.Addrs))
+	for i, a := range e.Addrs {
+		addrs[i] = a.Unmap()
+	}
+	e.Addrs = addrs
+	return &e
+}
+
+// endpointNames lists the names ep answers to on network net.
+func endpointNames(ep *Endpoint, net string) []string {
+	names := []string{ep.Name, ep.Hostname}
+	if ep.Name != "" {
+		names = append(names, ep.Name+"."+net)
+	}
+	for _, a := range ep.Aliases {
+		if a != "" {
+			names = append(names, a, a+"."+net)
+		}
+	}
+	return names
+}
+
+func (n *network) add(name string, ep *Endpoint) {
+	k := key(name)
+	if k == "" {
+		return
+	}
+	if _, ok := dns.IsDomainName(k); !ok {
+		return
+	}
+	eps := n.names[k]
+	if len(eps) > 0 && eps[len(eps)-1] == ep { // Name and Hostname are often equal
+		return
+	}
+	n.names[k] = append(eps, ep)
+}
+
+// key is the form names are indexed by: lowercase, no trailing dot.
+func key(name string) string {
+	return strings.ToLower(strings.TrimSuffix(name, "."))
+}
+
+// scope returns the networks whose names a query may resolve, and the
+// client's endpoint, nil when the client is not a container on the
+// listener's networks. A known client sees every network its container is
+// on, whichever gateway it asked; an unknown one sees the listener's.
+func (t *tables) scope(local, client netip.Addr) ([]*network, *Endpoint) {
+	nets := t.byListen[local]
+	for _, n := range nets {
+		if ep := n.addrs[client]; ep != nil {
+			if ep.Container == "" {
+				return nets, ep
+			}
+			return t.byContainer[ep.Container], ep
+		}
+	}
+	return nets, nil
+}
