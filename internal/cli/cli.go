@@ -113,6 +113,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.stopCommand(), a.killCommand(), a.rmCommand(), a.logsCommand(),
 		a.systemCommand(), a.portCommand(), a.networkCommand(), a.superviseCommand(),
 	)
+	root.AddCommand(a.dnsCommand())
 	return root
 }
 

@@ -72,8 +72,10 @@ type (
 		HostPort string
 	}
 	endpointView struct {
-		NetworkID           string `json:",omitempty"`
-		EndpointID          string `json:",omitempty"`
+		Aliases             []string `json:",omitempty"`
+		DNSNames            []string `json:",omitempty"`
+		NetworkID           string   `json:",omitempty"`
+		EndpointID          string   `json:",omitempty"`
 		Gateway             string
 		IPAddress           string
 		IPPrefixLen         int
@@ -173,12 +175,19 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 		}
 	}
 	for _, ep := range c.Endpoints {
-		ev := endpointView{EndpointID: c.ID[:12] + "-" + ep.Network}
-		if n, err := e.Network(ep.Network); err == nil {
+		ev := endpointView{EndpointID: endpointID(c.ID, ep.Network), Aliases: ep.Aliases}
+		n, err := e.Network(ep.Network)
+		if err == nil {
 			ev.NetworkID = n.ID
 		}
 		if c.Running() {
 			fillAddresses(&ev, ep)
+			if err == nil {
+				fillGateways(&ev, n)
+				if n.DNS {
+					ev.DNSNames = append([]string{c.Name, c.ID[:12]}, ep.Aliases...)
+				}
+			}
 		}
 		v.NetworkSettings.Networks[ep.Network] = ev
 		if ep.Network == engine.ModeBridge { // Docker mirrors the default network at the top
@@ -201,11 +210,19 @@ func fillAddresses(ev *endpointView, ep engine.Endpoint) {
 			ev.GlobalIPv6Address, ev.GlobalIPv6PrefixLen = p.Addr().String(), p.Bits()
 		}
 	}
-	for _, g := range ep.Gateways {
-		if g.Is4() {
-			ev.Gateway = g.String()
-		} else {
-			ev.IPv6Gateway = g.String()
+}
+
+// fillGateways shows the network's gateways, which every endpoint has
+// whether or not its default route goes through them.
+func fillGateways(ev *endpointView, n *engine.Network) {
+	if n.Internal {
+		return
+	}
+	for _, s := range n.Subnets {
+		if s.Gateway.Is4() {
+			ev.Gateway = s.Gateway.String()
+		} else if s.Gateway.IsValid() {
+			ev.IPv6Gateway = s.Gateway.String()
 		}
 	}
 }

@@ -20,7 +20,10 @@ import (
 func testEngine(t *testing.T, bridgeID string) *engine.Engine {
 	t.Helper()
 	st := bolt.Open(filepath.Join(t.TempDir(), "knit.db"))
-	n := engine.Network{Network: driver.Network{ID: bridgeID, Name: "bridge", Driver: "bridge"}}
+	n := engine.Network{Network: driver.Network{ID: bridgeID, Name: "bridge", Driver: "bridge", Subnets: []driver.Subnet{
+		{Prefix: netip.MustParsePrefix("172.17.0.0/16"), Gateway: netip.MustParseAddr("172.17.0.1")},
+		{Prefix: netip.MustParsePrefix("fd00::/64"), Gateway: netip.MustParseAddr("fd00::1")},
+	}}}
 	b, err := json.Marshal(n)
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +76,7 @@ func TestNewInspectViewRunning(t *testing.T) {
 		MacAddress: "02:42:ac:11:00:02",
 	}
 	inNet := ep
-	inNet.NetworkID, inNet.EndpointID = "netid", testID[:12]+"-bridge"
+	inNet.NetworkID, inNet.EndpointID = "netid", endpointID(testID, "bridge")
 	want := &inspectView{
 		Id:             testID,
 		Created:        "2025-03-01T12:00:00.000000123Z",
@@ -126,11 +129,11 @@ func TestNewInspectViewExited(t *testing.T) {
 	if v.NetworkSettings.SandboxKey != "" {
 		t.Errorf("SandboxKey = %q, want empty for a stopped container", v.NetworkSettings.SandboxKey)
 	}
-	if top := v.NetworkSettings.endpointView; top != (endpointView{}) {
+	if top := v.NetworkSettings.endpointView; !reflect.DeepEqual(top, endpointView{}) {
 		t.Errorf("top-level endpoint = %+v, want empty for a stopped container", top)
 	}
-	want := endpointView{NetworkID: "netid", EndpointID: testID[:12] + "-bridge"}
-	if got := v.NetworkSettings.Networks["bridge"]; got != want {
+	want := endpointView{NetworkID: "netid", EndpointID: endpointID(testID, "bridge")}
+	if got := v.NetworkSettings.Networks["bridge"]; !reflect.DeepEqual(got, want) {
 		t.Errorf("Networks[bridge] = %+v, want %+v (no addresses)", got, want)
 	}
 	if v.LogPath != c.Dir+"/container.log" || v.Config.AttachStdout {
@@ -182,10 +185,10 @@ func TestNewInspectViewNetworks(t *testing.T) {
 					continue
 				}
 				isEndpoint := n != engine.ModeHost && n != engine.ModeNone
-				if isEndpoint && (ev.IPAddress != "172.17.0.2" || ev.EndpointID != testID[:12]+"-"+n) {
+				if isEndpoint && (ev.IPAddress != "172.17.0.2" || ev.EndpointID != endpointID(testID, n)) {
 					t.Errorf("Networks[%s] = %+v", n, ev)
 				}
-				if !isEndpoint && ev != (endpointView{}) {
+				if !isEndpoint && !reflect.DeepEqual(ev, endpointView{}) {
 					t.Errorf("Networks[%s] = %+v, want empty", n, ev)
 				}
 			}

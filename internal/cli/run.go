@@ -17,10 +17,11 @@ import (
 
 // runFlags are docker run's flags that knit implements, under the same names.
 type runFlags struct {
-	name, hostname, network, ip, mac, workdir, rootfs string
-	env, dns, dnsSearch, dnsOptions, addHosts         []string
-	publish, expose, links                            []string
-	detach, rm, interactive, tty, publishAll          bool
+	name, hostname, ip, ip6, mac, workdir, rootfs string
+	networks, aliases                             []string
+	env, dns, dnsSearch, dnsOptions, addHosts     []string
+	publish, expose, links                        []string
+	detach, rm, interactive, tty, publishAll      bool
 }
 
 func (a *app) runCommand() *cobra.Command {
@@ -41,9 +42,11 @@ func (a *app) runCommand() *cobra.Command {
 	fl.SetInterspersed(false) // flags after COMMAND belong to COMMAND
 	fl.StringVar(&f.name, "name", "", "assign a name to the container")
 	fl.StringVarP(&f.hostname, "hostname", "h", "", "container host name")
-	fl.StringVar(&f.network, "network", "bridge", "connect to a network: bridge, none, host, container:NAME")
-	fl.StringVar(&f.network, "net", "bridge", "alias of --network")
-	fl.StringVar(&f.ip, "ip", "", "IPv4 address (e.g., 172.30.100.104)")
+	fl.StringArrayVar(&f.networks, "network", []string{"bridge"}, "connect to a network: bridge, none, host, container:NAME or a user-defined network (repeat for more networks)")
+	fl.StringArrayVar(&f.networks, "net", []string{"bridge"}, "alias of --network")
+	fl.StringVar(&f.ip, "ip", "", "IPv4 address on the first network (e.g., 172.30.100.104)")
+	fl.StringVar(&f.ip6, "ip6", "", "IPv6 address on the first network (e.g., 2001:db8::33)")
+	fl.StringArrayVar(&f.aliases, "network-alias", nil, "add a network-scoped alias for the container on the first network")
 	fl.StringVar(&f.mac, "mac-address", "", "container MAC address (e.g., 92:d0:c6:0a:29:33)")
 	fl.BoolVarP(&f.detach, "detach", "d", false, "run in the background and print the container ID")
 	fl.BoolVar(&f.rm, "rm", false, "remove the container when it exits")
@@ -99,15 +102,24 @@ func (a *app) run(cmd *cobra.Command, f *runFlags, args []string) error {
 // options turns flags into a request, rejecting malformed values early.
 func (f *runFlags) options(args []string) (*engine.RunOptions, error) {
 	o := &engine.RunOptions{
-		Name: f.name, Hostname: f.hostname, Network: f.network, Args: args, Workdir: f.workdir,
+		Name: f.name, Hostname: f.hostname, Aliases: f.aliases,
+		Args: args, Workdir: f.workdir,
 		Rootfs: f.rootfs, Tty: f.tty, Interactive: f.interactive, Detach: f.detach, AutoRemove: f.rm,
 		PublishAll: f.publishAll,
 		DNSSearch:  f.dnsSearch, DNSOptions: f.dnsOptions,
+	}
+	if len(f.networks) > 0 {
+		o.Network, o.ExtraNetworks = f.networks[0], f.networks[1:]
 	}
 	var err error
 	if f.ip != "" {
 		if o.IP, err = netip.ParseAddr(f.ip); err != nil {
 			return nil, errdefs.Invalid("invalid --ip %q: not an IP address", f.ip)
+		}
+	}
+	if f.ip6 != "" {
+		if o.IP6, err = netip.ParseAddr(f.ip6); err != nil {
+			return nil, errdefs.Invalid("invalid --ip6 %q: not an IP address", f.ip6)
 		}
 	}
 	if f.mac != "" {

@@ -62,7 +62,7 @@ func TestOptionsValid(t *testing.T) {
 	t.Setenv("KNIT_TEST_EMPTY", "")
 	os.Unsetenv("KNIT_TEST_UNSET")
 	f := runFlags{
-		name: "web", hostname: "h", network: "bridge", ip: "172.17.0.9", mac: "92:d0:c6:0a:29:33",
+		name: "web", hostname: "h", networks: []string{"bridge"}, ip: "172.17.0.9", mac: "92:d0:c6:0a:29:33",
 		workdir: "/srv", rootfs: "/tmp", detach: true, rm: true, interactive: true, tty: true,
 		env: []string{"A=1", "KNIT_TEST_SET", "KNIT_TEST_UNSET", "KNIT_TEST_EMPTY", "B=", "C=x=y"},
 		dns: []string{"1.1.1.1", "2001:db8::53"}, dnsSearch: []string{"example.com", "."},

@@ -40,6 +40,7 @@ func (a *app) systemCommand() *cobra.Command {
 					fmt.Fprintln(out(cmd))
 				}
 				print("Deleted Containers:", r.Containers)
+				print("Deleted Networks:", r.Networks)
 				print("Deleted Network Namespaces:", r.Netns)
 				print("Deleted Links:", r.Links)
 				print("Released Addresses:", r.Addresses)

@@ -220,9 +220,8 @@ func TestUDPMappingGoneAfterStop(t *testing.T) {
 // A UDP client that keeps its source port (a resolver, a syslog sender)
 // must reach the new container when a port is published again. Conntrack
 // remembers a UDP flow's translation (or the lack of one) for 30 s after its
-// last datagram, so a client that keeps sending keeps it forever: knit has to
-// drop the port's UDP entries when it removes or adds a mapping, as docker
-// does.
+// last datagram, so a client that keeps sending keeps it forever: knit drops
+// the port's UDP entries when it removes or adds a mapping, as docker does.
 func TestUDPClientKeepsItsPortAcrossRepublish(t *testing.T) {
 	rootfs, bin := udpRootfs(t)
 	s := sandbox(t)
@@ -244,10 +243,7 @@ func TestUDPClientKeepsItsPortAcrossRepublish(t *testing.T) {
 		}
 	}
 	if len(stale) > 0 {
-		// KNOWN BUG, reported to the engine's author: knit leaves the
-		// port's UDP conntrack entries alone. Remove this skip (make it
-		// t.Errorf) once it drops them.
-		t.Skipf("known bug: stale UDP conntrack entries survive rm and re-publishing:\n%s\nconntrack:\n%s",
+		t.Errorf("stale UDP conntrack entries survive rm and re-publishing:\n%s\nconntrack:\n%s",
 			strings.Join(stale, "\n"), s.Run("conntrack", "-L", "-p", "udp", "--orig-port-dst", "5353").Stdout)
 	}
 }

@@ -40,10 +40,16 @@ func (e *Engine) writeFiles(c *Container, o *RunOptions, p *plan) error {
 		hosts = files.Hosts(ownHosts(c), append(e.linkHosts(c), extra...))
 	}
 	hostResolv, _ := os.ReadFile(hostResolvConf)
-	resolv := files.ResolvConf(hostResolv, files.ResolvOptions{
+	ro := files.ResolvOptions{
 		DNS: o.DNS, Search: o.DNSSearch, Options: o.DNSOptions,
-		KeepLoopback: p.mode == ModeHost,
-	})
+		KeepLoopback: p.mode == ModeHost, IPv6: wantsIPv6(p.networks),
+	}
+	// On a DNS-enabled network the embedded server answers, on the
+	// network's gateway, and forwards other names to o.DNS or the host's.
+	if gw, ok := dnsServer(p.networks); ok {
+		ro.DNS = []netip.Addr{gw}
+	}
+	resolv := files.ResolvConf(hostResolv, ro)
 	for name, data := range map[string][]byte{
 		"hosts":       hosts,
 		"resolv.conf": resolv,

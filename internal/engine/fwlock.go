@@ -21,18 +21,29 @@ type lockedFirewall struct {
 }
 
 func (l *lockedFirewall) do(fn func() error) error {
-	if err := os.MkdirAll(filepath.Dir(l.path), 0o755); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_CREATE, 0o600)
+	unlock, err := lockFile(l.path)
 	if err != nil {
-		return fmt.Errorf("open firewall lock: %w", err)
-	}
-	defer f.Close() // releases the lock
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
 		return fmt.Errorf("lock firewall: %w", err)
 	}
+	defer unlock()
 	return fn()
+}
+
+// lockFile takes an exclusive flock on path, creating it and its
+// directory; the returned func releases it.
+func lockFile(path string) (unlock func(), err error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
 }
 
 func (l *lockedFirewall) EnsureNetwork(n firewall.Network) error {

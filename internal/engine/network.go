@@ -107,7 +107,10 @@ func (e *Engine) defaultSubnet() (driver.Subnet, error) {
 
 // firewallNetwork is what the firewall needs to know about n.
 func firewallNetwork(n *Network) firewall.Network {
-	fn := firewall.Network{Name: n.Name, Bridge: n.Bridge, Masquerade: n.Masquerade && !n.Internal, ICC: n.ICC, Internal: n.Internal}
+	fn := firewall.Network{
+		Name: n.Name, Bridge: n.Bridge, Masquerade: n.Masquerade && !n.Internal && !n.Routed,
+		ICC: n.ICC, Internal: n.Internal, Routed: n.Routed,
+	}
 	for _, s := range n.Subnets {
 		fn.Subnets = append(fn.Subnets, s.Prefix)
 	}
@@ -132,6 +135,11 @@ func (e *Engine) ensureNetwork(n *Network) error {
 	if e.cfg.ForwardingOn() {
 		if err := link.SetIPForward(); err != nil {
 			return fmt.Errorf("enable IP forwarding: %w", err)
+		}
+		if wantsIPv6([]*Network{n}) {
+			if err := link.SetIPv6Forward(); err != nil {
+				return fmt.Errorf("enable IPv6 forwarding: %w", err)
+			}
 		}
 	}
 	return nil

@@ -5,8 +5,11 @@ import (
 	"net/netip"
 	"strconv"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/link"
 	"github.com/knit-dev/knit/internal/portmap"
 	"github.com/knit-dev/knit/internal/store"
 )
@@ -40,9 +43,12 @@ func portSpecs(o *RunOptions) []portmap.Spec {
 
 // defaultHostIP applies config.json's "ip", the host address ports are
 // published on when -p names none (dockerd's --ip).
-func (e *Engine) defaultHostIP(o *RunOptions) {
+func (e *Engine) defaultHostIP(o *RunOptions, p *plan) {
 	ip, err := netip.ParseAddr(e.cfg.IP)
-	if e.cfg.IP == "" || err != nil { // Load validated it
+	if p.mode == "network" && p.networks[0].HostIP.IsValid() {
+		ip, err = p.networks[0].HostIP, nil // the network's -o host-ip
+	}
+	if !ip.IsValid() || err != nil { // Load validated it
 		return
 	}
 	for i := range o.Publish {
@@ -97,6 +103,14 @@ func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening *po
 			Network: ep.Network, HostIP: m.HostIP, HostPort: m.HostPort, Proto: string(m.Proto),
 			ContainerIP: cip, ContainerPort: m.ContainerPort,
 		})
+		// On a dual-stack network a port published on every address is
+		// published on the IPv6 ones too, as Docker does ([::]:PORT).
+		if cip6, err := containerAddrFor(ep, netip.IPv6Unspecified()); err == nil && !m.HostIP.IsValid() {
+			c.Ports = append(c.Ports, firewall.PortMapping{
+				Network: ep.Network, HostIP: netip.IPv6Unspecified(), HostPort: m.HostPort, Proto: string(m.Proto),
+				ContainerIP: cip6, ContainerPort: m.ContainerPort,
+			})
+		}
 		if err := tx.Put(portsBucket(m.Proto, m.HostPort), hostIPKey(m.HostIP), []byte(c.ID)); err != nil {
 			return err
 		}
@@ -147,6 +161,31 @@ func (e *Engine) publish(c *Container) error {
 	if err := e.fw.AddPorts(c.ID, c.Ports); err != nil {
 		return fmt.Errorf("publish ports: %w", err)
 	}
+	return forgetDatagramFlows(c.Ports)
+}
+
+// forgetDatagramFlows deletes the conntrack entries of the UDP and SCTP
+// host ports of ports, so that flows seen before a (un)publish do not keep
+// the translation of their first packet. TCP needs none: a new connection
+// makes a new entry.
+func forgetDatagramFlows(ports []firewall.PortMapping) error {
+	var h *link.Handle
+	for _, p := range ports {
+		proto, ok := map[string]uint8{"udp": unix.IPPROTO_UDP, "sctp": unix.IPPROTO_SCTP}[p.Proto]
+		if !ok {
+			continue
+		}
+		if h == nil {
+			var err error
+			if h, err = link.Host(); err != nil {
+				return err
+			}
+			defer h.Close()
+		}
+		if err := h.ConntrackDeleteDstPort(proto, p.HostPort); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -158,7 +197,7 @@ func (e *Engine) unpublish(c *Container) error {
 	if err := e.fw.RemovePorts(c.ID, c.Ports); err != nil {
 		return fmt.Errorf("unpublish ports: %w", err)
 	}
-	return nil
+	return forgetDatagramFlows(c.Ports)
 }
 
 // Mappings renders a container's published ports as `docker port` does.

@@ -19,6 +19,7 @@ type PruneReport struct {
 	Netns      []string // namespace mounts whose container is gone
 	Addresses  []string // network/address allocations whose container is gone
 	Ports      []string // containers whose published-port or link elements outlived them
+	Networks   []string // user-defined networks no container used
 }
 
 // Prune removes stopped containers and every kernel object and allocation
@@ -54,6 +55,11 @@ func (e *Engine) Prune() (*PruneReport, error) {
 		live[c.ID] = c
 	}
 	errs = append(errs, e.pruneNetns(live, r), e.pruneLinks(live, nets, r), e.pruneAddrs(nets, r), e.pruneDirs(), e.prunePorts(live, r))
+	// As docker system prune: networks no container uses go too, which
+	// also finishes removals a crash interrupted.
+	removed, err := e.PruneNetworks()
+	r.Networks = removed
+	errs = append(errs, err, e.syncDNS())
 	return r, errors.Join(errs...)
 }
 

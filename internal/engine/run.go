@@ -28,27 +28,30 @@ const (
 
 // RunOptions is a validated `knit run` request.
 type RunOptions struct {
-	Name        string
-	Hostname    string
-	Network     string // "" means bridge
-	IP          netip.Addr
-	MAC         net.HardwareAddr
-	Args        []string
-	Env         []string // KEY=VALUE, already resolved against the caller's environment
-	Workdir     string
-	Rootfs      string
-	DNS         []netip.Addr
-	DNSSearch   []string
-	DNSOptions  []string
-	AddHosts    []files.HostEntry
-	Publish     []portmap.Spec // -p
-	Expose      []portmap.Spec // --expose
-	PublishAll  bool           // -P: publish every exposed port on a random host port
-	Links       []LinkOption   // --link
-	Tty         bool
-	Interactive bool
-	Detach      bool
-	AutoRemove  bool
+	Name     string
+	Hostname string
+	Network  string // "" means bridge; the first network (eth0)
+	// ExtraNetworks are further user-defined networks (eth1, ...).
+	ExtraNetworks []string
+	IP, IP6       netip.Addr // addresses on the first network
+	Aliases       []string   // DNS aliases on the first network (--network-alias)
+	MAC           net.HardwareAddr
+	Args          []string
+	Env           []string // KEY=VALUE, already resolved against the caller's environment
+	Workdir       string
+	Rootfs        string
+	DNS           []netip.Addr
+	DNSSearch     []string
+	DNSOptions    []string
+	AddHosts      []files.HostEntry
+	Publish       []portmap.Spec // -p
+	Expose        []portmap.Spec // --expose
+	PublishAll    bool           // -P: publish every exposed port on a random host port
+	Links         []LinkOption   // --link
+	Tty           bool
+	Interactive   bool
+	Detach        bool
+	AutoRemove    bool
 }
 
 // validate rejects flag combinations Docker rejects, before anything changes.
@@ -74,8 +77,25 @@ func (o *RunOptions) validate() error {
 	}
 	mode := o.Network
 	ownNet := mode != ModeNone && mode != ModeHost && !strings.HasPrefix(mode, containerMode)
-	if !ownNet && o.IP.IsValid() {
-		return errdefs.Invalid("conflicting options: --ip cannot be used with --network %s", mode)
+	if !ownNet && (o.IP.IsValid() || o.IP6.IsValid()) {
+		return errdefs.Invalid("conflicting options: --ip and --ip6 cannot be used with --network %s", mode)
+	}
+	if o.IP.IsValid() && !o.IP.Is4() {
+		return errdefs.Invalid("invalid --ip %s: not an IPv4 address (use --ip6)", o.IP)
+	}
+	if o.IP6.IsValid() && o.IP6.Is4() {
+		return errdefs.Invalid("invalid --ip6 %s: not an IPv6 address", o.IP6)
+	}
+	if !ownNet && len(o.ExtraNetworks) > 0 {
+		return errdefs.Invalid("conflicting options: --network %s cannot be combined with other networks", mode)
+	}
+	if len(o.Aliases) > 0 && (!ownNet || mode == ModeBridge) {
+		return errdefs.Invalid("network-scoped aliases are supported only for containers on user-defined networks")
+	}
+	for _, a := range o.Aliases {
+		if err := files.ValidHostname(a); err != nil {
+			return errdefs.Invalid("invalid --network-alias %q: %v", a, err)
+		}
 	}
 	if !ownNet && o.MAC != nil {
 		return errdefs.Invalid("conflicting options: --mac-address cannot be used with --network %s", mode)
@@ -121,7 +141,7 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e.defaultHostIP(o)
+	e.defaultHostIP(o, plan)
 	var listening *portmap.Listeners
 	if len(portSpecs(o)) > 0 {
 		if listening, err = portmap.ReadListeners(); err != nil {
@@ -148,6 +168,11 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 	}
 	if err := e.writeFiles(c, o, plan); err != nil {
 		return c, fmt.Errorf("write /etc files: %w", err)
+	}
+	if usesDNS(c) {
+		if err := e.syncDNS(); err != nil {
+			return c, fmt.Errorf("embedded DNS: %w", err)
+		}
 	}
 	return c, nil
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -21,13 +22,13 @@ import (
 
 // plan is what a run resolved before reserving anything.
 type plan struct {
-	mode    string   // ModeNone, ModeHost, "container" or "network"
-	network *Network // mode "network"
-	target  string   // mode "container": the reference given by the user
+	mode     string     // ModeNone, ModeHost, "container" or "network"
+	networks []*Network // mode "network": eth0, eth1, ... in order
+	target   string     // mode "container": the reference given by the user
 }
 
-// plan resolves the network mode and makes sure the network's kernel objects
-// exist, so that reserve only has to write the store.
+// plan resolves the network mode and makes sure the networks' kernel
+// objects exist, so that reserve only has to write the store.
 func (e *Engine) plan(o *RunOptions) (*plan, error) {
 	switch {
 	case o.Network == ModeNone || o.Network == ModeHost:
@@ -35,14 +36,46 @@ func (e *Engine) plan(o *RunOptions) (*plan, error) {
 	case strings.HasPrefix(o.Network, containerMode):
 		return &plan{mode: "container", target: strings.TrimPrefix(o.Network, containerMode)}, nil
 	}
-	n, err := e.network(o.Network)
+	p := &plan{mode: "network"}
+	for _, name := range append([]string{o.Network}, o.ExtraNetworks...) {
+		n, err := e.usableNetwork(name)
+		if err != nil {
+			return nil, err
+		}
+		if slices.ContainsFunc(p.networks, func(m *Network) bool { return m.Name == n.Name }) {
+			return nil, errdefs.Invalid("network %s given twice", n.Name)
+		}
+		if err := e.ensureNetwork(n); err != nil {
+			return nil, err
+		}
+		p.networks = append(p.networks, n)
+	}
+	if len(p.networks) > 1 && !p.networks[0].UserDefined() {
+		return nil, errdefs.Invalid("conflicting options: the default bridge network cannot be combined with other networks at run; use network connect")
+	}
+	return p, nil
+}
+
+// usableNetwork looks a network up by name, ID or ID prefix for a run or a
+// connect, refusing one being removed and the modes that are not networks.
+func (e *Engine) usableNetwork(ref string) (*Network, error) {
+	if predefined[ref] != "" || strings.HasPrefix(ref, containerMode) {
+		return nil, errdefs.Invalid("network mode %s cannot be combined with other networks", ref)
+	}
+	n, err := e.network(ref)
+	if errdefs.KindOf(err) == errdefs.KindNotFound {
+		var byRef *Network
+		if err2 := e.st.View(func(tx store.Tx) (err error) { byRef, err = lookupNetworkRef(tx, ref); return err }); err2 == nil {
+			n, err = byRef, nil
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
-	if err := e.ensureNetwork(n); err != nil {
-		return nil, err
+	if n.Removing {
+		return nil, errdefs.Conflict("network %s is being removed", n.Name)
 	}
-	return &plan{mode: "network", network: n}, nil
+	return n, nil
 }
 
 // reserve records the container, its name and its addresses in one
@@ -96,11 +129,17 @@ func (e *Engine) reserve(o *RunOptions, p *plan, listening *portmap.Listeners) (
 			c.Netns, c.JoinedTo, c.Spec.Hostname = t.Netns, t.ID, t.Spec.Hostname
 		case "network":
 			c.Netns, c.OwnsNetns = e.netnsPath(id), true
-			ep, err := allocateEndpoint(tx, p.network, c, o, "eth0", true)
-			if err != nil {
-				return err
+			for i, n := range p.networks {
+				req := endpointRequest{}
+				if i == 0 {
+					req = endpointRequest{IP: o.IP, IP6: o.IP6, MAC: o.MAC, Aliases: o.Aliases}
+				}
+				ep, err := allocateEndpoint(tx, n, c, req, fmt.Sprintf("eth%d", i), defaultRouteFamilies(c.Endpoints))
+				if err != nil {
+					return err
+				}
+				c.Endpoints = append(c.Endpoints, *ep)
 			}
-			c.Endpoints = append(c.Endpoints, *ep)
 			if err := reservePorts(tx, c, portSpecs(o), listening); err != nil {
 				return err
 			}
@@ -150,22 +189,54 @@ func reserveName(tx store.Tx, c *Container) error {
 	return tx.Put(bucketNames, c.Name, []byte(c.ID))
 }
 
-// allocateEndpoint takes an address on n for c (the requested one or the
-// lowest free one) and describes the endpoint that will carry it.
-func allocateEndpoint(tx store.Tx, n *Network, c *Container, o *RunOptions, ifname string, defRoute bool) (*Endpoint, error) {
-	ep := &Endpoint{Network: n.Name, Endpoint: driver.Endpoint{ContainerID: c.ID, IfName: ifname, DefaultRoute: defRoute}}
+// endpointRequest is what the user asked of one endpoint.
+type endpointRequest struct {
+	IP, IP6 netip.Addr
+	MAC     net.HardwareAddr
+	Aliases []string
+}
+
+// defaultRouteFamilies reports which families already have a default route
+// through one of eps: a container's default routes go through its first
+// network that has a gateway of the family.
+func defaultRouteFamilies(eps []Endpoint) (routed map[bool]bool) {
+	routed = map[bool]bool{}
+	for _, ep := range eps {
+		if ep.DefaultRoute {
+			for _, g := range ep.Gateways {
+				routed[g.Is4()] = true
+			}
+		}
+	}
+	return routed
+}
+
+// allocateEndpoint takes addresses on n for c (the requested ones or the
+// lowest free ones) and describes the endpoint that will carry them. The
+// endpoint routes by default the families that routed lacks.
+func allocateEndpoint(tx store.Tx, n *Network, c *Container, req endpointRequest, ifname string, routed map[bool]bool) (*Endpoint, error) {
+	ep := &Endpoint{Network: n.Name, Aliases: req.Aliases, Endpoint: driver.Endpoint{ContainerID: c.ID, IfName: ifname}}
 	used, err := usedAddrs(tx, n.Name)
 	if err != nil {
 		return nil, err
 	}
 	inUse := func(a netip.Addr) bool { _, ok := used[a]; return ok }
+	for _, want := range []netip.Addr{req.IP, req.IP6} {
+		if want.IsValid() && !slices.ContainsFunc(n.Subnets, func(s driver.Subnet) bool { return s.Prefix.Addr().Is4() == want.Is4() }) {
+			return nil, errdefs.Invalid("network %s has no subnet of the address family of %s", n.Name, want)
+		}
+	}
 	for _, s := range n.Subnets {
+		want := req.IP
+		if s.Prefix.Addr().Is6() {
+			want = req.IP6
+		}
 		var addr netip.Addr
-		if o.IP.IsValid() && o.IP.Is4() == s.Prefix.Addr().Is4() {
-			if err := ipam.Check(s.Prefix, s.Gateway, o.IP, inUse); err != nil {
-				return nil, addrError(err, o.IP, n)
+		if want.IsValid() {
+			if err := ipam.Check(s.Prefix, s.Gateway, want, inUse); err != nil {
+				return nil, addrError(err, want, n)
 			}
-			addr = o.IP
+			addr = want
 		} else {
 			addr, err = ipam.Allocate(s.Prefix, s.IPRange, s.Gateway, inUse)
 			if err != nil {
@@ -176,18 +247,16 @@ func allocateEndpoint(tx store.Tx, n *Network, c *Container, o *RunOptions, ifna
 			return nil, err
 		}
 		ep.Addrs = append(ep.Addrs, netip.PrefixFrom(addr, s.Prefix.Bits()))
-		if s.Gateway.IsValid() && !n.Internal {
+		if s.Gateway.IsValid() && !n.Internal && !routed[addr.Is4()] {
 			ep.Gateways = append(ep.Gateways, s.Gateway)
+			ep.DefaultRoute = true
 		}
 		if ep.MAC == nil && addr.Is4() {
 			ep.MAC = ipam.MAC(addr)
 		}
 	}
-	if o.IP.IsValid() && len(ep.Addrs) > 0 && !slices.ContainsFunc(ep.Addrs, func(p netip.Prefix) bool { return p.Addr() == o.IP }) {
-		return nil, errdefs.Invalid("network %s has no subnet of the address family of %s", n.Name, o.IP)
-	}
-	if o.MAC != nil {
-		ep.MAC = o.MAC
+	if req.MAC != nil {
+		ep.MAC = req.MAC
 	}
 	if ep.MAC == nil {
 		ep.MAC = ipam.RandomMAC()
@@ -239,7 +308,7 @@ func (e *Engine) setupNetwork(c *Container, p *plan) error {
 			h.Close()
 			return fmt.Errorf("set lo up: %w", err)
 		}
-		if !wantsIPv6(p.network) {
+		if !wantsIPv6(p.networks) {
 			if err = link.DisableIPv6ForNewLinks(); err != nil {
 				h.Close()
 				return err
@@ -256,26 +325,32 @@ func (e *Engine) setupNetwork(c *Container, p *plan) error {
 	// container's next write (start); a crash before that loses nothing,
 	// because deleting the namespace deletes the links.
 	for i := range c.Endpoints {
-		ep := &c.Endpoints[i]
-		d, err := e.driverFor(p.network)
-		if err != nil {
+		if err := e.join(p.networks[i], &c.Endpoints[i], driver.Sandbox{NetnsPath: c.Netns, Link: h}); err != nil {
 			return err
-		}
-		if err := d.Join(&p.network.Network, &ep.Endpoint, driver.Sandbox{NetnsPath: c.Netns, Link: h}); err != nil {
-			return fmt.Errorf("connect to network %s: %w", p.network.Name, err)
 		}
 	}
 	return nil
 }
 
-// wantsIPv6 reports whether the container's network has an IPv6 subnet.
-func wantsIPv6(n *Network) bool {
-	if n == nil {
-		return false
+// join connects one endpoint through its network's driver.
+func (e *Engine) join(n *Network, ep *Endpoint, sb driver.Sandbox) error {
+	d, err := e.driverFor(n)
+	if err != nil {
+		return err
 	}
-	for _, s := range n.Subnets {
-		if s.Prefix.Addr().Is6() {
-			return true
+	if err := d.Join(&n.Network, &ep.Endpoint, sb); err != nil {
+		return fmt.Errorf("connect to network %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+// wantsIPv6 reports whether one of the container's networks has an IPv6 subnet.
+func wantsIPv6(nets []*Network) bool {
+	for _, n := range nets {
+		for _, s := range n.Subnets {
+			if s.Prefix.Addr().Is6() {
+				return true
+			}
 		}
 	}
 	return false
@@ -367,6 +442,7 @@ func (e *Engine) finish(id string, code int) error {
 	if c.Spec.AutoRemove {
 		return errors.Join(kerr, e.forget(c))
 	}
+	defer e.dnsChanged(c)
 	err = e.st.Update(func(tx store.Tx) error {
 		cur, err := getContainer(tx, id)
 		if err != nil {
@@ -410,6 +486,9 @@ func (e *Engine) forget(c *Container) error {
 		if err := tx.Delete(bucketLive, c.ID); err != nil {
 			return err
 		}
+		if err := tx.Delete(bucketDNS, c.ID); err != nil {
+			return err
+		}
 		if c.JoinedTo != "" {
 			if err := tx.Delete(joinsBucket(c.JoinedTo), c.ID); err != nil {
 				return err
@@ -420,5 +499,6 @@ func (e *Engine) forget(c *Container) error {
 	if err != nil {
 		return err
 	}
+	e.dnsChanged(c)
 	return errors.Join(os.RemoveAll(c.Dir), os.RemoveAll(e.logDir(c.ID)))
 }

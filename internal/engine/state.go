@@ -63,6 +63,9 @@ type State struct {
 // Endpoint is a container's attachment to a network, as recorded.
 type Endpoint struct {
 	Network string `json:"network"`
+	// Aliases are extra DNS names of the container on this network
+	// (--network-alias, network connect --alias).
+	Aliases []string `json:"aliases,omitempty"`
 	driver.Endpoint
 }
 
@@ -120,7 +123,27 @@ type Network struct {
 	// outgoing interface's address (Docker's ip-masq).
 	Masquerade bool `json:"masquerade"`
 	ICC        bool `json:"icc"`
+	// IPv6 is true for dual-stack networks (--ipv6).
+	IPv6       bool `json:"ipv6,omitempty"`
+	Attachable bool `json:"attachable,omitempty"`
+	// DNS is true when the embedded DNS server answers for the network's
+	// containers (user-defined networks, unless -o enable-dns=false).
+	DNS bool `json:"dns,omitempty"`
+	// Routed makes container addresses reachable from outside the host
+	// without published ports (-o gateway-mode=routed); no masquerade.
+	Routed bool `json:"routed,omitempty"`
+	// HostIP is the host address ports are published on when -p names none
+	// (-o host-ip, Docker's com.docker.network.bridge.host_binding_ipv4).
+	HostIP netip.Addr `json:"hostIp,omitzero"`
+	// Removing is set by network rm once no container uses the network:
+	// runs and connects refuse it, and a prune finishes a removal that a
+	// crash interrupted.
+	Removing bool `json:"removing,omitempty"`
 }
+
+// UserDefined reports whether n was made by network create (not the
+// default bridge).
+func (n *Network) UserDefined() bool { return n.Name != ModeBridge }
 
 func getJSON(tx store.Tx, bucket, key string, v any) error {
 	b, err := tx.Get(bucket, key)
@@ -176,6 +199,9 @@ func putContainer(tx store.Tx, c *Container) error {
 		if err != nil {
 			return err
 		}
+	}
+	if err := putDNS(tx, c); err != nil {
+		return err
 	}
 	return putJSON(tx, bucketContainers, c.ID, c)
 }

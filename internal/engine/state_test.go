@@ -121,7 +121,8 @@ func testNetwork() *Network {
 func allocate(st store.Store, n *Network, id string, o *RunOptions) (*Endpoint, error) {
 	var ep *Endpoint
 	err := st.Update(func(tx store.Tx) (err error) {
-		ep, err = allocateEndpoint(tx, n, &Container{ID: id}, o, "eth0", true)
+		req := endpointRequest{IP: o.IP, IP6: o.IP6, MAC: o.MAC, Aliases: o.Aliases}
+		ep, err = allocateEndpoint(tx, n, &Container{ID: id}, req, "eth0", map[bool]bool{})
 		return err
 	})
 	return ep, err
@@ -211,8 +212,8 @@ func TestAllocateEndpoint(t *testing.T) {
 				if !slices.Equal(ep.Gateways, wantGW) {
 					t.Errorf("Gateways = %v, want %v", ep.Gateways, wantGW)
 				}
-				if ep.Network != n.Name || ep.ContainerID != "me" || ep.IfName != "eth0" || !ep.DefaultRoute {
-					t.Errorf("endpoint = %+v, want network %s, container me, eth0, default route", ep, n.Name)
+				if ep.Network != n.Name || ep.ContainerID != "me" || ep.IfName != "eth0" || ep.DefaultRoute == tt.internal {
+					t.Errorf("endpoint = %+v, want network %s, container me, eth0, a default route unless internal", ep, n.Name)
 				}
 				want[tt.want] = "me"
 			}

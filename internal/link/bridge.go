@@ -1,6 +1,7 @@
 package link
 
 import (
+	"crypto/sha256"
 	"errors"
 	"net"
 
@@ -21,6 +22,11 @@ func (h *Handle) BridgeEnsure(name string, mtu int) (index int, created bool, er
 	}
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name, attrs.MTU, attrs.Flags = name, mtu, net.FlagUp
+	// A bridge whose address was set keeps it; one left to the kernel takes
+	// the lowest address of its ports, so that joining a container could
+	// change the gateway's MAC under every other container's ARP cache
+	// (seconds of lost packets until they re-resolve).
+	attrs.HardwareAddr = bridgeMAC(name)
 	br := &netlink.Bridge{LinkAttrs: attrs}
 	err = h.nl.LinkAdd(br)
 	if errors.Is(err, unix.EEXIST) {
@@ -35,6 +41,15 @@ func (h *Handle) BridgeEnsure(name string, mtu int) (index int, created bool, er
 		return l.Index, true, err
 	}
 	return br.Index, true, nil
+}
+
+// bridgeMAC derives a stable, locally administered unicast address from a
+// bridge's name.
+func bridgeMAC(name string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte("knit-bridge:" + name))
+	mac := net.HardwareAddr(sum[:6])
+	mac[0] = mac[0]&^1 | 2
+	return mac
 }
 
 // BridgeGet returns the bridge called name: KindNotFound if there is no

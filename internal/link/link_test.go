@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"slices"
 	"sync"
 	"testing"
@@ -249,5 +250,28 @@ func TestSetIPForward(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(path); !bytes.Equal(after, before) {
 		t.Fatalf("host ip_forward changed from %q to %q", before, after)
+	}
+}
+
+// A bridge keeps the address it was made with when a port with a lower
+// address joins: the gateway's MAC must not change under the containers'
+// ARP caches.
+func TestBridgeMACIsStable(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	h := open(t, ns)
+	idx := must[int](t)(func() (int, error) { i, _, err := h.BridgeEnsure("br-mac", 1500); return i, err }())
+	before := must[link.Link](t)(h.LinkGet("br-mac")).MAC
+	// A port whose address sorts below any the bridge could have.
+	for _, args := range [][]string{
+		{"ip", "link", "add", "low0", "address", "00:00:00:00:00:01", "type", "veth", "peer", "name", "low1"},
+		{"ip", "link", "set", "low0", "master", "br-mac", "up"},
+	} {
+		if out, err := exec.Command("nsenter", append([]string{"--net=" + ns}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	after := must[link.Link](t)(h.LinkGet("br-mac")).MAC
+	if before.String() != after.String() || idx == 0 {
+		t.Errorf("bridge MAC changed from %s to %s when a port joined", before, after)
 	}
 }

@@ -27,6 +27,15 @@ func SetIPForward() error {
 	return nil
 }
 
+// SetIPv6Forward turns on IPv6 forwarding, which dual-stack networks need
+// to reach beyond the host. (A host that forwards IPv6 ignores router
+// advertisements unless accept_ra=2 on its uplink, as with Docker.)
+//
+// Equivalent to: sysctl -w net.ipv6.conf.all.forwarding=1
+func SetIPv6Forward() error {
+	return sysctlEnsure("/proc/sys/net/ipv6/conf/all/forwarding", "1")
+}
+
 // DisableIPv6ForNewLinks makes links created from now on in the calling
 // thread's network namespace start without IPv6: no link-local address, no
 // duplicate address detection, no multicast listener reports. A container on
@@ -39,6 +48,17 @@ func DisableIPv6ForNewLinks() error {
 	const path = "/proc/sys/net/ipv6/conf/default/disable_ipv6"
 	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
 		return fmt.Errorf("disable IPv6 for new links: %w", err)
+	}
+	return nil
+}
+
+// EnableIPv6 turns IPv6 on for dev in the calling thread's namespace, for
+// a link added to a namespace made without IPv6 (network connect).
+//
+// Equivalent to: sysctl -w net.ipv6.conf.DEV.disable_ipv6=0
+func EnableIPv6(dev string) error {
+	if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+dev+"/disable_ipv6", []byte("0\n"), 0o644); err != nil {
+		return fmt.Errorf("enable IPv6 on %s: %w", dev, err)
 	}
 	return nil
 }

@@ -40,6 +40,9 @@ func (t *tables) answer(ctx context.Context, r request, exchange exchangeFunc) *
 	case len(q.Question) != 1:
 		return reply(q, dns.RcodeFormatError)
 	}
+	if !t.allowed(r.local, r.client) {
+		return reply(q, dns.RcodeRefused)
+	}
 	nets, client := t.scope(r.local, r.client)
 	m := t.lookup(q, nets)
 	if m == nil {

@@ -381,3 +381,24 @@ func TestNewTablesKeepsSnapshot(t *testing.T) {
 		t.Errorf("snapshot changed: %v", got)
 	}
 }
+
+// A client outside the listen address's subnets (another host routing to
+// the gateway) is refused: the server is no open resolver.
+func TestAnswerRefusesOutsiders(t *testing.T) {
+	tabs := newTables(&Snapshot{Networks: []Network{{
+		Name: "n", Listen: []netip.Addr{netip.MustParseAddr("10.1.0.1")},
+		Subnets:   []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")},
+		Endpoints: []Endpoint{{Container: "c", Name: "web", Addrs: []netip.Addr{netip.MustParseAddr("10.1.0.2")}}},
+	}}})
+	q := new(dns.Msg)
+	q.SetQuestion("web.", dns.TypeA)
+	for _, tc := range []struct {
+		client string
+		rcode  int
+	}{{"10.1.0.9", dns.RcodeSuccess}, {"198.51.100.2", dns.RcodeRefused}} {
+		r := request{local: netip.MustParseAddr("10.1.0.1"), client: netip.MustParseAddr(tc.client), msg: q}
+		if m := tabs.answer(context.Background(), r, nil); m == nil || m.Rcode != tc.rcode {
+			t.Errorf("client %s: reply %v, want rcode %s", tc.client, m, dns.RcodeToString[tc.rcode])
+		}
+	}
+}

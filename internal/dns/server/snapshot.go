@@ -23,9 +23,13 @@ type Snapshot struct {
 // Network is one DNS-enabled network: where the server listens for it and
 // the containers attached to it.
 type Network struct {
-	Name      string       `json:"name"`
-	Listen    []netip.Addr `json:"listen"` // gateway addresses, one per family
-	Endpoints []Endpoint   `json:"endpoints"`
+	Name   string       `json:"name"`
+	Listen []netip.Addr `json:"listen"` // gateway addresses, one per family
+	// Subnets, when given, are the only client addresses served on Listen:
+	// anyone else (another host that routes to the gateway) is refused, so
+	// the server is never an open resolver.
+	Subnets   []netip.Prefix `json:"subnets,omitempty"`
+	Endpoints []Endpoint     `json:"endpoints"`
 }
 
 // Endpoint is one container's attachment to a network.

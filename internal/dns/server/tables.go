@@ -25,7 +25,8 @@ type tables struct {
 
 // network is one network's names and addresses.
 type network struct {
-	name string
+	name    string
+	subnets []netip.Prefix
 	// names maps a lowercased name without the trailing dot (container
 	// name, hostname, alias, name.network, alias.network) to its
 	// endpoints, each once.
@@ -46,7 +47,7 @@ func newTables(s *Snapshot) *tables {
 	}
 	for i := range s.Networks {
 		sn := &s.Networks[i]
-		n := &network{name: sn.Name, names: make(map[string][]*Endpoint), addrs: make(map[netip.Addr]*Endpoint)}
+		n := &network{name: sn.Name, subnets: sn.Subnets, names: make(map[string][]*Endpoint), addrs: make(map[netip.Addr]*Endpoint)}
 		for _, a := range sn.Listen {
 			a = a.Unmap()
 			t.byListen[a] = append(t.byListen[a], n)
@@ -130,4 +131,19 @@ func (t *tables) scope(local, client netip.Addr) ([]*network, *Endpoint) {
 		}
 	}
 	return nets, nil
+}
+
+// allowed reports whether client may query on local: it is in a subnet of
+// one of local's networks, or a network lists no subnets.
+func (t *tables) allowed(local, client netip.Addr) bool {
+	nets := t.byListen[local]
+	if len(nets) == 0 {
+		return true // a listener being closed: nothing of a network to give away
+	}
+	for _, n := range nets {
+		if len(n.subnets) == 0 || slices.ContainsFunc(n.subnets, func(p netip.Prefix) bool { return p.Contains(client) }) {
+			return true
+		}
+	}
+	return false
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/link"
+	"github.com/knit-dev/knit/internal/netns"
 )
 
 // nameAttempts bounds retries when a random veth name is taken: with 2^28
@@ -112,7 +113,16 @@ func configureSandbox(ep *driver.Endpoint, sb driver.Sandbox) error {
 		return err
 	}
 	for _, a := range ep.Addrs {
-		if err := c.AddrAdd(peer.Index, a); err != nil {
+		err := c.AddrAdd(peer.Index, a)
+		if errors.Is(err, unix.EACCES) && a.Addr().Is6() && sb.NetnsPath != "" {
+			// A namespace made for IPv4-only networks starts new links
+			// with IPv6 off; a later connect to a dual-stack network
+			// turns it on for this link.
+			if err = netns.Do(sb.NetnsPath, func() error { return link.EnableIPv6(ep.IfName) }); err == nil {
+				err = c.AddrAdd(peer.Index, a)
+			}
+		}
+		if err != nil {
 			return err
 		}
 	}

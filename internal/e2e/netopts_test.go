@@ -1,0 +1,80 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/testutil"
+)
+
+// -o ip-masq=false on a user-defined network: its containers reach the
+// world with their own address, and no masquerade rule names its subnet.
+func TestNetworkWithoutMasquerade(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "network", "create", "--subnet", "10.81.0.0/24", "-o", "ip-masq=false", "plain")
+	s.World("ip", "route", "add", "10.81.0.0/24", "via", "198.51.100.1")
+	s.MustKnit(t, "run", "--rm", "--network", "plain", "--ip", "10.81.0.7", "--rootfs", bb, "ping", "-c1", "-W2", "203.0.113.1")
+	if ct := s.MustRun(t, "conntrack", "-L", "-p", "icmp", "-d", "203.0.113.1"); !strings.Contains(ct, "dst=10.81.0.7") {
+		t.Errorf("with ip-masq=false the world should answer 10.81.0.7:\n%s", ct)
+	}
+	if rules := s.MustRun(t, "nft", "list", "table", "inet", "knit"); strings.Contains(rules, "ip saddr 10.81.0.0/24 oifname != ") {
+		t.Errorf("masquerade rule for a network with ip-masq=false:\n%s", rules)
+	}
+}
+
+// -o gateway-mode=routed: a host that routes the subnet to this one
+// reaches container addresses directly; a nat network stays closed.
+func TestRoutedNetwork(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "network", "create", "--subnet", "10.82.0.0/24", "-o", "gateway-mode=routed", "routed")
+	s.MustKnit(t, "network", "create", "--subnet", "10.83.0.0/24", "natted")
+	serve(t, s, bb, "open", "--network", "routed", "--ip", "10.82.0.5")
+	serve(t, s, bb, "closed", "--network", "natted", "--ip", "10.83.0.5")
+	s.World("ip", "route", "add", "10.82.0.0/24", "via", "198.51.100.1")
+	s.World("ip", "route", "add", "10.83.0.0/24", "via", "198.51.100.1")
+	reaches(t, s, world, "10.82.0.5", 80, "open")
+	blocked(t, s, world, "10.83.0.5", 80)
+	// Routed containers leave with their own address.
+	s.MustKnit(t, "exec", "open", "ping", "-c1", "-W2", "203.0.113.1")
+	if ct := s.MustRun(t, "conntrack", "-L", "-p", "icmp", "-d", "203.0.113.1"); !strings.Contains(ct, "dst=10.82.0.5") {
+		t.Errorf("a routed container is masqueraded:\n%s", ct)
+	}
+}
+
+// -o icc=false on a user-defined network isolates its containers from
+// each other but not from the host's published ports.
+func TestNetworkICCOff(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	knit := testutil.KnitBinary(t)
+	s.MustKnit(t, "network", "create", "-o", "com.docker.network.bridge.enable_icc=false", "quiet")
+	serve(t, s, bb, "srv", "--network", "quiet", "-p", "8090:80")
+	s.MustKnit(t, "run", "-d", "--name", "peer", "--network", "quiet", "--rootfs", bb, "sleep", "300")
+	blocked(t, s, []string{knit, "exec", "peer"}, ipOn(t, s, "srv", "quiet"), 80)
+	reaches(t, s, world, "198.51.100.1", 8090, "srv")
+}
+
+// A port published on an IPv6 host address of a dual-stack network is
+// reached over IPv6 from another host; -p without an address publishes
+// on both families.
+func TestIPv6PublishedPort(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	// Give the sandbox and the world IPv6 addresses (documentation range).
+	s.MustRun(t, "ip", "addr", "add", "2001:db8:51::1/64", "dev", "wan0", "nodad")
+	s.World("ip", "addr", "add", "2001:db8:51::2/64", "dev", "eth0", "nodad")
+	s.MustKnit(t, "network", "create", "--ipv6", "--subnet", "fd00:db8:2::/64", "dual6")
+	serve(t, s, bb, "web6", "--network", "dual6", "-p", "[2001:db8:51::1]:8086:80", "-p", "8087:80")
+	reaches(t, s, world, "2001:db8:51::1", 8086, "web6")
+	reaches(t, s, world, "2001:db8:51::1", 8087, "web6")
+	reaches(t, s, world, "198.51.100.1", 8087, "web6")
+	blocked(t, s, world, "198.51.100.1", 8086)
+	ports := s.MustKnit(t, "port", "web6")
+	for _, want := range []string{"80/tcp -> [2001:db8:51::1]:8086", "80/tcp -> 0.0.0.0:8087", "80/tcp -> [::]:8087"} {
+		if !strings.Contains(ports, want) {
+			t.Errorf("knit port web6 lacks %q:\n%s", want, ports)
+		}
+	}
+}

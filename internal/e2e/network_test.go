@@ -1,0 +1,340 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/testutil"
+)
+
+var dnstool struct {
+	once sync.Once
+	bin  []byte
+	err  error
+}
+
+// dnsRootfs returns a private copy of the busybox rootfs with
+// testdata/dnstool in bin/, and that binary's path for the sandbox's host
+// and world. Call it before sandbox(t) (cleanups run last-in first-out).
+func dnsRootfs(t *testing.T) (rootfs, bin string) {
+	t.Helper()
+	dnstool.once.Do(func() { dnstool.bin, dnstool.err = buildTool(testutil.RepoRoot(t), "dnstool") })
+	if dnstool.err != nil {
+		t.Fatal(dnstool.err)
+	}
+	rootfs = filepath.Join(t.TempDir(), "rootfs")
+	if out, err := exec.Command("cp", "-a", testutil.Busybox(t), rootfs).CombinedOutput(); err != nil {
+		t.Fatalf("copy the busybox rootfs: %v: %s", err, out)
+	}
+	bin = filepath.Join(rootfs, "bin", "dnstool")
+	if err := os.WriteFile(bin, dnstool.bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return rootfs, bin
+}
+
+// buildTool builds ./internal/e2e/testdata/NAME as a static binary.
+func buildTool(root, name string) ([]byte, error) {
+	dir, err := os.MkdirTemp("", "knit-"+name+"-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = "/usr/local/go/bin/go"
+	}
+	out := filepath.Join(dir, name)
+	cmd := exec.Command(goTool, "build", "-o", out, "./internal/e2e/testdata/"+name)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if output, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build %s: %v\n%s", name, err, output)
+	}
+	return os.ReadFile(out)
+}
+
+// gateway returns a network's IPv4 gateway.
+func gateway(t *testing.T, s *testutil.Sandbox, network string) string {
+	t.Helper()
+	for _, gw := range strings.Fields(s.MustKnit(t, "network", "inspect", "-f", `{{range .IPAM.Config}}{{.Gateway}} {{end}}`, network)) {
+		if !strings.Contains(gw, ":") {
+			return gw
+		}
+	}
+	t.Fatalf("network %s has no IPv4 gateway", network)
+	return ""
+}
+
+// ask runs dnstool query inside container c against the embedded server
+// and returns its output ("NOERROR ms=1\nA 10.0.0.2").
+func ask(t *testing.T, s *testutil.Sandbox, c, server string, args ...string) string {
+	t.Helper()
+	r := s.Knit(append([]string{"exec", c, "dnstool", "query", "-server", server + ":53"}, args...)...)
+	return r.Stdout + r.Stderr
+}
+
+func ipOn(t *testing.T, s *testutil.Sandbox, name, network string) string {
+	t.Helper()
+	return strings.TrimSpace(s.MustKnit(t, "inspect", "-f", `{{(index .NetworkSettings.Networks "`+network+`").IPAddress}}`, name))
+}
+
+// The reference notes' example, exactly: a network with a given subnet and
+// a container with a given address on it, seen from inside.
+func TestReferenceNetworkExample(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "network", "create", "--subnet=192.168.100.0/24", "mynetwork")
+	out := s.MustKnit(t, "run", "--rm", "--net", "mynetwork", "--ip", "192.168.100.10", "--rootfs", bb, "ip", "-4", "addr", "show", "eth0")
+	if !strings.Contains(out, "inet 192.168.100.10/24") {
+		t.Errorf("inside the container:\n%s\nwant inet 192.168.100.10/24", out)
+	}
+	route := s.MustKnit(t, "run", "--rm", "--net", "mynetwork", "--rootfs", bb, "ip", "route")
+	if !strings.Contains(route, "default via 192.168.100.1") {
+		t.Errorf("routes:\n%s\nwant default via 192.168.100.1", route)
+	}
+}
+
+// --ip-range limits dynamic allocation; --ip may take any free address.
+func TestIPRange(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "network", "create", "--subnet", "10.50.0.0/24", "--ip-range", "10.50.0.128/25", "ranged")
+	for _, name := range []string{"r1", "r2"} {
+		s.MustKnit(t, "run", "-d", "--name", name, "--network", "ranged", "--rootfs", bb, "sleep", "300")
+		ip := ipOn(t, s, name, "ranged")
+		last, _ := strconv.Atoi(ip[strings.LastIndex(ip, ".")+1:])
+		if !strings.HasPrefix(ip, "10.50.0.") || last < 128 {
+			t.Errorf("%s got %s, want an address in 10.50.0.128/25", name, ip)
+		}
+	}
+	s.MustKnit(t, "run", "-d", "--name", "fixed", "--network", "ranged", "--ip", "10.50.0.5", "--rootfs", bb, "sleep", "300")
+	if ip := ipOn(t, s, "fixed", "ranged"); ip != "10.50.0.5" {
+		t.Errorf("--ip 10.50.0.5 got %s", ip)
+	}
+}
+
+// Refused network commands leave the store and the kernel as they were.
+func TestNetworkRefusalsLeaveStateUnchanged(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "network", "create", "--subnet", "10.60.0.0/24", "used")
+	s.MustKnit(t, "run", "-d", "--name", "holder", "--network", "used", "--ip", "10.60.0.9", "--rootfs", bb, "sleep", "300")
+	before := snapshot(t, s)
+	cases := []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"network", "create", "--subnet", "10.60.0.128/25", "overlap"}, "overlaps"},
+		{[]string{"network", "create", "--subnet", "10.61.0.0/33", "bad"}, "--subnet"},
+		{[]string{"network", "create", "--subnet", "10.61.0.1/24", "hostbits"}, "host bits"},
+		{[]string{"network", "create", "--gateway", "10.62.0.1", "nosubnet"}, "--gateway"},
+		{[]string{"network", "create", "used"}, "already exists"},
+		{[]string{"network", "create", "-o", "nosuch=1", "opt"}, "unknown network option"},
+		{[]string{"network", "create", "-d", "overlay", "drv"}, "not supported"},
+		{[]string{"network", "create", "bad/name"}, "invalid network name"},
+		{[]string{"run", "--network", "used", "--ip", "10.60.0.9", "--rootfs", bb, "true"}, "already in use"},
+		{[]string{"run", "--network", "used", "--ip", "10.99.0.9", "--rootfs", bb, "true"}, "10.99.0.9"},
+		{[]string{"network", "rm", "used"}, "active endpoints"},
+		{[]string{"network", "rm", "bridge"}, "pre-defined"},
+		{[]string{"network", "rm", "nosuch"}, "not found"},
+		{[]string{"network", "connect", "used", "holder"}, "already connected"},
+		{[]string{"network", "disconnect", "bridge", "holder"}, "not connected"},
+	}
+	for _, tc := range cases {
+		r := s.Knit(tc.args...)
+		if r.Code != 125 || !strings.Contains(r.Stderr, tc.msg) {
+			t.Errorf("knit %s: exit %d, stderr %q; want 125 and %q", strings.Join(tc.args, " "), r.Code, r.Stderr, tc.msg)
+		}
+	}
+	if after := snapshot(t, s); after != before {
+		t.Errorf("state changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// Containers resolve each other's names, aliases, hostnames and
+// addresses through the embedded server; unknown names get NXDOMAIN at once.
+func TestEmbeddedDNS(t *testing.T) {
+	rootfs, _ := dnsRootfs(t)
+	s := sandbox(t)
+	s.MustKnit(t, "network", "create", "app")
+	s.MustKnit(t, "run", "-d", "--name", "db", "-h", "dbhost", "--network", "app", "--network-alias", "database", "--rootfs", rootfs, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--name", "web", "--network", "app", "--rootfs", rootfs, "sleep", "300")
+	gw := gateway(t, s, "app")
+	db := ipOn(t, s, "db", "app")
+	if resolv := s.MustKnit(t, "exec", "web", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "nameserver "+gw) {
+		t.Errorf("web's resolv.conf does not name the embedded server %s:\n%s", gw, resolv)
+	}
+	for _, name := range []string{"db", "database", "dbhost", "db.app", "DB"} {
+		if out := ask(t, s, "web", gw, name); !strings.Contains(out, "NOERROR") || !strings.Contains(out, "A "+db) {
+			t.Errorf("query %s: %q, want A %s", name, out, db)
+		}
+	}
+	if out := ask(t, s, "web", gw, "-tcp", "db"); !strings.Contains(out, "A "+db) {
+		t.Errorf("query db over TCP: %q", out)
+	}
+	if out := ask(t, s, "web", gw, "-type", "PTR", db); !strings.Contains(out, "PTR db.app.") {
+		t.Errorf("PTR %s: %q, want db.app.", db, out)
+	}
+	out := ask(t, s, "web", gw, "nosuch")
+	m := regexp.MustCompile(`NXDOMAIN ms=(\d+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("query nosuch: %q, want NXDOMAIN", out)
+	}
+	if ms, _ := strconv.Atoi(m[1]); ms >= 100 {
+		t.Errorf("NXDOMAIN took %d ms, want under 100", ms)
+	}
+	// busybox's resolver, through resolv.conf, as a user would.
+	if out := s.MustKnit(t, "exec", "web", "nslookup", "database"); !strings.Contains(out, db) {
+		t.Errorf("nslookup database:\n%s", out)
+	}
+	// A new container is found at once, a removed one is gone at once.
+	s.MustKnit(t, "run", "-d", "--name", "late", "--network", "app", "--rootfs", rootfs, "sleep", "300")
+	if out := ask(t, s, "web", gw, "late"); !strings.Contains(out, "A "+ipOn(t, s, "late", "app")) {
+		t.Errorf("query late: %q\nserver log:\n%s", out, s.MustRun(t, "cat", s.ExecRoot()+"/dns/server.log"))
+	}
+	s.MustKnit(t, "rm", "-f", "late")
+	if out := ask(t, s, "web", gw, "late"); !strings.Contains(out, "NXDOMAIN") {
+		t.Errorf("query late after rm: %q, want NXDOMAIN", out)
+	}
+	// The default network keeps Docker's behaviour: no embedded DNS.
+	if resolv := s.MustKnit(t, "run", "--rm", "--rootfs", rootfs, "cat", "/etc/resolv.conf"); strings.Contains(resolv, gw) {
+		t.Errorf("a default-network container uses the embedded server:\n%s", resolv)
+	}
+}
+
+// Networks are isolated, for names and for traffic, until a container is
+// connected to both; a container can be on two networks at once.
+func TestIsolationAndConnect(t *testing.T) {
+	rootfs, _ := dnsRootfs(t)
+	s := sandbox(t)
+	s.MustKnit(t, "network", "create", "neta")
+	s.MustKnit(t, "network", "create", "netb")
+	s.MustKnit(t, "run", "-d", "--name", "a1", "--network", "neta", "--rootfs", rootfs, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--name", "b1", "--network", "netb", "--rootfs", rootfs, "sleep", "300")
+	gwa, b1 := gateway(t, s, "neta"), ipOn(t, s, "b1", "netb")
+	if out := ask(t, s, "a1", gwa, "b1"); !strings.Contains(out, "NXDOMAIN") {
+		t.Errorf("a1 resolves b1 across networks: %q", out)
+	}
+	if r := s.Knit("exec", "a1", "ping", "-c", "1", "-W", "1", b1); r.Code == 0 {
+		t.Errorf("a1 reaches b1 (%s) across networks", b1)
+	}
+	if r := s.Knit("exec", "b1", "ping", "-c", "1", "-W", "1", ipOn(t, s, "a1", "neta")); r.Code == 0 {
+		t.Errorf("b1 reaches a1 across networks")
+	}
+
+	s.MustKnit(t, "network", "connect", "--alias", "bee", "netb", "a1")
+	links := s.MustKnit(t, "exec", "a1", "ip", "-4", "-o", "addr")
+	if !strings.Contains(links, "eth1") {
+		t.Errorf("a1 has no eth1 after connect:\n%s", links)
+	}
+	if out := ask(t, s, "a1", gwa, "b1"); !strings.Contains(out, "A "+b1) {
+		t.Errorf("after connect, a1 resolves b1: %q, want A %s", out, b1)
+	}
+	s.MustKnit(t, "exec", "a1", "ping", "-c", "1", "-W", "2", "b1")
+	// b1 finds a1 on netb by its alias there.
+	if out := ask(t, s, "b1", gateway(t, s, "netb"), "bee"); !strings.Contains(out, "A "+ipOn(t, s, "a1", "netb")) {
+		t.Errorf("b1 resolves a1's alias bee: %q", out)
+	}
+
+	s.MustKnit(t, "network", "disconnect", "netb", "a1")
+	if r := s.Knit("exec", "a1", "ping", "-c", "1", "-W", "1", b1); r.Code == 0 {
+		t.Errorf("a1 still reaches b1 after disconnect")
+	}
+	if out := s.MustKnit(t, "exec", "a1", "ip", "-o", "link"); strings.Contains(out, "eth1") {
+		t.Errorf("eth1 remains after disconnect:\n%s", out)
+	}
+
+	// --network twice: eth0 and eth1, the default route through the first.
+	s.MustKnit(t, "run", "-d", "--name", "both", "--network", "neta", "--network", "netb", "--rootfs", rootfs, "sleep", "300")
+	addrs := s.MustKnit(t, "exec", "both", "ip", "-4", "-o", "addr")
+	if !strings.Contains(addrs, "eth0") || !strings.Contains(addrs, "eth1") {
+		t.Errorf("both:\n%s", addrs)
+	}
+	if route := s.MustKnit(t, "exec", "both", "ip", "route"); !strings.Contains(route, "default via "+gwa+" dev eth0") {
+		t.Errorf("both's routes:\n%s\nwant default via %s dev eth0", route, gwa)
+	}
+	s.MustKnit(t, "exec", "both", "ping", "-c", "1", "-W", "2", "b1")
+	s.MustKnit(t, "exec", "both", "ping", "-c", "1", "-W", "2", "a1")
+}
+
+// A dual-stack network gives every container an IPv6 address and route,
+// and names resolve to both families.
+func TestDualStack(t *testing.T) {
+	rootfs, _ := dnsRootfs(t)
+	s := sandbox(t)
+	s.MustKnit(t, "network", "create", "--ipv6", "--subnet", "fd00:db8:1::/64", "dual")
+	s.MustKnit(t, "run", "-d", "--name", "s1", "--network", "dual", "--rootfs", rootfs, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--name", "s2", "--network", "dual", "--ip6", "fd00:db8:1::99", "--rootfs", rootfs, "sleep", "300")
+	if out := s.MustKnit(t, "exec", "s2", "ip", "-6", "addr", "show", "eth0"); !strings.Contains(out, "fd00:db8:1::99/64") {
+		t.Errorf("s2's IPv6 address:\n%s", out)
+	}
+	if out := s.MustKnit(t, "exec", "s1", "ip", "-6", "route"); !strings.Contains(out, "default via fd00:db8:1::1") {
+		t.Errorf("s1's IPv6 routes:\n%s", out)
+	}
+	if out := ask(t, s, "s1", gateway(t, s, "dual"), "-type", "AAAA", "s2"); !strings.Contains(out, "AAAA fd00:db8:1::99") {
+		t.Errorf("AAAA s2: %q", out)
+	}
+	s.MustKnit(t, "exec", "s1", "ping6", "-c", "1", "-W", "2", "s2")
+}
+
+// An internal network has no way out: no route, no masquerade.
+func TestInternalNetwork(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "network", "create", "--internal", "--subnet", "10.70.0.0/24", "closed")
+	s.MustKnit(t, "run", "-d", "--name", "in1", "--network", "closed", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--name", "in2", "--network", "closed", "--rootfs", bb, "sleep", "300")
+	if r := s.Knit("exec", "in1", "ping", "-c", "1", "-W", "1", "198.51.100.2"); r.Code == 0 {
+		t.Errorf("a container on an internal network reached the world")
+	}
+	if route := s.MustKnit(t, "exec", "in1", "ip", "route"); strings.Contains(route, "default") {
+		t.Errorf("internal network gave a default route:\n%s", route)
+	}
+	s.MustKnit(t, "exec", "in1", "ping", "-c", "1", "-W", "2", ipOn(t, s, "in2", "closed"))
+	if rules := s.MustRun(t, "nft", "list", "table", "inet", "knit"); strings.Contains(rules, "10.70.0.0/24 oifname != ") {
+		t.Errorf("internal network is masqueraded:\n%s", rules)
+	}
+}
+
+// Names the embedded server does not know go to the upstream servers the
+// container would otherwise use: the host's, or --dns; search domains
+// apply as usual.
+func TestDNSForwarding(t *testing.T) {
+	rootfs, bin := dnsRootfs(t)
+	s := sandbox(t)
+	// The world answers on 198.51.100.2 (the sandbox's resolv.conf) and on
+	// 203.0.113.1 (used through --dns).
+	s.Start(t, "ip", "netns", "exec", "world", bin, "serve", "-listen", ":53", "example.test=203.0.113.7", "other.test=203.0.113.8")
+	s.MustKnit(t, "network", "create", "fwd")
+	s.MustKnit(t, "run", "-d", "--name", "f1", "--network", "fwd", "--dns-search", "test", "--rootfs", rootfs, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--name", "f2", "--network", "fwd", "--dns", "203.0.113.1", "--rootfs", rootfs, "sleep", "300")
+	gw := gateway(t, s, "fwd")
+	eventually(t, func() (string, error) {
+		out := ask(t, s, "f1", gw, "example.test")
+		if !strings.Contains(out, "A 203.0.113.7") {
+			return out, fmt.Errorf("forwarded query: %q", out)
+		}
+		return out, nil
+	})
+	if out := ask(t, s, "f2", gw, "other.test"); !strings.Contains(out, "A 203.0.113.8") {
+		t.Errorf("forwarded through --dns: %q", out)
+	}
+	if out := ask(t, s, "f1", gw, "nosuch.test"); !strings.Contains(out, "NXDOMAIN") {
+		t.Errorf("upstream's NXDOMAIN: %q", out)
+	}
+	// The search domain applies: busybox's resolver tries example.test.
+	if out := s.MustKnit(t, "exec", "f1", "nslookup", "example"); !strings.Contains(out, "203.0.113.7") {
+		t.Errorf("nslookup example with search test:\n%s", out)
+	}
+	if resolv := s.MustKnit(t, "exec", "f1", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "search test") {
+		t.Errorf("resolv.conf lost the search domain:\n%s", resolv)
+	}
+}

@@ -1,0 +1,231 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/knit-dev/knit/internal/dns/files"
+	"github.com/knit-dev/knit/internal/dns/server"
+	"github.com/knit-dev/knit/internal/store"
+)
+
+// bucketDNS indexes the containers the embedded DNS server answers for:
+// container ID → dnsRecord, kept by putContainer for created and running
+// containers with an endpoint on a DNS-enabled network. A snapshot of the
+// server's records reads this and the networks, never every container.
+const bucketDNS = "dns"
+
+// dnsRecord is what the DNS server needs of one container.
+type dnsRecord struct {
+	Name      string       `json:"name"`
+	Hostname  string       `json:"hostname"`
+	Upstreams []netip.Addr `json:"upstreams,omitempty"` // --dns
+	Endpoints []Endpoint   `json:"endpoints"`           // on DNS-enabled networks
+}
+
+// putDNS keeps c's entry of bucketDNS in step with its record.
+func putDNS(tx store.Tx, c *Container) error {
+	var eps []Endpoint
+	if c.State.Status == StatusCreated || c.State.Status == StatusRunning {
+		for _, ep := range c.Endpoints {
+			if ep.Network == ModeBridge { // the default network has no DNS
+				continue
+			}
+			if n, err := getNetwork(tx, ep.Network); err == nil && n.DNS {
+				eps = append(eps, ep)
+			}
+		}
+	}
+	if len(eps) == 0 {
+		return tx.Delete(bucketDNS, c.ID)
+	}
+	return putJSON(tx, bucketDNS, c.ID, dnsRecord{Name: c.Name, Hostname: c.Spec.Hostname, Upstreams: c.Spec.DNS, Endpoints: eps})
+}
+
+func (e *Engine) dnsDir() string { return filepath.Join(e.paths.ExecRoot, "dns") }
+
+// dnsServer returns the address the embedded DNS server answers c on: the
+// gateway of c's first DNS-enabled network (IPv4 first), if any.
+func dnsServer(nets []*Network) (netip.Addr, bool) {
+	for _, n := range nets {
+		if !n.DNS {
+			continue
+		}
+		for _, fam4 := range []bool{true, false} {
+			for _, s := range n.Subnets {
+				if s.Prefix.Addr().Is4() == fam4 && s.Gateway.IsValid() {
+					return s.Gateway, true
+				}
+			}
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// syncDNS rewrites the DNS server's records from the store and starts the
+// server if records need one and none runs. The server reloads them by
+// itself and exits when no network is left. The write and the check run
+// under one lock so that the last snapshot written is the newest.
+func (e *Engine) syncDNS() error {
+	dir := e.dnsDir()
+	if err := e.prepareExecRoot(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	unlock, err := lockFile(filepath.Join(dir, "sync.lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	snap, err := e.dnsSnapshot()
+	if err != nil {
+		return err
+	}
+	if err := server.Save(dir, snap); err != nil {
+		return fmt.Errorf("write DNS records: %w", err)
+	}
+	if len(snap.Networks) == 0 || server.Running(dir) {
+		return nil
+	}
+	return e.startDNS(dir)
+}
+
+// dnsSnapshot builds the server's records: every DNS-enabled network with a
+// container on it, and those containers.
+func (e *Engine) dnsSnapshot() (*server.Snapshot, error) {
+	hostResolv, _ := os.ReadFile(hostResolvConf)
+	snap := &server.Snapshot{Networks: []server.Network{}}
+	for _, a := range files.ParseResolvConf(hostResolv).Nameservers {
+		snap.Upstreams = append(snap.Upstreams, netip.AddrPortFrom(a, 53))
+	}
+	if len(snap.Upstreams) == 0 { // Docker's fallback
+		snap.Upstreams = []netip.AddrPort{netip.MustParseAddrPort("8.8.8.8:53"), netip.MustParseAddrPort("8.8.4.4:53")}
+	}
+	byNet := map[string]*server.Network{}
+	var order []string
+	err := e.st.View(func(tx store.Tx) error {
+		nets, err := listNetworks(tx)
+		if err != nil {
+			return err
+		}
+		dnsNets := map[string]*Network{}
+		for _, n := range nets {
+			if n.DNS && !n.Removing {
+				dnsNets[n.Name] = n
+			}
+		}
+		return tx.List(bucketDNS, func(id string, v []byte) error {
+			var r dnsRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			var ups []netip.AddrPort
+			for _, a := range r.Upstreams {
+				ups = append(ups, netip.AddrPortFrom(a, 53))
+			}
+			for _, ep := range r.Endpoints {
+				n := dnsNets[ep.Network]
+				if n == nil {
+					continue
+				}
+				sn := byNet[n.Name]
+				if sn == nil {
+					sn = &server.Network{Name: n.Name}
+					for _, s := range n.Subnets {
+						if s.Gateway.IsValid() {
+							sn.Listen = append(sn.Listen, s.Gateway)
+						}
+						sn.Subnets = append(sn.Subnets, s.Prefix)
+					}
+					byNet[n.Name] = sn
+					order = append(order, n.Name)
+				}
+				se := server.Endpoint{Container: id, Name: r.Name, Hostname: r.Hostname, Aliases: ep.Aliases, Upstreams: ups}
+				for _, a := range ep.Addrs {
+					se.Addrs = append(se.Addrs, a.Addr())
+				}
+				sn.Endpoints = append(sn.Endpoints, se)
+			}
+			return nil
+		})
+	})
+	slices.Sort(order)
+	for _, name := range order {
+		snap.Networks = append(snap.Networks, *byNet[name])
+	}
+	return snap, err
+}
+
+// startDNS starts the server as a process of its own that outlives this
+// command, and waits until it answers.
+func (e *Engine) startDNS(dir string) error {
+	logf, err := os.OpenFile(filepath.Join(dir, "server.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	_ = os.Remove(filepath.Join(dir, server.PIDFile))
+	cmd := exec.Command(e.self, "--data-root", e.paths.DataRoot, "--exec-root", e.paths.ExecRoot, "_dns")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(s string) bool { return len(s) > 14 && s[:14] == "_KNIT_NSENTER=" })
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start the DNS server: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	deadline := time.After(5 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, server.PIDFile)); err == nil {
+			return nil
+		}
+		select {
+		case err := <-done:
+			if server.Running(dir) { // another command's server won the lock
+				return nil
+			}
+			return fmt.Errorf("the DNS server exited at start (%v): see %s", err, logf.Name())
+		case <-deadline:
+			return fmt.Errorf("the DNS server did not start within 5s: see %s", logf.Name())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// ServeDNS runs the embedded DNS server in the calling process until no
+// network needs it (the hidden command `knit _dns`).
+func (e *Engine) ServeDNS() error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return server.Serve(ctx, e.dnsDir(), slog.Default())
+}
+
+// usesDNS reports whether c may have records in the DNS server: an endpoint
+// on a network other than the default one (which has no DNS).
+func usesDNS(c *Container) bool {
+	return slices.ContainsFunc(c.Endpoints, func(ep Endpoint) bool { return ep.Network != ModeBridge })
+}
+
+// dnsChanged resyncs the DNS server after c's records went away. A failure
+// only delays the removal of stale names until the next sync, so it is
+// reported, not returned.
+func (e *Engine) dnsChanged(c *Container) {
+	if !usesDNS(c) {
+		return
+	}
+	if err := e.syncDNS(); err != nil {
+		fmt.Fprintf(os.Stderr, "knit: update DNS records: %v\n", err)
+	}
+}

@@ -1,0 +1,488 @@
+package engine
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/ipam"
+	"github.com/knit-dev/knit/internal/link"
+	"github.com/knit-dev/knit/internal/store"
+)
+
+// NetworkCreateOptions is a `knit network create` request.
+type NetworkCreateOptions struct {
+	Name       string
+	Driver     string // "" means bridge
+	Subnets    []netip.Prefix
+	Gateways   []netip.Addr
+	IPRanges   []netip.Prefix
+	IPv6       bool
+	Internal   bool
+	Attachable bool
+	Labels     map[string]string
+	// Options are driver options (-o KEY=VALUE): Docker's
+	// com.docker.network.* names or knit's short ones (see netOptions).
+	Options map[string]string
+}
+
+// netOptions maps every accepted -o key to knit's short name for it.
+var netOptions = map[string]string{
+	"bridge": "bridge", "com.docker.network.bridge.name": "bridge",
+	"mtu": "mtu", "com.docker.network.driver.mtu": "mtu",
+	"icc": "icc", "com.docker.network.bridge.enable_icc": "icc",
+	"ip-masq": "ip-masq", "com.docker.network.bridge.enable_ip_masquerade": "ip-masq",
+	"host-ip": "host-ip", "com.docker.network.bridge.host_binding_ipv4": "host-ip",
+	"gateway-mode": "gateway-mode", "com.docker.network.bridge.gateway_mode_ipv4": "gateway-mode",
+	"com.docker.network.bridge.gateway_mode_ipv6": "gateway-mode",
+	"enable-dns": "enable-dns",
+}
+
+// Predefined networks that are modes, not records.
+var predefined = map[string]string{ModeHost: "host", ModeNone: "null"}
+
+var networkNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+
+// predefinedNetwork describes host or none for ls and inspect.
+func predefinedNetwork(name string) *Network {
+	sum := sha256.Sum256([]byte("knit-predefined-" + name))
+	return &Network{Network: driver.Network{ID: hex.EncodeToString(sum[:]), Name: name, Driver: predefined[name], Options: map[string]string{}}}
+}
+
+// CreateNetwork records a user-defined network and makes its bridge and
+// rules. Invalid or conflicting requests change nothing.
+func (e *Engine) CreateNetwork(o NetworkCreateOptions) (*Network, error) {
+	n, err := e.newNetwork(&o)
+	if err != nil {
+		return nil, err
+	}
+	// The default network takes its subnet first, as dockerd's does at start.
+	if _, err := e.network(ModeBridge); err != nil {
+		return nil, err
+	}
+	hostRoutes, err := link.HostRoutes()
+	if err != nil {
+		return nil, fmt.Errorf("list host routes: %w", err)
+	}
+	if n.Bridge == "" {
+		n.Bridge = "br-" + n.ID[:12]
+	}
+	if h, err := link.Host(); err == nil {
+		if _, err := h.BridgeGet(n.Bridge); err == nil {
+			n.External = true // the administrator's bridge: used, never deleted
+		}
+		h.Close()
+	}
+	err = e.st.Update(func(tx store.Tx) error {
+		if _, err := getNetwork(tx, n.Name); err == nil || n.Name == ModeBridge || predefined[n.Name] != "" {
+			return errdefs.Conflict("network with name %s already exists", n.Name)
+		}
+		nets, err := listNetworks(tx)
+		if err != nil {
+			return err
+		}
+		var taken []netip.Prefix
+		for _, other := range nets {
+			if other.Bridge == n.Bridge {
+				return errdefs.Conflict("bridge %s is already used by network %s", n.Bridge, other.Name)
+			}
+			for _, s := range other.Subnets {
+				taken = append(taken, s.Prefix)
+			}
+		}
+		if err := e.pickSubnets(n, &o, append(taken, hostRoutes...)); err != nil {
+			return err
+		}
+		// An explicit subnet may overlap a host route (the administrator
+		// knows best) but never another network.
+		for _, other := range nets {
+			for _, s := range other.Subnets {
+				for _, mine := range n.Subnets {
+					if mine.Prefix.Overlaps(s.Prefix) {
+						return errdefs.Conflict("invalid pool request: pool %s overlaps with subnet %s of network %s", mine.Prefix, s.Prefix, other.Name)
+					}
+				}
+			}
+		}
+		return putJSON(tx, bucketNetworks, n.Name, n)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := e.ensureNetwork(n); err != nil {
+		_ = e.removeNetworkKernel(n)
+		_ = e.st.Update(func(tx store.Tx) error { return tx.Delete(bucketNetworks, n.Name) })
+		return nil, err
+	}
+	return n, nil
+}
+
+// newNetwork validates o and turns it into a record without subnets.
+func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
+	if o.Name == "" {
+		return nil, errdefs.Invalid("network create needs a network name")
+	}
+	if !networkNameRE.MatchString(o.Name) || len(o.Name) > 64 {
+		return nil, errdefs.Invalid("invalid network name %q: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, at most 64 characters", o.Name)
+	}
+	if o.Driver == "" {
+		o.Driver = "bridge"
+	}
+	if o.Driver != "bridge" {
+		return nil, errdefs.Invalid("network driver %q is not supported yet: use bridge", o.Driver)
+	}
+	n := &Network{
+		Network: driver.Network{
+			ID: newID(), Name: o.Name, Driver: o.Driver, MTU: e.cfg.MTUOrDefault(),
+			Internal: o.Internal, Options: map[string]string{},
+		},
+		Created: time.Now().UTC(), Labels: o.Labels, Masquerade: true, ICC: true,
+		IPv6: o.IPv6, Attachable: o.Attachable, DNS: true,
+	}
+	for k, v := range o.Options {
+		n.Options[k] = v
+		key, ok := netOptions[k]
+		if !ok {
+			return nil, errdefs.Invalid("unknown network option %q: known options are bridge, mtu, icc, ip-masq, host-ip, gateway-mode, enable-dns (or their com.docker.network.* names)", k)
+		}
+		var err error
+		switch key {
+		case "bridge":
+			if v == "" || len(v) > 15 || strings.ContainsAny(v, "/ \t\n\"\\:") {
+				return nil, errdefs.Invalid("invalid bridge name %q: 1 to 15 characters without blanks, slashes or colons", v)
+			}
+			n.Bridge = v
+		case "mtu":
+			n.MTU, err = strconv.Atoi(v)
+			if err != nil || n.MTU < 68 || n.MTU > 65535 {
+				return nil, errdefs.Invalid("invalid mtu %q: want a number between 68 and 65535", v)
+			}
+		case "icc":
+			n.ICC, err = parseBool(k, v)
+		case "ip-masq":
+			n.Masquerade, err = parseBool(k, v)
+		case "enable-dns":
+			n.DNS, err = parseBool(k, v)
+		case "host-ip":
+			if n.HostIP, err = netip.ParseAddr(v); err != nil {
+				return nil, errdefs.Invalid("invalid host-ip %q: not an IP address", v)
+			}
+		case "gateway-mode":
+			switch v {
+			case "nat":
+			case "routed":
+				n.Routed = true
+			default:
+				return nil, errdefs.Invalid("invalid gateway-mode %q: want nat or routed", v)
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	var v4, v6 int
+	for _, p := range o.Subnets {
+		if p.Addr().Is4In6() || p.Addr().Zone() != "" {
+			return nil, errdefs.Invalid("invalid subnet %s", p)
+		}
+		if p != p.Masked() {
+			return nil, errdefs.Invalid("invalid subnet %s: it has host bits set (did you mean %s?)", p, p.Masked())
+		}
+		if p.Addr().Is4() {
+			v4++
+			if p.Bits() > 30 {
+				return nil, errdefs.Invalid("invalid subnet %s: too small for a gateway and a container (at most /30)", p)
+			}
+		} else {
+			v6++
+			o.IPv6 = true
+			if p.Bits() > 126 {
+				return nil, errdefs.Invalid("invalid subnet %s: too small (at most /126)", p)
+			}
+		}
+	}
+	if v4 > 1 || v6 > 1 {
+		return nil, errdefs.Invalid("at most one --subnet per address family")
+	}
+	n.IPv6 = o.IPv6
+	for i, g := range o.Gateways {
+		if !slices.ContainsFunc(o.Subnets, func(p netip.Prefix) bool { return p.Contains(g) }) {
+			return nil, errdefs.Invalid("invalid --gateway %s: it is in no --subnet", g)
+		}
+		for _, h := range o.Gateways[:i] {
+			if slices.ContainsFunc(o.Subnets, func(p netip.Prefix) bool { return p.Contains(g) && p.Contains(h) }) {
+				return nil, errdefs.Invalid("invalid --gateway %s: subnet already has gateway %s", g, h)
+			}
+		}
+	}
+	for i, r := range o.IPRanges {
+		if r != r.Masked() {
+			return nil, errdefs.Invalid("invalid --ip-range %s: it has host bits set (did you mean %s?)", r, r.Masked())
+		}
+		if !slices.ContainsFunc(o.Subnets, func(p netip.Prefix) bool { return p.Bits() <= r.Bits() && p.Contains(r.Addr()) }) {
+			return nil, errdefs.Invalid("invalid --ip-range %s: it is in no --subnet", r)
+		}
+		for _, q := range o.IPRanges[:i] {
+			if q.Addr().Is4() == r.Addr().Is4() {
+				return nil, errdefs.Invalid("invalid --ip-range %s: at most one range per subnet", r)
+			}
+		}
+	}
+	return n, nil
+}
+
+func parseBool(key, v string) (bool, error) {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, errdefs.Invalid("invalid value %q for network option %s: want true or false", v, key)
+	}
+	return b, nil
+}
+
+// pickSubnets fills n.Subnets from o, taking free subnets from the default
+// pools for families o asks for without a subnet. taken holds the other
+// networks' subnets and the host's routes.
+func (e *Engine) pickSubnets(n *Network, o *NetworkCreateOptions, taken []netip.Prefix) error {
+	fams := []struct {
+		v6    bool
+		want  bool
+		pools []ipam.PoolSpec
+	}{{false, true, e.cfg.Pools()}, {true, o.IPv6, ipam.DefaultULAPools()}}
+	for _, f := range fams {
+		if !f.want {
+			continue
+		}
+		i := slices.IndexFunc(o.Subnets, func(p netip.Prefix) bool { return p.Addr().Is6() == f.v6 })
+		var s driver.Subnet
+		if i >= 0 {
+			s.Prefix = o.Subnets[i]
+		} else {
+			p, err := ipam.PickSubnet(f.pools, taken)
+			if err != nil {
+				return errdefs.Conflict("no free subnet in the default address pools: %v", err)
+			}
+			s.Prefix = p
+		}
+		s.Gateway = ipam.FirstHost(s.Prefix)
+		for _, g := range o.Gateways {
+			if s.Prefix.Contains(g) {
+				s.Gateway = g
+			}
+		}
+		if s.Gateway == s.Prefix.Addr() {
+			return errdefs.Invalid("invalid --gateway %s: it is the subnet's network address", s.Gateway)
+		}
+		for _, r := range o.IPRanges {
+			if s.Prefix.Contains(r.Addr()) {
+				s.IPRange = r.Masked()
+			}
+		}
+		n.Subnets = append(n.Subnets, s)
+		taken = append(taken, s.Prefix)
+	}
+	return nil
+}
+
+// Networks lists every network, the predefined ones included, by name.
+func (e *Engine) Networks() ([]*Network, error) {
+	if _, err := e.network(ModeBridge); err != nil {
+		return nil, err
+	}
+	var nets []*Network
+	if err := e.st.View(func(tx store.Tx) (err error) { nets, err = listNetworks(tx); return err }); err != nil {
+		return nil, err
+	}
+	nets = append(nets, predefinedNetwork(ModeHost), predefinedNetwork(ModeNone))
+	sort.Slice(nets, func(i, j int) bool { return nets[i].Name < nets[j].Name })
+	return nets, nil
+}
+
+// NetworkByRef returns a network by name, full ID or unique ID prefix.
+func (e *Engine) NetworkByRef(ref string) (*Network, error) {
+	for name := range predefined {
+		if n := predefinedNetwork(name); ref == name || len(ref) >= 12 && strings.HasPrefix(n.ID, ref) {
+			return n, nil
+		}
+	}
+	if ref == ModeBridge {
+		return e.network(ModeBridge)
+	}
+	var n *Network
+	err := e.st.View(func(tx store.Tx) (err error) { n, err = lookupNetworkRef(tx, ref); return err })
+	return n, err
+}
+
+func lookupNetworkRef(tx store.Tx, ref string) (*Network, error) {
+	if ref == "" {
+		return nil, errdefs.Invalid("network name or ID must not be empty")
+	}
+	if n, err := getNetwork(tx, ref); err == nil || !errors.Is(err, store.ErrNotFound) {
+		return n, err
+	}
+	nets, err := listNetworks(tx)
+	if err != nil {
+		return nil, err
+	}
+	var matches []*Network
+	for _, n := range nets {
+		if strings.HasPrefix(n.ID, ref) {
+			matches = append(matches, n)
+		}
+	}
+	switch len(matches) {
+	case 0:
+		return nil, errdefs.NotFound("network %s not found", ref)
+	case 1:
+		return matches[0], nil
+	}
+	return nil, errdefs.Invalid("network %s is ambiguous (%d matches found)", ref, len(matches))
+}
+
+// NetworkContainers returns the containers with an endpoint on the named
+// network: those created or running (an exited container has released its
+// address).
+func (e *Engine) NetworkContainers(name string) ([]*Container, error) {
+	if err := e.Reconcile(); err != nil {
+		return nil, err
+	}
+	var out []*Container
+	err := e.st.View(func(tx store.Tx) error {
+		ids := map[string]bool{}
+		if err := tx.List(ipamBucket(name), func(_ string, v []byte) error { ids[string(v)] = true; return nil }); err != nil {
+			return err
+		}
+		for id := range ids {
+			c, err := getContainer(tx, id)
+			if err != nil {
+				continue
+			}
+			out = append(out, c)
+		}
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, err
+}
+
+// RemoveNetwork deletes a user-defined network that no container uses:
+// its bridge, its rules and its record, which frees its subnets.
+func (e *Engine) RemoveNetwork(ref string) error {
+	if err := e.Reconcile(); err != nil {
+		return err
+	}
+	var n *Network
+	if p, err := e.NetworkByRef(ref); err == nil && predefined[p.Name] != "" {
+		ref = p.Name
+	}
+	err := e.st.Update(func(tx store.Tx) (err error) {
+		if ref == ModeBridge || predefined[ref] != "" {
+			return errdefs.Invalid("%s is a pre-defined network and cannot be removed", ref)
+		}
+		if n, err = lookupNetworkRef(tx, ref); err != nil {
+			return err
+		}
+		if !n.UserDefined() {
+			return errdefs.Invalid("%s is a pre-defined network and cannot be removed", n.Name)
+		}
+		if users := networkUsers(tx, n.Name); len(users) > 0 {
+			return errdefs.Conflict("error while removing network: network %s has active endpoints (%s): stop or disconnect them first", n.Name, strings.Join(users, ", "))
+		}
+		n.Removing = true // runs and connects refuse it from now on
+		return putJSON(tx, bucketNetworks, n.Name, n)
+	})
+	if err != nil {
+		return err
+	}
+	return e.finishRemoveNetwork(n)
+}
+
+// finishRemoveNetwork undoes the network in the kernel, then forgets it.
+// A crash in between leaves the record marked Removing for a prune.
+func (e *Engine) finishRemoveNetwork(n *Network) error {
+	if err := e.removeNetworkKernel(n); err != nil {
+		return err
+	}
+	err := e.st.Update(func(tx store.Tx) error {
+		var addrs []string
+		if err := tx.List(ipamBucket(n.Name), func(k string, _ []byte) error { addrs = append(addrs, k); return nil }); err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			if err := tx.Delete(ipamBucket(n.Name), a); err != nil {
+				return err
+			}
+		}
+		return tx.Delete(bucketNetworks, n.Name)
+	})
+	if err != nil {
+		return err
+	}
+	return e.syncDNS()
+}
+
+func (e *Engine) removeNetworkKernel(n *Network) error {
+	if e.fw != nil {
+		if err := e.fw.RemoveNetwork(n.Name); err != nil {
+			return err
+		}
+	}
+	d, err := e.driverFor(n)
+	if err != nil {
+		return err
+	}
+	if n.External {
+		return nil
+	}
+	return d.DeleteNetwork(&n.Network)
+}
+
+// networkUsers names the containers holding an address on the network.
+func networkUsers(tx store.Tx, network string) []string {
+	var users []string
+	_ = tx.List(ipamBucket(network), func(_ string, v []byte) error {
+		name := strings.TrimPrefix(containerName(tx, string(v)), "container ")
+		if !slices.Contains(users, name) {
+			users = append(users, name)
+		}
+		return nil
+	})
+	sort.Strings(users)
+	return users
+}
+
+// PruneNetworks removes every user-defined network no container uses and
+// returns their names.
+func (e *Engine) PruneNetworks() ([]string, error) {
+	if err := e.Reconcile(); err != nil {
+		return nil, err
+	}
+	var nets []*Network
+	if err := e.st.View(func(tx store.Tx) (err error) { nets, err = listNetworks(tx); return err }); err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, n := range nets {
+		if !n.UserDefined() {
+			continue
+		}
+		err := e.RemoveNetwork(n.Name)
+		switch {
+		case err == nil:
+			removed = append(removed, n.Name)
+		case errdefs.KindOf(err) != errdefs.KindConflict:
+			errs = append(errs, err)
+		}
+	}
+	return removed, errors.Join(errs...)
+}
