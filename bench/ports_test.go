@@ -111,6 +111,86 @@ func BenchmarkPublish(b *testing.B) {
 	}
 }
 
+// BenchmarkUnpublish times unpublishing one container's one port
+// (RemovePorts) when `existing` mappings of other owners stay in place;
+// each iteration publishes it first with the timer stopped.
+func BenchmarkUnpublish(b *testing.B) {
+	for _, existing := range []int{10, 10000} {
+		b.Run(fmt.Sprintf("existing=%d", existing), func(b *testing.B) {
+			fw := newFirewall(b)
+			publishFiller(b, fw, existing)
+			ports := []firewall.PortMapping{{Network: pubNetwork.Name, HostPort: 8080, Proto: "tcp",
+				ContainerIP: containerAddr, ContainerPort: 80}}
+			lat := make(latencies, 0, b.N)
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				if err := fw.AddPorts("bench", ports); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				t0 := time.Now()
+				if err := fw.RemovePorts("bench", ports); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			lat.report(b)
+		})
+	}
+}
+
+// BenchmarkLink times allowing one link (AddLinks) when `existing` links
+// of other owners are in place; each iteration then removes it with the
+// timer stopped.
+func BenchmarkLink(b *testing.B) {
+	for _, existing := range []int{10, 10000} {
+		b.Run(fmt.Sprintf("existing=%d", existing), func(b *testing.B) {
+			fw := newFirewall(b)
+			linkFiller(b, fw, existing)
+			links := []firewall.Link{{Network: pubNetwork.Name, From: netip.MustParseAddr("10.99.0.3"),
+				To: containerAddr, Proto: "tcp", Port: 80}}
+			lat := make(latencies, 0, b.N)
+			b.ResetTimer()
+			for range b.N {
+				t0 := time.Now()
+				if err := fw.AddLinks("bench", links); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+				b.StopTimer()
+				if err := fw.RemoveLinks("bench", links); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			lat.report(b)
+		})
+	}
+}
+
+// linkFiller adds n tcp links to port 80 of pubNetwork's containers, from
+// addresses of 10.100.0.0/16, in AddLinks calls of up to 200 links, each
+// call with its own owner.
+func linkFiller(b *testing.B, fw *nftables.Firewall, n int) {
+	b.Helper()
+	const batch = 200
+	if n > 250*250 {
+		b.Fatalf("%d filler links do not fit in 10.100.0.0/16", n)
+	}
+	for start := 0; start < n; start += batch {
+		links := make([]firewall.Link, 0, batch)
+		for i := start; i < min(start+batch, n); i++ {
+			links = append(links, firewall.Link{Network: pubNetwork.Name,
+				From: netip.AddrFrom4([4]byte{10, 100, byte(1 + i/250), byte(1 + i%250)}),
+				To:   containerAddr, Proto: "tcp", Port: 80})
+		}
+		if err := fw.AddLinks(fmt.Sprintf("filler-%d", start/batch), links); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkPublishedPortThroughput measures TCP throughput from a client
 // namespace through a published port (host port 5201 DNATed to the
 // container's 5201) with `existing` other mappings in the same maps: one

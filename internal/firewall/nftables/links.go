@@ -68,9 +68,12 @@ func linkRule(d linkDef) *nft.Rule {
 
 // AddLinks allows owner's links as elements of the link sets, in one batch
 // that also creates knit's table, chains and sets if missing. An element
-// in place is left alone; one of another owner is replaced.
+// in place is left alone; one of another owner is replaced. The cost does
+// not grow with the number of other links: only the keys of links are
+// looked up.
 //
-// Equivalent to: nft add element inet knit links4 { 10.99.0.2 . 10.99.0.3
+// Equivalent to: nft get element inet knit links4 { 10.99.0.2 . 10.99.0.3
+// . tcp . 80 }; nft add element inet knit links4 { 10.99.0.2 . 10.99.0.3
 // . tcp . 80 comment "knit:owner=ID" } (links6 for IPv6)
 func (f *Firewall) AddLinks(owner string, links []firewall.Link) error {
 	want, err := linkElems(owner, links)
@@ -84,10 +87,14 @@ func (f *Firewall) AddLinks(owner string, links []firewall.Link) error {
 }
 
 // RemoveLinks deletes owner's elements for links (every one of owner's
-// when links is nil), in one batch; elements missing or held by another
-// owner are skipped, and nothing is written when none is left to delete.
+// when links is nil, for a prune), in one batch; elements missing or held
+// by another owner are skipped, and nothing is written when none is left
+// to delete. With links given, only their keys are looked up: the cost
+// does not grow with the number of other links.
 //
-// Equivalent to: nft delete element inet knit links4 { 10.99.0.2 . 10.99.0.3 . tcp . 80 }
+// Equivalent to: nft get element inet knit links4 { 10.99.0.2 . 10.99.0.3
+// . tcp . 80 } (for its owner); nft delete element inet knit links4 {
+// 10.99.0.2 . 10.99.0.3 . tcp . 80 }
 func (f *Firewall) RemoveLinks(owner string, links []firewall.Link) error {
 	want, err := linkElems(owner, links)
 	if err != nil {

@@ -71,11 +71,22 @@
 //     network's rules and its element of @bridges, "knit:base" for the
 //     shared rules, "knit:owner=ID" for a published port or a link (the
 //     owner lives in the element: adding or removing a mapping or link is
-//     one element operation, and Owners or LinkOwners one read). Removal and repair select by tag
-//     only, so they delete exactly what was added for a network or owner.
+//     one element operation, and Owners or LinkOwners one read). Removal
+//     and repair select by tag only, so they delete exactly what was added
+//     for a network or owner.
 //   - Each call sends one batch (one conn.Flush): the kernel applies it
 //     whole or not at all, and no packet sees a half-installed network.
 //     A call that finds everything in place writes nothing.
+//   - What publishing and linking read does not grow with the port
+//     mappings and links of others: AddPorts, RemovePorts, AddLinks and
+//     RemoveLinks of given mappings or links read the table without the
+//     elements of the port maps and link sets (chains, rules, set headers,
+//     bridges), and look up each of their own keys on its own (`nft get
+//     element`; the maps and sets have exact keys, no intervals). So does
+//     EnsureNetwork when its network is in place. The other calls (a
+//     network's changes, Owners, LinkOwners, Networks, Rules, and
+//     RemovePorts or RemoveLinks of all of an owner's, for a prune) read
+//     every element.
 //   - Repair replaces a network's rules in that same batch: whatever the
 //     table held for the network (none, some, duplicates, tampered ones)
 //     becomes exactly the wanted rules.
@@ -309,19 +320,7 @@ func (f *Firewall) readBase() (ruleset, error) {
 		return ruleset{}, err
 	}
 	defer c.CloseLasting()
-	return rulesetRead(c, func(set string) bool {
-		for _, d := range pubMaps {
-			if d.name == set {
-				return false
-			}
-		}
-		for _, d := range linkSets {
-			if d.name == set {
-				return false
-			}
-		}
-		return true
-	})
+	return rulesetBase(c)
 }
 
 // apply reads knit's table, lets build queue a batch on the same socket and
@@ -349,6 +348,40 @@ func (f *Firewall) apply(build func(c *nft.Conn, cur ruleset) error) error {
 				return fmt.Errorf("apply nftables batch: %w", err)
 			}
 			return nil
+		}
+	}
+}
+
+// applyElems is apply for calls on given elements, which read no more
+// than they need: build reads on the call's two sockets (the batch's and
+// a lookup socket), queues a batch and reports whether it has anything to
+// write. A batch that names an element another process deleted in
+// between (ENOENT) or added with another value (EEXIST) fails whole; it is
+// then rebuilt from fresh reads.
+func (f *Firewall) applyElems(build func(c *nft.Conn, ec *elemConn) (write bool, err error)) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := f.conn()
+	if err != nil {
+		return err
+	}
+	defer c.CloseLasting()
+	ec, err := f.elemConn()
+	if err != nil {
+		return err
+	}
+	defer ec.Close()
+	for attempt := 0; ; attempt++ {
+		write, err := build(c, ec)
+		if err != nil || !write {
+			return err
+		}
+		err = c.Flush()
+		if err == nil {
+			return nil
+		}
+		if attempt == 2 || !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("apply nftables batch: %w", err)
 		}
 	}
 }

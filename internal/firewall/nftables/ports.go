@@ -30,11 +30,13 @@ type ownedElem struct {
 // AddPorts publishes owner's ports as elements of the port maps, in one
 // batch that also creates knit's table, chains and maps if missing. An
 // element in place is left alone; one of the same key but another value or
-// owner is replaced.
+// owner is replaced. The cost does not grow with the number of other
+// mappings: only the keys of ports are looked up.
 //
-// Equivalent to: nft add element inet knit pub4any { tcp . 8080 comment
-// "knit:owner=ID" : 10.99.0.2 . 80 } (pub4ip for a host address:
-// { 127.0.0.1 . tcp . 8080 ... }; pub6any, pub6ip for IPv6)
+// Equivalent to: nft get element inet knit pub4any { tcp . 8080 }; nft add
+// element inet knit pub4any { tcp . 8080 comment "knit:owner=ID" :
+// 10.99.0.2 . 80 } (pub4ip for a host address: { 127.0.0.1 . tcp . 8080
+// ... }; pub6any, pub6ip for IPv6)
 func (f *Firewall) AddPorts(owner string, ports []firewall.PortMapping) error {
 	want, err := portElems(owner, ports)
 	if err != nil {
@@ -50,46 +52,77 @@ func (f *Firewall) AddPorts(owner string, ports []firewall.PortMapping) error {
 // also creates knit's table, chains and sets if missing; an element of the
 // same key but another value or owner is replaced. Nothing is written when
 // all are in place.
+//
+// It reads the table without the elements of the port maps and link sets
+// (rulesetBase) and looks up each key of want on its own (elemConn.get),
+// so that its cost does not grow with the elements of other keys.
 func (f *Firewall) elemsEnsure(want []ownedElem) error {
-	if cur, err := f.read(); err == nil && cur.baseUpToDate() && len(elemsMissing(cur, want)) == 0 {
-		return nil
-	}
-	return f.apply(func(c *nft.Conn, cur ruleset) error {
-		if err := baseEnsure(c, cur); err != nil {
-			return err
+	return f.applyElems(func(c *nft.Conn, ec *elemConn) (bool, error) {
+		cur, err := rulesetBase(c)
+		if err != nil {
+			return false, err
 		}
-		for _, e := range elemsMissing(cur, want) {
-			if old, ok := cur.elem(e.set, e.Key); ok {
-				if err := elemsDel(c, e.set, []nft.SetElement{old}); err != nil {
-					return err
+		var stale, missing []ownedElem
+		for _, e := range want {
+			var have nft.SetElement
+			found := false
+			// A missing set holds nothing, and one of another type fails
+			// baseEnsure below.
+			if w := wantSet(e.set); w != nil && sameSetType(cur.set(e.set), w) {
+				if have, found, err = ec.get(e.set, e.Key); err != nil {
+					return false, err
 				}
 			}
-			if err := c.SetAddElements(&nft.Set{Table: table, Name: e.set}, []nft.SetElement{e.SetElement}); err != nil {
-				return fmt.Errorf("add element to set %s: %w", e.set, err)
+			if found && string(have.Val) == string(e.Val) && have.Comment == e.Comment {
+				continue // in place
+			}
+			if found {
+				stale = append(stale, ownedElem{set: e.set, SetElement: have})
+			}
+			missing = append(missing, e)
+		}
+		baseOK := cur.baseUpToDate()
+		if baseOK && len(missing) == 0 {
+			return false, nil
+		}
+		if !baseOK {
+			if err := baseEnsure(c, cur); err != nil {
+				return false, err
 			}
 		}
-		return nil
+		for _, e := range stale {
+			if err := elemsDel(c, e.set, []nft.SetElement{e.SetElement}); err != nil {
+				return false, err
+			}
+		}
+		for _, e := range missing {
+			if err := c.SetAddElements(&nft.Set{Table: table, Name: e.set}, []nft.SetElement{e.SetElement}); err != nil {
+				return false, fmt.Errorf("add element to set %s: %w", e.set, err)
+			}
+		}
+		return true, nil
 	})
 }
 
-// elemsMissing returns the elements of want that are not in place as they
-// are (same key, value and owner).
-func elemsMissing(cur ruleset, want []ownedElem) []ownedElem {
-	var out []ownedElem
-	for _, e := range want {
-		have, ok := cur.elem(e.set, e.Key)
-		if !ok || string(have.Val) != string(e.Val) || have.Comment != e.Comment {
-			out = append(out, e)
+// wantSet returns a fresh description of knit's set called name, nil if
+// knit has none such.
+func wantSet(name string) *nft.Set {
+	for _, s := range wantSets() {
+		if s.Name == name {
+			return s
 		}
 	}
-	return out
+	return nil
 }
 
-// RemovePorts deletes owner's elements for ports, in one batch; elements
-// missing or held by another owner are skipped, and nothing is written
-// when none is left to delete.
+// RemovePorts deletes owner's elements for ports (every one of owner's
+// when ports is nil, for a prune), in one batch; elements missing or held
+// by another owner are skipped, and nothing is written when none is left
+// to delete. With ports given, only their keys are looked up: the cost
+// does not grow with the number of other mappings.
 //
-// Equivalent to: nft delete element inet knit pub4any { tcp . 8080 }
+// Equivalent to: nft get element inet knit pub4any { tcp . 8080 } (for
+// its owner); nft delete element inet knit pub4any { tcp . 8080 }
 func (f *Firewall) RemovePorts(owner string, ports []firewall.PortMapping) error {
 	want, err := portElems(owner, ports)
 	if err != nil {
@@ -105,22 +138,41 @@ func (f *Firewall) RemovePorts(owner string, ports []firewall.PortMapping) error
 	return nil
 }
 
-// elemsRemove deletes the elements of want that owner holds, and with all
+// elemsRemove deletes the elements of want that owner holds, or with all
 // every element of owner in sets, in one batch; nothing is written when
-// none is left to delete.
+// none is left to delete. The elements of want are looked up one by one;
+// all, which knows no keys, reads every element of the table.
 func (f *Firewall) elemsRemove(owner string, want []ownedElem, all bool, sets []string) error {
+	if all { // every element of owner: a prune knows no more
+		return f.elemsRemoveAll(owner, sets)
+	}
+	return f.applyElems(func(c *nft.Conn, ec *elemConn) (bool, error) {
+		held := false
+		for _, e := range want {
+			have, found, err := ec.get(e.set, e.Key)
+			if err != nil {
+				return false, err
+			}
+			if !found || have.Comment != e.Comment {
+				continue
+			}
+			if err := elemsDel(c, e.set, []nft.SetElement{e.SetElement}); err != nil {
+				return false, err
+			}
+			held = true
+		}
+		return held, nil
+	})
+}
+
+// elemsRemoveAll deletes every element of owner in sets, in one batch;
+// nothing is written when there is none.
+func (f *Firewall) elemsRemoveAll(owner string, sets []string) error {
 	held := func(cur ruleset) []ownedElem {
 		var out []ownedElem
-		for _, e := range want {
-			if have, ok := cur.elem(e.set, e.Key); ok && have.Comment == e.Comment {
-				out = append(out, e)
-			}
-		}
-		if all { // every element of owner: a prune knows no more
-			for _, set := range sets {
-				for _, e := range cur.taggedElems(set, ownerTag(owner)) {
-					out = append(out, ownedElem{set: set, SetElement: e})
-				}
+		for _, set := range sets {
+			for _, e := range cur.taggedElems(set, ownerTag(owner)) {
+				out = append(out, ownedElem{set: set, SetElement: e})
 			}
 		}
 		return out

@@ -25,6 +25,24 @@ func rulesetGet(c *nft.Conn) (ruleset, error) {
 	return rulesetRead(c, func(string) bool { return true })
 }
 
+// rulesetBase reads knit's table without the elements of the port maps
+// and link sets, which may number thousands.
+func rulesetBase(c *nft.Conn) (ruleset, error) {
+	return rulesetRead(c, func(set string) bool {
+		for _, d := range pubMaps {
+			if d.name == set {
+				return false
+			}
+		}
+		for _, d := range linkSets {
+			if d.name == set {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // rulesetRead reads knit's table with the elements of the sets that
 // withElems names.
 func rulesetRead(c *nft.Conn, withElems func(set string) bool) (ruleset, error) {
@@ -33,6 +51,7 @@ func rulesetRead(c *nft.Conn, withElems func(set string) bool) (ruleset, error) 
 	if err != nil {
 		return cur, fmt.Errorf("list nftables chains: %w", err)
 	}
+	traceRead("chains")
 	for _, ch := range all {
 		if ch.Table.Name != tableName {
 			continue
@@ -41,6 +60,7 @@ func rulesetRead(c *nft.Conn, withElems func(set string) bool) (ruleset, error) 
 		if err != nil {
 			return cur, fmt.Errorf("list rules of chain %s: %w", ch.Name, err)
 		}
+		traceRead("rules " + ch.Name)
 		cur.chains = append(cur.chains, ch)
 		cur.rules[ch.Name] = rules
 	}
@@ -50,6 +70,7 @@ func rulesetRead(c *nft.Conn, withElems func(set string) bool) (ruleset, error) 
 	if cur.sets, err = c.GetSets(table); err != nil {
 		return cur, fmt.Errorf("list nftables sets: %w", err)
 	}
+	traceRead("sets")
 	for _, s := range cur.sets {
 		if !withElems(s.Name) {
 			continue
@@ -57,6 +78,7 @@ func rulesetRead(c *nft.Conn, withElems func(set string) bool) (ruleset, error) 
 		if cur.elems[s.Name], err = c.GetSetElements(s); err != nil {
 			return cur, fmt.Errorf("list elements of set %s: %w", s.Name, err)
 		}
+		traceRead("dump " + s.Name)
 	}
 	return cur, nil
 }
@@ -181,14 +203,4 @@ func (s ruleset) taggedElems(set, tag string) []nft.SetElement {
 		}
 	}
 	return out
-}
-
-// elem returns the element of set with key, if there is one.
-func (s ruleset) elem(set string, key []byte) (nft.SetElement, bool) {
-	for _, e := range s.elems[set] {
-		if string(e.Key) == string(key) {
-			return e, true
-		}
-	}
-	return nft.SetElement{}, false
 }
