@@ -41,6 +41,7 @@ func (a *app) systemCommand() *cobra.Command {
 				}
 				print("Deleted Containers:", r.Containers)
 				print("Deleted Networks:", r.Networks)
+				print("Deleted CNI Attachments:", r.CNI)
 				print("Deleted Network Namespaces:", r.Netns)
 				print("Deleted Links:", r.Links)
 				print("Released Addresses:", r.Addresses)

@@ -130,6 +130,9 @@ func containerAddrFor(ep Endpoint, host netip.Addr) (netip.Addr, error) {
 }
 
 func containerName(tx store.Tx, id string) string {
+	if name, ok := cniOwner(tx, id); ok {
+		return name
+	}
 	if c, err := getContainer(tx, id); err == nil {
 		return "container " + c.Name
 	}

@@ -20,6 +20,7 @@ type PruneReport struct {
 	Addresses  []string // network/address allocations whose container is gone
 	Ports      []string // containers whose published-port or link elements outlived them
 	Networks   []string // user-defined networks no container used
+	CNI        []string // CNI attachments whose ADD died half-way
 }
 
 // Prune removes stopped containers and every kernel object and allocation
@@ -54,6 +55,11 @@ func (e *Engine) Prune() (*PruneReport, error) {
 		}
 		live[c.ID] = c
 	}
+	// CNI attachments whose ADD died half-way; complete ones belong to
+	// their runtime, which removes them with DEL or GC.
+	halfMade, err := e.CNIGC("", func(string, string) bool { return true })
+	r.CNI = halfMade
+	errs = append(errs, err)
 	errs = append(errs, e.pruneNetns(live, r), e.pruneLinks(live, nets, r), e.pruneAddrs(nets, r), e.pruneDirs(), e.prunePorts(live, r))
 	// As docker system prune: networks no container uses go too, which
 	// also finishes removals a crash interrupted.
@@ -135,6 +141,9 @@ func (e *Engine) pruneAddrs(nets []*Network, r *PruneReport) error {
 				if c, err := getContainer(tx, owner); err == nil && c.State.Status != StatusExited {
 					continue // decided in this transaction: a newer run owns it
 				}
+				if _, err := getAttachment(tx, owner); err == nil {
+					continue // a CNI attachment's
+				}
 				if err := tx.Delete(ipamBucket(n.Name), a.String()); err != nil {
 					return err
 				}
@@ -208,6 +217,14 @@ func (e *Engine) prunePorts(live map[string]*Container, r *PruneReport) error {
 // active reports whether id is a container that is not exited, read now.
 func (e *Engine) active(id string) bool {
 	var c *Container
-	err := e.st.View(func(tx store.Tx) (err error) { c, err = getContainer(tx, id); return err })
-	return err == nil && c.State.Status != StatusExited
+	var cni bool
+	err := e.st.View(func(tx store.Tx) (err error) {
+		if _, err := getAttachment(tx, id); err == nil {
+			cni = true
+			return nil
+		}
+		c, err = getContainer(tx, id)
+		return err
+	})
+	return err == nil && (cni || c.State.Status != StatusExited)
 }

@@ -1,0 +1,502 @@
+package engine
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/link"
+	"github.com/knit-dev/knit/internal/portmap"
+	"github.com/knit-dev/knit/internal/runner"
+	"github.com/knit-dev/knit/internal/store"
+)
+
+// bucketCNI holds the attachments CNI runtimes made: attachment ID →
+// CNIAttachment. It is knit's own record of each ADD, so that DEL, CHECK
+// and GC never depend on what the runtime sends again.
+const bucketCNI = "cni"
+
+// CNIPort is one entry of the portMappings capability.
+type CNIPort struct {
+	HostIP        netip.Addr // zero: every host address
+	HostPort      uint16
+	ContainerPort uint16
+	Proto         string // tcp, udp or sctp
+}
+
+// Bandwidth limits an attachment's traffic (the bandwidth capability), in
+// bits per second and bits; zero rates are unlimited.
+type Bandwidth struct {
+	IngressRate  uint64 `json:"ingressRate,omitempty"`
+	IngressBurst uint64 `json:"ingressBurst,omitempty"`
+	EgressRate   uint64 `json:"egressRate,omitempty"`
+	EgressBurst  uint64 `json:"egressBurst,omitempty"`
+}
+
+// CNIRequest is one CNI ADD as the cni package decoded it.
+type CNIRequest struct {
+	ContainerID string
+	IfName      string
+	Netns       string
+	// Network names the knit network; the other fields are used to create
+	// it when it does not exist yet.
+	Network NetworkCreateOptions
+	// DefaultRoute installs default routes through the network
+	// (isDefaultGateway, true unless the config says false).
+	DefaultRoute bool
+	IPs          []netip.Addr // the ips capability: requested addresses
+	MAC          net.HardwareAddr
+	Ports        []CNIPort
+	Name         string   // the DNS name (K8S_POD_NAME, or the first alias)
+	Aliases      []string // more DNS names
+	Bandwidth    *Bandwidth
+}
+
+// CNIAttachment is knit's record of one ADD.
+type CNIAttachment struct {
+	ID          string                 `json:"id"` // knit's owner ID of its links, addresses, ports
+	ContainerID string                 `json:"containerId"`
+	IfName      string                 `json:"ifName"`
+	Netns       string                 `json:"netns"`
+	Network     string                 `json:"network"`
+	Name        string                 `json:"name"`
+	Endpoint    Endpoint               `json:"endpoint"`
+	Ports       []firewall.PortMapping `json:"ports,omitempty"`
+	Bandwidth   *Bandwidth             `json:"bandwidth,omitempty"`
+	// Owner is the ADD still setting the attachment up; zero once done.
+	// A record whose owner died is half-made and is torn down on sight.
+	Owner   Proc      `json:"owner,omitzero"`
+	Created time.Time `json:"created"`
+}
+
+// CNIAttachmentID is the ID knit tags an attachment's objects with.
+func CNIAttachmentID(containerID, ifname string) string {
+	sum := sha256.Sum256([]byte(containerID + "\x00" + ifname))
+	return "cni-" + hex.EncodeToString(sum[:20])
+}
+
+func getAttachment(tx store.Tx, id string) (*CNIAttachment, error) {
+	var a CNIAttachment
+	if err := getJSON(tx, bucketCNI, id, &a); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// CNIAdd attaches the runtime's namespace to a knit network, creating the
+// network on first use. An attachment already recorded for the same
+// container and interface (an ADD repeated, or one cut short by a crash)
+// is removed first, so ADD repairs instead of failing. On error nothing
+// of this ADD is left.
+func (e *Engine) CNIAdd(req CNIRequest) (a *CNIAttachment, n *Network, err error) {
+	if req.ContainerID == "" || req.IfName == "" || req.Netns == "" {
+		return nil, nil, errdefs.Invalid("CNI ADD needs CNI_CONTAINERID, CNI_IFNAME and CNI_NETNS")
+	}
+	if _, err := os.Stat(req.Netns); err != nil {
+		return nil, nil, errdefs.Invalid("network namespace %s: %v", req.Netns, err)
+	}
+	if err := e.CNIDel(req.ContainerID, req.IfName); err != nil {
+		return nil, nil, fmt.Errorf("remove the previous attachment: %w", err)
+	}
+	if n, err = e.cniNetwork(req.Network); err != nil {
+		return nil, nil, err
+	}
+	if err := e.ensureNetwork(n); err != nil {
+		return nil, nil, err
+	}
+	id := CNIAttachmentID(req.ContainerID, req.IfName)
+	self, _ := runner.StartTime(os.Getpid())
+	a = &CNIAttachment{
+		ID: id, ContainerID: req.ContainerID, IfName: req.IfName, Netns: req.Netns, Network: n.Name,
+		Name: req.Name, Bandwidth: req.Bandwidth, Owner: Proc{Pid: os.Getpid(), Start: self}, Created: time.Now().UTC(),
+	}
+	if a.Name == "" && len(req.Aliases) > 0 {
+		a.Name = req.Aliases[0]
+	}
+	var listening *portmap.Listeners
+	if len(req.Ports) > 0 {
+		if listening, err = portmap.ReadListeners(); err != nil {
+			return nil, nil, fmt.Errorf("read the host's listening sockets: %w", err)
+		}
+	}
+	err = e.st.Update(func(tx store.Tx) error {
+		ereq := endpointRequest{MAC: req.MAC, Aliases: req.Aliases}
+		for _, ip := range req.IPs {
+			if ip.Is4() {
+				ereq.IP = ip
+			} else {
+				ereq.IP6 = ip
+			}
+		}
+		routed := map[bool]bool{}
+		if !req.DefaultRoute {
+			routed = map[bool]bool{true: true, false: true}
+		}
+		ep, err := allocateEndpoint(tx, n, &Container{ID: id}, ereq, req.IfName, routed)
+		if err != nil {
+			return err
+		}
+		a.Endpoint = *ep
+		holder := &Container{ID: id, Endpoints: []Endpoint{*ep}, Spec: Spec{NetworkMode: n.Name}}
+		if err := reservePorts(tx, holder, cniPortSpecs(req.Ports, n), listening); err != nil {
+			return err
+		}
+		a.Ports = holder.Ports
+		return e.putAttachment(tx, a, n)
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = e.cniTeardown(a)
+		}
+	}()
+	if err := e.join(n, &a.Endpoint, driver.Sandbox{NetnsPath: req.Netns}); err != nil {
+		return nil, nil, err
+	}
+	if len(a.Ports) > 0 {
+		if e.fw == nil {
+			return nil, nil, errdefs.Invalid("cannot publish ports: the firewall is off (config \"iptables\": false)")
+		}
+		if err := e.fw.AddPorts(id, a.Ports); err != nil {
+			return nil, nil, fmt.Errorf("publish ports: %w", err)
+		}
+		if err := forgetDatagramFlows(a.Ports); err != nil {
+			return nil, nil, err
+		}
+	}
+	if b := a.Bandwidth; b != nil && (b.IngressRate > 0 || b.EgressRate > 0) {
+		if err := link.ShapeLink(a.Endpoint.HostIf, link.Shape{
+			IngressRate: b.IngressRate, IngressBurst: b.IngressBurst, EgressRate: b.EgressRate, EgressBurst: b.EgressBurst,
+		}); err != nil {
+			return nil, nil, fmt.Errorf("bandwidth: %w", err)
+		}
+	}
+	err = e.st.Update(func(tx store.Tx) error {
+		cur, err := getAttachment(tx, id)
+		if err != nil {
+			return err
+		}
+		cur.Owner, cur.Endpoint.HostIf = Proc{}, a.Endpoint.HostIf
+		*a = *cur
+		return e.putAttachment(tx, cur, n)
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if n.DNS {
+		if err := e.syncDNS(); err != nil {
+			return nil, nil, fmt.Errorf("embedded DNS: %w", err)
+		}
+	}
+	return a, n, nil
+}
+
+// cniPortSpecs turns portMappings into publish requests; the network's
+// host-ip applies when a mapping names no host address.
+func cniPortSpecs(ports []CNIPort, n *Network) []portmap.Spec {
+	var out []portmap.Spec
+	for _, p := range ports {
+		s := portmap.Spec{
+			HostIP: p.HostIP, HostPortFirst: p.HostPort, HostPortLast: p.HostPort,
+			ContainerFirst: p.ContainerPort, ContainerLast: p.ContainerPort, Proto: portmap.Proto(p.Proto),
+		}
+		if !s.HostIP.IsValid() && n.HostIP.IsValid() {
+			s.HostIP = n.HostIP
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// putAttachment writes a and its DNS record.
+func (e *Engine) putAttachment(tx store.Tx, a *CNIAttachment, n *Network) error {
+	if n.DNS {
+		r := dnsRecord{Name: a.Name, Hostname: a.Name, Endpoints: []Endpoint{a.Endpoint}}
+		if r.Name == "" {
+			r.Name = a.ContainerID[:min(12, len(a.ContainerID))]
+		}
+		if err := putJSON(tx, bucketDNS, a.ID, r); err != nil {
+			return err
+		}
+	}
+	return putJSON(tx, bucketCNI, a.ID, a)
+}
+
+// cniNetwork returns the named network, creating it from o when missing.
+func (e *Engine) cniNetwork(o NetworkCreateOptions) (*Network, error) {
+	n, err := e.usableNetwork(o.Name)
+	if errdefs.KindOf(err) != errdefs.KindNotFound {
+		return n, err
+	}
+	n, err = e.CreateNetwork(o)
+	if errdefs.KindOf(err) == errdefs.KindConflict && strings.Contains(err.Error(), "already exists") {
+		return e.usableNetwork(o.Name) // a concurrent ADD made it
+	}
+	return n, err
+}
+
+// CNIDel removes what CNIAdd made for the container's interface, from
+// knit's record: the link, the address, the published ports and the DNS
+// names. It succeeds when there is nothing to remove, when the namespace
+// is gone, and when repeated.
+func (e *Engine) CNIDel(containerID, ifname string) error {
+	var a *CNIAttachment
+	err := e.st.View(func(tx store.Tx) (err error) {
+		a, err = getAttachment(tx, CNIAttachmentID(containerID, ifname))
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return e.cniTeardown(a)
+}
+
+// cniTeardown undoes an attachment in the kernel, then forgets it.
+func (e *Engine) cniTeardown(a *CNIAttachment) error {
+	if len(a.Ports) > 0 && e.fw != nil {
+		if err := e.fw.RemovePorts(a.ID, a.Ports); err != nil {
+			return fmt.Errorf("unpublish ports: %w", err)
+		}
+		if err := forgetDatagramFlows(a.Ports); err != nil {
+			return err
+		}
+	}
+	if n, err := e.lookupNetwork(a.Network); err == nil {
+		d, err := e.driverFor(n)
+		if err != nil {
+			return err
+		}
+		// Deleting the host end takes the peer with it, wherever the
+		// namespace is (or whether it still exists).
+		if err := d.Leave(&n.Network, &a.Endpoint.Endpoint, driver.Sandbox{NetnsPath: a.Netns}, driver.LeaveOptions{}); err != nil {
+			return err
+		}
+	}
+	err := e.st.Update(func(tx store.Tx) error {
+		holder := &Container{ID: a.ID, Endpoints: []Endpoint{a.Endpoint}, Ports: a.Ports}
+		if err := releaseAddrs(tx, holder); err != nil {
+			return err
+		}
+		if err := tx.Delete(bucketDNS, a.ID); err != nil {
+			return err
+		}
+		return tx.Delete(bucketCNI, a.ID)
+	})
+	if err != nil {
+		return err
+	}
+	if n, err := e.lookupNetwork(a.Network); err == nil && n.DNS {
+		return e.syncDNS()
+	}
+	return nil
+}
+
+// CNIAttachments lists the recorded attachments on the named network (all
+// of them when network is ""), oldest first.
+func (e *Engine) CNIAttachments(network string) ([]*CNIAttachment, error) {
+	var out []*CNIAttachment
+	err := e.st.View(func(tx store.Tx) error {
+		return tx.List(bucketCNI, func(_ string, v []byte) error {
+			var a CNIAttachment
+			if err := json.Unmarshal(v, &a); err != nil {
+				return err
+			}
+			if network == "" || a.Network == network {
+				out = append(out, &a)
+			}
+			return nil
+		})
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out, err
+}
+
+// CNIGet returns the attachment of the container's interface.
+func (e *Engine) CNIGet(containerID, ifname string) (*CNIAttachment, error) {
+	var a *CNIAttachment
+	err := e.st.View(func(tx store.Tx) (err error) {
+		a, err = getAttachment(tx, CNIAttachmentID(containerID, ifname))
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errdefs.NotFound("no attachment of container %s interface %s", containerID, ifname)
+	}
+	return a, err
+}
+
+// CNIGC removes every attachment on network that keep rejects, and every
+// half-made one whose ADD died, and returns the container IDs removed.
+func (e *Engine) CNIGC(network string, keep func(containerID, ifname string) bool) ([]string, error) {
+	all, err := e.CNIAttachments(network)
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, a := range all {
+		halfMade := a.Owner.Pid != 0 && !alive(a.Owner)
+		if keep(a.ContainerID, a.IfName) && !halfMade {
+			continue
+		}
+		if a.Owner.Pid != 0 && alive(a.Owner) {
+			continue // an ADD in progress
+		}
+		if err := e.cniTeardown(a); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, a.ContainerID+"/"+a.IfName)
+	}
+	return removed, errors.Join(errs...)
+}
+
+// CNICheck compares the live interface, addresses, routes and published
+// ports with knit's record of the attachment and describes what differs.
+func (e *Engine) CNICheck(containerID, ifname, netnsPath string) error {
+	a, err := e.CNIGet(containerID, ifname)
+	if err != nil {
+		return err
+	}
+	var diffs []string
+	if netnsPath != "" && netnsPath != a.Netns {
+		diffs = append(diffs, fmt.Sprintf("namespace is %s, recorded %s", netnsPath, a.Netns))
+	}
+	if a.Owner.Pid != 0 {
+		diffs = append(diffs, "the ADD that made it did not finish")
+	}
+	n, err := e.lookupNetwork(a.Network)
+	if err != nil {
+		return fmt.Errorf("network %s of the attachment: %w", a.Network, err)
+	}
+	diffs = append(diffs, checkHostEnd(n, a)...)
+	diffs = append(diffs, checkSandbox(n, a)...)
+	if len(a.Ports) > 0 && e.fw != nil {
+		owners, err := e.fw.Owners()
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(owners, a.ID) {
+			diffs = append(diffs, "its published ports are missing from the firewall")
+		}
+	}
+	if len(diffs) > 0 {
+		return errdefs.Conflict("attachment %s/%s differs from knit's record: %s", containerID, ifname, strings.Join(diffs, "; "))
+	}
+	return nil
+}
+
+func checkHostEnd(n *Network, a *CNIAttachment) []string {
+	h, err := link.Host()
+	if err != nil {
+		return []string{err.Error()}
+	}
+	defer h.Close()
+	l, err := h.LinkGet(a.Endpoint.HostIf)
+	if err != nil {
+		return []string{fmt.Sprintf("host end %s: %v", a.Endpoint.HostIf, err)}
+	}
+	br, err := h.LinkGet(n.Bridge)
+	if err != nil {
+		return []string{fmt.Sprintf("bridge %s: %v", n.Bridge, err)}
+	}
+	if l.MasterIndex != br.Index {
+		return []string{fmt.Sprintf("host end %s is not on bridge %s", a.Endpoint.HostIf, n.Bridge)}
+	}
+	return nil
+}
+
+func checkSandbox(n *Network, a *CNIAttachment) []string {
+	h, err := link.At(a.Netns)
+	if err != nil {
+		return []string{fmt.Sprintf("namespace %s: %v", a.Netns, err)}
+	}
+	defer h.Close()
+	l, err := h.LinkGet(a.IfName)
+	if err != nil {
+		return []string{fmt.Sprintf("interface %s: %v", a.IfName, err)}
+	}
+	var diffs []string
+	if !l.Up {
+		diffs = append(diffs, fmt.Sprintf("interface %s is down", a.IfName))
+	}
+	have, err := h.AddrList(l.Index)
+	if err != nil {
+		return append(diffs, err.Error())
+	}
+	for _, want := range a.Endpoint.Addrs {
+		if !slices.Contains(have, want) {
+			diffs = append(diffs, fmt.Sprintf("address %s is missing from %s", want, a.IfName))
+		}
+	}
+	if a.Endpoint.DefaultRoute {
+		routes, err := h.RouteList()
+		if err != nil {
+			return append(diffs, err.Error())
+		}
+		var gws []netip.Addr
+		for _, r := range routes {
+			if r.Dst.Bits() == 0 && r.LinkIndex == l.Index {
+				gws = append(gws, r.Gateway)
+			}
+		}
+		for _, gw := range a.Endpoint.Gateways {
+			if !slices.Contains(gws, gw) {
+				diffs = append(diffs, fmt.Sprintf("default route via %s is missing", gw))
+			}
+		}
+	}
+	return diffs
+}
+
+// CNIStatus reports whether the named network can take attachments: it
+// exists (or can be created) and has a free address.
+func (e *Engine) CNIStatus(o NetworkCreateOptions) error {
+	n, err := e.lookupNetwork(o.Name)
+	if errdefs.KindOf(err) == errdefs.KindNotFound {
+		return nil // ADD creates it
+	}
+	if err != nil {
+		return err
+	}
+	if n.Removing {
+		return errdefs.Conflict("network %s is being removed", n.Name)
+	}
+	return e.st.View(func(tx store.Tx) error {
+		used, err := usedAddrs(tx, n.Name)
+		if err != nil {
+			return err
+		}
+		for _, s := range n.Subnets {
+			if s.Prefix.Addr().BitLen()-s.Prefix.Bits() < 16 && len(used)+3 >= 1<<(s.Prefix.Addr().BitLen()-s.Prefix.Bits()) {
+				return errdefs.Conflict("network %s has no free address in %s", n.Name, s.Prefix)
+			}
+		}
+		return nil
+	})
+}
+
+// cniOwner describes an attachment ID for messages ("CNI attachment ID/IF").
+func cniOwner(tx store.Tx, id string) (string, bool) {
+	a, err := getAttachment(tx, id)
+	if err != nil {
+		return "", false
+	}
+	return fmt.Sprintf("CNI container %s (%s)", a.ContainerID[:min(12, len(a.ContainerID))], a.IfName), true
+}
