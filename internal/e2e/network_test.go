@@ -338,3 +338,51 @@ func TestDNSForwarding(t *testing.T) {
 		t.Errorf("resolv.conf lost the search domain:\n%s", resolv)
 	}
 }
+
+// Driver options take effect, and removing a network removes its bridge,
+// its rules and its DNS server when it was the last to need one.
+func TestNetworkOptionsAndRemoval(t *testing.T) {
+	rootfs, _ := dnsRootfs(t)
+	s := sandbox(t)
+	s.MustKnit(t, "network", "create", "-o", "bridge=br-custom", "-o", "com.docker.network.driver.mtu=1400", "custom")
+	s.MustKnit(t, "run", "-d", "--name", "m1", "--network", "custom", "--rootfs", rootfs, "sleep", "300")
+	if out := s.MustRun(t, "ip", "-o", "link", "show", "br-custom"); !strings.Contains(out, "mtu 1400") {
+		t.Errorf("bridge br-custom:\n%s", out)
+	}
+	if out := s.MustKnit(t, "exec", "m1", "ip", "-o", "link", "show", "eth0"); !strings.Contains(out, "mtu 1400") {
+		t.Errorf("eth0 of m1:\n%s", out)
+	}
+	pid := strings.TrimSpace(s.MustRun(t, "cat", s.ExecRoot()+"/dns/server.pid"))
+	s.MustKnit(t, "rm", "-f", "m1")
+	s.MustKnit(t, "network", "rm", "custom")
+	if r := s.Run("ip", "link", "show", "br-custom"); r.Code == 0 {
+		t.Errorf("bridge br-custom remains after network rm")
+	}
+	if rules := s.MustRun(t, "nft", "list", "table", "inet", "knit"); strings.Contains(rules, "knit:net=custom") {
+		t.Errorf("rules of network custom remain:\n%s", rules)
+	}
+	eventually(t, func() (string, error) {
+		if r := s.Run("kill", "-0", pid); r.Code == 0 {
+			return "", fmt.Errorf("the DNS server (pid %s) still runs with no network needing it", pid)
+		}
+		return "", nil
+	})
+}
+
+// Dual-stack networks are isolated from each other over IPv6 too.
+func TestIPv6Isolation(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "network", "create", "--ipv6", "--subnet", "fd00:db8:a::/64", "six-a")
+	s.MustKnit(t, "network", "create", "--ipv6", "--subnet", "fd00:db8:b::/64", "six-b")
+	s.MustKnit(t, "run", "-d", "--name", "va", "--network", "six-a", "--ip6", "fd00:db8:a::10", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--name", "vb", "--network", "six-b", "--ip6", "fd00:db8:b::10", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--name", "va2", "--network", "six-a", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "exec", "va2", "ping6", "-c", "1", "-W", "2", "fd00:db8:a::10")
+	if r := s.Knit("exec", "va", "ping6", "-c", "1", "-W", "1", "fd00:db8:b::10"); r.Code == 0 {
+		t.Errorf("va reached vb over IPv6 across networks")
+	}
+	if r := s.Knit("exec", "vb", "ping6", "-c", "1", "-W", "1", "fd00:db8:a::10"); r.Code == 0 {
+		t.Errorf("vb reached va over IPv6 across networks")
+	}
+}
