@@ -278,6 +278,16 @@ func (e *Engine) cniTeardown(a *CNIAttachment) error {
 			return err
 		}
 	}
+	if b := a.Bandwidth; b != nil && (b.IngressRate > 0 || b.EgressRate > 0) && a.Endpoint.HostIf != "" {
+		// The egress limit's ifb device outlives the veth otherwise.
+		if h, err := link.Host(); err == nil {
+			err = h.ShapeDel(a.Endpoint.HostIf)
+			h.Close()
+			if err != nil && !link.IsNotFound(err) {
+				return fmt.Errorf("remove bandwidth limits: %w", err)
+			}
+		}
+	}
 	if n, err := e.lookupNetwork(a.Network); err == nil {
 		d, err := e.driverFor(n)
 		if err != nil {
@@ -386,6 +396,9 @@ func (e *Engine) CNICheck(containerID, ifname, netnsPath string) error {
 		return fmt.Errorf("network %s of the attachment: %w", a.Network, err)
 	}
 	diffs = append(diffs, checkHostEnd(n, a)...)
+	if b := a.Bandwidth; b != nil && (b.IngressRate > 0 || b.EgressRate > 0) {
+		diffs = append(diffs, checkShape(a)...)
+	}
 	diffs = append(diffs, checkSandbox(n, a)...)
 	if len(a.Ports) > 0 && e.fw != nil {
 		owners, err := e.fw.Owners()
@@ -418,6 +431,26 @@ func checkHostEnd(n *Network, a *CNIAttachment) []string {
 	}
 	if l.MasterIndex != br.Index {
 		return []string{fmt.Sprintf("host end %s is not on bridge %s", a.Endpoint.HostIf, n.Bridge)}
+	}
+	return nil
+}
+
+// checkShape compares the installed rate limits with the record, to 1%
+// (the kernel stores rates in its own units).
+func checkShape(a *CNIAttachment) []string {
+	h, err := link.Host()
+	if err != nil {
+		return []string{err.Error()}
+	}
+	defer h.Close()
+	have, err := h.ShapeGet(a.Endpoint.HostIf)
+	if err != nil {
+		return []string{fmt.Sprintf("bandwidth limits of %s: %v", a.Endpoint.HostIf, err)}
+	}
+	near := func(x, y uint64) bool { return x*100 >= y*99 && x*99 <= y*100 }
+	if !near(have.IngressRate, a.Bandwidth.IngressRate) || !near(have.EgressRate, a.Bandwidth.EgressRate) {
+		return []string{fmt.Sprintf("bandwidth limits are %d/%d bit/s (in/out), recorded %d/%d",
+			have.IngressRate, have.EgressRate, a.Bandwidth.IngressRate, a.Bandwidth.EgressRate)}
 	}
 	return nil
 }
