@@ -16,6 +16,7 @@ import (
 
 	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/dns/server"
+	"github.com/knit-dev/knit/internal/faults"
 	"github.com/knit-dev/knit/internal/store"
 )
 
@@ -93,6 +94,7 @@ func (e *Engine) syncDNS() error {
 	if err != nil {
 		return err
 	}
+	faults.Step("dns.save")
 	if err := server.Save(dir, snap); err != nil {
 		return fmt.Errorf("write DNS records: %w", err)
 	}

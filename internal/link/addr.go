@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/faults"
 )
 
 // AddrAdd adds p (an address with its subnet's prefix length) to the link
@@ -21,6 +22,7 @@ func (h *Handle) AddrAdd(index int, p netip.Prefix) error {
 	if !p.IsValid() {
 		return errdefs.Invalid("add address %s: invalid prefix", p)
 	}
+	faults.Step("link.addr-add")
 	if err := h.nl.AddrAdd(byIndex(index), toAddr(p)); err != nil {
 		return wrap(err, "add address %s to link %d", p, index)
 	}

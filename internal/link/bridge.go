@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/faults"
 )
 
 // BridgeEnsure returns the index of the bridge called name, creating it up
@@ -28,6 +29,7 @@ func (h *Handle) BridgeEnsure(name string, mtu int) (index int, created bool, er
 	// (seconds of lost packets until they re-resolve).
 	attrs.HardwareAddr = bridgeMAC(name)
 	br := &netlink.Bridge{LinkAttrs: attrs}
+	faults.Step("link.bridge-add")
 	err = h.nl.LinkAdd(br)
 	if errors.Is(err, unix.EEXIST) {
 		l, err := h.BridgeGet(name)

@@ -3,6 +3,8 @@ package link
 import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/knit-dev/knit/internal/faults"
 )
 
 // ConntrackDeleteDstPort deletes the connection-tracking entries of proto
@@ -21,6 +23,7 @@ func (h *Handle) ConntrackDeleteDstPort(proto uint8, port uint16) error {
 	if err := f.AddPort(netlink.ConntrackOrigDstPort, port); err != nil {
 		return err
 	}
+	faults.Step("link.conntrack-del")
 	for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
 		if _, err := h.nl.ConntrackDeleteFilters(netlink.ConntrackTable, fam, f); err != nil {
 			return wrap(err, "delete conntrack entries of port %d", port)

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/faults"
 	"github.com/knit-dev/knit/internal/netns"
 )
 
@@ -97,6 +98,7 @@ func (h *Handle) LinkGet(name string) (Link, error) {
 //
 // Equivalent to: ip link set DEV up
 func (h *Handle) LinkSetUp(index int) error {
+	faults.Step("link.set-up")
 	if err := h.nl.LinkSetUp(byIndex(index)); err != nil {
 		return wrap(err, "set link %d up", index)
 	}
@@ -122,6 +124,7 @@ func (h *Handle) SetUp(name string) error {
 func (h *Handle) LinkDel(name string) error {
 	l, err := h.nl.LinkByName(name)
 	if err == nil {
+		faults.Step("link.del")
 		err = h.nl.LinkDel(l)
 	}
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/faults"
 )
 
 // Route is one route of the main table.
@@ -26,6 +27,7 @@ func (h *Handle) RouteAddDefault(index int, gw netip.Addr) error {
 		return errdefs.Invalid("add default route: no gateway")
 	}
 	r := &netlink.Route{LinkIndex: index, Gw: gw.AsSlice()}
+	faults.Step("link.route-add")
 	if err := h.nl.RouteAdd(r); err != nil {
 		return wrap(err, "add default route via %s dev %d", gw, index)
 	}

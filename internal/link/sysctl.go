@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+
+	"github.com/knit-dev/knit/internal/faults"
 )
 
 // SetIPForward turns on IPv4 forwarding in the calling thread's network
@@ -21,6 +23,7 @@ func SetIPForward() error {
 	if string(bytes.TrimSpace(cur)) == "1" {
 		return nil
 	}
+	faults.Step("link.sysctl")
 	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
 		return fmt.Errorf("enable %s: %w", path, err)
 	}
@@ -46,6 +49,7 @@ func SetIPv6Forward() error {
 // Equivalent to: sysctl -w net.ipv6.conf.default.disable_ipv6=1
 func DisableIPv6ForNewLinks() error {
 	const path = "/proc/sys/net/ipv6/conf/default/disable_ipv6"
+	faults.Step("link.sysctl")
 	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
 		return fmt.Errorf("disable IPv6 for new links: %w", err)
 	}
@@ -57,6 +61,7 @@ func DisableIPv6ForNewLinks() error {
 //
 // Equivalent to: sysctl -w net.ipv6.conf.DEV.disable_ipv6=0
 func EnableIPv6(dev string) error {
+	faults.Step("link.sysctl")
 	if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+dev+"/disable_ipv6", []byte("0\n"), 0o644); err != nil {
 		return fmt.Errorf("enable IPv6 on %s: %w", dev, err)
 	}
@@ -97,6 +102,7 @@ func sysctlEnsure(path, value string) error {
 	if string(bytes.TrimSpace(cur)) == value {
 		return nil
 	}
+	faults.Step("link.sysctl")
 	if err := os.WriteFile(path, []byte(value+"\n"), 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}

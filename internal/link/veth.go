@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/knit-dev/knit/internal/faults"
 )
 
 // Veth describes a veth pair whose host end is created here and whose peer
@@ -53,6 +55,7 @@ func (h *Handle) VethAdd(v Veth) (index int, err error) {
 	// LinkAdd also fills in veth.Index. The kernel ignores an alias at
 	// creation, and netlink sets the master in a second request anyway; both
 	// are done here so that their failure can be undone.
+	faults.Step("link.veth-add")
 	if err := h.nl.LinkAdd(veth); err != nil {
 		return 0, wrap(err, "add veth %s", v.Name)
 	}
@@ -65,24 +68,29 @@ func (h *Handle) VethAdd(v Veth) (index int, err error) {
 		return 0, fmt.Errorf("add veth %s: created but not found", v.Name)
 	}
 	// Before the link is up, so that no link-local address is ever made.
+	faults.Step("link.veth-addrgen")
 	if err := h.nl.LinkSetIP6AddrGenMode(veth, addrGenModeNone); err != nil {
 		return 0, wrap(err, "set veth %s addrgenmode none", v.Name)
 	}
 	if v.MasterIndex != 0 {
+		faults.Step("link.veth-master")
 		if err := h.nl.LinkSetMasterByIndex(veth, v.MasterIndex); err != nil {
 			return 0, wrap(err, "set veth %s master %d", v.Name, v.MasterIndex)
 		}
 	}
 	if v.Hairpin && v.MasterIndex != 0 {
+		faults.Step("link.veth-hairpin")
 		if err := h.nl.LinkSetHairpin(veth, true); err != nil {
 			return 0, wrap(err, "set veth %s hairpin on", v.Name)
 		}
 	}
 	if v.Alias != "" {
+		faults.Step("link.veth-alias")
 		if err := h.nl.LinkSetAlias(veth, v.Alias); err != nil {
 			return 0, wrap(err, "set veth %s alias", v.Name)
 		}
 	}
+	faults.Step("link.veth-up")
 	if err := h.nl.LinkSetUp(veth); err != nil {
 		return 0, wrap(err, "set veth %s up", v.Name)
 	}

@@ -23,6 +23,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/knit-dev/knit/internal/faults"
 )
 
 // EnvJoin names the environment variable read by the cgo constructor.
@@ -71,6 +73,7 @@ func PrepareDir(dir string) error {
 	if err != nil || mounted {
 		return err
 	}
+	faults.Step("netns.mount-dir")
 	if err := unix.Mount("knit", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0711"); err != nil {
 		return fmt.Errorf("prepare %s: mount tmpfs: %w", dir, err)
 	}
@@ -100,6 +103,7 @@ func isMountPoint(path string) (bool, error) {
 //
 // Equivalent to: ip netns add NAME
 func Create(path string, inside func() error) (err error) {
+	faults.Step("netns.create")
 	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
 	if err != nil {
 		return fmt.Errorf("create netns %s: %w", path, err)
@@ -115,6 +119,7 @@ func Create(path string, inside func() error) (err error) {
 			return fmt.Errorf("unshare: %w", err)
 		}
 		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+		faults.Step("netns.mount")
 		if err := unix.Mount(self, path, "none", unix.MS_BIND, ""); err != nil {
 			return fmt.Errorf("bind mount: %w", err)
 		}
@@ -138,6 +143,7 @@ func Create(path string, inside func() error) (err error) {
 //
 // Equivalent to: ip netns delete NAME
 func Delete(path string) error {
+	faults.Step("netns.delete")
 	err := unix.Unmount(path, unix.MNT_DETACH)
 	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("delete netns %s: unmount: %w", path, err)

@@ -133,6 +133,7 @@ import (
 	nft "github.com/google/nftables"
 	"golang.org/x/sys/unix"
 
+	"github.com/knit-dev/knit/internal/faults"
 	"github.com/knit-dev/knit/internal/firewall"
 )
 
@@ -342,6 +343,7 @@ func (f *Firewall) apply(build func(c *nft.Conn, cur ruleset) error) error {
 		if err := build(c, cur); err != nil {
 			return err
 		}
+		faults.Step("nft.batch")
 		err = c.Flush()
 		if err == nil || attempt == 2 || !errors.Is(err, unix.ENOENT) {
 			if err != nil {
@@ -376,6 +378,7 @@ func (f *Firewall) applyElems(build func(c *nft.Conn, ec *elemConn) (write bool,
 		if err != nil || !write {
 			return err
 		}
+		faults.Step("nft.elems-batch")
 		err = c.Flush()
 		if err == nil {
 			return nil

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/faults"
 	"github.com/knit-dev/knit/internal/store"
 	bbolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -75,6 +76,7 @@ func (s *Store) View(fn func(store.Tx) error) error {
 // Update runs fn in a read-write transaction, committed if fn returns nil
 // and rolled back otherwise (also when fn panics).
 func (s *Store) Update(fn func(store.Tx) error) (err error) {
+	fn = faults.After("store.commit", fn)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
