@@ -1,12 +1,15 @@
 // Command knit runs processes in their own namespaces and gives them a
 // network. main wires the dependencies and dispatches the hidden entry points
-// that knit re-executes itself as (container init, exec helper).
+// that knit re-executes itself as (container init, exec helper), and the CNI
+// plugin face when a CNI runtime executes knit (CNI_COMMAND set, no
+// arguments).
 package main
 
 import (
 	"os"
 
 	"github.com/knit-dev/knit/internal/cli"
+	"github.com/knit-dev/knit/internal/cni"
 	"github.com/knit-dev/knit/internal/config"
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/driver/bridge"
@@ -20,6 +23,14 @@ import (
 var version = "dev"
 
 func main() {
+	if cni.Invoked(os.Args[1:], os.Getenv) {
+		os.Exit(cni.Main(cni.Env{
+			NewEngine: func(p engine.Paths) (cni.Engine, error) { return newEngine(p) },
+			Getenv:    os.Getenv,
+			Stdin:     os.Stdin,
+			Stdout:    os.Stdout,
+		}))
+	}
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
 		case runner.InitArg:

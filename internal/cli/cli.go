@@ -114,6 +114,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.systemCommand(), a.portCommand(), a.networkCommand(), a.superviseCommand(),
 	)
 	root.AddCommand(a.dnsCommand())
+	root.AddCommand(a.cniCommand())
 	return root
 }
 
