@@ -38,8 +38,8 @@
 //			ct state established,related accept comment "knit:base"
 //			ip saddr . ip daddr . meta l4proto . th dport @links4 accept comment "knit:base"
 //			ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 accept comment "knit:base"
-//			iifname "br0" oifname != "br0" oifname @bridges drop comment "knit:net=n1"
-//			iifname "br0" oifname "br0" drop comment "knit:net=n1"
+//			iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n1"
+//			iifname "br0" oifname "br0" ct status ! dnat drop comment "knit:net=n1"
 //			iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
 //			iifname "br0" accept comment "knit:net=n1"
 //		}

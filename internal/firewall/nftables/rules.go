@@ -96,14 +96,18 @@ func networkRules(n firewall.Network) []*nft.Rule {
 			tagged(forwardChain, tag, oif, ifname(expr.MetaKeyIIFNAME, expr.CmpOpNeq, br), verdict(expr.VerdictDrop)),
 		)
 	} else {
-		// iifname BR oifname != BR oifname @bridges drop: no network
-		// reaches another (one rule per network, whatever their number).
+		// iifname BR oifname != BR oifname @bridges ct status != dnat
+		// drop: no network reaches another (one rule per network,
+		// whatever their number), except through a published port,
+		// which is the host's service to whoever reaches the host.
 		rules = append(rules, tagged(forwardChain, tag, iif, ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, br),
-			ifnameIn(expr.MetaKeyOIFNAME, setBridges), verdict(expr.VerdictDrop)))
+			ifnameIn(expr.MetaKeyOIFNAME, setBridges), ctBits(expr.CtKeySTATUS, ctStatusDNAT, false), verdict(expr.VerdictDrop)))
 	}
 	if !n.ICC {
-		// iifname BR oifname BR drop (seen here through br_netfilter)
-		rules = append(rules, tagged(forwardChain, tag, iif, oif, verdict(expr.VerdictDrop)))
+		// iifname BR oifname BR ct status != dnat drop (seen here through
+		// br_netfilter); a published port, the container's own included,
+		// stays reachable through the host's address.
+		rules = append(rules, tagged(forwardChain, tag, iif, oif, ctBits(expr.CtKeySTATUS, ctStatusDNAT, false), verdict(expr.VerdictDrop)))
 	}
 	if n.Internal {
 		return rules

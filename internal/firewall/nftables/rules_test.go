@@ -28,7 +28,7 @@ func TestNetworkRules(t *testing.T) {
 	}{{
 		name: "masquerade",
 		n:    firewall.Network{Name: "n1", Bridge: "br0", Subnets: subnets("10.99.0.0/24"), Masquerade: true, ICC: true},
-		want: `forward: iifname "br0" oifname != "br0" oifname @bridges drop comment "knit:net=n1"
+		want: `forward: iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n1"
 forward: iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
 forward: iifname "br0" accept comment "knit:net=n1"
 postrouting: ip saddr 10.99.0.0/24 oifname != "br0" masquerade comment "knit:net=n1"
@@ -38,7 +38,7 @@ postrouting: ip saddr 127.0.0.0/8 oifname "br0" masquerade comment "knit:net=n1"
 		name: "unaligned and unmasked prefix, both families",
 		n: firewall.Network{Name: "n2", Bridge: "knit-n2", Masquerade: true, ICC: true,
 			Subnets: subnets("172.20.17.5/20", "fd00:1:2::/61")},
-		want: `forward: iifname "knit-n2" oifname != "knit-n2" oifname @bridges drop comment "knit:net=n2"
+		want: `forward: iifname "knit-n2" oifname != "knit-n2" oifname @bridges ct status ! dnat drop comment "knit:net=n2"
 forward: iifname != "knit-n2" oifname "knit-n2" ct state new ct status ! dnat drop comment "knit:net=n2"
 forward: iifname "knit-n2" accept comment "knit:net=n2"
 postrouting: ip saddr 172.20.16.0/20 oifname != "knit-n2" masquerade comment "knit:net=n2"
@@ -49,7 +49,7 @@ postrouting: ip saddr 127.0.0.0/8 oifname "knit-n2" masquerade comment "knit:net
 	}, {
 		name: "host route",
 		n:    firewall.Network{Name: "h", Bridge: "br1", Subnets: subnets("10.1.2.3/32"), Masquerade: true, ICC: true, Routed: true},
-		want: `forward: iifname "br1" oifname != "br1" oifname @bridges drop comment "knit:net=h"
+		want: `forward: iifname "br1" oifname != "br1" oifname @bridges ct status ! dnat drop comment "knit:net=h"
 forward: iifname "br1" accept comment "knit:net=h"
 postrouting: ip saddr 10.1.2.3 oifname != "br1" masquerade comment "knit:net=h"
 postrouting: ip saddr 10.1.2.3 oifname "br1" ct status dnat masquerade comment "knit:net=h"
@@ -57,8 +57,8 @@ postrouting: ip saddr 127.0.0.0/8 oifname "br1" masquerade comment "knit:net=h"`
 	}, {
 		name: "no masquerade, no icc",
 		n:    firewall.Network{Name: "n3", Bridge: "br0", Subnets: subnets("10.99.0.0/24")},
-		want: `forward: iifname "br0" oifname != "br0" oifname @bridges drop comment "knit:net=n3"
-forward: iifname "br0" oifname "br0" drop comment "knit:net=n3"
+		want: `forward: iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n3"
+forward: iifname "br0" oifname "br0" ct status ! dnat drop comment "knit:net=n3"
 forward: iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n3"
 forward: iifname "br0" accept comment "knit:net=n3"
 postrouting: ip saddr 10.99.0.0/24 oifname "br0" ct status dnat masquerade comment "knit:net=n3"
@@ -73,7 +73,7 @@ forward: oifname "br0" iifname != "br0" drop comment "knit:net=in"`,
 		n:    firewall.Network{Name: "in", Bridge: "br0", Internal: true},
 		want: `forward: iifname "br0" oifname != "br0" drop comment "knit:net=in"
 forward: oifname "br0" iifname != "br0" drop comment "knit:net=in"
-forward: iifname "br0" oifname "br0" drop comment "knit:net=in"`,
+forward: iifname "br0" oifname "br0" ct status ! dnat drop comment "knit:net=in"`,
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -201,7 +201,7 @@ const wantTable = `table inet knit {
 		ct state established,related accept comment "knit:base"
 		ip saddr . ip daddr . meta l4proto . th dport @links4 accept comment "knit:base"
 		ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 accept comment "knit:base"
-		iifname "br0" oifname != "br0" oifname @bridges drop comment "knit:net=n1"
+		iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n1"
 		iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
 		iifname "br0" accept comment "knit:net=n1"
 	}

@@ -1,0 +1,135 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/testutil"
+)
+
+// TestIsolationMatrix sends real traffic between every pair of places a
+// packet can come from and go to, and checks each against the intended
+// verdict: nothing reachable that should not be, and everything reachable
+// that should be.
+//
+// Places: the host, the world (another host that routes every container
+// subnet to this one), containers on user networks A and B, on an icc=false
+// network Q (one plain, one --link'ed to Q's server), and two containers on
+// the default network, one publishing on 127.0.0.1 and one on 0.0.0.0.
+func TestIsolationMatrix(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	knit := testutil.KnitBinary(t)
+	s.MustKnit(t, "network", "create", "--subnet", "10.91.0.0/24", "neta")
+	s.MustKnit(t, "network", "create", "--subnet", "10.92.0.0/24", "netb")
+	s.MustKnit(t, "network", "create", "--subnet", "10.93.0.0/24", "-o", "icc=false", "netq")
+	serve(t, s, bb, "srva", "--network", "neta")
+	serve(t, s, bb, "srvb", "--network", "netb")
+	serve(t, s, bb, "srvq", "--network", "netq", "--expose", "80")
+	serve(t, s, bb, "plocal", "-p", "127.0.0.1:8101:80")
+	serve(t, s, bb, "pany", "-p", "8102:80")
+	for _, c := range [][]string{
+		{"--name", "clia", "--network", "neta"},
+		{"--name", "cliq", "--network", "netq"},
+		{"--name", "linked", "--network", "netq", "--link", "srvq"},
+	} {
+		s.MustKnit(t, append(append([]string{"run", "-d"}, c...), "--rootfs", bb, "sleep", "300")...)
+	}
+	for _, subnet := range []string{"10.91.0.0/24", "10.92.0.0/24", "10.93.0.0/24", "172.17.0.0/16"} {
+		s.World("ip", "route", "add", subnet, "via", "198.51.100.1")
+	}
+
+	type target struct {
+		name, addr string
+		port       int
+		answer     string // the body that proves the right server answered
+	}
+	targets := []target{
+		{"A direct", ipOn(t, s, "srva", "neta"), 80, "srva"},
+		{"B direct", ipOn(t, s, "srvb", "netb"), 80, "srvb"},
+		{"Q direct", ipOn(t, s, "srvq", "netq"), 80, "srvq"},
+		{"127.0.0.1-published via 127.0.0.1", "127.0.0.1", 8101, "plocal"},
+		{"127.0.0.1-published via the host address", "198.51.100.1", 8101, "plocal"},
+		{"127.0.0.1-published direct", ipOf(t, s, "plocal"), 80, "plocal"},
+		{"0.0.0.0-published via the host address", "198.51.100.1", 8102, "pany"},
+		{"0.0.0.0-published direct", ipOf(t, s, "pany"), 80, "pany"},
+	}
+	execIn := func(c string) []string { return []string{knit, "exec", c} }
+	sources := []struct {
+		name  string
+		via   []string
+		reach map[string]bool // by target name; missing means blocked, "-" rows are skipped
+		skip  []string
+	}{
+		{"host", nil, set("A direct", "B direct", "Q direct", "127.0.0.1-published via 127.0.0.1",
+			"127.0.0.1-published direct", "0.0.0.0-published via the host address", "0.0.0.0-published direct"), nil},
+		{"world", world, set("0.0.0.0-published via the host address"), []string{"127.0.0.1-published via 127.0.0.1"}},
+		{"network A", execIn("clia"), set("A direct", "0.0.0.0-published via the host address"), []string{"127.0.0.1-published via 127.0.0.1"}},
+		{"network B", execIn("srvb"), set("B direct", "0.0.0.0-published via the host address"), []string{"127.0.0.1-published via 127.0.0.1"}},
+		{"icc=false network", execIn("cliq"), set("0.0.0.0-published via the host address"), []string{"127.0.0.1-published via 127.0.0.1"}},
+		{"linked", execIn("linked"), set("Q direct", "0.0.0.0-published via the host address"), []string{"127.0.0.1-published via 127.0.0.1"}},
+		{"published on 127.0.0.1", execIn("plocal"), set("127.0.0.1-published direct", "0.0.0.0-published via the host address", "0.0.0.0-published direct"), []string{"127.0.0.1-published via 127.0.0.1"}},
+		{"published on 0.0.0.0", execIn("pany"), set("127.0.0.1-published direct", "0.0.0.0-published via the host address", "0.0.0.0-published direct"), []string{"127.0.0.1-published via 127.0.0.1"}},
+	}
+	// Let every server come up before judging anything blocked.
+	reaches(t, s, nil, "198.51.100.1", 8102, "pany")
+	for _, tg := range targets[:3] {
+		reaches(t, s, nil, tg.addr, tg.port, tg.answer)
+	}
+	reaches(t, s, nil, "127.0.0.1", 8101, "plocal")
+
+	var mu sync.Mutex
+	var wrong []string
+	probes := 0
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for _, src := range sources {
+		for _, tg := range targets {
+			if contains(src.skip, tg.name) {
+				continue // 127.0.0.1 is the source's own loopback there
+			}
+			probes++
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				want := src.reach[tg.name]
+				body, err := httpGetVia(s, src.via, tg.addr, tg.port, "/hostname")
+				if want && err != nil { // one retry: a first packet may be lost
+					body, err = httpGetVia(s, src.via, tg.addr, tg.port, "/hostname")
+				}
+				got := err == nil && strings.TrimSpace(body) == tg.answer
+				if got != want {
+					mu.Lock()
+					wrong = append(wrong, fmt.Sprintf("%s → %s (%s:%d): reached=%v, want %v (%v)", src.name, tg.name, tg.addr, tg.port, got, want, err))
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	t.Logf("%d probes of %d sources × %d targets", probes, len(sources), len(targets))
+	for _, w := range wrong {
+		t.Error(w)
+	}
+}
+
+func set(names ...string) map[string]bool {
+	m := map[string]bool{}
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
