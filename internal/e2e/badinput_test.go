@@ -15,7 +15,8 @@ func snapshot(t *testing.T, s *testutil.Sandbox) string {
 		"sha256sum "+s.DataRoot()+"/knit.db; ip -o link | sed 's/ state .*//'; "+
 			// knit's namespace mounts only: the sandbox also holds copies of
 			// other tests' mounts, which come and go.
-			"grep nsfs /proc/self/mountinfo | grep -cF "+s.ExecRoot()+"; ls "+s.ExecRoot()+"/netns")
+			"grep nsfs /proc/self/mountinfo | grep -cF "+s.ExecRoot()+"; ls "+s.ExecRoot()+"/netns; "+
+			"nft list table inet knit 2>/dev/null || true")
 }
 
 func TestBadInputLeavesStateUnchanged(t *testing.T) {
@@ -53,6 +54,59 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 		{[]string{"kill", "-s", "NOPE", "taken"}, "invalid signal"},
 		{[]string{"inspect", "nosuch"}, "no such container"},
 		{[]string{"logs", "nosuch"}, "no such container"},
+		// Publishing.
+		{[]string{"run", "-p", "99999:80", "true"}, "invalid"},
+		{[]string{"run", "-p", "80:0", "true"}, "invalid"},
+		{[]string{"run", "-p", "8080:80/icmp", "true"}, "icmp"},
+		{[]string{"run", "-p", "8000-8010:80-85", "true"}, "range"},
+		{[]string{"run", "-p", "300.1.1.1:8080:80", "true"}, "invalid"},
+		{[]string{"run", "-p", "[::1:8080:80", "true"}, "invalid"},
+		{[]string{"run", "-p", "a:b:c:d", "true"}, "invalid"},
+		{[]string{"run", "-p", "", "true"}, "invalid"},
+		{[]string{"run", "--expose", "80-", "true"}, "invalid"},
+		{[]string{"run", "--expose", "abc", "true"}, "invalid"},
+		{[]string{"run", "--network", "host", "-p", "8080:80", "true"}, "conflicting options"},
+		{[]string{"run", "--network", "none", "-P", "--expose", "80", "true"}, "conflicting options"},
+		// Links and names.
+		{[]string{"run", "--link", "nosuch", "true"}, "nosuch"},
+		{[]string{"run", "--link", "taken:bad alias!", "true"}, "alias"},
+		{[]string{"run", "--network", "host", "--link", "taken", "true"}, "conflicting options"},
+		{[]string{"run", "--name", "x", "true"}, "invalid container name"},
+		{[]string{"run", "--name", "-dash", "true"}, "invalid container name"},
+		// Addresses and networks.
+		{[]string{"run", "--ip6", "10.0.0.1", "true"}, "--ip6"},
+		{[]string{"run", "--ip", "fd00::1", "true"}, "--ip"},
+		{[]string{"run", "--ip6", "zz::1::2", "true"}, "--ip6"},
+		{[]string{"run", "--network-alias", "web", "true"}, "user-defined networks"},
+		{[]string{"run", "--network", "host", "--network", "bridge", "true"}, "conflicting options"},
+		{[]string{"run", "--network", "container:", "true"}, "container"},
+		{[]string{"run", "--mac-address", "01:00:5e:00:00:01", "true"}, "unicast"},
+		{[]string{"run", "--dns-search", "bad..domain", "true"}, "--dns-search"},
+		{[]string{"run", "--add-host", "host:not-an-ip", "true"}, "--add-host"},
+		{[]string{"run", "-e", "=novalue", "true"}, "invalid"},
+		// Other commands.
+		{[]string{"port", "nosuch"}, "no such container"},
+		{[]string{"port", "taken", "80/bogus"}, "no public port"},
+		{[]string{"kill", "nosuch"}, "no such container"},
+		{[]string{"stop", "-t", "x", "taken"}, "invalid"},
+		{[]string{"exec", "taken"}, "requires at least 2 arg"},
+		{[]string{"ps", "--format", "{{.Nope"}, "template"},
+		{[]string{"inspect", "-f", "{{.Nope}}", "taken"}, "template"},
+		{[]string{"network", "create"}, "requires exactly 1 argument"},
+		{[]string{"network", "create", "--ip-range", "10.9.0.0/24", "r"}, "--ip-range"},
+		{[]string{"network", "create", "--subnet", "10.9.0.0/24", "--gateway", "10.10.0.1", "g"}, "--gateway"},
+		{[]string{"network", "create", "-o", "mtu=12", "m"}, "mtu"},
+		{[]string{"network", "create", "-o", "icc=maybe", "i"}, "icc"},
+		{[]string{"network", "create", "-o", "gateway-mode=bogus", "gm"}, "gateway-mode"},
+		{[]string{"network", "create", "-o", "noequals", "ne"}, "="},
+		{[]string{"network", "create", "--label", "noequals", "ln"}, "="},
+		{[]string{"network", "inspect", "nosuch"}, "nosuch"},
+		{[]string{"network", "ls", "--filter", "bogus=1"}, "invalid filter"},
+		{[]string{"network", "connect", "nosuch", "taken"}, "not found"},
+		{[]string{"network", "connect", "bridge", "nosuch"}, "default bridge"},
+		{[]string{"network", "disconnect", "bridge", "nosuch"}, "no such container"},
+		{[]string{"network", "rm", "host"}, "pre-defined"},
+		{[]string{"system", "prune", "extra"}, "unknown command"},
 	}
 	before := snapshot(t, s)
 	for _, c := range cases {
