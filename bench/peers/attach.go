@@ -1,0 +1,163 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/knit-dev/knit/internal/link"
+)
+
+// An attacher makes and removes the network of one container that
+// publishes tcp host port 20000+i on its port 80, as a runtime would
+// ask its tool to: i counts from 0 and is never reused.
+type attacher interface {
+	attach(i int) (any, error)
+	detach(handle any) error
+}
+
+// levels returns the numbers of containers already attached when each
+// window of samples is measured: the first measured container is the 1st,
+// 10th, 100th (and 1000th) on the network. A Linux bridge takes at most
+// 1023 ports, so the 1000th's window stays below that with up to 24
+// samples.
+func levels() []int {
+	if *quick {
+		return []int{0, 9, 99}
+	}
+	return []int{0, 9, 99, 999}
+}
+
+// workDir is the sandbox's scratch directory: /run, with a tmpfs of the
+// sandbox's own on it, so that nothing is written to the machine's disk
+// and the host's /run (its xtables lock, D-Bus socket) stays out of reach.
+const workDir = "/run"
+
+// sandboxInit prepares a fresh sandbox: the private tmpfs on /run and
+// loopback up.
+func sandboxInit() error {
+	if err := unix.Mount("bench", workDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
+		return fmt.Errorf("tmpfs on %s: %w", workDir, err)
+	}
+	h, err := link.Host()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	return h.SetUp("lo")
+}
+
+func attachSection(tool string) error {
+	if err := sandboxInit(); err != nil {
+		return err
+	}
+	var (
+		a   attacher
+		err error
+	)
+	switch tool {
+	case "knit":
+		a, err = newKnit()
+	case "knit-noport":
+		var k *knitTool
+		if k, err = newKnit(); err == nil {
+			k.noPort = true
+			a = k
+		}
+	case "floor":
+		a, err = newFloor()
+	case "cni":
+		a, err = newCNIChain()
+	case "netavark":
+		a, err = newNetavark()
+	case "knit-cni":
+		a, err = newKnitCNI(*knitCNI)
+	default:
+		err = fmt.Errorf("unknown tool %q", tool)
+	}
+	if err != nil {
+		return err
+	}
+	return measureLevels(tool, a)
+}
+
+// measureLevels attaches containers one after the other; at each level it
+// times the attach of *samples containers and then their detach, newest
+// first, and prints both. Containers made between levels are attached
+// without measurement and stay. If the budget runs out before a level is
+// reached, it stops there and says how far it got.
+func measureLevels(tool string, a attacher) error {
+	deadline := time.Now().Add(*budget)
+	var live []any
+	next := 0
+	t0 := time.Now()
+	for _, level := range levels() {
+		for len(live) < level {
+			if time.Now().After(deadline) {
+				fmt.Printf("limit-%s: stopped at %d containers after %s (budget %s); levels from the %dth on not measured\n",
+					tool, len(live), time.Since(t0).Round(time.Second), *budget, level+1)
+				return nil
+			}
+			h, err := a.attach(next)
+			if err != nil {
+				return fmt.Errorf("attach container %d: %w", next+1, err)
+			}
+			next++
+			live = append(live, h)
+		}
+		at := make(latencies, 0, *samples)
+		hs := make([]any, 0, *samples)
+		for range *samples {
+			s := time.Now()
+			h, err := a.attach(next)
+			if err != nil {
+				return fmt.Errorf("attach container %d: %w", next+1, err)
+			}
+			at = append(at, time.Since(s))
+			next++
+			hs = append(hs, h)
+		}
+		dt := make(latencies, 0, *samples)
+		for i := len(hs) - 1; i >= 0; i-- {
+			s := time.Now()
+			if err := a.detach(hs[i]); err != nil {
+				return fmt.Errorf("detach: %w", err)
+			}
+			dt = append(dt, time.Since(s))
+		}
+		at.print(fmt.Sprintf("BenchmarkAttach/tool=%s/n=%d", tool, level+1))
+		dt.print(fmt.Sprintf("BenchmarkDetach/tool=%s/n=%d", tool, level+1))
+		fmt.Fprintf(os.Stderr, "peers: %s: level %d done at %s\n", tool, level+1, time.Since(t0).Round(time.Second))
+	}
+	fmt.Printf("elapsed-%s: %s\n", tool, time.Since(t0).Round(time.Second))
+	return nil
+}
+
+// latencies are one duration per operation.
+type latencies []time.Duration
+
+// print writes one benchmark line: count, mean in ns/op, and p50, p95 and
+// max in ms.
+func (l latencies) print(name string) {
+	s := slices.Clone(l)
+	slices.Sort(s)
+	var sum time.Duration
+	for _, d := range s {
+		sum += d
+	}
+	pct := func(p float64) float64 { return float64(s[int(p*float64(len(s)-1))].Microseconds()) / 1000 }
+	fmt.Printf("%s\t%d\t%d ns/op\t%.3f p50-ms\t%.3f p95-ms\t%.3f max-ms\n",
+		name, len(s), int64(sum)/int64(len(s)), pct(0.5), pct(0.95), pct(1))
+}
+
+// addrOf is container i's address in a /16 whose gateway is .0.1.
+func addrOf(subnet netip.Prefix, i int) netip.Addr {
+	b := subnet.Addr().As4()
+	n := i + 2
+	b[2], b[3] = byte(n>>8), byte(n)
+	return netip.AddrFrom4(b)
+}

@@ -1,0 +1,295 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
+
+	"github.com/knit-dev/knit/internal/dns/server"
+)
+
+// The DNS section: knit's embedded server and aardvark-dns, each a process
+// of its own listening on 127.0.0.1 in the same sandbox, serve the same
+// network: dnsNames containers c0..c99 (alias a0..a99) at 10.0.0.2... and
+// the client, 127.0.0.1. The same client load is put on each in turn:
+// dnsClients concurrent UDP clients, each with its own socket, asking A
+// questions for c0, c1, ... c99 in turn until dnsQueries have been asked.
+// Forwarded names (example.com) go to a fake upstream on 127.0.0.53:53,
+// which answers at once: knit's endpoint names it, and aardvark-dns reads
+// it from /etc/resolv.conf, which the sandbox replaces with a file of its own.
+const (
+	dnsNames     = 100
+	dnsClients   = 8
+	dnsServerArg = "_knit-dns" // argv[1] that makes this program knit's DNS server
+	knitDNSPort  = 5353
+	aardvarkPort = 5354
+)
+
+var upstream = netip.MustParseAddrPort("127.0.0.53:53")
+
+func dnsSection() error {
+	if err := sandboxInit(); err != nil {
+		return err
+	}
+	if err := startUpstream(); err != nil {
+		return err
+	}
+	// aardvark-dns reads its upstreams from /etc/resolv.conf.
+	resolv := filepath.Join(workDir, "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver "+upstream.Addr().String()+"\n"), 0o644); err != nil {
+		return err
+	}
+	if err := unix.Mount(resolv, "/etc/resolv.conf", "none", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind resolv.conf: %w", err)
+	}
+	knitAddr, stopKnit, err := startKnitDNS()
+	if err != nil {
+		return fmt.Errorf("knit's DNS server: %w", err)
+	}
+	defer stopKnit()
+	aardAddr, stopAard, err := startAardvark()
+	if err != nil {
+		return fmt.Errorf("aardvark-dns: %w", err)
+	}
+	defer stopAard()
+
+	queries, rounds := 50000, 3
+	if *quick {
+		queries, rounds = 20000, 2
+	}
+	fmt.Printf("dns-load: %d concurrent UDP clients, %d queries per round, %d rounds per server alternating, names c0..c%d\n",
+		dnsClients, queries, rounds, dnsNames-1)
+	for _, kind := range []string{"local", "forwarded"} {
+		res := map[string]*dnsResult{"knit": {}, "aardvark": {}}
+		for range rounds {
+			for _, s := range []struct{ tool, addr string }{{"knit", knitAddr}, {"aardvark", aardAddr}} {
+				if err := dnsLoad(res[s.tool], s.addr, kind, queries); err != nil {
+					return fmt.Errorf("%s, %s names: %w", s.tool, kind, err)
+				}
+			}
+		}
+		for _, tool := range []string{"knit", "aardvark"} {
+			res[tool].print(fmt.Sprintf("BenchmarkDNS/kind=%s/tool=%s", kind, tool))
+		}
+	}
+	return nil
+}
+
+type dnsResult struct {
+	lat     []time.Duration
+	elapsed time.Duration
+	n       int
+}
+
+func (r *dnsResult) print(name string) {
+	slices.Sort(r.lat)
+	pct := func(p float64) float64 { return float64(r.lat[int(p*float64(len(r.lat)-1))].Nanoseconds()) / 1e3 }
+	fmt.Printf("%s\t%d\t%d ns/op\t%.0f queries/s\t%.1f p50-µs\t%.1f p99-µs\n",
+		name, r.n, int64(r.elapsed)/int64(r.n), float64(r.n)/r.elapsed.Seconds(), pct(0.5), pct(0.99))
+}
+
+// dnsLoad asks n questions of the server at addr and adds the round trips
+// and the wall time to r.
+func dnsLoad(r *dnsResult, addr, kind string, n int) error {
+	lat := make([][]time.Duration, dnsClients)
+	var next atomic.Int64
+	errs := make(chan error, dnsClients)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for c := range dnsClients {
+		wg.Go(func() {
+			cl := &dns.Client{Timeout: 2 * time.Second}
+			conn, err := cl.Dial(addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer conn.Close()
+			for {
+				k := next.Add(1)
+				if k > int64(n) {
+					return
+				}
+				name, want := "example.com.", "192.0.2.1"
+				if kind == "local" {
+					j := int(k) % dnsNames
+					name, want = fmt.Sprintf("c%d.", j), endpointAddr(j).String()
+				}
+				q := new(dns.Msg).SetQuestion(name, dns.TypeA)
+				q.RecursionDesired = true
+				t0 := time.Now()
+				m, _, err := cl.ExchangeWithConn(q, conn)
+				if err != nil {
+					errs <- fmt.Errorf("%s: %w", name, err)
+					return
+				}
+				lat[c] = append(lat[c], time.Since(t0))
+				if a, ok := firstA(m); !ok || a != want {
+					errs <- fmt.Errorf("%s: answer %v (rcode %s), want %s", name, m.Answer, dns.RcodeToString[m.Rcode], want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	r.elapsed += time.Since(start)
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	for _, l := range lat {
+		r.lat = append(r.lat, l...)
+		r.n += len(l)
+	}
+	return nil
+}
+
+func firstA(m *dns.Msg) (string, bool) {
+	for _, rr := range m.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			return a.A.String(), true
+		}
+	}
+	return "", false
+}
+
+func endpointAddr(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, 0, byte((i + 2) >> 8), byte(i + 2)})
+}
+
+// startUpstream answers every query on 127.0.0.53:53 with A 192.0.2.1.
+func startUpstream() error {
+	pc, err := net.ListenPacket("udp4", upstream.String())
+	if err != nil {
+		return err
+	}
+	started := make(chan struct{})
+	srv := &dns.Server{PacketConn: pc, NotifyStartedFunc: func() { close(started) },
+		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+			m := new(dns.Msg).SetReply(q)
+			m.RecursionAvailable = true
+			m.Answer = []dns.RR{&dns.A{A: net.IPv4(192, 0, 2, 1),
+				Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}}}
+			_ = w.WriteMsg(m)
+		})}
+	go func() { _ = srv.ActivateAndServe() }()
+	<-started
+	return nil
+}
+
+// startKnitDNS writes the snapshot knit's engine would write for the
+// network and runs knit's server (server.Serve, what `knit _dns` runs) as
+// a process of its own: this program again, with dnsServerArg.
+func startKnitDNS() (string, func(), error) {
+	gw := netip.MustParseAddr("127.0.0.1")
+	n := server.Network{Name: "bench", Listen: []netip.Addr{gw}, Endpoints: []server.Endpoint{
+		{Container: "client", Name: "client", Addrs: []netip.Addr{gw}, Upstreams: []netip.AddrPort{upstream}},
+	}}
+	for i := range dnsNames {
+		n.Endpoints = append(n.Endpoints, server.Endpoint{Container: fmt.Sprint("id", i), Name: fmt.Sprint("c", i),
+			Aliases: []string{fmt.Sprint("a", i)}, Addrs: []netip.Addr{endpointAddr(i)}})
+	}
+	dir := filepath.Join(workDir, "knit-dns")
+	if err := server.Save(dir, &server.Snapshot{Port: knitDNSPort, Networks: []server.Network{n}}); err != nil {
+		return "", nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(self, dnsServerArg, dir)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }
+	addr := netip.AddrPortFrom(gw, knitDNSPort).String()
+	if err := waitDNS(addr); err != nil {
+		stop()
+		return "", nil, err
+	}
+	return addr, stop, nil
+}
+
+// serveKnitDNS is the knit DNS server process: server.Serve on the
+// directory in args[0] until SIGTERM.
+func serveKnitDNS(args []string) {
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer cancel()
+	if err := server.Serve(ctx, args[0], nil); err != nil {
+		fmt.Fprintln(os.Stderr, "knit dns:", err)
+		os.Exit(1)
+	}
+}
+
+// startAardvark writes aardvark-dns's configuration for the same network
+// (a file named after the network: the gateway line, then "ID IPv4 IPv6
+// NAME,ALIASES" per container, as netavark writes it) and starts
+// `aardvark-dns --config DIR -p PORT run`, which forks into the background
+// once it listens and leaves its PID in DIR/aardvark.pid.
+func startAardvark() (string, func(), error) {
+	dir := filepath.Join(workDir, "aardvark")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", nil, err
+	}
+	var b strings.Builder
+	b.WriteString("127.0.0.1\n")
+	b.WriteString("client 127.0.0.1  client\n")
+	for i := range dnsNames {
+		fmt.Fprintf(&b, "id%d %s  c%d,a%d\n", i, endpointAddr(i), i, i)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bench"), []byte(b.String()), 0o644); err != nil {
+		return "", nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, aardvarkBin, "--config", dir, "-p", fmt.Sprint(aardvarkPort), "run").CombinedOutput()
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: %s", err, oneLine(string(out)))
+	}
+	stop := func() {
+		b, err := os.ReadFile(filepath.Join(dir, "aardvark.pid"))
+		var pid int
+		if err == nil {
+			if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 1 {
+				_ = syscall.Kill(pid, syscall.SIGTERM) // the server we started; the sandbox's end kills it anyway
+			}
+		}
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", aardvarkPort)
+	if err := waitDNS(addr); err != nil {
+		stop()
+		return "", nil, err
+	}
+	return addr, stop, nil
+}
+
+// waitDNS returns once the server at addr answers c0.
+func waitDNS(addr string) error {
+	cl := &dns.Client{Timeout: 200 * time.Millisecond}
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		var m *dns.Msg
+		if m, _, err = cl.Exchange(new(dns.Msg).SetQuestion("c0.", dns.TypeA), addr); err == nil {
+			if _, ok := firstA(m); ok {
+				return nil
+			}
+			err = fmt.Errorf("no answer for c0: %v", m)
+		}
+	}
+	return fmt.Errorf("%s did not answer within 10s: %w", addr, err)
+}
