@@ -29,6 +29,7 @@ func main() {
 			Getenv:    os.Getenv,
 			Stdin:     os.Stdin,
 			Stdout:    os.Stdout,
+			Stderr:    os.Stderr,
 		}))
 	}
 	if len(os.Args) > 1 {

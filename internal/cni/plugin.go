@@ -2,8 +2,10 @@ package cni
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -34,6 +36,7 @@ type Env struct {
 	Getenv    func(string) string
 	Stdin     io.Reader
 	Stdout    io.Writer
+	Stderr    io.Writer // logs only: the stack of a panic
 	// HostMAC returns the address of a host link, for the result; nil asks
 	// the kernel.
 	HostMAC func(name string) (net.HardwareAddr, error)
@@ -48,9 +51,19 @@ func Invoked(args []string, getenv func(string) string) bool {
 }
 
 // Main runs the command CNI_COMMAND names and returns the exit status:
-// 0, or 1 after printing the error JSON.
-func Main(env Env) int {
+// 0, or 1 after printing the error JSON. A panic is reported the same way
+// (code 100, its stack on stderr), since a runtime reads only the JSON.
+func Main(env Env) (status int) {
 	p := &plugin{env: env, version: Versions[len(Versions)-1]}
+	defer func() {
+		if v := recover(); v != nil {
+			if env.Stderr != nil {
+				fmt.Fprintf(env.Stderr, "knit: panic: %v\n%s", v, debug.Stack())
+			}
+			writeError(env.Stdout, newError(CodeKnitFailed, "knit failed: internal error", "panic: %v", v), p.version)
+			status = 1
+		}
+	}()
 	if err := p.run(); err != nil {
 		writeError(env.Stdout, err, p.version)
 		return 1

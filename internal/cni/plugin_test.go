@@ -418,3 +418,27 @@ func TestInvoked(t *testing.T) {
 		t.Error("Invoked: want true only with CNI_COMMAND set and no arguments")
 	}
 }
+
+// panicEngine fails the way a nil dereference in the engine does.
+type panicEngine struct{ fakeEngine }
+
+func (*panicEngine) CNIDel(string, string) error { panic("boom") }
+
+// A panic still gives the runtime an error JSON and a failed exit.
+func TestPanicIsAnError(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	status := Main(Env{
+		NewEngine: func(engine.Paths) (Engine, error) { return &panicEngine{}, nil },
+		Getenv: func(k string) string {
+			return map[string]string{"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c", "CNI_IFNAME": "eth0"}[k]
+		},
+		Stdin: strings.NewReader(`{"cniVersion":"0.4.0","name":"n"}`), Stdout: &stdout, Stderr: &stderr,
+	})
+	var e Error
+	if status != 1 || json.Unmarshal(stdout.Bytes(), &e) != nil || e.Code != CodeKnitFailed || e.Details != "panic: boom" || e.CNIVersion != "0.4.0" {
+		t.Errorf("exit %d, %s", status, stdout.String())
+	}
+	if !strings.Contains(stderr.String(), "goroutine") {
+		t.Errorf("no stack on stderr: %q", stderr.String())
+	}
+}
