@@ -896,7 +896,15 @@ func assertConsistent(t *testing.T, s *testutil.Sandbox, label string) *knitStat
 		}
 	}
 	if len(probs) > 0 {
-		t.Fatalf("%s: inconsistent state:\n  %s\nnft:\n%s", label, strings.Join(probs, "\n  "), st.nft)
+		var links, nets []string
+		for _, l := range st.veths {
+			links = append(links, fmt.Sprintf("%s master=%s alias=%s", l.Name, l.Master, l.Alias))
+		}
+		for _, n := range st.networks {
+			nets = append(nets, fmt.Sprintf("%s bridge=%s removing=%v", n.Name, n.Bridge, n.Removing))
+		}
+		t.Fatalf("%s: inconsistent state:\n  %s\nnetworks:\n  %s\nveths:\n  %s\nnft:\n%s", label, strings.Join(probs, "\n  "),
+			strings.Join(nets, "\n  "), strings.Join(links, "\n  "), st.nft)
 	}
 	return st
 }
