@@ -3,9 +3,10 @@
 //
 //	libcnidrive -confdir DIR -path DIR[:DIR] -cachedir DIR -net NAME \
 //	    [-id ID] [-netns PATH] [-ifname eth0] [-caps JSON] [-valid ID/IF,...] \
-//	    add|check|del|gc|status
+//	    add|check|del|gc|status|version
 //
-// add prints the result JSON; the other operations print nothing. Errors go
+// add prints the result JSON, version the versions the first plugin of the
+// list supports; the other operations print nothing. Errors go
 // to stderr with exit status 1.
 package main
 
@@ -34,7 +35,7 @@ func main() {
 	valid := flag.String("valid", "", "GC: the valid attachments, ID/IFNAME,...")
 	flag.Parse()
 	if flag.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "usage: libcnidrive [flags] add|check|del|gc|status")
+		fmt.Fprintln(os.Stderr, "usage: libcnidrive [flags] add|check|del|gc|status|version")
 		os.Exit(2)
 	}
 	if err := run(flag.Arg(0), *confDir, *path, *cacheDir, *netName, *caps, *valid,
@@ -77,6 +78,13 @@ func run(op, confDir, path, cacheDir, netName, caps, valid string, rt *libcni.Ru
 		return cni.GCNetworkList(ctx, list, args)
 	case "status":
 		return cni.GetStatusNetworkList(ctx, list)
+	case "version":
+		info, err := cni.GetVersionInfo(ctx, list.Plugins[0].Network.Type)
+		if err != nil {
+			return err
+		}
+		fmt.Println(strings.Join(info.SupportedVersions(), " "))
+		return nil
 	}
 	return fmt.Errorf("unknown operation %q", op)
 }
