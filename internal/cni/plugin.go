@@ -26,6 +26,7 @@ type Engine interface {
 	CNICheck(containerID, ifname, netnsPath string) error
 	CNIGC(network string, keep func(containerID, ifname string) bool) ([]string, error)
 	CNIStatus(engine.NetworkCreateOptions) error
+	NetworkByRef(ref string) (*engine.Network, error)
 }
 
 // Env is what main hands the plugin.
@@ -253,6 +254,9 @@ func (p *plugin) add(data []byte) *Error {
 	}
 	e, err := p.engine(&c.BaseConf)
 	if err != nil {
+		return err
+	}
+	if err := checkNetwork(e, req.Network); err != nil {
 		return err
 	}
 	a, n, aerr := e.CNIAdd(req)

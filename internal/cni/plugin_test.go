@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -27,6 +28,15 @@ type fakeEngine struct {
 	getErr  error
 	att     *engine.CNIAttachment
 	network *engine.Network
+	// existing is what NetworkByRef finds; nil: no such network.
+	existing *engine.Network
+}
+
+func (f *fakeEngine) NetworkByRef(ref string) (*engine.Network, error) {
+	if f.existing == nil {
+		return nil, errdefs.NotFound("network %s not found", ref)
+	}
+	return f.existing, nil
 }
 
 func (f *fakeEngine) CNIAdd(req engine.CNIRequest) (*engine.CNIAttachment, *engine.Network, error) {
@@ -440,5 +450,32 @@ func TestPanicIsAnError(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "goroutine") {
 		t.Errorf("no stack on stderr: %q", stderr.String())
+	}
+}
+
+// ADD refuses a configuration that disagrees with the existing network it
+// names, or a name knit would take as another network's ID prefix.
+func TestAddChecksTheExistingNetwork(t *testing.T) {
+	a, n := testAttachment()
+	ns := netnsFile(t)
+	for conf, want := range map[string]string{
+		`{"cniVersion":"1.1.0","name":"knet"}`:                                                   "",
+		`{"cniVersion":"1.1.0","name":"knet","subnet":"10.88.0.0/24","gateway":"10.88.0.1"}`:     "",
+		`{"cniVersion":"1.1.0","name":"knet","subnet":"fd00:88::/64","bridge":"kbr"}`:            "",
+		`{"cniVersion":"1.1.0","name":"knet","subnet":"10.99.0.0/24"}`:                           "exists with subnets 10.88.0.0/24, fd00:88::/64, but the configuration asks for subnet 10.99.0.0/24",
+		`{"cniVersion":"1.1.0","name":"knet","gateway":"10.88.0.254"}`:                           "gateway 10.88.0.254",
+		`{"cniVersion":"1.1.0","name":"knet","bridge":"other"}`:                                  "exists with bridge kbr",
+		`{"cniVersion":"1.1.0","name":"k","network":"knet","subnet":"10.88.0.0/24","mtu":9000}`:  "",
+		`{"cniVersion":"1.1.0","name":"d","network":"dc10","subnet":"10.88.0.0/24","ipv6":true}`: "ID prefix of network knet",
+	} {
+		n.Bridge = "kbr"
+		f := &fakeEngine{att: a, network: n, existing: n}
+		code, out := call(t, f, invocation{addEnv(ns), conf})
+		if want == "" && code != 0 || want != "" && (code != 1 || !strings.Contains(out, `"code": 7`) || !strings.Contains(out, want)) {
+			t.Errorf("%s: exit %d\n%s\nwant %q", conf, code, out, want)
+		}
+		if want != "" && slices.Contains(f.calls, "add") {
+			t.Errorf("%s: refused, but CNIAdd was called", conf)
+		}
 	}
 }

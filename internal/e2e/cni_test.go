@@ -438,25 +438,29 @@ func TestCNIGCAfterReboot(t *testing.T) {
 }
 
 // A configuration knit refuses fails with the spec's error and changes
-// nothing.
+// nothing, among them one that disagrees with the existing network it
+// names and one whose name is only another network's ID prefix.
 func TestCNIRefusedConfigChangesNothing(t *testing.T) {
 	h := cniSandbox(t)
 	ns := h.netns(t, "a")
-	h.s.MustKnit(t, "network", "ls") // the store and the default network exist before
+	h.s.MustKnit(t, "network", "create", "--subnet", "10.71.0.0/24", "exists")
+	prefix := strings.TrimSpace(h.s.MustKnit(t, "network", "inspect", "-f", "{{.Id}}", "exists"))[:6]
 	before := snapshot(t, h.s)
-	for conf, want := range map[string]string{
-		`{"type":"knit","ipam":{"type":"host-local"}}`:            "unsupported field ipam",
-		`{"type":"knit","subnet":"10.90.0.0/33"}`:                 "subnet",
-		`{"type":"knit","subnet":"10.90.0.1/24"}`:                 "host bits set",
-		`{"type":"knit","bridge":"a-bridge-name-too-long"}`:       "invalid bridge name",
-		`{"type":"knit","network":"bad name"}`:                    "invalid network name",
-		`{"type":"knit","runtimeConfig":{"mac":"not-a-mac"}}`:     "mac",
-		`{"type":"knit","subnet":"10.90.0.0/24","mtu":"1400"}`:    "cannot decode",
-		`{"type":"knit","subnet":"10.90.0.0/24","gateway":"1.2"}`: "gateway",
+	for _, tc := range []struct{ name, conf, want string }{
+		{"bad", `{"type":"knit","ipam":{"type":"host-local"}}`, "unsupported field ipam"},
+		{"bad", `{"type":"knit","subnet":"10.90.0.0/33"}`, "subnet"},
+		{"bad", `{"type":"knit","subnet":"10.90.0.1/24"}`, "host bits set"},
+		{"bad", `{"type":"knit","bridge":"a-bridge-name-too-long"}`, "invalid bridge name"},
+		{"bad", `{"type":"knit","network":"bad name"}`, "invalid network name"},
+		{"bad", `{"type":"knit","runtimeConfig":{"mac":"not-a-mac"}}`, "mac"},
+		{"bad", `{"type":"knit","subnet":"10.90.0.0/24","mtu":"1400"}`, "cannot decode"},
+		{"bad", `{"type":"knit","subnet":"10.90.0.0/24","gateway":"1.2"}`, "gateway"},
+		{"exists", `{"type":"knit","subnet":"10.72.0.0/24"}`, "network exists exists with subnets 10.71.0.0/24"},
+		{"p" + prefix, `{"type":"knit","network":"` + prefix + `"}`, "ID prefix of network exists"},
 	} {
-		h.conflist(t, "bad", "1.1.0", conf)
-		if r := h.cnitool("add", "bad", ns); r.Code == 0 || !strings.Contains(r.Stderr, want) {
-			t.Errorf("%s: exit %d, want an error mentioning %q:\n%s", conf, r.Code, want, r.Stderr)
+		h.conflist(t, tc.name, "1.1.0", tc.conf)
+		if r := h.cnitool("add", tc.name, ns); r.Code == 0 || !strings.Contains(r.Stderr, tc.want) {
+			t.Errorf("%s: exit %d, want an error mentioning %q:\n%s", tc.conf, r.Code, tc.want, r.Stderr)
 		}
 	}
 	if after := snapshot(t, h.s); after != before {
@@ -546,4 +550,35 @@ func TestCNIBandwidthAndStatus(t *testing.T) {
 	}
 	h.mustCnitool(t, "status", "bw", nsA)
 	h.mustCnitool(t, "add", "bw", nsB)
+}
+
+// Two CNI configurations (two runtimes, say) may share one knit network;
+// the GC of one names only its own attachments as valid, so it must not
+// collect the other's.
+func TestCNIGCIsScopedToItsConfiguration(t *testing.T) {
+	if os.Getenv("KNIT_KNOWN_BUGS") != "1" {
+		t.Skip("known engine bug (KNIT_KNOWN_BUGS=1 runs it): an attachment's record does not say which CNI " +
+			"configuration made it, so CNIGC collects every attachment of the knit network that the valid list lacks")
+	}
+	h := cniSandbox(t)
+	for _, name := range []string{"c1", "c2"} {
+		h.conflist(t, name, "1.1.0", `{"type":"knit","network":"shared","subnet":"10.74.0.0/24"}`)
+	}
+	h.mustCnitool(t, "add", "c1", h.netns(t, "a"))
+	h.mustCnitool(t, "add", "c2", h.netns(t, "b"))
+	// c1's runtime still has everything it added.
+	gc := `{"cniVersion":"1.1.0","name":"c1","type":"knit","network":"shared","cni.dev/valid-attachments":[]}`
+	var id string
+	for _, l := range strings.Split(h.s.MustKnit(t, "cni", "ls", "--no-trunc"), "\n") {
+		if strings.Contains(l, "/run/netns/a") {
+			id = strings.Fields(l)[0]
+		}
+	}
+	gc = strings.Replace(gc, "[]", `[{"containerID":"`+id+`","ifname":"eth0"}]`, 1)
+	if code, out := h.plugin(t, gc, "CNI_COMMAND=GC"); code != 0 {
+		t.Fatalf("GC: code %d\n%s", code, out)
+	}
+	if ls := h.s.MustKnit(t, "cni", "ls"); !strings.Contains(ls, "10.74.0.2/24") || !strings.Contains(ls, "10.74.0.3/24") {
+		t.Errorf("c1's GC collected c2's attachment:\n%s", ls)
+	}
 }

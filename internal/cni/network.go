@@ -1,0 +1,51 @@
+package cni
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/engine"
+	"github.com/knit-dev/knit/internal/errdefs"
+)
+
+// checkNetwork refuses an ADD whose configuration disagrees with the knit
+// network it names: the network's settings apply only when ADD creates it,
+// so a changed subnet, gateway or bridge would otherwise be ignored
+// silently. It also refuses a name that knit would resolve as the ID
+// prefix of another network.
+func checkNetwork(e Engine, o engine.NetworkCreateOptions) *Error {
+	n, err := e.NetworkByRef(o.Name)
+	if errdefs.KindOf(err) == errdefs.KindNotFound {
+		return nil // ADD creates it
+	}
+	if err != nil {
+		return engineError("cannot look up the network", err)
+	}
+	if n.Name != o.Name {
+		return invalid("network %q: no network has that name, and knit would take it as the ID prefix of network %s; choose another name", o.Name, n.Name)
+	}
+	var have []string
+	for _, s := range n.Subnets {
+		have = append(have, s.Prefix.String())
+	}
+	for _, p := range o.Subnets {
+		if !slices.ContainsFunc(n.Subnets, func(s driver.Subnet) bool { return s.Prefix == p }) {
+			return mismatch(n, "subnet "+p.String(), "subnets "+strings.Join(have, ", "))
+		}
+	}
+	for _, g := range o.Gateways {
+		if !slices.ContainsFunc(n.Subnets, func(s driver.Subnet) bool { return s.Gateway == g }) {
+			return mismatch(n, "gateway "+g.String(), "other gateways")
+		}
+	}
+	if b := o.Options["bridge"]; b != "" && b != n.Bridge {
+		return mismatch(n, "bridge "+b, "bridge "+n.Bridge)
+	}
+	return nil
+}
+
+func mismatch(n *engine.Network, want, have string) *Error {
+	return invalid("network %s exists with %s, but the configuration asks for %s: "+
+		"a network's settings apply when it is created; remove it (knit network rm) or match the configuration to it", n.Name, have, want)
+}
