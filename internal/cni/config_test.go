@@ -23,7 +23,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := engine.CNIRequest{
-		ContainerID: "c1", IfName: "eth0", Netns: "/run/netns/x", DefaultRoute: true,
+		Config: "knet", ContainerID: "c1", IfName: "eth0", Netns: "/run/netns/x", DefaultRoute: true,
 		Network: engine.NetworkCreateOptions{Name: "knet", Options: map[string]string{}},
 	}
 	if !reflect.DeepEqual(req, want) {
@@ -64,7 +64,7 @@ func TestParseConfigEveryField(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := engine.CNIRequest{
-		ContainerID: "c1", IfName: "net1", Netns: "/ns",
+		Config: "cfg", ContainerID: "c1", IfName: "net1", Netns: "/ns",
 		Network: engine.NetworkCreateOptions{
 			Name:     "knet",
 			Subnets:  []netip.Prefix{netip.MustParsePrefix("10.88.0.0/16"), netip.MustParsePrefix("fd00:88::/64")},

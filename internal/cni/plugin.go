@@ -24,7 +24,7 @@ type Engine interface {
 	CNIDel(containerID, ifname string) error
 	CNIGet(containerID, ifname string) (*engine.CNIAttachment, error)
 	CNICheck(containerID, ifname, netnsPath string) error
-	CNIGC(network string, keep func(containerID, ifname string) bool) ([]string, error)
+	CNIGC(network, config string, keep func(containerID, ifname string) bool) ([]string, error)
 	CNIStatus(engine.NetworkCreateOptions) error
 	NetworkByRef(ref string) (*engine.Network, error)
 }
@@ -340,7 +340,7 @@ func (p *plugin) gc(data []byte) *Error {
 	if err != nil {
 		return err
 	}
-	_, gerr := e.CNIGC(c.NetworkName(), func(containerID, ifname string) bool {
+	_, gerr := e.CNIGC(c.NetworkName(), c.Name, func(containerID, ifname string) bool {
 		return keep[types.GCAttachment{ContainerID: containerID, IfName: ifname}]
 	})
 	if gerr != nil {

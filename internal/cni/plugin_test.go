@@ -67,7 +67,7 @@ func (f *fakeEngine) CNICheck(containerID, ifname, netns string) error {
 	return f.err
 }
 
-func (f *fakeEngine) CNIGC(network string, keep func(string, string) bool) ([]string, error) {
+func (f *fakeEngine) CNIGC(network, config string, keep func(string, string) bool) ([]string, error) {
 	f.calls, f.keep = append(f.calls, "gc "+network), keep
 	return nil, f.err
 }

@@ -24,6 +24,7 @@ type Invocation struct {
 // conventions' order); the MAC from runtimeConfig.mac, else CNI_ARGS MAC.
 func (c *NetConf) Request(inv Invocation, args *Args) (engine.CNIRequest, *Error) {
 	req := engine.CNIRequest{
+		Config:      c.Name,
 		ContainerID: inv.ContainerID, IfName: inv.IfName, Netns: inv.Netns,
 		DefaultRoute: c.IsDefaultGateway == nil || *c.IsDefaultGateway,
 		Name:         args.PodName,

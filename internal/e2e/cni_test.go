@@ -337,11 +337,6 @@ func TestCNIAddRepairs(t *testing.T) {
 // interface succeeds, CHECK passes and DEL leaves nothing; and killed
 // before each change of a DEL: the next DEL finishes the job.
 func TestCNICrashAtEveryStep(t *testing.T) {
-	if os.Getenv("KNIT_KNOWN_BUGS") != "1" {
-		t.Skip("known engine bugs (KNIT_KNOWN_BUGS=1 runs it): a crash between creating the veth and setting its alias " +
-			"leaves a host end that Leave cannot find (findHostIf wants the alias), so every later ADD fails with eth0 " +
-			"taken; and CNIAdd's deferred rollback then dereferences the nil attachment its error return set (panic)")
-	}
 	h := cniSandbox(t)
 	h.netns(t, "a")
 	knit := testutil.KnitBinary(t)
@@ -556,10 +551,6 @@ func TestCNIBandwidthAndStatus(t *testing.T) {
 // the GC of one names only its own attachments as valid, so it must not
 // collect the other's.
 func TestCNIGCIsScopedToItsConfiguration(t *testing.T) {
-	if os.Getenv("KNIT_KNOWN_BUGS") != "1" {
-		t.Skip("known engine bug (KNIT_KNOWN_BUGS=1 runs it): an attachment's record does not say which CNI " +
-			"configuration made it, so CNIGC collects every attachment of the knit network that the valid list lacks")
-	}
 	h := cniSandbox(t)
 	for _, name := range []string{"c1", "c2"} {
 		h.conflist(t, name, "1.1.0", `{"type":"knit","network":"shared","subnet":"10.74.0.0/24"}`)

@@ -47,6 +47,9 @@ type Bandwidth struct {
 
 // CNIRequest is one CNI ADD as the cni package decoded it.
 type CNIRequest struct {
+	// Config is the CNI configuration's name (the conflist's "name"): GC
+	// of one configuration never touches another's attachments.
+	Config      string
 	ContainerID string
 	IfName      string
 	Netns       string
@@ -71,6 +74,7 @@ type CNIAttachment struct {
 	IfName      string                 `json:"ifName"`
 	Netns       string                 `json:"netns"`
 	Network     string                 `json:"network"`
+	Config      string                 `json:"config,omitempty"` // the CNI configuration's name
 	Name        string                 `json:"name"`
 	Endpoint    Endpoint               `json:"endpoint"`
 	Ports       []firewall.PortMapping `json:"ports,omitempty"`
@@ -100,7 +104,7 @@ func getAttachment(tx store.Tx, id string) (*CNIAttachment, error) {
 // container and interface (an ADD repeated, or one cut short by a crash)
 // is removed first, so ADD repairs instead of failing. On error nothing
 // of this ADD is left.
-func (e *Engine) CNIAdd(req CNIRequest) (a *CNIAttachment, n *Network, err error) {
+func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error) {
 	if req.ContainerID == "" || req.IfName == "" || req.Netns == "" {
 		return nil, nil, errdefs.Invalid("CNI ADD needs CNI_CONTAINERID, CNI_IFNAME and CNI_NETNS")
 	}
@@ -118,9 +122,9 @@ func (e *Engine) CNIAdd(req CNIRequest) (a *CNIAttachment, n *Network, err error
 	}
 	id := CNIAttachmentID(req.ContainerID, req.IfName)
 	self, _ := runner.StartTime(os.Getpid())
-	a = &CNIAttachment{
+	a := &CNIAttachment{
 		ID: id, ContainerID: req.ContainerID, IfName: req.IfName, Netns: req.Netns, Network: n.Name,
-		Name: req.Name, Bandwidth: req.Bandwidth, Owner: Proc{Pid: os.Getpid(), Start: self}, Created: time.Now().UTC(),
+		Config: req.Config, Name: req.Name, Bandwidth: req.Bandwidth, Owner: Proc{Pid: os.Getpid(), Start: self}, Created: time.Now().UTC(),
 	}
 	if a.Name == "" && len(req.Aliases) > 0 {
 		a.Name = req.Aliases[0]
@@ -237,14 +241,22 @@ func (e *Engine) putAttachment(tx store.Tx, a *CNIAttachment, n *Network) error 
 }
 
 // cniNetwork returns the named network, creating it from o when missing.
+// The name is matched exactly, never as an ID prefix.
 func (e *Engine) cniNetwork(o NetworkCreateOptions) (*Network, error) {
-	n, err := e.usableNetwork(o.Name)
+	exact := func() (*Network, error) {
+		n, err := e.network(o.Name)
+		if err == nil && n.Removing {
+			return nil, errdefs.Conflict("network %s is being removed", n.Name)
+		}
+		return n, err
+	}
+	n, err := exact()
 	if errdefs.KindOf(err) != errdefs.KindNotFound {
 		return n, err
 	}
 	n, err = e.CreateNetwork(o)
 	if errdefs.KindOf(err) == errdefs.KindConflict && strings.Contains(err.Error(), "already exists") {
-		return e.usableNetwork(o.Name) // a concurrent ADD made it
+		return exact() // a concurrent ADD made it
 	}
 	return n, err
 }
@@ -351,9 +363,10 @@ func (e *Engine) CNIGet(containerID, ifname string) (*CNIAttachment, error) {
 	return a, err
 }
 
-// CNIGC removes every attachment on network that keep rejects, and every
-// half-made one whose ADD died, and returns the container IDs removed.
-func (e *Engine) CNIGC(network string, keep func(containerID, ifname string) bool) ([]string, error) {
+// CNIGC removes every attachment made through the CNI configuration named
+// config ("" for any) on network ("" for any) that keep rejects, and every
+// half-made one whose ADD died, and returns those removed.
+func (e *Engine) CNIGC(network, config string, keep func(containerID, ifname string) bool) ([]string, error) {
 	all, err := e.CNIAttachments(network)
 	if err != nil {
 		return nil, err
@@ -361,6 +374,9 @@ func (e *Engine) CNIGC(network string, keep func(containerID, ifname string) boo
 	var removed []string
 	var errs []error
 	for _, a := range all {
+		if config != "" && a.Config != "" && a.Config != config {
+			continue // another configuration's, sharing the knit network
+		}
 		halfMade := a.Owner.Pid != 0 && !alive(a.Owner)
 		if keep(a.ContainerID, a.IfName) && !halfMade {
 			continue

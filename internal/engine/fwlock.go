@@ -31,7 +31,12 @@ func (l *lockedFirewall) do(fn func() error) error {
 
 // lockFile takes an exclusive flock on path, creating it and its
 // directory; the returned func releases it.
-func lockFile(path string) (unlock func(), err error) {
+func lockFile(path string) (unlock func(), err error) { return flockFile(path, unix.LOCK_EX) }
+
+// lockFileShared takes a shared flock on path, as lockFile does.
+func lockFileShared(path string) (unlock func(), err error) { return flockFile(path, unix.LOCK_SH) }
+
+func flockFile(path string, how int) (unlock func(), err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
@@ -39,7 +44,7 @@ func lockFile(path string) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+	if err := unix.Flock(int(f.Fd()), how); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"time"
 
 	"github.com/knit-dev/knit/internal/driver"
@@ -119,7 +120,25 @@ func firewallNetwork(n *Network) firewall.Network {
 
 // ensureNetwork makes (or repairs) the network's kernel objects and turns on
 // forwarding, which bridged containers need to reach beyond the host.
+//
+// It holds the network's lock shared, and network rm holds it exclusively
+// while it undoes the kernel objects: a run never re-creates the bridge of
+// a network being removed (it re-reads the record under the lock).
 func (e *Engine) ensureNetwork(n *Network) error {
+	unlock, err := lockFileShared(e.networkLock(n.Name))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if n.UserDefined() {
+		cur, err := e.lookupNetwork(n.Name)
+		if err != nil {
+			return err
+		}
+		if cur.Removing || cur.ID != n.ID {
+			return errdefs.Conflict("network %s is being removed", n.Name)
+		}
+	}
 	d, err := e.driverFor(n)
 	if err != nil {
 		return err
@@ -143,4 +162,9 @@ func (e *Engine) ensureNetwork(n *Network) error {
 		}
 	}
 	return nil
+}
+
+// networkLock is the lock file that orders ensureNetwork and network rm.
+func (e *Engine) networkLock(name string) string {
+	return filepath.Join(e.paths.DataRoot, "locks", "network-"+name+".lock")
 }

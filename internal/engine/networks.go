@@ -409,10 +409,15 @@ func (e *Engine) RemoveNetwork(ref string) error {
 // finishRemoveNetwork undoes the network in the kernel, then forgets it.
 // A crash in between leaves the record marked Removing for a prune.
 func (e *Engine) finishRemoveNetwork(n *Network) error {
+	unlock, err := lockFile(e.networkLock(n.Name))
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := e.removeNetworkKernel(n); err != nil {
 		return err
 	}
-	err := e.st.Update(func(tx store.Tx) error {
+	err = e.st.Update(func(tx store.Tx) error {
 		var addrs []string
 		if err := tx.List(ipamBucket(n.Name), func(k string, _ []byte) error { addrs = append(addrs, k); return nil }); err != nil {
 			return err
@@ -480,7 +485,9 @@ func (e *Engine) PruneNetworks() ([]string, error) {
 		switch {
 		case err == nil:
 			removed = append(removed, n.Name)
-		case errdefs.KindOf(err) != errdefs.KindConflict:
+		case errdefs.KindOf(err) == errdefs.KindConflict, errdefs.KindOf(err) == errdefs.KindNotFound:
+			// in use, or removed meanwhile by another command
+		default:
 			errs = append(errs, err)
 		}
 	}

@@ -57,7 +57,7 @@ func (e *Engine) Prune() (*PruneReport, error) {
 	}
 	// CNI attachments whose ADD died half-way; complete ones belong to
 	// their runtime, which removes them with DEL or GC.
-	halfMade, err := e.CNIGC("", func(string, string) bool { return true })
+	halfMade, err := e.CNIGC("", "", func(string, string) bool { return true })
 	r.CNI = halfMade
 	errs = append(errs, err)
 	errs = append(errs, e.pruneNetns(live, r), e.pruneLinks(live, nets, r), e.pruneAddrs(nets, r), e.pruneDirs(), e.prunePorts(live, r))

@@ -216,6 +216,9 @@ func defaultRouteFamilies(eps []Endpoint) (routed map[bool]bool) {
 // endpoint routes by default the families that routed lacks.
 func allocateEndpoint(tx store.Tx, n *Network, c *Container, req endpointRequest, ifname string, routed map[bool]bool) (*Endpoint, error) {
 	ep := &Endpoint{Network: n.Name, Aliases: req.Aliases, Endpoint: driver.Endpoint{ContainerID: c.ID, IfName: ifname}}
+	if cur, err := getNetwork(tx, n.Name); err != nil || cur.Removing || cur.ID != n.ID {
+		return nil, errdefs.Conflict("network %s is being removed", n.Name)
+	}
 	used, err := usedAddrs(tx, n.Name)
 	if err != nil {
 		return nil, err

@@ -121,6 +121,11 @@ func testNetwork() *Network {
 func allocate(st store.Store, n *Network, id string, o *RunOptions) (*Endpoint, error) {
 	var ep *Endpoint
 	err := st.Update(func(tx store.Tx) (err error) {
+		if _, err := getNetwork(tx, n.Name); err != nil {
+			if err := putJSON(tx, bucketNetworks, n.Name, n); err != nil {
+				return err
+			}
+		}
 		req := endpointRequest{IP: o.IP, IP6: o.IP6, MAC: o.MAC, Aliases: o.Aliases}
 		ep, err = allocateEndpoint(tx, n, &Container{ID: id}, req, "eth0", map[bool]bool{})
 		return err

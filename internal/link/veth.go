@@ -35,7 +35,7 @@ type Veth struct {
 //
 // Equivalent to: ip link add NAME mtu MTU type veth peer name PEER
 // address MAC mtu MTU netns NS && ip link set NAME addrgenmode none
-// master BR alias ALIAS up && ip link set NAME type bridge_slave hairpin on
+// alias ALIAS master BR up && ip link set NAME type bridge_slave hairpin on
 func (h *Handle) VethAdd(v Veth) (index int, err error) {
 	ns, err := os.Open(v.PeerNetns)
 	if err != nil {
@@ -72,6 +72,14 @@ func (h *Handle) VethAdd(v Veth) (index int, err error) {
 	if err := h.nl.LinkSetIP6AddrGenMode(veth, addrGenModeNone); err != nil {
 		return 0, wrap(err, "set veth %s addrgenmode none", v.Name)
 	}
+	// The alias names the owner before the link joins the bridge: a
+	// concurrent prune takes a bridge port without one for a stray.
+	if v.Alias != "" {
+		faults.Step("link.veth-alias")
+		if err := h.nl.LinkSetAlias(veth, v.Alias); err != nil {
+			return 0, wrap(err, "set veth %s alias", v.Name)
+		}
+	}
 	if v.MasterIndex != 0 {
 		faults.Step("link.veth-master")
 		if err := h.nl.LinkSetMasterByIndex(veth, v.MasterIndex); err != nil {
@@ -82,12 +90,6 @@ func (h *Handle) VethAdd(v Veth) (index int, err error) {
 		faults.Step("link.veth-hairpin")
 		if err := h.nl.LinkSetHairpin(veth, true); err != nil {
 			return 0, wrap(err, "set veth %s hairpin on", v.Name)
-		}
-	}
-	if v.Alias != "" {
-		faults.Step("link.veth-alias")
-		if err := h.nl.LinkSetAlias(veth, v.Alias); err != nil {
-			return 0, wrap(err, "set veth %s alias", v.Name)
 		}
 	}
 	faults.Step("link.veth-up")

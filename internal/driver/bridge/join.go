@@ -90,7 +90,9 @@ func addVeth(h *link.Handle, ep *driver.Endpoint, v link.Veth) (string, error) {
 func findHostIf(h *link.Handle, ep *driver.Endpoint) string {
 	for attempt := range nameAttempts {
 		name := hostIfName(ep, attempt)
-		if l, err := h.LinkGet(name); err == nil && l.Alias == aliasPrefix+ep.ContainerID {
+		// An empty alias is a veth whose creator died before tagging it
+		// (the alias is a separate change); its derived name is ours.
+		if l, err := h.LinkGet(name); err == nil && (l.Alias == aliasPrefix+ep.ContainerID || l.Alias == "") {
 			return name
 		}
 	}

@@ -186,6 +186,15 @@ func (t *tx) Delete(bucket, key string) error {
 	if err := b.Delete([]byte(key)); err != nil {
 		return fmt.Errorf("delete %s/%s: %w", bucket, key, err)
 	}
+	// A bucket is a page of its own in the file: an empty one (the host
+	// port of a container gone, the addresses of a network removed) goes
+	// too, so the file does not grow with every name ever used. A missing
+	// bucket reads as empty, so nobody can tell.
+	if k, _ := b.Cursor().First(); k == nil {
+		if err := t.b.DeleteBucket([]byte(bucket)); err != nil {
+			return fmt.Errorf("delete empty bucket %s: %w", bucket, err)
+		}
+	}
 	return nil
 }
 
