@@ -29,13 +29,14 @@
 //	 6  the configuration or its prevResult is not valid JSON of the right shape
 //	 7  invalid configuration: a value knit refuses (subnet, port, address,
 //	    network name, bridge name, ...), as the engine would for the CLI
+//	11  try again later: knit's store stayed locked by other commands past
+//	    its timeout
 //	50  STATUS: knit cannot serve ADD on this network now (no free address,
 //	    network being removed, configuration unusable)
 //	51  STATUS: knit cannot work at all here (its engine, e.g. the firewall,
 //	    cannot start), so existing attachments may lose connectivity too
 //	100 knit failed: a kernel or store operation went wrong (details say which)
-//	101 conflict: something is taken or busy (address, host port, subnet,
-//	    bridge, the store held by another process)
+//	101 conflict: something is taken (address, host port, subnet, bridge)
 //	102 not found: something the request names does not exist
 //	103 CHECK: the attachment differs from knit's record or from prevResult
 package cni

@@ -18,6 +18,7 @@ const (
 	CodeIOFailure           = 5
 	CodeDecodingFailure     = 6
 	CodeInvalidConfig       = 7
+	CodeTryAgainLater       = 11
 	CodeNotAvailable        = 50
 	CodeLimitedConnectivity = 51
 	CodeKnitFailed          = 100
@@ -72,6 +73,8 @@ func engineError(msg string, err error) *Error {
 		code = CodeConflict
 	case errdefs.KindNotFound:
 		code = CodeNotFound
+	case errdefs.KindUnavailable:
+		code = CodeTryAgainLater
 	}
 	return newError(code, msg, err.Error())
 }

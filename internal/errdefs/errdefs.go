@@ -12,10 +12,11 @@ import (
 type Kind int
 
 const (
-	KindUnknown  Kind = iota
-	KindInvalid       // bad input: flags, addresses, names
-	KindNotFound      // no such container or network
-	KindConflict      // name taken, address in use, object busy
+	KindUnknown     Kind = iota
+	KindInvalid          // bad input: flags, addresses, names
+	KindNotFound         // no such container or network
+	KindConflict         // name taken, address in use, object busy
+	KindUnavailable      // try again later: the store stayed locked by another command
 )
 
 type kindError struct {
@@ -38,6 +39,9 @@ func NotFound(format string, args ...any) error { return wrap(KindNotFound, form
 
 // Conflict returns an error of kind KindConflict.
 func Conflict(format string, args ...any) error { return wrap(KindConflict, format, args...) }
+
+// Unavailable wraps a failure that retrying later may cure.
+func Unavailable(format string, args ...any) error { return wrap(KindUnavailable, format, args...) }
 
 // KindOf reports the outermost kind in err's chain.
 func KindOf(err error) Kind {

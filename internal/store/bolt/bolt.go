@@ -129,7 +129,7 @@ func (s *Store) lock(how int) (unlock func(), err error) {
 }
 
 func (s *Store) busy() error {
-	return errdefs.Conflict("store %s is busy: another knit process has held it for over %s; retry, or look for a stuck knit process (fuser %s)", s.path, s.timeout, s.path)
+	return errdefs.Unavailable("store %s is busy: another knit process has held it for over %s; retry, or look for a stuck knit process (fuser %s)", s.path, s.timeout, s.path)
 }
 
 func (s *Store) open(readOnly bool) (*bbolt.DB, error) {

@@ -94,8 +94,8 @@ func TestBusy(t *testing.T) {
 	s.timeout = 150 * time.Millisecond
 	for name, run := range map[string]func(func(store.Tx) error) error{"View": s.View, "Update": s.Update} {
 		err := run(func(store.Tx) error { return nil })
-		if errdefs.KindOf(err) != errdefs.KindConflict || !strings.Contains(err.Error(), "store "+path+" is busy") {
-			t.Errorf("%s while locked: %v (kind %v), want a busy conflict", name, err, errdefs.KindOf(err))
+		if errdefs.KindOf(err) != errdefs.KindUnavailable || !strings.Contains(err.Error(), "store "+path+" is busy") {
+			t.Errorf("%s while locked: %v (kind %v), want a busy store (unavailable)", name, err, errdefs.KindOf(err))
 		}
 	}
 }
