@@ -2,6 +2,7 @@ package cni
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -371,6 +372,9 @@ func (p *plugin) status(data []byte) *Error {
 		return err
 	}
 	if serr := e.CNIStatus(o); serr != nil {
+		if errors.Is(serr, engine.ErrNetworkDamaged) {
+			return newError(CodeLimitedConnectivity, "knit's network is damaged", serr.Error())
+		}
 		return newError(CodeNotAvailable, "knit cannot add containers to this network now", serr.Error())
 	}
 	return nil

@@ -545,6 +545,12 @@ func TestCNIBandwidthAndStatus(t *testing.T) {
 	}
 	h.mustCnitool(t, "status", "bw", nsA)
 	h.mustCnitool(t, "add", "bw", nsB)
+	// With its bridge gone, the network's attached containers are cut off
+	// too: 51; the next ADD recreates the bridge.
+	h.s.MustRun(t, "ip", "link", "del", "kbw")
+	if code, out := h.plugin(t, status, "CNI_COMMAND=STATUS"); code != 51 {
+		t.Errorf("STATUS without the network's bridge: code %d, want 51\n%s", code, out)
+	}
 }
 
 // Two CNI configurations (two runtimes, say) may share one knit network;

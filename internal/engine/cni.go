@@ -514,6 +514,10 @@ func checkSandbox(n *Network, a *CNIAttachment) []string {
 	return diffs
 }
 
+// ErrNetworkDamaged marks a STATUS failure that existing attachments suffer
+// too (CNI code 51), not only new ones.
+var ErrNetworkDamaged = errors.New("the network is damaged: existing containers may have lost connectivity")
+
 // CNIStatus reports whether the named network can take attachments: it
 // exists (or can be created) and has a free address.
 func (e *Engine) CNIStatus(o NetworkCreateOptions) error {
@@ -526,6 +530,13 @@ func (e *Engine) CNIStatus(o NetworkCreateOptions) error {
 	}
 	if n.Removing {
 		return errdefs.Conflict("network %s is being removed", n.Name)
+	}
+	if h, err := link.Host(); err == nil {
+		_, err = h.BridgeGet(n.Bridge)
+		h.Close()
+		if link.IsNotFound(err) {
+			return fmt.Errorf("%w: bridge %s of network %s is missing (the next ADD recreates it)", ErrNetworkDamaged, n.Bridge, n.Name)
+		}
 	}
 	return e.st.View(func(tx store.Tx) error {
 		used, err := usedAddrs(tx, n.Name)
