@@ -227,7 +227,9 @@ type checker struct {
 	out     []string
 }
 
-func (c *checker) bad(format string, args ...any) { c.out = append(c.out, fmt.Sprintf(format, args...)) }
+func (c *checker) bad(format string, args ...any) {
+	c.out = append(c.out, fmt.Sprintf(format, args...))
+}
 
 // settingUp reports whether id is a container or CNI attachment whose
 // command is still setting it up: it may hold things, not yet all.

@@ -52,8 +52,8 @@ done`
 // soakFigures are the quantities that must not grow.
 type soakFigures struct {
 	links, mounts, nftElems, nftLines, procs, dnsFds, storeKeys, storeBuckets int
-	storeSize                                                   int
-	dnsRSS                                                      string
+	storeSize                                                                 int
+	dnsRSS                                                                    string
 }
 
 func (f soakFigures) String() string {
