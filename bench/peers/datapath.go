@@ -107,7 +107,7 @@ func datapathSection() error {
 			got[p.name] = append(got[p.name], g)
 		}
 	}
-	fmt.Printf("iperf3: one TCP stream, -t 3, %d run(s) per path in turn, median\n", repeats)
+	fmt.Printf("iperf3: %d run(s) per path, the paths in turn; the median of each path\n", repeats)
 	for _, p := range paths {
 		g := slices.Sorted(slices.Values(got[p.name]))
 		fmt.Printf("BenchmarkIperf/path=%s\t%d\t0 ns/op\t%.2f Gbit/s\n", p.name, len(g), g[len(g)/2])

@@ -105,6 +105,8 @@ func runAll() error {
 	if *quick {
 		mode = "quick"
 	}
+	fmt.Printf("load-start: %s\n", loadavg())
+	defer func() { fmt.Printf("load-end: %s\n", loadavg()) }()
 	fmt.Printf("mode: %s\n", mode)
 	fmt.Printf("samples: %d\n", *samples)
 	failed := 0
@@ -229,4 +231,18 @@ func pkgVersion(name string) string {
 		return ""
 	}
 	return string(b)
+}
+
+// loadavg is the machine's load average over 1, 5 and 15 minutes: the
+// machine is shared, and the figures are only as quiet as it was.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " / ")
 }

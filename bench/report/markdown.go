@@ -126,6 +126,13 @@ func markdown(d *data, command, png string) string {
 			w("| %s | %s |\n", k, v)
 		}
 	}
+	if v, ok := d.config["load-start"]; ok {
+		w("| load average (1 / 5 / 15 min) | %s at the start, %s at the end of bench/peers (the machine is shared: "+
+			"other work ran during the benchmarks) |\n", v, d.config["load-end"])
+	}
+	if v, ok := d.config["bench-seconds"]; ok {
+		w("| duration | %s s |\n", v)
+	}
 	var versions []string
 	for _, k := range d.keys {
 		if strings.HasPrefix(k, "version-") {
@@ -141,6 +148,7 @@ func markdown(d *data, command, png string) string {
 	targets = append(targets, scaleSection(&b, d)...)
 	datapathSection(&b, d)
 	targets = append(targets, dnsSection(&b, d)...)
+	observations(&b, d)
 
 	w("## Targets (issue #6)\n\n| target | measured | met? |\n|---|---|---|\n")
 	for _, t := range targets {
@@ -167,7 +175,8 @@ func attachSection(b *strings.Builder, d *data, png string) [][3]string {
 		"(bridge + host-local + portmap, iptables underneath), netavark by exec of `netavark setup`/`teardown` with " +
 		"Podman's JSON (Podman's own IPAM is not in the figure: the address is given). For the peers the runtime's " +
 		"`ip netns add`/`delete` equivalent is timed with the exec. The floor is bench/peers/floor: only the netlink " +
-		"calls and one nftables element add (teardown: namespace delete + element delete).\n\n")
+		"calls and one nftables element add (teardown: namespace delete + element delete). All state is on the sandbox's "+
+		"tmpfs: knit's store and exec-root, host-local's leases, cnitool's cache.\n\n")
 	w("\"Nth\" is the first of the measured containers: the window of samples attaches containers N, N+1, … while N−1 " +
 		"others stay attached, then detaches them newest first. Figures in ms, p50 / p95 / max.\n\n")
 	if png != "" {
@@ -365,7 +374,7 @@ func datapathSection(b *strings.Builder, d *data) {
 	}
 	w("## 3. Data path (iperf3, one TCP stream, -t 3)\n\n")
 	if v, ok := d.config["iperf3"]; ok {
-		w("%s.\n\n", v)
+		w("Runs: %s.\n\n", v)
 	}
 	w("| path | Gbit/s | compared with | ratio |\n|---|---:|---|---:|\n")
 	rows := []struct{ p, what, base, baseWhat string }{
@@ -452,4 +461,57 @@ func notes(b *strings.Builder, d *data) {
 		return
 	}
 	fmt.Fprintf(b, "## Notes from the run\n\n%s\n", strings.Join(lines, "\n"))
+}
+
+// observations writes what the figures say about where the time goes,
+// each statement computed from this run's figures.
+func observations(b *strings.Builder, d *data) {
+	var lines []string
+	add := func(format string, a ...any) { lines = append(lines, "- "+fmt.Sprintf(format, a...)) }
+	const n = 10 // a level every run has, away from the first container's setup
+	k, okK := d.p50("Attach", "knit", n)
+	kn, okN := d.p50("Attach", "knit-noport", n)
+	f, okF := d.p50("Attach", "floor", n)
+	pub, okP := d.find("Publish", map[string]string{"existing": "10"})
+	if okK && okN && okF {
+		s := fmt.Sprintf("Publishing one port costs knit %s ms of its %s ms attach at the 10th container (knit without -p: %s ms), "+
+			"while the floor's whole attach, its map element included, takes %s ms", ms(k-kn), ms(k), ms(kn), ms(f))
+		if okP {
+			s += fmt.Sprintf("; knit's firewall call alone (`AddPorts`, BenchmarkPublish) takes %s ms, so most of that cost is "+
+				"elsewhere in the engine's publish path", ms(pub.Metrics["p50-ms"]))
+		}
+		add("%s. Without -p, knit's attach is %s the floor's.", s, ratio(kn/f))
+	}
+	kd, ok1 := d.p50("Detach", "knit", n)
+	knd, ok2 := d.p50("Detach", "knit-noport", n)
+	fd, ok3 := d.p50("Detach", "floor", n)
+	if ok1 && ok2 && ok3 {
+		add("Detach with a published port is dominated by the kernel's commit of an nftables element delete: the floor, "+
+			"which does nothing else but a namespace delete, takes %s ms, knit %s ms, knit without -p %s ms.", ms(fd), ms(kd), ms(knd))
+	}
+	lv := d.levels("Attach")
+	if len(lv) > 0 && lv[len(lv)-1] > n {
+		hi := lv[len(lv)-1]
+		var grow []string
+		for _, t := range peers {
+			a, ok1 := d.p50("Attach", t, n)
+			z, ok2 := d.p50("Attach", t, hi)
+			if ok1 && ok2 {
+				grow = append(grow, fmt.Sprintf("%s from %s to %s ms", label(t), ms(a), ms(z)))
+			}
+		}
+		if len(grow) > 0 {
+			add("The peers' attach grows with the number of containers (10th to %s): %s. Both program the port and the "+
+				"masquerade by exec'ing iptables (iptables-nft here) several times per container, against NAT chains that "+
+				"gain rules with every container.", ordinal(hi), strings.Join(grow, ", "))
+		}
+	}
+	if _, ok := d.find("Attach", map[string]string{"tool": "netavark"}); ok {
+		add("netavark's teardown of the last container on a network also deletes the bridge and the network's iptables " +
+			"chains, and the CNI chain's first ADD creates the bridge: both show in the max of the 1st container's window.")
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "## What the figures say\n\n%s\n\n", strings.Join(lines, "\n"))
 }

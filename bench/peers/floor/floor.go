@@ -6,11 +6,19 @@
 // Attach, per container:
 //
 //	unshare(CLONE_NEWNET) + bind mount          the namespace
-//	RTM_NEWLINK veth, peer "eth0" in the netns,  one request: pair, bridge
-//	  master BRIDGE, up                          master and host end up
-//	RTM_GETLINK eth0, RTM_NEWADDR, RTM_NEWLINK   address and up, in the netns
-//	  up, RTM_NEWROUTE default                   and the default route
+//	RTM_NEWLINK veth, peer "eth0" in the netns,  one request: pair and
+//	  master BRIDGE                              bridge master
+//	RTM_SETLINK addrgenmode none, RTM_SETLINK up the host end, without IPv6
+//	RTM_GETLINK eth0, RTM_SETLINK addrgenmode    in the netns: no IPv6,
+//	  none, RTM_NEWADDR, RTM_SETLINK up,         address, up and the
+//	  RTM_NEWROUTE default                       default route
 //	NFT_MSG_NEWSETELEM                           the published port (one batch)
+//
+// The addrgenmode requests make the same kernel objects knit makes: an
+// IPv4-only network's veths get no IPv6 link-local address. Without them
+// each new veth's duplicate address detection and multicast reports are
+// flooded to every port of the bridge, and attach grows with the number of
+// containers (measured: 1.1 ms at the 100th, 8.7 ms at the 1000th).
 //
 // Detach: umount + unlink of the namespace file (the kernel destroys the
 // veth pair in the background) and NFT_MSG_DELSETELEM.
@@ -56,6 +64,9 @@ type Floor struct {
 	table  *nft.Table
 	pub    *nft.Set
 }
+
+// addrGenModeNone is IN6_ADDR_GEN_MODE_NONE: no automatic IPv6 addresses.
+const addrGenModeNone = 1
 
 // Endpoint is one attached container.
 type Endpoint struct {
@@ -148,7 +159,7 @@ func (f *Floor) Attach(id int, addr netip.Addr, hostPort, ctrPort uint16) (*Endp
 	defer in.Close()
 	ep := &Endpoint{Netns: path, Addr: addr, HostPort: hostPort}
 	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: fmt.Sprint("fl", id), MasterIndex: f.bridge, Flags: net.FlagUp, TxQLen: -1},
+		LinkAttrs:     netlink.LinkAttrs{Name: fmt.Sprint("fl", id), MasterIndex: f.bridge, TxQLen: -1},
 		PeerName:      "eth0",
 		PeerNamespace: netlink.NsFd(ns.Fd()),
 		PeerTxQLen:    -1,
@@ -156,7 +167,17 @@ func (f *Floor) Attach(id int, addr netip.Addr, hostPort, ctrPort uint16) (*Endp
 	if err := f.host.LinkAdd(veth); err != nil {
 		return nil, errors.Join(fmt.Errorf("add veth: %w", err), ep.dropNetns())
 	}
+	err = f.host.LinkSetIP6AddrGenMode(veth, addrGenModeNone)
+	if err == nil {
+		err = f.host.LinkSetUp(veth)
+	}
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("host end: %w", err), ep.dropNetns())
+	}
 	eth, err := in.LinkByName("eth0")
+	if err == nil {
+		err = in.LinkSetIP6AddrGenMode(eth, addrGenModeNone)
+	}
 	if err == nil {
 		err = in.AddrAdd(eth, &netlink.Addr{IPNet: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(f.bits, 32)}})
 	}
