@@ -11,6 +11,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // procNet is where the kernel lists the sockets of the caller's network
@@ -32,12 +34,52 @@ type listenKey struct {
 	port  uint16
 }
 
-// ReadListeners reads /proc/net/{tcp,tcp6,udp,udp6} and, where the sctp
-// module is loaded, /proc/net/sctp/eps, each once.
+// ReadListeners reads the listening TCP and bound UDP sockets through
+// sock_diag (falling back to /proc/net/{tcp,tcp6,udp,udp6}) and, where the
+// sctp module is loaded, /proc/net/sctp/eps, each once.
 //
 // Equivalent to: `ss -ltnuH` (plus `cat /proc/net/sctp/eps`).
 func ReadListeners() (*Listeners, error) {
 	l := &Listeners{addrs: map[listenKey][]netip.Addr{}}
+	if err := readListenersDiag(l); err == nil {
+		return l, nil
+	}
+	// A kernel without inet_diag: /proc, which is slower.
+	l = &Listeners{addrs: map[listenKey][]netip.Addr{}}
+	return l, readListenersProc(l)
+}
+
+// readListenersDiag reads TCP listeners and UDP sockets through sock_diag,
+// and SCTP endpoints from /proc (sock_diag's SCTP dump is a module of its
+// own, and the file is short).
+func readListenersDiag(l *Listeners) error {
+	for _, q := range []struct {
+		family, proto uint8
+		states        uint32
+		p             Proto
+	}{
+		{unix.AF_INET, unix.IPPROTO_TCP, diagListen, TCP},
+		{unix.AF_INET6, unix.IPPROTO_TCP, diagListen, TCP},
+		{unix.AF_INET, unix.IPPROTO_UDP, diagAll, UDP},
+		{unix.AF_INET6, unix.IPPROTO_UDP, diagAll, UDP},
+	} {
+		if err := readDiag(l, q.family, q.proto, q.states, q.p); err != nil {
+			return err
+		}
+	}
+	r, err := os.Open(procNet + "/sctp/eps")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return parseSCTP(r, l, SCTP)
+}
+
+// readListenersProc reads the same from /proc/net.
+func readListenersProc(l *Listeners) error {
 	files := []struct {
 		name     string
 		parse    func(io.Reader, *Listeners, Proto) error
@@ -57,15 +99,15 @@ func ReadListeners() (*Listeners, error) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read listening sockets: %w", err)
+			return fmt.Errorf("read listening sockets: %w", err)
 		}
 		err = f.parse(r, l, f.proto)
 		r.Close()
 		if err != nil {
-			return nil, fmt.Errorf("read listening sockets: %s: %w", path, err)
+			return fmt.Errorf("read listening sockets: %s: %w", path, err)
 		}
 	}
-	return l, nil
+	return nil
 }
 
 // HostListening reports whether a socket in the caller's network namespace

@@ -175,3 +175,39 @@ func TestHostListeningIPv6(t *testing.T) {
 		t.Errorf("HostListening([::], tcp, %d) = %v, %v; want true", port, got, err)
 	}
 }
+
+// sock_diag and /proc see the same sockets.
+func TestListenersDiagMatchesProc(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	diag := &Listeners{addrs: map[listenKey][]netip.Addr{}}
+	if err := readListenersDiag(diag); err != nil {
+		t.Skipf("no sock_diag here: %v", err)
+	}
+	proc := &Listeners{addrs: map[listenKey][]netip.Addr{}}
+	if err := readListenersProc(proc); err != nil {
+		t.Fatal(err)
+	}
+	tport := uint16(ln.Addr().(*net.TCPAddr).Port)
+	uport := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+	lo := netip.MustParseAddr("127.0.0.1")
+	if !diag.Has(lo, TCP, tport) || !diag.Has(lo, UDP, uport) {
+		t.Errorf("sock_diag missed tcp %d or udp %d", tport, uport)
+	}
+	// Other processes' sockets come and go between the two reads: only
+	// ours are compared.
+	if !proc.Has(lo, TCP, tport) || !proc.Has(lo, UDP, uport) {
+		t.Errorf("/proc missed tcp %d or udp %d", tport, uport)
+	}
+	if diag.Has(lo, TCP, uport) && !proc.Has(lo, TCP, uport) {
+		t.Errorf("sock_diag reports a tcp listener on the udp port %d", uport)
+	}
+}
