@@ -31,32 +31,57 @@ type exchangeFunc func(ctx context.Context, q *dns.Msg, upstream netip.AddrPort,
 // upstreams through exchange. The reply fits the client's UDP buffer, or
 // a TCP message.
 func (t *tables) answer(ctx context.Context, r request, exchange exchangeFunc) *dns.Msg {
+	m, forward := t.answerLocal(r)
+	if forward {
+		m = t.answerForward(ctx, r, exchange)
+	}
+	return m
+}
+
+// answerLocal is answer without waiting for anything: it returns the
+// reply to r, nil if r gets none, or forward true when r's name must go
+// upstream (answerForward).
+func (t *tables) answerLocal(r request) (m *dns.Msg, forward bool) {
 	q := r.msg
 	switch {
 	case q.Response:
-		return nil
+		return nil, false
 	case q.Opcode != dns.OpcodeQuery:
-		return reply(q, dns.RcodeNotImplemented)
+		return reply(q, dns.RcodeNotImplemented), false
 	case len(q.Question) != 1:
-		return reply(q, dns.RcodeFormatError)
+		return reply(q, dns.RcodeFormatError), false
 	}
 	if !t.allowed(r.local, r.client) {
-		return reply(q, dns.RcodeRefused)
+		return reply(q, dns.RcodeRefused), false
 	}
-	nets, client := t.scope(r.local, r.client)
-	m := t.lookup(q, nets)
+	nets, _ := t.scope(r.local, r.client)
+	m = t.lookup(q, nets)
 	if m == nil {
-		m = t.forward(ctx, r, client, exchange)
+		return nil, true
 	}
+	fit(r, m)
+	return m, false
+}
+
+// answerForward returns the reply to r, a query answerLocal sent upstream.
+func (t *tables) answerForward(ctx context.Context, r request, exchange exchangeFunc) *dns.Msg {
+	_, client := t.scope(r.local, r.client)
+	m := t.forward(ctx, r, client, exchange)
+	fit(r, m)
+	return m
+}
+
+// fit truncates m to the client's UDP buffer, or a TCP message; it sets TC
+// if records had to go.
+func fit(r request, m *dns.Msg) {
 	size := dns.MaxMsgSize
 	if !r.tcp {
 		size = dns.MinMsgSize
-		if opt := q.IsEdns0(); opt != nil {
+		if opt := r.msg.IsEdns0(); opt != nil {
 			size = max(size, int(opt.UDPSize()))
 		}
 	}
-	m.Truncate(size) // it sets TC if records had to go
-	return m
+	m.Truncate(size)
 }
 
 // lookup answers q from the networks in scope, or returns nil when the

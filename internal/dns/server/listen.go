@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -52,10 +54,17 @@ func addrOf(a net.Addr) netip.Addr {
 	return ip.Unmap().WithZone("")
 }
 
-// listener is the UDP and the TCP server on one address.
+// listener is the UDP and the TCP server on one address. UDP, nearly all
+// queries, is served by readers of its own: each reads into a buffer of
+// its own and answers local names at once, without a goroutine per query;
+// a forwarded query gets a goroutine, so that local answers keep flowing
+// during the upstream's round trip. TCP is miekg/dns's server.
 type listener struct {
-	cancel   context.CancelFunc
-	udp, tcp *dns.Server
+	cancel context.CancelFunc
+	udp    *net.UDPConn
+	tcp    *dns.Server
+	h      *handler       // the UDP handler
+	wg     sync.WaitGroup // UDP readers and forwarded queries
 }
 
 // listen opens UDP and TCP sockets on addr and serves them with h's tables
@@ -78,11 +87,11 @@ func listen(addr netip.AddrPort, tabs *atomic.Pointer[tables], exchange exchange
 	if err != nil {
 		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
 	}
-	l.udp = &dns.Server{PacketConn: pc, UDPSize: dns.DefaultMsgSize,
-		Handler: &handler{ctx: ctx, local: addr.Addr(), tables: tabs, exchange: exchange, log: log}}
-	if err := start(l.udp); err != nil {
-		l.udp = nil
-		return nil, fmt.Errorf("serve udp %s: %w", addr, errors.Join(err, pc.Close()))
+	l.udp = pc.(*net.UDPConn)
+	l.h = &handler{ctx: ctx, local: addr.Addr().Unmap(), tables: tabs, exchange: exchange, log: log}
+	for range max(2, runtime.GOMAXPROCS(0)) {
+		l.wg.Add(1)
+		go l.readUDP()
 	}
 	ln, err := lc.Listen(ctx, "tcp"+family, addr.String())
 	if err != nil {
@@ -95,6 +104,69 @@ func listen(addr netip.AddrPort, tabs *atomic.Pointer[tables], exchange exchange
 		return nil, fmt.Errorf("serve tcp %s: %w", addr, errors.Join(err, ln.Close()))
 	}
 	return l, nil
+}
+
+// readUDP answers the UDP queries it reads until the socket is closed.
+func (l *listener) readUDP() {
+	defer l.wg.Done()
+	in := make([]byte, dns.MaxMsgSize)
+	out := make([]byte, dns.MaxMsgSize)
+	for {
+		n, from, err := l.udp.ReadFromUDPAddrPort(in)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || l.h.ctx.Err() != nil {
+				return
+			}
+			l.h.log.Debug("dns read", "err", err)
+			continue
+		}
+		l.serveUDP(in[:n], from, out)
+	}
+}
+
+// serveUDP answers one UDP query, b, from client from; out is the reader's
+// buffer for the reply.
+func (l *listener) serveUDP(b []byte, from netip.AddrPort, out []byte) {
+	const headerLen = 12
+	if len(b) < headerLen || b[2]&0x80 != 0 {
+		return // not a query, or a response: no reply
+	}
+	h := l.h
+	q := new(dns.Msg)
+	if err := q.Unpack(b); err != nil {
+		// As dns.Server does: FORMERR, with the query's header fields.
+		m := &dns.Msg{MsgHdr: dns.MsgHdr{Id: uint16(b[0])<<8 | uint16(b[1]), Response: true,
+			Opcode: int(b[2]>>3) & 0xf, RecursionDesired: b[2]&1 != 0, Rcode: dns.RcodeFormatError}}
+		l.write(m, from, out)
+		return
+	}
+	r := request{local: h.local, client: from.Addr().Unmap().WithZone(""), msg: q}
+	t := h.tables.Load()
+	m, forward := t.answerLocal(r)
+	if forward {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			m := t.answerForward(h.ctx, r, h.exchange)
+			l.write(m, from, nil)
+		}()
+		return
+	}
+	if m != nil {
+		l.write(m, from, out)
+	}
+}
+
+// write packs m into buf (or a new buffer when buf is too small) and sends
+// it to client to.
+func (l *listener) write(m *dns.Msg, to netip.AddrPort, buf []byte) {
+	b, err := m.PackBuffer(buf)
+	if err == nil {
+		_, err = l.udp.WriteToUDPAddrPort(b, to)
+	}
+	if err != nil {
+		l.h.log.Debug("dns reply", "client", to, "err", err)
+	}
 }
 
 // start runs srv in a goroutine and returns once it serves, so that a
@@ -112,16 +184,18 @@ func start(srv *dns.Server) error {
 	}
 }
 
-// close cancels the queries in flight, stops both servers and closes their
-// sockets.
+// close cancels the queries in flight, stops the UDP readers and the TCP
+// server and closes their sockets.
 func (l *listener) close() {
 	l.cancel()
-	ctx, cancel := context.WithTimeout(context.Background(), shutdownWait)
-	defer cancel()
-	for _, srv := range []*dns.Server{l.udp, l.tcp} {
-		if srv != nil {
-			_ = srv.ShutdownContext(ctx) // it closes the socket whatever it returns
-		}
+	if l.udp != nil {
+		_ = l.udp.Close()
+		l.wg.Wait() // forwarded queries return at once: their context is done
+	}
+	if l.tcp != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownWait)
+		defer cancel()
+		_ = l.tcp.ShutdownContext(ctx) // it closes the socket whatever it returns
 	}
 }
 
@@ -149,25 +223,4 @@ func freebind(network, _ string, c syscall.RawConn) error {
 		return fmt.Errorf("set socket options: %w", err)
 	}
 	return nil
-}
-
-// newExchange returns the exchangeFunc that forwards over the network,
-// each attempt bounded by timeout.
-func newExchange(timeout time.Duration, log *slog.Logger) exchangeFunc {
-	// A reply to a query without EDNS may still exceed 512 bytes from a
-	// sloppy upstream; reading it whole lets answer truncate it properly.
-	udp := &dns.Client{Net: "udp", Timeout: timeout, UDPSize: dns.DefaultMsgSize}
-	tcp := &dns.Client{Net: "tcp", Timeout: timeout}
-	return func(ctx context.Context, q *dns.Msg, upstream netip.AddrPort, overTCP bool) (*dns.Msg, error) {
-		c := udp
-		if overTCP {
-			c = tcp
-		}
-		m, _, err := c.ExchangeContext(ctx, q, upstream.String())
-		if err != nil {
-			log.Debug("dns forward", "upstream", upstream, "tcp", overTCP, "err", err)
-			return nil, fmt.Errorf("forward to %s: %w", upstream, err)
-		}
-		return m, nil
-	}
 }

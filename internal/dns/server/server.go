@@ -77,7 +77,9 @@ func Serve(ctx context.Context, dir string, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return (&server{dir: dir, log: log, exchange: newExchange(upstreamTimeout, log)}).serve(ctx)
+	f := newForwarder(upstreamTimeout, log)
+	defer f.close()
+	return (&server{dir: dir, log: log, exchange: f.exchange}).serve(ctx)
 }
 
 // Running reports whether a server holds dir's lock. It probes with a

@@ -170,7 +170,9 @@ func serveDir(t *testing.T, dir string) *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{dir: dir, cancel: cancel, exited: make(chan struct{})}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv := &server{dir: dir, log: log, exchange: newExchange(testTimeout, log)}
+	f := newForwarder(testTimeout, log)
+	t.Cleanup(f.close) // after the server stopped
+	srv := &server{dir: dir, log: log, exchange: f.exchange}
 	go func() {
 		r.err = srv.serve(ctx)
 		close(r.exited)
@@ -509,7 +511,7 @@ func TestListenOptions(t *testing.T) {
 		if addr.Addr().Is6() {
 			level, opt = unix.SOL_IPV6, unix.IPV6_FREEBIND
 		}
-		for _, c := range []any{l.udp.PacketConn, l.tcp.Listener} {
+		for _, c := range []any{l.udp, l.tcp.Listener} {
 			raw, err := c.(interface {
 				SyscallConn() (syscall.RawConn, error)
 			}).SyscallConn()
@@ -527,4 +529,72 @@ func TestListenOptions(t *testing.T) {
 		}
 		l.close()
 	}
+}
+
+// TestServeConcurrent puts many concurrent UDP queries, local and
+// forwarded, on the readers and the upstream sockets: each must get its
+// own answer with its own ID.
+func TestServeConcurrent(t *testing.T) {
+	port := freePort(t)
+	up := startUpstream(t)
+	startServer(t, socketSnapshot(port, up.addr, deadUpstream(t)))
+	const workers, queries = 16, 2000
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			c := &dns.Client{Timeout: 2 * time.Second}
+			conn, err := c.Dial(netip.AddrPortFrom(gatewayA, port).String())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer conn.Close()
+			for k := next.Add(1); k <= queries; k = next.Add(1) {
+				name, want := "web.", "NOERROR aa 10.0.0.2"
+				switch k % 3 {
+				case 1:
+					name, want = "www.", "NOERROR aa 10.0.0.2"
+				case 2:
+					name, want = "host"+strconv.Itoa(int(k))+".example.", "NOERROR 192.0.2.1"
+				}
+				q := new(dns.Msg).SetQuestion(name, dns.TypeA)
+				m, _, err := c.ExchangeWithConn(q, conn)
+				if err != nil {
+					t.Errorf("%s: %v", name, err)
+					return
+				}
+				if m.Id != q.Id || summary(m) != want || !strings.EqualFold(m.Question[0].Name, name) {
+					t.Errorf("%s ID %d: reply ID %d %q for %s, want %q", name, q.Id, m.Id, summary(m), m.Question[0].Name, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestForwarderSameID forwards concurrent queries that share one ID, more
+// than the pool has sockets: each still gets the reply to its question.
+func TestForwarderSameID(t *testing.T) {
+	up := startUpstream(t)
+	f := newForwarder(testTimeout, slog.New(slog.DiscardHandler))
+	defer f.close()
+	var wg sync.WaitGroup
+	for i := range 3 * upstreamSockets {
+		wg.Go(func() {
+			name := "q" + strconv.Itoa(i) + ".example."
+			q := new(dns.Msg).SetQuestion(name, dns.TypeA)
+			q.Id = 7
+			m, err := f.exchange(context.Background(), q, up.addr, false)
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+				return
+			}
+			if m.Id != 7 || m.Question[0].Name != name || summary(m) != "NOERROR 192.0.2.1" {
+				t.Errorf("%s: reply %d %s %q", name, m.Id, m.Question[0].Name, summary(m))
+			}
+		})
+	}
+	wg.Wait()
 }

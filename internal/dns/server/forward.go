@@ -1,0 +1,282 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// upstreamSockets is how many UDP sockets a forwarder keeps per upstream.
+const upstreamSockets = 4
+
+// forwarder sends queries upstream. Over UDP it keeps a few connected
+// sockets per upstream, each with one reader that hands replies to the
+// queries waiting for them by ID and question; a query keeps its client's
+// ID, so it waits on a socket where no other query has that ID in flight
+// (or, in the rare case that every socket has, a socket of its own). Over
+// TCP, each query has a connection of its own.
+type forwarder struct {
+	timeout time.Duration
+	log     *slog.Logger
+	tcp     *dns.Client
+	udp     *dns.Client // the rare query that finds no pooled socket free
+
+	mu     sync.Mutex
+	pools  map[netip.AddrPort]*upstreamPool
+	closed bool
+}
+
+func newForwarder(timeout time.Duration, log *slog.Logger) *forwarder {
+	return &forwarder{
+		timeout: timeout,
+		log:     log,
+		// A reply to a query without EDNS may still exceed 512 bytes from
+		// a sloppy upstream; reading it whole lets answer truncate it
+		// properly.
+		udp:   &dns.Client{Net: "udp", Timeout: timeout, UDPSize: dns.MaxMsgSize},
+		tcp:   &dns.Client{Net: "tcp", Timeout: timeout},
+		pools: make(map[netip.AddrPort]*upstreamPool),
+	}
+}
+
+// exchange is the forwarder's exchangeFunc.
+func (f *forwarder) exchange(ctx context.Context, q *dns.Msg, upstream netip.AddrPort, overTCP bool) (*dns.Msg, error) {
+	var m *dns.Msg
+	var err error
+	if overTCP {
+		m, _, err = f.tcp.ExchangeContext(ctx, q, upstream.String())
+	} else {
+		m, err = f.exchangeUDP(ctx, q, upstream)
+	}
+	if err != nil {
+		f.log.Debug("dns forward", "upstream", upstream, "tcp", overTCP, "err", err)
+		return nil, fmt.Errorf("forward to %s: %w", upstream, err)
+	}
+	return m, nil
+}
+
+var errClosed = errors.New("forwarder closed")
+
+func (f *forwarder) pool(upstream netip.AddrPort) (*upstreamPool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil, errClosed
+	}
+	p := f.pools[upstream]
+	if p == nil {
+		p = &upstreamPool{addr: upstream}
+		f.pools[upstream] = p
+	}
+	return p, nil
+}
+
+// close closes the pooled sockets; queries waiting on them fail.
+func (f *forwarder) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	for _, p := range f.pools {
+		for i := range p.socks {
+			if s := p.socks[i].Load(); s != nil {
+				_ = s.conn.Close()
+			}
+		}
+	}
+}
+
+// upstreamPool is the UDP sockets to one upstream, dialled when first
+// needed.
+type upstreamPool struct {
+	addr  netip.AddrPort
+	next  atomic.Uint32
+	dial  sync.Mutex
+	socks [upstreamSockets]atomic.Pointer[upstreamSocket]
+}
+
+// upstreamSocket is one connected UDP socket to an upstream and the
+// queries waiting for a reply on it.
+type upstreamSocket struct {
+	conn    *net.UDPConn
+	mu      sync.Mutex
+	pending map[uint16]*waiter
+	dead    bool // the reader has stopped
+}
+
+// waiter is a query waiting for its reply.
+type waiter struct {
+	q     dns.Question
+	reply chan result // buffered: the reader never blocks
+}
+
+type result struct {
+	m   *dns.Msg
+	err error
+}
+
+func (f *forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, upstream netip.AddrPort) (*dns.Msg, error) {
+	if len(q.Question) != 1 {
+		m, _, err := f.udp.ExchangeContext(ctx, q, upstream.String())
+		return m, err
+	}
+	p, err := f.pool(upstream)
+	if err != nil {
+		return nil, err
+	}
+	packed, err := q.Pack()
+	if err != nil {
+		return nil, err
+	}
+	w := &waiter{q: q.Question[0], reply: make(chan result, 1)}
+	first := p.next.Add(1)
+	for i := range uint32(upstreamSockets) {
+		s, err := p.socket(int((first + i) % upstreamSockets))
+		if err != nil {
+			return nil, err
+		}
+		if !s.add(q.Id, w) {
+			continue
+		}
+		defer s.remove(q.Id, w)
+		if _, err := s.conn.Write(packed); err != nil {
+			return nil, err
+		}
+		timer := time.NewTimer(f.timeout)
+		defer timer.Stop()
+		select {
+		case r := <-w.reply:
+			return r.m, r.err
+		case <-timer.C:
+			return nil, fmt.Errorf("no reply within %v", f.timeout)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	// Every socket has a query with q's ID in flight.
+	m, _, err := f.udp.ExchangeContext(ctx, q, upstream.String())
+	return m, err
+}
+
+// socket returns the pool's socket i, dialling it (and starting its
+// reader) if it has none or its reader stopped.
+func (p *upstreamPool) socket(i int) (*upstreamSocket, error) {
+	if s := p.socks[i].Load(); s != nil && !s.isDead() {
+		return s, nil
+	}
+	p.dial.Lock()
+	defer p.dial.Unlock()
+	if s := p.socks[i].Load(); s != nil && !s.isDead() {
+		return s, nil
+	}
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(p.addr))
+	if err != nil {
+		return nil, err
+	}
+	s := &upstreamSocket{conn: c, pending: make(map[uint16]*waiter)}
+	p.socks[i].Store(s)
+	go s.read()
+	return s, nil
+}
+
+func (s *upstreamSocket) isDead() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dead
+}
+
+// add registers w for replies with ID id, unless another query with that
+// ID waits on s or s is dead.
+func (s *upstreamSocket) add(id uint16, w *waiter) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dead || s.pending[id] != nil {
+		return false
+	}
+	s.pending[id] = w
+	return true
+}
+
+func (s *upstreamSocket) remove(id uint16, w *waiter) {
+	s.mu.Lock()
+	if s.pending[id] == w {
+		delete(s.pending, id)
+	}
+	s.mu.Unlock()
+}
+
+// deliver hands r to the query waiting with ID id, if any.
+func (s *upstreamSocket) deliver(id uint16, w *waiter, r result) {
+	s.mu.Lock()
+	if s.pending[id] == w {
+		delete(s.pending, id)
+		w.reply <- r
+	}
+	s.mu.Unlock()
+}
+
+// read hands the replies arriving on s to their queries until s is
+// closed. A connected socket only receives from its upstream. A reply
+// must carry the query's ID and question; one that does not parse fails
+// the query, as dns.Client would.
+func (s *upstreamSocket) read() {
+	buf := make([]byte, dns.MaxMsgSize)
+	for {
+		n, err := s.conn.Read(buf)
+		if err != nil {
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				// Nothing listens upstream: fail the queries waiting
+				// rather than let them time out.
+				s.failAll(err)
+				continue
+			}
+			s.mu.Lock()
+			s.dead = true
+			s.mu.Unlock()
+			s.failAll(err)
+			_ = s.conn.Close()
+			return
+		}
+		if n < 12 {
+			continue
+		}
+		id := uint16(buf[0])<<8 | uint16(buf[1])
+		s.mu.Lock()
+		w := s.pending[id]
+		s.mu.Unlock()
+		if w == nil {
+			continue // late, or not ours
+		}
+		m := new(dns.Msg)
+		if err := m.Unpack(buf[:n]); err != nil {
+			s.deliver(id, w, result{err: fmt.Errorf("reply: %w", err)})
+			continue
+		}
+		if !m.Response || len(m.Question) > 1 || len(m.Question) == 1 && !sameQuestion(m.Question[0], w.q) {
+			continue
+		}
+		s.deliver(id, w, result{m: m})
+	}
+}
+
+func (s *upstreamSocket) failAll(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, w := range s.pending {
+		delete(s.pending, id)
+		w.reply <- result{err: err}
+	}
+}
+
+func sameQuestion(a, b dns.Question) bool {
+	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && strings.EqualFold(a.Name, b.Name)
+}
