@@ -80,9 +80,10 @@ type hostLink struct {
 
 // sandboxProc is one process of the sandbox.
 type sandboxProc struct {
-	pid   int
-	pidNS string
-	args  string
+	pid, ppid int
+	pidNS     string
+	state     string // R, S, D, Z, ...
+	args      string
 }
 
 // knitState is everything knit keeps, as the store and the kernel show it
@@ -131,11 +132,13 @@ func readState(t *testing.T, s *testutil.Sandbox) *knitState {
 	}
 	st.netnsFiles = strings.Fields(s.Run("ls", netnsDir).Stdout)
 	st.nft = s.Run("nft", "list", "table", "inet", "knit").Stdout
-	ps := s.MustRun(t, "sh", "-c", `for p in /proc/[0-9]*; do printf '%s %s %s\n' "${p#/proc/}" "$(readlink $p/ns/pid)" "$(tr '\0' ' ' < $p/cmdline)"; done 2>/dev/null`)
+	// PID, PID namespace, state and parent (fields 3 and 4 of stat), command.
+	ps := s.MustRun(t, "sh", "-c", `for p in /proc/[0-9]*; do printf '%s %s %s %s\n' "${p#/proc/}" "$(readlink $p/ns/pid)" "$(sed 's/.*) //' $p/stat | cut -d' ' -f1,2)" "$(tr '\0' ' ' < $p/cmdline)"; done 2>/dev/null`)
 	for _, line := range strings.Split(ps, "\n") {
-		if f := strings.SplitN(line, " ", 3); len(f) == 3 && f[1] != "" {
+		if f := strings.SplitN(line, " ", 5); len(f) == 5 && f[1] != "" {
 			pid, _ := strconv.Atoi(f[0])
-			st.procs = append(st.procs, sandboxProc{pid: pid, pidNS: f[1], args: strings.TrimSpace(f[2])})
+			ppid, _ := strconv.Atoi(f[3])
+			st.procs = append(st.procs, sandboxProc{pid: pid, pidNS: f[1], state: f[2], ppid: ppid, args: strings.TrimSpace(f[4])})
 		}
 	}
 	if data := s.Run("cat", filepath.Join(s.ExecRoot(), "dns", "records.json")).Stdout; data != "" {
@@ -499,7 +502,7 @@ func (c *checker) processes() {
 			}
 		}
 		if p.pidNS != sandboxNS && !containerNS[p.pidNS] {
-			c.bad("process %d (%s) runs in a PID namespace of no running container", p.pid, p.args)
+			c.bad("process %d (%s, state %s, parent %d) runs in a PID namespace of no running container", p.pid, p.args, p.state, p.ppid)
 		}
 	}
 }
