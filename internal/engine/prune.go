@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/netns"
 	"github.com/knit-dev/knit/internal/store"
 )
@@ -65,7 +66,7 @@ func (e *Engine) Prune() (*PruneReport, error) {
 	// also finishes removals a crash interrupted.
 	removed, err := e.PruneNetworks()
 	r.Networks = removed
-	errs = append(errs, err, e.syncDNS())
+	errs = append(errs, err, e.pruneNetworkRules(r), e.syncDNS())
 	return r, errors.Join(errs...)
 }
 
@@ -227,4 +228,37 @@ func (e *Engine) active(id string) bool {
 		return err
 	})
 	return err == nil && (cni || c.State.Status != StatusExited)
+}
+
+// pruneNetworkRules removes the firewall rules of networks that have no
+// record (left by a crash between a network's rules and its record).
+func (e *Engine) pruneNetworkRules(r *PruneReport) error {
+	if e.fw == nil {
+		return nil
+	}
+	names, err := e.fw.Networks()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, name := range names {
+		if _, err := e.lookupNetwork(name); errdefs.KindOf(err) != errdefs.KindNotFound {
+			continue
+		}
+		unlock, err := lockFile(e.networkLock(name))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		// Under the network's lock: a create of that name finishes first.
+		if _, err := e.lookupNetwork(name); errdefs.KindOf(err) == errdefs.KindNotFound {
+			if err := e.fw.RemoveNetwork(name); err != nil {
+				errs = append(errs, err)
+			} else {
+				r.Networks = append(r.Networks, name+" (rules only)")
+			}
+		}
+		unlock()
+	}
+	return errors.Join(errs...)
 }

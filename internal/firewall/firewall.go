@@ -125,6 +125,10 @@ type Firewall interface {
 	// when links is nil); links missing, or held by another owner, are
 	// skipped. Idempotent.
 	RemoveLinks(owner string, links []Link) error
+	// Networks returns the names of the networks that have rules in place,
+	// sorted, so that a prune can remove those of networks that no longer
+	// exist.
+	Networks() ([]string, error)
 	// LinkOwners returns the owners that have links in place, sorted, so
 	// that a prune can remove those of containers that no longer exist.
 	// (Owners reports port owners only: a prune that finds an owner there

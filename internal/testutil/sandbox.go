@@ -465,7 +465,9 @@ func makeCacheDir() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// The file stays open, and so locked, until the process exits.
+	// The file stays open, and so locked, until the process exits: it is
+	// kept in a package variable, or the garbage collector's finalizer
+	// would close it and another binary would remove the directory.
 	f, err := os.Open(dir)
 	if err == nil {
 		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
@@ -473,8 +475,13 @@ func makeCacheDir() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("lock %s: %w", dir, err)
 	}
+	cacheDirLocks = append(cacheDirLocks, f)
 	return dir, nil
 }
+
+// cacheDirLocks holds the locked cache directories open for the life of
+// the test binary.
+var cacheDirLocks []*os.File
 
 // removeStaleCacheDirs removes the cache directories of test binaries that
 // have exited. A minute's grace covers a directory made but not yet locked.

@@ -113,6 +113,18 @@ func (r *Recorder) RemovePorts(owner string, ports []firewall.PortMapping) error
 	return change(r, "RemovePorts "+owner, owner, ports, func() { r.ports.remove(owner, ports, keyOf) })
 }
 
+// Networks returns the names of the installed networks, sorted.
+func (r *Recorder) Networks() ([]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	names := make([]string, 0, len(r.networks))
+	for name := range r.networks {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
 // Owners returns the owners of published ports, sorted.
 func (r *Recorder) Owners() ([]string, error) {
 	r.mu.Lock()
