@@ -29,7 +29,7 @@ func levels() []int {
 	if *quick {
 		return []int{0, 9, 99}
 	}
-	return []int{0, 9, 99, 999}
+	return []int{0, 9, 99, 499, 999}
 }
 
 // workDir is the sandbox's scratch directory: /run, with a tmpfs of the
