@@ -3,11 +3,8 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -399,43 +396,6 @@ func TestWritePruned(t *testing.T) {
 	}
 }
 
-// networkCLI runs the CLI with stdin and an engine that cannot be built, and
-// returns the exit code, the output and how many times the engine was asked
-// for.
-func networkCLI(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string, engines int) {
-	t.Helper()
-	dir := t.TempDir()
-	open := func(name, content string) *os.File {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		f, err := os.OpenFile(p, os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		return f
-	}
-	in, outF, errF := open("in", stdin), open("out", ""), open("err", "")
-	env := Env{
-		NewEngine: func(engine.Paths) (*engine.Engine, error) {
-			engines++
-			return nil, errors.New("no engine in unit tests")
-		},
-		In: in, Out: outF, Err: errF, Version: "0.0.0-test",
-	}
-	code = Run(args, env)
-	read := func(name string) string {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
-	return code, read("out"), read("err"), engines
-}
-
 func TestNetworkCommandLine(t *testing.T) {
 	const reached = "knit: no engine in unit tests\n" // the command line was accepted
 	tests := []struct {
@@ -478,7 +438,7 @@ func TestNetworkCommandLine(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			code, stdout, stderr, engines := networkCLI(t, "", tt.args...)
+			code, stdout, stderr, engines := runCLIStdin(t, "", tt.args...)
 			if code != ExitInternal {
 				t.Errorf("exit code = %d, want %d", code, ExitInternal)
 			}
@@ -510,12 +470,12 @@ func TestNetworkCommandLine(t *testing.T) {
 
 func TestNetworkHelpNeedsNoEngine(t *testing.T) {
 	for _, args := range [][]string{{"network"}, {"network", "--help"}, {"network", "create", "--help"}, {"network", "ls", "-h"}} {
-		code, stdout, stderr, engines := networkCLI(t, "", args...)
+		code, stdout, stderr, engines := runCLIStdin(t, "", args...)
 		if code != 0 || engines != 0 || stderr != "" || !strings.Contains(stdout, "Usage:") {
 			t.Errorf("knit %q: code %d, engines %d, stderr %q, stdout %q", args, code, engines, stderr, stdout)
 		}
 	}
-	_, stdout, _, _ := networkCLI(t, "", "--help")
+	_, stdout, _, _ := runCLIStdin(t, "", "--help")
 	if !strings.Contains(stdout, "network") {
 		t.Errorf("knit --help does not list network:\n%s", stdout)
 	}
@@ -537,7 +497,7 @@ func TestNetworkPruneConfirmation(t *testing.T) {
 		{"y", true}, // EOF without a newline
 	}
 	for _, tt := range tests {
-		code, stdout, stderr, engines := networkCLI(t, tt.stdin, "network", "prune")
+		code, stdout, stderr, engines := runCLIStdin(t, tt.stdin, "network", "prune")
 		if stdout != networkPrunePrompt {
 			t.Errorf("stdin %q: stdout = %q, want the prompt", tt.stdin, stdout)
 		}

@@ -201,21 +201,31 @@ func TestResolveEnv(t *testing.T) {
 	}
 }
 
-// runCLI runs the CLI with an engine that cannot be built, so nothing
-// touches the system, and returns the exit code, the output, and how many
-// times the engine was asked for.
+// runCLI is runCLIStdin with an empty stdin.
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string, engines int) {
 	t.Helper()
+	return runCLIStdin(t, "", args...)
+}
+
+// runCLIStdin runs the CLI with stdin and an engine that cannot be built, so
+// nothing touches the system, and returns the exit code, the output, and how
+// many times the engine was asked for.
+func runCLIStdin(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string, engines int) {
+	t.Helper()
 	dir := t.TempDir()
-	open := func(name string) *os.File {
-		f, err := os.Create(filepath.Join(dir, name))
+	open := func(name, content string) *os.File {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { f.Close() })
 		return f
 	}
-	in, outF, errF := open("in"), open("out"), open("err")
+	in, outF, errF := open("in", stdin), open("out", ""), open("err", "")
 	env := Env{
 		NewEngine: func(engine.Paths) (*engine.Engine, error) {
 			engines++

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/knit-dev/knit/internal/testutil"
@@ -86,23 +85,13 @@ func TestCNIKnitSecondInChain(t *testing.T) {
 	h.detached(t, "ksec", "10.89.0.2")
 }
 
-var libcnidrive struct {
-	once sync.Once
-	bin  []byte
-	err  error
-}
-
 // libcniDriver installs testdata/libcnidrive (libcni's API as a runtime
 // links it) in the sandbox and returns a function running it with the
 // network configurations, plugin path and a result cache of the sandbox.
 func libcniDriver(t *testing.T, h *cniHost, cacheDir string) func(args ...string) testutil.Result {
 	t.Helper()
-	libcnidrive.once.Do(func() { libcnidrive.bin, libcnidrive.err = buildTool(testutil.RepoRoot(t), "libcnidrive") })
-	if libcnidrive.err != nil {
-		t.Fatal(libcnidrive.err)
-	}
 	bin := filepath.Join(t.TempDir(), "libcnidrive")
-	if err := os.WriteFile(bin, libcnidrive.bin, 0o755); err != nil {
+	if err := os.WriteFile(bin, tool(t, "libcnidrive"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return func(args ...string) testutil.Result {

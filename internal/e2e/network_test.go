@@ -2,64 +2,17 @@ package e2e
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/knit-dev/knit/internal/testutil"
 )
 
-var dnstool struct {
-	once sync.Once
-	bin  []byte
-	err  error
-}
-
-// dnsRootfs returns a private copy of the busybox rootfs with
-// testdata/dnstool in bin/, and that binary's path for the sandbox's host
-// and world. Call it before sandbox(t) (cleanups run last-in first-out).
-func dnsRootfs(t *testing.T) (rootfs, bin string) {
-	t.Helper()
-	dnstool.once.Do(func() { dnstool.bin, dnstool.err = buildTool(testutil.RepoRoot(t), "dnstool") })
-	if dnstool.err != nil {
-		t.Fatal(dnstool.err)
-	}
-	rootfs = filepath.Join(t.TempDir(), "rootfs")
-	if out, err := exec.Command("cp", "-a", testutil.Busybox(t), rootfs).CombinedOutput(); err != nil {
-		t.Fatalf("copy the busybox rootfs: %v: %s", err, out)
-	}
-	bin = filepath.Join(rootfs, "bin", "dnstool")
-	if err := os.WriteFile(bin, dnstool.bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return rootfs, bin
-}
-
-// buildTool builds ./internal/e2e/testdata/NAME as a static binary.
-func buildTool(root, name string) ([]byte, error) {
-	dir, err := os.MkdirTemp("", "knit-"+name+"-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = "/usr/local/go/bin/go"
-	}
-	out := filepath.Join(dir, name)
-	cmd := exec.Command(goTool, "build", "-o", out, "./internal/e2e/testdata/"+name)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if output, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build %s: %v\n%s", name, err, output)
-	}
-	return os.ReadFile(out)
-}
+// dnsRootfs is toolRootfs with testdata/dnstool, the DNS probe and fake
+// upstream.
+func dnsRootfs(t *testing.T) (rootfs, bin string) { return toolRootfs(t, "dnstool") }
 
 // gateway returns a network's IPv4 gateway.
 func gateway(t *testing.T, s *testutil.Sandbox, network string) string {
@@ -216,7 +169,7 @@ func TestIsolationAndConnect(t *testing.T) {
 	rootfs, _ := dnsRootfs(t)
 	s := sandbox(t)
 	s.MustKnit(t, "network", "create", "neta")
-	s.MustKnit(t, "network", "create", "netb")
+	s.MustKnit(t, "network", "create", "--subnet", "10.95.0.0/24", "netb")
 	s.MustKnit(t, "run", "-d", "--name", "a1", "--network", "neta", "--rootfs", rootfs, "sleep", "300")
 	s.MustKnit(t, "run", "-d", "--name", "b1", "--network", "netb", "--rootfs", rootfs, "sleep", "300")
 	gwa, b1 := gateway(t, s, "neta"), ipOn(t, s, "b1", "netb")
@@ -230,7 +183,10 @@ func TestIsolationAndConnect(t *testing.T) {
 		t.Errorf("b1 reaches a1 across networks")
 	}
 
-	s.MustKnit(t, "network", "connect", "--alias", "bee", "netb", "a1")
+	s.MustKnit(t, "network", "connect", "--alias", "bee", "--ip", "10.95.0.77", "netb", "a1")
+	if ip := ipOn(t, s, "a1", "netb"); ip != "10.95.0.77" {
+		t.Errorf("connect --ip 10.95.0.77 gave %s", ip)
+	}
 	links := s.MustKnit(t, "exec", "a1", "ip", "-4", "-o", "addr")
 	if !strings.Contains(links, "eth1") {
 		t.Errorf("a1 has no eth1 after connect:\n%s", links)
@@ -263,6 +219,14 @@ func TestIsolationAndConnect(t *testing.T) {
 	}
 	s.MustKnit(t, "exec", "both", "ping", "-c", "1", "-W", "2", "b1")
 	s.MustKnit(t, "exec", "both", "ping", "-c", "1", "-W", "2", "a1")
+	// Disconnected from its first network, it routes through the next.
+	s.MustKnit(t, "network", "disconnect", "neta", "both")
+	if route := s.MustKnit(t, "exec", "both", "ip", "route"); !strings.Contains(route, "default via "+gateway(t, s, "netb")+" dev eth1") {
+		t.Errorf("both's routes after disconnecting neta:\n%s\nwant the default route through netb", route)
+	}
+	if gw := s.MustKnit(t, "inspect", "-f", `{{(index .NetworkSettings.Networks "netb").Gateway}}`, "both"); strings.TrimSpace(gw) != gateway(t, s, "netb") {
+		t.Errorf("inspect gateway on netb after disconnect: %q", gw)
+	}
 }
 
 // A dual-stack network gives every container an IPv6 address and route,

@@ -2,69 +2,16 @@ package e2e
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/knit-dev/knit/internal/testutil"
 )
 
-// udpecho is testdata/udpecho (Debian's busybox nc has no UDP mode), built
-// static once per test binary and kept in memory, so that no build
-// directory outlives the test binary.
-var udpecho struct {
-	once sync.Once
-	bin  []byte
-	err  error
-}
-
-func buildUDPEcho(root string) ([]byte, error) {
-	dir, err := os.MkdirTemp("", "knit-udpecho-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	// go test puts its own GOROOT/bin first in the test's PATH.
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = "/usr/local/go/bin/go"
-	}
-	out := filepath.Join(dir, "udpecho")
-	cmd := exec.Command(goTool, "build", "-o", out, "./internal/e2e/testdata/udpecho")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if output, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build udpecho: %v\n%s", err, output)
-	}
-	return os.ReadFile(out)
-}
-
-// udpRootfs returns a private copy of the busybox rootfs with udpecho in
-// bin/ (testutil.Busybox's is shared and read-only), and the path of that
-// udpecho as the sandbox's host and world run it. Call it before sandbox(t):
-// cleanups run last-in first-out, so the sandbox, and every container using
-// the copy, is gone before the copy is removed.
-func udpRootfs(t *testing.T) (rootfs, bin string) {
-	t.Helper()
-	root := testutil.RepoRoot(t)
-	udpecho.once.Do(func() { udpecho.bin, udpecho.err = buildUDPEcho(root) })
-	if udpecho.err != nil {
-		t.Fatal(udpecho.err)
-	}
-	rootfs = filepath.Join(t.TempDir(), "rootfs")
-	if out, err := exec.Command("cp", "-a", testutil.Busybox(t), rootfs).CombinedOutput(); err != nil {
-		t.Fatalf("copy the busybox rootfs: %v: %s", err, out)
-	}
-	bin = filepath.Join(rootfs, "bin", "udpecho")
-	if err := os.WriteFile(bin, udpecho.bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return rootfs, bin
-}
+// udpRootfs is toolRootfs with testdata/udpecho (Debian's busybox nc has
+// no UDP mode).
+func udpRootfs(t *testing.T) (rootfs, bin string) { return toolRootfs(t, "udpecho") }
 
 // udpServe starts a container running the UDP echo on each of ports, each
 // answering "NAME:PORT:" + payload, with extra run flags (e.g. "-p",

@@ -12,7 +12,6 @@ import (
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/link"
-	"github.com/knit-dev/knit/internal/portmap"
 	"github.com/knit-dev/knit/internal/store"
 )
 
@@ -63,7 +62,7 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 	}
 	defer func() {
 		if err != nil {
-			_ = e.dropEndpoint(c.ID, n.Name)
+			_, _ = e.dropEndpoint(c.ID, n.Name)
 		}
 	}()
 	if err := e.join(n, ep, driver.Sandbox{NetnsPath: c.Netns}); err != nil {
@@ -156,7 +155,7 @@ func (e *Engine) pointResolvAtDNS(c *Container, n *Network) {
 // deleted, its address released, its names leave the network's DNS and
 // ports published through that network are unpublished. A default route
 // that went through the network moves to the next network that has a
-// gateway. With force, kernel errors do not stop the removal.
+// gateway of its family. With force, kernel errors do not stop the removal.
 func (e *Engine) Disconnect(network, ref string, force bool) error {
 	if err := e.Reconcile(); err != nil {
 		return err
@@ -176,15 +175,19 @@ func (e *Engine) Disconnect(network, ref string, force bool) error {
 	if c.JoinedTo != "" {
 		return errdefs.Invalid("container %s shares the network namespace of another container", c.Name)
 	}
-	ep := c.Endpoints[i]
 	if c.Running() {
-		kerr := e.leave(c, n, ep)
-		if kerr != nil && !force {
-			return kerr
+		if err := e.leave(c, n, c.Endpoints[i]); err != nil && !force {
+			return err
 		}
 	}
-	if err := e.dropEndpoint(c.ID, n.Name); err != nil {
+	moved, err := e.dropEndpoint(c.ID, n.Name)
+	if err != nil {
 		return err
+	}
+	if c.Running() {
+		if err := addDefaultRoutes(c.Netns, moved); err != nil && !force {
+			return err
+		}
 	}
 	if n.DNS {
 		e.dnsChanged(c)
@@ -192,16 +195,21 @@ func (e *Engine) Disconnect(network, ref string, force bool) error {
 	return nil
 }
 
-// leave undoes an endpoint in the kernel: its published ports, its link,
-// and the default routes it carried, which move to the next endpoint.
-func (e *Engine) leave(c *Container, n *Network, ep Endpoint) error {
-	var ports []firewall.PortMapping
+// portsOn returns c's published ports that go through network.
+func portsOn(c *Container, network string) []firewall.PortMapping {
+	var out []firewall.PortMapping
 	for _, p := range c.Ports {
-		if p.Network == n.Name {
-			ports = append(ports, p)
+		if p.Network == network {
+			out = append(out, p)
 		}
 	}
-	if len(ports) > 0 && e.fw != nil {
+	return out
+}
+
+// leave undoes an endpoint in the kernel: its published ports and its
+// link (the default routes through it go with the link).
+func (e *Engine) leave(c *Container, n *Network, ep Endpoint) error {
+	if ports := portsOn(c, n.Name); len(ports) > 0 && e.fw != nil {
 		if err := e.fw.RemovePorts(c.ID, ports); err != nil {
 			return fmt.Errorf("unpublish ports: %w", err)
 		}
@@ -213,47 +221,15 @@ func (e *Engine) leave(c *Container, n *Network, ep Endpoint) error {
 	if err != nil {
 		return err
 	}
-	if err := d.Leave(&n.Network, &ep.Endpoint, driver.Sandbox{NetnsPath: c.Netns}, driver.LeaveOptions{}); err != nil {
-		return err
-	}
-	if !ep.DefaultRoute {
-		return nil
-	}
-	rest := slices.DeleteFunc(slices.Clone(c.Endpoints), func(o Endpoint) bool { return o.Network == n.Name })
-	h, err := link.At(c.Netns)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	for _, gw := range ep.Gateways {
-		for _, o := range rest {
-			on, err := e.lookupNetwork(o.Network)
-			if err != nil || on.Internal {
-				continue
-			}
-			s := slices.IndexFunc(on.Subnets, func(s driver.Subnet) bool { return s.Gateway.IsValid() && s.Gateway.Is4() == gw.Is4() })
-			if s < 0 {
-				continue
-			}
-			l, err := h.LinkGet(o.IfName)
-			if err != nil {
-				return err
-			}
-			if err := h.RouteAddDefault(l.Index, on.Subnets[s].Gateway); err != nil {
-				return fmt.Errorf("move the default route to network %s: %w", on.Name, err)
-			}
-			break
-		}
-	}
-	return nil
+	return d.Leave(&n.Network, &ep.Endpoint, driver.Sandbox{NetnsPath: c.Netns}, driver.LeaveOptions{})
 }
 
 // dropEndpoint removes c's endpoint on network from its record and
 // releases its addresses and the host ports published through it. The
-// default-route flags follow the kernel: the next endpoint with a gateway
-// of the family takes over.
-func (e *Engine) dropEndpoint(id, network string) error {
-	return e.st.Update(func(tx store.Tx) error {
+// default routes it carried go to the next endpoints with a gateway of
+// their family; it returns those endpoints with the gateways they took.
+func (e *Engine) dropEndpoint(id, network string) (moved []Endpoint, err error) {
+	err = e.st.Update(func(tx store.Tx) error {
 		c, err := getContainer(tx, id)
 		if err != nil {
 			return err
@@ -263,55 +239,67 @@ func (e *Engine) dropEndpoint(id, network string) error {
 			return nil
 		}
 		ep := c.Endpoints[i]
-		for _, a := range ep.Addrs {
-			if owner, err := tx.Get(ipamBucket(network), a.Addr().String()); err == nil && string(owner) == id {
-				if err := tx.Delete(ipamBucket(network), a.Addr().String()); err != nil {
-					return err
-				}
-			}
+		gone := &Container{ID: id, Endpoints: []Endpoint{ep}, Ports: portsOn(c, network)}
+		if err := releaseAddrs(tx, gone); err != nil {
+			return err
 		}
-		var keep []firewall.PortMapping
-		for _, p := range c.Ports {
-			if p.Network != network {
-				keep = append(keep, p)
-				continue
-			}
-			b, k := portsBucket(portmap.Proto(p.Proto), p.HostPort), hostIPKey(p.HostIP)
-			if owner, err := tx.Get(b, k); err == nil && string(owner) == id {
-				if err := tx.Delete(b, k); err != nil {
-					return err
-				}
-			}
-		}
-		c.Ports = keep
+		c.Ports = slices.DeleteFunc(c.Ports, func(p firewall.PortMapping) bool { return p.Network == network })
 		c.Endpoints = slices.Delete(c.Endpoints, i, i+1)
 		if ep.DefaultRoute {
-			routed := defaultRouteFamilies(c.Endpoints)
-			for j := range c.Endpoints {
-				o := &c.Endpoints[j]
-				n, err := getNetwork(tx, o.Network)
-				if err != nil || n.Internal {
-					continue
-				}
-				for _, s := range n.Subnets {
-					if s.Gateway.IsValid() && !routed[s.Gateway.Is4()] && gatewayOfFamily(ep.Gateways, s.Gateway.Is4()).IsValid() {
-						o.Gateways = append(o.Gateways, s.Gateway)
-						o.DefaultRoute = true
-						routed[s.Gateway.Is4()] = true
-					}
-				}
-			}
+			moved = takeDefaultRoutes(tx, c.Endpoints, ep.Gateways)
 		}
 		return putContainer(tx, c)
 	})
+	return moved, err
 }
 
-// gatewayOfFamily returns the gateway of gws of the family, if any.
-func gatewayOfFamily(gws []netip.Addr, v4 bool) netip.Addr {
-	for _, g := range gws {
-		if g.Is4() == v4 {
-			return g
+// takeDefaultRoutes gives each family of gws (the default routes a removed
+// endpoint carried) to the first of eps whose network has a gateway of
+// that family and is not internal, and returns those endpoints with only
+// the gateways they took.
+func takeDefaultRoutes(tx store.Tx, eps []Endpoint, gws []netip.Addr) []Endpoint {
+	var moved []Endpoint
+	for _, gw := range gws {
+		for j := range eps {
+			n, err := getNetwork(tx, eps[j].Network)
+			if err != nil || n.Internal {
+				continue
+			}
+			k := slices.IndexFunc(n.Subnets, func(s driver.Subnet) bool { return s.Gateway.IsValid() && s.Gateway.Is4() == gw.Is4() })
+			if k < 0 {
+				continue
+			}
+			ep := &eps[j]
+			ep.Gateways = append(ep.Gateways, n.Subnets[k].Gateway)
+			ep.DefaultRoute = true
+			moved = append(moved, Endpoint{Network: ep.Network, Endpoint: driver.Endpoint{IfName: ep.IfName, Gateways: []netip.Addr{n.Subnets[k].Gateway}}})
+			break
 		}
 	}
-	return netip.Addr{}
+	return moved
+}
+
+// addDefaultRoutes installs, in the namespace at netnsPath, a default route
+// through each of eps' gateways out of its interface.
+func addDefaultRoutes(netnsPath string, eps []Endpoint) error {
+	if len(eps) == 0 {
+		return nil
+	}
+	h, err := link.At(netnsPath)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	for _, ep := range eps {
+		l, err := h.LinkGet(ep.IfName)
+		if err != nil {
+			return err
+		}
+		for _, gw := range ep.Gateways {
+			if err := h.RouteAddDefault(l.Index, gw); err != nil {
+				return fmt.Errorf("move the default route to network %s: %w", ep.Network, err)
+			}
+		}
+	}
+	return nil
 }
