@@ -17,6 +17,7 @@ import (
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/ipam"
 	"github.com/knit-dev/knit/internal/link"
 	"github.com/knit-dev/knit/internal/portmap"
 	"github.com/knit-dev/knit/internal/runner"
@@ -543,9 +544,11 @@ func (e *Engine) CNIStatus(o NetworkCreateOptions) error {
 		if err != nil {
 			return err
 		}
+		inUse := func(a netip.Addr) bool { _, ok := used[a]; return ok }
 		for _, s := range n.Subnets {
-			if s.Prefix.Addr().BitLen()-s.Prefix.Bits() < 16 && len(used)+3 >= 1<<(s.Prefix.Addr().BitLen()-s.Prefix.Bits()) {
-				return errdefs.Conflict("network %s has no free address in %s", n.Name, s.Prefix)
+			// The allocator's own answer, so STATUS and ADD agree.
+			if _, err := ipam.Allocate(s.Prefix, s.IPRange, s.Gateway, inUse); err != nil {
+				return errdefs.Conflict("network %s has no free address in %s: %v", n.Name, s.Prefix, err)
 			}
 		}
 		return nil
