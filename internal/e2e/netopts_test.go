@@ -78,3 +78,17 @@ func TestIPv6PublishedPort(t *testing.T) {
 		}
 	}
 }
+
+// -o host-ip: ports of the network's containers are published on that
+// host address when -p names none.
+func TestNetworkHostIP(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "network", "create", "-o", "host-ip=127.0.0.1", "local")
+	serve(t, s, bb, "lweb", "--network", "local", "-p", "8096:80")
+	if p := strings.TrimSpace(s.MustKnit(t, "port", "lweb")); p != "80/tcp -> 127.0.0.1:8096" {
+		t.Errorf("knit port lweb = %q, want 80/tcp -> 127.0.0.1:8096", p)
+	}
+	reaches(t, s, nil, "127.0.0.1", 8096, "lweb")
+	blocked(t, s, world, "198.51.100.1", 8096)
+}

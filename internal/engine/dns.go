@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -182,7 +183,7 @@ func (e *Engine) startDNS(dir string) error {
 	cmd := exec.Command(e.self, "--data-root", e.paths.DataRoot, "--exec-root", e.paths.ExecRoot, "_dns")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	cmd.Env = slices.DeleteFunc(os.Environ(), func(s string) bool { return len(s) > 14 && s[:14] == "_KNIT_NSENTER=" })
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(s string) bool { return strings.HasPrefix(s, "_KNIT_NSENTER=") })
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start the DNS server: %w", err)
 	}
