@@ -182,8 +182,9 @@ func attachSection(b *strings.Builder, d *data, png string) [][3]string {
 	if png != "" {
 		w("![attach and detach p50 per tool](%s)\n\n", filepath.Base(png))
 	}
-	for _, op := range []string{"Attach", "Detach"} {
-		w("### %s\n\n| tool |", op)
+	// levelHeader writes a table's head: first, then one column per level.
+	levelHeader := func(first string) {
+		w("| %s |", first)
 		for _, n := range lv {
 			w(" %s |", ordinal(n))
 		}
@@ -192,6 +193,10 @@ func attachSection(b *strings.Builder, d *data, png string) [][3]string {
 			w("---:|")
 		}
 		w("\n")
+	}
+	for _, op := range []string{"Attach", "Detach"} {
+		w("### %s\n\n", op)
+		levelHeader("tool")
 		for _, t := range ts {
 			w("| %s |", label(t))
 			for _, n := range lv {
@@ -204,15 +209,8 @@ func attachSection(b *strings.Builder, d *data, png string) [][3]string {
 			}
 			w("\n")
 		}
-		w("\n**Ratios of p50** (>1× means knit is faster; knit ÷ floor is what is left to gain):\n\n| ratio |")
-		for _, n := range lv {
-			w(" %s |", ordinal(n))
-		}
-		w("\n|---|")
-		for range lv {
-			w("---:|")
-		}
-		w("\n")
+		w("\n**Ratios of p50** (>1× means knit is faster; knit ÷ floor is what is left to gain):\n\n")
+		levelHeader("ratio")
 		type row struct{ name, num, den string }
 		var rows []row
 		for _, p := range peers {
