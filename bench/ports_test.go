@@ -86,83 +86,63 @@ func publishFiller(b *testing.B, fw *nftables.Firewall, n int) {
 // the same table. The percentiles need many samples: -benchtime 1x gives
 // one, so compare them with e.g. -benchtime 200x.
 func BenchmarkPublish(b *testing.B) {
-	for _, existing := range []int{10, 10000} {
-		b.Run(fmt.Sprintf("existing=%d", existing), func(b *testing.B) {
-			fw := newFirewall(b)
-			publishFiller(b, fw, existing)
-			ports := []firewall.PortMapping{{Network: pubNetwork.Name, HostPort: 8080, Proto: "tcp",
-				ContainerIP: containerAddr, ContainerPort: 80}}
-			lat := make(latencies, 0, b.N)
-			b.ResetTimer()
-			for range b.N {
-				t0 := time.Now()
-				if err := fw.AddPorts("bench", ports); err != nil {
-					b.Fatal(err)
-				}
-				lat = append(lat, time.Since(t0))
-				b.StopTimer()
-				if err := fw.RemovePorts("bench", ports); err != nil {
-					b.Fatal(err)
-				}
-				b.StartTimer()
-			}
-			lat.report(b)
-		})
-	}
+	benchElems(b, publishFiller, func(fw *nftables.Firewall) error { return fw.AddPorts("bench", benchPorts) },
+		func(fw *nftables.Firewall) error { return fw.RemovePorts("bench", benchPorts) }, false)
 }
 
 // BenchmarkUnpublish times unpublishing one container's one port
 // (RemovePorts) when `existing` mappings of other owners stay in place;
 // each iteration publishes it first with the timer stopped.
 func BenchmarkUnpublish(b *testing.B) {
-	for _, existing := range []int{10, 10000} {
-		b.Run(fmt.Sprintf("existing=%d", existing), func(b *testing.B) {
-			fw := newFirewall(b)
-			publishFiller(b, fw, existing)
-			ports := []firewall.PortMapping{{Network: pubNetwork.Name, HostPort: 8080, Proto: "tcp",
-				ContainerIP: containerAddr, ContainerPort: 80}}
-			lat := make(latencies, 0, b.N)
-			b.ResetTimer()
-			for range b.N {
-				b.StopTimer()
-				if err := fw.AddPorts("bench", ports); err != nil {
-					b.Fatal(err)
-				}
-				b.StartTimer()
-				t0 := time.Now()
-				if err := fw.RemovePorts("bench", ports); err != nil {
-					b.Fatal(err)
-				}
-				lat = append(lat, time.Since(t0))
-			}
-			lat.report(b)
-		})
-	}
+	benchElems(b, publishFiller, func(fw *nftables.Firewall) error { return fw.RemovePorts("bench", benchPorts) },
+		func(fw *nftables.Firewall) error { return fw.AddPorts("bench", benchPorts) }, true)
 }
 
 // BenchmarkLink times allowing one link (AddLinks) when `existing` links
 // of other owners are in place; each iteration then removes it with the
 // timer stopped.
 func BenchmarkLink(b *testing.B) {
+	benchElems(b, linkFiller, func(fw *nftables.Firewall) error { return fw.AddLinks("bench", benchLinks) },
+		func(fw *nftables.Firewall) error { return fw.RemoveLinks("bench", benchLinks) }, false)
+}
+
+var (
+	benchPorts = []firewall.PortMapping{{Network: pubNetwork.Name, HostPort: 8080, Proto: "tcp",
+		ContainerIP: containerAddr, ContainerPort: 80}}
+	benchLinks = []firewall.Link{{Network: pubNetwork.Name, From: netip.MustParseAddr("10.99.0.3"),
+		To: containerAddr, Proto: "tcp", Port: 80}}
+)
+
+// benchElems times op with 10 and with 10,000 other owners' elements put
+// in place by fill; undo, untimed, restores the table after each op (or,
+// with undoFirst, prepares it before each op), so every iteration starts
+// from the same table.
+func benchElems(b *testing.B, fill func(*testing.B, *nftables.Firewall, int), op, undo func(*nftables.Firewall) error, undoFirst bool) {
 	for _, existing := range []int{10, 10000} {
 		b.Run(fmt.Sprintf("existing=%d", existing), func(b *testing.B) {
 			fw := newFirewall(b)
-			linkFiller(b, fw, existing)
-			links := []firewall.Link{{Network: pubNetwork.Name, From: netip.MustParseAddr("10.99.0.3"),
-				To: containerAddr, Proto: "tcp", Port: 80}}
-			lat := make(latencies, 0, b.N)
-			b.ResetTimer()
-			for range b.N {
-				t0 := time.Now()
-				if err := fw.AddLinks("bench", links); err != nil {
-					b.Fatal(err)
-				}
-				lat = append(lat, time.Since(t0))
+			fill(b, fw, existing)
+			untimed := func() {
 				b.StopTimer()
-				if err := fw.RemoveLinks("bench", links); err != nil {
+				if err := undo(fw); err != nil {
 					b.Fatal(err)
 				}
 				b.StartTimer()
+			}
+			lat := make(latencies, 0, b.N)
+			b.ResetTimer()
+			for range b.N {
+				if undoFirst {
+					untimed()
+				}
+				t0 := time.Now()
+				if err := op(fw); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+				if !undoFirst {
+					untimed()
+				}
 			}
 			lat.report(b)
 		})
