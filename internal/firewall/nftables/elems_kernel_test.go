@@ -282,3 +282,30 @@ func TestElemsRace(t *testing.T) {
 		t.Errorf("after a racing removal:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+// AddPorts right after an EnsureNetwork that found the base up to date
+// trusts it (one generation query, no read of chains, rules or sets); once
+// anything changed in between, it reads the base again and repairs it.
+func TestAddPortsTrustsAFreshBase(t *testing.T) {
+	fw, ns := newFirewall(t)
+	check(t, fw.EnsureNetwork(network("n1", "br0", "10.99.0.0/24")))
+	check(t, fw.EnsureNetwork(network("n1", "br0", "10.99.0.0/24"))) // up to date: remembered
+	var got []string
+	nftables.TraceReads(t, func(req string) { got = append(got, req) })
+	check(t, fw.AddPorts("o1", []firewall.PortMapping{portMapping("", 8080, "tcp", "10.99.0.2", 80)}))
+	nftables.TraceReads(t, nil)
+	for _, r := range got {
+		if r == "chains" || r == "sets" || strings.HasPrefix(r, "rules ") {
+			t.Errorf("AddPorts after a fresh EnsureNetwork read the base: %v", got)
+			break
+		}
+	}
+	// Another hand flushes knit's prerouting chain: the generation moves,
+	// and the next AddPorts puts the shared rules back.
+	check(t, fw.EnsureNetwork(network("n1", "br0", "10.99.0.0/24")))
+	nft(t, ns, "flush", "chain", "inet", "knit", "prerouting")
+	check(t, fw.AddPorts("o2", []firewall.PortMapping{portMapping("", 8081, "tcp", "10.99.0.3", 80)}))
+	if out := nft(t, ns, "list", "chain", "inet", "knit", "prerouting"); !strings.Contains(out, "@pub4any") {
+		t.Errorf("AddPorts did not repair the flushed prerouting chain:\n%s", out)
+	}
+}

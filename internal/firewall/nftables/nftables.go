@@ -86,7 +86,9 @@
 //     EnsureNetwork when its network is in place. The other calls (a
 //     network's changes, Owners, LinkOwners, Networks, Rules, and
 //     RemovePorts or RemoveLinks of all of an owner's, for a prune) read
-//     every element.
+//     every element. Adding elements skips even the table read when the
+//     ruleset generation has not moved since an EnsureNetwork of the same
+//     Firewall saw the base up to date (gen.go): a run reads it once.
 //   - Repair replaces a network's rules in that same batch: whatever the
 //     table held for the network (none, some, duplicates, tampered ones)
 //     becomes exactly the wanted rules.
@@ -141,6 +143,11 @@ import (
 type Firewall struct {
 	nsFd int // 0: the namespace of the thread that dials
 	mu   sync.Mutex
+	// The ruleset generation at which knit's base (table, chains, sets,
+	// shared rules) was last seen up to date; see gen.go.
+	genMu     sync.Mutex
+	baseGen   uint32
+	baseGenOK bool
 }
 
 var _ firewall.Firewall = (*Firewall)(nil)
@@ -206,7 +213,10 @@ func (f *Firewall) EnsureNetwork(n firewall.Network) error {
 	// Every knit command ensures its network; a read that finds everything
 	// in place costs a fraction of a batch, whose commit waits for the
 	// kernel (~15 ms here).
-	if cur, err := f.readBase(); err == nil && cur.upToDate(n) {
+	if cur, g, err := f.readBaseAtGen(); err == nil && cur.upToDate(n) {
+		if g != nil {
+			f.rememberBase(*g)
+		}
 		return nil
 	}
 	err := f.apply(func(c *nft.Conn, cur ruleset) error {
@@ -322,6 +332,25 @@ func (f *Firewall) readBase() (ruleset, error) {
 	}
 	defer c.CloseLasting()
 	return rulesetBase(c)
+}
+
+// readBaseAtGen is readBase, with the ruleset generation it was read at
+// when the generation did not change during the read (nil otherwise).
+func (f *Firewall) readBaseAtGen() (ruleset, *uint32, error) {
+	ec, err := f.elemConn()
+	if err != nil {
+		return ruleset{}, nil, err
+	}
+	defer ec.Close()
+	before, gerr := ec.gen()
+	cur, err := f.readBase()
+	if err != nil || gerr != nil {
+		return cur, nil, err
+	}
+	if after, err := ec.gen(); err != nil || after != before {
+		return cur, nil, nil
+	}
+	return cur, &before, nil
 }
 
 // apply reads knit's table, lets build queue a batch on the same socket and

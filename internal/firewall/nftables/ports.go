@@ -58,17 +58,24 @@ func (f *Firewall) AddPorts(owner string, ports []firewall.PortMapping) error {
 // so that its cost does not grow with the elements of other keys.
 func (f *Firewall) elemsEnsure(want []ownedElem) error {
 	return f.applyElems(func(c *nft.Conn, ec *elemConn) (bool, error) {
-		cur, err := rulesetBase(c)
-		if err != nil {
-			return false, err
+		// Nothing changed since the base was last seen up to date (a
+		// run's EnsureNetwork): no need to read it again.
+		trusted := f.baseStill(ec)
+		var cur ruleset
+		if !trusted {
+			var err error
+			if cur, err = rulesetBase(c); err != nil {
+				return false, err
+			}
 		}
 		var stale, missing []ownedElem
 		for _, e := range want {
 			var have nft.SetElement
 			found := false
+			var err error
 			// A missing set holds nothing, and one of another type fails
 			// baseEnsure below.
-			if w := wantSet(e.set); w != nil && sameSetType(cur.set(e.set), w) {
+			if w := wantSet(e.set); w != nil && (trusted || sameSetType(cur.set(e.set), w)) {
 				if have, found, err = ec.get(e.set, e.Key); err != nil {
 					return false, err
 				}
@@ -81,7 +88,7 @@ func (f *Firewall) elemsEnsure(want []ownedElem) error {
 			}
 			missing = append(missing, e)
 		}
-		baseOK := cur.baseUpToDate()
+		baseOK := trusted || cur.baseUpToDate()
 		if baseOK && len(missing) == 0 {
 			return false, nil
 		}
