@@ -7,6 +7,7 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 
 	"github.com/knit-dev/knit/internal/cli"
 	"github.com/knit-dev/knit/internal/cni"
@@ -61,7 +62,9 @@ func newEngine(p engine.Paths) (*engine.Engine, error) {
 		Drivers: map[string]driver.Driver{"bridge": bridge.New()},
 	}
 	if cfg.FirewallOn() {
-		fw, err := nftables.New()
+		// The record of what was last seen up to date saves every
+		// command a read of the ruleset while nothing changed.
+		fw, err := nftables.New(nftables.WithStamp(filepath.Join(p.ExecRoot, "nftables.verified")))
 		if err != nil {
 			return nil, err
 		}

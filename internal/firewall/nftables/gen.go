@@ -1,19 +1,45 @@
 package nftables
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
 
 	nft "github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/knit-dev/knit/internal/firewall"
 )
 
-// The kernel numbers every change of any nftables table (the ruleset
-// generation). A base that was seen up to date at generation G is still up
-// to date while the generation is G: a run's AddPorts, which follows its
-// EnsureNetwork with nothing in between, asks for the generation (one small
-// message) instead of reading knit's chains, rules and sets again.
+// The kernel numbers every committed change of any nftables table in a
+// namespace (the ruleset generation). What was seen up to date at
+// generation G is still up to date while the generation is G, so a call
+// asks for the generation (one small message) instead of reading knit's
+// chains, rules and sets again (~0.7 ms):
+//
+//   - EnsureNetwork records "the base and network N were up to date at G"
+//     after a read that found them so and during which G did not move; a
+//     repair records nothing (the next call reads and records).
+//   - A batch of elements (publish, unpublish, link) sent while the record
+//     held is the only change if the generation afterwards is exactly G+1:
+//     the record moves to G+1. Anything else that committed in between
+//     (another tool, `nft flush ruleset`) makes it G+2 or more, and the
+//     next call reads everything again.
+//
+// With WithStamp the record lives in a file, so that every knit command (a
+// process of its own) profits from the ones before it. The file names the
+// boot and the namespace (by inode): after a reboot the kernel counts
+// generations from the start again. Every write replaces the file whole.
 
 const (
 	getGenType = netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN)
@@ -50,22 +76,159 @@ func (c *elemConn) gen() (uint32, error) {
 	return 0, fmt.Errorf("get nftables generation: no generation in the answer")
 }
 
-// rememberBase records that knit's base was up to date at generation g.
-func (f *Firewall) rememberBase(g uint32) {
-	f.genMu.Lock()
-	f.baseGen, f.baseGenOK = g, true
-	f.genMu.Unlock()
+// verified is what was last seen up to date: knit's base, and the networks
+// named (by a fingerprint of what their rules are made from), at
+// generation gen of the namespace with inode netns, during boot boot.
+type verified struct {
+	boot  string
+	netns uint64
+	gen   uint32
+	nets  map[string]string
 }
 
-// baseStill reports whether the ruleset is still at the generation at
-// which knit's base was last seen up to date.
-func (f *Firewall) baseStill(ec *elemConn) bool {
+// bootID names this boot of the kernel.
+var bootID = sync.OnceValue(func() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+})
+
+// WithStamp keeps the record of what was seen up to date in the file at
+// path (see above), shared by every Firewall given the same path.
+func WithStamp(path string) Option { return func(f *Firewall) { f.stamp = path } }
+
+// fingerprint identifies what a network's rules are made from.
+func fingerprint(n firewall.Network) string {
+	b, _ := json.Marshal(n)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// netnsInode identifies the namespace the firewall acts in.
+func (f *Firewall) netnsInode() (uint64, error) {
+	var st unix.Stat_t
+	var err error
+	if f.nsFd != 0 {
+		err = unix.Fstat(f.nsFd, &st)
+	} else {
+		err = unix.Stat("/proc/thread-self/ns/net", &st)
+	}
+	return st.Ino, err
+}
+
+// loadVerified returns the record if it is of generation now: this
+// process's own, or else the stamp file's.
+func (f *Firewall) loadVerified(now uint32) (verified, bool) {
 	f.genMu.Lock()
-	g, ok := f.baseGen, f.baseGenOK
+	v, ok := f.mem, f.memOK && f.mem.gen == now
 	f.genMu.Unlock()
-	if !ok {
+	if ok || f.stamp == "" {
+		return v, ok
+	}
+	ino, err := f.netnsInode()
+	if err != nil || bootID() == "" {
+		return verified{}, false
+	}
+	b, err := os.ReadFile(f.stamp)
+	if err != nil {
+		return verified{}, false
+	}
+	v, err = parseStamp(string(b))
+	return v, err == nil && v.netns == ino && v.boot == bootID() && v.gen == now
+}
+
+// saveVerified replaces the record. A stamp that cannot be written only
+// costs later calls a read.
+func (f *Firewall) saveVerified(v verified) {
+	f.genMu.Lock()
+	f.mem, f.memOK = v, true
+	f.genMu.Unlock()
+	if f.stamp == "" {
+		return
+	}
+	ino, err := f.netnsInode()
+	if err != nil || bootID() == "" {
+		return
+	}
+	v.netns, v.boot = ino, bootID()
+	tmp := f.stamp + ".tmp" + strconv.Itoa(os.Getpid())
+	if err := os.MkdirAll(filepath.Dir(f.stamp), 0o755); err != nil {
+		return
+	}
+	if err := os.WriteFile(tmp, []byte(v.String()), 0o600); err != nil {
+		return
+	}
+	if err := os.Rename(tmp, f.stamp); err != nil {
+		_ = os.Remove(tmp)
+	}
+}
+
+// String renders the stamp file: "boot ID netns INO gen G" and one "net
+// NAME FP" per network.
+func (v verified) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "boot %s netns %d gen %d\n", v.boot, v.netns, v.gen)
+	for _, name := range slices.Sorted(maps.Keys(v.nets)) {
+		fmt.Fprintf(&b, "net %s %s\n", name, v.nets[name])
+	}
+	return b.String()
+}
+
+func parseStamp(s string) (verified, error) {
+	v := verified{nets: map[string]string{}}
+	lines := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+	if _, err := fmt.Sscanf(lines[0], "boot %s netns %d gen %d", &v.boot, &v.netns, &v.gen); err != nil {
+		return verified{}, fmt.Errorf("stamp: %w", err)
+	}
+	for _, l := range lines[1:] {
+		f := strings.Fields(l)
+		if len(f) != 3 || f[0] != "net" {
+			return verified{}, fmt.Errorf("stamp: bad line %q", l)
+		}
+		v.nets[f[1]] = f[2]
+	}
+	return v, nil
+}
+
+// networkStill reports whether network n (and the base) were seen up to
+// date at the current generation.
+func (f *Firewall) networkStill(ec *elemConn, n firewall.Network) bool {
+	now, err := ec.gen()
+	if err != nil {
 		return false
 	}
+	v, ok := f.loadVerified(now)
+	return ok && v.nets[n.Name] == fingerprint(n)
+}
+
+// rememberNetwork records that the base and n were up to date at g, with
+// the networks already recorded at g.
+func (f *Firewall) rememberNetwork(g uint32, n firewall.Network) {
+	nets := map[string]string{}
+	if v, ok := f.loadVerified(g); ok {
+		maps.Copy(nets, v.nets)
+	}
+	nets[n.Name] = fingerprint(n)
+	f.saveVerified(verified{gen: g, nets: nets})
+}
+
+// baseStill returns the record when the ruleset is still at its
+// generation: knit's base is up to date.
+func (f *Firewall) baseStill(ec *elemConn) (verified, bool) {
 	now, err := ec.gen()
-	return err == nil && now == g
+	if err != nil {
+		return verified{}, false
+	}
+	return f.loadVerified(now)
+}
+
+// advance moves the record v past one batch of this Firewall's, when that
+// batch was the only change since v.
+func (f *Firewall) advance(ec *elemConn, v verified) {
+	if now, err := ec.gen(); err == nil && now == v.gen+1 {
+		v.gen = now
+		f.saveVerified(v)
+	}
 }

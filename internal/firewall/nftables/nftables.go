@@ -86,9 +86,11 @@
 //     EnsureNetwork when its network is in place. The other calls (a
 //     network's changes, Owners, LinkOwners, Networks, Rules, and
 //     RemovePorts or RemoveLinks of all of an owner's, for a prune) read
-//     every element. Adding elements skips even the table read when the
-//     ruleset generation has not moved since an EnsureNetwork of the same
-//     Firewall saw the base up to date (gen.go): a run reads it once.
+//     every element. EnsureNetwork and the element calls skip even the
+//     table read while the ruleset generation has not moved since the base
+//     (and the network) were last seen up to date, by this Firewall or, with
+//     WithStamp, by another process's (gen.go): a run of a command whose
+//     predecessors left everything in place reads no chain, rule or set.
 //   - Repair replaces a network's rules in that same batch: whatever the
 //     table held for the network (none, some, duplicates, tampered ones)
 //     becomes exactly the wanted rules.
@@ -143,11 +145,12 @@ import (
 type Firewall struct {
 	nsFd int // 0: the namespace of the thread that dials
 	mu   sync.Mutex
-	// The ruleset generation at which knit's base (table, chains, sets,
-	// shared rules) was last seen up to date; see gen.go.
-	genMu     sync.Mutex
-	baseGen   uint32
-	baseGenOK bool
+	// What was last seen up to date, and at which ruleset generation;
+	// see gen.go. stamp is the file that shares it with other processes.
+	stamp string
+	genMu sync.Mutex
+	mem   verified
+	memOK bool
 }
 
 var _ firewall.Firewall = (*Firewall)(nil)
@@ -213,13 +216,21 @@ func (f *Firewall) EnsureNetwork(n firewall.Network) error {
 	// Every knit command ensures its network; a read that finds everything
 	// in place costs a fraction of a batch, whose commit waits for the
 	// kernel (~15 ms here).
-	if cur, g, err := f.readBaseAtGen(); err == nil && cur.upToDate(n) {
+	ec, err := f.elemConn()
+	if err != nil {
+		return err
+	}
+	defer ec.Close()
+	if f.networkStill(ec, n) {
+		return nil
+	}
+	if cur, g, err := f.readBaseAtGen(ec); err == nil && cur.upToDate(n) {
 		if g != nil {
-			f.rememberBase(*g)
+			f.rememberNetwork(*g, n)
 		}
 		return nil
 	}
-	err := f.apply(func(c *nft.Conn, cur ruleset) error {
+	err = f.apply(func(c *nft.Conn, cur ruleset) error {
 		if err := baseEnsure(c, cur); err != nil {
 			return err
 		}
@@ -336,12 +347,7 @@ func (f *Firewall) readBase() (ruleset, error) {
 
 // readBaseAtGen is readBase, with the ruleset generation it was read at
 // when the generation did not change during the read (nil otherwise).
-func (f *Firewall) readBaseAtGen() (ruleset, *uint32, error) {
-	ec, err := f.elemConn()
-	if err != nil {
-		return ruleset{}, nil, err
-	}
-	defer ec.Close()
+func (f *Firewall) readBaseAtGen(ec *elemConn) (ruleset, *uint32, error) {
 	before, gerr := ec.gen()
 	cur, err := f.readBase()
 	if err != nil || gerr != nil {
@@ -386,10 +392,11 @@ func (f *Firewall) apply(build func(c *nft.Conn, cur ruleset) error) error {
 // applyElems is apply for calls on given elements, which read no more
 // than they need: build reads on the call's two sockets (the batch's and
 // a lookup socket), queues a batch and reports whether it has anything to
-// write. A batch that names an element another process deleted in
-// between (ENOENT) or added with another value (EEXIST) fails whole; it is
-// then rebuilt from fresh reads.
-func (f *Firewall) applyElems(build func(c *nft.Conn, ec *elemConn) (write bool, err error)) error {
+// write; trusted tells it that knit's base is up to date (gen.go). A batch
+// that names an element another process deleted in between (ENOENT) or
+// added with another value (EEXIST) fails whole; it is then rebuilt from
+// fresh reads.
+func (f *Firewall) applyElems(build func(c *nft.Conn, ec *elemConn, trusted bool) (write bool, err error)) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, err := f.conn()
@@ -403,13 +410,17 @@ func (f *Firewall) applyElems(build func(c *nft.Conn, ec *elemConn) (write bool,
 	}
 	defer ec.Close()
 	for attempt := 0; ; attempt++ {
-		write, err := build(c, ec)
+		v, trusted := f.baseStill(ec)
+		write, err := build(c, ec, trusted)
 		if err != nil || !write {
 			return err
 		}
 		faults.Step("nft.elems-batch")
 		err = c.Flush()
 		if err == nil {
+			if trusted {
+				f.advance(ec, v)
+			}
 			return nil
 		}
 		if attempt == 2 || !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EEXIST) {

@@ -57,10 +57,9 @@ func (f *Firewall) AddPorts(owner string, ports []firewall.PortMapping) error {
 // (rulesetBase) and looks up each key of want on its own (elemConn.get),
 // so that its cost does not grow with the elements of other keys.
 func (f *Firewall) elemsEnsure(want []ownedElem) error {
-	return f.applyElems(func(c *nft.Conn, ec *elemConn) (bool, error) {
-		// Nothing changed since the base was last seen up to date (a
-		// run's EnsureNetwork): no need to read it again.
-		trusted := f.baseStill(ec)
+	return f.applyElems(func(c *nft.Conn, ec *elemConn, trusted bool) (bool, error) {
+		// When nothing changed since the base was last seen up to date (a
+		// run's EnsureNetwork), there is no need to read it again.
 		var cur ruleset
 		if !trusted {
 			var err error
@@ -153,7 +152,7 @@ func (f *Firewall) elemsRemove(owner string, want []ownedElem, all bool, sets []
 	if all { // every element of owner: a prune knows no more
 		return f.elemsRemoveAll(owner, sets)
 	}
-	return f.applyElems(func(c *nft.Conn, ec *elemConn) (bool, error) {
+	return f.applyElems(func(c *nft.Conn, ec *elemConn, _ bool) (bool, error) {
 		held := false
 		for _, e := range want {
 			have, found, err := ec.get(e.set, e.Key)

@@ -1,0 +1,107 @@
+package nftables_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/firewall/nftables"
+	"github.com/knit-dev/knit/internal/testutil"
+)
+
+// stamped returns a Firewall in the namespace at ns that shares the record
+// of what was seen up to date through the file at stamp, as each knit
+// command's does.
+func stamped(t *testing.T, ns, stamp string) *nftables.Firewall {
+	t.Helper()
+	fd, err := os.Open(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fd.Close() })
+	fw, err := nftables.New(nftables.WithNetnsFd(int(fd.Fd())), nftables.WithStamp(stamp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fw
+}
+
+// readsBase runs fn and reports whether it read knit's chains, rules or
+// sets.
+func readsBase(t *testing.T, fn func() error) bool {
+	t.Helper()
+	read := false
+	nftables.TraceReads(t, func(req string) {
+		if req == "chains" || req == "sets" || strings.HasPrefix(req, "rules ") {
+			read = true
+		}
+	})
+	defer nftables.TraceReads(t, nil)
+	check(t, fn())
+	return read
+}
+
+// The stamp file lets one process skip the read of a base another one saw
+// up to date, follows the processes' own element batches, and is dropped
+// by any other change, by a changed network, and in another namespace.
+func TestStampSkipsVerifiedReads(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	stamp := filepath.Join(t.TempDir(), "verified")
+	n1 := network("n1", "br0", "10.99.0.0/24")
+	first := stamped(t, ns, stamp)
+	check(t, first.EnsureNetwork(n1)) // creates: records nothing
+	if !readsBase(t, func() error { return first.EnsureNetwork(n1) }) {
+		t.Fatal("the first EnsureNetwork after a repair did not read the base")
+	}
+
+	// A second process (Firewall) trusts the stamp, and its publish moves
+	// the stamp along for a third.
+	second := stamped(t, ns, stamp)
+	if readsBase(t, func() error { return second.EnsureNetwork(n1) }) {
+		t.Error("EnsureNetwork read the base another process saw up to date")
+	}
+	pm := portMapping("", 8080, "tcp", "10.99.0.2", 80)
+	if readsBase(t, func() error { return second.AddPorts("o1", []firewall.PortMapping{pm}) }) {
+		t.Error("AddPorts read a verified base")
+	}
+	third := stamped(t, ns, stamp)
+	if readsBase(t, func() error { return third.EnsureNetwork(n1) }) {
+		t.Error("EnsureNetwork after another process's publish read the base")
+	}
+	if readsBase(t, func() error { return third.RemovePorts("o1", []firewall.PortMapping{pm}) }) {
+		t.Error("RemovePorts read the base")
+	}
+	if readsBase(t, func() error { return stamped(t, ns, stamp).EnsureNetwork(n1) }) {
+		t.Error("EnsureNetwork after another process's unpublish read the base")
+	}
+
+	// The same name with other settings is another network.
+	n1icc := n1
+	n1icc.ICC = !n1.ICC
+	if !readsBase(t, func() error { return stamped(t, ns, stamp).EnsureNetwork(n1icc) }) {
+		t.Error("EnsureNetwork of a changed network trusted the stamp")
+	}
+	if out := nft(t, ns, "list", "chain", "inet", "knit", "forward"); strings.Contains(out, `iifname "br0" oifname "br0"`) != !n1icc.ICC {
+		t.Errorf("ICC=%v not applied:\n%s", n1icc.ICC, out)
+	}
+	check(t, stamped(t, ns, stamp).EnsureNetwork(n1icc)) // verified and recorded again
+
+	// Someone else's change moves the generation: the next call reads and
+	// repairs.
+	nft(t, ns, "flush", "chain", "inet", "knit", "prerouting")
+	if !readsBase(t, func() error { return stamped(t, ns, stamp).EnsureNetwork(n1icc) }) {
+		t.Error("EnsureNetwork trusted the stamp after a foreign change")
+	}
+	if out := nft(t, ns, "list", "chain", "inet", "knit", "prerouting"); !strings.Contains(out, "@pub4any") {
+		t.Errorf("prerouting not repaired:\n%s", out)
+	}
+
+	// Another namespace at the same generation is not the one recorded.
+	check(t, stamped(t, ns, stamp).EnsureNetwork(n1icc))
+	other := testutil.NewNetns(t)
+	if !readsBase(t, func() error { return stamped(t, other, stamp).EnsureNetwork(n1icc) }) {
+		t.Error("a Firewall of another namespace trusted the stamp")
+	}
+}
