@@ -307,15 +307,9 @@ func (e *Engine) setupNetwork(c *Container, p *plan) error {
 		if h, err = link.Host(); err != nil {
 			return err
 		}
-		if err = h.SetUp("lo"); err != nil {
+		if err = h.LinkSetUp(link.LoopbackIndex); err != nil {
 			h.Close()
 			return fmt.Errorf("set lo up: %w", err)
-		}
-		if !wantsIPv6(p.networks) {
-			if err = link.DisableIPv6ForNewLinks(); err != nil {
-				h.Close()
-				return err
-			}
 		}
 		return nil
 	})

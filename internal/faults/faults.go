@@ -32,6 +32,7 @@
 //	link.veth-hairpin   ip link set NAME type bridge_slave hairpin on
 //	link.veth-alias     ip link set NAME alias ALIAS
 //	link.veth-up        ip link set NAME up (a new veth)
+//	link.addrgen        ip link set DEV addrgenmode none (a veth's peer)
 //	link.set-up         ip link set DEV up
 //	link.del            ip link del DEV
 //	link.addr-add       ip addr add P dev DEV

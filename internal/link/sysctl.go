@@ -39,25 +39,9 @@ func SetIPv6Forward() error {
 	return sysctlEnsure("/proc/sys/net/ipv6/conf/all/forwarding", "1")
 }
 
-// DisableIPv6ForNewLinks makes links created from now on in the calling
-// thread's network namespace start without IPv6: no link-local address, no
-// duplicate address detection, no multicast listener reports. A container on
-// an IPv4-only network needs none of it, and on a bridge every such packet is
-// flooded to every other port, a cost that grows with the number of
-// containers. (Docker 27 does the same for IPv4-only networks.)
-//
-// Equivalent to: sysctl -w net.ipv6.conf.default.disable_ipv6=1
-func DisableIPv6ForNewLinks() error {
-	const path = "/proc/sys/net/ipv6/conf/default/disable_ipv6"
-	faults.Step("link.sysctl")
-	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
-		return fmt.Errorf("disable IPv6 for new links: %w", err)
-	}
-	return nil
-}
-
 // EnableIPv6 turns IPv6 on for dev in the calling thread's namespace, for
-// a link added to a namespace made without IPv6 (network connect).
+// a link added to a namespace whose new links start without IPv6 (network
+// connect; knit made such namespaces before it used LinkSetNoIPv6Addrs).
 //
 // Equivalent to: sysctl -w net.ipv6.conf.DEV.disable_ipv6=0
 func EnableIPv6(dev string) error {

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -114,12 +116,18 @@ func configureSandbox(ep *driver.Endpoint, sb driver.Sandbox) error {
 	if err != nil {
 		return err
 	}
+	if !slices.ContainsFunc(ep.Addrs, func(a netip.Prefix) bool { return a.Addr().Is6() }) {
+		// An IPv4-only endpoint: no IPv6 chatter flooded across the bridge.
+		if err := c.LinkSetNoIPv6Addrs(peer.Index); err != nil {
+			return err
+		}
+	}
 	for _, a := range ep.Addrs {
 		err := c.AddrAdd(peer.Index, a)
 		if errors.Is(err, unix.EACCES) && a.Addr().Is6() && sb.NetnsPath != "" {
-			// A namespace made for IPv4-only networks starts new links
-			// with IPv6 off; a later connect to a dual-stack network
-			// turns it on for this link.
+			// A namespace made by knit before 2026-11-29 for IPv4-only
+			// networks starts new links with IPv6 off; a later connect
+			// to a dual-stack network turns it on for this link.
 			if err = netns.Do(sb.NetnsPath, func() error { return link.EnableIPv6(ep.IfName) }); err == nil {
 				err = c.AddrAdd(peer.Index, a)
 			}
