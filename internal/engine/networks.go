@@ -427,6 +427,9 @@ func (e *Engine) finishRemoveNetwork(n *Network) error {
 				return err
 			}
 		}
+		if err := forgetIPAMNext(tx, n.Name); err != nil {
+			return err
+		}
 		return tx.Delete(bucketNetworks, n.Name)
 	})
 	if err != nil {

@@ -145,7 +145,7 @@ func (e *Engine) pruneAddrs(nets []*Network, r *PruneReport) error {
 				if _, err := getAttachment(tx, owner); err == nil {
 					continue // a CNI attachment's
 				}
-				if err := tx.Delete(ipamBucket(n.Name), a.String()); err != nil {
+				if err := releaseAddr(tx, n.Name, a); err != nil {
 					return err
 				}
 				r.Addresses = append(r.Addresses, n.Name+"/"+a.String())

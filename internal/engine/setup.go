@@ -219,11 +219,9 @@ func allocateEndpoint(tx store.Tx, n *Network, c *Container, req endpointRequest
 	if cur, err := getNetwork(tx, n.Name); err != nil || cur.Removing || cur.ID != n.ID {
 		return nil, errdefs.Conflict("network %s is being removed", n.Name)
 	}
-	used, err := usedAddrs(tx, n.Name)
-	if err != nil {
-		return nil, err
-	}
-	inUse := func(a netip.Addr) bool { _, ok := used[a]; return ok }
+	// One lookup per candidate, from the hint on: reading every allocation
+	// of the network would grow with its containers.
+	inUse := func(a netip.Addr) bool { _, err := tx.Get(ipamBucket(n.Name), a.String()); return err == nil }
 	for _, want := range []netip.Addr{req.IP, req.IP6} {
 		if want.IsValid() && !slices.ContainsFunc(n.Subnets, func(s driver.Subnet) bool { return s.Prefix.Addr().Is4() == want.Is4() }) {
 			return nil, errdefs.Invalid("network %s has no subnet of the address family of %s", n.Name, want)
@@ -241,12 +239,13 @@ func allocateEndpoint(tx store.Tx, n *Network, c *Container, req endpointRequest
 			}
 			addr = want
 		} else {
-			addr, err = ipam.Allocate(s.Prefix, s.IPRange, s.Gateway, inUse)
+			var err error
+			addr, err = ipam.AllocateFrom(s.Prefix, s.IPRange, s.Gateway, ipamNext(tx, n, s.Prefix.Addr().Is4()), inUse)
 			if err != nil {
 				return nil, errdefs.Conflict("network %s: %v", n.Name, err)
 			}
 		}
-		if err := tx.Put(ipamBucket(n.Name), addr.String(), []byte(c.ID)); err != nil {
+		if err := takeAddr(tx, n, addr, c.ID, !want.IsValid()); err != nil {
 			return nil, err
 		}
 		ep.Addrs = append(ep.Addrs, netip.PrefixFrom(addr, s.Prefix.Bits()))
@@ -414,9 +413,8 @@ func releaseAddrs(tx store.Tx, c *Container) error {
 	}
 	for _, ep := range c.Endpoints {
 		for _, a := range ep.Addrs {
-			k := a.Addr().String()
-			if owner, err := tx.Get(ipamBucket(ep.Network), k); err == nil && string(owner) == c.ID {
-				if err := tx.Delete(ipamBucket(ep.Network), k); err != nil {
+			if owner, err := tx.Get(ipamBucket(ep.Network), a.Addr().String()); err == nil && string(owner) == c.ID {
+				if err := releaseAddr(tx, ep.Network, a.Addr()); err != nil {
 					return err
 				}
 			}

@@ -2,7 +2,9 @@ package engine
 
 import (
 	"errors"
+	"fmt"
 	"maps"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -322,5 +324,80 @@ func TestOrphaned(t *testing.T) {
 				t.Errorf("orphaned(%+v) = %v, want %v", tt.state, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestAllocationStaysLowestFree runs random allocations (some of a
+// requested address), releases and a network's re-creation under its name,
+// and checks each automatic allocation against a model: the lowest free
+// address, whatever the ipam-next hint says.
+func TestAllocationStaysLowestFree(t *testing.T) {
+	st := newStore(t)
+	n := testNetwork()
+	n.ID = "net-1"
+	n.Subnets[0].Prefix = netip.MustParsePrefix("10.9.0.0/26")
+	rnd := rand.New(rand.NewPCG(1, 2))
+	held := map[netip.Addr]string{} // the model
+	lowest := func() netip.Addr {
+		for a := netip.MustParseAddr("10.9.0.2"); a.Compare(netip.MustParseAddr("10.9.0.62")) <= 0; a = a.Next() {
+			if _, ok := held[a]; !ok {
+				return a
+			}
+		}
+		return netip.Addr{}
+	}
+	for i := range 600 {
+		id := fmt.Sprint("c", i)
+		switch op := rnd.IntN(10); {
+		case op < 5: // allocate the lowest free address
+			want := lowest()
+			ep, err := allocate(st, n, id, &RunOptions{})
+			if !want.IsValid() {
+				if err == nil {
+					t.Fatalf("step %d: allocated %v from a full subnet", i, ep.Addrs)
+				}
+				continue
+			}
+			if err != nil || ep.Addrs[0].Addr() != want {
+				t.Fatalf("step %d: allocated %v, %v; want %s (held %d)", i, ep, err, want, len(held))
+			}
+			held[want] = id
+		case op < 6: // ask for an address
+			a := netip.AddrFrom4([4]byte{10, 9, 0, byte(2 + rnd.IntN(61))})
+			if _, ok := held[a]; ok {
+				continue
+			}
+			if _, err := allocate(st, n, id, &RunOptions{IP: a}); err != nil {
+				t.Fatalf("step %d: --ip %s: %v", i, a, err)
+			}
+			held[a] = id
+		case op < 9: // release one
+			for a, owner := range held {
+				c := &Container{ID: owner, Endpoints: []Endpoint{{Network: n.Name,
+					Endpoint: driver.Endpoint{Addrs: []netip.Prefix{netip.PrefixFrom(a, 26)}}}}}
+				if err := st.Update(func(tx store.Tx) error { return releaseAddrs(tx, c) }); err != nil {
+					t.Fatal(err)
+				}
+				delete(held, a)
+				break
+			}
+		default: // the network is removed and made again under its name
+			if rnd.IntN(10) != 0 {
+				continue
+			}
+			err := st.Update(func(tx store.Tx) error {
+				for a := range held {
+					if err := tx.Delete(ipamBucket(n.Name), a.String()); err != nil {
+						return err
+					}
+				}
+				return tx.Delete(bucketNetworks, n.Name) // a crash skipped forgetIPAMNext
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			clear(held)
+			n.ID = fmt.Sprint("net-", i)
+		}
 	}
 }

@@ -72,6 +72,15 @@ func Overlaps(a, b netip.Prefix) bool { return a.Overlaps(b) }
 // number of used addresses below the result, so inUse may be any lookup; an
 // IPv6 /64 is never exhausted in practice.
 func Allocate(subnet, rng netip.Prefix, gw netip.Addr, inUse func(netip.Addr) bool) (netip.Addr, error) {
+	return AllocateFrom(subnet, rng, gw, netip.Addr{}, inUse)
+}
+
+// AllocateFrom is Allocate with the search started at from, which the
+// caller knows to have only used or reserved addresses of rng below it
+// (a hint it keeps: see the engine's ipam-next bucket); an invalid from,
+// or one outside rng, starts at the beginning. The result is the same as
+// Allocate's, found with fewer calls to inUse.
+func AllocateFrom(subnet, rng netip.Prefix, gw, from netip.Addr, inUse func(netip.Addr) bool) (netip.Addr, error) {
 	if !subnet.IsValid() {
 		return netip.Addr{}, errorf(ErrInvalidArg, "invalid subnet %s", subnet)
 	}
@@ -86,7 +95,11 @@ func Allocate(subnet, rng netip.Prefix, gw netip.Addr, inUse func(netip.Addr) bo
 	}
 	last := lastAddr(scope)
 	r := newReserved(subnet, gw)
-	for a := scope.Addr(); a.IsValid() && a.Compare(last) <= 0; a = a.Next() {
+	start := scope.Addr()
+	if from.IsValid() && from.Zone() == "" && scope.Contains(from) {
+		start = from
+	}
+	for a := start; a.IsValid() && a.Compare(last) <= 0; a = a.Next() {
 		if r.reason(a) == "" && (inUse == nil || !inUse(a)) {
 			return a, nil
 		}

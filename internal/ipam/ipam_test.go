@@ -117,6 +117,46 @@ func TestAllocate(t *testing.T) {
 	}
 }
 
+// AllocateFrom with a hint below which everything is taken finds what
+// Allocate finds, asking inUse only from the hint on; a hint outside the
+// range is ignored.
+func TestAllocateFrom(t *testing.T) {
+	subnet, gw := pfx("10.1.0.0/22"), addr("10.1.0.1")
+	used := map[netip.Addr]bool{}
+	for a := addr("10.1.0.2"); a.Compare(addr("10.1.1.200")) <= 0; a = a.Next() {
+		used[a] = true
+	}
+	delete(used, addr("10.1.1.100")) // a hole: the lowest free address
+	calls := 0
+	inUse := func(a netip.Addr) bool { calls++; return used[a] }
+	for _, tc := range []struct {
+		from      string
+		want      string
+		maxCalls  int
+		rng, note string
+	}{
+		{from: "10.1.1.50", want: "10.1.1.100", maxCalls: 51, note: "hint below the hole"},
+		{from: "10.1.1.100", want: "10.1.1.100", maxCalls: 1, note: "hint at the hole"},
+		{from: "", want: "10.1.1.100", maxCalls: 400, note: "no hint"},
+		{from: "10.9.0.0", want: "10.1.1.100", maxCalls: 400, note: "hint outside the subnet"},
+		{from: "10.1.0.5", rng: "10.1.2.0/24", want: "10.1.2.0", maxCalls: 1, note: "hint below the range"},
+		{from: "fd00::1", want: "10.1.1.100", maxCalls: 400, note: "hint of another family"},
+	} {
+		calls = 0
+		var rng netip.Prefix
+		if tc.rng != "" {
+			rng = pfx(tc.rng)
+		}
+		got, err := AllocateFrom(subnet, rng, gw, addr(tc.from), inUse)
+		if err != nil || got != addr(tc.want) {
+			t.Errorf("%s: AllocateFrom = %v, %v; want %s", tc.note, got, err, tc.want)
+		}
+		if calls > tc.maxCalls {
+			t.Errorf("%s: %d lookups, want at most %d", tc.note, calls, tc.maxCalls)
+		}
+	}
+}
+
 func TestAllocateNilInUse(t *testing.T) {
 	got, err := Allocate(pfx("10.0.0.0/24"), netip.Prefix{}, addr("10.0.0.1"), nil)
 	if err != nil || got != addr("10.0.0.2") {
