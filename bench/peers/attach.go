@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"slices"
@@ -51,14 +53,11 @@ func sandboxInit() error {
 	return h.SetUp("lo")
 }
 
-func attachSection(tool string) error {
+func attachSection(tool string) (err error) {
 	if err := sandboxInit(); err != nil {
 		return err
 	}
-	var (
-		a   attacher
-		err error
-	)
+	var a attacher
 	switch tool {
 	case "knit":
 		a, err = newKnit()
@@ -76,11 +75,20 @@ func attachSection(tool string) error {
 		a, err = newNetavark()
 	case "knit-cni":
 		a, err = newKnitCNI(*knitCNI)
+	case "knit-cli":
+		a, err = newKnitCLI(*knitBin)
+	case "docker":
+		a, err = newDocker()
 	default:
 		err = fmt.Errorf("unknown tool %q", tool)
 	}
 	if err != nil {
 		return err
+	}
+	if c, ok := a.(io.Closer); ok {
+		// A tool that started a daemon stops it (the sandbox would kill it,
+		// but not undo what it made outside the sandbox, like cgroups).
+		defer func() { err = errors.Join(err, c.Close()) }()
 	}
 	return measureLevels(tool, a)
 }

@@ -13,7 +13,10 @@
 //	          the 1st, 10th, 100th and 1000th container, per tool: knit
 //	          (engine API), the floor (bench/peers/floor), the CNI reference
 //	          chain bridge+host-local+portmap via cnitool, netavark via its
-//	          JSON; each tool in a fresh namespace
+//	          JSON; each tool in a fresh namespace. With -knit-bin and
+//	          -docker, also whole commands as a user types them: `knit run
+//	          -d -p`/`knit rm -f` and `docker run -d -p`/`docker rm -f`
+//	          (dockerd started in the sandbox)
 //	datapath  iperf3 through knit's bridge vs a hand-made veth pair, and
 //	          through a published port vs direct
 //	dns       knit's DNS server vs aardvark-dns, same names, same load
@@ -31,6 +34,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,6 +50,8 @@ var (
 	samples  = flag.Int("samples", 0, "attach/detach samples per level (0: 20, or 10 with -quick)")
 	budget   = flag.Duration("budget", 10*time.Minute, "time a tool may take to reach its levels in the attach section; past it, the higher levels are skipped and the report says so")
 	knitCNI  = flag.String("knit-cni", "", "HOOK: a knit binary to measure as a CNI plugin via cnitool (column \"knit-cni\"); empty leaves the column out")
+	knitBin  = flag.String("knit-bin", "", "a knit binary to measure as a whole command, `knit run -d`/`knit rm -f` (column \"knit-cli\"); empty leaves the column out")
+	docker   = flag.Bool("docker", false, "also measure Docker as a whole command, `docker run -d`/`docker rm -f`, with Debian's dockerd in the sandbox (column \"docker\")")
 	inside   = flag.String("inside", "", "internal: the section to run, already inside a sandbox")
 	tool     = flag.String("tool", "", "internal: the tool of -inside attach")
 )
@@ -117,6 +123,12 @@ func runAll() error {
 			if *knitCNI != "" {
 				ts = append(ts, "knit-cni")
 			}
+			if *knitBin != "" && !slices.Contains(ts, "knit-cli") {
+				ts = append(ts, "knit-cli")
+			}
+			if *docker && !slices.Contains(ts, "docker") {
+				ts = append(ts, "docker")
+			}
 			for _, t := range ts {
 				if err := sandboxed("attach", t, *budget+5*time.Minute); err != nil {
 					failed++
@@ -151,7 +163,7 @@ func sandboxed(section, tool string, limit time.Duration) error {
 	defer cancel()
 	args := []string{"--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc", "--propagation", "private", "--",
 		self, "-inside", section, "-tool", tool, "-quick=" + fmt.Sprint(*quick), "-samples", fmt.Sprint(*samples),
-		"-budget", budget.String(), "-knit-cni", *knitCNI}
+		"-budget", budget.String(), "-knit-cni", *knitCNI, "-knit-bin", *knitBin}
 	cmd := exec.CommandContext(ctx, "unshare", args...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
@@ -217,6 +229,7 @@ func machine() [][2]string {
 	add("version-netavark", pkgVersion("netavark"))
 	add("version-aardvark-dns", pkgVersion("aardvark-dns"))
 	add("version-iptables", pkgVersion("iptables"))
+	add("version-docker", pkgVersion("docker.io"))
 	if p, err := exec.LookPath("cnitool"); err == nil {
 		if bi, err := buildinfo.ReadFile(p); err == nil {
 			add("version-cnitool", bi.Main.Version)

@@ -23,6 +23,8 @@ var (
 		"cni":         {214, 39, 40, 255},
 		"netavark":    {255, 127, 14, 255},
 		"knit-noport": {148, 103, 189, 255},
+		"knit-cli":    {0, 0, 128, 255},
+		"docker":      {188, 189, 34, 255},
 	}
 	extra = []color.RGBA{{140, 86, 75, 255}, {227, 119, 194, 255}, {127, 127, 127, 255}}
 )
@@ -33,7 +35,7 @@ const (
 	marginL  = 100
 	marginR  = 30
 	titleH   = 70
-	legendH  = 64
+	legendH  = 88 // up to three rows of tools
 	xLabelsH = 50
 )
 

@@ -11,7 +11,7 @@ import (
 
 // The attach section's tools, in table order, with their labels. Tools
 // not listed here are appended in input order under their own name.
-var toolOrder = []string{"knit", "knit-cni", "floor", "cni", "netavark", "knit-noport"}
+var toolOrder = []string{"knit", "knit-cni", "floor", "cni", "netavark", "knit-noport", "knit-cli", "docker"}
 
 var toolLabel = map[string]string{
 	"knit":        "knit (engine API)",
@@ -20,6 +20,8 @@ var toolLabel = map[string]string{
 	"floor":       "floor (bare netlink + 1 nft element)",
 	"cni":         "CNI chain via cnitool",
 	"netavark":    "netavark",
+	"knit-cli":    "knit CLI, whole commands",
+	"docker":      "Docker CLI, whole commands",
 }
 
 // peers are the tools a user would pick instead of knit.
@@ -177,6 +179,7 @@ func attachSection(b *strings.Builder, d *data, png string) [][3]string {
 		"`ip netns add`/`delete` equivalent is timed with the exec. The floor is bench/peers/floor: only the netlink " +
 		"calls and one nftables element add (teardown: namespace delete + element delete). All state is on the sandbox's " +
 		"tmpfs: knit's store and exec-root, host-local's leases, cnitool's cache.\n\n")
+	wholeCommands(b, d, ts)
 	w("\"Nth\" is the first of the measured containers: the window of samples attaches containers N, N+1, … while N−1 " +
 		"others stay attached, then detaches them newest first. Figures in ms, p50 / p95 / max.\n\n")
 	if png != "" {
@@ -224,6 +227,9 @@ func attachSection(b *strings.Builder, d *data, png string) [][3]string {
 					rows = append(rows, row{label(p) + " ÷ knit via cnitool", p, "knit-cni"})
 				}
 			}
+		}
+		if slices.Contains(ts, "docker") && slices.Contains(ts, "knit-cli") {
+			rows = append(rows, row{"docker ÷ knit, whole commands (`run -d -p` / `rm -f`)", "docker", "knit-cli"})
 		}
 		if slices.Contains(ts, "floor") {
 			rows = append(rows, row{"knit ÷ floor", "knit", "floor"})
