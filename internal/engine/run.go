@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -134,20 +135,27 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
+	// The host's listening sockets are read (for the ports to publish)
+	// while the network is ensured: each waits for the kernel on its own.
+	var listening *portmap.Listeners
+	var listenErr error
+	var wg sync.WaitGroup
+	if len(portSpecs(o)) > 0 {
+		wg.Go(func() { listening, listenErr = portmap.ReadListeners() })
+	}
 	if err := e.Reconcile(); err != nil {
+		wg.Wait()
 		return nil, err
 	}
 	plan, err := e.plan(o)
-	if err != nil {
+	wg.Wait()
+	switch {
+	case err != nil:
 		return nil, err
+	case listenErr != nil:
+		return nil, fmt.Errorf("read the host's listening sockets: %w", listenErr)
 	}
 	e.defaultHostIP(o, plan)
-	var listening *portmap.Listeners
-	if len(portSpecs(o)) > 0 {
-		if listening, err = portmap.ReadListeners(); err != nil {
-			return nil, fmt.Errorf("read the host's listening sockets: %w", err)
-		}
-	}
 	c, err = e.reserve(o, plan, listening)
 	if err != nil {
 		return nil, err
@@ -157,10 +165,16 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 			e.destroy(c)
 		}
 	}()
-	if err := e.setupNetwork(c, plan); err != nil {
-		return c, err
+	// The published ports are elements of the firewall's maps, which need
+	// the container's address only: they are added while the namespace and
+	// its links are made.
+	published := make(chan error, 1)
+	go func() { published <- e.publish(c) }()
+	err = e.setupNetwork(c, plan)
+	if perr := <-published; err == nil {
+		err = perr
 	}
-	if err := e.publish(c); err != nil {
+	if err != nil {
 		return c, err
 	}
 	if err := e.applyLinks(c); err != nil {
