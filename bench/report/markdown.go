@@ -517,6 +517,9 @@ func observations(b *strings.Builder, d *data) {
 				"gain rules with every container.", ordinal(hi), strings.Join(grow, ", "))
 		}
 	}
+	if s := wholeCommandsFigures(d, n); s != "" {
+		add("%s", s)
+	}
 	if _, ok := d.find("Attach", map[string]string{"tool": "netavark"}); ok {
 		add("netavark's teardown of the last container on a network also deletes the bridge and the network's iptables " +
 			"chains, and the CNI chain's first ADD creates the bridge: both show in the max of the 1st container's window.")

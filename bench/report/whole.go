@@ -45,3 +45,21 @@ func dockerVersion(d *data) string {
 	}
 	return ""
 }
+
+// wholeCommandsFigures says where the time of a whole `knit run -d -p`
+// goes and how Docker's compares, from this run's figures at the nth
+// container; "" if the run lacks them.
+func wholeCommandsFigures(d *data, n int) string {
+	cli, ok1 := d.p50("Attach", "knit-cli", n)
+	api, ok2 := d.p50("Attach", "knit", n)
+	if !ok1 || !ok2 {
+		return ""
+	}
+	s := fmt.Sprintf("A whole `knit run -d -p` takes %s ms at the %s container, of which the knit column's attach "+
+		"through the engine API (the network, its record and /etc files) takes %s ms: the rest is the knit process's start, its supervisor and the container's own process",
+		ms(cli), ordinal(n), ms(api))
+	if dk, ok := d.p50("Attach", "docker", n); ok {
+		s += fmt.Sprintf("; a whole `docker run -d -p` takes %s ms (%s knit's)", ms(dk), ratio(dk/cli))
+	}
+	return s + "."
+}
