@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -32,20 +33,27 @@ func (e *Engine) ReconcileStrict() error { return e.reconcile(true) }
 func (e *Engine) reconcile(strict bool) error {
 	var suspects []string
 	seen := map[Proc]bool{} // one check per process: an owner may hold many
+	var last []byte         // the previous entry's owner, and whether it lives
+	lastOK := false
 	err := e.st.View(func(tx store.Tx) error {
-		return tx.List(bucketLive, func(id string, v []byte) error {
-			p, ok := parseProc(v)
-			ok = ok && p.Pid > 0
-			if ok {
-				live, checked := seen[p]
-				if !checked {
-					live = exists(p.Pid) && (!strict || alive(p))
-					seen[p] = live
+		// Scan, not List: no copy of each of the (maybe thousands of)
+		// entries; consecutive entries of one owner are decided once.
+		return tx.Scan(bucketLive, func(id, v []byte) error {
+			if last == nil || !bytes.Equal(v, last) {
+				p, ok := parseProc(v)
+				ok = ok && p.Pid > 0
+				if ok {
+					live, checked := seen[p]
+					if !checked {
+						live = exists(p.Pid) && (!strict || alive(p))
+						seen[p] = live
+					}
+					ok = live
 				}
-				ok = live
+				last, lastOK = append(last[:0], v...), ok
 			}
-			if !ok {
-				suspects = append(suspects, id)
+			if !lastOK {
+				suspects = append(suspects, string(id))
 			}
 			return nil
 		})

@@ -401,3 +401,38 @@ func TestAllocationStaysLowestFree(t *testing.T) {
 		}
 	}
 }
+
+// TestReconcileDecidesEachEntry mixes entries of a live and of a dead
+// owner (and a damaged one) in the live index: Reconcile drops exactly the
+// entries whose owner is gone, however the owners follow one another.
+func TestReconcileDecidesEachEntry(t *testing.T) {
+	st := newStore(t)
+	self, _ := runner.StartTime(os.Getpid())
+	live := fmt.Sprintf("%d:%d", os.Getpid(), self)
+	const dead = "2147483646:1" // no such PID
+	entries := map[string]string{
+		"a1": live, "a2": live, "b1": dead, "b2": dead, "c1": live, "d1": "garbage", "e1": live, "f1": dead,
+	}
+	err := st.Update(func(tx store.Tx) error {
+		for id, v := range entries {
+			if err := tx.Put(bucketLive, id, []byte(v)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Engine{st: st}
+	if err := e.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	_ = st.View(func(tx store.Tx) error {
+		return tx.List(bucketLive, func(id string, _ []byte) error { got = append(got, id); return nil })
+	})
+	if want := []string{"a1", "a2", "c1", "e1"}; !slices.Equal(got, want) {
+		t.Errorf("live index after Reconcile = %v, want %v", got, want)
+	}
+}

@@ -22,6 +22,10 @@ type Tx interface {
 	Delete(bucket, key string) error
 	// List calls fn for every key of bucket in byte order; a missing bucket is empty.
 	List(bucket string, fn func(key string, value []byte) error) error
+	// Scan is List without copies, for reads of every entry of a large
+	// bucket: key and value are valid only until fn returns, and fn must
+	// not change the store.
+	Scan(bucket string, fn func(key, value []byte) error) error
 }
 
 // Store runs transactions.

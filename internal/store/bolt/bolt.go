@@ -231,11 +231,25 @@ func (t *tx) List(bucket string, fn func(key string, value []byte) error) error 
 // bbolt stores a nil value as an empty one.
 func clone(b []byte) []byte { return append([]byte{}, b...) }
 
+func (t *tx) Scan(bucket string, fn func(key, value []byte) error) error {
+	b := t.b.Bucket([]byte(bucket))
+	if b == nil {
+		return nil
+	}
+	return b.ForEach(func(k, v []byte) error {
+		if v == nil { // a nested bucket, which knit never makes
+			return nil
+		}
+		return fn(k, v)
+	})
+}
+
 // emptyTx is the view of a store whose file does not exist yet.
 type emptyTx struct{}
 
 func (emptyTx) Get(string, string) ([]byte, error)            { return nil, store.ErrNotFound }
 func (emptyTx) List(string, func(string, []byte) error) error { return nil }
+func (emptyTx) Scan(string, func(_, _ []byte) error) error    { return nil }
 func (emptyTx) Put(bucket, key string, _ []byte) error {
 	return fmt.Errorf("put %s/%s: read-only transaction", bucket, key)
 }

@@ -29,6 +29,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListOrder", testListOrder},
 		{"ListError", testListError},
 		{"ListWhileDeleting", testListWhileDeleting},
+		{"ScanIsList", testScanIsList},
 		{"BucketsAreSeparate", testBucketsAreSeparate},
 		{"ReadYourWrites", testReadYourWrites},
 		{"Rollback", testRollback},
@@ -213,6 +214,29 @@ func testListError(t *testing.T, s store.Store) {
 	}
 	if !slices.Equal(seen, []string{"a", "b"}) {
 		t.Errorf("List visited %q after an error, want [a b]", seen)
+	}
+}
+
+// Scan visits what List visits, in the same order, stops at an error, and
+// sees nothing of a missing bucket.
+func testScanIsList(t *testing.T, s store.Store) {
+	put(t, s, "b", "b", "2", "a", "1", "172.17.0.10", "x", "172.17.0.9", "y")
+	var got []string
+	stop := errors.New("stop")
+	err := s.View(func(tx store.Tx) error {
+		if err := tx.Scan("missing", func(k, _ []byte) error { return fmt.Errorf("visited %s", k) }); err != nil {
+			return err
+		}
+		if err := tx.Scan("b", func(k, v []byte) error { got = append(got, string(k)+"="+string(v)); return nil }); err != nil {
+			return err
+		}
+		return tx.Scan("b", func(k, _ []byte) error { return stop })
+	})
+	if !errors.Is(err, stop) {
+		t.Errorf("Scan error = %v, want it to wrap %v", err, stop)
+	}
+	if want := list(t, s, "b"); !slices.Equal(got, want) {
+		t.Errorf("Scan = %q\nList = %q", got, want)
 	}
 }
 
