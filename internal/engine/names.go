@@ -1,11 +1,12 @@
 package engine
 
 import (
-	"crypto/rand"
+	crand "crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"math/big"
+	"math/rand/v2"
 	"regexp"
+	"strconv"
 )
 
 // validName is Docker's rule for container names.
@@ -16,29 +17,54 @@ func validName(s string) bool { return nameRE.MatchString(s) }
 // newID returns a 64-hex-character container ID, as Docker's.
 func newID() string {
 	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
+	if _, err := crand.Read(b); err != nil {
 		panic(fmt.Sprintf("read random: %v", err)) // the kernel's CSPRNG does not fail
 	}
 	return hex.EncodeToString(b)
 }
 
-// Docker-style generated names: adjective_scientist.
+// Docker-style generated names: adjective_scientist, with a digit appended
+// on retries (as Docker does) once plain names collide.
 var (
-	adjectives = []string{"agile", "bold", "brave", "calm", "clever", "eager", "fervent", "gentle", "happy",
-		"jolly", "keen", "lucid", "merry", "nifty", "quirky", "serene", "sharp", "stoic", "tender", "vivid",
-		"wizardly", "zealous", "upbeat", "trusting", "sweet", "relaxed", "practical", "optimistic", "nostalgic"}
-	surnames = []string{"babbage", "cerf", "dijkstra", "engelbart", "hamilton", "hopper", "kahn", "knuth",
-		"lamport", "liskov", "lovelace", "metcalfe", "perlman", "pike", "postel", "ritchie", "shannon",
-		"thompson", "torvalds", "turing", "wozniak", "kernighan", "mccarthy", "noether", "bardeen", "curie"}
+	adjectives = []string{"admiring", "agile", "amazing", "awesome", "beautiful", "blissful", "bold",
+		"brave", "busy", "calm", "charming", "clever", "compassionate", "competent", "confident",
+		"cool", "dazzling", "determined", "dreamy", "eager", "ecstatic", "elastic", "elegant",
+		"eloquent", "epic", "exciting", "fervent", "festive", "flamboyant", "focused", "friendly",
+		"frosty", "funny", "gallant", "gentle", "gifted", "goofy", "gracious", "great", "happy",
+		"hardcore", "heuristic", "hopeful", "hungry", "infallible", "inspiring", "intelligent",
+		"interesting", "jolly", "jovial", "keen", "kind", "laughing", "loving", "lucid", "magical",
+		"modest", "merry", "musing", "mystifying", "naughty", "nervous", "nice", "nifty",
+		"nostalgic", "objective", "optimistic", "peaceful", "pedantic", "pensive", "practical",
+		"priceless", "quirky", "quizzical", "recursing", "relaxed", "reverent", "romantic", "serene",
+		"sharp", "silly", "sleepy", "stoic", "strange", "stupefied", "suspicious", "sweet",
+		"tender", "thirsty", "trusting", "unruffled", "upbeat", "vibrant", "vigilant", "vigorous",
+		"vivid", "wizardly", "wonderful", "xenodochial", "youthful", "zealous", "zen"}
+	surnames = []string{"agnesi", "albattani", "allen", "almeida", "archimedes", "ardinghelli",
+		"babbage", "bardeen", "bartik", "bassi", "bell", "benz", "bhabha", "blackburn", "bohr",
+		"booth", "borg", "bose", "boyd", "brahmagupta", "brattain", "brown", "carson", "cerf",
+		"chandrasekhar", "clarke", "colden", "cori", "cray", "curie", "darwin", "davinci", "dijkstra",
+		"dubinsky", "easley", "einstein", "elion", "engelbart", "euclid", "euler", "fermat", "fermi",
+		"feynman", "franklin", "gagarin", "galileo", "gauss", "goldberg", "goodall", "hamilton",
+		"haslett", "hawking", "heisenberg", "hermann", "hodgkin", "hopper", "hypatia", "jackson",
+		"jang", "jennings", "johnson", "kahn", "kalam", "kapitsa", "kare", "kepler", "kernighan",
+		"khorana", "kilby", "knuth", "lalande", "lamarr", "lamport", "leakey", "leavitt", "lichterman",
+		"liskov", "lovelace", "lumiere", "mahavira", "mayer", "mccarthy", "mcclintock", "mclean",
+		"meitner", "mendel", "metcalfe", "mirzakhani", "montalcini", "moore", "morse", "napier",
+		"newton", "nobel", "noether", "northcutt", "noyce", "panini", "pascal", "pasteur", "payne",
+		"perlman", "pike", "poincare", "postel", "raman", "ramanujan", "ride", "ritchie", "roentgen",
+		"rosalind", "saha", "sammet", "shannon", "shaw", "shockley", "sinoussi", "snyder",
+		"spence", "stonebraker", "sutherland", "swartz", "tesla", "thompson", "torvalds", "turing",
+		"varahamihira", "visvesvaraya", "volhard", "wescoff", "wilbur", "wiles", "williams",
+		"wilson", "wing", "wozniak", "wright", "wu", "yalow", "yonath", "zhukovsky"}
 )
 
-func randomName() string {
-	pick := func(list []string) string {
-		n, err := rand.Int(rand.Reader, big.NewInt(int64(len(list))))
-		if err != nil {
-			panic(err)
-		}
-		return list[n.Int64()]
+// randomName returns a generated name; retry > 0 appends a digit. The
+// names need no secrecy: math/rand keeps a run from spending microseconds
+// on the kernel's CSPRNG for each try.
+func randomName(retry int) string {
+	name := adjectives[rand.IntN(len(adjectives))] + "_" + surnames[rand.IntN(len(surnames))]
+	if retry > 0 {
+		name += strconv.Itoa(rand.IntN(10))
 	}
-	return pick(adjectives) + "_" + pick(surnames)
+	return name
 }

@@ -171,8 +171,8 @@ func containerEnv(hostname string, tty bool, user []string) []string {
 
 func reserveName(tx store.Tx, c *Container) error {
 	if c.Name == "" {
-		for range 100 {
-			n := randomName()
+		for retry := range 100 {
+			n := randomName(retry)
 			if _, err := tx.Get(bucketNames, n); errors.Is(err, store.ErrNotFound) {
 				c.Name = n
 				break
