@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"testing"
 
@@ -49,4 +50,57 @@ func FuzzAnswer(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzCache compares the cache with the general path on any datagram: from
+// each of cacheClients, the reply to data must be byte for byte the
+// general path's, both when the cache was filled by data itself and when
+// it was filled by a variant of data with another ID, other RD and CD bits
+// and letters of another case (mask's bits pick them). A miss there is
+// fine; a different reply is not.
+func FuzzCache(f *testing.F) {
+	tabs := newTables(cacheSnapshot())
+	for _, name := range []string{"web.", "WeB.fRoNt.", "nope.", "example.com.", "2.0.0.10.in-addr.arpa."} {
+		for _, edns := range []uint16{0, 512, 4096} {
+			f.Add(packQuery(f, name, dns.TypeA, dns.ClassINET, 42, true, false, edns), uint64(0x5a5a))
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte, mask uint64) {
+		variant := vary(data, mask)
+		for _, cl := range cacheClients {
+			want, wantFwd := general(tabs, cl.local, cl.client, data)
+			for _, fill := range [][]byte{data, variant} {
+				c := new(answerCache)
+				answerUDP(tabs, c, cl.local, cl.client, fill, nil)
+				got, fwd, _ := answerUDP(tabs, c, cl.local, cl.client, data, nil)
+				if !bytes.Equal(got, want) || (fwd != nil) != wantFwd {
+					t.Fatalf("from %s, cache filled by %x: reply\n%x (forward %v), want\n%x (forward %v)",
+						cl.client, fill, got, fwd != nil, want, wantFwd)
+				}
+			}
+		}
+	})
+}
+
+// vary returns a copy of query b with the ID, RD and CD bits and the case
+// of the question's letters changed as mask says.
+func vary(b []byte, mask uint64) []byte {
+	v := append([]byte(nil), b...)
+	if len(v) < headerLen {
+		return v
+	}
+	v[0] ^= byte(mask)
+	v[1] ^= byte(mask >> 8)
+	v[2] ^= byte(mask>>16) & rdBit
+	v[3] ^= byte(mask>>17) & cdBit
+	for i, bit := headerLen, 24; i < len(v) && v[i] != 0 && v[i] < 64; i += int(v[i]) + 1 {
+		for j := i + 1; j <= i+int(v[i]) && j < len(v); j++ {
+			c := v[j] | 0x20
+			if 'a' <= c && c <= 'z' && mask>>(bit%64)&1 != 0 {
+				v[j] ^= 0x20
+			}
+			bit++
+		}
+	}
+	return v
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -55,13 +54,11 @@ func addrOf(a net.Addr) netip.Addr {
 }
 
 // listener is the UDP and the TCP server on one address. UDP, nearly all
-// queries, is served by readers of its own: each reads into a buffer of
-// its own and answers local names at once, without a goroutine per query;
-// a forwarded query gets a goroutine, so that local answers keep flowing
-// during the upstream's round trip. TCP is miekg/dns's server.
+// queries, is served by readers of its own (udp.go); TCP is miekg/dns's
+// server.
 type listener struct {
 	cancel context.CancelFunc
-	udp    *net.UDPConn
+	udp    *udpSocket
 	tcp    *dns.Server
 	h      *handler       // the UDP handler
 	wg     sync.WaitGroup // UDP readers and forwarded queries
@@ -83,13 +80,11 @@ func listen(addr netip.AddrPort, tabs *atomic.Pointer[tables], exchange exchange
 		family = "6"
 	}
 	lc := net.ListenConfig{Control: freebind}
-	pc, err := lc.ListenPacket(ctx, "udp"+family, addr.String())
-	if err != nil {
+	if l.udp, err = openUDP(addr); err != nil {
 		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
 	}
-	l.udp = pc.(*net.UDPConn)
 	l.h = &handler{ctx: ctx, local: addr.Addr().Unmap(), tables: tabs, exchange: exchange, log: log}
-	for range max(2, runtime.GOMAXPROCS(0)) {
+	for range udpReaders {
 		l.wg.Add(1)
 		go l.readUDP()
 	}
@@ -104,69 +99,6 @@ func listen(addr netip.AddrPort, tabs *atomic.Pointer[tables], exchange exchange
 		return nil, fmt.Errorf("serve tcp %s: %w", addr, errors.Join(err, ln.Close()))
 	}
 	return l, nil
-}
-
-// readUDP answers the UDP queries it reads until the socket is closed.
-func (l *listener) readUDP() {
-	defer l.wg.Done()
-	in := make([]byte, dns.MaxMsgSize)
-	out := make([]byte, dns.MaxMsgSize)
-	for {
-		n, from, err := l.udp.ReadFromUDPAddrPort(in)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || l.h.ctx.Err() != nil {
-				return
-			}
-			l.h.log.Debug("dns read", "err", err)
-			continue
-		}
-		l.serveUDP(in[:n], from, out)
-	}
-}
-
-// serveUDP answers one UDP query, b, from client from; out is the reader's
-// buffer for the reply.
-func (l *listener) serveUDP(b []byte, from netip.AddrPort, out []byte) {
-	const headerLen = 12
-	if len(b) < headerLen || b[2]&0x80 != 0 {
-		return // not a query, or a response: no reply
-	}
-	h := l.h
-	q := new(dns.Msg)
-	if err := q.Unpack(b); err != nil {
-		// As dns.Server does: FORMERR, with the query's header fields.
-		m := &dns.Msg{MsgHdr: dns.MsgHdr{Id: uint16(b[0])<<8 | uint16(b[1]), Response: true,
-			Opcode: int(b[2]>>3) & 0xf, RecursionDesired: b[2]&1 != 0, Rcode: dns.RcodeFormatError}}
-		l.write(m, from, out)
-		return
-	}
-	r := request{local: h.local, client: from.Addr().Unmap().WithZone(""), msg: q}
-	t := h.tables.Load()
-	m, forward := t.answerLocal(r)
-	if forward {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			m := t.answerForward(h.ctx, r, h.exchange)
-			l.write(m, from, nil)
-		}()
-		return
-	}
-	if m != nil {
-		l.write(m, from, out)
-	}
-}
-
-// write packs m into buf (or a new buffer when buf is too small) and sends
-// it to client to.
-func (l *listener) write(m *dns.Msg, to netip.AddrPort, buf []byte) {
-	b, err := m.PackBuffer(buf)
-	if err == nil {
-		_, err = l.udp.WriteToUDPAddrPort(b, to)
-	}
-	if err != nil {
-		l.h.log.Debug("dns reply", "client", to, "err", err)
-	}
 }
 
 // start runs srv in a goroutine and returns once it serves, so that a
@@ -189,8 +121,9 @@ func start(srv *dns.Server) error {
 func (l *listener) close() {
 	l.cancel()
 	if l.udp != nil {
-		_ = l.udp.Close()
+		l.udp.shutdown()
 		l.wg.Wait() // forwarded queries return at once: their context is done
+		_ = l.udp.close()
 	}
 	if l.tcp != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownWait)
@@ -206,18 +139,21 @@ func (l *listener) close() {
 func freebind(network, _ string, c syscall.RawConn) error {
 	var err error
 	cerr := c.Control(func(fd uintptr) {
-		err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-		if err != nil {
-			return
-		}
-		if network[len(network)-1] == '6' {
-			err = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
-		} else {
-			err = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
-		}
+		err = setFreebind(int(fd), network[len(network)-1] == '6')
 	})
 	if cerr != nil {
 		return cerr
+	}
+	return err
+}
+
+// setFreebind is freebind on a socket of our own.
+func setFreebind(fd int, v6 bool) error {
+	err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	if err == nil && v6 {
+		err = unix.SetsockoptInt(fd, unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
+	} else if err == nil {
+		err = unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_FREEBIND, 1)
 	}
 	if err != nil {
 		return fmt.Errorf("set socket options: %w", err)

@@ -511,20 +511,17 @@ func TestListenOptions(t *testing.T) {
 		if addr.Addr().Is6() {
 			level, opt = unix.SOL_IPV6, unix.IPV6_FREEBIND
 		}
-		for _, c := range []any{l.udp, l.tcp.Listener} {
-			raw, err := c.(interface {
-				SyscallConn() (syscall.RawConn, error)
-			}).SyscallConn()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var free, reuse int
-			_ = raw.Control(func(fd uintptr) {
-				free, _ = unix.GetsockoptInt(int(fd), level, opt)
-				reuse, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR)
-			})
+		raw, err := l.tcp.Listener.(syscall.Conn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fds := map[string]int{"udp": l.udp.fd}
+		_ = raw.Control(func(fd uintptr) { fds["tcp"] = int(fd) })
+		for proto, fd := range fds {
+			free, _ := unix.GetsockoptInt(fd, level, opt)
+			reuse, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR)
 			if free != 1 || reuse != 1 {
-				t.Errorf("%v %T: freebind %d, reuseaddr %d; want 1, 1", addr, c, free, reuse)
+				t.Errorf("%v %s: freebind %d, reuseaddr %d; want 1, 1", addr, proto, free, reuse)
 			}
 		}
 		l.close()

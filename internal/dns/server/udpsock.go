@@ -1,0 +1,205 @@
+package server
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// udpSocket is a blocking UDP socket, read and written a batch of
+// datagrams at a time. Blocking, not Go's poller: a reader sleeps in
+// recvmmsg and the kernel wakes it when a query arrives, with no epoll
+// wakeup and no goroutine handoff in between, which on loopback and veths
+// costs more than answering the query does. Readers call recv on batches of
+// their own; any goroutine may call sendTo.
+type udpSocket struct {
+	fd int
+}
+
+// openUDP opens a UDP socket bound to addr, with SO_REUSEADDR and
+// IP_FREEBIND (see freebind). Equivalent to: `bind ADDR:PORT`.
+func openUDP(addr netip.AddrPort) (*udpSocket, error) {
+	family := unix.AF_INET
+	if addr.Addr().Is6() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return nil, fmt.Errorf("udp socket: %w", err)
+	}
+	sa, err := sockaddr(addr)
+	if err == nil {
+		err = setFreebind(fd, family == unix.AF_INET6)
+	}
+	if err == nil && family == unix.AF_INET6 {
+		// As Go's "udp6": the socket is not also an IPv4 one.
+		err = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
+	}
+	if err == nil {
+		err = unix.Bind(fd, sa)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return &udpSocket{fd: fd}, nil
+}
+
+// sockaddr returns addr as a socket address; a zone names an interface.
+func sockaddr(addr netip.AddrPort) (unix.Sockaddr, error) {
+	a := addr.Addr()
+	if a.Is4() {
+		return &unix.SockaddrInet4{Port: int(addr.Port()), Addr: a.As4()}, nil
+	}
+	sa := &unix.SockaddrInet6{Port: int(addr.Port()), Addr: a.As16()}
+	if z := a.Zone(); z != "" {
+		ifi, err := net.InterfaceByName(z)
+		if err != nil {
+			return nil, fmt.Errorf("zone of %s: %w", a, err)
+		}
+		sa.ZoneId = uint32(ifi.Index)
+	}
+	return sa, nil
+}
+
+// shutdown wakes the readers blocked in recv: they see no more datagrams
+// (recvmmsg returns empty ones at once). Equivalent to: shutdown(2)
+// SHUT_RDWR. On a socket that is not connected the kernel reports ENOTCONN
+// but shuts it down all the same.
+func (s *udpSocket) shutdown() {
+	_ = unix.Shutdown(s.fd, unix.SHUT_RDWR)
+}
+
+// close closes the socket, once no goroutine uses it any more.
+func (s *udpSocket) close() error {
+	return unix.Close(s.fd)
+}
+
+// sendTo sends one datagram, b, to to. Equivalent to: sendto(2).
+func (s *udpSocket) sendTo(b []byte, to netip.AddrPort) error {
+	sa, err := sockaddr(to)
+	if err != nil {
+		return err
+	}
+	return unix.Sendto(s.fd, b, 0, sa)
+}
+
+// batch is one reader's datagrams: those recv read, and the replies queued
+// with reply for send. Its memory stays put while the kernel uses it: the
+// headers point into buffers the batch holds.
+type batch struct {
+	in    []unix.Mmsghdr
+	inIov []unix.Iovec
+	bufs  [][]byte
+	addrs []unix.RawSockaddrInet6 // holds an IPv4 or IPv6 sender
+
+	out    []unix.Mmsghdr // replies queued
+	outIov []unix.Iovec
+}
+
+// newBatch returns a batch of up to n datagrams of up to size bytes each.
+func newBatch(n, size int) *batch {
+	b := &batch{
+		in:     make([]unix.Mmsghdr, n),
+		inIov:  make([]unix.Iovec, n),
+		bufs:   make([][]byte, n),
+		addrs:  make([]unix.RawSockaddrInet6, n),
+		out:    make([]unix.Mmsghdr, 0, n),
+		outIov: make([]unix.Iovec, n),
+	}
+	for i := range n {
+		b.bufs[i] = make([]byte, size)
+		b.inIov[i].Base = &b.bufs[i][0]
+		b.inIov[i].SetLen(size)
+	}
+	return b
+}
+
+// recv reads at least one datagram, waiting for the first, and then as
+// many more as are queued and fit b. It returns how many it read; they are
+// b.datagram(0) to b.datagram(n-1). It clears the replies queued.
+// Equivalent to: recvmmsg(2) with MSG_WAITFORONE.
+func (s *udpSocket) recv(b *batch) (int, error) {
+	b.out = b.out[:0]
+	for i := range b.in {
+		h := &b.in[i].Hdr
+		*h = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&b.addrs[i])), Namelen: unix.SizeofSockaddrInet6, Iov: &b.inIov[i]}
+		h.SetIovlen(1)
+	}
+	for {
+		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&b.in[0])),
+			uintptr(len(b.in)), unix.MSG_WAITFORONE, 0, 0)
+		switch errno {
+		case 0:
+			return int(n), nil
+		case unix.EINTR:
+			continue
+		}
+		return 0, fmt.Errorf("recvmmsg: %w", errno)
+	}
+}
+
+// datagram returns the i-th datagram recv read and its sender; the sender
+// is invalid if it was not an IP address.
+func (b *batch) datagram(i int) ([]byte, netip.AddrPort) {
+	h := &b.in[i]
+	data := b.bufs[i][:min(int(h.Len), len(b.bufs[i]))]
+	sa := &b.addrs[i]
+	switch {
+	case sa.Family == unix.AF_INET && h.Hdr.Namelen >= unix.SizeofSockaddrInet4:
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return data, netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), port(sa4.Port))
+	case sa.Family == unix.AF_INET6 && h.Hdr.Namelen >= unix.SizeofSockaddrInet6:
+		return data, netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), port(sa.Port))
+	}
+	return data, netip.AddrPort{}
+}
+
+// port converts a port in network byte order as the kernel stores it.
+func port(p uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&p))
+	return uint16(b[0])<<8 | uint16(b[1])
+}
+
+// reply queues data for send, to the sender of datagram i. data must stay
+// unchanged until send returns.
+func (b *batch) reply(i int, data []byte) {
+	if len(data) == 0 {
+		return
+	}
+	j := len(b.out)
+	b.outIov[j] = unix.Iovec{Base: &data[0]}
+	b.outIov[j].SetLen(len(data))
+	h := unix.Msghdr{Name: b.in[i].Hdr.Name, Namelen: b.in[i].Hdr.Namelen, Iov: &b.outIov[j]}
+	h.SetIovlen(1)
+	b.out = append(b.out, unix.Mmsghdr{Hdr: h})
+}
+
+// send sends the replies queued. A reply the kernel refuses is skipped and
+// the others still go; the error returned is the first such refusal.
+// Equivalent to: sendmmsg(2).
+func (s *udpSocket) send(b *batch) error {
+	var first error
+	for out := b.out; len(out) > 0; {
+		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&out[0])),
+			uintptr(len(out)), 0, 0, 0)
+		switch errno {
+		case 0:
+			out = out[n:]
+			continue
+		case unix.EINTR:
+			continue
+		}
+		if first == nil {
+			first = fmt.Errorf("sendmmsg: %w", errno)
+		}
+		if errno == unix.EPIPE {
+			return first // shut down
+		}
+		out = out[1:] // the first one failed
+	}
+	return first
+}

@@ -1,0 +1,85 @@
+package server
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A batch reads the datagrams queued from several clients, with their
+// senders, and send replies to each its own; shutdown wakes a reader
+// waiting for more.
+func TestUDPSocketBatch(t *testing.T) {
+	for _, lo := range []string{"127.0.0.1", "::1"} {
+		s, err := openUDP(netip.AddrPortFrom(ip(lo), 0))
+		if err != nil {
+			t.Logf("%s: %v", lo, err)
+			continue
+		}
+		sa, err := unix.Getsockname(s.fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var port int
+		switch sa := sa.(type) {
+		case *unix.SockaddrInet4:
+			port = sa.Port
+		case *unix.SockaddrInet6:
+			port = sa.Port
+		}
+		server := &net.UDPAddr{IP: net.ParseIP(lo), Port: port}
+		var clients []*net.UDPConn
+		for i := range 3 {
+			c, err := net.DialUDP("udp", nil, server)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write([]byte{byte(i)}); err != nil {
+				t.Fatal(err)
+			}
+			clients = append(clients, c)
+		}
+		b := newBatch(4, 512)
+		for got := 0; got < len(clients); {
+			n, err := s.recv(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range n {
+				data, from := b.datagram(i)
+				if len(data) != 1 || from.Port() != uint16(clients[data[0]].LocalAddr().(*net.UDPAddr).Port) {
+					t.Fatalf("datagram %x from %v", data, from)
+				}
+				b.reply(i, []byte{data[0] + 100})
+			}
+			if err := s.send(b); err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+		for i, c := range clients {
+			buf := make([]byte, 8)
+			_ = c.SetReadDeadline(time.Now().Add(time.Second))
+			if n, err := c.Read(buf); err != nil || n != 1 || buf[0] != byte(i+100) {
+				t.Errorf("%s client %d: reply %x, %v", lo, i, buf[:n], err)
+			}
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = s.recv(b)
+		}()
+		time.Sleep(10 * time.Millisecond)
+		s.shutdown()
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+			t.Fatalf("%s: shutdown did not wake the reader", lo)
+		}
+		_ = s.close()
+	}
+}
