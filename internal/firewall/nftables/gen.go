@@ -38,8 +38,10 @@ import (
 //
 // With WithStamp the record lives in a file, so that every knit command (a
 // process of its own) profits from the ones before it. The file names the
-// boot and the namespace (by inode): after a reboot the kernel counts
-// generations from the start again. Every write replaces the file whole.
+// boot and the namespace (by its cookie): after a reboot, and in another
+// namespace, the kernel counts generations from the start again. Every
+// write replaces the file whole, and a batch that fails on the record's
+// word drops it.
 
 const (
 	getGenType = netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN)
@@ -78,7 +80,7 @@ func (c *elemConn) gen() (uint32, error) {
 
 // verified is what was last seen up to date: knit's base, and the networks
 // named (by a fingerprint of what their rules are made from), at
-// generation gen of the namespace with inode netns, during boot boot.
+// generation gen of the namespace netns (netnsID), during boot boot.
 type verified struct {
 	boot  string
 	netns uint64
@@ -106,28 +108,39 @@ func fingerprint(n firewall.Network) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// netnsInode identifies the namespace the firewall acts in.
-func (f *Firewall) netnsInode() (uint64, error) {
+// netnsID identifies the namespace the firewall acts in for as long as the
+// kernel runs: its cookie (SO_NETNS_COOKIE of the call's socket, never
+// reused), or on kernels before 5.14 its inode number (marked so that it
+// never equals a cookie).
+func (f *Firewall) netnsID(ec *elemConn) (uint64, error) {
+	rc, err := ec.nl.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var id uint64
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { id, gerr = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_NETNS_COOKIE) }); err == nil && gerr == nil {
+		return id, nil
+	}
 	var st unix.Stat_t
-	var err error
 	if f.nsFd != 0 {
 		err = unix.Fstat(f.nsFd, &st)
 	} else {
 		err = unix.Stat("/proc/thread-self/ns/net", &st)
 	}
-	return st.Ino, err
+	return st.Ino | 1<<63, err
 }
 
 // loadVerified returns the record if it is of generation now: this
 // process's own, or else the stamp file's.
-func (f *Firewall) loadVerified(now uint32) (verified, bool) {
+func (f *Firewall) loadVerified(ec *elemConn, now uint32) (verified, bool) {
 	f.genMu.Lock()
 	v, ok := f.mem, f.memOK && f.mem.gen == now
 	f.genMu.Unlock()
 	if ok || f.stamp == "" {
 		return v, ok
 	}
-	ino, err := f.netnsInode()
+	id, err := f.netnsID(ec)
 	if err != nil || bootID() == "" {
 		return verified{}, false
 	}
@@ -136,23 +149,23 @@ func (f *Firewall) loadVerified(now uint32) (verified, bool) {
 		return verified{}, false
 	}
 	v, err = parseStamp(string(b))
-	return v, err == nil && v.netns == ino && v.boot == bootID() && v.gen == now
+	return v, err == nil && v.netns == id && v.boot == bootID() && v.gen == now
 }
 
 // saveVerified replaces the record. A stamp that cannot be written only
 // costs later calls a read.
-func (f *Firewall) saveVerified(v verified) {
+func (f *Firewall) saveVerified(ec *elemConn, v verified) {
 	f.genMu.Lock()
 	f.mem, f.memOK = v, true
 	f.genMu.Unlock()
 	if f.stamp == "" {
 		return
 	}
-	ino, err := f.netnsInode()
+	id, err := f.netnsID(ec)
 	if err != nil || bootID() == "" {
 		return
 	}
-	v.netns, v.boot = ino, bootID()
+	v.netns, v.boot = id, bootID()
 	tmp := f.stamp + ".tmp" + strconv.Itoa(os.Getpid())
 	if err := os.MkdirAll(filepath.Dir(f.stamp), 0o755); err != nil {
 		return
@@ -162,6 +175,18 @@ func (f *Firewall) saveVerified(v verified) {
 	}
 	if err := os.Rename(tmp, f.stamp); err != nil {
 		_ = os.Remove(tmp)
+	}
+}
+
+// forgetVerified drops the record: a batch sent on its word failed, so
+// what it said may not hold (it cannot tell a namespace that reused an
+// identity, say); the next call reads and repairs.
+func (f *Firewall) forgetVerified() {
+	f.genMu.Lock()
+	f.memOK = false
+	f.genMu.Unlock()
+	if f.stamp != "" {
+		_ = os.Remove(f.stamp)
 	}
 }
 
@@ -199,19 +224,19 @@ func (f *Firewall) networkStill(ec *elemConn, n firewall.Network) bool {
 	if err != nil {
 		return false
 	}
-	v, ok := f.loadVerified(now)
+	v, ok := f.loadVerified(ec, now)
 	return ok && v.nets[n.Name] == fingerprint(n)
 }
 
 // rememberNetwork records that the base and n were up to date at g, with
 // the networks already recorded at g.
-func (f *Firewall) rememberNetwork(g uint32, n firewall.Network) {
+func (f *Firewall) rememberNetwork(ec *elemConn, g uint32, n firewall.Network) {
 	nets := map[string]string{}
-	if v, ok := f.loadVerified(g); ok {
+	if v, ok := f.loadVerified(ec, g); ok {
 		maps.Copy(nets, v.nets)
 	}
 	nets[n.Name] = fingerprint(n)
-	f.saveVerified(verified{gen: g, nets: nets})
+	f.saveVerified(ec, verified{gen: g, nets: nets})
 }
 
 // baseStill returns the record when the ruleset is still at its
@@ -221,7 +246,7 @@ func (f *Firewall) baseStill(ec *elemConn) (verified, bool) {
 	if err != nil {
 		return verified{}, false
 	}
-	return f.loadVerified(now)
+	return f.loadVerified(ec, now)
 }
 
 // advance moves the record v past one batch of this Firewall's, when that
@@ -229,6 +254,6 @@ func (f *Firewall) baseStill(ec *elemConn) (verified, bool) {
 func (f *Firewall) advance(ec *elemConn, v verified) {
 	if now, err := ec.gen(); err == nil && now == v.gen+1 {
 		v.gen = now
-		f.saveVerified(v)
+		f.saveVerified(ec, v)
 	}
 }

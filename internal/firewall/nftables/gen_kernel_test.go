@@ -1,6 +1,7 @@
 package nftables_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,5 +104,47 @@ func TestStampSkipsVerifiedReads(t *testing.T) {
 	other := testutil.NewNetns(t)
 	if !readsBase(t, func() error { return stamped(t, other, stamp).EnsureNetwork(n1icc) }) {
 		t.Error("a Firewall of another namespace trusted the stamp")
+	}
+}
+
+// A stamp that says more than holds (here: forged after knit's table was
+// deleted; in life, a namespace that reused a recorded identity) costs one
+// failed batch, not a stuck firewall: the batch's failure drops the stamp,
+// the call retries from a fresh read, and the next EnsureNetwork repairs.
+func TestStampThatLiesIsDropped(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	stamp := filepath.Join(t.TempDir(), "verified")
+	n1 := network("n1", "br0", "10.99.0.0/24")
+	fw := stamped(t, ns, stamp)
+	check(t, fw.EnsureNetwork(n1))
+	check(t, fw.EnsureNetwork(n1)) // recorded
+	b, err := os.ReadFile(stamp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nft(t, ns, "delete", "table", "inet", "knit") // one commit: generation + 1
+	var boot string
+	var netns, gen uint64
+	first, rest, _ := strings.Cut(string(b), "\n")
+	if _, err := fmt.Sscanf(first, "boot %s netns %d gen %d", &boot, &netns, &gen); err != nil {
+		t.Fatalf("stamp %q: %v", b, err)
+	}
+	forged := fmt.Sprintf("boot %s netns %d gen %d\n%s", boot, netns, gen+1, rest)
+	if err := os.WriteFile(stamp, []byte(forged), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	liar := stamped(t, ns, stamp)
+	check(t, liar.EnsureNetwork(n1)) // believes the stamp: no read, no repair
+	pm := portMapping("", 8080, "tcp", "10.99.0.2", 80)
+	check(t, liar.AddPorts("o1", []firewall.PortMapping{pm})) // fails once, drops the stamp, repairs the base
+	if _, err := os.Stat(stamp); !os.IsNotExist(err) {
+		t.Errorf("stamp still there after a batch failed on its word: %v", err)
+	}
+	if !readsBase(t, func() error { return stamped(t, ns, stamp).EnsureNetwork(n1) }) {
+		t.Error("EnsureNetwork after a dropped stamp did not read")
+	}
+	if out := nft(t, ns, "list", "table", "inet", "knit"); !strings.Contains(out, `"br0"`) || !strings.Contains(out, "tcp . 8080") {
+		t.Errorf("table not repaired:\n%s", out)
 	}
 }

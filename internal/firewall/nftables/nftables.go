@@ -226,7 +226,7 @@ func (f *Firewall) EnsureNetwork(n firewall.Network) error {
 	}
 	if cur, g, err := f.readBaseAtGen(ec); err == nil && cur.upToDate(n) {
 		if g != nil {
-			f.rememberNetwork(*g, n)
+			f.rememberNetwork(ec, *g, n)
 		}
 		return nil
 	}
@@ -422,6 +422,9 @@ func (f *Firewall) applyElems(build func(c *nft.Conn, ec *elemConn, trusted bool
 				f.advance(ec, v)
 			}
 			return nil
+		}
+		if trusted {
+			f.forgetVerified()
 		}
 		if attempt == 2 || !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("apply nftables batch: %w", err)
