@@ -118,7 +118,9 @@ func New(dir, bridge string, gateway netip.Prefix) (*Floor, error) {
 }
 
 func (f *Floor) nftInit() error {
-	c, err := nft.New()
+	// One lasting socket, as knit keeps: closing a netfilter socket right
+	// after a batch that deleted an element waits for an RCU grace period.
+	c, err := nft.New(nft.AsLasting())
 	if err != nil {
 		return err
 	}

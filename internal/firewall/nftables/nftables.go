@@ -151,6 +151,10 @@ type Firewall struct {
 	genMu sync.Mutex
 	mem   verified
 	memOK bool
+	// One socket of each kind is kept between calls (see useConn).
+	connMu   sync.Mutex
+	idleConn *nft.Conn
+	idleElem *elemConn
 }
 
 var _ firewall.Firewall = (*Firewall)(nil)
@@ -159,8 +163,8 @@ var _ firewall.Firewall = (*Firewall)(nil)
 type Option func(*Firewall)
 
 // WithNetnsFd makes the firewall act in the network namespace open at fd
-// instead of the caller's own. The netlink socket is opened inside it for
-// each call, so fd must stay open as long as the Firewall is used.
+// instead of the caller's own. Its netlink sockets are opened inside it, so
+// fd must stay open as long as the Firewall is used.
 func WithNetnsFd(fd int) Option { return func(f *Firewall) { f.nsFd = fd } }
 
 // New returns a Firewall after checking that the kernel speaks nf_tables.
@@ -171,19 +175,87 @@ func New(opts ...Option) (*Firewall, error) {
 	for _, o := range opts {
 		o(f)
 	}
-	c, err := f.conn()
+	err := f.useConn(func(c *nft.Conn) error {
+		_, err := c.ListTablesOfFamily(nft.TableFamilyINet)
+		return err
+	})
 	if err != nil {
-		return nil, err
-	}
-	defer c.CloseLasting()
-	if _, err := c.ListTablesOfFamily(nft.TableFamilyINet); err != nil {
 		return nil, fmt.Errorf("list nftables tables: %w", err)
 	}
 	return f, nil
 }
 
-// conn opens one netlink socket for the duration of a call. Each call gets
-// its own Conn because a Conn buffers one batch.
+// Close releases the sockets kept between calls. In a process that exits
+// after its command there is no need to: the kernel closes them.
+func (f *Firewall) Close() error {
+	f.connMu.Lock()
+	c, ec := f.idleConn, f.idleElem
+	f.idleConn, f.idleElem = nil, nil
+	f.connMu.Unlock()
+	if c != nil {
+		c.CloseLasting()
+	}
+	if ec != nil {
+		ec.Close()
+	}
+	return nil
+}
+
+// useConn runs fn with a netfilter socket: the one kept from an earlier
+// call, or a new one. Closing such a socket right after a batch that
+// deleted anything (an unpublish) waits in the kernel for the deletion's
+// RCU grace period (the release flushes nf_tables' destroy work: 4-16 ms
+// here), so a socket is kept for the next call, and closed only when fn
+// failed: it may hold a half-built batch or unread answers.
+func (f *Firewall) useConn(fn func(c *nft.Conn) error) error {
+	f.connMu.Lock()
+	c := f.idleConn
+	f.idleConn = nil
+	f.connMu.Unlock()
+	if c == nil {
+		var err error
+		if c, err = f.conn(); err != nil {
+			return err
+		}
+	}
+	err := fn(c)
+	f.connMu.Lock()
+	if err == nil && f.idleConn == nil {
+		f.idleConn, c = c, nil
+	}
+	f.connMu.Unlock()
+	if c != nil {
+		c.CloseLasting()
+	}
+	return err
+}
+
+// useElemConn is useConn for the element lookup socket.
+func (f *Firewall) useElemConn(fn func(ec *elemConn) error) error {
+	f.connMu.Lock()
+	ec := f.idleElem
+	f.idleElem = nil
+	f.connMu.Unlock()
+	if ec == nil {
+		var err error
+		if ec, err = f.elemConn(); err != nil {
+			return err
+		}
+	}
+	err := fn(ec)
+	f.connMu.Lock()
+	if err == nil && f.idleElem == nil {
+		f.idleElem, ec = ec, nil
+	}
+	f.connMu.Unlock()
+	if ec != nil {
+		ec.Close()
+	}
+	return err
+}
+
+// conn opens a netlink socket. A Conn buffers one batch, so a call uses
+// one Conn at a time (useConn).
 func (f *Firewall) conn() (*nft.Conn, error) {
 	// The kernel acknowledges every message of a batch; the default socket
 	// buffer overflows (ENOBUFS) at a few hundred elements, e.g. -p with a
@@ -216,19 +288,22 @@ func (f *Firewall) EnsureNetwork(n firewall.Network) error {
 	// Every knit command ensures its network; a read that finds everything
 	// in place costs a fraction of a batch, whose commit waits for the
 	// kernel (~15 ms here).
-	ec, err := f.elemConn()
-	if err != nil {
-		return err
-	}
-	defer ec.Close()
-	if f.networkStill(ec, n) {
-		return nil
-	}
-	if cur, g, err := f.readBaseAtGen(ec); err == nil && cur.upToDate(n) {
-		if g != nil {
-			f.rememberNetwork(ec, *g, n)
+	upToDate := false
+	err := f.useElemConn(func(ec *elemConn) error {
+		if f.networkStill(ec, n) {
+			upToDate = true
+			return nil
+		}
+		if cur, g, err := f.readBaseAtGen(ec); err == nil && cur.upToDate(n) {
+			if g != nil {
+				f.rememberNetwork(ec, *g, n)
+			}
+			upToDate = true
 		}
 		return nil
+	})
+	if err != nil || upToDate {
+		return err
 	}
 	err = f.apply(func(c *nft.Conn, cur ruleset) error {
 		if err := baseEnsure(c, cur); err != nil {
@@ -324,25 +399,23 @@ func (f *Firewall) Rules() (string, error) {
 	return cur.render(), nil
 }
 
-func (f *Firewall) read() (ruleset, error) {
-	c, err := f.conn()
-	if err != nil {
-		return ruleset{}, err
-	}
-	defer c.CloseLasting()
-	return rulesetGet(c)
+func (f *Firewall) read() (cur ruleset, err error) {
+	err = f.useConn(func(c *nft.Conn) (err error) {
+		cur, err = rulesetGet(c)
+		return err
+	})
+	return cur, err
 }
 
 // readBase reads knit's table without the elements of the port maps and
 // link sets, which may number thousands: what a network's up-to-date check
 // looks at does not depend on them.
-func (f *Firewall) readBase() (ruleset, error) {
-	c, err := f.conn()
-	if err != nil {
-		return ruleset{}, err
-	}
-	defer c.CloseLasting()
-	return rulesetBase(c)
+func (f *Firewall) readBase() (cur ruleset, err error) {
+	err = f.useConn(func(c *nft.Conn) (err error) {
+		cur, err = rulesetBase(c)
+		return err
+	})
+	return cur, err
 }
 
 // readBaseAtGen is readBase, with the ruleset generation it was read at
@@ -365,11 +438,10 @@ func (f *Firewall) readBaseAtGen(ec *elemConn) (ruleset, *uint32, error) {
 func (f *Firewall) apply(build func(c *nft.Conn, cur ruleset) error) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	c, err := f.conn()
-	if err != nil {
-		return err
-	}
-	defer c.CloseLasting()
+	return f.useConn(func(c *nft.Conn) error { return applyOn(c, build) })
+}
+
+func applyOn(c *nft.Conn, build func(c *nft.Conn, cur ruleset) error) error {
 	for attempt := 0; ; attempt++ {
 		cur, err := rulesetGet(c)
 		if err != nil {
@@ -399,16 +471,12 @@ func (f *Firewall) apply(build func(c *nft.Conn, cur ruleset) error) error {
 func (f *Firewall) applyElems(build func(c *nft.Conn, ec *elemConn, trusted bool) (write bool, err error)) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	c, err := f.conn()
-	if err != nil {
-		return err
-	}
-	defer c.CloseLasting()
-	ec, err := f.elemConn()
-	if err != nil {
-		return err
-	}
-	defer ec.Close()
+	return f.useConn(func(c *nft.Conn) error {
+		return f.useElemConn(func(ec *elemConn) error { return f.applyElemsOn(c, ec, build) })
+	})
+}
+
+func (f *Firewall) applyElemsOn(c *nft.Conn, ec *elemConn, build func(c *nft.Conn, ec *elemConn, trusted bool) (write bool, err error)) error {
 	for attempt := 0; ; attempt++ {
 		v, trusted := f.baseStill(ec)
 		write, err := build(c, ec, trusted)
