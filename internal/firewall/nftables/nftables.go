@@ -208,48 +208,37 @@ func (f *Firewall) Close() error {
 // here), so a socket is kept for the next call, and closed only when fn
 // failed: it may hold a half-built batch or unread answers.
 func (f *Firewall) useConn(fn func(c *nft.Conn) error) error {
-	f.connMu.Lock()
-	c := f.idleConn
-	f.idleConn = nil
-	f.connMu.Unlock()
-	if c == nil {
-		var err error
-		if c, err = f.conn(); err != nil {
-			return err
-		}
-	}
-	err := fn(c)
-	f.connMu.Lock()
-	if err == nil && f.idleConn == nil {
-		f.idleConn, c = c, nil
-	}
-	f.connMu.Unlock()
-	if c != nil {
-		c.CloseLasting()
-	}
-	return err
+	return useKept(&f.connMu, &f.idleConn, f.conn, func(c *nft.Conn) { _ = c.CloseLasting() }, fn)
 }
 
 // useElemConn is useConn for the element lookup socket.
 func (f *Firewall) useElemConn(fn func(ec *elemConn) error) error {
-	f.connMu.Lock()
-	ec := f.idleElem
-	f.idleElem = nil
-	f.connMu.Unlock()
-	if ec == nil {
+	return useKept(&f.connMu, &f.idleElem, f.elemConn, func(ec *elemConn) { _ = ec.Close() }, fn)
+}
+
+// useKept runs fn with the socket kept in *idle (taken out meanwhile, so
+// concurrent calls each have their own) or a new one from open, and keeps
+// it afterwards unless fn failed or another was kept meanwhile.
+func useKept[S comparable](mu *sync.Mutex, idle *S, open func() (S, error), release func(S), fn func(S) error) error {
+	var none S
+	mu.Lock()
+	s := *idle
+	*idle = none
+	mu.Unlock()
+	if s == none {
 		var err error
-		if ec, err = f.elemConn(); err != nil {
+		if s, err = open(); err != nil {
 			return err
 		}
 	}
-	err := fn(ec)
-	f.connMu.Lock()
-	if err == nil && f.idleElem == nil {
-		f.idleElem, ec = ec, nil
+	err := fn(s)
+	mu.Lock()
+	if err == nil && *idle == none {
+		*idle, s = s, none
 	}
-	f.connMu.Unlock()
-	if ec != nil {
-		ec.Close()
+	mu.Unlock()
+	if s != none {
+		release(s)
 	}
 	return err
 }
