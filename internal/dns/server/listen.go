@@ -62,6 +62,8 @@ type listener struct {
 	tcp    *dns.Server
 	h      *handler       // the UDP handler
 	wg     sync.WaitGroup // UDP readers and forwarded queries
+	// forwarding counts the forwarded UDP queries in flight.
+	forwarding atomic.Int32
 }
 
 // listen opens UDP and TCP sockets on addr and serves them with h's tables

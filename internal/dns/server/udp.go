@@ -29,7 +29,8 @@ func (l *listener) readUDP() {
 	arena := make([]byte, dns.MaxMsgSize)
 	cache := new(answerCache)
 	for {
-		n, err := l.udp.recv(b)
+		// Blocked in the kernel unless forwarded queries want the thread.
+		n, err := l.udp.recv(b, l.forwarding.Load() == 0)
 		if l.h.ctx.Err() != nil {
 			return
 		}
@@ -72,8 +73,10 @@ func (l *listener) serveUDP(c *answerCache, b []byte, from netip.AddrPort, out [
 		return reply
 	}
 	l.wg.Add(1)
+	l.forwarding.Add(1)
 	go func() {
 		defer l.wg.Done()
+		defer l.forwarding.Add(-1)
 		m := t.answerForward(h.ctx, *fwd, h.exchange)
 		b, err := m.Pack()
 		if err == nil {

@@ -1,22 +1,32 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
 // udpSocket is a blocking UDP socket, read and written a batch of
-// datagrams at a time. Blocking, not Go's poller: a reader sleeps in
-// recvmmsg and the kernel wakes it when a query arrives, with no epoll
-// wakeup and no goroutine handoff in between, which on loopback and veths
-// costs more than answering the query does. Readers call recv on batches of
-// their own; any goroutine may call sendTo.
+// datagrams at a time. Its reader waits for queries in one of two ways.
+// Blocked in recvmmsg: the kernel wakes the reader's thread when a query
+// arrives, with no epoll wakeup and no goroutine handoff in between, which
+// on loopback and veths costs more than answering a cached name does. Or
+// parked in Go's poller, which leaves the thread to other goroutines: the
+// better way while forwarded queries, each a goroutine, are in flight.
+// The socket is never in Go's poller itself, or every datagram would wake
+// it: an epoll instance of its own is, and holds the socket only while the
+// reader parks. Any goroutine may call sendTo.
 type udpSocket struct {
-	fd int
+	fd     int
+	ep     *os.File        // the epoll instance, in Go's poller
+	epRaw  syscall.RawConn // ep's
+	polled bool            // the socket is in ep: the reader's to change
 }
 
 // openUDP opens a UDP socket bound to addr, with SO_REUSEADDR and
@@ -41,11 +51,56 @@ func openUDP(addr netip.AddrPort) (*udpSocket, error) {
 	if err == nil {
 		err = unix.Bind(fd, sa)
 	}
+	s := &udpSocket{fd: fd}
+	if err == nil {
+		err = s.openEpoll()
+	}
 	if err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
-	return &udpSocket{fd: fd}, nil
+	return s, nil
+}
+
+// openEpoll makes s's epoll instance and puts it in Go's poller, which
+// takes only descriptors in non-blocking mode. Equivalent to:
+// epoll_create1(2).
+func (s *udpSocket) openEpoll() error {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("epoll: %w", err)
+	}
+	if err := unix.SetNonblock(ep, true); err != nil {
+		unix.Close(ep)
+		return fmt.Errorf("epoll: %w", err)
+	}
+	s.ep = os.NewFile(uintptr(ep), "epoll")
+	if s.epRaw, err = s.ep.SyscallConn(); err != nil {
+		s.ep.Close()
+		return fmt.Errorf("epoll: %w", err)
+	}
+	return nil
+}
+
+// setPolled adds the socket to s's epoll instance, or removes it.
+// Equivalent to: epoll_ctl(2) EPOLL_CTL_ADD, EPOLL_CTL_DEL.
+func (s *udpSocket) setPolled(polled bool) error {
+	if s.polled == polled {
+		return nil
+	}
+	var err error
+	cerr := s.epRaw.Control(func(ep uintptr) {
+		if polled {
+			err = unix.EpollCtl(int(ep), unix.EPOLL_CTL_ADD, s.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(s.fd)})
+		} else {
+			err = unix.EpollCtl(int(ep), unix.EPOLL_CTL_DEL, s.fd, nil)
+		}
+	})
+	if err = errors.Join(cerr, err); err != nil {
+		return fmt.Errorf("epoll_ctl: %w", err)
+	}
+	s.polled = polled
+	return nil
 }
 
 // sockaddr returns addr as a socket address; a zone names an interface.
@@ -65,12 +120,14 @@ func sockaddr(addr netip.AddrPort) (unix.Sockaddr, error) {
 	return sa, nil
 }
 
-// shutdown wakes the readers blocked in recv: they see no more datagrams
-// (recvmmsg returns empty ones at once). Equivalent to: shutdown(2)
-// SHUT_RDWR. On a socket that is not connected the kernel reports ENOTCONN
-// but shuts it down all the same.
+// shutdown wakes the reader: blocked in recvmmsg, it reads empty
+// datagrams at once; parked in Go's poller, it returns an error. Equivalent
+// to: shutdown(2) SHUT_RDWR, and closing the epoll instance. On a socket
+// that is not connected the kernel reports ENOTCONN but shuts it down all
+// the same.
 func (s *udpSocket) shutdown() {
 	_ = unix.Shutdown(s.fd, unix.SHUT_RDWR)
+	_ = s.ep.Close()
 }
 
 // close closes the socket, once no goroutine uses it any more.
@@ -118,28 +175,45 @@ func newBatch(n, size int) *batch {
 	return b
 }
 
-// recv reads at least one datagram, waiting for the first, and then as
+// recv reads at least one datagram, waiting for the first blocked in
+// recvmmsg (inKernel) or parked in Go's poller (see udpSocket), and then as
 // many more as are queued and fit b. It returns how many it read; they are
-// b.datagram(0) to b.datagram(n-1). It clears the replies queued.
-// Equivalent to: recvmmsg(2) with MSG_WAITFORONE.
-func (s *udpSocket) recv(b *batch) (int, error) {
+// b.datagram(0) to b.datagram(n-1). It clears the replies queued. Only one
+// goroutine may call it. Equivalent to: recvmmsg(2) with MSG_WAITFORONE.
+func (s *udpSocket) recv(b *batch, inKernel bool) (int, error) {
 	b.out = b.out[:0]
 	for i := range b.in {
 		h := &b.in[i].Hdr
 		*h = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&b.addrs[i])), Namelen: unix.SizeofSockaddrInet6, Iov: &b.inIov[i]}
 		h.SetIovlen(1)
 	}
-	for {
-		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&b.in[0])),
-			uintptr(len(b.in)), unix.MSG_WAITFORONE, 0, 0)
-		switch errno {
-		case 0:
-			return int(n), nil
-		case unix.EINTR:
-			continue
+	if err := s.setPolled(!inKernel); err != nil {
+		return 0, err
+	}
+	flags := uintptr(unix.MSG_WAITFORONE)
+	if !inKernel {
+		flags |= unix.MSG_DONTWAIT
+	}
+	var n uintptr
+	var errno syscall.Errno
+	read := func(uintptr) bool {
+		for {
+			n, _, errno = unix.Syscall6(unix.SYS_RECVMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&b.in[0])),
+				uintptr(len(b.in)), flags, 0, 0)
+			if errno != unix.EINTR {
+				return errno != unix.EAGAIN
+			}
 		}
+	}
+	if inKernel {
+		read(0)
+	} else if err := s.epRaw.Read(read); err != nil {
+		return 0, err
+	}
+	if errno != 0 {
 		return 0, fmt.Errorf("recvmmsg: %w", errno)
 	}
+	return int(n), nil
 }
 
 // datagram returns the i-th datagram recv read and its sender; the sender
