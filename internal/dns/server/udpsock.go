@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"syscall"
 	"unsafe"
 
@@ -111,6 +112,10 @@ func sockaddr(addr netip.AddrPort) (unix.Sockaddr, error) {
 	}
 	sa := &unix.SockaddrInet6{Port: int(addr.Port()), Addr: a.As16()}
 	if z := a.Zone(); z != "" {
+		if i, err := strconv.ParseUint(z, 10, 32); err == nil {
+			sa.ZoneId = uint32(i)
+			return sa, nil
+		}
 		ifi, err := net.InterfaceByName(z)
 		if err != nil {
 			return nil, fmt.Errorf("zone of %s: %w", a, err)
@@ -227,7 +232,11 @@ func (b *batch) datagram(i int) ([]byte, netip.AddrPort) {
 		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
 		return data, netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), port(sa4.Port))
 	case sa.Family == unix.AF_INET6 && h.Hdr.Namelen >= unix.SizeofSockaddrInet6:
-		return data, netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), port(sa.Port))
+		a := netip.AddrFrom16(sa.Addr)
+		if sa.Scope_id != 0 { // a link-local sender: its interface, for sendTo
+			a = a.WithZone(strconv.FormatUint(uint64(sa.Scope_id), 10))
+		}
+		return data, netip.AddrPortFrom(a, port(sa.Port))
 	}
 	return data, netip.AddrPort{}
 }

@@ -87,3 +87,20 @@ func TestUDPSocketBatch(t *testing.T) {
 		_ = s.close()
 	}
 }
+
+// A link-local sender keeps its interface, so that a forwarded query's
+// reply, sent on its own, finds the way back.
+func TestDatagramZone(t *testing.T) {
+	b := newBatch(1, 16)
+	b.addrs[0] = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: 0x3500, Scope_id: 7,
+		Addr: netip.MustParseAddr("fe80::1").As16()}
+	b.in[0].Hdr.Namelen = unix.SizeofSockaddrInet6
+	_, from := b.datagram(0)
+	if want := netip.MustParseAddrPort("[fe80::1%7]:53"); from != want {
+		t.Fatalf("sender %v, want %v", from, want)
+	}
+	sa, err := sockaddr(from)
+	if sa6, ok := sa.(*unix.SockaddrInet6); err != nil || !ok || sa6.ZoneId != 7 || sa6.Port != 53 {
+		t.Errorf("sockaddr %+v, %v", sa, err)
+	}
+}
