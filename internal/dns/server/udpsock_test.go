@@ -72,6 +72,21 @@ func TestUDPSocketBatch(t *testing.T) {
 				t.Errorf("%s client %d: reply %x, %v", lo, i, buf[:n], err)
 			}
 		}
+		// One datagram alone: its reply goes by sendto.
+		if _, err := clients[0].Write([]byte{9}); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.recv(b, tc.inKernel); err != nil || n != 1 {
+			t.Fatalf("%s: read %d datagrams, %v", lo, n, err)
+		}
+		b.reply(0, []byte{109})
+		if err := s.send(b); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 8)
+		if n, err := clients[0].Read(buf); err != nil || n != 1 || buf[0] != 109 {
+			t.Errorf("%s: reply %x, %v", lo, buf[:n], err)
+		}
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
