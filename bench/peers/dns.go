@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -86,7 +88,104 @@ func dnsSection() error {
 			res[tool].print(fmt.Sprintf("BenchmarkDNS/kind=%s/tool=%s", kind, tool))
 		}
 	}
+	return dnsperfSection(knitAddr, aardAddr, rounds)
+}
+
+// dnsperfSection measures each server's throughput open-loop with
+// dnsperf (Debian's dnsperf, the usual DNS load tool; written in C, it
+// spends far less CPU per query than the Go clients above, which share
+// the machine's CPUs with the server under test): dnsperfClients sockets,
+// up to dnsperfOutstanding queries in flight, dnsperfSeconds per round,
+// rounds alternating between the servers; the median round is reported.
+func dnsperfSection(knitAddr, aardAddr string, rounds int) error {
+	if _, err := exec.LookPath("dnsperf"); err != nil {
+		fmt.Printf("note-dnsperf: dnsperf is not installed (apt-get install dnsperf): the open-loop DNS figures are missing\n")
+		return nil
+	}
+	fmt.Printf("dnsperf-load: dnsperf -c %d -q %d -l %d (%d rounds per server, alternating; the median round)\n",
+		dnsperfClients, dnsperfOutstanding, dnsperfSeconds, rounds)
+	for _, kind := range []string{"local", "forwarded"} {
+		file := filepath.Join(workDir, "dnsperf-"+kind)
+		var lines []string
+		if kind == "local" {
+			for j := range dnsNames {
+				lines = append(lines, fmt.Sprintf("c%d A", j))
+			}
+		} else {
+			lines = []string{"example.com A"}
+		}
+		if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+			return err
+		}
+		res := map[string][]dnsperfResult{}
+		for range rounds {
+			for _, s := range []struct{ tool, addr string }{{"knit", knitAddr}, {"aardvark", aardAddr}} {
+				r, err := dnsperf(s.addr, file)
+				if err != nil {
+					return fmt.Errorf("dnsperf, %s, %s names: %w", s.tool, kind, err)
+				}
+				res[s.tool] = append(res[s.tool], r)
+			}
+		}
+		for _, tool := range []string{"knit", "aardvark"} {
+			rs := res[tool]
+			slices.SortFunc(rs, func(a, b dnsperfResult) int { return cmp.Compare(a.qps, b.qps) })
+			m := rs[len(rs)/2]
+			fmt.Printf("BenchmarkDNSPerf/kind=%s/tool=%s\t%d\t%.0f queries/s\t%.1f avg-µs\t%d lost\n", kind, tool, m.completed, m.qps, m.avgMicros, m.lost)
+		}
+	}
 	return nil
+}
+
+const (
+	dnsperfClients     = 8
+	dnsperfOutstanding = 100
+	dnsperfSeconds     = 5
+)
+
+type dnsperfResult struct {
+	completed, lost int
+	qps, avgMicros  float64
+}
+
+// dnsperf runs one round against addr with the queries in file, and
+// refuses a round with any answer but NOERROR.
+func dnsperf(addr, file string) (dnsperfResult, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return dnsperfResult{}, err
+	}
+	out, err := exec.Command("dnsperf", "-s", host, "-p", port, "-d", file, "-c", fmt.Sprint(dnsperfClients),
+		"-q", fmt.Sprint(dnsperfOutstanding), "-l", fmt.Sprint(dnsperfSeconds), "-t", "2").CombinedOutput()
+	if err != nil {
+		return dnsperfResult{}, fmt.Errorf("%w\n%s", err, out)
+	}
+	var r dnsperfResult
+	var avgSec float64
+	var sent int
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case strings.HasPrefix(l, "  Queries sent:") && len(f) >= 3:
+			sent, _ = strconv.Atoi(f[2])
+		case strings.HasPrefix(l, "  Queries completed:") && len(f) >= 3:
+			r.completed, _ = strconv.Atoi(f[2])
+		case strings.HasPrefix(l, "  Queries lost:") && len(f) >= 3:
+			r.lost, _ = strconv.Atoi(f[2])
+		case strings.HasPrefix(l, "  Queries per second:") && len(f) >= 4:
+			r.qps, _ = strconv.ParseFloat(f[3], 64)
+		case strings.HasPrefix(l, "  Average Latency (s):") && len(f) >= 4:
+			avgSec, _ = strconv.ParseFloat(f[3], 64)
+		case strings.HasPrefix(l, "  Response codes:") && !strings.Contains(l, "NOERROR") || strings.Contains(l, "Response codes:") && strings.Contains(l, ","):
+			return r, fmt.Errorf("answers other than NOERROR: %s", strings.TrimSpace(l))
+		}
+	}
+	if r.completed == 0 || r.qps == 0 {
+		return r, fmt.Errorf("no result in dnsperf's output:\n%s", out)
+	}
+	_ = sent
+	r.avgMicros = avgSec * 1e6
+	return r, nil
 }
 
 type dnsResult struct {
