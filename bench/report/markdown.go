@@ -417,24 +417,13 @@ func dnsSection(b *strings.Builder, d *data) [][3]string {
 		w("Load: %s.", v)
 	}
 	w("\n\n| names | server | queries/s | p50 µs | p99 µs |\n|---|---|---:|---:|---:|\n")
-	for _, kind := range []string{"local", "forwarded"} {
-		for _, t := range []string{"knit", "aardvark"} {
-			r, ok := d.find("DNS", map[string]string{"kind": kind, "tool": t})
-			if !ok {
-				continue
-			}
-			name := "knit"
-			if t == "aardvark" {
-				name = "aardvark-dns"
-			}
-			w("| %s | %s | %.0f | %.0f | %.0f |\n", kind, name, r.Metrics["queries/s"], r.Metrics["p50-µs"], r.Metrics["p99-µs"])
-		}
-	}
+	eachDNS(d, "DNS", func(kind, server string, r result) {
+		w("| %s | %s | %.0f | %.0f | %.0f |\n", kind, server, r.Metrics["queries/s"], r.Metrics["p50-µs"], r.Metrics["p99-µs"])
+	})
 	w("\n| names | knit ÷ aardvark-dns, queries/s | aardvark-dns ÷ knit, p99 |\n|---|---:|---:|\n")
 	for _, kind := range []string{"local", "forwarded"} {
-		k, ok1 := d.find("DNS", map[string]string{"kind": kind, "tool": "knit"})
-		a, ok2 := d.find("DNS", map[string]string{"kind": kind, "tool": "aardvark"})
-		if !ok1 || !ok2 {
+		k, a, ok := dnsPair(d, "DNS", kind)
+		if !ok {
 			continue
 		}
 		q := k.Metrics["queries/s"] / a.Metrics["queries/s"]
@@ -443,6 +432,25 @@ func dnsSection(b *strings.Builder, d *data) [][3]string {
 	}
 	w("\n")
 	return append(tg, dnsperfTable(b, d)...)
+}
+
+// eachDNS calls fn for every result of the DNS benchmark bench, by kind of
+// name and then server.
+func eachDNS(d *data, bench string, fn func(kind, server string, r result)) {
+	for _, kind := range []string{"local", "forwarded"} {
+		for _, t := range []string{"knit", "aardvark"} {
+			if r, ok := d.find(bench, map[string]string{"kind": kind, "tool": t}); ok {
+				fn(kind, map[string]string{"knit": "knit", "aardvark": "aardvark-dns"}[t], r)
+			}
+		}
+	}
+}
+
+// dnsPair returns knit's and aardvark-dns's results of bench for kind.
+func dnsPair(d *data, bench, kind string) (knit, aardvark result, ok bool) {
+	k, ok1 := d.find(bench, map[string]string{"kind": kind, "tool": "knit"})
+	a, ok2 := d.find(bench, map[string]string{"kind": kind, "tool": "aardvark"})
+	return k, a, ok1 && ok2
 }
 
 // dnsperfTable reports the open-loop throughput dnsperf measured, if it
@@ -459,21 +467,13 @@ func dnsperfTable(b *strings.Builder, d *data) [][3]string {
 		w("Load: %s.", v)
 	}
 	w("\n\n| names | server | queries/s | average latency µs | lost |\n|---|---|---:|---:|---:|\n")
-	for _, kind := range []string{"local", "forwarded"} {
-		for _, t := range []string{"knit", "aardvark"} {
-			r, ok := d.find("DNSPerf", map[string]string{"kind": kind, "tool": t})
-			if !ok {
-				continue
-			}
-			w("| %s | %s | %.0f | %.0f | %.0f |\n", kind, map[string]string{"knit": "knit", "aardvark": "aardvark-dns"}[t],
-				r.Metrics["queries/s"], r.Metrics["avg-µs"], r.Metrics["lost"])
-		}
-	}
+	eachDNS(d, "DNSPerf", func(kind, server string, r result) {
+		w("| %s | %s | %.0f | %.0f | %.0f |\n", kind, server, r.Metrics["queries/s"], r.Metrics["avg-µs"], r.Metrics["lost"])
+	})
 	w("\n| names | knit ÷ aardvark-dns, queries/s (dnsperf) |\n|---|---:|\n")
 	for _, kind := range []string{"local", "forwarded"} {
-		k, ok1 := d.find("DNSPerf", map[string]string{"kind": kind, "tool": "knit"})
-		a, ok2 := d.find("DNSPerf", map[string]string{"kind": kind, "tool": "aardvark"})
-		if !ok1 || !ok2 {
+		k, a, ok := dnsPair(d, "DNSPerf", kind)
+		if !ok {
 			continue
 		}
 		q := k.Metrics["queries/s"] / a.Metrics["queries/s"]
