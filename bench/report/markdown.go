@@ -536,8 +536,10 @@ func observations(b *strings.Builder, d *data) {
 	knd, ok2 := d.p50("Detach", "knit-noport", n)
 	fd, ok3 := d.p50("Detach", "floor", n)
 	if ok1 && ok2 && ok3 {
-		add("Detach with a published port is dominated by the kernel's commit of an nftables element delete: the floor, "+
-			"which does nothing else but a namespace delete, takes %s ms, knit %s ms, knit without -p %s ms.", ms(fd), ms(kd), ms(knd))
+		add("Detach with a published port: the floor (a namespace delete and one nftables element delete, on a socket it "+
+			"keeps open) takes %s ms, knit %s ms, knit without -p %s ms; knit's part beyond the floor's is its store "+
+			"transaction and reconcile. (Closing a netfilter socket right after an element delete waits for an RCU grace "+
+			"period, 4-16 ms: both keep their sockets.)", ms(fd), ms(kd), ms(knd))
 	}
 	lv := d.levels("Attach")
 	if len(lv) > 0 && lv[len(lv)-1] > n {
