@@ -80,7 +80,7 @@ func (c *elemConn) gen() (uint32, error) {
 
 // verified is what was last seen up to date: knit's base, and the networks
 // named (by a fingerprint of what their rules are made from), at
-// generation gen of the namespace netns (netnsID), during boot boot.
+// generation gen of the namespace netns (its cookie), during boot boot.
 type verified struct {
 	boot  string
 	netns uint64
@@ -101,17 +101,42 @@ var bootID = sync.OnceValue(func() string {
 // path (see above), shared by every Firewall given the same path.
 func WithStamp(path string) Option { return func(f *Firewall) { f.stamp = path } }
 
-// fingerprint identifies what a network's rules are made from.
+// fingerprint identifies the rules this knit wants for network n and its
+// base: the network's settings and the rules and sets made of them, so
+// that a knit whose rules differ (an upgrade) does not take another's
+// record for its own.
 func fingerprint(n firewall.Network) string {
 	b, _ := json.Marshal(n)
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:8])
+	h := sha256.New()
+	h.Write(b)
+	for _, k := range ruleKeys(networkRules(n)) {
+		fmt.Fprintln(h, k)
+	}
+	fmt.Fprintln(h, baseDigest())
+	return hex.EncodeToString(h.Sum(nil)[:8])
 }
+
+// baseDigest identifies knit's base: its shared rules and its sets.
+var baseDigest = sync.OnceValue(func() string {
+	h := sha256.New()
+	base := baseRules()
+	for _, chain := range slices.Sorted(maps.Keys(base)) {
+		for _, k := range ruleKeys(base[chain]) {
+			fmt.Fprintln(h, k)
+		}
+	}
+	for _, st := range wantSets() {
+		fmt.Fprintln(h, st.Name, st.KeyType.Name, st.DataType.Name, st.IsMap, st.Concatenation, st.Interval)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+})
 
 // netnsID identifies the namespace the firewall acts in for as long as the
 // kernel runs: its cookie (SO_NETNS_COOKIE of the call's socket, never
-// reused), or on kernels before 5.14 its inode number (marked so that it
-// never equals a cookie).
+// reused). Kernels before 5.14 have none, and an inode number is reused
+// by the next namespace, whose generations count from 1 again: there the
+// stamp file is neither read nor written, and only a process's own record
+// counts.
 func (f *Firewall) netnsID(ec *elemConn) (uint64, error) {
 	rc, err := ec.nl.SyscallConn()
 	if err != nil {
@@ -119,16 +144,10 @@ func (f *Firewall) netnsID(ec *elemConn) (uint64, error) {
 	}
 	var id uint64
 	var gerr error
-	if err := rc.Control(func(fd uintptr) { id, gerr = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_NETNS_COOKIE) }); err == nil && gerr == nil {
-		return id, nil
+	if err := rc.Control(func(fd uintptr) { id, gerr = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_NETNS_COOKIE) }); err != nil {
+		return 0, err
 	}
-	var st unix.Stat_t
-	if f.nsFd != 0 {
-		err = unix.Fstat(f.nsFd, &st)
-	} else {
-		err = unix.Stat("/proc/thread-self/ns/net", &st)
-	}
-	return st.Ino | 1<<63, err
+	return id, gerr
 }
 
 // loadVerified returns the record if it is of generation now: this

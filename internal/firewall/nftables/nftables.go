@@ -277,13 +277,19 @@ func (f *Firewall) EnsureNetwork(n firewall.Network) error {
 	// Every knit command ensures its network; a read that finds everything
 	// in place costs a fraction of a batch, whose commit waits for the
 	// kernel (~15 ms here).
+	// A failed check only means a full read and repair below (and drops
+	// the lookup socket, whose state is then unknown).
 	upToDate := false
-	err := f.useElemConn(func(ec *elemConn) error {
+	_ = f.useElemConn(func(ec *elemConn) error {
 		if f.networkStill(ec, n) {
 			upToDate = true
 			return nil
 		}
-		if cur, g, err := f.readBaseAtGen(ec); err == nil && cur.upToDate(n) {
+		cur, g, err := f.readBaseAtGen(ec)
+		if err != nil {
+			return err
+		}
+		if cur.upToDate(n) {
 			if g != nil {
 				f.rememberNetwork(ec, *g, n)
 			}
@@ -291,10 +297,10 @@ func (f *Firewall) EnsureNetwork(n firewall.Network) error {
 		}
 		return nil
 	})
-	if err != nil || upToDate {
-		return err
+	if upToDate {
+		return nil
 	}
-	err = f.apply(func(c *nft.Conn, cur ruleset) error {
+	err := f.apply(func(c *nft.Conn, cur ruleset) error {
 		if err := baseEnsure(c, cur); err != nil {
 			return err
 		}
