@@ -370,19 +370,23 @@ func (e *Engine) teardownKernel(c *Container) error {
 	if !c.OwnsNetns {
 		return nil
 	}
+	// A firewall failure does not keep the namespace and its veth (and
+	// with them the address) alive: the rest goes on, and the error is
+	// reported with the others.
+	var errs []error
 	if err := e.unpublish(c); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	if len(c.Links) > 0 && e.fw != nil {
 		if err := e.fw.RemoveLinks(c.ID, nil); err != nil {
-			return fmt.Errorf("remove link rules: %w", err)
+			errs = append(errs, fmt.Errorf("remove link rules: %w", err))
 		}
 	}
 	if target, err := os.Readlink(e.netnsLink(c.Name)); err == nil && target == c.Netns {
 		_ = os.Remove(e.netnsLink(c.Name))
 	}
 	if err := netns.Delete(c.Netns); err != nil {
-		return fmt.Errorf("delete network namespace: %w", err)
+		return errors.Join(append(errs, fmt.Errorf("delete network namespace: %w", err))...)
 	}
 	// A container that joined this namespace keeps it alive after the
 	// unmount, and with it the veth and its address: delete the links now,
@@ -391,7 +395,6 @@ func (e *Engine) teardownKernel(c *Container) error {
 	if j, err := e.joiner(c); err != nil || j != nil {
 		gone = false
 	}
-	var errs []error
 	for i := range c.Endpoints {
 		ep := &c.Endpoints[i]
 		n, err := e.lookupNetwork(ep.Network)
@@ -462,8 +465,14 @@ func (e *Engine) finish(id string, code int) error {
 }
 
 // destroy undoes create: kernel objects, addresses, name, record and files.
+//
+// When the kernel's part cannot be undone, the record keeps the addresses
+// and host ports, so that none is handed out twice: a later command's
+// reconcile (once this process is gone) or a prune retries.
 func (e *Engine) destroy(c *Container) {
-	_ = e.teardownKernel(c)
+	if err := e.teardownKernel(c); err != nil {
+		return
+	}
 	_ = e.forget(c)
 }
 
