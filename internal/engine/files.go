@@ -18,10 +18,8 @@ const (
 // writeFiles writes the container's hosts, resolv.conf and hostname into its
 // directory; the runner bind-mounts them over /etc inside the container, so
 // the host's own files never change. container:NAME shares NAME's files.
+// The caller has prepared the exec-root.
 func (e *Engine) writeFiles(c *Container, o *RunOptions, p *plan) error {
-	if err := e.prepareExecRoot(); err != nil {
-		return err
-	}
 	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
 		return err
 	}

@@ -165,6 +165,10 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 			e.destroy(c)
 		}
 	}()
+	// The namespace file and the /etc files live on the exec-root tmpfs.
+	if err := e.prepareExecRoot(); err != nil {
+		return c, err
+	}
 	// The published ports are elements of the firewall's maps, which need
 	// the container's address only: they are added while the namespace and
 	// its links are made.

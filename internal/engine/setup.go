@@ -287,14 +287,12 @@ func usedAddrs(tx store.Tx, network string) (map[netip.Addr]string, error) {
 	return used, err
 }
 
-// setupNetwork creates the container's namespace and connects its endpoints.
-// Undo is destroy's job: the caller rolls back on error.
+// setupNetwork creates the container's namespace and connects its endpoints,
+// on the exec-root the caller prepared. Undo is destroy's job: the caller
+// rolls back on error.
 func (e *Engine) setupNetwork(c *Container, p *plan) error {
 	if !c.OwnsNetns {
 		return nil
-	}
-	if err := e.prepareExecRoot(); err != nil {
-		return err
 	}
 	if err := os.MkdirAll(e.netnsDir(), 0o755); err != nil {
 		return err
