@@ -27,12 +27,11 @@
 //	netns.mount-dir     the exec-root tmpfs is about to be mounted
 //	link.bridge-add     ip link add BR type bridge
 //	link.veth-add       ip link add NAME type veth peer ...
-//	link.veth-addrgen   ip link set NAME addrgenmode none
 //	link.veth-master    ip link set NAME master BR
 //	link.veth-hairpin   ip link set NAME type bridge_slave hairpin on
 //	link.veth-alias     ip link set NAME alias ALIAS
 //	link.veth-up        ip link set NAME up (a new veth)
-//	link.addrgen        ip link set DEV addrgenmode none (a veth's peer)
+//	link.addrgen        ip link set DEV addrgenmode none (a veth end, an ifb)
 //	link.set-up         ip link set DEV up
 //	link.del            ip link del DEV
 //	link.addr-add       ip addr add P dev DEV

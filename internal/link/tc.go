@@ -162,8 +162,8 @@ func (h *Handle) shapeEgressIfb(dev string, index int, out bucket) error {
 		}
 		ifb.Index = l.Attrs().Index
 	}
-	if err := h.nl.LinkSetIP6AddrGenMode(ifb, addrGenModeNone); err != nil {
-		return wrap(err, "shape link %s: set ifb %s addrgenmode none", dev, name)
+	if err := h.LinkSetNoIPv6Addrs(ifb.Index); err != nil {
+		return fmt.Errorf("shape link %s: ifb %s: %w", dev, name, err)
 	}
 	if err := h.nl.LinkSetAlias(ifb, ifbAliasPrefix+dev); err != nil {
 		return wrap(err, "shape link %s: set ifb %s alias", dev, name)

@@ -68,9 +68,8 @@ func (h *Handle) VethAdd(v Veth) (index int, err error) {
 		return 0, fmt.Errorf("add veth %s: created but not found", v.Name)
 	}
 	// Before the link is up, so that no link-local address is ever made.
-	faults.Step("link.veth-addrgen")
-	if err := h.nl.LinkSetIP6AddrGenMode(veth, addrGenModeNone); err != nil {
-		return 0, wrap(err, "set veth %s addrgenmode none", v.Name)
+	if err := h.LinkSetNoIPv6Addrs(veth.Index); err != nil {
+		return 0, fmt.Errorf("add veth %s: %w", v.Name, err)
 	}
 	// The alias names the owner before the link joins the bridge: a
 	// concurrent prune takes a bridge port without one for a stray.
