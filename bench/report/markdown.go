@@ -404,83 +404,81 @@ func datapathSection(b *strings.Builder, d *data) {
 }
 
 func dnsSection(b *strings.Builder, d *data) [][3]string {
-	w := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
-	var tg [][3]string
 	if _, ok := d.find("DNS", map[string]string{"tool": "knit"}); !ok {
 		return [][3]string{{"DNS at least 2× aardvark-dns's queries/s", "DNS section did not run", "—"}}
 	}
-	w("## 4. DNS: knit's embedded server vs aardvark-dns\n\n")
-	w("Both servers run as processes of their own on 127.0.0.1 in one sandbox and serve the same network: 100 " +
-		"containers c0…c99 (aliases a0…a99) and the client 127.0.0.1. Local names are A questions for c0, c1, … c99 in " +
-		"turn; forwarded names (example.com) go to a fake upstream on 127.0.0.53:53 that answers at once. ")
-	if v, ok := d.config["dns-load"]; ok {
-		w("Load: %s.", v)
-	}
-	w("\n\n| names | server | queries/s | p50 µs | p99 µs |\n|---|---|---:|---:|---:|\n")
-	eachDNS(d, "DNS", func(kind, server string, r result) {
-		w("| %s | %s | %.0f | %.0f | %.0f |\n", kind, server, r.Metrics["queries/s"], r.Metrics["p50-µs"], r.Metrics["p99-µs"])
-	})
-	w("\n| names | knit ÷ aardvark-dns, queries/s | aardvark-dns ÷ knit, p99 |\n|---|---:|---:|\n")
-	for _, kind := range []string{"local", "forwarded"} {
-		k, a, ok := dnsPair(d, "DNS", kind)
-		if !ok {
-			continue
-		}
-		q := k.Metrics["queries/s"] / a.Metrics["queries/s"]
-		w("| %s | %s | %s |\n", kind, ratio(q), ratio(a.Metrics["p99-µs"]/k.Metrics["p99-µs"]))
-		tg = append(tg, [3]string{fmt.Sprintf("DNS at least 2× aardvark-dns's queries/s (%s names, Go clients, one query in flight each)", kind), ratio(q), verdict(true, q >= 2)})
-	}
-	w("\n")
-	return append(tg, dnsperfTable(b, d)...)
+	b.WriteString("## 4. DNS: knit's embedded server vs aardvark-dns\n\n")
+	tg := dnsTables(b, d, dnsLoad{bench: "DNS", loadKey: "dns-load", how: "Go clients, one query in flight each",
+		intro: "Both servers run as processes of their own on 127.0.0.1 in one sandbox and serve the same network: 100 " +
+			"containers c0…c99 (aliases a0…a99) and the client 127.0.0.1. Local names are A questions for c0, c1, … c99 in " +
+			"turn; forwarded names (example.com) go to a fake upstream on 127.0.0.53:53 that answers at once. ",
+		cols: []dnsCol{{"p50 µs", "p50-µs"}, {"p99 µs", "p99-µs"}},
+		p99:  true})
+	return append(tg, dnsTables(b, d, dnsLoad{bench: "DNSPerf", loadKey: "dnsperf-load", how: "dnsperf",
+		intro: "The same servers driven open-loop by dnsperf (Debian's dnsperf, the usual DNS load tool; written in C, it " +
+			"spends less CPU per query than the Go clients above, which share the 2 CPUs with the server under test). ",
+		cols: []dnsCol{{"average latency µs", "avg-µs"}, {"lost", "lost"}}})...)
 }
 
-// eachDNS calls fn for every result of the DNS benchmark bench, by kind of
-// name and then server.
-func eachDNS(d *data, bench string, fn func(kind, server string, r result)) {
-	for _, kind := range []string{"local", "forwarded"} {
-		for _, t := range []string{"knit", "aardvark"} {
-			if r, ok := d.find(bench, map[string]string{"kind": kind, "tool": t}); ok {
-				fn(kind, map[string]string{"knit": "knit", "aardvark": "aardvark-dns"}[t], r)
-			}
-		}
-	}
+// dnsLoad describes one way the DNS servers were loaded: the benchmark's
+// name in the raw output, the config line that says how, and the columns
+// beside queries/s.
+type dnsLoad struct {
+	bench, loadKey, how, intro string
+	cols                       []dnsCol
+	p99                        bool // a column comparing the servers' p99
 }
 
-// dnsPair returns knit's and aardvark-dns's results of bench for kind.
-func dnsPair(d *data, bench, kind string) (knit, aardvark result, ok bool) {
-	k, ok1 := d.find(bench, map[string]string{"kind": kind, "tool": "knit"})
-	a, ok2 := d.find(bench, map[string]string{"kind": kind, "tool": "aardvark"})
-	return k, a, ok1 && ok2
-}
+type dnsCol struct{ head, metric string }
 
-// dnsperfTable reports the open-loop throughput dnsperf measured, if it
-// ran.
-func dnsperfTable(b *strings.Builder, d *data) [][3]string {
+// dnsTables writes the figures of one load and the knit ÷ aardvark-dns
+// ratios, and returns the target rows; nothing if the load did not run.
+func dnsTables(b *strings.Builder, d *data, l dnsLoad) [][3]string {
 	w := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
-	if _, ok := d.find("DNSPerf", map[string]string{"tool": "knit"}); !ok {
+	if _, ok := d.find(l.bench, map[string]string{"tool": "knit"}); !ok {
 		return nil
 	}
-	var tg [][3]string
-	w("The same servers driven open-loop by dnsperf (Debian's dnsperf, the usual DNS load tool; written in C, it spends " +
-		"less CPU per query than the Go clients above, which share the 2 CPUs with the server under test). ")
-	if v, ok := d.config["dnsperf-load"]; ok {
+	w("%s", l.intro)
+	if v, ok := d.config[l.loadKey]; ok {
 		w("Load: %s.", v)
 	}
-	w("\n\n| names | server | queries/s | average latency µs | lost |\n|---|---|---:|---:|---:|\n")
-	eachDNS(d, "DNSPerf", func(kind, server string, r result) {
-		w("| %s | %s | %.0f | %.0f | %.0f |\n", kind, server, r.Metrics["queries/s"], r.Metrics["avg-µs"], r.Metrics["lost"])
-	})
-	w("\n| names | knit ÷ aardvark-dns, queries/s (dnsperf) |\n|---|---:|\n")
+	w("\n\n| names | server | queries/s |")
+	for _, c := range l.cols {
+		w(" %s |", c.head)
+	}
+	w("\n|---|---|---:|%s\n", strings.Repeat("---:|", len(l.cols)))
+	ratioHead := "| names | knit ÷ aardvark-dns, queries/s |\n|---|---:|\n"
+	if l.p99 {
+		ratioHead = "| names | knit ÷ aardvark-dns, queries/s | aardvark-dns ÷ knit, p99 |\n|---|---:|---:|\n"
+	}
+	var rows strings.Builder
+	var tg [][3]string
 	for _, kind := range []string{"local", "forwarded"} {
-		k, a, ok := dnsPair(d, "DNSPerf", kind)
-		if !ok {
+		for _, t := range []string{"knit", "aardvark"} {
+			r, ok := d.find(l.bench, map[string]string{"kind": kind, "tool": t})
+			if !ok {
+				continue
+			}
+			w("| %s | %s | %.0f |", kind, map[string]string{"knit": "knit", "aardvark": "aardvark-dns"}[t], r.Metrics["queries/s"])
+			for _, c := range l.cols {
+				w(" %.0f |", r.Metrics[c.metric])
+			}
+			w("\n")
+		}
+		k, ok1 := d.find(l.bench, map[string]string{"kind": kind, "tool": "knit"})
+		a, ok2 := d.find(l.bench, map[string]string{"kind": kind, "tool": "aardvark"})
+		if !ok1 || !ok2 {
 			continue
 		}
 		q := k.Metrics["queries/s"] / a.Metrics["queries/s"]
-		w("| %s | %s |\n", kind, ratio(q))
-		tg = append(tg, [3]string{fmt.Sprintf("DNS at least 2× aardvark-dns's queries/s (%s names, dnsperf)", kind), ratio(q), verdict(true, q >= 2)})
+		fmt.Fprintf(&rows, "| %s | %s |", kind, ratio(q))
+		if l.p99 {
+			fmt.Fprintf(&rows, " %s |", ratio(a.Metrics["p99-µs"]/k.Metrics["p99-µs"]))
+		}
+		rows.WriteString("\n")
+		tg = append(tg, [3]string{fmt.Sprintf("DNS at least 2× aardvark-dns's queries/s (%s names, %s)", kind, l.how), ratio(q), verdict(true, q >= 2)})
 	}
-	w("\n")
+	w("\n%s%s\n", ratioHead, rows.String())
 	return tg
 }
 
