@@ -66,7 +66,7 @@ func newEngine(b *testing.B) *engine.Engine {
 	if err != nil {
 		b.Fatal(err)
 	}
-	fw, err := nftables.New(nftables.WithStamp(filepath.Join(p.ExecRoot, "nftables.verified"))) // in the benchmark's private namespace, as cmd/knit
+	fw, err := nftables.New(nftables.WithStamp(p.FirewallStamp())) // in the benchmark's private namespace, as cmd/knit
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -62,7 +62,7 @@ func newKnitEngine(dir string) (*engine.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	fw, err := nftables.New(nftables.WithStamp(filepath.Join(p.ExecRoot, "nftables.verified"))) // as cmd/knit
+	fw, err := nftables.New(nftables.WithStamp(p.FirewallStamp())) // as cmd/knit
 	if err != nil {
 		return nil, err
 	}

@@ -7,7 +7,6 @@ package main
 
 import (
 	"os"
-	"path/filepath"
 
 	"github.com/knit-dev/knit/internal/cli"
 	"github.com/knit-dev/knit/internal/cni"
@@ -64,7 +63,7 @@ func newEngine(p engine.Paths) (*engine.Engine, error) {
 	if cfg.FirewallOn() {
 		// The record of what was last seen up to date saves every
 		// command a read of the ruleset while nothing changed.
-		fw, err := nftables.New(nftables.WithStamp(filepath.Join(p.ExecRoot, "nftables.verified")))
+		fw, err := nftables.New(nftables.WithStamp(p.FirewallStamp()))
 		if err != nil {
 			return nil, err
 		}

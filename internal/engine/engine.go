@@ -32,6 +32,10 @@ type Paths struct {
 	NetnsLinks string // where `ip netns` looks; knit adds knit-NAME symlinks there
 }
 
+// FirewallStamp is where the firewall keeps its record of what it last saw
+// up to date (nftables.WithStamp): on the exec-root, which a reboot clears.
+func (p Paths) FirewallStamp() string { return filepath.Join(p.ExecRoot, "nftables.verified") }
+
 // DefaultPaths are the paths used when nothing overrides them.
 func DefaultPaths() Paths {
 	return Paths{
