@@ -8,13 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
+	"github.com/knit-dev/knit/bench/loadgen"
 	"github.com/knit-dev/knit/internal/dns/server"
 	"github.com/knit-dev/knit/internal/link"
 )
@@ -45,63 +44,17 @@ func BenchmarkDNSForwarded(b *testing.B) {
 func benchmarkDNS(b *testing.B, name, want string) {
 	loopbackUp(b)
 	addr := startDNSServer(b, startUpstream(b))
-	lat := make([][]time.Duration, dnsClients)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, dnsClients)
 	b.ResetTimer()
-	start := time.Now()
-	for i := range dnsClients {
-		wg.Go(func() {
-			c := &dns.Client{Timeout: 2 * time.Second}
-			conn, err := c.Dial(addr)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer conn.Close()
-			q := new(dns.Msg).SetQuestion(name, dns.TypeA)
-			for next.Add(1) <= int64(b.N) {
-				q.Id = dns.Id()
-				t0 := time.Now()
-				m, _, err := c.ExchangeWithConn(q, conn)
-				if err != nil {
-					errs <- err
-					return
-				}
-				lat[i] = append(lat[i], time.Since(t0))
-				if a, ok := firstA(m); !ok || a != want {
-					errs <- fmt.Errorf("answer %v, want %s", m.Answer, want)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	all, elapsed, err := loadgen.DNS(addr, dnsClients, b.N, func(int) (string, string) { return name, want })
 	b.StopTimer()
-	close(errs)
-	if err := <-errs; err != nil {
+	if err != nil {
 		b.Fatal(err)
 	}
-	all := slices.Concat(lat...)
 	slices.Sort(all)
 	pct := func(p float64) float64 { return float64(all[int(p*float64(len(all)-1))].Nanoseconds()) / 1e3 }
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "queries/s")
 	b.ReportMetric(pct(0.50), "p50-µs")
 	b.ReportMetric(pct(0.99), "p99-µs")
-}
-
-// firstA returns the first answer of m if it is an A record.
-func firstA(m *dns.Msg) (string, bool) {
-	if len(m.Answer) == 0 {
-		return "", false
-	}
-	a, ok := m.Answer[0].(*dns.A)
-	if !ok {
-		return "", false
-	}
-	return a.A.String(), true
 }
 
 // loopbackUp raises lo in the sandbox's fresh namespace, where it starts

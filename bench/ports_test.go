@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -11,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/knit-dev/knit/bench/loadgen"
 	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/firewall/nftables"
 	"github.com/knit-dev/knit/internal/link"
@@ -295,21 +294,10 @@ func startIperfServer(b *testing.B, ns string) {
 // hangs is killed after 30 seconds.
 func iperfClient(b *testing.B, ns, addr string, port int) float64 {
 	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "nsenter", "--net="+ns, "iperf3", "-c", addr, "-p", fmt.Sprint(port),
-		"-t", "3", "-J", "--connect-timeout", "2000")
-	out, err := cmd.Output()
-	var res struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-		Error string `json:"error"`
+	gbps, err := loadgen.IperfGbps([]string{"nsenter", "--net=" + ns, "iperf3", "-c", addr, "-p", fmt.Sprint(port),
+		"-t", "3", "-J", "--connect-timeout", "2000"})
+	if err != nil {
+		b.Fatal(err)
 	}
-	if jerr := json.Unmarshal(out, &res); err != nil || jerr != nil || res.Error != "" {
-		b.Fatalf("iperf3 client: %v, %v, %s\n%s", err, jerr, res.Error, out)
-	}
-	return res.End.SumReceived.BitsPerSecond / 1e9
+	return gbps
 }

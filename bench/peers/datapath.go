@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os/exec"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/knit-dev/knit/bench/loadgen"
 	"github.com/knit-dev/knit/internal/link"
 	"github.com/knit-dev/knit/internal/netns"
 )
@@ -196,18 +196,5 @@ func iperf(serverNs, clientNs, addr string, port int) (float64, error) {
 			return 0, fmt.Errorf("iperf3 server not listening after 5s: %s", srvOut.String())
 		}
 	}
-	ca := inNs(clientNs, "iperf3", "-c", addr, "-p", fmt.Sprint(port), "-t", "3", "-J", "--connect-timeout", "2000")
-	out, err := exec.CommandContext(ctx, ca[0], ca[1:]...).Output()
-	var res struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-		Error string `json:"error"`
-	}
-	if jerr := json.Unmarshal(out, &res); err != nil || jerr != nil || res.Error != "" {
-		return 0, fmt.Errorf("iperf3 client: %v %v %s", err, jerr, res.Error)
-	}
-	return res.End.SumReceived.BitsPerSecond / 1e9, nil
+	return loadgen.IperfGbps(inNs(clientNs, "iperf3", "-c", addr, "-p", fmt.Sprint(port), "-t", "3", "-J", "--connect-timeout", "2000"))
 }

@@ -13,14 +13,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 
+	"github.com/knit-dev/knit/bench/loadgen"
 	"github.com/knit-dev/knit/internal/dns/server"
 )
 
@@ -204,66 +203,20 @@ func (r *dnsResult) print(name string) {
 // dnsLoad asks n questions of the server at addr and adds the round trips
 // and the wall time to r.
 func dnsLoad(r *dnsResult, addr, kind string, n int) error {
-	lat := make([][]time.Duration, dnsClients)
-	var next atomic.Int64
-	errs := make(chan error, dnsClients)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for c := range dnsClients {
-		wg.Go(func() {
-			cl := &dns.Client{Timeout: 2 * time.Second}
-			conn, err := cl.Dial(addr)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer conn.Close()
-			for {
-				k := next.Add(1)
-				if k > int64(n) {
-					return
-				}
-				name, want := "example.com.", "192.0.2.1"
-				if kind == "local" {
-					j := int(k) % dnsNames
-					name, want = fmt.Sprintf("c%d.", j), endpointAddr(j).String()
-				}
-				q := new(dns.Msg).SetQuestion(name, dns.TypeA)
-				q.RecursionDesired = true
-				t0 := time.Now()
-				m, _, err := cl.ExchangeWithConn(q, conn)
-				if err != nil {
-					errs <- fmt.Errorf("%s: %w", name, err)
-					return
-				}
-				lat[c] = append(lat[c], time.Since(t0))
-				if a, ok := firstA(m); !ok || a != want {
-					errs <- fmt.Errorf("%s: answer %v (rcode %s), want %s", name, m.Answer, dns.RcodeToString[m.Rcode], want)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	r.elapsed += time.Since(start)
-	close(errs)
-	if err := <-errs; err != nil {
+	lat, elapsed, err := loadgen.DNS(addr, dnsClients, n, func(k int) (string, string) {
+		if kind == "local" {
+			j := k % dnsNames
+			return fmt.Sprintf("c%d.", j), endpointAddr(j).String()
+		}
+		return "example.com.", "192.0.2.1"
+	})
+	if err != nil {
 		return err
 	}
-	for _, l := range lat {
-		r.lat = append(r.lat, l...)
-		r.n += len(l)
-	}
+	r.lat = append(r.lat, lat...)
+	r.n += len(lat)
+	r.elapsed += elapsed
 	return nil
-}
-
-func firstA(m *dns.Msg) (string, bool) {
-	for _, rr := range m.Answer {
-		if a, ok := rr.(*dns.A); ok {
-			return a.A.String(), true
-		}
-	}
-	return "", false
 }
 
 func endpointAddr(i int) netip.Addr {
@@ -384,7 +337,7 @@ func waitDNS(addr string) error {
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		var m *dns.Msg
 		if m, _, err = cl.Exchange(new(dns.Msg).SetQuestion("c0.", dns.TypeA), addr); err == nil {
-			if _, ok := firstA(m); ok {
+			if _, ok := loadgen.FirstA(m); ok {
 				return nil
 			}
 			err = fmt.Errorf("no answer for c0: %v", m)
