@@ -190,3 +190,34 @@ func TestSystemPruneRemovesStrays(t *testing.T) {
 		t.Errorf("after prune: %q", ps)
 	}
 }
+
+// A run makes its namespace while its record is written: until the record
+// exists, only the maker's shared lock on the exec-root's netns.lock says
+// the namespace is wanted. A prune waits for that lock, so it never takes
+// the namespace of a run in flight, and then deletes one whose maker ended
+// without a record (a crash).
+func TestSystemPruneWaitsForNamespacesBeingMade(t *testing.T) {
+	s := sandbox(t)
+	s.MustKnit(t, "system", "prune", "-f") // mounts the exec-root tmpfs
+	ns := s.ExecRoot() + "/netns/0123abcd"
+	s.MustRun(t, "mkdir", "-p", s.ExecRoot()+"/netns")
+	s.MustRun(t, "touch", ns)
+	s.MustRun(t, "unshare", "--net="+ns, "true")
+	const script = `knit=$1 lock=$2 ns=$3 out=$4
+		flock -s "$lock" sleep 1.5 &  # the maker, for 1.5 s
+		sleep 0.3
+		"$knit" system prune -f > "$out" 2>&1 &
+		prune=$!
+		sleep 0.7
+		mountpoint -q "$ns" && echo kept-while-held
+		wait $prune || echo prune failed
+		mountpoint -q "$ns" || echo gone-after`
+	out := s.MustRun(t, "sh", "-c", script, "sh", testutil.KnitBinary(t), s.ExecRoot()+"/netns.lock", ns, s.Dir()+"/prune.out")
+	pruned := s.MustRun(t, "cat", s.Dir()+"/prune.out")
+	if out != "kept-while-held\ngone-after\n" {
+		t.Errorf("got %q, want the namespace kept while its maker held the lock and gone after; prune said:\n%s", out, pruned)
+	}
+	if !strings.Contains(pruned, "0123abcd") {
+		t.Errorf("prune output lacks the namespace:\n%s", pruned)
+	}
+}

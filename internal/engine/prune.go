@@ -71,6 +71,17 @@ func (e *Engine) Prune() (*PruneReport, error) {
 }
 
 func (e *Engine) pruneNetns(live map[string]*Container, r *PruneReport) error {
+	// Runs make their namespace while their record is written (earlyNetns):
+	// the lock waits for those in flight. On the exec-root tmpfs, which a
+	// run mounts first, or the lock would be a file under it.
+	if err := e.prepareExecRoot(); err != nil {
+		return err
+	}
+	unlock, err := lockFile(e.netnsLock())
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	names, err := netns.List(e.netnsDir())
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err

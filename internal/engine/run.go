@@ -14,6 +14,7 @@ import (
 
 	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/link"
 	"github.com/knit-dev/knit/internal/portmap"
 	"github.com/knit-dev/knit/internal/runner"
 	"github.com/knit-dev/knit/internal/store"
@@ -135,28 +136,46 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
-	// The host's listening sockets are read (for the ports to publish)
-	// while the network is ensured: each waits for the kernel on its own.
+	// The namespace file and the /etc files live on the exec-root tmpfs.
+	if err := e.prepareExecRoot(); err != nil {
+		return nil, err
+	}
+	// Until the reservation, four things wait for the kernel or the store
+	// side by side: the container's namespace (it needs only the ID), the
+	// host's listening sockets (for the ports to publish), reconcile (which
+	// frees what dead owners held), and the network checks.
+	id := newID()
+	var ns *earlyNetns
+	if ownsNetns(o.Network) {
+		if ns, err = e.startNetns(id); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if c == nil { // no record names the namespace
+				ns.abandon()
+			}
+		}()
+	}
 	var listening *portmap.Listeners
 	var listenErr error
 	var wg sync.WaitGroup
 	if len(portSpecs(o)) > 0 {
 		wg.Go(func() { listening, listenErr = portmap.ReadListeners() })
 	}
-	if err := e.Reconcile(); err != nil {
-		wg.Wait()
-		return nil, err
-	}
+	var reconcileErr error
+	wg.Go(func() { reconcileErr = e.Reconcile() })
 	plan, err := e.plan(o)
 	wg.Wait()
 	switch {
+	case reconcileErr != nil:
+		return nil, reconcileErr
 	case err != nil:
 		return nil, err
 	case listenErr != nil:
 		return nil, fmt.Errorf("read the host's listening sockets: %w", listenErr)
 	}
 	e.defaultHostIP(o, plan)
-	c, err = e.reserve(o, plan, listening)
+	c, err = e.reserve(id, o, plan, listening)
 	if err != nil {
 		return nil, err
 	}
@@ -165,16 +184,19 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 			e.destroy(c)
 		}
 	}()
-	// The namespace file and the /etc files live on the exec-root tmpfs.
-	if err := e.prepareExecRoot(); err != nil {
-		return c, err
+	var h *link.Handle
+	if ns != nil {
+		// The record names the namespace now: destroy deletes it.
+		if h, err = ns.claim(); err != nil {
+			return c, err
+		}
+		defer h.Close()
 	}
 	// The published ports are elements of the firewall's maps, which need
-	// the container's address only: they are added while the namespace and
-	// its links are made.
+	// the container's address only: they are added while the links are made.
 	published := make(chan error, 1)
 	go func() { published <- e.publish(c) }()
-	err = e.setupNetwork(c, plan)
+	err = e.setupNetwork(c, plan, h)
 	if perr := <-published; err == nil {
 		err = perr
 	}

@@ -80,8 +80,7 @@ func (e *Engine) usableNetwork(ref string) (*Network, error) {
 
 // reserve records the container, its name and its addresses in one
 // transaction, so concurrent runs never share a name or an address.
-func (e *Engine) reserve(o *RunOptions, p *plan, listening *portmap.Listeners) (*Container, error) {
-	id := newID()
+func (e *Engine) reserve(id string, o *RunOptions, p *plan, listening *portmap.Listeners) (*Container, error) {
 	self, _ := runner.StartTime(os.Getpid())
 	c := &Container{
 		ID:      id,
@@ -287,33 +286,13 @@ func usedAddrs(tx store.Tx, network string) (map[netip.Addr]string, error) {
 	return used, err
 }
 
-// setupNetwork creates the container's namespace and connects its endpoints,
-// on the exec-root the caller prepared. Undo is destroy's job: the caller
-// rolls back on error.
-func (e *Engine) setupNetwork(c *Container, p *plan) error {
+// setupNetwork connects the container's endpoints in the namespace that h
+// is bound to (nil for a container that owns no namespace). Undo is
+// destroy's job: the caller rolls back on error.
+func (e *Engine) setupNetwork(c *Container, p *plan, h *link.Handle) error {
 	if !c.OwnsNetns {
 		return nil
 	}
-	if err := os.MkdirAll(e.netnsDir(), 0o755); err != nil {
-		return err
-	}
-	// One trip into the new namespace: bring lo up and keep a netlink
-	// handle bound to it for the drivers.
-	var h *link.Handle
-	err := netns.Create(c.Netns, func() (err error) {
-		if h, err = link.Host(); err != nil {
-			return err
-		}
-		if err = h.LinkSetUp(link.LoopbackIndex); err != nil {
-			h.Close()
-			return fmt.Errorf("set lo up: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("create network namespace: %w", err)
-	}
-	defer h.Close()
 	e.linkNetns(c)
 	// The host-side names the drivers choose reach the store with the
 	// container's next write (start); a crash before that loses nothing,
