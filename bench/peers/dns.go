@@ -57,16 +57,17 @@ func dnsSection() error {
 	if err := unix.Mount(resolv, "/etc/resolv.conf", "none", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind resolv.conf: %w", err)
 	}
-	knitAddr, stopKnit, err := startKnitDNS()
+	knit, stopKnit, err := startKnitDNS()
 	if err != nil {
 		return fmt.Errorf("knit's DNS server: %w", err)
 	}
 	defer stopKnit()
-	aardAddr, stopAard, err := startAardvark()
+	aard, stopAard, err := startAardvark()
 	if err != nil {
 		return fmt.Errorf("aardvark-dns: %w", err)
 	}
 	defer stopAard()
+	servers := []dnsServer{knit, aard}
 
 	queries, rounds := 50000, 3
 	if *quick {
@@ -77,8 +78,8 @@ func dnsSection() error {
 	for _, kind := range []string{"local", "forwarded"} {
 		res := map[string]*dnsResult{"knit": {}, "aardvark": {}}
 		for range rounds {
-			for _, s := range []struct{ tool, addr string }{{"knit", knitAddr}, {"aardvark", aardAddr}} {
-				if err := dnsLoad(res[s.tool], s.addr, kind, queries); err != nil {
+			for _, s := range servers {
+				if err := dnsLoad(res[s.tool], s, kind, queries); err != nil {
 					return fmt.Errorf("%s, %s names: %w", s.tool, kind, err)
 				}
 			}
@@ -87,7 +88,55 @@ func dnsSection() error {
 			res[tool].print(fmt.Sprintf("BenchmarkDNS/kind=%s/tool=%s", kind, tool))
 		}
 	}
-	return dnsperfSection(knitAddr, aardAddr, rounds)
+	return dnsperfSection(servers, rounds)
+}
+
+// dnsServer is a DNS server under test: its name in the figures, where it
+// listens, and its process, whose CPU time each round reads.
+type dnsServer struct {
+	tool, addr string
+	pid        int
+}
+
+// userHZ is the unit of /proc/PID/stat's CPU times (USER_HZ, 100 on Linux).
+const userHZ = 100
+
+// cpuTime is the CPU time, user and system, that process pid has used so
+// far: every thread's, those that ended included.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name, which ends at the last ')':
+	// state is the 3rd field of the line, utime the 14th, stime the 15th.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	s, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	return time.Duration(u+s) * time.Second / userHZ, nil
+}
+
+// serverCPU runs fn and returns the CPU time the server used meanwhile.
+func (s dnsServer) serverCPU(fn func() error) (time.Duration, error) {
+	before, err := cpuTime(s.pid)
+	if err != nil {
+		return 0, fmt.Errorf("%s's CPU time: %w", s.tool, err)
+	}
+	if err := fn(); err != nil {
+		return 0, err
+	}
+	after, err := cpuTime(s.pid)
+	if err != nil {
+		return 0, fmt.Errorf("%s's CPU time: %w", s.tool, err)
+	}
+	return after - before, nil
 }
 
 // dnsperfSection measures each server's throughput open-loop with
@@ -96,7 +145,7 @@ func dnsSection() error {
 // the machine's CPUs with the server under test): dnsperfClients sockets,
 // up to dnsperfOutstanding queries in flight, dnsperfSeconds per round,
 // rounds alternating between the servers; the median round is reported.
-func dnsperfSection(knitAddr, aardAddr string, rounds int) error {
+func dnsperfSection(servers []dnsServer, rounds int) error {
 	if _, err := exec.LookPath("dnsperf"); err != nil {
 		fmt.Printf("note-dnsperf: dnsperf is not installed (apt-get install dnsperf): the open-loop DNS figures are missing\n")
 		return nil
@@ -118,8 +167,8 @@ func dnsperfSection(knitAddr, aardAddr string, rounds int) error {
 		}
 		res := map[string][]dnsperfResult{}
 		for range rounds {
-			for _, s := range []struct{ tool, addr string }{{"knit", knitAddr}, {"aardvark", aardAddr}} {
-				r, err := dnsperf(s.addr, file)
+			for _, s := range servers {
+				r, err := dnsperf(s, file)
 				if err != nil {
 					return fmt.Errorf("dnsperf, %s, %s names: %w", s.tool, kind, err)
 				}
@@ -130,7 +179,8 @@ func dnsperfSection(knitAddr, aardAddr string, rounds int) error {
 			rs := res[tool]
 			slices.SortFunc(rs, func(a, b dnsperfResult) int { return cmp.Compare(a.qps, b.qps) })
 			m := rs[len(rs)/2]
-			fmt.Printf("BenchmarkDNSPerf/kind=%s/tool=%s\t%d\t%.0f queries/s\t%.1f avg-µs\t%d lost\n", kind, tool, m.completed, m.qps, m.avgMicros, m.lost)
+			fmt.Printf("BenchmarkDNSPerf/kind=%s/tool=%s\t%d\t%.0f queries/s\t%.1f avg-µs\t%d lost\t%s\n",
+				kind, tool, m.completed, m.qps, m.avgMicros, m.lost, m.cpu.metrics(m.completed))
 		}
 	}
 	return nil
@@ -145,21 +195,47 @@ const (
 type dnsperfResult struct {
 	completed, lost int
 	qps, avgMicros  float64
+	cpu             cpuShare
+}
+
+// cpuShare is what the server and the load used of the CPUs over a
+// measurement of the given wall time. When the load uses a whole CPU and
+// the server does not, the queries/s are the load's limit, not the
+// server's: the queries per CPU-second of the server are its capacity.
+type cpuShare struct {
+	wall, server, load time.Duration
+}
+
+func (c *cpuShare) add(o cpuShare) {
+	c.wall += o.wall
+	c.server += o.server
+	c.load += o.load
+}
+
+// metrics are c's benchmark metrics for n queries answered.
+func (c cpuShare) metrics(n int) string {
+	return fmt.Sprintf("%.1f server-cpu-%%\t%.1f load-cpu-%%\t%.0f queries/server-cpu-s",
+		100*c.server.Seconds()/c.wall.Seconds(), 100*c.load.Seconds()/c.wall.Seconds(), float64(n)/c.server.Seconds())
 }
 
 // dnsperf runs one round against addr with the queries in file, and
 // refuses a round with any answer but NOERROR.
-func dnsperf(addr, file string) (dnsperfResult, error) {
-	host, port, err := net.SplitHostPort(addr)
+func dnsperf(srv dnsServer, file string) (dnsperfResult, error) {
+	host, port, err := net.SplitHostPort(srv.addr)
 	if err != nil {
 		return dnsperfResult{}, err
 	}
-	out, err := exec.Command("dnsperf", "-s", host, "-p", port, "-d", file, "-c", fmt.Sprint(dnsperfClients),
-		"-q", fmt.Sprint(dnsperfOutstanding), "-l", fmt.Sprint(dnsperfSeconds), "-t", "2").CombinedOutput()
+	cmd := exec.Command("dnsperf", "-s", host, "-p", port, "-d", file, "-c", fmt.Sprint(dnsperfClients),
+		"-q", fmt.Sprint(dnsperfOutstanding), "-l", fmt.Sprint(dnsperfSeconds), "-t", "2")
+	var out []byte
+	var r dnsperfResult
+	start := time.Now()
+	r.cpu.server, err = srv.serverCPU(func() (err error) { out, err = cmd.CombinedOutput(); return err })
+	r.cpu.wall = time.Since(start)
 	if err != nil {
 		return dnsperfResult{}, fmt.Errorf("%w\n%s", err, out)
 	}
-	var r dnsperfResult
+	r.cpu.load = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	var avgSec float64
 	var sent int
 	for _, l := range strings.Split(string(out), "\n") {
@@ -191,32 +267,46 @@ type dnsResult struct {
 	lat     []time.Duration
 	elapsed time.Duration
 	n       int
+	cpu     cpuShare
 }
 
 func (r *dnsResult) print(name string) {
 	slices.Sort(r.lat)
 	pct := func(p float64) float64 { return float64(r.lat[int(p*float64(len(r.lat)-1))].Nanoseconds()) / 1e3 }
-	fmt.Printf("%s\t%d\t%d ns/op\t%.0f queries/s\t%.1f p50-µs\t%.1f p99-µs\n",
-		name, r.n, int64(r.elapsed)/int64(r.n), float64(r.n)/r.elapsed.Seconds(), pct(0.5), pct(0.99))
+	fmt.Printf("%s\t%d\t%d ns/op\t%.0f queries/s\t%.1f p50-µs\t%.1f p99-µs\t%s\n",
+		name, r.n, int64(r.elapsed)/int64(r.n), float64(r.n)/r.elapsed.Seconds(), pct(0.5), pct(0.99), r.cpu.metrics(r.n))
 }
 
 // dnsLoad asks n questions of the server at addr and adds the round trips
 // and the wall time to r.
-func dnsLoad(r *dnsResult, addr, kind string, n int) error {
-	lat, elapsed, err := loadgen.DNS(addr, dnsClients, n, func(k int) (string, string) {
-		if kind == "local" {
-			j := k % dnsNames
-			return fmt.Sprintf("c%d.", j), endpointAddr(j).String()
-		}
-		return "example.com.", "192.0.2.1"
+func dnsLoad(r *dnsResult, srv dnsServer, kind string, n int) error {
+	var lat []time.Duration
+	var elapsed time.Duration
+	var self0, self1 unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &self0) // the load: this process's clients
+	server, err := srv.serverCPU(func() (err error) {
+		lat, elapsed, err = loadgen.DNS(srv.addr, dnsClients, n, func(k int) (string, string) {
+			if kind == "local" {
+				j := k % dnsNames
+				return fmt.Sprintf("c%d.", j), endpointAddr(j).String()
+			}
+			return "example.com.", "192.0.2.1"
+		})
+		return err
 	})
 	if err != nil {
 		return err
 	}
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &self1)
 	r.lat = append(r.lat, lat...)
 	r.n += len(lat)
 	r.elapsed += elapsed
+	r.cpu.add(cpuShare{wall: elapsed, server: server, load: rusageCPU(self1) - rusageCPU(self0)})
 	return nil
+}
+
+func rusageCPU(r unix.Rusage) time.Duration {
+	return time.Duration(r.Utime.Nano() + r.Stime.Nano())
 }
 
 func endpointAddr(i int) netip.Addr {
@@ -246,7 +336,7 @@ func startUpstream() error {
 // startKnitDNS writes the snapshot knit's engine would write for the
 // network and runs knit's server (server.Serve, what `knit _dns` runs) as
 // a process of its own: this program again, with dnsServerArg.
-func startKnitDNS() (string, func(), error) {
+func startKnitDNS() (dnsServer, func(), error) {
 	gw := netip.MustParseAddr("127.0.0.1")
 	n := server.Network{Name: "bench", Listen: []netip.Addr{gw}, Endpoints: []server.Endpoint{
 		{Container: "client", Name: "client", Addrs: []netip.Addr{gw}, Upstreams: []netip.AddrPort{upstream}},
@@ -257,24 +347,24 @@ func startKnitDNS() (string, func(), error) {
 	}
 	dir := filepath.Join(workDir, "knit-dns")
 	if err := server.Save(dir, &server.Snapshot{Port: knitDNSPort, Networks: []server.Network{n}}); err != nil {
-		return "", nil, err
+		return dnsServer{}, nil, err
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return "", nil, err
+		return dnsServer{}, nil, err
 	}
 	cmd := exec.Command(self, dnsServerArg, dir)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return dnsServer{}, nil, err
 	}
 	stop := func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }
 	addr := netip.AddrPortFrom(gw, knitDNSPort).String()
 	if err := waitDNS(addr); err != nil {
 		stop()
-		return "", nil, err
+		return dnsServer{}, nil, err
 	}
-	return addr, stop, nil
+	return dnsServer{tool: "knit", addr: addr, pid: cmd.Process.Pid}, stop, nil
 }
 
 // serveKnitDNS is the knit DNS server process: server.Serve on the
@@ -293,10 +383,10 @@ func serveKnitDNS(args []string) {
 // NAME,ALIASES" per container, as netavark writes it) and starts
 // `aardvark-dns --config DIR -p PORT run`, which forks into the background
 // once it listens and leaves its PID in DIR/aardvark.pid.
-func startAardvark() (string, func(), error) {
+func startAardvark() (dnsServer, func(), error) {
 	dir := filepath.Join(workDir, "aardvark")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", nil, err
+		return dnsServer{}, nil, err
 	}
 	var b strings.Builder
 	b.WriteString("127.0.0.1\n")
@@ -305,29 +395,37 @@ func startAardvark() (string, func(), error) {
 		fmt.Fprintf(&b, "id%d %s  c%d,a%d\n", i, endpointAddr(i), i, i)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "bench"), []byte(b.String()), 0o644); err != nil {
-		return "", nil, err
+		return dnsServer{}, nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, aardvarkBin, "--config", dir, "-p", fmt.Sprint(aardvarkPort), "run").CombinedOutput()
 	if err != nil {
-		return "", nil, fmt.Errorf("%w: %s", err, oneLine(string(out)))
+		return dnsServer{}, nil, fmt.Errorf("%w: %s", err, oneLine(string(out)))
+	}
+	// It forks into the background, leaving its PID in the file.
+	readPID := func() int {
+		pid := 0
+		if b, err := os.ReadFile(filepath.Join(dir, "aardvark.pid")); err == nil {
+			_, _ = fmt.Sscan(string(b), &pid)
+		}
+		return pid
 	}
 	stop := func() {
-		b, err := os.ReadFile(filepath.Join(dir, "aardvark.pid"))
-		var pid int
-		if err == nil {
-			if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 1 {
-				_ = syscall.Kill(pid, syscall.SIGTERM) // the server we started; the sandbox's end kills it anyway
-			}
+		if pid := readPID(); pid > 1 {
+			_ = syscall.Kill(pid, syscall.SIGTERM) // the server we started; the sandbox's end kills it anyway
 		}
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", aardvarkPort)
 	if err := waitDNS(addr); err != nil {
 		stop()
-		return "", nil, err
+		return dnsServer{}, nil, err
 	}
-	return addr, stop, nil
+	pid := readPID()
+	if pid <= 1 {
+		return dnsServer{}, nil, fmt.Errorf("no PID in %s", filepath.Join(dir, "aardvark.pid"))
+	}
+	return dnsServer{tool: "aardvark", addr: addr, pid: pid}, stop, nil
 }
 
 // waitDNS returns once the server at addr answers c0.

@@ -413,11 +413,11 @@ func dnsSection(b *strings.Builder, d *data) [][3]string {
 			"containers c0…c99 (aliases a0…a99) and the client 127.0.0.1. Local names are A questions for c0, c1, … c99 in " +
 			"turn; forwarded names (example.com) go to a fake upstream on 127.0.0.53:53 that answers at once. ",
 		cols: []dnsCol{{"p50 µs", "p50-µs"}, {"p99 µs", "p99-µs"}},
-		p99:  true})
+		p99:  true, loadIs: "this program's clients and the fake upstream"})
 	return append(tg, dnsTables(b, d, dnsLoad{bench: "DNSPerf", loadKey: "dnsperf-load", how: "dnsperf",
 		intro: "The same servers driven open-loop by dnsperf (Debian's dnsperf, the usual DNS load tool; written in C, it " +
 			"spends less CPU per query than the Go clients above, which share the 2 CPUs with the server under test). ",
-		cols: []dnsCol{{"average latency µs", "avg-µs"}, {"lost", "lost"}}})...)
+		cols: []dnsCol{{"average latency µs", "avg-µs"}, {"lost", "lost"}}, loadIs: "dnsperf"})...)
 }
 
 // dnsLoad describes one way the DNS servers were loaded: the benchmark's
@@ -426,8 +426,17 @@ func dnsSection(b *strings.Builder, d *data) [][3]string {
 type dnsLoad struct {
 	bench, loadKey, how, intro string
 	cols                       []dnsCol
-	p99                        bool // a column comparing the servers' p99
+	p99                        bool   // a column comparing the servers' p99
+	loadIs                     string // what the "load CPU" column counts
 }
+
+// The CPU columns: what the server process and the load used of the CPUs
+// over the rounds (100% is one whole CPU), and the queries answered per
+// second of the server's own CPU time. On two CPUs shared by the server
+// and the load, a load that uses a whole CPU while the server does not
+// caps the queries/s below what the server can answer: the queries per
+// CPU-second of the server are then its capacity.
+var dnsCPUCols = []dnsCol{{"server CPU %", "server-cpu-%"}, {"load CPU %", "load-cpu-%"}, {"queries per server CPU-second", "queries/server-cpu-s"}}
 
 type dnsCol struct{ head, metric string }
 
@@ -442,15 +451,27 @@ func dnsTables(b *strings.Builder, d *data, l dnsLoad) [][3]string {
 	if v, ok := d.config[l.loadKey]; ok {
 		w("Load: %s.", v)
 	}
+	k0, _ := d.find(l.bench, map[string]string{"tool": "knit"})
+	_, withCPU := k0.Metrics["queries/server-cpu-s"]
+	if withCPU {
+		l.cols = append(slices.Clip(l.cols), dnsCPUCols...)
+		w(" CPU: the server's process and the load (%s) from /proc and getrusage over the same rounds, 100%% is one "+
+			"whole CPU; when the load takes a whole CPU and the server does not, queries/s is the load's limit and the "+
+			"queries per server CPU-second are the server's capacity.", l.loadIs)
+	}
 	w("\n\n| names | server | queries/s |")
 	for _, c := range l.cols {
 		w(" %s |", c.head)
 	}
 	w("\n|---|---|---:|%s\n", strings.Repeat("---:|", len(l.cols)))
-	ratioHead := "| names | knit ÷ aardvark-dns, queries/s |\n|---|---:|\n"
+	ratioHead := "| names | knit ÷ aardvark-dns, queries/s |"
 	if l.p99 {
-		ratioHead = "| names | knit ÷ aardvark-dns, queries/s | aardvark-dns ÷ knit, p99 |\n|---|---:|---:|\n"
+		ratioHead += " aardvark-dns ÷ knit, p99 |"
 	}
+	if withCPU {
+		ratioHead += " knit ÷ aardvark-dns, queries per server CPU-second |"
+	}
+	ratioHead += "\n|---|" + strings.Repeat("---:|", strings.Count(ratioHead, "|")-2) + "\n"
 	var rows strings.Builder
 	var tg [][3]string
 	for _, kind := range []string{"local", "forwarded"} {
@@ -475,8 +496,19 @@ func dnsTables(b *strings.Builder, d *data, l dnsLoad) [][3]string {
 		if l.p99 {
 			fmt.Fprintf(&rows, " %s |", ratio(a.Metrics["p99-µs"]/k.Metrics["p99-µs"]))
 		}
+		measured := ratio(q)
+		if withCPU && k.Metrics["load-cpu-%"] >= 85 && k.Metrics["server-cpu-%"] < 85 {
+			measured += fmt.Sprintf(" (the load's limit: it used %.0f%% of a CPU, knit's server %.0f%%)",
+				k.Metrics["load-cpu-%"], k.Metrics["server-cpu-%"])
+		}
+		tg = append(tg, [3]string{fmt.Sprintf("DNS at least 2× aardvark-dns's queries/s (%s names, %s)", kind, l.how), measured, verdict(true, q >= 2)})
+		if withCPU {
+			c := k.Metrics["queries/server-cpu-s"] / a.Metrics["queries/server-cpu-s"]
+			fmt.Fprintf(&rows, " %s |", ratio(c))
+			tg = append(tg, [3]string{fmt.Sprintf("DNS at least 2× aardvark-dns's queries per server CPU-second, its capacity (%s names, %s)", kind, l.how),
+				ratio(c), verdict(true, c >= 2)})
+		}
 		rows.WriteString("\n")
-		tg = append(tg, [3]string{fmt.Sprintf("DNS at least 2× aardvark-dns's queries/s (%s names, %s)", kind, l.how), ratio(q), verdict(true, q >= 2)})
 	}
 	w("\n%s%s\n", ratioHead, rows.String())
 	return tg
