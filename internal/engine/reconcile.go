@@ -32,37 +32,48 @@ func (e *Engine) ReconcileStrict() error { return e.reconcile(true) }
 
 func (e *Engine) reconcile(strict bool) error {
 	var suspects []string
-	seen := map[Proc]bool{} // one check per process: an owner may hold many
-	var last []byte         // the previous entry's owner, and whether it lives
-	lastOK := false
-	err := e.st.View(func(tx store.Tx) error {
-		// Scan, not List: no copy of each of the (maybe thousands of)
-		// entries; consecutive entries of one owner are decided once.
-		return tx.Scan(bucketLive, func(id, v []byte) error {
-			if last == nil || !bytes.Equal(v, last) {
-				p, ok := parseProc(v)
-				ok = ok && p.Pid > 0
-				if ok {
-					live, checked := seen[p]
-					if !checked {
-						live = exists(p.Pid) && (!strict || alive(p))
-						seen[p] = live
-					}
-					ok = live
-				}
-				last, lastOK = append(last[:0], v...), ok
-			}
-			if !lastOK {
-				suspects = append(suspects, string(id))
-			}
-			return nil
-		})
-	})
+	err := e.st.View(func(tx store.Tx) (err error) { suspects, err = deadOwned(tx, strict); return err })
 	if err != nil {
 		return fmt.Errorf("read state: %w", err)
 	}
+	return e.repairAll(suspects)
+}
+
+// deadOwned returns the containers of the live index whose responsible
+// process is gone (strict: or is another process with the same PID).
+func deadOwned(tx store.Tx, strict bool) ([]string, error) {
+	var suspects []string
+	seen := map[Proc]bool{} // one check per process: an owner may hold many
+	var last []byte         // the previous entry's owner, and whether it lives
+	lastOK := false
+	// Scan, not List: no copy of each of the (maybe thousands of)
+	// entries; consecutive entries of one owner are decided once.
+	err := tx.Scan(bucketLive, func(id, v []byte) error {
+		if last == nil || !bytes.Equal(v, last) {
+			p, ok := parseProc(v)
+			ok = ok && p.Pid > 0
+			if ok {
+				live, checked := seen[p]
+				if !checked {
+					live = exists(p.Pid) && (!strict || alive(p))
+					seen[p] = live
+				}
+				ok = live
+			}
+			last, lastOK = append(last[:0], v...), ok
+		}
+		if !lastOK {
+			suspects = append(suspects, string(id))
+		}
+		return nil
+	})
+	return suspects, err
+}
+
+// repairAll repairs the given containers, each on its own.
+func (e *Engine) repairAll(ids []string) error {
 	var errs []error
-	for _, id := range suspects {
+	for _, id := range ids {
 		if err := e.repair(id); err != nil {
 			errs = append(errs, err)
 		}

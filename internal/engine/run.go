@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -140,10 +139,8 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 	if err := e.prepareExecRoot(); err != nil {
 		return nil, err
 	}
-	// Until the reservation, four things wait for the kernel or the store
-	// side by side: the container's namespace (it needs only the ID), the
-	// host's listening sockets (for the ports to publish), reconcile (which
-	// frees what dead owners held), and the network checks.
+	// The container's namespace (unshare, mount, lo up: it needs only the
+	// ID) is made while the store and the network are dealt with.
 	id := newID()
 	var ns *earlyNetns
 	if ownsNetns(o.Network) {
@@ -156,41 +153,44 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 			}
 		}()
 	}
+	// The host's listening sockets, for the ports to publish.
 	var listening *portmap.Listeners
-	var listenErr error
-	var wg sync.WaitGroup
 	if len(portSpecs(o)) > 0 {
-		wg.Go(func() { listening, listenErr = portmap.ReadListeners() })
+		if listening, err = portmap.ReadListeners(); err != nil {
+			return nil, fmt.Errorf("read the host's listening sockets: %w", err)
+		}
 	}
-	var reconcileErr error
-	wg.Go(func() { reconcileErr = e.Reconcile() })
-	plan, err := e.plan(o)
-	wg.Wait()
-	switch {
-	case reconcileErr != nil:
-		return nil, reconcileErr
-	case err != nil:
-		return nil, err
-	case listenErr != nil:
-		return nil, fmt.Errorf("read the host's listening sockets: %w", listenErr)
-	}
-	e.defaultHostIP(o, plan)
-	c, err = e.reserve(id, o, plan, listening)
+	c, plan, err := e.reserve(id, o, listening)
 	if err != nil {
 		return nil, err
 	}
+	// The record names the namespace now: destroy deletes it, once it is
+	// made. The networks' kernel objects are ensured meanwhile.
+	var h *link.Handle
+	claimed := ns == nil
+	claim := func() (err error) {
+		claimed = true
+		h, err = ns.claim()
+		return err
+	}
 	defer func() {
+		if !claimed {
+			_ = claim()
+		}
+		if h != nil {
+			h.Close()
+		}
 		if err != nil {
 			e.destroy(c)
 		}
 	}()
-	var h *link.Handle
-	if ns != nil {
-		// The record names the namespace now: destroy deletes it.
-		if h, err = ns.claim(); err != nil {
+	if err := e.ensure(plan); err != nil {
+		return c, err
+	}
+	if !claimed {
+		if err := claim(); err != nil {
 			return c, err
 		}
-		defer h.Close()
 	}
 	// The published ports are elements of the firewall's maps, which need
 	// the container's address only: they are added while the links are made.

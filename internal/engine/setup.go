@@ -27,9 +27,11 @@ type plan struct {
 	target   string     // mode "container": the reference given by the user
 }
 
-// plan resolves the network mode and makes sure the networks' kernel
-// objects exist, so that reserve only has to write the store.
-func (e *Engine) plan(o *RunOptions) (*plan, error) {
+// planTx resolves the network mode and reads the networks, in the
+// reservation's transaction. The default network's record is made on its
+// first use, outside (errNoDefaultNetwork); its kernel objects are
+// ensure's.
+func planTx(tx store.Tx, o *RunOptions) (*plan, error) {
 	switch {
 	case o.Network == ModeNone || o.Network == ModeHost:
 		return &plan{mode: o.Network}, nil
@@ -38,15 +40,12 @@ func (e *Engine) plan(o *RunOptions) (*plan, error) {
 	}
 	p := &plan{mode: "network"}
 	for _, name := range append([]string{o.Network}, o.ExtraNetworks...) {
-		n, err := e.usableNetwork(name)
+		n, err := usableNetworkTx(tx, name)
 		if err != nil {
 			return nil, err
 		}
 		if slices.ContainsFunc(p.networks, func(m *Network) bool { return m.Name == n.Name }) {
 			return nil, errdefs.Invalid("network %s given twice", n.Name)
-		}
-		if err := e.ensureNetwork(n); err != nil {
-			return nil, err
 		}
 		p.networks = append(p.networks, n)
 	}
@@ -56,18 +55,38 @@ func (e *Engine) plan(o *RunOptions) (*plan, error) {
 	return p, nil
 }
 
+// ensure makes sure the kernel objects of the plan's networks exist.
+func (e *Engine) ensure(p *plan) error {
+	for _, n := range p.networks {
+		if err := e.ensureNetwork(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// errNoDefaultNetwork: the default network has no record yet.
+var errNoDefaultNetwork = errors.New("the default network has no record yet")
+
 // usableNetwork looks a network up by name, ID or ID prefix for a run or a
 // connect, refusing one being removed and the modes that are not networks.
+// The default network is recorded on its first use.
 func (e *Engine) usableNetwork(ref string) (*Network, error) {
+	var n *Network
+	err := e.st.View(func(tx store.Tx) (err error) { n, err = usableNetworkTx(tx, ref); return err })
+	if errors.Is(err, errNoDefaultNetwork) {
+		return e.createDefaultNetwork()
+	}
+	return n, err
+}
+
+func usableNetworkTx(tx store.Tx, ref string) (*Network, error) {
 	if predefined[ref] != "" || strings.HasPrefix(ref, containerMode) {
 		return nil, errdefs.Invalid("network mode %s cannot be combined with other networks", ref)
 	}
-	n, err := e.network(ref)
-	if errdefs.KindOf(err) == errdefs.KindNotFound {
-		var byRef *Network
-		if err2 := e.st.View(func(tx store.Tx) (err error) { byRef, err = lookupNetworkRef(tx, ref); return err }); err2 == nil {
-			n, err = byRef, nil
-		}
+	n, err := lookupNetworkRef(tx, ref)
+	if ref == ModeBridge && errdefs.KindOf(err) == errdefs.KindNotFound {
+		return nil, errNoDefaultNetwork
 	}
 	if err != nil {
 		return nil, err
@@ -78,9 +97,43 @@ func (e *Engine) usableNetwork(ref string) (*Network, error) {
 	return n, nil
 }
 
+// repairFirst ends a reservation whose transaction found containers
+// whose owner is gone: they are repaired (reconcile), then it is tried again.
+type repairFirst struct{ ids []string }
+
+func (r *repairFirst) Error() string { return fmt.Sprintf("%d containers to repair first", len(r.ids)) }
+
+// reserve plans the run and records the container, its name, addresses and
+// ports in one transaction, which also does every command's reconcile
+// check: one store transaction per run where a reconcile, a network lookup
+// and the reservation took three. Repairs and the default network's first
+// record are made between tries.
+func (e *Engine) reserve(id string, o *RunOptions, listening *portmap.Listeners) (*Container, *plan, error) {
+	for try := 0; ; try++ {
+		// Past a few tries, a container that keeps failing its repair
+		// does not hold up the run (its own error was reported).
+		c, p, err := e.reserveOnce(id, o, listening, try < 3)
+		var rf *repairFirst
+		switch {
+		case errors.As(err, &rf):
+			if err := e.repairAll(rf.ids); err != nil {
+				return nil, nil, err
+			}
+		case errors.Is(err, errNoDefaultNetwork) && try < 3:
+			if _, err := e.createDefaultNetwork(); err != nil {
+				return nil, nil, err
+			}
+		case errors.Is(err, errNoDefaultNetwork):
+			return nil, nil, errdefs.NotFound("network %s not found", ModeBridge)
+		default:
+			return c, p, err
+		}
+	}
+}
+
 // reserve records the container, its name and its addresses in one
 // transaction, so concurrent runs never share a name or an address.
-func (e *Engine) reserve(id string, o *RunOptions, p *plan, listening *portmap.Listeners) (*Container, error) {
+func (e *Engine) reserveOnce(id string, o *RunOptions, listening *portmap.Listeners, reconcile bool) (*Container, *plan, error) {
 	self, _ := runner.StartTime(os.Getpid())
 	c := &Container{
 		ID:      id,
@@ -101,7 +154,21 @@ func (e *Engine) reserve(id string, o *RunOptions, p *plan, listening *portmap.L
 	if c.Spec.Hostname == "" {
 		c.Spec.Hostname = id[:12]
 	}
-	err := e.st.Update(func(tx store.Tx) error {
+	var p *plan
+	err := e.st.Update(func(tx store.Tx) (err error) {
+		if reconcile {
+			ids, err := deadOwned(tx, false)
+			if err != nil {
+				return fmt.Errorf("read state: %w", err)
+			}
+			if len(ids) > 0 {
+				return &repairFirst{ids}
+			}
+		}
+		if p, err = planTx(tx, o); err != nil {
+			return err
+		}
+		e.defaultHostIP(o, p)
 		if err := reserveName(tx, c); err != nil {
 			return err
 		}
@@ -150,9 +217,9 @@ func (e *Engine) reserve(id string, o *RunOptions, p *plan, listening *portmap.L
 		return putContainer(tx, c)
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return c, nil
+	return c, p, nil
 }
 
 // containerEnv is Docker's default environment overlaid with the user's.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/knit-dev/knit/internal/config"
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/runner"
@@ -434,5 +435,41 @@ func TestReconcileDecidesEachEntry(t *testing.T) {
 	})
 	if want := []string{"a1", "a2", "c1", "e1"}; !slices.Equal(got, want) {
 		t.Errorf("live index after Reconcile = %v, want %v", got, want)
+	}
+}
+
+// A run's reservation also does reconcile's check: a container whose owner
+// died is repaired before the run reserves, so its name (and what else it
+// held) is free for the run, in the one transaction that reserves.
+func TestReserveRepairsDeadOwnersFirst(t *testing.T) {
+	st := newStore(t)
+	e := &Engine{st: st, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: t.TempDir()}}
+	dead := &Container{ID: hexID("dead"), Name: "web", Dir: filepath.Join(t.TempDir(), "dead"),
+		State: State{Status: StatusCreated, Owner: Proc{Pid: 2147483646, Start: 1}}, // no such PID
+		Spec:  Spec{NetworkMode: ModeHost}}
+	seed(t, st, dead)
+	c, p, err := e.reserve(hexID("live"), &RunOptions{Name: "web", Network: ModeHost, Args: []string{"true"}}, nil)
+	if err != nil {
+		t.Fatalf("reserve: %v", err)
+	}
+	if c.Name != "web" || p.mode != ModeHost {
+		t.Errorf("reserved %s in mode %s, want web in mode host", c.Name, p.mode)
+	}
+	err = st.View(func(tx store.Tx) error {
+		if _, err := getContainer(tx, dead.ID); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("the dead owner's container is still recorded (%v)", err)
+		}
+		if owner, err := tx.Get(bucketNames, "web"); err != nil || string(owner) != c.ID {
+			return fmt.Errorf("name web belongs to %q (%v), want %s", owner, err, c.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	// Without the dead owner's repair the name would be taken: the same
+	// reservation again is refused.
+	if _, _, err := e.reserve(hexID("next"), &RunOptions{Name: "web", Network: ModeHost, Args: []string{"true"}}, nil); errdefs.KindOf(err) != errdefs.KindConflict {
+		t.Errorf("a second run named web: %v, want a conflict", err)
 	}
 }
