@@ -16,7 +16,11 @@
 //	          JSON; each tool in a fresh namespace. With -knit-bin and
 //	          -docker, also whole commands as a user types them: `knit run
 //	          -d -p`/`knit rm -f` and `docker run -d -p`/`docker rm -f`
-//	          (dockerd started in the sandbox)
+//	          (dockerd started in the sandbox). The tools that take seconds
+//	          (knit, knit without -p, the floor) run -rounds times in turn and
+//	          report the median round; before each tool's sandbox, the run
+//	          waits until the kernel has destroyed the previous one's
+//	          namespaces
 //	datapath  iperf3 through knit's bridge vs a hand-made veth pair, and
 //	          through a published port vs direct
 //	dns       knit's DNS server vs aardvark-dns, same names, same load
@@ -48,6 +52,7 @@ var (
 	sections = flag.String("sections", "attach,datapath,dns", "sections to run, comma-separated")
 	tools    = flag.String("tools", "knit,floor,cni,netavark,knit-noport", "tools of the attach section, comma-separated")
 	samples  = flag.Int("samples", 0, "attach/detach samples per level (0: 20, or 10 with -quick)")
+	rounds   = flag.Int("rounds", 0, "rounds of the attach tools that take seconds (knit, knit-noport, floor), in turn; each figure is the median of the rounds' (0: 5, or 3 with -quick)")
 	budget   = flag.Duration("budget", 10*time.Minute, "time a tool may take to reach its levels in the attach section; past it, the higher levels are skipped and the report says so")
 	knitCNI  = flag.String("knit-cni", "", "HOOK: a knit binary to measure as a CNI plugin via cnitool (column \"knit-cni\"); empty leaves the column out")
 	knitBin  = flag.String("knit-bin", "", "a knit binary to measure as a whole command, `knit run -d`/`knit rm -f` (column \"knit-cli\"); empty leaves the column out")
@@ -69,6 +74,12 @@ func main() {
 		*samples = 20
 		if *quick {
 			*samples = 10
+		}
+	}
+	if *rounds == 0 {
+		*rounds = 5
+		if *quick {
+			*rounds = 3
 		}
 	}
 	if *inside != "" {
@@ -129,14 +140,9 @@ func runAll() error {
 			if *docker && !slices.Contains(ts, "docker") {
 				ts = append(ts, "docker")
 			}
-			for _, t := range ts {
-				if err := sandboxed("attach", t, *budget+5*time.Minute); err != nil {
-					failed++
-					fmt.Printf("error-attach-%s: %s\n", t, oneLine(err.Error()))
-				}
-			}
+			failed += attachTools(ts)
 		case "datapath", "dns":
-			if err := sandboxed(s, "", 10*time.Minute); err != nil {
+			if err := sandboxed(s, "", 10*time.Minute, os.Stdout); err != nil {
 				failed++
 				fmt.Printf("error-%s: %s\n", s, oneLine(err.Error()))
 			}
@@ -154,7 +160,7 @@ func runAll() error {
 // a new network, mount and PID namespace whose first process is the
 // program, so that every process it starts dies with it. Its benchmark
 // lines are copied to stdout as they come; it is killed after limit.
-func sandboxed(section, tool string, limit time.Duration) error {
+func sandboxed(section, tool string, limit time.Duration, w io.Writer) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -175,7 +181,7 @@ func sandboxed(section, tool string, limit time.Duration) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	copyLines(os.Stdout, out)
+	copyLines(w, out)
 	err = cmd.Wait()
 	fmt.Fprintf(os.Stderr, "peers: %s %s: done in %s\n", section, tool, time.Since(t0).Round(time.Second))
 	if ctx.Err() != nil {

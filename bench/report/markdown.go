@@ -181,7 +181,12 @@ func attachSection(b *strings.Builder, d *data, png string) [][3]string {
 		"tmpfs: knit's store and exec-root, host-local's leases, cnitool's cache.\n\n")
 	wholeCommands(b, d, ts)
 	w("\"Nth\" is the first of the measured containers: the window of samples attaches containers N, N+1, … while N−1 " +
-		"others stay attached, then detaches them newest first. Figures in ms, p50 / p95 / max.\n\n")
+		"others stay attached, then detaches them newest first. Figures in ms, p50 / p95 / max.")
+	if v, ok := d.config["attach-rounds"]; ok {
+		w(" Rounds: %s; the others ran once.", v)
+	}
+	w(" Before each tool's sandbox starts, the run waits until the kernel has destroyed the namespaces of the one " +
+		"before (it does so in the background for seconds after a thousand containers, under locks every attach needs).\n\n")
 	if png != "" {
 		w("![attach and detach p50 per tool](%s)\n\n", filepath.Base(png))
 	}
