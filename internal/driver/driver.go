@@ -39,6 +39,10 @@ type Network struct {
 	Internal bool `json:"internal,omitempty"`
 	// Options holds driver options as given by the user (-o KEY=VALUE).
 	Options map[string]string `json:"options,omitempty"`
+	// LinkIndex is the kernel's index of the network's link (the bridge)
+	// as CreateNetwork found or made it in this process, 0 when unknown:
+	// Join then needs no lookup. Never stored: an index dies with its link.
+	LinkIndex int `json:"-"`
 }
 
 // Endpoint is one container's attachment to one network.

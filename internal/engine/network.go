@@ -143,13 +143,20 @@ func (e *Engine) ensureNetwork(n *Network) error {
 	if err != nil {
 		return err
 	}
-	if err := d.CreateNetwork(&n.Network); err != nil {
-		return fmt.Errorf("set up network %s: %w", n.Name, err)
-	}
+	// The bridge and the firewall rules are independent (the rules name
+	// the bridge): each waits for the kernel on its own goroutine.
+	fwErr := make(chan error, 1)
 	if e.fw != nil {
-		if err := e.fw.EnsureNetwork(firewallNetwork(n)); err != nil {
-			return fmt.Errorf("firewall rules of network %s: %w", n.Name, err)
-		}
+		go func() { fwErr <- e.fw.EnsureNetwork(firewallNetwork(n)) }()
+	} else {
+		fwErr <- nil
+	}
+	err = d.CreateNetwork(&n.Network)
+	if ferr := <-fwErr; ferr != nil && err == nil {
+		return fmt.Errorf("firewall rules of network %s: %w", n.Name, ferr)
+	}
+	if err != nil {
+		return fmt.Errorf("set up network %s: %w", n.Name, err)
 	}
 	if e.cfg.ForwardingOn() {
 		if err := link.SetIPForward(); err != nil {

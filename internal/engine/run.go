@@ -192,22 +192,24 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 			return c, err
 		}
 	}
-	// The published ports are elements of the firewall's maps, which need
-	// the container's address only: they are added while the links are made.
-	published := make(chan error, 1)
+	// The published ports (elements of the firewall's maps) and the /etc
+	// files need only what the reservation chose: they are made while the
+	// links are.
+	published, written := make(chan error, 1), make(chan error, 1)
 	go func() { published <- e.publish(c) }()
+	go func() { written <- e.writeFiles(c, o, plan) }()
 	err = e.setupNetwork(c, plan, h)
-	if perr := <-published; err == nil {
-		err = perr
-	}
-	if err != nil {
+	perr, werr := <-published, <-written
+	switch {
+	case err != nil:
 		return c, err
+	case perr != nil:
+		return c, perr
+	case werr != nil:
+		return c, fmt.Errorf("write /etc files: %w", werr)
 	}
 	if err := e.applyLinks(c); err != nil {
 		return c, err
-	}
-	if err := e.writeFiles(c, o, plan); err != nil {
-		return c, fmt.Errorf("write /etc files: %w", err)
 	}
 	if usesDNS(c) {
 		if err := e.syncDNS(); err != nil {

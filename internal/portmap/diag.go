@@ -19,29 +19,43 @@ const (
 	diagAll    = 0xffffffff
 )
 
-// readDiag adds the sockets of proto (unix.IPPROTO_TCP or IPPROTO_UDP) and
-// family in states to l, from one NETLINK_SOCK_DIAG dump. A wildcard IPv6
-// address is recorded as every address, as parseInet does.
-//
-// Equivalent to: ss -H -ltn (TCP) or ss -H -uan (UDP), per family.
-func readDiag(l *Listeners, family, proto uint8, states uint32, p Proto) error {
+// diagConn is one NETLINK_SOCK_DIAG socket and receive buffer, used for
+// the dumps of one ReadListeners in turn.
+type diagConn struct {
+	fd  int
+	seq uint32
+	buf []byte
+}
+
+func openDiag() (*diagConn, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
-		return fmt.Errorf("open sock_diag: %w", err)
+		return nil, fmt.Errorf("open sock_diag: %w", err)
 	}
-	defer unix.Close(fd)
+	return &diagConn{fd: fd, buf: make([]byte, 64<<10)}, nil
+}
+
+func (c *diagConn) close() { unix.Close(c.fd) }
+
+// read adds the sockets of proto (unix.IPPROTO_TCP or IPPROTO_UDP) and
+// family in states to l, from one dump. A wildcard IPv6 address is
+// recorded as every address, as parseInet does.
+//
+// Equivalent to: ss -H -ltn (TCP) or ss -H -uan (UDP), per family.
+func (c *diagConn) read(l *Listeners, family, proto uint8, states uint32, p Proto) error {
+	fd, buf := c.fd, c.buf
+	c.seq++
 	// nlmsghdr (16 bytes) + inet_diag_req_v2 (56 bytes).
 	req := make([]byte, 72)
 	binary.NativeEndian.PutUint32(req[0:], 72)
 	binary.NativeEndian.PutUint16(req[4:], 20) // SOCK_DIAG_BY_FAMILY
 	binary.NativeEndian.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	binary.NativeEndian.PutUint32(req[8:], 1) // sequence
+	binary.NativeEndian.PutUint32(req[8:], c.seq)
 	req[16], req[17] = family, proto
 	binary.NativeEndian.PutUint32(req[20:], states)
 	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return fmt.Errorf("sock_diag dump: %w", err)
 	}
-	buf := make([]byte, 64<<10)
 	for {
 		n, _, err := unix.Recvfrom(fd, buf, 0)
 		if err != nil {

@@ -53,6 +53,11 @@ func ReadListeners() (*Listeners, error) {
 // and SCTP endpoints from /proc (sock_diag's SCTP dump is a module of its
 // own, and the file is short).
 func readListenersDiag(l *Listeners) error {
+	c, err := openDiag()
+	if err != nil {
+		return err
+	}
+	defer c.close()
 	for _, q := range []struct {
 		family, proto uint8
 		states        uint32
@@ -63,7 +68,7 @@ func readListenersDiag(l *Listeners) error {
 		{unix.AF_INET, unix.IPPROTO_UDP, diagAll, UDP},
 		{unix.AF_INET6, unix.IPPROTO_UDP, diagAll, UDP},
 	} {
-		if err := readDiag(l, q.family, q.proto, q.states, q.p); err != nil {
+		if err := c.read(l, q.family, q.proto, q.states, q.p); err != nil {
 			return err
 		}
 	}

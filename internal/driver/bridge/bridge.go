@@ -85,6 +85,7 @@ func (d *Driver) CreateNetwork(n *driver.Network) (err error) {
 	if err := link.EnableBridgeNetfilter(); err != nil {
 		return fmt.Errorf("create network %s: %w (is the br_netfilter module loaded?)", n.Name, err)
 	}
+	n.LinkIndex = idx
 	return nil
 }
 

@@ -30,13 +30,17 @@ func (d *Driver) Join(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox)
 		return fmt.Errorf("join %s to %s: %w", ep.ContainerID, n.Name, err)
 	}
 	defer h.Close()
-	br, err := h.BridgeGet(n.Bridge)
-	if err != nil {
-		return fmt.Errorf("join %s to %s: %w", ep.ContainerID, n.Name, err)
+	brIndex := n.LinkIndex // CreateNetwork's, in this run
+	if brIndex == 0 {
+		br, err := h.BridgeGet(n.Bridge)
+		if err != nil {
+			return fmt.Errorf("join %s to %s: %w", ep.ContainerID, n.Name, err)
+		}
+		brIndex = br.Index
 	}
 	name, err := addVeth(h, ep, link.Veth{
 		Alias:       aliasPrefix + ep.ContainerID,
-		MasterIndex: br.Index,
+		MasterIndex: brIndex,
 		Hairpin:     true,
 		MTU:         mtu(n),
 		PeerName:    ep.IfName,

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	nft "github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -107,14 +108,31 @@ func WithStamp(path string) Option { return func(f *Firewall) { f.stamp = path }
 // record for its own.
 func fingerprint(n firewall.Network) string {
 	b, _ := json.Marshal(n)
+	if fp, ok := fingerprints.Load(string(b)); ok {
+		return fp.(string)
+	}
 	h := sha256.New()
 	h.Write(b)
 	for _, k := range ruleKeys(networkRules(n)) {
 		fmt.Fprintln(h, k)
 	}
 	fmt.Fprintln(h, baseDigest())
-	return hex.EncodeToString(h.Sum(nil)[:8])
+	fp := hex.EncodeToString(h.Sum(nil)[:8])
+	if fingerprintsLen.Add(1) > 1024 { // a long-lived process's old settings
+		fingerprints.Clear()
+		fingerprintsLen.Store(0)
+	}
+	fingerprints.Store(string(b), fp)
+	return fp
 }
+
+// fingerprints caches fingerprint by the network's settings (JSON): making
+// the wanted rules is most of a verified EnsureNetwork's CPU time, and a
+// process that runs many containers asks for the same few networks.
+var (
+	fingerprints    sync.Map // string → string
+	fingerprintsLen atomic.Int64
+)
 
 // baseDigest identifies knit's base: its shared rules and its sets.
 var baseDigest = sync.OnceValue(func() string {
