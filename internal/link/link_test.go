@@ -275,3 +275,40 @@ func TestBridgeMACIsStable(t *testing.T) {
 		t.Errorf("bridge MAC changed from %s to %s when a port joined", before, after)
 	}
 }
+
+// AttachLater leaves the host end down and off the bridge; VethAttach
+// enslaves it (hairpin on) and brings it up, after which the pair has its
+// carrier once the peer is up too.
+func TestVethAttachLater(t *testing.T) {
+	hostNS, ctrNS := testutil.NewNetns(t), testutil.NewNetns(t)
+	h, c := open(t, hostNS), open(t, ctrNS)
+	br, _, err := h.BridgeEnsure("br-later", 1500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := link.Veth{Name: "vethlater", Alias: "knit:abc", MasterIndex: br, Hairpin: true,
+		PeerName: "eth0", PeerNetns: ctrNS, AttachLater: true}
+	idx, err := h.VethAdd(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := must[link.Link](t)(h.LinkGet("vethlater"))
+	if host.Up || host.MasterIndex != 0 || host.Alias != "knit:abc" {
+		t.Errorf("host end before VethAttach = %+v, want down, on no bridge, with its alias", host)
+	}
+	peer := must[link.Link](t)(c.LinkGet("eth0"))
+	if err := c.LinkSetUp(peer.Index); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.VethAttach(idx, v); err != nil {
+		t.Fatal(err)
+	}
+	host = must[link.Link](t)(h.LinkGet("vethlater"))
+	if !host.Up || host.MasterIndex != br {
+		t.Errorf("host end after VethAttach = %+v, want up on bridge %d", host, br)
+	}
+	ports := must[[]link.Link](t)(h.BridgePorts(br))
+	if len(ports) != 1 || ports[0].Name != "vethlater" {
+		t.Errorf("BridgePorts = %+v", ports)
+	}
+}

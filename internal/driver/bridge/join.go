@@ -21,7 +21,10 @@ import (
 const nameAttempts = 4
 
 // Join creates ep's veth: the host end on n's bridge, the peer named
-// ep.IfName in sb with ep's MAC, addresses and default routes, both up.
+// ep.IfName in sb with ep's MAC, addresses and default routes, both up. The
+// host end joins the bridge last (link.Veth.AttachLater): the bridge then
+// activates the port in the background instead of under the peer's route
+// add.
 // It costs one host handle, one sandbox handle and no lookups of what the
 // endpoint already says; on error the veth is deleted.
 func (d *Driver) Join(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox) (err error) {
@@ -38,7 +41,7 @@ func (d *Driver) Join(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox)
 		}
 		brIndex = br.Index
 	}
-	name, err := addVeth(h, ep, link.Veth{
+	v := link.Veth{
 		Alias:       aliasPrefix + ep.ContainerID,
 		MasterIndex: brIndex,
 		Hairpin:     true,
@@ -46,10 +49,9 @@ func (d *Driver) Join(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox)
 		PeerName:    ep.IfName,
 		PeerMAC:     ep.MAC,
 		PeerNetns:   sb.NetnsPath,
-	})
-	if errors.Is(err, unix.EXFULL) {
-		return errdefs.Conflict("network %s is full: bridge %s already has the most ports a Linux bridge can hold (1023); use another network", n.Name, n.Bridge)
+		AttachLater: true, // once the peer has its address and routes
 	}
+	name, index, err := addVeth(h, ep, v)
 	if err != nil {
 		return fmt.Errorf("join %s to %s: %w", ep.ContainerID, n.Name, err)
 	}
@@ -60,6 +62,12 @@ func (d *Driver) Join(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox)
 		}
 	}()
 	if err := configureSandbox(ep, sb); err != nil {
+		return fmt.Errorf("join %s to %s: %w", ep.ContainerID, n.Name, err)
+	}
+	v.Name = name
+	if err := h.VethAttach(index, v); errors.Is(err, unix.EXFULL) {
+		return errdefs.Conflict("network %s is full: bridge %s already has the most ports a Linux bridge can hold (1023); use another network", n.Name, n.Bridge)
+	} else if err != nil {
 		return fmt.Errorf("join %s to %s: %w", ep.ContainerID, n.Name, err)
 	}
 	ep.HostIf = name
@@ -77,19 +85,19 @@ func hostIfName(ep *driver.Endpoint, attempt int) string {
 
 // addVeth creates v under ep's host-side name, trying the next derived
 // name when another container's link holds it, and returns the name.
-func addVeth(h *link.Handle, ep *driver.Endpoint, v link.Veth) (string, error) {
+func addVeth(h *link.Handle, ep *driver.Endpoint, v link.Veth) (name string, index int, err error) {
 	for attempt := range nameAttempts {
 		v.Name = hostIfName(ep, attempt)
-		_, err := h.VethAdd(v)
+		index, err := h.VethAdd(v)
 		if !errors.Is(err, unix.EEXIST) {
-			return v.Name, err
+			return v.Name, index, err
 		}
 		// EEXIST names no side: retry only if the host name was the one taken.
 		if _, err := h.LinkGet(v.Name); err != nil {
-			return "", errdefs.Conflict("link %s already exists in the sandbox", v.PeerName)
+			return "", 0, errdefs.Conflict("link %s already exists in the sandbox", v.PeerName)
 		}
 	}
-	return "", errdefs.Conflict("no free veth name after %d attempts", nameAttempts)
+	return "", 0, errdefs.Conflict("no free veth name after %d attempts", nameAttempts)
 }
 
 // findHostIf returns the name of ep's host-side link, or "" if it is gone.
