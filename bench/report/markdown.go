@@ -565,7 +565,16 @@ func observations(b *strings.Builder, d *data) {
 			s += fmt.Sprintf("; knit's firewall call alone (`AddPorts`, BenchmarkPublish) takes %s ms", ms(a))
 		}
 		add("%s. Without -p, knit's attach is %s the floor's: the rest of the gap to the floor is knit's work beyond "+
-			"the kernel calls (the store transaction that reserves name and address, the `/etc` files, lo up).", s, ratio(kn/f))
+			"the kernel calls that the namespace's making does not hide (the host's listening sockets read, the store "+
+			"transaction that reserves name, address and ports, the network checks, a few more netlink requests).", s, ratio(kn/f))
+	}
+	k1k, ok1 := d.p50("Attach", "knit", 1000)
+	f1k, ok2 := d.p50("Attach", "floor", 1000)
+	if okK && okF && ok1 && ok2 {
+		add("From the 10th to the 1000th container knit's attach grows by %s ms (%s), the floor's by %s ms (%s): the "+
+			"kernel's own cost of a bridge with more ports and of more namespaces, which knit pays as the floor does, and "+
+			"knit's store (its reconcile scan reads every live container's entry, and the file grows).",
+			ms(k1k-k), ratio(k1k/k), ms(f1k-f), ratio(f1k/f))
 	}
 	kd, ok1 := d.p50("Detach", "knit", n)
 	knd, ok2 := d.p50("Detach", "knit-noport", n)
