@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/knit-dev/knit/internal/link"
 	"github.com/knit-dev/knit/internal/netns"
@@ -36,7 +37,8 @@ type earlyNetns struct {
 	done    chan struct{}
 	h       *link.Handle // bound to the namespace, lo up
 	err     error
-	release func() // the shared lock
+	unlock  func()    // the shared lock
+	release sync.Once // of the lock: once a record names it, or once it is gone
 }
 
 // startNetns starts making the namespace of container id, on the prepared
@@ -45,11 +47,11 @@ func (e *Engine) startNetns(id string) (*earlyNetns, error) {
 	if err := os.MkdirAll(e.netnsDir(), 0o755); err != nil {
 		return nil, err
 	}
-	release, err := lockFileShared(e.netnsLock())
+	unlock, err := lockFileShared(e.netnsLock())
 	if err != nil {
 		return nil, err
 	}
-	ns := &earlyNetns{path: e.netnsPath(id), done: make(chan struct{}), release: release}
+	ns := &earlyNetns{path: e.netnsPath(id), done: make(chan struct{}), unlock: unlock}
 	go func() {
 		defer close(ns.done)
 		// One trip into the new namespace: bring lo up and keep a netlink
@@ -72,11 +74,16 @@ func (e *Engine) startNetns(id string) (*earlyNetns, error) {
 	return ns, nil
 }
 
+// recorded says a committed record names the namespace: prune keeps it
+// from now on even while it is still being made, so the lock goes at once
+// (a prune waits for runs only this long).
+func (ns *earlyNetns) recorded() { ns.release.Do(ns.unlock) }
+
 // claim waits for the namespace and hands its handle (the caller closes it)
-// to a container whose record names the namespace now.
+// to the container whose record names it.
 func (ns *earlyNetns) claim() (*link.Handle, error) {
 	<-ns.done
-	ns.release()
+	ns.recorded()
 	return ns.h, ns.err
 }
 
@@ -87,5 +94,5 @@ func (ns *earlyNetns) abandon() {
 		ns.h.Close()
 	}
 	_ = netns.Delete(ns.path)
-	ns.release()
+	ns.release.Do(ns.unlock)
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -166,6 +167,9 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 	}
 	// The record names the namespace now: destroy deletes it, once it is
 	// made. The networks' kernel objects are ensured meanwhile.
+	if ns != nil {
+		ns.recorded()
+	}
 	var h *link.Handle
 	claimed := ns == nil
 	claim := func() (err error) {
@@ -173,6 +177,7 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 		h, err = ns.claim()
 		return err
 	}
+	done := false // also false when a panic unwinds
 	defer func() {
 		if !claimed {
 			_ = claim()
@@ -180,7 +185,7 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 		if h != nil {
 			h.Close()
 		}
-		if err != nil {
+		if !done {
 			e.destroy(c)
 		}
 	}()
@@ -194,10 +199,12 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 	}
 	// The published ports (elements of the firewall's maps) and the /etc
 	// files need only what the reservation chose: they are made while the
-	// links are.
+	// links are, the files from a copy of the endpoints (Join sets HostIf).
 	published, written := make(chan error, 1), make(chan error, 1)
 	go func() { published <- e.publish(c) }()
-	go func() { written <- e.writeFiles(c, o, plan) }()
+	snap := *c
+	snap.Endpoints = slices.Clone(c.Endpoints)
+	go func() { written <- e.writeFiles(&snap, o, plan) }()
 	err = e.setupNetwork(c, plan, h)
 	perr, werr := <-published, <-written
 	switch {
@@ -216,6 +223,7 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 			return c, fmt.Errorf("embedded DNS: %w", err)
 		}
 	}
+	done = true
 	return c, nil
 }
 

@@ -109,21 +109,24 @@ func (r *repairFirst) Error() string { return fmt.Sprintf("%d containers to repa
 // and the reservation took three. Repairs and the default network's first
 // record are made between tries.
 func (e *Engine) reserve(id string, o *RunOptions, listening *portmap.Listeners) (*Container, *plan, error) {
-	for try := 0; ; try++ {
-		// Past a few tries, a container that keeps failing its repair
-		// does not hold up the run (its own error was reported).
-		c, p, err := e.reserveOnce(id, o, listening, try < 3)
+	repairs, defaults := 0, 0
+	for {
+		// After three rounds of repairs (owners dying while we repair),
+		// the run goes ahead without the check: the next command repairs.
+		c, p, err := e.reserveOnce(id, o, listening, repairs < 3)
 		var rf *repairFirst
 		switch {
 		case errors.As(err, &rf):
+			repairs++
 			if err := e.repairAll(rf.ids); err != nil {
 				return nil, nil, err
 			}
-		case errors.Is(err, errNoDefaultNetwork) && try < 3:
+		case errors.Is(err, errNoDefaultNetwork) && defaults == 0:
+			defaults++
 			if _, err := e.createDefaultNetwork(); err != nil {
 				return nil, nil, err
 			}
-		case errors.Is(err, errNoDefaultNetwork):
+		case errors.Is(err, errNoDefaultNetwork): // removed again at once
 			return nil, nil, errdefs.NotFound("network %s not found", ModeBridge)
 		default:
 			return c, p, err
@@ -156,6 +159,10 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening *portmap.Listen
 	}
 	var p *plan
 	err := e.st.Update(func(tx store.Tx) (err error) {
+		// Reconcile's check, in the write transaction: one kill(pid, 0)
+		// per distinct owner (~1 µs each) while other commands wait for
+		// the lock, against a View of its own (one more open and map of
+		// the file, ~0.15 ms of CPU) for every run.
 		if reconcile {
 			ids, err := deadOwned(tx, false)
 			if err != nil {

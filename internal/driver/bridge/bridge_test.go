@@ -339,3 +339,29 @@ func TestJoinCost(t *testing.T) {
 		t.Errorf("Join takes %v", join/rounds)
 	}
 }
+
+// Join uses the bridge's index that CreateNetwork found; if the bridge was
+// made again in between (an administrator, a racing command), the index is
+// stale and Join looks the bridge up by name once more.
+func TestJoinAfterBridgeMadeAgain(t *testing.T) {
+	e := newEnv(t)
+	n := testNetwork()
+	e.must(func() error { return e.d.CreateNetwork(n) })
+	stale := n.LinkIndex
+	e.must(func() error { return e.d.DeleteNetwork(n) })
+	again := *n
+	e.must(func() error { return e.d.CreateNetwork(&again) })
+	if stale == 0 || again.LinkIndex == stale {
+		t.Fatalf("indexes %d then %d: want two different ones", stale, again.LinkIndex)
+	}
+	ns := testutil.NewNetns(t)
+	ep := endpoint("c1", 2)
+	e.must(func() error { return e.d.Join(n, ep, driver.Sandbox{NetnsPath: ns}) })
+	hostEnd, err := open(t, e.host).LinkGet(ep.HostIf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hostEnd.MasterIndex != again.LinkIndex || !hostEnd.Up {
+		t.Errorf("host end = %+v, want up on bridge %d", hostEnd, again.LinkIndex)
+	}
+}

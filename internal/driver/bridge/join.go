@@ -65,7 +65,16 @@ func (d *Driver) Join(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox)
 		return fmt.Errorf("join %s to %s: %w", ep.ContainerID, n.Name, err)
 	}
 	v.Name = name
-	if err := h.VethAttach(index, v); errors.Is(err, unix.EXFULL) {
+	err = h.VethAttach(index, v)
+	if err != nil && n.LinkIndex != 0 {
+		// The index came from the ensure: if the bridge was made again
+		// since, try once more with the new one.
+		if br, gerr := h.BridgeGet(n.Bridge); gerr == nil && br.Index != v.MasterIndex {
+			v.MasterIndex = br.Index
+			err = h.VethAttach(index, v)
+		}
+	}
+	if errors.Is(err, unix.EXFULL) {
 		return errdefs.Conflict("network %s is full: bridge %s already has the most ports a Linux bridge can hold (1023); use another network", n.Name, n.Bridge)
 	} else if err != nil {
 		return fmt.Errorf("join %s to %s: %w", ep.ContainerID, n.Name, err)
