@@ -1,8 +1,11 @@
 package nftables
 
 import (
+	"net/netip"
 	"reflect"
 	"testing"
+
+	"github.com/knit-dev/knit/internal/firewall"
 )
 
 func TestStampRoundTrip(t *testing.T) {
@@ -16,5 +19,38 @@ func TestStampRoundTrip(t *testing.T) {
 		if _, err := parseStamp(bad); err == nil {
 			t.Errorf("parseStamp(%q) accepted a damaged stamp", bad)
 		}
+	}
+}
+
+// A network's fingerprint names its settings and the rules knit wants for
+// them: the same settings give the same one (from the cache or not),
+// settings that change the wanted rules give another.
+func TestFingerprint(t *testing.T) {
+	n := firewall.Network{Name: "web", Bridge: "br-web", Subnets: []netip.Prefix{netip.MustParsePrefix("10.5.0.0/24")},
+		Masquerade: true, ICC: true}
+	first := fingerprint(n)
+	if again := fingerprint(n); again != first {
+		t.Errorf("fingerprint from the cache %s, first %s", again, first)
+	}
+	fingerprints.Clear()
+	if fresh := fingerprint(n); fresh != first {
+		t.Errorf("fingerprint made again %s, first %s", fresh, first)
+	}
+	seen := map[string]string{first: "as is"}
+	for what, change := range map[string]func(*firewall.Network){
+		"icc off":       func(m *firewall.Network) { m.ICC = false },
+		"no masquerade": func(m *firewall.Network) { m.Masquerade = false },
+		"internal":      func(m *firewall.Network) { m.Internal = true },
+		"routed":        func(m *firewall.Network) { m.Routed = true },
+		"other bridge":  func(m *firewall.Network) { m.Bridge = "br-other" },
+		"other subnet":  func(m *firewall.Network) { m.Subnets = []netip.Prefix{netip.MustParsePrefix("10.6.0.0/24")} },
+	} {
+		m := n
+		change(&m)
+		fp := fingerprint(m)
+		if other, ok := seen[fp]; ok {
+			t.Errorf("%s: the same fingerprint as %s", what, other)
+		}
+		seen[fp] = what
 	}
 }
