@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -22,14 +23,9 @@ var repeated = map[string]bool{"knit": true, "knit-noport": true, "floor": true}
 // namespaces, and returns the number of runs that failed.
 func attachTools(ts []string) (failed int) {
 	limit := *budget + 5*time.Minute
-	run := func(t string, w *bytes.Buffer) bool {
+	run := func(t string, w io.Writer) bool {
 		settle(t)
-		var err error
-		if w == nil {
-			err = sandboxed("attach", t, limit, os.Stdout)
-		} else {
-			err = sandboxed("attach", t, limit, w)
-		}
+		err := sandboxed("attach", t, limit, w)
 		if err != nil {
 			failed++
 			fmt.Printf("error-attach-%s: %s\n", t, oneLine(err.Error()))
@@ -62,7 +58,7 @@ func attachTools(ts []string) (failed int) {
 	}
 	for _, t := range ts {
 		if !repeated[t] {
-			run(t, nil)
+			run(t, os.Stdout)
 		}
 	}
 	return failed

@@ -134,8 +134,9 @@ func (e *Engine) reserve(id string, o *RunOptions, listening *portmap.Listeners)
 	}
 }
 
-// reserve records the container, its name and its addresses in one
-// transaction, so concurrent runs never share a name or an address.
+// reserveOnce is one try of reserve: the plan and the container's record,
+// name, addresses and ports in one transaction, so that concurrent runs
+// never share a name, an address or a host port.
 func (e *Engine) reserveOnce(id string, o *RunOptions, listening *portmap.Listeners, reconcile bool) (*Container, *plan, error) {
 	self, _ := runner.StartTime(os.Getpid())
 	c := &Container{

@@ -202,19 +202,14 @@ func (t *tx) Delete(bucket, key string) error {
 // keys of the same bucket (bbolt cursors skip keys after a delete) and sees
 // every key as it was when List began.
 func (t *tx) List(bucket string, fn func(key string, value []byte) error) error {
-	b := t.b.Bucket([]byte(bucket))
-	if b == nil {
-		return nil
-	}
+	// Copied first, so that fn may change the bucket it lists.
 	type kv struct {
 		k string
 		v []byte
 	}
 	var all []kv
-	if err := b.ForEach(func(k, v []byte) error {
-		if v != nil { // nil marks a nested bucket, which knit never makes
-			all = append(all, kv{string(k), clone(v)})
-		}
+	if err := t.Scan(bucket, func(k, v []byte) error {
+		all = append(all, kv{string(k), clone(v)})
 		return nil
 	}); err != nil {
 		return err
