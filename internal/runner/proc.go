@@ -56,12 +56,32 @@ func Alive(pid int, start uint64) bool {
 	return err == nil && f[statState] != "Z" && f[statStartTime] == strconv.FormatUint(start, 10)
 }
 
-// Indexes into statFields' result: fields 3 and 22 of proc(5)'s
+// Indexes into statFields' result: fields 3, 14, 15 and 22 of proc(5)'s
 // /proc/PID/stat, counted after the command name.
 const (
 	statState     = 3 - 3
+	statUtime     = 14 - 3
+	statStime     = 15 - 3
 	statStartTime = 22 - 3
 )
+
+// userHZ is the unit of /proc/PID/stat's CPU times (USER_HZ, 100 on Linux).
+const userHZ = 100
+
+// CPUTime is the CPU time, user and system, that process pid has used so
+// far: every thread's, those that ended included.
+func CPUTime(pid int) (time.Duration, error) {
+	f, err := statFields(pid)
+	if err != nil {
+		return 0, err
+	}
+	u, err1 := strconv.ParseInt(f[statUtime], 10, 64)
+	s, err2 := strconv.ParseInt(f[statStime], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("parse /proc/%d/stat: CPU times %q %q", pid, f[statUtime], f[statStime])
+	}
+	return time.Duration(u+s) * time.Second / userHZ, nil
+}
 
 // statFields returns the fields of /proc/PID/stat that follow the command
 // name, which is cut off at its last ')' since it may hold spaces and ')'.

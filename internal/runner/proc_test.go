@@ -67,3 +67,26 @@ func TestStartTimeSelf(t *testing.T) {
 		t.Error("StartTime of a missing pid: no error")
 	}
 }
+
+// CPUTime counts this process's own work: it grows by about what a busy
+// loop of ~0.3 s spends, and a missing process is an error.
+func TestCPUTime(t *testing.T) {
+	before, err := CPUTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := 0
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+		x++
+	}
+	after, err := CPUTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := after - before; d < 100*time.Millisecond {
+		t.Errorf("CPU time grew by %v over a 300 ms busy loop (%d turns)", d, x)
+	}
+	if _, err := CPUTime(1 << 30); err == nil {
+		t.Error("CPUTime of a missing process: no error")
+	}
+}
