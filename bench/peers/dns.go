@@ -21,6 +21,7 @@ import (
 
 	"github.com/knit-dev/knit/bench/loadgen"
 	"github.com/knit-dev/knit/internal/dns/server"
+	"github.com/knit-dev/knit/internal/runner"
 )
 
 // The DNS section: knit's embedded server and aardvark-dns, each a process
@@ -76,7 +77,10 @@ func dnsSection() error {
 	fmt.Printf("dns-load: %d concurrent UDP clients, %d queries per round, %d rounds per server alternating, names c0..c%d\n",
 		dnsClients, queries, rounds, dnsNames-1)
 	for _, kind := range []string{"local", "forwarded"} {
-		res := map[string]*dnsResult{"knit": {}, "aardvark": {}}
+		res := map[string]*dnsResult{}
+		for _, s := range servers {
+			res[s.tool] = &dnsResult{}
+		}
 		for range rounds {
 			for _, s := range servers {
 				if err := dnsLoad(res[s.tool], s, kind, queries); err != nil {
@@ -84,8 +88,8 @@ func dnsSection() error {
 				}
 			}
 		}
-		for _, tool := range []string{"knit", "aardvark"} {
-			res[tool].print(fmt.Sprintf("BenchmarkDNS/kind=%s/tool=%s", kind, tool))
+		for _, s := range servers {
+			res[s.tool].print(fmt.Sprintf("BenchmarkDNS/kind=%s/tool=%s", kind, s.tool))
 		}
 	}
 	return dnsperfSection(servers, rounds)
@@ -98,41 +102,16 @@ type dnsServer struct {
 	pid        int
 }
 
-// userHZ is the unit of /proc/PID/stat's CPU times (USER_HZ, 100 on Linux).
-const userHZ = 100
-
-// cpuTime is the CPU time, user and system, that process pid has used so
-// far: every thread's, those that ended included.
-func cpuTime(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The fields after the command name, which ends at the last ')':
-	// state is the 3rd field of the line, utime the 14th, stime the 15th.
-	i := strings.LastIndexByte(string(b), ')')
-	f := strings.Fields(string(b[i+1:]))
-	if i < 0 || len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	u, err1 := strconv.ParseInt(f[11], 10, 64)
-	s, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	return time.Duration(u+s) * time.Second / userHZ, nil
-}
-
 // serverCPU runs fn and returns the CPU time the server used meanwhile.
 func (s dnsServer) serverCPU(fn func() error) (time.Duration, error) {
-	before, err := cpuTime(s.pid)
+	before, err := runner.CPUTime(s.pid)
 	if err != nil {
 		return 0, fmt.Errorf("%s's CPU time: %w", s.tool, err)
 	}
 	if err := fn(); err != nil {
 		return 0, err
 	}
-	after, err := cpuTime(s.pid)
+	after, err := runner.CPUTime(s.pid)
 	if err != nil {
 		return 0, fmt.Errorf("%s's CPU time: %w", s.tool, err)
 	}
@@ -175,8 +154,8 @@ func dnsperfSection(servers []dnsServer, rounds int) error {
 				res[s.tool] = append(res[s.tool], r)
 			}
 		}
-		for _, tool := range []string{"knit", "aardvark"} {
-			rs := res[tool]
+		for _, s := range servers {
+			tool, rs := s.tool, res[s.tool]
 			slices.SortFunc(rs, func(a, b dnsperfResult) int { return cmp.Compare(a.qps, b.qps) })
 			m := rs[len(rs)/2]
 			fmt.Printf("BenchmarkDNSPerf/kind=%s/tool=%s\t%d\t%.0f queries/s\t%.1f avg-µs\t%d lost\t%s\n",
@@ -237,12 +216,9 @@ func dnsperf(srv dnsServer, file string) (dnsperfResult, error) {
 	}
 	r.cpu.load = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	var avgSec float64
-	var sent int
 	for _, l := range strings.Split(string(out), "\n") {
 		f := strings.Fields(l)
 		switch {
-		case strings.HasPrefix(l, "  Queries sent:") && len(f) >= 3:
-			sent, _ = strconv.Atoi(f[2])
 		case strings.HasPrefix(l, "  Queries completed:") && len(f) >= 3:
 			r.completed, _ = strconv.Atoi(f[2])
 		case strings.HasPrefix(l, "  Queries lost:") && len(f) >= 3:
@@ -251,14 +227,13 @@ func dnsperf(srv dnsServer, file string) (dnsperfResult, error) {
 			r.qps, _ = strconv.ParseFloat(f[3], 64)
 		case strings.HasPrefix(l, "  Average Latency (s):") && len(f) >= 4:
 			avgSec, _ = strconv.ParseFloat(f[3], 64)
-		case strings.HasPrefix(l, "  Response codes:") && !strings.Contains(l, "NOERROR") || strings.Contains(l, "Response codes:") && strings.Contains(l, ","):
+		case strings.HasPrefix(l, "  Response codes:") && (!strings.Contains(l, "NOERROR") || strings.Contains(l, ",")):
 			return r, fmt.Errorf("answers other than NOERROR: %s", strings.TrimSpace(l))
 		}
 	}
 	if r.completed == 0 || r.qps == 0 {
 		return r, fmt.Errorf("no result in dnsperf's output:\n%s", out)
 	}
-	_ = sent
 	r.avgMicros = avgSec * 1e6
 	return r, nil
 }

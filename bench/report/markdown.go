@@ -417,8 +417,8 @@ func dnsSection(b *strings.Builder, d *data) [][3]string {
 		intro: "Both servers run as processes of their own on 127.0.0.1 in one sandbox and serve the same network: 100 " +
 			"containers c0…c99 (aliases a0…a99) and the client 127.0.0.1. Local names are A questions for c0, c1, … c99 in " +
 			"turn; forwarded names (example.com) go to a fake upstream on 127.0.0.53:53 that answers at once. ",
-		cols: []dnsCol{{"p50 µs", "p50-µs"}, {"p99 µs", "p99-µs"}},
-		p99:  true, loadIs: "this program's clients and the fake upstream"})
+		cols:   []dnsCol{{"p50 µs", "p50-µs"}, {"p99 µs", "p99-µs"}},
+		loadIs: "this program's clients and the fake upstream"})
 	return append(tg, dnsTables(b, d, dnsLoad{bench: "DNSPerf", loadKey: "dnsperf-load", how: "dnsperf",
 		intro: "The same servers driven open-loop by dnsperf (Debian's dnsperf, the usual DNS load tool; written in C, it " +
 			"spends less CPU per query than the Go clients above, which share the 2 CPUs with the server under test). ",
@@ -431,7 +431,6 @@ func dnsSection(b *strings.Builder, d *data) [][3]string {
 type dnsLoad struct {
 	bench, loadKey, how, intro string
 	cols                       []dnsCol
-	p99                        bool   // a column comparing the servers' p99
 	loadIs                     string // what the "load CPU" column counts
 }
 
@@ -449,14 +448,14 @@ type dnsCol struct{ head, metric string }
 // ratios, and returns the target rows; nothing if the load did not run.
 func dnsTables(b *strings.Builder, d *data, l dnsLoad) [][3]string {
 	w := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
-	if _, ok := d.find(l.bench, map[string]string{"tool": "knit"}); !ok {
+	k0, ok := d.find(l.bench, map[string]string{"tool": "knit"})
+	if !ok {
 		return nil
 	}
 	w("%s", l.intro)
 	if v, ok := d.config[l.loadKey]; ok {
 		w("Load: %s.", v)
 	}
-	k0, _ := d.find(l.bench, map[string]string{"tool": "knit"})
 	_, withCPU := k0.Metrics["queries/server-cpu-s"]
 	if withCPU {
 		l.cols = append(slices.Clip(l.cols), dnsCPUCols...)
@@ -470,7 +469,8 @@ func dnsTables(b *strings.Builder, d *data, l dnsLoad) [][3]string {
 	}
 	w("\n|---|---|---:|%s\n", strings.Repeat("---:|", len(l.cols)))
 	ratioHead := "| names | knit ÷ aardvark-dns, queries/s |"
-	if l.p99 {
+	p99 := slices.ContainsFunc(l.cols, func(c dnsCol) bool { return c.metric == "p99-µs" })
+	if p99 {
 		ratioHead += " aardvark-dns ÷ knit, p99 |"
 	}
 	if withCPU {
@@ -498,7 +498,7 @@ func dnsTables(b *strings.Builder, d *data, l dnsLoad) [][3]string {
 		}
 		q := k.Metrics["queries/s"] / a.Metrics["queries/s"]
 		fmt.Fprintf(&rows, "| %s | %s |", kind, ratio(q))
-		if l.p99 {
+		if p99 {
 			fmt.Fprintf(&rows, " %s |", ratio(a.Metrics["p99-µs"]/k.Metrics["p99-µs"]))
 		}
 		measured := ratio(q)

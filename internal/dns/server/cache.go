@@ -164,7 +164,9 @@ func (c *answerCache) get(t *tables, client netip.Addr, b []byte, q wireQuery, o
 // keep: not truncated, not large, and with q's name where parseQuery and
 // ownerNames expect it.
 func (c *answerCache) put(t *tables, client netip.Addr, q wireQuery, reply []byte) {
-	if c.tables != t || len(reply) > maxCacheReply || len(reply) < headerLen || reply[2]&0x02 != 0 { // TC
+	// get, just before with the same t, set c.tables; a packed reply has
+	// at least its header.
+	if len(reply) > maxCacheReply || reply[2]&0x02 != 0 { // TC
 		return
 	}
 	names, ok := ownerNames(reply, len(q.name))

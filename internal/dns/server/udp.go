@@ -14,10 +14,6 @@ import (
 // forwarded query gets a goroutine, so that local answers keep flowing
 // during the upstream's round trip.
 const (
-	// One reader a socket: it answers a cached name in well under the time
-	// the kernel takes to deliver the datagram, and a second one, blocked
-	// in recvmmsg as well, measured no faster.
-	udpReaders = 1
 	batchSize  = 16 // datagrams per system call
 	yieldEvery = 64 // batches; see readUDP
 )

@@ -247,12 +247,9 @@ func port(p uint16) uint16 {
 	return uint16(b[0])<<8 | uint16(b[1])
 }
 
-// reply queues data for send, to the sender of datagram i. data must stay
-// unchanged until send returns.
+// reply queues data (not empty) for send, to the sender of datagram i.
+// data must stay unchanged until send returns.
 func (b *batch) reply(i int, data []byte) {
-	if len(data) == 0 {
-		return
-	}
 	j := len(b.out)
 	b.outIov[j] = unix.Iovec{Base: &data[0]}
 	b.outIov[j].SetLen(len(data))

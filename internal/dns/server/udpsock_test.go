@@ -19,9 +19,12 @@ func TestUDPSocketBatch(t *testing.T) {
 	}{{"127.0.0.1", true}, {"127.0.0.1", false}, {"::1", true}, {"::1", false}} {
 		lo := tc.lo
 		s, err := openUDP(netip.AddrPortFrom(ip(lo), 0))
-		if err != nil {
-			t.Logf("%s: %v", lo, err)
+		if err != nil && lo == "::1" {
+			t.Logf("%s: %v (no IPv6 loopback here)", lo, err)
 			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", lo, err)
 		}
 		sa, err := unix.Getsockname(s.fd)
 		if err != nil {
