@@ -122,12 +122,15 @@ func Step(name string) {
 	if !enabled {
 		return
 	}
+	// Counted and traced under one lock: steps taken on two goroutines at
+	// once (a run makes its namespace beside its links) reach the trace in
+	// the order of their numbers.
+	traceMu.Lock()
 	n := steps.Add(1)
 	if trace != nil {
-		traceMu.Lock()
 		fmt.Fprintf(trace, "%d %s\n", n, name)
-		traceMu.Unlock()
 	}
+	traceMu.Unlock()
 	if n == crashAt {
 		// SIGKILL to ourselves stops every thread; nothing after this line
 		// runs.

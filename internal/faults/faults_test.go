@@ -2,9 +2,12 @@ package faults
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 )
@@ -43,10 +46,47 @@ func TestHelperSteps(t *testing.T) {
 	Step("three")
 }
 
+// TestHelperConcurrentSteps takes steps on many goroutines at once, as a
+// run does when it makes its namespace beside its links.
+func TestHelperConcurrentSteps(t *testing.T) {
+	if os.Getenv(helperEnv) == "" {
+		t.Skip("run by TestTraceInOrder")
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 200 {
+				Step("s")
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestTraceInOrder: the trace's lines come in the order of their numbers,
+// which the crash tests rely on to name the step they crash at.
+func TestTraceInOrder(t *testing.T) {
+	trace, _ := runHelperTest(t, "TestHelperConcurrentSteps")
+	lines := strings.Split(strings.TrimSuffix(trace, "\n"), "\n")
+	if len(lines) != 8*200 {
+		t.Fatalf("%d lines traced, want %d", len(lines), 8*200)
+	}
+	for i, l := range lines {
+		if want := fmt.Sprintf("%d s", i+1); l != want {
+			t.Fatalf("line %d is %q, want %q", i+1, l, want)
+		}
+	}
+}
+
 func runHelper(t *testing.T, env ...string) (trace string, killed bool) {
 	t.Helper()
+	return runHelperTest(t, "TestHelperSteps", env...)
+}
+
+func runHelperTest(t *testing.T, test string, env ...string) (trace string, killed bool) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "trace")
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperSteps$", "-test.count=1")
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
 	cmd.Env = append(os.Environ(), append(env, helperEnv+"=1", EnvTrace+"="+path)...)
 	err := cmd.Run()
 	var ee *exec.ExitError
