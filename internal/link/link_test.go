@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/link"
 	"github.com/knit-dev/knit/internal/netns"
@@ -38,7 +40,8 @@ func must[T any](t *testing.T) func(T, error) T {
 }
 
 func TestBridgeEnsure(t *testing.T) {
-	h := open(t, testutil.NewNetns(t))
+	ns := testutil.NewNetns(t)
+	h := open(t, ns)
 	idx, created, err := h.BridgeEnsure("br-test", 1400)
 	if err != nil || !created || idx == 0 {
 		t.Fatalf("BridgeEnsure = %d, %v, %v", idx, created, err)
@@ -50,6 +53,18 @@ func TestBridgeEnsure(t *testing.T) {
 	br := must[link.Link](t)(h.LinkGet("br-test"))
 	if br.Kind != "bridge" || br.MTU != 1400 || !br.Up || br.Index != idx {
 		t.Fatalf("bridge = %+v", br)
+	}
+	if err := netns.Do(ns, func() error {
+		l, err := netlink.LinkByName("br-test")
+		if err != nil {
+			return err
+		}
+		if s := l.(*netlink.Bridge).MulticastSnooping; s == nil || *s {
+			t.Errorf("multicast snooping = %v, want off", s)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := h.BridgeGet("lo"); errdefs.KindOf(err) != errdefs.KindConflict {
 		t.Fatalf("BridgeGet(lo) = %v, want conflict", err)

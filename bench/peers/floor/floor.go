@@ -34,9 +34,9 @@
 // Detach: umount + unlink of the namespace file (the kernel destroys the
 // veth pair in the background) and NFT_MSG_DELSETELEM.
 //
-// What is made once, by New and not timed: the bridge with its address,
-// forwarding, and an nftables table whose prerouting and output chains
-// DNAT through one map, as knit's do:
+// What is made once, by New and not timed: the bridge (multicast snooping
+// off, as knit's) with its address, forwarding, and an nftables table
+// whose prerouting and output chains DNAT through one map, as knit's do:
 //
 //	table ip floor {
 //	  map pub { type inet_proto . inet_service : ipv4_addr . inet_service; }
@@ -98,7 +98,8 @@ func New(dir, bridge string, gateway netip.Prefix) (*Floor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlink: %w", err)
 	}
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridge}}
+	snooping := false // as knit's bridges: see link.BridgeEnsure
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridge}, MulticastSnooping: &snooping}
 	if err := h.LinkAdd(br); err != nil {
 		return nil, fmt.Errorf("add bridge %s: %w", bridge, err)
 	}
