@@ -55,10 +55,11 @@ func (d *Driver) CreateNetwork(n *driver.Network) (err error) {
 		return fmt.Errorf("create network %s: %w", n.Name, err)
 	}
 	defer h.Close()
-	idx, created, err := ensureBridge(h, n)
+	br, created, err := ensureBridge(h, n)
 	if err != nil {
 		return fmt.Errorf("create network %s: %w", n.Name, err)
 	}
+	idx := br.Index
 	if created {
 		defer func() {
 			if err != nil {
@@ -74,8 +75,12 @@ func (d *Driver) CreateNetwork(n *driver.Network) (err error) {
 			return fmt.Errorf("create network %s: %w", n.Name, err)
 		}
 	}
-	if err := h.LinkSetUp(idx); err != nil {
-		return fmt.Errorf("create network %s: %w", n.Name, err)
+	// Every run ensures its network: a bridge found up is not set up
+	// again (a request under rtnl, and a notification to every listener).
+	if !br.Up {
+		if err := h.LinkSetUp(idx); err != nil {
+			return fmt.Errorf("create network %s: %w", n.Name, err)
+		}
 	}
 	// Published ports on 127.0.0.1 and policy between the bridge's ports
 	// need these; both are settings of the namespace the bridge is in.
@@ -89,15 +94,19 @@ func (d *Driver) CreateNetwork(n *driver.Network) (err error) {
 	return nil
 }
 
-func ensureBridge(h *link.Handle, n *driver.Network) (index int, created bool, err error) {
-	if !n.External {
-		return h.BridgeEnsure(n.Bridge, mtu(n))
+// ensureBridge returns n's bridge, creating it (up) unless it is External.
+func ensureBridge(h *link.Handle, n *driver.Network) (br link.Link, created bool, err error) {
+	br, err = h.BridgeGet(n.Bridge)
+	switch {
+	case !link.IsNotFound(err):
+		return br, false, err
+	case n.External:
+		return br, false, errdefs.NotFound("external bridge %s does not exist: create it first", n.Bridge)
 	}
-	br, err := h.BridgeGet(n.Bridge)
-	if link.IsNotFound(err) {
-		return 0, false, errdefs.NotFound("external bridge %s does not exist: create it first", n.Bridge)
-	}
-	return br.Index, false, err
+	idx, created, err := h.BridgeEnsure(n.Bridge, mtu(n))
+	// A bridge this call made is up; one another process made meanwhile
+	// may not be yet.
+	return link.Link{Index: idx, Name: n.Bridge, Kind: "bridge", Up: created}, created, err
 }
 
 // DeleteNetwork deletes the bridge unless it is External. Idempotent.

@@ -106,6 +106,12 @@ func TestCreateNetworkIdempotentAndRepairs(t *testing.T) {
 	}
 	e.must(func() error { return e.d.CreateNetwork(n) })
 	check()
+	// Someone set it down: CreateNetwork sets it up again.
+	if out, err := exec.Command("nsenter", "--net="+e.host, "ip", "link", "set", n.Bridge, "down").CombinedOutput(); err != nil {
+		t.Fatalf("ip link set down: %v: %s", err, out)
+	}
+	e.must(func() error { return e.d.CreateNetwork(n) })
+	check()
 	for range 2 {
 		e.must(func() error { return e.d.DeleteNetwork(n) })
 	}
