@@ -20,7 +20,6 @@ import (
 	"github.com/knit-dev/knit/internal/ipam"
 	"github.com/knit-dev/knit/internal/link"
 	"github.com/knit-dev/knit/internal/portmap"
-	"github.com/knit-dev/knit/internal/runner"
 	"github.com/knit-dev/knit/internal/store"
 )
 
@@ -122,10 +121,9 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 		return nil, nil, err
 	}
 	id := CNIAttachmentID(req.ContainerID, req.IfName)
-	self, _ := runner.StartTime(os.Getpid())
 	a := &CNIAttachment{
 		ID: id, ContainerID: req.ContainerID, IfName: req.IfName, Netns: req.Netns, Network: n.Name,
-		Config: req.Config, Name: req.Name, Bandwidth: req.Bandwidth, Owner: Proc{Pid: os.Getpid(), Start: self}, Created: time.Now().UTC(),
+		Config: req.Config, Name: req.Name, Bandwidth: req.Bandwidth, Owner: selfProc(), Created: time.Now().UTC(),
 	}
 	if a.Name == "" && len(req.Aliases) > 0 {
 		a.Name = req.Aliases[0]

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"syscall"
 
 	"github.com/knit-dev/knit/internal/runner"
@@ -88,7 +87,6 @@ func (e *Engine) repairAll(ids []string) error {
 // owner) then finds it taken instead of running unrecorded.
 func (e *Engine) repair(id string) error {
 	var c *Container
-	self, _ := runner.StartTime(os.Getpid())
 	err := e.st.Update(func(tx store.Tx) (err error) {
 		if c, err = getContainer(tx, id); errors.Is(err, store.ErrNotFound) {
 			return tx.Delete(bucketLive, id)
@@ -97,7 +95,7 @@ func (e *Engine) repair(id string) error {
 			return err
 		}
 		if c.State.Status == StatusCreated {
-			c.State.Owner = Proc{Pid: os.Getpid(), Start: self}
+			c.State.Owner = selfProc()
 			return putContainer(tx, c)
 		}
 		return nil

@@ -16,7 +16,6 @@ import (
 	"github.com/knit-dev/knit/internal/link"
 	"github.com/knit-dev/knit/internal/netns"
 	"github.com/knit-dev/knit/internal/portmap"
-	"github.com/knit-dev/knit/internal/runner"
 	"github.com/knit-dev/knit/internal/store"
 )
 
@@ -138,13 +137,12 @@ func (e *Engine) reserve(id string, o *RunOptions, listening *portmap.Listeners)
 // name, addresses and ports in one transaction, so that concurrent runs
 // never share a name, an address or a host port.
 func (e *Engine) reserveOnce(id string, o *RunOptions, listening *portmap.Listeners, reconcile bool) (*Container, *plan, error) {
-	self, _ := runner.StartTime(os.Getpid())
 	c := &Container{
 		ID:      id,
 		Name:    o.Name,
 		Created: time.Now().UTC(),
 		Dir:     e.containerDir(id),
-		State:   State{Status: StatusCreated, Owner: Proc{Pid: os.Getpid(), Start: self}},
+		State:   State{Status: StatusCreated, Owner: selfProc()},
 		Spec: Spec{
 			Args: o.Args, Env: o.Env, Workdir: o.Workdir, Hostname: o.Hostname, Rootfs: o.Rootfs,
 			NetworkMode: o.Network, IP: o.IP, DNS: o.DNS, DNSSearch: o.DNSSearch, DNSOptions: o.DNSOptions,

@@ -5,14 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/portmap"
+	"github.com/knit-dev/knit/internal/runner"
 	"github.com/knit-dev/knit/internal/store"
 )
 
@@ -47,6 +50,13 @@ type Proc struct {
 	Pid   int    `json:"pid"`
 	Start uint64 `json:"start"` // start time in clock ticks since boot
 }
+
+// selfProc is this process as the owner of the records it writes; its
+// start time, which never changes, is read from /proc once.
+var selfProc = sync.OnceValue(func() Proc {
+	start, _ := runner.StartTime(os.Getpid())
+	return Proc{Pid: os.Getpid(), Start: start}
+})
 
 // State is a container's life-cycle state.
 type State struct {
