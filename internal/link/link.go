@@ -30,7 +30,8 @@ import (
 // Handle is a netlink route socket bound to one network namespace. It is safe
 // for use by one goroutine at a time.
 type Handle struct {
-	nl *netlink.Handle
+	nl     *netlink.Handle
+	pooled bool // opened by a Pool, on the process's namespace
 }
 
 // Host opens a handle on the calling thread's network namespace (the host's,

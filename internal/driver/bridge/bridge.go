@@ -9,7 +9,8 @@
 //   - Host-side veth names are "veth" and 7 random hex digits; their alias is
 //     "knit:" and the container ID, so an operator can tell who owns one.
 //   - Every method undoes its own partial work on error; nothing here
-//     remembers state between calls.
+//     remembers state between calls (idle netlink handles are kept for
+//     reuse, which is not state).
 //   - An External bridge belongs to the administrator: it is used (and given
 //     the gateway addresses) but never created or deleted.
 package bridge
@@ -30,7 +31,9 @@ const (
 )
 
 // Driver implements driver.Driver with Linux bridges.
-type Driver struct{}
+type Driver struct {
+	handles link.Pool // netlink handles on the host's namespace, reused
+}
 
 var _ driver.Driver = (*Driver)(nil)
 
@@ -50,11 +53,11 @@ func (d *Driver) CreateNetwork(n *driver.Network) (err error) {
 	if n.Bridge == "" {
 		return errdefs.Invalid("network %s: no bridge name", n.Name)
 	}
-	h, err := link.Host()
+	h, err := d.handles.Host()
 	if err != nil {
 		return fmt.Errorf("create network %s: %w", n.Name, err)
 	}
-	defer h.Close()
+	defer d.handles.Put(h)
 	br, created, err := ensureBridge(h, n)
 	if err != nil {
 		return fmt.Errorf("create network %s: %w", n.Name, err)
@@ -114,11 +117,11 @@ func (d *Driver) DeleteNetwork(n *driver.Network) error {
 	if n.External {
 		return nil
 	}
-	h, err := link.Host()
+	h, err := d.handles.Host()
 	if err != nil {
 		return fmt.Errorf("delete network %s: %w", n.Name, err)
 	}
-	defer h.Close()
+	defer d.handles.Put(h)
 	// Checking the kind keeps a same-named link of another kind alive.
 	_, err = h.BridgeGet(n.Bridge)
 	if err == nil {
@@ -133,11 +136,11 @@ func (d *Driver) DeleteNetwork(n *driver.Network) error {
 // Strays lists the veths on n's bridge that keep rejects, giving keep the
 // container ID from the veth's "knit:" alias ("" when it has none).
 func (d *Driver) Strays(n *driver.Network, keep func(hostIf, containerID string) bool) ([]string, error) {
-	h, err := link.Host()
+	h, err := d.handles.Host()
 	if err != nil {
 		return nil, fmt.Errorf("strays of %s: %w", n.Name, err)
 	}
-	defer h.Close()
+	defer d.handles.Put(h)
 	br, err := h.BridgeGet(n.Bridge)
 	if link.IsNotFound(err) {
 		return nil, nil
@@ -164,11 +167,11 @@ func (d *Driver) Strays(n *driver.Network, keep func(hostIf, containerID string)
 
 // RemoveLink deletes a host-side link by name; a missing one is success.
 func (d *Driver) RemoveLink(name string) error {
-	h, err := link.Host()
+	h, err := d.handles.Host()
 	if err != nil {
 		return fmt.Errorf("remove link %s: %w", name, err)
 	}
-	defer h.Close()
+	defer d.handles.Put(h)
 	if err := h.LinkDel(name); err != nil && !link.IsNotFound(err) {
 		return fmt.Errorf("remove link %s: %w", name, err)
 	}

@@ -28,11 +28,11 @@ const nameAttempts = 4
 // It costs one host handle, one sandbox handle and no lookups of what the
 // endpoint already says; on error the veth is deleted.
 func (d *Driver) Join(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox) (err error) {
-	h, err := link.Host()
+	h, err := d.handles.Host()
 	if err != nil {
 		return fmt.Errorf("join %s to %s: %w", ep.ContainerID, n.Name, err)
 	}
-	defer h.Close()
+	defer d.handles.Put(h)
 	brIndex := n.LinkIndex // CreateNetwork's, in this run
 	if brIndex == 0 {
 		br, err := h.BridgeGet(n.Bridge)
@@ -178,11 +178,11 @@ func (d *Driver) Leave(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox
 	if opt.SandboxGone {
 		return nil
 	}
-	h, err := link.Host()
+	h, err := d.handles.Host()
 	if err != nil {
 		return fmt.Errorf("leave %s from %s: %w", ep.ContainerID, n.Name, err)
 	}
-	defer h.Close()
+	defer d.handles.Put(h)
 	name := ep.HostIf
 	if name == "" {
 		if name = findHostIf(h, ep); name == "" {
