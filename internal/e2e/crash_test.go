@@ -159,6 +159,26 @@ func crashKinds() []crashKind {
 			s.MustKnit(t, "network", "rm", "scratch")
 		},
 	}, {
+		// Killed half-way, a connect leaves an endpoint recorded whose
+		// link may be half made: the next command undoes it.
+		name:     "NetworkConnect",
+		crashnet: true,
+		before: func(t *testing.T, s *testutil.Sandbox, bb string) {
+			s.MustKnit(t, "network", "create", "connectnet")
+			mustCleanly(t, "run victim", runVictim(t, s, bb, nil))
+		},
+		crash: func(t *testing.T, s *testutil.Sandbox, _ string, env []string) testutil.Result {
+			return knitEnv(t, s, env, "network", "connect", "connectnet", "victim")
+		},
+		next: func(t *testing.T, s *testutil.Sandbox, _ string) {
+			// A prune before removes the network when nothing was on it.
+			mustCleanly(t, "network create after crash", s.Knit("network", "create", "connectnet"), "already exists")
+			mustCleanly(t, "connect after crash", s.Knit("network", "connect", "connectnet", "victim"), "already connected")
+			// Connected for real: the new interface reaches its gateway.
+			s.MustKnit(t, "exec", "victim", "ping", "-c1", "-W2", gateway(t, s, "connectnet"))
+			reaches(t, s, world, "198.51.100.1", 8080, "victim")
+		},
+	}, {
 		name:  "CNIAdd",
 		setup: cniSetup,
 		crash: func(t *testing.T, s *testutil.Sandbox, _ string, env []string) testutil.Result {
@@ -208,15 +228,16 @@ func crashKinds() []crashKind {
 	}}
 }
 
-func TestCrashRunForeground(t *testing.T) { crashTest(t, "RunForeground") }
-func TestCrashRunDetached(t *testing.T)   { crashTest(t, "RunDetached") }
-func TestCrashRemoveForce(t *testing.T)   { crashTest(t, "RemoveForce") }
-func TestCrashSupervisor(t *testing.T)    { crashTest(t, "Supervisor") }
-func TestCrashNetworkCreate(t *testing.T) { crashTest(t, "NetworkCreate") }
-func TestCrashNetworkRemove(t *testing.T) { crashTest(t, "NetworkRemove") }
-func TestCrashSystemPrune(t *testing.T)   { crashTest(t, "SystemPrune") }
-func TestCrashCNIAdd(t *testing.T)        { crashTest(t, "CNIAdd") }
-func TestCrashCNIDel(t *testing.T)        { crashTest(t, "CNIDel") }
+func TestCrashRunForeground(t *testing.T)  { crashTest(t, "RunForeground") }
+func TestCrashRunDetached(t *testing.T)    { crashTest(t, "RunDetached") }
+func TestCrashRemoveForce(t *testing.T)    { crashTest(t, "RemoveForce") }
+func TestCrashSupervisor(t *testing.T)     { crashTest(t, "Supervisor") }
+func TestCrashNetworkCreate(t *testing.T)  { crashTest(t, "NetworkCreate") }
+func TestCrashNetworkRemove(t *testing.T)  { crashTest(t, "NetworkRemove") }
+func TestCrashNetworkConnect(t *testing.T) { crashTest(t, "NetworkConnect") }
+func TestCrashSystemPrune(t *testing.T)    { crashTest(t, "SystemPrune") }
+func TestCrashCNIAdd(t *testing.T)         { crashTest(t, "CNIAdd") }
+func TestCrashCNIDel(t *testing.T)         { crashTest(t, "CNIDel") }
 
 // cniConf is the plugin configuration of the CNI crash tests: a network
 // made on first use, and a published port.

@@ -1,11 +1,14 @@
 package engine
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/driver"
@@ -55,31 +58,46 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 			return err
 		}
 		c.Endpoints = append(c.Endpoints, *ep)
-		return putContainer(tx, c)
+		if err := putContainer(tx, c); err != nil {
+			return err
+		}
+		// Until the second transaction, the connect is under way: if this
+		// process dies, the next command's reconcile undoes it.
+		return tx.Put(bucketConnecting, connectingKey(c.ID, n.Name), formatProc(selfProc()))
 	})
 	if err != nil {
 		return err
 	}
 	defer func() {
 		if err != nil {
+			// Also after a failed Join: a link it could not delete is
+			// found by its derived name.
+			_ = e.leave(c, n, *ep)
 			_, _ = e.dropEndpoint(c.ID, n.Name)
 		}
 	}()
 	if err := e.join(n, ep, driver.Sandbox{NetnsPath: c.Netns}); err != nil {
 		return err
 	}
-	// Record the host-side link name Join chose.
+	// Record the host-side link name Join chose; the connect is done,
+	// unless a repair took it for dead meanwhile.
 	err = e.st.Update(func(tx store.Tx) error {
+		if v, err := tx.Get(bucketConnecting, connectingKey(c.ID, n.Name)); err != nil || !bytes.Equal(v, formatProc(selfProc())) {
+			return errdefs.Conflict("the connect of container %s to network %s was undone meanwhile", c.Name, n.Name)
+		}
 		cur, err := getContainer(tx, c.ID)
 		if err != nil {
 			return err
 		}
-		for i := range cur.Endpoints {
-			if cur.Endpoints[i].Network == n.Name {
-				cur.Endpoints[i].HostIf = ep.HostIf
-			}
+		i := slices.IndexFunc(cur.Endpoints, func(x Endpoint) bool { return x.Network == n.Name && x.IfName == ep.IfName })
+		if i < 0 {
+			return errdefs.Conflict("the connect of container %s to network %s was undone meanwhile", c.Name, n.Name)
 		}
-		return putContainer(tx, cur)
+		cur.Endpoints[i].HostIf = ep.HostIf
+		if err := putContainer(tx, cur); err != nil {
+			return err
+		}
+		return tx.Delete(bucketConnecting, connectingKey(c.ID, n.Name))
 	})
 	if err != nil {
 		return err
@@ -89,6 +107,104 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 		if err := e.syncDNS(); err != nil {
 			return fmt.Errorf("embedded DNS: %w", err)
 		}
+	}
+	return nil
+}
+
+// connectingKey names a connect under way in bucketConnecting.
+func connectingKey(id, network string) string { return id + "/" + network }
+
+// deadConnects returns the keys of the connects under way whose process is
+// gone (strict: or is another process with the same PID); an entry that
+// cannot be read counts as gone.
+func deadConnects(tx store.Tx, strict bool) ([]string, error) {
+	var dead []string
+	err := tx.Scan(bucketConnecting, func(k, v []byte) error {
+		if p, ok := parseProc(v); !ok || !exists(p.Pid) || (strict && !alive(p)) {
+			dead = append(dead, string(k))
+		}
+		return nil
+	})
+	return dead, err
+}
+
+// repairConnects undoes the given connects, each on its own.
+func (e *Engine) repairConnects(keys []string) error {
+	var errs []error
+	for _, k := range keys {
+		if err := e.repairConnect(k); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// repairConnect undoes a connect whose process died: the link, if it was
+// made, the endpoint and its addresses. It claims the connect first, in
+// the transaction that confirms its process is gone, so that two repairs
+// do not race, and a disconnect waits for it (connectUnderWay); a repair
+// that dies in turn is repaired by the next command. A container that is
+// gone, no longer running or orphaned needs nothing here: its own end, or
+// its repair, releases every endpoint.
+func (e *Engine) repairConnect(key string) error {
+	id, network, _ := strings.Cut(key, "/")
+	var c *Container
+	err := e.st.Update(func(tx store.Tx) (err error) {
+		v, err := tx.Get(bucketConnecting, key)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil // repaired meanwhile
+		} else if err != nil {
+			return err
+		}
+		if p, ok := parseProc(v); ok && alive(p) {
+			return nil // still connecting
+		}
+		c, err = getContainer(tx, id)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && (!c.Running() || orphaned(c))) {
+			c = nil
+			return tx.Delete(bucketConnecting, key)
+		} else if err != nil {
+			return err
+		}
+		return tx.Put(bucketConnecting, key, formatProc(selfProc()))
+	})
+	if err != nil || c == nil {
+		return err
+	}
+	undo := func(err error) error { return fmt.Errorf("undo the connect of %s to %s: %w", c.Name, network, err) }
+	// The network cannot be removed while an endpoint is on it; were it
+	// gone anyway, its bridge and the link's host end went with it.
+	n, err := e.lookupNetwork(network)
+	if err != nil && errdefs.KindOf(err) != errdefs.KindNotFound {
+		return undo(err)
+	}
+	if i := slices.IndexFunc(c.Endpoints, func(ep Endpoint) bool { return ep.Network == network }); i >= 0 && n != nil {
+		if err := e.leave(c, n, c.Endpoints[i]); err != nil {
+			return undo(err)
+		}
+	}
+	moved, err := e.dropEndpoint(c.ID, network)
+	if err != nil {
+		return undo(err)
+	}
+	if err := addDefaultRoutes(c.Netns, moved); err != nil {
+		return undo(err)
+	}
+	if n != nil && n.DNS {
+		e.dnsChanged(c)
+	}
+	return nil
+}
+
+// connectUnderWay refuses to change c's endpoint on network while a live
+// process connects it (or undoes its connect).
+func connectUnderWay(tx store.Tx, c *Container, network string) error {
+	v, err := tx.Get(bucketConnecting, connectingKey(c.ID, network))
+	if err != nil {
+		return nil
+	}
+	if p, ok := parseProc(v); ok && alive(p) {
+		return errdefs.Conflict("container %s is being connected to network %s (by process %d): try again when that command ends", c.Name, network, p.Pid)
 	}
 	return nil
 }
@@ -175,6 +291,9 @@ func (e *Engine) Disconnect(network, ref string, force bool) error {
 	if c.JoinedTo != "" {
 		return errdefs.Invalid("container %s shares the network namespace of another container", c.Name)
 	}
+	if err := e.st.View(func(tx store.Tx) error { return connectUnderWay(tx, c, n.Name) }); err != nil {
+		return err
+	}
 	if c.Running() {
 		if err := e.leave(c, n, c.Endpoints[i]); err != nil && !force {
 			return err
@@ -231,12 +350,14 @@ func (e *Engine) leave(c *Container, n *Network, ep Endpoint) error {
 func (e *Engine) dropEndpoint(id, network string) (moved []Endpoint, err error) {
 	err = e.st.Update(func(tx store.Tx) error {
 		c, err := getContainer(tx, id)
-		if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return tx.Delete(bucketConnecting, connectingKey(id, network))
+		} else if err != nil {
 			return err
 		}
 		i := slices.IndexFunc(c.Endpoints, func(ep Endpoint) bool { return ep.Network == network })
 		if i < 0 {
-			return nil
+			return tx.Delete(bucketConnecting, connectingKey(id, network))
 		}
 		ep := c.Endpoints[i]
 		gone := &Container{ID: id, Endpoints: []Endpoint{ep}, Ports: portsOn(c, network)}
@@ -248,7 +369,10 @@ func (e *Engine) dropEndpoint(id, network string) (moved []Endpoint, err error) 
 		if ep.DefaultRoute {
 			moved = takeDefaultRoutes(tx, c.Endpoints, ep.Gateways)
 		}
-		return putContainer(tx, c)
+		if err := putContainer(tx, c); err != nil {
+			return err
+		}
+		return tx.Delete(bucketConnecting, connectingKey(id, network))
 	})
 	return moved, err
 }

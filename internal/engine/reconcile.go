@@ -18,7 +18,8 @@ const (
 
 // Reconcile repairs what crashed processes left behind: a container whose
 // supervisor (or, while being created, whose creator) is gone has its
-// process killed and its network released, exactly as if it had exited.
+// process killed and its network released, exactly as if it had exited;
+// a `network connect` whose process is gone is undone.
 // It reads only the live index and asks the kernel about each responsible
 // PID with kill(pid, 0), so it costs well under a millisecond even with a
 // thousand containers. A PID reused by an unrelated process passes that
@@ -30,12 +31,18 @@ func (e *Engine) Reconcile() error { return e.reconcile(false) }
 func (e *Engine) ReconcileStrict() error { return e.reconcile(true) }
 
 func (e *Engine) reconcile(strict bool) error {
-	var suspects []string
-	err := e.st.View(func(tx store.Tx) (err error) { suspects, err = deadOwned(tx, strict); return err })
+	var suspects, connects []string
+	err := e.st.View(func(tx store.Tx) (err error) {
+		if suspects, err = deadOwned(tx, strict); err != nil {
+			return err
+		}
+		connects, err = deadConnects(tx, strict)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("read state: %w", err)
 	}
-	return e.repairAll(suspects)
+	return errors.Join(e.repairConnects(connects), e.repairAll(suspects))
 }
 
 // deadOwned returns the containers of the live index whose responsible

@@ -97,10 +97,13 @@ func usableNetworkTx(tx store.Tx, ref string) (*Network, error) {
 }
 
 // repairFirst ends a reservation whose transaction found containers
-// whose owner is gone: they are repaired (reconcile), then it is tried again.
-type repairFirst struct{ ids []string }
+// whose owner is gone, or connects whose process is: they are repaired
+// (reconcile), then it is tried again.
+type repairFirst struct{ ids, connects []string }
 
-func (r *repairFirst) Error() string { return fmt.Sprintf("%d containers to repair first", len(r.ids)) }
+func (r *repairFirst) Error() string {
+	return fmt.Sprintf("%d containers and %d connects to repair first", len(r.ids), len(r.connects))
+}
 
 // reserve plans the run and records the container, its name, addresses and
 // ports in one transaction, which also does every command's reconcile
@@ -117,7 +120,7 @@ func (e *Engine) reserve(id string, o *RunOptions, listening *portmap.Listeners)
 		switch {
 		case errors.As(err, &rf):
 			repairs++
-			if err := e.repairAll(rf.ids); err != nil {
+			if err := errors.Join(e.repairConnects(rf.connects), e.repairAll(rf.ids)); err != nil {
 				return nil, nil, err
 			}
 		case errors.Is(err, errNoDefaultNetwork) && defaults == 0:
@@ -167,8 +170,12 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening *portmap.Listen
 			if err != nil {
 				return fmt.Errorf("read state: %w", err)
 			}
-			if len(ids) > 0 {
-				return &repairFirst{ids}
+			connects, err := deadConnects(tx, false)
+			if err != nil {
+				return fmt.Errorf("read state: %w", err)
+			}
+			if len(ids) > 0 || len(connects) > 0 {
+				return &repairFirst{ids, connects}
 			}
 		}
 		if p, err = planTx(tx, o); err != nil {

@@ -29,6 +29,10 @@ const (
 	// (while running). Reconcile reads only this, so its cost stays small
 	// however many containers there are.
 	bucketLive = "live"
+	// bucketConnecting holds the `network connect`s under way: "ID/NETWORK"
+	// → "PID:START" of the process connecting (or repairing) it. A connect
+	// whose process died is undone by the next command's reconcile.
+	bucketConnecting = "connecting"
 )
 
 // joinsBucket lists the running containers that share owner's network
@@ -52,11 +56,23 @@ type Proc struct {
 }
 
 // selfProc is this process as the owner of the records it writes; its
-// start time, which never changes, is read from /proc once.
-var selfProc = sync.OnceValue(func() Proc {
-	start, _ := runner.StartTime(os.Getpid())
-	return Proc{Pid: os.Getpid(), Start: start}
-})
+// start time, which never changes, is read from /proc once it has been
+// read without error.
+func selfProc() Proc {
+	selfCache.Lock()
+	defer selfCache.Unlock()
+	if !selfCache.known {
+		start, err := runner.StartTime(os.Getpid())
+		selfCache.p, selfCache.known = Proc{Pid: os.Getpid(), Start: start}, err == nil
+	}
+	return selfCache.p
+}
+
+var selfCache struct {
+	sync.Mutex
+	p     Proc
+	known bool
+}
 
 // State is a container's life-cycle state.
 type State struct {
@@ -193,7 +209,7 @@ func putContainer(tx store.Tx, c *Container) error {
 	}
 	var err error
 	if resp.Pid > 0 {
-		err = tx.Put(bucketLive, c.ID, []byte(fmt.Sprintf("%d:%d", resp.Pid, resp.Start)))
+		err = tx.Put(bucketLive, c.ID, formatProc(resp))
 	} else {
 		err = tx.Delete(bucketLive, c.ID)
 	}
@@ -215,6 +231,10 @@ func putContainer(tx store.Tx, c *Container) error {
 	}
 	return putJSON(tx, bucketContainers, c.ID, c)
 }
+
+// formatProc is p as the store's indexes hold it (bucketLive,
+// bucketConnecting): "PID:START".
+func formatProc(p Proc) []byte { return fmt.Appendf(nil, "%d:%d", p.Pid, p.Start) }
 
 // parseProc reads a live-index value ("PID:START").
 func parseProc(v []byte) (Proc, bool) {

@@ -11,7 +11,8 @@ import (
 // (~40 µs), which a run that ensures its network and then joins it would
 // pay twice. A thread in another namespace (inside netns.Do) gets a handle
 // of its own each time, never kept: a kept socket would keep its namespace
-// alive. The zero Pool is ready; it is safe for concurrent use.
+// alive. Idle handles stay open for the life of the process (at most
+// poolIdle). The zero Pool is ready; it is safe for concurrent use.
 type Pool struct {
 	mu   sync.Mutex
 	idle []*Handle
@@ -54,12 +55,23 @@ func (p *Pool) Put(h *Handle) {
 	}
 }
 
-// inProcessNetns reports whether the calling thread is in the namespace of
-// the process's main thread (false when that cannot be told).
+// homeNetns is the namespace the process's threads were in when the
+// package was initialised, before any could enter another: the main thread
+// is no marker, since Go may lock it into another namespace (netns.Do runs
+// its function on whichever thread its goroutine lands on).
+var homeNetns = func() (st unix.Stat_t) {
+	if unix.Stat("/proc/thread-self/ns/net", &st) != nil {
+		return unix.Stat_t{}
+	}
+	return st
+}()
+
+// inProcessNetns reports whether the calling thread is in the process's
+// own namespace (false when that cannot be told).
 func inProcessNetns() bool {
-	var self, thread unix.Stat_t
-	if unix.Stat("/proc/self/ns/net", &self) != nil || unix.Stat("/proc/thread-self/ns/net", &thread) != nil {
+	var thread unix.Stat_t
+	if homeNetns.Ino == 0 || unix.Stat("/proc/thread-self/ns/net", &thread) != nil {
 		return false
 	}
-	return self.Dev == thread.Dev && self.Ino == thread.Ino
+	return homeNetns.Dev == thread.Dev && homeNetns.Ino == thread.Ino
 }
