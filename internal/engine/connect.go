@@ -128,17 +128,6 @@ func deadConnects(tx store.Tx, strict bool) ([]string, error) {
 	return dead, err
 }
 
-// repairConnects undoes the given connects, each on its own.
-func (e *Engine) repairConnects(keys []string) error {
-	var errs []error
-	for _, k := range keys {
-		if err := e.repairConnect(k); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
 // repairConnect undoes a connect whose process died: the link, if it was
 // made, the endpoint and its addresses. It claims the connect first, in
 // the transaction that confirms its process is gone, so that two repairs

@@ -42,7 +42,7 @@ func (e *Engine) reconcile(strict bool) error {
 	if err != nil {
 		return fmt.Errorf("read state: %w", err)
 	}
-	return errors.Join(e.repairConnects(connects), e.repairAll(suspects))
+	return e.repairDead(connects, suspects)
 }
 
 // deadOwned returns the containers of the live index whose responsible
@@ -76,13 +76,16 @@ func deadOwned(tx store.Tx, strict bool) ([]string, error) {
 	return suspects, err
 }
 
-// repairAll repairs the given containers, each on its own.
-func (e *Engine) repairAll(ids []string) error {
+// repairDead undoes the connects and repairs the containers whose process
+// is gone, each on its own: the connects first (a container's repair
+// releases all its endpoints anyway).
+func (e *Engine) repairDead(connects, ids []string) error {
 	var errs []error
+	for _, k := range connects {
+		errs = append(errs, e.repairConnect(k))
+	}
 	for _, id := range ids {
-		if err := e.repair(id); err != nil {
-			errs = append(errs, err)
-		}
+		errs = append(errs, e.repair(id))
 	}
 	return errors.Join(errs...)
 }

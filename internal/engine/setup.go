@@ -120,7 +120,7 @@ func (e *Engine) reserve(id string, o *RunOptions, listening *portmap.Listeners)
 		switch {
 		case errors.As(err, &rf):
 			repairs++
-			if err := errors.Join(e.repairConnects(rf.connects), e.repairAll(rf.ids)); err != nil {
+			if err := e.repairDead(rf.connects, rf.ids); err != nil {
 				return nil, nil, err
 			}
 		case errors.Is(err, errNoDefaultNetwork) && defaults == 0:
