@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -22,9 +23,10 @@ const (
 // diagConn is one NETLINK_SOCK_DIAG socket and receive buffer, used for
 // the dumps of one ReadListeners in turn.
 type diagConn struct {
-	fd  int
-	seq uint32
-	buf []byte
+	fd   int
+	seq  uint32
+	buf  []byte
+	bufp *[]byte // buf's entry in diagBufs
 }
 
 func openDiag() (*diagConn, error) {
@@ -32,10 +34,20 @@ func openDiag() (*diagConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open sock_diag: %w", err)
 	}
-	return &diagConn{fd: fd, buf: make([]byte, 64<<10)}, nil
+	bp := diagBufs.Get().(*[]byte)
+	return &diagConn{fd: fd, buf: *bp, bufp: bp}, nil
 }
 
-func (c *diagConn) close() { unix.Close(c.fd) }
+// diagBufs keeps the 64 KiB receive buffers between reads: a process that
+// runs many containers (an embedder, the benchmarks) would otherwise
+// allocate one per run.
+var diagBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+func (c *diagConn) close() {
+	unix.Close(c.fd)
+	diagBufs.Put(c.bufp)
+	c.buf, c.bufp = nil, nil
+}
 
 // read adds the sockets of proto (unix.IPPROTO_TCP or IPPROTO_UDP) and
 // family in states to l, from one dump. A wildcard IPv6 address is
@@ -60,6 +72,9 @@ func (c *diagConn) read(l *Listeners, family, proto uint8, states uint32, p Prot
 		n, _, err := unix.Recvfrom(fd, buf, 0)
 		if err != nil {
 			return fmt.Errorf("sock_diag dump: %w", err)
+		}
+		if n < unix.NLMSG_HDRLEN { // no message, no end: never read on
+			return fmt.Errorf("sock_diag dump: a %d-byte read", n)
 		}
 		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
 		if err != nil {
