@@ -13,12 +13,15 @@ import (
 	"github.com/knit-dev/knit/internal/store"
 )
 
-// leaveRecorder is a driver that only records the endpoints it is asked
-// to remove.
-type leaveRecorder struct{ left []string }
+// leaveRecorder is a driver that only records the endpoints and networks
+// it is asked to remove.
+type leaveRecorder struct{ left, deleted []string }
 
-func (d *leaveRecorder) CreateNetwork(*driver.Network) error                          { return nil }
-func (d *leaveRecorder) DeleteNetwork(*driver.Network) error                          { return nil }
+func (d *leaveRecorder) CreateNetwork(*driver.Network) error { return nil }
+func (d *leaveRecorder) DeleteNetwork(n *driver.Network) error {
+	d.deleted = append(d.deleted, n.ID)
+	return nil
+}
 func (d *leaveRecorder) Join(*driver.Network, *driver.Endpoint, driver.Sandbox) error { return nil }
 func (d *leaveRecorder) RemoveLink(string) error                                      { return nil }
 func (d *leaveRecorder) Strays(*driver.Network, func(string, string) bool) ([]string, error) {

@@ -120,11 +120,56 @@ func (e *Engine) CreateNetwork(o NetworkCreateOptions) (*Network, error) {
 		return nil, err
 	}
 	if err := e.ensureNetwork(n); err != nil {
-		_ = e.removeNetworkKernel(n)
-		_ = e.st.Update(func(tx store.Tx) error { return tx.Delete(bucketNetworks, n.Name) })
+		e.undoCreateNetwork(n)
 		return nil, err
 	}
 	return n, nil
+}
+
+// undoCreateNetwork removes the network n this command recorded but could
+// not set up, its kernel objects first, as long as the record under its
+// name is still n: a concurrent `network rm` may have removed it, and
+// another `network create` made a network of the same name since, whose
+// bridge and record are not ours to delete. Under the network's lock no
+// run can ensure it meanwhile.
+func (e *Engine) undoCreateNetwork(n *Network) {
+	unlock, err := lockFile(e.networkLock(n.Name))
+	if err != nil {
+		return
+	}
+	defer unlock()
+	// Marked Removing, it belongs to the `network rm` that marked it: were
+	// it deleted here, the name would be free before that command has
+	// removed the kernel objects it names.
+	ours := func(tx store.Tx) bool {
+		cur, err := getNetwork(tx, n.Name)
+		return err == nil && cur.ID == n.ID && !cur.Removing
+	}
+	var still bool
+	if err := e.st.View(func(tx store.Tx) error { still = ours(tx); return nil }); err != nil || !still {
+		return
+	}
+	_ = e.removeNetworkKernel(n)
+	_ = e.st.Update(func(tx store.Tx) error {
+		if !ours(tx) {
+			return nil
+		}
+		return tx.Delete(bucketNetworks, n.Name)
+	})
+}
+
+// stillRecorded reports whether n is still the network recorded under its
+// name (read errors count as yes: the caller goes on and fails there).
+func (e *Engine) stillRecorded(n *Network) bool {
+	still := true
+	_ = e.st.View(func(tx store.Tx) error { still = recordedAs(tx, n); return nil })
+	return still
+}
+
+// recordedAs reports whether the network recorded under n's name is n.
+func recordedAs(tx store.Tx, n *Network) bool {
+	cur, err := getNetwork(tx, n.Name)
+	return err == nil && cur.ID == n.ID
 }
 
 // newNetwork validates o and turns it into a record without subnets.
@@ -414,10 +459,19 @@ func (e *Engine) finishRemoveNetwork(n *Network) error {
 		return err
 	}
 	defer unlock()
+	// Another removal (a prune after a crash, say) may have finished it
+	// and a network of the same name been made since: its bridge, rules
+	// and record are not ours.
+	if !e.stillRecorded(n) {
+		return nil
+	}
 	if err := e.removeNetworkKernel(n); err != nil {
 		return err
 	}
 	err = e.st.Update(func(tx store.Tx) error {
+		if !recordedAs(tx, n) {
+			return nil
+		}
 		var addrs []string
 		if err := tx.List(ipamBucket(n.Name), func(k string, _ []byte) error { addrs = append(addrs, k); return nil }); err != nil {
 			return err

@@ -1,0 +1,74 @@
+package engine
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/config"
+	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/store"
+)
+
+// TestUndoCreateNetworkSparesItsSuccessor: a `network create` whose
+// network was removed and made again by others before its set-up failed
+// must not delete the new network's record or bridge, nor a late removal
+// of the old one (either left a bridge that belonged to no network, seen
+// by TestConcurrency); a network being removed is left to its remover.
+func TestUndoCreateNetworkSparesItsSuccessor(t *testing.T) {
+	st := newStore(t)
+	d := &leaveRecorder{}
+	e := &Engine{st: st, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: t.TempDir()},
+		drivers: map[string]driver.Driver{"bridge": d}}
+	put := func(id string, removing bool) {
+		t.Helper()
+		n := &Network{Network: driver.Network{Name: "shared0", ID: id, Driver: "bridge", Bridge: "br-" + id}, Removing: removing}
+		if err := st.Update(func(tx store.Tx) error { return putJSON(tx, bucketNetworks, n.Name, n) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recorded := func() string {
+		t.Helper()
+		var id string
+		err := st.View(func(tx store.Tx) error {
+			n, err := getNetwork(tx, "shared0")
+			if errors.Is(err, store.ErrNotFound) {
+				return nil
+			} else if err != nil {
+				return err
+			}
+			id = n.ID
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	mine := &Network{Network: driver.Network{Name: "shared0", ID: "x", Driver: "bridge", Bridge: "br-x"}}
+
+	put("y", false) // removed and made again by others
+	e.undoCreateNetwork(mine)
+	if got := recorded(); got != "y" || len(d.deleted) != 0 {
+		t.Errorf("after undoing x: shared0 is %q, networks deleted %v; want y kept, nothing deleted", got, d.deleted)
+	}
+	// The removal of x, finished late, spares y too.
+	if err := e.finishRemoveNetwork(mine); err != nil {
+		t.Fatal(err)
+	}
+	if got := recorded(); got != "y" || len(d.deleted) != 0 {
+		t.Errorf("after removing x: shared0 is %q, networks deleted %v; want y kept, nothing deleted", got, d.deleted)
+	}
+
+	put("x", true) // being removed by a `network rm`: its business
+	e.undoCreateNetwork(mine)
+	if got := recorded(); got != "x" || len(d.deleted) != 0 {
+		t.Errorf("after undoing x being removed: shared0 is %q, networks deleted %v; want x kept for its remover", got, d.deleted)
+	}
+
+	put("x", false) // still ours
+	e.undoCreateNetwork(mine)
+	if got := recorded(); got != "" || !slices.Equal(d.deleted, []string{"x"}) {
+		t.Errorf("after undoing x: shared0 is %q, networks deleted %v; want it gone, x deleted", got, d.deleted)
+	}
+}
