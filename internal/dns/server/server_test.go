@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -49,16 +50,22 @@ func socketSnapshot(port uint16, upstream, dead netip.AddrPort) *Snapshot {
 	}
 }
 
-// freePort returns a port free for UDP and TCP on 127.0.0.1 and 127.0.0.2.
+// freePort returns a port free for UDP and TCP on 127.0.0.1 and 127.0.0.2,
+// below the kernel's ephemeral range: a port the kernel chose for a socket
+// of ours and we closed could be given to any other process's socket (a
+// client in another package's tests) before the server binds it.
 func freePort(t testing.TB) uint16 {
 	t.Helper()
-	for range 50 {
-		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 11000 {
+				low = n
+			}
 		}
-		port := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
-		pc.Close()
+	}
+	for range 50 {
+		port := uint16(10000 + rand.IntN(low-10000))
 		free := true
 		for _, a := range []string{"127.0.0.1", "127.0.0.2"} {
 			addr := net.JoinHostPort(a, strconv.Itoa(int(port)))
