@@ -82,15 +82,16 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 	// Record the host-side link name Join chose; the connect is done,
 	// unless a repair took it for dead meanwhile.
 	err = e.st.Update(func(tx store.Tx) error {
-		if v, err := tx.Get(bucketConnecting, connectingKey(c.ID, n.Name)); err != nil || !bytes.Equal(v, formatProc(selfProc())) {
-			return errdefs.Conflict("the connect of container %s to network %s was undone meanwhile", c.Name, n.Name)
+		v, err := tx.Get(bucketConnecting, connectingKey(c.ID, n.Name))
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
 		}
 		cur, err := getContainer(tx, c.ID)
 		if err != nil {
 			return err
 		}
 		i := slices.IndexFunc(cur.Endpoints, func(x Endpoint) bool { return x.Network == n.Name && x.IfName == ep.IfName })
-		if i < 0 {
+		if i < 0 || !bytes.Equal(v, formatProc(selfProc())) {
 			return errdefs.Conflict("the connect of container %s to network %s was undone meanwhile", c.Name, n.Name)
 		}
 		cur.Endpoints[i].HostIf = ep.HostIf
@@ -338,15 +339,19 @@ func (e *Engine) leave(c *Container, n *Network, ep Endpoint) error {
 // their family; it returns those endpoints with the gateways they took.
 func (e *Engine) dropEndpoint(id, network string) (moved []Endpoint, err error) {
 	err = e.st.Update(func(tx store.Tx) error {
+		// A connect of it under way, or its repair, is over either way.
+		if err := tx.Delete(bucketConnecting, connectingKey(id, network)); err != nil {
+			return err
+		}
 		c, err := getContainer(tx, id)
 		if errors.Is(err, store.ErrNotFound) {
-			return tx.Delete(bucketConnecting, connectingKey(id, network))
+			return nil
 		} else if err != nil {
 			return err
 		}
 		i := slices.IndexFunc(c.Endpoints, func(ep Endpoint) bool { return ep.Network == network })
 		if i < 0 {
-			return tx.Delete(bucketConnecting, connectingKey(id, network))
+			return nil
 		}
 		ep := c.Endpoints[i]
 		gone := &Container{ID: id, Endpoints: []Endpoint{ep}, Ports: portsOn(c, network)}
@@ -358,10 +363,7 @@ func (e *Engine) dropEndpoint(id, network string) (moved []Endpoint, err error) 
 		if ep.DefaultRoute {
 			moved = takeDefaultRoutes(tx, c.Endpoints, ep.Gateways)
 		}
-		if err := putContainer(tx, c); err != nil {
-			return err
-		}
-		return tx.Delete(bucketConnecting, connectingKey(id, network))
+		return putContainer(tx, c)
 	})
 	return moved, err
 }

@@ -127,35 +127,24 @@ func (e *Engine) CreateNetwork(o NetworkCreateOptions) (*Network, error) {
 }
 
 // undoCreateNetwork removes the network n this command recorded but could
-// not set up, its kernel objects first, as long as the record under its
-// name is still n: a concurrent `network rm` may have removed it, and
+// not set up, the way `network rm` does (marked Removing, then
+// finishRemoveNetwork), as long as the record under its name is still n
+// and no `network rm` has marked it already: one may have removed it, and
 // another `network create` made a network of the same name since, whose
-// bridge and record are not ours to delete. Under the network's lock no
-// run can ensure it meanwhile.
+// bridge and record are not ours to delete.
 func (e *Engine) undoCreateNetwork(n *Network) {
-	unlock, err := lockFile(e.networkLock(n.Name))
-	if err != nil {
-		return
-	}
-	defer unlock()
-	// Marked Removing, it belongs to the `network rm` that marked it: were
-	// it deleted here, the name would be free before that command has
-	// removed the kernel objects it names.
-	ours := func(tx store.Tx) bool {
-		cur, err := getNetwork(tx, n.Name)
-		return err == nil && cur.ID == n.ID && !cur.Removing
-	}
-	var still bool
-	if err := e.st.View(func(tx store.Tx) error { still = ours(tx); return nil }); err != nil || !still {
-		return
-	}
-	_ = e.removeNetworkKernel(n)
+	ours := false
 	_ = e.st.Update(func(tx store.Tx) error {
-		if !ours(tx) {
+		cur, err := getNetwork(tx, n.Name)
+		if ours = err == nil && cur.ID == n.ID && !cur.Removing; !ours {
 			return nil
 		}
-		return tx.Delete(bucketNetworks, n.Name)
+		cur.Removing = true
+		return putJSON(tx, bucketNetworks, n.Name, cur)
 	})
+	if ours {
+		_ = e.finishRemoveNetwork(n)
+	}
 }
 
 // stillRecorded reports whether n is still the network recorded under its
@@ -488,6 +477,9 @@ func (e *Engine) finishRemoveNetwork(n *Network) error {
 	})
 	if err != nil {
 		return err
+	}
+	if !n.DNS {
+		return nil // never in the DNS server's records
 	}
 	return e.syncDNS()
 }

@@ -31,18 +31,27 @@ func (e *Engine) Reconcile() error { return e.reconcile(false) }
 func (e *Engine) ReconcileStrict() error { return e.reconcile(true) }
 
 func (e *Engine) reconcile(strict bool) error {
-	var suspects, connects []string
-	err := e.st.View(func(tx store.Tx) (err error) {
-		if suspects, err = deadOwned(tx, strict); err != nil {
-			return err
-		}
-		connects, err = deadConnects(tx, strict)
-		return err
-	})
+	var d dead
+	err := e.st.View(func(tx store.Tx) (err error) { d, err = findDead(tx, strict); return err })
 	if err != nil {
 		return fmt.Errorf("read state: %w", err)
 	}
-	return e.repairDead(connects, suspects)
+	return e.repairDead(d)
+}
+
+// dead is what crashed processes left to repair: containers whose
+// responsible process is gone, connects whose process is.
+type dead struct{ ids, connects []string }
+
+func (d dead) none() bool { return len(d.ids) == 0 && len(d.connects) == 0 }
+
+// findDead reads the live index and the connects under way.
+func findDead(tx store.Tx, strict bool) (d dead, err error) {
+	if d.ids, err = deadOwned(tx, strict); err != nil {
+		return d, err
+	}
+	d.connects, err = deadConnects(tx, strict)
+	return d, err
 }
 
 // deadOwned returns the containers of the live index whose responsible
@@ -79,12 +88,12 @@ func deadOwned(tx store.Tx, strict bool) ([]string, error) {
 // repairDead undoes the connects and repairs the containers whose process
 // is gone, each on its own: the connects first (a container's repair
 // releases all its endpoints anyway).
-func (e *Engine) repairDead(connects, ids []string) error {
+func (e *Engine) repairDead(d dead) error {
 	var errs []error
-	for _, k := range connects {
+	for _, k := range d.connects {
 		errs = append(errs, e.repairConnect(k))
 	}
-	for _, id := range ids {
+	for _, id := range d.ids {
 		errs = append(errs, e.repair(id))
 	}
 	return errors.Join(errs...)

@@ -99,7 +99,7 @@ func usableNetworkTx(tx store.Tx, ref string) (*Network, error) {
 // repairFirst ends a reservation whose transaction found containers
 // whose owner is gone, or connects whose process is: they are repaired
 // (reconcile), then it is tried again.
-type repairFirst struct{ ids, connects []string }
+type repairFirst struct{ dead }
 
 func (r *repairFirst) Error() string {
 	return fmt.Sprintf("%d containers and %d connects to repair first", len(r.ids), len(r.connects))
@@ -120,7 +120,7 @@ func (e *Engine) reserve(id string, o *RunOptions, listening *portmap.Listeners)
 		switch {
 		case errors.As(err, &rf):
 			repairs++
-			if err := e.repairDead(rf.connects, rf.ids); err != nil {
+			if err := e.repairDead(rf.dead); err != nil {
 				return nil, nil, err
 			}
 		case errors.Is(err, errNoDefaultNetwork) && defaults == 0:
@@ -166,16 +166,12 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening *portmap.Listen
 		// the lock, against a View of its own (one more open and map of
 		// the file, ~0.15 ms of CPU) for every run.
 		if reconcile {
-			ids, err := deadOwned(tx, false)
+			d, err := findDead(tx, false)
 			if err != nil {
 				return fmt.Errorf("read state: %w", err)
 			}
-			connects, err := deadConnects(tx, false)
-			if err != nil {
-				return fmt.Errorf("read state: %w", err)
-			}
-			if len(ids) > 0 || len(connects) > 0 {
-				return &repairFirst{ids, connects}
+			if !d.none() {
+				return &repairFirst{d}
 			}
 		}
 		if p, err = planTx(tx, o); err != nil {
