@@ -23,10 +23,9 @@ const (
 // diagConn is one NETLINK_SOCK_DIAG socket and receive buffer, used for
 // the dumps of one ReadListeners in turn.
 type diagConn struct {
-	fd   int
-	seq  uint32
-	buf  []byte
-	bufp *[]byte // buf's entry in diagBufs
+	fd  int
+	seq uint32
+	buf *[]byte // from diagBufs
 }
 
 func openDiag() (*diagConn, error) {
@@ -34,8 +33,7 @@ func openDiag() (*diagConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open sock_diag: %w", err)
 	}
-	bp := diagBufs.Get().(*[]byte)
-	return &diagConn{fd: fd, buf: *bp, bufp: bp}, nil
+	return &diagConn{fd: fd, buf: diagBufs.Get().(*[]byte)}, nil
 }
 
 // diagBufs keeps the 64 KiB receive buffers between reads: a process that
@@ -45,8 +43,8 @@ var diagBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b 
 
 func (c *diagConn) close() {
 	unix.Close(c.fd)
-	diagBufs.Put(c.bufp)
-	c.buf, c.bufp = nil, nil
+	diagBufs.Put(c.buf)
+	c.buf = nil
 }
 
 // read adds the sockets of proto (unix.IPPROTO_TCP or IPPROTO_UDP) and
@@ -55,7 +53,7 @@ func (c *diagConn) close() {
 //
 // Equivalent to: ss -H -ltn (TCP) or ss -H -uan (UDP), per family.
 func (c *diagConn) read(l *Listeners, family, proto uint8, states uint32, p Proto) error {
-	fd, buf := c.fd, c.buf
+	fd, buf := c.fd, *c.buf
 	c.seq++
 	// nlmsghdr (16 bytes) + inet_diag_req_v2 (56 bytes).
 	req := make([]byte, 72)
