@@ -426,8 +426,8 @@ func dnsSection(b *strings.Builder, d *data) [][3]string {
 	return append(tg, dnsTables(b, d, dnsLoad{bench: "DNSBatch", loadKey: "batch-load", how: "batched load",
 		intro: "The same servers under a load that costs less CPU per query than either above (bench/loadgen's DNSBatch: " +
 			"one socket, questions sent and answers read a batch at a time with sendmmsg and recvmmsg, each answer " +
-			"checked against its question's bytes instead of decoded), so that on these 2 CPUs the server, not the " +
-			"load, is the limit. Local names only: forwarded names are answered by the fake upstream, a Go server in " +
+			"checked against its question's bytes instead of decoded), which leaves the server under test more of " +
+			"the 2 CPUs. Local names only: forwarded names are answered by the fake upstream, a Go server in " +
 			"the load's process, which a load this deep overruns. ",
 		cols: []dnsCol{{"p50 µs", "p50-µs"}, {"p99 µs", "p99-µs"}, {"lost", "lost"}}, loadIs: "this program"})...)
 }
