@@ -165,17 +165,27 @@ func crashKinds() []crashKind {
 		crashnet: true,
 		before: func(t *testing.T, s *testutil.Sandbox, bb string) {
 			s.MustKnit(t, "network", "create", "connectnet")
-			mustCleanly(t, "run victim", runVictim(t, s, bb, nil))
+			// On the default network, which has no DNS: the connect
+			// points its resolv.conf at connectnet's server.
+			mustCleanly(t, "run victim", s.Knit("run", "-d", "--name", "victim", "-p", "8080:80", "-h", "victim",
+				"--rootfs", bb, "httpd", "-f", "-p", "80", "-h", "/etc"))
 		},
 		crash: func(t *testing.T, s *testutil.Sandbox, _ string, env []string) testutil.Result {
-			return knitEnv(t, s, env, "network", "connect", "connectnet", "victim")
+			return knitEnv(t, s, env, "network", "connect", "--alias", "vconn", "connectnet", "victim")
 		},
 		next: func(t *testing.T, s *testutil.Sandbox, _ string) {
 			// A prune before removes the network when nothing was on it.
 			mustCleanly(t, "network create after crash", s.Knit("network", "create", "connectnet"), "already exists")
-			mustCleanly(t, "connect after crash", s.Knit("network", "connect", "connectnet", "victim"), "already connected")
-			// Connected for real: the new interface reaches its gateway.
-			s.MustKnit(t, "exec", "victim", "ping", "-c1", "-W2", gateway(t, s, "connectnet"))
+			mustCleanly(t, "connect after crash", s.Knit("network", "connect", "--alias", "vconn", "connectnet", "victim"), "already connected")
+			// Connected for real: the new interface reaches its gateway,
+			// resolv.conf names connectnet's DNS, and that knows the alias
+			// the connect gave, however late in the connect the crash came.
+			gw := gateway(t, s, "connectnet")
+			s.MustKnit(t, "exec", "victim", "ping", "-c1", "-W2", gw)
+			out := s.MustKnit(t, "exec", "victim", "nslookup", "vconn")
+			if _, answer, _ := strings.Cut(out, "Name:"); !strings.Contains(answer, gw[:strings.LastIndexByte(gw, '.')+1]) {
+				t.Errorf("nslookup vconn after the connect: no address on connectnet:\n%s", out)
+			}
 			reaches(t, s, world, "198.51.100.1", 8080, "victim")
 		},
 	}, {

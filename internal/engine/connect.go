@@ -13,6 +13,7 @@ import (
 	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/faults"
 	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/link"
 	"github.com/knit-dev/knit/internal/store"
@@ -79,10 +80,12 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 	if err := e.join(n, ep, driver.Sandbox{NetnsPath: c.Netns}); err != nil {
 		return err
 	}
-	// Record the host-side link name Join chose; the connect is done,
-	// unless a repair took it for dead meanwhile.
+	// Record the host-side link name Join chose; the connect is done but
+	// for the DNS, unless a repair took it for dead meanwhile. From here
+	// on a crash is repaired forward: the DNS stage is finished, not undone.
+	key := connectingKey(c.ID, n.Name)
 	err = e.st.Update(func(tx store.Tx) error {
-		v, err := tx.Get(bucketConnecting, connectingKey(c.ID, n.Name))
+		v, err := tx.Get(bucketConnecting, key)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
@@ -98,18 +101,51 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 		if err := putContainer(tx, cur); err != nil {
 			return err
 		}
-		return tx.Delete(bucketConnecting, connectingKey(c.ID, n.Name))
+		c = cur
+		if n.DNS {
+			return tx.Put(bucketConnecting, key, dnsStage(selfProc()))
+		}
+		return tx.Delete(bucketConnecting, key)
 	})
-	if err != nil {
+	if err != nil || !n.DNS {
 		return err
 	}
-	if n.DNS {
-		e.pointResolvAtDNS(c, n)
-		if err := e.syncDNS(); err != nil {
-			return fmt.Errorf("embedded DNS: %w", err)
-		}
+	return e.finishConnectDNS(c, n, dnsStage(selfProc()))
+}
+
+// dnsStage is the bucketConnecting value of a connect whose link is made
+// and whose DNS is left to do.
+func dnsStage(p Proc) []byte { return append(formatProc(p), " dns"...) }
+
+// parseConnecting reads a bucketConnecting value: the process, and whether
+// the connect is at its DNS stage.
+func parseConnecting(v []byte) (p Proc, dns, ok bool) {
+	proc, stage, _ := bytes.Cut(v, []byte(" "))
+	p, ok = parseProc(proc)
+	return p, string(stage) == "dns", ok
+}
+
+// finishConnectDNS is a connect's last stage, for a network with DNS: the
+// container's resolv.conf points at the network's server if it used no
+// other, the server learns its names, and the connect's entry (still
+// holding want) goes.
+func (e *Engine) finishConnectDNS(c *Container, n *Network, want []byte) error {
+	e.pointResolvAtDNS(c, n)
+	if err := e.syncDNS(); err != nil {
+		return fmt.Errorf("embedded DNS: %w", err)
 	}
-	return nil
+	return e.doneConnecting(connectingKey(c.ID, n.Name), want)
+}
+
+// doneConnecting deletes the connect entry key if it still holds want: a
+// repair may have taken it over meanwhile.
+func (e *Engine) doneConnecting(key string, want []byte) error {
+	return e.st.Update(func(tx store.Tx) error {
+		if v, err := tx.Get(bucketConnecting, key); err != nil || !bytes.Equal(v, want) {
+			return nil
+		}
+		return tx.Delete(bucketConnecting, key)
+	})
 }
 
 // connectingKey names a connect under way in bucketConnecting.
@@ -121,7 +157,7 @@ func connectingKey(id, network string) string { return id + "/" + network }
 func deadConnects(tx store.Tx, strict bool) ([]string, error) {
 	var dead []string
 	err := tx.Scan(bucketConnecting, func(k, v []byte) error {
-		if p, ok := parseProc(v); !ok || !exists(p.Pid) || (strict && !alive(p)) {
+		if p, _, ok := parseConnecting(v); !ok || !exists(p.Pid) || (strict && !alive(p)) {
 			dead = append(dead, string(k))
 		}
 		return nil
@@ -130,15 +166,16 @@ func deadConnects(tx store.Tx, strict bool) ([]string, error) {
 }
 
 // repairConnect undoes a connect whose process died: the link, if it was
-// made, the endpoint and its addresses. It claims the connect first, in
-// the transaction that confirms its process is gone, so that two repairs
-// do not race, and a disconnect waits for it (connectUnderWay); a repair
-// that dies in turn is repaired by the next command. A container that is
-// gone, no longer running or orphaned needs nothing here: its own end, or
-// its repair, releases every endpoint.
+// made, the endpoint and its addresses; or, at the DNS stage, finishes it.
+// It claims the connect first, in the transaction that confirms its
+// process is gone, so that two repairs do not race, and a disconnect waits
+// for it (connectUnderWay); a repair that dies in turn is repaired by the
+// next command. A container that is gone, no longer running or orphaned
+// needs nothing here: its own end, or its repair, releases every endpoint.
 func (e *Engine) repairConnect(key string) error {
 	id, network, _ := strings.Cut(key, "/")
 	var c *Container
+	var claim []byte
 	err := e.st.Update(func(tx store.Tx) (err error) {
 		v, err := tx.Get(bucketConnecting, key)
 		if errors.Is(err, store.ErrNotFound) {
@@ -146,7 +183,8 @@ func (e *Engine) repairConnect(key string) error {
 		} else if err != nil {
 			return err
 		}
-		if p, ok := parseProc(v); ok && alive(p) {
+		p, dns, ok := parseConnecting(v)
+		if ok && alive(p) {
 			return nil // still connecting
 		}
 		c, err = getContainer(tx, id)
@@ -156,10 +194,22 @@ func (e *Engine) repairConnect(key string) error {
 		} else if err != nil {
 			return err
 		}
-		return tx.Put(bucketConnecting, key, formatProc(selfProc()))
+		if claim = formatProc(selfProc()); dns {
+			claim = dnsStage(selfProc())
+		}
+		return tx.Put(bucketConnecting, key, claim)
 	})
 	if err != nil || c == nil {
 		return err
+	}
+	if _, dns, _ := parseConnecting(claim); dns {
+		n, err := e.lookupNetwork(network)
+		if errdefs.KindOf(err) == errdefs.KindNotFound {
+			return e.doneConnecting(key, claim) // gone, and its DNS with it
+		} else if err != nil {
+			return fmt.Errorf("finish the connect of %s to %s: %w", c.Name, network, err)
+		}
+		return e.finishConnectDNS(c, n, claim)
 	}
 	undo := func(err error) error { return fmt.Errorf("undo the connect of %s to %s: %w", c.Name, network, err) }
 	// The network cannot be removed while an endpoint is on it; were it
@@ -193,7 +243,7 @@ func connectUnderWay(tx store.Tx, c *Container, network string) error {
 	if err != nil {
 		return nil
 	}
-	if p, ok := parseProc(v); ok && alive(p) {
+	if p, _, ok := parseConnecting(v); ok && alive(p) {
 		return errdefs.Conflict("container %s is being connected to network %s (by process %d): try again when that command ends", c.Name, network, p.Pid)
 	}
 	return nil
@@ -249,6 +299,7 @@ func (e *Engine) pointResolvAtDNS(c *Container, n *Network) {
 	}
 	r := files.ParseResolvConf(cur)
 	r.Nameservers = []netip.Addr{gw}
+	faults.Step("dns.resolv")
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {
 		return

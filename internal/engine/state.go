@@ -30,8 +30,10 @@ const (
 	// however many containers there are.
 	bucketLive = "live"
 	// bucketConnecting holds the `network connect`s under way: "ID/NETWORK"
-	// → "PID:START" of the process connecting (or repairing) it. A connect
-	// whose process died is undone by the next command's reconcile.
+	// → "PID:START" of the process connecting (or repairing) it, followed
+	// by " dns" once the link is made and only the DNS is left. The next
+	// command's reconcile undoes a connect whose process died, or, at the
+	// DNS stage, finishes it.
 	bucketConnecting = "connecting"
 )
 

@@ -41,6 +41,8 @@
 //	nft.batch           an nftables batch of rules or sets is about to be sent
 //	nft.elems-batch     an nftables batch of elements is about to be sent
 //	dns.save            the DNS server's records snapshot is about to be written
+//	dns.resolv          a connected container's resolv.conf is about to be
+//	                    pointed at its new network's DNS server
 //
 // Invariants: the package imports nothing of knit's, changes no state
 // unless KNIT_CRASH_AT or KNIT_CRASH_TRACE is set, and a crash is a
