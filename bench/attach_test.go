@@ -8,7 +8,6 @@ package bench
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -23,9 +22,8 @@ import (
 	"github.com/knit-dev/knit/internal/firewall/nftables"
 	"github.com/knit-dev/knit/internal/runner"
 	"github.com/knit-dev/knit/internal/store/bolt"
+	"github.com/knit-dev/knit/internal/testutil"
 )
-
-const inSandbox = "KNIT_BENCH_SANDBOX"
 
 // TestMain re-executes the benchmark binary under unshare so that bridges
 // and veths are made in a throwaway network namespace.
@@ -33,18 +31,8 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == runner.InitArg {
 		runner.Init()
 	}
-	if os.Getenv(inSandbox) == "" && os.Geteuid() == 0 {
-		cmd := exec.Command("unshare", append([]string{"--net", "--mount", "--propagation", "private", "--"}, os.Args...)...)
-		cmd.Env = append(os.Environ(), inSandbox+"=1")
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-		if err := cmd.Run(); err != nil {
-			if ee, ok := err.(*exec.ExitError); ok {
-				os.Exit(ee.ExitCode())
-			}
-			fmt.Fprintln(os.Stderr, "unshare:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
+	if code, reran := testutil.Sandboxed(); reran {
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
 }
@@ -52,7 +40,7 @@ func TestMain(m *testing.M) {
 // newEngine returns an engine over private directories in the sandbox.
 func newEngine(b *testing.B) *engine.Engine {
 	b.Helper()
-	if os.Getenv(inSandbox) == "" {
+	if !testutil.InSandbox() {
 		b.Skip("needs root: the benchmark makes bridges and veths in a private namespace")
 	}
 	dir := b.TempDir()

@@ -16,6 +16,7 @@ import (
 	"github.com/knit-dev/knit/bench/loadgen"
 	"github.com/knit-dev/knit/internal/dns/server"
 	"github.com/knit-dev/knit/internal/link"
+	"github.com/knit-dev/knit/internal/testutil"
 )
 
 // The DNS benchmarks need no root: the embedded server, a fake upstream
@@ -61,7 +62,7 @@ func benchmarkDNS(b *testing.B, name, want string) {
 // down; outside the sandbox it leaves the machine's network alone.
 func loopbackUp(b *testing.B) {
 	b.Helper()
-	if os.Getenv(inSandbox) == "" {
+	if !testutil.InSandbox() {
 		return
 	}
 	h, err := link.Host() // the benchmark's private namespace

@@ -3,7 +3,6 @@ package bench
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -36,7 +35,7 @@ const fillerPort = 10000
 // namespace, starting from an empty table and leaving none behind.
 func newFirewall(b *testing.B) *nftables.Firewall {
 	b.Helper()
-	if os.Getenv(inSandbox) == "" {
+	if !testutil.InSandbox() {
 		b.Skip("needs root: the benchmark writes nftables rules in a private namespace")
 	}
 	fw, err := nftables.New()

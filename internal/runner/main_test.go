@@ -3,18 +3,14 @@ package runner
 import (
 	"bufio"
 	"bytes"
-	"errors"
-	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
-)
 
-// sandboxEnv marks the test binary re-run inside its sandbox.
-const sandboxEnv = "KNIT_RUNNER_TEST_SANDBOX"
+	"github.com/knit-dev/knit/internal/testutil"
+)
 
 const testPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -29,45 +25,20 @@ func TestMain(m *testing.M) {
 			ExecMain()
 		}
 	}
-	if os.Geteuid() == 0 && os.Getenv(sandboxEnv) == "" {
-		os.Exit(runInSandbox())
+	if code, reran := testutil.Sandboxed(); reran {
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
 }
 
-// runInSandbox re-runs the tests in private network and mount namespaces:
-// host-mode containers then share a throwaway network namespace, and no
-// mount a test makes can reach the machine's own mount table.
-func runInSandbox() int {
-	args := append([]string{"--net", "--mount", "--propagation", "private", "--"}, os.Args...)
-	cmd := exec.Command("unshare", args...)
-	cmd.Env = append(os.Environ(), sandboxEnv+"=1")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode()
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "unshare:", err)
-		return 1
-	}
-	return 0
-}
-
-// requireSandbox skips the test unless it runs as root in the sandbox,
-// checked against PID 1's namespaces rather than trusted from the variable.
+// requireSandbox skips the test unless it runs as root in the sandbox.
 func requireSandbox(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: starts containers in new namespaces")
 	}
-	for _, kind := range []string{"mnt", "net"} {
-		self, _ := os.Readlink("/proc/self/ns/" + kind)
-		host, _ := os.Readlink("/proc/1/ns/" + kind)
-		if os.Getenv(sandboxEnv) == "" || self == "" || self == host {
-			t.Skip("not in the test sandbox (unshare --net --mount)")
-		}
+	if !testutil.InSandbox() {
+		t.Skip("not in the test sandbox (unshare --net --mount)")
 	}
 }
 
