@@ -69,8 +69,9 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 	if err != nil {
 		return err
 	}
+	linked := false // once recorded, the connect is finished, never undone
 	defer func() {
-		if err != nil {
+		if err != nil && !linked {
 			// Also after a failed Join: a link it could not delete is
 			// found by its derived name.
 			_ = e.leave(c, n, *ep)
@@ -110,7 +111,11 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 	if err != nil || !n.DNS {
 		return err
 	}
-	return e.finishConnectDNS(c, n, dnsStage(selfProc()))
+	linked = true
+	if err := e.finishConnectDNS(c, n, dnsStage(selfProc())); err != nil {
+		return fmt.Errorf("container %s is connected to network %s, but not yet to its DNS (the next knit command tries again): %w", c.Name, n.Name, err)
+	}
+	return nil
 }
 
 // dnsStage is the bucketConnecting value of a connect whose link is made
@@ -209,7 +214,13 @@ func (e *Engine) repairConnect(key string) error {
 		} else if err != nil {
 			return fmt.Errorf("finish the connect of %s to %s: %w", c.Name, network, err)
 		}
-		return e.finishConnectDNS(c, n, claim)
+		if err := e.finishConnectDNS(c, n, claim); err != nil {
+			// As dnsChanged: the records reach the server at its next
+			// sync; a server that fails now must not stop every command.
+			fmt.Fprintf(os.Stderr, "knit: finish the connect of %s to %s: %v\n", c.Name, network, err)
+			return e.doneConnecting(key, claim)
+		}
+		return nil
 	}
 	undo := func(err error) error { return fmt.Errorf("undo the connect of %s to %s: %w", c.Name, network, err) }
 	// The network cannot be removed while an endpoint is on it; were it
@@ -272,25 +283,27 @@ func nextIfName(c *Container) string {
 	}
 }
 
-// pointResolvAtDNS makes a container that had no DNS-enabled network use
-// the embedded server of n, which it has just joined. The file is
-// rewritten in place: the container sees it through a bind mount.
+// pointResolvAtDNS makes a container whose resolv.conf names none of its
+// networks' embedded servers use the one of n, which it has just joined.
+// The file itself says whether it is pointed already, not the container's
+// other endpoints: two connects at once each see the other's endpoint
+// before either has rewritten the file. The file is rewritten in place:
+// the container sees it through a bind mount.
 func (e *Engine) pointResolvAtDNS(c *Container, n *Network) {
-	var nets []*Network
+	gw, ok := dnsServer([]*Network{n})
+	if !ok {
+		return
+	}
+	servers := []netip.Addr{gw}
 	for _, ep := range c.Endpoints {
 		if ep.Network == n.Name {
 			continue
 		}
 		if other, err := e.lookupNetwork(ep.Network); err == nil {
-			nets = append(nets, other)
+			if a, ok := dnsServer([]*Network{other}); ok {
+				servers = append(servers, a)
+			}
 		}
-	}
-	if _, ok := dnsServer(nets); ok {
-		return // already pointed at the server
-	}
-	gw, ok := dnsServer([]*Network{n})
-	if !ok {
-		return
 	}
 	path := filepath.Join(c.Dir, "resolv.conf")
 	cur, err := os.ReadFile(path)
@@ -298,6 +311,9 @@ func (e *Engine) pointResolvAtDNS(c *Container, n *Network) {
 		return
 	}
 	r := files.ParseResolvConf(cur)
+	if slices.ContainsFunc(r.Nameservers, func(a netip.Addr) bool { return slices.Contains(servers, a) }) {
+		return // already pointed at an embedded server of its networks
+	}
 	r.Nameservers = []netip.Addr{gw}
 	faults.Step("dns.resolv")
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)

@@ -3,11 +3,14 @@ package engine
 import (
 	"errors"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/knit-dev/knit/internal/config"
+	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/store"
@@ -109,5 +112,164 @@ func TestReconcileUndoesDeadConnect(t *testing.T) {
 	// A disconnect waits for the connect under way instead of racing it.
 	if err := e.Disconnect("other", underWay.Name, false); errdefs.KindOf(err) != errdefs.KindConflict {
 		t.Errorf("disconnect during a connect: %v, want a conflict", err)
+	}
+}
+
+// dnsNetwork is a DNS-enabled network record with one IPv4 subnet.
+func dnsNetwork(name, subnet string) *Network {
+	p := netip.MustParsePrefix(subnet)
+	return &Network{DNS: true, Network: driver.Network{Name: name, ID: name + "-id", Driver: "bridge",
+		Subnets: []driver.Subnet{{Prefix: p, Gateway: p.Addr().Next()}}}}
+}
+
+// writeResolv gives c a resolv.conf naming server, and returns its path.
+func writeResolv(t *testing.T, c *Container, server string) string {
+	t.Helper()
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(c.Dir, "resolv.conf")
+	if err := os.WriteFile(path, []byte("nameserver "+server+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func nameservers(t *testing.T, path string) []netip.Addr {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files.ParseResolvConf(b).Nameservers
+}
+
+// TestPointResolvAtDNS: the container's resolv.conf, not its other
+// endpoints, says whether it names an embedded server already; two
+// connects at once each see the other's endpoint before either rewrote it.
+func TestPointResolvAtDNS(t *testing.T) {
+	st := newStore(t)
+	e := &Engine{st: st, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: t.TempDir()}}
+	a, b := dnsNetwork("a", "10.1.0.0/24"), dnsNetwork("b", "10.2.0.0/24")
+	if err := st.Update(func(tx store.Tx) error {
+		return errors.Join(putJSON(tx, bucketNetworks, "a", a), putJSON(tx, bucketNetworks, "b", b))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c := &Container{ID: hexID("aaa"), Name: "x", Dir: filepath.Join(t.TempDir(), "x"),
+		Endpoints: []Endpoint{{Network: "a"}, {Network: "b"}}}
+	for _, tc := range []struct{ had, want string }{
+		{"198.51.100.2", "10.2.0.1"}, // on a too, but a's connect has not pointed it yet
+		{"10.1.0.1", "10.1.0.1"},     // a's server already
+		{"10.2.0.1", "10.2.0.1"},
+	} {
+		path := writeResolv(t, c, tc.had)
+		e.pointResolvAtDNS(c, b)
+		if got := nameservers(t, path); !slices.Equal(got, []netip.Addr{netip.MustParseAddr(tc.want)}) {
+			t.Errorf("resolv.conf naming %s, connected to b: nameservers %v, want %s", tc.had, got, tc.want)
+		}
+	}
+}
+
+// TestReconcileFinishesDeadConnectDNS: a connect killed after its link was
+// recorded is finished, not undone: its resolv.conf is pointed at the
+// network's server, and a DNS server that cannot be updated now does not
+// make every later command fail on it.
+func TestReconcileFinishesDeadConnectDNS(t *testing.T) {
+	st := newStore(t)
+	d := &leaveRecorder{}
+	// An exec-root that cannot be made: every DNS sync fails.
+	e := &Engine{st: st, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: "/dev/null/run"},
+		drivers: map[string]driver.Driver{"bridge": d}}
+	n := dnsNetwork("other", "10.5.0.0/24")
+	id := hexID("aaa")
+	c := &Container{ID: id, Name: "x", Dir: filepath.Join(t.TempDir(), "x"), Netns: "/nonexistent",
+		State: State{Status: StatusRunning, Supervisor: selfProc()},
+		Endpoints: []Endpoint{{Network: "other", Endpoint: driver.Endpoint{ContainerID: id, IfName: "eth1",
+			Addrs: []netip.Prefix{netip.MustParsePrefix("10.5.0.2/24")}}}}}
+	resolv := writeResolv(t, c, "198.51.100.2")
+	seed(t, st, c)
+	dead := Proc{Pid: 2147483646, Start: 1} // no such PID
+	if err := st.Update(func(tx store.Tx) error {
+		return errors.Join(putJSON(tx, bucketNetworks, "other", n),
+			tx.Put(ipamBucket("other"), "10.5.0.2", []byte(id)),
+			tx.Put(bucketConnecting, connectingKey(id, "other"), dnsStage(dead)))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Reconcile(); err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	if len(d.left) != 0 {
+		t.Errorf("links removed: %v, want none", d.left)
+	}
+	if got := nameservers(t, resolv); !slices.Equal(got, []netip.Addr{netip.MustParseAddr("10.5.0.1")}) {
+		t.Errorf("resolv.conf nameservers %v, want the network's server 10.5.0.1", got)
+	}
+	err := st.View(func(tx store.Tx) error {
+		cur, err := getContainer(tx, id)
+		if err != nil {
+			return err
+		}
+		if len(cur.Endpoints) != 1 {
+			t.Errorf("the finished connect's endpoint is gone: %+v", cur.Endpoints)
+		}
+		if _, err := tx.Get(bucketConnecting, connectingKey(id, "other")); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("the finished connect is still under way (%v)", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestConnectKeepsItsLinkWhenDNSFails: once the link is recorded, a
+// connect whose DNS update fails reports it and leaves the rest to the
+// next command; it does not undo a connect that a crash during the undo
+// would leave half-done (its entry says "finish it").
+func TestConnectKeepsItsLinkWhenDNSFails(t *testing.T) {
+	st := newStore(t)
+	d := &leaveRecorder{}
+	off := false
+	// An exec-root that cannot be made: every DNS sync fails.
+	e := &Engine{st: st, cfg: &config.Config{IPForward: &off}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: "/dev/null/run"},
+		drivers: map[string]driver.Driver{"bridge": d}}
+	id := hexID("aaa")
+	c := &Container{ID: id, Name: "x", Dir: filepath.Join(t.TempDir(), "x"), Netns: "/nonexistent", OwnsNetns: true,
+		State: State{Status: StatusRunning, Supervisor: selfProc()}}
+	resolv := writeResolv(t, c, "198.51.100.2")
+	seed(t, st, c)
+	if err := st.Update(func(tx store.Tx) error {
+		return putJSON(tx, bucketNetworks, "other", dnsNetwork("other", "10.5.0.0/24"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err := e.Connect("other", "x", ConnectOptions{})
+	if err == nil || !strings.Contains(err.Error(), "is connected to network other, but not yet to its DNS") {
+		t.Fatalf("Connect with the DNS failing: %v, want the connect reported made but its DNS not", err)
+	}
+	if len(d.left) != 0 {
+		t.Errorf("links removed: %v, want none", d.left)
+	}
+	if got := nameservers(t, resolv); !slices.Equal(got, []netip.Addr{netip.MustParseAddr("10.5.0.1")}) {
+		t.Errorf("resolv.conf nameservers %v, want the network's server 10.5.0.1", got)
+	}
+	err = st.View(func(tx store.Tx) error {
+		cur, err := getContainer(tx, id)
+		if err != nil {
+			return err
+		}
+		if len(cur.Endpoints) != 1 {
+			t.Errorf("endpoints after the connect: %+v, want the one on other", cur.Endpoints)
+		}
+		v, err := tx.Get(bucketConnecting, connectingKey(id, "other"))
+		if _, dns, _ := parseConnecting(v); err != nil || !dns {
+			t.Errorf("the connect's entry: %q (%v), want it at the DNS stage for the next command", v, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
