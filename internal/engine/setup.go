@@ -406,14 +406,23 @@ func wantsIPv6(nets []*Network) bool {
 }
 
 // linkNetns makes the namespace visible to `ip netns` as knit-NAME. It is a
-// convenience for people exploring, so failures are ignored.
+// convenience for people exploring, so failures are ignored. A link to a
+// live namespace of another knit (another exec-root, say a CNI plugin
+// configuration's, sharing /run/netns) is left alone: the container goes
+// without one rather than take another's.
 func (e *Engine) linkNetns(c *Container) {
 	if e.paths.NetnsLinks == "" {
 		return
 	}
+	link := e.netnsLink(c.Name)
+	if t, err := os.Readlink(link); err == nil && !strings.HasPrefix(t, e.netnsDir()+"/") {
+		if _, err := os.Stat(t); err == nil {
+			return
+		}
+	}
 	_ = os.MkdirAll(e.paths.NetnsLinks, 0o755)
-	_ = os.Remove(e.netnsLink(c.Name))
-	_ = os.Symlink(c.Netns, e.netnsLink(c.Name))
+	_ = os.Remove(link)
+	_ = os.Symlink(c.Netns, link)
 }
 
 // teardownKernel releases what the container holds in the kernel. Deleting

@@ -473,3 +473,47 @@ func TestReserveRepairsDeadOwnersFirst(t *testing.T) {
 		t.Errorf("a second run named web: %v, want a conflict", err)
 	}
 }
+
+// TestLinkNetnsLeavesAnotherKnitsLink: the knit-NAME link for `ip netns`
+// of a live namespace of another knit (another exec-root) is not taken; a
+// dangling one, or one of this knit's, is replaced.
+func TestLinkNetnsLeavesAnotherKnitsLink(t *testing.T) {
+	ours, theirs, links := t.TempDir(), t.TempDir(), t.TempDir()
+	e := &Engine{paths: Paths{ExecRoot: ours, NetnsLinks: links}}
+	touch := func(p string) string {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, nil, 0o444); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	c := &Container{Name: "web", Netns: touch(filepath.Join(ours, "netns", "id1"))}
+	link := filepath.Join(links, "knit-web")
+	for _, tc := range []struct {
+		name, had string
+		mine      bool
+	}{
+		{"another knit's, live", touch(filepath.Join(theirs, "netns", "id2")), false},
+		{"another knit's, dangling", filepath.Join(theirs, "netns", "gone"), true},
+		{"this knit's, an older container's", touch(filepath.Join(ours, "netns", "id0")), true},
+		{"none", "", true},
+	} {
+		_ = os.Remove(link)
+		if tc.had != "" {
+			if err := os.Symlink(tc.had, link); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.linkNetns(c)
+		want := tc.had
+		if tc.mine {
+			want = c.Netns
+		}
+		if got, _ := os.Readlink(link); got != want {
+			t.Errorf("%s: link points at %q, want %q", tc.name, got, want)
+		}
+	}
+}
