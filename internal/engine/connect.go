@@ -133,9 +133,9 @@ func parseConnecting(v []byte) (p Proc, dns, ok bool) {
 }
 
 // finishConnectDNS is a connect's last stage, for a network with DNS: the
-// container's resolv.conf points at the network's server if it used no
-// other, the server learns its names, and the connect's entry (still
-// holding want) goes.
+// container's resolv.conf points at the network's server unless it names
+// one of its networks' already, the server learns its names, and the
+// connect's entry (still holding want) goes.
 func (e *Engine) finishConnectDNS(c *Container, n *Network, want []byte) error {
 	e.pointResolvAtDNS(c, n)
 	if err := e.syncDNS(); err != nil {
@@ -182,7 +182,8 @@ func deadConnects(tx store.Tx, strict bool) ([]string, error) {
 func (e *Engine) repairConnect(key string) error {
 	id, network, _ := strings.Cut(key, "/")
 	var c *Container
-	var claim []byte
+	var claim []byte // this repair's entry
+	atDNS := false   // the connect's link was made: finish, not undo
 	err := e.st.Update(func(tx store.Tx) (err error) {
 		v, err := tx.Get(bucketConnecting, key)
 		if errors.Is(err, store.ErrNotFound) {
@@ -191,6 +192,7 @@ func (e *Engine) repairConnect(key string) error {
 			return err
 		}
 		p, dns, ok := parseConnecting(v)
+		atDNS = dns
 		if ok && alive(p) {
 			return nil // still connecting
 		}
@@ -209,7 +211,7 @@ func (e *Engine) repairConnect(key string) error {
 	if err != nil || c == nil {
 		return err
 	}
-	if _, dns, _ := parseConnecting(claim); dns {
+	if atDNS {
 		n, err := e.lookupNetwork(network)
 		if errdefs.KindOf(err) == errdefs.KindNotFound {
 			return e.doneConnecting(key, claim) // gone, and its DNS with it

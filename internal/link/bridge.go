@@ -14,14 +14,14 @@ import (
 
 // BridgeEnsure returns the index of the bridge called name, creating it up
 // with the given MTU if it is missing. created says whether this call made
-// it; losing a creation race to another process counts as found.
+// it; losing a creation race to another process counts as found. It tries
+// the creation first: callers that expect the bridge to exist look it up
+// themselves (bridge.ensureBridge), so a second lookup here would be one
+// request too many on the path that makes it.
 //
 // Equivalent to: ip link add NAME mtu MTU address MAC up type bridge
 // mcast_snooping 0
 func (h *Handle) BridgeEnsure(name string, mtu int) (index int, created bool, err error) {
-	if l, err := h.BridgeGet(name); !IsNotFound(err) {
-		return l.Index, false, err
-	}
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name, attrs.MTU, attrs.Flags = name, mtu, net.FlagUp
 	// A bridge whose address was set keeps it; one left to the kernel takes
