@@ -160,7 +160,8 @@ func crashKinds() []crashKind {
 		},
 	}, {
 		// Killed half-way, a connect leaves an endpoint recorded whose
-		// link may be half made: the next command undoes it.
+		// link may be half made: the next command undoes it, or, once the
+		// link is recorded, finishes its DNS part.
 		name:     "NetworkConnect",
 		crashnet: true,
 		before: func(t *testing.T, s *testutil.Sandbox, bb string) {
