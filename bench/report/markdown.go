@@ -243,20 +243,12 @@ func attachSection(b *strings.Builder, d *data, png string) [][3]string {
 			rows = append(rows, row{"knit ÷ knit without -p (the cost of publishing)", "knit", "knit-noport"})
 		}
 		for _, r := range rows {
-			w("| %s |", r.name)
-			for _, n := range lv {
-				a, ok1 := d.p50(op, r.num, n)
-				c, ok2 := d.p50(op, r.den, n)
-				if !ok1 || !ok2 || c == 0 {
-					w(" — |")
-					continue
-				}
-				w(" %s |", ratio(a/c))
-			}
-			w("\n")
+			ratioRow(b, r.name, lv, func(tool string, n int) (float64, bool) { return d.p50(op, tool, n) }, r.num, r.den)
 		}
 		w("\n")
 	}
+
+	cpuTable(b, d, ts, lv, levelHeader)
 
 	// Targets: attach p50 ≥ 3× faster than the fastest peer, ≤ 1.5× the floor.
 	var tg [][3]string
@@ -287,6 +279,80 @@ func attachSection(b *strings.Builder, d *data, png string) [][3]string {
 	tg = append(tg, [3]string{"attach p50 within 1.5× of the floor (knit ÷ floor)",
 		orDash(strings.Join(floor, ", ")), verdict(len(floor) > 0, floorMet)})
 	return tg
+}
+
+// cpuTable writes the CPU time per attach and detach of the tools whose
+// lines carry it (cpu-ms), and knit's ratio to the floor's.
+func cpuTable(b *strings.Builder, d *data, ts []string, lv []int, levelHeader func(string)) {
+	w := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+	cpu := func(op, t string, n int) (float64, bool) {
+		r, ok := d.find(op, map[string]string{"tool": t, "n": strconv.Itoa(n)})
+		v, has := r.Metrics["cpu-ms"]
+		return v, ok && has
+	}
+	var with []string
+	for _, t := range ts {
+		for _, n := range lv {
+			if _, ok := cpu("Attach", t, n); ok {
+				with = append(with, t)
+				break
+			}
+		}
+	}
+	if len(with) == 0 {
+		return
+	}
+	w("### CPU time per operation\n\n")
+	w("Mean CPU time (user + system) per attach / detach over the window: the measuring process's and that of the "+
+		"children it waited for (cnitool and its plugins, netavark). Kernel work deferred to the kernel's own threads "+
+		"(a deleted namespace is destroyed in the background) is not in it. The machine has %s, so an operation that "+
+		"takes more CPU than wall time ran on both at once. Docker and the knit CLI are left out: part of their work is "+
+		"done by processes that outlive the command (dockerd, containerd and the shims; knit's container supervisors).\n\n",
+		orDash(cpus(d)))
+	levelHeader("tool")
+	for _, t := range with {
+		w("| %s |", label(t))
+		for _, n := range lv {
+			a, ok1 := cpu("Attach", t, n)
+			dd, ok2 := cpu("Detach", t, n)
+			if !ok1 || !ok2 {
+				w(" — |")
+				continue
+			}
+			w(" %s / %s |", ms(a), ms(dd))
+		}
+		w("\n")
+	}
+	if slices.Contains(with, "knit") && slices.Contains(with, "floor") {
+		ratioRow(b, "knit ÷ floor, attach", lv, func(tool string, n int) (float64, bool) { return cpu("Attach", tool, n) }, "knit", "floor")
+	}
+	w("\n")
+}
+
+// ratioRow writes a table row named name with, per level, the ratio of
+// num's figure to den's (get returns a tool's figure at a level), or a dash
+// where either is missing.
+func ratioRow(b *strings.Builder, name string, lv []int, get func(tool string, n int) (float64, bool), num, den string) {
+	fmt.Fprintf(b, "| %s |", name)
+	for _, n := range lv {
+		a, ok1 := get(num, n)
+		c, ok2 := get(den, n)
+		if !ok1 || !ok2 || c == 0 {
+			b.WriteString(" — |")
+			continue
+		}
+		fmt.Fprintf(b, " %s |", ratio(a/c))
+	}
+	b.WriteString("\n")
+}
+
+// cpus names the machine's CPUs as the run's header gives them.
+func cpus(d *data) string {
+	c := d.config["cpu"]
+	if _, n, ok := strings.Cut(c, ", "); ok {
+		return n
+	}
+	return ""
 }
 
 func orDash(s string) string {
