@@ -77,11 +77,15 @@ func mustCleanly(t *testing.T, what string, r testutil.Result, okErrors ...strin
 	t.Fatalf("%s: exit %d\nstdout: %s\nstderr: %s", what, r.Code, r.Stdout, r.Stderr)
 }
 
-const victimRun = "run -d --name victim --network crashnet -p 8080:80"
-
+// runVictim runs the victim container on crashnet.
 func runVictim(t *testing.T, s *testutil.Sandbox, bb string, env []string) testutil.Result {
-	args := append(strings.Fields(victimRun), "-h", "victim", "--rootfs", bb, "httpd", "-f", "-p", "80", "-h", "/etc")
-	return knitEnv(t, s, env, args...)
+	return runVictimOn(t, s, bb, "crashnet", env)
+}
+
+// runVictimOn runs the victim, a web server publishing 8080, on network.
+func runVictimOn(t *testing.T, s *testutil.Sandbox, bb, network string, env []string) testutil.Result {
+	return knitEnv(t, s, env, "run", "-d", "--name", "victim", "--network", network, "-p", "8080:80", "-h", "victim",
+		"--rootfs", bb, "httpd", "-f", "-p", "80", "-h", "/etc")
 }
 
 func crashKinds() []crashKind {
@@ -168,8 +172,7 @@ func crashKinds() []crashKind {
 			s.MustKnit(t, "network", "create", "connectnet")
 			// On the default network, which has no DNS: the connect
 			// points its resolv.conf at connectnet's server.
-			mustCleanly(t, "run victim", s.Knit("run", "-d", "--name", "victim", "-p", "8080:80", "-h", "victim",
-				"--rootfs", bb, "httpd", "-f", "-p", "80", "-h", "/etc"))
+			mustCleanly(t, "run victim", runVictimOn(t, s, bb, "bridge", nil))
 		},
 		crash: func(t *testing.T, s *testutil.Sandbox, _ string, env []string) testutil.Result {
 			return knitEnv(t, s, env, "network", "connect", "--alias", "vconn", "connectnet", "victim")
