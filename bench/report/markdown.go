@@ -74,12 +74,15 @@ func (d *data) levels(name string) []int {
 }
 
 // p50 returns the p50 of op for tool at level n, if measured.
-func (d *data) p50(op, tool string, n int) (float64, bool) {
+func (d *data) p50(op, tool string, n int) (float64, bool) { return d.metric(op, tool, n, "p50-ms") }
+
+// metric returns the figure in unit of op for tool at level n, if measured.
+func (d *data) metric(op, tool string, n int, unit string) (float64, bool) {
 	r, ok := d.find(op, map[string]string{"tool": tool, "n": strconv.Itoa(n)})
 	if !ok {
 		return 0, false
 	}
-	v, ok := r.Metrics["p50-ms"]
+	v, ok := r.Metrics[unit]
 	return v, ok
 }
 
@@ -285,11 +288,7 @@ func attachSection(b *strings.Builder, d *data, png string) [][3]string {
 // lines carry it (cpu-ms), and knit's ratio to the floor's.
 func cpuTable(b *strings.Builder, d *data, ts []string, lv []int, levelHeader func(string)) {
 	w := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
-	cpu := func(op, t string, n int) (float64, bool) {
-		r, ok := d.find(op, map[string]string{"tool": t, "n": strconv.Itoa(n)})
-		v, has := r.Metrics["cpu-ms"]
-		return v, ok && has
-	}
+	cpu := func(op, t string, n int) (float64, bool) { return d.metric(op, t, n, "cpu-ms") }
 	var with []string
 	for _, t := range ts {
 		for _, n := range lv {
