@@ -83,6 +83,11 @@ func New(o Options) (*Engine, error) {
 
 func (e *Engine) netnsDir() string           { return filepath.Join(e.paths.ExecRoot, "netns") }
 func (e *Engine) netnsPath(id string) string { return filepath.Join(e.netnsDir(), id) }
+
+// isNetnsFile reports whether path names a namespace file of this engine's
+// exec-root (one that netnsPath could return).
+func (e *Engine) isNetnsFile(path string) bool { return filepath.Dir(path) == e.netnsDir() }
+
 func (e *Engine) netnsLink(name string) string {
 	return filepath.Join(e.paths.NetnsLinks, "knit-"+name)
 }

@@ -97,17 +97,23 @@ func (e *Engine) pruneNetns(live map[string]*Container, r *PruneReport) error {
 		}
 		r.Netns = append(r.Netns, id)
 	}
-	// Dangling knit-NAME links for `ip netns`.
+	e.pruneNetnsLinks()
+	return errors.Join(errs...)
+}
+
+// pruneNetnsLinks removes the knit-NAME links for `ip netns` that point to
+// a namespace file of this exec-root that is gone. Links to another knit's
+// namespaces are not this one's to judge.
+func (e *Engine) pruneNetnsLinks() {
 	entries, _ := os.ReadDir(e.paths.NetnsLinks)
 	for _, de := range entries {
 		p := filepath.Join(e.paths.NetnsLinks, de.Name())
-		if t, err := os.Readlink(p); err == nil && strings.HasPrefix(de.Name(), "knit-") && strings.HasPrefix(t, e.netnsDir()) {
+		if t, err := os.Readlink(p); err == nil && strings.HasPrefix(de.Name(), "knit-") && e.isNetnsFile(t) {
 			if _, err := os.Stat(t); err != nil {
 				_ = os.Remove(p)
 			}
 		}
 	}
-	return errors.Join(errs...)
 }
 
 func (e *Engine) pruneLinks(live map[string]*Container, nets []*Network, r *PruneReport) error {

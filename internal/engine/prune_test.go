@@ -2,6 +2,8 @@ package engine
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -35,5 +37,42 @@ func TestPruneNetworkRules(t *testing.T) {
 	}
 	if !slices.Equal(r.Networks, []string{"ghost (rules only)"}) {
 		t.Errorf("report: %v", r.Networks)
+	}
+}
+
+// A prune removes the knit-NAME links whose namespace file in this
+// exec-root is gone, and leaves every other link alone: a live one, one
+// into a sibling directory whose name merely starts like the namespace
+// directory's, and one that knit did not name.
+func TestPruneNetnsLinks(t *testing.T) {
+	root := t.TempDir()
+	e := &Engine{paths: Paths{ExecRoot: filepath.Join(root, "run"), NetnsLinks: filepath.Join(root, "links")}}
+	for _, d := range []string{e.netnsDir(), e.netnsDir() + "-other", e.paths.NetnsLinks} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(e.netnsPath("live"), nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	links := map[string]string{
+		"knit-gone":    e.netnsPath("gone"),
+		"knit-live":    e.netnsPath("live"),
+		"knit-sibling": filepath.Join(e.netnsDir()+"-other", "gone"),
+		"other":        e.netnsPath("gone"),
+	}
+	for name, target := range links {
+		if err := os.Symlink(target, filepath.Join(e.paths.NetnsLinks, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.pruneNetnsLinks()
+	var left []string
+	entries, _ := os.ReadDir(e.paths.NetnsLinks)
+	for _, de := range entries {
+		left = append(left, de.Name())
+	}
+	if want := []string{"knit-live", "knit-sibling", "other"}; !slices.Equal(left, want) {
+		t.Errorf("links after prune: %v, want %v", left, want)
 	}
 }

@@ -415,7 +415,7 @@ func (e *Engine) linkNetns(c *Container) {
 		return
 	}
 	link := e.netnsLink(c.Name)
-	if t, err := os.Readlink(link); err == nil && !strings.HasPrefix(t, e.netnsDir()+"/") {
+	if t, err := os.Readlink(link); err == nil && !e.isNetnsFile(t) {
 		if _, err := os.Stat(t); err == nil {
 			return
 		}
