@@ -163,6 +163,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{`{"cniVersion":"1.1.0","name":"n","gateway6":"x"}`, CodeInvalidConfig, "gateway6"},
 		{`{"cniVersion":"1.1.0","name":"n","ipRange":"10.0.0.1/33"}`, CodeInvalidConfig, "ipRange"},
 		{`{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"ips":["10.0.0.1","10.0.0.2"]}}`, CodeInvalidConfig, "one address per family"},
+		{`{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"ips":["10.0.0.1","::ffff:10.0.0.2"]}}`, CodeInvalidConfig, "one address per family"},
 		{`{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"ips":["nope"]}}`, CodeInvalidConfig, "nope"},
 		{`{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"mac":"02:00"}}`, CodeInvalidConfig, "02:00"},
 		{`{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"portMappings":[{"hostPort":0,"containerPort":80}]}}`, CodeInvalidConfig, "hostPort 0"},

@@ -205,9 +205,19 @@ func TestAddMergesPrevResult(t *testing.T) {
 	if code, out := call(t, f, invocation{addEnv(ns), conf}); code != 0 || !strings.Contains(out, `"interface": 2`) {
 		t.Errorf("0.4.0 prevResult without cniVersion: exit %d\n%s", code, out)
 	}
-	conf = `{"cniVersion":"1.0.0","name":"knet","prevResult":{"cniVersion":"1.0.0","ips":"x"}}`
-	if code, out := call(t, f, invocation{addEnv(ns), conf}); code != 1 || !strings.Contains(out, `"code": 6`) {
-		t.Errorf("bad prevResult: exit %d\n%s", code, out)
+	// A prevResult that is not a result, or has null entries, is code 6.
+	for _, prev := range []string{
+		`{"cniVersion":"1.0.0","ips":"x"}`,
+		`{"cniVersion":"1.0.0","interfaces":[null]}`,
+		`{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"},null]}`,
+		`{"cniVersion":"1.0.0","routes":[null]}`,
+		`{"cniVersion":"0.4.0","ips":[null]}`,
+		`{"interfaces":[{"name":"lo"}, null]}`,
+	} {
+		conf = `{"cniVersion":"1.0.0","name":"knet","prevResult":` + prev + `}`
+		if code, out := call(t, f, invocation{addEnv(ns), conf}); code != 1 || !strings.Contains(out, `"code": 6`) {
+			t.Errorf("prevResult %s: exit %d\n%s", prev, code, out)
+		}
 	}
 }
 

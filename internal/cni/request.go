@@ -98,12 +98,13 @@ func parseIPs(ips []string) ([]netip.Addr, *Error) {
 			}
 			a = p.Addr()
 		}
+		a = a.Unmap() // ::ffff:10.0.0.1 is an IPv4 address
 		for _, b := range out {
 			if b.Is4() == a.Is4() {
 				return nil, invalid("ips: %s and %s: at most one address per family", b, a)
 			}
 		}
-		out = append(out, a.Unmap())
+		out = append(out, a)
 	}
 	return out, nil
 }

@@ -113,6 +113,19 @@ func ParsePrevResult(raw json.RawMessage, v string) (*types100.Result, *Error) {
 	if err := json.Unmarshal(raw, &fields); err != nil {
 		return nil, newError(CodeDecodingFailure, "cannot decode prevResult", err.Error())
 	}
+	// The library's types take a null entry for a nil pointer, which its
+	// version conversions and knit's merge and CHECK would dereference.
+	for _, list := range []string{"interfaces", "ips", "routes"} {
+		var entries []json.RawMessage
+		if json.Unmarshal(fields[list], &entries) != nil {
+			continue // not a list: the decoding below says what is wrong
+		}
+		for i, e := range entries {
+			if bytes.Equal(bytes.TrimSpace(e), []byte("null")) {
+				return nil, newError(CodeDecodingFailure, "cannot decode prevResult", fmt.Sprintf("%s[%d] is null", list, i))
+			}
+		}
+	}
 	if _, ok := fields["cniVersion"]; !ok {
 		fields["cniVersion"], _ = json.Marshal(v)
 		raw, _ = json.Marshal(fields)
