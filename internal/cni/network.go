@@ -25,6 +25,12 @@ func checkNetwork(e Engine, o engine.NetworkCreateOptions) *Error {
 	if n.Name != o.Name {
 		return invalid("network %q: no network has that name, and knit would take it as the ID prefix of network %s; choose another name", o.Name, n.Name)
 	}
+	return networkMismatch(n, o)
+}
+
+// networkMismatch says how n differs from the network the configuration
+// o describes, or returns nil.
+func networkMismatch(n *engine.Network, o engine.NetworkCreateOptions) *Error {
 	var have []string
 	for _, s := range n.Subnets {
 		have = append(have, s.Prefix.String())

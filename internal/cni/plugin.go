@@ -264,6 +264,14 @@ func (p *plugin) add(data []byte) *Error {
 	if aerr != nil {
 		return engineError("ADD failed", aerr)
 	}
+	// Another configuration's ADD may have made the network since the
+	// check: this one must not stay on a network it did not describe.
+	if merr := networkMismatch(n, req.Network); merr != nil {
+		if err := e.CNIDel(req.ContainerID, req.IfName); err != nil {
+			merr.Details += "; and the attachment could not be undone: " + err.Error()
+		}
+		return merr
+	}
 	r := BuildResult(a, n, p.hostMAC(a.Endpoint.HostIf), c.ResultDNS(n))
 	if prev != nil {
 		r = Merge(prev, r)

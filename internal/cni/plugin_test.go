@@ -489,3 +489,18 @@ func TestAddChecksTheExistingNetwork(t *testing.T) {
 		}
 	}
 }
+
+// When the network did not exist at the check but another configuration's
+// concurrent ADD made it first, with other settings, the ADD is undone and
+// refused as if the network had existed.
+func TestAddRecheckAfterAConcurrentCreate(t *testing.T) {
+	a, n := testAttachment() // the winner's network: 10.88.0.0/24
+	f := &fakeEngine{att: a, network: n}
+	code, out := call(t, f, invocation{addEnv(netnsFile(t)), `{"cniVersion":"1.1.0","name":"knet","subnet":"10.99.0.0/24"}`})
+	if code != 1 || !strings.Contains(out, `"code": 7`) || !strings.Contains(out, "asks for subnet 10.99.0.0/24") {
+		t.Errorf("exit %d\n%s", code, out)
+	}
+	if want := []string{"add", "del ctr1 eth0"}; !slices.Equal(f.calls, want) {
+		t.Errorf("calls %v, want %v", f.calls, want)
+	}
+}

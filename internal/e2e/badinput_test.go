@@ -1,18 +1,30 @@
 package e2e
 
 import (
+	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/knit-dev/knit/internal/testutil"
 )
 
-// snapshot captures the state a refused command must not change: the store
-// file, the links, the namespace mounts and the container list.
+// snapshot captures the state a refused command must not change: the
+// store's content (not its bytes: a command that wrote and then undid
+// its change leaves the same records in a file that differs), the links,
+// the namespace mounts and the firewall table.
 func snapshot(t *testing.T, s *testutil.Sandbox) string {
 	t.Helper()
-	return s.MustRun(t, "sh", "-c",
-		"sha256sum "+s.DataRoot()+"/knit.db; ip -o link | sed 's/ state .*//'; "+
+	var b strings.Builder
+	buckets, _ := storeBuckets(t, s)
+	for _, name := range slices.Sorted(maps.Keys(buckets)) {
+		for _, k := range slices.Sorted(maps.Keys(buckets[name])) {
+			fmt.Fprintf(&b, "%s/%s = %s\n", name, k, buckets[name][k])
+		}
+	}
+	return b.String() + s.MustRun(t, "sh", "-c",
+		"ip -o link | sed 's/ state .*//'; "+
 			// knit's namespace mounts only: the sandbox also holds copies of
 			// other tests' mounts, which come and go.
 			"grep nsfs /proc/self/mountinfo | grep -cF "+s.ExecRoot()+"; ls "+s.ExecRoot()+"/netns; "+

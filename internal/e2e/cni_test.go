@@ -434,7 +434,8 @@ func TestCNIGCAfterReboot(t *testing.T) {
 
 // A configuration knit refuses fails with the spec's error and changes
 // nothing, among them one that disagrees with the existing network it
-// names and one whose name is only another network's ID prefix.
+// names, one whose name is only another network's ID prefix, and one that
+// fails after creating its network.
 func TestCNIRefusedConfigChangesNothing(t *testing.T) {
 	h := cniSandbox(t)
 	ns := h.netns(t, "a")
@@ -452,6 +453,8 @@ func TestCNIRefusedConfigChangesNothing(t *testing.T) {
 		{"bad", `{"type":"knit","subnet":"10.90.0.0/24","gateway":"1.2"}`, "gateway"},
 		{"exists", `{"type":"knit","subnet":"10.72.0.0/24"}`, "network exists exists with subnets 10.71.0.0/24"},
 		{"p" + prefix, `{"type":"knit","network":"` + prefix + `"}`, "ID prefix of network exists"},
+		// Refused after the first ADD made the network: it goes too.
+		{"fresh", `{"type":"knit","subnet":"10.73.0.0/24","args":{"cni":{"ips":["10.99.0.5"]}}}`, "10.99.0.5"},
 	} {
 		h.conflist(t, tc.name, "1.1.0", tc.conf)
 		if r := h.cnitool("add", tc.name, ns); r.Code == 0 || !strings.Contains(r.Stderr, tc.want) {

@@ -161,19 +161,25 @@ func readState(t *testing.T, s *testutil.Sandbox) *knitState {
 	return st
 }
 
-// readStore copies the store file out of the sandbox under a shared lock
-// on knit's own lock file, so that no transaction is half-written in the
-// copy, and reads every bucket of it.
+// readStore reads every bucket of the store.
 func (st *knitState) readStore(t *testing.T, s *testutil.Sandbox) {
 	t.Helper()
+	st.buckets, st.storeSize = storeBuckets(t, s)
+}
+
+// storeBuckets copies the store file out of the sandbox under a shared
+// lock on knit's own lock file, so that no transaction is half-written in
+// the copy, and returns every bucket of it and the file's size.
+func storeBuckets(t *testing.T, s *testutil.Sandbox) (map[string]map[string]string, int) {
+	t.Helper()
+	buckets := map[string]map[string]string{}
 	db := filepath.Join(s.DataRoot(), "knit.db")
 	r := s.Run("sh", "-c", `test ! -e "$1" || flock -s "$1.lock" cat "$1"`, "sh", db)
 	if r.Code != 0 {
 		t.Fatalf("copy the store: %s", r.Stderr)
 	}
-	st.storeSize = len(r.Stdout)
 	if r.Stdout == "" {
-		return
+		return buckets, 0
 	}
 	path := filepath.Join(t.TempDir(), "knit.db")
 	if err := os.WriteFile(path, []byte(r.Stdout), 0o600); err != nil {
@@ -187,13 +193,14 @@ func (st *knitState) readStore(t *testing.T, s *testutil.Sandbox) {
 	err = bdb.View(func(tx *bbolt.Tx) error {
 		return tx.ForEach(func(name []byte, b *bbolt.Bucket) error {
 			m := map[string]string{}
-			st.buckets[string(name)] = m
+			buckets[string(name)] = m
 			return b.ForEach(func(k, v []byte) error { m[string(k)] = string(v); return nil })
 		})
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return buckets, len(r.Stdout)
 }
 
 func decodeBucket[T any](t *testing.T, bucket map[string]string, into map[string]*T) {

@@ -114,8 +114,19 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 	if err := e.CNIDel(req.ContainerID, req.IfName); err != nil {
 		return nil, nil, fmt.Errorf("remove the previous attachment: %w", err)
 	}
-	if n, err = e.cniNetwork(req.Network); err != nil {
+	n, created, err := e.cniNetwork(req.Network)
+	if err != nil {
 		return nil, nil, err
+	}
+	if created {
+		// Runs after the attachment's own rollback (deferred below); made,
+		// as the failing return sets n to nil.
+		made := n
+		defer func() {
+			if err != nil {
+				_ = e.removeUnusedNetwork(made)
+			}
+		}()
 	}
 	if err := e.ensureNetwork(n); err != nil {
 		return nil, nil, err
@@ -241,23 +252,23 @@ func (e *Engine) putAttachment(tx store.Tx, a *CNIAttachment, n *Network) error 
 
 // cniNetwork returns the named network, creating it from o when missing.
 // The name is matched exactly, never as an ID prefix.
-func (e *Engine) cniNetwork(o NetworkCreateOptions) (*Network, error) {
-	exact := func() (*Network, error) {
+func (e *Engine) cniNetwork(o NetworkCreateOptions) (n *Network, created bool, err error) {
+	exact := func() (*Network, bool, error) {
 		n, err := e.network(o.Name)
 		if err == nil && n.Removing {
-			return nil, errdefs.Conflict("network %s is being removed", n.Name)
+			return nil, false, errdefs.Conflict("network %s is being removed", n.Name)
 		}
-		return n, err
+		return n, false, err
 	}
-	n, err := exact()
+	n, _, err = exact()
 	if errdefs.KindOf(err) != errdefs.KindNotFound {
-		return n, err
+		return n, false, err
 	}
 	n, err = e.CreateNetwork(o)
 	if errdefs.KindOf(err) == errdefs.KindConflict && strings.Contains(err.Error(), "already exists") {
 		return exact() // a concurrent ADD made it
 	}
-	return n, err
+	return n, err == nil, err
 }
 
 // CNIDel removes what CNIAdd made for the container's interface, from
@@ -291,15 +302,24 @@ func (e *Engine) cniTeardown(a *CNIAttachment) error {
 	}
 	if b := a.Bandwidth; b != nil && (b.IngressRate > 0 || b.EgressRate > 0) && a.Endpoint.HostIf != "" {
 		// The egress limit's ifb device outlives the veth otherwise.
-		if h, err := link.Host(); err == nil {
-			err = h.ShapeDel(a.Endpoint.HostIf)
-			h.Close()
-			if err != nil && !link.IsNotFound(err) {
-				return fmt.Errorf("remove bandwidth limits: %w", err)
-			}
+		h, err := link.Host()
+		if err != nil {
+			return fmt.Errorf("remove bandwidth limits: %w", err)
+		}
+		err = h.ShapeDel(a.Endpoint.HostIf)
+		h.Close()
+		if err != nil && !link.IsNotFound(err) {
+			return fmt.Errorf("remove bandwidth limits: %w", err)
 		}
 	}
-	if n, err := e.lookupNetwork(a.Network); err == nil {
+	// Only a network that is gone lets the link go without a Leave: any
+	// other failure to read it (a store busy past its timeout) must not
+	// release an address that a live veth still holds.
+	n, err := e.lookupNetwork(a.Network)
+	if err != nil && errdefs.KindOf(err) != errdefs.KindNotFound {
+		return err
+	}
+	if err == nil {
 		d, err := e.driverFor(n)
 		if err != nil {
 			return err
@@ -310,7 +330,7 @@ func (e *Engine) cniTeardown(a *CNIAttachment) error {
 			return err
 		}
 	}
-	err := e.st.Update(func(tx store.Tx) error {
+	err = e.st.Update(func(tx store.Tx) error {
 		holder := &Container{ID: a.ID, Endpoints: []Endpoint{a.Endpoint}, Ports: a.Ports}
 		if err := releaseAddrs(tx, holder); err != nil {
 			return err
@@ -323,7 +343,7 @@ func (e *Engine) cniTeardown(a *CNIAttachment) error {
 	if err != nil {
 		return err
 	}
-	if n, err := e.lookupNetwork(a.Network); err == nil && n.DNS {
+	if n != nil && n.DNS {
 		return e.syncDNS()
 	}
 	return nil

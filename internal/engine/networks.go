@@ -440,6 +440,33 @@ func (e *Engine) RemoveNetwork(ref string) error {
 	return e.finishRemoveNetwork(n)
 }
 
+// removeUnusedNetwork removes n, which a failed CNI ADD made, unless it has
+// users by now (another ADD's address) or is no longer the network of its
+// name.
+func (e *Engine) removeUnusedNetwork(n *Network) error {
+	err := e.st.Update(func(tx store.Tx) error {
+		if !recordedAs(tx, n) || len(networkUsers(tx, n.Name)) > 0 {
+			return errKeep
+		}
+		cur, err := getNetwork(tx, n.Name)
+		if err != nil {
+			return err
+		}
+		cur.Removing = true
+		return putJSON(tx, bucketNetworks, cur.Name, cur)
+	})
+	if errors.Is(err, errKeep) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return e.finishRemoveNetwork(n)
+}
+
+// errKeep ends a transaction that finds nothing to change.
+var errKeep = errors.New("keep")
+
 // finishRemoveNetwork undoes the network in the kernel, then forgets it.
 // A crash in between leaves the record marked Removing for a prune.
 func (e *Engine) finishRemoveNetwork(n *Network) error {
