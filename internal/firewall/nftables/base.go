@@ -110,9 +110,11 @@ func baseRules() map[string][]*nft.Rule {
 			// jump knit-user
 			tagged(forwardChain, tagBase, []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: chainUser}}),
 			baseRule(),
+			invalidRules()[0], invalidRules()[1],
 			// Links come before every network's ICC drop.
 			linkRule(linkSets[0]), linkRule(linkSets[1]),
 		},
+		chainInput: {localnetRule()},
 		// A packet from outside addressed to a loopback address is never
 		// DNATed (routing drops it as martian): a port published on
 		// 127.0.0.1 stays reachable from the host only.

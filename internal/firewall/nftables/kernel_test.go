@@ -122,8 +122,10 @@ func TestEnsureNetworkKernel(t *testing.T) {
 		type filter hook forward priority filter; policy accept;
 		jump knit-user comment "knit:base"
 		ct state established,related accept comment "knit:base"
-		ip saddr . ip daddr . meta l4proto . th dport @links4 accept comment "knit:base"
-		ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 accept comment "knit:base"
+		iifname @bridges ct state invalid drop comment "knit:base"
+		oifname @bridges ct state invalid drop comment "knit:base"
+		ip saddr . ip daddr . meta l4proto . th dport @links4 fib saddr . iif oif != 0 accept comment "knit:base"
+		ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 fib saddr . iif oif != 0 accept comment "knit:base"
 		iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n1"
 		iifname "br0" oifname "br0" ct status ! dnat drop comment "knit:net=n1"
 		iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
@@ -150,6 +152,11 @@ func TestEnsureNetworkKernel(t *testing.T) {
 		dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip comment "knit:base"
 		meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @pub4any comment "knit:base"
 		meta nfproto ipv6 fib daddr type local dnat ip6 to meta l4proto . th dport map @pub6any comment "knit:base"
+	}
+
+	chain input {
+		type filter hook input priority filter; policy accept;
+		iifname @bridges ip daddr 127.0.0.0/8 ct state ! established,related drop comment "knit:base"
 	}
 
 	chain knit-user {
@@ -260,9 +267,9 @@ func TestShareTable(t *testing.T) {
 			t.Errorf("%d rules and elements tagged %s, want 8:\n%s", c, tag, got)
 		}
 	}
-	// 4 in forward, 6 in prerouting, 4 in output
-	if c := strings.Count(got, "knit:base"); c != 14 {
-		t.Errorf("%d base rules, want 14:\n%s", c, got)
+	// 6 in forward, 6 in prerouting, 4 in output, 1 in input
+	if c := strings.Count(got, "knit:base"); c != 17 {
+		t.Errorf("%d base rules, want 17:\n%s", c, got)
 	}
 }
 

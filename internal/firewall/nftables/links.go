@@ -46,8 +46,8 @@ func (d linkDef) set() *nft.Set {
 // rule placed before every network's rules, so that it wins over their
 // ICC drop; it matches only what an element names.
 //
-//	ip saddr . ip daddr . meta l4proto . th dport @links4 accept
-//	ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 accept
+//	ip saddr . ip daddr . meta l4proto . th dport @links4 fib saddr . iif oif != 0 accept
+//	ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 fib saddr . iif oif != 0 accept
 func linkRule(d linkDef) *nft.Rule {
 	fam, words, src := byte(unix.NFPROTO_IPV4), uint32(1), uint32(12)
 	if d.v6 {
@@ -63,6 +63,11 @@ func linkRule(d linkDef) *nft.Rule {
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32(2 * words)},
 		&expr.Payload{DestRegister: reg32(2*words + 1), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Lookup{SourceRegister: 1, SetName: d.name},
+		// The source must be routed back through the interface the
+		// packet came in on: a linked container's address forged from
+		// another network or from outside is not let through.
+		&expr.Fib{Register: 1, FlagSADDR: true, FlagIIF: true, ResultOIF: true},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
 	}, verdict(expr.VerdictAccept))
 }
 

@@ -1,12 +1,15 @@
 package nftables_test
 
 import (
+	"net"
 	"net/netip"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/netns"
 )
 
 // TestLinkTraffic checks docker's --link with ICC off: the linking
@@ -71,7 +74,7 @@ func TestLinksUpgrade(t *testing.T) {
 	n := network("n1", "br0", "10.99.0.0/24")
 	check(t, fw.EnsureNetwork(n))
 	want := rules(t, fw)
-	for _, h := range regexp.MustCompile(`@links[46] accept comment "knit:base" # handle (\d+)`).FindAllStringSubmatch(nft(t, ns, "-a", "list", "chain", "inet", "knit", "forward"), -1) {
+	for _, h := range regexp.MustCompile(`@links[46] [^\n]*accept comment "knit:base" # handle (\d+)`).FindAllStringSubmatch(nft(t, ns, "-a", "list", "chain", "inet", "knit", "forward"), -1) {
 		nft(t, ns, "delete rule inet knit forward handle "+h[1])
 	}
 	nft(t, ns, "delete set inet knit links4")
@@ -88,10 +91,54 @@ func TestLinksUpgrade(t *testing.T) {
 	link := firewall.Link{Network: "n1", From: netip.MustParseAddr("fd00::2"), To: netip.MustParseAddr("fd00::3"), Proto: "udp", Port: 53}
 	check(t, fw.AddLinks("c1", []firewall.Link{link}))
 	got := rules(t, fw)
-	for _, s := range []string{`ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 accept comment "knit:base"`,
+	for _, s := range []string{`ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 fib saddr . iif oif != 0 accept comment "knit:base"`,
 		`fd00::2 . fd00::3 . udp . 53 comment "knit:owner=c1"`} {
 		if !strings.Contains(got, s) {
 			t.Errorf("no %s after AddLinks:\n%s", s, got)
+		}
+	}
+}
+
+// A link lets through the linking container's packets, not packets that
+// merely carry its address: a container of another network, or the
+// world, that sends from it does not reach the linked port.
+func TestLinkSpoofedSource(t *testing.T) {
+	l := newLAN(t)
+	a, b := l.container("br0", "ctr1", "10.99.0.2"), l.container("br0", "ctr2", "10.99.0.3")
+	x := l.container("br1", "ctr3", "10.98.0.2")
+	fw := firewallIn(t, l.host)
+	check(t, fw.EnsureNetwork(network("n1", "br0", "10.99.0.0/24"))) // ICC off
+	check(t, fw.EnsureNetwork(network("n2", "br1", "10.98.0.0/24")))
+	check(t, fw.AddLinks("A", []firewall.Link{{Network: "n1", From: netip.MustParseAddr("10.99.0.2"), To: netip.MustParseAddr("10.99.0.3"), Proto: "udp", Port: 80}}))
+	// Loose reverse-path filtering (systemd's default) lets a forged
+	// source past routing; the forgers hold A's address themselves.
+	run := func(ns string, args ...string) {
+		t.Helper()
+		if out, err := exec.Command("nsenter", append([]string{"--net=" + ns}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	run(l.host, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=2", "net.ipv4.conf.br1.rp_filter=2", "net.ipv4.conf.wan0.rp_filter=2")
+	for _, ns := range []string{x, l.world} {
+		run(ns, "ip", "addr", "add", "10.99.0.2/32", "dev", "eth0")
+	}
+	var ln *net.UDPConn
+	check(t, netns.Do(b, func() (err error) {
+		ln, err = net.ListenUDP("udp4", &net.UDPAddr{Port: 80})
+		return err
+	}))
+	t.Cleanup(func() { ln.Close() })
+	src, dst := netip.MustParseAddr("10.99.0.2"), netip.MustParseAddrPort("10.99.0.3:80")
+	reached := udpReaches(t, a, src, dst, ln)
+	for i := 0; i < 2 && !reached; i++ { // neighbour resolution may lose the first
+		reached = udpReaches(t, a, src, dst, ln)
+	}
+	if !reached {
+		t.Fatal("the linking container does not reach the linked port")
+	}
+	for name, ns := range map[string]string{"a container of another network": x, "the world": l.world} {
+		if udpReaches(t, ns, src, dst, ln) {
+			t.Errorf("%s reached the linked port with the linking container's address", name)
 		}
 	}
 }

@@ -40,17 +40,17 @@ func TestLinkElems(t *testing.T) {
 
 func TestLinkRules(t *testing.T) {
 	for i, want := range []string{
-		`ip saddr . ip daddr . meta l4proto . th dport @links4 accept comment "knit:base"`,
-		`ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 accept comment "knit:base"`,
+		`ip saddr . ip daddr . meta l4proto . th dport @links4 fib saddr . iif oif != 0 accept comment "knit:base"`,
+		`ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 fib saddr . iif oif != 0 accept comment "knit:base"`,
 	} {
 		if got := renderRule(linkRule(linkSets[i])); got != want {
 			t.Errorf("link rule = %s, want %s", got, want)
 		}
 	}
-	// The link rules come right after the established rule, before any
-	// network's ICC drop.
+	// The link rules come right after the established rule and the
+	// invalid drops, before any network's ICC drop.
 	fwd := baseRules()[chainForward]
-	if len(fwd) != 4 || renderRule(fwd[1]) != renderRule(baseRule()) || renderRule(fwd[2]) != renderRule(linkRule(linkSets[0])) {
+	if len(fwd) != 6 || renderRule(fwd[1]) != renderRule(baseRule()) || renderRule(fwd[4]) != renderRule(linkRule(linkSets[0])) {
 		t.Errorf("forward base rules out of order")
 	}
 }

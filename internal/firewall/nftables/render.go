@@ -231,6 +231,9 @@ func renderCmp(op operand, c *expr.Cmp, proto byte) string {
 				return fmt.Sprintf("fib daddr type %s%s", rel, t)
 			}
 		}
+		if w.FlagSADDR && w.FlagIIF && w.ResultOIF && len(c.Data) == 4 {
+			return fmt.Sprintf("fib saddr . iif oif %s%d", rel, binaryutil.NativeEndian.Uint32(c.Data))
+		}
 	}
 	return fmt.Sprintf("[cmp %T %s%x]", op.what, rel, c.Data)
 }

@@ -17,6 +17,7 @@ const (
 	tableName    = "knit"
 	chainNAT     = "postrouting"
 	chainForward = "forward"
+	chainInput   = "input"
 	tagBase      = "knit:base"
 	tagNetPrefix = "knit:net="
 )
@@ -37,7 +38,14 @@ var (
 		Hooknum: nft.ChainHookForward, Priority: nft.ChainPriorityFilter,
 		Policy: &policyAccept,
 	}
-	chains = []*nft.Chain{natChain, forwardChain, preroutingChain, outputChain}
+	// inputChain guards the host itself from its containers (see
+	// localnetRule).
+	inputChain = &nft.Chain{
+		Name: chainInput, Table: table, Type: nft.ChainTypeFilter,
+		Hooknum: nft.ChainHookInput, Priority: nft.ChainPriorityFilter,
+		Policy: &policyAccept,
+	}
+	chains = []*nft.Chain{natChain, forwardChain, preroutingChain, outputChain, inputChain}
 )
 
 // netTag is the comment on every rule added for the named network.
@@ -76,6 +84,34 @@ func baseRule() *nft.Rule {
 		},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
 	}, verdict(expr.VerdictAccept))
+}
+
+// invalidRules drop what conntrack could not place in a connection (a
+// bare FIN, RST or SYN-ACK) on its way into or out of a knit bridge. The
+// network rules decide on "ct state new" and "ct status dnat", which such
+// a packet has neither of, so without these it would pass them all.
+//
+//	iifname @bridges ct state invalid drop
+//	oifname @bridges ct state invalid drop
+func invalidRules() []*nft.Rule {
+	var rules []*nft.Rule
+	for _, key := range []expr.MetaKey{expr.MetaKeyIIFNAME, expr.MetaKeyOIFNAME} {
+		rules = append(rules, tagged(forwardChain, tagBase, ifnameIn(key, setBridges),
+			ctBits(expr.CtKeySTATE, expr.CtStateBitINVALID, true), verdict(expr.VerdictDrop)))
+	}
+	return rules
+}
+
+// localnetRule keeps containers away from the host's loopback services.
+// The bridges have route_localnet on, which the replies to the host's
+// connections to a port published on 127.0.0.1 need (they come back from
+// the bridge addressed to 127.0.0.1); it would also deliver a packet that
+// a container addresses to 127.0.0.1 itself. Only replies pass.
+//
+//	iifname @bridges ip daddr 127.0.0.0/8 ct state ! established,related drop
+func localnetRule() *nft.Rule {
+	return tagged(inputChain, tagBase, ifnameIn(expr.MetaKeyIIFNAME, setBridges), daddr(loopback4),
+		ctBits(expr.CtKeySTATE, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, false), verdict(expr.VerdictDrop))
 }
 
 // networkRules returns the rules that express n, in the order they are

@@ -199,8 +199,10 @@ const wantTable = `table inet knit {
 		type filter hook forward priority filter; policy accept;
 		jump knit-user comment "knit:base"
 		ct state established,related accept comment "knit:base"
-		ip saddr . ip daddr . meta l4proto . th dport @links4 accept comment "knit:base"
-		ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 accept comment "knit:base"
+		iifname @bridges ct state invalid drop comment "knit:base"
+		oifname @bridges ct state invalid drop comment "knit:base"
+		ip saddr . ip daddr . meta l4proto . th dport @links4 fib saddr . iif oif != 0 accept comment "knit:base"
+		ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 fib saddr . iif oif != 0 accept comment "knit:base"
 		iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n1"
 		iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
 		iifname "br0" accept comment "knit:net=n1"
@@ -222,6 +224,11 @@ const wantTable = `table inet knit {
 		dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip comment "knit:base"
 		meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @pub4any comment "knit:base"
 		meta nfproto ipv6 fib daddr type local dnat ip6 to meta l4proto . th dport map @pub6any comment "knit:base"
+	}
+
+	chain input {
+		type filter hook input priority filter; policy accept;
+		iifname @bridges ip daddr 127.0.0.0/8 ct state ! established,related drop comment "knit:base"
 	}
 
 	chain knit-user {
