@@ -47,3 +47,24 @@ func TestICCOnByDefault(t *testing.T) {
 	s.MustKnit(t, "run", "-d", "--name", "cli", "--rootfs", bb, "sleep", "300")
 	reaches(t, s, []string{knit, "exec", "cli"}, ipOf(t, s, "srv"), 80, "srv")
 }
+
+// A link goes with the linking container's endpoint: once it leaves the
+// network, the container that gets its address does not inherit its
+// access.
+func TestLinksFollowDisconnect(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	knit := testutil.KnitBinary(t)
+	s.WriteConfig(t, `{"icc": false}`)
+	s.MustKnit(t, "run", "-d", "--name", "db", "-h", "db", "--expose", "80", "--rootfs", bb, "httpd", "-f", "-p", "80", "-h", "/etc")
+	s.MustKnit(t, "run", "-d", "--name", "app", "--link", "db", "--rootfs", bb, "sleep", "300")
+	db, app := ipOf(t, s, "db"), ipOf(t, s, "app")
+	reaches(t, s, []string{knit, "exec", "app"}, db, 80, "db")
+
+	s.MustKnit(t, "network", "disconnect", "bridge", "app")
+	if rules := s.MustRun(t, "nft", "list", "table", "inet", "knit"); strings.Contains(rules, app+" . "+db) {
+		t.Errorf("link elements of the old address remain after disconnect:\n%s", rules)
+	}
+	s.MustKnit(t, "run", "-d", "--name", "newcomer", "--ip", app, "--rootfs", bb, "sleep", "300")
+	blocked(t, s, []string{knit, "exec", "newcomer"}, db, 80)
+}

@@ -110,12 +110,17 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 		}
 		return tx.Delete(bucketConnecting, key)
 	})
-	if err != nil || !n.DNS {
+	if err != nil {
 		return err
 	}
 	linked = true
-	if err := e.finishConnectDNS(c, n, dnsStage(selfProc())); err != nil {
-		return fmt.Errorf("container %s is connected to network %s, but not yet to its DNS (the next knit command tries again): %w", c.Name, n.Name, err)
+	if n.DNS {
+		if err := e.finishConnectDNS(c, n, dnsStage(selfProc())); err != nil {
+			return fmt.Errorf("container %s is connected to network %s, but not yet to its DNS (the next knit command tries again): %w", c.Name, n.Name, err)
+		}
+	}
+	if err := e.relink(c.ID); err != nil {
+		return fmt.Errorf("container %s is connected to network %s, but its links are not updated: %w", c.Name, n.Name, err)
 	}
 	return nil
 }
@@ -372,7 +377,7 @@ func (e *Engine) Disconnect(network, ref string, force bool) error {
 	if n.DNS {
 		e.dnsChanged(c)
 	}
-	return nil
+	return e.relink(c.ID)
 }
 
 // portsOn returns c's published ports that go through network.

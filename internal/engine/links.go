@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -141,4 +142,34 @@ func (e *Engine) applyLinks(c *Container) error {
 		return fmt.Errorf("link rules: %w", err)
 	}
 	return nil
+}
+
+// relink brings the link elements of container id, and of the running
+// containers linked to it, in line with their endpoints after id joined or
+// left a network: a link runs between the first endpoints of its two
+// ends, and an address id gave up may go to another container, which the
+// old element would let in.
+func (e *Engine) relink(id string) error {
+	if e.fw == nil {
+		return nil
+	}
+	var all []*Container
+	if err := e.st.View(func(tx store.Tx) (err error) { all, err = listContainers(tx); return err }); err != nil {
+		return err
+	}
+	var errs []error
+	for _, c := range all {
+		linked := slices.ContainsFunc(c.Links, func(l Link) bool { return l.TargetID == id })
+		if c.ID == id && len(c.Links) == 0 || c.ID != id && !linked {
+			continue
+		}
+		if err := e.fw.RemoveLinks(c.ID, nil); err != nil {
+			errs = append(errs, fmt.Errorf("link rules of %s: %w", c.Name, err))
+			continue
+		}
+		if c.Running() {
+			errs = append(errs, e.applyLinks(c))
+		}
+	}
+	return errors.Join(errs...)
 }
