@@ -122,8 +122,8 @@ func TestEmbeddedDNS(t *testing.T) {
 	s.MustKnit(t, "run", "-d", "--name", "web", "--network", "app", "--rootfs", rootfs, "sleep", "300")
 	gw := gateway(t, s, "app")
 	db := ipOn(t, s, "db", "app")
-	if resolv := s.MustKnit(t, "exec", "web", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "nameserver "+gw) {
-		t.Errorf("web's resolv.conf does not name the embedded server %s:\n%s", gw, resolv)
+	if resolv := s.MustKnit(t, "exec", "web", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "nameserver "+gw) || !strings.Contains(resolv, "ndots:0") {
+		t.Errorf("web's resolv.conf does not name the embedded server %s with ndots:0:\n%s", gw, resolv)
 	}
 	for _, name := range []string{"db", "database", "dbhost", "db.app", "DB"} {
 		if out := ask(t, s, "web", gw, name); !strings.Contains(out, "NOERROR") || !strings.Contains(out, "A "+db) {

@@ -323,7 +323,7 @@ func (e *Engine) pointResolvAtDNS(c *Container, n *Network) {
 	if slices.ContainsFunc(r.Nameservers, func(a netip.Addr) bool { return slices.Contains(servers, a) }) {
 		return // already pointed at an embedded server of its networks
 	}
-	r.Nameservers = []netip.Addr{gw}
+	r.Nameservers, r.Options = []netip.Addr{gw}, files.EmbeddedOptions(r.Options)
 	faults.Step("dns.resolv")
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {

@@ -45,7 +45,7 @@ func (e *Engine) writeFiles(c *Container, o *RunOptions, p *plan) error {
 	// On a DNS-enabled network the embedded server answers, on the
 	// network's gateway, and forwards other names to o.DNS or the host's.
 	if gw, ok := dnsServer(p.networks); ok {
-		ro.DNS = []netip.Addr{gw}
+		ro.DNS, ro.Embedded = []netip.Addr{gw}, true
 	}
 	resolv := files.ResolvConf(hostResolv, ro)
 	for name, data := range map[string][]byte{

@@ -54,6 +54,9 @@ type ResolvOptions struct {
 	Options      []string     // --dns-option: replaces the host's
 	KeepLoopback bool         // host networking: the host's own resolver is reachable
 	IPv6         bool         // the container has IPv6 connectivity
+	// Embedded: the nameserver is knit's embedded server (see
+	// EmbeddedOptions).
+	Embedded bool
 }
 
 // Docker's fallback nameservers, used when none of the host's is usable.
@@ -92,7 +95,22 @@ func ResolvConf(host []byte, o ResolvOptions) []byte {
 	if len(o.Options) > 0 {
 		r.Options = o.Options
 	}
+	if o.Embedded {
+		r.Options = EmbeddedOptions(r.Options)
+	}
 	return r.Render()
+}
+
+// EmbeddedOptions returns the options of a resolv.conf whose nameserver is
+// the embedded server: opts, with ndots:0 added unless they set ndots, as
+// Docker does. A container's name is then asked as is before the search
+// domains are tried, which would send it upstream (and could find another
+// host of that name there).
+func EmbeddedOptions(opts []string) []string {
+	if slices.ContainsFunc(opts, func(o string) bool { return strings.HasPrefix(o, "ndots:") }) {
+		return opts
+	}
+	return append(slices.Clone(opts), "ndots:0")
 }
 
 // Render writes r in resolv.conf syntax.

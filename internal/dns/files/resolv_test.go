@@ -93,6 +93,12 @@ func TestResolvConf(t *testing.T) {
 			want: gen + "nameserver 192.168.1.1\nsearch lan\noptions ndots:3\n"},
 		{name: "all flags", host: host, o: ResolvOptions{DNS: addrs("9.9.9.9"), Search: []string{"x"}, Options: []string{"rotate"}},
 			want: gen + "nameserver 9.9.9.9\nsearch x\noptions rotate\n"},
+		{name: "embedded server adds ndots:0", host: host, o: ResolvOptions{DNS: addrs("10.89.0.1"), Embedded: true},
+			want: gen + "nameserver 10.89.0.1\nsearch lan\noptions edns0 trust-ad ndots:0\n"},
+		{name: "embedded server, no host options", host: "nameserver 192.168.1.1\n", o: ResolvOptions{DNS: addrs("10.89.0.1"), Embedded: true},
+			want: gen + "nameserver 10.89.0.1\noptions ndots:0\n"},
+		{name: "embedded server keeps the user's ndots", host: host, o: ResolvOptions{DNS: addrs("10.89.0.1"), Options: []string{"ndots:2"}, Embedded: true},
+			want: gen + "nameserver 10.89.0.1\nsearch lan\noptions ndots:2\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := slices.Clone(tc.o.DNS)

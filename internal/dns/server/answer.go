@@ -99,9 +99,12 @@ func (t *tables) lookup(q *dns.Msg, nets []*network) *dns.Msg {
 			return authoritative(q, rrs)
 		}
 	}
-	if name != "" && !strings.Contains(name, ".") {
-		// Unknown single-label names can not exist upstream: say so at
-		// once instead of letting the client wait for a timeout.
+	if name != "" && !strings.Contains(name, ".") && (qs.Qtype == dns.TypeA || qs.Qtype == dns.TypeAAAA) {
+		// An address of an unknown single-label name is a container's
+		// name misspelt or not (yet) there, not a host upstream: say so at
+		// once instead of letting the client wait for a timeout. Other
+		// types go upstream: a top-level domain's NS, DS or SOA exists
+		// (a validating resolver in the container asks for them).
 		return reply(q, dns.RcodeNameError)
 	}
 	return nil

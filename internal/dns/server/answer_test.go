@@ -156,7 +156,9 @@ func TestAnswer(t *testing.T) {
 
 		// Unknown names.
 		{"single label", front, web, "nosuch.", dns.TypeA, "NXDOMAIN", ""},
-		{"single label, any type", front, web, "nosuch.", dns.TypeSOA, "NXDOMAIN", ""},
+		{"single label AAAA", front, web, "nosuch.", dns.TypeAAAA, "NXDOMAIN", ""},
+		{"single label, other types go upstream (a TLD's DS)", front, web, "com.", dns.TypeDS, "NOERROR 192.0.2.53", "192.0.2.53:53 udp"},
+		{"single label SOA", front, web, "nosuch.", dns.TypeSOA, "NOERROR 192.0.2.53", "192.0.2.53:53 udp"},
 		{"forwarded to the client's upstream", front, web, "example.com.", dns.TypeA, "NOERROR 192.0.2.53", "192.0.2.53:53 udp"},
 		{"client without upstreams", front, api, "example.com.", dns.TypeA, "NOERROR 192.0.2.53", "198.51.100.53:53 udp"},
 		{"unknown client", front, stranger, "example.com.", dns.TypeA, "NOERROR 192.0.2.53", "198.51.100.53:53 udp"},
@@ -284,7 +286,7 @@ func TestAnswerClass(t *testing.T) {
 	for _, tc := range []struct {
 		qname, want, calls string
 	}{
-		{"web.", "NXDOMAIN", ""},
+		{"web.", "NOERROR 192.0.2.53", "192.0.2.53:53 udp"},
 		{"version.bind.", "NOERROR 192.0.2.53", "192.0.2.53:53 udp"},
 	} {
 		f := &fakeUpstreams{}
