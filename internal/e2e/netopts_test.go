@@ -23,19 +23,28 @@ func TestNetworkWithoutMasquerade(t *testing.T) {
 	}
 }
 
-// -o gateway-mode=routed: a host that routes the subnet to this one
-// reaches container addresses directly; a nat network stays closed.
+// -o gateway-mode=routed, as Docker's gateway mode "routed": a host that
+// routes the subnet to this one reaches the published ports of its
+// containers on their own addresses, and no other port; a nat network,
+// and the IPv4 side of one routed for IPv6 only, stay closed.
 func TestRoutedNetwork(t *testing.T) {
 	s := sandbox(t)
 	bb := testutil.Busybox(t)
 	s.MustKnit(t, "network", "create", "--subnet", "10.82.0.0/24", "-o", "gateway-mode=routed", "routed")
 	s.MustKnit(t, "network", "create", "--subnet", "10.83.0.0/24", "natted")
-	serve(t, s, bb, "open", "--network", "routed", "--ip", "10.82.0.5")
+	s.MustKnit(t, "network", "create", "--subnet", "10.84.0.0/24", "-o", "com.docker.network.bridge.gateway_mode_ipv6=routed", "v6routed")
+	serve(t, s, bb, "open", "--network", "routed", "--ip", "10.82.0.5", "-p", "8085:80")
+	serve(t, s, bb, "unpublished", "--network", "routed", "--ip", "10.82.0.6")
 	serve(t, s, bb, "closed", "--network", "natted", "--ip", "10.83.0.5")
-	s.World("ip", "route", "add", "10.82.0.0/24", "via", "198.51.100.1")
-	s.World("ip", "route", "add", "10.83.0.0/24", "via", "198.51.100.1")
+	serve(t, s, bb, "v4nat", "--network", "v6routed", "--ip", "10.84.0.5")
+	for _, subnet := range []string{"10.82.0.0/24", "10.83.0.0/24", "10.84.0.0/24"} {
+		s.World("ip", "route", "add", subnet, "via", "198.51.100.1")
+	}
 	reaches(t, s, world, "10.82.0.5", 80, "open")
+	reaches(t, s, world, "198.51.100.1", 8085, "open") // the host port too
+	blocked(t, s, world, "10.82.0.6", 80)
 	blocked(t, s, world, "10.83.0.5", 80)
+	blocked(t, s, world, "10.84.0.5", 80)
 	// Routed containers leave with their own address.
 	s.MustKnit(t, "exec", "open", "ping", "-c1", "-W2", "203.0.113.1")
 	if ct := s.MustRun(t, "conntrack", "-L", "-p", "icmp", "-d", "203.0.113.1"); !strings.Contains(ct, "dst=10.82.0.5") {

@@ -109,8 +109,8 @@ func (e *Engine) defaultSubnet() (driver.Subnet, error) {
 // firewallNetwork is what the firewall needs to know about n.
 func firewallNetwork(n *Network) firewall.Network {
 	fn := firewall.Network{
-		Name: n.Name, Bridge: n.Bridge, Masquerade: n.Masquerade && !n.Internal && !n.Routed,
-		ICC: n.ICC, Internal: n.Internal, Routed: n.Routed,
+		Name: n.Name, Bridge: n.Bridge, Masquerade: n.Masquerade && !n.Internal,
+		ICC: n.ICC, Internal: n.Internal, Routed4: n.Routed, Routed6: n.Routed6,
 	}
 	for _, s := range n.Subnets {
 		fn.Subnets = append(fn.Subnets, s.Prefix)

@@ -43,8 +43,9 @@ var netOptions = map[string]string{
 	"icc": "icc", "com.docker.network.bridge.enable_icc": "icc",
 	"ip-masq": "ip-masq", "com.docker.network.bridge.enable_ip_masquerade": "ip-masq",
 	"host-ip": "host-ip", "com.docker.network.bridge.host_binding_ipv4": "host-ip",
-	"gateway-mode": "gateway-mode", "com.docker.network.bridge.gateway_mode_ipv4": "gateway-mode",
-	"com.docker.network.bridge.gateway_mode_ipv6": "gateway-mode",
+	"gateway-mode":      "gateway-mode",
+	"gateway-mode-ipv4": "gateway-mode-ipv4", "com.docker.network.bridge.gateway_mode_ipv4": "gateway-mode-ipv4",
+	"gateway-mode-ipv6": "gateway-mode-ipv6", "com.docker.network.bridge.gateway_mode_ipv6": "gateway-mode-ipv6",
 	"enable-dns": "enable-dns",
 }
 
@@ -161,6 +162,17 @@ func recordedAs(tx store.Tx, n *Network) bool {
 	return err == nil && cur.ID == n.ID
 }
 
+// hasOption reports whether opts sets the option known as key, under any
+// of its names.
+func hasOption(opts map[string]string, key string) bool {
+	for k := range opts {
+		if netOptions[k] == key {
+			return true
+		}
+	}
+	return false
+}
+
 // newNetwork validates o and turns it into a record without subnets.
 func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
 	if o.Name == "" {
@@ -187,7 +199,7 @@ func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
 		n.Options[k] = v
 		key, ok := netOptions[k]
 		if !ok {
-			return nil, errdefs.Invalid("unknown network option %q: known options are bridge, mtu, icc, ip-masq, host-ip, gateway-mode, enable-dns (or their com.docker.network.* names)", k)
+			return nil, errdefs.Invalid("unknown network option %q: known options are bridge, mtu, icc, ip-masq, host-ip, gateway-mode, gateway-mode-ipv4, gateway-mode-ipv6, enable-dns (or their com.docker.network.* names)", k)
 		}
 		var err error
 		switch key {
@@ -211,13 +223,22 @@ func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
 			if n.HostIP, err = netip.ParseAddr(v); err != nil {
 				return nil, errdefs.Invalid("invalid host-ip %q: not an IP address", v)
 			}
-		case "gateway-mode":
+		case "gateway-mode", "gateway-mode-ipv4", "gateway-mode-ipv6":
+			var routed bool
 			switch v {
 			case "nat":
 			case "routed":
-				n.Routed = true
+				routed = true
 			default:
-				return nil, errdefs.Invalid("invalid gateway-mode %q: want nat or routed", v)
+				return nil, errdefs.Invalid("invalid %s %q: want nat or routed (knit has no nat-unprotected or isolated mode)", k, v)
+			}
+			// gateway-mode sets both families, but not one that has an
+			// option of its own (the map has no order).
+			if key == "gateway-mode-ipv4" || key == "gateway-mode" && !hasOption(o.Options, "gateway-mode-ipv4") {
+				n.Routed = routed
+			}
+			if key == "gateway-mode-ipv6" || key == "gateway-mode" && !hasOption(o.Options, "gateway-mode-ipv6") {
+				n.Routed6 = routed
 			}
 		}
 		if err != nil {

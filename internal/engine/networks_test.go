@@ -7,6 +7,7 @@ import (
 
 	"github.com/knit-dev/knit/internal/config"
 	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/store"
 )
 
@@ -70,5 +71,37 @@ func TestUndoCreateNetworkSparesItsSuccessor(t *testing.T) {
 	e.undoCreateNetwork(mine)
 	if got := recorded(); got != "" || !slices.Equal(d.deleted, []string{"x"}) {
 		t.Errorf("after undoing x: shared0 is %q, networks deleted %v; want it gone, x deleted", got, d.deleted)
+	}
+}
+
+// gateway-mode sets both families; Docker's per-family options set one,
+// and win over gateway-mode whatever the order.
+func TestGatewayModes(t *testing.T) {
+	e := &Engine{cfg: &config.Config{}}
+	for _, tc := range []struct {
+		opts         map[string]string
+		want4, want6 bool
+	}{
+		{map[string]string{}, false, false},
+		{map[string]string{"gateway-mode": "routed"}, true, true},
+		{map[string]string{"com.docker.network.bridge.gateway_mode_ipv6": "routed"}, false, true},
+		{map[string]string{"com.docker.network.bridge.gateway_mode_ipv4": "routed"}, true, false},
+		{map[string]string{"gateway-mode": "routed", "gateway-mode-ipv4": "nat"}, false, true},
+		{map[string]string{"gateway-mode": "nat", "com.docker.network.bridge.gateway_mode_ipv6": "routed"}, false, true},
+	} {
+		for range 5 { // map order varies
+			n, err := e.newNetwork(&NetworkCreateOptions{Name: "n", Options: tc.opts})
+			if err != nil {
+				t.Fatalf("%v: %v", tc.opts, err)
+			}
+			if n.Routed != tc.want4 || n.Routed6 != tc.want6 {
+				t.Errorf("%v: routed %v/%v, want %v/%v", tc.opts, n.Routed, n.Routed6, tc.want4, tc.want6)
+			}
+		}
+	}
+	for _, v := range []string{"nat-unprotected", "isolated", "bogus"} {
+		if _, err := e.newNetwork(&NetworkCreateOptions{Name: "n", Options: map[string]string{"gateway-mode-ipv4": v}}); errdefs.KindOf(err) != errdefs.KindInvalid {
+			t.Errorf("gateway mode %q: %v, want invalid", v, err)
+		}
 	}
 }

@@ -94,6 +94,12 @@ func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening *po
 	if err != nil {
 		return err
 	}
+	// On a network whose gateway mode is routed for a family, the port is
+	// also open on the container's address of that family.
+	var fn firewall.Network
+	if n, err := getNetwork(tx, ep.Network); err == nil {
+		fn = firewallNetwork(n)
+	}
 	for _, m := range maps {
 		cip, err := containerAddrFor(ep, m.HostIP)
 		if err != nil {
@@ -101,14 +107,14 @@ func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening *po
 		}
 		c.Ports = append(c.Ports, firewall.PortMapping{
 			Network: ep.Network, HostIP: m.HostIP, HostPort: m.HostPort, Proto: string(m.Proto),
-			ContainerIP: cip, ContainerPort: m.ContainerPort,
+			ContainerIP: cip, ContainerPort: m.ContainerPort, Open: fn.Routed(cip),
 		})
 		// On a dual-stack network a port published on every address is
 		// published on the IPv6 ones too, as Docker does ([::]:PORT).
 		if cip6, err := containerAddrFor(ep, netip.IPv6Unspecified()); err == nil && !m.HostIP.IsValid() {
 			c.Ports = append(c.Ports, firewall.PortMapping{
 				Network: ep.Network, HostIP: netip.IPv6Unspecified(), HostPort: m.HostPort, Proto: string(m.Proto),
-				ContainerIP: cip6, ContainerPort: m.ContainerPort,
+				ContainerIP: cip6, ContainerPort: m.ContainerPort, Open: fn.Routed(cip6),
 			})
 		}
 		if err := tx.Put(portsBucket(m.Proto, m.HostPort), hostIPKey(m.HostIP), []byte(c.ID)); err != nil {

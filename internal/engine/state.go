@@ -157,9 +157,13 @@ type Network struct {
 	// DNS is true when the embedded DNS server answers for the network's
 	// containers (user-defined networks, unless -o enable-dns=false).
 	DNS bool `json:"dns,omitempty"`
-	// Routed makes container addresses reachable from outside the host
-	// without published ports (-o gateway-mode=routed); no masquerade.
-	Routed bool `json:"routed,omitempty"`
+	// Routed and Routed6 are Docker's gateway mode "routed" for IPv4 and
+	// IPv6 (-o gateway-mode=routed for both, or Docker's
+	// com.docker.network.bridge.gateway_mode_ipv4/_ipv6): that family's
+	// addresses are not masqueraded, and a host that routes the subnet here
+	// reaches the containers' published ports on their own addresses.
+	Routed  bool `json:"routed,omitempty"`
+	Routed6 bool `json:"routed6,omitempty"`
 	// HostIP is the host address ports are published on when -p names none
 	// (-o host-ip, Docker's com.docker.network.bridge.host_binding_ipv4).
 	HostIP netip.Addr `json:"hostIp,omitzero"`

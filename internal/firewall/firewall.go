@@ -14,7 +14,8 @@
 //     accept-by-default chains in tables they own, and match only traffic of
 //     knit's bridges and subnets, or of published host ports.
 //   - Containers are reachable from outside their bridge only through
-//     published ports (unless Network.Routed), networks never reach each
+//     published ports (on a routed network also on their own addresses,
+//     PortMapping.Open), networks never reach each
 //     other, and with ICC off containers of one network cannot talk except
 //     through the links AddLinks allows.
 //   - Published ports are data, not rules: AddPorts and RemovePorts change
@@ -59,11 +60,21 @@ type Network struct {
 	// is forwarded between its bridge and any other interface, and nothing
 	// is masqueraded.
 	Internal bool
-	// Routed makes the containers' addresses reachable from outside the
-	// bridge (for hosts that route the subnet to this one). By default only
-	// published ports are: new connections into the bridge that were not
-	// destination-NATed by a port mapping are dropped.
-	Routed bool
+	// Routed4 and Routed6 are Docker's gateway mode "routed" for each
+	// family: no masquerade for that family's subnet, and the containers'
+	// published ports are also reachable on their own addresses (for hosts
+	// that route the subnet to this one; see PortMapping.Open). Otherwise,
+	// and for every other port, new connections into the bridge that were
+	// not destination-NATed by a port mapping are dropped.
+	Routed4, Routed6 bool
+}
+
+// Routed reports whether the gateway mode of addr's family is routed.
+func (n Network) Routed(addr netip.Addr) bool {
+	if addr.Unmap().Is4() {
+		return n.Routed4
+	}
+	return n.Routed6
 }
 
 // PortMapping publishes a container's port on the host.
@@ -79,6 +90,10 @@ type PortMapping struct {
 	Proto         string
 	ContainerIP   netip.Addr
 	ContainerPort uint16
+	// Open also lets connections reach ContainerIP:ContainerPort directly
+	// from outside the bridge: the network's gateway mode for the
+	// container address's family is routed.
+	Open bool `json:",omitempty"`
 }
 
 // Link lets one container open connections to one port of another on the

@@ -254,7 +254,7 @@ func (r *Recorder) String() string {
 		for _, f := range []struct {
 			on   bool
 			word string
-		}{{n.Masquerade, "masquerade"}, {n.ICC, "icc"}, {n.Internal, "internal"}, {n.Routed, "routed"}} {
+		}{{n.Masquerade, "masquerade"}, {n.ICC, "icc"}, {n.Internal, "internal"}, {n.Routed4, "routed4"}, {n.Routed6, "routed6"}} {
 			if f.on {
 				b.WriteString(" " + f.word)
 			}

@@ -96,6 +96,9 @@ func wantSets() []*nft.Set {
 	for _, d := range pubMaps {
 		sets = append(sets, d.set())
 	}
+	for _, d := range openSets {
+		sets = append(sets, d.set())
+	}
 	for _, d := range linkSets {
 		sets = append(sets, d.set())
 	}

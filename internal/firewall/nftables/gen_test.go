@@ -41,7 +41,7 @@ func TestFingerprint(t *testing.T) {
 		"icc off":       func(m *firewall.Network) { m.ICC = false },
 		"no masquerade": func(m *firewall.Network) { m.Masquerade = false },
 		"internal":      func(m *firewall.Network) { m.Internal = true },
-		"routed":        func(m *firewall.Network) { m.Routed = true },
+		"routed":        func(m *firewall.Network) { m.Routed4 = true },
 		"other bridge":  func(m *firewall.Network) { m.Bridge = "br-other" },
 		"other subnet":  func(m *firewall.Network) { m.Subnets = []netip.Prefix{netip.MustParsePrefix("10.6.0.0/24")} },
 	} {

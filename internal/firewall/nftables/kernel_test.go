@@ -98,6 +98,14 @@ func TestEnsureNetworkKernel(t *testing.T) {
 		type inet_proto . inet_service : ipv6_addr . inet_service
 	}
 
+	set open4 {
+		type ipv4_addr . inet_proto . inet_service
+	}
+
+	set open6 {
+		type ipv6_addr . inet_proto . inet_service
+	}
+
 	set links4 {
 		type ipv4_addr . ipv4_addr . inet_proto . inet_service
 	}

@@ -134,11 +134,7 @@ func (f *Firewall) RemovePorts(owner string, ports []firewall.PortMapping) error
 	if err != nil {
 		return err
 	}
-	var sets []string
-	for _, d := range pubMaps {
-		sets = append(sets, d.name)
-	}
-	if err := f.elemsRemove(owner, want, ports == nil, sets); err != nil {
+	if err := f.elemsRemove(owner, want, ports == nil, portSets()); err != nil {
 		return fmt.Errorf("unpublish ports of %s: %w", owner, err)
 	}
 	return nil
@@ -204,11 +200,7 @@ func (f *Firewall) Owners() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var sets []string
-	for _, d := range pubMaps {
-		sets = append(sets, d.name)
-	}
-	return cur.owners(sets), nil
+	return cur.owners(portSets()), nil
 }
 
 // owners returns the owners of the elements of sets, sorted.
@@ -245,8 +237,24 @@ func portElems(owner string, ports []firewall.PortMapping) ([]ownedElem, error) 
 			continue
 		}
 		out = append(out, e)
+		// Two host ports may map to one container port: one open element.
+		if o := openElem(owner, m); m.Open && !slices.ContainsFunc(out, func(x ownedElem) bool { return x.set == o.set && string(x.Key) == string(o.Key) }) {
+			out = append(out, o)
+		}
 	}
 	return out, nil
+}
+
+// portSets are the sets that hold port mappings' elements.
+func portSets() []string {
+	var sets []string
+	for _, d := range pubMaps {
+		sets = append(sets, d.name)
+	}
+	for _, d := range openSets {
+		sets = append(sets, d.name)
+	}
+	return sets
 }
 
 // portMap picks the map a mapping belongs in.

@@ -93,14 +93,25 @@ func TestIsolationTraffic(t *testing.T) {
 	check(t, fw.EnsureNetwork(n1))
 	check(t, fw.EnsureNetwork(n2))
 
-	// 5. Exposure: not from the world unless routed.
+	// 5. Exposure: not from the world; with the network routed, a
+	// published port is reachable on the container's own address, and
+	// only that one.
 	expect(t, "5 world direct", l.world, "tcp", "10.99.0.2:80", "")
-	n1.Routed = true
+	n1.Routed4 = true
 	check(t, fw.EnsureNetwork(n1))
-	expect(t, "5 routed", l.world, "tcp", "10.99.0.2:80", "198.51.100.2")
-	n1.Routed = false
+	expect(t, "5 routed, unpublished", l.world, "tcp", "10.99.0.2:80", "")
+	open := firewall.PortMapping{Network: "n1", HostPort: 8080, Proto: "tcp",
+		ContainerIP: netip.MustParseAddr("10.99.0.2"), ContainerPort: 80, Open: true}
+	check(t, fw.AddPorts("c1", []firewall.PortMapping{open}))
+	expect(t, "5 routed, published", l.world, "tcp", "10.99.0.2:80", "198.51.100.2")
+	expect(t, "5 routed, published, other protocol", l.world, "udp", "10.99.0.2:80", "")
+	check(t, fw.RemovePorts("c1", []firewall.PortMapping{open}))
+	expect(t, "5 routed, unpublished again", l.world, "tcp", "10.99.0.2:80", "")
+	n1.Routed4 = false
 	check(t, fw.EnsureNetwork(n1))
-	expect(t, "5 unrouted again", l.world, "tcp", "10.99.0.2:80", "")
+	check(t, fw.AddPorts("c1", []firewall.PortMapping{open}))
+	expect(t, "5 nat, an open element does not open", l.world, "tcp", "10.99.0.2:80", "")
+	check(t, fw.RemovePorts("c1", nil))
 
 	// 6. Isolation: neither network reaches the other; both the world.
 	expect(t, "6 br1 to br0", c3, "tcp", "10.99.0.2:80", "")
@@ -255,5 +266,39 @@ func TestAddPortsLargeBatch(t *testing.T) {
 	}
 	if err := fw.RemovePorts("big", ports); err != nil {
 		t.Fatalf("RemovePorts of 1000 mappings: %v", err)
+	}
+}
+
+// A routed network's rules and its open elements read back from the kernel
+// as knit renders them, and say what they should.
+func TestRoutedRulesMatchNft(t *testing.T) {
+	fw, ns := newFirewall(t)
+	n := network("n1", "br0", "10.99.0.0/24")
+	n.Subnets = append(n.Subnets, netip.MustParsePrefix("fd00:99::/64"))
+	n.Routed6 = true
+	check(t, fw.EnsureNetwork(n))
+	open := mapping("", 8080, "tcp")
+	open.ContainerIP, open.Open = netip.MustParseAddr("fd00:99::2"), true
+	check(t, fw.AddPorts("c1", []firewall.PortMapping{open, mapping("", 8081, "udp")}))
+	got := nft(t, ns, "list", "table", "inet", "knit")
+	if r := rules(t, fw); r != got {
+		t.Errorf("Rules():\n%s\nnft:\n%s", r, got)
+	}
+	for _, want := range []string{
+		`iifname != "br0" oifname "br0" meta nfproto ipv4 ct state new ct status ! dnat drop`,
+		`iifname != "br0" oifname "br0" ip6 daddr . meta l4proto . th dport != @open6 ct state new ct status ! dnat drop`,
+		`elements = { fd00:99::2 . tcp . 80 comment "knit:owner=c1" }`,
+		`ip saddr 10.99.0.0/24 oifname != "br0" masquerade`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %s in:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, `ip6 saddr fd00:99::/64 oifname != "br0" masquerade`) {
+		t.Errorf("the routed family is masqueraded:\n%s", got)
+	}
+	check(t, fw.RemovePorts("c1", nil))
+	if got := nft(t, ns, "list", "table", "inet", "knit"); strings.Contains(got, "knit:owner=c1") {
+		t.Errorf("elements left after RemovePorts:\n%s", got)
 	}
 }

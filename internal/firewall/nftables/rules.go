@@ -148,17 +148,15 @@ func networkRules(n firewall.Network) []*nft.Rule {
 	if n.Internal {
 		return rules
 	}
-	if !n.Routed {
-		// iifname != BR oifname BR ct state new ct status != dnat drop:
-		// from outside, only published ports reach the containers.
-		rules = append(rules, tagged(forwardChain, tag, ifname(expr.MetaKeyIIFNAME, expr.CmpOpNeq, br), oif,
-			ctBits(expr.CtKeySTATE, expr.CtStateBitNEW, true), ctBits(expr.CtKeySTATUS, ctStatusDNAT, false),
-			verdict(expr.VerdictDrop)))
-	}
+	// From outside, only published ports reach the containers.
+	rules = append(rules, exposureRules(n, tag)...)
 	// iifname BR accept: containers may start connections out.
 	rules = append(rules, tagged(forwardChain, tag, iif, verdict(expr.VerdictAccept)))
 	if n.Masquerade {
 		for _, p := range n.Subnets {
+			if n.Routed(p.Addr()) {
+				continue // the subnet is routed to this host: its addresses leave as they are
+			}
 			// ip saddr SUBNET oifname != BR masquerade
 			rules = append(rules, tagged(natChain, tag, saddr(p.Masked()),
 				ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, br), masq()))

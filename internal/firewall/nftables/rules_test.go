@@ -48,10 +48,11 @@ postrouting: ip6 saddr fd00:1:2::/61 oifname "knit-n2" ct status dnat masquerade
 postrouting: ip saddr 127.0.0.0/8 oifname "knit-n2" masquerade comment "knit:net=n2"`,
 	}, {
 		name: "host route",
-		n:    firewall.Network{Name: "h", Bridge: "br1", Subnets: subnets("10.1.2.3/32"), Masquerade: true, ICC: true, Routed: true},
+		n:    firewall.Network{Name: "h", Bridge: "br1", Subnets: subnets("10.1.2.3/32"), Masquerade: true, ICC: true, Routed4: true},
 		want: `forward: iifname "br1" oifname != "br1" oifname @bridges ct status ! dnat drop comment "knit:net=h"
+forward: iifname != "br1" oifname "br1" ip daddr . meta l4proto . th dport != @open4 ct state new ct status ! dnat drop comment "knit:net=h"
+forward: iifname != "br1" oifname "br1" meta nfproto ipv6 ct state new ct status ! dnat drop comment "knit:net=h"
 forward: iifname "br1" accept comment "knit:net=h"
-postrouting: ip saddr 10.1.2.3 oifname != "br1" masquerade comment "knit:net=h"
 postrouting: ip saddr 10.1.2.3 oifname "br1" ct status dnat masquerade comment "knit:net=h"
 postrouting: ip saddr 127.0.0.0/8 oifname "br1" masquerade comment "knit:net=h"`,
 	}, {
@@ -175,6 +176,14 @@ const wantTable = `table inet knit {
 
 	map pub6any {
 		type inet_proto . inet_service : ipv6_addr . inet_service
+	}
+
+	set open4 {
+		type ipv4_addr . inet_proto . inet_service
+	}
+
+	set open6 {
+		type ipv6_addr . inet_proto . inet_service
 	}
 
 	set links4 {

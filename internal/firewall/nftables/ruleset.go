@@ -25,14 +25,12 @@ func rulesetGet(c *nft.Conn) (ruleset, error) {
 	return rulesetRead(c, func(string) bool { return true })
 }
 
-// rulesetBase reads knit's table without the elements of the port maps
-// and link sets, which may number thousands.
+// rulesetBase reads knit's table without the elements of the port maps,
+// open sets and link sets, which may number thousands.
 func rulesetBase(c *nft.Conn) (ruleset, error) {
 	return rulesetRead(c, func(set string) bool {
-		for _, d := range pubMaps {
-			if d.name == set {
-				return false
-			}
+		if slices.Contains(portSets(), set) {
+			return false
 		}
 		for _, d := range linkSets {
 			if d.name == set {
