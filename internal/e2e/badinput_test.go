@@ -51,6 +51,7 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 		{[]string{"run", "--network", "container:taken", "-h", "x", "true"}, "conflicting options"},
 		{[]string{"run", "--mac-address", "zz:zz", "true"}, "mac-address"},
 		{[]string{"run", "--dns", "not-an-ip", "true"}, "--dns"},
+		{[]string{"run", "-p", "[::1]:8080:80", "true"}, "cannot publish on [::1]"},
 		{[]string{"run", "--dns-option", "bogus-option", "true"}, "--dns-option"},
 		{[]string{"run", "--add-host", "nocolon", "true"}, "--add-host"},
 		{[]string{"run", "--name", "bad/name", "true"}, "invalid container name"},

@@ -384,8 +384,8 @@ func (c *checker) allocations() {
 
 // hostKey is how the store's ports buckets name a host address.
 func hostKey(p storedPort) string {
-	if p.HostIP.IsValid() && !p.HostIP.IsUnspecified() {
-		return p.HostIP.String()
+	if p.HostIP.IsValid() {
+		return p.HostIP.Unmap().String()
 	}
 	return "*"
 }
@@ -434,7 +434,11 @@ func (c *checker) holder(id string, h *holder) {
 	}
 	for _, p := range h.ports {
 		key := fmt.Sprintf("%s/%d", p.Proto, p.HostPort)
-		if owner := c.buckets["ports/"+key][hostKey(p)]; owner != id {
+		owner := c.buckets["ports/"+key][hostKey(p)]
+		if owner != id && p.HostIP.IsUnspecified() {
+			owner = c.buckets["ports/"+key]["*"] // the [::] twin of a port published on every address
+		}
+		if owner != id {
 			c.bad("%s's host port %s %s is held by %q", h.name, hostKey(p), key, owner)
 		}
 		if !ports[key+"/"+id] {

@@ -21,11 +21,15 @@ func portsBucket(proto portmap.Proto, port uint16) string {
 	return "ports/" + string(proto) + "/" + strconv.Itoa(int(port))
 }
 
+// hostIPKey is the key of a host address in a ports bucket: "*" for no
+// address (both families, as Docker publishes -p PORT:PORT), else the
+// address, 0.0.0.0 and :: included: each holds its own family only, so
+// that -p 0.0.0.0:P and -p [::]:P of two containers do not collide.
 func hostIPKey(a netip.Addr) string {
-	if !a.IsValid() || a.IsUnspecified() {
+	if !a.IsValid() {
 		return "*"
 	}
-	return a.String()
+	return a.Unmap().String()
 }
 
 // portSpecs is what a run asks to publish: -p values, and with -P every
@@ -71,6 +75,12 @@ func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening *po
 	}
 	if len(c.Endpoints) == 0 {
 		return errdefs.Invalid("conflicting options: publishing ports needs a network of the container's own (--network %s has none)", c.Spec.NetworkMode)
+	}
+	for _, s := range specs {
+		if a := s.HostIP.Unmap(); a.Is6() && a.IsLoopback() {
+			// 127.0.0.1 works through route_localnet, which IPv6 lacks.
+			return errdefs.Invalid("cannot publish on [::1]: the kernel does not forward a connection from IPv6's loopback address to a container (knit has no userland proxy); publish on 127.0.0.1, or on [::] and connect to one of the host's own addresses")
+		}
 	}
 	ep := c.Endpoints[0]
 	taken := func(ip netip.Addr, proto portmap.Proto, port uint16) (string, bool) {
@@ -148,10 +158,16 @@ func containerName(tx store.Tx, id string) string {
 // releasePorts deletes the container's host-port records.
 func releasePorts(tx store.Tx, c *Container) error {
 	for _, p := range c.Ports {
-		b, k := portsBucket(portmap.Proto(p.Proto), p.HostPort), hostIPKey(p.HostIP)
-		if owner, err := tx.Get(b, k); err == nil && string(owner) == c.ID {
-			if err := tx.Delete(b, k); err != nil {
-				return err
+		b := portsBucket(portmap.Proto(p.Proto), p.HostPort)
+		keys := []string{hostIPKey(p.HostIP)}
+		if p.HostIP.IsUnspecified() {
+			keys = append(keys, "*") // how knit before 0.0.0.0 and :: were told apart recorded them
+		}
+		for _, k := range keys {
+			if owner, err := tx.Get(b, k); err == nil && string(owner) == c.ID {
+				if err := tx.Delete(b, k); err != nil {
+					return err
+				}
 			}
 		}
 	}

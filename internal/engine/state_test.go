@@ -15,6 +15,8 @@ import (
 	"github.com/knit-dev/knit/internal/config"
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/portmap"
 	"github.com/knit-dev/knit/internal/runner"
 	"github.com/knit-dev/knit/internal/store"
 	"github.com/knit-dev/knit/internal/store/bolt"
@@ -515,5 +517,48 @@ func TestLinkNetnsLeavesAnotherKnitsLink(t *testing.T) {
 		if got, _ := os.Readlink(link); got != want {
 			t.Errorf("%s: link points at %q, want %q", tc.name, got, want)
 		}
+	}
+}
+
+// -p 0.0.0.0:P and -p [::]:P each hold their own family, as in Docker, so
+// two containers can hold them; -p P (every address) collides with both.
+func TestHostPortFamilies(t *testing.T) {
+	st := newStore(t)
+	spec := func(host string) []portmap.Spec {
+		s := portmap.Spec{HostPortFirst: 8080, HostPortLast: 8080, ContainerFirst: 80, ContainerLast: 80, Proto: portmap.TCP}
+		if host != "" {
+			s.HostIP = netip.MustParseAddr(host)
+		}
+		return []portmap.Spec{s}
+	}
+	ctr := func(id string) *Container {
+		return &Container{ID: id, Endpoints: []Endpoint{{Network: "n", Endpoint: driver.Endpoint{
+			Addrs: []netip.Prefix{netip.MustParsePrefix("10.0.0.2/24"), netip.MustParsePrefix("fd00::2/64")}}}}}
+	}
+	reserve := func(id, host string) error {
+		return st.Update(func(tx store.Tx) error { return reservePorts(tx, ctr(id), spec(host), nil) })
+	}
+	if err := reserve("a", "0.0.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := reserve("b", "::"); err != nil {
+		t.Errorf("[::]:8080 beside 0.0.0.0:8080: %v", err)
+	}
+	for _, host := range []string{"", "0.0.0.0", "::", "127.0.0.1"} {
+		if err := reserve("c", host); errdefs.KindOf(err) != errdefs.KindConflict {
+			t.Errorf("%q:8080 after 0.0.0.0 and [::]: %v, want a conflict", host, err)
+		}
+	}
+	// Releasing a's frees IPv4 only.
+	if err := st.Update(func(tx store.Tx) error {
+		return releasePorts(tx, &Container{ID: "a", Ports: []firewall.PortMapping{{HostIP: netip.MustParseAddr("0.0.0.0"), HostPort: 8080, Proto: "tcp"}}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := reserve("c", "127.0.0.1"); err != nil {
+		t.Errorf("127.0.0.1:8080 after the release: %v", err)
+	}
+	if err := reserve("d", "::1"); errdefs.KindOf(err) != errdefs.KindInvalid || !strings.Contains(err.Error(), "127.0.0.1") {
+		t.Errorf("[::1]:8080: %v, want it refused, pointing at 127.0.0.1", err)
 	}
 }

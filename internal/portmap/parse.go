@@ -29,7 +29,7 @@ type Spec struct {
 //	[[IP:][HOSTPORT]:]CONTAINERPORT[/PROTO]
 //
 // where ports may be ranges (8000-8010), an IPv6 IP must be in brackets
-// ([::1]:8080:80), HOSTPORT may be empty only after an IP (127.0.0.1::80),
+// ([2001:db8::1]:8080:80), HOSTPORT may be empty only after an IP (127.0.0.1::80),
 // and PROTO is tcp (the default), udp or sctp. It returns one Spec; ranges
 // stay ranges and Allocate expands them.
 func ParsePublish(s string) ([]Spec, error) {
