@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strings"
@@ -19,17 +20,24 @@ import (
 // upstreamSockets is how many UDP sockets a forwarder keeps per upstream.
 const upstreamSockets = 4
 
+// rotateAfter is how many queries a pooled socket sends before it is
+// replaced by one on a new source port.
+const rotateAfter = 256
+
 // forwarder sends queries upstream. Over UDP it keeps a few connected
 // sockets per upstream, each with one reader that hands replies to the
-// queries waiting for them by ID and question; a query keeps its client's
-// ID, so it waits on a socket where no other query has that ID in flight
-// (or, in the rare case that every socket has, a socket of its own). Over
-// TCP, each query has a connection of its own.
+// queries waiting for them by ID and question. Against forged replies
+// (RFC 5452) each query goes out with a random ID of its own, free on its
+// socket, and each socket is replaced after rotateAfter queries, so that
+// an off-path attacker must guess the ID and a source port that keeps
+// changing; the client's ID is put back on the reply. Over TCP, each query
+// has a connection of its own.
 type forwarder struct {
-	timeout time.Duration
-	log     *slog.Logger
-	tcp     *dns.Client
-	udp     *dns.Client // the rare query that finds no pooled socket free
+	timeout     time.Duration
+	log         *slog.Logger
+	tcp         *dns.Client
+	udp         *dns.Client // the rare query that finds no pooled socket free
+	rotateAfter uint32
 
 	mu     sync.Mutex
 	pools  map[netip.AddrPort]*upstreamPool
@@ -43,9 +51,10 @@ func newForwarder(timeout time.Duration, log *slog.Logger) *forwarder {
 		// A reply to a query without EDNS may still exceed 512 bytes from
 		// a sloppy upstream; reading it whole lets answer truncate it
 		// properly.
-		udp:   &dns.Client{Net: "udp", Timeout: timeout, UDPSize: dns.MaxMsgSize},
-		tcp:   &dns.Client{Net: "tcp", Timeout: timeout},
-		pools: make(map[netip.AddrPort]*upstreamPool),
+		udp:         &dns.Client{Net: "udp", Timeout: timeout, UDPSize: dns.MaxMsgSize},
+		tcp:         &dns.Client{Net: "tcp", Timeout: timeout},
+		pools:       make(map[netip.AddrPort]*upstreamPool),
+		rotateAfter: rotateAfter,
 	}
 }
 
@@ -75,7 +84,7 @@ func (f *forwarder) pool(upstream netip.AddrPort) (*upstreamPool, error) {
 	}
 	p := f.pools[upstream]
 	if p == nil {
-		p = &upstreamPool{addr: upstream}
+		p = &upstreamPool{addr: upstream, rotateAfter: f.rotateAfter}
 		f.pools[upstream] = p
 	}
 	return p, nil
@@ -98,19 +107,22 @@ func (f *forwarder) close() {
 // upstreamPool is the UDP sockets to one upstream, dialled when first
 // needed.
 type upstreamPool struct {
-	addr  netip.AddrPort
-	next  atomic.Uint32
-	dial  sync.Mutex
-	socks [upstreamSockets]atomic.Pointer[upstreamSocket]
+	addr        netip.AddrPort
+	rotateAfter uint32
+	next        atomic.Uint32
+	dial        sync.Mutex
+	socks       [upstreamSockets]atomic.Pointer[upstreamSocket]
 }
 
 // upstreamSocket is one connected UDP socket to an upstream and the
 // queries waiting for a reply on it.
 type upstreamSocket struct {
 	conn    *net.UDPConn
+	sent    atomic.Uint32 // queries sent; at rotateAfter the pool replaces it
 	mu      sync.Mutex
 	pending map[uint16]*waiter
 	dead    bool // the reader has stopped
+	retired bool // replaced: closed once no query waits on it
 }
 
 // waiter is a query waiting for its reply.
@@ -133,10 +145,6 @@ func (f *forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, upstream netip.
 	if err != nil {
 		return nil, err
 	}
-	packed, err := q.Pack()
-	if err != nil {
-		return nil, err
-	}
 	w := &waiter{q: q.Question[0], reply: make(chan result, 1)}
 	first := p.next.Add(1)
 	for i := range uint32(upstreamSockets) {
@@ -144,10 +152,18 @@ func (f *forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, upstream netip.
 		if err != nil {
 			return nil, err
 		}
-		if !s.add(q.Id, w) {
+		id, ok := s.addRandom(w)
+		if !ok {
 			continue
 		}
-		defer s.remove(q.Id, w)
+		defer s.remove(id, w)
+		out := *q // shallow: only the ID differs
+		out.Id = id
+		packed, err := out.Pack()
+		if err != nil {
+			return nil, err
+		}
+		s.sent.Add(1)
 		if _, err := s.conn.Write(packed); err != nil {
 			return nil, err
 		}
@@ -155,6 +171,9 @@ func (f *forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, upstream netip.
 		defer timer.Stop()
 		select {
 		case r := <-w.reply:
+			if r.m != nil {
+				r.m.Id = q.Id
+			}
 			return r.m, r.err
 		case <-timer.C:
 			return nil, fmt.Errorf("no reply within %v", f.timeout)
@@ -162,21 +181,27 @@ func (f *forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, upstream netip.
 			return nil, ctx.Err()
 		}
 	}
-	// Every socket has a query with q's ID in flight.
+	// Every socket is dead or full: a socket of its own (a random port).
 	m, _, err := f.udp.ExchangeContext(ctx, q, upstream.String())
 	return m, err
 }
 
 // socket returns the pool's socket i, dialling it (and starting its
-// reader) if it has none or its reader stopped.
+// reader) if it has none, its reader stopped or it has sent rotateAfter
+// queries; a socket replaced so is closed once its last query is answered.
 func (p *upstreamPool) socket(i int) (*upstreamSocket, error) {
-	if s := p.socks[i].Load(); s != nil && !s.isDead() {
+	usable := func(s *upstreamSocket) bool { return s != nil && s.sent.Load() < p.rotateAfter && !s.isDead() }
+	if s := p.socks[i].Load(); usable(s) {
 		return s, nil
 	}
 	p.dial.Lock()
 	defer p.dial.Unlock()
-	if s := p.socks[i].Load(); s != nil && !s.isDead() {
-		return s, nil
+	old := p.socks[i].Load()
+	if usable(old) {
+		return old, nil
+	}
+	if old != nil {
+		old.retire()
 	}
 	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(p.addr))
 	if err != nil {
@@ -194,16 +219,23 @@ func (s *upstreamSocket) isDead() bool {
 	return s.dead
 }
 
-// add registers w for replies with ID id, unless another query with that
-// ID waits on s or s is dead.
-func (s *upstreamSocket) add(id uint16, w *waiter) bool {
+// addRandom registers w for replies under a random ID that no other query
+// waits with on s, and returns it; false if s is dead or retired, or (with
+// thousands of queries in flight) a few draws found no free ID.
+func (s *upstreamSocket) addRandom(w *waiter) (uint16, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.dead || s.pending[id] != nil {
-		return false
+	if s.dead || s.retired {
+		return 0, false
 	}
-	s.pending[id] = w
-	return true
+	for range 8 {
+		id := uint16(rand.Uint32())
+		if s.pending[id] == nil {
+			s.pending[id] = w
+			return id, true
+		}
+	}
+	return 0, false
 }
 
 func (s *upstreamSocket) remove(id uint16, w *waiter) {
@@ -211,6 +243,7 @@ func (s *upstreamSocket) remove(id uint16, w *waiter) {
 	if s.pending[id] == w {
 		delete(s.pending, id)
 	}
+	s.closeIfDrainedLocked()
 	s.mu.Unlock()
 }
 
@@ -221,7 +254,23 @@ func (s *upstreamSocket) deliver(id uint16, w *waiter, r result) {
 		delete(s.pending, id)
 		w.reply <- r
 	}
+	s.closeIfDrainedLocked()
 	s.mu.Unlock()
+}
+
+// retire takes s out of use: no query is added any more, and it is closed
+// (which ends its reader) once no query waits on it.
+func (s *upstreamSocket) retire() {
+	s.mu.Lock()
+	s.retired = true
+	s.closeIfDrainedLocked()
+	s.mu.Unlock()
+}
+
+func (s *upstreamSocket) closeIfDrainedLocked() {
+	if s.retired && len(s.pending) == 0 {
+		_ = s.conn.Close()
+	}
 }
 
 // read hands the replies arriving on s to their queries until s is

@@ -90,17 +90,19 @@ func freePort(t testing.TB) uint16 {
 
 // fakeUpstream is a DNS server on 127.0.0.1 that answers A 192.0.2.1 over
 // UDP and 192.0.2.2 over TCP, except "tc.example." over UDP: an empty
-// truncated reply. It records the IDs of the queries it gets.
+// truncated reply. It records the IDs and source ports of the UDP queries
+// it gets.
 type fakeUpstream struct {
-	addr netip.AddrPort
-	mu   sync.Mutex
-	ids  map[uint16]bool
+	addr  netip.AddrPort
+	mu    sync.Mutex
+	ids   map[uint16]bool
+	ports map[uint16]bool
 }
 
 func startUpstream(t testing.TB) *fakeUpstream {
 	t.Helper()
 	port := freePort(t)
-	u := &fakeUpstream{addr: netip.AddrPortFrom(ip("127.0.0.1"), port), ids: make(map[uint16]bool)}
+	u := &fakeUpstream{addr: netip.AddrPortFrom(ip("127.0.0.1"), port), ids: make(map[uint16]bool), ports: make(map[uint16]bool)}
 	pc, err := net.ListenPacket("udp4", u.addr.String())
 	if err != nil {
 		t.Fatal(err)
@@ -119,11 +121,14 @@ func startUpstream(t testing.TB) *fakeUpstream {
 }
 
 func (u *fakeUpstream) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
-	u.mu.Lock()
-	u.ids[q.Id] = true
-	u.mu.Unlock()
-	m := new(dns.Msg).SetReply(q)
 	_, tcp := w.LocalAddr().(*net.TCPAddr)
+	if !tcp {
+		u.mu.Lock()
+		u.ids[q.Id] = true
+		u.ports[uint16(w.RemoteAddr().(*net.UDPAddr).Port)] = true
+		u.mu.Unlock()
+	}
+	m := new(dns.Msg).SetReply(q)
 	switch {
 	case q.Question[0].Name == "tc.example." && !tcp:
 		m.Truncated = true
@@ -135,10 +140,12 @@ func (u *fakeUpstream) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	_ = w.WriteMsg(m)
 }
 
-func (u *fakeUpstream) saw(id uint16) bool {
+// seen returns how many distinct IDs and source ports the UDP queries
+// had.
+func (u *fakeUpstream) seen() (ids, ports int) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.ids[id]
+	return len(u.ids), len(u.ports)
 }
 
 // deadUpstream returns an address with a socket bound that never answers:
@@ -286,8 +293,8 @@ func TestServe(t *testing.T) {
 				if got := summary(m); got != want {
 					t.Errorf("reply %q, want %q", got, want)
 				}
-				if m.Id != q.Id || (tc.forwarded && !up.saw(q.Id)) {
-					t.Errorf("reply ID %d, upstream saw the query's ID %d: %v", m.Id, q.Id, up.saw(q.Id))
+				if m.Id != q.Id {
+					t.Errorf("reply ID %d, want the query's %d", m.Id, q.Id)
 				}
 				// Local answers, NXDOMAIN included, never wait for anything.
 				if elapsed := time.Since(t0); !tc.forwarded && want != "SERVFAIL" && elapsed > testTimeout/2 {
@@ -601,4 +608,85 @@ func TestForwarderSameID(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// Forwarded queries leave with random IDs, not their clients' (which may
+// all be the same), from source ports that change every rotateAfter
+// queries; each client gets its own ID back.
+func TestForwarderRandomizes(t *testing.T) {
+	up := startUpstream(t)
+	f := newForwarder(testTimeout, slog.New(slog.DiscardHandler))
+	f.rotateAfter = 5
+	defer f.close()
+	fds := func() int { e, _ := os.ReadDir("/proc/self/fd"); return len(e) }
+	before := fds()
+	const n = 80
+	for i := range n {
+		q := new(dns.Msg).SetQuestion("q"+strconv.Itoa(i)+".example.", dns.TypeA)
+		q.Id = 7
+		m, err := f.exchange(context.Background(), q, up.addr, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Id != 7 || summary(m) != "NOERROR 192.0.2.1" {
+			t.Fatalf("reply %d %q", m.Id, summary(m))
+		}
+	}
+	ids, ports := up.seen()
+	// 80 draws from 65536 IDs repeat with probability ~5%; 75 distinct
+	// would take several repeats.
+	if ids < 75 {
+		t.Errorf("the upstream saw %d distinct IDs in %d queries", ids, n)
+	}
+	if want := n / 5; ports < want {
+		t.Errorf("the upstream saw %d source ports in %d queries, want at least %d", ports, n, want)
+	}
+	// The replaced sockets are closed.
+	if after := fds(); after > before+upstreamSockets {
+		t.Errorf("%d descriptors open after %d queries, %d before", after, n, before)
+	}
+}
+
+// A flood of queries to forward does not pile up without bound: beyond
+// maxForwarding in flight, a query gets SERVFAIL at once instead of
+// waiting for an upstream that does not answer.
+func TestForwardingFloodIsBounded(t *testing.T) {
+	// A low bound, so that the flood fits the server's receive buffer.
+	// Restored in a cleanup that runs after the server's has stopped it.
+	old := maxForwarding
+	t.Cleanup(func() { maxForwarding = old })
+	maxForwarding = 16
+	port := freePort(t)
+	startServer(t, socketSnapshot(port, startUpstream(t).addr, deadUpstream(t)))
+	c, err := net.DialUDP("udp4", &net.UDPAddr{IP: fromLost.AsSlice()}, net.UDPAddrFromAddrPort(netip.AddrPortFrom(gatewayA, port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	n := int(maxForwarding) + 100
+	t0 := time.Now()
+	for i := range n {
+		q := new(dns.Msg).SetQuestion("q"+strconv.Itoa(i)+".example.", dns.TypeA)
+		b, _ := q.Pack()
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Replies before the upstream timeout can only be the refused ones.
+	servfail := 0
+	buf := make([]byte, 512)
+	_ = c.SetReadDeadline(t0.Add(testTimeout * 2 / 3))
+	for {
+		k, err := c.Read(buf)
+		if err != nil {
+			break
+		}
+		m := new(dns.Msg)
+		if m.Unpack(buf[:k]) == nil && m.Rcode == dns.RcodeServerFailure {
+			servfail++
+		}
+	}
+	if servfail < 50 {
+		t.Errorf("%d immediate SERVFAILs for %d queries to a silent upstream, want about %d", servfail, n, n-int(maxForwarding))
+	}
 }

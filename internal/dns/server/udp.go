@@ -65,6 +65,10 @@ func (l *listener) readUDP() {
 	}
 }
 
+// maxForwarding bounds the forwarded UDP queries in flight per listener
+// (a variable for the tests).
+var maxForwarding int32 = 1024
+
 // serveUDP answers one UDP query, b, from client from. It returns the
 // reply, packed into out when it fits, or nil when there is none now: a
 // response gets none, and a forwarded query's goroutine sends its own.
@@ -77,6 +81,18 @@ func (l *listener) serveUDP(c *answerCache, b []byte, from netip.AddrPort, out [
 	}
 	if fwd == nil {
 		return reply
+	}
+	if l.forwarding.Load() >= maxForwarding {
+		// A flood of names to forward (an upstream that does not answer
+		// holds each for seconds) gets SERVFAIL at once rather than a
+		// goroutine and a socket each.
+		m := new(dns.Msg).SetRcode(fwd.msg, dns.RcodeServerFailure)
+		m.RecursionAvailable = true
+		r, err := m.PackBuffer(out)
+		if err != nil {
+			h.log.Debug("dns reply", "client", from, "err", err)
+		}
+		return r
 	}
 	l.wg.Add(1)
 	l.forwarding.Add(1)
