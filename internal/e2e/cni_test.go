@@ -382,6 +382,12 @@ func TestCNICheckReportsDamage(t *testing.T) {
 	caps := `CAP_ARGS={"portMappings":[{"hostPort":8083,"containerPort":80}]}`
 	r := parseResult(t, h.mustCnitool(t, "add", "chk", ns, caps))
 	h.mustCnitool(t, "check", "chk", ns, caps)
+	// A later plugin (sbr) may move the routes to a table of their own:
+	// the spec has CHECK allow that.
+	h.s.MustRun(t, "ip", "-n", "a", "route", "del", "default")
+	h.s.MustRun(t, "ip", "-n", "a", "route", "add", "default", "via", "10.85.0.1", "dev", "eth0", "table", "100")
+	h.s.MustRun(t, "ip", "-n", "a", "rule", "add", "from", "10.85.0.2", "table", "100")
+	h.mustCnitool(t, "check", "chk", ns, caps)
 	h.s.MustRun(t, "ip", "-n", "a", "addr", "flush", "dev", "eth0")
 	c := h.cnitool("check", "chk", ns, caps)
 	for _, want := range []string{"address 10.85.0.2/24 is missing from eth0", "default route via 10.85.0.1 is missing"} {

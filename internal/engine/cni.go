@@ -514,7 +514,9 @@ func checkSandbox(n *Network, a *CNIAttachment) []string {
 		}
 	}
 	if a.Endpoint.DefaultRoute {
-		routes, err := h.RouteList()
+		// In any table: a later plugin of the chain (sbr) may have moved
+		// the routes out of main, which the spec says CHECK must allow.
+		routes, err := h.RouteListAllTables()
 		if err != nil {
 			return append(diffs, err.Error())
 		}

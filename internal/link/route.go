@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/faults"
@@ -38,9 +39,21 @@ func (h *Handle) RouteAddDefault(index int, gw netip.Addr) error {
 //
 // Equivalent to: ip route show; ip -6 route show
 func (h *Handle) RouteList() ([]Route, error) {
-	routes, err := dump(func() ([]netlink.Route, error) {
-		return h.nl.RouteList(nil, netlink.FAMILY_ALL)
+	return h.routeList(func() ([]netlink.Route, error) { return h.nl.RouteList(nil, netlink.FAMILY_ALL) })
+}
+
+// RouteListAllTables returns the IPv4 and IPv6 routes of every routing
+// table (a source-based routing plugin moves them out of main).
+//
+// Equivalent to: ip route show table all; ip -6 route show table all
+func (h *Handle) RouteListAllTables() ([]Route, error) {
+	return h.routeList(func() ([]netlink.Route, error) {
+		return h.nl.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 	})
+}
+
+func (h *Handle) routeList(list func() ([]netlink.Route, error)) ([]Route, error) {
+	routes, err := dump(list)
 	if err != nil {
 		return nil, wrap(err, "list routes")
 	}
