@@ -89,6 +89,7 @@ func TestNetworkRefusalsLeaveStateUnchanged(t *testing.T) {
 		{[]string{"network", "create", "--subnet", "10.61.0.0/33", "bad"}, "--subnet"},
 		{[]string{"network", "create", "--subnet", "10.61.0.1/24", "hostbits"}, "host bits"},
 		{[]string{"network", "create", "--gateway", "10.62.0.1", "nosubnet"}, "--gateway"},
+		{[]string{"network", "create", "--subnet", "10.62.0.0/24", "--gateway", "10.62.0.255", "bcast"}, "broadcast address"},
 		{[]string{"network", "create", "used"}, "already exists"},
 		{[]string{"network", "create", "-o", "nosuch=1", "opt"}, "unknown network option"},
 		{[]string{"network", "create", "-d", "overlay", "drv"}, "not supported"},
@@ -226,6 +227,21 @@ func TestIsolationAndConnect(t *testing.T) {
 	}
 	if gw := s.MustKnit(t, "inspect", "-f", `{{(index .NetworkSettings.Networks "netb").Gateway}}`, "both"); strings.TrimSpace(gw) != gateway(t, s, "netb") {
 		t.Errorf("inspect gateway on netb after disconnect: %q", gw)
+	}
+	// Its /etc files follow: resolv.conf names netb's server, which
+	// answers it, and hosts no longer has its address on neta.
+	if resolv := s.MustKnit(t, "exec", "both", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "nameserver "+gateway(t, s, "netb")+"\n") {
+		t.Errorf("both's resolv.conf after disconnecting neta:\n%s\nwant netb's server %s", resolv, gateway(t, s, "netb"))
+	}
+	s.MustKnit(t, "exec", "both", "ping", "-c", "1", "-W", "2", "b1")
+	hosts := s.MustKnit(t, "exec", "both", "cat", "/etc/hosts")
+	if strings.Contains(hosts, gwa[:strings.LastIndexByte(gwa, '.')+1]) || !strings.Contains(hosts, ipOn(t, s, "both", "netb")+"\t") {
+		t.Errorf("both's /etc/hosts after disconnecting neta:\n%s", hosts)
+	}
+	// And a1, connected to netb, has its netb address in /etc/hosts.
+	s.MustKnit(t, "network", "connect", "netb", "a1")
+	if hosts := s.MustKnit(t, "exec", "a1", "cat", "/etc/hosts"); !strings.Contains(hosts, ipOn(t, s, "a1", "netb")+"\t") {
+		t.Errorf("a1's /etc/hosts after connecting netb:\n%s", hosts)
 	}
 }
 

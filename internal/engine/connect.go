@@ -6,14 +6,11 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
-	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
-	"github.com/knit-dev/knit/internal/faults"
 	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/link"
 	"github.com/knit-dev/knit/internal/store"
@@ -118,6 +115,8 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 		if err := e.finishConnectDNS(c, n, dnsStage(selfProc())); err != nil {
 			return fmt.Errorf("container %s is connected to network %s, but not yet to its DNS (the next knit command tries again): %w", c.Name, n.Name, err)
 		}
+	} else if err := e.refreshFiles(c.ID); err != nil {
+		return fmt.Errorf("container %s is connected to network %s, but its /etc/hosts is not updated: %w", c.Name, n.Name, err)
 	}
 	if err := e.relink(c.ID); err != nil {
 		return fmt.Errorf("container %s is connected to network %s, but its links are not updated: %w", c.Name, n.Name, err)
@@ -138,11 +137,13 @@ func parseConnecting(v []byte) (p Proc, dns, ok bool) {
 }
 
 // finishConnectDNS is a connect's last stage, for a network with DNS: the
-// container's resolv.conf points at the network's server unless it names
-// one of its networks' already, the server learns its names, and the
-// connect's entry (still holding want) goes.
+// container's files are rewritten (refreshFiles: resolv.conf names the
+// embedded server of its first DNS network), the server learns its names,
+// and the connect's entry (still holding want) goes.
 func (e *Engine) finishConnectDNS(c *Container, n *Network, want []byte) error {
-	e.pointResolvAtDNS(c, n)
+	if err := e.refreshFiles(c.ID); err != nil {
+		return fmt.Errorf("rewrite /etc files: %w", err)
+	}
 	if err := e.syncDNS(); err != nil {
 		return fmt.Errorf("embedded DNS: %w", err)
 	}
@@ -292,47 +293,6 @@ func nextIfName(c *Container) string {
 	}
 }
 
-// pointResolvAtDNS makes a container whose resolv.conf names none of its
-// networks' embedded servers use the one of n, which it has just joined.
-// The file itself says whether it is pointed already, not the container's
-// other endpoints: two connects at once each see the other's endpoint
-// before either has rewritten the file. The file is rewritten in place:
-// the container sees it through a bind mount.
-func (e *Engine) pointResolvAtDNS(c *Container, n *Network) {
-	gw, ok := dnsServer([]*Network{n})
-	if !ok {
-		return
-	}
-	servers := []netip.Addr{gw}
-	for _, ep := range c.Endpoints {
-		if ep.Network == n.Name {
-			continue
-		}
-		if other, err := e.lookupNetwork(ep.Network); err == nil {
-			if a, ok := dnsServer([]*Network{other}); ok {
-				servers = append(servers, a)
-			}
-		}
-	}
-	path := filepath.Join(c.Dir, "resolv.conf")
-	cur, err := os.ReadFile(path)
-	if err != nil {
-		return
-	}
-	r := files.ParseResolvConf(cur)
-	if slices.ContainsFunc(r.Nameservers, func(a netip.Addr) bool { return slices.Contains(servers, a) }) {
-		return // already pointed at an embedded server of its networks
-	}
-	r.Nameservers, r.Options = []netip.Addr{gw}, files.EmbeddedOptions(r.Options)
-	faults.Step("dns.resolv")
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	_, _ = f.Write(r.Render())
-}
-
 // Disconnect detaches a container from a network: its interface there is
 // deleted, its address released, its names leave the network's DNS and
 // ports published through that network are unpublished. A default route
@@ -376,6 +336,9 @@ func (e *Engine) Disconnect(network, ref string, force bool) error {
 	}
 	if n.DNS {
 		e.dnsChanged(c)
+	}
+	if err := e.refreshFiles(c.ID); err != nil {
+		return fmt.Errorf("container %s left network %s, but its /etc files are not updated: %w", c.Name, n.Name, err)
 	}
 	return e.relink(c.ID)
 }

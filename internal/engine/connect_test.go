@@ -144,10 +144,11 @@ func nameservers(t *testing.T, path string) []netip.Addr {
 	return files.ParseResolvConf(b).Nameservers
 }
 
-// TestPointResolvAtDNS: the container's resolv.conf, not its other
-// endpoints, says whether it names an embedded server already; two
-// connects at once each see the other's endpoint before either rewrote it.
-func TestPointResolvAtDNS(t *testing.T) {
+// TestRefreshFiles: after a connect or a disconnect, the container's
+// hosts lists its addresses on the networks it is on, and resolv.conf names
+// the embedded server of its first DNS network, or its --dns servers once
+// it has none; the files are rewritten in place, as bind mounts need.
+func TestRefreshFiles(t *testing.T) {
 	st := newStore(t)
 	e := &Engine{st: st, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: t.TempDir()}}
 	a, b := dnsNetwork("a", "10.1.0.0/24"), dnsNetwork("b", "10.2.0.0/24")
@@ -156,18 +157,54 @@ func TestPointResolvAtDNS(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	ep := func(n, addr string) Endpoint {
+		return Endpoint{Network: n, Endpoint: driver.Endpoint{Addrs: []netip.Prefix{netip.MustParsePrefix(addr)}}}
+	}
 	c := &Container{ID: hexID("aaa"), Name: "x", Dir: filepath.Join(t.TempDir(), "x"),
-		Endpoints: []Endpoint{{Network: "a"}, {Network: "b"}}}
-	for _, tc := range []struct{ had, want string }{
-		{"198.51.100.2", "10.2.0.1"}, // on a too, but a's connect has not pointed it yet
-		{"10.1.0.1", "10.1.0.1"},     // a's server already
-		{"10.2.0.1", "10.2.0.1"},
+		State:     State{Status: StatusRunning},
+		Spec:      Spec{Hostname: "xhost", DNS: []netip.Addr{netip.MustParseAddr("203.0.113.53")}, ExtraHosts: []string{"extra:192.0.2.7"}},
+		Endpoints: []Endpoint{ep("a", "10.1.0.5/24"), ep("b", "10.2.0.5/24")}}
+	resolv := writeResolv(t, c, "198.51.100.2")
+	hosts := filepath.Join(c.Dir, "hosts")
+	if err := os.WriteFile(hosts, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(resolv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		endpoints []Endpoint
+		server    string
+		addrs     []string // in hosts
+		gone      []string
+	}{
+		{c.Endpoints, "10.1.0.1", []string{"10.1.0.5", "10.2.0.5", "192.0.2.7"}, nil},
+		{c.Endpoints[1:], "10.2.0.1", []string{"10.2.0.5", "192.0.2.7"}, []string{"10.1.0.5"}},
+		{nil, "203.0.113.53", []string{"192.0.2.7"}, []string{"10.1.0.5", "10.2.0.5"}},
 	} {
-		path := writeResolv(t, c, tc.had)
-		e.pointResolvAtDNS(c, b)
-		if got := nameservers(t, path); !slices.Equal(got, []netip.Addr{netip.MustParseAddr(tc.want)}) {
-			t.Errorf("resolv.conf naming %s, connected to b: nameservers %v, want %s", tc.had, got, tc.want)
+		c.Endpoints = tc.endpoints
+		seed(t, st, c)
+		if err := e.refreshFiles(c.ID); err != nil {
+			t.Fatal(err)
 		}
+		if got := nameservers(t, resolv); !slices.Equal(got, []netip.Addr{netip.MustParseAddr(tc.server)}) {
+			t.Errorf("on %d networks: nameservers %v, want %s", len(tc.endpoints), got, tc.server)
+		}
+		h, _ := os.ReadFile(hosts)
+		for _, a := range tc.addrs {
+			if !strings.Contains(string(h), a+"\t") {
+				t.Errorf("on %d networks: hosts lacks %s:\n%s", len(tc.endpoints), a, h)
+			}
+		}
+		for _, a := range tc.gone {
+			if strings.Contains(string(h), a) {
+				t.Errorf("on %d networks: hosts still has %s:\n%s", len(tc.endpoints), a, h)
+			}
+		}
+	}
+	if after, err := os.Stat(resolv); err != nil || !os.SameFile(before, after) {
+		t.Errorf("resolv.conf was replaced, not rewritten: a bind mount would keep the old one")
 	}
 }
 

@@ -1,12 +1,14 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 
 	"github.com/knit-dev/knit/internal/dns/files"
+	"github.com/knit-dev/knit/internal/faults"
 )
 
 // Host files read to build the container's own.
@@ -110,4 +112,69 @@ func extraHostStrings(o *RunOptions) []string {
 		}
 	}
 	return out
+}
+
+// refreshFiles rewrites a running container's /etc/hosts and resolv.conf
+// from its record after it joined or left a network, as Docker does: its
+// addresses on each of its networks in hosts, and resolv.conf naming the
+// embedded server of one of its DNS networks, or the container's --dns or
+// the host's servers once none is left. The files are rewritten in place:
+// the container sees them through bind mounts. A lock orders two connects
+// at once, and each writes from the record as it is under the lock.
+func (e *Engine) refreshFiles(id string) error {
+	c, err := e.get(id)
+	if err != nil || c.JoinedTo != "" || !c.Running() {
+		return nil // gone, stopped, or sharing another container's files
+	}
+	unlock, err := lockFile(filepath.Join(c.Dir, "files.lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if c, err = e.get(id); err != nil {
+		return nil
+	}
+	var nets []*Network
+	for _, ep := range c.Endpoints {
+		if n, err := e.lookupNetwork(ep.Network); err == nil {
+			nets = append(nets, n)
+		}
+	}
+	o := &RunOptions{DNS: c.Spec.DNS, DNSSearch: c.Spec.DNSSearch, DNSOptions: c.Spec.DNSOptions}
+	for _, s := range c.Spec.ExtraHosts {
+		h, err := files.ParseAddHost(s)
+		if err != nil {
+			return err
+		}
+		o.AddHosts = append(o.AddHosts, h)
+	}
+	extra, err := e.extraHosts(o)
+	if err != nil {
+		return err
+	}
+	hostResolv, _ := os.ReadFile(hostResolvConf)
+	ro := files.ResolvOptions{DNS: o.DNS, Search: o.DNSSearch, Options: o.DNSOptions, IPv6: wantsIPv6(nets)}
+	if gw, ok := dnsServer(nets); ok {
+		ro.DNS, ro.Embedded = []netip.Addr{gw}, true
+	}
+	if err := rewriteInPlace(filepath.Join(c.Dir, "resolv.conf"), files.ResolvConf(hostResolv, ro)); err != nil {
+		return err
+	}
+	return rewriteInPlace(filepath.Join(c.Dir, "hosts"), files.Hosts(ownHosts(c), append(e.linkHosts(c), extra...)))
+}
+
+// rewriteInPlace replaces the content of the file at path without
+// replacing the file, which a bind mount holds; a missing file is left
+// missing (nothing mounts it).
+func rewriteInPlace(path string, data []byte) error {
+	faults.Step("files.rewrite")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	return errors.Join(err, f.Close())
 }

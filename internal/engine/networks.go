@@ -337,6 +337,9 @@ func (e *Engine) pickSubnets(n *Network, o *NetworkCreateOptions, taken []netip.
 		if s.Gateway == s.Prefix.Addr() {
 			return errdefs.Invalid("invalid --gateway %s: it is the subnet's network address", s.Gateway)
 		}
+		if b, ok := ipam.Broadcast(s.Prefix); ok && s.Gateway == b {
+			return errdefs.Invalid("invalid --gateway %s: it is the subnet's broadcast address", s.Gateway)
+		}
 		for _, r := range o.IPRanges {
 			if s.Prefix.Contains(r.Addr()) {
 				s.IPRange = r.Masked()

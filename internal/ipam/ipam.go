@@ -162,6 +162,13 @@ func (r reserved) reason(a netip.Addr) string {
 	return ""
 }
 
+// Broadcast returns the broadcast address of an IPv4 subnet of up to 30
+// bits; false for IPv6 and for /31 and /32, which have none.
+func Broadcast(subnet netip.Prefix) (netip.Addr, bool) {
+	r := newReserved(subnet, netip.Addr{})
+	return r.broadcast, r.broadcast.IsValid()
+}
+
 // lastAddr returns the highest address of p: its host bits all set.
 func lastAddr(p netip.Prefix) netip.Addr {
 	b := p.Masked().Addr().AsSlice()
