@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -388,5 +389,30 @@ func TestOwnerStopsWhileJoined(t *testing.T) {
 	s.MustKnit(t, "run", "-d", "--name", "newcomer", "--rootfs", bb, "sleep", "300")
 	if ip := ipOf(t, s, "newcomer"); ip != "172.17.0.2" {
 		t.Errorf("newcomer got %s, want the released 172.17.0.2", ip)
+	}
+}
+
+// A container's command gets only its standard streams: a descriptor that
+// whoever ran knit left open (here a directory of the host, which would
+// reach behind --rootfs) is not passed on, by run or by exec.
+func TestNoDescriptorsLeak(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	knit := testutil.KnitBinary(t)
+	fds := func(r testutil.Result) []string {
+		t.Helper()
+		if r.Code != 0 {
+			t.Fatalf("exit %d: %s", r.Code, r.Stderr)
+		}
+		return strings.Fields(r.Stdout)
+	}
+	// ls's own directory descriptor (3) is the only one above 2.
+	want := []string{"0", "1", "2", "3"}
+	if got := fds(s.Run("sh", "-c", `exec 7</; exec "$@"`, "sh", knit, "run", "--rm", "--rootfs", bb, "ls", "/proc/self/fd")); !slices.Equal(got, want) {
+		t.Errorf("run: the command's descriptors are %v, want %v", got, want)
+	}
+	s.MustKnit(t, "run", "-d", "--name", "fdc", "--rootfs", bb, "sleep", "300")
+	if got := fds(s.Run("sh", "-c", `exec 7</; exec "$@"`, "sh", knit, "exec", "fdc", "ls", "/proc/self/fd")); !slices.Equal(got, want) {
+		t.Errorf("exec: the command's descriptors are %v, want %v", got, want)
 	}
 }

@@ -91,6 +91,11 @@ func execJoinEnv(pid int) string {
 // allocated inside the container when asked, relays signals, and exits
 // with the command's exit code. It never returns.
 func ExecMain() {
+	// The command is started by os/exec, which passes on whatever is not
+	// close-on-exec: the spec and PID namespace descriptors included.
+	if err := closeOnExecFrom(3); err != nil {
+		fail(125, err)
+	}
 	specFile := os.NewFile(execSpecFd, "spec")
 	spec, err := readSpec(specFile)
 	if err != nil {

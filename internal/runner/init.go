@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,7 +24,9 @@ func Init() {
 	if err != nil {
 		fail(125, err)
 	}
-	unix.CloseOnExec(3)
+	if err := closeOnExecFrom(3); err != nil {
+		fail(125, err)
+	}
 	if err := setupContainer(spec); err != nil {
 		fail(125, err)
 	}
@@ -121,6 +124,30 @@ func enterCwd(dir string) error {
 	}
 	if err := unix.Chdir(dir); err != nil {
 		return fmt.Errorf("chdir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// closeOnExecFrom marks every descriptor from fd up close-on-exec, so that
+// the command gets only its standard streams: one inherited from whoever
+// ran knit (an open directory, say) would otherwise reach a container
+// behind its --rootfs. The descriptors stay usable until the exec.
+//
+// Equivalent to: close_range(fd, ~0U, CLOSE_RANGE_CLOEXEC)
+func closeOnExecFrom(fd int) error {
+	err := unix.CloseRange(uint(fd), ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EINVAL) {
+		return err
+	}
+	// Kernels before 5.11: one at a time.
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("list descriptors: %w", err)
+	}
+	for _, e := range entries {
+		if n, err := strconv.Atoi(e.Name()); err == nil && n >= fd {
+			unix.CloseOnExec(n)
+		}
 	}
 	return nil
 }
