@@ -416,3 +416,28 @@ func TestNoDescriptorsLeak(t *testing.T) {
 		t.Errorf("exec: the command's descriptors are %v, want %v", got, want)
 	}
 }
+
+// rm -f of a container that `run -d` is still starting leaves nothing
+// running: whether the supervisor records the start before or after rm
+// takes the record, the process goes with the container.
+func TestRemoveRacesDetachedStart(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	knit := testutil.KnitBinary(t)
+	// 60 rounds, rm -f 0 to 29 ms after run -d starts (run -d takes ~20).
+	script := `knit=$1 bb=$2
+for i in $(seq 0 59); do
+	"$knit" run -d --name race$i --rootfs "$bb" sleep 1001 >/dev/null 2>&1 &
+	sleep 0.0$((i % 3))$((i % 10))
+	"$knit" rm -f race$i >/dev/null 2>&1
+	wait
+	"$knit" rm -f race$i >/dev/null 2>&1 || true
+done`
+	s.MustRun(t, "sh", "-c", script, "sh", knit, bb)
+	if ps := s.MustKnit(t, "ps", "-a", "-q"); strings.TrimSpace(ps) != "" {
+		t.Errorf("containers left: %s", ps)
+	}
+	if out := s.Run("pgrep", "-f", "sleep 1001"); out.Code == 0 {
+		t.Errorf("processes left running with no container: %s", out.Stdout)
+	}
+}

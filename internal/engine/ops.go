@@ -128,21 +128,55 @@ func (e *Engine) Remove(ref string, o RemoveOptions) error {
 			return errdefs.Conflict("cannot remove container %s: container %s uses its network namespace (--network container:%s); remove %s first or use -f", c.Name, j.Name, c.Name, j.Name)
 		}
 	}
-	if c.Running() {
-		killProc(c.State.Process)
-		if err := e.awaitSupervisor(c); err != nil {
+	for {
+		if c.Running() {
+			killProc(c.State.Process)
+			if err := e.awaitSupervisor(c); err != nil {
+				return err
+			}
+		}
+		cur, err := e.claimForRemoval(c.ID)
+		if errdefs.KindOf(err) == errdefs.KindNotFound {
+			return nil // --rm got there first
+		} else if err != nil {
 			return err
 		}
-	}
-	if c, err = e.get(c.ID); errdefs.KindOf(err) == errdefs.KindNotFound {
-		return nil // --rm got there first
-	} else if err != nil {
-		return err
+		// The supervisor of a `run -d` whose command was killed above may
+		// have recorded its start meanwhile: its process goes first.
+		if cur.Running() && cur.State.Process != c.State.Process {
+			c = cur
+			continue
+		}
+		c = cur
+		break
 	}
 	if err := e.teardownKernel(c); err != nil {
 		return err
 	}
 	return e.forget(c)
+}
+
+// claimForRemoval reads container id for its removal and, while it is
+// still being created, makes this process its owner: a supervisor that
+// has not recorded its start yet then finds the record taken, and kills
+// the process it started instead of leaving it running with no record.
+func (e *Engine) claimForRemoval(id string) (*Container, error) {
+	var c *Container
+	read := func(tx store.Tx) (err error) { c, err = getContainer(tx, id); return err }
+	err := e.st.View(read) // most are not being created: no write
+	if err == nil && c.State.Status == StatusCreated && c.State.Owner != selfProc() {
+		err = e.st.Update(func(tx store.Tx) error {
+			if err := read(tx); err != nil || c.State.Status != StatusCreated {
+				return err
+			}
+			c.State.Owner = selfProc()
+			return putContainer(tx, c)
+		})
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errdefs.NotFound("no such container: %s", id)
+	}
+	return c, err
 }
 
 // joiner returns a running container that shares c's network namespace.
