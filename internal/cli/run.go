@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -74,7 +75,7 @@ func (a *app) run(cmd *cobra.Command, f *runFlags, args []string) error {
 	if err != nil {
 		return err
 	}
-	if o.Tty && o.Interactive && !isTerminal(a.env.In) {
+	if o.Tty && o.Interactive && !o.Detach && !isTerminal(a.env.In) {
 		return errdefs.Invalid("the input device is not a TTY: drop -t, or run from a terminal")
 	}
 	e, err := a.engine()
@@ -83,6 +84,11 @@ func (a *app) run(cmd *cobra.Command, f *runFlags, args []string) error {
 	}
 	if o.Detach {
 		id, err := e.RunDetached(*o)
+		var se *engine.StartError
+		if errors.As(err, &se) { // as docker run -d: the reason, and 126 or 127
+			fmt.Fprintf(a.env.Err, "knit: %s\n", se.Msg)
+			return exitError{se.Code}
+		}
 		if err != nil {
 			return err
 		}

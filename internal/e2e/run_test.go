@@ -194,12 +194,28 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"run", "--rm", "--rootfs", bb, "no-such-command"}, 127},
 		{[]string{"run", "--rm", "--rootfs", bb, "/etc/hosts"}, 126},
 		{[]string{"run", "--rm", "--network", "no-such-net", "--rootfs", bb, "true"}, 125},
+		// run -d too, as docker run -d: the command's failure, not an ID.
+		{[]string{"run", "-d", "--name", "nocmd", "--rootfs", bb, "no-such-command"}, 127},
+		{[]string{"run", "-d", "--rootfs", bb, "/etc/hosts"}, 126},
+		{[]string{"run", "-d", "--rm", "--rootfs", bb, "no-such-command"}, 127},
+		// -dit attaches no stdin: no terminal needed (stdin is not one here).
+		{[]string{"run", "-dit", "--rm", "--rootfs", bb, "true"}, 0},
 	}
 	for _, c := range cases {
 		if r := s.Knit(c.args...); r.Code != c.code {
 			t.Errorf("knit %s: exit %d, want %d (stderr %q)", strings.Join(c.args, " "), r.Code, c.code, r.Stderr)
+		} else if c.code == 127 && !strings.Contains(r.Stderr, "no-such-command") {
+			t.Errorf("knit %s: stderr %q does not name the command", strings.Join(c.args, " "), r.Stderr)
 		}
 	}
+	// The container whose command was not found is kept, exited with 127.
+	eventually(t, func() (string, error) {
+		st := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "nocmd"))
+		if st != "exited 127" {
+			return "", fmt.Errorf("nocmd: %s", st)
+		}
+		return st, nil
+	})
 	// A container killed by a signal reports 128+N; the foreground run
 	// exits with it. (PID 1 cannot SIGKILL itself, so kill it from outside.)
 	s.MustKnit(t, "run", "-d", "--name", "victim", "--rootfs", bb, "sleep", "300")

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -28,11 +29,18 @@ func (e *Engine) RunDetached(o RunOptions) (string, error) {
 		return "", err
 	}
 	if err := e.spawnSupervisor(c); err != nil {
-		e.destroy(c)
+		var se *StartError
+		if !errors.As(err, &se) { // a command that did not start is recorded as exited by its supervisor
+			e.destroy(c)
+		}
 		return "", err
 	}
 	return c.ID, nil
 }
+
+// StartError is why a container's command did not start (not found: 127,
+// cannot be executed: 126, setup: 125).
+type StartError = runner.StartError
 
 // spawnSupervisor starts `knit _supervise ID` in a session of its own and
 // waits for its one-line report on a pipe: "ok" or the reason it failed.
@@ -57,6 +65,14 @@ func (e *Engine) spawnSupervisor(c *Container) error {
 	line = strings.TrimSpace(line)
 	if line == "ok" {
 		return cmd.Process.Release()
+	}
+	if rest, ok := strings.CutPrefix(line, "exit "); ok {
+		// The container ran its init, but not its command; the supervisor
+		// records its exit.
+		code, msg, _ := strings.Cut(rest, " ")
+		n, _ := strconv.Atoi(code)
+		_ = cmd.Process.Release()
+		return &StartError{Code: n, Msg: msg}
 	}
 	_ = cmd.Wait()
 	if line == "" {
@@ -106,7 +122,11 @@ func (e *Engine) Supervise(id string, ready *os.File) error {
 		e.destroy(c)
 		return err
 	}
-	fmt.Fprintln(ready, "ok")
+	if f := p.Failed; f != nil {
+		fmt.Fprintf(ready, "exit %d %s\n", f.Code, strings.ReplaceAll(f.Msg, "\n", " "))
+	} else {
+		fmt.Fprintln(ready, "ok")
+	}
 	ready.Close()
 	stop := p.ForwardSignals()
 	code, _ := p.Wait()

@@ -22,15 +22,23 @@ func Init() {
 	// (An *os.File could be garbage collected and closed before.)
 	spec, err := readSpec(fdReader(3))
 	if err != nil {
-		fail(125, err)
+		initFail(125, err)
 	}
 	if err := closeOnExecFrom(3); err != nil {
-		fail(125, err)
+		initFail(125, err)
 	}
 	if err := setupContainer(spec); err != nil {
-		fail(125, err)
+		initFail(125, err)
 	}
-	fail(execCommand(spec.Args, spec.Env))
+	initFail(execCommand(spec.Args, spec.Env))
+}
+
+// initFail reports why the container could not start to Start, on fd 3
+// ("CODE MESSAGE"), then fails. A successful execve closes fd 3 with
+// nothing written, which is how Start tells the two apart.
+func initFail(code int, err error) {
+	_, _ = unix.Write(3, fmt.Appendf(nil, "%d %v", code, err))
+	fail(code, err)
 }
 
 // readSpec reads the Spec the parent sends on fd 3.

@@ -27,6 +27,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -80,6 +82,9 @@ type StartConfig struct {
 type Process struct {
 	Pid       int
 	StartTime uint64 // field 22 of /proc/PID/stat; guards against PID reuse
+	// Failed is set when the container's init could not set it up or run
+	// its command: the process then exits with Failed.Code.
+	Failed *StartError
 
 	cmd     *exec.Cmd
 	relay   *ptyRelay // nil without Tty
@@ -123,8 +128,10 @@ func Start(cfg StartConfig) (p *Process, err error) {
 	}
 	// Init keeps its end open until the command's execve closes it (or it
 	// exits): once this read ends, the container is set up, so that an
-	// Exec cannot join a half-built mount namespace.
-	_, _ = io.Copy(io.Discard, ours)
+	// Exec cannot join a half-built mount namespace. An init that fails
+	// says why first.
+	report, _ := io.ReadAll(ours)
+	p.Failed = parseStartError(report)
 	p.Pid = cmd.Process.Pid
 	if p.StartTime, err = StartTime(p.Pid); err != nil {
 		return nil, err
@@ -208,4 +215,25 @@ func sendSpec(f *os.File, spec []byte) error {
 		return fmt.Errorf("send spec: %w", err)
 	}
 	return nil
+}
+
+// StartError is why a container's command did not start: the exit code
+// its init ends with (125 setup, 126 cannot execute, 127 not found) and
+// the message it printed.
+type StartError struct {
+	Code int
+	Msg  string
+}
+
+func (e *StartError) Error() string { return e.Msg }
+
+// parseStartError reads init's "CODE MESSAGE" report; nil when there is
+// none (the command was executed).
+func parseStartError(b []byte) *StartError {
+	code, msg, ok := strings.Cut(string(b), " ")
+	n, err := strconv.Atoi(code)
+	if !ok || err != nil {
+		return nil
+	}
+	return &StartError{Code: n, Msg: msg}
 }
