@@ -97,7 +97,7 @@ func (a *app) inspectCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var views []*inspectView
+			views := []*inspectView{} // none found prints [], as in Docker
 			var errs []error
 			for _, ref := range args {
 				c, err := e.Container(ref)
@@ -107,7 +107,7 @@ func (a *app) inspectCommand() *cobra.Command {
 				}
 				views = append(views, a.newInspectView(e, c))
 			}
-			if format == "" {
+			if format == "" || format == "json" { // as network inspect
 				b, err := json.MarshalIndent(views, "", "    ")
 				if err != nil {
 					return err

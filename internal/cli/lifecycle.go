@@ -40,16 +40,17 @@ func (a *app) stopCommand() *cobra.Command {
 		Short: "Stop running containers: SIGTERM, then SIGKILL after a grace period",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if seconds < 0 {
-				return errdefs.Invalid("invalid --time %d: must not be negative", seconds)
+			if seconds < -1 {
+				return errdefs.Invalid("invalid --time %d: want seconds, or -1 to wait for ever", seconds)
 			}
+			timeout := time.Duration(seconds) * time.Second // -1: for ever, as in Docker
 			return a.eachContainer(cmd, args, func(e *engine.Engine, ref string) error {
-				_, err := e.Stop(ref, time.Duration(seconds)*time.Second)
+				_, err := e.Stop(ref, timeout)
 				return err
 			})
 		},
 	}
-	c.Flags().IntVarP(&seconds, "time", "t", 10, "seconds to wait before killing the container")
+	c.Flags().IntVarP(&seconds, "time", "t", 10, "seconds to wait before killing the container (-1: wait for ever)")
 	return c
 }
 
@@ -74,11 +75,21 @@ func (a *app) killCommand() *cobra.Command {
 	return c
 }
 
-// parseSignal accepts "KILL", "SIGKILL", "kill" and "9".
+// The real-time signals as glibc numbers them (it keeps 32 and 33), which
+// is what RTMIN+N means to a container's programs and to Docker.
+const sigRTMin, sigRTMax = 34, 64
+
+// signalAliases are the second names of signals, which unix.SignalNum
+// does not know.
+var signalAliases = map[string]syscall.Signal{"SIGIOT": unix.SIGABRT, "SIGPOLL": unix.SIGIO, "SIGCLD": unix.SIGCHLD}
+
+// parseSignal accepts "KILL", "SIGKILL", "kill", "9", aliases such as IOT,
+// and the real-time signals RTMIN, RTMIN+N, RTMAX-N and RTMAX, as Docker.
 func parseSignal(s string) (syscall.Signal, error) {
+	invalid := errdefs.Invalid("invalid signal %q", s)
 	if n, err := strconv.Atoi(s); err == nil {
-		if n <= 0 || n > 64 {
-			return 0, errdefs.Invalid("invalid signal %q", s)
+		if n <= 0 || n > sigRTMax {
+			return 0, invalid
 		}
 		return syscall.Signal(n), nil
 	}
@@ -86,9 +97,33 @@ func parseSignal(s string) (syscall.Signal, error) {
 	if !strings.HasPrefix(name, "SIG") {
 		name = "SIG" + name
 	}
+	for _, rt := range []struct {
+		prefix string
+		base   int
+		sign   byte // of the offset: RTMIN+N, RTMAX-N
+	}{{"SIGRTMIN", sigRTMin, '+'}, {"SIGRTMAX", sigRTMax, '-'}} {
+		rest, ok := strings.CutPrefix(name, rt.prefix)
+		if !ok {
+			continue
+		}
+		n := 0
+		if rest != "" {
+			var err error
+			if n, err = strconv.Atoi(rest); err != nil || rest[0] != rt.sign {
+				return 0, invalid
+			}
+		}
+		if sig := rt.base + n; sig >= sigRTMin && sig <= sigRTMax {
+			return syscall.Signal(sig), nil
+		}
+		return 0, invalid
+	}
+	if sig, ok := signalAliases[name]; ok {
+		return sig, nil
+	}
 	sig := unix.SignalNum(name)
 	if sig == 0 {
-		return 0, errdefs.Invalid("invalid signal %q", s)
+		return 0, invalid
 	}
 	return sig, nil
 }

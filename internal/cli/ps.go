@@ -47,8 +47,11 @@ func (a *app) psCommand() *cobra.Command {
 			if quiet && format == "" {
 				format = "{{.ID}}"
 			}
-			if format == "" || format == "table" {
+			switch format {
+			case "", "table":
 				format = psDefaultFormat
+			case "json": // one object per line, as docker ps --format json
+				format = "{{json .}}"
 			}
 			tmpl, table, err := parseFormat(format)
 			if err != nil {

@@ -37,6 +37,19 @@ func TestParseSignal(t *testing.T) {
 		{"", 0},
 		{" KILL", 0},
 		{"9x", 0},
+		{"IOT", syscall.SIGABRT},
+		{"SIGPOLL", syscall.SIGIO},
+		{"CLD", syscall.SIGCHLD},
+		{"RTMIN", syscall.Signal(34)},
+		{"RTMIN+3", syscall.Signal(37)},
+		{"SIGRTMAX-2", syscall.Signal(62)},
+		{"rtmax", syscall.Signal(64)},
+		{"RTMIN+30", syscall.Signal(64)},
+		{"RTMIN+31", 0},
+		{"RTMIN-1", 0},
+		{"RTMAX+1", 0},
+		{"RTMIN+", 0},
+		{"RTMINX", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -261,7 +274,7 @@ func TestRunBadFlags(t *testing.T) {
 		{"bad exec -e", []string{"exec", "-e", "=x", "c", "true"}, `invalid environment variable "=x"`},
 		{"bad signal", []string{"kill", "-s", "NOPE", "c"}, `invalid signal "NOPE"`},
 		{"signal out of range", []string{"kill", "--signal", "65", "c"}, `invalid signal "65"`},
-		{"negative stop time", []string{"stop", "-t", "-1", "c"}, "invalid --time -1"},
+		{"negative stop time", []string{"stop", "-t", "-2", "c"}, "invalid --time -2"},
 		{"non-numeric stop time", []string{"stop", "-t", "soon", "c"}, `invalid argument "soon"`},
 	}
 	for _, tt := range tests {

@@ -70,6 +70,13 @@ func TestDetachedLogsStopAndPs(t *testing.T) {
 	if f := s.MustKnit(t, "ps", "--format", "{{.Names}} {{.State}} {{.Command}}"); f != "talker running \"sh -c echo out; ech…\"\n" {
 		t.Errorf("ps --format = %q", f)
 	}
+	var row map[string]any
+	if f := s.MustKnit(t, "ps", "--format", "json"); json.Unmarshal([]byte(f), &row) != nil || row["Names"] != "talker" || row["State"] != "running" {
+		t.Errorf("ps --format json = %q", f)
+	}
+	if r := s.Knit("inspect", "nosuch"); r.Code != 125 || r.Stdout != "[]\n" {
+		t.Errorf("inspect nosuch: exit %d, %q; want 125 and []", r.Code, r.Stdout)
+	}
 	s.MustKnit(t, "stop", "-t", "5", "talker")
 	if l := s.MustKnit(t, "logs", "talker"); !strings.Contains(l, "bye") {
 		t.Errorf("stop should deliver SIGTERM first; logs:\n%s", l)

@@ -157,3 +157,23 @@ func TestDefaultHostIP(t *testing.T) {
 	reaches(t, s, nil, "127.0.0.1", 8085, "local")
 	blocked(t, s, world, "198.51.100.1", 8085)
 }
+
+// An exited container shows no published ports (its host ports went to
+// the pool when it stopped), in ps, port and inspect, as in Docker.
+func TestExitedShowsNoPorts(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "run", "-d", "--name", "brief", "-p", "8093:80", "--rootfs", bb, "sleep", "0.2")
+	eventually(t, func() (string, error) {
+		if st := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.State.Status}}", "brief")); st != "exited" {
+			return "", fmt.Errorf("brief: %s", st)
+		}
+		return "", nil
+	})
+	if ps := strings.TrimSpace(s.MustKnit(t, "ps", "-a", "--format", "{{.Names}}:{{.Ports}}")); ps != "brief:" {
+		t.Errorf("ps -a of the exited container: %q, want no ports", ps)
+	}
+	if r := s.Knit("port", "brief"); strings.TrimSpace(r.Stdout) != "" {
+		t.Errorf("knit port of the exited container: %q", r.Stdout)
+	}
+}

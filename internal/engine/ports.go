@@ -227,6 +227,9 @@ func (e *Engine) unpublish(c *Container) error {
 
 // Mappings renders a container's published ports as `docker port` does.
 func Mappings(c *Container) []portmap.Mapping {
+	if !c.Running() {
+		return nil // its host ports were released when it stopped, as in Docker's ps and port
+	}
 	out := make([]portmap.Mapping, len(c.Ports))
 	for i, p := range c.Ports {
 		out[i] = portmap.Mapping{HostIP: p.HostIP, HostPort: p.HostPort, Proto: portmap.Proto(p.Proto), ContainerPort: p.ContainerPort}

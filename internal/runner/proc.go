@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"strconv"
@@ -101,9 +102,9 @@ func statFields(pid int) ([]string, error) {
 	return f, nil
 }
 
-// WaitExit waits up to timeout for process pid to exit and reports whether
-// it did. It works for any process, not only children: a pidfd becomes
-// readable when its process exits.
+// WaitExit waits up to timeout (for ever if negative) for process pid to
+// exit and reports whether it did. It works for any process, not only
+// children: a pidfd becomes readable when its process exits.
 func WaitExit(pid int, timeout time.Duration) bool {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if errors.Is(err, unix.ESRCH) {
@@ -112,7 +113,7 @@ func WaitExit(pid int, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	if err != nil { // no pidfd (fd limit, old kernel): poll instead
 		for unix.Kill(pid, 0) == nil {
-			if time.Now().After(deadline) {
+			if timeout >= 0 && time.Now().After(deadline) {
 				return false
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -121,7 +122,10 @@ func WaitExit(pid int, timeout time.Duration) bool {
 	}
 	defer unix.Close(fd)
 	for {
-		ms := max(time.Until(deadline).Milliseconds(), 0)
+		ms := min(max(time.Until(deadline).Milliseconds(), 0), math.MaxInt32)
+		if timeout < 0 {
+			ms = -1 // for ever
+		}
 		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(ms))
 		if errors.Is(err, unix.EINTR) {
 			continue

@@ -90,3 +90,20 @@ func TestCPUTime(t *testing.T) {
 		t.Error("CPUTime of a missing process: no error")
 	}
 }
+
+// A negative timeout waits for ever: past any short deadline, until the
+// process exits.
+func TestWaitExitForever(t *testing.T) {
+	cmd := exec.Command("sleep", "0.3")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if !WaitExit(cmd.Process.Pid, -1) {
+		t.Error("WaitExit(-1) = false")
+	}
+	if d := time.Since(t0); d < 250*time.Millisecond {
+		t.Errorf("WaitExit(-1) returned after %v, before the process exited", d)
+	}
+	_ = cmd.Wait()
+}
