@@ -309,7 +309,16 @@ func TestKilledSupervisorIsRepaired(t *testing.T) {
 	if sup == "" {
 		t.Fatal("no supervisor process found")
 	}
+	follow := s.Start(t, testutil.KnitBinary(t), "logs", "-f", "k1")
+	followed := make(chan error, 1)
+	go func() { followed <- follow.Wait() }()
 	s.MustRun(t, "kill", "-9", sup)
+	// logs -f ends with the container, before any command reconciles.
+	select {
+	case <-followed:
+	case <-time.After(5 * time.Second):
+		t.Error("logs -f still follows a container killed with its supervisor")
+	}
 	// The container dies with its supervisor; the next command notices.
 	eventually(t, func() (string, error) {
 		st := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.State.Status}}", "k1"))

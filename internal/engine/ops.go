@@ -257,8 +257,10 @@ func (e *Engine) Logs(ref string, follow bool, w io.Writer) error {
 		if !follow {
 			return nil
 		}
+		// A process gone with its supervisor (killed) ends it too: its
+		// record says running until the next command reconciles.
 		cur, err := e.get(c.ID)
-		if err != nil || !cur.Running() {
+		if err != nil || !cur.Running() || !alive(cur.State.Process) {
 			_, err2 := io.Copy(w, f) // what was written before the exit
 			return errors.Join(err2)
 		}

@@ -499,9 +499,12 @@ func (e *Engine) finish(id string, code int) error {
 		return err
 	}
 	kerr := e.teardownKernel(c)
-	if c.Spec.AutoRemove {
-		return errors.Join(kerr, e.forget(c))
+	if c.Spec.AutoRemove && kerr == nil {
+		return e.forget(c)
 	}
+	// A --rm container whose links could not be undone is kept, exited,
+	// with its addresses and host ports, as destroy keeps them: none is
+	// handed out while still in use, and a prune removes it later.
 	defer e.dnsChanged(c)
 	err = e.st.Update(func(tx store.Tx) error {
 		cur, err := getContainer(tx, id)

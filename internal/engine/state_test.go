@@ -16,6 +16,7 @@ import (
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/firewall/firewalltest"
 	"github.com/knit-dev/knit/internal/portmap"
 	"github.com/knit-dev/knit/internal/runner"
 	"github.com/knit-dev/knit/internal/store"
@@ -560,5 +561,38 @@ func TestHostPortFamilies(t *testing.T) {
 	}
 	if err := reserve("d", "::1"); errdefs.KindOf(err) != errdefs.KindInvalid || !strings.Contains(err.Error(), "127.0.0.1") {
 		t.Errorf("[::1]:8080: %v, want it refused, pointing at 127.0.0.1", err)
+	}
+}
+
+// A --rm container whose kernel state could not be undone when it exited
+// is kept, exited, with its host port and addresses: none is handed out
+// while still in use; a prune removes it later.
+func TestAutoRemoveKeepsWhatTeardownCouldNotUndo(t *testing.T) {
+	st := newStore(t)
+	fw := firewalltest.New()
+	e := &Engine{st: st, fw: fw, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: t.TempDir()}}
+	id := hexID("rm1")
+	c := &Container{ID: id, Name: "gone", Dir: filepath.Join(t.TempDir(), "gone"), OwnsNetns: true, Netns: filepath.Join(t.TempDir(), "nonexistent"),
+		State: State{Status: StatusRunning},
+		Spec:  Spec{AutoRemove: true},
+		Ports: []firewall.PortMapping{{Network: "n", HostPort: 8080, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.0.0.2"), ContainerPort: 80}}}
+	seed(t, st, c)
+	if err := st.Update(func(tx store.Tx) error { return tx.Put(portsBucket("tcp", 8080), "*", []byte(id)) }); err != nil {
+		t.Fatal(err)
+	}
+	fw.FailOn("RemovePorts "+id, errors.New("netlink: busy"))
+	if err := e.finish(id, 0); err == nil {
+		t.Fatal("finish reported no error")
+	}
+	var owner []byte
+	err := st.View(func(tx store.Tx) (err error) {
+		if _, err = getContainer(tx, id); err != nil {
+			return err
+		}
+		owner, err = tx.Get(portsBucket("tcp", 8080), "*")
+		return err
+	})
+	if err != nil || string(owner) != id {
+		t.Errorf("after a failed teardown the record or its host port is gone: %v, port held by %q", err, owner)
 	}
 }
