@@ -90,6 +90,7 @@ func TestNetworkRefusalsLeaveStateUnchanged(t *testing.T) {
 		{[]string{"network", "create", "--subnet", "10.61.0.1/24", "hostbits"}, "host bits"},
 		{[]string{"network", "create", "--gateway", "10.62.0.1", "nosubnet"}, "--gateway"},
 		{[]string{"network", "create", "--subnet", "10.62.0.0/24", "--gateway", "10.62.0.255", "bcast"}, "broadcast address"},
+		{[]string{"network", "create", "-o", "com.docker.network.bridge.name=wan0", "onveth"}, "not a bridge"},
 		{[]string{"network", "create", "used"}, "already exists"},
 		{[]string{"network", "create", "-o", "nosuch=1", "opt"}, "unknown network option"},
 		{[]string{"network", "create", "-d", "overlay", "drv"}, "not supported"},

@@ -317,6 +317,10 @@ func (e *Engine) Disconnect(network, ref string, force bool) error {
 	if c.JoinedTo != "" {
 		return errdefs.Invalid("container %s shares the network namespace of another container", c.Name)
 	}
+	if c.State.Status == StatusCreated && alive(c.State.Owner) {
+		// Its start would record the endpoint again, with its link.
+		return errdefs.Conflict("container %s is still being set up (by PID %d); retry", c.Name, c.State.Owner.Pid)
+	}
 	if err := e.st.View(func(tx store.Tx) error { return connectUnderWay(tx, c, n.Name) }); err != nil {
 		return err
 	}

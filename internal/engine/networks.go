@@ -79,10 +79,14 @@ func (e *Engine) CreateNetwork(o NetworkCreateOptions) (*Network, error) {
 		n.Bridge = "br-" + n.ID[:12]
 	}
 	if h, err := link.Host(); err == nil {
-		if _, err := h.BridgeGet(n.Bridge); err == nil {
-			n.External = true // the administrator's bridge: used, never deleted
-		}
+		_, err := h.BridgeGet(n.Bridge)
 		h.Close()
+		switch {
+		case err == nil:
+			n.External = true // the administrator's bridge: used, never deleted
+		case errdefs.KindOf(err) == errdefs.KindConflict:
+			return nil, errdefs.Conflict("cannot use %s as the network's bridge: %v; choose another name (-o bridge=)", n.Bridge, err)
+		}
 	}
 	err = e.st.Update(func(tx store.Tx) error {
 		if _, err := getNetwork(tx, n.Name); err == nil || n.Name == ModeBridge || predefined[n.Name] != "" {

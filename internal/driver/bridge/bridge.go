@@ -122,12 +122,13 @@ func (d *Driver) DeleteNetwork(n *driver.Network) error {
 		return fmt.Errorf("delete network %s: %w", n.Name, err)
 	}
 	defer d.handles.Put(h)
-	// Checking the kind keeps a same-named link of another kind alive.
+	// Checking the kind keeps a same-named link of another kind alive:
+	// not the network's, so there is nothing of it to delete.
 	_, err = h.BridgeGet(n.Bridge)
 	if err == nil {
 		err = h.LinkDel(n.Bridge)
 	}
-	if err != nil && !link.IsNotFound(err) {
+	if err != nil && !link.IsNotFound(err) && errdefs.KindOf(err) != errdefs.KindConflict {
 		return fmt.Errorf("delete network %s: %w", n.Name, err)
 	}
 	return nil
