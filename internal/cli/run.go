@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/engine"
@@ -44,7 +45,6 @@ func (a *app) runCommand() *cobra.Command {
 	fl.StringVar(&f.name, "name", "", "assign a name to the container")
 	fl.StringVarP(&f.hostname, "hostname", "h", "", "container host name")
 	fl.StringArrayVar(&f.networks, "network", []string{"bridge"}, "connect to a network: bridge, none, host, container:NAME or a user-defined network (repeat for more networks)")
-	fl.StringArrayVar(&f.networks, "net", []string{"bridge"}, "alias of --network")
 	fl.StringVar(&f.ip, "ip", "", "IPv4 address on the first network (e.g., 172.30.100.104)")
 	fl.StringVar(&f.ip6, "ip6", "", "IPv6 address on the first network (e.g., 2001:db8::33)")
 	fl.StringArrayVar(&f.aliases, "network-alias", nil, "add a network-scoped alias for the container on the first network")
@@ -58,15 +58,23 @@ func (a *app) runCommand() *cobra.Command {
 	fl.StringArrayVar(&f.dns, "dns", nil, "set custom DNS servers")
 	fl.StringArrayVar(&f.dnsSearch, "dns-search", nil, "set custom DNS search domains")
 	fl.StringArrayVar(&f.dnsOptions, "dns-option", nil, "set DNS options")
-	fl.StringArrayVar(&f.dnsOptions, "dns-opt", nil, "alias of --dns-option")
 	fl.StringArrayVar(&f.addHosts, "add-host", nil, "add a custom host-to-IP mapping (host:ip, ip may be host-gateway)")
 	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a container's port(s) to the host ([IP:][HOSTPORT:]PORT[/PROTO])")
 	fl.BoolVarP(&f.publishAll, "publish-all", "P", false, "publish all exposed ports to random host ports")
 	fl.StringArrayVar(&f.expose, "expose", nil, "expose a port or a range of ports (PORT[-PORT][/PROTO])")
 	fl.StringArrayVar(&f.links, "link", nil, "add a link to another container (NAME[:ALIAS])")
 	fl.StringVar(&f.rootfs, "rootfs", "", "directory to use as the root filesystem (default: the host's, privately mounted)")
-	_ = fl.MarkHidden("net")
-	_ = fl.MarkHidden("dns-opt")
+	// Docker's second names are the same flags, so that mixing the two
+	// forms keeps every value (two flags would each replace the other's).
+	fl.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		switch name {
+		case "net":
+			name = "network"
+		case "dns-opt":
+			name = "dns-option"
+		}
+		return pflag.NormalizedName(name)
+	})
 	return c
 }
 
@@ -74,6 +82,11 @@ func (a *app) run(cmd *cobra.Command, f *runFlags, args []string) error {
 	o, err := f.options(args)
 	if err != nil {
 		return err
+	}
+	if o.Network == engine.ModeHost && (len(o.Publish) > 0 || o.PublishAll) {
+		// As Docker: the container's ports are the host's already.
+		fmt.Fprintln(a.env.Err, "WARNING: Published ports are discarded when using host network mode")
+		o.Publish, o.PublishAll = nil, false
 	}
 	if o.Tty && o.Interactive && !o.Detach && !isTerminal(a.env.In) {
 		return errdefs.Invalid("the input device is not a TTY: drop -t, or run from a terminal")

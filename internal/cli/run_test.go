@@ -165,7 +165,7 @@ func TestOptionsInvalid(t *testing.T) {
 		{"dns-option value on flag", runFlags{dnsOptions: []string{"rotate:1"}}},
 		{"add-host no separator", runFlags{addHosts: []string{"db"}}},
 		{"add-host bad ip", runFlags{addHosts: []string{"db:nope"}}},
-		{"add-host bad name", runFlags{addHosts: []string{"-db:10.0.0.1"}}},
+		{"add-host bad name", runFlags{addHosts: []string{"d b:10.0.0.1"}}},
 		{"add-host empty ip", runFlags{addHosts: []string{"db:"}}},
 		{"add-host gateway typo", runFlags{addHosts: []string{"db:host_gateway"}}},
 	}
@@ -322,5 +322,19 @@ func TestRunNeedsNoEngine(t *testing.T) {
 	}
 	if _, stdout, _, _ := runCLI(t, "--version"); !strings.Contains(stdout, "0.0.0-test") {
 		t.Errorf("--version printed %q, want the version", stdout)
+	}
+}
+
+// Docker's second flag names (--net, --dns-opt) are the same flags: mixed
+// with the first names, every value is kept.
+func TestFlagAliasesMerge(t *testing.T) {
+	c := (&app{}).runCommand()
+	if err := c.Flags().Parse([]string{"--network", "a", "--net", "b", "--dns-option", "ndots:1", "--dns-opt", "timeout:2", "true"}); err != nil {
+		t.Fatal(err)
+	}
+	for flag, want := range map[string][]string{"network": {"a", "b"}, "dns-option": {"ndots:1", "timeout:2"}} {
+		if got, err := c.Flags().GetStringArray(flag); err != nil || !slices.Equal(got, want) {
+			t.Errorf("--%s = %v, %v; want %v", flag, got, err, want)
+		}
 	}
 }

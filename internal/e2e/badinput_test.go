@@ -78,7 +78,7 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 		{[]string{"run", "-p", "", "true"}, "invalid"},
 		{[]string{"run", "--expose", "80-", "true"}, "invalid"},
 		{[]string{"run", "--expose", "abc", "true"}, "invalid"},
-		{[]string{"run", "--network", "host", "-p", "8080:80", "true"}, "conflicting options"},
+		{[]string{"run", "--network", "none", "-p", "8080:80", "true"}, "conflicting options"},
 		{[]string{"run", "--network", "none", "-P", "--expose", "80", "true"}, "conflicting options"},
 		// Links and names.
 		{[]string{"run", "--link", "nosuch", "true"}, "nosuch"},

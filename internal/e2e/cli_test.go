@@ -228,3 +228,19 @@ func TestSystemPruneWaitsForNamespacesBeingMade(t *testing.T) {
 		t.Errorf("prune output lacks the namespace:\n%s", pruned)
 	}
 }
+
+// fixed-cidr hands out the default network's addresses from its range:
+// inside bip's subnet, or, without bip, as the subnet itself.
+func TestConfigFixedCIDR(t *testing.T) {
+	bb := testutil.Busybox(t)
+	for _, tc := range []struct{ config, want string }{
+		{`{"bip": "10.97.0.1/16", "fixed-cidr": "10.97.5.0/24"}`, "inet 10.97.5."}, // in the range, of the subnet
+		{`{"fixed-cidr": "10.96.0.0/24"}`, "10.96.0.2/24"},
+	} {
+		s := sandbox(t)
+		s.WriteConfig(t, tc.config)
+		if ip := s.MustKnit(t, "run", "--rm", "--rootfs", bb, "ip", "-o", "-4", "addr", "show", "eth0"); !strings.Contains(ip, tc.want) {
+			t.Errorf("%s: eth0 %s, want %s", tc.config, ip, tc.want)
+		}
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/faults"
@@ -15,7 +17,24 @@ import (
 const (
 	hostResolvConf = "/etc/resolv.conf"
 	hostHosts      = "/etc/hosts"
+	// resolvedConf lists systemd-resolved's upstream servers.
+	resolvedConf = "/run/systemd/resolve/resolv.conf"
 )
+
+// readHostResolv returns the host's resolv.conf for a container: when it
+// names only systemd-resolved's stub (127.0.0.53, unreachable from a
+// container's namespace), the upstream servers resolved uses, as Docker
+// does.
+func readHostResolv(etc, resolved string) []byte {
+	b, _ := os.ReadFile(etc)
+	stub := netip.MustParseAddr("127.0.0.53")
+	if ns := files.ParseResolvConf(b).Nameservers; len(ns) == 1 && ns[0] == stub {
+		if r, err := os.ReadFile(resolved); err == nil {
+			return r
+		}
+	}
+	return b
+}
 
 // writeFiles writes the container's hosts, resolv.conf and hostname into its
 // directory; the runner bind-mounts them over /etc inside the container, so
@@ -39,7 +58,10 @@ func (e *Engine) writeFiles(c *Container, o *RunOptions, p *plan) error {
 	} else {
 		hosts = files.Hosts(ownHosts(c), append(e.linkHosts(c), extra...))
 	}
-	hostResolv, _ := os.ReadFile(hostResolvConf)
+	hostResolv := readHostResolv(hostResolvConf, resolvedConf)
+	if p.mode == ModeHost { // the host's own stub is reachable there
+		hostResolv, _ = os.ReadFile(hostResolvConf)
+	}
 	ro := files.ResolvOptions{
 		DNS: o.DNS, Search: o.DNSSearch, Options: o.DNSOptions,
 		KeepLoopback: p.mode == ModeHost, IPv6: wantsIPv6(p.networks),
@@ -65,7 +87,12 @@ func (e *Engine) writeFiles(c *Container, o *RunOptions, p *plan) error {
 // ownHosts maps each of the container's addresses to its hostname and name.
 func ownHosts(c *Container) []files.HostEntry {
 	names := []string{c.Spec.Hostname}
-	if c.Name != c.Spec.Hostname {
+	// A dotted hostname's first label is a name of the container too, as
+	// in Docker's hosts file ("IP web.example.com web").
+	if short, _, dotted := strings.Cut(c.Spec.Hostname, "."); dotted && short != "" {
+		names = append(names, short)
+	}
+	if !slices.Contains(names, c.Name) {
 		names = append(names, c.Name)
 	}
 	var out []files.HostEntry
@@ -152,7 +179,7 @@ func (e *Engine) refreshFiles(id string) error {
 	if err != nil {
 		return err
 	}
-	hostResolv, _ := os.ReadFile(hostResolvConf)
+	hostResolv := readHostResolv(hostResolvConf, resolvedConf)
 	ro := files.ResolvOptions{DNS: o.DNS, Search: o.DNSSearch, Options: o.DNSOptions, IPv6: wantsIPv6(nets)}
 	if gw, ok := dnsServer(nets); ok {
 		ro.DNS, ro.Embedded = []netip.Addr{gw}, true

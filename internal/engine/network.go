@@ -79,6 +79,16 @@ func (e *Engine) defaultSubnet() (driver.Subnet, error) {
 		}
 		return s, nil
 	}
+	if e.cfg.FixedCIDR != "" {
+		// Without bip, the range is the bridge's subnet, its first address
+		// the gateway: a subnet from the pools would not hold it.
+		p, err := netip.ParsePrefix(e.cfg.FixedCIDR)
+		if err != nil {
+			return driver.Subnet{}, errdefs.Invalid("config fixed-cidr %q: %v", e.cfg.FixedCIDR, err)
+		}
+		p = p.Masked()
+		return driver.Subnet{Prefix: p, Gateway: ipam.FirstHost(p), IPRange: p}, nil
+	}
 	taken, err := link.HostRoutes()
 	if err != nil {
 		return driver.Subnet{}, fmt.Errorf("list host routes: %w", err)
@@ -99,11 +109,7 @@ func (e *Engine) defaultSubnet() (driver.Subnet, error) {
 	if err != nil {
 		return driver.Subnet{}, errdefs.Conflict("no free subnet in the default address pools: %v", err)
 	}
-	s := driver.Subnet{Prefix: p, Gateway: ipam.FirstHost(p)}
-	if e.cfg.FixedCIDR != "" {
-		s.IPRange, _ = netip.ParsePrefix(e.cfg.FixedCIDR)
-	}
-	return s, nil
+	return driver.Subnet{Prefix: p, Gateway: ipam.FirstHost(p)}, nil
 }
 
 // firewallNetwork is what the firewall needs to know about n.

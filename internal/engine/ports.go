@@ -32,14 +32,36 @@ func hostIPKey(a netip.Addr) string {
 	return a.Unmap().String()
 }
 
-// portSpecs is what a run asks to publish: -p values, and with -P every
-// --expose'd port on a random host port.
+// portSpecs is what a run asks to publish: -p values, and with -P each
+// --expose'd port that no -p publishes, once, on a random host port (as
+// Docker's -P: the exposed ports are a set).
 func portSpecs(o *RunOptions) []portmap.Spec {
 	specs := append([]portmap.Spec(nil), o.Publish...)
-	if o.PublishAll {
-		for _, s := range o.Expose { // HostIP: config.json's "ip", if any
-			s.HostPortFirst, s.HostPortLast = 0, 0
-			specs = append(specs, s)
+	if !o.PublishAll {
+		return specs
+	}
+	type key struct {
+		proto portmap.Proto
+		port  uint16
+	}
+	done := map[key]bool{}
+	for _, s := range o.Publish {
+		for p := s.ContainerFirst; ; p++ {
+			done[key{s.Proto, p}] = true
+			if p == s.ContainerLast {
+				break
+			}
+		}
+	}
+	for _, s := range o.Expose { // HostIP: config.json's "ip", if any
+		for p := s.ContainerFirst; ; p++ {
+			if k := (key{s.Proto, p}); !done[k] {
+				done[k] = true
+				specs = append(specs, portmap.Spec{HostIP: s.HostIP, ContainerFirst: p, ContainerLast: p, Proto: s.Proto})
+			}
+			if p == s.ContainerLast {
+				break
+			}
 		}
 	}
 	return specs

@@ -596,3 +596,47 @@ func TestAutoRemoveKeepsWhatTeardownCouldNotUndo(t *testing.T) {
 		t.Errorf("after a failed teardown the record or its host port is gone: %v, port held by %q", err, owner)
 	}
 }
+
+// -P publishes each exposed port once, and not those -p publishes.
+func TestPublishAllSpecs(t *testing.T) {
+	one := func(first, last uint16, proto portmap.Proto) portmap.Spec {
+		return portmap.Spec{ContainerFirst: first, ContainerLast: last, Proto: proto}
+	}
+	bound := one(80, 80, portmap.TCP)
+	bound.HostPortFirst, bound.HostPortLast = 8080, 8080
+	o := &RunOptions{PublishAll: true, Publish: []portmap.Spec{bound},
+		Expose: []portmap.Spec{one(80, 80, portmap.TCP), one(81, 81, portmap.TCP), one(81, 81, portmap.TCP),
+			one(80, 80, portmap.UDP), one(8000, 8001, portmap.TCP), one(65535, 65535, portmap.TCP)}}
+	want := []portmap.Spec{bound, one(81, 81, portmap.TCP), one(80, 80, portmap.UDP), one(8000, 8000, portmap.TCP),
+		one(8001, 8001, portmap.TCP), one(65535, 65535, portmap.TCP)}
+	if got := portSpecs(o); !slices.Equal(got, want) {
+		t.Errorf("portSpecs =\n%v\nwant\n%v", got, want)
+	}
+}
+
+// With systemd-resolved's stub as the host's only nameserver, containers
+// get the upstream servers resolved uses, as with Docker.
+func TestReadHostResolv(t *testing.T) {
+	dir := t.TempDir()
+	etc, resolved := filepath.Join(dir, "resolv.conf"), filepath.Join(dir, "resolved.conf")
+	write := func(p, s string) {
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(resolved, "nameserver 192.0.2.53\n")
+	for _, tc := range []struct{ etc, want string }{
+		{"nameserver 127.0.0.53\nsearch lan\n", "nameserver 192.0.2.53\n"},
+		{"nameserver 198.51.100.53\n", "nameserver 198.51.100.53\n"},
+		{"nameserver 127.0.0.53\nnameserver 198.51.100.53\n", "nameserver 127.0.0.53\nnameserver 198.51.100.53\n"},
+	} {
+		write(etc, tc.etc)
+		if got := string(readHostResolv(etc, resolved)); got != tc.want {
+			t.Errorf("host resolv.conf %q: read %q, want %q", tc.etc, got, tc.want)
+		}
+	}
+	write(etc, "nameserver 127.0.0.53\n")
+	if got := string(readHostResolv(etc, filepath.Join(dir, "missing"))); got != "nameserver 127.0.0.53\n" {
+		t.Errorf("without resolved's file: %q", got)
+	}
+}

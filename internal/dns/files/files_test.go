@@ -132,9 +132,11 @@ func TestParseAddHost(t *testing.T) {
 		{in: "db:[]", err: "is not an IP address"},
 		{in: "db:fe80::1%eth0", err: "is not an IP address"},
 		{in: "db:[2001:db8::1", err: "is not an IP address"},
-		{in: "bad_name:10.0.0.5", err: "invalid hostname"},
+		{in: "my_host:10.0.0.5", want: HostEntry{IP: ip("10.0.0.5"), Names: []string{"my_host"}}}, // as Docker
+		{in: "my host:10.0.0.5", err: "without blanks"},
+		{in: "a#b:10.0.0.5", err: "without blanks or #"},
 		{in: "a=b:10.0.0.5", err: "is not an IP address"},
-		{in: "2001:db8::1=v6", err: "invalid hostname"},
+		{in: "2001:db8::1=v6", err: "is not an IP address"},
 	} {
 		got, err := ParseAddHost(tc.in)
 		if tc.err != "" {

@@ -3,6 +3,7 @@ package files
 import (
 	"net/netip"
 	"strings"
+	"unicode"
 
 	"github.com/knit-dev/knit/internal/errdefs"
 )
@@ -31,8 +32,10 @@ func ParseAddHost(s string) (HostEntry, error) {
 		return HostEntry{}, errdefs.Invalid("invalid --add-host %q: expected NAME:IP or NAME=IP", s)
 	}
 	name, ip = strings.TrimSpace(name), strings.TrimSpace(ip)
-	if err := ValidHostname(name); err != nil {
-		return HostEntry{}, errdefs.Invalid("invalid --add-host %q: %w", s, err)
+	// Docker takes any name (my_host included); only what would break the
+	// hosts file's syntax is refused.
+	if name == "" || strings.ContainsFunc(name, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == '#' }) {
+		return HostEntry{}, errdefs.Invalid("invalid --add-host %q: the name must be non-empty, without blanks or #", s)
 	}
 	if ip == hostGateway {
 		return HostEntry{Names: []string{name}, HostGateway: true}, nil
