@@ -23,6 +23,10 @@ type Subnet struct {
 	Gateway netip.Addr   `json:"gateway"`
 	// IPRange restricts dynamic allocation; zero means the whole Prefix.
 	IPRange netip.Prefix `json:"ipRange,omitzero"`
+	// DefaultRoute, when set, is the containers' default gateway instead
+	// of Gateway, which stays the bridge's address (dockerd's
+	// --default-gateway).
+	DefaultRoute netip.Addr `json:"defaultRoute,omitzero"`
 }
 
 // Network is what a driver needs to know about a network.

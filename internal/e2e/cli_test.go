@@ -244,3 +244,22 @@ func TestConfigFixedCIDR(t *testing.T) {
 		}
 	}
 }
+
+// default-gateway (dockerd's --default-gateway) is the default network's
+// containers' default route; the bridge keeps its own address.
+func TestConfigDefaultGateway(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.WriteConfig(t, `{"bip": "10.93.0.1/24", "default-gateway": "10.93.0.254"}`)
+	if route := s.MustKnit(t, "run", "--rm", "--rootfs", bb, "ip", "route"); !strings.Contains(route, "default via 10.93.0.254 dev eth0") {
+		t.Errorf("routes:\n%s\nwant default via 10.93.0.254", route)
+	}
+	if addr := s.MustRun(t, "ip", "-o", "-4", "addr", "show", "knit0"); !strings.Contains(addr, "10.93.0.1/24") {
+		t.Errorf("knit0: %s", addr)
+	}
+	s2 := sandbox(t)
+	s2.WriteConfig(t, `{"bip": "10.93.0.1/24", "default-gateway": "10.94.0.254"}`)
+	if r := s2.Knit("run", "--rm", "--rootfs", bb, "true"); r.Code != 125 || !strings.Contains(r.Stderr, "outside the default network's subnet") {
+		t.Errorf("default-gateway outside the subnet: exit %d, %q", r.Code, r.Stderr)
+	}
+}

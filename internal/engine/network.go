@@ -67,7 +67,17 @@ func (e *Engine) createDefaultNetwork() (*Network, error) {
 	return n, err
 }
 
-func (e *Engine) defaultSubnet() (driver.Subnet, error) {
+func (e *Engine) defaultSubnet() (s driver.Subnet, err error) {
+	defer func() {
+		if err != nil || e.cfg.DefaultGateway == "" {
+			return
+		}
+		gw, _ := netip.ParseAddr(e.cfg.DefaultGateway) // Load validated it
+		if !s.Prefix.Contains(gw) {
+			err = errdefs.Invalid("config default-gateway %s is outside the default network's subnet %s", gw, s.Prefix)
+		}
+		s.DefaultRoute = gw
+	}()
 	if e.cfg.Bip != "" {
 		p, err := netip.ParsePrefix(e.cfg.Bip)
 		if err != nil {

@@ -325,7 +325,11 @@ func allocateEndpoint(tx store.Tx, n *Network, c *Container, req endpointRequest
 		}
 		ep.Addrs = append(ep.Addrs, netip.PrefixFrom(addr, s.Prefix.Bits()))
 		if s.Gateway.IsValid() && !n.Internal && !routed[addr.Is4()] {
-			ep.Gateways = append(ep.Gateways, s.Gateway)
+			gw := s.Gateway
+			if s.DefaultRoute.IsValid() {
+				gw = s.DefaultRoute
+			}
+			ep.Gateways = append(ep.Gateways, gw)
 			ep.DefaultRoute = true
 		}
 		if ep.MAC == nil && addr.Is4() {
