@@ -121,9 +121,9 @@ func (a *app) rootCommand() *cobra.Command {
 // superviseCommand is the hidden entry of a detached container's supervisor.
 func (a *app) superviseCommand() *cobra.Command {
 	return &cobra.Command{
-		Use:    engine.SuperviseArg + " ID",
+		Use:    engine.SuperviseArg + " ID OWNER",
 		Hidden: true,
-		Args:   cobra.ExactArgs(1),
+		Args:   cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ready := os.NewFile(3, "ready")
 			e, err := a.engine()
@@ -131,7 +131,7 @@ func (a *app) superviseCommand() *cobra.Command {
 				fmt.Fprintln(ready, err)
 				return err
 			}
-			return e.Supervise(args[0], ready)
+			return e.Supervise(args[0], args[1], ready)
 		},
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/runner"
 )
 
@@ -52,7 +53,7 @@ func (e *Engine) spawnSupervisor(c *Container) error {
 	defer r.Close()
 	cmd := exec.Command(e.self,
 		"--data-root", e.paths.DataRoot, "--exec-root", e.paths.ExecRoot, "--config", e.paths.Config,
-		SuperviseArg, c.ID)
+		SuperviseArg, c.ID, string(formatProc(c.State.Owner)))
 	cmd.ExtraFiles = []*os.File{w} // fd 3
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Dir = "/"
@@ -91,8 +92,17 @@ func openLog(dir string) (*os.File, error) {
 // Supervise is the body of a detached container's supervisor: start the
 // container with its output in the log, report on ready (fd 3 of the
 // supervisor), wait, then record the exit and release the network.
-func (e *Engine) Supervise(id string, ready *os.File) error {
+// owner ("PID:START") is the command that created the container: if the
+// record names another by now (an rm -f, a repair took it over), the
+// container is not started, and if that happens while it starts, start
+// finds out and kills it.
+func (e *Engine) Supervise(id, owner string, ready *os.File) error {
 	c, err := e.get(id)
+	if err == nil {
+		if want, ok := parseProc([]byte(owner)); !ok || c.State.Owner != want {
+			err = errdefs.Conflict("container %s was removed while starting", c.Name)
+		}
+	}
 	if err != nil {
 		fmt.Fprintln(ready, err)
 		return err

@@ -47,6 +47,16 @@ func (e *Engine) Prune() (*PruneReport, error) {
 	live := map[string]*Container{}
 	for _, c := range all {
 		if c.State.Status == StatusExited {
+			// One whose exit could not undo its kernel state keeps its
+			// addresses and host ports (finish): undo it now, and forget
+			// it only once that worked.
+			if c.State.Error != "" {
+				if err := e.teardownKernel(c); err != nil {
+					errs = append(errs, fmt.Errorf("container %s: %w", c.Name, err))
+					live[c.ID] = c // what it holds stays held
+					continue
+				}
+			}
 			if err := e.forget(c); err != nil {
 				errs = append(errs, err)
 				continue

@@ -127,7 +127,22 @@ func (e *Engine) repair(id string) error {
 		code = exitKilled
 	}
 	if c.State.Status == StatusCreated {
-		e.destroy(c) // never started: undo the half-made run
+		// Never started: undo the half-made run. If its kernel state
+		// cannot be undone now, the claim is given back, so that the
+		// record is not tied to this process (a foreground run, an exec:
+		// it may live for days) but left for the next command to retry.
+		if err := e.teardownKernel(c); err != nil {
+			_ = e.st.Update(func(tx store.Tx) error {
+				cur, err := getContainer(tx, id)
+				if err != nil || cur.State.Owner != selfProc() {
+					return err
+				}
+				cur.State.Owner = Proc{}
+				return putContainer(tx, cur)
+			})
+			return nil
+		}
+		_ = e.forget(c)
 		return nil
 	}
 	if err := e.finish(c.ID, code); err != nil {
