@@ -146,7 +146,7 @@ func TestFiles(t *testing.T) {
 	bb := testutil.Busybox(t)
 	hosts := s.MustKnit(t, "run", "--rm", "--name", "f1", "-h", "web.example.org", "--add-host", "db.local:192.0.2.10",
 		"--add-host", "gw:host-gateway", "--rootfs", bb, "cat", "/etc/hosts")
-	for _, want := range []string{"127.0.0.1\tlocalhost", "192.0.2.10\tdb.local", "172.17.0.1\tgw", "172.17.0.2\tweb.example.org f1"} {
+	for _, want := range []string{"127.0.0.1\tlocalhost", "192.0.2.10\tdb.local", "172.17.0.1\tgw", "172.17.0.2\tweb.example.org web f1"} {
 		if !strings.Contains(hosts, want) {
 			t.Errorf("/etc/hosts lacks %q:\n%s", want, hosts)
 		}
