@@ -6,8 +6,9 @@ import (
 	"testing"
 )
 
-// FuzzParseAddHost checks that an accepted --add-host value has a valid
-// name and address and that writing it back gives the same entry.
+// FuzzParseAddHost checks that an accepted --add-host value has a name
+// that keeps the hosts file's syntax and an address, and that writing it
+// back gives the same entry.
 func FuzzParseAddHost(f *testing.F) {
 	for _, s := range []string{"db:10.0.0.5", "db=10.0.0.5", "v6:2001:db8::1", "v6:[2001:db8::1]", "gw:host-gateway", "x:[]", ":", "a=b=c"} {
 		f.Add(s)
@@ -17,7 +18,7 @@ func FuzzParseAddHost(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(h.Names) != 1 || ValidHostname(h.Names[0]) != nil || h.HostGateway == h.IP.IsValid() {
+		if len(h.Names) != 1 || h.Names[0] == "" || strings.ContainsAny(h.Names[0], " \t\r\n#=") || h.HostGateway == h.IP.IsValid() {
 			t.Fatalf("ParseAddHost(%q) = %+v: invalid entry accepted", s, h)
 		}
 		ip := "host-gateway"
