@@ -26,8 +26,8 @@ import (
 
 // Paths are the directories knit keeps its state in.
 type Paths struct {
-	DataRoot   string // persistent: the store, per-container files and logs
-	ExecRoot   string // runtime: namespace bind mounts
+	DataRoot   string // persistent: the store and the containers' logs
+	ExecRoot   string // runtime: namespace bind mounts and the containers' /etc files
 	Config     string // config.json (optional)
 	NetnsLinks string // where `ip netns` looks; knit adds knit-NAME symlinks there
 }
