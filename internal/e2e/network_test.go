@@ -367,3 +367,37 @@ func TestIPv6Isolation(t *testing.T) {
 		t.Errorf("vb reached va over IPv6 across networks")
 	}
 }
+
+// The network create and connect options not covered elsewhere, end to
+// end: --driver bridge, --attachable, a chosen --gateway, -o enable-dns=false
+// (no embedded server: the container keeps the host's nameservers),
+// connect --ip6, and disconnect -f of a container whose link is gone.
+func TestNetworkMoreOptions(t *testing.T) {
+	rootfs, _ := dnsRootfs(t)
+	s := sandbox(t)
+	s.MustKnit(t, "network", "create", "--driver", "bridge", "--attachable", "--subnet", "10.71.0.0/24", "--gateway", "10.71.0.254",
+		"-o", "enable-dns=false", "plain")
+	if out := s.MustKnit(t, "network", "inspect", "-f", "{{.Driver}} {{.Attachable}} {{(index .IPAM.Config 0).Gateway}}", "plain"); strings.TrimSpace(out) != "bridge true 10.71.0.254" {
+		t.Errorf("inspect: %q", out)
+	}
+	s.MustKnit(t, "run", "-d", "--name", "p1", "--network", "plain", "--rootfs", rootfs, "sleep", "300")
+	if route := s.MustKnit(t, "exec", "p1", "ip", "route"); !strings.Contains(route, "default via 10.71.0.254") {
+		t.Errorf("p1's routes:\n%s\nwant default via the chosen gateway", route)
+	}
+	if resolv := s.MustKnit(t, "exec", "p1", "cat", "/etc/resolv.conf"); strings.Contains(resolv, "10.71.0.254") || !strings.Contains(resolv, "nameserver 198.51.100.2") {
+		t.Errorf("p1's resolv.conf with enable-dns=false:\n%s\nwant the host's nameservers", resolv)
+	}
+	s.MustKnit(t, "network", "create", "--ipv6", "--subnet", "fd00:db8:71::/64", "dual71")
+	s.MustKnit(t, "network", "connect", "--ip6", "fd00:db8:71::71", "dual71", "p1")
+	if out := s.MustKnit(t, "exec", "p1", "ip", "-6", "addr", "show", "eth1"); !strings.Contains(out, "fd00:db8:71::71/64") {
+		t.Errorf("connect --ip6: eth1\n%s", out)
+	}
+	// Take the link away behind knit's back: a plain disconnect fails on it,
+	// -f goes on and releases the endpoint.
+	s.MustKnit(t, "exec", "p1", "ip", "link", "del", "eth1")
+	s.MustKnit(t, "network", "disconnect", "-f", "dual71", "p1")
+	if nets := s.MustKnit(t, "inspect", "-f", "{{len .NetworkSettings.Networks}}", "p1"); strings.TrimSpace(nets) != "1" {
+		t.Errorf("p1 after disconnect -f is on %s networks, want 1", nets)
+	}
+	s.MustKnit(t, "network", "rm", "dual71")
+}

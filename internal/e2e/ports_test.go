@@ -178,3 +178,26 @@ func TestExitedShowsNoPorts(t *testing.T) {
 		t.Errorf("knit port of the exited container: %q", r.Stdout)
 	}
 }
+
+// A TCP range maps port to port, and IP::PORT picks a free host port on
+// that address; both answer.
+func TestPublishedTCPRangeAndIPRandom(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "run", "-d", "--name", "rng", "-h", "rng", "-p", "9100-9101:80-81", "-p", "127.0.0.1::80", "--rootfs", bb,
+		"sh", "-c", "httpd -p 81 -h /etc; exec httpd -f -p 80 -h /etc")
+	reaches(t, s, world, "198.51.100.1", 9100, "rng")
+	reaches(t, s, world, "198.51.100.1", 9101, "rng")
+	out := strings.TrimSpace(s.MustKnit(t, "port", "rng", "80"))
+	var local int
+	for _, line := range strings.Split(out, "\n") {
+		if p, ok := strings.CutPrefix(line, "127.0.0.1:"); ok {
+			local, _ = strconv.Atoi(p)
+		}
+	}
+	if local == 0 {
+		t.Fatalf("knit port rng 80: %q, want a 127.0.0.1 mapping", out)
+	}
+	reaches(t, s, nil, "127.0.0.1", local, "rng")
+	blocked(t, s, world, "198.51.100.1", local)
+}

@@ -466,3 +466,17 @@ done`
 		t.Errorf("processes left running with no container: %s", out.Stdout)
 	}
 }
+
+// exec -i forwards stdin; -e and -w set the command's environment and
+// working directory.
+func TestExecOptions(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "run", "-d", "--name", "ex", "-e", "A=run", "--rootfs", bb, "sleep", "300")
+	if out := s.MustRun(t, "sh", "-c", `echo hello | "$1" exec -i ex cat`, "sh", testutil.KnitBinary(t)); out != "hello\n" {
+		t.Errorf("exec -i: %q, want hello", out)
+	}
+	if out := s.MustKnit(t, "exec", "-e", "B=exec", "-w", "/etc", "ex", "sh", "-c", `echo "$A $B $(pwd)"`); out != "run exec /etc\n" {
+		t.Errorf("exec -e -w: %q", out)
+	}
+}
