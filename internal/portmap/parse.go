@@ -65,7 +65,7 @@ func parsePublish(s string) (Spec, error) {
 			return Spec{}, err
 		}
 	}
-	if host != "" {
+	if host != "" && host != "0" { // 0, as empty: a random port
 		if sp.HostPortFirst, sp.HostPortLast, err = parseRange(host); err != nil {
 			return Spec{}, err
 		}
@@ -101,7 +101,7 @@ func splitProto(s string) (string, Proto, error) {
 		return s, TCP, nil
 	}
 	if ps == "" {
-		return "", "", errors.New("empty protocol after /")
+		return rest, TCP, nil // "80/", as Docker reads it
 	}
 	p, ok := parseProto(ps)
 	if !ok {
@@ -129,22 +129,22 @@ func splitPublish(s string) (ip, host, ctr string, err error) {
 		}
 		return ip, host, ctr, nil
 	}
+	// As Docker: the last part is the container port, the one before it
+	// the host port (empty: a random one), and what comes before that the
+	// host IP (empty: every address), an IPv6 one with or without brackets.
 	parts := strings.Split(s, ":")
-	switch len(parts) {
+	n := len(parts)
+	switch n {
 	case 1:
 		return "", "", parts[0], nil
 	case 2:
-		if parts[0] == "" {
-			return "", "", "", errors.New("empty host port (leave out the colon for a random port)")
-		}
 		return "", parts[0], parts[1], nil
-	case 3:
-		if parts[0] == "" {
-			return "", "", "", errors.New("empty host IP (an IPv6 address needs brackets, as in [::]::80)")
-		}
-		return parts[0], parts[1], parts[2], nil
 	}
-	return "", "", "", fmt.Errorf("too many colons; want %s, with an IPv6 IP in brackets, as in [::1]:8080:80", form)
+	ip = strings.Join(parts[:n-2], ":")
+	if n > 3 && !strings.Contains(ip, "::") && strings.Count(ip, ":") != 7 {
+		return "", "", "", fmt.Errorf("too many colons; want %s", form)
+	}
+	return ip, parts[n-2], parts[n-1], nil
 }
 
 // parseHostIP parses the IP of a publish spec. IPv4-mapped IPv6 addresses

@@ -34,6 +34,16 @@ func TestParsePublish(t *testing.T) {
 		{"0.0.0.0:80:80", Spec{HostIP: ip("0.0.0.0"), HostPortFirst: 80, HostPortLast: 80, ContainerFirst: 80, ContainerLast: 80, Proto: TCP}, "0.0.0.0:80:80/tcp"},
 		{"65535:1", Spec{HostPortFirst: 65535, HostPortLast: 65535, ContainerFirst: 1, ContainerLast: 1, Proto: TCP}, "65535:1/tcp"},
 		{"0080:080", Spec{HostPortFirst: 80, HostPortLast: 80, ContainerFirst: 80, ContainerLast: 80, Proto: TCP}, "80:80/tcp"},
+		// Forms Docker accepts too: an empty or zero host port is a random
+		// one, an empty IP every address, an empty protocol tcp, and an
+		// IPv6 address may go without brackets.
+		{"0:80", Spec{ContainerFirst: 80, ContainerLast: 80, Proto: TCP}, "80/tcp"},
+		{":80", Spec{ContainerFirst: 80, ContainerLast: 80, Proto: TCP}, "80/tcp"},
+		{"::80", Spec{ContainerFirst: 80, ContainerLast: 80, Proto: TCP}, "80/tcp"},
+		{":8080:80", Spec{HostPortFirst: 8080, HostPortLast: 8080, ContainerFirst: 80, ContainerLast: 80, Proto: TCP}, "8080:80/tcp"},
+		{"80/", Spec{ContainerFirst: 80, ContainerLast: 80, Proto: TCP}, "80/tcp"},
+		{"2001:db8::1:8080:80", Spec{HostIP: ip("2001:db8::1"), HostPortFirst: 8080, HostPortLast: 8080, ContainerFirst: 80, ContainerLast: 80, Proto: TCP}, "[2001:db8::1]:8080:80/tcp"},
+		{"2001:db8::1::80", Spec{HostIP: ip("2001:db8::1"), ContainerFirst: 80, ContainerLast: 80, Proto: TCP}, "[2001:db8::1]::80/tcp"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -57,7 +67,6 @@ func TestParsePublishErrors(t *testing.T) {
 		{"0", `invalid publish spec "0": port 0 out of range 1-65535`},
 		{"65536", `invalid publish spec "65536": port 65536 out of range 1-65535`},
 		{"99999999999999999999999", `invalid publish spec "99999999999999999999999": port 99999999999999999999999 out of range 1-65535`},
-		{"0:80", `invalid publish spec "0:80": port 0 out of range 1-65535`},
 		{"80:0", `invalid publish spec "80:0": port 0 out of range 1-65535`},
 		{"http", `invalid publish spec "http": bad port "http"`},
 		{"+80", `invalid publish spec "+80": bad port "+80"`},
@@ -69,19 +78,14 @@ func TestParsePublishErrors(t *testing.T) {
 		{"80-90-100", `invalid publish spec "80-90-100": bad port "90-100"`},
 		{"8000-8005:80-90", `invalid publish spec "8000-8005:80-90": host range 8000-8005 and container range 80-90 differ in length`},
 		{"8000:80-90", `invalid publish spec "8000:80-90": host range 8000 and container range 80-90 differ in length`},
-		{"80/", `invalid publish spec "80/": empty protocol after /`},
 		{"80/icmp", `invalid publish spec "80/icmp": unknown protocol "icmp" (want tcp, udp or sctp)`},
 		{"80/tcp/udp", `invalid publish spec "80/tcp/udp": unknown protocol "tcp/udp" (want tcp, udp or sctp)`},
 		{"/tcp", `invalid publish spec "/tcp": empty port`},
-		{":80", `invalid publish spec ":80": empty host port (leave out the colon for a random port)`},
 		{"8080:", `invalid publish spec "8080:": empty port`},
-		{"::80", `invalid publish spec "::80": empty host IP (an IPv6 address needs brackets, as in [::]::80)`},
-		{":8080:80", `invalid publish spec ":8080:80": empty host IP (an IPv6 address needs brackets, as in [::]::80)`},
 		{"1.2.3:80:80", `invalid publish spec "1.2.3:80:80": bad host IP "1.2.3"`},
 		{"localhost:80:80", `invalid publish spec "localhost:80:80": bad host IP "localhost"`},
-		{"::1:8080:80", `invalid publish spec "::1:8080:80": too many colons; want [IP:][HOSTPORT:]CONTAINERPORT, with an IPv6 IP in brackets, as in [::1]:8080:80`},
-		{"2001:db8::1::80", `invalid publish spec "2001:db8::1::80": too many colons; want [IP:][HOSTPORT:]CONTAINERPORT, with an IPv6 IP in brackets, as in [::1]:8080:80`},
-		{"1.2.3.4:80:80:80", `invalid publish spec "1.2.3.4:80:80:80": too many colons; want [IP:][HOSTPORT:]CONTAINERPORT, with an IPv6 IP in brackets, as in [::1]:8080:80`},
+		{":::80", `invalid publish spec ":::80": too many colons; want [IP:][HOSTPORT:]CONTAINERPORT`}, // Docker too: ":" is no IP
+		{"1.2.3.4:80:80:80", `invalid publish spec "1.2.3.4:80:80:80": too many colons; want [IP:][HOSTPORT:]CONTAINERPORT`},
 		{"[::1:8080:80", `invalid publish spec "[::1:8080:80": missing ] after IPv6 address`},
 		{"[]:8080:80", `invalid publish spec "[]:8080:80": empty host IP in brackets`},
 		{"[::1]:80", `invalid publish spec "[::1]:80": want [IPv6]:HOSTPORT:CONTAINERPORT (HOSTPORT may be empty)`},
@@ -131,7 +135,6 @@ func TestParseExposeErrors(t *testing.T) {
 		{"0", `invalid expose spec "0": port 0 out of range 1-65535`},
 		{"70000/udp", `invalid expose spec "70000/udp": port 70000 out of range 1-65535`},
 		{"90-80", `invalid expose spec "90-80": reversed port range 90-80`},
-		{"80/", `invalid expose spec "80/": empty protocol after /`},
 		{"80/ip", `invalid expose spec "80/ip": unknown protocol "ip" (want tcp, udp or sctp)`},
 		{"8080:80", `invalid expose spec "8080:80": expose takes container ports only; use -p to choose a host port or IP`},
 		{"x", `invalid expose spec "x": bad port "x"`},
