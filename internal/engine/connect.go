@@ -111,15 +111,17 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 		return err
 	}
 	linked = true
+	// The links first: the DNS stage has a repair of its own if this
+	// process goes, the links have none.
+	if err := e.relink(c.ID); err != nil {
+		return fmt.Errorf("container %s is connected to network %s, but its links are not updated: %w", c.Name, n.Name, err)
+	}
 	if n.DNS {
 		if err := e.finishConnectDNS(c, n, dnsStage(selfProc())); err != nil {
 			return fmt.Errorf("container %s is connected to network %s, but not yet to its DNS (the next knit command tries again): %w", c.Name, n.Name, err)
 		}
 	} else if err := e.refreshFiles(c.ID); err != nil {
 		return fmt.Errorf("container %s is connected to network %s, but its /etc/hosts is not updated: %w", c.Name, n.Name, err)
-	}
-	if err := e.relink(c.ID); err != nil {
-		return fmt.Errorf("container %s is connected to network %s, but its links are not updated: %w", c.Name, n.Name, err)
 	}
 	return nil
 }

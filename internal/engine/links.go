@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -153,6 +154,13 @@ func (e *Engine) relink(id string) error {
 	if e.fw == nil {
 		return nil
 	}
+	// Two relinks at once could otherwise put back elements one read
+	// before the other's change.
+	unlock, err := lockFile(filepath.Join(e.paths.DataRoot, "links.lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	var all []*Container
 	if err := e.st.View(func(tx store.Tx) (err error) { all, err = listContainers(tx); return err }); err != nil {
 		return err

@@ -71,7 +71,7 @@ func (e *Engine) Prune() (*PruneReport, error) {
 	halfMade, err := e.CNIGC("", "", func(string, string) bool { return true })
 	r.CNI = halfMade
 	errs = append(errs, err)
-	errs = append(errs, e.pruneNetns(live, r), e.pruneLinks(live, nets, r), e.pruneAddrs(nets, r), e.pruneDirs(), e.prunePorts(live, r))
+	errs = append(errs, e.pruneNetns(live, r), e.pruneLinks(live, nets, r), e.pruneAddrs(live, nets, r), e.pruneDirs(), e.prunePorts(live, r))
 	// As docker system prune: networks no container uses go too, which
 	// also finishes removals a crash interrupted.
 	removed, err := e.PruneNetworks()
@@ -158,7 +158,7 @@ func (e *Engine) pruneLinks(live map[string]*Container, nets []*Network, r *Prun
 	return errors.Join(errs...)
 }
 
-func (e *Engine) pruneAddrs(nets []*Network, r *PruneReport) error {
+func (e *Engine) pruneAddrs(live map[string]*Container, nets []*Network, r *PruneReport) error {
 	return e.st.Update(func(tx store.Tx) error {
 		for _, n := range nets {
 			used, err := usedAddrs(tx, n.Name)
@@ -166,6 +166,9 @@ func (e *Engine) pruneAddrs(nets []*Network, r *PruneReport) error {
 				return err
 			}
 			for a, owner := range used {
+				if _, kept := live[owner]; kept {
+					continue // a container prune keeps (its teardown failed)
+				}
 				if c, err := getContainer(tx, owner); err == nil && c.State.Status != StatusExited {
 					continue // decided in this transaction: a newer run owns it
 				}

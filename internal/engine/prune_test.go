@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -74,5 +75,28 @@ func TestPruneNetnsLinks(t *testing.T) {
 	}
 	if want := []string{"knit-live", "knit-sibling", "other"}; !slices.Equal(left, want) {
 		t.Errorf("links after prune: %v, want %v", left, want)
+	}
+}
+
+// pruneAddrs keeps the addresses of exited containers prune keeps (their
+// teardown failed), and releases those of the others.
+func TestPruneAddrsKeepsKept(t *testing.T) {
+	st := newStore(t)
+	e := &Engine{st: st, paths: Paths{DataRoot: t.TempDir()}}
+	n := testNetwork()
+	kept := &Container{ID: hexID("kept"), Name: "kept", State: State{Status: StatusExited}}
+	gone := &Container{ID: hexID("gone"), Name: "gone", State: State{Status: StatusExited}}
+	seed(t, st, kept, gone)
+	if err := st.Update(func(tx store.Tx) error {
+		return errors.Join(putJSON(tx, bucketNetworks, n.Name, n),
+			tx.Put(ipamBucket(n.Name), "10.9.0.2", []byte(kept.ID)), tx.Put(ipamBucket(n.Name), "10.9.0.3", []byte(gone.ID)))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.pruneAddrs(map[string]*Container{kept.ID: kept}, []*Network{n}, &PruneReport{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := owners(t, st, n.Name); len(got) != 1 || got["10.9.0.2"] != kept.ID {
+		t.Errorf("allocations after prune: %v, want only the kept container's", got)
 	}
 }

@@ -106,6 +106,7 @@ func (e *Engine) repairDead(d dead) error {
 // owner) then finds it taken instead of running unrecorded.
 func (e *Engine) repair(id string) error {
 	var c *Container
+	var dead Proc // the owner this repair takes over from
 	err := e.st.Update(func(tx store.Tx) (err error) {
 		if c, err = getContainer(tx, id); errors.Is(err, store.ErrNotFound) {
 			return tx.Delete(bucketLive, id)
@@ -114,7 +115,7 @@ func (e *Engine) repair(id string) error {
 			return err
 		}
 		if c.State.Status == StatusCreated {
-			c.State.Owner = selfProc()
+			dead, c.State.Owner = c.State.Owner, selfProc()
 			return putContainer(tx, c)
 		}
 		return nil
@@ -132,12 +133,14 @@ func (e *Engine) repair(id string) error {
 		// record is not tied to this process (a foreground run, an exec:
 		// it may live for days) but left for the next command to retry.
 		if err := e.teardownKernel(c); err != nil {
+			// Back to the dead owner: the live index names it again, so
+			// the next command's reconcile finds the record and retries.
 			_ = e.st.Update(func(tx store.Tx) error {
 				cur, err := getContainer(tx, id)
 				if err != nil || cur.State.Owner != selfProc() {
 					return err
 				}
-				cur.State.Owner = Proc{}
+				cur.State.Owner = dead
 				return putContainer(tx, cur)
 			})
 			return nil

@@ -307,15 +307,21 @@ func allocateEndpoint(tx store.Tx, n *Network, c *Container, req endpointRequest
 		if s.Prefix.Addr().Is6() {
 			want = req.IP6
 		}
+		// The containers' default gateway, when it is not the bridge
+		// (config default-gateway), is a router's: never handed out.
+		taken := func(a netip.Addr) bool { return a == s.DefaultRoute || inUse(a) }
 		var addr netip.Addr
 		if want.IsValid() {
+			if want == s.DefaultRoute {
+				return nil, errdefs.Conflict("address %s is the network's default gateway (config default-gateway)", want)
+			}
 			if err := ipam.Check(s.Prefix, s.Gateway, want, inUse); err != nil {
 				return nil, addrError(err, want, n)
 			}
 			addr = want
 		} else {
 			var err error
-			addr, err = ipam.AllocateFrom(s.Prefix, s.IPRange, s.Gateway, ipamNext(tx, n, s.Prefix.Addr().Is4()), inUse)
+			addr, err = ipam.AllocateFrom(s.Prefix, s.IPRange, s.Gateway, ipamNext(tx, n, s.Prefix.Addr().Is4()), taken)
 			if err != nil {
 				return nil, errdefs.Conflict("network %s: %v", n.Name, err)
 			}

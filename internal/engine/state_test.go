@@ -640,3 +640,57 @@ func TestReadHostResolv(t *testing.T) {
 		t.Errorf("without resolved's file: %q", got)
 	}
 }
+
+// config default-gateway is a router's address: never handed out.
+func TestDefaultRouteIsNotHandedOut(t *testing.T) {
+	st := newStore(t)
+	n := testNetwork()
+	n.Subnets[0].DefaultRoute = netip.MustParseAddr("10.9.0.2")
+	ep, err := allocate(st, n, hexID("a"), &RunOptions{})
+	if err != nil || ep.Addrs[0].Addr() != netip.MustParseAddr("10.9.0.3") || ep.Gateways[0] != n.Subnets[0].DefaultRoute {
+		t.Errorf("allocation: %+v, %v; want 10.9.0.3 routed via 10.9.0.2", ep, err)
+	}
+	if _, err := allocate(st, n, hexID("b"), &RunOptions{IP: netip.MustParseAddr("10.9.0.2")}); errdefs.KindOf(err) != errdefs.KindConflict {
+		t.Errorf("--ip of the default gateway: %v, want a conflict", err)
+	}
+}
+
+// A repair that cannot undo a half-made container gives it back to its
+// dead owner: the live index names it, and the next reconcile retries.
+func TestFailedRepairIsRetried(t *testing.T) {
+	st := newStore(t)
+	fw := firewalltest.New()
+	e := &Engine{st: st, fw: fw, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: t.TempDir()}}
+	id := hexID("half")
+	gone := Proc{Pid: 2147483646, Start: 1} // no such PID
+	c := &Container{ID: id, Name: "half", Dir: filepath.Join(t.TempDir(), "half"), OwnsNetns: true, Netns: filepath.Join(t.TempDir(), "gone"),
+		State: State{Status: StatusCreated, Owner: gone},
+		Ports: []firewall.PortMapping{{Network: "n", HostPort: 8080, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.0.0.2"), ContainerPort: 80}}}
+	seed(t, st, c)
+	fw.FailOn("RemovePorts "+id, errors.New("netlink: busy"))
+	if err := e.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	var d dead
+	err := st.View(func(tx store.Tx) (err error) {
+		cur, err := getContainer(tx, id)
+		if err != nil {
+			return err
+		}
+		if cur.State.Owner != gone {
+			t.Errorf("owner after a failed repair: %+v, want the dead one back", cur.State.Owner)
+		}
+		d, err = findDead(tx, false)
+		return err
+	})
+	if err != nil || !slices.Contains(d.ids, id) {
+		t.Fatalf("after a failed repair the record is %v, not found dead again (%v)", err, d.ids)
+	}
+	// FailOn fails one call: the next reconcile's repair succeeds.
+	if err := e.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.View(func(tx store.Tx) error { _, err := getContainer(tx, id); return err }); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("after the second reconcile: %v, want the record gone", err)
+	}
+}

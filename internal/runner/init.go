@@ -144,10 +144,11 @@ func enterCwd(dir string) error {
 // Equivalent to: close_range(fd, ~0U, CLOSE_RANGE_CLOEXEC)
 func closeOnExecFrom(fd int) error {
 	err := unix.CloseRange(uint(fd), ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
-	if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EINVAL) {
-		return err
+	if err == nil {
+		return nil
 	}
-	// Kernels before 5.11: one at a time.
+	// Kernels before 5.11 (ENOSYS, EINVAL), or a seccomp filter that
+	// refuses the call (EPERM): one at a time.
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return fmt.Errorf("list descriptors: %w", err)

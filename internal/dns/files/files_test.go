@@ -134,9 +134,10 @@ func TestParseAddHost(t *testing.T) {
 		{in: "db:[2001:db8::1", err: "is not an IP address"},
 		{in: "my_host:10.0.0.5", want: HostEntry{IP: ip("10.0.0.5"), Names: []string{"my_host"}}}, // as Docker
 		{in: "my host:10.0.0.5", err: "without blanks"},
-		{in: "a#b:10.0.0.5", err: "without blanks or #"},
+		{in: "a#b:10.0.0.5", err: "without blanks, #"},
+		{in: "a:b=10.0.0.5", err: "or :"},
 		{in: "a=b:10.0.0.5", err: "is not an IP address"},
-		{in: "2001:db8::1=v6", err: "is not an IP address"},
+		{in: "2001:db8::1=v6", err: "or :"},
 	} {
 		got, err := ParseAddHost(tc.in)
 		if tc.err != "" {

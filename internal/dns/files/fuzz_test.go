@@ -18,7 +18,7 @@ func FuzzParseAddHost(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(h.Names) != 1 || h.Names[0] == "" || strings.ContainsAny(h.Names[0], " \t\r\n#=") || h.HostGateway == h.IP.IsValid() {
+		if len(h.Names) != 1 || h.Names[0] == "" || strings.ContainsAny(h.Names[0], " \t\r\n#=:") || h.HostGateway == h.IP.IsValid() {
 			t.Fatalf("ParseAddHost(%q) = %+v: invalid entry accepted", s, h)
 		}
 		ip := "host-gateway"

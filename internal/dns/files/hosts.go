@@ -34,8 +34,9 @@ func ParseAddHost(s string) (HostEntry, error) {
 	name, ip = strings.TrimSpace(name), strings.TrimSpace(ip)
 	// Docker takes any name (my_host included); only what would break the
 	// hosts file's syntax is refused.
-	if name == "" || strings.ContainsFunc(name, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == '#' }) {
-		return HostEntry{}, errdefs.Invalid("invalid --add-host %q: the name must be non-empty, without blanks or #", s)
+	// (":" would not survive the record's NAME:IP form.)
+	if name == "" || strings.ContainsFunc(name, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == '#' || r == ':' }) {
+		return HostEntry{}, errdefs.Invalid("invalid --add-host %q: the name must be non-empty, without blanks, # or :", s)
 	}
 	if ip == hostGateway {
 		return HostEntry{Names: []string{name}, HostGateway: true}, nil
