@@ -86,6 +86,13 @@ func TestIPv6PublishedPort(t *testing.T) {
 			t.Errorf("knit port web6 lacks %q:\n%s", want, ports)
 		}
 	}
+	// From the host, [::1]:8087 cannot be forwarded (no ::1 source leaves
+	// the host): it is refused at once, so that a client trying localhost
+	// moves on to 127.0.0.1, which answers.
+	if r := s.Run("timeout", "3", "bash", "-c", "exec 3<>/dev/tcp/::1/8087"); r.Code != 1 {
+		t.Errorf("connect to [::1]:8087 from the host: exit %d (124: it hung), want refused at once\n%s", r.Code, r.Stderr)
+	}
+	reaches(t, s, nil, "127.0.0.1", 8087, "web6")
 }
 
 // -o host-ip: ports of the network's containers are published on that

@@ -125,7 +125,13 @@ func baseRules() map[string][]*nft.Rule {
 			tagged(preroutingChain, tagBase, daddr(loopback4), verdict(expr.VerdictReturn)),
 			tagged(preroutingChain, tagBase, daddr(loopback6), verdict(expr.VerdictReturn)),
 		}, dnatRules(preroutingChain)...),
-		chainOutput: dnatRules(outputChain),
+		// The host's own connections to [::1] are never DNATed either:
+		// the kernel cannot send a ::1 source out of a bridge, so the
+		// connection would hang; untouched, it is refused at once and the
+		// client moves on to 127.0.0.1, which works.
+		chainOutput: append([]*nft.Rule{
+			tagged(outputChain, tagBase, daddr(loopback6), verdict(expr.VerdictReturn)),
+		}, dnatRules(outputChain)...),
 	}
 }
 

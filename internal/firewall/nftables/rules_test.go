@@ -229,6 +229,7 @@ const wantTable = `table inet knit {
 
 	chain output {
 		type nat hook output priority -100; policy accept;
+		ip6 daddr ::1 return comment "knit:base"
 		dnat ip to ip daddr . meta l4proto . th dport map @pub4ip comment "knit:base"
 		dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip comment "knit:base"
 		meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @pub4any comment "knit:base"
