@@ -111,19 +111,21 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 		return err
 	}
 	linked = true
-	// The links first: the DNS stage has a repair of its own if this
-	// process goes, the links have none.
-	if err := e.relink(c.ID); err != nil {
-		return fmt.Errorf("container %s is connected to network %s, but its links are not updated: %w", c.Name, n.Name, err)
+	// The links first, and whatever fails, the rest goes on: the DNS
+	// stage has a repair of its own if this process goes, the links and
+	// the files of a network without DNS have none.
+	lerr := e.relink(c.ID)
+	if lerr != nil {
+		lerr = fmt.Errorf("container %s is connected to network %s, but its links are not updated: %w", c.Name, n.Name, lerr)
 	}
 	if n.DNS {
 		if err := e.finishConnectDNS(c, n, dnsStage(selfProc())); err != nil {
-			return fmt.Errorf("container %s is connected to network %s, but not yet to its DNS (the next knit command tries again): %w", c.Name, n.Name, err)
+			return errors.Join(lerr, fmt.Errorf("container %s is connected to network %s, but not yet to its DNS (the next knit command tries again): %w", c.Name, n.Name, err))
 		}
 	} else if err := e.refreshFiles(c.ID); err != nil {
-		return fmt.Errorf("container %s is connected to network %s, but its /etc/hosts is not updated: %w", c.Name, n.Name, err)
+		return errors.Join(lerr, fmt.Errorf("container %s is connected to network %s, but its /etc/hosts is not updated: %w", c.Name, n.Name, err))
 	}
-	return nil
+	return lerr
 }
 
 // dnsStage is the bucketConnecting value of a connect whose link is made

@@ -112,14 +112,26 @@ func (r *repairFirst) Error() string {
 // record are made between tries.
 func (e *Engine) reserve(id string, o *RunOptions, listening *portmap.Listeners) (*Container, *plan, error) {
 	repairs, defaults := 0, 0
+	tried := map[string]bool{} // repaired by this run already
 	for {
 		// After three rounds of repairs (owners dying while we repair),
-		// the run goes ahead without the check: the next command repairs.
+		// or when only what this run tried to repair is left (a repair
+		// that could not finish gives the container back), the run goes
+		// ahead without the check: the next command repairs.
 		c, p, err := e.reserveOnce(id, o, listening, repairs < 3)
 		var rf *repairFirst
 		switch {
 		case errors.As(err, &rf):
 			repairs++
+			fresh := false
+			for _, k := range append(slices.Clone(rf.ids), rf.connects...) {
+				fresh = fresh || !tried[k]
+				tried[k] = true
+			}
+			if !fresh {
+				repairs = 3
+				continue
+			}
 			if err := e.repairDead(rf.dead); err != nil {
 				return nil, nil, err
 			}

@@ -28,10 +28,11 @@ type Spec struct {
 //
 //	[[IP:][HOSTPORT]:]CONTAINERPORT[/PROTO]
 //
-// where ports may be ranges (8000-8010), an IPv6 IP must be in brackets
-// ([2001:db8::1]:8080:80), HOSTPORT may be empty only after an IP (127.0.0.1::80),
-// and PROTO is tcp (the default), udp or sctp. It returns one Spec; ranges
-// stay ranges and Allocate expands them.
+// where ports may be ranges (8000-8010), an IPv6 IP may go in brackets
+// ([2001:db8::1]:8080:80) or not, an empty (or, for one container port,
+// zero) HOSTPORT is a random port, an empty IP every address, and PROTO is
+// tcp (the default, also when empty), udp or sctp, as Docker reads them.
+// It returns one Spec; ranges stay ranges and Allocate expands them.
 func ParsePublish(s string) ([]Spec, error) {
 	sp, err := parsePublish(s)
 	if err != nil {
@@ -64,6 +65,9 @@ func parsePublish(s string) (Spec, error) {
 		if sp.HostIP, err = parseHostIP(ip); err != nil {
 			return Spec{}, err
 		}
+	}
+	if host == "0" && strings.Contains(ctr, "-") {
+		return Spec{}, errors.New("host port 0 with a container range: the ranges differ in length")
 	}
 	if host != "" && host != "0" { // 0, as empty: a random port
 		if sp.HostPortFirst, sp.HostPortLast, err = parseRange(host); err != nil {

@@ -85,6 +85,7 @@ func TestParsePublishErrors(t *testing.T) {
 		{"1.2.3:80:80", `invalid publish spec "1.2.3:80:80": bad host IP "1.2.3"`},
 		{"localhost:80:80", `invalid publish spec "localhost:80:80": bad host IP "localhost"`},
 		{":::80", `invalid publish spec ":::80": too many colons; want [IP:][HOSTPORT:]CONTAINERPORT`}, // Docker too: ":" is no IP
+		{"0:80-90", `invalid publish spec "0:80-90": host port 0 with a container range: the ranges differ in length`},
 		{"1.2.3.4:80:80:80", `invalid publish spec "1.2.3.4:80:80:80": too many colons; want [IP:][HOSTPORT:]CONTAINERPORT`},
 		{"[::1:8080:80", `invalid publish spec "[::1:8080:80": missing ] after IPv6 address`},
 		{"[]:8080:80", `invalid publish spec "[]:8080:80": empty host IP in brackets`},

@@ -148,10 +148,18 @@ func closeOnExecFrom(fd int) error {
 		return nil
 	}
 	// Kernels before 5.11 (ENOSYS, EINVAL), or a seccomp filter that
-	// refuses the call (EPERM): one at a time.
+	// refuses the call (EPERM): one at a time, those /proc lists, or every
+	// number below the descriptor limit where /proc/self does not resolve
+	// (the exec helper sees the container's /proc from outside its PID
+	// namespace).
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		return fmt.Errorf("list descriptors: %w", err)
+		var lim unix.Rlimit
+		if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+			return fmt.Errorf("descriptor limit: %w", err)
+		}
+		closeOnExecBelow(fd, int(min(lim.Cur, 1<<20)))
+		return nil
 	}
 	for _, e := range entries {
 		if n, err := strconv.Atoi(e.Name()); err == nil && n >= fd {
@@ -159,4 +167,12 @@ func closeOnExecFrom(fd int) error {
 		}
 	}
 	return nil
+}
+
+// closeOnExecBelow marks descriptors from up to limit close-on-exec; a
+// number that is not open fails harmlessly.
+func closeOnExecBelow(from, limit int) {
+	for n := from; n < limit; n++ {
+		unix.CloseOnExec(n)
+	}
 }

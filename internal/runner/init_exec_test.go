@@ -69,3 +69,19 @@ func TestExecCode(t *testing.T) {
 		}
 	}
 }
+
+// The last fallback of closeOnExecFrom marks what is open below the limit.
+func TestCloseOnExecBelow(t *testing.T) {
+	var p [2]int
+	if err := unix.Pipe(p[:]); err != nil { // without O_CLOEXEC
+		t.Fatal(err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	closeOnExecBelow(3, max(p[0], p[1])+1)
+	for _, fd := range p {
+		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil || flags&unix.FD_CLOEXEC == 0 {
+			t.Errorf("fd %d: flags %#x, %v; want close-on-exec", fd, flags, err)
+		}
+	}
+}
