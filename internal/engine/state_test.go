@@ -694,3 +694,33 @@ func TestFailedRepairIsRetried(t *testing.T) {
 		t.Errorf("after the second reconcile: %v, want the record gone", err)
 	}
 }
+
+// failingRemovePorts is a firewall whose RemovePorts always fails, and
+// counts its calls.
+type failingRemovePorts struct {
+	*firewalltest.Recorder
+	calls int
+}
+
+func (f *failingRemovePorts) RemovePorts(string, []firewall.PortMapping) error {
+	f.calls++
+	return errors.New("netlink: busy")
+}
+
+// A half-made container whose teardown keeps failing costs a run one
+// repair, not three: once only what the run tried is left, it goes ahead.
+func TestReserveTriesAStuckRepairOnce(t *testing.T) {
+	st := newStore(t)
+	fw := &failingRemovePorts{Recorder: firewalltest.New()}
+	e := &Engine{st: st, fw: fw, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: t.TempDir()}}
+	stuck := &Container{ID: hexID("stuck"), Name: "stuck", Dir: filepath.Join(t.TempDir(), "stuck"), OwnsNetns: true, Netns: filepath.Join(t.TempDir(), "gone"),
+		State: State{Status: StatusCreated, Owner: Proc{Pid: 2147483646, Start: 1}},
+		Ports: []firewall.PortMapping{{Network: "n", HostPort: 8080, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.0.0.2"), ContainerPort: 80}}}
+	seed(t, st, stuck)
+	if _, _, err := e.reserve(hexID("run"), &RunOptions{Name: "web", Network: ModeHost, Args: []string{"true"}}, nil); err != nil {
+		t.Fatalf("reserve: %v", err)
+	}
+	if fw.calls != 1 {
+		t.Errorf("the stuck container's teardown was tried %d times, want once", fw.calls)
+	}
+}
