@@ -47,31 +47,10 @@ func (e *Engine) writeFiles(c *Container, o *RunOptions, p *plan) error {
 	if c.JoinedTo != "" {
 		return nil
 	}
-	extra, err := e.extraHosts(o)
+	hosts, resolv, err := e.etcFiles(c, o, p.mode, p.networks)
 	if err != nil {
 		return err
 	}
-	var hosts []byte
-	if p.mode == ModeHost {
-		base, _ := os.ReadFile(hostHosts)
-		hosts = files.AppendHosts(base, extra)
-	} else {
-		hosts = files.Hosts(ownHosts(c), append(e.linkHosts(c), extra...))
-	}
-	hostResolv := readHostResolv(hostResolvConf, resolvedConf)
-	if p.mode == ModeHost { // the host's own stub is reachable there
-		hostResolv, _ = os.ReadFile(hostResolvConf)
-	}
-	ro := files.ResolvOptions{
-		DNS: o.DNS, Search: o.DNSSearch, Options: o.DNSOptions,
-		KeepLoopback: p.mode == ModeHost, IPv6: wantsIPv6(p.networks),
-	}
-	// On a DNS-enabled network the embedded server answers, on the
-	// network's gateway, and forwards other names to o.DNS or the host's.
-	if gw, ok := dnsServer(p.networks); ok {
-		ro.DNS, ro.Embedded = []netip.Addr{gw}, true
-	}
-	resolv := files.ResolvConf(hostResolv, ro)
 	for name, data := range map[string][]byte{
 		"hosts":       hosts,
 		"resolv.conf": resolv,
@@ -82,6 +61,36 @@ func (e *Engine) writeFiles(c *Container, o *RunOptions, p *plan) error {
 		}
 	}
 	return nil
+}
+
+// etcFiles builds the container's hosts and resolv.conf from its
+// addresses, its run options and the networks it is on (mode is the
+// network mode; host networking starts from the host's own files).
+func (e *Engine) etcFiles(c *Container, o *RunOptions, mode string, nets []*Network) (hosts, resolv []byte, err error) {
+	extra, err := e.extraHosts(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	hostMode := mode == ModeHost
+	var hostResolv []byte
+	if hostMode { // the host's own files, its resolver's stub reachable
+		base, _ := os.ReadFile(hostHosts)
+		hosts = files.AppendHosts(base, extra)
+		hostResolv, _ = os.ReadFile(hostResolvConf)
+	} else {
+		hosts = files.Hosts(ownHosts(c), append(e.linkHosts(c), extra...))
+		hostResolv = readHostResolv(hostResolvConf, resolvedConf)
+	}
+	ro := files.ResolvOptions{
+		DNS: o.DNS, Search: o.DNSSearch, Options: o.DNSOptions,
+		KeepLoopback: hostMode, IPv6: wantsIPv6(nets),
+	}
+	// On a DNS-enabled network the embedded server answers, on the
+	// network's gateway, and forwards other names to o.DNS or the host's.
+	if gw, ok := dnsServer(nets); ok {
+		ro.DNS, ro.Embedded = []netip.Addr{gw}, true
+	}
+	return hosts, files.ResolvConf(hostResolv, ro), nil
 }
 
 // ownHosts maps each of the container's addresses to its hostname and name.
@@ -175,19 +184,14 @@ func (e *Engine) refreshFiles(id string) error {
 		}
 		o.AddHosts = append(o.AddHosts, h)
 	}
-	extra, err := e.extraHosts(o)
+	hosts, resolv, err := e.etcFiles(c, o, c.Spec.NetworkMode, nets)
 	if err != nil {
 		return err
 	}
-	hostResolv := readHostResolv(hostResolvConf, resolvedConf)
-	ro := files.ResolvOptions{DNS: o.DNS, Search: o.DNSSearch, Options: o.DNSOptions, IPv6: wantsIPv6(nets)}
-	if gw, ok := dnsServer(nets); ok {
-		ro.DNS, ro.Embedded = []netip.Addr{gw}, true
-	}
-	if err := rewriteInPlace(filepath.Join(c.Dir, "resolv.conf"), files.ResolvConf(hostResolv, ro)); err != nil {
+	if err := rewriteInPlace(filepath.Join(c.Dir, "resolv.conf"), resolv); err != nil {
 		return err
 	}
-	return rewriteInPlace(filepath.Join(c.Dir, "hosts"), files.Hosts(ownHosts(c), append(e.linkHosts(c), extra...)))
+	return rewriteInPlace(filepath.Join(c.Dir, "hosts"), hosts)
 }
 
 // rewriteInPlace replaces the content of the file at path without

@@ -67,17 +67,24 @@ func (e *Engine) createDefaultNetwork() (*Network, error) {
 	return n, err
 }
 
-func (e *Engine) defaultSubnet() (s driver.Subnet, err error) {
-	defer func() {
-		if err != nil || e.cfg.DefaultGateway == "" {
-			return
-		}
-		gw, _ := netip.ParseAddr(e.cfg.DefaultGateway) // Load validated it
-		if !s.Prefix.Contains(gw) {
-			err = errdefs.Invalid("config default-gateway %s is outside the default network's subnet %s", gw, s.Prefix)
-		}
-		s.DefaultRoute = gw
-	}()
+// defaultSubnet is the default network's subnet, with config.json's
+// default-gateway as its containers' default route.
+func (e *Engine) defaultSubnet() (driver.Subnet, error) {
+	s, err := e.defaultPrefix()
+	if err != nil || e.cfg.DefaultGateway == "" {
+		return s, err
+	}
+	gw, _ := netip.ParseAddr(e.cfg.DefaultGateway) // Load validated it
+	if !s.Prefix.Contains(gw) {
+		return s, errdefs.Invalid("config default-gateway %s is outside the default network's subnet %s", gw, s.Prefix)
+	}
+	s.DefaultRoute = gw
+	return s, nil
+}
+
+// defaultPrefix picks the default network's subnet: bip, else fixed-cidr,
+// else the first pool subnet that overlaps no host route or network.
+func (e *Engine) defaultPrefix() (driver.Subnet, error) {
 	if e.cfg.Bip != "" {
 		p, err := netip.ParsePrefix(e.cfg.Bip)
 		if err != nil {

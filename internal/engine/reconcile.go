@@ -132,7 +132,7 @@ func (e *Engine) repair(id string) error {
 		// cannot be undone now, the claim is given back, so that the
 		// record is not tied to this process (a foreground run, an exec:
 		// it may live for days) but left for the next command to retry.
-		if err := e.teardownKernel(c); err != nil {
+		if err := e.destroy(c); err != nil {
 			// Back to the dead owner: the live index names it again, so
 			// the next command's reconcile finds the record and retries.
 			_ = e.st.Update(func(tx store.Tx) error {
@@ -143,9 +143,7 @@ func (e *Engine) repair(id string) error {
 				cur.State.Owner = dead
 				return putContainer(tx, cur)
 			})
-			return nil
 		}
-		_ = e.forget(c)
 		return nil
 	}
 	if err := e.finish(c.ID, code); err != nil {

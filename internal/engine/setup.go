@@ -553,14 +553,16 @@ func (e *Engine) finish(id string, code int) error {
 
 // destroy undoes create: kernel objects, addresses, name, record and files.
 //
-// When the kernel's part cannot be undone, the record keeps the addresses
-// and host ports, so that none is handed out twice: a later command's
-// reconcile (once this process is gone) or a prune retries.
-func (e *Engine) destroy(c *Container) {
+// When the kernel's part cannot be undone, it returns why, and the record
+// keeps the addresses and host ports, so that none is handed out twice: a
+// later command's reconcile (once this process is gone) or a prune
+// retries.
+func (e *Engine) destroy(c *Container) error {
 	if err := e.teardownKernel(c); err != nil {
-		return
+		return err
 	}
 	_ = e.forget(c)
+	return nil
 }
 
 // forget removes the container from the store and its files from disk.

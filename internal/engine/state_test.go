@@ -570,12 +570,10 @@ func TestHostPortFamilies(t *testing.T) {
 func TestAutoRemoveKeepsWhatTeardownCouldNotUndo(t *testing.T) {
 	st := newStore(t)
 	fw := firewalltest.New()
-	e := &Engine{st: st, fw: fw, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: t.TempDir()}}
+	e := firewallEngine(t, st, fw)
 	id := hexID("rm1")
-	c := &Container{ID: id, Name: "gone", Dir: filepath.Join(t.TempDir(), "gone"), OwnsNetns: true, Netns: filepath.Join(t.TempDir(), "nonexistent"),
-		State: State{Status: StatusRunning},
-		Spec:  Spec{AutoRemove: true},
-		Ports: []firewall.PortMapping{{Network: "n", HostPort: 8080, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.0.0.2"), ContainerPort: 80}}}
+	c := portHolder(t, id, "gone", State{Status: StatusRunning})
+	c.Spec.AutoRemove = true
 	seed(t, st, c)
 	if err := st.Update(func(tx store.Tx) error { return tx.Put(portsBucket("tcp", 8080), "*", []byte(id)) }); err != nil {
 		t.Fatal(err)
@@ -660,12 +658,10 @@ func TestDefaultRouteIsNotHandedOut(t *testing.T) {
 func TestFailedRepairIsRetried(t *testing.T) {
 	st := newStore(t)
 	fw := firewalltest.New()
-	e := &Engine{st: st, fw: fw, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: t.TempDir()}}
+	e := firewallEngine(t, st, fw)
 	id := hexID("half")
 	gone := Proc{Pid: 2147483646, Start: 1} // no such PID
-	c := &Container{ID: id, Name: "half", Dir: filepath.Join(t.TempDir(), "half"), OwnsNetns: true, Netns: filepath.Join(t.TempDir(), "gone"),
-		State: State{Status: StatusCreated, Owner: gone},
-		Ports: []firewall.PortMapping{{Network: "n", HostPort: 8080, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.0.0.2"), ContainerPort: 80}}}
+	c := portHolder(t, id, "half", State{Status: StatusCreated, Owner: gone})
 	seed(t, st, c)
 	fw.FailOn("RemovePorts "+id, errors.New("netlink: busy"))
 	if err := e.Reconcile(); err != nil {
@@ -712,10 +708,8 @@ func (f *failingRemovePorts) RemovePorts(string, []firewall.PortMapping) error {
 func TestReserveTriesAStuckRepairOnce(t *testing.T) {
 	st := newStore(t)
 	fw := &failingRemovePorts{Recorder: firewalltest.New()}
-	e := &Engine{st: st, fw: fw, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: t.TempDir()}}
-	stuck := &Container{ID: hexID("stuck"), Name: "stuck", Dir: filepath.Join(t.TempDir(), "stuck"), OwnsNetns: true, Netns: filepath.Join(t.TempDir(), "gone"),
-		State: State{Status: StatusCreated, Owner: Proc{Pid: 2147483646, Start: 1}},
-		Ports: []firewall.PortMapping{{Network: "n", HostPort: 8080, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.0.0.2"), ContainerPort: 80}}}
+	e := firewallEngine(t, st, fw)
+	stuck := portHolder(t, hexID("stuck"), "stuck", State{Status: StatusCreated, Owner: Proc{Pid: 2147483646, Start: 1}})
 	seed(t, st, stuck)
 	if _, _, err := e.reserve(hexID("run"), &RunOptions{Name: "web", Network: ModeHost, Args: []string{"true"}}, nil); err != nil {
 		t.Fatalf("reserve: %v", err)
@@ -723,4 +717,17 @@ func TestReserveTriesAStuckRepairOnce(t *testing.T) {
 	if fw.calls != 1 {
 		t.Errorf("the stuck container's teardown was tried %d times, want once", fw.calls)
 	}
+}
+
+// firewallEngine is an engine over st and fw, with private directories.
+func firewallEngine(t *testing.T, st store.Store, fw firewall.Firewall) *Engine {
+	return &Engine{st: st, fw: fw, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: t.TempDir()}}
+}
+
+// portHolder is a container in state st whose namespace file is gone and
+// that publishes host port 8080: undoing it reaches only the firewall.
+func portHolder(t *testing.T, id, name string, st State) *Container {
+	return &Container{ID: id, Name: name, Dir: filepath.Join(t.TempDir(), name), OwnsNetns: true, Netns: filepath.Join(t.TempDir(), "gone"),
+		State: st,
+		Ports: []firewall.PortMapping{{Network: "n", HostPort: 8080, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.0.0.2"), ContainerPort: 80}}}
 }
