@@ -2,6 +2,7 @@ package nftables
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 
 	nft "github.com/google/nftables"
@@ -81,6 +82,35 @@ func (d mapDef) set() *nft.Set {
 	}
 }
 
+// addrPortSet describes a set keyed by addrs addresses of one family, a
+// protocol and a port: the link sets (source . destination) and the open
+// sets (destination).
+type addrPortSet struct {
+	name  string
+	v6    bool
+	addrs int
+}
+
+// set returns a fresh description of the set (fresh because AddSet
+// assigns it a batch-local ID).
+//
+//	set links4 { type ipv4_addr . ipv4_addr . inet_proto . inet_service; }
+//	set open4 { type ipv4_addr . inet_proto . inet_service; }
+func (d addrPortSet) set() *nft.Set {
+	addr := nft.TypeIPAddr
+	if d.v6 {
+		addr = nft.TypeIP6Addr
+	}
+	var key []nft.SetDatatype
+	for range d.addrs {
+		key = append(key, addr)
+	}
+	return &nft.Set{
+		Table: table, Name: d.name, Concatenation: true,
+		KeyType: nft.MustConcatSetType(append(key, nft.TypeInetProto, nft.TypeInetService)...),
+	}
+}
+
 // bridgesSet returns a fresh description of the set of knit's bridges.
 //
 //	set bridges { type ifname; }
@@ -109,14 +139,16 @@ func wantSets() []*nft.Set {
 // sit at the head of their chain, before any network's rules.
 func baseRules() map[string][]*nft.Rule {
 	return map[string][]*nft.Rule{
-		chainForward: {
-			// jump knit-user
-			tagged(forwardChain, tagBase, []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: chainUser}}),
-			baseRule(),
-			invalidRules()[0], invalidRules()[1],
+		chainForward: slices.Concat(
+			[]*nft.Rule{
+				// jump knit-user
+				tagged(forwardChain, tagBase, []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: chainUser}}),
+				baseRule(),
+			},
+			invalidRules(),
 			// Links come before every network's ICC drop.
-			linkRule(linkSets[0]), linkRule(linkSets[1]),
-		},
+			[]*nft.Rule{linkRule(linkSets[0]), linkRule(linkSets[1])},
+		),
 		chainInput: {localnetRule()},
 		// A packet from outside addressed to a loopback address is never
 		// DNATed (routing drops it as martian): a port published on

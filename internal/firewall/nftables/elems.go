@@ -16,7 +16,7 @@ import (
 // or link would grow with every other one in the maps. The kernel also
 // answers for one key (nf_tables_getsetelem without NLM_F_DUMP): what
 // `nft get element` asks. Its maps and sets have exact keys (no interval
-// flag, see mapDef.set and linkDef.set), so a key names one element.
+// flag, see mapDef.set and addrPortSet.set), so a key names one element.
 
 // elemConn is a netlink socket for element lookups, beside the nft.Conn
 // of a call (whose socket the library keeps to itself).

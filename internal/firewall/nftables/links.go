@@ -19,28 +19,7 @@ const (
 	setLinks6 = "links6" // ipv6_addr . ipv6_addr . inet_proto . inet_service
 )
 
-// linkDef describes one link set.
-type linkDef struct {
-	name string
-	v6   bool
-}
-
-var linkSets = []linkDef{{setLinks4, false}, {setLinks6, true}}
-
-// set returns a fresh description of the set (fresh because AddSet
-// assigns it a batch-local ID).
-//
-//	set links4 { type ipv4_addr . ipv4_addr . inet_proto . inet_service; }
-func (d linkDef) set() *nft.Set {
-	addr := nft.TypeIPAddr
-	if d.v6 {
-		addr = nft.TypeIP6Addr
-	}
-	return &nft.Set{
-		Table: table, Name: d.name, Concatenation: true,
-		KeyType: nft.MustConcatSetType(addr, addr, nft.TypeInetProto, nft.TypeInetService),
-	}
-}
+var linkSets = []addrPortSet{{setLinks4, false, 2}, {setLinks6, true, 2}}
 
 // linkRule accepts the connections of the set's links. It is a shared
 // rule placed before every network's rules, so that it wins over their
@@ -48,7 +27,7 @@ func (d linkDef) set() *nft.Set {
 //
 //	ip saddr . ip daddr . meta l4proto . th dport @links4 fib saddr . iif oif != 0 accept
 //	ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 fib saddr . iif oif != 0 accept
-func linkRule(d linkDef) *nft.Rule {
+func linkRule(d addrPortSet) *nft.Rule {
 	fam, words, src := byte(unix.NFPROTO_IPV4), uint32(1), uint32(12)
 	if d.v6 {
 		fam, words, src = unix.NFPROTO_IPV6, 4, 8

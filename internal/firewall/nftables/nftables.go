@@ -129,10 +129,11 @@ package nftables
 import (
 	"errors"
 	"fmt"
-	"github.com/mdlayher/netlink"
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/mdlayher/netlink"
 
 	nft "github.com/google/nftables"
 	"golang.org/x/sys/unix"

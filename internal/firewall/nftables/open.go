@@ -18,27 +18,7 @@ const (
 	setOpen6 = "open6" // ipv6_addr . inet_proto . inet_service
 )
 
-// openDef describes one open set.
-type openDef struct {
-	name string
-	v6   bool
-}
-
-var openSets = []openDef{{setOpen4, false}, {setOpen6, true}}
-
-// set returns a fresh description of the set.
-//
-//	set open4 { type ipv4_addr . inet_proto . inet_service; }
-func (d openDef) set() *nft.Set {
-	addr := nft.TypeIPAddr
-	if d.v6 {
-		addr = nft.TypeIP6Addr
-	}
-	return &nft.Set{
-		Table: table, Name: d.name, Concatenation: true,
-		KeyType: nft.MustConcatSetType(addr, nft.TypeInetProto, nft.TypeInetService),
-	}
-}
+var openSets = []addrPortSet{{setOpen4, false, 1}, {setOpen6, true, 1}}
 
 // openElem is the open-set element of a mapping whose Open is set.
 func openElem(owner string, m firewall.PortMapping) ownedElem {
@@ -90,7 +70,7 @@ func exposureRules(n firewall.Network, tag string) []*nft.Rule {
 // port are not in the open set.
 //
 //	ip daddr . meta l4proto . th dport != @open4
-func openLookup(d openDef) []expr.Any {
+func openLookup(d addrPortSet) []expr.Any {
 	fam, words, dst := byte(unix.NFPROTO_IPV4), uint32(1), uint32(16)
 	if d.v6 {
 		fam, words, dst = unix.NFPROTO_IPV6, 4, 24

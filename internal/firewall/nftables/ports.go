@@ -237,8 +237,11 @@ func portElems(owner string, ports []firewall.PortMapping) ([]ownedElem, error) 
 			continue
 		}
 		out = append(out, e)
+		if !m.Open {
+			continue
+		}
 		// Two host ports may map to one container port: one open element.
-		if o := openElem(owner, m); m.Open && !slices.ContainsFunc(out, func(x ownedElem) bool { return x.set == o.set && string(x.Key) == string(o.Key) }) {
+		if o := openElem(owner, m); !slices.ContainsFunc(out, func(x ownedElem) bool { return x.set == o.set && string(x.Key) == string(o.Key) }) {
 			out = append(out, o)
 		}
 	}
