@@ -139,12 +139,7 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 	if a.Name == "" && len(req.Aliases) > 0 {
 		a.Name = req.Aliases[0]
 	}
-	var listening *portmap.Listeners
-	if len(req.Ports) > 0 {
-		if listening, err = portmap.ReadListeners(); err != nil {
-			return nil, nil, fmt.Errorf("read the host's listening sockets: %w", err)
-		}
-	}
+	listening := readListeners(len(req.Ports) > 0)
 	err = e.st.Update(func(tx store.Tx) error {
 		ereq := endpointRequest{MAC: req.MAC, Aliases: req.Aliases}
 		for _, ip := range req.IPs {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -34,65 +35,78 @@ func (e *Engine) netnsLock() string { return filepath.Join(e.paths.ExecRoot, "ne
 // record and no lock holder: prune deletes it.
 type earlyNetns struct {
 	path    string
-	done    chan struct{}
+	made    *netns.Pending
+	placed  bool         // place was called
 	h       *link.Handle // bound to the namespace, lo up
-	err     error
-	unlock  func()    // the shared lock
-	release sync.Once // of the lock: once a record names it, or once it is gone
+	unlock  func()       // the shared lock, if taken
+	release sync.Once    // of the lock: once a record names it, or once it is gone
 }
 
-// startNetns starts making the namespace of container id, on the prepared
-// exec-root.
-func (e *Engine) startNetns(id string) (*earlyNetns, error) {
-	if err := os.MkdirAll(e.netnsDir(), 0o755); err != nil {
-		return nil, err
-	}
-	unlock, err := lockFileShared(e.netnsLock())
-	if err != nil {
-		return nil, err
-	}
-	ns := &earlyNetns{path: e.netnsPath(id), done: make(chan struct{}), unlock: unlock}
-	go func() {
-		defer close(ns.done)
-		// One trip into the new namespace: bring lo up and keep a netlink
-		// handle bound to it for the drivers.
-		err := netns.Create(ns.path, func() (err error) {
-			if ns.h, err = link.Host(); err != nil {
-				return err
-			}
-			if err = ns.h.LinkSetUp(link.LoopbackIndex); err != nil {
-				ns.h.Close()
-				ns.h = nil
-				return fmt.Errorf("set lo up: %w", err)
-			}
-			return nil
-		})
-		if err != nil {
-			ns.err = fmt.Errorf("create network namespace: %w", err)
+// startNetns starts making the namespace of container id: the kernel makes
+// it while the caller prepares the exec-root and takes the lock, which
+// must be held before the namespace's file appears.
+func (e *Engine) startNetns(id string) *earlyNetns {
+	ns := &earlyNetns{path: e.netnsPath(id)}
+	// One trip into the new namespace: bring lo up and keep a netlink
+	// handle bound to it for the drivers.
+	ns.made = netns.Begin(ns.path, func() (err error) {
+		if ns.h, err = link.Host(); err != nil {
+			return err
 		}
-	}()
-	return ns, nil
+		if err = ns.h.LinkSetUp(link.LoopbackIndex); err != nil {
+			ns.h.Close()
+			ns.h = nil
+			return fmt.Errorf("set lo up: %w", err)
+		}
+		return nil
+	})
+	return ns
+}
+
+// place takes the lock and makes the namespace's file, on the prepared
+// exec-root; err (the exec-root could not be prepared) abandons it.
+func (ns *earlyNetns) place(e *Engine, err error) {
+	if err == nil {
+		err = os.MkdirAll(e.netnsDir(), 0o755)
+	}
+	if err == nil {
+		ns.unlock, err = lockFileShared(e.netnsLock())
+	}
+	ns.placed = true
+	ns.made.Place(err)
 }
 
 // recorded says a committed record names the namespace: prune keeps it
 // from now on even while it is still being made, so the lock goes at once
 // (a prune waits for runs only this long).
-func (ns *earlyNetns) recorded() { ns.release.Do(ns.unlock) }
+func (ns *earlyNetns) recorded() {
+	ns.release.Do(func() {
+		if ns.unlock != nil {
+			ns.unlock()
+		}
+	})
+}
 
 // claim waits for the namespace and hands its handle (the caller closes it)
 // to the container whose record names it.
 func (ns *earlyNetns) claim() (*link.Handle, error) {
-	<-ns.done
+	err := ns.made.Wait()
 	ns.recorded()
-	return ns.h, ns.err
+	if err != nil {
+		return nil, fmt.Errorf("create network namespace: %w", err)
+	}
+	return ns.h, nil
 }
 
 // abandon deletes the namespace of a run that made no record.
 func (ns *earlyNetns) abandon() {
-	<-ns.done
+	if !ns.placed { // a panic before place: the thread waits for it
+		ns.place(nil, errors.New("run abandoned"))
+	}
+	_ = ns.made.Wait()
 	if ns.h != nil {
 		ns.h.Close()
 	}
 	_ = netns.Delete(ns.path)
-	ns.release.Do(ns.unlock)
+	ns.recorded() // not recorded: gone
 }

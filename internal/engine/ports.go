@@ -87,11 +87,34 @@ func (e *Engine) defaultHostIP(o *RunOptions, p *plan) {
 	}
 }
 
+// readListeners starts reading the host's listening sockets, for the
+// ports to publish, and returns what waits for them: the read goes on while
+// the store is opened. Without ports there is nothing to read (nil).
+func readListeners(publishing bool) func() (*portmap.Listeners, error) {
+	if !publishing {
+		return nil
+	}
+	var l *portmap.Listeners
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l, err = portmap.ReadListeners()
+	}()
+	return func() (*portmap.Listeners, error) {
+		<-done
+		if err != nil {
+			return nil, fmt.Errorf("read the host's listening sockets: %w", err)
+		}
+		return l, nil
+	}
+}
+
 // reservePorts chooses host ports for the container's published ports and
 // records them, in the transaction that reserves its address, so that two
-// runs never get the same host port. listening is read before the
-// transaction: a port a host process listens on is refused too.
-func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening *portmap.Listeners) error {
+// runs never get the same host port. A port a host process listens on (as
+// listening, from readListeners, reports them) is refused too.
+func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening func() (*portmap.Listeners, error)) error {
 	if len(specs) == 0 {
 		return nil
 	}
@@ -102,6 +125,13 @@ func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening *po
 		if a := s.HostIP.Unmap(); a.Is6() && a.IsLoopback() {
 			// 127.0.0.1 works through route_localnet, which IPv6 lacks.
 			return errdefs.Invalid("cannot publish on [::1]: the kernel does not forward a connection from IPv6's loopback address to a container (knit has no userland proxy); publish on 127.0.0.1, or on [::] and connect to one of the host's own addresses")
+		}
+	}
+	var held *portmap.Listeners
+	if listening != nil {
+		var err error
+		if held, err = listening(); err != nil {
+			return err
 		}
 	}
 	ep := c.Endpoints[0]
@@ -117,8 +147,8 @@ func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening *po
 		if owner != "" {
 			return containerName(tx, owner), true
 		}
-		if listening != nil {
-			return listening.Taken(ip, proto, port)
+		if held != nil {
+			return held.Taken(ip, proto, port)
 		}
 		return "", false
 	}

@@ -136,32 +136,27 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
-	// The namespace file and the /etc files live on the exec-root tmpfs.
-	if err := e.prepareExecRoot(); err != nil {
-		return nil, err
-	}
 	// The container's namespace (unshare, mount, lo up: it needs only the
-	// ID) is made while the store and the network are dealt with.
+	// ID) is made while the store and the network are dealt with. Its file
+	// and the /etc files live on the exec-root tmpfs.
 	id := newID()
 	var ns *earlyNetns
 	if ownsNetns(o.Network) {
-		if ns, err = e.startNetns(id); err != nil {
-			return nil, err
-		}
+		ns = e.startNetns(id)
 		defer func() {
 			if c == nil { // no record names the namespace
 				ns.abandon()
 			}
 		}()
 	}
-	// The host's listening sockets, for the ports to publish.
-	var listening *portmap.Listeners
-	if len(portSpecs(o)) > 0 {
-		if listening, err = portmap.ReadListeners(); err != nil {
-			return nil, fmt.Errorf("read the host's listening sockets: %w", err)
-		}
+	err = e.prepareExecRoot()
+	if ns != nil {
+		ns.place(e, err)
 	}
-	c, plan, err := e.reserve(id, o, listening)
+	if err != nil {
+		return nil, err
+	}
+	c, plan, err := e.reserve(id, o, readListeners(len(portSpecs(o)) > 0))
 	if err != nil {
 		return nil, err
 	}
@@ -197,14 +192,20 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 			return c, err
 		}
 	}
-	// The published ports (elements of the firewall's maps) and the /etc
-	// files need only what the reservation chose: they are made while the
-	// links are, the files from a copy of the endpoints (Join sets HostIf).
+	// The published ports (elements of the firewall's maps), the /etc
+	// files and the namespace's name for `ip netns` need only what the
+	// reservation chose: they are made while the links are, the files from
+	// a copy of the endpoints (Join sets HostIf).
 	published, written := make(chan error, 1), make(chan error, 1)
 	go func() { published <- e.publish(c) }()
 	snap := *c
 	snap.Endpoints = slices.Clone(c.Endpoints)
-	go func() { written <- e.writeFiles(&snap, o, plan) }()
+	go func() {
+		if snap.OwnsNetns {
+			e.linkNetns(&snap)
+		}
+		written <- e.writeFiles(&snap, o, plan)
+	}()
 	err = e.setupNetwork(c, plan, h)
 	perr, werr := <-published, <-written
 	switch {

@@ -110,7 +110,7 @@ func (r *repairFirst) Error() string {
 // check: one store transaction per run where a reconcile, a network lookup
 // and the reservation took three. Repairs and the default network's first
 // record are made between tries.
-func (e *Engine) reserve(id string, o *RunOptions, listening *portmap.Listeners) (*Container, *plan, error) {
+func (e *Engine) reserve(id string, o *RunOptions, listening func() (*portmap.Listeners, error)) (*Container, *plan, error) {
 	repairs, defaults := 0, 0
 	tried := map[string]bool{} // repaired by this run already
 	for {
@@ -151,7 +151,7 @@ func (e *Engine) reserve(id string, o *RunOptions, listening *portmap.Listeners)
 // reserveOnce is one try of reserve: the plan and the container's record,
 // name, addresses and ports in one transaction, so that concurrent runs
 // never share a name, an address or a host port.
-func (e *Engine) reserveOnce(id string, o *RunOptions, listening *portmap.Listeners, reconcile bool) (*Container, *plan, error) {
+func (e *Engine) reserveOnce(id string, o *RunOptions, listening func() (*portmap.Listeners, error), reconcile bool) (*Container, *plan, error) {
 	c := &Container{
 		ID:      id,
 		Name:    o.Name,
@@ -391,7 +391,6 @@ func (e *Engine) setupNetwork(c *Container, p *plan, h *link.Handle) error {
 	if !c.OwnsNetns {
 		return nil
 	}
-	e.linkNetns(c)
 	// The host-side names the drivers choose reach the store with the
 	// container's next write (start); a crash before that loses nothing,
 	// because deleting the namespace deletes the links.

@@ -126,6 +126,45 @@ func TestCreateFailureLeavesNothing(t *testing.T) {
 	}
 }
 
+// A caller of Begin that cannot get ready refuses the file: nothing is
+// made, and Wait reports why.
+func TestBeginPlaceRefused(t *testing.T) {
+	testutil.RequireRoot(t)
+	path := filepath.Join(t.TempDir(), "ns")
+	ran := false
+	p := netns.Begin(path, func() error { ran = true; return nil })
+	why := errors.New("lock refused")
+	p.Place(why)
+	if err := p.Wait(); !errors.Is(err, why) {
+		t.Fatalf("Wait = %v, want %v", err, why)
+	}
+	if err := p.Wait(); !errors.Is(err, why) { // again: the same answer
+		t.Fatalf("second Wait = %v", err)
+	}
+	if ran {
+		t.Fatal("inside ran in a namespace that was refused")
+	}
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stat after refused Place = %v", err)
+	}
+}
+
+// A failure inside the new namespace unmounts and removes its file.
+func TestCreateInsideFailure(t *testing.T) {
+	testutil.RequireRoot(t)
+	path := filepath.Join(t.TempDir(), "ns")
+	why := errors.New("inside failed")
+	if err := netns.Create(path, func() error { return why }); !errors.Is(err, why) {
+		t.Fatalf("Create = %v, want %v", err, why)
+	}
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stat after failed inside = %v", err)
+	}
+	if n := mountCount(t, path); n != 0 {
+		t.Fatalf("%d mounts left at %s", n, path)
+	}
+}
+
 func TestDo(t *testing.T) {
 	path := testutil.NewNetns(t)
 	own := inode(t, "/proc/self/ns/net")
