@@ -3,17 +3,51 @@ package portmap
 import (
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/knit-dev/knit/internal/errdefs"
 )
 
-// The range random host ports come from: Linux's default
-// net.ipv4.ip_local_port_range.
+// The range random host ports come from when the kernel's cannot be read:
+// Docker's.
 const (
-	EphemeralFirst uint16 = 32768
-	EphemeralLast  uint16 = 60999
+	DefaultEphemeralFirst uint16 = 49153
+	DefaultEphemeralLast  uint16 = 60999
 )
+
+// portRangeFile holds the kernel's range of ephemeral ports, in the
+// namespace of the thread that reads it.
+const portRangeFile = "/proc/sys/net/ipv4/ip_local_port_range"
+
+// EphemeralRange returns the range random host ports come from: as with
+// Docker, the kernel's ephemeral ports (net.ipv4.ip_local_port_range,
+// 32768-60999 unless the administrator changed it), or
+// DefaultEphemeralFirst-DefaultEphemeralLast if that cannot be read.
+func EphemeralRange() (first, last uint16) {
+	if b, err := os.ReadFile(portRangeFile); err == nil {
+		if first, last, ok := parsePortRange(string(b)); ok {
+			return first, last
+		}
+	}
+	return DefaultEphemeralFirst, DefaultEphemeralLast
+}
+
+// parsePortRange reads ip_local_port_range's "FIRST\tLAST\n".
+func parsePortRange(s string) (first, last uint16, ok bool) {
+	f := strings.Fields(s)
+	if len(f) != 2 {
+		return 0, 0, false
+	}
+	a, err1 := strconv.ParseUint(f[0], 10, 16)
+	b, err2 := strconv.ParseUint(f[1], 10, 16)
+	if err1 != nil || err2 != nil || a == 0 || a > b {
+		return 0, 0, false
+	}
+	return uint16(a), uint16(b), true
+}
 
 // Mapping is one concrete published port.
 type Mapping struct {
@@ -80,6 +114,9 @@ func Allocate(specs []Spec, taken Taken) ([]Mapping, error) {
 		return nil, err
 	}
 	a := allocator{taken: taken, out: make([]Mapping, len(slots)), done: make([]bool, len(slots))}
+	if slices.ContainsFunc(slots, slot.random) {
+		a.first, a.last = EphemeralRange()
+	}
 	for pass := range 3 {
 		for i, s := range slots {
 			if s.pass() != pass {
@@ -114,9 +151,10 @@ func expand(specs []Spec) ([]slot, error) {
 }
 
 type allocator struct {
-	taken Taken
-	out   []Mapping
-	done  []bool
+	taken       Taken
+	out         []Mapping
+	done        []bool
+	first, last uint16 // EphemeralRange, when a slot is random
 }
 
 // place chooses the host port of slots[i] and records it in out[i].
@@ -133,7 +171,7 @@ func (a *allocator) place(i int, s slot) error {
 	}
 	first, last, start := s.first, s.last, s.first
 	if s.random() {
-		first, last = EphemeralFirst, EphemeralLast
+		first, last = a.first, a.last
 		start = first + uint16(rand.IntN(int(last-first)+1))
 	}
 	n := int(last-first) + 1

@@ -2,6 +2,7 @@ package portmap
 
 import (
 	"net/netip"
+	"os"
 	"testing"
 
 	"github.com/knit-dev/knit/internal/errdefs"
@@ -126,8 +127,9 @@ func TestAllocateFixed(t *testing.T) {
 
 func TestAllocateErrors(t *testing.T) {
 	lo := netip.MustParseAddr("127.0.0.1")
+	first, last := EphemeralRange()
 	ephemeral := func(_ netip.Addr, _ Proto, p uint16) (string, bool) {
-		return "", p >= EphemeralFirst && p <= EphemeralLast
+		return "", p >= first && p <= last
 	}
 	tests := []struct {
 		name  string
@@ -192,9 +194,10 @@ func TestAllocateErrors(t *testing.T) {
 func TestAllocateRandomNeverCollides(t *testing.T) {
 	h := held{}
 	ips := []netip.Addr{{}, netip.IPv4Unspecified(), netip.MustParseAddr("127.0.0.1"), netip.IPv6Unspecified()}
+	first, last := EphemeralRange()
 	record := func(ms []Mapping) {
 		for _, m := range ms {
-			if m.HostPort < EphemeralFirst || m.HostPort > EphemeralLast {
+			if m.HostPort < first || m.HostPort > last {
 				t.Fatalf("%v: host port outside the ephemeral range", m)
 			}
 			if owner, ok := h.taken(m.HostIP, m.Proto, m.HostPort); ok {
@@ -225,10 +228,47 @@ func TestAllocateRandomNeverCollides(t *testing.T) {
 // TestAllocateFillsEphemeralRange checks that random allocation finds the
 // last free port instead of giving up after some tries.
 func TestAllocateFillsEphemeralRange(t *testing.T) {
-	const free = 45000
+	first, last := EphemeralRange()
+	free := first + (last-first)/2
 	taken := func(_ netip.Addr, _ Proto, p uint16) (string, bool) { return "x", p != free }
 	got, err := Allocate(mustPublish(t, "80"), taken)
 	if err != nil || got[0].HostPort != free {
 		t.Fatalf("Allocate = %v, %v; want port %d", got, err, free)
+	}
+}
+
+func TestParsePortRange(t *testing.T) {
+	for _, tt := range []struct {
+		in          string
+		first, last uint16
+		ok          bool
+	}{
+		{"32768\t60999\n", 32768, 60999, true},
+		{"40000 40000", 40000, 40000, true},
+		{"1024\t65535\n", 1024, 65535, true},
+		{"", 0, 0, false},
+		{"32768", 0, 0, false},
+		{"60999\t32768\n", 0, 0, false}, // reversed
+		{"0\t100\n", 0, 0, false},
+		{"32768\t70000\n", 0, 0, false},
+		{"a b", 0, 0, false},
+		{"1 2 3", 0, 0, false},
+	} {
+		first, last, ok := parsePortRange(tt.in)
+		if first != tt.first || last != tt.last || ok != tt.ok {
+			t.Errorf("parsePortRange(%q) = %d, %d, %v; want %d, %d, %v", tt.in, first, last, ok, tt.first, tt.last, tt.ok)
+		}
+	}
+}
+
+// The range is the kernel's, read where knit runs.
+func TestEphemeralRangeIsTheKernels(t *testing.T) {
+	b, err := os.ReadFile(portRangeFile)
+	if err != nil {
+		t.Skipf("no %s: %v", portRangeFile, err)
+	}
+	want, wantLast, _ := parsePortRange(string(b))
+	if first, last := EphemeralRange(); first != want || last != wantLast {
+		t.Fatalf("EphemeralRange = %d-%d, the kernel's %q", first, last, b)
 	}
 }

@@ -17,7 +17,7 @@
 //     out the same port).
 //   - No two returned mappings overlap, and none overlaps a port taken
 //     reports. Fixed host ports are honoured exactly or fail with
-//     errdefs.Conflict; random ones lie in [EphemeralFirst, EphemeralLast].
+//     errdefs.Conflict; random ones lie in EphemeralRange.
 //   - Overlap (see Overlaps) is one rule everywhere: same protocol and port,
 //     and addresses that could both receive the same packet. The zero
 //     netip.Addr means every host address, IPv4 and IPv6.
