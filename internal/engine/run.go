@@ -194,13 +194,14 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 	}
 	// The published ports (elements of the firewall's maps), the /etc
 	// files and the namespace's name for `ip netns` need only what the
-	// reservation chose: they are made while the links are, the files from
-	// a copy of the endpoints (Join sets HostIf).
+	// reservation chose: they are made while the links are, from a copy of
+	// the record (Join sets HostIf). One goroutine does them in turn: with
+	// the links' it keeps two busy, which two CPUs run at once.
 	published, written := make(chan error, 1), make(chan error, 1)
-	go func() { published <- e.publish(c) }()
 	snap := *c
 	snap.Endpoints = slices.Clone(c.Endpoints)
 	go func() {
+		published <- e.publish(&snap)
 		if snap.OwnsNetns {
 			e.linkNetns(&snap)
 		}
