@@ -102,6 +102,9 @@ func attachSection(tool string) (err error) {
 // reached, it stops there and says how far it got.
 func measureLevels(tool string, a attacher) error {
 	deadline := time.Now().Add(*budget)
+	gcPercent := debug.SetGCPercent(-1) // read: on again at once, and on return
+	debug.SetGCPercent(gcPercent)
+	defer debug.SetGCPercent(gcPercent)
 	var live []any
 	next := 0
 	t0 := time.Now()
@@ -126,7 +129,7 @@ func measureLevels(tool string, a attacher) error {
 		// share its CPUs with a collection. The Go tools (knit, the floor)
 		// are measured alike.
 		runtime.GC()
-		gc := debug.SetGCPercent(-1)
+		debug.SetGCPercent(-1)
 		at := make(latencies, 0, *samples)
 		hs := make([]any, 0, *samples)
 		var atCPU, dtCPU time.Duration
@@ -148,7 +151,7 @@ func measureLevels(tool string, a attacher) error {
 			}
 			dt, dtCPU = append(dt, wall), dtCPU+cpu
 		}
-		debug.SetGCPercent(gc)
+		debug.SetGCPercent(gcPercent)
 		if !cpuCounted[tool] {
 			atCPU, dtCPU = -1, -1
 		}

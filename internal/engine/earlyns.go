@@ -64,8 +64,9 @@ func (e *Engine) startNetns(id string) *earlyNetns {
 }
 
 // place takes the lock and makes the namespace's file, on the prepared
-// exec-root; err (the exec-root could not be prepared) abandons it.
-func (ns *earlyNetns) place(e *Engine, err error) {
+// exec-root; err (the exec-root could not be prepared) abandons it. It
+// returns err, or why the lock could not be taken.
+func (ns *earlyNetns) place(e *Engine, err error) error {
 	if err == nil {
 		err = os.MkdirAll(e.netnsDir(), 0o755)
 	}
@@ -74,6 +75,7 @@ func (ns *earlyNetns) place(e *Engine, err error) {
 	}
 	ns.placed = true
 	ns.made.Place(err)
+	return err
 }
 
 // recorded says a committed record names the namespace: prune keeps it
@@ -101,7 +103,7 @@ func (ns *earlyNetns) claim() (*link.Handle, error) {
 // abandon deletes the namespace of a run that made no record.
 func (ns *earlyNetns) abandon() {
 	if !ns.placed { // a panic before place: the thread waits for it
-		ns.place(nil, errors.New("run abandoned"))
+		_ = ns.place(nil, errors.New("run abandoned"))
 	}
 	_ = ns.made.Wait()
 	if ns.h != nil {

@@ -88,8 +88,10 @@ func (e *Engine) defaultHostIP(o *RunOptions, p *plan) {
 }
 
 // readListeners starts reading the host's listening sockets, for the
-// ports to publish, and returns what waits for them: the read goes on while
-// the store is opened. Without ports there is nothing to read (nil).
+// ports to publish, and returns what waits for them: the read (~0.05 ms
+// here, more on a host with thousands of sockets, while the store lock is
+// held) goes on while the store is opened. Without ports there is nothing
+// to read (nil).
 func readListeners(publishing bool) func() (*portmap.Listeners, error) {
 	if !publishing {
 		return nil

@@ -151,7 +151,7 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 	}
 	err = e.prepareExecRoot()
 	if ns != nil {
-		ns.place(e, err)
+		err = ns.place(e, err)
 	}
 	if err != nil {
 		return nil, err

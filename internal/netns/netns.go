@@ -125,7 +125,6 @@ type Pending struct {
 // cleaner of namespace files) and then calls Place. Wait returns Create's
 // error.
 func Begin(path string, inside func() error) *Pending {
-	faults.Step("netns.create")
 	p := &Pending{path: path, file: make(chan error, 1)}
 	p.thread = goFreshThread(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
@@ -155,6 +154,7 @@ func Begin(path string, inside func() error) *Pending {
 // the namespace fails with err. Call it once, from Begin's caller.
 func (p *Pending) Place(err error) {
 	if err == nil {
+		faults.Step("netns.create")
 		var f *os.File
 		if f, err = os.OpenFile(p.path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444); err == nil {
 			f.Close()
