@@ -10,6 +10,7 @@ import (
 	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/netns"
 	"github.com/knit-dev/knit/internal/store"
 )
 
@@ -133,8 +134,34 @@ func targetPorts(t *Container) []protoPort {
 	return out
 }
 
-// applyLinks programs the container's link accept pairs.
+// lockLinks orders the changes of link elements. A relink reads every
+// container and rewrites the elements of those linked to one; a run's
+// elements added, or a teardown's removed, in between would otherwise be
+// undone or put back.
+func (e *Engine) lockLinks() (unlock func(), err error) {
+	unlock, err = lockFile(filepath.Join(e.paths.DataRoot, "links.lock"))
+	if err != nil {
+		return nil, fmt.Errorf("lock link rules: %w", err)
+	}
+	return unlock, nil
+}
+
+// applyLinks programs the container's link accept pairs, under the links
+// lock.
 func (e *Engine) applyLinks(c *Container) error {
+	if len(c.Links) == 0 || e.fw == nil {
+		return nil
+	}
+	unlock, err := e.lockLinks()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return e.applyLinksLocked(c)
+}
+
+// applyLinksLocked is applyLinks for a holder of the links lock.
+func (e *Engine) applyLinksLocked(c *Container) error {
 	rules := e.linkRules(c)
 	if len(rules) == 0 || e.fw == nil {
 		return nil
@@ -154,9 +181,7 @@ func (e *Engine) relink(id string) error {
 	if e.fw == nil {
 		return nil
 	}
-	// Two relinks at once could otherwise put back elements one read
-	// before the other's change.
-	unlock, err := lockFile(filepath.Join(e.paths.DataRoot, "links.lock"))
+	unlock, err := e.lockLinks()
 	if err != nil {
 		return err
 	}
@@ -175,8 +200,12 @@ func (e *Engine) relink(id string) error {
 			errs = append(errs, fmt.Errorf("link rules of %s: %w", c.Name, err))
 			continue
 		}
-		if c.Running() {
-			errs = append(errs, e.applyLinks(c))
+		// The elements of a running container, and of one being set up
+		// (its run added them before this lock was ours), are put back
+		// from the records read now. A container whose namespace is gone
+		// is being torn down, and its teardown has removed them.
+		if (c.Running() || c.State.Status == StatusCreated) && netns.Mounted(c.Netns) {
+			errs = append(errs, e.applyLinksLocked(c))
 		}
 	}
 	return errors.Join(errs...)

@@ -460,16 +460,15 @@ func (e *Engine) teardownKernel(c *Container) error {
 	if err := e.unpublish(c); err != nil {
 		errs = append(errs, err)
 	}
-	if len(c.Links) > 0 && e.fw != nil {
-		if err := e.fw.RemoveLinks(c.ID, nil); err != nil {
-			errs = append(errs, fmt.Errorf("remove link rules: %w", err))
-		}
-	}
 	if target, err := os.Readlink(e.netnsLink(c.Name)); err == nil && target == c.Netns {
 		_ = os.Remove(e.netnsLink(c.Name))
 	}
-	if err := netns.Delete(c.Netns); err != nil {
-		return errors.Join(append(errs, fmt.Errorf("delete network namespace: %w", err))...)
+	linksErr, err := e.removeLinksAndNetns(c)
+	if linksErr != nil {
+		errs = append(errs, linksErr)
+	}
+	if err != nil {
+		return errors.Join(append(errs, err)...)
 	}
 	// A container that joined this namespace keeps it alive after the
 	// unmount, and with it the veth and its address: delete the links now,
@@ -491,6 +490,28 @@ func (e *Engine) teardownKernel(c *Container) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// removeLinksAndNetns removes the container's link elements and deletes
+// its namespace. A container with links does both under the links lock: a
+// relink then comes first, and its elements are removed after it, or finds
+// the namespace gone and leaves them out. A failure to remove the elements
+// (linksErr) does not keep the namespace.
+func (e *Engine) removeLinksAndNetns(c *Container) (linksErr, err error) {
+	if len(c.Links) > 0 && e.fw != nil {
+		unlock, err := e.lockLinks()
+		if err == nil {
+			defer unlock()
+			err = e.fw.RemoveLinks(c.ID, nil)
+		}
+		if err != nil {
+			linksErr = fmt.Errorf("remove link rules: %w", err)
+		}
+	}
+	if err := netns.Delete(c.Netns); err != nil {
+		return linksErr, fmt.Errorf("delete network namespace: %w", err)
+	}
+	return linksErr, nil
 }
 
 func releaseAddrs(tx store.Tx, c *Container) error {

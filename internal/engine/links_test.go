@@ -1,0 +1,62 @@
+package engine
+
+import (
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/firewall/firewalltest"
+	"github.com/knit-dev/knit/internal/portmap"
+	"github.com/knit-dev/knit/internal/testutil"
+)
+
+// linkPair seeds a running target exposing 80/tcp on network n and a
+// container linked to it, in state st, whose namespace is netnsPath.
+func linkPair(t *testing.T, st State, netnsPath string) (e *Engine, fw *firewalltest.Recorder, target, linked *Container) {
+	t.Helper()
+	store := newStore(t)
+	fw = firewalltest.New()
+	e = firewallEngine(t, store, fw)
+	ep := func(addr string) []Endpoint {
+		return []Endpoint{{Network: "n", Endpoint: driver.Endpoint{Addrs: []netip.Prefix{netip.MustParsePrefix(addr)}}}}
+	}
+	target = &Container{ID: hexID("a1"), Name: "db", OwnsNetns: true, Netns: testutil.NewNetns(t),
+		State: State{Status: StatusRunning}, Endpoints: ep("10.0.0.3/24"),
+		Spec: Spec{Exposed: []portmap.Spec{{ContainerFirst: 80, ContainerLast: 80, Proto: portmap.TCP}}}}
+	linked = &Container{ID: hexID("b2"), Name: "app", OwnsNetns: true, Netns: netnsPath,
+		State: st, Endpoints: ep("10.0.0.2/24"),
+		Links: []Link{{TargetID: target.ID, Name: "db", Alias: "db"}}}
+	seed(t, store, target, linked)
+	return e, fw, target, linked
+}
+
+// A relink of the target (it connected or disconnected) while a linked
+// container is still being set up keeps that container's elements: its
+// run added them before the relink took the lock, or adds them after.
+func TestRelinkKeepsContainerBeingCreated(t *testing.T) {
+	e, fw, target, linked := linkPair(t, State{Status: StatusCreated, Owner: selfProc()}, testutil.NewNetns(t))
+	if err := e.applyLinks(linked); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.relink(target.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fw.String(), "link "+linked.ID+" n 10.0.0.2->10.0.0.3:80/tcp"; !strings.Contains(got, want) {
+		t.Fatalf("after the relink the link of the container being created is gone:\n%s", got)
+	}
+}
+
+// A relink never puts back the elements of a container whose namespace is
+// gone: its teardown removed them, and nothing would remove them again.
+func TestRelinkLeavesOutTornDown(t *testing.T) {
+	gone := filepath.Join(t.TempDir(), "netns-gone")
+	e, fw, target, _ := linkPair(t, State{Status: StatusRunning}, gone)
+	if err := e.relink(target.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := fw.String(); strings.Contains(got, "link ") {
+		t.Fatalf("the relink put back the link of a container torn down:\n%s", got)
+	}
+}
