@@ -188,6 +188,9 @@ func attachSection(b *strings.Builder, d *data, png string) [][3]string {
 	if v, ok := d.config["attach-rounds"]; ok {
 		w(" Rounds: %s; the others ran once.", v)
 	}
+	w(" Each level's samples run with the measuring process's garbage collector off, after a collection (this " +
+		"matters for the Go tools, knit's engine API and the floor): a knit command's process never lives long " +
+		"enough to collect, while in this long-lived one an attach in ~20 would share the 2 CPUs with a collection.")
 	w(" Before each tool's sandbox starts, the run waits until the kernel has destroyed the namespaces of the one " +
 		"before (it does so in the background for seconds after a thousand containers, under locks every attach needs).\n\n")
 	if png != "" {
@@ -302,7 +305,7 @@ func cpuTable(b *strings.Builder, d *data, ts []string, lv []int, levelHeader fu
 		return
 	}
 	w("### CPU time per operation\n\n")
-	w("Mean CPU time (user + system) per attach / detach over the window: the measuring process's and that of the "+
+	w("Mean CPU time (user + system) per attach / detach, each operation's summed over the window: the measuring process's and that of the "+
 		"children it waited for (cnitool and its plugins, netavark). Kernel work deferred to the kernel's own threads "+
 		"(a deleted namespace is destroyed in the background) is not in it. The machine has %s, so an operation that "+
 		"takes more CPU than wall time ran on both at once. Docker and the knit CLI are left out: part of their work is "+
