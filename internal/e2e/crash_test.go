@@ -193,6 +193,44 @@ func crashKinds() []crashKind {
 			reaches(t, s, world, "198.51.100.1", 8080, "victim")
 		},
 	}, {
+		// Killed half-way, a disconnect may have left the endpoint
+		// recorded, or dropped it with resolv.conf still naming the
+		// network's DNS server: the next command finishes it.
+		name:     "NetworkDisconnect",
+		crashnet: true,
+		before: func(t *testing.T, s *testutil.Sandbox, bb string) {
+			s.MustKnit(t, "network", "create", "--subnet", "10.77.0.0/24", "connectnet")
+			mustCleanly(t, "run victim", runVictimOn(t, s, bb, "bridge", nil))
+			s.MustKnit(t, "network", "connect", "--alias", "vconn", "connectnet", "victim")
+			// A probe on connectnet asks its DNS server after the crash
+			// (by exec: a run would bring the server up to date itself).
+			s.MustKnit(t, "run", "-d", "--name", "probe", "--network", "connectnet", "--rootfs", bb, "sleep", "300")
+			s.MustKnit(t, "exec", "probe", "nslookup", "vconn")
+		},
+		crash: func(t *testing.T, s *testutil.Sandbox, _ string, env []string) testutil.Result {
+			return knitEnv(t, s, env, "network", "disconnect", "connectnet", "victim")
+		},
+		next: func(t *testing.T, s *testutil.Sandbox, _ string) {
+			mustCleanly(t, "disconnect after crash", s.Knit("network", "disconnect", "connectnet", "victim"), "is not connected")
+			// Gone for real: resolv.conf no longer names connectnet's
+			// server, the network can go, and the container still reaches
+			// the world and is reached through its published port.
+			if resolv := s.MustKnit(t, "exec", "victim", "cat", "/etc/resolv.conf"); strings.Contains(resolv, "10.77.0.1") {
+				t.Errorf("resolv.conf still names connectnet's server 10.77.0.1 after the disconnect:\n%s", resolv)
+			}
+			if hosts := s.MustKnit(t, "exec", "victim", "cat", "/etc/hosts"); strings.Contains(hosts, "10.77.0.") {
+				t.Errorf("/etc/hosts still has connectnet's address after the disconnect:\n%s", hosts)
+			}
+			// connectnet's DNS server no longer knows the alias.
+			if r := s.Knit("exec", "probe", "nslookup", "vconn"); r.Code == 0 {
+				t.Errorf("connectnet's DNS still answers for vconn after the disconnect:\n%s", r.Stdout)
+			}
+			s.MustKnit(t, "rm", "-f", "probe")
+			s.MustKnit(t, "network", "rm", "connectnet")
+			s.MustKnit(t, "exec", "victim", "ping", "-c1", "-W2", "203.0.113.1")
+			reaches(t, s, world, "198.51.100.1", 8080, "victim")
+		},
+	}, {
 		name:  "CNIAdd",
 		setup: cniSetup,
 		crash: func(t *testing.T, s *testutil.Sandbox, _ string, env []string) testutil.Result {
@@ -242,16 +280,17 @@ func crashKinds() []crashKind {
 	}}
 }
 
-func TestCrashRunForeground(t *testing.T)  { crashTest(t, "RunForeground") }
-func TestCrashRunDetached(t *testing.T)    { crashTest(t, "RunDetached") }
-func TestCrashRemoveForce(t *testing.T)    { crashTest(t, "RemoveForce") }
-func TestCrashSupervisor(t *testing.T)     { crashTest(t, "Supervisor") }
-func TestCrashNetworkCreate(t *testing.T)  { crashTest(t, "NetworkCreate") }
-func TestCrashNetworkRemove(t *testing.T)  { crashTest(t, "NetworkRemove") }
-func TestCrashNetworkConnect(t *testing.T) { crashTest(t, "NetworkConnect") }
-func TestCrashSystemPrune(t *testing.T)    { crashTest(t, "SystemPrune") }
-func TestCrashCNIAdd(t *testing.T)         { crashTest(t, "CNIAdd") }
-func TestCrashCNIDel(t *testing.T)         { crashTest(t, "CNIDel") }
+func TestCrashRunForeground(t *testing.T)     { crashTest(t, "RunForeground") }
+func TestCrashRunDetached(t *testing.T)       { crashTest(t, "RunDetached") }
+func TestCrashRemoveForce(t *testing.T)       { crashTest(t, "RemoveForce") }
+func TestCrashSupervisor(t *testing.T)        { crashTest(t, "Supervisor") }
+func TestCrashNetworkCreate(t *testing.T)     { crashTest(t, "NetworkCreate") }
+func TestCrashNetworkRemove(t *testing.T)     { crashTest(t, "NetworkRemove") }
+func TestCrashNetworkConnect(t *testing.T)    { crashTest(t, "NetworkConnect") }
+func TestCrashNetworkDisconnect(t *testing.T) { crashTest(t, "NetworkDisconnect") }
+func TestCrashSystemPrune(t *testing.T)       { crashTest(t, "SystemPrune") }
+func TestCrashCNIAdd(t *testing.T)            { crashTest(t, "CNIAdd") }
+func TestCrashCNIDel(t *testing.T)            { crashTest(t, "CNIDel") }
 
 // cniConf is the plugin configuration of the CNI crash tests: a network
 // made on first use, and a published port.

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall"
@@ -53,6 +55,9 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 		if slices.ContainsFunc(c.Endpoints, func(ep Endpoint) bool { return ep.Network == n.Name }) {
 			return errdefs.Conflict("container %s is already connected to network %s", c.Name, n.Name)
 		}
+		if err := connectUnderWay(tx, c, n.Name); err != nil { // a disconnect finishing
+			return err
+		}
 		req := endpointRequest{IP: o.IP, IP6: o.IP6, Aliases: o.Aliases}
 		if ep, err = allocateEndpoint(tx, n, c, req, nextIfName(c), defaultRouteFamilies(c.Endpoints)); err != nil {
 			return err
@@ -74,7 +79,7 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 			// Also after a failed Join: a link it could not delete is
 			// found by its derived name.
 			_ = e.leave(c, n, *ep)
-			_, _ = e.dropEndpoint(c.ID, n.Name)
+			_, _ = e.dropEndpoint(c.ID, n.Name, nil)
 		}
 	}()
 	if err := e.join(n, ep, driver.Sandbox{NetnsPath: c.Netns}); err != nil {
@@ -132,12 +137,17 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 // and whose DNS is left to do.
 func dnsStage(p Proc) []byte { return append(formatProc(p), " dns"...) }
 
-// parseConnecting reads a bucketConnecting value: the process, and whether
-// the connect is at its DNS stage.
-func parseConnecting(v []byte) (p Proc, dns, ok bool) {
-	proc, stage, _ := bytes.Cut(v, []byte(" "))
+// leaveStage is the bucketConnecting value of a disconnect under way: if
+// its process dies, the next command finishes it.
+func leaveStage(p Proc) []byte { return append(formatProc(p), " leave"...) }
+
+// parseConnecting reads a bucketConnecting value: the process, and the
+// stage: "" (a connect making its link), "dns" (a connect's last stage) or
+// "leave" (a disconnect).
+func parseConnecting(v []byte) (p Proc, stage string, ok bool) {
+	proc, st, _ := bytes.Cut(v, []byte(" "))
 	p, ok = parseProc(proc)
-	return p, string(stage) == "dns", ok
+	return p, string(st), ok
 }
 
 // finishConnectDNS is a connect's last stage, for a network with DNS: the
@@ -184,6 +194,7 @@ func deadConnects(tx store.Tx, strict bool) ([]string, error) {
 
 // repairConnect undoes a connect whose process died: the link, if it was
 // made, the endpoint and its addresses; or, at the DNS stage, finishes it.
+// A disconnect whose process died it finishes (finishDisconnect).
 // It claims the connect first, in the transaction that confirms its
 // process is gone, so that two repairs do not race, and a disconnect waits
 // for it (connectUnderWay); a repair that dies in turn is repaired by the
@@ -194,6 +205,7 @@ func (e *Engine) repairConnect(key string) error {
 	var c *Container
 	var claim []byte // this repair's entry
 	atDNS := false   // the connect's link was made: finish, not undo
+	leaving := false // a disconnect: finish it
 	err := e.st.Update(func(tx store.Tx) (err error) {
 		v, err := tx.Get(bucketConnecting, key)
 		if errors.Is(err, store.ErrNotFound) {
@@ -201,25 +213,48 @@ func (e *Engine) repairConnect(key string) error {
 		} else if err != nil {
 			return err
 		}
-		p, dns, ok := parseConnecting(v)
-		atDNS = dns
+		p, stage, ok := parseConnecting(v)
+		atDNS, leaving = stage == "dns", stage == "leave"
 		if ok && alive(p) {
 			return nil // still connecting
 		}
+		// A stopped container's disconnect is finished too (without its
+		// kernel part); an orphaned one's repair releases everything.
 		c, err = getContainer(tx, id)
-		if errors.Is(err, store.ErrNotFound) || (err == nil && (!c.Running() || orphaned(c))) {
+		if errors.Is(err, store.ErrNotFound) || (err == nil && (!c.Running() && !leaving || orphaned(c))) {
 			c = nil
 			return tx.Delete(bucketConnecting, key)
 		} else if err != nil {
 			return err
 		}
-		if claim = formatProc(selfProc()); dns {
+		switch claim = formatProc(selfProc()); {
+		case atDNS:
 			claim = dnsStage(selfProc())
+		case leaving:
+			claim = leaveStage(selfProc())
 		}
 		return tx.Put(bucketConnecting, key, claim)
 	})
 	if err != nil || c == nil {
 		return err
+	}
+	if leaving {
+		n, err := e.lookupNetwork(network)
+		if err != nil && errdefs.KindOf(err) != errdefs.KindNotFound {
+			return fmt.Errorf("finish the disconnect of %s from %s: %w", c.Name, network, err)
+		}
+		err = e.finishDisconnect(c, network, n, claim, false)
+		if err == nil {
+			return nil
+		}
+		// Once the endpoint is dropped, what is left (routes, files, links,
+		// DNS) is reported, as dnsChanged does, and not tried again by
+		// every command; before, the next command retries the whole.
+		if cur, gerr := e.get(c.ID); gerr == nil && slices.ContainsFunc(cur.Endpoints, func(ep Endpoint) bool { return ep.Network == network }) {
+			return fmt.Errorf("finish the disconnect of %s from %s: %w", c.Name, network, err)
+		}
+		fmt.Fprintf(os.Stderr, "knit: finish the disconnect of %s from %s: %v\n", c.Name, network, err)
+		return e.doneConnecting(key, claim)
 	}
 	if atDNS {
 		n, err := e.lookupNetwork(network)
@@ -248,11 +283,11 @@ func (e *Engine) repairConnect(key string) error {
 			return undo(err)
 		}
 	}
-	moved, err := e.dropEndpoint(c.ID, network)
+	moved, err := e.dropEndpoint(c.ID, network, nil)
 	if err != nil {
 		return undo(err)
 	}
-	if err := addDefaultRoutes(c.Netns, moved); err != nil {
+	if err := addDefaultRoutes(c.Netns, moved, false); err != nil {
 		return undo(err)
 	}
 	if n != nil && n.DNS {
@@ -262,13 +297,16 @@ func (e *Engine) repairConnect(key string) error {
 }
 
 // connectUnderWay refuses to change c's endpoint on network while a live
-// process connects it (or undoes its connect).
+// process connects or disconnects it (or repairs either).
 func connectUnderWay(tx store.Tx, c *Container, network string) error {
 	v, err := tx.Get(bucketConnecting, connectingKey(c.ID, network))
 	if err != nil {
 		return nil
 	}
-	if p, _, ok := parseConnecting(v); ok && alive(p) {
+	if p, stage, ok := parseConnecting(v); ok && alive(p) {
+		if stage == "leave" {
+			return errdefs.Conflict("container %s is being disconnected from network %s (by process %d): try again when that command ends", c.Name, network, p.Pid)
+		}
 		return errdefs.Conflict("container %s is being connected to network %s (by process %d): try again when that command ends", c.Name, network, p.Pid)
 	}
 	return nil
@@ -325,30 +363,81 @@ func (e *Engine) Disconnect(network, ref string, force bool) error {
 		// Its start would record the endpoint again, with its link.
 		return errdefs.Conflict("container %s is still being set up (by PID %d); retry", c.Name, c.State.Owner.Pid)
 	}
-	if err := e.st.View(func(tx store.Tx) error { return connectUnderWay(tx, c, n.Name) }); err != nil {
+	// Until it is done the disconnect is under way: if this process dies,
+	// the next command's reconcile finishes it. One that fails is not: its
+	// entry goes with the error.
+	key, want := connectingKey(c.ID, n.Name), leaveStage(selfProc())
+	err = e.st.Update(func(tx store.Tx) error {
+		cur, err := getContainer(tx, c.ID)
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(cur.Endpoints, func(ep Endpoint) bool { return ep.Network == n.Name }) {
+			return errdefs.Conflict("container %s is not connected to network %s", c.Name, n.Name)
+		}
+		if err := connectUnderWay(tx, cur, n.Name); err != nil {
+			return err
+		}
+		c = cur
+		return tx.Put(bucketConnecting, key, want)
+	})
+	if err != nil {
 		return err
 	}
-	if c.Running() {
+	if err := e.finishDisconnect(c, n.Name, n, want, force); err != nil {
+		return errors.Join(err, e.doneConnecting(key, want))
+	}
+	return nil
+}
+
+// finishDisconnect does a disconnect of c from network (n: its record, nil
+// if it is gone) whose entry holds want, from wherever one that died left
+// it: the endpoint's kernel part, its record and addresses, the default
+// routes it carried, the DNS, /etc files and links; then the entry goes.
+// Each step is done again harmlessly. With force, kernel errors do not stop
+// it.
+func (e *Engine) finishDisconnect(c *Container, network string, n *Network, want []byte, force bool) error {
+	i := slices.IndexFunc(c.Endpoints, func(ep Endpoint) bool { return ep.Network == network })
+	if i >= 0 && c.Running() && n != nil {
 		if err := e.leave(c, n, c.Endpoints[i]); err != nil && !force {
 			return err
 		}
 	}
-	moved, err := e.dropEndpoint(c.ID, n.Name)
+	moved, err := e.dropEndpoint(c.ID, network, want)
 	if err != nil {
 		return err
 	}
+	keep := false // routes there already are kept
+	if i < 0 {
+		// Dropped by the disconnect that died, which may not have moved
+		// the default routes it carried.
+		cur, err := e.get(c.ID)
+		if errdefs.KindOf(err) == errdefs.KindNotFound {
+			return e.doneConnecting(connectingKey(c.ID, network), want) // removed since: nothing left
+		} else if err != nil {
+			return err
+		}
+		c, moved, keep = cur, slices.DeleteFunc(slices.Clone(cur.Endpoints), func(ep Endpoint) bool { return !ep.DefaultRoute }), true
+	}
 	if c.Running() {
-		if err := addDefaultRoutes(c.Netns, moved); err != nil && !force {
+		if err := addDefaultRoutes(c.Netns, moved, keep); err != nil && !force {
 			return err
 		}
 	}
-	if n.DNS {
-		e.dnsChanged(c)
+	if n == nil || n.DNS {
+		// The server still has the container's names on the network,
+		// also when it was the container's last with DNS.
+		if err := e.syncDNS(); err != nil {
+			fmt.Fprintf(os.Stderr, "knit: update DNS records: %v\n", err)
+		}
 	}
 	if err := e.refreshFiles(c.ID); err != nil {
-		return fmt.Errorf("container %s left network %s, but its /etc files are not updated: %w", c.Name, n.Name, err)
+		return fmt.Errorf("container %s left network %s, but its /etc files are not updated: %w", c.Name, network, err)
 	}
-	return e.relink(c.ID)
+	if err := e.relink(c.ID); err != nil {
+		return fmt.Errorf("container %s left network %s, but its links are not updated: %w", c.Name, network, err)
+	}
+	return e.doneConnecting(connectingKey(c.ID, network), want)
 }
 
 // portsOn returns c's published ports that go through network.
@@ -384,11 +473,15 @@ func (e *Engine) leave(c *Container, n *Network, ep Endpoint) error {
 // releases its addresses and the host ports published through it. The
 // default routes it carried go to the next endpoints with a gateway of
 // their family; it returns those endpoints with the gateways they took.
-func (e *Engine) dropEndpoint(id, network string) (moved []Endpoint, err error) {
+// A connect of it under way, or its repair, is over either way: its entry
+// goes, unless it is a disconnect's (keep), which has more to do.
+func (e *Engine) dropEndpoint(id, network string, keep []byte) (moved []Endpoint, err error) {
 	err = e.st.Update(func(tx store.Tx) error {
-		// A connect of it under way, or its repair, is over either way.
-		if err := tx.Delete(bucketConnecting, connectingKey(id, network)); err != nil {
-			return err
+		key := connectingKey(id, network)
+		if v, err := tx.Get(bucketConnecting, key); keep == nil || err != nil || !bytes.Equal(v, keep) {
+			if err := tx.Delete(bucketConnecting, key); err != nil {
+				return err
+			}
 		}
 		c, err := getContainer(tx, id)
 		if errors.Is(err, store.ErrNotFound) {
@@ -442,8 +535,9 @@ func takeDefaultRoutes(tx store.Tx, eps []Endpoint, gws []netip.Addr) []Endpoint
 }
 
 // addDefaultRoutes installs, in the namespace at netnsPath, a default route
-// through each of eps' gateways out of its interface.
-func addDefaultRoutes(netnsPath string, eps []Endpoint) error {
+// through each of eps' gateways out of its interface; with keep, a default
+// route there already (a disconnect finished again) is kept.
+func addDefaultRoutes(netnsPath string, eps []Endpoint, keep bool) error {
 	if len(eps) == 0 {
 		return nil
 	}
@@ -458,7 +552,7 @@ func addDefaultRoutes(netnsPath string, eps []Endpoint) error {
 			return err
 		}
 		for _, gw := range ep.Gateways {
-			if err := h.RouteAddDefault(l.Index, gw); err != nil {
+			if err := h.RouteAddDefault(l.Index, gw); err != nil && !(keep && errors.Is(err, unix.EEXIST)) {
 				return fmt.Errorf("move the default route to network %s: %w", ep.Network, err)
 			}
 		}

@@ -301,7 +301,7 @@ func TestConnectKeepsItsLinkWhenDNSFails(t *testing.T) {
 			t.Errorf("endpoints after the connect: %+v, want the one on other", cur.Endpoints)
 		}
 		v, err := tx.Get(bucketConnecting, connectingKey(id, "other"))
-		if _, dns, _ := parseConnecting(v); err != nil || !dns {
+		if _, stage, _ := parseConnecting(v); err != nil || stage != "dns" {
 			t.Errorf("the connect's entry: %q (%v), want it at the DNS stage for the next command", v, err)
 		}
 		return nil

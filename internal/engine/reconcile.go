@@ -19,7 +19,8 @@ const (
 // Reconcile repairs what crashed processes left behind: a container whose
 // supervisor (or, while being created, whose creator) is gone has its
 // process killed and its network released, exactly as if it had exited;
-// a `network connect` whose process is gone is undone.
+// a `network connect` whose process is gone is undone (or, at its DNS
+// stage, finished), and a `network disconnect` finished.
 // It reads only the live index and asks the kernel about each responsible
 // PID with kill(pid, 0), so it costs well under a millisecond even with a
 // thousand containers. A PID reused by an unrelated process passes that

@@ -29,11 +29,12 @@ const (
 	// (while running). Reconcile reads only this, so its cost stays small
 	// however many containers there are.
 	bucketLive = "live"
-	// bucketConnecting holds the `network connect`s under way: "ID/NETWORK"
-	// → "PID:START" of the process connecting (or repairing) it, followed
-	// by " dns" once the link is made and only the DNS is left. The next
-	// command's reconcile undoes a connect whose process died, or, at the
-	// DNS stage, finishes it.
+	// bucketConnecting holds the `network connect`s and `disconnect`s
+	// under way: "ID/NETWORK" → "PID:START" of the process connecting (or
+	// repairing) it, followed by " dns" once the link is made and only the
+	// DNS is left, or by " leave" for a disconnect. The next command's
+	// reconcile undoes a connect whose process died, or, at the DNS stage,
+	// finishes it, and finishes a disconnect.
 	bucketConnecting = "connecting"
 )
 
