@@ -231,6 +231,31 @@ func crashKinds() []crashKind {
 			reaches(t, s, world, "198.51.100.1", 8080, "victim")
 		},
 	}, {
+		// The same with the default route on the network left: it moves
+		// to the next network, also when the crash came after the drop.
+		name:     "NetworkDisconnectRoute",
+		crashnet: true,
+		before: func(t *testing.T, s *testutil.Sandbox, bb string) {
+			s.MustKnit(t, "network", "create", "--subnet", "10.77.0.0/24", "connectnet")
+			mustCleanly(t, "run victim", runVictimOn(t, s, bb, "connectnet", nil))
+			s.MustKnit(t, "network", "connect", "crashnet", "victim")
+		},
+		crash: func(t *testing.T, s *testutil.Sandbox, _ string, env []string) testutil.Result {
+			return knitEnv(t, s, env, "network", "disconnect", "connectnet", "victim")
+		},
+		next: func(t *testing.T, s *testutil.Sandbox, _ string) {
+			mustCleanly(t, "disconnect after crash", s.Knit("network", "disconnect", "connectnet", "victim"), "is not connected", "not found")
+			gw := gateway(t, s, "crashnet")
+			if routes := s.MustKnit(t, "exec", "victim", "ip", "route"); !strings.Contains(routes, "default via "+gw) {
+				t.Errorf("the default route did not move to crashnet (%s):\n%s", gw, routes)
+			}
+			s.MustKnit(t, "exec", "victim", "ping", "-c1", "-W2", "203.0.113.1")
+			if resolv := s.MustKnit(t, "exec", "victim", "cat", "/etc/resolv.conf"); strings.Contains(resolv, "10.77.0.1") || !strings.Contains(resolv, gw) {
+				t.Errorf("resolv.conf does not name crashnet's server %s alone after the disconnect:\n%s", gw, resolv)
+			}
+			mustCleanly(t, "network rm after crash", s.Knit("network", "rm", "connectnet"), "not found")
+		},
+	}, {
 		name:  "CNIAdd",
 		setup: cniSetup,
 		crash: func(t *testing.T, s *testutil.Sandbox, _ string, env []string) testutil.Result {
@@ -280,17 +305,18 @@ func crashKinds() []crashKind {
 	}}
 }
 
-func TestCrashRunForeground(t *testing.T)     { crashTest(t, "RunForeground") }
-func TestCrashRunDetached(t *testing.T)       { crashTest(t, "RunDetached") }
-func TestCrashRemoveForce(t *testing.T)       { crashTest(t, "RemoveForce") }
-func TestCrashSupervisor(t *testing.T)        { crashTest(t, "Supervisor") }
-func TestCrashNetworkCreate(t *testing.T)     { crashTest(t, "NetworkCreate") }
-func TestCrashNetworkRemove(t *testing.T)     { crashTest(t, "NetworkRemove") }
-func TestCrashNetworkConnect(t *testing.T)    { crashTest(t, "NetworkConnect") }
-func TestCrashNetworkDisconnect(t *testing.T) { crashTest(t, "NetworkDisconnect") }
-func TestCrashSystemPrune(t *testing.T)       { crashTest(t, "SystemPrune") }
-func TestCrashCNIAdd(t *testing.T)            { crashTest(t, "CNIAdd") }
-func TestCrashCNIDel(t *testing.T)            { crashTest(t, "CNIDel") }
+func TestCrashRunForeground(t *testing.T)          { crashTest(t, "RunForeground") }
+func TestCrashRunDetached(t *testing.T)            { crashTest(t, "RunDetached") }
+func TestCrashRemoveForce(t *testing.T)            { crashTest(t, "RemoveForce") }
+func TestCrashSupervisor(t *testing.T)             { crashTest(t, "Supervisor") }
+func TestCrashNetworkCreate(t *testing.T)          { crashTest(t, "NetworkCreate") }
+func TestCrashNetworkRemove(t *testing.T)          { crashTest(t, "NetworkRemove") }
+func TestCrashNetworkConnect(t *testing.T)         { crashTest(t, "NetworkConnect") }
+func TestCrashNetworkDisconnect(t *testing.T)      { crashTest(t, "NetworkDisconnect") }
+func TestCrashNetworkDisconnectRoute(t *testing.T) { crashTest(t, "NetworkDisconnectRoute") }
+func TestCrashSystemPrune(t *testing.T)            { crashTest(t, "SystemPrune") }
+func TestCrashCNIAdd(t *testing.T)                 { crashTest(t, "CNIAdd") }
+func TestCrashCNIDel(t *testing.T)                 { crashTest(t, "CNIDel") }
 
 // cniConf is the plugin configuration of the CNI crash tests: a network
 // made on first use, and a published port.
