@@ -379,3 +379,52 @@ func TestReconcileFinishesDeadDisconnect(t *testing.T) {
 		}
 	}
 }
+
+// TestReconcileFinishesDeadDisconnectOfStopped: a stopped container's
+// disconnect killed before its drop is finished too, without a kernel part.
+func TestReconcileFinishesDeadDisconnectOfStopped(t *testing.T) {
+	st := newStore(t)
+	d := &leaveRecorder{}
+	e := &Engine{st: st, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: "/dev/null/run"},
+		drivers: map[string]driver.Driver{"bridge": d}}
+	a := dnsNetwork("a", "10.1.0.0/24")
+	id := hexID("aaa")
+	c := &Container{ID: id, Name: "x", Dir: filepath.Join(t.TempDir(), "x"), Netns: "/nonexistent",
+		State: State{Status: StatusExited},
+		Endpoints: []Endpoint{{Network: "a", Endpoint: driver.Endpoint{ContainerID: id, IfName: "eth0",
+			Addrs: []netip.Prefix{netip.MustParsePrefix("10.1.0.5/24")}}}}}
+	seed(t, st, c)
+	dead := Proc{Pid: 2147483646, Start: 1} // no such PID
+	if err := st.Update(func(tx store.Tx) error {
+		return errors.Join(putJSON(tx, bucketNetworks, "a", a),
+			tx.Put(ipamBucket("a"), "10.1.0.5", []byte(id)),
+			tx.Put(bucketConnecting, connectingKey(id, "a"), leaveStage(dead)))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Reconcile(); err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	if len(d.left) != 0 {
+		t.Errorf("links left %v for a stopped container, want none", d.left)
+	}
+	err := st.View(func(tx store.Tx) error {
+		cur, err := getContainer(tx, id)
+		if err != nil {
+			return err
+		}
+		if len(cur.Endpoints) != 0 {
+			t.Errorf("endpoints %+v, want none", cur.Endpoints)
+		}
+		if _, err := tx.Get(ipamBucket("a"), "10.1.0.5"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("a's address is still allocated (%v)", err)
+		}
+		if _, err := tx.Get(bucketConnecting, connectingKey(id, "a")); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("the disconnect is still under way (%v)", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
