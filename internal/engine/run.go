@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -172,7 +173,8 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 		h, err = ns.claim()
 		return err
 	}
-	done := false // also false when a panic unwinds
+	done := false           // also false when a panic unwinds
+	var side sync.WaitGroup // the goroutine beside the links, below
 	defer func() {
 		if !claimed {
 			_ = claim()
@@ -181,6 +183,7 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 			h.Close()
 		}
 		if !done {
+			side.Wait() // a panic left it running: it must not publish after destroy
 			e.destroy(c)
 		}
 	}()
@@ -200,7 +203,9 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 	published, written := make(chan error, 1), make(chan error, 1)
 	snap := *c
 	snap.Endpoints = slices.Clone(c.Endpoints)
+	side.Add(1)
 	go func() {
+		defer side.Done()
 		published <- e.publish(&snap)
 		if snap.OwnsNetns {
 			e.linkNetns(&snap)
