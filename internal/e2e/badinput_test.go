@@ -49,6 +49,7 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 		{[]string{"run", "--network", "host", "--mac-address", "02:42:00:00:00:01", "true"}, "conflicting options"},
 		{[]string{"run", "--network", "container:nosuch", "true"}, "no such container"},
 		{[]string{"run", "--network", "container:taken", "-h", "x", "true"}, "conflicting options"},
+		{[]string{"run", "--network", "container:taken", "--dns", "192.0.2.53", "true"}, "conflicting options: dns"},
 		{[]string{"run", "--mac-address", "zz:zz", "true"}, "mac-address"},
 		{[]string{"run", "--dns", "not-an-ip", "true"}, "--dns"},
 		{[]string{"run", "-p", "[::1]:8080:80", "true"}, "cannot publish on [::1]"},

@@ -113,6 +113,12 @@ func TestModes(t *testing.T) {
 	if !strings.Contains(joined, ip+"/") {
 		t.Errorf("container:srv eth0 = %s, want %s", joined, ip)
 	}
+	// As with Docker, --dns-search and --dns-option are ignored there (the
+	// resolv.conf is srv's), with a warning; --dns is refused.
+	r := s.Knit("run", "--rm", "--network", "container:srv", "--dns-search", "example.org", "--dns-option", "ndots:3", "--rootfs", bb, "cat", "/etc/resolv.conf")
+	if r.Code != 0 || strings.Contains(r.Stdout, "example.org") || strings.Contains(r.Stdout, "ndots:3") || !strings.Contains(r.Stderr, "WARNING: --dns-search and --dns-option have no effect") {
+		t.Errorf("container:srv with --dns-search: exit %d, resolv.conf:\n%s\nstderr: %s", r.Code, r.Stdout, r.Stderr)
+	}
 	got := eventually(t, func() (string, error) {
 		r := s.Knit("run", "--rm", "--network", "container:srv", "--rootfs", bb, "nc", "127.0.0.1", "7000")
 		if !strings.Contains(r.Stdout, "pong") {

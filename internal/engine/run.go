@@ -109,7 +109,7 @@ func (o *RunOptions) validate() error {
 			return errdefs.Invalid("--network container: needs a container name or ID")
 		case o.Hostname != "":
 			return errdefs.Invalid("conflicting options: hostname and the network mode")
-		case len(o.DNS)+len(o.DNSSearch)+len(o.DNSOptions) > 0:
+		case len(o.DNS) > 0: // --dns-search and --dns-option are ignored, as by Docker
 			return errdefs.Invalid("conflicting options: dns and the network mode")
 		case len(o.AddHosts) > 0:
 			return errdefs.Invalid("conflicting options: custom host-to-IP mapping and the network mode")
