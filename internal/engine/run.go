@@ -274,6 +274,17 @@ func (e *Engine) RunForeground(o RunOptions, io Stdio) (int, error) {
 		return 0, err
 	}
 	stop := p.ForwardSignals()
+	// A signal that came while the process started was held, not lost: it
+	// goes to the container now (one in the instant between the forwarder's
+	// start and this goes twice).
+	for pending := true; pending; {
+		select {
+		case sig := <-held:
+			_ = p.Signal(sig)
+		default:
+			pending = false
+		}
+	}
 	code, werr := p.Wait()
 	stop()
 	if ferr := e.finish(c.ID, code); ferr != nil {

@@ -14,6 +14,10 @@ var relayed = []os.Signal{
 	syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2,
 }
 
+// Signal sends sig to the container's init (through a pidfd: never to a
+// recycled pid).
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // ForwardSignals relays SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and
 // SIGUSR2 received by this process to the container until stop is called;
 // meanwhile they no longer have their default effect here. Like any PID 1,
