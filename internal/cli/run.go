@@ -88,7 +88,7 @@ func (a *app) run(cmd *cobra.Command, f *runFlags, args []string) error {
 		fmt.Fprintln(a.env.Err, "WARNING: Published ports are discarded when using host network mode")
 		o.Publish, o.PublishAll = nil, false
 	}
-	if target, ok := strings.CutPrefix(o.Network, "container:"); ok && len(o.DNSSearch)+len(o.DNSOptions) > 0 {
+	if target, ok := strings.CutPrefix(o.Network, engine.ModeContainer); ok && len(o.DNSSearch)+len(o.DNSOptions) > 0 {
 		// Docker ignores them silently; the container uses target's files.
 		fmt.Fprintf(a.env.Err, "WARNING: --dns-search and --dns-option have no effect with --network container:%s, whose resolv.conf the container uses\n", target)
 		o.DNSSearch, o.DNSOptions = nil, nil

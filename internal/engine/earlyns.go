@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,7 +15,7 @@ import (
 // network namespace of its own (none, bridge and user-defined networks do;
 // host and container:NAME share one).
 func ownsNetns(mode string) bool {
-	return mode != ModeHost && !strings.HasPrefix(mode, containerMode)
+	return mode != ModeHost && !strings.HasPrefix(mode, ModeContainer)
 }
 
 // netnsLock orders the making of namespaces that no record names yet with
@@ -36,7 +35,6 @@ func (e *Engine) netnsLock() string { return filepath.Join(e.paths.ExecRoot, "ne
 type earlyNetns struct {
 	path    string
 	made    *netns.Pending
-	placed  bool         // place was called
 	h       *link.Handle // bound to the namespace, lo up
 	unlock  func()       // the shared lock, if taken
 	release sync.Once    // of the lock: once a record names it, or once it is gone
@@ -73,7 +71,6 @@ func (ns *earlyNetns) place(e *Engine, err error) error {
 	if err == nil {
 		ns.unlock, err = lockFileShared(e.netnsLock())
 	}
-	ns.placed = true
 	ns.made.Place(err)
 	return err
 }
@@ -102,9 +99,6 @@ func (ns *earlyNetns) claim() (*link.Handle, error) {
 
 // abandon deletes the namespace of a run that made no record.
 func (ns *earlyNetns) abandon() {
-	if !ns.placed { // a panic before place: the thread waits for it
-		_ = ns.place(nil, errors.New("run abandoned"))
-	}
 	_ = ns.made.Wait()
 	if ns.h != nil {
 		ns.h.Close()

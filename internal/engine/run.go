@@ -25,8 +25,8 @@ import (
 const (
 	ModeNone      = "none"
 	ModeHost      = "host"
-	ModeBridge    = "bridge" // the default network's name
-	containerMode = "container:"
+	ModeBridge    = "bridge"     // the default network's name
+	ModeContainer = "container:" // + NAME: another container's namespace
 )
 
 // RunOptions is a validated `knit run` request.
@@ -79,7 +79,7 @@ func (o *RunOptions) validate() error {
 		}
 	}
 	mode := o.Network
-	ownNet := mode != ModeNone && mode != ModeHost && !strings.HasPrefix(mode, containerMode)
+	ownNet := mode != ModeNone && mode != ModeHost && !strings.HasPrefix(mode, ModeContainer)
 	if !ownNet && (o.IP.IsValid() || o.IP6.IsValid()) {
 		return errdefs.Invalid("conflicting options: --ip and --ip6 cannot be used with --network %s", mode)
 	}
@@ -103,9 +103,9 @@ func (o *RunOptions) validate() error {
 	if !ownNet && o.MAC != nil {
 		return errdefs.Invalid("conflicting options: --mac-address cannot be used with --network %s", mode)
 	}
-	if strings.HasPrefix(mode, containerMode) {
+	if strings.HasPrefix(mode, ModeContainer) {
 		switch {
-		case strings.TrimPrefix(mode, containerMode) == "":
+		case strings.TrimPrefix(mode, ModeContainer) == "":
 			return errdefs.Invalid("--network container: needs a container name or ID")
 		case o.Hostname != "":
 			return errdefs.Invalid("conflicting options: hostname and the network mode")

@@ -34,8 +34,8 @@ func planTx(tx store.Tx, o *RunOptions) (*plan, error) {
 	switch {
 	case o.Network == ModeNone || o.Network == ModeHost:
 		return &plan{mode: o.Network}, nil
-	case strings.HasPrefix(o.Network, containerMode):
-		return &plan{mode: "container", target: strings.TrimPrefix(o.Network, containerMode)}, nil
+	case strings.HasPrefix(o.Network, ModeContainer):
+		return &plan{mode: "container", target: strings.TrimPrefix(o.Network, ModeContainer)}, nil
 	}
 	p := &plan{mode: "network"}
 	for _, name := range append([]string{o.Network}, o.ExtraNetworks...) {
@@ -80,7 +80,7 @@ func (e *Engine) usableNetwork(ref string) (*Network, error) {
 }
 
 func usableNetworkTx(tx store.Tx, ref string) (*Network, error) {
-	if predefined[ref] != "" || strings.HasPrefix(ref, containerMode) {
+	if predefined[ref] != "" || strings.HasPrefix(ref, ModeContainer) {
 		return nil, errdefs.Invalid("network mode %s cannot be combined with other networks", ref)
 	}
 	n, err := lookupNetworkRef(tx, ref)

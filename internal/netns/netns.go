@@ -114,6 +114,7 @@ type Pending struct {
 	path   string
 	file   chan error // Place's verdict, for the thread
 	thread <-chan error
+	placed bool // Place was called
 	made   bool // Place made the file
 	once   sync.Once
 	err    error
@@ -153,6 +154,7 @@ func Begin(path string, inside func() error) *Pending {
 // with a non-nil err (the caller could not get ready) it makes nothing and
 // the namespace fails with err. Call it once, from Begin's caller.
 func (p *Pending) Place(err error) {
+	p.placed = true
 	if err == nil {
 		faults.Step("netns.create")
 		var f *os.File
@@ -164,9 +166,13 @@ func (p *Pending) Place(err error) {
 	p.file <- err
 }
 
-// Wait waits for the namespace, after Place; it may be called more than
-// once.
+// Wait waits for the namespace; it may be called more than once, from
+// Begin's caller. Without a Place before (a caller unwinding from a panic)
+// the namespace is abandoned.
 func (p *Pending) Wait() error {
+	if !p.placed {
+		p.Place(errors.New("abandoned before its file was made"))
+	}
 	p.once.Do(func() {
 		if err := <-p.thread; err != nil {
 			if p.made {

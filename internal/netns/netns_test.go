@@ -126,26 +126,31 @@ func TestCreateFailureLeavesNothing(t *testing.T) {
 	}
 }
 
-// A caller of Begin that cannot get ready refuses the file: nothing is
-// made, and Wait reports why.
+// A caller of Begin that cannot get ready refuses the file, or unwinds to
+// Wait without a Place: nothing is made, and Wait reports why.
 func TestBeginPlaceRefused(t *testing.T) {
 	testutil.RequireRoot(t)
-	path := filepath.Join(t.TempDir(), "ns")
-	ran := false
-	p := netns.Begin(path, func() error { ran = true; return nil })
 	why := errors.New("lock refused")
-	p.Place(why)
-	if err := p.Wait(); !errors.Is(err, why) {
-		t.Fatalf("Wait = %v, want %v", err, why)
-	}
-	if err := p.Wait(); !errors.Is(err, why) { // again: the same answer
-		t.Fatalf("second Wait = %v", err)
-	}
-	if ran {
-		t.Fatal("inside ran in a namespace that was refused")
-	}
-	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("stat after refused Place = %v", err)
+	for _, place := range []bool{true, false} {
+		path := filepath.Join(t.TempDir(), "ns")
+		ran := false
+		p := netns.Begin(path, func() error { ran = true; return nil })
+		if place {
+			p.Place(why)
+		}
+		err := p.Wait()
+		if err == nil || place && !errors.Is(err, why) {
+			t.Fatalf("Place %v: Wait = %v, want an error (%v)", place, err, why)
+		}
+		if again := p.Wait(); again != err {
+			t.Fatalf("Place %v: second Wait = %v, first %v", place, again, err)
+		}
+		if ran {
+			t.Fatalf("Place %v: inside ran in a namespace that was refused", place)
+		}
+		if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("Place %v: stat after = %v", place, err)
+		}
 	}
 }
 
