@@ -425,11 +425,9 @@ func (e *Engine) finishDisconnect(c *Container, network string, n *Network, want
 		}
 	}
 	if n == nil || n.DNS {
-		// The server still has the container's names on the network,
-		// also when it was the container's last with DNS.
-		if err := e.syncDNS(); err != nil {
-			fmt.Fprintf(os.Stderr, "knit: update DNS records: %v\n", err)
-		}
+		// Not dnsChanged(c): c may have no DNS network left, and the
+		// server still has its names on this one.
+		e.resyncDNS()
 	}
 	if err := e.refreshFiles(c.ID); err != nil {
 		return fmt.Errorf("container %s left network %s, but its /etc files are not updated: %w", c.Name, network, err)

@@ -221,13 +221,17 @@ func usesDNS(c *Container) bool {
 	return slices.ContainsFunc(c.Endpoints, func(ep Endpoint) bool { return ep.Network != ModeBridge })
 }
 
-// dnsChanged resyncs the DNS server after c's records went away. A failure
-// only delays the removal of stale names until the next sync, so it is
-// reported, not returned.
+// dnsChanged resyncs the DNS server after c's records went away.
 func (e *Engine) dnsChanged(c *Container) {
-	if !usesDNS(c) {
-		return
+	if usesDNS(c) {
+		e.resyncDNS()
 	}
+}
+
+// resyncDNS resyncs the DNS server after records went away. A failure only
+// delays the removal of stale names until the next sync, so it is
+// reported, not returned.
+func (e *Engine) resyncDNS() {
 	if err := e.syncDNS(); err != nil {
 		fmt.Fprintf(os.Stderr, "knit: update DNS records: %v\n", err)
 	}
