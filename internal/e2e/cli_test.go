@@ -123,6 +123,12 @@ func TestConfig(t *testing.T) {
 	if !strings.Contains(out, "mtu 1400") {
 		t.Errorf("mtu: %s", out)
 	}
+	// mtu is the default of the networks knit creates, not only of the
+	// default one.
+	s.MustKnit(t, "network", "create", "own")
+	if out := s.MustKnit(t, "run", "--rm", "--network", "own", "--rootfs", bb, "ip", "-o", "link", "show", "eth0"); !strings.Contains(out, "mtu 1400") {
+		t.Errorf("mtu on a user-defined network: %s", out)
+	}
 	if ip := s.MustKnit(t, "run", "--rm", "--rootfs", bb, "ip", "-o", "-4", "addr", "show", "eth0"); !strings.Contains(ip, "10.99.0.2/24") {
 		t.Errorf("bip: %s", ip)
 	}

@@ -88,6 +88,11 @@ func runVictimOn(t *testing.T, s *testutil.Sandbox, bb, network string, env []st
 		"--rootfs", bb, "httpd", "-f", "-p", "80", "-h", "/etc")
 }
 
+// disconnectVictim disconnects the victim from connectnet.
+func disconnectVictim(t *testing.T, s *testutil.Sandbox, _ string, env []string) testutil.Result {
+	return knitEnv(t, s, env, "network", "disconnect", "connectnet", "victim")
+}
+
 func crashKinds() []crashKind {
 	return []crashKind{{
 		name:     "RunForeground",
@@ -207,9 +212,7 @@ func crashKinds() []crashKind {
 			s.MustKnit(t, "run", "-d", "--name", "probe", "--network", "connectnet", "--rootfs", bb, "sleep", "300")
 			s.MustKnit(t, "exec", "probe", "nslookup", "vconn")
 		},
-		crash: func(t *testing.T, s *testutil.Sandbox, _ string, env []string) testutil.Result {
-			return knitEnv(t, s, env, "network", "disconnect", "connectnet", "victim")
-		},
+		crash: disconnectVictim,
 		next: func(t *testing.T, s *testutil.Sandbox, _ string) {
 			mustCleanly(t, "disconnect after crash", s.Knit("network", "disconnect", "connectnet", "victim"), "is not connected")
 			// Gone for real: resolv.conf no longer names connectnet's
@@ -240,9 +243,7 @@ func crashKinds() []crashKind {
 			mustCleanly(t, "run victim", runVictimOn(t, s, bb, "connectnet", nil))
 			s.MustKnit(t, "network", "connect", "crashnet", "victim")
 		},
-		crash: func(t *testing.T, s *testutil.Sandbox, _ string, env []string) testutil.Result {
-			return knitEnv(t, s, env, "network", "disconnect", "connectnet", "victim")
-		},
+		crash: disconnectVictim,
 		next: func(t *testing.T, s *testutil.Sandbox, _ string) {
 			mustCleanly(t, "disconnect after crash", s.Knit("network", "disconnect", "connectnet", "victim"), "is not connected", "not found")
 			gw := gateway(t, s, "crashnet")

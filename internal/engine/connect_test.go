@@ -312,51 +312,61 @@ func TestConnectKeepsItsLinkWhenDNSFails(t *testing.T) {
 }
 
 // TestReconcileFinishesDeadDisconnect: a disconnect killed before or after
-// it dropped the endpoint is finished by the next command: the link left,
-// the endpoint and its address gone, resolv.conf naming the server of the
-// network that is left, and the entry gone.
+// it dropped the endpoint is finished by the next command: the link left
+// (a stopped container's has none), the endpoint and its address gone,
+// resolv.conf naming the server of the network that is left, and the
+// entry gone.
 func TestReconcileFinishesDeadDisconnect(t *testing.T) {
-	for _, dropped := range []bool{false, true} {
+	for _, tc := range []struct {
+		name    string
+		status  string
+		dropped bool // before the crash
+		left    int  // links the repair removes
+	}{
+		{"before the drop", StatusRunning, false, 1},
+		{"after the drop", StatusRunning, true, 0},
+		{"stopped, before the drop", StatusExited, false, 0},
+	} {
 		st := newStore(t)
 		d := &leaveRecorder{}
 		// An exec-root that cannot be made: the DNS sync fails, and is
 		// only reported.
 		e := &Engine{st: st, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: "/dev/null/run"},
 			drivers: map[string]driver.Driver{"bridge": d}}
-		a, b := dnsNetwork("a", "10.1.0.0/24"), dnsNetwork("b", "10.2.0.0/24")
 		id := hexID("aaa")
 		ep := func(n, ifname, addr string) Endpoint {
 			return Endpoint{Network: n, Endpoint: driver.Endpoint{ContainerID: id, IfName: ifname, Addrs: []netip.Prefix{netip.MustParsePrefix(addr)}}}
 		}
 		c := &Container{ID: id, Name: "x", Dir: filepath.Join(t.TempDir(), "x"), Netns: "/nonexistent",
-			State:     State{Status: StatusRunning, Supervisor: selfProc()},
+			State:     State{Status: tc.status, Supervisor: selfProc()},
 			Endpoints: []Endpoint{ep("a", "eth0", "10.1.0.5/24"), ep("b", "eth1", "10.2.0.5/24")}}
-		if dropped {
+		if tc.dropped {
 			c.Endpoints = c.Endpoints[1:]
 		}
 		resolv := writeResolv(t, c, "10.1.0.1")
 		seed(t, st, c)
 		dead := Proc{Pid: 2147483646, Start: 1} // no such PID
 		if err := st.Update(func(tx store.Tx) error {
-			return errors.Join(putJSON(tx, bucketNetworks, "a", a), putJSON(tx, bucketNetworks, "b", b),
+			err := errors.Join(putJSON(tx, bucketNetworks, "a", dnsNetwork("a", "10.1.0.0/24")),
+				putJSON(tx, bucketNetworks, "b", dnsNetwork("b", "10.2.0.0/24")),
 				tx.Put(ipamBucket("b"), "10.2.0.5", []byte(id)),
 				tx.Put(bucketConnecting, connectingKey(id, "a"), leaveStage(dead)))
+			if !tc.dropped {
+				err = errors.Join(err, tx.Put(ipamBucket("a"), "10.1.0.5", []byte(id)))
+			}
+			return err
 		}); err != nil {
 			t.Fatal(err)
 		}
-		if !dropped {
-			if err := st.Update(func(tx store.Tx) error { return tx.Put(ipamBucket("a"), "10.1.0.5", []byte(id)) }); err != nil {
-				t.Fatal(err)
-			}
-		}
 		if err := e.Reconcile(); err != nil {
-			t.Fatalf("dropped=%v: Reconcile: %v", dropped, err)
+			t.Fatalf("%s: Reconcile: %v", tc.name, err)
 		}
-		if want := map[bool]int{false: 1, true: 0}[dropped]; len(d.left) != want {
-			t.Errorf("dropped=%v: links left %v, want %d", dropped, d.left, want)
+		if len(d.left) != tc.left {
+			t.Errorf("%s: links left %v, want %d", tc.name, d.left, tc.left)
 		}
-		if got := nameservers(t, resolv); !slices.Equal(got, []netip.Addr{netip.MustParseAddr("10.2.0.1")}) {
-			t.Errorf("dropped=%v: resolv.conf nameservers %v, want b's server 10.2.0.1", dropped, got)
+		// A stopped container's files are made again when it starts.
+		if got := nameservers(t, resolv); tc.status == StatusRunning && !slices.Equal(got, []netip.Addr{netip.MustParseAddr("10.2.0.1")}) {
+			t.Errorf("%s: resolv.conf nameservers %v, want b's server 10.2.0.1", tc.name, got)
 		}
 		err := st.View(func(tx store.Tx) error {
 			cur, err := getContainer(tx, id)
@@ -364,67 +374,18 @@ func TestReconcileFinishesDeadDisconnect(t *testing.T) {
 				return err
 			}
 			if len(cur.Endpoints) != 1 || cur.Endpoints[0].Network != "b" {
-				t.Errorf("dropped=%v: endpoints %+v, want only b's", dropped, cur.Endpoints)
+				t.Errorf("%s: endpoints %+v, want only b's", tc.name, cur.Endpoints)
 			}
 			if _, err := tx.Get(ipamBucket("a"), "10.1.0.5"); !errors.Is(err, store.ErrNotFound) {
-				t.Errorf("dropped=%v: a's address is still allocated (%v)", dropped, err)
+				t.Errorf("%s: a's address is still allocated (%v)", tc.name, err)
 			}
 			if _, err := tx.Get(bucketConnecting, connectingKey(id, "a")); !errors.Is(err, store.ErrNotFound) {
-				t.Errorf("dropped=%v: the disconnect is still under way (%v)", dropped, err)
+				t.Errorf("%s: the disconnect is still under way (%v)", tc.name, err)
 			}
 			return nil
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-// TestReconcileFinishesDeadDisconnectOfStopped: a stopped container's
-// disconnect killed before its drop is finished too, without a kernel part.
-func TestReconcileFinishesDeadDisconnectOfStopped(t *testing.T) {
-	st := newStore(t)
-	d := &leaveRecorder{}
-	e := &Engine{st: st, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: "/dev/null/run"},
-		drivers: map[string]driver.Driver{"bridge": d}}
-	a := dnsNetwork("a", "10.1.0.0/24")
-	id := hexID("aaa")
-	c := &Container{ID: id, Name: "x", Dir: filepath.Join(t.TempDir(), "x"), Netns: "/nonexistent",
-		State: State{Status: StatusExited},
-		Endpoints: []Endpoint{{Network: "a", Endpoint: driver.Endpoint{ContainerID: id, IfName: "eth0",
-			Addrs: []netip.Prefix{netip.MustParsePrefix("10.1.0.5/24")}}}}}
-	seed(t, st, c)
-	dead := Proc{Pid: 2147483646, Start: 1} // no such PID
-	if err := st.Update(func(tx store.Tx) error {
-		return errors.Join(putJSON(tx, bucketNetworks, "a", a),
-			tx.Put(ipamBucket("a"), "10.1.0.5", []byte(id)),
-			tx.Put(bucketConnecting, connectingKey(id, "a"), leaveStage(dead)))
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Reconcile(); err != nil {
-		t.Fatalf("Reconcile: %v", err)
-	}
-	if len(d.left) != 0 {
-		t.Errorf("links left %v for a stopped container, want none", d.left)
-	}
-	err := st.View(func(tx store.Tx) error {
-		cur, err := getContainer(tx, id)
-		if err != nil {
-			return err
-		}
-		if len(cur.Endpoints) != 0 {
-			t.Errorf("endpoints %+v, want none", cur.Endpoints)
-		}
-		if _, err := tx.Get(ipamBucket("a"), "10.1.0.5"); !errors.Is(err, store.ErrNotFound) {
-			t.Errorf("a's address is still allocated (%v)", err)
-		}
-		if _, err := tx.Get(bucketConnecting, connectingKey(id, "a")); !errors.Is(err, store.ErrNotFound) {
-			t.Errorf("the disconnect is still under way (%v)", err)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 }
