@@ -102,9 +102,6 @@ func attachSection(tool string) (err error) {
 // reached, it stops there and says how far it got.
 func measureLevels(tool string, a attacher) error {
 	deadline := time.Now().Add(*budget)
-	gcPercent := debug.SetGCPercent(-1) // read: on again at once, and on return
-	debug.SetGCPercent(gcPercent)
-	defer debug.SetGCPercent(gcPercent)
 	var live []any
 	next := 0
 	t0 := time.Now()
@@ -122,36 +119,33 @@ func measureLevels(tool string, a attacher) error {
 			next++
 			live = append(live, h)
 		}
-		// The level's samples run without garbage collection (their
-		// garbage, a few MB, is collected once they are done): as in a
-		// knit command's fresh process, which never lives long enough to
-		// collect, where in this long-lived one an operation in ~20 would
-		// share its CPUs with a collection. The Go tools (knit, the floor)
-		// are measured alike.
-		runtime.GC()
-		debug.SetGCPercent(-1)
 		at := make(latencies, 0, *samples)
-		hs := make([]any, 0, *samples)
-		var atCPU, dtCPU time.Duration
-		for range *samples {
-			var h any
-			wall, cpu, err := timed(func() (err error) { h, err = a.attach(next); return err })
-			if err != nil {
-				return fmt.Errorf("attach container %d: %w", next+1, err)
-			}
-			at, atCPU = append(at, wall), atCPU+cpu
-			next++
-			hs = append(hs, h)
-		}
 		dt := make(latencies, 0, *samples)
-		for i := len(hs) - 1; i >= 0; i-- {
-			wall, cpu, err := timed(func() error { return a.detach(hs[i]) })
-			if err != nil {
-				return fmt.Errorf("detach: %w", err)
+		var atCPU, dtCPU time.Duration
+		err := withoutGC(func() error {
+			hs := make([]any, 0, *samples)
+			for range *samples {
+				var h any
+				wall, cpu, err := timed(func() (err error) { h, err = a.attach(next); return err })
+				if err != nil {
+					return fmt.Errorf("attach container %d: %w", next+1, err)
+				}
+				at, atCPU = append(at, wall), atCPU+cpu
+				next++
+				hs = append(hs, h)
 			}
-			dt, dtCPU = append(dt, wall), dtCPU+cpu
+			for i := len(hs) - 1; i >= 0; i-- {
+				wall, cpu, err := timed(func() error { return a.detach(hs[i]) })
+				if err != nil {
+					return fmt.Errorf("detach: %w", err)
+				}
+				dt, dtCPU = append(dt, wall), dtCPU+cpu
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
-		debug.SetGCPercent(gcPercent)
 		if !cpuCounted[tool] {
 			atCPU, dtCPU = -1, -1
 		}
@@ -161,6 +155,18 @@ func measureLevels(tool string, a attacher) error {
 	}
 	fmt.Printf("elapsed-%s: %s\n", tool, time.Since(t0).Round(time.Second))
 	return nil
+}
+
+// withoutGC runs a level's samples with the garbage collector off, after
+// a collection (their garbage, a few MB, is collected at the next level):
+// as in a knit command's fresh process, which never lives long enough to
+// collect, where in this long-lived one an operation in ~20 would share
+// its CPUs with a collection. The Go tools (knit, the floor) are measured
+// alike; ./bench's withoutGC does the same for Go's harness.
+func withoutGC(fn func() error) error {
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	return fn()
 }
 
 // timed runs one operation and returns its wall-clock and CPU time (see
