@@ -40,7 +40,11 @@ type Network struct {
 	// External is true when the bridge was made by the administrator (config
 	// "bridge"): knit uses it but never creates or deletes it.
 	External bool `json:"external,omitempty"`
-	Internal bool `json:"internal,omitempty"`
+	// GatewaysAdded are the gateway addresses an External bridge lacked
+	// when the network was created: knit adds them, and DeleteNetwork
+	// takes them away again, leaving the administrator's own.
+	GatewaysAdded []netip.Prefix `json:"gatewaysAdded,omitempty"`
+	Internal      bool           `json:"internal,omitempty"`
 	// Options holds driver options as given by the user (-o KEY=VALUE).
 	Options map[string]string `json:"options,omitempty"`
 	// LinkIndex is the kernel's index of the network's link (the bridge)

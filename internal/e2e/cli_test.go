@@ -151,12 +151,18 @@ func TestDefaultSubnetSkipsHostRoutes(t *testing.T) {
 	}
 }
 
+// adminBridge makes a bridge as an administrator would, up, with addr.
+func adminBridge(t *testing.T, s *testutil.Sandbox, name, addr string) {
+	t.Helper()
+	s.MustRun(t, "ip", "link", "add", name, "type", "bridge")
+	s.MustRun(t, "ip", "addr", "add", addr, "dev", name)
+	s.MustRun(t, "ip", "link", "set", name, "up")
+}
+
 func TestExistingBridgeIsUsedAndKept(t *testing.T) {
 	s := sandbox(t)
 	bb := testutil.Busybox(t)
-	s.MustRun(t, "ip", "link", "add", "br-admin", "type", "bridge")
-	s.MustRun(t, "ip", "addr", "add", "10.50.0.1/24", "dev", "br-admin")
-	s.MustRun(t, "ip", "link", "set", "br-admin", "up")
+	adminBridge(t, s, "br-admin", "10.50.0.1/24")
 	s.WriteConfig(t, `{"bridge": "br-admin", "bip": "10.50.0.1/24"}`)
 	s.MustKnit(t, "run", "-d", "--name", "onadmin", "--rootfs", bb, "sleep", "300")
 	if ports := s.MustRun(t, "ip", "-o", "link", "show", "master", "br-admin"); !strings.Contains(ports, "veth") {

@@ -350,6 +350,40 @@ func TestNetworkOptionsAndRemoval(t *testing.T) {
 	})
 }
 
+// A network on the administrator's bridge (-o bridge= naming one that
+// exists) uses it and gives it the gateway address it lacks; network rm
+// takes away only that address and leaves the bridge and its own address.
+func TestNetworkExternalBridge(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	adminBridge(t, s, "br-admin", "198.51.100.1/24")
+	addrs := func() string { return s.MustRun(t, "ip", "-o", "-4", "addr", "show", "dev", "br-admin") }
+
+	s.MustKnit(t, "network", "create", "-o", "bridge=br-admin", "--subnet", "203.0.113.0/24", "adm")
+	s.MustKnit(t, "run", "-d", "--name", "x1", "--network", "adm", "--rootfs", bb, "sleep", "300")
+	if out := s.MustKnit(t, "exec", "x1", "ping", "-c1", "-W2", "203.0.113.1"); !strings.Contains(out, "1 packets received") {
+		t.Errorf("x1 cannot reach its gateway on br-admin:\n%s", out)
+	}
+	if a := addrs(); !strings.Contains(a, "203.0.113.1/24") || !strings.Contains(a, "198.51.100.1/24") {
+		t.Errorf("br-admin in use:\n%s", a)
+	}
+	s.MustKnit(t, "rm", "-f", "x1")
+	s.MustKnit(t, "network", "rm", "adm")
+	if a := addrs(); strings.Contains(a, "203.0.113.1") || !strings.Contains(a, "198.51.100.1/24") {
+		t.Errorf("br-admin after network rm: want the administrator's address only:\n%s", a)
+	}
+
+	// A network whose gateway is the bridge's own address leaves it there.
+	s.MustKnit(t, "network", "create", "-o", "bridge=br-admin", "--subnet", "198.51.100.0/24", "--gateway", "198.51.100.1", "own")
+	s.MustKnit(t, "network", "rm", "own")
+	if a := addrs(); !strings.Contains(a, "198.51.100.1/24") {
+		t.Errorf("network rm took the administrator's own address:\n%s", a)
+	}
+	if r := s.Run("ip", "link", "show", "br-admin"); r.Code != 0 {
+		t.Errorf("network rm deleted the administrator's bridge")
+	}
+}
+
 // Dual-stack networks are isolated from each other over IPv6 too.
 func TestIPv6Isolation(t *testing.T) {
 	s := sandbox(t)

@@ -78,8 +78,16 @@ func (e *Engine) CreateNetwork(o NetworkCreateOptions) (*Network, error) {
 	if n.Bridge == "" {
 		n.Bridge = "br-" + n.ID[:12]
 	}
+	var adminAddrs []netip.Prefix // an External bridge's own addresses
 	if h, err := link.Host(); err == nil {
-		_, err := h.BridgeGet(n.Bridge)
+		br, err := h.BridgeGet(n.Bridge)
+		if err == nil {
+			adminAddrs, err = h.AddrList(br.Index)
+			if err != nil {
+				h.Close()
+				return nil, fmt.Errorf("addresses of bridge %s: %w", n.Bridge, err)
+			}
+		}
 		h.Close()
 		switch {
 		case err == nil:
@@ -107,6 +115,12 @@ func (e *Engine) CreateNetwork(o NetworkCreateOptions) (*Network, error) {
 		}
 		if err := e.pickSubnets(n, &o, append(taken, hostRoutes...)); err != nil {
 			return err
+		}
+		n.GatewaysAdded = nil
+		for _, s := range n.Subnets {
+			if gw := netip.PrefixFrom(s.Gateway, s.Prefix.Bits()); n.External && s.Gateway.IsValid() && !slices.Contains(adminAddrs, gw) {
+				n.GatewaysAdded = append(n.GatewaysAdded, gw)
+			}
 		}
 		// An explicit subnet may overlap a host route (the administrator
 		// knows best) but never another network.
@@ -548,9 +562,6 @@ func (e *Engine) removeNetworkKernel(n *Network) error {
 	d, err := e.driverFor(n)
 	if err != nil {
 		return err
-	}
-	if n.External {
-		return nil
 	}
 	return d.DeleteNetwork(&n.Network)
 }

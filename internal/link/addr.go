@@ -40,6 +40,19 @@ func (h *Handle) AddrEnsure(index int, p netip.Prefix) error {
 	return err
 }
 
+// AddrDel removes p from the link with the given index; an address the
+// link does not have is success.
+//
+// Equivalent to: ip addr del P dev DEV
+func (h *Handle) AddrDel(index int, p netip.Prefix) error {
+	faults.Step("link.addr-del")
+	err := h.nl.AddrDel(byIndex(index), toAddr(p))
+	if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		return wrap(err, "delete address %s from link %d", p, index)
+	}
+	return nil
+}
+
 // AddrList returns the addresses of the link with the given index, both
 // families, link-local ones included.
 //

@@ -12,7 +12,8 @@
 //     remembers state between calls (idle netlink handles are kept for
 //     reuse, which is not state).
 //   - An External bridge belongs to the administrator: it is used (and given
-//     the gateway addresses) but never created or deleted.
+//     the gateway addresses) but never created or deleted; the addresses
+//     it was given go with the network.
 package bridge
 
 import (
@@ -112,16 +113,17 @@ func ensureBridge(h *link.Handle, n *driver.Network) (br link.Link, created bool
 	return link.Link{Index: idx, Name: n.Bridge, Kind: "bridge", Up: created}, created, err
 }
 
-// DeleteNetwork deletes the bridge unless it is External. Idempotent.
+// DeleteNetwork deletes the bridge, or of an External one the gateway
+// addresses it was given (n.GatewaysAdded). Idempotent.
 func (d *Driver) DeleteNetwork(n *driver.Network) error {
-	if n.External {
-		return nil
-	}
 	h, err := d.handles.Host()
 	if err != nil {
 		return fmt.Errorf("delete network %s: %w", n.Name, err)
 	}
 	defer d.handles.Put(h)
+	if n.External {
+		return deleteGateways(h, n)
+	}
 	// Checking the kind keeps a same-named link of another kind alive:
 	// not the network's, so there is nothing of it to delete.
 	_, err = h.BridgeGet(n.Bridge)
@@ -130,6 +132,27 @@ func (d *Driver) DeleteNetwork(n *driver.Network) error {
 	}
 	if err != nil && !link.IsNotFound(err) && errdefs.KindOf(err) != errdefs.KindConflict {
 		return fmt.Errorf("delete network %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+// deleteGateways takes from n's External bridge the gateway addresses
+// knit gave it; a bridge gone already is success.
+func deleteGateways(h *link.Handle, n *driver.Network) error {
+	if len(n.GatewaysAdded) == 0 {
+		return nil
+	}
+	br, err := h.BridgeGet(n.Bridge)
+	if link.IsNotFound(err) || errdefs.KindOf(err) == errdefs.KindConflict {
+		return nil // gone, or no longer a bridge: not the network's
+	}
+	if err != nil {
+		return fmt.Errorf("delete network %s: %w", n.Name, err)
+	}
+	for _, p := range n.GatewaysAdded {
+		if err := h.AddrDel(br.Index, p); err != nil {
+			return fmt.Errorf("delete network %s: %w", n.Name, err)
+		}
 	}
 	return nil
 }
