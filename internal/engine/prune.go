@@ -43,29 +43,8 @@ func (e *Engine) Prune() (*PruneReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	var errs []error
-	live := map[string]*Container{}
-	for _, c := range all {
-		if c.State.Status == StatusExited {
-			// One whose exit could not undo its kernel state keeps its
-			// addresses and host ports (finish): undo it now, and forget
-			// it only once that worked.
-			if c.State.Error != "" {
-				if err := e.teardownKernel(c); err != nil {
-					errs = append(errs, fmt.Errorf("container %s: %w", c.Name, err))
-					live[c.ID] = c // what it holds stays held
-					continue
-				}
-			}
-			if err := e.forget(c); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			r.Containers = append(r.Containers, c.Name)
-			continue
-		}
-		live[c.ID] = c
-	}
+	live, err := e.pruneContainers(all, r)
+	errs := []error{err}
 	// CNI attachments whose ADD died half-way; complete ones belong to
 	// their runtime, which removes them with DEL or GC.
 	halfMade, err := e.CNIGC("", "", func(string, string) bool { return true })
@@ -78,6 +57,34 @@ func (e *Engine) Prune() (*PruneReport, error) {
 	r.Networks = removed
 	errs = append(errs, err, e.pruneNetworkRules(r), e.syncDNS())
 	return r, errors.Join(errs...)
+}
+
+// pruneContainers forgets the stopped containers of all and returns the
+// others, which prune keeps, by ID. A stopped one whose exit could not undo
+// its kernel state (finish) still holds its addresses and host ports: it is
+// undone now, and forgotten only once that worked; until then it is kept.
+func (e *Engine) pruneContainers(all []*Container, r *PruneReport) (map[string]*Container, error) {
+	var errs []error
+	live := map[string]*Container{}
+	for _, c := range all {
+		if c.State.Status != StatusExited {
+			live[c.ID] = c
+			continue
+		}
+		if c.State.Error != "" {
+			if err := e.teardownKernel(c); err != nil {
+				errs = append(errs, fmt.Errorf("container %s: %w", c.Name, err))
+				live[c.ID] = c // what it holds stays held
+				continue
+			}
+		}
+		if err := e.forget(c); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.Containers = append(r.Containers, c.Name)
+	}
+	return live, errors.Join(errs...)
 }
 
 func (e *Engine) pruneNetns(live map[string]*Container, r *PruneReport) error {

@@ -2,10 +2,12 @@ package engine
 
 import (
 	"errors"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/knit-dev/knit/internal/driver"
@@ -98,5 +100,61 @@ func TestPruneAddrsKeepsKept(t *testing.T) {
 	}
 	if got := owners(t, st, n.Name); len(got) != 1 || got["10.9.0.2"] != kept.ID {
 		t.Errorf("allocations after prune: %v, want only the kept container's", got)
+	}
+}
+
+// A stopped container whose exit could not undo its kernel state is torn
+// down by prune, and forgotten only once that worked: a failed teardown
+// keeps it (and what it holds) for the next prune, which removes it.
+func TestPruneRetriesFailedTeardown(t *testing.T) {
+	st := newStore(t)
+	fw := firewalltest.New()
+	e := firewallEngine(t, st, fw)
+	id := hexID("stuck")
+	stuck := portHolder(t, id, "stuck", State{Status: StatusExited, Error: "remove published ports: netlink: busy"})
+	clean := &Container{ID: hexID("clean"), Name: "clean", Dir: filepath.Join(t.TempDir(), "clean"), State: State{Status: StatusExited}}
+	running := &Container{ID: hexID("up"), Name: "up", State: State{Status: StatusRunning, Supervisor: selfProc()}}
+	seed(t, st, stuck, clean, running)
+	if err := fw.AddPorts(id, stuck.Ports); err != nil {
+		t.Fatal(err)
+	}
+	prune := func() (map[string]*Container, *PruneReport, error) {
+		var all []*Container
+		if err := st.View(func(tx store.Tx) (err error) { all, err = listContainers(tx); return err }); err != nil {
+			t.Fatal(err)
+		}
+		r := &PruneReport{}
+		live, err := e.pruneContainers(all, r)
+		return live, r, err
+	}
+
+	fw.FailOn("RemovePorts "+id, errors.New("netlink: busy"))
+	live, r, err := prune()
+	if err == nil || !strings.Contains(err.Error(), "container stuck") {
+		t.Errorf("first prune: %v, want the stuck container's teardown error", err)
+	}
+	if _, kept := live[id]; !kept || live[running.ID] == nil || live[clean.ID] != nil {
+		t.Errorf("kept after the first prune: %v, want stuck and up", slices.Collect(maps.Keys(live)))
+	}
+	if !slices.Equal(r.Containers, []string{"clean"}) {
+		t.Errorf("first prune removed %v, want [clean]", r.Containers)
+	}
+	if err := st.View(func(tx store.Tx) error { _, err := getContainer(tx, id); return err }); err != nil {
+		t.Errorf("the stuck container's record after a failed teardown: %v", err)
+	}
+
+	// FailOn fails one call: the next prune's teardown works.
+	live, r, err = prune()
+	if err != nil {
+		t.Fatalf("second prune: %v", err)
+	}
+	if _, kept := live[id]; kept || !slices.Equal(r.Containers, []string{"stuck"}) {
+		t.Errorf("second prune removed %v and kept %v, want stuck removed", r.Containers, slices.Collect(maps.Keys(live)))
+	}
+	if owners, _ := fw.Owners(); slices.Contains(owners, id) {
+		t.Errorf("the stuck container's port elements outlived it: %v", owners)
+	}
+	if err := st.View(func(tx store.Tx) error { _, err := getContainer(tx, id); return err }); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the stuck container's record after the second prune: %v, want it gone", err)
 	}
 }
