@@ -24,6 +24,11 @@ const upstreamSockets = 4
 // replaced by one on a new source port.
 const rotateAfter = 256
 
+// idleAfter is how long an upstream's pool stays without queries before
+// it is closed: upstreams come and go with the containers that name them
+// (--dns), and a server lives as long as its networks.
+const idleAfter = 2 * time.Minute
+
 // forwarder sends queries upstream. Over UDP it keeps a few connected
 // sockets per upstream, each with one reader that hands replies to the
 // queries waiting for them by ID and question. Against forged replies
@@ -38,9 +43,12 @@ type forwarder struct {
 	tcp         *dns.Client
 	udp         *dns.Client // the rare query that finds no pooled socket free
 	rotateAfter uint32
+	idleAfter   time.Duration
+	now         func() time.Time
 
 	mu     sync.Mutex
 	pools  map[netip.AddrPort]*upstreamPool
+	swept  time.Time // the last look for idle pools
 	closed bool
 }
 
@@ -55,6 +63,8 @@ func newForwarder(timeout time.Duration, log *slog.Logger) *forwarder {
 		tcp:         &dns.Client{Net: "tcp", Timeout: timeout},
 		pools:       make(map[netip.AddrPort]*upstreamPool),
 		rotateAfter: rotateAfter,
+		idleAfter:   idleAfter,
+		now:         time.Now,
 	}
 }
 
@@ -82,11 +92,24 @@ func (f *forwarder) pool(upstream netip.AddrPort) (*upstreamPool, error) {
 	if f.closed {
 		return nil, errClosed
 	}
+	now := f.now()
+	// Looked for at most once per idleAfter, on the way of a query: no
+	// timer to stop, and a server without queries has no pools to shrink.
+	if now.Sub(f.swept) >= f.idleAfter {
+		f.swept = now
+		for addr, p := range f.pools {
+			if now.Sub(p.used) >= f.idleAfter {
+				p.close()
+				delete(f.pools, addr)
+			}
+		}
+	}
 	p := f.pools[upstream]
 	if p == nil {
 		p = &upstreamPool{addr: upstream, rotateAfter: f.rotateAfter}
 		f.pools[upstream] = p
 	}
+	p.used = now
 	return p, nil
 }
 
@@ -96,11 +119,7 @@ func (f *forwarder) close() {
 	defer f.mu.Unlock()
 	f.closed = true
 	for _, p := range f.pools {
-		for i := range p.socks {
-			if s := p.socks[i].Load(); s != nil {
-				_ = s.conn.Close()
-			}
-		}
+		p.close()
 	}
 }
 
@@ -109,9 +128,24 @@ func (f *forwarder) close() {
 type upstreamPool struct {
 	addr        netip.AddrPort
 	rotateAfter uint32
+	used        time.Time // the last query's pool call, under forwarder.mu
 	next        atomic.Uint32
 	dial        sync.Mutex
+	closed      bool // under dial: no socket is dialled any more
 	socks       [upstreamSockets]atomic.Pointer[upstreamSocket]
+}
+
+// close closes p's sockets, which ends their readers and fails the
+// queries waiting on them, and keeps p from dialling new ones.
+func (p *upstreamPool) close() {
+	p.dial.Lock()
+	defer p.dial.Unlock()
+	p.closed = true
+	for i := range p.socks {
+		if s := p.socks[i].Load(); s != nil {
+			_ = s.conn.Close()
+		}
+	}
 }
 
 // upstreamSocket is one connected UDP socket to an upstream and the
@@ -196,6 +230,9 @@ func (p *upstreamPool) socket(i int) (*upstreamSocket, error) {
 	}
 	p.dial.Lock()
 	defer p.dial.Unlock()
+	if p.closed {
+		return nil, errClosed
+	}
 	old := p.socks[i].Load()
 	if usable(old) {
 		return old, nil

@@ -647,6 +647,45 @@ func TestForwarderRandomizes(t *testing.T) {
 	}
 }
 
+// An upstream's pool that has had no query for idleAfter is closed on the
+// way of a later query, to any upstream; a pool in use stays.
+func TestForwarderClosesIdlePools(t *testing.T) {
+	a, b := startUpstream(t), startUpstream(t)
+	f := newForwarder(testTimeout, slog.New(slog.DiscardHandler))
+	defer f.close()
+	clock := time.Now()
+	f.now = func() time.Time { return clock }
+	ask := func(up netip.AddrPort) {
+		t.Helper()
+		q := new(dns.Msg).SetQuestion("q.example.", dns.TypeA)
+		if m, err := f.exchange(context.Background(), q, up, false); err != nil || summary(m) != "NOERROR 192.0.2.1" {
+			t.Fatalf("query to %s: %v", up, err)
+		}
+	}
+	ask(a.addr)
+	ask(b.addr)
+	pa := f.pools[a.addr]
+	sa := pa.socks[(pa.next.Load())%upstreamSockets].Load()
+	if sa == nil {
+		t.Fatal("no socket in a's pool after a query")
+	}
+	clock = clock.Add(idleAfter / 2)
+	ask(b.addr) // b stays in use; a does not
+	clock = clock.Add(idleAfter/2 + time.Second)
+	ask(b.addr)
+	if _, kept := f.pools[a.addr]; kept || f.pools[b.addr] == nil {
+		t.Errorf("pools after a was idle for %v: a kept %v, b kept %v; want only b", idleAfter, kept, f.pools[b.addr] != nil)
+	}
+	if _, err := sa.conn.Write([]byte{0}); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("a's socket after its pool closed: write = %v, want it closed", err)
+	}
+	// a comes back: a new pool.
+	ask(a.addr)
+	if f.pools[a.addr] == nil || f.pools[a.addr] == pa {
+		t.Error("a query to a after its pool closed did not get a new one")
+	}
+}
+
 // A flood of queries to forward does not pile up without bound: beyond
 // maxForwarding in flight, a query gets SERVFAIL at once instead of
 // waiting for an upstream that does not answer.
