@@ -42,7 +42,8 @@ type Network struct {
 	External bool `json:"external,omitempty"`
 	// GatewaysAdded are the gateway addresses an External bridge lacked
 	// when the network was created: knit adds them, and DeleteNetwork
-	// takes them away again, leaving the administrator's own.
+	// takes them away again, leaving the administrator's own. Records
+	// made before 2026-11-30 have none, and leave their gateways.
 	GatewaysAdded []netip.Prefix `json:"gatewaysAdded,omitempty"`
 	Internal      bool           `json:"internal,omitempty"`
 	// Options holds driver options as given by the user (-o KEY=VALUE).
@@ -86,7 +87,9 @@ type LeaveOptions struct {
 type Driver interface {
 	// CreateNetwork makes (or repairs) the host-side objects of n. Idempotent.
 	CreateNetwork(n *Network) error
-	// DeleteNetwork removes what CreateNetwork made. Idempotent.
+	// DeleteNetwork removes what CreateNetwork made. Idempotent. An
+	// External network's link is the administrator's and stays: only what
+	// knit added to it (GatewaysAdded) goes.
 	DeleteNetwork(n *Network) error
 	// Join creates ep's link in sb, configured and up, and records the
 	// host-side link name in ep.HostIf.

@@ -120,6 +120,7 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 		{[]string{"network", "connect", "bridge", "nosuch"}, "default bridge"},
 		{[]string{"network", "disconnect", "bridge", "nosuch"}, "no such container"},
 		{[]string{"network", "rm", "host"}, "pre-defined"},
+		{[]string{"network", "create", "-o", "bridge=lo", "notabridge"}, "cannot use lo as the network's bridge"},
 		{[]string{"system", "prune", "extra"}, "unknown command"},
 	}
 	before := snapshot(t, s)

@@ -78,24 +78,6 @@ func (e *Engine) CreateNetwork(o NetworkCreateOptions) (*Network, error) {
 	if n.Bridge == "" {
 		n.Bridge = "br-" + n.ID[:12]
 	}
-	var adminAddrs []netip.Prefix // an External bridge's own addresses
-	if h, err := link.Host(); err == nil {
-		br, err := h.BridgeGet(n.Bridge)
-		if err == nil {
-			adminAddrs, err = h.AddrList(br.Index)
-			if err != nil {
-				h.Close()
-				return nil, fmt.Errorf("addresses of bridge %s: %w", n.Bridge, err)
-			}
-		}
-		h.Close()
-		switch {
-		case err == nil:
-			n.External = true // the administrator's bridge: used, never deleted
-		case errdefs.KindOf(err) == errdefs.KindConflict:
-			return nil, errdefs.Conflict("cannot use %s as the network's bridge: %v; choose another name (-o bridge=)", n.Bridge, err)
-		}
-	}
 	err = e.st.Update(func(tx store.Tx) error {
 		if _, err := getNetwork(tx, n.Name); err == nil || n.Name == ModeBridge || predefined[n.Name] != "" {
 			return errdefs.Conflict("network with name %s already exists", n.Name)
@@ -113,6 +95,14 @@ func (e *Engine) CreateNetwork(o NetworkCreateOptions) (*Network, error) {
 				taken = append(taken, s.Prefix)
 			}
 		}
+		// Looked at under the store's lock: a network rm that used the
+		// bridge has taken its gateways away by the time its record is
+		// gone, so none of them passes for the administrator's.
+		adminAddrs, exists, err := bridgeAddrs(n.Bridge)
+		if err != nil {
+			return err
+		}
+		n.External = exists // the administrator's bridge: used, never deleted
 		if err := e.pickSubnets(n, &o, append(taken, hostRoutes...)); err != nil {
 			return err
 		}
@@ -143,6 +133,31 @@ func (e *Engine) CreateNetwork(o NetworkCreateOptions) (*Network, error) {
 		return nil, err
 	}
 	return n, nil
+}
+
+// bridgeAddrs reports whether a bridge called name exists, and its
+// addresses. A link of another kind by that name, or a failure to look,
+// refuses the network: taking the administrator's bridge for one of knit's
+// own would delete it with the network.
+func bridgeAddrs(name string) (addrs []netip.Prefix, exists bool, err error) {
+	h, err := link.Host()
+	if err != nil {
+		return nil, false, fmt.Errorf("look for bridge %s: %w", name, err)
+	}
+	defer h.Close()
+	br, err := h.BridgeGet(name)
+	switch {
+	case link.IsNotFound(err):
+		return nil, false, nil
+	case errdefs.KindOf(err) == errdefs.KindConflict:
+		return nil, false, errdefs.Conflict("cannot use %s as the network's bridge: %v; choose another name (-o bridge=)", name, err)
+	case err != nil:
+		return nil, false, fmt.Errorf("look for bridge %s: %w", name, err)
+	}
+	if addrs, err = h.AddrList(br.Index); err != nil {
+		return nil, false, fmt.Errorf("addresses of bridge %s: %w", name, err)
+	}
+	return addrs, true, nil
 }
 
 // undoCreateNetwork removes the network n this command recorded but could

@@ -142,6 +142,9 @@ func TestPruneRetriesFailedTeardown(t *testing.T) {
 	if err := st.View(func(tx store.Tx) error { _, err := getContainer(tx, id); return err }); err != nil {
 		t.Errorf("the stuck container's record after a failed teardown: %v", err)
 	}
+	if owners, _ := fw.Owners(); !slices.Contains(owners, id) {
+		t.Errorf("the stuck container's port elements went with a failed teardown: %v", owners)
+	}
 
 	// FailOn fails one call: the next prune's teardown works.
 	live, r, err = prune()

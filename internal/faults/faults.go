@@ -35,6 +35,7 @@
 //	link.set-up         ip link set DEV up
 //	link.del            ip link del DEV
 //	link.addr-add       ip addr add P dev DEV
+//	link.addr-del       ip addr del P dev DEV (an External bridge's gateway)
 //	link.route-add      ip route add default via GW dev DEV
 //	link.sysctl         a sysctl write (forwarding, disable_ipv6, route_localnet, ...)
 //	link.conntrack-del  conntrack -D ...

@@ -46,10 +46,10 @@ type forwarder struct {
 	idleAfter   time.Duration
 	now         func() time.Time
 
-	mu     sync.Mutex
-	pools  map[netip.AddrPort]*upstreamPool
-	swept  time.Time // the last look for idle pools
-	closed bool
+	mu      sync.Mutex
+	pools   map[netip.AddrPort]*upstreamPool
+	sweeper *time.Timer // runs sweep while there are pools
+	closed  bool
 }
 
 func newForwarder(timeout time.Duration, log *slog.Logger) *forwarder {
@@ -84,7 +84,10 @@ func (f *forwarder) exchange(ctx context.Context, q *dns.Msg, upstream netip.Add
 	return m, nil
 }
 
-var errClosed = errors.New("forwarder closed")
+var (
+	errClosed     = errors.New("forwarder closed")
+	errPoolClosed = errors.New("upstream's sockets closed for idleness")
+)
 
 func (f *forwarder) pool(upstream netip.AddrPort) (*upstreamPool, error) {
 	f.mu.Lock()
@@ -92,25 +95,40 @@ func (f *forwarder) pool(upstream netip.AddrPort) (*upstreamPool, error) {
 	if f.closed {
 		return nil, errClosed
 	}
-	now := f.now()
-	// Looked for at most once per idleAfter, on the way of a query: no
-	// timer to stop, and a server without queries has no pools to shrink.
-	if now.Sub(f.swept) >= f.idleAfter {
-		f.swept = now
-		for addr, p := range f.pools {
-			if now.Sub(p.used) >= f.idleAfter {
-				p.close()
-				delete(f.pools, addr)
-			}
-		}
-	}
 	p := f.pools[upstream]
 	if p == nil {
 		p = &upstreamPool{addr: upstream, rotateAfter: f.rotateAfter}
 		f.pools[upstream] = p
+		if f.sweeper == nil {
+			f.sweeper = time.AfterFunc(f.idleAfter, f.sweep)
+		}
 	}
-	p.used = now
+	p.used = f.now()
 	return p, nil
+}
+
+// sweep closes the pools that have had no query for idleAfter, and comes
+// back when the next of the others would have had none.
+func (f *forwarder) sweep() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return
+	}
+	now, next := f.now(), f.idleAfter
+	for addr, p := range f.pools {
+		if idle := now.Sub(p.used); idle >= f.idleAfter {
+			p.close()
+			delete(f.pools, addr)
+		} else {
+			next = min(next, f.idleAfter-idle)
+		}
+	}
+	if len(f.pools) == 0 {
+		f.sweeper = nil // the next pool arms another
+		return
+	}
+	f.sweeper.Reset(next)
 }
 
 // close closes the pooled sockets; queries waiting on them fail.
@@ -118,6 +136,9 @@ func (f *forwarder) close() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.closed = true
+	if f.sweeper != nil {
+		f.sweeper.Stop()
+	}
 	for _, p := range f.pools {
 		p.close()
 	}
@@ -128,7 +149,7 @@ func (f *forwarder) close() {
 type upstreamPool struct {
 	addr        netip.AddrPort
 	rotateAfter uint32
-	used        time.Time // the last query's pool call, under forwarder.mu
+	used        time.Time // the last query's, under forwarder.mu
 	next        atomic.Uint32
 	dial        sync.Mutex
 	closed      bool // under dial: no socket is dialled any more
@@ -183,6 +204,9 @@ func (f *forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, upstream netip.
 	first := p.next.Add(1)
 	for i := range uint32(upstreamSockets) {
 		s, err := p.socket(int((first + i) % upstreamSockets))
+		if errors.Is(err, errPoolClosed) {
+			break // swept while this query waited: a socket of its own
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -215,7 +239,8 @@ func (f *forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, upstream netip.
 			return nil, ctx.Err()
 		}
 	}
-	// Every socket is dead or full: a socket of its own (a random port).
+	// Every socket is dead or full, or the pool was swept: a socket of its
+	// own (a random port).
 	m, _, err := f.udp.ExchangeContext(ctx, q, upstream.String())
 	return m, err
 }
@@ -231,7 +256,7 @@ func (p *upstreamPool) socket(i int) (*upstreamSocket, error) {
 	p.dial.Lock()
 	defer p.dial.Unlock()
 	if p.closed {
-		return nil, errClosed
+		return nil, errPoolClosed
 	}
 	old := p.socks[i].Load()
 	if usable(old) {

@@ -647,8 +647,9 @@ func TestForwarderRandomizes(t *testing.T) {
 	}
 }
 
-// An upstream's pool that has had no query for idleAfter is closed on the
-// way of a later query, to any upstream; a pool in use stays.
+// An upstream's pool that has had no query for idleAfter is closed by the
+// sweep; a pool in use stays, with its sockets; a query after the sweep
+// gets a new pool; with no pools left, no sweep is due.
 func TestForwarderClosesIdlePools(t *testing.T) {
 	a, b := startUpstream(t), startUpstream(t)
 	f := newForwarder(testTimeout, slog.New(slog.DiscardHandler))
@@ -662,27 +663,51 @@ func TestForwarderClosesIdlePools(t *testing.T) {
 			t.Fatalf("query to %s: %v", up, err)
 		}
 	}
+	socketOf := func(p *upstreamPool) *upstreamSocket {
+		t.Helper()
+		s := p.socks[p.next.Load()%upstreamSockets].Load()
+		if s == nil {
+			t.Fatal("no socket in the pool after a query")
+		}
+		return s
+	}
 	ask(a.addr)
 	ask(b.addr)
-	pa := f.pools[a.addr]
-	sa := pa.socks[(pa.next.Load())%upstreamSockets].Load()
-	if sa == nil {
-		t.Fatal("no socket in a's pool after a query")
+	pa, pb := f.pools[a.addr], f.pools[b.addr]
+	sa, sb := socketOf(pa), socketOf(pb)
+	if f.sweeper == nil {
+		t.Fatal("pools but no sweep due")
 	}
 	clock = clock.Add(idleAfter / 2)
 	ask(b.addr) // b stays in use; a does not
 	clock = clock.Add(idleAfter/2 + time.Second)
-	ask(b.addr)
-	if _, kept := f.pools[a.addr]; kept || f.pools[b.addr] == nil {
-		t.Errorf("pools after a was idle for %v: a kept %v, b kept %v; want only b", idleAfter, kept, f.pools[b.addr] != nil)
+	f.sweep()
+	if _, kept := f.pools[a.addr]; kept || f.pools[b.addr] != pb {
+		t.Errorf("pools after a was idle for %v: a kept %v, b's the same %v; want only b's", idleAfter, kept, f.pools[b.addr] == pb)
 	}
 	if _, err := sa.conn.Write([]byte{0}); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("a's socket after its pool closed: write = %v, want it closed", err)
 	}
-	// a comes back: a new pool.
-	ask(a.addr)
+	if _, err := sb.conn.Write([]byte{0}); err != nil {
+		t.Errorf("b's socket, in use: write = %v", err)
+	}
+	ask(a.addr) // a comes back: a new pool
 	if f.pools[a.addr] == nil || f.pools[a.addr] == pa {
 		t.Error("a query to a after its pool closed did not get a new one")
+	}
+	clock = clock.Add(idleAfter)
+	f.sweep()
+	if len(f.pools) != 0 || f.sweeper != nil {
+		t.Errorf("after both were idle: %d pools, sweep due %v; want none", len(f.pools), f.sweeper != nil)
+	}
+	// A query that got its pool just before a sweep closed it still gets
+	// an answer, from a socket of its own.
+	ask(a.addr)
+	pa = f.pools[a.addr]
+	pa.close()
+	q := new(dns.Msg).SetQuestion("late.example.", dns.TypeA)
+	if m, err := f.exchangeUDP(context.Background(), q, a.addr); err != nil || summary(m) != "NOERROR 192.0.2.1" {
+		t.Errorf("a query on a pool closed under it: %v", err)
 	}
 }
 

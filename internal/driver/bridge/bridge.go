@@ -116,6 +116,9 @@ func ensureBridge(h *link.Handle, n *driver.Network) (br link.Link, created bool
 // DeleteNetwork deletes the bridge, or of an External one the gateway
 // addresses it was given (n.GatewaysAdded). Idempotent.
 func (d *Driver) DeleteNetwork(n *driver.Network) error {
+	if n.External && len(n.GatewaysAdded) == 0 {
+		return nil
+	}
 	h, err := d.handles.Host()
 	if err != nil {
 		return fmt.Errorf("delete network %s: %w", n.Name, err)
@@ -137,11 +140,10 @@ func (d *Driver) DeleteNetwork(n *driver.Network) error {
 }
 
 // deleteGateways takes from n's External bridge the gateway addresses
-// knit gave it; a bridge gone already is success.
+// knit gave it; a bridge gone already is success. An IPv4 address added
+// to the bridge since in the same subnet as one of them is its secondary:
+// the kernel deletes it too unless the bridge has promote_secondaries on.
 func deleteGateways(h *link.Handle, n *driver.Network) error {
-	if len(n.GatewaysAdded) == 0 {
-		return nil
-	}
 	br, err := h.BridgeGet(n.Bridge)
 	if link.IsNotFound(err) || errdefs.KindOf(err) == errdefs.KindConflict {
 		return nil // gone, or no longer a bridge: not the network's
