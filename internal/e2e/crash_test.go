@@ -168,6 +168,25 @@ func crashKinds() []crashKind {
 			s.MustKnit(t, "network", "rm", "scratch")
 		},
 	}, {
+		// On the administrator's bridge, rm takes back only the gateway
+		// knit gave it; a crash leaves the rest to the next rm.
+		name: "NetworkRemoveExternal",
+		setup: func(t *testing.T, s *testutil.Sandbox, _ string) {
+			adminBridge(t, s, "admin-br", "198.51.100.1/24")
+		},
+		before: func(t *testing.T, s *testutil.Sandbox, _ string) {
+			s.MustKnit(t, "network", "create", "-o", "bridge=admin-br", "--subnet", "203.0.113.0/24", "extnet")
+		},
+		crash: func(t *testing.T, s *testutil.Sandbox, _ string, env []string) testutil.Result {
+			return knitEnv(t, s, env, "network", "rm", "extnet")
+		},
+		next: func(t *testing.T, s *testutil.Sandbox, _ string) {
+			mustCleanly(t, "network rm after crash", s.Knit("network", "rm", "extnet"), "not found")
+			if a := s.MustRun(t, "ip", "-o", "-4", "addr", "show", "dev", "admin-br"); strings.Contains(a, "203.0.113.1") || !strings.Contains(a, "198.51.100.1/24") {
+				t.Errorf("admin-br after network rm: want the administrator's address only:\n%s", a)
+			}
+		},
+	}, {
 		// Killed half-way, a connect leaves an endpoint recorded whose
 		// link may be half made: the next command undoes it, or, once the
 		// link is recorded, finishes its DNS part.
@@ -312,6 +331,7 @@ func TestCrashRemoveForce(t *testing.T)            { crashTest(t, "RemoveForce")
 func TestCrashSupervisor(t *testing.T)             { crashTest(t, "Supervisor") }
 func TestCrashNetworkCreate(t *testing.T)          { crashTest(t, "NetworkCreate") }
 func TestCrashNetworkRemove(t *testing.T)          { crashTest(t, "NetworkRemove") }
+func TestCrashNetworkRemoveExternal(t *testing.T)  { crashTest(t, "NetworkRemoveExternal") }
 func TestCrashNetworkConnect(t *testing.T)         { crashTest(t, "NetworkConnect") }
 func TestCrashNetworkDisconnect(t *testing.T)      { crashTest(t, "NetworkDisconnect") }
 func TestCrashNetworkDisconnectRoute(t *testing.T) { crashTest(t, "NetworkDisconnectRoute") }
