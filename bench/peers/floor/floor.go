@@ -7,8 +7,9 @@
 //
 //	unshare(CLONE_NEWNET) + bind mount          the namespace
 //	RTM_SETLINK lo up                            in the netns: loopback
-//	RTM_NEWLINK veth, peer "eth0" in the netns,  one request: pair and
-//	  master BRIDGE                              bridge master
+//	RTM_NEWLINK veth, peer "eth0" in the netns,  the pair, then the bridge
+//	  RTM_SETLINK master BRIDGE                  master (netlink sends it as
+//	                                             a second request)
 //	RTM_SETLINK addrgenmode none, RTM_SETLINK    the host end, without IPv6,
 //	  hairpin on                                 hairpin (for hairpin NAT)
 //	RTM_GETLINK eth0, RTM_SETLINK addrgenmode    in the netns: no IPv6,
