@@ -82,15 +82,41 @@ func (e *Engine) Stop(ref string, timeout time.Duration) (*Container, error) {
 // awaitSupervisor waits for the supervisor to record the exit; if it does
 // not within a few seconds (it was killed, or it hangs), the caller finishes
 // the job itself, which is idempotent.
+//
+// It waits for the record, not for the supervisor's process to end: a
+// process that deleted a firewall element waits at its exit, closing its
+// netfilter socket, for the kernel to free the element after an RCU grace
+// period (5–15 ms here), and there is nothing left for it to do by then.
 func (e *Engine) awaitSupervisor(c *Container) error {
 	if c.State.Supervisor.Pid == os.Getpid() {
 		return nil
 	}
-	if waitProc(c.State.Supervisor, 10*time.Second) {
-		return e.Reconcile()
+	deadline := time.Now().Add(10 * time.Second)
+	for wait := 100 * time.Microsecond; time.Now().Before(deadline); wait = min(2*wait, 5*time.Millisecond) {
+		if !alive(c.State.Supervisor) {
+			return e.Reconcile()
+		}
+		if ended, err := e.runEnded(c); err != nil || ended {
+			return err
+		}
+		time.Sleep(wait)
 	}
 	killProc(c.State.Process)
 	return e.finish(c.ID, exitKilled)
+}
+
+// runEnded reports whether the store shows c's run over: its record gone
+// (--rm), stopped, or started again by another supervisor.
+func (e *Engine) runEnded(c *Container) (bool, error) {
+	var cur *Container
+	err := e.st.View(func(tx store.Tx) (err error) { cur, err = getContainer(tx, c.ID); return err })
+	if errors.Is(err, store.ErrNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return !cur.Running() || cur.State.Supervisor != c.State.Supervisor, nil
 }
 
 func waitProc(p Proc, timeout time.Duration) bool {
@@ -150,8 +176,12 @@ func (e *Engine) Remove(ref string, o RemoveOptions) error {
 		c = cur
 		break
 	}
-	if err := e.teardownKernel(c); err != nil {
-		return err
+	// A stopped container's network went when it stopped (finish), unless
+	// that failed (State.Error): then it is undone now.
+	if c.State.Status != StatusExited || c.State.Error != "" {
+		if err := e.teardownKernel(c); err != nil {
+			return err
+		}
 	}
 	return e.forget(c)
 }
