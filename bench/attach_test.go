@@ -56,10 +56,7 @@ func newEngine(b *testing.B) *engine.Engine {
 	if err != nil {
 		b.Fatal(err)
 	}
-	fw, err := nftables.New(nftables.WithStamp(p.FirewallStamp())) // in the benchmark's private namespace, as cmd/knit
-	if err != nil {
-		b.Fatal(err)
-	}
+	fw := nftables.New(nftables.WithStamp(p.FirewallStamp())) // in the benchmark's private namespace, as cmd/knit
 	e, err := engine.New(engine.Options{
 		Paths: p, Config: cfg, Store: bolt.Open(filepath.Join(p.DataRoot, "knit.db")),
 		Drivers:  map[string]driver.Driver{"bridge": bridge.New()},

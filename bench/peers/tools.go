@@ -62,10 +62,7 @@ func newKnitEngine(dir string) (*engine.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	fw, err := nftables.New(nftables.WithStamp(p.FirewallStamp())) // as cmd/knit
-	if err != nil {
-		return nil, err
-	}
+	fw := nftables.New(nftables.WithStamp(p.FirewallStamp())) // as cmd/knit
 	return engine.New(engine.Options{
 		Paths: p, Config: cfg, Store: bolt.Open(filepath.Join(p.DataRoot, "knit.db")),
 		Drivers:  map[string]driver.Driver{"bridge": bridge.New()},

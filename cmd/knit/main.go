@@ -63,11 +63,7 @@ func newEngine(p engine.Paths) (*engine.Engine, error) {
 	if cfg.FirewallOn() {
 		// The record of what was last seen up to date saves every
 		// command a read of the ruleset while nothing changed.
-		fw, err := nftables.New(nftables.WithStamp(p.FirewallStamp()))
-		if err != nil {
-			return nil, err
-		}
-		o.Firewall = fw
+		o.Firewall = nftables.New(nftables.WithStamp(p.FirewallStamp()))
 	}
 	return engine.New(o)
 }

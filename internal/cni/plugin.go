@@ -383,6 +383,9 @@ func (p *plugin) status(data []byte) *Error {
 		if errors.Is(serr, engine.ErrNetworkDamaged) {
 			return newError(CodeLimitedConnectivity, "knit's network is damaged", serr.Error())
 		}
+		if errors.Is(serr, engine.ErrFirewallUnusable) {
+			return newError(CodeLimitedConnectivity, "knit's firewall cannot be used here", serr.Error())
+		}
 		return newError(CodeNotAvailable, "knit cannot add containers to this network now", serr.Error())
 	}
 	return nil

@@ -413,8 +413,13 @@ func TestStatus(t *testing.T) {
 	if code, out := call(t, f, invocation{env, conf}); code != 1 || !strings.Contains(out, `"code": 50`) || !strings.Contains(out, "no free address") {
 		t.Errorf("exhausted: exit %d, %s", code, out)
 	}
-	// An engine that cannot start (the firewall, say) fails existing
-	// attachments too; a configuration knit refuses only new ones.
+	// A firewall that cannot be used fails existing attachments too.
+	f.err = fmt.Errorf("%w: nftables: list tables: protocol not supported", engine.ErrFirewallUnusable)
+	if code, out := call(t, f, invocation{env, conf}); code != 1 || !strings.Contains(out, `"code": 51`) || !strings.Contains(out, "firewall") {
+		t.Errorf("unusable firewall: exit %d, %s", code, out)
+	}
+	// An engine that cannot start fails existing attachments too; a
+	// configuration knit refuses only new ones.
 	for err, code := range map[error]string{
 		errors.New("nftables: not supported"): `"code": 51`,
 		errdefs.Invalid("config: bad bip"):    `"code": 50`,

@@ -111,6 +111,9 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 	if _, err := os.Stat(req.Netns); err != nil {
 		return nil, nil, errdefs.Invalid("network namespace %s: %v", req.Netns, err)
 	}
+	if err := e.CheckFirewall(); err != nil {
+		return nil, nil, err
+	}
 	if err := e.CNIDel(req.ContainerID, req.IfName); err != nil {
 		return nil, nil, fmt.Errorf("remove the previous attachment: %w", err)
 	}
@@ -537,6 +540,9 @@ var ErrNetworkDamaged = errors.New("the network is damaged: existing containers 
 // CNIStatus reports whether the named network can take attachments: it
 // exists (or can be created) and has a free address.
 func (e *Engine) CNIStatus(o NetworkCreateOptions) error {
+	if err := e.CheckFirewall(); err != nil {
+		return err
+	}
 	n, err := e.lookupNetwork(o.Name)
 	if errdefs.KindOf(err) == errdefs.KindNotFound {
 		return nil // ADD creates it

@@ -30,6 +30,9 @@ type ConnectOptions struct {
 // is left attached; past it (the DNS update failing) the container stays
 // connected, and the next command finishes the DNS.
 func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
+	if err := e.CheckFirewall(); err != nil {
+		return err
+	}
 	if err := e.Reconcile(); err != nil {
 		return err
 	}

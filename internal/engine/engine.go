@@ -13,9 +13,11 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/knit-dev/knit/internal/config"
 	"github.com/knit-dev/knit/internal/driver"
@@ -54,7 +56,31 @@ type Engine struct {
 	drivers map[string]driver.Driver
 	fw      firewall.Firewall // nil when the firewall is off (config "iptables": false)
 	self    string            // path of the knit binary, re-executed for supervisors
+
+	fwCheck sync.Once // CheckFirewall's, once per engine
+	fwErr   error
 }
+
+// CheckFirewall reports whether the firewall can be used. The firewall
+// opens its sockets on first use, so that commands that never touch it
+// (ps, inspect, rm of a stopped container) bind no netfilter socket; the
+// commands that will change it call this first, so that a kernel without
+// nf_tables stops them before they reserve anything, not half-way.
+func (e *Engine) CheckFirewall() error {
+	if e.fw == nil {
+		return nil
+	}
+	e.fwCheck.Do(func() {
+		if err := e.fw.Check(); err != nil {
+			e.fwErr = fmt.Errorf("%w: %w (set \"iptables\": false in the configuration to run without it)", ErrFirewallUnusable, err)
+		}
+	})
+	return e.fwErr
+}
+
+// ErrFirewallUnusable is CheckFirewall's error: no command that changes the
+// firewall can work here.
+var ErrFirewallUnusable = errors.New("the firewall cannot be used")
 
 // Options wires an Engine.
 type Options struct {

@@ -78,3 +78,4 @@ func (l *lockedFirewall) RemoveLinks(owner string, ls []firewall.Link) error {
 func (l *lockedFirewall) Owners() ([]string, error)     { return l.fw.Owners() }
 func (l *lockedFirewall) Networks() ([]string, error)   { return l.fw.Networks() }
 func (l *lockedFirewall) LinkOwners() ([]string, error) { return l.fw.LinkOwners() }
+func (l *lockedFirewall) Check() error                  { return l.fw.Check() }

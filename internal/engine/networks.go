@@ -63,6 +63,9 @@ func predefinedNetwork(name string) *Network {
 // CreateNetwork records a user-defined network and makes its bridge and
 // rules. Invalid or conflicting requests change nothing.
 func (e *Engine) CreateNetwork(o NetworkCreateOptions) (*Network, error) {
+	if err := e.CheckFirewall(); err != nil {
+		return nil, err
+	}
 	n, err := e.newNetwork(&o)
 	if err != nil {
 		return nil, err

@@ -86,37 +86,42 @@ func (e *Engine) Stop(ref string, timeout time.Duration) (*Container, error) {
 // It waits for the record, not for the supervisor's process to end: a
 // process that deleted a firewall element waits at its exit, closing its
 // netfilter socket, for the kernel to free the element after an RCU grace
-// period (5–15 ms here), and there is nothing left for it to do by then.
+// period (5–15 ms here). What the supervisor has left to do by then is the
+// DNS server's resync, which the caller does too.
 func (e *Engine) awaitSupervisor(c *Container) error {
-	if c.State.Supervisor.Pid == os.Getpid() {
+	sup := c.State.Supervisor
+	if sup.Pid == os.Getpid() {
 		return nil
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for wait := 100 * time.Microsecond; time.Now().Before(deadline); wait = min(2*wait, 5*time.Millisecond) {
-		if !alive(c.State.Supervisor) {
+	for wait := 300 * time.Microsecond; time.Now().Before(deadline); wait = min(2*wait, 2*time.Millisecond) {
+		if !alive(sup) {
 			return e.Reconcile()
 		}
-		if ended, err := e.runEnded(c); err != nil || ended {
+		if ended, err := e.runEnded(c.ID); err != nil || ended {
+			if ended {
+				e.dnsChanged(c) // its name must not answer once stop returns
+			}
 			return err
 		}
-		time.Sleep(wait)
+		runner.WaitExit(sup.Pid, wait) // returns at once if it exits
 	}
 	killProc(c.State.Process)
 	return e.finish(c.ID, exitKilled)
 }
 
-// runEnded reports whether the store shows c's run over: its record gone
-// (--rm), stopped, or started again by another supervisor.
-func (e *Engine) runEnded(c *Container) (bool, error) {
+// runEnded reports whether the store shows container id's run over: its
+// record gone (--rm) or no longer running.
+func (e *Engine) runEnded(id string) (bool, error) {
 	var cur *Container
-	err := e.st.View(func(tx store.Tx) (err error) { cur, err = getContainer(tx, c.ID); return err })
+	err := e.st.View(func(tx store.Tx) (err error) { cur, err = getContainer(tx, id); return err })
 	if errors.Is(err, store.ErrNotFound) {
 		return true, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	return !cur.Running() || cur.State.Supervisor != c.State.Supervisor, nil
+	return !cur.Running(), nil
 }
 
 func waitProc(p Proc, timeout time.Duration) bool {
@@ -176,12 +181,20 @@ func (e *Engine) Remove(ref string, o RemoveOptions) error {
 		c = cur
 		break
 	}
-	// A stopped container's network went when it stopped (finish), unless
-	// that failed (State.Error): then it is undone now.
-	if c.State.Status != StatusExited || c.State.Error != "" {
-		if err := e.teardownKernel(c); err != nil {
-			return err
-		}
+	// A container that stopped cleanly (no State.Error) had its firewall
+	// elements removed then (finish): they are not asked for again, which
+	// would bind a netfilter socket, whose release at exit waits for the
+	// kernel to free the elements just deleted. The rest is done again,
+	// cheap when already done: a connect that raced the stop may have
+	// left a link.
+	kernel := c
+	if c.State.Status == StatusExited && c.State.Error == "" {
+		stopped := *c
+		stopped.Ports, stopped.Links = nil, nil
+		kernel = &stopped
+	}
+	if err := e.teardownKernel(kernel); err != nil {
+		return err
 	}
 	return e.forget(c)
 }

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"os/exec"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/knit-dev/knit/internal/firewall/firewalltest"
 	"github.com/knit-dev/knit/internal/runner"
@@ -54,39 +56,70 @@ func startProc(t *testing.T) Proc {
 	return Proc{Pid: cmd.Process.Pid, Start: start}
 }
 
-// awaitSupervisor returns once the supervisor has recorded the exit, while
-// its process still runs (closing its sockets, say): it does not fall back
-// to killing the container and finishing the run itself.
+// awaitSupervisor returns once the supervisor has recorded the exit, or
+// removed the record (--rm), while its process still runs (closing its
+// sockets, say): not before, and without falling back to killing the
+// container and finishing the run itself.
 func TestAwaitSupervisorTakesTheRecordedExit(t *testing.T) {
-	st := newStore(t)
-	e := firewallEngine(t, st, firewalltest.New())
-	sup, ctr := startProc(t), startProc(t)
-	c := &Container{ID: hexID("run"), Name: "run", State: State{Status: StatusRunning, Supervisor: sup, Process: ctr}}
-	seed(t, st, c)
-	done := make(chan error, 1)
-	go func() { done <- e.awaitSupervisor(c) }()
-	// The supervisor records the exit (code 3) and lives on.
-	if err := st.Update(func(tx store.Tx) error {
-		cur, err := getContainer(tx, c.ID)
-		if err != nil {
-			return err
+	for _, tc := range []struct {
+		name string
+		end  func(tx store.Tx, cur *Container) error
+	}{
+		{"exit recorded", func(tx store.Tx, cur *Container) error {
+			cur.State.Status, cur.State.ExitCode = StatusExited, 3
+			return putContainer(tx, cur)
+		}},
+		{"record removed (--rm)", func(tx store.Tx, cur *Container) error {
+			return errors.Join(tx.Delete(bucketContainers, cur.ID), tx.Delete(bucketLive, cur.ID))
+		}},
+	} {
+		st := newStore(t)
+		e := firewallEngine(t, st, firewalltest.New())
+		sup, ctr := startProc(t), startProc(t)
+		c := &Container{ID: hexID("run"), Name: "run", State: State{Status: StatusRunning, Supervisor: sup, Process: ctr}}
+		seed(t, st, c)
+		done := make(chan error, 1)
+		go func() { done <- e.awaitSupervisor(c) }()
+		time.Sleep(20 * time.Millisecond)
+		select {
+		case err := <-done:
+			t.Fatalf("%s: awaitSupervisor returned (%v) while the run was still recorded as running", tc.name, err)
+		default:
 		}
-		cur.State.Status, cur.State.ExitCode = StatusExited, 3
-		return putContainer(tx, cur)
-	}); err != nil {
-		t.Fatal(err)
+		// The supervisor ends the run in the store and lives on.
+		if err := st.Update(func(tx store.Tx) error {
+			cur, err := getContainer(tx, c.ID)
+			if err != nil {
+				return err
+			}
+			return tc.end(tx, cur)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("%s: awaitSupervisor: %v", tc.name, err)
+		}
+		if !alive(ctr) || !alive(sup) {
+			t.Errorf("%s: the container (alive %v) or the supervisor (alive %v) was killed: awaitSupervisor gave up waiting", tc.name, alive(ctr), alive(sup))
+		}
 	}
-	if err := <-done; err != nil {
-		t.Fatalf("awaitSupervisor: %v", err)
+}
+
+// A command that will change the firewall checks it first: when it cannot
+// be used, a run stops before it reserves anything.
+func TestRunChecksTheFirewallFirst(t *testing.T) {
+	st := newStore(t)
+	fw := firewalltest.New()
+	e := firewallEngine(t, st, fw)
+	fw.FailOn("Check", errors.New("netlink: protocol not supported"))
+	_, err := e.Create(RunOptions{Args: []string{"true"}, Name: "web", Network: ModeBridge})
+	if !errors.Is(err, ErrFirewallUnusable) || !strings.Contains(err.Error(), `"iptables": false`) {
+		t.Fatalf("Create with an unusable firewall: %v, want ErrFirewallUnusable and how to do without", err)
 	}
-	if !alive(ctr) || !alive(sup) {
-		t.Errorf("the container (alive %v) or the supervisor (alive %v) was killed: awaitSupervisor gave up waiting", alive(ctr), alive(sup))
+	if all, err := e.Containers(); err != nil || len(all) != 0 {
+		t.Errorf("containers after the refused run: %d (%v), want none", len(all), err)
 	}
-	var cur *Container
-	if err := st.View(func(tx store.Tx) (err error) { cur, err = getContainer(tx, c.ID); return err }); err != nil {
-		t.Fatal(err)
-	}
-	if cur.State.ExitCode != 3 || cur.State.Status != StatusExited {
-		t.Errorf("state after awaitSupervisor: %+v, want the supervisor's exit (code 3)", cur.State)
+	if calls := fw.Calls(); len(calls) != 0 {
+		t.Errorf("firewall calls after the refused run: %q", calls)
 	}
 }

@@ -137,6 +137,11 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
+	if ownsNetns(o.Network) && o.Network != ModeNone {
+		if err := e.CheckFirewall(); err != nil {
+			return nil, err
+		}
+	}
 	// The container's namespace (unshare, mount, lo up: it needs only the
 	// ID) is made while the store and the network are dealt with. Its file
 	// and the /etc files live on the exec-root tmpfs.

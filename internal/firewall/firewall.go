@@ -149,6 +149,11 @@ type Firewall interface {
 	// (Owners reports port owners only: a prune that finds an owner there
 	// removes it with RemovePorts, which leaves links alone.)
 	LinkOwners() ([]string, error)
+	// Check reports whether the firewall can be used at all (the kernel
+	// speaks nf_tables, the process may change it). A firewall may open
+	// its sockets on first use; commands that will change it check first,
+	// before they reserve anything.
+	Check() error
 }
 
 // ValidateOwner reports whether owner can tag port mappings: the same

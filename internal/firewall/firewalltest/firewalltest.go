@@ -66,7 +66,7 @@ func New() *Recorder {
 }
 
 // FailOn makes the next call described by call ("EnsureNetwork NAME",
-// "RemoveNetwork NAME", "AddPorts OWNER", "RemovePorts OWNER", "AddLinks
+// "Check", "RemoveNetwork NAME", "AddPorts OWNER", "RemovePorts OWNER", "AddLinks
 // OWNER" or "RemoveLinks OWNER") return err
 // without changing anything.
 func (r *Recorder) FailOn(call string, err error) {
@@ -149,6 +149,16 @@ func (r *Recorder) LinkOwners() ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.links.owners(), nil
+}
+
+// Check returns the error FailOn("Check", err) set, once; it is not in
+// Calls, being no change.
+func (r *Recorder) Check() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	err := r.fail["Check"]
+	delete(r.fail, "Check")
+	return err
 }
 
 // change records call, validates items as a backend would, and applies

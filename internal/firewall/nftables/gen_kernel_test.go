@@ -22,11 +22,7 @@ func stamped(t *testing.T, ns, stamp string) *nftables.Firewall {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { fd.Close() })
-	fw, err := nftables.New(nftables.WithNetnsFd(int(fd.Fd())), nftables.WithStamp(stamp))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fw
+	return nftables.New(nftables.WithNetnsFd(int(fd.Fd())), nftables.WithStamp(stamp))
 }
 
 // readsBase runs fn and reports whether it read knit's chains, rules or

@@ -30,8 +30,8 @@ func firewallIn(t *testing.T, ns string) *nftables.Firewall {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { fd.Close() })
-	fw, err := nftables.New(nftables.WithNetnsFd(int(fd.Fd())))
-	if err != nil {
+	fw := nftables.New(nftables.WithNetnsFd(int(fd.Fd())))
+	if err := fw.Check(); err != nil {
 		t.Fatal(err)
 	}
 	return fw

@@ -174,12 +174,27 @@ func WithNetnsFd(fd int) Option { return func(f *Firewall) { f.nsFd = fd } }
 // no netfilter socket, whose release at exit waits, if any process deleted
 // a rule or element in the last ~15 ms, for the kernel to free it after an
 // RCU grace period.
-func New(opts ...Option) (*Firewall, error) {
+func New(opts ...Option) *Firewall {
 	f := &Firewall{}
 	for _, o := range opts {
 		o(f)
 	}
-	return f, nil
+	return f
+}
+
+// Check lists the tables of the inet family: the kernel speaks nf_tables
+// and lets this process use it.
+//
+// Equivalent to: nft list tables inet
+func (f *Firewall) Check() error {
+	err := f.useConn(func(c *nft.Conn) error {
+		_, err := c.ListTablesOfFamily(nft.TableFamilyINet)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("nftables: list tables: %w", err)
+	}
+	return nil
 }
 
 // Close releases the sockets kept between calls. In a process that exits
