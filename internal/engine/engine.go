@@ -64,8 +64,9 @@ type Engine struct {
 // CheckFirewall reports whether the firewall can be used. The firewall
 // opens its sockets on first use, so that commands that never touch it
 // (ps, inspect, rm of a stopped container) bind no netfilter socket; the
-// commands that will change it call this first, so that a kernel without
-// nf_tables stops them before they reserve anything, not half-way.
+// commands that will change it (run on a network, connect, network create,
+// rm and prune, CNI ADD) call this first, so that a kernel without
+// nf_tables stops them before they change anything, not half-way.
 func (e *Engine) CheckFirewall() error {
 	if e.fw == nil {
 		return nil

@@ -471,6 +471,9 @@ func (e *Engine) NetworkContainers(name string) ([]*Container, error) {
 // RemoveNetwork deletes a user-defined network that no container uses:
 // its bridge, its rules and its record, which frees its subnets.
 func (e *Engine) RemoveNetwork(ref string) error {
+	if err := e.CheckFirewall(); err != nil {
+		return err
+	}
 	if err := e.Reconcile(); err != nil {
 		return err
 	}
@@ -601,6 +604,9 @@ func networkUsers(tx store.Tx, network string) []string {
 // PruneNetworks removes every user-defined network no container uses and
 // returns their names.
 func (e *Engine) PruneNetworks() ([]string, error) {
+	if err := e.CheckFirewall(); err != nil {
+		return nil, err
+	}
 	if err := e.Reconcile(); err != nil {
 		return nil, err
 	}

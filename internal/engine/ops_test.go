@@ -106,20 +106,38 @@ func TestAwaitSupervisorTakesTheRecordedExit(t *testing.T) {
 }
 
 // A command that will change the firewall checks it first: when it cannot
-// be used, a run stops before it reserves anything.
-func TestRunChecksTheFirewallFirst(t *testing.T) {
-	st := newStore(t)
-	fw := firewalltest.New()
-	e := firewallEngine(t, st, fw)
-	fw.FailOn("Check", errors.New("netlink: protocol not supported"))
-	_, err := e.Create(RunOptions{Args: []string{"true"}, Name: "web", Network: ModeBridge})
-	if !errors.Is(err, ErrFirewallUnusable) || !strings.Contains(err.Error(), `"iptables": false`) {
-		t.Fatalf("Create with an unusable firewall: %v, want ErrFirewallUnusable and how to do without", err)
-	}
-	if all, err := e.Containers(); err != nil || len(all) != 0 {
-		t.Errorf("containers after the refused run: %d (%v), want none", len(all), err)
-	}
-	if calls := fw.Calls(); len(calls) != 0 {
-		t.Errorf("firewall calls after the refused run: %q", calls)
+// be used, it stops before it reserves or changes anything.
+func TestCommandsCheckTheFirewallFirst(t *testing.T) {
+	for name, op := range map[string]func(e *Engine) error{
+		"run": func(e *Engine) error {
+			_, err := e.Create(RunOptions{Args: []string{"true"}, Name: "web", Network: ModeBridge})
+			return err
+		},
+		"network create":  func(e *Engine) error { _, err := e.CreateNetwork(NetworkCreateOptions{Name: "n"}); return err },
+		"network rm":      func(e *Engine) error { return e.RemoveNetwork("n") },
+		"network prune":   func(e *Engine) error { _, err := e.PruneNetworks(); return err },
+		"network connect": func(e *Engine) error { return e.Connect("n", "web", ConnectOptions{}) },
+	} {
+		st := newStore(t)
+		fw := firewalltest.New()
+		e := firewallEngine(t, st, fw)
+		fw.FailOn("Check", errors.New("netlink: protocol not supported"))
+		err := op(e)
+		if !errors.Is(err, ErrFirewallUnusable) || !strings.Contains(err.Error(), `"iptables": false`) {
+			t.Errorf("%s with an unusable firewall: %v, want ErrFirewallUnusable and how to do without", name, err)
+		}
+		var cs []*Container
+		var ns []*Network
+		if err := st.View(func(tx store.Tx) (err error) {
+			if cs, err = listContainers(tx); err == nil {
+				ns, err = listNetworks(tx)
+			}
+			return err
+		}); err != nil || len(cs) != 0 || len(ns) != 0 {
+			t.Errorf("%s: %d containers and %d networks recorded after the refusal (%v), want none", name, len(cs), len(ns), err)
+		}
+		if calls := fw.Calls(); len(calls) != 0 {
+			t.Errorf("%s: firewall calls after the refusal: %q", name, calls)
+		}
 	}
 }
