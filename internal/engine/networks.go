@@ -109,9 +109,8 @@ func (e *Engine) CreateNetwork(o NetworkCreateOptions) (*Network, error) {
 		if err := e.pickSubnets(n, &o, append(taken, hostRoutes...)); err != nil {
 			return err
 		}
-		n.GatewaysAdded = nil
 		for _, s := range n.Subnets {
-			if gw := netip.PrefixFrom(s.Gateway, s.Prefix.Bits()); n.External && s.Gateway.IsValid() && !slices.Contains(adminAddrs, gw) {
+			if gw := netip.PrefixFrom(s.Gateway, s.Prefix.Bits()); exists && s.Gateway.IsValid() && !slices.Contains(adminAddrs, gw) {
 				n.GatewaysAdded = append(n.GatewaysAdded, gw)
 			}
 		}

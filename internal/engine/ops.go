@@ -181,19 +181,7 @@ func (e *Engine) Remove(ref string, o RemoveOptions) error {
 		c = cur
 		break
 	}
-	// A container that stopped cleanly (no State.Error) had its firewall
-	// elements removed then (finish): they are not asked for again, which
-	// would bind a netfilter socket, whose release at exit waits for the
-	// kernel to free the elements just deleted. The rest is done again,
-	// cheap when already done: a connect that raced the stop may have
-	// left a link.
-	kernel := c
-	if c.State.Status == StatusExited && c.State.Error == "" {
-		stopped := *c
-		stopped.Ports, stopped.Links = nil, nil
-		kernel = &stopped
-	}
-	if err := e.teardownKernel(kernel); err != nil {
+	if err := e.teardownKernel(c); err != nil {
 		return err
 	}
 	return e.forget(c)

@@ -453,17 +453,25 @@ func (e *Engine) teardownKernel(c *Container) error {
 	if !c.OwnsNetns {
 		return nil
 	}
+	// A container that stopped cleanly (no State.Error) had its firewall
+	// elements removed then (finish): they are not asked for again, which
+	// would bind a netfilter socket, whose release at exit waits for the
+	// kernel to free elements just deleted. The rest is done again, cheap
+	// when already done: a connect that raced the stop may have left a link.
+	firewall := c.State.Status != StatusExited || c.State.Error != ""
 	// A firewall failure does not keep the namespace and its veth (and
 	// with them the address) alive: the rest goes on, and the error is
 	// reported with the others.
 	var errs []error
-	if err := e.unpublish(c); err != nil {
-		errs = append(errs, err)
+	if firewall {
+		if err := e.unpublish(c); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if target, err := os.Readlink(e.netnsLink(c.Name)); err == nil && target == c.Netns {
 		_ = os.Remove(e.netnsLink(c.Name))
 	}
-	linksErr, err := e.removeLinksAndNetns(c)
+	linksErr, err := e.removeLinksAndNetns(c, firewall)
 	if linksErr != nil {
 		errs = append(errs, linksErr)
 	}
@@ -496,9 +504,10 @@ func (e *Engine) teardownKernel(c *Container) error {
 // its namespace. A container with links does both under the links lock: a
 // relink then comes first, and its elements are removed after it, or finds
 // the namespace gone and leaves them out. A failure to remove the elements
-// (linksErr) does not keep the namespace.
-func (e *Engine) removeLinksAndNetns(c *Container) (linksErr, err error) {
-	if len(c.Links) > 0 && e.fw != nil {
+// (linksErr) does not keep the namespace. Without firewall, only the
+// namespace goes.
+func (e *Engine) removeLinksAndNetns(c *Container, firewall bool) (linksErr, err error) {
+	if firewall && len(c.Links) > 0 && e.fw != nil {
 		unlock, err := e.lockLinks()
 		if err == nil {
 			defer unlock()

@@ -182,17 +182,18 @@ func New(opts ...Option) *Firewall {
 	return f
 }
 
-// Check lists the tables of the inet family: the kernel speaks nf_tables
-// and lets this process use it.
+// Check asks the kernel for nf_tables' generation (nfnetlink requires
+// CAP_NET_ADMIN even of reads), on the socket the element lookups and the
+// up-to-date checks use next: a run, which checks first, opens no other.
 //
-// Equivalent to: nft list tables inet
+// Equivalent to: any read, such as nft list tables
 func (f *Firewall) Check() error {
-	err := f.useConn(func(c *nft.Conn) error {
-		_, err := c.ListTablesOfFamily(nft.TableFamilyINet)
+	err := f.useElemConn(func(ec *elemConn) error {
+		_, err := ec.gen()
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("nftables: list tables: %w", err)
+		return fmt.Errorf("nftables: %w", err)
 	}
 	return nil
 }
