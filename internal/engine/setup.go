@@ -173,8 +173,8 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening func() (*portma
 	}
 	var p *plan
 	err := e.st.Update(func(tx store.Tx) (err error) {
-		// Reconcile's check, in the write transaction: one kill(pid, 0)
-		// per distinct owner (~1 µs each) while other commands wait for
+		// Reconcile's check, in the write transaction: one getpriority
+		// per distinct owner (~0.5 µs each) while other commands wait for
 		// the lock, against a View of its own (one more open and map of
 		// the file, ~0.15 ms of CPU) for every run.
 		if reconcile {

@@ -7,10 +7,12 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/knit-dev/knit/internal/config"
 	"github.com/knit-dev/knit/internal/driver"
@@ -328,6 +330,41 @@ func TestOrphaned(t *testing.T) {
 				t.Errorf("orphaned(%+v) = %v, want %v", tt.state, got, tt.want)
 			}
 		})
+	}
+}
+
+// exists answers for a PID, not for a process we may signal: a zombie still
+// exists (its supervisor's record is repaired once it is reaped), a reaped
+// one does not, and neither does a PID above any pid_max.
+func TestExists(t *testing.T) {
+	if !exists(os.Getpid()) {
+		t.Error("exists(self) = false")
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	// A zombie until waited for: poll its state rather than sleep.
+	for i := 0; ; i++ {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err == nil && strings.Contains(string(b), ") Z ") {
+			break
+		}
+		if i == 1000 {
+			t.Fatalf("child %d never became a zombie", pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if !exists(pid) {
+		t.Errorf("exists(zombie %d) = false", pid)
+	}
+	_ = cmd.Wait()
+	if exists(pid) {
+		t.Errorf("exists(reaped %d) = true", pid)
+	}
+	if exists(1 << 30) {
+		t.Error("exists(1<<30) = true")
 	}
 }
 
