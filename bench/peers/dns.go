@@ -132,8 +132,12 @@ func dnsperfSection(servers []dnsServer, rounds int) error {
 		fmt.Printf("note-dnsperf: dnsperf is not installed (apt-get install dnsperf): the open-loop DNS figures are missing\n")
 		return nil
 	}
-	fmt.Printf("dnsperf-load: dnsperf -c %d -q %d -l %d (%d rounds per server, alternating; the median round)\n",
-		dnsperfClients, dnsperfOutstanding, dnsperfSeconds, rounds)
+	threads := ""
+	if *dnsperfT != 1 {
+		threads = fmt.Sprintf(" -T %d", *dnsperfT)
+	}
+	fmt.Printf("dnsperf-load: dnsperf -c %d -q %d -l %d%s (%d rounds per server, alternating; the median round)\n",
+		dnsperfClients, dnsperfOutstanding, dnsperfSeconds, threads, rounds)
 	for _, kind := range []string{"local", "forwarded"} {
 		file := filepath.Join(workDir, "dnsperf-"+kind)
 		var lines []string
@@ -208,7 +212,7 @@ func dnsperf(srv dnsServer, file string) (dnsperfResult, error) {
 		return dnsperfResult{}, err
 	}
 	cmd := exec.Command("dnsperf", "-s", host, "-p", port, "-d", file, "-c", fmt.Sprint(dnsperfClients),
-		"-q", fmt.Sprint(dnsperfOutstanding), "-l", fmt.Sprint(dnsperfSeconds), "-t", "2")
+		"-q", fmt.Sprint(dnsperfOutstanding), "-l", fmt.Sprint(dnsperfSeconds), "-t", "2", "-T", fmt.Sprint(*dnsperfT))
 	var out []byte
 	var r dnsperfResult
 	start := time.Now()
