@@ -382,6 +382,21 @@ func TestNetworkExternalBridge(t *testing.T) {
 	if r := s.Run("ip", "link", "show", "br-admin"); r.Code != 0 {
 		t.Errorf("network rm deleted the administrator's bridge")
 	}
+
+	// An address the administrator adds later in the subnet of knit's
+	// gateway is its secondary: the kernel would delete it with the
+	// gateway (this sandbox's namespace has promote_secondaries off).
+	s.MustRun(t, "ip", "link", "add", "br-bare", "type", "bridge")
+	s.MustRun(t, "ip", "link", "set", "br-bare", "up")
+	s.MustKnit(t, "network", "create", "-o", "bridge=br-bare", "--subnet", "203.0.113.0/24", "bare")
+	s.MustRun(t, "ip", "addr", "add", "203.0.113.200/24", "dev", "br-bare")
+	s.MustKnit(t, "network", "rm", "bare")
+	if a := s.MustRun(t, "ip", "-o", "-4", "addr", "show", "dev", "br-bare"); strings.Contains(a, "203.0.113.1/") || !strings.Contains(a, "203.0.113.200/24") {
+		t.Errorf("br-bare after network rm: want the administrator's 203.0.113.200/24 only:\n%s", a)
+	}
+	if v := strings.TrimSpace(s.MustRun(t, "cat", "/proc/sys/net/ipv4/conf/br-bare/promote_secondaries")); v != "0" {
+		t.Errorf("br-bare's promote_secondaries after network rm = %s, want it back at 0", v)
+	}
 }
 
 // Dual-stack networks are isolated from each other over IPv6 too.

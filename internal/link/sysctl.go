@@ -62,6 +62,38 @@ func SetRouteLocalnet(dev string) error {
 	return sysctlEnsure("/proc/sys/net/ipv4/conf/"+dev+"/route_localnet", "1")
 }
 
+// PromoteSecondaries makes the kernel keep dev's secondary IPv4 addresses
+// when their subnet's primary address is deleted (by default it deletes
+// them with it), unless dev or "all" does so already. restore undoes the
+// change; it is nil when there was nothing to change. A crash in between
+// leaves the setting on, which many distributions make the default anyway.
+//
+// Equivalent to: sysctl -w net.ipv4.conf.DEV.promote_secondaries=1
+func PromoteSecondaries(dev string) (restore func() error, err error) {
+	const all = "/proc/sys/net/ipv4/conf/all/promote_secondaries"
+	path := "/proc/sys/net/ipv4/conf/" + dev + "/promote_secondaries"
+	for _, p := range []string{all, path} {
+		cur, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", p, err)
+		}
+		if string(bytes.TrimSpace(cur)) != "0" {
+			return nil, nil
+		}
+	}
+	faults.Step("link.sysctl")
+	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return func() error {
+		faults.Step("link.sysctl")
+		if err := os.WriteFile(path, []byte("0\n"), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+		return nil
+	}, nil
+}
+
 // EnableBridgeNetfilter makes traffic between two ports of one bridge pass
 // the inet forward hook (br_netfilter), where inter-container policy and
 // hairpin NAT are enforced. Without the br_netfilter module there is nothing

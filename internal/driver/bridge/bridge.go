@@ -17,8 +17,10 @@
 package bridge
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/knit-dev/knit/internal/driver"
@@ -140,10 +142,14 @@ func (d *Driver) DeleteNetwork(n *driver.Network) error {
 }
 
 // deleteGateways takes from n's External bridge the gateway addresses
-// knit gave it; a bridge gone already is success. An IPv4 address added
-// to the bridge since in the same subnet as one of them is its secondary:
-// the kernel deletes it too unless the bridge has promote_secondaries on.
-func deleteGateways(h *link.Handle, n *driver.Network) error {
+// knit gave it; a bridge gone already is success. An IPv4 address the
+// administrator added since in the subnet of one of them may be its
+// secondary, which the kernel deletes with its primary: the bridge then
+// promotes secondaries while knit's addresses go, so that only they go.
+//
+// Equivalent to: [sysctl -w net.ipv4.conf.BR.promote_secondaries=1 &&]
+// ip addr del GW dev BR ... [&& sysctl -w ...promote_secondaries=0]
+func deleteGateways(h *link.Handle, n *driver.Network) (err error) {
 	br, err := h.BridgeGet(n.Bridge)
 	if link.IsNotFound(err) || errdefs.KindOf(err) == errdefs.KindConflict {
 		return nil // gone, or no longer a bridge: not the network's
@@ -151,12 +157,38 @@ func deleteGateways(h *link.Handle, n *driver.Network) error {
 	if err != nil {
 		return fmt.Errorf("delete network %s: %w", n.Name, err)
 	}
+	have, err := h.AddrList(br.Index)
+	if err != nil {
+		return fmt.Errorf("delete network %s: %w", n.Name, err)
+	}
+	if sharesSubnet(n.GatewaysAdded, have) {
+		restore, err := link.PromoteSecondaries(br.Name)
+		if err != nil {
+			return fmt.Errorf("delete network %s: %w", n.Name, err)
+		}
+		if restore != nil {
+			defer func() { err = errors.Join(err, restore()) }()
+		}
+	}
 	for _, p := range n.GatewaysAdded {
 		if err := h.AddrDel(br.Index, p); err != nil {
 			return fmt.Errorf("delete network %s: %w", n.Name, err)
 		}
 	}
 	return nil
+}
+
+// sharesSubnet reports whether an IPv4 address in have, not in gws, has
+// the prefix of one in gws: the kernel's test for a secondary address.
+func sharesSubnet(gws, have []netip.Prefix) bool {
+	for _, g := range gws {
+		for _, a := range have {
+			if g.Addr().Is4() && a.Addr().Is4() && a.Bits() == g.Bits() && a.Masked() == g.Masked() && !slices.Contains(gws, a) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Strays lists the veths on n's bridge that keep rejects, giving keep the
