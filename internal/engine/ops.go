@@ -96,7 +96,14 @@ func (e *Engine) awaitSupervisor(c *Container) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for wait := 300 * time.Microsecond; time.Now().Before(deadline); wait = min(2*wait, 2*time.Millisecond) {
 		if !alive(sup) {
-			return e.Reconcile()
+			// Dead before it recorded the exit, or after, before its
+			// DNS resync: repair checks the start time (its PID may be
+			// another process's by now), and the resync is done here.
+			err := e.repair(c.ID)
+			if ended, rerr := e.runEnded(c.ID); rerr == nil && ended {
+				e.dnsChanged(c)
+			}
+			return err
 		}
 		if ended, err := e.runEnded(c.ID); err != nil || ended {
 			if ended {

@@ -105,6 +105,34 @@ func TestAwaitSupervisorTakesTheRecordedExit(t *testing.T) {
 	}
 }
 
+// A supervisor that is gone, even one whose PID another process has
+// taken since, leaves its run to the waiting command: it is repaired (the
+// container killed, the exit recorded) before awaitSupervisor returns.
+func TestAwaitSupervisorRepairsWhenTheSupervisorIsGone(t *testing.T) {
+	st := newStore(t)
+	e := firewallEngine(t, st, firewalltest.New())
+	other, ctr := startProc(t), startProc(t)
+	gone := Proc{Pid: other.Pid, Start: other.Start + 1} // its PID, now another process's
+	c := &Container{ID: hexID("orphan"), Name: "orphan", State: State{Status: StatusRunning, Supervisor: gone, Process: ctr}}
+	seed(t, st, c)
+	if err := e.awaitSupervisor(c); err != nil {
+		t.Fatalf("awaitSupervisor: %v", err)
+	}
+	cur, err := e.get(c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur.State.Status != StatusExited || cur.State.ExitCode != exitKilled {
+		t.Errorf("after awaitSupervisor: status %s, exit %d; want exited, %d", cur.State.Status, cur.State.ExitCode, exitKilled)
+	}
+	if runner.WaitExit(ctr.Pid, time.Second); alive(ctr) {
+		t.Error("the container's process outlived its repair")
+	}
+	if !alive(other) {
+		t.Error("the process that took the supervisor's PID was killed")
+	}
+}
+
 // A command that will change the firewall checks it first: when it cannot
 // be used, it stops before it reserves or changes anything.
 func TestCommandsCheckTheFirewallFirst(t *testing.T) {
