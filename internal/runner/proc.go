@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
 	"strconv"
@@ -122,11 +121,14 @@ func WaitExit(pid int, timeout time.Duration) bool {
 	}
 	defer unix.Close(fd)
 	for {
-		ms := min(max(time.Until(deadline).Milliseconds(), 0), math.MaxInt32)
-		if timeout < 0 {
-			ms = -1 // for ever
+		// ppoll, not poll: a wait under a millisecond (a caller polling
+		// something else between waits) would be none with poll's.
+		var ts *unix.Timespec // nil: for ever
+		if timeout >= 0 {
+			t := unix.NsecToTimespec(max(time.Until(deadline), 0).Nanoseconds())
+			ts = &t
 		}
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(ms))
+		n, err := unix.Ppoll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, ts, nil)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}

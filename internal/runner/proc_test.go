@@ -31,6 +31,14 @@ func TestStartTimeAliveWaitExit(t *testing.T) {
 	if WaitExit(pid, 50*time.Millisecond) {
 		t.Error("WaitExit = true while the process runs")
 	}
+	// A wait under a millisecond still waits (it is never early).
+	t0 := time.Now()
+	if WaitExit(pid, 400*time.Microsecond) {
+		t.Error("WaitExit(400µs) = true while the process runs")
+	}
+	if d := time.Since(t0); d < 400*time.Microsecond {
+		t.Errorf("WaitExit(400µs) returned after %v", d)
+	}
 	// WaitExit is for non-children too: wait from a goroutine with a pidfd
 	// while the kill happens.
 	exited := make(chan bool, 1)
