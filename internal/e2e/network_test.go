@@ -311,6 +311,23 @@ func TestDNSForwarding(t *testing.T) {
 	if out := ask(t, s, "f1", gw, "nosuch.test"); !strings.Contains(out, "NXDOMAIN") {
 		t.Errorf("upstream's NXDOMAIN: %q", out)
 	}
+	// A container on an internal network only has no way out, DNS
+	// included: its neighbours' names answer, outside names do not go
+	// upstream (as with Docker).
+	s.MustKnit(t, "network", "create", "--internal", "shut")
+	s.MustKnit(t, "run", "-d", "--name", "f3", "--network", "shut", "--rootfs", rootfs, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--name", "f4", "--network", "shut", "--rootfs", rootfs, "sleep", "300")
+	shut := gateway(t, s, "shut")
+	eventually(t, func() (string, error) {
+		out := ask(t, s, "f3", shut, "f4")
+		if !strings.Contains(out, "A "+ipOn(t, s, "f4", "shut")) {
+			return out, fmt.Errorf("a neighbour's name on an internal network: %q", out)
+		}
+		return out, nil
+	})
+	if out := ask(t, s, "f3", shut, "example.test"); !strings.Contains(out, "SERVFAIL") {
+		t.Errorf("an outside name from an internal network: %q, want SERVFAIL", out)
+	}
 	// The search domain applies: busybox's resolver tries example.test.
 	if out := s.MustKnit(t, "exec", "f1", "nslookup", "example"); !strings.Contains(out, "203.0.113.7") {
 		t.Errorf("nslookup example with search test:\n%s", out)

@@ -33,17 +33,26 @@ type dnsRecord struct {
 	Hostname  string       `json:"hostname"`
 	Upstreams []netip.Addr `json:"upstreams,omitempty"` // --dns
 	Endpoints []Endpoint   `json:"endpoints"`           // on DNS-enabled networks
+	// Isolated: every network of the container is --internal, so none of
+	// its queries is forwarded (a record without it forwards, as before).
+	Isolated bool `json:"isolated,omitempty"`
 }
 
 // putDNS keeps c's entry of bucketDNS in step with its record.
 func putDNS(tx store.Tx, c *Container) error {
 	var eps []Endpoint
+	isolated := len(c.Endpoints) > 0
 	if c.State.Status == StatusCreated || c.State.Status == StatusRunning {
 		for _, ep := range c.Endpoints {
 			if ep.Network == ModeBridge { // the default network has no DNS
+				isolated = false
 				continue
 			}
-			if n, err := getNetwork(tx, ep.Network); err == nil && n.DNS {
+			n, err := getNetwork(tx, ep.Network)
+			if err != nil || !n.Internal {
+				isolated = false
+			}
+			if err == nil && n.DNS {
 				eps = append(eps, ep)
 			}
 		}
@@ -51,7 +60,7 @@ func putDNS(tx store.Tx, c *Container) error {
 	if len(eps) == 0 {
 		return tx.Delete(bucketDNS, c.ID)
 	}
-	return putJSON(tx, bucketDNS, c.ID, dnsRecord{Name: c.Name, Hostname: c.Spec.Hostname, Upstreams: c.Spec.DNS, Endpoints: eps})
+	return putJSON(tx, bucketDNS, c.ID, dnsRecord{Name: c.Name, Hostname: c.Spec.Hostname, Upstreams: c.Spec.DNS, Endpoints: eps, Isolated: isolated})
 }
 
 func (e *Engine) dnsDir() string { return filepath.Join(e.paths.ExecRoot, "dns") }
@@ -145,7 +154,7 @@ func (e *Engine) dnsSnapshot() (*server.Snapshot, error) {
 				}
 				sn := byNet[n.Name]
 				if sn == nil {
-					sn = &server.Network{Name: n.Name}
+					sn = &server.Network{Name: n.Name, Internal: n.Internal}
 					for _, s := range n.Subnets {
 						if s.Gateway.IsValid() {
 							sn.Listen = append(sn.Listen, s.Gateway)
@@ -155,7 +164,7 @@ func (e *Engine) dnsSnapshot() (*server.Snapshot, error) {
 					byNet[n.Name] = sn
 					order = append(order, n.Name)
 				}
-				se := server.Endpoint{Container: id, Name: r.Name, Hostname: r.Hostname, Aliases: ep.Aliases, Upstreams: ups}
+				se := server.Endpoint{Container: id, Name: r.Name, Hostname: r.Hostname, Aliases: ep.Aliases, Upstreams: ups, Isolated: r.Isolated}
 				for _, a := range ep.Addrs {
 					se.Addrs = append(se.Addrs, a.Addr())
 				}

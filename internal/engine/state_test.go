@@ -768,3 +768,45 @@ func portHolder(t *testing.T, id, name string, st State) *Container {
 		State: st,
 		Ports: []firewall.PortMapping{{Network: "n", HostPort: 8080, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.0.0.2"), ContainerPort: 80}}}
 }
+
+// A container on internal networks only has an isolated DNS record: the
+// embedded server forwards none of its queries. Any other network (the
+// default one included) gives it a way out, and its queries go upstream.
+func TestDNSRecordIsolated(t *testing.T) {
+	st := newStore(t)
+	closed, open := testNetwork(), testNetwork()
+	closed.Name, closed.DNS, closed.Internal = "closed", true, true
+	open.Name, open.DNS = "open", true
+	if err := st.Update(func(tx store.Tx) error {
+		return errors.Join(putJSON(tx, bucketNetworks, closed.Name, closed), putJSON(tx, bucketNetworks, open.Name, open))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		nets []string
+		want bool
+	}{
+		{[]string{"closed"}, true},
+		{[]string{"closed", "open"}, false},
+		{[]string{"closed", ModeBridge}, false},
+		{[]string{"open"}, false},
+	} {
+		c := &Container{ID: hexID("x"), Name: "x", State: State{Status: StatusRunning}}
+		for _, n := range tc.nets {
+			c.Endpoints = append(c.Endpoints, Endpoint{Network: n})
+		}
+		var r dnsRecord
+		err := st.Update(func(tx store.Tx) error {
+			if err := putDNS(tx, c); err != nil {
+				return err
+			}
+			return getJSON(tx, bucketDNS, c.ID, &r)
+		})
+		if err != nil {
+			t.Fatalf("%v: %v", tc.nets, err)
+		}
+		if r.Isolated != tc.want {
+			t.Errorf("on %v: Isolated = %v, want %v", tc.nets, r.Isolated, tc.want)
+		}
+	}
+}

@@ -65,10 +65,26 @@ func (t *tables) answerLocal(r request) (m *dns.Msg, forward bool) {
 
 // answerForward returns the reply to r, a query answerLocal sent upstream.
 func (t *tables) answerForward(ctx context.Context, r request, exchange exchangeFunc) *dns.Msg {
-	_, client := t.scope(r.local, r.client)
-	m := t.forward(ctx, r, client, exchange)
+	nets, client := t.scope(r.local, r.client)
+	var m *dns.Msg
+	if mayForward(nets, client) {
+		m = t.forward(ctx, r, client, exchange)
+	} else {
+		m = reply(r.msg, dns.RcodeServerFailure) // Docker's answer
+	}
 	fit(r, m)
 	return m
+}
+
+// mayForward reports whether a name may go upstream for client (nil: not a
+// known container) asking on nets: not for a container on internal
+// networks only, nor for an unknown client when every network of the
+// listener is internal.
+func mayForward(nets []*network, client *Endpoint) bool {
+	if client != nil {
+		return !client.Isolated
+	}
+	return slices.ContainsFunc(nets, func(n *network) bool { return !n.internal })
 }
 
 // fit truncates m to the client's UDP buffer, or a TCP message; it sets TC

@@ -404,3 +404,46 @@ func TestAnswerRefusesOutsiders(t *testing.T) {
 		}
 	}
 }
+
+// A container on internal networks only gets its names answered and none
+// forwarded (the server forwards from the host, which would be a way
+// out); so does an unknown client asking on internal networks only. A
+// container with a network that is not internal forwards as usual.
+func TestAnswerInternal(t *testing.T) {
+	s := &Snapshot{
+		Upstreams: []netip.AddrPort{hostUpstream},
+		Networks: []Network{
+			{Name: "closed", Internal: true, Listen: []netip.Addr{ip("10.2.0.1")}, Endpoints: []Endpoint{
+				{Container: "c-in", Name: "in", Isolated: true, Addrs: []netip.Addr{ip("10.2.0.2")}},
+				{Container: "c-both", Name: "both", Addrs: []netip.Addr{ip("10.2.0.3")}},
+			}},
+			{Name: "open", Listen: []netip.Addr{ip("10.3.0.1")}, Endpoints: []Endpoint{
+				{Container: "c-both", Name: "both", Addrs: []netip.Addr{ip("10.3.0.3")}},
+			}},
+		},
+	}
+	tests := []struct {
+		name          string
+		local, client netip.Addr
+		q             string
+		want, calls   string
+	}{
+		{"isolated: outside name", ip("10.2.0.1"), ip("10.2.0.2"), "example.com.", "SERVFAIL", ""},
+		{"isolated: a neighbour's name", ip("10.2.0.1"), ip("10.2.0.2"), "both.", "NOERROR aa 10.2.0.3", ""},
+		{"also on an open network", ip("10.2.0.1"), ip("10.2.0.3"), "example.com.", "NOERROR 192.0.2.53", "198.51.100.53:53 udp"},
+		{"unknown client, internal listener", ip("10.2.0.1"), ip("10.2.0.9"), "example.com.", "SERVFAIL", ""},
+		{"unknown client, open listener", ip("10.3.0.1"), ip("10.3.0.9"), "example.com.", "NOERROR 192.0.2.53", "198.51.100.53:53 udp"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var f fakeUpstreams
+			m := newTables(s).answer(context.Background(), request{local: tc.local, client: tc.client, msg: query(tc.q, dns.TypeA)}, f.exchange)
+			if got := summary(m); got != tc.want {
+				t.Errorf("answer = %q, want %q", got, tc.want)
+			}
+			if got := strings.Join(f.calls, " "); got != tc.calls {
+				t.Errorf("forwarded to %q, want %q", got, tc.calls)
+			}
+		})
+	}
+}

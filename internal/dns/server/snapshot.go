@@ -28,8 +28,11 @@ type Network struct {
 	// Subnets, when given, are the only client addresses served on Listen:
 	// anyone else (another host that routes to the gateway) is refused, so
 	// the server is never an open resolver.
-	Subnets   []netip.Prefix `json:"subnets,omitempty"`
-	Endpoints []Endpoint     `json:"endpoints"`
+	Subnets []netip.Prefix `json:"subnets,omitempty"`
+	// Internal networks have no way out: a client that is not a known
+	// container asking on them gets no name forwarded upstream.
+	Internal  bool       `json:"internal,omitempty"`
+	Endpoints []Endpoint `json:"endpoints"`
 }
 
 // Endpoint is one container's attachment to a network.
@@ -42,6 +45,10 @@ type Endpoint struct {
 	// Upstreams are where this container's other queries go: its --dns,
 	// or the host's resolv.conf.
 	Upstreams []netip.AddrPort `json:"upstreams,omitempty"`
+	// Isolated is a container on internal networks only: as with Docker,
+	// its names are answered but none is forwarded, which would be a way
+	// out (the server forwards from the host).
+	Isolated bool `json:"isolated,omitempty"`
 }
 
 // port returns the port the server listens on.

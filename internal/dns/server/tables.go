@@ -25,8 +25,9 @@ type tables struct {
 
 // network is one network's names and addresses.
 type network struct {
-	name    string
-	subnets []netip.Prefix
+	name     string
+	subnets  []netip.Prefix
+	internal bool
 	// names maps a lowercased name without the trailing dot (container
 	// name, hostname, alias, name.network, alias.network) to its
 	// endpoints, each once.
@@ -47,7 +48,8 @@ func newTables(s *Snapshot) *tables {
 	}
 	for i := range s.Networks {
 		sn := &s.Networks[i]
-		n := &network{name: sn.Name, subnets: sn.Subnets, names: make(map[string][]*Endpoint), addrs: make(map[netip.Addr]*Endpoint)}
+		n := &network{name: sn.Name, subnets: sn.Subnets, internal: sn.Internal,
+			names: make(map[string][]*Endpoint), addrs: make(map[netip.Addr]*Endpoint)}
 		for _, a := range sn.Listen {
 			a = a.Unmap()
 			t.byListen[a] = append(t.byListen[a], n)
