@@ -363,15 +363,12 @@ func newBucket(rateBits, burstBits uint64) (bucket, error) {
 	if burst == 0 {
 		burst = max(b.rate/100, minDefaultBurst)
 	}
-	if burst > math.MaxUint32 {
-		return bucket{}, fmt.Errorf("burst %d bits is over %d", burstBits, uint64(math.MaxUint32)*8)
-	}
-	b.burst = uint32(burst)
-	// The kernel keeps the burst as the time it takes at the rate, in
-	// 32-bit ticks.
-	if ticks := float64(b.burst) / float64(b.rate) * netlink.TIME_UNITS_PER_SEC * netlink.TickInUsec(); ticks >= math.MaxUint32 {
-		return bucket{}, fmt.Errorf("burst %d bits takes too long at %d bits/s", burstBits, rateBits)
-	}
+	// The kernel keeps the burst in 32 bits of bytes, and as the time it
+	// takes at the rate in 32 bits of ticks. A larger one is capped, not
+	// refused: containerd and CRI-O send 2^32-1 bits and more to mean "no
+	// particular burst" with every Kubernetes bandwidth limit.
+	ticksPerByte := netlink.TIME_UNITS_PER_SEC * netlink.TickInUsec() / float64(b.rate)
+	b.burst = uint32(min(burst, math.MaxUint32, uint64((math.MaxUint32-1)/ticksPerByte)))
 	return b, nil
 }
 

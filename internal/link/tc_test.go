@@ -261,8 +261,6 @@ func TestShapeErrors(t *testing.T) {
 	for _, bad := range []link.Shape{
 		{IngressRate: 7},
 		{EgressRate: 7},
-		{IngressRate: 1000, IngressBurst: 1 << 40},   // over 32 bits of bytes
-		{EgressRate: 8000, EgressBurst: 8_000 * 300}, // 300s: over 32 bits of ticks
 	} {
 		if err := n.h.ShapeLink(n.dev, bad); errdefs.KindOf(err) != errdefs.KindInvalid {
 			t.Errorf("ShapeLink(%+v) = %v, want invalid", bad, err)
@@ -270,6 +268,28 @@ func TestShapeErrors(t *testing.T) {
 	}
 	if got := must[link.Shape](t)(n.h.ShapeGet(n.dev)); got != (link.Shape{}) {
 		t.Errorf("invalid limits left %+v", got)
+	}
+	// Bursts the kernel cannot hold are capped: over 32 bits of bytes, or
+	// of ticks at the rate, as containerd (2^32-1 bits) and CRI-O
+	// (2^35-9 bits) send them with a Kubernetes limit of 10M.
+	for _, big := range []link.Shape{
+		{IngressRate: 1000, IngressBurst: 1 << 40},
+		{EgressRate: 8000, EgressBurst: 8_000 * 300},
+		{IngressRate: 10_000_000, IngressBurst: math.MaxUint32, EgressRate: 10_000_000, EgressBurst: math.MaxUint32*8 - 1},
+	} {
+		if err := n.h.ShapeLink(n.dev, big); err != nil {
+			t.Errorf("ShapeLink(%+v) = %v, want the burst capped", big, err)
+			continue
+		}
+		got := must[link.Shape](t)(n.h.ShapeGet(n.dev))
+		if !near(got.IngressRate, big.IngressRate) || !near(got.EgressRate, big.EgressRate) {
+			t.Errorf("ShapeGet after %+v = %+v: rates differ", big, got)
+		}
+		for _, b := range [][2]uint64{{got.IngressBurst, big.IngressBurst}, {got.EgressBurst, big.EgressBurst}} {
+			if b[1] != 0 && (b[0] == 0 || b[0] > b[1]) {
+				t.Errorf("ShapeGet after %+v = %+v: a burst of %d bits, want (0, %d]", big, got, b[0], b[1])
+			}
+		}
 	}
 }
 
