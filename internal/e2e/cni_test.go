@@ -560,6 +560,37 @@ func TestCNIBandwidthAndStatus(t *testing.T) {
 	if code, out := h.plugin(t, status, "CNI_COMMAND=STATUS"); code != 51 {
 		t.Errorf("STATUS without the network's bridge: code %d, want 51\n%s", code, out)
 	}
+	// As after a reboot: the bridge is gone and so is every attached
+	// container (its namespace), so nothing lost connectivity. What STATUS
+	// reports then is that b's stale attachment still holds the /30's one
+	// address; once the runtime's DEL of it frees it, the network is ready,
+	// and the next ADD makes the bridge again.
+	h.s.MustRun(t, "ip", "netns", "del", "b")
+	if code, out := h.plugin(t, status, "CNI_COMMAND=STATUS"); code != 50 || !strings.Contains(out, "no free address") {
+		t.Errorf("STATUS with neither the bridge nor a live container, the address held: code %d, want 50 for the address\n%s", code, out)
+	}
+	h.mustCnitool(t, "del", "bw", nsB)
+	if code, out := h.plugin(t, status, "CNI_COMMAND=STATUS"); code != 0 {
+		t.Errorf("STATUS with neither the bridge nor an attachment: code %d, want 0 (ready)\n%s", code, out)
+	}
+	h.mustCnitool(t, "add", "bw", h.netns(t, "c"))
+	h.s.MustRun(t, "ip", "link", "show", "kbw")
+}
+
+// A network on the administrator's bridge cannot take containers once that
+// bridge is gone, since knit never makes it: STATUS says 50, not ready.
+func TestCNIStatusAdministratorsBridge(t *testing.T) {
+	h := cniSandbox(t)
+	adminBridge(t, h.s, "kadm", "10.77.0.1/24")
+	conf := `{"type":"knit","subnet":"10.77.0.0/24","gateway":"10.77.0.1","bridge":"kadm"}`
+	h.conflist(t, "adm", "1.1.0", conf)
+	h.mustCnitool(t, "add", "adm", h.netns(t, "a"))
+	status := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"adm",%s`, strings.TrimPrefix(conf, "{"))
+	h.mustCnitool(t, "del", "adm", "/run/netns/a")
+	h.s.MustRun(t, "ip", "link", "del", "kadm")
+	if code, out := h.plugin(t, status, "CNI_COMMAND=STATUS"); code != 50 || !strings.Contains(out, "administrator") {
+		t.Errorf("STATUS without the administrator's bridge: code %d, want 50\n%s", code, out)
+	}
 }
 
 // Two CNI configurations (two runtimes, say) may share one knit network;

@@ -557,7 +557,19 @@ func (e *Engine) CNIStatus(o NetworkCreateOptions) error {
 		_, err = h.BridgeGet(n.Bridge)
 		h.Close()
 		if link.IsNotFound(err) {
-			return fmt.Errorf("%w: bridge %s of network %s is missing (the next ADD recreates it)", ErrNetworkDamaged, n.Bridge, n.Name)
+			if n.External {
+				return errdefs.Conflict("bridge %s of network %s is missing: it is the administrator's, which knit never creates", n.Bridge, n.Name)
+			}
+			// The next ADD makes it again. Only a container still attached
+			// (a namespace still there) has lost its connectivity; after a
+			// reboot, say, none has, and the network is ready.
+			who, err := e.liveOn(n.Name)
+			if err != nil {
+				return err
+			}
+			if who != "" {
+				return fmt.Errorf("%w: bridge %s of network %s is missing, and %s was on it (the next ADD recreates the bridge)", ErrNetworkDamaged, n.Bridge, n.Name, who)
+			}
 		}
 	}
 	return e.st.View(func(tx store.Tx) error {
@@ -574,6 +586,36 @@ func (e *Engine) CNIStatus(o NetworkCreateOptions) error {
 		}
 		return nil
 	})
+}
+
+// liveOn names a container attached to network name that may still be
+// running: a CNI attachment whose namespace exists, or a running knit
+// container whose supervisor lives; "" when there is none.
+func (e *Engine) liveOn(name string) (who string, err error) {
+	err = e.st.View(func(tx store.Tx) error {
+		err := tx.List(bucketCNI, func(_ string, v []byte) error {
+			var a CNIAttachment
+			if json.Unmarshal(v, &a) != nil || a.Network != name || who != "" {
+				return nil
+			}
+			if _, err := os.Stat(a.Netns); err == nil {
+				who = fmt.Sprintf("CNI container %s", a.ContainerID[:min(12, len(a.ContainerID))])
+			}
+			return nil
+		})
+		if err != nil || who != "" {
+			return err
+		}
+		cs, err := listContainers(tx)
+		for _, c := range cs {
+			if c.Running() && alive(c.State.Supervisor) && slices.ContainsFunc(c.Endpoints, func(ep Endpoint) bool { return ep.Network == name }) {
+				who = "container " + c.Name
+				break
+			}
+		}
+		return err
+	})
+	return who, err
 }
 
 // cniOwner describes an attachment ID for messages ("CNI attachment ID/IF").
