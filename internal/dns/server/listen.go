@@ -96,7 +96,7 @@ func listen(addr netip.AddrPort, tabs *atomic.Pointer[tables], exchange exchange
 	if err != nil {
 		return nil, fmt.Errorf("listen tcp %s: %w", addr, err)
 	}
-	l.tcp = &dns.Server{Listener: ln,
+	l.tcp = &dns.Server{Listener: newLimitListener(ln),
 		Handler: &handler{ctx: ctx, local: addr.Addr(), tcp: true, tables: tabs, exchange: exchange, log: log}}
 	if err := start(l.tcp); err != nil {
 		l.tcp = nil

@@ -1,0 +1,107 @@
+package server
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// One client address gets maxTCPConnsPerClient connections at a time: the
+// next is closed at once, and a slot freed is taken again. Closing the
+// listener closes the connections it handed out.
+func TestLimitListener(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLimitListener(inner)
+	accepted := make(chan net.Conn, maxTCPConnsPerClient+1)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	var served []net.Conn
+	for range maxTCPConnsPerClient {
+		dial()
+		select {
+		case c := <-accepted:
+			served = append(served, c)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("connection %d of one client not handed out", len(served)+1)
+		}
+	}
+	extra := dial()
+	_ = extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := extra.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("connection %d of one client: read = %v, want EOF (closed by the server)", maxTCPConnsPerClient+1, err)
+	}
+	select {
+	case <-accepted:
+		t.Errorf("connection %d of one client was handed out", maxTCPConnsPerClient+1)
+	default:
+	}
+	served[0].Close()
+	dial()
+	select {
+	case c := <-accepted:
+		served = append(served, c)
+	case <-time.After(5 * time.Second):
+		t.Fatal("a freed slot was not taken again")
+	}
+	l.Close()
+	for i, c := range served[1:] {
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Errorf("connection %d still open after the listener closed", i+1)
+		}
+	}
+}
+
+// A client that does not read its answers holds a write for
+// tcpWriteTimeout at most.
+func TestLimitConnWriteDeadline(t *testing.T) {
+	defer func(d time.Duration) { tcpWriteTimeout = d }(tcpWriteTimeout)
+	tcpWriteTimeout = 100 * time.Millisecond
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLimitListener(inner)
+	defer l.Close()
+	client, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close() // never read
+	c, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	for i := 0; ; i++ {
+		if _, err = c.Write(buf); err != nil {
+			break
+		}
+		if i == 1000 {
+			t.Fatal("1 GB written to a client that never reads")
+		}
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("write to a client that never reads: %v, want a deadline exceeded", err)
+	}
+}
