@@ -447,3 +447,34 @@ func TestAnswerInternal(t *testing.T) {
 		})
 	}
 }
+
+// A forwarded query's reply must repeat its question; only a FORMERR or
+// NOTIMP may come without one.
+func TestAnswersQuestion(t *testing.T) {
+	q := dns.Question{Name: "example.com.", Qtype: dns.TypeA, Qclass: dns.ClassINET}
+	with := func(rcode int, qs ...dns.Question) *dns.Msg {
+		m := new(dns.Msg)
+		m.Response, m.Rcode, m.Question = true, rcode, qs
+		return m
+	}
+	other := dns.Question{Name: "example.org.", Qtype: dns.TypeA, Qclass: dns.ClassINET}
+	upper := dns.Question{Name: "EXAMPLE.com.", Qtype: dns.TypeA, Qclass: dns.ClassINET}
+	for _, tc := range []struct {
+		name string
+		m    *dns.Msg
+		want bool
+	}{
+		{"same question", with(dns.RcodeSuccess, q), true},
+		{"same, other case", with(dns.RcodeSuccess, upper), true},
+		{"other question", with(dns.RcodeSuccess, other), false},
+		{"two questions", with(dns.RcodeSuccess, q, q), false},
+		{"no question, NOERROR", with(dns.RcodeSuccess), false},
+		{"no question, NXDOMAIN", with(dns.RcodeNameError), false},
+		{"no question, FORMERR", with(dns.RcodeFormatError), true},
+		{"no question, NOTIMP", with(dns.RcodeNotImplemented), true},
+	} {
+		if got := answersQuestion(tc.m, q); got != tc.want {
+			t.Errorf("%s: answersQuestion = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -372,7 +372,7 @@ func (s *upstreamSocket) read() {
 			s.deliver(id, w, result{err: fmt.Errorf("reply: %w", err)})
 			continue
 		}
-		if !m.Response || len(m.Question) > 1 || len(m.Question) == 1 && !sameQuestion(m.Question[0], w.q) {
+		if !m.Response || !answersQuestion(m, w.q) {
 			continue
 		}
 		s.deliver(id, w, result{m: m})
@@ -386,6 +386,16 @@ func (s *upstreamSocket) failAll(err error) {
 		delete(s.pending, id)
 		w.reply <- result{err: err}
 	}
+}
+
+// answersQuestion reports whether reply m is for question q: it repeats
+// it (so a forger must know the question, not only guess the ID and the
+// port), or it is a FORMERR or NOTIMP, which servers may send without one.
+func answersQuestion(m *dns.Msg, q dns.Question) bool {
+	if len(m.Question) == 0 {
+		return m.Rcode == dns.RcodeFormatError || m.Rcode == dns.RcodeNotImplemented
+	}
+	return len(m.Question) == 1 && sameQuestion(m.Question[0], q)
 }
 
 func sameQuestion(a, b dns.Question) bool {
