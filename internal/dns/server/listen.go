@@ -62,8 +62,11 @@ type listener struct {
 	tcp    *dns.Server
 	h      *handler       // the UDP handler
 	wg     sync.WaitGroup // UDP readers and forwarded queries
-	// forwarding counts the forwarded UDP queries in flight.
-	forwarding atomic.Int32
+	// forwarding counts the forwarded UDP queries in flight; perClient
+	// the same by client address.
+	forwarding  atomic.Int32
+	perClientMu sync.Mutex
+	perClient   map[netip.Addr]int
 }
 
 // listen opens UDP and TCP sockets on addr and serves them with h's tables

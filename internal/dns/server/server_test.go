@@ -754,3 +754,47 @@ func TestForwardingFloodIsBounded(t *testing.T) {
 		t.Errorf("%d immediate SERVFAILs for %d queries to a silent upstream, want about %d", servfail, n, n-int(maxForwarding))
 	}
 }
+
+// One client's flood of names to forward to a silent upstream fills only
+// its own share: beyond it, its queries get SERVFAIL at once, and another
+// client's names still go upstream.
+func TestForwardingFloodOfOneClient(t *testing.T) {
+	old := maxForwardingPerClient
+	t.Cleanup(func() { maxForwardingPerClient = old })
+	maxForwardingPerClient = 16
+	port := freePort(t)
+	startServer(t, socketSnapshot(port, startUpstream(t).addr, deadUpstream(t)))
+	c, err := net.DialUDP("udp4", &net.UDPAddr{IP: fromLost.AsSlice()}, net.UDPAddrFromAddrPort(netip.AddrPortFrom(gatewayA, port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	n := maxForwardingPerClient + 100
+	t0 := time.Now()
+	for i := range n {
+		q := new(dns.Msg).SetQuestion("q"+strconv.Itoa(i)+".example.", dns.TypeA)
+		b, _ := q.Pack()
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, m, err := ask(gatewayA, port, fromClient, "udp", "example.com.", dns.TypeA); err != nil || m.Rcode != dns.RcodeSuccess {
+		t.Errorf("another client's forwarded name during the flood: %v, %v", m, err)
+	}
+	servfail := 0
+	buf := make([]byte, 512)
+	_ = c.SetReadDeadline(t0.Add(testTimeout * 2 / 3))
+	for {
+		k, err := c.Read(buf)
+		if err != nil {
+			break
+		}
+		m := new(dns.Msg)
+		if m.Unpack(buf[:k]) == nil && m.Rcode == dns.RcodeServerFailure {
+			servfail++
+		}
+	}
+	if servfail < 50 {
+		t.Errorf("%d immediate SERVFAILs for %d queries of one client to a silent upstream, want about %d", servfail, n, n-maxForwardingPerClient)
+	}
+}

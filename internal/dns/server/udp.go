@@ -65,9 +65,14 @@ func (l *listener) readUDP() {
 	}
 }
 
-// maxForwarding bounds the forwarded UDP queries in flight per listener
-// (a variable for the tests).
-var maxForwarding int32 = 1024
+// maxForwarding bounds the forwarded UDP queries in flight per listener,
+// and maxForwardingPerClient those of one client address, so that one
+// container cannot take them all from its neighbours (variables for the
+// tests).
+var (
+	maxForwarding          int32 = 1024
+	maxForwardingPerClient       = 128
+)
 
 // serveUDP answers one UDP query, b, from client from. It returns the
 // reply, packed into out when it fits, or nil when there is none now: a
@@ -82,7 +87,8 @@ func (l *listener) serveUDP(c *answerCache, b []byte, from netip.AddrPort, out [
 	if fwd == nil {
 		return reply
 	}
-	if l.forwarding.Load() >= maxForwarding {
+	client := from.Addr().Unmap().WithZone("")
+	if l.forwarding.Load() >= maxForwarding || !l.clientForwards(client, 1) {
 		// A flood of names to forward (an upstream that does not answer
 		// holds each for seconds) gets SERVFAIL at once rather than a
 		// goroutine and a socket each.
@@ -99,6 +105,7 @@ func (l *listener) serveUDP(c *answerCache, b []byte, from netip.AddrPort, out [
 	go func() {
 		defer l.wg.Done()
 		defer l.forwarding.Add(-1)
+		defer l.clientForwards(client, -1)
 		m := t.answerForward(h.ctx, *fwd, h.exchange)
 		b, err := m.Pack()
 		if err == nil {
@@ -109,6 +116,26 @@ func (l *listener) serveUDP(c *answerCache, b []byte, from netip.AddrPort, out [
 		}
 	}()
 	return nil
+}
+
+// clientForwards counts client's forwarded queries in flight up (delta 1)
+// or down (-1); up fails, changing nothing, at maxForwardingPerClient.
+func (l *listener) clientForwards(client netip.Addr, delta int) bool {
+	l.perClientMu.Lock()
+	defer l.perClientMu.Unlock()
+	n := l.perClient[client] + delta
+	switch {
+	case delta > 0 && n > maxForwardingPerClient:
+		return false
+	case n <= 0:
+		delete(l.perClient, client)
+	default:
+		if l.perClient == nil {
+			l.perClient = make(map[netip.Addr]int)
+		}
+		l.perClient[client] = n
+	}
+	return true
 }
 
 // answerUDP answers the UDP query b from client on local from t, and
