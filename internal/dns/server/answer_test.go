@@ -144,7 +144,8 @@ func TestAnswer(t *testing.T) {
 		{"name on both networks", front, api, "api.", dns.TypeA, "NOERROR aa 10.0.0.3 10.1.0.3", ""},
 		{"unknown client sees the listener's network", front, stranger, "web.", dns.TypeA, "NOERROR aa 10.0.0.2", ""},
 		{"unknown client, other network", back, stranger, "web.", dns.TypeA, "NXDOMAIN", ""},
-		{"unknown listener", ip("10.9.0.1"), web, "web.", dns.TypeA, "NXDOMAIN", ""},
+		{"a listener that serves no network (being closed)", ip("10.9.0.1"), web, "web.", dns.TypeA, "REFUSED", ""},
+		{"a listener that serves no network, outside name", ip("10.9.0.1"), web, "example.com.", dns.TypeA, "REFUSED", ""},
 
 		// PTR.
 		{"PTR", front, api, "2.0.0.10.in-addr.arpa.", dns.TypePTR, "NOERROR aa web.front.", ""},

@@ -136,11 +136,14 @@ func (t *tables) scope(local, client netip.Addr) ([]*network, *Endpoint) {
 }
 
 // allowed reports whether client may query on local: it is in a subnet of
-// one of local's networks, or a network lists no subnets.
+// one of local's networks, or a network lists no subnets; on an address
+// that serves no network, nobody may.
 func (t *tables) allowed(local, client netip.Addr) bool {
 	nets := t.byListen[local]
 	if len(nets) == 0 {
-		return true // a listener being closed: nothing of a network to give away
+		// A listener being closed serves no network any more: refused,
+		// or it would forward for anyone until it is gone.
+		return false
 	}
 	for _, n := range nets {
 		if len(n.subnets) == 0 || slices.ContainsFunc(n.subnets, func(p netip.Prefix) bool { return p.Contains(client) }) {
