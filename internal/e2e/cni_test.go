@@ -593,6 +593,29 @@ func TestCNIStatusAdministratorsBridge(t *testing.T) {
 	}
 }
 
+// ADD of the interface another configuration made in the same namespace
+// is refused (the spec: the interface exists); the same configuration's
+// ADD repeated replaces its own attachment; after DEL the other may ADD.
+func TestCNIAddOverAnotherConfigurationsInterface(t *testing.T) {
+	h := cniSandbox(t)
+	h.conflist(t, "na", "1.1.0", `{"type":"knit","network":"na","subnet":"10.73.0.0/24"}`)
+	h.conflist(t, "nb", "1.1.0", `{"type":"knit","network":"nb","subnet":"10.72.0.0/24"}`)
+	ns := h.netns(t, "a")
+	h.mustCnitool(t, "add", "na", ns)
+	if c := h.cnitool("add", "nb", ns); c.Code == 0 || !strings.Contains(c.Stderr, "already exists") {
+		t.Errorf("ADD of nb over na's eth0: exit %d\n%s", c.Code, c.Stderr)
+	}
+	if out := h.s.MustRun(t, "ip", "-n", "a", "-4", "addr", "show", "eth0"); !strings.Contains(out, "10.73.0.") {
+		t.Errorf("na's eth0 after the refused ADD:\n%s", out)
+	}
+	h.mustCnitool(t, "add", "na", ns) // repeated: replaced, not refused
+	h.mustCnitool(t, "del", "na", ns)
+	h.mustCnitool(t, "add", "nb", ns)
+	if out := h.s.MustRun(t, "ip", "-n", "a", "-4", "addr", "show", "eth0"); !strings.Contains(out, "10.72.0.") {
+		t.Errorf("eth0 after nb's ADD:\n%s", out)
+	}
+}
+
 // Two CNI configurations (two runtimes, say) may share one knit network;
 // the GC of one names only its own attachments as valid, so it must not
 // collect the other's.

@@ -102,8 +102,9 @@ func getAttachment(tx store.Tx, id string) (*CNIAttachment, error) {
 // CNIAdd attaches the runtime's namespace to a knit network, creating the
 // network on first use. An attachment already recorded for the same
 // container and interface (an ADD repeated, or one cut short by a crash)
-// is removed first, so ADD repairs instead of failing. On error nothing
-// of this ADD is left.
+// is removed first, so ADD repairs instead of failing, unless another
+// configuration made it (replaceAttachment). On error nothing of this ADD
+// is left.
 func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error) {
 	if req.ContainerID == "" || req.IfName == "" || req.Netns == "" {
 		return nil, nil, errdefs.Invalid("CNI ADD needs CNI_CONTAINERID, CNI_IFNAME and CNI_NETNS")
@@ -114,8 +115,8 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 	if err := e.CheckFirewall(); err != nil {
 		return nil, nil, err
 	}
-	if err := e.CNIDel(req.ContainerID, req.IfName); err != nil {
-		return nil, nil, fmt.Errorf("remove the previous attachment: %w", err)
+	if err := e.replaceAttachment(req); err != nil {
+		return nil, nil, err
 	}
 	n, created, err := e.cniNetwork(req.Network)
 	if err != nil {
@@ -267,6 +268,34 @@ func (e *Engine) cniNetwork(o NetworkCreateOptions) (n *Network, created bool, e
 		return exact() // a concurrent ADD made it
 	}
 	return n, err == nil, err
+}
+
+// replaceAttachment removes an attachment already recorded for req's
+// container and interface when ADD may take its place: one cut short (its
+// ADD's owner is recorded), one of the same configuration (an ADD
+// repeated), or one in another namespace (the container ID reused for a
+// new one). Another configuration's complete attachment in the same
+// namespace is an interface that exists, which the spec has ADD refuse.
+func (e *Engine) replaceAttachment(req CNIRequest) error {
+	var a *CNIAttachment
+	err := e.st.View(func(tx store.Tx) (err error) {
+		a, err = getAttachment(tx, CNIAttachmentID(req.ContainerID, req.IfName))
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if a.Owner == (Proc{}) && a.Config != req.Config && a.Netns == req.Netns {
+		return errdefs.Conflict("interface %s of container %s already exists (configuration %s, network %s): DEL it first",
+			req.IfName, req.ContainerID, a.Config, a.Network)
+	}
+	if err := e.cniTeardown(a); err != nil {
+		return fmt.Errorf("remove the previous attachment: %w", err)
+	}
+	return nil
 }
 
 // CNIDel removes what CNIAdd made for the container's interface, from
