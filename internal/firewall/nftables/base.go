@@ -170,10 +170,15 @@ func baseRules() map[string][]*nft.Rule {
 // dnatRules look the packet up in the four port maps of c's family, the
 // maps of specific host addresses first.
 //
-//	dnat ip to ip daddr . meta l4proto . th dport map @pub4ip
-//	dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip
+//	fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @pub4ip
+//	fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip
 //	fib daddr type local dnat ip to meta l4proto . th dport map @pub4any
 //	fib daddr type local dnat ip6 to meta l4proto . th dport map @pub6any
+//
+// Only addresses of the host's are NATed, as Docker's DOCKER chain is
+// reached for LOCAL destinations only: a port published on an address the
+// host does not have (any more) must not catch traffic routed through the
+// host to whoever has it.
 func dnatRules(c *nft.Chain) []*nft.Rule {
 	var rules []*nft.Rule
 	for _, d := range pubMaps {
@@ -197,15 +202,13 @@ func dnatLookup(d mapDef) []expr.Any {
 	exprs := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam}},
+		&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
 	}
 	protoReg, portReg := uint32(1), reg32(1)
 	if d.byHost {
 		exprs = append(exprs, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4 * words})
 		protoReg, portReg = reg32(words), reg32(words+1)
-	} else {
-		exprs = append(exprs,
-			&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)})
 	}
 	return append(exprs,
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: protoReg},

@@ -136,10 +136,12 @@ func TestEnsureNetworkKernel(t *testing.T) {
 		ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 fib saddr . iif oif != 0 accept comment "knit:base"
 		iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n1"
 		iifname "br0" oifname "br0" ct status ! dnat drop comment "knit:net=n1"
+		iifname != "br0" oifname "br0" ct state untracked drop comment "knit:net=n1"
 		iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
 		iifname "br0" accept comment "knit:net=n1"
 		iifname "br1" oifname != "br1" oifname @bridges ct status ! dnat drop comment "knit:net=n2"
 		iifname "br1" oifname "br1" ct status ! dnat drop comment "knit:net=n2"
+		iifname != "br1" oifname "br1" ct state untracked drop comment "knit:net=n2"
 		iifname != "br1" oifname "br1" ct state new ct status ! dnat drop comment "knit:net=n2"
 		iifname "br1" accept comment "knit:net=n2"
 	}
@@ -148,8 +150,8 @@ func TestEnsureNetworkKernel(t *testing.T) {
 		type nat hook prerouting priority dstnat; policy accept;
 		ip daddr 127.0.0.0/8 return comment "knit:base"
 		ip6 daddr ::1 return comment "knit:base"
-		dnat ip to ip daddr . meta l4proto . th dport map @pub4ip comment "knit:base"
-		dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip comment "knit:base"
+		fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @pub4ip comment "knit:base"
+		fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip comment "knit:base"
 		meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @pub4any comment "knit:base"
 		meta nfproto ipv6 fib daddr type local dnat ip6 to meta l4proto . th dport map @pub6any comment "knit:base"
 	}
@@ -157,8 +159,8 @@ func TestEnsureNetworkKernel(t *testing.T) {
 	chain output {
 		type nat hook output priority -100; policy accept;
 		ip6 daddr ::1 return comment "knit:base"
-		dnat ip to ip daddr . meta l4proto . th dport map @pub4ip comment "knit:base"
-		dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip comment "knit:base"
+		fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @pub4ip comment "knit:base"
+		fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip comment "knit:base"
 		meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @pub4any comment "knit:base"
 		meta nfproto ipv6 fib daddr type local dnat ip6 to meta l4proto . th dport map @pub6any comment "knit:base"
 	}
@@ -189,8 +191,8 @@ func TestEnsureNetworkKernel(t *testing.T) {
 		}
 	}
 	got := nft(t, ns, "list", "table", "inet", "knit")
-	// n2 has 9 rules and its bridge element.
-	if strings.Contains(got, "knit:net=n1") || strings.Count(got, "knit:net=n2") != 10 ||
+	// n2 has 10 rules and its bridge element.
+	if strings.Contains(got, "knit:net=n1") || strings.Count(got, "knit:net=n2") != 11 ||
 		!strings.Contains(got, "knit:base") {
 		t.Fatalf("after RemoveNetwork(n1):\n%s", got)
 	}
@@ -271,9 +273,9 @@ func TestShareTable(t *testing.T) {
 	wg.Wait()
 	got := nft(t, ns, "list", "table", "inet", "knit")
 	for _, tag := range []string{"knit:net=n0", "knit:net=n1"} {
-		// 4 forward and 3 postrouting rules, and the bridge element
-		if c := strings.Count(got, tag); c != 8 {
-			t.Errorf("%d rules and elements tagged %s, want 8:\n%s", c, tag, got)
+		// 5 forward and 3 postrouting rules, and the bridge element
+		if c := strings.Count(got, tag); c != 9 {
+			t.Errorf("%d rules and elements tagged %s, want 9:\n%s", c, tag, got)
 		}
 	}
 	// 6 in forward, 6 in prerouting, 5 in output, 1 in input

@@ -36,17 +36,22 @@ func openElem(owner string, m firewall.PortMapping) ownedElem {
 // a family whose gateway mode is routed, also except to a published port
 // on the container's own address.
 //
+// A packet an administrator's notrack rule leaves untracked has no ct
+// status (the match fails, not the drop): it is dropped on its own.
+//
+//	iifname != BR oifname BR ct state untracked drop
 //	iifname != BR oifname BR ct state new ct status != dnat drop
 //	iifname != BR oifname BR ip daddr . meta l4proto . th dport != @open4 ct state new ct status != dnat drop
 //	iifname != BR oifname BR meta nfproto ipv6 ct state new ct status != dnat drop
 func exposureRules(n firewall.Network, tag string) []*nft.Rule {
 	br := n.Bridge
 	from := append(ifname(expr.MetaKeyIIFNAME, expr.CmpOpNeq, br), ifname(expr.MetaKeyOIFNAME, expr.CmpOpEq, br)...)
+	untracked := tagged(forwardChain, tag, from, ctBits(expr.CtKeySTATE, expr.CtStateBitUNTRACKED, true), verdict(expr.VerdictDrop))
 	unNATedNew := append(ctBits(expr.CtKeySTATE, expr.CtStateBitNEW, true), ctBits(expr.CtKeySTATUS, ctStatusDNAT, false)...)
 	if !n.Routed4 && !n.Routed6 {
-		return []*nft.Rule{tagged(forwardChain, tag, from, unNATedNew, verdict(expr.VerdictDrop))}
+		return []*nft.Rule{untracked, tagged(forwardChain, tag, from, unNATedNew, verdict(expr.VerdictDrop))}
 	}
-	var rules []*nft.Rule
+	rules := []*nft.Rule{untracked}
 	for _, d := range openSets {
 		var match []expr.Any
 		if d.v6 && n.Routed6 || !d.v6 && n.Routed4 {

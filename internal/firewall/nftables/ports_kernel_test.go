@@ -2,6 +2,7 @@ package nftables_test
 
 import (
 	"net/netip"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -76,6 +77,38 @@ func TestPublishTraffic(t *testing.T) {
 	if owners, err := fw.Owners(); err != nil || len(owners) != 0 {
 		t.Errorf("Owners() = %v, %v; want none", owners, err)
 	}
+}
+
+// A port published on an address the host does not have catches nothing
+// routed through the host to that address (Docker NATs LOCAL destinations
+// only); once the host has the address, it works. And a packet an
+// administrator's notrack rule leaves untracked does not slip past the
+// rule that keeps the world away from unpublished ports.
+func TestPublishTrafficHostAddressAndUntracked(t *testing.T) {
+	l := newLAN(t)
+	c1 := l.container("br0", "ctr1", "10.99.0.2")
+	serve(t, c1, 80)
+	fw := firewallIn(t, l.host)
+	n := network("n1", "br0", "10.99.0.0/24")
+	n.Masquerade = false // the container's replies keep its address, which the world dialled
+	check(t, fw.EnsureNetwork(n))
+	check(t, fw.AddPorts("c1", []firewall.PortMapping{mapping("198.51.100.77", 8082, "tcp")}))
+	in := func(ns string, args ...string) {
+		t.Helper()
+		if out, err := exec.Command("nsenter", append([]string{"--net=" + ns}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	// The world sends 198.51.100.77 to the host, which does not have it.
+	in(l.world, "ip", "route", "add", "198.51.100.77/32", "via", "198.51.100.1")
+	expect(t, "not the host's address", l.world, "tcp", "198.51.100.77:8082", "")
+	in(l.host, "ip", "addr", "add", "198.51.100.77/24", "dev", "wan0")
+	expect(t, "the host's address", l.world, "tcp", "198.51.100.77:8082", "198.51.100.2")
+
+	// UDP to the container's own unpublished port, untracked by the
+	// administrator's rule: dropped all the same.
+	in(l.host, "nft", "add table ip raw; add chain ip raw pre { type filter hook prerouting priority raw; }; add rule ip raw pre ip daddr 10.99.0.2 udp dport 80 notrack")
+	expect(t, "untracked, unpublished", l.world, "udp", "10.99.0.2:80", "")
 }
 
 // TestIsolationTraffic covers behaviours 5 to 7: exposure, isolation of

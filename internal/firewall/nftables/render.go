@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
+	"slices"
 	"strings"
 
 	nft "github.com/google/nftables"
@@ -106,8 +107,9 @@ func renderRule(r *nft.Rule) string {
 			op := regs[e.Register]
 			if m, ok := op.what.(*expr.Meta); ok && m.Key == expr.MetaKeyNFPROTO && len(e.Data) == 1 {
 				proto = e.Data[0]
-				// nft leaves out the family check that a payload match implies.
-				if next := i + 1; next < len(r.Exprs) && isNetworkPayload(r.Exprs[next]) && e.Op == expr.CmpOpEq {
+				// nft leaves out the family check that a later payload
+				// match of the network header implies.
+				if e.Op == expr.CmpOpEq && slices.ContainsFunc(r.Exprs[i+1:], isNetworkPayload) {
 					continue
 				}
 			}

@@ -29,6 +29,7 @@ func TestNetworkRules(t *testing.T) {
 		name: "masquerade",
 		n:    firewall.Network{Name: "n1", Bridge: "br0", Subnets: subnets("10.99.0.0/24"), Masquerade: true, ICC: true},
 		want: `forward: iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n1"
+forward: iifname != "br0" oifname "br0" ct state untracked drop comment "knit:net=n1"
 forward: iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
 forward: iifname "br0" accept comment "knit:net=n1"
 postrouting: ip saddr 10.99.0.0/24 oifname != "br0" masquerade comment "knit:net=n1"
@@ -39,6 +40,7 @@ postrouting: ip saddr 127.0.0.0/8 oifname "br0" masquerade comment "knit:net=n1"
 		n: firewall.Network{Name: "n2", Bridge: "knit-n2", Masquerade: true, ICC: true,
 			Subnets: subnets("172.20.17.5/20", "fd00:1:2::/61")},
 		want: `forward: iifname "knit-n2" oifname != "knit-n2" oifname @bridges ct status ! dnat drop comment "knit:net=n2"
+forward: iifname != "knit-n2" oifname "knit-n2" ct state untracked drop comment "knit:net=n2"
 forward: iifname != "knit-n2" oifname "knit-n2" ct state new ct status ! dnat drop comment "knit:net=n2"
 forward: iifname "knit-n2" accept comment "knit:net=n2"
 postrouting: ip saddr 172.20.16.0/20 oifname != "knit-n2" masquerade comment "knit:net=n2"
@@ -50,6 +52,7 @@ postrouting: ip saddr 127.0.0.0/8 oifname "knit-n2" masquerade comment "knit:net
 		name: "host route",
 		n:    firewall.Network{Name: "h", Bridge: "br1", Subnets: subnets("10.1.2.3/32"), Masquerade: true, ICC: true, Routed4: true},
 		want: `forward: iifname "br1" oifname != "br1" oifname @bridges ct status ! dnat drop comment "knit:net=h"
+forward: iifname != "br1" oifname "br1" ct state untracked drop comment "knit:net=h"
 forward: iifname != "br1" oifname "br1" ip daddr . meta l4proto . th dport != @open4 ct state new ct status ! dnat drop comment "knit:net=h"
 forward: iifname != "br1" oifname "br1" meta nfproto ipv6 ct state new ct status ! dnat drop comment "knit:net=h"
 forward: iifname "br1" accept comment "knit:net=h"
@@ -60,6 +63,7 @@ postrouting: ip saddr 127.0.0.0/8 oifname "br1" masquerade comment "knit:net=h"`
 		n:    firewall.Network{Name: "n3", Bridge: "br0", Subnets: subnets("10.99.0.0/24")},
 		want: `forward: iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n3"
 forward: iifname "br0" oifname "br0" ct status ! dnat drop comment "knit:net=n3"
+forward: iifname != "br0" oifname "br0" ct state untracked drop comment "knit:net=n3"
 forward: iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n3"
 forward: iifname "br0" accept comment "knit:net=n3"
 postrouting: ip saddr 10.99.0.0/24 oifname "br0" ct status dnat masquerade comment "knit:net=n3"
@@ -213,6 +217,7 @@ const wantTable = `table inet knit {
 		ip saddr . ip daddr . meta l4proto . th dport @links4 fib saddr . iif oif != 0 accept comment "knit:base"
 		ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 fib saddr . iif oif != 0 accept comment "knit:base"
 		iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n1"
+		iifname != "br0" oifname "br0" ct state untracked drop comment "knit:net=n1"
 		iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
 		iifname "br0" accept comment "knit:net=n1"
 	}
@@ -221,8 +226,8 @@ const wantTable = `table inet knit {
 		type nat hook prerouting priority dstnat; policy accept;
 		ip daddr 127.0.0.0/8 return comment "knit:base"
 		ip6 daddr ::1 return comment "knit:base"
-		dnat ip to ip daddr . meta l4proto . th dport map @pub4ip comment "knit:base"
-		dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip comment "knit:base"
+		fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @pub4ip comment "knit:base"
+		fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip comment "knit:base"
 		meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @pub4any comment "knit:base"
 		meta nfproto ipv6 fib daddr type local dnat ip6 to meta l4proto . th dport map @pub6any comment "knit:base"
 	}
@@ -230,8 +235,8 @@ const wantTable = `table inet knit {
 	chain output {
 		type nat hook output priority -100; policy accept;
 		ip6 daddr ::1 return comment "knit:base"
-		dnat ip to ip daddr . meta l4proto . th dport map @pub4ip comment "knit:base"
-		dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip comment "knit:base"
+		fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @pub4ip comment "knit:base"
+		fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip comment "knit:base"
 		meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @pub4any comment "knit:base"
 		meta nfproto ipv6 fib daddr type local dnat ip6 to meta l4proto . th dport map @pub6any comment "knit:base"
 	}
