@@ -13,9 +13,13 @@ import (
 
 // templateFuncs are the helpers Docker's --format templates offer.
 var templateFuncs = template.FuncMap{
+	// As Docker's: "->" in PORTS stays "->", not "\u003e".
 	"json": func(v any) (string, error) {
-		b, err := json.Marshal(v)
-		return string(b), err
+		var b strings.Builder
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		err := enc.Encode(v)
+		return strings.TrimSuffix(b.String(), "\n"), err
 	},
 	"join":  strings.Join,
 	"split": strings.Split,

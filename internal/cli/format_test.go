@@ -46,7 +46,7 @@ func TestHumanDuration(t *testing.T) {
 }
 
 func TestParseFormat(t *testing.T) {
-	row := psRow{ID: "0123456789ab", Names: "web", Status: "Up 2 seconds", State: "running"}
+	row := psRow{ID: "0123456789ab", Names: "web", Status: "Up 2 seconds", State: "running", Ports: "0.0.0.0:8080->80/tcp"}
 	tests := []struct {
 		name       string
 		format     string
@@ -61,6 +61,7 @@ func TestParseFormat(t *testing.T) {
 		{"table literal text kept", "table id={{.ID}} ({{.State}})", "id=CONTAINER ID (STATE)\n", "id=0123456789ab (running)\n"},
 		{"table spaced actions", "table {{ .ID }} {{lower .Names}}", "CONTAINER ID names\n", "0123456789ab web\n"},
 		{"no prefix without space", "table{{.ID}}", "", "table0123456789ab\n"},
+		{"json as Docker's, no HTML escapes", "{{json .Ports}}", "", "\"0.0.0.0:8080->80/tcp\"\n"},
 		{"funcs", `{{upper .Names}} {{title .State}} {{truncate .ID 4}} {{json .Names}} {{join (split .Status " ") "_"}}`,
 			"", "WEB Running 0123 \"web\" Up_2_seconds\n"},
 	}

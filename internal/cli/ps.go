@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -57,9 +58,14 @@ func (a *app) psCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			w := newTable(out(cmd))
-			defer w.Flush()
+			// Only a table's columns are aligned: another format is
+			// written as it is, its tabs kept (for cut -f, say), as
+			// docker ps does.
+			var w io.Writer = out(cmd)
 			if table {
+				tw := newTable(w)
+				defer tw.Flush()
+				w = tw
 				if err := tmpl.Execute(w, psHeader); err != nil {
 					return fmt.Errorf("--format: %w", err)
 				}

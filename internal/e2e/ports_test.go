@@ -59,6 +59,10 @@ func TestPublishedPortIsReachableEverywhere(t *testing.T) {
 	if ps := s.MustKnit(t, "ps", "--format", "{{.Names}} {{.Ports}}"); !strings.Contains(ps, "web 0.0.0.0:8080->80/tcp") {
 		t.Errorf("ps ports:\n%s", ps)
 	}
+	// A format that is not a table is written as it is: its tabs stay.
+	if ps := s.MustKnit(t, "ps", "--format", `{{.Names}}\t{{.Ports}}`); !strings.Contains(ps, "web\t0.0.0.0:8080->80/tcp") {
+		t.Errorf("ps --format with a tab:\n%q", ps)
+	}
 	// Container addresses are not reachable from outside except through
 	// published ports, even for a host that routes to them.
 	s.World("ip", "route", "add", "172.17.0.0/16", "via", "198.51.100.1")

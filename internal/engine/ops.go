@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -256,7 +257,7 @@ func (e *Engine) Exec(ref string, o ExecOptions, io Stdio) (int, error) {
 	cfg := runner.ExecConfig{
 		Pid:    c.State.Process.Pid,
 		Args:   o.Args,
-		Env:    mergeEnv(c.Spec.Env, o.Env),
+		Env:    execEnv(c, o),
 		Cwd:    o.Workdir,
 		Tty:    o.Tty,
 		Stdout: io.Out,
@@ -325,6 +326,20 @@ func mergeEnv(base, over []string) []string {
 		}
 	}
 	return out
+}
+
+// execEnv is an exec's environment: the container's, with TERM=xterm as
+// the exec's own -t decides (not the run's), then the exec's -e; as
+// docker exec.
+func execEnv(c *Container, o ExecOptions) []string {
+	env := slices.Clone(c.Spec.Env)
+	if c.Spec.Tty && !o.Tty {
+		env = slices.DeleteFunc(env, func(kv string) bool { return kv == "TERM=xterm" })
+	}
+	if o.Tty && !slices.ContainsFunc(env, func(kv string) bool { return envKey(kv) == "TERM" }) {
+		env = append(env, "TERM=xterm")
+	}
+	return mergeEnv(env, o.Env)
 }
 
 func envKey(kv string) string {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -77,6 +78,14 @@ func (o *RunOptions) validate() error {
 		if fi, err := os.Stat(o.Rootfs); err != nil || !fi.IsDir() {
 			return errdefs.Invalid("--rootfs %s: not a directory", o.Rootfs)
 		}
+		// Absolute, as the caller meant it: a detached container's
+		// supervisor runs from /, where a relative path names another
+		// directory (or none).
+		abs, err := filepath.Abs(o.Rootfs)
+		if err != nil {
+			return errdefs.Invalid("--rootfs %s: %v", o.Rootfs, err)
+		}
+		o.Rootfs = abs
 	}
 	mode := o.Network
 	ownNet := mode != ModeNone && mode != ModeHost && !strings.HasPrefix(mode, ModeContainer)

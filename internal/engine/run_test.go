@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/knit-dev/knit/internal/dns/files"
@@ -106,6 +107,23 @@ func TestValidateDefaultsNetwork(t *testing.T) {
 	}
 }
 
+// A relative --rootfs is taken from the caller's directory and kept
+// absolute: a detached container's supervisor runs from /.
+func TestValidateMakesRootfsAbsolute(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "rfs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	o := RunOptions{Args: []string{"true"}, Rootfs: "rfs"}
+	if err := o.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "rfs"); o.Rootfs != want {
+		t.Errorf("Rootfs = %q, want %q", o.Rootfs, want)
+	}
+}
+
 func TestValidName(t *testing.T) {
 	tests := map[string]bool{
 		"web": true, "Web1": true, "a.b": true, "a_b": true, "a-b": true, "0x": true, "ab": true,
@@ -184,5 +202,39 @@ func TestContainerEnv(t *testing.T) {
 				t.Errorf("containerEnv(h, %v, %q) =\n %q\nwant\n %q", tt.tty, tt.user, got, tt.want)
 			}
 		})
+	}
+}
+
+// An exec gets TERM=xterm from its own -t, not from the run's, as docker
+// exec does; a TERM of the user's stays.
+func TestExecEnv(t *testing.T) {
+	base := []string{"PATH=/bin", "HOSTNAME=h"}
+	for _, tc := range []struct {
+		name       string
+		runTty     bool
+		env        []string
+		execTty    bool
+		execEnv    []string
+		wantTERM   string
+		wantAbsent bool
+	}{
+		{"exec -t in a run without -t", false, base, true, nil, "xterm", false},
+		{"exec without -t in a run -t", true, append(slices.Clone(base), "TERM=xterm"), false, nil, "", true},
+		{"exec -t in a run -t", true, append(slices.Clone(base), "TERM=xterm"), true, nil, "xterm", false},
+		{"the user's TERM stays", false, append(slices.Clone(base), "TERM=dumb"), true, nil, "dumb", false},
+		{"exec -e TERM wins", false, base, true, []string{"TERM=vt100"}, "vt100", false},
+	} {
+		c := &Container{Spec: Spec{Tty: tc.runTty, Env: tc.env}}
+		got := execEnv(c, ExecOptions{Tty: tc.execTty, Env: tc.execEnv})
+		var term string
+		found := false
+		for _, kv := range got {
+			if k, v, _ := strings.Cut(kv, "="); k == "TERM" {
+				term, found = v, true
+			}
+		}
+		if tc.wantAbsent && found || !tc.wantAbsent && term != tc.wantTERM {
+			t.Errorf("%s: env %v", tc.name, got)
+		}
 	}
 }
