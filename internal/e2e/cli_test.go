@@ -30,6 +30,20 @@ func TestRunFlags(t *testing.T) {
 	if r := s.Knit("run", "--rm", "--rootfs", bb, "sh", "-c", "test -t 1"); r.Code != 1 {
 		t.Errorf("without -t stdout should not be a terminal: exit %d", r.Code)
 	}
+	// With -t piped into a reader that leaves, knit is not killed by
+	// SIGPIPE (which would skip restoring the terminal and recording the
+	// exit): it hangs up the container's terminal, as closing a window
+	// does; a command that handles SIGHUP ends on it, one that does not
+	// (PID 1 ignores it then) is killed a second later.
+	for script, want := range map[string]string{
+		`trap "exit 129" HUP; while :; do echo y; done`: "129",
+		`while :; do echo y; done`:                      "137",
+	} {
+		pipe := s.Run("bash", "-c", knit+" run --rm -t --rootfs "+bb+" sh -c '"+script+"' | head -1 >/dev/null; echo ${PIPESTATUS[0]}")
+		if code := strings.TrimSpace(pipe.Stdout); code != want {
+			t.Errorf("knit run -t sh -c %q piped into head -1: exit %q, want %s\n%s", script, code, want, pipe.Stderr)
+		}
+	}
 	// -i forwards stdin; without -i the command reads EOF.
 	if out := s.MustRun(t, "sh", "-c", "echo piped | "+knit+" run --rm -i --rootfs "+bb+" cat"); out != "piped\n" {
 		t.Errorf("-i: %q", out)

@@ -44,7 +44,7 @@ func runInContainer(s *Spec, pidns *os.File) (int, error) {
 	}
 	var relay *ptyRelay
 	if master != nil {
-		relay = startRelay(master, os.Stdin, os.Stdout)
+		relay = startRelay(master, os.Stdin, os.Stdout, func() { _ = cmd.Process.Kill() })
 	}
 	stop := forwardSignals(cmd.Process, relayed...)
 	defer stop()

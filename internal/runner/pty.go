@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -100,17 +101,32 @@ type ptyRelay struct {
 	master    *os.File
 	drained   chan struct{} // closed when the output copy has ended
 	stopWinch func()
+	stopPipe  func()
 }
+
+// hangupGrace is how long a command whose terminal was hung up (nobody
+// reads its output any more) has to end before it is killed: as PID 1 of
+// its namespace it ignores SIGHUP unless it handles it.
+const hangupGrace = time.Second
 
 // startRelay copies in to master (if in is set) and master to out (or
 // discards it), and keeps master's window size equal to the user's
-// terminal's on SIGWINCH.
-func startRelay(master, in, out *os.File) *ptyRelay {
-	r := &ptyRelay{master: master, drained: make(chan struct{}), stopWinch: func() {}}
+// terminal's on SIGWINCH. When writing to out fails (a pipe whose reader
+// left), it hangs up the terminal and, hangupGrace later, calls kill.
+func startRelay(master, in, out *os.File, kill func()) *ptyRelay {
+	r := &ptyRelay{master: master, drained: make(chan struct{}), stopWinch: func() {}, stopPipe: func() {}}
 	if in != nil {
 		// Not waited for: it may sit in a read of in for ever, as a
 		// blocked read cannot be cancelled; it ends at the next input.
 		go func() { _, _ = io.Copy(master, in) }()
+	}
+	if out != nil {
+		// A closed pipe on out (knit run -t ... | head -1) fails the write
+		// with EPIPE instead of killing knit before it restores the
+		// terminal and records the exit.
+		pipe := make(chan os.Signal, 1)
+		signal.Notify(pipe, syscall.SIGPIPE)
+		r.stopPipe = func() { signal.Stop(pipe) }
 	}
 	go func() {
 		defer close(r.drained)
@@ -120,7 +136,23 @@ func startRelay(master, in, out *os.File) *ptyRelay {
 		}
 		// Ends with EIO once every slave is closed and the buffered
 		// output has been read.
-		_, _ = io.Copy(w, master)
+		buf := make([]byte, 32<<10)
+		for {
+			n, rerr := master.Read(buf)
+			if n > 0 {
+				if _, err := w.Write(buf[:n]); err != nil {
+					// Nobody reads the output any more: hang up, as
+					// closing a terminal does (the session gets SIGHUP),
+					// then end the command as a closed pipe would have.
+					_ = master.Close()
+					time.AfterFunc(hangupGrace, kill)
+					return
+				}
+			}
+			if rerr != nil {
+				return
+			}
+		}
 	}()
 	if src := sizeSource(in, out); src != nil {
 		r.stopWinch = resizeOnWinch(src, master)
@@ -132,6 +164,7 @@ func startRelay(master, in, out *os.File) *ptyRelay {
 func (r *ptyRelay) wait() {
 	<-r.drained
 	r.stopWinch()
+	r.stopPipe()
 	r.master.Close()
 }
 
@@ -176,6 +209,6 @@ func (p *Process) startWithPty(cfg StartConfig) error {
 	if isTerminal(cfg.Stdin) {
 		p.restore, _ = makeRaw(cfg.Stdin)
 	}
-	p.relay = startRelay(master, cfg.Stdin, cfg.Stdout)
+	p.relay = startRelay(master, cfg.Stdin, cfg.Stdout, func() { _ = p.cmd.Process.Kill() })
 	return nil
 }
