@@ -27,6 +27,11 @@ func TestRunFlags(t *testing.T) {
 	if out := s.MustKnit(t, "run", "--rm", "-t", "--rootfs", bb, "sh", "-c", "test -t 1 && echo is-a-tty"); !strings.Contains(out, "is-a-tty") {
 		t.Errorf("-t: %q", out)
 	}
+	// The command can name its terminal (tty, ttyname: sudo, ssh and
+	// script ask for it), though its /dev/pts is its own.
+	if out := s.MustKnit(t, "run", "--rm", "-t", "--rootfs", bb, "tty"); strings.TrimSpace(out) != "/dev/console" {
+		t.Errorf("-t: tty = %q, want /dev/console", out)
+	}
 	if r := s.Knit("run", "--rm", "--rootfs", bb, "sh", "-c", "test -t 1"); r.Code != 1 {
 		t.Errorf("without -t stdout should not be a terminal: exit %d", r.Code)
 	}

@@ -90,7 +90,7 @@ func setupContainer(s *Spec) error {
 		return err
 	}
 	if s.Rootfs != "" {
-		if err := setupRootfs(s.Rootfs); err != nil {
+		if err := setupRootfs(s.Rootfs, s.Tty); err != nil {
 			return err
 		}
 	}

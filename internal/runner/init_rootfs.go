@@ -3,6 +3,7 @@ package runner
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -38,11 +39,22 @@ var (
 )
 
 // setupRootfs makes rootfs the container's root, with a minimal /dev and a
-// read-only /sys, as docker run does for an image.
-func setupRootfs(rootfs string) error {
+// read-only /sys, as docker run does for an image. With tty, the terminal
+// on fd 0 (a pty of the host's devpts, which the container's own devpts
+// does not show) is also /dev/console, as runc binds it: so the command
+// can name its terminal (tty, ttyname: sudo, ssh, script ask for it).
+func setupRootfs(rootfs string, tty bool) error {
 	binds := make([]Bind, len(hostDevices))
 	for i, d := range hostDevices {
 		binds[i] = Bind{Source: "/dev/" + d, Target: "/dev/" + d}
+	}
+	if tty {
+		// By its path in this mount namespace (a copy of the host's): the
+		// fd's own mount belongs to the namespace that opened it, which
+		// open_tree refuses.
+		if pts, err := os.Readlink("/proc/self/fd/0"); err == nil && strings.HasPrefix(pts, "/dev/pts/") {
+			binds = append(binds, Bind{Source: pts, Target: "/dev/console"})
+		}
 	}
 	devs, err := openBinds(binds) // from the host's /dev, before it is gone
 	if err != nil {
