@@ -22,7 +22,7 @@ import (
 // Engine is what the plugin needs of knit's engine.
 type Engine interface {
 	CNIAdd(engine.CNIRequest) (*engine.CNIAttachment, *engine.Network, error)
-	CNIDel(containerID, ifname string) error
+	CNIDel(config, containerID, ifname string) error
 	CNIGet(containerID, ifname string) (*engine.CNIAttachment, error)
 	CNICheck(containerID, ifname, netnsPath string) error
 	CNIGC(network, config string, keep func(containerID, ifname string) bool) ([]string, error)
@@ -267,7 +267,7 @@ func (p *plugin) add(data []byte) *Error {
 	// Another configuration's ADD may have made the network since the
 	// check: this one must not stay on a network it did not describe.
 	if merr := networkMismatch(n, req.Network); merr != nil {
-		if err := e.CNIDel(req.ContainerID, req.IfName); err != nil {
+		if err := e.CNIDel(req.Config, req.ContainerID, req.IfName); err != nil {
 			merr.Details += "; and the attachment could not be undone: " + err.Error()
 		}
 		return merr
@@ -289,7 +289,7 @@ func (p *plugin) del(data []byte) *Error {
 	if err != nil {
 		return err
 	}
-	if derr := e.CNIDel(p.inv.ContainerID, p.inv.IfName); derr != nil {
+	if derr := e.CNIDel(c.Name, p.inv.ContainerID, p.inv.IfName); derr != nil {
 		return engineError("DEL failed", derr)
 	}
 	return nil

@@ -49,7 +49,7 @@ func (f *fakeEngine) CNIAdd(req engine.CNIRequest) (*engine.CNIAttachment, *engi
 	return &a, f.network, nil
 }
 
-func (f *fakeEngine) CNIDel(containerID, ifname string) error {
+func (f *fakeEngine) CNIDel(_, containerID, ifname string) error {
 	f.calls = append(f.calls, "del "+containerID+" "+ifname)
 	return f.err
 }
@@ -447,7 +447,7 @@ func TestInvoked(t *testing.T) {
 // panicEngine fails the way a nil dereference in the engine does.
 type panicEngine struct{ fakeEngine }
 
-func (*panicEngine) CNIDel(string, string) error { panic("boom") }
+func (*panicEngine) CNIDel(string, string, string) error { panic("boom") }
 
 // A panic still gives the runtime an error JSON and a failed exit.
 func TestPanicIsAnError(t *testing.T) {

@@ -594,8 +594,9 @@ func TestCNIStatusAdministratorsBridge(t *testing.T) {
 }
 
 // ADD of the interface another configuration made in the same namespace
-// is refused (the spec: the interface exists); the same configuration's
-// ADD repeated replaces its own attachment; after DEL the other may ADD.
+// is refused (the spec: the interface exists), and that configuration's
+// DEL leaves it; the same configuration's ADD repeated replaces its own
+// attachment; after its DEL the other may ADD.
 func TestCNIAddOverAnotherConfigurationsInterface(t *testing.T) {
 	h := cniSandbox(t)
 	h.conflist(t, "na", "1.1.0", `{"type":"knit","network":"na","subnet":"10.73.0.0/24"}`)
@@ -607,6 +608,11 @@ func TestCNIAddOverAnotherConfigurationsInterface(t *testing.T) {
 	}
 	if out := h.s.MustRun(t, "ip", "-n", "a", "-4", "addr", "show", "eth0"); !strings.Contains(out, "10.73.0.") {
 		t.Errorf("na's eth0 after the refused ADD:\n%s", out)
+	}
+	// nb's DEL finds nothing of nb's: success, and na's attachment stays.
+	h.mustCnitool(t, "del", "nb", ns)
+	if out := h.s.MustRun(t, "ip", "-n", "a", "-4", "addr", "show", "eth0"); !strings.Contains(out, "10.73.0.") {
+		t.Errorf("na's eth0 after nb's DEL:\n%s", out)
 	}
 	h.mustCnitool(t, "add", "na", ns) // repeated: replaced, not refused
 	h.mustCnitool(t, "del", "na", ns)

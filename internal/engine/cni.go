@@ -301,8 +301,10 @@ func (e *Engine) replaceAttachment(req CNIRequest) error {
 // CNIDel removes what CNIAdd made for the container's interface, from
 // knit's record: the link, the address, the published ports and the DNS
 // names. It succeeds when there is nothing to remove, when the namespace
-// is gone, and when repeated.
-func (e *Engine) CNIDel(containerID, ifname string) error {
+// is gone, and when repeated. An attachment another configuration made
+// (config names the caller's; "" is any) is not the caller's to remove:
+// as nothing of its own is there, that is success too.
+func (e *Engine) CNIDel(config, containerID, ifname string) error {
 	var a *CNIAttachment
 	err := e.st.View(func(tx store.Tx) (err error) {
 		a, err = getAttachment(tx, CNIAttachmentID(containerID, ifname))
@@ -313,6 +315,9 @@ func (e *Engine) CNIDel(containerID, ifname string) error {
 	}
 	if err != nil {
 		return err
+	}
+	if config != "" && a.Config != "" && a.Config != config && a.Owner == (Proc{}) {
+		return nil
 	}
 	return e.cniTeardown(a)
 }
