@@ -185,18 +185,31 @@ func (c *Config) MTUOrDefault() int {
 	return 1500
 }
 
-// Pools returns the address pools new networks take subnets from:
-// default-address-pools in order, or ipam.DefaultPools(). Entries that do
-// not parse are skipped (Load has rejected them already).
+// Pools returns the IPv4 address pools new networks take subnets from:
+// default-address-pools' IPv4 entries in order, or ipam.DefaultPools().
+// Entries that do not parse are skipped (Load has rejected them already).
 func (c *Config) Pools() []ipam.PoolSpec {
+	if out := c.pools(false); len(out) > 0 {
+		return out
+	}
+	return ipam.DefaultPools()
+}
+
+// Pools6 is Pools for IPv6 subnets (--ipv6 without one): the IPv6 entries,
+// or ipam.DefaultULAPools().
+func (c *Config) Pools6() []ipam.PoolSpec {
+	if out := c.pools(true); len(out) > 0 {
+		return out
+	}
+	return ipam.DefaultULAPools()
+}
+
+func (c *Config) pools(v6 bool) []ipam.PoolSpec {
 	var out []ipam.PoolSpec
 	for _, p := range c.DefaultAddressPools {
-		if base, err := netip.ParsePrefix(p.Base); err == nil {
+		if base, err := netip.ParsePrefix(p.Base); err == nil && base.Addr().Is6() == v6 {
 			out = append(out, ipam.PoolSpec{Base: base.Masked(), Size: p.Size})
 		}
-	}
-	if len(out) == 0 {
-		return ipam.DefaultPools()
 	}
 	return out
 }

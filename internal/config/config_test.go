@@ -60,9 +60,14 @@ func TestLoad(t *testing.T) {
 				if c.BridgeName() != "br-lan" || c.MTUOrDefault() != 1450 || c.ForwardingOn() || c.ICCOn() || c.MasqueradeOn() || c.FirewallOn() {
 					t.Errorf("accessors wrong for %+v", c)
 				}
-				want := []ipam.PoolSpec{{Base: mustPrefix("10.10.0.0/16"), Size: 24}, {Base: mustPrefix("fd00:1::/48"), Size: 64}}
+				// Each family takes its own pools.
+				want := []ipam.PoolSpec{{Base: mustPrefix("10.10.0.0/16"), Size: 24}}
 				if got := c.Pools(); !slices.Equal(got, want) {
 					t.Errorf("Pools = %v, want %v", got, want)
+				}
+				want6 := []ipam.PoolSpec{{Base: mustPrefix("fd00:1::/48"), Size: 64}}
+				if got := c.Pools6(); !slices.Equal(got, want6) {
+					t.Errorf("Pools6 = %v, want %v", got, want6)
 				}
 			}},
 		{name: "unknown key", content: `{"bip": "172.26.0.1/16", "log-driver": "json-file"}`,
@@ -138,11 +143,12 @@ func TestValidate(t *testing.T) {
 		{name: "bridge slash", c: Config{Bridge: "a/b"}, err: "not a valid interface name"},
 		{name: "pool", c: Config{DefaultAddressPools: []AddressPool{{"10.10.0.0/16", 24}}}},
 		{name: "pool size = base", c: Config{DefaultAddressPools: []AddressPool{{"10.10.0.0/16", 16}}}},
-		{name: "pool size 32", c: Config{DefaultAddressPools: []AddressPool{{"10.10.0.0/16", 32}}}},
+		{name: "pool size 30", c: Config{DefaultAddressPools: []AddressPool{{"10.10.0.0/16", 30}}}},
+		{name: "pool size 31: no room for a container", c: Config{DefaultAddressPools: []AddressPool{{"10.10.0.0/16", 31}}}, err: "and 30"},
 		{name: "pool ipv6", c: Config{DefaultAddressPools: []AddressPool{{"fd00::/48", 64}}}},
-		{name: "pool size small", c: Config{DefaultAddressPools: []AddressPool{{"10.10.0.0/16", 8}}}, err: "default-address-pools[0]: size 8 must be between the base's prefix length 16 and 32"},
+		{name: "pool size small", c: Config{DefaultAddressPools: []AddressPool{{"10.10.0.0/16", 8}}}, err: "default-address-pools[0]: size 8 must be between the base's prefix length 16 and 30"},
 		{name: "pool size big", c: Config{DefaultAddressPools: []AddressPool{{"10.10.0.0/16", 33}}}, err: "between"},
-		{name: "pool size big v6", c: Config{DefaultAddressPools: []AddressPool{{"fd00::/48", 129}}}, err: "and 128"},
+		{name: "pool size big v6", c: Config{DefaultAddressPools: []AddressPool{{"fd00::/48", 127}}}, err: "and 126"},
 		{name: "pool zero size", c: Config{DefaultAddressPools: []AddressPool{{Base: "10.0.0.0/8"}}}, err: "size 0"},
 		{name: "pool base", c: Config{DefaultAddressPools: []AddressPool{{"10.10.0.0", 24}}}, err: `base "10.10.0.0" is not a CIDR prefix`},
 		{name: "ip", c: Config{IP: "0.0.0.0"}},
@@ -170,8 +176,13 @@ func TestDefaults(t *testing.T) {
 	if c.BridgeName() != "knit0" || c.MTUOrDefault() != 1500 || !c.ForwardingOn() || !c.ICCOn() || !c.MasqueradeOn() || !c.FirewallOn() {
 		t.Errorf("defaults wrong: %+v", c)
 	}
+	if !slices.Equal(c.Pools(), ipam.DefaultPools()) || !slices.Equal(c.Pools6(), ipam.DefaultULAPools()) {
+		t.Errorf("Pools = %v, Pools6 = %v, want ipam's defaults", c.Pools(), c.Pools6())
+	}
+	// Only IPv6 pools configured: IPv4 networks keep the defaults.
+	c = &Config{DefaultAddressPools: []AddressPool{{"fd00:1::/48", 64}}}
 	if !slices.Equal(c.Pools(), ipam.DefaultPools()) {
-		t.Errorf("Pools = %v, want ipam.DefaultPools()", c.Pools())
+		t.Errorf("Pools with IPv6 pools only = %v, want ipam.DefaultPools()", c.Pools())
 	}
 	yes := true
 	c = &Config{IPForward: &yes, ICC: &yes, IPMasq: &yes, IPTables: &yes}

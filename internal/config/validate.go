@@ -53,8 +53,10 @@ func (c *Config) Validate() error {
 			bad(key, "base %q is not a CIDR prefix such as 10.10.0.0/16", p.Base)
 			continue
 		}
-		if bitLen := base.Addr().BitLen(); p.Size < base.Bits() || p.Size > bitLen {
-			bad(key, "size %d must be between the base's prefix length %d and %d", p.Size, base.Bits(), bitLen)
+		// A network needs room for its gateway and a container besides
+		// its network (and IPv4 broadcast) address.
+		if most := base.Addr().BitLen() - 2; p.Size < base.Bits() || p.Size > most {
+			bad(key, "size %d must be between the base's prefix length %d and %d", p.Size, base.Bits(), most)
 		}
 	}
 	for _, kv := range [][2]string{{"ip", c.IP}, {"default-gateway", c.DefaultGateway}} {

@@ -347,7 +347,7 @@ func (e *Engine) pickSubnets(n *Network, o *NetworkCreateOptions, taken []netip.
 		v6    bool
 		want  bool
 		pools []ipam.PoolSpec
-	}{{false, true, e.cfg.Pools()}, {true, o.IPv6, ipam.DefaultULAPools()}}
+	}{{false, true, e.cfg.Pools()}, {true, o.IPv6, e.cfg.Pools6()}}
 	for _, f := range fams {
 		if !f.want {
 			continue
