@@ -80,8 +80,15 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 	defer func() {
 		if err != nil && !linked {
 			// Also after a failed Join: a link it could not delete is
-			// found by its derived name.
-			_ = e.leave(c, n, *ep)
+			// found by its derived name. If the link stays, so do the
+			// endpoint and its address (another container would get an
+			// address still on a live link) and the entry of the connect
+			// under way: once this process is gone, the next command's
+			// reconcile undoes it again.
+			if lerr := e.leave(c, n, *ep); lerr != nil {
+				err = errors.Join(err, fmt.Errorf("undo: %w", lerr))
+				return
+			}
 			_, _ = e.dropEndpoint(c.ID, n.Name, nil)
 		}
 	}()

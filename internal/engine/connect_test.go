@@ -389,3 +389,60 @@ func TestReconcileFinishesDeadDisconnect(t *testing.T) {
 		}
 	}
 }
+
+// failingLinks is a driver whose links can be neither made nor removed.
+type failingLinks struct{ leaveRecorder }
+
+func (*failingLinks) Join(*driver.Network, *driver.Endpoint, driver.Sandbox) error {
+	return errors.New("join: no")
+}
+func (*failingLinks) Leave(*driver.Network, *driver.Endpoint, driver.Sandbox, driver.LeaveOptions) error {
+	return errors.New("leave: no")
+}
+
+// A connect that fails and cannot take its link back keeps the endpoint,
+// its address and its entry of a connect under way (for the reconcile after
+// this process to undo): another container must not get an address that
+// may still be on a live link.
+func TestFailedConnectKeepsWhatItCouldNotUndo(t *testing.T) {
+	st := newStore(t)
+	off := false
+	e := &Engine{st: st, cfg: &config.Config{IPForward: &off}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: t.TempDir()},
+		drivers: map[string]driver.Driver{"bridge": &failingLinks{}}}
+	id := hexID("bbb")
+	c := &Container{ID: id, Name: "y", Dir: filepath.Join(t.TempDir(), "y"), Netns: "/nonexistent", OwnsNetns: true,
+		State: State{Status: StatusRunning, Supervisor: selfProc()}}
+	seed(t, st, c)
+	if err := st.Update(func(tx store.Tx) error {
+		return putJSON(tx, bucketNetworks, "other", dnsNetwork("other", "10.6.0.0/24"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err := e.Connect("other", "y", ConnectOptions{})
+	if err == nil || !strings.Contains(err.Error(), "leave: no") {
+		t.Fatalf("Connect = %v, want the join's and the undo's errors", err)
+	}
+	err = st.View(func(tx store.Tx) error {
+		cur, err := getContainer(tx, id)
+		if err != nil {
+			return err
+		}
+		if len(cur.Endpoints) != 1 {
+			t.Errorf("endpoints %v, want the one it could not undo", cur.Endpoints)
+		}
+		used, err := usedAddrs(tx, "other")
+		if err != nil {
+			return err
+		}
+		if len(used) != 1 {
+			t.Errorf("addresses held on other: %v, want the endpoint's", used)
+		}
+		if v, err := tx.Get(bucketConnecting, connectingKey(id, "other")); err != nil || len(v) == 0 {
+			t.Errorf("no entry of the connect under way (%v): no reconcile would undo it", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
