@@ -294,3 +294,32 @@ func TestConfigDefaultGateway(t *testing.T) {
 		t.Errorf("default-gateway outside the subnet: exit %d, %q", r.Code, r.Stderr)
 	}
 }
+
+// config.json's default-network settings take effect once nothing uses the
+// network (as dockerd applies them at its next start); while containers do,
+// a run says what to remove.
+func TestDefaultNetworkFollowsConfig(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.WriteConfig(t, `{"bip": "10.51.0.1/24"}`)
+	if out := s.MustKnit(t, "run", "--rm", "--rootfs", bb, "ip", "-o", "-4", "addr", "show", "eth0"); !strings.Contains(out, "10.51.0.2/24") {
+		t.Fatalf("with bip 10.51.0.1/24: %s", out)
+	}
+	s.MustKnit(t, "run", "-d", "--name", "holder", "--rootfs", bb, "sleep", "300")
+	s.WriteConfig(t, `{"bip": "10.52.0.1/24", "mtu": 1400}`)
+	r := s.Knit("run", "--rm", "--rootfs", bb, "true")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "holder") || !strings.Contains(r.Stderr, "subnet 10.52.0.0/24, was 10.51.0.0/24") {
+		t.Errorf("run with the default network in use and changed: exit %d\n%s", r.Code, r.Stderr)
+	}
+	s.MustKnit(t, "rm", "-f", "holder")
+	out := s.MustKnit(t, "run", "--rm", "--rootfs", bb, "ip", "-o", "link", "show", "eth0")
+	if !strings.Contains(out, "mtu 1400") {
+		t.Errorf("eth0 after the change: %s", out)
+	}
+	if out := s.MustKnit(t, "run", "--rm", "--rootfs", bb, "ip", "-o", "-4", "addr", "show", "eth0"); !strings.Contains(out, "10.52.0.2/24") {
+		t.Errorf("with bip 10.52.0.1/24: %s", out)
+	}
+	if addrs := s.MustRun(t, "ip", "-o", "-4", "addr", "show", "dev", "knit0"); strings.Contains(addrs, "10.51.0.1") || !strings.Contains(addrs, "10.52.0.1/24") {
+		t.Errorf("knit0 after the change:\n%s", addrs)
+	}
+}

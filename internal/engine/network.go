@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/knit-dev/knit/internal/driver"
@@ -65,6 +66,40 @@ func (e *Engine) createDefaultNetwork() (*Network, error) {
 		return putJSON(tx, bucketNetworks, ModeBridge, n)
 	})
 	return n, err
+}
+
+// defaultNetworkChanged says how config.json now asks for a default
+// network other than n ("" when it does not): the bridge, MTU, icc,
+// ip-masq, bip, fixed-cidr and default-gateway. A subnet picked from the
+// pools is kept as long as none of bip or fixed-cidr asks for another.
+func (e *Engine) defaultNetworkChanged(n *Network) string {
+	var diffs []string
+	differ := func(key string, now, was any) {
+		if now != was {
+			diffs = append(diffs, fmt.Sprintf("%s %v, was %v", key, now, was))
+		}
+	}
+	differ("bridge", e.cfg.BridgeName(), n.Bridge)
+	differ("mtu", e.cfg.MTUOrDefault(), n.MTU)
+	differ("icc", e.cfg.ICCOn(), n.ICC)
+	differ("ip-masq", e.cfg.MasqueradeOn(), n.Masquerade)
+	var cur driver.Subnet
+	if len(n.Subnets) > 0 {
+		cur = n.Subnets[0]
+	}
+	if e.cfg.Bip != "" || e.cfg.FixedCIDR != "" {
+		if want, err := e.defaultPrefix(); err == nil {
+			differ("subnet", want.Prefix, cur.Prefix)
+			differ("gateway", want.Gateway, cur.Gateway)
+			differ("fixed-cidr", want.IPRange, cur.IPRange)
+		}
+	}
+	var gw netip.Addr
+	if e.cfg.DefaultGateway != "" {
+		gw, _ = netip.ParseAddr(e.cfg.DefaultGateway) // Load validated it
+	}
+	differ("default-gateway", gw, cur.DefaultRoute)
+	return strings.Join(diffs, "; ")
 }
 
 // defaultSubnet is the default network's subnet, with config.json's

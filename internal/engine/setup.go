@@ -96,6 +96,13 @@ func usableNetworkTx(tx store.Tx, ref string) (*Network, error) {
 	return n, nil
 }
 
+// staleDefault ends a reservation on the default network whose record no
+// longer matches config.json and that nothing uses: it is made again, then
+// the run tried again.
+type staleDefault struct{ n *Network }
+
+func (s *staleDefault) Error() string { return "the default network differs from config.json" }
+
 // repairFirst ends a reservation whose transaction found containers
 // whose owner is gone, or connects whose process is: they are repaired
 // (reconcile), then it is tried again.
@@ -120,6 +127,7 @@ func (e *Engine) reserve(id string, o *RunOptions, listening func() (*portmap.Li
 		// ahead without the check: the next command repairs.
 		c, p, err := e.reserveOnce(id, o, listening, repairs < 3)
 		var rf *repairFirst
+		var stale *staleDefault
 		switch {
 		case errors.As(err, &rf):
 			repairs++
@@ -135,6 +143,18 @@ func (e *Engine) reserve(id string, o *RunOptions, listening func() (*portmap.Li
 			if err := e.repairDead(rf.dead); err != nil {
 				return nil, nil, err
 			}
+		case errors.As(err, &stale) && defaults == 0:
+			// Unused: made again from config.json, as dockerd does at its
+			// next start.
+			defaults++
+			if err := e.removeUnusedNetwork(stale.n); err != nil {
+				return nil, nil, err
+			}
+			if _, err := e.createDefaultNetwork(); err != nil {
+				return nil, nil, err
+			}
+		case errors.As(err, &stale):
+			return nil, nil, errdefs.Conflict("the default network does not follow config.json yet: try again")
 		case errors.Is(err, errNoDefaultNetwork) && defaults == 0:
 			defaults++
 			if _, err := e.createDefaultNetwork(); err != nil {
@@ -188,6 +208,18 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening func() (*portma
 		}
 		if p, err = planTx(tx, o); err != nil {
 			return err
+		}
+		for _, n := range p.networks {
+			if n.Name != ModeBridge {
+				continue
+			}
+			if what := e.defaultNetworkChanged(n); what != "" {
+				if users := networkUsers(tx, ModeBridge); len(users) > 0 {
+					return errdefs.Conflict("config.json changed the default network (%s), which %s still use: remove them (knit rm -f) and it is made again with the new settings",
+						what, strings.Join(users, ", "))
+				}
+				return &staleDefault{n}
+			}
 		}
 		e.defaultHostIP(o, p)
 		if err := reserveName(tx, c); err != nil {
