@@ -19,6 +19,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -51,7 +53,7 @@ func Open(path string) *Store { return &Store{path: path, timeout: lockTimeout} 
 
 // View runs fn in a read-only transaction. Other readers may run at the
 // same time; writers wait.
-func (s *Store) View(fn func(store.Tx) error) error {
+func (s *Store) View(fn func(store.Tx) error) (err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	unlock, err := s.lock(unix.LOCK_SH)
@@ -65,12 +67,64 @@ func (s *Store) View(fn func(store.Tx) error) error {
 	if fi, err := os.Stat(s.path); errors.Is(err, os.ErrNotExist) || (err == nil && fi.Size() == 0) {
 		return fn(emptyTx{})
 	}
+	defer s.damaged(&err) // bbolt panics on a bad page, opening too
 	db, err := s.open(true)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	return db.View(func(btx *bbolt.Tx) error { return fn(&tx{btx}) })
+	return db.View(func(btx *bbolt.Tx) error { return callerPanics(fn, &tx{btx}) })
+}
+
+// callerPanic carries a panic of the caller's function through bbolt, so
+// that damaged tells it from bbolt's own.
+type callerPanic struct{ v any }
+
+// callerPanics runs fn, marking a panic in it as the caller's unless bbolt
+// raised it (reading a page for one of fn's calls).
+func callerPanics(fn func(store.Tx) error, t store.Tx) error {
+	defer func() {
+		if v := recover(); v != nil {
+			if raisedByBbolt(debug.Stack()) {
+				panic(v)
+			}
+			panic(callerPanic{v})
+		}
+	}()
+	return fn(t)
+}
+
+// raisedByBbolt reports whether the innermost panic in stack (a
+// goroutine's trace taken while it panics) was raised in bbolt.
+func raisedByBbolt(stack []byte) bool {
+	lines := strings.Split(string(stack), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.HasPrefix(lines[i], "panic(") {
+			// The function that panicked: the next function line.
+			for _, l := range lines[i+1:] {
+				if l != "" && !strings.HasPrefix(l, "\t") {
+					return strings.HasPrefix(l, "go.etcd.io/bbolt")
+				}
+			}
+			return false
+		}
+	}
+	return false
+}
+
+// damaged turns a panic of bbolt's (it panics on a page it cannot make
+// sense of) into an error that names the file and what to do, instead of
+// crashing every command and supervisor alike; the caller's own panics go
+// on as they were.
+func (s *Store) damaged(err *error) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if cp, ok := v.(callerPanic); ok {
+		panic(cp.v)
+	}
+	*err = fmt.Errorf("store %s is damaged (%v): move it aside, then `knit system prune` removes what it described", s.path, v)
 }
 
 // Update runs fn in a read-write transaction, committed if fn returns nil
@@ -87,6 +141,7 @@ func (s *Store) Update(fn func(store.Tx) error) (err error) {
 		return err
 	}
 	defer unlock()
+	defer s.damaged(&err) // bbolt panics on a bad page, opening too
 	db, err := s.open(false)
 	if err != nil {
 		return err
@@ -96,7 +151,7 @@ func (s *Store) Update(fn func(store.Tx) error) (err error) {
 			err = fmt.Errorf("close store %s: %w", s.path, cerr)
 		}
 	}()
-	return db.Update(func(btx *bbolt.Tx) error { return fn(&tx{btx}) })
+	return db.Update(func(btx *bbolt.Tx) error { return callerPanics(fn, &tx{btx}) })
 }
 
 // lock takes a flock on a lock file beside the store. bbolt's own flock is

@@ -1,7 +1,9 @@
 package bolt
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,6 +110,47 @@ func TestCorruptFile(t *testing.T) {
 	err := Open(path).View(func(store.Tx) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), path) {
 		t.Errorf("View of a corrupt file: %v, want an error naming %s", err, path)
+	}
+}
+
+// A file whose pages bbolt cannot make sense of (it panics on them) gives
+// every command an error naming the file, not a crash.
+func TestDamagedPage(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "knit.db")
+	s := Open(path)
+	if err := s.Update(func(tx store.Tx) error {
+		for i := range 200 {
+			if err := tx.Put("b", fmt.Sprintf("k%03d", i), []byte("value")); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every page past the two meta pages and the freelist: their headers
+	// (page ID, flags) become garbage.
+	for off := 3 * 4096; off+16 <= len(b); off += 4096 {
+		copy(b[off:off+16], bytes.Repeat([]byte{0xa5}, 16))
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	read := func(tx store.Tx) error {
+		_, err := tx.Get("b", "k100")
+		return err
+	}
+	for name, run := range map[string]func() error{
+		"View":   func() error { return s.View(read) },
+		"Update": func() error { return s.Update(read) },
+	} {
+		if err := run(); err == nil || !strings.Contains(err.Error(), "damaged") || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s of a damaged file: %v, want an error saying %s is damaged", name, err, path)
+		}
 	}
 }
 
