@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/knit-dev/knit/internal/runner"
@@ -33,11 +36,47 @@ func (e *Engine) ReconcileStrict() error { return e.reconcile(true) }
 
 func (e *Engine) reconcile(strict bool) error {
 	var d dead
-	err := e.st.View(func(tx store.Tx) (err error) { d, err = findDead(tx, strict); return err })
+	rebooted := false
+	err := e.st.View(func(tx store.Tx) (err error) {
+		rebooted = bootChanged(tx)
+		d, err = findDead(tx, strict)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("read state: %w", err)
 	}
-	return e.repairDead(d)
+	if err := e.repairDead(d); err != nil || !rebooted {
+		return err
+	}
+	// Every process of the old boot is repaired: from now on the quick
+	// check will do.
+	return e.st.Update(noteBoot)
+}
+
+// bootID names this boot of the kernel ("" when it cannot be read).
+var bootID = sync.OnceValue(func() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+})
+
+// bootChanged reports whether the live index was last checked during
+// another boot of the kernel: its PIDs are then all of dead processes, but
+// the new boot's processes reuse them, so only the start-time check tells.
+// A store from before the boot was recorded counts as changed once.
+func bootChanged(tx store.Tx) bool {
+	b, err := tx.Get(bucketMeta, "boot")
+	return bootID() != "" && (err != nil || string(b) != bootID())
+}
+
+// noteBoot records this boot as the one the live index was checked in.
+func noteBoot(tx store.Tx) error {
+	if !bootChanged(tx) {
+		return nil
+	}
+	return tx.Put(bucketMeta, "boot", []byte(bootID()))
 }
 
 // dead is what crashed processes left to repair: containers whose
@@ -46,8 +85,10 @@ type dead struct{ ids, connects []string }
 
 func (d dead) none() bool { return len(d.ids) == 0 && len(d.connects) == 0 }
 
-// findDead reads the live index and the connects under way.
+// findDead reads the live index and the connects under way. After a
+// reboot the check is strict (see bootChanged).
 func findDead(tx store.Tx, strict bool) (d dead, err error) {
+	strict = strict || bootChanged(tx)
 	if d.ids, err = deadOwned(tx, strict); err != nil {
 		return d, err
 	}

@@ -205,6 +205,9 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening func() (*portma
 			if !d.none() {
 				return &repairFirst{d}
 			}
+			if err := noteBoot(tx); err != nil {
+				return err
+			}
 		}
 		if p, err = planTx(tx, o); err != nil {
 			return err

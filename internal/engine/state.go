@@ -36,6 +36,9 @@ const (
 	// reconcile undoes a connect whose process died, or, at the DNS stage,
 	// finishes it, and finishes a disconnect.
 	bucketConnecting = "connecting"
+	// bucketMeta holds facts about the store itself: "boot" is the kernel
+	// boot whose processes the live index was last checked against.
+	bucketMeta = "meta"
 )
 
 // joinsBucket lists the running containers that share owner's network

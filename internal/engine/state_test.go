@@ -810,3 +810,47 @@ func TestDNSRecordIsolated(t *testing.T) {
 		}
 	}
 }
+
+// After a reboot every PID in the live index is of a dead process, though
+// the new boot's processes reuse them: the first reconcile checks start
+// times, repairs, and records the boot; the quick check does from then on.
+func TestReconcileAfterReboot(t *testing.T) {
+	if bootID() == "" {
+		t.Skip("no /proc/sys/kernel/random/boot_id to tell boots apart")
+	}
+	self, _ := runner.StartTime(os.Getpid())
+	reused := fmt.Sprintf("%d:%d", os.Getpid(), self+1) // this PID, another process's start
+	for _, tc := range []struct {
+		name, boot string
+		kept       bool
+	}{
+		{"another boot", "0aa0-another-boot", false},
+		{"a store from before boots were recorded", "", false},
+		{"this boot: the quick check", bootID(), true},
+	} {
+		st := newStore(t)
+		if err := st.Update(func(tx store.Tx) error {
+			if tc.boot != "" {
+				if err := tx.Put(bucketMeta, "boot", []byte(tc.boot)); err != nil {
+					return err
+				}
+			}
+			return tx.Put(bucketLive, "a1", []byte(reused))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := (&Engine{st: st}).Reconcile(); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		_ = st.View(func(tx store.Tx) error {
+			_, err := tx.Get(bucketLive, "a1")
+			if kept := err == nil; kept != tc.kept {
+				t.Errorf("%s: live entry kept %v, want %v", tc.name, kept, tc.kept)
+			}
+			if b, _ := tx.Get(bucketMeta, "boot"); string(b) != bootID() {
+				t.Errorf("%s: boot recorded %q, want this boot's", tc.name, b)
+			}
+			return nil
+		})
+	}
+}
