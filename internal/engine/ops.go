@@ -54,10 +54,12 @@ func (e *Engine) Kill(ref string, sig syscall.Signal) (*Container, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !c.Running() || !alive(c.State.Process) {
+	h, ok := openProc(c.State.Process)
+	if !c.Running() || !ok {
 		return nil, errdefs.Conflict("cannot kill container %s: %v", c.Name, errNotRunning)
 	}
-	if err := syscall.Kill(c.State.Process.Pid, sig); err != nil {
+	defer h.Close()
+	if err := h.Signal(sig); err != nil {
 		return nil, fmt.Errorf("signal %s: %w", c.Name, err)
 	}
 	return c, nil
@@ -71,11 +73,14 @@ func (e *Engine) Stop(ref string, timeout time.Duration) (*Container, error) {
 	if err != nil || !c.Running() {
 		return c, err
 	}
-	if alive(c.State.Process) {
-		_ = syscall.Kill(c.State.Process.Pid, syscall.SIGTERM)
-		if !waitProc(c.State.Process, timeout) {
-			_ = syscall.Kill(c.State.Process.Pid, syscall.SIGKILL)
+	// Through a pidfd: the PID of a container that exits during the wait
+	// may be another process's by the SIGKILL.
+	if h, ok := openProc(c.State.Process); ok {
+		_ = h.Signal(syscall.SIGTERM)
+		if !h.WaitExit(timeout) {
+			_ = h.Signal(syscall.SIGKILL)
 		}
+		h.Close()
 	}
 	return c, e.awaitSupervisor(c)
 }
@@ -130,13 +135,6 @@ func (e *Engine) runEnded(id string) (bool, error) {
 		return false, err
 	}
 	return !cur.Running(), nil
-}
-
-func waitProc(p Proc, timeout time.Duration) bool {
-	if !alive(p) {
-		return true
-	}
-	return runner.WaitExit(p.Pid, timeout)
 }
 
 // RemoveOptions tunes Remove.

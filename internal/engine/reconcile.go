@@ -219,8 +219,13 @@ func alive(p Proc) bool { return p.Pid > 0 && runner.Alive(p.Pid, p.Start) }
 // killProc sends SIGKILL to p if it is still the process we started; it
 // reports whether it did.
 func killProc(p Proc) bool {
-	if !alive(p) {
+	h, ok := openProc(p)
+	if !ok {
 		return false
 	}
-	return syscall.Kill(p.Pid, syscall.SIGKILL) == nil
+	defer h.Close()
+	return h.Signal(syscall.SIGKILL) == nil
 }
+
+// openProc opens p if it is still the process recorded (runner.Open).
+func openProc(p Proc) (*runner.Handle, bool) { return runner.Open(p.Pid, p.Start) }

@@ -120,6 +120,13 @@ func WaitExit(pid int, timeout time.Duration) bool {
 		return true
 	}
 	defer unix.Close(fd)
+	return pollExit(fd, time.Until(deadline))
+}
+
+// pollExit waits up to timeout (for ever if negative) for pidfd fd to
+// become readable, which it does when its process exits.
+func pollExit(fd int, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
 	for {
 		// ppoll, not poll: a wait under a millisecond (a caller polling
 		// something else between waits) would be none with poll's.
@@ -133,5 +140,66 @@ func WaitExit(pid int, timeout time.Duration) bool {
 			continue
 		}
 		return err == nil && n > 0
+	}
+}
+
+// Handle is a process opened through a pidfd and checked to be the one that
+// started at a given time: signals and waits through it reach that process
+// or none, never one that reused its PID meanwhile (a stop waits up to its
+// timeout between two signals).
+type Handle struct {
+	fd    int // -1 without a pidfd (none left, an old kernel): checked by PID
+	pid   int
+	start uint64
+}
+
+// Open opens process pid if it is alive and started at start (Alive), and
+// reports false otherwise. The check comes after the open: the pidfd then
+// names the process that was checked.
+func Open(pid int, start uint64) (*Handle, bool) {
+	if pid <= 0 {
+		return nil, false
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return nil, false
+	}
+	if err != nil {
+		fd = -1
+	}
+	if !Alive(pid, start) {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return nil, false
+	}
+	return &Handle{fd: fd, pid: pid, start: start}, true
+}
+
+// Signal sends sig to the process; an error if it has exited.
+//
+// Equivalent to: kill -SIG PID, through the pidfd
+func (h *Handle) Signal(sig syscall.Signal) error {
+	if h.fd < 0 {
+		if !Alive(h.pid, h.start) {
+			return unix.ESRCH
+		}
+		return unix.Kill(h.pid, sig)
+	}
+	return unix.PidfdSendSignal(h.fd, sig, nil, 0)
+}
+
+// WaitExit is the package's WaitExit on the opened process.
+func (h *Handle) WaitExit(timeout time.Duration) bool {
+	if h.fd < 0 {
+		return !Alive(h.pid, h.start) || WaitExit(h.pid, timeout)
+	}
+	return pollExit(h.fd, timeout)
+}
+
+// Close releases the pidfd.
+func (h *Handle) Close() {
+	if h.fd >= 0 {
+		unix.Close(h.fd)
 	}
 }

@@ -3,6 +3,7 @@ package runner
 import (
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -114,4 +115,45 @@ func TestWaitExitForever(t *testing.T) {
 		t.Errorf("WaitExit(-1) returned after %v, before the process exited", d)
 	}
 	_ = cmd.Wait()
+}
+
+// A Handle reaches the process it was opened on and no other: opened on a
+// start time that is not the process's, it is refused; signals and waits
+// go through it.
+func TestHandle(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	pid := cmd.Process.Pid
+	start, err := StartTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, ok := Open(pid, start+1); ok {
+		h.Close()
+		t.Fatal("Open with another start time: ok, want refused (a reused PID)")
+	}
+	h, ok := Open(pid, start)
+	if !ok {
+		t.Fatal("Open of a live process refused")
+	}
+	defer h.Close()
+	if h.WaitExit(20 * time.Millisecond) {
+		t.Fatal("WaitExit = true while it runs")
+	}
+	if err := h.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if !h.WaitExit(5 * time.Second) {
+		t.Fatal("WaitExit = false after SIGTERM")
+	}
+	_ = cmd.Wait()
+	if err := h.Signal(syscall.SIGKILL); err == nil {
+		t.Error("Signal after the exit succeeded: it must not reach whoever has the PID now")
+	}
+	if _, ok := Open(pid, start); ok {
+		t.Error("Open of a reaped process: ok")
+	}
 }
