@@ -374,8 +374,9 @@ func (e *Engine) Disconnect(network, ref string, force bool) error {
 		return errdefs.Conflict("container %s is still being set up (by PID %d); retry", c.Name, c.State.Owner.Pid)
 	}
 	// Until it is done the disconnect is under way: if this process dies,
-	// the next command's reconcile finishes it. One that fails is not: its
-	// entry goes with the error.
+	// the next command's reconcile finishes it. One that fails before it
+	// dropped the endpoint is not: its entry goes with the error; after,
+	// the entry stays for that reconcile.
 	key, want := connectingKey(c.ID, n.Name), leaveStage(selfProc())
 	err = e.st.Update(func(tx store.Tx) error {
 		cur, err := getContainer(tx, c.ID)
@@ -395,10 +396,24 @@ func (e *Engine) Disconnect(network, ref string, force bool) error {
 		return err
 	}
 	if err := e.finishDisconnect(c, n.Name, n, want, force); err != nil {
+		var after *afterDrop
+		if errors.As(err, &after) {
+			// The endpoint and its address are gone already: the entry
+			// stays, for the next command's reconcile (once this process
+			// is gone) to finish the rest (links, /etc files).
+			return after.err
+		}
 		return errors.Join(err, e.doneConnecting(key, want))
 	}
 	return nil
 }
+
+// afterDrop is a disconnect's failure after its endpoint was dropped: what
+// is left must still be done.
+type afterDrop struct{ err error }
+
+func (a *afterDrop) Error() string { return a.err.Error() }
+func (a *afterDrop) Unwrap() error { return a.err }
 
 // finishDisconnect does a disconnect of c from network (n: its record, nil
 // if it is gone) whose entry holds want, from wherever one that died left
@@ -431,7 +446,7 @@ func (e *Engine) finishDisconnect(c *Container, network string, n *Network, want
 	}
 	if c.Running() {
 		if err := addDefaultRoutes(c.Netns, moved, keep); err != nil && !force {
-			return err
+			return &afterDrop{err}
 		}
 	}
 	if n == nil || n.DNS {
@@ -440,10 +455,10 @@ func (e *Engine) finishDisconnect(c *Container, network string, n *Network, want
 		e.resyncDNS()
 	}
 	if err := e.refreshFiles(c.ID); err != nil {
-		return fmt.Errorf("container %s left network %s, but its /etc files are not updated: %w", c.Name, network, err)
+		return &afterDrop{fmt.Errorf("container %s left network %s, but its /etc files are not updated: %w", c.Name, network, err)}
 	}
 	if err := e.relink(c.ID); err != nil {
-		return fmt.Errorf("container %s left network %s, but its links are not updated: %w", c.Name, network, err)
+		return &afterDrop{fmt.Errorf("container %s left network %s, but its links are not updated: %w", c.Name, network, err)}
 	}
 	return e.doneConnecting(connectingKey(c.ID, network), want)
 }

@@ -446,3 +446,45 @@ func TestFailedConnectKeepsWhatItCouldNotUndo(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A disconnect that fails after it dropped the endpoint (its address is
+// free already) keeps its entry of a disconnect under way, so that the
+// reconcile after this process finishes the rest; before, the entry went
+// with the error and the links and /etc files were never brought up to date.
+func TestDisconnectFailingAfterTheDropKeepsItsEntry(t *testing.T) {
+	st := newStore(t)
+	d := &leaveRecorder{}
+	// An exec-root that cannot be made: the DNS sync fails, and is only
+	// reported.
+	e := &Engine{st: st, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: "/dev/null/run"},
+		drivers: map[string]driver.Driver{"bridge": d}}
+	id := hexID("ccc")
+	ep := func(n, ifname, addr string) Endpoint {
+		return Endpoint{Network: n, Endpoint: driver.Endpoint{ContainerID: id, IfName: ifname, Addrs: []netip.Prefix{netip.MustParsePrefix(addr)}}}
+	}
+	// Its directory is a file: the /etc files cannot be rewritten.
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := &Container{ID: id, Name: "z", Dir: notDir, Netns: "/nonexistent",
+		State:     State{Status: StatusRunning, Supervisor: selfProc()},
+		Endpoints: []Endpoint{ep("a", "eth0", "10.1.0.5/24"), ep("b", "eth1", "10.2.0.5/24")}}
+	seed(t, st, c)
+	if err := st.Update(func(tx store.Tx) error {
+		return errors.Join(putJSON(tx, bucketNetworks, "a", dnsNetwork("a", "10.1.0.0/24")),
+			putJSON(tx, bucketNetworks, "b", dnsNetwork("b", "10.2.0.0/24")))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err := e.Disconnect("b", "z", false)
+	if err == nil || !strings.Contains(err.Error(), "/etc files are not updated") {
+		t.Fatalf("Disconnect = %v, want the /etc files' error", err)
+	}
+	_ = st.View(func(tx store.Tx) error {
+		if v, err := tx.Get(bucketConnecting, connectingKey(id, "b")); err != nil || len(v) == 0 {
+			t.Errorf("the disconnect's entry is gone (%v): nothing will finish it", err)
+		}
+		return nil
+	})
+}
