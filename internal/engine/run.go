@@ -325,8 +325,8 @@ func (e *Engine) start(c *Container, sc runner.StartConfig) (*runner.Process, er
 		if err != nil {
 			return err
 		}
-		if cur.State.Status != StatusCreated || cur.State.Owner != c.State.Owner {
-			return errdefs.Conflict("container %s was removed while starting", c.Name)
+		if err := startable(cur, c.State.Owner); err != nil {
+			return err
 		}
 		cur.State.Status = StatusRunning
 		cur.State.Process = Proc{Pid: p.Pid, Start: p.StartTime}
@@ -343,6 +343,18 @@ func (e *Engine) start(c *Container, sc runner.StartConfig) (*runner.Process, er
 		return nil, fmt.Errorf("record %s as running: %w", c.Name, err)
 	}
 	return p, nil
+}
+
+// startable says whether the record cur may be marked running by a start
+// on behalf of owner: still created, still owner's, and owner alive. A
+// repair that could not undo the run gives the record back to the dead
+// owner (for the next command to retry): its supervisor, if it got this
+// far, must not start what is half torn down.
+func startable(cur *Container, owner Proc) error {
+	if cur.State.Status != StatusCreated || cur.State.Owner != owner || !alive(owner) {
+		return errdefs.Conflict("container %s was removed while starting", cur.Name)
+	}
+	return nil
 }
 
 func (e *Engine) runnerSpec(c *Container) runner.Spec {

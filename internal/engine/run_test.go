@@ -238,3 +238,27 @@ func TestExecEnv(t *testing.T) {
 		}
 	}
 }
+
+// A start goes ahead only for a record still created, still its owner's,
+// and an owner alive: a repair that failed gives the record back to the
+// dead owner, whose supervisor must not then start a half-torn-down run.
+func TestStartable(t *testing.T) {
+	self := selfProc()
+	gone := Proc{Pid: self.Pid, Start: self.Start + 1}
+	for _, tc := range []struct {
+		name  string
+		state State
+		owner Proc
+		ok    bool
+	}{
+		{"created, owner alive", State{Status: StatusCreated, Owner: self}, self, true},
+		{"taken by a repair", State{Status: StatusCreated, Owner: Proc{Pid: 1, Start: 1}}, self, false},
+		{"given back to a dead owner", State{Status: StatusCreated, Owner: gone}, gone, false},
+		{"exited", State{Status: StatusExited, Owner: self}, self, false},
+	} {
+		err := startable(&Container{Name: "x", State: tc.state}, tc.owner)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: startable = %v, want ok %v", tc.name, err, tc.ok)
+		}
+	}
+}
