@@ -36,8 +36,14 @@ func (c *Config) Validate() error {
 		switch {
 		case err != nil:
 			bad("fixed-cidr", "%q is not a CIDR prefix such as 172.26.1.0/24", c.FixedCIDR)
+		case !p.Addr().Is4():
+			bad("fixed-cidr", "%s is not an IPv4 range (the default network is IPv4)", p)
 		case bip.IsValid() && (p.Bits() < bip.Bits() || !bip.Masked().Contains(p.Addr())):
 			bad("fixed-cidr", "%s is not inside bip's subnet %s", p, bip.Masked())
+		case !bip.IsValid() && p.Bits() > 30:
+			// Without bip it is the subnet: room for a gateway and a
+			// container besides its network and broadcast addresses.
+			bad("fixed-cidr", "%s leaves no room for a gateway and a container: use /30 or wider, or set bip", p)
 		}
 	}
 	if c.MTU != 0 && (c.MTU < 68 || c.MTU > 65535) {

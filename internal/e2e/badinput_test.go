@@ -110,6 +110,7 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 		{[]string{"network", "create", "--ip-range", "10.9.0.0/24", "r"}, "--ip-range"},
 		{[]string{"network", "create", "--subnet", "10.9.0.0/24", "--gateway", "10.10.0.1", "g"}, "--gateway"},
 		{[]string{"network", "create", "-o", "mtu=12", "m"}, "mtu"},
+		{[]string{"network", "create", "--ipv6", "-o", "mtu=1200", "m6"}, "IPv6 needs at least 1280"},
 		{[]string{"network", "create", "-o", "icc=maybe", "i"}, "icc"},
 		{[]string{"network", "create", "-o", "gateway-mode=bogus", "gm"}, "gateway-mode"},
 		{[]string{"network", "create", "-o", "noequals", "ne"}, "="},

@@ -305,6 +305,11 @@ func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
 		return nil, errdefs.Invalid("at most one --subnet per address family")
 	}
 	n.IPv6 = o.IPv6
+	if n.IPv6 && n.MTU < 1280 {
+		// The kernel takes IPv6 off a link below it: the bridge would
+		// fail to get its gateway, with an error that does not say why.
+		return nil, errdefs.Invalid("invalid mtu %d with IPv6: IPv6 needs at least 1280", n.MTU)
+	}
 	for i, g := range o.Gateways {
 		if !slices.ContainsFunc(o.Subnets, func(p netip.Prefix) bool { return p.Contains(g) }) {
 			return nil, errdefs.Invalid("invalid --gateway %s: it is in no --subnet", g)
