@@ -7,6 +7,7 @@ package main
 
 import (
 	"os"
+	"runtime"
 
 	"github.com/knit-dev/knit/internal/cli"
 	"github.com/knit-dev/knit/internal/cni"
@@ -18,6 +19,11 @@ import (
 	"github.com/knit-dev/knit/internal/runner"
 	"github.com/knit-dev/knit/internal/store/bolt"
 )
+
+// The main goroutine keeps the main thread to itself, so that no goroutine
+// that switches namespaces ever runs there: the main thread is the thread
+// group's leader, whose namespace /proc/self (and /proc/net) follows.
+func init() { runtime.LockOSThread() }
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
