@@ -254,6 +254,7 @@ func (e *Engine) Exec(ref string, o ExecOptions, io Stdio) (int, error) {
 	}
 	cfg := runner.ExecConfig{
 		Pid:    c.State.Process.Pid,
+		Start:  c.State.Process.Start,
 		Args:   o.Args,
 		Env:    execEnv(c, o),
 		Cwd:    o.Workdir,

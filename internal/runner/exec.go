@@ -4,14 +4,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
 	"syscall"
 
 	"github.com/knit-dev/knit/internal/netns"
+	"golang.org/x/sys/unix"
 )
 
 // ExecConfig describes a command to run in a running container.
 type ExecConfig struct {
-	Pid            int // the container's PID 1, as seen from here
+	Pid            int    // the container's PID 1, as seen from here
+	Start          uint64 // its start time (StartTime): another process with Pid is refused
 	Args, Env      []string
 	Cwd            string   // "" = "/"; must exist, as with docker exec -w
 	Tty            bool     // give the command a pty of the container's devpts
@@ -19,10 +22,13 @@ type ExecConfig struct {
 	Stdout, Stderr *os.File // nil = /dev/null
 }
 
-// execSpecFd and execPidnsFd are the helper's extra files.
+// execSpecFd, execPidnsFd and execProcFd are the helper's extra files:
+// the Spec's socket, the container's PID namespace and its /proc/PID
+// directory, through which the constructor finds the other namespaces.
 const (
 	execSpecFd  = 3
 	execPidnsFd = 4
+	execProcFd  = 5
 )
 
 // Exec runs a command in the namespaces of the container whose PID 1 is
@@ -36,12 +42,21 @@ func Exec(cfg ExecConfig) (code int, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("encode exec spec: %w", err)
 	}
-	// Opened here: once in the container's mount namespace, its /proc
-	// would not know the pid.
-	pidns, err := os.Open(fmt.Sprintf("/proc/%d/ns/pid", cfg.Pid))
+	// The container's /proc/PID, checked to be the process that started
+	// at cfg.Start, names its namespaces from here on: a directory of
+	// /proc opened on one process never shows another's, even one that
+	// takes its PID after it exits. Opened here: once in the container's
+	// mount namespace, its /proc would not know the pid.
+	proc, err := openProcDir(cfg.Pid, cfg.Start)
 	if err != nil {
 		return 0, fmt.Errorf("exec in %d: %w", cfg.Pid, err)
 	}
+	defer proc.Close()
+	pidnsFd, err := unix.Openat(int(proc.Fd()), "ns/pid", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("exec in %d: open its PID namespace: %w", cfg.Pid, err)
+	}
+	pidns := os.NewFile(uintptr(pidnsFd), "pidns")
 	defer pidns.Close()
 	ours, theirs, err := specSocket()
 	if err != nil {
@@ -49,7 +64,7 @@ func Exec(cfg ExecConfig) (code int, err error) {
 	}
 	defer ours.Close()
 	defer theirs.Close()
-	cmd := selfCmd(ExecArg, []string{execJoinEnv(cfg.Pid)}, theirs, pidns)
+	cmd := selfCmd(ExecArg, []string{execJoinEnv()}, theirs, pidns, proc)
 	setStdio(cmd, cfg.Stdin, cfg.Stdout, cfg.Stderr)
 	if cfg.Tty && isTerminal(cfg.Stdin) {
 		if restore, err := makeRaw(cfg.Stdin); err == nil {
@@ -77,12 +92,29 @@ func Exec(cfg ExecConfig) (code int, err error) {
 // pid: a process that joined a PID namespace cannot start threads (clone
 // with CLONE_THREAD fails with EINVAL), which kills the Go runtime; see
 // startInPIDNS.
-func execJoinEnv(pid int) string {
+func execJoinEnv() string {
 	var joins []netns.Join
 	for _, kind := range []string{"ipc", "uts", "net", "mnt"} {
-		joins = append(joins, netns.Join{Kind: kind, Path: fmt.Sprintf("/proc/%d/ns/%s", pid, kind)})
+		joins = append(joins, netns.Join{Kind: kind, Path: fmt.Sprintf("/proc/self/fd/%d/ns/%s", execProcFd, kind)})
 	}
 	return netns.JoinEnv(joins...)
+}
+
+// openProcDir opens /proc/PID if it is the process that started at start
+// (any, when start is 0), read through the opened directory itself.
+func openProcDir(pid int, start uint64) (*os.File, error) {
+	dir, err := os.Open(fmt.Sprintf("/proc/%d", pid))
+	if err != nil {
+		return nil, err
+	}
+	if start != 0 {
+		f, err := statFieldsAt(dir)
+		if err != nil || f[statState] == "Z" || f[statStartTime] != strconv.FormatUint(start, 10) {
+			dir.Close()
+			return nil, fmt.Errorf("the container's process %d is gone", pid)
+		}
+	}
+	return dir, nil
 }
 
 // ExecMain is the exec helper: /proc/self/exe _exec, started by Exec and

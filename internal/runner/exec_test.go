@@ -15,7 +15,7 @@ import (
 func execIn(t *testing.T, p *Process, cfg ExecConfig) (int, string, string) {
 	t.Helper()
 	out, errOut := capture(t), capture(t)
-	cfg.Pid, cfg.Stdout, cfg.Stderr = p.Pid, out.w, errOut.w
+	cfg.Pid, cfg.Start, cfg.Stdout, cfg.Stderr = p.Pid, p.StartTime, out.w, errOut.w
 	if cfg.Env == nil {
 		cfg.Env = []string{testPath}
 	}
@@ -54,6 +54,11 @@ func TestExec(t *testing.T) {
 				t.Errorf("code %d, out %q, err %q; want %d, %q, %q", code, out, errOut, tt.code, tt.want, tt.wantErr)
 			}
 		})
+	}
+	// Another process with the container's PID (one that reused it, as
+	// its start time tells) is refused, not joined.
+	if _, err := Exec(ExecConfig{Pid: p.Pid, Start: p.StartTime + 1, Args: []string{"true"}}); err == nil || !strings.Contains(err.Error(), "gone") {
+		t.Errorf("Exec on another start time: %v, want refused", err)
 	}
 	if err := unix.Kill(p.Pid, unix.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -90,6 +91,25 @@ func statFields(pid int) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseStat(pid, b)
+}
+
+// statFieldsAt is statFields for the process whose /proc directory is dir.
+func statFieldsAt(dir *os.File) ([]string, error) {
+	fd, err := unix.Openat(int(dir.Fd()), "stat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "stat")
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return nil, err
+	}
+	return parseStat(0, b)
+}
+
+func parseStat(pid int, b []byte) ([]string, error) {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
 		return nil, fmt.Errorf("parse /proc/%d/stat: no command name", pid)
