@@ -1,12 +1,15 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall"
 )
 
@@ -36,6 +39,12 @@ func lockFile(path string) (unlock func(), err error) { return flockFile(path, u
 // lockFileShared takes a shared flock on path, as lockFile does.
 func lockFileShared(path string) (unlock func(), err error) { return flockFile(path, unix.LOCK_SH) }
 
+// lockWait bounds how long a command waits for one of these locks (a
+// variable for the tests). Every holder keeps one for milliseconds: a
+// holder stopped (^Z) or hung must not stall every later command and
+// every supervisor's exit for ever, as a blocking flock would.
+var lockWait = time.Minute
+
 func flockFile(path string, how int) (unlock func(), err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
@@ -44,11 +53,22 @@ func flockFile(path string, how int) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
-	if err := unix.Flock(int(f.Fd()), how); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+	deadline := time.Now().Add(lockWait)
+	for wait := 50 * time.Microsecond; ; wait = min(2*wait, 2*time.Millisecond) {
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil // closing releases the lock
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, errdefs.Unavailable("lock %s is busy: another knit process has held it for over %s; retry, or look for a stopped or stuck knit process (fuser %s)", path, lockWait, path)
+		}
+		time.Sleep(wait)
 	}
-	return func() { f.Close() }, nil
 }
 
 func (l *lockedFirewall) EnsureNetwork(n firewall.Network) error {

@@ -2,15 +2,19 @@ package engine
 
 import (
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall/firewalltest"
 	"github.com/knit-dev/knit/internal/runner"
 	"github.com/knit-dev/knit/internal/store"
+	"golang.org/x/sys/unix"
 )
 
 // Removing a stopped container touches the kernel only when stopping
@@ -168,4 +172,42 @@ func TestCommandsCheckTheFirewallFirst(t *testing.T) {
 			t.Errorf("%s: firewall calls after the refusal: %q", name, calls)
 		}
 	}
+}
+
+// A lock another process holds past lockWait is an error that says so,
+// not a wait for ever.
+func TestLockFileGivesUp(t *testing.T) {
+	defer func(d time.Duration) { lockWait = d }(lockWait)
+	lockWait = 50 * time.Millisecond
+	path := filepath.Join(t.TempDir(), "x.lock")
+	holder := exec.Command("flock", "-o", path, "sleep", "5") // -o: flock(1) alone holds it
+	if err := holder.Start(); err != nil {
+		t.Skip("no flock(1):", err)
+	}
+	defer func() { _ = holder.Process.Kill(); _ = holder.Wait() }()
+	// Until flock(1) holds it.
+	for i := 0; ; i++ {
+		f, _ := os.Open(path)
+		busy := f != nil && unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB) != nil
+		if f != nil {
+			f.Close()
+		}
+		if busy {
+			break
+		}
+		if i == 500 {
+			t.Fatal("flock(1) never took the lock")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := lockFile(path); errdefs.KindOf(err) != errdefs.KindUnavailable || !strings.Contains(err.Error(), "busy") {
+		t.Errorf("lockFile of a held lock = %v, want busy", err)
+	}
+	_ = holder.Process.Kill()
+	_ = holder.Wait()
+	unlock, err := lockFile(path)
+	if err != nil {
+		t.Fatalf("lockFile once free: %v", err)
+	}
+	unlock()
 }
