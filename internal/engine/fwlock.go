@@ -53,21 +53,33 @@ func flockFile(path string, how int) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
-	deadline := time.Now().Add(lockWait)
-	for wait := 50 * time.Microsecond; ; wait = min(2*wait, 2*time.Millisecond) {
-		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil // closing releases the lock
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
+	unlock = func() { f.Close() } // closing releases the lock
+	err = unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+	if err == nil {
+		return unlock, nil
+	}
+	if !errors.Is(err, unix.EWOULDBLOCK) {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	// Held: wait in the kernel, which hands the lock over the moment it
+	// is free (polling would miss the short gaps between holders of a
+	// shared lock, and an exclusive waiter would starve), but no longer
+	// than lockWait. A wait given up on releases the lock once it gets it.
+	got := make(chan error, 1)
+	go func() { got <- unix.Flock(int(f.Fd()), how) }()
+	timer := time.NewTimer(lockWait)
+	defer timer.Stop()
+	select {
+	case err := <-got:
+		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, errdefs.Unavailable("lock %s is busy: another knit process has held it for over %s; retry, or look for a stopped or stuck knit process (fuser %s)", path, lockWait, path)
-		}
-		time.Sleep(wait)
+		return unlock, nil
+	case <-timer.C:
+		go func() { <-got; f.Close() }()
+		return nil, errdefs.Unavailable("lock %s is busy: another knit process has held it for over %s; retry, or look for a stopped or stuck knit process (fuser %s)", path, lockWait, path)
 	}
 }
 
