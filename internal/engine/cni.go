@@ -625,31 +625,26 @@ func (e *Engine) CNIStatus(o NetworkCreateOptions) error {
 // liveOn names a container attached to network name that may still be
 // running: a CNI attachment whose namespace exists, or a running knit
 // container whose supervisor lives; "" when there is none.
-func (e *Engine) liveOn(name string) (who string, err error) {
-	err = e.st.View(func(tx store.Tx) error {
-		err := tx.List(bucketCNI, func(_ string, v []byte) error {
-			var a CNIAttachment
-			if json.Unmarshal(v, &a) != nil || a.Network != name || who != "" {
-				return nil
-			}
-			if _, err := os.Stat(a.Netns); err == nil {
-				who = fmt.Sprintf("CNI container %s", a.ContainerID[:min(12, len(a.ContainerID))])
-			}
-			return nil
-		})
-		if err != nil || who != "" {
-			return err
+func (e *Engine) liveOn(name string) (string, error) {
+	atts, err := e.CNIAttachments(name)
+	if err != nil {
+		return "", err
+	}
+	for _, a := range atts {
+		if _, err := os.Stat(a.Netns); err == nil {
+			return "CNI container " + a.ContainerID[:min(12, len(a.ContainerID))], nil
 		}
-		cs, err := listContainers(tx)
-		for _, c := range cs {
-			if c.Running() && alive(c.State.Supervisor) && slices.ContainsFunc(c.Endpoints, func(ep Endpoint) bool { return ep.Network == name }) {
-				who = "container " + c.Name
-				break
-			}
+	}
+	var cs []*Container
+	if err := e.st.View(func(tx store.Tx) (err error) { cs, err = listContainers(tx); return err }); err != nil {
+		return "", err
+	}
+	for _, c := range cs {
+		if c.Running() && alive(c.State.Supervisor) && slices.ContainsFunc(c.Endpoints, func(ep Endpoint) bool { return ep.Network == name }) {
+			return "container " + c.Name, nil
 		}
-		return err
-	})
-	return who, err
+	}
+	return "", nil
 }
 
 // cniOwner describes an attachment ID for messages ("CNI attachment ID/IF").
