@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -88,8 +90,11 @@ type CNIAttachment struct {
 // CNIAttachmentID is the ID knit tags an attachment's objects with.
 func CNIAttachmentID(containerID, ifname string) string {
 	sum := sha256.Sum256([]byte(containerID + "\x00" + ifname))
-	return "cni-" + hex.EncodeToString(sum[:20])
+	return cniIDPrefix + hex.EncodeToString(sum[:20])
 }
+
+// cniIDPrefix starts every attachment's ID, and no container's.
+const cniIDPrefix = "cni-"
 
 func getAttachment(tx store.Tx, id string) (*CNIAttachment, error) {
 	var a CNIAttachment
@@ -115,6 +120,12 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 	if err := e.CheckFirewall(); err != nil {
 		return nil, nil, err
 	}
+	id := CNIAttachmentID(req.ContainerID, req.IfName)
+	unlock, err := e.attachmentLock(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unlock() // after the rollbacks below, which run under it
 	if err := e.replaceAttachment(req); err != nil {
 		return nil, nil, err
 	}
@@ -135,7 +146,6 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 	if err := e.ensureNetwork(n); err != nil {
 		return nil, nil, err
 	}
-	id := CNIAttachmentID(req.ContainerID, req.IfName)
 	a := &CNIAttachment{
 		ID: id, ContainerID: req.ContainerID, IfName: req.IfName, Netns: req.Netns, Network: n.Name,
 		Config: req.Config, Name: req.Name, Bandwidth: req.Bandwidth, Owner: selfProc(), Created: time.Now().UTC(),
@@ -277,11 +287,7 @@ func (e *Engine) cniNetwork(o NetworkCreateOptions) (n *Network, created bool, e
 // new one). Another configuration's complete attachment in the same
 // namespace is an interface that exists, which the spec has ADD refuse.
 func (e *Engine) replaceAttachment(req CNIRequest) error {
-	var a *CNIAttachment
-	err := e.st.View(func(tx store.Tx) (err error) {
-		a, err = getAttachment(tx, CNIAttachmentID(req.ContainerID, req.IfName))
-		return err
-	})
+	a, err := e.readAttachment(CNIAttachmentID(req.ContainerID, req.IfName))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
@@ -305,11 +311,13 @@ func (e *Engine) replaceAttachment(req CNIRequest) error {
 // (config names the caller's; "" is any) is not the caller's to remove:
 // as nothing of its own is there, that is success too.
 func (e *Engine) CNIDel(config, containerID, ifname string) error {
-	var a *CNIAttachment
-	err := e.st.View(func(tx store.Tx) (err error) {
-		a, err = getAttachment(tx, CNIAttachmentID(containerID, ifname))
+	id := CNIAttachmentID(containerID, ifname)
+	unlock, err := e.attachmentLock(id)
+	if err != nil {
 		return err
-	})
+	}
+	defer unlock()
+	a, err := e.readAttachment(id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
@@ -322,7 +330,24 @@ func (e *Engine) CNIDel(config, containerID, ifname string) error {
 	return e.cniTeardown(a)
 }
 
-// cniTeardown undoes an attachment in the kernel, then forgets it.
+// attachmentLock serializes the commands that change one attachment: ADD,
+// DEL, and GC's and prune's removals. Without it a removal could act on a
+// record read before another command replaced it (prune reading an ADD in
+// progress, then finding its owner gone once the next ADD had remade the
+// attachment), and take that command's published port or interface. The
+// locks are striped over a fixed set of files, so that they do not pile
+// up with container IDs; a holder takes no other stripe.
+func (e *Engine) attachmentLock(id string) (unlock func(), err error) {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return lockFile(filepath.Join(e.paths.DataRoot, "locks", fmt.Sprintf("cni-%02d.lock", h.Sum32()%attachmentLocks)))
+}
+
+// attachmentLocks is the number of attachment lock stripes.
+const attachmentLocks = 32
+
+// cniTeardown undoes an attachment in the kernel, then forgets it. Its
+// caller holds the attachment's lock.
 func (e *Engine) cniTeardown(a *CNIAttachment) error {
 	if len(a.Ports) > 0 && e.fw != nil {
 		if err := e.fw.RemovePorts(a.ID, a.Ports); err != nil {
@@ -403,14 +428,19 @@ func (e *Engine) CNIAttachments(network string) ([]*CNIAttachment, error) {
 
 // CNIGet returns the attachment of the container's interface.
 func (e *Engine) CNIGet(containerID, ifname string) (*CNIAttachment, error) {
-	var a *CNIAttachment
-	err := e.st.View(func(tx store.Tx) (err error) {
-		a, err = getAttachment(tx, CNIAttachmentID(containerID, ifname))
-		return err
-	})
+	a, err := e.readAttachment(CNIAttachmentID(containerID, ifname))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, errdefs.NotFound("no attachment of container %s interface %s", containerID, ifname)
 	}
+	return a, err
+}
+
+// readAttachment reads attachment id's record (store.ErrNotFound if none).
+func (e *Engine) readAttachment(id string) (a *CNIAttachment, err error) {
+	err = e.st.View(func(tx store.Tx) (err error) {
+		a, err = getAttachment(tx, id)
+		return err
+	})
 	return a, err
 }
 
@@ -424,24 +454,54 @@ func (e *Engine) CNIGC(network, config string, keep func(containerID, ifname str
 	}
 	var removed []string
 	var errs []error
-	for _, a := range all {
-		if config != "" && a.Config != "" && a.Config != config {
-			continue // another configuration's, sharing the knit network
-		}
-		halfMade := a.Owner.Pid != 0 && !alive(a.Owner)
-		if keep(a.ContainerID, a.IfName) && !halfMade {
+	for _, listed := range all {
+		if !e.gcMayRemove(listed, config, keep) {
 			continue
 		}
-		if a.Owner.Pid != 0 && alive(a.Owner) {
-			continue // an ADD in progress
-		}
-		if err := e.cniTeardown(a); err != nil {
+		// Decided again on the record read under the attachment's lock:
+		// an ADD or DEL may have changed it since the list.
+		gone, err := e.gcRemove(listed.ID, config, keep)
+		if err != nil {
 			errs = append(errs, err)
-			continue
 		}
-		removed = append(removed, a.ContainerID+"/"+a.IfName)
+		if gone {
+			removed = append(removed, listed.ContainerID+"/"+listed.IfName)
+		}
 	}
 	return removed, errors.Join(errs...)
+}
+
+// gcMayRemove says whether GC removes a: one of config's ("" for any) that
+// keep rejects, or a half-made one whose ADD died; never one whose ADD is
+// in progress.
+func (e *Engine) gcMayRemove(a *CNIAttachment, config string, keep func(containerID, ifname string) bool) bool {
+	if config != "" && a.Config != "" && a.Config != config {
+		return false // another configuration's, sharing the knit network
+	}
+	if a.Owner.Pid != 0 {
+		return !alive(a.Owner) // half-made if its ADD died; else in progress
+	}
+	return !keep(a.ContainerID, a.IfName)
+}
+
+// gcRemove removes the attachment id under its lock if GC still may.
+func (e *Engine) gcRemove(id, config string, keep func(containerID, ifname string) bool) (removed bool, err error) {
+	unlock, err := e.attachmentLock(id)
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	a, err := e.readAttachment(id)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil || !e.gcMayRemove(a, config, keep) {
+		return false, err
+	}
+	if err := e.cniTeardown(a); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // CNICheck compares the live interface, addresses, routes and published

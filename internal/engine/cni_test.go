@@ -1,10 +1,24 @@
 package engine
 
 import (
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/knit-dev/knit/internal/config"
+	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/firewall/firewalltest"
+	"github.com/knit-dev/knit/internal/runner"
 	"github.com/knit-dev/knit/internal/store"
+	"golang.org/x/sys/unix"
 )
 
 // busyReads is a store whose reads time out, as when another knit holds
@@ -37,5 +51,200 @@ func TestCNITeardownKeepsStateWhenTheNetworkCannotBeRead(t *testing.T) {
 	}
 	if st.updates != 0 {
 		t.Errorf("teardown wrote to the store %d times after failing to read the network", st.updates)
+	}
+}
+
+// deadProc returns a process that has ended, as a Proc.
+func deadProc(t *testing.T) Proc {
+	t.Helper()
+	cmd := exec.Command("sleep", "300")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	start, err := runner.StartTime(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	return Proc{Pid: cmd.Process.Pid, Start: start}
+}
+
+// awaitLockWaiter returns once some process waits for the flock on path
+// (a "->" line in /proc/locks), or fails the test after 10 s.
+func awaitLockWaiter(t *testing.T, path, what string) {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	suffix := fmt.Sprintf(":%d", st.Ino)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		b, err := os.ReadFile("/proc/locks")
+		if err != nil {
+			t.Skip("no /proc/locks:", err)
+		}
+		for line := range strings.Lines(string(b)) {
+			f := strings.Fields(line)
+			if len(f) > 6 && f[1] == "->" && strings.HasSuffix(f[6], suffix) {
+				return
+			}
+		}
+	}
+	t.Fatalf("%s never waited for the attachment's lock %s", what, path)
+}
+
+// attachmentLockPath is the file attachmentLock(id) locks.
+func attachmentLockPath(t *testing.T, e *Engine, id string) string {
+	t.Helper()
+	unlock, err := e.attachmentLock(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	matches, _ := filepath.Glob(filepath.Join(e.paths.DataRoot, "locks", "cni-*.lock"))
+	if len(matches) != 1 {
+		t.Fatalf("lock files %q, want one", matches)
+	}
+	return matches[0]
+}
+
+// The concurrency test's failure: prune listed an attachment while its ADD
+// was in progress, and by the time it found the ADD's process gone, the
+// next ADD had remade the attachment; the teardown of the stale record
+// took the new attachment's published port. GC decides again under the
+// attachment's lock, which ADD holds throughout.
+func TestCNIGCDecidesUnderTheAttachmentsLock(t *testing.T) {
+	st := newStore(t)
+	fw := firewalltest.New()
+	e := firewallEngine(t, st, fw)
+	id := CNIAttachmentID("c1", "eth0")
+	ports := []firewall.PortMapping{{Network: "gone", HostPort: 8630, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.86.0.2"), ContainerPort: 80}}
+	put := func(a *CNIAttachment) {
+		t.Helper()
+		if err := st.Update(func(tx store.Tx) error { return putJSON(tx, bucketCNI, a.ID, a) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Half-made: its ADD died (as far as GC can tell when it lists).
+	put(&CNIAttachment{ID: id, ContainerID: "c1", IfName: "eth0", Network: "gone", Ports: ports, Owner: deadProc(t)})
+	if err := fw.AddPorts(id, ports); err != nil {
+		t.Fatal(err)
+	}
+	path := attachmentLockPath(t, e, id)
+	unlock, err := e.attachmentLock(id) // the next ADD, in progress
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		removed []string
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() {
+		removed, err := e.CNIGC("", "", func(string, string) bool { return true })
+		done <- result{removed, err}
+	}()
+	awaitLockWaiter(t, path, "GC")
+	// The ADD completes the attachment again, its port published.
+	put(&CNIAttachment{ID: id, ContainerID: "c1", IfName: "eth0", Network: "gone", Ports: ports,
+		Endpoint: Endpoint{Endpoint: driver.Endpoint{HostIf: "vethnew"}}})
+	unlock()
+	r := <-done
+	if r.err != nil || len(r.removed) != 0 {
+		t.Errorf("GC removed %q (%v), want nothing: the attachment is complete again", r.removed, r.err)
+	}
+	if calls := fw.Calls(); slices.ContainsFunc(calls, func(c string) bool { return strings.HasPrefix(c, "RemovePorts") }) {
+		t.Errorf("GC unpublished the new attachment's port: %q", calls)
+	}
+	if err := st.View(func(tx store.Tx) error { _, err := getAttachment(tx, id); return err }); err != nil {
+		t.Errorf("the attachment's record: %v, want it kept", err)
+	}
+}
+
+// prune's removal of firewall elements that no record owns waits for an
+// attachment's lock: an ADD replacing the attachment has no record for a
+// moment, and its new elements are not strays.
+func TestPrunePortsDecidesUnderTheAttachmentsLock(t *testing.T) {
+	st := newStore(t)
+	fw := firewalltest.New()
+	e := firewallEngine(t, st, fw)
+	id := CNIAttachmentID("c1", "eth0")
+	ports := []firewall.PortMapping{{Network: "gone", HostPort: 8630, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.86.0.2"), ContainerPort: 80}}
+	path := attachmentLockPath(t, e, id)
+	unlock, err := e.attachmentLock(id) // an ADD between its replace and its record
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.AddPorts(id, ports); err != nil { // what prune lists
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.prunePorts(map[string]*Container{}, &PruneReport{}) }()
+	awaitLockWaiter(t, path, "prune")
+	err = st.Update(func(tx store.Tx) error {
+		return putJSON(tx, bucketCNI, id, &CNIAttachment{ID: id, ContainerID: "c1", IfName: "eth0", Network: "gone", Ports: ports})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if owners, _ := fw.Owners(); !slices.Contains(owners, id) {
+		t.Errorf("prune removed the elements of an attachment recorded while it waited: owners %q", owners)
+	}
+}
+
+// strayLinks is a driver whose bridge has one veth, tagged with owner, and
+// that records the links it is asked to remove.
+type strayLinks struct {
+	leaveRecorder
+	hostIf, owner string
+	removed       []string
+}
+
+func (d *strayLinks) Strays(_ *driver.Network, keep func(string, string) bool) ([]string, error) {
+	if keep(d.hostIf, d.owner) {
+		return nil, nil
+	}
+	return []string{d.hostIf}, nil
+}
+
+func (d *strayLinks) RemoveLink(name string) error {
+	d.removed = append(d.removed, name)
+	return nil
+}
+
+// prune's removal of links that no record owns waits for an attachment's
+// lock too: the replacing ADD makes its veth under the old one's name.
+func TestPruneLinksDecidesUnderTheAttachmentsLock(t *testing.T) {
+	st := newStore(t)
+	id := CNIAttachmentID("c1", "eth0")
+	d := &strayLinks{hostIf: "veth53394c4", owner: id}
+	e := &Engine{st: st, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: t.TempDir()},
+		drivers: map[string]driver.Driver{"bridge": d}}
+	path := attachmentLockPath(t, e, id)
+	unlock, err := e.attachmentLock(id) // an ADD between its replace and its record
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	n := &Network{Network: driver.Network{Name: "conc-cni", Driver: "bridge"}}
+	go func() { done <- e.pruneLinks(map[string]*Container{}, []*Network{n}, &PruneReport{}) }()
+	awaitLockWaiter(t, path, "prune")
+	err = st.Update(func(tx store.Tx) error {
+		return putJSON(tx, bucketCNI, id, &CNIAttachment{ID: id, ContainerID: "c1", IfName: "eth0", Network: "conc-cni"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(d.removed) != 0 {
+		t.Errorf("prune removed %q, the link of an attachment recorded while it waited", d.removed)
 	}
 }

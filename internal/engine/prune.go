@@ -146,7 +146,9 @@ func (e *Engine) pruneLinks(live map[string]*Container, nets []*Network, r *Prun
 		if err != nil {
 			continue
 		}
+		owners := map[string]string{} // host link → the container ID of its alias
 		strays, err := d.Strays(&n.Network, func(hostIf, containerID string) bool {
+			owners[hostIf] = containerID
 			_, isLive := live[containerID]
 			return owned[hostIf] || isLive || e.active(containerID)
 		})
@@ -155,11 +157,13 @@ func (e *Engine) pruneLinks(live map[string]*Container, nets []*Network, r *Prun
 			continue
 		}
 		for _, l := range strays {
-			if err := d.RemoveLink(l); err != nil {
+			removed, err := e.removeStray(owners[l], func() error { return d.RemoveLink(l) })
+			if err != nil {
 				errs = append(errs, err)
-				continue
 			}
-			r.Links = append(r.Links, l)
+			if removed {
+				r.Links = append(r.Links, l)
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -237,19 +241,42 @@ func (e *Engine) prunePorts(live map[string]*Container, r *PruneReport) error {
 			continue
 		}
 		for _, id := range owners {
-			if _, ok := live[id]; ok || e.active(id) {
+			if _, ok := live[id]; ok {
 				continue
 			}
-			if err := kind.remove(id); err != nil {
+			removed, err := e.removeStray(id, func() error { return kind.remove(id) })
+			if err != nil {
 				errs = append(errs, err)
-				continue
 			}
-			if !slices.Contains(r.Ports, id) {
+			if removed && !slices.Contains(r.Ports, id) {
 				r.Ports = append(r.Ports, id)
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// removeStray removes, with remove, a kernel object (firewall elements, a
+// link) of container or attachment id unless id is active, read now. A CNI
+// attachment's are decided under its lock: an ADD that replaces the
+// attachment has no record for a moment, and it makes the new objects
+// under the old names (the veth's is derived from the ID), which must not
+// be taken for the old ones.
+func (e *Engine) removeStray(id string, remove func() error) (bool, error) {
+	if strings.HasPrefix(id, cniIDPrefix) {
+		unlock, err := e.attachmentLock(id)
+		if err != nil {
+			return false, err
+		}
+		defer unlock()
+	}
+	if e.active(id) {
+		return false, nil
+	}
+	if err := remove(); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // active reports whether id is a container that is not exited, read now.
