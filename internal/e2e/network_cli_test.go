@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -241,4 +243,55 @@ func mustTime(t *testing.T, s string) time.Time {
 		t.Fatal(err)
 	}
 	return tm
+}
+
+// A `network rm` killed once it has marked the network as being removed
+// leaves its bridge, rules and record. The next `network create` of the
+// name finishes that removal and makes the network again, instead of
+// answering "already exists" until a prune; so does a CNI ADD on it.
+func TestNetworkCreateFinishesAnInterruptedRemoval(t *testing.T) {
+	s := sandbox(t)
+	// The steps of an ordinary rm: the kill comes right after its first
+	// commit, the mark.
+	s.MustKnit(t, "network", "create", "probe")
+	trace := filepath.Join(s.Dir(), "trace")
+	knitEnv(t, s, []string{"KNIT_CRASH_TRACE=" + trace}, "network", "rm", "probe")
+	steps := traceSteps(t, s, trace)
+	at := slices.Index(steps, "store.commit") + 2
+	if at < 2 || at > len(steps) {
+		t.Fatalf("network rm's steps %v: no commit followed by another step", steps)
+	}
+	for _, next := range []struct {
+		name string
+		do   func() testutil.Result
+	}{
+		{"network create", func() testutil.Result { return s.Knit("network", "create", "--subnet", "10.91.0.0/24", "scratch") }},
+		{"CNI ADD", func() testutil.Result {
+			conf := `{"cniVersion":"1.1.0","name":"scratch","type":"knit","subnet":"10.91.0.0/24"}`
+			return s.Run("sh", "-c", `printf '%s' "$1" | env CNI_COMMAND=ADD CNI_CONTAINERID=c1 CNI_IFNAME=eth0 CNI_NETNS=/run/netns/cni1 CNI_PATH=/usr/lib/cni "$2"`,
+				"sh", conf, testutil.KnitBinary(t))
+		}},
+	} {
+		id := strings.TrimSpace(s.MustKnit(t, "network", "create", "--subnet", "10.91.0.0/24", "scratch"))
+		old := "br-" + id[:12]
+		if r := knitEnv(t, s, []string{"KNIT_CRASH_AT=" + strconv.Itoa(at)}, "network", "rm", "scratch"); r.Code != 137 {
+			t.Fatalf("network rm with KNIT_CRASH_AT=%d: exit %d, want 137 (killed)\n%s%s", at, r.Code, r.Stdout, r.Stderr)
+		}
+		s.MustRun(t, "ip", "link", "show", old) // the kill left the bridge
+		if next.name == "CNI ADD" {
+			s.MustRun(t, "ip", "netns", "add", "cni1")
+		}
+		if r := next.do(); r.Code != 0 {
+			t.Fatalf("%s after an interrupted network rm: exit %d\n%s%s", next.name, r.Code, r.Stdout, r.Stderr)
+		}
+		if r := s.Run("ip", "link", "show", old); r.Code == 0 {
+			t.Errorf("%s: the interrupted removal's bridge %s is still there", next.name, old)
+		}
+		if next.name == "CNI ADD" {
+			s.MustRun(t, "sh", "-c", `printf '%s' '{"cniVersion":"1.1.0","name":"scratch","type":"knit"}' | env CNI_COMMAND=DEL CNI_CONTAINERID=c1 CNI_IFNAME=eth0 CNI_NETNS=/run/netns/cni1 CNI_PATH=/usr/lib/cni "$1"`,
+				"sh", testutil.KnitBinary(t))
+			s.MustRun(t, "ip", "netns", "del", "cni1")
+		}
+		s.MustKnit(t, "network", "rm", "scratch")
+	}
 }

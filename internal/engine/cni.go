@@ -269,10 +269,15 @@ func (e *Engine) cniNetwork(o NetworkCreateOptions) (n *Network, created bool, e
 		}
 		return n, false, err
 	}
-	n, _, err = exact()
-	if errdefs.KindOf(err) != errdefs.KindNotFound {
-		return n, false, err
+	n, err = e.network(o.Name)
+	if err == nil && !n.Removing {
+		return n, false, nil
 	}
+	if err != nil && errdefs.KindOf(err) != errdefs.KindNotFound {
+		return nil, false, err
+	}
+	// Missing, or being removed (a removal killed half-way, say): create
+	// finishes the removal, or waits for it, and makes the network again.
 	n, err = e.CreateNetwork(o)
 	if errdefs.KindOf(err) == errdefs.KindConflict && strings.Contains(err.Error(), "already exists") {
 		return exact() // a concurrent ADD made it

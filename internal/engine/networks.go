@@ -74,6 +74,7 @@ func (e *Engine) CreateNetwork(o NetworkCreateOptions) (*Network, error) {
 	if _, err := e.network(ModeBridge); err != nil {
 		return nil, err
 	}
+	e.finishRemovals()
 	hostRoutes, err := link.HostRoutes()
 	if err != nil {
 		return nil, fmt.Errorf("list host routes: %w", err)
@@ -82,6 +83,9 @@ func (e *Engine) CreateNetwork(o NetworkCreateOptions) (*Network, error) {
 		n.Bridge = "br-" + n.ID[:12]
 	}
 	err = e.st.Update(func(tx store.Tx) error {
+		if cur, err := getNetwork(tx, n.Name); err == nil && cur.Removing {
+			return errdefs.Conflict("network %s is being removed, and its removal could not be finished: `knit network rm %s` says why", n.Name, n.Name)
+		}
 		if _, err := getNetwork(tx, n.Name); err == nil || n.Name == ModeBridge || predefined[n.Name] != "" {
 			return errdefs.Conflict("network with name %s already exists", n.Name)
 		}
@@ -179,6 +183,27 @@ func (e *Engine) undoCreateNetwork(n *Network) {
 		return putJSON(tx, bucketNetworks, n.Name, cur)
 	})
 	if ours {
+		_ = e.finishRemoveNetwork(n)
+	}
+}
+
+// finishRemovals finishes the removal of every network marked Removing: a
+// `network rm` killed half-way would otherwise keep its name, bridge and
+// subnets taken until a prune. A removal under way is waited for (its
+// lock), then found done. A removal that fails again is left to the
+// conflict it causes, whose message says how to see why.
+func (e *Engine) finishRemovals() {
+	var removing []*Network
+	_ = e.st.View(func(tx store.Tx) error {
+		nets, err := listNetworks(tx)
+		for _, n := range nets {
+			if n.Removing {
+				removing = append(removing, n)
+			}
+		}
+		return err
+	})
+	for _, n := range removing {
 		_ = e.finishRemoveNetwork(n)
 	}
 }
