@@ -237,16 +237,18 @@ func (h *Handle) ShapeGet(dev string) (Shape, error) {
 }
 
 // ShapeDel removes the limits ShapeLink installed on dev, and its ifb
-// device if it has one. A missing dev is KindNotFound.
+// device if it has one. A missing dev is KindNotFound, and its ifb (which
+// outlives it) goes too: the teardown of an attachment whose namespace,
+// and so veth, the runtime deleted first calls ShapeDel for it.
 //
 // Equivalent to: tc qdisc del dev DEV root; tc qdisc del dev DEV ingress;
 // ip link del kifbN
 func (h *Handle) ShapeDel(dev string) error {
 	l, err := h.nl.LinkByName(dev)
+	h.sweepIfbs()
 	if err != nil {
 		return wrap(err, "remove shape of %s", dev)
 	}
-	h.sweepIfbs()
 	if err := h.unshape(l.Attrs().Index); err != nil {
 		return fmt.Errorf("remove shape of %s: %w", dev, err)
 	}

@@ -356,6 +356,29 @@ func TestShapeSweepsIfb(t *testing.T) {
 	}
 }
 
+// TestShapeDelOfAGoneLink checks that ShapeDel of a link that is gone (a
+// CNI DEL after the runtime deleted the namespace, and so the veth) says
+// not found and takes the link's ifb.
+func TestShapeDelOfAGoneLink(t *testing.T) {
+	n := newShapeNet(t)
+	if err := n.h.ShapeLink(n.dev, link.Shape{EgressRate: 1_000_000}); err != nil {
+		t.Fatal(err)
+	}
+	ifb := egressIfb(t, n.hostNS, n.dev)
+	if ifb == "" {
+		t.Skip("the kernel has the police action: no ifb")
+	}
+	if err := n.h.LinkDel(n.dev); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.h.ShapeDel(n.dev); !link.IsNotFound(err) {
+		t.Errorf("ShapeDel(%s) of a deleted link = %v, want not found", n.dev, err)
+	}
+	if _, err := n.h.LinkGet(ifb); !link.IsNotFound(err) {
+		t.Errorf("%s of a deleted link outlived a ShapeDel of it: %v", ifb, err)
+	}
+}
+
 // iperf runs iperf3 for 2s between a server on the host end's bridge and a
 // client in the container, and returns the throughput in Mbit/s: from the
 // container (egress) or, reversed, into it (ingress).
