@@ -10,16 +10,10 @@ import (
 	"time"
 )
 
-// One client address gets maxTCPConnsPerClient connections at a time: the
-// next is closed at once, and a slot freed is taken again. Closing the
-// listener closes the connections it handed out.
-func TestLimitListener(t *testing.T) {
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := newLimitListener(inner)
-	accepted := make(chan net.Conn, maxTCPConnsPerClient+1)
+// acceptAll hands l's connections to the returned channel (of capacity n)
+// until l is closed.
+func acceptAll(l net.Listener, n int) <-chan net.Conn {
+	accepted := make(chan net.Conn, n)
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -29,6 +23,19 @@ func TestLimitListener(t *testing.T) {
 			accepted <- c
 		}
 	}()
+	return accepted
+}
+
+// One client address gets maxTCPConnsPerClient connections at a time: the
+// next is closed at once, and a slot freed is taken again. Closing the
+// listener closes the connections it handed out.
+func TestLimitListener(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLimitListener(inner)
+	accepted := acceptAll(l, maxTCPConnsPerClient+1)
 	dial := func() net.Conn {
 		c, err := net.Dial("tcp", inner.Addr().String())
 		if err != nil {
@@ -116,16 +123,7 @@ func TestLimitListenerTotal(t *testing.T) {
 	}
 	l := newLimitListener(inner)
 	defer l.Close()
-	accepted := make(chan net.Conn, maxTCPConns+1)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
+	accepted := acceptAll(l, maxTCPConns+1)
 	// Client i dials from 127.0.1.(i/per+1), per connections each.
 	dial := func(i int) net.Conn {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(i/maxTCPConnsPerClient+1))}}
