@@ -112,6 +112,11 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 		if i < 0 || !bytes.Equal(v, formatProc(selfProc())) {
 			return errdefs.Conflict("the connect of container %s to network %s was undone meanwhile", c.Name, n.Name)
 		}
+		// Its exit's teardown knew only the endpoints it read before:
+		// this one is undone (the deferred leave and drop).
+		if !cur.Running() {
+			return errdefs.Conflict("container %s stopped while it was being connected to network %s", c.Name, n.Name)
+		}
 		cur.Endpoints[i].HostIf = ep.HostIf
 		if err := putContainer(tx, cur); err != nil {
 			return err

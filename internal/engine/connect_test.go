@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/knit-dev/knit/internal/config"
@@ -400,16 +401,13 @@ func (*failingLinks) Leave(*driver.Network, *driver.Endpoint, driver.Sandbox, dr
 	return errors.New("leave: no")
 }
 
-// A connect that fails and cannot take its link back keeps the endpoint,
-// its address and its entry of a connect under way (for the reconcile after
-// this process to undo): another container must not get an address that
-// may still be on a live link.
-func TestFailedConnectKeepsWhatItCouldNotUndo(t *testing.T) {
-	st := newStore(t)
+// connectFixture records a running container "y" (ID id) and a network
+// "other" in st, and returns an engine over them with the bridge driver d.
+func connectFixture(t *testing.T, st store.Store, id string, d driver.Driver) *Engine {
+	t.Helper()
 	off := false
 	e := &Engine{st: st, cfg: &config.Config{IPForward: &off}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: t.TempDir()},
-		drivers: map[string]driver.Driver{"bridge": &failingLinks{}}}
-	id := hexID("bbb")
+		drivers: map[string]driver.Driver{"bridge": d}}
 	c := &Container{ID: id, Name: "y", Dir: filepath.Join(t.TempDir(), "y"), Netns: "/nonexistent", OwnsNetns: true,
 		State: State{Status: StatusRunning, Supervisor: selfProc()}}
 	seed(t, st, c)
@@ -418,6 +416,17 @@ func TestFailedConnectKeepsWhatItCouldNotUndo(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	return e
+}
+
+// A connect that fails and cannot take its link back keeps the endpoint,
+// its address and its entry of a connect under way (for the reconcile after
+// this process to undo): another container must not get an address that
+// may still be on a live link.
+func TestFailedConnectKeepsWhatItCouldNotUndo(t *testing.T) {
+	st := newStore(t)
+	id := hexID("bbb")
+	e := connectFixture(t, st, id, &failingLinks{})
 	err := e.Connect("other", "y", ConnectOptions{})
 	if err == nil || !strings.Contains(err.Error(), "leave: no") {
 		t.Fatalf("Connect = %v, want the join's and the undo's errors", err)
@@ -487,4 +496,124 @@ func TestDisconnectFailingAfterTheDropKeepsItsEntry(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// exitingJoin is a driver whose Join lets the container's exit be recorded
+// (as its supervisor's finish would, from a record read before the
+// connect) while the link is made.
+type exitingJoin struct {
+	leaveRecorder
+	st store.Store
+	id string
+}
+
+func (d *exitingJoin) Join(*driver.Network, *driver.Endpoint, driver.Sandbox) error {
+	return d.st.Update(func(tx store.Tx) error {
+		c, err := getContainer(tx, d.id)
+		if err != nil {
+			return err
+		}
+		c.State.Status = StatusExited
+		return putContainer(tx, c)
+	})
+}
+
+// A connect whose container exits while the link is made is undone: the
+// exit's teardown knew only the endpoints it read before, so the connect's
+// link and address would outlive it.
+func TestConnectUndoneWhenTheContainerExits(t *testing.T) {
+	st := newStore(t)
+	id := hexID("ddd")
+	d := &exitingJoin{st: st, id: id}
+	e := connectFixture(t, st, id, d)
+	err := e.Connect("other", "y", ConnectOptions{})
+	if errdefs.KindOf(err) != errdefs.KindConflict || !strings.Contains(err.Error(), "stopped") {
+		t.Fatalf("Connect = %v, want a conflict: the container stopped", err)
+	}
+	if !slices.Equal(d.left, []string{id + " eth0"}) {
+		t.Errorf("links left: %q, want the connect's", d.left)
+	}
+	err = st.View(func(tx store.Tx) error {
+		cur, err := getContainer(tx, id)
+		if err != nil {
+			return err
+		}
+		used, err := usedAddrs(tx, "other")
+		if len(cur.Endpoints) != 0 || len(used) != 0 {
+			t.Errorf("endpoints %v, addresses on other %v: want none", cur.Endpoints, used)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// connectDuringRead is a store that, once, right after a View, records an
+// endpoint on network "late" for container id, as a `network connect` that
+// got in after finish read the record would.
+type connectDuringRead struct {
+	store.Store
+	id   string
+	once sync.Once
+}
+
+func (s *connectDuringRead) View(fn func(store.Tx) error) error {
+	err := s.Store.View(fn)
+	s.once.Do(func() {
+		_ = s.Store.Update(func(tx store.Tx) error {
+			c, err := getContainer(tx, s.id)
+			if err != nil {
+				return err
+			}
+			ep, err := allocateEndpoint(tx, dnsNetwork("late", "10.7.0.0/24"), c, endpointRequest{}, "eth1", nil)
+			if err != nil {
+				return err
+			}
+			c.Endpoints = append(c.Endpoints, *ep)
+			return putContainer(tx, c)
+		})
+	})
+	return err
+}
+
+// The exit of a container that a connect reached during its teardown
+// undoes that endpoint too (its link) and releases its address, with or
+// without --rm.
+func TestFinishUndoesAnEndpointConnectedDuringTheTeardown(t *testing.T) {
+	for _, autoRemove := range []bool{false, true} {
+		id := hexID("eee")
+		st := &connectDuringRead{Store: newStore(t), id: id}
+		d := &leaveRecorder{}
+		// An exec-root that cannot be made: the DNS sync fails, and is
+		// only reported.
+		e := &Engine{st: st, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: "/dev/null/run"},
+			drivers: map[string]driver.Driver{"bridge": d}}
+		c := &Container{ID: id, Name: "x", Dir: filepath.Join(t.TempDir(), "x"),
+			State: State{Status: StatusRunning, Supervisor: selfProc()}, Spec: Spec{AutoRemove: autoRemove}}
+		st.once.Do(func() {}) // not during the seeding
+		seed(t, st.Store, c)
+		if err := st.Store.Update(func(tx store.Tx) error {
+			return putJSON(tx, bucketNetworks, "late", dnsNetwork("late", "10.7.0.0/24"))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		st.once = sync.Once{}
+		if err := e.finish(id, 0); err != nil {
+			t.Fatalf("--rm %v: finish: %v", autoRemove, err)
+		}
+		if !slices.Equal(d.left, []string{id + " eth1"}) {
+			t.Errorf("--rm %v: links left: %q, want the late endpoint's", autoRemove, d.left)
+		}
+		err := st.View(func(tx store.Tx) error {
+			used, err := usedAddrs(tx, "late")
+			if len(used) != 0 {
+				t.Errorf("--rm %v: addresses held on late: %v, want none", autoRemove, used)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -216,13 +216,14 @@ func (e *Engine) claimForRemoval(id string) (*Container, error) {
 	return c, err
 }
 
-// joiner returns a running container that shares c's network namespace.
+// joiner returns a container, running or being set up, that shares c's
+// network namespace (or may yet enter it).
 func (e *Engine) joiner(c *Container) (*Container, error) {
 	var found *Container
 	err := e.st.View(func(tx store.Tx) error {
 		return tx.List(joinsBucket(c.ID), func(id string, _ []byte) error {
 			j, err := getContainer(tx, id)
-			if err == nil && j.Running() {
+			if err == nil && j.State.Status != StatusExited {
 				found = j
 			}
 			return nil

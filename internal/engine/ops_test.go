@@ -211,3 +211,23 @@ func TestLockFileGivesUp(t *testing.T) {
 	}
 	unlock()
 }
+
+// A container:X run counts as X's joiner from its reservation on, not only
+// once it runs: it may enter X's namespace at any moment while it is set
+// up, and X's teardown must then delete its links itself (the namespace,
+// and the veth and address in it, live on with the joiner).
+func TestJoinerBeingSetUp(t *testing.T) {
+	st := newStore(t)
+	e := &Engine{st: st}
+	x := &Container{ID: hexID("x"), Name: "x", State: State{Status: StatusRunning}}
+	j := &Container{ID: hexID("j"), Name: "j", JoinedTo: x.ID, State: State{Status: StatusCreated, Owner: selfProc()}}
+	seed(t, st, x, j)
+	if got, err := e.joiner(x); err != nil || got == nil || got.ID != j.ID {
+		t.Errorf("joiner of x with j being set up = %v, %v; want j", got, err)
+	}
+	j.State = State{Status: StatusExited}
+	seed(t, st, j)
+	if got, err := e.joiner(x); err != nil || got != nil {
+		t.Errorf("joiner of x with j exited = %v, %v; want none", got, err)
+	}
+}

@@ -585,34 +585,84 @@ func (e *Engine) finish(id string, code int) error {
 		return err
 	}
 	kerr := e.teardownKernel(c)
-	if c.Spec.AutoRemove && kerr == nil {
-		return e.forget(c)
-	}
-	// A --rm container whose links could not be undone is kept, exited,
-	// with its addresses and host ports, as destroy keeps them: none is
-	// handed out while still in use, and a prune removes it later.
-	defer e.dnsChanged(c)
-	err = e.st.Update(func(tx store.Tx) error {
-		cur, err := getContainer(tx, id)
-		if err != nil {
-			return err
-		}
-		if kerr == nil { // else prune frees them once the links are gone
-			if err := releaseAddrs(tx, cur); err != nil {
+	// A `network connect` may have added an endpoint while the teardown
+	// ran, which knew only c's: the transaction that records the exit
+	// looks, and undoes the new endpoints' links and ports first. (A
+	// connect in turn checks, in its last transaction, that the container
+	// still runs; forget releases what the record holds when it commits.)
+	for tries := 0; ; tries++ {
+		var cur *Container
+		var late []Endpoint
+		err = e.st.Update(func(tx store.Tx) (err error) {
+			if cur, err = getContainer(tx, id); err != nil {
 				return err
 			}
+			if late = endpointsNotIn(cur.Endpoints, c.Endpoints); len(late) > 0 && tries < 3 {
+				return errLate
+			}
+			if c.Spec.AutoRemove && kerr == nil {
+				return errKeep // forgotten below
+			}
+			return recordExit(tx, cur, code, kerr)
+		})
+		if errors.Is(err, errLate) {
+			for _, ep := range late {
+				if n, nerr := e.lookupNetwork(ep.Network); nerr == nil {
+					kerr = errors.Join(kerr, e.leave(cur, n, ep))
+				}
+			}
+			c.Endpoints = cur.Endpoints
+			continue
 		}
-		if cur.State.Status != StatusExited {
-			cur.State.Status = StatusExited
-			cur.State.ExitCode = code
-			cur.State.FinishedAt = time.Now().UTC()
+		if errors.Is(err, store.ErrNotFound) {
+			return kerr // removed meanwhile (rm -f)
 		}
-		if kerr != nil {
-			cur.State.Error = kerr.Error()
+		if errors.Is(err, errKeep) {
+			return e.forget(cur)
 		}
-		return putContainer(tx, cur)
-	})
-	return errors.Join(kerr, err)
+		// A --rm container whose links could not be undone is kept,
+		// exited, with its addresses and host ports, as destroy keeps
+		// them: none is handed out while still in use, and a prune
+		// removes it later.
+		if cur != nil {
+			e.dnsChanged(cur)
+		}
+		return errors.Join(kerr, err)
+	}
+}
+
+// errLate ends finish's transaction that finds endpoints its teardown did
+// not know.
+var errLate = errors.New("endpoints added during the teardown")
+
+// endpointsNotIn returns the endpoints of eps that known lacks.
+func endpointsNotIn(eps, known []Endpoint) []Endpoint {
+	var out []Endpoint
+	for _, ep := range eps {
+		if !slices.ContainsFunc(known, func(k Endpoint) bool { return k.Network == ep.Network && k.IfName == ep.IfName }) {
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+// recordExit marks cur exited with code and, unless its kernel teardown
+// failed (kerr), releases its addresses and host ports.
+func recordExit(tx store.Tx, cur *Container, code int, kerr error) error {
+	if kerr == nil { // else prune frees them once the links are gone
+		if err := releaseAddrs(tx, cur); err != nil {
+			return err
+		}
+	}
+	if cur.State.Status != StatusExited {
+		cur.State.Status = StatusExited
+		cur.State.ExitCode = code
+		cur.State.FinishedAt = time.Now().UTC()
+	}
+	if kerr != nil {
+		cur.State.Error = kerr.Error()
+	}
+	return putContainer(tx, cur)
 }
 
 // destroy undoes create: kernel objects, addresses, name, record and files.
@@ -630,8 +680,13 @@ func (e *Engine) destroy(c *Container) error {
 }
 
 // forget removes the container from the store and its files from disk.
+// What it releases is what the record holds when it commits: a connect
+// may have added an endpoint since c was read.
 func (e *Engine) forget(c *Container) error {
 	err := e.st.Update(func(tx store.Tx) error {
+		if cur, err := getContainer(tx, c.ID); err == nil {
+			c = cur
+		}
 		if err := releaseAddrs(tx, c); err != nil {
 			return err
 		}

@@ -227,7 +227,10 @@ func putContainer(tx store.Tx, c *Container) error {
 		return err
 	}
 	if c.JoinedTo != "" {
-		if c.Running() {
+		// From the reservation on, not only once running: a joiner being
+		// set up may enter the namespace at any moment, and the target's
+		// teardown must then delete its links itself (joiner).
+		if c.State.Status != StatusExited {
 			err = tx.Put(joinsBucket(c.JoinedTo), c.ID, nil)
 		} else {
 			err = tx.Delete(joinsBucket(c.JoinedTo), c.ID)
