@@ -260,17 +260,17 @@ func (p *plugin) add(data []byte) *Error {
 	if err := checkNetwork(e, req.Network); err != nil {
 		return err
 	}
+	// Another configuration's ADD may make the network after the check:
+	// the engine checks again, before it attaches anything.
+	req.Accept = func(n *engine.Network) error {
+		if merr := networkMismatch(n, req.Network); merr != nil {
+			return merr
+		}
+		return nil
+	}
 	a, n, aerr := e.CNIAdd(req)
 	if aerr != nil {
 		return engineError("ADD failed", aerr)
-	}
-	// Another configuration's ADD may have made the network since the
-	// check: this one must not stay on a network it did not describe.
-	if merr := networkMismatch(n, req.Network); merr != nil {
-		if err := e.CNIDel(req.Config, req.ContainerID, req.IfName); err != nil {
-			merr.Details += "; and the attachment could not be undone: " + err.Error()
-		}
-		return merr
 	}
 	r := BuildResult(a, n, p.hostMAC(a.Endpoint.HostIf), c.ResultDNS(n))
 	if prev != nil {

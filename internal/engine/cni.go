@@ -67,6 +67,11 @@ type CNIRequest struct {
 	Name         string   // the DNS name (K8S_POD_NAME, or the first alias)
 	Aliases      []string // more DNS names
 	Bandwidth    *Bandwidth
+	// Accept, if set, vets the network the ADD found or made before
+	// anything is attached to it (under the attachment's lock): a
+	// configuration that describes another network is refused, whichever
+	// ADD made it first.
+	Accept func(*Network) error
 }
 
 // CNIAttachment is knit's record of one ADD.
@@ -142,6 +147,11 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 				_ = e.removeUnusedNetwork(made)
 			}
 		}()
+	}
+	if req.Accept != nil {
+		if err := req.Accept(n); err != nil {
+			return nil, nil, err
+		}
 	}
 	if err := e.ensureNetwork(n); err != nil {
 		return nil, nil, err
