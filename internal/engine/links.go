@@ -87,8 +87,9 @@ func (e *Engine) linkRules(c *Container) []firewall.Link {
 	}
 	from := c.Endpoints[0]
 	for _, l := range c.Links {
+		// A target that has stopped has released its address.
 		t, err := e.get(l.TargetID)
-		if err != nil || len(t.Endpoints) == 0 {
+		if err != nil || !t.Running() || len(t.Endpoints) == 0 {
 			continue
 		}
 		for _, p := range targetPorts(t) {

@@ -3,6 +3,7 @@ package engine
 import (
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -58,5 +59,46 @@ func TestRelinkLeavesOutTornDown(t *testing.T) {
 	}
 	if got := fw.String(); strings.Contains(got, "link ") {
 		t.Fatalf("the relink put back the link of a container torn down:\n%s", got)
+	}
+}
+
+// When a --link target exits, the elements that let its linkers reach its
+// address go: the address is released, and may go to another container.
+func TestTargetExitTakesBackTheLinks(t *testing.T) {
+	st := newStore(t)
+	fw := firewalltest.New()
+	e := firewallEngine(t, st, fw)
+	e.paths.ExecRoot = "/dev/null/run" // no DNS server to sync
+	ep := func(id, addr string) Endpoint {
+		return Endpoint{Network: "n", Endpoint: driver.Endpoint{ContainerID: id, IfName: "eth0", Addrs: []netip.Prefix{netip.MustParsePrefix(addr)}}}
+	}
+	target := &Container{ID: hexID("aa"), Name: "db", Dir: filepath.Join(t.TempDir(), "db"),
+		State:     State{Status: StatusRunning, Supervisor: selfProc()},
+		Endpoints: []Endpoint{ep(hexID("aa"), "10.8.0.2/24")},
+		Spec:      Spec{Exposed: []portmap.Spec{{ContainerFirst: 5432, ContainerLast: 5432, Proto: "tcp"}}}}
+	linker := &Container{ID: hexID("bb"), Name: "web", Dir: filepath.Join(t.TempDir(), "web"), Netns: "/nonexistent",
+		State:     State{Status: StatusRunning, Supervisor: selfProc()},
+		Endpoints: []Endpoint{ep(hexID("bb"), "10.8.0.3/24")},
+		Links:     []Link{{TargetID: target.ID, Name: "db", Alias: "db"}}}
+	seed(t, st, target, linker)
+	rules := e.linkRules(linker)
+	if len(rules) != 1 {
+		t.Fatalf("link rules of web: %v, want one to db's port", rules)
+	}
+	if err := fw.AddLinks(linker.ID, rules); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.finish(target.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	if owners, _ := fw.LinkOwners(); slices.Contains(owners, linker.ID) {
+		t.Errorf("web's link elements to db outlived db's exit: %v", fw)
+	}
+	cur, err := e.get(linker.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rules := e.linkRules(cur); len(rules) != 0 {
+		t.Errorf("link rules of web once db stopped: %v, want none", rules)
 	}
 }

@@ -126,8 +126,12 @@ func (e *Engine) pruneNetnsLinks() {
 	for _, de := range entries {
 		p := filepath.Join(e.paths.NetnsLinks, de.Name())
 		if t, err := os.Readlink(p); err == nil && strings.HasPrefix(de.Name(), "knit-") && e.isNetnsFile(t) {
+			// Read again just before: a run of a container of the same
+			// name may have pointed the link at its namespace meanwhile.
 			if _, err := os.Stat(t); err != nil {
-				_ = os.Remove(p)
+				if again, err := os.Readlink(p); err == nil && again == t {
+					_ = os.Remove(p)
+				}
 			}
 		}
 	}

@@ -590,11 +590,25 @@ func (e *Engine) finish(id string, code int) error {
 	// looks, and undoes the new endpoints' links and ports first. (A
 	// connect in turn checks, in its last transaction, that the container
 	// still runs; forget releases what the record holds when it commits.)
+	linked := false // running containers have a --link to this one
+	defer func() {
+		// Their elements to this container's address, which may go to
+		// another container now, are taken back.
+		if linked {
+			if err := e.relink(id); err != nil {
+				fmt.Fprintf(os.Stderr, "knit: update the links to container %s: %v\n", c.Name, err)
+			}
+		}
+	}()
 	for tries := 0; ; tries++ {
 		var cur *Container
 		var late []Endpoint
 		err = e.st.Update(func(tx store.Tx) (err error) {
 			if cur, err = getContainer(tx, id); err != nil {
+				return err
+			}
+			linked = false
+			if err := tx.List(linkedByBucket(id), func(string, []byte) error { linked = true; return nil }); err != nil {
 				return err
 			}
 			if late = endpointsNotIn(cur.Endpoints, c.Endpoints); len(late) > 0 && tries < 3 {
@@ -703,6 +717,11 @@ func (e *Engine) forget(c *Container) error {
 		}
 		if c.JoinedTo != "" {
 			if err := tx.Delete(joinsBucket(c.JoinedTo), c.ID); err != nil {
+				return err
+			}
+		}
+		for _, l := range c.Links {
+			if err := tx.Delete(linkedByBucket(l.TargetID), c.ID); err != nil {
 				return err
 			}
 		}

@@ -41,9 +41,14 @@ const (
 	bucketMeta = "meta"
 )
 
-// joinsBucket lists the running containers that share owner's network
-// namespace (--network container:OWNER): joiner ID → "".
+// joinsBucket lists the containers, running or being set up, that share
+// owner's network namespace (--network container:OWNER): joiner ID → "".
 func joinsBucket(owner string) string { return "joins/" + owner }
+
+// linkedByBucket lists the containers, running or being set up, with a
+// --link to target: linker ID → "". The target's exit looks there for
+// link elements to take back.
+func linkedByBucket(target string) string { return "linkedby/" + target }
 
 // ipamBucket holds one network's allocations: address → container ID.
 func ipamBucket(network string) string { return "ipam/" + network }
@@ -234,6 +239,16 @@ func putContainer(tx store.Tx, c *Container) error {
 			err = tx.Put(joinsBucket(c.JoinedTo), c.ID, nil)
 		} else {
 			err = tx.Delete(joinsBucket(c.JoinedTo), c.ID)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for _, l := range c.Links {
+		if c.State.Status != StatusExited {
+			err = tx.Put(linkedByBucket(l.TargetID), c.ID, nil)
+		} else {
+			err = tx.Delete(linkedByBucket(l.TargetID), c.ID)
 		}
 		if err != nil {
 			return err
