@@ -153,10 +153,21 @@ func (e *Engine) Remove(ref string, o RemoveOptions) error {
 		return errdefs.Conflict("cannot remove running container %s: stop the container before removing or use -f", c.Name)
 	}
 	if c.State.Status == StatusCreated && alive(c.State.Owner) && c.State.Owner.Pid != os.Getpid() {
-		if !o.Force {
+		switch {
+		case c.State.Claimed && !o.Force:
+			return errdefs.Conflict("cannot remove container %s: knit PID %d is removing it; retry", c.Name, c.State.Owner.Pid)
+		case !o.Force:
 			return errdefs.Conflict("cannot remove container %s: it is still being set up (by PID %d); retry, or use -f", c.Name, c.State.Owner.Pid)
+		case c.State.Claimed:
+			// Another rm -f, or a repair: its work is this one's, and
+			// killing it would cut that short (and kill, say, an exec
+			// that met the dead run in its reconcile).
+			if c, err = e.awaitClaim(c); c == nil || err != nil {
+				return err
+			}
+		default:
+			killProc(c.State.Owner)
 		}
-		killProc(c.State.Owner)
 	}
 	if !o.Force {
 		if j, err := e.joiner(c); err != nil {
@@ -193,6 +204,29 @@ func (e *Engine) Remove(ref string, o RemoveOptions) error {
 	return e.forget(c)
 }
 
+// awaitClaim waits while another live knit holds the claim on the created
+// container c to remove it. It returns nil once the record is gone, or the
+// record once its claimer has died or let go (this command goes on with the
+// removal then); after lockWait, an error naming the claimer.
+func (e *Engine) awaitClaim(c *Container) (*Container, error) {
+	deadline := time.Now().Add(lockWait)
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		cur, err := e.get(c.ID)
+		if errdefs.KindOf(err) == errdefs.KindNotFound {
+			return nil, nil
+		} else if err != nil {
+			return nil, err
+		}
+		if cur.State.Status != StatusCreated || !cur.State.Claimed || !alive(cur.State.Owner) {
+			return cur, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, errdefs.Unavailable("container %s: knit PID %d has been removing it for over %s; retry, or look at that process", c.Name, cur.State.Owner.Pid, lockWait)
+		}
+		time.Sleep(wait)
+	}
+}
+
 // claimForRemoval reads container id for its removal and, while it is
 // still being created, makes this process its owner: a supervisor that
 // has not recorded its start yet then finds the record taken, and kills
@@ -206,7 +240,7 @@ func (e *Engine) claimForRemoval(id string) (*Container, error) {
 			if err := read(tx); err != nil || c.State.Status != StatusCreated {
 				return err
 			}
-			c.State.Owner = selfProc()
+			c.State.Owner, c.State.Claimed = selfProc(), true
 			return putContainer(tx, c)
 		})
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/knit-dev/knit/internal/config"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall/firewalltest"
 	"github.com/knit-dev/knit/internal/runner"
@@ -229,5 +230,42 @@ func TestJoinerBeingSetUp(t *testing.T) {
 	seed(t, st, j)
 	if got, err := e.joiner(x); err != nil || got != nil {
 		t.Errorf("joiner of x with j exited = %v, %v; want none", got, err)
+	}
+}
+
+// rm -f of a container being set up kills the command setting it up, but
+// not another knit that claimed the record to remove it (an rm -f, or an
+// exec whose reconcile repairs a dead run): it waits for that one instead.
+func TestRemoveForceWaitsForAClaimer(t *testing.T) {
+	st := newStore(t)
+	e := &Engine{st: st, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: "/dev/null/run"}}
+	claimer := startProc(t)
+	c := &Container{ID: hexID("fff"), Name: "half", Dir: filepath.Join(t.TempDir(), "half"),
+		State: State{Status: StatusCreated, Owner: claimer, Claimed: true}}
+	seed(t, st, c)
+	if err := e.Remove("half", RemoveOptions{}); errdefs.KindOf(err) != errdefs.KindConflict || !strings.Contains(err.Error(), "is removing it") {
+		t.Errorf("rm without -f: %v, want a conflict naming the remover", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.Remove("half", RemoveOptions{Force: true}) }()
+	select {
+	case err := <-done:
+		t.Fatalf("rm -f returned (%v) while the claimer still removes the container", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if !alive(claimer) {
+		t.Fatal("rm -f killed the knit that claimed the container")
+	}
+	// The claimer finishes: the record goes.
+	if err := st.Update(func(tx store.Tx) error { return tx.Delete(bucketContainers, c.ID) }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("rm -f once the claimer removed the container: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("rm -f did not return once the record was gone")
 	}
 }

@@ -149,6 +149,7 @@ func (e *Engine) repairDead(d dead) error {
 func (e *Engine) repair(id string) error {
 	var c *Container
 	var dead Proc // the owner this repair takes over from
+	var deadClaimed bool
 	err := e.st.Update(func(tx store.Tx) (err error) {
 		if c, err = getContainer(tx, id); errors.Is(err, store.ErrNotFound) {
 			return tx.Delete(bucketLive, id)
@@ -157,7 +158,8 @@ func (e *Engine) repair(id string) error {
 			return err
 		}
 		if c.State.Status == StatusCreated {
-			dead, c.State.Owner = c.State.Owner, selfProc()
+			dead, deadClaimed = c.State.Owner, c.State.Claimed
+			c.State.Owner, c.State.Claimed = selfProc(), true
 			return putContainer(tx, c)
 		}
 		return nil
@@ -182,7 +184,7 @@ func (e *Engine) repair(id string) error {
 				if err != nil || cur.State.Owner != selfProc() {
 					return err
 				}
-				cur.State.Owner = dead
+				cur.State.Owner, cur.State.Claimed = dead, deadClaimed
 				return putContainer(tx, cur)
 			})
 		}
