@@ -327,6 +327,11 @@ func (e *Engine) replaceAttachment(req CNIRequest) error {
 // as nothing of its own is there, that is success too.
 func (e *Engine) CNIDel(config, containerID, ifname string) error {
 	id := CNIAttachmentID(containerID, ifname)
+	// Nothing recorded: done, without the lock (whose directory a DEL on a
+	// host with no knit state would otherwise create).
+	if _, err := e.readAttachment(id); errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
 	unlock, err := e.attachmentLock(id)
 	if err != nil {
 		return err

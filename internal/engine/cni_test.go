@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -246,5 +247,61 @@ func TestPruneLinksDecidesUnderTheAttachmentsLock(t *testing.T) {
 	}
 	if len(d.removed) != 0 {
 		t.Errorf("prune removed %q, the link of an attachment recorded while it waited", d.removed)
+	}
+}
+
+// joinRecorder is a driver that records the endpoints it joins.
+type joinRecorder struct {
+	leaveRecorder
+	joined []string
+}
+
+func (d *joinRecorder) Join(_ *driver.Network, ep *driver.Endpoint, _ driver.Sandbox) error {
+	d.joined = append(d.joined, ep.ContainerID+" "+ep.IfName)
+	return nil
+}
+
+// ADD asks the request's Accept about the network it found before it
+// attaches anything: a refusal leaves no record, address or link.
+func TestCNIAddAsksAcceptFirst(t *testing.T) {
+	st := newStore(t)
+	d := &joinRecorder{}
+	e := &Engine{st: st, fw: firewalltest.New(), cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: "/dev/null/run"},
+		drivers: map[string]driver.Driver{"bridge": d}}
+	if err := st.Update(func(tx store.Tx) error {
+		return putJSON(tx, bucketNetworks, "knet", dnsNetwork("knet", "10.9.0.0/24"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	netnsFile := filepath.Join(t.TempDir(), "ns")
+	if err := os.WriteFile(netnsFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	refusal := errors.New("the configuration describes another network")
+	var asked *Network
+	_, _, err := e.CNIAdd(CNIRequest{Config: "c", ContainerID: "c1", IfName: "eth0", Netns: netnsFile,
+		Network: NetworkCreateOptions{Name: "knet"}, DefaultRoute: true,
+		Accept: func(n *Network) error { asked = n; return refusal }})
+	if !errors.Is(err, refusal) {
+		t.Fatalf("CNIAdd = %v, want Accept's refusal", err)
+	}
+	if asked == nil || asked.Name != "knet" {
+		t.Errorf("Accept was asked about %v, want knet", asked)
+	}
+	if len(d.joined) != 0 {
+		t.Errorf("joined %q before Accept refused", d.joined)
+	}
+	err = st.View(func(tx store.Tx) error {
+		used, err := usedAddrs(tx, "knet")
+		if len(used) != 0 {
+			t.Errorf("addresses held on knet: %v, want none", used)
+		}
+		if _, aerr := getAttachment(tx, CNIAttachmentID("c1", "eth0")); !errors.Is(aerr, store.ErrNotFound) {
+			t.Errorf("attachment record: %v, want none", aerr)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -134,7 +134,7 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 	// The links first, and whatever fails, the rest goes on: the DNS
 	// stage has a repair of its own if this process goes, the links and
 	// the files of a network without DNS have none.
-	lerr := e.relink(c.ID)
+	lerr := e.relink(c.ID, false)
 	if lerr != nil {
 		lerr = fmt.Errorf("container %s is connected to network %s, but its links are not updated: %w", c.Name, n.Name, lerr)
 	}
@@ -462,7 +462,7 @@ func (e *Engine) finishDisconnect(c *Container, network string, n *Network, want
 	if err := e.refreshFiles(c.ID); err != nil {
 		return &afterDrop{fmt.Errorf("container %s left network %s, but its /etc files are not updated: %w", c.Name, network, err)}
 	}
-	if err := e.relink(c.ID); err != nil {
+	if err := e.relink(c.ID, false); err != nil {
 		return &afterDrop{fmt.Errorf("container %s left network %s, but its links are not updated: %w", c.Name, network, err)}
 	}
 	return e.doneConnecting(connectingKey(c.ID, network), want)

@@ -79,8 +79,9 @@ func (e *Engine) linkHosts(c *Container) []files.HostEntry {
 }
 
 // linkRules are the firewall's accept pairs for the container's links: to
-// every exposed or published port of each target.
-func (e *Engine) linkRules(c *Container) []firewall.Link {
+// every exposed or published port of each running target but exiting (one
+// whose exit is being recorded).
+func (e *Engine) linkRules(c *Container, exiting string) []firewall.Link {
 	var out []firewall.Link
 	if len(c.Endpoints) == 0 {
 		return nil
@@ -89,7 +90,7 @@ func (e *Engine) linkRules(c *Container) []firewall.Link {
 	for _, l := range c.Links {
 		// A target that has stopped has released its address.
 		t, err := e.get(l.TargetID)
-		if err != nil || !t.Running() || len(t.Endpoints) == 0 {
+		if err != nil || !t.Running() || t.ID == exiting || len(t.Endpoints) == 0 {
 			continue
 		}
 		for _, p := range targetPorts(t) {
@@ -158,12 +159,13 @@ func (e *Engine) applyLinks(c *Container) error {
 		return err
 	}
 	defer unlock()
-	return e.applyLinksLocked(c)
+	return e.applyLinksLocked(c, "")
 }
 
-// applyLinksLocked is applyLinks for a holder of the links lock.
-func (e *Engine) applyLinksLocked(c *Container) error {
-	rules := e.linkRules(c)
+// applyLinksLocked is applyLinks for a holder of the links lock, leaving
+// out the links to exiting (see linkRules).
+func (e *Engine) applyLinksLocked(c *Container, exiting string) error {
+	rules := e.linkRules(c, exiting)
 	if len(rules) == 0 || e.fw == nil {
 		return nil
 	}
@@ -175,10 +177,15 @@ func (e *Engine) applyLinksLocked(c *Container) error {
 
 // relink brings the link elements of container id, and of the running
 // containers linked to it, in line with their endpoints after id joined or
-// left a network: a link runs between the first endpoints of its two
+// left a network, or exited (exiting: its exit is about to be recorded, and
+// the links to it go): a link runs between the first endpoints of its two
 // ends, and an address id gave up may go to another container, which the
 // old element would let in.
-func (e *Engine) relink(id string) error {
+func (e *Engine) relink(id string, exiting bool) error {
+	gone := ""
+	if exiting {
+		gone = id
+	}
 	if e.fw == nil {
 		return nil
 	}
@@ -206,7 +213,7 @@ func (e *Engine) relink(id string) error {
 		// from the records read now. A container whose namespace is gone
 		// is being torn down, and its teardown has removed them.
 		if (c.Running() || c.State.Status == StatusCreated) && netns.Mounted(c.Netns) {
-			errs = append(errs, e.applyLinksLocked(c))
+			errs = append(errs, e.applyLinksLocked(c, gone))
 		}
 	}
 	return errors.Join(errs...)

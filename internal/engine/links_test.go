@@ -8,8 +8,10 @@ import (
 	"testing"
 
 	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/firewall/firewalltest"
 	"github.com/knit-dev/knit/internal/portmap"
+	"github.com/knit-dev/knit/internal/store"
 	"github.com/knit-dev/knit/internal/testutil"
 )
 
@@ -41,7 +43,7 @@ func TestRelinkKeepsContainerBeingCreated(t *testing.T) {
 	if err := e.applyLinks(linked); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.relink(target.ID); err != nil {
+	if err := e.relink(target.ID, false); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := fw.String(), "link "+linked.ID+" n 10.0.0.2->10.0.0.3:80/tcp"; !strings.Contains(got, want) {
@@ -54,7 +56,7 @@ func TestRelinkKeepsContainerBeingCreated(t *testing.T) {
 func TestRelinkLeavesOutTornDown(t *testing.T) {
 	gone := filepath.Join(t.TempDir(), "netns-gone")
 	e, fw, target, _ := linkPair(t, State{Status: StatusRunning}, gone)
-	if err := e.relink(target.ID); err != nil {
+	if err := e.relink(target.ID, false); err != nil {
 		t.Fatal(err)
 	}
 	if got := fw.String(); strings.Contains(got, "link ") {
@@ -66,7 +68,7 @@ func TestRelinkLeavesOutTornDown(t *testing.T) {
 // address go: the address is released, and may go to another container.
 func TestTargetExitTakesBackTheLinks(t *testing.T) {
 	st := newStore(t)
-	fw := firewalltest.New()
+	fw := &linksRemovedWhen{Recorder: firewalltest.New(), st: st}
 	e := firewallEngine(t, st, fw)
 	e.paths.ExecRoot = "/dev/null/run" // no DNS server to sync
 	ep := func(id, addr string) Endpoint {
@@ -81,7 +83,10 @@ func TestTargetExitTakesBackTheLinks(t *testing.T) {
 		Endpoints: []Endpoint{ep(hexID("bb"), "10.8.0.3/24")},
 		Links:     []Link{{TargetID: target.ID, Name: "db", Alias: "db"}}}
 	seed(t, st, target, linker)
-	rules := e.linkRules(linker)
+	if err := st.Update(func(tx store.Tx) error { return tx.Put(ipamBucket("n"), "10.8.0.2", []byte(target.ID)) }); err != nil {
+		t.Fatal(err)
+	}
+	rules := e.linkRules(linker, "")
 	if len(rules) != 1 {
 		t.Fatalf("link rules of web: %v, want one to db's port", rules)
 	}
@@ -94,11 +99,35 @@ func TestTargetExitTakesBackTheLinks(t *testing.T) {
 	if owners, _ := fw.LinkOwners(); slices.Contains(owners, linker.ID) {
 		t.Errorf("web's link elements to db outlived db's exit: %v", fw)
 	}
+	// Taken back while db's address was still its own: a crash before
+	// the exit's record must not leave them for an address given out.
+	if len(fw.held) == 0 || !fw.held[0] {
+		t.Errorf("web's link elements were first removed with db's address held: %v, want true first", fw.held)
+	}
 	cur, err := e.get(linker.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rules := e.linkRules(cur); len(rules) != 0 {
+	if rules := e.linkRules(cur, ""); len(rules) != 0 {
 		t.Errorf("link rules of web once db stopped: %v, want none", rules)
 	}
+}
+
+// linksRemovedWhen is a firewall that notes, at each RemoveLinks, whether
+// the address 10.8.0.2 on network n is still held.
+type linksRemovedWhen struct {
+	*firewalltest.Recorder
+	st   store.Store
+	held []bool
+}
+
+func (f *linksRemovedWhen) RemoveLinks(owner string, ls []firewall.Link) error {
+	var held bool
+	_ = f.st.View(func(tx store.Tx) error {
+		_, err := tx.Get(ipamBucket("n"), "10.8.0.2")
+		held = err == nil
+		return nil
+	})
+	f.held = append(f.held, held)
+	return f.Recorder.RemoveLinks(owner, ls)
 }

@@ -61,7 +61,8 @@ func predefinedNetwork(name string) *Network {
 }
 
 // CreateNetwork records a user-defined network and makes its bridge and
-// rules. Invalid or conflicting requests change nothing.
+// rules. Invalid or conflicting requests change nothing, but for finishing
+// an interrupted removal of a network of the same name.
 func (e *Engine) CreateNetwork(o NetworkCreateOptions) (*Network, error) {
 	if err := e.CheckFirewall(); err != nil {
 		return nil, err
@@ -74,7 +75,7 @@ func (e *Engine) CreateNetwork(o NetworkCreateOptions) (*Network, error) {
 	if _, err := e.network(ModeBridge); err != nil {
 		return nil, err
 	}
-	e.finishRemovals()
+	e.finishRemoval(n.Name)
 	hostRoutes, err := link.HostRoutes()
 	if err != nil {
 		return nil, fmt.Errorf("list host routes: %w", err)
@@ -187,23 +188,15 @@ func (e *Engine) undoCreateNetwork(n *Network) {
 	}
 }
 
-// finishRemovals finishes the removal of every network marked Removing: a
-// `network rm` killed half-way would otherwise keep its name, bridge and
-// subnets taken until a prune. A removal under way is waited for (its
-// lock), then found done. A removal that fails again is left to the
-// conflict it causes, whose message says how to see why.
-func (e *Engine) finishRemovals() {
-	var removing []*Network
-	_ = e.st.View(func(tx store.Tx) error {
-		nets, err := listNetworks(tx)
-		for _, n := range nets {
-			if n.Removing {
-				removing = append(removing, n)
-			}
-		}
-		return err
-	})
-	for _, n := range removing {
+// finishRemoval finishes the removal of the network called name if it is
+// marked Removing: a `network rm` killed half-way would otherwise keep the
+// name taken until a prune. A removal under way is waited for (its lock),
+// then found done. A removal that fails again is left to the conflict it
+// causes, whose message says how to see why. Other networks' interrupted
+// removals are left to their own name's create, rm or a prune: waiting on
+// them would let one stopped `network rm` stall every create.
+func (e *Engine) finishRemoval(name string) {
+	if n, err := e.lookupNetwork(name); err == nil && n.Removing {
 		_ = e.finishRemoveNetwork(n)
 	}
 }

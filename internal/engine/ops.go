@@ -93,7 +93,8 @@ func (e *Engine) Stop(ref string, timeout time.Duration) (*Container, error) {
 // process that deleted a firewall element waits at its exit, closing its
 // netfilter socket, for the kernel to free the element after an RCU grace
 // period (5–15 ms here). What the supervisor has left to do by then is the
-// DNS server's resync, which the caller does too.
+// DNS server's resync, which the caller does too (and, for a container
+// with linkers, a second relink for a linker made during the exit).
 func (e *Engine) awaitSupervisor(c *Container) error {
 	sup := c.State.Supervisor
 	if sup.Pid == os.Getpid() {

@@ -578,39 +578,48 @@ func releaseAddrs(tx store.Tx, c *Container) error {
 // its network; with --rm the container is removed. Idempotent.
 func (e *Engine) finish(id string, code int) error {
 	var c *Container
-	err := e.st.View(func(tx store.Tx) (err error) { c, err = getContainer(tx, id); return err })
+	linked := false // a container not exited has a --link to this one
+	err := e.st.View(func(tx store.Tx) (err error) {
+		c, err = getContainer(tx, id)
+		linked = err == nil && isLinked(tx, id)
+		return err
+	})
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	} else if err != nil {
 		return err
 	}
 	kerr := e.teardownKernel(c)
+	// The elements that let the linkers reach this container's address go
+	// before the address is released (it may go to another container): a
+	// crash in between leaves the record running, for a repair to do it
+	// again. Once more after, for a linker made meanwhile.
+	relink := func() {
+		if err := e.relink(id, true); err != nil {
+			fmt.Fprintf(os.Stderr, "knit: update the links to container %s: %v\n", c.Name, err)
+		}
+	}
+	if linked {
+		relink()
+	}
+	defer func() {
+		if linked {
+			relink()
+		}
+	}()
 	// A `network connect` may have added an endpoint while the teardown
 	// ran, which knew only c's: the transaction that records the exit
 	// looks, and undoes the new endpoints' links and ports first. (A
 	// connect in turn checks, in its last transaction, that the container
 	// still runs; forget releases what the record holds when it commits.)
-	linked := false // running containers have a --link to this one
-	defer func() {
-		// Their elements to this container's address, which may go to
-		// another container now, are taken back.
-		if linked {
-			if err := e.relink(id); err != nil {
-				fmt.Fprintf(os.Stderr, "knit: update the links to container %s: %v\n", c.Name, err)
-			}
-		}
-	}()
 	for tries := 0; ; tries++ {
+		var late []Endpoint // endpoints added during the teardown
 		var cur *Container
-		var late []Endpoint
 		err = e.st.Update(func(tx store.Tx) (err error) {
 			if cur, err = getContainer(tx, id); err != nil {
 				return err
 			}
-			linked = false
-			if err := tx.List(linkedByBucket(id), func(string, []byte) error { linked = true; return nil }); err != nil {
-				return err
-			}
+			linked = isLinked(tx, id)
 			if late = endpointsNotIn(cur.Endpoints, c.Endpoints); len(late) > 0 && tries < 3 {
 				return errLate
 			}
@@ -619,12 +628,16 @@ func (e *Engine) finish(id string, code int) error {
 			}
 			return recordExit(tx, cur, code, kerr)
 		})
-		if errors.Is(err, errLate) {
+		// Their links and ports go: before a try again, or after the last
+		// try's commit (connects kept coming), as a connect's undo would.
+		if errors.Is(err, errLate) || err == nil || errors.Is(err, errKeep) {
 			for _, ep := range late {
 				if n, nerr := e.lookupNetwork(ep.Network); nerr == nil {
 					kerr = errors.Join(kerr, e.leave(cur, n, ep))
 				}
 			}
+		}
+		if errors.Is(err, errLate) {
 			c.Endpoints = cur.Endpoints
 			continue
 		}
@@ -643,6 +656,13 @@ func (e *Engine) finish(id string, code int) error {
 		}
 		return errors.Join(kerr, err)
 	}
+}
+
+// isLinked reports whether a container not exited has a --link to id.
+func isLinked(tx store.Tx, id string) bool {
+	linked := false
+	_ = tx.List(linkedByBucket(id), func(string, []byte) error { linked = true; return nil })
+	return linked
 }
 
 // errLate ends finish's transaction that finds endpoints its teardown did

@@ -181,8 +181,8 @@ type Network struct {
 	// (-o host-ip, Docker's com.docker.network.bridge.host_binding_ipv4).
 	HostIP netip.Addr `json:"hostIp,omitzero"`
 	// Removing is set by network rm once no container uses the network:
-	// runs and connects refuse it, and a prune, a network create or a CNI
-	// ADD finishes a removal that a crash interrupted.
+	// runs and connects refuse it, and a prune, or a network create or a
+	// CNI ADD of its name, finishes a removal that a crash interrupted.
 	Removing bool `json:"removing,omitempty"`
 }
 

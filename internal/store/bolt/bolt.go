@@ -191,14 +191,17 @@ func (s *Store) busy() error {
 func (s *Store) open(readOnly bool) (*bbolt.DB, error) {
 	// bbolt.Open panics on a damaged page (loading the freelist) after it
 	// has taken its flock on the file and mapped it, and the *DB that would
-	// close both is never returned. The flock lives as long as the file or
-	// its mapping does, so both go here; otherwise a long-lived process (a
-	// supervisor) that met the damage would keep every other knit out of
-	// the store.
+	// close both is never returned. The flock would live as long as the
+	// file or its mapping does: it is released here, and both go (the
+	// mapping found by device and inode, which on overlayfs or btrfs may
+	// not match, hence the explicit unlock). Otherwise a long-lived
+	// process (a supervisor) that met the damage would keep every other
+	// knit out of the store.
 	var file *os.File
 	defer func() {
 		if v := recover(); v != nil {
 			if file != nil {
+				_ = unix.Flock(int(file.Fd()), unix.LOCK_UN)
 				if !readOnly {
 					unmapFile(file)
 				}
