@@ -558,7 +558,7 @@ func assertEmpty(t *testing.T, s *testutil.Sandbox, label string) *knitState {
 	}
 	for bucket, m := range st.buckets {
 		if (strings.HasPrefix(bucket, "ipam/") || strings.HasPrefix(bucket, "ports/") || bucket == "live" ||
-			bucket == "names" || bucket == "dns" || strings.HasPrefix(bucket, "joins/")) && len(m) > 0 {
+			bucket == "names" || bucket == "dns" || strings.HasPrefix(bucket, "joins/") || strings.HasPrefix(bucket, "linkedby/")) && len(m) > 0 {
 			left = append(left, fmt.Sprintf("%s: %v", bucket, m))
 		}
 	}

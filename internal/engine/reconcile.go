@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 
+	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/runner"
 	"github.com/knit-dev/knit/internal/store"
 )
@@ -37,7 +39,11 @@ func (e *Engine) ReconcileStrict() error { return e.reconcile(true) }
 func (e *Engine) reconcile(strict bool) error {
 	var d dead
 	rebooted := false
+	schema := 0
 	err := e.st.View(func(tx store.Tx) (err error) {
+		if schema, err = storeSchema(tx); err != nil {
+			return err
+		}
 		rebooted = bootChanged(tx)
 		d, err = findDead(tx, strict)
 		return err
@@ -45,12 +51,60 @@ func (e *Engine) reconcile(strict bool) error {
 	if err != nil {
 		return fmt.Errorf("read state: %w", err)
 	}
+	if schema > currentSchema {
+		return errdefs.Invalid("the store was written by a newer knit (its schema %d; this knit knows %d): use that knit, or move the store aside and run `knit system prune`", schema, currentSchema)
+	}
+	if schema < currentSchema {
+		if err := e.st.Update(migrate); err != nil {
+			return fmt.Errorf("bring the store up to date: %w", err)
+		}
+	}
 	if err := e.repairDead(d); err != nil || !rebooted {
 		return err
 	}
 	// Every process of the old boot is repaired: from now on the quick
 	// check will do.
 	return e.st.Update(noteBoot)
+}
+
+// currentSchema is the version of the store's layout this knit writes:
+//
+//	0  (no meta/schema key) knit before the version was recorded
+//	1  joins/ also lists containers being set up; linkedby/ exists
+const currentSchema = 1
+
+// storeSchema reads the store's layout version (0 when unrecorded).
+func storeSchema(tx store.Tx) (int, error) {
+	b, err := tx.Get(bucketMeta, "schema")
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil
+	} else if err != nil {
+		return 0, err
+	}
+	v, err := strconv.Atoi(string(b))
+	if err != nil {
+		return 0, fmt.Errorf("meta/schema %q: %w", b, err)
+	}
+	return v, nil
+}
+
+// migrate brings a store of an older layout up to currentSchema: every
+// record is written again, which fills the indexes it feeds (joins/ and
+// linkedby/ for the containers an older knit recorded), then the version.
+func migrate(tx store.Tx) error {
+	if v, err := storeSchema(tx); err != nil || v >= currentSchema {
+		return err
+	}
+	cs, err := listContainers(tx)
+	if err != nil {
+		return err
+	}
+	for _, c := range cs {
+		if err := putContainer(tx, c); err != nil {
+			return err
+		}
+	}
+	return tx.Put(bucketMeta, "schema", []byte(strconv.Itoa(currentSchema)))
 }
 
 // bootID names this boot of the kernel ("" when it cannot be read).

@@ -37,7 +37,8 @@ const (
 	// finishes it, and finishes a disconnect.
 	bucketConnecting = "connecting"
 	// bucketMeta holds facts about the store itself: "boot" is the kernel
-	// boot whose processes the live index was last checked against.
+	// boot whose processes the live index was last checked against,
+	// "schema" the version of the layout (currentSchema).
 	bucketMeta = "meta"
 )
 

@@ -854,3 +854,45 @@ func TestReconcileAfterReboot(t *testing.T) {
 		})
 	}
 }
+
+// A store from before the schema was recorded is brought up to date by the
+// first command: the indexes a newer knit keeps are filled for the records
+// an older one wrote. A store of a newer schema is refused.
+func TestMigrate(t *testing.T) {
+	st := newStore(t)
+	e := &Engine{st: st, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: "/dev/null/run"}}
+	x := &Container{ID: hexID("a1"), Name: "x", State: State{Status: StatusRunning, Supervisor: selfProc()}}
+	j := &Container{ID: hexID("a2"), Name: "j", JoinedTo: x.ID, State: State{Status: StatusCreated, Owner: selfProc()}}
+	l := &Container{ID: hexID("a3"), Name: "l", Links: []Link{{TargetID: x.ID, Name: "x", Alias: "x"}},
+		State: State{Status: StatusRunning, Supervisor: selfProc()}}
+	// As an older knit wrote them: the records alone.
+	if err := st.Update(func(tx store.Tx) error {
+		return errors.Join(putJSON(tx, bucketContainers, x.ID, x), putJSON(tx, bucketContainers, j.ID, j), putJSON(tx, bucketContainers, l.ID, l))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	err := st.View(func(tx store.Tx) error {
+		if v, err := storeSchema(tx); err != nil || v != currentSchema {
+			t.Errorf("schema after the first command: %d, %v; want %d", v, err, currentSchema)
+		}
+		if !isLinked(tx, x.ID) {
+			t.Error("the linker is not in linkedby/ after the migration")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, _ := e.joiner(x); j == nil {
+		t.Error("the joiner being set up is not in joins/ after the migration")
+	}
+	if err := st.Update(func(tx store.Tx) error { return tx.Put(bucketMeta, "schema", []byte("99")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Reconcile(); err == nil || !strings.Contains(err.Error(), "newer knit") {
+		t.Errorf("Reconcile of a schema-99 store: %v, want a refusal naming a newer knit", err)
+	}
+}
