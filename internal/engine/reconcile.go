@@ -51,12 +51,9 @@ func (e *Engine) reconcile(strict bool) error {
 	if err != nil {
 		return fmt.Errorf("read state: %w", err)
 	}
-	if schema > currentSchema {
-		return errdefs.Invalid("the store was written by a newer knit (its schema %d; this knit knows %d): use that knit, or move the store aside and run `knit system prune`", schema, currentSchema)
-	}
-	if schema < currentSchema {
-		if err := e.st.Update(migrate); err != nil {
-			return fmt.Errorf("bring the store up to date: %w", err)
+	if schema != currentSchema {
+		if err := e.st.Update(ensureSchema); err != nil {
+			return err
 		}
 	}
 	if err := e.repairDead(d); err != nil || !rebooted {
@@ -88,12 +85,17 @@ func storeSchema(tx store.Tx) (int, error) {
 	return v, nil
 }
 
-// migrate brings a store of an older layout up to currentSchema: every
-// record is written again, which fills the indexes it feeds (joins/ and
-// linkedby/ for the containers an older knit recorded), then the version.
-func migrate(tx store.Tx) error {
-	if v, err := storeSchema(tx); err != nil || v >= currentSchema {
+// ensureSchema refuses a store of a newer layout than currentSchema, and
+// brings one of an older layout up to it: every record is written again,
+// which fills the indexes it feeds (joins/ and linkedby/ for the
+// containers an older knit recorded), then the version.
+func ensureSchema(tx store.Tx) error {
+	v, err := storeSchema(tx)
+	if err != nil || v == currentSchema {
 		return err
+	}
+	if v > currentSchema {
+		return errdefs.Invalid("the store was written by a newer knit (its schema %d; this knit knows %d): use that knit, or move the store aside and run `knit system prune`", v, currentSchema)
 	}
 	cs, err := listContainers(tx)
 	if err != nil {

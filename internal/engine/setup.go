@@ -208,6 +208,9 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening func() (*portma
 			if err := noteBoot(tx); err != nil {
 				return err
 			}
+			if err := ensureSchema(tx); err != nil {
+				return err
+			}
 		}
 		if p, err = planTx(tx, o); err != nil {
 			return err
