@@ -12,8 +12,8 @@ import (
 
 func (a *app) execCommand() *cobra.Command {
 	var (
-		env              []string
-		workdir          string
+		env, envFiles    []string
+		workdir, user    string
 		interactive, tty bool
 	)
 	c := &cobra.Command{
@@ -24,8 +24,11 @@ func (a *app) execCommand() *cobra.Command {
 			if tty && interactive && !isTerminal(a.env.In) {
 				return errdefs.Invalid("the input device is not a TTY: drop -t, or run from a terminal")
 			}
-			resolved, err := resolveEnv(env)
+			resolved, err := envFromFlags(envFiles, env)
 			if err != nil {
+				return err
+			}
+			if err := checkUser(user); err != nil {
 				return err
 			}
 			e, err := a.engine()
@@ -48,6 +51,8 @@ func (a *app) execCommand() *cobra.Command {
 	fl := c.Flags()
 	fl.SetInterspersed(false)
 	fl.StringArrayVarP(&env, "env", "e", nil, "set environment variables")
+	fl.StringArrayVar(&envFiles, "env-file", nil, "read environment variables from a file of KEY=VALUE lines")
+	fl.StringVarP(&user, "user", "u", "", "user to run as: root only (knit runs every command as root)")
 	fl.StringVarP(&workdir, "workdir", "w", "", "working directory inside the container")
 	fl.BoolVarP(&interactive, "interactive", "i", false, "keep STDIN open")
 	fl.BoolVarP(&tty, "tty", "t", false, "allocate a pseudo-TTY")

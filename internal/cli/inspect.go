@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/knit-dev/knit/internal/engine"
+	"github.com/knit-dev/knit/internal/errdefs"
 )
 
 // The Docker-shaped view of a container that `knit inspect` prints and its
@@ -87,25 +88,28 @@ type (
 )
 
 func (a *app) inspectCommand() *cobra.Command {
-	var format string
+	var format, kind string
 	c := &cobra.Command{
-		Use:   "inspect [OPTIONS] CONTAINER [CONTAINER...]",
-		Short: "Show low-level information on containers as JSON",
+		Use:   "inspect [OPTIONS] NAME|ID [NAME|ID...]",
+		Short: "Show low-level information on containers and networks as JSON",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if kind != "" && kind != "container" && kind != "network" {
+				return errdefs.Invalid("invalid --type %q: want container or network", kind)
+			}
 			e, err := a.engine()
 			if err != nil {
 				return err
 			}
-			views := []*inspectView{} // none found prints [], as in Docker
+			views := []any{} // none found prints [], as in Docker
 			var errs []error
 			for _, ref := range args {
-				c, err := e.Container(ref)
+				v, err := a.inspectObject(e, ref, kind)
 				if err != nil {
 					errs = append(errs, err)
 					continue
 				}
-				views = append(views, a.newInspectView(e, c))
+				views = append(views, v)
 			}
 			if format == "" || format == "json" { // as network inspect
 				b, err := json.MarshalIndent(views, "", "    ")
@@ -128,7 +132,27 @@ func (a *app) inspectCommand() *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&format, "format", "f", "", "format output using a Go template")
+	c.Flags().StringVar(&kind, "type", "", "only this type of object: container or network")
 	return c
+}
+
+// inspectObject is the view of the container ref or, as docker inspect
+// looks at every type of object unless --type says which, of the network.
+func (a *app) inspectObject(e *engine.Engine, ref, kind string) (any, error) {
+	if kind != "network" {
+		c, err := e.Container(ref)
+		if err == nil {
+			return a.newInspectView(e, c), nil
+		}
+		if kind == "container" || errdefs.KindOf(err) != errdefs.KindNotFound {
+			return nil, err
+		}
+	}
+	v, err := a.networkView(e, ref)
+	if errdefs.KindOf(err) == errdefs.KindNotFound && kind == "" {
+		return nil, errdefs.NotFound("no such object: %s (neither a container nor a network)", ref)
+	}
+	return v, err
 }
 
 func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView {

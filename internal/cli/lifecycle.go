@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"github.com/knit-dev/knit/internal/engine"
@@ -24,7 +25,9 @@ func (a *app) eachContainer(cmd *cobra.Command, refs []string, fn func(e *engine
 	}
 	var errs []error
 	for _, ref := range refs {
-		if err := fn(e, ref); err != nil {
+		if err := fn(e, ref); errors.Is(err, errReported) {
+			continue
+		} else if err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -33,24 +36,41 @@ func (a *app) eachContainer(cmd *cobra.Command, refs []string, fn func(e *engine
 	return errors.Join(errs...)
 }
 
+// errReported is what eachContainer's fn returns for a container it has
+// reported on itself, and that is no failure.
+var errReported = errors.New("reported")
+
 func (a *app) stopCommand() *cobra.Command {
 	var seconds int
+	var signal string
 	c := &cobra.Command{
 		Use:   "stop [OPTIONS] CONTAINER [CONTAINER...]",
 		Short: "Stop running containers: SIGTERM, then SIGKILL after a grace period",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if seconds < -1 {
-				return errdefs.Invalid("invalid --time %d: want seconds, or -1 to wait for ever", seconds)
+				return errdefs.Invalid("invalid --timeout %d: want seconds, or -1 to wait for ever", seconds)
+			}
+			sig, err := parseSignal(signal)
+			if err != nil {
+				return err
 			}
 			timeout := time.Duration(seconds) * time.Second // -1: for ever, as in Docker
 			return a.eachContainer(cmd, args, func(e *engine.Engine, ref string) error {
-				_, err := e.Stop(ref, timeout)
+				_, err := e.Stop(ref, timeout, sig)
 				return err
 			})
 		},
 	}
-	c.Flags().IntVarP(&seconds, "time", "t", 10, "seconds to wait before killing the container (-1: wait for ever)")
+	c.Flags().IntVarP(&seconds, "timeout", "t", 10, "seconds to wait before killing the container (-1: wait for ever)")
+	c.Flags().StringVarP(&signal, "signal", "s", "TERM", "signal to send first (name or number)")
+	// Docker's older name of --timeout.
+	c.Flags().SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		if name == "time" {
+			name = "timeout"
+		}
+		return pflag.NormalizedName(name)
+	})
 	return c
 }
 
@@ -129,35 +149,55 @@ func parseSignal(s string) (syscall.Signal, error) {
 }
 
 func (a *app) rmCommand() *cobra.Command {
-	var force bool
+	var force, volumes bool
 	c := &cobra.Command{
 		Use:   "rm [OPTIONS] CONTAINER [CONTAINER...]",
 		Short: "Remove containers, releasing their network",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.eachContainer(cmd, args, func(e *engine.Engine, ref string) error {
-				return e.Remove(ref, engine.RemoveOptions{Force: force})
+				err := e.Remove(ref, engine.RemoveOptions{Force: force})
+				if force && errdefs.KindOf(err) == errdefs.KindNotFound {
+					// As docker rm -f: said, but not a failure, so that
+					// `rm -f NAME; run --name NAME` works either way.
+					fmt.Fprintf(a.env.Err, "knit: %v\n", err)
+					return errReported
+				}
+				return err
 			})
 		},
 	}
-	c.Flags().BoolVarP(&force, "force", "f", false, "kill and remove a running container")
+	c.Flags().BoolVarP(&force, "force", "f", false, "kill and remove a running container; a missing one is not an error")
+	c.Flags().BoolVarP(&volumes, "volumes", "v", false, "accepted for Docker's sake: knit makes no volumes")
 	return c
 }
 
 func (a *app) logsCommand() *cobra.Command {
 	var follow bool
+	var tail string
 	c := &cobra.Command{
 		Use:   "logs [OPTIONS] CONTAINER",
 		Short: "Print the output of a detached container",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			lines := -1 // all
+			if tail != "all" {
+				n, err := strconv.Atoi(tail)
+				if err != nil {
+					return errdefs.Invalid("invalid --tail %q: want a number of lines, or all", tail)
+				}
+				if n >= 0 {
+					lines = n
+				}
+			}
 			e, err := a.engine()
 			if err != nil {
 				return err
 			}
-			return e.Logs(args[0], follow, out(cmd))
+			return e.Logs(args[0], engine.LogsOptions{Follow: follow, Tail: lines}, out(cmd))
 		},
 	}
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "follow log output until the container stops")
+	c.Flags().StringVarP(&tail, "tail", "n", "all", "number of lines to show from the end of the logs")
 	return c
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -20,8 +21,10 @@ import (
 // runFlags are docker run's flags that knit implements, under the same names.
 type runFlags struct {
 	name, hostname, ip, ip6, mac, workdir, rootfs string
+	user                                          string
 	networks, aliases                             []string
-	env, dns, dnsSearch, dnsOptions, addHosts     []string
+	env, envFiles, dns, dnsSearch, dnsOptions     []string
+	addHosts                                      []string
 	publish, expose, links                        []string
 	detach, rm, interactive, tty, publishAll      bool
 }
@@ -54,6 +57,8 @@ func (a *app) runCommand() *cobra.Command {
 	fl.BoolVarP(&f.interactive, "interactive", "i", false, "keep STDIN open")
 	fl.BoolVarP(&f.tty, "tty", "t", false, "allocate a pseudo-TTY")
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "set environment variables (KEY=VALUE, or KEY to copy it)")
+	fl.StringArrayVar(&f.envFiles, "env-file", nil, "read environment variables from a file of KEY=VALUE lines")
+	fl.StringVarP(&f.user, "user", "u", "", "user to run as: root only (knit runs every command as root)")
 	fl.StringVarP(&f.workdir, "workdir", "w", "", "working directory inside the container")
 	fl.StringArrayVar(&f.dns, "dns", nil, "set custom DNS servers")
 	fl.StringArrayVar(&f.dnsSearch, "dns-search", nil, "set custom DNS search domains")
@@ -72,6 +77,8 @@ func (a *app) runCommand() *cobra.Command {
 			name = "network"
 		case "dns-opt":
 			name = "dns-option"
+		case "net-alias":
+			name = "network-alias"
 		}
 		return pflag.NormalizedName(name)
 	})
@@ -154,7 +161,10 @@ func (f *runFlags) options(args []string) (*engine.RunOptions, error) {
 	if o.Workdir != "" && !strings.HasPrefix(o.Workdir, "/") {
 		return nil, errdefs.Invalid("the working directory %q is invalid: it needs to be an absolute path", o.Workdir)
 	}
-	if o.Env, err = resolveEnv(f.env); err != nil {
+	if o.Env, err = envFromFlags(f.envFiles, f.env); err != nil {
+		return nil, err
+	}
+	if err := checkUser(f.user); err != nil {
 		return nil, err
 	}
 	for _, s := range f.dns {
@@ -203,6 +213,55 @@ func (f *runFlags) options(args []string) (*engine.RunOptions, error) {
 		o.AddHosts = append(o.AddHosts, h)
 	}
 	return o, nil
+}
+
+// envFromFlags is the environment --env-file and -e give, in that order
+// (so -e wins), as docker run and exec read them.
+func envFromFlags(files, flags []string) ([]string, error) {
+	var all []string
+	for _, path := range files {
+		kvs, err := readEnvFile(path)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, kvs...)
+	}
+	return resolveEnv(append(all, flags...))
+}
+
+// readEnvFile reads Docker's env-file format: one KEY=VALUE (the value
+// taken as is, quotes and all) or KEY (copied from the caller's
+// environment) per line; blank lines and lines starting with # are
+// skipped.
+func readEnvFile(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, errdefs.Invalid("--env-file: %v", err)
+	}
+	b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf")) // a UTF-8 byte order mark
+	var out []string
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimLeft(strings.TrimSuffix(line, "\r"), " \t")
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, _, _ := strings.Cut(line, "=")
+		if k == "" || strings.ContainsAny(k, " \t") {
+			return nil, errdefs.Invalid("--env-file %s, line %d: invalid variable name %q", path, i+1, k)
+		}
+		out = append(out, line)
+	}
+	return out, nil
+}
+
+// checkUser accepts --user values that name root, the only user knit runs
+// commands as.
+func checkUser(u string) error {
+	switch u {
+	case "", "root", "0", "root:root", "0:0", "root:0", "0:root":
+		return nil
+	}
+	return errdefs.Invalid("--user %s: knit runs every command as root, and takes no other user yet", u)
 }
 
 // resolveEnv expands -e KEY from the caller's environment (dropped if unset).

@@ -274,7 +274,13 @@ func TestRunBadFlags(t *testing.T) {
 		{"bad exec -e", []string{"exec", "-e", "=x", "c", "true"}, `invalid environment variable "=x"`},
 		{"bad signal", []string{"kill", "-s", "NOPE", "c"}, `invalid signal "NOPE"`},
 		{"signal out of range", []string{"kill", "--signal", "65", "c"}, `invalid signal "65"`},
-		{"negative stop time", []string{"stop", "-t", "-2", "c"}, "invalid --time -2"},
+		{"negative stop time", []string{"stop", "-t", "-2", "c"}, "invalid --timeout -2"},
+		{"negative stop time, old name", []string{"stop", "--time", "-2", "c"}, "invalid --timeout -2"},
+		{"stop signal", []string{"stop", "-s", "NOSUCH", "c"}, "invalid signal \"NOSUCH\""},
+		{"run user", []string{"run", "-u", "nobody", "true"}, "--user nobody: knit runs every command as root"},
+		{"exec user", []string{"exec", "-u", "1000", "c", "true"}, "--user 1000: knit runs every command as root"},
+		{"env file missing", []string{"run", "--env-file", "/nonexistent/env", "true"}, "--env-file: open /nonexistent/env"},
+		{"logs tail", []string{"logs", "--tail", "ten", "c"}, "invalid --tail \"ten\""},
 		{"non-numeric stop time", []string{"stop", "-t", "soon", "c"}, `invalid argument "soon"`},
 	}
 	for _, tt := range tests {
@@ -336,5 +342,29 @@ func TestFlagAliasesMerge(t *testing.T) {
 		if got, err := c.Flags().GetStringArray(flag); err != nil || !slices.Equal(got, want) {
 			t.Errorf("--%s = %v, %v; want %v", flag, got, err, want)
 		}
+	}
+}
+
+// --env-file lines come first and -e overrides them; KEY alone is copied
+// from knit's environment (dropped if unset); comments, blank lines, a
+// byte order mark and CRLF line ends are Docker's format too.
+func TestEnvFile(t *testing.T) {
+	t.Setenv("KNIT_TEST_COPIED", "from-env")
+	path := filepath.Join(t.TempDir(), "env")
+	content := "\xef\xbb\xbf# a comment\r\nA=1\r\n\n  B=two words\nQ=\"quoted\"\nKNIT_TEST_COPIED\nKNIT_TEST_UNSET_VARIABLE\nA=3\n"
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := envFromFlags([]string{path}, []string{"A=4"})
+	want := []string{"A=1", "B=two words", `Q="quoted"`, "KNIT_TEST_COPIED=from-env", "A=3", "A=4"}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("envFromFlags = %q, %v; want %q", got, err, want)
+	}
+	bad := filepath.Join(t.TempDir(), "bad")
+	if err := os.WriteFile(bad, []byte("OK=1\nNOT OK=2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := envFromFlags([]string{bad}, nil); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("a name with a space: %v, want an error naming line 2", err)
 	}
 }

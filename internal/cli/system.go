@@ -17,7 +17,7 @@ func (a *app) systemCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !force {
-				fmt.Fprint(out(cmd), "WARNING! This will remove:\n  - all stopped containers\n  - namespaces, links and addresses that no container owns\n\nAre you sure you want to continue? [y/N] ")
+				fmt.Fprint(out(cmd), "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container\n  - namespaces, links, addresses and firewall elements that nothing owns\n\nAre you sure you want to continue? [y/N] ")
 				answer, _ := bufio.NewReader(a.env.In).ReadString('\n')
 				if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
 					return nil

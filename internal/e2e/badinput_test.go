@@ -66,7 +66,7 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 		{[]string{"rm", "taken"}, "running"},
 		{[]string{"stop", "nosuch"}, "no such container"},
 		{[]string{"kill", "-s", "NOPE", "taken"}, "invalid signal"},
-		{[]string{"inspect", "nosuch"}, "no such container"},
+		{[]string{"inspect", "nosuch"}, "no such object"},
 		{[]string{"logs", "nosuch"}, "no such container"},
 		// Publishing.
 		{[]string{"run", "-p", "99999:80", "true"}, "invalid"},

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -93,8 +94,18 @@ func TestDetachedLogsStopAndPs(t *testing.T) {
 	if f := s.MustKnit(t, "ps", "--format", "json"); json.Unmarshal([]byte(f), &row) != nil || row["Names"] != "talker" || row["State"] != "running" {
 		t.Errorf("ps --format json = %q", f)
 	}
-	if r := s.Knit("inspect", "nosuch"); r.Code != 125 || r.Stdout != "[]\n" {
-		t.Errorf("inspect nosuch: exit %d, %q; want 125 and []", r.Code, r.Stdout)
+	if r := s.Knit("inspect", "nosuch"); r.Code != 125 || r.Stdout != "[]\n" || !strings.Contains(r.Stderr, "no such object: nosuch") {
+		t.Errorf("inspect nosuch: exit %d, %q, %q; want 125, [] and no such object", r.Code, r.Stdout, r.Stderr)
+	}
+	// As docker inspect: a network too, unless --type says otherwise.
+	if f := s.MustKnit(t, "inspect", "-f", "{{.Name}} {{.Driver}}", "bridge"); f != "bridge bridge\n" {
+		t.Errorf("inspect bridge (the network) = %q", f)
+	}
+	if r := s.Knit("inspect", "--type", "container", "bridge"); r.Code != 125 || !strings.Contains(r.Stderr, "no such container: bridge") {
+		t.Errorf("inspect --type container bridge: exit %d, %q", r.Code, r.Stderr)
+	}
+	if f := s.MustKnit(t, "inspect", "--type", "container", "-f", "{{.Name}}", "talker"); f != "/talker\n" {
+		t.Errorf("inspect --type container talker = %q", f)
 	}
 	s.MustKnit(t, "stop", "-t", "5", "talker")
 	if l := s.MustKnit(t, "logs", "talker"); !strings.Contains(l, "bye") {
@@ -111,6 +122,49 @@ func TestDetachedLogsStopAndPs(t *testing.T) {
 	if l := s.MustKnit(t, "logs", "-f", "counter"); l != "1\n2\n3\n" {
 		t.Errorf("logs -f = %q", l)
 	}
+	// --tail / -n: the last lines only.
+	if l := s.MustKnit(t, "logs", "--tail", "2", "counter"); l != "2\n3\n" {
+		t.Errorf("logs --tail 2 = %q", l)
+	}
+	if l := s.MustKnit(t, "logs", "-n", "0", "counter"); l != "" {
+		t.Errorf("logs -n 0 = %q", l)
+	}
+	// stop -s: the signal sent first (the trap answers USR1, not TERM).
+	s.MustKnit(t, "run", "-d", "--name", "usr1", "--rootfs", bb, "sh", "-c",
+		"trap 'echo got-usr1; exit 0' USR1; echo ready; while :; do sleep 0.1; done")
+	eventually(t, func() (string, error) {
+		if l := s.MustKnit(t, "logs", "usr1"); !strings.Contains(l, "ready") {
+			return "", fmt.Errorf("logs: %q", l)
+		}
+		return "", nil
+	})
+	s.MustKnit(t, "stop", "-s", "USR1", "--timeout", "5", "usr1")
+	if l := s.MustKnit(t, "logs", "usr1"); !strings.Contains(l, "got-usr1") {
+		t.Errorf("stop -s USR1: logs %q, want the trap's answer", l)
+	}
+	// rm -f of a missing container says so, but succeeds, as docker rm -f.
+	if r := s.Knit("rm", "-f", "nosuch", "usr1"); r.Code != 0 || !strings.Contains(r.Stderr, "no such container: nosuch") || r.Stdout != "usr1\n" {
+		t.Errorf("rm -f nosuch usr1: exit %d, stdout %q, stderr %q; want 0, usr1, and the missing one named", r.Code, r.Stdout, r.Stderr)
+	}
+	if r := s.Knit("rm", "nosuch"); r.Code != 125 {
+		t.Errorf("rm nosuch (without -f): exit %d, want 125", r.Code)
+	}
+}
+
+// --env-file and -e, for run and exec; -u root is accepted.
+func TestEnvFileAndUser(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	env := filepath.Join(s.Dir(), "env")
+	s.MustRun(t, "sh", "-c", `printf '# settings\nA=from-file\nB=file\n' > "$1"`, "sh", env)
+	if out := s.MustKnit(t, "run", "--rm", "-u", "root", "--env-file", env, "-e", "B=flag", "--rootfs", bb, "sh", "-c", `echo "$A $B"`); out != "from-file flag\n" {
+		t.Errorf("run --env-file -e: %q, want the file's A and the flag's B", out)
+	}
+	s.MustKnit(t, "run", "-d", "--name", "envbox", "--rootfs", bb, "sleep", "300")
+	if out := s.MustKnit(t, "exec", "-u", "0", "--env-file", env, "envbox", "sh", "-c", `echo "$A"`); out != "from-file\n" {
+		t.Errorf("exec --env-file: %q", out)
+	}
+	s.MustKnit(t, "rm", "-f", "envbox")
 }
 
 func TestInspect(t *testing.T) {

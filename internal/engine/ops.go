@@ -65,18 +65,22 @@ func (e *Engine) Kill(ref string, sig syscall.Signal) (*Container, error) {
 	return c, nil
 }
 
-// Stop sends SIGTERM, waits up to timeout for the container to exit, then
-// sends SIGKILL; it returns once the supervisor has released the network.
+// Stop sends sig (SIGTERM if 0), waits up to timeout for the container to
+// exit, then sends SIGKILL; it returns once the supervisor has released the
+// network.
 // Stopping a stopped container is not an error, as in Docker.
-func (e *Engine) Stop(ref string, timeout time.Duration) (*Container, error) {
+func (e *Engine) Stop(ref string, timeout time.Duration, sig syscall.Signal) (*Container, error) {
 	c, err := e.Container(ref)
 	if err != nil || !c.Running() {
 		return c, err
 	}
+	if sig == 0 {
+		sig = syscall.SIGTERM
+	}
 	// Through a pidfd: the PID of a container that exits during the wait
 	// may be another process's by the SIGKILL.
 	if h, ok := openProc(c.State.Process); ok {
-		_ = h.Signal(syscall.SIGTERM)
+		_ = h.Signal(sig)
 		if !h.WaitExit(timeout) {
 			_ = h.Signal(syscall.SIGKILL)
 		}
@@ -309,7 +313,13 @@ func (e *Engine) Exec(ref string, o ExecOptions, io Stdio) (int, error) {
 
 // Logs copies a container's log to w; with follow it keeps copying until the
 // container stops.
-func (e *Engine) Logs(ref string, follow bool, w io.Writer) error {
+// LogsOptions tunes Logs.
+type LogsOptions struct {
+	Follow bool // go on until the container stops
+	Tail   int  // the last lines only; -1 for all
+}
+
+func (e *Engine) Logs(ref string, o LogsOptions, w io.Writer) error {
 	c, err := e.Container(ref)
 	if err != nil {
 		return err
@@ -324,11 +334,20 @@ func (e *Engine) Logs(ref string, follow bool, w io.Writer) error {
 		return err
 	}
 	defer f.Close()
+	if o.Tail >= 0 {
+		off, err := tailOffset(f, o.Tail)
+		if err != nil {
+			return err
+		}
+		if _, err := f.Seek(off, io.SeekStart); err != nil {
+			return err
+		}
+	}
 	for {
 		if _, err := io.Copy(w, f); err != nil {
 			return err
 		}
-		if !follow {
+		if !o.Follow {
 			return nil
 		}
 		// A process gone with its supervisor (killed) ends it too: its
@@ -340,6 +359,37 @@ func (e *Engine) Logs(ref string, follow bool, w io.Writer) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// tailOffset returns where the last n lines of f begin (a last line without
+// its newline counts), reading back from the end a block at a time.
+func tailOffset(f *os.File, n int) (int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	end := fi.Size()
+	if n == 0 {
+		return end, nil
+	}
+	buf := make([]byte, 32<<10)
+	newlines := 0
+	for pos := end; pos > 0; {
+		size := min(int64(len(buf)), pos)
+		pos -= size
+		if _, err := f.ReadAt(buf[:size], pos); err != nil {
+			return 0, err
+		}
+		for i := size - 1; i >= 0; i-- {
+			if buf[i] != '\n' || pos+i == end-1 {
+				continue // the last line's own newline starts nothing
+			}
+			if newlines++; newlines == n {
+				return pos + i + 1, nil
+			}
+		}
+	}
+	return 0, nil
 }
 
 // LogPath is where a detached container's output is kept.

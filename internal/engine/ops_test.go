@@ -269,3 +269,37 @@ func TestRemoveForceWaitsForAClaimer(t *testing.T) {
 		t.Fatal("rm -f did not return once the record was gone")
 	}
 }
+
+// tailOffset finds where the last n lines begin, across read blocks, with
+// or without a newline at the end.
+func TestTailOffset(t *testing.T) {
+	long := strings.Repeat("x", 40<<10) // longer than a read block
+	for _, tc := range []struct {
+		content string
+		n       int
+		want    string
+	}{
+		{"a\nb\nc\n", 2, "b\nc\n"},
+		{"a\nb\nc", 2, "b\nc"},
+		{"a\nb\nc\n", 3, "a\nb\nc\n"},
+		{"a\nb\nc\n", 10, "a\nb\nc\n"},
+		{"a\nb\nc\n", 0, ""},
+		{"", 5, ""},
+		{"\n\n", 1, "\n"},
+		{"first\n" + long + "\nlast\n", 2, long + "\nlast\n"},
+	} {
+		path := filepath.Join(t.TempDir(), "log")
+		if err := os.WriteFile(path, []byte(tc.content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		off, err := tailOffset(f, tc.n)
+		f.Close()
+		if err != nil || tc.content[off:] != tc.want {
+			t.Errorf("last %d lines of %.20q: from %d (%v), want %.20q", tc.n, tc.content, off, err, tc.want)
+		}
+	}
+}
