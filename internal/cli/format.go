@@ -60,8 +60,9 @@ func parseFormat(format string) (tmpl *template.Template, table bool, err error)
 	return tmpl, table, nil
 }
 
+// newTable lays columns out as Docker's tables: at least 10 wide, 3 apart.
 func newTable(w interface{ Write([]byte) (int, error) }) *tabwriter.Writer {
-	return tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	return tabwriter.NewWriter(w, 10, 1, 3, ' ', 0)
 }
 
 // humanDuration renders d as Docker does ("5 seconds", "About a minute").

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/knit-dev/knit/internal/engine"
 	"github.com/knit-dev/knit/internal/errdefs"
@@ -53,6 +56,8 @@ type (
 		OpenStdin    bool
 		AttachStdout bool
 		Image        string
+		StopSignal   string `json:",omitempty"`
+		StopTimeout  *int   `json:",omitempty"`
 	}
 	hostConfigView struct {
 		NetworkMode string
@@ -172,6 +177,7 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 		Config: configView{
 			Hostname: c.Spec.Hostname, Env: c.Spec.Env, Cmd: c.Spec.Args, WorkingDir: c.Spec.Workdir,
 			Tty: c.Spec.Tty, OpenStdin: c.Spec.Interactive, AttachStdout: !c.Spec.Detach, Image: c.Spec.Rootfs,
+			StopTimeout: c.Spec.StopTimeout,
 		},
 		HostConfig: hostConfigView{
 			NetworkMode: c.Spec.NetworkMode, DnsSearch: c.Spec.DNSSearch, DnsOptions: c.Spec.DNSOptions,
@@ -181,6 +187,11 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 	}
 	if c.Spec.Detach {
 		v.LogPath = e.LogPath(c)
+	}
+	if c.Spec.StopSignal != 0 {
+		if v.Config.StopSignal = unix.SignalName(syscall.Signal(c.Spec.StopSignal)); v.Config.StopSignal == "" {
+			v.Config.StopSignal = strconv.Itoa(c.Spec.StopSignal) // a real-time one
+		}
 	}
 	for _, d := range c.Spec.DNS {
 		v.HostConfig.Dns = append(v.HostConfig.Dns, d.String())

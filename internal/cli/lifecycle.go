@@ -51,19 +51,29 @@ func (a *app) stopCommand() *cobra.Command {
 			if seconds < -1 {
 				return errdefs.Invalid("invalid --timeout %d: want seconds, or -1 to wait for ever", seconds)
 			}
-			sig, err := parseSignal(signal)
-			if err != nil {
-				return err
+			// Unless given, the container's own (its run's --stop-signal
+			// and --stop-timeout), as in Docker.
+			var sig syscall.Signal
+			var timeout *time.Duration
+			if cmd.Flags().Changed("signal") {
+				s, err := parseSignal(signal)
+				if err != nil {
+					return err
+				}
+				sig = s
 			}
-			timeout := time.Duration(seconds) * time.Second // -1: for ever, as in Docker
+			if cmd.Flags().Changed("timeout") {
+				d := time.Duration(seconds) * time.Second // -1: for ever, as in Docker
+				timeout = &d
+			}
 			return a.eachContainer(cmd, args, func(e *engine.Engine, ref string) error {
 				_, err := e.Stop(ref, timeout, sig)
 				return err
 			})
 		},
 	}
-	c.Flags().IntVarP(&seconds, "timeout", "t", 10, "seconds to wait before killing the container (-1: wait for ever)")
-	c.Flags().StringVarP(&signal, "signal", "s", "TERM", "signal to send first (name or number)")
+	c.Flags().IntVarP(&seconds, "timeout", "t", 10, "seconds to wait before killing the container (-1: wait for ever; default: its --stop-timeout, or 10)")
+	c.Flags().StringVarP(&signal, "signal", "s", "TERM", "signal to send first, name or number (default: its --stop-signal, or TERM)")
 	// Docker's older name of --timeout.
 	c.Flags().SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
 		if name == "time" {

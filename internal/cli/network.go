@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"text/template"
 
 	"github.com/spf13/cobra"
@@ -340,9 +339,7 @@ func networkListFormat(format string, quiet bool) (tmpl *template.Template, tabl
 
 // writeNetworkList prints nets with a template from networkListFormat.
 func writeNetworkList(w io.Writer, nets []*engine.Network, tmpl *template.Template, table, noTrunc bool) error {
-	// Docker's table layout: columns at least 10 wide, 3 apart (newTable
-	// has no minimum width).
-	tw := tabwriter.NewWriter(w, 10, 1, 3, ' ', 0)
+	tw := newTable(w)
 	if table {
 		if err := tmpl.Execute(tw, networkHeader); err != nil {
 			return fmt.Errorf("--format: %w", err)
@@ -361,21 +358,31 @@ type networkFilters map[string][]string
 
 var networkFilterKeys = []string{"dangling", "driver", "id", "label", "name", "scope", "type"}
 
-// parseNetworkFilters parses repeated --filter KEY=VALUE flags.
-func parseNetworkFilters(in []string) (networkFilters, error) {
-	f := networkFilters{}
+// parseFilters parses repeated --filter KEY=VALUE flags, as Docker: keys
+// are those of keys, and a key's values are alternatives.
+func parseFilters(in, keys []string) (map[string][]string, error) {
+	f := map[string][]string{}
 	for _, kv := range in {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
 			return nil, errdefs.Invalid("bad format of filter (expected name=value)")
 		}
 		k, v = strings.ToLower(strings.TrimSpace(k)), strings.TrimSpace(v)
-		if !slices.Contains(networkFilterKeys, k) {
+		if !slices.Contains(keys, k) {
 			return nil, errdefs.Invalid("invalid filter '%s'", k)
 		}
 		if !slices.Contains(f[k], v) {
 			f[k] = append(f[k], v)
 		}
+	}
+	return f, nil
+}
+
+// parseNetworkFilters parses network ls's --filter flags.
+func parseNetworkFilters(in []string) (networkFilters, error) {
+	f, err := parseFilters(in, networkFilterKeys)
+	if err != nil {
+		return nil, err
 	}
 	for _, t := range f["type"] {
 		if t != "custom" && t != "builtin" {

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,8 +29,10 @@ const psDefaultFormat = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}
 
 func (a *app) psCommand() *cobra.Command {
 	var (
-		all, quiet, noTrunc bool
-		format              string
+		all, quiet, noTrunc, latest bool
+		format                      string
+		filters                     []string
+		last                        int
 	)
 	c := &cobra.Command{
 		Use:     "ps [OPTIONS]",
@@ -37,13 +40,27 @@ func (a *app) psCommand() *cobra.Command {
 		Short:   "List containers",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := parsePSFilter(filters)
+			if err != nil {
+				return err
+			}
+			if latest && last == -1 {
+				last = 1
+			}
 			e, err := a.engine()
 			if err != nil {
 				return err
 			}
-			list, err := e.Containers()
+			list, err := e.Containers() // newest first
 			if err != nil {
 				return err
+			}
+			// -n and -l take the newest of every state; a status filter
+			// looks at every state too, as in Docker.
+			all = all || last >= 0 || f.impliesAll
+			list = slices.DeleteFunc(list, func(c *engine.Container) bool { return (!all && !c.Running()) || !f.match(c) })
+			if last >= 0 && len(list) > last {
+				list = list[:last]
 			}
 			if quiet && format == "" {
 				format = "{{.ID}}"
@@ -72,9 +89,6 @@ func (a *app) psCommand() *cobra.Command {
 			}
 			now := time.Now()
 			for _, c := range list {
-				if !all && !c.Running() {
-					continue
-				}
 				if err := tmpl.Execute(w, newPSRow(c, now, noTrunc)); err != nil {
 					return fmt.Errorf("--format: %w", err)
 				}
@@ -87,6 +101,9 @@ func (a *app) psCommand() *cobra.Command {
 	fl.BoolVarP(&quiet, "quiet", "q", false, "only display container IDs")
 	fl.BoolVar(&noTrunc, "no-trunc", false, "don't truncate output")
 	fl.StringVar(&format, "format", "", "format output using a Go template")
+	fl.StringArrayVarP(&filters, "filter", "f", nil, "filter output (id, name, status, exited, network, publish, expose)")
+	fl.IntVarP(&last, "last", "n", -1, "show n last created containers (includes all states)")
+	fl.BoolVarP(&latest, "latest", "l", false, "show the latest created container (includes all states)")
 	return c
 }
 

@@ -21,7 +21,9 @@ import (
 // runFlags are docker run's flags that knit implements, under the same names.
 type runFlags struct {
 	name, hostname, ip, ip6, mac, workdir, rootfs string
-	user                                          string
+	user, stopSignal                              string
+	stopTimeout                                   int
+	stopTimeoutSet                                bool
 	networks, aliases                             []string
 	env, envFiles, dns, dnsSearch, dnsOptions     []string
 	addHosts                                      []string
@@ -39,6 +41,7 @@ func (a *app) runCommand() *cobra.Command {
   knit run --rm --network container:web wget -qO- http://127.0.0.1`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f.stopTimeoutSet = cmd.Flags().Changed("stop-timeout")
 			return a.run(cmd, &f, args)
 		},
 	}
@@ -59,6 +62,8 @@ func (a *app) runCommand() *cobra.Command {
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "set environment variables (KEY=VALUE, or KEY to copy it)")
 	fl.StringArrayVar(&f.envFiles, "env-file", nil, "read environment variables from a file of KEY=VALUE lines")
 	fl.StringVarP(&f.user, "user", "u", "", "user to run as: root only (knit runs every command as root)")
+	fl.StringVar(&f.stopSignal, "stop-signal", "", "signal that knit stop sends first (default SIGTERM)")
+	fl.IntVar(&f.stopTimeout, "stop-timeout", 10, "seconds knit stop waits before it kills the container (-1: for ever)")
 	fl.StringVarP(&f.workdir, "workdir", "w", "", "working directory inside the container")
 	fl.StringArrayVar(&f.dns, "dns", nil, "set custom DNS servers")
 	fl.StringArrayVar(&f.dnsSearch, "dns-search", nil, "set custom DNS search domains")
@@ -166,6 +171,17 @@ func (f *runFlags) options(args []string) (*engine.RunOptions, error) {
 	}
 	if err := checkUser(f.user); err != nil {
 		return nil, err
+	}
+	if f.stopSignal != "" {
+		if o.StopSignal, err = parseSignal(f.stopSignal); err != nil {
+			return nil, fmt.Errorf("--stop-signal: %w", err)
+		}
+	}
+	if f.stopTimeoutSet {
+		if f.stopTimeout < -1 {
+			return nil, errdefs.Invalid("invalid --stop-timeout %d: want seconds, or -1 to wait for ever", f.stopTimeout)
+		}
+		o.StopTimeout = &f.stopTimeout
 	}
 	for _, s := range f.dns {
 		a, err := netip.ParseAddr(s)

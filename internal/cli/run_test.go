@@ -281,6 +281,8 @@ func TestRunBadFlags(t *testing.T) {
 		{"exec user", []string{"exec", "-u", "1000", "c", "true"}, "--user 1000: knit runs every command as root"},
 		{"env file missing", []string{"run", "--env-file", "/nonexistent/env", "true"}, "--env-file: open /nonexistent/env"},
 		{"logs tail", []string{"logs", "--tail", "ten", "c"}, "invalid --tail \"ten\""},
+		{"run stop signal", []string{"run", "--stop-signal", "NOPE", "true"}, "--stop-signal: invalid signal \"NOPE\""},
+		{"run stop timeout", []string{"run", "--stop-timeout", "-5", "true"}, "invalid --stop-timeout -5"},
 		{"non-numeric stop time", []string{"stop", "-t", "soon", "c"}, `invalid argument "soon"`},
 	}
 	for _, tt := range tests {

@@ -117,6 +117,19 @@ func TestDetachedLogsStopAndPs(t *testing.T) {
 	if ps := s.MustKnit(t, "ps", "-a"); !strings.Contains(ps, "Exited (0)") {
 		t.Errorf("ps -a:\n%s", ps)
 	}
+	// Docker's filters, -n and -l; a status filter sees stopped ones too.
+	if f := s.MustKnit(t, "ps", "-f", "status=exited", "-f", "name=talk", "--format", "{{.Names}}"); f != "talker\n" {
+		t.Errorf("ps -f status=exited -f name=talk = %q", f)
+	}
+	if f := s.MustKnit(t, "ps", "-f", "network=bridge", "--format", "{{.Names}}"); f != "" {
+		t.Errorf("ps -f network=bridge (no container running) = %q", f)
+	}
+	if f := s.MustKnit(t, "ps", "-l", "-q"); f != id[:12]+"\n" {
+		t.Errorf("ps -lq = %q, want %s", f, id[:12])
+	}
+	if r := s.Knit("ps", "-f", "color=red"); r.Code != 125 || !strings.Contains(r.Stderr, "invalid filter 'color'") {
+		t.Errorf("ps -f color=red: exit %d, %q", r.Code, r.Stderr)
+	}
 	// logs -f returns when the container ends.
 	s.MustKnit(t, "run", "-d", "--name", "counter", "--rootfs", bb, "sh", "-c", "for i in 1 2 3; do echo $i; sleep 0.1; done")
 	if l := s.MustKnit(t, "logs", "-f", "counter"); l != "1\n2\n3\n" {
@@ -142,6 +155,24 @@ func TestDetachedLogsStopAndPs(t *testing.T) {
 	if l := s.MustKnit(t, "logs", "usr1"); !strings.Contains(l, "got-usr1") {
 		t.Errorf("stop -s USR1: logs %q, want the trap's answer", l)
 	}
+	// run --stop-signal and --stop-timeout: stop's defaults for the
+	// container (here a signal its trap answers), shown by inspect.
+	s.MustKnit(t, "run", "-d", "--name", "usr2", "--stop-signal", "USR2", "--stop-timeout", "7", "--rootfs", bb, "sh", "-c",
+		"trap 'echo got-usr2; exit 0' USR2; echo ready; while :; do sleep 0.1; done")
+	eventually(t, func() (string, error) {
+		if l := s.MustKnit(t, "logs", "usr2"); !strings.Contains(l, "ready") {
+			return "", fmt.Errorf("logs: %q", l)
+		}
+		return "", nil
+	})
+	if f := s.MustKnit(t, "inspect", "-f", "{{.Config.StopSignal}} {{.Config.StopTimeout}}", "usr2"); f != "SIGUSR2 7\n" {
+		t.Errorf("inspect of --stop-signal USR2 --stop-timeout 7: %q", f)
+	}
+	s.MustKnit(t, "stop", "usr2")
+	if l := s.MustKnit(t, "logs", "usr2"); !strings.Contains(l, "got-usr2") {
+		t.Errorf("stop of a --stop-signal USR2 container: logs %q, want the trap's answer", l)
+	}
+	s.MustKnit(t, "rm", "usr2")
 	// rm -f of a missing container says so, but succeeds, as docker rm -f.
 	if r := s.Knit("rm", "-f", "nosuch", "usr1"); r.Code != 0 || !strings.Contains(r.Stderr, "no such container: nosuch") || r.Stdout != "usr1\n" {
 		t.Errorf("rm -f nosuch usr1: exit %d, stdout %q, stderr %q; want 0, usr1, and the missing one named", r.Code, r.Stdout, r.Stderr)

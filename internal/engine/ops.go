@@ -65,23 +65,34 @@ func (e *Engine) Kill(ref string, sig syscall.Signal) (*Container, error) {
 	return c, nil
 }
 
-// Stop sends sig (SIGTERM if 0), waits up to timeout for the container to
+// Stop sends sig, waits up to timeout (-1 s: for ever) for the container to
 // exit, then sends SIGKILL; it returns once the supervisor has released the
-// network.
-// Stopping a stopped container is not an error, as in Docker.
-func (e *Engine) Stop(ref string, timeout time.Duration, sig syscall.Signal) (*Container, error) {
+// network. A 0 sig and a nil timeout are the container's own (its run's
+// --stop-signal and --stop-timeout), else SIGTERM and 10 seconds, as in
+// Docker. Stopping a stopped container is not an error, as in Docker.
+func (e *Engine) Stop(ref string, timeout *time.Duration, sig syscall.Signal) (*Container, error) {
 	c, err := e.Container(ref)
 	if err != nil || !c.Running() {
 		return c, err
 	}
 	if sig == 0 {
+		sig = syscall.Signal(c.Spec.StopSignal)
+	}
+	if sig == 0 {
 		sig = syscall.SIGTERM
+	}
+	wait := 10 * time.Second
+	switch {
+	case timeout != nil:
+		wait = *timeout
+	case c.Spec.StopTimeout != nil:
+		wait = time.Duration(*c.Spec.StopTimeout) * time.Second
 	}
 	// Through a pidfd: the PID of a container that exits during the wait
 	// may be another process's by the SIGKILL.
 	if h, ok := openProc(c.State.Process); ok {
 		_ = h.Signal(sig)
-		if !h.WaitExit(timeout) {
+		if !h.WaitExit(wait) {
 			_ = h.Signal(syscall.SIGKILL)
 		}
 		h.Close()

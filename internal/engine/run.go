@@ -56,6 +56,11 @@ type RunOptions struct {
 	Interactive   bool
 	Detach        bool
 	AutoRemove    bool
+	// StopSignal and StopTimeout are what stop sends first and how long
+	// it waits, unless told (--stop-signal, --stop-timeout); 0 and nil
+	// are Docker's SIGTERM and 10 seconds.
+	StopSignal  syscall.Signal
+	StopTimeout *int
 }
 
 // validate rejects flag combinations Docker rejects, before anything changes.
@@ -65,6 +70,9 @@ func (o *RunOptions) validate() error {
 	}
 	if o.Network == "" {
 		o.Network = ModeBridge
+	}
+	if o.StopTimeout != nil && *o.StopTimeout < -1 {
+		return errdefs.Invalid("invalid --stop-timeout %d: want seconds, or -1 to wait for ever", *o.StopTimeout)
 	}
 	if o.Name != "" && !validName(o.Name) {
 		return errdefs.Invalid("invalid container name %q: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", o.Name)

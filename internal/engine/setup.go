@@ -182,7 +182,7 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening func() (*portma
 			Args: o.Args, Env: o.Env, Workdir: o.Workdir, Hostname: o.Hostname, Rootfs: o.Rootfs,
 			NetworkMode: o.Network, IP: o.IP, DNS: o.DNS, DNSSearch: o.DNSSearch, DNSOptions: o.DNSOptions,
 			ExtraHosts: extraHostStrings(o), Tty: o.Tty, Interactive: o.Interactive, Detach: o.Detach,
-			AutoRemove: o.AutoRemove, Exposed: o.Expose,
+			AutoRemove: o.AutoRemove, Exposed: o.Expose, StopSignal: int(o.StopSignal), StopTimeout: o.StopTimeout,
 		},
 	}
 	if o.MAC != nil {

@@ -151,6 +151,10 @@ type Spec struct {
 	Interactive bool           `json:"interactive,omitempty"`
 	Detach      bool           `json:"detach,omitempty"`
 	AutoRemove  bool           `json:"autoRemove,omitempty"`
+	// StopSignal (0: SIGTERM) and StopTimeout (seconds; nil: 10) are
+	// stop's defaults for this container (--stop-signal, --stop-timeout).
+	StopSignal  int  `json:"stopSignal,omitempty"`
+	StopTimeout *int `json:"stopTimeout,omitempty"`
 }
 
 // Running reports whether the container's process is believed alive.

@@ -1,0 +1,118 @@
+package cli
+
+import (
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/knit-dev/knit/internal/engine"
+	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/portmap"
+)
+
+// psFilterKeys are docker ps's filters that concern what knit records.
+var psFilterKeys = []string{"id", "name", "status", "exited", "network", "publish", "expose"}
+
+// psStates are the values of docker ps's status filter.
+var psStates = []string{"created", "restarting", "running", "removing", "paused", "exited", "dead"}
+
+// psFilter is a parsed `ps --filter` list: a container passes when, for
+// every key given, one of its values matches, as in Docker.
+type psFilter struct {
+	ids, names      []*regexp.Regexp
+	states          []string
+	exited          []int
+	networks        []string
+	publish, expose []portmap.Spec
+	impliesAll      bool // a status filter shows stopped containers too
+}
+
+func parsePSFilter(in []string) (*psFilter, error) {
+	raw, err := parseFilters(in, psFilterKeys)
+	if err != nil {
+		return nil, err
+	}
+	f := &psFilter{networks: raw["network"]}
+	for key, dst := range map[string]*[]*regexp.Regexp{"id": &f.ids, "name": &f.names} {
+		for _, v := range raw[key] {
+			re, err := regexp.Compile(v)
+			if err != nil {
+				return nil, errdefs.Invalid("invalid filter '%s=%s': %v", key, v, err)
+			}
+			*dst = append(*dst, re)
+		}
+	}
+	for _, v := range raw["status"] {
+		if !slices.Contains(psStates, v) {
+			return nil, errdefs.Invalid("invalid filter 'status=%s': want one of %s", v, strings.Join(psStates, ", "))
+		}
+		f.states = append(f.states, v)
+		f.impliesAll = true
+	}
+	for _, v := range raw["exited"] {
+		code, err := strconv.Atoi(v)
+		if err != nil {
+			return nil, errdefs.Invalid("invalid filter 'exited=%s': want an exit code", v)
+		}
+		f.exited = append(f.exited, code)
+	}
+	for key, dst := range map[string]*[]portmap.Spec{"publish": &f.publish, "expose": &f.expose} {
+		for _, v := range raw[key] {
+			specs, err := portmap.ParseExpose(v) // PORT[-PORT][/PROTO], tcp by default
+			if err != nil {
+				return nil, errdefs.Invalid("invalid filter '%s=%s': %v", key, v, err)
+			}
+			*dst = append(*dst, specs...)
+		}
+	}
+	return f, nil
+}
+
+// match reports whether c passes the filter.
+func (f *psFilter) match(c *engine.Container) bool {
+	anyRE := func(res []*regexp.Regexp, subjects ...string) bool {
+		return len(res) == 0 || slices.ContainsFunc(res, func(re *regexp.Regexp) bool {
+			return slices.ContainsFunc(subjects, re.MatchString)
+		})
+	}
+	if !anyRE(f.ids, c.ID) || !anyRE(f.names, c.Name, "/"+c.Name) {
+		return false
+	}
+	if len(f.states) > 0 && !slices.Contains(f.states, c.State.Status) {
+		return false
+	}
+	if len(f.exited) > 0 && (c.State.Status != engine.StatusExited || !slices.Contains(f.exited, c.State.ExitCode)) {
+		return false
+	}
+	if len(f.networks) > 0 && !slices.ContainsFunc(f.networks, func(n string) bool { return onNetwork(c, n) }) {
+		return false
+	}
+	published := func(s portmap.Spec) bool {
+		return slices.ContainsFunc(c.Ports, func(p firewall.PortMapping) bool {
+			return p.Proto == string(s.Proto) && p.ContainerPort >= s.ContainerFirst && p.ContainerPort <= s.ContainerLast
+		})
+	}
+	exposed := func(s portmap.Spec) bool {
+		return published(s) || slices.ContainsFunc(c.Spec.Exposed, func(e portmap.Spec) bool {
+			return e.Proto == s.Proto && e.ContainerFirst <= s.ContainerLast && s.ContainerFirst <= e.ContainerLast
+		})
+	}
+	if len(f.publish) > 0 && !slices.ContainsFunc(f.publish, published) {
+		return false
+	}
+	if len(f.expose) > 0 && !slices.ContainsFunc(f.expose, exposed) {
+		return false
+	}
+	return true
+}
+
+// onNetwork reports whether c has an endpoint on the network called n or,
+// with none, runs in network mode n (host, none).
+func onNetwork(c *engine.Container, n string) bool {
+	if len(c.Endpoints) == 0 {
+		return c.Spec.NetworkMode == n
+	}
+	return slices.ContainsFunc(c.Endpoints, func(ep engine.Endpoint) bool { return ep.Network == n })
+}

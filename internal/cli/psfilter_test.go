@@ -1,0 +1,65 @@
+package cli
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/engine"
+	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/portmap"
+)
+
+func TestPSFilter(t *testing.T) {
+	web := &engine.Container{ID: "aaaa1111", Name: "web", State: engine.State{Status: engine.StatusRunning},
+		Endpoints: []engine.Endpoint{{Network: "front", Endpoint: driver.Endpoint{}}},
+		Ports:     []firewall.PortMapping{{Proto: "tcp", ContainerPort: 80, HostPort: 8080}},
+		Spec:      engine.Spec{Exposed: []portmap.Spec{{Proto: "udp", ContainerFirst: 5000, ContainerLast: 5010}}}}
+	db := &engine.Container{ID: "bbbb2222", Name: "db", State: engine.State{Status: engine.StatusExited, ExitCode: 3},
+		Spec: engine.Spec{NetworkMode: "host"}}
+	for _, tc := range []struct {
+		filters []string
+		want    string // names that pass
+	}{
+		{nil, "web db"},
+		{[]string{"name=web"}, "web"},
+		{[]string{"name=^/d"}, "db"},
+		{[]string{"name=we", "name=db"}, "web db"},
+		{[]string{"id=^bbbb"}, "db"},
+		{[]string{"status=exited"}, "db"},
+		{[]string{"exited=3"}, "db"},
+		{[]string{"exited=0"}, ""},
+		{[]string{"network=front"}, "web"},
+		{[]string{"network=host"}, "db"},
+		{[]string{"publish=80"}, "web"},
+		{[]string{"publish=80/udp"}, ""},
+		{[]string{"publish=79-81"}, "web"},
+		{[]string{"expose=80"}, "web"}, // a published port is exposed too
+		{[]string{"expose=5005/udp"}, "web"},
+		{[]string{"expose=5011/udp"}, ""},
+		{[]string{"name=web", "status=exited"}, ""},
+	} {
+		f, err := parsePSFilter(tc.filters)
+		if err != nil {
+			t.Errorf("%q: %v", tc.filters, err)
+			continue
+		}
+		var got []string
+		for _, c := range []*engine.Container{web, db} {
+			if f.match(c) {
+				got = append(got, c.Name)
+			}
+		}
+		if strings.Join(got, " ") != tc.want {
+			t.Errorf("%q: %q pass, want %q", tc.filters, got, tc.want)
+		}
+	}
+	for _, bad := range []string{"color=red", "status=sleeping", "exited=x", "publish=http", "name=(", "nokey"} {
+		if _, err := parsePSFilter([]string{bad}); err == nil {
+			t.Errorf("filter %q accepted", bad)
+		}
+	}
+	if f, _ := parsePSFilter([]string{"status=running"}); !f.impliesAll {
+		t.Error("a status filter does not look at every state")
+	}
+}
