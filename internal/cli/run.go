@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"encoding/csv"
 	"errors"
 	"fmt"
 	"net"
@@ -144,10 +145,10 @@ func (f *runFlags) options(args []string) (*engine.RunOptions, error) {
 		PublishAll: f.publishAll,
 		DNSSearch:  f.dnsSearch, DNSOptions: f.dnsOptions,
 	}
-	if len(f.networks) > 0 {
-		o.Network, o.ExtraNetworks = f.networks[0], f.networks[1:]
-	}
 	var err error
+	if err := f.networkOptions(o); err != nil {
+		return nil, err
+	}
 	if f.ip != "" {
 		if o.IP, err = netip.ParseAddr(f.ip); err != nil {
 			return nil, errdefs.Invalid("invalid --ip %q: not an IP address", f.ip)
@@ -229,6 +230,87 @@ func (f *runFlags) options(args []string) (*engine.RunOptions, error) {
 		o.AddHosts = append(o.AddHosts, h)
 	}
 	return o, nil
+}
+
+// networkOptions reads the --network flags into o: a name each, or
+// Docker's long form name=NAME,ip=IP,ip6=IP,mac-address=MAC,alias=A (alias
+// repeated for more), whose settings for the first network are those of
+// --ip, --ip6, --mac-address and --network-alias, which it must not repeat.
+func (f *runFlags) networkOptions(o *engine.RunOptions) error {
+	var extra []engine.EndpointOptions
+	long := false
+	for i, v := range f.networks {
+		name, ep, isLong, err := parseNetworkFlag(v)
+		if err != nil {
+			return err
+		}
+		long = long || isLong
+		if i == 0 {
+			o.Network = name
+			if isLong {
+				switch {
+				case ep.IP.IsValid() && f.ip != "", ep.IP6.IsValid() && f.ip6 != "", ep.MAC != nil && f.mac != "", len(ep.Aliases) > 0 && len(f.aliases) > 0:
+					return errdefs.Invalid("conflicting options: --network %s and --ip, --ip6, --mac-address or --network-alias give the same setting", v)
+				}
+				o.IP, o.IP6, o.MAC = ep.IP, ep.IP6, ep.MAC
+				o.Aliases = append(o.Aliases, ep.Aliases...)
+			}
+			continue
+		}
+		o.ExtraNetworks = append(o.ExtraNetworks, name)
+		extra = append(extra, ep)
+	}
+	if long {
+		o.ExtraEndpoints = extra
+	}
+	return nil
+}
+
+// parseNetworkFlag parses one --network value: a name, or Docker's long
+// form of comma-separated KEY=VALUE fields (CSV, so a field may be quoted).
+func parseNetworkFlag(v string) (name string, ep engine.EndpointOptions, long bool, err error) {
+	if !strings.Contains(v, "=") || strings.HasPrefix(v, engine.ModeContainer) {
+		return v, ep, false, nil
+	}
+	fields, cerr := csv.NewReader(strings.NewReader(v)).Read()
+	if cerr != nil {
+		return "", ep, false, errdefs.Invalid("invalid --network %q: %v", v, cerr)
+	}
+	bad := func(format string, a ...any) error {
+		return errdefs.Invalid("invalid --network %q: "+format, append([]any{v}, a...)...)
+	}
+	for _, field := range fields {
+		k, val, ok := strings.Cut(field, "=")
+		if !ok {
+			return "", ep, false, bad("%q is not KEY=VALUE", field)
+		}
+		switch strings.ToLower(strings.TrimSpace(k)) {
+		case "name":
+			name = val
+		case "ip":
+			if ep.IP, err = netip.ParseAddr(val); err != nil {
+				return "", ep, false, bad("ip %q is not an IP address", val)
+			}
+		case "ip6":
+			if ep.IP6, err = netip.ParseAddr(val); err != nil {
+				return "", ep, false, bad("ip6 %q is not an IP address", val)
+			}
+		case "mac-address":
+			if ep.MAC, err = net.ParseMAC(val); err != nil {
+				return "", ep, false, bad("mac-address %q: %v", val, err)
+			}
+		case "alias":
+			ep.Aliases = append(ep.Aliases, val)
+		case "link-local-ip", "driver-opt", "gw-priority":
+			return "", ep, false, bad("knit does not take %s yet", k)
+		default:
+			return "", ep, false, bad("unknown key %q (name, ip, ip6, mac-address, alias)", k)
+		}
+	}
+	if name == "" {
+		return "", ep, false, bad("no name=")
+	}
+	return name, ep, true, nil
 }
 
 // envFromFlags is the environment --env-file and -e give, in that order

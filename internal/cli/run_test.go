@@ -370,3 +370,38 @@ func TestEnvFile(t *testing.T) {
 		t.Errorf("a name with a space: %v, want an error naming line 2", err)
 	}
 }
+
+// --network's long form: per-network settings, the first network's being
+// those of --ip and friends, which it must not repeat.
+func TestNetworkLongForm(t *testing.T) {
+	f := &runFlags{networks: []string{"name=a,ip=10.1.0.5,alias=x,alias=y", `"name=b","ip6=fd00::5","mac-address=02:42:0a:02:00:05"`, "c"}}
+	o, err := f.options([]string{"true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Network != "a" || o.IP != netip.MustParseAddr("10.1.0.5") || !slices.Equal(o.Aliases, []string{"x", "y"}) {
+		t.Errorf("first network: %s %s %q", o.Network, o.IP, o.Aliases)
+	}
+	if !slices.Equal(o.ExtraNetworks, []string{"b", "c"}) || len(o.ExtraEndpoints) != 2 ||
+		o.ExtraEndpoints[0].IP6 != netip.MustParseAddr("fd00::5") || o.ExtraEndpoints[0].MAC.String() != "02:42:0a:02:00:05" ||
+		o.ExtraEndpoints[1].IP.IsValid() {
+		t.Errorf("further networks: %q %+v", o.ExtraNetworks, o.ExtraEndpoints)
+	}
+	if o, err := (&runFlags{networks: []string{"a", "b"}}).options([]string{"true"}); err != nil || o.ExtraEndpoints != nil {
+		t.Errorf("names only: %+v, %v; want no endpoint settings", o, err)
+	}
+	for _, bad := range [][]string{
+		{"name=a,ip=nope"},
+		{"ip=10.1.0.5"},
+		{"name=a,color=red"},
+		{"name=a,driver-opt=x=y"},
+		{"name=a,ip"},
+	} {
+		if _, err := (&runFlags{networks: bad}).options([]string{"true"}); errdefs.KindOf(err) != errdefs.KindInvalid {
+			t.Errorf("--network %q: %v, want invalid", bad, err)
+		}
+	}
+	if _, err := (&runFlags{networks: []string{"name=a,ip=10.1.0.5"}, ip: "10.1.0.6"}).options([]string{"true"}); err == nil || !strings.Contains(err.Error(), "conflicting options") {
+		t.Errorf("--network name=a,ip=… with --ip: %v, want a conflict", err)
+	}
+}

@@ -118,7 +118,7 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 		{[]string{"network", "inspect", "nosuch"}, "nosuch"},
 		{[]string{"network", "ls", "--filter", "bogus=1"}, "invalid filter"},
 		{[]string{"network", "connect", "nosuch", "taken"}, "not found"},
-		{[]string{"network", "connect", "bridge", "nosuch"}, "default bridge"},
+		{[]string{"network", "connect", "bridge", "nosuch"}, "no such container"},
 		{[]string{"network", "disconnect", "bridge", "nosuch"}, "no such container"},
 		{[]string{"network", "rm", "host"}, "pre-defined"},
 		{[]string{"network", "create", "-o", "bridge=lo", "notabridge"}, "cannot use lo as the network's bridge"},

@@ -246,6 +246,61 @@ func TestIsolationAndConnect(t *testing.T) {
 	}
 }
 
+// As Docker, a container on a user-defined network can be connected to the
+// default bridge network later, and disconnected from it.
+func TestConnectDefaultBridge(t *testing.T) {
+	rootfs, _ := dnsRootfs(t)
+	s := sandbox(t)
+	s.MustKnit(t, "network", "create", "neta")
+	s.MustKnit(t, "run", "-d", "--name", "a1", "--network", "neta", "--rootfs", rootfs, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--name", "d1", "--rootfs", rootfs, "sleep", "300")
+	s.MustKnit(t, "network", "connect", "bridge", "a1")
+	onBridge := ipOn(t, s, "a1", "bridge")
+	if !strings.HasPrefix(onBridge, "172.17.") {
+		t.Fatalf("a1's address on bridge: %q", onBridge)
+	}
+	if route := s.MustKnit(t, "exec", "a1", "ip", "route"); !strings.Contains(route, "default via "+gateway(t, s, "neta")+" dev eth0") {
+		t.Errorf("a1's routes after connecting bridge:\n%s\nwant the default route still through neta", route)
+	}
+	s.MustKnit(t, "exec", "d1", "ping", "-c", "1", "-W", "2", onBridge)
+	if r := s.Knit("network", "connect", "bridge", "d1"); r.Code != 125 || !strings.Contains(r.Stderr, "already connected") {
+		t.Errorf("connect bridge d1 (on it already): exit %d, %q", r.Code, r.Stderr)
+	}
+	s.MustKnit(t, "network", "disconnect", "bridge", "a1")
+	if r := s.Knit("exec", "d1", "ping", "-c", "1", "-W", "1", onBridge); r.Code == 0 {
+		t.Errorf("d1 still reaches a1's old bridge address %s after disconnect", onBridge)
+	}
+	if r := s.Knit("network", "connect", "host", "a1"); r.Code != 125 {
+		t.Errorf("connect host a1: exit %d, want a refusal", r.Code)
+	}
+}
+
+// Docker's long --network form gives each network its own address and
+// aliases at run.
+func TestRunNetworkLongForm(t *testing.T) {
+	rootfs, _ := dnsRootfs(t)
+	s := sandbox(t)
+	s.MustKnit(t, "network", "create", "--subnet", "10.96.0.0/24", "neta")
+	s.MustKnit(t, "network", "create", "--subnet", "10.97.0.0/24", "netb")
+	s.MustKnit(t, "run", "-d", "--name", "multi",
+		"--network", "name=neta,ip=10.96.0.40,alias=first",
+		"--network", "name=netb,ip=10.97.0.50,alias=second",
+		"--rootfs", rootfs, "sleep", "300")
+	if a, b := ipOn(t, s, "multi", "neta"), ipOn(t, s, "multi", "netb"); a != "10.96.0.40" || b != "10.97.0.50" {
+		t.Errorf("addresses: neta %s, netb %s; want 10.96.0.40 and 10.97.0.50", a, b)
+	}
+	s.MustKnit(t, "run", "-d", "--name", "peer", "--network", "netb", "--rootfs", rootfs, "sleep", "300")
+	if out := ask(t, s, "peer", gateway(t, s, "netb"), "second"); !strings.Contains(out, "A 10.97.0.50") {
+		t.Errorf("peer resolves multi's alias on netb: %q", out)
+	}
+	if out := ask(t, s, "peer", gateway(t, s, "netb"), "first"); !strings.Contains(out, "NXDOMAIN") {
+		t.Errorf("peer resolves multi's neta alias on netb: %q", out)
+	}
+	if r := s.Knit("run", "--rm", "--network", "name=netb,ip=10.96.0.9", "--rootfs", rootfs, "true"); r.Code != 125 {
+		t.Errorf("an ip outside the network's subnet: exit %d, %q", r.Code, r.Stderr)
+	}
+}
+
 // A dual-stack network gives every container an IPv6 address and route,
 // and names resolve to both families.
 func TestDualStack(t *testing.T) {

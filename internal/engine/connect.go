@@ -40,9 +40,6 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	if !n.UserDefined() {
-		return errdefs.Invalid("containers can be connected to the default bridge network only when they are created")
-	}
 	if err := e.ensureNetwork(n); err != nil {
 		return err
 	}

@@ -35,32 +35,42 @@ type RunOptions struct {
 	Name     string
 	Hostname string
 	Network  string // "" means bridge; the first network (eth0)
-	// ExtraNetworks are further user-defined networks (eth1, ...).
-	ExtraNetworks []string
-	IP, IP6       netip.Addr // addresses on the first network
-	Aliases       []string   // DNS aliases on the first network (--network-alias)
-	MAC           net.HardwareAddr
-	Args          []string
-	Env           []string // KEY=VALUE, already resolved against the caller's environment
-	Workdir       string
-	Rootfs        string
-	DNS           []netip.Addr
-	DNSSearch     []string
-	DNSOptions    []string
-	AddHosts      []files.HostEntry
-	Publish       []portmap.Spec // -p
-	Expose        []portmap.Spec // --expose
-	PublishAll    bool           // -P: publish every exposed port on a random host port
-	Links         []LinkOption   // --link
-	Tty           bool
-	Interactive   bool
-	Detach        bool
-	AutoRemove    bool
+	// ExtraNetworks are further user-defined networks (eth1, ...), and
+	// ExtraEndpoints, when set, what each asks of its endpoint (Docker's
+	// --network name=N,ip=…,alias=…).
+	ExtraNetworks  []string
+	ExtraEndpoints []EndpointOptions
+	IP, IP6        netip.Addr // addresses on the first network
+	Aliases        []string   // DNS aliases on the first network (--network-alias)
+	MAC            net.HardwareAddr
+	Args           []string
+	Env            []string // KEY=VALUE, already resolved against the caller's environment
+	Workdir        string
+	Rootfs         string
+	DNS            []netip.Addr
+	DNSSearch      []string
+	DNSOptions     []string
+	AddHosts       []files.HostEntry
+	Publish        []portmap.Spec // -p
+	Expose         []portmap.Spec // --expose
+	PublishAll     bool           // -P: publish every exposed port on a random host port
+	Links          []LinkOption   // --link
+	Tty            bool
+	Interactive    bool
+	Detach         bool
+	AutoRemove     bool
 	// StopSignal and StopTimeout are what stop sends first and how long
 	// it waits, unless told (--stop-signal, --stop-timeout); 0 and nil
 	// are Docker's SIGTERM and 10 seconds.
 	StopSignal  syscall.Signal
 	StopTimeout *int
+}
+
+// EndpointOptions are what a run asks of its endpoint on one network.
+type EndpointOptions struct {
+	IP, IP6 netip.Addr
+	MAC     net.HardwareAddr
+	Aliases []string
 }
 
 // validate rejects flag combinations Docker rejects, before anything changes.
@@ -108,6 +118,22 @@ func (o *RunOptions) validate() error {
 	}
 	if !ownNet && len(o.ExtraNetworks) > 0 {
 		return errdefs.Invalid("conflicting options: --network %s cannot be combined with other networks", mode)
+	}
+	if len(o.ExtraEndpoints) > 0 && len(o.ExtraEndpoints) != len(o.ExtraNetworks) {
+		return errdefs.Invalid("%d endpoint settings for %d further networks", len(o.ExtraEndpoints), len(o.ExtraNetworks))
+	}
+	for i, ep := range o.ExtraEndpoints {
+		switch {
+		case ep.IP.IsValid() && !ep.IP.Is4():
+			return errdefs.Invalid("invalid ip %s for network %s: not an IPv4 address (use ip6)", ep.IP, o.ExtraNetworks[i])
+		case ep.IP6.IsValid() && ep.IP6.Is4():
+			return errdefs.Invalid("invalid ip6 %s for network %s: not an IPv6 address", ep.IP6, o.ExtraNetworks[i])
+		}
+		for _, a := range ep.Aliases {
+			if err := files.ValidHostname(a); err != nil {
+				return errdefs.Invalid("invalid alias %q for network %s: %v", a, o.ExtraNetworks[i], err)
+			}
+		}
 	}
 	if len(o.Aliases) > 0 && (!ownNet || mode == ModeBridge) {
 		return errdefs.Invalid("network-scoped aliases are supported only for containers on user-defined networks")

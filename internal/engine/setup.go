@@ -255,9 +255,13 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening func() (*portma
 		case "network":
 			c.Netns, c.OwnsNetns = e.netnsPath(id), true
 			for i, n := range p.networks {
-				req := endpointRequest{}
-				if i == 0 {
-					req = endpointRequest{IP: o.IP, IP6: o.IP6, MAC: o.MAC, Aliases: o.Aliases}
+				req := endpointRequest{IP: o.IP, IP6: o.IP6, MAC: o.MAC, Aliases: o.Aliases}
+				if i > 0 {
+					req = endpointRequest{}
+					if i <= len(o.ExtraEndpoints) {
+						x := o.ExtraEndpoints[i-1]
+						req = endpointRequest{IP: x.IP, IP6: x.IP6, MAC: x.MAC, Aliases: x.Aliases}
+					}
 				}
 				ep, err := allocateEndpoint(tx, n, c, req, fmt.Sprintf("eth%d", i), defaultRouteFamilies(c.Endpoints))
 				if err != nil {
