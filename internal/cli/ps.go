@@ -55,11 +55,12 @@ func (a *app) psCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// -n and -l take the newest of every state; a status filter
-			// looks at every state too, as in Docker.
-			all = all || last >= 0 || f.impliesAll
+			// -n and -l take the newest of every state (-n 0 is no
+			// limit); a status filter looks at every state too, as in
+			// Docker.
+			all = all || last > 0 || f.impliesAll
 			list = slices.DeleteFunc(list, func(c *engine.Container) bool { return (!all && !c.Running()) || !f.match(c) })
-			if last >= 0 && len(list) > last {
+			if last > 0 && len(list) > last {
 				list = list[:last]
 			}
 			if quiet && format == "" {

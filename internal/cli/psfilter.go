@@ -89,21 +89,26 @@ func (f *psFilter) match(c *engine.Container) bool {
 	if len(f.networks) > 0 && !slices.ContainsFunc(f.networks, func(n string) bool { return onNetwork(c, n) }) {
 		return false
 	}
-	published := func(s portmap.Spec) bool {
-		return slices.ContainsFunc(c.Ports, func(p firewall.PortMapping) bool {
-			return p.Proto == string(s.Proto) && p.ContainerPort >= s.ContainerFirst && p.ContainerPort <= s.ContainerLast
+	// As Docker's (since 20.10): publish names a host port, expose a
+	// container port (published or only exposed), and a container passes
+	// when one of its ports matches either.
+	if len(f.publish)+len(f.expose) > 0 {
+		in := func(specs []portmap.Spec, proto string, port uint16) bool {
+			return port != 0 && slices.ContainsFunc(specs, func(s portmap.Spec) bool {
+				return string(s.Proto) == proto && port >= s.ContainerFirst && port <= s.ContainerLast
+			})
+		}
+		published := slices.ContainsFunc(c.Ports, func(p firewall.PortMapping) bool {
+			return in(f.publish, p.Proto, p.HostPort) || in(f.expose, p.Proto, p.ContainerPort)
 		})
-	}
-	exposed := func(s portmap.Spec) bool {
-		return published(s) || slices.ContainsFunc(c.Spec.Exposed, func(e portmap.Spec) bool {
-			return e.Proto == s.Proto && e.ContainerFirst <= s.ContainerLast && s.ContainerFirst <= e.ContainerLast
+		exposed := slices.ContainsFunc(c.Spec.Exposed, func(e portmap.Spec) bool {
+			return slices.ContainsFunc(f.expose, func(s portmap.Spec) bool {
+				return e.Proto == s.Proto && e.ContainerFirst <= s.ContainerLast && s.ContainerFirst <= e.ContainerLast
+			})
 		})
-	}
-	if len(f.publish) > 0 && !slices.ContainsFunc(f.publish, published) {
-		return false
-	}
-	if len(f.expose) > 0 && !slices.ContainsFunc(f.expose, exposed) {
-		return false
+		if !published && !exposed {
+			return false
+		}
 	}
 	return true
 }

@@ -31,12 +31,14 @@ func TestPSFilter(t *testing.T) {
 		{[]string{"exited=0"}, ""},
 		{[]string{"network=front"}, "web"},
 		{[]string{"network=host"}, "db"},
-		{[]string{"publish=80"}, "web"},
-		{[]string{"publish=80/udp"}, ""},
-		{[]string{"publish=79-81"}, "web"},
+		{[]string{"publish=8080"}, "web"}, // the host port, as Docker's since 20.10
+		{[]string{"publish=80"}, ""},
+		{[]string{"publish=8080/udp"}, ""},
+		{[]string{"publish=8079-8081"}, "web"},
 		{[]string{"expose=80"}, "web"}, // a published port is exposed too
 		{[]string{"expose=5005/udp"}, "web"},
 		{[]string{"expose=5011/udp"}, ""},
+		{[]string{"publish=1", "expose=80"}, "web"}, // either matches
 		{[]string{"name=web", "status=exited"}, ""},
 	} {
 		f, err := parsePSFilter(tc.filters)

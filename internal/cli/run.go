@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -284,6 +286,7 @@ func parseNetworkFlag(v string) (name string, ep engine.EndpointOptions, long bo
 		if !ok {
 			return "", ep, false, bad("%q is not KEY=VALUE", field)
 		}
+		val = strings.TrimSpace(val)
 		switch strings.ToLower(strings.TrimSpace(k)) {
 		case "name":
 			name = val
@@ -339,9 +342,12 @@ func readEnvFile(path string) ([]string, error) {
 	b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf")) // a UTF-8 byte order mark
 	var out []string
 	for i, line := range strings.Split(string(b), "\n") {
-		line = strings.TrimLeft(strings.TrimSuffix(line, "\r"), " \t")
+		line = strings.TrimLeftFunc(strings.TrimSuffix(line, "\r"), unicode.IsSpace)
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
+		}
+		if !utf8.ValidString(line) || strings.ContainsRune(line, 0) {
+			return nil, errdefs.Invalid("--env-file %s, line %d: not UTF-8 text", path, i+1)
 		}
 		k, _, _ := strings.Cut(line, "=")
 		if k == "" || strings.ContainsAny(k, " \t") {

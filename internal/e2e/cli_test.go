@@ -127,6 +127,9 @@ func TestDetachedLogsStopAndPs(t *testing.T) {
 	if f := s.MustKnit(t, "ps", "-l", "-q"); f != id[:12]+"\n" {
 		t.Errorf("ps -lq = %q, want %s", f, id[:12])
 	}
+	if f := s.MustKnit(t, "ps", "-n", "0", "-q"); f != "" {
+		t.Errorf("ps -n 0 -q = %q, want the running ones (none), as Docker's -n 0 is no limit", f)
+	}
 	if r := s.Knit("ps", "-f", "color=red"); r.Code != 125 || !strings.Contains(r.Stderr, "invalid filter 'color'") {
 		t.Errorf("ps -f color=red: exit %d, %q", r.Code, r.Stderr)
 	}

@@ -266,6 +266,22 @@ func TestConnectDefaultBridge(t *testing.T) {
 	if r := s.Knit("network", "connect", "bridge", "d1"); r.Code != 125 || !strings.Contains(r.Stderr, "already connected") {
 		t.Errorf("connect bridge d1 (on it already): exit %d, %q", r.Code, r.Stderr)
 	}
+	// A link from the default network reaches a1 at its address there,
+	// though a1's first network is another.
+	s.MustKnit(t, "run", "-d", "--name", "l1", "--link", "a1:db", "--rootfs", rootfs, "sleep", "300")
+	if hosts := s.MustKnit(t, "exec", "l1", "cat", "/etc/hosts"); !strings.Contains(hosts, onBridge+"\tdb") {
+		t.Errorf("l1's /etc/hosts:\n%s\nwant db at a1's bridge address %s", hosts, onBridge)
+	}
+	// As Docker: no network-scoped aliases on the default network, and
+	// it is not combined with other networks at run.
+	s.MustKnit(t, "run", "-d", "--name", "a2", "--network", "neta", "--rootfs", rootfs, "sleep", "300")
+	if r := s.Knit("network", "connect", "--alias", "x", "bridge", "a2"); r.Code != 125 || !strings.Contains(r.Stderr, "user-defined networks") {
+		t.Errorf("connect --alias x bridge a2: exit %d, %q", r.Code, r.Stderr)
+	}
+	if r := s.Knit("run", "--rm", "--network", "neta", "--network", "bridge", "--rootfs", rootfs, "true"); r.Code != 125 || !strings.Contains(r.Stderr, "conflicting options") {
+		t.Errorf("run --network neta --network bridge: exit %d, %q", r.Code, r.Stderr)
+	}
+	s.MustKnit(t, "rm", "-f", "l1")
 	s.MustKnit(t, "network", "disconnect", "bridge", "a1")
 	if r := s.Knit("exec", "d1", "ping", "-c", "1", "-W", "1", onBridge); r.Code == 0 {
 		t.Errorf("d1 still reaches a1's old bridge address %s after disconnect", onBridge)

@@ -165,7 +165,10 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 	}
 	listening := readListeners(len(req.Ports) > 0)
 	err = e.st.Update(func(tx store.Tx) error {
-		ereq := endpointRequest{MAC: req.MAC, Aliases: req.Aliases}
+		ereq := endpointRequest{MAC: req.MAC}
+		if n.UserDefined() { // knit's default network has no DNS to serve them
+			ereq.Aliases = req.Aliases
+		}
 		for _, ip := range req.IPs {
 			if ip.Is4() {
 				ereq.IP = ip

@@ -51,7 +51,7 @@ func reserveLinks(tx store.Tx, c *Container, links []LinkOption) error {
 		if !t.Running() {
 			return errdefs.Conflict("cannot link to %s: it is not running", t.Name)
 		}
-		if len(c.Endpoints) == 0 || len(t.Endpoints) == 0 || t.Endpoints[0].Network != c.Endpoints[0].Network {
+		if len(c.Endpoints) == 0 || endpointOn(t, c.Endpoints[0].Network) == nil {
 			return errdefs.Invalid("cannot link to %s: links work between containers on the same network", t.Name)
 		}
 		c.Links = append(c.Links, Link{TargetID: t.ID, Name: t.Name, Alias: l.Alias})
@@ -59,12 +59,31 @@ func reserveLinks(tx store.Tx, c *Container, links []LinkOption) error {
 	return nil
 }
 
-// linkHosts are the /etc/hosts lines of the container's links.
+// endpointOn returns c's endpoint on the named network, or nil.
+func endpointOn(c *Container, network string) *Endpoint {
+	for i := range c.Endpoints {
+		if c.Endpoints[i].Network == network {
+			return &c.Endpoints[i]
+		}
+	}
+	return nil
+}
+
+// linkHosts are the /etc/hosts lines of the container's links: each
+// target's address on the container's first network (a link runs there,
+// whichever network the target joined first).
 func (e *Engine) linkHosts(c *Container) []files.HostEntry {
 	var out []files.HostEntry
+	if len(c.Endpoints) == 0 {
+		return nil
+	}
 	for _, l := range c.Links {
 		t, err := e.get(l.TargetID)
-		if err != nil || len(t.Endpoints) == 0 || len(t.Endpoints[0].Addrs) == 0 {
+		if err != nil {
+			continue
+		}
+		to := endpointOn(t, c.Endpoints[0].Network)
+		if to == nil || len(to.Addrs) == 0 {
 			continue
 		}
 		names := []string{l.Alias}
@@ -73,7 +92,7 @@ func (e *Engine) linkHosts(c *Container) []files.HostEntry {
 				names = append(names, n)
 			}
 		}
-		out = append(out, files.HostEntry{IP: t.Endpoints[0].Addrs[0].Addr(), Names: names})
+		out = append(out, files.HostEntry{IP: to.Addrs[0].Addr(), Names: names})
 	}
 	return out
 }
@@ -90,12 +109,16 @@ func (e *Engine) linkRules(c *Container, exiting string) []firewall.Link {
 	for _, l := range c.Links {
 		// A target that has stopped has released its address.
 		t, err := e.get(l.TargetID)
-		if err != nil || !t.Running() || t.ID == exiting || len(t.Endpoints) == 0 {
+		if err != nil || !t.Running() || t.ID == exiting {
+			continue
+		}
+		to := endpointOn(t, from.Network)
+		if to == nil {
 			continue
 		}
 		for _, p := range targetPorts(t) {
 			for _, fa := range from.Addrs {
-				for _, ta := range t.Endpoints[0].Addrs {
+				for _, ta := range to.Addrs {
 					if fa.Addr().Is4() == ta.Addr().Is4() {
 						out = append(out, firewall.Link{Network: from.Network, From: fa.Addr(), To: ta.Addr(), Proto: p.proto, Port: p.port})
 					}

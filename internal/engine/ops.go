@@ -322,14 +322,14 @@ func (e *Engine) Exec(ref string, o ExecOptions, io Stdio) (int, error) {
 	return runner.Exec(cfg)
 }
 
-// Logs copies a container's log to w; with follow it keeps copying until the
-// container stops.
 // LogsOptions tunes Logs.
 type LogsOptions struct {
 	Follow bool // go on until the container stops
 	Tail   int  // the last lines only; -1 for all
 }
 
+// Logs copies a container's log to w (its last o.Tail lines); with
+// o.Follow it keeps copying until the container stops.
 func (e *Engine) Logs(ref string, o LogsOptions, w io.Writer) error {
 	c, err := e.Container(ref)
 	if err != nil {

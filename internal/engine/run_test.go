@@ -39,6 +39,17 @@ func TestValidate(t *testing.T) {
 		wantErr bool
 	}{
 		{"minimal", RunOptions{Args: cmd}, false},
+		{"zero mac", RunOptions{Args: cmd, MAC: mustMAC(t, "00:00:00:00:00:00")}, true},
+		{"further network's mac", RunOptions{Args: cmd, Network: "a", ExtraNetworks: []string{"b"},
+			ExtraEndpoints: []EndpointOptions{{MAC: mac}}}, false},
+		{"further network's multicast mac", RunOptions{Args: cmd, Network: "a", ExtraNetworks: []string{"b"},
+			ExtraEndpoints: []EndpointOptions{{MAC: mustMAC(t, "01:00:5e:00:00:01")}}}, true},
+		{"further network's ip6 as ip", RunOptions{Args: cmd, Network: "a", ExtraNetworks: []string{"b"},
+			ExtraEndpoints: []EndpointOptions{{IP: netip.MustParseAddr("fd00::5")}}}, true},
+		{"further network's bad alias", RunOptions{Args: cmd, Network: "a", ExtraNetworks: []string{"b"},
+			ExtraEndpoints: []EndpointOptions{{Aliases: []string{"a_b"}}}}, true},
+		{"endpoint settings not one per network", RunOptions{Args: cmd, Network: "a", ExtraNetworks: []string{"b", "c"},
+			ExtraEndpoints: []EndpointOptions{{}}}, true},
 		{"missing command", RunOptions{}, true},
 		{"empty command slice", RunOptions{Args: []string{}}, true},
 		{"good name", RunOptions{Args: cmd, Name: "web.1_a-b"}, false},

@@ -48,7 +48,7 @@ func planTx(tx store.Tx, o *RunOptions) (*plan, error) {
 		}
 		p.networks = append(p.networks, n)
 	}
-	if len(p.networks) > 1 && !p.networks[0].UserDefined() {
+	if len(p.networks) > 1 && slices.ContainsFunc(p.networks, func(n *Network) bool { return !n.UserDefined() }) {
 		return nil, errdefs.Invalid("conflicting options: the default bridge network cannot be combined with other networks at run; use network connect")
 	}
 	return p, nil
@@ -345,6 +345,11 @@ func defaultRouteFamilies(eps []Endpoint) (routed map[bool]bool) {
 // endpoint routes by default the families that routed lacks.
 func allocateEndpoint(tx store.Tx, n *Network, c *Container, req endpointRequest, ifname string, routed map[bool]bool) (*Endpoint, error) {
 	ep := &Endpoint{Network: n.Name, Aliases: req.Aliases, Endpoint: driver.Endpoint{ContainerID: c.ID, IfName: ifname}}
+	if len(req.Aliases) > 0 && !n.UserDefined() {
+		// Whichever way it came (run's long --network, network connect
+		// --alias): the default network has no DNS to serve them.
+		return nil, errdefs.Invalid("network-scoped aliases are supported only for containers on user-defined networks")
+	}
 	if cur, err := getNetwork(tx, n.Name); err != nil || cur.Removing || cur.ID != n.ID {
 		return nil, errdefs.Conflict("network %s is being removed", n.Name)
 	}
