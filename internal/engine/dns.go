@@ -18,6 +18,7 @@ import (
 	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/dns/server"
 	"github.com/knit-dev/knit/internal/faults"
+	"github.com/knit-dev/knit/internal/netns"
 	"github.com/knit-dev/knit/internal/store"
 )
 
@@ -192,7 +193,9 @@ func (e *Engine) startDNS(dir string) error {
 	cmd := exec.Command(e.self, "--data-root", e.paths.DataRoot, "--exec-root", e.paths.ExecRoot, "_dns")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	cmd.Env = slices.DeleteFunc(os.Environ(), func(s string) bool { return strings.HasPrefix(s, "_KNIT_NSENTER=") })
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(s string) bool {
+		return strings.HasPrefix(s, netns.EnvJoin+"=") || strings.HasPrefix(s, netns.EnvJoined+"=")
+	})
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start the DNS server: %w", err)
 	}

@@ -31,6 +31,10 @@ import (
 // EnvJoin names the environment variable read by the cgo constructor.
 const EnvJoin = "_KNIT_NSENTER"
 
+// EnvJoined is EnvJoin's name once the constructor has joined: renamed in
+// place (see nsenter.c), so that children do not join again.
+const EnvJoined = "_KNIT_NSENTED"
+
 // Join names one namespace for a child process to join.
 type Join struct {
 	Kind string // "ipc", "uts", "net", "pid", "mnt" or "cgroup"

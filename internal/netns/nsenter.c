@@ -13,7 +13,11 @@
 #include <unistd.h>
 
 #define KNIT_ENV "_KNIT_NSENTER"
+// KNIT_ENV once joined: the same length, so renamed in place.
+#define KNIT_ENV_DONE "_KNIT_NSENTED"
 #define KNIT_MAX_JOINS 8
+
+extern char **environ;
 
 struct knit_join {
 	const char *kind;
@@ -107,8 +111,17 @@ __attribute__((constructor)) static void knit_nsenter(void)
 		if (chdir("/") < 0)
 			knit_fail(mnt->kind, mnt->path, errno);
 	}
-	// The Go runtime reads the environment from the same array, which
-	// unsetenv edits in place, so children do not join again.
-	unsetenv(KNIT_ENV);
+	// Renamed, so that children do not join again. Not unsetenv: it
+	// shifts the entries of the array the kernel laid out, where the Go
+	// runtime looks for the auxiliary vector right after the
+	// environment's terminating NULL; it would find an empty one, and
+	// fall back to /proc/self/auxv (the container's /proc, which may not
+	// show this process) and run without the vDSO.
+	for (char **e = environ; *e; e++) {
+		if (strncmp(*e, KNIT_ENV "=", sizeof(KNIT_ENV)) == 0) {
+			memcpy(*e, KNIT_ENV_DONE, sizeof(KNIT_ENV_DONE) - 1);
+			break;
+		}
+	}
 	free(spec);
 }

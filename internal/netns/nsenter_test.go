@@ -41,7 +41,7 @@ func reportChild() {
 		out = append(out, fmt.Sprintf("%s=%d", kind, st.Ino))
 	}
 	cwd, _ := os.Getwd()
-	fmt.Printf("%s cwd=%s env=%s\n", strings.Join(out, " "), cwd, os.Getenv(netns.EnvJoin))
+	fmt.Printf("%s cwd=%s env=%s joined=%s\n", strings.Join(out, " "), cwd, os.Getenv(netns.EnvJoin), os.Getenv(netns.EnvJoined))
 }
 
 // runChild re-executes the test binary with the given joins.
@@ -85,6 +85,12 @@ func TestNsenterNet(t *testing.T) {
 	}
 	if r["env"] != "" {
 		t.Errorf("child still sees %s=%s", netns.EnvJoin, r["env"])
+	}
+	// Renamed in place, not removed: the Go runtime, which reads the
+	// environment from the array the kernel laid out, sees it, so the
+	// array was not shifted over the auxiliary vector that follows it.
+	if r["joined"] != "net:"+path {
+		t.Errorf("child sees %s=%q, want net:%s (the variable renamed in place)", netns.EnvJoined, r["joined"], path)
 	}
 	if r["cwd"] == "/" {
 		t.Errorf("child moved to / without a mnt join")
