@@ -49,6 +49,7 @@ type (
 	}
 	configView struct {
 		Hostname     string
+		Domainname   string
 		Env          []string
 		Cmd          []string
 		WorkingDir   string
@@ -175,7 +176,7 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 			StartedAt: timeString(c.State.StartedAt), FinishedAt: timeString(c.State.FinishedAt),
 		},
 		Config: configView{
-			Hostname: c.Spec.Hostname, Env: c.Spec.Env, Cmd: c.Spec.Args, WorkingDir: c.Spec.Workdir,
+			Hostname: c.Spec.Hostname, Domainname: c.Spec.Domainname, Env: c.Spec.Env, Cmd: c.Spec.Args, WorkingDir: c.Spec.Workdir,
 			Tty: c.Spec.Tty, OpenStdin: c.Spec.Interactive, AttachStdout: !c.Spec.Detach, Image: c.Spec.Rootfs,
 			StopTimeout: c.Spec.StopTimeout,
 		},

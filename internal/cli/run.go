@@ -23,15 +23,16 @@ import (
 
 // runFlags are docker run's flags that knit implements, under the same names.
 type runFlags struct {
-	name, hostname, ip, ip6, mac, workdir, rootfs string
-	user, stopSignal                              string
-	stopTimeout                                   int
-	stopTimeoutSet                                bool
-	networks, aliases                             []string
-	env, envFiles, dns, dnsSearch, dnsOptions     []string
-	addHosts                                      []string
-	publish, expose, links                        []string
-	detach, rm, interactive, tty, publishAll      bool
+	name, hostname, domainname, ip, ip6, mac  string
+	workdir, rootfs                           string
+	user, stopSignal                          string
+	stopTimeout                               int
+	stopTimeoutSet                            bool
+	networks, aliases                         []string
+	env, envFiles, dns, dnsSearch, dnsOptions []string
+	addHosts                                  []string
+	publish, expose, links                    []string
+	detach, rm, interactive, tty, publishAll  bool
 }
 
 func (a *app) runCommand() *cobra.Command {
@@ -53,6 +54,7 @@ func (a *app) runCommand() *cobra.Command {
 	fl.SetInterspersed(false) // flags after COMMAND belong to COMMAND
 	fl.StringVar(&f.name, "name", "", "assign a name to the container")
 	fl.StringVarP(&f.hostname, "hostname", "h", "", "container host name")
+	fl.StringVar(&f.domainname, "domainname", "", "container NIS domain name")
 	fl.StringArrayVar(&f.networks, "network", []string{"bridge"}, "connect to a network: bridge, none, host, container:NAME or a user-defined network (repeat for more networks)")
 	fl.StringVar(&f.ip, "ip", "", "IPv4 address on the first network (e.g., 172.30.100.104)")
 	fl.StringVar(&f.ip6, "ip6", "", "IPv6 address on the first network (e.g., 2001:db8::33)")
@@ -141,7 +143,7 @@ func (a *app) run(cmd *cobra.Command, f *runFlags, args []string) error {
 // options turns flags into a request, rejecting malformed values early.
 func (f *runFlags) options(args []string) (*engine.RunOptions, error) {
 	o := &engine.RunOptions{
-		Name: f.name, Hostname: f.hostname, Aliases: f.aliases,
+		Name: f.name, Hostname: f.hostname, Domainname: f.domainname, Aliases: f.aliases,
 		Args: args, Workdir: f.workdir,
 		Rootfs: f.rootfs, Tty: f.tty, Interactive: f.interactive, Detach: f.detach, AutoRemove: f.rm,
 		PublishAll: f.publishAll,

@@ -161,6 +161,15 @@ func TestFiles(t *testing.T) {
 	if hn != "web.example.org\nweb.example.org\n" {
 		t.Errorf("hostname output %q", hn)
 	}
+	// --domainname: the UTS domain name, and hosts names HOST.DOMAIN first, as Docker's.
+	dn := s.MustKnit(t, "run", "--rm", "--name", "f2", "-h", "db", "--domainname", "corp.example", "--rootfs", bb,
+		"sh", "-c", "cat /proc/sys/kernel/domainname; hostname; grep f2 /etc/hosts")
+	if dn != "corp.example\ndb\n172.17.0.2\tdb.corp.example db f2\n" {
+		t.Errorf("--domainname corp.example: %q", dn)
+	}
+	if r := s.Knit("run", "--rm", "--domainname", "bad_name", "--rootfs", bb, "true"); r.Code != 125 || !strings.Contains(r.Stderr, "invalid domainname") {
+		t.Errorf("--domainname bad_name: exit %d, %q", r.Code, r.Stderr)
+	}
 	// The default hostname is the first 12 characters of the ID.
 	id := strings.TrimSpace(s.MustKnit(t, "run", "-d", "--rootfs", bb, "sleep", "300"))
 	if got := strings.TrimSpace(s.MustKnit(t, "exec", id, "hostname")); got != id[:12] {

@@ -95,10 +95,14 @@ func (e *Engine) etcFiles(c *Container, o *RunOptions, mode string, nets []*Netw
 
 // ownHosts maps each of the container's addresses to its hostname and name.
 func ownHosts(c *Container) []files.HostEntry {
-	names := []string{c.Spec.Hostname}
+	fqdn := c.Spec.Hostname
+	if c.Spec.Domainname != "" {
+		fqdn += "." + c.Spec.Domainname
+	}
+	names := []string{fqdn}
 	// A dotted hostname's first label is a name of the container too, as
 	// in Docker's hosts file ("IP web.example.com web").
-	if short, _, dotted := strings.Cut(c.Spec.Hostname, "."); dotted && short != "" {
+	if short, _, dotted := strings.Cut(fqdn, "."); dotted && short != "" {
 		names = append(names, short)
 	}
 	if !slices.Contains(names, c.Name) {

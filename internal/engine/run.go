@@ -35,7 +35,10 @@ const (
 type RunOptions struct {
 	Name     string
 	Hostname string
-	Network  string // "" means bridge; the first network (eth0)
+	// Domainname is the container's NIS domain name (--domainname); with
+	// it, /etc/hosts names the container HOSTNAME.DOMAINNAME first.
+	Domainname string
+	Network    string // "" means bridge; the first network (eth0)
 	// ExtraNetworks are further user-defined networks (eth1, ...), and
 	// ExtraEndpoints, when set, what each asks of its endpoint (Docker's
 	// --network name=N,ip=…,alias=…).
@@ -93,6 +96,11 @@ func (o *RunOptions) validate() error {
 	}
 	if o.Name != "" && !validName(o.Name) {
 		return errdefs.Invalid("invalid container name %q: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", o.Name)
+	}
+	if o.Domainname != "" {
+		if err := files.ValidHostname(o.Domainname); err != nil {
+			return errdefs.Invalid("invalid domainname %q: %v", o.Domainname, err)
+		}
 	}
 	if o.Hostname != "" {
 		if err := files.ValidHostname(o.Hostname); err != nil {
@@ -159,7 +167,7 @@ func (o *RunOptions) validate() error {
 		switch {
 		case strings.TrimPrefix(mode, ModeContainer) == "":
 			return errdefs.Invalid("--network container: needs a container name or ID")
-		case o.Hostname != "":
+		case o.Hostname != "", o.Domainname != "":
 			return errdefs.Invalid("conflicting options: hostname and the network mode")
 		case len(o.DNS) > 0: // --dns-search and --dns-option are ignored, as by Docker
 			return errdefs.Invalid("conflicting options: dns and the network mode")
@@ -402,13 +410,14 @@ func startable(cur *Container, owner Proc) error {
 
 func (e *Engine) runnerSpec(c *Container) runner.Spec {
 	s := runner.Spec{
-		Args:     c.Spec.Args,
-		Env:      c.Spec.Env,
-		Cwd:      c.Spec.Workdir,
-		Hostname: c.Spec.Hostname,
-		Rootfs:   c.Spec.Rootfs,
-		Hide:     []string{e.paths.ExecRoot, e.paths.NetnsLinks},
-		Tty:      c.Spec.Tty,
+		Args:       c.Spec.Args,
+		Env:        c.Spec.Env,
+		Cwd:        c.Spec.Workdir,
+		Hostname:   c.Spec.Hostname,
+		Domainname: c.Spec.Domainname,
+		Rootfs:     c.Spec.Rootfs,
+		Hide:       []string{e.paths.ExecRoot, e.paths.NetnsLinks},
+		Tty:        c.Spec.Tty,
 	}
 	dir := c.Dir
 	if c.JoinedTo != "" {

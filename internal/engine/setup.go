@@ -179,7 +179,7 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening func() (*portma
 		Dir:     e.containerDir(id),
 		State:   State{Status: StatusCreated, Owner: selfProc()},
 		Spec: Spec{
-			Args: o.Args, Env: o.Env, Workdir: o.Workdir, Hostname: o.Hostname, Rootfs: o.Rootfs,
+			Args: o.Args, Env: o.Env, Workdir: o.Workdir, Hostname: o.Hostname, Domainname: o.Domainname, Rootfs: o.Rootfs,
 			NetworkMode: o.Network, IP: o.IP, DNS: o.DNS, DNSSearch: o.DNSSearch, DNSOptions: o.DNSOptions,
 			ExtraHosts: extraHostStrings(o), Tty: o.Tty, Interactive: o.Interactive, Detach: o.Detach,
 			AutoRemove: o.AutoRemove, Exposed: o.Expose, StopSignal: int(o.StopSignal), StopTimeout: o.StopTimeout,
@@ -251,7 +251,7 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening func() (*portma
 					return fmt.Errorf("container %s joins a container that no longer exists", p.target)
 				}
 			}
-			c.Netns, c.JoinedTo, c.Spec.Hostname = t.Netns, t.ID, t.Spec.Hostname
+			c.Netns, c.JoinedTo, c.Spec.Hostname, c.Spec.Domainname = t.Netns, t.ID, t.Spec.Hostname, t.Spec.Domainname
 		case "network":
 			c.Netns, c.OwnsNetns = e.netnsPath(id), true
 			for i, n := range p.networks {

@@ -88,14 +88,14 @@ var selfCache struct {
 
 // State is a container's life-cycle state.
 type State struct {
-	Status     string    `json:"status"`
-	Process    Proc      `json:"process"`    // the container's PID 1, as seen from the host
-	Supervisor Proc      `json:"supervisor"` // waits for the process and releases the network
-	Owner      Proc      `json:"owner"`      // the command setting the container up (StatusCreated)
+	Status     string `json:"status"`
+	Process    Proc   `json:"process"`    // the container's PID 1, as seen from the host
+	Supervisor Proc   `json:"supervisor"` // waits for the process and releases the network
+	Owner      Proc   `json:"owner"`      // the command setting the container up (StatusCreated)
 	// Claimed says that Owner is a command that took the record over to
 	// remove it (an rm -f, a repair of a dead owner's run), not the one
 	// setting it up: another rm -f waits for it instead of killing it.
-	Claimed bool `json:"claimed,omitempty"`
+	Claimed    bool      `json:"claimed,omitempty"`
 	ExitCode   int       `json:"exitCode"`
 	Error      string    `json:"error,omitempty"`
 	StartedAt  time.Time `json:"startedAt,omitzero"`
@@ -137,6 +137,7 @@ type Spec struct {
 	Env         []string     `json:"env,omitempty"`
 	Workdir     string       `json:"workdir,omitempty"`
 	Hostname    string       `json:"hostname"`
+	Domainname  string       `json:"domainname,omitempty"`
 	Rootfs      string       `json:"rootfs,omitempty"`
 	NetworkMode string       `json:"networkMode"`
 	IP          netip.Addr   `json:"ip,omitzero"`

@@ -105,6 +105,12 @@ func setupContainer(s *Spec) error {
 	if err := setHostname(s.Hostname); err != nil {
 		return err
 	}
+	if s.Domainname != "" {
+		// Equivalent to: domainname NAME
+		if err := unix.Setdomainname([]byte(s.Domainname)); err != nil {
+			return fmt.Errorf("setdomainname %s: %w", s.Domainname, err)
+		}
+	}
 	return enterCwd(s.Cwd)
 }
 

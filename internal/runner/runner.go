@@ -55,8 +55,10 @@ type Spec struct {
 	Env      []string `json:"env"`
 	Cwd      string   `json:"cwd"` // "" = "/"; created if missing (as docker -w does)
 	Hostname string   `json:"hostname"`
-	Rootfs   string   `json:"rootfs"` // "" = the host's root seen through a private mount namespace
-	Binds    []Bind   `json:"binds"`
+	// Domainname is the UTS namespace's NIS domain name (--domainname).
+	Domainname string `json:"domainname,omitempty"`
+	Rootfs     string `json:"rootfs"` // "" = the host's root seen through a private mount namespace
+	Binds      []Bind `json:"binds"`
 	// Hide lists host mount points to detach inside the container, so that
 	// it does not pin other containers' namespace bind mounts.
 	Hide []string `json:"hide"`
