@@ -15,8 +15,18 @@ import (
 	"github.com/knit-dev/knit/internal/errdefs"
 )
 
-// ExitInternal is the exit code of knit's own errors, as Docker's 125.
-const ExitInternal = 125
+// Exit codes of knit's own errors, as Docker's: 125 for the command line's
+// (an unknown flag, a flag's bad value) and for run's, 1 for any other
+// command's.
+const (
+	ExitInternal = 125
+	ExitFailure  = 1
+)
+
+// flagError is an error of the command line's syntax.
+type flagError struct{ error }
+
+func (e flagError) Unwrap() error { return e.error }
 
 // Env is what main hands the CLI.
 type Env struct {
@@ -72,7 +82,10 @@ func Run(args []string, env Env) int {
 		if errdefs.KindOf(err) == errdefs.KindInvalid {
 			fmt.Fprintln(env.Err, "See 'knit --help'.")
 		}
-		return ExitInternal
+		if cmd, _, ferr := root.Find(args); errors.As(err, new(flagError)) || ferr == nil && cmd.Name() == "run" {
+			return ExitInternal
+		}
+		return ExitFailure
 	}
 }
 
@@ -102,7 +115,7 @@ func (a *app) rootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return errdefs.Invalid("%v", err)
+		return flagError{errdefs.Invalid("%v", err)}
 	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.paths.DataRoot, "data-root", a.paths.DataRoot, "directory of persistent state (env KNIT_DATA_ROOT)")

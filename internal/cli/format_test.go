@@ -189,3 +189,23 @@ func TestNewPSRow(t *testing.T) {
 		})
 	}
 }
+
+// wantErrorCode is the exit code Docker gives an error of the command line
+// args that printed stderr: 125 for the syntax of a flag (pflag's messages)
+// and for run, 1 for any other command.
+func wantErrorCode(args []string, stderr string) int {
+	for _, flagErr := range []string{"unknown flag", "unknown shorthand flag", "invalid argument", "flag needs an argument", "bad flag syntax"} {
+		if strings.Contains(stderr, flagErr) {
+			return ExitInternal
+		}
+	}
+	for _, a := range args {
+		if !strings.HasPrefix(a, "-") {
+			if a == "run" {
+				return ExitInternal
+			}
+			break
+		}
+	}
+	return ExitFailure
+}

@@ -439,8 +439,8 @@ func TestNetworkCommandLine(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			code, stdout, stderr, engines := runCLIStdin(t, "", tt.args...)
-			if code != ExitInternal {
-				t.Errorf("exit code = %d, want %d", code, ExitInternal)
+			if want := wantErrorCode(tt.args, stderr); code != want {
+				t.Errorf("exit code = %d, want %d", code, want)
 			}
 			if stdout != "" {
 				t.Errorf("stdout = %q, want nothing", stdout)
@@ -502,7 +502,7 @@ func TestNetworkPruneConfirmation(t *testing.T) {
 			t.Errorf("stdin %q: stdout = %q, want the prompt", tt.stdin, stdout)
 		}
 		if tt.proved {
-			if code != ExitInternal || engines != 1 || stderr != "knit: no engine in unit tests\n" {
+			if code != ExitFailure || engines != 1 || stderr != "knit: no engine in unit tests\n" {
 				t.Errorf("stdin %q: code %d, engines %d, stderr %q; want the prune to go ahead", tt.stdin, code, engines, stderr)
 			}
 		} else if code != 0 || engines != 0 || stderr != "" {

@@ -288,8 +288,8 @@ func TestRunBadFlags(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			code, stdout, stderr, engines := runCLI(t, tt.args...)
-			if code != ExitInternal {
-				t.Errorf("exit code = %d, want %d", code, ExitInternal)
+			if want := wantErrorCode(tt.args, stderr); code != want {
+				t.Errorf("exit code = %d, want %d", code, want)
 			}
 			if !strings.HasPrefix(stderr, "knit: ") || !strings.Contains(stderr, tt.wantErr) {
 				t.Errorf("stderr = %q, want \"knit: ...%s...\"", stderr, tt.wantErr)
@@ -309,8 +309,8 @@ func TestRunBadFlags(t *testing.T) {
 
 func TestRunEngineError(t *testing.T) {
 	code, stdout, stderr, engines := runCLI(t, "ps")
-	if code != ExitInternal {
-		t.Errorf("exit code = %d, want %d", code, ExitInternal)
+	if code != ExitFailure {
+		t.Errorf("exit code = %d, want %d (Docker's for another command than run)", code, ExitFailure)
 	}
 	if stderr != "knit: no engine in unit tests\n" {
 		t.Errorf("stderr = %q, want the engine's error and no help hint", stderr)
@@ -403,5 +403,28 @@ func TestNetworkLongForm(t *testing.T) {
 	}
 	if _, err := (&runFlags{networks: []string{"name=a,ip=10.1.0.5"}, ip: "10.1.0.6"}).options([]string{"true"}); err == nil || !strings.Contains(err.Error(), "conflicting options") {
 		t.Errorf("--network name=a,ip=… with --ip: %v, want a conflict", err)
+	}
+}
+
+// Docker's exit codes for knit's own errors: 125 for a flag's syntax and
+// for run, 1 for other commands' errors.
+func TestExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"ps", "--bogus"}, ExitInternal},
+		{[]string{"stop", "-t", "soon", "c"}, ExitInternal},
+		{[]string{"run", "--ip", "nope", "true"}, ExitInternal},
+		{[]string{"run", "true"}, ExitInternal}, // the engine's error
+		{[]string{"stop", "-t", "-2", "c"}, ExitFailure},
+		{[]string{"ps"}, ExitFailure}, // the engine's error
+		{[]string{"network", "bogus"}, ExitFailure},
+		{[]string{"--data-root", "/x", "ps"}, ExitFailure},
+		{[]string{"--data-root", "/x", "run", "true"}, ExitInternal},
+	} {
+		if code, _, stderr, _ := runCLI(t, tc.args...); code != tc.want {
+			t.Errorf("knit %s: exit %d (%q), want %d", strings.Join(tc.args, " "), code, stderr, tc.want)
+		}
 	}
 }

@@ -127,8 +127,8 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 	before := snapshot(t, s)
 	for _, c := range cases {
 		r := s.Knit(c.args...)
-		if r.Code != 125 {
-			t.Errorf("knit %s: exit %d, want 125 (stderr %q)", strings.Join(c.args, " "), r.Code, r.Stderr)
+		if want := errorCode(c.args, r.Stderr); r.Code != want {
+			t.Errorf("knit %s: exit %d, want %d (stderr %q)", strings.Join(c.args, " "), r.Code, want, r.Stderr)
 		}
 		if !strings.Contains(r.Stderr, c.msg) {
 			t.Errorf("knit %s: stderr %q lacks %q", strings.Join(c.args, " "), r.Stderr, c.msg)
@@ -178,3 +178,22 @@ func TestExhaustedSubnetIsRefusedCleanly(t *testing.T) {
 		t.Errorf("refused run changed the state:\n%s\n---\n%s", before, after)
 	}
 }
+
+// errorCode is the exit code Docker gives an error of the command line
+// args that printed stderr: 125 for the syntax of a flag (pflag's
+// messages) and for run, 1 for any other command.
+func errorCode(args []string, stderr string) int {
+	for _, flagErr := range []string{"unknown flag", "unknown shorthand flag", "invalid argument", "flag needs an argument", "bad flag syntax"} {
+		if strings.Contains(stderr, flagErr) {
+			return 125
+		}
+	}
+	if len(args) > 0 && args[0] == "run" {
+		return 125
+	}
+	return 1
+}
+
+// failedCleanly reports whether code is one of knit's own errors' (125 or
+// 1, as Docker's).
+func failedCleanly(code int) bool { return code == 125 || code == 1 }

@@ -94,14 +94,14 @@ func TestDetachedLogsStopAndPs(t *testing.T) {
 	if f := s.MustKnit(t, "ps", "--format", "json"); json.Unmarshal([]byte(f), &row) != nil || row["Names"] != "talker" || row["State"] != "running" {
 		t.Errorf("ps --format json = %q", f)
 	}
-	if r := s.Knit("inspect", "nosuch"); r.Code != 125 || r.Stdout != "[]\n" || !strings.Contains(r.Stderr, "no such object: nosuch") {
-		t.Errorf("inspect nosuch: exit %d, %q, %q; want 125, [] and no such object", r.Code, r.Stdout, r.Stderr)
+	if r := s.Knit("inspect", "nosuch"); r.Code != 1 || r.Stdout != "[]\n" || !strings.Contains(r.Stderr, "no such object: nosuch") {
+		t.Errorf("inspect nosuch: exit %d, %q, %q; want 1, [] and no such object", r.Code, r.Stdout, r.Stderr)
 	}
 	// As docker inspect: a network too, unless --type says otherwise.
 	if f := s.MustKnit(t, "inspect", "-f", "{{.Name}} {{.Driver}}", "bridge"); f != "bridge bridge\n" {
 		t.Errorf("inspect bridge (the network) = %q", f)
 	}
-	if r := s.Knit("inspect", "--type", "container", "bridge"); r.Code != 125 || !strings.Contains(r.Stderr, "no such container: bridge") {
+	if r := s.Knit("inspect", "--type", "container", "bridge"); r.Code != 1 || !strings.Contains(r.Stderr, "no such container: bridge") {
 		t.Errorf("inspect --type container bridge: exit %d, %q", r.Code, r.Stderr)
 	}
 	if f := s.MustKnit(t, "inspect", "--type", "container", "-f", "{{.Name}}", "talker"); f != "/talker\n" {
@@ -130,7 +130,7 @@ func TestDetachedLogsStopAndPs(t *testing.T) {
 	if f := s.MustKnit(t, "ps", "-n", "0", "-q"); f != "" {
 		t.Errorf("ps -n 0 -q = %q, want the running ones (none), as Docker's -n 0 is no limit", f)
 	}
-	if r := s.Knit("ps", "-f", "color=red"); r.Code != 125 || !strings.Contains(r.Stderr, "invalid filter 'color'") {
+	if r := s.Knit("ps", "-f", "color=red"); r.Code != 1 || !strings.Contains(r.Stderr, "invalid filter 'color'") {
 		t.Errorf("ps -f color=red: exit %d, %q", r.Code, r.Stderr)
 	}
 	// logs -f returns when the container ends.
@@ -180,8 +180,8 @@ func TestDetachedLogsStopAndPs(t *testing.T) {
 	if r := s.Knit("rm", "-f", "nosuch", "usr1"); r.Code != 0 || !strings.Contains(r.Stderr, "no such container: nosuch") || r.Stdout != "usr1\n" {
 		t.Errorf("rm -f nosuch usr1: exit %d, stdout %q, stderr %q; want 0, usr1, and the missing one named", r.Code, r.Stdout, r.Stderr)
 	}
-	if r := s.Knit("rm", "nosuch"); r.Code != 125 {
-		t.Errorf("rm nosuch (without -f): exit %d, want 125", r.Code)
+	if r := s.Knit("rm", "nosuch"); r.Code != 1 {
+		t.Errorf("rm nosuch (without -f): exit %d, want 1, as Docker's", r.Code)
 	}
 }
 
@@ -243,7 +243,7 @@ func TestConfig(t *testing.T) {
 		t.Errorf("ip-forward false, but ip_forward = %s", fwd)
 	}
 	s.WriteConfig(t, `{"bip": "not-a-cidr"}`)
-	if r := s.Knit("ps"); r.Code != 125 || !strings.Contains(r.Stderr, "bip") {
+	if r := s.Knit("ps"); r.Code != 1 || !strings.Contains(r.Stderr, "bip") {
 		t.Errorf("bad config: exit %d, %q", r.Code, r.Stderr)
 	}
 }

@@ -59,15 +59,15 @@ func knitEnv(t *testing.T, s *testutil.Sandbox, env []string, args ...string) te
 	return s.Run(append(append([]string{"env"}, env...), append([]string{testutil.KnitBinary(t)}, args...)...)...)
 }
 
-// mustCleanly fails the test unless r exited 0, or 125 with a one-line
-// "knit: " message containing one of okErrors.
+// mustCleanly fails the test unless r exited 0, or with one of knit's
+// error codes and a one-line "knit: " message containing one of okErrors.
 func mustCleanly(t *testing.T, what string, r testutil.Result, okErrors ...string) {
 	t.Helper()
 	if r.Code == 0 {
 		return
 	}
 	msg := strings.TrimSpace(r.Stderr)
-	if r.Code == 125 && strings.HasPrefix(msg, "knit: ") && !strings.Contains(msg, "\n") {
+	if failedCleanly(r.Code) && strings.HasPrefix(msg, "knit: ") && !strings.Contains(msg, "\n") {
 		for _, ok := range okErrors {
 			if strings.Contains(msg, ok) {
 				return

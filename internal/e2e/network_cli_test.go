@@ -65,7 +65,7 @@ func TestNetworkCLI(t *testing.T) {
 	if got := networkNames(t, s, "--filter", "type=custom"); !slices.Equal(got, []string{"mynetwork"}) {
 		t.Errorf("type=custom: %q", got)
 	}
-	if r := s.Knit("network", "ls", "--filter", "color=red"); r.Code != 125 || !strings.Contains(r.Stderr, "invalid filter 'color'") {
+	if r := s.Knit("network", "ls", "--filter", "color=red"); r.Code != 1 || !strings.Contains(r.Stderr, "invalid filter 'color'") {
 		t.Errorf("ls with an unknown filter: exit %d, stderr %q", r.Code, r.Stderr)
 	}
 
@@ -105,25 +105,25 @@ func TestNetworkCLI(t *testing.T) {
 		t.Errorf("inspect bridge = %+v", views[1])
 	}
 	r := s.Knit("network", "inspect", "mynetwork", "nosuch")
-	if r.Code != 125 || !strings.Contains(r.Stderr, "no such network: nosuch") || !strings.Contains(r.Stdout, `"Name": "mynetwork"`) {
+	if r.Code != 1 || !strings.Contains(r.Stderr, "no such network: nosuch") || !strings.Contains(r.Stdout, `"Name": "mynetwork"`) {
 		t.Errorf("inspect with a missing network: exit %d, stdout %q, stderr %q; want the found one printed, then the error", r.Code, r.Stdout, r.Stderr)
 	}
-	if r := s.Knit("network", "inspect", "nosuch"); r.Code != 125 || r.Stdout != "[]\n" {
+	if r := s.Knit("network", "inspect", "nosuch"); r.Code != 1 || r.Stdout != "[]\n" {
 		t.Errorf("inspect nosuch: exit %d, stdout %q", r.Code, r.Stdout)
 	}
 
 	// A second network on an overlapping subnet is refused and leaves nothing.
 	r = s.Knit("network", "create", "--subnet", "192.168.100.128/25", "clash")
-	if r.Code != 125 || !strings.Contains(r.Stderr, "overlaps") || slices.Contains(networkNames(t, s), "clash") {
-		t.Errorf("overlapping create: exit %d, stderr %q; want 125 and \"overlaps\"", r.Code, r.Stderr)
+	if r.Code != 1 || !strings.Contains(r.Stderr, "overlaps") || slices.Contains(networkNames(t, s), "clash") {
+		t.Errorf("overlapping create: exit %d, stderr %q; want 1 and \"overlaps\"", r.Code, r.Stderr)
 		if r.Code == 0 { // keep the rest of the test meaningful
 			s.MustKnit(t, "network", "rm", "clash")
 		}
 	}
-	if r := s.Knit("network", "create", "mynetwork"); r.Code != 125 || !strings.Contains(r.Stderr, "already exists") {
+	if r := s.Knit("network", "create", "mynetwork"); r.Code != 1 || !strings.Contains(r.Stderr, "already exists") {
 		t.Errorf("duplicate name: exit %d, stderr %q", r.Code, r.Stderr)
 	}
-	if r := s.Knit("network", "create", "--subnet", "10.0.0.0/33", "bad"); r.Code != 125 || !strings.Contains(r.Stderr, "invalid --subnet 10.0.0.0/33") {
+	if r := s.Knit("network", "create", "--subnet", "10.0.0.0/33", "bad"); r.Code != 1 || !strings.Contains(r.Stderr, "invalid --subnet 10.0.0.0/33") {
 		t.Errorf("bad subnet: exit %d, stderr %q", r.Code, r.Stderr)
 	}
 
@@ -141,7 +141,7 @@ func TestNetworkCLI(t *testing.T) {
 	}
 
 	// rm: predefined networks stay; others go with their bridge.
-	if r := s.Knit("network", "rm", "bridge"); r.Code != 125 || !strings.Contains(r.Stderr, "pre-defined") {
+	if r := s.Knit("network", "rm", "bridge"); r.Code != 1 || !strings.Contains(r.Stderr, "pre-defined") {
 		t.Errorf("rm bridge: exit %d, stderr %q", r.Code, r.Stderr)
 	}
 	if out := s.MustKnit(t, "network", "rm", "mynetwork"); out != "mynetwork\n" {
@@ -157,13 +157,13 @@ func TestNetworkCLI(t *testing.T) {
 	id2 := strings.TrimSpace(s.MustKnit(t, "network", "create", "--subnet", "192.168.100.0/24", "again"))
 	// One failure does not stop the others.
 	r = s.Knit("network", "rm", "none", "again")
-	if r.Code != 125 || r.Stdout != "again\n" || !strings.Contains(r.Stderr, "none") {
+	if r.Code != 1 || r.Stdout != "again\n" || !strings.Contains(r.Stderr, "none") {
 		t.Errorf("rm none again: exit %d, stdout %q, stderr %q", r.Code, r.Stdout, r.Stderr)
 	}
 	if r := s.Run("ip", "link", "show", "br-"+id2[:12]); r.Code == 0 {
 		t.Errorf("br-%s survived network rm", id2[:12])
 	}
-	if r := s.Knit("network", "rm", "nosuch"); r.Code != 125 || !strings.Contains(r.Stderr, "nosuch") {
+	if r := s.Knit("network", "rm", "nosuch"); r.Code != 1 || !strings.Contains(r.Stderr, "nosuch") {
 		t.Errorf("rm nosuch: exit %d, stderr %q", r.Code, r.Stderr)
 	}
 	if r := s.Knit("network", "rm", "-f", "nosuch"); r.Code != 0 || r.Stdout != "" {
@@ -221,7 +221,7 @@ func TestNetworkInUse(t *testing.T) {
 	if got := networkNames(t, s, "--filter", "dangling=true"); !slices.Equal(got, []string{"unused"}) {
 		t.Errorf("dangling=true: %q", got)
 	}
-	if r := s.Knit("network", "rm", "used"); r.Code != 125 || !strings.Contains(r.Stderr, "c1") {
+	if r := s.Knit("network", "rm", "used"); r.Code != 1 || !strings.Contains(r.Stderr, "c1") {
 		t.Errorf("rm of a network in use: exit %d, stderr %q", r.Code, r.Stderr)
 	}
 	if out := s.MustKnit(t, "network", "prune", "-f"); out != "Deleted Networks:\nunused\n\n" {
