@@ -365,7 +365,8 @@ func parseFilters(in, keys []string) (map[string][]string, error) {
 	for _, kv := range in {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
-			return nil, errdefs.Invalid("bad format of filter (expected name=value)")
+			// Docker's --filter checks the form as the flag is parsed.
+			return nil, flagError{errdefs.Invalid("invalid argument %q for \"-f, --filter\" flag: bad format of filter (expected name=value)", kv)}
 		}
 		k, v = strings.ToLower(strings.TrimSpace(k)), strings.TrimSpace(v)
 		if !slices.Contains(keys, k) {

@@ -420,6 +420,9 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"stop", "-t", "-2", "c"}, ExitFailure},
 		{[]string{"ps"}, ExitFailure}, // the engine's error
 		{[]string{"network", "bogus"}, ExitFailure},
+		{[]string{"ps", "-f", "noequals"}, ExitInternal}, // a filter's form, checked as Docker parses the flag
+		{[]string{"network", "ls", "-f", "noequals"}, ExitInternal},
+		{[]string{"ps", "-f", "color=red"}, ExitFailure},
 		{[]string{"--data-root", "/x", "ps"}, ExitFailure},
 		{[]string{"--data-root", "/x", "run", "true"}, ExitInternal},
 	} {

@@ -28,12 +28,16 @@ func FuzzParse(f *testing.F) {
 		if m := c.MTUOrDefault(); m < 68 || m > 65535 {
 			t.Fatalf("MTU %d", m)
 		}
-		if len(c.DefaultAddressPools) > 0 && len(c.Pools()) != len(c.DefaultAddressPools) {
-			t.Fatalf("Pools dropped a validated pool: %v", c.DefaultAddressPools)
+		// Every validated pool serves its family's networks: IPv4 ones
+		// Pools, IPv6 ones Pools6.
+		if n := len(c.pools(false)) + len(c.pools(true)); n != len(c.DefaultAddressPools) {
+			t.Fatalf("Pools and Pools6 dropped a validated pool: %v", c.DefaultAddressPools)
 		}
 		// Every pool is one PickSubnet accepts.
-		if _, err := ipam.PickSubnet(c.Pools(), nil); err != nil {
-			t.Fatalf("PickSubnet(%v): %v", c.Pools(), err)
+		for _, pools := range [][]ipam.PoolSpec{c.Pools(), c.Pools6()} {
+			if _, err := ipam.PickSubnet(pools, nil); err != nil {
+				t.Fatalf("PickSubnet(%v): %v", pools, err)
+			}
 		}
 	})
 }

@@ -20,7 +20,7 @@ import (
 // network and two user-defined ones), rm -f (some of the same container
 // from two workers), network create/rm (also of one name from several
 // workers), CNI ADD/DEL, reads and a prune. Every command must succeed or
-// fail cleanly (exit 125 or 1 and a one-line message; for CNI, exit 1 and a
+// fail cleanly (Docker's exit code, 125 or 1, and a one-line message; for CNI, exit 1 and a
 // JSON error), within the sandbox's per-command timeout (a hang is a
 // deadlock). After each round the state must be consistent, with no
 // address or host port given twice and every published port's rule in
@@ -65,7 +65,7 @@ func (o outcome) clean() (bool, string) {
 		return false, "unclean CNI failure"
 	}
 	lines := strings.Split(strings.TrimSpace(o.r.Stderr), "\n")
-	if failedCleanly(o.r.Code) && strings.HasPrefix(lines[0], "knit: ") &&
+	if o.r.Code == errorCode(o.args, o.r.Stderr) && strings.HasPrefix(lines[0], "knit: ") &&
 		(len(lines) == 1 || len(lines) == 2 && strings.HasPrefix(lines[1], "See 'knit")) {
 		return true, errorClass(lines[0])
 	}

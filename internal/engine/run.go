@@ -102,6 +102,12 @@ func (o *RunOptions) validate() error {
 			return errdefs.Invalid("invalid domainname %q: %v", o.Domainname, err)
 		}
 	}
+	// The kernel's limit for both (a UTS name), below DNS's 253.
+	for flag, v := range map[string]string{"hostname": o.Hostname, "domainname": o.Domainname} {
+		if len(v) > 64 {
+			return errdefs.Invalid("invalid %s %q: longer than the kernel's 64 characters", flag, v)
+		}
+	}
 	if o.Hostname != "" {
 		if err := files.ValidHostname(o.Hostname); err != nil {
 			return errdefs.Invalid("invalid hostname %q: %v", o.Hostname, err)
@@ -167,8 +173,10 @@ func (o *RunOptions) validate() error {
 		switch {
 		case strings.TrimPrefix(mode, ModeContainer) == "":
 			return errdefs.Invalid("--network container: needs a container name or ID")
-		case o.Hostname != "", o.Domainname != "":
+		case o.Hostname != "":
 			return errdefs.Invalid("conflicting options: hostname and the network mode")
+		case o.Domainname != "":
+			return errdefs.Invalid("conflicting options: domainname and the network mode (the container takes its target's)")
 		case len(o.DNS) > 0: // --dns-search and --dns-option are ignored, as by Docker
 			return errdefs.Invalid("conflicting options: dns and the network mode")
 		case len(o.AddHosts) > 0:

@@ -40,6 +40,10 @@ func TestValidate(t *testing.T) {
 	}{
 		{"minimal", RunOptions{Args: cmd}, false},
 		{"zero mac", RunOptions{Args: cmd, MAC: mustMAC(t, "00:00:00:00:00:00")}, true},
+		{"64-character hostname", RunOptions{Args: cmd, Hostname: strings.Repeat("a", 30) + "." + strings.Repeat("b", 33)}, false},
+		{"65-character hostname", RunOptions{Args: cmd, Hostname: strings.Repeat("a", 30) + "." + strings.Repeat("b", 34)}, true},
+		{"65-character domainname", RunOptions{Args: cmd, Domainname: strings.Repeat("a", 30) + "." + strings.Repeat("b", 34)}, true},
+		{"domainname with container mode", RunOptions{Args: cmd, Network: "container:x", Domainname: "corp.example"}, true},
 		{"further network's mac", RunOptions{Args: cmd, Network: "a", ExtraNetworks: []string{"b"},
 			ExtraEndpoints: []EndpointOptions{{MAC: mac}}}, false},
 		{"further network's multicast mac", RunOptions{Args: cmd, Network: "a", ExtraNetworks: []string{"b"},

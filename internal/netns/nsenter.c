@@ -15,6 +15,7 @@
 #define KNIT_ENV "_KNIT_NSENTER"
 // KNIT_ENV once joined: the same length, so renamed in place.
 #define KNIT_ENV_DONE "_KNIT_NSENTED"
+_Static_assert(sizeof(KNIT_ENV) == sizeof(KNIT_ENV_DONE), "renamed in place: the same length");
 #define KNIT_MAX_JOINS 8
 
 extern char **environ;
@@ -118,10 +119,8 @@ __attribute__((constructor)) static void knit_nsenter(void)
 	// fall back to /proc/self/auxv (the container's /proc, which may not
 	// show this process) and run without the vDSO.
 	for (char **e = environ; *e; e++) {
-		if (strncmp(*e, KNIT_ENV "=", sizeof(KNIT_ENV)) == 0) {
+		if (strncmp(*e, KNIT_ENV "=", sizeof(KNIT_ENV)) == 0)
 			memcpy(*e, KNIT_ENV_DONE, sizeof(KNIT_ENV_DONE) - 1);
-			break;
-		}
 	}
 	free(spec);
 }

@@ -11,7 +11,7 @@ import (
 	"os"
 )
 
-// The constructor removes EnvJoin once it has joined; finding it here means
+// The constructor renames EnvJoin (to EnvJoined) once it has joined; finding it here means
 // it never ran, and going on would run the process in the wrong namespaces.
 func init() {
 	if v, ok := os.LookupEnv(EnvJoin); ok {
