@@ -55,6 +55,9 @@ func (a *app) psCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := f.resolve(list); err != nil {
+				return err
+			}
 			// -n and -l take the newest of every state (-n 0 is no
 			// limit); a status filter looks at every state too, as in
 			// Docker.
@@ -102,7 +105,7 @@ func (a *app) psCommand() *cobra.Command {
 	fl.BoolVarP(&quiet, "quiet", "q", false, "only display container IDs")
 	fl.BoolVar(&noTrunc, "no-trunc", false, "don't truncate output")
 	fl.StringVar(&format, "format", "", "format output using a Go template")
-	fl.StringArrayVarP(&filters, "filter", "f", nil, "filter output (id, name, status, exited, network, publish, expose)")
+	fl.StringArrayVarP(&filters, "filter", "f", nil, "filter output (id, name, status, exited, network, publish, expose, before, since, label)")
 	fl.IntVarP(&last, "last", "n", -1, "show n last created containers (includes all states)")
 	fl.BoolVarP(&latest, "latest", "l", false, "show the latest created container (includes all states)")
 	return c

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/knit-dev/knit/internal/engine"
 	"github.com/knit-dev/knit/internal/errdefs"
@@ -12,8 +13,9 @@ import (
 	"github.com/knit-dev/knit/internal/portmap"
 )
 
-// psFilterKeys are docker ps's filters that concern what knit records.
-var psFilterKeys = []string{"id", "name", "status", "exited", "network", "publish", "expose"}
+// psFilterKeys are docker ps's filters that concern what knit records
+// (label too: knit's containers have none, so it matches none).
+var psFilterKeys = []string{"id", "name", "status", "exited", "network", "publish", "expose", "before", "since", "label"}
 
 // psStates are the values of docker ps's status filter.
 var psStates = []string{"created", "restarting", "running", "removing", "paused", "exited", "dead"}
@@ -26,7 +28,12 @@ type psFilter struct {
 	exited          []int
 	networks        []string
 	publish, expose []portmap.Spec
+	before, since   []string // container references, resolved by resolve
+	labels          bool
 	impliesAll      bool // a status filter shows stopped containers too
+	// createdBefore and createdAfter bound the creation time, from
+	// before= and since=.
+	createdBefore, createdAfter time.Time
 }
 
 func parsePSFilter(in []string) (*psFilter, error) {
@@ -34,7 +41,7 @@ func parsePSFilter(in []string) (*psFilter, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &psFilter{networks: raw["network"]}
+	f := &psFilter{networks: raw["network"], before: raw["before"], since: raw["since"], labels: len(raw["label"]) > 0}
 	for key, dst := range map[string]*[]*regexp.Regexp{"id": &f.ids, "name": &f.names} {
 		for _, v := range raw[key] {
 			re, err := regexp.Compile(v)
@@ -70,8 +77,47 @@ func parsePSFilter(in []string) (*psFilter, error) {
 	return f, nil
 }
 
+// resolve finds the containers before= and since= name among all, as
+// docker ps does: by name, ID or ID prefix.
+func (f *psFilter) resolve(all []*engine.Container) error {
+	find := func(key, ref string) (*engine.Container, error) {
+		for _, c := range all {
+			if c.Name == ref || c.ID == ref || len(ref) >= 1 && strings.HasPrefix(c.ID, ref) {
+				return c, nil
+			}
+		}
+		return nil, errdefs.NotFound("no such container: %s (filter %s)", ref, key)
+	}
+	for _, ref := range f.before {
+		c, err := find("before", ref)
+		if err != nil {
+			return err
+		}
+		if f.createdBefore.IsZero() || c.Created.Before(f.createdBefore) {
+			f.createdBefore = c.Created
+		}
+	}
+	for _, ref := range f.since {
+		c, err := find("since", ref)
+		if err != nil {
+			return err
+		}
+		if c.Created.After(f.createdAfter) {
+			f.createdAfter = c.Created
+		}
+	}
+	return nil
+}
+
 // match reports whether c passes the filter.
 func (f *psFilter) match(c *engine.Container) bool {
+	if f.labels {
+		return false // knit's containers have no labels
+	}
+	if !f.createdBefore.IsZero() && !c.Created.Before(f.createdBefore) ||
+		!f.createdAfter.IsZero() && !c.Created.After(f.createdAfter) {
+		return false
+	}
 	anyRE := func(res []*regexp.Regexp, subjects ...string) bool {
 		return len(res) == 0 || slices.ContainsFunc(res, func(re *regexp.Regexp) bool {
 			return slices.ContainsFunc(subjects, re.MatchString)

@@ -3,6 +3,7 @@ package cli
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/engine"
@@ -63,5 +64,47 @@ func TestPSFilter(t *testing.T) {
 	}
 	if f, _ := parsePSFilter([]string{"status=running"}); !f.impliesAll {
 		t.Error("a status filter does not look at every state")
+	}
+}
+
+// before= and since= name a container by name or ID and keep those created
+// before or after it; label= matches none (knit's containers have no
+// labels).
+func TestPSFilterBeforeSinceLabel(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 6, 0, 0, 0, time.UTC)
+	a := &engine.Container{ID: "aaaa", Name: "a", Created: t0}
+	b := &engine.Container{ID: "bbbb", Name: "b", Created: t0.Add(time.Second)}
+	c := &engine.Container{ID: "cccc", Name: "c", Created: t0.Add(2 * time.Second)}
+	all := []*engine.Container{c, b, a}
+	for _, tc := range []struct {
+		filters []string
+		want    string
+	}{
+		{[]string{"before=c"}, "b a"},
+		{[]string{"since=a"}, "c b"},
+		{[]string{"since=aaaa", "before=cc"}, "b"},
+		{[]string{"label=x"}, ""},
+	} {
+		f, err := parsePSFilter(tc.filters)
+		if err == nil {
+			err = f.resolve(all)
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.filters, err)
+			continue
+		}
+		var got []string
+		for _, x := range all {
+			if f.match(x) {
+				got = append(got, x.Name)
+			}
+		}
+		if strings.Join(got, " ") != tc.want {
+			t.Errorf("%q: %q pass, want %q", tc.filters, got, tc.want)
+		}
+	}
+	f, _ := parsePSFilter([]string{"before=nosuch"})
+	if err := f.resolve(all); err == nil {
+		t.Error("before=nosuch: no error")
 	}
 }
