@@ -20,7 +20,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -191,20 +190,15 @@ func (s *Store) busy() error {
 func (s *Store) open(readOnly bool) (*bbolt.DB, error) {
 	// bbolt.Open panics on a damaged page (loading the freelist) after it
 	// has taken its flock on the file and mapped it, and the *DB that would
-	// close both is never returned. The flock would live as long as the
-	// file or its mapping does: it is released here, and both go (the
-	// mapping found by device and inode, which on overlayfs or btrfs may
-	// not match, hence the explicit unlock). Otherwise a long-lived
-	// process (a supervisor) that met the damage would keep every other
-	// knit out of the store.
+	// close both is never returned. The mapping keeps the file, and so the
+	// flock, alive: the flock is released here (the mapping, of a file of
+	// a few MB, is left), or a long-lived process (a supervisor) that met
+	// the damage would keep every other knit out of the store.
 	var file *os.File
 	defer func() {
 		if v := recover(); v != nil {
 			if file != nil {
 				_ = unix.Flock(int(file.Fd()), unix.LOCK_UN)
-				if !readOnly {
-					unmapFile(file)
-				}
 				file.Close()
 			}
 			panic(v)
@@ -223,37 +217,6 @@ func (s *Store) open(readOnly bool) (*bbolt.DB, error) {
 		return nil, fmt.Errorf("open store %s: %w", s.path, err)
 	}
 	return db, nil
-}
-
-// unmapFile removes this process's mappings of f's file. It is called only
-// under the exclusive locks (the store's mutex and lock file), when no other
-// DB of this file is open in this process: every mapping of it is one that a
-// failed bbolt.Open left.
-func unmapFile(f *os.File) {
-	var st unix.Stat_t
-	if unix.Fstat(int(f.Fd()), &st) != nil {
-		return
-	}
-	maps, err := os.ReadFile("/proc/self/maps")
-	if err != nil {
-		return
-	}
-	dev := fmt.Sprintf("%02x:%02x", unix.Major(st.Dev), unix.Minor(st.Dev))
-	ino := strconv.FormatUint(st.Ino, 10)
-	for line := range strings.Lines(string(maps)) {
-		// start-end perms offset dev inode path
-		fields := strings.Fields(line)
-		if len(fields) < 5 || fields[3] != dev || fields[4] != ino {
-			continue
-		}
-		startS, endS, ok := strings.Cut(fields[0], "-")
-		start, err1 := strconv.ParseUint(startS, 16, 64)
-		end, err2 := strconv.ParseUint(endS, 16, 64)
-		if !ok || err1 != nil || err2 != nil {
-			continue
-		}
-		_, _, _ = unix.Syscall(unix.SYS_MUNMAP, uintptr(start), uintptr(end-start), 0)
-	}
 }
 
 // tx adapts a bbolt transaction. bbolt's slices point into the file's
