@@ -241,14 +241,11 @@ func (f *runFlags) options(args []string) (*engine.RunOptions, error) {
 // repeated for more), whose settings for the first network are those of
 // --ip, --ip6, --mac-address and --network-alias, which it must not repeat.
 func (f *runFlags) networkOptions(o *engine.RunOptions) error {
-	var extra []engine.EndpointOptions
-	long := false
 	for i, v := range f.networks {
 		name, ep, isLong, err := parseNetworkFlag(v)
 		if err != nil {
 			return err
 		}
-		long = long || isLong
 		if i == 0 {
 			o.Network = name
 			if isLong {
@@ -262,10 +259,7 @@ func (f *runFlags) networkOptions(o *engine.RunOptions) error {
 			continue
 		}
 		o.ExtraNetworks = append(o.ExtraNetworks, name)
-		extra = append(extra, ep)
-	}
-	if long {
-		o.ExtraEndpoints = extra
+		o.ExtraEndpoints = append(o.ExtraEndpoints, ep) // zero for a plain name
 	}
 	return nil
 }

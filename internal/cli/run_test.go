@@ -387,8 +387,9 @@ func TestNetworkLongForm(t *testing.T) {
 		o.ExtraEndpoints[1].IP.IsValid() {
 		t.Errorf("further networks: %q %+v", o.ExtraNetworks, o.ExtraEndpoints)
 	}
-	if o, err := (&runFlags{networks: []string{"a", "b"}}).options([]string{"true"}); err != nil || o.ExtraEndpoints != nil {
-		t.Errorf("names only: %+v, %v; want no endpoint settings", o, err)
+	if o, err := (&runFlags{networks: []string{"a", "b"}}).options([]string{"true"}); err != nil ||
+		len(o.ExtraEndpoints) != 1 || o.ExtraEndpoints[0].IP.IsValid() || o.ExtraEndpoints[0].Aliases != nil {
+		t.Errorf("names only: %+v, %v; want empty endpoint settings", o, err)
 	}
 	for _, bad := range [][]string{
 		{"name=a,ip=nope"},

@@ -165,7 +165,7 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 	}
 	listening := readListeners(len(req.Ports) > 0)
 	err = e.st.Update(func(tx store.Tx) error {
-		ereq := endpointRequest{MAC: req.MAC}
+		ereq := EndpointOptions{MAC: req.MAC}
 		if n.UserDefined() { // knit's default network has no DNS to serve them
 			ereq.Aliases = req.Aliases
 		}

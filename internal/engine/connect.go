@@ -58,7 +58,7 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 		if err := connectUnderWay(tx, c, n.Name); err != nil { // a disconnect finishing
 			return err
 		}
-		req := endpointRequest{IP: o.IP, IP6: o.IP6, Aliases: o.Aliases}
+		req := EndpointOptions{IP: o.IP, IP6: o.IP6, Aliases: o.Aliases}
 		if ep, err = allocateEndpoint(tx, n, c, req, nextIfName(c), defaultRouteFamilies(c.Endpoints)); err != nil {
 			return err
 		}

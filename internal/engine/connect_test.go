@@ -566,7 +566,7 @@ func (s *connectDuringRead) View(fn func(store.Tx) error) error {
 			if err != nil {
 				return err
 			}
-			ep, err := allocateEndpoint(tx, dnsNetwork("late", "10.7.0.0/24"), c, endpointRequest{}, "eth1", nil)
+			ep, err := allocateEndpoint(tx, dnsNetwork("late", "10.7.0.0/24"), c, EndpointOptions{}, "eth1", nil)
 			if err != nil {
 				return err
 			}

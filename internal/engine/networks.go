@@ -86,8 +86,7 @@ func (e *Engine) CreateNetwork(o NetworkCreateOptions) (*Network, error) {
 	err = e.st.Update(func(tx store.Tx) error {
 		if cur, err := getNetwork(tx, n.Name); err == nil && cur.Removing {
 			return errdefs.Conflict("network %s is being removed, and its removal could not be finished: `knit network rm %s` says why", n.Name, n.Name)
-		}
-		if _, err := getNetwork(tx, n.Name); err == nil || n.Name == ModeBridge || predefined[n.Name] != "" {
+		} else if err == nil || n.Name == ModeBridge || predefined[n.Name] != "" {
 			return errdefs.Conflict("network with name %s already exists", n.Name)
 		}
 		nets, err := listNetworks(tx)

@@ -54,8 +54,12 @@ func (e *Engine) Kill(ref string, sig syscall.Signal) (*Container, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, ok := openProc(c.State.Process)
-	if !c.Running() || !ok {
+	var h *runner.Handle
+	ok := c.Running()
+	if ok {
+		h, ok = openProc(c.State.Process)
+	}
+	if !ok {
 		return nil, errdefs.Conflict("cannot kill container %s: %v", c.Name, errNotRunning)
 	}
 	defer h.Close()

@@ -45,7 +45,7 @@ func (e *Engine) reconcile(strict bool) error {
 			return err
 		}
 		rebooted = bootChanged(tx)
-		d, err = findDead(tx, strict)
+		d, err = findDead(tx, strict || rebooted)
 		return err
 	})
 	if err != nil {
@@ -127,11 +127,9 @@ func bootChanged(tx store.Tx) bool {
 	return bootID() != "" && (err != nil || string(b) != bootID())
 }
 
-// noteBoot records this boot as the one the live index was checked in.
+// noteBoot records this boot as the one the live index was checked in
+// (its caller found bootChanged).
 func noteBoot(tx store.Tx) error {
-	if !bootChanged(tx) {
-		return nil
-	}
 	return tx.Put(bucketMeta, "boot", []byte(bootID()))
 }
 
@@ -141,10 +139,10 @@ type dead struct{ ids, connects []string }
 
 func (d dead) none() bool { return len(d.ids) == 0 && len(d.connects) == 0 }
 
-// findDead reads the live index and the connects under way. After a
-// reboot the check is strict (see bootChanged).
+// findDead reads the live index and the connects under way; strict (its
+// caller's choice, and after a reboot: see bootChanged) checks every
+// process's start time.
 func findDead(tx store.Tx, strict bool) (d dead, err error) {
-	strict = strict || bootChanged(tx)
 	if d.ids, err = deadOwned(tx, strict); err != nil {
 		return d, err
 	}

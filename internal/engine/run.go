@@ -76,7 +76,8 @@ func unicastMAC(mac net.HardwareAddr) bool {
 	return len(mac) == 6 && mac[0]&1 == 0 && !bytes.Equal(mac, make(net.HardwareAddr, 6))
 }
 
-// EndpointOptions are what a run asks of its endpoint on one network.
+// EndpointOptions are what a run, a connect or a CNI ADD asks of its
+// endpoint on one network.
 type EndpointOptions struct {
 	IP, IP6 netip.Addr
 	MAC     net.HardwareAddr

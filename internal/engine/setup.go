@@ -3,7 +3,6 @@ package engine
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -198,15 +197,18 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening func() (*portma
 		// the lock, against a View of its own (one more open and map of
 		// the file, ~0.15 ms of CPU) for every run.
 		if reconcile {
-			d, err := findDead(tx, false)
+			rebooted := bootChanged(tx)
+			d, err := findDead(tx, rebooted)
 			if err != nil {
 				return fmt.Errorf("read state: %w", err)
 			}
 			if !d.none() {
 				return &repairFirst{d}
 			}
-			if err := noteBoot(tx); err != nil {
-				return err
+			if rebooted {
+				if err := noteBoot(tx); err != nil {
+					return err
+				}
 			}
 			if err := ensureSchema(tx); err != nil {
 				return err
@@ -255,12 +257,11 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening func() (*portma
 		case "network":
 			c.Netns, c.OwnsNetns = e.netnsPath(id), true
 			for i, n := range p.networks {
-				req := endpointRequest{IP: o.IP, IP6: o.IP6, MAC: o.MAC, Aliases: o.Aliases}
+				req := EndpointOptions{IP: o.IP, IP6: o.IP6, MAC: o.MAC, Aliases: o.Aliases}
 				if i > 0 {
-					req = endpointRequest{}
+					req = EndpointOptions{}
 					if i <= len(o.ExtraEndpoints) {
-						x := o.ExtraEndpoints[i-1]
-						req = endpointRequest{IP: x.IP, IP6: x.IP6, MAC: x.MAC, Aliases: x.Aliases}
+						req = o.ExtraEndpoints[i-1]
 					}
 				}
 				ep, err := allocateEndpoint(tx, n, c, req, fmt.Sprintf("eth%d", i), defaultRouteFamilies(c.Endpoints))
@@ -318,13 +319,6 @@ func reserveName(tx store.Tx, c *Container) error {
 	return tx.Put(bucketNames, c.Name, []byte(c.ID))
 }
 
-// endpointRequest is what the user asked of one endpoint.
-type endpointRequest struct {
-	IP, IP6 netip.Addr
-	MAC     net.HardwareAddr
-	Aliases []string
-}
-
 // defaultRouteFamilies reports which families already have a default route
 // through one of eps: a container's default routes go through its first
 // network that has a gateway of the family.
@@ -343,7 +337,7 @@ func defaultRouteFamilies(eps []Endpoint) (routed map[bool]bool) {
 // allocateEndpoint takes addresses on n for c (the requested ones or the
 // lowest free ones) and describes the endpoint that will carry them. The
 // endpoint routes by default the families that routed lacks.
-func allocateEndpoint(tx store.Tx, n *Network, c *Container, req endpointRequest, ifname string, routed map[bool]bool) (*Endpoint, error) {
+func allocateEndpoint(tx store.Tx, n *Network, c *Container, req EndpointOptions, ifname string, routed map[bool]bool) (*Endpoint, error) {
 	ep := &Endpoint{Network: n.Name, Aliases: req.Aliases, Endpoint: driver.Endpoint{ContainerID: c.ID, IfName: ifname}}
 	if len(req.Aliases) > 0 && !n.UserDefined() {
 		// Whichever way it came (run's long --network, network connect

@@ -134,7 +134,7 @@ func allocate(st store.Store, n *Network, id string, o *RunOptions) (*Endpoint, 
 				return err
 			}
 		}
-		req := endpointRequest{IP: o.IP, IP6: o.IP6, MAC: o.MAC, Aliases: o.Aliases}
+		req := EndpointOptions{IP: o.IP, IP6: o.IP6, MAC: o.MAC, Aliases: o.Aliases}
 		ep, err = allocateEndpoint(tx, n, &Container{ID: id}, req, "eth0", map[bool]bool{})
 		return err
 	})
