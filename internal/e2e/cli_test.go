@@ -175,7 +175,7 @@ func TestDetachedLogsStopAndPs(t *testing.T) {
 	if l := s.MustKnit(t, "logs", "usr2"); !strings.Contains(l, "got-usr2") {
 		t.Errorf("stop of a --stop-signal USR2 container: logs %q, want the trap's answer", l)
 	}
-	s.MustKnit(t, "rm", "usr2")
+	s.MustKnit(t, "rm", "-v", "usr2") // -v: accepted, as knit makes no volumes
 	// rm -f of a missing container says so, but succeeds, as docker rm -f.
 	if r := s.Knit("rm", "-f", "nosuch", "usr1"); r.Code != 0 || !strings.Contains(r.Stderr, "no such container: nosuch") || r.Stdout != "usr1\n" {
 		t.Errorf("rm -f nosuch usr1: exit %d, stdout %q, stderr %q; want 0, usr1, and the missing one named", r.Code, r.Stdout, r.Stderr)

@@ -312,6 +312,11 @@ func TestRunNetworkLongForm(t *testing.T) {
 	if out := ask(t, s, "peer", gateway(t, s, "netb"), "first"); !strings.Contains(out, "NXDOMAIN") {
 		t.Errorf("peer resolves multi's neta alias on netb: %q", out)
 	}
+	// Docker's older name of --network-alias.
+	s.MustKnit(t, "run", "-d", "--name", "old", "--network", "netb", "--ip", "10.97.0.60", "--net-alias", "third", "--rootfs", rootfs, "sleep", "300")
+	if out := ask(t, s, "peer", gateway(t, s, "netb"), "third"); !strings.Contains(out, "A 10.97.0.60") {
+		t.Errorf("peer resolves a --net-alias: %q", out)
+	}
 	if r := s.Knit("run", "--rm", "--network", "name=netb,ip=10.96.0.9", "--rootfs", rootfs, "true"); r.Code != 125 {
 		t.Errorf("an ip outside the network's subnet: exit %d, %q", r.Code, r.Stderr)
 	}

@@ -110,6 +110,32 @@ func attachmentLockPath(t *testing.T, e *Engine, id string) string {
 	return matches[0]
 }
 
+// recordAttachment writes a's record.
+func recordAttachment(t *testing.T, st store.Store, a *CNIAttachment) {
+	t.Helper()
+	if err := st.Update(func(tx store.Tx) error { return putJSON(tx, bucketCNI, a.ID, a) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// underAnADD holds attachment id's lock, as an ADD in progress would, runs
+// op (named what) meanwhile, waits until op waits for the lock, runs
+// during (the ADD's work), releases the lock and returns op's error.
+func underAnADD(t *testing.T, e *Engine, id, what string, op func() error, during func()) error {
+	t.Helper()
+	path := attachmentLockPath(t, e, id)
+	unlock, err := e.attachmentLock(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- op() }()
+	awaitLockWaiter(t, path, what)
+	during()
+	unlock()
+	return <-done
+}
+
 // The concurrency test's failure: prune listed an attachment while its ADD
 // was in progress, and by the time it found the ADD's process gone, the
 // next ADD had remade the attachment; the teardown of the stale record
@@ -121,39 +147,23 @@ func TestCNIGCDecidesUnderTheAttachmentsLock(t *testing.T) {
 	e := firewallEngine(t, st, fw)
 	id := CNIAttachmentID("c1", "eth0")
 	ports := []firewall.PortMapping{{Network: "gone", HostPort: 8630, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.86.0.2"), ContainerPort: 80}}
-	put := func(a *CNIAttachment) {
-		t.Helper()
-		if err := st.Update(func(tx store.Tx) error { return putJSON(tx, bucketCNI, a.ID, a) }); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// Half-made: its ADD died (as far as GC can tell when it lists).
-	put(&CNIAttachment{ID: id, ContainerID: "c1", IfName: "eth0", Network: "gone", Ports: ports, Owner: deadProc(t)})
+	recordAttachment(t, st, &CNIAttachment{ID: id, ContainerID: "c1", IfName: "eth0", Network: "gone", Ports: ports, Owner: deadProc(t)})
 	if err := fw.AddPorts(id, ports); err != nil {
 		t.Fatal(err)
 	}
-	path := attachmentLockPath(t, e, id)
-	unlock, err := e.attachmentLock(id) // the next ADD, in progress
-	if err != nil {
-		t.Fatal(err)
+	var removed []string
+	gc := func() (err error) {
+		removed, err = e.CNIGC("", "", func(string, string) bool { return true })
+		return err
 	}
-	type result struct {
-		removed []string
-		err     error
-	}
-	done := make(chan result, 1)
-	go func() {
-		removed, err := e.CNIGC("", "", func(string, string) bool { return true })
-		done <- result{removed, err}
-	}()
-	awaitLockWaiter(t, path, "GC")
-	// The ADD completes the attachment again, its port published.
-	put(&CNIAttachment{ID: id, ContainerID: "c1", IfName: "eth0", Network: "gone", Ports: ports,
-		Endpoint: Endpoint{Endpoint: driver.Endpoint{HostIf: "vethnew"}}})
-	unlock()
-	r := <-done
-	if r.err != nil || len(r.removed) != 0 {
-		t.Errorf("GC removed %q (%v), want nothing: the attachment is complete again", r.removed, r.err)
+	// The next ADD completes the attachment again, its port published.
+	err := underAnADD(t, e, id, "GC", gc, func() {
+		recordAttachment(t, st, &CNIAttachment{ID: id, ContainerID: "c1", IfName: "eth0", Network: "gone", Ports: ports,
+			Endpoint: Endpoint{Endpoint: driver.Endpoint{HostIf: "vethnew"}}})
+	})
+	if err != nil || len(removed) != 0 {
+		t.Errorf("GC removed %q (%v), want nothing: the attachment is complete again", removed, err)
 	}
 	if calls := fw.Calls(); slices.ContainsFunc(calls, func(c string) bool { return strings.HasPrefix(c, "RemovePorts") }) {
 		t.Errorf("GC unpublished the new attachment's port: %q", calls)
@@ -172,25 +182,15 @@ func TestPrunePortsDecidesUnderTheAttachmentsLock(t *testing.T) {
 	e := firewallEngine(t, st, fw)
 	id := CNIAttachmentID("c1", "eth0")
 	ports := []firewall.PortMapping{{Network: "gone", HostPort: 8630, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.86.0.2"), ContainerPort: 80}}
-	path := attachmentLockPath(t, e, id)
-	unlock, err := e.attachmentLock(id) // an ADD between its replace and its record
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := fw.AddPorts(id, ports); err != nil { // what prune lists
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- e.prunePorts(map[string]*Container{}, &PruneReport{}) }()
-	awaitLockWaiter(t, path, "prune")
-	err = st.Update(func(tx store.Tx) error {
-		return putJSON(tx, bucketCNI, id, &CNIAttachment{ID: id, ContainerID: "c1", IfName: "eth0", Network: "gone", Ports: ports})
+	// An ADD between its replace and its record.
+	prune := func() error { return e.prunePorts(map[string]*Container{}, &PruneReport{}) }
+	err := underAnADD(t, e, id, "prune", prune, func() {
+		recordAttachment(t, st, &CNIAttachment{ID: id, ContainerID: "c1", IfName: "eth0", Network: "gone", Ports: ports})
 	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	unlock()
-	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	if owners, _ := fw.Owners(); !slices.Contains(owners, id) {
@@ -226,23 +226,12 @@ func TestPruneLinksDecidesUnderTheAttachmentsLock(t *testing.T) {
 	d := &strayLinks{hostIf: "veth53394c4", owner: id}
 	e := &Engine{st: st, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: t.TempDir()},
 		drivers: map[string]driver.Driver{"bridge": d}}
-	path := attachmentLockPath(t, e, id)
-	unlock, err := e.attachmentLock(id) // an ADD between its replace and its record
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
 	n := &Network{Network: driver.Network{Name: "conc-cni", Driver: "bridge"}}
-	go func() { done <- e.pruneLinks(map[string]*Container{}, []*Network{n}, &PruneReport{}) }()
-	awaitLockWaiter(t, path, "prune")
-	err = st.Update(func(tx store.Tx) error {
-		return putJSON(tx, bucketCNI, id, &CNIAttachment{ID: id, ContainerID: "c1", IfName: "eth0", Network: "conc-cni"})
+	prune := func() error { return e.pruneLinks(map[string]*Container{}, []*Network{n}, &PruneReport{}) }
+	err := underAnADD(t, e, id, "prune", prune, func() {
+		recordAttachment(t, st, &CNIAttachment{ID: id, ContainerID: "c1", IfName: "eth0", Network: "conc-cni"})
 	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	unlock()
-	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	if len(d.removed) != 0 {

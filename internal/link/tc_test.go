@@ -293,18 +293,27 @@ func TestShapeErrors(t *testing.T) {
 	}
 }
 
-// TestShapeRollback makes the egress half fail after the ingress half was
-// installed: a link squats on the ifb's name. Only where the kernel has no
-// police action, since otherwise no ifb is needed.
-func TestShapeRollback(t *testing.T) {
+// egressShapedOverIfb returns a shapeNet whose host end has an egress
+// limit, and the name of the ifb device that queues it; it skips the test
+// where the kernel has the police action, which needs no ifb.
+func egressShapedOverIfb(t *testing.T) (shapeNet, string) {
+	t.Helper()
 	n := newShapeNet(t)
 	if err := n.h.ShapeLink(n.dev, link.Shape{EgressRate: 1_000_000}); err != nil {
 		t.Fatal(err)
 	}
 	ifb := egressIfb(t, n.hostNS, n.dev)
 	if ifb == "" {
-		t.Skip("the kernel has the police action: no ifb to make fail")
+		t.Skip("the kernel has the police action: no ifb")
 	}
+	return n, ifb
+}
+
+// TestShapeRollback makes the egress half fail after the ingress half was
+// installed: a link squats on the ifb's name. Only where the kernel has no
+// police action, since otherwise no ifb is needed.
+func TestShapeRollback(t *testing.T) {
+	n, ifb := egressShapedOverIfb(t)
 	if err := n.h.ShapeDel(n.dev); err != nil {
 		t.Fatal(err)
 	}
@@ -326,14 +335,7 @@ func TestShapeRollback(t *testing.T) {
 // TestShapeSweepsIfb checks that an ifb outliving its link (deleting the
 // veth does not take it) goes at the next ShapeLink.
 func TestShapeSweepsIfb(t *testing.T) {
-	n := newShapeNet(t)
-	if err := n.h.ShapeLink(n.dev, link.Shape{EgressRate: 1_000_000}); err != nil {
-		t.Fatal(err)
-	}
-	ifb := egressIfb(t, n.hostNS, n.dev)
-	if ifb == "" {
-		t.Skip("the kernel has the police action: no ifb")
-	}
+	n, ifb := egressShapedOverIfb(t)
 	if err := n.h.LinkDel(n.dev); err != nil {
 		t.Fatal(err)
 	}
@@ -360,14 +362,7 @@ func TestShapeSweepsIfb(t *testing.T) {
 // CNI DEL after the runtime deleted the namespace, and so the veth) says
 // not found and takes the link's ifb.
 func TestShapeDelOfAGoneLink(t *testing.T) {
-	n := newShapeNet(t)
-	if err := n.h.ShapeLink(n.dev, link.Shape{EgressRate: 1_000_000}); err != nil {
-		t.Fatal(err)
-	}
-	ifb := egressIfb(t, n.hostNS, n.dev)
-	if ifb == "" {
-		t.Skip("the kernel has the police action: no ifb")
-	}
+	n, ifb := egressShapedOverIfb(t)
 	if err := n.h.LinkDel(n.dev); err != nil {
 		t.Fatal(err)
 	}
