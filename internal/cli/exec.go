@@ -15,6 +15,7 @@ func (a *app) execCommand() *cobra.Command {
 		env, envFiles    []string
 		workdir, user    string
 		interactive, tty bool
+		detach           bool
 	)
 	c := &cobra.Command{
 		Use:   "exec [OPTIONS] CONTAINER COMMAND [ARG...]",
@@ -36,7 +37,7 @@ func (a *app) execCommand() *cobra.Command {
 				return err
 			}
 			code, err := e.Exec(args[0], engine.ExecOptions{
-				Args: args[1:], Env: resolved, Workdir: workdir, Tty: tty, Interactive: interactive,
+				Args: args[1:], Env: resolved, Workdir: workdir, Tty: tty, Interactive: interactive, Detach: detach,
 			}, engine.Stdio{In: a.env.In, Out: a.env.Out, Err: a.env.Err})
 			if err != nil {
 				return err
@@ -56,6 +57,7 @@ func (a *app) execCommand() *cobra.Command {
 	fl.StringVarP(&workdir, "workdir", "w", "", "working directory inside the container")
 	fl.BoolVarP(&interactive, "interactive", "i", false, "keep STDIN open")
 	fl.BoolVarP(&tty, "tty", "t", false, "allocate a pseudo-TTY")
+	fl.BoolVarP(&detach, "detach", "d", false, "run the command in the background")
 	return c
 }
 

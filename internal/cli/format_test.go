@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -171,6 +172,11 @@ func TestNewPSRow(t *testing.T) {
 			c.Spec.NetworkMode, c.Endpoints = "host", nil
 		}, false, psRow{ID: "0123456789ab", Command: `"sleep 100"`, Status: "Up 3 seconds",
 			State: "running", Networks: "host", Image: "/"}},
+		{"labels by key", func(c *engine.Container) {
+			c.Spec.Labels = map[string]string{"tier": "front", "team": ""}
+		}, false, psRow{ID: "0123456789ab", Command: `"sleep 100"`, Status: "Up 3 seconds",
+			State: "running", Networks: "bridge", Image: "/", Labels: "team=,tier=front",
+			labels: map[string]string{"tier": "front", "team": ""}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -183,7 +189,7 @@ func TestNewPSRow(t *testing.T) {
 			want.Names = "web"
 			want.RunningFor = "5 minutes ago"
 			want.CreatedAt = c.Created.Local().Format("2006-01-02 15:04:05 -0700 MST")
-			if got != want {
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("newPSRow =\n %+v\nwant\n %+v", got, want)
 			}
 		})

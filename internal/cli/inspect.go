@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -57,6 +58,8 @@ type (
 		OpenStdin    bool
 		AttachStdout bool
 		Image        string
+		Entrypoint   []string
+		Labels       map[string]string
 		StopSignal   string `json:",omitempty"`
 		StopTimeout  *int   `json:",omitempty"`
 	}
@@ -176,15 +179,22 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 			StartedAt: timeString(c.State.StartedAt), FinishedAt: timeString(c.State.FinishedAt),
 		},
 		Config: configView{
-			Hostname: c.Spec.Hostname, Domainname: c.Spec.Domainname, Env: c.Spec.Env, Cmd: c.Spec.Args, WorkingDir: c.Spec.Workdir,
+			Hostname: c.Spec.Hostname, Domainname: c.Spec.Domainname, Env: c.Spec.Env, WorkingDir: c.Spec.Workdir,
 			Tty: c.Spec.Tty, OpenStdin: c.Spec.Interactive, AttachStdout: !c.Spec.Detach, Image: c.Spec.Rootfs,
-			StopTimeout: c.Spec.StopTimeout,
+			StopTimeout: c.Spec.StopTimeout, Entrypoint: c.Spec.Entrypoint, Labels: maps.Clone(c.Spec.Labels),
 		},
 		HostConfig: hostConfigView{
 			NetworkMode: c.Spec.NetworkMode, DnsSearch: c.Spec.DNSSearch, DnsOptions: c.Spec.DNSOptions,
 			ExtraHosts: c.Spec.ExtraHosts, AutoRemove: c.Spec.AutoRemove,
 		},
 		NetworkSettings: networkSettings{Networks: map[string]endpointView{}},
+	}
+	if v.Config.Labels == nil {
+		v.Config.Labels = map[string]string{} // {} as Docker's, for templates' index
+	}
+	// Cmd is what follows the entrypoint, null when nothing does.
+	if cmd := c.Spec.Args[min(len(c.Spec.Entrypoint), len(c.Spec.Args)):]; len(cmd) > 0 {
+		v.Config.Cmd = cmd
 	}
 	if c.Spec.Detach {
 		v.LogPath = e.LogPath(c)

@@ -2,10 +2,12 @@ package cli
 
 import (
 	"encoding/json"
+	"maps"
 	"net"
 	"net/netip"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -92,7 +94,7 @@ func TestNewInspectViewRunning(t *testing.T) {
 		},
 		Config: configView{
 			Hostname: "h1", Env: []string{"A=1"}, Cmd: []string{"sh", "-c", "sleep 1"}, WorkingDir: "/srv",
-			Tty: true, OpenStdin: true, AttachStdout: true,
+			Tty: true, OpenStdin: true, AttachStdout: true, Labels: map[string]string{},
 		},
 		HostConfig: hostConfigView{
 			NetworkMode: "bridge", Dns: []string{"1.1.1.1", "2001:db8::53"}, DnsSearch: []string{"example.com"},
@@ -109,6 +111,27 @@ func TestNewInspectViewRunning(t *testing.T) {
 		gb, _ := json.MarshalIndent(got, "", "  ")
 		wb, _ := json.MarshalIndent(want, "", "  ")
 		t.Errorf("newInspectView =\n%s\nwant\n%s", gb, wb)
+	}
+}
+
+// --entrypoint and --label show as Docker's Config.Entrypoint, Cmd (what
+// follows the entrypoint; null when nothing does) and Labels.
+func TestNewInspectViewEntrypointLabels(t *testing.T) {
+	e := testEngine(t, "netid")
+	c := inspectContainer()
+	c.Spec.Args, c.Spec.Entrypoint = []string{"/bin/date", "-u"}, []string{"/bin/date"}
+	c.Spec.Labels = map[string]string{"tier": "front"}
+	v := (&app{}).newInspectView(e, c)
+	if v.Path != "/bin/date" || !slices.Equal(v.Args, []string{"-u"}) ||
+		!slices.Equal(v.Config.Entrypoint, []string{"/bin/date"}) || !slices.Equal(v.Config.Cmd, []string{"-u"}) {
+		t.Errorf("Path %q Args %q Entrypoint %q Cmd %q", v.Path, v.Args, v.Config.Entrypoint, v.Config.Cmd)
+	}
+	if !maps.Equal(v.Config.Labels, c.Spec.Labels) {
+		t.Errorf("Labels = %v", v.Config.Labels)
+	}
+	c.Spec.Args = []string{"/bin/date"}
+	if v := (&app{}).newInspectView(e, c); v.Config.Cmd != nil {
+		t.Errorf("Cmd = %q, want null with only an entrypoint", v.Config.Cmd)
 	}
 }
 

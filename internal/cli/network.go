@@ -158,7 +158,7 @@ func (f *networkCreateFlags) options(name string) (engine.NetworkCreateOptions, 
 		return o, errdefs.Invalid("every --ip-range or --gateway must have a corresponding --subnet")
 	}
 	var err error
-	if o.Labels, err = parseKeyValues("--label", f.labels); err != nil {
+	if o.Labels, err = parseLabels("--label", f.labels); err != nil {
 		return o, err
 	}
 	if o.Options, err = parseKeyValues("--opt", f.opts); err != nil {
@@ -262,12 +262,17 @@ func newNetworkRow(n *engine.Network, noTrunc bool) networkRow {
 	if !noTrunc && len(r.ID) > 12 {
 		r.ID = r.ID[:12]
 	}
-	var kv []string
-	for _, k := range slices.Sorted(maps.Keys(n.Labels)) {
-		kv = append(kv, k+"="+n.Labels[k])
-	}
-	r.Labels = strings.Join(kv, ",")
+	r.Labels = joinLabels(n.Labels)
 	return r
+}
+
+// joinLabels is the LABELS column of ls and ps: KEY=VALUE,... by key.
+func joinLabels(labels map[string]string) string {
+	var kv []string
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		kv = append(kv, k+"="+labels[k])
+	}
+	return strings.Join(kv, ",")
 }
 
 func (a *app) networkLsCommand() *cobra.Command {

@@ -15,14 +15,25 @@ import (
 
 // psRow holds the fields `knit ps --format` offers, named as in Docker.
 type psRow struct {
-	ID, Names, Command, CreatedAt, RunningFor, Status, State, Ports, Networks, Image string
+	ID, Names, Command, CreatedAt, RunningFor, Status, State, Ports, Networks, Image, Labels string
+
+	labels map[string]string
+	header bool
+}
+
+// Label returns the value of one label: {{.Label "com.example.owner"}}.
+func (r psRow) Label(key string) string {
+	if r.header {
+		return "LABEL"
+	}
+	return r.labels[key]
 }
 
 // psHeader is the row a table template prints as its header.
 var psHeader = psRow{
 	ID: "CONTAINER ID", Names: "NAMES", Command: "COMMAND", CreatedAt: "CREATED AT",
 	RunningFor: "CREATED", Status: "STATUS", State: "STATE", Ports: "PORTS",
-	Networks: "NETWORKS", Image: "IMAGE",
+	Networks: "NETWORKS", Image: "IMAGE", Labels: "LABELS", header: true,
 }
 
 const psDefaultFormat = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
@@ -120,6 +131,8 @@ func newPSRow(c *engine.Container, now time.Time, noTrunc bool) psRow {
 		State:      c.State.Status,
 		Ports:      portsColumn(c),
 		Image:      "/", // the rootfs; the host's own by default
+		Labels:     joinLabels(c.Spec.Labels),
+		labels:     c.Spec.Labels,
 	}
 	if c.Spec.Rootfs != "" {
 		r.Image = c.Spec.Rootfs

@@ -13,8 +13,7 @@ import (
 	"github.com/knit-dev/knit/internal/portmap"
 )
 
-// psFilterKeys are docker ps's filters that concern what knit records
-// (label too: knit's containers have none, so it matches none).
+// psFilterKeys are docker ps's filters that concern what knit records.
 var psFilterKeys = []string{"id", "name", "status", "exited", "network", "publish", "expose", "before", "since", "label"}
 
 // psStates are the values of docker ps's status filter.
@@ -29,8 +28,8 @@ type psFilter struct {
 	networks        []string
 	publish, expose []portmap.Spec
 	before, since   []string // container references, resolved by resolve
-	labels          bool
-	impliesAll      bool // a status filter shows stopped containers too
+	labels          []string // KEY or KEY=VALUE, all of which must match
+	impliesAll      bool     // a status filter shows stopped containers too
 	// createdBefore and createdAfter bound the creation time, from
 	// before= and since=.
 	createdBefore, createdAfter time.Time
@@ -41,7 +40,7 @@ func parsePSFilter(in []string) (*psFilter, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &psFilter{networks: raw["network"], before: raw["before"], since: raw["since"], labels: len(raw["label"]) > 0}
+	f := &psFilter{networks: raw["network"], before: raw["before"], since: raw["since"], labels: raw["label"]}
 	for key, dst := range map[string]*[]*regexp.Regexp{"id": &f.ids, "name": &f.names} {
 		for _, v := range raw[key] {
 			re, err := regexp.Compile(v)
@@ -111,8 +110,8 @@ func (f *psFilter) resolve(all []*engine.Container) error {
 
 // match reports whether c passes the filter.
 func (f *psFilter) match(c *engine.Container) bool {
-	if f.labels {
-		return false // knit's containers have no labels
+	if !matchLabels(f.labels, c.Spec.Labels) {
+		return false
 	}
 	if !f.createdBefore.IsZero() && !c.Created.Before(f.createdBefore) ||
 		!f.createdAfter.IsZero() && !c.Created.After(f.createdAfter) {

@@ -15,9 +15,10 @@ func TestPSFilter(t *testing.T) {
 	web := &engine.Container{ID: "aaaa1111", Name: "web", State: engine.State{Status: engine.StatusRunning},
 		Endpoints: []engine.Endpoint{{Network: "front", Endpoint: driver.Endpoint{}}},
 		Ports:     []firewall.PortMapping{{Proto: "tcp", ContainerPort: 80, HostPort: 8080}},
-		Spec:      engine.Spec{Exposed: []portmap.Spec{{Proto: "udp", ContainerFirst: 5000, ContainerLast: 5010}}}}
+		Spec: engine.Spec{Exposed: []portmap.Spec{{Proto: "udp", ContainerFirst: 5000, ContainerLast: 5010}},
+			Labels: map[string]string{"tier": "front", "team": "", "owner": "ann=b"}}}
 	db := &engine.Container{ID: "bbbb2222", Name: "db", State: engine.State{Status: engine.StatusExited, ExitCode: 3},
-		Spec: engine.Spec{NetworkMode: "host"}}
+		Spec: engine.Spec{NetworkMode: "host", Labels: map[string]string{"tier": "back"}}}
 	for _, tc := range []struct {
 		filters []string
 		want    string // names that pass
@@ -41,6 +42,13 @@ func TestPSFilter(t *testing.T) {
 		{[]string{"expose=5011/udp"}, ""},
 		{[]string{"publish=1", "expose=80"}, "web"}, // either matches
 		{[]string{"name=web", "status=exited"}, ""},
+		{[]string{"label=tier"}, "web db"},
+		{[]string{"label=tier=back"}, "db"},
+		{[]string{"label=team"}, "web"},
+		{[]string{"label=team="}, "web"},              // an empty value, given
+		{[]string{"label=owner=ann=b"}, "web"},        // the first = splits
+		{[]string{"label=tier", "label=team"}, "web"}, // every label must match
+		{[]string{"label=tier=side"}, ""},
 	} {
 		f, err := parsePSFilter(tc.filters)
 		if err != nil {
@@ -68,9 +76,8 @@ func TestPSFilter(t *testing.T) {
 }
 
 // before= and since= name a container by name or ID and keep those created
-// before or after it; label= matches none (knit's containers have no
-// labels).
-func TestPSFilterBeforeSinceLabel(t *testing.T) {
+// before or after it.
+func TestPSFilterBeforeSince(t *testing.T) {
 	t0 := time.Date(2026, 11, 30, 6, 0, 0, 0, time.UTC)
 	a := &engine.Container{ID: "aaaa", Name: "a", Created: t0}
 	b := &engine.Container{ID: "bbbb", Name: "b", Created: t0.Add(time.Second)}
@@ -83,7 +90,6 @@ func TestPSFilterBeforeSinceLabel(t *testing.T) {
 		{[]string{"before=c"}, "b a"},
 		{[]string{"since=a"}, "c b"},
 		{[]string{"since=aaaa", "before=cc"}, "b"},
-		{[]string{"label=x"}, ""},
 	} {
 		f, err := parsePSFilter(tc.filters)
 		if err == nil {

@@ -25,7 +25,9 @@ import (
 type runFlags struct {
 	name, hostname, domainname, ip, ip6, mac  string
 	workdir, rootfs                           string
-	user, stopSignal                          string
+	user, stopSignal, entrypoint              string
+	entrypointSet                             bool
+	labels, labelFiles                        []string
 	stopTimeout                               int
 	stopTimeoutSet                            bool
 	networks, aliases                         []string
@@ -46,6 +48,7 @@ func (a *app) runCommand() *cobra.Command {
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.stopTimeoutSet = cmd.Flags().Changed("stop-timeout")
+			f.entrypointSet = cmd.Flags().Changed("entrypoint")
 			return a.run(cmd, &f, args)
 		},
 	}
@@ -70,6 +73,9 @@ func (a *app) runCommand() *cobra.Command {
 	fl.StringVar(&f.stopSignal, "stop-signal", "", "signal that knit stop sends first (default SIGTERM)")
 	fl.IntVar(&f.stopTimeout, "stop-timeout", 10, "seconds knit stop waits before it kills the container (-1: for ever)")
 	fl.StringVarP(&f.workdir, "workdir", "w", "", "working directory inside the container")
+	fl.StringVar(&f.entrypoint, "entrypoint", "", "the program to run, with COMMAND and ARGs as its arguments")
+	fl.StringArrayVarP(&f.labels, "label", "l", nil, "set metadata on a container (KEY=VALUE, or KEY for an empty value)")
+	fl.StringArrayVar(&f.labelFiles, "label-file", nil, "read labels from a file of KEY=VALUE lines")
 	fl.StringArrayVar(&f.dns, "dns", nil, "set custom DNS servers")
 	fl.StringArrayVar(&f.dnsSearch, "dns-search", nil, "set custom DNS search domains")
 	fl.StringArrayVar(&f.dnsOptions, "dns-option", nil, "set DNS options")
@@ -173,6 +179,17 @@ func (f *runFlags) options(args []string) (*engine.RunOptions, error) {
 	}
 	if o.Env, err = envFromFlags(f.envFiles, f.env); err != nil {
 		return nil, err
+	}
+	if o.Labels, err = labelsFromFlags(f.labelFiles, f.labels); err != nil {
+		return nil, err
+	}
+	if f.entrypoint != "" {
+		// One program, not split, as Docker takes it.
+		o.Entrypoint = []string{f.entrypoint}
+	} else if f.entrypointSet && len(args) == 0 {
+		// Docker's --entrypoint "" clears an image's entrypoint; knit
+		// has no image, so the command is all there is.
+		return nil, errdefs.Invalid("no command given: --entrypoint \"\" needs a COMMAND")
 	}
 	if err := checkUser(f.user); err != nil {
 		return nil, err
@@ -315,25 +332,62 @@ func parseNetworkFlag(v string) (name string, ep engine.EndpointOptions, long bo
 // envFromFlags is the environment --env-file and -e give, in that order
 // (so -e wins), as docker run and exec read them.
 func envFromFlags(files, flags []string) ([]string, error) {
+	all, err := readKVFiles("--env-file", files)
+	if err != nil {
+		return nil, err
+	}
+	return resolveEnv(append(all, flags...))
+}
+
+// labelsFromFlags is the labels --label-file and --label give, in that
+// order (so --label wins): KEY=VALUE, or KEY alone for an empty value, as
+// docker run reads them.
+func labelsFromFlags(files, flags []string) (map[string]string, error) {
+	all, err := readKVFiles("--label-file", files)
+	if err != nil {
+		return nil, err
+	}
+	return parseLabels("--label", append(all, flags...))
+}
+
+// readKVFiles is the lines of every file, in order (readKVFile).
+func readKVFiles(flag string, paths []string) ([]string, error) {
 	var all []string
-	for _, path := range files {
-		kvs, err := readEnvFile(path)
+	for _, path := range paths {
+		kvs, err := readKVFile(flag, path)
 		if err != nil {
 			return nil, err
 		}
 		all = append(all, kvs...)
 	}
-	return resolveEnv(append(all, flags...))
+	return all, nil
 }
 
-// readEnvFile reads Docker's env-file format: one KEY=VALUE (the value
-// taken as is, quotes and all) or KEY (copied from the caller's
-// environment) per line; blank lines and lines starting with # are
-// skipped.
-func readEnvFile(path string) ([]string, error) {
+// parseLabels reads KEY=VALUE or KEY (an empty value) into a map, the
+// last of a key winning, as Docker's --label.
+func parseLabels(flag string, in []string) (map[string]string, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	m := make(map[string]string, len(in))
+	for _, kv := range in {
+		k, v, _ := strings.Cut(kv, "=")
+		if k == "" {
+			return nil, errdefs.Invalid("invalid %s %q: want KEY=VALUE or KEY", flag, kv)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// readKVFile reads Docker's format of --env-file and --label-file: one
+// KEY=VALUE (the value taken as is, quotes and all) or KEY (copied from
+// the caller's environment by --env-file, an empty label by --label-file)
+// per line; blank lines and lines starting with # are skipped.
+func readKVFile(flag, path string) ([]string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, errdefs.Invalid("--env-file: %v", err)
+		return nil, errdefs.Invalid("%s: %v", flag, err)
 	}
 	b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf")) // a UTF-8 byte order mark
 	var out []string
@@ -343,11 +397,11 @@ func readEnvFile(path string) ([]string, error) {
 			continue
 		}
 		if !utf8.ValidString(line) || strings.ContainsRune(line, 0) {
-			return nil, errdefs.Invalid("--env-file %s, line %d: not UTF-8 text", path, i+1)
+			return nil, errdefs.Invalid("%s %s, line %d: not UTF-8 text", flag, path, i+1)
 		}
 		k, _, _ := strings.Cut(line, "=")
 		if k == "" || strings.ContainsAny(k, " \t") {
-			return nil, errdefs.Invalid("--env-file %s, line %d: invalid variable name %q", path, i+1, k)
+			return nil, errdefs.Invalid("%s %s, line %d: invalid name %q", flag, path, i+1, k)
 		}
 		out = append(out, line)
 	}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"errors"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -368,6 +369,45 @@ func TestEnvFile(t *testing.T) {
 	}
 	if _, err := envFromFlags([]string{bad}, nil); err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Errorf("a name with a space: %v, want an error naming line 2", err)
+	}
+}
+
+// --label-file lines come first and --label overrides them; KEY alone is
+// an empty label (not copied from the environment, as -e KEY is).
+func TestLabels(t *testing.T) {
+	t.Setenv("KNIT_TEST_COPIED", "from-env")
+	path := filepath.Join(t.TempDir(), "labels")
+	content := "# owners\ntier=front\nKNIT_TEST_COPIED\nowner=ann=b\nkeep=1\n"
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := runFlags{labelFiles: []string{path}, labels: []string{"tier=back", "team"}}
+	o, err := f.options([]string{"true"})
+	want := map[string]string{"tier": "back", "KNIT_TEST_COPIED": "", "owner": "ann=b", "keep": "1", "team": ""}
+	if err != nil || !maps.Equal(o.Labels, want) {
+		t.Errorf("Labels = %v, %v; want %v", o.Labels, err, want)
+	}
+	for _, bad := range []runFlags{{labels: []string{"=x"}}, {labelFiles: []string{"/nonexistent/labels"}}} {
+		if _, err := bad.options([]string{"true"}); errdefs.KindOf(err) != errdefs.KindInvalid {
+			t.Errorf("%+v: %v, want an invalid-input error", bad, err)
+		}
+	}
+}
+
+// --entrypoint is one program (not split) that the arguments follow; an
+// empty one with no command has nothing to run.
+func TestEntrypoint(t *testing.T) {
+	f := runFlags{entrypoint: "/bin/echo -n"}
+	o, err := f.options([]string{"a", "b"})
+	if err != nil || !slices.Equal(o.Entrypoint, []string{"/bin/echo -n"}) || !slices.Equal(o.Args, []string{"a", "b"}) {
+		t.Errorf("options = %q %q, %v", o.Entrypoint, o.Args, err)
+	}
+	f = runFlags{entrypointSet: true}
+	if o, err := f.options([]string{"true"}); err != nil || o.Entrypoint != nil {
+		t.Errorf(`--entrypoint "" true = %q, %v; want the command alone`, o.Entrypoint, err)
+	}
+	if _, err := f.options(nil); err == nil || !strings.Contains(err.Error(), "--entrypoint") {
+		t.Errorf(`--entrypoint "" alone: %v, want an error`, err)
 	}
 }
 

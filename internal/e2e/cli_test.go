@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -199,6 +201,54 @@ func TestEnvFileAndUser(t *testing.T) {
 		t.Errorf("exec --env-file: %q", out)
 	}
 	s.MustKnit(t, "rm", "-f", "envbox")
+}
+
+// --entrypoint runs its program with the command as arguments; labels
+// from --label and --label-file show in inspect and ps and filter ps;
+// exec -d returns once its command started, which goes on in the
+// container.
+func TestEntrypointLabelsExecDetach(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	if out := s.MustKnit(t, "run", "--rm", "--entrypoint", "echo", "--rootfs", bb, "a", "b"); out != "a b\n" {
+		t.Errorf("--entrypoint echo a b: %q", out)
+	}
+	labels := filepath.Join(s.Dir(), "labels")
+	s.MustRun(t, "sh", "-c", `printf '# owners\ntier=front\nteam\n' > "$1"`, "sh", labels)
+	s.MustKnit(t, "run", "-d", "--name", "front", "--label-file", labels, "-l", "owner=ann", "--entrypoint", "sleep", "--rootfs", bb, "300")
+	s.MustKnit(t, "run", "-d", "--name", "back", "--label", "tier=back", "--rootfs", bb, "sleep", "300")
+	if out := s.MustKnit(t, "inspect", "-f", `{{index .Config.Labels "tier"}} {{json .Config.Entrypoint}} {{json .Config.Cmd}} {{.Path}}`, "front"); out != "front [\"sleep\"] [\"300\"] sleep\n" {
+		t.Errorf("inspect: %q", out)
+	}
+	for filter, want := range map[string]string{"label=tier": "back front", "label=tier=front": "front", "label=team": "front", "label=owner=bob": ""} {
+		out := s.MustKnit(t, "ps", "--filter", filter, "--format", "{{.Names}}")
+		if got := strings.Join(slices.Sorted(strings.FieldsSeq(out)), " "); got != want {
+			t.Errorf("ps --filter %s: %q, want %q", filter, got, want)
+		}
+	}
+	if out := s.MustKnit(t, "ps", "--filter", "name=front", "--format", `{{.Labels}} {{.Label "owner"}}`); out != "owner=ann,team=,tier=front ann\n" {
+		t.Errorf("ps --format labels: %q", out)
+	}
+	// exec -d: the command outlives the exec, and its output goes nowhere.
+	if out := s.MustKnit(t, "exec", "-d", "back", "sh", "-c", "echo lost; sleep 1; touch /tmp/done; sleep 300"); out != "" {
+		t.Errorf("exec -d printed %q", out)
+	}
+	if out := s.MustKnit(t, "exec", "back", "sh", "-c", "grep -l 'touch /tmp/done' /proc/[0-9]*/cmdline || true"); strings.TrimSpace(out) == "" {
+		t.Error("exec -d's command is not running in the container")
+	}
+	eventually(t, func() (string, error) {
+		if s.Knit("exec", "back", "test", "-e", "/tmp/done").Code != 0 {
+			return "", errors.New("exec -d's command did not go on after knit exec exited")
+		}
+		return "", nil
+	})
+	if r := s.Knit("exec", "-d", "back", "nosuch-command"); r.Code != 127 {
+		t.Errorf("exec -d of a missing command: exit %d (%q), want 127", r.Code, r.Stderr)
+	}
+	if r := s.Knit("exec", "-d", "-i", "back", "true"); r.Code != 1 || !strings.Contains(r.Stderr, "-d") {
+		t.Errorf("exec -d -i: exit %d (%q), want 1 and a reason", r.Code, r.Stderr)
+	}
+	s.MustKnit(t, "rm", "-f", "front", "back")
 }
 
 func TestInspect(t *testing.T) {

@@ -293,10 +293,18 @@ type ExecOptions struct {
 	Workdir     string
 	Tty         bool
 	Interactive bool
+	// Detach returns once the command has started, its output discarded
+	// (docker exec -d); it cannot have a terminal or input, since no
+	// process stays to hold them.
+	Detach bool
 }
 
-// Exec runs a command inside a running container and returns its exit code.
+// Exec runs a command inside a running container and returns its exit
+// code; with o.Detach, 0 once it has started.
 func (e *Engine) Exec(ref string, o ExecOptions, io Stdio) (int, error) {
+	if o.Detach && (o.Tty || o.Interactive) {
+		return 0, errdefs.Invalid("conflicting options: a detached exec (-d) takes no -i or -t: no knit process stays to hold its input or terminal")
+	}
 	c, err := e.Container(ref)
 	if err != nil {
 		return 0, err
@@ -314,8 +322,10 @@ func (e *Engine) Exec(ref string, o ExecOptions, io Stdio) (int, error) {
 		Env:    execEnv(c, o),
 		Cwd:    o.Workdir,
 		Tty:    o.Tty,
-		Stdout: io.Out,
-		Stderr: io.Err,
+		Detach: o.Detach,
+	}
+	if !o.Detach {
+		cfg.Stdout, cfg.Stderr = io.Out, io.Err
 	}
 	if cfg.Cwd == "" {
 		cfg.Cwd = c.Spec.Workdir

@@ -68,6 +68,11 @@ type RunOptions struct {
 	// are Docker's SIGTERM and 10 seconds.
 	StopSignal  syscall.Signal
 	StopTimeout *int
+	// Entrypoint, when given (--entrypoint), is the start of the command
+	// line, and Args follow it (Docker's CMD after ENTRYPOINT).
+	Entrypoint []string
+	// Labels are the container's metadata (--label, --label-file).
+	Labels map[string]string
 }
 
 // unicastMAC reports whether mac can be an interface's own Ethernet
@@ -84,10 +89,27 @@ type EndpointOptions struct {
 	Aliases []string
 }
 
+// argv is the command line the container runs: the entrypoint, then the
+// arguments.
+func (o *RunOptions) argv() []string {
+	if len(o.Entrypoint) == 0 {
+		return o.Args
+	}
+	return append(slices.Clone(o.Entrypoint), o.Args...)
+}
+
 // validate rejects flag combinations Docker rejects, before anything changes.
 func (o *RunOptions) validate() error {
-	if len(o.Args) == 0 {
+	if len(o.argv()) == 0 {
 		return errdefs.Invalid("no command given: usage: knit run [OPTIONS] COMMAND [ARG...]")
+	}
+	if len(o.Entrypoint) > 0 && o.Entrypoint[0] == "" {
+		return errdefs.Invalid("invalid --entrypoint: an empty command")
+	}
+	for k := range o.Labels {
+		if k == "" {
+			return errdefs.Invalid("invalid label: an empty key")
+		}
 	}
 	if o.Network == "" {
 		o.Network = ModeBridge

@@ -156,6 +156,10 @@ type Spec struct {
 	// stop's defaults for this container (--stop-signal, --stop-timeout).
 	StopSignal  int  `json:"stopSignal,omitempty"`
 	StopTimeout *int `json:"stopTimeout,omitempty"`
+	// Entrypoint is the start of Args that --entrypoint gave (Args is the
+	// whole command line).
+	Entrypoint []string          `json:"entrypoint,omitempty"`
+	Labels     map[string]string `json:"labels,omitempty"`
 }
 
 // Running reports whether the container's process is believed alive.

@@ -20,6 +20,9 @@ type ExecConfig struct {
 	Tty            bool     // give the command a pty of the container's devpts
 	Stdin          *os.File // nil = /dev/null (docker exec without -i)
 	Stdout, Stderr *os.File // nil = /dev/null
+	// Detach returns as soon as the command has started; it stays in the
+	// container, a child of its PID 1 once the helper is gone.
+	Detach bool
 }
 
 // execSpecFd, execPidnsFd and execProcFd are the helper's extra files:
@@ -38,7 +41,7 @@ const (
 // joining the container's ipc, uts, net and mnt namespaces, the Spec on
 // fd 3 and the container's PID namespace on fd 4.
 func Exec(cfg ExecConfig) (code int, err error) {
-	spec, err := json.Marshal(Spec{Args: cfg.Args, Env: cfg.Env, Cwd: cfg.Cwd, Tty: cfg.Tty})
+	spec, err := json.Marshal(Spec{Args: cfg.Args, Env: cfg.Env, Cwd: cfg.Cwd, Tty: cfg.Tty, Detach: cfg.Detach})
 	if err != nil {
 		return 0, fmt.Errorf("encode exec spec: %w", err)
 	}

@@ -42,6 +42,10 @@ func runInContainer(s *Spec, pidns *os.File) (int, error) {
 	if err != nil {
 		return execCode(err), fmt.Errorf("exec: %q: %w", s.Args[0], err)
 	}
+	if s.Detach {
+		// The kernel hands it to the container's PID 1 when we exit.
+		return 0, cmd.Process.Release()
+	}
 	var relay *ptyRelay
 	if master != nil {
 		relay = startRelay(master, os.Stdin, os.Stdout, func() { _ = cmd.Process.Kill() })

@@ -63,6 +63,8 @@ type Spec struct {
 	// it does not pin other containers' namespace bind mounts.
 	Hide []string `json:"hide"`
 	Tty  bool     `json:"tty"`
+	// Detach (exec only) makes the helper exit once the command started.
+	Detach bool `json:"detach,omitempty"`
 }
 
 // StartConfig describes a container to start.
