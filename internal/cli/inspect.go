@@ -70,6 +70,7 @@ type (
 		DnsOptions  []string
 		ExtraHosts  []string
 		AutoRemove  bool
+		Init        *bool // null unless --init, as Docker's
 	}
 	networkSettings struct {
 		SandboxKey string
@@ -188,6 +189,9 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 			ExtraHosts: c.Spec.ExtraHosts, AutoRemove: c.Spec.AutoRemove,
 		},
 		NetworkSettings: networkSettings{Networks: map[string]endpointView{}},
+	}
+	if c.Spec.Init {
+		v.HostConfig.Init = &c.Spec.Init
 	}
 	if v.Config.Labels == nil {
 		v.Config.Labels = map[string]string{} // {} as Docker's, for templates' index

@@ -35,6 +35,7 @@ type runFlags struct {
 	addHosts                                  []string
 	publish, expose, links                    []string
 	detach, rm, interactive, tty, publishAll  bool
+	init                                      bool
 }
 
 func (a *app) runCommand() *cobra.Command {
@@ -73,6 +74,7 @@ func (a *app) runCommand() *cobra.Command {
 	fl.StringVar(&f.stopSignal, "stop-signal", "", "signal that knit stop sends first (default SIGTERM)")
 	fl.IntVar(&f.stopTimeout, "stop-timeout", 10, "seconds knit stop waits before it kills the container (-1: for ever)")
 	fl.StringVarP(&f.workdir, "workdir", "w", "", "working directory inside the container")
+	fl.BoolVar(&f.init, "init", false, "run an init inside the container that forwards signals and reaps processes")
 	fl.StringVar(&f.entrypoint, "entrypoint", "", "the program to run, with COMMAND and ARGs as its arguments")
 	fl.StringArrayVarP(&f.labels, "label", "l", nil, "set metadata on a container (KEY=VALUE, or KEY for an empty value)")
 	fl.StringArrayVar(&f.labelFiles, "label-file", nil, "read labels from a file of KEY=VALUE lines")
@@ -151,7 +153,7 @@ func (f *runFlags) options(args []string) (*engine.RunOptions, error) {
 	o := &engine.RunOptions{
 		Name: f.name, Hostname: f.hostname, Domainname: f.domainname, Aliases: f.aliases,
 		Args: args, Workdir: f.workdir,
-		Rootfs: f.rootfs, Tty: f.tty, Interactive: f.interactive, Detach: f.detach, AutoRemove: f.rm,
+		Rootfs: f.rootfs, Tty: f.tty, Interactive: f.interactive, Detach: f.detach, AutoRemove: f.rm, Init: f.init,
 		PublishAll: f.publishAll,
 		DNSSearch:  f.dnsSearch, DNSOptions: f.dnsOptions,
 	}

@@ -251,6 +251,35 @@ func TestEntrypointLabelsExecDetach(t *testing.T) {
 	s.MustKnit(t, "rm", "-f", "front", "back")
 }
 
+// run --init: knit's init is PID 1, passes stop's signal on to the
+// command and ends with its code.
+func TestRunInit(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	if r := s.Knit("run", "--rm", "--init", "--rootfs", bb, "sh", "-c", "exit 3"); r.Code != 3 {
+		t.Errorf("run --init sh -c 'exit 3': exit %d (%q)", r.Code, r.Stderr)
+	}
+	s.MustKnit(t, "run", "-d", "--init", "--name", "ini", "--rootfs", bb,
+		"sh", "-c", `trap "exit 7" TERM; touch /tmp/ready; while :; do sleep 0.1; done`)
+	eventually(t, func() (string, error) {
+		if s.Knit("exec", "ini", "test", "-e", "/tmp/ready").Code != 0 {
+			return "", errors.New("the command's trap is not set")
+		}
+		return "", nil
+	})
+	if out := s.MustKnit(t, "exec", "ini", "cat", "/proc/1/cmdline"); !strings.Contains(out, "_init") {
+		t.Errorf("PID 1 runs %q, want knit's init", out)
+	}
+	if out := s.MustKnit(t, "inspect", "-f", "{{.HostConfig.Init}} {{json .Config.Cmd}}", "ini"); !strings.HasPrefix(out, "true [\"sh\"") {
+		t.Errorf("inspect: %q", out)
+	}
+	s.MustKnit(t, "stop", "ini")
+	if out := s.MustKnit(t, "inspect", "-f", "{{.State.ExitCode}}", "ini"); out != "7\n" {
+		t.Errorf("exit code after stop: %q, want 7 from the command's trap", out)
+	}
+	s.MustKnit(t, "rm", "ini")
+}
+
 func TestInspect(t *testing.T) {
 	s := sandbox(t)
 	bb := testutil.Busybox(t)

@@ -73,6 +73,8 @@ type RunOptions struct {
 	Entrypoint []string
 	// Labels are the container's metadata (--label, --label-file).
 	Labels map[string]string
+	// Init runs knit's init as PID 1, the command as its child (--init).
+	Init bool
 }
 
 // unicastMAC reports whether mac can be an interface's own Ethernet
@@ -449,6 +451,7 @@ func (e *Engine) runnerSpec(c *Container) runner.Spec {
 		Rootfs:     c.Spec.Rootfs,
 		Hide:       []string{e.paths.ExecRoot, e.paths.NetnsLinks},
 		Tty:        c.Spec.Tty,
+		Init:       c.Spec.Init,
 	}
 	dir := c.Dir
 	if c.JoinedTo != "" {

@@ -160,6 +160,7 @@ type Spec struct {
 	// whole command line).
 	Entrypoint []string          `json:"entrypoint,omitempty"`
 	Labels     map[string]string `json:"labels,omitempty"`
+	Init       bool              `json:"init,omitempty"`
 }
 
 // Running reports whether the container's process is believed alive.

@@ -15,7 +15,7 @@ import (
 // Init is the container's init: /proc/self/exe _init, started by Start as
 // PID 1 of new namespaces and already in its network namespace. It sets the
 // container up from the Spec on fd 3, then execs the command, which takes
-// over as PID 1. It never returns; on failure it exits 125 (setup), 126
+// over as PID 1, or with Spec.Init stays PID 1 and runs it (runAsInit). It never returns; on failure it exits 125 (setup), 126
 // (cannot execute) or 127 (not found) with a "knit: " message on stderr.
 func Init() {
 	// Fd 3 stays open until the execve closes it: Start waits for that.
@@ -29,6 +29,9 @@ func Init() {
 	}
 	if err := setupContainer(spec); err != nil {
 		initFail(125, err)
+	}
+	if spec.Init {
+		initFail(runAsInit(spec))
 	}
 	initFail(execCommand(spec.Args, spec.Env))
 }

@@ -10,7 +10,8 @@
 //     "/" was made rprivate there, so nothing propagates back to the host and
 //     nothing needs unmounting when the container ends.
 //   - The container's command is PID 1 of its PID namespace (Init execs it),
-//     so when it exits the kernel kills everything else in the container.
+//     so when it exits the kernel kills everything else in the container;
+//     with Spec.Init, Init stays PID 1 and ends when the command does.
 //   - A container and an exec'd command die with the process that started
 //     them (Pdeathsig), so no container outlives its supervisor.
 //   - Namespaces are joined before the Go runtime starts, by the netns
@@ -65,6 +66,9 @@ type Spec struct {
 	Tty  bool     `json:"tty"`
 	// Detach (exec only) makes the helper exit once the command started.
 	Detach bool `json:"detach,omitempty"`
+	// Init (run only, --init) keeps the init as PID 1, the command its
+	// child: it reaps orphans and forwards signals.
+	Init bool `json:"init,omitempty"`
 }
 
 // StartConfig describes a container to start.

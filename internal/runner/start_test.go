@@ -154,27 +154,33 @@ func TestNoMountLeak(t *testing.T) {
 	}
 }
 
+// TestForwardSignals sends the supervisor a SIGTERM, which reaches the
+// command's trap: directly, or through knit's init (--init).
 func TestForwardSignals(t *testing.T) {
 	requireSandbox(t)
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	script := `trap "exit 7" TERM; echo ready; while :; do sleep 0.1; done`
-	p := start(t, StartConfig{Spec: Spec{Args: []string{"sh", "-c", script}, Env: []string{testPath}}, Stdout: w})
-	w.Close()
-	// As PID 1, sh ignores SIGTERM until its trap is set.
-	if line := readLine(t, bufio.NewReader(r)); line != "ready" {
-		t.Fatalf("got %q", line)
-	}
-	stop := p.ForwardSignals()
-	defer stop()
-	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if code := waitWithin(t, p, 10*time.Second); code != 7 {
-		t.Errorf("code = %d; want 7 from the trap", code)
+	for _, init := range []bool{false, true} {
+		t.Run(fmt.Sprintf("init=%v", init), func(t *testing.T) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			script := `trap "exit 7" TERM; echo ready; while :; do sleep 0.1; done`
+			p := start(t, StartConfig{Spec: Spec{Args: []string{"sh", "-c", script}, Env: []string{testPath}, Init: init}, Stdout: w})
+			w.Close()
+			// As PID 1, sh ignores SIGTERM until its trap is set.
+			if line := readLine(t, bufio.NewReader(r)); line != "ready" {
+				t.Fatalf("got %q", line)
+			}
+			stop := p.ForwardSignals()
+			defer stop()
+			if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if code := waitWithin(t, p, 10*time.Second); code != 7 {
+				t.Errorf("code = %d; want 7 from the trap", code)
+			}
+		})
 	}
 }
 
