@@ -172,6 +172,10 @@ func TestNewPSRow(t *testing.T) {
 			c.Spec.NetworkMode, c.Endpoints = "host", nil
 		}, false, psRow{ID: "0123456789ab", Command: `"sleep 100"`, Status: "Up 3 seconds",
 			State: "running", Networks: "host", Image: "/"}},
+		{"restarting", func(c *engine.Container) {
+			c.State.Restarting, c.State.ExitCode, c.State.FinishedAt = true, 1, now.Add(-2*time.Second)
+		}, false, psRow{ID: "0123456789ab", Command: `"sleep 100"`, Status: "Restarting (1) 2 seconds ago",
+			State: "restarting", Networks: "bridge", Image: "/"}},
 		{"labels by key", func(c *engine.Container) {
 			c.Spec.Labels = map[string]string{"tier": "front", "team": ""}
 		}, false, psRow{ID: "0123456789ab", Command: `"sleep 100"`, Status: "Up 3 seconds",

@@ -31,6 +31,7 @@ type (
 		HostsPath       string          `json:"HostsPath"`
 		ResolvConfPath  string          `json:"ResolvConfPath"`
 		LogPath         string          `json:"LogPath"`
+		RestartCount    int             `json:"RestartCount"`
 		Config          configView      `json:"Config"`
 		HostConfig      hostConfigView  `json:"HostConfig"`
 		NetworkSettings networkSettings `json:"NetworkSettings"`
@@ -64,13 +65,18 @@ type (
 		StopTimeout  *int   `json:",omitempty"`
 	}
 	hostConfigView struct {
-		NetworkMode string
-		Dns         []string
-		DnsSearch   []string
-		DnsOptions  []string
-		ExtraHosts  []string
-		AutoRemove  bool
-		Init        *bool // null unless --init, as Docker's
+		NetworkMode   string
+		Dns           []string
+		DnsSearch     []string
+		DnsOptions    []string
+		ExtraHosts    []string
+		RestartPolicy restartPolicyView
+		AutoRemove    bool
+		Init          *bool // null unless --init, as Docker's
+	}
+	restartPolicyView struct {
+		Name              string
+		MaximumRetryCount int
 	}
 	networkSettings struct {
 		SandboxKey string
@@ -176,7 +182,8 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 		HostsPath:      filepath.Join(c.Dir, "hosts"),
 		ResolvConfPath: filepath.Join(c.Dir, "resolv.conf"),
 		State: stateView{
-			Status: c.State.Status, Running: c.Running(), ExitCode: c.State.ExitCode, Error: c.State.Error,
+			Status: c.StatusName(), Running: c.Running(), Restarting: c.StatusName() == engine.StatusRestarting,
+			ExitCode: c.State.ExitCode, Error: c.State.Error,
 			StartedAt: timeString(c.State.StartedAt), FinishedAt: timeString(c.State.FinishedAt),
 		},
 		Config: configView{
@@ -187,7 +194,9 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 		HostConfig: hostConfigView{
 			NetworkMode: c.Spec.NetworkMode, DnsSearch: c.Spec.DNSSearch, DnsOptions: c.Spec.DNSOptions,
 			ExtraHosts: c.Spec.ExtraHosts, AutoRemove: c.Spec.AutoRemove,
+			RestartPolicy: restartPolicyView{Name: c.Spec.Restart.Mode(), MaximumRetryCount: c.Spec.Restart.MaxRetries},
 		},
+		RestartCount:    c.State.RestartCount,
 		NetworkSettings: networkSettings{Networks: map[string]endpointView{}},
 	}
 	if c.Spec.Init {

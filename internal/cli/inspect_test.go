@@ -99,6 +99,7 @@ func TestNewInspectViewRunning(t *testing.T) {
 		HostConfig: hostConfigView{
 			NetworkMode: "bridge", Dns: []string{"1.1.1.1", "2001:db8::53"}, DnsSearch: []string{"example.com"},
 			DnsOptions: []string{"ndots:2"}, ExtraHosts: []string{"db:10.0.0.5"}, AutoRemove: true,
+			RestartPolicy: restartPolicyView{Name: "no"},
 		},
 		NetworkSettings: networkSettings{
 			Ports:        map[string][]portBinding{},

@@ -128,7 +128,7 @@ func newPSRow(c *engine.Container, now time.Time, noTrunc bool) psRow {
 		Names:      c.Name,
 		CreatedAt:  c.Created.Local().Format("2006-01-02 15:04:05 -0700 MST"),
 		RunningFor: humanDuration(now.Sub(c.Created)) + " ago",
-		State:      c.State.Status,
+		State:      c.StatusName(),
 		Ports:      portsColumn(c),
 		Image:      "/", // the rootfs; the host's own by default
 		Labels:     joinLabels(c.Spec.Labels),
@@ -153,7 +153,9 @@ func newPSRow(c *engine.Container, now time.Time, noTrunc bool) psRow {
 		}
 	}
 	r.Command = strconv.Quote(cmd)
-	switch c.State.Status {
+	switch c.StatusName() {
+	case engine.StatusRestarting:
+		r.Status = fmt.Sprintf("Restarting (%d) %s ago", c.State.ExitCode, humanDuration(now.Sub(c.State.FinishedAt)))
 	case engine.StatusRunning:
 		r.Status = "Up " + humanDuration(now.Sub(c.State.StartedAt))
 	case engine.StatusExited:

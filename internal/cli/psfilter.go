@@ -125,7 +125,7 @@ func (f *psFilter) match(c *engine.Container) bool {
 	if !anyRE(f.ids, c.ID) || !anyRE(f.names, c.Name, "/"+c.Name) {
 		return false
 	}
-	if len(f.states) > 0 && !slices.Contains(f.states, c.State.Status) {
+	if len(f.states) > 0 && !slices.Contains(f.states, c.StatusName()) {
 		return false
 	}
 	if len(f.exited) > 0 && (c.State.Status != engine.StatusExited || !slices.Contains(f.exited, c.State.ExitCode)) {

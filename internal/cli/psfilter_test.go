@@ -42,6 +42,8 @@ func TestPSFilter(t *testing.T) {
 		{[]string{"expose=5011/udp"}, ""},
 		{[]string{"publish=1", "expose=80"}, "web"}, // either matches
 		{[]string{"name=web", "status=exited"}, ""},
+		{[]string{"status=running"}, "web"},
+		{[]string{"status=restarting"}, ""},
 		{[]string{"label=tier"}, "web db"},
 		{[]string{"label=tier=back"}, "db"},
 		{[]string{"label=team"}, "web"},
@@ -68,6 +70,13 @@ func TestPSFilter(t *testing.T) {
 	for _, bad := range []string{"color=red", "status=sleeping", "exited=x", "publish=http", "name=(", "nokey"} {
 		if _, err := parsePSFilter([]string{bad}); err == nil {
 			t.Errorf("filter %q accepted", bad)
+		}
+	}
+	// Between runs of --restart, a running container is restarting.
+	web.State.Restarting = true
+	for filter, want := range map[string]bool{"status=running": false, "status=restarting": true} {
+		if f, _ := parsePSFilter([]string{filter}); f.match(web) != want {
+			t.Errorf("%s on a restarting container: %v, want %v", filter, !want, want)
 		}
 	}
 	if f, _ := parsePSFilter([]string{"status=running"}); !f.impliesAll {

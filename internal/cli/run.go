@@ -25,7 +25,7 @@ import (
 type runFlags struct {
 	name, hostname, domainname, ip, ip6, mac  string
 	workdir, rootfs                           string
-	user, stopSignal, entrypoint              string
+	user, stopSignal, entrypoint, restart     string
 	entrypointSet                             bool
 	labels, labelFiles                        []string
 	stopTimeout                               int
@@ -74,6 +74,7 @@ func (a *app) runCommand() *cobra.Command {
 	fl.StringVar(&f.stopSignal, "stop-signal", "", "signal that knit stop sends first (default SIGTERM)")
 	fl.IntVar(&f.stopTimeout, "stop-timeout", 10, "seconds knit stop waits before it kills the container (-1: for ever)")
 	fl.StringVarP(&f.workdir, "workdir", "w", "", "working directory inside the container")
+	fl.StringVar(&f.restart, "restart", engine.RestartNo, "restart policy when the command exits: no, always, on-failure[:MAX-RETRIES], unless-stopped (needs -d)")
 	fl.BoolVar(&f.init, "init", false, "run an init inside the container that forwards signals and reaps processes")
 	fl.StringVar(&f.entrypoint, "entrypoint", "", "the program to run, with COMMAND and ARGs as its arguments")
 	fl.StringArrayVarP(&f.labels, "label", "l", nil, "set metadata on a container (KEY=VALUE, or KEY for an empty value)")
@@ -183,6 +184,9 @@ func (f *runFlags) options(args []string) (*engine.RunOptions, error) {
 		return nil, err
 	}
 	if o.Labels, err = labelsFromFlags(f.labelFiles, f.labels); err != nil {
+		return nil, err
+	}
+	if o.Restart, err = engine.ParseRestartPolicy(f.restart); err != nil {
 		return nil, err
 	}
 	if f.entrypoint != "" {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/runner"
@@ -91,7 +92,8 @@ func openLog(dir string) (*os.File, error) {
 
 // Supervise is the body of a detached container's supervisor: start the
 // container with its output in the log, report on ready (fd 3 of the
-// supervisor), wait, then record the exit and release the network.
+// supervisor), wait, start it again as its restart policy says, then
+// record the exit and release the network.
 // owner ("PID:START") is the command that created the container: if the
 // record names another by now (an rm -f, a repair took it over), the
 // container is not started, and if that happens while it starts, start
@@ -138,8 +140,19 @@ func (e *Engine) Supervise(id, owner string, ready *os.File) error {
 		fmt.Fprintln(ready, "ok")
 	}
 	ready.Close()
-	stop := p.ForwardSignals()
-	code, _ := p.Wait()
-	stop()
-	return e.finish(id, code)
+	var b backoff
+	for {
+		stop := p.ForwardSignals()
+		code, _ := p.Wait()
+		stop()
+		if !c.Spec.Restart.Restarts() || !e.awaitRestart(id, code, b.next(time.Since(c.State.StartedAt))) {
+			return e.finish(id, code)
+		}
+		// A command that cannot start now (127, say) fails as a run of
+		// its own, and the back-off grows, as Docker's does.
+		if p, err = e.restart(c, sc); err != nil {
+			fmt.Fprintf(os.Stderr, "knit: %v\n", err)
+			return e.finish(id, code)
+		}
+	}
 }

@@ -54,6 +54,17 @@ func (e *Engine) Kill(ref string, sig syscall.Signal) (*Container, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.Running() && c.Spec.Restart.Restarts() && stopsRestarts(c, sig) {
+		if c, err = e.requestStop(c.ID); err != nil {
+			return nil, err
+		}
+		if c.Running() && c.State.Restarting {
+			return c, nil // its supervisor sees the request and starts nothing
+		}
+	}
+	if c.State.Restarting && c.Running() {
+		return nil, errRestarting(c)
+	}
 	var h *runner.Handle
 	ok := c.Running()
 	if ok {
@@ -78,6 +89,13 @@ func (e *Engine) Stop(ref string, timeout *time.Duration, sig syscall.Signal) (*
 	c, err := e.Container(ref)
 	if err != nil || !c.Running() {
 		return c, err
+	}
+	if c.Spec.Restart.Restarts() {
+		// The process to signal is the one named once no restart can
+		// replace it.
+		if c, err = e.requestStop(c.ID); err != nil || !c.Running() {
+			return c, err
+		}
 	}
 	if sig == 0 {
 		sig = syscall.Signal(c.Spec.StopSignal)
@@ -196,6 +214,11 @@ func (e *Engine) Remove(ref string, o RemoveOptions) error {
 			return errdefs.Conflict("cannot remove container %s: container %s uses its network namespace (--network container:%s); remove %s first or use -f", c.Name, j.Name, c.Name, j.Name)
 		}
 	}
+	if c.Running() && c.Spec.Restart.Restarts() {
+		if c, err = e.requestStop(c.ID); err != nil {
+			return err
+		}
+	}
 	for {
 		if c.Running() {
 			killProc(c.State.Process)
@@ -308,6 +331,9 @@ func (e *Engine) Exec(ref string, o ExecOptions, io Stdio) (int, error) {
 	c, err := e.Container(ref)
 	if err != nil {
 		return 0, err
+	}
+	if c.Running() && c.State.Restarting {
+		return 0, errRestarting(c)
 	}
 	if !c.Running() || !alive(c.State.Process) {
 		return 0, errdefs.Conflict("container %s is not running", c.Name)

@@ -75,6 +75,9 @@ type RunOptions struct {
 	Labels map[string]string
 	// Init runs knit's init as PID 1, the command as its child (--init).
 	Init bool
+	// Restart is what the supervisor of a detached container does when
+	// its command exits by itself (--restart).
+	Restart RestartPolicy
 }
 
 // unicastMAC reports whether mac can be an interface's own Ethernet
@@ -107,6 +110,15 @@ func (o *RunOptions) validate() error {
 	}
 	if len(o.Entrypoint) > 0 && o.Entrypoint[0] == "" {
 		return errdefs.Invalid("invalid --entrypoint: an empty command")
+	}
+	if err := o.Restart.validate(); err != nil {
+		return err
+	}
+	if o.Restart.Restarts() && o.AutoRemove {
+		return errdefs.Invalid("conflicting options: --restart and --rm")
+	}
+	if o.Restart.Restarts() && !o.Detach {
+		return errdefs.Invalid("--restart %s needs -d: a container that restarts needs the supervisor of a detached run, which outlives this command", o.Restart)
 	}
 	for k := range o.Labels {
 		if k == "" {
@@ -396,27 +408,37 @@ func (e *Engine) RunForeground(o RunOptions, io Stdio) (int, error) {
 
 // start launches the container's process and records it as running.
 func (e *Engine) start(c *Container, sc runner.StartConfig) (*runner.Process, error) {
+	return e.launch(c, sc, func(cur *Container) error {
+		if err := startable(cur, c.State.Owner); err != nil {
+			return err
+		}
+		cur.State.Owner = Proc{}
+		cur.Endpoints = c.Endpoints // with the host-side link names Join chose
+		return nil
+	})
+}
+
+// launch starts c's command and records it running, supervised by this
+// process, if take, given the record in the same transaction, agrees (and
+// updates it); if not, the command is killed.
+func (e *Engine) launch(c *Container, sc runner.StartConfig, take func(cur *Container) error) (*runner.Process, error) {
 	sc.Netns = c.Netns
 	sc.Spec = e.runnerSpec(c)
 	p, err := runner.Start(sc)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", c.Name, err)
 	}
-	self := os.Getpid()
-	selfStart, _ := runner.StartTime(self)
 	err = e.st.Update(func(tx store.Tx) error {
 		cur, err := getContainer(tx, c.ID)
 		if err != nil {
 			return err
 		}
-		if err := startable(cur, c.State.Owner); err != nil {
+		if err := take(cur); err != nil {
 			return err
 		}
 		cur.State.Status = StatusRunning
 		cur.State.Process = Proc{Pid: p.Pid, Start: p.StartTime}
-		cur.State.Supervisor = Proc{Pid: self, Start: selfStart}
-		cur.State.Owner = Proc{}
-		cur.Endpoints = c.Endpoints // with the host-side link names Join chose
+		cur.State.Supervisor = selfProc()
 		cur.State.StartedAt = time.Now().UTC()
 		*c = *cur
 		return putContainer(tx, cur)

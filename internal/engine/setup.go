@@ -178,7 +178,7 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening func() (*portma
 		Dir:     e.containerDir(id),
 		State:   State{Status: StatusCreated, Owner: selfProc()},
 		Spec: Spec{
-			Args: o.argv(), Entrypoint: o.Entrypoint, Labels: o.Labels, Init: o.Init, Env: o.Env, Workdir: o.Workdir, Hostname: o.Hostname, Domainname: o.Domainname, Rootfs: o.Rootfs,
+			Args: o.argv(), Entrypoint: o.Entrypoint, Labels: o.Labels, Init: o.Init, Restart: o.Restart, Env: o.Env, Workdir: o.Workdir, Hostname: o.Hostname, Domainname: o.Domainname, Rootfs: o.Rootfs,
 			NetworkMode: o.Network, IP: o.IP, DNS: o.DNS, DNSSearch: o.DNSSearch, DNSOptions: o.DNSOptions,
 			ExtraHosts: extraHostStrings(o), Tty: o.Tty, Interactive: o.Interactive, Detach: o.Detach,
 			AutoRemove: o.AutoRemove, Exposed: o.Expose, StopSignal: int(o.StopSignal), StopTimeout: o.StopTimeout,
@@ -698,6 +698,7 @@ func recordExit(tx store.Tx, cur *Container, code int, kerr error) error {
 		cur.State.Status = StatusExited
 		cur.State.ExitCode = code
 		cur.State.FinishedAt = time.Now().UTC()
+		cur.State.Restarting = false
 	}
 	if kerr != nil {
 		cur.State.Error = kerr.Error()

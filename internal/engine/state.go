@@ -59,6 +59,9 @@ const (
 	StatusCreated = "created" // being set up; Owner is the process doing it
 	StatusRunning = "running"
 	StatusExited  = "exited"
+	// StatusRestarting is never stored: a running container with
+	// State.Restarting shows as it (StatusName).
+	StatusRestarting = "restarting"
 )
 
 // Proc identifies a process across PID reuse.
@@ -100,6 +103,23 @@ type State struct {
 	Error      string    `json:"error,omitempty"`
 	StartedAt  time.Time `json:"startedAt,omitzero"`
 	FinishedAt time.Time `json:"finishedAt,omitzero"`
+	// Restarting says that a running container's command exited and its
+	// supervisor waits to start it again (--restart); Process is the one
+	// that exited until then. RestartCount counts those starts.
+	Restarting   bool `json:"restarting,omitempty"`
+	RestartCount int  `json:"restartCount,omitempty"`
+	// StopRequested says that knit was asked to stop the container (stop,
+	// rm -f, kill with a stopping signal): it is not restarted.
+	StopRequested bool `json:"stopRequested,omitempty"`
+}
+
+// StatusName is the container's state as Docker names it: its Status, or
+// "restarting" between two runs.
+func (c *Container) StatusName() string {
+	if c.State.Restarting && c.Running() {
+		return StatusRestarting
+	}
+	return c.State.Status
 }
 
 // Endpoint is a container's attachment to a network, as recorded.
@@ -161,6 +181,7 @@ type Spec struct {
 	Entrypoint []string          `json:"entrypoint,omitempty"`
 	Labels     map[string]string `json:"labels,omitempty"`
 	Init       bool              `json:"init,omitempty"`
+	Restart    RestartPolicy     `json:"restart,omitzero"`
 }
 
 // Running reports whether the container's process is believed alive.

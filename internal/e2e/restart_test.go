@@ -1,0 +1,151 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/knit-dev/knit/internal/testutil"
+)
+
+// inspectField is one field of a container's inspect template, trimmed.
+func inspectField(t *testing.T, s *testutil.Sandbox, name, tmpl string) string {
+	t.Helper()
+	return strings.TrimSpace(s.MustKnit(t, "inspect", "-f", tmpl, name))
+}
+
+// --restart on-failure:N runs the command N more times when it fails, in
+// the same network namespace with the same address, then records it
+// exited with its code.
+func TestRestartOnFailure(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "run", "-d", "--restart", "on-failure:2", "--name", "flaky", "--rootfs", bb,
+		"sh", "-c", `ip -4 -o addr show eth0 | awk '{print $4}'; exit 3`)
+	eventually(t, func() (string, error) {
+		if st := inspectField(t, s, "flaky", "{{.State.Status}}"); st != "exited" {
+			return "", fmt.Errorf("flaky is %s, want exited after its restarts", st)
+		}
+		return "", nil
+	})
+	if got := inspectField(t, s, "flaky", "{{.RestartCount}} {{.State.ExitCode}} {{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}"); got != "2 3 on-failure:2" {
+		t.Errorf("RestartCount, ExitCode, policy = %q, want 2 3 on-failure:2", got)
+	}
+	// Three runs, one log, the same address each time.
+	lines := strings.Fields(s.MustKnit(t, "logs", "flaky"))
+	if len(lines) != 3 || lines[0] != "172.17.0.2/16" || lines[1] != lines[0] || lines[2] != lines[0] {
+		t.Errorf("logs of three runs: %q, want the same address three times", lines)
+	}
+	// A success is not restarted by on-failure.
+	s.MustKnit(t, "run", "-d", "--restart", "on-failure", "--name", "fine", "--rootfs", bb, "true")
+	eventually(t, func() (string, error) {
+		if st := inspectField(t, s, "fine", "{{.State.Status}} {{.RestartCount}}"); st != "exited 0" {
+			return "", fmt.Errorf("fine: %s, want exited 0", st)
+		}
+		return "", nil
+	})
+	s.MustKnit(t, "rm", "flaky", "fine")
+	assertEmpty(t, s, "after the restarts")
+}
+
+// --restart always starts the command again whatever its code, until
+// knit stops it, kills it (SIGKILL or its stop signal) or removes it;
+// other signals leave the policy in place, as in Docker. Between runs the
+// container shows as restarting.
+func TestRestartAlways(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	restarts := func(name string) int {
+		var n int
+		fmt.Sscan(inspectField(t, s, name, "{{.RestartCount}}"), &n)
+		return n
+	}
+	awaitRestarts := func(name string, n int) {
+		t.Helper()
+		eventually(t, func() (string, error) {
+			if got := restarts(name); got < n {
+				return "", fmt.Errorf("%s restarted %d times, want %d", name, got, n)
+			}
+			return "", nil
+		})
+	}
+	// stays: stop ends it, and it stays stopped.
+	s.MustKnit(t, "run", "-d", "--restart", "always", "--name", "stays", "--rootfs", bb, "sh", "-c", "sleep 0.2")
+	awaitRestarts("stays", 2)
+	ip := ipOn(t, s, "stays", "bridge")
+	s.MustKnit(t, "stop", "stays")
+	n := restarts("stays")
+	time.Sleep(time.Second) // the back-off is 0.8 s at most by now: a restart would show
+	if st := inspectField(t, s, "stays", "{{.State.Status}}"); st != "exited" || restarts("stays") != n {
+		t.Errorf("after stop: %s with %d restarts (had %d), want exited and no more", st, restarts("stays"), n)
+	}
+	if ip != "172.17.0.2" {
+		t.Errorf("address across restarts: %s", ip)
+	}
+
+	// sig: USR1 is a message, not a stop; SIGKILL is a stop. (Under
+	// --init, sleep is not PID 1, which ignores signals it has no handler
+	// for: USR1 kills it.)
+	s.MustKnit(t, "run", "-d", "--restart", "always", "--init", "--name", "sig", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "kill", "-s", "USR1", "sig")
+	awaitRestarts("sig", 1)
+	eventually(t, func() (string, error) {
+		if st := inspectField(t, s, "sig", "{{.State.Status}}"); st != "running" {
+			return "", fmt.Errorf("sig is %s after its restart", st)
+		}
+		return "", nil
+	})
+	s.MustKnit(t, "kill", "sig")
+	eventually(t, func() (string, error) {
+		if st := inspectField(t, s, "sig", "{{.State.Status}}"); st != "exited" {
+			return "", fmt.Errorf("sig is %s after kill, want exited", st)
+		}
+		return "", nil
+	})
+
+	// loop: a command that fails at once waits longer each time, and
+	// shows as restarting meanwhile; exec is refused then, rm -f ends it.
+	s.MustKnit(t, "run", "-d", "--restart", "always", "--name", "loop", "--rootfs", bb, "sh", "-c", "exit 1")
+	eventually(t, func() (string, error) {
+		out := s.MustKnit(t, "ps", "--filter", "status=restarting", "--format", "{{.Names}} {{.Status}}")
+		if !strings.HasPrefix(out, "loop Restarting (1) ") {
+			return "", fmt.Errorf("ps status=restarting: %q", out)
+		}
+		return "", nil
+	})
+	if r := s.Knit("exec", "loop", "true"); r.Code == 0 || !strings.Contains(r.Stderr, "restarting") {
+		t.Errorf("exec while restarting: exit %d, %q", r.Code, r.Stderr)
+	}
+	if got := inspectField(t, s, "loop", "{{.State.Running}} {{.State.Restarting}}"); got != "true true" && got != "true false" {
+		t.Errorf("Running Restarting = %s", got)
+	}
+	s.MustKnit(t, "rm", "-f", "loop")
+	s.MustKnit(t, "rm", "stays", "sig")
+	assertEmpty(t, s, "after rm -f of a restarting container")
+}
+
+// What --restart refuses, before anything is made.
+func TestRestartRefused(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--restart", "always", "--rm", "-d"}, "--rm"},
+		{[]string{"--restart", "always"}, "needs -d"},
+		{[]string{"--restart", "sometimes", "-d"}, "invalid restart policy"},
+		{[]string{"--restart", "always:3", "-d"}, "on-failure only"},
+		{[]string{"--restart", "on-failure:-1", "-d"}, "negative"},
+		{[]string{"--restart", "on-failure:x", "-d"}, "integer"},
+	} {
+		args := append(append([]string{"run"}, tc.args...), "--rootfs", bb, "true")
+		if r := s.Knit(args...); r.Code != 125 || !strings.Contains(r.Stderr, tc.want) {
+			t.Errorf("%q: exit %d, %q; want 125 and %q", tc.args, r.Code, r.Stderr, tc.want)
+		}
+	}
+	if out := s.MustKnit(t, "ps", "-a", "-q"); out != "" {
+		t.Errorf("refused runs left containers: %q", out)
+	}
+}
