@@ -183,31 +183,76 @@ func (a *app) rmCommand() *cobra.Command {
 }
 
 func (a *app) logsCommand() *cobra.Command {
-	var follow bool
-	var tail string
+	var (
+		follow, timestamps bool
+		tail, since, until string
+	)
 	c := &cobra.Command{
 		Use:   "logs [OPTIONS] CONTAINER",
 		Short: "Print the output of a detached container",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			lines := -1 // all
+			o := engine.LogsOptions{Follow: follow, Tail: -1, Timestamps: timestamps} // -1: all
 			if tail != "all" {
 				n, err := strconv.Atoi(tail)
 				if err != nil {
 					return errdefs.Invalid("invalid --tail %q: want a number of lines, or all", tail)
 				}
 				if n >= 0 {
-					lines = n
+					o.Tail = n
 				}
+			}
+			now := time.Now()
+			var err error
+			if o.Since, err = parseLogTime("--since", since, now); err != nil {
+				return err
+			}
+			if o.Until, err = parseLogTime("--until", until, now); err != nil {
+				return err
 			}
 			e, err := a.engine()
 			if err != nil {
 				return err
 			}
-			return e.Logs(args[0], engine.LogsOptions{Follow: follow, Tail: lines}, out(cmd))
+			return e.Logs(args[0], o, out(cmd), cmd.ErrOrStderr())
 		},
 	}
-	c.Flags().BoolVarP(&follow, "follow", "f", false, "follow log output until the container stops")
-	c.Flags().StringVarP(&tail, "tail", "n", "all", "number of lines to show from the end of the logs")
+	fl := c.Flags()
+	fl.BoolVarP(&follow, "follow", "f", false, "follow log output until the container stops")
+	fl.StringVarP(&tail, "tail", "n", "all", "number of lines to show from the end of the logs")
+	fl.BoolVarP(&timestamps, "timestamps", "t", false, "show the time each line was written")
+	fl.StringVar(&since, "since", "", "show lines since a time (2006-01-02T15:04:05Z07:00, 2006-01-02, a Unix timestamp) or for a duration back (42m)")
+	fl.StringVar(&until, "until", "", "show lines before a time, or a duration back (as --since)")
 	return c
+}
+
+// logTimeLayouts are the times --since and --until take besides Unix
+// timestamps and durations, as Docker's; those without a zone are local.
+var logTimeLayouts = []string{
+	time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02T15:04", "2006-01-02T15", "2006-01-02",
+}
+
+// parseLogTime reads a --since or --until value: a time, a Unix timestamp
+// (seconds, with a fraction or not), or a duration back from now; "" is
+// no bound.
+func parseLogTime(flag, v string, now time.Time) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil {
+		return now.Add(-d), nil
+	}
+	if secs, frac, _ := strings.Cut(v, "."); secs != "" && strings.Trim(secs, "0123456789") == "" && strings.Trim(frac, "0123456789") == "" && len(frac) <= 9 {
+		s, err := strconv.ParseInt(secs, 10, 64)
+		if err == nil {
+			ns, _ := strconv.Atoi((frac + "000000000")[:9])
+			return time.Unix(s, int64(ns)), nil
+		}
+	}
+	for _, layout := range logTimeLayouts {
+		if t, err := time.ParseInLocation(layout, v, time.Local); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, errdefs.Invalid("invalid %s %q: want a time (2006-01-02T15:04:05Z07:00, 2006-01-02), a Unix timestamp or a duration back (42m)", flag, v)
 }

@@ -68,6 +68,7 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 		{[]string{"kill", "-s", "NOPE", "taken"}, "invalid signal"},
 		{[]string{"inspect", "nosuch"}, "no such object"},
 		{[]string{"logs", "nosuch"}, "no such container"},
+		{[]string{"logs", "--until", "tomorrow", "taken"}, "--until"},
 		// Publishing.
 		{[]string{"run", "-p", "99999:80", "true"}, "invalid"},
 		{[]string{"run", "-p", "80:0", "true"}, "invalid"},

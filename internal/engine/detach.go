@@ -9,10 +9,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/logfile"
 	"github.com/knit-dev/knit/internal/runner"
 )
 
@@ -115,7 +117,15 @@ func (e *Engine) Supervise(id, owner string, ready *os.File) error {
 		return err
 	}
 	defer log.Close()
-	sc := runner.StartConfig{Stdout: log, Stderr: log, Tty: c.Spec.Tty}
+	streams, err := newLogStreams(log, c.Spec.LogFormat)
+	if err != nil {
+		fmt.Fprintln(ready, err)
+		return err
+	}
+	// What the container wrote is in the log before its exit is recorded,
+	// so that logs -f, which ends there, misses nothing.
+	end := func(code int) error { streams.close(); return e.finish(id, code) }
+	sc := runner.StartConfig{Stdout: streams.out, Stderr: streams.err, Tty: c.Spec.Tty}
 	if c.Spec.Interactive {
 		// -di: a stdin that stays open and silent, so shells wait for input
 		// instead of exiting at EOF, as with docker run -di.
@@ -131,6 +141,7 @@ func (e *Engine) Supervise(id, owner string, ready *os.File) error {
 	p, err := e.start(c, sc)
 	if err != nil {
 		fmt.Fprintln(ready, err)
+		streams.close()
 		e.destroy(c)
 		return err
 	}
@@ -146,13 +157,65 @@ func (e *Engine) Supervise(id, owner string, ready *os.File) error {
 		code, _ := p.Wait()
 		stop()
 		if !c.Spec.Restart.Restarts() || !e.awaitRestart(id, code, b.next(time.Since(c.State.StartedAt))) {
-			return e.finish(id, code)
+			return end(code)
 		}
 		// A command that cannot start now (127, say) fails as a run of
 		// its own, and the back-off grows, as Docker's does.
 		if p, err = e.restart(c, sc); err != nil {
 			fmt.Fprintf(os.Stderr, "knit: %v\n", err)
-			return e.finish(id, code)
+			return end(code)
 		}
 	}
+}
+
+// logStreams are a detached container's stdout and stderr: pipes whose
+// other ends the supervisor copies into the log as records (logfile), or,
+// for a container recorded by a knit before that format, the log itself.
+type logStreams struct {
+	out, err *os.File // the container's ends
+	pipes    bool     // false: out and err are the log
+	copiers  sync.WaitGroup
+}
+
+func newLogStreams(log *os.File, format string) (*logStreams, error) {
+	if format != logfile.Format {
+		return &logStreams{out: log, err: log}, nil
+	}
+	l := &logStreams{pipes: true}
+	w := logfile.NewWriter(log)
+	for _, s := range []struct {
+		name string
+		end  **os.File
+	}{{logfile.Stdout, &l.out}, {logfile.Stderr, &l.err}} {
+		r, wr, err := os.Pipe()
+		if err != nil {
+			l.close()
+			return nil, err
+		}
+		*s.end = wr
+		l.copiers.Add(1)
+		go func() {
+			defer l.copiers.Done()
+			defer r.Close()
+			if err := w.Copy(s.name, r); err != nil {
+				fmt.Fprintf(os.Stderr, "knit: log %s: %v\n", s.name, err)
+			}
+		}()
+	}
+	return l, nil
+}
+
+// close closes the container's ends and waits until the copies have
+// written what the container left in the pipes: its processes are gone by
+// then (they die with its PID 1), so nothing else holds the pipes open.
+func (l *logStreams) close() {
+	if !l.pipes {
+		return
+	}
+	for _, f := range []*os.File{l.out, l.err} {
+		if f != nil {
+			f.Close()
+		}
+	}
+	l.copiers.Wait()
 }

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/logfile"
 	"github.com/knit-dev/knit/internal/runner"
 	"github.com/knit-dev/knit/internal/store"
 )
@@ -366,14 +368,26 @@ func (e *Engine) Exec(ref string, o ExecOptions, io Stdio) (int, error) {
 type LogsOptions struct {
 	Follow bool // go on until the container stops
 	Tail   int  // the last lines only; -1 for all
+	// Since and Until keep the lines written in [Since, Until] (zero: no
+	// bound); Timestamps starts each with its time.
+	Since, Until time.Time
+	Timestamps   bool
 }
 
-// Logs copies a container's log to w (its last o.Tail lines); with
-// o.Follow it keeps copying until the container stops.
-func (e *Engine) Logs(ref string, o LogsOptions, w io.Writer) error {
+// logsPoll is how often logs -f looks for more.
+const logsPoll = 100 * time.Millisecond
+
+// Logs writes a container's log, what it wrote to stdout to stdout and
+// to stderr to stderr (its last o.Tail lines); with o.Follow it goes on
+// until the container stops (through its restarts).
+func (e *Engine) Logs(ref string, o LogsOptions, stdout, stderr io.Writer) error {
 	c, err := e.Container(ref)
 	if err != nil {
 		return err
+	}
+	legacy := c.Spec.LogFormat != logfile.Format
+	if legacy && (o.Timestamps || !o.Since.IsZero() || !o.Until.IsZero()) {
+		return errdefs.Invalid("the log of container %s was written by a knit before it kept times: drop -t, --since and --until", c.Name)
 	}
 	f, err := os.Open(e.LogPath(c))
 	if errors.Is(err, os.ErrNotExist) {
@@ -394,21 +408,59 @@ func (e *Engine) Logs(ref string, o LogsOptions, w io.Writer) error {
 			return err
 		}
 	}
+	// A process gone with its supervisor (killed) ends it too: its record
+	// says running until the next command reconciles.
+	stopped := func() bool {
+		cur, err := e.get(c.ID)
+		return err != nil || !cur.Running() || (!cur.State.Restarting && !alive(cur.State.Process))
+	}
+	if legacy {
+		return followRaw(f, o.Follow, stopped, stdout)
+	}
+	p := &logfile.Printer{Stdout: stdout, Stderr: stderr, Since: o.Since, Until: o.Until, Timestamps: o.Timestamps}
+	rd := bufio.NewReader(f)
+	var partial []byte // a line the supervisor is still writing
+	last := !o.Follow  // at the next end of the file, stop
+	for {
+		chunk, err := rd.ReadBytes('\n')
+		if err == nil {
+			line := append(partial, chunk[:len(chunk)-1]...)
+			partial = nil
+			if past, err := p.Print(line); err != nil || past {
+				return err
+			}
+			continue
+		}
+		if !errors.Is(err, io.EOF) {
+			return err
+		}
+		partial = append(partial, chunk...)
+		if last || !o.Until.IsZero() && time.Now().After(o.Until) {
+			return nil
+		}
+		// Once stopped, what was written before the exit, once more.
+		last = stopped()
+		if !last {
+			time.Sleep(logsPoll)
+		}
+	}
+}
+
+// followRaw copies a log of the bytes as they came (a knit's before
+// records) to w; with follow, until stopped.
+func followRaw(f *os.File, follow bool, stopped func() bool, w io.Writer) error {
 	for {
 		if _, err := io.Copy(w, f); err != nil {
 			return err
 		}
-		if !o.Follow {
+		if !follow {
 			return nil
 		}
-		// A process gone with its supervisor (killed) ends it too: its
-		// record says running until the next command reconciles.
-		cur, err := e.get(c.ID)
-		if err != nil || !cur.Running() || !alive(cur.State.Process) {
-			_, err2 := io.Copy(w, f) // what was written before the exit
-			return errors.Join(err2)
+		if stopped() {
+			_, err := io.Copy(w, f) // what was written before the exit
+			return err
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(logsPoll)
 	}
 }
 

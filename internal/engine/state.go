@@ -182,6 +182,10 @@ type Spec struct {
 	Labels     map[string]string `json:"labels,omitempty"`
 	Init       bool              `json:"init,omitempty"`
 	Restart    RestartPolicy     `json:"restart,omitzero"`
+	// LogFormat is how a detached container's log is written: logfile's
+	// records, or, empty for records of knits before them, the bytes as
+	// they came.
+	LogFormat string `json:"logFormat,omitempty"`
 }
 
 // Running reports whether the container's process is believed alive.
