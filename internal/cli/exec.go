@@ -37,7 +37,7 @@ func (a *app) execCommand() *cobra.Command {
 				return err
 			}
 			code, err := e.Exec(args[0], engine.ExecOptions{
-				Args: args[1:], Env: resolved, Workdir: workdir, Tty: tty, Interactive: interactive, Detach: detach,
+				Args: args[1:], Env: resolved, Workdir: workdir, Tty: tty, Interactive: interactive, Detach: detach, User: user,
 			}, engine.Stdio{In: a.env.In, Out: a.env.Out, Err: a.env.Err})
 			if err != nil {
 				return err
@@ -53,7 +53,7 @@ func (a *app) execCommand() *cobra.Command {
 	fl.SetInterspersed(false)
 	fl.StringArrayVarP(&env, "env", "e", nil, "set environment variables")
 	fl.StringArrayVar(&envFiles, "env-file", nil, "read environment variables from a file of KEY=VALUE lines")
-	fl.StringVarP(&user, "user", "u", "", "user to run as: root only (knit runs every command as root)")
+	fl.StringVarP(&user, "user", "u", "", "user to run the command as: NAME|UID[:GROUP|GID], from the container's /etc/passwd and /etc/group")
 	fl.StringVarP(&workdir, "workdir", "w", "", "working directory inside the container")
 	fl.BoolVarP(&interactive, "interactive", "i", false, "keep STDIN open")
 	fl.BoolVarP(&tty, "tty", "t", false, "allocate a pseudo-TTY")

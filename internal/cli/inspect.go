@@ -52,6 +52,7 @@ type (
 	configView struct {
 		Hostname     string
 		Domainname   string
+		User         string
 		Env          []string
 		Cmd          []string
 		WorkingDir   string
@@ -187,7 +188,7 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 			StartedAt: timeString(c.State.StartedAt), FinishedAt: timeString(c.State.FinishedAt),
 		},
 		Config: configView{
-			Hostname: c.Spec.Hostname, Domainname: c.Spec.Domainname, Env: c.Spec.Env, WorkingDir: c.Spec.Workdir,
+			Hostname: c.Spec.Hostname, Domainname: c.Spec.Domainname, User: c.Spec.User, Env: c.Spec.Env, WorkingDir: c.Spec.Workdir,
 			Tty: c.Spec.Tty, OpenStdin: c.Spec.Interactive, AttachStdout: !c.Spec.Detach, Image: c.Spec.Rootfs,
 			StopTimeout: c.Spec.StopTimeout, Entrypoint: c.Spec.Entrypoint, Labels: maps.Clone(c.Spec.Labels),
 		},

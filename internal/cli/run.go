@@ -19,6 +19,7 @@ import (
 	"github.com/knit-dev/knit/internal/engine"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/portmap"
+	"github.com/knit-dev/knit/internal/runner"
 )
 
 // runFlags are docker run's flags that knit implements, under the same names.
@@ -70,7 +71,7 @@ func (a *app) runCommand() *cobra.Command {
 	fl.BoolVarP(&f.tty, "tty", "t", false, "allocate a pseudo-TTY")
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "set environment variables (KEY=VALUE, or KEY to copy it)")
 	fl.StringArrayVar(&f.envFiles, "env-file", nil, "read environment variables from a file of KEY=VALUE lines")
-	fl.StringVarP(&f.user, "user", "u", "", "user to run as: root only (knit runs every command as root)")
+	fl.StringVarP(&f.user, "user", "u", "", "user to run the command as: NAME|UID[:GROUP|GID], from the container's /etc/passwd and /etc/group")
 	fl.StringVar(&f.stopSignal, "stop-signal", "", "signal that knit stop sends first (default SIGTERM)")
 	fl.IntVar(&f.stopTimeout, "stop-timeout", 10, "seconds knit stop waits before it kills the container (-1: for ever)")
 	fl.StringVarP(&f.workdir, "workdir", "w", "", "working directory inside the container")
@@ -200,6 +201,7 @@ func (f *runFlags) options(args []string) (*engine.RunOptions, error) {
 	if err := checkUser(f.user); err != nil {
 		return nil, err
 	}
+	o.User = f.user
 	if f.stopSignal != "" {
 		if o.StopSignal, err = parseSignal(f.stopSignal); err != nil {
 			return nil, fmt.Errorf("--stop-signal: %w", err)
@@ -414,14 +416,16 @@ func readKVFile(flag, path string) ([]string, error) {
 	return out, nil
 }
 
-// checkUser accepts --user values that name root, the only user knit runs
-// commands as.
+// checkUser checks the shape of a --user value; who it names is looked
+// up in the container's own files when the command starts.
 func checkUser(u string) error {
-	switch u {
-	case "", "root", "0", "root:root", "0:0", "root:0", "0:root":
+	if u == "" {
 		return nil
 	}
-	return errdefs.Invalid("--user %s: knit runs every command as root, and takes no other user yet", u)
+	if err := runner.ValidUser(u); err != nil {
+		return errdefs.Invalid("%v", err)
+	}
+	return nil
 }
 
 // resolveEnv expands -e KEY from the caller's environment (dropped if unset).

@@ -539,3 +539,50 @@ func TestDefaultNetworkFollowsConfig(t *testing.T) {
 		t.Errorf("knit0 after the change:\n%s", addrs)
 	}
 }
+
+// run -u and exec -u, as Docker's: a name or UID from the container's own
+// /etc/passwd (the host's without --rootfs), HOME from it, exec running as
+// the container's user unless told; the container still dies with its
+// supervisor after it changed user.
+func TestRunUser(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	if out := s.MustKnit(t, "run", "--rm", "-u", "nobody", "sh", "-c", `id -u; id -g; echo "$HOME"`); out != "65534\n65534\n/nonexistent\n" {
+		t.Errorf("run -u nobody: %q", out)
+	}
+	if out := s.MustKnit(t, "run", "--rm", "-u", "1000:1001", "--rootfs", bb, "sh", "-c", `id -u; id -g; echo "$HOME"`); out != "1000\n1001\n/\n" {
+		t.Errorf("run -u 1000:1001 (no passwd entry): %q", out)
+	}
+	if out := s.MustKnit(t, "run", "--rm", "--init", "-u", "nobody", "id", "-u"); out != "65534\n" {
+		t.Errorf("run --init -u nobody: %q", out)
+	}
+	if out := s.MustKnit(t, "run", "--rm", "--rootfs", bb, "sh", "-c", `echo "$HOME"`); out != "/root\n" {
+		t.Errorf("root's HOME: %q", out)
+	}
+	if r := s.Knit("run", "--rm", "-u", "nosuchuser", "true"); r.Code != 125 || !strings.Contains(r.Stderr, "unable to find user nosuchuser") {
+		t.Errorf("run -u nosuchuser: exit %d, %q", r.Code, r.Stderr)
+	}
+	s.MustKnit(t, "run", "-d", "-u", "nobody", "--name", "unpriv", "sleep", "300")
+	if got := inspectField(t, s, "unpriv", "{{.Config.User}}"); got != "nobody" {
+		t.Errorf("Config.User = %q", got)
+	}
+	if out := s.MustKnit(t, "exec", "unpriv", "id", "-u"); out != "65534\n" {
+		t.Errorf("exec runs as %q, want the container's user", out)
+	}
+	if out := s.MustKnit(t, "exec", "-u", "root", "unpriv", "id", "-u"); out != "0\n" {
+		t.Errorf("exec -u root runs as %q", out)
+	}
+	// The kernel clears the parent-death signal when a process changes
+	// user: the init sets it again, so the command dies with its
+	// supervisor, before any knit command looks.
+	pid := inspectField(t, s, "unpriv", "{{.State.Pid}}")
+	sup := strings.TrimSpace(s.MustRun(t, "sh", "-c", "pgrep -f '_supervise' | head -1"))
+	s.MustRun(t, "kill", "-9", sup)
+	eventually(t, func() (string, error) {
+		if s.Run("kill", "-0", pid).Code == 0 {
+			return "", fmt.Errorf("the container's process %s outlives its supervisor", pid)
+		}
+		return "", nil
+	})
+	s.MustKnit(t, "rm", "-f", "unpriv")
+}

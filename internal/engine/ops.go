@@ -318,6 +318,9 @@ type ExecOptions struct {
 	Workdir     string
 	Tty         bool
 	Interactive bool
+	// User runs the command as NAME|UID[:GROUP|GID]; "" is the
+	// container's user (run -u), root by default.
+	User string
 	// Detach returns once the command has started, its output discarded
 	// (docker exec -d); it cannot have a terminal or input, since no
 	// process stays to hold them.
@@ -351,6 +354,15 @@ func (e *Engine) Exec(ref string, o ExecOptions, io Stdio) (int, error) {
 		Cwd:    o.Workdir,
 		Tty:    o.Tty,
 		Detach: o.Detach,
+		User:   o.User,
+	}
+	if cfg.User == "" {
+		cfg.User = c.Spec.User // the container's user, as docker exec
+	}
+	if o.User != "" {
+		if err := runner.ValidUser(o.User); err != nil {
+			return 0, errdefs.Invalid("%v", err)
+		}
 	}
 	if !o.Detach {
 		cfg.Stdout, cfg.Stderr = io.Out, io.Err

@@ -78,6 +78,9 @@ type RunOptions struct {
 	// Restart is what the supervisor of a detached container does when
 	// its command exits by itself (--restart).
 	Restart RestartPolicy
+	// User is who the command runs as (-u NAME|UID[:GROUP|GID]); "" is
+	// root. It is looked up in the container's own files when it starts.
+	User string
 }
 
 // unicastMAC reports whether mac can be an interface's own Ethernet
@@ -110,6 +113,11 @@ func (o *RunOptions) validate() error {
 	}
 	if len(o.Entrypoint) > 0 && o.Entrypoint[0] == "" {
 		return errdefs.Invalid("invalid --entrypoint: an empty command")
+	}
+	if o.User != "" {
+		if err := runner.ValidUser(o.User); err != nil {
+			return errdefs.Invalid("%v", err)
+		}
 	}
 	if err := o.Restart.validate(); err != nil {
 		return err
@@ -474,6 +482,7 @@ func (e *Engine) runnerSpec(c *Container) runner.Spec {
 		Hide:       []string{e.paths.ExecRoot, e.paths.NetnsLinks},
 		Tty:        c.Spec.Tty,
 		Init:       c.Spec.Init,
+		User:       c.Spec.User,
 	}
 	dir := c.Dir
 	if c.JoinedTo != "" {

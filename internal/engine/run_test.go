@@ -211,13 +211,13 @@ func TestContainerEnv(t *testing.T) {
 		user []string
 		want []string
 	}{
-		{"defaults", false, nil, []string{path, "HOSTNAME=h", "HOME=/root"}},
-		{"tty adds TERM", true, nil, []string{path, "HOSTNAME=h", "HOME=/root", "TERM=xterm"}},
-		{"user TERM without tty", false, []string{"TERM=dumb"}, []string{path, "HOSTNAME=h", "HOME=/root", "TERM=dumb"}},
-		{"user TERM overrides tty's", true, []string{"TERM=dumb"}, []string{path, "HOSTNAME=h", "HOME=/root", "TERM=dumb"}},
+		{"defaults", false, nil, []string{path, "HOSTNAME=h"}},
+		{"tty adds TERM", true, nil, []string{path, "HOSTNAME=h", "TERM=xterm"}},
+		{"user TERM without tty", false, []string{"TERM=dumb"}, []string{path, "HOSTNAME=h", "TERM=dumb"}},
+		{"user TERM overrides tty's", true, []string{"TERM=dumb"}, []string{path, "HOSTNAME=h", "TERM=dumb"}},
 		{"user overrides PATH and HOME", false, []string{"HOME=/home/u", "PATH=/bin", "X=1"},
 			[]string{"PATH=/bin", "HOSTNAME=h", "HOME=/home/u", "X=1"}},
-		{"user overrides HOSTNAME", false, []string{"HOSTNAME=other"}, []string{path, "HOSTNAME=other", "HOME=/root"}},
+		{"user overrides HOSTNAME", false, []string{"HOSTNAME=other"}, []string{path, "HOSTNAME=other"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

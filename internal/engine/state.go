@@ -186,6 +186,7 @@ type Spec struct {
 	// records, or, empty for records of knits before them, the bytes as
 	// they came.
 	LogFormat string `json:"logFormat,omitempty"`
+	User      string `json:"user,omitempty"` // -u; "" is root
 }
 
 // Running reports whether the container's process is believed alive.

@@ -20,9 +20,11 @@ type ExecConfig struct {
 	Tty            bool     // give the command a pty of the container's devpts
 	Stdin          *os.File // nil = /dev/null (docker exec without -i)
 	Stdout, Stderr *os.File // nil = /dev/null
-	// Detach returns as soon as the command has started; it stays in the
-	// container, a child of its PID 1 once the helper is gone.
+	// Detach returns as soon as the command has started; it goes on in
+	// the container's namespaces, a child of the host's init (or of a
+	// subreaper above knit) once the helper is gone.
 	Detach bool
+	User   string // -u; "" is root
 }
 
 // execSpecFd, execPidnsFd and execProcFd are the helper's extra files:
@@ -41,7 +43,7 @@ const (
 // joining the container's ipc, uts, net and mnt namespaces, the Spec on
 // fd 3 and the container's PID namespace on fd 4.
 func Exec(cfg ExecConfig) (code int, err error) {
-	spec, err := json.Marshal(Spec{Args: cfg.Args, Env: cfg.Env, Cwd: cfg.Cwd, Tty: cfg.Tty, Detach: cfg.Detach})
+	spec, err := json.Marshal(Spec{Args: cfg.Args, Env: cfg.Env, Cwd: cfg.Cwd, Tty: cfg.Tty, Detach: cfg.Detach, User: cfg.User})
 	if err != nil {
 		return 0, fmt.Errorf("encode exec spec: %w", err)
 	}

@@ -19,11 +19,19 @@ func runInContainer(s *Spec, pidns *os.File) (int, error) {
 	if err := checkDir(dir); err != nil {
 		return 126, err // docker exec -w does not create it
 	}
+	u, err := resolveUser(s.User)
+	if err != nil {
+		return 125, err
+	}
+	s.Env = withHome(s.Env, u.Home)
 	path, err := lookPath(s.Args[0], s.Env)
 	if err != nil {
 		return execCode(err), err
 	}
 	cmd := commandIn(path, dir, s)
+	if s.User != "" {
+		cmd.SysProcAttr.Credential = u.credential()
+	}
 	var master, slave *os.File
 	if s.Tty {
 		if master, slave, err = openPty(); err != nil {
@@ -43,7 +51,9 @@ func runInContainer(s *Spec, pidns *os.File) (int, error) {
 		return execCode(err), fmt.Errorf("exec: %q: %w", s.Args[0], err)
 	}
 	if s.Detach {
-		// The kernel hands it to the container's PID 1 when we exit.
+		// Once we exit, the kernel hands it to the reaper of our own PID
+		// namespace (the host's init, or a subreaper above knit), not to
+		// the container's PID 1, as with docker exec.
 		return 0, cmd.Process.Release()
 	}
 	var relay *ptyRelay

@@ -30,8 +30,18 @@ func Init() {
 	if err := setupContainer(spec); err != nil {
 		initFail(125, err)
 	}
+	u, err := resolveUser(spec.User)
+	if err != nil {
+		initFail(125, err)
+	}
+	spec.Env = withHome(spec.Env, u.Home)
 	if spec.Init {
-		initFail(runAsInit(spec))
+		initFail(runAsInit(spec, u))
+	}
+	if spec.User != "" {
+		if err := becomeUser(u); err != nil {
+			initFail(125, err)
+		}
 	}
 	initFail(execCommand(spec.Args, spec.Env))
 }

@@ -69,6 +69,10 @@ type Spec struct {
 	// Init (run only, --init) keeps the init as PID 1, the command its
 	// child: it reaps orphans and forwards signals.
 	Init bool `json:"init,omitempty"`
+	// User is who the command runs as (-u NAME|UID[:GROUP|GID]), looked
+	// up in the container's /etc/passwd and /etc/group; "" is root. HOME
+	// is the user's home unless Env sets it.
+	User string `json:"user,omitempty"`
 }
 
 // StartConfig describes a container to start.

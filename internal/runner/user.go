@@ -1,0 +1,197 @@
+package runner
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// execUser is who a command runs as: docker run -u NAME|UID[:GROUP|GID],
+// resolved against the container's own /etc/passwd and /etc/group.
+type execUser struct {
+	Uid, Gid uint32
+	Groups   []uint32 // supplementary: the groups that list the user by name
+	Home     string
+}
+
+// credential is the user as os/exec takes it.
+func (u *execUser) credential() *syscall.Credential {
+	return &syscall.Credential{Uid: u.Uid, Gid: u.Gid, Groups: u.Groups}
+}
+
+// ValidUser checks the shape of a --user value: NAME or UID, then
+// optionally :GROUP or :GID, none of them empty.
+func ValidUser(spec string) error {
+	user, group, hasGroup := strings.Cut(spec, ":")
+	if user == "" || hasGroup && (group == "" || strings.Contains(group, ":")) {
+		return fmt.Errorf("invalid user %q: want NAME|UID[:GROUP|GID]", spec)
+	}
+	return nil
+}
+
+// errNoEntry is a user name missing from passwd.
+var errNoEntry = errors.New("no matching entries in /etc/passwd")
+
+// resolveUser is who a command runs as: spec resolved (lookupUser), root
+// for "".
+func resolveUser(spec string) (*execUser, error) { return resolveUserIn("/etc", spec) }
+
+// resolveUserIn is resolveUser with the files of the directory etc.
+func resolveUserIn(etc, spec string) (*execUser, error) {
+	if spec == "" {
+		spec = "0"
+	}
+	u, err := lookupUser(etc, spec)
+	if spec == "root" && errors.Is(err, errNoEntry) {
+		return lookupUser(etc, "0") // a bare rootfs has no passwd: root is still root
+	}
+	return u, err
+}
+
+// becomeUser makes this process u before it execs the command: groups,
+// group, then user (which Go applies to every thread). The kernel clears
+// the parent-death signal when the credentials change, so it is set
+// again: the container must still die with its supervisor.
+func becomeUser(u *execUser) error {
+	groups := make([]int, len(u.Groups))
+	for i, g := range u.Groups {
+		groups[i] = int(g)
+	}
+	if err := syscall.Setgroups(groups); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := syscall.Setgid(int(u.Gid)); err != nil {
+		return fmt.Errorf("setgid %d: %w", u.Gid, err)
+	}
+	if err := syscall.Setuid(int(u.Uid)); err != nil {
+		return fmt.Errorf("setuid %d: %w", u.Uid, err)
+	}
+	return unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0)
+}
+
+// lookupUser resolves spec in the files of the root we run in now (the
+// container's), as Docker does: a numeric user need not be in passwd (its
+// group is then 0 and its home /), a name must be; a group given replaces
+// the user's own, and only a user found by name gets supplementary groups.
+func lookupUser(etc, spec string) (*execUser, error) {
+	if err := ValidUser(spec); err != nil {
+		return nil, err
+	}
+	name, group, hasGroup := strings.Cut(spec, ":")
+	u := &execUser{Home: "/"}
+	uid, numeric := parseID(name)
+	// A number is always a UID, as in Docker (moby/sys/user).
+	entry, err := findEntry(etc+"/passwd", func(f []string) bool {
+		id, ok := parseID(f[min(2, len(f)-1)])
+		return len(f) >= 6 && (numeric && ok && id == uid || !numeric && f[0] == name)
+	})
+	switch {
+	case err != nil:
+		return nil, err
+	case entry != nil:
+		id, _ := parseID(entry[2])
+		gid, _ := parseID(entry[3])
+		u.Uid, u.Gid, u.Home = id, gid, entry[5]
+		name = entry[0]
+	case numeric:
+		u.Uid, name = uid, ""
+		if uid == 0 {
+			u.Home = "/root"
+		}
+	default:
+		return nil, fmt.Errorf("unable to find user %s: %w", name, errNoEntry)
+	}
+	if hasGroup {
+		gid, numericGroup := parseID(group)
+		g, err := findEntry(etc+"/group", func(f []string) bool {
+			id, ok := parseID(f[min(2, len(f)-1)])
+			return len(f) >= 3 && (numericGroup && ok && id == gid || !numericGroup && f[0] == group)
+		})
+		switch {
+		case err != nil:
+			return nil, err
+		case g != nil:
+			u.Gid, _ = parseID(g[2])
+		case numericGroup:
+			u.Gid = gid
+		default:
+			return nil, fmt.Errorf("unable to find group %s: no matching entries in /etc/group", group)
+		}
+	}
+	if name != "" {
+		err := eachEntry(etc+"/group", func(f []string) {
+			if len(f) < 4 {
+				return
+			}
+			for m := range strings.SplitSeq(f[3], ",") {
+				if gid, ok := parseID(f[2]); ok && m == name && gid != u.Gid {
+					u.Groups = append(u.Groups, gid)
+				}
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return u, nil
+}
+
+func parseID(s string) (uint32, bool) {
+	n, err := strconv.ParseUint(s, 10, 32)
+	return uint32(n), err == nil
+}
+
+// findEntry returns the fields of the first line of the colon-separated
+// file path that match (nil if none, or if there is no such file).
+func findEntry(path string, match func([]string) bool) ([]string, error) {
+	var found []string
+	err := eachEntry(path, func(f []string) {
+		if found == nil && match(f) {
+			found = f
+		}
+	})
+	return found, err
+}
+
+// eachEntry calls fn with the fields of every line of path but comments;
+// a missing file has none.
+func eachEntry(path string, fn func([]string)) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	defer f.Close()
+	return readEntries(f, fn)
+}
+
+func readEntries(r io.Reader, fn func([]string)) error {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fn(strings.Split(line, ":"))
+	}
+	return sc.Err()
+}
+
+// withHome adds HOME=home to env unless it sets HOME already, as Docker
+// does for the user a command runs as.
+func withHome(env []string, home string) []string {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "HOME=") {
+			return env
+		}
+	}
+	return append(env, "HOME="+home)
+}
