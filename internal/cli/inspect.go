@@ -223,7 +223,9 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 	}
 	v.NetworkSettings.Ports = map[string][]portBinding{}
 	if c.Running() {
-		v.State.Pid = c.State.Process.Pid
+		if !c.State.Restarting { // between runs there is no process (0, as Docker's)
+			v.State.Pid = c.State.Process.Pid
+		}
 		v.NetworkSettings.SandboxKey = c.Netns
 		for _, m := range engine.Mappings(c) {
 			key := fmt.Sprintf("%d/%s", m.ContainerPort, m.Proto)

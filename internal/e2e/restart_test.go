@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -148,4 +150,53 @@ func TestRestartRefused(t *testing.T) {
 	if out := s.MustKnit(t, "ps", "-a", "-q"); out != "" {
 		t.Errorf("refused runs left containers: %q", out)
 	}
+}
+
+// A command that cannot start is not started again, as in Docker: run -d
+// reports the first failure, and a restart that fails stops the container.
+// A container sharing the network of a container that stopped is not
+// restarted either: its namespace is gone.
+func TestRestartStopsOnFailedStart(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	awaitExited := func(name string) string {
+		t.Helper()
+		return eventually(t, func() (string, error) {
+			got := inspectField(t, s, name, "{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}")
+			if !strings.HasPrefix(got, "exited ") {
+				return "", fmt.Errorf("%s: %s", name, got)
+			}
+			return got, nil
+		})
+	}
+	if r := s.Knit("run", "-d", "--restart", "always", "--name", "missing", "--rootfs", bb, "no-such-command"); r.Code != 127 {
+		t.Errorf("run -d --restart always of a missing command: exit %d, %q", r.Code, r.Stderr)
+	}
+	time.Sleep(300 * time.Millisecond) // two restarts' worth of back-off
+	if got := awaitExited("missing"); got != "exited 127 0" {
+		t.Errorf("missing: %s, want exited 127 and no restart", got)
+	}
+	// Runs once, then removes itself: the restart finds no command.
+	script := filepath.Join(s.Dir(), "once.sh")
+	s.MustRun(t, "sh", "-c", `printf '#!/bin/sh\nrm -f "$0"\nexit 1\n' > "$1" && chmod +x "$1"`, "sh", script)
+	s.MustKnit(t, "run", "-d", "--restart", "always", "--name", "once", script)
+	if got := awaitExited("once"); got != "exited 127 1" {
+		t.Errorf("once: %s, want exited 127 after one restart", got)
+	}
+	// joiner restarts while owner runs, and stops with it.
+	s.MustKnit(t, "run", "-d", "--name", "owner", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--restart", "always", "--network", "container:owner", "--name", "joiner", "--rootfs", bb, "sh", "-c", "sleep 0.1")
+	eventually(t, func() (string, error) {
+		if n := inspectField(t, s, "joiner", "{{.RestartCount}}"); n == "0" {
+			return "", errors.New("joiner has not restarted")
+		}
+		return "", nil
+	})
+	if got := inspectField(t, s, "joiner", "{{.State.Restarting}} {{.State.Pid}}"); strings.HasPrefix(got, "true ") && got != "true 0" {
+		t.Errorf("Restarting, Pid = %s: a restarting container has no process", got)
+	}
+	s.MustKnit(t, "stop", "-t", "0", "owner")
+	awaitExited("joiner")
+	s.MustKnit(t, "rm", "owner", "joiner", "missing", "once")
+	assertEmpty(t, s, "after the failed restarts")
 }

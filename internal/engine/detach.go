@@ -156,11 +156,12 @@ func (e *Engine) Supervise(id, owner string, ready *os.File) error {
 		stop := p.ForwardSignals()
 		code, _ := p.Wait()
 		stop()
-		if !c.Spec.Restart.Restarts() || !e.awaitRestart(id, code, b.next(time.Since(c.State.StartedAt))) {
+		// A command that could not start (126, 127, a failed setup) is
+		// not started again, as in Docker: the first time, run -d reports
+		// it; on a restart, the container stops.
+		if !c.Spec.Restart.Restarts() || p.Failed != nil || !e.awaitRestart(id, code, b.next(time.Since(c.State.StartedAt))) {
 			return end(code)
 		}
-		// A command that cannot start now (127, say) fails as a run of
-		// its own, and the back-off grows, as Docker's does.
 		if p, err = e.restart(c, sc); err != nil {
 			fmt.Fprintf(os.Stderr, "knit: %v\n", err)
 			return end(code)

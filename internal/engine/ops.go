@@ -56,7 +56,8 @@ func (e *Engine) Kill(ref string, sig syscall.Signal) (*Container, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.Running() && c.Spec.Restart.Restarts() && stopsRestarts(c, sig) {
+	stopping := c.Running() && c.Spec.Restart.Restarts() && stopsRestarts(c, sig)
+	if stopping {
 		if c, err = e.requestStop(c.ID); err != nil {
 			return nil, err
 		}
@@ -71,6 +72,11 @@ func (e *Engine) Kill(ref string, sig syscall.Signal) (*Container, error) {
 	ok := c.Running()
 	if ok {
 		h, ok = openProc(c.State.Process)
+	}
+	if !ok && stopping && c.Running() {
+		// It exited before the request: its supervisor sees the request
+		// and does not restart it, which is what this kill asked.
+		return c, nil
 	}
 	if !ok {
 		return nil, errdefs.Conflict("cannot kill container %s: %v", c.Name, errNotRunning)
@@ -159,6 +165,10 @@ func (e *Engine) awaitSupervisor(c *Container) error {
 		}
 		runner.WaitExit(sup.Pid, wait) // returns at once if it exits
 	}
+	// The process the record names now: a restart may have replaced c's.
+	if cur, err := e.get(c.ID); err == nil && cur.Running() {
+		killProc(cur.State.Process)
+	}
 	killProc(c.State.Process)
 	return e.finish(c.ID, exitKilled)
 }
@@ -216,12 +226,18 @@ func (e *Engine) Remove(ref string, o RemoveOptions) error {
 			return errdefs.Conflict("cannot remove container %s: container %s uses its network namespace (--network container:%s); remove %s first or use -f", c.Name, j.Name, c.Name, j.Name)
 		}
 	}
-	if c.Running() && c.Spec.Restart.Restarts() {
-		if c, err = e.requestStop(c.ID); err != nil {
-			return err
-		}
-	}
 	for {
+		if c.Running() && c.Spec.Restart.Restarts() {
+			// Before each kill, for a supervisor that recorded its
+			// start meanwhile too: it must not start the command again.
+			cur, err := e.requestStop(c.ID)
+			if errdefs.KindOf(err) == errdefs.KindNotFound {
+				return nil // removed meanwhile
+			} else if err != nil {
+				return err
+			}
+			c = cur
+		}
 		if c.Running() {
 			killProc(c.State.Process)
 			if err := e.awaitSupervisor(c); err != nil {

@@ -145,20 +145,49 @@ func (e *Engine) awaitRestart(id string, code int, delay time.Duration) bool {
 	}
 	for end := time.Now().Add(delay); time.Now().Before(end); {
 		time.Sleep(min(restartPoll, time.Until(end)))
-		if cur, err := e.get(id); err != nil || cur.State.StopRequested || !cur.Running() {
+		if !e.mayRestart(id) {
 			return false
 		}
 	}
 	return true
 }
 
+// mayRestart reports whether container id is still to be restarted: not
+// stopped, and, with --network container:X, X still running.
+func (e *Engine) mayRestart(id string) bool {
+	ok := false
+	_ = e.st.View(func(tx store.Tx) error {
+		cur, err := getContainer(tx, id)
+		if err != nil || cur.State.StopRequested || !cur.Running() {
+			return nil
+		}
+		ok = joinedTargetRuns(tx, cur)
+		return nil
+	})
+	return ok
+}
+
+// joinedTargetRuns reports whether the container whose network namespace
+// c shares (--network container:X) still runs; true without one. X's
+// namespace goes when it stops, and c started without it fails for ever.
+func joinedTargetRuns(tx store.Tx, c *Container) bool {
+	if c.JoinedTo == "" {
+		return true
+	}
+	target, err := getContainer(tx, c.JoinedTo)
+	return err == nil && target.Running()
+}
+
 // restart starts container c's command again, in the namespaces and with
 // the network it has, unless a stop came first.
 func (e *Engine) restart(c *Container, sc runner.StartConfig) (*runner.Process, error) {
 	sup := c.State.Supervisor
-	return e.launch(c, sc, func(cur *Container) error {
+	return e.launch(c, sc, func(tx store.Tx, cur *Container) error {
 		if !cur.Running() || !cur.State.Restarting || cur.State.StopRequested || cur.State.Supervisor != sup {
 			return errdefs.Conflict("container %s was stopped while restarting", cur.Name)
+		}
+		if !joinedTargetRuns(tx, cur) {
+			return errdefs.Conflict("container %s shares the network of a container that stopped: not restarted", cur.Name)
 		}
 		cur.State.Restarting = false
 		return nil

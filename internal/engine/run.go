@@ -416,7 +416,7 @@ func (e *Engine) RunForeground(o RunOptions, io Stdio) (int, error) {
 
 // start launches the container's process and records it as running.
 func (e *Engine) start(c *Container, sc runner.StartConfig) (*runner.Process, error) {
-	return e.launch(c, sc, func(cur *Container) error {
+	return e.launch(c, sc, func(_ store.Tx, cur *Container) error {
 		if err := startable(cur, c.State.Owner); err != nil {
 			return err
 		}
@@ -429,7 +429,7 @@ func (e *Engine) start(c *Container, sc runner.StartConfig) (*runner.Process, er
 // launch starts c's command and records it running, supervised by this
 // process, if take, given the record in the same transaction, agrees (and
 // updates it); if not, the command is killed.
-func (e *Engine) launch(c *Container, sc runner.StartConfig, take func(cur *Container) error) (*runner.Process, error) {
+func (e *Engine) launch(c *Container, sc runner.StartConfig, take func(tx store.Tx, cur *Container) error) (*runner.Process, error) {
 	sc.Netns = c.Netns
 	sc.Spec = e.runnerSpec(c)
 	p, err := runner.Start(sc)
@@ -441,7 +441,7 @@ func (e *Engine) launch(c *Container, sc runner.StartConfig, take func(cur *Cont
 		if err != nil {
 			return err
 		}
-		if err := take(cur); err != nil {
+		if err := take(tx, cur); err != nil {
 			return err
 		}
 		cur.State.Status = StatusRunning
