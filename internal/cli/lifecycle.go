@@ -105,6 +105,24 @@ func (a *app) killCommand() *cobra.Command {
 	return c
 }
 
+func (a *app) waitCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "wait CONTAINER [CONTAINER...]",
+		Short: "Block until containers stop, then print their exit codes",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.eachContainer(cmd, args, func(e *engine.Engine, ref string) error {
+				code, err := e.Wait(ref)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(out(cmd), code)
+				return errReported
+			})
+		},
+	}
+}
+
 // The real-time signals as glibc numbers them (it keeps 32 and 33), which
 // is what RTMIN+N means to a container's programs and to Docker.
 const sigRTMin, sigRTMax = 34, 64

@@ -200,3 +200,29 @@ func TestRestartStopsOnFailedStart(t *testing.T) {
 	s.MustKnit(t, "rm", "owner", "joiner", "missing", "once")
 	assertEmpty(t, s, "after the failed restarts")
 }
+
+// wait blocks until each container stops, through its restarts, and
+// prints its exit code, as docker wait.
+func TestWait(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "run", "-d", "--name", "w1", "--rootfs", bb, "sh", "-c", "sleep 0.5; exit 4")
+	s.MustKnit(t, "run", "-d", "--name", "w2", "--restart", "on-failure:1", "--rootfs", bb, "sh", "-c", "sleep 0.3; exit 2")
+	start := time.Now()
+	if out := s.MustKnit(t, "wait", "w1", "w2"); out != "4\n2\n" {
+		t.Errorf("wait w1 w2: %q, want 4 and 2", out)
+	}
+	if took := time.Since(start); took < 400*time.Millisecond {
+		t.Errorf("wait returned after %v, before the containers stopped", took)
+	}
+	if got := inspectField(t, s, "w2", "{{.State.Status}} {{.RestartCount}}"); got != "exited 1" {
+		t.Errorf("w2 after wait: %s, want exited after its one restart", got)
+	}
+	if out := s.MustKnit(t, "wait", "w1"); out != "4\n" { // stopped already
+		t.Errorf("wait of a stopped container: %q", out)
+	}
+	if r := s.Knit("wait", "nosuch", "w1"); r.Code != 1 || r.Stdout != "4\n" || !strings.Contains(r.Stderr, "no such container") {
+		t.Errorf("wait nosuch w1: exit %d, %q, %q", r.Code, r.Stdout, r.Stderr)
+	}
+	s.MustKnit(t, "rm", "w1", "w2")
+}

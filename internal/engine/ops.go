@@ -173,6 +173,34 @@ func (e *Engine) awaitSupervisor(c *Container) error {
 	return e.finish(c.ID, exitKilled)
 }
 
+// waitPoll bounds each wait of Wait on a supervisor: it stays through the
+// container's restarts, and a container being set up has none yet.
+const waitPoll = 100 * time.Millisecond
+
+// Wait blocks until the container has stopped, through its restarts, and
+// returns its exit code, as docker wait. A container removed before its
+// code was read (--rm) is an error that says so.
+func (e *Engine) Wait(ref string) (int, error) {
+	c, err := e.Container(ref)
+	for err == nil && c.State.Status != StatusExited {
+		if sup := c.State.Supervisor; c.Running() && sup.Pid != 0 {
+			runner.WaitExit(sup.Pid, waitPoll) // at once when it exits
+		} else {
+			time.Sleep(waitPoll / 10)
+		}
+		// Reconciled: a supervisor that died has its container repaired.
+		cur, cerr := e.Container(c.ID)
+		if errdefs.KindOf(cerr) == errdefs.KindNotFound {
+			return 0, errdefs.NotFound("container %s was removed (--rm) before its exit code could be read", c.Name)
+		}
+		c, err = cur, cerr
+	}
+	if err != nil {
+		return 0, err
+	}
+	return c.State.ExitCode, nil
+}
+
 // runEnded reports whether the store shows container id's run over: its
 // record gone (--rm) or no longer running.
 func (e *Engine) runEnded(id string) (bool, error) {
