@@ -66,7 +66,13 @@ func (a *app) psCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := f.resolve(list); err != nil {
+			var nets []*engine.Network
+			if len(f.networks) > 0 {
+				if nets, err = e.Networks(); err != nil {
+					return err
+				}
+			}
+			if err := f.resolve(list, nets); err != nil {
 				return err
 			}
 			// -n and -l take the newest of every state (-n 0 is no
@@ -116,7 +122,7 @@ func (a *app) psCommand() *cobra.Command {
 	fl.BoolVarP(&quiet, "quiet", "q", false, "only display container IDs")
 	fl.BoolVar(&noTrunc, "no-trunc", false, "don't truncate output")
 	fl.StringVar(&format, "format", "", "format output using a Go template")
-	fl.StringArrayVarP(&filters, "filter", "f", nil, "filter output (id, name, status, exited, network, publish, expose, before, since, label)")
+	fl.StringArrayVarP(&filters, "filter", "f", nil, "filter output (id, name, status, exited, network, publish, expose, before, since, label, ancestor)")
 	fl.IntVarP(&last, "last", "n", -1, "show n last created containers (includes all states)")
 	fl.BoolVarP(&latest, "latest", "l", false, "show the latest created container (includes all states)")
 	return c
@@ -130,12 +136,9 @@ func newPSRow(c *engine.Container, now time.Time, noTrunc bool) psRow {
 		RunningFor: humanDuration(now.Sub(c.Created)) + " ago",
 		State:      c.StatusName(),
 		Ports:      portsColumn(c),
-		Image:      "/", // the rootfs; the host's own by default
+		Image:      rootfsOf(c),
 		Labels:     joinLabels(c.Spec.Labels),
 		labels:     c.Spec.Labels,
-	}
-	if c.Spec.Rootfs != "" {
-		r.Image = c.Spec.Rootfs
 	}
 	var nets []string
 	for _, ep := range c.Endpoints {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -14,7 +15,7 @@ import (
 )
 
 // psFilterKeys are docker ps's filters that concern what knit records.
-var psFilterKeys = []string{"id", "name", "status", "exited", "network", "publish", "expose", "before", "since", "label"}
+var psFilterKeys = []string{"id", "name", "status", "exited", "network", "publish", "expose", "before", "since", "label", "ancestor"}
 
 // psStates are the values of docker ps's status filter.
 var psStates = []string{"created", "restarting", "running", "removing", "paused", "exited", "dead"}
@@ -29,6 +30,7 @@ type psFilter struct {
 	publish, expose []portmap.Spec
 	before, since   []string // container references, resolved by resolve
 	labels          []string // KEY or KEY=VALUE, all of which must match
+	ancestors       []string // root filesystems (the IMAGE column), cleaned
 	impliesAll      bool     // a status filter shows stopped containers too
 	// createdBefore and createdAfter bound the creation time, from
 	// before= and since=.
@@ -49,6 +51,9 @@ func parsePSFilter(in []string) (*psFilter, error) {
 			}
 			*dst = append(*dst, re)
 		}
+	}
+	for _, v := range raw["ancestor"] {
+		f.ancestors = append(f.ancestors, filepath.Clean(v))
 	}
 	for _, v := range raw["status"] {
 		if !slices.Contains(psStates, v) {
@@ -77,8 +82,17 @@ func parsePSFilter(in []string) (*psFilter, error) {
 }
 
 // resolve finds the containers before= and since= name among all, as
-// docker ps does: by name, ID or ID prefix.
-func (f *psFilter) resolve(all []*engine.Container) error {
+// docker ps does: by name, ID or ID prefix, and the networks network=
+// names by ID or ID prefix among nets.
+func (f *psFilter) resolve(all []*engine.Container, nets []*engine.Network) error {
+	for i, ref := range f.networks {
+		if ref == "" || slices.ContainsFunc(nets, func(n *engine.Network) bool { return n.Name == ref }) {
+			continue // a name first
+		}
+		if j := slices.IndexFunc(nets, func(n *engine.Network) bool { return strings.HasPrefix(n.ID, ref) }); j >= 0 {
+			f.networks[i] = nets[j].Name
+		}
+	}
 	find := func(key, ref string) (*engine.Container, error) {
 		for _, c := range all {
 			if c.Name == ref || c.ID == ref || len(ref) >= 1 && strings.HasPrefix(c.ID, ref) {
@@ -111,6 +125,9 @@ func (f *psFilter) resolve(all []*engine.Container) error {
 // match reports whether c passes the filter.
 func (f *psFilter) match(c *engine.Container) bool {
 	if !matchLabels(f.labels, c.Spec.Labels) {
+		return false
+	}
+	if len(f.ancestors) > 0 && !slices.Contains(f.ancestors, rootfsOf(c)) {
 		return false
 	}
 	if !f.createdBefore.IsZero() && !c.Created.Before(f.createdBefore) ||
@@ -165,4 +182,13 @@ func onNetwork(c *engine.Container, n string) bool {
 		return c.Spec.NetworkMode == n
 	}
 	return slices.ContainsFunc(c.Endpoints, func(ep engine.Endpoint) bool { return ep.Network == n })
+}
+
+// rootfsOf is what ps shows as a container's IMAGE: its --rootfs, or / for
+// the host's root.
+func rootfsOf(c *engine.Container) string {
+	if c.Spec.Rootfs == "" {
+		return "/"
+	}
+	return c.Spec.Rootfs
 }

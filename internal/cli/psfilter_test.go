@@ -51,6 +51,8 @@ func TestPSFilter(t *testing.T) {
 		{[]string{"label=owner=ann=b"}, "web"},        // the first = splits
 		{[]string{"label=tier", "label=team"}, "web"}, // every label must match
 		{[]string{"label=tier=side"}, ""},
+		{[]string{"ancestor=/"}, "web db"}, // the host's root
+		{[]string{"ancestor=/srv/bb/"}, ""},
 	} {
 		f, err := parsePSFilter(tc.filters)
 		if err != nil {
@@ -71,6 +73,16 @@ func TestPSFilter(t *testing.T) {
 		if _, err := parsePSFilter([]string{bad}); err == nil {
 			t.Errorf("filter %q accepted", bad)
 		}
+	}
+	// ancestor= is the root filesystem, ps's IMAGE; network= takes an ID
+	// or its prefix.
+	web.Spec.Rootfs = "/srv/bb"
+	if f, _ := parsePSFilter([]string{"ancestor=/srv/bb/"}); !f.match(web) || f.match(db) {
+		t.Error("ancestor=/srv/bb/ does not pick the container with that rootfs")
+	}
+	nets := []*engine.Network{{Network: driver.Network{Name: "front", ID: "f00d1234"}}}
+	if f, _ := parsePSFilter([]string{"network=f00d"}); f.resolve(nil, nets) != nil || !f.match(web) || f.match(db) {
+		t.Error("network= by an ID prefix does not pick the container on that network")
 	}
 	// Between runs of --restart, a running container is restarting.
 	web.State.Restarting = true
@@ -102,7 +114,7 @@ func TestPSFilterBeforeSince(t *testing.T) {
 	} {
 		f, err := parsePSFilter(tc.filters)
 		if err == nil {
-			err = f.resolve(all)
+			err = f.resolve(all, nil)
 		}
 		if err != nil {
 			t.Errorf("%q: %v", tc.filters, err)
@@ -119,7 +131,7 @@ func TestPSFilterBeforeSince(t *testing.T) {
 		}
 	}
 	f, _ := parsePSFilter([]string{"before=nosuch"})
-	if err := f.resolve(all); err == nil {
+	if err := f.resolve(all, nil); err == nil {
 		t.Error("before=nosuch: no error")
 	}
 }

@@ -278,6 +278,13 @@ func TestEntrypointLabelsExecDetach(t *testing.T) {
 	if out := s.MustKnit(t, "ps", "--filter", "name=front", "--format", `{{.Labels}} {{.Label "owner"}}`); out != "owner=ann,team=,tier=front ann\n" {
 		t.Errorf("ps --format labels: %q", out)
 	}
+	bridgeID := strings.TrimSpace(s.MustKnit(t, "network", "inspect", "-f", "{{.Id}}", "bridge"))
+	for _, filter := range []string{"ancestor=" + bb, "network=" + bridgeID[:12], "network=" + bridgeID} {
+		out := s.MustKnit(t, "ps", "--filter", filter, "--format", "{{.Names}}")
+		if got := strings.Join(slices.Sorted(strings.FieldsSeq(out)), " "); got != "back front" {
+			t.Errorf("ps --filter %s: %q", filter, got)
+		}
+	}
 	// exec -d: the command outlives the exec, and its output goes nowhere.
 	if out := s.MustKnit(t, "exec", "-d", "back", "sh", "-c", "echo lost; sleep 1; touch /tmp/done; sleep 300"); out != "" {
 		t.Errorf("exec -d printed %q", out)
