@@ -72,6 +72,7 @@ type (
 		DnsOptions    []string
 		ExtraHosts    []string
 		RestartPolicy restartPolicyView
+		GroupAdd      []string
 		AutoRemove    bool
 		Init          *bool // null unless --init, as Docker's
 	}
@@ -196,6 +197,7 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 			NetworkMode: c.Spec.NetworkMode, DnsSearch: c.Spec.DNSSearch, DnsOptions: c.Spec.DNSOptions,
 			ExtraHosts: c.Spec.ExtraHosts, AutoRemove: c.Spec.AutoRemove,
 			RestartPolicy: restartPolicyView{Name: c.Spec.Restart.Mode(), MaximumRetryCount: c.Spec.Restart.MaxRetries},
+			GroupAdd:      c.Spec.GroupAdd,
 		},
 		RestartCount:    c.State.RestartCount,
 		NetworkSettings: networkSettings{Networks: map[string]endpointView{}},

@@ -28,7 +28,7 @@ type runFlags struct {
 	workdir, rootfs                           string
 	user, stopSignal, entrypoint, restart     string
 	entrypointSet                             bool
-	labels, labelFiles                        []string
+	labels, labelFiles, groupAdd              []string
 	stopTimeout                               int
 	stopTimeoutSet                            bool
 	networks, aliases                         []string
@@ -75,6 +75,7 @@ func (a *app) runCommand() *cobra.Command {
 	fl.StringVar(&f.stopSignal, "stop-signal", "", "signal that knit stop sends first (default SIGTERM)")
 	fl.IntVar(&f.stopTimeout, "stop-timeout", 10, "seconds knit stop waits before it kills the container (-1: for ever)")
 	fl.StringVarP(&f.workdir, "workdir", "w", "", "working directory inside the container")
+	fl.StringArrayVar(&f.groupAdd, "group-add", nil, "add a supplementary group (name or GID) to the command's user")
 	fl.StringVar(&f.restart, "restart", engine.RestartNo, "restart policy when the command exits: no, always, on-failure[:MAX-RETRIES], unless-stopped (needs -d)")
 	fl.BoolVar(&f.init, "init", false, "run an init inside the container that forwards signals and reaps processes")
 	fl.StringVar(&f.entrypoint, "entrypoint", "", "the program to run, with COMMAND and ARGs as its arguments")
@@ -201,7 +202,7 @@ func (f *runFlags) options(args []string) (*engine.RunOptions, error) {
 	if err := checkUser(f.user); err != nil {
 		return nil, err
 	}
-	o.User = f.user
+	o.User, o.GroupAdd = f.user, f.groupAdd
 	if f.stopSignal != "" {
 		if o.StopSignal, err = parseSignal(f.stopSignal); err != nil {
 			return nil, fmt.Errorf("--stop-signal: %w", err)

@@ -566,15 +566,24 @@ func TestRunUser(t *testing.T) {
 	if out := s.MustKnit(t, "run", "--rm", "--rootfs", bb, "sh", "-c", `echo "$HOME"`); out != "/root\n" {
 		t.Errorf("root's HOME: %q", out)
 	}
+	if out := s.MustKnit(t, "run", "--rm", "-u", "nobody", "--group-add", "audio", "--group-add", "4000", "id", "-G"); out != "65534 29 4000\n" {
+		t.Errorf("run -u nobody --group-add audio --group-add 4000: id -G %q", out)
+	}
+	if out := s.MustKnit(t, "run", "--rm", "--group-add", "4000", "--rootfs", bb, "id", "-G"); out != "0 4000\n" {
+		t.Errorf("run --group-add 4000 as root: id -G %q", out)
+	}
+	if r := s.Knit("run", "--rm", "--group-add", "nosuchgroup", "true"); r.Code != 125 || !strings.Contains(r.Stderr, "unable to find group nosuchgroup") {
+		t.Errorf("run --group-add nosuchgroup: exit %d, %q", r.Code, r.Stderr)
+	}
 	if r := s.Knit("run", "--rm", "-u", "nosuchuser", "true"); r.Code != 125 || !strings.Contains(r.Stderr, "unable to find user nosuchuser") {
 		t.Errorf("run -u nosuchuser: exit %d, %q", r.Code, r.Stderr)
 	}
-	s.MustKnit(t, "run", "-d", "-u", "nobody", "--name", "unpriv", "sleep", "300")
+	s.MustKnit(t, "run", "-d", "-u", "nobody", "--group-add", "4000", "--name", "unpriv", "sleep", "300")
 	if got := inspectField(t, s, "unpriv", "{{.Config.User}}"); got != "nobody" {
 		t.Errorf("Config.User = %q", got)
 	}
-	if out := s.MustKnit(t, "exec", "unpriv", "id", "-u"); out != "65534\n" {
-		t.Errorf("exec runs as %q, want the container's user", out)
+	if out := s.MustKnit(t, "exec", "unpriv", "sh", "-c", "id -u; id -G"); out != "65534\n65534 4000\n" {
+		t.Errorf("exec runs as %q, want the container's user and groups", out)
 	}
 	if out := s.MustKnit(t, "exec", "-u", "root", "unpriv", "id", "-u"); out != "0\n" {
 		t.Errorf("exec -u root runs as %q", out)

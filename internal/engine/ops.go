@@ -391,14 +391,15 @@ func (e *Engine) Exec(ref string, o ExecOptions, io Stdio) (int, error) {
 		return 0, errdefs.Invalid("no command given: usage: knit exec [OPTIONS] CONTAINER COMMAND [ARG...]")
 	}
 	cfg := runner.ExecConfig{
-		Pid:    c.State.Process.Pid,
-		Start:  c.State.Process.Start,
-		Args:   o.Args,
-		Env:    execEnv(c, o),
-		Cwd:    o.Workdir,
-		Tty:    o.Tty,
-		Detach: o.Detach,
-		User:   o.User,
+		Pid:      c.State.Process.Pid,
+		Start:    c.State.Process.Start,
+		Args:     o.Args,
+		Env:      execEnv(c, o),
+		Cwd:      o.Workdir,
+		Tty:      o.Tty,
+		Detach:   o.Detach,
+		User:     o.User,
+		GroupAdd: c.Spec.GroupAdd,
 	}
 	if cfg.User == "" {
 		cfg.User = c.Spec.User // the container's user, as docker exec

@@ -79,8 +79,10 @@ type RunOptions struct {
 	// its command exits by itself (--restart).
 	Restart RestartPolicy
 	// User is who the command runs as (-u NAME|UID[:GROUP|GID]); "" is
-	// root. It is looked up in the container's own files when it starts.
-	User string
+	// root. It is looked up in the container's own files when it starts,
+	// as are GroupAdd's further groups (--group-add).
+	User     string
+	GroupAdd []string
 }
 
 // unicastMAC reports whether mac can be an interface's own Ethernet
@@ -117,6 +119,11 @@ func (o *RunOptions) validate() error {
 	if o.User != "" {
 		if err := runner.ValidUser(o.User); err != nil {
 			return errdefs.Invalid("%v", err)
+		}
+	}
+	for _, g := range o.GroupAdd {
+		if g == "" || strings.Contains(g, ":") {
+			return errdefs.Invalid("invalid --group-add %q: want a group name or GID", g)
 		}
 	}
 	if err := o.Restart.validate(); err != nil {
@@ -483,6 +490,7 @@ func (e *Engine) runnerSpec(c *Container) runner.Spec {
 		Tty:        c.Spec.Tty,
 		Init:       c.Spec.Init,
 		User:       c.Spec.User,
+		GroupAdd:   c.Spec.GroupAdd,
 	}
 	dir := c.Dir
 	if c.JoinedTo != "" {

@@ -179,7 +179,7 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening func() (*portma
 		Dir:     e.containerDir(id),
 		State:   State{Status: StatusCreated, Owner: selfProc()},
 		Spec: Spec{
-			Args: o.argv(), Entrypoint: o.Entrypoint, Labels: o.Labels, Init: o.Init, Restart: o.Restart, LogFormat: logfile.Format, User: o.User, Env: o.Env, Workdir: o.Workdir, Hostname: o.Hostname, Domainname: o.Domainname, Rootfs: o.Rootfs,
+			Args: o.argv(), Entrypoint: o.Entrypoint, Labels: o.Labels, Init: o.Init, Restart: o.Restart, LogFormat: logfile.Format, User: o.User, GroupAdd: o.GroupAdd, Env: o.Env, Workdir: o.Workdir, Hostname: o.Hostname, Domainname: o.Domainname, Rootfs: o.Rootfs,
 			NetworkMode: o.Network, IP: o.IP, DNS: o.DNS, DNSSearch: o.DNSSearch, DNSOptions: o.DNSOptions,
 			ExtraHosts: extraHostStrings(o), Tty: o.Tty, Interactive: o.Interactive, Detach: o.Detach,
 			AutoRemove: o.AutoRemove, Exposed: o.Expose, StopSignal: int(o.StopSignal), StopTimeout: o.StopTimeout,

@@ -185,8 +185,9 @@ type Spec struct {
 	// LogFormat is how a detached container's log is written: logfile's
 	// records, or, empty for records of knits before them, the bytes as
 	// they came.
-	LogFormat string `json:"logFormat,omitempty"`
-	User      string `json:"user,omitempty"` // -u; "" is root
+	LogFormat string   `json:"logFormat,omitempty"`
+	User      string   `json:"user,omitempty"` // -u; "" is root
+	GroupAdd  []string `json:"groupAdd,omitempty"`
 }
 
 // Running reports whether the container's process is believed alive.

@@ -23,8 +23,9 @@ type ExecConfig struct {
 	// Detach returns as soon as the command has started; it goes on in
 	// the container's namespaces, a child of the host's init (or of a
 	// subreaper above knit) once the helper is gone.
-	Detach bool
-	User   string // -u; "" is root
+	Detach   bool
+	User     string   // -u; "" is root
+	GroupAdd []string // the container's --group-add
 }
 
 // execSpecFd, execPidnsFd and execProcFd are the helper's extra files:
@@ -43,7 +44,7 @@ const (
 // joining the container's ipc, uts, net and mnt namespaces, the Spec on
 // fd 3 and the container's PID namespace on fd 4.
 func Exec(cfg ExecConfig) (code int, err error) {
-	spec, err := json.Marshal(Spec{Args: cfg.Args, Env: cfg.Env, Cwd: cfg.Cwd, Tty: cfg.Tty, Detach: cfg.Detach, User: cfg.User})
+	spec, err := json.Marshal(Spec{Args: cfg.Args, Env: cfg.Env, Cwd: cfg.Cwd, Tty: cfg.Tty, Detach: cfg.Detach, User: cfg.User, GroupAdd: cfg.GroupAdd})
 	if err != nil {
 		return 0, fmt.Errorf("encode exec spec: %w", err)
 	}

@@ -19,7 +19,7 @@ func runInContainer(s *Spec, pidns *os.File) (int, error) {
 	if err := checkDir(dir); err != nil {
 		return 126, err // docker exec -w does not create it
 	}
-	u, err := resolveUser(s.User)
+	u, change, err := userOf(s)
 	if err != nil {
 		return 125, err
 	}
@@ -29,7 +29,7 @@ func runInContainer(s *Spec, pidns *os.File) (int, error) {
 		return execCode(err), err
 	}
 	cmd := commandIn(path, dir, s)
-	if s.User != "" {
+	if change {
 		cmd.SysProcAttr.Credential = u.credential()
 	}
 	var master, slave *os.File

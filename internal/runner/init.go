@@ -30,15 +30,15 @@ func Init() {
 	if err := setupContainer(spec); err != nil {
 		initFail(125, err)
 	}
-	u, err := resolveUser(spec.User)
+	u, change, err := userOf(spec)
 	if err != nil {
 		initFail(125, err)
 	}
 	spec.Env = withHome(spec.Env, u.Home)
 	if spec.Init {
-		initFail(runAsInit(spec, u))
+		initFail(runAsInit(spec, u, change))
 	}
-	if spec.User != "" {
+	if change {
 		if err := becomeUser(u); err != nil {
 			initFail(125, err)
 		}

@@ -20,7 +20,7 @@ import (
 // signal N killed it); its own exit then kills what is left, as the
 // command's would as PID 1. It only returns when the command did not
 // start, with the exit code.
-func runAsInit(s *Spec, u *execUser) (int, error) {
+func runAsInit(s *Spec, u *execUser, change bool) (int, error) {
 	path, err := lookPath(s.Args[0], s.Env)
 	if err != nil {
 		return execCode(err), err
@@ -37,7 +37,7 @@ func runAsInit(s *Spec, u *execUser) (int, error) {
 	if cmd.Env == nil {
 		cmd.Env = []string{} // nil would pass on ours
 	}
-	if s.User != "" {
+	if change {
 		cmd.SysProcAttr.Credential = u.credential() // init stays root, to signal and reap
 	}
 	// Notified before the start, so that no signal meant for the command

@@ -73,6 +73,8 @@ type Spec struct {
 	// up in the container's /etc/passwd and /etc/group; "" is root. HOME
 	// is the user's home unless Env sets it.
 	User string `json:"user,omitempty"`
+	// GroupAdd are further groups, names or GIDs (--group-add).
+	GroupAdd []string `json:"groupAdd,omitempty"`
 }
 
 // StartConfig describes a container to start.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -109,20 +110,8 @@ func lookupUser(etc, spec string) (*execUser, error) {
 		return nil, fmt.Errorf("unable to find user %s: %w", name, errNoEntry)
 	}
 	if hasGroup {
-		gid, numericGroup := parseID(group)
-		g, err := findEntry(etc+"/group", func(f []string) bool {
-			id, ok := parseID(f[min(2, len(f)-1)])
-			return len(f) >= 3 && (numericGroup && ok && id == gid || !numericGroup && f[0] == group)
-		})
-		switch {
-		case err != nil:
+		if u.Gid, err = lookupGroup(etc, group); err != nil {
 			return nil, err
-		case g != nil:
-			u.Gid, _ = parseID(g[2])
-		case numericGroup:
-			u.Gid = gid
-		default:
-			return nil, fmt.Errorf("unable to find group %s: no matching entries in /etc/group", group)
 		}
 	}
 	if name != "" {
@@ -141,6 +130,45 @@ func lookupUser(etc, spec string) (*execUser, error) {
 		}
 	}
 	return u, nil
+}
+
+// lookupGroup resolves a group name or GID in etc/group; a number is
+// always a GID and need not be listed.
+func lookupGroup(etc, group string) (uint32, error) {
+	gid, numeric := parseID(group)
+	g, err := findEntry(etc+"/group", func(f []string) bool {
+		id, ok := parseID(f[min(2, len(f)-1)])
+		return len(f) >= 3 && (numeric && ok && id == gid || !numeric && f[0] == group)
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case g != nil:
+		gid, _ = parseID(g[2])
+		return gid, nil
+	case numeric:
+		return gid, nil
+	}
+	return 0, fmt.Errorf("unable to find group %s: no matching entries in /etc/group", group)
+}
+
+// userOf is who s's command runs as: s.User with s.GroupAdd's groups
+// added; change reports whether the process must change credentials
+// (not for root without added groups).
+func userOf(s *Spec) (u *execUser, change bool, err error) {
+	if u, err = resolveUser(s.User); err != nil {
+		return nil, false, err
+	}
+	for _, g := range s.GroupAdd {
+		gid, err := lookupGroup("/etc", g)
+		if err != nil {
+			return nil, false, err
+		}
+		if gid != u.Gid && !slices.Contains(u.Groups, gid) {
+			u.Groups = append(u.Groups, gid)
+		}
+	}
+	return u, s.User != "" || len(s.GroupAdd) > 0, nil
 }
 
 func parseID(s string) (uint32, bool) {

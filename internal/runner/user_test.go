@@ -58,6 +58,21 @@ func TestResolveUser(t *testing.T) {
 	}
 }
 
+// --group-add's groups join the user's, by name or GID, looked up in
+// /etc/group; root without them keeps its credentials as they are.
+func TestLookupGroup(t *testing.T) {
+	etc := t.TempDir()
+	write(t, filepath.Join(etc, "group"), "root:x:0:\naudio:x:29:\n")
+	for in, want := range map[string]uint32{"audio": 29, "29": 29, "4000": 4000, "root": 0} {
+		if got, err := lookupGroup(etc, in); err != nil || got != want {
+			t.Errorf("lookupGroup(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	if _, err := lookupGroup(etc, "video"); err == nil {
+		t.Error("an unknown group name: no error")
+	}
+}
+
 func TestWithHome(t *testing.T) {
 	if got := withHome([]string{"A=1"}, "/home/a"); !reflect.DeepEqual(got, []string{"A=1", "HOME=/home/a"}) {
 		t.Errorf("withHome = %q", got)
