@@ -247,7 +247,8 @@ func (a *app) logsCommand() *cobra.Command {
 // logTimeLayouts are the times --since and --until take besides Unix
 // timestamps and durations, as Docker's; those without a zone are local.
 var logTimeLayouts = []string{
-	time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02T15:04", "2006-01-02T15", "2006-01-02",
+	time.RFC3339Nano, "2006-01-02T15:04Z07:00", "2006-01-02T15Z07:00", "2006-01-02Z07:00",
+	"2006-01-02T15:04:05.999999999", "2006-01-02T15:04", "2006-01-02T15", "2006-01-02",
 }
 
 // parseLogTime reads a --since or --until value: a time, a Unix timestamp
@@ -257,7 +258,7 @@ func parseLogTime(flag, v string, now time.Time) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil
 	}
-	if d, err := time.ParseDuration(v); err == nil {
+	if d, err := time.ParseDuration(v); err == nil && v != "0" { // 0 is the epoch, as Docker's
 		return now.Add(-d), nil
 	}
 	if secs, frac, _ := strings.Cut(v, "."); secs != "" && strings.Trim(secs, "0123456789") == "" && strings.Trim(frac, "0123456789") == "" && len(frac) <= 9 {

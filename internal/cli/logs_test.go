@@ -29,6 +29,10 @@ func TestParseLogTime(t *testing.T) {
 		{"2026-11-30T06:00:00.5+01:00", time.Date(2026, 11, 30, 5, 0, 0, 500000000, time.UTC)},
 		{"2026-11-30T06:00:00", local("2026-11-30T06:00:00")},
 		{"2026-11-30", local("2026-11-30T00:00:00")},
+		{"0", time.Unix(0, 0)},
+		{"2026-11-30Z", time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)},
+		{"2026-11-30T06Z", time.Date(2026, 11, 30, 6, 0, 0, 0, time.UTC)},
+		{"2026-11-30T06:30+01:00", time.Date(2026, 11, 30, 5, 30, 0, 0, time.UTC)},
 	} {
 		got, err := parseLogTime("--since", tc.in, now)
 		if err != nil || !got.Equal(tc.want) {

@@ -53,7 +53,11 @@ func parsePSFilter(in []string) (*psFilter, error) {
 		}
 	}
 	for _, v := range raw["ancestor"] {
-		f.ancestors = append(f.ancestors, filepath.Clean(v))
+		abs, err := filepath.Abs(v) // as --rootfs is recorded
+		if err != nil {
+			return nil, errdefs.Invalid("invalid filter 'ancestor=%s': %v", v, err)
+		}
+		f.ancestors = append(f.ancestors, abs)
 	}
 	for _, v := range raw["status"] {
 		if !slices.Contains(psStates, v) {
@@ -85,14 +89,19 @@ func parsePSFilter(in []string) (*psFilter, error) {
 // docker ps does: by name, ID or ID prefix, and the networks network=
 // names by ID or ID prefix among nets.
 func (f *psFilter) resolve(all []*engine.Container, nets []*engine.Network) error {
-	for i, ref := range f.networks {
+	var names []string // a name as it is; an ID prefix, every network it starts
+	for _, ref := range f.networks {
+		names = append(names, ref)
 		if ref == "" || slices.ContainsFunc(nets, func(n *engine.Network) bool { return n.Name == ref }) {
-			continue // a name first
+			continue
 		}
-		if j := slices.IndexFunc(nets, func(n *engine.Network) bool { return strings.HasPrefix(n.ID, ref) }); j >= 0 {
-			f.networks[i] = nets[j].Name
+		for _, n := range nets {
+			if strings.HasPrefix(n.ID, ref) {
+				names = append(names, n.Name)
+			}
 		}
 	}
+	f.networks = names
 	find := func(key, ref string) (*engine.Container, error) {
 		for _, c := range all {
 			if c.Name == ref || c.ID == ref || len(ref) >= 1 && strings.HasPrefix(c.ID, ref) {

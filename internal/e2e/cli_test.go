@@ -578,6 +578,15 @@ func TestRunUser(t *testing.T) {
 	if r := s.Knit("run", "--rm", "-u", "nosuchuser", "true"); r.Code != 125 || !strings.Contains(r.Stderr, "unable to find user nosuchuser") {
 		t.Errorf("run -u nosuchuser: exit %d, %q", r.Code, r.Stderr)
 	}
+	// A detached container's pipes are the user's: /dev/stdout opens.
+	s.MustKnit(t, "run", "-d", "-u", "1000", "--name", "piped", "--rootfs", bb, "sh", "-c", "echo out >/dev/stdout; echo err >/dev/stderr")
+	if got := s.MustKnit(t, "wait", "piped"); got != "0\n" {
+		t.Errorf("-u 1000 writing to /dev/stdout and /dev/stderr: exit %s", got)
+	}
+	if r := s.Knit("logs", "piped"); r.Stdout != "out\n" || r.Stderr != "err\n" {
+		t.Errorf("logs of -u 1000 through /dev/stdout: %q, %q", r.Stdout, r.Stderr)
+	}
+	s.MustKnit(t, "rm", "piped")
 	s.MustKnit(t, "run", "-d", "-u", "nobody", "--group-add", "4000", "--name", "unpriv", "sleep", "300")
 	if got := inspectField(t, s, "unpriv", "{{.Config.User}}"); got != "nobody" {
 		t.Errorf("Config.User = %q", got)

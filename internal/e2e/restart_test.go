@@ -24,7 +24,11 @@ func TestRestartOnFailure(t *testing.T) {
 	s := sandbox(t)
 	bb := testutil.Busybox(t)
 	s.MustKnit(t, "run", "-d", "--restart", "on-failure:2", "--name", "flaky", "--rootfs", bb,
-		"sh", "-c", `ip -4 -o addr show eth0 | awk '{print $4}'; exit 3`)
+		"sh", "-c", `ip -4 -o addr show eth0 | awk '{print $4}'; sleep 0.2; exit 3`)
+	// logs -f follows it through its restarts, to its end.
+	if out := s.MustKnit(t, "logs", "-f", "flaky"); strings.Count(out, "172.17.0.2/16") != 3 {
+		t.Errorf("logs -f through two restarts: %q, want three runs", out)
+	}
 	eventually(t, func() (string, error) {
 		if st := inspectField(t, s, "flaky", "{{.State.Status}}"); st != "exited" {
 			return "", fmt.Errorf("flaky is %s, want exited after its restarts", st)

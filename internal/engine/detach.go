@@ -132,6 +132,7 @@ func (e *Engine) Supervise(id, owner string, ready *os.File) error {
 		in, keep, err := os.Pipe()
 		if err != nil {
 			fmt.Fprintln(ready, err)
+			streams.close()
 			return err
 		}
 		defer keep.Close()

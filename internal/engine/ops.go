@@ -183,13 +183,20 @@ const waitPoll = 100 * time.Millisecond
 func (e *Engine) Wait(ref string) (int, error) {
 	c, err := e.Container(ref)
 	for err == nil && c.State.Status != StatusExited {
-		if sup := c.State.Supervisor; c.Running() && sup.Pid != 0 {
+		start := time.Now()
+		if sup := c.State.Supervisor; c.Running() && alive(sup) {
 			runner.WaitExit(sup.Pid, waitPoll) // at once when it exits
-		} else {
-			time.Sleep(waitPoll / 10)
 		}
-		// Reconciled: a supervisor that died has its container repaired.
-		cur, cerr := e.Container(c.ID)
+		time.Sleep(waitPoll/10 - time.Since(start)) // never a busy loop
+		// Reconciled, strictly, once its supervisor or creator is gone (a
+		// zombie, or its PID another process's by now): the container is
+		// repaired. Else the record is all there is to read.
+		if c.Running() && !alive(c.State.Supervisor) || c.State.Status == StatusCreated && !alive(c.State.Owner) {
+			if err := e.ReconcileStrict(); err != nil {
+				return 0, err
+			}
+		}
+		cur, cerr := e.get(c.ID)
 		if errdefs.KindOf(cerr) == errdefs.KindNotFound {
 			return 0, errdefs.NotFound("container %s was removed (--rm) before its exit code could be read", c.Name)
 		}
@@ -465,11 +472,12 @@ func (e *Engine) Logs(ref string, o LogsOptions, stdout, stderr io.Writer) error
 			return err
 		}
 	}
-	// A process gone with its supervisor (killed) ends it too: its record
-	// says running until the next command reconciles.
+	// The supervisor, which stays through restarts: one that was killed
+	// (its container dies with it) ends it too, though the record says
+	// running until the next command reconciles.
 	stopped := func() bool {
 		cur, err := e.get(c.ID)
-		return err != nil || !cur.Running() || (!cur.State.Restarting && !alive(cur.State.Process))
+		return err != nil || !cur.Running() || !alive(cur.State.Supervisor)
 	}
 	if legacy {
 		return followRaw(f, o.Follow, stopped, stdout)

@@ -491,6 +491,7 @@ func (e *Engine) runnerSpec(c *Container) runner.Spec {
 		Init:       c.Spec.Init,
 		User:       c.Spec.User,
 		GroupAdd:   c.Spec.GroupAdd,
+		OwnStdio:   c.Spec.Detach, // the supervisor's pipes
 	}
 	dir := c.Dir
 	if c.JoinedTo != "" {

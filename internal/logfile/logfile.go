@@ -87,19 +87,23 @@ type Writer struct {
 func NewWriter(w io.Writer) *Writer { return &Writer{w: w, now: time.Now} }
 
 // Copy writes what stream's reader r gives, a record per line, until r
-// ends; a write error ends it too, after which the rest of r is read and
-// dropped, so that the container never blocks on a full pipe.
+// ends, and returns the first write error: a record that cannot be
+// written (a full disk) is dropped, and the next ones are tried, so that
+// the container never blocks on a full pipe and its log goes on once the
+// file can grow again.
 func (w *Writer) Copy(stream string, r io.Reader) error {
 	br := bufio.NewReaderSize(r, MaxLine)
 	var werr error
 	for {
 		line, err := br.ReadSlice('\n')
-		if len(line) > 0 && werr == nil {
+		if len(line) > 0 {
 			full := line[len(line)-1] == '\n'
 			if full {
 				line = line[:len(line)-1]
 			}
-			werr = w.write(Record{Time: w.now(), Stream: stream, Partial: !full, Text: line})
+			if err := w.write(Record{Stream: stream, Partial: !full, Text: line}); werr == nil {
+				werr = err
+			}
 		}
 		switch {
 		case err == nil, errors.Is(err, bufio.ErrBufferFull):
@@ -112,9 +116,13 @@ func (w *Writer) Copy(stream string, r io.Reader) error {
 	}
 }
 
+// write stamps r and writes it: the time is taken under the lock, so
+// that the records of all streams are in the file in time order, which
+// --until relies on.
 func (w *Writer) write(r Record) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	r.Time = w.now()
 	w.buf = Append(w.buf[:0], r)
 	_, err := w.w.Write(w.buf)
 	return err

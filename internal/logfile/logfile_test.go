@@ -100,10 +100,12 @@ func TestParseRejects(t *testing.T) {
 	}
 }
 
-// A write error stops the records but not the reading: the container must
-// not block on a full pipe.
+// A write error drops that record, not the reading: the container must
+// not block on a full pipe, and the log goes on once the file can grow.
 func TestCopyDrainsAfterWriteError(t *testing.T) {
-	w := NewWriter(failWriter{})
+	var file bytes.Buffer
+	fw := &failingWriter{w: &file, fail: 1}
+	w := NewWriter(fw)
 	rest := strings.NewReader(strings.Repeat("z\n", 1000))
 	if err := w.Copy(Stdout, io.MultiReader(strings.NewReader("a\nb\n"), rest)); err == nil {
 		t.Error("no error from a failing file")
@@ -111,8 +113,21 @@ func TestCopyDrainsAfterWriteError(t *testing.T) {
 	if rest.Len() > 0 {
 		t.Errorf("%d bytes left unread after a write error", rest.Len())
 	}
+	if n := strings.Count(file.String(), "\n"); n != 1001 {
+		t.Errorf("%d records written after one failed, want 1001", n)
+	}
 }
 
-type failWriter struct{}
+// failingWriter fails its first fail writes.
+type failingWriter struct {
+	w    io.Writer
+	fail int
+}
 
-func (failWriter) Write([]byte) (int, error) { return 0, io.ErrClosedPipe }
+func (f *failingWriter) Write(b []byte) (int, error) {
+	if f.fail > 0 {
+		f.fail--
+		return 0, io.ErrShortWrite
+	}
+	return f.w.Write(b)
+}

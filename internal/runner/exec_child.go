@@ -37,6 +37,11 @@ func runInContainer(s *Spec, pidns *os.File) (int, error) {
 		if master, slave, err = openPty(); err != nil {
 			return 126, err
 		}
+		if change { // the terminal is knit's, made here: the user's to open
+			if err := unix.Fchown(int(slave.Fd()), int(u.Uid), int(u.Gid)); err != nil {
+				return 126, fmt.Errorf("give the terminal to user %d: %w", u.Uid, err)
+			}
+		}
 		if src := sizeSource(os.Stdin, os.Stdout); src != nil {
 			copyWinsize(src, master)
 		}

@@ -31,6 +31,9 @@ func Init() {
 		initFail(125, err)
 	}
 	u, change, err := userOf(spec)
+	if err == nil && change {
+		err = giveStdio(u, spec.OwnStdio, spec.Tty)
+	}
 	if err != nil {
 		initFail(125, err)
 	}

@@ -68,10 +68,11 @@ func makeRaw(f *os.File) (restore func(), err error) {
 }
 
 func isTerminal(f *os.File) bool {
-	if f == nil {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return f != nil && isTerminalFd(int(f.Fd()))
+}
+
+func isTerminalFd(fd int) bool {
+	_, err := unix.IoctlGetTermios(fd, unix.TCGETS)
 	return err == nil
 }
 

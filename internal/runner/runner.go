@@ -75,6 +75,9 @@ type Spec struct {
 	User string `json:"user,omitempty"`
 	// GroupAdd are further groups, names or GIDs (--group-add).
 	GroupAdd []string `json:"groupAdd,omitempty"`
+	// OwnStdio says that the standard streams are pipes knit made (a
+	// detached container's): the init gives them to User (giveStdio).
+	OwnStdio bool `json:"ownStdio,omitempty"`
 }
 
 // StartConfig describes a container to start.

@@ -49,11 +49,7 @@ func resolveUserIn(etc, spec string) (*execUser, error) {
 	if spec == "" {
 		spec = "0"
 	}
-	u, err := lookupUser(etc, spec)
-	if spec == "root" && errors.Is(err, errNoEntry) {
-		return lookupUser(etc, "0") // a bare rootfs has no passwd: root is still root
-	}
-	return u, err
+	return lookupUser(etc, spec)
 }
 
 // becomeUser makes this process u before it execs the command: groups,
@@ -101,9 +97,9 @@ func lookupUser(etc, spec string) (*execUser, error) {
 		gid, _ := parseID(entry[3])
 		u.Uid, u.Gid, u.Home = id, gid, entry[5]
 		name = entry[0]
-	case numeric:
+	case numeric, name == "root": // root needs no entry (a bare rootfs has no passwd)
 		u.Uid, name = uid, ""
-		if uid == 0 {
+		if u.Uid == 0 {
 			u.Home = "/root"
 		}
 	default:
@@ -114,7 +110,9 @@ func lookupUser(etc, spec string) (*execUser, error) {
 			return nil, err
 		}
 	}
-	if name != "" {
+	// Supplementary groups come with the implicit form only, as in
+	// moby/sys/user: -u alice:staff gets staff, not alice's other groups.
+	if name != "" && !hasGroup {
 		err := eachEntry(etc+"/group", func(f []string) {
 			if len(f) < 4 {
 				return
@@ -146,8 +144,8 @@ func lookupGroup(etc, group string) (uint32, error) {
 	case g != nil:
 		gid, _ = parseID(g[2])
 		return gid, nil
-	case numeric:
-		return gid, nil
+	case numeric, group == "root":
+		return gid, nil // root's is 0 even without an entry
 	}
 	return 0, fmt.Errorf("unable to find group %s: no matching entries in /etc/group", group)
 }
@@ -211,6 +209,28 @@ func readEntries(r io.Reader, fn func([]string)) error {
 		fn(strings.Split(line, ":"))
 	}
 	return sc.Err()
+}
+
+// giveStdio hands the container's standard streams that knit made to u,
+// as runc does, so that a user other than root can open /dev/stdout
+// (/proc/self/fd/1 checks the pipe's or the terminal's own owner and
+// mode): the pipes of a detached container (ownPipes) and the terminal
+// knit allocated (tty). A caller's own descriptors, a foreground run's
+// terminal or files, are never changed.
+func giveStdio(u *execUser, ownPipes, tty bool) error {
+	for fd := range 3 {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			continue // closed
+		}
+		fifo := st.Mode&unix.S_IFMT == unix.S_IFIFO
+		if (fifo && ownPipes) || (tty && st.Mode&unix.S_IFMT == unix.S_IFCHR && isTerminalFd(fd)) {
+			if err := unix.Fchown(fd, int(u.Uid), int(u.Gid)); err != nil {
+				return fmt.Errorf("give fd %d to user %d: %w", fd, u.Uid, err)
+			}
+		}
+	}
+	return nil
 }
 
 // withHome adds HOME=home to env unless it sets HOME already, as Docker

@@ -26,9 +26,10 @@ func TestResolveUser(t *testing.T) {
 		{"root", execUser{Home: "/root"}},
 		{"app", execUser{Uid: 1000, Gid: 1000, Groups: []uint32{29, 44}, Home: "/home/app"}},
 		{"1000", execUser{Uid: 1000, Gid: 1000, Groups: []uint32{29, 44}, Home: "/home/app"}},
-		{"app:staff", execUser{Uid: 1000, Gid: 50, Groups: []uint32{29, 44}, Home: "/home/app"}},
-		{"app:29", execUser{Uid: 1000, Gid: 29, Groups: []uint32{44}, Home: "/home/app"}},
-		{"www:7", execUser{Uid: 33, Gid: 7, Groups: []uint32{29, 44}, Home: "/var/www"}},
+		// A group given: that group alone, as moby/sys/user.
+		{"app:staff", execUser{Uid: 1000, Gid: 50, Home: "/home/app"}},
+		{"app:29", execUser{Uid: 1000, Gid: 29, Home: "/home/app"}},
+		{"www:7", execUser{Uid: 33, Gid: 7, Home: "/var/www"}},
 		{"4242", execUser{Uid: 4242, Home: "/"}}, // not in passwd: group 0, home /
 		{"4242:4343", execUser{Uid: 4242, Gid: 4343, Home: "/"}},
 		{"1001", execUser{Uid: 1001, Home: "/"}}, // a UID, not the user named 1001
@@ -48,7 +49,7 @@ func TestResolveUser(t *testing.T) {
 	if u, err := resolveUserIn(empty, "500:500"); err != nil || u.Uid != 500 || u.Gid != 500 {
 		t.Errorf("numeric user without passwd: %+v, %v", u, err)
 	}
-	for _, root := range []string{"", "root", "0"} {
+	for _, root := range []string{"", "root", "0", "root:root", "0:root", "root:0"} {
 		if u, err := resolveUserIn(empty, root); err != nil || u.Uid != 0 || u.Home != "/root" {
 			t.Errorf("%q without passwd: %+v, %v", root, u, err)
 		}
