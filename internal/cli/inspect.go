@@ -15,6 +15,7 @@ import (
 
 	"github.com/knit-dev/knit/internal/engine"
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/logfile"
 )
 
 // The Docker-shaped view of a container that `knit inspect` prints and its
@@ -212,7 +213,7 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 	if cmd := c.Spec.Args[min(len(c.Spec.Entrypoint), len(c.Spec.Args)):]; len(cmd) > 0 {
 		v.Config.Cmd = cmd
 	}
-	if c.Spec.Detach {
+	if c.Spec.Detach || !c.Spec.AutoRemove && c.Spec.LogFormat == logfile.Format { // a foreground run's since logs existed
 		v.LogPath = e.LogPath(c)
 	}
 	if c.Spec.StopSignal != 0 {

@@ -611,3 +611,46 @@ func TestRunUser(t *testing.T) {
 	})
 	s.MustKnit(t, "rm", "-f", "unpriv")
 }
+
+// A container run in the foreground and kept (no --rm) has its output
+// logged too, as Docker's: the caller sees it as it comes, from pipes (the
+// command's stdout is no terminal without -t, as in Docker), and a reader
+// that goes away ends the command as a closed pipe would.
+func TestForegroundLogs(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	r := s.Knit("run", "--name", "fg", "--rootfs", bb, "sh", "-c", "echo out; echo err >&2; test -t 1 || echo no-tty")
+	if r.Code != 0 || r.Stdout != "out\nno-tty\n" || r.Stderr != "err\n" {
+		t.Errorf("run: exit %d, stdout %q, stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+	if r := s.Knit("logs", "fg"); r.Stdout != "out\nno-tty\n" || r.Stderr != "err\n" {
+		t.Errorf("logs of a foreground run: %q, %q", r.Stdout, r.Stderr)
+	}
+	if got := inspectField(t, s, "fg", "{{.LogPath}}"); !strings.HasSuffix(got, "/container.log") {
+		t.Errorf("LogPath = %q", got)
+	}
+	// yes writes for ever: head's exit must end it.
+	done := make(chan testutil.Result, 1)
+	go func() {
+		done <- s.Run("sh", "-c", fmt.Sprintf("%s run --name yes --rootfs %s yes | head -1", testutil.KnitBinary(t), bb))
+	}()
+	select {
+	case r := <-done:
+		if r.Stdout != "y\n" {
+			t.Errorf("knit run yes | head -1: %q, %q", r.Stdout, r.Stderr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("knit run yes | head -1 did not end")
+	}
+	eventually(t, func() (string, error) {
+		if st := inspectField(t, s, "yes", "{{.State.Status}}"); st != "exited" {
+			return "", fmt.Errorf("yes is %s after its reader left", st)
+		}
+		return "", nil
+	})
+	// --rm: nothing kept, nothing logged.
+	if out := s.MustKnit(t, "run", "--rm", "--rootfs", bb, "echo", "gone"); out != "gone\n" {
+		t.Errorf("run --rm: %q", out)
+	}
+	s.MustKnit(t, "rm", "fg", "yes")
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -117,7 +118,7 @@ func (e *Engine) Supervise(id, owner string, ready *os.File) error {
 		return err
 	}
 	defer log.Close()
-	streams, err := newLogStreams(log, c.Spec.LogFormat)
+	streams, err := newLogStreams(log, c.Spec.LogFormat, nil)
 	if err != nil {
 		fmt.Fprintln(ready, err)
 		return err
@@ -170,16 +171,22 @@ func (e *Engine) Supervise(id, owner string, ready *os.File) error {
 	}
 }
 
-// logStreams are a detached container's stdout and stderr: pipes whose
-// other ends the supervisor copies into the log as records (logfile), or,
-// for a container recorded by a knit before that format, the log itself.
+// logStreams are a container's stdout and stderr: pipes whose other ends
+// its supervisor copies into the log as records (logfile), or, for a
+// container recorded by a knit before that format, the log itself.
 type logStreams struct {
 	out, err *os.File // the container's ends
 	pipes    bool     // false: out and err are the log
 	copiers  sync.WaitGroup
+	after    func() // run by close once the copies are done; may be nil
 }
 
-func newLogStreams(log *os.File, format string) (*logStreams, error) {
+// newLogStreams makes a container's streams into log. With tee (a
+// foreground run: the caller's stdout and stderr), each stream also goes
+// there as it comes; once tee's side fails (a reader that went away:
+// knit run ... | head -1), the pipe is closed, so that the container's
+// next write fails as it would have without knit in between.
+func newLogStreams(log *os.File, format string, tee *Stdio) (*logStreams, error) {
 	if format != logfile.Format {
 		return &logStreams{out: log, err: log}, nil
 	}
@@ -188,23 +195,39 @@ func newLogStreams(log *os.File, format string) (*logStreams, error) {
 	for _, s := range []struct {
 		name string
 		end  **os.File
-	}{{logfile.Stdout, &l.out}, {logfile.Stderr, &l.err}} {
+		tee  func(*Stdio) io.Writer
+	}{
+		{logfile.Stdout, &l.out, func(t *Stdio) io.Writer { return writerOf(t.Out) }},
+		{logfile.Stderr, &l.err, func(t *Stdio) io.Writer { return writerOf(t.Err) }},
+	} {
 		r, wr, err := os.Pipe()
 		if err != nil {
 			l.close()
 			return nil, err
 		}
 		*s.end = wr
+		var src io.Reader = r
+		if tee != nil {
+			src = io.TeeReader(r, s.tee(tee))
+		}
 		l.copiers.Add(1)
 		go func() {
 			defer l.copiers.Done()
 			defer r.Close()
-			if err := w.Copy(s.name, r); err != nil {
+			if err := w.Copy(s.name, src); err != nil && !errors.Is(err, syscall.EPIPE) {
 				fmt.Fprintf(os.Stderr, "knit: log %s: %v\n", s.name, err)
 			}
 		}()
 	}
 	return l, nil
+}
+
+// writerOf is f, or a writer that discards for no file.
+func writerOf(f *os.File) io.Writer {
+	if f == nil {
+		return io.Discard
+	}
+	return f
 }
 
 // close closes the container's ends and waits until the copies have
@@ -220,4 +243,7 @@ func (l *logStreams) close() {
 		}
 	}
 	l.copiers.Wait()
+	if l.after != nil {
+		l.after()
+	}
 }

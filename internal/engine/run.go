@@ -18,6 +18,7 @@ import (
 	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/link"
+	"github.com/knit-dev/knit/internal/logfile"
 	"github.com/knit-dev/knit/internal/portmap"
 	"github.com/knit-dev/knit/internal/runner"
 	"github.com/knit-dev/knit/internal/store"
@@ -370,6 +371,29 @@ type Stdio struct {
 	In, Out, Err *os.File
 }
 
+// foregroundLog opens the log of a foreground run, whose streams go to the
+// caller's stdout and stderr too. The caller gone (a closed pipe on its
+// stdout) fails knit's write with EPIPE, not with a SIGPIPE that would
+// kill it before it records the exit.
+func (e *Engine) foregroundLog(c *Container, tee *Stdio) (*logStreams, error) {
+	log, err := openLog(e.logDir(c.ID))
+	if err != nil {
+		return nil, err
+	}
+	l, err := newLogStreams(log, logfile.Format, tee)
+	if err != nil {
+		log.Close()
+		return nil, err
+	}
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	l.after = func() {
+		signal.Stop(pipe)
+		log.Close()
+	}
+	return l, nil
+}
+
 // RunForeground creates and starts a container and supervises it from the
 // calling process: signals are forwarded, and when the command exits its
 // network is released and its exit code returned.
@@ -393,8 +417,25 @@ func (e *Engine) RunForeground(o RunOptions, io Stdio) (int, error) {
 	if !o.Interactive {
 		in = nil
 	}
-	p, err := e.start(c, runner.StartConfig{Stdin: in, Stdout: io.Out, Stderr: io.Err, Tty: o.Tty})
+	sc := runner.StartConfig{Stdin: in, Stdout: io.Out, Stderr: io.Err, Tty: o.Tty}
+	// A container kept after its exit (no --rm) has its output logged
+	// too, as Docker's, for knit logs: through pipes copied to the caller
+	// and to the log, or, on a terminal, a copy of the terminal's output.
+	streams := &logStreams{}
+	if !o.AutoRemove {
+		if streams, err = e.foregroundLog(c, &io); err != nil {
+			e.destroy(c)
+			return 0, err
+		}
+		if o.Tty {
+			sc.TtyCopy = streams.out
+		} else {
+			sc.Stdout, sc.Stderr = streams.out, streams.err
+		}
+	}
+	p, err := e.start(c, sc)
 	if err != nil {
+		streams.close()
 		e.destroy(c)
 		return 0, err
 	}
@@ -412,6 +453,7 @@ func (e *Engine) RunForeground(o RunOptions, io Stdio) (int, error) {
 	}
 	code, werr := p.Wait()
 	stop()
+	streams.close() // all the output is out before knit returns
 	if ferr := e.finish(c.ID, code); ferr != nil {
 		fmt.Fprintf(os.Stderr, "knit: release %s: %v\n", c.Name, ferr)
 	}

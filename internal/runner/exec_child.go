@@ -63,7 +63,7 @@ func runInContainer(s *Spec, pidns *os.File) (int, error) {
 	}
 	var relay *ptyRelay
 	if master != nil {
-		relay = startRelay(master, os.Stdin, os.Stdout, func() { _ = cmd.Process.Kill() })
+		relay = startRelay(master, os.Stdin, os.Stdout, nil, func() { _ = cmd.Process.Kill() })
 	}
 	stop := forwardSignals(cmd.Process, relayed...)
 	defer stop()

@@ -83,14 +83,17 @@ func TestExecRootfsTty(t *testing.T) {
 
 func TestTty(t *testing.T) {
 	requireSandbox(t)
-	out := capture(t)
+	out, copied := capture(t), capture(t)
 	spec := Spec{Args: []string{"sh", "-c", "test -t 0 && test -t 1 && test -t 2 && echo tty-ok"}, Env: []string{testPath}, Tty: true}
-	p := start(t, StartConfig{Spec: spec, Stdout: out.w, Tty: true})
+	p := start(t, StartConfig{Spec: spec, Stdout: out.w, Tty: true, TtyCopy: copied.w})
 	if code := waitWithin(t, p, 10*time.Second); code != 0 {
 		t.Errorf("code = %d", code)
 	}
 	if got := out.String(); got != "tty-ok\r\n" {
 		t.Errorf("out = %q", got)
+	}
+	if got := copied.String(); got != "tty-ok\r\n" { // a foreground run's log
+		t.Errorf("TtyCopy = %q", got)
 	}
 }
 

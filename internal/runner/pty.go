@@ -114,7 +114,7 @@ const hangupGrace = time.Second
 // discards it), and keeps master's window size equal to the user's
 // terminal's on SIGWINCH. When writing to out fails (a pipe whose reader
 // left), it hangs up the terminal and, hangupGrace later, calls kill.
-func startRelay(master, in, out *os.File, kill func()) *ptyRelay {
+func startRelay(master, in, out *os.File, also io.Writer, kill func()) *ptyRelay {
 	r := &ptyRelay{master: master, drained: make(chan struct{}), stopWinch: func() {}, stopPipe: func() {}}
 	if in != nil {
 		// Not waited for: it may sit in a read of in for ever, as a
@@ -148,6 +148,11 @@ func startRelay(master, in, out *os.File, kill func()) *ptyRelay {
 					_ = master.Close()
 					time.AfterFunc(hangupGrace, kill)
 					return
+				}
+				if also != nil {
+					if _, err := also.Write(buf[:n]); err != nil {
+						also = nil // a copy, never a reason to stop
+					}
 				}
 			}
 			if rerr != nil {
@@ -210,6 +215,6 @@ func (p *Process) startWithPty(cfg StartConfig) error {
 	if isTerminal(cfg.Stdin) {
 		p.restore, _ = makeRaw(cfg.Stdin)
 	}
-	p.relay = startRelay(master, cfg.Stdin, cfg.Stdout, func() { _ = p.cmd.Process.Kill() })
+	p.relay = startRelay(master, cfg.Stdin, cfg.Stdout, cfg.TtyCopy, func() { _ = p.cmd.Process.Kill() })
 	return nil
 }

@@ -93,6 +93,9 @@ type StartConfig struct {
 	// controlling terminal, relayed to Stdin and Stdout; a terminal Stdin is
 	// put in raw mode until Wait returns.
 	Tty bool
+	// TtyCopy, with Tty, also receives the terminal's output, as Stdout
+	// does (a foreground run's log); its write errors are ignored.
+	TtyCopy io.Writer
 }
 
 // Process is a started container.
