@@ -53,6 +53,10 @@ func parsePSFilter(in []string) (*psFilter, error) {
 		}
 	}
 	for _, v := range raw["ancestor"] {
+		if v == "" {
+			f.ancestors = append(f.ancestors, "") // no root filesystem: matches none
+			continue
+		}
 		abs, err := filepath.Abs(v) // as --rootfs is recorded
 		if err != nil {
 			return nil, errdefs.Invalid("invalid filter 'ancestor=%s': %v", v, err)

@@ -652,5 +652,19 @@ func TestForegroundLogs(t *testing.T) {
 	if out := s.MustKnit(t, "run", "--rm", "--rootfs", bb, "echo", "gone"); out != "gone\n" {
 		t.Errorf("run --rm: %q", out)
 	}
-	s.MustKnit(t, "rm", "fg", "yes")
+	// -t: the terminal's output once to the caller, and a copy in the log.
+	if out := s.MustKnit(t, "run", "-t", "--name", "tty", "--rootfs", bb, "echo", "once"); out != "once\r\n" {
+		t.Errorf("run -t: %q, want the line once", out)
+	}
+	if out := s.MustKnit(t, "logs", "tty"); out != "once\r\n" {
+		t.Errorf("logs of run -t: %q", out)
+	}
+	// A user other than root opens /dev/stdout, knit's pipe, but the
+	// caller's stdin is left as it is.
+	fifo := filepath.Join(s.Dir(), "stdin")
+	r = s.Run("sh", "-c", fmt.Sprintf("mkfifo %[1]s; (echo in >%[1]s &); %[2]s run -i -u 1000 --name fgu --rootfs %[3]s sh -c 'cat; echo out >/dev/stdout' <%[1]s; stat -c %%u %[1]s", fifo, testutil.KnitBinary(t), bb))
+	if r.Stdout != "in\nout\n0\n" {
+		t.Errorf("run -i -u 1000 writing to /dev/stdout: %q, %q", r.Stdout, r.Stderr)
+	}
+	s.MustKnit(t, "rm", "fg", "yes", "tty", "fgu")
 }

@@ -423,7 +423,11 @@ func (e *Engine) RunForeground(o RunOptions, io Stdio) (int, error) {
 	// and to the log, or, on a terminal, a copy of the terminal's output.
 	streams := &logStreams{}
 	if !o.AutoRemove {
-		if streams, err = e.foregroundLog(c, &io); err != nil {
+		tee := &io // the pipes' copies go to the caller
+		if o.Tty {
+			tee = nil // the relay writes to the caller itself, and a copy to the log
+		}
+		if streams, err = e.foregroundLog(c, tee); err != nil {
 			e.destroy(c)
 			return 0, err
 		}
@@ -533,7 +537,7 @@ func (e *Engine) runnerSpec(c *Container) runner.Spec {
 		Init:       c.Spec.Init,
 		User:       c.Spec.User,
 		GroupAdd:   c.Spec.GroupAdd,
-		OwnStdio:   c.Spec.Detach, // the supervisor's pipes
+		OwnStdio:   ownStdio(c),
 	}
 	dir := c.Dir
 	if c.JoinedTo != "" {
@@ -543,6 +547,21 @@ func (e *Engine) runnerSpec(c *Container) runner.Spec {
 		s.Binds = append(s.Binds, runner.Bind{Source: dir + "/" + f, Target: "/etc/" + f})
 	}
 	return s
+}
+
+// ownStdio lists the standard streams of c's command that are knit's own
+// pipes, which its init gives to the user it runs as: a detached
+// container's three (stdin is one with -di, /dev/null else), and a
+// foreground run's stdout and stderr when its output is logged (no --rm,
+// no -t). Never the caller's stdin.
+func ownStdio(c *Container) []int {
+	switch {
+	case c.Spec.Detach:
+		return []int{0, 1, 2}
+	case !c.Spec.AutoRemove && !c.Spec.Tty && c.Spec.LogFormat == logfile.Format:
+		return []int{1, 2}
+	}
+	return nil
 }
 
 // errNotRunning is returned when an operation needs a running container.

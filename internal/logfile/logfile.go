@@ -81,6 +81,9 @@ type Writer struct {
 	w   io.Writer
 	buf []byte
 	now func() time.Time
+	// cut says that a write failed part-way: the next record starts on a
+	// line of its own, so the part left is a line that is no record.
+	cut bool
 }
 
 // NewWriter returns a Writer appending to w.
@@ -123,7 +126,12 @@ func (w *Writer) write(r Record) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	r.Time = w.now()
-	w.buf = Append(w.buf[:0], r)
-	_, err := w.w.Write(w.buf)
+	w.buf = w.buf[:0]
+	if w.cut {
+		w.buf = append(w.buf, '\n')
+	}
+	w.buf = Append(w.buf, r)
+	n, err := w.w.Write(w.buf)
+	w.cut = err != nil && n > 0 || w.cut && n == 0
 	return err
 }

@@ -131,3 +131,38 @@ func (f *failingWriter) Write(b []byte) (int, error) {
 	}
 	return f.w.Write(b)
 }
+
+// A write cut short (a disk that fills half-way through a record) leaves
+// a line that is no record; the next record starts a line of its own.
+func TestWriteCutShort(t *testing.T) {
+	var file bytes.Buffer
+	w := NewWriter(&halfWriter{w: &file})
+	if err := w.Copy(Stdout, strings.NewReader("lost\nkept\n")); err == nil {
+		t.Error("no error from a write cut short")
+	}
+	lines := strings.Split(strings.TrimSuffix(file.String(), "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("file: %q", file.String())
+	}
+	if _, ok := Parse([]byte(lines[0])); ok {
+		t.Errorf("the cut record parses: %q", lines[0])
+	}
+	if r, ok := Parse([]byte(lines[1])); !ok || string(r.Text) != "kept" {
+		t.Errorf("the next record: %q", lines[1])
+	}
+}
+
+// halfWriter writes half of its first write, then fails it.
+type halfWriter struct {
+	w    io.Writer
+	done bool
+}
+
+func (h *halfWriter) Write(b []byte) (int, error) {
+	if !h.done {
+		h.done = true
+		n, _ := h.w.Write(b[:len(b)/2])
+		return n, io.ErrShortWrite
+	}
+	return h.w.Write(b)
+}

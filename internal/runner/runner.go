@@ -75,9 +75,10 @@ type Spec struct {
 	User string `json:"user,omitempty"`
 	// GroupAdd are further groups, names or GIDs (--group-add).
 	GroupAdd []string `json:"groupAdd,omitempty"`
-	// OwnStdio says that the standard streams are pipes knit made (a
-	// detached container's): the init gives them to User (giveStdio).
-	OwnStdio bool `json:"ownStdio,omitempty"`
+	// OwnStdio lists the standard streams (0-2) that are pipes knit made
+	// (a detached container's, a logged foreground run's stdout and
+	// stderr): the init gives them to User (giveStdio).
+	OwnStdio []int `json:"ownStdio,omitempty"`
 }
 
 // StartConfig describes a container to start.

@@ -214,17 +214,17 @@ func readEntries(r io.Reader, fn func([]string)) error {
 // giveStdio hands the container's standard streams that knit made to u,
 // as runc does, so that a user other than root can open /dev/stdout
 // (/proc/self/fd/1 checks the pipe's or the terminal's own owner and
-// mode): the pipes of a detached container (ownPipes) and the terminal
-// knit allocated (tty). A caller's own descriptors, a foreground run's
-// terminal or files, are never changed.
-func giveStdio(u *execUser, ownPipes, tty bool) error {
+// mode): knit's pipes among them (own) and the terminal knit allocated
+// (tty). A caller's own descriptors, a foreground run's stdin or --rm
+// streams, are never changed.
+func giveStdio(u *execUser, own []int, tty bool) error {
 	for fd := range 3 {
 		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil {
 			continue // closed
 		}
 		fifo := st.Mode&unix.S_IFMT == unix.S_IFIFO
-		if (fifo && ownPipes) || (tty && st.Mode&unix.S_IFMT == unix.S_IFCHR && isTerminalFd(fd)) {
+		if (fifo && slices.Contains(own, fd)) || (tty && st.Mode&unix.S_IFMT == unix.S_IFCHR && isTerminalFd(fd)) {
 			if err := unix.Fchown(fd, int(u.Uid), int(u.Gid)); err != nil {
 				return fmt.Errorf("give fd %d to user %d: %w", fd, u.Uid, err)
 			}
