@@ -230,3 +230,30 @@ func TestWait(t *testing.T) {
 	}
 	s.MustKnit(t, "rm", "w1", "w2")
 }
+
+// top lists the container's processes, from the host's ps, with its
+// options, as docker top.
+func TestTop(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "run", "-d", "--init", "--name", "topped", "--rootfs", bb, "sh", "-c", "sleep 301 & sleep 302")
+	eventually(t, func() (string, error) {
+		out := s.MustKnit(t, "top", "topped")
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 4 || !strings.Contains(lines[0], "PID") || !strings.Contains(out, "sleep 301") || !strings.Contains(out, "sleep 302") || !strings.Contains(out, "_init") {
+			return "", fmt.Errorf("top: %q, want the header, init and two sleeps (sh execs the last)", out)
+		}
+		return "", nil
+	})
+	if out := s.MustKnit(t, "top", "topped", "-o", "pid,args"); !strings.Contains(out, "sleep 302") || strings.Contains(out, "UID") {
+		t.Errorf("top -o pid,args: %q", out)
+	}
+	if r := s.Knit("top", "topped", "-o", "args"); r.Code != 1 || !strings.Contains(r.Stderr, "PID") {
+		t.Errorf("top without a PID column: exit %d, %q", r.Code, r.Stderr)
+	}
+	s.MustKnit(t, "stop", "-t", "0", "topped")
+	if r := s.Knit("top", "topped"); r.Code != 1 || !strings.Contains(r.Stderr, "not running") {
+		t.Errorf("top of a stopped container: exit %d, %q", r.Code, r.Stderr)
+	}
+	s.MustKnit(t, "rm", "topped")
+}

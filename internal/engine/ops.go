@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -171,6 +172,43 @@ func (e *Engine) awaitSupervisor(c *Container) error {
 	}
 	killProc(c.State.Process)
 	return e.finish(c.ID, exitKilled)
+}
+
+// Processes returns the host PIDs of every process in a running
+// container's PID namespace (its command, an --init, what exec started),
+// for knit top: the processes whose /proc/PID/ns/pid is its PID 1's.
+func (e *Engine) Processes(ref string) ([]int, error) {
+	c, err := e.Container(ref)
+	if err != nil {
+		return nil, err
+	}
+	if c.Running() && c.State.Restarting {
+		return nil, errRestarting(c)
+	}
+	h, ok := openProc(c.State.Process)
+	if !c.Running() || !ok {
+		return nil, errdefs.Conflict("container %s is not running", c.Name)
+	}
+	defer h.Close()
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", c.State.Process.Pid))
+	if err != nil {
+		return nil, fmt.Errorf("container %s: its PID namespace: %w", c.Name, err)
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, d := range entries {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		if other, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); err == nil && other == ns {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
 }
 
 // waitPoll bounds each wait of Wait on a supervisor: it stays through the
