@@ -105,6 +105,21 @@ func (a *app) killCommand() *cobra.Command {
 	return c
 }
 
+func (a *app) renameCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "rename CONTAINER NEW_NAME",
+		Short: "Rename a container",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			e, err := a.engine()
+			if err != nil {
+				return err
+			}
+			return e.Rename(args[0], args[1])
+		},
+	}
+}
+
 func (a *app) waitCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "wait CONTAINER [CONTAINER...]",

@@ -69,6 +69,7 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 		{[]string{"inspect", "nosuch"}, "no such object"},
 		{[]string{"logs", "nosuch"}, "no such container"},
 		{[]string{"logs", "--until", "tomorrow", "taken"}, "--until"},
+		{[]string{"rename", "taken", "bad/name"}, "invalid container name"},
 		// Publishing.
 		{[]string{"run", "-p", "99999:80", "true"}, "invalid"},
 		{[]string{"run", "-p", "80:0", "true"}, "invalid"},

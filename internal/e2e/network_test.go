@@ -543,3 +543,38 @@ func TestNetworkMoreOptions(t *testing.T) {
 	}
 	s.MustKnit(t, "network", "rm", "dual71")
 }
+
+// rename changes a container's name in ps, inspect and the embedded DNS
+// at once, and refuses a name in use, as docker rename.
+func TestRename(t *testing.T) {
+	rootfs, _ := dnsRootfs(t)
+	s := sandbox(t)
+	s.MustKnit(t, "network", "create", "--subnet", "10.98.0.0/24", "ren")
+	s.MustKnit(t, "run", "-d", "--name", "before", "--network", "ren", "--ip", "10.98.0.40", "--rootfs", rootfs, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--name", "asker", "--network", "ren", "--rootfs", rootfs, "sleep", "300")
+	gw := gateway(t, s, "ren")
+	if out := ask(t, s, "asker", gw, "before"); !strings.Contains(out, "A 10.98.0.40") {
+		t.Fatalf("before the rename: %q", out)
+	}
+	s.MustKnit(t, "rename", "before", "after")
+	if out := ask(t, s, "asker", gw, "after"); !strings.Contains(out, "A 10.98.0.40") {
+		t.Errorf("the new name: %q", out)
+	}
+	if out := ask(t, s, "asker", gw, "before"); !strings.Contains(out, "NXDOMAIN") {
+		t.Errorf("the old name: %q", out)
+	}
+	if got := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.Name}} {{.Config.Hostname}}", "after")); !strings.HasPrefix(got, "/after ") {
+		t.Errorf("inspect after the rename: %q", got)
+	}
+	for _, bad := range [][]string{{"rename", "after", "asker"}, {"rename", "nosuch", "x"}, {"rename", "after", "bad/name"}, {"rename", "after", "after"}} {
+		if r := s.Knit(bad...); r.Code != 1 {
+			t.Errorf("%q: exit %d, %q", bad, r.Code, r.Stderr)
+		}
+	}
+	if r := s.Knit("run", "-d", "--name", "before", "--network", "ren", "--rootfs", rootfs, "sleep", "300"); r.Code != 0 {
+		t.Errorf("the old name is free again: exit %d, %q", r.Code, r.Stderr)
+	}
+	s.MustKnit(t, "rm", "-f", "after", "asker", "before")
+	s.MustKnit(t, "network", "rm", "ren")
+	assertEmpty(t, s, "after the renames")
+}

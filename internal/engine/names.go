@@ -3,10 +3,14 @@ package engine
 import (
 	crand "crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"regexp"
 	"strconv"
+
+	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/store"
 )
 
 // validName is Docker's rule for container names.
@@ -67,4 +71,52 @@ func randomName(retry int) string {
 		name += strconv.Itoa(rand.IntN(10))
 	}
 	return name
+}
+
+// Rename gives container ref a new name, as docker rename: its record and
+// the name index in one transaction, then the embedded DNS answers the new
+// name (and no longer the old one). Its hostname stays, as in Docker, and
+// so do the hosts files of containers linked to it.
+func (e *Engine) Rename(ref, name string) error {
+	if !validName(name) {
+		return errdefs.Invalid("invalid container name %q: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", name)
+	}
+	c, err := e.Container(ref)
+	if err != nil {
+		return err
+	}
+	if c.Name == name {
+		return errdefs.Invalid("container %s is named %s already", ref, name)
+	}
+	err = e.st.Update(func(tx store.Tx) error {
+		cur, err := getContainer(tx, c.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			return errdefs.NotFound("no such container: %s", ref)
+		} else if err != nil {
+			return err
+		}
+		if cur.State.Status == StatusCreated {
+			// Its creator writes the record it holds: retry once it runs.
+			return errdefs.Conflict("container %s is being set up: retry", cur.Name)
+		}
+		if owner, err := tx.Get(bucketNames, name); err == nil {
+			return errdefs.Conflict("the container name %q is already in use by container %q: remove or rename that container first", name, string(owner))
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if err := tx.Delete(bucketNames, cur.Name); err != nil {
+			return err
+		}
+		if err := tx.Put(bucketNames, name, []byte(cur.ID)); err != nil {
+			return err
+		}
+		cur.Name = name
+		c = cur
+		return putContainer(tx, cur)
+	})
+	if err != nil {
+		return err
+	}
+	e.dnsChanged(c)
+	return nil
 }
