@@ -41,39 +41,47 @@ func (a *app) eachContainer(cmd *cobra.Command, refs []string, fn func(e *engine
 var errReported = errors.New("reported")
 
 func (a *app) stopCommand() *cobra.Command {
-	var seconds int
-	var signal string
+	return a.stoppingCommand("stop [OPTIONS] CONTAINER [CONTAINER...]",
+		"Stop running containers: SIGTERM, then SIGKILL after a grace period", (*engine.Engine).Stop)
+}
+
+func (a *app) restartCommand() *cobra.Command {
+	return a.stoppingCommand("restart [OPTIONS] CONTAINER [CONTAINER...]",
+		"Restart running detached containers: stop the command, then start it again in the same network", (*engine.Engine).Restart)
+}
+
+// stoppingCommand is stop or restart: do, with -t and -s, on each
+// container named.
+func (a *app) stoppingCommand(use, short string, do func(*engine.Engine, string, *time.Duration, syscall.Signal) (*engine.Container, error)) *cobra.Command {
+	var f stopFlags
 	c := &cobra.Command{
-		Use:   "stop [OPTIONS] CONTAINER [CONTAINER...]",
-		Short: "Stop running containers: SIGTERM, then SIGKILL after a grace period",
+		Use:   use,
+		Short: short,
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if seconds < -1 {
-				return errdefs.Invalid("invalid --timeout %d: want seconds, or -1 to wait for ever", seconds)
-			}
-			// Unless given, the container's own (its run's --stop-signal
-			// and --stop-timeout), as in Docker.
-			var sig syscall.Signal
-			var timeout *time.Duration
-			if cmd.Flags().Changed("signal") {
-				s, err := parseSignal(signal)
-				if err != nil {
-					return err
-				}
-				sig = s
-			}
-			if cmd.Flags().Changed("timeout") {
-				d := time.Duration(seconds) * time.Second // -1: for ever, as in Docker
-				timeout = &d
+			timeout, sig, err := f.resolve(cmd)
+			if err != nil {
+				return err
 			}
 			return a.eachContainer(cmd, args, func(e *engine.Engine, ref string) error {
-				_, err := e.Stop(ref, timeout, sig)
+				_, err := do(e, ref, timeout, sig)
 				return err
 			})
 		},
 	}
-	c.Flags().IntVarP(&seconds, "timeout", "t", 10, "seconds to wait before killing the container (-1: wait for ever; default: its --stop-timeout, or 10)")
-	c.Flags().StringVarP(&signal, "signal", "s", "TERM", "signal to send first, name or number (default: its --stop-signal, or TERM)")
+	f.bind(c)
+	return c
+}
+
+// stopFlags are stop's and restart's -t/--timeout and -s/--signal.
+type stopFlags struct {
+	seconds int
+	signal  string
+}
+
+func (f *stopFlags) bind(c *cobra.Command) {
+	c.Flags().IntVarP(&f.seconds, "timeout", "t", 10, "seconds to wait before killing the container (-1: wait for ever; default: its --stop-timeout, or 10)")
+	c.Flags().StringVarP(&f.signal, "signal", "s", "TERM", "signal to send first, name or number (default: its --stop-signal, or TERM)")
 	// Docker's older name of --timeout.
 	c.Flags().SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
 		if name == "time" {
@@ -81,7 +89,24 @@ func (a *app) stopCommand() *cobra.Command {
 		}
 		return pflag.NormalizedName(name)
 	})
-	return c
+}
+
+// resolve returns the flags given: unless given, the container's own
+// (its run's --stop-signal and --stop-timeout), as in Docker.
+func (f *stopFlags) resolve(cmd *cobra.Command) (timeout *time.Duration, sig syscall.Signal, err error) {
+	if f.seconds < -1 {
+		return nil, 0, errdefs.Invalid("invalid --timeout %d: want seconds, or -1 to wait for ever", f.seconds)
+	}
+	if cmd.Flags().Changed("signal") {
+		if sig, err = parseSignal(f.signal); err != nil {
+			return nil, 0, err
+		}
+	}
+	if cmd.Flags().Changed("timeout") {
+		d := time.Duration(f.seconds) * time.Second // -1: for ever, as in Docker
+		timeout = &d
+	}
+	return timeout, sig, nil
 }
 
 func (a *app) killCommand() *cobra.Command {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -256,4 +257,56 @@ func TestTop(t *testing.T) {
 		t.Errorf("top of a stopped container: exit %d, %q", r.Code, r.Stderr)
 	}
 	s.MustKnit(t, "rm", "topped")
+}
+
+// knit restart stops a detached container's command and starts it again
+// at once, on the same address, as docker restart; it cuts a policy's
+// back-off short, and refuses what it cannot start again.
+func TestRestartCommand(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "run", "-d", "--name", "again", "--rootfs", bb, "sh", "-c", `trap "exit 0" TERM; echo started; while :; do sleep 0.1; done`)
+	eventually(t, func() (string, error) {
+		if out := s.MustKnit(t, "logs", "again"); out != "started\n" {
+			return "", fmt.Errorf("logs: %q", out)
+		}
+		return "", nil
+	})
+	pid := inspectField(t, s, "again", "{{.State.Pid}}")
+	if out := s.MustKnit(t, "restart", "again"); out != "again\n" {
+		t.Errorf("restart printed %q", out)
+	}
+	if got := inspectField(t, s, "again", "{{.State.Status}} {{.NetworkSettings.IPAddress}} {{.RestartCount}}"); got != "running 172.17.0.2 0" {
+		t.Errorf("after restart: %s, want running on its address (not a policy restart)", got)
+	}
+	if inspectField(t, s, "again", "{{.State.Pid}}") == pid {
+		t.Error("the same process after restart")
+	}
+	eventually(t, func() (string, error) {
+		if out := s.MustKnit(t, "logs", "again"); out != "started\nstarted\n" {
+			return "", fmt.Errorf("logs after restart: %q", out)
+		}
+		return "", nil
+	})
+	// A policy's back-off (here growing past a second) is cut short.
+	s.MustKnit(t, "run", "-d", "--restart", "always", "--name", "backoff", "--rootfs", bb, "sh", "-c", "exit 1")
+	eventually(t, func() (string, error) {
+		if n, _ := strconv.Atoi(inspectField(t, s, "backoff", "{{.RestartCount}}")); n < 4 {
+			return "", fmt.Errorf("backoff restarted %d times", n)
+		}
+		return "", nil
+	})
+	start := time.Now()
+	s.MustKnit(t, "restart", "-t", "0", "backoff")
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("restart during the back-off took %v", took)
+	}
+	s.MustKnit(t, "rm", "-f", "backoff")
+	// Refused: a stopped container, a foreground run's.
+	s.MustKnit(t, "stop", "-t", "0", "again")
+	if r := s.Knit("restart", "again"); r.Code != 1 || !strings.Contains(r.Stderr, "not running") {
+		t.Errorf("restart of a stopped container: exit %d, %q", r.Code, r.Stderr)
+	}
+	s.MustKnit(t, "rm", "again")
+	assertEmpty(t, s, "after the restarts")
 }

@@ -106,6 +106,14 @@ func (e *Engine) Stop(ref string, timeout *time.Duration, sig syscall.Signal) (*
 			return c, err
 		}
 	}
+	stopProcess(c, timeout, sig)
+	return c, e.awaitSupervisor(c)
+}
+
+// stopProcess sends c's process sig, waits up to timeout (-1 s: for ever)
+// for it to exit, then sends SIGKILL; a 0 sig and a nil timeout are the
+// container's own (--stop-signal, --stop-timeout), else SIGTERM and 10 s.
+func stopProcess(c *Container, timeout *time.Duration, sig syscall.Signal) {
 	if sig == 0 {
 		sig = syscall.Signal(c.Spec.StopSignal)
 	}
@@ -128,7 +136,65 @@ func (e *Engine) Stop(ref string, timeout *time.Duration, sig syscall.Signal) (*
 		}
 		h.Close()
 	}
-	return c, e.awaitSupervisor(c)
+}
+
+// restartWait bounds how long Restart waits for the supervisor to start
+// the command again once the old one is gone.
+const restartWait = 10 * time.Second
+
+// Restart stops a detached container's command as Stop does, and its
+// supervisor starts it again at once, in the same network namespace, on
+// the same endpoints, as docker restart; it returns once the new command
+// runs. A container that is not running cannot be started again by knit
+// yet (it runs once), nor one that a foreground knit run supervises.
+func (e *Engine) Restart(ref string, timeout *time.Duration, sig syscall.Signal) (*Container, error) {
+	c, err := e.Container(ref)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !c.Running():
+		return nil, errdefs.Conflict("container %s is not running, and knit cannot start a stopped container again yet: run a new one", c.Name)
+	case !c.Spec.Detach:
+		return nil, errdefs.Conflict("container %s runs in the foreground of a knit run, which cannot start it again: only a detached container (run -d) restarts", c.Name)
+	}
+	err = e.st.Update(func(tx store.Tx) error {
+		cur, err := getContainer(tx, c.ID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return errdefs.NotFound("no such container: %s", ref)
+		case err != nil:
+			return err
+		case !cur.Running() || cur.State.StopRequested:
+			return errdefs.Conflict("container %s is stopping", cur.Name)
+		}
+		cur.State.RestartRequested = true
+		c = cur
+		return putContainer(tx, cur)
+	})
+	if err != nil {
+		return nil, err
+	}
+	old := c.State.Process
+	if !c.State.Restarting { // else its supervisor cuts its back-off short
+		stopProcess(c, timeout, sig)
+	}
+	deadline := time.Now().Add(restartWait)
+	for {
+		cur, err := e.Container(c.ID)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case !cur.Running():
+			return cur, errdefs.Conflict("container %s stopped instead of restarting (exit code %d)", cur.Name, cur.State.ExitCode)
+		case cur.State.Process != old && !cur.State.RestartRequested:
+			return cur, nil // started again (a command that ends at once may be restarting already)
+		case time.Now().After(deadline):
+			return cur, errdefs.Unavailable("container %s: its supervisor did not start it again within %s", cur.Name, restartWait)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // awaitSupervisor waits for the supervisor to record the exit; if it does

@@ -127,44 +127,61 @@ const restartPoll = 50 * time.Millisecond
 // restarting (the exit code, the count) and waits delay, and reports
 // false if a stop came meanwhile.
 func (e *Engine) awaitRestart(id string, code int, delay time.Duration) bool {
-	again := false
+	again := func(cur *Container) bool {
+		return cur.Running() && !cur.State.StopRequested &&
+			(cur.State.RestartRequested || cur.Spec.Restart.wants(code, cur.State.RestartCount))
+	}
+	// Most exits restart nothing: a read tells, without a write.
+	if cur, err := e.get(id); err != nil || !again(cur) {
+		return false
+	}
+	restart := false
 	err := e.st.Update(func(tx store.Tx) error {
 		cur, err := getContainer(tx, id)
-		if err != nil || !cur.Running() || cur.State.StopRequested || !cur.Spec.Restart.wants(code, cur.State.RestartCount) {
+		if err != nil || !again(cur) {
 			return err
 		}
-		again = true
+		restart = true
 		cur.State.Restarting = true
-		cur.State.RestartCount++
+		if cur.State.RestartRequested { // knit restart: at once, and not the policy's
+			cur.State.RestartRequested = false
+			delay = 0
+		} else {
+			cur.State.RestartCount++
+		}
 		cur.State.ExitCode = code
 		cur.State.FinishedAt = time.Now().UTC()
 		return putContainer(tx, cur)
 	})
-	if err != nil || !again {
+	if err != nil || !restart {
 		return false
 	}
 	for end := time.Now().Add(delay); time.Now().Before(end); {
 		time.Sleep(min(restartPoll, time.Until(end)))
-		if !e.mayRestart(id) {
+		ok, now := e.mayRestart(id)
+		if !ok {
 			return false
+		}
+		if now {
+			break
 		}
 	}
 	return true
 }
 
 // mayRestart reports whether container id is still to be restarted: not
-// stopped, and, with --network container:X, X still running.
-func (e *Engine) mayRestart(id string) bool {
-	ok := false
+// stopped, and, with --network container:X, X still running; and whether
+// knit restart asks for it now, which ends the back-off.
+func (e *Engine) mayRestart(id string) (ok, now bool) {
 	_ = e.st.View(func(tx store.Tx) error {
 		cur, err := getContainer(tx, id)
 		if err != nil || cur.State.StopRequested || !cur.Running() {
 			return nil
 		}
-		ok = joinedTargetRuns(tx, cur)
+		ok, now = joinedTargetRuns(tx, cur), cur.State.RestartRequested
 		return nil
 	})
-	return ok
+	return ok, now
 }
 
 // joinedTargetRuns reports whether the container whose network namespace
@@ -186,6 +203,7 @@ func (e *Engine) restart(c *Container, sc runner.StartConfig) (*runner.Process, 
 		if !cur.Running() || !cur.State.Restarting || cur.State.StopRequested || cur.State.Supervisor != sup {
 			return errdefs.Conflict("container %s was stopped while restarting", cur.Name)
 		}
+		cur.State.RestartRequested = false // one that came during the back-off is this start
 		if !joinedTargetRuns(tx, cur) {
 			return errdefs.Conflict("container %s shares the network of a container that stopped: not restarted", cur.Name)
 		}

@@ -111,6 +111,9 @@ type State struct {
 	// StopRequested says that knit was asked to stop the container (stop,
 	// rm -f, kill with a stopping signal): it is not restarted.
 	StopRequested bool `json:"stopRequested,omitempty"`
+	// RestartRequested says that knit restart stopped the command for its
+	// supervisor to start it again at once.
+	RestartRequested bool `json:"restartRequested,omitempty"`
 }
 
 // StatusName is the container's state as Docker names it: its Status, or
