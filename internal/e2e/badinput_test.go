@@ -70,6 +70,7 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 		{[]string{"logs", "nosuch"}, "no such container"},
 		{[]string{"logs", "--until", "tomorrow", "taken"}, "--until"},
 		{[]string{"rename", "taken", "bad/name"}, "invalid container name"},
+		{[]string{"cp", "taken:/etc/hosts", "taken:/tmp/hosts"}, "between containers"},
 		// Publishing.
 		{[]string{"run", "-p", "99999:80", "true"}, "invalid"},
 		{[]string{"run", "-p", "80:0", "true"}, "invalid"},

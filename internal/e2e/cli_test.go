@@ -668,3 +668,50 @@ func TestForegroundLogs(t *testing.T) {
 	}
 	s.MustKnit(t, "rm", "fg", "yes", "tty", "fgu")
 }
+
+// cp copies between a container's filesystem, as its processes see it,
+// and the host's, by docker cp's rules, and never through a link out of
+// the container's tree.
+func TestCopy(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	dir := s.Dir()
+	s.MustKnit(t, "run", "-d", "--name", "cpbox", "-h", "boxhost", "--rootfs", bb, "sleep", "300")
+	s.MustRun(t, "sh", "-c", `printf 'from the host\n' > "$1/in.txt"`, "sh", dir)
+	s.MustKnit(t, "cp", filepath.Join(dir, "in.txt"), "cpbox:/tmp/")
+	if out := s.MustKnit(t, "exec", "cpbox", "cat", "/tmp/in.txt"); out != "from the host\n" {
+		t.Errorf("a file copied in: %q", out)
+	}
+	// /etc/hosts is a bind mount inside the container: its own is read.
+	s.MustKnit(t, "cp", "cpbox:/etc/hosts", filepath.Join(dir, "hosts"))
+	if out := s.MustRun(t, "cat", filepath.Join(dir, "hosts")); !strings.Contains(out, "boxhost") {
+		t.Errorf("the container's /etc/hosts copied out: %q", out)
+	}
+	s.MustKnit(t, "exec", "cpbox", "sh", "-c", "mkdir -p /tmp/d/sub && echo deep > /tmp/d/sub/f && ln -s /etc/shadow /tmp/evil")
+	s.MustKnit(t, "cp", "cpbox:/tmp/d", filepath.Join(dir, "d"))
+	if out := s.MustRun(t, "cat", filepath.Join(dir, "d/sub/f")); out != "deep\n" {
+		t.Errorf("a directory copied out: %q", out)
+	}
+	s.MustKnit(t, "cp", "cpbox:/tmp/evil", filepath.Join(dir, "evil"))
+	if target := s.MustRun(t, "readlink", filepath.Join(dir, "evil")); target != "/etc/shadow\n" {
+		t.Errorf("a link copied out: %q; want the link itself", target)
+	}
+	if r := s.Knit("cp", "-L", "cpbox:/tmp/evil", filepath.Join(dir, "shadow")); r.Code != 1 {
+		t.Errorf("cp -L through a link out of the container: exit %d, %q", r.Code, r.Stderr)
+	}
+	if s.Run("test", "-e", filepath.Join(dir, "shadow")).Code == 0 {
+		t.Error("cp -L copied the host's /etc/shadow")
+	}
+	for _, bad := range [][]string{{"cp", "cpbox:/a", "cpbox:/b"}, {"cp", "/a", "/b"}, {"cp", "cpbox:/etc/hosts", "-"}, {"cp", "nosuch:/a", "/tmp"}} {
+		if r := s.Knit(bad...); r.Code != 1 {
+			t.Errorf("%q: exit %d, %q", bad, r.Code, r.Stderr)
+		}
+	}
+	// A stopped container's files are its --rootfs directory's.
+	s.MustKnit(t, "stop", "-t", "0", "cpbox")
+	s.MustKnit(t, "cp", "cpbox:/bin/busybox", filepath.Join(dir, "bb"))
+	if r := s.Run("test", "-s", filepath.Join(dir, "bb"), "-a", "-x", filepath.Join(dir, "bb")); r.Code != 0 {
+		t.Error("busybox copied from a stopped container: missing, empty or not executable")
+	}
+	s.MustKnit(t, "rm", "cpbox")
+}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -275,6 +276,34 @@ func (e *Engine) Processes(ref string) ([]int, error) {
 		}
 	}
 	return pids, nil
+}
+
+// OpenRoot opens the root directory of container ref's filesystem, for
+// knit cp: a running container's through /proc/PID/root (its own mount
+// namespace, with its /etc files and mounts), a stopped one's --rootfs
+// directory (the host's root for one without).
+func (e *Engine) OpenRoot(ref string) (*os.Root, error) {
+	c, err := e.Container(ref)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case c.Running() && c.State.Restarting:
+		return nil, errRestarting(c)
+	case !c.Running():
+		return os.OpenRoot(cmp.Or(c.Spec.Rootfs, "/"))
+	}
+	h, ok := openProc(c.State.Process)
+	if !ok {
+		return nil, errdefs.Conflict("container %s is stopping", c.Name)
+	}
+	defer h.Close()
+	r, err := os.OpenRoot(fmt.Sprintf("/proc/%d/root", c.State.Process.Pid))
+	if err == nil && !alive(c.State.Process) { // its PID another's by the open
+		r.Close()
+		return nil, errdefs.Conflict("container %s is stopping", c.Name)
+	}
+	return r, err
 }
 
 // waitPoll bounds each wait of Wait on a supervisor: it stays through the
