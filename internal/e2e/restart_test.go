@@ -226,6 +226,11 @@ func TestWait(t *testing.T) {
 	if out := s.MustKnit(t, "wait", "w1"); out != "4\n" { // stopped already
 		t.Errorf("wait of a stopped container: %q", out)
 	}
+	// --rm: the code outlives the record, for a wait begun before.
+	s.MustKnit(t, "run", "-d", "--rm", "--name", "w3", "--rootfs", bb, "sh", "-c", "sleep 0.3; exit 6")
+	if out := s.MustKnit(t, "wait", "w3"); out != "6\n" {
+		t.Errorf("wait of a --rm container: %q, want 6", out)
+	}
 	if r := s.Knit("wait", "nosuch", "w1"); r.Code != 1 || r.Stdout != "4\n" || !strings.Contains(r.Stderr, "no such container") {
 		t.Errorf("wait nosuch w1: exit %d, %q, %q", r.Code, r.Stdout, r.Stderr)
 	}

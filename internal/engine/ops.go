@@ -306,6 +306,43 @@ func (e *Engine) OpenRoot(ref string) (*os.Root, error) {
 	return r, err
 }
 
+// exitNoteKeep is how long the exit code of a --rm container stays for
+// knit wait after its removal.
+const exitNoteKeep = time.Minute
+
+func (e *Engine) exitsDir() string { return filepath.Join(e.paths.ExecRoot, "exits") }
+
+// noteExit keeps the exit code of detached --rm container id, removed
+// now, for a minute: a knit wait that began before the removal prints it,
+// as docker wait does. The notes older than that go at each new one. A
+// note that cannot be written costs only that wait its code.
+func (e *Engine) noteExit(id string, code int) {
+	dir := e.exitsDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return
+	}
+	tmp := filepath.Join(dir, "."+id)
+	if os.WriteFile(tmp, []byte(strconv.Itoa(code)), 0o600) == nil {
+		_ = os.Rename(tmp, filepath.Join(dir, id)) // whole, or not at all
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, d := range entries {
+		if fi, err := d.Info(); err == nil && time.Since(fi.ModTime()) > exitNoteKeep {
+			_ = os.Remove(filepath.Join(dir, d.Name()))
+		}
+	}
+}
+
+// exitNote reads the exit code noteExit kept for container id.
+func (e *Engine) exitNote(id string) (int, bool) {
+	b, err := os.ReadFile(filepath.Join(e.exitsDir(), id))
+	if err != nil {
+		return 0, false
+	}
+	code, err := strconv.Atoi(string(b))
+	return code, err == nil
+}
+
 // waitPoll bounds each wait of Wait on a supervisor: it stays through the
 // container's restarts, and a container being set up has none yet.
 const waitPoll = 100 * time.Millisecond
@@ -331,7 +368,10 @@ func (e *Engine) Wait(ref string) (int, error) {
 		}
 		cur, cerr := e.get(c.ID)
 		if errdefs.KindOf(cerr) == errdefs.KindNotFound {
-			return 0, errdefs.NotFound("container %s was removed (--rm) before its exit code could be read", c.Name)
+			if code, ok := e.exitNote(c.ID); ok { // --rm: as its supervisor noted it
+				return code, nil
+			}
+			return 0, errdefs.NotFound("container %s was removed before its exit code could be read", c.Name)
 		}
 		c, err = cur, cerr
 	}

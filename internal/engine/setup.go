@@ -653,6 +653,9 @@ func (e *Engine) finish(id string, code int) error {
 			return kerr // removed meanwhile (rm -f)
 		}
 		if errors.Is(err, errKeep) {
+			if cur.Spec.Detach {
+				e.noteExit(id, code) // for a knit wait that came before
+			}
 			return e.forget(cur)
 		}
 		// A --rm container whose links could not be undone is kept,
