@@ -307,6 +307,27 @@ func TestRestartCommand(t *testing.T) {
 		t.Errorf("restart during the back-off took %v", took)
 	}
 	s.MustKnit(t, "rm", "-f", "backoff")
+	// A stop racing a restart wins: the container ends stopped, whichever
+	// came first.
+	for i := range 3 {
+		name := fmt.Sprintf("race%d", i)
+		s.MustKnit(t, "run", "-d", "--name", name, "--rootfs", bb, "sleep", "300")
+		restarted := make(chan testutil.Result, 1)
+		go func() { restarted <- s.Knit("restart", "-t", "0", name) }()
+		start := time.Now()
+		s.MustKnit(t, "stop", "-t", "0", name)
+		// Not the 10 s that stop waits for a supervisor before it gives up
+		// on it: a restart that slipped in after the stop's signal.
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("%s: stop racing restart took %v: the restart was not held off", name, took)
+		}
+		<-restarted // either outcome: it may come too late or too early
+		time.Sleep(300 * time.Millisecond)
+		if st := inspectField(t, s, name, "{{.State.Status}}"); st != "exited" {
+			t.Errorf("%s after stop racing restart: %s, want exited", name, st)
+		}
+		s.MustKnit(t, "rm", "-f", name)
+	}
 	// Refused: a stopped container, a foreground run's.
 	s.MustKnit(t, "stop", "-t", "0", "again")
 	if r := s.Knit("restart", "again"); r.Code != 1 || !strings.Contains(r.Stderr, "not running") {

@@ -161,7 +161,8 @@ func (e *Engine) Supervise(id, owner string, ready *os.File) error {
 		// A command that could not start (126, 127, a failed setup) is
 		// not started again, as in Docker: the first time, run -d reports
 		// it; on a restart, the container stops.
-		if p.Failed != nil || !e.awaitRestart(id, code, b.next(time.Since(c.State.StartedAt))) {
+		exited := Proc{Pid: p.Pid, Start: p.StartTime}
+		if p.Failed != nil || !e.awaitRestart(id, exited, code, b.next(time.Since(c.State.StartedAt))) {
 			return end(code)
 		}
 		if p, err = e.restart(c, sc); err != nil {

@@ -58,7 +58,7 @@ func (e *Engine) Kill(ref string, sig syscall.Signal) (*Container, error) {
 	if err != nil {
 		return nil, err
 	}
-	stopping := c.Running() && c.Spec.Restart.Restarts() && stopsRestarts(c, sig)
+	stopping := c.Running() && mayBeRestarted(c) && stopsRestarts(c, sig)
 	if stopping {
 		if c, err = e.requestStop(c.ID); err != nil {
 			return nil, err
@@ -100,7 +100,7 @@ func (e *Engine) Stop(ref string, timeout *time.Duration, sig syscall.Signal) (*
 	if err != nil || !c.Running() {
 		return c, err
 	}
-	if c.Spec.Restart.Restarts() {
+	if mayBeRestarted(c) {
 		// The process to signal is the one named once no restart can
 		// replace it.
 		if c, err = e.requestStop(c.ID); err != nil || !c.Running() {
@@ -121,13 +121,7 @@ func stopProcess(c *Container, timeout *time.Duration, sig syscall.Signal) {
 	if sig == 0 {
 		sig = syscall.SIGTERM
 	}
-	wait := 10 * time.Second
-	switch {
-	case timeout != nil:
-		wait = *timeout
-	case c.Spec.StopTimeout != nil:
-		wait = time.Duration(*c.Spec.StopTimeout) * time.Second
-	}
+	wait := stopWait(c, timeout)
 	// Through a pidfd: the PID of a container that exits during the wait
 	// may be another process's by the SIGKILL.
 	if h, ok := openProc(c.State.Process); ok {
@@ -137,6 +131,18 @@ func stopProcess(c *Container, timeout *time.Duration, sig syscall.Signal) {
 		}
 		h.Close()
 	}
+}
+
+// stopWait is how long a stop waits before SIGKILL (negative: for ever):
+// timeout, else the container's --stop-timeout, else 10 s.
+func stopWait(c *Container, timeout *time.Duration) time.Duration {
+	switch {
+	case timeout != nil:
+		return *timeout
+	case c.Spec.StopTimeout != nil:
+		return time.Duration(*c.Spec.StopTimeout) * time.Second
+	}
+	return 10 * time.Second
 }
 
 // restartWait bounds how long Restart waits for the supervisor to start
@@ -169,7 +175,10 @@ func (e *Engine) Restart(ref string, timeout *time.Duration, sig syscall.Signal)
 		case !cur.Running() || cur.State.StopRequested:
 			return errdefs.Conflict("container %s is stopping", cur.Name)
 		}
-		cur.State.RestartRequested = true
+		cur.State.RestartFor = cur.State.Process
+		if wait := stopWait(cur, timeout); wait >= 0 { // the request's end: the stop's, then the start's
+			cur.State.RestartBy = time.Now().Add(wait + restartWait).UTC()
+		}
 		c = cur
 		return putContainer(tx, cur)
 	})
@@ -189,7 +198,7 @@ func (e *Engine) Restart(ref string, timeout *time.Duration, sig syscall.Signal)
 		switch {
 		case !cur.Running():
 			return cur, errdefs.Conflict("container %s stopped instead of restarting (exit code %d)", cur.Name, cur.State.ExitCode)
-		case cur.State.Process != old && !cur.State.RestartRequested:
+		case cur.State.Process != old && cur.State.RestartFor.Pid == 0:
 			return cur, nil // started again (a command that ends at once may be restarting already)
 		case time.Now().After(deadline):
 			return cur, errdefs.Unavailable("container %s: its supervisor did not start it again within %s", cur.Name, restartWait)
@@ -258,6 +267,9 @@ func (e *Engine) Processes(ref string) ([]int, error) {
 	}
 	defer h.Close()
 	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", c.State.Process.Pid))
+	if err == nil && !alive(c.State.Process) { // its PID another's by the read
+		err = errors.New("it stopped")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("container %s: its PID namespace: %w", c.Name, err)
 	}
@@ -321,9 +333,13 @@ func (e *Engine) noteExit(id string, code int) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return
 	}
-	tmp := filepath.Join(dir, "."+id)
-	if os.WriteFile(tmp, []byte(strconv.Itoa(code)), 0o600) == nil {
-		_ = os.Rename(tmp, filepath.Join(dir, id)) // whole, or not at all
+	if f, err := os.CreateTemp(dir, ".note-*"); err == nil { // each writer its own
+		_, werr := f.WriteString(strconv.Itoa(code))
+		if cerr := f.Close(); werr == nil && cerr == nil {
+			_ = os.Rename(f.Name(), filepath.Join(dir, id)) // whole, or not at all
+		} else {
+			_ = os.Remove(f.Name())
+		}
 	}
 	entries, _ := os.ReadDir(dir)
 	for _, d := range entries {
@@ -435,7 +451,7 @@ func (e *Engine) Remove(ref string, o RemoveOptions) error {
 		}
 	}
 	for {
-		if c.Running() && c.Spec.Restart.Restarts() {
+		if c.Running() && mayBeRestarted(c) {
 			// Before each kill, for a supervisor that recorded its
 			// start meanwhile too: it must not start the command again.
 			cur, err := e.requestStop(c.ID)

@@ -126,10 +126,10 @@ const restartPoll = 50 * time.Millisecond
 // and nobody asked knit to stop it. It then records the container as
 // restarting (the exit code, the count) and waits delay, and reports
 // false if a stop came meanwhile.
-func (e *Engine) awaitRestart(id string, code int, delay time.Duration) bool {
+func (e *Engine) awaitRestart(id string, exited Proc, code int, delay time.Duration) bool {
 	again := func(cur *Container) bool {
 		return cur.Running() && !cur.State.StopRequested &&
-			(cur.State.RestartRequested || cur.Spec.Restart.wants(code, cur.State.RestartCount))
+			(cur.State.restartRequested(exited) || cur.Spec.Restart.wants(code, cur.State.RestartCount))
 	}
 	// Most exits restart nothing: a read tells, without a write.
 	if cur, err := e.get(id); err != nil || !again(cur) {
@@ -143,8 +143,8 @@ func (e *Engine) awaitRestart(id string, code int, delay time.Duration) bool {
 		}
 		restart = true
 		cur.State.Restarting = true
-		if cur.State.RestartRequested { // knit restart: at once, and not the policy's
-			cur.State.RestartRequested = false
+		if cur.State.restartRequested(exited) { // knit restart: at once, and not the policy's
+			cur.State.clearRestart()
 			delay = 0
 		} else {
 			cur.State.RestartCount++
@@ -178,7 +178,7 @@ func (e *Engine) mayRestart(id string) (ok, now bool) {
 		if err != nil || cur.State.StopRequested || !cur.Running() {
 			return nil
 		}
-		ok, now = joinedTargetRuns(tx, cur), cur.State.RestartRequested
+		ok, now = joinedTargetRuns(tx, cur), cur.State.restartRequested(cur.State.Process)
 		return nil
 	})
 	return ok, now
@@ -203,7 +203,7 @@ func (e *Engine) restart(c *Container, sc runner.StartConfig) (*runner.Process, 
 		if !cur.Running() || !cur.State.Restarting || cur.State.StopRequested || cur.State.Supervisor != sup {
 			return errdefs.Conflict("container %s was stopped while restarting", cur.Name)
 		}
-		cur.State.RestartRequested = false // one that came during the back-off is this start
+		cur.State.clearRestart() // one that came during the back-off is this start
 		if !joinedTargetRuns(tx, cur) {
 			return errdefs.Conflict("container %s shares the network of a container that stopped: not restarted", cur.Name)
 		}
@@ -230,6 +230,11 @@ func (e *Engine) requestStop(id string) (*Container, error) {
 	}
 	return c, err
 }
+
+// mayBeRestarted reports whether c's supervisor may start its command
+// again: a detached container's, through its policy or knit restart. A
+// stop, a kill or an rm -f of such a container marks its record first.
+func mayBeRestarted(c *Container) bool { return c.Spec.Detach }
 
 // stopsRestarts reports whether sig, sent by knit kill, ends c's restarts:
 // SIGKILL and c's stop signal do, as in Docker (which counts other signals,

@@ -79,3 +79,25 @@ func TestBackoff(t *testing.T) {
 		t.Errorf("after a 10 s run: %v, want 100ms", d)
 	}
 }
+
+// A knit restart's request holds for the process it stopped, until its
+// time: a restart that died half-way does not restart a later exit.
+func TestRestartRequested(t *testing.T) {
+	p, other := Proc{Pid: 10, Start: 5}, Proc{Pid: 11, Start: 6}
+	s := State{RestartFor: p}
+	if !s.restartRequested(p) || s.restartRequested(other) {
+		t.Error("a request without an end: for its process only")
+	}
+	s.RestartBy = time.Now().Add(time.Minute)
+	if !s.restartRequested(p) {
+		t.Error("a request before its end not honoured")
+	}
+	s.RestartBy = time.Now().Add(-time.Second)
+	if s.restartRequested(p) {
+		t.Error("a request past its end honoured")
+	}
+	s.clearRestart()
+	if s.restartRequested(Proc{}) || s.RestartFor != (Proc{}) {
+		t.Error("a cleared request still holds")
+	}
+}

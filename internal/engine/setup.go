@@ -704,6 +704,7 @@ func recordExit(tx store.Tx, cur *Container, code int, kerr error) error {
 		cur.State.ExitCode = code
 		cur.State.FinishedAt = time.Now().UTC()
 		cur.State.Restarting = false
+		cur.State.clearRestart()
 	}
 	if kerr != nil {
 		cur.State.Error = kerr.Error()

@@ -111,10 +111,23 @@ type State struct {
 	// StopRequested says that knit was asked to stop the container (stop,
 	// rm -f, kill with a stopping signal): it is not restarted.
 	StopRequested bool `json:"stopRequested,omitempty"`
-	// RestartRequested says that knit restart stopped the command for its
-	// supervisor to start it again at once.
-	RestartRequested bool `json:"restartRequested,omitempty"`
+	// RestartFor is the process knit restart stops for its supervisor to
+	// start the command again at once, until RestartBy (zero: no end): a
+	// restart that died half-way leaves a request that a later exit of
+	// another process, or one past the time, does not honour.
+	RestartFor Proc      `json:"restartFor,omitzero"`
+	RestartBy  time.Time `json:"restartBy,omitzero"`
 }
+
+// restartRequested reports whether knit restart asked for a new start
+// after process p ends (p: the one that just exited, or, between runs, the
+// one recorded).
+func (s *State) restartRequested(p Proc) bool {
+	return s.RestartFor.Pid > 0 && s.RestartFor == p && (s.RestartBy.IsZero() || time.Now().Before(s.RestartBy))
+}
+
+// clearRestart forgets a knit restart's request.
+func (s *State) clearRestart() { s.RestartFor, s.RestartBy = Proc{}, time.Time{} }
 
 // StatusName is the container's state as Docker names it: its Status, or
 // "restarting" between two runs.
@@ -335,13 +348,15 @@ func lookupContainer(tx store.Tx, ref string) (*Container, error) {
 	if ref == "" {
 		return nil, errdefs.Invalid("container name or ID must not be empty")
 	}
+	// A full ID first: a name that happens to be another's ID must not
+	// take over the lookups knit makes by ID, as in Docker.
+	if c, err := getContainer(tx, ref); !errors.Is(err, store.ErrNotFound) {
+		return c, err
+	}
 	if id, err := tx.Get(bucketNames, ref); err == nil {
 		return getContainer(tx, string(id))
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
-	}
-	if c, err := getContainer(tx, ref); !errors.Is(err, store.ErrNotFound) {
-		return c, err // a full ID
 	}
 	var match *Container
 	err := tx.List(bucketContainers, func(k string, v []byte) error {
