@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"syscall"
 )
 
 // Options tune Copy.
@@ -35,16 +36,25 @@ type Options struct {
 //
 // Paths are relative to their roots; a leading / is the root's own.
 func Copy(src *os.Root, srcPath string, dst *os.Root, dstPath string, o Options) error {
-	sp, dp := clean(srcPath), clean(dstPath)
-	stat := src.Lstat
-	if o.FollowLink {
-		stat = src.Stat
-	}
-	sfi, err := stat(sp)
+	// The paths given are resolved as in their own tree, symbolic links
+	// included (a container's /var/run -> /run), so that what os.Root
+	// walks has none left in it but, for the source, the last one.
+	sp, err := resolve(src, clean(srcPath), o.FollowLink)
 	if err != nil {
 		return fmt.Errorf("source %s: %w", srcPath, unwrapPath(err))
 	}
-	contentsOnly := strings.HasSuffix(srcPath, "/.")
+	dp, err := resolve(dst, clean(dstPath), true)
+	if err != nil {
+		return fmt.Errorf("destination %s: %w", dstPath, unwrapPath(err))
+	}
+	sfi, err := src.Lstat(sp)
+	if err != nil {
+		return fmt.Errorf("source %s: %w", srcPath, unwrapPath(err))
+	}
+	if strings.HasSuffix(srcPath, "/") && !sfi.IsDir() {
+		return fmt.Errorf("source %s: not a directory", srcPath)
+	}
+	contentsOnly := strings.HasSuffix(srcPath, "/.") || srcPath == "."
 	dfi, err := dst.Stat(dp)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -67,8 +77,59 @@ func Copy(src *os.Root, srcPath string, dst *os.Root, dstPath string, o Options)
 		return copyEntry(src, sp, sfi, dst, path.Join(dp, path.Base(sp)))
 	case sfi.IsDir():
 		return fmt.Errorf("cannot copy directory %s to file %s", srcPath, dstPath)
+	case strings.HasSuffix(dstPath, "/"):
+		return fmt.Errorf("destination %s: not a directory", dstPath)
 	}
 	return copyEntry(src, sp, sfi, dst, dp)
+}
+
+// maxLinks bounds the symbolic links resolve follows, as the kernel's 40.
+const maxLinks = 40
+
+// resolve returns p, relative to r, with every symbolic link in it
+// replaced by its target as seen in r (an absolute one from r's top, ..
+// stopping there), the last component's too with last; a part that does
+// not exist ends the resolution, the rest kept as given.
+func resolve(r *os.Root, p string, last bool) (string, error) {
+	done := "."
+	rest := strings.Split(p, "/")
+	for links := 0; len(rest) > 0; {
+		name := rest[0]
+		rest = rest[1:]
+		if name == "." || name == "" {
+			continue
+		}
+		next := path.Join(done, name)
+		if name == ".." {
+			done = next
+			if strings.HasPrefix(done, "..") {
+				done = "." // the tree's top is its own parent
+			}
+			continue
+		}
+		fi, err := r.Lstat(next)
+		if errors.Is(err, fs.ErrNotExist) {
+			return path.Join(append([]string{next}, rest...)...), nil
+		} else if err != nil {
+			return "", err
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 || (len(rest) == 0 && !last) {
+			done = next
+			continue
+		}
+		if links++; links > maxLinks {
+			return "", fmt.Errorf("%s: too many levels of symbolic links", p)
+		}
+		target, err := r.Readlink(next)
+		if err != nil {
+			return "", err
+		}
+		if path.IsAbs(target) {
+			done = "."
+		}
+		rest = append(strings.Split(target, "/"), rest...)
+	}
+	return done, nil
 }
 
 // clean makes p relative to its root: "/" and "" are ".".
@@ -100,22 +161,33 @@ func copyEntry(src *os.Root, sp string, fi fs.FileInfo, dst *os.Root, dp string)
 		if err != nil {
 			return err
 		}
-		if err := dst.Remove(dp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := clear(dst, dp); err != nil {
 			return err
 		}
 		return dst.Symlink(target, dp)
 	case mode.IsRegular():
-		return copyFile(src, sp, mode.Perm(), dst, dp)
+		if err := clear(dst, dp); err != nil {
+			return err
+		}
+		return copyFile(src, sp, fi, dst, dp)
 	default:
-		return fmt.Errorf("%s: cannot copy a %s", sp, strings.TrimPrefix(mode.Type().String(), "-"))
+		return fmt.Errorf("%s: cannot copy a %s", sp, kind(mode))
 	}
 }
 
 // copyDirContents makes dp a directory (if it is not one) with fi's
 // permissions and copies sp's entries into it.
 func copyDirContents(src *os.Root, sp string, fi fs.FileInfo, dst *os.Root, dp string) error {
+	// A directory there is used; a link or a file there is replaced,
+	// never followed: a link copied out of a container earlier must not
+	// lead this copy's files anywhere.
+	if cur, err := dst.Lstat(dp); err == nil && !cur.IsDir() {
+		if err := dst.Remove(dp); err != nil {
+			return err
+		}
+	}
 	if err := dst.Mkdir(dp, fi.Mode().Perm()); err == nil {
-		if err := dst.Chmod(dp, fi.Mode().Perm()); err != nil { // past the umask
+		if err := dst.Chmod(dp, modeOf(fi)); err != nil { // past the umask
 			return err
 		}
 	} else if !errors.Is(err, fs.ErrExist) {
@@ -142,13 +214,57 @@ func copyDirContents(src *os.Root, sp string, fi fs.FileInfo, dst *os.Root, dp s
 	return nil
 }
 
-func copyFile(src *os.Root, sp string, perm fs.FileMode, dst *os.Root, dp string) (err error) {
-	in, err := src.Open(sp)
+// kind names a special file's type, for errors.
+func kind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
+}
+
+// clear makes way at dp for an entry other than a directory: what is
+// there (a file, a link, not followed) goes; a directory is an error.
+func clear(dst *os.Root, dp string) error {
+	cur, err := dst.Lstat(dp)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case cur.IsDir():
+		return fmt.Errorf("%s: cannot overwrite a directory", dp)
+	}
+	return dst.Remove(dp)
+}
+
+// modeOf is fi's permissions with its setuid, setgid and sticky bits.
+func modeOf(fi fs.FileInfo) fs.FileMode {
+	return fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
+}
+
+// copyFile copies the regular file sp, whose Lstat was fi, to dp, which
+// clear emptied. The file opened must be
+// that one: a tree that changes meanwhile (a container's) cannot swap in
+// a FIFO that would hang the copy, or a link to a device.
+func copyFile(src *os.Root, sp string, fi fs.FileInfo, dst *os.Root, dp string) (err error) {
+	// sp is no link: resolve took -L's, and a tree's links are copied as
+	// links.
+	in, err := src.OpenFile(sp, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := dst.OpenFile(dp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if got, err := in.Stat(); err != nil || !got.Mode().IsRegular() || !os.SameFile(got, fi) {
+		return fmt.Errorf("%s: changed while copied", sp)
+	}
+	out, err := dst.OpenFile(dp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NONBLOCK, fi.Mode().Perm())
 	if err != nil {
 		return err
 	}
@@ -160,5 +276,6 @@ func copyFile(src *os.Root, sp string, perm fs.FileMode, dst *os.Root, dp string
 	if _, err := io.Copy(out, in); err != nil {
 		return fmt.Errorf("copy %s: %w", sp, err)
 	}
-	return out.Chmod(perm) // an existing file keeps its mode otherwise
+	return out.Chmod(modeOf(fi)) // past the umask
 }
+

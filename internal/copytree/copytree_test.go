@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -68,7 +69,7 @@ func TestCopyDockerRules(t *testing.T) {
 		{src: "/data/.", dst: "/existing", check: map[string]string{"existing/a": "A", "existing/sub/b": "B"}},
 		{src: "/data", dst: "/file", wantErr: "cannot copy directory"},
 		{src: "/evil", dst: "/evil", check: map[string]string{"evil": "->/etc/passwd"}}, // a link, as it is
-		{src: "/evil", dst: "/followed", follow: true, wantErr: "source /evil"},    // never the host's file
+		{src: "/evil", dst: "/followed", follow: true, wantErr: "source /evil"},         // never the host's file
 		{src: "/data/link", dst: "/deref", follow: true, check: map[string]string{"deref": "A"}},
 		{src: "/../../etc/app.conf", dst: "/up.conf", check: map[string]string{"up.conf": "conf"}}, // .. stops at the root
 		{src: "/nosuch", dst: "/x", wantErr: "source /nosuch"},
@@ -116,5 +117,87 @@ func TestCopyDestinationLinkStaysInside(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(outside, "f")); err == nil {
 		t.Error("a file was written outside the destination's tree")
+	}
+}
+
+// What is at the destination is replaced, never followed: a link a
+// container planted in an earlier copy's output cannot lead a later copy
+// out of the destination's tree.
+func TestCopyReplacesLinksAtTheDestination(t *testing.T) {
+	outside := t.TempDir()
+	victim := filepath.Join(outside, "victim")
+	if err := os.WriteFile(victim, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, src := tree(t, map[string]string{"data/x": "new", "data/d/f": "in d"})
+	dstDir, dst := tree(t, map[string]string{"out/x": "->" + victim, "out/d": "->" + outside})
+	if err := Copy(src, "/data/.", dst, "/out", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, victim); got != "keep" {
+		t.Errorf("the file behind a planted link was written: %q", got)
+	}
+	if got := read(t, filepath.Join(dstDir, "out/x")); got != "new" {
+		t.Errorf("out/x = %q", got)
+	}
+	if fi, err := os.Lstat(filepath.Join(dstDir, "out/d")); err != nil || !fi.IsDir() {
+		t.Errorf("out/d: %v, %v; want a directory in place of the link", fi, err)
+	}
+	if _, err := os.Stat(filepath.Join(outside, "f")); err == nil {
+		t.Error("a file was written through a planted directory link")
+	}
+}
+
+// Links in the paths given resolve inside their own tree, absolute ones
+// from its top (a container's /var/run -> /run).
+func TestCopyResolvesGivenPathsInTheirTree(t *testing.T) {
+	_, src := tree(t, map[string]string{"var/run": "->/run", "run/f": "F", "top": "->../../.."})
+	dstDir, dst := tree(t, map[string]string{"link": "->/real", "real/": ""})
+	if err := Copy(src, "/var/run/f", dst, "/link/", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(dstDir, "real/f")); got != "F" {
+		t.Errorf("real/f = %q", got)
+	}
+	// .. in a link stops at the tree's top.
+	if err := Copy(src, "/top/run/f", dst, "/g", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(dstDir, "g")); got != "F" {
+		t.Errorf("g = %q", got)
+	}
+}
+
+func TestCopyRefusals(t *testing.T) {
+	srcDir, src := tree(t, map[string]string{"f": "F", "d/x": "X"})
+	if err := syscall.Mkfifo(filepath.Join(srcDir, "fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(srcDir, "f"), os.ModeSetuid|0o755); err != nil {
+		t.Fatal(err)
+	}
+	dstDir, dst := tree(t, map[string]string{"file": "old", "dir/x/": ""})
+	for _, tc := range []struct{ src, dst, want string }{
+		{"/f/", "/new", "not a directory"},
+		{"/f", "/file/", "not a directory"},
+		{"/fifo", "/pipe", "cannot copy a named pipe"},
+		{"/d/x", "/dir", "cannot overwrite a directory"},
+	} {
+		if err := Copy(src, tc.src, dst, tc.dst, Options{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Copy(%s, %s) = %v, want %q", tc.src, tc.dst, err, tc.want)
+		}
+	}
+	// "." is the contents, and setuid stays.
+	if err := os.Remove(filepath.Join(srcDir, "fifo")); err != nil {
+		t.Fatal(err)
+	}
+	if err := Copy(src, ".", dst, "/all", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(dstDir, "all/d/x")); got != "X" {
+		t.Errorf("all/d/x = %q", got)
+	}
+	if fi, err := os.Stat(filepath.Join(dstDir, "all/f")); err != nil || fi.Mode()&os.ModeSetuid == 0 {
+		t.Errorf("all/f: %v, %v; want setuid kept", fi, err)
 	}
 }
