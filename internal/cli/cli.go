@@ -123,7 +123,7 @@ func (a *app) rootCommand() *cobra.Command {
 	pf.StringVar(&a.paths.Config, "config", a.paths.Config, "configuration file (env KNIT_CONFIG)")
 	root.AddCommand(
 		a.runCommand(), a.execCommand(), a.psCommand(), a.inspectCommand(),
-		a.stopCommand(), a.killCommand(), a.rmCommand(), a.logsCommand(), a.waitCommand(), a.topCommand(), a.renameCommand(), a.restartCommand(), a.cpCommand(),
+		a.stopCommand(), a.killCommand(), a.rmCommand(), a.logsCommand(), a.waitCommand(), a.topCommand(), a.renameCommand(), a.restartCommand(), a.cpCommand(), a.statsCommand(),
 		a.systemCommand(), a.portCommand(), a.networkCommand(), a.superviseCommand(),
 	)
 	root.AddCommand(a.dnsCommand())

@@ -336,3 +336,37 @@ func TestRestartCommand(t *testing.T) {
 	s.MustKnit(t, "rm", "again")
 	assertEmpty(t, s, "after the restarts")
 }
+
+// stats shows a busy container's CPU, its tasks and its network traffic,
+// from its namespaces, as docker stats --no-stream.
+func TestStats(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "run", "-d", "--name", "busy", "--rootfs", bb, "sh", "-c", "while :; do :; done")
+	s.MustKnit(t, "run", "-d", "--name", "idle", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "exec", "idle", "ping", "-c", "3", "-i", "0.2", "172.17.0.1")
+	out := s.MustKnit(t, "stats", "--no-stream")
+	rows := map[string][]string{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+		f := strings.Fields(l)
+		rows[f[1]] = f
+	}
+	// ID NAME CPU% USAGE / LIMIT MEM% RX / TX READ / WRITE PIDS
+	busy, idle := rows["busy"], rows["idle"]
+	if len(busy) != 14 || len(idle) != 14 {
+		t.Fatalf("stats:\n%s", out)
+	}
+	if cpu, _ := strconv.ParseFloat(strings.TrimSuffix(busy[2], "%"), 64); cpu < 30 {
+		t.Errorf("a busy loop's CPU: %s\n%s", busy[2], out)
+	}
+	if cpu, _ := strconv.ParseFloat(strings.TrimSuffix(idle[2], "%"), 64); cpu > 5 {
+		t.Errorf("sleep's CPU: %s\n%s", idle[2], out)
+	}
+	if idle[13] != "1" || idle[7] == "0B" || idle[9] == "0B" {
+		t.Errorf("idle: PIDS %s, NET I/O %s / %s; want 1 task and the pings' traffic\n%s", idle[13], idle[7], idle[9], out)
+	}
+	if r := s.Knit("stats", "--no-stream", "nosuch"); r.Code != 1 {
+		t.Errorf("stats of a missing container: exit %d", r.Code)
+	}
+	s.MustKnit(t, "rm", "-f", "busy", "idle")
+}
