@@ -143,6 +143,7 @@ func runAll() error {
 			}
 			failed += attachTools(ts)
 		case "datapath", "dns":
+			settle(s)
 			if err := sandboxed(s, "", 10*time.Minute, os.Stdout); err != nil {
 				failed++
 				fmt.Printf("error-%s: %s\n", s, oneLine(err.Error()))

@@ -24,7 +24,7 @@ var repeated = map[string]bool{"knit": true, "knit-noport": true, "floor": true}
 func attachTools(ts []string) (failed int) {
 	limit := *budget + 5*time.Minute
 	run := func(t string, w io.Writer) bool {
-		settle(t)
+		settle("attach " + t)
 		err := sandboxed("attach", t, limit, w)
 		if err != nil {
 			failed++
@@ -123,13 +123,14 @@ func printRounds(rounds []*bytes.Buffer) {
 	}
 }
 
-// settle waits, before tool's sandbox starts, until the kernel has
-// destroyed the namespaces of the sandbox before it: it does so in the
-// background, under locks the next tool's attach needs, for seconds after
-// a sandbox with a thousand containers ends. The count of live network
+// settle waits, before a sandbox starts (what names it), until the kernel
+// has destroyed the namespaces of the sandbox before it: it does so in
+// the background, under locks the next tool's attach needs, for seconds
+// after a sandbox with a thousand containers ends, and the DNS section
+// run meanwhile saw an upstream too slow to answer in time. The count of live network
 // namespace objects (/proc/slabinfo) must hold still for a second; at
 // most a minute is spent.
-func settle(tool string) {
+func settle(what string) {
 	count := func() int {
 		b, err := os.ReadFile("/proc/slabinfo")
 		if err != nil {
@@ -155,5 +156,5 @@ func settle(tool string) {
 			last, still = n, time.Now()
 		}
 	}
-	fmt.Fprintf(os.Stderr, "peers: attach %s: the kernel settled in %s\n", tool, time.Since(t0).Round(100*time.Millisecond))
+	fmt.Fprintf(os.Stderr, "peers: %s: the kernel settled in %s\n", what, time.Since(t0).Round(100*time.Millisecond))
 }
