@@ -247,7 +247,7 @@ func (a *app) logsCommand() *cobra.Command {
 	)
 	c := &cobra.Command{
 		Use:   "logs [OPTIONS] CONTAINER",
-		Short: "Print the output of a detached container",
+		Short: "Print the output of a container (detached, or run in the foreground without --rm)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o := engine.LogsOptions{Follow: follow, Tail: -1, Timestamps: timestamps} // -1: all
