@@ -563,6 +563,13 @@ func TestRunUser(t *testing.T) {
 	if out := s.MustKnit(t, "run", "--rm", "--init", "-u", "nobody", "id", "-u"); out != "65534\n" {
 		t.Errorf("run --init -u nobody: %q", out)
 	}
+	// A working directory the user cannot enter fails the start, as runc's
+	// (the host's /root is 0700).
+	for _, init := range []string{"--init=false", "--init"} {
+		if r := s.Knit("run", "--rm", init, "-u", "nobody", "-w", "/root", "pwd"); r.Code != 126 || !strings.Contains(r.Stderr, "permission denied") {
+			t.Errorf("run %s -u nobody -w /root: exit %d, %q %q", init, r.Code, r.Stdout, r.Stderr)
+		}
+	}
 	if out := s.MustKnit(t, "run", "--rm", "--rootfs", bb, "sh", "-c", `echo "$HOME"`); out != "/root\n" {
 		t.Errorf("root's HOME: %q", out)
 	}

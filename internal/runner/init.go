@@ -45,6 +45,11 @@ func Init() {
 		if err := becomeUser(u); err != nil {
 			initFail(125, err)
 		}
+		// The working directory was entered as root: the user must be
+		// able to enter it too, or the command fails at once, as runc's.
+		if err := unix.Chdir(filepath.Join("/", spec.Cwd)); err != nil {
+			initFail(126, fmt.Errorf("chdir %s as user %d: %w", filepath.Join("/", spec.Cwd), u.Uid, err))
+		}
 	}
 	initFail(execCommand(spec.Args, spec.Env))
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -39,6 +40,7 @@ func runAsInit(s *Spec, u *execUser, change bool) (int, error) {
 	}
 	if change {
 		cmd.SysProcAttr.Credential = u.credential() // init stays root, to signal and reap
+		cmd.Dir = filepath.Join("/", s.Cwd)         // entered as the user, who must be able to
 	}
 	// Notified before the start, so that no signal meant for the command
 	// falls between the two.
