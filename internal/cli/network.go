@@ -161,7 +161,7 @@ func (f *networkCreateFlags) options(name string) (engine.NetworkCreateOptions, 
 	if o.Labels, err = parseLabels("--label", f.labels); err != nil {
 		return o, err
 	}
-	if o.Options, err = parseKeyValues("--opt", f.opts); err != nil {
+	if o.Options, err = parseKV("--opt", f.opts, false); err != nil {
 		return o, err
 	}
 	return o, nil
@@ -199,23 +199,6 @@ func netipReason(err error) string {
 		return msg[i+3:]
 	}
 	return msg
-}
-
-// parseKeyValues parses repeated KEY=VALUE flags; the last value of a key
-// wins, as in Docker.
-func parseKeyValues(flag string, in []string) (map[string]string, error) {
-	if len(in) == 0 {
-		return nil, nil
-	}
-	m := make(map[string]string, len(in))
-	for _, kv := range in {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, errdefs.Invalid("invalid %s %q: want KEY=VALUE", flag, kv)
-		}
-		m[k] = v
-	}
-	return m, nil
 }
 
 // --- ls ---

@@ -375,14 +375,24 @@ func readKVFiles(flag string, paths []string) ([]string, error) {
 // parseLabels reads KEY=VALUE or KEY (an empty value) into a map, the
 // last of a key winning, as Docker's --label.
 func parseLabels(flag string, in []string) (map[string]string, error) {
+	return parseKV(flag, in, true)
+}
+
+// parseKV reads repeated KEY=VALUE flags into a map, the last of a key
+// winning; with bare, KEY alone is an empty value.
+func parseKV(flag string, in []string, bare bool) (map[string]string, error) {
 	if len(in) == 0 {
 		return nil, nil
 	}
+	want := "KEY=VALUE"
+	if bare {
+		want += " or KEY"
+	}
 	m := make(map[string]string, len(in))
 	for _, kv := range in {
-		k, v, _ := strings.Cut(kv, "=")
-		if k == "" {
-			return nil, errdefs.Invalid("invalid %s %q: want KEY=VALUE or KEY", flag, kv)
+		k, v, ok := strings.Cut(kv, "=")
+		if k == "" || !ok && !bare {
+			return nil, errdefs.Invalid("invalid %s %q: want %s", flag, kv, want)
 		}
 		m[k] = v
 	}

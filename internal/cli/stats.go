@@ -37,7 +37,7 @@ func (a *app) statsCommand() *cobra.Command {
 					return err
 				}
 				for _, c := range all {
-					if c.Running() && !c.State.Restarting {
+					if c.StatusName() == engine.StatusRunning {
 						refs = append(refs, c.ID)
 					}
 				}

@@ -278,4 +278,3 @@ func copyFile(src *os.Root, sp string, fi fs.FileInfo, dst *os.Root, dp string) 
 	}
 	return out.Chmod(modeOf(fi)) // past the umask
 }
-

@@ -601,6 +601,10 @@ func TestRunUser(t *testing.T) {
 	if out := s.MustKnit(t, "exec", "unpriv", "sh", "-c", "id -u; id -G"); out != "65534\n65534 4000\n" {
 		t.Errorf("exec runs as %q, want the container's user and groups", out)
 	}
+	// exec -t: the terminal knit allocates is the user's to open.
+	if out := s.MustKnit(t, "exec", "-t", "-u", "1000", "unpriv", "sh", "-c", "echo x >/dev/stdout"); out != "x\r\n" {
+		t.Errorf("exec -t -u 1000 writing to /dev/stdout: %q", out)
+	}
 	if out := s.MustKnit(t, "exec", "-u", "root", "unpriv", "id", "-u"); out != "0\n" {
 		t.Errorf("exec -u root runs as %q", out)
 	}

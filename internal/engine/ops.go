@@ -63,11 +63,11 @@ func (e *Engine) Kill(ref string, sig syscall.Signal) (*Container, error) {
 		if c, err = e.requestStop(c.ID); err != nil {
 			return nil, err
 		}
-		if c.Running() && c.State.Restarting {
+		if c.betweenRuns() {
 			return c, nil // its supervisor sees the request and starts nothing
 		}
 	}
-	if c.State.Restarting && c.Running() {
+	if c.betweenRuns() {
 		return nil, errRestarting(c)
 	}
 	var h *runner.Handle
@@ -258,7 +258,7 @@ func (e *Engine) Processes(ref string) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.Running() && c.State.Restarting {
+	if c.betweenRuns() {
 		return nil, errRestarting(c)
 	}
 	h, ok := openProc(c.State.Process)
@@ -300,7 +300,7 @@ func (e *Engine) OpenRoot(ref string) (*os.Root, error) {
 		return nil, err
 	}
 	switch {
-	case c.Running() && c.State.Restarting:
+	case c.betweenRuns():
 		return nil, errRestarting(c)
 	case !c.Running():
 		return os.OpenRoot(cmp.Or(c.Spec.Rootfs, "/"))
@@ -364,8 +364,9 @@ func (e *Engine) exitNote(id string) (int, bool) {
 const waitPoll = 100 * time.Millisecond
 
 // Wait blocks until the container has stopped, through its restarts, and
-// returns its exit code, as docker wait. A container removed before its
-// code was read (--rm) is an error that says so.
+// returns its exit code, as docker wait: a detached --rm container's from
+// the note its supervisor left (noteExit); one removed otherwise (rm -f)
+// is an error that says so.
 func (e *Engine) Wait(ref string) (int, error) {
 	c, err := e.Container(ref)
 	for err == nil && c.State.Status != StatusExited {
@@ -577,7 +578,7 @@ func (e *Engine) Exec(ref string, o ExecOptions, io Stdio) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if c.Running() && c.State.Restarting {
+	if c.betweenRuns() {
 		return 0, errRestarting(c)
 	}
 	if !c.Running() || !alive(c.State.Process) {

@@ -132,11 +132,15 @@ func (s *State) clearRestart() { s.RestartFor, s.RestartBy = Proc{}, time.Time{}
 // StatusName is the container's state as Docker names it: its Status, or
 // "restarting" between two runs.
 func (c *Container) StatusName() string {
-	if c.State.Restarting && c.Running() {
+	if c.betweenRuns() {
 		return StatusRestarting
 	}
 	return c.State.Status
 }
+
+// betweenRuns reports whether c runs, but its command exited and its
+// supervisor waits to start it again (--restart): there is no process.
+func (c *Container) betweenRuns() bool { return c.Running() && c.State.Restarting }
 
 // Endpoint is a container's attachment to a network, as recorded.
 type Endpoint struct {

@@ -15,8 +15,9 @@ import (
 // Init is the container's init: /proc/self/exe _init, started by Start as
 // PID 1 of new namespaces and already in its network namespace. It sets the
 // container up from the Spec on fd 3, then execs the command, which takes
-// over as PID 1, or with Spec.Init stays PID 1 and runs it (runAsInit). It never returns; on failure it exits 125 (setup), 126
-// (cannot execute) or 127 (not found) with a "knit: " message on stderr.
+// over as PID 1, or with Spec.Init stays PID 1 and runs it (runAsInit).
+// It never returns; on failure it exits 125 (setup), 126 (cannot
+// execute) or 127 (not found) with a "knit: " message on stderr.
 func Init() {
 	// Fd 3 stays open until the execve closes it: Start waits for that.
 	// (An *os.File could be garbage collected and closed before.)
@@ -47,8 +48,9 @@ func Init() {
 		}
 		// The working directory was entered as root: the user must be
 		// able to enter it too, or the command fails at once, as runc's.
-		if err := unix.Chdir(filepath.Join("/", spec.Cwd)); err != nil {
-			initFail(126, fmt.Errorf("chdir %s as user %d: %w", filepath.Join("/", spec.Cwd), u.Uid, err))
+		cwd := filepath.Join("/", spec.Cwd)
+		if err := unix.Chdir(cwd); err != nil {
+			initFail(126, fmt.Errorf("chdir %s as user %d: %w", cwd, u.Uid, err))
 		}
 	}
 	initFail(execCommand(spec.Args, spec.Env))

@@ -27,16 +27,13 @@ func runAsInit(s *Spec, u *execUser, change bool) (int, error) {
 		return execCode(err), err
 	}
 	cmd := &exec.Cmd{
-		Path: path, Args: s.Args, Env: s.Env,
+		Path: path, Args: s.Args, Env: s.Env, // never nil: withHome gave it HOME
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
 		// A process group of its own, so that a signal to ours (^C on
 		// the terminal) does not reach it twice: once from the kernel,
 		// once forwarded. On a terminal its group is the foreground one,
 		// so that ^C, ^Z and resizes go to it.
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Foreground: s.Tty && isTerminal(os.Stdin), Ctty: 0},
-	}
-	if cmd.Env == nil {
-		cmd.Env = []string{} // nil would pass on ours
 	}
 	if change {
 		cmd.SysProcAttr.Credential = u.credential() // init stays root, to signal and reap

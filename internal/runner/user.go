@@ -84,11 +84,7 @@ func lookupUser(etc, spec string) (*execUser, error) {
 	name, group, hasGroup := strings.Cut(spec, ":")
 	u := &execUser{Home: "/"}
 	uid, numeric := parseID(name)
-	// A number is always a UID, as in Docker (moby/sys/user).
-	entry, err := findEntry(etc+"/passwd", func(f []string) bool {
-		id, ok := parseID(f[min(2, len(f)-1)])
-		return len(f) >= 6 && (numeric && ok && id == uid || !numeric && f[0] == name)
-	})
+	entry, err := findNameOrID(etc+"/passwd", name, 6)
 	switch {
 	case err != nil:
 		return nil, err
@@ -134,10 +130,7 @@ func lookupUser(etc, spec string) (*execUser, error) {
 // always a GID and need not be listed.
 func lookupGroup(etc, group string) (uint32, error) {
 	gid, numeric := parseID(group)
-	g, err := findEntry(etc+"/group", func(f []string) bool {
-		id, ok := parseID(f[min(2, len(f)-1)])
-		return len(f) >= 3 && (numeric && ok && id == gid || !numeric && f[0] == group)
-	})
+	g, err := findNameOrID(etc+"/group", group, 3)
 	switch {
 	case err != nil:
 		return 0, err
@@ -172,6 +165,24 @@ func userOf(s *Spec) (u *execUser, change bool, err error) {
 func parseID(s string) (uint32, bool) {
 	n, err := strconv.ParseUint(s, 10, 32)
 	return uint32(n), err == nil
+}
+
+// findNameOrID returns the fields of the line of passwd or group file
+// path, of n fields at least, that names ref: a number is always an ID
+// (the third field), as in Docker (moby/sys/user), anything else a name
+// (the first).
+func findNameOrID(path, ref string, n int) ([]string, error) {
+	id, numeric := parseID(ref)
+	return findEntry(path, func(f []string) bool {
+		if len(f) < n {
+			return false
+		}
+		if numeric {
+			got, ok := parseID(f[2])
+			return ok && got == id
+		}
+		return f[0] == ref
+	})
 }
 
 // findEntry returns the fields of the first line of the colon-separated
