@@ -56,6 +56,19 @@ func Copy(src *os.Root, srcPath string, dst *os.Root, dstPath string, o Options)
 	}
 	contentsOnly := strings.HasSuffix(srcPath, "/.") || srcPath == "."
 	dfi, err := dst.Stat(dp)
+	if sfi.IsDir() {
+		// Both trees can be one (a container whose root is the host's):
+		// a directory copied into itself would copy its copy without end.
+		into := dp
+		if err == nil && dfi.IsDir() && !contentsOnly {
+			into = path.Join(dp, path.Base(sp))
+		}
+		if inside, ierr := within(dst, into, sfi); ierr != nil {
+			return fmt.Errorf("destination %s: %w", dstPath, unwrapPath(ierr))
+		} else if inside {
+			return fmt.Errorf("cannot copy directory %s into itself (%s)", srcPath, dstPath)
+		}
+	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if strings.HasSuffix(dstPath, "/") && !sfi.IsDir() {
@@ -81,6 +94,22 @@ func Copy(src *os.Root, srcPath string, dst *os.Root, dstPath string, o Options)
 		return fmt.Errorf("destination %s: not a directory", dstPath)
 	}
 	return copyEntry(src, sp, sfi, dst, dp)
+}
+
+// within reports whether p, or a directory above it, in dst is dir.
+func within(dst *os.Root, p string, dir fs.FileInfo) (bool, error) {
+	for {
+		fi, err := dst.Lstat(p)
+		switch {
+		case err == nil && os.SameFile(fi, dir):
+			return true, nil
+		case err != nil && !errors.Is(err, fs.ErrNotExist):
+			return false, err
+		case p == ".":
+			return false, nil
+		}
+		p = path.Dir(p)
+	}
 }
 
 // maxLinks bounds the symbolic links resolve follows, as the kernel's 40.
@@ -161,12 +190,12 @@ func copyEntry(src *os.Root, sp string, fi fs.FileInfo, dst *os.Root, dp string)
 		if err != nil {
 			return err
 		}
-		if err := clear(dst, dp); err != nil {
+		if err := clear(dst, dp, fi); err != nil {
 			return err
 		}
 		return dst.Symlink(target, dp)
 	case mode.IsRegular():
-		if err := clear(dst, dp); err != nil {
+		if err := clear(dst, dp, fi); err != nil {
 			return err
 		}
 		return copyFile(src, sp, fi, dst, dp)
@@ -229,9 +258,10 @@ func kind(m fs.FileMode) string {
 	return "special file"
 }
 
-// clear makes way at dp for an entry other than a directory: what is
-// there (a file, a link, not followed) goes; a directory is an error.
-func clear(dst *os.Root, dp string) error {
+// clear makes way at dp for the entry fi, not a directory: what is there
+// (a file, a link, not followed) goes; a directory, or fi itself (both
+// trees can be one), is an error.
+func clear(dst *os.Root, dp string, fi fs.FileInfo) error {
 	cur, err := dst.Lstat(dp)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -240,6 +270,8 @@ func clear(dst *os.Root, dp string) error {
 		return err
 	case cur.IsDir():
 		return fmt.Errorf("%s: cannot overwrite a directory", dp)
+	case os.SameFile(cur, fi):
+		return fmt.Errorf("%s: source and destination are the same file", dp)
 	}
 	return dst.Remove(dp)
 }

@@ -201,3 +201,38 @@ func TestCopyRefusals(t *testing.T) {
 		t.Errorf("all/f: %v, %v; want setuid kept", fi, err)
 	}
 }
+
+// Both sides can be one tree (a container whose root is the host's): a
+// directory copied into itself is refused before anything is copied, not
+// copied without end, and a file copied onto itself is refused, not
+// deleted before it is read.
+func TestCopyOntoItself(t *testing.T) {
+	dir, r := tree(t, map[string]string{"a/f": "F", "a/sub/g": "G", "a/l": "->f"})
+	for _, tc := range []struct{ src, dst, want string }{
+		{"/a", "/a/sub", "into itself"},
+		{"/a", "/a/sub/new", "into itself"},
+		{"/a/.", "/a", "into itself"},
+		{"/a/.", "/a/sub", "into itself"},
+		{"/a", "/", "into itself"}, // a goes to /a: itself
+		{"/a/f", "/a/f", "same file"},
+		{"/a/f", "/a", "same file"},
+		{"/a/l", "/a", "same file"},
+	} {
+		if err := Copy(r, tc.src, r, tc.dst, Options{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Copy(%s, %s) = %v, want %q", tc.src, tc.dst, err, tc.want)
+		}
+	}
+	if got := read(t, filepath.Join(dir, "a/f")); got != "F" {
+		t.Errorf("a/f = %q after the refusals", got)
+	}
+	if entries, err := os.ReadDir(filepath.Join(dir, "a/sub")); err != nil || len(entries) != 1 {
+		t.Errorf("a/sub after the refusals: %v, %v; want only g", entries, err)
+	}
+	// Beside itself is fine.
+	if err := Copy(r, "/a", r, "/b", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(dir, "b/sub/g")); got != "G" {
+		t.Errorf("b/sub/g = %q", got)
+	}
+}
