@@ -490,6 +490,25 @@ func TestNetworkExternalBridge(t *testing.T) {
 	if v := strings.TrimSpace(s.MustRun(t, "cat", "/proc/sys/net/ipv4/conf/br-bare/promote_secondaries")); v != "0" {
 		t.Errorf("br-bare's promote_secondaries after network rm = %s, want it back at 0", v)
 	}
+
+	// The administrator's bridge deleted: a run on its network fails and
+	// leaves nothing behind.
+	s.MustRun(t, "ip", "link", "add", "br-gone", "type", "bridge")
+	s.MustKnit(t, "network", "create", "-o", "bridge=br-gone", "--subnet", "203.0.113.0/24", "gone")
+	s.MustRun(t, "ip", "link", "del", "br-gone")
+	r := s.Knit("run", "--name", "g1", "--network", "gone", "--rootfs", bb, "true")
+	if r.Code != 125 || !strings.Contains(r.Stderr, "external bridge br-gone does not exist: create it first") {
+		t.Errorf("run on a network whose bridge is gone: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	if v := s.MustRun(t, "ip", "-o", "link", "show", "type", "veth"); strings.Contains(v, ": veth") {
+		t.Errorf("veths left by the failed run:\n%s", v)
+	}
+	if ns := s.MustRun(t, "ls", s.ExecRoot()+"/netns"); ns != "" {
+		t.Errorf("namespace mounts left by the failed run: %s", ns)
+	}
+	if ps := s.MustKnit(t, "ps", "-a", "-q"); ps != "" {
+		t.Errorf("records left by the failed run: %s", ps)
+	}
 }
 
 // Dual-stack networks are isolated from each other over IPv6 too.

@@ -259,6 +259,26 @@ func TestExitCodes(t *testing.T) {
 	}
 }
 
+// A detached shell waits for input with -i (a silent stdin kept open) or
+// -t (a terminal nobody types into), as with docker run -di/-dt/-dit, and
+// ends at once without either: its stdin is /dev/null.
+func TestDetachedShellWaitsForInput(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	for _, f := range []string{"-di", "-dt", "-dit"} {
+		s.MustKnit(t, "run", f, "--name", "sh"+f, "--rootfs", bb, "sh")
+	}
+	s.MustKnit(t, "run", "-d", "--name", "sh-d", "--rootfs", bb, "sh")
+	if code := strings.TrimSpace(s.MustKnit(t, "wait", "sh-d")); code != "0" {
+		t.Errorf("sh without stdin: exit %s, want 0", code)
+	}
+	for _, f := range []string{"-di", "-dt", "-dit"} {
+		if st := inspectField(t, s, "sh"+f, "{{.State.Status}}"); st != "running" {
+			t.Errorf("sh started with %s: %s, want it running, waiting for input", f, st)
+		}
+	}
+}
+
 func TestRemoveLeavesNothingAndAddressIsReused(t *testing.T) {
 	s := sandbox(t)
 	bb := testutil.Busybox(t)

@@ -127,9 +127,11 @@ func (e *Engine) Supervise(id, owner string, ready *os.File) error {
 	// so that logs -f, which ends there, misses nothing.
 	end := func(code int) error { streams.close(); return e.finish(id, code) }
 	sc := runner.StartConfig{Stdout: streams.out, Stderr: streams.err, Tty: c.Spec.Tty}
-	if c.Spec.Interactive {
+	if c.Spec.Interactive && !c.Spec.Tty {
 		// -di: a stdin that stays open and silent, so shells wait for input
-		// instead of exiting at EOF, as with docker run -di.
+		// instead of exiting at EOF, as with docker run -di. With -t the
+		// terminal is that already: a pipe there would only keep, for every
+		// restart, a relay goroutine blocked reading it.
 		in, keep, err := os.Pipe()
 		if err != nil {
 			fmt.Fprintln(ready, err)
