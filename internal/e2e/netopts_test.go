@@ -35,6 +35,7 @@ func TestRoutedNetwork(t *testing.T) {
 	s.MustKnit(t, "network", "create", "--subnet", "10.84.0.0/24", "-o", "com.docker.network.bridge.gateway_mode_ipv6=routed", "v6routed")
 	serve(t, s, bb, "open", "--network", "routed", "--ip", "10.82.0.5", "-p", "8085:80")
 	serve(t, s, bb, "unpublished", "--network", "routed", "--ip", "10.82.0.6")
+	serve(t, s, bb, "loopback", "--network", "routed", "--ip", "10.82.0.7", "-p", "127.0.0.1:8087:80")
 	serve(t, s, bb, "closed", "--network", "natted", "--ip", "10.83.0.5")
 	serve(t, s, bb, "v4nat", "--network", "v6routed", "--ip", "10.84.0.5")
 	for _, subnet := range []string{"10.82.0.0/24", "10.83.0.0/24", "10.84.0.0/24"} {
@@ -43,6 +44,9 @@ func TestRoutedNetwork(t *testing.T) {
 	reaches(t, s, world, "10.82.0.5", 80, "open")
 	reaches(t, s, world, "198.51.100.1", 8085, "open") // the host port too
 	blocked(t, s, world, "10.82.0.6", 80)
+	// A port published on loopback is the host's only, routed or not.
+	blocked(t, s, world, "10.82.0.7", 80)
+	reaches(t, s, nil, "127.0.0.1", 8087, "loopback")
 	blocked(t, s, world, "10.83.0.5", 80)
 	blocked(t, s, world, "10.84.0.5", 80)
 	// Routed containers leave with their own address.

@@ -159,7 +159,8 @@ func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening fun
 		return err
 	}
 	// On a network whose gateway mode is routed for a family, the port is
-	// also open on the container's address of that family.
+	// also open on the container's address of that family, unless it is
+	// published on loopback: that is the host's alone (moby#45610).
 	var fn firewall.Network
 	if n, err := getNetwork(tx, ep.Network); err == nil {
 		fn = firewallNetwork(n)
@@ -171,7 +172,7 @@ func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening fun
 		}
 		c.Ports = append(c.Ports, firewall.PortMapping{
 			Network: ep.Network, HostIP: m.HostIP, HostPort: m.HostPort, Proto: string(m.Proto),
-			ContainerIP: cip, ContainerPort: m.ContainerPort, Open: fn.Routed(cip),
+			ContainerIP: cip, ContainerPort: m.ContainerPort, Open: fn.Routed(cip) && !m.HostIP.IsLoopback(),
 		})
 		// On a dual-stack network a port published on every address is
 		// published on the IPv6 ones too, as Docker does ([::]:PORT).
