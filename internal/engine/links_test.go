@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -130,4 +131,59 @@ func (f *linksRemovedWhen) RemoveLinks(owner string, ls []firewall.Link) error {
 	})
 	f.held = append(f.held, held)
 	return f.Recorder.RemoveLinks(owner, ls)
+}
+
+// When the linkers' elements cannot be taken back at a target's exit, its
+// address stays held (another container given it would be reachable
+// through them) and the exit records the error; prune then finishes the
+// job and releases the address.
+func TestTargetExitKeepsAddressWhenLinksStay(t *testing.T) {
+	st := newStore(t)
+	fw := firewalltest.New()
+	e := firewallEngine(t, st, fw)
+	e.paths.ExecRoot = "/dev/null/run" // no DNS server to sync
+	ep := func(id, addr string) Endpoint {
+		return Endpoint{Network: "n", Endpoint: driver.Endpoint{ContainerID: id, IfName: "eth0", Addrs: []netip.Prefix{netip.MustParsePrefix(addr)}}}
+	}
+	target := &Container{ID: hexID("aa"), Name: "db", Dir: filepath.Join(t.TempDir(), "db"),
+		State:     State{Status: StatusRunning, Supervisor: selfProc()},
+		Endpoints: []Endpoint{ep(hexID("aa"), "10.8.0.2/24")},
+		Spec:      Spec{Exposed: []portmap.Spec{{ContainerFirst: 5432, ContainerLast: 5432, Proto: "tcp"}}}}
+	linker := &Container{ID: hexID("bb"), Name: "web", Dir: filepath.Join(t.TempDir(), "web"), Netns: "/nonexistent",
+		State:     State{Status: StatusRunning, Supervisor: selfProc()},
+		Endpoints: []Endpoint{ep(hexID("bb"), "10.8.0.3/24")},
+		Links:     []Link{{TargetID: target.ID, Name: "db", Alias: "db"}}}
+	seed(t, st, target, linker)
+	if err := st.Update(func(tx store.Tx) error { return tx.Put(ipamBucket("n"), "10.8.0.2", []byte(target.ID)) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.AddLinks(linker.ID, e.linkRules(linker, "")); err != nil {
+		t.Fatal(err)
+	}
+	held := func() bool {
+		err := st.View(func(tx store.Tx) error { _, err := tx.Get(ipamBucket("n"), "10.8.0.2"); return err })
+		return err == nil
+	}
+	fw.FailOn("RemoveLinks "+linker.ID, errors.New("netlink: busy"))
+	_ = e.finish(target.ID, 0)
+	cur, err := e.get(target.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !held() || cur.State.Status != StatusExited || !strings.Contains(cur.State.Error, "busy") {
+		t.Fatalf("after an exit whose relink failed: address held %v, state %+v; want it held and the error recorded", held(), cur.State)
+	}
+	var all []*Container
+	if err := st.View(func(tx store.Tx) (err error) { all, err = listContainers(tx); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pruneContainers(all, &PruneReport{}); err != nil {
+		t.Fatal(err)
+	}
+	if held() {
+		t.Error("prune kept db's address once the links were taken back")
+	}
+	if owners, _ := fw.LinkOwners(); slices.Contains(owners, linker.ID) {
+		t.Errorf("web's link elements to db outlived prune: %v", fw)
+	}
 }

@@ -72,7 +72,14 @@ func (e *Engine) pruneContainers(all []*Container, r *PruneReport) (map[string]*
 			continue
 		}
 		if c.State.Error != "" {
-			if err := e.teardownKernel(c); err != nil {
+			// Its exit could not undo everything: its kernel state, and the
+			// links that let others reach its address, go before the
+			// address is released.
+			err := e.teardownKernel(c)
+			if err == nil {
+				err = e.relink(c.ID, true)
+			}
+			if err != nil {
 				errs = append(errs, fmt.Errorf("container %s: %w", c.Name, err))
 				live[c.ID] = c // what it holds stays held
 				continue
@@ -105,8 +112,16 @@ func (e *Engine) pruneNetns(live map[string]*Container, r *PruneReport) error {
 	}
 	var errs []error
 	for _, id := range names {
-		if _, ok := live[id]; ok || e.active(id) {
-			continue // active: a run that started after Prune looked
+		if _, ok := live[id]; ok {
+			continue
+		}
+		// Kept if active (a run that started after Prune looked) or if
+		// the store cannot tell.
+		if active, err := e.active(id); err != nil {
+			errs = append(errs, err)
+			continue
+		} else if active {
+			continue
 		}
 		if err := netns.Delete(filepath.Join(e.netnsDir(), id)); err != nil {
 			errs = append(errs, err)
@@ -153,8 +168,15 @@ func (e *Engine) pruneLinks(live map[string]*Container, nets []*Network, r *Prun
 		owners := map[string]string{} // host link → the container ID of its alias
 		strays, err := d.Strays(&n.Network, func(hostIf, containerID string) bool {
 			owners[hostIf] = containerID
-			_, isLive := live[containerID]
-			return owned[hostIf] || isLive || e.active(containerID)
+			if _, isLive := live[containerID]; isLive || owned[hostIf] {
+				return true
+			}
+			active, err := e.active(containerID)
+			if err != nil {
+				errs = append(errs, err) // kept
+				return true
+			}
+			return active
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("network %s: %w", n.Name, err))
@@ -274,8 +296,8 @@ func (e *Engine) removeStray(id string, remove func() error) (bool, error) {
 		}
 		defer unlock()
 	}
-	if e.active(id) {
-		return false, nil
+	if active, err := e.active(id); err != nil || active {
+		return false, err
 	}
 	if err := remove(); err != nil {
 		return false, err
@@ -283,19 +305,33 @@ func (e *Engine) removeStray(id string, remove func() error) (bool, error) {
 	return true, nil
 }
 
-// active reports whether id is a container that is not exited, read now.
-func (e *Engine) active(id string) bool {
-	var c *Container
-	var cni bool
-	err := e.st.View(func(tx store.Tx) (err error) {
-		if _, err := getAttachment(tx, id); err == nil {
-			cni = true
+// active reports whether id is a CNI attachment or a container that is not
+// exited, read now. A store that cannot say (busy past its lock timeout, a
+// record that does not decode) is an error, never "inactive": prune's
+// callers then keep what they would have removed.
+func (e *Engine) active(id string) (bool, error) {
+	var active bool
+	err := e.st.View(func(tx store.Tx) error {
+		_, err := getAttachment(tx, id)
+		if err == nil {
+			active = true
 			return nil
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
 		}
-		c, err = getContainer(tx, id)
-		return err
+		c, err := getContainer(tx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		active = c.State.Status != StatusExited
+		return nil
 	})
-	return err == nil && (cni || c.State.Status != StatusExited)
+	if err != nil {
+		return false, fmt.Errorf("is %s still in use: %w", id, err)
+	}
+	return active, nil
 }
 
 // pruneNetworkRules removes the firewall rules of networks that have no

@@ -161,3 +161,45 @@ func TestPruneRetriesFailedTeardown(t *testing.T) {
 		t.Errorf("the stuck container's record after the second prune: %v, want it gone", err)
 	}
 }
+
+// When the store cannot say whether an owner is still in use (here its
+// record does not decode), prune keeps what it would have removed and
+// reports why: it never takes "unknown" for "gone".
+func TestPruneKeepsWhatTheStoreCannotJudge(t *testing.T) {
+	st := newStore(t)
+	e := firewallEngine(t, st, firewalltest.New())
+	id := hexID("bad")
+	if err := st.Update(func(tx store.Tx) error { return tx.Put(bucketContainers, id, []byte("{not json")) }); err != nil {
+		t.Fatal(err)
+	}
+	removed := false
+	ok, err := e.removeStray(id, func() error { removed = true; return nil })
+	if ok || removed || err == nil || !strings.Contains(err.Error(), id) {
+		t.Errorf("removeStray of an undecodable record's objects = %v, %v (removed: %v); want kept, with an error naming it", ok, err, removed)
+	}
+	// Gone and exited are judged as before.
+	ok, err = e.removeStray(hexID("gone"), func() error { return nil })
+	if !ok || err != nil {
+		t.Errorf("removeStray of an owner without a record = %v, %v; want removed", ok, err)
+	}
+}
+
+// A network that the store cannot read is not taken for one that is gone:
+// the teardown reports it, and the exit keeps the address held.
+func TestTeardownReportsUnreadableNetwork(t *testing.T) {
+	st := newStore(t)
+	e := firewallEngine(t, st, firewalltest.New())
+	if err := st.Update(func(tx store.Tx) error { return tx.Put(bucketNetworks, "n", []byte("{not json")) }); err != nil {
+		t.Fatal(err)
+	}
+	c := portHolder(t, hexID("c"), "c", State{Status: StatusRunning})
+	c.Endpoints = []Endpoint{{Network: "n"}}
+	if err := e.teardownKernel(c); err == nil || !strings.Contains(err.Error(), "decode") {
+		t.Errorf("teardown with an unreadable network record: %v, want the store's error", err)
+	}
+	// A network with no record is gone, with its links: no error.
+	c.Endpoints = []Endpoint{{Network: "gone"}}
+	if err := e.teardownKernel(c); err != nil {
+		t.Errorf("teardown on a removed network: %v", err)
+	}
+}

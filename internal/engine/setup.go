@@ -531,10 +531,13 @@ func (e *Engine) teardownKernel(c *Container) error {
 	for i := range c.Endpoints {
 		ep := &c.Endpoints[i]
 		n, err := e.lookupNetwork(ep.Network)
-		if err != nil {
+		if errdefs.KindOf(err) == errdefs.KindNotFound {
 			continue // the network is gone, and its links with it
 		}
-		d, err := e.driverFor(n)
+		var d driver.Driver
+		if err == nil {
+			d, err = e.driverFor(n)
+		}
 		if err == nil {
 			err = d.Leave(&n.Network, &ep.Endpoint, driver.Sandbox{NetnsPath: c.Netns}, driver.LeaveOptions{SandboxGone: gone})
 		}
@@ -602,17 +605,22 @@ func (e *Engine) finish(id string, code int) error {
 	// before the address is released (it may go to another container): a
 	// crash in between leaves the record running, for a repair to do it
 	// again. Once more after, for a linker made meanwhile.
-	relink := func() {
+	relink := func() error {
 		if err := e.relink(id, true); err != nil {
-			fmt.Fprintf(os.Stderr, "knit: update the links to container %s: %v\n", c.Name, err)
+			return fmt.Errorf("update the links to container %s: %w", c.Name, err)
 		}
+		return nil
 	}
 	if linked {
-		relink()
+		// Failed, the address stays held, and the exit records the error
+		// for prune to retry.
+		kerr = errors.Join(kerr, relink())
 	}
 	defer func() {
 		if linked {
-			relink()
+			if err := relink(); err != nil {
+				fmt.Fprintf(os.Stderr, "knit: %v\n", err)
+			}
 		}
 	}()
 	// A `network connect` may have added an endpoint while the teardown
