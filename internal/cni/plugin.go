@@ -332,18 +332,30 @@ func (p *plugin) check(data []byte) *Error {
 }
 
 // gc removes every attachment on the network that is not in the valid
-// list, and every one whose ADD died half-way.
+// list, and every one whose ADD died half-way. The list's key is
+// cni.dev/valid-attachments; the spec's first text of 1.1.0 named it
+// cni.dev/attachments, which libcni sends too (containernetworking/cni
+// #1101): a runtime that sends only that one must not lose every
+// attachment. With neither, nothing is valid, as for libcni, which has
+// then already deleted every attachment it cached.
 func (p *plugin) gc(data []byte) *Error {
 	var c struct {
 		BaseConf
-		ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments"`
+		ValidAttachments *[]types.GCAttachment `json:"cni.dev/valid-attachments"`
+		Attachments      *[]types.GCAttachment `json:"cni.dev/attachments"`
 	}
 	if err := decode(data, &c, &c.BaseConf); err != nil {
 		return err
 	}
+	valid := c.ValidAttachments
+	if valid == nil {
+		valid = c.Attachments
+	}
 	keep := map[types.GCAttachment]bool{}
-	for _, a := range c.ValidAttachments {
-		keep[a] = true
+	if valid != nil {
+		for _, a := range *valid {
+			keep[a] = true
+		}
 	}
 	e, err := p.engine(&c.BaseConf)
 	if err != nil {
@@ -378,6 +390,12 @@ func (p *plugin) status(data []byte) *Error {
 			err.Code = CodeNotAvailable
 		}
 		return err
+	}
+	// A configuration that disagrees with the network ADD would find is
+	// refused by ADD: STATUS says so first.
+	if merr := checkNetwork(e, o); merr != nil {
+		merr.Code = CodeNotAvailable
+		return merr
 	}
 	if serr := e.CNIStatus(o); serr != nil {
 		if errors.Is(serr, engine.ErrNetworkDamaged) {

@@ -405,6 +405,19 @@ func TestGC(t *testing.T) {
 	if code, out := call(t, f, invocation{map[string]string{"CNI_COMMAND": "GC"}, conf}); code != 1 || !strings.Contains(out, `"code": 100`) {
 		t.Errorf("failed GC: exit %d, %s", code, out)
 	}
+
+	// The list under the spec's first name is read too; with no list at
+	// all (libcni's GC without valid attachments), nothing is kept.
+	f = &fakeEngine{}
+	old := strings.Replace(conf, "cni.dev/valid-attachments", "cni.dev/attachments", 1)
+	if code, out := call(t, f, invocation{map[string]string{"CNI_COMMAND": "GC"}, old}); code != 0 || !f.keep("b", "net1") || f.keep("c", "eth0") {
+		t.Errorf("GC with cni.dev/attachments: exit %d, %q, keep(b, net1) %v", code, out, f.keep("b", "net1"))
+	}
+	f = &fakeEngine{}
+	none := `{"cniVersion":"1.1.0","name":"cfg","network":"knet"}`
+	if code, out := call(t, f, invocation{map[string]string{"CNI_COMMAND": "GC"}, none}); code != 0 || f.keep("a", "eth0") {
+		t.Errorf("GC without a list: exit %d, %s; want every attachment removed", code, out)
+	}
 }
 
 func TestStatus(t *testing.T) {
@@ -418,6 +431,14 @@ func TestStatus(t *testing.T) {
 	if code, out := call(t, f, invocation{env, conf}); code != 1 || !strings.Contains(out, `"code": 50`) || !strings.Contains(out, "no free address") {
 		t.Errorf("exhausted: exit %d, %s", code, out)
 	}
+	// A configuration that disagrees with the existing network, which ADD
+	// would refuse, is not ready either.
+	f = &fakeEngine{existing: &engine.Network{Network: driver.Network{Name: "knet", Bridge: "knet0",
+		Subnets: []driver.Subnet{{Prefix: netip.MustParsePrefix("10.99.0.0/24")}}}}}
+	if code, out := call(t, f, invocation{env, conf}); code != 1 || !strings.Contains(out, `"code": 50`) || !strings.Contains(out, "10.99.0.0/24") {
+		t.Errorf("mismatched network: exit %d, %s", code, out)
+	}
+	f = &fakeEngine{}
 	// A firewall that cannot be used fails existing attachments too.
 	f.err = fmt.Errorf("%w: nftables: list tables: protocol not supported", engine.ErrFirewallUnusable)
 	if code, out := call(t, f, invocation{env, conf}); code != 1 || !strings.Contains(out, `"code": 51`) || !strings.Contains(out, "firewall") {
