@@ -72,21 +72,7 @@ func TestTargetExitTakesBackTheLinks(t *testing.T) {
 	fw := &linksRemovedWhen{Recorder: firewalltest.New(), st: st}
 	e := firewallEngine(t, st, fw)
 	e.paths.ExecRoot = "/dev/null/run" // no DNS server to sync
-	ep := func(id, addr string) Endpoint {
-		return Endpoint{Network: "n", Endpoint: driver.Endpoint{ContainerID: id, IfName: "eth0", Addrs: []netip.Prefix{netip.MustParsePrefix(addr)}}}
-	}
-	target := &Container{ID: hexID("aa"), Name: "db", Dir: filepath.Join(t.TempDir(), "db"),
-		State:     State{Status: StatusRunning, Supervisor: selfProc()},
-		Endpoints: []Endpoint{ep(hexID("aa"), "10.8.0.2/24")},
-		Spec:      Spec{Exposed: []portmap.Spec{{ContainerFirst: 5432, ContainerLast: 5432, Proto: "tcp"}}}}
-	linker := &Container{ID: hexID("bb"), Name: "web", Dir: filepath.Join(t.TempDir(), "web"), Netns: "/nonexistent",
-		State:     State{Status: StatusRunning, Supervisor: selfProc()},
-		Endpoints: []Endpoint{ep(hexID("bb"), "10.8.0.3/24")},
-		Links:     []Link{{TargetID: target.ID, Name: "db", Alias: "db"}}}
-	seed(t, st, target, linker)
-	if err := st.Update(func(tx store.Tx) error { return tx.Put(ipamBucket("n"), "10.8.0.2", []byte(target.ID)) }); err != nil {
-		t.Fatal(err)
-	}
+	target, linker := linkedPair(t, st)
 	rules := e.linkRules(linker, "")
 	if len(rules) != 1 {
 		t.Fatalf("link rules of web: %v, want one to db's port", rules)
@@ -142,21 +128,7 @@ func TestTargetExitKeepsAddressWhenLinksStay(t *testing.T) {
 	fw := firewalltest.New()
 	e := firewallEngine(t, st, fw)
 	e.paths.ExecRoot = "/dev/null/run" // no DNS server to sync
-	ep := func(id, addr string) Endpoint {
-		return Endpoint{Network: "n", Endpoint: driver.Endpoint{ContainerID: id, IfName: "eth0", Addrs: []netip.Prefix{netip.MustParsePrefix(addr)}}}
-	}
-	target := &Container{ID: hexID("aa"), Name: "db", Dir: filepath.Join(t.TempDir(), "db"),
-		State:     State{Status: StatusRunning, Supervisor: selfProc()},
-		Endpoints: []Endpoint{ep(hexID("aa"), "10.8.0.2/24")},
-		Spec:      Spec{Exposed: []portmap.Spec{{ContainerFirst: 5432, ContainerLast: 5432, Proto: "tcp"}}}}
-	linker := &Container{ID: hexID("bb"), Name: "web", Dir: filepath.Join(t.TempDir(), "web"), Netns: "/nonexistent",
-		State:     State{Status: StatusRunning, Supervisor: selfProc()},
-		Endpoints: []Endpoint{ep(hexID("bb"), "10.8.0.3/24")},
-		Links:     []Link{{TargetID: target.ID, Name: "db", Alias: "db"}}}
-	seed(t, st, target, linker)
-	if err := st.Update(func(tx store.Tx) error { return tx.Put(ipamBucket("n"), "10.8.0.2", []byte(target.ID)) }); err != nil {
-		t.Fatal(err)
-	}
+	target, linker := linkedPair(t, st)
 	if err := fw.AddLinks(linker.ID, e.linkRules(linker, "")); err != nil {
 		t.Fatal(err)
 	}
@@ -186,4 +158,26 @@ func TestTargetExitKeepsAddressWhenLinksStay(t *testing.T) {
 	if owners, _ := fw.LinkOwners(); slices.Contains(owners, linker.ID) {
 		t.Errorf("web's link elements to db outlived prune: %v", fw)
 	}
+}
+
+// linkedPair records two running containers on network n: db (10.8.0.2,
+// which it holds, exposing 5432/tcp) and web, linked to db.
+func linkedPair(t *testing.T, st store.Store) (target, linker *Container) {
+	t.Helper()
+	ep := func(id, addr string) Endpoint {
+		return Endpoint{Network: "n", Endpoint: driver.Endpoint{ContainerID: id, IfName: "eth0", Addrs: []netip.Prefix{netip.MustParsePrefix(addr)}}}
+	}
+	target = &Container{ID: hexID("aa"), Name: "db", Dir: filepath.Join(t.TempDir(), "db"),
+		State:     State{Status: StatusRunning, Supervisor: selfProc()},
+		Endpoints: []Endpoint{ep(hexID("aa"), "10.8.0.2/24")},
+		Spec:      Spec{Exposed: []portmap.Spec{{ContainerFirst: 5432, ContainerLast: 5432, Proto: "tcp"}}}}
+	linker = &Container{ID: hexID("bb"), Name: "web", Dir: filepath.Join(t.TempDir(), "web"), Netns: "/nonexistent",
+		State:     State{Status: StatusRunning, Supervisor: selfProc()},
+		Endpoints: []Endpoint{ep(hexID("bb"), "10.8.0.3/24")},
+		Links:     []Link{{TargetID: target.ID, Name: "db", Alias: "db"}}}
+	seed(t, st, target, linker)
+	if err := st.Update(func(tx store.Tx) error { return tx.Put(ipamBucket("n"), "10.8.0.2", []byte(target.ID)) }); err != nil {
+		t.Fatal(err)
+	}
+	return target, linker
 }
