@@ -208,3 +208,27 @@ func TestPublishedTCPRangeAndIPRandom(t *testing.T) {
 	reaches(t, s, nil, "127.0.0.1", local, "rng")
 	blocked(t, s, world, "198.51.100.1", local)
 }
+
+// `nft flush ruleset` (what a firewall service's restart does) takes
+// knit's table with it; the next command that ensures a network puts back
+// what the table held for the others: another network's isolation, and the
+// published ports of the containers still running.
+func TestFirewallRestoredAfterFlush(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	knit := testutil.KnitBinary(t)
+	s.MustKnit(t, "network", "create", "--subnet", "10.85.0.0/24", "other")
+	serve(t, s, bb, "web", "--network", "other", "-p", "8080:80")
+	s.MustKnit(t, "run", "-d", "--name", "probe", "--rootfs", bb, "sleep", "300")
+	web := ipOn(t, s, "web", "other")
+	reaches(t, s, world, "198.51.100.1", 8080, "web")
+	blocked(t, s, []string{knit, "exec", "probe"}, web, 80)
+
+	s.MustRun(t, "nft", "flush", "ruleset")
+	s.MustKnit(t, "run", "--rm", "--rootfs", bb, "true") // ensures the default network
+	reaches(t, s, world, "198.51.100.1", 8080, "web")
+	blocked(t, s, []string{knit, "exec", "probe"}, web, 80)
+	if rules := s.MustRun(t, "nft", "list", "table", "inet", "knit"); !strings.Contains(rules, "10.85.0.0/24") {
+		t.Errorf("network other's rules are not back:\n%s", rules)
+	}
+}

@@ -87,6 +87,11 @@ func (l *lockedFirewall) EnsureNetwork(n firewall.Network) error {
 	return l.do(func() error { return l.fw.EnsureNetwork(n) })
 }
 
+func (l *lockedFirewall) EnsureNetworkReport(n firewall.Network) (lost bool, err error) {
+	err = l.do(func() (err error) { lost, err = l.fw.EnsureNetworkReport(n); return err })
+	return lost, err
+}
+
 func (l *lockedFirewall) RemoveNetwork(name string) error {
 	return l.do(func() error { return l.fw.RemoveNetwork(name) })
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -204,8 +205,13 @@ func (e *Engine) ensureNetwork(n *Network) error {
 	// The bridge and the firewall rules are independent (the rules name
 	// the bridge): each waits for the kernel on its own goroutine.
 	fwErr := make(chan error, 1)
+	lost := false // knit's table was flushed: what it held for others too
 	if e.fw != nil {
-		go func() { fwErr <- e.fw.EnsureNetwork(firewallNetwork(n)) }()
+		go func() {
+			var err error
+			lost, err = e.fw.EnsureNetworkReport(firewallNetwork(n))
+			fwErr <- err
+		}()
 	} else {
 		fwErr <- nil
 	}
@@ -226,7 +232,78 @@ func (e *Engine) ensureNetwork(n *Network) error {
 			}
 		}
 	}
+	if lost {
+		// Not this command's failure: it goes on, and says so.
+		if err := e.restoreFirewall(n.Name); err != nil {
+			fmt.Fprintf(os.Stderr, "knit: knit's nftables table had been flushed; putting back the rules, ports and links of the other networks and containers: %v\n", err)
+		}
+	}
 	return nil
+}
+
+// restoreFirewall puts back, once knit's nftables table was found gone or
+// incomplete (`nft flush ruleset`, a firewall service's restart), what it
+// held beside the rules of network skip, which the caller has just made
+// again: the rules of every other network, and the published ports and
+// links of every container and CNI attachment holding them, read from the
+// store. Each network's is put back under its lock, against a network rm.
+// A container whose exit takes its elements while this runs may get them
+// back: their owner gone, they are strays, which prune removes.
+func (e *Engine) restoreFirewall(skip string) error {
+	var nets []*Network
+	var cs []*Container
+	err := e.st.View(func(tx store.Tx) (err error) {
+		if nets, err = listNetworks(tx); err != nil {
+			return err
+		}
+		cs, err = listContainers(tx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	atts, err := e.CNIAttachments("")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range nets {
+		if n.Name != skip {
+			errs = append(errs, e.restoreNetworkRules(n.Name))
+		}
+	}
+	for _, c := range cs {
+		if c.State.Status == StatusExited {
+			continue
+		}
+		if len(c.Ports) > 0 {
+			errs = append(errs, e.fw.AddPorts(c.ID, c.Ports))
+		}
+		errs = append(errs, e.applyLinks(c))
+	}
+	for _, a := range atts {
+		if len(a.Ports) > 0 {
+			errs = append(errs, e.fw.AddPorts(a.ID, a.Ports))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// restoreNetworkRules makes the rules of the named network again, unless
+// it is gone or being removed.
+func (e *Engine) restoreNetworkRules(name string) error {
+	unlock, err := lockFileShared(e.networkLock(name))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	n, err := e.lookupNetwork(name)
+	if errdefs.KindOf(err) == errdefs.KindNotFound || err == nil && n.Removing {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	return e.fw.EnsureNetwork(firewallNetwork(n))
 }
 
 // networkLock is the lock file that orders ensureNetwork and network rm.

@@ -203,3 +203,58 @@ func TestTeardownReportsUnreadableNetwork(t *testing.T) {
 		t.Errorf("teardown on a removed network: %v", err)
 	}
 }
+
+// Once knit's table was flushed, the next network ensured puts back the
+// other networks' rules and the published ports of every running
+// container and CNI attachment; not those of an exited container, nor the
+// rules of a network being removed.
+func TestRestoreFirewallAfterFlush(t *testing.T) {
+	st := newStore(t)
+	rec := firewalltest.New()
+	e := firewallEngine(t, st, rec)
+	net := func(name, subnet string) *Network {
+		return &Network{Network: driver.Network{ID: name + "id", Name: name, Bridge: "br-" + name, Subnets: []driver.Subnet{{Prefix: netip.MustParsePrefix(subnet)}}}}
+	}
+	n1, n2, leaving := net("n1", "10.1.0.0/24"), net("n2", "10.2.0.0/24"), net("leaving", "10.3.0.0/24")
+	leaving.Removing = true
+	up := portHolder(t, hexID("up"), "up", State{Status: StatusRunning, Supervisor: selfProc()})
+	down := portHolder(t, hexID("down"), "down", State{Status: StatusExited})
+	down.Ports[0].HostPort = 8081
+	att := &CNIAttachment{ID: cniIDPrefix + "pod", ContainerID: "pod", IfName: "eth0", Network: "n2",
+		Ports: []firewall.PortMapping{{Network: "n2", HostPort: 9090, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.2.0.9"), ContainerPort: 80}}}
+	seed(t, st, up, down)
+	if err := st.Update(func(tx store.Tx) error {
+		for _, n := range []*Network{n1, n2, leaving} {
+			if err := putJSON(tx, bucketNetworks, n.Name, n); err != nil {
+				return err
+			}
+		}
+		return putJSON(tx, bucketCNI, att.ID, att)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*Network{n1, n2} {
+		if err := rec.EnsureNetwork(firewallNetwork(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec.Flush()
+	// A run on n1 ensures it (ensureNetwork, which then calls this).
+	if lost, err := e.fw.EnsureNetworkReport(firewallNetwork(n1)); err != nil || !lost {
+		t.Fatalf("ensure after the flush: lost %v, %v; want the loss reported", lost, err)
+	}
+	if err := e.restoreFirewall("n1"); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := rec.Networks(); !slices.Equal(names, []string{"n1", "n2"}) {
+		t.Errorf("networks with rules after the restore: %v, want [n1 n2]", names)
+	}
+	owners, _ := rec.Owners()
+	slices.Sort(owners)
+	if want := []string{att.ID, up.ID}; !slices.Equal(owners, want) {
+		t.Errorf("port owners after the restore: %v, want %v", owners, want)
+	}
+	if lost, err := e.fw.EnsureNetworkReport(firewallNetwork(n1)); err != nil || lost {
+		t.Errorf("ensure with nothing flushed since: lost %v, %v; want false", lost, err)
+	}
+}

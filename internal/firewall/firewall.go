@@ -115,6 +115,12 @@ type Firewall interface {
 	// EnsureNetwork installs (or repairs) the network's rules in ONE atomic
 	// batch; knit's own tables are created if missing.
 	EnsureNetwork(n Network) error
+	// EnsureNetworkReport is EnsureNetwork that also reports whether
+	// knit's tables were missing or incomplete (an `nft flush ruleset`, a
+	// firewall service's restart, which flushes them): lost is then true,
+	// and what they held for other networks, published ports and links is
+	// gone too, for the caller to put back.
+	EnsureNetworkReport(n Network) (lost bool, err error)
 	// RemoveNetwork deletes exactly what EnsureNetwork added for the named
 	// network, atomically. Idempotent.
 	RemoveNetwork(name string) error

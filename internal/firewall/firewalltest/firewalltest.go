@@ -29,6 +29,7 @@ type Recorder struct {
 	ports    owned[portKey, firewall.PortMapping]
 	links    owned[linkKey, firewall.Link]
 	fail     map[string]error
+	lost     bool // Flush emptied everything; the next EnsureNetworkReport says so
 }
 
 // portKey identifies a published port as the backends do: one mapping per
@@ -88,6 +89,29 @@ func (r *Recorder) EnsureNetwork(n firewall.Network) error {
 	n.Subnets = slices.Clone(n.Subnets)
 	r.networks[n.Name] = n
 	return nil
+}
+
+// EnsureNetworkReport is EnsureNetwork, reporting a Flush since the last
+// report as lost.
+func (r *Recorder) EnsureNetworkReport(n firewall.Network) (lost bool, err error) {
+	if err := r.EnsureNetwork(n); err != nil {
+		return false, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	lost, r.lost = r.lost, false
+	return lost, nil
+}
+
+// Flush empties the recorder as `nft flush ruleset` empties a backend:
+// every network, port and link goes (the calls recorded stay).
+func (r *Recorder) Flush() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	clear(r.networks)
+	clear(r.ports)
+	clear(r.links)
+	r.lost = true
 }
 
 // RemoveNetwork forgets the named network; a missing one is not an error.

@@ -144,3 +144,30 @@ func TestStampThatLiesIsDropped(t *testing.T) {
 		t.Errorf("table not repaired:\n%s", out)
 	}
 }
+
+// EnsureNetworkReport says when knit's table was gone (its first creation,
+// an `nft flush ruleset`, a deleted table), so that the caller puts back
+// what it held; never when it was in place.
+func TestEnsureNetworkReportsLoss(t *testing.T) {
+	fw, ns := newFirewall(t)
+	n1, n2 := network("n1", "br0", "10.99.0.0/24"), network("n2", "br1", "10.98.0.0/24")
+	for _, step := range []struct {
+		what string
+		do   func()
+		n    firewall.Network
+		lost bool
+	}{
+		{"first creation", func() {}, n1, true},
+		{"another network, table in place", func() {}, n2, false},
+		{"the same again", func() {}, n1, false},
+		{"after nft flush ruleset", func() { nft(t, ns, "flush", "ruleset") }, n1, true},
+		{"after a deleted table", func() { nft(t, ns, "delete", "table", "inet", "knit") }, n2, true},
+		{"repaired", func() {}, n2, false},
+	} {
+		step.do()
+		lost, err := fw.EnsureNetworkReport(step.n)
+		if err != nil || lost != step.lost {
+			t.Errorf("%s: lost %v, %v; want %v", step.what, lost, err, step.lost)
+		}
+	}
+}

@@ -284,8 +284,16 @@ func (f *Firewall) conn() (*nft.Conn, error) {
 // add rule inet knit postrouting ip saddr SUBNET oifname != BR masquerade ...;
 // add element inet knit bridges { "BR" comment "knit:net=NAME" }'
 func (f *Firewall) EnsureNetwork(n firewall.Network) error {
+	_, err := f.EnsureNetworkReport(n)
+	return err
+}
+
+// EnsureNetworkReport is EnsureNetwork, and reports whether knit's base
+// (a chain, a set or map, or the whole table) was missing: see
+// firewall.Firewall.
+func (f *Firewall) EnsureNetworkReport(n firewall.Network) (lost bool, err error) {
 	if err := n.Validate(); err != nil {
-		return err
+		return false, err
 	}
 	// Every knit command ensures its network; a read that finds everything
 	// in place costs a fraction of a batch, whose commit waits for the
@@ -311,9 +319,10 @@ func (f *Firewall) EnsureNetwork(n firewall.Network) error {
 		return nil
 	})
 	if upToDate {
-		return nil
+		return false, nil
 	}
-	err := f.apply(func(c *nft.Conn, cur ruleset) error {
+	err = f.apply(func(c *nft.Conn, cur ruleset) error {
+		lost = cur.baseMissing()
 		if err := baseEnsure(c, cur); err != nil {
 			return err
 		}
@@ -326,9 +335,9 @@ func (f *Firewall) EnsureNetwork(n firewall.Network) error {
 		return bridgeElemEnsure(c, cur, n)
 	})
 	if err != nil {
-		return fmt.Errorf("ensure firewall of network %s: %w", n.Name, err)
+		return false, fmt.Errorf("ensure firewall of network %s: %w", n.Name, err)
 	}
-	return nil
+	return lost, nil
 }
 
 // RemoveNetwork deletes every rule and element tagged with the named
