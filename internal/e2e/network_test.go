@@ -359,6 +359,14 @@ func TestInternalNetwork(t *testing.T) {
 	if rules := s.MustRun(t, "nft", "list", "table", "inet", "knit"); strings.Contains(rules, "10.70.0.0/24 oifname != ") {
 		t.Errorf("internal network is masqueraded:\n%s", rules)
 	}
+	// A port published there would reach no one: refused, nothing kept.
+	r := s.Knit("run", "--name", "pub", "--network", "closed", "-p", "8088:80", "--rootfs", bb, "true")
+	if r.Code != 125 || !strings.Contains(r.Stderr, "network closed: it is internal") {
+		t.Errorf("run -p on an internal network: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	if r := s.Knit("inspect", "pub"); r.Code == 0 {
+		t.Error("the refused run left a record")
+	}
 }
 
 // Names the embedded server does not know go to the upstream servers the

@@ -244,6 +244,9 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 // cniPortSpecs turns portMappings into publish requests; the network's
 // host-ip applies when a mapping names no host address.
 func cniPortSpecs(ports []CNIPort, n *Network) []portmap.Spec {
+	if n.Internal {
+		return nil // nothing outside reaches an internal network: as netavark, no mapping
+	}
 	var out []portmap.Spec
 	for _, p := range ports {
 		s := portmap.Spec{

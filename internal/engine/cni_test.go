@@ -294,3 +294,18 @@ func TestCNIAddAsksAcceptFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// portMappings on an internal network are not mapped (nothing outside
+// reaches it), as netavark does; elsewhere the network's host-ip applies
+// to a mapping that names no host address.
+func TestCNIPortSpecs(t *testing.T) {
+	ports := []CNIPort{{HostPort: 8080, ContainerPort: 80, Proto: "tcp"}}
+	if got := cniPortSpecs(ports, &Network{Network: driver.Network{Internal: true}}); got != nil {
+		t.Errorf("on an internal network: %+v, want none", got)
+	}
+	n := &Network{HostIP: netip.MustParseAddr("127.0.0.1")}
+	got := cniPortSpecs(ports, n)
+	if len(got) != 1 || got[0].HostIP != n.HostIP || got[0].HostPortFirst != 8080 || got[0].ContainerFirst != 80 {
+		t.Errorf("cniPortSpecs = %+v", got)
+	}
+}
