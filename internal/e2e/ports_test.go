@@ -212,22 +212,28 @@ func TestPublishedTCPRangeAndIPRandom(t *testing.T) {
 // `nft flush ruleset` (what a firewall service's restart does) takes
 // knit's table with it; the next command that ensures a network puts back
 // what the table held for the others: another network's isolation, and the
-// published ports of the containers still running.
+// published ports and links of the containers still running.
 func TestFirewallRestoredAfterFlush(t *testing.T) {
 	s := sandbox(t)
 	bb := testutil.Busybox(t)
 	knit := testutil.KnitBinary(t)
+	s.WriteConfig(t, `{"icc": false}`) // on the default network, links are the way in
 	s.MustKnit(t, "network", "create", "--subnet", "10.85.0.0/24", "other")
 	serve(t, s, bb, "web", "--network", "other", "-p", "8080:80")
-	s.MustKnit(t, "run", "-d", "--name", "probe", "--rootfs", bb, "sleep", "300")
-	web := ipOn(t, s, "web", "other")
-	reaches(t, s, world, "198.51.100.1", 8080, "web")
-	blocked(t, s, []string{knit, "exec", "probe"}, web, 80)
+	serve(t, s, bb, "db", "--expose", "80")
+	s.MustKnit(t, "run", "-d", "--name", "app", "--link", "db", "--rootfs", bb, "sleep", "300")
+	web, db := ipOn(t, s, "web", "other"), ipOf(t, s, "db")
+	check := func() {
+		t.Helper()
+		reaches(t, s, world, "198.51.100.1", 8080, "web")
+		reaches(t, s, []string{knit, "exec", "app"}, db, 80, "db")
+		blocked(t, s, []string{knit, "exec", "app"}, web, 80)
+	}
+	check()
 
 	s.MustRun(t, "nft", "flush", "ruleset")
 	s.MustKnit(t, "run", "--rm", "--rootfs", bb, "true") // ensures the default network
-	reaches(t, s, world, "198.51.100.1", 8080, "web")
-	blocked(t, s, []string{knit, "exec", "probe"}, web, 80)
+	check()
 	if rules := s.MustRun(t, "nft", "list", "table", "inet", "knit"); !strings.Contains(rules, "10.85.0.0/24") {
 		t.Errorf("network other's rules are not back:\n%s", rules)
 	}

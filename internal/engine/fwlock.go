@@ -92,6 +92,8 @@ func (l *lockedFirewall) EnsureNetworkReport(n firewall.Network) (lost bool, err
 	return lost, err
 }
 
+func (l *lockedFirewall) MarkRestored() error { return l.fw.MarkRestored() }
+
 func (l *lockedFirewall) RemoveNetwork(name string) error {
 	return l.do(func() error { return l.fw.RemoveNetwork(name) })
 }

@@ -198,6 +198,11 @@ func (e *Engine) applyLinksLocked(c *Container, exiting string) error {
 	return nil
 }
 
+// errLinksKept marks a relink error after which elements letting linkers
+// reach the container may remain: its address must stay held. Failing to
+// put a linker's other links back is not one.
+var errLinksKept = errors.New("the links to it may remain")
+
 // relink brings the link elements of container id, and of the running
 // containers linked to it, in line with their endpoints after id joined or
 // left a network, or exited (exiting: its exit is about to be recorded, and
@@ -214,12 +219,12 @@ func (e *Engine) relink(id string, exiting bool) error {
 	}
 	unlock, err := e.lockLinks()
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errLinksKept, err)
 	}
 	defer unlock()
 	var all []*Container
 	if err := e.st.View(func(tx store.Tx) (err error) { all, err = listContainers(tx); return err }); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errLinksKept, err)
 	}
 	var errs []error
 	for _, c := range all {
@@ -228,7 +233,7 @@ func (e *Engine) relink(id string, exiting bool) error {
 			continue
 		}
 		if err := e.fw.RemoveLinks(c.ID, nil); err != nil {
-			errs = append(errs, fmt.Errorf("link rules of %s: %w", c.Name, err))
+			errs = append(errs, fmt.Errorf("link rules of %s: %w: %w", c.Name, errLinksKept, err))
 			continue
 		}
 		// The elements of a running container, and of one being set up

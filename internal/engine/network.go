@@ -14,6 +14,7 @@ import (
 	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/ipam"
 	"github.com/knit-dev/knit/internal/link"
+	"github.com/knit-dev/knit/internal/netns"
 	"github.com/knit-dev/knit/internal/store"
 )
 
@@ -216,7 +217,17 @@ func (e *Engine) ensureNetwork(n *Network) error {
 		fwErr <- nil
 	}
 	err = d.CreateNetwork(&n.Network)
-	if ferr := <-fwErr; ferr != nil && err == nil {
+	ferr := <-fwErr
+	if ferr == nil && lost {
+		// What the lost table held for the others goes back whatever
+		// comes of this network; not this command's failure if it cannot.
+		defer func() {
+			if err := e.restoreFirewall(n.Name); err != nil {
+				fmt.Fprintf(os.Stderr, "knit: knit's nftables table had been flushed; putting back the rules, ports and links of the other networks and containers: %v (the next command tries again)\n", err)
+			}
+		}()
+	}
+	if ferr != nil && err == nil {
 		return fmt.Errorf("firewall rules of network %s: %w", n.Name, ferr)
 	}
 	if err != nil {
@@ -232,31 +243,36 @@ func (e *Engine) ensureNetwork(n *Network) error {
 			}
 		}
 	}
-	if lost {
-		// Not this command's failure: it goes on, and says so.
-		if err := e.restoreFirewall(n.Name); err != nil {
-			fmt.Fprintf(os.Stderr, "knit: knit's nftables table had been flushed; putting back the rules, ports and links of the other networks and containers: %v\n", err)
-		}
-	}
 	return nil
 }
 
-// restoreFirewall puts back, once knit's nftables table was found gone or
-// incomplete (`nft flush ruleset`, a firewall service's restart), what it
-// held beside the rules of network skip, which the caller has just made
-// again: the rules of every other network, and the published ports and
-// links of every container and CNI attachment holding them, read from the
-// store. Each network's is put back under its lock, against a network rm.
-// A container whose exit takes its elements while this runs may get them
-// back: their owner gone, they are strays, which prune removes.
+// restoreFirewall puts back, once knit's nftables table was found not in
+// place (`nft flush ruleset`, a firewall service's restart), what it held
+// beside the rules of network skip, which the caller has just made again:
+// the published ports and links of every running container and CNI
+// attachment, then the rules of every other network; and once all is
+// back, clears the firewall's loss marker, so that a restore cut short is
+// done again by the next command. Each owner's record is read again just
+// before its elements go back, under the lock its removal takes for links
+// and networks: an owner gone since the listing is skipped. A container or
+// attachment whose removal takes its ports between that read and the add
+// gets them back; their owner gone, prune removes them.
 func (e *Engine) restoreFirewall(skip string) error {
-	var nets []*Network
-	var cs []*Container
-	err := e.st.View(func(tx store.Tx) (err error) {
-		if nets, err = listNetworks(tx); err != nil {
+	var nets, ids []string
+	err := e.st.View(func(tx store.Tx) error {
+		ns, err := listNetworks(tx)
+		if err != nil {
 			return err
 		}
-		cs, err = listContainers(tx)
+		for _, n := range ns {
+			nets = append(nets, n.Name)
+		}
+		cs, err := listContainers(tx)
+		for _, c := range cs {
+			if c.State.Status != StatusExited {
+				ids = append(ids, c.ID)
+			}
+		}
 		return err
 	})
 	if err != nil {
@@ -267,26 +283,71 @@ func (e *Engine) restoreFirewall(skip string) error {
 		return err
 	}
 	var errs []error
-	for _, n := range nets {
-		if n.Name != skip {
-			errs = append(errs, e.restoreNetworkRules(n.Name))
+	for _, id := range ids {
+		errs = append(errs, e.restorePorts(id))
+	}
+	errs = append(errs, e.restoreLinks(ids))
+	for _, a := range atts {
+		errs = append(errs, e.restoreAttachmentPorts(a.ID))
+	}
+	for _, name := range nets {
+		if name != skip {
+			errs = append(errs, e.restoreNetworkRules(name))
 		}
 	}
-	for _, c := range cs {
-		if c.State.Status == StatusExited {
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return e.fw.MarkRestored()
+}
+
+// restorePorts publishes again the ports of container id, if it has not
+// exited.
+func (e *Engine) restorePorts(id string) error {
+	c, err := e.get(id)
+	if errdefs.KindOf(err) == errdefs.KindNotFound || err == nil && (c.State.Status == StatusExited || len(c.Ports) == 0) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	return e.fw.AddPorts(c.ID, c.Ports)
+}
+
+// restoreLinks programs again, under the links lock, the links of the
+// containers ids that are still running or being set up, as relink does.
+func (e *Engine) restoreLinks(ids []string) error {
+	unlock, err := e.lockLinks()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	var errs []error
+	for _, id := range ids {
+		c, err := e.get(id)
+		if errdefs.KindOf(err) == errdefs.KindNotFound {
+			continue
+		} else if err != nil {
+			errs = append(errs, err)
 			continue
 		}
-		if len(c.Ports) > 0 {
-			errs = append(errs, e.fw.AddPorts(c.ID, c.Ports))
-		}
-		errs = append(errs, e.applyLinks(c))
-	}
-	for _, a := range atts {
-		if len(a.Ports) > 0 {
-			errs = append(errs, e.fw.AddPorts(a.ID, a.Ports))
+		if len(c.Links) > 0 && (c.Running() || c.State.Status == StatusCreated) && netns.Mounted(c.Netns) {
+			errs = append(errs, e.applyLinksLocked(c, ""))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// restoreAttachmentPorts publishes again the ports of CNI attachment id,
+// if it is still recorded. Not under the attachment's lock: a CNI ADD that
+// ensures its network holds one of the lock's stripes, which may be id's.
+func (e *Engine) restoreAttachmentPorts(id string) error {
+	a, err := e.readAttachment(id)
+	if errors.Is(err, store.ErrNotFound) || err == nil && len(a.Ports) == 0 {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	return e.fw.AddPorts(a.ID, a.Ports)
 }
 
 // restoreNetworkRules makes the rules of the named network again, unless

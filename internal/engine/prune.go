@@ -77,7 +77,11 @@ func (e *Engine) pruneContainers(all []*Container, r *PruneReport) (map[string]*
 			// address is released.
 			err := e.teardownKernel(c)
 			if err == nil {
-				err = e.relink(c.ID, true)
+				if rerr := e.relink(c.ID, true); errors.Is(rerr, errLinksKept) {
+					err = rerr
+				} else if rerr != nil {
+					errs = append(errs, fmt.Errorf("container %s: %w", c.Name, rerr))
+				}
 			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("container %s: %w", c.Name, err))

@@ -257,4 +257,21 @@ func TestRestoreFirewallAfterFlush(t *testing.T) {
 	if lost, err := e.fw.EnsureNetworkReport(firewallNetwork(n1)); err != nil || lost {
 		t.Errorf("ensure with nothing flushed since: lost %v, %v; want false", lost, err)
 	}
+
+	// A restore cut short leaves the loss to report: the next one tries
+	// again.
+	rec.Flush()
+	rec.FailOn("AddPorts "+up.ID, errors.New("netlink: busy"))
+	if err := e.restoreFirewall("n1"); err == nil {
+		t.Fatal("restore with a failing AddPorts succeeded")
+	}
+	if lost, _ := e.fw.EnsureNetworkReport(firewallNetwork(n1)); !lost {
+		t.Error("a failed restore cleared the loss")
+	}
+	if err := e.restoreFirewall("n1"); err != nil {
+		t.Fatal(err)
+	}
+	if owners, _ := rec.Owners(); !slices.Contains(owners, up.ID) {
+		t.Errorf("the second restore did not put up's ports back: %v", owners)
+	}
 }

@@ -617,9 +617,13 @@ func (e *Engine) finish(id string, code int) error {
 		return nil
 	}
 	if linked {
-		// Failed, the address stays held, and the exit records the error
-		// for prune to retry.
-		kerr = errors.Join(kerr, relink())
+		// Links to it that may remain keep the address held: the exit
+		// records the error, for prune to retry.
+		if err := relink(); errors.Is(err, errLinksKept) {
+			kerr = errors.Join(kerr, err)
+		} else if err != nil {
+			fmt.Fprintf(os.Stderr, "knit: %v\n", err)
+		}
 	}
 	defer func() {
 		if linked {

@@ -116,11 +116,16 @@ type Firewall interface {
 	// batch; knit's own tables are created if missing.
 	EnsureNetwork(n Network) error
 	// EnsureNetworkReport is EnsureNetwork that also reports whether
-	// knit's tables were missing or incomplete (an `nft flush ruleset`, a
-	// firewall service's restart, which flushes them): lost is then true,
-	// and what they held for other networks, published ports and links is
-	// gone too, for the caller to put back.
+	// knit's shared objects (tables, chains, sets, shared rules) were found
+	// not in place, by this call or any other of any process since the last
+	// MarkRestored (an `nft flush ruleset`, a firewall service's restart,
+	// which flushes them): lost is then true, and what they held for other
+	// networks, published ports and links is gone too, for the caller to
+	// put back.
 	EnsureNetworkReport(n Network) (lost bool, err error)
+	// MarkRestored says that the caller has put back what a loss took:
+	// EnsureNetworkReport reports none until the next.
+	MarkRestored() error
 	// RemoveNetwork deletes exactly what EnsureNetwork added for the named
 	// network, atomically. Idempotent.
 	RemoveNetwork(name string) error

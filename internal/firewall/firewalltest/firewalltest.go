@@ -29,7 +29,7 @@ type Recorder struct {
 	ports    owned[portKey, firewall.PortMapping]
 	links    owned[linkKey, firewall.Link]
 	fail     map[string]error
-	lost     bool // Flush emptied everything; the next EnsureNetworkReport says so
+	lost     bool // Flush emptied everything; EnsureNetworkReport says so until MarkRestored
 }
 
 // portKey identifies a published port as the backends do: one mapping per
@@ -92,15 +92,25 @@ func (r *Recorder) EnsureNetwork(n firewall.Network) error {
 }
 
 // EnsureNetworkReport is EnsureNetwork, reporting a Flush since the last
-// report as lost.
+// MarkRestored as lost.
 func (r *Recorder) EnsureNetworkReport(n firewall.Network) (lost bool, err error) {
 	if err := r.EnsureNetwork(n); err != nil {
 		return false, err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	lost, r.lost = r.lost, false
-	return lost, nil
+	return r.lost, nil
+}
+
+// MarkRestored clears what a Flush left for EnsureNetworkReport to report.
+func (r *Recorder) MarkRestored() error {
+	if err := r.record("MarkRestored"); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lost = false
+	return nil
 }
 
 // Flush empties the recorder as `nft flush ruleset` empties a backend:

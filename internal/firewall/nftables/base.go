@@ -230,22 +230,6 @@ func dnatLookup(d mapDef) []expr.Any {
 // ipv4_addr . inet_service; }' (and the others, and the sets links4 and
 // links6); nft insert rule inet knit
 // forward jump knit-user comment "knit:base" (and the other shared rules)
-// baseMissing reports whether a chain, set or map of knit's base is not in
-// cur: the table was flushed or deleted, and what it held with it.
-func (cur ruleset) baseMissing() bool {
-	for _, ch := range chains {
-		if cur.chain(ch.Name) == nil {
-			return true
-		}
-	}
-	for _, want := range wantSets() {
-		if cur.set(want.Name) == nil {
-			return true
-		}
-	}
-	return false
-}
-
 func baseEnsure(c *nft.Conn, cur ruleset) error {
 	c.AddTable(table)
 	for _, ch := range chains {

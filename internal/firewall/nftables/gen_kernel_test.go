@@ -145,29 +145,45 @@ func TestStampThatLiesIsDropped(t *testing.T) {
 	}
 }
 
-// EnsureNetworkReport says when knit's table was gone (its first creation,
-// an `nft flush ruleset`, a deleted table), so that the caller puts back
-// what it held; never when it was in place.
+// EnsureNetworkReport says when knit's base was found not in place (its
+// first creation, an `nft flush ruleset`, a deleted table), by this call or
+// by another that rebuilt it meanwhile (an AddPorts), until MarkRestored;
+// never when it was in place.
 func TestEnsureNetworkReportsLoss(t *testing.T) {
-	fw, ns := newFirewall(t)
+	ns := testutil.NewNetns(t)
+	stamp := filepath.Join(t.TempDir(), "verified")
+	fw := stamped(t, ns, stamp)
 	n1, n2 := network("n1", "br0", "10.99.0.0/24"), network("n2", "br1", "10.98.0.0/24")
+	pm := portMapping("", 8080, "tcp", "10.99.0.2", 80)
 	for _, step := range []struct {
-		what string
-		do   func()
-		n    firewall.Network
-		lost bool
+		what    string
+		do      func()
+		n       firewall.Network
+		lost    bool
+		restore bool // MarkRestored after
 	}{
-		{"first creation", func() {}, n1, true},
-		{"another network, table in place", func() {}, n2, false},
-		{"the same again", func() {}, n1, false},
-		{"after nft flush ruleset", func() { nft(t, ns, "flush", "ruleset") }, n1, true},
-		{"after a deleted table", func() { nft(t, ns, "delete", "table", "inet", "knit") }, n2, true},
-		{"repaired", func() {}, n2, false},
+		{"first creation", func() {}, n1, true, false},
+		{"not restored yet", func() {}, n2, true, true},
+		{"another network, table in place", func() {}, n2, false, false},
+		{"after nft flush ruleset", func() { nft(t, ns, "flush", "ruleset") }, n1, true, true},
+		{"the same again", func() {}, n1, false, false},
+		{"after a deleted table that AddPorts rebuilt", func() {
+			nft(t, ns, "delete", "table", "inet", "knit")
+			check(t, fw.AddPorts("o1", []firewall.PortMapping{pm}))
+		}, n2, true, true},
+		{"seen by another process's Firewall", func() {
+			nft(t, ns, "flush", "ruleset")
+			check(t, stamped(t, ns, stamp).EnsureNetwork(n1))
+		}, n2, true, true},
+		{"restored", func() {}, n2, false, false},
 	} {
 		step.do()
 		lost, err := fw.EnsureNetworkReport(step.n)
 		if err != nil || lost != step.lost {
 			t.Errorf("%s: lost %v, %v; want %v", step.what, lost, err, step.lost)
+		}
+		if step.restore {
+			check(t, fw.MarkRestored())
 		}
 	}
 }

@@ -149,9 +149,11 @@ type Firewall struct {
 	// What was last seen up to date, and at which ruleset generation;
 	// see gen.go. stamp is the file that shares it with other processes.
 	stamp string
-	genMu sync.Mutex
-	mem   verified
-	memOK bool
+	// lostMem is the loss marker (lost.go) of a Firewall without a stamp.
+	lostMem bool
+	genMu   sync.Mutex
+	mem     verified
+	memOK   bool
 	// One socket of each kind is kept between calls (see useConn).
 	connMu   sync.Mutex
 	idleConn *nft.Conn
@@ -289,8 +291,8 @@ func (f *Firewall) EnsureNetwork(n firewall.Network) error {
 }
 
 // EnsureNetworkReport is EnsureNetwork, and reports whether knit's base
-// (a chain, a set or map, or the whole table) was missing: see
-// firewall.Firewall.
+// was found not in place (by this or any call of any process, since the
+// last MarkRestored): see lost.go and firewall.Firewall.
 func (f *Firewall) EnsureNetworkReport(n firewall.Network) (lost bool, err error) {
 	if err := n.Validate(); err != nil {
 		return false, err
@@ -319,10 +321,14 @@ func (f *Firewall) EnsureNetworkReport(n firewall.Network) (lost bool, err error
 		return nil
 	})
 	if upToDate {
-		return false, nil
+		return f.lost(), nil
 	}
 	err = f.apply(func(c *nft.Conn, cur ruleset) error {
-		lost = cur.baseMissing()
+		if !cur.baseUpToDate() {
+			if err := f.noteLost(); err != nil {
+				return err
+			}
+		}
 		if err := baseEnsure(c, cur); err != nil {
 			return err
 		}
@@ -337,7 +343,7 @@ func (f *Firewall) EnsureNetworkReport(n firewall.Network) (lost bool, err error
 	if err != nil {
 		return false, fmt.Errorf("ensure firewall of network %s: %w", n.Name, err)
 	}
-	return lost, nil
+	return f.lost(), nil
 }
 
 // RemoveNetwork deletes every rule and element tagged with the named

@@ -92,6 +92,9 @@ func (f *Firewall) elemsEnsure(want []ownedElem) error {
 			return false, nil
 		}
 		if !baseOK {
+			if err := f.noteLost(); err != nil {
+				return false, err
+			}
 			if err := baseEnsure(c, cur); err != nil {
 				return false, err
 			}
