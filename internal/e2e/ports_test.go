@@ -218,6 +218,9 @@ func TestFirewallRestoredAfterFlush(t *testing.T) {
 	bb := testutil.Busybox(t)
 	knit := testutil.KnitBinary(t)
 	s.WriteConfig(t, `{"icc": false}`) // on the default network, links are the way in
+	// As after a boot: no exec-root yet, and no table, which the first
+	// command (here a network create) notes as a loss.
+	s.MustRun(t, "rm", "-rf", s.ExecRoot())
 	s.MustKnit(t, "network", "create", "--subnet", "10.85.0.0/24", "other")
 	serve(t, s, bb, "web", "--network", "other", "-p", "8080:80")
 	serve(t, s, bb, "db", "--expose", "80")

@@ -92,7 +92,10 @@ func (l *lockedFirewall) EnsureNetworkReport(n firewall.Network) (lost bool, err
 	return lost, err
 }
 
-func (l *lockedFirewall) MarkRestored() error { return l.fw.MarkRestored() }
+// MarkRestored under the lock: a base rebuilt (and a new loss noted) by
+// another process is then either before it, and a loss this clears, or
+// after it, and kept.
+func (l *lockedFirewall) MarkRestored() error { return l.do(l.fw.MarkRestored) }
 
 func (l *lockedFirewall) RemoveNetwork(name string) error {
 	return l.do(func() error { return l.fw.RemoveNetwork(name) })

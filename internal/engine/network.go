@@ -203,6 +203,12 @@ func (e *Engine) ensureNetwork(n *Network) error {
 	if err != nil {
 		return err
 	}
+	if e.fw != nil {
+		// The firewall's loss marker (a flushed table) lives on the
+		// exec-root tmpfs, which `network create` and a CNI ADD may be the
+		// first to need after a boot. Failing, it stays in memory.
+		_ = e.prepareExecRoot()
+	}
 	// The bridge and the firewall rules are independent (the rules name
 	// the bridge): each waits for the kernel on its own goroutine.
 	fwErr := make(chan error, 1)
@@ -250,13 +256,14 @@ func (e *Engine) ensureNetwork(n *Network) error {
 // place (`nft flush ruleset`, a firewall service's restart), what it held
 // beside the rules of network skip, which the caller has just made again:
 // the published ports and links of every running container and CNI
-// attachment, then the rules of every other network; and once all is
-// back, clears the firewall's loss marker, so that a restore cut short is
-// done again by the next command. Each owner's record is read again just
-// before its elements go back, under the lock its removal takes for links
-// and networks: an owner gone since the listing is skipped. A container or
-// attachment whose removal takes its ports between that read and the add
-// gets them back; their owner gone, prune removes them.
+// attachment, then the rules of every other network; and once all was
+// tried, clears the firewall's loss marker, so that a restore cut short
+// is done again by the next command. Each owner's record is read again
+// just before its elements go back, under the lock its removal takes (the
+// firewall's, the links', the network's): an owner gone since the listing
+// is skipped. One whose removal took its ports just before that read, but
+// had not yet recorded it, gets them back; their owner gone, prune
+// removes them.
 func (e *Engine) restoreFirewall(skip string) error {
 	var nets, ids []string
 	err := e.st.View(func(tx store.Tx) error {
@@ -295,22 +302,37 @@ func (e *Engine) restoreFirewall(skip string) error {
 			errs = append(errs, e.restoreNetworkRules(name))
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return err
+	// Cleared once every owner was tried, even if some failed (they are
+	// reported): one that fails every time must not make every command
+	// restore everything again.
+	return errors.Join(append(errs, e.fw.MarkRestored())...)
+}
+
+// underFirewallLock runs fn with the lock that orders knit's firewall
+// changes across processes held (when e.fw takes one), on the firewall
+// without it. fn may read the store: no holder of a store transaction
+// waits for this lock.
+func (e *Engine) underFirewallLock(fn func(fw firewall.Firewall) error) error {
+	if l, ok := e.fw.(*lockedFirewall); ok {
+		return l.do(func() error { return fn(l.fw) })
 	}
-	return e.fw.MarkRestored()
+	return fn(e.fw)
 }
 
 // restorePorts publishes again the ports of container id, if it has not
-// exited.
+// exited. Its record is read under the firewall lock: a container that
+// took one of its host ports since (after its exit released it) has
+// published it already, and is not overwritten.
 func (e *Engine) restorePorts(id string) error {
-	c, err := e.get(id)
-	if errdefs.KindOf(err) == errdefs.KindNotFound || err == nil && (c.State.Status == StatusExited || len(c.Ports) == 0) {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	return e.fw.AddPorts(c.ID, c.Ports)
+	return e.underFirewallLock(func(fw firewall.Firewall) error {
+		c, err := e.get(id)
+		if errdefs.KindOf(err) == errdefs.KindNotFound || err == nil && (c.State.Status == StatusExited || len(c.Ports) == 0) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		return fw.AddPorts(c.ID, c.Ports)
+	})
 }
 
 // restoreLinks programs again, under the links lock, the links of the
@@ -338,16 +360,19 @@ func (e *Engine) restoreLinks(ids []string) error {
 }
 
 // restoreAttachmentPorts publishes again the ports of CNI attachment id,
-// if it is still recorded. Not under the attachment's lock: a CNI ADD that
-// ensures its network holds one of the lock's stripes, which may be id's.
+// if it is still recorded, read under the firewall lock as restorePorts
+// does. Not under the attachment's lock: a CNI ADD that ensures its
+// network holds one of the lock's stripes, which may be id's.
 func (e *Engine) restoreAttachmentPorts(id string) error {
-	a, err := e.readAttachment(id)
-	if errors.Is(err, store.ErrNotFound) || err == nil && len(a.Ports) == 0 {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	return e.fw.AddPorts(a.ID, a.Ports)
+	return e.underFirewallLock(func(fw firewall.Firewall) error {
+		a, err := e.readAttachment(id)
+		if errors.Is(err, store.ErrNotFound) || err == nil && len(a.Ports) == 0 {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		return fw.AddPorts(a.ID, a.Ports)
+	})
 }
 
 // restoreNetworkRules makes the rules of the named network again, unless

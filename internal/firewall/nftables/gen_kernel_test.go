@@ -186,4 +186,16 @@ func TestEnsureNetworkReportsLoss(t *testing.T) {
 			check(t, fw.MarkRestored())
 		}
 	}
+	// A loss noted by another process while this one restores is not
+	// cleared with the one this one saw.
+	nft(t, ns, "flush", "ruleset")
+	if lost, err := fw.EnsureNetworkReport(n1); err != nil || !lost {
+		t.Fatalf("after a flush: lost %v, %v", lost, err)
+	}
+	nft(t, ns, "flush", "ruleset")
+	check(t, stamped(t, ns, stamp).EnsureNetwork(n2)) // another process: a new loss
+	check(t, fw.MarkRestored())
+	if lost, err := fw.EnsureNetworkReport(n1); err != nil || !lost {
+		t.Errorf("a loss noted during the restore was cleared by it: lost %v, %v", lost, err)
+	}
 }

@@ -149,11 +149,13 @@ type Firewall struct {
 	// What was last seen up to date, and at which ruleset generation;
 	// see gen.go. stamp is the file that shares it with other processes.
 	stamp string
-	// lostMem is the loss marker (lost.go) of a Firewall without a stamp.
-	lostMem bool
-	genMu   sync.Mutex
-	mem     verified
-	memOK   bool
+	// The loss marker (lost.go): in memory without a stamp file, and the
+	// token of the file that lost last read.
+	lostMem  bool
+	lostSeen string
+	genMu    sync.Mutex
+	mem      verified
+	memOK    bool
 	// One socket of each kind is kept between calls (see useConn).
 	connMu   sync.Mutex
 	idleConn *nft.Conn
@@ -325,9 +327,7 @@ func (f *Firewall) EnsureNetworkReport(n firewall.Network) (lost bool, err error
 	}
 	err = f.apply(func(c *nft.Conn, cur ruleset) error {
 		if !cur.baseUpToDate() {
-			if err := f.noteLost(); err != nil {
-				return err
-			}
+			f.noteLost()
 		}
 		if err := baseEnsure(c, cur); err != nil {
 			return err

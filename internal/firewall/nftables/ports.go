@@ -92,9 +92,7 @@ func (f *Firewall) elemsEnsure(want []ownedElem) error {
 			return false, nil
 		}
 		if !baseOK {
-			if err := f.noteLost(); err != nil {
-				return false, err
-			}
+			f.noteLost()
 			if err := baseEnsure(c, cur); err != nil {
 				return false, err
 			}
