@@ -97,6 +97,8 @@ func (l *lockedFirewall) EnsureNetworkReport(n firewall.Network) (lost bool, err
 // after it, and kept.
 func (l *lockedFirewall) MarkRestored() error { return l.do(l.fw.MarkRestored) }
 
+func (l *lockedFirewall) NoteLost() error { return l.do(l.fw.NoteLost) }
+
 func (l *lockedFirewall) RemoveNetwork(name string) error {
 	return l.do(func() error { return l.fw.RemoveNetwork(name) })
 }

@@ -241,7 +241,12 @@ func (e *Engine) relink(id string, exiting bool) error {
 		// from the records read now. A container whose namespace is gone
 		// is being torn down, and its teardown has removed them.
 		if (c.Running() || c.State.Status == StatusCreated) && netns.Mounted(c.Netns) {
-			errs = append(errs, e.applyLinksLocked(c, gone))
+			if err := e.applyLinksLocked(c, gone); err != nil {
+				// Its links to other containers are missing: noted as a
+				// loss, the next command that ensures a network puts
+				// them back (restoreFirewall).
+				errs = append(errs, err, e.fw.NoteLost())
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -198,3 +198,35 @@ func (f *stuckLinks) RemoveLinks(owner string, ls []firewall.Link) error {
 	}
 	return f.Recorder.RemoveLinks(owner, ls)
 }
+
+// A target's exit takes back its linkers' elements and puts back their
+// links to their other targets; when that fails, the loss is noted, so
+// that the next command that ensures a network restores them.
+func TestRelinkThatCannotPutBackNotesALoss(t *testing.T) {
+	st := newStore(t)
+	fw := firewalltest.New()
+	e := firewallEngine(t, st, fw)
+	e.paths.ExecRoot = "/dev/null/run" // no DNS server to sync
+	target, linker := linkedPair(t, st)
+	cache := &Container{ID: hexID("cc"), Name: "cache", Dir: filepath.Join(t.TempDir(), "cache"),
+		State:     State{Status: StatusRunning, Supervisor: selfProc()},
+		Endpoints: []Endpoint{{Network: "n", Endpoint: driver.Endpoint{ContainerID: hexID("cc"), IfName: "eth0", Addrs: []netip.Prefix{netip.MustParsePrefix("10.8.0.4/24")}}}},
+		Spec:      Spec{Exposed: []portmap.Spec{{ContainerFirst: 6379, ContainerLast: 6379, Proto: "tcp"}}}}
+	linker.Links = append(linker.Links, Link{TargetID: cache.ID, Name: "cache", Alias: "cache"})
+	linker.Netns = testutil.NewNetns(t) // running, its namespace there
+	seed(t, st, cache, linker)
+	if err := fw.AddLinks(linker.ID, e.linkRules(linker, "")); err != nil {
+		t.Fatal(err)
+	}
+	fw.FailOn("AddLinks "+linker.ID, errors.New("netlink: busy"))
+	_ = e.finish(target.ID, 0)
+	if lost, err := fw.EnsureNetworkReport(firewall.Network{Name: "n", Bridge: "br-n"}); err != nil || !lost {
+		t.Fatalf("after a relink that could not put web's link to cache back: lost %v, %v; want a loss noted", lost, err)
+	}
+	if err := e.restoreFirewall("n"); err != nil {
+		t.Fatal(err)
+	}
+	if got := fw.String(); !strings.Contains(got, "10.8.0.4:6379") {
+		t.Errorf("web's link to cache after the restore:\n%s", got)
+	}
+}

@@ -126,6 +126,10 @@ type Firewall interface {
 	// MarkRestored says that the caller has put back what a loss took:
 	// EnsureNetworkReport reports none until the next.
 	MarkRestored() error
+	// NoteLost records a loss of the caller's own: elements it removed and
+	// could not put back. EnsureNetworkReport then reports it, and its
+	// caller puts everything back.
+	NoteLost() error
 	// RemoveNetwork deletes exactly what EnsureNetwork added for the named
 	// network, atomically. Idempotent.
 	RemoveNetwork(name string) error

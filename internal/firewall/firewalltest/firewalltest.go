@@ -102,6 +102,17 @@ func (r *Recorder) EnsureNetworkReport(n firewall.Network) (lost bool, err error
 	return r.lost, nil
 }
 
+// NoteLost makes EnsureNetworkReport report a loss until MarkRestored.
+func (r *Recorder) NoteLost() error {
+	if err := r.record("NoteLost"); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lost = true
+	return nil
+}
+
 // MarkRestored clears what a Flush left for EnsureNetworkReport to report.
 func (r *Recorder) MarkRestored() error {
 	if err := r.record("MarkRestored"); err != nil {

@@ -43,6 +43,15 @@ func (f *Firewall) noteLost() {
 	}
 }
 
+// NoteLost sets the marker for a caller that could not put back elements
+// it removed: see firewall.Firewall.
+func (f *Firewall) NoteLost() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.noteLost()
+	return nil
+}
+
 // lost reports the marker, and remembers the token it saw for
 // MarkRestored.
 func (f *Firewall) lost() bool {
