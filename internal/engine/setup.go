@@ -734,13 +734,13 @@ func recordExit(tx store.Tx, cur *Container, code int, kerr error) error {
 // When the kernel's part cannot be undone, it returns why, and the record
 // keeps the addresses and host ports, so that none is handed out twice: a
 // later command's reconcile (once this process is gone) or a prune
-// retries.
+// retries. A record that cannot be forgotten is an error too: a repair
+// then gives it back to its dead owner for the next one.
 func (e *Engine) destroy(c *Container) error {
 	if err := e.teardownKernel(c); err != nil {
 		return err
 	}
-	_ = e.forget(c)
-	return nil
+	return e.forget(c)
 }
 
 // forget removes the container from the store and its files from disk.

@@ -896,3 +896,49 @@ func TestMigrate(t *testing.T) {
 		t.Errorf("Reconcile of a schema-99 store: %v, want a refusal naming a newer knit", err)
 	}
 }
+
+// failNthUpdate is a store whose nth write transaction from now fails.
+type failNthUpdate struct {
+	store.Store
+	n int
+}
+
+func (s *failNthUpdate) Update(fn func(store.Tx) error) error {
+	if s.n--; s.n == 0 {
+		return errors.New("store: lock timeout")
+	}
+	return s.Store.Update(fn)
+}
+
+// A repair whose last step, forgetting the record, fails is a failed
+// repair too: the record goes back to its dead owner for the next
+// reconcile, instead of staying claimed by the repairer (a foreground run
+// may live for days) while it holds its name, address and ports.
+func TestRepairWhoseForgetFailsIsRetried(t *testing.T) {
+	bolt := newStore(t)
+	if err := bolt.Update(ensureSchema); err != nil {
+		t.Fatal(err)
+	}
+	st := &failNthUpdate{Store: bolt}
+	e := firewallEngine(t, st, firewalltest.New())
+	id := hexID("half")
+	gone := Proc{Pid: 2147483646, Start: 1} // no such PID
+	seed(t, bolt, portHolder(t, id, "half", State{Status: StatusCreated, Owner: gone}))
+	st.n = 2 // the repair's claim works, its forget fails
+	_ = e.Reconcile()
+	if err := bolt.View(func(tx store.Tx) error {
+		cur, err := getContainer(tx, id)
+		if err == nil && cur.State.Owner != gone {
+			t.Errorf("owner after a repair whose forget failed: %+v, want the dead one back", cur.State.Owner)
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("the record after a repair whose forget failed: %v, want it kept", err)
+	}
+	if err := e.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if err := bolt.View(func(tx store.Tx) error { _, err := getContainer(tx, id); return err }); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("after the next reconcile: %v, want the record gone", err)
+	}
+}
