@@ -203,12 +203,6 @@ func (e *Engine) ensureNetwork(n *Network) error {
 	if err != nil {
 		return err
 	}
-	if e.fw != nil {
-		// The firewall's loss marker (a flushed table) lives on the
-		// exec-root tmpfs, which `network create` and a CNI ADD may be the
-		// first to need after a boot. Failing, it stays in memory.
-		_ = e.prepareExecRoot()
-	}
 	// The bridge and the firewall rules are independent (the rules name
 	// the bridge): each waits for the kernel on its own goroutine.
 	fwErr := make(chan error, 1)

@@ -271,12 +271,13 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening func() (*portma
 				}
 				c.Endpoints = append(c.Endpoints, *ep)
 			}
-			if n := p.networks[0]; n.Internal && len(portSpecs(o)) > 0 {
+			specs := portSpecs(o)
+			if n := p.networks[0]; n.Internal && len(specs) > 0 {
 				// Nothing outside an internal network reaches it, a port
 				// published there included.
 				return errdefs.Invalid("cannot publish ports on network %s: it is internal (--internal), which nothing outside it reaches; publish on a network that is not", n.Name)
 			}
-			if err := reservePorts(tx, c, portSpecs(o), listening); err != nil {
+			if err := reservePorts(tx, c, specs, listening); err != nil {
 				return err
 			}
 			if err := reserveLinks(tx, c, o.Links); err != nil {

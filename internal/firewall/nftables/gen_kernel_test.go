@@ -194,6 +194,7 @@ func TestEnsureNetworkReportsLoss(t *testing.T) {
 	}
 	nft(t, ns, "flush", "ruleset")
 	check(t, stamped(t, ns, stamp).EnsureNetwork(n2)) // another process: a new loss
+	check(t, fw.EnsureNetwork(n2))                    // the restore puts n2's rules back
 	check(t, fw.MarkRestored())
 	if lost, err := fw.EnsureNetworkReport(n1); err != nil || !lost {
 		t.Errorf("a loss noted during the restore was cleared by it: lost %v, %v", lost, err)

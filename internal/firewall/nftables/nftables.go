@@ -288,16 +288,8 @@ func (f *Firewall) conn() (*nft.Conn, error) {
 // add rule inet knit postrouting ip saddr SUBNET oifname != BR masquerade ...;
 // add element inet knit bridges { "BR" comment "knit:net=NAME" }'
 func (f *Firewall) EnsureNetwork(n firewall.Network) error {
-	_, err := f.EnsureNetworkReport(n)
-	return err
-}
-
-// EnsureNetworkReport is EnsureNetwork, and reports whether knit's base
-// was found not in place (by this or any call of any process, since the
-// last MarkRestored): see lost.go and firewall.Firewall.
-func (f *Firewall) EnsureNetworkReport(n firewall.Network) (lost bool, err error) {
 	if err := n.Validate(); err != nil {
-		return false, err
+		return err
 	}
 	// Every knit command ensures its network; a read that finds everything
 	// in place costs a fraction of a batch, whose commit waits for the
@@ -323,9 +315,9 @@ func (f *Firewall) EnsureNetworkReport(n firewall.Network) (lost bool, err error
 		return nil
 	})
 	if upToDate {
-		return f.lost(), nil
+		return nil
 	}
-	err = f.apply(func(c *nft.Conn, cur ruleset) error {
+	err := f.apply(func(c *nft.Conn, cur ruleset) error {
 		if !cur.baseUpToDate() {
 			f.noteLost()
 		}
@@ -341,7 +333,19 @@ func (f *Firewall) EnsureNetworkReport(n firewall.Network) (lost bool, err error
 		return bridgeElemEnsure(c, cur, n)
 	})
 	if err != nil {
-		return false, fmt.Errorf("ensure firewall of network %s: %w", n.Name, err)
+		return fmt.Errorf("ensure firewall of network %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+// EnsureNetworkReport is EnsureNetwork, and reports whether knit's base
+// was found not in place (by this or any call of any process, since the
+// last MarkRestored): see lost.go and firewall.Firewall. Only it reads the
+// marker, whose token MarkRestored then clears: the EnsureNetwork calls of
+// a restore must not take a newer loss's token for the one it restores.
+func (f *Firewall) EnsureNetworkReport(n firewall.Network) (lost bool, err error) {
+	if err := f.EnsureNetwork(n); err != nil {
+		return false, err
 	}
 	return f.lost(), nil
 }
