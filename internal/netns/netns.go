@@ -22,9 +22,11 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/faults"
 )
 
@@ -71,8 +73,8 @@ func PrepareDir(dir string) error {
 		return fmt.Errorf("prepare %s: %w", dir, err)
 	}
 	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		return fmt.Errorf("prepare %s: lock: %w", dir, err)
+	if err := lockDir(f, dir); err != nil {
+		return err
 	}
 	mounted, err := isMountPoint(dir)
 	if err != nil || mounted {
@@ -87,6 +89,29 @@ func PrepareDir(dir string) error {
 		return fmt.Errorf("prepare %s: make shared: %w", dir, err)
 	}
 	return nil
+}
+
+// prepareWait bounds the wait for another preparer, which holds the lock
+// for the time of two mount calls: one stopped or hung there must not
+// stall every later command for ever.
+var prepareWait = 30 * time.Second // a variable for the tests
+
+// lockDir takes an exclusive flock on f, the directory dir, polling, for
+// at most prepareWait.
+func lockDir(f *os.File, dir string) error {
+	deadline := time.Now().Add(prepareWait)
+	for wait := 50 * time.Microsecond; ; wait = min(2*wait, 2*time.Millisecond) {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		switch {
+		case err == nil:
+			return nil
+		case !errors.Is(err, unix.EWOULDBLOCK):
+			return fmt.Errorf("prepare %s: lock: %w", dir, err)
+		case time.Now().After(deadline):
+			return errdefs.Unavailable("prepare %s: another knit process has held its lock for over %s; retry, or look for a stopped or stuck knit process (fuser %s)", dir, prepareWait, dir)
+		}
+		time.Sleep(wait)
+	}
 }
 
 func isMountPoint(path string) (bool, error) {

@@ -49,6 +49,9 @@ type Sandbox struct {
 	held    chan struct{} // closed when the holder has been reaped
 	env     []string
 	timeout time.Duration // per command; a field so that tests can shorten it
+	// reported is done once a timed-out command has listed the sandbox's
+	// processes (hang.go).
+	reported sync.Once
 }
 
 // Result is what a command run in a sandbox did. Code is the exit status,
@@ -207,7 +210,9 @@ func (s *Sandbox) WriteConfig(t testing.TB, json string) {
 // nsenter is the command that runs args in the sandbox's namespaces. It
 // forks, so that args land in the sandbox's PID namespace; its working
 // directory is the sandbox's /, where setns(CLONE_NEWNS) leaves it.
-func (s *Sandbox) nsenter(ctx context.Context, args []string) *exec.Cmd {
+// When ctx ends, *hang (if not nil) gets the sandbox's processes, listed
+// before the command is ended.
+func (s *Sandbox) nsenter(ctx context.Context, args []string, hang *string) *exec.Cmd {
 	nsArgs := []string{"--target", strconv.Itoa(s.pid), "--net", "--mount", "--pid", "--"}
 	cmd := exec.CommandContext(ctx, "nsenter", append(nsArgs, args...)...)
 	cmd.Env = s.env
@@ -216,7 +221,10 @@ func (s *Sandbox) nsenter(ctx context.Context, args []string) *exec.Cmd {
 	// running, orphaned to the host's init (a dying parent's orphans go to
 	// the reaper of its own PID namespace, and nsenter's is the host's).
 	cmd.Cancel = func() error {
-		killChildren(cmd.Process.Pid)
+		if hang != nil {
+			*hang = s.hangReport()
+		}
+		quitChildren(cmd.Process.Pid)
 		return nil
 	}
 	// After this, Wait kills nsenter itself (if it never forked) and stops
@@ -235,7 +243,8 @@ func (s *Sandbox) Run(args ...string) Result {
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	cmd := s.nsenter(ctx, args)
+	var hang string // read after Wait, which waits for Cancel
+	cmd := s.nsenter(ctx, args, &hang)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	r := Result{Stdout: stdout.String(), Stderr: stderr.String()}
@@ -243,7 +252,7 @@ func (s *Sandbox) Run(args ...string) Result {
 	switch {
 	case ctx.Err() != nil:
 		r.Code = -1
-		r.Stderr += fmt.Sprintf("\ntestutil: %q timed out after %v and was killed", args, s.timeout)
+		r.Stderr += fmt.Sprintf("\ntestutil: %q timed out after %v and was killed", args, s.timeout) + hang
 	case errors.As(err, &exitErr):
 		r.Code = exitErr.ExitCode()
 		if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
@@ -305,7 +314,7 @@ func (s *Sandbox) Start(t testing.TB, args ...string) *exec.Cmd {
 		t.Fatal("testutil: Start without a command")
 	}
 	out := &lineLogger{t: t, prefix: filepath.Base(args[0]) + ": "}
-	cmd := s.nsenter(context.Background(), args)
+	cmd := s.nsenter(context.Background(), args, nil)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %q in sandbox: %v", args, err)

@@ -175,6 +175,37 @@ func TestSandboxRunResults(t *testing.T) {
 	if pid := findProcess(s.pidNS, "sleep\x0077\x00"); pid != 0 {
 		t.Errorf("timed-out command still running as pid %d", pid)
 	}
+	// The first timeout lists the sandbox's processes; later ones point
+	// to that list.
+	if !strings.Contains(r.Stderr, "processes in the sandbox") || !strings.Contains(r.Stderr, "sleep 77 [S] waits in") {
+		t.Errorf("first timeout lists no processes:\n%s", r.Stderr)
+	}
+	if r := s.Run("sleep", "78"); r.Code != -1 || !strings.Contains(r.Stderr, "listed under the first command") {
+		t.Errorf("second timeout: %+v", r)
+	}
+}
+
+// TestSandboxHangNamesTheLockHolder hangs a command on a flock that another
+// holds: the report shows the holder's lock and the waiter's wait.
+func TestSandboxHangNamesTheLockHolder(t *testing.T) {
+	s := NewSandbox(t)
+	lock := filepath.Join(s.Dir(), "held.lock")
+	s.Start(t, "flock", lock, "sleep", "79")
+	for deadline := time.Now().Add(exitTimeout); !strings.Contains(s.MustRun(t, "cat", "/proc/locks"), "FLOCK"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the holder took no flock")
+		}
+	}
+	s.timeout = 500 * time.Millisecond
+	r := s.Run("flock", lock, "true")
+	if r.Code != -1 {
+		t.Fatalf("waiter did not time out: %+v", r)
+	}
+	for _, want := range []string{"flock " + lock + " sleep 79", "open 3 → /held.lock (inode ", "flock FLOCK ADVISORY WRITE", "flock -> FLOCK ADVISORY WRITE", "locks_lock_inode_wait"} {
+		if !strings.Contains(r.Stderr, want) {
+			t.Errorf("report lacks %q:\n%s", want, r.Stderr)
+		}
+	}
 }
 
 // TestSandboxCleanupKillsEverything runs a sandbox in a subtest, so that
