@@ -104,7 +104,7 @@ func openLog(dir string) (*os.File, error) {
 func (e *Engine) Supervise(id, owner string, ready *os.File) error {
 	c, err := e.get(id)
 	if err == nil {
-		if want, ok := parseProc([]byte(owner)); !ok || c.State.Owner != want {
+		if want, ok := parseProc([]byte(owner)); !ok || !c.State.Owner.is(want) {
 			err = errdefs.Conflict("container %s was removed while starting", c.Name)
 		}
 	}
@@ -163,7 +163,7 @@ func (e *Engine) Supervise(id, owner string, ready *os.File) error {
 		// A command that could not start (126, 127, a failed setup) is
 		// not started again, as in Docker: the first time, run -d reports
 		// it; on a restart, the container stops.
-		exited := Proc{Pid: p.Pid, Start: p.StartTime}
+		exited := procNow(p.Pid, p.StartTime)
 		if p.Failed != nil || !e.awaitRestart(id, exited, code, b.next(time.Since(c.State.StartedAt))) {
 			return end(code)
 		}

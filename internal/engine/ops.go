@@ -198,7 +198,7 @@ func (e *Engine) Restart(ref string, timeout *time.Duration, sig syscall.Signal)
 		switch {
 		case !cur.Running():
 			return cur, errdefs.Conflict("container %s stopped instead of restarting (exit code %d)", cur.Name, cur.State.ExitCode)
-		case cur.State.Process != old && cur.State.RestartFor.Pid == 0:
+		case !cur.State.Process.is(old) && cur.State.RestartFor.Pid == 0:
 			return cur, nil // started again (a command that ends at once may be restarting already)
 		case time.Now().After(deadline):
 			return cur, errdefs.Unavailable("container %s: its supervisor did not start it again within %s", cur.Name, restartWait)
@@ -477,7 +477,7 @@ func (e *Engine) Remove(ref string, o RemoveOptions) error {
 		}
 		// The supervisor of a `run -d` whose command was killed above may
 		// have recorded its start meanwhile: its process goes first.
-		if cur.Running() && cur.State.Process != c.State.Process {
+		if cur.Running() && !cur.State.Process.is(c.State.Process) {
 			c = cur
 			continue
 		}
@@ -521,7 +521,7 @@ func (e *Engine) claimForRemoval(id string) (*Container, error) {
 	var c *Container
 	read := func(tx store.Tx) (err error) { c, err = getContainer(tx, id); return err }
 	err := e.st.View(read) // most are not being created: no write
-	if err == nil && c.State.Status == StatusCreated && c.State.Owner != selfProc() {
+	if err == nil && c.State.Status == StatusCreated && !c.State.Owner.is(selfProc()) {
 		err = e.st.Update(func(tx store.Tx) error {
 			if err := read(tx); err != nil || c.State.Status != StatusCreated {
 				return err

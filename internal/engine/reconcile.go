@@ -45,7 +45,7 @@ func (e *Engine) reconcile(strict bool) error {
 			return err
 		}
 		rebooted = bootChanged(tx)
-		d, err = findDead(tx, strict || rebooted)
+		d, err = findDead(tx, strict || rebooted, rebooted)
 		return err
 	})
 	if err != nil {
@@ -141,9 +141,9 @@ func (d dead) none() bool { return len(d.ids) == 0 && len(d.connects) == 0 }
 
 // findDead reads the live index and the connects under way; strict (its
 // caller's choice, and after a reboot: see bootChanged) checks every
-// process's start time.
-func findDead(tx store.Tx, strict bool) (d dead, err error) {
-	if d.ids, err = deadOwned(tx, strict); err != nil {
+// process's start time; rebooted also the boot of the records' processes.
+func findDead(tx store.Tx, strict, rebooted bool) (d dead, err error) {
+	if d.ids, err = deadOwned(tx, strict, rebooted); err != nil {
 		return d, err
 	}
 	d.connects, err = deadConnects(tx, strict)
@@ -152,7 +152,10 @@ func findDead(tx store.Tx, strict bool) (d dead, err error) {
 
 // deadOwned returns the containers of the live index whose responsible
 // process is gone (strict: or is another process with the same PID).
-func deadOwned(tx store.Tx, strict bool) ([]string, error) {
+// After a reboot, a PID and start time that match a process of this boot
+// are checked against the boot in the record too: the index holds no boot.
+// That reads only the records that look alive, once per boot.
+func deadOwned(tx store.Tx, strict, rebooted bool) ([]string, error) {
 	var suspects []string
 	seen := map[Proc]bool{} // one check per process: an owner may hold many
 	var last []byte         // the previous entry's owner, and whether it lives
@@ -167,6 +170,9 @@ func deadOwned(tx store.Tx, strict bool) ([]string, error) {
 				live, checked := seen[p]
 				if !checked {
 					live = exists(p.Pid) && (!strict || alive(p))
+					if live && rebooted {
+						live = recordedThisBoot(tx, string(id), p)
+					}
 					seen[p] = live
 				}
 				ok = live
@@ -235,7 +241,7 @@ func (e *Engine) repair(id string) error {
 			// the next command's reconcile finds the record and retries.
 			_ = e.st.Update(func(tx store.Tx) error {
 				cur, err := getContainer(tx, id)
-				if err != nil || cur.State.Owner != selfProc() {
+				if err != nil || !cur.State.Owner.is(selfProc()) {
 					return err
 				}
 				cur.State.Owner, cur.State.Claimed = dead, deadClaimed
@@ -248,6 +254,22 @@ func (e *Engine) repair(id string) error {
 		return fmt.Errorf("repair %s: %w", c.Name, err)
 	}
 	return nil
+}
+
+// recordedThisBoot reports whether container id's record gives p (its
+// responsible process, from the live index) this boot, or no boot. A
+// record that cannot be read counts as this boot's: repair reads it again.
+func recordedThisBoot(tx store.Tx, id string, p Proc) bool {
+	c, err := getContainer(tx, id)
+	if err != nil {
+		return true
+	}
+	for _, q := range []Proc{c.State.Supervisor, c.State.Owner} {
+		if q.is(p) {
+			return q.thisBoot()
+		}
+	}
+	return true
 }
 
 func orphaned(c *Container) bool {
@@ -270,7 +292,8 @@ func exists(pid int) bool {
 	return err == nil
 }
 
-func alive(p Proc) bool { return p.Pid > 0 && runner.Alive(p.Pid, p.Start) }
+// alive reports whether p is still the process recorded.
+func alive(p Proc) bool { return p.Pid > 0 && p.thisBoot() && runner.Alive(p.Pid, p.Start) }
 
 // killProc sends SIGKILL to p if it is still the process we started; it
 // reports whether it did.
@@ -284,4 +307,9 @@ func killProc(p Proc) bool {
 }
 
 // openProc opens p if it is still the process recorded (runner.Open).
-func openProc(p Proc) (*runner.Handle, bool) { return runner.Open(p.Pid, p.Start) }
+func openProc(p Proc) (*runner.Handle, bool) {
+	if !p.thisBoot() {
+		return nil, false
+	}
+	return runner.Open(p.Pid, p.Start)
+}

@@ -200,7 +200,7 @@ func joinedTargetRuns(tx store.Tx, c *Container) bool {
 func (e *Engine) restart(c *Container, sc runner.StartConfig) (*runner.Process, error) {
 	sup := c.State.Supervisor
 	return e.launch(c, sc, func(tx store.Tx, cur *Container) error {
-		if !cur.Running() || !cur.State.Restarting || cur.State.StopRequested || cur.State.Supervisor != sup {
+		if !cur.Running() || !cur.State.Restarting || cur.State.StopRequested || !cur.State.Supervisor.is(sup) {
 			return errdefs.Conflict("container %s was stopped while restarting", cur.Name)
 		}
 		cur.State.clearRestart() // one that came during the back-off is this start

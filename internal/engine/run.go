@@ -498,14 +498,14 @@ func (e *Engine) launch(c *Container, sc runner.StartConfig, take func(tx store.
 			return err
 		}
 		cur.State.Status = StatusRunning
-		cur.State.Process = Proc{Pid: p.Pid, Start: p.StartTime}
+		cur.State.Process = procNow(p.Pid, p.StartTime)
 		cur.State.Supervisor = selfProc()
 		cur.State.StartedAt = time.Now().UTC()
 		*c = *cur
 		return putContainer(tx, cur)
 	})
 	if err != nil {
-		_ = killProc(Proc{Pid: p.Pid, Start: p.StartTime})
+		_ = killProc(procNow(p.Pid, p.StartTime))
 		_, _ = p.Wait()
 		return nil, fmt.Errorf("record %s as running: %w", c.Name, err)
 	}
@@ -518,7 +518,7 @@ func (e *Engine) launch(c *Container, sc runner.StartConfig, take func(tx store.
 // owner (for the next command to retry): its supervisor, if it got this
 // far, must not start what is half torn down.
 func startable(cur *Container, owner Proc) error {
-	if cur.State.Status != StatusCreated || cur.State.Owner != owner || !alive(owner) {
+	if cur.State.Status != StatusCreated || !cur.State.Owner.is(owner) || !alive(owner) {
 		return errdefs.Conflict("container %s was removed while starting", cur.Name)
 	}
 	return nil

@@ -199,7 +199,7 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening func() (*portma
 		// the file, ~0.15 ms of CPU) for every run.
 		if reconcile {
 			rebooted := bootChanged(tx)
-			d, err := findDead(tx, rebooted)
+			d, err := findDead(tx, rebooted, rebooted)
 			if err != nil {
 				return fmt.Errorf("read state: %w", err)
 			}

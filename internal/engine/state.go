@@ -64,11 +64,28 @@ const (
 	StatusRestarting = "restarting"
 )
 
-// Proc identifies a process across PID reuse.
+// Proc identifies a process across PID reuse and reboots. PID and start
+// time alone repeat across boots: a boot-time service starts its
+// processes with the same PIDs at the same ticks every time, and a record
+// from the last boot would then name a process of this one (and a repair
+// could kill it). Boot is empty in records of knits before 2026-11-30.
 type Proc struct {
 	Pid   int    `json:"pid"`
-	Start uint64 `json:"start"` // start time in clock ticks since boot
+	Start uint64 `json:"start"`          // start time in clock ticks since boot
+	Boot  string `json:"boot,omitempty"` // the kernel's boot_id then
 }
+
+// procNow names a process of this boot.
+func procNow(pid int, start uint64) Proc { return Proc{Pid: pid, Start: start, Boot: bootID()} }
+
+// is reports whether p and q name the same process. The boot is left out:
+// a record's Proc of this boot has it, one that an older knit wrote or that
+// came through the indexes ("PID:START") has not.
+func (p Proc) is(q Proc) bool { return p.Pid == q.Pid && p.Start == q.Start }
+
+// thisBoot reports whether p may be a process of this boot: its boot is
+// this one, or one of the two is unknown.
+func (p Proc) thisBoot() bool { return p.Boot == "" || bootID() == "" || p.Boot == bootID() }
 
 // selfProc is this process as the owner of the records it writes; its
 // start time, which never changes, is read from /proc once it has been
@@ -78,7 +95,7 @@ func selfProc() Proc {
 	defer selfCache.Unlock()
 	if !selfCache.known {
 		start, err := runner.StartTime(os.Getpid())
-		selfCache.p, selfCache.known = Proc{Pid: os.Getpid(), Start: start}, err == nil
+		selfCache.p, selfCache.known = procNow(os.Getpid(), start), err == nil
 	}
 	return selfCache.p
 }
@@ -123,7 +140,7 @@ type State struct {
 // after process p ends (p: the one that just exited, or, between runs, the
 // one recorded).
 func (s *State) restartRequested(p Proc) bool {
-	return s.RestartFor.Pid > 0 && s.RestartFor == p && (s.RestartBy.IsZero() || time.Now().Before(s.RestartBy))
+	return s.RestartFor.Pid > 0 && s.RestartFor.is(p) && (s.RestartBy.IsZero() || time.Now().Before(s.RestartBy))
 }
 
 // clearRestart forgets a knit restart's request.
@@ -323,7 +340,9 @@ func putContainer(tx store.Tx, c *Container) error {
 }
 
 // formatProc is p as the store's indexes hold it (bucketLive,
-// bucketConnecting): "PID:START".
+// bucketConnecting): "PID:START". The boot stays out, as older knits
+// (a CNI plugin of another version, sharing the store) read these values
+// and would take a third field for a dead process.
 func formatProc(p Proc) []byte { return fmt.Appendf(nil, "%d:%d", p.Pid, p.Start) }
 
 // parseProc reads a live-index value ("PID:START").

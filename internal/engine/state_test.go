@@ -713,7 +713,7 @@ func TestFailedRepairIsRetried(t *testing.T) {
 		if cur.State.Owner != gone {
 			t.Errorf("owner after a failed repair: %+v, want the dead one back", cur.State.Owner)
 		}
-		d, err = findDead(tx, false)
+		d, err = findDead(tx, false, false)
 		return err
 	})
 	if err != nil || !slices.Contains(d.ids, id) {
@@ -940,5 +940,66 @@ func TestRepairWhoseForgetFailsIsRetried(t *testing.T) {
 	}
 	if err := bolt.View(func(tx store.Tx) error { _, err := getContainer(tx, id); return err }); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("after the next reconcile: %v, want the record gone", err)
+	}
+}
+
+// After a reboot, a record of the last boot whose PID and start time are
+// those of a process of this boot (a boot-time service starts its
+// processes at the same PIDs and ticks every time) names a dead process
+// all the same: the reconcile repairs the container (it has exited), and
+// no signal reaches the namesake. A record of this boot naming the same process is
+// left alone.
+func TestReconcileAfterRebootSparesTheNamesake(t *testing.T) {
+	if bootID() == "" {
+		t.Skip("no /proc/sys/kernel/random/boot_id to tell boots apart")
+	}
+	for _, tc := range []struct {
+		name, boot string
+		running    bool
+	}{
+		{"a record of the last boot", "0aa0-last-boot", false},
+		{"a record of this boot", bootID(), true},
+	} {
+		namesake := exec.Command("sleep", "60")
+		if err := namesake.Start(); err != nil {
+			t.Fatal(err)
+		}
+		ended := make(chan struct{})
+		go func() { _ = namesake.Wait(); close(ended) }()
+		start, err := runner.StartTime(namesake.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := Proc{Pid: namesake.Process.Pid, Start: start, Boot: tc.boot}
+		if !tc.running && (alive(p) || killProc(p)) {
+			t.Errorf("%s: a process of the last boot is alive, or was killed", tc.name)
+		}
+
+		st := newStore(t)
+		if err := st.Update(func(tx store.Tx) error {
+			return errors.Join(ensureSchema(tx), tx.Put(bucketMeta, "boot", []byte("0aa0-last-boot")))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		id := hexID("b007")
+		seed(t, st, portHolder(t, id, "svc", State{Status: StatusRunning, Supervisor: p, Process: p}))
+		if err := firewallEngine(t, st, firewalltest.New()).Reconcile(); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		_ = st.View(func(tx store.Tx) error {
+			c, err := getContainer(tx, id)
+			_, lerr := tx.Get(bucketLive, id)
+			if running := err == nil && c.State.Status == StatusRunning && lerr == nil; running != tc.running {
+				t.Errorf("%s: still running %v (%v, live entry: %v), want %v", tc.name, running, err, lerr, tc.running)
+			}
+			return nil
+		})
+		select {
+		case <-ended:
+			t.Errorf("%s: the namesake process was killed", tc.name)
+		case <-time.After(100 * time.Millisecond):
+		}
+		_ = namesake.Process.Kill()
+		<-ended
 	}
 }
