@@ -68,3 +68,36 @@ func TestLinksFollowDisconnect(t *testing.T) {
 	s.MustKnit(t, "run", "-d", "--name", "newcomer", "--ip", app, "--rootfs", bb, "sleep", "300")
 	blocked(t, s, []string{knit, "exec", "newcomer"}, db, 80)
 }
+
+// An administrator's notrack rule leaves packets without conntrack state,
+// which the ct status matches of knit's rules then fail to match: icc=false
+// and the isolation between networks must hold all the same, and a link
+// still works, in both directions, as Docker's stateless link rules do.
+func TestICCAndIsolationHoldUnderNotrack(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	knit := testutil.KnitBinary(t)
+	serveThreeNetworks(t, s, bb)
+	for _, c := range [][]string{
+		{"--name", "clia", "--network", "neta"},
+		{"--name", "cliq", "--network", "netq"},
+		{"--name", "linked", "--network", "netq", "--link", "srvq"},
+	} {
+		s.MustKnit(t, append(append([]string{"run", "-d"}, c...), "--rootfs", bb, "sleep", "300")...)
+	}
+	srva, srvb, srvq := ipOn(t, s, "srva", "neta"), ipOn(t, s, "srvb", "netb"), ipOn(t, s, "srvq", "netq")
+	reaches(t, s, []string{knit, "exec", "linked"}, srvq, 80, "srvq") // the servers are up
+
+	s.MustRun(t, "nft", "add table ip adminraw")
+	s.MustRun(t, "nft", "add chain ip adminraw pre { type filter hook prerouting priority raw; }")
+	s.MustRun(t, "nft", "add rule ip adminraw pre counter notrack")
+
+	reaches(t, s, []string{knit, "exec", "clia"}, srva, 80, "srva") // icc on: untracked, and let through
+	reaches(t, s, []string{knit, "exec", "linked"}, srvq, 80, "srvq")
+	blocked(t, s, []string{knit, "exec", "cliq"}, srvq, 80)
+	blocked(t, s, []string{knit, "exec", "clia"}, srvb, 80)
+	// The probes above went through the notrack rule.
+	if out := s.MustRun(t, "nft", "list", "chain", "ip", "adminraw", "pre"); strings.Contains(out, "counter packets 0 ") {
+		t.Fatalf("the notrack rule saw no packet:\n%s", out)
+	}
+}

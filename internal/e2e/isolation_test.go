@@ -22,12 +22,7 @@ func TestIsolationMatrix(t *testing.T) {
 	s := sandbox(t)
 	bb := testutil.Busybox(t)
 	knit := testutil.KnitBinary(t)
-	s.MustKnit(t, "network", "create", "--subnet", "10.91.0.0/24", "neta")
-	s.MustKnit(t, "network", "create", "--subnet", "10.92.0.0/24", "netb")
-	s.MustKnit(t, "network", "create", "--subnet", "10.93.0.0/24", "-o", "icc=false", "netq")
-	serve(t, s, bb, "srva", "--network", "neta")
-	serve(t, s, bb, "srvb", "--network", "netb")
-	serve(t, s, bb, "srvq", "--network", "netq", "--expose", "80")
+	serveThreeNetworks(t, s, bb)
 	serve(t, s, bb, "plocal", "-p", "127.0.0.1:8101:80")
 	serve(t, s, bb, "pany", "-p", "8102:80")
 	for _, c := range [][]string{
@@ -115,6 +110,18 @@ func TestIsolationMatrix(t *testing.T) {
 	for _, w := range wrong {
 		t.Error(w)
 	}
+}
+
+// serveThreeNetworks makes networks neta (10.91.0.0/24), netb
+// (10.92.0.0/24) and netq (10.93.0.0/24, icc=false), with a web server on
+// each: srva, srvb and srvq (which exposes port 80, for links).
+func serveThreeNetworks(t *testing.T, s *testutil.Sandbox, bb string) {
+	s.MustKnit(t, "network", "create", "--subnet", "10.91.0.0/24", "neta")
+	s.MustKnit(t, "network", "create", "--subnet", "10.92.0.0/24", "netb")
+	s.MustKnit(t, "network", "create", "--subnet", "10.93.0.0/24", "-o", "icc=false", "netq")
+	serve(t, s, bb, "srva", "--network", "neta")
+	serve(t, s, bb, "srvb", "--network", "netb")
+	serve(t, s, bb, "srvq", "--network", "netq", "--expose", "80")
 }
 
 func set(names ...string) map[string]bool {

@@ -147,7 +147,7 @@ func baseRules() map[string][]*nft.Rule {
 			},
 			invalidRules(),
 			// Links come before every network's ICC drop.
-			[]*nft.Rule{linkRule(linkSets[0]), linkRule(linkSets[1])},
+			[]*nft.Rule{linkRule(linkSets[0]), linkRule(linkSets[1]), linkReplyRule(linkSets[0]), linkReplyRule(linkSets[1])},
 		),
 		chainInput: {localnetRule()},
 		// A packet from outside addressed to a loopback address is never

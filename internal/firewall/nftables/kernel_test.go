@@ -134,13 +134,17 @@ func TestEnsureNetworkKernel(t *testing.T) {
 		oifname @bridges ct state invalid drop comment "knit:base"
 		ip saddr . ip daddr . meta l4proto . th dport @links4 fib saddr . iif oif != 0 accept comment "knit:base"
 		ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 fib saddr . iif oif != 0 accept comment "knit:base"
+		ct state untracked ip daddr . ip saddr . meta l4proto . th sport @links4 fib saddr . iif oif != 0 accept comment "knit:base"
+		ct state untracked ip6 daddr . ip6 saddr . meta l4proto . th sport @links6 fib saddr . iif oif != 0 accept comment "knit:base"
 		iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n1"
 		iifname "br0" oifname "br0" ct status ! dnat drop comment "knit:net=n1"
+		iifname "br0" oifname "br0" ct state untracked drop comment "knit:net=n1"
 		iifname != "br0" oifname "br0" ct state untracked drop comment "knit:net=n1"
 		iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
 		iifname "br0" accept comment "knit:net=n1"
 		iifname "br1" oifname != "br1" oifname @bridges ct status ! dnat drop comment "knit:net=n2"
 		iifname "br1" oifname "br1" ct status ! dnat drop comment "knit:net=n2"
+		iifname "br1" oifname "br1" ct state untracked drop comment "knit:net=n2"
 		iifname != "br1" oifname "br1" ct state untracked drop comment "knit:net=n2"
 		iifname != "br1" oifname "br1" ct state new ct status ! dnat drop comment "knit:net=n2"
 		iifname "br1" accept comment "knit:net=n2"
@@ -191,8 +195,8 @@ func TestEnsureNetworkKernel(t *testing.T) {
 		}
 	}
 	got := nft(t, ns, "list", "table", "inet", "knit")
-	// n2 has 10 rules and its bridge element.
-	if strings.Contains(got, "knit:net=n1") || strings.Count(got, "knit:net=n2") != 11 ||
+	// n2 has 11 rules and its bridge element.
+	if strings.Contains(got, "knit:net=n1") || strings.Count(got, "knit:net=n2") != 12 ||
 		!strings.Contains(got, "knit:base") {
 		t.Fatalf("after RemoveNetwork(n1):\n%s", got)
 	}
@@ -273,14 +277,14 @@ func TestShareTable(t *testing.T) {
 	wg.Wait()
 	got := nft(t, ns, "list", "table", "inet", "knit")
 	for _, tag := range []string{"knit:net=n0", "knit:net=n1"} {
-		// 5 forward and 3 postrouting rules, and the bridge element
-		if c := strings.Count(got, tag); c != 9 {
-			t.Errorf("%d rules and elements tagged %s, want 9:\n%s", c, tag, got)
+		// 6 forward and 3 postrouting rules, and the bridge element
+		if c := strings.Count(got, tag); c != 10 {
+			t.Errorf("%d rules and elements tagged %s, want 10:\n%s", c, tag, got)
 		}
 	}
-	// 6 in forward, 6 in prerouting, 5 in output, 1 in input
-	if c := strings.Count(got, "knit:base"); c != 18 {
-		t.Errorf("%d base rules, want 18:\n%s", c, got)
+	// 8 in forward, 6 in prerouting, 5 in output, 1 in input
+	if c := strings.Count(got, "knit:base"); c != 20 {
+		t.Errorf("%d base rules, want 20:\n%s", c, got)
 	}
 }
 

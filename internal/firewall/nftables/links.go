@@ -27,20 +27,38 @@ var linkSets = []addrPortSet{{setLinks4, false, 2}, {setLinks6, true, 2}}
 //
 //	ip saddr . ip daddr . meta l4proto . th dport @links4 fib saddr . iif oif != 0 accept
 //	ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 fib saddr . iif oif != 0 accept
-func linkRule(d addrPortSet) *nft.Rule {
+func linkRule(d addrPortSet) *nft.Rule { return linkMatch(d, false) }
+
+// linkReplyRule accepts the replies of the links' connections that an
+// administrator's notrack rule left untracked: they are not established
+// then, and the ICC drop of untracked packets would take them. The key
+// is the reply's, turned around (Docker's link rules accept both
+// directions without conntrack, too).
+//
+//	ct state untracked ip daddr . ip saddr . meta l4proto . th sport @links4 fib saddr . iif oif != 0 accept
+//	ct state untracked ip6 daddr . ip6 saddr . meta l4proto . th sport @links6 fib saddr . iif oif != 0 accept
+func linkReplyRule(d addrPortSet) *nft.Rule { return linkMatch(d, true) }
+
+func linkMatch(d addrPortSet, reply bool) *nft.Rule {
 	fam, words, src := byte(unix.NFPROTO_IPV4), uint32(1), uint32(12)
 	if d.v6 {
 		fam, words, src = unix.NFPROTO_IPV6, 4, 8
 	}
-	// The key is built from register 1 on: source, destination, then
-	// protocol and port in one 4-byte register each.
-	return tagged(forwardChain, tagBase, []expr.Any{
+	first, second, port := src, src+4*words, uint32(2) // source, destination, destination port
+	var untracked []expr.Any
+	if reply {
+		first, second, port = second, first, 0
+		untracked = ctBits(expr.CtKeySTATE, expr.CtStateBitUNTRACKED, true)
+	}
+	// The key is built from register 1 on: two addresses, then protocol
+	// and port in one 4-byte register each.
+	return tagged(forwardChain, tagBase, untracked, []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: src, Len: 4 * words},
-		&expr.Payload{DestRegister: reg32(words), Base: expr.PayloadBaseNetworkHeader, Offset: src + 4*words, Len: 4 * words},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: first, Len: 4 * words},
+		&expr.Payload{DestRegister: reg32(words), Base: expr.PayloadBaseNetworkHeader, Offset: second, Len: 4 * words},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32(2 * words)},
-		&expr.Payload{DestRegister: reg32(2*words + 1), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Payload{DestRegister: reg32(2*words + 1), Base: expr.PayloadBaseTransportHeader, Offset: port, Len: 2},
 		&expr.Lookup{SourceRegister: 1, SetName: d.name},
 		// The source must be routed back through the interface the
 		// packet came in on: a linked container's address forged from

@@ -47,10 +47,19 @@ func TestLinkRules(t *testing.T) {
 			t.Errorf("link rule = %s, want %s", got, want)
 		}
 	}
+	for i, want := range []string{
+		`ct state untracked ip daddr . ip saddr . meta l4proto . th sport @links4 fib saddr . iif oif != 0 accept comment "knit:base"`,
+		`ct state untracked ip6 daddr . ip6 saddr . meta l4proto . th sport @links6 fib saddr . iif oif != 0 accept comment "knit:base"`,
+	} {
+		if got := renderRule(linkReplyRule(linkSets[i])); got != want {
+			t.Errorf("link reply rule = %s, want %s", got, want)
+		}
+	}
 	// The link rules come right after the established rule and the
 	// invalid drops, before any network's ICC drop.
 	fwd := baseRules()[chainForward]
-	if len(fwd) != 6 || renderRule(fwd[1]) != renderRule(baseRule()) || renderRule(fwd[4]) != renderRule(linkRule(linkSets[0])) {
+	if len(fwd) != 8 || renderRule(fwd[1]) != renderRule(baseRule()) || renderRule(fwd[4]) != renderRule(linkRule(linkSets[0])) ||
+		renderRule(fwd[6]) != renderRule(linkReplyRule(linkSets[0])) {
 		t.Errorf("forward base rules out of order")
 	}
 }

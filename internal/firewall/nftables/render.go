@@ -178,6 +178,9 @@ func loadName(e expr.Any, proto byte) string {
 		if e.Base == expr.PayloadBaseTransportHeader && e.Offset == 2 && e.Len == 2 {
 			return "th dport"
 		}
+		if e.Base == expr.PayloadBaseTransportHeader && e.Offset == 0 && e.Len == 2 {
+			return "th sport"
+		}
 		if s, ok := renderAddrMatch(e, nil, make([]byte, e.Len), proto); ok {
 			return s[0]
 		}

@@ -143,7 +143,12 @@ func networkRules(n firewall.Network) []*nft.Rule {
 		// iifname BR oifname BR ct status != dnat drop (seen here through
 		// br_netfilter); a published port, the container's own included,
 		// stays reachable through the host's address.
-		rules = append(rules, tagged(forwardChain, tag, iif, oif, ctBits(expr.CtKeySTATUS, ctStatusDNAT, false), verdict(expr.VerdictDrop)))
+		// iifname BR oifname BR ct state untracked drop: a packet that an
+		// administrator's notrack rule left untracked has no ct status
+		// (the match fails, not the drop); it cannot be DNATed either.
+		rules = append(rules,
+			tagged(forwardChain, tag, iif, oif, ctBits(expr.CtKeySTATUS, ctStatusDNAT, false), verdict(expr.VerdictDrop)),
+			tagged(forwardChain, tag, iif, oif, ctBits(expr.CtKeySTATE, expr.CtStateBitUNTRACKED, true), verdict(expr.VerdictDrop)))
 	}
 	if n.Internal {
 		return rules

@@ -63,6 +63,7 @@ postrouting: ip saddr 127.0.0.0/8 oifname "br1" masquerade comment "knit:net=h"`
 		n:    firewall.Network{Name: "n3", Bridge: "br0", Subnets: subnets("10.99.0.0/24")},
 		want: `forward: iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n3"
 forward: iifname "br0" oifname "br0" ct status ! dnat drop comment "knit:net=n3"
+forward: iifname "br0" oifname "br0" ct state untracked drop comment "knit:net=n3"
 forward: iifname != "br0" oifname "br0" ct state untracked drop comment "knit:net=n3"
 forward: iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n3"
 forward: iifname "br0" accept comment "knit:net=n3"
@@ -78,7 +79,8 @@ forward: oifname "br0" iifname != "br0" drop comment "knit:net=in"`,
 		n:    firewall.Network{Name: "in", Bridge: "br0", Internal: true},
 		want: `forward: iifname "br0" oifname != "br0" drop comment "knit:net=in"
 forward: oifname "br0" iifname != "br0" drop comment "knit:net=in"
-forward: iifname "br0" oifname "br0" ct status ! dnat drop comment "knit:net=in"`,
+forward: iifname "br0" oifname "br0" ct status ! dnat drop comment "knit:net=in"
+forward: iifname "br0" oifname "br0" ct state untracked drop comment "knit:net=in"`,
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -216,6 +218,8 @@ const wantTable = `table inet knit {
 		oifname @bridges ct state invalid drop comment "knit:base"
 		ip saddr . ip daddr . meta l4proto . th dport @links4 fib saddr . iif oif != 0 accept comment "knit:base"
 		ip6 saddr . ip6 daddr . meta l4proto . th dport @links6 fib saddr . iif oif != 0 accept comment "knit:base"
+		ct state untracked ip daddr . ip saddr . meta l4proto . th sport @links4 fib saddr . iif oif != 0 accept comment "knit:base"
+		ct state untracked ip6 daddr . ip6 saddr . meta l4proto . th sport @links6 fib saddr . iif oif != 0 accept comment "knit:base"
 		iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n1"
 		iifname != "br0" oifname "br0" ct state untracked drop comment "knit:net=n1"
 		iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
