@@ -152,9 +152,9 @@ func findDead(tx store.Tx, strict, rebooted bool) (d dead, err error) {
 
 // deadOwned returns the containers of the live index whose responsible
 // process is gone (strict: or is another process with the same PID).
-// After a reboot, a PID and start time that match a process of this boot
-// are checked against the boot in the record too: the index holds no boot.
-// That reads only the records that look alive, once per boot.
+// After a reboot, the entries whose process looks alive are checked against
+// the boot in their record too (the index holds no boot): one record read
+// each, until a reconcile finds nothing dead and notes the boot.
 func deadOwned(tx store.Tx, strict, rebooted bool) ([]string, error) {
 	var suspects []string
 	seen := map[Proc]bool{} // one check per process: an owner may hold many
@@ -170,16 +170,15 @@ func deadOwned(tx store.Tx, strict, rebooted bool) ([]string, error) {
 				live, checked := seen[p]
 				if !checked {
 					live = exists(p.Pid) && (!strict || alive(p))
-					if live && rebooted {
-						live = recordedThisBoot(tx, string(id), p)
-					}
 					seen[p] = live
 				}
 				ok = live
 			}
 			last, lastOK = append(last[:0], v...), ok
 		}
-		if !lastOK {
+		// The boot is each record's own: a record of the last boot and
+		// one of this boot may give the same PID and start time.
+		if !lastOK || rebooted && !recordedThisBoot(tx, string(id)) {
 			suspects = append(suspects, string(id))
 		}
 		return nil
@@ -256,18 +255,20 @@ func (e *Engine) repair(id string) error {
 	return nil
 }
 
-// recordedThisBoot reports whether container id's record gives p (its
-// responsible process, from the live index) this boot, or no boot. A
-// record that cannot be read counts as this boot's: repair reads it again.
-func recordedThisBoot(tx store.Tx, id string, p Proc) bool {
+// recordedThisBoot reports whether container id's record gives its
+// responsible process (the one the live index holds) this boot, or no
+// boot. A record that cannot be read counts as this boot's: repair reads
+// it again.
+func recordedThisBoot(tx store.Tx, id string) bool {
 	c, err := getContainer(tx, id)
 	if err != nil {
 		return true
 	}
-	for _, q := range []Proc{c.State.Supervisor, c.State.Owner} {
-		if q.is(p) {
-			return q.thisBoot()
-		}
+	switch c.State.Status {
+	case StatusCreated:
+		return c.State.Owner.thisBoot()
+	case StatusRunning:
+		return c.State.Supervisor.thisBoot()
 	}
 	return true
 }

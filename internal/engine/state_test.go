@@ -947,18 +947,21 @@ func TestRepairWhoseForgetFailsIsRetried(t *testing.T) {
 // those of a process of this boot (a boot-time service starts its
 // processes at the same PIDs and ticks every time) names a dead process
 // all the same: the reconcile repairs the container (it has exited), and
-// no signal reaches the namesake. A record of this boot naming the same process is
-// left alone.
+// no signal reaches the namesake. A record of this boot naming the same
+// process is left alone, also when it comes first in the live index.
 func TestReconcileAfterRebootSparesTheNamesake(t *testing.T) {
 	if bootID() == "" {
 		t.Skip("no /proc/sys/kernel/random/boot_id to tell boots apart")
 	}
+	const last = "0aa0-last-boot"
 	for _, tc := range []struct {
-		name, boot string
-		running    bool
+		name    string
+		boots   []string // the records', in the live index's order
+		running []bool
 	}{
-		{"a record of the last boot", "0aa0-last-boot", false},
-		{"a record of this boot", bootID(), true},
+		{"a record of the last boot", []string{last}, []bool{false}},
+		{"a record of this boot", []string{bootID()}, []bool{true}},
+		{"one of each, this boot's first", []string{bootID(), last}, []bool{true, false}},
 	} {
 		namesake := exec.Command("sleep", "60")
 		if err := namesake.Start(); err != nil {
@@ -970,27 +973,33 @@ func TestReconcileAfterRebootSparesTheNamesake(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := Proc{Pid: namesake.Process.Pid, Start: start, Boot: tc.boot}
-		if !tc.running && (alive(p) || killProc(p)) {
+		old := Proc{Pid: namesake.Process.Pid, Start: start, Boot: last}
+		if alive(old) || killProc(old) {
 			t.Errorf("%s: a process of the last boot is alive, or was killed", tc.name)
 		}
 
 		st := newStore(t)
 		if err := st.Update(func(tx store.Tx) error {
-			return errors.Join(ensureSchema(tx), tx.Put(bucketMeta, "boot", []byte("0aa0-last-boot")))
+			return errors.Join(ensureSchema(tx), tx.Put(bucketMeta, "boot", []byte(last)))
 		}); err != nil {
 			t.Fatal(err)
 		}
-		id := hexID("b007")
-		seed(t, st, portHolder(t, id, "svc", State{Status: StatusRunning, Supervisor: p, Process: p}))
+		var ids []string
+		for i, boot := range tc.boots {
+			p := Proc{Pid: namesake.Process.Pid, Start: start, Boot: boot}
+			ids = append(ids, hexID(fmt.Sprintf("b00%d", i)))
+			seed(t, st, portHolder(t, ids[i], fmt.Sprintf("svc%d", i), State{Status: StatusRunning, Supervisor: p, Process: p}))
+		}
 		if err := firewallEngine(t, st, firewalltest.New()).Reconcile(); err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
 		_ = st.View(func(tx store.Tx) error {
-			c, err := getContainer(tx, id)
-			_, lerr := tx.Get(bucketLive, id)
-			if running := err == nil && c.State.Status == StatusRunning && lerr == nil; running != tc.running {
-				t.Errorf("%s: still running %v (%v, live entry: %v), want %v", tc.name, running, err, lerr, tc.running)
+			for i, id := range ids {
+				c, err := getContainer(tx, id)
+				_, lerr := tx.Get(bucketLive, id)
+				if running := err == nil && c.State.Status == StatusRunning && lerr == nil; running != tc.running[i] {
+					t.Errorf("%s: record %d still running %v (%v, live entry: %v), want %v", tc.name, i, running, err, lerr, tc.running[i])
+				}
 			}
 			return nil
 		})
