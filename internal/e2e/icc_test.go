@@ -101,3 +101,22 @@ func TestICCAndIsolationHoldUnderNotrack(t *testing.T) {
 		t.Fatalf("the notrack rule saw no packet:\n%s", out)
 	}
 }
+
+// On a dual-stack icc=false network a link works over IPv6 too: neighbour
+// discovery between the containers (ICMPv6 that conntrack never tracks)
+// passes the network's drops, and only the link's port is reachable.
+func TestICCOffLinkOverIPv6(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	knit := testutil.KnitBinary(t)
+	s.MustKnit(t, "network", "create", "--ipv6", "--subnet", "fd00:db8:93::/64", "-o", "icc=false", "netq6")
+	serve(t, s, bb, "srv6", "--network", "netq6", "--expose", "80")
+	s.MustKnit(t, "run", "-d", "--name", "linked6", "--network", "netq6", "--link", "srv6", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--name", "other6", "--network", "netq6", "--rootfs", bb, "sleep", "300")
+	srv := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.GlobalIPv6Address}}{{end}}", "srv6"))
+	if !strings.HasPrefix(srv, "fd00:db8:93::") {
+		t.Fatalf("srv6's IPv6 address: %q", srv)
+	}
+	reaches(t, s, []string{knit, "exec", "linked6"}, srv, 80, "srv6")
+	blocked(t, s, []string{knit, "exec", "other6"}, srv, 80)
+}

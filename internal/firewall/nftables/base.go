@@ -149,7 +149,7 @@ func baseRules() map[string][]*nft.Rule {
 			// Links come before every network's ICC drop.
 			[]*nft.Rule{linkRule(linkSets[0]), linkRule(linkSets[1]), linkReplyRule(linkSets[0]), linkReplyRule(linkSets[1])},
 		),
-		chainInput: {localnetRule()},
+		chainInput: {loopbackSourceRule(), localnetRule()},
 		// A packet from outside addressed to a loopback address is never
 		// DNATed (routing drops it as martian): a port published on
 		// 127.0.0.1 stays reachable from the host only.

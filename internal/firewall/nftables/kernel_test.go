@@ -138,13 +138,13 @@ func TestEnsureNetworkKernel(t *testing.T) {
 		ct state untracked ip6 daddr . ip6 saddr . meta l4proto . th sport @links6 fib saddr . iif oif != 0 accept comment "knit:base"
 		iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n1"
 		iifname "br0" oifname "br0" ct status ! dnat drop comment "knit:net=n1"
-		iifname "br0" oifname "br0" ct state untracked drop comment "knit:net=n1"
+		iifname "br0" oifname "br0" ct state untracked meta l4proto != ipv6-icmp drop comment "knit:net=n1"
 		iifname != "br0" oifname "br0" ct state untracked drop comment "knit:net=n1"
 		iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
 		iifname "br0" accept comment "knit:net=n1"
 		iifname "br1" oifname != "br1" oifname @bridges ct status ! dnat drop comment "knit:net=n2"
 		iifname "br1" oifname "br1" ct status ! dnat drop comment "knit:net=n2"
-		iifname "br1" oifname "br1" ct state untracked drop comment "knit:net=n2"
+		iifname "br1" oifname "br1" ct state untracked meta l4proto != ipv6-icmp drop comment "knit:net=n2"
 		iifname != "br1" oifname "br1" ct state untracked drop comment "knit:net=n2"
 		iifname != "br1" oifname "br1" ct state new ct status ! dnat drop comment "knit:net=n2"
 		iifname "br1" accept comment "knit:net=n2"
@@ -171,6 +171,7 @@ func TestEnsureNetworkKernel(t *testing.T) {
 
 	chain input {
 		type filter hook input priority filter; policy accept;
+		iifname @bridges ip saddr 127.0.0.0/8 drop comment "knit:base"
 		iifname @bridges ip daddr 127.0.0.0/8 ct state ! established,related drop comment "knit:base"
 	}
 
@@ -282,9 +283,9 @@ func TestShareTable(t *testing.T) {
 			t.Errorf("%d rules and elements tagged %s, want 10:\n%s", c, tag, got)
 		}
 	}
-	// 8 in forward, 6 in prerouting, 5 in output, 1 in input
-	if c := strings.Count(got, "knit:base"); c != 20 {
-		t.Errorf("%d base rules, want 20:\n%s", c, got)
+	// 8 in forward, 6 in prerouting, 5 in output, 2 in input
+	if c := strings.Count(got, "knit:base"); c != 21 {
+		t.Errorf("%d base rules, want 21:\n%s", c, got)
 	}
 }
 

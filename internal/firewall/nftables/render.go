@@ -193,6 +193,10 @@ func isNetworkPayload(e expr.Any) bool {
 	return ok && p.Base == expr.PayloadBaseNetworkHeader
 }
 
+// protoNames are the names nft gives the layer 4 protocols knit's rules
+// compare with.
+var protoNames = map[byte]string{unix.IPPROTO_TCP: "tcp", unix.IPPROTO_UDP: "udp", unix.IPPROTO_SCTP: "sctp", unix.IPPROTO_ICMPV6: "ipv6-icmp"}
+
 // renderCmp prints a comparison of a loaded operand with data.
 func renderCmp(op operand, c *expr.Cmp, proto byte) string {
 	ops := map[expr.CmpOp]string{
@@ -212,6 +216,10 @@ func renderCmp(op operand, c *expr.Cmp, proto byte) string {
 		case expr.MetaKeyNFPROTO:
 			fam := map[byte]string{unix.NFPROTO_IPV4: "ipv4", unix.NFPROTO_IPV6: "ipv6"}[c.Data[0]]
 			return fmt.Sprintf("meta nfproto %s%s", rel, fam)
+		case expr.MetaKeyL4PROTO:
+			if name, ok := protoNames[c.Data[0]]; ok && len(c.Data) == 1 {
+				return fmt.Sprintf("meta l4proto %s%s", rel, name)
+			}
 		}
 	case *expr.Payload:
 		if s, ok := renderAddrMatch(w, op.mask, c.Data, proto); ok {

@@ -114,6 +114,20 @@ func localnetRule() *nft.Rule {
 		ctBits(expr.CtKeySTATE, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, false), verdict(expr.VerdictDrop))
 }
 
+// loopbackSourceRule drops what comes from a bridge to the host with a
+// loopback source. route_localnet on the bridges (see localnetRule) lets
+// such packets in: a container that turns route_localnet on for its own
+// eth0 could otherwise send to the host's services as 127.0.0.1, which
+// what trusts localhost trusts (blind: the replies stay on the host's
+// loopback). The kernel does not forward them. No reply the host expects
+// comes in so: a reply to its connection to a port published on 127.0.0.1
+// gets its loopback source back only after the filter hooks.
+//
+//	iifname @bridges ip saddr 127.0.0.0/8 drop
+func loopbackSourceRule() *nft.Rule {
+	return tagged(inputChain, tagBase, ifnameIn(expr.MetaKeyIIFNAME, setBridges), saddr(loopback4), verdict(expr.VerdictDrop))
+}
+
 // networkRules returns the rules that express n, in the order they are
 // added. Each rule matches on n's bridge or subnets only, so the number of
 // rules a packet meets grows with networks, never with containers. Within
@@ -143,12 +157,19 @@ func networkRules(n firewall.Network) []*nft.Rule {
 		// iifname BR oifname BR ct status != dnat drop (seen here through
 		// br_netfilter); a published port, the container's own included,
 		// stays reachable through the host's address.
-		// iifname BR oifname BR ct state untracked drop: a packet that an
-		// administrator's notrack rule left untracked has no ct status
-		// (the match fails, not the drop); it cannot be DNATed either.
+		// iifname BR oifname BR ct state untracked meta l4proto !=
+		// ipv6-icmp drop: a packet that an administrator's notrack rule
+		// left untracked has no ct status (the match fails, not the
+		// drop); it cannot be DNATed either. ICMPv6 is left out: conntrack
+		// never tracks neighbour discovery, which containers need to
+		// reach each other at all (a link over IPv6).
+		notICMPv6 := []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
+		}
 		rules = append(rules,
 			tagged(forwardChain, tag, iif, oif, ctBits(expr.CtKeySTATUS, ctStatusDNAT, false), verdict(expr.VerdictDrop)),
-			tagged(forwardChain, tag, iif, oif, ctBits(expr.CtKeySTATE, expr.CtStateBitUNTRACKED, true), verdict(expr.VerdictDrop)))
+			tagged(forwardChain, tag, iif, oif, ctBits(expr.CtKeySTATE, expr.CtStateBitUNTRACKED, true), notICMPv6, verdict(expr.VerdictDrop)))
 	}
 	if n.Internal {
 		return rules

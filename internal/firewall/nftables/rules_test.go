@@ -63,7 +63,7 @@ postrouting: ip saddr 127.0.0.0/8 oifname "br1" masquerade comment "knit:net=h"`
 		n:    firewall.Network{Name: "n3", Bridge: "br0", Subnets: subnets("10.99.0.0/24")},
 		want: `forward: iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n3"
 forward: iifname "br0" oifname "br0" ct status ! dnat drop comment "knit:net=n3"
-forward: iifname "br0" oifname "br0" ct state untracked drop comment "knit:net=n3"
+forward: iifname "br0" oifname "br0" ct state untracked meta l4proto != ipv6-icmp drop comment "knit:net=n3"
 forward: iifname != "br0" oifname "br0" ct state untracked drop comment "knit:net=n3"
 forward: iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n3"
 forward: iifname "br0" accept comment "knit:net=n3"
@@ -80,7 +80,7 @@ forward: oifname "br0" iifname != "br0" drop comment "knit:net=in"`,
 		want: `forward: iifname "br0" oifname != "br0" drop comment "knit:net=in"
 forward: oifname "br0" iifname != "br0" drop comment "knit:net=in"
 forward: iifname "br0" oifname "br0" ct status ! dnat drop comment "knit:net=in"
-forward: iifname "br0" oifname "br0" ct state untracked drop comment "knit:net=in"`,
+forward: iifname "br0" oifname "br0" ct state untracked meta l4proto != ipv6-icmp drop comment "knit:net=in"`,
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -247,6 +247,7 @@ const wantTable = `table inet knit {
 
 	chain input {
 		type filter hook input priority filter; policy accept;
+		iifname @bridges ip saddr 127.0.0.0/8 drop comment "knit:base"
 		iifname @bridges ip daddr 127.0.0.0/8 ct state ! established,related drop comment "knit:base"
 	}
 
