@@ -16,9 +16,15 @@ import (
 // process waiting for another: the report names them. hangReport lists
 // every process in the sandbox (what it runs, its state, where each of its
 // threads waits in the kernel, the sandbox files it holds open and the
-// flocks it holds or waits for); quitChildren then asks the command for
-// its goroutines (SIGQUIT) before it is killed. The list is made once per
-// sandbox: the commands of a stalled round all time out together.
+// flocks it holds or waits for); endChildren then asks a knit command for
+// its goroutines (SIGABRT, which knit never catches, unlike SIGQUIT)
+// before it is killed. The list is made once per sandbox: the commands of
+// a stalled round all time out together.
+
+// reportWait bounds the making of the report: reading a process's
+// cmdline waits for its memory map's lock, which a process stuck in the
+// kernel may hold.
+const reportWait = 5 * time.Second
 
 // hangReport describes the processes in the sandbox, the first time it is
 // called; later calls say where to find it.
@@ -28,13 +34,24 @@ func (s *Sandbox) hangReport() string {
 	if later {
 		return "\ntestutil: the processes in the sandbox are listed under the first command that timed out"
 	}
+	done := make(chan string, 1)
+	go func() { done <- s.listProcesses() }()
+	select {
+	case r := <-done:
+		return r
+	case <-time.After(reportWait):
+		return fmt.Sprintf("\ntestutil: listing the sandbox's processes took over %v (one is stuck in the kernel?)", reportWait)
+	}
+}
+
+func (s *Sandbox) listProcesses() string {
 	locks := flocksByPID()
 	var b strings.Builder
 	fmt.Fprintf(&b, "\ntestutil: processes in the sandbox at %s:", time.Now().Format("15:04:05.000"))
 	for _, pid := range processesIn(s.pidNS) {
 		proc := fmt.Sprintf("/proc/%d", pid)
 		cmdline, _ := os.ReadFile(proc + "/cmdline")
-		fmt.Fprintf(&b, "\n  %d %s [%s] waits in %s", pid, shorten(strings.TrimSpace(string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))), 160),
+		fmt.Fprintf(&b, "\n  %d %s [%s] waits in %s", pid, shorten(strings.TrimSpace(string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))), 600),
 			procState(pid), threadWaits(proc))
 		for _, fd := range openUnder(proc, s.dir) {
 			fmt.Fprintf(&b, "\n      open %s", fd)
@@ -46,26 +63,65 @@ func (s *Sandbox) hangReport() string {
 	return b.String()
 }
 
-// quitChildren ends the children of pid (nsenter's command): SIGQUIT
-// first, which makes a Go program print its goroutines and exit, then
-// SIGKILL for what is still there a second later. The signals go through
-// pidfds, so a PID reused in between is never hit.
-func quitChildren(pid int) {
-	var procs []*os.Process
-	for _, c := range children(pid) {
-		if p, err := os.FindProcess(c); err == nil {
-			procs = append(procs, p)
-			_ = p.Signal(syscall.SIGQUIT)
+// endChildren ends the children of nsenter (the command it runs): a knit
+// command gets SIGABRT first, which makes it print its goroutines and
+// exit, then everything still there a second later gets SIGKILL.
+func endChildren(nsenter *os.Process, dump bool) {
+	procs := childProcs(nsenter)
+	deadline := time.Now()
+	for _, p := range procs {
+		if dump && isKnit(p.Pid) {
+			_ = p.Signal(syscall.SIGABRT)
+			deadline = time.Now().Add(time.Second)
 		}
 	}
-	deadline := time.Now().Add(time.Second)
 	for _, p := range procs {
-		for !exited(p.Pid) && time.Now().Before(deadline) {
+		for !exited(p.Pid) && p.Signal(syscall.Signal(0)) == nil && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		_ = p.Kill()
 		_ = p.Release()
 	}
+}
+
+// childProcs opens the children of nsenter, our child, as pidfds: each is
+// one of them if its parent is nsenter's PID while both are alive (or not
+// yet reaped), so that neither PID can have been reused. Once nsenter is
+// reaped its PID may be another's, and nothing is opened.
+func childProcs(nsenter *os.Process) []*os.Process {
+	var procs []*os.Process
+	for _, c := range children(nsenter.Pid) {
+		p, err := os.FindProcess(c)
+		if err != nil {
+			continue
+		}
+		if p.Signal(syscall.Signal(0)) != nil || parentPID(c) != nsenter.Pid ||
+			p.Signal(syscall.Signal(0)) != nil || nsenter.Signal(syscall.Signal(0)) != nil {
+			_ = p.Release()
+			continue
+		}
+		procs = append(procs, p)
+	}
+	return procs
+}
+
+// parentPID reads PPid from /proc/PID/status (0 if it cannot).
+func parentPID(pid int) int {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}
+
+// isKnit reports whether the process runs a binary named knit (the one
+// the tests build).
+func isKnit(pid int) bool {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	return err == nil && filepath.Base(exe) == "knit"
 }
 
 func shorten(s string, n int) string {

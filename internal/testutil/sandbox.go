@@ -221,10 +221,13 @@ func (s *Sandbox) nsenter(ctx context.Context, args []string, hang *string) *exe
 	// running, orphaned to the host's init (a dying parent's orphans go to
 	// the reaper of its own PID namespace, and nsenter's is the host's).
 	cmd.Cancel = func() error {
+		if cmd.Process.Signal(syscall.Signal(0)) != nil {
+			return nil // reaped already: its PID may be another's
+		}
 		if hang != nil {
 			*hang = s.hangReport()
 		}
-		quitChildren(cmd.Process.Pid)
+		endChildren(cmd.Process, true)
 		return nil
 	}
 	// After this, Wait kills nsenter itself (if it never forked) and stops
@@ -322,7 +325,7 @@ func (s *Sandbox) Start(t testing.TB, args ...string) *exec.Cmd {
 	t.Cleanup(func() {
 		// As in nsenter's Cancel: the command first, nsenter only if it
 		// does not follow.
-		killChildren(cmd.Process.Pid)
+		endChildren(cmd.Process, false)
 		done := make(chan struct{})
 		go func() {
 			_ = cmd.Wait() // an error when the test waited already
@@ -367,14 +370,6 @@ func exited(pid int) bool {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	i := bytes.LastIndexByte(data, ')')
 	return err != nil || i < 0 || i+2 >= len(data) || data[i+2] == 'Z'
-}
-
-// killChildren kills the children of pid, which we started: for an nsenter,
-// the command it runs inside the sandbox.
-func killChildren(pid int) {
-	for _, c := range children(pid) {
-		_ = syscall.Kill(c, syscall.SIGKILL)
-	}
 }
 
 // lineLogger sends what a background command writes to the test log, and
