@@ -295,3 +295,24 @@ func TestNetworkCreateFinishesAnInterruptedRemoval(t *testing.T) {
 		s.MustKnit(t, "network", "rm", "scratch")
 	}
 }
+
+// A network's lock file goes with the network, and system prune deletes
+// those that older knits left for every network name ever used; a live
+// network's stays.
+func TestNetworkLockFilesGo(t *testing.T) {
+	s := sandbox(t)
+	locks := filepath.Join(s.DataRoot(), "locks")
+	s.MustKnit(t, "network", "create", "gone")
+	s.MustKnit(t, "network", "create", "kept")
+	s.MustKnit(t, "run", "-d", "--network", "kept", "--rootfs", testutil.Busybox(t), "sleep", "300") // not pruned
+	s.MustKnit(t, "network", "rm", "gone")
+	s.MustRun(t, "touch", filepath.Join(locks, "network-old.lock"), filepath.Join(locks, "network-kept.lock"))
+	if ls := s.MustRun(t, "ls", locks); strings.Contains(ls, "network-gone.lock") {
+		t.Errorf("network rm left its lock file:\n%s", ls)
+	}
+	s.MustKnit(t, "system", "prune", "-f")
+	ls := s.MustRun(t, "ls", locks)
+	if strings.Contains(ls, "network-old.lock") || !strings.Contains(ls, "network-kept.lock") {
+		t.Errorf("lock files after system prune (want network-kept.lock only of the networks'):\n%s", ls)
+	}
+}

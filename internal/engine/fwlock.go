@@ -45,7 +45,28 @@ func lockFileShared(path string) (unlock func(), err error) { return flockFile(p
 // every supervisor's exit for ever, as a blocking flock would.
 var lockWait = time.Minute
 
+// A holder of the exclusive lock may delete the file (removeLockFile): a
+// waiter that opened it before then gets a lock on a file no longer at
+// path, sees so and starts again on the new one, so two processes never
+// hold locks on two files of one path.
 func flockFile(path string, how int) (unlock func(), err error) {
+	deadline := time.Now().Add(lockWait)
+	for {
+		// No unlock and no error: the file was deleted while we waited.
+		if unlock, err := flockOnce(path, how, time.Until(deadline)); err != nil || unlock != nil {
+			return unlock, err
+		}
+	}
+}
+
+// removeLockFile deletes the lock file at path, which the caller holds
+// exclusively (see flockFile).
+func removeLockFile(path string) { _ = os.Remove(path) }
+
+// flockOnce takes the lock on the file at path, waiting at most wait; it
+// returns a nil unlock (and no error) if the file it locked is no longer
+// the one at path.
+func flockOnce(path string, how int, wait time.Duration) (unlock func(), err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
@@ -53,10 +74,9 @@ func flockFile(path string, how int) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
-	unlock = func() { f.Close() } // closing releases the lock
 	err = unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
 	if err == nil {
-		return unlock, nil
+		return stillAt(f, path), nil
 	}
 	if !errors.Is(err, unix.EWOULDBLOCK) {
 		f.Close()
@@ -68,7 +88,7 @@ func flockFile(path string, how int) (unlock func(), err error) {
 	// than lockWait. A wait given up on releases the lock once it gets it.
 	got := make(chan error, 1)
 	go func() { got <- unix.Flock(int(f.Fd()), how) }()
-	timer := time.NewTimer(lockWait)
+	timer := time.NewTimer(max(wait, 0))
 	defer timer.Stop()
 	select {
 	case err := <-got:
@@ -76,11 +96,22 @@ func flockFile(path string, how int) (unlock func(), err error) {
 			f.Close()
 			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
-		return unlock, nil
+		return stillAt(f, path), nil
 	case <-timer.C:
 		go func() { <-got; f.Close() }()
 		return nil, errdefs.Unavailable("lock %s is busy: another knit process has held it for over %s; retry, or look for a stopped or stuck knit process (fuser %s)", path, lockWait, path)
 	}
+}
+
+// stillAt returns the unlock of f, which the caller has locked, if f is
+// still the file at path; else it closes f and returns nil.
+func stillAt(f *os.File, path string) (unlock func()) {
+	var have, now unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &have) == nil && unix.Stat(path, &now) == nil && have.Dev == now.Dev && have.Ino == now.Ino {
+		return func() { f.Close() } // closing releases the lock
+	}
+	f.Close()
+	return nil
 }
 
 func (l *lockedFirewall) EnsureNetwork(n firewall.Network) error {

@@ -589,6 +589,9 @@ func (e *Engine) finishRemoveNetwork(n *Network) error {
 	if err != nil {
 		return err
 	}
+	// Gone, under its exclusive lock: its lock file goes too, or one would
+	// be left for every network name ever used.
+	removeLockFile(e.networkLock(n.Name))
 	if !n.DNS {
 		return nil // never in the DNS server's records
 	}

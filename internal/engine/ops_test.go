@@ -175,6 +175,45 @@ func TestCommandsCheckTheFirewallFirst(t *testing.T) {
 	}
 }
 
+// A lock file deleted by its exclusive holder (a network's, once the
+// network is gone) while another waits for it: the waiter ends up holding
+// the lock of the file at the path, not of the deleted one, so a third
+// locker still has to wait for it.
+func TestLockFileDeletedWhileWaited(t *testing.T) {
+	defer func(d time.Duration) { lockWait = d }(lockWait)
+	path := filepath.Join(t.TempDir(), "locks", "network-x.lock")
+	unlockA, err := lockFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan func(), 1)
+	go func() {
+		u, err := lockFileShared(path)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- u
+	}()
+	time.Sleep(100 * time.Millisecond) // the waiter has opened the file and waits
+	removeLockFile(path)
+	unlockA()
+	unlockB := <-got
+	if unlockB == nil {
+		t.Fatal("the waiter got no lock")
+	}
+	lockWait = 100 * time.Millisecond
+	if u, err := lockFile(path); errdefs.KindOf(err) != errdefs.KindUnavailable {
+		if u != nil {
+			u()
+		}
+		t.Errorf("an exclusive lock while the waiter holds a shared one: %v, want busy", err)
+	}
+	unlockB()
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("the lock file at the path: %v", err)
+	}
+}
+
 // A lock another process holds past lockWait is an error that says so,
 // not a wait for ever.
 func TestLockFileGivesUp(t *testing.T) {

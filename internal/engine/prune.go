@@ -55,7 +55,7 @@ func (e *Engine) Prune() (*PruneReport, error) {
 	// also finishes removals a crash interrupted.
 	removed, err := e.PruneNetworks()
 	r.Networks = removed
-	errs = append(errs, err, e.pruneNetworkRules(r), e.syncDNS())
+	errs = append(errs, err, e.pruneNetworkRules(r), e.pruneNetworkLocks(), e.syncDNS())
 	return r, errors.Join(errs...)
 }
 
@@ -350,23 +350,56 @@ func (e *Engine) pruneNetworkRules(r *PruneReport) error {
 	}
 	var errs []error
 	for _, name := range names {
-		if _, err := e.lookupNetwork(name); errdefs.KindOf(err) != errdefs.KindNotFound {
-			continue
-		}
-		unlock, err := lockFile(e.networkLock(name))
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		// Under the network's lock: a create of that name finishes first.
-		if _, err := e.lookupNetwork(name); errdefs.KindOf(err) == errdefs.KindNotFound {
+		errs = append(errs, e.ifNetworkGone(name, func() error {
 			if err := e.fw.RemoveNetwork(name); err != nil {
-				errs = append(errs, err)
-			} else {
-				r.Networks = append(r.Networks, name+" (rules only)")
+				return err
 			}
+			r.Networks = append(r.Networks, name+" (rules only)")
+			removeLockFile(e.networkLock(name))
+			return nil
+		}))
+	}
+	return errors.Join(errs...)
+}
+
+// ifNetworkGone runs fn under the exclusive lock of network name if the
+// network has no record, before the lock and once it is held: a create of
+// that name finishes first.
+func (e *Engine) ifNetworkGone(name string, fn func() error) error {
+	if _, err := e.lookupNetwork(name); errdefs.KindOf(err) != errdefs.KindNotFound {
+		return nil
+	}
+	unlock, err := lockFile(e.networkLock(name))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if _, err := e.lookupNetwork(name); errdefs.KindOf(err) != errdefs.KindNotFound {
+		return nil
+	}
+	return fn()
+}
+
+// pruneNetworkLocks deletes the lock files of networks that do not exist:
+// knits before 2026-11-30 left one for every network name ever used.
+func (e *Engine) pruneNetworkLocks() error {
+	entries, err := os.ReadDir(filepath.Join(e.paths.DataRoot, "locks"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	var errs []error
+	for _, de := range entries {
+		name, isNet := strings.CutPrefix(de.Name(), "network-")
+		name, isLock := strings.CutSuffix(name, ".lock")
+		if !isNet || !isLock || name == "" {
+			continue
 		}
-		unlock()
+		errs = append(errs, e.ifNetworkGone(name, func() error {
+			removeLockFile(e.networkLock(name))
+			return nil
+		}))
 	}
 	return errors.Join(errs...)
 }
