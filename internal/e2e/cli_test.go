@@ -443,6 +443,9 @@ func TestSystemPruneRemovesStrays(t *testing.T) {
 	if r := s.Run("ip", "link", "show", "vethdead000"); r.Code == 0 {
 		t.Error("stray veth survived prune")
 	}
+	if r := s.Run("sh", "-c", "grep -q ' "+s.ExecRoot()+"/netns/deadbeef ' /proc/self/mountinfo || test -e "+s.ExecRoot()+"/netns/deadbeef"); r.Code == 0 {
+		t.Error("the stray namespace is still mounted, or its file still there, after prune")
+	}
 	if rules := s.MustRun(t, "nft", "list", "map", "inet", "knit", "pub4any"); strings.Contains(rules, "7070") {
 		t.Errorf("stray port element survived prune:\n%s", rules)
 	}

@@ -159,7 +159,9 @@ func (h *cniHost) detached(t *testing.T, bridge, addr string) {
 		}
 		return "", nil
 	})
-	if rules := h.s.Run("nft", "list", "table", "inet", "knit"); strings.Contains(rules.Stdout, addr+" ") || strings.Contains(rules.Stdout, addr+",") {
+	if rules := h.s.Run("nft", "list", "table", "inet", "knit"); rules.Code != 0 && !strings.Contains(rules.Stderr, "No such file") {
+		t.Errorf("nft list table inet knit: exit %d: %s", rules.Code, rules.Stderr)
+	} else if strings.Contains(rules.Stdout, addr+" ") || strings.Contains(rules.Stdout, addr+",") {
 		t.Errorf("firewall elements of %s remain:\n%s", addr, rules.Stdout)
 	}
 	if ls := h.s.MustKnit(t, "cni", "ls"); strings.Contains(ls, addr+"/") {
@@ -246,8 +248,9 @@ func TestCNISharesTheNetworkWithKnitRun(t *testing.T) {
 		return r.Stdout, nil
 	})
 	h.mustCnitool(t, "del", "shared", ns)
-	if r := h.s.Knit("exec", "peer", "nslookup", "cnipod", "10.81.0.1"); strings.Contains(r.Stdout, "10.81.0.2") {
-		t.Errorf("cnipod still resolves after DEL:\n%s", r.Stdout)
+	// The server still answers, with NXDOMAIN.
+	if r := h.s.Knit("exec", "peer", "nslookup", "cnipod", "10.81.0.1"); strings.Contains(r.Stdout, "10.81.0.2") || !strings.Contains(r.Stdout+r.Stderr, "NXDOMAIN") {
+		t.Errorf("cnipod after DEL (want NXDOMAIN):\n%s%s", r.Stdout, r.Stderr)
 	}
 }
 
@@ -351,8 +354,10 @@ func TestCNICrashAtEveryStep(t *testing.T) {
 		echo "$conf" | KNIT_CRASH_TRACE=$trace.add CNI_COMMAND=ADD "$knit" >/dev/null || exit 1
 		echo "$conf" | KNIT_CRASH_TRACE=$trace.del CNI_COMMAND=DEL "$knit" || exit 1
 		fail=0
+		[ -s $trace.add ] && [ -s $trace.del ] || { echo "no steps traced"; exit 1; }
 		while read -r k step; do
 			(echo "$conf" | KNIT_CRASH_AT=$k CNI_COMMAND=ADD "$knit" >/dev/null 2>&1) 2>/dev/null
+			[ $? -eq 137 ] || { echo "the ADD meant to crash at step $k ($step) was not killed"; fail=1; }
 			if ! run ADD >/dev/null 2>&1; then echo "ADD after a crash at ADD step $k ($step) failed"; fail=1
 			elif ! run CHECK; then echo "CHECK after a crash at ADD step $k ($step) failed"; fail=1; fi
 			run DEL || { echo "DEL after a crash at ADD step $k ($step) failed"; fail=1; }
@@ -362,6 +367,7 @@ func TestCNICrashAtEveryStep(t *testing.T) {
 		while read -r k step; do
 			run ADD >/dev/null || exit 1
 			(echo "$conf" | KNIT_CRASH_AT=$k CNI_COMMAND=DEL "$knit" 2>/dev/null) 2>/dev/null
+			[ $? -eq 137 ] || { echo "the DEL meant to crash at step $k ($step) was not killed"; fail=1; }
 			run DEL || { echo "DEL after a crash at DEL step $k ($step) failed"; fail=1; }
 			clean || { echo "leftovers after a crash at DEL step $k ($step)"; fail=1; }
 		done < $trace.del

@@ -97,7 +97,6 @@ type concurrency struct {
 	s    *testutil.Sandbox
 	bb   string
 	knit string
-	cni  bool // the knit binary speaks CNI
 
 	mu       sync.Mutex
 	outcomes []outcome
@@ -182,11 +181,6 @@ func (c *concurrency) worker(w, r int) {
 	case 6: // CNI: ADD twice (the second repairs) in even rounds, DEL in
 		// odd ones; worker 6 never DELs, so that its network stays in use
 		switch {
-		case !c.cni:
-			c.run(w, runArgs(nets[w%3])...)
-			if r > 0 {
-				c.run(w, "rm", "-f", name(w, r-1))
-			}
 		case r%2 == 0 || w == 6:
 			c.cniRun(w, "ADD")
 			c.cniRun(w, "ADD")
@@ -245,15 +239,14 @@ func TestConcurrency(t *testing.T) {
 		s.MustKnit(t, "run", "-d", "--name", "anchor-"+n, "--network", n, "--rootfs", c.bb, "sleep", "3600")
 	}
 	// CNI workers: each its own namespace and a published port.
-	c.cni = s.Run("env", "CNI_COMMAND=VERSION", c.knit).Code == 0
-	for w := 6; c.cni && w < concurrencyWorkers; w += 8 {
+	if r := s.Run("env", "CNI_COMMAND=VERSION", c.knit); r.Code != 0 {
+		t.Fatalf("knit does not answer CNI_COMMAND=VERSION: exit %d: %s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	for w := 6; w < concurrencyWorkers; w += 8 {
 		conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"conc-cni","type":"knit","subnet":"10.86.0.0/24","bridge":"kconc",`+
 			`"runtimeConfig":{"portMappings":[{"hostPort":%d,"containerPort":80,"protocol":"tcp"}]}}`, 8600+w)
 		s.MustRun(t, "sh", "-c", `printf '%s' "$1" > "$2"`, "sh", conf, filepath.Join(s.Dir(), fmt.Sprintf("cni-%d.json", w)))
 		s.MustRun(t, "ip", "netns", "add", fmt.Sprintf("cw%d", w))
-	}
-	if !c.cni {
-		t.Log("knit does not answer CNI_COMMAND=VERSION: the CNI workers run containers instead")
 	}
 
 	start := time.Now()
@@ -306,7 +299,7 @@ func TestConcurrency(t *testing.T) {
 	for _, id := range strings.Fields(s.MustKnit(t, "ps", "-aq")) {
 		mustCleanly(t, "rm -f "+id, s.Knit("rm", "-f", id), "no such container")
 	}
-	for w := 6; c.cni && w < concurrencyWorkers; w += 8 {
+	for w := 6; w < concurrencyWorkers; w += 8 {
 		if r := c.cniRun(w, "DEL"); r.Code != 0 {
 			t.Errorf("CNI DEL of worker %d: %s%s", w, r.Stdout, r.Stderr)
 		}

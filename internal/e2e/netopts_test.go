@@ -41,6 +41,10 @@ func TestRoutedNetwork(t *testing.T) {
 	for _, subnet := range []string{"10.82.0.0/24", "10.83.0.0/24", "10.84.0.0/24"} {
 		s.World("ip", "route", "add", subnet, "via", "198.51.100.1")
 	}
+	// Every server answers the host on its address (--ip was followed).
+	for addr, name := range map[string]string{"10.82.0.6": "unpublished", "10.82.0.7": "loopback", "10.83.0.5": "closed", "10.84.0.5": "v4nat"} {
+		reaches(t, s, nil, addr, 80, name)
+	}
 	reaches(t, s, world, "10.82.0.5", 80, "open")
 	reaches(t, s, world, "198.51.100.1", 8085, "open") // the host port too
 	blocked(t, s, world, "10.82.0.6", 80)
@@ -65,6 +69,7 @@ func TestNetworkICCOff(t *testing.T) {
 	s.MustKnit(t, "network", "create", "-o", "com.docker.network.bridge.enable_icc=false", "quiet")
 	serve(t, s, bb, "srv", "--network", "quiet", "-p", "8090:80")
 	s.MustKnit(t, "run", "-d", "--name", "peer", "--network", "quiet", "--rootfs", bb, "sleep", "300")
+	reaches(t, s, nil, ipOn(t, s, "srv", "quiet"), 80, "srv") // up, at that address
 	blocked(t, s, []string{knit, "exec", "peer"}, ipOn(t, s, "srv", "quiet"), 80)
 	reaches(t, s, world, "198.51.100.1", 8090, "srv")
 }

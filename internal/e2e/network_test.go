@@ -160,8 +160,9 @@ func TestEmbeddedDNS(t *testing.T) {
 		t.Errorf("query late after rm: %q, want NXDOMAIN", out)
 	}
 	// The default network keeps Docker's behaviour: no embedded DNS.
-	if resolv := s.MustKnit(t, "run", "--rm", "--rootfs", rootfs, "cat", "/etc/resolv.conf"); strings.Contains(resolv, gw) {
-		t.Errorf("a default-network container uses the embedded server:\n%s", resolv)
+	if resolv := s.MustKnit(t, "run", "--rm", "--rootfs", rootfs, "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "nameserver 198.51.100.2") ||
+		strings.Contains(resolv, gateway(t, s, "bridge")) {
+		t.Errorf("a default-network container's resolv.conf (want the host's server, not the embedded one):\n%s", resolv)
 	}
 }
 
@@ -355,6 +356,18 @@ func TestInternalNetwork(t *testing.T) {
 	if route := s.MustKnit(t, "exec", "in1", "ip", "route"); strings.Contains(route, "default") {
 		t.Errorf("internal network gave a default route:\n%s", route)
 	}
+	// Nor with a route of its own through the bridge's address (containers
+	// may change their routes): the firewall keeps it in, and the world,
+	// routing the subnet to the host, out.
+	s.MustKnit(t, "exec", "in1", "ip", "route", "add", "default", "via", gateway(t, s, "closed"))
+	s.MustKnit(t, "exec", "in1", "ping", "-c", "1", "-W", "1", gateway(t, s, "closed")) // the route's first hop answers
+	if r := s.Knit("exec", "in1", "ping", "-c", "1", "-W", "1", "198.51.100.2"); r.Code == 0 {
+		t.Errorf("a container on an internal network reached the world through a route of its own")
+	}
+	s.World("ip", "route", "add", "10.70.0.0/24", "via", "198.51.100.1")
+	if r := s.World("ping", "-c", "1", "-W", "1", ipOn(t, s, "in1", "closed")); r.Code == 0 {
+		t.Errorf("the world reached a container on an internal network")
+	}
 	s.MustKnit(t, "exec", "in1", "ping", "-c", "1", "-W", "2", ipOn(t, s, "in2", "closed"))
 	if rules := s.MustRun(t, "nft", "list", "table", "inet", "knit"); strings.Contains(rules, "10.70.0.0/24 oifname != ") {
 		t.Errorf("internal network is masqueraded:\n%s", rules)
@@ -376,8 +389,9 @@ func TestDNSForwarding(t *testing.T) {
 	rootfs, bin := dnsRootfs(t)
 	s := sandbox(t)
 	// The world answers on 198.51.100.2 (the sandbox's resolv.conf) and on
-	// 203.0.113.1 (used through --dns).
-	s.Start(t, "ip", "netns", "exec", "world", bin, "serve", "-listen", ":53", "example.test=203.0.113.7", "other.test=203.0.113.8")
+	// 203.0.113.1 (used through --dns), each with names of its own.
+	s.Start(t, "ip", "netns", "exec", "world", bin, "serve", "-listen", "198.51.100.2:53", "example.test=203.0.113.7")
+	s.Start(t, "ip", "netns", "exec", "world", bin, "serve", "-listen", "203.0.113.1:53", "other.test=203.0.113.8")
 	s.MustKnit(t, "network", "create", "fwd")
 	s.MustKnit(t, "run", "-d", "--name", "f1", "--network", "fwd", "--dns-search", "test", "--rootfs", rootfs, "sleep", "300")
 	s.MustKnit(t, "run", "-d", "--name", "f2", "--network", "fwd", "--dns", "203.0.113.1", "--rootfs", rootfs, "sleep", "300")
@@ -391,6 +405,9 @@ func TestDNSForwarding(t *testing.T) {
 	})
 	if out := ask(t, s, "f2", gw, "other.test"); !strings.Contains(out, "A 203.0.113.8") {
 		t.Errorf("forwarded through --dns: %q", out)
+	}
+	if out := ask(t, s, "f1", gw, "other.test"); !strings.Contains(out, "NXDOMAIN") {
+		t.Errorf("other.test without --dns (the host's resolver does not know it): %q", out)
 	}
 	if out := ask(t, s, "f1", gw, "nosuch.test"); !strings.Contains(out, "NXDOMAIN") {
 		t.Errorf("upstream's NXDOMAIN: %q", out)
@@ -529,6 +546,7 @@ func TestIPv6Isolation(t *testing.T) {
 	s.MustKnit(t, "run", "-d", "--name", "vb", "--network", "six-b", "--ip6", "fd00:db8:b::10", "--rootfs", bb, "sleep", "300")
 	s.MustKnit(t, "run", "-d", "--name", "va2", "--network", "six-a", "--rootfs", bb, "sleep", "300")
 	s.MustKnit(t, "exec", "va2", "ping6", "-c", "1", "-W", "2", "fd00:db8:a::10")
+	s.MustRun(t, "ping", "-6", "-c", "1", "-W", "2", "fd00:db8:b::10") // vb is up, at that address
 	if r := s.Knit("exec", "va", "ping6", "-c", "1", "-W", "1", "fd00:db8:b::10"); r.Code == 0 {
 		t.Errorf("va reached vb over IPv6 across networks")
 	}

@@ -181,8 +181,8 @@ func TestExitedShowsNoPorts(t *testing.T) {
 	if ps := strings.TrimSpace(s.MustKnit(t, "ps", "-a", "--format", "{{.Names}}:{{.Ports}}")); ps != "brief:" {
 		t.Errorf("ps -a of the exited container: %q, want no ports", ps)
 	}
-	if r := s.Knit("port", "brief"); strings.TrimSpace(r.Stdout) != "" {
-		t.Errorf("knit port of the exited container: %q", r.Stdout)
+	if r := s.Knit("port", "brief"); r.Code != 0 || strings.TrimSpace(r.Stdout) != "" {
+		t.Errorf("knit port of the exited container: exit %d, %q%s", r.Code, r.Stdout, r.Stderr)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -485,15 +486,22 @@ func TestRemoveRacesDetachedStart(t *testing.T) {
 	bb := testutil.Busybox(t)
 	knit := testutil.KnitBinary(t)
 	// 60 rounds, rm -f 0 to 29 ms after run -d starts (run -d takes ~20).
-	script := `knit=$1 bb=$2
+	// It prints how many run -d succeeded: some must, or the race was
+	// never run.
+	script := `knit=$1 bb=$2 started=0
 for i in $(seq 0 59); do
 	"$knit" run -d --name race$i --rootfs "$bb" sleep 1001 >/dev/null 2>&1 &
 	sleep 0.0$((i % 3))$((i % 10))
 	"$knit" rm -f race$i >/dev/null 2>&1
-	wait
+	wait $! && started=$((started + 1))
 	"$knit" rm -f race$i >/dev/null 2>&1 || true
-done`
-	s.MustRun(t, "sh", "-c", script, "sh", knit, bb)
+done
+echo $started`
+	if n, _ := strconv.Atoi(strings.TrimSpace(s.MustRun(t, "sh", "-c", script, "sh", knit, bb))); n == 0 {
+		t.Fatal("no run -d of the 60 succeeded: the race was not run")
+	} else {
+		t.Logf("%d of 60 run -d succeeded before or despite their rm -f", n)
+	}
 	if ps := s.MustKnit(t, "ps", "-a", "-q"); strings.TrimSpace(ps) != "" {
 		t.Errorf("containers left: %s", ps)
 	}
