@@ -197,9 +197,17 @@ func TestRestartStopsOnFailedStart(t *testing.T) {
 		}
 		return "", nil
 	})
-	if got := inspectField(t, s, "joiner", "{{.State.Restarting}} {{.State.Pid}}"); strings.HasPrefix(got, "true ") && got != "true 0" {
-		t.Errorf("Restarting, Pid = %s: a restarting container has no process", got)
-	}
+	// Sampled until one lands between two runs (its back-off grows).
+	eventually(t, func() (string, error) {
+		got := inspectField(t, s, "joiner", "{{.State.Restarting}} {{.State.Pid}}")
+		if !strings.HasPrefix(got, "true ") {
+			return "", errors.New("not caught restarting yet")
+		}
+		if got != "true 0" {
+			t.Errorf("Restarting, Pid = %s: a restarting container has no process", got)
+		}
+		return "", nil
+	})
 	s.MustKnit(t, "stop", "-t", "0", "owner")
 	awaitExited("joiner")
 	s.MustKnit(t, "rm", "owner", "joiner", "missing", "once")
