@@ -375,14 +375,6 @@ const attachmentLocks = 32
 // cniTeardown undoes an attachment in the kernel, then forgets it. Its
 // caller holds the attachment's lock.
 func (e *Engine) cniTeardown(a *CNIAttachment) error {
-	if len(a.Ports) > 0 && e.fw != nil {
-		if err := e.fw.RemovePorts(a.ID, a.Ports); err != nil {
-			return fmt.Errorf("unpublish ports: %w", err)
-		}
-		if err := forgetDatagramFlows(a.Ports); err != nil {
-			return err
-		}
-	}
 	if b := a.Bandwidth; b != nil && (b.IngressRate > 0 || b.EgressRate > 0) && a.Endpoint.HostIf != "" {
 		// The egress limit's ifb device outlives the veth otherwise.
 		h, err := link.Host()
@@ -410,6 +402,16 @@ func (e *Engine) cniTeardown(a *CNIAttachment) error {
 		// Deleting the host end takes the peer with it, wherever the
 		// namespace is (or whether it still exists).
 		if err := d.Leave(&n.Network, &a.Endpoint.Endpoint, driver.Sandbox{NetnsPath: a.Netns}, driver.LeaveOptions{}); err != nil {
+			return err
+		}
+	}
+	// The ports go after the link, as a container's after its namespace
+	// (see restoreAttachmentPorts).
+	if len(a.Ports) > 0 && e.fw != nil {
+		if err := e.fw.RemovePorts(a.ID, a.Ports); err != nil {
+			return fmt.Errorf("unpublish ports: %w", err)
+		}
+		if err := forgetDatagramFlows(a.Ports); err != nil {
 			return err
 		}
 	}

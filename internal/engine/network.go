@@ -317,6 +317,10 @@ func (e *Engine) underFirewallLock(fn func(fw firewall.Firewall) error) error {
 // exited. Its record is read under the firewall lock: a container that
 // took one of its host ports since (after its exit released it) has
 // published it already, and is not overwritten.
+//
+// A container whose namespace is gone is being torn down: its ports, which
+// the teardown removes after the namespace, are not put back (its address
+// may go to another container next).
 func (e *Engine) restorePorts(id string) error {
 	return e.underFirewallLock(func(fw firewall.Firewall) error {
 		c, err := e.get(id)
@@ -324,6 +328,9 @@ func (e *Engine) restorePorts(id string) error {
 			return nil
 		} else if err != nil {
 			return err
+		}
+		if c.OwnsNetns && !netns.Mounted(c.Netns) {
+			return nil
 		}
 		return fw.AddPorts(c.ID, c.Ports)
 	})
@@ -356,7 +363,9 @@ func (e *Engine) restoreLinks(ids []string) error {
 // restoreAttachmentPorts publishes again the ports of CNI attachment id,
 // if it is still recorded, read under the firewall lock as restorePorts
 // does. Not under the attachment's lock: a CNI ADD that ensures its
-// network holds one of the lock's stripes, which may be id's.
+// network holds one of the lock's stripes, which may be id's. An
+// attachment whose host link is gone is being torn down: its ports, which
+// the teardown removes after the link, are not put back.
 func (e *Engine) restoreAttachmentPorts(id string) error {
 	return e.underFirewallLock(func(fw firewall.Firewall) error {
 		a, err := e.readAttachment(id)
@@ -365,8 +374,29 @@ func (e *Engine) restoreAttachmentPorts(id string) error {
 		} else if err != nil {
 			return err
 		}
+		if gone, err := hostLinkGone(a.Endpoint.HostIf); err != nil || gone {
+			return err
+		}
 		return fw.AddPorts(a.ID, a.Ports)
 	})
+}
+
+// hostLinkGone reports whether the host's link name ("" for one not made
+// or not recorded yet: not gone) no longer exists.
+func hostLinkGone(name string) (bool, error) {
+	if name == "" {
+		return false, nil
+	}
+	h, err := link.Host()
+	if err != nil {
+		return false, err
+	}
+	defer h.Close()
+	_, err = h.LinkGet(name)
+	if link.IsNotFound(err) {
+		return true, nil
+	}
+	return false, err
 }
 
 // restoreNetworkRules makes the rules of the named network again, unless

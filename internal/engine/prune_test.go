@@ -206,8 +206,8 @@ func TestTeardownReportsUnreadableNetwork(t *testing.T) {
 
 // Once knit's table was flushed, the next network ensured puts back the
 // other networks' rules and the published ports of every running
-// container and CNI attachment; not those of an exited container, nor the
-// rules of a network being removed.
+// container and CNI attachment; not those of an exited container or of
+// one being torn down, nor the rules of a network being removed.
 func TestRestoreFirewallAfterFlush(t *testing.T) {
 	st := newStore(t)
 	rec := firewalltest.New()
@@ -218,18 +218,27 @@ func TestRestoreFirewallAfterFlush(t *testing.T) {
 	n1, n2, leaving := net("n1", "10.1.0.0/24"), net("n2", "10.2.0.0/24"), net("leaving", "10.3.0.0/24")
 	leaving.Removing = true
 	up := portHolder(t, hexID("up"), "up", State{Status: StatusRunning, Supervisor: selfProc()})
+	up.Netns = "/proc/self/ns/net" // a namespace that is there
 	down := portHolder(t, hexID("down"), "down", State{Status: StatusExited})
 	down.Ports[0].HostPort = 8081
+	// Running, but its teardown has deleted its namespace: its ports go
+	// next, and are not put back.
+	torn := portHolder(t, hexID("torn"), "torn", State{Status: StatusRunning, Supervisor: selfProc()})
+	torn.Ports[0].HostPort = 8082
 	att := &CNIAttachment{ID: cniIDPrefix + "pod", ContainerID: "pod", IfName: "eth0", Network: "n2",
 		Ports: []firewall.PortMapping{{Network: "n2", HostPort: 9090, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.2.0.9"), ContainerPort: 80}}}
-	seed(t, st, up, down)
+	// Likewise an attachment whose DEL has deleted its link.
+	tornAtt := &CNIAttachment{ID: cniIDPrefix + "tornpod", ContainerID: "tornpod", IfName: "eth0", Network: "n2",
+		Endpoint: Endpoint{Endpoint: driver.Endpoint{HostIf: "knitgone0x"}},
+		Ports:    []firewall.PortMapping{{Network: "n2", HostPort: 9091, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.2.0.10"), ContainerPort: 80}}}
+	seed(t, st, up, down, torn)
 	if err := st.Update(func(tx store.Tx) error {
 		for _, n := range []*Network{n1, n2, leaving} {
 			if err := putJSON(tx, bucketNetworks, n.Name, n); err != nil {
 				return err
 			}
 		}
-		return putJSON(tx, bucketCNI, att.ID, att)
+		return errors.Join(putJSON(tx, bucketCNI, att.ID, att), putJSON(tx, bucketCNI, tornAtt.ID, tornAtt))
 	}); err != nil {
 		t.Fatal(err)
 	}

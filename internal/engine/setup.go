@@ -509,23 +509,27 @@ func (e *Engine) teardownKernel(c *Container) error {
 	// when already done: a connect that raced the stop may have left a link.
 	firewall := c.State.Status != StatusExited || c.State.Error != ""
 	// A firewall failure does not keep the namespace and its veth (and
-	// with them the address) alive: the rest goes on, and the error is
-	// reported with the others.
+	// with them the address) alive, nor the reverse: the rest goes on, and
+	// the error is reported with the others.
 	var errs []error
+	if target, err := os.Readlink(e.netnsLink(c.Name)); err == nil && target == c.Netns {
+		_ = os.Remove(e.netnsLink(c.Name))
+	}
+	linksErr, nsErr := e.removeLinksAndNetns(c, firewall)
+	if linksErr != nil {
+		errs = append(errs, linksErr)
+	}
+	// The ports go after the namespace: a restore of the firewall (after a
+	// flush) puts back the ports of containers whose namespace is still
+	// there, so one that ran before this finds the namespace and its
+	// elements go now, and one after finds it gone.
 	if firewall {
 		if err := e.unpublish(c); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if target, err := os.Readlink(e.netnsLink(c.Name)); err == nil && target == c.Netns {
-		_ = os.Remove(e.netnsLink(c.Name))
-	}
-	linksErr, err := e.removeLinksAndNetns(c, firewall)
-	if linksErr != nil {
-		errs = append(errs, linksErr)
-	}
-	if err != nil {
-		return errors.Join(append(errs, err)...)
+	if nsErr != nil {
+		return errors.Join(append(errs, nsErr)...)
 	}
 	// A container that joined this namespace keeps it alive after the
 	// unmount, and with it the veth and its address: delete the links now,
