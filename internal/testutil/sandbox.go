@@ -175,9 +175,14 @@ func sandboxEnv(dir string) []string {
 		}
 		env = append(env, kv)
 	}
+	// The namespaces scripts/sandbox --inside must not find itself in.
+	hostNet, _ := os.Readlink("/proc/self/ns/net")
+	hostMnt, _ := os.Readlink("/proc/self/ns/mnt")
 	return append(env,
 		"PATH="+os.Getenv("PATH")+":"+sbinPath,
 		"SANDBOX_DIR="+dir,
+		"SANDBOX_HOST_NET="+hostNet,
+		"SANDBOX_HOST_MNT="+hostMnt,
 		"KNIT_DATA_ROOT="+filepath.Join(dir, "lib"),
 		"KNIT_EXEC_ROOT="+filepath.Join(dir, "run"),
 		"KNIT_CONFIG="+filepath.Join(dir, "config.json"),

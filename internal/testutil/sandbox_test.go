@@ -339,6 +339,21 @@ func TestScriptDirect(t *testing.T) {
 	if out, err := refused.CombinedOutput(); err == nil || !strings.Contains(string(out), "PID 1") {
 		t.Errorf("--inside outside a sandbox: err %v, output %q", err, out)
 	}
+	// As PID 1 of a fresh PID namespace, but in its caller's network
+	// namespace, it refuses too. The caller here is a throwaway network
+	// namespace, which a broken check would change instead of the host's.
+	// (A PID namespace may not read its parent's init's /proc/1/ns, so the
+	// caller names its namespaces.)
+	sameNet := exec.Command("unshare", "--net", "--", "sh", "-c",
+		`SANDBOX_HOST_NET=$(readlink /proc/self/ns/net) SANDBOX_HOST_MNT=$(readlink /proc/self/ns/mnt) exec unshare --pid --fork --mount --propagation private "$0" --inside true`, script)
+	if out, err := sameNet.CombinedOutput(); err == nil || !strings.Contains(string(out), "still in the host's net namespace") {
+		t.Errorf("--inside in its caller's network namespace: err %v, output %q", err, out)
+	}
+	noCaller := exec.Command("unshare", "--net", "--mount", "--pid", "--fork", "--propagation", "private", script, "--inside", "true")
+	noCaller.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "SANDBOX_") })
+	if out, err := noCaller.CombinedOutput(); err == nil || !strings.Contains(string(out), "SANDBOX_HOST_NET unset") {
+		t.Errorf("--inside without the caller's namespaces: err %v, output %q", err, out)
+	}
 }
 
 func TestBusybox(t *testing.T) {
