@@ -405,26 +405,35 @@ func (e *Engine) cniTeardown(a *CNIAttachment) error {
 			return err
 		}
 	}
-	// The ports go after the link, as a container's after its namespace
-	// (see restoreAttachmentPorts).
-	if len(a.Ports) > 0 && e.fw != nil {
-		if err := e.fw.RemovePorts(a.ID, a.Ports); err != nil {
-			return fmt.Errorf("unpublish ports: %w", err)
-		}
-		if err := forgetDatagramFlows(a.Ports); err != nil {
-			return err
-		}
+	forget := func() error {
+		return e.st.Update(func(tx store.Tx) error {
+			holder := &Container{ID: a.ID, Endpoints: []Endpoint{a.Endpoint}, Ports: a.Ports}
+			if err := releaseAddrs(tx, holder); err != nil {
+				return err
+			}
+			if err := tx.Delete(bucketDNS, a.ID); err != nil {
+				return err
+			}
+			return tx.Delete(bucketCNI, a.ID)
+		})
 	}
-	err = e.st.Update(func(tx store.Tx) error {
-		holder := &Container{ID: a.ID, Endpoints: []Endpoint{a.Endpoint}, Ports: a.Ports}
-		if err := releaseAddrs(tx, holder); err != nil {
-			return err
+	if len(a.Ports) > 0 && e.fw != nil {
+		// The ports go with the record, under the firewall lock: a restore
+		// of the firewall (after a flush) reads the record under it, so it
+		// either comes first, and its elements go now, or finds the record
+		// gone. (The record of an ADD rolling back has no link name yet.)
+		err = e.underFirewallLock(func(fw firewall.Firewall) error {
+			if err := fw.RemovePorts(a.ID, a.Ports); err != nil {
+				return fmt.Errorf("unpublish ports: %w", err)
+			}
+			return forget()
+		})
+		if err == nil {
+			err = forgetDatagramFlows(a.Ports)
 		}
-		if err := tx.Delete(bucketDNS, a.ID); err != nil {
-			return err
-		}
-		return tx.Delete(bucketCNI, a.ID)
-	})
+	} else {
+		err = forget()
+	}
 	if err != nil {
 		return err
 	}

@@ -95,6 +95,10 @@ type Options struct {
 
 // New returns an Engine over the given dependencies.
 func New(o Options) (*Engine, error) {
+	// This process's start time is read now, before any descriptor limit
+	// could make /proc unreadable: a record written with an unread start
+	// (0) would make this live process look dead to every other knit.
+	selfProc()
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)

@@ -52,35 +52,42 @@ var lockWait = time.Minute
 func flockFile(path string, how int) (unlock func(), err error) {
 	deadline := time.Now().Add(lockWait)
 	for {
-		// No unlock and no error: the file was deleted while we waited.
-		if unlock, err := flockOnce(path, how, time.Until(deadline)); err != nil || unlock != nil {
+		unlock, moved, err := flockOnce(path, how, time.Until(deadline))
+		if err != nil || !moved {
 			return unlock, err
 		}
+		if time.Now().After(deadline) {
+			return nil, busyLock(path)
+		}
 	}
+}
+
+func busyLock(path string) error {
+	return errdefs.Unavailable("lock %s is busy: another knit process has held it for over %s; retry, or look for a stopped or stuck knit process (fuser %s)", path, lockWait, path)
 }
 
 // removeLockFile deletes the lock file at path, which the caller holds
 // exclusively (see flockFile).
 func removeLockFile(path string) { _ = os.Remove(path) }
 
-// flockOnce takes the lock on the file at path, waiting at most wait; it
-// returns a nil unlock (and no error) if the file it locked is no longer
-// the one at path.
-func flockOnce(path string, how int, wait time.Duration) (unlock func(), err error) {
+// flockOnce takes the lock on the file at path, waiting at most wait;
+// moved says that the file it locked was deleted or replaced meanwhile
+// (no lock is kept then).
+func flockOnce(path string, how int, wait time.Duration) (unlock func(), moved bool, err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("open lock %s: %w", path, err)
+		return nil, false, fmt.Errorf("open lock %s: %w", path, err)
 	}
 	err = unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
 	if err == nil {
-		return stillAt(f, path), nil
+		return stillAt(f, path)
 	}
 	if !errors.Is(err, unix.EWOULDBLOCK) {
 		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+		return nil, false, fmt.Errorf("lock %s: %w", path, err)
 	}
 	// Held: wait in the kernel, which hands the lock over the moment it
 	// is free (polling would miss the short gaps between holders of a
@@ -94,24 +101,33 @@ func flockOnce(path string, how int, wait time.Duration) (unlock func(), err err
 	case err := <-got:
 		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
+			return nil, false, fmt.Errorf("lock %s: %w", path, err)
 		}
-		return stillAt(f, path), nil
+		return stillAt(f, path)
 	case <-timer.C:
 		go func() { <-got; f.Close() }()
-		return nil, errdefs.Unavailable("lock %s is busy: another knit process has held it for over %s; retry, or look for a stopped or stuck knit process (fuser %s)", path, lockWait, path)
+		return nil, false, busyLock(path)
 	}
 }
 
 // stillAt returns the unlock of f, which the caller has locked, if f is
-// still the file at path; else it closes f and returns nil.
-func stillAt(f *os.File, path string) (unlock func()) {
+// still the file at path; if the path is gone or names another file now,
+// it closes f and reports it moved.
+func stillAt(f *os.File, path string) (unlock func(), moved bool, err error) {
 	var have, now unix.Stat_t
-	if unix.Fstat(int(f.Fd()), &have) == nil && unix.Stat(path, &now) == nil && have.Dev == now.Dev && have.Ino == now.Ino {
-		return func() { f.Close() } // closing releases the lock
+	if err := unix.Fstat(int(f.Fd()), &have); err != nil {
+		f.Close()
+		return nil, false, fmt.Errorf("lock %s: %w", path, err)
+	}
+	err = unix.Stat(path, &now)
+	if err == nil && have.Dev == now.Dev && have.Ino == now.Ino {
+		return func() { f.Close() }, false, nil // closing releases the lock
 	}
 	f.Close()
-	return nil
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return nil, false, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return nil, true, nil
 }
 
 func (l *lockedFirewall) EnsureNetwork(n firewall.Network) error {

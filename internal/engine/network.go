@@ -363,9 +363,9 @@ func (e *Engine) restoreLinks(ids []string) error {
 // restoreAttachmentPorts publishes again the ports of CNI attachment id,
 // if it is still recorded, read under the firewall lock as restorePorts
 // does. Not under the attachment's lock: a CNI ADD that ensures its
-// network holds one of the lock's stripes, which may be id's. An
-// attachment whose host link is gone is being torn down: its ports, which
-// the teardown removes after the link, are not put back.
+// network holds one of the lock's stripes, which may be id's. A teardown
+// removes the ports and the record together under the firewall lock
+// (cniTeardown), so what is read here is either both or neither.
 func (e *Engine) restoreAttachmentPorts(id string) error {
 	return e.underFirewallLock(func(fw firewall.Firewall) error {
 		a, err := e.readAttachment(id)
@@ -374,29 +374,8 @@ func (e *Engine) restoreAttachmentPorts(id string) error {
 		} else if err != nil {
 			return err
 		}
-		if gone, err := hostLinkGone(a.Endpoint.HostIf); err != nil || gone {
-			return err
-		}
 		return fw.AddPorts(a.ID, a.Ports)
 	})
-}
-
-// hostLinkGone reports whether the host's link name ("" for one not made
-// or not recorded yet: not gone) no longer exists.
-func hostLinkGone(name string) (bool, error) {
-	if name == "" {
-		return false, nil
-	}
-	h, err := link.Host()
-	if err != nil {
-		return false, err
-	}
-	defer h.Close()
-	_, err = h.LinkGet(name)
-	if link.IsNotFound(err) {
-		return true, nil
-	}
-	return false, err
 }
 
 // restoreNetworkRules makes the rules of the named network again, unless

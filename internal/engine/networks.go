@@ -553,12 +553,21 @@ var errKeep = errors.New("keep")
 
 // finishRemoveNetwork undoes the network in the kernel, then forgets it.
 // A crash in between leaves the record marked Removing for a prune.
-func (e *Engine) finishRemoveNetwork(n *Network) error {
+func (e *Engine) finishRemoveNetwork(n *Network) (err error) {
 	unlock, err := lockFile(e.networkLock(n.Name))
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	forgotten := false
+	defer func() {
+		// Gone, under its exclusive lock: its lock file goes too, as the
+		// last thing done under it, or one would be left for every
+		// network name ever used.
+		if forgotten {
+			removeLockFile(e.networkLock(n.Name))
+		}
+		unlock()
+	}()
 	// Another removal (a prune after a crash, say) may have finished it
 	// and a network of the same name been made since: its bridge, rules
 	// and record are not ours.
@@ -589,9 +598,7 @@ func (e *Engine) finishRemoveNetwork(n *Network) error {
 	if err != nil {
 		return err
 	}
-	// Gone, under its exclusive lock: its lock file goes too, or one would
-	// be left for every network name ever used.
-	removeLockFile(e.networkLock(n.Name))
+	forgotten = true
 	if !n.DNS {
 		return nil // never in the DNS server's records
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/firewall"
@@ -227,10 +228,6 @@ func TestRestoreFirewallAfterFlush(t *testing.T) {
 	torn.Ports[0].HostPort = 8082
 	att := &CNIAttachment{ID: cniIDPrefix + "pod", ContainerID: "pod", IfName: "eth0", Network: "n2",
 		Ports: []firewall.PortMapping{{Network: "n2", HostPort: 9090, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.2.0.9"), ContainerPort: 80}}}
-	// Likewise an attachment whose DEL has deleted its link.
-	tornAtt := &CNIAttachment{ID: cniIDPrefix + "tornpod", ContainerID: "tornpod", IfName: "eth0", Network: "n2",
-		Endpoint: Endpoint{Endpoint: driver.Endpoint{HostIf: "knitgone0x"}},
-		Ports:    []firewall.PortMapping{{Network: "n2", HostPort: 9091, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.2.0.10"), ContainerPort: 80}}}
 	seed(t, st, up, down, torn)
 	if err := st.Update(func(tx store.Tx) error {
 		for _, n := range []*Network{n1, n2, leaving} {
@@ -238,7 +235,7 @@ func TestRestoreFirewallAfterFlush(t *testing.T) {
 				return err
 			}
 		}
-		return errors.Join(putJSON(tx, bucketCNI, att.ID, att), putJSON(tx, bucketCNI, tornAtt.ID, tornAtt))
+		return putJSON(tx, bucketCNI, att.ID, att)
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -283,5 +280,59 @@ func TestRestoreFirewallAfterFlush(t *testing.T) {
 	}
 	if lost, _ := e.fw.EnsureNetworkReport(firewallNetwork(n1)); lost {
 		t.Error("a restore that tried every owner left the loss to report")
+	}
+}
+
+// slowUpdate is a store whose writes start 100 ms late.
+type slowUpdate struct{ store.Store }
+
+func (s *slowUpdate) Update(fn func(store.Tx) error) error {
+	time.Sleep(100 * time.Millisecond)
+	return s.Store.Update(fn)
+}
+
+// removeHook is a firewall that runs a function while it removes ports.
+type removeHook struct {
+	firewall.Firewall
+	during func()
+}
+
+func (h *removeHook) RemovePorts(owner string, ports []firewall.PortMapping) error {
+	err := h.Firewall.RemovePorts(owner, ports)
+	h.during()
+	return err
+}
+
+// A CNI teardown removes the attachment's ports and its record together
+// under the firewall lock: a restore of the firewall that comes while the
+// ports go waits, then finds no record, and puts nothing back (which would
+// lead the host port to the next holder of the address for good).
+func TestCNITeardownAndRestoreDoNotInterleave(t *testing.T) {
+	st := newStore(t)
+	rec := firewalltest.New()
+	// The forgetting transaction is slow, which leaves a restore that
+	// could run between the ports' removal and it the time to.
+	e := firewallEngine(t, &slowUpdate{st}, nil)
+	att := &CNIAttachment{ID: cniIDPrefix + "pod", ContainerID: "pod", IfName: "eth0", Network: "gone",
+		Ports: []firewall.PortMapping{{Network: "gone", HostPort: 9090, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.2.0.9"), ContainerPort: 80}}}
+	if err := st.Update(func(tx store.Tx) error { return putJSON(tx, bucketCNI, att.ID, att) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.AddPorts(att.ID, att.Ports); err != nil {
+		t.Fatal(err)
+	}
+	restored := make(chan error, 1)
+	hook := &removeHook{Firewall: rec, during: func() {
+		go func() { restored <- e.restoreAttachmentPorts(att.ID) }()
+	}}
+	e.fw = &lockedFirewall{fw: hook, path: filepath.Join(t.TempDir(), "firewall.lock")}
+	if err := e.cniTeardown(att); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-restored; err != nil {
+		t.Fatal(err)
+	}
+	if owners, _ := rec.Owners(); len(owners) != 0 {
+		t.Errorf("port owners after the teardown and a restore beside it: %v, want none", owners)
 	}
 }

@@ -100,11 +100,6 @@ func selfProc() Proc {
 	return selfCache.p
 }
 
-// The start time is read as the process starts, before any descriptor
-// limit could make /proc unreadable: a record written with an unread
-// start (0) would make this live process look dead to every other knit.
-func init() { selfProc() }
-
 var selfCache struct {
 	sync.Mutex
 	p     Proc
