@@ -428,19 +428,22 @@ func (e *Engine) cniTeardown(a *CNIAttachment) error {
 			}
 			return forget()
 		})
-		if err == nil {
-			err = forgetDatagramFlows(a.Ports)
-		}
 	} else {
 		err = forget()
 	}
 	if err != nil {
 		return err
 	}
-	if n != nil && n.DNS {
-		return e.syncDNS()
+	// Forgotten: a DEL retried after an error from here on finds nothing
+	// to do, so the rest is done whatever fails.
+	var errs []error
+	if len(a.Ports) > 0 && e.fw != nil {
+		errs = append(errs, forgetDatagramFlows(a.Ports))
 	}
-	return nil
+	if n != nil && n.DNS {
+		errs = append(errs, e.syncDNS())
+	}
+	return errors.Join(errs...)
 }
 
 // CNIAttachments lists the recorded attachments on the named network (all

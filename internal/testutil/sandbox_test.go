@@ -349,6 +349,12 @@ func TestScriptDirect(t *testing.T) {
 	if out, err := sameNet.CombinedOutput(); err == nil || !strings.Contains(string(out), "still in the host's net namespace") {
 		t.Errorf("--inside in its caller's network namespace: err %v, output %q", err, out)
 	}
+	// Nor in one that has links besides lo, whatever the variables say.
+	faked := exec.Command("unshare", "--net", "--", "sh", "-c",
+		`ip link add kt0 type veth peer name kt1 && SANDBOX_HOST_NET='net:[1]' SANDBOX_HOST_MNT='mnt:[1]' exec unshare --pid --fork --mount --propagation private "$0" --inside true`, script)
+	if out, err := faked.CombinedOutput(); err == nil || !strings.Contains(string(out), "links besides lo") {
+		t.Errorf("--inside in a namespace with links, the caller's named wrongly: err %v, output %q", err, out)
+	}
 	noCaller := exec.Command("unshare", "--net", "--mount", "--pid", "--fork", "--propagation", "private", script, "--inside", "true")
 	noCaller.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "SANDBOX_") })
 	if out, err := noCaller.CombinedOutput(); err == nil || !strings.Contains(string(out), "SANDBOX_HOST_NET unset") {
