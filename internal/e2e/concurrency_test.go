@@ -213,9 +213,9 @@ func (c *concurrency) pruneWorker(w, r int) {
 		c.run(w, "run", "--name", name, "--network", []string{"bridge", "conc-a", "conc-b"}[w%3], "--rootfs", c.bb, "true")
 	case w%4 == 1:
 		// A container that restarts every 0.1 s, removed while it runs
-		// or waits to restart: no restart may outlive its record. (Not
-		// removed by a neighbour while its run -d still sets it up: rm -f
-		// kills that run -d, by design, which exits 137.)
+		// or waits to restart: no restart may outlive its record. (The
+		// race of rm -f with a run -d still setting up is
+		// TestRemoveRacesDetachedStart's.)
 		c.run(w, "run", "-d", "--restart", "always", "--name", name, "--network", []string{"bridge", "conc-a", "conc-b"}[w%3], "--rootfs", c.bb, "sh", "-c", "sleep 0.1")
 		time.Sleep(200 * time.Millisecond) // a restart or two
 		c.run(w, "rm", "-f", name)

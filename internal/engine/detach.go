@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -29,9 +30,21 @@ const logFile = "container.log"
 // container runs, with its ID.
 func (e *Engine) RunDetached(o RunOptions) (string, error) {
 	o.Detach = true
+	// A signal while the container is set up (rm -f of it sends SIGTERM)
+	// cancels the run once the setup is done, which is then undone, and
+	// the run says so, instead of dying half-way with nothing said.
+	held := make(chan os.Signal, 1)
+	signal.Notify(held, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(held)
 	c, err := e.create(&o)
 	if err != nil {
 		return "", err
+	}
+	select {
+	case sig := <-held:
+		e.destroy(c)
+		return "", errdefs.Conflict("container %s was removed while starting (knit got %v)", c.Name, sig)
+	default:
 	}
 	if err := e.spawnSupervisor(c); err != nil {
 		var se *StartError

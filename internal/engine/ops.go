@@ -441,7 +441,7 @@ func (e *Engine) Remove(ref string, o RemoveOptions) error {
 				return err
 			}
 		default:
-			killProc(c.State.Owner)
+			stopOwner(c.State.Owner)
 		}
 	}
 	if !o.Force {
@@ -488,6 +488,33 @@ func (e *Engine) Remove(ref string, o RemoveOptions) error {
 		return err
 	}
 	return e.forget(c)
+}
+
+// ownerWait bounds how long rm -f waits for the run setting a container up
+// to undo its setup and exit (a variable for the tests).
+var ownerWait = 10 * time.Second
+
+// stopOwner ends p, a run setting a container up: SIGTERM, which the run
+// holds until its setup is done, then undoes it and reports the removal;
+// SIGKILL if it has not exited within ownerWait (the next command repairs
+// what it left).
+func stopOwner(p Proc) {
+	h, ok := openProc(p)
+	if !ok {
+		return
+	}
+	defer h.Close()
+	if h.Signal(syscall.SIGTERM) != nil {
+		return
+	}
+	deadline := time.Now().Add(ownerWait)
+	for wait := time.Millisecond; alive(p); wait = min(2*wait, 20*time.Millisecond) {
+		if time.Now().After(deadline) {
+			_ = h.Signal(syscall.SIGKILL)
+			return
+		}
+		time.Sleep(wait)
+	}
 }
 
 // awaitClaim waits while another live knit holds the claim on the created
