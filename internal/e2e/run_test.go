@@ -6,6 +6,7 @@ package e2e
 import (
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -477,6 +478,33 @@ func TestNoDescriptorsLeak(t *testing.T) {
 	}
 }
 
+// rm -f of a container whose run -d is held up in its setup (here by the
+// firewall lock, which the test holds) stops that run: the run undoes its
+// setup and says the container was removed (exit 125), rm -f succeeds, and
+// nothing is left.
+func TestRemoveStopsARunBeingSetUp(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	knit := testutil.KnitBinary(t)
+	s.MustKnit(t, "network", "create", "held") // its first ensure is not the one held up
+	lock := filepath.Join(s.DataRoot(), "firewall.lock")
+	script := `knit=$1 bb=$2 lock=$3 err=$(mktemp)
+flock "$lock" sleep 1 & holder=$!
+sleep 0.2
+"$knit" run -d --name slow --network held -p 8088:80 --rootfs "$bb" sleep 300 >/dev/null 2>$err & run=$!
+sleep 0.3 # the run has its record and waits for the lock
+"$knit" rm -f slow || echo "rm -f failed"
+wait $run; echo "run: $? $(head -n 1 $err)"
+wait $holder; rm -f $err`
+	out := s.MustRun(t, "sh", "-c", script, "sh", knit, bb, lock)
+	if !strings.Contains(out, "slow\n") || strings.Contains(out, "rm -f failed") ||
+		!strings.Contains(out, "run: 125 knit: container slow was removed while starting (knit got terminated)") {
+		t.Errorf("rm -f of a run held up in its setup:\n%s", out)
+	}
+	s.MustKnit(t, "network", "rm", "held")
+	assertEmpty(t, s, "after the removal")
+}
+
 // rm -f of a container that `run -d` is still starting leaves nothing
 // running: whether the supervisor records the start before or after rm
 // takes the record, the process goes with the container.
@@ -491,22 +519,23 @@ func TestRemoveRacesDetachedStart(t *testing.T) {
 	// (137, nothing said). The script prints each run -d's exit code and
 	// its first line of stderr; some must succeed, or the race was never
 	// run.
-	script := `knit=$1 bb=$2
+	script := `knit=$1 bb=$2 err=$(mktemp)
 for i in $(seq 0 59); do
-	"$knit" run -d --name race$i --rootfs "$bb" sleep 1001 >/dev/null 2>/tmp/race-err &
+	"$knit" run -d --name race$i --rootfs "$bb" sleep 1001 >/dev/null 2>$err &
 	sleep 0.0$((i % 3))$((i % 10))
-	"$knit" rm -f race$i >/dev/null 2>&1
+	"$knit" rm -f race$i >/dev/null 2>&1 || echo "rm -f race$i failed"
 	wait $!
-	echo "$? $(head -n 1 /tmp/race-err)"
+	echo "$? $(head -n 1 $err)"
 	"$knit" rm -f race$i >/dev/null 2>&1 || true
-done`
+done
+rm -f $err`
 	started := 0
 	for _, line := range strings.Split(strings.TrimSpace(s.MustRun(t, "sh", "-c", script, "sh", knit, bb)), "\n") {
 		code, msg, _ := strings.Cut(line, " ")
 		switch {
 		case code == "0":
 			started++
-		case code == "125" && strings.Contains(msg, "was removed while starting"):
+		case code == "125" && strings.Contains(msg, "was removed while starting (knit got terminated)"):
 		default:
 			t.Errorf("run -d raced by rm -f: exit %s, stderr %q; want 0, or 125 saying it was removed", code, msg)
 		}

@@ -30,20 +30,33 @@ const logFile = "container.log"
 // container runs, with its ID.
 func (e *Engine) RunDetached(o RunOptions) (string, error) {
 	o.Detach = true
-	// A signal while the container is set up (rm -f of it sends SIGTERM)
-	// cancels the run once the setup is done, which is then undone, and
-	// the run says so, instead of dying half-way with nothing said.
+	// A signal while the container is set up (rm -f of it sends SIGTERM;
+	// ^C) cancels the run once the setup is done, which is then undone,
+	// and the run says so, instead of dying half-way with nothing said.
+	// Signals the caller ignores (nohup, a script's background job) stay
+	// ignored. Once the container is made, they are held until knit exits:
+	// the start goes on, and whoever sent one finds it running.
 	held := make(chan os.Signal, 1)
-	signal.Notify(held, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(held)
+	for _, sig := range []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
+		if !signal.Ignored(sig) {
+			signal.Notify(held, sig)
+		}
+	}
 	c, err := e.create(&o)
 	if err != nil {
+		signal.Stop(held)
 		return "", err
 	}
 	select {
 	case sig := <-held:
-		e.destroy(c)
-		return "", errdefs.Conflict("container %s was removed while starting (knit got %v)", c.Name, sig)
+		signal.Stop(held)
+		derr := e.destroy(c)
+		if sig == syscall.SIGTERM {
+			err = errdefs.Conflict("container %s was removed while starting (knit got %v)", c.Name, sig)
+		} else {
+			err = errdefs.Conflict("start of container %s cancelled (knit got %v)", c.Name, sig)
+		}
+		return "", errors.Join(err, derr)
 	default:
 	}
 	if err := e.spawnSupervisor(c); err != nil {

@@ -427,7 +427,10 @@ func (e *Engine) Remove(ref string, o RemoveOptions) error {
 	if c.Running() && !o.Force {
 		return errdefs.Conflict("cannot remove running container %s: stop the container before removing or use -f", c.Name)
 	}
-	if c.State.Status == StatusCreated && alive(c.State.Owner) && c.State.Owner.Pid != os.Getpid() {
+	// A created container's owner is the run setting it up, or a command
+	// removing it (Claimed): asked again after each wait, since a run
+	// stopped may have given way to another rm -f's claim.
+	for c.State.Status == StatusCreated && alive(c.State.Owner) && c.State.Owner.Pid != os.Getpid() {
 		switch {
 		case c.State.Claimed && !o.Force:
 			return errdefs.Conflict("cannot remove container %s: knit PID %d is removing it; retry", c.Name, c.State.Owner.Pid)
@@ -441,7 +444,9 @@ func (e *Engine) Remove(ref string, o RemoveOptions) error {
 				return err
 			}
 		default:
-			stopOwner(c.State.Owner)
+			if c, err = e.stopOwner(c); c == nil || err != nil {
+				return err
+			}
 		}
 	}
 	if !o.Force {
@@ -494,24 +499,49 @@ func (e *Engine) Remove(ref string, o RemoveOptions) error {
 // to undo its setup and exit (a variable for the tests).
 var ownerWait = 10 * time.Second
 
-// stopOwner ends p, a run setting a container up: SIGTERM, which the run
-// holds until its setup is done, then undoes it and reports the removal;
-// SIGKILL if it has not exited within ownerWait (the next command repairs
-// what it left).
-func stopOwner(p Proc) {
+// stopOwner ends the run setting the created container c up: SIGTERM,
+// which a run -d holds until its setup is done, then undoes it and
+// reports the removal; SIGKILL if the record is still that run's after
+// ownerWait (the next command repairs what it left). It returns the record
+// as it is then, nil once it is gone.
+func (e *Engine) stopOwner(c *Container) (*Container, error) {
+	p := c.State.Owner
+	// Still that run's while it is being set up; once it runs, or is gone,
+	// Remove deals with what it finds.
+	settingUp := func() (*Container, bool, error) {
+		cur, err := e.get(c.ID)
+		if errdefs.KindOf(err) == errdefs.KindNotFound {
+			return nil, false, nil
+		} else if err != nil {
+			return nil, false, err
+		}
+		return cur, cur.State.Status == StatusCreated && cur.State.Owner.is(p) && !cur.State.Claimed && alive(p), nil
+	}
 	h, ok := openProc(p)
 	if !ok {
-		return
+		cur, _, err := settingUp()
+		return cur, err
 	}
 	defer h.Close()
+	// Read again before the signal: a run that has finished its setup and
+	// returned (its start recorded) must not be killed by it.
+	cur, still, err := settingUp()
+	if err != nil || !still {
+		return cur, err
+	}
 	if h.Signal(syscall.SIGTERM) != nil {
-		return
+		return cur, nil
 	}
 	deadline := time.Now().Add(ownerWait)
-	for wait := time.Millisecond; alive(p); wait = min(2*wait, 20*time.Millisecond) {
+	for wait := time.Millisecond; ; wait = min(2*wait, 20*time.Millisecond) {
+		if cur, still, err = settingUp(); err != nil || !still {
+			return cur, err
+		}
 		if time.Now().After(deadline) {
 			_ = h.Signal(syscall.SIGKILL)
-			return
+			h.WaitExit(time.Second)
+			cur, _, err = settingUp()
+			return cur, err
 		}
 		time.Sleep(wait)
 	}
