@@ -187,10 +187,13 @@ func (c *concurrency) worker(w, r int) {
 		default:
 			c.cniRun(w, "DEL")
 		}
-	case 7: // races on another worker's container, and reads
+	case 7: // races on other workers' containers, and reads
 		if r > 0 {
 			c.run(w, "rm", "-f", name(w-7, r-1)) // worker w-7 removes it too
 		}
+		// Worker w-6's container of this round, which its run -d may be
+		// setting up still: stopped, it undoes its setup and says so.
+		c.run(w, "rm", "-f", name(w-6, r))
 		c.run(w, "ps", "-a")
 		c.run(w, "network", "ls")
 		if w == 7 && knownBugs() {
