@@ -28,6 +28,7 @@ import (
 
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/faults"
+	"github.com/knit-dev/knit/internal/flock"
 )
 
 // EnvJoin names the environment variable read by the cgo constructor.
@@ -96,22 +97,16 @@ func PrepareDir(dir string) error {
 // stall every later command for ever.
 var prepareWait = 30 * time.Second // a variable for the tests
 
-// lockDir takes an exclusive flock on f, the directory dir, polling, for
-// at most prepareWait.
+// lockDir takes an exclusive flock on f, the directory dir, for at most
+// prepareWait.
 func lockDir(f *os.File, dir string) error {
-	deadline := time.Now().Add(prepareWait)
-	for wait := 50 * time.Microsecond; ; wait = min(2*wait, 2*time.Millisecond) {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		switch {
-		case err == nil:
-			return nil
-		case !errors.Is(err, unix.EWOULDBLOCK):
-			return fmt.Errorf("prepare %s: lock: %w", dir, err)
-		case time.Now().After(deadline):
-			return errdefs.Unavailable("prepare %s: another knit process has held its lock for over %s; retry, or look for a stopped or stuck knit process (fuser %s)", dir, prepareWait, dir)
-		}
-		time.Sleep(wait)
+	err := flock.Poll(int(f.Fd()), unix.LOCK_EX, prepareWait)
+	if errors.Is(err, flock.ErrBusy) {
+		return errdefs.Unavailable("prepare %s: another knit process has held its lock for over %s; retry, or look for a stopped or stuck knit process (fuser %s)", dir, prepareWait, dir)
+	} else if err != nil {
+		return fmt.Errorf("prepare %s: lock: %w", dir, err)
 	}
+	return nil
 }
 
 func isMountPoint(path string) (bool, error) {

@@ -131,7 +131,8 @@ func shorten(s string, n int) string {
 	return s
 }
 
-// procState is the one-letter state of /proc/PID/stat (R, S, D, T, Z).
+// procState is the one-letter state of /proc/PID/stat (R, S, D, T, Z), or
+// "?" if the process is gone.
 func procState(pid int) string {
 	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if i := bytes.LastIndexByte(data, ')'); i >= 0 && i+2 < len(data) {

@@ -372,9 +372,8 @@ func children(pid int) []int {
 // exited reports whether pid, our child, has exited: it is a zombie until
 // reaped.
 func exited(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	i := bytes.LastIndexByte(data, ')')
-	return err != nil || i < 0 || i+2 >= len(data) || data[i+2] == 'Z'
+	st := procState(pid)
+	return st == "?" || st == "Z"
 }
 
 // lineLogger sends what a background command writes to the test log, and

@@ -103,24 +103,18 @@ func (r *Recorder) EnsureNetworkReport(n firewall.Network) (lost bool, err error
 }
 
 // NoteLost makes EnsureNetworkReport report a loss until MarkRestored.
-func (r *Recorder) NoteLost() error {
-	if err := r.record("NoteLost"); err != nil {
-		return err
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.lost = true
-	return nil
-}
+func (r *Recorder) NoteLost() error { return r.setLost("NoteLost", true) }
 
 // MarkRestored clears what a Flush left for EnsureNetworkReport to report.
-func (r *Recorder) MarkRestored() error {
-	if err := r.record("MarkRestored"); err != nil {
+func (r *Recorder) MarkRestored() error { return r.setLost("MarkRestored", false) }
+
+func (r *Recorder) setLost(call string, lost bool) error {
+	if err := r.record(call); err != nil {
 		return err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.lost = false
+	r.lost = lost
 	return nil
 }
 

@@ -26,6 +26,7 @@ import (
 
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/faults"
+	"github.com/knit-dev/knit/internal/flock"
 	"github.com/knit-dev/knit/internal/store"
 	bbolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -154,10 +155,10 @@ func (s *Store) Update(fn func(store.Tx) error) (err error) {
 	return db.Update(func(btx *bbolt.Tx) error { return callerPanics(fn, &tx{btx}) })
 }
 
-// lock takes a flock on a lock file beside the store. bbolt's own flock is
-// retried every 50 ms, so commands queued behind one another would each
-// lose up to 50 ms; this lock is retried within a fraction of a millisecond.
-// A missing directory means there is no store yet, and nothing to lock.
+// lock takes a flock on a lock file beside the store (flock.Poll: bbolt's
+// own flock is retried every 50 ms, so commands queued behind one another
+// would each lose up to 50 ms). A missing directory means there is no
+// store yet, and nothing to lock.
 func (s *Store) lock(how int) (unlock func(), err error) {
 	f, err := os.OpenFile(s.path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
 	if errors.Is(err, os.ErrNotExist) && how == unix.LOCK_SH {
@@ -166,20 +167,15 @@ func (s *Store) lock(how int) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store lock: %w", err)
 	}
-	deadline := time.Now().Add(s.timeout)
-	for wait := 50 * time.Microsecond; ; wait = min(2*wait, 2*time.Millisecond) {
-		err = unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil // closing releases the lock
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
-			f.Close()
-			if errors.Is(err, unix.EWOULDBLOCK) {
-				return nil, s.busy()
-			}
-			return nil, fmt.Errorf("lock store: %w", err)
-		}
-		time.Sleep(wait)
+	switch err := flock.Poll(int(f.Fd()), how, s.timeout); {
+	case err == nil:
+		return func() { f.Close() }, nil // closing releases the lock
+	case errors.Is(err, flock.ErrBusy):
+		f.Close()
+		return nil, s.busy()
+	default:
+		f.Close()
+		return nil, fmt.Errorf("lock store: %w", err)
 	}
 }
 
