@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/knit-dev/knit/internal/testutil"
 )
@@ -653,4 +654,68 @@ func TestCNIGCIsScopedToItsConfiguration(t *testing.T) {
 	if ls := h.s.MustKnit(t, "cni", "ls"); !strings.Contains(ls, "10.74.0.2/24") || !strings.Contains(ls, "10.74.0.3/24") {
 		t.Errorf("c1's GC collected c2's attachment:\n%s", ls)
 	}
+}
+
+// An ADD that found its network, which goes before the ADD is recorded on
+// it (a `network rm`, or the rollback of a failed ADD that made it, the
+// first of several at once), makes the network again, as the first ADD of
+// a network does, instead of failing with "being removed". The test holds
+// the network's lock, so that the ADD waits with the network found and
+// `network rm` marks it for removal meanwhile; then lets both go.
+func TestCNIAddOutlivesItsNetworksRemoval(t *testing.T) {
+	h := cniSandbox(t)
+	h.conflist(t, "gone2", "1.1.0", `{"type":"knit","subnet":"10.86.0.0/24","bridge":"kgone2"}`)
+	// The network made by a first ADD, which leaves it when DELeted.
+	a := h.netns(t, "a")
+	h.mustCnitool(t, "add", "gone2", a)
+	h.mustCnitool(t, "del", "gone2", a)
+	lock := filepath.Join(h.s.DataRoot(), "locks", "network-gone2.lock")
+	release := filepath.Join(h.s.Dir(), "release")
+	h.s.Start(t, "flock", "-x", lock, "sh", "-c", `while [ ! -e "$1" ]; do sleep 0.05; done`, "sh", release)
+	eventually(t, func() (string, error) {
+		if r := h.s.Run("flock", "-n", "-s", lock, "true"); r.Code == 0 {
+			return "", fmt.Errorf("the network's lock is not held yet")
+		}
+		return "", nil
+	})
+	// waiting counts the knit processes that have the lock file open.
+	waiting := func(want int) bool {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			r := h.s.MustRun(t, "sh", "-c", `for p in /proc/[0-9]*; do
+				[ "$(cat $p/comm 2>/dev/null)" = knit ] && ls -l $p/fd 2>/dev/null | grep -q "$1" && echo $p
+			done; true`, "sh", "network-gone2.lock")
+			if len(strings.Fields(r)) == want {
+				return true
+			}
+		}
+		return false
+	}
+	b := h.netns(t, "b")
+	out := filepath.Join(h.s.Dir(), "add.out")
+	add := h.s.Start(t, "sh", "-c", `env NETCONFPATH="$1" CNI_PATH="$2" cnitool add gone2 "$3" > "$4" 2>&1`,
+		"sh", h.confDir, h.path, b, out)
+	if !waiting(1) { // the ADD, with the network found
+		t.Fatal("the ADD does not wait for the network's lock")
+	}
+	rmOut := filepath.Join(h.s.Dir(), "rm.out")
+	rm := h.s.Start(t, "sh", "-c", `"$1" network rm gone2 > "$2" 2>&1`, "sh", testutil.KnitBinary(t), rmOut)
+	if !waiting(2) { // and network rm, with the network marked for removal
+		t.Fatalf("network rm does not wait for the lock:\n%s", h.s.Run("cat", rmOut).Stdout)
+	}
+	h.s.MustRun(t, "touch", release)
+	addErr, rmErr := add.Wait(), rm.Wait()
+	if addErr != nil {
+		t.Fatalf("ADD racing network rm: %v\n%s", addErr, h.s.Run("cat", out).Stdout)
+	}
+	if rmErr != nil {
+		t.Errorf("network rm racing an ADD: %v\n%s", rmErr, h.s.Run("cat", rmOut).Stdout)
+	}
+	h.attached(t, b, "10.86.0.2/24", "10.86.0.1", "kgone2")
+	if ls := h.s.MustKnit(t, "network", "ls"); !strings.Contains(ls, "gone2") {
+		t.Errorf("network ls lacks gone2, which the ADD made again:\n%s", ls)
+	}
+	h.mustCnitool(t, "check", "gone2", b)
+	h.mustCnitool(t, "del", "gone2", b)
+	h.detached(t, "kgone2", "10.86.0.2")
 }

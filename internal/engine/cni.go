@@ -134,66 +134,33 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 	if err := e.replaceAttachment(req); err != nil {
 		return nil, nil, err
 	}
-	n, created, err := e.cniNetwork(req.Network)
-	if err != nil {
-		return nil, nil, err
-	}
-	if created {
-		// Runs after the attachment's own rollback (deferred below); made,
-		// as the failing return sets n to nil.
-		made := n
-		defer func() {
-			if err != nil {
-				_ = e.removeUnusedNetwork(made)
-			}
-		}()
-	}
-	if req.Accept != nil {
-		if err := req.Accept(n); err != nil {
+	// The network found can go before this ADD is recorded on it: a
+	// `network rm`, or the rollback of a failed ADD that made it (the
+	// first of several at once). This ADD then makes it again, once, as
+	// the first ADD of a network does.
+	var a *CNIAttachment
+	for retried := false; ; retried = true {
+		var created bool
+		n, created, err = e.cniNetwork(req.Network)
+		if err == nil && created {
+			// Runs after the attachment's own rollback (deferred below);
+			// made, as the failing return sets n to nil.
+			made := n
+			defer func() {
+				if err != nil {
+					_ = e.removeUnusedNetwork(made)
+				}
+			}()
+		}
+		if err == nil {
+			a, err = e.cniReserve(req, id, n)
+		}
+		if err == nil {
+			break
+		}
+		if created || retried || !errors.Is(err, errNetworkRemoving) {
 			return nil, nil, err
 		}
-	}
-	if err := e.ensureNetwork(n); err != nil {
-		return nil, nil, err
-	}
-	a := &CNIAttachment{
-		ID: id, ContainerID: req.ContainerID, IfName: req.IfName, Netns: req.Netns, Network: n.Name,
-		Config: req.Config, Name: req.Name, Bandwidth: req.Bandwidth, Owner: selfProc(), Created: time.Now().UTC(),
-	}
-	if a.Name == "" && len(req.Aliases) > 0 {
-		a.Name = req.Aliases[0]
-	}
-	listening := readListeners(len(req.Ports) > 0)
-	err = e.st.Update(func(tx store.Tx) error {
-		ereq := EndpointOptions{MAC: req.MAC}
-		if n.UserDefined() { // knit's default network has no DNS to serve them
-			ereq.Aliases = req.Aliases
-		}
-		for _, ip := range req.IPs {
-			if ip.Is4() {
-				ereq.IP = ip
-			} else {
-				ereq.IP6 = ip
-			}
-		}
-		routed := map[bool]bool{}
-		if !req.DefaultRoute {
-			routed = map[bool]bool{true: true, false: true}
-		}
-		ep, err := allocateEndpoint(tx, n, &Container{ID: id}, ereq, req.IfName, routed)
-		if err != nil {
-			return err
-		}
-		a.Endpoint = *ep
-		holder := &Container{ID: id, Endpoints: []Endpoint{*ep}, Spec: Spec{NetworkMode: n.Name}}
-		if err := reservePorts(tx, holder, cniPortSpecs(req.Ports, n), listening); err != nil {
-			return err
-		}
-		a.Ports = holder.Ports
-		return e.putAttachment(tx, a, n)
-	})
-	if err != nil {
-		return nil, nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -241,6 +208,60 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 	return a, n, nil
 }
 
+// cniReserve records req's attachment on n: its address, its ports and
+// its DNS name, owned by this ADD until it is complete. Accept is asked
+// first, and the network's kernel objects are made (or repaired).
+func (e *Engine) cniReserve(req CNIRequest, id string, n *Network) (*CNIAttachment, error) {
+	if req.Accept != nil {
+		if err := req.Accept(n); err != nil {
+			return nil, err
+		}
+	}
+	if err := e.ensureNetwork(n); err != nil {
+		return nil, err
+	}
+	a := &CNIAttachment{
+		ID: id, ContainerID: req.ContainerID, IfName: req.IfName, Netns: req.Netns, Network: n.Name,
+		Config: req.Config, Name: req.Name, Bandwidth: req.Bandwidth, Owner: selfProc(), Created: time.Now().UTC(),
+	}
+	if a.Name == "" && len(req.Aliases) > 0 {
+		a.Name = req.Aliases[0]
+	}
+	listening := readListeners(len(req.Ports) > 0)
+	err := e.st.Update(func(tx store.Tx) error {
+		ereq := EndpointOptions{MAC: req.MAC}
+		if n.UserDefined() { // knit's default network has no DNS to serve them
+			ereq.Aliases = req.Aliases
+		}
+		for _, ip := range req.IPs {
+			if ip.Is4() {
+				ereq.IP = ip
+			} else {
+				ereq.IP6 = ip
+			}
+		}
+		routed := map[bool]bool{}
+		if !req.DefaultRoute {
+			routed = map[bool]bool{true: true, false: true}
+		}
+		ep, err := allocateEndpoint(tx, n, &Container{ID: id}, ereq, req.IfName, routed)
+		if err != nil {
+			return err
+		}
+		a.Endpoint = *ep
+		holder := &Container{ID: id, Endpoints: []Endpoint{*ep}, Spec: Spec{NetworkMode: n.Name}}
+		if err := reservePorts(tx, holder, cniPortSpecs(req.Ports, n), listening); err != nil {
+			return err
+		}
+		a.Ports = holder.Ports
+		return e.putAttachment(tx, a, n)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
 // cniPortSpecs turns portMappings into publish requests; the network's
 // host-ip applies when a mapping names no host address.
 func cniPortSpecs(ports []CNIPort, n *Network) []portmap.Spec {
@@ -281,7 +302,7 @@ func (e *Engine) cniNetwork(o NetworkCreateOptions) (n *Network, created bool, e
 	exact := func() (*Network, bool, error) {
 		n, err := e.network(o.Name)
 		if err == nil && n.Removing {
-			return nil, false, errdefs.Conflict("network %s is being removed", n.Name)
+			return nil, false, networkRemoving(n.Name)
 		}
 		return n, false, err
 	}
@@ -685,7 +706,7 @@ func (e *Engine) CNIStatus(o NetworkCreateOptions) error {
 		return err
 	}
 	if n.Removing {
-		return errdefs.Conflict("network %s is being removed", n.Name)
+		return networkRemoving(n.Name)
 	}
 	if h, err := link.Host(); err == nil {
 		_, err = h.BridgeGet(n.Bridge)

@@ -192,11 +192,14 @@ func (e *Engine) ensureNetwork(n *Network) error {
 	defer unlock()
 	if n.UserDefined() {
 		cur, err := e.lookupNetwork(n.Name)
+		if errdefs.KindOf(err) == errdefs.KindNotFound {
+			return networkRemoving(n.Name) // since the caller looked it up
+		}
 		if err != nil {
 			return err
 		}
 		if cur.Removing || cur.ID != n.ID {
-			return errdefs.Conflict("network %s is being removed", n.Name)
+			return networkRemoving(n.Name)
 		}
 	}
 	d, err := e.driverFor(n)

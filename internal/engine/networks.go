@@ -551,6 +551,16 @@ func (e *Engine) removeUnusedNetwork(n *Network) error {
 // errKeep ends a transaction that finds nothing to change.
 var errKeep = errors.New("keep")
 
+// errNetworkRemoving marks the error of a command that found its network
+// being removed, or gone, after it had looked it up: one that makes the
+// network on first use (CNI ADD) can make it again.
+var errNetworkRemoving = errors.New("is being removed")
+
+// networkRemoving is the error for network name found being removed.
+func networkRemoving(name string) error {
+	return errdefs.Conflict("network %s %w", name, errNetworkRemoving)
+}
+
 // finishRemoveNetwork undoes the network in the kernel, then forgets it.
 // A crash in between leaves the record marked Removing for a prune.
 func (e *Engine) finishRemoveNetwork(n *Network) (err error) {

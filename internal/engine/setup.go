@@ -91,7 +91,7 @@ func usableNetworkTx(tx store.Tx, ref string) (*Network, error) {
 		return nil, err
 	}
 	if n.Removing {
-		return nil, errdefs.Conflict("network %s is being removed", n.Name)
+		return nil, networkRemoving(n.Name)
 	}
 	return n, nil
 }
@@ -353,7 +353,7 @@ func allocateEndpoint(tx store.Tx, n *Network, c *Container, req EndpointOptions
 		return nil, errdefs.Invalid("network-scoped aliases are supported only for containers on user-defined networks")
 	}
 	if cur, err := getNetwork(tx, n.Name); err != nil || cur.Removing || cur.ID != n.ID {
-		return nil, errdefs.Conflict("network %s is being removed", n.Name)
+		return nil, networkRemoving(n.Name)
 	}
 	// One lookup per candidate, from the hint on: reading every allocation
 	// of the network would grow with its containers.
