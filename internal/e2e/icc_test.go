@@ -125,3 +125,25 @@ func TestICCOffLinkOverIPv6(t *testing.T) {
 	reaches(t, s, []string{knit, "exec", "linked6"}, srv, 80, "srv6")
 	blocked(t, s, []string{knit, "exec", "other6"}, srv, 80)
 }
+
+// A generated name (adjective_surname) is a valid link target and, by
+// default, alias, as the seeds' `--link=CONTAINER_NAME:ALIAS` has it ("the
+// name Docker assigned, or the one --name gave"); underscores are valid in
+// a hostname too, as in Docker since 1.13.
+func TestLinkToAGeneratedName(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	id := strings.TrimSpace(s.MustKnit(t, "run", "-d", "--rootfs", bb, "httpd", "-f", "-p", "80", "-h", "/etc"))
+	name := strings.TrimPrefix(strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.Name}}", id)), "/")
+	if !strings.Contains(name, "_") {
+		t.Fatalf("generated name %q has no underscore", name)
+	}
+	s.MustKnit(t, "run", "-d", "--name", "app", "-h", "app_host", "--link", name, "--rootfs", bb, "sleep", "300")
+	db := ipOf(t, s, name)
+	if hosts := s.MustKnit(t, "exec", "app", "cat", "/etc/hosts"); !strings.Contains(hosts, db+"\t"+name) {
+		t.Errorf("app's /etc/hosts lacks the link entry %q:\n%s", db+"\t"+name, hosts)
+	}
+	if got := strings.TrimSpace(s.MustKnit(t, "exec", "app", "hostname")); got != "app_host" {
+		t.Errorf("hostname = %q, want app_host", got)
+	}
+}

@@ -168,8 +168,8 @@ func TestFiles(t *testing.T) {
 	if dn != "corp.example\ndb\n172.17.0.2\tdb.corp.example db f2\n" {
 		t.Errorf("--domainname corp.example: %q", dn)
 	}
-	if r := s.Knit("run", "--rm", "--domainname", "bad_name", "--rootfs", bb, "true"); r.Code != 125 || !strings.Contains(r.Stderr, "invalid domainname") {
-		t.Errorf("--domainname bad_name: exit %d, %q", r.Code, r.Stderr)
+	if r := s.Knit("run", "--rm", "--domainname", "bad!name", "--rootfs", bb, "true"); r.Code != 125 || !strings.Contains(r.Stderr, "invalid domainname") {
+		t.Errorf("--domainname bad!name: exit %d, %q", r.Code, r.Stderr)
 	}
 	// The default hostname is the first 12 characters of the ID.
 	id := strings.TrimSpace(s.MustKnit(t, "run", "-d", "--rootfs", bb, "sleep", "300"))

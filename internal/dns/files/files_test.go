@@ -27,7 +27,9 @@ func TestValidHostname(t *testing.T) {
 		{long63 + "a", false, "limit is 63"},
 		{"-web", false, "hyphen"},
 		{"web-", false, "hyphen"},
-		{"we_b", false, `'_'`},
+		{"we_b", true, ""},   // a container's name, as generated
+		{"_srv.x", true, ""}, // as DNS's service labels
+		{"we!b", false, `'!'`},
 		{"web.", false, "empty label"},
 		{".web", false, "empty label"},
 		{"a..b", false, "empty label"},

@@ -17,9 +17,13 @@ import (
 	"github.com/knit-dev/knit/internal/errdefs"
 )
 
-// ValidHostname checks s against RFC 1123: dot-separated labels of 1 to 63
-// letters, digits and hyphens, not starting or ending with a hyphen, 253
-// characters at most in all.
+// ValidHostname checks s against RFC 1123, with underscores allowed:
+// dot-separated labels of 1 to 63 letters, digits, hyphens and underscores,
+// not starting or ending with a hyphen, 253 characters at most in all.
+// Container names have underscores (every generated one does), and they
+// are hostnames and link aliases by default; Docker has accepted them in
+// hostnames and aliases since 1.13, and resolvers take them in /etc/hosts
+// and in DNS answers alike.
 func ValidHostname(s string) error {
 	if why := hostnameProblem(s); why != "" {
 		return errdefs.Invalid("invalid hostname %q: %s", s, why)
@@ -44,8 +48,8 @@ func hostnameProblem(s string) string {
 			return fmt.Sprintf("label %q starts or ends with a hyphen", label)
 		}
 		for _, c := range []byte(label) {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-				return fmt.Sprintf("it contains %q; use only letters, digits, hyphens and dots", rune(c))
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return fmt.Sprintf("it contains %q; use only letters, digits, hyphens, underscores and dots", rune(c))
 			}
 		}
 	}
