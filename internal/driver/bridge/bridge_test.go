@@ -154,9 +154,13 @@ func TestExternalBridge(t *testing.T) {
 	}
 }
 
+// ping asks until an answer comes, for up to 5 s: a port whose peer has
+// just come up may not forward yet (the kernel reports carrier changes
+// with a delay, up to a second on a busy machine), and the test is of
+// reachability, not of the first packet.
 func ping(t *testing.T, ns string, addr netip.Addr) error {
 	t.Helper()
-	out, err := exec.Command("nsenter", "--net="+ns, "ping", "-c1", "-W1", addr.String()).CombinedOutput()
+	out, err := exec.Command("nsenter", "--net="+ns, "ping", "-c1", "-w5", addr.String()).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("ping %s from %s: %v: %s", addr, ns, err, out)
 	}
