@@ -719,3 +719,34 @@ func TestCNIAddOutlivesItsNetworksRemoval(t *testing.T) {
 	h.mustCnitool(t, "del", "gone2", b)
 	h.detached(t, "kgone2", "10.86.0.2")
 }
+
+// A namespace on two knit networks (a pod's eth0 and net1, Podman's
+// --network a,b, Multus): the second ADD finds the first's default route
+// and keeps it, as the reference plugins do ("the first one wins"),
+// instead of failing on it; its result names no route, CHECK passes on
+// both, and each network is reached through its own interface.
+func TestCNISecondNetworkKeepsTheDefaultRoute(t *testing.T) {
+	h := cniSandbox(t)
+	h.conflist(t, "first", "1.1.0", `{"type":"knit","subnet":"10.87.0.0/24","bridge":"kfirst"}`)
+	h.conflist(t, "second", "1.1.0", `{"type":"knit","subnet":"10.88.0.0/24","bridge":"ksecond"}`)
+	ns := h.netns(t, "pod")
+	h.mustCnitool(t, "add", "first", ns)
+	r := parseResult(t, h.mustCnitool(t, "add", "second", ns, "CNI_IFNAME=net1"))
+	if len(r.Routes) != 0 {
+		t.Errorf("the second network's result has routes %+v, want none: the namespace has its default route", r.Routes)
+	}
+	if len(r.IPs) != 1 || r.IPs[0].Address != "10.88.0.2/24" {
+		t.Errorf("the second network's addresses: %+v, want 10.88.0.2/24", r.IPs)
+	}
+	if out := h.s.MustRun(t, "ip", "-n", "pod", "route", "show", "default"); strings.TrimSpace(out) != "default via 10.87.0.1 dev eth0" {
+		t.Errorf("default routes:\n%s\nwant only the first network's", out)
+	}
+	h.mustCnitool(t, "check", "first", ns)
+	h.mustCnitool(t, "check", "second", ns, "CNI_IFNAME=net1")
+	h.s.MustRun(t, "ip", "netns", "exec", "pod", "ping", "-c1", "-w5", "-I", "net1", "10.88.0.1")
+	h.s.MustRun(t, "ip", "netns", "exec", "pod", "ping", "-c1", "-w5", "-I", "eth0", "10.87.0.1")
+	h.mustCnitool(t, "del", "second", ns, "CNI_IFNAME=net1")
+	h.mustCnitool(t, "del", "first", ns)
+	h.detached(t, "ksecond", "10.88.0.2")
+	h.detached(t, "kfirst", "10.87.0.2")
+}
