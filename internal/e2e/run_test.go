@@ -565,3 +565,27 @@ func TestExecOptions(t *testing.T) {
 		t.Errorf("exec -e -w: %q", out)
 	}
 }
+
+// host-gateway is the default bridge's gateway, an address of the host's
+// own: a container on a user-defined network, the first container of the
+// boot, reaches the host's services there, as Docker's reaches docker0's
+// (which dockerd makes when it starts) though no container uses it.
+func TestHostGatewayBeforeTheDefaultBridge(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	knit := testutil.KnitBinary(t)
+	root := filepath.Join(s.Dir(), "www")
+	s.MustRun(t, "sh", "-c", `mkdir -p "$1" && echo host > "$1/hostname"`, "sh", root)
+	s.Start(t, "busybox", "httpd", "-f", "-p", "8000", "-h", root)
+	s.MustKnit(t, "network", "create", "app")
+	s.MustKnit(t, "run", "-d", "--name", "cli", "--network", "app", "--add-host", "host.docker.internal:host-gateway",
+		"--rootfs", bb, "sleep", "300")
+	hosts := s.MustKnit(t, "exec", "cli", "cat", "/etc/hosts")
+	if !strings.Contains(hosts, "172.17.0.1\thost.docker.internal") {
+		t.Fatalf("/etc/hosts lacks 172.17.0.1 for host.docker.internal:\n%s", hosts)
+	}
+	if out := s.MustRun(t, "ip", "-o", "addr", "show", "dev", "knit0"); !strings.Contains(out, "inet 172.17.0.1/16") {
+		t.Errorf("knit0 does not hold 172.17.0.1:\n%s", out)
+	}
+	reaches(t, s, []string{knit, "exec", "cli"}, "172.17.0.1", 8000, "host")
+}
