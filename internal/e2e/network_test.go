@@ -127,7 +127,8 @@ func TestEmbeddedDNS(t *testing.T) {
 	if resolv := s.MustKnit(t, "exec", "web", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "nameserver "+gw) || !strings.Contains(resolv, "ndots:0") {
 		t.Errorf("web's resolv.conf does not name the embedded server %s with ndots:0:\n%s", gw, resolv)
 	}
-	for _, name := range []string{"db", "database", "dbhost", "db.app", "DB"} {
+	dbID := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.Id}}", "db"))[:12]
+	for _, name := range []string{"db", "database", "dbhost", "db.app", "DB", dbID} {
 		if out := ask(t, s, "web", gw, name); !strings.Contains(out, "NOERROR") || !strings.Contains(out, "A "+db) {
 			t.Errorf("query %s: %q, want A %s", name, out, db)
 		}

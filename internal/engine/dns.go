@@ -166,6 +166,9 @@ func (e *Engine) dnsSnapshot() (*server.Snapshot, error) {
 					order = append(order, n.Name)
 				}
 				se := server.Endpoint{Container: id, Name: r.Name, Hostname: r.Hostname, Aliases: ep.Aliases, Upstreams: ups, Isolated: r.Isolated}
+				if !strings.HasPrefix(id, cniIDPrefix) {
+					se.ShortID = id[:min(12, len(id))]
+				}
 				for _, a := range ep.Addrs {
 					se.Addrs = append(se.Addrs, a.Addr())
 				}

@@ -37,11 +37,14 @@ type Network struct {
 
 // Endpoint is one container's attachment to a network.
 type Endpoint struct {
-	Container string       `json:"container"` // container ID
-	Name      string       `json:"name"`      // container name
-	Hostname  string       `json:"hostname,omitempty"`
-	Aliases   []string     `json:"aliases,omitempty"` // --network-alias on this network
-	Addrs     []netip.Addr `json:"addrs"`
+	Container string `json:"container"` // container ID
+	Name      string `json:"name"`      // container name
+	Hostname  string `json:"hostname,omitempty"`
+	// ShortID is the container's ID cut to 12 characters, a name of it
+	// too, as in Docker ("" for a CNI attachment, which has no knit ID).
+	ShortID string       `json:"shortId,omitempty"`
+	Aliases []string     `json:"aliases,omitempty"` // --network-alias on this network
+	Addrs   []netip.Addr `json:"addrs"`
 	// Upstreams are where this container's other queries go: its --dns,
 	// or the host's resolv.conf.
 	Upstreams []netip.AddrPort `json:"upstreams,omitempty"`

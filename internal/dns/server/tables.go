@@ -86,7 +86,7 @@ func unmapped(e Endpoint) *Endpoint {
 
 // endpointNames lists the names ep answers to on network net.
 func endpointNames(ep *Endpoint, net string) []string {
-	names := []string{ep.Name, ep.Hostname}
+	names := []string{ep.Name, ep.Hostname, ep.ShortID}
 	if ep.Name != "" {
 		names = append(names, ep.Name+"."+net)
 	}
