@@ -309,3 +309,20 @@ func TestCNIPortSpecs(t *testing.T) {
 		t.Errorf("cniPortSpecs = %+v", got)
 	}
 }
+
+// STATUS counts a free address as ADD does: a network whose only address
+// left is its router's default gateway (config default-gateway), which
+// ADD never hands out, is full.
+func TestCNIStatusAgreesWithADDOnTheDefaultGateway(t *testing.T) {
+	st := newStore(t)
+	e := firewallEngine(t, st, firewalltest.New())
+	n := dnsNetwork("full", "10.9.0.0/30") // .1 the bridge, .2 the only host address
+	n.Subnets[0].DefaultRoute = netip.MustParseAddr("10.9.0.2")
+	if err := st.Update(func(tx store.Tx) error { return putJSON(tx, bucketNetworks, n.Name, n) }); err != nil {
+		t.Fatal(err)
+	}
+	err := e.CNIStatus(NetworkCreateOptions{Name: "full"})
+	if errdefs.KindOf(err) != errdefs.KindConflict || !strings.Contains(err.Error(), "no free address") {
+		t.Errorf("CNIStatus = %v, want no free address", err)
+	}
+}
