@@ -2,6 +2,7 @@ package cni
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/knit-dev/knit/internal/driver"
@@ -11,8 +12,8 @@ import (
 
 // checkNetwork refuses an ADD whose configuration disagrees with the knit
 // network it names: the network's settings apply only when ADD creates it,
-// so a changed subnet, gateway or bridge would otherwise be ignored
-// silently. It also refuses a name that knit would resolve as the ID
+// so a changed subnet, gateway, range, bridge, IPv6, MTU, ICC or masquerade
+// would otherwise be ignored silently. It also refuses a name that knit would resolve as the ID
 // prefix of another network.
 func checkNetwork(e Engine, o engine.NetworkCreateOptions) *Error {
 	n, err := e.NetworkByRef(o.Name)
@@ -47,6 +48,25 @@ func networkMismatch(n *engine.Network, o engine.NetworkCreateOptions) *Error {
 	}
 	if b := o.Options["bridge"]; b != "" && b != n.Bridge {
 		return mismatch(n, "bridge "+b, "bridge "+n.Bridge)
+	}
+	if o.IPv6 && !slices.ContainsFunc(n.Subnets, func(s driver.Subnet) bool { return s.Prefix.Addr().Is6() }) {
+		return mismatch(n, "IPv6 (ipv6 true)", "no IPv6 subnet")
+	}
+	for _, r := range o.IPRanges {
+		if !slices.ContainsFunc(n.Subnets, func(s driver.Subnet) bool { return s.IPRange == r }) {
+			return mismatch(n, "ipRange "+r.String(), "other address ranges")
+		}
+	}
+	mtu := n.MTU
+	if mtu == 0 {
+		mtu = 1500
+	}
+	for _, f := range []struct{ key, have string }{
+		{"mtu", strconv.Itoa(mtu)}, {"icc", strconv.FormatBool(n.ICC)}, {"ip-masq", strconv.FormatBool(n.Masquerade)},
+	} {
+		if want := o.Options[f.key]; want != "" && want != f.have {
+			return mismatch(n, f.key+" "+want, f.key+" "+f.have)
+		}
 	}
 	return nil
 }

@@ -495,7 +495,8 @@ func TestPanicIsAnError(t *testing.T) {
 }
 
 // ADD refuses a configuration that disagrees with the existing network it
-// names, or a name knit would take as another network's ID prefix.
+// names (subnet, gateway, range, bridge, IPv6, MTU, ICC, masquerade), or a
+// name knit would take as another network's ID prefix.
 func TestAddChecksTheExistingNetwork(t *testing.T) {
 	a, n := testAttachment()
 	ns := netnsFile(t)
@@ -506,7 +507,12 @@ func TestAddChecksTheExistingNetwork(t *testing.T) {
 		`{"cniVersion":"1.1.0","name":"knet","subnet":"10.99.0.0/24"}`:                           "exists with subnets 10.88.0.0/24, fd00:88::/64, but the configuration asks for subnet 10.99.0.0/24",
 		`{"cniVersion":"1.1.0","name":"knet","gateway":"10.88.0.254"}`:                           "gateway 10.88.0.254",
 		`{"cniVersion":"1.1.0","name":"knet","bridge":"other"}`:                                  "exists with bridge kbr",
-		`{"cniVersion":"1.1.0","name":"k","network":"knet","subnet":"10.88.0.0/24","mtu":9000}`:  "",
+		`{"cniVersion":"1.1.0","name":"k","network":"knet","subnet":"10.88.0.0/24","mtu":1500}`:  "",
+		`{"cniVersion":"1.1.0","name":"k","network":"knet","subnet":"10.88.0.0/24","mtu":9000}`:  "exists with mtu 1500, but the configuration asks for mtu 9000",
+		`{"cniVersion":"1.1.0","name":"knet","ipv6":true,"ipMasq":false}`:                        "",
+		`{"cniVersion":"1.1.0","name":"knet","ipRange":"10.88.0.128/25"}`:                        "ipRange 10.88.0.128/25",
+		`{"cniVersion":"1.1.0","name":"knet","icc":true}`:                                        "exists with icc false",
+		`{"cniVersion":"1.1.0","name":"knet","ipMasq":true}`:                                     "exists with ip-masq false",
 		`{"cniVersion":"1.1.0","name":"d","network":"dc10","subnet":"10.88.0.0/24","ipv6":true}`: "ID prefix of network knet",
 	} {
 		n.Bridge = "kbr"
@@ -535,5 +541,15 @@ func TestAddRecheckAfterAConcurrentCreate(t *testing.T) {
 	}
 	if want := []string{"add"}; !slices.Equal(f.calls, want) {
 		t.Errorf("calls %v, want %v", f.calls, want)
+	}
+}
+
+// A configuration asking for IPv6 does not fit a network without an IPv6
+// subnet: ADD would give its containers IPv4 only, silently.
+func TestNetworkMismatchIPv6(t *testing.T) {
+	_, n := testAttachment()
+	n.Subnets = n.Subnets[:1] // IPv4 only
+	if err := networkMismatch(n, engine.NetworkCreateOptions{Name: "knet", IPv6: true}); err == nil || !strings.Contains(err.Details, "no IPv6 subnet") {
+		t.Errorf("networkMismatch = %v, want no IPv6 subnet", err)
 	}
 }
