@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/knit-dev/knit/internal/engine"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/logfile"
+	"github.com/knit-dev/knit/internal/portmap"
 )
 
 // The Docker-shaped view of a container that `knit inspect` prints and its
@@ -65,6 +67,9 @@ type (
 		Labels       map[string]string
 		StopSignal   string `json:",omitempty"`
 		StopTimeout  *int   `json:",omitempty"`
+		// ExposedPorts are --expose's and -p's container ports, as
+		// Docker's ({"80/tcp": {}}).
+		ExposedPorts map[string]struct{} `json:",omitempty"`
 	}
 	hostConfigView struct {
 		NetworkMode   string
@@ -76,6 +81,11 @@ type (
 		GroupAdd      []string
 		AutoRemove    bool
 		Init          *bool // null unless --init, as Docker's
+		// PortBindings are the -p values as asked ("" for a random host
+		// port), PublishAllPorts is -P, Links are "/TARGET:/NAME/ALIAS".
+		PortBindings    map[string][]portBinding
+		PublishAllPorts bool
+		Links           []string
 	}
 	restartPolicyView struct {
 		Name              string
@@ -224,8 +234,34 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 	for _, d := range c.Spec.DNS {
 		v.HostConfig.Dns = append(v.HostConfig.Dns, d.String())
 	}
+	v.HostConfig.PortBindings = map[string][]portBinding{}
+	v.HostConfig.PublishAllPorts = c.Spec.PublishAll
+	for _, s := range c.Spec.Publish {
+		eachPort(s, func(key, hostPort string) {
+			ip := ""
+			if s.HostIP.IsValid() {
+				ip = s.HostIP.String()
+			}
+			v.HostConfig.PortBindings[key] = append(v.HostConfig.PortBindings[key], portBinding{HostIp: ip, HostPort: hostPort})
+		})
+	}
+	for _, l := range c.Links {
+		v.HostConfig.Links = append(v.HostConfig.Links, "/"+l.Name+":/"+c.Name+"/"+l.Alias)
+	}
+	for _, s := range append(slices.Clone(c.Spec.Exposed), c.Spec.Publish...) {
+		eachPort(s, func(key, _ string) {
+			if v.Config.ExposedPorts == nil {
+				v.Config.ExposedPorts = map[string]struct{}{}
+			}
+			v.Config.ExposedPorts[key] = struct{}{}
+		})
+	}
 	v.NetworkSettings.Ports = map[string][]portBinding{}
 	if c.Running() {
+		// Every exposed port has its key, null when nothing publishes it.
+		for key := range v.Config.ExposedPorts {
+			v.NetworkSettings.Ports[key] = nil
+		}
 		if !c.State.Restarting { // between runs there is no process (0, as Docker's)
 			v.State.Pid = c.State.Process.Pid
 		}
@@ -264,6 +300,28 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 		v.NetworkSettings.Networks[c.Spec.NetworkMode] = endpointView{}
 	}
 	return v
+}
+
+// eachPort calls fn with the "PORT/PROTO" key of each container port of
+// s, and the host port asked for it as Docker's PortBindings show it: ""
+// for a random one, "8000-8010" for a range to pick one port from.
+func eachPort(s portmap.Spec, fn func(key, hostPort string)) {
+	proto := s.Proto
+	if proto == "" {
+		proto = portmap.TCP
+	}
+	n := int(s.ContainerLast) - int(s.ContainerFirst)
+	for i := 0; i <= n; i++ {
+		host := ""
+		switch {
+		case s.HostPortFirst == 0 && s.HostPortLast == 0:
+		case n == 0 && s.HostPortLast > s.HostPortFirst:
+			host = fmt.Sprintf("%d-%d", s.HostPortFirst, s.HostPortLast)
+		default:
+			host = strconv.Itoa(int(s.HostPortFirst) + i)
+		}
+		fn(fmt.Sprintf("%d/%s", int(s.ContainerFirst)+i, proto), host)
+	}
 }
 
 func fillAddresses(ev *endpointView, ep engine.Endpoint) {

@@ -8,11 +8,14 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/engine"
+	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/portmap"
 	"github.com/knit-dev/knit/internal/store"
 	"github.com/knit-dev/knit/internal/store/bolt"
 )
@@ -99,7 +102,7 @@ func TestNewInspectViewRunning(t *testing.T) {
 		HostConfig: hostConfigView{
 			NetworkMode: "bridge", Dns: []string{"1.1.1.1", "2001:db8::53"}, DnsSearch: []string{"example.com"},
 			DnsOptions: []string{"ndots:2"}, ExtraHosts: []string{"db:10.0.0.5"}, AutoRemove: true,
-			RestartPolicy: restartPolicyView{Name: "no"},
+			RestartPolicy: restartPolicyView{Name: "no"}, PortBindings: map[string][]portBinding{},
 		},
 		NetworkSettings: networkSettings{
 			Ports:        map[string][]portBinding{},
@@ -221,5 +224,57 @@ func TestNewInspectViewNetworks(t *testing.T) {
 				t.Errorf("Networks[backend].NetworkID = %q, want empty for an unrecorded network", ev.NetworkID)
 			}
 		})
+	}
+}
+
+// Ports show as Docker's: Config.ExposedPorts has --expose's and -p's
+// container ports, HostConfig.PortBindings the -p values as asked ("" for
+// a random host port, a range as given), PublishAllPorts -P, Links
+// "/TARGET:/NAME/ALIAS"; a running container's NetworkSettings.Ports has
+// every exposed port, null when nothing publishes it, and ps's PORTS
+// names that one alone.
+func TestNewInspectViewPorts(t *testing.T) {
+	e := testEngine(t, "netid")
+	c := inspectContainer()
+	tcp := func(first, last uint16) portmap.Spec {
+		return portmap.Spec{ContainerFirst: first, ContainerLast: last, Proto: portmap.TCP}
+	}
+	c.Spec.Exposed = []portmap.Spec{tcp(80, 81)}
+	asked, dns, ranged := tcp(81, 81), portmap.Spec{HostIP: netip.MustParseAddr("127.0.0.1"), ContainerFirst: 53, ContainerLast: 53, Proto: portmap.UDP}, tcp(90, 90)
+	asked.HostPortFirst, asked.HostPortLast = 8080, 8080
+	ranged.HostPortFirst, ranged.HostPortLast = 8000, 8010
+	c.Spec.Publish, c.Spec.PublishAll = []portmap.Spec{asked, dns, ranged}, true
+	c.Links = []engine.Link{{TargetID: "x", Name: "db", Alias: "database"}}
+	c.Ports = []firewall.PortMapping{
+		{Network: "bridge", HostPort: 8080, Proto: "tcp", ContainerPort: 81},
+		{Network: "bridge", HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 32768, Proto: "udp", ContainerPort: 53},
+		{Network: "bridge", HostPort: 8003, Proto: "tcp", ContainerPort: 90},
+	}
+	v := (&app{}).newInspectView(e, c)
+	exposed := map[string]struct{}{"80/tcp": {}, "81/tcp": {}, "53/udp": {}, "90/tcp": {}}
+	if !reflect.DeepEqual(v.Config.ExposedPorts, exposed) {
+		t.Errorf("ExposedPorts = %v, want %v", v.Config.ExposedPorts, exposed)
+	}
+	bindings := map[string][]portBinding{
+		"81/tcp": {{HostPort: "8080"}}, "53/udp": {{HostIp: "127.0.0.1"}}, "90/tcp": {{HostPort: "8000-8010"}},
+	}
+	if !reflect.DeepEqual(v.HostConfig.PortBindings, bindings) || !v.HostConfig.PublishAllPorts {
+		t.Errorf("PortBindings = %v, PublishAllPorts %v; want %v, true", v.HostConfig.PortBindings, v.HostConfig.PublishAllPorts, bindings)
+	}
+	if want := []string{"/db:/web/database"}; !slices.Equal(v.HostConfig.Links, want) {
+		t.Errorf("Links = %q, want %q", v.HostConfig.Links, want)
+	}
+	ports := map[string][]portBinding{
+		"80/tcp": nil, "81/tcp": {{HostIp: "0.0.0.0", HostPort: "8080"}},
+		"53/udp": {{HostIp: "127.0.0.1", HostPort: "32768"}}, "90/tcp": {{HostIp: "0.0.0.0", HostPort: "8003"}},
+	}
+	if !reflect.DeepEqual(v.NetworkSettings.Ports, ports) {
+		t.Errorf("NetworkSettings.Ports = %v, want %v", v.NetworkSettings.Ports, ports)
+	}
+	if got, want := portsColumn(c), "0.0.0.0:8080->81/tcp, 127.0.0.1:32768->53/udp, 0.0.0.0:8003->90/tcp, 80/tcp"; got != want {
+		t.Errorf("ps PORTS = %q, want %q", got, want)
+	}
+	if b, _ := json.Marshal(v.NetworkSettings.Ports); !strings.Contains(string(b), `"80/tcp":null`) {
+		t.Errorf("an exposed port nothing publishes is not null: %s", b)
 	}
 }

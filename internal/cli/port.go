@@ -54,8 +54,21 @@ func (a *app) portCommand() *cobra.Command {
 // portsColumn renders ps's PORTS column as Docker does: 0.0.0.0:8080->80/tcp.
 func portsColumn(c *engine.Container) string {
 	var parts []string
+	published := map[string]bool{}
 	for _, m := range engine.Mappings(c) {
-		parts = append(parts, fmt.Sprintf("%s->%d/%s", hostAddr(m), m.ContainerPort, m.Proto))
+		key := fmt.Sprintf("%d/%s", m.ContainerPort, m.Proto)
+		parts = append(parts, hostAddr(m)+"->"+key)
+		published[key] = true
+	}
+	if c.Running() { // an exposed port nothing publishes shows alone, as in Docker's
+		for _, s := range c.Spec.Exposed {
+			eachPort(s, func(key, _ string) {
+				if !published[key] {
+					published[key] = true
+					parts = append(parts, key)
+				}
+			})
+		}
 	}
 	return strings.Join(parts, ", ")
 }

@@ -56,6 +56,11 @@ func TestPublishedPortIsReachableEverywhere(t *testing.T) {
 	if p := strings.TrimSpace(s.MustKnit(t, "port", "web", "80")); p != "0.0.0.0:8080" {
 		t.Errorf("knit port web 80 = %q", p)
 	}
+	// Docker's inspect fields that scripts read for ports.
+	if got := strings.TrimSpace(s.MustKnit(t, "inspect", "-f",
+		`{{json .HostConfig.PortBindings}} {{json .Config.ExposedPorts}} {{.HostConfig.PublishAllPorts}}`, "web")); got != `{"80/tcp":[{"HostIp":"","HostPort":"8080"}]} {"80/tcp":{}} false` {
+		t.Errorf("inspect web's port fields = %s", got)
+	}
 	if ps := s.MustKnit(t, "ps", "--format", "{{.Names}} {{.Ports}}"); !strings.Contains(ps, "web 0.0.0.0:8080->80/tcp") {
 		t.Errorf("ps ports:\n%s", ps)
 	}

@@ -183,6 +183,7 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening func() (*portma
 			NetworkMode: o.Network, IP: o.IP, DNS: o.DNS, DNSSearch: o.DNSSearch, DNSOptions: o.DNSOptions,
 			ExtraHosts: extraHostStrings(o), Tty: o.Tty, Interactive: o.Interactive, Detach: o.Detach,
 			AutoRemove: o.AutoRemove, Exposed: o.Expose, StopSignal: int(o.StopSignal), StopTimeout: o.StopTimeout,
+			Publish: slices.Clone(o.Publish), PublishAll: o.PublishAll, // before config's host address applies
 		},
 	}
 	if o.MAC != nil {

@@ -204,7 +204,11 @@ type Spec struct {
 	DNSOptions  []string     `json:"dnsOptions,omitempty"`
 	ExtraHosts  []string     `json:"extraHosts,omitempty"`
 	// Exposed are the --expose'd ports: what -P publishes and --link opens.
-	Exposed     []portmap.Spec `json:"exposed,omitempty"`
+	Exposed []portmap.Spec `json:"exposed,omitempty"`
+	// Publish are the -p values as given (inspect's PortBindings) and
+	// PublishAll is -P; the ports published are the record's Ports.
+	Publish     []portmap.Spec `json:"publish,omitempty"`
+	PublishAll  bool           `json:"publishAll,omitempty"`
 	Tty         bool           `json:"tty,omitempty"`
 	Interactive bool           `json:"interactive,omitempty"`
 	Detach      bool           `json:"detach,omitempty"`
