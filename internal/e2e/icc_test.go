@@ -16,11 +16,20 @@ func TestICCOffAndLinks(t *testing.T) {
 	knit := testutil.KnitBinary(t)
 	s.WriteConfig(t, `{"icc": false}`)
 	// db serves on 80 (exposed) and 81 (not exposed).
-	s.MustKnit(t, "run", "-d", "--name", "db", "-h", "db", "--expose", "80", "--rootfs", bb,
+	s.MustKnit(t, "run", "-d", "--name", "db", "-h", "db", "--expose", "80", "-e", "DB_USER=admin", "--rootfs", bb,
 		"sh", "-c", "httpd -p 81 -h /etc; exec httpd -f -p 80 -h /etc")
 	s.MustKnit(t, "run", "-d", "--name", "app", "--link", "db:database", "--rootfs", bb, "sleep", "300")
 	s.MustKnit(t, "run", "-d", "--name", "other", "--rootfs", bb, "sleep", "300")
 	db := ipOf(t, s, "db")
+
+	// Docker's link variables, in the command's environment and exec's.
+	env := s.MustKnit(t, "exec", "app", "env") + s.MustKnit(t, "exec", "app", "sh", "-c", `tr '\0' '\n' < /proc/1/environ`)
+	for _, want := range []string{"DATABASE_PORT=tcp://" + db + ":80", "DATABASE_PORT_80_TCP_ADDR=" + db,
+		"DATABASE_PORT_80_TCP_PORT=80", "DATABASE_NAME=/app/database", "DATABASE_ENV_DB_USER=admin"} {
+		if strings.Count(env, want+"\n") != 2 {
+			t.Errorf("%s is not once in exec's environment and once in the command's:\n%s", want, env)
+		}
+	}
 
 	hosts := s.MustKnit(t, "exec", "app", "cat", "/etc/hosts")
 	if !strings.Contains(hosts, db+"\tdatabase db") {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/netns"
+	"github.com/knit-dev/knit/internal/portmap"
 	"github.com/knit-dev/knit/internal/store"
 )
 
@@ -38,6 +40,9 @@ type Link struct {
 	TargetID string `json:"targetId"`
 	Name     string `json:"name"`
 	Alias    string `json:"alias"`
+	// Env is Docker's environment of the link (linkEnv), as the target
+	// was when the link was made.
+	Env []string `json:"env,omitempty"`
 }
 
 // reserveLinks resolves --link targets in the reserving transaction: each
@@ -54,7 +59,9 @@ func reserveLinks(tx store.Tx, c *Container, links []LinkOption) error {
 		if len(c.Endpoints) == 0 || endpointOn(t, c.Endpoints[0].Network) == nil {
 			return errdefs.Invalid("cannot link to %s: links work between containers on the same network", t.Name)
 		}
-		c.Links = append(c.Links, Link{TargetID: t.ID, Name: t.Name, Alias: l.Alias})
+		l := Link{TargetID: t.ID, Name: t.Name, Alias: l.Alias}
+		l.Env = linkEnv(c.Name, l.Alias, endpointOn(t, c.Endpoints[0].Network), t)
+		c.Links = append(c.Links, l)
 	}
 	return nil
 }
@@ -250,4 +257,102 @@ func (e *Engine) relink(id string, exiting bool) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// linkEnv is the environment a legacy link gives the linking container
+// named name, as Docker's (daemon/links): ALIAS_NAME=/NAME/ALIAS; for the
+// target's exposed and published ports, ALIAS_PORT (the lowest, TCP
+// first), and ALIAS_PORT_P_PROTO with its _ADDR, _PORT and _PROTO for each,
+// and _START, _END, _ADDR, _PROTO, _PORT_START, _PORT_END for each run of
+// consecutive ones; and ALIAS_ENV_K for each of the target's own variables
+// (but HOME, PATH, and the HOSTNAME and TERM knit sets). ALIAS is the alias
+// in capitals, hyphens made underscores.
+func linkEnv(name, alias string, ep *Endpoint, t *Container) []string {
+	prefix := strings.ReplaceAll(strings.ToUpper(alias), "-", "_")
+	var ip string // the target's IPv4 address on the link's network, else its IPv6 one
+	if ep != nil {
+		for _, a := range ep.Addrs {
+			if ip == "" || a.Addr().Is4() {
+				ip = a.Addr().String()
+			}
+			if a.Addr().Is4() {
+				break
+			}
+		}
+	}
+	type port struct {
+		n     int
+		proto string
+	}
+	var ports []port
+	seen := map[port]bool{}
+	add := func(n int, proto string) {
+		if p := (port{n, proto}); !seen[p] {
+			seen[p] = true
+			ports = append(ports, p)
+		}
+	}
+	for _, s := range append(slices.Clone(t.Spec.Exposed), t.Spec.Publish...) {
+		for n := int(s.ContainerFirst); n <= int(s.ContainerLast); n++ {
+			add(n, string(cmp.Or(s.Proto, portmap.TCP)))
+		}
+	}
+	for _, m := range t.Ports {
+		add(int(m.ContainerPort), m.Proto)
+	}
+	// By number, TCP before another protocol of the same number.
+	slices.SortFunc(ports, func(a, b port) int {
+		notTCP := func(p port) bool { return p.proto != "tcp" }
+		return cmp.Or(a.n-b.n, boolCompare(notTCP(a), notTCP(b)), strings.Compare(a.proto, b.proto))
+	})
+	var env []string
+	if ip != "" && len(ports) > 0 {
+		env = append(env, fmt.Sprintf("%s_PORT=%s://%s:%d", prefix, ports[0].proto, ip, ports[0].n))
+		for i := 0; i < len(ports); {
+			j := i // the run of consecutive ports of one protocol from i
+			for j+1 < len(ports) && ports[j+1].proto == ports[i].proto && ports[j+1].n == ports[j].n+1 {
+				j++
+			}
+			if j > i {
+				start, end := ports[i], ports[j]
+				p := fmt.Sprintf("%s_PORT_%d_%s", prefix, start.n, strings.ToUpper(start.proto))
+				env = append(env,
+					fmt.Sprintf("%s_START=%s://%s:%d", p, start.proto, ip, start.n),
+					fmt.Sprintf("%s_ADDR=%s", p, ip),
+					fmt.Sprintf("%s_PROTO=%s", p, start.proto),
+					fmt.Sprintf("%s_PORT_START=%d", p, start.n),
+					fmt.Sprintf("%s_PORT_END=%d", p, end.n),
+					fmt.Sprintf("%s_END=%s://%s:%d", p, end.proto, ip, end.n))
+			}
+			i = j + 1
+		}
+		for _, pt := range ports {
+			p := fmt.Sprintf("%s_PORT_%d_%s", prefix, pt.n, strings.ToUpper(pt.proto))
+			env = append(env,
+				fmt.Sprintf("%s=%s://%s:%d", p, pt.proto, ip, pt.n),
+				fmt.Sprintf("%s_ADDR=%s", p, ip),
+				fmt.Sprintf("%s_PORT=%d", p, pt.n),
+				fmt.Sprintf("%s_PROTO=%s", p, pt.proto))
+		}
+	}
+	env = append(env, fmt.Sprintf("%s_NAME=/%s/%s", prefix, name, alias))
+	for _, kv := range t.Spec.Env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "HOME" || k == "PATH" || k == "HOSTNAME" || kv == "TERM=xterm" {
+			continue
+		}
+		env = append(env, fmt.Sprintf("%s_ENV_%s=%s", prefix, k, v))
+	}
+	return env
+}
+
+// boolCompare orders false before true.
+func boolCompare(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case b:
+		return -1
+	}
+	return 1
 }

@@ -230,3 +230,45 @@ func TestRelinkThatCannotPutBackNotesALoss(t *testing.T) {
 		t.Errorf("web's link to cache after the restore:\n%s", got)
 	}
 }
+
+// A link's environment is Docker's (daemon/links): the lowest port first
+// (by number, TCP first), a run of consecutive ports as _START/_END, each
+// port's four variables, the link's name, and the target's own variables
+// but those knit sets.
+func TestLinkEnv(t *testing.T) {
+	target := &Container{
+		Spec: Spec{
+			Exposed: []portmap.Spec{{ContainerFirst: 80, ContainerLast: 81, Proto: portmap.TCP}},
+			Publish: []portmap.Spec{{HostPortFirst: 5353, HostPortLast: 5353, ContainerFirst: 53, ContainerLast: 53, Proto: portmap.UDP}},
+			Env:     []string{"PATH=/bin", "HOSTNAME=x", "DB_PASS=s3cret", "TERM=xterm"},
+		},
+		Ports: []firewall.PortMapping{{HostPort: 5353, Proto: "udp", ContainerPort: 53}},
+	}
+	ep := &Endpoint{Endpoint: driver.Endpoint{Addrs: []netip.Prefix{netip.MustParsePrefix("fd00::5/64"), netip.MustParsePrefix("172.17.0.5/16")}}}
+	want := []string{
+		"MY_DB_PORT=udp://172.17.0.5:53",
+		"MY_DB_PORT_80_TCP_START=tcp://172.17.0.5:80",
+		"MY_DB_PORT_80_TCP_ADDR=172.17.0.5",
+		"MY_DB_PORT_80_TCP_PROTO=tcp",
+		"MY_DB_PORT_80_TCP_PORT_START=80",
+		"MY_DB_PORT_80_TCP_PORT_END=81",
+		"MY_DB_PORT_80_TCP_END=tcp://172.17.0.5:81",
+		"MY_DB_PORT_53_UDP=udp://172.17.0.5:53", "MY_DB_PORT_53_UDP_ADDR=172.17.0.5", "MY_DB_PORT_53_UDP_PORT=53", "MY_DB_PORT_53_UDP_PROTO=udp",
+		"MY_DB_PORT_80_TCP=tcp://172.17.0.5:80", "MY_DB_PORT_80_TCP_ADDR=172.17.0.5", "MY_DB_PORT_80_TCP_PORT=80", "MY_DB_PORT_80_TCP_PROTO=tcp",
+		"MY_DB_PORT_81_TCP=tcp://172.17.0.5:81", "MY_DB_PORT_81_TCP_ADDR=172.17.0.5", "MY_DB_PORT_81_TCP_PORT=81", "MY_DB_PORT_81_TCP_PROTO=tcp",
+		"MY_DB_NAME=/web/my-db",
+		"MY_DB_ENV_DB_PASS=s3cret",
+	}
+	if got := linkEnv("web", "my-db", ep, target); !slices.Equal(got, want) {
+		t.Errorf("linkEnv =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// A target with no ports: only its name and variables.
+	if got := linkEnv("web", "db", ep, &Container{Spec: Spec{Env: []string{"A=1"}}}); !slices.Equal(got, []string{"DB_NAME=/web/db", "DB_ENV_A=1"}) {
+		t.Errorf("linkEnv without ports = %q", got)
+	}
+	// The container's own variables win over a link's.
+	c := &Container{Spec: Spec{Env: []string{"PATH=/bin", "DB_NAME=mine"}}, Links: []Link{{Env: []string{"DB_NAME=/web/db", "DB_PORT=tcp://10.0.0.2:80"}}}}
+	if got := containerRunEnv(c); !slices.Equal(got, []string{"DB_NAME=mine", "DB_PORT=tcp://10.0.0.2:80", "PATH=/bin"}) {
+		t.Errorf("containerRunEnv = %q", got)
+	}
+}

@@ -828,11 +828,11 @@ func mergeEnv(base, over []string) []string {
 	return out
 }
 
-// execEnv is an exec's environment: the container's, with TERM=xterm as
-// the exec's own -t decides (not the run's), then the exec's -e; as
-// docker exec.
+// execEnv is an exec's environment: the container's (its links' too),
+// with TERM=xterm as the exec's own -t decides (not the run's), then the
+// exec's -e; as docker exec.
 func execEnv(c *Container, o ExecOptions) []string {
-	env := slices.Clone(c.Spec.Env)
+	env := containerRunEnv(c)
 	if c.Spec.Tty && !o.Tty {
 		env = slices.DeleteFunc(env, func(kv string) bool { return kv == "TERM=xterm" })
 	}
