@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -27,8 +29,14 @@ func (a *app) portCommand() *cobra.Command {
 			}
 			maps := engine.Mappings(c)
 			if len(args) == 1 {
-				for _, m := range maps {
-					fmt.Fprintln(out(cmd), m)
+				lines := make([]string, len(maps))
+				for i, m := range maps {
+					lines[i] = m.String()
+				}
+				// In natural order (80 before 443), as docker port's.
+				slices.SortFunc(lines, naturalCompare)
+				for _, l := range lines {
+					fmt.Fprintln(out(cmd), l)
 				}
 				return nil
 			}
@@ -77,4 +85,36 @@ func hostAddr(m portmap.Mapping) string {
 	s := m.String() // "80/tcp -> 0.0.0.0:8080"
 	_, addr, _ := strings.Cut(s, " -> ")
 	return addr
+}
+
+// naturalCompare orders strings as text, but runs of digits by their
+// value: "80/tcp" before "443/tcp", "10.0.0.9" before "10.0.0.10".
+func naturalCompare(a, b string) int {
+	for a != "" && b != "" {
+		if isDigit(a[0]) && isDigit(b[0]) {
+			da, db := digitRun(a), digitRun(b)
+			na, nb := strings.TrimLeft(da, "0"), strings.TrimLeft(db, "0")
+			if c := cmp.Or(cmp.Compare(len(na), len(nb)), strings.Compare(na, nb)); c != 0 {
+				return c
+			}
+			a, b = a[len(da):], b[len(db):]
+			continue
+		}
+		if a[0] != b[0] {
+			return cmp.Compare(a[0], b[0])
+		}
+		a, b = a[1:], b[1:]
+	}
+	return cmp.Compare(len(a), len(b))
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// digitRun is the run of digits s starts with.
+func digitRun(s string) string {
+	i := 0
+	for i < len(s) && isDigit(s[i]) {
+		i++
+	}
+	return s[:i]
 }
