@@ -750,3 +750,35 @@ func TestCNISecondNetworkKeepsTheDefaultRoute(t *testing.T) {
 	h.detached(t, "ksecond", "10.88.0.2")
 	h.detached(t, "kfirst", "10.87.0.2")
 }
+
+// Two networks' ADDs into one namespace at the same moment, as containerd
+// attaches a pod's networks in parallel: both succeed, whichever adds the
+// default route first keeps it, and each result and record names only the
+// routes its ADD added (CHECK passes on both).
+func TestCNIParallelNetworksShareTheDefaultRoute(t *testing.T) {
+	h := cniSandbox(t)
+	h.conflist(t, "pa", "1.1.0", `{"type":"knit","subnet":"10.89.0.0/24","bridge":"kpa"}`)
+	h.conflist(t, "pb", "1.1.0", `{"type":"knit","subnet":"10.90.0.0/24","bridge":"kpb"}`)
+	for round := range 20 {
+		name := fmt.Sprintf("par%d", round)
+		ns := h.netns(t, name)
+		add := func(net, ifname string) *exec.Cmd {
+			return h.s.Start(t, "sh", "-c", `env NETCONFPATH="$1" CNI_PATH="$2" CNI_IFNAME="$3" cnitool add "$4" "$5" > /dev/null`,
+				"sh", h.confDir, h.path, ifname, net, ns)
+		}
+		a, b := add("pa", "eth0"), add("pb", "net1")
+		if errA, errB := a.Wait(), b.Wait(); errA != nil || errB != nil {
+			t.Fatalf("round %d: parallel ADDs: %v, %v", round, errA, errB)
+		}
+		routes := strings.TrimSpace(h.s.MustRun(t, "ip", "-n", name, "route", "show", "default"))
+		if routes != "default via 10.89.0.1 dev eth0" && routes != "default via 10.90.0.1 dev net1" {
+			t.Errorf("round %d: default routes:\n%s\nwant one, either network's", round, routes)
+		}
+		h.mustCnitool(t, "check", "pa", ns)
+		h.mustCnitool(t, "check", "pb", ns, "CNI_IFNAME=net1")
+		h.mustCnitool(t, "del", "pb", ns, "CNI_IFNAME=net1")
+		h.mustCnitool(t, "del", "pa", ns)
+	}
+	h.detached(t, "kpa", "10.89.0.2")
+	h.detached(t, "kpb", "10.90.0.2")
+}

@@ -167,19 +167,10 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 			_ = e.cniTeardown(a)
 		}
 	}()
-	sb := driver.Sandbox{NetnsPath: req.Netns}
-	if a.Endpoint.DefaultRoute {
-		h, err := link.At(req.Netns)
-		if err != nil {
-			return nil, nil, fmt.Errorf("network namespace %s: %w", req.Netns, err)
-		}
-		defer h.Close()
-		sb.Link = h // the driver's too: one handle in the namespace
-		if err := keepDefaultRoutes(h, &a.Endpoint.Endpoint); err != nil {
-			return nil, nil, err
-		}
-	}
-	if err := e.join(n, &a.Endpoint, sb); err != nil {
+	// A default route the namespace has already (another network's
+	// interface, another plugin's route) is kept: Join leaves that family
+	// out of the endpoint, which the record below keeps.
+	if err := e.join(n, &a.Endpoint, driver.Sandbox{NetnsPath: req.Netns}); err != nil {
 		return nil, nil, err
 	}
 	if len(a.Ports) > 0 {
@@ -273,27 +264,6 @@ func (e *Engine) cniReserve(req CNIRequest, id string, n *Network) (*CNIAttachme
 		return nil, err
 	}
 	return a, nil
-}
-
-// keepDefaultRoutes drops from ep the default routes of the families the
-// namespace has one for already (another network's attachment, a plugin
-// before knit in the chain): as the reference plugins' "the first one
-// wins", the ADD keeps that route instead of failing on it, and its
-// result and record (which CHECK compares) name only the routes it adds.
-func keepDefaultRoutes(h *link.Handle, ep *driver.Endpoint) error {
-	routes, err := h.RouteList()
-	if err != nil {
-		return fmt.Errorf("read the namespace's routes: %w", err)
-	}
-	has := map[bool]bool{}
-	for _, r := range routes {
-		if r.Dst.Bits() == 0 {
-			has[r.Dst.Addr().Is4()] = true
-		}
-	}
-	ep.Gateways = slices.DeleteFunc(ep.Gateways, func(gw netip.Addr) bool { return has[gw.Is4()] })
-	ep.DefaultRoute = len(ep.Gateways) > 0
-	return nil
 }
 
 // cniPortSpecs turns portMappings into publish requests; the network's

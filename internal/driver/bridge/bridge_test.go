@@ -375,3 +375,23 @@ func TestJoinAfterBridgeMadeAgain(t *testing.T) {
 		t.Errorf("host end = %+v, want up on bridge %d", hostEnd, again.LinkIndex)
 	}
 }
+
+// A second interface into a namespace that has its default routes keeps
+// them: the Join succeeds and its endpoint names no route it did not add.
+func TestJoinKeepsAnExistingDefaultRoute(t *testing.T) {
+	e := newEnv(t)
+	n := testNetwork()
+	e.must(func() error { return e.d.CreateNetwork(n) })
+	ns := testutil.NewNetns(t)
+	first, second := endpoint("c1", 2), endpoint("c1", 3)
+	second.IfName = "net1"
+	e.must(func() error { return e.d.Join(n, first, driver.Sandbox{NetnsPath: ns}) })
+	e.must(func() error { return e.d.Join(n, second, driver.Sandbox{NetnsPath: ns}) })
+	if second.DefaultRoute || len(second.Gateways) != 0 {
+		t.Errorf("second endpoint: DefaultRoute %v, Gateways %v; want no routes of its own", second.DefaultRoute, second.Gateways)
+	}
+	if !first.DefaultRoute || len(first.Gateways) != 2 {
+		t.Errorf("first endpoint: DefaultRoute %v, Gateways %v; want both routes", first.DefaultRoute, first.Gateways)
+	}
+	checkSandbox(t, ns, first)
+}

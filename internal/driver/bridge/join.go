@@ -163,11 +163,23 @@ func configureSandbox(ep *driver.Endpoint, sb driver.Sandbox) error {
 	if !ep.DefaultRoute {
 		return nil
 	}
+	// A namespace with a default route of the family already (a CNI
+	// runtime's second network, maybe attached at the same moment, or a
+	// plugin's before knit) keeps it, as the reference plugins do ("the
+	// first one wins"): that gateway leaves the endpoint, whose record and
+	// CNI result then name only the routes added.
+	var kept []netip.Addr
 	for _, gw := range ep.Gateways {
-		if err := c.RouteAddDefault(peer.Index, gw); err != nil {
+		err := c.RouteAddDefault(peer.Index, gw)
+		if errors.Is(err, unix.EEXIST) {
+			continue
+		}
+		if err != nil {
 			return err
 		}
+		kept = append(kept, gw)
 	}
+	ep.Gateways, ep.DefaultRoute = kept, len(kept) > 0
 	return nil
 }
 
