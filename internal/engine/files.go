@@ -129,12 +129,6 @@ func (e *Engine) extraHosts(o *RunOptions) ([]files.HostEntry, error) {
 				if err != nil {
 					return nil, fmt.Errorf("resolve host-gateway: %w", err)
 				}
-				// The address is the host's only while the default bridge
-				// holds it: made here if no container has used it yet, as
-				// dockerd makes docker0 when it starts.
-				if err := e.ensureNetwork(n); err != nil {
-					return nil, fmt.Errorf("resolve host-gateway: %w", err)
-				}
 				if len(n.Subnets) > 0 {
 					gw = n.Subnets[0].Gateway
 				}

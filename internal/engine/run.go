@@ -316,6 +316,9 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 	if err := e.ensure(plan); err != nil {
 		return c, err
 	}
+	if err := e.ensureHostGateway(o, plan); err != nil {
+		return c, err
+	}
 	if !claimed {
 		if err := claim(); err != nil {
 			return c, err

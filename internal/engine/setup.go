@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/ipam"
@@ -60,6 +61,25 @@ func (e *Engine) ensure(p *plan) error {
 		if err := e.ensureNetwork(n); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// ensureHostGateway makes the default network's kernel objects for a run
+// with --add-host NAME:host-gateway whose networks do not include it: the
+// gateway address it names is the host's only while the default bridge
+// holds it, as dockerd makes docker0 when it starts.
+func (e *Engine) ensureHostGateway(o *RunOptions, p *plan) error {
+	if !slices.ContainsFunc(o.AddHosts, func(h files.HostEntry) bool { return h.HostGateway }) ||
+		slices.ContainsFunc(p.networks, func(n *Network) bool { return n.Name == ModeBridge }) {
+		return nil
+	}
+	n, err := e.network(ModeBridge)
+	if err != nil {
+		return fmt.Errorf("resolve host-gateway: %w", err)
+	}
+	if err := e.ensureNetwork(n); err != nil {
+		return fmt.Errorf("resolve host-gateway: %w", err)
 	}
 	return nil
 }
