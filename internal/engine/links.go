@@ -40,9 +40,6 @@ type Link struct {
 	TargetID string `json:"targetId"`
 	Name     string `json:"name"`
 	Alias    string `json:"alias"`
-	// Env is Docker's environment of the link (linkEnv), as the target
-	// was when the link was made.
-	Env []string `json:"env,omitempty"`
 }
 
 // reserveLinks resolves --link targets in the reserving transaction: each
@@ -59,9 +56,7 @@ func reserveLinks(tx store.Tx, c *Container, links []LinkOption) error {
 		if len(c.Endpoints) == 0 || endpointOn(t, c.Endpoints[0].Network) == nil {
 			return errdefs.Invalid("cannot link to %s: links work between containers on the same network", t.Name)
 		}
-		l := Link{TargetID: t.ID, Name: t.Name, Alias: l.Alias}
-		l.Env = linkEnv(c.Name, l.Alias, endpointOn(t, c.Endpoints[0].Network), t)
-		c.Links = append(c.Links, l)
+		c.Links = append(c.Links, Link{TargetID: t.ID, Name: t.Name, Alias: l.Alias})
 	}
 	return nil
 }
@@ -259,14 +254,34 @@ func (e *Engine) relink(id string, exiting bool) error {
 	return errors.Join(errs...)
 }
 
+// linksEnv is the environment c's links give its command and its execs,
+// made from the targets as they are now, as Docker makes it at each start
+// (a target gone since gives nothing).
+func (e *Engine) linksEnv(c *Container) []string {
+	if len(c.Links) == 0 || len(c.Endpoints) == 0 {
+		return nil
+	}
+	var env []string
+	_ = e.st.View(func(tx store.Tx) error {
+		for _, l := range c.Links {
+			if t, err := getContainer(tx, l.TargetID); err == nil {
+				env = append(env, linkEnv(c.Name, l.Alias, endpointOn(t, c.Endpoints[0].Network), t)...)
+			}
+		}
+		return nil
+	})
+	return env
+}
+
 // linkEnv is the environment a legacy link gives the linking container
-// named name, as Docker's (daemon/links): ALIAS_NAME=/NAME/ALIAS; for the
-// target's exposed and published ports, ALIAS_PORT (the lowest, TCP
-// first), and ALIAS_PORT_P_PROTO with its _ADDR, _PORT and _PROTO for each,
-// and _START, _END, _ADDR, _PROTO, _PORT_START, _PORT_END for each run of
-// consecutive ones; and ALIAS_ENV_K for each of the target's own variables
-// (but HOME, PATH, and the HOSTNAME and TERM knit sets). ALIAS is the alias
-// in capitals, hyphens made underscores.
+// named name, as Docker's (daemon/links): for each of the target's exposed
+// and published ports, TCP ones first, then by protocol and number,
+// ALIAS_PORT_P_PROTO with its _ADDR, _PORT and _PROTO, and after each run
+// of consecutive ports of one protocol its _START, _PORT_START, _END and
+// _PORT_END; ALIAS_PORT, the first of them; ALIAS_NAME=/NAME/ALIAS; and
+// ALIAS_ENV_K for each of the target's variables but HOME, PATH, and the
+// HOSTNAME and TERM knit sets. ALIAS is the alias in capitals, hyphens made
+// underscores.
 func linkEnv(name, alias string, ep *Endpoint, t *Container) []string {
 	prefix := strings.ReplaceAll(strings.ToUpper(alias), "-", "_")
 	var ip string // the target's IPv4 address on the link's network, else its IPv6 one
@@ -300,39 +315,35 @@ func linkEnv(name, alias string, ep *Endpoint, t *Container) []string {
 	for _, m := range t.Ports {
 		add(int(m.ContainerPort), m.Proto)
 	}
-	// By number, TCP before another protocol of the same number.
 	slices.SortFunc(ports, func(a, b port) int {
-		notTCP := func(p port) bool { return p.proto != "tcp" }
-		return cmp.Or(a.n-b.n, boolCompare(notTCP(a), notTCP(b)), strings.Compare(a.proto, b.proto))
+		if a.proto == b.proto {
+			return a.n - b.n
+		}
+		return cmp.Or(boolCompare(a.proto != "tcp", b.proto != "tcp"), strings.Compare(a.proto, b.proto))
 	})
 	var env []string
 	if ip != "" && len(ports) > 0 {
 		env = append(env, fmt.Sprintf("%s_PORT=%s://%s:%d", prefix, ports[0].proto, ip, ports[0].n))
-		for i := 0; i < len(ports); {
-			j := i // the run of consecutive ports of one protocol from i
-			for j+1 < len(ports) && ports[j+1].proto == ports[i].proto && ports[j+1].n == ports[j].n+1 {
-				j++
-			}
-			if j > i {
-				start, end := ports[i], ports[j]
-				p := fmt.Sprintf("%s_PORT_%d_%s", prefix, start.n, strings.ToUpper(start.proto))
-				env = append(env,
-					fmt.Sprintf("%s_START=%s://%s:%d", p, start.proto, ip, start.n),
-					fmt.Sprintf("%s_ADDR=%s", p, ip),
-					fmt.Sprintf("%s_PROTO=%s", p, start.proto),
-					fmt.Sprintf("%s_PORT_START=%d", p, start.n),
-					fmt.Sprintf("%s_PORT_END=%d", p, end.n),
-					fmt.Sprintf("%s_END=%s://%s:%d", p, end.proto, ip, end.n))
-			}
-			i = j + 1
-		}
-		for _, pt := range ports {
+		start := 0 // the first port of the current run
+		for i, pt := range ports {
 			p := fmt.Sprintf("%s_PORT_%d_%s", prefix, pt.n, strings.ToUpper(pt.proto))
 			env = append(env,
 				fmt.Sprintf("%s=%s://%s:%d", p, pt.proto, ip, pt.n),
 				fmt.Sprintf("%s_ADDR=%s", p, ip),
 				fmt.Sprintf("%s_PORT=%d", p, pt.n),
 				fmt.Sprintf("%s_PROTO=%s", p, pt.proto))
+			if i+1 < len(ports) && ports[i+1].proto == pt.proto && ports[i+1].n == pt.n+1 {
+				continue // the run goes on
+			}
+			if first := ports[start]; i > start {
+				p := fmt.Sprintf("%s_PORT_%d_%s", prefix, first.n, strings.ToUpper(first.proto))
+				env = append(env,
+					fmt.Sprintf("%s_START=%s://%s:%d", p, first.proto, ip, first.n),
+					fmt.Sprintf("%s_PORT_START=%d", p, first.n),
+					fmt.Sprintf("%s_END=%s://%s:%d", p, pt.proto, ip, pt.n),
+					fmt.Sprintf("%s_PORT_END=%d", p, pt.n))
+			}
+			start = i + 1
 		}
 	}
 	env = append(env, fmt.Sprintf("%s_NAME=/%s/%s", prefix, name, alias))

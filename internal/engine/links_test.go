@@ -231,10 +231,9 @@ func TestRelinkThatCannotPutBackNotesALoss(t *testing.T) {
 	}
 }
 
-// A link's environment is Docker's (daemon/links): the lowest port first
-// (by number, TCP first), a run of consecutive ports as _START/_END, each
-// port's four variables, the link's name, and the target's own variables
-// but those knit sets.
+// A link's environment is Docker's (daemon/links): TCP ports first, each
+// port's four variables, a run of consecutive ports' _START/_END, the
+// link's name, and the target's own variables but those knit sets.
 func TestLinkEnv(t *testing.T) {
 	target := &Container{
 		Spec: Spec{
@@ -246,16 +245,12 @@ func TestLinkEnv(t *testing.T) {
 	}
 	ep := &Endpoint{Endpoint: driver.Endpoint{Addrs: []netip.Prefix{netip.MustParsePrefix("fd00::5/64"), netip.MustParsePrefix("172.17.0.5/16")}}}
 	want := []string{
-		"MY_DB_PORT=udp://172.17.0.5:53",
-		"MY_DB_PORT_80_TCP_START=tcp://172.17.0.5:80",
-		"MY_DB_PORT_80_TCP_ADDR=172.17.0.5",
-		"MY_DB_PORT_80_TCP_PROTO=tcp",
-		"MY_DB_PORT_80_TCP_PORT_START=80",
-		"MY_DB_PORT_80_TCP_PORT_END=81",
-		"MY_DB_PORT_80_TCP_END=tcp://172.17.0.5:81",
-		"MY_DB_PORT_53_UDP=udp://172.17.0.5:53", "MY_DB_PORT_53_UDP_ADDR=172.17.0.5", "MY_DB_PORT_53_UDP_PORT=53", "MY_DB_PORT_53_UDP_PROTO=udp",
+		"MY_DB_PORT=tcp://172.17.0.5:80",
 		"MY_DB_PORT_80_TCP=tcp://172.17.0.5:80", "MY_DB_PORT_80_TCP_ADDR=172.17.0.5", "MY_DB_PORT_80_TCP_PORT=80", "MY_DB_PORT_80_TCP_PROTO=tcp",
 		"MY_DB_PORT_81_TCP=tcp://172.17.0.5:81", "MY_DB_PORT_81_TCP_ADDR=172.17.0.5", "MY_DB_PORT_81_TCP_PORT=81", "MY_DB_PORT_81_TCP_PROTO=tcp",
+		"MY_DB_PORT_80_TCP_START=tcp://172.17.0.5:80", "MY_DB_PORT_80_TCP_PORT_START=80",
+		"MY_DB_PORT_80_TCP_END=tcp://172.17.0.5:81", "MY_DB_PORT_80_TCP_PORT_END=81",
+		"MY_DB_PORT_53_UDP=udp://172.17.0.5:53", "MY_DB_PORT_53_UDP_ADDR=172.17.0.5", "MY_DB_PORT_53_UDP_PORT=53", "MY_DB_PORT_53_UDP_PROTO=udp",
 		"MY_DB_NAME=/web/my-db",
 		"MY_DB_ENV_DB_PASS=s3cret",
 	}
@@ -266,9 +261,30 @@ func TestLinkEnv(t *testing.T) {
 	if got := linkEnv("web", "db", ep, &Container{Spec: Spec{Env: []string{"A=1"}}}); !slices.Equal(got, []string{"DB_NAME=/web/db", "DB_ENV_A=1"}) {
 		t.Errorf("linkEnv without ports = %q", got)
 	}
-	// The container's own variables win over a link's.
-	c := &Container{Spec: Spec{Env: []string{"PATH=/bin", "DB_NAME=mine"}}, Links: []Link{{Env: []string{"DB_NAME=/web/db", "DB_PORT=tcp://10.0.0.2:80"}}}}
-	if got := containerRunEnv(c); !slices.Equal(got, []string{"DB_NAME=mine", "DB_PORT=tcp://10.0.0.2:80", "PATH=/bin"}) {
-		t.Errorf("containerRunEnv = %q", got)
+}
+
+// The variables are made from the target and the linker as they are at
+// the start (the linker's name now; a target gone gives none), and the
+// container's own variables win over them.
+func TestLinksEnvAtStart(t *testing.T) {
+	st := newStore(t)
+	e := firewallEngine(t, st, nil)
+	on := func(addr string) []Endpoint {
+		return []Endpoint{{Network: "bridge", Endpoint: driver.Endpoint{Addrs: []netip.Prefix{netip.MustParsePrefix(addr)}}}}
+	}
+	db := &Container{ID: hexID("db"), Name: "db", State: State{Status: StatusRunning}, Endpoints: on("172.17.0.3/16"),
+		Spec: Spec{Exposed: []portmap.Spec{{ContainerFirst: 5432, ContainerLast: 5432, Proto: portmap.TCP}}}}
+	seed(t, st, db)
+	c := &Container{ID: hexID("web"), Name: "renamed", Endpoints: on("172.17.0.4/16"), Spec: Spec{Env: []string{"PATH=/bin", "DB_NAME=mine"}},
+		Links: []Link{{TargetID: db.ID, Name: "db", Alias: "db"}, {TargetID: hexID("gone"), Name: "gone", Alias: "gone"}}}
+	got := mergeEnv(e.linksEnv(c), c.Spec.Env)
+	want := []string{"DB_PORT=tcp://172.17.0.3:5432", "DB_PORT_5432_TCP=tcp://172.17.0.3:5432", "DB_PORT_5432_TCP_ADDR=172.17.0.3",
+		"DB_PORT_5432_TCP_PORT=5432", "DB_PORT_5432_TCP_PROTO=tcp", "DB_NAME=mine", "PATH=/bin"}
+	if !slices.Equal(got, want) {
+		t.Errorf("environment =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	c.Spec.Env = nil
+	if env := e.linksEnv(c); !slices.Contains(env, "DB_NAME=/renamed/db") {
+		t.Errorf("linksEnv = %q, want DB_NAME=/renamed/db (the linker's name now)", env)
 	}
 }

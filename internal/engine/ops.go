@@ -648,7 +648,7 @@ func (e *Engine) Exec(ref string, o ExecOptions, io Stdio) (int, error) {
 		Pid:      c.State.Process.Pid,
 		Start:    c.State.Process.Start,
 		Args:     o.Args,
-		Env:      execEnv(c, o),
+		Env:      execEnv(c, e.linksEnv(c), o),
 		Cwd:      o.Workdir,
 		Tty:      o.Tty,
 		Detach:   o.Detach,
@@ -812,27 +812,27 @@ func (e *Engine) LogPath(c *Container) string { return filepath.Join(e.logDir(c.
 
 // mergeEnv overlays KEY=VALUE pairs of over onto base.
 func mergeEnv(base, over []string) []string {
-	out := append([]string(nil), base...)
-	for _, kv := range over {
-		k := envKey(kv)
-		replaced := false
-		for i, b := range out {
-			if envKey(b) == k {
-				out[i], replaced = kv, true
+	out := make([]string, 0, len(base)+len(over))
+	at := make(map[string]int, len(base)+len(over)) // a key's place in out
+	for _, list := range [][]string{base, over} {
+		for _, kv := range list {
+			k := envKey(kv)
+			if i, ok := at[k]; ok {
+				out[i] = kv
+				continue
 			}
-		}
-		if !replaced {
+			at[k] = len(out)
 			out = append(out, kv)
 		}
 	}
 	return out
 }
 
-// execEnv is an exec's environment: the container's (its links' too),
-// with TERM=xterm as the exec's own -t decides (not the run's), then the
-// exec's -e; as docker exec.
-func execEnv(c *Container, o ExecOptions) []string {
-	env := containerRunEnv(c)
+// execEnv is an exec's environment: the container's links' (links), the
+// container's, with TERM=xterm as the exec's own -t decides (not the
+// run's), then the exec's -e; as docker exec.
+func execEnv(c *Container, links []string, o ExecOptions) []string {
+	env := mergeEnv(links, c.Spec.Env)
 	if c.Spec.Tty && !o.Tty {
 		env = slices.DeleteFunc(env, func(kv string) bool { return kv == "TERM=xterm" })
 	}

@@ -527,20 +527,10 @@ func startable(cur *Container, owner Proc) error {
 	return nil
 }
 
-// containerRunEnv is the environment c's command starts with: its links'
-// variables, then its own, which win, as Docker's.
-func containerRunEnv(c *Container) []string {
-	var env []string
-	for _, l := range c.Links {
-		env = mergeEnv(env, l.Env)
-	}
-	return mergeEnv(env, c.Spec.Env)
-}
-
 func (e *Engine) runnerSpec(c *Container) runner.Spec {
 	s := runner.Spec{
 		Args:       c.Spec.Args,
-		Env:        containerRunEnv(c),
+		Env:        mergeEnv(e.linksEnv(c), c.Spec.Env), // the container's own win, as Docker's
 		Cwd:        c.Spec.Workdir,
 		Hostname:   c.Spec.Hostname,
 		Domainname: c.Spec.Domainname,

@@ -252,7 +252,7 @@ func TestExecEnv(t *testing.T) {
 		{"exec -e TERM wins", false, base, true, []string{"TERM=vt100"}, "vt100", false},
 	} {
 		c := &Container{Spec: Spec{Tty: tc.runTty, Env: tc.env}}
-		got := execEnv(c, ExecOptions{Tty: tc.execTty, Env: tc.execEnv})
+		got := execEnv(c, nil, ExecOptions{Tty: tc.execTty, Env: tc.execEnv})
 		var term string
 		found := false
 		for _, kv := range got {
