@@ -236,7 +236,7 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 	}
 	v.HostConfig.PortBindings = map[string][]portBinding{}
 	v.HostConfig.PublishAllPorts = c.Spec.PublishAll
-	for _, s := range c.Spec.Publish {
+	for _, s := range publishSpecs(c) {
 		eachPort(s, func(key, hostPort string) {
 			ip := ""
 			if s.HostIP.IsValid() {
@@ -248,7 +248,7 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 	for _, l := range c.Links {
 		v.HostConfig.Links = append(v.HostConfig.Links, "/"+l.Name+":/"+c.Name+"/"+l.Alias)
 	}
-	for _, s := range append(slices.Clone(c.Spec.Exposed), c.Spec.Publish...) {
+	for _, s := range append(slices.Clone(c.Spec.Exposed), publishSpecs(c)...) {
 		eachPort(s, func(key, _ string) {
 			if v.Config.ExposedPorts == nil {
 				v.Config.ExposedPorts = map[string]struct{}{}
@@ -258,9 +258,12 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 	}
 	v.NetworkSettings.Ports = map[string][]portBinding{}
 	if c.Running() {
-		// Every exposed port has its key, null when nothing publishes it.
+		// Every exposed port of a container with a network of its own has
+		// its key, null when nothing publishes it.
 		for key := range v.Config.ExposedPorts {
-			v.NetworkSettings.Ports[key] = nil
+			if len(c.Endpoints) > 0 {
+				v.NetworkSettings.Ports[key] = nil
+			}
 		}
 		if !c.State.Restarting { // between runs there is no process (0, as Docker's)
 			v.State.Pid = c.State.Process.Pid
@@ -300,6 +303,20 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 		v.NetworkSettings.Networks[c.Spec.NetworkMode] = endpointView{}
 	}
 	return v
+}
+
+// publishSpecs are c's -p values; for a record of a knit that did not keep
+// them, what it published (-P's ports too, which cannot be told apart).
+func publishSpecs(c *engine.Container) []portmap.Spec {
+	if c.Spec.Publish != nil || c.Spec.PublishAll {
+		return c.Spec.Publish
+	}
+	var out []portmap.Spec
+	for _, m := range c.Ports {
+		out = append(out, portmap.Spec{HostIP: m.HostIP, HostPortFirst: m.HostPort, HostPortLast: m.HostPort,
+			ContainerFirst: m.ContainerPort, ContainerLast: m.ContainerPort, Proto: portmap.Proto(m.Proto)})
+	}
+	return out
 }
 
 // eachPort calls fn with the "PORT/PROTO" key of each container port of

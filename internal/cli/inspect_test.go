@@ -278,3 +278,25 @@ func TestNewInspectViewPorts(t *testing.T) {
 		t.Errorf("an exposed port nothing publishes is not null: %s", b)
 	}
 }
+
+// A record of a knit that did not keep the -p values shows what it
+// published as its bindings; a container without a network of its own
+// (host, none) lists no exposed port as unpublished.
+func TestNewInspectViewPortsOfOlderRecords(t *testing.T) {
+	e := testEngine(t, "netid")
+	c := inspectContainer()
+	c.Ports = []firewall.PortMapping{{Network: "bridge", HostPort: 8080, Proto: "tcp", ContainerPort: 80}}
+	v := (&app{}).newInspectView(e, c)
+	if want := map[string][]portBinding{"80/tcp": {{HostPort: "8080"}}}; !reflect.DeepEqual(v.HostConfig.PortBindings, want) {
+		t.Errorf("PortBindings = %v, want %v", v.HostConfig.PortBindings, want)
+	}
+	if _, ok := v.Config.ExposedPorts["80/tcp"]; !ok {
+		t.Errorf("ExposedPorts = %v, want 80/tcp", v.Config.ExposedPorts)
+	}
+	host := inspectContainer()
+	host.Spec.NetworkMode, host.Endpoints, host.Netns = "host", nil, ""
+	host.Spec.Exposed = []portmap.Spec{{ContainerFirst: 80, ContainerLast: 80, Proto: portmap.TCP}}
+	if v := (&app{}).newInspectView(e, host); len(v.NetworkSettings.Ports) != 0 || portsColumn(host) != "" {
+		t.Errorf("host networking: Ports %v, ps %q; want none", v.NetworkSettings.Ports, portsColumn(host))
+	}
+}

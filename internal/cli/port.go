@@ -68,7 +68,7 @@ func portsColumn(c *engine.Container) string {
 		parts = append(parts, hostAddr(m)+"->"+key)
 		published[key] = true
 	}
-	if c.Running() { // an exposed port nothing publishes shows alone, as in Docker's
+	if c.Running() && len(c.Endpoints) > 0 { // an exposed port nothing publishes shows alone, as in Docker's
 		for _, s := range c.Spec.Exposed {
 			eachPort(s, func(key, _ string) {
 				if !published[key] {
