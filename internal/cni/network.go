@@ -62,7 +62,7 @@ func networkMismatch(n *engine.Network, o engine.NetworkCreateOptions) *Error {
 		mtu = 1500
 	}
 	for _, f := range []struct{ key, have string }{
-		{"mtu", strconv.Itoa(mtu)}, {"icc", strconv.FormatBool(n.ICC)}, {"ip-masq", strconv.FormatBool(n.Masquerade)},
+		{"mtu", strconv.Itoa(mtu)}, {"icc", strconv.FormatBool(n.ICC)}, {"ip-masq", strconv.FormatBool(n.Masquerade && !n.Internal)},
 	} {
 		if want := o.Options[f.key]; want != "" && want != f.have {
 			return mismatch(n, f.key+" "+want, f.key+" "+f.have)

@@ -544,6 +544,16 @@ func TestAddRecheckAfterAConcurrentCreate(t *testing.T) {
 	}
 }
 
+// An internal network never masquerades, whatever its record's flag: a
+// configuration with ipMasq false fits it.
+func TestNetworkMismatchInternalMasquerade(t *testing.T) {
+	_, n := testAttachment()
+	n.Internal, n.Masquerade = true, true // as network create --internal records it
+	if err := networkMismatch(n, engine.NetworkCreateOptions{Name: "knet", Options: map[string]string{"ip-masq": "false"}}); err != nil {
+		t.Errorf("networkMismatch = %v, want none", err)
+	}
+}
+
 // A configuration asking for IPv6 does not fit a network without an IPv6
 // subnet: ADD would give its containers IPv4 only, silently.
 func TestNetworkMismatchIPv6(t *testing.T) {

@@ -158,7 +158,7 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 		if err == nil {
 			break
 		}
-		if created || retried || !errors.Is(err, errNetworkRemoving) {
+		if created || retried || !removedMeanwhile(err) {
 			return nil, nil, err
 		}
 	}

@@ -193,7 +193,7 @@ func (e *Engine) ensureNetwork(n *Network) error {
 	if n.UserDefined() {
 		cur, err := e.lookupNetwork(n.Name)
 		if errdefs.KindOf(err) == errdefs.KindNotFound {
-			return networkRemoving(n.Name) // since the caller looked it up
+			return networkGone(n.Name) // since the caller looked it up
 		}
 		if err != nil {
 			return err

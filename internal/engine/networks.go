@@ -551,14 +551,28 @@ func (e *Engine) removeUnusedNetwork(n *Network) error {
 // errKeep ends a transaction that finds nothing to change.
 var errKeep = errors.New("keep")
 
-// errNetworkRemoving marks the error of a command that found its network
-// being removed, or gone, after it had looked it up: one that makes the
-// network on first use (CNI ADD) can make it again.
-var errNetworkRemoving = errors.New("is being removed")
+// errNetworkRemoving and errNetworkGone mark the error of a command that
+// found its network being removed, or gone, after it had looked it up:
+// one that makes the network on first use (CNI ADD) can make it again.
+var (
+	errNetworkRemoving = errors.New("is being removed")
+	errNetworkGone     = errors.New("was removed meanwhile")
+)
 
 // networkRemoving is the error for network name found being removed.
 func networkRemoving(name string) error {
 	return errdefs.Conflict("network %s %w", name, errNetworkRemoving)
+}
+
+// networkGone is the error for network name found gone since its lookup:
+// not found, as for a network that never was.
+func networkGone(name string) error {
+	return errdefs.NotFound("network %s %w", name, errNetworkGone)
+}
+
+// removedMeanwhile says whether err is networkRemoving's or networkGone's.
+func removedMeanwhile(err error) bool {
+	return errors.Is(err, errNetworkRemoving) || errors.Is(err, errNetworkGone)
 }
 
 // finishRemoveNetwork undoes the network in the kernel, then forgets it.
