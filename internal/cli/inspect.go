@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/knit-dev/knit/internal/engine"
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/logfile"
 	"github.com/knit-dev/knit/internal/portmap"
 )
@@ -313,6 +315,11 @@ func publishSpecs(c *engine.Container) []portmap.Spec {
 	}
 	var out []portmap.Spec
 	for _, m := range c.Ports {
+		if m.HostIP == netip.IPv6Unspecified() && slices.ContainsFunc(c.Ports, func(o firewall.PortMapping) bool {
+			return !o.HostIP.IsValid() && o.HostPort == m.HostPort && o.ContainerPort == m.ContainerPort && o.Proto == m.Proto
+		}) {
+			continue // the [::] twin of a port published on every address: one -p
+		}
 		out = append(out, portmap.Spec{HostIP: m.HostIP, HostPortFirst: m.HostPort, HostPortLast: m.HostPort,
 			ContainerFirst: m.ContainerPort, ContainerLast: m.ContainerPort, Proto: portmap.Proto(m.Proto)})
 	}

@@ -285,7 +285,8 @@ func TestNewInspectViewPorts(t *testing.T) {
 func TestNewInspectViewPortsOfOlderRecords(t *testing.T) {
 	e := testEngine(t, "netid")
 	c := inspectContainer()
-	c.Ports = []firewall.PortMapping{{Network: "bridge", HostPort: 8080, Proto: "tcp", ContainerPort: 80}}
+	c.Ports = []firewall.PortMapping{{Network: "bridge", HostPort: 8080, Proto: "tcp", ContainerPort: 80},
+		{Network: "bridge", HostIP: netip.IPv6Unspecified(), HostPort: 8080, Proto: "tcp", ContainerPort: 80}} // its [::] twin
 	v := (&app{}).newInspectView(e, c)
 	if want := map[string][]portBinding{"80/tcp": {{HostPort: "8080"}}}; !reflect.DeepEqual(v.HostConfig.PortBindings, want) {
 		t.Errorf("PortBindings = %v, want %v", v.HostConfig.PortBindings, want)

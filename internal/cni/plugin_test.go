@@ -544,13 +544,23 @@ func TestAddRecheckAfterAConcurrentCreate(t *testing.T) {
 	}
 }
 
-// An internal network never masquerades, whatever its record's flag: a
-// configuration with ipMasq false fits it.
+// An internal network never masquerades, whatever its record's flag, nor
+// does a routed family: a configuration with ipMasq false fits them.
 func TestNetworkMismatchInternalMasquerade(t *testing.T) {
 	_, n := testAttachment()
 	n.Internal, n.Masquerade = true, true // as network create --internal records it
-	if err := networkMismatch(n, engine.NetworkCreateOptions{Name: "knet", Options: map[string]string{"ip-masq": "false"}}); err != nil {
-		t.Errorf("networkMismatch = %v, want none", err)
+	noMasq := engine.NetworkCreateOptions{Name: "knet", Options: map[string]string{"ip-masq": "false"}}
+	if err := networkMismatch(n, noMasq); err != nil {
+		t.Errorf("internal: networkMismatch = %v, want none", err)
+	}
+	// Nor does a network routed in all its families.
+	n.Internal, n.Routed, n.Routed6 = false, true, true
+	if err := networkMismatch(n, noMasq); err != nil {
+		t.Errorf("routed: networkMismatch = %v, want none", err)
+	}
+	n.Routed6 = false // its IPv6 subnet is masqueraded
+	if err := networkMismatch(n, noMasq); err == nil {
+		t.Error("half routed: networkMismatch = nil, want ip-masq true")
 	}
 }
 

@@ -782,3 +782,29 @@ func TestCNIParallelNetworksShareTheDefaultRoute(t *testing.T) {
 	h.detached(t, "kpa", "10.89.0.2")
 	h.detached(t, "kpb", "10.90.0.2")
 }
+
+// A default route another plugin of the chain added before knit, at
+// another metric, is kept too: knit adds none of that family.
+func TestCNIKeepsAnotherPluginsDefaultRoute(t *testing.T) {
+	h := cniSandbox(t)
+	h.conflist(t, "after", "1.1.0", `{"type":"knit","subnet":"10.91.0.0/24","bridge":"kafter"}`)
+	ns := h.netns(t, "pod")
+	for _, cmd := range [][]string{
+		{"ip", "-n", "pod", "link", "add", "up0", "type", "veth", "peer", "name", "up1"},
+		{"ip", "-n", "pod", "addr", "add", "192.0.2.2/24", "dev", "up0"},
+		{"ip", "-n", "pod", "link", "set", "up0", "up"},
+		{"ip", "-n", "pod", "link", "set", "up1", "up"},
+		{"ip", "-n", "pod", "route", "add", "default", "via", "192.0.2.1", "metric", "100"},
+	} {
+		h.s.MustRun(t, cmd...)
+	}
+	r := parseResult(t, h.mustCnitool(t, "add", "after", ns))
+	if len(r.Routes) != 0 {
+		t.Errorf("result routes %+v, want none: the namespace had its default route", r.Routes)
+	}
+	if out := strings.TrimSpace(h.s.MustRun(t, "ip", "-n", "pod", "route", "show", "default")); out != "default via 192.0.2.1 dev up0 metric 100" {
+		t.Errorf("default routes:\n%s\nwant only the earlier plugin's", out)
+	}
+	h.mustCnitool(t, "check", "after", ns)
+	h.mustCnitool(t, "del", "after", ns)
+}

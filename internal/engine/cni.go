@@ -168,9 +168,23 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 		}
 	}()
 	// A default route the namespace has already (another network's
-	// interface, another plugin's route) is kept: Join leaves that family
-	// out of the endpoint, which the record below keeps.
-	if err := e.join(n, &a.Endpoint, driver.Sandbox{NetnsPath: req.Netns}); err != nil {
+	// interface, another plugin's route, of any metric) is kept: the
+	// endpoint leaves that family out, and the record below keeps that.
+	// Join does the same for one added meanwhile (EEXIST: the ADD of
+	// another network into the namespace at the same moment).
+	sb := driver.Sandbox{NetnsPath: req.Netns}
+	if a.Endpoint.DefaultRoute {
+		h, err := link.At(req.Netns)
+		if err != nil {
+			return nil, nil, fmt.Errorf("network namespace %s: %w", req.Netns, err)
+		}
+		defer h.Close()
+		sb.Link = h // the driver's too: one handle in the namespace
+		if err := keepDefaultRoutes(h, &a.Endpoint.Endpoint); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := e.join(n, &a.Endpoint, sb); err != nil {
 		return nil, nil, err
 	}
 	if len(a.Ports) > 0 {
@@ -264,6 +278,24 @@ func (e *Engine) cniReserve(req CNIRequest, id string, n *Network) (*CNIAttachme
 		return nil, err
 	}
 	return a, nil
+}
+
+// keepDefaultRoutes drops from ep the default routes of the families the
+// namespace has one for already.
+func keepDefaultRoutes(h *link.Handle, ep *driver.Endpoint) error {
+	routes, err := h.RouteList()
+	if err != nil {
+		return fmt.Errorf("read the namespace's routes: %w", err)
+	}
+	has := map[bool]bool{}
+	for _, r := range routes {
+		if r.Dst.Bits() == 0 {
+			has[r.Dst.Addr().Is4()] = true
+		}
+	}
+	ep.Gateways = slices.DeleteFunc(slices.Clone(ep.Gateways), func(gw netip.Addr) bool { return has[gw.Is4()] })
+	ep.DefaultRoute = len(ep.Gateways) > 0
+	return nil
 }
 
 // cniPortSpecs turns portMappings into publish requests; the network's

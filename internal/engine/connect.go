@@ -114,7 +114,9 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 		if !cur.Running() {
 			return errdefs.Conflict("container %s stopped while it was being connected to network %s", c.Name, n.Name)
 		}
-		cur.Endpoints[i].HostIf = ep.HostIf
+		// With the routes Join added (a family the namespace had a
+		// default route for already is not the endpoint's).
+		cur.Endpoints[i].HostIf, cur.Endpoints[i].Gateways, cur.Endpoints[i].DefaultRoute = ep.HostIf, ep.Gateways, ep.DefaultRoute
 		if err := putContainer(tx, cur); err != nil {
 			return err
 		}

@@ -255,22 +255,39 @@ func (e *Engine) relink(id string, exiting bool) error {
 }
 
 // linksEnv is the environment c's links give its command and its execs,
-// made from the targets as they are now, as Docker makes it at each start
-// (a target gone since gives nothing).
-func (e *Engine) linksEnv(c *Container) []string {
-	if len(c.Links) == 0 || len(c.Endpoints) == 0 {
-		return nil
+// made from its record and its targets as they are now (its name after a
+// rename, its endpoints after a connect), as Docker makes it at each
+// start; a target gone since gives nothing.
+func (e *Engine) linksEnv(c *Container) ([]string, error) {
+	if len(c.Links) == 0 {
+		return nil, nil
 	}
 	var env []string
-	_ = e.st.View(func(tx store.Tx) error {
-		for _, l := range c.Links {
-			if t, err := getContainer(tx, l.TargetID); err == nil {
-				env = append(env, linkEnv(c.Name, l.Alias, endpointOn(t, c.Endpoints[0].Network), t)...)
+	err := e.st.View(func(tx store.Tx) error {
+		cur, err := getContainer(tx, c.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			cur = c // a record being made
+		} else if err != nil {
+			return err
+		}
+		if len(cur.Endpoints) == 0 {
+			return nil
+		}
+		for _, l := range cur.Links {
+			t, err := getContainer(tx, l.TargetID)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			} else if err != nil {
+				return err
 			}
+			env = append(env, linkEnv(cur.Name, l.Alias, endpointOn(t, cur.Endpoints[0].Network), t)...)
 		}
 		return nil
 	})
-	return env
+	if err != nil {
+		return nil, fmt.Errorf("read the links of %s: %w", c.Name, err)
+	}
+	return env, nil
 }
 
 // linkEnv is the environment a legacy link gives the linking container

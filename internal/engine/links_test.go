@@ -264,8 +264,8 @@ func TestLinkEnv(t *testing.T) {
 }
 
 // The variables are made from the target and the linker as they are at
-// the start (the linker's name now; a target gone gives none), and the
-// container's own variables win over them.
+// the start (the linker's recorded name, not the caller's copy; a target
+// gone gives none), and the container's own variables win over them.
 func TestLinksEnvAtStart(t *testing.T) {
 	st := newStore(t)
 	e := firewallEngine(t, st, nil)
@@ -274,17 +274,22 @@ func TestLinksEnvAtStart(t *testing.T) {
 	}
 	db := &Container{ID: hexID("db"), Name: "db", State: State{Status: StatusRunning}, Endpoints: on("172.17.0.3/16"),
 		Spec: Spec{Exposed: []portmap.Spec{{ContainerFirst: 5432, ContainerLast: 5432, Proto: portmap.TCP}}}}
-	seed(t, st, db)
-	c := &Container{ID: hexID("web"), Name: "renamed", Endpoints: on("172.17.0.4/16"), Spec: Spec{Env: []string{"PATH=/bin", "DB_NAME=mine"}},
+	c := &Container{ID: hexID("web"), Name: "web", Endpoints: on("172.17.0.4/16"), Spec: Spec{Env: []string{"PATH=/bin", "DB_NAME=mine"}},
 		Links: []Link{{TargetID: db.ID, Name: "db", Alias: "db"}, {TargetID: hexID("gone"), Name: "gone", Alias: "gone"}}}
-	got := mergeEnv(e.linksEnv(c), c.Spec.Env)
+	renamed := *c
+	renamed.Name = "renamed"
+	seed(t, st, db, &renamed)
+	links, err := e.linksEnv(c) // a supervisor's copy from before the rename
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(links, "DB_NAME=/renamed/db") {
+		t.Errorf("linksEnv = %q, want DB_NAME=/renamed/db (the recorded name)", links)
+	}
+	got := mergeEnv(links, c.Spec.Env)
 	want := []string{"DB_PORT=tcp://172.17.0.3:5432", "DB_PORT_5432_TCP=tcp://172.17.0.3:5432", "DB_PORT_5432_TCP_ADDR=172.17.0.3",
 		"DB_PORT_5432_TCP_PORT=5432", "DB_PORT_5432_TCP_PROTO=tcp", "DB_NAME=mine", "PATH=/bin"}
 	if !slices.Equal(got, want) {
 		t.Errorf("environment =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-	c.Spec.Env = nil
-	if env := e.linksEnv(c); !slices.Contains(env, "DB_NAME=/renamed/db") {
-		t.Errorf("linksEnv = %q, want DB_NAME=/renamed/db (the linker's name now)", env)
 	}
 }

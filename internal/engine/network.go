@@ -198,8 +198,11 @@ func (e *Engine) ensureNetwork(n *Network) error {
 		if err != nil {
 			return err
 		}
-		if cur.Removing || cur.ID != n.ID {
+		if cur.Removing {
 			return networkRemoving(n.Name)
+		}
+		if cur.ID != n.ID { // removed, and another made since
+			return networkGone(n.Name)
 		}
 	}
 	d, err := e.driverFor(n)

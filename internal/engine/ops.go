@@ -644,11 +644,15 @@ func (e *Engine) Exec(ref string, o ExecOptions, io Stdio) (int, error) {
 	if len(o.Args) == 0 {
 		return 0, errdefs.Invalid("no command given: usage: knit exec [OPTIONS] CONTAINER COMMAND [ARG...]")
 	}
+	links, err := e.linksEnv(c)
+	if err != nil {
+		return 0, err
+	}
 	cfg := runner.ExecConfig{
 		Pid:      c.State.Process.Pid,
 		Start:    c.State.Process.Start,
 		Args:     o.Args,
-		Env:      execEnv(c, e.linksEnv(c), o),
+		Env:      execEnv(c, links, o),
 		Cwd:      o.Workdir,
 		Tty:      o.Tty,
 		Detach:   o.Detach,

@@ -487,7 +487,11 @@ func (e *Engine) start(c *Container, sc runner.StartConfig) (*runner.Process, er
 // updates it); if not, the command is killed.
 func (e *Engine) launch(c *Container, sc runner.StartConfig, take func(tx store.Tx, cur *Container) error) (*runner.Process, error) {
 	sc.Netns = c.Netns
-	sc.Spec = e.runnerSpec(c)
+	spec, err := e.runnerSpec(c)
+	if err != nil {
+		return nil, err
+	}
+	sc.Spec = spec
 	p, err := runner.Start(sc)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", c.Name, err)
@@ -527,10 +531,14 @@ func startable(cur *Container, owner Proc) error {
 	return nil
 }
 
-func (e *Engine) runnerSpec(c *Container) runner.Spec {
+func (e *Engine) runnerSpec(c *Container) (runner.Spec, error) {
+	links, err := e.linksEnv(c)
+	if err != nil {
+		return runner.Spec{}, err
+	}
 	s := runner.Spec{
 		Args:       c.Spec.Args,
-		Env:        mergeEnv(e.linksEnv(c), c.Spec.Env), // the container's own win, as Docker's
+		Env:        mergeEnv(links, c.Spec.Env), // the container's own win, as Docker's
 		Cwd:        c.Spec.Workdir,
 		Hostname:   c.Spec.Hostname,
 		Domainname: c.Spec.Domainname,
@@ -549,7 +557,7 @@ func (e *Engine) runnerSpec(c *Container) runner.Spec {
 	for _, f := range []string{"hosts", "resolv.conf", "hostname"} {
 		s.Binds = append(s.Binds, runner.Bind{Source: dir + "/" + f, Target: "/etc/" + f})
 	}
-	return s
+	return s, nil
 }
 
 // ownStdio lists the standard streams of c's command that are knit's own
