@@ -124,8 +124,15 @@ func TestEmbeddedDNS(t *testing.T) {
 	s.MustKnit(t, "run", "-d", "--name", "web", "--network", "app", "--rootfs", rootfs, "sleep", "300")
 	gw := gateway(t, s, "app")
 	db := ipOn(t, s, "db", "app")
-	if resolv := s.MustKnit(t, "exec", "web", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "nameserver "+gw) || !strings.Contains(resolv, "ndots:0") {
-		t.Errorf("web's resolv.conf does not name the embedded server %s with ndots:0:\n%s", gw, resolv)
+	// As Docker's: the embedded server at 127.0.0.11, which the rules in
+	// the container's namespace send to the gateway's, over UDP and TCP.
+	if resolv := s.MustKnit(t, "exec", "web", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "nameserver 127.0.0.11\n") || !strings.Contains(resolv, "ndots:0") {
+		t.Errorf("web's resolv.conf does not name the embedded server 127.0.0.11 with ndots:0:\n%s", resolv)
+	}
+	for _, args := range [][]string{{"db"}, {"-tcp", "db"}} {
+		if out := ask(t, s, "web", "127.0.0.11", args...); !strings.Contains(out, "NOERROR") || !strings.Contains(out, "A "+db) {
+			t.Errorf("query %q at 127.0.0.11: %q, want A %s", args, out, db)
+		}
 	}
 	dbID := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.Id}}", "db"))[:12]
 	for _, name := range []string{"db", "database", "dbhost", "db.app", "DB", dbID} {
@@ -231,10 +238,15 @@ func TestIsolationAndConnect(t *testing.T) {
 	if gw := s.MustKnit(t, "inspect", "-f", `{{(index .NetworkSettings.Networks "netb").Gateway}}`, "both"); strings.TrimSpace(gw) != gateway(t, s, "netb") {
 		t.Errorf("inspect gateway on netb after disconnect: %q", gw)
 	}
-	// Its /etc files follow: resolv.conf names netb's server, which
-	// answers it, and hosts no longer has its address on neta.
-	if resolv := s.MustKnit(t, "exec", "both", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "nameserver "+gateway(t, s, "netb")+"\n") {
-		t.Errorf("both's resolv.conf after disconnecting neta:\n%s\nwant netb's server %s", resolv, gateway(t, s, "netb"))
+	// Its /etc files follow: resolv.conf still names 127.0.0.11, now sent
+	// to netb's server, which answers it, and hosts no longer has its
+	// address on neta.
+	if resolv := s.MustKnit(t, "exec", "both", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "nameserver 127.0.0.11\n") {
+		t.Errorf("both's resolv.conf after disconnecting neta:\n%s\nwant 127.0.0.11", resolv)
+	}
+	sandboxKey := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "both"))
+	if rules := s.MustRun(t, "nsenter", "--net="+sandboxKey, "nft", "list", "table", "ip", "knit-dns"); !strings.Contains(rules, "dnat to "+gateway(t, s, "netb")+":53") {
+		t.Errorf("both's 127.0.0.11 redirect after disconnecting neta:\n%s\nwant it sent to netb's server", rules)
 	}
 	s.MustKnit(t, "exec", "both", "ping", "-c", "1", "-W", "2", "b1")
 	hosts := s.MustKnit(t, "exec", "both", "cat", "/etc/hosts")
@@ -623,4 +635,41 @@ func TestRename(t *testing.T) {
 	s.MustKnit(t, "rm", "-f", "after", "asker", "before")
 	s.MustKnit(t, "network", "rm", "ren")
 	assertEmpty(t, s, "after the renames")
+}
+
+// A default-network container connected to a user-defined network asks
+// the embedded server at 127.0.0.11 from then on, as Docker's; once
+// disconnected, it asks the host's servers again, and nothing of the
+// redirect is left in its namespace (no rules, route_localnet off).
+func TestDNSRedirectFollowsConnect(t *testing.T) {
+	rootfs, _ := dnsRootfs(t)
+	s := sandbox(t)
+	s.MustKnit(t, "network", "create", "app")
+	s.MustKnit(t, "run", "-d", "--name", "db", "--network", "app", "--rootfs", rootfs, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--name", "cli", "--rootfs", rootfs, "sleep", "300")
+	key := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "cli"))
+	inCli := func(args ...string) testutil.Result {
+		return s.Run(append([]string{"nsenter", "--net=" + key}, args...)...)
+	}
+	if r := inCli("nft", "list", "table", "ip", "knit-dns"); r.Code == 0 {
+		t.Errorf("a default-network container has a 127.0.0.11 redirect:\n%s", r.Stdout)
+	}
+	s.MustKnit(t, "network", "connect", "app", "cli")
+	if resolv := s.MustKnit(t, "exec", "cli", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "nameserver 127.0.0.11\n") {
+		t.Errorf("cli's resolv.conf after connecting app:\n%s", resolv)
+	}
+	db := ipOn(t, s, "db", "app")
+	if out := ask(t, s, "cli", "127.0.0.11", "db"); !strings.Contains(out, "A "+db) {
+		t.Errorf("query db at 127.0.0.11 after connecting app: %q, want A %s", out, db)
+	}
+	s.MustKnit(t, "network", "disconnect", "app", "cli")
+	if resolv := s.MustKnit(t, "exec", "cli", "cat", "/etc/resolv.conf"); strings.Contains(resolv, "127.0.0.11") || !strings.Contains(resolv, "nameserver 198.51.100.2") {
+		t.Errorf("cli's resolv.conf after disconnecting app:\n%s\nwant the host's server", resolv)
+	}
+	if r := inCli("nft", "list", "table", "ip", "knit-dns"); r.Code == 0 {
+		t.Errorf("the redirect outlived the disconnect:\n%s", r.Stdout)
+	}
+	if v := strings.TrimSpace(inCli("cat", "/proc/sys/net/ipv4/conf/all/route_localnet").Stdout); v != "0" {
+		t.Errorf("route_localnet after the disconnect = %q, want 0", v)
+	}
 }

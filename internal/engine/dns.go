@@ -18,8 +18,10 @@ import (
 	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/dns/server"
 	"github.com/knit-dev/knit/internal/faults"
+	"github.com/knit-dev/knit/internal/link"
 	"github.com/knit-dev/knit/internal/netns"
 	"github.com/knit-dev/knit/internal/store"
+	"golang.org/x/sys/unix"
 )
 
 // bucketDNS indexes the containers the embedded DNS server answers for:
@@ -82,6 +84,61 @@ func dnsServer(nets []*Network) (netip.Addr, bool) {
 		}
 	}
 	return netip.Addr{}, false
+}
+
+// dnsRedirector keeps the rules in a container's network namespace that
+// send 127.0.0.11:53 to the embedded server (nftables.Firewall's).
+type dnsRedirector interface {
+	// RedirectDNS makes or retargets them, and says where they sent before.
+	RedirectDNS(nsPath string, server netip.Addr) (before netip.Addr, err error)
+	RemoveDNSRedirect(nsPath string) error
+}
+
+// dnsRedirectTarget is where a container on nets asks for names at
+// 127.0.0.11, as Docker's do: the embedded server on the IPv4 gateway of
+// its first DNS-enabled network. None (invalid) when no DNS network has an
+// IPv4 gateway (IPv6-only: the NAT cannot change families; resolv.conf
+// then names the gateway), or when knit's firewall is off.
+func (e *Engine) dnsRedirectTarget(nets []*Network) netip.Addr {
+	if gw, ok := dnsServer(nets); ok && gw.Is4() && e.dnsr != nil {
+		return gw
+	}
+	return netip.Addr{}
+}
+
+// redirectDNS points 127.0.0.11:53 of the namespace at nsPath at server,
+// or removes the redirect when server is invalid. route_localnet lets the
+// redirected query leave, and its reply in, with their loopback address;
+// the rules' input drop keeps anything else addressed to a loopback
+// address out, so they go in first, and go last.
+func (e *Engine) redirectDNS(nsPath string, server netip.Addr) error {
+	if e.dnsr == nil || nsPath == "" {
+		return nil
+	}
+	if !server.IsValid() {
+		if err := netns.Do(nsPath, func() error { return link.RouteLocalnet("all", false) }); err != nil {
+			return fmt.Errorf("route_localnet: %w", err)
+		}
+		return e.dnsr.RemoveDNSRedirect(nsPath)
+	}
+	before, err := e.dnsr.RedirectDNS(nsPath, server)
+	if err != nil {
+		return err
+	}
+	if err := netns.Do(nsPath, func() error { return link.RouteLocalnet("all", true) }); err != nil {
+		return fmt.Errorf("route_localnet: %w", err)
+	}
+	if before.IsValid() && before != server {
+		// A client that keeps its source port (a resolver library's
+		// socket) keeps its flow's first translation: forget the flows.
+		h, err := link.At(nsPath)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		return h.ConntrackDeleteDstPort(unix.IPPROTO_UDP, 53)
+	}
+	return nil
 }
 
 // syncDNS rewrites the DNS server's records from the store and starts the

@@ -55,6 +55,7 @@ type Engine struct {
 	st      store.Store
 	drivers map[string]driver.Driver
 	fw      firewall.Firewall // nil when the firewall is off (config "iptables": false)
+	dnsr    dnsRedirector     // the firewall's, when it can; nil: resolv.conf names the gateway
 	self    string            // path of the knit binary, re-executed for supervisors
 
 	fwCheck sync.Once // CheckFirewall's, once per engine
@@ -104,6 +105,9 @@ func New(o Options) (*Engine, error) {
 		return nil, fmt.Errorf("find own executable: %w", err)
 	}
 	e := &Engine{paths: o.Paths, cfg: o.Config, st: o.Store, drivers: o.Drivers, self: self}
+	if r, ok := o.Firewall.(dnsRedirector); ok {
+		e.dnsr = r
+	}
 	if o.Firewall != nil {
 		// The lock lives beside the store, which exists before the exec-root
 		// tmpfs is mounted.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/faults"
+	"github.com/knit-dev/knit/internal/firewall"
 )
 
 // Host files read to build the container's own.
@@ -51,6 +52,11 @@ func (e *Engine) writeFiles(c *Container, o *RunOptions, p *plan) error {
 	if err != nil {
 		return err
 	}
+	if target := e.dnsRedirectTarget(p.networks); c.OwnsNetns && target.IsValid() {
+		if err := e.redirectDNS(c.Netns, target); err != nil {
+			return err
+		}
+	}
 	for name, data := range map[string][]byte{
 		"hosts":       hosts,
 		"resolv.conf": resolv,
@@ -85,9 +91,13 @@ func (e *Engine) etcFiles(c *Container, o *RunOptions, mode string, nets []*Netw
 		DNS: o.DNS, Search: o.DNSSearch, Options: o.DNSOptions,
 		KeepLoopback: hostMode, IPv6: wantsIPv6(nets),
 	}
-	// On a DNS-enabled network the embedded server answers, on the
-	// network's gateway, and forwards other names to o.DNS or the host's.
+	// On a DNS-enabled network the embedded server answers, at 127.0.0.11
+	// (redirected to a network's gateway, redirectDNS) or on the gateway,
+	// and forwards other names to o.DNS or the host's.
 	if gw, ok := dnsServer(nets); ok {
+		if e.dnsRedirectTarget(nets).IsValid() {
+			gw = firewall.EmbeddedDNS
+		}
 		ro.DNS, ro.Embedded = []netip.Addr{gw}, true
 	}
 	return hosts, files.ResolvConf(hostResolv, ro), nil
@@ -192,8 +202,21 @@ func (e *Engine) refreshFiles(id string) error {
 	if err != nil {
 		return err
 	}
+	// The redirect is in place before resolv.conf names 127.0.0.11, and
+	// goes only once it no longer does.
+	target := e.dnsRedirectTarget(nets)
+	if c.OwnsNetns && target.IsValid() {
+		if err := e.redirectDNS(c.Netns, target); err != nil {
+			return err
+		}
+	}
 	if err := rewriteInPlace(filepath.Join(c.Dir, "resolv.conf"), resolv); err != nil {
 		return err
+	}
+	if c.OwnsNetns && !target.IsValid() {
+		if err := e.redirectDNS(c.Netns, target); err != nil {
+			return err
+		}
 	}
 	return rewriteInPlace(filepath.Join(c.Dir, "hosts"), hosts)
 }

@@ -39,6 +39,11 @@ import (
 	"github.com/knit-dev/knit/internal/errdefs"
 )
 
+// EmbeddedDNS is where a container asks knit's embedded DNS server, as
+// Docker's containers do: 127.0.0.11, port 53, UDP and TCP (redirected in
+// its namespace to the server on one of its networks' gateways).
+var EmbeddedDNS = netip.MustParseAddr("127.0.0.11")
+
 // Network is what the firewall must know about one knit network.
 type Network struct {
 	// Name identifies the network's rules: backends tag everything they add

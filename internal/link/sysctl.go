@@ -58,8 +58,17 @@ func EnableIPv6(dev string) error {
 // through the bridge with its loopback source (then masqueraded).
 //
 // Equivalent to: sysctl -w net.ipv4.conf.DEV.route_localnet=1
-func SetRouteLocalnet(dev string) error {
-	return sysctlEnsure("/proc/sys/net/ipv4/conf/"+dev+"/route_localnet", "1")
+func SetRouteLocalnet(dev string) error { return RouteLocalnet(dev, true) }
+
+// RouteLocalnet sets route_localnet on dev ("all": every interface) to on.
+//
+// Equivalent to: sysctl -w net.ipv4.conf.DEV.route_localnet=1 (or 0)
+func RouteLocalnet(dev string, on bool) error {
+	v := "0"
+	if on {
+		v = "1"
+	}
+	return sysctlEnsure("/proc/sys/net/ipv4/conf/"+dev+"/route_localnet", v)
 }
 
 // PromoteSecondaries makes the kernel keep dev's secondary IPv4 addresses

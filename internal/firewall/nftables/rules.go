@@ -268,17 +268,29 @@ func saddr(p netip.Prefix) []expr.Any { return addrMatch(p, false) }
 func daddr(p netip.Prefix) []expr.Any { return addrMatch(p, true) }
 
 func addrMatch(p netip.Prefix, dst bool) []expr.Any {
-	proto, offset := byte(unix.NFPROTO_IPV4), uint32(12)
+	proto := byte(unix.NFPROTO_IPV4)
 	if p.Addr().Is6() {
-		proto, offset = unix.NFPROTO_IPV6, 8
+		proto = unix.NFPROTO_IPV6
+	}
+	return append([]expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+	}, addrPayload(p, dst)...)
+}
+
+// addrPayload matches the address against p without the family check, for
+// a table of one family (ip, ip6), where nft adds none (and its listing
+// fails on one).
+func addrPayload(p netip.Prefix, dst bool) []expr.Any {
+	offset := uint32(12)
+	if p.Addr().Is6() {
+		offset = 8
 	}
 	if dst {
 		offset += uint32(p.Addr().BitLen() / 8)
 	}
 	n := uint32(p.Bits()+7) / 8
 	exprs := []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: n},
 	}
 	if p.Bits()%8 != 0 {

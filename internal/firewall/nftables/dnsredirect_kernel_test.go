@@ -1,0 +1,47 @@
+package nftables_test
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/firewall/nftables"
+	"github.com/knit-dev/knit/internal/testutil"
+)
+
+// RedirectDNS makes the container namespace's table, which nft lists as
+// the rules it stands for; a second call retargets it in place and says
+// where it sent before; RemoveDNSRedirect deletes it, twice without error.
+func TestRedirectDNS(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	f := nftables.New()
+	gw1, gw2 := netip.MustParseAddr("10.1.0.1"), netip.MustParseAddr("10.2.0.1")
+	if before, err := f.RedirectDNS(ns, gw1); err != nil || before.IsValid() {
+		t.Fatalf("first RedirectDNS = %v, %v; want no error, nothing before", before, err)
+	}
+	out := nft(t, ns, "list", "table", "ip", "knit-dns")
+	for _, want := range []string{
+		"ip daddr 127.0.0.11 udp dport 53 dnat to 10.1.0.1:53",
+		"ip daddr 127.0.0.11 tcp dport 53 dnat to 10.1.0.1:53",
+		`oifname != "lo" ip saddr 127.0.0.0/8 masquerade`,
+		`iifname != "lo" ip daddr 127.0.0.0/8 ct state ! established,related drop`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if before, err := f.RedirectDNS(ns, gw2); err != nil || before != gw1 {
+		t.Fatalf("retarget = %v, %v; want %v before", before, err, gw1)
+	}
+	if out := nft(t, ns, "list", "table", "ip", "knit-dns"); strings.Contains(out, "10.1.0.1") || strings.Count(out, "dnat to 10.2.0.1:53") != 2 {
+		t.Errorf("after the retarget:\n%s", out)
+	}
+	for range 2 {
+		if err := f.RemoveDNSRedirect(ns); err != nil {
+			t.Fatalf("RemoveDNSRedirect: %v", err)
+		}
+	}
+	if out := nft(t, ns, "list", "tables"); strings.Contains(out, "knit-dns") {
+		t.Errorf("tables after the removal:\n%s", out)
+	}
+}
