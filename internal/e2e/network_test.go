@@ -648,11 +648,11 @@ func TestDNSRedirectFollowsConnect(t *testing.T) {
 	s.MustKnit(t, "run", "-d", "--name", "db", "--network", "app", "--rootfs", rootfs, "sleep", "300")
 	s.MustKnit(t, "run", "-d", "--name", "cli", "--rootfs", rootfs, "sleep", "300")
 	key := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "cli"))
-	inCli := func(args ...string) testutil.Result {
-		return s.Run(append([]string{"nsenter", "--net=" + key}, args...)...)
+	inCli := func(args ...string) string {
+		return s.MustRun(t, append([]string{"nsenter", "--net=" + key}, args...)...)
 	}
-	if r := inCli("nft", "list", "table", "ip", "knit-dns"); r.Code == 0 {
-		t.Errorf("a default-network container has a 127.0.0.11 redirect:\n%s", r.Stdout)
+	if tables := inCli("nft", "list", "tables"); strings.Contains(tables, "knit-dns") {
+		t.Errorf("a default-network container has a 127.0.0.11 redirect:\n%s", tables)
 	}
 	s.MustKnit(t, "network", "connect", "app", "cli")
 	if resolv := s.MustKnit(t, "exec", "cli", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "nameserver 127.0.0.11\n") {
@@ -666,10 +666,41 @@ func TestDNSRedirectFollowsConnect(t *testing.T) {
 	if resolv := s.MustKnit(t, "exec", "cli", "cat", "/etc/resolv.conf"); strings.Contains(resolv, "127.0.0.11") || !strings.Contains(resolv, "nameserver 198.51.100.2") {
 		t.Errorf("cli's resolv.conf after disconnecting app:\n%s\nwant the host's server", resolv)
 	}
-	if r := inCli("nft", "list", "table", "ip", "knit-dns"); r.Code == 0 {
-		t.Errorf("the redirect outlived the disconnect:\n%s", r.Stdout)
+	if tables := inCli("nft", "list", "tables"); strings.Contains(tables, "knit-dns") {
+		t.Errorf("the redirect outlived the disconnect:\n%s", tables)
 	}
-	if v := strings.TrimSpace(inCli("cat", "/proc/sys/net/ipv4/conf/all/route_localnet").Stdout); v != "0" {
+	if v := strings.TrimSpace(inCli("cat", "/proc/sys/net/ipv4/conf/all/route_localnet")); v != "0" {
 		t.Errorf("route_localnet after the disconnect = %q, want 0", v)
+	}
+}
+
+// route_localnet, which the 127.0.0.11 redirect needs on, does not open a
+// container's loopback services to its neighbours: a connection a
+// neighbour routes to the container's 127.0.0.5 is dropped, while the
+// container's own queries at 127.0.0.11 are answered.
+func TestDNSRedirectKeepsLoopbackClosed(t *testing.T) {
+	rootfs, _ := dnsRootfs(t)
+	s := sandbox(t)
+	s.MustKnit(t, "network", "create", "app")
+	s.MustKnit(t, "run", "-d", "--name", "victim", "--network", "app", "--rootfs", rootfs,
+		"httpd", "-f", "-p", "127.0.0.5:9999", "-h", "/etc")
+	s.MustKnit(t, "run", "-d", "--name", "nb", "--network", "app", "--rootfs", rootfs, "sleep", "300")
+	victim := ipOn(t, s, "victim", "app")
+	get := "printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 127.0.0.5 9999"
+	// The service answers inside the victim.
+	if out := s.MustKnit(t, "exec", "victim", "sh", "-c", get); !strings.Contains(out, "HTTP/1.") {
+		t.Fatalf("the victim's own GET of 127.0.0.5:9999: %q", out)
+	}
+	// The neighbour, root in its namespace, routes 127.0.0.5 through the
+	// victim: its own loopback route out of the way, route_localnet on.
+	key := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "nb"))
+	s.MustRun(t, "nsenter", "--net="+key, "sh", "-c", `echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet &&
+		ip route del local 127.0.0.0/8 dev lo table local &&
+		ip route add 127.0.0.5/32 via `+victim+` dev eth0`)
+	if r := s.Run("nsenter", "--net="+key, "sh", "-c", get); strings.Contains(r.Stdout, "HTTP/1.") {
+		t.Errorf("a neighbour reached the victim's 127.0.0.5:9999: %q", r.Stdout)
+	}
+	if out := ask(t, s, "victim", "127.0.0.11", "nb"); !strings.Contains(out, "A "+ipOn(t, s, "nb", "app")) {
+		t.Errorf("the victim's query at 127.0.0.11: %q", out)
 	}
 }

@@ -91,17 +91,25 @@ func dnsServer(nets []*Network) (netip.Addr, bool) {
 type dnsRedirector interface {
 	// RedirectDNS makes or retargets them, and says where they sent before.
 	RedirectDNS(nsPath string, server netip.Addr) (before netip.Addr, err error)
+	HasDNSRedirect(nsPath string) (bool, error)
 	RemoveDNSRedirect(nsPath string) error
 }
 
 // dnsRedirectTarget is where a container on nets asks for names at
 // 127.0.0.11, as Docker's do: the embedded server on the IPv4 gateway of
-// its first DNS-enabled network. None (invalid) when no DNS network has an
-// IPv4 gateway (IPv6-only: the NAT cannot change families; resolv.conf
+// its first DNS-enabled network that has one. None (invalid) when no DNS
+// network has an IPv4 gateway (IPv6-only: the NAT cannot change families; resolv.conf
 // then names the gateway), or when knit's firewall is off.
 func (e *Engine) dnsRedirectTarget(nets []*Network) netip.Addr {
-	if gw, ok := dnsServer(nets); ok && gw.Is4() && e.dnsr != nil {
-		return gw
+	if e.dnsr == nil {
+		return netip.Addr{}
+	}
+	for _, n := range nets {
+		for _, s := range n.Subnets {
+			if n.DNS && s.Prefix.Addr().Is4() && s.Gateway.IsValid() {
+				return s.Gateway
+			}
+		}
 	}
 	return netip.Addr{}
 }
@@ -112,10 +120,17 @@ func (e *Engine) dnsRedirectTarget(nets []*Network) netip.Addr {
 // the rules' input drop keeps anything else addressed to a loopback
 // address out, so they go in first, and go last.
 func (e *Engine) redirectDNS(nsPath string, server netip.Addr) error {
-	if e.dnsr == nil || nsPath == "" {
+	// A container gone meanwhile (stopped while it was being connected)
+	// has no namespace left to change.
+	if e.dnsr == nil || nsPath == "" || !netns.Mounted(nsPath) {
 		return nil
 	}
 	if !server.IsValid() {
+		// Only a namespace knit redirected had route_localnet turned on
+		// by knit.
+		if had, err := e.dnsr.HasDNSRedirect(nsPath); err != nil || !had {
+			return err
+		}
 		if err := netns.Do(nsPath, func() error { return link.RouteLocalnet("all", false) }); err != nil {
 			return fmt.Errorf("route_localnet: %w", err)
 		}
@@ -125,6 +140,8 @@ func (e *Engine) redirectDNS(nsPath string, server netip.Addr) error {
 	if err != nil {
 		return err
 	}
+	// Also when the rules were in place: a crash may have come between
+	// them and this.
 	if err := netns.Do(nsPath, func() error { return link.RouteLocalnet("all", true) }); err != nil {
 		return fmt.Errorf("route_localnet: %w", err)
 	}

@@ -26,7 +26,8 @@ const dnsTable = "knit-dns"
 // (masquerade): the server answers clients of its networks only. The
 // kernel must let loopback addresses through the container's interfaces
 // for that (route_localnet, which the caller sets); a packet from outside
-// addressed to a loopback address is dropped unless it is a reply.
+// addressed to a loopback address is dropped unless it is a reply, or the
+// container's own rules sent it there (DNAT).
 //
 // Equivalent to, in the namespace: nft -f - <<< 'table ip knit-dns {
 // chain output { type nat hook output priority dstnat;
@@ -35,7 +36,9 @@ const dnsTable = "knit-dns"
 // chain postrouting { type nat hook postrouting priority srcnat;
 // oifname != "lo" ip saddr 127.0.0.0/8 masquerade }
 // chain input { type filter hook input priority filter;
-// iifname != "lo" ip daddr 127.0.0.0/8 ct state ! established,related drop } }'
+// iifname != "lo" ip daddr 127.0.0.0/8 ct state ! established,related ct status ! dnat drop } }'
+//
+// Rules that send to server already are left as they are (no batch).
 func (f *Firewall) RedirectDNS(nsPath string, server netip.Addr) (before netip.Addr, err error) {
 	if !server.Is4() {
 		return netip.Addr{}, fmt.Errorf("redirect DNS to %s: not an IPv4 address", server)
@@ -45,6 +48,9 @@ func (f *Firewall) RedirectDNS(nsPath string, server netip.Addr) (before netip.A
 		out := &nft.Chain{Name: "output", Table: t, Type: nft.ChainTypeNAT, Hooknum: nft.ChainHookOutput, Priority: nft.ChainPriorityNATDest}
 		if rules, err := c.GetRules(t, out); err == nil {
 			before = dnatTarget(rules)
+		}
+		if before == server {
+			return nil
 		}
 		c.AddTable(t)
 		c.AddChain(out)
@@ -68,7 +74,8 @@ func (f *Firewall) RedirectDNS(nsPath string, server netip.Addr) (before netip.A
 			ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, "lo"), addrPayload(loopback4, false), masq())})
 		c.AddRule(&nft.Rule{Table: t, Chain: in, Exprs: concat(
 			ifname(expr.MetaKeyIIFNAME, expr.CmpOpNeq, "lo"), addrPayload(loopback4, true),
-			ctBits(expr.CtKeySTATE, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, false), verdict(expr.VerdictDrop))})
+			ctBits(expr.CtKeySTATE, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, false),
+			ctBits(expr.CtKeySTATUS, ctStatusDNAT, false), verdict(expr.VerdictDrop))})
 		faults.Step("nft.dns-redirect")
 		return c.Flush()
 	})
@@ -76,6 +83,23 @@ func (f *Firewall) RedirectDNS(nsPath string, server netip.Addr) (before netip.A
 		return netip.Addr{}, fmt.Errorf("redirect 127.0.0.11:53 to %s: %w", server, err)
 	}
 	return before, nil
+}
+
+// HasDNSRedirect says whether the namespace at nsPath has RedirectDNS's
+// rules.
+//
+// Equivalent to, in the namespace: nft list table ip knit-dns
+func (f *Firewall) HasDNSRedirect(nsPath string) (bool, error) {
+	found := false
+	err := inNamespace(nsPath, func(c *nft.Conn) error {
+		_, err := c.ListTableOfFamily(dnsTable, nft.TableFamilyIPv4)
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		found = err == nil
+		return err
+	})
+	return found, err
 }
 
 // RemoveDNSRedirect deletes RedirectDNS's rules from the namespace at

@@ -24,11 +24,17 @@ func TestRedirectDNS(t *testing.T) {
 		"ip daddr 127.0.0.11 udp dport 53 dnat to 10.1.0.1:53",
 		"ip daddr 127.0.0.11 tcp dport 53 dnat to 10.1.0.1:53",
 		`oifname != "lo" ip saddr 127.0.0.0/8 masquerade`,
-		`iifname != "lo" ip daddr 127.0.0.0/8 ct state ! established,related drop`,
+		`iifname != "lo" ip daddr 127.0.0.0/8 ct state ! established,related ct status ! dnat drop`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
+	}
+	if has, err := f.HasDNSRedirect(ns); err != nil || !has {
+		t.Errorf("HasDNSRedirect = %v, %v; want true", has, err)
+	}
+	if before, err := f.RedirectDNS(ns, gw1); err != nil || before != gw1 {
+		t.Fatalf("RedirectDNS to the same server = %v, %v; want %v before", before, err, gw1)
 	}
 	if before, err := f.RedirectDNS(ns, gw2); err != nil || before != gw1 {
 		t.Fatalf("retarget = %v, %v; want %v before", before, err, gw1)
@@ -43,5 +49,8 @@ func TestRedirectDNS(t *testing.T) {
 	}
 	if out := nft(t, ns, "list", "tables"); strings.Contains(out, "knit-dns") {
 		t.Errorf("tables after the removal:\n%s", out)
+	}
+	if has, err := f.HasDNSRedirect(ns); err != nil || has {
+		t.Errorf("HasDNSRedirect after the removal = %v, %v; want false", has, err)
 	}
 }
