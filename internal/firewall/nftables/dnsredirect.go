@@ -36,9 +36,10 @@ const dnsTable = "knit-dns"
 // chain postrouting { type nat hook postrouting priority srcnat;
 // oifname != "lo" ip saddr 127.0.0.0/8 masquerade }
 // chain input { type filter hook input priority filter;
+// iifname != "lo" ip daddr 127.0.0.0/8 ct state invalid,untracked drop;
 // iifname != "lo" ip daddr 127.0.0.0/8 ct state ! established,related ct status ! dnat drop } }'
 //
-// Rules that send to server already are left as they are (no batch).
+// A complete table that sends to server already is left as it is (no batch).
 func (f *Firewall) RedirectDNS(nsPath string, server netip.Addr) (before netip.Addr, err error) {
 	if !server.Is4() {
 		return netip.Addr{}, fmt.Errorf("redirect DNS to %s: not an IPv4 address", server)
@@ -49,7 +50,7 @@ func (f *Firewall) RedirectDNS(nsPath string, server netip.Addr) (before netip.A
 		if rules, err := c.GetRules(t, out); err == nil {
 			before = dnatTarget(rules)
 		}
-		if before == server {
+		if before == server && complete(c, t) {
 			return nil
 		}
 		c.AddTable(t)
@@ -72,6 +73,12 @@ func (f *Firewall) RedirectDNS(nsPath string, server netip.Addr) (before netip.A
 		}
 		c.AddRule(&nft.Rule{Table: t, Chain: post, Exprs: concat(
 			ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, "lo"), addrPayload(loopback4, false), masq())})
+		// A packet without a conntrack entry (untracked, invalid) has no
+		// ct status, which the second rule's match needs: the first drops
+		// it.
+		c.AddRule(&nft.Rule{Table: t, Chain: in, Exprs: concat(
+			ifname(expr.MetaKeyIIFNAME, expr.CmpOpNeq, "lo"), addrPayload(loopback4, true),
+			ctBits(expr.CtKeySTATE, expr.CtStateBitINVALID|expr.CtStateBitUNTRACKED, true), verdict(expr.VerdictDrop))})
 		c.AddRule(&nft.Rule{Table: t, Chain: in, Exprs: concat(
 			ifname(expr.MetaKeyIIFNAME, expr.CmpOpNeq, "lo"), addrPayload(loopback4, true),
 			ctBits(expr.CtKeySTATE, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, false),
@@ -119,6 +126,19 @@ func (f *Firewall) RemoveDNSRedirect(nsPath string) error {
 		return fmt.Errorf("remove the 127.0.0.11 redirect: %w", err)
 	}
 	return nil
+}
+
+// complete says whether the table's chains hold all their rules (the
+// container's root can delete some): 2 in output, 1 in postrouting, 2 in
+// input.
+func complete(c *nft.Conn, t *nft.Table) bool {
+	for name, want := range map[string]int{"output": 2, "postrouting": 1, "input": 2} {
+		rules, err := c.GetRules(t, &nft.Chain{Name: name, Table: t})
+		if err != nil || len(rules) != want {
+			return false
+		}
+	}
+	return true
 }
 
 // dnatTarget is the address the output chain's rules DNAT to.

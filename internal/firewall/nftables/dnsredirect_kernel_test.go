@@ -24,6 +24,7 @@ func TestRedirectDNS(t *testing.T) {
 		"ip daddr 127.0.0.11 udp dport 53 dnat to 10.1.0.1:53",
 		"ip daddr 127.0.0.11 tcp dport 53 dnat to 10.1.0.1:53",
 		`oifname != "lo" ip saddr 127.0.0.0/8 masquerade`,
+		`iifname != "lo" ip daddr 127.0.0.0/8 ct state invalid,untracked drop`,
 		`iifname != "lo" ip daddr 127.0.0.0/8 ct state ! established,related ct status ! dnat drop`,
 	} {
 		if !strings.Contains(out, want) {
@@ -33,8 +34,21 @@ func TestRedirectDNS(t *testing.T) {
 	if has, err := f.HasDNSRedirect(ns); err != nil || !has {
 		t.Errorf("HasDNSRedirect = %v, %v; want true", has, err)
 	}
+	// To the same server: no batch (the rules keep their handles); with
+	// a rule deleted, the table is made whole again.
+	handles := nft(t, ns, "-a", "list", "table", "ip", "knit-dns")
 	if before, err := f.RedirectDNS(ns, gw1); err != nil || before != gw1 {
 		t.Fatalf("RedirectDNS to the same server = %v, %v; want %v before", before, err, gw1)
+	}
+	if again := nft(t, ns, "-a", "list", "table", "ip", "knit-dns"); again != handles {
+		t.Errorf("RedirectDNS to the same server rewrote the table:\n%s\nwas\n%s", again, handles)
+	}
+	nft(t, ns, "flush", "chain", "ip", "knit-dns", "input")
+	if _, err := f.RedirectDNS(ns, gw1); err != nil {
+		t.Fatal(err)
+	}
+	if out := nft(t, ns, "list", "chain", "ip", "knit-dns", "input"); strings.Count(out, "drop") != 2 {
+		t.Errorf("input chain after a repair:\n%s", out)
 	}
 	if before, err := f.RedirectDNS(ns, gw2); err != nil || before != gw1 {
 		t.Fatalf("retarget = %v, %v; want %v before", before, err, gw1)
