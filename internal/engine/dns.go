@@ -18,10 +18,10 @@ import (
 	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/dns/server"
 	"github.com/knit-dev/knit/internal/faults"
+	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/link"
 	"github.com/knit-dev/knit/internal/netns"
 	"github.com/knit-dev/knit/internal/store"
-	"golang.org/x/sys/unix"
 )
 
 // bucketDNS indexes the containers the embedded DNS server answers for:
@@ -115,11 +115,12 @@ func (e *Engine) dnsRedirectTarget(nets []*Network) netip.Addr {
 }
 
 // redirectDNS points 127.0.0.11:53 of the namespace at nsPath at server,
-// or removes the redirect when server is invalid. route_localnet lets the
+// or removes the redirect when server is invalid; fresh says the
+// namespace is new (no flows to forget). route_localnet lets the
 // redirected query leave, and its reply in, with their loopback address;
 // the rules' input drop keeps anything else addressed to a loopback
 // address out, so they go in first, and go last.
-func (e *Engine) redirectDNS(nsPath string, server netip.Addr) error {
+func (e *Engine) redirectDNS(nsPath string, server netip.Addr, fresh bool) error {
 	// A container gone meanwhile (stopped while it was being connected)
 	// has no namespace left to change.
 	if e.dnsr == nil || nsPath == "" || !netns.Mounted(nsPath) {
@@ -136,8 +137,7 @@ func (e *Engine) redirectDNS(nsPath string, server netip.Addr) error {
 		}
 		return e.dnsr.RemoveDNSRedirect(nsPath)
 	}
-	before, err := e.dnsr.RedirectDNS(nsPath, server)
-	if err != nil {
+	if _, err := e.dnsr.RedirectDNS(nsPath, server); err != nil {
 		return err
 	}
 	// Also when the rules were in place: a crash may have come between
@@ -145,17 +145,19 @@ func (e *Engine) redirectDNS(nsPath string, server netip.Addr) error {
 	if err := netns.Do(nsPath, func() error { return link.RouteLocalnet("all", true) }); err != nil {
 		return fmt.Errorf("route_localnet: %w", err)
 	}
-	if before.IsValid() && before != server {
-		// A client that keeps its source port (a resolver library's
-		// socket) keeps its flow's first translation: forget the flows.
-		h, err := link.At(nsPath)
-		if err != nil {
-			return err
-		}
-		defer h.Close()
-		return h.ConntrackDeleteDstPort(unix.IPPROTO_UDP, 53)
+	if fresh {
+		return nil
 	}
-	return nil
+	// A client that keeps its source port (a resolver library's socket)
+	// keeps its flow's first translation: the flows to another server go,
+	// also those a retarget cut short by a crash left (its rules, found
+	// in place, say nothing changed).
+	h, err := link.ConntrackAt(nsPath)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	return h.ConntrackDeleteRetargeted(firewall.EmbeddedDNS, 53, server)
 }
 
 // syncDNS rewrites the DNS server's records from the store and starts the

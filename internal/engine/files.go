@@ -53,7 +53,7 @@ func (e *Engine) writeFiles(c *Container, o *RunOptions, p *plan) error {
 		return err
 	}
 	if target := e.dnsRedirectTarget(p.networks); c.OwnsNetns && target.IsValid() {
-		if err := e.redirectDNS(c.Netns, target); err != nil {
+		if err := e.redirectDNS(c.Netns, target, true); err != nil {
 			return err
 		}
 	}
@@ -206,7 +206,7 @@ func (e *Engine) refreshFiles(id string) error {
 	// goes only once it no longer does.
 	target := e.dnsRedirectTarget(nets)
 	if c.OwnsNetns && target.IsValid() {
-		if err := e.redirectDNS(c.Netns, target); err != nil {
+		if err := e.redirectDNS(c.Netns, target, false); err != nil {
 			return err
 		}
 	}
@@ -214,7 +214,7 @@ func (e *Engine) refreshFiles(id string) error {
 		return err
 	}
 	if c.OwnsNetns && !target.IsValid() {
-		if err := e.redirectDNS(c.Netns, target); err != nil {
+		if err := e.redirectDNS(c.Netns, target, false); err != nil {
 			return err
 		}
 	}
