@@ -37,6 +37,13 @@ var templateFuncs = template.FuncMap{
 		}
 		return s
 	},
+	"pad": func(s string, prefix, suffix int) string {
+		if s == "" {
+			return s
+		}
+		return strings.Repeat(" ", prefix) + s + strings.Repeat(" ", suffix)
+	},
+	"println": fmt.Sprintln,
 }
 
 // parseFormat compiles a --format template. A "table" prefix asks for a
@@ -53,7 +60,9 @@ func parseFormat(format string) (tmpl *template.Template, table bool, err error)
 		body += "\n"
 	}
 	body = strings.ReplaceAll(body, `\t`, "\t")
-	tmpl, err = template.New("format").Funcs(templateFuncs).Option("missingkey=error").Parse(body)
+	// A missing map key prints "<no value>", as Docker's templates do
+	// ({{.Labels.owner}} of a network without that label).
+	tmpl, err = template.New("format").Funcs(templateFuncs).Parse(body)
 	if err != nil {
 		return nil, false, errdefs.Invalid("invalid --format template: %v", err)
 	}

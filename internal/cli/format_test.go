@@ -219,3 +219,19 @@ func wantErrorCode(args []string, stderr string) int {
 	}
 	return ExitFailure
 }
+
+// Docker's template functions pad and println, and a missing map key
+// printed as "<no value>" (no error), as Docker's templates do.
+func TestFormatFunctionsAndMissingKeys(t *testing.T) {
+	tmpl, _, err := parseFormat(`[{{pad .Name 2 1}}]{{println "x"}}{{.Labels.owner}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := tmpl.Execute(&b, map[string]any{"Name": "net", "Labels": map[string]string{}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := b.String(), "[  net ]x\n<no value>\n"; got != want {
+		t.Errorf("output %q, want %q", got, want)
+	}
+}

@@ -286,6 +286,8 @@ func (a *app) networkLsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// By name in natural order (net2 before net10), as Docker's.
+			slices.SortFunc(nets, func(a, b *engine.Network) int { return naturalCompare(a.Name, b.Name) })
 			var inUse map[string]bool
 			if _, ok := f["dangling"]; ok {
 				inUse = map[string]bool{}

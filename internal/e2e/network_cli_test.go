@@ -316,3 +316,18 @@ func TestNetworkLockFilesGo(t *testing.T) {
 		t.Errorf("lock files after system prune (want network-kept.lock only of the networks'):\n%s", ls)
 	}
 }
+
+// network ls lists names in natural order, as Docker's (net2 before
+// net10), and an inspect template naming a label the network lacks prints
+// Docker's "<no value>" instead of failing.
+func TestNetworkLsOrderAndMissingLabel(t *testing.T) {
+	s := sandbox(t)
+	s.MustKnit(t, "network", "create", "net10")
+	s.MustKnit(t, "network", "create", "net2")
+	if got, want := networkNames(t, s), []string{"bridge", "host", "net2", "net10", "none"}; !slices.Equal(got, want) {
+		t.Errorf("network ls names %q, want %q", got, want)
+	}
+	if got := s.MustKnit(t, "network", "inspect", "-f", "{{.Labels.owner}}", "net2"); got != "<no value>\n" {
+		t.Errorf("inspect -f {{.Labels.owner}} = %q, want <no value>", got)
+	}
+}
