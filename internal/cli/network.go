@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"text/template"
 
@@ -511,6 +512,25 @@ func newNetworkView(n *engine.Network, containers []*engine.Container) *networkV
 	}
 	if v.Options == nil {
 		v.Options = map[string]string{}
+	}
+	if n.Name == engine.ModeBridge {
+		// As dockerd shows docker0's settings (scripts find the bridge's
+		// name there).
+		mtu, hostIP := n.MTU, "0.0.0.0"
+		if mtu == 0 {
+			mtu = 1500
+		}
+		if n.HostIP.IsValid() {
+			hostIP = n.HostIP.String()
+		}
+		maps.Copy(v.Options, map[string]string{
+			"com.docker.network.bridge.default_bridge":       "true",
+			"com.docker.network.bridge.enable_icc":           strconv.FormatBool(n.ICC),
+			"com.docker.network.bridge.enable_ip_masquerade": strconv.FormatBool(n.Masquerade),
+			"com.docker.network.bridge.host_binding_ipv4":    hostIP,
+			"com.docker.network.bridge.name":                 n.Bridge,
+			"com.docker.network.driver.mtu":                  strconv.Itoa(mtu),
+		})
 	}
 	if v.Labels == nil {
 		v.Labels = map[string]string{}

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"net"
 	"net/netip"
 	"reflect"
@@ -508,5 +509,21 @@ func TestNetworkPruneConfirmation(t *testing.T) {
 		} else if code != 0 || engines != 0 || stderr != "" {
 			t.Errorf("stdin %q: code %d, engines %d, stderr %q; want a quiet refusal", tt.stdin, code, engines, stderr)
 		}
+	}
+}
+
+// The default network shows dockerd's docker0 options, from its record.
+func TestNewNetworkViewDefaultOptions(t *testing.T) {
+	n := &engine.Network{Network: driver.Network{Name: "bridge", ID: "b", Driver: "bridge", Bridge: "knit0"}, ICC: true, Masquerade: true}
+	want := map[string]string{
+		"com.docker.network.bridge.default_bridge":       "true",
+		"com.docker.network.bridge.enable_icc":           "true",
+		"com.docker.network.bridge.enable_ip_masquerade": "true",
+		"com.docker.network.bridge.host_binding_ipv4":    "0.0.0.0",
+		"com.docker.network.bridge.name":                 "knit0",
+		"com.docker.network.driver.mtu":                  "1500",
+	}
+	if got := newNetworkView(n, nil).Options; !maps.Equal(got, want) {
+		t.Errorf("Options = %v, want %v", got, want)
 	}
 }
