@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -684,12 +685,19 @@ func (a *app) networkRmCommand() *cobra.Command {
 const networkPrunePrompt = "WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] "
 
 func (a *app) networkPruneCommand() *cobra.Command {
-	var force bool
+	var (
+		force   bool
+		filters []string
+	)
 	c := &cobra.Command{
 		Use:   "prune [OPTIONS]",
 		Short: "Remove all unused networks",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			match, err := pruneFilter(filters, time.Now())
+			if err != nil {
+				return err
+			}
 			if !force && !confirm(out(cmd), cmd.InOrStdin(), networkPrunePrompt) {
 				return nil
 			}
@@ -697,13 +705,40 @@ func (a *app) networkPruneCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			removed, err := e.PruneNetworks()
+			removed, err := e.PruneNetworks(match)
 			writePruned(out(cmd), removed)
 			return err
 		},
 	}
 	c.Flags().BoolVarP(&force, "force", "f", false, "do not prompt for confirmation")
+	c.Flags().StringArrayVar(&filters, "filter", nil, "only networks that match: until=TIME|DURATION, label=KEY[=VALUE], label!=KEY[=VALUE]")
 	return c
+}
+
+// pruneFilter parses network prune's --filter values, as Docker's: until
+// (one; a time, a Unix timestamp or a duration back from now) selects the
+// networks made before it, label those that have every label given
+// (KEY or KEY=VALUE), label! those that do not have them all. nil selects
+// every network.
+func pruneFilter(in []string, now time.Time) (func(*engine.Network) bool, error) {
+	f, err := parseFilters(in, []string{"until", "label", "label!"})
+	if err != nil || len(f) == 0 {
+		return nil, err
+	}
+	var until time.Time
+	switch u := f["until"]; {
+	case len(u) > 1:
+		return nil, errdefs.Invalid("more than one until filter specified")
+	case len(u) == 1:
+		if until, err = parseLogTime("until filter", u[0], now); err != nil {
+			return nil, err
+		}
+	}
+	return func(n *engine.Network) bool {
+		return (until.IsZero() || n.Created.Before(until)) &&
+			(len(f["label"]) == 0 || matchLabels(f["label"], n.Labels)) &&
+			(len(f["label!"]) == 0 || !matchLabels(f["label!"], n.Labels))
+	}, nil
 }
 
 // confirm asks a y/N question; only "y" (any case) says yes, as in Docker.

@@ -527,3 +527,36 @@ func TestNewNetworkViewDefaultOptions(t *testing.T) {
 		t.Errorf("Options = %v, want %v", got, want)
 	}
 }
+
+// network prune's --filter, as Docker's: until, label, label!.
+func TestPruneFilter(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	old := &engine.Network{Created: now.Add(-48 * time.Hour), Labels: map[string]string{"env": "ci", "tmp": ""}}
+	fresh := &engine.Network{Created: now.Add(-time.Minute), Labels: map[string]string{"env": "prod"}}
+	for _, tc := range []struct {
+		filters    []string
+		old, fresh bool
+	}{
+		{nil, true, true},
+		{[]string{"until=24h"}, true, false},
+		{[]string{"until=2026-11-29T12:00:00Z"}, true, false},
+		{[]string{"label=tmp"}, true, false},
+		{[]string{"label=env=prod"}, false, true},
+		{[]string{"label!=tmp"}, false, true},
+		{[]string{"until=1m", "label=env"}, true, false},
+	} {
+		match, err := pruneFilter(tc.filters, now)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.filters, err)
+		}
+		got := func(n *engine.Network) bool { return match == nil || match(n) }
+		if got(old) != tc.old || got(fresh) != tc.fresh {
+			t.Errorf("%q: old %v fresh %v, want %v %v", tc.filters, got(old), got(fresh), tc.old, tc.fresh)
+		}
+	}
+	for _, bad := range [][]string{{"until=1h", "until=2h"}, {"until=soon"}, {"driver=bridge"}, {"label"}} {
+		if _, err := pruneFilter(bad, now); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}

@@ -331,3 +331,22 @@ func TestNetworkLsOrderAndMissingLabel(t *testing.T) {
 		t.Errorf("inspect -f {{.Labels.owner}} = %q, want <no value>", got)
 	}
 }
+
+// network prune --filter removes only the unused networks it selects.
+func TestNetworkPruneFilter(t *testing.T) {
+	s := sandbox(t)
+	s.MustKnit(t, "network", "create", "--label", "tmp", "scratch")
+	s.MustKnit(t, "network", "create", "keep")
+	if out := s.MustKnit(t, "network", "prune", "-f", "--filter", "until=1h"); out != "" {
+		t.Errorf("prune --filter until=1h removed networks made just now:\n%s", out)
+	}
+	if out := s.MustKnit(t, "network", "prune", "-f", "--filter", "label=tmp"); out != "Deleted Networks:\nscratch\n\n" {
+		t.Errorf("prune --filter label=tmp printed %q", out)
+	}
+	if got, want := networkNames(t, s), []string{"bridge", "host", "keep", "none"}; !slices.Equal(got, want) {
+		t.Errorf("networks after the prune: %q, want %q", got, want)
+	}
+	if r := s.Knit("network", "prune", "-f", "--filter", "driver=bridge"); r.Code == 0 || !strings.Contains(r.Stderr, "invalid filter 'driver'") {
+		t.Errorf("prune --filter driver=bridge: exit %d, %q", r.Code, r.Stderr)
+	}
+}

@@ -656,9 +656,9 @@ func networkUsers(tx store.Tx, network string) []string {
 	return users
 }
 
-// PruneNetworks removes every user-defined network no container uses and
-// returns their names.
-func (e *Engine) PruneNetworks() ([]string, error) {
+// PruneNetworks removes every user-defined network no container uses that
+// match selects (nil: all of them) and returns their names.
+func (e *Engine) PruneNetworks(match func(*Network) bool) ([]string, error) {
 	if err := e.CheckFirewall(); err != nil {
 		return nil, err
 	}
@@ -672,7 +672,7 @@ func (e *Engine) PruneNetworks() ([]string, error) {
 	var removed []string
 	var errs []error
 	for _, n := range nets {
-		if !n.UserDefined() {
+		if !n.UserDefined() || match != nil && !match(n) {
 			continue
 		}
 		err := e.RemoveNetwork(n.Name)

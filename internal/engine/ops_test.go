@@ -148,7 +148,7 @@ func TestCommandsCheckTheFirewallFirst(t *testing.T) {
 		},
 		"network create":  func(e *Engine) error { _, err := e.CreateNetwork(NetworkCreateOptions{Name: "n"}); return err },
 		"network rm":      func(e *Engine) error { return e.RemoveNetwork("n") },
-		"network prune":   func(e *Engine) error { _, err := e.PruneNetworks(); return err },
+		"network prune":   func(e *Engine) error { _, err := e.PruneNetworks(nil); return err },
 		"network connect": func(e *Engine) error { return e.Connect("n", "web", ConnectOptions{}) },
 	} {
 		st := newStore(t)

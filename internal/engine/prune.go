@@ -53,7 +53,7 @@ func (e *Engine) Prune() (*PruneReport, error) {
 	errs = append(errs, e.pruneNetns(live, r), e.pruneLinks(live, nets, r), e.pruneAddrs(live, nets, r), e.pruneDirs(), e.prunePorts(live, r))
 	// As docker system prune: networks no container uses go too, which
 	// also finishes removals a crash interrupted.
-	removed, err := e.PruneNetworks()
+	removed, err := e.PruneNetworks(nil)
 	r.Networks = removed
 	errs = append(errs, err, e.pruneNetworkRules(r), e.pruneNetworkLocks(), e.syncDNS())
 	return r, errors.Join(errs...)
