@@ -86,7 +86,7 @@ func plural(n int, word string) string {
 type networkCreateFlags struct {
 	driver                      string
 	subnets, gateways, ipRanges []string
-	labels, opts                []string
+	labels, opts, aux           []string
 	ipv6, internal, attachable  bool
 }
 
@@ -126,6 +126,7 @@ func (a *app) networkCreateCommand() *cobra.Command {
 	fl.BoolVar(&f.attachable, "attachable", false, "enable manual container attachment")
 	fl.StringArrayVar(&f.labels, "label", nil, "set metadata on a network (KEY=VALUE)")
 	fl.StringArrayVarP(&f.opts, "opt", "o", nil, "set driver specific options (KEY=VALUE)")
+	fl.StringArrayVar(&f.aux, "aux-address", nil, "an address of the subnet never given to a container (NAME=IP)")
 	return c
 }
 
@@ -156,10 +157,23 @@ func (f *networkCreateFlags) options(name string) (engine.NetworkCreateOptions, 
 		}
 		o.Gateways = append(o.Gateways, g)
 	}
-	if (len(o.Gateways) > 0 || len(o.IPRanges) > 0) && len(o.Subnets) == 0 {
-		return o, errdefs.Invalid("every --ip-range or --gateway must have a corresponding --subnet")
+	aux, err := parseKV("--aux-address", f.aux, false)
+	if err != nil {
+		return o, err
 	}
-	var err error
+	for name, v := range aux {
+		a, err := parseAddrFlag("--aux-address "+name+"=", v)
+		if err != nil {
+			return o, err
+		}
+		if o.Aux == nil {
+			o.Aux = map[string]netip.Addr{}
+		}
+		o.Aux[name] = a
+	}
+	if (len(o.Gateways) > 0 || len(o.IPRanges) > 0 || len(o.Aux) > 0) && len(o.Subnets) == 0 {
+		return o, errdefs.Invalid("every --ip-range, --gateway or --aux-address must have a corresponding --subnet")
+	}
 	if o.Labels, err = parseLabels("--label", f.labels); err != nil {
 		return o, err
 	}
@@ -484,9 +498,10 @@ type (
 		Config  []ipamConfigView
 	}
 	ipamConfigView struct {
-		Subnet  string
-		Gateway string `json:",omitempty"`
-		IPRange string `json:",omitempty"`
+		Subnet             string
+		Gateway            string            `json:",omitempty"`
+		IPRange            string            `json:",omitempty"`
+		AuxiliaryAddresses map[string]string `json:",omitempty"`
 	}
 	configFromView struct {
 		Network string
@@ -543,6 +558,12 @@ func newNetworkView(n *engine.Network, containers []*engine.Container) *networkV
 		}
 		if s.IPRange.IsValid() {
 			cfg.IPRange = s.IPRange.String()
+		}
+		for name, a := range s.Aux {
+			if cfg.AuxiliaryAddresses == nil {
+				cfg.AuxiliaryAddresses = map[string]string{}
+			}
+			cfg.AuxiliaryAddresses[name] = a.String()
 		}
 		v.IPAM.Config = append(v.IPAM.Config, cfg)
 	}

@@ -27,6 +27,23 @@ type Subnet struct {
 	// of Gateway, which stays the bridge's address (dockerd's
 	// --default-gateway).
 	DefaultRoute netip.Addr `json:"defaultRoute,omitzero"`
+	// Aux are addresses never handed out (--aux-address: a router's, a
+	// host's already on the wire), by name.
+	Aux map[string]netip.Addr `json:"aux,omitempty"`
+}
+
+// Reserved says whether a is one of s's aux addresses or its containers'
+// default gateway: addresses taken, though by no container.
+func (s Subnet) Reserved(a netip.Addr) bool {
+	if a == s.DefaultRoute {
+		return true
+	}
+	for _, x := range s.Aux {
+		if x == a {
+			return true
+		}
+	}
+	return false
 }
 
 // Network is what a driver needs to know about a network.

@@ -350,3 +350,31 @@ func TestNetworkPruneFilter(t *testing.T) {
 		t.Errorf("prune --filter driver=bridge: exit %d, %q", r.Code, r.Stderr)
 	}
 }
+
+// --aux-address reserves an address of the subnet, which no container
+// gets, asked for or not, and inspect shows under AuxiliaryAddresses.
+func TestNetworkAuxAddress(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "network", "create", "--subnet", "10.60.0.0/29", "--aux-address", "router=10.60.0.2", "auxnet")
+	if got := strings.TrimSpace(s.MustKnit(t, "network", "inspect", "-f", "{{json (index .IPAM.Config 0).AuxiliaryAddresses}}", "auxnet")); got != `{"router":"10.60.0.2"}` {
+		t.Errorf("AuxiliaryAddresses = %s", got)
+	}
+	s.MustKnit(t, "run", "-d", "--name", "a1", "--network", "auxnet", "--rootfs", bb, "sleep", "300")
+	if ip := ipOn(t, s, "a1", "auxnet"); ip != "10.60.0.3" {
+		t.Errorf("the first container got %s, want 10.60.0.3 (10.60.0.2 is reserved)", ip)
+	}
+	if r := s.Knit("run", "--rm", "--network", "auxnet", "--ip", "10.60.0.2", "--rootfs", bb, "true"); r.Code != 125 || !strings.Contains(r.Stderr, "reserved") {
+		t.Errorf("run --ip of the aux address: exit %d, %q", r.Code, r.Stderr)
+	}
+	for _, bad := range [][]string{
+		{"--subnet", "10.61.0.0/24", "--aux-address", "x=10.62.0.1", "bad1"},
+		{"--aux-address", "x=10.62.0.1", "bad2"},
+		{"--subnet", "10.61.0.0/24", "--aux-address", "x=nonsense", "bad3"},
+		{"--subnet", "10.61.0.0/24", "--aux-address", "x=10.61.0.1", "bad4"},
+	} {
+		if r := s.Knit(append([]string{"network", "create"}, bad...)...); r.Code == 0 || !strings.Contains(r.Stderr, "aux-address") {
+			t.Errorf("network create %q: exit %d, %q", bad, r.Code, r.Stderr)
+		}
+	}
+}

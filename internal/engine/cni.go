@@ -771,9 +771,9 @@ func (e *Engine) CNIStatus(o NetworkCreateOptions) error {
 		inUse := func(a netip.Addr) bool { _, ok := used[a]; return ok }
 		for _, s := range n.Subnets {
 			// The allocator's own answer, with what ADD counts as taken
-			// (allocateEndpoint: a router's default gateway is never
-			// handed out), so STATUS and ADD agree.
-			taken := func(a netip.Addr) bool { return a == s.DefaultRoute || inUse(a) }
+			// (allocateEndpoint: a router's default gateway and the aux
+			// addresses are never handed out), so STATUS and ADD agree.
+			taken := func(a netip.Addr) bool { return s.Reserved(a) || inUse(a) }
 			if _, err := ipam.Allocate(s.Prefix, s.IPRange, s.Gateway, taken); err != nil {
 				return errdefs.Conflict("network %s has no free address in %s: %v", n.Name, s.Prefix, err)
 			}

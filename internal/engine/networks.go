@@ -27,6 +27,7 @@ type NetworkCreateOptions struct {
 	Subnets    []netip.Prefix
 	Gateways   []netip.Addr
 	IPRanges   []netip.Prefix
+	Aux        map[string]netip.Addr // --aux-address NAME=IP
 	IPv6       bool
 	Internal   bool
 	Attachable bool
@@ -337,6 +338,14 @@ func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
 			}
 		}
 	}
+	for name, a := range o.Aux {
+		if !slices.ContainsFunc(o.Subnets, func(p netip.Prefix) bool { return p.Contains(a) }) {
+			return nil, errdefs.Invalid("invalid --aux-address %s=%s: it is in no --subnet", name, a)
+		}
+		if slices.Contains(o.Gateways, a) {
+			return nil, errdefs.Invalid("invalid --aux-address %s=%s: it is the gateway", name, a)
+		}
+	}
 	for i, r := range o.IPRanges {
 		if r != r.Masked() {
 			return nil, errdefs.Invalid("invalid --ip-range %s: it has host bits set (did you mean %s?)", r, r.Masked())
@@ -401,6 +410,18 @@ func (e *Engine) pickSubnets(n *Network, o *NetworkCreateOptions, taken []netip.
 			if s.Prefix.Contains(r.Addr()) {
 				s.IPRange = r.Masked()
 			}
+		}
+		for name, a := range o.Aux {
+			if !s.Prefix.Contains(a) {
+				continue
+			}
+			if a == s.Gateway {
+				return errdefs.Invalid("invalid --aux-address %s=%s: it is the gateway", name, a)
+			}
+			if s.Aux == nil {
+				s.Aux = map[string]netip.Addr{}
+			}
+			s.Aux[name] = a
 		}
 		n.Subnets = append(n.Subnets, s)
 		taken = append(taken, s.Prefix)

@@ -391,11 +391,14 @@ func allocateEndpoint(tx store.Tx, n *Network, c *Container, req EndpointOptions
 		}
 		// The containers' default gateway, when it is not the bridge
 		// (config default-gateway), is a router's: never handed out.
-		taken := func(a netip.Addr) bool { return a == s.DefaultRoute || inUse(a) }
+		taken := func(a netip.Addr) bool { return s.Reserved(a) || inUse(a) }
 		var addr netip.Addr
 		if want.IsValid() {
 			if want == s.DefaultRoute {
 				return nil, errdefs.Conflict("address %s is the network's default gateway (config default-gateway)", want)
+			}
+			if s.Reserved(want) {
+				return nil, errdefs.Conflict("address %s is reserved on network %s (--aux-address)", want, n.Name)
 			}
 			if err := ipam.Check(s.Prefix, s.Gateway, want, inUse); err != nil {
 				return nil, addrError(err, want, n)
