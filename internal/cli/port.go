@@ -87,25 +87,41 @@ func hostAddr(m portmap.Mapping) string {
 	return addr
 }
 
-// naturalCompare orders strings as text, but runs of digits by their
-// value: "80/tcp" before "443/tcp", "10.0.0.9" before "10.0.0.10".
+// naturalCompare orders strings as Docker's CLI does (sortorder's natural
+// order): runs of digits by their value ("80/tcp" before "443/tcp",
+// "10.0.0.9" before "10.0.0.10"), a digit before any other character, and
+// of two equal numbers the one written with fewer leading zeros first.
 func naturalCompare(a, b string) int {
-	for a != "" && b != "" {
-		if isDigit(a[0]) && isDigit(b[0]) {
-			da, db := digitRun(a), digitRun(b)
-			na, nb := strings.TrimLeft(da, "0"), strings.TrimLeft(db, "0")
-			if c := cmp.Or(cmp.Compare(len(na), len(nb)), strings.Compare(na, nb)); c != 0 {
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		da, db := isDigit(a[i]), isDigit(b[j])
+		switch {
+		case da != db:
+			if da {
+				return -1
+			}
+			return 1
+		case !da:
+			if a[i] != b[j] {
+				return cmp.Compare(a[i], b[j])
+			}
+			i, j = i+1, j+1
+		default:
+			zi, zj := i, j // past the leading zeros
+			for zi < len(a) && a[zi] == '0' {
+				zi++
+			}
+			for zj < len(b) && b[zj] == '0' {
+				zj++
+			}
+			ei, ej := zi+len(digitRun(a[zi:])), zj+len(digitRun(b[zj:]))
+			if c := cmp.Or(cmp.Compare(ei-zi, ej-zj), strings.Compare(a[zi:ei], b[zj:ej]), cmp.Compare(zi-i, zj-j)); c != 0 {
 				return c
 			}
-			a, b = a[len(da):], b[len(db):]
-			continue
+			i, j = ei, ej
 		}
-		if a[0] != b[0] {
-			return cmp.Compare(a[0], b[0])
-		}
-		a, b = a[1:], b[1:]
 	}
-	return cmp.Compare(len(a), len(b))
+	return cmp.Compare(len(a)-i, len(b)-j)
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }

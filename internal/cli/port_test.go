@@ -17,7 +17,8 @@ func TestNaturalCompare(t *testing.T) {
 	for _, tc := range []struct {
 		a, b string
 		want int
-	}{{"a", "a", 0}, {"a1", "a01", 0}, {"a", "ab", -1}, {"a2", "a10", -1}, {"b", "a9", 1}} {
+	}{{"a", "a", 0}, {"a1", "a01", -1}, {"a", "ab", -1}, {"a2", "a10", -1}, {"b", "a9", 1},
+		{"net1", "net-a", -1}, {"a1c", "a01b", -1}, {"x", "x", 0}} {
 		if got := naturalCompare(tc.a, tc.b); got != tc.want {
 			t.Errorf("naturalCompare(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
 		}
