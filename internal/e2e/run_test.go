@@ -495,11 +495,23 @@ sleep 0.2
 sleep 0.3 # the run has its record and waits for the lock
 "$knit" rm -f slow || echo "rm -f failed"
 wait $run; echo "run: $? $(head -n 1 $err)"
+wait $holder
+flock "$lock" sleep 1 & holder=$!
+sleep 0.2
+"$knit" run --name slowfg --network held -p 8089:80 --rootfs "$bb" true >/dev/null 2>$err & run=$!
+sleep 0.3
+"$knit" rm -f slowfg || echo "rm -f failed"
+wait $run; echo "foreground run: $? $(head -n 1 $err)"
 wait $holder; rm -f $err`
 	out := s.MustRun(t, "sh", "-c", script, "sh", knit, bb, lock)
 	if !strings.Contains(out, "slow\n") || strings.Contains(out, "rm -f failed") ||
 		!strings.Contains(out, "run: 125 knit: container slow was removed while starting (knit got terminated)") {
 		t.Errorf("rm -f of a run held up in its setup:\n%s", out)
+	}
+	// A foreground run says so too, as run -d does, instead of exiting
+	// 143 with nothing said.
+	if !strings.Contains(out, "foreground run: 125 knit: container slowfg was removed while starting (knit got terminated)") {
+		t.Errorf("rm -f of a foreground run held up in its setup:\n%s", out)
 	}
 	s.MustKnit(t, "network", "rm", "held")
 	assertEmpty(t, s, "after the removal")

@@ -50,13 +50,7 @@ func (e *Engine) RunDetached(o RunOptions) (string, error) {
 	select {
 	case sig := <-held:
 		signal.Stop(held)
-		derr := e.destroy(c)
-		if sig == syscall.SIGTERM {
-			err = errdefs.Conflict("container %s was removed while starting (knit got %v)", c.Name, sig)
-		} else {
-			err = errdefs.Conflict("start of container %s cancelled (knit got %v)", c.Name, sig)
-		}
-		return "", errors.Join(err, derr)
+		return "", errors.Join(cancelledStart(c, sig), e.destroy(c))
 	default:
 	}
 	if err := e.spawnSupervisor(c); err != nil {
@@ -67,6 +61,15 @@ func (e *Engine) RunDetached(o RunOptions) (string, error) {
 		return "", err
 	}
 	return c.ID, nil
+}
+
+// cancelledStart is the error of a run that got sig while it set c up
+// (and undid it): rm -f of the container sends SIGTERM, ^C SIGINT.
+func cancelledStart(c *Container, sig os.Signal) error {
+	if sig == syscall.SIGTERM {
+		return errdefs.Conflict("container %s was removed while starting (knit got %v)", c.Name, sig)
+	}
+	return errdefs.Conflict("start of container %s cancelled (knit got %v)", c.Name, sig)
 }
 
 // StartError is why a container's command did not start (not found: 127,

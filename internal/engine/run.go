@@ -411,9 +411,8 @@ func (e *Engine) RunForeground(o RunOptions, io Stdio) (int, error) {
 		return 0, err
 	}
 	select {
-	case sig := <-held:
-		e.destroy(c)
-		return 128 + int(sig.(syscall.Signal)), nil
+	case sig := <-held: // as run -d says it (rm -f of the container, ^C)
+		return 0, errors.Join(cancelledStart(c, sig), e.destroy(c))
 	default:
 	}
 	in := io.In
