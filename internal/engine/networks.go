@@ -48,6 +48,7 @@ var netOptions = map[string]string{
 	"gateway-mode-ipv4": "gateway-mode-ipv4", "com.docker.network.bridge.gateway_mode_ipv4": "gateway-mode-ipv4",
 	"gateway-mode-ipv6": "gateway-mode-ipv6", "com.docker.network.bridge.gateway_mode_ipv6": "gateway-mode-ipv6",
 	"enable-dns": "enable-dns",
+	"ipv6":       "ipv6", "com.docker.network.enable_ipv6": "ipv6",
 }
 
 // Predefined networks that are modes, not records.
@@ -252,7 +253,7 @@ func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
 		n.Options[k] = v
 		key, ok := netOptions[k]
 		if !ok {
-			return nil, errdefs.Invalid("unknown network option %q: known options are bridge, mtu, icc, ip-masq, host-ip, gateway-mode, gateway-mode-ipv4, gateway-mode-ipv6, enable-dns (or their com.docker.network.* names)", k)
+			return nil, errdefs.Invalid("unknown network option %q: known options are bridge, mtu, icc, ip-masq, host-ip, gateway-mode, gateway-mode-ipv4, gateway-mode-ipv6, enable-dns, ipv6 (or their com.docker.network.* names)", k)
 		}
 		var err error
 		switch key {
@@ -272,6 +273,13 @@ func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
 			n.Masquerade, err = parseBool(k, v)
 		case "enable-dns":
 			n.DNS, err = parseBool(k, v)
+		case "ipv6": // Docker's com.docker.network.enable_ipv6, as --ipv6
+			var on bool
+			on, err = parseBool(k, v)
+			if err == nil && !on && o.IPv6 {
+				err = errdefs.Invalid("conflicting options: --ipv6 and %s=%s", k, v)
+			}
+			o.IPv6 = o.IPv6 || on
 		case "host-ip":
 			if n.HostIP, err = netip.ParseAddr(v); err != nil {
 				return nil, errdefs.Invalid("invalid host-ip %q: not an IP address", v)

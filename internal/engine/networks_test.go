@@ -74,6 +74,29 @@ func TestUndoCreateNetworkSparesItsSuccessor(t *testing.T) {
 	}
 }
 
+// Docker's -o com.docker.network.enable_ipv6=true is --ipv6; false with
+// --ipv6 is a conflict.
+func TestEnableIPv6Option(t *testing.T) {
+	e := &Engine{cfg: &config.Config{}}
+	for _, tc := range []struct {
+		ipv6 bool
+		v    string
+		want bool
+		bad  bool
+	}{{false, "true", true, false}, {false, "false", false, false}, {true, "true", true, false}, {true, "false", false, true}, {false, "maybe", false, true}} {
+		n, err := e.newNetwork(&NetworkCreateOptions{Name: "n", IPv6: tc.ipv6, Options: map[string]string{"com.docker.network.enable_ipv6": tc.v}})
+		if tc.bad {
+			if errdefs.KindOf(err) != errdefs.KindInvalid {
+				t.Errorf("--ipv6=%v enable_ipv6=%s: %v, want invalid", tc.ipv6, tc.v, err)
+			}
+			continue
+		}
+		if err != nil || n.IPv6 != tc.want {
+			t.Errorf("--ipv6=%v enable_ipv6=%s: IPv6 %v, %v; want %v", tc.ipv6, tc.v, n != nil && n.IPv6, err, tc.want)
+		}
+	}
+}
+
 // gateway-mode sets both families; Docker's per-family options set one,
 // and win over gateway-mode whatever the order.
 func TestGatewayModes(t *testing.T) {
