@@ -502,6 +502,13 @@ sleep 0.2
 sleep 0.3
 "$knit" rm -f slowfg || echo "rm -f failed"
 wait $run; echo "foreground run: $? $(head -n 1 $err)"
+wait $holder
+flock "$lock" sleep 1 & holder=$!
+sleep 0.2
+(trap '' HUP; exec "$knit" run --rm --name hupfg --network held --rootfs "$bb" true) >/dev/null 2>$err & run=$!
+sleep 0.3
+kill -HUP $run
+wait $run; echo "nohup run: $? $(head -n 1 $err)"
 wait $holder; rm -f $err`
 	out := s.MustRun(t, "sh", "-c", script, "sh", knit, bb, lock)
 	if !strings.Contains(out, "slow\n") || strings.Contains(out, "rm -f failed") ||
@@ -512,6 +519,10 @@ wait $holder; rm -f $err`
 	// 143 with nothing said.
 	if !strings.Contains(out, "foreground run: 125 knit: container slowfg was removed while starting (knit got terminated)") {
 		t.Errorf("rm -f of a foreground run held up in its setup:\n%s", out)
+	}
+	// A hangup its caller ignores (nohup) leaves it ignored: the run goes on.
+	if !strings.Contains(out, "nohup run: 0 \n") {
+		t.Errorf("SIGHUP to a foreground run that ignores it, held up in its setup:\n%s", out)
 	}
 	s.MustKnit(t, "network", "rm", "held")
 	assertEmpty(t, s, "after the removal")

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"maps"
 	"net/netip"
 	"strings"
 	"testing"
@@ -20,6 +21,8 @@ func FuzzNetworkCreate(f *testing.F) {
 	f.Add("10.0.0.1/24", "", "", "", false)
 	f.Add("", "10.0.0.1", "", "gateway-mode=routed", true)
 	f.Add("10.1.0.0/30", "10.1.0.0", "10.1.0.0/31", "bridge=br0,enable-dns=false", false)
+	f.Add("", "", "", "ipv6=true,com.docker.network.enable_ipv6=false", false)
+	f.Add("fd00::/64", "", "", "com.docker.network.enable_ipv6=true", false)
 	f.Add("::/0", "", "", "host-ip=::1", true)
 	f.Fuzz(func(t *testing.T, subnets, gateways, ranges, opts string, ipv6 bool) {
 		o := NetworkCreateOptions{Name: "fuzz", IPv6: ipv6, Options: map[string]string{}}
@@ -49,7 +52,12 @@ func FuzzNetworkCreate(f *testing.F) {
 			o.Options[k] = v
 		}
 		e := &Engine{cfg: &config.Config{}}
+		again := o // the same request, whose options map order may differ
+		again.Options = maps.Clone(o.Options)
 		n, err := e.newNetwork(&o)
+		if _, err2 := e.newNetwork(&again); (err == nil) != (err2 == nil) {
+			t.Fatalf("the same request accepted once and refused once: %v, %v", err, err2)
+		}
 		if err != nil {
 			if errdefs.KindOf(err) != errdefs.KindInvalid {
 				t.Fatalf("refusal of kind %v, want invalid: %v", errdefs.KindOf(err), err)
@@ -74,6 +82,9 @@ func FuzzNetworkCreate(f *testing.F) {
 		}
 		if fams[true] > 1 || fams[false] > 1 {
 			t.Errorf("subnets %v: more than one per family", n.Subnets)
+		}
+		if n.IPv6 != (fams[false] == 1) {
+			t.Errorf("IPv6 %v with subnets %v", n.IPv6, n.Subnets)
 		}
 	})
 }

@@ -249,6 +249,7 @@ func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
 		Created: time.Now().UTC(), Labels: o.Labels, Masquerade: true, ICC: true,
 		IPv6: o.IPv6, Attachable: o.Attachable, DNS: true,
 	}
+	ipv6Opts := map[string]bool{} // the ipv6 options given, decided once the subnets are read
 	for k, v := range o.Options {
 		n.Options[k] = v
 		key, ok := netOptions[k]
@@ -275,11 +276,9 @@ func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
 			n.DNS, err = parseBool(k, v)
 		case "ipv6": // Docker's com.docker.network.enable_ipv6, as --ipv6
 			var on bool
-			on, err = parseBool(k, v)
-			if err == nil && !on && o.IPv6 {
-				err = errdefs.Invalid("conflicting options: --ipv6 and %s=%s", k, v)
+			if on, err = parseBool(k, v); err == nil {
+				ipv6Opts[k] = on
 			}
-			o.IPv6 = o.IPv6 || on
 		case "host-ip":
 			if n.HostIP, err = netip.ParseAddr(v); err != nil {
 				return nil, errdefs.Invalid("invalid host-ip %q: not an IP address", v)
@@ -329,6 +328,18 @@ func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
 	}
 	if v4 > 1 || v6 > 1 {
 		return nil, errdefs.Invalid("at most one --subnet per address family")
+	}
+	// An ipv6 option false refuses what asks for IPv6 (--ipv6, an IPv6
+	// --subnet, the other option true); true is --ipv6.
+	for k, on := range ipv6Opts {
+		for k2, on2 := range ipv6Opts {
+			if !on && (o.IPv6 || on2) {
+				return nil, errdefs.Invalid("conflicting options: %s=false, but IPv6 is asked for (--ipv6, an IPv6 --subnet or %s=true)", k, k2)
+			}
+		}
+	}
+	for _, on := range ipv6Opts {
+		o.IPv6 = o.IPv6 || on
 	}
 	n.IPv6 = o.IPv6
 	if n.IPv6 && n.MTU < 1280 {

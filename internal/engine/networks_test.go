@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"net/netip"
 	"slices"
 	"testing"
 
@@ -94,6 +95,17 @@ func TestEnableIPv6Option(t *testing.T) {
 		if err != nil || n.IPv6 != tc.want {
 			t.Errorf("--ipv6=%v enable_ipv6=%s: IPv6 %v, %v; want %v", tc.ipv6, tc.v, n != nil && n.IPv6, err, tc.want)
 		}
+	}
+	// Refused whatever the options' order: the two names disagreeing, or
+	// false with an IPv6 subnet.
+	for range 10 {
+		if _, err := e.newNetwork(&NetworkCreateOptions{Name: "n", Options: map[string]string{"ipv6": "true", "com.docker.network.enable_ipv6": "false"}}); errdefs.KindOf(err) != errdefs.KindInvalid {
+			t.Fatalf("ipv6=true with enable_ipv6=false: %v, want invalid", err)
+		}
+	}
+	o := &NetworkCreateOptions{Name: "n", Subnets: []netip.Prefix{netip.MustParsePrefix("fd00::/64")}, Options: map[string]string{"com.docker.network.enable_ipv6": "false"}}
+	if _, err := e.newNetwork(o); errdefs.KindOf(err) != errdefs.KindInvalid {
+		t.Errorf("enable_ipv6=false with an IPv6 subnet: %v, want invalid", err)
 	}
 }
 

@@ -404,7 +404,11 @@ func (e *Engine) RunForeground(o RunOptions, io Stdio) (int, error) {
 	// Until the container runs, and after it ends, a signal must not kill
 	// knit half-way: it is held here, and a pending one cancels the start.
 	held := make(chan os.Signal, 4)
-	signal.Notify(held, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	for _, sig := range []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT} {
+		if !signal.Ignored(sig) { // nohup, a script's background job: left ignored
+			signal.Notify(held, sig)
+		}
+	}
 	defer signal.Stop(held)
 	c, err := e.create(&o)
 	if err != nil {
