@@ -731,3 +731,20 @@ func TestCopy(t *testing.T) {
 	}
 	s.MustKnit(t, "rm", "cpbox")
 }
+
+// A container starts with every signal's default action, as Docker's,
+// whatever its caller ignored (nohup, a background job, a runtime that
+// ignores SIGPIPE): an ignored disposition survives execve, and a shell
+// cannot trap a signal ignored on entry.
+func TestContainerSignalsStartDefault(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	knit := testutil.KnitBinary(t)
+	for _, mode := range [][]string{{"--rm"}, {"--rm", "--init"}} {
+		args := strings.Join(mode, " ")
+		out := s.MustRun(t, "sh", "-c", `trap '' HUP INT PIPE TERM; "$1" run `+args+` --rootfs "$2" sh -c 'grep SigIgn /proc/self/status; trap "exit 7" HUP; kill -HUP $$; sleep 1; echo not-trapped'; echo "exit $?"`, "sh", knit, bb)
+		if !strings.Contains(out, "SigIgn:\t0000000000000000") || !strings.Contains(out, "exit 7") {
+			t.Errorf("run %s under a caller that ignores HUP, INT, PIPE and TERM:\n%s\nwant no signal ignored and the HUP trapped (exit 7)", args, out)
+		}
+	}
+}

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,6 +21,7 @@ import (
 // It never returns; on failure it exits 125 (setup), 126 (cannot
 // execute) or 127 (not found) with a "knit: " message on stderr.
 func Init() {
+	defaultSignals()
 	// Fd 3 stays open until the execve closes it: Start waits for that.
 	// (An *os.File could be garbage collected and closed before.)
 	spec, err := readSpec(fdReader(3))
@@ -203,5 +206,20 @@ func closeOnExecFrom(fd int) error {
 func closeOnExecBelow(from, limit int) {
 	for n := from; n < limit; n++ {
 		unix.CloseOnExec(n)
+	}
+}
+
+// defaultSignals gives the signals knit's caller ignored (nohup, a
+// script's background job, a runtime that ignores SIGPIPE) a handler of
+// Go's, which the execve of the command resets to the default action: a
+// container starts with every signal's default, as Docker's do, whatever
+// ran knit (an ignored disposition survives execve, and a shell cannot
+// trap a signal ignored on entry).
+func defaultSignals() {
+	ch := make(chan os.Signal, 1)
+	for sig := syscall.Signal(1); sig < 32; sig++ {
+		if sig != syscall.SIGKILL && sig != syscall.SIGSTOP && signal.Ignored(sig) {
+			signal.Notify(ch, sig)
+		}
 	}
 }
