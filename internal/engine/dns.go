@@ -89,8 +89,8 @@ func dnsServer(nets []*Network) (netip.Addr, bool) {
 // dnsRedirector keeps the rules in a container's network namespace that
 // send 127.0.0.11:53 to the embedded server (nftables.Firewall's).
 type dnsRedirector interface {
-	// RedirectDNS makes or retargets them, and says where they sent before.
-	RedirectDNS(nsPath string, server netip.Addr) (before netip.Addr, err error)
+	// RedirectDNS makes or retargets them.
+	RedirectDNS(nsPath string, server netip.Addr) error
 	HasDNSRedirect(nsPath string) (bool, error)
 	RemoveDNSRedirect(nsPath string) error
 }
@@ -137,7 +137,7 @@ func (e *Engine) redirectDNS(nsPath string, server netip.Addr, fresh bool) error
 		}
 		return e.dnsr.RemoveDNSRedirect(nsPath)
 	}
-	if _, err := e.dnsr.RedirectDNS(nsPath, server); err != nil {
+	if err := e.dnsr.RedirectDNS(nsPath, server); err != nil {
 		return err
 	}
 	// Also when the rules were in place: a crash may have come between

@@ -28,7 +28,7 @@ func TestConntrackDeleteRetargeted(t *testing.T) {
 	defer h.Close()
 	fw := nftables.New()
 	server, other := netip.MustParseAddr("10.9.0.1"), netip.MustParseAddr("10.8.0.1")
-	if _, err := fw.RedirectDNS(ns, server); err != nil {
+	if err := fw.RedirectDNS(ns, server); err != nil {
 		t.Fatal(err)
 	}
 	// A link the query leaves by, toward the server.

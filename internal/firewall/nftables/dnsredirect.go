@@ -20,8 +20,7 @@ const dnsTable = "knit-dns"
 
 // RedirectDNS makes (or retargets) in the network namespace at nsPath the
 // rules that send 127.0.0.11:53 to server:53, the embedded DNS server on
-// the gateway of one of the container's networks, in one batch; it
-// returns the server the rules sent to before ("" when there were none).
+// the gateway of one of the container's networks, in one batch.
 // The query leaves from the container's own address on that network
 // (masquerade): the server answers clients of its networks only. The
 // kernel must let loopback addresses through the container's interfaces
@@ -40,17 +39,14 @@ const dnsTable = "knit-dns"
 // iifname != "lo" ip daddr 127.0.0.0/8 ct state ! established,related ct status ! dnat drop } }'
 //
 // A complete table that sends to server already is left as it is (no batch).
-func (f *Firewall) RedirectDNS(nsPath string, server netip.Addr) (before netip.Addr, err error) {
+func (f *Firewall) RedirectDNS(nsPath string, server netip.Addr) error {
 	if !server.Is4() {
-		return netip.Addr{}, fmt.Errorf("redirect DNS to %s: not an IPv4 address", server)
+		return fmt.Errorf("redirect DNS to %s: not an IPv4 address", server)
 	}
-	err = inNamespace(nsPath, func(c *nft.Conn) error {
+	err := inNamespace(nsPath, func(c *nft.Conn) error {
 		t := &nft.Table{Family: nft.TableFamilyIPv4, Name: dnsTable}
 		out := &nft.Chain{Name: "output", Table: t, Type: nft.ChainTypeNAT, Hooknum: nft.ChainHookOutput, Priority: nft.ChainPriorityNATDest}
-		if rules, err := c.GetRules(t, out); err == nil {
-			before = dnatTarget(rules)
-		}
-		if before == server && complete(c, t) {
+		if rules, err := c.GetRules(t, out); err == nil && dnatTarget(rules) == server && complete(c, t) {
 			return nil
 		}
 		c.AddTable(t)
@@ -87,9 +83,9 @@ func (f *Firewall) RedirectDNS(nsPath string, server netip.Addr) (before netip.A
 		return c.Flush()
 	})
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("redirect 127.0.0.11:53 to %s: %w", server, err)
+		return fmt.Errorf("redirect 127.0.0.11:53 to %s: %w", server, err)
 	}
-	return before, nil
+	return nil
 }
 
 // HasDNSRedirect says whether the namespace at nsPath has RedirectDNS's
