@@ -274,8 +274,7 @@ func crashKinds() []crashKind {
 			if resolv := s.MustKnit(t, "exec", "victim", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "nameserver 127.0.0.11\n") {
 				t.Errorf("resolv.conf does not name 127.0.0.11 after the disconnect:\n%s", resolv)
 			}
-			key := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "victim"))
-			if rules := s.MustRun(t, "nsenter", "--net="+key, "nft", "list", "table", "ip", "knit-dns"); strings.Contains(rules, "10.77.0.1") || !strings.Contains(rules, "dnat to "+gw+":53") {
+			if rules := s.MustRun(t, "nsenter", "--net="+netnsOf(t, s, "victim"), "nft", "list", "table", "ip", "knit-dns"); strings.Contains(rules, "10.77.0.1") || !strings.Contains(rules, "dnat to "+gw+":53") {
 				t.Errorf("the 127.0.0.11 redirect does not go to crashnet's server %s alone after the disconnect:\n%s", gw, rules)
 			}
 			mustCleanly(t, "network rm after crash", s.Knit("network", "rm", "connectnet"), "not found")

@@ -34,6 +34,13 @@ func ask(t *testing.T, s *testutil.Sandbox, c, server string, args ...string) st
 	return r.Stdout + r.Stderr
 }
 
+// netnsOf is a running container's network namespace file (its
+// SandboxKey), for nsenter --net.
+func netnsOf(t *testing.T, s *testutil.Sandbox, name string) string {
+	t.Helper()
+	return strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.NetworkSettings.SandboxKey}}", name))
+}
+
 func ipOn(t *testing.T, s *testutil.Sandbox, name, network string) string {
 	t.Helper()
 	return strings.TrimSpace(s.MustKnit(t, "inspect", "-f", `{{(index .NetworkSettings.Networks "`+network+`").IPAddress}}`, name))
@@ -244,7 +251,7 @@ func TestIsolationAndConnect(t *testing.T) {
 	if resolv := s.MustKnit(t, "exec", "both", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "nameserver 127.0.0.11\n") {
 		t.Errorf("both's resolv.conf after disconnecting neta:\n%s\nwant 127.0.0.11", resolv)
 	}
-	sandboxKey := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "both"))
+	sandboxKey := netnsOf(t, s, "both")
 	if rules := s.MustRun(t, "nsenter", "--net="+sandboxKey, "nft", "list", "table", "ip", "knit-dns"); !strings.Contains(rules, "dnat to "+gateway(t, s, "netb")+":53") {
 		t.Errorf("both's 127.0.0.11 redirect after disconnecting neta:\n%s\nwant it sent to netb's server", rules)
 	}
@@ -647,7 +654,7 @@ func TestDNSRedirectFollowsConnect(t *testing.T) {
 	s.MustKnit(t, "network", "create", "app")
 	s.MustKnit(t, "run", "-d", "--name", "db", "--network", "app", "--rootfs", rootfs, "sleep", "300")
 	s.MustKnit(t, "run", "-d", "--name", "cli", "--rootfs", rootfs, "sleep", "300")
-	key := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "cli"))
+	key := netnsOf(t, s, "cli")
 	inCli := func(args ...string) string {
 		return s.MustRun(t, append([]string{"nsenter", "--net=" + key}, args...)...)
 	}
@@ -693,7 +700,7 @@ func TestDNSRedirectKeepsLoopbackClosed(t *testing.T) {
 	}
 	// The neighbour, root in its namespace, routes 127.0.0.5 through the
 	// victim: its own loopback route out of the way, route_localnet on.
-	key := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "nb"))
+	key := netnsOf(t, s, "nb")
 	s.MustRun(t, "nsenter", "--net="+key, "sh", "-c", `echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet &&
 		ip route del local 127.0.0.0/8 dev lo table local &&
 		ip route add 127.0.0.5/32 via `+victim+` dev eth0`)
