@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -330,21 +331,17 @@ func publishSpecs(c *engine.Container) []portmap.Spec {
 // s, and the host port asked for it as Docker's PortBindings show it: ""
 // for a random one, "8000-8010" for a range to pick one port from.
 func eachPort(s portmap.Spec, fn func(key, hostPort string)) {
-	proto := s.Proto
-	if proto == "" {
-		proto = portmap.TCP
-	}
-	n := int(s.ContainerLast) - int(s.ContainerFirst)
-	for i := 0; i <= n; i++ {
+	proto := cmp.Or(s.Proto, portmap.TCP)
+	for p := range s.ContainerPorts() {
 		host := ""
 		switch {
 		case s.HostPortFirst == 0 && s.HostPortLast == 0:
-		case n == 0 && s.HostPortLast > s.HostPortFirst:
+		case s.ContainerFirst == s.ContainerLast && s.HostPortLast > s.HostPortFirst:
 			host = fmt.Sprintf("%d-%d", s.HostPortFirst, s.HostPortLast)
 		default:
-			host = strconv.Itoa(int(s.HostPortFirst) + i)
+			host = strconv.Itoa(int(s.HostPortFirst) + int(p-s.ContainerFirst))
 		}
-		fn(fmt.Sprintf("%d/%s", int(s.ContainerFirst)+i, proto), host)
+		fn(fmt.Sprintf("%d/%s", p, proto), host)
 	}
 }
 

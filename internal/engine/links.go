@@ -325,8 +325,8 @@ func linkEnv(name, alias string, ep *Endpoint, t *Container) []string {
 		}
 	}
 	for _, s := range append(slices.Clone(t.Spec.Exposed), t.Spec.Publish...) {
-		for n := int(s.ContainerFirst); n <= int(s.ContainerLast); n++ {
-			add(n, string(cmp.Or(s.Proto, portmap.TCP)))
+		for p := range s.ContainerPorts() {
+			add(int(p), string(cmp.Or(s.Proto, portmap.TCP)))
 		}
 	}
 	for _, m := range t.Ports {

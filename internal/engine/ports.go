@@ -46,21 +46,15 @@ func portSpecs(o *RunOptions) []portmap.Spec {
 	}
 	done := map[key]bool{}
 	for _, s := range o.Publish {
-		for p := s.ContainerFirst; ; p++ {
+		for p := range s.ContainerPorts() {
 			done[key{s.Proto, p}] = true
-			if p == s.ContainerLast {
-				break
-			}
 		}
 	}
 	for _, s := range o.Expose { // HostIP: config.json's "ip", if any
-		for p := s.ContainerFirst; ; p++ {
+		for p := range s.ContainerPorts() {
 			if k := (key{s.Proto, p}); !done[k] {
 				done[k] = true
 				specs = append(specs, portmap.Spec{HostIP: s.HostIP, ContainerFirst: p, ContainerLast: p, Proto: s.Proto})
-			}
-			if p == s.ContainerLast {
-				break
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package portmap
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -22,6 +23,17 @@ type Spec struct {
 
 	ContainerFirst, ContainerLast uint16
 	Proto                         Proto
+}
+
+// ContainerPorts yields each container port of s, first to last.
+func (s Spec) ContainerPorts() iter.Seq[uint16] {
+	return func(yield func(uint16) bool) {
+		for p := int(s.ContainerFirst); p <= int(s.ContainerLast); p++ {
+			if !yield(uint16(p)) {
+				return
+			}
+		}
+	}
 }
 
 // ParsePublish parses one `docker run -p` value:

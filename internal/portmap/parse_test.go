@@ -2,6 +2,7 @@ package portmap
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/knit-dev/knit/internal/errdefs"
@@ -145,5 +146,19 @@ func TestParseExposeErrors(t *testing.T) {
 		if err == nil || err.Error() != tt.want || errdefs.KindOf(err) != errdefs.KindInvalid {
 			t.Errorf("ParseExpose(%q) error = %v, want invalid %q", tt.in, err, tt.want)
 		}
+	}
+}
+
+// ContainerPorts yields a spec's container ports in order, up to 65535
+// without wrapping, and stops when asked.
+func TestContainerPorts(t *testing.T) {
+	if got := slices.Collect(Spec{ContainerFirst: 65533, ContainerLast: 65535}.ContainerPorts()); !slices.Equal(got, []uint16{65533, 65534, 65535}) {
+		t.Errorf("ContainerPorts 65533-65535 = %v", got)
+	}
+	for p := range (Spec{ContainerFirst: 80, ContainerLast: 90}).ContainerPorts() {
+		if p != 80 {
+			t.Fatalf("yielded %d after the loop stopped", p)
+		}
+		break
 	}
 }
