@@ -136,23 +136,20 @@ type protoPort struct {
 	port  uint16
 }
 
-// targetPorts lists a container's exposed and published container ports.
+// targetPorts lists a container's exposed and published container ports,
+// each once.
 func targetPorts(t *Container) []protoPort {
 	var out []protoPort
+	seen := map[protoPort]bool{}
 	add := func(p protoPort) {
-		for _, q := range out {
-			if q == p {
-				return
-			}
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
 		}
-		out = append(out, p)
 	}
 	for _, s := range t.Spec.Exposed {
-		for port := s.ContainerFirst; port <= s.ContainerLast && port != 0; port++ {
-			add(protoPort{string(s.Proto), port})
-			if port == 65535 {
-				break
-			}
+		for port := range s.ContainerPorts() {
+			add(protoPort{string(cmp.Or(s.Proto, portmap.TCP)), port})
 		}
 	}
 	for _, m := range t.Ports {
@@ -312,53 +309,34 @@ func linkEnv(name, alias string, ep *Endpoint, t *Container) []string {
 			}
 		}
 	}
-	type port struct {
-		n     int
-		proto string
-	}
-	var ports []port
-	seen := map[port]bool{}
-	add := func(n int, proto string) {
-		if p := (port{n, proto}); !seen[p] {
-			seen[p] = true
-			ports = append(ports, p)
-		}
-	}
-	for _, s := range append(slices.Clone(t.Spec.Exposed), t.Spec.Publish...) {
-		for p := range s.ContainerPorts() {
-			add(int(p), string(cmp.Or(s.Proto, portmap.TCP)))
-		}
-	}
-	for _, m := range t.Ports {
-		add(int(m.ContainerPort), m.Proto)
-	}
-	slices.SortFunc(ports, func(a, b port) int {
+	ports := targetPorts(t)
+	slices.SortFunc(ports, func(a, b protoPort) int {
 		if a.proto == b.proto {
-			return a.n - b.n
+			return cmp.Compare(a.port, b.port)
 		}
 		return cmp.Or(boolCompare(a.proto != "tcp", b.proto != "tcp"), strings.Compare(a.proto, b.proto))
 	})
 	var env []string
 	if ip != "" && len(ports) > 0 {
-		env = append(env, fmt.Sprintf("%s_PORT=%s://%s:%d", prefix, ports[0].proto, ip, ports[0].n))
+		env = append(env, fmt.Sprintf("%s_PORT=%s://%s:%d", prefix, ports[0].proto, ip, ports[0].port))
 		start := 0 // the first port of the current run
 		for i, pt := range ports {
-			p := fmt.Sprintf("%s_PORT_%d_%s", prefix, pt.n, strings.ToUpper(pt.proto))
+			p := fmt.Sprintf("%s_PORT_%d_%s", prefix, pt.port, strings.ToUpper(pt.proto))
 			env = append(env,
-				fmt.Sprintf("%s=%s://%s:%d", p, pt.proto, ip, pt.n),
+				fmt.Sprintf("%s=%s://%s:%d", p, pt.proto, ip, pt.port),
 				fmt.Sprintf("%s_ADDR=%s", p, ip),
-				fmt.Sprintf("%s_PORT=%d", p, pt.n),
+				fmt.Sprintf("%s_PORT=%d", p, pt.port),
 				fmt.Sprintf("%s_PROTO=%s", p, pt.proto))
-			if i+1 < len(ports) && ports[i+1].proto == pt.proto && ports[i+1].n == pt.n+1 {
+			if i+1 < len(ports) && ports[i+1].proto == pt.proto && ports[i+1].port == pt.port+1 {
 				continue // the run goes on
 			}
 			if first := ports[start]; i > start {
-				p := fmt.Sprintf("%s_PORT_%d_%s", prefix, first.n, strings.ToUpper(first.proto))
+				p := fmt.Sprintf("%s_PORT_%d_%s", prefix, first.port, strings.ToUpper(first.proto))
 				env = append(env,
-					fmt.Sprintf("%s_START=%s://%s:%d", p, first.proto, ip, first.n),
-					fmt.Sprintf("%s_PORT_START=%d", p, first.n),
-					fmt.Sprintf("%s_END=%s://%s:%d", p, pt.proto, ip, pt.n),
-					fmt.Sprintf("%s_PORT_END=%d", p, pt.n))
+					fmt.Sprintf("%s_START=%s://%s:%d", p, first.proto, ip, first.port),
+					fmt.Sprintf("%s_PORT_START=%d", p, first.port),
+					fmt.Sprintf("%s_END=%s://%s:%d", p, pt.proto, ip, pt.port),
+					fmt.Sprintf("%s_PORT_END=%d", p, pt.port))
 			}
 			start = i + 1
 		}

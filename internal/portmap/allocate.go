@@ -137,11 +137,11 @@ func expand(specs []Spec) ([]slot, error) {
 		if err := sp.validate(); err != nil {
 			return nil, errdefs.Invalid("invalid port spec %s: %w", sp, err)
 		}
-		for c := int(sp.ContainerFirst); c <= int(sp.ContainerLast); c++ {
-			s := slot{ip: sp.HostIP, proto: sp.Proto, ctr: uint16(c), first: sp.HostPortFirst, last: sp.HostPortLast}
+		for c := range sp.ContainerPorts() {
+			s := slot{ip: sp.HostIP, proto: sp.Proto, ctr: c, first: sp.HostPortFirst, last: sp.HostPortLast}
 			if sp.HostPortFirst != 0 && sp.ContainerFirst != sp.ContainerLast {
 				// Equal-length ranges map port to port.
-				s.first = sp.HostPortFirst + uint16(c-int(sp.ContainerFirst))
+				s.first = sp.HostPortFirst + (c - sp.ContainerFirst)
 				s.last = s.first
 			}
 			slots = append(slots, s)
