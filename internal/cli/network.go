@@ -532,10 +532,7 @@ func newNetworkView(n *engine.Network, containers []*engine.Container) *networkV
 	if n.Name == engine.ModeBridge {
 		// As dockerd shows docker0's settings (scripts find the bridge's
 		// name there).
-		mtu, hostIP := n.MTU, "0.0.0.0"
-		if mtu == 0 {
-			mtu = 1500
-		}
+		hostIP := "0.0.0.0"
 		if n.HostIP.IsValid() {
 			hostIP = n.HostIP.String()
 		}
@@ -545,7 +542,7 @@ func newNetworkView(n *engine.Network, containers []*engine.Container) *networkV
 			"com.docker.network.bridge.enable_ip_masquerade": strconv.FormatBool(n.Masquerade),
 			"com.docker.network.bridge.host_binding_ipv4":    hostIP,
 			"com.docker.network.bridge.name":                 n.Bridge,
-			"com.docker.network.driver.mtu":                  strconv.Itoa(mtu),
+			"com.docker.network.driver.mtu":                  strconv.Itoa(n.LinkMTU()),
 		})
 	}
 	if v.Labels == nil {

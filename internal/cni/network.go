@@ -57,12 +57,8 @@ func networkMismatch(n *engine.Network, o engine.NetworkCreateOptions) *Error {
 			return mismatch(n, "ipRange "+r.String(), "other address ranges")
 		}
 	}
-	mtu := n.MTU
-	if mtu == 0 {
-		mtu = 1500
-	}
 	for _, f := range []struct{ key, have string }{
-		{"mtu", strconv.Itoa(mtu)}, {"icc", strconv.FormatBool(n.ICC)}, {"ip-masq", strconv.FormatBool(masquerades(n))},
+		{"mtu", strconv.Itoa(n.LinkMTU())}, {"icc", strconv.FormatBool(n.ICC)}, {"ip-masq", strconv.FormatBool(n.Masquerades())},
 	} {
 		if want := o.Options[f.key]; want != "" && want != f.have {
 			return mismatch(n, f.key+" "+want, f.key+" "+f.have)
@@ -74,19 +70,4 @@ func networkMismatch(n *engine.Network, o engine.NetworkCreateOptions) *Error {
 func mismatch(n *engine.Network, want, have string) *Error {
 	return invalid("network %s exists with %s, but the configuration asks for %s: "+
 		"a network's settings apply when it is created; remove it (knit network rm) or match the configuration to it", n.Name, have, want)
-}
-
-// masquerades says whether n masquerades any of its subnets: its flag,
-// which an internal network and routed families (gateway-mode=routed)
-// ignore.
-func masquerades(n *engine.Network) bool {
-	if !n.Masquerade || n.Internal {
-		return false
-	}
-	return slices.ContainsFunc(n.Subnets, func(s driver.Subnet) bool {
-		if s.Prefix.Addr().Is4() {
-			return !n.Routed
-		}
-		return !n.Routed6
-	})
 }

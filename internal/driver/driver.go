@@ -71,6 +71,14 @@ type Network struct {
 	LinkIndex int `json:"-"`
 }
 
+// LinkMTU is the MTU of n's links: MTU, or 1500 when it names none.
+func (n *Network) LinkMTU() int {
+	if n.MTU == 0 {
+		return 1500
+	}
+	return n.MTU
+}
+
 // Endpoint is one container's attachment to one network.
 type Endpoint struct {
 	ContainerID string           `json:"containerId"`

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -176,6 +177,21 @@ func firewallNetwork(n *Network) firewall.Network {
 		fn.Subnets = append(fn.Subnets, s.Prefix)
 	}
 	return fn
+}
+
+// Masquerades says whether n masquerades any of its subnets: its flag,
+// which an internal network and routed families (gateway-mode=routed)
+// ignore, as firewallNetwork's rules do.
+func (n *Network) Masquerades() bool {
+	if !n.Masquerade || n.Internal {
+		return false
+	}
+	return slices.ContainsFunc(n.Subnets, func(s driver.Subnet) bool {
+		if s.Prefix.Addr().Is4() {
+			return !n.Routed
+		}
+		return !n.Routed6
+	})
 }
 
 // ensureNetwork makes (or repairs) the network's kernel objects and turns on

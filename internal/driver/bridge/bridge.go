@@ -28,10 +28,7 @@ import (
 	"github.com/knit-dev/knit/internal/link"
 )
 
-const (
-	defaultMTU  = 1500
-	aliasPrefix = "knit:" // host-side veth alias: aliasPrefix + container ID
-)
+const aliasPrefix = "knit:" // host-side veth alias: aliasPrefix + container ID
 
 // Driver implements driver.Driver with Linux bridges.
 type Driver struct {
@@ -42,13 +39,6 @@ var _ driver.Driver = (*Driver)(nil)
 
 // New returns the bridge driver.
 func New() *Driver { return &Driver{} }
-
-func mtu(n *driver.Network) int {
-	if n.MTU == 0 {
-		return defaultMTU
-	}
-	return n.MTU
-}
 
 // CreateNetwork ensures the bridge exists and is up with every subnet's
 // gateway address; run again, it repairs a missing bridge or address.
@@ -109,7 +99,7 @@ func ensureBridge(h *link.Handle, n *driver.Network) (br link.Link, created bool
 	case n.External:
 		return br, false, errdefs.NotFound("external bridge %s does not exist: create it first", n.Bridge)
 	}
-	idx, created, err := h.BridgeEnsure(n.Bridge, mtu(n))
+	idx, created, err := h.BridgeEnsure(n.Bridge, n.LinkMTU())
 	// A bridge this call made is up; one another process made meanwhile
 	// may not be yet.
 	return link.Link{Index: idx, Name: n.Bridge, Kind: "bridge", Up: created}, created, err

@@ -45,7 +45,7 @@ func (d *Driver) Join(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox)
 		Alias:       aliasPrefix + ep.ContainerID,
 		MasterIndex: brIndex,
 		Hairpin:     true,
-		MTU:         mtu(n),
+		MTU:         n.LinkMTU(),
 		PeerName:    ep.IfName,
 		PeerMAC:     ep.MAC,
 		PeerNetns:   sb.NetnsPath,
@@ -163,11 +163,12 @@ func configureSandbox(ep *driver.Endpoint, sb driver.Sandbox) error {
 	if !ep.DefaultRoute {
 		return nil
 	}
-	// A namespace with a default route of the family already (a CNI
-	// runtime's second network, maybe attached at the same moment, or a
-	// plugin's before knit) keeps it, as the reference plugins do ("the
-	// first one wins"): that gateway leaves the endpoint, whose record and
-	// CNI result then name only the routes added.
+	// A namespace given a default route of the family at the same metric
+	// since the caller looked (a CNI runtime attaching a pod's second
+	// network at the same moment; CNI ADD drops the families it found
+	// routed before) keeps it, as the reference plugins do ("the first one
+	// wins"): that gateway leaves the endpoint, whose record and CNI result
+	// then name only the routes added.
 	var kept []netip.Addr
 	for _, gw := range ep.Gateways {
 		err := c.RouteAddDefault(peer.Index, gw)
