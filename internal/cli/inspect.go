@@ -239,7 +239,8 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 	}
 	v.HostConfig.PortBindings = map[string][]portBinding{}
 	v.HostConfig.PublishAllPorts = c.Spec.PublishAll
-	for _, s := range publishSpecs(c) {
+	publish := publishSpecs(c)
+	for _, s := range publish {
 		eachPort(s, func(key, hostPort string) {
 			ip := ""
 			if s.HostIP.IsValid() {
@@ -251,7 +252,7 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 	for _, l := range c.Links {
 		v.HostConfig.Links = append(v.HostConfig.Links, "/"+l.Name+":/"+c.Name+"/"+l.Alias)
 	}
-	for _, s := range append(slices.Clone(c.Spec.Exposed), publishSpecs(c)...) {
+	for _, s := range append(slices.Clone(c.Spec.Exposed), publish...) {
 		eachPort(s, func(key, _ string) {
 			if v.Config.ExposedPorts == nil {
 				v.Config.ExposedPorts = map[string]struct{}{}
@@ -263,8 +264,8 @@ func (a *app) newInspectView(e *engine.Engine, c *engine.Container) *inspectView
 	if c.Running() {
 		// Every exposed port of a container with a network of its own has
 		// its key, null when nothing publishes it.
-		for key := range v.Config.ExposedPorts {
-			if len(c.Endpoints) > 0 {
+		if len(c.Endpoints) > 0 {
+			for key := range v.Config.ExposedPorts {
 				v.NetworkSettings.Ports[key] = nil
 			}
 		}

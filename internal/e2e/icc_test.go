@@ -143,7 +143,7 @@ func TestLinkToAGeneratedName(t *testing.T) {
 	s := sandbox(t)
 	bb := testutil.Busybox(t)
 	id := strings.TrimSpace(s.MustKnit(t, "run", "-d", "--rootfs", bb, "httpd", "-f", "-p", "80", "-h", "/etc"))
-	name := strings.TrimPrefix(strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.Name}}", id)), "/")
+	name := strings.TrimPrefix(inspectField(t, s, id, "{{.Name}}"), "/")
 	if !strings.Contains(name, "_") {
 		t.Fatalf("generated name %q has no underscore", name)
 	}

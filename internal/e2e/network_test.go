@@ -38,7 +38,7 @@ func ask(t *testing.T, s *testutil.Sandbox, c, server string, args ...string) st
 // SandboxKey), for nsenter --net.
 func netnsOf(t *testing.T, s *testutil.Sandbox, name string) string {
 	t.Helper()
-	return strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.NetworkSettings.SandboxKey}}", name))
+	return inspectField(t, s, name, "{{.NetworkSettings.SandboxKey}}")
 }
 
 func ipOn(t *testing.T, s *testutil.Sandbox, name, network string) string {
@@ -141,7 +141,7 @@ func TestEmbeddedDNS(t *testing.T) {
 			t.Errorf("query %q at 127.0.0.11: %q, want A %s", args, out, db)
 		}
 	}
-	dbID := strings.TrimSpace(s.MustKnit(t, "inspect", "-f", "{{.Id}}", "db"))[:12]
+	dbID := inspectField(t, s, "db", "{{.Id}}")[:12]
 	for _, name := range []string{"db", "database", "dbhost", "db.app", "DB", dbID} {
 		if out := ask(t, s, "web", gw, name); !strings.Contains(out, "NOERROR") || !strings.Contains(out, "A "+db) {
 			t.Errorf("query %s: %q, want A %s", name, out, db)

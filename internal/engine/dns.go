@@ -123,7 +123,7 @@ func (e *Engine) dnsRedirectTarget(nets []*Network) netip.Addr {
 func (e *Engine) redirectDNS(nsPath string, server netip.Addr, fresh bool) error {
 	// A container gone meanwhile (stopped while it was being connected)
 	// has no namespace left to change.
-	if e.dnsr == nil || nsPath == "" || !netns.Mounted(nsPath) {
+	if e.dnsr == nil || nsPath == "" || !fresh && !netns.Mounted(nsPath) {
 		return nil
 	}
 	if !server.IsValid() {

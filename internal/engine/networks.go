@@ -249,7 +249,7 @@ func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
 		Created: time.Now().UTC(), Labels: o.Labels, Masquerade: true, ICC: true,
 		IPv6: o.IPv6, Attachable: o.Attachable, DNS: true,
 	}
-	ipv6Opts := map[string]bool{} // the ipv6 options given, decided once the subnets are read
+	var ipv6Opts []bool // the ipv6 options given, decided once the subnets are read
 	for k, v := range o.Options {
 		n.Options[k] = v
 		key, ok := netOptions[k]
@@ -277,7 +277,7 @@ func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
 		case "ipv6": // Docker's com.docker.network.enable_ipv6, as --ipv6
 			var on bool
 			if on, err = parseBool(k, v); err == nil {
-				ipv6Opts[k] = on
+				ipv6Opts = append(ipv6Opts, on)
 			}
 		case "host-ip":
 			if n.HostIP, err = netip.ParseAddr(v); err != nil {
@@ -331,16 +331,14 @@ func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
 	}
 	// An ipv6 option false refuses what asks for IPv6 (--ipv6, an IPv6
 	// --subnet, the other option true); true is --ipv6.
-	for k, on := range ipv6Opts {
-		for k2, on2 := range ipv6Opts {
-			if !on && (o.IPv6 || on2) {
-				return nil, errdefs.Invalid("conflicting options: %s=false, but IPv6 is asked for (--ipv6, an IPv6 --subnet or %s=true)", k, k2)
-			}
-		}
+	var on, off bool
+	for _, v := range ipv6Opts {
+		on, off = on || v, off || !v
 	}
-	for _, on := range ipv6Opts {
-		o.IPv6 = o.IPv6 || on
+	if off && (on || o.IPv6) {
+		return nil, errdefs.Invalid("conflicting options: ipv6 (com.docker.network.enable_ipv6) false, but IPv6 is asked for (--ipv6, an IPv6 --subnet or the option true)")
 	}
+	o.IPv6 = o.IPv6 || on
 	n.IPv6 = o.IPv6
 	if n.IPv6 && n.MTU < 1280 {
 		// The kernel takes IPv6 off a link below it: the bridge would
@@ -360,9 +358,6 @@ func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
 	for name, a := range o.Aux {
 		if !slices.ContainsFunc(o.Subnets, func(p netip.Prefix) bool { return p.Contains(a) }) {
 			return nil, errdefs.Invalid("invalid --aux-address %s=%s: it is in no --subnet", name, a)
-		}
-		if slices.Contains(o.Gateways, a) {
-			return nil, errdefs.Invalid("invalid --aux-address %s=%s: it is the gateway", name, a)
 		}
 	}
 	for i, r := range o.IPRanges {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 
 	nft "github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -55,7 +56,7 @@ func (f *Firewall) RedirectDNS(nsPath string, server netip.Addr) error {
 		in := c.AddChain(&nft.Chain{Name: "input", Table: t, Type: nft.ChainTypeFilter, Hooknum: nft.ChainHookInput, Priority: nft.ChainPriorityFilter})
 		c.FlushTable(t)
 		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
-			c.AddRule(&nft.Rule{Table: t, Chain: out, Exprs: concat(
+			c.AddRule(&nft.Rule{Table: t, Chain: out, Exprs: slices.Concat(
 				addrPayload(netip.PrefixFrom(firewall.EmbeddedDNS, 32), true),
 				[]expr.Any{
 					&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
@@ -67,15 +68,15 @@ func (f *Firewall) RedirectDNS(nsPath string, server netip.Addr) error {
 					&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
 				})})
 		}
-		c.AddRule(&nft.Rule{Table: t, Chain: post, Exprs: concat(
+		c.AddRule(&nft.Rule{Table: t, Chain: post, Exprs: slices.Concat(
 			ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, "lo"), addrPayload(loopback4, false), masq())})
 		// A packet without a conntrack entry (untracked, invalid) has no
 		// ct status, which the second rule's match needs: the first drops
 		// it.
-		c.AddRule(&nft.Rule{Table: t, Chain: in, Exprs: concat(
+		c.AddRule(&nft.Rule{Table: t, Chain: in, Exprs: slices.Concat(
 			ifname(expr.MetaKeyIIFNAME, expr.CmpOpNeq, "lo"), addrPayload(loopback4, true),
 			ctBits(expr.CtKeySTATE, expr.CtStateBitINVALID|expr.CtStateBitUNTRACKED, true), verdict(expr.VerdictDrop))})
-		c.AddRule(&nft.Rule{Table: t, Chain: in, Exprs: concat(
+		c.AddRule(&nft.Rule{Table: t, Chain: in, Exprs: slices.Concat(
 			ifname(expr.MetaKeyIIFNAME, expr.CmpOpNeq, "lo"), addrPayload(loopback4, true),
 			ctBits(expr.CtKeySTATE, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, false),
 			ctBits(expr.CtKeySTATUS, ctStatusDNAT, false), verdict(expr.VerdictDrop))})
@@ -164,12 +165,4 @@ func inNamespace(nsPath string, fn func(*nft.Conn) error) error {
 	}
 	defer c.CloseLasting()
 	return fn(c)
-}
-
-func concat(groups ...[]expr.Any) []expr.Any {
-	var out []expr.Any
-	for _, g := range groups {
-		out = append(out, g...)
-	}
-	return out
 }
