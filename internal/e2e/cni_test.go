@@ -753,8 +753,9 @@ func TestCNISecondNetworkKeepsTheDefaultRoute(t *testing.T) {
 
 // Two networks' ADDs into one namespace at the same moment, as containerd
 // attaches a pod's networks in parallel: both succeed, whichever adds the
-// default route first keeps it, and each result and record names only the
-// routes its ADD added (CHECK passes on both).
+// default route first keeps it, and each record names only the routes its
+// ADD added (CHECK, which compares them with the namespace, passes on
+// both).
 func TestCNIParallelNetworksShareTheDefaultRoute(t *testing.T) {
 	h := cniSandbox(t)
 	h.conflist(t, "pa", "1.1.0", `{"type":"knit","subnet":"10.89.0.0/24","bridge":"kpa"}`)

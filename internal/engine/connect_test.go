@@ -617,3 +617,38 @@ func TestFinishUndoesAnEndpointConnectedDuringTheTeardown(t *testing.T) {
 		}
 	}
 }
+
+// fakeRedirector stands for the firewall's 127.0.0.11 rules.
+type fakeRedirector struct{}
+
+func (fakeRedirector) RedirectDNS(string, netip.Addr) error { return nil }
+func (fakeRedirector) HasDNSRedirect(string) (bool, error)  { return false, nil }
+func (fakeRedirector) RemoveDNSRedirect(string) error       { return nil }
+
+// resolv.conf names 127.0.0.11 when the firewall can redirect it to a DNS
+// network's IPv4 gateway (the first DNS network that has one); the gateway
+// itself when the firewall is off or the DNS networks are IPv6-only.
+func TestResolvConfNameserver(t *testing.T) {
+	v4, v6 := dnsNetwork("v4", "10.9.0.0/24"), dnsNetwork("v6", "fd00:9::/64")
+	c := &Container{ID: hexID("c"), Name: "c", Spec: Spec{Hostname: "c"}}
+	for _, tc := range []struct {
+		name string
+		dnsr dnsRedirector
+		nets []*Network
+		want string
+	}{
+		{"redirected", fakeRedirector{}, []*Network{v4}, "nameserver 127.0.0.11\n"},
+		{"IPv6-only first", fakeRedirector{}, []*Network{v6, v4}, "nameserver 127.0.0.11\n"},
+		{"IPv6-only", fakeRedirector{}, []*Network{v6}, "nameserver fd00:9::1\n"},
+		{"firewall off", nil, []*Network{v4}, "nameserver 10.9.0.1\n"},
+	} {
+		e := &Engine{cfg: &config.Config{}, dnsr: tc.dnsr}
+		_, resolv, err := e.etcFiles(c, &RunOptions{}, "network", tc.nets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(resolv), tc.want) {
+			t.Errorf("%s: resolv.conf\n%s\nwant %q", tc.name, resolv, tc.want)
+		}
+	}
+}
