@@ -37,6 +37,16 @@ type Env struct {
 	Version   string
 }
 
+// statusError is an error with an exit code of its own (inspect's template
+// that does not parse: 64, as Docker's CLI).
+type statusError struct {
+	code int
+	err  error
+}
+
+func (e statusError) Error() string { return e.err.Error() }
+func (e statusError) Unwrap() error { return e.err }
+
 // exitError carries a container's exit status back to main.
 type exitError struct{ code int }
 
@@ -77,6 +87,11 @@ func Run(args []string, env Env) int {
 		return 0
 	case errors.As(err, &ee):
 		return ee.code
+	case errors.As(err, new(statusError)):
+		var se statusError
+		errors.As(err, &se)
+		fmt.Fprintf(env.Err, "knit: %v\n", err)
+		return se.code
 	default:
 		fmt.Fprintf(env.Err, "knit: %v\n", err)
 		if errdefs.KindOf(err) == errdefs.KindInvalid {

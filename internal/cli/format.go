@@ -1,8 +1,11 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"text/template"
@@ -51,6 +54,14 @@ var templateFuncs = template.FuncMap{
 // template once on a row whose fields hold the column titles. A bare
 // "table" means the caller's default table.
 func parseFormat(format string) (tmpl *template.Template, table bool, err error) {
+	tmpl, table, err = compileFormat(format)
+	if err != nil {
+		return nil, false, errdefs.Invalid("invalid --format template: %w", err)
+	}
+	return tmpl, table, nil
+}
+
+func compileFormat(format string) (tmpl *template.Template, table bool, err error) {
 	body, table := strings.CutPrefix(format, "table")
 	if !table || (body != "" && body[0] != ' ' && body[0] != '\t') {
 		body, table = format, false
@@ -63,10 +74,55 @@ func parseFormat(format string) (tmpl *template.Template, table bool, err error)
 	// A missing map key prints "<no value>", as Docker's templates do
 	// ({{.Labels.owner}} of a network without that label).
 	tmpl, err = template.New("format").Funcs(templateFuncs).Parse(body)
-	if err != nil {
-		return nil, false, errdefs.Invalid("invalid --format template: %v", err)
+	return tmpl, table, err
+}
+
+// parseInspectFormat compiles inspect's --format before anything is looked
+// up: nil for "" (indented JSON) and "json" (one compact line), as Docker's
+// CLI; a template that does not parse exits 64, as there.
+func parseInspectFormat(format string) (*template.Template, error) {
+	if format == "" || format == "json" {
+		return nil, nil
 	}
-	return tmpl, table, nil
+	tmpl, _, err := compileFormat(format)
+	if err != nil {
+		return nil, statusError{64, fmt.Errorf("template parsing error: %w", err)}
+	}
+	return tmpl, nil
+}
+
+// writeInspect prints the objects inspect found. A template that fails on
+// one object is reported once the others are printed; lookupErrs, the
+// references not found, come first in the error, as in Docker.
+func writeInspect(w io.Writer, views []any, format string, tmpl *template.Template, lookupErrs []error) error {
+	if tmpl == nil {
+		var b []byte
+		var err error
+		if format == "json" {
+			b, err = json.Marshal(views)
+		} else {
+			b, err = json.MarshalIndent(views, "", "    ")
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(w, string(b))
+		return errors.Join(lookupErrs...)
+	}
+	var buf bytes.Buffer
+	for _, v := range views {
+		var one bytes.Buffer
+		if err := tmpl.Execute(&one, v); err != nil {
+			lookupErrs = append(lookupErrs, fmt.Errorf("template parsing error: %w", err))
+			continue
+		}
+		buf.Write(one.Bytes())
+	}
+	if buf.Len() == 0 {
+		buf.WriteByte('\n') // as Docker's: nothing printed is an empty line
+	}
+	_, _ = w.Write(buf.Bytes())
+	return errors.Join(lookupErrs...)
 }
 
 // newTable lays columns out as Docker's tables: at least 10 wide, 3 apart.

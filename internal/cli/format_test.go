@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -209,6 +211,9 @@ func wantErrorCode(args []string, stderr string) int {
 			return ExitInternal
 		}
 	}
+	if strings.Contains(stderr, "template parsing error") && !strings.Contains(stderr, "executing") {
+		return 64 // inspect's, as Docker's CLI
+	}
 	for _, a := range args {
 		if !strings.HasPrefix(a, "-") {
 			if a == "run" {
@@ -233,5 +238,46 @@ func TestFormatFunctionsAndMissingKeys(t *testing.T) {
 	}
 	if got, want := b.String(), "[  net ]x\n<no value>\n"; got != want {
 		t.Errorf("output %q, want %q", got, want)
+	}
+}
+
+// Inspect's output as Docker's CLI prints it: "json" is one compact line, a
+// template that does not parse exits 64 before anything is looked up, and
+// one that fails on an object still prints the others.
+func TestInspectFormats(t *testing.T) {
+	views := []any{map[string]any{"Name": "a", "N": 1}, map[string]any{"Name": "b"}}
+	var b strings.Builder
+	if err := writeInspect(&b, views, "json", nil, nil); err != nil || b.String() != `[{"N":1,"Name":"a"},{"Name":"b"}]`+"\n" {
+		t.Errorf("json: %q, %v", b.String(), err)
+	}
+	b.Reset()
+	if err := writeInspect(&b, views[:1], "", nil, nil); err != nil || !strings.Contains(b.String(), "\n        \"N\": 1,\n") {
+		t.Errorf("default: %q, %v", b.String(), err)
+	}
+	b.Reset()
+	tmpl, err := parseInspectFormat(`{{.Name}}{{if .N}} {{len .N}}{{end}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notFound := errors.New("no such object: c")
+	err = writeInspect(&b, views, "x", tmpl, []error{notFound})
+	if b.String() != "b\n" || !errors.Is(err, notFound) || !strings.Contains(fmt.Sprint(err), "template parsing error") {
+		t.Errorf("failing template: %q, %v", b.String(), err)
+	}
+	tmpl, _ = parseInspectFormat(`{{.Name}}`)
+	b.Reset()
+	if err := writeInspect(&b, views, "x", tmpl, nil); err != nil || b.String() != "a\nb\n" {
+		t.Errorf("template: %q, %v", b.String(), err)
+	}
+	b.Reset()
+	if err := writeInspect(&b, nil, "x", tmpl, []error{notFound}); !errors.Is(err, notFound) || b.String() != "\n" {
+		t.Errorf("nothing found: %q, %v", b.String(), err)
+	}
+
+	for _, args := range [][]string{{"inspect", "-f", "{{.Name", "x"}, {"network", "inspect", "--format", "{{end}}", "n"}} {
+		code, _, stderr, engines := runCLI(t, args...)
+		if code != 64 || engines != 0 || !strings.Contains(stderr, "template parsing error") {
+			t.Errorf("knit %q: exit %d, %d engines, stderr %q; want 64, 0, a template parsing error", args, code, engines, stderr)
+		}
 	}
 }

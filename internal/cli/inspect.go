@@ -2,8 +2,6 @@ package cli
 
 import (
 	"cmp"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -129,6 +127,10 @@ func (a *app) inspectCommand() *cobra.Command {
 			if kind != "" && kind != "container" && kind != "network" {
 				return errdefs.Invalid("invalid --type %q: want container or network", kind)
 			}
+			tmpl, err := parseInspectFormat(format)
+			if err != nil {
+				return err
+			}
 			e, err := a.engine()
 			if err != nil {
 				return err
@@ -143,24 +145,7 @@ func (a *app) inspectCommand() *cobra.Command {
 				}
 				views = append(views, v)
 			}
-			if format == "" || format == "json" { // as network inspect
-				b, err := json.MarshalIndent(views, "", "    ")
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(out(cmd), string(b))
-				return errors.Join(errs...)
-			}
-			tmpl, _, err := parseFormat(format)
-			if err != nil {
-				return err
-			}
-			for _, v := range views {
-				if err := tmpl.Execute(out(cmd), v); err != nil {
-					return fmt.Errorf("template: %w", err)
-				}
-			}
-			return errors.Join(errs...)
+			return writeInspect(out(cmd), views, format, tmpl, errs)
 		},
 	}
 	c.Flags().StringVarP(&format, "format", "f", "", "format output using a Go template")

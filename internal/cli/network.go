@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -600,19 +599,15 @@ func (a *app) networkInspectCommand() *cobra.Command {
 		Short: "Display detailed information on one or more networks",
 		Args:  minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var tmpl *template.Template
-			if format != "" && format != "json" {
-				t, _, err := parseFormat(format)
-				if err != nil {
-					return err
-				}
-				tmpl = t
+			tmpl, err := parseInspectFormat(format)
+			if err != nil {
+				return err
 			}
 			e, err := a.engine()
 			if err != nil {
 				return err
 			}
-			views := []*networkView{}
+			views := []any{}
 			var errs []error
 			for _, ref := range args {
 				v, err := a.networkView(e, ref)
@@ -622,20 +617,7 @@ func (a *app) networkInspectCommand() *cobra.Command {
 				}
 				views = append(views, v)
 			}
-			if tmpl == nil {
-				b, err := json.MarshalIndent(views, "", "    ")
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(out(cmd), string(b))
-				return errors.Join(errs...)
-			}
-			for _, v := range views {
-				if err := tmpl.Execute(out(cmd), v); err != nil {
-					return fmt.Errorf("template: %w", err)
-				}
-			}
-			return errors.Join(errs...)
+			return writeInspect(out(cmd), views, format, tmpl, errs)
 		},
 	}
 	c.Flags().StringVarP(&format, "format", "f", "", "format output using a Go template ('json' or 'TEMPLATE')")

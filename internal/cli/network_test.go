@@ -418,7 +418,7 @@ func TestNetworkCommandLine(t *testing.T) {
 		{[]string{"network", "ls", "-f", "bogus=1"}, "invalid filter 'bogus'", true, true},
 		{[]string{"network", "ls", "--filter", "type=x"}, "invalid filter 'type=x'", true, true},
 		{[]string{"network", "ls", "--format", "{{.Name"}, "invalid --format template", true, true},
-		{[]string{"network", "inspect", "-f", "{{.Name", "n"}, "invalid --format template", true, true},
+		{[]string{"network", "inspect", "-f", "{{.Name", "n"}, "template parsing error", false, true},
 		{[]string{"network", "ls", "-q", "--no-trunc", "-f", "name=a", "--filter", "driver=bridge", "--format", "{{.ID}}"}, reached, false, false},
 		{[]string{"network", "list"}, reached, false, false},
 		{[]string{"network", "inspect"}, `"knit network inspect" requires at least 1 argument.`, true, true},

@@ -109,6 +109,8 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 		{[]string{"exec", "taken"}, "requires at least 2 arg"},
 		{[]string{"ps", "--format", "{{.Nope"}, "template"},
 		{[]string{"inspect", "-f", "{{.Nope}}", "taken"}, "template"},
+		{[]string{"inspect", "-f", "{{.Name", "taken"}, "template parsing error"},
+		{[]string{"network", "inspect", "-f", "{{end}}", "bridge"}, "template parsing error"},
 		{[]string{"network", "create"}, "requires exactly 1 argument"},
 		{[]string{"network", "create", "--ip-range", "10.9.0.0/24", "r"}, "--ip-range"},
 		{[]string{"network", "create", "--subnet", "10.9.0.0/24", "--gateway", "10.10.0.1", "g"}, "--gateway"},
@@ -196,6 +198,9 @@ func errorCode(args []string, stderr string) int {
 	}
 	if len(args) > 0 && args[0] == "run" {
 		return 125
+	}
+	if strings.Contains(stderr, "template parsing error") && !strings.Contains(stderr, "executing") {
+		return 64 // inspect's template that does not parse, as Docker's CLI
 	}
 	return 1
 }
