@@ -418,16 +418,40 @@ func TestExistingBridgeIsUsedAndKept(t *testing.T) {
 	}
 }
 
+// As dockerd -b: a bridge that has an address keeps it as the default
+// network's subnet and gateway when the config gives no bip (the reference
+// notes' bridge0 with 192.168.5.1/24).
+func TestExistingBridgeAddressIsTheSubnet(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	adminBridge(t, s, "bridge0", "192.168.5.1/24")
+	s.WriteConfig(t, `{"bridge": "bridge0"}`)
+	s.MustKnit(t, "run", "-d", "--name", "b0", "--rootfs", bb, "sleep", "300")
+	got := s.MustKnit(t, "inspect", "-f", "{{.NetworkSettings.IPAddress}}/{{.NetworkSettings.IPPrefixLen}} {{.NetworkSettings.Gateway}}", "b0")
+	if got != "192.168.5.2/24 192.168.5.1\n" {
+		t.Errorf("container on bridge0: %q, want 192.168.5.2/24 192.168.5.1", got)
+	}
+	if addrs := s.MustRun(t, "ip", "-o", "-4", "addr", "show", "dev", "bridge0"); strings.Count(addrs, "inet ") != 1 {
+		t.Errorf("bridge0 got another address:\n%s", addrs)
+	}
+	s.MustKnit(t, "exec", "b0", "ping", "-c1", "-W2", "192.168.5.1")
+}
+
 func TestSystemPruneRemovesStrays(t *testing.T) {
 	s := sandbox(t)
 	bb := testutil.Busybox(t)
 	s.MustKnit(t, "run", "-d", "--name", "keeper", "--rootfs", bb, "sleep", "300")
 	s.MustKnit(t, "run", "--name", "done", "--rootfs", bb, "true")
-	// Strays: a namespace mount and a bridge port that no container owns.
+	// Strays: a namespace mount and a bridge port that no container owns
+	// (knit's alias names its container).
 	s.MustRun(t, "touch", s.ExecRoot()+"/netns/deadbeef")
 	s.MustRun(t, "unshare", "--net="+s.ExecRoot()+"/netns/deadbeef", "true")
 	s.MustRun(t, "ip", "link", "add", "vethdead000", "type", "veth", "peer", "name", "vethdead001")
-	s.MustRun(t, "ip", "link", "set", "vethdead000", "master", "knit0")
+	s.MustRun(t, "ip", "link", "set", "vethdead000", "alias", "knit:deadbeef00", "master", "knit0")
+	// A veth someone attached by hand (the reference notes' A on docker0)
+	// is not knit's: prune leaves it, as Docker would.
+	s.MustRun(t, "ip", "link", "add", "vethhand0", "type", "veth", "peer", "name", "vethhand1")
+	s.MustRun(t, "ip", "link", "set", "vethhand0", "master", "knit0")
 	// and a published-port element whose container is gone.
 	s.MustRun(t, "nft", "add", "element", "inet", "knit", "pub4any",
 		`{ tcp . 7070 comment "knit:owner=cafe0000" : 172.17.0.9 . 80 }`)
@@ -442,6 +466,9 @@ func TestSystemPruneRemovesStrays(t *testing.T) {
 	}
 	if r := s.Run("ip", "link", "show", "vethdead000"); r.Code == 0 {
 		t.Error("stray veth survived prune")
+	}
+	if l := s.Run("ip", "-o", "link", "show", "vethhand0"); strings.Contains(out, "vethhand0") || !strings.Contains(l.Stdout, "master knit0") {
+		t.Errorf("prune removed a veth knit did not make:\n%s", out)
 	}
 	if r := s.Run("sh", "-c", "grep -q ' "+s.ExecRoot()+"/netns/deadbeef ' /proc/self/mountinfo || test -e "+s.ExecRoot()+"/netns/deadbeef"); r.Code == 0 {
 		t.Error("the stray namespace is still mounted, or its file still there, after prune")

@@ -134,15 +134,24 @@ func (e *Engine) defaultPrefix() (driver.Subnet, error) {
 		}
 		return s, nil
 	}
+	var fixed netip.Prefix
 	if e.cfg.FixedCIDR != "" {
-		// Without bip, the range is the bridge's subnet, its first address
-		// the gateway: a subnet from the pools would not hold it.
 		p, err := netip.ParsePrefix(e.cfg.FixedCIDR)
 		if err != nil {
 			return driver.Subnet{}, errdefs.Invalid("config fixed-cidr %q: %v", e.cfg.FixedCIDR, err)
 		}
-		p = p.Masked()
-		return driver.Subnet{Prefix: p, Gateway: ipam.FirstHost(p), IPRange: p}, nil
+		fixed = p.Masked()
+	}
+	// As dockerd: a bridge that already has an IPv4 address (`"bridge"`
+	// naming one made by hand, or a knit0 left by a store moved aside)
+	// keeps it as the subnet and gateway.
+	if s, ok, err := e.existingBridgeSubnet(fixed); err != nil || ok {
+		return s, err
+	}
+	if fixed.IsValid() {
+		// Without bip, the range is the bridge's subnet, its first address
+		// the gateway: a subnet from the pools would not hold it.
+		return driver.Subnet{Prefix: fixed, Gateway: ipam.FirstHost(fixed), IPRange: fixed}, nil
 	}
 	taken, err := link.HostRoutes()
 	if err != nil {
@@ -420,4 +429,48 @@ func (e *Engine) restoreNetworkRules(name string) error {
 // networkLock is the lock file that orders ensureNetwork and network rm.
 func (e *Engine) networkLock(name string) string {
 	return filepath.Join(e.paths.DataRoot, "locks", "network-"+name+".lock")
+}
+
+// existingBridgeSubnet reads the default bridge's IPv4 addresses, if it
+// exists, and makes the default network's subnet of them.
+func (e *Engine) existingBridgeSubnet(fixed netip.Prefix) (driver.Subnet, bool, error) {
+	h, err := link.Host()
+	if err != nil {
+		return driver.Subnet{}, false, err
+	}
+	defer h.Close()
+	br, err := h.LinkGet(e.cfg.BridgeName())
+	if link.IsNotFound(err) {
+		return driver.Subnet{}, false, nil
+	}
+	if err != nil {
+		return driver.Subnet{}, false, err
+	}
+	addrs, err := h.AddrList(br.Index)
+	if err != nil {
+		return driver.Subnet{}, false, err
+	}
+	s, ok := bridgeAddrSubnet(addrs, fixed)
+	return s, ok, nil
+}
+
+// bridgeAddrSubnet is dockerd's choice among a bridge's addresses: the first
+// IPv4 one (the first holding fixed-cidr, when given), its network the
+// subnet, itself the gateway unless it is the network's own address.
+func bridgeAddrSubnet(addrs []netip.Prefix, fixed netip.Prefix) (driver.Subnet, bool) {
+	for _, a := range addrs {
+		if !a.Addr().Is4() || a.Addr().IsLinkLocalUnicast() || a.Bits() > 30 {
+			continue
+		}
+		p := a.Masked()
+		if fixed.IsValid() && !(p.Contains(fixed.Addr()) && p.Bits() <= fixed.Bits()) {
+			continue
+		}
+		s := driver.Subnet{Prefix: p, Gateway: a.Addr(), IPRange: fixed}
+		if a.Addr() == p.Addr() {
+			s.Gateway = ipam.FirstHost(p)
+		}
+		return s, true
+	}
+	return driver.Subnet{}, false
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -137,6 +138,42 @@ func TestGatewayModes(t *testing.T) {
 	for _, v := range []string{"nat-unprotected", "isolated", "bogus"} {
 		if _, err := e.newNetwork(&NetworkCreateOptions{Name: "n", Options: map[string]string{"gateway-mode-ipv4": v}}); errdefs.KindOf(err) != errdefs.KindInvalid {
 			t.Errorf("gateway mode %q: %v, want invalid", v, err)
+		}
+	}
+}
+
+func TestBridgeAddrSubnet(t *testing.T) {
+	pp := netip.MustParsePrefix
+	tests := []struct {
+		addrs []string
+		fixed string
+		want  string // "subnet gateway range", "" for none
+	}{
+		{[]string{"192.168.5.1/24"}, "", "192.168.5.0/24 192.168.5.1 invalid Prefix"},
+		{[]string{"fe80::1/64", "169.254.0.1/16", "10.0.0.9/8"}, "", "10.0.0.0/8 10.0.0.9 invalid Prefix"},
+		{[]string{"192.168.5.0/24"}, "", "192.168.5.0/24 192.168.5.1 invalid Prefix"}, // the network's own address
+		{[]string{"10.1.0.1/24", "10.2.0.1/16"}, "10.2.3.0/24", "10.2.0.0/16 10.2.0.1 10.2.3.0/24"},
+		{[]string{"10.1.0.1/24"}, "10.2.3.0/24", ""},
+		{[]string{"10.1.0.1/24"}, "10.1.0.0/16", ""}, // a range wider than the subnet
+		{[]string{"10.1.0.1/32", "fd00::1/64"}, "", ""},
+		{nil, "", ""},
+	}
+	for _, tt := range tests {
+		var addrs []netip.Prefix
+		for _, a := range tt.addrs {
+			addrs = append(addrs, pp(a))
+		}
+		var fixed netip.Prefix
+		if tt.fixed != "" {
+			fixed = pp(tt.fixed)
+		}
+		s, ok := bridgeAddrSubnet(addrs, fixed)
+		got := ""
+		if ok {
+			got = fmt.Sprintf("%v %v %v", s.Prefix, s.Gateway, s.IPRange)
+		}
+		if got != tt.want {
+			t.Errorf("bridgeAddrSubnet(%v, %q) = %q, want %q", tt.addrs, tt.fixed, got, tt.want)
 		}
 	}
 }

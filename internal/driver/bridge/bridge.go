@@ -181,8 +181,8 @@ func sharesSubnet(gws, have []netip.Prefix) bool {
 	return false
 }
 
-// Strays lists the veths on n's bridge that keep rejects, giving keep the
-// container ID from the veth's "knit:" alias ("" when it has none).
+// Strays lists knit's veths on n's bridge that keep rejects, giving keep the
+// container ID from the veth's "knit:" alias.
 func (d *Driver) Strays(n *driver.Network, keep func(hostIf, containerID string) bool) ([]string, error) {
 	h, err := d.handles.Host()
 	if err != nil {
@@ -202,11 +202,10 @@ func (d *Driver) Strays(n *driver.Network, keep func(hostIf, containerID string)
 	}
 	var strays []string
 	for _, p := range ports {
-		id, _ := strings.CutPrefix(p.Alias, aliasPrefix)
-		if id == p.Alias {
-			id = ""
-		}
-		if p.Kind == "veth" && !keep(p.Name, id) {
+		// knit names a veth's container before the veth joins the bridge;
+		// any other port is someone else's (a veth attached by hand).
+		id, ours := strings.CutPrefix(p.Alias, aliasPrefix)
+		if ours && p.Kind == "veth" && !keep(p.Name, id) {
 			strays = append(strays, p.Name)
 		}
 	}
