@@ -29,6 +29,19 @@ func init() { runtime.LockOSThread() }
 var version = "dev"
 
 func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case runner.InitArg:
+			runner.Init() // never returns
+		case runner.ExecArg:
+			runner.ExecMain() // never returns
+		}
+	}
+	// What knit starts to outlive it (a supervisor, the DNS server) gets
+	// what it is given and nothing else of the caller's, as a daemon's
+	// children would: a shell's `knit run -d ... | cat` must not wait for
+	// the container to end.
+	_ = runner.CloseOnExecFrom(3)
 	if cni.Invoked(os.Args[1:], os.Getenv) {
 		os.Exit(cni.Main(cni.Env{
 			NewEngine: func(p engine.Paths) (cni.Engine, error) { return newEngine(p) },
@@ -37,14 +50,6 @@ func main() {
 			Stdout:    os.Stdout,
 			Stderr:    os.Stderr,
 		}))
-	}
-	if len(os.Args) > 1 {
-		switch os.Args[1] {
-		case runner.InitArg:
-			runner.Init() // never returns
-		case runner.ExecArg:
-			runner.ExecMain() // never returns
-		}
 	}
 	os.Exit(cli.Run(os.Args[1:], cli.Env{
 		NewEngine: newEngine,

@@ -775,3 +775,19 @@ func TestContainerSignalsStartDefault(t *testing.T) {
 		}
 	}
 }
+
+// What knit leaves running (a supervisor, the DNS server) keeps none of its
+// caller's descriptors: a shell's `knit run -d ... | cat` would otherwise
+// wait for the container, and a test harness's pipe never end.
+func TestHelpersKeepNoCallerDescriptor(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "network", "create", "fdnet") // its containers start the DNS server
+	marker := s.Dir() + "/held-by-the-caller"
+	s.MustRun(t, "sh", "-c", `"$1" run -d --name fd --network fdnet --rootfs "$2" sleep 300 7>"$3"`, "sh", testutil.KnitBinary(t), bb, marker)
+	holders := s.MustRun(t, "sh", "-c", `for p in /proc/[0-9]*; do ls -l $p/fd 2>/dev/null | grep -q -F "$1" && cat $p/cmdline | tr '\0' ' ' && echo; done; true`, "sh", marker)
+	if strings.TrimSpace(holders) != "" {
+		t.Errorf("processes knit left hold its caller's descriptor:\n%s", holders)
+	}
+	s.MustKnit(t, "rm", "-f", "fd")
+}

@@ -131,7 +131,7 @@ func openProcDir(pid int, start uint64) (*os.File, error) {
 func ExecMain() {
 	// The command is started by os/exec, which passes on whatever is not
 	// close-on-exec: the spec and PID namespace descriptors included.
-	if err := closeOnExecFrom(3); err != nil {
+	if err := CloseOnExecFrom(3); err != nil {
 		fail(125, err)
 	}
 	specFile := os.NewFile(execSpecFd, "spec")

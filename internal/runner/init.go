@@ -28,7 +28,7 @@ func Init() {
 	if err != nil {
 		initFail(125, err)
 	}
-	if err := closeOnExecFrom(3); err != nil {
+	if err := CloseOnExecFrom(3); err != nil {
 		initFail(125, err)
 	}
 	if err := setupContainer(spec); err != nil {
@@ -168,13 +168,15 @@ func enterCwd(dir string) error {
 	return nil
 }
 
-// closeOnExecFrom marks every descriptor from fd up close-on-exec, so that
+// CloseOnExecFrom marks every descriptor from fd up close-on-exec, so that
 // the command gets only its standard streams: one inherited from whoever
 // ran knit (an open directory, say) would otherwise reach a container
-// behind its --rootfs. The descriptors stay usable until the exec.
+// behind its --rootfs, or be held by a supervisor or the DNS server for as
+// long as they live (a caller reading a pipe to the end would wait for
+// them). The descriptors stay usable until the exec.
 //
 // Equivalent to: close_range(fd, ~0U, CLOSE_RANGE_CLOEXEC)
-func closeOnExecFrom(fd int) error {
+func CloseOnExecFrom(fd int) error {
 	err := unix.CloseRange(uint(fd), ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	if err == nil {
 		return nil

@@ -70,7 +70,7 @@ func TestExecCode(t *testing.T) {
 	}
 }
 
-// The last fallback of closeOnExecFrom marks what is open below the limit.
+// The last fallback of CloseOnExecFrom marks what is open below the limit.
 func TestCloseOnExecBelow(t *testing.T) {
 	var p [2]int
 	if err := unix.Pipe(p[:]); err != nil { // without O_CLOEXEC
