@@ -298,8 +298,20 @@ func TestEntrypointLabelsExecDetach(t *testing.T) {
 		}
 		return "", nil
 	})
-	if r := s.Knit("exec", "-d", "back", "nosuch-command"); r.Code != 127 {
-		t.Errorf("exec -d of a missing command: exit %d (%q), want 127", r.Code, r.Stderr)
+	// Why a detached command did not start is said, as docker exec -d does.
+	for _, c := range []struct {
+		args []string
+		code int
+		says string
+	}{
+		{[]string{"back", "nosuch-command"}, 127, "nosuch-command"},
+		{[]string{"-w", "/nonexistent", "back", "true"}, 126, "/nonexistent"},
+		{[]string{"-u", "nobody-here", "back", "true"}, 125, "nobody-here"},
+	} {
+		r := s.Knit(append([]string{"exec", "-d"}, c.args...)...)
+		if r.Code != c.code || !strings.Contains(r.Stderr, c.says) {
+			t.Errorf("exec -d %q: exit %d (%q), want %d and a message naming %s", c.args, r.Code, r.Stderr, c.code, c.says)
+		}
 	}
 	if r := s.Knit("exec", "-d", "-i", "back", "true"); r.Code != 1 || !strings.Contains(r.Stderr, "-d") {
 		t.Errorf("exec -d -i: exit %d (%q), want 1 and a reason", r.Code, r.Stderr)

@@ -667,8 +667,9 @@ func (e *Engine) Exec(ref string, o ExecOptions, io Stdio) (int, error) {
 			return 0, errdefs.Invalid("%v", err)
 		}
 	}
+	cfg.Stderr = io.Err // with -d, only for the reason the command did not start
 	if !o.Detach {
-		cfg.Stdout, cfg.Stderr = io.Out, io.Err
+		cfg.Stdout = io.Out
 	}
 	if cfg.Cwd == "" {
 		cfg.Cwd = c.Spec.Workdir

@@ -99,6 +99,12 @@ func commandIn(path, dir string, s *Spec) *exec.Cmd {
 	if env == nil {
 		env = []string{} // nil would pass on ours
 	}
+	stderr := os.Stderr
+	if s.Detach {
+		// Ours is the caller's, for why the command did not start; the
+		// command's output goes where our stdout does: /dev/null.
+		stderr = os.Stdout
+	}
 	return &exec.Cmd{
 		Path:        path,
 		Args:        s.Args,
@@ -106,7 +112,7 @@ func commandIn(path, dir string, s *Spec) *exec.Cmd {
 		Dir:         dir,
 		Stdin:       os.Stdin,
 		Stdout:      os.Stdout,
-		Stderr:      os.Stderr,
+		Stderr:      stderr,
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}
 }
