@@ -134,13 +134,16 @@ func ExecMain() {
 	if err := CloseOnExecFrom(3); err != nil {
 		fail(125, err)
 	}
+	// A signal from the caller's knit exec (^C) before the command runs
+	// is held for it, not left to kill us with the command about to start.
+	held := holdSignals(relayed...)
 	specFile := os.NewFile(execSpecFd, "spec")
 	spec, err := readSpec(specFile)
 	if err != nil {
 		fail(125, err)
 	}
 	specFile.Close()
-	code, err := runInContainer(spec, os.NewFile(execPidnsFd, "pidns"))
+	code, err := runInContainer(spec, os.NewFile(execPidnsFd, "pidns"), held)
 	if err != nil {
 		fail(code, err)
 	}

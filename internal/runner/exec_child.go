@@ -13,8 +13,9 @@ import (
 )
 
 // runInContainer runs the exec'd command to its end and returns its exit
-// code, or an error with the code to exit with.
-func runInContainer(s *Spec, pidns *os.File) (int, error) {
+// code, or an error with the code to exit with. The signals held go to
+// the command once it runs.
+func runInContainer(s *Spec, pidns *os.File, held *signalHold) (int, error) {
 	dir := filepath.Join("/", s.Cwd)
 	if err := checkDir(dir); err != nil {
 		return 126, err // docker exec -w does not create it
@@ -65,7 +66,7 @@ func runInContainer(s *Spec, pidns *os.File) (int, error) {
 	if master != nil {
 		relay = startRelay(master, os.Stdin, os.Stdout, nil, func() { _ = cmd.Process.Kill() })
 	}
-	stop := forwardSignals(cmd.Process, relayed...)
+	stop := held.to(cmd.Process)
 	defer stop()
 	_ = cmd.Wait()
 	if relay != nil {

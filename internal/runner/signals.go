@@ -3,40 +3,70 @@ package runner
 import (
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"syscall"
 )
 
-// relayed are the signals a supervisor passes on to its container, as
-// docker run does. SIGWINCH is not among them: it resizes the terminal.
-var relayed = []os.Signal{
-	syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP,
-	syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2,
-}
+// relayed are the signals knit passes on to the container it waits for,
+// as docker run's and docker exec's proxy does: every one but those about
+// knit's own process (SIGCHLD, SIGPIPE, SIGURG, with which the Go runtime
+// preempts, SIGWINCH, which resizes the terminal, and SIGTTIN and SIGTTOU:
+// caught, they would make a terminal call of knit's in the background
+// restart for ever), the two the C
+// library keeps for itself (32 and 33), and SIGKILL and SIGSTOP, which no
+// process can catch. A SIGTSTP or SIGABRT goes to the container instead of
+// stopping or killing knit while the container goes on.
+var relayed = func() []os.Signal {
+	var sigs []os.Signal
+	for n := syscall.Signal(1); n <= 64; n++ {
+		switch n {
+		case syscall.SIGKILL, syscall.SIGSTOP, syscall.SIGCHLD, syscall.SIGPIPE, syscall.SIGURG, syscall.SIGWINCH,
+			syscall.SIGTTIN, syscall.SIGTTOU, 32, 33:
+			continue
+		}
+		sigs = append(sigs, n)
+	}
+	return slices.Clip(sigs) // callers append to it
+}()
 
 // Signal sends sig to the container's init (through a pidfd: never to a
 // recycled pid).
 func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
 
-// ForwardSignals relays SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and
-// SIGUSR2 received by this process to the container until stop is called;
-// meanwhile they no longer have their default effect here. Like any PID 1,
-// the container's command only receives signals it has a handler for.
+// ForwardSignals relays the signals this process receives (see relayed)
+// to the container until stop is called; meanwhile they no longer have
+// their default effect here. Like any PID 1, the container's command only
+// receives signals it has a handler for.
 func (p *Process) ForwardSignals() (stop func()) {
 	return forwardSignals(p.cmd.Process, relayed...)
 }
 
-// forwardSignals relays sigs to proc until stop is called. os.Process
-// signals through a pidfd, so a relay racing with the exit cannot hit a
-// recycled pid.
+// forwardSignals relays sigs to proc until stop is called.
 func forwardSignals(proc *os.Process, sigs ...os.Signal) (stop func()) {
-	ch := make(chan os.Signal, 8)
+	return holdSignals(sigs...).to(proc)
+}
+
+// signalHold catches signals before there is a process to give them to.
+type signalHold struct{ ch chan os.Signal }
+
+// holdSignals starts catching sigs: they no longer have their default
+// effect, and wait for to.
+func holdSignals(sigs ...os.Signal) *signalHold {
+	h := &signalHold{ch: make(chan os.Signal, 8)}
+	signal.Notify(h.ch, sigs...)
+	return h
+}
+
+// to relays the signals held, and every later one, to proc until stop is
+// called. os.Process signals through a pidfd, so a relay racing with the
+// exit cannot hit a recycled pid.
+func (h *signalHold) to(proc *os.Process) (stop func()) {
 	done := make(chan struct{})
-	signal.Notify(ch, sigs...)
 	go func() {
 		for {
 			select {
-			case s := <-ch:
+			case s := <-h.ch:
 				_ = proc.Signal(s)
 			case <-done:
 				return
@@ -46,7 +76,7 @@ func forwardSignals(proc *os.Process, sigs ...os.Signal) (stop func()) {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			signal.Stop(ch)
+			signal.Stop(h.ch)
 			close(done)
 		})
 	}
