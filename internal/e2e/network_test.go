@@ -122,10 +122,14 @@ func TestNetworkRefusalsLeaveStateUnchanged(t *testing.T) {
 }
 
 // Containers resolve each other's names, aliases, hostnames and
-// addresses through the embedded server; unknown names get NXDOMAIN at once.
+// addresses through the embedded server; other names, single-label ones
+// included, go to the host's server, as Docker's.
 func TestEmbeddedDNS(t *testing.T) {
-	rootfs, _ := dnsRootfs(t)
+	rootfs, bin := dnsRootfs(t)
 	s := sandbox(t)
+	// The host's resolver (the sandbox's resolv.conf names 198.51.100.2)
+	// knows a LAN host by its short name.
+	s.Start(t, "ip", "netns", "exec", "world", bin, "serve", "-listen", "198.51.100.2:53", "nas=203.0.113.9")
 	s.MustKnit(t, "network", "create", "app")
 	s.MustKnit(t, "run", "-d", "--name", "db", "-h", "dbhost", "--network", "app", "--network-alias", "database", "--rootfs", rootfs, "sleep", "300")
 	s.MustKnit(t, "run", "-d", "--name", "web", "--network", "app", "--rootfs", rootfs, "sleep", "300")
@@ -142,7 +146,7 @@ func TestEmbeddedDNS(t *testing.T) {
 		}
 	}
 	dbID := inspectField(t, s, "db", "{{.Id}}")[:12]
-	for _, name := range []string{"db", "database", "dbhost", "db.app", "DB", dbID} {
+	for _, name := range []string{"db", "database", "dbhost", "db.app", "DB", dbID, "dbhost.app", dbID + ".app"} {
 		if out := ask(t, s, "web", gw, name); !strings.Contains(out, "NOERROR") || !strings.Contains(out, "A "+db) {
 			t.Errorf("query %s: %q, want A %s", name, out, db)
 		}
@@ -153,13 +157,25 @@ func TestEmbeddedDNS(t *testing.T) {
 	if out := ask(t, s, "web", gw, "-type", "PTR", db); !strings.Contains(out, "PTR db.app.") {
 		t.Errorf("PTR %s: %q, want db.app.", db, out)
 	}
+	eventually(t, func() (string, error) { // the world's server may still be starting
+		if out := ask(t, s, "web", gw, "nas"); !strings.Contains(out, "A 203.0.113.9") {
+			return out, fmt.Errorf("a single-label name the host's server knows: %q", out)
+		}
+		return "", nil
+	})
 	out := ask(t, s, "web", gw, "nosuch")
 	m := regexp.MustCompile(`NXDOMAIN ms=(\d+)`).FindStringSubmatch(out)
 	if m == nil {
-		t.Fatalf("query nosuch: %q, want NXDOMAIN", out)
+		t.Fatalf("query nosuch: %q, want the host's server's NXDOMAIN", out)
 	}
 	if ms, _ := strconv.Atoi(m[1]); ms >= 100 {
 		t.Errorf("NXDOMAIN took %d ms, want under 100", ms)
+	}
+	// A container that sets ndots itself has a bare unknown name answered
+	// empty, for its resolver to try the search domains (Docker's rule).
+	s.MustKnit(t, "run", "-d", "--name", "dots", "--network", "app", "--dns-option", "ndots:2", "--rootfs", rootfs, "sleep", "300")
+	if out := ask(t, s, "dots", "127.0.0.11", "nas"); !strings.HasPrefix(out, "NOERROR") || strings.Contains(out, "A ") {
+		t.Errorf("nas from a container with ndots:2: %q, want NOERROR without an answer", out)
 	}
 	// busybox's resolver, through resolv.conf, as a user would.
 	if out := s.MustKnit(t, "exec", "web", "nslookup", "database"); !strings.Contains(out, db) {

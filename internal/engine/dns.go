@@ -39,6 +39,9 @@ type dnsRecord struct {
 	// Isolated: every network of the container is --internal, so none of
 	// its queries is forwarded (a record without it forwards, as before).
 	Isolated bool `json:"isolated,omitempty"`
+	// NdotsSet: the container's --dns-option sets ndots (see
+	// server.Endpoint).
+	NdotsSet bool `json:"ndotsSet,omitempty"`
 }
 
 // putDNS keeps c's entry of bucketDNS in step with its record.
@@ -63,7 +66,8 @@ func putDNS(tx store.Tx, c *Container) error {
 	if len(eps) == 0 {
 		return tx.Delete(bucketDNS, c.ID)
 	}
-	return putJSON(tx, bucketDNS, c.ID, dnsRecord{Name: c.Name, Hostname: c.Spec.Hostname, Upstreams: c.Spec.DNS, Endpoints: eps, Isolated: isolated})
+	ndots := slices.ContainsFunc(c.Spec.DNSOptions, func(o string) bool { return strings.HasPrefix(o, "ndots:") })
+	return putJSON(tx, bucketDNS, c.ID, dnsRecord{Name: c.Name, Hostname: c.Spec.Hostname, Upstreams: c.Spec.DNS, Endpoints: eps, Isolated: isolated, NdotsSet: ndots})
 }
 
 func (e *Engine) dnsDir() string { return filepath.Join(e.paths.ExecRoot, "dns") }
@@ -241,7 +245,7 @@ func (e *Engine) dnsSnapshot() (*server.Snapshot, error) {
 					byNet[n.Name] = sn
 					order = append(order, n.Name)
 				}
-				se := server.Endpoint{Container: id, Name: r.Name, Hostname: r.Hostname, Aliases: ep.Aliases, Upstreams: ups, Isolated: r.Isolated}
+				se := server.Endpoint{Container: id, Name: r.Name, Hostname: r.Hostname, Aliases: ep.Aliases, Upstreams: ups, Isolated: r.Isolated, NdotsSet: r.NdotsSet}
 				if !strings.HasPrefix(id, cniIDPrefix) {
 					se.ShortID = id[:min(12, len(id))]
 				}

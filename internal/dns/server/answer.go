@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -54,8 +55,8 @@ func (t *tables) answerLocal(r request) (m *dns.Msg, forward bool) {
 	if !t.allowed(r.local, r.client) {
 		return reply(q, dns.RcodeRefused), false
 	}
-	nets, _ := t.scope(r.local, r.client)
-	m = t.lookup(q, nets)
+	nets, client := t.scope(r.local, r.client)
+	m = t.lookup(q, nets, client)
 	if m == nil {
 		return nil, true
 	}
@@ -102,7 +103,7 @@ func fit(r request, m *dns.Msg) {
 
 // lookup answers q from the networks in scope, or returns nil when the
 // name is not theirs and must be forwarded.
-func (t *tables) lookup(q *dns.Msg, nets []*network) *dns.Msg {
+func (t *tables) lookup(q *dns.Msg, nets []*network, client *Endpoint) *dns.Msg {
 	qs := q.Question[0]
 	name := key(qs.Name)
 	if qs.Qclass == dns.ClassINET {
@@ -111,17 +112,21 @@ func (t *tables) lookup(q *dns.Msg, nets []*network) *dns.Msg {
 		}
 		if rrs, known := addrRecords(qs, name, nets); known {
 			// A known name gets no NXDOMAIN and is never forwarded,
-			// even when it has no record of the type asked.
+			// even when it has no record of the type asked. The
+			// addresses of a name several containers share come in a
+			// new order each time, as Docker's (round robin for
+			// clients that take the first).
+			rand.Shuffle(len(rrs), func(i, j int) { rrs[i], rrs[j] = rrs[j], rrs[i] })
 			return authoritative(q, rrs)
 		}
 	}
-	if name != "" && !strings.Contains(name, ".") && (qs.Qtype == dns.TypeA || qs.Qtype == dns.TypeAAAA) {
-		// An address of an unknown single-label name is a container's
-		// name misspelt or not (yet) there, not a host upstream: say so at
-		// once instead of letting the client wait for a timeout. Other
-		// types go upstream: a top-level domain's NS, DS or SOA exists
-		// (a validating resolver in the container asks for them).
-		return reply(q, dns.RcodeNameError)
+	if client != nil && client.NdotsSet && name != "" && !strings.Contains(name, ".") &&
+		(qs.Qtype == dns.TypeA || qs.Qtype == dns.TypeAAAA) {
+		// As Docker's: a container that set ndots itself asks a bare
+		// name with its search domains next; the bare one stays here,
+		// answered empty. Otherwise it goes upstream, where a LAN's
+		// resolver may know it (a host's short name).
+		return reply(q, dns.RcodeSuccess)
 	}
 	return nil
 }
@@ -185,14 +190,13 @@ func ptrRecords(qs dns.Question, name string, nets []*network) []dns.RR {
 
 // forward asks the client's upstreams in turn, or the snapshot's when the
 // client is unknown or has none, skipping the server's own addresses. A
-// SERVFAIL or REFUSED reply moves on to the next upstream but is returned
-// if no other answers; when none replies at all the answer is SERVFAIL.
+// SERVFAIL or REFUSED reply moves on to the next upstream; when none gives
+// another answer, the answer is SERVFAIL, as Docker's.
 func (t *tables) forward(ctx context.Context, r request, client *Endpoint, exchange exchangeFunc) *dns.Msg {
 	ups := t.upstreams
 	if client != nil && len(client.Upstreams) > 0 {
 		ups = client.Upstreams
 	}
-	var last *dns.Msg
 	for _, u := range ups {
 		u = netip.AddrPortFrom(u.Addr().Unmap(), u.Port())
 		if t.listen[u] || ctx.Err() != nil {
@@ -206,10 +210,6 @@ func (t *tables) forward(ctx context.Context, r request, client *Endpoint, excha
 		if m.Rcode != dns.RcodeServerFailure && m.Rcode != dns.RcodeRefused {
 			return m
 		}
-		last = m
-	}
-	if last != nil {
-		return last
 	}
 	return reply(r.msg, dns.RcodeServerFailure)
 }

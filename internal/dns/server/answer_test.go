@@ -88,18 +88,21 @@ func summary(m *dns.Msg) string {
 	if m.Truncated {
 		parts = append(parts, "tc")
 	}
+	var answers []string
 	for _, rr := range m.Answer {
 		switch rr := rr.(type) {
 		case *dns.A:
-			parts = append(parts, rr.A.String())
+			answers = append(answers, rr.A.String())
 		case *dns.AAAA:
-			parts = append(parts, rr.AAAA.String())
+			answers = append(answers, rr.AAAA.String())
 		case *dns.PTR:
-			parts = append(parts, rr.Ptr)
+			answers = append(answers, rr.Ptr)
 		default:
-			parts = append(parts, rr.String())
+			answers = append(answers, rr.String())
 		}
 	}
+	slices.Sort(answers) // shared names come shuffled
+	parts = append(parts, answers...)
 	return strings.Join(parts, " ")
 }
 
@@ -129,6 +132,7 @@ func TestAnswer(t *testing.T) {
 		{"shared alias", front, api, "site.", dns.TypeA, "NOERROR aa 10.0.0.2 10.0.0.3", ""},
 		{"case and no dot", front, web, "WwW", dns.TypeA, "NOERROR aa 10.0.0.2", ""},
 		{"name.network", front, web, "web.front.", dns.TypeA, "NOERROR aa 10.0.0.2", ""},
+		{"hostname.network", front, web, "webhost.front.", dns.TypeA, "NOERROR aa 10.0.0.2", ""},
 		{"alias.network", front, web, "Site.Front.", dns.TypeA, "NOERROR aa 10.0.0.2 10.0.0.3", ""},
 		{"AAAA", front, web, "web.", dns.TypeAAAA, "NOERROR aa fd00::2", ""},
 		{"AAAA over v6", front6, web6, "www.", dns.TypeAAAA, "NOERROR aa fd00::2", ""},
@@ -137,13 +141,13 @@ func TestAnswer(t *testing.T) {
 		{"mapped address unmapped", back, ip("10.1.0.3"), "db.", dns.TypeA, "NOERROR aa 10.1.0.4", ""},
 
 		// Scope.
-		{"name only on another network", front, web, "db.", dns.TypeA, "NXDOMAIN", ""},
+		{"name only on another network", front, web, "db.", dns.TypeA, "NOERROR 192.0.2.53", "192.0.2.53:53 udp"},
 		{"name.network of another network", front, web, "db.back.", dns.TypeA, "NOERROR 192.0.2.53", "192.0.2.53:53 udp"},
 		{"client on both networks", front, api, "db.", dns.TypeA, "NOERROR aa 10.1.0.4", ""},
 		{"client on both networks asks a gateway", back, ip("10.1.0.3"), "web.", dns.TypeA, "NOERROR aa 10.0.0.2", ""},
 		{"name on both networks", front, api, "api.", dns.TypeA, "NOERROR aa 10.0.0.3 10.1.0.3", ""},
 		{"unknown client sees the listener's network", front, stranger, "web.", dns.TypeA, "NOERROR aa 10.0.0.2", ""},
-		{"unknown client, other network", back, stranger, "web.", dns.TypeA, "NXDOMAIN", ""},
+		{"unknown client, other network", back, stranger, "web.", dns.TypeA, "NOERROR 192.0.2.53", "198.51.100.53:53 udp"},
 		{"a listener that serves no network (being closed)", ip("10.9.0.1"), web, "web.", dns.TypeA, "REFUSED", ""},
 		{"a listener that serves no network, outside name", ip("10.9.0.1"), web, "example.com.", dns.TypeA, "REFUSED", ""},
 
@@ -156,8 +160,8 @@ func TestAnswer(t *testing.T) {
 		{"PTR qtype on a name", front, web, "web.", dns.TypePTR, "NOERROR aa", ""},
 
 		// Unknown names.
-		{"single label", front, web, "nosuch.", dns.TypeA, "NXDOMAIN", ""},
-		{"single label AAAA", front, web, "nosuch.", dns.TypeAAAA, "NXDOMAIN", ""},
+		{"single label goes upstream, as Docker's (a LAN host's short name)", front, web, "nosuch.", dns.TypeA, "NOERROR 192.0.2.53", "192.0.2.53:53 udp"},
+		{"single label AAAA", front, web, "nosuch.", dns.TypeAAAA, "NOERROR 192.0.2.53", "192.0.2.53:53 udp"},
 		{"single label, other types go upstream (a TLD's DS)", front, web, "com.", dns.TypeDS, "NOERROR 192.0.2.53", "192.0.2.53:53 udp"},
 		{"single label SOA", front, web, "nosuch.", dns.TypeSOA, "NOERROR 192.0.2.53", "192.0.2.53:53 udp"},
 		{"forwarded to the client's upstream", front, web, "example.com.", dns.TypeA, "NOERROR 192.0.2.53", "192.0.2.53:53 udp"},
@@ -209,8 +213,8 @@ func TestAnswerForward(t *testing.T) {
 			want: "NOERROR 192.0.2.2", calls: "127.0.0.1:1 udp 127.0.0.1:2 udp"},
 		{name: "first says SERVFAIL", upstreams: []netip.AddrPort{u1, u2}, fake: fakeUpstreams{rcode: map[netip.AddrPort]int{u1: dns.RcodeServerFailure}},
 			want: "NOERROR 192.0.2.2", calls: "127.0.0.1:1 udp 127.0.0.1:2 udp"},
-		{name: "all refuse", upstreams: []netip.AddrPort{u1, u2}, fake: fakeUpstreams{rcode: map[netip.AddrPort]int{u1: dns.RcodeRefused, u2: dns.RcodeRefused}},
-			want: "REFUSED 192.0.2.2", calls: "127.0.0.1:1 udp 127.0.0.1:2 udp"},
+		{name: "all refuse: SERVFAIL, as Docker's", upstreams: []netip.AddrPort{u1, u2}, fake: fakeUpstreams{rcode: map[netip.AddrPort]int{u1: dns.RcodeRefused, u2: dns.RcodeRefused}},
+			want: "SERVFAIL", calls: "127.0.0.1:1 udp 127.0.0.1:2 udp"},
 		{name: "NXDOMAIN is an answer", upstreams: []netip.AddrPort{u1, u2}, fake: fakeUpstreams{rcode: map[netip.AddrPort]int{u1: dns.RcodeNameError}},
 			want: "NXDOMAIN 192.0.2.1", calls: "127.0.0.1:1 udp"},
 		{name: "none answers", upstreams: []netip.AddrPort{u1, u2}, fake: fakeUpstreams{fail: map[netip.AddrPort]bool{u1: true, u2: true}},
@@ -476,6 +480,31 @@ func TestAnswersQuestion(t *testing.T) {
 	} {
 		if got := answersQuestion(tc.m, q); got != tc.want {
 			t.Errorf("%s: answersQuestion = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// A container that set ndots itself gets an empty answer for an unknown
+// single-label name, which its resolver then tries with the search
+// domains, as Docker's; other names still go upstream.
+func TestAnswerNdotsSet(t *testing.T) {
+	s := testSnapshot()
+	s.Networks[0].Endpoints[0].NdotsSet = true // web
+	tabs := newTables(s)
+	for _, tc := range []struct {
+		qname, want, calls string
+		qtype              uint16
+	}{
+		{"nosuch.", "NOERROR", "", dns.TypeA},
+		{"nosuch.", "NOERROR", "", dns.TypeAAAA},
+		{"api.", "NOERROR aa 10.0.0.3", "", dns.TypeA},
+		{"nosuch.example.", "NOERROR 192.0.2.53", "192.0.2.53:53 udp", dns.TypeA},
+		{"nosuch.", "NOERROR 192.0.2.53", "192.0.2.53:53 udp", dns.TypeSOA},
+	} {
+		f := &fakeUpstreams{}
+		m := tabs.answer(context.Background(), request{local: ip("10.0.0.1"), client: ip("10.0.0.2"), msg: query(tc.qname, tc.qtype)}, f.exchange)
+		if got, calls := summary(m), strings.Join(f.calls, " "); got != tc.want || calls != tc.calls {
+			t.Errorf("%s %s: %q forwarded to %q, want %q and %q", tc.qname, dns.TypeToString[tc.qtype], got, calls, tc.want, tc.calls)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/binary"
+	"math/rand/v2"
 	"net/netip"
 
 	"github.com/miekg/dns"
@@ -157,7 +158,33 @@ func (c *answerCache) get(t *tables, client netip.Addr, b []byte, q wireQuery, o
 	for _, off := range e.names {
 		copy(r[off:], q.name)
 	}
+	shuffleAddrs(r, e.names[1:], len(q.name))
 	return r
+}
+
+// shuffleAddrs puts the addresses of a reply's A or AAAA answers, whose
+// owner names (n bytes each) start at offs, in a new order, as the general
+// path does: the records differ in their data only.
+func shuffleAddrs(r []byte, offs []int, n int) {
+	if len(offs) < 2 {
+		return
+	}
+	rtype := binary.BigEndian.Uint16(r[offs[0]+n:])
+	if rtype != dns.TypeA && rtype != dns.TypeAAAA {
+		return
+	}
+	size := 4
+	if rtype == dns.TypeAAAA {
+		size = 16
+	}
+	var tmp [16]byte
+	for i := len(offs) - 1; i > 0; i-- {
+		j := rand.IntN(i + 1)
+		a, b := r[offs[i]+n+10:][:size], r[offs[j]+n+10:][:size]
+		copy(tmp[:size], a)
+		copy(a, b)
+		copy(b, tmp[:size])
+	}
 }
 
 // put caches reply, the reply to q from client under t, when it is one to

@@ -87,8 +87,10 @@ func unmapped(e Endpoint) *Endpoint {
 // endpointNames lists the names ep answers to on network net.
 func endpointNames(ep *Endpoint, net string) []string {
 	names := []string{ep.Name, ep.Hostname, ep.ShortID}
-	if ep.Name != "" {
-		names = append(names, ep.Name+"."+net)
+	for _, n := range names[:3] { // each also as NAME.NETWORK, as Docker's
+		if n != "" {
+			names = append(names, n+"."+net)
+		}
 	}
 	for _, a := range ep.Aliases {
 		if a != "" {
