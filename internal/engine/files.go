@@ -84,7 +84,9 @@ func (e *Engine) etcFiles(c *Container, o *RunOptions, mode string, nets []*Netw
 		hosts = files.AppendHosts(base, extra)
 		hostResolv, _ = os.ReadFile(hostResolvConf)
 	} else {
-		hosts = files.Hosts(ownHosts(c), append(e.linkHosts(c), extra...))
+		// --add-host before links, as Docker's: the first line of a name
+		// is the one resolvers take.
+		hosts = files.Hosts(ownHosts(c), append(extra, e.linkHosts(c)...))
 		hostResolv = readHostResolv(hostResolvConf, resolvedConf)
 	}
 	ro := files.ResolvOptions{

@@ -72,7 +72,7 @@ func endpointOn(c *Container, network string) *Endpoint {
 }
 
 // linkHosts are the /etc/hosts lines of the container's links: each
-// target's address on the container's first network (a link runs there,
+// target's addresses on the container's first network (a link runs there,
 // whichever network the target joined first).
 func (e *Engine) linkHosts(c *Container) []files.HostEntry {
 	var out []files.HostEntry
@@ -94,7 +94,9 @@ func (e *Engine) linkHosts(c *Container) []files.HostEntry {
 				names = append(names, n)
 			}
 		}
-		out = append(out, files.HostEntry{IP: to.Addrs[0].Addr(), Names: names})
+		for _, a := range to.Addrs { // IPv6 too, a line of its own, as Docker's
+			out = append(out, files.HostEntry{IP: a.Addr(), Names: names})
+		}
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/firewall/firewalltest"
@@ -291,5 +292,33 @@ func TestLinksEnvAtStart(t *testing.T) {
 		"DB_PORT_5432_TCP_PORT=5432", "DB_PORT_5432_TCP_PROTO=tcp", "DB_NAME=mine", "PATH=/bin"}
 	if !slices.Equal(got, want) {
 		t.Errorf("environment =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// /etc/hosts as Docker writes it: --add-host lines before the links' (the
+// first line of a name is the one a resolver takes), a link's IPv6
+// address on a line of its own, and the container's own entry last.
+func TestEtcHostsOrder(t *testing.T) {
+	st := newStore(t)
+	e := firewallEngine(t, st, nil)
+	db := &Container{ID: hexID("db"), Name: "db", State: State{Status: StatusRunning}, Spec: Spec{Hostname: "dbhost"},
+		Endpoints: []Endpoint{{Network: "bridge", Endpoint: driver.Endpoint{Addrs: []netip.Prefix{
+			netip.MustParsePrefix("172.17.0.3/16"), netip.MustParsePrefix("fd00::3/64")}}}}}
+	c := &Container{ID: hexID("web"), Name: "web", Spec: Spec{Hostname: "webhost"},
+		Endpoints: []Endpoint{{Network: "bridge", Endpoint: driver.Endpoint{Addrs: []netip.Prefix{netip.MustParsePrefix("172.17.0.4/16")}}}},
+		Links:     []Link{{TargetID: db.ID, Name: "db", Alias: "database"}}}
+	seed(t, st, db, c)
+	o := &RunOptions{AddHosts: []files.HostEntry{{IP: netip.MustParseAddr("192.0.2.9"), Names: []string{"database"}}}}
+	hosts, _, err := e.etcFiles(c, o, ModeBridge, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(hosts), "\n")
+	i := slices.Index(lines, "192.0.2.9\tdatabase")
+	j := slices.Index(lines, "172.17.0.3\tdatabase dbhost db")
+	k := slices.Index(lines, "fd00::3\tdatabase dbhost db")
+	own := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "172.17.0.4\t") })
+	if i < 0 || j < 0 || k < 0 || own < 0 || !(i < j && j < k && k < own) {
+		t.Errorf("/etc/hosts:\n%s\nwant the --add-host line, then the link's IPv4 and IPv6 lines, then the container's own", hosts)
 	}
 }
