@@ -737,3 +737,36 @@ func TestDNSRedirectKeepsLoopbackClosed(t *testing.T) {
 		t.Errorf("the victim's query at 127.0.0.11: %q", out)
 	}
 }
+
+// A container may publish port 53 (a Pi-hole's -p 53:53/udp) beside the
+// embedded DNS server, as with Docker: the run is not refused for the
+// server's own sockets on the gateways, and the containers of a DNS
+// network still reach that server at 127.0.0.11, not the published one.
+func TestPublishedPort53BesideEmbeddedDNS(t *testing.T) {
+	rootfs, bin := dnsRootfs(t)
+	s := sandbox(t)
+	s.MustKnit(t, "network", "create", "app")
+	s.MustKnit(t, "run", "-d", "--name", "asker", "--network", "app", "--rootfs", rootfs, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--name", "target", "--network", "app", "--rootfs", rootfs, "sleep", "300")
+	b := ipOn(t, s, "target", "app")
+	s.MustKnit(t, "run", "-d", "--name", "pihole", "-p", "53:53/udp", "-p", "53:53/tcp", "--rootfs", rootfs,
+		"dnstool", "serve", "-listen", ":53", "target=192.0.2.66", "outside.test=192.0.2.67")
+	eventually(t, func() (string, error) { // the published server, from another host
+		r := s.World(bin, "query", "-server", "198.51.100.1:53", "outside.test")
+		if !strings.Contains(r.Stdout, "A 192.0.2.67") {
+			return "", fmt.Errorf("the published DNS server from the world: %q %q", r.Stdout, r.Stderr)
+		}
+		return "", nil
+	})
+	for _, args := range [][]string{{"target"}, {"-tcp", "target"}} {
+		if out := ask(t, s, "asker", "127.0.0.11", args...); !strings.Contains(out, "A "+b) {
+			t.Errorf("asker asks %q at 127.0.0.11 with port 53 published: %q, want the embedded server's A %s", args, out, b)
+		}
+	}
+	// Started after the publication, a container is answered by the
+	// embedded server too.
+	s.MustKnit(t, "run", "-d", "--name", "late", "--network", "app", "--rootfs", rootfs, "sleep", "300")
+	if out := ask(t, s, "late", "127.0.0.11", "target"); !strings.Contains(out, "A "+b) {
+		t.Errorf("late asks target at 127.0.0.11: %q, want A %s", out, b)
+	}
+}

@@ -180,7 +180,7 @@ func (e *Engine) defaultPrefix() (driver.Subnet, error) {
 func firewallNetwork(n *Network) firewall.Network {
 	fn := firewall.Network{
 		Name: n.Name, Bridge: n.Bridge, Masquerade: n.Masquerade && !n.Internal,
-		ICC: n.ICC, Internal: n.Internal, Routed4: n.Routed, Routed6: n.Routed6,
+		ICC: n.ICC, Internal: n.Internal, Routed4: n.Routed, Routed6: n.Routed6, DNS: n.DNS,
 	}
 	for _, s := range n.Subnets {
 		fn.Subnets = append(fn.Subnets, s.Prefix)

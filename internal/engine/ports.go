@@ -129,6 +129,9 @@ func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening fun
 		if held, err = listening(); err != nil {
 			return err
 		}
+		if err := forgetDNSListeners(tx, held); err != nil {
+			return err
+		}
 	}
 	ep := c.Endpoints[0]
 	taken := func(ip netip.Addr, proto portmap.Proto, port uint16) (string, bool) {
@@ -178,6 +181,29 @@ func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening fun
 		}
 		if err := tx.Put(portsBucket(m.Proto, m.HostPort), hostIPKey(m.HostIP), []byte(c.ID)); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// forgetDNSListeners drops the embedded DNS server's sockets (port 53 on
+// the gateways of DNS-enabled networks) from held: a port 53 published on
+// every address does not take those queries (the firewall keeps them for
+// the server), so it does not conflict with them.
+func forgetDNSListeners(tx store.Tx, held *portmap.Listeners) error {
+	nets, err := listNetworks(tx)
+	if err != nil {
+		return err
+	}
+	for _, n := range nets {
+		if !n.DNS {
+			continue
+		}
+		for _, s := range n.Subnets {
+			if s.Gateway.IsValid() {
+				held.Forget(s.Gateway, portmap.UDP, 53)
+				held.Forget(s.Gateway, portmap.TCP, 53)
+			}
 		}
 	}
 	return nil

@@ -72,6 +72,10 @@ type Network struct {
 	// and for every other port, new connections into the bridge that were
 	// not destination-NATed by a port mapping are dropped.
 	Routed4, Routed6 bool
+	// DNS: the embedded DNS server answers on the bridge's own addresses,
+	// port 53, which no published port takes from the network's own
+	// containers.
+	DNS bool `json:",omitempty"`
 }
 
 // Routed reports whether the gateway mode of addr's family is routed.

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -142,6 +143,14 @@ func (l *Listeners) Has(ip netip.Addr, proto Proto, port uint16) bool {
 // Allocate, alone or combined with the caller's own records.
 func (l *Listeners) Taken(ip netip.Addr, proto Proto, port uint16) (string, bool) {
 	return OwnerHost, l.Has(ip, proto, port)
+}
+
+// Forget drops the sockets bound to exactly ip, proto and port from the
+// snapshot: they are knit's own (the embedded DNS server's), which a
+// published port does not conflict with.
+func (l *Listeners) Forget(ip netip.Addr, proto Proto, port uint16) {
+	k := listenKey{proto, port}
+	l.addrs[k] = slices.DeleteFunc(l.addrs[k], func(a netip.Addr) bool { return a == ip })
 }
 
 func (l *Listeners) add(proto Proto, port uint16, ip netip.Addr) {

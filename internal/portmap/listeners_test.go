@@ -211,3 +211,21 @@ func TestListenersDiagMatchesProc(t *testing.T) {
 		t.Errorf("sock_diag reports a tcp listener on the udp port %d", uport)
 	}
 }
+
+// Forget drops exactly the sockets of one address, protocol and port: the
+// embedded DNS server's, which a published port 53 does not conflict with.
+func TestListenersForget(t *testing.T) {
+	l := &Listeners{addrs: map[listenKey][]netip.Addr{}}
+	gw, other := netip.MustParseAddr("172.18.0.1"), netip.MustParseAddr("10.0.0.1")
+	l.add(UDP, 53, gw)
+	l.add(UDP, 53, other)
+	l.add(TCP, 53, gw)
+	l.Forget(gw, UDP, 53)
+	if l.Has(gw, UDP, 53) || !l.Has(other, UDP, 53) || !l.Has(netip.Addr{}, UDP, 53) || !l.Has(gw, TCP, 53) {
+		t.Errorf("after Forget(%s, udp, 53): %v", gw, l.addrs)
+	}
+	l.Forget(other, UDP, 53)
+	if l.Has(netip.Addr{}, UDP, 53) {
+		t.Errorf("every address of udp/53 still held: %v", l.addrs)
+	}
+}

@@ -156,6 +156,9 @@ func baseRules() map[string][]*nft.Rule {
 		chainPrerouting: append([]*nft.Rule{
 			tagged(preroutingChain, tagBase, daddr(loopback4), verdict(expr.VerdictReturn)),
 			tagged(preroutingChain, tagBase, daddr(loopback6), verdict(expr.VerdictReturn)),
+			// jump dns-gateway: the embedded server's queries, before
+			// the port maps.
+			tagged(preroutingChain, tagBase, []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: chainDNSGateway}}),
 		}, dnatRules(preroutingChain)...),
 		// The host's own connections to [::1] are never DNATed either:
 		// the kernel cannot send a ::1 source out of a bridge, so the

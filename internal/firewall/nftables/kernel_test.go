@@ -154,6 +154,7 @@ func TestEnsureNetworkKernel(t *testing.T) {
 		type nat hook prerouting priority dstnat; policy accept;
 		ip daddr 127.0.0.0/8 return comment "knit:base"
 		ip6 daddr ::1 return comment "knit:base"
+		jump dns-gateway comment "knit:base"
 		fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @pub4ip comment "knit:base"
 		fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip comment "knit:base"
 		meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @pub4any comment "knit:base"
@@ -173,6 +174,9 @@ func TestEnsureNetworkKernel(t *testing.T) {
 		type filter hook input priority filter; policy accept;
 		iifname @bridges ip saddr 127.0.0.0/8 drop comment "knit:base"
 		iifname @bridges ip daddr 127.0.0.0/8 ct state ! established,related drop comment "knit:base"
+	}
+
+	chain dns-gateway {
 	}
 
 	chain knit-user {
@@ -283,9 +287,9 @@ func TestShareTable(t *testing.T) {
 			t.Errorf("%d rules and elements tagged %s, want 10:\n%s", c, tag, got)
 		}
 	}
-	// 8 in forward, 6 in prerouting, 5 in output, 2 in input
-	if c := strings.Count(got, "knit:base"); c != 21 {
-		t.Errorf("%d base rules, want 21:\n%s", c, got)
+	// 8 in forward, 7 in prerouting, 5 in output, 2 in input
+	if c := strings.Count(got, "knit:base"); c != 22 {
+		t.Errorf("%d base rules, want 22:\n%s", c, got)
 	}
 }
 

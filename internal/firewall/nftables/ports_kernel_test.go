@@ -210,7 +210,7 @@ func jumpHandle(t *testing.T, ns string) string {
 func TestRulesMatchNft(t *testing.T) {
 	fw, ns := newFirewall(t)
 	n := network("n1", "br0", "10.99.0.0/24")
-	n.ICC = true
+	n.ICC, n.DNS = true, true
 	check(t, fw.EnsureNetwork(n))
 	nft(t, ns, `add element inet knit bridges { "br10" comment "knit:net=n2" }`)
 	v6 := mapping("::1", 9, "sctp")

@@ -1,6 +1,7 @@
 package nftables
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/bits"
 	"net/netip"
@@ -114,6 +115,13 @@ func renderRule(r *nft.Rule) string {
 				}
 			}
 			words = append(words, renderCmp(op, e, proto))
+			// nft folds a protocol match into the port match after it:
+			// "meta l4proto udp th dport 53" is "udp dport 53".
+			if n := len(words); n >= 2 && strings.HasPrefix(words[n-1], "th dport ") {
+				if l4, ok := strings.CutPrefix(words[n-2], "meta l4proto "); ok && !strings.HasPrefix(l4, "!=") {
+					words = append(words[:n-2], l4+strings.TrimPrefix(words[n-1], "th"))
+				}
+			}
 		case *expr.Lookup:
 			key := strings.Join(loads, " . ")
 			loads = nil
@@ -222,6 +230,9 @@ func renderCmp(op operand, c *expr.Cmp, proto byte) string {
 			}
 		}
 	case *expr.Payload:
+		if w.Base == expr.PayloadBaseTransportHeader && w.Offset == 2 && w.Len == 2 && len(c.Data) == 2 && op.mask == nil {
+			return fmt.Sprintf("th dport %s%d", rel, binary.BigEndian.Uint16(c.Data))
+		}
 		if s, ok := renderAddrMatch(w, op.mask, c.Data, proto); ok {
 			return fmt.Sprintf("%s %s%s", s[0], rel, s[1])
 		}
@@ -238,10 +249,11 @@ func renderCmp(op operand, c *expr.Cmp, proto byte) string {
 		}
 	case *expr.Fib:
 		if w.FlagDADDR && w.ResultADDRTYPE && len(c.Data) == 4 {
+			iif := map[bool]string{true: " . iif"}[w.FlagIIF]
 			types := map[uint32]string{unix.RTN_UNICAST: "unicast", unix.RTN_LOCAL: "local",
 				unix.RTN_BROADCAST: "broadcast", unix.RTN_MULTICAST: "multicast"}
 			if t, ok := types[binaryutil.NativeEndian.Uint32(c.Data)]; ok {
-				return fmt.Sprintf("fib daddr type %s%s", rel, t)
+				return fmt.Sprintf("fib daddr%s type %s%s", iif, rel, t)
 			}
 		}
 		if w.FlagSADDR && w.FlagIIF && w.ResultOIF && len(c.Data) == 4 {

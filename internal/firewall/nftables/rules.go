@@ -18,8 +18,10 @@ const (
 	chainNAT     = "postrouting"
 	chainForward = "forward"
 	chainInput   = "input"
-	tagBase      = "knit:base"
-	tagNetPrefix = "knit:net="
+	// chainDNSGateway is a regular chain, of the networks' rules only.
+	chainDNSGateway = "dns-gateway"
+	tagBase         = "knit:base"
+	tagNetPrefix    = "knit:net="
 )
 
 var table = &nft.Table{Name: tableName, Family: nft.TableFamilyINet}
@@ -45,7 +47,11 @@ var (
 		Hooknum: nft.ChainHookInput, Priority: nft.ChainPriorityFilter,
 		Policy: &policyAccept,
 	}
-	chains = []*nft.Chain{natChain, forwardChain, preroutingChain, outputChain, inputChain}
+	// dnsGatewayChain holds the networks' rules that keep DNS queries to
+	// their gateway from the port maps (see dnsGatewayRules);
+	// prerouting jumps to it before it looks them up.
+	dnsGatewayChain = &nft.Chain{Name: chainDNSGateway, Table: table}
+	chains          = []*nft.Chain{natChain, forwardChain, preroutingChain, outputChain, inputChain, dnsGatewayChain}
 )
 
 // netTag is the comment on every rule added for the named network.
@@ -170,6 +176,9 @@ func networkRules(n firewall.Network) []*nft.Rule {
 		rules = append(rules,
 			tagged(forwardChain, tag, iif, oif, ctBits(expr.CtKeySTATUS, ctStatusDNAT, false), verdict(expr.VerdictDrop)),
 			tagged(forwardChain, tag, iif, oif, ctBits(expr.CtKeySTATE, expr.CtStateBitUNTRACKED, true), notICMPv6, verdict(expr.VerdictDrop)))
+	}
+	if n.DNS {
+		rules = append(rules, dnsGatewayRules(n, tag)...)
 	}
 	if n.Internal {
 		return rules
@@ -306,3 +315,27 @@ func addrPayload(p netip.Prefix, dst bool) []expr.Any {
 }
 
 func verdict(k expr.VerdictKind) []expr.Any { return []expr.Any{&expr.Verdict{Kind: k}} }
+
+// dnsGatewayRules keep the DNS queries n's containers send to their bridge's
+// own addresses, where the embedded server answers (and where 127.0.0.11
+// goes), for that server: a port 53 published on every address of the
+// host must not take them (a Pi-hole container's -p 53:53/udp would
+// answer every container's name lookups). Accepted in the nat hook, they
+// skip the port maps' DNAT.
+//
+//	iifname BR fib daddr . iif type local meta l4proto udp th dport 53 accept
+//	iifname BR fib daddr . iif type local meta l4proto tcp th dport 53 accept
+func dnsGatewayRules(n firewall.Network, tag string) []*nft.Rule {
+	var rules []*nft.Rule
+	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+		rules = append(rules, tagged(dnsGatewayChain, tag, ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, n.Bridge), []expr.Any{
+			&expr.Fib{Register: 1, FlagDADDR: true, FlagIIF: true, ResultADDRTYPE: true},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(53)},
+		}, verdict(expr.VerdictAccept)))
+	}
+	return rules
+}

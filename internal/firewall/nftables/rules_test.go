@@ -106,7 +106,7 @@ func TestRenderBaseAndForeign(t *testing.T) {
 }
 
 func TestRenderTable(t *testing.T) {
-	n := firewall.Network{Name: "n1", Bridge: "br0", Subnets: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Masquerade: true, ICC: true}
+	n := firewall.Network{Name: "n1", Bridge: "br0", Subnets: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Masquerade: true, ICC: true, DNS: true}
 	s := ruleset{chains: append(slices.Clone(chains), userChain), rules: map[string][]*nft.Rule{}, elems: map[string][]nft.SetElement{}}
 	for name, rules := range baseRules() {
 		s.rules[name] = rules
@@ -230,6 +230,7 @@ const wantTable = `table inet knit {
 		type nat hook prerouting priority dstnat; policy accept;
 		ip daddr 127.0.0.0/8 return comment "knit:base"
 		ip6 daddr ::1 return comment "knit:base"
+		jump dns-gateway comment "knit:base"
 		fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @pub4ip comment "knit:base"
 		fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6ip comment "knit:base"
 		meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @pub4any comment "knit:base"
@@ -249,6 +250,11 @@ const wantTable = `table inet knit {
 		type filter hook input priority filter; policy accept;
 		iifname @bridges ip saddr 127.0.0.0/8 drop comment "knit:base"
 		iifname @bridges ip daddr 127.0.0.0/8 ct state ! established,related drop comment "knit:base"
+	}
+
+	chain dns-gateway {
+		iifname "br0" fib daddr . iif type local udp dport 53 accept comment "knit:net=n1"
+		iifname "br0" fib daddr . iif type local tcp dport 53 accept comment "knit:net=n1"
 	}
 
 	chain knit-user {
