@@ -3,7 +3,10 @@ package cli
 import (
 	"cmp"
 	"fmt"
+	"net"
+	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -44,47 +47,110 @@ func (a *app) portCommand() *cobra.Command {
 			if proto == "" {
 				proto = "tcp"
 			}
-			found := false
+			if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+				return errdefs.Invalid("invalid port (%s)", port)
+			}
+			var lines []string
 			for _, m := range maps {
 				if fmt.Sprint(m.ContainerPort) == port && string(m.Proto) == proto {
-					fmt.Fprintln(out(cmd), strings.TrimPrefix(m.String(), fmt.Sprintf("%d/%s -> ", m.ContainerPort, m.Proto)))
-					found = true
+					lines = append(lines, strings.TrimPrefix(m.String(), fmt.Sprintf("%d/%s -> ", m.ContainerPort, m.Proto)))
 				}
 			}
-			if !found {
-				return errdefs.NotFound("no public port '%s/%s' published for %s", port, proto, c.Name)
+			if len(lines) == 0 { // as docker port says it: the port and the container as given
+				return errdefs.NotFound("no public port '%s' published for %s", args[1], args[0])
+			}
+			slices.SortFunc(lines, naturalCompare)
+			for _, l := range lines {
+				fmt.Fprintln(out(cmd), l)
 			}
 			return nil
 		},
 	}
 }
 
-// portsColumn renders ps's PORTS column as Docker does: 0.0.0.0:8080->80/tcp.
+// portSummary is one entry of ps's PORTS column: a published port, or an
+// exposed one (no IP) that nothing publishes.
+type portSummary struct {
+	private, public uint16
+	ip              netip.Addr
+	proto           string
+}
+
+// portsColumn renders ps's PORTS column as Docker's CLI does
+// (DisplayablePorts): sorted by container port, then host address and
+// port; runs of consecutive ports published on the same port numbers
+// folded into ranges (0.0.0.0:8000-8002->8000-8002/tcp), exposed ones
+// too (80-82/tcp); mappings to another port number last.
 func portsColumn(c *engine.Container) string {
-	var parts []string
+	var ports []portSummary
 	published := map[string]bool{}
 	for _, m := range engine.Mappings(c) {
-		key := fmt.Sprintf("%d/%s", m.ContainerPort, m.Proto)
-		parts = append(parts, hostAddr(m)+"->"+key)
-		published[key] = true
+		ip := m.HostIP
+		if !ip.IsValid() {
+			ip = netip.IPv4Unspecified()
+		}
+		ports = append(ports, portSummary{m.ContainerPort, m.HostPort, ip, string(m.Proto)})
+		published[fmt.Sprintf("%d/%s", m.ContainerPort, m.Proto)] = true
 	}
 	if c.Running() && len(c.Endpoints) > 0 { // an exposed port nothing publishes shows alone, as in Docker's
 		for _, s := range c.Spec.Exposed {
-			eachPort(s, func(key, _ string) {
-				if !published[key] {
+			proto := string(cmp.Or(s.Proto, portmap.TCP))
+			for p := range s.ContainerPorts() {
+				if key := fmt.Sprintf("%d/%s", p, proto); !published[key] {
 					published[key] = true
-					parts = append(parts, key)
+					ports = append(ports, portSummary{private: p, proto: proto})
 				}
-			})
+			}
 		}
 	}
-	return strings.Join(parts, ", ")
+	slices.SortFunc(ports, func(a, b portSummary) int {
+		return cmp.Or(cmp.Compare(a.private, b.private), a.ip.Compare(b.ip), cmp.Compare(a.public, b.public), cmp.Compare(a.proto, b.proto))
+	})
+	type group struct{ first, last uint16 }
+	groups := map[string]*group{}
+	var keys, result, moved []string
+	for _, p := range ports {
+		key := p.proto
+		if p.ip.IsValid() {
+			if p.public != p.private {
+				moved = append(moved, fmt.Sprintf("%s->%d/%s", netip.AddrPortFrom(p.ip, p.public), p.private, p.proto))
+				continue
+			}
+			key = p.ip.String() + "/" + p.proto
+		}
+		g := groups[key]
+		switch {
+		case g == nil:
+			groups[key] = &group{p.private, p.private}
+			keys = append(keys, key)
+		case p.private == g.last+1:
+			g.last = p.private
+		default:
+			result = append(result, formGroup(key, g.first, g.last))
+			groups[key] = &group{p.private, p.private}
+		}
+	}
+	for _, k := range keys {
+		result = append(result, formGroup(k, groups[k].first, groups[k].last))
+	}
+	return strings.Join(append(result, moved...), ", ")
 }
 
-func hostAddr(m portmap.Mapping) string {
-	s := m.String() // "80/tcp -> 0.0.0.0:8080"
-	_, addr, _ := strings.Cut(s, " -> ")
-	return addr
+// formGroup renders a run of ports under key ("tcp", or "IP/tcp" for ports
+// published on the same numbers).
+func formGroup(key string, first, last uint16) string {
+	ip, proto, published := strings.Cut(key, "/")
+	if !published {
+		ip, proto = "", key
+	}
+	ports := strconv.Itoa(int(first))
+	if first != last {
+		ports += fmt.Sprintf("-%d", last)
+	}
+	if ip != "" {
+		ports = net.JoinHostPort(ip, ports) + "->" + ports
+	}
+	return ports + "/" + proto
 }
 
 // naturalCompare orders strings as Docker's CLI does (sortorder's natural

@@ -103,7 +103,8 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 		{[]string{"run", "-e", "=novalue", "true"}, "invalid"},
 		// Other commands.
 		{[]string{"port", "nosuch"}, "no such container"},
-		{[]string{"port", "taken", "80/bogus"}, "no public port"},
+		{[]string{"port", "taken", "80/bogus"}, "no public port '80/bogus' published for taken"},
+		{[]string{"port", "taken", "http"}, "invalid port (http)"},
 		{[]string{"kill", "nosuch"}, "no such container"},
 		{[]string{"stop", "-t", "x", "taken"}, "invalid"},
 		{[]string{"exec", "taken"}, "requires at least 2 arg"},
