@@ -621,6 +621,21 @@ func TestRunUser(t *testing.T) {
 	if out := s.MustKnit(t, "run", "--rm", "--group-add", "4000", "--rootfs", bb, "id", "-G"); out != "0 4000\n" {
 		t.Errorf("run --group-add 4000 as root: id -G %q", out)
 	}
+	// Root gets the groups the container's /etc/group gives it, as
+	// Docker's, not those of whoever ran knit (here 4242), for run and
+	// exec alike.
+	groups := filepath.Join(t.TempDir(), "rootfs")
+	s.MustRun(t, "cp", "-a", bb, groups)
+	s.MustRun(t, "sh", "-c", `mkdir -p "$1/etc" && printf "root:x:0:\nwheel:x:10:root\nstaff:x:50:alice\n" > "$1/etc/group" && echo root:x:0:0:root:/root:/bin/sh > "$1/etc/passwd"`, "sh", groups)
+	knit := testutil.KnitBinary(t)
+	if out := s.MustRun(t, "setpriv", "--groups", "4242", knit, "run", "--rm", "--rootfs", groups, "id", "-G"); out != "0 10\n" {
+		t.Errorf("run as root, from a caller in group 4242: id -G %q, want 0 10", out)
+	}
+	s.MustKnit(t, "run", "-d", "--name", "grouped", "--rootfs", groups, "sleep", "300")
+	if out := s.MustRun(t, "setpriv", "--groups", "4242", knit, "exec", "grouped", "id", "-G"); out != "0 10\n" {
+		t.Errorf("exec as root, from a caller in group 4242: id -G %q, want 0 10", out)
+	}
+	s.MustKnit(t, "rm", "-f", "grouped")
 	if r := s.Knit("run", "--rm", "--group-add", "nosuchgroup", "true"); r.Code != 125 || !strings.Contains(r.Stderr, "unable to find group nosuchgroup") {
 		t.Errorf("run --group-add nosuchgroup: exit %d, %q", r.Code, r.Stderr)
 	}

@@ -144,8 +144,8 @@ func lookupGroup(etc, group string) (uint32, error) {
 }
 
 // userOf is who s's command runs as: s.User with s.GroupAdd's groups
-// added; change reports whether the process must change credentials
-// (not for root without added groups).
+// added; change reports whether the process must change credentials (not
+// for root whose groups are already the ones it gets).
 func userOf(s *Spec) (u *execUser, change bool, err error) {
 	if u, err = resolveUser(s.User); err != nil {
 		return nil, false, err
@@ -159,7 +159,28 @@ func userOf(s *Spec) (u *execUser, change bool, err error) {
 			u.Groups = append(u.Groups, gid)
 		}
 	}
-	return u, s.User != "" || len(s.GroupAdd) > 0, nil
+	change = s.User != "" || len(s.GroupAdd) > 0
+	if !change {
+		// Root, as Docker's: its supplementary groups are those the
+		// container's /etc/group gives it, not those of knit's caller.
+		cur, err := unix.Getgroups()
+		change = err != nil || !sameGroups(cur, u.Groups)
+	}
+	return u, change, nil
+}
+
+// sameGroups reports whether two lists hold the same group IDs.
+func sameGroups(have []int, want []uint32) bool {
+	set := map[uint32]bool{}
+	for _, g := range want {
+		set[g] = true
+	}
+	for _, g := range have {
+		if !set[uint32(g)] {
+			return false
+		}
+	}
+	return len(set) == len(slices.Compact(slices.Sorted(slices.Values(have))))
 }
 
 func parseID(s string) (uint32, bool) {
