@@ -19,13 +19,35 @@ import (
 // eachContainer applies fn to every named container, printing the name of
 // each success as Docker does and reporting every failure.
 func (a *app) eachContainer(cmd *cobra.Command, refs []string, fn func(e *engine.Engine, ref string) error) error {
+	return a.forContainers(cmd, refs, false, fn)
+}
+
+// eachContainerAtOnce is eachContainer with fn run for every container at
+// the same time, as docker stop and restart do: three containers that
+// ignore SIGTERM stop in one grace period, not three. The names still
+// print in the order given.
+func (a *app) eachContainerAtOnce(cmd *cobra.Command, refs []string, fn func(e *engine.Engine, ref string) error) error {
+	return a.forContainers(cmd, refs, true, fn)
+}
+
+func (a *app) forContainers(cmd *cobra.Command, refs []string, atOnce bool, fn func(e *engine.Engine, ref string) error) error {
 	e, err := a.engine()
 	if err != nil {
 		return err
 	}
+	results := make([]chan error, len(refs))
+	for i, ref := range refs {
+		results[i] = make(chan error, 1)
+		if atOnce {
+			go func() { results[i] <- fn(e, ref) }()
+		}
+	}
 	var errs []error
-	for _, ref := range refs {
-		if err := fn(e, ref); errors.Is(err, errReported) {
+	for i, ref := range refs {
+		if !atOnce {
+			results[i] <- fn(e, ref)
+		}
+		if err := <-results[i]; errors.Is(err, errReported) {
 			continue
 		} else if err != nil {
 			errs = append(errs, err)
@@ -63,7 +85,7 @@ func (a *app) stoppingCommand(use, short string, do func(*engine.Engine, string,
 			if err != nil {
 				return err
 			}
-			return a.eachContainer(cmd, args, func(e *engine.Engine, ref string) error {
+			return a.eachContainerAtOnce(cmd, args, func(e *engine.Engine, ref string) error {
 				_, err := do(e, ref, timeout, sig)
 				return err
 			})

@@ -844,3 +844,44 @@ wait $k; echo "rc=$?"; cat "$out"`
 	}
 	s.MustKnit(t, "rm", "-f", "sigexec")
 }
+
+// stop (and restart) of several containers stops them at the same time,
+// as Docker's: two that ignore SIGTERM both get it at once, rather than
+// the second after the first's grace period, and the names print in the
+// order given.
+func TestStopSeveralAtOnce(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	for _, name := range []string{"slow1", "slow2"} {
+		s.MustKnit(t, "run", "-d", "--name", name, "--rootfs", bb, "sh", "-c", `trap "echo term" TERM; echo up; while :; do sleep 0.1; done`)
+	}
+	for _, name := range []string{"slow1", "slow2"} {
+		eventually(t, func() (string, error) {
+			if out := s.MustKnit(t, "logs", name); out != "up\n" {
+				return "", fmt.Errorf("%s not up: %q", name, out)
+			}
+			return "", nil
+		})
+	}
+	if out := s.MustKnit(t, "stop", "-t", "3", "slow1", "slow2"); out != "slow1\nslow2\n" {
+		t.Errorf("stop printed %q", out)
+	}
+	var at []time.Time
+	for _, name := range []string{"slow1", "slow2"} {
+		for _, line := range strings.Split(s.MustKnit(t, "logs", "-t", name), "\n") {
+			if ts, text, ok := strings.Cut(line, " "); ok && text == "term" {
+				when, err := time.Parse(time.RFC3339Nano, ts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				at = append(at, when)
+			}
+		}
+	}
+	if len(at) != 2 {
+		t.Fatalf("SIGTERM seen by %d of the 2 containers", len(at))
+	}
+	if d := at[1].Sub(at[0]).Abs(); d > 1500*time.Millisecond {
+		t.Errorf("the second container got SIGTERM %v after the first: stopped one after the other (grace period 3 s)", d)
+	}
+}
