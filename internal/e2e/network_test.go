@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -768,5 +769,32 @@ func TestPublishedPort53BesideEmbeddedDNS(t *testing.T) {
 	s.MustKnit(t, "run", "-d", "--name", "late", "--network", "app", "--rootfs", rootfs, "sleep", "300")
 	if out := ask(t, s, "late", "127.0.0.11", "target"); !strings.Contains(out, "A "+b) {
 		t.Errorf("late asks target at 127.0.0.11: %q, want A %s", out, b)
+	}
+}
+
+// The DNS server killed (out of memory, by hand) is started again by the
+// next command, whatever it is, not only by the next one that changes a
+// record.
+func TestDNSServerRestartedByAnyCommand(t *testing.T) {
+	rootfs, _ := dnsRootfs(t)
+	s := sandbox(t)
+	s.MustKnit(t, "network", "create", "mend")
+	s.MustKnit(t, "run", "-d", "--name", "m1", "--network", "mend", "--rootfs", rootfs, "sleep", "300")
+	s.MustKnit(t, "run", "-d", "--name", "m2", "--network", "mend", "--rootfs", rootfs, "sleep", "300")
+	m2 := ipOn(t, s, "m2", "mend")
+	pid := strings.TrimSpace(s.MustRun(t, "cat", s.ExecRoot()+"/dns/server.pid"))
+	s.MustRun(t, "kill", "-9", pid)
+	eventually(t, func() (string, error) { // gone once its lock is free
+		if r := s.Run("flock", "-n", "-s", s.ExecRoot()+"/dns/server.lock", "true"); r.Code != 0 {
+			return "", errors.New("the killed server still holds its lock")
+		}
+		return "", nil
+	})
+	s.MustKnit(t, "ps")
+	if out := ask(t, s, "m1", "127.0.0.11", "m2"); !strings.Contains(out, "A "+m2) {
+		t.Errorf("m1 asks m2 after the server was killed and knit ps ran: %q", out)
+	}
+	if now := strings.TrimSpace(s.MustRun(t, "cat", s.ExecRoot()+"/dns/server.pid")); now == pid {
+		t.Errorf("server.pid still names the killed server %s", pid)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/knit-dev/knit/internal/dns/server"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/runner"
 	"github.com/knit-dev/knit/internal/store"
@@ -56,8 +57,12 @@ func (e *Engine) reconcile(strict bool) error {
 			return err
 		}
 	}
-	if err := e.repairDead(d); err != nil || !rebooted {
+	if err := e.repairDead(d); err != nil {
 		return err
+	}
+	e.ensureDNSServer()
+	if !rebooted {
+		return nil
 	}
 	// Every process of the old boot is repaired: from now on the quick
 	// check will do.
@@ -313,4 +318,18 @@ func openProc(p Proc) (*runner.Handle, bool) {
 		return nil, false
 	}
 	return runner.Open(p.Pid, p.Start)
+}
+
+// ensureDNSServer starts the DNS server again if its records need one and
+// it is gone (killed, out of memory): every command mends that, not only
+// the next one to change a record. A failure is reported, not returned:
+// the command itself may not need the server.
+func (e *Engine) ensureDNSServer() {
+	dir := e.dnsDir()
+	if !server.Wanted(dir) || server.Running(dir) {
+		return
+	}
+	if err := e.syncDNS(); err != nil {
+		fmt.Fprintf(os.Stderr, "knit: restart the embedded DNS server: %v\n", err)
+	}
 }

@@ -57,8 +57,9 @@ import (
 
 // Files in the server's directory besides the snapshot.
 const (
-	LockFile = "server.lock" // flocked by the running server
-	PIDFile  = "server.pid"  // the running server's PID, once it listens
+	LockFile   = "server.lock" // flocked by the running server
+	PIDFile    = "server.pid"  // the running server's PID, once it listens
+	WantedFile = "wanted"      // present while the snapshot has networks (Save)
 )
 
 // upstreamTimeout is how long one upstream has to answer a forwarded query.
@@ -80,6 +81,13 @@ func Serve(ctx context.Context, dir string, log *slog.Logger) error {
 	f := newForwarder(upstreamTimeout, log)
 	defer f.close()
 	return (&server{dir: dir, log: log, exchange: f.exchange}).serve(ctx)
+}
+
+// Wanted reports whether the last snapshot saved in dir has networks, so
+// that a server should run: one stat, for a check in every command.
+func Wanted(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, WantedFile))
+	return err == nil
 }
 
 // Running reports whether a server holds dir's lock. It probes with a

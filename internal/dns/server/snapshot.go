@@ -99,6 +99,15 @@ func Save(dir string, s *Snapshot) (err error) {
 	if err != nil {
 		return fmt.Errorf("save dns snapshot: %w", err)
 	}
+	wanted := filepath.Join(dir, WantedFile)
+	if len(s.Networks) == 0 {
+		err = os.Remove(wanted)
+	} else if !Wanted(dir) {
+		err = os.WriteFile(wanted, nil, 0o644)
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("save dns snapshot: %w", err)
+	}
 	return nil
 }
 
