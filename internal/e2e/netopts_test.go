@@ -100,6 +100,13 @@ func TestIPv6PublishedPort(t *testing.T) {
 		t.Errorf("connect to [::1]:8087 from the host: exit %d (124: it hung), want refused at once\n%s", r.Code, r.Stderr)
 	}
 	reaches(t, s, nil, "127.0.0.1", 8087, "web6")
+	// A default host address of 0.0.0.0 (config "ip", -o host-ip) is
+	// every address, [::] included, as moby has it.
+	s.MustKnit(t, "network", "create", "--ipv6", "--subnet", "fd00:db8:3::/64", "-o", "host-ip=0.0.0.0", "dual0")
+	s.MustKnit(t, "run", "-d", "--name", "any0", "--network", "dual0", "-p", "8088:80", "--rootfs", bb, "sleep", "300")
+	if ports, want := s.MustKnit(t, "port", "any0"), "80/tcp -> 0.0.0.0:8088\n80/tcp -> [::]:8088\n"; ports != want {
+		t.Errorf("knit port any0 (host-ip 0.0.0.0):\n%s\nwant\n%s", ports, want)
+	}
 }
 
 // -o host-ip: ports of the network's containers are published on that

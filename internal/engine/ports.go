@@ -68,7 +68,9 @@ func (e *Engine) defaultHostIP(o *RunOptions, p *plan) {
 	if p.mode == "network" && p.networks[0].HostIP.IsValid() {
 		ip, err = p.networks[0].HostIP, nil // the network's -o host-ip
 	}
-	if !ip.IsValid() || err != nil { // Load validated it
+	// 0.0.0.0 is the default: every address, the IPv6 ones too on a
+	// dual-stack network, as moby has it.
+	if !ip.IsValid() || err != nil || ip == netip.IPv4Unspecified() { // Load validated it
 		return
 	}
 	for i := range o.Publish {
