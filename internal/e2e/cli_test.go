@@ -39,6 +39,12 @@ func TestRunFlags(t *testing.T) {
 	if r := s.Knit("run", "--rm", "--rootfs", bb, "sh", "-c", "test -t 1"); r.Code != 1 {
 		t.Errorf("without -t stdout should not be a terminal: exit %d", r.Code)
 	}
+	// A Docker user's image name is taken for the command, and said so.
+	for _, image := range []string{"busybox:latest", "mageedu/httpd:v0.2"} {
+		if r := s.Knit("run", "--rm", "--rootfs", bb, image); r.Code != 127 || !strings.Contains(r.Stderr, "knit runs no images") {
+			t.Errorf("run %s: exit %d, %q; want 127 and a hint at --rootfs", image, r.Code, r.Stderr)
+		}
+	}
 	// With -t piped into a reader that leaves, knit is not killed by
 	// SIGPIPE (which would skip restoring the terminal and recording the
 	// exit): it hangs up the container's terminal, as closing a window

@@ -21,10 +21,27 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 func execCommand(args, env []string) (code int, err error) {
 	path, err := lookPath(args[0], env)
 	if err != nil {
-		return execCode(err), err
+		return execCode(err), fmt.Errorf("%w%s", err, imageHint(args[0]))
 	}
 	err = syscall.Exec(path, args, env)
-	return execCode(err), fmt.Errorf("exec: %q: %w", args[0], err)
+	return execCode(err), fmt.Errorf("exec: %q: %w%s", args[0], err, imageHint(args[0]))
+}
+
+// imageHint is what a command not found that looks like an image reference
+// (busybox:latest, library/nginx:1.27, mageedu/httpd:v0.2) is told: a
+// Docker user's habit, which knit, having no images, takes for the command.
+func imageHint(name string) string {
+	ref, tag, tagged := strings.Cut(name, ":")
+	if name == "" || strings.HasPrefix(name, "/") || strings.HasPrefix(name, ".") ||
+		!tagged && !strings.Contains(name, "/") || tagged && (tag == "" || strings.Contains(tag, "/")) {
+		return ""
+	}
+	for _, c := range ref {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.ContainsRune("._-/", c)) {
+			return ""
+		}
+	}
+	return fmt.Sprintf(" (knit runs no images: %s was taken for the command; give the image's root filesystem, unpacked, with --rootfs DIR, and the command after it)", name)
 }
 
 // lookPath finds name in env's PATH within the current root; a name with a

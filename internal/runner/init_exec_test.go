@@ -85,3 +85,14 @@ func TestCloseOnExecBelow(t *testing.T) {
 		}
 	}
 }
+
+func TestImageHint(t *testing.T) {
+	for name, want := range map[string]bool{
+		"busybox:latest": true, "mageedu/httpd:v0.2": true, "library/nginx": true, "centos:7": true,
+		"busybox": false, "/bin/sh": false, "./run": false, "sh": false, "a:": false, "Foo:1": false, "x:a/b": false,
+	} {
+		if got := imageHint(name) != ""; got != want {
+			t.Errorf("imageHint(%q) given: %v, want %v", name, got, want)
+		}
+	}
+}
