@@ -246,3 +246,38 @@ func TestFirewallRestoredAfterFlush(t *testing.T) {
 		t.Errorf("network other's rules are not back:\n%s", rules)
 	}
 }
+
+// As Docker's, published ports belong to the container: disconnected from
+// the network they went through, they follow its default route to the
+// network that took it, on the same host port; with no network left to
+// take them, they go.
+func TestPortsFollowTheDefaultRoute(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "network", "create", "--subnet", "10.94.0.0/24", "first")
+	s.MustKnit(t, "network", "create", "--subnet", "10.95.0.0/24", "second")
+	serve(t, s, bb, "mover", "--network", "first", "-p", "8085:80")
+	reaches(t, s, world, "198.51.100.1", 8085, "mover")
+	s.MustKnit(t, "network", "connect", "second", "mover")
+	s.MustKnit(t, "network", "disconnect", "first", "mover")
+	if p := strings.TrimSpace(s.MustKnit(t, "port", "mover")); p != "80/tcp -> 0.0.0.0:8085" {
+		t.Errorf("knit port mover after leaving its first network: %q", p)
+	}
+	reaches(t, s, world, "198.51.100.1", 8085, "mover")
+	if m := s.MustRun(t, "nft", "list", "map", "inet", "knit", "pub4any"); !strings.Contains(m, ": 10.95.0.") {
+		t.Errorf("the port's element does not lead to the second network:\n%s", m)
+	}
+	// Its host port is still its own.
+	if r := s.Knit("run", "--rm", "-p", "8085:80", "--rootfs", bb, "true"); r.Code != 125 || !strings.Contains(r.Stderr, "mover") {
+		t.Errorf("another run on the port mover kept: exit %d, %q", r.Code, r.Stderr)
+	}
+	// An internal network takes no default route, nor the ports.
+	s.MustKnit(t, "network", "create", "--internal", "shut")
+	s.MustKnit(t, "network", "connect", "shut", "mover")
+	s.MustKnit(t, "network", "disconnect", "second", "mover")
+	if p := s.MustKnit(t, "port", "mover"); p != "" {
+		t.Errorf("knit port mover on an internal network only: %q, want none", p)
+	}
+	blocked(t, s, world, "198.51.100.1", 8085)
+	s.MustKnit(t, "run", "--rm", "-p", "8085:80", "--rootfs", bb, "true") // released
+}

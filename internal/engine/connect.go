@@ -452,6 +452,9 @@ func (e *Engine) finishDisconnect(c *Container, network string, n *Network, want
 		if err := addDefaultRoutes(c.Netns, moved, keep); err != nil && !force {
 			return &afterDrop{err}
 		}
+		if err := e.republish(c.ID); err != nil && !force {
+			return &afterDrop{err}
+		}
 	}
 	if n == nil || n.DNS {
 		// Not dnsChanged(c): c may have no DNS network left, and the
@@ -465,6 +468,22 @@ func (e *Engine) finishDisconnect(c *Container, network string, n *Network, want
 		return &afterDrop{fmt.Errorf("container %s left network %s, but its links are not updated: %w", c.Name, network, err)}
 	}
 	return e.doneConnecting(connectingKey(c.ID, network), want)
+}
+
+// republish puts the container's published ports in place again, those
+// that followed its default route to another network included (a no-op
+// for those in place).
+func (e *Engine) republish(id string) error {
+	c, err := e.get(id)
+	if errdefs.KindOf(err) == errdefs.KindNotFound || err == nil && len(c.Ports) == 0 || e.fw == nil {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if err := e.publish(c); err != nil {
+		return fmt.Errorf("container %s: its ports on its new network: %w", c.Name, err)
+	}
+	return nil
 }
 
 // portsOn returns c's published ports that go through network.
@@ -521,18 +540,66 @@ func (e *Engine) dropEndpoint(id, network string, keep []byte) (moved []Endpoint
 			return nil
 		}
 		ep := c.Endpoints[i]
-		gone := &Container{ID: id, Endpoints: []Endpoint{ep}, Ports: portsOn(c, network)}
-		if err := releaseAddrs(tx, gone); err != nil {
-			return err
-		}
+		old := portsOn(c, network)
 		c.Ports = slices.DeleteFunc(c.Ports, func(p firewall.PortMapping) bool { return p.Network == network })
 		c.Endpoints = slices.Delete(c.Endpoints, i, i+1)
 		if ep.DefaultRoute {
 			moved = takeDefaultRoutes(tx, c.Endpoints, ep.Gateways)
 		}
+		// As Docker's: the published ports follow the default route to
+		// the endpoint that took it, on the same host ports.
+		rehomed, lost := rehomePorts(tx, c, old, moved)
+		c.Ports = append(c.Ports, rehomed...)
+		gone := &Container{ID: id, Endpoints: []Endpoint{ep}, Ports: lost}
+		if err := releaseAddrs(tx, gone); err != nil {
+			return err
+		}
 		return putContainer(tx, c)
 	})
 	return moved, err
+}
+
+// rehomePorts moves ports, published through an endpoint of c's that is
+// going, to the endpoints of moved (those that took its default routes),
+// each to the one whose gateway is of its family, on its address there.
+// It returns the moved mappings and those that could not move (no
+// endpoint took that family's route), less any whose host port a moved one
+// keeps: releasing them would release that port too.
+func rehomePorts(tx store.Tx, c *Container, ports []firewall.PortMapping, moved []Endpoint) (rehomed, lost []firewall.PortMapping) {
+	for _, p := range ports {
+		to, ok := rehomePort(tx, c, p, moved)
+		if ok {
+			rehomed = append(rehomed, to)
+		} else {
+			lost = append(lost, p)
+		}
+	}
+	lost = slices.DeleteFunc(lost, func(p firewall.PortMapping) bool {
+		return slices.ContainsFunc(rehomed, func(r firewall.PortMapping) bool { return r.Proto == p.Proto && r.HostPort == p.HostPort })
+	})
+	return rehomed, lost
+}
+
+func rehomePort(tx store.Tx, c *Container, p firewall.PortMapping, moved []Endpoint) (firewall.PortMapping, bool) {
+	v4 := p.ContainerIP.Unmap().Is4()
+	for _, m := range moved {
+		if len(m.Gateways) == 0 || m.Gateways[0].Is4() != v4 {
+			continue
+		}
+		ep := endpointOn(c, m.Network)
+		n, err := getNetwork(tx, m.Network)
+		if ep == nil || err != nil {
+			continue
+		}
+		for _, a := range ep.Addrs {
+			if a.Addr().Is4() == v4 {
+				p.Network, p.ContainerIP = m.Network, a.Addr()
+				p.Open = firewallNetwork(n).Routed(a.Addr()) && !p.HostIP.IsLoopback()
+				return p, true
+			}
+		}
+	}
+	return p, false
 }
 
 // takeDefaultRoutes gives each family of gws (the default routes a removed

@@ -14,6 +14,7 @@ import (
 	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/store"
 )
 
@@ -650,5 +651,39 @@ func TestResolvConfNameserver(t *testing.T) {
 		if !strings.Contains(string(resolv), tc.want) {
 			t.Errorf("%s: resolv.conf\n%s\nwant %q", tc.name, resolv, tc.want)
 		}
+	}
+}
+
+// A port published on every address of a dual-stack network has an IPv6
+// twin on the same host port; moved to an IPv4-only network, the twin
+// cannot follow, and its release must not release the host port the IPv4
+// mapping keeps (both are recorded under one key).
+func TestRehomePortsKeepsASharedHostPort(t *testing.T) {
+	st := newStore(t)
+	second := dnsNetwork("second", "10.95.0.0/24")
+	c := &Container{ID: hexID("c1"), Name: "mover", Endpoints: []Endpoint{{Network: "second", Endpoint: driver.Endpoint{
+		IfName: "eth1", Addrs: []netip.Prefix{netip.MustParsePrefix("10.95.0.2/24")}}}}}
+	old := []firewall.PortMapping{
+		{Network: "first", HostPort: 8085, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.94.0.2"), ContainerPort: 80},
+		{Network: "first", HostIP: netip.IPv6Unspecified(), HostPort: 8085, Proto: "tcp", ContainerIP: netip.MustParseAddr("fd00::2"), ContainerPort: 80},
+		{Network: "first", HostIP: netip.IPv6Unspecified(), HostPort: 9090, Proto: "udp", ContainerIP: netip.MustParseAddr("fd00::2"), ContainerPort: 53},
+	}
+	moved := []Endpoint{{Network: "second", Endpoint: driver.Endpoint{IfName: "eth1", Gateways: []netip.Addr{netip.MustParseAddr("10.95.0.1")}}}}
+	var rehomed, lost []firewall.PortMapping
+	err := st.Update(func(tx store.Tx) error {
+		if err := putJSON(tx, bucketNetworks, "second", second); err != nil {
+			return err
+		}
+		rehomed, lost = rehomePorts(tx, c, old, moved)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rehomed) != 1 || rehomed[0].Network != "second" || rehomed[0].ContainerIP != netip.MustParseAddr("10.95.0.2") || rehomed[0].HostPort != 8085 {
+		t.Errorf("rehomed = %+v, want the IPv4 mapping on 10.95.0.2", rehomed)
+	}
+	if len(lost) != 1 || lost[0].HostPort != 9090 {
+		t.Errorf("lost = %+v, want only the udp/9090 twin (8085 is kept)", lost)
 	}
 }
