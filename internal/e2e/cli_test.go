@@ -39,6 +39,17 @@ func TestRunFlags(t *testing.T) {
 	if r := s.Knit("run", "--rm", "--rootfs", bb, "sh", "-c", "test -t 1"); r.Code != 1 {
 		t.Errorf("without -t stdout should not be a terminal: exit %d", r.Code)
 	}
+	// From a terminal, without -t, the container's streams are pipes, as
+	// Docker's: never the caller's terminal (a shell would take itself for
+	// interactive, and could change the terminal's modes).
+	for _, flags := range []string{"--rm", "--rm -i", "-i --name kept"} {
+		cmd := fmt.Sprintf(`%s run %s --rootfs %s sh -c 'for f in 0 1 2; do [ -t $f ] && echo tty$f; done; echo done' </dev/tty`, knit, flags, bb)
+		out := s.MustRun(t, "script", "-qec", cmd, "/dev/null")
+		if strings.ReplaceAll(out, "\r", "") != "done\n" {
+			t.Errorf("knit run %s from a terminal: %q, want no terminal among the container's streams", flags, out)
+		}
+	}
+	s.MustKnit(t, "rm", "kept")
 	// A Docker user's image name is taken for the command, and said so.
 	for _, image := range []string{"busybox:latest", "mageedu/httpd:v0.2"} {
 		if r := s.Knit("run", "--rm", "--rootfs", bb, image); r.Code != 127 || !strings.Contains(r.Stderr, "knit runs no images") {

@@ -424,10 +424,27 @@ func (e *Engine) RunForeground(o RunOptions, io Stdio) (int, error) {
 		in = nil
 	}
 	sc := runner.StartConfig{Stdin: in, Stdout: io.Out, Stderr: io.Err, Tty: o.Tty}
+	if in != nil && !o.Tty {
+		// As Docker's -i: a pipe fed from the caller's stdin, never the
+		// caller's own file (a terminal the command would take for one).
+		if sc.Stdin, err = feedStdin(in); err != nil {
+			e.destroy(c)
+			return 0, err
+		}
+		defer sc.Stdin.Close()
+	}
 	// A container kept after its exit (no --rm) has its output logged
 	// too, as Docker's, for knit logs: through pipes copied to the caller
 	// and to the log, or, on a terminal, a copy of the terminal's output.
+	// With --rm its output goes to the caller through pipes all the same.
 	streams := &logStreams{}
+	if o.AutoRemove && !o.Tty {
+		if streams, err = relayStreams(io); err != nil {
+			e.destroy(c)
+			return 0, err
+		}
+		sc.Stdout, sc.Stderr = streams.out, streams.err
+	}
 	if !o.AutoRemove {
 		tee := &io // the pipes' copies go to the caller
 		if o.Tty {
@@ -572,7 +589,10 @@ func ownStdio(c *Container) []int {
 	switch {
 	case c.Spec.Detach:
 		return []int{0, 1, 2}
-	case !c.Spec.AutoRemove && !c.Spec.Tty && c.Spec.LogFormat == logfile.Format:
+	case !c.Spec.Tty && (c.Spec.AutoRemove || c.Spec.LogFormat == logfile.Format):
+		if c.Spec.Interactive {
+			return []int{0, 1, 2}
+		}
 		return []int{1, 2}
 	}
 	return nil
