@@ -49,7 +49,17 @@ func TestRunFlags(t *testing.T) {
 			t.Errorf("knit run %s from a terminal: %q, want no terminal among the container's streams", flags, out)
 		}
 	}
-	s.MustKnit(t, "rm", "kept")
+	// exec too; and a process it leaves running with its streams open
+	// does not keep knit exec waiting (docker exec's would).
+	s.MustKnit(t, "run", "-d", "--name", "execpipes", "--rootfs", bb, "sleep", "300")
+	for _, flags := range []string{"", "-i"} {
+		cmd := fmt.Sprintf(`%s exec %s execpipes sh -c 'for f in 0 1 2; do [ -t $f ] && echo tty$f; done; echo done; sleep 30 &' </dev/tty`, knit, flags)
+		out := s.MustRun(t, "timeout", "10", "script", "-qec", cmd, "/dev/null")
+		if strings.ReplaceAll(out, "\r", "") != "done\n" {
+			t.Errorf("knit exec %s from a terminal: %q, want no terminal among the command's streams", flags, out)
+		}
+	}
+	s.MustKnit(t, "rm", "-f", "kept", "execpipes")
 	// A Docker user's image name is taken for the command, and said so.
 	for _, image := range []string{"busybox:latest", "mageedu/httpd:v0.2"} {
 		if r := s.Knit("run", "--rm", "--rootfs", bb, image); r.Code != 127 || !strings.Contains(r.Stderr, "knit runs no images") {

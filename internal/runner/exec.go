@@ -71,13 +71,27 @@ func Exec(cfg ExecConfig) (code int, err error) {
 	defer ours.Close()
 	defer theirs.Close()
 	cmd := selfCmd(ExecArg, []string{execJoinEnv()}, theirs, pidns, proc)
-	setStdio(cmd, cfg.Stdin, cfg.Stdout, cfg.Stderr)
+	stdin, stdout, stderr := cfg.Stdin, cfg.Stdout, cfg.Stderr
+	var relay *stdioRelay
+	if !cfg.Tty && !cfg.Detach {
+		// As docker exec's: pipes, never the caller's own files.
+		if relay, err = newStdioRelay(stdin, stdout, stderr); err != nil {
+			return 0, fmt.Errorf("exec in %d: %w", cfg.Pid, err)
+		}
+		defer relay.wait()
+		stdin, stdout, stderr = relay.in, relay.out, relay.err
+	}
+	setStdio(cmd, stdin, stdout, stderr)
 	if cfg.Tty && isTerminal(cfg.Stdin) {
 		if restore, err := makeRaw(cfg.Stdin); err == nil {
 			defer restore()
 		}
 	}
-	if err := startCmd(cmd); err != nil {
+	err = startCmd(cmd)
+	if relay != nil {
+		relay.started() // the helper has its own copies of its ends
+	}
+	if err != nil {
 		return 0, fmt.Errorf("exec in %d: %w", cfg.Pid, err)
 	}
 	// The helper is in a session of its own: terminal resizes reach it
