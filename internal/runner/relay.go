@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -18,11 +19,14 @@ type stdioRelay struct {
 	readers      []*os.File
 	copies       sync.WaitGroup
 	sigpipe      chan os.Signal
+	gone         atomic.Bool // the command has exited: reads wait drainGrace at most
 }
 
-// drainGrace is how long wait reads what is left once the command is gone.
-// A process the command left running with the pipes open (sh -c 'cmd &')
-// is not waited for, where docker exec would hang until it ends.
+// drainGrace is how long, once the command is gone, a copy waits for more
+// to read before it stops: a process the command left running with the
+// pipes open (sh -c 'cmd &') is not waited for, where docker exec would
+// hang until it ends. What is already in a pipe is always read, however
+// slowly the caller takes it.
 const drainGrace = 200 * time.Millisecond
 
 // newStdioRelay makes the pipes: in (if any) is copied to the command's
@@ -66,8 +70,8 @@ func newStdioRelay(in, out, errOut *os.File) (r *stdioRelay, err error) {
 		r.copies.Add(1)
 		go func() {
 			defer r.copies.Done()
-			_, _ = io.Copy(s.dst, pr)
-			pr.Close() // EOF, the deadline, or our reader gone: the command's writes now fail
+			r.copy(s.dst, pr)
+			pr.Close() // EOF, nothing more once it is gone, or our reader gone: its writes now fail
 		}()
 	}
 	return r, nil
@@ -82,13 +86,31 @@ func (r *stdioRelay) started() {
 	}
 }
 
-// wait copies what the command left in the pipes, for drainGrace at most
-// once it is gone.
-func (r *stdioRelay) wait() {
-	for _, pr := range r.readers {
-		if err := pr.SetReadDeadline(time.Now().Add(drainGrace)); err != nil && !errors.Is(err, os.ErrClosed) {
-			pr.Close()
+// copy copies src to dst until src's end, dst's failure, or, once the
+// command is gone, drainGrace without anything to read.
+func (r *stdioRelay) copy(dst io.Writer, src *os.File) {
+	buf := make([]byte, 32<<10)
+	for {
+		if r.gone.Load() {
+			_ = src.SetReadDeadline(time.Now().Add(drainGrace))
 		}
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil && !(errors.Is(err, os.ErrDeadlineExceeded) && !r.gone.Load()) {
+			return
+		}
+	}
+}
+
+// wait, once the command is gone, copies what it left in the pipes.
+func (r *stdioRelay) wait() {
+	r.gone.Store(true)
+	for _, pr := range r.readers {
+		_ = pr.SetReadDeadline(time.Now().Add(drainGrace)) // wakes a read under way
 	}
 	r.copies.Wait()
 	signal.Stop(r.sigpipe)
