@@ -45,12 +45,36 @@ func (s Spec) ContainerPorts() iter.Seq[uint16] {
 // zero) HOSTPORT is a random port, an empty IP every address, and PROTO is
 // tcp (the default, also when empty), udp or sctp, as Docker reads them.
 // It returns one Spec; ranges stay ranges and Allocate expands them.
+//
+// The long form of docker run -p, published=8080,target=80,protocol=udp,
+// is read as docker's CLI does: as PUBLISHED:TARGET/PROTOCOL (tcp unless
+// given), other keys ignored.
 func ParsePublish(s string) ([]Spec, error) {
-	sp, err := parsePublish(s)
+	short, err := standardNotation(s)
+	if err != nil {
+		return nil, errdefs.Invalid("invalid publish spec %q: %w", s, err)
+	}
+	sp, err := parsePublish(short)
 	if err != nil {
 		return nil, errdefs.Invalid("invalid publish spec %q: %w", s, err)
 	}
 	return []Spec{sp}, nil
+}
+
+// standardNotation turns the long form of -p into the short one.
+func standardNotation(s string) (string, error) {
+	if !strings.Contains(s, "=") {
+		return s, nil
+	}
+	params := map[string]string{"protocol": "tcp"}
+	for param := range strings.SplitSeq(s, ",") {
+		k, v, ok := strings.Cut(param, "=")
+		if !ok || k == "" {
+			return "", fmt.Errorf("want name=value, got %q", param)
+		}
+		params[k] = v
+	}
+	return params["published"] + ":" + params["target"] + "/" + params["protocol"], nil
 }
 
 // ParseExpose parses one `docker run --expose` value, PORT[-PORT][/PROTO].

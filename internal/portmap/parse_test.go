@@ -28,6 +28,10 @@ func TestParsePublish(t *testing.T) {
 		{"8000-8010:80", Spec{HostPortFirst: 8000, HostPortLast: 8010, ContainerFirst: 80, ContainerLast: 80, Proto: TCP}, "8000-8010:80/tcp"},
 		{"8000-8000:80", Spec{HostPortFirst: 8000, HostPortLast: 8000, ContainerFirst: 80, ContainerLast: 80, Proto: TCP}, "8000:80/tcp"},
 		{"80-90", Spec{ContainerFirst: 80, ContainerLast: 90, Proto: TCP}, "80-90/tcp"},
+		// docker run -p's long form.
+		{"published=8080,target=80", Spec{HostPortFirst: 8080, HostPortLast: 8080, ContainerFirst: 80, ContainerLast: 80, Proto: TCP}, "8080:80/tcp"},
+		{"target=53,published=5353,protocol=udp,mode=host", Spec{HostPortFirst: 5353, HostPortLast: 5353, ContainerFirst: 53, ContainerLast: 53, Proto: UDP}, "5353:53/udp"},
+		{"target=80", Spec{ContainerFirst: 80, ContainerLast: 80, Proto: TCP}, "80/tcp"},
 		{"80/udp", Spec{ContainerFirst: 80, ContainerLast: 80, Proto: UDP}, "80/udp"},
 		{"53:53/udp", Spec{HostPortFirst: 53, HostPortLast: 53, ContainerFirst: 53, ContainerLast: 53, Proto: UDP}, "53:53/udp"},
 		{"9000:9000/sctp", Spec{HostPortFirst: 9000, HostPortLast: 9000, ContainerFirst: 9000, ContainerLast: 9000, Proto: SCTP}, "9000:9000/sctp"},
@@ -65,6 +69,8 @@ func TestParsePublish(t *testing.T) {
 func TestParsePublishErrors(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{"", `invalid publish spec "": empty value`},
+		{"published=8080,80", `invalid publish spec "published=8080,80": want name=value, got "80"`},
+		{"published=8080", `invalid publish spec "published=8080": empty port`},
 		{"0", `invalid publish spec "0": port 0 out of range 1-65535`},
 		{"65536", `invalid publish spec "65536": port 65536 out of range 1-65535`},
 		{"99999999999999999999999", `invalid publish spec "99999999999999999999999": port 99999999999999999999999 out of range 1-65535`},
