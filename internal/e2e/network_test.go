@@ -798,3 +798,23 @@ func TestDNSServerRestartedByAnyCommand(t *testing.T) {
 		t.Errorf("server.pid still names the killed server %s", pid)
 	}
 }
+
+// A DNS server of the host's holding port 53 on every address keeps the
+// embedded server off a network's gateway: the run says so instead of
+// leaving its names silently unanswered.
+func TestDNSListenFailureIsSaid(t *testing.T) {
+	rootfs, _ := dnsRootfs(t)
+	s := sandbox(t)
+	s.Start(t, "busybox", "nc", "-ll", "-p", "53", "-e", "true") // TCP *:53
+	eventually(t, func() (string, error) {
+		if out := s.MustRun(t, "ss", "-Htln", "sport = :53"); !strings.Contains(out, "LISTEN") {
+			return "", errors.New("nothing listens on tcp *:53 yet")
+		}
+		return "", nil
+	})
+	s.MustKnit(t, "network", "create", "--subnet", "10.96.0.0/24", "busy53")
+	r := s.Knit("run", "-d", "--name", "lonely", "--network", "busy53", "--rootfs", rootfs, "sleep", "300")
+	if r.Code != 0 || !strings.Contains(r.Stderr, "cannot listen on 10.96.0.1:53") {
+		t.Errorf("run on a network whose gateway's port 53 is taken: exit %d, stderr %q; want it started and a warning", r.Code, r.Stderr)
+	}
+}

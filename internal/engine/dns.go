@@ -189,10 +189,21 @@ func (e *Engine) syncDNS() error {
 	if err := server.Save(dir, snap); err != nil {
 		return fmt.Errorf("write DNS records: %w", err)
 	}
-	if len(snap.Networks) == 0 || server.Running(dir) {
+	if len(snap.Networks) == 0 {
 		return nil
 	}
-	return e.startDNS(dir)
+	if !server.Running(dir) {
+		if err := e.startDNS(dir); err != nil {
+			return err
+		}
+	}
+	// Said, not returned: the container runs, but its names may not
+	// answer (a DNS server of the host's holding port 53 on every
+	// address, say).
+	for _, failed := range server.ListenErrors(dir) {
+		fmt.Fprintf(os.Stderr, "knit: warning: the embedded DNS server cannot listen on %s (containers asking it there, or at 127.0.0.11, get no answer; it tries again every second)\n", failed)
+	}
+	return nil
 }
 
 // dnsSnapshot builds the server's records: every DNS-enabled network with a

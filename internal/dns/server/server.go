@@ -48,7 +48,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -60,6 +62,9 @@ const (
 	LockFile   = "server.lock" // flocked by the running server
 	PIDFile    = "server.pid"  // the running server's PID, once it listens
 	WantedFile = "wanted"      // present while the snapshot has networks (Save)
+	// ListenErrorsFile lists the listeners the server could not open
+	// (ADDR: ERROR, a line each) while there are any.
+	ListenErrorsFile = "listen-errors"
 )
 
 // upstreamTimeout is how long one upstream has to answer a forwarded query.
@@ -166,6 +171,7 @@ func (s *server) run(ctx context.Context, w *watcher) error {
 		return err
 	}
 	defer os.Remove(filepath.Join(s.dir, PIDFile))
+	defer s.noteListenErrors(nil)
 	s.log.Info("dns server started", "networks", len(snap.Networks), "listeners", len(s.listeners))
 	for {
 		select {
@@ -203,7 +209,7 @@ func (s *server) apply(snap *Snapshot) <-chan time.Time {
 			s.log.Info("dns listener closed", "addr", addr)
 		}
 	}
-	failed := false
+	var failed []string
 	for addr := range t.listen {
 		if s.listeners[addr] != nil {
 			continue
@@ -211,16 +217,41 @@ func (s *server) apply(snap *Snapshot) <-chan time.Time {
 		l, err := listen(addr, &s.tables, s.exchange, s.log)
 		if err != nil {
 			s.log.Warn("dns listener", "err", err)
-			failed = true
+			failed = append(failed, fmt.Sprintf("%s: %v", addr, err))
 			continue
 		}
 		s.listeners[addr] = l
 		s.log.Info("dns listener opened", "addr", addr)
 	}
-	if failed {
+	s.noteListenErrors(failed)
+	if len(failed) > 0 {
 		return time.After(retryListen)
 	}
 	return nil
+}
+
+// noteListenErrors keeps ListenErrorsFile in step with failed, for knit's
+// commands to say why a network's containers get no answers.
+func (s *server) noteListenErrors(failed []string) {
+	path := filepath.Join(s.dir, ListenErrorsFile)
+	if len(failed) == 0 {
+		_ = os.Remove(path)
+		return
+	}
+	slices.Sort(failed)
+	if err := os.WriteFile(path, []byte(strings.Join(failed, "\n")+"\n"), 0o644); err != nil {
+		s.log.Warn("dns listen errors", "err", err)
+	}
+}
+
+// ListenErrors returns what the server in dir last failed to open, if
+// anything (ADDR: ERROR each).
+func ListenErrors(dir string) []string {
+	b, err := os.ReadFile(filepath.Join(dir, ListenErrorsFile))
+	if err != nil {
+		return nil
+	}
+	return strings.Split(strings.TrimSpace(string(b)), "\n")
 }
 
 func (s *server) closeAll() {
