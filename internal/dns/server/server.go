@@ -14,10 +14,12 @@
 //     snapshot that fails to parse is logged and the previous one kept.
 //   - A client sees only the networks its container is attached to (an
 //     unknown client: the networks of the address it asked). A name known
-//     there is never forwarded and never NXDOMAIN; an unknown single-label
-//     name is NXDOMAIN at once; anything else is forwarded, never to the
-//     server's own addresses, and a query that no upstream answers gets
-//     SERVFAIL. No input makes the server panic.
+//     there is never forwarded and never NXDOMAIN; anything else is
+//     forwarded (but an unknown single-label name's address, for a client
+//     that set ndots itself: answered empty, as Docker's), never to the
+//     server's own addresses, and a query that no upstream answers but
+//     with SERVFAIL or REFUSED gets SERVFAIL. No input makes the server
+//     panic.
 //   - At most one server holds dir/server.lock, and only a server holding
 //     it listens.
 //
@@ -263,12 +265,22 @@ func (s *server) closeAll() {
 
 // tryLock takes dir's lock without waiting. It returns nil, nil when
 // another process holds it. Equivalent to: `flock -n DIR/server.lock`.
+// lockTries is how many times tryLock tries, a millisecond apart.
+const lockTries = 20
+
 func tryLock(dir string) (*os.File, error) {
 	f, err := os.OpenFile(filepath.Join(dir, LockFile), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("dns server lock: %w", err)
 	}
-	err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	// Running's probe holds a shared lock for a moment: a few tries ride
+	// it out, where a serving server holds the lock for good.
+	for range lockTries {
+		if err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); !errors.Is(err, unix.EWOULDBLOCK) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
 	if err == nil {
 		return f, nil
 	}

@@ -509,6 +509,27 @@ func TestRunning(t *testing.T) {
 	}
 }
 
+// A starting server whose lock Running's probe holds at that moment (any
+// knit command probes) still takes it, rather than leaving as if another
+// server held it.
+func TestTryLockRidesOutAProbe(t *testing.T) {
+	dir := t.TempDir()
+	f, err := os.OpenFile(filepath.Join(dir, LockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH); err != nil { // a probe under way
+		t.Fatal(err)
+	}
+	time.AfterFunc(5*time.Millisecond, func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN) })
+	lock, err := tryLock(dir)
+	if err != nil || lock == nil {
+		t.Fatalf("tryLock during a probe = %v, %v; want the lock", lock, err)
+	}
+	lock.Close()
+}
+
 // TestListenOptions checks the socket options that let a listener open
 // before its address is configured.
 func TestListenOptions(t *testing.T) {
