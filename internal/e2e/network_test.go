@@ -818,3 +818,31 @@ func TestDNSListenFailureIsSaid(t *testing.T) {
 		t.Errorf("run on a network whose gateway's port 53 is taken: exit %d, stderr %q; want it started and a warning", r.Code, r.Stderr)
 	}
 }
+
+// An ndots option of the host's resolv.conf, which a container's copies
+// when it has no --dns-option, counts as the container's own: an unknown
+// bare name is answered empty, as Docker's, not forwarded.
+func TestHostNdotsOption(t *testing.T) {
+	rootfs, bin := dnsRootfs(t)
+	s := sandbox(t)
+	s.Start(t, "ip", "netns", "exec", "world", bin, "serve", "-listen", "198.51.100.2:53", "nas=203.0.113.9", "nas.lan=203.0.113.10")
+	// The sandbox's own resolv.conf (a private file over the host's).
+	if got := s.MustRun(t, "cat", "/etc/resolv.conf"); got != "nameserver 198.51.100.2\n" {
+		t.Fatalf("the sandbox's resolv.conf is %q: not the sandbox's own, left alone", got)
+	}
+	s.MustRun(t, "sh", "-c", "echo 'options ndots:2' >> /etc/resolv.conf")
+	s.MustKnit(t, "network", "create", "hostdots")
+	s.MustKnit(t, "run", "-d", "--name", "hd", "--network", "hostdots", "--rootfs", rootfs, "sleep", "300")
+	if resolv := s.MustKnit(t, "exec", "hd", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "ndots:2") {
+		t.Fatalf("the container's resolv.conf lacks the host's ndots:2:\n%s", resolv)
+	}
+	eventually(t, func() (string, error) { // the world's server is up: a dotted name is forwarded
+		if out := ask(t, s, "hd", "127.0.0.11", "nas.lan"); !strings.Contains(out, "A 203.0.113.10") {
+			return "", fmt.Errorf("the world's server: %q", out)
+		}
+		return "", nil
+	})
+	if out := ask(t, s, "hd", "127.0.0.11", "nas"); !strings.HasPrefix(out, "NOERROR") || strings.Contains(out, "A ") {
+		t.Errorf("nas with the host's ndots:2: %q, want NOERROR without an answer", out)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -39,8 +40,8 @@ type dnsRecord struct {
 	// Isolated: every network of the container is --internal, so none of
 	// its queries is forwarded (a record without it forwards, as before).
 	Isolated bool `json:"isolated,omitempty"`
-	// NdotsSet: the container's --dns-option sets ndots (see
-	// server.Endpoint).
+	// NdotsSet: the container's resolv.conf options (its --dns-option,
+	// else the host's) set ndots (see server.Endpoint).
 	NdotsSet bool `json:"ndotsSet,omitempty"`
 }
 
@@ -66,9 +67,19 @@ func putDNS(tx store.Tx, c *Container) error {
 	if len(eps) == 0 {
 		return tx.Delete(bucketDNS, c.ID)
 	}
-	ndots := slices.ContainsFunc(c.Spec.DNSOptions, func(o string) bool { return strings.HasPrefix(o, "ndots:") })
+	opts := c.Spec.DNSOptions
+	if len(opts) == 0 { // the container's resolv.conf has the host's options
+		opts = hostResolvOptions()
+	}
+	ndots := slices.ContainsFunc(opts, func(o string) bool { return strings.HasPrefix(o, "ndots:") })
 	return putJSON(tx, bucketDNS, c.ID, dnsRecord{Name: c.Name, Hostname: c.Spec.Hostname, Upstreams: c.Spec.DNS, Endpoints: eps, Isolated: isolated, NdotsSet: ndots})
 }
+
+// hostResolvOptions are the options of the host's resolv.conf, which a
+// container's gets unless --dns-option is given; read once per process.
+var hostResolvOptions = sync.OnceValue(func() []string {
+	return files.ParseResolvConf(readHostResolv(hostResolvConf, resolvedConf)).Options
+})
 
 func (e *Engine) dnsDir() string { return filepath.Join(e.paths.ExecRoot, "dns") }
 

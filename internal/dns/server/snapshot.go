@@ -52,9 +52,9 @@ type Endpoint struct {
 	// its names are answered but none is forwarded, which would be a way
 	// out (the server forwards from the host).
 	Isolated bool `json:"isolated,omitempty"`
-	// NdotsSet is a container whose --dns-option sets ndots: an unknown
-	// single-label name is answered empty instead of forwarded, as
-	// Docker's.
+	// NdotsSet is a container whose resolv.conf options (its
+	// --dns-option, else the host's) set ndots: an unknown single-label
+	// name is answered empty instead of forwarded, as Docker's.
 	NdotsSet bool `json:"ndotsSet,omitempty"`
 }
 
