@@ -847,27 +847,27 @@ func TestHelpersKeepNoCallerDescriptor(t *testing.T) {
 }
 
 // A foreground run passes on every signal it can, as docker run's proxy:
-// SIGPWR and SIGABRT reach the container's trap instead of ending knit (by
+// SIGPWR and SIGALRM reach the container's trap instead of ending knit (by
 // default they kill it) while the container goes on.
 func TestForegroundRunRelaysEverySignal(t *testing.T) {
 	s := sandbox(t)
 	bb := testutil.Busybox(t)
 	script := `out="$3/sig.out"
-"$1" run --rm --rootfs "$2" sh -c 'trap "echo got-30" 30; trap "echo got-6; exit 3" 6; echo ready; while :; do sleep 0.1; done' >"$out" 2>&1 &
+"$1" run --rm --rootfs "$2" sh -c 'trap "echo got-30" 30; trap "echo got-14; exit 3" 14; echo ready; while :; do sleep 0.1; done' >"$out" 2>&1 &
 k=$!
 i=0; until grep -q ready "$out" || [ $i -gt 100 ]; do sleep 0.05; i=$((i+1)); done
-kill -30 $k; sleep 0.3; kill -6 $k
+kill -30 $k; sleep 0.3; kill -14 $k
 wait $k; echo "rc=$?"; cat "$out"`
 	out := s.MustRun(t, "sh", "-c", script, "sh", testutil.KnitBinary(t), bb, s.Dir())
-	if !strings.HasPrefix(out, "rc=3\n") || !strings.Contains(out, "got-30\n") || !strings.Contains(out, "got-6\n") {
-		t.Errorf("signals 30 (PWR) and 6 (ABRT) to a foreground run:\n%s\nwant both trapped in the container and its exit code 3", out)
+	if !strings.HasPrefix(out, "rc=3\n") || !strings.Contains(out, "got-30\n") || !strings.Contains(out, "got-14\n") {
+		t.Errorf("signals 30 (PWR) and 14 (ALRM) to a foreground run:\n%s\nwant both trapped in the container and its exit code 3", out)
 	}
 	// knit exec too, through its helper.
 	s.MustKnit(t, "run", "-d", "--name", "sigexec", "--rootfs", bb, "sleep", "300")
 	script = strings.Replace(script, `run --rm --rootfs "$2"`, `exec sigexec`, 1)
 	out = s.MustRun(t, "sh", "-c", script, "sh", testutil.KnitBinary(t), bb, s.Dir())
-	if !strings.HasPrefix(out, "rc=3\n") || !strings.Contains(out, "got-30\n") || !strings.Contains(out, "got-6\n") {
-		t.Errorf("signals 30 (PWR) and 6 (ABRT) to knit exec:\n%s\nwant both trapped in the command and its exit code 3", out)
+	if !strings.HasPrefix(out, "rc=3\n") || !strings.Contains(out, "got-30\n") || !strings.Contains(out, "got-14\n") {
+		t.Errorf("signals 30 (PWR) and 14 (ALRM) to knit exec:\n%s\nwant both trapped in the command and its exit code 3", out)
 	}
 	s.MustKnit(t, "rm", "-f", "sigexec")
 }
