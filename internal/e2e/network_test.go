@@ -750,6 +750,10 @@ func TestPublishedPort53BesideEmbeddedDNS(t *testing.T) {
 	s.MustKnit(t, "run", "-d", "--name", "asker", "--network", "app", "--rootfs", rootfs, "sleep", "300")
 	s.MustKnit(t, "run", "-d", "--name", "target", "--network", "app", "--rootfs", rootfs, "sleep", "300")
 	b := ipOn(t, s, "target", "app")
+	// The gateway's own port 53 is the embedded server's.
+	if r := s.Knit("run", "--rm", "-p", gateway(t, s, "app")+":53:53/udp", "--rootfs", rootfs, "true"); r.Code != 125 || !strings.Contains(r.Stderr, "in use") {
+		t.Errorf("-p GATEWAY:53:53/udp: exit %d, %q; want refused, the embedded server holds it", r.Code, r.Stderr)
+	}
 	s.MustKnit(t, "run", "-d", "--name", "pihole", "-p", "53:53/udp", "-p", "53:53/tcp", "--rootfs", rootfs,
 		"dnstool", "serve", "-listen", ":53", "target=192.0.2.66", "outside.test=192.0.2.67")
 	eventually(t, func() (string, error) { // the published server, from another host

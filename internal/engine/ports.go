@@ -131,10 +131,8 @@ func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening fun
 		if held, err = listening(); err != nil {
 			return err
 		}
-		if err := forgetDNSListeners(tx, held); err != nil {
-			return err
-		}
 	}
+	var dnsGateways map[netip.Addr]bool // read when port 53 is asked for
 	ep := c.Endpoints[0]
 	taken := func(ip netip.Addr, proto portmap.Proto, port uint16) (string, bool) {
 		var owner string
@@ -148,10 +146,18 @@ func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening fun
 		if owner != "" {
 			return containerName(tx, owner), true
 		}
-		if held != nil {
-			return held.Taken(ip, proto, port)
+		if held == nil {
+			return "", false
 		}
-		return "", false
+		if port == 53 && (!ip.IsValid() || ip.IsUnspecified()) {
+			// The embedded DNS server's sockets on the gateways: the
+			// firewall keeps their own containers' queries for it.
+			if dnsGateways == nil {
+				dnsGateways = dnsListenAddrs(tx)
+			}
+			return held.TakenExcept(ip, proto, port, dnsGateways)
+		}
+		return held.Taken(ip, proto, port)
 	}
 	maps, err := portmap.Allocate(specs, taken)
 	if err != nil {
@@ -188,27 +194,22 @@ func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening fun
 	return nil
 }
 
-// forgetDNSListeners drops the embedded DNS server's sockets (port 53 on
-// the gateways of DNS-enabled networks) from held: a port 53 published on
-// every address does not take those queries (the firewall keeps them for
-// the server), so it does not conflict with them.
-func forgetDNSListeners(tx store.Tx, held *portmap.Listeners) error {
-	nets, err := listNetworks(tx)
-	if err != nil {
-		return err
-	}
+// dnsListenAddrs are the addresses the embedded DNS server listens on:
+// the gateways of DNS-enabled networks.
+func dnsListenAddrs(tx store.Tx) map[netip.Addr]bool {
+	addrs := map[netip.Addr]bool{}
+	nets, _ := listNetworks(tx) // an error: none left out, the conflict stands
 	for _, n := range nets {
 		if !n.DNS {
 			continue
 		}
 		for _, s := range n.Subnets {
 			if s.Gateway.IsValid() {
-				held.Forget(s.Gateway, portmap.UDP, 53)
-				held.Forget(s.Gateway, portmap.TCP, 53)
+				addrs[s.Gateway] = true
 			}
 		}
 	}
-	return nil
+	return addrs
 }
 
 // containerAddrFor picks the container address of the host address's family.

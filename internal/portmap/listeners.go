@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -145,12 +144,16 @@ func (l *Listeners) Taken(ip netip.Addr, proto Proto, port uint16) (string, bool
 	return OwnerHost, l.Has(ip, proto, port)
 }
 
-// Forget drops the sockets bound to exactly ip, proto and port from the
-// snapshot: they are knit's own (the embedded DNS server's), which a
-// published port does not conflict with.
-func (l *Listeners) Forget(ip netip.Addr, proto Proto, port uint16) {
-	k := listenKey{proto, port}
-	l.addrs[k] = slices.DeleteFunc(l.addrs[k], func(a netip.Addr) bool { return a == ip })
+// TakenExcept is Taken with the sockets bound to the addresses of except
+// left out: knit's own (the embedded DNS server's on the gateways), which
+// a port 53 published on every address does not take.
+func (l *Listeners) TakenExcept(ip netip.Addr, proto Proto, port uint16, except map[netip.Addr]bool) (string, bool) {
+	for _, a := range l.addrs[listenKey{proto, port}] {
+		if !except[a] && Overlaps(a, ip) {
+			return OwnerHost, true
+		}
+	}
+	return "", false
 }
 
 func (l *Listeners) add(proto Proto, port uint16, ip netip.Addr) {

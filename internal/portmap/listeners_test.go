@@ -212,20 +212,22 @@ func TestListenersDiagMatchesProc(t *testing.T) {
 	}
 }
 
-// Forget drops exactly the sockets of one address, protocol and port: the
-// embedded DNS server's, which a published port 53 does not conflict with.
-func TestListenersForget(t *testing.T) {
+// TakenExcept leaves out exactly the sockets of the addresses given: the
+// embedded DNS server's, which a port 53 published on every address does
+// not conflict with.
+func TestListenersTakenExcept(t *testing.T) {
 	l := &Listeners{addrs: map[listenKey][]netip.Addr{}}
 	gw, other := netip.MustParseAddr("172.18.0.1"), netip.MustParseAddr("10.0.0.1")
 	l.add(UDP, 53, gw)
-	l.add(UDP, 53, other)
-	l.add(TCP, 53, gw)
-	l.Forget(gw, UDP, 53)
-	if l.Has(gw, UDP, 53) || !l.Has(other, UDP, 53) || !l.Has(netip.Addr{}, UDP, 53) || !l.Has(gw, TCP, 53) {
-		t.Errorf("after Forget(%s, udp, 53): %v", gw, l.addrs)
+	except := map[netip.Addr]bool{gw: true}
+	if _, taken := l.TakenExcept(netip.Addr{}, UDP, 53, except); taken {
+		t.Error("udp/53 on every address taken by the gateway's own socket")
 	}
-	l.Forget(other, UDP, 53)
-	if l.Has(netip.Addr{}, UDP, 53) {
-		t.Errorf("every address of udp/53 still held: %v", l.addrs)
+	if _, taken := l.Taken(netip.Addr{}, UDP, 53); !taken {
+		t.Error("Taken does not see the gateway's socket")
+	}
+	l.add(UDP, 53, other)
+	if owner, taken := l.TakenExcept(netip.Addr{}, UDP, 53, except); !taken || owner != OwnerHost {
+		t.Errorf("udp/53 held on %s too: TakenExcept = %q, %v", other, owner, taken)
 	}
 }
