@@ -90,11 +90,23 @@ func (e *Engine) defaultNetworkChanged(n *Network) string {
 	if len(n.Subnets) > 0 {
 		cur = n.Subnets[0]
 	}
-	if e.cfg.Bip != "" || e.cfg.FixedCIDR != "" {
+	switch {
+	case e.cfg.Bip != "":
 		if want, err := e.defaultPrefix(); err == nil {
 			differ("subnet", want.Prefix, cur.Prefix)
 			differ("gateway", want.Gateway, cur.Gateway)
 			differ("fixed-cidr", want.IPRange, cur.IPRange)
+		}
+	case e.cfg.FixedCIDR != "":
+		// The subnet is fixed-cidr's own or an existing bridge's
+		// (defaultPrefix); either holds the range. Checked without the
+		// bridge: this runs inside the reservation's transaction.
+		if want, err := netip.ParsePrefix(e.cfg.FixedCIDR); err == nil {
+			want = want.Masked()
+			differ("fixed-cidr", want, cur.IPRange)
+			if !cur.Prefix.Contains(want.Addr()) || cur.Prefix.Bits() > want.Bits() {
+				differ("subnet", want, cur.Prefix)
+			}
 		}
 	}
 	var gw netip.Addr

@@ -177,3 +177,28 @@ func TestBridgeAddrSubnet(t *testing.T) {
 		}
 	}
 }
+
+// With fixed-cidr and no bip, the default network's subnet may be the
+// range itself or an existing bridge's that holds it: either is as asked,
+// and the check reads no bridge (it runs in the reservation's transaction).
+func TestDefaultNetworkChangedFixedCIDR(t *testing.T) {
+	e := &Engine{cfg: &config.Config{FixedCIDR: "192.168.5.128/25"}}
+	rec := func(subnet, gw, rng string) *Network {
+		n := &Network{ICC: true, Masquerade: true, Network: driver.Network{Bridge: "knit0", MTU: 1500}}
+		n.Subnets = []driver.Subnet{{Prefix: netip.MustParsePrefix(subnet), Gateway: netip.MustParseAddr(gw), IPRange: netip.MustParsePrefix(rng)}}
+		return n
+	}
+	for _, tc := range []struct {
+		n       *Network
+		changed bool
+	}{
+		{rec("192.168.5.128/25", "192.168.5.129", "192.168.5.128/25"), false}, // the range itself
+		{rec("192.168.5.0/24", "192.168.5.1", "192.168.5.128/25"), false},     // a bridge's subnet that holds it
+		{rec("192.168.5.0/24", "192.168.5.1", "192.168.5.0/25"), true},        // another range
+		{rec("10.0.0.0/8", "10.0.0.1", "192.168.5.128/25"), true},             // a subnet that does not hold it
+	} {
+		if got := e.defaultNetworkChanged(tc.n); (got != "") != tc.changed {
+			t.Errorf("subnet %v range %v: changed %q, want changed %v", tc.n.Subnets[0].Prefix, tc.n.Subnets[0].IPRange, got, tc.changed)
+		}
+	}
+}
