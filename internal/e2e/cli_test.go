@@ -828,6 +828,13 @@ func TestContainerSignalsStartDefault(t *testing.T) {
 			t.Errorf("run %s under a caller that ignores HUP, INT, PIPE and TERM:\n%s\nwant no signal ignored and the HUP trapped (exit 7)", args, out)
 		}
 	}
+	// exec's command too, as docker exec's.
+	s.MustKnit(t, "run", "-d", "--name", "sigdefault", "--rootfs", bb, "sleep", "300")
+	out := s.MustRun(t, "sh", "-c", `trap '' HUP INT PIPE TERM; "$1" exec sigdefault grep SigIgn /proc/self/status`, "sh", knit)
+	if !strings.Contains(out, "SigIgn:\t0000000000000000") {
+		t.Errorf("exec under a caller that ignores HUP, INT, PIPE and TERM: %q, want no signal ignored", out)
+	}
+	s.MustKnit(t, "rm", "-f", "sigdefault")
 }
 
 // What knit leaves running (a supervisor, the DNS server) keeps none of its
