@@ -519,10 +519,13 @@ func TestTryLockRidesOutAProbe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH); err != nil { // a probe under way
+	fd := int(f.Fd())
+	if err := unix.Flock(fd, unix.LOCK_SH); err != nil { // a probe under way
 		t.Fatal(err)
 	}
-	time.AfterFunc(5*time.Millisecond, func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN) })
+	released := make(chan struct{})
+	time.AfterFunc(5*time.Millisecond, func() { _ = unix.Flock(fd, unix.LOCK_UN); close(released) })
+	defer func() { <-released }()
 	lock, err := tryLock(dir)
 	if err != nil || lock == nil {
 		t.Fatalf("tryLock during a probe = %v, %v; want the lock", lock, err)
