@@ -850,3 +850,49 @@ func TestHostNdotsOption(t *testing.T) {
 		t.Errorf("nas with the host's ndots:2: %q, want NOERROR without an answer", out)
 	}
 }
+
+// The reference notes' by-hand steps that knit's commands stand in for:
+// `ip netns exec` on the namespace knit names after the container (the
+// README's walkthrough), seed 001's container:<short ID> on a user-defined
+// network with a fixed address (same interface, MAC and hostname), host
+// mode reached from outside, and an outside name looked up from the default
+// bridge through the host's resolver (seed 000's www lookup).
+func TestReferenceNotesByHand(t *testing.T) {
+	rootfs, bin := dnsRootfs(t)
+	s := sandbox(t)
+	s.MustKnit(t, "run", "-d", "--name", "web1", "--rootfs", rootfs, "sleep", "300")
+	if l := s.MustRun(t, "ip", "netns", "list"); !strings.Contains(l, "knit-web1") {
+		t.Errorf("ip netns list lacks knit-web1:\n%s", l)
+	}
+	ip := ipOf(t, s, "web1")
+	if a := s.MustRun(t, "ip", "netns", "exec", "knit-web1", "ip", "-4", "-o", "addr", "show", "eth0"); !strings.Contains(a, "inet "+ip+"/") {
+		t.Errorf("ip netns exec knit-web1 ip addr: %q, want %s", a, ip)
+	}
+
+	s.MustKnit(t, "network", "create", "--subnet=192.168.100.0/24", "mynetwork")
+	id := strings.TrimSpace(s.MustKnit(t, "run", "-d", "--net", "mynetwork", "--ip", "192.168.100.10", "--name", "c1", "--rootfs", rootfs, "sleep", "300"))
+	joined := s.MustKnit(t, "run", "--rm", "--net", "container:"+id[:12], "--rootfs", rootfs, "sh", "-c", "hostname; ip -o link show eth0; ip -4 -o addr show eth0")
+	mac := inspectField(t, s, "c1", "{{.NetworkSettings.Networks.mynetwork.MacAddress}}")
+	if !strings.HasPrefix(joined, id[:12]+"\n") || !strings.Contains(joined, mac) || !strings.Contains(joined, "inet 192.168.100.10/24") {
+		t.Errorf("container:%s: %q, want c1's hostname %s, MAC %s and 192.168.100.10", id[:12], joined, id[:12], mac)
+	}
+
+	s.MustKnit(t, "run", "-d", "--name", "hostweb", "--network", "host", "--rootfs", rootfs, "httpd", "-f", "-p", "8099", "-h", "/etc")
+	eventually(t, func() (string, error) {
+		body, err := httpGetVia(s, world, "198.51.100.1", 8099, "/hostname")
+		if err != nil {
+			return "", err
+		}
+		return body, nil
+	})
+
+	s.Start(t, "ip", "netns", "exec", "world", bin, "serve", "-listen", "198.51.100.2:53", "www.example.test=203.0.113.80")
+	eventually(t, func() (string, error) {
+		r := s.Knit("run", "--rm", "--rootfs", rootfs, "nslookup", "www.example.test")
+		if !strings.Contains(r.Stdout, "203.0.113.80") {
+			return "", fmt.Errorf("nslookup from the default bridge: %q %q", r.Stdout, r.Stderr)
+		}
+		return "", nil
+	})
+	s.MustKnit(t, "rm", "-f", "web1", "c1", "hostweb")
+}
