@@ -896,3 +896,35 @@ func TestReferenceNotesByHand(t *testing.T) {
 	})
 	s.MustKnit(t, "rm", "-f", "web1", "c1", "hostweb")
 }
+
+// As Docker's: what the container's user wrote in /etc/hosts survives a
+// network connect and disconnect, which change only knit's own lines, and
+// a resolv.conf the user edited is left as it is.
+func TestConnectKeepsEditedEtcFiles(t *testing.T) {
+	rootfs, _ := dnsRootfs(t)
+	s := sandbox(t)
+	s.MustKnit(t, "network", "create", "--subnet", "10.97.0.0/24", "edit1")
+	s.MustKnit(t, "network", "create", "--subnet", "10.98.0.0/24", "edit2")
+	s.MustKnit(t, "run", "-d", "--name", "edited", "--network", "edit1", "--rootfs", rootfs, "sleep", "300")
+	s.MustKnit(t, "exec", "edited", "sh", "-c", "echo '10.9.9.9 extra' >> /etc/hosts; echo 'options rotate' >> /etc/resolv.conf")
+	s.MustKnit(t, "network", "connect", "edit2", "edited")
+	hosts := s.MustKnit(t, "exec", "edited", "cat", "/etc/hosts")
+	if !strings.Contains(hosts, "10.9.9.9 extra") || !strings.Contains(hosts, "10.98.0.2\t") {
+		t.Errorf("/etc/hosts after the connect (want the user's line and the new address):\n%s", hosts)
+	}
+	if resolv := s.MustKnit(t, "exec", "edited", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "options rotate") {
+		t.Errorf("resolv.conf after the connect lost the user's line:\n%s", resolv)
+	}
+	s.MustKnit(t, "network", "disconnect", "edit1", "edited")
+	hosts = s.MustKnit(t, "exec", "edited", "cat", "/etc/hosts")
+	if !strings.Contains(hosts, "10.9.9.9 extra") || strings.Contains(hosts, "10.97.0.") || !strings.Contains(hosts, "10.98.0.2\t") {
+		t.Errorf("/etc/hosts after the disconnect (want the user's line, no 10.97.0. address):\n%s", hosts)
+	}
+	// Unedited files are still rewritten whole.
+	s.MustKnit(t, "run", "-d", "--name", "plain", "--network", "edit1", "--rootfs", rootfs, "sleep", "300")
+	s.MustKnit(t, "network", "connect", "edit2", "plain")
+	s.MustKnit(t, "network", "disconnect", "edit1", "plain")
+	if hosts := s.MustKnit(t, "exec", "plain", "cat", "/etc/hosts"); strings.Contains(hosts, "10.97.0.") || !strings.Contains(hosts, "10.98.0.") {
+		t.Errorf("/etc/hosts of an unedited container after moving networks:\n%s", hosts)
+	}
+}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/faults"
 	"github.com/knit-dev/knit/internal/firewall"
+	"golang.org/x/sys/unix"
 )
 
 // Host files read to build the container's own.
@@ -62,10 +64,66 @@ func (e *Engine) writeFiles(c *Container, o *RunOptions, p *plan) error {
 		"resolv.conf": resolv,
 		"hostname":    files.Hostname(c.Spec.Hostname),
 	} {
-		if err := os.WriteFile(filepath.Join(c.Dir, name), data, 0o644); err != nil {
+		path := filepath.Join(c.Dir, name)
+		if err := os.WriteFile(path, data, 0o644); err != nil {
 			return err
 		}
+		if name != "hostname" {
+			noteWritten(path, data)
+		}
 	}
+	return nil
+}
+
+// writtenAttr holds, on a container's hosts and resolv.conf, what knit
+// last wrote there, so that a refresh tells the user's edits from its own
+// (Docker keeps a hash of resolv.conf, and edits hosts line by line). A
+// file system without trusted xattrs keeps none: the files are rewritten
+// whole, as before.
+const writtenAttr = "trusted.knit.written"
+
+func noteWritten(path string, data []byte) { _ = unix.Setxattr(path, writtenAttr, data, 0) }
+
+// lastWritten returns what noteWritten recorded on path, if anything.
+func lastWritten(path string) ([]byte, bool) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.Getxattr(path, writtenAttr, buf)
+		if errors.Is(err, unix.ERANGE) && len(buf) < 1<<20 {
+			buf = make([]byte, 4*len(buf))
+			continue
+		}
+		if err != nil {
+			return nil, false
+		}
+		return buf[:n], true
+	}
+}
+
+// refreshFile gives path the content data if it still holds what knit
+// last wrote there (or knit kept no record). One the container's user
+// edited is left as it is, as Docker leaves resolv.conf; with merge (the
+// hosts file) knit's own lines change in it: those it wrote and no longer
+// wants go, the new ones are added at the end, as Docker's etchosts does.
+func refreshFile(path string, data []byte, merge bool) error {
+	cur, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // nothing mounts it
+	}
+	if err != nil {
+		return err
+	}
+	content := data
+	if old, known := lastWritten(path); known && !bytes.Equal(cur, old) {
+		if !merge {
+			return nil
+		}
+		content = files.MergeLines(cur, old, data)
+	}
+	if err := rewriteInPlace(path, content); err != nil {
+		return err
+	}
+	noteWritten(path, data)
 	return nil
 }
 
@@ -212,7 +270,7 @@ func (e *Engine) refreshFiles(id string) error {
 			return err
 		}
 	}
-	if err := rewriteInPlace(filepath.Join(c.Dir, "resolv.conf"), resolv); err != nil {
+	if err := refreshFile(filepath.Join(c.Dir, "resolv.conf"), resolv, false); err != nil {
 		return err
 	}
 	if c.OwnsNetns && !target.IsValid() {
@@ -220,7 +278,7 @@ func (e *Engine) refreshFiles(id string) error {
 			return err
 		}
 	}
-	return rewriteInPlace(filepath.Join(c.Dir, "hosts"), hosts)
+	return refreshFile(filepath.Join(c.Dir, "hosts"), hosts, true)
 }
 
 // rewriteInPlace replaces the content of the file at path without

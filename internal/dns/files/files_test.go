@@ -199,3 +199,22 @@ func TestHosts(t *testing.T) {
 		})
 	}
 }
+
+func TestMergeLines(t *testing.T) {
+	old := "127.0.0.1\tlocalhost\n10.1.0.2\tweb\n"
+	cur := "127.0.0.1\tlocalhost\n10.1.0.2\tweb\n10.9.9.9\textra\n" // the user added a line
+	want := "127.0.0.1\tlocalhost\n10.1.0.2\tweb\n10.2.0.2\tweb\n"  // connected to a second network
+	if got := string(MergeLines([]byte(cur), []byte(old), []byte(want))); got != "127.0.0.1\tlocalhost\n10.1.0.2\tweb\n10.9.9.9\textra\n10.2.0.2\tweb\n" {
+		t.Errorf("connect: %q", got)
+	}
+	// Disconnected from the first: its line goes, the user's stays.
+	cur2 := "127.0.0.1\tlocalhost\n10.1.0.2\tweb\n10.9.9.9\textra\n10.2.0.2\tweb\n"
+	want2 := "127.0.0.1\tlocalhost\n10.2.0.2\tweb\n"
+	if got := string(MergeLines([]byte(cur2), []byte(want), []byte(want2))); got != "127.0.0.1\tlocalhost\n10.9.9.9\textra\n10.2.0.2\tweb\n" {
+		t.Errorf("disconnect: %q", got)
+	}
+	// A line the user took out stays out; one knit no longer wants goes once.
+	if got := string(MergeLines([]byte("127.0.0.1\tlocalhost\n"), []byte(old), []byte(want))); got != "127.0.0.1\tlocalhost\n10.2.0.2\tweb\n" {
+		t.Errorf("after the user's removal: %q", got)
+	}
+}

@@ -84,3 +84,40 @@ func AppendHosts(b []byte, entries []HostEntry) []byte {
 	}
 	return b
 }
+
+// MergeLines changes the lines of a hosts file that was written as old
+// and then edited (cur) to say what want says: each line of old that want
+// no longer has is taken out of cur (once), each line of want that old did
+// not have is added at the end; the edits stay.
+func MergeLines(cur, old, want []byte) []byte {
+	count := func(b []byte) map[string]int {
+		m := map[string]int{}
+		for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+			m[l]++
+		}
+		return m
+	}
+	had, wants := count(old), count(want)
+	drop := map[string]int{}
+	for l, n := range had {
+		if n > wants[l] {
+			drop[l] = n - wants[l]
+		}
+	}
+	var out []string
+	for _, l := range strings.Split(strings.TrimSuffix(string(cur), "\n"), "\n") {
+		if drop[l] > 0 {
+			drop[l]--
+			continue
+		}
+		out = append(out, l)
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(string(want), "\n"), "\n") {
+		if had[l] > 0 {
+			had[l]--
+			continue
+		}
+		out = append(out, l)
+	}
+	return []byte(strings.Join(out, "\n") + "\n")
+}
