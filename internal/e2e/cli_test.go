@@ -689,6 +689,10 @@ func TestRunUser(t *testing.T) {
 	if out := s.MustKnit(t, "exec", "-t", "-u", "1000", "unpriv", "sh", "-c", "echo x >/dev/stdout"); out != "x\r\n" {
 		t.Errorf("exec -t -u 1000 writing to /dev/stdout: %q", out)
 	}
+	// And without -t, knit's pipes are, as runc gives docker exec's.
+	if r := s.Knit("exec", "-i", "-u", "1000", "unpriv", "sh", "-c", "echo x >/dev/stdout; echo y >/dev/stderr; cat </dev/stdin"); r.Code != 0 || r.Stdout != "x\n" || r.Stderr != "y\n" {
+		t.Errorf("exec -u 1000 writing to /dev/stdout and /dev/stderr: exit %d, %q, %q", r.Code, r.Stdout, r.Stderr)
+	}
 	if out := s.MustKnit(t, "exec", "-u", "root", "unpriv", "id", "-u"); out != "0\n" {
 		t.Errorf("exec -u root runs as %q", out)
 	}

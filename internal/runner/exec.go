@@ -44,7 +44,11 @@ const (
 // joining the container's ipc, uts, net and mnt namespaces, the Spec on
 // fd 3 and the container's PID namespace on fd 4.
 func Exec(cfg ExecConfig) (code int, err error) {
-	spec, err := json.Marshal(Spec{Args: cfg.Args, Env: cfg.Env, Cwd: cfg.Cwd, Tty: cfg.Tty, Detach: cfg.Detach, User: cfg.User, GroupAdd: cfg.GroupAdd})
+	sp := Spec{Args: cfg.Args, Env: cfg.Env, Cwd: cfg.Cwd, Tty: cfg.Tty, Detach: cfg.Detach, User: cfg.User, GroupAdd: cfg.GroupAdd}
+	if !cfg.Tty && !cfg.Detach {
+		sp.OwnStdio = []int{0, 1, 2} // the relay's pipes (stdioRelay), the user's to reopen
+	}
+	spec, err := json.Marshal(sp)
 	if err != nil {
 		return 0, fmt.Errorf("encode exec spec: %w", err)
 	}

@@ -32,6 +32,11 @@ func runInContainer(s *Spec, pidns *os.File, held *signalHold) (int, error) {
 	cmd := commandIn(path, dir, s)
 	if change {
 		cmd.SysProcAttr.Credential = u.credential()
+		// knit's pipes are the user's, so that /dev/stdout opens, as
+		// runc gives docker exec's.
+		if err := giveStdio(u, s.OwnStdio, false); err != nil {
+			return 126, err
+		}
 	}
 	var master, slave *os.File
 	if s.Tty {
