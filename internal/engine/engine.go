@@ -128,7 +128,7 @@ func (e *Engine) netnsLink(name string) string {
 }
 
 // containerDir holds a container's /etc files: runtime state, on the
-// exec-root tmpfs (a file created on a journaled disk costs ~1 ms here).
+// exec-root tmpfs (a file created on a journaled disk costs ~1.5 ms here).
 func (e *Engine) containerDir(id string) string {
 	return filepath.Join(e.paths.ExecRoot, "containers", id)
 }

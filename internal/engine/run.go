@@ -582,9 +582,10 @@ func (e *Engine) runnerSpec(c *Container) (runner.Spec, error) {
 
 // ownStdio lists the standard streams of c's command that are knit's own
 // pipes, which its init gives to the user it runs as: a detached
-// container's three (stdin is one with -di, /dev/null else), and a
-// foreground run's stdout and stderr when its output is logged (no --rm,
-// no -t). Never the caller's stdin.
+// container's three (stdin is one with -di, /dev/null else), and without
+// -t a foreground run's stdout and stderr (logged, or relayed with --rm)
+// and, with -i, the pipe fed from the caller's stdin. Never the caller's
+// own files.
 func ownStdio(c *Container) []int {
 	switch {
 	case c.Spec.Detach:
