@@ -100,8 +100,9 @@ func Exec(cfg ExecConfig) (code int, err error) {
 	}
 	// The helper is in a session of its own: terminal resizes reach it
 	// through us, and it resizes the command's pty.
-	stop := forwardSignals(cmd.Process, append(relayed, syscall.SIGWINCH)...)
-	defer stop()
+	// Never stopped: this process exits once the helper has, and giving
+	// the signals back to the runtime costs as much as taking them.
+	forwardSignals(cmd.Process, append(relayed, syscall.SIGWINCH)...)
 	theirs.Close()
 	if err := sendSpec(ours, spec); err != nil {
 		_ = cmd.Process.Kill()
