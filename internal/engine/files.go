@@ -158,6 +158,7 @@ func (e *Engine) etcFiles(c *Container, o *RunOptions, mode string, nets []*Netw
 		if e.dnsRedirectTarget(nets).IsValid() {
 			gw = firewall.EmbeddedDNS
 		}
+		ro.Upstreams = o.DNS // the server's for this container; else the host's
 		ro.DNS, ro.Embedded = []netip.Addr{gw}, true
 	}
 	return hosts, files.ResolvConf(hostResolv, ro), nil
