@@ -932,3 +932,19 @@ func TestConnectKeepsEditedEtcFiles(t *testing.T) {
 		t.Errorf("/etc/hosts of an unedited container after moving networks:\n%s", hosts)
 	}
 }
+
+// A host firewall that drops by default what reaches the host (ufw's
+// "deny incoming") also drops the containers' queries to the embedded
+// server on their gateway, whatever knit's own table accepts: the run
+// that starts the server says so.
+func TestHostInputDropIsSaid(t *testing.T) {
+	rootfs, _ := dnsRootfs(t)
+	s := sandbox(t)
+	s.MustRun(t, "nft", "add table inet hostfw")
+	s.MustRun(t, "nft", "add chain inet hostfw input { type filter hook input priority 0 ; policy drop ; }")
+	s.MustKnit(t, "network", "create", "walled")
+	r := s.Knit("run", "-d", "--name", "walled1", "--network", "walled", "--rootfs", rootfs, "sleep", "300")
+	if r.Code != 0 || !strings.Contains(r.Stderr, "the host's firewall drops what reaches the host unless allowed (inet hostfw/input)") {
+		t.Errorf("run with the host's input policy drop: exit %d, stderr %q; want it started and a warning", r.Code, r.Stderr)
+	}
+}

@@ -207,6 +207,7 @@ func (e *Engine) syncDNS() error {
 		if err := e.startDNS(dir); err != nil {
 			return err
 		}
+		e.warnInputDrops()
 	}
 	// Said, not returned: the container runs, but its names may not
 	// answer (a DNS server of the host's holding port 53 on every
@@ -215,6 +216,24 @@ func (e *Engine) syncDNS() error {
 		fmt.Fprintf(os.Stderr, "knit: warning: the embedded DNS server cannot listen on %s (containers asking it there, or at 127.0.0.11, get no answer; it tries again every second)\n", failed)
 	}
 	return nil
+}
+
+// inputDropper is the firewall's, when it can tell (InputDrops).
+type inputDropper interface{ InputDrops() ([]string, error) }
+
+// warnInputDrops says, as the DNS server starts, that a firewall of the
+// host's drops by default what reaches the host: the containers' queries
+// to their gateway go through it, and no rule of knit's can let them in.
+func (e *Engine) warnInputDrops() {
+	d, ok := e.dnsr.(inputDropper)
+	if !ok {
+		return
+	}
+	drops, err := d.InputDrops()
+	if err != nil || len(drops) == 0 {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "knit: warning: the host's firewall drops what reaches the host unless allowed (%s): containers on user-defined networks ask the embedded DNS server on their gateway's port 53 through it, and get no answer unless udp and tcp port 53 are allowed in from knit's bridges (ufw: ufw allow in on BRIDGE to any port 53)\n", strings.Join(drops, ", "))
 }
 
 // dnsSnapshot builds the server's records: every DNS-enabled network with a

@@ -388,6 +388,35 @@ func (f *Firewall) RemoveAll() error {
 	return nil
 }
 
+// InputDrops names the base chains of other tables that drop by default
+// what is addressed to the host ("inet filter/input"): ufw's or
+// firewalld's. knit's own accepts cannot override them (a packet must pass
+// every base chain), and the embedded DNS server answers containers on
+// their gateway, an address of the host's.
+//
+// Equivalent to: nft list chains | grep 'hook input.*policy drop'
+func (f *Firewall) InputDrops() ([]string, error) {
+	var out []string
+	err := f.useConn(func(c *nft.Conn) error {
+		chains, err := c.ListChains()
+		if err != nil {
+			return fmt.Errorf("list nftables chains: %w", err)
+		}
+		for _, ch := range chains {
+			if ch.Table.Name == tableName || ch.Hooknum == nil || *ch.Hooknum != *nft.ChainHookInput ||
+				ch.Policy == nil || *ch.Policy != nft.ChainPolicyDrop {
+				continue
+			}
+			fam := map[nft.TableFamily]string{nft.TableFamilyINet: "inet", nft.TableFamilyIPv4: "ip", nft.TableFamilyIPv6: "ip6"}[ch.Table.Family]
+			if fam != "" {
+				out = append(out, fmt.Sprintf("%s %s/%s", fam, ch.Table.Name, ch.Name))
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
 // Networks returns the names of the networks that have rules, sorted, so
 // that a prune can remove those of networks that no longer exist.
 //
