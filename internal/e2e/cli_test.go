@@ -59,6 +59,10 @@ func TestRunFlags(t *testing.T) {
 			t.Errorf("knit exec %s from a terminal: %q, want no terminal among the command's streams", flags, out)
 		}
 	}
+	// One that keeps writing does not either.
+	if r := s.Run("timeout", "10", knit, "exec", "execpipes", "sh", "-c", "(while :; do echo x; sleep 0.05; done) & echo started"); r.Code != 0 || !strings.HasPrefix(r.Stdout, "started\n") {
+		t.Errorf("knit exec leaving a process that keeps writing: exit %d (124: it hung), %q", r.Code, r.Stdout)
+	}
 	s.MustKnit(t, "rm", "-f", "kept", "execpipes")
 	// A Docker user's image name is taken for the command, and said so.
 	for _, image := range []string{"busybox:latest", "mageedu/httpd:v0.2"} {

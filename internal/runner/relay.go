@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // stdioRelay is pipes between an exec'd command and the caller's streams,
@@ -17,16 +19,17 @@ import (
 type stdioRelay struct {
 	in, out, err *os.File // the command's ends (nil: /dev/null)
 	readers      []*os.File
+	left         []*atomic.Int64 // per reader, once the command is gone: the bytes it left queued
 	copies       sync.WaitGroup
 	sigpipe      chan os.Signal
-	gone         atomic.Bool // the command has exited: reads wait drainGrace at most
+	gone         atomic.Bool
 }
 
-// drainGrace is how long, once the command is gone, a copy waits for more
-// to read before it stops: a process the command left running with the
-// pipes open (sh -c 'cmd &') is not waited for, where docker exec would
-// hang until it ends. What is already in a pipe is always read, however
-// slowly the caller takes it.
+// drainGrace bounds each read once the command is gone. What it wrote is
+// all queued in the pipes by then and is copied, however slowly the caller
+// takes it; what a process it left running with the pipes open (sh -c
+// 'cmd &') writes later is not waited for, where docker exec would hang
+// until that process ends.
 const drainGrace = 200 * time.Millisecond
 
 // newStdioRelay makes the pipes: in (if any) is copied to the command's
@@ -66,12 +69,13 @@ func newStdioRelay(in, out, errOut *os.File) (r *stdioRelay, err error) {
 			return r, err
 		}
 		*s.end = pw
-		r.readers = append(r.readers, pr)
+		left := new(atomic.Int64)
+		r.readers, r.left = append(r.readers, pr), append(r.left, left)
 		r.copies.Add(1)
 		go func() {
 			defer r.copies.Done()
-			r.copy(s.dst, pr)
-			pr.Close() // EOF, nothing more once it is gone, or our reader gone: its writes now fail
+			r.copy(s.dst, pr, left)
+			pr.Close() // EOF, all it left copied, or our reader gone: its writes now fail
 		}()
 	}
 	return r, nil
@@ -86,32 +90,68 @@ func (r *stdioRelay) started() {
 	}
 }
 
-// copy copies src to dst until src's end, dst's failure, or, once the
-// command is gone, drainGrace without anything to read.
-func (r *stdioRelay) copy(dst io.Writer, src *os.File) {
+// copy copies src to dst until src's end or dst's failure, or, once the
+// command is gone, until it has copied the bytes left queued then.
+func (r *stdioRelay) copy(dst io.Writer, src *os.File, left *atomic.Int64) {
 	buf := make([]byte, 32<<10)
 	for {
-		if r.gone.Load() {
+		want, gone := buf, r.gone.Load()
+		if gone {
+			n := left.Load()
+			if n <= 0 {
+				return
+			}
+			want = buf[:min(int64(len(buf)), n)]
 			_ = src.SetReadDeadline(time.Now().Add(drainGrace))
 		}
-		n, err := src.Read(buf)
+		n, err := src.Read(want)
+		if gone {
+			// A read begun before may have taken some of what was
+			// counted: then a little more is read than was left,
+			// never less.
+			left.Add(-int64(n))
+		}
 		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			if _, werr := dst.Write(want[:n]); werr != nil {
 				return
 			}
 		}
-		if err != nil && !(errors.Is(err, os.ErrDeadlineExceeded) && !r.gone.Load()) {
+		if err != nil && !(errors.Is(err, os.ErrDeadlineExceeded) && r.gone.Load()) {
+			return // EOF; or a deadline once gone: nothing left after all
+		}
+		if err != nil && left.Load() <= 0 {
 			return
 		}
 	}
 }
 
-// wait, once the command is gone, copies what it left in the pipes.
+// wait, once the command is gone, copies what it left in the pipes: the
+// bytes queued in each at that moment (FIONREAD, alias TIOCINQ), and no
+// more.
 func (r *stdioRelay) wait() {
+	for i, pr := range r.readers {
+		n := queued(pr)
+		r.left[i].Store(int64(n))
+	}
 	r.gone.Store(true)
 	for _, pr := range r.readers {
-		_ = pr.SetReadDeadline(time.Now().Add(drainGrace)) // wakes a read under way
+		_ = pr.SetReadDeadline(time.Now()) // wakes a read under way on an empty pipe
 	}
 	r.copies.Wait()
 	signal.Stop(r.sigpipe)
+}
+
+// queued is how many bytes wait to be read in the pipe f (0 if unknown).
+func queued(f *os.File) int {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var n int
+	_ = rc.Control(func(fd uintptr) {
+		if v, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ); err == nil { // FIONREAD
+			n = v
+		}
+	})
+	return n
 }

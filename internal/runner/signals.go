@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"errors"
 	"os"
 	"os/signal"
 	"slices"
@@ -70,7 +71,13 @@ func (h *signalHold) to(proc *os.Process) (stop func()) {
 		for {
 			select {
 			case s := <-h.ch:
-				_ = proc.Signal(s)
+				if err := proc.Signal(s); errors.Is(err, os.ErrProcessDone) {
+					// Its process is gone and this one finishing up
+					// (exec's copy of the output left): the signal has
+					// its default effect here, as if never caught.
+					signal.Reset(s)
+					_ = syscall.Kill(os.Getpid(), s.(syscall.Signal))
+				}
 			case <-done:
 				return
 			}
