@@ -924,6 +924,16 @@ func TestConnectKeepsEditedEtcFiles(t *testing.T) {
 	if !strings.Contains(hosts, "10.9.9.9 extra") || strings.Contains(hosts, "10.97.0.") || !strings.Contains(hosts, "10.98.0.2\t") {
 		t.Errorf("/etc/hosts after the disconnect (want the user's line, no 10.97.0. address):\n%s", hosts)
 	}
+	// Leaving its last DNS network, an edited resolv.conf stops naming
+	// 127.0.0.11 (answered no more), the user's line kept.
+	s.MustKnit(t, "run", "-d", "--name", "leaver", "--network", "edit1", "--rootfs", rootfs, "sleep", "300")
+	s.MustKnit(t, "exec", "leaver", "sh", "-c", "echo 'options rotate' >> /etc/resolv.conf")
+	s.MustKnit(t, "network", "connect", "bridge", "leaver")
+	s.MustKnit(t, "network", "disconnect", "edit1", "leaver")
+	if resolv := s.MustKnit(t, "exec", "leaver", "cat", "/etc/resolv.conf"); strings.Contains(resolv, "127.0.0.11") ||
+		!strings.Contains(resolv, "nameserver 198.51.100.2") || !strings.Contains(resolv, "options rotate") {
+		t.Errorf("an edited resolv.conf after leaving the last DNS network (want the host's server, the user's line, no 127.0.0.11):\n%s", resolv)
+	}
 	// Unedited files are still rewritten whole.
 	s.MustKnit(t, "run", "-d", "--name", "plain", "--network", "edit1", "--rootfs", rootfs, "sleep", "300")
 	s.MustKnit(t, "network", "connect", "edit2", "plain")

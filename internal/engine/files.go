@@ -101,11 +101,15 @@ func lastWritten(path string) ([]byte, bool) {
 }
 
 // refreshFile gives path the content data if it still holds what knit
-// last wrote there (or knit kept no record). One the container's user
-// edited is left as it is, as Docker leaves resolv.conf; with merge (the
-// hosts file) knit's own lines change in it: those it wrote and no longer
-// wants go, the new ones are added at the end, as Docker's etchosts does.
-func refreshFile(path string, data []byte, merge bool) error {
+// last wrote there (or knit kept no record). In one the container's user
+// edited only knit's own lines change: those it wrote and no longer wants
+// go, the new ones are added at the end, as Docker's etchosts does for
+// hosts. (Docker leaves an edited resolv.conf alone, its 127.0.0.11 always
+// answering; knit's answers only while the container is on a DNS network,
+// so its nameserver line must follow.) A refresh cut short (after the
+// rewrite, before the record) is done again harmlessly: a file that holds
+// data already is only recorded, and a merge done twice changes nothing.
+func refreshFile(path string, data []byte) error {
 	cur, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil // nothing mounts it
@@ -114,14 +118,13 @@ func refreshFile(path string, data []byte, merge bool) error {
 		return err
 	}
 	content := data
-	if old, known := lastWritten(path); known && !bytes.Equal(cur, old) {
-		if !merge {
-			return nil
-		}
+	if old, known := lastWritten(path); known && !bytes.Equal(cur, old) && !bytes.Equal(cur, data) {
 		content = files.MergeLines(cur, old, data)
 	}
-	if err := rewriteInPlace(path, content); err != nil {
-		return err
+	if !bytes.Equal(cur, content) {
+		if err := rewriteInPlace(path, content); err != nil {
+			return err
+		}
 	}
 	noteWritten(path, data)
 	return nil
@@ -271,7 +274,7 @@ func (e *Engine) refreshFiles(id string) error {
 			return err
 		}
 	}
-	if err := refreshFile(filepath.Join(c.Dir, "resolv.conf"), resolv, false); err != nil {
+	if err := refreshFile(filepath.Join(c.Dir, "resolv.conf"), resolv); err != nil {
 		return err
 	}
 	if c.OwnsNetns && !target.IsValid() {
@@ -279,7 +282,7 @@ func (e *Engine) refreshFiles(id string) error {
 			return err
 		}
 	}
-	return refreshFile(filepath.Join(c.Dir, "hosts"), hosts, true)
+	return refreshFile(filepath.Join(c.Dir, "hosts"), hosts)
 }
 
 // rewriteInPlace replaces the content of the file at path without

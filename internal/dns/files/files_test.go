@@ -213,8 +213,14 @@ func TestMergeLines(t *testing.T) {
 	if got := string(MergeLines([]byte(cur2), []byte(want), []byte(want2))); got != "127.0.0.1\tlocalhost\n10.9.9.9\textra\n10.2.0.2\tweb\n" {
 		t.Errorf("disconnect: %q", got)
 	}
-	// A line the user took out stays out; one knit no longer wants goes once.
-	if got := string(MergeLines([]byte("127.0.0.1\tlocalhost\n"), []byte(old), []byte(want))); got != "127.0.0.1\tlocalhost\n10.2.0.2\tweb\n" {
+	// A line of knit's the user took out comes back (knit's lines are
+	// knit's); merging again changes nothing (a refresh done twice).
+	got := MergeLines([]byte("127.0.0.1\tlocalhost\n"), []byte(old), []byte(want))
+	if string(got) != "127.0.0.1\tlocalhost\n10.1.0.2\tweb\n10.2.0.2\tweb\n" {
 		t.Errorf("after the user's removal: %q", got)
+	}
+	merged := MergeLines([]byte(cur), []byte(old), []byte(want))
+	if again := MergeLines(merged, []byte(old), []byte(want)); string(again) != string(merged) {
+		t.Errorf("merged twice: %q, once: %q", again, merged)
 	}
 }

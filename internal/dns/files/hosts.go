@@ -85,19 +85,27 @@ func AppendHosts(b []byte, entries []HostEntry) []byte {
 	return b
 }
 
-// MergeLines changes the lines of a hosts file that was written as old
-// and then edited (cur) to say what want says: each line of old that want
-// no longer has is taken out of cur (once), each line of want that old did
-// not have is added at the end; the edits stay.
+// MergeLines changes the lines of a file that knit wrote as old and
+// someone then edited (cur) to say what want says: each line of old that
+// want no longer has is taken out of cur (once), and each line of want is
+// added at the end unless cur has it already (as often); the edits stay.
+// Merging again changes nothing, so a refresh cut short and done again
+// does not repeat lines.
 func MergeLines(cur, old, want []byte) []byte {
-	count := func(b []byte) map[string]int {
+	lines := func(b []byte) []string {
+		if len(b) == 0 {
+			return nil
+		}
+		return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	}
+	count := func(ls []string) map[string]int {
 		m := map[string]int{}
-		for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		for _, l := range ls {
 			m[l]++
 		}
 		return m
 	}
-	had, wants := count(old), count(want)
+	had, wants := count(lines(old)), count(lines(want))
 	drop := map[string]int{}
 	for l, n := range had {
 		if n > wants[l] {
@@ -105,16 +113,17 @@ func MergeLines(cur, old, want []byte) []byte {
 		}
 	}
 	var out []string
-	for _, l := range strings.Split(strings.TrimSuffix(string(cur), "\n"), "\n") {
+	for _, l := range lines(cur) {
 		if drop[l] > 0 {
 			drop[l]--
 			continue
 		}
 		out = append(out, l)
 	}
-	for _, l := range strings.Split(strings.TrimSuffix(string(want), "\n"), "\n") {
-		if had[l] > 0 {
-			had[l]--
+	have := count(out)
+	for _, l := range lines(want) {
+		if have[l] > 0 {
+			have[l]--
 			continue
 		}
 		out = append(out, l)
