@@ -452,7 +452,7 @@ func TestDNSForwarding(t *testing.T) {
 		t.Errorf("forwarded through --dns: %q", out)
 	}
 	// resolv.conf says where the embedded server sends them, as Docker's.
-	if resolv := s.MustKnit(t, "exec", "f2", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "# ExtServers: [203.0.113.1]\n") {
+	if resolv := s.MustKnit(t, "exec", "f2", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "# ExtServers: [host(203.0.113.1)]\n") {
 		t.Errorf("f2's resolv.conf does not name its upstream:\n%s", resolv)
 	}
 	if out := ask(t, s, "f1", gw, "other.test"); !strings.Contains(out, "NXDOMAIN") {

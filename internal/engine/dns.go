@@ -218,6 +218,14 @@ func (e *Engine) syncDNS() error {
 	return nil
 }
 
+// hostUpstreams are the servers the embedded server sends a container's
+// other names to when it has no --dns: the host's /etc/resolv.conf's,
+// asked from the host, loopback ones (a local stub) included.
+func hostUpstreams() []netip.Addr {
+	b, _ := os.ReadFile(hostResolvConf)
+	return files.ParseResolvConf(b).Nameservers
+}
+
 // inputDropper is the firewall's, when it can tell (InputDrops).
 type inputDropper interface{ InputDrops() ([]string, error) }
 
@@ -239,9 +247,8 @@ func (e *Engine) warnInputDrops() {
 // dnsSnapshot builds the server's records: every DNS-enabled network with a
 // container on it, and those containers.
 func (e *Engine) dnsSnapshot() (*server.Snapshot, error) {
-	hostResolv, _ := os.ReadFile(hostResolvConf)
 	snap := &server.Snapshot{Networks: []server.Network{}}
-	for _, a := range files.ParseResolvConf(hostResolv).Nameservers {
+	for _, a := range hostUpstreams() {
 		snap.Upstreams = append(snap.Upstreams, netip.AddrPortFrom(a, 53))
 	}
 	if len(snap.Upstreams) == 0 { // Docker's fallback

@@ -161,7 +161,12 @@ func (e *Engine) etcFiles(c *Container, o *RunOptions, mode string, nets []*Netw
 		if e.dnsRedirectTarget(nets).IsValid() {
 			gw = firewall.EmbeddedDNS
 		}
-		ro.Upstreams = o.DNS // the server's for this container; else the host's
+		// Where the server sends this container's other names, as
+		// dnsSnapshot has it: its --dns, else the host's servers.
+		ro.Upstreams, ro.UserDNS = o.DNS, len(o.DNS) > 0
+		if !ro.UserDNS {
+			ro.Upstreams = hostUpstreams()
+		}
 		ro.DNS, ro.Embedded = []netip.Addr{gw}, true
 	}
 	return hosts, files.ResolvConf(hostResolv, ro), nil

@@ -2,7 +2,6 @@ package files
 
 import (
 	"bytes"
-	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -58,10 +57,13 @@ type ResolvOptions struct {
 	KeepLoopback bool         // host networking: the host's own resolver is reachable
 	IPv6         bool         // the container has IPv6 connectivity
 	// Embedded: the nameserver is knit's embedded server (see
-	// EmbeddedOptions); Upstreams, where it sends other names (--dns, or
-	// the host's servers), are noted in the file, as Docker's ExtServers.
+	// EmbeddedOptions). Upstreams, where it sends other names (--dns, or
+	// the host's /etc/resolv.conf servers; none: Docker's defaults), are
+	// noted in the file as Docker's ExtServers; UserDNS says they are the
+	// user's --dns.
 	Embedded  bool
 	Upstreams []netip.Addr
+	UserDNS   bool
 }
 
 // Docker's fallback nameservers, used when none of the host's is usable.
@@ -80,11 +82,13 @@ var (
 // (Google Public DNS) are used.
 func ResolvConf(host []byte, o ResolvOptions) []byte {
 	r := ParseResolvConf(host)
-	hostServers := r.Nameservers
-	var overrides []string
-	for part, given := range map[string]bool{"nameservers": len(o.DNS) > 0 && !o.Embedded || len(o.Upstreams) > 0, "search": len(o.Search) > 0, "options": len(o.Options) > 0} {
-		if given {
-			overrides = append(overrides, part)
+	var overrides []string // in moby's order
+	for _, part := range []struct {
+		name  string
+		given bool
+	}{{"nameservers", len(o.DNS) > 0 && !o.Embedded || o.UserDNS}, {"search", len(o.Search) > 0}, {"options", len(o.Options) > 0}} {
+		if part.given {
+			overrides = append(overrides, part.name)
 		}
 	}
 	if len(o.DNS) > 0 {
@@ -110,20 +114,25 @@ func ResolvConf(host []byte, o ResolvOptions) []byte {
 	if o.Embedded {
 		ndotsFrom := "internal"
 		if slices.ContainsFunc(r.Options, func(o string) bool { return strings.HasPrefix(o, "ndots:") }) {
-			ndotsFrom = map[bool]string{true: "--dns-option", false: "host"}[len(o.Options) > 0]
+			ndotsFrom = map[bool]string{true: "override", false: "host"}[len(o.Options) > 0]
 		}
 		r.Options = EmbeddedOptions(r.Options)
+		// As moby's notes (internal/resolvconf); every server is asked
+		// from the host's namespace, where the embedded server runs.
+		r.Notes = []string{"Based on host file: '/etc/resolv.conf' (internal resolver)"}
 		ext := o.Upstreams
 		if len(ext) == 0 {
-			ext = hostServers
+			ext = defaultDNS4
+			r.Notes = append(r.Notes, "Used default nameservers.")
 		}
-		slices.Sort(overrides)
-		r.Notes = []string{
-			"Based on the host's resolv.conf (internal resolver: knit's embedded DNS server)",
-			"ExtServers: " + fmt.Sprint(ext),
-			"Overrides: " + fmt.Sprint(overrides),
-			"Option ndots from: " + ndotsFrom,
+		hosts := make([]string, len(ext))
+		for i, a := range ext {
+			hosts[i] = "host(" + a.String() + ")"
 		}
+		r.Notes = append(r.Notes,
+			"ExtServers: ["+strings.Join(hosts, " ")+"]",
+			"Overrides: ["+strings.Join(overrides, " ")+"]",
+			"Option ndots from: "+ndotsFrom)
 	}
 	return r.Render()
 }
