@@ -28,7 +28,8 @@
 //
 //  1. The engine calls Save, then Running. If Running is false it starts a
 //     server process that calls Serve; if that server finds the lock taken
-//     it returns at once, since another server is serving.
+//     (for longer than a probe of Running holds it) it returns, since
+//     another server is serving.
 //  2. Serve takes the lock, opens the listeners, then writes dir/server.pid
 //     (for a caller waiting until DNS works), and serves.
 //  3. When a snapshot has no networks, Serve closes its listeners, removes
@@ -241,13 +242,21 @@ func (s *server) noteListenErrors(failed []string) {
 		return
 	}
 	slices.Sort(failed)
-	if err := os.WriteFile(path, []byte(strings.Join(failed, "\n")+"\n"), 0o644); err != nil {
+	// Renamed into place: a command reading it never sees half of it.
+	tmp := path + ".tmp"
+	err := os.WriteFile(tmp, []byte(strings.Join(failed, "\n")+"\n"), 0o644)
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
 		s.log.Warn("dns listen errors", "err", err)
 	}
 }
 
-// ListenErrors returns what the server in dir last failed to open, if
-// anything (ADDR: ERROR each).
+// ListenErrors returns what the server in dir failed to open when it last
+// applied a snapshot, if anything (ADDR: ERROR each): a snapshot saved a
+// moment ago may not be applied yet, so a new network's failure shows from
+// the next command on.
 func ListenErrors(dir string) []string {
 	b, err := os.ReadFile(filepath.Join(dir, ListenErrorsFile))
 	if err != nil {
@@ -263,11 +272,12 @@ func (s *server) closeAll() {
 	}
 }
 
-// tryLock takes dir's lock without waiting. It returns nil, nil when
-// another process holds it. Equivalent to: `flock -n DIR/server.lock`.
 // lockTries is how many times tryLock tries, a millisecond apart.
-const lockTries = 20
+const lockTries = 50
 
+// tryLock takes dir's server lock, or returns nil, nil if another server
+// holds it; a command's probe (Running) holding it for a moment is waited
+// out. Equivalent to: `flock -w 0.05 DIR/server.lock`.
 func tryLock(dir string) (*os.File, error) {
 	f, err := os.OpenFile(filepath.Join(dir, LockFile), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
