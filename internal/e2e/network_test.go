@@ -853,6 +853,14 @@ func TestHostNdotsOption(t *testing.T) {
 	if out := ask(t, s, "hd", "127.0.0.11", "nas"); !strings.HasPrefix(out, "NOERROR") || strings.Contains(out, "A ") {
 		t.Errorf("nas with the host's ndots:2: %q, want NOERROR without an answer", out)
 	}
+	// What counts is the container's file, made with the host's options
+	// then: the host's changing later, and the record rewritten, changes
+	// nothing.
+	s.MustRun(t, "sh", "-c", "echo 'nameserver 198.51.100.2' > /etc/resolv.conf")
+	s.MustKnit(t, "rename", "hd", "hd2")
+	if out := ask(t, s, "hd2", "127.0.0.11", "nas"); !strings.HasPrefix(out, "NOERROR") || strings.Contains(out, "A ") {
+		t.Errorf("nas after the host's ndots went and the record was rewritten: %q, want NOERROR without an answer", out)
+	}
 }
 
 // The reference notes' by-hand steps that knit's commands stand in for:

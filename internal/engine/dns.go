@@ -67,12 +67,13 @@ func putDNS(tx store.Tx, c *Container) error {
 	if len(eps) == 0 {
 		return tx.Delete(bucketDNS, c.ID)
 	}
-	opts := c.Spec.DNSOptions
-	if len(opts) == 0 { // the container's resolv.conf has the host's options
-		opts = hostResolvOptions()
-	}
-	ndots := slices.ContainsFunc(opts, func(o string) bool { return strings.HasPrefix(o, "ndots:") })
+	ndots := hasNdots(c.Spec.DNSOptions) || len(c.Spec.DNSOptions) == 0 && c.Spec.HostNdots
 	return putJSON(tx, bucketDNS, c.ID, dnsRecord{Name: c.Name, Hostname: c.Spec.Hostname, Upstreams: c.Spec.DNS, Endpoints: eps, Isolated: isolated, NdotsSet: ndots})
+}
+
+// hasNdots says whether resolv.conf options set ndots.
+func hasNdots(opts []string) bool {
+	return slices.ContainsFunc(opts, func(o string) bool { return strings.HasPrefix(o, "ndots:") })
 }
 
 // hostResolvOptions are the options of the host's resolv.conf, which a

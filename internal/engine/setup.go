@@ -209,6 +209,9 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening func() (*portma
 	if o.MAC != nil {
 		c.Spec.MAC = o.MAC.String()
 	}
+	if len(o.DNSOptions) == 0 {
+		c.Spec.HostNdots = hasNdots(hostResolvOptions())
+	}
 	if c.Spec.Hostname == "" {
 		c.Spec.Hostname = id[:12]
 	}

@@ -202,7 +202,11 @@ type Spec struct {
 	DNS         []netip.Addr `json:"dns,omitempty"`
 	DNSSearch   []string     `json:"dnsSearch,omitempty"`
 	DNSOptions  []string     `json:"dnsOptions,omitempty"`
-	ExtraHosts  []string     `json:"extraHosts,omitempty"`
+	// HostNdots: without --dns-option, the host's resolv.conf options,
+	// which the container's copied when it was made, set ndots (the
+	// embedded DNS then answers an unknown bare name empty, as Docker's).
+	HostNdots  bool     `json:"hostNdots,omitempty"`
+	ExtraHosts []string `json:"extraHosts,omitempty"`
 	// Exposed are the --expose'd ports: what -P publishes and --link opens.
 	Exposed []portmap.Spec `json:"exposed,omitempty"`
 	// Publish are the -p values as given (inspect's PortBindings) and
