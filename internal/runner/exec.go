@@ -68,6 +68,10 @@ func Exec(cfg ExecConfig) (code int, err error) {
 	}
 	pidns := os.NewFile(uintptr(pidnsFd), "pidns")
 	defer pidns.Close()
+	// Caught from here, relayed once the helper runs; its relay ends
+	// (quit) after the copy of what the command left, deferred below.
+	hold := holdSignals(append(relayed, syscall.SIGWINCH)...)
+	defer hold.quit()
 	ours, theirs, err := specSocket()
 	if err != nil {
 		return 0, err
@@ -100,9 +104,10 @@ func Exec(cfg ExecConfig) (code int, err error) {
 	}
 	// The helper is in a session of its own: terminal resizes reach it
 	// through us, and it resizes the command's pty.
-	// Never stopped: this process exits once the helper has, and giving
-	// the signals back to the runtime costs as much as taking them.
-	forwardSignals(cmd.Process, append(relayed, syscall.SIGWINCH)...)
+	// Once the helper is gone, a signal that comes while the relay copies
+	// what is left ends knit exec as if never caught (with -t nothing is
+	// left, and the terminal must get its mode back first).
+	hold.to(cmd.Process, relay != nil)
 	theirs.Close()
 	if err := sendSpec(ours, spec); err != nil {
 		_ = cmd.Process.Kill()

@@ -71,7 +71,7 @@ func runInContainer(s *Spec, pidns *os.File, held *signalHold) (int, error) {
 	if master != nil {
 		relay = startRelay(master, os.Stdin, os.Stdout, nil, func() { _ = cmd.Process.Kill() })
 	}
-	held.to(cmd.Process) // never stopped: the helper exits with the command
+	held.to(cmd.Process, false) // never stopped: the helper exits with the command
 	_ = cmd.Wait()
 	if relay != nil {
 		relay.wait()

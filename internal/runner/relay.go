@@ -19,7 +19,6 @@ import (
 type stdioRelay struct {
 	in, out, err *os.File // the command's ends (nil: /dev/null)
 	readers      []*os.File
-	left         []*atomic.Int64 // per reader, once the command is gone: the bytes it left queued
 	copies       sync.WaitGroup
 	sigpipe      chan os.Signal
 	gone         atomic.Bool
@@ -69,12 +68,11 @@ func newStdioRelay(in, out, errOut *os.File) (r *stdioRelay, err error) {
 			return r, err
 		}
 		*s.end = pw
-		left := new(atomic.Int64)
-		r.readers, r.left = append(r.readers, pr), append(r.left, left)
+		r.readers = append(r.readers, pr)
 		r.copies.Add(1)
 		go func() {
 			defer r.copies.Done()
-			r.copy(s.dst, pr, left)
+			r.copy(s.dst, pr)
 			pr.Close() // EOF, all it left copied, or our reader gone: its writes now fail
 		}()
 	}
@@ -91,52 +89,48 @@ func (r *stdioRelay) started() {
 }
 
 // copy copies src to dst until src's end or dst's failure, or, once the
-// command is gone, until it has copied the bytes left queued then.
-func (r *stdioRelay) copy(dst io.Writer, src *os.File, left *atomic.Int64) {
+// command is gone, until it has copied the bytes left queued in src then:
+// counted here, between two reads, so that no read of this copy overlaps
+// the count.
+func (r *stdioRelay) copy(dst io.Writer, src *os.File) {
 	buf := make([]byte, 32<<10)
+	left := -1 // not counted yet
 	for {
 		want, gone := buf, r.gone.Load()
 		if gone {
-			n := left.Load()
-			if n <= 0 {
+			if left < 0 {
+				left = queued(src)
+			}
+			if left == 0 {
 				return
 			}
-			want = buf[:min(int64(len(buf)), n)]
+			want = buf[:min(len(buf), left)]
 			_ = src.SetReadDeadline(time.Now().Add(drainGrace))
 		}
 		n, err := src.Read(want)
 		if gone {
-			// A read begun before may have taken some of what was
-			// counted: then a little more is read than was left,
-			// never less.
-			left.Add(-int64(n))
+			left -= n
 		}
 		if n > 0 {
 			if _, werr := dst.Write(want[:n]); werr != nil {
 				return
 			}
 		}
-		if err != nil && !(errors.Is(err, os.ErrDeadlineExceeded) && r.gone.Load()) {
-			return // EOF; or a deadline once gone: nothing left after all
+		if err != nil && (gone || !errors.Is(err, os.ErrDeadlineExceeded)) {
+			return // EOF; or, once gone, nothing more within drainGrace
 		}
-		if err != nil && left.Load() <= 0 {
-			return
-		}
+		// A deadline before gone is wait's wake-up: count, then copy.
 	}
 }
 
 // wait, once the command is gone, copies what it left in the pipes: the
-// bytes queued in each at that moment (FIONREAD, alias TIOCINQ), and no
-// more.
+// bytes queued in each (FIONREAD, alias TIOCINQ), and no more. The
+// deadline first wakes a read under way, which then sees gone.
 func (r *stdioRelay) wait() {
-	for i, pr := range r.readers {
-		n := queued(pr)
-		r.left[i].Store(int64(n))
+	for _, pr := range r.readers {
+		_ = pr.SetReadDeadline(time.Now())
 	}
 	r.gone.Store(true)
-	for _, pr := range r.readers {
-		_ = pr.SetReadDeadline(time.Now()) // wakes a read under way on an empty pipe
-	}
 	r.copies.Wait()
 	signal.Stop(r.sigpipe)
 }

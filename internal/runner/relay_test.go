@@ -5,7 +5,6 @@ import (
 	"os"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -43,12 +42,11 @@ func TestStdioRelayDrainsAndDoesNotHang(t *testing.T) {
 		t.Fatal(err)
 	}
 	slow := &slowWriter{}
-	left := new(atomic.Int64)
-	rel := &stdioRelay{readers: []*os.File{pr}, left: []*atomic.Int64{left}, sigpipe: make(chan os.Signal, 1)}
+	rel := &stdioRelay{readers: []*os.File{pr}, sigpipe: make(chan os.Signal, 1)}
 	rel.copies.Add(1)
 	go func() {
 		defer rel.copies.Done()
-		rel.copy(slow, pr, left)
+		rel.copy(slow, pr)
 	}()
 	data := bytes.Repeat([]byte("x"), 48<<10) // under a pipe's buffer: written at once
 	if _, err := pw.Write(data); err != nil {
@@ -82,5 +80,36 @@ func TestStdioRelayDrainsAndDoesNotHang(t *testing.T) {
 	}
 	if got := slow.len(); got < len(data) {
 		t.Errorf("the caller got %d bytes of the %d the command wrote", got, len(data))
+	}
+}
+
+// wait returns at once when nothing is left, a silent process holding
+// the pipe, whatever point the copy was at.
+func TestStdioRelayWaitWithASilentHolder(t *testing.T) {
+	for range 50 {
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel := &stdioRelay{readers: []*os.File{pr}, sigpipe: make(chan os.Signal, 1)}
+		var out bytes.Buffer
+		rel.copies.Add(1)
+		go func() {
+			defer rel.copies.Done()
+			rel.copy(&out, pr)
+		}()
+		_, _ = pw.Write([]byte("last words\n")) // then the command is gone; pw stays open (the holder)
+		done := make(chan struct{})
+		go func() { rel.wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * drainGrace):
+			t.Fatal("wait hangs on a silent holder")
+		}
+		if out.String() != "last words\n" {
+			t.Fatalf("copied %q, want the last words", out.String())
+		}
+		pw.Close()
+		pr.Close()
 	}
 }

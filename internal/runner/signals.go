@@ -43,51 +43,49 @@ func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig)
 // their default effect here. Like any PID 1, the container's command only
 // receives signals it has a handler for.
 func (p *Process) ForwardSignals() (stop func()) {
-	return forwardSignals(p.cmd.Process, relayed...)
-}
-
-// forwardSignals relays sigs to proc until stop is called.
-func forwardSignals(proc *os.Process, sigs ...os.Signal) (stop func()) {
-	return holdSignals(sigs...).to(proc)
+	return holdSignals(relayed...).to(p.cmd.Process, false)
 }
 
 // signalHold catches signals before there is a process to give them to.
-type signalHold struct{ ch chan os.Signal }
+type signalHold struct {
+	ch   chan os.Signal
+	done chan struct{} // closed: relaying is over (the signals stay caught)
+	once sync.Once
+}
 
 // holdSignals starts catching sigs: they no longer have their default
 // effect, and wait for to.
 func holdSignals(sigs ...os.Signal) *signalHold {
-	h := &signalHold{ch: make(chan os.Signal, 8)}
+	h := &signalHold{ch: make(chan os.Signal, 8), done: make(chan struct{})}
 	signal.Notify(h.ch, sigs...)
 	return h
 }
 
+// quit ends the relay without giving the signals back to the runtime
+// (signal.Stop costs as much as the catch did): they are caught and
+// dropped, for a process about to exit.
+func (h *signalHold) quit() { h.once.Do(func() { close(h.done) }) }
+
 // to relays the signals held, and every later one, to proc until stop is
-// called. os.Process signals through a pidfd, so a relay racing with the
-// exit cannot hit a recycled pid.
-func (h *signalHold) to(proc *os.Process) (stop func()) {
-	done := make(chan struct{})
+// called; with endWith, those that come once proc has been waited for end
+// this process as if never caught. os.Process signals through a pidfd, so
+// a relay racing with the exit cannot hit a recycled pid.
+func (h *signalHold) to(proc *os.Process, endWith bool) (stop func()) {
 	go func() {
 		for {
 			select {
 			case s := <-h.ch:
-				if err := proc.Signal(s); errors.Is(err, os.ErrProcessDone) {
-					// Its process is gone and this one finishing up
-					// (exec's copy of the output left): the signal has
-					// its default effect here, as if never caught.
+				if err := proc.Signal(s); endWith && errors.Is(err, os.ErrProcessDone) {
 					signal.Reset(s)
 					_ = syscall.Kill(os.Getpid(), s.(syscall.Signal))
 				}
-			case <-done:
+			case <-h.done:
 				return
 			}
 		}
 	}()
-	var once sync.Once
 	return func() {
-		once.Do(func() {
-			signal.Stop(h.ch)
-			close(done)
-		})
+		signal.Stop(h.ch)
+		h.quit()
 	}
 }

@@ -199,3 +199,19 @@ func read(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// After a foreground run's container has ended, a signal neither reaches
+// it nor ends knit before knit has recorded the exit (stop comes later).
+func TestForwardSignalsAfterTheEnd(t *testing.T) {
+	requireSandbox(t)
+	p := start(t, StartConfig{Spec: Spec{Args: []string{"true"}, Env: []string{testPath}}})
+	stop := p.ForwardSignals()
+	if code := waitWithin(t, p, 10*time.Second); code != 0 {
+		t.Fatalf("code = %d", code)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // this process would be gone by now
+	stop()
+}
