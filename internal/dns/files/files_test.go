@@ -213,12 +213,18 @@ func TestMergeLines(t *testing.T) {
 	if got := string(MergeLines([]byte(cur2), []byte(want), []byte(want2))); got != "127.0.0.1\tlocalhost\n10.9.9.9\textra\n10.2.0.2\tweb\n" {
 		t.Errorf("disconnect: %q", got)
 	}
-	// A line of knit's the user took out comes back (knit's lines are
-	// knit's); merging again changes nothing (a refresh done twice).
+	// A line of knit's the user took out or changed stays as the user left
+	// it (the last search line wins: knit's must not come back after it).
 	got := MergeLines([]byte("127.0.0.1\tlocalhost\n"), []byte(old), []byte(want))
-	if string(got) != "127.0.0.1\tlocalhost\n10.1.0.2\tweb\n10.2.0.2\tweb\n" {
+	if string(got) != "127.0.0.1\tlocalhost\n10.2.0.2\tweb\n" {
 		t.Errorf("after the user's removal: %q", got)
 	}
+	if got := MergeLines([]byte("nameserver 127.0.0.11\nsearch b.example\n"), []byte("nameserver 127.0.0.11\nsearch a.example\n"),
+		[]byte("nameserver 198.51.100.2\nsearch a.example\n")); string(got) != "search b.example\nnameserver 198.51.100.2\n" {
+		t.Errorf("the user's search line: %q", got)
+	}
+	// Merging again with the same record changes nothing (a refresh cut
+	// short after its rewrite and done again).
 	merged := MergeLines([]byte(cur), []byte(old), []byte(want))
 	if again := MergeLines(merged, []byte(old), []byte(want)); string(again) != string(merged) {
 		t.Errorf("merged twice: %q, once: %q", again, merged)

@@ -86,11 +86,12 @@ func AppendHosts(b []byte, entries []HostEntry) []byte {
 }
 
 // MergeLines changes the lines of a file that knit wrote as old and
-// someone then edited (cur) to say what want says: each line of old that
-// want no longer has is taken out of cur (once), and each line of want is
-// added at the end unless cur has it already (as often); the edits stay.
-// Merging again changes nothing, so a refresh cut short and done again
-// does not repeat lines.
+// someone then edited (cur) to say what want says, keeping the edits: each
+// line of old that want no longer has is taken out of cur (once), and each
+// line of want that old did not have is added at the end, unless cur has
+// it already (a refresh cut short after its rewrite and done again). A
+// line of knit's that the user changed or took out stays as the user left
+// it.
 func MergeLines(cur, old, want []byte) []byte {
 	lines := func(b []byte) []string {
 		if len(b) == 0 {
@@ -122,11 +123,14 @@ func MergeLines(cur, old, want []byte) []byte {
 	}
 	have := count(out)
 	for _, l := range lines(want) {
-		if have[l] > 0 {
+		switch {
+		case had[l] > 0: // knit's before: as the user left it
+			had[l]--
+		case have[l] > 0: // new, but there already
 			have[l]--
-			continue
+		default:
+			out = append(out, l)
 		}
-		out = append(out, l)
 	}
 	return []byte(strings.Join(out, "\n") + "\n")
 }
