@@ -861,6 +861,15 @@ func TestHostNdotsOption(t *testing.T) {
 	if out := ask(t, s, "hd2", "127.0.0.11", "nas"); !strings.HasPrefix(out, "NOERROR") || strings.Contains(out, "A ") {
 		t.Errorf("nas after the host's ndots went and the record was rewritten: %q, want NOERROR without an answer", out)
 	}
+	// A connect rewrites the file with the options it was made with.
+	s.MustKnit(t, "network", "create", "hostdots2")
+	s.MustKnit(t, "network", "connect", "hostdots2", "hd2")
+	if resolv := s.MustKnit(t, "exec", "hd2", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "options ndots:2") {
+		t.Errorf("resolv.conf after a connect lost the ndots:2 it was made with:\n%s", resolv)
+	}
+	if out := ask(t, s, "hd2", "127.0.0.11", "nas"); !strings.HasPrefix(out, "NOERROR") || strings.Contains(out, "A ") {
+		t.Errorf("nas after the connect: %q, want NOERROR without an answer", out)
+	}
 }
 
 // The reference notes' by-hand steps that knit's commands stand in for:

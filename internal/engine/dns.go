@@ -67,7 +67,7 @@ func putDNS(tx store.Tx, c *Container) error {
 	if len(eps) == 0 {
 		return tx.Delete(bucketDNS, c.ID)
 	}
-	ndots := hasNdots(c.Spec.DNSOptions) || len(c.Spec.DNSOptions) == 0 && c.Spec.HostNdots
+	ndots := hasNdots(c.Spec.DNSOptions) || len(c.Spec.DNSOptions) == 0 && c.Spec.HostResolv != nil && hasNdots(c.Spec.HostResolv.Options)
 	return putJSON(tx, bucketDNS, c.ID, dnsRecord{Name: c.Name, Hostname: c.Spec.Hostname, Upstreams: c.Spec.DNS, Endpoints: eps, Isolated: isolated, NdotsSet: ndots})
 }
 

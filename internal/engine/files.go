@@ -154,6 +154,9 @@ func (e *Engine) etcFiles(c *Container, o *RunOptions, mode string, nets []*Netw
 		DNS: o.DNS, Search: o.DNSSearch, Options: o.DNSOptions,
 		KeepLoopback: hostMode, IPv6: wantsIPv6(nets),
 	}
+	if h := c.Spec.HostResolv; h != nil && !hostMode {
+		ro.HostOptions, ro.HostOptionsKept = h.Options, true // as when it was made
+	}
 	// On a DNS-enabled network the embedded server answers, at 127.0.0.11
 	// (redirected to a network's gateway, redirectDNS) or on the gateway,
 	// and forwards other names to o.DNS or the host's.

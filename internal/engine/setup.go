@@ -210,7 +210,7 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening func() (*portma
 		c.Spec.MAC = o.MAC.String()
 	}
 	if len(o.DNSOptions) == 0 {
-		c.Spec.HostNdots = hasNdots(hostResolvOptions())
+		c.Spec.HostResolv = &HostResolv{Options: hostResolvOptions()}
 	}
 	if c.Spec.Hostname == "" {
 		c.Spec.Hostname = id[:12]

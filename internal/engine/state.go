@@ -202,11 +202,14 @@ type Spec struct {
 	DNS         []netip.Addr `json:"dns,omitempty"`
 	DNSSearch   []string     `json:"dnsSearch,omitempty"`
 	DNSOptions  []string     `json:"dnsOptions,omitempty"`
-	// HostNdots: without --dns-option, the host's resolv.conf options,
-	// which the container's copied when it was made, set ndots (the
-	// embedded DNS then answers an unknown bare name empty, as Docker's).
-	HostNdots  bool     `json:"hostNdots,omitempty"`
-	ExtraHosts []string `json:"extraHosts,omitempty"`
+	// HostResolv keeps, without --dns-option, the host's resolv.conf
+	// options as the container's file got them when it was made: a
+	// refresh (connect, disconnect) writes them again, whatever the host's
+	// are by then, as moby keeps the container's own, and whether they set
+	// ndots decides how the embedded DNS answers an unknown bare name. Nil
+	// for containers made before it was kept.
+	HostResolv *HostResolv `json:"hostResolv,omitempty"`
+	ExtraHosts []string    `json:"extraHosts,omitempty"`
 	// Exposed are the --expose'd ports: what -P publishes and --link opens.
 	Exposed []portmap.Spec `json:"exposed,omitempty"`
 	// Publish are the -p values as given (inspect's PortBindings) and
@@ -432,4 +435,9 @@ func listNetworks(tx store.Tx) ([]*Network, error) {
 		return nil
 	})
 	return out, err
+}
+
+// HostResolv is what a container's resolv.conf took from the host's.
+type HostResolv struct {
+	Options []string `json:"options"`
 }

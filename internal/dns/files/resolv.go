@@ -51,11 +51,15 @@ func ParseResolvConf(b []byte) Resolv {
 
 // ResolvOptions are the user's DNS settings for a container.
 type ResolvOptions struct {
-	DNS          []netip.Addr // --dns: replaces the host's nameservers
-	Search       []string     // --dns-search: replaces the host's; "." alone means none
-	Options      []string     // --dns-option: replaces the host's
-	KeepLoopback bool         // host networking: the host's own resolver is reachable
-	IPv6         bool         // the container has IPv6 connectivity
+	DNS     []netip.Addr // --dns: replaces the host's nameservers
+	Search  []string     // --dns-search: replaces the host's; "." alone means none
+	Options []string     // --dns-option: replaces the host's
+	// HostOptions, if kept, are the host's options as the container got
+	// them when it was made, used instead of the host's current ones.
+	HostOptions     []string
+	HostOptionsKept bool
+	KeepLoopback    bool // host networking: the host's own resolver is reachable
+	IPv6            bool // the container has IPv6 connectivity
 	// Embedded: the nameserver is knit's embedded server (see
 	// EmbeddedOptions). Upstreams, where it sends other names (--dns, or
 	// the host's /etc/resolv.conf servers; none: Docker's defaults), are
@@ -107,6 +111,9 @@ func ResolvConf(host []byte, o ResolvOptions) []byte {
 	}
 	if len(o.Search) > 0 {
 		r.Search = slices.DeleteFunc(slices.Clone(o.Search), func(s string) bool { return s == "." })
+	}
+	if o.HostOptionsKept {
+		r.Options = o.HostOptions
 	}
 	if len(o.Options) > 0 {
 		r.Options = o.Options
