@@ -29,14 +29,20 @@ const (
 // container's namespace), the upstream servers resolved uses, as Docker
 // does.
 func readHostResolv(etc, resolved string) []byte {
+	b, _ := readHostResolvFrom(etc, resolved)
+	return b
+}
+
+// readHostResolvFrom is readHostResolv, with the path of the file read.
+func readHostResolvFrom(etc, resolved string) ([]byte, string) {
 	b, _ := os.ReadFile(etc)
 	stub := netip.MustParseAddr("127.0.0.53")
 	if ns := files.ParseResolvConf(b).Nameservers; len(ns) == 1 && ns[0] == stub {
 		if r, err := os.ReadFile(resolved); err == nil {
-			return r
+			return r, resolved
 		}
 	}
-	return b
+	return b, etc
 }
 
 // writeFiles writes the container's hosts, resolv.conf and hostname into its
@@ -140,6 +146,7 @@ func (e *Engine) etcFiles(c *Container, o *RunOptions, mode string, nets []*Netw
 	}
 	hostMode := mode == ModeHost
 	var hostResolv []byte
+	hostResolvPath := hostResolvConf
 	if hostMode { // the host's own files, its resolver's stub reachable
 		base, _ := os.ReadFile(hostHosts)
 		hosts = files.AppendHosts(base, extra)
@@ -148,11 +155,11 @@ func (e *Engine) etcFiles(c *Container, o *RunOptions, mode string, nets []*Netw
 		// --add-host before links, as Docker's: the first line of a name
 		// is the one resolvers take.
 		hosts = files.Hosts(ownHosts(c), append(extra, e.linkHosts(c)...))
-		hostResolv = readHostResolv(hostResolvConf, resolvedConf)
+		hostResolv, hostResolvPath = readHostResolvFrom(hostResolvConf, resolvedConf)
 	}
 	ro := files.ResolvOptions{
 		DNS: o.DNS, Search: o.DNSSearch, Options: o.DNSOptions,
-		KeepLoopback: hostMode, IPv6: wantsIPv6(nets),
+		KeepLoopback: hostMode, IPv6: wantsIPv6(nets), Source: hostResolvPath,
 	}
 	if h := c.Spec.HostResolv; h != nil && !hostMode {
 		ro.HostOptions, ro.HostOptionsKept = h.Options, true // as when it was made

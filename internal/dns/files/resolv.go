@@ -2,6 +2,7 @@ package files
 
 import (
 	"bytes"
+	"cmp"
 	"net/netip"
 	"slices"
 	"strings"
@@ -58,8 +59,9 @@ type ResolvOptions struct {
 	// them when it was made, used instead of the host's current ones.
 	HostOptions     []string
 	HostOptionsKept bool
-	KeepLoopback    bool // host networking: the host's own resolver is reachable
-	IPv6            bool // the container has IPv6 connectivity
+	KeepLoopback    bool   // host networking: the host's own resolver is reachable
+	Source          string // the host's file read, for the notes ("" is /etc/resolv.conf)
+	IPv6            bool   // the container has IPv6 connectivity
 	// Embedded: the nameserver is knit's embedded server (see
 	// EmbeddedOptions). Upstreams, where it sends other names (--dns, or
 	// the host's /etc/resolv.conf servers; none: Docker's defaults), are
@@ -126,7 +128,7 @@ func ResolvConf(host []byte, o ResolvOptions) []byte {
 		r.Options = EmbeddedOptions(r.Options)
 		// As moby's notes (internal/resolvconf); every server is asked
 		// from the host's namespace, where the embedded server runs.
-		r.Notes = []string{"Based on host file: '/etc/resolv.conf' (internal resolver)"}
+		r.Notes = []string{"Based on host file: '" + cmp.Or(o.Source, "/etc/resolv.conf") + "' (internal resolver)"}
 		ext := o.Upstreams
 		if len(ext) == 0 {
 			ext = defaultDNS4

@@ -103,6 +103,10 @@ func TestResolvConf(t *testing.T) {
 		{name: "embedded server keeps the user's ndots", host: host, o: ResolvOptions{DNS: addrs("10.89.0.1"), Upstreams: addrs("192.168.1.1"), Search: []string{"x"}, Options: []string{"ndots:2"}, Embedded: true},
 			want: gen + "nameserver 10.89.0.1\nsearch x\noptions ndots:2\n" +
 				based + "# ExtServers: [host(192.168.1.1)]\n# Overrides: [search options]\n# Option ndots from: override\n"},
+		{name: "embedded server, systemd-resolved's upstream file", host: "nameserver 192.168.1.1\n",
+			o: ResolvOptions{DNS: addrs("10.89.0.1"), Upstreams: addrs("127.0.0.53"), Embedded: true, Source: "/run/systemd/resolve/resolv.conf"},
+			want: gen + "nameserver 10.89.0.1\noptions ndots:0\n\n# Based on host file: '/run/systemd/resolve/resolv.conf' (internal resolver)\n" +
+				"# ExtServers: [host(127.0.0.53)]\n# Overrides: []\n# Option ndots from: internal\n"},
 		{name: "embedded server with --dns and the host's ndots", host: "nameserver 192.168.1.1\noptions ndots:3\n",
 			o: ResolvOptions{DNS: addrs("10.89.0.1"), Upstreams: addrs("9.9.9.9"), UserDNS: true, Search: []string{"x"}, Embedded: true},
 			want: gen + "nameserver 10.89.0.1\nsearch x\noptions ndots:3\n" +
