@@ -88,13 +88,21 @@ func (e *Engine) writeFiles(c *Container, o *RunOptions, p *plan) error {
 // whole, as before.
 const writtenAttr = "trusted.knit.written"
 
+// pendingAttr holds, while a refresh rewrites a file, what it is writing:
+// a refresh cut short by a crash between its rewrite and its record leaves
+// it, and the next one tells from it which of the file's lines are knit's.
+const pendingAttr = "trusted.knit.pending"
+
 func noteWritten(path string, data []byte) { _ = unix.Setxattr(path, writtenAttr, data, 0) }
 
 // lastWritten returns what noteWritten recorded on path, if anything.
-func lastWritten(path string) ([]byte, bool) {
+func lastWritten(path string) ([]byte, bool) { return getAttr(path, writtenAttr) }
+
+// getAttr returns the xattr name of path, if it has one.
+func getAttr(path, name string) ([]byte, bool) {
 	buf := make([]byte, 4096)
 	for {
-		n, err := unix.Getxattr(path, writtenAttr, buf)
+		n, err := unix.Getxattr(path, name, buf)
 		if errors.Is(err, unix.ERANGE) && len(buf) < 1<<20 {
 			buf = make([]byte, 4*len(buf))
 			continue
@@ -112,9 +120,9 @@ func lastWritten(path string) ([]byte, bool) {
 // go, the new ones are added at the end, as Docker's etchosts does for
 // hosts. (Docker leaves an edited resolv.conf alone, its 127.0.0.11 always
 // answering; knit's answers only while the container is on a DNS network,
-// so its nameserver line must follow.) A refresh cut short (after the
-// rewrite, before the record) is done again harmlessly: a file that holds
-// data already is only recorded, and a merge done twice changes nothing.
+// so its nameserver line must follow.) A refresh cut short is repaired by
+// the next: what it was writing is recorded first (pendingAttr), and if
+// the file has its new lines, they count as knit's.
 func refreshFile(path string, data []byte) error {
 	cur, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -123,16 +131,23 @@ func refreshFile(path string, data []byte) error {
 	if err != nil {
 		return err
 	}
+	old, known := lastWritten(path)
+	if pending, ok := getAttr(path, pendingAttr); ok && known && files.HasNewLines(cur, old, pending) {
+		old = pending // the rewrite of a refresh cut short was done
+	}
 	content := data
-	if old, known := lastWritten(path); known && !bytes.Equal(cur, old) && !bytes.Equal(cur, data) {
+	if known && !bytes.Equal(cur, old) && !bytes.Equal(cur, data) {
 		content = files.MergeLines(cur, old, data)
 	}
 	if !bytes.Equal(cur, content) {
+		_ = unix.Setxattr(path, pendingAttr, data, 0)
 		if err := rewriteInPlace(path, content); err != nil {
 			return err
 		}
+		faults.Step("files.rewritten")
 	}
 	noteWritten(path, data)
+	_ = unix.Removexattr(path, pendingAttr)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/knit-dev/knit/internal/portmap"
 	"github.com/knit-dev/knit/internal/store"
 	"github.com/knit-dev/knit/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
 // linkPair seeds a running target exposing 80/tcp on network n and a
@@ -320,5 +322,40 @@ func TestEtcHostsOrder(t *testing.T) {
 	own := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "172.17.0.4\t") })
 	if i < 0 || j < 0 || k < 0 || own < 0 || !(i < j && j < k && k < own) {
 		t.Errorf("/etc/hosts:\n%s\nwant the --add-host line, then the link's IPv4 and IPv6 lines, then the container's own", hosts)
+	}
+}
+
+// A refresh cut short between its rewrite and its record (a crash) is
+// repaired by the next: the lines it added count as knit's, so a later
+// refresh that no longer wants them takes them out, the user's line kept.
+func TestRefreshFileAfterACrash(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hosts")
+	a := []byte("127.0.0.1\tlocalhost\n10.1.0.2\tweb\n")
+	if err := os.WriteFile(path, a, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	noteWritten(path, a)
+	if _, ok := lastWritten(path); !ok {
+		t.Skip("no trusted xattrs on this file system")
+	}
+	// The user adds a line; a connect to a second network is cut short
+	// after its rewrite: pending recorded, the file rewritten, no record.
+	edited := append(slices.Clone(a), "10.9.9.9\textra\n"...)
+	b := []byte("127.0.0.1\tlocalhost\n10.1.0.2\tweb\n10.2.0.2\tweb\n")
+	if err := unix.Setxattr(path, pendingAttr, b, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, files.MergeLines(edited, a, b), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Then the container leaves the second network.
+	if err := refreshFile(path, a); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != string(edited) {
+		t.Errorf("hosts after the repair = %q, want %q (the second network's line gone, the user's kept)", got, edited)
+	}
+	if _, ok := getAttr(path, pendingAttr); ok {
+		t.Error("the pending record stayed")
 	}
 }

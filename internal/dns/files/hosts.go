@@ -134,3 +134,28 @@ func MergeLines(cur, old, want []byte) []byte {
 	}
 	return []byte(strings.Join(out, "\n") + "\n")
 }
+
+// HasNewLines reports whether cur has every line of pending that old did
+// not: a rewrite from old to pending was done (in a file edited since or
+// not).
+func HasNewLines(cur, old, pending []byte) bool {
+	have := map[string]int{}
+	for _, l := range strings.Split(string(cur), "\n") {
+		have[l]++
+	}
+	had := map[string]int{}
+	for _, l := range strings.Split(string(old), "\n") {
+		had[l]++
+	}
+	for _, l := range strings.Split(string(pending), "\n") {
+		switch {
+		case had[l] > 0:
+			had[l]--
+		case have[l] > 0:
+			have[l]--
+		default:
+			return false
+		}
+	}
+	return true
+}
