@@ -122,7 +122,7 @@ func getAttr(path, name string) ([]byte, bool) {
 // answering; knit's answers only while the container is on a DNS network,
 // so its nameserver line must follow.) A refresh cut short is repaired by
 // the next: what it was writing is recorded first (pendingAttr), and if
-// the file has its new lines, they count as knit's.
+// the file shows that rewrite done, its lines count as knit's.
 func refreshFile(path string, data []byte) error {
 	cur, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -132,7 +132,7 @@ func refreshFile(path string, data []byte) error {
 		return err
 	}
 	old, known := lastWritten(path)
-	if pending, ok := getAttr(path, pendingAttr); ok && known && files.HasNewLines(cur, old, pending) {
+	if pending, ok := getAttr(path, pendingAttr); ok && known && files.RewriteDone(cur, old, pending) {
 		old = pending // the rewrite of a refresh cut short was done
 	}
 	content := data

@@ -230,3 +230,22 @@ func TestMergeLines(t *testing.T) {
 		t.Errorf("merged twice: %q, once: %q", again, merged)
 	}
 }
+
+func TestRewriteDone(t *testing.T) {
+	old := "a\nb\n"
+	for _, tc := range []struct {
+		cur, pending string
+		done         bool
+	}{
+		{"a\nb\n", "a\nb\nc\n", false},      // not begun
+		{"a\nb\nc\n", "a\nb\nc\n", true},    // done
+		{"a\nb\nx\nc\n", "a\nb\nc\n", true}, // done, in an edited file
+		{"a\nb\n", "a\n", false},            // a line to take out still there
+		{"a\n", "a\n", true},                // taken out
+		{"a\nx\n", "a\nc\n", false},         // half: b out, c not in
+	} {
+		if got := RewriteDone([]byte(tc.cur), []byte(old), []byte(tc.pending)); got != tc.done {
+			t.Errorf("RewriteDone(%q, %q, %q) = %v, want %v", tc.cur, old, tc.pending, got, tc.done)
+		}
+	}
+}

@@ -135,25 +135,26 @@ func MergeLines(cur, old, want []byte) []byte {
 	return []byte(strings.Join(out, "\n") + "\n")
 }
 
-// HasNewLines reports whether cur has every line of pending that old did
-// not: a rewrite from old to pending was done (in a file edited since or
-// not).
-func HasNewLines(cur, old, pending []byte) bool {
-	have := map[string]int{}
-	for _, l := range strings.Split(string(cur), "\n") {
-		have[l]++
+// RewriteDone reports whether cur, a file knit had written as old, then
+// began to rewrite as pending, shows that rewrite done (edited since or
+// not): it has every line pending added to old, and none of those pending
+// took out, as often.
+func RewriteDone(cur, old, pending []byte) bool {
+	count := func(b []byte) map[string]int {
+		m := map[string]int{}
+		for _, l := range strings.Split(string(b), "\n") {
+			m[l]++
+		}
+		return m
 	}
-	had := map[string]int{}
-	for _, l := range strings.Split(string(old), "\n") {
-		had[l]++
+	have, had, will := count(cur), count(old), count(pending)
+	for l, n := range will {
+		if n > had[l] && have[l] < n { // added, not there
+			return false
+		}
 	}
-	for _, l := range strings.Split(string(pending), "\n") {
-		switch {
-		case had[l] > 0:
-			had[l]--
-		case have[l] > 0:
-			have[l]--
-		default:
+	for l, n := range had {
+		if n > will[l] && have[l] > will[l] { // taken out, still there
 			return false
 		}
 	}
