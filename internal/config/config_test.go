@@ -52,12 +52,12 @@ func TestLoad(t *testing.T) {
 		}},
 		{name: "empty object", content: " {}\n"},
 		{name: "full", content: `{
-			"bip": "172.26.0.1/16", "fixed-cidr": "172.26.1.0/24", "mtu": 1450, "bridge": "br-lan",
+			"bip": "172.26.0.1/16", "fixed-cidr": "172.26.1.0/24", "mtu": 1450,
 			"default-address-pools": [{"base": "10.10.0.0/16", "size": 24}, {"base": "fd00:1::/48", "size": 64}],
-			"ip-forward": false, "icc": false, "ip-masq": false, "iptables": false,
+			"ip-forward": false, "icc": false, "ip-masq": false, "iptables": true,
 			"ip": "127.0.0.1", "default-gateway": "172.26.0.254"}`,
 			check: func(t *testing.T, c *Config) {
-				if c.BridgeName() != "br-lan" || c.MTUOrDefault() != 1450 || c.ForwardingOn() || c.ICCOn() || c.MasqueradeOn() || c.FirewallOn() {
+				if c.BridgeName() != "knit0" || c.MTUOrDefault() != 1450 || c.ForwardingOn() || c.ICCOn() || c.MasqueradeOn() || !c.FirewallOn() {
 					t.Errorf("accessors wrong for %+v", c)
 				}
 				// Each family takes its own pools.
@@ -70,6 +70,12 @@ func TestLoad(t *testing.T) {
 					t.Errorf("Pools6 = %v, want %v", got, want6)
 				}
 			}},
+		// As dockerd refuses them.
+		{name: "bridge and bip", content: `{"bridge": "br-lan", "bip": "172.26.0.1/16"}`, err: []string{"bridge: and bip are mutually exclusive"}},
+		{name: "bridge none", content: `{"bridge": "none"}`, err: []string{`"none"`, "not supported"}},
+		{name: "icc off without the firewall", content: `{"icc": false, "iptables": false}`, err: []string{"icc: false needs the firewall"}},
+		{name: "default-gateway outside bip", content: `{"bip": "10.9.0.1/24", "default-gateway": "10.8.0.1"}`, err: []string{"outside bip's subnet"}},
+		{name: "default-gateway IPv6", content: `{"default-gateway": "fd00::1"}`, err: []string{"not an IPv4 address"}},
 		{name: "unknown key", content: `{"bip": "172.26.0.1/16", "log-driver": "json-file"}`,
 			err: []string{`unknown key "log-driver"`, "known keys are bip, fixed-cidr"}},
 		{name: "wrong case", content: `{"BIP": "172.26.0.1/16"}`, err: []string{`unknown key "BIP"`}},

@@ -52,6 +52,17 @@ func (c *Config) Validate() error {
 	if why := ifaceNameProblem(c.Bridge); c.Bridge != "" && why != "" {
 		bad("bridge", "%q is not a valid interface name: %s", c.Bridge, why)
 	}
+	if c.Bridge == "none" {
+		// dockerd's way to run without a default bridge, which knit
+		// always has: refused rather than taken for a bridge's name.
+		bad("bridge", `"none" (dockerd's default network turned off) is not supported: leave it out, and give containers --network none or a network of their own`)
+	}
+	if c.Bridge != "" && c.Bip != "" {
+		bad("bridge", "and bip are mutually exclusive, as dockerd's -b and --bip: the bridge named keeps its own address")
+	}
+	if c.IPTables != nil && !*c.IPTables && c.ICC != nil && !*c.ICC {
+		bad("icc", `false needs the firewall, which "iptables": false turns off (as dockerd refuses --iptables=false with --icc=false)`)
+	}
 	for i, p := range c.DefaultAddressPools {
 		key := fmt.Sprintf("default-address-pools[%d]", i)
 		base, err := netip.ParsePrefix(p.Base)
@@ -69,6 +80,14 @@ func (c *Config) Validate() error {
 		key, v := kv[0], kv[1]
 		if a, err := netip.ParseAddr(v); v != "" && (err != nil || a.Zone() != "") {
 			bad(key, "%q is not an IP address", v)
+		}
+	}
+	if gw, err := netip.ParseAddr(c.DefaultGateway); err == nil {
+		switch {
+		case !gw.Is4():
+			bad("default-gateway", "%s is not an IPv4 address (the default network is IPv4)", gw)
+		case bip.IsValid() && !bip.Masked().Contains(gw):
+			bad("default-gateway", "%s is outside bip's subnet %s", gw, bip.Masked())
 		}
 	}
 	if len(errs) > 0 {

@@ -448,7 +448,7 @@ func TestExistingBridgeIsUsedAndKept(t *testing.T) {
 	s := sandbox(t)
 	bb := testutil.Busybox(t)
 	adminBridge(t, s, "br-admin", "10.50.0.1/24")
-	s.WriteConfig(t, `{"bridge": "br-admin", "bip": "10.50.0.1/24"}`)
+	s.WriteConfig(t, `{"bridge": "br-admin"}`) // its address 10.50.0.1/24 is the subnet's
 	s.MustKnit(t, "run", "-d", "--name", "onadmin", "--rootfs", bb, "sleep", "300")
 	if ports := s.MustRun(t, "ip", "-o", "link", "show", "master", "br-admin"); !strings.Contains(ports, "veth") {
 		t.Errorf("no veth on br-admin:\n%s", ports)
@@ -586,7 +586,7 @@ func TestConfigDefaultGateway(t *testing.T) {
 	}
 	s2 := sandbox(t)
 	s2.WriteConfig(t, `{"bip": "10.93.0.1/24", "default-gateway": "10.94.0.254"}`)
-	if r := s2.Knit("run", "--rm", "--rootfs", bb, "true"); r.Code != 125 || !strings.Contains(r.Stderr, "outside the default network's subnet") {
+	if r := s2.Knit("run", "--rm", "--rootfs", bb, "true"); r.Code != 125 || !strings.Contains(r.Stderr, "outside bip's subnet") {
 		t.Errorf("default-gateway outside the subnet: exit %d, %q", r.Code, r.Stderr)
 	}
 }

@@ -169,6 +169,13 @@ func TestDefaultHostIP(t *testing.T) {
 	}
 	reaches(t, s, nil, "127.0.0.1", 8085, "local")
 	blocked(t, s, world, "198.51.100.1", 8085)
+	// It is the default network's, as dockerd's --ip: a user-defined
+	// network's ports go on every address unless its -o host-ip says.
+	s.MustKnit(t, "network", "create", "anyaddr")
+	s.MustKnit(t, "run", "-d", "--name", "everywhere", "--network", "anyaddr", "-p", "8086:80", "--rootfs", bb, "sleep", "300")
+	if p := strings.TrimSpace(s.MustKnit(t, "port", "everywhere")); p != "80/tcp -> 0.0.0.0:8086" {
+		t.Errorf("knit port on a user-defined network with config ip 127.0.0.1 = %q, want 0.0.0.0:8086", p)
+	}
 }
 
 // An exited container shows no published ports (its host ports went to

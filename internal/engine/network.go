@@ -108,6 +108,17 @@ func (e *Engine) defaultNetworkChanged(n *Network) string {
 				differ("subnet", want, cur.Prefix)
 			}
 		}
+	default:
+		// Neither: the whole subnet is allocated, and one picked from
+		// the pools must still be in them (dockerd picks again at start
+		// when default-address-pools is set). A bridge named in the
+		// config keeps its own address, pools or not.
+		differ("fixed-cidr", netip.Prefix{}, cur.IPRange)
+		if e.cfg.Bridge == "" && !slices.ContainsFunc(e.cfg.Pools(), func(p ipam.PoolSpec) bool {
+			return p.Base.Contains(cur.Prefix.Addr()) && cur.Prefix.Bits() == p.Size
+		}) {
+			differ("default-address-pools", "a pool's subnet", cur.Prefix)
+		}
 	}
 	var gw netip.Addr
 	if e.cfg.DefaultGateway != "" {
@@ -142,7 +153,8 @@ func (e *Engine) defaultPrefix() (driver.Subnet, error) {
 		}
 		s := driver.Subnet{Prefix: p.Masked(), Gateway: p.Addr()}
 		if e.cfg.FixedCIDR != "" {
-			s.IPRange, _ = netip.ParsePrefix(e.cfg.FixedCIDR)
+			r, _ := netip.ParsePrefix(e.cfg.FixedCIDR) // Load validated it
+			s.IPRange = r.Masked()
 		}
 		return s, nil
 	}

@@ -202,3 +202,38 @@ func TestDefaultNetworkChangedFixedCIDR(t *testing.T) {
 		}
 	}
 }
+
+// Without bip or fixed-cidr, a default network picked from the pools is
+// made again from the pools configured now (dockerd picks again at start),
+// and a range left from an old fixed-cidr goes.
+func TestDefaultNetworkChangedPools(t *testing.T) {
+	pools := []config.AddressPool{{Base: "10.123.0.0/16", Size: 24}}
+	rec := func(subnet, rng string) *Network {
+		n := &Network{ICC: true, Masquerade: true, Network: driver.Network{Bridge: "knit0", MTU: 1500}}
+		if subnet == "192.168.5.0/24" {
+			n.Bridge = "br0"
+		}
+		p := netip.MustParsePrefix(subnet)
+		n.Subnets = []driver.Subnet{{Prefix: p, Gateway: p.Addr().Next()}}
+		if rng != "" {
+			n.Subnets[0].IPRange = netip.MustParsePrefix(rng)
+		}
+		return n
+	}
+	for _, tc := range []struct {
+		cfg     *config.Config
+		n       *Network
+		changed bool
+	}{
+		{&config.Config{}, rec("172.17.0.0/16", ""), false},                           // Docker's default pools
+		{&config.Config{DefaultAddressPools: pools}, rec("172.17.0.0/16", ""), true},  // pools changed
+		{&config.Config{DefaultAddressPools: pools}, rec("10.123.7.0/24", ""), false}, // from them
+		{&config.Config{}, rec("172.17.0.0/16", "172.17.5.0/24"), true},               // fixed-cidr gone
+		{&config.Config{Bridge: "br0"}, rec("192.168.5.0/24", ""), false},             // the bridge's own address
+	} {
+		e := &Engine{cfg: tc.cfg}
+		if got := e.defaultNetworkChanged(tc.n); (got != "") != tc.changed {
+			t.Errorf("config %+v, subnet %v range %v: changed %q, want changed %v", tc.cfg, tc.n.Subnets[0].Prefix, tc.n.Subnets[0].IPRange, got, tc.changed)
+		}
+	}
+}

@@ -61,10 +61,15 @@ func portSpecs(o *RunOptions) []portmap.Spec {
 	return specs
 }
 
-// defaultHostIP applies config.json's "ip", the host address ports are
-// published on when -p names none (dockerd's --ip).
+// defaultHostIP applies the host address ports are published on when -p
+// names none: the network's -o host-ip, or for the default network
+// config.json's "ip" (dockerd's --ip, which is the default bridge's only).
 func (e *Engine) defaultHostIP(o *RunOptions, p *plan) {
-	ip, err := netip.ParseAddr(e.cfg.IP)
+	var ip netip.Addr
+	var err error
+	if len(p.networks) > 0 && p.networks[0].Name == ModeBridge {
+		ip, err = netip.ParseAddr(e.cfg.IP)
+	}
 	if p.mode == "network" && p.networks[0].HostIP.IsValid() {
 		ip, err = p.networks[0].HostIP, nil // the network's -o host-ip
 	}
