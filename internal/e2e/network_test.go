@@ -975,3 +975,20 @@ func TestHostInputDropIsSaid(t *testing.T) {
 		t.Errorf("run with the host's input policy drop: exit %d, stderr %q; want it started and a warning", r.Code, r.Stderr)
 	}
 }
+
+// A subnet picked from the pools never covers the host's nameserver, as
+// dockerd's InferReservedNetworks: 172.17.0.0/16 over a resolver at
+// 172.17.0.10, reached through the default route, would cut the host's
+// DNS off.
+func TestPoolsAvoidTheHostsNameserver(t *testing.T) {
+	bb := testutil.Busybox(t)
+	s := sandbox(t)
+	if got := s.MustRun(t, "cat", "/etc/resolv.conf"); got != "nameserver 198.51.100.2\n" {
+		t.Fatalf("the sandbox's resolv.conf is %q: not the sandbox's own, left alone", got)
+	}
+	s.MustRun(t, "sh", "-c", "echo 'nameserver 172.17.0.10' > /etc/resolv.conf")
+	s.MustKnit(t, "run", "--rm", "--rootfs", bb, "true")
+	if sub := s.MustKnit(t, "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", "bridge"); strings.TrimSpace(sub) != "172.18.0.0/16" {
+		t.Errorf("the default network's subnet with the host's nameserver at 172.17.0.10: %q, want 172.18.0.0/16", sub)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall"
@@ -177,9 +178,9 @@ func (e *Engine) defaultPrefix() (driver.Subnet, error) {
 		// the gateway: a subnet from the pools would not hold it.
 		return driver.Subnet{Prefix: fixed, Gateway: ipam.FirstHost(fixed), IPRange: fixed}, nil
 	}
-	taken, err := link.HostRoutes()
+	taken, err := hostReserved()
 	if err != nil {
-		return driver.Subnet{}, fmt.Errorf("list host routes: %w", err)
+		return driver.Subnet{}, err
 	}
 	err = e.st.View(func(tx store.Tx) error {
 		nets, err := listNetworks(tx)
@@ -497,4 +498,22 @@ func bridgeAddrSubnet(addrs []netip.Prefix, fixed netip.Prefix) (driver.Subnet, 
 		return s, true
 	}
 	return driver.Subnet{}, false
+}
+
+// hostReserved are the prefixes a new subnet must not overlap: the host's
+// routes, and its nameservers, as dockerd's InferReservedNetworks has
+// them (a subnet over the resolver the host reaches through its default
+// route would cut the host's DNS off).
+func hostReserved() ([]netip.Prefix, error) {
+	taken, err := link.HostRoutes()
+	if err != nil {
+		return nil, fmt.Errorf("list host routes: %w", err)
+	}
+	for _, ns := range files.ParseResolvConf(readHostResolv(hostResolvConf, resolvedConf)).Nameservers {
+		ns = ns.Unmap()
+		if !ns.IsLoopback() {
+			taken = append(taken, netip.PrefixFrom(ns, ns.BitLen()))
+		}
+	}
+	return taken, nil
 }

@@ -78,9 +78,9 @@ func (e *Engine) CreateNetwork(o NetworkCreateOptions) (*Network, error) {
 		return nil, err
 	}
 	e.finishRemoval(n.Name)
-	hostRoutes, err := link.HostRoutes()
+	hostRoutes, err := hostReserved()
 	if err != nil {
-		return nil, fmt.Errorf("list host routes: %w", err)
+		return nil, err
 	}
 	if n.Bridge == "" {
 		n.Bridge = "br-" + n.ID[:12]
