@@ -584,6 +584,15 @@ func TestConfigDefaultGateway(t *testing.T) {
 	if addr := s.MustRun(t, "ip", "-o", "-4", "addr", "show", "knit0"); !strings.Contains(addr, "10.93.0.1/24") {
 		t.Errorf("knit0: %s", addr)
 	}
+	// A default-gateway that no subnet of the pools holds, given once the
+	// default network exists: refused, and the network left as it was.
+	s.WriteConfig(t, `{"default-gateway": "10.99.0.1"}`)
+	if r := s.Knit("run", "--rm", "--rootfs", bb, "true"); r.Code != 125 || !strings.Contains(r.Stderr, "default-gateway 10.99.0.1") {
+		t.Errorf("a default-gateway outside any pool subnet: exit %d, %q", r.Code, r.Stderr)
+	}
+	if addr := s.MustRun(t, "ip", "-o", "-4", "addr", "show", "knit0"); !strings.Contains(addr, "10.93.0.1/24") {
+		t.Errorf("knit0 after a refused config change: %s, want it as it was", addr)
+	}
 	s2 := sandbox(t)
 	s2.WriteConfig(t, `{"bip": "10.93.0.1/24", "default-gateway": "10.94.0.254"}`)
 	if r := s2.Knit("run", "--rm", "--rootfs", bb, "true"); r.Code != 125 || !strings.Contains(r.Stderr, "outside bip's subnet") {

@@ -167,6 +167,11 @@ func (e *Engine) reserve(id string, o *RunOptions, listening func() (*portmap.Li
 			// Unused: made again from config.json, as dockerd does at its
 			// next start.
 			defaults++
+			// The new subnet first: a config.json that cannot make one (a
+			// default-gateway outside it) leaves the old network as it is.
+			if _, err := e.defaultSubnet(); err != nil {
+				return nil, nil, err
+			}
 			if err := e.removeUnusedNetwork(stale.n); err != nil {
 				return nil, nil, err
 			}
