@@ -627,6 +627,15 @@ func TestDefaultNetworkFollowsConfig(t *testing.T) {
 	if addrs := s.MustRun(t, "ip", "-o", "-4", "addr", "show", "dev", "knit0"); strings.Contains(addrs, "10.51.0.1") || !strings.Contains(addrs, "10.52.0.1/24") {
 		t.Errorf("knit0 after the change:\n%s", addrs)
 	}
+	// network connect bridge follows config.json as a run does.
+	s.MustKnit(t, "network", "create", "elsewhere")
+	s.MustKnit(t, "run", "-d", "--name", "joiner", "--network", "elsewhere", "--rootfs", bb, "sleep", "300")
+	s.WriteConfig(t, `{"bip": "10.53.0.1/24"}`)
+	s.MustKnit(t, "network", "connect", "bridge", "joiner")
+	if ip := inspectField(t, s, "joiner", "{{.NetworkSettings.Networks.bridge.IPAddress}}"); ip != "10.53.0.2" {
+		t.Errorf("network connect bridge after bip changed: %q, want 10.53.0.2", ip)
+	}
+	s.MustKnit(t, "rm", "-f", "joiner")
 }
 
 // run -u and exec -u, as Docker's: a name or UID from the container's own

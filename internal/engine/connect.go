@@ -40,6 +40,9 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 	if err != nil {
 		return err
 	}
+	if n, err = e.currentDefault(n); err != nil {
+		return err
+	}
 	if err := e.ensureNetwork(n); err != nil {
 		return err
 	}
@@ -484,6 +487,35 @@ func (e *Engine) republish(id string) error {
 		return fmt.Errorf("container %s: its ports on its new network: %w", c.Name, err)
 	}
 	return nil
+}
+
+// currentDefault makes the default network n again from config.json when
+// config.json changed it and nothing uses it, as a run does (reserve); in
+// use, the connect is refused as the run would be. Any other network is
+// returned as it is.
+func (e *Engine) currentDefault(n *Network) (*Network, error) {
+	if n.Name != ModeBridge {
+		return n, nil
+	}
+	what := e.defaultNetworkChanged(n)
+	if what == "" {
+		return n, nil
+	}
+	var users []string
+	if err := e.st.View(func(tx store.Tx) error { users = networkUsers(tx, ModeBridge); return nil }); err != nil {
+		return nil, err
+	}
+	if len(users) > 0 {
+		return nil, errdefs.Conflict("config.json changed the default network (%s), which %s still use: remove them (knit rm -f) and it is made again with the new settings",
+			what, strings.Join(users, ", "))
+	}
+	if _, err := e.defaultSubnet(); err != nil { // before anything is torn down
+		return nil, err
+	}
+	if err := e.removeUnusedNetwork(n); err != nil {
+		return nil, err
+	}
+	return e.network(ModeBridge)
 }
 
 // portsOn returns c's published ports that go through network.
