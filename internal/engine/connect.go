@@ -455,7 +455,7 @@ func (e *Engine) finishDisconnect(c *Container, network string, n *Network, want
 		if err := addDefaultRoutes(c.Netns, moved, keep); err != nil && !force {
 			return &afterDrop{err}
 		}
-		if err := e.republish(c.ID); err != nil && !force {
+		if err := e.republish(c.ID, moved); err != nil && !force {
 			return &afterDrop{err}
 		}
 	}
@@ -473,15 +473,24 @@ func (e *Engine) finishDisconnect(c *Container, network string, n *Network, want
 	return e.doneConnecting(connectingKey(c.ID, network), want)
 }
 
-// republish puts the container's published ports in place again, those
-// that followed its default route to another network included (a no-op
-// for those in place).
-func (e *Engine) republish(id string) error {
+// republish publishes the container's ports that followed its default
+// route to the networks of moved (rehomePorts), a no-op for those in
+// place (a disconnect done again). Nothing moved, nothing is asked.
+func (e *Engine) republish(id string, moved []Endpoint) error {
+	if len(moved) == 0 || e.fw == nil {
+		return nil
+	}
 	c, err := e.get(id)
-	if errdefs.KindOf(err) == errdefs.KindNotFound || err == nil && len(c.Ports) == 0 || e.fw == nil {
+	if errdefs.KindOf(err) == errdefs.KindNotFound {
 		return nil
 	} else if err != nil {
 		return err
+	}
+	c.Ports = slices.DeleteFunc(c.Ports, func(p firewall.PortMapping) bool {
+		return !slices.ContainsFunc(moved, func(ep Endpoint) bool { return ep.Network == p.Network })
+	})
+	if len(c.Ports) == 0 {
+		return nil
 	}
 	if err := e.publish(c); err != nil {
 		return fmt.Errorf("container %s: its ports on its new network: %w", c.Name, err)
@@ -623,12 +632,10 @@ func rehomePort(tx store.Tx, c *Container, p firewall.PortMapping, moved []Endpo
 		if ep == nil || err != nil {
 			continue
 		}
-		for _, a := range ep.Addrs {
-			if a.Addr().Is4() == v4 {
-				p.Network, p.ContainerIP = m.Network, a.Addr()
-				p.Open = firewallNetwork(n).Routed(a.Addr()) && !p.HostIP.IsLoopback()
-				return p, true
-			}
+		if a, err := containerAddrFor(*ep, p.ContainerIP); err == nil {
+			p.Network, p.ContainerIP = m.Network, a
+			p.Open = firewallNetwork(n).Routed(a) && !p.HostIP.IsLoopback()
+			return p, true
 		}
 	}
 	return p, false
