@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -67,20 +66,13 @@ func putDNS(tx store.Tx, c *Container) error {
 	if len(eps) == 0 {
 		return tx.Delete(bucketDNS, c.ID)
 	}
-	ndots := hasNdots(c.Spec.DNSOptions) || len(c.Spec.DNSOptions) == 0 && c.Spec.HostResolv != nil && hasNdots(c.Spec.HostResolv.Options)
+	ndots := files.HasNdots(c.Spec.DNSOptions) || c.Spec.HostResolv != nil && files.HasNdots(c.Spec.HostResolv.Options)
 	return putJSON(tx, bucketDNS, c.ID, dnsRecord{Name: c.Name, Hostname: c.Spec.Hostname, Upstreams: c.Spec.DNS, Endpoints: eps, Isolated: isolated, NdotsSet: ndots})
 }
 
-// hasNdots says whether resolv.conf options set ndots.
-func hasNdots(opts []string) bool {
-	return slices.ContainsFunc(opts, func(o string) bool { return strings.HasPrefix(o, "ndots:") })
-}
-
 // hostResolvOptions are the options of the host's resolv.conf, which a
-// container's gets unless --dns-option is given; read once per process.
-var hostResolvOptions = sync.OnceValue(func() []string {
-	return files.ParseResolvConf(readHostResolv(hostResolvConf, resolvedConf)).Options
-})
+// container's gets unless --dns-option is given.
+func hostResolvOptions() []string { return files.ParseResolvConf(commandHostResolv().file).Options }
 
 func (e *Engine) dnsDir() string { return filepath.Join(e.paths.ExecRoot, "dns") }
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/faults"
@@ -28,22 +29,34 @@ const (
 // names only systemd-resolved's stub (127.0.0.53, unreachable from a
 // container's namespace), the upstream servers resolved uses, as Docker
 // does.
-func readHostResolv(etc, resolved string) []byte {
-	b, _ := readHostResolvFrom(etc, resolved)
-	return b
+func readHostResolv(etc, resolved string) []byte { return readHostResolvFrom(etc, resolved).file }
+
+// hostResolvRead is the host's resolv.conf as containers' are built from
+// it (readHostResolv, read from path), and its /etc/resolv.conf as the
+// embedded DNS server forwards to it (raw: hostUpstreams).
+type hostResolvRead struct {
+	file []byte
+	path string
+	raw  []byte
 }
 
-// readHostResolvFrom is readHostResolv, with the path of the file read.
-func readHostResolvFrom(etc, resolved string) ([]byte, string) {
-	b, _ := os.ReadFile(etc)
+func readHostResolvFrom(etc, resolved string) hostResolvRead {
+	raw, _ := os.ReadFile(etc)
+	r := hostResolvRead{file: raw, path: etc, raw: raw}
 	stub := netip.MustParseAddr("127.0.0.53")
-	if ns := files.ParseResolvConf(b).Nameservers; len(ns) == 1 && ns[0] == stub {
-		if r, err := os.ReadFile(resolved); err == nil {
-			return r, resolved
+	if ns := files.ParseResolvConf(raw).Nameservers; len(ns) == 1 && ns[0] == stub {
+		if b, err := os.ReadFile(resolved); err == nil {
+			r.file, r.path = b, resolved
 		}
 	}
-	return b, etc
+	return r
 }
+
+// commandHostResolv reads the host's files once per process: a run reads
+// them for its record (Spec.HostResolv) and for its /etc files. Only
+// commands, which live milliseconds, use it; the DNS server's records
+// (dnsSnapshot), which a supervisor also writes, read them afresh.
+var commandHostResolv = sync.OnceValue(func() hostResolvRead { return readHostResolvFrom(hostResolvConf, resolvedConf) })
 
 // writeFiles writes the container's hosts, resolv.conf and hostname into its
 // directory; the runner bind-mounts them over /etc inside the container, so
@@ -170,7 +183,8 @@ func (e *Engine) etcFiles(c *Container, o *RunOptions, mode string, nets []*Netw
 		// --add-host before links, as Docker's: the first line of a name
 		// is the one resolvers take.
 		hosts = files.Hosts(ownHosts(c), append(extra, e.linkHosts(c)...))
-		hostResolv, hostResolvPath = readHostResolvFrom(hostResolvConf, resolvedConf)
+		h := commandHostResolv()
+		hostResolv, hostResolvPath = h.file, h.path
 	}
 	ro := files.ResolvOptions{
 		DNS: o.DNS, Search: o.DNSSearch, Options: o.DNSOptions,
@@ -190,7 +204,7 @@ func (e *Engine) etcFiles(c *Container, o *RunOptions, mode string, nets []*Netw
 		// dnsSnapshot has it: its --dns, else the host's servers.
 		ro.Upstreams, ro.UserDNS = o.DNS, len(o.DNS) > 0
 		if !ro.UserDNS {
-			ro.Upstreams = hostUpstreams()
+			ro.Upstreams = files.ParseResolvConf(commandHostResolv().raw).Nameservers
 		}
 		ro.DNS, ro.Embedded = []netip.Addr{gw}, true
 	}

@@ -39,9 +39,8 @@ func (e *Engine) lookupNetwork(name string) (*Network, error) {
 	return n, err
 }
 
-// createDefaultNetwork records the "bridge" network: its subnet is the
-// configured bip or the first default-pool subnet that overlaps no host route
-// and no other network.
+// createDefaultNetwork records the "bridge" network, its subnet from
+// config.json (defaultSubnet).
 func (e *Engine) createDefaultNetwork() (*Network, error) {
 	n := &Network{
 		Network: driver.Network{
@@ -74,8 +73,10 @@ func (e *Engine) createDefaultNetwork() (*Network, error) {
 
 // defaultNetworkChanged says how config.json now asks for a default
 // network other than n ("" when it does not): the bridge, MTU, icc,
-// ip-masq, bip, fixed-cidr and default-gateway. A subnet picked from the
-// pools is kept as long as none of bip or fixed-cidr asks for another.
+// ip-masq, bip, fixed-cidr, default-gateway and default-address-pools. A
+// subnet picked from the pools is kept while it is in them and neither bip
+// nor fixed-cidr asks for another; a bridge named in the config keeps its
+// own address.
 func (e *Engine) defaultNetworkChanged(n *Network) string {
 	var diffs []string
 	differ := func(key string, now, was any) {
@@ -144,8 +145,10 @@ func (e *Engine) defaultSubnet() (driver.Subnet, error) {
 	return s, nil
 }
 
-// defaultPrefix picks the default network's subnet: bip, else fixed-cidr,
-// else the first pool subnet that overlaps no host route or network.
+// defaultPrefix picks the default network's subnet: bip, else an existing
+// bridge's address (holding fixed-cidr if given), else fixed-cidr, else
+// the first pool subnet that overlaps no host route or nameserver
+// (hostReserved) and no network.
 func (e *Engine) defaultPrefix() (driver.Subnet, error) {
 	if e.cfg.Bip != "" {
 		p, err := netip.ParsePrefix(e.cfg.Bip)
@@ -459,20 +462,8 @@ func (e *Engine) networkLock(name string) string {
 // existingBridgeSubnet reads the default bridge's IPv4 addresses, if it
 // exists, and makes the default network's subnet of them.
 func (e *Engine) existingBridgeSubnet(fixed netip.Prefix) (driver.Subnet, bool, error) {
-	h, err := link.Host()
-	if err != nil {
-		return driver.Subnet{}, false, err
-	}
-	defer h.Close()
-	br, err := h.LinkGet(e.cfg.BridgeName())
-	if link.IsNotFound(err) {
-		return driver.Subnet{}, false, nil
-	}
-	if err != nil {
-		return driver.Subnet{}, false, err
-	}
-	addrs, err := h.AddrList(br.Index)
-	if err != nil {
+	addrs, exists, err := bridgeAddrs(e.cfg.BridgeName())
+	if err != nil || !exists {
 		return driver.Subnet{}, false, err
 	}
 	s, ok := bridgeAddrSubnet(addrs, fixed)
@@ -509,7 +500,7 @@ func hostReserved() ([]netip.Prefix, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list host routes: %w", err)
 	}
-	for _, ns := range files.ParseResolvConf(readHostResolv(hostResolvConf, resolvedConf)).Nameservers {
+	for _, ns := range files.ParseResolvConf(commandHostResolv().file).Nameservers {
 		ns = ns.Unmap()
 		if !ns.IsLoopback() {
 			taken = append(taken, netip.PrefixFrom(ns, ns.BitLen()))

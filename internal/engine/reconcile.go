@@ -29,7 +29,8 @@ const (
 // stage, finished), and a `network disconnect` finished.
 // It reads only the live index and asks the kernel about each responsible
 // PID (exists), so it costs well under a millisecond even with a thousand
-// containers. A PID reused by an unrelated process passes that
+// containers; then it restarts the DNS server if it is wanted and gone
+// (ensureDNSServer: a stat, and a flock probe while it is wanted). A PID reused by an unrelated process passes that
 // test; ReconcileStrict also compares start times.
 func (e *Engine) Reconcile() error { return e.reconcile(false) }
 

@@ -122,7 +122,7 @@ func ResolvConf(host []byte, o ResolvOptions) []byte {
 	}
 	if o.Embedded {
 		ndotsFrom := "internal"
-		if slices.ContainsFunc(r.Options, func(o string) bool { return strings.HasPrefix(o, "ndots:") }) {
+		if HasNdots(r.Options) {
 			ndotsFrom = map[bool]string{true: "override", false: "host"}[len(o.Options) > 0]
 		}
 		r.Options = EmbeddedOptions(r.Options)
@@ -152,10 +152,15 @@ func ResolvConf(host []byte, o ResolvOptions) []byte {
 // domains are tried, which would send it upstream (and could find another
 // host of that name there).
 func EmbeddedOptions(opts []string) []string {
-	if slices.ContainsFunc(opts, func(o string) bool { return strings.HasPrefix(o, "ndots:") }) {
+	if HasNdots(opts) {
 		return opts
 	}
 	return append(slices.Clone(opts), "ndots:0")
+}
+
+// HasNdots says whether resolv.conf options set ndots.
+func HasNdots(opts []string) bool {
+	return slices.ContainsFunc(opts, func(o string) bool { return strings.HasPrefix(o, "ndots:") })
 }
 
 // Render writes r in resolv.conf syntax.
