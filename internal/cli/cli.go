@@ -82,14 +82,13 @@ func Run(args []string, env Env) int {
 	root.SetErr(env.Err)
 	err := root.Execute()
 	var ee exitError
+	var se statusError
 	switch {
 	case err == nil:
 		return 0
 	case errors.As(err, &ee):
 		return ee.code
-	case errors.As(err, new(statusError)):
-		var se statusError
-		errors.As(err, &se)
+	case errors.As(err, &se):
 		fmt.Fprintf(env.Err, "knit: %v\n", err)
 		return se.code
 	default:

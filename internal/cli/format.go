@@ -46,7 +46,6 @@ var templateFuncs = template.FuncMap{
 		}
 		return strings.Repeat(" ", prefix) + s + strings.Repeat(" ", suffix)
 	},
-	"println": fmt.Sprintln,
 }
 
 // parseFormat compiles a --format template. A "table" prefix asks for a

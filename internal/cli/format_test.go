@@ -225,7 +225,7 @@ func wantErrorCode(args []string, stderr string) int {
 	return ExitFailure
 }
 
-// Docker's template functions pad and println, and a missing map key
+// Docker's template function pad (println is text/template's own), and a missing map key
 // printed as "<no value>" (no error), as Docker's templates do.
 func TestFormatFunctionsAndMissingKeys(t *testing.T) {
 	tmpl, _, err := parseFormat(`[{{pad .Name 2 1}}]{{println "x"}}{{.Labels.owner}}`)

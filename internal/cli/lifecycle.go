@@ -35,19 +35,18 @@ func (a *app) forContainers(cmd *cobra.Command, refs []string, atOnce bool, fn f
 	if err != nil {
 		return err
 	}
-	results := make([]chan error, len(refs))
-	for i, ref := range refs {
-		results[i] = make(chan error, 1)
-		if atOnce {
-			go func() { results[i] <- fn(e, ref) }()
+	result := func(i int) error { return fn(e, refs[i]) }
+	if atOnce {
+		done := make([]chan error, len(refs))
+		for i := range refs {
+			done[i] = make(chan error, 1)
+			go func() { done[i] <- fn(e, refs[i]) }()
 		}
+		result = func(i int) error { return <-done[i] }
 	}
 	var errs []error
 	for i, ref := range refs {
-		if !atOnce {
-			results[i] <- fn(e, ref)
-		}
-		if err := <-results[i]; errors.Is(err, errReported) {
+		if err := result(i); errors.Is(err, errReported) {
 			continue
 		} else if err != nil {
 			errs = append(errs, err)

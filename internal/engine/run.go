@@ -587,14 +587,9 @@ func (e *Engine) runnerSpec(c *Container) (runner.Spec, error) {
 // and, with -i, the pipe fed from the caller's stdin. Never the caller's
 // own files.
 func ownStdio(c *Container) []int {
-	switch {
-	case c.Spec.Detach:
+	// The init gives only pipes among those (/dev/null is none).
+	if c.Spec.Detach || !c.Spec.Tty && (c.Spec.AutoRemove || c.Spec.LogFormat == logfile.Format) {
 		return []int{0, 1, 2}
-	case !c.Spec.Tty && (c.Spec.AutoRemove || c.Spec.LogFormat == logfile.Format):
-		if c.Spec.Interactive {
-			return []int{0, 1, 2}
-		}
-		return []int{1, 2}
 	}
 	return nil
 }
