@@ -254,50 +254,6 @@ func newLogStreams(log *os.File, format string, tee *Stdio) (*logStreams, error)
 	return l, nil
 }
 
-// relayStreams makes the stdout and stderr of a foreground run without a
-// log (--rm) pipes copied to the caller's, as Docker's are: the container
-// never holds the caller's own files (a terminal it would take for one
-// without -t). A caller that stops reading closes the pipe, as in
-// newLogStreams, and knit gets EPIPE, not a SIGPIPE that would kill it.
-func relayStreams(to Stdio) (*logStreams, error) {
-	l := &logStreams{pipes: true}
-	for _, s := range []struct {
-		end **os.File
-		dst io.Writer
-	}{{&l.out, writerOf(to.Out)}, {&l.err, writerOf(to.Err)}} {
-		r, w, err := os.Pipe()
-		if err != nil {
-			l.close()
-			return nil, err
-		}
-		*s.end = w
-		l.copiers.Add(1)
-		go func() {
-			defer l.copiers.Done()
-			defer r.Close()
-			_, _ = io.Copy(s.dst, r)
-		}()
-	}
-	pipe := make(chan os.Signal, 1)
-	signal.Notify(pipe, syscall.SIGPIPE)
-	l.after = func() { signal.Stop(pipe) }
-	return l, nil
-}
-
-// feedStdin returns the read end of a pipe that in is copied to until its
-// end, for a container's stdin (-i without -t).
-func feedStdin(in *os.File) (*os.File, error) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	go func() {
-		_, _ = io.Copy(w, in)
-		w.Close()
-	}()
-	return r, nil
-}
-
 // writerOf is f, or a writer that discards for no file.
 func writerOf(f *os.File) io.Writer {
 	if f == nil {

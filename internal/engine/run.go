@@ -424,33 +424,37 @@ func (e *Engine) RunForeground(o RunOptions, io Stdio) (int, error) {
 		in = nil
 	}
 	sc := runner.StartConfig{Stdin: in, Stdout: io.Out, Stderr: io.Err, Tty: o.Tty}
-	if in != nil && !o.Tty {
-		// As Docker's -i: a pipe fed from the caller's stdin, never the
-		// caller's own file (a terminal the command would take for one).
-		if sc.Stdin, err = feedStdin(in); err != nil {
+	// Without -t, as Docker's: the container's stdin (-i) is a pipe fed
+	// from the caller's, never the caller's own file (a terminal the
+	// command would take for one); so are its stdout and stderr, relayed
+	// to the caller's with --rm, logged and copied to the caller without.
+	var relay *runner.Relay
+	if !o.Tty && (in != nil || o.AutoRemove) {
+		var out, errOut *os.File
+		if o.AutoRemove {
+			out, errOut = io.Out, io.Err
+		}
+		if relay, err = runner.NewRelay(in, out, errOut); err != nil {
 			e.destroy(c)
 			return 0, err
 		}
-		defer sc.Stdin.Close()
+		sc.Stdin = relay.In
+		if o.AutoRemove {
+			sc.Stdout, sc.Stderr = relay.Out, relay.Err
+		}
 	}
 	// A container kept after its exit (no --rm) has its output logged
 	// too, as Docker's, for knit logs: through pipes copied to the caller
 	// and to the log, or, on a terminal, a copy of the terminal's output.
-	// With --rm its output goes to the caller through pipes all the same.
 	streams := &logStreams{}
-	if o.AutoRemove && !o.Tty {
-		if streams, err = relayStreams(io); err != nil {
-			e.destroy(c)
-			return 0, err
-		}
-		sc.Stdout, sc.Stderr = streams.out, streams.err
-	}
 	if !o.AutoRemove {
 		tee := &io // the pipes' copies go to the caller
 		if o.Tty {
 			tee = nil // the relay writes to the caller itself, and a copy to the log
 		}
 		if streams, err = e.foregroundLog(c, tee); err != nil {
+			relay.Started()
+			relay.Wait()
 			e.destroy(c)
 			return 0, err
 		}
@@ -461,7 +465,9 @@ func (e *Engine) RunForeground(o RunOptions, io Stdio) (int, error) {
 		}
 	}
 	p, err := e.start(c, sc)
+	relay.Started() // the container has its own copies of its ends
 	if err != nil {
+		relay.Wait()
 		streams.close()
 		e.destroy(c)
 		return 0, err
@@ -480,7 +486,8 @@ func (e *Engine) RunForeground(o RunOptions, io Stdio) (int, error) {
 	}
 	code, werr := p.Wait()
 	stop()
-	streams.close() // all the output is out before knit returns
+	relay.Wait() // all the output is out before knit returns
+	streams.close()
 	if ferr := e.finish(c.ID, code); ferr != nil {
 		fmt.Fprintf(os.Stderr, "knit: release %s: %v\n", c.Name, ferr)
 	}

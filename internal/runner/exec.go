@@ -46,7 +46,7 @@ const (
 func Exec(cfg ExecConfig) (code int, err error) {
 	sp := Spec{Args: cfg.Args, Env: cfg.Env, Cwd: cfg.Cwd, Tty: cfg.Tty, Detach: cfg.Detach, User: cfg.User, GroupAdd: cfg.GroupAdd}
 	if !cfg.Tty && !cfg.Detach {
-		sp.OwnStdio = []int{0, 1, 2} // the relay's pipes (stdioRelay), the user's to reopen
+		sp.OwnStdio = []int{0, 1, 2} // the relay's pipes (Relay), the user's to reopen
 	}
 	spec, err := json.Marshal(sp)
 	if err != nil {
@@ -80,14 +80,14 @@ func Exec(cfg ExecConfig) (code int, err error) {
 	defer theirs.Close()
 	cmd := selfCmd(ExecArg, []string{execJoinEnv()}, theirs, pidns, proc)
 	stdin, stdout, stderr := cfg.Stdin, cfg.Stdout, cfg.Stderr
-	var relay *stdioRelay
+	var relay *Relay
 	if !cfg.Tty && !cfg.Detach {
 		// As docker exec's: pipes, never the caller's own files.
-		if relay, err = newStdioRelay(stdin, stdout, stderr); err != nil {
+		if relay, err = NewRelay(stdin, stdout, stderr); err != nil {
 			return 0, fmt.Errorf("exec in %d: %w", cfg.Pid, err)
 		}
-		defer relay.wait()
-		stdin, stdout, stderr = relay.in, relay.out, relay.err
+		defer relay.Wait()
+		stdin, stdout, stderr = relay.In, relay.Out, relay.Err
 	}
 	setStdio(cmd, stdin, stdout, stderr)
 	if cfg.Tty && isTerminal(cfg.Stdin) {
@@ -96,9 +96,7 @@ func Exec(cfg ExecConfig) (code int, err error) {
 		}
 	}
 	err = startCmd(cmd)
-	if relay != nil {
-		relay.started() // the helper has its own copies of its ends
-	}
+	relay.Started() // the helper has its own copies of its ends
 	if err != nil {
 		return 0, fmt.Errorf("exec in %d: %w", cfg.Pid, err)
 	}

@@ -13,11 +13,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// stdioRelay is pipes between an exec'd command and the caller's streams,
-// as docker exec's are (containerd's FIFOs): without -t the command never
-// holds the caller's own files, a terminal it would take for one.
-type stdioRelay struct {
-	in, out, err *os.File // the command's ends (nil: /dev/null)
+// Relay is pipes between a command (exec'd, or a foreground run's) and
+// the caller's streams, as Docker's are (containerd's FIFOs): without -t
+// the command never holds the caller's own files, a terminal it would
+// take for one.
+type Relay struct {
+	In, Out, Err *os.File // the command's ends (nil: /dev/null)
 	readers      []*os.File
 	copies       sync.WaitGroup
 	sigpipe      chan os.Signal
@@ -31,17 +32,17 @@ type stdioRelay struct {
 // until that process ends.
 const drainGrace = 200 * time.Millisecond
 
-// newStdioRelay makes the pipes: in (if any) is copied to the command's
+// NewRelay makes the pipes: in (if any) is copied to the command's
 // stdin until its end; the command's stdout and stderr to out and errOut
 // (nil: discarded). A reader of ours that goes away (knit exec ... | head
 // -1) closes the pipe, so that the command's next write fails as it would
 // have without knit in between, and knit gets EPIPE, not SIGPIPE.
-func newStdioRelay(in, out, errOut *os.File) (r *stdioRelay, err error) {
-	r = &stdioRelay{sigpipe: make(chan os.Signal, 1)}
+func NewRelay(in, out, errOut *os.File) (r *Relay, err error) {
+	r = &Relay{sigpipe: make(chan os.Signal, 1)}
 	defer func() {
 		if err != nil {
-			r.started()
-			r.wait()
+			r.Started()
+			r.Wait()
 		}
 	}()
 	signal.Notify(r.sigpipe, syscall.SIGPIPE)
@@ -50,7 +51,7 @@ func newStdioRelay(in, out, errOut *os.File) (r *stdioRelay, err error) {
 		if err != nil {
 			return r, err
 		}
-		r.in = pr
+		r.In = pr
 		go func() {
 			_, _ = io.Copy(pw, in)
 			pw.Close()
@@ -59,7 +60,7 @@ func newStdioRelay(in, out, errOut *os.File) (r *stdioRelay, err error) {
 	for _, s := range []struct {
 		end **os.File
 		dst *os.File
-	}{{&r.out, out}, {&r.err, errOut}} {
+	}{{&r.Out, out}, {&r.Err, errOut}} {
 		if s.dst == nil {
 			continue
 		}
@@ -79,9 +80,13 @@ func newStdioRelay(in, out, errOut *os.File) (r *stdioRelay, err error) {
 	return r, nil
 }
 
-// started closes our copies of the command's ends once it has its own.
-func (r *stdioRelay) started() {
-	for _, f := range []*os.File{r.in, r.out, r.err} {
+// Started closes our copies of the command's ends once it has its own.
+// Started and Wait do nothing on a nil Relay (no relay: -t or -d).
+func (r *Relay) Started() {
+	if r == nil {
+		return
+	}
+	for _, f := range []*os.File{r.In, r.Out, r.Err} {
 		if f != nil {
 			f.Close()
 		}
@@ -92,7 +97,7 @@ func (r *stdioRelay) started() {
 // command is gone, until it has copied the bytes left queued in src then:
 // counted here, between two reads, so that no read of this copy overlaps
 // the count.
-func (r *stdioRelay) copy(dst io.Writer, src *os.File) {
+func (r *Relay) copy(dst io.Writer, src *os.File) {
 	buf := make([]byte, 32<<10)
 	left := -1 // not counted yet
 	for {
@@ -123,10 +128,15 @@ func (r *stdioRelay) copy(dst io.Writer, src *os.File) {
 	}
 }
 
-// wait, once the command is gone, copies what it left in the pipes: the
+// Wait, once the command is gone, copies what it left in the pipes: the
 // bytes queued in each (FIONREAD, alias TIOCINQ), and no more. The
-// deadline first wakes a read under way, which then sees gone.
-func (r *stdioRelay) wait() {
+// deadline first wakes a read under way, which then sees gone. (A run's
+// processes are all gone with its PID 1; an exec'd command can leave one
+// holding the pipes.)
+func (r *Relay) Wait() {
+	if r == nil {
+		return
+	}
 	for _, pr := range r.readers {
 		_ = pr.SetReadDeadline(time.Now())
 	}

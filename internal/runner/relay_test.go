@@ -42,7 +42,7 @@ func TestStdioRelayDrainsAndDoesNotHang(t *testing.T) {
 		t.Fatal(err)
 	}
 	slow := &slowWriter{}
-	rel := &stdioRelay{readers: []*os.File{pr}, sigpipe: make(chan os.Signal, 1)}
+	rel := &Relay{readers: []*os.File{pr}, sigpipe: make(chan os.Signal, 1)}
 	rel.copies.Add(1)
 	go func() {
 		defer rel.copies.Done()
@@ -72,7 +72,7 @@ func TestStdioRelayDrainsAndDoesNotHang(t *testing.T) {
 		}
 	}()
 	done := make(chan struct{})
-	go func() { rel.wait(); close(done) }()
+	go func() { rel.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(20 * drainGrace):
@@ -91,7 +91,7 @@ func TestStdioRelayWaitWithASilentHolder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rel := &stdioRelay{readers: []*os.File{pr}, sigpipe: make(chan os.Signal, 1)}
+		rel := &Relay{readers: []*os.File{pr}, sigpipe: make(chan os.Signal, 1)}
 		var out bytes.Buffer
 		rel.copies.Add(1)
 		go func() {
@@ -100,7 +100,7 @@ func TestStdioRelayWaitWithASilentHolder(t *testing.T) {
 		}()
 		_, _ = pw.Write([]byte("last words\n")) // then the command is gone; pw stays open (the holder)
 		done := make(chan struct{})
-		go func() { rel.wait(); close(done) }()
+		go func() { rel.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(20 * drainGrace):
