@@ -635,7 +635,19 @@ func TestDefaultNetworkFollowsConfig(t *testing.T) {
 	if ip := inspectField(t, s, "joiner", "{{.NetworkSettings.Networks.bridge.IPAddress}}"); ip != "10.53.0.2" {
 		t.Errorf("network connect bridge after bip changed: %q, want 10.53.0.2", ip)
 	}
-	s.MustKnit(t, "rm", "-f", "joiner")
+	// In use, it is refused as a run is, naming the users, and nothing changes.
+	s.MustKnit(t, "run", "-d", "--name", "second", "--network", "elsewhere", "--rootfs", bb, "sleep", "300")
+	s.WriteConfig(t, `{"bip": "10.54.0.1/24"}`)
+	if r := s.Knit("network", "connect", "bridge", "second"); r.Code == 0 || !strings.Contains(r.Stderr, "joiner still use") || !strings.Contains(r.Stderr, "subnet 10.54.0.0/24, was 10.53.0.0/24") {
+		t.Errorf("network connect bridge with the changed default network in use: exit %d\n%s", r.Code, r.Stderr)
+	}
+	if nets := inspectField(t, s, "second", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}"); nets != "elsewhere" {
+		t.Errorf("second's networks after the refused connect: %q", nets)
+	}
+	if addrs := s.MustRun(t, "ip", "-o", "-4", "addr", "show", "dev", "knit0"); !strings.Contains(addrs, "10.53.0.1/24") {
+		t.Errorf("knit0 after the refused connect:\n%s", addrs)
+	}
+	s.MustKnit(t, "rm", "-f", "joiner", "second")
 }
 
 // run -u and exec -u, as Docker's: a name or UID from the container's own

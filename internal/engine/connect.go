@@ -506,25 +506,12 @@ func (e *Engine) currentDefault(n *Network) (*Network, error) {
 	if n.Name != ModeBridge {
 		return n, nil
 	}
-	what := e.defaultNetworkChanged(n)
-	if what == "" {
-		return n, nil
+	var stale *staleDefault
+	err := e.st.View(func(tx store.Tx) error { return e.checkDefaultTx(tx, n) })
+	if !errors.As(err, &stale) {
+		return n, err
 	}
-	var users []string
-	if err := e.st.View(func(tx store.Tx) error { users = networkUsers(tx, ModeBridge); return nil }); err != nil {
-		return nil, err
-	}
-	if len(users) > 0 {
-		return nil, errdefs.Conflict("config.json changed the default network (%s), which %s still use: remove them (knit rm -f) and it is made again with the new settings",
-			what, strings.Join(users, ", "))
-	}
-	if _, err := e.defaultSubnet(); err != nil { // before anything is torn down
-		return nil, err
-	}
-	if err := e.removeUnusedNetwork(n); err != nil {
-		return nil, err
-	}
-	return e.network(ModeBridge)
+	return e.remakeDefault(n)
 }
 
 // portsOn returns c's published ports that go through network.

@@ -123,6 +123,36 @@ type staleDefault struct{ n *Network }
 
 func (s *staleDefault) Error() string { return "the default network differs from config.json" }
 
+// checkDefaultTx checks the default network's record n against
+// config.json: a *staleDefault if config.json changed it and nothing uses
+// it (remakeDefault makes it again), a conflict naming its users if
+// something does, nil if it follows config.json.
+func (e *Engine) checkDefaultTx(tx store.Tx, n *Network) error {
+	what := e.defaultNetworkChanged(n)
+	if what == "" {
+		return nil
+	}
+	if users := networkUsers(tx, ModeBridge); len(users) > 0 {
+		return errdefs.Conflict("config.json changed the default network (%s), which %s still use: remove them (knit rm -f) and it is made again with the new settings",
+			what, strings.Join(users, ", "))
+	}
+	return &staleDefault{n}
+}
+
+// remakeDefault makes the unused, stale default network again from
+// config.json, as dockerd does at its next start. The new subnet is
+// checked first: a config.json that cannot make one (a default-gateway
+// outside it) leaves the old network as it is.
+func (e *Engine) remakeDefault(stale *Network) (*Network, error) {
+	if _, err := e.defaultSubnet(); err != nil {
+		return nil, err
+	}
+	if err := e.removeUnusedNetwork(stale); err != nil {
+		return nil, err
+	}
+	return e.createDefaultNetwork()
+}
+
 // repairFirst ends a reservation whose transaction found containers
 // whose owner is gone, or connects whose process is: they are repaired
 // (reconcile), then it is tried again.
@@ -164,18 +194,8 @@ func (e *Engine) reserve(id string, o *RunOptions, listening func() (*portmap.Li
 				return nil, nil, err
 			}
 		case errors.As(err, &stale) && defaults == 0:
-			// Unused: made again from config.json, as dockerd does at its
-			// next start.
 			defaults++
-			// The new subnet first: a config.json that cannot make one (a
-			// default-gateway outside it) leaves the old network as it is.
-			if _, err := e.defaultSubnet(); err != nil {
-				return nil, nil, err
-			}
-			if err := e.removeUnusedNetwork(stale.n); err != nil {
-				return nil, nil, err
-			}
-			if _, err := e.createDefaultNetwork(); err != nil {
+			if _, err := e.remakeDefault(stale.n); err != nil {
 				return nil, nil, err
 			}
 		case errors.As(err, &stale):
@@ -251,12 +271,8 @@ func (e *Engine) reserveOnce(id string, o *RunOptions, listening func() (*portma
 			if n.Name != ModeBridge {
 				continue
 			}
-			if what := e.defaultNetworkChanged(n); what != "" {
-				if users := networkUsers(tx, ModeBridge); len(users) > 0 {
-					return errdefs.Conflict("config.json changed the default network (%s), which %s still use: remove them (knit rm -f) and it is made again with the new settings",
-						what, strings.Join(users, ", "))
-				}
-				return &staleDefault{n}
+			if err := e.checkDefaultTx(tx, n); err != nil {
+				return err
 			}
 		}
 		e.defaultHostIP(o, p)
