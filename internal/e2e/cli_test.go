@@ -63,6 +63,20 @@ func TestRunFlags(t *testing.T) {
 	if r := s.Run("timeout", "10", knit, "exec", "execpipes", "sh", "-c", "(while :; do echo x; sleep 0.05; done) & echo started"); r.Code != 0 || !strings.HasPrefix(r.Stdout, "started\n") {
 		t.Errorf("knit exec leaving a process that keeps writing: exit %d (124: it hung), %q", r.Code, r.Stdout)
 	}
+	// What such a process writes after knit exec returned fails, as it
+	// would once the reader of its stdout went away.
+	s.MustKnit(t, "exec", "execpipes", "sh", "-c", "(trap '' PIPE; sleep 0.5; if echo late; then r=written; else r=failed; fi; echo $r > /tmp/late) & echo started")
+	eventually(t, func() (string, error) {
+		switch out := s.Knit("exec", "execpipes", "cat", "/tmp/late").Stdout; out {
+		case "failed\n":
+			return "", nil
+		case "":
+			return "", errors.New("the leftover process has not written yet")
+		default:
+			t.Fatalf("a write to the pipe after knit exec returned: %q, want it failed", out)
+			return "", nil
+		}
+	})
 	s.MustKnit(t, "rm", "-f", "kept", "execpipes")
 	// A Docker user's image name is taken for the command, and said so.
 	for _, image := range []string{"busybox:latest", "mageedu/httpd:v0.2"} {
@@ -915,6 +929,24 @@ wait $k; echo "rc=$?"; cat "$out"`
 		t.Errorf("signals 30 (PWR) and 14 (ALRM) to knit exec:\n%s\nwant both trapped in the command and its exit code 3", out)
 	}
 	s.MustKnit(t, "rm", "-f", "sigexec")
+	// SIGABRT is knit's own, not passed on: it prints its goroutines and
+	// dies, and the container goes with it.
+	script = `out="$3/abrt.out"
+"$1" run --name aborted --rootfs "$2" sh -c 'trap "echo got-6" 6; echo ready; while :; do sleep 0.1; done' >"$out" 2>&1 &
+k=$!
+i=0; until grep -q ready "$out" || [ $i -gt 100 ]; do sleep 0.05; i=$((i+1)); done
+kill -6 $k
+wait $k; echo "rc=$?"; cat "$out"`
+	out = s.MustRun(t, "sh", "-c", script, "sh", testutil.KnitBinary(t), bb, s.Dir())
+	if !strings.HasPrefix(out, "rc=2\n") || strings.Contains(out, "got-6") || !strings.Contains(out, "goroutine ") {
+		t.Errorf("SIGABRT to a foreground run:\n%s\nwant knit's goroutines printed, exit code 2, and nothing trapped in the container", out)
+	}
+	eventually(t, func() (string, error) {
+		if ps := s.MustKnit(t, "ps", "-a", "--format", "{{.Names}} {{.Status}}"); !strings.HasPrefix(ps, "aborted Exited (") {
+			return "", fmt.Errorf("after knit run died of SIGABRT, ps -a: %q, want the container exited", ps)
+		}
+		return "", nil
+	})
 }
 
 // stop (and restart) of several containers stops them at the same time,

@@ -825,6 +825,11 @@ func TestDNSListenFailureIsSaid(t *testing.T) {
 	if r.Code != 0 || !strings.Contains(r.Stderr, "cannot listen on 10.96.0.1:53") {
 		t.Errorf("run on a network whose gateway's port 53 is taken: exit %d, stderr %q; want it started and a warning", r.Code, r.Stderr)
 	}
+	// Every command that changes the server's records says it, not only run.
+	s.MustKnit(t, "run", "-d", "--name", "elsewhere", "--rootfs", rootfs, "sleep", "300")
+	if r := s.Knit("network", "connect", "busy53", "elsewhere"); r.Code != 0 || !strings.Contains(r.Stderr, "cannot listen on 10.96.0.1:53") {
+		t.Errorf("network connect to that network: exit %d, stderr %q; want it connected and a warning", r.Code, r.Stderr)
+	}
 }
 
 // An ndots option of the host's resolv.conf, which a container's copies
@@ -990,5 +995,10 @@ func TestPoolsAvoidTheHostsNameserver(t *testing.T) {
 	s.MustKnit(t, "run", "--rm", "--rootfs", bb, "true")
 	if sub := s.MustKnit(t, "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", "bridge"); strings.TrimSpace(sub) != "172.18.0.0/16" {
 		t.Errorf("the default network's subnet with the host's nameserver at 172.17.0.10: %q, want 172.18.0.0/16", sub)
+	}
+	// A user-defined network's too.
+	s.MustKnit(t, "network", "create", "mine")
+	if sub := s.MustKnit(t, "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", "mine"); strings.TrimSpace(sub) != "172.19.0.0/16" {
+		t.Errorf("a user-defined network's subnet with the host's nameserver at 172.17.0.10: %q, want 172.19.0.0/16", sub)
 	}
 }
