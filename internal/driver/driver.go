@@ -32,6 +32,15 @@ type Subnet struct {
 	Aux map[string]netip.Addr `json:"aux,omitempty"`
 }
 
+// Router is the containers' default gateway on s: DefaultRoute if set,
+// else Gateway.
+func (s Subnet) Router() netip.Addr {
+	if s.DefaultRoute.IsValid() {
+		return s.DefaultRoute
+	}
+	return s.Gateway
+}
+
 // Reserved says whether a is one of s's aux addresses or its containers'
 // default gateway: addresses taken, though by no container.
 func (s Subnet) Reserved(a netip.Addr) bool {

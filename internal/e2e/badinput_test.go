@@ -35,6 +35,7 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 	s := sandbox(t)
 	bb := testutil.Busybox(t)
 	s.MustKnit(t, "run", "-d", "--name", "taken", "--ip", "172.17.0.9", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "network", "create", "unused") // no bridge until its first use
 	cases := []struct {
 		args []string
 		msg  string // a fragment of the one-line error
@@ -128,6 +129,10 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 		{[]string{"network", "ls", "--filter", "bogus=1"}, "invalid filter"},
 		{[]string{"network", "connect", "nosuch", "taken"}, "not found"},
 		{[]string{"network", "connect", "bridge", "nosuch"}, "no such container"},
+		{[]string{"network", "connect", "unused", "nosuch"}, "no such container"},
+		{[]string{"network", "connect", "bridge", "taken"}, "already connected"},
+		{[]string{"network", "connect", "--alias", "bad_alias!", "unused", "taken"}, "invalid --alias"},
+		{[]string{"network", "connect", "--alias", "web", "bridge", "taken"}, "user-defined networks"},
 		{[]string{"network", "disconnect", "bridge", "nosuch"}, "no such container"},
 		{[]string{"network", "rm", "host"}, "pre-defined"},
 		{[]string{"network", "create", "-o", "bridge=lo", "notabridge"}, "cannot use lo as the network's bridge"},

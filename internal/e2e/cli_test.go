@@ -598,6 +598,16 @@ func TestConfigDefaultGateway(t *testing.T) {
 	if addr := s.MustRun(t, "ip", "-o", "-4", "addr", "show", "knit0"); !strings.Contains(addr, "10.93.0.1/24") {
 		t.Errorf("knit0: %s", addr)
 	}
+	// A default route that moves to the default network on a disconnect
+	// goes to default-gateway too.
+	s.MustKnit(t, "network", "create", "--subnet", "10.95.0.0/24", "first")
+	s.MustKnit(t, "run", "-d", "--name", "mover", "--network", "first", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "network", "connect", "bridge", "mover")
+	s.MustKnit(t, "network", "disconnect", "first", "mover")
+	if route := s.MustKnit(t, "exec", "mover", "ip", "route"); !strings.Contains(route, "default via 10.93.0.254 dev eth1") {
+		t.Errorf("routes after the default route moved to the default network:\n%s\nwant default via 10.93.0.254", route)
+	}
+	s.MustKnit(t, "rm", "-f", "mover")
 	// A default-gateway that no subnet of the pools holds, given once the
 	// default network exists: refused, and the network left as it was.
 	s.WriteConfig(t, `{"default-gateway": "10.99.0.1"}`)
@@ -662,6 +672,14 @@ func TestDefaultNetworkFollowsConfig(t *testing.T) {
 		t.Errorf("knit0 after the refused connect:\n%s", addrs)
 	}
 	s.MustKnit(t, "rm", "-f", "joiner", "second")
+	// Unused now, but a connect refused (no such container) does not make
+	// it again.
+	if r := s.Knit("network", "connect", "bridge", "nosuch"); r.Code == 0 || !strings.Contains(r.Stderr, "no such container") {
+		t.Errorf("network connect bridge nosuch: exit %d, %q", r.Code, r.Stderr)
+	}
+	if addrs := s.MustRun(t, "ip", "-o", "-4", "addr", "show", "dev", "knit0"); !strings.Contains(addrs, "10.53.0.1/24") {
+		t.Errorf("knit0 after a connect refused for want of its container:\n%s", addrs)
+	}
 }
 
 // run -u and exec -u, as Docker's: a name or UID from the container's own

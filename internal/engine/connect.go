@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall"
@@ -36,6 +37,33 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 	if err := e.Reconcile(); err != nil {
 		return err
 	}
+	for _, a := range o.Aliases {
+		if err := files.ValidHostname(a); err != nil {
+			return errdefs.Invalid("invalid --alias %q: %v", a, err)
+		}
+	}
+	// The container first: a connect it refuses changes nothing, neither
+	// the network's bridge and rules nor a default network config.json
+	// changed.
+	err = e.st.View(func(tx store.Tx) error {
+		c, err := lookupContainer(tx, ref)
+		if err != nil {
+			return err
+		}
+		name := ModeBridge // not recorded yet
+		if n, err := usableNetworkTx(tx, network); err == nil {
+			name = n.Name
+		} else if !errors.Is(err, errNoDefaultNetwork) {
+			return err
+		}
+		if len(o.Aliases) > 0 && name == ModeBridge {
+			return errdefs.Invalid("network-scoped aliases are supported only for containers on user-defined networks")
+		}
+		return connectableTo(tx, c, name)
+	})
+	if err != nil {
+		return err
+	}
 	n, err := e.usableNetwork(network)
 	if err != nil {
 		return err
@@ -52,13 +80,7 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 		if c, err = lookupContainer(tx, ref); err != nil {
 			return err
 		}
-		if err := connectable(c); err != nil {
-			return err
-		}
-		if slices.ContainsFunc(c.Endpoints, func(ep Endpoint) bool { return ep.Network == n.Name }) {
-			return errdefs.Conflict("container %s is already connected to network %s", c.Name, n.Name)
-		}
-		if err := connectUnderWay(tx, c, n.Name); err != nil { // a disconnect finishing
+		if err := connectableTo(tx, c, n.Name); err != nil {
 			return err
 		}
 		req := EndpointOptions{IP: o.IP, IP6: o.IP6, Aliases: o.Aliases}
@@ -148,6 +170,18 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 		return errors.Join(lerr, fmt.Errorf("container %s is connected to network %s, but its /etc/hosts is not updated: %w", c.Name, n.Name, err))
 	}
 	return lerr
+}
+
+// connectableTo says whether c can be connected to the network named
+// network now: running, not on it yet, no disconnect from it finishing.
+func connectableTo(tx store.Tx, c *Container, network string) error {
+	if err := connectable(c); err != nil {
+		return err
+	}
+	if slices.ContainsFunc(c.Endpoints, func(ep Endpoint) bool { return ep.Network == network }) {
+		return errdefs.Conflict("container %s is already connected to network %s", c.Name, network)
+	}
+	return connectUnderWay(tx, c, network) // a disconnect finishing
 }
 
 // dnsStage is the bucketConnecting value of a connect whose link is made
@@ -644,10 +678,10 @@ func takeDefaultRoutes(tx store.Tx, eps []Endpoint, gws []netip.Addr) []Endpoint
 			if k < 0 {
 				continue
 			}
-			ep := &eps[j]
-			ep.Gateways = append(ep.Gateways, n.Subnets[k].Gateway)
+			ep, gw := &eps[j], n.Subnets[k].Router() // config.json's default-gateway on the default network
+			ep.Gateways = append(ep.Gateways, gw)
 			ep.DefaultRoute = true
-			moved = append(moved, Endpoint{Network: ep.Network, Endpoint: driver.Endpoint{IfName: ep.IfName, Gateways: []netip.Addr{n.Subnets[k].Gateway}}})
+			moved = append(moved, Endpoint{Network: ep.Network, Endpoint: driver.Endpoint{IfName: ep.IfName, Gateways: []netip.Addr{gw}}})
 			break
 		}
 	}

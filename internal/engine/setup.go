@@ -440,11 +440,7 @@ func allocateEndpoint(tx store.Tx, n *Network, c *Container, req EndpointOptions
 		}
 		ep.Addrs = append(ep.Addrs, netip.PrefixFrom(addr, s.Prefix.Bits()))
 		if s.Gateway.IsValid() && !n.Internal && !routed[addr.Is4()] {
-			gw := s.Gateway
-			if s.DefaultRoute.IsValid() {
-				gw = s.DefaultRoute
-			}
-			ep.Gateways = append(ep.Gateways, gw)
+			ep.Gateways = append(ep.Gateways, s.Router())
 			ep.DefaultRoute = true
 		}
 		if ep.MAC == nil && addr.Is4() {
