@@ -40,6 +40,9 @@ type crashKind struct {
 	// crashnet makes the user-defined network crashnet, with a second
 	// bystander on it, for commands that use it.
 	crashnet bool
+	// bystanderNet, when set, is a user-defined network made for the
+	// bystander, for commands that need the default network unused.
+	bystanderNet string
 	// setup prepares the sandbox once, after the bystanders run.
 	setup func(t *testing.T, s *testutil.Sandbox, bb string)
 	// before prepares each attempt (what the command removes).
@@ -280,6 +283,28 @@ func crashKinds() []crashKind {
 			mustCleanly(t, "network rm after crash", s.Knit("network", "rm", "connectnet"), "not found")
 		},
 	}, {
+		// config.json changed the unused default network: a run makes it
+		// again, killed half-way through tearing the old one down or
+		// making the new one.
+		name:         "DefaultNetworkRemake",
+		bystanderNet: "bysnet",
+		before: func(t *testing.T, s *testutil.Sandbox, bb string) {
+			s.WriteConfig(t, `{"bip": "10.61.0.1/24"}`)
+			s.MustKnit(t, "run", "--rm", "--rootfs", bb, "true")
+			s.WriteConfig(t, `{"bip": "10.62.0.1/24"}`)
+		},
+		crash: func(t *testing.T, s *testutil.Sandbox, bb string, env []string) testutil.Result {
+			return knitEnv(t, s, env, "run", "--rm", "--rootfs", bb, "true")
+		},
+		next: func(t *testing.T, s *testutil.Sandbox, bb string) {
+			if out := s.MustKnit(t, "run", "--rm", "--rootfs", bb, "ip", "-o", "-4", "addr", "show", "eth0"); !strings.Contains(out, "10.62.0.2/24") {
+				t.Errorf("a run after the crash: %s, want 10.62.0.2/24", out)
+			}
+			if addrs := s.MustRun(t, "ip", "-o", "-4", "addr", "show", "dev", "knit0"); strings.Contains(addrs, "10.61.0.1") || !strings.Contains(addrs, "10.62.0.1/24") {
+				t.Errorf("knit0 after the crash and a run:\n%s", addrs)
+			}
+		},
+	}, {
 		name:  "CNIAdd",
 		setup: cniSetup,
 		crash: func(t *testing.T, s *testutil.Sandbox, _ string, env []string) testutil.Result {
@@ -340,6 +365,7 @@ func TestCrashNetworkConnect(t *testing.T)         { crashTest(t, "NetworkConnec
 func TestCrashNetworkDisconnect(t *testing.T)      { crashTest(t, "NetworkDisconnect") }
 func TestCrashNetworkDisconnectRoute(t *testing.T) { crashTest(t, "NetworkDisconnectRoute") }
 func TestCrashSystemPrune(t *testing.T)            { crashTest(t, "SystemPrune") }
+func TestCrashDefaultNetworkRemake(t *testing.T)   { crashTest(t, "DefaultNetworkRemake") }
 func TestCrashCNIAdd(t *testing.T)                 { crashTest(t, "CNIAdd") }
 func TestCrashCNIDel(t *testing.T)                 { crashTest(t, "CNIDel") }
 
@@ -385,7 +411,12 @@ func crashTest(t *testing.T, name string) {
 	start := time.Now()
 	// The bystander runs through every crash: on the default network, and
 	// for the commands that make containers, a second one on theirs.
-	serve(t, s, bb, "bystander", "-p", "8090:80")
+	flags := []string{"-p", "8090:80"}
+	if k.bystanderNet != "" {
+		s.MustKnit(t, "network", "create", k.bystanderNet)
+		flags = append(flags, "--network", k.bystanderNet)
+	}
+	serve(t, s, bb, "bystander", flags...)
 	if k.crashnet {
 		s.MustKnit(t, "network", "create", "crashnet")
 		serve(t, s, bb, "bystander2", "--network", "crashnet", "-p", "8091:80")

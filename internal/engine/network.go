@@ -40,8 +40,10 @@ func (e *Engine) lookupNetwork(name string) (*Network, error) {
 }
 
 // createDefaultNetwork records the "bridge" network, its subnet from
-// config.json (defaultSubnet).
+// config.json (defaultSubnet), once a removal of the old one a crash cut
+// short is finished (remakeDefault's).
 func (e *Engine) createDefaultNetwork() (*Network, error) {
+	e.finishRemoval(ModeBridge)
 	n := &Network{
 		Network: driver.Network{
 			ID:       newID(),
@@ -63,6 +65,9 @@ func (e *Engine) createDefaultNetwork() (*Network, error) {
 	n.Subnets = []driver.Subnet{sub}
 	err = e.st.Update(func(tx store.Tx) error {
 		if cur, err := getNetwork(tx, ModeBridge); err == nil { // a concurrent command won
+			if cur.Removing { // or is removing it, or could not finish that
+				return networkRemoving(ModeBridge)
+			}
 			n = cur
 			return nil
 		}

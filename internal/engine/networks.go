@@ -707,6 +707,10 @@ func (e *Engine) PruneNetworks(match func(*Network) bool) ([]string, error) {
 	var removed []string
 	var errs []error
 	for _, n := range nets {
+		if n.Name == ModeBridge && n.Removing { // a remake cut short (remakeDefault)
+			errs = append(errs, e.finishRemoveNetwork(n))
+			continue
+		}
 		if !n.UserDefined() || match != nil && !match(n) {
 			continue
 		}

@@ -84,7 +84,9 @@ func (e *Engine) ensureHostGateway(o *RunOptions, p *plan) error {
 	return nil
 }
 
-// errNoDefaultNetwork: the default network has no record yet.
+// errNoDefaultNetwork: the default network has no record yet, or one
+// whose removal (config.json changed it) a crash cut short:
+// createDefaultNetwork finishes that and makes it.
 var errNoDefaultNetwork = errors.New("the default network has no record yet")
 
 // usableNetwork looks a network up by name, ID or ID prefix for a run or a
@@ -111,6 +113,9 @@ func usableNetworkTx(tx store.Tx, ref string) (*Network, error) {
 		return nil, err
 	}
 	if n.Removing {
+		if n.Name == ModeBridge {
+			return nil, errNoDefaultNetwork
+		}
 		return nil, networkRemoving(n.Name)
 	}
 	return n, nil
