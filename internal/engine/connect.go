@@ -466,6 +466,13 @@ func (e *Engine) finishDisconnect(c *Container, network string, n *Network, want
 	i := slices.IndexFunc(c.Endpoints, func(ep Endpoint) bool { return ep.Network == network })
 	if i >= 0 && c.Running() && n != nil {
 		if err := e.leave(c, n, c.Endpoints[i]); err != nil && !force {
+			// Still connected, as its record says: its ports, which
+			// leave took down first, go back up.
+			if ports := portsOn(c, network); len(ports) > 0 && e.fw != nil {
+				if perr := e.fw.AddPorts(c.ID, ports); perr != nil {
+					err = errors.Join(err, fmt.Errorf("publish its ports on %s again: %w", network, perr))
+				}
+			}
 			return err
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/firewall/firewalltest"
 	"github.com/knit-dev/knit/internal/store"
 )
 
@@ -497,6 +498,42 @@ func TestDisconnectFailingAfterTheDropKeepsItsEntry(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A disconnect whose link cannot be taken down fails, and leaves the
+// container as its record has it: connected, its ports there published
+// (leave takes them down first).
+func TestDisconnectFailingToLeaveKeepsItsPorts(t *testing.T) {
+	st := newStore(t)
+	id := hexID("ddd")
+	fw := firewalltest.New()
+	e := connectFixture(t, st, id, &failingLinks{})
+	e.fw = fw
+	port := firewall.PortMapping{Network: "other", Proto: "tcp", HostPort: 8080, ContainerIP: netip.MustParseAddr("10.6.0.5"), ContainerPort: 80}
+	if err := st.Update(func(tx store.Tx) error {
+		c, err := getContainer(tx, id)
+		if err != nil {
+			return err
+		}
+		c.Endpoints = []Endpoint{{Network: "other", Endpoint: driver.Endpoint{ContainerID: id, IfName: "eth0", Addrs: []netip.Prefix{netip.MustParsePrefix("10.6.0.5/24")}}}}
+		c.Ports = []firewall.PortMapping{port}
+		return putContainer(tx, c)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.AddPorts(id, []firewall.PortMapping{port}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Disconnect("other", "y", false); err == nil || !strings.Contains(err.Error(), "leave: no") {
+		t.Fatalf("Disconnect = %v, want the leave's error", err)
+	}
+	if owners, _ := fw.Owners(); !slices.Equal(owners, []string{id}) {
+		t.Errorf("port owners after the failed disconnect: %v, want the container's port published again\n%s", owners, fw)
+	}
+	c, err := e.get(id)
+	if err != nil || len(c.Endpoints) != 1 || len(c.Ports) != 1 {
+		t.Errorf("record after the failed disconnect: %+v, %v; want it connected, with its port", c, err)
+	}
 }
 
 // exitingJoin is a driver whose Join lets the container's exit be recorded
