@@ -112,6 +112,12 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 				return
 			}
 			_, _ = e.dropEndpoint(c.ID, n.Name, nil)
+			if n.DNS {
+				// Another command's sync may have given the server the
+				// endpoint's names meanwhile (its records were written
+				// with the endpoint).
+				e.resyncDNS()
+			}
 		}
 	}()
 	if err := e.join(n, ep, driver.Sandbox{NetnsPath: c.Netns}); err != nil {

@@ -408,7 +408,9 @@ func (*failingLinks) Leave(*driver.Network, *driver.Endpoint, driver.Sandbox, dr
 func connectFixture(t *testing.T, st store.Store, id string, d driver.Driver) *Engine {
 	t.Helper()
 	off := false
-	e := &Engine{st: st, cfg: &config.Config{IPForward: &off}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: t.TempDir()},
+	// An exec-root that cannot be made: no tmpfs (the DNS sync only reports
+	// its failure).
+	e := &Engine{st: st, cfg: &config.Config{IPForward: &off}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: "/dev/null/run"},
 		drivers: map[string]driver.Driver{"bridge": d}}
 	c := &Container{ID: id, Name: "y", Dir: filepath.Join(t.TempDir(), "y"), Netns: "/nonexistent", OwnsNetns: true,
 		State: State{Status: StatusRunning, Supervisor: selfProc()}}
