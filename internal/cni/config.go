@@ -58,9 +58,15 @@ type NetConf struct {
 	// IsDefaultGateway installs default routes through the network; nil
 	// means true.
 	IsDefaultGateway *bool `json:"isDefaultGateway"`
-	// Hairpin is accepted for configurations written for the bridge
-	// plugin; knit's bridge ports always hairpin.
-	Hairpin *bool `json:"hairpin"`
+	// The bridge plugin's keys for what knit's bridge always does (its
+	// ports hairpin, for published ports reached from their own
+	// container; it holds the gateway) or never does (VLANs, a promiscuous
+	// bridge): accepted when they ask for that, refused (code 2) when not.
+	HairpinMode *bool           `json:"hairpinMode"`
+	IsGateway   *bool           `json:"isGateway"`
+	VLAN        int             `json:"vlan"`
+	VLANTrunk   json.RawMessage `json:"vlanTrunk"`
+	PromiscMode bool            `json:"promiscMode"`
 
 	Capabilities  map[string]bool `json:"capabilities"`
 	IPAM          json.RawMessage `json:"ipam"`
@@ -138,6 +144,20 @@ func ParseConfig(data []byte) (*NetConf, *Error) {
 		}
 		if json.Unmarshal(ipam, &section) != nil || section.Type != "" {
 			return nil, newError(CodeUnsupportedField, "unsupported field ipam", "ipam=%s: knit allocates addresses from the knit network itself; remove the ipam section", ipam)
+		}
+	}
+	for _, f := range []struct {
+		bad      bool
+		key, why string
+	}{
+		{c.HairpinMode != nil && !*c.HairpinMode, "hairpinMode", "false: knit's bridge ports always hairpin (a container reaches its own published ports through it)"},
+		{c.IsGateway != nil && !*c.IsGateway, "isGateway", "false: knit's bridge always holds the network's gateway"},
+		{c.VLAN != 0, "vlan", strconv.Itoa(c.VLAN) + ": knit's bridges do not filter VLANs"},
+		{len(bytes.TrimSpace(c.VLANTrunk)) > 0 && !bytes.Equal(bytes.TrimSpace(c.VLANTrunk), []byte("null")), "vlanTrunk", "knit's bridges do not filter VLANs"},
+		{c.PromiscMode, "promiscMode", "true: knit does not put its bridges in promiscuous mode"},
+	} {
+		if f.bad {
+			return nil, newError(CodeUnsupportedField, "unsupported field "+f.key, "%s %s", f.key, f.why)
 		}
 	}
 	return &c, nil

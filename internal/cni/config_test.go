@@ -36,7 +36,7 @@ func TestParseConfigEveryField(t *testing.T) {
 		"cniVersion": "1.0.0", "name": "cfg", "type": "knit", "network": "knet",
 		"subnet": "10.88.0.0/16", "gateway": "10.88.0.254", "ipRange": "10.88.1.0/24",
 		"ipv6": true, "subnet6": "fd00:88::/64", "gateway6": "fd00:88::1", "ipRange6": "fd00:88::/80",
-		"bridge": "kbr0", "mtu": 1400, "ipMasq": false, "icc": false, "isDefaultGateway": false, "hairpin": true,
+		"bridge": "kbr0", "mtu": 1400, "ipMasq": false, "icc": false, "isDefaultGateway": false, "hairpinMode": true, "isGateway": true,
 		"dataRoot": "/d", "execRoot": "/e",
 		"capabilities": {"portMappings": true, "ips": true, "mac": true, "dns": true, "aliases": true, "bandwidth": true},
 		"ipam": {},
@@ -56,7 +56,7 @@ func TestParseConfigEveryField(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.DataRoot != "/d" || c.ExecRoot != "/e" || c.Hairpin == nil || !*c.Hairpin {
+	if c.DataRoot != "/d" || c.ExecRoot != "/e" || c.HairpinMode == nil || !*c.HairpinMode {
 		t.Errorf("roots or hairpin: %+v", c.BaseConf)
 	}
 	req, err := c.Request(Invocation{ContainerID: "c1", IfName: "net1", Netns: "/ns"}, &Args{PodName: "pod", IPs: []string{"10.88.1.7"}, MAC: "02:00:00:00:00:01"})
@@ -159,6 +159,13 @@ func TestParseConfigErrors(t *testing.T) {
 		{`{"name":"n"}`, CodeIncompatibleVersion, `""`},
 		{`{"cniVersion":"1.1.0"}`, CodeInvalidConfig, "name"},
 		{`{"cniVersion":"1.1.0","name":"n","ipam":{"type":"host-local"}}`, CodeUnsupportedField, "host-local"},
+		{`{"cniVersion":"1.1.0","name":"n","hairpinMode":false}`, CodeUnsupportedField, "hairpinMode false"},
+		{`{"cniVersion":"1.1.0","name":"n","isGateway":false}`, CodeUnsupportedField, "isGateway false"},
+		{`{"cniVersion":"1.1.0","name":"n","vlan":100}`, CodeUnsupportedField, "vlan 100"},
+		{`{"cniVersion":"1.1.0","name":"n","vlanTrunk":[{"id":101}]}`, CodeUnsupportedField, "vlanTrunk"},
+		{`{"cniVersion":"1.1.0","name":"n","promiscMode":true}`, CodeUnsupportedField, "promiscMode true"},
+		{`{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"mac":"01:00:5e:00:00:01"}}`, CodeInvalidConfig, "unicast"},
+		{`{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"mac":"00:00:00:00:00:00"}}`, CodeInvalidConfig, "unicast"},
 		{`{"cniVersion":"1.1.0","name":"n","subnet":"10.0.0.0"}`, CodeInvalidConfig, "subnet"},
 		{`{"cniVersion":"1.1.0","name":"n","gateway6":"x"}`, CodeInvalidConfig, "gateway6"},
 		{`{"cniVersion":"1.1.0","name":"n","ipRange":"10.0.0.1/33"}`, CodeInvalidConfig, "ipRange"},

@@ -48,6 +48,9 @@ func (c *NetConf) Request(inv Invocation, args *Args) (engine.CNIRequest, *Error
 		if perr != nil || len(hw) != 6 {
 			return req, invalid("mac %q: want an Ethernet address like 02:42:ac:11:00:02", mac)
 		}
+		if !engine.UnicastMAC(hw) {
+			return req, invalid("mac %s: must be a unicast Ethernet address", mac)
+		}
 		req.MAC = hw
 	}
 	if req.Ports, err = parsePorts(c.RuntimeConfig.PortMappings); err != nil {

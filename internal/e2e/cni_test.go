@@ -810,3 +810,36 @@ func TestCNIKeepsAnotherPluginsDefaultRoute(t *testing.T) {
 	h.mustCnitool(t, "check", "after", ns)
 	h.mustCnitool(t, "del", "after", ns)
 }
+
+// STATUS of a network ADD would create answers as ADD would: 50 for a
+// configuration it would refuse (a subnet another network has, an MTU
+// out of range), ready for one whose removal a crash cut short (ADD
+// finishes that removal, and STATUS does too).
+func TestCNIStatusOfANetworkToCreate(t *testing.T) {
+	h := cniSandbox(t)
+	h.s.MustKnit(t, "network", "create", "--subnet", "10.88.0.0/16", "n1")
+	for conf, want := range map[string]string{
+		`{"cniVersion":"1.1.0","name":"n2","type":"knit","subnet":"10.88.0.0/24"}`: "overlaps with subnet 10.88.0.0/16 of network n1",
+		`{"cniVersion":"1.1.0","name":"n3","type":"knit","mtu":50}`:                "invalid mtu",
+		`{"cniVersion":"1.1.0","name":"n4","type":"knit","bridge":"br-taken"}`:     "bridge br-taken is already used",
+	} {
+		if strings.Contains(conf, "br-taken") {
+			h.s.MustKnit(t, "network", "create", "-o", "bridge=br-taken", "owner")
+		}
+		if code, out := h.plugin(t, conf, "CNI_COMMAND=STATUS"); code != 50 || !strings.Contains(out, want) {
+			t.Errorf("STATUS of %s: code %d, want 50 saying %q\n%s", conf, code, want, out)
+		}
+	}
+	// A network rm killed after marking the network: STATUS finishes it.
+	conf := `{"cniVersion":"1.1.0","name":"half","type":"knit","subnet":"10.89.0.0/24"}`
+	h.s.MustKnit(t, "network", "create", "--subnet", "10.89.0.0/24", "half")
+	if r := h.s.Run("env", "KNIT_CRASH_AT=4", testutil.KnitBinary(t), "network", "rm", "half"); r.Code != 137 { // at nft.batch, once marked
+		t.Fatalf("network rm killed at its fourth step: exit %d, %s", r.Code, r.Stderr)
+	}
+	if code, out := h.plugin(t, conf, "CNI_COMMAND=STATUS"); code != 0 {
+		t.Errorf("STATUS of a network whose removal was cut short: code %d, want 0 (ready)\n%s", code, out)
+	}
+	if r := h.s.Knit("network", "inspect", "half"); r.Code == 0 {
+		t.Errorf("the network half removed is still there after STATUS")
+	}
+}

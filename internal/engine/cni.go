@@ -735,14 +735,20 @@ func (e *Engine) CNIStatus(o NetworkCreateOptions) error {
 		return err
 	}
 	n, err := e.lookupNetwork(o.Name)
+	if err == nil && n.Removing {
+		// A removal a crash cut short: finished here, as ADD would
+		// (cniNetwork), then ADD makes the network again.
+		e.finishRemoval(n.Name)
+		n, err = e.lookupNetwork(o.Name)
+		if err == nil && n.Removing {
+			return networkRemoving(n.Name)
+		}
+	}
 	if errdefs.KindOf(err) == errdefs.KindNotFound {
-		return nil // ADD creates it
+		return e.CheckNewNetwork(o) // ADD creates it, unless it would refuse to
 	}
 	if err != nil {
 		return err
-	}
-	if n.Removing {
-		return networkRemoving(n.Name)
 	}
 	if h, err := link.Host(); err == nil {
 		_, err = h.BridgeGet(n.Bridge)

@@ -82,54 +82,9 @@ func (e *Engine) CreateNetwork(o NetworkCreateOptions) (*Network, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n.Bridge == "" {
-		n.Bridge = "br-" + n.ID[:12]
-	}
 	err = e.st.Update(func(tx store.Tx) error {
-		if cur, err := getNetwork(tx, n.Name); err == nil && cur.Removing {
-			return errdefs.Conflict("network %s is being removed, and its removal could not be finished: `knit network rm %s` says why", n.Name, n.Name)
-		} else if err == nil || n.Name == ModeBridge || predefined[n.Name] != "" {
-			return errdefs.Conflict("network with name %s already exists", n.Name)
-		}
-		nets, err := listNetworks(tx)
-		if err != nil {
+		if err := e.placeNetwork(tx, n, &o, hostRoutes); err != nil {
 			return err
-		}
-		var taken []netip.Prefix
-		for _, other := range nets {
-			if other.Bridge == n.Bridge {
-				return errdefs.Conflict("bridge %s is already used by network %s", n.Bridge, other.Name)
-			}
-			for _, s := range other.Subnets {
-				taken = append(taken, s.Prefix)
-			}
-		}
-		// Looked at under the store's lock: a network rm that used the
-		// bridge has taken its gateways away by the time its record is
-		// gone, so none of them passes for the administrator's.
-		adminAddrs, exists, err := bridgeAddrs(n.Bridge)
-		if err != nil {
-			return err
-		}
-		n.External = exists // the administrator's bridge: used, never deleted
-		if err := e.pickSubnets(n, &o, append(taken, hostRoutes...)); err != nil {
-			return err
-		}
-		for _, s := range n.Subnets {
-			if gw := netip.PrefixFrom(s.Gateway, s.Prefix.Bits()); exists && s.Gateway.IsValid() && !slices.Contains(adminAddrs, gw) {
-				n.GatewaysAdded = append(n.GatewaysAdded, gw)
-			}
-		}
-		// An explicit subnet may overlap a host route (the administrator
-		// knows best) but never another network.
-		for _, other := range nets {
-			for _, s := range other.Subnets {
-				for _, mine := range n.Subnets {
-					if mine.Prefix.Overlaps(s.Prefix) {
-						return errdefs.Conflict("invalid pool request: pool %s overlaps with subnet %s of network %s", mine.Prefix, s.Prefix, other.Name)
-					}
-				}
-			}
 		}
 		return putJSON(tx, bucketNetworks, n.Name, n)
 	})
@@ -141,6 +96,59 @@ func (e *Engine) CreateNetwork(o NetworkCreateOptions) (*Network, error) {
 		return nil, err
 	}
 	return n, nil
+}
+
+// placeNetwork checks, in tx, that n can be recorded (its name free, its
+// bridge no other network's, its subnets overlapping none) and picks its
+// subnets; hostRoutes are the prefixes a picked subnet avoids. It changes
+// nothing: CreateNetwork records n after it, CNI STATUS only asks.
+func (e *Engine) placeNetwork(tx store.Tx, n *Network, o *NetworkCreateOptions, hostRoutes []netip.Prefix) error {
+	if cur, err := getNetwork(tx, n.Name); err == nil && cur.Removing {
+		return errdefs.Conflict("network %s is being removed, and its removal could not be finished: `knit network rm %s` says why", n.Name, n.Name)
+	} else if err == nil || n.Name == ModeBridge || predefined[n.Name] != "" {
+		return errdefs.Conflict("network with name %s already exists", n.Name)
+	}
+	nets, err := listNetworks(tx)
+	if err != nil {
+		return err
+	}
+	var taken []netip.Prefix
+	for _, other := range nets {
+		if other.Bridge == n.Bridge {
+			return errdefs.Conflict("bridge %s is already used by network %s", n.Bridge, other.Name)
+		}
+		for _, s := range other.Subnets {
+			taken = append(taken, s.Prefix)
+		}
+	}
+	// Looked at under the store's lock: a network rm that used the
+	// bridge has taken its gateways away by the time its record is
+	// gone, so none of them passes for the administrator's.
+	adminAddrs, exists, err := bridgeAddrs(n.Bridge)
+	if err != nil {
+		return err
+	}
+	n.External = exists // the administrator's bridge: used, never deleted
+	if err := e.pickSubnets(n, o, append(taken, hostRoutes...)); err != nil {
+		return err
+	}
+	for _, s := range n.Subnets {
+		if gw := netip.PrefixFrom(s.Gateway, s.Prefix.Bits()); exists && s.Gateway.IsValid() && !slices.Contains(adminAddrs, gw) {
+			n.GatewaysAdded = append(n.GatewaysAdded, gw)
+		}
+	}
+	// An explicit subnet may overlap a host route (the administrator
+	// knows best) but never another network.
+	for _, other := range nets {
+		for _, s := range other.Subnets {
+			for _, mine := range n.Subnets {
+				if mine.Prefix.Overlaps(s.Prefix) {
+					return errdefs.Conflict("invalid pool request: pool %s overlaps with subnet %s of network %s", mine.Prefix, s.Prefix, other.Name)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // bridgeAddrs reports whether a bridge called name exists, and its
@@ -373,7 +381,25 @@ func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
 			}
 		}
 	}
+	if n.Bridge == "" {
+		n.Bridge = "br-" + n.ID[:12]
+	}
 	return n, nil
+}
+
+// CheckNewNetwork says whether CreateNetwork would refuse o (but for a
+// removal of a network of that name it would finish first), changing
+// nothing: CNI STATUS's answer for a network ADD would create.
+func (e *Engine) CheckNewNetwork(o NetworkCreateOptions) error {
+	n, err := e.newNetwork(&o)
+	if err != nil {
+		return err
+	}
+	hostRoutes, err := hostReserved()
+	if err != nil {
+		return err
+	}
+	return e.st.View(func(tx store.Tx) error { return e.placeNetwork(tx, n, &o, hostRoutes) })
 }
 
 func parseBool(key, v string) (bool, error) {

@@ -86,9 +86,9 @@ type RunOptions struct {
 	GroupAdd []string
 }
 
-// unicastMAC reports whether mac can be an interface's own Ethernet
+// UnicastMAC reports whether mac can be an interface's own Ethernet
 // address: six bytes, not a group address, not all zeros.
-func unicastMAC(mac net.HardwareAddr) bool {
+func UnicastMAC(mac net.HardwareAddr) bool {
 	return len(mac) == 6 && mac[0]&1 == 0 && !bytes.Equal(mac, make(net.HardwareAddr, 6))
 }
 
@@ -202,7 +202,7 @@ func (o *RunOptions) validate() error {
 			return errdefs.Invalid("invalid ip %s for network %s: not an IPv4 address (use ip6)", ep.IP, o.ExtraNetworks[i])
 		case ep.IP6.IsValid() && ep.IP6.Is4():
 			return errdefs.Invalid("invalid ip6 %s for network %s: not an IPv6 address", ep.IP6, o.ExtraNetworks[i])
-		case ep.MAC != nil && !unicastMAC(ep.MAC):
+		case ep.MAC != nil && !UnicastMAC(ep.MAC):
 			return errdefs.Invalid("invalid mac-address %s for network %s: must be a unicast Ethernet address", ep.MAC, o.ExtraNetworks[i])
 		}
 		for _, a := range ep.Aliases {
@@ -242,7 +242,7 @@ func (o *RunOptions) validate() error {
 	if !ownNet && len(portSpecs(o)) > 0 {
 		return errdefs.Invalid("conflicting options: port publishing and --network %s", mode)
 	}
-	if o.MAC != nil && !unicastMAC(o.MAC) {
+	if o.MAC != nil && !UnicastMAC(o.MAC) {
 		return errdefs.Invalid("invalid --mac-address %s: must be a unicast Ethernet address", o.MAC)
 	}
 	return nil
