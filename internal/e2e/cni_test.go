@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -842,4 +843,33 @@ func TestCNIStatusOfANetworkToCreate(t *testing.T) {
 	if r := h.s.Knit("network", "inspect", "half"); r.Code == 0 {
 		t.Errorf("the network half removed is still there after STATUS")
 	}
+}
+
+// The embedded DNS server the ADD result names as the nameserver, killed,
+// is started again by CHECK and by STATUS (which a runtime sends
+// periodically), as by any knit command.
+func TestCNICheckAndStatusRestartTheDNSServer(t *testing.T) {
+	h := cniSandbox(t)
+	h.conflist(t, "dnsnet", "1.1.0", `{"type":"knit","subnet":"10.71.0.0/24","bridge":"kdns"}`)
+	ns := h.netns(t, "a")
+	h.mustCnitool(t, "add", "dnsnet", ns)
+	pidFile, lock := h.s.ExecRoot()+"/dns/server.pid", h.s.ExecRoot()+"/dns/server.lock"
+	for _, cmd := range []string{"check", "status"} {
+		pid := strings.TrimSpace(h.s.MustRun(t, "cat", pidFile))
+		h.s.MustRun(t, "kill", "-9", pid)
+		eventually(t, func() (string, error) { // gone once its lock is free
+			if r := h.s.Run("flock", "-n", "-s", lock, "true"); r.Code != 0 {
+				return "", errors.New("the killed server still holds its lock")
+			}
+			return "", nil
+		})
+		h.mustCnitool(t, cmd, "dnsnet", ns)
+		if r := h.s.Run("flock", "-n", "-s", lock, "true"); r.Code == 0 {
+			t.Errorf("no DNS server runs after cnitool %s", cmd)
+		}
+		if now := strings.TrimSpace(h.s.MustRun(t, "cat", pidFile)); now == pid {
+			t.Errorf("server.pid still names the killed server %s after cnitool %s", pid, cmd)
+		}
+	}
+	h.mustCnitool(t, "del", "dnsnet", ns)
 }

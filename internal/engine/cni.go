@@ -603,7 +603,10 @@ func (e *Engine) gcRemove(id, config string, keep func(containerID, ifname strin
 
 // CNICheck compares the live interface, addresses, routes and published
 // ports with knit's record of the attachment and describes what differs.
+// The embedded DNS server, which the result names as the container's
+// nameserver, is started again if it was killed, as any knit command does.
 func (e *Engine) CNICheck(containerID, ifname, netnsPath string) error {
+	e.ensureDNSServer()
 	a, err := e.CNIGet(containerID, ifname)
 	if err != nil {
 		return err
@@ -734,6 +737,7 @@ func (e *Engine) CNIStatus(o NetworkCreateOptions) error {
 	if err := e.CheckFirewall(); err != nil {
 		return err
 	}
+	e.ensureDNSServer() // as CNICheck
 	n, err := e.lookupNetwork(o.Name)
 	if err == nil && n.Removing {
 		// A removal a crash cut short: finished here, as ADD would
