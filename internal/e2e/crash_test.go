@@ -220,6 +220,26 @@ func crashKinds() []crashKind {
 			reaches(t, s, world, "198.51.100.1", 8080, "victim")
 		},
 	}, {
+		// The same onto the default network, which has no DNS: a crash
+		// after the link was recorded leaves /etc/hosts to the next command.
+		name:     "NetworkConnectBridge",
+		crashnet: true,
+		before: func(t *testing.T, s *testutil.Sandbox, bb string) {
+			mustCleanly(t, "run victim", runVictim(t, s, bb, nil))
+		},
+		crash: func(t *testing.T, s *testutil.Sandbox, _ string, env []string) testutil.Result {
+			return knitEnv(t, s, env, "network", "connect", "bridge", "victim")
+		},
+		next: func(t *testing.T, s *testutil.Sandbox, _ string) {
+			mustCleanly(t, "connect after crash", s.Knit("network", "connect", "bridge", "victim"), "already connected")
+			ip := inspectField(t, s, "victim", "{{.NetworkSettings.Networks.bridge.IPAddress}}")
+			if hosts := s.MustKnit(t, "exec", "victim", "cat", "/etc/hosts"); !strings.Contains(hosts, ip+"\tvictim") {
+				t.Errorf("/etc/hosts lacks the address on the default network, %s:\n%s", ip, hosts)
+			}
+			s.MustKnit(t, "exec", "victim", "ping", "-c1", "-W2", gateway(t, s, "bridge"))
+			reaches(t, s, world, "198.51.100.1", 8080, "victim")
+		},
+	}, {
 		// Killed half-way, a disconnect may have left the endpoint
 		// recorded, or dropped it with resolv.conf still naming the
 		// network's DNS server: the next command finishes it.
@@ -362,6 +382,7 @@ func TestCrashNetworkCreate(t *testing.T)          { crashTest(t, "NetworkCreate
 func TestCrashNetworkRemove(t *testing.T)          { crashTest(t, "NetworkRemove") }
 func TestCrashNetworkRemoveExternal(t *testing.T)  { crashTest(t, "NetworkRemoveExternal") }
 func TestCrashNetworkConnect(t *testing.T)         { crashTest(t, "NetworkConnect") }
+func TestCrashNetworkConnectBridge(t *testing.T)   { crashTest(t, "NetworkConnectBridge") }
 func TestCrashNetworkDisconnect(t *testing.T)      { crashTest(t, "NetworkDisconnect") }
 func TestCrashNetworkDisconnectRoute(t *testing.T) { crashTest(t, "NetworkDisconnectRoute") }
 func TestCrashSystemPrune(t *testing.T)            { crashTest(t, "SystemPrune") }

@@ -152,30 +152,16 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 			return err
 		}
 		c = cur
-		if n.DNS {
-			return tx.Put(bucketConnecting, key, dnsStage(selfProc()))
-		}
-		return tx.Delete(bucketConnecting, key)
+		return tx.Put(bucketConnecting, key, finishStage(selfProc()))
 	})
 	if err != nil {
 		return err
 	}
 	linked = true
-	// The links first, and whatever fails, the rest goes on: the DNS
-	// stage has a repair of its own if this process goes, the links and
-	// the files of a network without DNS have none.
-	lerr := e.relink(c.ID, false)
-	if lerr != nil {
-		lerr = fmt.Errorf("container %s is connected to network %s, but its links are not updated: %w", c.Name, n.Name, lerr)
+	if err := e.finishConnect(c, n, finishStage(selfProc())); err != nil {
+		return fmt.Errorf("container %s is connected to network %s, but: %w", c.Name, n.Name, err)
 	}
-	if n.DNS {
-		if err := e.finishConnectDNS(c, n, dnsStage(selfProc())); err != nil {
-			return errors.Join(lerr, fmt.Errorf("container %s is connected to network %s, but not yet to its DNS (the next knit command tries again): %w", c.Name, n.Name, err))
-		}
-	} else if err := e.refreshFiles(c.ID); err != nil {
-		return errors.Join(lerr, fmt.Errorf("container %s is connected to network %s, but its /etc/hosts is not updated: %w", c.Name, n.Name, err))
-	}
-	return lerr
+	return nil
 }
 
 // connectableTo says whether c can be connected to the network named
@@ -190,16 +176,17 @@ func connectableTo(tx store.Tx, c *Container, network string) error {
 	return connectUnderWay(tx, c, network) // a disconnect finishing
 }
 
-// dnsStage is the bucketConnecting value of a connect whose link is made
-// and whose DNS is left to do.
-func dnsStage(p Proc) []byte { return append(formatProc(p), " dns"...) }
+// finishStage is the bucketConnecting value of a connect whose link is
+// made and whose links, /etc files and DNS are left to do (finishConnect).
+// Its word is "dns", as when only a DNS network's connect had the stage.
+func finishStage(p Proc) []byte { return append(formatProc(p), " dns"...) }
 
 // leaveStage is the bucketConnecting value of a disconnect under way: if
 // its process dies, the next command finishes it.
 func leaveStage(p Proc) []byte { return append(formatProc(p), " leave"...) }
 
 // parseConnecting reads a bucketConnecting value: the process, and the
-// stage: "" (a connect making its link), "dns" (a connect's last stage) or
+// stage: "" (a connect making its link), "dns" (a connect's last stage: finishStage) or
 // "leave" (a disconnect).
 func parseConnecting(v []byte) (p Proc, stage string, ok bool) {
 	proc, st, _ := bytes.Cut(v, []byte(" "))
@@ -207,18 +194,27 @@ func parseConnecting(v []byte) (p Proc, stage string, ok bool) {
 	return p, string(st), ok
 }
 
-// finishConnectDNS is a connect's last stage, for a network with DNS: the
-// container's files are rewritten (refreshFiles: resolv.conf names the
-// embedded server of its first DNS network), the server learns its names,
-// and the connect's entry (still holding want) goes.
-func (e *Engine) finishConnectDNS(c *Container, n *Network, want []byte) error {
+// finishConnect is a connect's last stage, done again by the next command
+// if this one dies: the links to and from the container are brought up
+// to date (whatever fails, the rest goes on: they have no repair of their
+// own), its files rewritten (refreshFiles: the new address in /etc/hosts,
+// resolv.conf naming the embedded server of its first DNS network), the
+// server learns its names on a DNS network, and the connect's entry
+// (still holding want) goes.
+func (e *Engine) finishConnect(c *Container, n *Network, want []byte) error {
+	var lerr error
+	if err := e.relink(c.ID, false); err != nil {
+		lerr = fmt.Errorf("its links are not updated: %w", err)
+	}
 	if err := e.refreshFiles(c.ID); err != nil {
-		return fmt.Errorf("rewrite /etc files: %w", err)
+		return errors.Join(lerr, fmt.Errorf("its /etc files are not updated: %w", err))
 	}
-	if err := e.syncDNS(); err != nil {
-		return fmt.Errorf("embedded DNS: %w", err)
+	if n.DNS {
+		if err := e.syncDNS(); err != nil {
+			return errors.Join(lerr, fmt.Errorf("it is not yet in the network's DNS: %w", err))
+		}
 	}
-	return e.doneConnecting(connectingKey(c.ID, n.Name), want)
+	return errors.Join(lerr, e.doneConnecting(connectingKey(c.ID, n.Name), want))
 }
 
 // doneConnecting deletes the connect entry key if it still holds want: a
@@ -261,7 +257,7 @@ func (e *Engine) repairConnect(key string) error {
 	id, network, _ := strings.Cut(key, "/")
 	var c *Container
 	var claim []byte // this repair's entry
-	atDNS := false   // the connect's link was made: finish, not undo
+	atDNS := false   // the connect's link was made: finish, not undo (finishStage)
 	leaving := false // a disconnect: finish it
 	err := e.st.Update(func(tx store.Tx) (err error) {
 		v, err := tx.Get(bucketConnecting, key)
@@ -286,7 +282,7 @@ func (e *Engine) repairConnect(key string) error {
 		}
 		switch claim = formatProc(selfProc()); {
 		case atDNS:
-			claim = dnsStage(selfProc())
+			claim = finishStage(selfProc())
 		case leaving:
 			claim = leaveStage(selfProc())
 		}
@@ -320,7 +316,7 @@ func (e *Engine) repairConnect(key string) error {
 		} else if err != nil {
 			return fmt.Errorf("finish the connect of %s to %s: %w", c.Name, network, err)
 		}
-		if err := e.finishConnectDNS(c, n, claim); err != nil {
+		if err := e.finishConnect(c, n, claim); err != nil {
 			// As dnsChanged: the records reach the server at its next
 			// sync; a server that fails now must not stop every command.
 			fmt.Fprintf(os.Stderr, "knit: finish the connect of %s to %s: %v\n", c.Name, network, err)

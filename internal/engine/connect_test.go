@@ -233,7 +233,7 @@ func TestReconcileFinishesDeadConnectDNS(t *testing.T) {
 	if err := st.Update(func(tx store.Tx) error {
 		return errors.Join(putJSON(tx, bucketNetworks, "other", n),
 			tx.Put(ipamBucket("other"), "10.5.0.2", []byte(id)),
-			tx.Put(bucketConnecting, connectingKey(id, "other"), dnsStage(dead)))
+			tx.Put(bucketConnecting, connectingKey(id, "other"), finishStage(dead)))
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func TestConnectKeepsItsLinkWhenDNSFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := e.Connect("other", "x", ConnectOptions{})
-	if err == nil || !strings.Contains(err.Error(), "is connected to network other, but not yet to its DNS") {
+	if err == nil || !strings.Contains(err.Error(), "is connected to network other, but: it is not yet in the network's DNS") {
 		t.Fatalf("Connect with the DNS failing: %v, want the connect reported made but its DNS not", err)
 	}
 	if len(d.left) != 0 {
