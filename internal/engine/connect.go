@@ -538,6 +538,12 @@ func (e *Engine) republish(id string, moved []Endpoint) error {
 	if err := e.publish(c); err != nil {
 		return fmt.Errorf("container %s: its ports on its new network: %w", c.Name, err)
 	}
+	// Exited meanwhile, its teardown having read the ports before they
+	// moved (finish removes those it finds moved once it recorded the
+	// exit): they go again here.
+	if cur, err := e.get(id); err == nil && !cur.Running() || errdefs.KindOf(err) == errdefs.KindNotFound {
+		return e.unpublish(c)
+	}
 	return nil
 }
 

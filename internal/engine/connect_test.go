@@ -658,6 +658,78 @@ func TestFinishUndoesAnEndpointConnectedDuringTheTeardown(t *testing.T) {
 	}
 }
 
+// moveDuringRead is a store that, once, right after a View, moves
+// container id's published port to network "b" and publishes it there, as
+// a `network disconnect` of "a" that got in after finish read the record
+// would (republish).
+type moveDuringRead struct {
+	store.Store
+	id   string
+	fw   *firewalltest.Recorder
+	once sync.Once
+}
+
+func (s *moveDuringRead) View(fn func(store.Tx) error) error {
+	err := s.Store.View(fn)
+	s.once.Do(func() {
+		_ = s.Store.Update(func(tx store.Tx) error {
+			c, err := getContainer(tx, s.id)
+			if err != nil {
+				return err
+			}
+			c.Ports[0].Network, c.Ports[0].ContainerIP = "b", netip.MustParseAddr("10.2.0.5")
+			if err := s.fw.AddPorts(s.id, c.Ports); err != nil {
+				return err
+			}
+			return putContainer(tx, c)
+		})
+	})
+	return err
+}
+
+// A port a disconnect moved to another network while the container's
+// teardown ran goes with the container: the teardown unpublished the
+// ports it had read, finish those it finds moved once the exit is recorded.
+func TestFinishUnpublishesAPortMovedDuringTheTeardown(t *testing.T) {
+	id := hexID("fff")
+	fw := firewalltest.New()
+	st := &moveDuringRead{Store: newStore(t), id: id, fw: fw}
+	e := &Engine{st: st, fw: fw, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: "/dev/null/run"},
+		drivers: map[string]driver.Driver{"bridge": &leaveRecorder{}}}
+	port := firewall.PortMapping{Network: "a", Proto: "tcp", HostPort: 8080, ContainerIP: netip.MustParseAddr("10.1.0.5"), ContainerPort: 80}
+	c := &Container{ID: id, Name: "x", Dir: filepath.Join(t.TempDir(), "x"),
+		State: State{Status: StatusRunning, Supervisor: selfProc()}, Ports: []firewall.PortMapping{port}}
+	st.once.Do(func() {}) // not during the seeding
+	seed(t, st.Store, c)
+	if err := fw.AddPorts(id, c.Ports); err != nil {
+		t.Fatal(err)
+	}
+	st.once = sync.Once{}
+	if err := e.finish(id, 0); err != nil {
+		t.Fatalf("finish: %v", err)
+	}
+	if owners, _ := fw.Owners(); len(owners) != 0 {
+		t.Errorf("ports published after the exit: %v, want none\n%s", owners, fw)
+	}
+}
+
+// republish after the container's exit was recorded (its teardown past
+// the point where it looks for moved ports) takes back what it published.
+func TestRepublishAfterTheExitPublishesNothing(t *testing.T) {
+	id := hexID("abc")
+	fw := firewalltest.New()
+	st := newStore(t)
+	e := &Engine{st: st, fw: fw, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: "/dev/null/run"}}
+	port := firewall.PortMapping{Network: "b", Proto: "tcp", HostPort: 8080, ContainerIP: netip.MustParseAddr("10.2.0.5"), ContainerPort: 80}
+	seed(t, st, &Container{ID: id, Name: "x", State: State{Status: StatusExited}, Ports: []firewall.PortMapping{port}})
+	if err := e.republish(id, []Endpoint{{Network: "b"}}); err != nil {
+		t.Fatalf("republish: %v", err)
+	}
+	if owners, _ := fw.Owners(); len(owners) != 0 {
+		t.Errorf("ports published for an exited container: %v\n%s", owners, fw)
+	}
+}
+
 // fakeRedirector stands for the firewall's 127.0.0.11 rules.
 type fakeRedirector struct{}
 

@@ -12,6 +12,7 @@ import (
 	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/ipam"
 	"github.com/knit-dev/knit/internal/link"
 	"github.com/knit-dev/knit/internal/logfile"
@@ -714,6 +715,14 @@ func (e *Engine) finish(id string, code int) error {
 				if n, nerr := e.lookupNetwork(ep.Network); nerr == nil {
 					kerr = errors.Join(kerr, e.leave(cur, n, ep))
 				}
+			}
+			// So do ports a disconnect moved to another network meanwhile
+			// (republish, which looks again once it published them): the
+			// teardown unpublished those it read.
+			if moved := slices.DeleteFunc(slices.Clone(cur.Ports), func(p firewall.PortMapping) bool {
+				return slices.Contains(c.Ports, p)
+			}); len(moved) > 0 && e.fw != nil {
+				kerr = errors.Join(kerr, e.fw.RemovePorts(id, moved))
 			}
 		}
 		if errors.Is(err, errLate) {
