@@ -589,32 +589,36 @@ func TestConnectUndoneWhenTheContainerExits(t *testing.T) {
 	}
 }
 
-// connectDuringRead is a store that, once, right after a View, records an
-// endpoint on network "late" for container id, as a `network connect` that
-// got in after finish read the record would.
-type connectDuringRead struct {
+// changeAfterRead is a store that, once, right after a View, commits
+// change: another command getting in after the caller read the record.
+type changeAfterRead struct {
 	store.Store
-	id   string
-	once sync.Once
+	change func(tx store.Tx) error
+	once   sync.Once
 }
 
-func (s *connectDuringRead) View(fn func(store.Tx) error) error {
+func (s *changeAfterRead) View(fn func(store.Tx) error) error {
 	err := s.Store.View(fn)
-	s.once.Do(func() {
-		_ = s.Store.Update(func(tx store.Tx) error {
-			c, err := getContainer(tx, s.id)
-			if err != nil {
-				return err
-			}
-			ep, err := allocateEndpoint(tx, dnsNetwork("late", "10.7.0.0/24"), c, EndpointOptions{}, "eth1", nil)
-			if err != nil {
-				return err
-			}
-			c.Endpoints = append(c.Endpoints, *ep)
-			return putContainer(tx, c)
-		})
-	})
+	s.once.Do(func() { _ = s.Store.Update(s.change) })
 	return err
+}
+
+// connectAfterRead records an endpoint on network "late" for container
+// id, as a `network connect` that got in after finish read the record
+// would.
+func connectAfterRead(st store.Store, id string) *changeAfterRead {
+	return &changeAfterRead{Store: st, change: func(tx store.Tx) error {
+		c, err := getContainer(tx, id)
+		if err != nil {
+			return err
+		}
+		ep, err := allocateEndpoint(tx, dnsNetwork("late", "10.7.0.0/24"), c, EndpointOptions{}, "eth1", nil)
+		if err != nil {
+			return err
+		}
+		c.Endpoints = append(c.Endpoints, *ep)
+		return putContainer(tx, c)
+	}}
 }
 
 // The exit of a container that a connect reached during its teardown
@@ -623,7 +627,7 @@ func (s *connectDuringRead) View(fn func(store.Tx) error) error {
 func TestFinishUndoesAnEndpointConnectedDuringTheTeardown(t *testing.T) {
 	for _, autoRemove := range []bool{false, true} {
 		id := hexID("eee")
-		st := &connectDuringRead{Store: newStore(t), id: id}
+		st := connectAfterRead(newStore(t), id)
 		d := &leaveRecorder{}
 		// An exec-root that cannot be made: the DNS sync fails, and is
 		// only reported.
@@ -658,42 +662,25 @@ func TestFinishUndoesAnEndpointConnectedDuringTheTeardown(t *testing.T) {
 	}
 }
 
-// moveDuringRead is a store that, once, right after a View, moves
-// container id's published port to network "b" and publishes it there, as
-// a `network disconnect` of "a" that got in after finish read the record
-// would (republish).
-type moveDuringRead struct {
-	store.Store
-	id   string
-	fw   *firewalltest.Recorder
-	once sync.Once
-}
-
-func (s *moveDuringRead) View(fn func(store.Tx) error) error {
-	err := s.Store.View(fn)
-	s.once.Do(func() {
-		_ = s.Store.Update(func(tx store.Tx) error {
-			c, err := getContainer(tx, s.id)
-			if err != nil {
-				return err
-			}
-			c.Ports[0].Network, c.Ports[0].ContainerIP = "b", netip.MustParseAddr("10.2.0.5")
-			if err := s.fw.AddPorts(s.id, c.Ports); err != nil {
-				return err
-			}
-			return putContainer(tx, c)
-		})
-	})
-	return err
-}
-
 // A port a disconnect moved to another network while the container's
 // teardown ran goes with the container: the teardown unpublished the
 // ports it had read, finish those it finds moved once the exit is recorded.
 func TestFinishUnpublishesAPortMovedDuringTheTeardown(t *testing.T) {
 	id := hexID("fff")
 	fw := firewalltest.New()
-	st := &moveDuringRead{Store: newStore(t), id: id, fw: fw}
+	// A disconnect of "a" getting in after finish read the record moves
+	// the port to network "b" and publishes it there (republish).
+	st := &changeAfterRead{Store: newStore(t), change: func(tx store.Tx) error {
+		c, err := getContainer(tx, id)
+		if err != nil {
+			return err
+		}
+		c.Ports[0].Network, c.Ports[0].ContainerIP = "b", netip.MustParseAddr("10.2.0.5")
+		if err := fw.AddPorts(id, c.Ports); err != nil {
+			return err
+		}
+		return putContainer(tx, c)
+	}}
 	e := &Engine{st: st, fw: fw, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: "/dev/null/run"},
 		drivers: map[string]driver.Driver{"bridge": &leaveRecorder{}}}
 	port := firewall.PortMapping{Network: "a", Proto: "tcp", HostPort: 8080, ContainerIP: netip.MustParseAddr("10.1.0.5"), ContainerPort: 80}
