@@ -41,9 +41,12 @@
 //	link.conntrack-del  conntrack -D ...
 //	nft.batch           an nftables batch of rules or sets is about to be sent
 //	nft.elems-batch     an nftables batch of elements is about to be sent
+//	nft.dns-redirect    the 127.0.0.11 redirect table in a container's
+//	                    namespace is about to be made, changed or deleted
 //	dns.save            the DNS server's records snapshot is about to be written
-//	dns.resolv          a connected container's resolv.conf is about to be
-//	                    pointed at its new network's DNS server
+//	files.rewrite       a container's /etc/hosts or resolv.conf is about to
+//	                    be rewritten in place (a connect, a disconnect, a link)
+//	files.rewritten     rewritten, its record of what knit wrote not yet updated
 //
 // Invariants: the package imports nothing of knit's, changes no state
 // unless KNIT_CRASH_AT or KNIT_CRASH_TRACE is set, and a crash is a
