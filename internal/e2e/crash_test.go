@@ -147,6 +147,29 @@ func crashKinds() []crashKind {
 			mustCleanly(t, "rm after crash", s.Knit("rm", "-f", "victim"), "no such container")
 		},
 	}, {
+		// restart, done by the container's supervisor: killed while it
+		// tears the old process's namespaces down or makes the new ones.
+		name:     "Restart",
+		proc:     "_supervise",
+		crashnet: true,
+		crash: func(t *testing.T, s *testutil.Sandbox, bb string, env []string) testutil.Result {
+			r := runVictim(t, s, bb, env)
+			mustCleanly(t, "run with a crashing supervisor", r, "supervisor exited")
+			if r.Code == 0 {
+				r = s.Knit("restart", "-t", "1", "victim")
+				mustCleanly(t, "restart with a crashing supervisor", r, "no such container", "stopped instead of restarting")
+			}
+			return r
+		},
+		next: func(t *testing.T, s *testutil.Sandbox, bb string) {
+			if running := s.Knit("ps", "-q", "-f", "name=victim"); running.Stdout != "" {
+				reaches(t, s, world, "198.51.100.1", 8080, "victim")
+			}
+			mustCleanly(t, "rm after crash", s.Knit("rm", "-f", "victim"), "no such container")
+			mustCleanly(t, "run after crash", runVictim(t, s, bb, nil))
+			reaches(t, s, world, "198.51.100.1", 8080, "victim")
+		},
+	}, {
 		name: "NetworkCreate",
 		crash: func(t *testing.T, s *testutil.Sandbox, _ string, env []string) testutil.Result {
 			return knitEnv(t, s, env, "network", "create", "scratch")
@@ -379,6 +402,7 @@ func TestCrashRunDetached(t *testing.T)            { crashTest(t, "RunDetached")
 func TestCrashRemoveForce(t *testing.T)            { crashTest(t, "RemoveForce") }
 func TestCrashSupervisor(t *testing.T)             { crashTest(t, "Supervisor") }
 func TestCrashNetworkCreate(t *testing.T)          { crashTest(t, "NetworkCreate") }
+func TestCrashRestart(t *testing.T)                { crashTest(t, "Restart") }
 func TestCrashNetworkRemove(t *testing.T)          { crashTest(t, "NetworkRemove") }
 func TestCrashNetworkRemoveExternal(t *testing.T)  { crashTest(t, "NetworkRemoveExternal") }
 func TestCrashNetworkConnect(t *testing.T)         { crashTest(t, "NetworkConnect") }
