@@ -130,8 +130,13 @@ func HostListening(ip netip.Addr, proto Proto, port uint16) (bool, error) {
 // Has reports whether a socket of the snapshot holds proto port at an address
 // that overlaps ip.
 func (l *Listeners) Has(ip netip.Addr, proto Proto, port uint16) bool {
+	return l.held(ip, proto, port, nil)
+}
+
+// held is Has with the sockets bound to the addresses of except left out.
+func (l *Listeners) held(ip netip.Addr, proto Proto, port uint16, except map[netip.Addr]bool) bool {
 	for _, a := range l.addrs[listenKey{proto, port}] {
-		if Overlaps(a, ip) {
+		if !except[a] && Overlaps(a, ip) {
 			return true
 		}
 	}
@@ -148,12 +153,7 @@ func (l *Listeners) Taken(ip netip.Addr, proto Proto, port uint16) (string, bool
 // left out: knit's own (the embedded DNS server's on the gateways), which
 // a port 53 published on every address does not take.
 func (l *Listeners) TakenExcept(ip netip.Addr, proto Proto, port uint16, except map[netip.Addr]bool) (string, bool) {
-	for _, a := range l.addrs[listenKey{proto, port}] {
-		if !except[a] && Overlaps(a, ip) {
-			return OwnerHost, true
-		}
-	}
-	return "", false
+	return OwnerHost, l.held(ip, proto, port, except)
 }
 
 func (l *Listeners) add(proto Proto, port uint16, ip netip.Addr) {
