@@ -107,16 +107,17 @@ func portsColumn(c *engine.Container) string {
 		return cmp.Or(cmp.Compare(a.private, b.private), a.ip.Compare(b.ip), cmp.Compare(a.public, b.public), cmp.Compare(a.proto, b.proto))
 	})
 	type group struct{ first, last uint16 }
-	groups := map[string]*group{}
-	var keys, result, moved []string
+	groups := map[groupKey]*group{}
+	var keys []groupKey
+	var result, moved []string
 	for _, p := range ports {
-		key := p.proto
+		key := groupKey{proto: p.proto}
 		if p.ip.IsValid() {
 			if p.public != p.private {
 				moved = append(moved, fmt.Sprintf("%s->%d/%s", netip.AddrPortFrom(p.ip, p.public), p.private, p.proto))
 				continue
 			}
-			key = p.ip.String() + "/" + p.proto
+			key.ip = p.ip
 		}
 		g := groups[key]
 		switch {
@@ -136,21 +137,23 @@ func portsColumn(c *engine.Container) string {
 	return strings.Join(append(result, moved...), ", ")
 }
 
-// formGroup renders a run of ports under key ("tcp", or "IP/tcp" for ports
-// published on the same numbers).
-func formGroup(key string, first, last uint16) string {
-	ip, proto, published := strings.Cut(key, "/")
-	if !published {
-		ip, proto = "", key
-	}
+// groupKey is what a run of ports shares: the protocol, and the host
+// address of ports published on the same numbers (none: exposed only).
+type groupKey struct {
+	ip    netip.Addr
+	proto string
+}
+
+// formGroup renders a run of ports under key.
+func formGroup(key groupKey, first, last uint16) string {
 	ports := strconv.Itoa(int(first))
 	if first != last {
 		ports += fmt.Sprintf("-%d", last)
 	}
-	if ip != "" {
-		ports = net.JoinHostPort(ip, ports) + "->" + ports
+	if key.ip.IsValid() {
+		ports = net.JoinHostPort(key.ip.String(), ports) + "->" + ports
 	}
-	return ports + "/" + proto
+	return ports + "/" + key.proto
 }
 
 // naturalCompare orders strings as Docker's CLI does (sortorder's natural
