@@ -611,4 +611,13 @@ func TestHostGatewayBeforeTheDefaultBridge(t *testing.T) {
 		t.Errorf("knit0 does not hold 172.17.0.1:\n%s", out)
 	}
 	reaches(t, s, []string{knit, "exec", "cli"}, "172.17.0.1", 8000, "host")
+	// As config.json has the default network now: made again when unused.
+	s.WriteConfig(t, `{"bip": "10.65.0.1/24"}`)
+	hosts = s.MustKnit(t, "run", "--rm", "--network", "app", "--add-host", "gw:host-gateway", "--rootfs", bb, "cat", "/etc/hosts")
+	if !strings.Contains(hosts, "10.65.0.1\tgw") {
+		t.Errorf("/etc/hosts after bip changed lacks 10.65.0.1 for gw:\n%s", hosts)
+	}
+	if out := s.MustRun(t, "ip", "-o", "-4", "addr", "show", "dev", "knit0"); !strings.Contains(out, "inet 10.65.0.1/24") {
+		t.Errorf("knit0 after bip changed and a host-gateway run:\n%s", out)
+	}
 }

@@ -75,8 +75,15 @@ func (e *Engine) ensureHostGateway(o *RunOptions, p *plan) error {
 		slices.ContainsFunc(p.networks, func(n *Network) bool { return n.Name == ModeBridge }) {
 		return nil
 	}
-	n, err := e.network(ModeBridge)
+	n, err := e.usableNetwork(ModeBridge)
 	if err != nil {
+		return fmt.Errorf("resolve host-gateway: %w", err)
+	}
+	// As config.json has it now, made again if unused; in use, as it is
+	// (its bridge still has that address).
+	if cur, err := e.currentDefault(n); err == nil {
+		n = cur
+	} else if errdefs.KindOf(err) != errdefs.KindConflict {
 		return fmt.Errorf("resolve host-gateway: %w", err)
 	}
 	if err := e.ensureNetwork(n); err != nil {
