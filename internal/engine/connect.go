@@ -365,6 +365,20 @@ func connectUnderWay(tx store.Tx, c *Container, network string) error {
 	return nil
 }
 
+// disconnectUnderWay says whether a disconnect of container id is under
+// way (its entry is kept until it is done, republish included).
+func disconnectUnderWay(tx store.Tx, id string) bool {
+	found := false
+	_ = tx.Scan(bucketConnecting, func(k, v []byte) error {
+		if cid, _, _ := strings.Cut(string(k), "/"); cid == id {
+			_, stage, _ := parseConnecting(v)
+			found = found || stage == "leave"
+		}
+		return nil
+	})
+	return found
+}
+
 // connectable refuses containers whose network cannot change.
 func connectable(c *Container) error {
 	switch {
@@ -469,10 +483,14 @@ func (e *Engine) finishDisconnect(c *Container, network string, n *Network, want
 	if i >= 0 && c.Running() && n != nil {
 		if err := e.leave(c, n, c.Endpoints[i]); err != nil && !force {
 			// Still connected, as its record says: its ports, which
-			// leave took down first, go back up.
+			// leave took down first, go back up, unless it exited
+			// meanwhile (its exit sweeps them while this entry is kept,
+			// or they go here).
 			if ports := portsOn(c, network); len(ports) > 0 && e.fw != nil {
 				if perr := e.fw.AddPorts(c.ID, ports); perr != nil {
 					err = errors.Join(err, fmt.Errorf("publish its ports on %s again: %w", network, perr))
+				} else if cur, gerr := e.get(c.ID); gerr == nil && !cur.Running() || errdefs.KindOf(gerr) == errdefs.KindNotFound {
+					err = errors.Join(err, e.fw.RemovePorts(c.ID, ports))
 				}
 			}
 			return err
@@ -524,8 +542,8 @@ func (e *Engine) republish(id string, moved []Endpoint) error {
 		return nil
 	}
 	c, err := e.get(id)
-	if errdefs.KindOf(err) == errdefs.KindNotFound {
-		return nil
+	if errdefs.KindOf(err) == errdefs.KindNotFound || err == nil && !c.Running() {
+		return nil // its host ports are released, maybe another's by now
 	} else if err != nil {
 		return err
 	}

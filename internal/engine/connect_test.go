@@ -700,6 +700,54 @@ func TestFinishUnpublishesAPortMovedDuringTheTeardown(t *testing.T) {
 	}
 }
 
+// republishingLeave is a driver whose Leave (in the exit's teardown,
+// after the teardown unpublished the ports it read) publishes the
+// container's ports again, as a disconnect's republish getting in then
+// would.
+type republishingLeave struct {
+	leaveRecorder
+	fw    *firewalltest.Recorder
+	ports []firewall.PortMapping
+}
+
+func (d *republishingLeave) Leave(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox, o driver.LeaveOptions) error {
+	_ = d.fw.AddPorts(ep.ContainerID, d.ports)
+	return d.leaveRecorder.Leave(n, ep, sb, o)
+}
+
+// A port a disconnect under way publishes again after the exit's teardown
+// unpublished it goes with the exit too: the disconnect's entry tells
+// finish to sweep every port of the record.
+func TestFinishSweepsPortsWhileADisconnectIsUnderWay(t *testing.T) {
+	id := hexID("ace")
+	fw := firewalltest.New()
+	st := newStore(t)
+	port := firewall.PortMapping{Network: "b", Proto: "tcp", HostPort: 8080, ContainerIP: netip.MustParseAddr("10.2.0.5"), ContainerPort: 80}
+	d := &republishingLeave{fw: fw, ports: []firewall.PortMapping{port}}
+	e := &Engine{st: st, fw: fw, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: "/dev/null/run"},
+		drivers: map[string]driver.Driver{"bridge": d}}
+	c := &Container{ID: id, Name: "x", Dir: filepath.Join(t.TempDir(), "x"),
+		State:     State{Status: StatusRunning, Supervisor: selfProc()},
+		Endpoints: []Endpoint{{Network: "b", Endpoint: driver.Endpoint{ContainerID: id, IfName: "eth1", Addrs: []netip.Prefix{netip.MustParsePrefix("10.2.0.5/24")}}}},
+		Ports:     []firewall.PortMapping{port}}
+	seed(t, st, c)
+	if err := st.Update(func(tx store.Tx) error {
+		return errors.Join(putJSON(tx, bucketNetworks, "b", dnsNetwork("b", "10.2.0.0/24")),
+			tx.Put(bucketConnecting, connectingKey(id, "a"), leaveStage(selfProc())))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.AddPorts(id, c.Ports); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.finish(id, 0); err != nil {
+		t.Fatalf("finish: %v", err)
+	}
+	if owners, _ := fw.Owners(); len(owners) != 0 {
+		t.Errorf("ports published after the exit: %v, want none\n%s", owners, fw)
+	}
+}
+
 // republish after the container's exit was recorded (its teardown past
 // the point where it looks for moved ports) takes back what it published.
 func TestRepublishAfterTheExitPublishesNothing(t *testing.T) {
@@ -709,11 +757,16 @@ func TestRepublishAfterTheExitPublishesNothing(t *testing.T) {
 	e := &Engine{st: st, fw: fw, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: "/dev/null/run"}}
 	port := firewall.PortMapping{Network: "b", Proto: "tcp", HostPort: 8080, ContainerIP: netip.MustParseAddr("10.2.0.5"), ContainerPort: 80}
 	seed(t, st, &Container{ID: id, Name: "x", State: State{Status: StatusExited}, Ports: []firewall.PortMapping{port}})
+	// Its host port, released, is another container's by now.
+	other := hexID("bcd")
+	if err := fw.AddPorts(other, []firewall.PortMapping{port}); err != nil {
+		t.Fatal(err)
+	}
 	if err := e.republish(id, []Endpoint{{Network: "b"}}); err != nil {
 		t.Fatalf("republish: %v", err)
 	}
-	if owners, _ := fw.Owners(); len(owners) != 0 {
-		t.Errorf("ports published for an exited container: %v\n%s", owners, fw)
+	if owners, _ := fw.Owners(); !slices.Equal(owners, []string{other}) {
+		t.Errorf("port owners after republish for an exited container: %v, want only the other container's\n%s", owners, fw)
 	}
 }
 

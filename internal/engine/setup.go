@@ -656,10 +656,12 @@ func releaseAddrs(tx store.Tx, c *Container) error {
 // its network; with --rm the container is removed. Idempotent.
 func (e *Engine) finish(id string, code int) error {
 	var c *Container
-	linked := false // a container not exited has a --link to this one
+	linked := false  // a container not exited has a --link to this one
+	leaving := false // a disconnect under way may publish moved ports
 	err := e.st.View(func(tx store.Tx) (err error) {
 		c, err = getContainer(tx, id)
 		linked = err == nil && isLinked(tx, id)
+		leaving = disconnectUnderWay(tx, id)
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
@@ -707,6 +709,7 @@ func (e *Engine) finish(id string, code int) error {
 				return err
 			}
 			linked = isLinked(tx, id)
+			leaving = leaving || disconnectUnderWay(tx, id)
 			if late = endpointsNotIn(cur.Endpoints, c.Endpoints); len(late) > 0 && tries < 3 {
 				return errLate
 			}
@@ -723,13 +726,18 @@ func (e *Engine) finish(id string, code int) error {
 					kerr = errors.Join(kerr, e.leave(cur, n, ep))
 				}
 			}
-			// So do ports a disconnect moved to another network meanwhile
-			// (republish, which looks again once it published them): the
-			// teardown unpublished those it read.
-			if moved := slices.DeleteFunc(slices.Clone(cur.Ports), func(p firewall.PortMapping) bool {
+			// So do ports a disconnect moved to another network meanwhile:
+			// the teardown unpublished those it read, which its republish
+			// may have published again since. (One that publishes after
+			// this commit sees the exit and takes them back itself.)
+			stray := slices.DeleteFunc(slices.Clone(cur.Ports), func(p firewall.PortMapping) bool {
 				return slices.Contains(c.Ports, p)
-			}); len(moved) > 0 && e.fw != nil {
-				kerr = errors.Join(kerr, e.fw.RemovePorts(id, moved))
+			})
+			if leaving {
+				stray = cur.Ports
+			}
+			if len(stray) > 0 && e.fw != nil {
+				kerr = errors.Join(kerr, e.fw.RemovePorts(id, stray))
 			}
 		}
 		if errors.Is(err, errLate) {
