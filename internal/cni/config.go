@@ -146,6 +146,15 @@ func ParseConfig(data []byte) (*NetConf, *Error) {
 			return nil, newError(CodeUnsupportedField, "unsupported field ipam", "ipam=%s: knit allocates addresses from the knit network itself; remove the ipam section", ipam)
 		}
 	}
+	return &c, nil
+}
+
+// Unsupported refuses (code 2) the bridge plugin's keys that ask for what
+// knit's bridges never do. ADD and STATUS ask; CHECK, DEL and GC do not,
+// so that attachments made before knit refused them are still checked
+// and removed.
+func (c *NetConf) Unsupported() *Error {
+	trunk := bytes.TrimSpace(c.VLANTrunk)
 	for _, f := range []struct {
 		bad      bool
 		key, why string
@@ -153,14 +162,14 @@ func ParseConfig(data []byte) (*NetConf, *Error) {
 		{c.HairpinMode != nil && !*c.HairpinMode, "hairpinMode", "false: knit's bridge ports always hairpin (a container reaches its own published ports through it)"},
 		{c.IsGateway != nil && !*c.IsGateway, "isGateway", "false: knit's bridge always holds the network's gateway"},
 		{c.VLAN != 0, "vlan", strconv.Itoa(c.VLAN) + ": knit's bridges do not filter VLANs"},
-		{len(bytes.TrimSpace(c.VLANTrunk)) > 0 && !bytes.Equal(bytes.TrimSpace(c.VLANTrunk), []byte("null")), "vlanTrunk", "knit's bridges do not filter VLANs"},
+		{len(trunk) > 0 && !bytes.Equal(trunk, []byte("null")) && !bytes.Equal(trunk, []byte("[]")), "vlanTrunk", "knit's bridges do not filter VLANs"},
 		{c.PromiscMode, "promiscMode", "true: knit does not put its bridges in promiscuous mode"},
 	} {
 		if f.bad {
-			return nil, newError(CodeUnsupportedField, "unsupported field "+f.key, "%s %s", f.key, f.why)
+			return newError(CodeUnsupportedField, "unsupported field "+f.key, "%s %s", f.key, f.why)
 		}
 	}
-	return &c, nil
+	return nil
 }
 
 // checkVersion refuses versions knit does not speak.

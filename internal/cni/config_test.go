@@ -159,11 +159,6 @@ func TestParseConfigErrors(t *testing.T) {
 		{`{"name":"n"}`, CodeIncompatibleVersion, `""`},
 		{`{"cniVersion":"1.1.0"}`, CodeInvalidConfig, "name"},
 		{`{"cniVersion":"1.1.0","name":"n","ipam":{"type":"host-local"}}`, CodeUnsupportedField, "host-local"},
-		{`{"cniVersion":"1.1.0","name":"n","hairpinMode":false}`, CodeUnsupportedField, "hairpinMode false"},
-		{`{"cniVersion":"1.1.0","name":"n","isGateway":false}`, CodeUnsupportedField, "isGateway false"},
-		{`{"cniVersion":"1.1.0","name":"n","vlan":100}`, CodeUnsupportedField, "vlan 100"},
-		{`{"cniVersion":"1.1.0","name":"n","vlanTrunk":[{"id":101}]}`, CodeUnsupportedField, "vlanTrunk"},
-		{`{"cniVersion":"1.1.0","name":"n","promiscMode":true}`, CodeUnsupportedField, "promiscMode true"},
 		{`{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"mac":"01:00:5e:00:00:01"}}`, CodeInvalidConfig, "unicast"},
 		{`{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"mac":"00:00:00:00:00:00"}}`, CodeInvalidConfig, "unicast"},
 		{`{"cniVersion":"1.1.0","name":"n","subnet":"10.0.0.0"}`, CodeInvalidConfig, "subnet"},
@@ -193,6 +188,36 @@ func codeOf(err *Error) any {
 		return nil
 	}
 	return err.Code
+}
+
+// The bridge plugin's keys asking for what knit's bridges never do are
+// refused (by ADD and STATUS); asking for what they always do, or nothing,
+// is accepted.
+func TestUnsupported(t *testing.T) {
+	for conf, want := range map[string]string{
+		`{"hairpinMode":false}`:          "hairpinMode false",
+		`{"isGateway":false}`:            "isGateway false",
+		`{"vlan":100}`:                   "vlan 100",
+		`{"vlanTrunk":[{"id":101}]}`:     "vlanTrunk",
+		`{"promiscMode":true}`:           "promiscMode true",
+		`{"hairpinMode":true}`:           "",
+		`{"isGateway":true}`:             "",
+		`{"vlanTrunk":[]}`:               "",
+		`{"vlan":0,"promiscMode":false}`: "",
+	} {
+		full := `{"cniVersion":"1.1.0","name":"n",` + strings.TrimPrefix(conf, "{")
+		c, perr := ParseConfig([]byte(full))
+		if perr != nil {
+			t.Fatalf("%s: %v", conf, perr)
+		}
+		err := c.Unsupported()
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%s: %v, want accepted", conf, err)
+		case want != "" && (err == nil || err.Code != CodeUnsupportedField || !strings.Contains(err.Error(), want)):
+			t.Errorf("%s: %v, want code 2 mentioning %q", conf, err, want)
+		}
+	}
 }
 
 // DEL decodes only what it needs: a runtimeConfig it could not use does

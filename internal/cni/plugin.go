@@ -238,6 +238,9 @@ func (p *plugin) add(data []byte) *Error {
 	if err != nil {
 		return err
 	}
+	if err := c.Unsupported(); err != nil {
+		return err
+	}
 	args, err := ParseArgs(p.inv.Args)
 	if err != nil {
 		return err
@@ -376,6 +379,9 @@ func (p *plugin) gc(data []byte) *Error {
 func (p *plugin) status(data []byte) *Error {
 	c, err := ParseConfig(data)
 	if err != nil {
+		return err
+	}
+	if err := c.Unsupported(); err != nil {
 		return err
 	}
 	o, err := c.NetworkOptions()

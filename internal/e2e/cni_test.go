@@ -818,6 +818,11 @@ func TestCNIKeepsAnotherPluginsDefaultRoute(t *testing.T) {
 // finishes that removal, and STATUS does too).
 func TestCNIStatusOfANetworkToCreate(t *testing.T) {
 	h := cniSandbox(t)
+	// On a fresh host, as ADD, it counts the default network, which ADD
+	// records first.
+	if code, out := h.plugin(t, `{"cniVersion":"1.1.0","name":"n0","type":"knit","subnet":"172.17.5.0/24"}`, "CNI_COMMAND=STATUS"); code != 50 || !strings.Contains(out, "of network bridge") {
+		t.Errorf("STATUS of a subnet in the default network's, on a fresh host: code %d, want 50\n%s", code, out)
+	}
 	h.s.MustKnit(t, "network", "create", "--subnet", "10.88.0.0/16", "n1")
 	for conf, want := range map[string]string{
 		`{"cniVersion":"1.1.0","name":"n2","type":"knit","subnet":"10.88.0.0/24"}`: "overlaps with subnet 10.88.0.0/16 of network n1",

@@ -28,8 +28,9 @@ type ConnectOptions struct {
 // Connect attaches a running container to one more network: a new
 // interface (eth1, eth2, ...) with an address on it, and the container's
 // names in the network's DNS. On an error up to the link's record nothing
-// is left attached; past it (the DNS update failing) the container stays
-// connected, and the next command finishes the DNS.
+// is left attached; past it (the links, /etc files or DNS update failing)
+// the container stays connected, and the next command finishes the /etc
+// files and the DNS (finishConnect).
 func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 	if err := e.CheckFirewall(); err != nil {
 		return err

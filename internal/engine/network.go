@@ -24,9 +24,11 @@ import (
 // is recorded on first use from the configuration, as dockerd does at start.
 func (e *Engine) network(name string) (*Network, error) {
 	n, err := e.lookupNetwork(name)
-	if err == nil || name != ModeBridge || errdefs.KindOf(err) != errdefs.KindNotFound {
+	if name != ModeBridge || err == nil && !n.Removing || err != nil && errdefs.KindOf(err) != errdefs.KindNotFound {
 		return n, err
 	}
+	// None yet, or a remake a crash cut short (remakeDefault):
+	// createDefaultNetwork finishes that first.
 	return e.createDefaultNetwork()
 }
 

@@ -395,6 +395,11 @@ func (e *Engine) CheckNewNetwork(o NetworkCreateOptions) error {
 	if err != nil {
 		return err
 	}
+	// The default network's subnet and bridge count, as in CreateNetwork
+	// (which records it first, as dockerd does at start).
+	if _, err := e.network(ModeBridge); err != nil {
+		return err
+	}
 	hostRoutes, err := hostReserved()
 	if err != nil {
 		return err

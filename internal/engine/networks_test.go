@@ -237,3 +237,28 @@ func TestDefaultNetworkChangedPools(t *testing.T) {
 		}
 	}
 }
+
+// A default network left being removed (a remake of it a crash cut short)
+// is not handed out by any lookup: its removal is finished and it is made
+// again from the configuration.
+func TestDefaultNetworkBeingRemovedIsMadeAgain(t *testing.T) {
+	st := newStore(t)
+	d := &leaveRecorder{}
+	e := &Engine{st: st, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: "/dev/null/run"},
+		drivers: map[string]driver.Driver{"bridge": d}}
+	stale := dnsNetwork(ModeBridge, "10.61.0.0/24")
+	stale.DNS, stale.Removing = false, true
+	if err := st.Update(func(tx store.Tx) error { return putJSON(tx, bucketNetworks, ModeBridge, stale) }); err != nil {
+		t.Fatal(err)
+	}
+	n, err := e.network(ModeBridge)
+	if err != nil {
+		t.Fatalf("network(bridge): %v", err)
+	}
+	if n.Removing || n.ID == stale.ID {
+		t.Errorf("network(bridge) = %+v, want a new record", n)
+	}
+	if !slices.Equal(d.deleted, []string{stale.ID}) {
+		t.Errorf("networks deleted: %v, want the stale one's removal finished", d.deleted)
+	}
+}
