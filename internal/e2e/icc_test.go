@@ -114,6 +114,19 @@ func TestICCAndIsolationHoldUnderNotrack(t *testing.T) {
 	if out := s.MustRun(t, "nft", "list", "chain", "ip", "adminraw", "pre"); strings.Contains(out, "counter packets 0 ") {
 		t.Fatalf("the notrack rule saw no packet:\n%s", out)
 	}
+	// Not even one way: an untracked datagram from neta never reaches
+	// netb's container (the reply's drop above does not show that),
+	// whichever network's rules come first in the chain.
+	nsb := netnsOf(t, s, "srvb")
+	s.MustRun(t, "nsenter", "--net="+nsb, "nft", "add table ip probe")
+	s.MustRun(t, "nsenter", "--net="+nsb, "nft", "add chain ip probe in { type filter hook input priority 0; }")
+	s.MustRun(t, "nsenter", "--net="+nsb, "nft", "add rule ip probe in udp dport 53 counter")
+	// busybox nslookup asks srvb over UDP (busybox nc has no -u); no one
+	// answers there.
+	s.MustKnit(t, "exec", "clia", "sh", "-c", "timeout 2 nslookup probe.example "+srvb+" >/dev/null 2>&1; true")
+	if out := s.MustRun(t, "nsenter", "--net="+nsb, "nft", "list", "chain", "ip", "probe", "in"); !strings.Contains(out, "counter packets 0 ") {
+		t.Errorf("untracked datagrams from neta reached srvb on netb:\n%s", out)
+	}
 }
 
 // On a dual-stack icc=false network a link works over IPv6 too: neighbour

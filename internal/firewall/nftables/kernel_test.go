@@ -137,12 +137,14 @@ func TestEnsureNetworkKernel(t *testing.T) {
 		ct state untracked ip daddr . ip saddr . meta l4proto . th sport @links4 fib saddr . iif oif != 0 accept comment "knit:base"
 		ct state untracked ip6 daddr . ip6 saddr . meta l4proto . th sport @links6 fib saddr . iif oif != 0 accept comment "knit:base"
 		iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n1"
+		iifname "br0" oifname != "br0" oifname @bridges ct state untracked drop comment "knit:net=n1"
 		iifname "br0" oifname "br0" ct status ! dnat drop comment "knit:net=n1"
 		iifname "br0" oifname "br0" ct state untracked meta l4proto != ipv6-icmp drop comment "knit:net=n1"
 		iifname != "br0" oifname "br0" ct state untracked drop comment "knit:net=n1"
 		iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
 		iifname "br0" accept comment "knit:net=n1"
 		iifname "br1" oifname != "br1" oifname @bridges ct status ! dnat drop comment "knit:net=n2"
+		iifname "br1" oifname != "br1" oifname @bridges ct state untracked drop comment "knit:net=n2"
 		iifname "br1" oifname "br1" ct status ! dnat drop comment "knit:net=n2"
 		iifname "br1" oifname "br1" ct state untracked meta l4proto != ipv6-icmp drop comment "knit:net=n2"
 		iifname != "br1" oifname "br1" ct state untracked drop comment "knit:net=n2"
@@ -200,8 +202,8 @@ func TestEnsureNetworkKernel(t *testing.T) {
 		}
 	}
 	got := nft(t, ns, "list", "table", "inet", "knit")
-	// n2 has 11 rules and its bridge element.
-	if strings.Contains(got, "knit:net=n1") || strings.Count(got, "knit:net=n2") != 12 ||
+	// n2 has 12 rules and its bridge element.
+	if strings.Contains(got, "knit:net=n1") || strings.Count(got, "knit:net=n2") != 13 ||
 		!strings.Contains(got, "knit:base") {
 		t.Fatalf("after RemoveNetwork(n1):\n%s", got)
 	}
@@ -282,9 +284,9 @@ func TestShareTable(t *testing.T) {
 	wg.Wait()
 	got := nft(t, ns, "list", "table", "inet", "knit")
 	for _, tag := range []string{"knit:net=n0", "knit:net=n1"} {
-		// 6 forward and 3 postrouting rules, and the bridge element
-		if c := strings.Count(got, tag); c != 10 {
-			t.Errorf("%d rules and elements tagged %s, want 10:\n%s", c, tag, got)
+		// 7 forward and 3 postrouting rules, and the bridge element
+		if c := strings.Count(got, tag); c != 11 {
+			t.Errorf("%d rules and elements tagged %s, want 11:\n%s", c, tag, got)
 		}
 	}
 	// 8 in forward, 7 in prerouting, 5 in output, 2 in input

@@ -2,6 +2,7 @@ package nftables
 
 import (
 	"net/netip"
+	"slices"
 
 	nft "github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -156,8 +157,14 @@ func networkRules(n firewall.Network) []*nft.Rule {
 		// drop: no network reaches another (one rule per network,
 		// whatever their number), except through a published port,
 		// which is the host's service to whoever reaches the host.
-		rules = append(rules, tagged(forwardChain, tag, iif, ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, br),
-			ifnameIn(expr.MetaKeyOIFNAME, setBridges), ctBits(expr.CtKeySTATUS, ctStatusDNAT, false), verdict(expr.VerdictDrop)))
+		// iifname BR oifname != BR oifname @bridges ct state untracked
+		// drop: a packet an administrator's notrack rule left untracked
+		// has no ct status (the match above fails, not the drop), and
+		// would reach this network's own accept below.
+		toOther := slices.Concat(iif, ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, br), ifnameIn(expr.MetaKeyOIFNAME, setBridges))
+		rules = append(rules,
+			tagged(forwardChain, tag, toOther, ctBits(expr.CtKeySTATUS, ctStatusDNAT, false), verdict(expr.VerdictDrop)),
+			tagged(forwardChain, tag, toOther, ctBits(expr.CtKeySTATE, expr.CtStateBitUNTRACKED, true), verdict(expr.VerdictDrop)))
 	}
 	if !n.ICC {
 		// iifname BR oifname BR ct status != dnat drop (seen here through

@@ -29,6 +29,7 @@ func TestNetworkRules(t *testing.T) {
 		name: "masquerade",
 		n:    firewall.Network{Name: "n1", Bridge: "br0", Subnets: subnets("10.99.0.0/24"), Masquerade: true, ICC: true},
 		want: `forward: iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n1"
+forward: iifname "br0" oifname != "br0" oifname @bridges ct state untracked drop comment "knit:net=n1"
 forward: iifname != "br0" oifname "br0" ct state untracked drop comment "knit:net=n1"
 forward: iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
 forward: iifname "br0" accept comment "knit:net=n1"
@@ -40,6 +41,7 @@ postrouting: ip saddr 127.0.0.0/8 oifname "br0" masquerade comment "knit:net=n1"
 		n: firewall.Network{Name: "n2", Bridge: "knit-n2", Masquerade: true, ICC: true,
 			Subnets: subnets("172.20.17.5/20", "fd00:1:2::/61")},
 		want: `forward: iifname "knit-n2" oifname != "knit-n2" oifname @bridges ct status ! dnat drop comment "knit:net=n2"
+forward: iifname "knit-n2" oifname != "knit-n2" oifname @bridges ct state untracked drop comment "knit:net=n2"
 forward: iifname != "knit-n2" oifname "knit-n2" ct state untracked drop comment "knit:net=n2"
 forward: iifname != "knit-n2" oifname "knit-n2" ct state new ct status ! dnat drop comment "knit:net=n2"
 forward: iifname "knit-n2" accept comment "knit:net=n2"
@@ -52,6 +54,7 @@ postrouting: ip saddr 127.0.0.0/8 oifname "knit-n2" masquerade comment "knit:net
 		name: "host route",
 		n:    firewall.Network{Name: "h", Bridge: "br1", Subnets: subnets("10.1.2.3/32"), Masquerade: true, ICC: true, Routed4: true},
 		want: `forward: iifname "br1" oifname != "br1" oifname @bridges ct status ! dnat drop comment "knit:net=h"
+forward: iifname "br1" oifname != "br1" oifname @bridges ct state untracked drop comment "knit:net=h"
 forward: iifname != "br1" oifname "br1" ct state untracked drop comment "knit:net=h"
 forward: iifname != "br1" oifname "br1" ip daddr . meta l4proto . th dport != @open4 ct state new ct status ! dnat drop comment "knit:net=h"
 forward: iifname != "br1" oifname "br1" meta nfproto ipv6 ct state new ct status ! dnat drop comment "knit:net=h"
@@ -62,6 +65,7 @@ postrouting: ip saddr 127.0.0.0/8 oifname "br1" masquerade comment "knit:net=h"`
 		name: "no masquerade, no icc",
 		n:    firewall.Network{Name: "n3", Bridge: "br0", Subnets: subnets("10.99.0.0/24")},
 		want: `forward: iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n3"
+forward: iifname "br0" oifname != "br0" oifname @bridges ct state untracked drop comment "knit:net=n3"
 forward: iifname "br0" oifname "br0" ct status ! dnat drop comment "knit:net=n3"
 forward: iifname "br0" oifname "br0" ct state untracked meta l4proto != ipv6-icmp drop comment "knit:net=n3"
 forward: iifname != "br0" oifname "br0" ct state untracked drop comment "knit:net=n3"
@@ -221,6 +225,7 @@ const wantTable = `table inet knit {
 		ct state untracked ip daddr . ip saddr . meta l4proto . th sport @links4 fib saddr . iif oif != 0 accept comment "knit:base"
 		ct state untracked ip6 daddr . ip6 saddr . meta l4proto . th sport @links6 fib saddr . iif oif != 0 accept comment "knit:base"
 		iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n1"
+		iifname "br0" oifname != "br0" oifname @bridges ct state untracked drop comment "knit:net=n1"
 		iifname != "br0" oifname "br0" ct state untracked drop comment "knit:net=n1"
 		iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
 		iifname "br0" accept comment "knit:net=n1"
