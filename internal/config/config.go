@@ -40,6 +40,10 @@ type Config struct {
 	Bridge              string        `json:"bridge"` // use this existing bridge; knit never creates or deletes it
 	DefaultAddressPools []AddressPool `json:"default-address-pools"`
 	IPForward           *bool         `json:"ip-forward"`
+	// IPForwardNoDrop: when knit turns forwarding on, it does not drop
+	// what the host forwards between its other interfaces (dockerd's
+	// ip-forward-no-drop).
+	IPForwardNoDrop bool `json:"ip-forward-no-drop"`
 	ICC                 *bool         `json:"icc"`
 	IPMasq              *bool         `json:"ip-masq"`
 	IP                  string        `json:"ip"`       // default host address for published ports

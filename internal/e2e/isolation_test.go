@@ -187,3 +187,46 @@ exit 0`
 		t.Errorf("the world got %s packets from 127.0.0.5", n)
 	}
 }
+
+// knit turns the host's forwarding on for its containers; the host, which
+// forwarded nothing until then, does not become a router between its
+// other interfaces (here a LAN namespace behind it reaching the world), as
+// with Docker. config.json's ip-forward-no-drop lets it, as dockerd's.
+func TestForwardingIsOnlyKnits(t *testing.T) {
+	bb := testutil.Busybox(t)
+	for _, noDrop := range []bool{false, true} {
+		s := sandbox(t)
+		if noDrop {
+			s.WriteConfig(t, `{"ip-forward-no-drop": true}`)
+		}
+		if fwd := s.MustRun(t, "cat", "/proc/sys/net/ipv4/ip_forward"); strings.TrimSpace(fwd) != "0" {
+			t.Fatalf("the sandbox forwards already: ip_forward = %s", fwd)
+		}
+		s.MustRun(t, "ip", "netns", "add", "lan")
+		s.MustRun(t, "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", "lan")
+		s.MustRun(t, "ip", "addr", "add", "203.0.113.129/25", "dev", "lan0")
+		s.MustRun(t, "ip", "link", "set", "lan0", "up")
+		for _, args := range [][]string{
+			{"addr", "add", "203.0.113.130/25", "dev", "eth0"}, {"link", "set", "eth0", "up"}, {"link", "set", "lo", "up"},
+			{"route", "add", "default", "via", "203.0.113.129"},
+		} {
+			s.MustRun(t, append([]string{"ip", "-n", "lan"}, args...)...)
+		}
+		s.MustKnit(t, "run", "--rm", "--rootfs", bb, "ping", "-c1", "-W2", "198.51.100.2") // forwarding on, for knit
+		r := s.Run("ip", "netns", "exec", "lan", "ping", "-c1", "-W1", "198.51.100.2")
+		if noDrop && r.Code != 0 {
+			t.Errorf("ip-forward-no-drop: the LAN does not reach the world through the host: %s%s", r.Stdout, r.Stderr)
+		}
+		if !noDrop && r.Code == 0 {
+			t.Errorf("the LAN reaches the world through the host once knit turned forwarding on:\n%s", r.Stdout)
+		}
+		// And after a flush, the next command puts the drop back.
+		if !noDrop {
+			s.MustRun(t, "nft", "flush", "ruleset")
+			s.MustKnit(t, "run", "--rm", "--rootfs", bb, "ping", "-c1", "-W2", "198.51.100.2")
+			if r := s.Run("ip", "netns", "exec", "lan", "ping", "-c1", "-W1", "198.51.100.2"); r.Code == 0 {
+				t.Errorf("the LAN reaches the world through the host after a flush and a run:\n%s", r.Stdout)
+			}
+		}
+	}
+}

@@ -144,6 +144,14 @@ func (l *lockedFirewall) EnsureNetworkReport(n firewall.Network) (lost bool, err
 // after it, and kept.
 func (l *lockedFirewall) MarkRestored() error { return l.do(l.fw.MarkRestored) }
 
+func (l *lockedFirewall) DropForeignForwarding(v6 bool) error {
+	return l.do(func() error { return l.fw.DropForeignForwarding(v6) })
+}
+
+func (l *lockedFirewall) AllowForeignForwarding(v6 bool) error {
+	return l.do(func() error { return l.fw.AllowForeignForwarding(v6) })
+}
+
 func (l *lockedFirewall) NoteLost() error { return l.do(l.fw.NoteLost) }
 
 func (l *lockedFirewall) RemoveNetwork(name string) error {

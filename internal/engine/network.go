@@ -300,16 +300,77 @@ func (e *Engine) ensureNetwork(n *Network) error {
 		return fmt.Errorf("set up network %s: %w", n.Name, err)
 	}
 	if e.cfg.ForwardingOn() {
-		if err := link.SetIPForward(); err != nil {
+		if err := e.forward(false); err != nil {
 			return fmt.Errorf("enable IP forwarding: %w", err)
 		}
 		if wantsIPv6([]*Network{n}) {
-			if err := link.SetIPv6Forward(); err != nil {
+			if err := e.forward(true); err != nil {
 				return fmt.Errorf("enable IPv6 forwarding: %w", err)
 			}
 		}
 	}
 	return nil
+}
+
+// forward turns the host's forwarding on for the family. Off until now, the
+// host routed nothing between its interfaces, and knit must not make it a
+// router between its other ones (a LAN reaching a VPN through it): what it
+// forwards between interfaces none of which is a knit bridge is dropped
+// first (DropForeignForwarding, as dockerd's FORWARD policy DROP), unless
+// config.json's ip-forward-no-drop says not to. A marker in the exec-root
+// (gone at a reboot, with the sysctl) says knit did, for the restore after
+// a flush; with ip-forward-no-drop set since, the drop goes.
+func (e *Engine) forward(v6 bool) error {
+	on, err := link.ForwardingOn(v6)
+	if err != nil {
+		return err
+	}
+	if on {
+		if e.cfg.IPForwardNoDrop && e.fw != nil && fileExists(e.foreignDropMarker(v6)) {
+			if err := e.fw.AllowForeignForwarding(v6); err != nil {
+				return err
+			}
+			return os.Remove(e.foreignDropMarker(v6))
+		}
+		return nil
+	}
+	if e.fw != nil && !e.cfg.IPForwardNoDrop {
+		if err := e.prepareExecRoot(); err != nil {
+			return err
+		}
+		if err := os.WriteFile(e.foreignDropMarker(v6), nil, 0o644); err != nil {
+			return err
+		}
+		if err := e.fw.DropForeignForwarding(v6); err != nil {
+			return err
+		}
+	}
+	if v6 {
+		return link.SetIPv6Forward()
+	}
+	return link.SetIPForward()
+}
+
+// foreignDropMarker is the file that says knit turned the family's
+// forwarding on and drops what is not its own (forward).
+func (e *Engine) foreignDropMarker(v6 bool) string {
+	name := "foreign-forward-drop4"
+	if v6 {
+		name = "foreign-forward-drop6"
+	}
+	return filepath.Join(e.paths.ExecRoot, name)
+}
+
+// restoreForeignDrops puts back, after a flush, the drops knit added as
+// it turned forwarding on (forward).
+func (e *Engine) restoreForeignDrops() error {
+	var errs []error
+	for _, v6 := range []bool{false, true} {
+		if !e.cfg.IPForwardNoDrop && fileExists(e.foreignDropMarker(v6)) {
+			errs = append(errs, e.fw.DropForeignForwarding(v6))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // restoreFirewall puts back, once knit's nftables table was found not in
@@ -362,6 +423,7 @@ func (e *Engine) restoreFirewall(skip string) error {
 			errs = append(errs, e.restoreNetworkRules(name))
 		}
 	}
+	errs = append(errs, e.restoreForeignDrops())
 	// Cleared once every owner was tried, even if some failed (they are
 	// reported): one that fails every time must not make every command
 	// restore everything again.
@@ -514,4 +576,10 @@ func hostReserved() ([]netip.Prefix, error) {
 		}
 	}
 	return taken, nil
+}
+
+// fileExists reports whether path names a file (of any kind).
+func fileExists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }

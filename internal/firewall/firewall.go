@@ -12,7 +12,10 @@
 //     that network name and nothing else, and is idempotent.
 //   - The host's own traffic is never affected: backends add only
 //     accept-by-default chains in tables they own, and match only traffic of
-//     knit's bridges and subnets, or of published host ports.
+//     knit's bridges and subnets, or of published host ports; but for
+//     DropForeignForwarding, which keeps a host that forwarded nothing
+//     until knit turned forwarding on from routing between its other
+//     interfaces.
 //   - Containers are reachable from outside their bridge only through
 //     published ports (on a routed network also on their own addresses,
 //     PortMapping.Open), networks never reach each
@@ -173,6 +176,13 @@ type Firewall interface {
 	// (Owners reports port owners only: a prune that finds an owner there
 	// removes it with RemovePorts, which leaves links alone.)
 	LinkOwners() ([]string, error)
+	// DropForeignForwarding drops, for IPv4 or IPv6, what the host
+	// forwards between interfaces none of which is a knit network's
+	// bridge: knit asks for it as it turns forwarding on, on a host that
+	// forwarded nothing until then (as dockerd's FORWARD policy DROP).
+	// Idempotent; AllowForeignForwarding removes it.
+	DropForeignForwarding(v6 bool) error
+	AllowForeignForwarding(v6 bool) error
 	// Check reports whether the firewall can be used at all (the kernel
 	// speaks nf_tables, the process may change it). A firewall may open
 	// its sockets on first use; commands that will change it check first,

@@ -30,6 +30,22 @@ func SetIPForward() error {
 	return nil
 }
 
+// ForwardingOn reports whether the calling thread's network namespace
+// forwards IPv4 (v6: IPv6).
+//
+// Equivalent to: sysctl net.ipv4.ip_forward (net.ipv6.conf.all.forwarding)
+func ForwardingOn(v6 bool) (bool, error) {
+	path := "/proc/sys/net/ipv4/ip_forward"
+	if v6 {
+		path = "/proc/sys/net/ipv6/conf/all/forwarding"
+	}
+	cur, err := os.ReadFile(path)
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", path, err)
+	}
+	return string(bytes.TrimSpace(cur)) == "1", nil
+}
+
 // SetIPv6Forward turns on IPv6 forwarding, which dual-stack networks need
 // to reach beyond the host. (A host that forwards IPv6 ignores router
 // advertisements unless accept_ra=2 on its uplink, as with Docker.)

@@ -30,6 +30,8 @@ type Recorder struct {
 	links    owned[linkKey, firewall.Link]
 	fail     map[string]error
 	lost     bool // Flush emptied everything; EnsureNetworkReport says so until MarkRestored
+	// foreignDrop is DropForeignForwarding's state per family (index 1: IPv6).
+	foreignDrop [2]bool
 }
 
 // portKey identifies a published port as the backends do: one mapping per
@@ -188,6 +190,40 @@ func (r *Recorder) LinkOwners() ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.links.owners(), nil
+}
+
+// DropForeignForwarding records the family's drop.
+func (r *Recorder) DropForeignForwarding(v6 bool) error {
+	return r.setForeignDrop("DropForeignForwarding", v6, true)
+}
+
+// AllowForeignForwarding forgets it.
+func (r *Recorder) AllowForeignForwarding(v6 bool) error {
+	return r.setForeignDrop("AllowForeignForwarding", v6, false)
+}
+
+func (r *Recorder) setForeignDrop(call string, v6, on bool) error {
+	if err := r.record(call); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.foreignDrop[family(v6)] = on
+	return nil
+}
+
+// ForeignDrop reports DropForeignForwarding's state for the family.
+func (r *Recorder) ForeignDrop(v6 bool) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.foreignDrop[family(v6)]
+}
+
+func family(v6 bool) int {
+	if v6 {
+		return 1
+	}
+	return 0
 }
 
 // Check returns the error FailOn("Check", err) set, once; it is not in

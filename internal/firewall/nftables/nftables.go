@@ -372,6 +372,44 @@ func (f *Firewall) RemoveNetwork(name string) error {
 	return nil
 }
 
+// DropForeignForwarding adds the family's foreignForwardRule, with knit's
+// base if missing, unless it is in place.
+//
+// Equivalent to: nft add rule inet knit forward meta nfproto ipv4 iifname
+// != @bridges oifname != @bridges drop comment "knit:foreign-forward-drop4"
+func (f *Firewall) DropForeignForwarding(v6 bool) error {
+	err := f.apply(func(c *nft.Conn, cur ruleset) error {
+		if !cur.baseUpToDate() {
+			f.noteLost()
+		}
+		if err := baseEnsure(c, cur); err != nil {
+			return err
+		}
+		if len(cur.taggedIn(chainForward, foreignDropTag(v6))) == 0 {
+			c.AddRule(foreignForwardRule(v6))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("drop forwarding between other interfaces: %w", err)
+	}
+	return nil
+}
+
+// AllowForeignForwarding removes the family's foreignForwardRule.
+//
+// Equivalent to: nft delete rule inet knit forward handle H (the rule
+// tagged knit:foreign-forward-drop4)
+func (f *Firewall) AllowForeignForwarding(v6 bool) error {
+	err := f.apply(func(c *nft.Conn, cur ruleset) error {
+		return rulesDel(c, cur.taggedIn(chainForward, foreignDropTag(v6)))
+	})
+	if err != nil {
+		return fmt.Errorf("allow forwarding between other interfaces: %w", err)
+	}
+	return nil
+}
+
 // RemoveAll deletes knit's table with everything in it; a missing table is
 // not an error. For uninstalling, and for tests.
 //

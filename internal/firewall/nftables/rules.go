@@ -346,3 +346,36 @@ func dnsGatewayRules(n firewall.Network, tag string) []*nft.Rule {
 	}
 	return rules
 }
+
+// foreignDropTag is the comment of the family's DropForeignForwarding rule.
+func foreignDropTag(v6 bool) string {
+	if v6 {
+		return "knit:foreign-forward-drop6"
+	}
+	return "knit:foreign-forward-drop4"
+}
+
+// foreignForwardRule drops, for one family, what the host forwards between
+// interfaces none of which is a knit bridge: knit turned forwarding on, on
+// a host that forwarded nothing, and must not make it a router between its
+// other interfaces (dockerd's FORWARD policy DROP). Where it sits in the
+// chain does not matter: every rule of a network names its bridge. The
+// administrator's chain, jumped to first, can accept what should pass.
+//
+//	meta nfproto ipv4 iifname != @bridges oifname != @bridges drop comment "knit:foreign-forward-drop4"
+func foreignForwardRule(v6 bool) *nft.Rule {
+	proto := byte(unix.NFPROTO_IPV4)
+	if v6 {
+		proto = unix.NFPROTO_IPV6
+	}
+	notBridge := func(key expr.MetaKey) []expr.Any {
+		return []expr.Any{
+			&expr.Meta{Key: key, Register: 1},
+			&expr.Lookup{SourceRegister: 1, SetName: setBridges, Invert: true},
+		}
+	}
+	return tagged(forwardChain, foreignDropTag(v6), []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+	}, notBridge(expr.MetaKeyIIFNAME), notBridge(expr.MetaKeyOIFNAME), verdict(expr.VerdictDrop))
+}

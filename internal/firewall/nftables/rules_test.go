@@ -297,3 +297,14 @@ func TestInvalid(t *testing.T) {
 		}
 	}
 }
+
+func TestForeignForwardRule(t *testing.T) {
+	for v6, want := range map[bool]string{
+		false: `meta nfproto ipv4 iifname != @bridges oifname != @bridges drop comment "knit:foreign-forward-drop4"`,
+		true:  `meta nfproto ipv6 iifname != @bridges oifname != @bridges drop comment "knit:foreign-forward-drop6"`,
+	} {
+		if got := renderRule(foreignForwardRule(v6)); got != want {
+			t.Errorf("foreignForwardRule(%v):\n%s\nwant:\n%s", v6, got, want)
+		}
+	}
+}
