@@ -43,12 +43,12 @@ type Config struct {
 	// IPForwardNoDrop: when knit turns forwarding on, it does not drop
 	// what the host forwards between its other interfaces (dockerd's
 	// ip-forward-no-drop).
-	IPForwardNoDrop bool `json:"ip-forward-no-drop"`
-	ICC                 *bool         `json:"icc"`
-	IPMasq              *bool         `json:"ip-masq"`
-	IP                  string        `json:"ip"`       // default host address for published ports
-	IPTables            *bool         `json:"iptables"` // firewall on/off (name kept from dockerd)
-	DefaultGateway      string        `json:"default-gateway"`
+	IPForwardNoDrop bool   `json:"ip-forward-no-drop"`
+	ICC             *bool  `json:"icc"`
+	IPMasq          *bool  `json:"ip-masq"`
+	IP              string `json:"ip"`       // default host address for published ports
+	IPTables        *bool  `json:"iptables"` // firewall on/off (name kept from dockerd)
+	DefaultGateway  string `json:"default-gateway"`
 }
 
 // Load reads the config file at path. A missing or empty file gives the
