@@ -212,7 +212,22 @@ func TestForwardingIsOnlyKnits(t *testing.T) {
 		} {
 			s.MustRun(t, append([]string{"ip", "-n", "lan"}, args...)...)
 		}
+		// Two "virtual machines" on an administrator's bridge: bridged
+		// frames, which br_netfilter shows to the forward hook, were never
+		// the host's routing, and pass.
+		s.MustRun(t, "ip", "link", "add", "vmbr", "type", "bridge")
+		s.MustRun(t, "ip", "link", "set", "vmbr", "up")
+		for i, vm := range []string{"vm1", "vm2"} {
+			s.MustRun(t, "ip", "netns", "add", vm)
+			s.MustRun(t, "ip", "link", "add", vm+"p", "master", "vmbr", "type", "veth", "peer", "name", "eth0", "netns", vm)
+			s.MustRun(t, "ip", "link", "set", vm+"p", "up")
+			s.MustRun(t, "ip", "-n", vm, "addr", "add", fmt.Sprintf("203.0.113.%d/28", 17+i), "dev", "eth0")
+			s.MustRun(t, "ip", "-n", vm, "link", "set", "eth0", "up")
+		}
 		s.MustKnit(t, "run", "--rm", "--rootfs", bb, "ping", "-c1", "-W2", "198.51.100.2") // forwarding on, for knit
+		if r := s.Run("ip", "netns", "exec", "vm1", "ping", "-c1", "-W1", "203.0.113.18"); r.Code != 0 {
+			t.Errorf("two namespaces on an administrator's bridge no longer reach each other once knit turned forwarding on: %s%s", r.Stdout, r.Stderr)
+		}
 		r := s.Run("ip", "netns", "exec", "lan", "ping", "-c1", "-W1", "198.51.100.2")
 		if noDrop && r.Code != 0 {
 			t.Errorf("ip-forward-no-drop: the LAN does not reach the world through the host: %s%s", r.Stdout, r.Stderr)

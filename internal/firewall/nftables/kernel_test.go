@@ -323,3 +323,43 @@ func TestEnsureNetworkInPlaceWritesNothing(t *testing.T) {
 		t.Errorf("masquerade of n1 survived its removal:\n%s", after)
 	}
 }
+
+// DropForeignForwarding adds the chain and the family's jump once, the
+// kernel's reading (nft) agreeing with knit's; AllowForeignForwarding
+// takes the jump back.
+func TestForeignForwardingKernel(t *testing.T) {
+	fw, ns := newFirewall(t)
+	if err := fw.EnsureNetwork(network("n1", "br0", "10.99.0.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		for _, v6 := range []bool{false, true} {
+			if err := fw.DropForeignForwarding(v6); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, got := range []string{rules(t, fw), nft(t, ns, "list", "table", "inet", "knit")} {
+		for line, count := range map[string]int{
+			`meta nfproto ipv4 jump foreign-forward comment "knit:foreign-forward-drop4"`:       1,
+			`meta nfproto ipv6 jump foreign-forward comment "knit:foreign-forward-drop6"`:       1,
+			`meta iifkind "bridge" meta oifkind "bridge" return comment "knit:foreign-forward"`: 1,
+			`iifname != @bridges oifname != @bridges drop comment "knit:foreign-forward"`:       1,
+		} {
+			if c := strings.Count(got, line); c != count {
+				t.Errorf("%q %d times, want %d:\n%s", line, c, count, got)
+			}
+		}
+	}
+	if err := fw.AllowForeignForwarding(false); err != nil {
+		t.Fatal(err)
+	}
+	if got := rules(t, fw); strings.Contains(got, "foreign-forward-drop4") || !strings.Contains(got, "foreign-forward-drop6") {
+		t.Errorf("after AllowForeignForwarding(IPv4):\n%s", got)
+	}
+	// The base's up-to-date check is not upset by the chain: a network
+	// ensured again writes nothing.
+	if err := fw.EnsureNetwork(network("n1", "br0", "10.99.0.0/24")); err != nil {
+		t.Fatal(err)
+	}
+}

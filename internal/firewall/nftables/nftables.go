@@ -372,11 +372,15 @@ func (f *Firewall) RemoveNetwork(name string) error {
 	return nil
 }
 
-// DropForeignForwarding adds the family's foreignForwardRule, with knit's
-// base if missing, unless it is in place.
+// DropForeignForwarding sends the family's forwarded packets through
+// foreignRules (the chain foreign-forward, made if missing), with knit's
+// base if missing; what is in place is left alone.
 //
-// Equivalent to: nft add rule inet knit forward meta nfproto ipv4 iifname
-// != @bridges oifname != @bridges drop comment "knit:foreign-forward-drop4"
+// Equivalent to: nft add chain inet knit foreign-forward; nft add rule
+// inet knit foreign-forward meta iifkind "bridge" meta oifkind "bridge"
+// return; nft add rule inet knit foreign-forward iifname != @bridges
+// oifname != @bridges drop; nft add rule inet knit forward meta nfproto
+// ipv4 jump foreign-forward comment "knit:foreign-forward-drop4"
 func (f *Firewall) DropForeignForwarding(v6 bool) error {
 	err := f.apply(func(c *nft.Conn, cur ruleset) error {
 		if !cur.baseUpToDate() {
@@ -385,8 +389,19 @@ func (f *Firewall) DropForeignForwarding(v6 bool) error {
 		if err := baseEnsure(c, cur); err != nil {
 			return err
 		}
+		if cur.chain(chainForeign) == nil {
+			c.AddChain(foreignChain)
+		}
+		if len(cur.taggedIn(chainForeign, tagForeign)) != len(foreignRules()) {
+			if err := rulesDel(c, cur.taggedIn(chainForeign, tagForeign)); err != nil {
+				return err
+			}
+			for _, r := range foreignRules() {
+				c.AddRule(r)
+			}
+		}
 		if len(cur.taggedIn(chainForward, foreignDropTag(v6))) == 0 {
-			c.AddRule(foreignForwardRule(v6))
+			c.AddRule(foreignJumpRule(v6))
 		}
 		return nil
 	})
@@ -396,7 +411,7 @@ func (f *Firewall) DropForeignForwarding(v6 bool) error {
 	return nil
 }
 
-// AllowForeignForwarding removes the family's foreignForwardRule.
+// AllowForeignForwarding removes the family's jump to foreign-forward.
 //
 // Equivalent to: nft delete rule inet knit forward handle H (the rule
 // tagged knit:foreign-forward-drop4)

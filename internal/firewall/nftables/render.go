@@ -221,6 +221,12 @@ func renderCmp(op operand, c *expr.Cmp, proto byte) string {
 				name = "oifname"
 			}
 			return fmt.Sprintf("%s %s%q", name, rel, strings.TrimRight(string(c.Data), "\x00"))
+		case metaKeyIIFKIND, metaKeyOIFKIND:
+			name := "meta iifkind"
+			if w.Key == metaKeyOIFKIND {
+				name = "meta oifkind"
+			}
+			return fmt.Sprintf("%s %s%q", name, rel, strings.TrimRight(string(c.Data), "\x00"))
 		case expr.MetaKeyNFPROTO:
 			fam := map[byte]string{unix.NFPROTO_IPV4: "ipv4", unix.NFPROTO_IPV6: "ipv6"}[c.Data[0]]
 			return fmt.Sprintf("meta nfproto %s%s", rel, fam)

@@ -347,7 +347,8 @@ func dnsGatewayRules(n firewall.Network, tag string) []*nft.Rule {
 	return rules
 }
 
-// foreignDropTag is the comment of the family's DropForeignForwarding rule.
+// foreignDropTag is the comment of the family's jump to the
+// foreign-forward chain (DropForeignForwarding).
 func foreignDropTag(v6 bool) string {
 	if v6 {
 		return "knit:foreign-forward-drop6"
@@ -355,18 +356,57 @@ func foreignDropTag(v6 bool) string {
 	return "knit:foreign-forward-drop4"
 }
 
-// foreignForwardRule drops, for one family, what the host forwards between
-// interfaces none of which is a knit bridge: knit turned forwarding on, on
-// a host that forwarded nothing, and must not make it a router between its
-// other interfaces (dockerd's FORWARD policy DROP). Where it sits in the
-// chain does not matter: every rule of a network names its bridge. The
+// chainForeign holds the rules DropForeignForwarding's jumps lead to;
+// tagForeign tags them.
+const (
+	chainForeign = "foreign-forward"
+	tagForeign   = "knit:foreign-forward"
+)
+
+var foreignChain = &nft.Chain{Name: chainForeign, Table: table}
+
+// foreignJumpRule sends the family's forwarded packets to foreign-forward.
+// Where it sits in the forward chain does not matter: what that chain
+// drops never touches a knit bridge, which every network rule names. The
 // administrator's chain, jumped to first, can accept what should pass.
 //
-//	meta nfproto ipv4 iifname != @bridges oifname != @bridges drop comment "knit:foreign-forward-drop4"
-func foreignForwardRule(v6 bool) *nft.Rule {
+//	meta nfproto ipv4 jump foreign-forward comment "knit:foreign-forward-drop4"
+func foreignJumpRule(v6 bool) *nft.Rule {
 	proto := byte(unix.NFPROTO_IPV4)
 	if v6 {
 		proto = unix.NFPROTO_IPV6
+	}
+	return tagged(forwardChain, foreignDropTag(v6), []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Verdict{Kind: expr.VerdictJump, Chain: chainForeign},
+	})
+}
+
+// The kernel's NFT_META_IIFKIND and NFT_META_OIFKIND (Linux 5.2), which the
+// library does not name: the interface's link kind, "bridge" for a bridge.
+// A device without one (a physical NIC) fails the load, and the rule with it.
+const (
+	metaKeyIIFKIND expr.MetaKey = 26
+	metaKeyOIFKIND expr.MetaKey = 27
+)
+
+// foreignRules drop what the host forwards between interfaces none of
+// which is a knit bridge: knit turned forwarding on, on a host that
+// forwarded nothing, and must not make it a router between its other
+// interfaces (a LAN reaching a VPN through it; dockerd's FORWARD policy
+// DROP). Frames a bridge forwards between its own ports pass: with
+// br_netfilter they show here from bridge to bridge (an administrator's
+// bridge of virtual machines), and were never the host's routing, which
+// dockerd's policy breaks.
+//
+//	meta iifkind "bridge" meta oifkind "bridge" return
+//	iifname != @bridges oifname != @bridges drop
+func foreignRules() []*nft.Rule {
+	kind := func(key expr.MetaKey) []expr.Any {
+		data := make([]byte, unix.IFNAMSIZ)
+		copy(data, "bridge")
+		return []expr.Any{&expr.Meta{Key: key, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data}}
 	}
 	notBridge := func(key expr.MetaKey) []expr.Any {
 		return []expr.Any{
@@ -374,8 +414,8 @@ func foreignForwardRule(v6 bool) *nft.Rule {
 			&expr.Lookup{SourceRegister: 1, SetName: setBridges, Invert: true},
 		}
 	}
-	return tagged(forwardChain, foreignDropTag(v6), []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
-	}, notBridge(expr.MetaKeyIIFNAME), notBridge(expr.MetaKeyOIFNAME), verdict(expr.VerdictDrop))
+	return []*nft.Rule{
+		tagged(foreignChain, tagForeign, kind(metaKeyIIFKIND), kind(metaKeyOIFKIND), verdict(expr.VerdictReturn)),
+		tagged(foreignChain, tagForeign, notBridge(expr.MetaKeyIIFNAME), notBridge(expr.MetaKeyOIFNAME), verdict(expr.VerdictDrop)),
+	}
 }

@@ -298,13 +298,22 @@ func TestInvalid(t *testing.T) {
 	}
 }
 
-func TestForeignForwardRule(t *testing.T) {
+func TestForeignForwardRules(t *testing.T) {
 	for v6, want := range map[bool]string{
-		false: `meta nfproto ipv4 iifname != @bridges oifname != @bridges drop comment "knit:foreign-forward-drop4"`,
-		true:  `meta nfproto ipv6 iifname != @bridges oifname != @bridges drop comment "knit:foreign-forward-drop6"`,
+		false: `meta nfproto ipv4 jump foreign-forward comment "knit:foreign-forward-drop4"`,
+		true:  `meta nfproto ipv6 jump foreign-forward comment "knit:foreign-forward-drop6"`,
 	} {
-		if got := renderRule(foreignForwardRule(v6)); got != want {
-			t.Errorf("foreignForwardRule(%v):\n%s\nwant:\n%s", v6, got, want)
+		if got := renderRule(foreignJumpRule(v6)); got != want {
+			t.Errorf("foreignJumpRule(%v):\n%s\nwant:\n%s", v6, got, want)
 		}
+	}
+	var got []string
+	for _, r := range foreignRules() {
+		got = append(got, renderRule(r))
+	}
+	want := `meta iifkind "bridge" meta oifkind "bridge" return comment "knit:foreign-forward"
+iifname != @bridges oifname != @bridges drop comment "knit:foreign-forward"`
+	if strings.Join(got, "\n") != want {
+		t.Errorf("foreignRules:\n%s\nwant:\n%s", strings.Join(got, "\n"), want)
 	}
 }
