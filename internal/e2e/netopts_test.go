@@ -53,6 +53,15 @@ func TestRoutedNetwork(t *testing.T) {
 	reaches(t, s, nil, "127.0.0.1", 8087, "loopback")
 	blocked(t, s, world, "10.83.0.5", 80)
 	blocked(t, s, world, "10.84.0.5", 80)
+	// A ping gets in to a routed network, as with Docker, not to the others.
+	if r := s.World("ping", "-c1", "-W2", "10.82.0.6"); r.Code != 0 {
+		t.Errorf("the world's ping of a container on a routed network: %s%s", r.Stdout, r.Stderr)
+	}
+	for _, addr := range []string{"10.83.0.5", "10.84.0.5"} {
+		if r := s.World("ping", "-c1", "-W1", addr); r.Code == 0 {
+			t.Errorf("the world pings %s, on a network not routed for IPv4:\n%s", addr, r.Stdout)
+		}
+	}
 	// Routed containers leave with their own address.
 	s.MustKnit(t, "exec", "open", "ping", "-c1", "-W2", "203.0.113.1")
 	if ct := s.MustRun(t, "conntrack", "-L", "-p", "icmp", "-d", "203.0.113.1"); !strings.Contains(ct, "dst=10.82.0.5") {

@@ -34,14 +34,15 @@ func openElem(owner string, m firewall.PortMapping) ownedElem {
 // exposureRules keep new connections from outside the bridge away from
 // the containers, except through a port mapping (destination-NATed); on
 // a family whose gateway mode is routed, also except to a published port
-// on the container's own address.
+// on the container's own address, and ICMP (a ping, as Docker's routed
+// mode lets in).
 //
 // A packet an administrator's notrack rule leaves untracked has no ct
 // status (the match fails, not the drop): it is dropped on its own.
 //
 //	iifname != BR oifname BR ct state untracked drop
 //	iifname != BR oifname BR ct state new ct status != dnat drop
-//	iifname != BR oifname BR ip daddr . meta l4proto . th dport != @open4 ct state new ct status != dnat drop
+//	iifname != BR oifname BR ip daddr . meta l4proto . th dport != @open4 meta l4proto != icmp ct state new ct status != dnat drop
 //	iifname != BR oifname BR meta nfproto ipv6 ct state new ct status != dnat drop
 func exposureRules(n firewall.Network, tag string) []*nft.Rule {
 	br := n.Bridge
@@ -55,7 +56,13 @@ func exposureRules(n firewall.Network, tag string) []*nft.Rule {
 	for _, d := range openSets {
 		var match []expr.Any
 		if d.v6 && n.Routed6 || !d.v6 && n.Routed4 {
-			match = openLookup(d)
+			icmp := byte(unix.IPPROTO_ICMP)
+			if d.v6 {
+				icmp = unix.IPPROTO_ICMPV6
+			}
+			match = append(openLookup(d),
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{icmp}})
 		} else {
 			fam := byte(unix.NFPROTO_IPV4)
 			if d.v6 {

@@ -319,7 +319,7 @@ func TestRoutedRulesMatchNft(t *testing.T) {
 	}
 	for _, want := range []string{
 		`iifname != "br0" oifname "br0" meta nfproto ipv4 ct state new ct status ! dnat drop`,
-		`iifname != "br0" oifname "br0" ip6 daddr . meta l4proto . th dport != @open6 ct state new ct status ! dnat drop`,
+		`iifname != "br0" oifname "br0" ip6 daddr . meta l4proto . th dport != @open6 meta l4proto != ipv6-icmp ct state new ct status ! dnat drop`,
 		`elements = { fd00:99::2 . tcp . 80 comment "knit:owner=c1" }`,
 		`ip saddr 10.99.0.0/24 oifname != "br0" masquerade`,
 	} {

@@ -203,7 +203,7 @@ func isNetworkPayload(e expr.Any) bool {
 
 // protoNames are the names nft gives the layer 4 protocols knit's rules
 // compare with.
-var protoNames = map[byte]string{unix.IPPROTO_TCP: "tcp", unix.IPPROTO_UDP: "udp", unix.IPPROTO_SCTP: "sctp", unix.IPPROTO_ICMPV6: "ipv6-icmp"}
+var protoNames = map[byte]string{unix.IPPROTO_TCP: "tcp", unix.IPPROTO_UDP: "udp", unix.IPPROTO_SCTP: "sctp", unix.IPPROTO_ICMP: "icmp", unix.IPPROTO_ICMPV6: "ipv6-icmp"}
 
 // renderCmp prints a comparison of a loaded operand with data.
 func renderCmp(op operand, c *expr.Cmp, proto byte) string {

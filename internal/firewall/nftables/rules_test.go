@@ -56,7 +56,7 @@ postrouting: ip saddr 127.0.0.0/8 oifname "knit-n2" masquerade comment "knit:net
 		want: `forward: iifname "br1" oifname != "br1" oifname @bridges ct status ! dnat drop comment "knit:net=h"
 forward: iifname "br1" oifname != "br1" oifname @bridges ct state untracked drop comment "knit:net=h"
 forward: iifname != "br1" oifname "br1" ct state untracked drop comment "knit:net=h"
-forward: iifname != "br1" oifname "br1" ip daddr . meta l4proto . th dport != @open4 ct state new ct status ! dnat drop comment "knit:net=h"
+forward: iifname != "br1" oifname "br1" ip daddr . meta l4proto . th dport != @open4 meta l4proto != icmp ct state new ct status ! dnat drop comment "knit:net=h"
 forward: iifname != "br1" oifname "br1" meta nfproto ipv6 ct state new ct status ! dnat drop comment "knit:net=h"
 forward: iifname "br1" accept comment "knit:net=h"
 postrouting: ip saddr 10.1.2.3 oifname "br1" ct status dnat masquerade comment "knit:net=h"
