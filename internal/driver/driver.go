@@ -74,6 +74,10 @@ type Network struct {
 	Internal      bool           `json:"internal,omitempty"`
 	// Options holds driver options as given by the user (-o KEY=VALUE).
 	Options map[string]string `json:"options,omitempty"`
+	// FilterBridged: what the bridge switches between its ports must pass
+	// the forward hook (br_netfilter), where ICC=false is enforced. Set by
+	// the engine from its record; never stored.
+	FilterBridged bool `json:"-"`
 	// LinkIndex is the kernel's index of the network's link (the bridge)
 	// as CreateNetwork found or made it in this process, 0 when unknown:
 	// Join then needs no lookup. Never stored: an index dies with its link.

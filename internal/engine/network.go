@@ -282,6 +282,7 @@ func (e *Engine) ensureNetwork(n *Network) error {
 	} else {
 		fwErr <- nil
 	}
+	n.Network.FilterBridged = !n.ICC
 	err = d.CreateNetwork(&n.Network)
 	ferr := <-fwErr
 	if ferr == nil && lost {

@@ -119,19 +119,12 @@ func PromoteSecondaries(dev string) (restore func() error, err error) {
 	}, nil
 }
 
-// EnableBridgeNetfilter makes traffic between two ports of one bridge pass
-// the inet forward hook (br_netfilter), where inter-container policy and
-// hairpin NAT are enforced. Without the br_netfilter module there is nothing
-// to set, and it reports that.
-//
-// Equivalent to: sysctl -w net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
-func EnableBridgeNetfilter() error {
-	for _, p := range []string{"/proc/sys/net/bridge/bridge-nf-call-iptables", "/proc/sys/net/bridge/bridge-nf-call-ip6tables"} {
-		if err := sysctlEnsure(p, "1"); err != nil {
-			return err
-		}
-	}
-	return nil
+// BridgeNetfilterLoaded reports whether the br_netfilter module is
+// loaded: without it no bridge's traffic between its ports reaches the
+// forward hook, whatever the bridges ask (SetBridgeNetfilter).
+func BridgeNetfilterLoaded() bool {
+	_, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables")
+	return err == nil
 }
 
 // sysctlEnsure writes value to path unless it already holds it.

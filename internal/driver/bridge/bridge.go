@@ -83,8 +83,16 @@ func (d *Driver) CreateNetwork(n *driver.Network) (err error) {
 	if err := link.SetRouteLocalnet(n.Bridge); err != nil {
 		return fmt.Errorf("create network %s: %w", n.Name, err)
 	}
-	if err := link.EnableBridgeNetfilter(); err != nil {
-		return fmt.Errorf("create network %s: %w (is the br_netfilter module loaded?)", n.Name, err)
+	// Without ICC, what the bridge switches between two containers must
+	// meet the network's drop in the forward hook: br_netfilter, on this
+	// bridge only (Docker's too since 27.3). With ICC nothing needs it.
+	if n.FilterBridged {
+		if !link.BridgeNetfilterLoaded() {
+			return fmt.Errorf("create network %s: icc=false needs the br_netfilter module (modprobe br_netfilter)", n.Name)
+		}
+		if err := link.SetBridgeNetfilter(idx); err != nil {
+			return fmt.Errorf("create network %s: %w", n.Name, err)
+		}
 	}
 	n.LinkIndex = idx
 	return nil

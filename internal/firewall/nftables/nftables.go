@@ -114,10 +114,10 @@
 //     own connections to it (and to 127.0.0.1 for any-address ports) the
 //     caller must set route_localnet=1 on the bridge (the bridge driver
 //     does); knit masquerades their loopback source out of the bridge.
-//   - ICC and isolation rely on br_netfilter (net.bridge.bridge-nf-call-
-//     iptables=1) for traffic between ports of one bridge: without it such
-//     traffic is switched past the forward hook and ICC=false is not
-//     enforced. Hairpin to a container's own port also needs hairpin mode
+//   - ICC=false relies on br_netfilter for traffic between ports of one
+//     bridge (the bridge's own nf_call_iptables, which the driver sets on
+//     such a network's bridge): without it such traffic is switched past
+//     the forward hook. Hairpin to a container's own port also needs hairpin mode
 //     on its bridge port (set by the driver).
 //   - Calls on one Firewall are serialized. Between processes, calls for
 //     different networks or owners are safe (a batch that loses a race on
