@@ -932,7 +932,7 @@ func TestForegroundRunRelaysEverySignal(t *testing.T) {
 	script := `out="$3/sig.out"
 "$1" run --rm --rootfs "$2" sh -c 'trap "echo got-30" 30; trap "echo got-14; exit 3" 14; echo ready; while :; do sleep 0.1; done' >"$out" 2>&1 &
 k=$!
-i=0; until grep -q ready "$out" || [ $i -gt 100 ]; do sleep 0.05; i=$((i+1)); done
+i=0; until grep -q ready "$out"; do [ $i -gt 400 ] && { echo "never ready"; exit 1; }; sleep 0.05; i=$((i+1)); done
 kill -30 $k; sleep 0.3; kill -14 $k
 wait $k; echo "rc=$?"; cat "$out"`
 	out := s.MustRun(t, "sh", "-c", script, "sh", testutil.KnitBinary(t), bb, s.Dir())
@@ -952,7 +952,7 @@ wait $k; echo "rc=$?"; cat "$out"`
 	script = `out="$3/abrt.out"
 "$1" run --name aborted --rootfs "$2" sh -c 'trap "echo got-6" 6; echo ready; while :; do sleep 0.1; done' >"$out" 2>&1 &
 k=$!
-i=0; until grep -q ready "$out" || [ $i -gt 100 ]; do sleep 0.05; i=$((i+1)); done
+i=0; until grep -q ready "$out"; do [ $i -gt 400 ] && { echo "never ready"; exit 1; }; sleep 0.05; i=$((i+1)); done
 kill -6 $k
 wait $k; echo "rc=$?"; cat "$out"`
 	out = s.MustRun(t, "sh", "-c", script, "sh", testutil.KnitBinary(t), bb, s.Dir())

@@ -402,22 +402,16 @@ func (e *Engine) foregroundLog(c *Container, tee *Stdio) (*logStreams, error) {
 // network is released and its exit code returned.
 func (e *Engine) RunForeground(o RunOptions, io Stdio) (int, error) {
 	// Until the container runs, and after it ends, a signal must not kill
-	// knit half-way: it is held here, and a pending one cancels the start.
-	held := make(chan os.Signal, 4)
-	for _, sig := range []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT} {
-		if !signal.Ignored(sig) { // nohup, a script's background job: left ignored
-			signal.Notify(held, sig)
-		}
-	}
-	defer signal.Stop(held)
+	// knit half-way, nor be lost: every one it relays is held from here, a
+	// pending one that asks knit to stop cancels the start, and the others
+	// go to the container once it runs.
+	hold := runner.HoldRelayed()
 	c, err := e.create(&o)
 	if err != nil {
 		return 0, err
 	}
-	select {
-	case sig := <-held: // as run -d says it (rm -f of the container, ^C)
+	if sig, ok := hold.Stopping(); ok { // as run -d says it (rm -f of the container, ^C)
 		return 0, errors.Join(cancelledStart(c, sig), e.destroy(c))
-	default:
 	}
 	in := io.In
 	if !o.Interactive {
@@ -472,18 +466,7 @@ func (e *Engine) RunForeground(o RunOptions, io Stdio) (int, error) {
 		e.destroy(c)
 		return 0, err
 	}
-	stop := p.ForwardSignals()
-	// A signal that came while the process started was held, not lost: it
-	// goes to the container now (one in the instant between the forwarder's
-	// start and this goes twice).
-	for pending := true; pending; {
-		select {
-		case sig := <-held:
-			_ = p.Signal(sig)
-		default:
-			pending = false
-		}
-	}
+	stop := hold.To(p) // what came meanwhile first
 	code, werr := p.Wait()
 	stop()
 	relay.Wait() // all the output is out before knit returns

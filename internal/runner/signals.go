@@ -48,9 +48,53 @@ func (p *Process) ForwardSignals() (stop func()) {
 
 // signalHold catches signals before there is a process to give them to.
 type signalHold struct {
-	ch   chan os.Signal
-	done chan struct{} // closed: relaying is over (the signals stay caught)
-	once sync.Once
+	ch    chan os.Signal
+	early []os.Signal   // taken from ch by Stopping, for to
+	done  chan struct{} // closed: relaying is over (the signals stay caught)
+	once  sync.Once
+}
+
+// SignalHold is a hold for a foreground run: HoldRelayed, Stopping, To.
+type SignalHold = signalHold
+
+// HoldRelayed starts catching the signals a foreground run relays (see
+// relayed) but those the caller ignores (nohup, a script's background
+// job), before the container exists: none is lost or kills knit while
+// it is set up.
+func HoldRelayed() *SignalHold {
+	var sigs []os.Signal
+	for _, s := range relayed {
+		if !signal.Ignored(s) {
+			sigs = append(sigs, s)
+		}
+	}
+	return holdSignals(sigs...)
+}
+
+// Stopping returns a signal that asks knit to stop (INT, TERM, HUP, QUIT),
+// if one came: the caller cancels the start. The others that came stay
+// held, for To.
+func (h *signalHold) Stopping() (os.Signal, bool) {
+	for {
+		select {
+		case s := <-h.ch:
+			switch s {
+			case syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT:
+				return s, true
+			}
+			h.early = append(h.early, s)
+		default:
+			return nil, false
+		}
+	}
+}
+
+// To relays the signals held, and every later one, to the container's
+// init until stop is called. After stop the signals stay caught, and are
+// dropped: a late one must not kill knit while it records the exit.
+func (h *signalHold) To(p *Process) (stop func()) {
+	h.to(p.cmd.Process, false)
+	return h.quit
 }
 
 // holdSignals starts catching sigs: they no longer have their default
@@ -72,6 +116,9 @@ func (h *signalHold) quit() { h.once.Do(func() { close(h.done) }) }
 // a relay racing with the exit cannot hit a recycled pid.
 func (h *signalHold) to(proc *os.Process, endWith bool) (stop func()) {
 	go func() {
+		for _, s := range h.early { // held before the process existed
+			_ = proc.Signal(s)
+		}
 		for {
 			select {
 			case s := <-h.ch:
