@@ -142,3 +142,16 @@ func TestNetworkHostIP(t *testing.T) {
 	reaches(t, s, nil, "127.0.0.1", 8096, "lweb")
 	blocked(t, s, world, "198.51.100.1", 8096)
 }
+
+// An MTU below IPv6's 1280 has no IPv6 on the links (the kernel refuses
+// to set up its address generation): an IPv4-only network works anyway,
+// as Docker's does, and a ping across the bridge gets through.
+func TestSmallMTU(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "network", "create", "-o", "mtu=1200", "small")
+	serve(t, s, bb, "srv", "--network", "small")
+	if out := s.MustKnit(t, "run", "--rm", "--network", "small", "--rootfs", bb, "sh", "-c", "ip -o link show eth0; ping -c1 -W2 srv >/dev/null && echo reached"); !strings.Contains(out, "mtu 1200") || !strings.Contains(out, "reached") {
+		t.Errorf("a container on an MTU 1200 network: %q", out)
+	}
+}

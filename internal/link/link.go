@@ -117,10 +117,15 @@ func (h *Handle) LinkSetUp(index int) error {
 // (whose /proc/sys lookup grows with the number of namespaces on the host)
 // it is one netlink request; addresses added by hand still work.
 //
+// A link without IPv6 at all (a host booted with ipv6.disable=1, an MTU
+// below IPv6's 1280) has nothing to suppress: the kernel's
+// EAFNOSUPPORT is success.
+//
 // Equivalent to: ip link set DEV addrgenmode none
 func (h *Handle) LinkSetNoIPv6Addrs(index int) error {
 	faults.Step("link.addrgen")
-	if err := h.nl.LinkSetIP6AddrGenMode(byIndex(index), addrGenModeNone); err != nil {
+	err := h.nl.LinkSetIP6AddrGenMode(byIndex(index), addrGenModeNone)
+	if err != nil && !errors.Is(err, unix.EAFNOSUPPORT) {
 		return wrap(err, "set link %d addrgenmode none", index)
 	}
 	return nil
