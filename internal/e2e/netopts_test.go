@@ -155,3 +155,24 @@ func TestSmallMTU(t *testing.T) {
 		t.Errorf("a container on an MTU 1200 network: %q", out)
 	}
 }
+
+// IPv6 on knit's bridges, as Docker sets it: the host takes no router
+// advertisement from a bridge of containers (any of them could make
+// itself the host's IPv6 router: CVE-2020-13401), and an IPv6 network
+// works on a host whose all.disable_ipv6=1 keeps IPv6 off new links.
+func TestBridgeIPv6Settings(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustRun(t, "sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6")
+	s.MustKnit(t, "network", "create", "--ipv6", "--subnet", "fd00:db8:77::/64", "-o", "bridge=brsix", "six")
+	out := s.MustKnit(t, "run", "--rm", "--network", "six", "--rootfs", bb, "sh", "-c", "ping -c1 -W2 fd00:db8:77::1 >/dev/null && echo reached")
+	if !strings.Contains(out, "reached") {
+		t.Errorf("a container on an IPv6 network, the host's IPv6 off on new links: %q", out)
+	}
+	s.MustKnit(t, "run", "--rm", "--rootfs", bb, "true") // knit0 too
+	for _, br := range []string{"knit0", "brsix"} {
+		if v := strings.TrimSpace(s.MustRun(t, "cat", "/proc/sys/net/ipv6/conf/"+br+"/accept_ra")); v != "0" {
+			t.Errorf("%s accept_ra = %s, want 0", br, v)
+		}
+	}
+}

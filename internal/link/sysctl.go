@@ -2,7 +2,9 @@ package link
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 
 	"github.com/knit-dev/knit/internal/faults"
@@ -66,6 +68,29 @@ func EnableIPv6(dev string) error {
 		return fmt.Errorf("enable IPv6 on %s: %w", dev, err)
 	}
 	return nil
+}
+
+// NoRouterAdverts keeps the host from taking router advertisements that
+// arrive on dev (a bridge of containers, any of which could send one and
+// become the host's IPv6 default router: CVE-2020-13401; Docker sets the
+// same on its bridges). A host without IPv6 has nothing to set.
+//
+// Equivalent to: sysctl -w net.ipv6.conf.DEV.accept_ra=0
+func NoRouterAdverts(dev string) error {
+	err := sysctlEnsure("/proc/sys/net/ipv6/conf/"+dev+"/accept_ra", "0")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// EnsureIPv6 turns IPv6 on for dev unless it is (a host's
+// net.ipv6.conf.all.disable_ipv6=1 turns it off on every new link: a
+// bridge's IPv6 gateway could not be added).
+//
+// Equivalent to: sysctl -w net.ipv6.conf.DEV.disable_ipv6=0
+func EnsureIPv6(dev string) error {
+	return sysctlEnsure("/proc/sys/net/ipv6/conf/"+dev+"/disable_ipv6", "0")
 }
 
 // SetRouteLocalnet lets packets addressed to 127.0.0.0/8 be routed out of

@@ -63,6 +63,13 @@ func (d *Driver) CreateNetwork(n *driver.Network) (err error) {
 			}
 		}()
 	}
+	// A host's all.disable_ipv6=1 leaves a new bridge without IPv6: an
+	// IPv6 network's gateway needs it, as Docker's bridge driver sets.
+	if slices.ContainsFunc(n.Subnets, func(s driver.Subnet) bool { return s.Prefix.Addr().Is6() }) {
+		if err := link.EnsureIPv6(n.Bridge); err != nil {
+			return fmt.Errorf("create network %s: %w", n.Name, err)
+		}
+	}
 	for _, s := range n.Subnets {
 		if !s.Gateway.IsValid() {
 			continue
@@ -81,6 +88,9 @@ func (d *Driver) CreateNetwork(n *driver.Network) (err error) {
 	// Published ports on 127.0.0.1 and policy between the bridge's ports
 	// need these; both are settings of the namespace the bridge is in.
 	if err := link.SetRouteLocalnet(n.Bridge); err != nil {
+		return fmt.Errorf("create network %s: %w", n.Name, err)
+	}
+	if err := link.NoRouterAdverts(n.Bridge); err != nil {
 		return fmt.Errorf("create network %s: %w", n.Name, err)
 	}
 	// Without ICC, what the bridge switches between two containers must
