@@ -69,7 +69,7 @@ func compileFormat(format string) (tmpl *template.Template, table bool, err erro
 	if !strings.HasSuffix(body, "\n") {
 		body += "\n"
 	}
-	body = strings.ReplaceAll(body, `\t`, "\t")
+	body = strings.NewReplacer(`\t`, "\t", `\n`, "\n").Replace(body) // as Docker's list formats
 	// A missing map key prints "<no value>", as Docker's templates do
 	// ({{.Labels.owner}} of a network without that label).
 	tmpl, err = template.New("format").Funcs(templateFuncs).Parse(body)

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"text/template"
 	"time"
 
@@ -343,19 +344,26 @@ func networkListFormat(format string, quiet bool) (tmpl *template.Template, tabl
 }
 
 // writeNetworkList prints nets with a template from networkListFormat.
+// Only a table's columns are aligned: another format is written as it is,
+// its tabs kept (for cut -f), as docker network ls does.
 func writeNetworkList(w io.Writer, nets []*engine.Network, tmpl *template.Template, table, noTrunc bool) error {
-	tw := newTable(w)
+	var tw *tabwriter.Writer
 	if table {
-		if err := tmpl.Execute(tw, networkHeader); err != nil {
+		tw = newTable(w)
+		w = tw
+		if err := tmpl.Execute(w, networkHeader); err != nil {
 			return fmt.Errorf("--format: %w", err)
 		}
 	}
 	for _, n := range nets {
-		if err := tmpl.Execute(tw, newNetworkRow(n, noTrunc)); err != nil {
+		if err := tmpl.Execute(w, newNetworkRow(n, noTrunc)); err != nil {
 			return fmt.Errorf("--format: %w", err)
 		}
 	}
-	return tw.Flush()
+	if tw != nil {
+		return tw.Flush()
+	}
+	return nil
 }
 
 // networkFilters maps a filter key to its values.
@@ -628,7 +636,7 @@ func (a *app) networkInspectCommand() *cobra.Command {
 func (a *app) networkView(e *engine.Engine, ref string) (*networkView, error) {
 	n, err := e.NetworkByRef(ref)
 	if errdefs.KindOf(err) == errdefs.KindNotFound {
-		return nil, errdefs.NotFound("no such network: %s", ref)
+		return nil, errdefs.NotFound("network %s not found", ref) // dockerd's words
 	}
 	if err != nil {
 		return nil, err

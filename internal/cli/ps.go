@@ -83,7 +83,11 @@ func (a *app) psCommand() *cobra.Command {
 			if last > 0 && len(list) > last {
 				list = list[:last]
 			}
-			if quiet && format == "" {
+			if quiet {
+				// As docker ps: -q wins.
+				if format != "" && format != "table" {
+					fmt.Fprintln(cmd.ErrOrStderr(), "WARNING: Ignoring custom format, because both --format and --quiet are set.")
+				}
 				format = "{{.ID}}"
 			}
 			switch format {

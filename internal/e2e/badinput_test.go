@@ -130,7 +130,7 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 		{[]string{"network", "connect", "nosuch", "taken"}, "not found"},
 		{[]string{"network", "connect", "bridge", "nosuch"}, "no such container"},
 		{[]string{"network", "connect", "unused", "nosuch"}, "no such container"},
-		{[]string{"network", "connect", "bridge", "taken"}, "already connected"},
+		{[]string{"network", "connect", "bridge", "taken"}, "already exists in network"},
 		{[]string{"network", "connect", "--alias", "bad_alias!", "unused", "taken"}, "invalid --alias"},
 		{[]string{"network", "connect", "--alias", "web", "bridge", "taken"}, "user-defined networks"},
 		{[]string{"network", "disconnect", "bridge", "nosuch"}, "no such container"},

@@ -136,6 +136,30 @@ func TestDetachedLogsStopAndPs(t *testing.T) {
 	if f := s.MustKnit(t, "ps", "--format", "{{.Names}} {{.State}} {{.Command}}"); f != "talker running \"sh -c echo out; ech…\"\n" {
 		t.Errorf("ps --format = %q", f)
 	}
+	// As Docker's list formats: \n and \t written literally become a
+	// newline and a tab, kept as they are without "table"; -q wins over
+	// --format, said on stderr.
+	if f := s.MustKnit(t, "ps", "--format", `{{.Names}}\n{{.State}}\t.`); f != "talker\nrunning\t.\n" {
+		t.Errorf("ps --format with \\n and \\t = %q", f)
+	}
+	if r := s.Knit("ps", "-q", "--format", "{{.Names}}"); r.Code != 0 || strings.TrimSpace(r.Stdout) != id[:12] || !strings.Contains(r.Stderr, "Ignoring custom format") {
+		t.Errorf("ps -q --format: exit %d, %q, %q; want the ID and a warning", r.Code, r.Stdout, r.Stderr)
+	}
+	if f := s.MustKnit(t, "network", "ls", "--filter", "name=^bridge$", "--format", `{{.Name}}\t{{.Driver}}`); f != "bridge\tbridge\n" {
+		t.Errorf("network ls --format with a tab = %q, want the tab kept", f)
+	}
+	// Docker's names begin with a slash (inspect's .Name): /talker is
+	// talker, --name /slashed is slashed.
+	if f := s.MustKnit(t, "inspect", "-f", "{{.Name}}", "/talker"); f != "/talker\n" {
+		t.Errorf("inspect /talker = %q", f)
+	}
+	s.MustKnit(t, "run", "-d", "--name", "/slashed", "--rootfs", bb, "sleep", "300")
+	if f := s.MustKnit(t, "ps", "--filter", "name=slashed", "--format", "{{.Names}}"); f != "slashed\n" {
+		t.Errorf("run --name /slashed: ps shows %q", f)
+	}
+	s.MustKnit(t, "rm", "-f", "/slashed")
+	// docker system prune -af, as scripts write it (knit has no images).
+	s.MustKnit(t, "system", "prune", "-af", "--volumes")
 	var row map[string]any
 	if f := s.MustKnit(t, "ps", "--format", "json"); json.Unmarshal([]byte(f), &row) != nil || row["Names"] != "talker" || row["State"] != "running" {
 		t.Errorf("ps --format json = %q", f)

@@ -230,7 +230,7 @@ func crashKinds() []crashKind {
 		next: func(t *testing.T, s *testutil.Sandbox, _ string) {
 			// A prune before removes the network when nothing was on it.
 			mustCleanly(t, "network create after crash", s.Knit("network", "create", "connectnet"), "already exists")
-			mustCleanly(t, "connect after crash", s.Knit("network", "connect", "--alias", "vconn", "connectnet", "victim"), "already connected")
+			mustCleanly(t, "connect after crash", s.Knit("network", "connect", "--alias", "vconn", "connectnet", "victim"), "already exists in network")
 			// Connected for real: the new interface reaches its gateway,
 			// resolv.conf names connectnet's DNS, and that knows the alias
 			// the connect gave, however late in the connect the crash came.
@@ -254,7 +254,7 @@ func crashKinds() []crashKind {
 			return knitEnv(t, s, env, "network", "connect", "bridge", "victim")
 		},
 		next: func(t *testing.T, s *testutil.Sandbox, _ string) {
-			mustCleanly(t, "connect after crash", s.Knit("network", "connect", "bridge", "victim"), "already connected")
+			mustCleanly(t, "connect after crash", s.Knit("network", "connect", "bridge", "victim"), "already exists in network")
 			ip := inspectField(t, s, "victim", "{{.NetworkSettings.Networks.bridge.IPAddress}}")
 			if hosts := s.MustKnit(t, "exec", "victim", "cat", "/etc/hosts"); !strings.Contains(hosts, ip+"\tvictim") {
 				t.Errorf("/etc/hosts lacks the address on the default network, %s:\n%s", ip, hosts)

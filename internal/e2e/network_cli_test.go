@@ -105,7 +105,7 @@ func TestNetworkCLI(t *testing.T) {
 		t.Errorf("inspect bridge = %+v", views[1])
 	}
 	r := s.Knit("network", "inspect", "mynetwork", "nosuch")
-	if r.Code != 1 || !strings.Contains(r.Stderr, "no such network: nosuch") || !strings.Contains(r.Stdout, `"Name": "mynetwork"`) {
+	if r.Code != 1 || !strings.Contains(r.Stderr, "network nosuch not found") || !strings.Contains(r.Stdout, `"Name": "mynetwork"`) {
 		t.Errorf("inspect with a missing network: exit %d, stdout %q, stderr %q; want the found one printed, then the error", r.Code, r.Stdout, r.Stderr)
 	}
 	if r := s.Knit("network", "inspect", "nosuch"); r.Code != 1 || r.Stdout != "[]\n" {

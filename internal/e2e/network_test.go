@@ -116,7 +116,7 @@ func TestNetworkRefusalsLeaveStateUnchanged(t *testing.T) {
 		{[]string{"network", "rm", "used"}, "active endpoints"},
 		{[]string{"network", "rm", "bridge"}, "pre-defined"},
 		{[]string{"network", "rm", "nosuch"}, "not found"},
-		{[]string{"network", "connect", "used", "holder"}, "already connected"},
+		{[]string{"network", "connect", "used", "holder"}, "already exists in network"},
 		{[]string{"network", "disconnect", "bridge", "holder"}, "not connected"},
 	}
 	for _, tc := range cases {
@@ -309,7 +309,7 @@ func TestConnectDefaultBridge(t *testing.T) {
 		t.Errorf("a1's routes after connecting bridge:\n%s\nwant the default route still through neta", route)
 	}
 	s.MustKnit(t, "exec", "d1", "ping", "-c", "1", "-W", "2", onBridge)
-	if r := s.Knit("network", "connect", "bridge", "d1"); r.Code != 1 || !strings.Contains(r.Stderr, "already connected") {
+	if r := s.Knit("network", "connect", "bridge", "d1"); r.Code != 1 || !strings.Contains(r.Stderr, "already exists in network") {
 		t.Errorf("connect bridge d1 (on it already): exit %d, %q", r.Code, r.Stderr)
 	}
 	// A link from the default network reaches a1 at its address there,

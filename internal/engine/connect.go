@@ -172,7 +172,7 @@ func connectableTo(tx store.Tx, c *Container, network string) error {
 		return err
 	}
 	if slices.ContainsFunc(c.Endpoints, func(ep Endpoint) bool { return ep.Network == network }) {
-		return errdefs.Conflict("container %s is already connected to network %s", c.Name, network)
+		return errdefs.Conflict("endpoint with name %s already exists in network %s", c.Name, network) // dockerd's words
 	}
 	return connectUnderWay(tx, c, network) // a disconnect finishing
 }

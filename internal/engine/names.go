@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/store"
@@ -78,6 +79,7 @@ func randomName(retry int) string {
 // name (and no longer the old one). Its hostname stays, as in Docker, and
 // so do the hosts files of containers linked to it.
 func (e *Engine) Rename(ref, name string) error {
+	name = strings.TrimPrefix(name, "/") // as --name
 	if !validName(name) {
 		return errdefs.Invalid("invalid container name %q: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", name)
 	}

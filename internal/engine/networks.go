@@ -143,7 +143,7 @@ func (e *Engine) placeNetwork(tx store.Tx, n *Network, o *NetworkCreateOptions, 
 		for _, s := range other.Subnets {
 			for _, mine := range n.Subnets {
 				if mine.Prefix.Overlaps(s.Prefix) {
-					return errdefs.Conflict("invalid pool request: pool %s overlaps with subnet %s of network %s", mine.Prefix, s.Prefix, other.Name)
+					return errdefs.Conflict("invalid pool request: Pool overlaps with other one on this address space (%s overlaps with subnet %s of network %s)", mine.Prefix, s.Prefix, other.Name) // dockerd's words first
 				}
 			}
 		}

@@ -147,6 +147,7 @@ func (o *RunOptions) validate() error {
 	if o.StopTimeout != nil && *o.StopTimeout < -1 {
 		return errdefs.Invalid("invalid --stop-timeout %d: want seconds, or -1 to wait for ever", *o.StopTimeout)
 	}
+	o.Name = strings.TrimPrefix(o.Name, "/") // Docker's --name /web is web
 	if o.Name != "" && !validName(o.Name) {
 		return errdefs.Invalid("invalid container name %q: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", o.Name)
 	}

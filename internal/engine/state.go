@@ -379,6 +379,8 @@ func listContainers(tx store.Tx) ([]*Container, error) {
 
 // lookupContainer resolves a name, a full ID or a unique ID prefix, as Docker does.
 func lookupContainer(tx store.Tx, ref string) (*Container, error) {
+	// Docker's names begin with a slash (inspect's .Name): /web is web.
+	ref = strings.TrimPrefix(ref, "/")
 	if ref == "" {
 		return nil, errdefs.Invalid("container name or ID must not be empty")
 	}

@@ -204,11 +204,24 @@ func (a *allocator) ours(ip netip.Addr, proto Proto, port uint16) bool {
 	return false
 }
 
+// inUse is the error of a host port owner holds, in dockerd's words
+// ("Bind for 0.0.0.0:8080 failed: port is already allocated", which
+// scripts look for; "address already in use" for a host's socket), then
+// knit's: the protocol and the owner.
 func inUse(ip netip.Addr, proto Proto, port uint16, owner string) error {
-	if owner == "" {
-		return errdefs.Conflict("host port %s is already in use", hostPort(ip, proto, port))
+	bind := netip.AddrPortFrom(netip.IPv4Unspecified(), port).String()
+	if ip.IsValid() {
+		bind = netip.AddrPortFrom(ip, port).String()
 	}
-	return errdefs.Conflict("host port %s is already in use by %s", hostPort(ip, proto, port), owner)
+	why := "port is already allocated"
+	if owner == OwnerHost {
+		why = "address already in use"
+	}
+	detail := string(proto)
+	if owner != "" {
+		detail += ", by " + owner
+	}
+	return errdefs.Conflict("Bind for %s failed: %s (%s)", bind, why, detail)
 }
 
 // hostPort names a host port for messages: "8080/tcp" or "127.0.0.1:8080/tcp".
