@@ -1,6 +1,7 @@
 package portmap
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -217,9 +218,9 @@ func inUse(ip netip.Addr, proto Proto, port uint16, owner string) error {
 	if owner == OwnerHost {
 		why = "address already in use"
 	}
-	detail := string(proto)
+	detail := fmt.Sprintf("%d/%s", port, proto)
 	if owner != "" {
-		detail += ", by " + owner
+		detail += ", held by " + owner
 	}
 	return errdefs.Conflict("Bind for %s failed: %s (%s)", bind, why, detail)
 }
