@@ -19,7 +19,7 @@ func (a *app) cpCommand() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "cp [OPTIONS] CONTAINER:SRC_PATH DEST_PATH | SRC_PATH CONTAINER:DEST_PATH",
 		Short: "Copy files and directories between a container and the host",
-		Args:  cobra.ExactArgs(2),
+		Args:  exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			srcC, srcPath := splitCpArg(args[0])
 			dstC, dstPath := splitCpArg(args[1])

@@ -20,7 +20,7 @@ func (a *app) execCommand() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "exec [OPTIONS] CONTAINER COMMAND [ARG...]",
 		Short: "Run a command in a running container, in all of its namespaces",
-		Args:  cobra.MinimumNArgs(2),
+		Args:  minArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if tty && interactive && !isTerminal(a.env.In) {
 				return errdefs.Invalid("the input device is not a TTY: drop -t, or run from a terminal")

@@ -122,7 +122,7 @@ func (a *app) inspectCommand() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "inspect [OPTIONS] NAME|ID [NAME|ID...]",
 		Short: "Show low-level information on containers and networks as JSON",
-		Args:  cobra.MinimumNArgs(1),
+		Args:  minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if kind != "" && kind != "container" && kind != "network" {
 				return errdefs.Invalid("invalid --type %q: want container or network", kind)

@@ -78,7 +78,7 @@ func (a *app) stoppingCommand(use, short string, do func(*engine.Engine, string,
 	c := &cobra.Command{
 		Use:   use,
 		Short: short,
-		Args:  cobra.MinimumNArgs(1),
+		Args:  minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			timeout, sig, err := f.resolve(cmd)
 			if err != nil {
@@ -135,7 +135,7 @@ func (a *app) killCommand() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "kill [OPTIONS] CONTAINER [CONTAINER...]",
 		Short: "Send a signal to running containers",
-		Args:  cobra.MinimumNArgs(1),
+		Args:  minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			sig, err := parseSignal(signal)
 			if err != nil {
@@ -155,7 +155,7 @@ func (a *app) renameCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "rename CONTAINER NEW_NAME",
 		Short: "Rename a container",
-		Args:  cobra.ExactArgs(2),
+		Args:  exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			e, err := a.engine()
 			if err != nil {
@@ -170,7 +170,7 @@ func (a *app) waitCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "wait CONTAINER [CONTAINER...]",
 		Short: "Block until containers stop, then print their exit codes",
-		Args:  cobra.MinimumNArgs(1),
+		Args:  minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.eachContainer(cmd, args, func(e *engine.Engine, ref string) error {
 				code, err := e.Wait(ref)
@@ -242,7 +242,7 @@ func (a *app) rmCommand() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "rm [OPTIONS] CONTAINER [CONTAINER...]",
 		Short: "Remove containers, releasing their network",
-		Args:  cobra.MinimumNArgs(1),
+		Args:  minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.eachContainer(cmd, args, func(e *engine.Engine, ref string) error {
 				err := e.Remove(ref, engine.RemoveOptions{Force: force})
@@ -269,7 +269,7 @@ func (a *app) logsCommand() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "logs [OPTIONS] CONTAINER",
 		Short: "Print the output of a container (detached, or run in the foreground without --rm)",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o := engine.LogsOptions{Follow: follow, Tail: -1, Timestamps: timestamps} // -1: all
 			if tail != "all" {

@@ -66,6 +66,15 @@ func minArgs(n int) cobra.PositionalArgs {
 	}
 }
 
+func rangeArgs(lo, hi int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < lo || len(args) > hi {
+			return errdefs.Invalid("%q requires at least %d and at most %d %s.", cmd.CommandPath(), lo, hi, plural(hi, "argument"))
+		}
+		return nil
+	}
+}
+
 func noArgs(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
 		return errdefs.Invalid("%q accepts no arguments.", cmd.CommandPath())

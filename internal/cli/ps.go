@@ -49,7 +49,7 @@ func (a *app) psCommand() *cobra.Command {
 		Use:     "ps [OPTIONS]",
 		Aliases: []string{"ls"},
 		Short:   "List containers",
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := parsePSFilter(filters)
 			if err != nil {

@@ -14,7 +14,7 @@ func (a *app) systemCommand() *cobra.Command {
 	prune := &cobra.Command{
 		Use:   "prune [OPTIONS]",
 		Short: "Remove stopped containers and kernel objects no container owns",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !force {
 				fmt.Fprint(out(cmd), "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container\n  - namespaces, links, addresses and firewall elements that nothing owns\n\nAre you sure you want to continue? [y/N] ")

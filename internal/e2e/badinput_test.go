@@ -108,7 +108,10 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 		{[]string{"port", "taken", "http"}, "invalid port (http)"},
 		{[]string{"kill", "nosuch"}, "no such container"},
 		{[]string{"stop", "-t", "x", "taken"}, "invalid"},
-		{[]string{"exec", "taken"}, "requires at least 2 arg"},
+		{[]string{"exec", "taken"}, `"knit exec" requires at least 2 arguments.`},
+		{[]string{"stop"}, `"knit stop" requires at least 1 argument.`},
+		{[]string{"port", "a", "b", "c"}, `"knit port" requires at least 1 and at most 2 arguments.`},
+		{[]string{"ps", "extra"}, `"knit ps" accepts no arguments.`},
 		{[]string{"ps", "--format", "{{.Nope"}, "template"},
 		{[]string{"inspect", "-f", "{{.Nope}}", "taken"}, "template"},
 		{[]string{"inspect", "-f", "{{.Name", "taken"}, "template parsing error"},
@@ -136,7 +139,7 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 		{[]string{"network", "disconnect", "bridge", "nosuch"}, "no such container"},
 		{[]string{"network", "rm", "host"}, "pre-defined"},
 		{[]string{"network", "create", "-o", "bridge=lo", "notabridge"}, "cannot use lo as the network's bridge"},
-		{[]string{"system", "prune", "extra"}, "unknown command"},
+		{[]string{"system", "prune", "extra"}, "accepts no arguments"},
 	}
 	before := snapshot(t, s)
 	for _, c := range cases {
