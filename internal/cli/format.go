@@ -53,7 +53,9 @@ var templateFuncs = template.FuncMap{
 // template once on a row whose fields hold the column titles. A bare
 // "table" means the caller's default table.
 func parseFormat(format string) (tmpl *template.Template, table bool, err error) {
-	tmpl, table, err = compileFormat(format)
+	// \t and \n written literally are a tab and a newline in a list's
+	// format, as Docker's (not in inspect's, nor there).
+	tmpl, table, err = compileFormat(strings.NewReplacer(`\t`, "\t", `\n`, "\n").Replace(format))
 	if err != nil {
 		return nil, false, errdefs.Invalid("invalid --format template: %w", err)
 	}
@@ -69,7 +71,6 @@ func compileFormat(format string) (tmpl *template.Template, table bool, err erro
 	if !strings.HasSuffix(body, "\n") {
 		body += "\n"
 	}
-	body = strings.NewReplacer(`\t`, "\t", `\n`, "\n").Replace(body) // as Docker's list formats
 	// A missing map key prints "<no value>", as Docker's templates do
 	// ({{.Labels.owner}} of a network without that label).
 	tmpl, err = template.New("format").Funcs(templateFuncs).Parse(body)

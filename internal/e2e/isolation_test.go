@@ -212,10 +212,12 @@ func TestForwardingIsOnlyKnits(t *testing.T) {
 		} {
 			s.MustRun(t, append([]string{"ip", "-n", "lan"}, args...)...)
 		}
-		// Two "virtual machines" on an administrator's bridge: bridged
-		// frames, which br_netfilter shows to the forward hook, were never
-		// the host's routing, and pass.
+		// Two "virtual machines" on another program's bridge (libvirt's
+		// virbr0, say): its frames between them, which br_netfilter
+		// shows to the forward hook, and its routed traffic out are that
+		// program's to judge, and pass.
 		s.MustRun(t, "ip", "link", "add", "vmbr", "type", "bridge")
+		s.MustRun(t, "ip", "addr", "add", "203.0.113.30/28", "dev", "vmbr")
 		s.MustRun(t, "ip", "link", "set", "vmbr", "up")
 		for i, vm := range []string{"vm1", "vm2"} {
 			s.MustRun(t, "ip", "netns", "add", vm)
@@ -223,10 +225,13 @@ func TestForwardingIsOnlyKnits(t *testing.T) {
 			s.MustRun(t, "ip", "link", "set", vm+"p", "up")
 			s.MustRun(t, "ip", "-n", vm, "addr", "add", fmt.Sprintf("203.0.113.%d/28", 17+i), "dev", "eth0")
 			s.MustRun(t, "ip", "-n", vm, "link", "set", "eth0", "up")
+			s.MustRun(t, "ip", "-n", vm, "route", "add", "default", "via", "203.0.113.30")
 		}
 		s.MustKnit(t, "run", "--rm", "--rootfs", bb, "ping", "-c1", "-W2", "198.51.100.2") // forwarding on, for knit
-		if r := s.Run("ip", "netns", "exec", "vm1", "ping", "-c1", "-W1", "203.0.113.18"); r.Code != 0 {
-			t.Errorf("two namespaces on an administrator's bridge no longer reach each other once knit turned forwarding on: %s%s", r.Stdout, r.Stderr)
+		for _, to := range []string{"203.0.113.18", "198.51.100.2"} {
+			if r := s.Run("ip", "netns", "exec", "vm1", "ping", "-c1", "-W1", to); r.Code != 0 {
+				t.Errorf("a namespace on another program's bridge no longer reaches %s once knit turned forwarding on: %s%s", to, r.Stdout, r.Stderr)
+			}
 		}
 		r := s.Run("ip", "netns", "exec", "lan", "ping", "-c1", "-W1", "198.51.100.2")
 		if noDrop && r.Code != 0 {
@@ -243,5 +248,23 @@ func TestForwardingIsOnlyKnits(t *testing.T) {
 				t.Errorf("the LAN reaches the world through the host after a flush and a run:\n%s", r.Stdout)
 			}
 		}
+	}
+	// A host that forwards on some interface of its own (ip_forward off,
+	// the LAN's link on: a per-link setting) routes already: knit adds no
+	// drop, and the LAN still reaches the world.
+	s := sandbox(t)
+	s.MustRun(t, "ip", "netns", "add", "lan")
+	s.MustRun(t, "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", "lan")
+	s.MustRun(t, "ip", "addr", "add", "203.0.113.129/25", "dev", "lan0")
+	s.MustRun(t, "ip", "link", "set", "lan0", "up")
+	for _, args := range [][]string{
+		{"addr", "add", "203.0.113.130/25", "dev", "eth0"}, {"link", "set", "eth0", "up"}, {"route", "add", "default", "via", "203.0.113.129"},
+	} {
+		s.MustRun(t, append([]string{"ip", "-n", "lan"}, args...)...)
+	}
+	s.MustRun(t, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/lan0/forwarding")
+	s.MustKnit(t, "run", "--rm", "--rootfs", bb, "true")
+	if r := s.Run("ip", "netns", "exec", "lan", "ping", "-c1", "-W1", "198.51.100.2"); r.Code != 0 {
+		t.Errorf("a LAN its host routed (lan0's forwarding on) is cut off once knit turned forwarding on: %s%s", r.Stdout, r.Stderr)
 	}
 }

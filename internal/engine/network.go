@@ -335,7 +335,13 @@ func (e *Engine) forward(v6 bool) error {
 		}
 		return nil
 	}
-	if e.fw != nil && !e.cfg.IPForwardNoDrop {
+	// An interface that forwards on its own: the host routes already,
+	// and a drop would cut what its administrator set up.
+	routes, err := link.AnyForwarding(v6)
+	if err != nil {
+		return err
+	}
+	if e.fw != nil && !e.cfg.IPForwardNoDrop && !routes {
 		if err := e.prepareExecRoot(); err != nil {
 			return err
 		}
@@ -367,7 +373,7 @@ func (e *Engine) foreignDropMarker(v6 bool) string {
 func (e *Engine) restoreForeignDrops() error {
 	var errs []error
 	for _, v6 := range []bool{false, true} {
-		if !e.cfg.IPForwardNoDrop && fileExists(e.foreignDropMarker(v6)) {
+		if !e.cfg.IPForwardNoDrop && e.cfg.ForwardingOn() && fileExists(e.foreignDropMarker(v6)) {
 			errs = append(errs, e.fw.DropForeignForwarding(v6))
 		}
 	}

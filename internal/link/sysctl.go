@@ -48,6 +48,32 @@ func ForwardingOn(v6 bool) (bool, error) {
 	return string(bytes.TrimSpace(cur)) == "1", nil
 }
 
+// AnyForwarding reports whether some interface of the calling thread's
+// namespace forwards IPv4 (v6: IPv6) though the global switch is off (a
+// per-link setting, as systemd-networkd's IPv4Forwarding= writes): the
+// host routes already.
+//
+// Equivalent to: sysctl net.ipv4.conf.*.forwarding
+func AnyForwarding(v6 bool) (bool, error) {
+	dir := "/proc/sys/net/ipv4/conf"
+	if v6 {
+		dir = "/proc/sys/net/ipv6/conf"
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range entries {
+		if e.Name() == "all" || e.Name() == "default" || e.Name() == "lo" {
+			continue
+		}
+		if cur, err := os.ReadFile(dir + "/" + e.Name() + "/forwarding"); err == nil && string(bytes.TrimSpace(cur)) == "1" {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // SetIPv6Forward turns on IPv6 forwarding, which dual-stack networks need
 // to reach beyond the host. (A host that forwards IPv6 ignores router
 // advertisements unless accept_ra=2 on its uplink, as with Docker.)

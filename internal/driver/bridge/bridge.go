@@ -90,18 +90,26 @@ func (d *Driver) CreateNetwork(n *driver.Network) (err error) {
 	if err := link.SetRouteLocalnet(n.Bridge); err != nil {
 		return fmt.Errorf("create network %s: %w", n.Name, err)
 	}
-	if err := link.NoRouterAdverts(n.Bridge); err != nil {
-		return fmt.Errorf("create network %s: %w", n.Name, err)
+	// Not on an administrator's bridge, which may be the host's uplink
+	// and live on router advertisements.
+	if !n.External {
+		if err := link.NoRouterAdverts(n.Bridge); err != nil {
+			return fmt.Errorf("create network %s: %w", n.Name, err)
+		}
 	}
 	// Without ICC, what the bridge switches between two containers must
 	// meet the network's drop in the forward hook: br_netfilter, on this
 	// bridge only (Docker's too since 27.3). With ICC nothing needs it.
+	// Set as the bridge is made (a request under rtnl, as every run
+	// ensures its network), or on an administrator's bridge every time.
 	if n.FilterBridged {
 		if !link.BridgeNetfilterLoaded() {
 			return fmt.Errorf("create network %s: icc=false needs the br_netfilter module (modprobe br_netfilter)", n.Name)
 		}
-		if err := link.SetBridgeNetfilter(idx); err != nil {
-			return fmt.Errorf("create network %s: %w", n.Name, err)
+		if created || n.External {
+			if err := link.SetBridgeNetfilter(idx); err != nil {
+				return fmt.Errorf("create network %s: %w", n.Name, err)
+			}
 		}
 	}
 	n.LinkIndex = idx

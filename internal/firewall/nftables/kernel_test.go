@@ -341,10 +341,11 @@ func TestForeignForwardingKernel(t *testing.T) {
 	}
 	for _, got := range []string{rules(t, fw), nft(t, ns, "list", "table", "inet", "knit")} {
 		for line, count := range map[string]int{
-			`meta nfproto ipv4 jump foreign-forward comment "knit:foreign-forward-drop4"`:       1,
-			`meta nfproto ipv6 jump foreign-forward comment "knit:foreign-forward-drop6"`:       1,
-			`meta iifkind "bridge" meta oifkind "bridge" return comment "knit:foreign-forward"`: 1,
-			`iifname != @bridges oifname != @bridges drop comment "knit:foreign-forward"`:       1,
+			`meta nfproto ipv4 jump foreign-forward comment "knit:foreign-forward-drop4"`: 1,
+			`meta nfproto ipv6 jump foreign-forward comment "knit:foreign-forward-drop6"`: 1,
+			`meta iifkind "bridge" return comment "knit:foreign-forward"`:                 1,
+			`meta oifkind "bridge" return comment "knit:foreign-forward"`:                 1,
+			`iifname != @bridges oifname != @bridges drop comment "knit:foreign-forward"`: 1,
 		} {
 			if c := strings.Count(got, line); c != count {
 				t.Errorf("%q %d times, want %d:\n%s", line, c, count, got)

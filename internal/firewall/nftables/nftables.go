@@ -66,7 +66,10 @@
 // Invariants:
 //   - knit adds rules only to its own table, whose base chains accept by
 //     default: the host's other tables, and traffic not of knit's bridges,
-//     subnets and published ports, are never touched.
+//     subnets and published ports, are never touched; but for the chain
+//     foreign-forward (DropForeignForwarding), which drops what the host
+//     forwards between interfaces none of which is a bridge once knit
+//     turned forwarding on ("knit:foreign-forward*" tags).
 //   - Every rule and set element carries a comment: "knit:net=NAME" for a
 //     network's rules and its element of @bridges, "knit:base" for the
 //     shared rules, "knit:owner=ID" for a published port or a link (the

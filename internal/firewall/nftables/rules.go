@@ -28,7 +28,8 @@ const (
 var table = &nft.Table{Name: tableName, Family: nft.TableFamilyINet}
 
 // The base chains. Both accept by default: knit only ever adds matches on
-// its own bridges and subnets, so the host's other traffic passes untouched.
+// its own bridges and subnets, so the host's other traffic passes untouched
+// (but for foreignRules, once knit turned forwarding on).
 var (
 	policyAccept = nft.ChainPolicyAccept
 	natChain     = &nft.Chain{
@@ -392,15 +393,19 @@ const (
 )
 
 // foreignRules drop what the host forwards between interfaces none of
-// which is a knit bridge: knit turned forwarding on, on a host that
-// forwarded nothing, and must not make it a router between its other
-// interfaces (a LAN reaching a VPN through it; dockerd's FORWARD policy
-// DROP). Frames a bridge forwards between its own ports pass: with
-// br_netfilter they show here from bridge to bridge (an administrator's
-// bridge of virtual machines), and were never the host's routing, which
-// dockerd's policy breaks.
+// which is a bridge: knit turned forwarding on, on a host that forwarded
+// nothing, and must not make it a router between its network interfaces
+// (a LAN reaching a VPN through it; dockerd's FORWARD policy DROP does
+// that job under iptables). Whatever enters or leaves through a bridge
+// passes here: knit's own are its networks' rules' to judge, and other
+// software's (libvirt's virbr0, LXD's, Docker's, a CNI's cni0; virtual
+// machines on an administrator's br0, whose frames br_netfilter shows to
+// this hook) are theirs, which a drop in knit's table would override
+// (an accept elsewhere does not undo it). A host whose uplink is a bridge
+// keeps less of this protection.
 //
-//	meta iifkind "bridge" meta oifkind "bridge" return
+//	meta iifkind "bridge" return
+//	meta oifkind "bridge" return
 //	iifname != @bridges oifname != @bridges drop
 func foreignRules() []*nft.Rule {
 	kind := func(key expr.MetaKey) []expr.Any {
@@ -415,7 +420,8 @@ func foreignRules() []*nft.Rule {
 		}
 	}
 	return []*nft.Rule{
-		tagged(foreignChain, tagForeign, kind(metaKeyIIFKIND), kind(metaKeyOIFKIND), verdict(expr.VerdictReturn)),
+		tagged(foreignChain, tagForeign, kind(metaKeyIIFKIND), verdict(expr.VerdictReturn)),
+		tagged(foreignChain, tagForeign, kind(metaKeyOIFKIND), verdict(expr.VerdictReturn)),
 		tagged(foreignChain, tagForeign, notBridge(expr.MetaKeyIIFNAME), notBridge(expr.MetaKeyOIFNAME), verdict(expr.VerdictDrop)),
 	}
 }

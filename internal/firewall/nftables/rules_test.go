@@ -311,7 +311,8 @@ func TestForeignForwardRules(t *testing.T) {
 	for _, r := range foreignRules() {
 		got = append(got, renderRule(r))
 	}
-	want := `meta iifkind "bridge" meta oifkind "bridge" return comment "knit:foreign-forward"
+	want := `meta iifkind "bridge" return comment "knit:foreign-forward"
+meta oifkind "bridge" return comment "knit:foreign-forward"
 iifname != @bridges oifname != @bridges drop comment "knit:foreign-forward"`
 	if strings.Join(got, "\n") != want {
 		t.Errorf("foreignRules:\n%s\nwant:\n%s", strings.Join(got, "\n"), want)
