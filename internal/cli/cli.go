@@ -138,7 +138,7 @@ func (a *app) rootCommand() *cobra.Command {
 	root.AddCommand(
 		a.runCommand(), a.execCommand(), a.psCommand(), a.inspectCommand(),
 		a.stopCommand(), a.killCommand(), a.rmCommand(), a.logsCommand(), a.waitCommand(), a.topCommand(), a.renameCommand(), a.restartCommand(), a.cpCommand(), a.statsCommand(),
-		a.systemCommand(), a.portCommand(), a.networkCommand(), a.superviseCommand(),
+		a.systemCommand(), a.portCommand(), a.networkCommand(), a.containerCommand(), a.superviseCommand(),
 	)
 	root.AddCommand(a.dnsCommand())
 	root.AddCommand(a.cniCommand())

@@ -1035,3 +1035,33 @@ func TestStopSeveralAtOnce(t *testing.T) {
 		t.Errorf("the second container got SIGTERM %v after the first: stopped one after the other (grace period 3 s)", d)
 	}
 }
+
+// Docker's management group: docker container ls/inspect/rm/prune, the
+// names its reference and scripts use.
+func TestContainerGroup(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	s.MustKnit(t, "container", "run", "-d", "--name", "up", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "container", "run", "--name", "done", "--rootfs", bb, "true")
+	if ls := s.MustKnit(t, "container", "ls", "--format", "{{.Names}}"); ls != "up\n" {
+		t.Errorf("container ls = %q", ls)
+	}
+	if ls := s.MustKnit(t, "container", "list", "-a", "--format", "{{.Names}}"); ls != "done\nup\n" && ls != "up\ndone\n" {
+		t.Errorf("container list -a = %q", ls)
+	}
+	if f := s.MustKnit(t, "container", "inspect", "-f", "{{.Name}}", "up"); f != "/up\n" {
+		t.Errorf("container inspect = %q", f)
+	}
+	// Containers only, as docker container inspect.
+	if r := s.Knit("container", "inspect", "bridge"); r.Code != 1 || !strings.Contains(r.Stderr, "no such container: bridge") {
+		t.Errorf("container inspect bridge: exit %d, %q", r.Code, r.Stderr)
+	}
+	out := s.MustKnit(t, "container", "prune", "-f")
+	if !strings.HasPrefix(out, "Deleted Containers:\n") || strings.Count(out, "\n") != 3 {
+		t.Errorf("container prune -f = %q, want the stopped one's ID", out)
+	}
+	if ls := s.MustKnit(t, "container", "ls", "-a", "--format", "{{.Names}}"); ls != "up\n" {
+		t.Errorf("after container prune: %q, want the running one only", ls)
+	}
+	s.MustKnit(t, "container", "rm", "-f", "up")
+}

@@ -1,0 +1,80 @@
+package cli
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/knit-dev/knit/internal/engine"
+)
+
+// containerCommand is Docker's management group `docker container ...`:
+// the same commands as at the top, under the names Docker's reference
+// and scripts use (container ls, container rm, container inspect), and
+// container prune.
+func (a *app) containerCommand() *cobra.Command {
+	c := &cobra.Command{Use: "container", Short: "Manage containers (the commands of the top level, as docker container)"}
+	ls := a.psCommand()
+	ls.Use, ls.Aliases = "ls [OPTIONS]", []string{"list", "ps"}
+	inspect := a.inspectCommand()
+	// docker container inspect looks at containers only.
+	_ = inspect.Flags().Set("type", "container")
+	inspect.Flags().Lookup("type").Hidden = true
+	c.AddCommand(a.runCommand(), a.execCommand(), ls, inspect, a.stopCommand(), a.killCommand(), a.rmCommand(),
+		a.logsCommand(), a.waitCommand(), a.topCommand(), a.renameCommand(), a.restartCommand(), a.cpCommand(),
+		a.statsCommand(), a.portCommand(), a.containerPruneCommand())
+	return c
+}
+
+// containerPruneCommand removes every stopped container, as docker
+// container prune (system prune also repairs what nothing owns).
+func (a *app) containerPruneCommand() *cobra.Command {
+	var force bool
+	c := &cobra.Command{
+		Use:   "prune [OPTIONS]",
+		Short: "Remove all stopped containers",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !force {
+				fmt.Fprint(out(cmd), "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ")
+				answer, _ := bufio.NewReader(a.env.In).ReadString('\n')
+				if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+					return nil
+				}
+			}
+			e, err := a.engine()
+			if err != nil {
+				return err
+			}
+			cs, err := e.Containers()
+			if err != nil {
+				return err
+			}
+			var removed []string
+			var errs []error
+			for _, ct := range cs {
+				if ct.Running() || ct.State.Status == engine.StatusCreated {
+					continue // running, or being set up
+				}
+				if err := e.Remove(ct.ID, engine.RemoveOptions{}); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				removed = append(removed, ct.ID)
+			}
+			if len(removed) > 0 {
+				fmt.Fprintln(out(cmd), "Deleted Containers:")
+				for _, id := range removed {
+					fmt.Fprintln(out(cmd), id)
+				}
+				fmt.Fprintln(out(cmd))
+			}
+			return errors.Join(errs...)
+		},
+	}
+	c.Flags().BoolVarP(&force, "force", "f", false, "do not prompt for confirmation")
+	return c
+}
