@@ -762,7 +762,8 @@ func pruneFilter(in []string, now time.Time) (func(*engine.Network) bool, error)
 func confirm(w io.Writer, r io.Reader, prompt string) bool {
 	fmt.Fprint(w, prompt)
 	answer, _ := bufio.NewReader(r).ReadString('\n')
-	return strings.EqualFold(strings.TrimSpace(answer), "y")
+	answer = strings.TrimSpace(answer)
+	return strings.EqualFold(answer, "y") || strings.EqualFold(answer, "yes")
 }
 
 // writePruned prints network prune's report: nothing when nothing went.

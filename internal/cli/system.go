@@ -1,9 +1,7 @@
 package cli
 
 import (
-	"bufio"
 	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -16,12 +14,8 @@ func (a *app) systemCommand() *cobra.Command {
 		Short: "Remove stopped containers and kernel objects no container owns",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !force {
-				fmt.Fprint(out(cmd), "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container\n  - namespaces, links, addresses and firewall elements that nothing owns\n\nAre you sure you want to continue? [y/N] ")
-				answer, _ := bufio.NewReader(a.env.In).ReadString('\n')
-				if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
-					return nil
-				}
+			if !force && !confirm(out(cmd), a.env.In, "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container\n  - namespaces, links, addresses and firewall elements that nothing owns\n\nAre you sure you want to continue? [y/N] ") {
+				return nil
 			}
 			e, err := a.engine()
 			if err != nil {
