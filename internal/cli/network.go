@@ -762,8 +762,7 @@ func pruneFilter(in []string, now time.Time) (func(*engine.Network) bool, error)
 func confirm(w io.Writer, r io.Reader, prompt string) bool {
 	fmt.Fprint(w, prompt)
 	answer, _ := bufio.NewReader(r).ReadString('\n')
-	answer = strings.TrimSpace(answer)
-	return strings.EqualFold(answer, "y") || strings.EqualFold(answer, "yes")
+	return strings.EqualFold(strings.TrimSpace(answer), "y") // Docker's: not "yes"
 }
 
 // writePruned prints network prune's report: nothing when nothing went.
