@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"testing"
 
 	"github.com/knit-dev/knit/internal/config"
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/firewall/firewalltest"
 	"github.com/knit-dev/knit/internal/store"
 )
 
@@ -260,5 +262,41 @@ func TestDefaultNetworkBeingRemovedIsMadeAgain(t *testing.T) {
 	}
 	if !slices.Equal(d.deleted, []string{stale.ID}) {
 		t.Errorf("networks deleted: %v, want the stale one's removal finished", d.deleted)
+	}
+}
+
+// After a flush, the restore puts back the drop of foreign forwarding
+// knit added as it turned forwarding on (its marker in the exec-root),
+// unless config.json says ip-forward-no-drop, or ip-forward false, since.
+func TestRestoreForeignDrops(t *testing.T) {
+	no, yes := false, true
+	for _, tc := range []struct {
+		cfg  config.Config
+		want bool
+	}{
+		{config.Config{}, true},
+		{config.Config{IPForwardNoDrop: true}, false},
+		{config.Config{IPForward: &no}, false},
+		{config.Config{IPForward: &yes}, true},
+	} {
+		fw := firewalltest.New()
+		cfg := tc.cfg
+		e := &Engine{st: newStore(t), fw: fw, cfg: &cfg, paths: Paths{DataRoot: t.TempDir(), ExecRoot: t.TempDir()}}
+		if err := os.WriteFile(e.foreignDropMarker(false), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := fw.DropForeignForwarding(false); err != nil {
+			t.Fatal(err)
+		}
+		fw.Flush()
+		if err := e.restoreForeignDrops(); err != nil {
+			t.Fatal(err)
+		}
+		if got := fw.ForeignDrop(false); got != tc.want {
+			t.Errorf("config %+v: IPv4 drop after a flush and the restore = %v, want %v", tc.cfg, got, tc.want)
+		}
+		if fw.ForeignDrop(true) {
+			t.Errorf("config %+v: an IPv6 drop without its marker", tc.cfg)
+		}
 	}
 }

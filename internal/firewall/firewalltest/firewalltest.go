@@ -128,6 +128,7 @@ func (r *Recorder) Flush() {
 	clear(r.networks)
 	clear(r.ports)
 	clear(r.links)
+	r.foreignDrop = [2]bool{}
 	r.lost = true
 }
 
