@@ -100,16 +100,14 @@ func (d *Driver) CreateNetwork(n *driver.Network) (err error) {
 	// Without ICC, what the bridge switches between two containers must
 	// meet the network's drop in the forward hook: br_netfilter, on this
 	// bridge only (Docker's too since 27.3). With ICC nothing needs it.
-	// Set as the bridge is made (a request under rtnl, as every run
-	// ensures its network), or on an administrator's bridge every time.
+	// On every ensure (only icc=false networks pay the request): a bridge
+	// made by a knit killed before this line has it set by the next.
 	if n.FilterBridged {
 		if !link.BridgeNetfilterLoaded() {
 			return fmt.Errorf("create network %s: icc=false needs the br_netfilter module (modprobe br_netfilter)", n.Name)
 		}
-		if created || n.External {
-			if err := link.SetBridgeNetfilter(idx); err != nil {
-				return fmt.Errorf("create network %s: %w", n.Name, err)
-			}
+		if err := link.SetBridgeNetfilter(idx); err != nil {
+			return fmt.Errorf("create network %s: %w", n.Name, err)
 		}
 	}
 	n.LinkIndex = idx

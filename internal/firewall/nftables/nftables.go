@@ -380,10 +380,10 @@ func (f *Firewall) RemoveNetwork(name string) error {
 // base if missing; what is in place is left alone.
 //
 // Equivalent to: nft add chain inet knit foreign-forward; nft add rule
-// inet knit foreign-forward meta iifkind "bridge" meta oifkind "bridge"
-// return; nft add rule inet knit foreign-forward iifname != @bridges
-// oifname != @bridges drop; nft add rule inet knit forward meta nfproto
-// ipv4 jump foreign-forward comment "knit:foreign-forward-drop4"
+// inet knit foreign-forward meta iifkind "bridge" return; (the same for
+// oifkind); nft add rule inet knit foreign-forward drop; nft add rule
+// inet knit forward meta nfproto ipv4 jump foreign-forward comment
+// "knit:foreign-forward-drop4"
 func (f *Firewall) DropForeignForwarding(v6 bool) error {
 	err := f.apply(func(c *nft.Conn, cur ruleset) error {
 		if !cur.baseUpToDate() {
@@ -395,7 +395,7 @@ func (f *Firewall) DropForeignForwarding(v6 bool) error {
 		if cur.chain(chainForeign) == nil {
 			c.AddChain(foreignChain)
 		}
-		if len(cur.taggedIn(chainForeign, tagForeign)) != len(foreignRules()) {
+		if !sameRules(cur.taggedIn(chainForeign, tagForeign), foreignRules()) {
 			if err := rulesDel(c, cur.taggedIn(chainForeign, tagForeign)); err != nil {
 				return err
 			}
@@ -412,6 +412,11 @@ func (f *Firewall) DropForeignForwarding(v6 bool) error {
 		return fmt.Errorf("drop forwarding between other interfaces: %w", err)
 	}
 	return nil
+}
+
+// sameRules reports whether have are want, in order, as rendered.
+func sameRules(have, want []*nft.Rule) bool {
+	return slices.EqualFunc(have, want, func(h, w *nft.Rule) bool { return renderRule(h) == renderRule(w) })
 }
 
 // AllowForeignForwarding removes the family's jump to foreign-forward.

@@ -406,22 +406,16 @@ const (
 //
 //	meta iifkind "bridge" return
 //	meta oifkind "bridge" return
-//	iifname != @bridges oifname != @bridges drop
+//	drop
 func foreignRules() []*nft.Rule {
 	kind := func(key expr.MetaKey) []expr.Any {
 		data := make([]byte, unix.IFNAMSIZ)
 		copy(data, "bridge")
 		return []expr.Any{&expr.Meta{Key: key, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data}}
 	}
-	notBridge := func(key expr.MetaKey) []expr.Any {
-		return []expr.Any{
-			&expr.Meta{Key: key, Register: 1},
-			&expr.Lookup{SourceRegister: 1, SetName: setBridges, Invert: true},
-		}
-	}
 	return []*nft.Rule{
 		tagged(foreignChain, tagForeign, kind(metaKeyIIFKIND), verdict(expr.VerdictReturn)),
 		tagged(foreignChain, tagForeign, kind(metaKeyOIFKIND), verdict(expr.VerdictReturn)),
-		tagged(foreignChain, tagForeign, notBridge(expr.MetaKeyIIFNAME), notBridge(expr.MetaKeyOIFNAME), verdict(expr.VerdictDrop)),
+		tagged(foreignChain, tagForeign, verdict(expr.VerdictDrop)), // knit's bridges are bridges: returned above
 	}
 }
