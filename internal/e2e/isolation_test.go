@@ -247,6 +247,12 @@ func TestForwardingIsOnlyKnits(t *testing.T) {
 			if r := s.Run("ip", "netns", "exec", "lan", "ping", "-c1", "-W1", "198.51.100.2"); r.Code == 0 {
 				t.Errorf("the LAN reaches the world through the host after a flush and a run:\n%s", r.Stdout)
 			}
+			// ip-forward-no-drop set since: the next command takes the drop back.
+			s.WriteConfig(t, `{"ip-forward-no-drop": true}`)
+			s.MustKnit(t, "run", "--rm", "--rootfs", bb, "true")
+			if r := s.Run("ip", "netns", "exec", "lan", "ping", "-c1", "-W1", "198.51.100.2"); r.Code != 0 {
+				t.Errorf("ip-forward-no-drop set after the drop was added: the LAN still does not reach the world: %s%s", r.Stdout, r.Stderr)
+			}
 		}
 	}
 	// A host that forwards on some interface of its own (ip_forward off,

@@ -487,11 +487,10 @@ func (e *Engine) finishDisconnect(c *Container, network string, n *Network, want
 			// leave took down first, go back up, unless it exited
 			// meanwhile (its exit sweeps them while this entry is kept,
 			// or they go here).
-			if ports := portsOn(c, network); len(ports) > 0 && e.fw != nil {
-				if perr := e.fw.AddPorts(c.ID, ports); perr != nil {
+			back := *c
+			if back.Ports = portsOn(c, network); len(back.Ports) > 0 && e.fw != nil {
+				if perr := e.publishWhileRunning(&back); perr != nil {
 					err = errors.Join(err, fmt.Errorf("publish its ports on %s again: %w", network, perr))
-				} else if cur, gerr := e.get(c.ID); gerr == nil && !cur.Running() || errdefs.KindOf(gerr) == errdefs.KindNotFound {
-					err = errors.Join(err, e.fw.RemovePorts(c.ID, ports))
 				}
 			}
 			return err
@@ -554,13 +553,21 @@ func (e *Engine) republish(id string, moved []Endpoint) error {
 	if len(c.Ports) == 0 {
 		return nil
 	}
-	if err := e.publish(c); err != nil {
+	if err := e.publishWhileRunning(c); err != nil {
 		return fmt.Errorf("container %s: its ports on its new network: %w", c.Name, err)
 	}
-	// Exited meanwhile, its teardown having read the ports before they
-	// moved (finish removes those it finds moved once it recorded the
-	// exit): they go again here.
-	if cur, err := e.get(id); err == nil && !cur.Running() || errdefs.KindOf(err) == errdefs.KindNotFound {
+	return nil
+}
+
+// publishWhileRunning publishes c.Ports, and takes them back if the
+// container has exited meanwhile: its teardown read its ports before
+// (finish removes those it finds moved once it recorded the exit, while a
+// disconnect's entry is kept), and may be past its unpublish.
+func (e *Engine) publishWhileRunning(c *Container) error {
+	if err := e.publish(c); err != nil {
+		return err
+	}
+	if cur, err := e.get(c.ID); err == nil && !cur.Running() || errdefs.KindOf(err) == errdefs.KindNotFound {
 		return e.unpublish(c)
 	}
 	return nil
