@@ -1,12 +1,7 @@
 package cli
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/spf13/cobra"
-
-	"github.com/knit-dev/knit/internal/engine"
 )
 
 // containerCommand is Docker's management group `docker container ...`:
@@ -43,30 +38,9 @@ func (a *app) containerPruneCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cs, err := e.Containers()
-			if err != nil {
-				return err
-			}
-			var removed []string
-			var errs []error
-			for _, ct := range cs {
-				if ct.Running() || ct.State.Status == engine.StatusCreated {
-					continue // running, or being set up
-				}
-				if err := e.Remove(ct.ID, engine.RemoveOptions{}); err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				removed = append(removed, ct.ID)
-			}
-			if len(removed) > 0 {
-				fmt.Fprintln(out(cmd), "Deleted Containers:")
-				for _, id := range removed {
-					fmt.Fprintln(out(cmd), id)
-				}
-				fmt.Fprintln(out(cmd))
-			}
-			return errors.Join(errs...)
+			removed, err := e.PruneContainers()
+			writePruned(out(cmd), "Deleted Containers:", removed)
+			return err
 		},
 	}
 	c.Flags().BoolVarP(&force, "force", "f", false, "do not prompt for confirmation")

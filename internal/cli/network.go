@@ -723,7 +723,7 @@ func (a *app) networkPruneCommand() *cobra.Command {
 				return err
 			}
 			removed, err := e.PruneNetworks(match)
-			writePruned(out(cmd), removed)
+			writePruned(out(cmd), "Deleted Networks:", removed)
 			return err
 		},
 	}
@@ -765,12 +765,13 @@ func confirm(w io.Writer, r io.Reader, prompt string) bool {
 	return strings.EqualFold(strings.TrimSpace(answer), "y") // Docker's: not "yes"
 }
 
-// writePruned prints network prune's report: nothing when nothing went.
-func writePruned(w io.Writer, removed []string) {
+// writePruned prints a prune's report of one kind, as Docker's: a title
+// ("Deleted Networks:"), the items, a blank line; nothing when nothing went.
+func writePruned(w io.Writer, title string, removed []string) {
 	if len(removed) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "Deleted Networks:")
+	fmt.Fprintln(w, title)
 	for _, name := range removed {
 		fmt.Fprintln(w, name)
 	}

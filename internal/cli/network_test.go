@@ -387,11 +387,11 @@ func TestEndpointID(t *testing.T) {
 
 func TestWritePruned(t *testing.T) {
 	var b bytes.Buffer
-	writePruned(&b, nil)
+	writePruned(&b, "Deleted Networks:", nil)
 	if b.String() != "" {
 		t.Errorf("nothing pruned: %q", b.String())
 	}
-	writePruned(&b, []string{"a", "b"})
+	writePruned(&b, "Deleted Networks:", []string{"a", "b"})
 	if b.String() != "Deleted Networks:\na\nb\n\n" {
 		t.Errorf("pruned: %q", b.String())
 	}

@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"fmt"
-
 	"github.com/spf13/cobra"
 )
 
@@ -23,23 +21,16 @@ func (a *app) systemCommand() *cobra.Command {
 			}
 			r, err := e.Prune()
 			if r != nil {
-				print := func(title string, items []string) {
-					if len(items) == 0 {
-						return
-					}
-					fmt.Fprintln(out(cmd), title)
-					for _, it := range items {
-						fmt.Fprintln(out(cmd), it)
-					}
-					fmt.Fprintln(out(cmd))
+				for _, k := range []struct {
+					title string
+					items []string
+				}{
+					{"Deleted Containers:", r.Containers}, {"Deleted Networks:", r.Networks}, {"Deleted CNI Attachments:", r.CNI},
+					{"Deleted Network Namespaces:", r.Netns}, {"Deleted Links:", r.Links}, {"Released Addresses:", r.Addresses},
+					{"Removed Firewall Elements of:", r.Ports},
+				} {
+					writePruned(out(cmd), k.title, k.items)
 				}
-				print("Deleted Containers:", r.Containers)
-				print("Deleted Networks:", r.Networks)
-				print("Deleted CNI Attachments:", r.CNI)
-				print("Deleted Network Namespaces:", r.Netns)
-				print("Deleted Links:", r.Links)
-				print("Released Addresses:", r.Addresses)
-				print("Removed Firewall Elements of:", r.Ports)
 			}
 			return err
 		},

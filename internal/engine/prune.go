@@ -59,6 +59,21 @@ func (e *Engine) Prune() (*PruneReport, error) {
 	return r, errors.Join(errs...)
 }
 
+// PruneContainers removes every stopped container (docker container
+// prune), as Prune does first, and returns their names.
+func (e *Engine) PruneContainers() ([]string, error) {
+	if err := e.Reconcile(); err != nil {
+		return nil, err
+	}
+	var all []*Container
+	if err := e.st.View(func(tx store.Tx) (err error) { all, err = listContainers(tx); return err }); err != nil {
+		return nil, err
+	}
+	r := &PruneReport{}
+	_, err := e.pruneContainers(all, r)
+	return r.Containers, err
+}
+
 // pruneContainers forgets the stopped containers of all and returns the
 // others, which prune keeps, by ID. A stopped one whose exit could not undo
 // its kernel state (finish) still holds its addresses and host ports: it is
