@@ -25,15 +25,12 @@ const (
 	resolvedConf = "/run/systemd/resolve/resolv.conf"
 )
 
-// readHostResolv returns the host's resolv.conf for a container: when it
-// names only systemd-resolved's stub (127.0.0.53, unreachable from a
-// container's namespace), the upstream servers resolved uses, as Docker
-// does.
-func readHostResolv(etc, resolved string) []byte { return readHostResolvFrom(etc, resolved).file }
-
 // hostResolvRead is the host's resolv.conf as containers' are built from
-// it (readHostResolv, read from path), and its /etc/resolv.conf as the
-// embedded DNS server forwards to it (raw: hostUpstreams).
+// it (file, read from path: when /etc/resolv.conf names only
+// systemd-resolved's stub, 127.0.0.53, unreachable from a container's
+// namespace, the upstream servers resolved uses, as Docker does), and its
+// /etc/resolv.conf as the embedded DNS server forwards to it (raw:
+// hostUpstreams).
 type hostResolvRead struct {
 	file []byte
 	path string

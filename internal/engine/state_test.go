@@ -666,12 +666,12 @@ func TestReadHostResolv(t *testing.T) {
 		{"nameserver 127.0.0.53\nnameserver 198.51.100.53\n", "nameserver 127.0.0.53\nnameserver 198.51.100.53\n"},
 	} {
 		write(etc, tc.etc)
-		if got := string(readHostResolv(etc, resolved)); got != tc.want {
+		if got := string(readHostResolvFrom(etc, resolved).file); got != tc.want {
 			t.Errorf("host resolv.conf %q: read %q, want %q", tc.etc, got, tc.want)
 		}
 	}
 	write(etc, "nameserver 127.0.0.53\n")
-	if got := string(readHostResolv(etc, filepath.Join(dir, "missing"))); got != "nameserver 127.0.0.53\n" {
+	if got := string(readHostResolvFrom(etc, filepath.Join(dir, "missing")).file); got != "nameserver 127.0.0.53\n" {
 		t.Errorf("without resolved's file: %q", got)
 	}
 }

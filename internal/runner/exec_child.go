@@ -15,7 +15,7 @@ import (
 // runInContainer runs the exec'd command to its end and returns its exit
 // code, or an error with the code to exit with. The signals held go to
 // the command once it runs.
-func runInContainer(s *Spec, pidns *os.File, held *signalHold) (int, error) {
+func runInContainer(s *Spec, pidns *os.File, held *SignalHold) (int, error) {
 	dir := filepath.Join("/", s.Cwd)
 	if err := checkDir(dir); err != nil {
 		return 126, err // docker exec -w does not create it

@@ -46,16 +46,13 @@ func (p *Process) ForwardSignals() (stop func()) {
 	return holdSignals(relayed...).to(p.cmd.Process, false)
 }
 
-// signalHold catches signals before there is a process to give them to.
-type signalHold struct {
+// SignalHold catches signals before there is a process to give them to.
+type SignalHold struct {
 	ch    chan os.Signal
 	early []os.Signal   // taken from ch by Stopping, for to
 	done  chan struct{} // closed: relaying is over (the signals stay caught)
 	once  sync.Once
 }
-
-// SignalHold is a hold for a foreground run: HoldRelayed, Stopping, To.
-type SignalHold = signalHold
 
 // HoldRelayed starts catching the signals a foreground run relays (see
 // relayed) but those the caller ignores (nohup, a script's background
@@ -74,7 +71,7 @@ func HoldRelayed() *SignalHold {
 // Stopping returns a signal that asks knit to stop (INT, TERM, HUP, QUIT),
 // if one came: the caller cancels the start. The others that came stay
 // held, for To.
-func (h *signalHold) Stopping() (os.Signal, bool) {
+func (h *SignalHold) Stopping() (os.Signal, bool) {
 	for {
 		select {
 		case s := <-h.ch:
@@ -92,15 +89,15 @@ func (h *signalHold) Stopping() (os.Signal, bool) {
 // To relays the signals held, and every later one, to the container's
 // init until stop is called. After stop the signals stay caught, and are
 // dropped: a late one must not kill knit while it records the exit.
-func (h *signalHold) To(p *Process) (stop func()) {
+func (h *SignalHold) To(p *Process) (stop func()) {
 	h.to(p.cmd.Process, false)
 	return h.quit
 }
 
 // holdSignals starts catching sigs: they no longer have their default
 // effect, and wait for to.
-func holdSignals(sigs ...os.Signal) *signalHold {
-	h := &signalHold{ch: make(chan os.Signal, 8), done: make(chan struct{})}
+func holdSignals(sigs ...os.Signal) *SignalHold {
+	h := &SignalHold{ch: make(chan os.Signal, 8), done: make(chan struct{})}
 	signal.Notify(h.ch, sigs...)
 	return h
 }
@@ -108,13 +105,13 @@ func holdSignals(sigs ...os.Signal) *signalHold {
 // quit ends the relay without giving the signals back to the runtime
 // (signal.Stop costs as much as the catch did): they are caught and
 // dropped, for a process about to exit.
-func (h *signalHold) quit() { h.once.Do(func() { close(h.done) }) }
+func (h *SignalHold) quit() { h.once.Do(func() { close(h.done) }) }
 
 // to relays the signals held, and every later one, to proc until stop is
 // called; with endWith, those that come once proc has been waited for end
 // this process as if never caught. os.Process signals through a pidfd, so
 // a relay racing with the exit cannot hit a recycled pid.
-func (h *signalHold) to(proc *os.Process, endWith bool) (stop func()) {
+func (h *SignalHold) to(proc *os.Process, endWith bool) (stop func()) {
 	go func() {
 		for _, s := range h.early { // held before the process existed
 			_ = proc.Signal(s)

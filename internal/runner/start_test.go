@@ -200,18 +200,28 @@ func read(t *testing.T, path string) string {
 	return string(b)
 }
 
-// After a foreground run's container has ended, a signal neither reaches
-// it nor ends knit before knit has recorded the exit (stop comes later).
-func TestForwardSignalsAfterTheEnd(t *testing.T) {
+// After the container has ended, a signal neither reaches it nor ends
+// knit before knit has recorded the exit: a foreground run's hold
+// (HoldRelayed, To; its stop keeps the signals caught) and a supervisor's
+// relay (ForwardSignals, stopped later) alike.
+func TestRelaysAfterTheEnd(t *testing.T) {
 	requireSandbox(t)
-	p := start(t, StartConfig{Spec: Spec{Args: []string{"true"}, Env: []string{testPath}}})
-	stop := p.ForwardSignals()
-	if code := waitWithin(t, p, 10*time.Second); code != 0 {
-		t.Fatalf("code = %d", code)
+	for name, relay := range map[string]func(*Process) func(){
+		"foreground": func(p *Process) func() { return HoldRelayed().To(p) },
+		"supervisor": (*Process).ForwardSignals,
+	} {
+		p := start(t, StartConfig{Spec: Spec{Args: []string{"true"}, Env: []string{testPath}}})
+		stop := relay(p)
+		if code := waitWithin(t, p, 10*time.Second); code != 0 {
+			t.Fatalf("%s: code = %d", name, code)
+		}
+		if name == "foreground" {
+			stop() // before the exit is recorded: caught and dropped
+		}
+		if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond) // this process would be gone by now
+		stop()
 	}
-	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(100 * time.Millisecond) // this process would be gone by now
-	stop()
 }
