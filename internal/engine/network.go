@@ -352,10 +352,7 @@ func (e *Engine) forward(v6 bool) error {
 			return err
 		}
 	}
-	if v6 {
-		return link.SetIPv6Forward()
-	}
-	return link.SetIPForward()
+	return link.SetForwarding(v6)
 }
 
 // foreignDropMarker is the file that says knit turned the family's

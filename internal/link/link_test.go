@@ -240,7 +240,7 @@ func TestRoutes(t *testing.T) {
 	}
 }
 
-func TestSetIPForward(t *testing.T) {
+func TestSetForwarding(t *testing.T) {
 	ns := testutil.NewNetns(t)
 	const path = "/proc/sys/net/ipv4/ip_forward"
 	before, err := os.ReadFile(path)
@@ -250,7 +250,7 @@ func TestSetIPForward(t *testing.T) {
 	var inside []byte
 	err = netns.Do(ns, func() error {
 		for range 2 {
-			if err := link.SetIPForward(); err != nil {
+			if err := link.SetForwarding(false); err != nil {
 				return err
 			}
 		}

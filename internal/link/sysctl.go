@@ -10,37 +10,30 @@ import (
 	"github.com/knit-dev/knit/internal/faults"
 )
 
-// SetIPForward turns on IPv4 forwarding in the calling thread's network
-// namespace (the kernel picks /proc/sys/net's namespace from the thread that
-// opens it). It writes only when forwarding is off, because a write, even of
-// the same value, resets every interface's forwarding setting.
-//
-// Equivalent to: sysctl -w net.ipv4.ip_forward=1
-func SetIPForward() error {
-	const path = "/proc/sys/net/ipv4/ip_forward"
-	cur, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", path, err)
+// forwardingPath is the switch of IPv4 (v6: IPv6) forwarding, in the
+// calling thread's network namespace (the kernel picks /proc/sys/net's
+// namespace from the thread that opens it).
+func forwardingPath(v6 bool) string {
+	if v6 {
+		return "/proc/sys/net/ipv6/conf/all/forwarding"
 	}
-	if string(bytes.TrimSpace(cur)) == "1" {
-		return nil
-	}
-	faults.Step("link.sysctl")
-	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
-		return fmt.Errorf("enable %s: %w", path, err)
-	}
-	return nil
+	return "/proc/sys/net/ipv4/ip_forward"
 }
+
+// SetForwarding turns IPv4 (v6: IPv6) forwarding on. It writes only when
+// it is off, because a write, even of the same value, resets every
+// interface's forwarding setting. (A host that forwards IPv6 ignores
+// router advertisements unless accept_ra=2 on its uplink, as with Docker.)
+//
+// Equivalent to: sysctl -w net.ipv4.ip_forward=1 (net.ipv6.conf.all.forwarding=1)
+func SetForwarding(v6 bool) error { return sysctlEnsure(forwardingPath(v6), "1") }
 
 // ForwardingOn reports whether the calling thread's network namespace
 // forwards IPv4 (v6: IPv6).
 //
 // Equivalent to: sysctl net.ipv4.ip_forward (net.ipv6.conf.all.forwarding)
 func ForwardingOn(v6 bool) (bool, error) {
-	path := "/proc/sys/net/ipv4/ip_forward"
-	if v6 {
-		path = "/proc/sys/net/ipv6/conf/all/forwarding"
-	}
+	path := forwardingPath(v6)
 	cur, err := os.ReadFile(path)
 	if err != nil {
 		return false, fmt.Errorf("read %s: %w", path, err)
@@ -72,15 +65,6 @@ func AnyForwarding(v6 bool) (bool, error) {
 		}
 	}
 	return false, nil
-}
-
-// SetIPv6Forward turns on IPv6 forwarding, which dual-stack networks need
-// to reach beyond the host. (A host that forwards IPv6 ignores router
-// advertisements unless accept_ra=2 on its uplink, as with Docker.)
-//
-// Equivalent to: sysctl -w net.ipv6.conf.all.forwarding=1
-func SetIPv6Forward() error {
-	return sysctlEnsure("/proc/sys/net/ipv6/conf/all/forwarding", "1")
 }
 
 // EnableIPv6 turns IPv6 on for dev in the calling thread's namespace, for

@@ -46,7 +46,7 @@ func newLAN(t *testing.T) *lan {
 	check(t, h.AddrEnsure(wan, netip.MustParsePrefix("198.51.100.1/24")))
 	l.upPeer(w, "198.51.100.2/24", "198.51.100.1")
 	check(t, netns.Do(l.host, func() error {
-		if err := link.SetIPForward(); err != nil {
+		if err := link.SetForwarding(false); err != nil {
 			return err
 		}
 		// br_netfilter's switch is per namespace; make sure it is on here,

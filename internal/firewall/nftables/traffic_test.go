@@ -50,7 +50,7 @@ func newTopology(t *testing.T) topology {
 		check(t, end.l.LinkSetUp(eth.Index))
 		check(t, end.l.RouteAddDefault(eth.Index, netip.MustParseAddr(end.gateway)))
 	}
-	check(t, netns.Do(top.host, link.SetIPForward))
+	check(t, netns.Do(top.host, func() error { return link.SetForwarding(false) }))
 	return top
 }
 
