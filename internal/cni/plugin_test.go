@@ -365,6 +365,20 @@ func TestCheck(t *testing.T) {
 	if code, out := call(t, f, invocation{env, `{"cniVersion":"0.4.0","name":"knet"}`}); code != 0 {
 		t.Errorf("CHECK without prevResult: exit %d, %s", code, out)
 	}
+	// A bridge-plugin key ADD refuses now (an attachment made before it
+	// did) does not fail CHECK, nor DEL.
+	old := `{"cniVersion":"1.1.0","name":"knet","vlan":100,"isGateway":false}`
+	if code, out := call(t, f, invocation{env, old}); code != 0 {
+		t.Errorf("CHECK with vlan and isGateway false: exit %d, %s", code, out)
+	}
+	del := map[string]string{"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "ctr1", "CNI_IFNAME": "eth0"}
+	if code, out := call(t, f, invocation{del, old}); code != 0 {
+		t.Errorf("DEL with vlan and isGateway false: exit %d, %s", code, out)
+	}
+	add := map[string]string{"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "ctr2", "CNI_IFNAME": "eth0", "CNI_NETNS": "/run/netns/y"}
+	if code, out := call(t, f, invocation{add, old}); code != 1 || !strings.Contains(out, `"code": 2`) {
+		t.Errorf("ADD with vlan: exit %d, %s; want code 2", code, out)
+	}
 	for name, tc := range map[string]struct {
 		f    *fakeEngine
 		conf string
