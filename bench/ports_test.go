@@ -226,7 +226,7 @@ func portTopology(b *testing.B) (container, client string) {
 	peerUp(b, container, "10.99.0.2/24", "10.99.0.1")
 	peerUp(b, client, "198.51.100.2/24", "198.51.100.1")
 	// The process's namespace is private, so this changes nothing outside.
-	must(b, link.SetIPForward())
+	must(b, link.SetForwarding(false))
 	return container, client
 }
 
