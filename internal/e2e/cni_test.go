@@ -338,9 +338,62 @@ func TestCNIAddRepairs(t *testing.T) {
 
 }
 
+// ADD of an interface that exists in the namespace fails, as the spec
+// says it MUST: an ADD repeated leaves the live attachment as it was (the
+// same link, the same address, CHECK passes, one record), and an
+// interface knit did not make is left alone, with nothing recorded or
+// attached. After a DEL the ADD works again.
+func TestCNIAddRefusesAnInterfaceThatExists(t *testing.T) {
+	h := cniSandbox(t)
+	conf := `{"type":"knit","subnet":"10.71.0.0/24","bridge":"kexist"}`
+	h.conflist(t, "exist", "1.1.0", conf)
+	ns := h.netns(t, "a")
+	h.mustCnitool(t, "add", "exist", ns)
+	index := func() string {
+		return strings.Fields(h.s.MustRun(t, "ip", "-n", "a", "-o", "link", "show", "eth0"))[0]
+	}
+	before := index()
+	if c := h.cnitool("add", "exist", ns); c.Code == 0 || !strings.Contains(c.Stderr, "interface eth0 of container") ||
+		!strings.Contains(c.Stderr, "already exists") || !strings.Contains(c.Stderr, "DEL it first") {
+		t.Errorf("ADD repeated: exit %d\n%s", c.Code, c.Stderr)
+	}
+	if after := index(); after != before {
+		t.Errorf("ADD repeated made eth0 again: index %s, was %s", after, before)
+	}
+	h.attached(t, ns, "10.71.0.2/24", "10.71.0.1", "kexist")
+	h.mustCnitool(t, "check", "exist", ns)
+	if ls := h.s.MustKnit(t, "cni", "ls"); strings.Count(ls, "10.71.0.") != 1 {
+		t.Errorf("one attachment expected:\n%s", ls)
+	}
+	h.mustCnitool(t, "del", "exist", ns)
+	h.mustCnitool(t, "add", "exist", ns)
+	h.attached(t, ns, "10.71.0.2/24", "10.71.0.1", "kexist")
+
+	// Someone else's eth0: the code is knit's conflict, and nothing moves.
+	h.s.MustRun(t, "ip", "netns", "add", "b")
+	h.s.MustRun(t, "ip", "-n", "b", "link", "add", "eth0", "type", "veth", "peer", "name", "theirs")
+	status := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"exist",%s`, strings.TrimPrefix(conf, "{"))
+	code, out := h.plugin(t, status, "CNI_COMMAND=ADD", "CNI_CONTAINERID=other", "CNI_IFNAME=eth0", "CNI_NETNS=/run/netns/b")
+	if code != 101 || !strings.Contains(out, "knit did not make it") {
+		t.Errorf("ADD over a foreign eth0: code %d, want 101\n%s", code, out)
+	}
+	if ls := h.s.MustKnit(t, "cni", "ls"); strings.Count(ls, "10.71.0.") != 1 {
+		t.Errorf("the refused ADD left a record:\n%s", ls)
+	}
+	if ports := h.s.MustRun(t, "ip", "-o", "link", "show", "master", "kexist"); strings.Count(ports, "\n") != 1 {
+		t.Errorf("the refused ADD left a bridge port:\n%s", ports)
+	}
+	if out := h.s.MustRun(t, "ip", "-n", "b", "-o", "link", "show", "eth0"); !strings.Contains(out, "eth0@theirs") {
+		t.Errorf("the foreign eth0 changed:\n%s", out)
+	}
+}
+
 // The plugin SIGKILLed before each kernel or store change of an ADD
-// (faults' KNIT_CRASH_AT): the next ADD of the same container and
-// interface succeeds, CHECK passes and DEL leaves nothing; and killed
+// (faults' KNIT_CRASH_AT): until the ADD has recorded its attachment
+// complete, the next ADD of the same container and interface repairs what
+// it left; after, the attachment is live and the next ADD is refused (the
+// interface exists), so the runtime's DEL comes first, as a runtime sends
+// one after a failed ADD. CHECK then passes and DEL leaves nothing. Killed
 // before each change of a DEL: the next DEL finishes the job.
 func TestCNICrashAtEveryStep(t *testing.T) {
 	h := cniSandbox(t)
@@ -358,9 +411,16 @@ func TestCNICrashAtEveryStep(t *testing.T) {
 		echo "$conf" | KNIT_CRASH_TRACE=$trace.del CNI_COMMAND=DEL "$knit" || exit 1
 		fail=0
 		[ -s $trace.add ] && [ -s $trace.del ] || { echo "no steps traced"; exit 1; }
+		complete=$(grep ' store.commit$' $trace.add | tail -n 1 | cut -d' ' -f1)
+		[ -n "$complete" ] || { echo "no store.commit traced"; exit 1; }
 		while read -r k step; do
 			(echo "$conf" | KNIT_CRASH_AT=$k CNI_COMMAND=ADD "$knit" >/dev/null 2>&1) 2>/dev/null
 			[ $? -eq 137 ] || { echo "the ADD meant to crash at step $k ($step) was not killed"; fail=1; }
+			if [ $k -gt $complete ]; then
+				out=$(run ADD 2>&1) && { echo "ADD over the live attachment after a crash at ADD step $k ($step) succeeded"; fail=1; }
+				echo "$out" | grep -q "already exists" || { echo "ADD after a crash at ADD step $k ($step): $out"; fail=1; }
+				run DEL || { echo "DEL after a crash at ADD step $k ($step) failed"; fail=1; }
+			fi
 			if ! run ADD >/dev/null 2>&1; then echo "ADD after a crash at ADD step $k ($step) failed"; fail=1
 			elif ! run CHECK; then echo "CHECK after a crash at ADD step $k ($step) failed"; fail=1; fi
 			run DEL || { echo "DEL after a crash at ADD step $k ($step) failed"; fail=1; }
@@ -604,8 +664,7 @@ func TestCNIStatusAdministratorsBridge(t *testing.T) {
 
 // ADD of the interface another configuration made in the same namespace
 // is refused (the spec: the interface exists), and that configuration's
-// DEL leaves it; the same configuration's ADD repeated replaces its own
-// attachment; after its DEL the other may ADD.
+// DEL leaves it; after the owner's DEL the other may ADD.
 func TestCNIAddOverAnotherConfigurationsInterface(t *testing.T) {
 	h := cniSandbox(t)
 	h.conflist(t, "na", "1.1.0", `{"type":"knit","network":"na","subnet":"10.73.0.0/24"}`)
@@ -623,7 +682,6 @@ func TestCNIAddOverAnotherConfigurationsInterface(t *testing.T) {
 	if out := h.s.MustRun(t, "ip", "-n", "a", "-4", "addr", "show", "eth0"); !strings.Contains(out, "10.73.0.") {
 		t.Errorf("na's eth0 after nb's DEL:\n%s", out)
 	}
-	h.mustCnitool(t, "add", "na", ns) // repeated: replaced, not refused
 	h.mustCnitool(t, "del", "na", ns)
 	h.mustCnitool(t, "add", "nb", ns)
 	if out := h.s.MustRun(t, "ip", "-n", "a", "-4", "addr", "show", "eth0"); !strings.Contains(out, "10.72.0.") {

@@ -354,7 +354,10 @@ func crashKinds() []crashKind {
 			return cniCmd(t, s, "ADD", env)
 		},
 		next: func(t *testing.T, s *testutil.Sandbox, _ string) {
-			// ADD of the same container repairs whatever a crash left.
+			// A runtime DELs after a failed ADD, then tries again.
+			// (TestCNICrashAtEveryStep checks that an ADD alone
+			// repairs a half-made attachment.)
+			mustCNI(t, s, "DEL")
 			mustCNI(t, s, "ADD")
 			mustCNI(t, s, "CHECK")
 			reaches(t, s, world, "198.51.100.1", 8082, "cniweb")
@@ -556,7 +559,7 @@ func crashAttempt(t *testing.T, s *testutil.Sandbox, bb string, k crashKind, at 
 		// step, say): it must have finished normally.
 		t.Logf("%s: the command took only %d steps; no crash", label, len(got))
 		if r.Code != 0 && k.proc == "" {
-			t.Fatalf("%s: no crash, yet exit %d: %s", label, r.Code, r.Stderr)
+			t.Fatalf("%s: no crash, yet exit %d: %s%s", label, r.Code, r.Stdout, r.Stderr)
 		}
 	} else {
 		crashed = got[at-1]
@@ -654,6 +657,9 @@ func pickSteps(steps []string) []int {
 // else a crash could have left, with ordinary commands.
 func resetCrashSandbox(t *testing.T, s *testutil.Sandbox) {
 	t.Helper()
+	if s.Run("test", "-e", filepath.Join(s.Dir(), "cni.json")).Code == 0 {
+		mustCNI(t, s, "DEL") // the CNI kinds' attachment, as its runtime would
+	}
 	for _, name := range strings.Fields(s.MustKnit(t, "ps", "-a", "--format", "{{.Names}}")) {
 		if !strings.HasPrefix(name, "bystander") {
 			mustCleanly(t, "reset: rm -f "+name, s.Knit("rm", "-f", name), "no such container")

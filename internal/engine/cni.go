@@ -110,11 +110,10 @@ func getAttachment(tx store.Tx, id string) (*CNIAttachment, error) {
 }
 
 // CNIAdd attaches the runtime's namespace to a knit network, creating the
-// network on first use. An attachment already recorded for the same
-// container and interface (an ADD repeated, or one cut short by a crash)
-// is removed first, so ADD repairs instead of failing, unless another
-// configuration made it (replaceAttachment). On error nothing of this ADD
-// is left.
+// network on first use. An interface of the requested name that exists in
+// the namespace is refused, as the spec has ADD do; a record of the same
+// container and interface that is not live is replaced (clearWay). On
+// error nothing of this ADD is left.
 func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error) {
 	if req.ContainerID == "" || req.IfName == "" || req.Netns == "" {
 		return nil, nil, errdefs.Invalid("CNI ADD needs CNI_CONTAINERID, CNI_IFNAME and CNI_NETNS")
@@ -131,7 +130,12 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 		return nil, nil, err
 	}
 	defer unlock() // after the rollbacks below, which run under it
-	if err := e.replaceAttachment(req); err != nil {
+	h, err := link.At(req.Netns)
+	if err != nil {
+		return nil, nil, fmt.Errorf("network namespace %s: %w", req.Netns, err)
+	}
+	defer h.Close()
+	if err := e.clearWay(req, h); err != nil {
 		return nil, nil, err
 	}
 	// The network found can go before this ADD is recorded on it: a
@@ -172,14 +176,8 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 	// endpoint leaves that family out, and the record below keeps that.
 	// Join does the same for one added meanwhile (EEXIST: the ADD of
 	// another network into the namespace at the same moment).
-	sb := driver.Sandbox{NetnsPath: req.Netns}
+	sb := driver.Sandbox{NetnsPath: req.Netns, Link: h} // the driver's too: one handle in the namespace
 	if a.Endpoint.DefaultRoute {
-		h, err := link.At(req.Netns)
-		if err != nil {
-			return nil, nil, fmt.Errorf("network namespace %s: %w", req.Netns, err)
-		}
-		defer h.Close()
-		sb.Link = h // the driver's too: one handle in the namespace
 		if err := keepDefaultRoutes(h, &a.Endpoint.Endpoint); err != nil {
 			return nil, nil, err
 		}
@@ -358,26 +356,45 @@ func (e *Engine) cniNetwork(o NetworkCreateOptions) (n *Network, created bool, e
 	return n, err == nil, err
 }
 
-// replaceAttachment removes an attachment already recorded for req's
-// container and interface when ADD may take its place: one cut short (its
-// ADD's owner is recorded), one of the same configuration (an ADD
-// repeated), or one in another namespace (the container ID reused for a
-// new one). Another configuration's complete attachment in the same
-// namespace is an interface that exists, which the spec has ADD refuse.
-func (e *Engine) replaceAttachment(req CNIRequest) error {
+// clearWay makes room for req's interface. An interface of that name in
+// the namespace is refused, as the spec has ADD do ("If an interface of
+// the requested name already exists in the container, the CNI plugin MUST
+// return with an error"): whoever made it, this configuration's ADD
+// repeated included, DELs it first; tearing it down and making it again
+// would reset the container's connections. A record of the same container
+// and interface is removed when it is not live: one cut short (its ADD's
+// owner is recorded, and the lock held says that ADD is over), one in
+// another namespace (the container ID reused for a new one), or a complete
+// one whose interface is gone (ADD then repairs it).
+func (e *Engine) clearWay(req CNIRequest, h *link.Handle) error {
 	a, err := e.readAttachment(CNIAttachmentID(req.ContainerID, req.IfName))
-	if errors.Is(err, store.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		a = nil
+	case err != nil:
 		return err
 	}
-	if a.Owner == (Proc{}) && a.Config != req.Config && a.Netns == req.Netns {
+	if a != nil && (a.Owner != (Proc{}) || a.Netns != req.Netns) {
+		if err := e.cniTeardown(a); err != nil {
+			return fmt.Errorf("remove the previous attachment: %w", err)
+		}
+		a = nil
+	}
+	_, err = h.LinkGet(req.IfName)
+	switch {
+	case err == nil && a != nil:
 		return errdefs.Conflict("interface %s of container %s already exists (configuration %s, network %s): DEL it first",
 			req.IfName, req.ContainerID, a.Config, a.Network)
+	case err == nil:
+		return errdefs.Conflict("interface %s already exists in network namespace %s, and knit did not make it: remove it, or ask for another CNI_IFNAME",
+			req.IfName, req.Netns)
+	case !link.IsNotFound(err):
+		return fmt.Errorf("network namespace %s: %w", req.Netns, err)
 	}
-	if err := e.cniTeardown(a); err != nil {
-		return fmt.Errorf("remove the previous attachment: %w", err)
+	if a != nil {
+		if err := e.cniTeardown(a); err != nil {
+			return fmt.Errorf("remove the previous attachment: %w", err)
+		}
 	}
 	return nil
 }
