@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/knit-dev/knit/internal/testutil"
 )
@@ -272,5 +273,39 @@ func TestForwardingIsOnlyKnits(t *testing.T) {
 	s.MustKnit(t, "run", "--rm", "--rootfs", bb, "true")
 	if r := s.Run("ip", "netns", "exec", "lan", "ping", "-c1", "-W1", "198.51.100.2"); r.Code != 0 {
 		t.Errorf("a LAN its host routed (lan0's forwarding on) is cut off once knit turned forwarding on: %s%s", r.Stdout, r.Stderr)
+	}
+}
+
+// A container is not its neighbours' IPv6 router (CVE-2020-13401's class):
+// the router advertisements it sends on its bridge are dropped, so a
+// neighbour gets neither a default route through it nor an address in its
+// prefix, on a network without IPv6 (whose containers would otherwise
+// gain IPv6 through it) as on one with.
+func TestContainersCannotAdvertiseRoutes(t *testing.T) {
+	rootfs, _ := toolRootfs(t, "rasend")
+	s := sandbox(t)
+	// The advertisements do reach the bridges: counted before knit's
+	// chain (priority filter, -200) sees them.
+	for _, cmd := range []string{"add table bridge probe", "add chain bridge probe pre { type filter hook prerouting priority -300; }",
+		"add rule bridge probe pre icmpv6 type nd-router-advert counter"} {
+		s.MustRun(t, "nft", cmd)
+	}
+	s.MustKnit(t, "network", "create", "--ipv6", "--subnet", "fd00:db8:78::/64", "six")
+	for i, network := range []string{"bridge", "six"} {
+		victim, rogue := "victim-"+network, "rogue-"+network
+		s.MustKnit(t, "run", "-d", "--name", victim, "--network", network, "--rootfs", rootfs, "sleep", "600")
+		s.MustKnit(t, "run", "-d", "--name", rogue, "--network", network, "--rootfs", rootfs, "sleep", "600")
+		s.MustKnit(t, "exec", rogue, "rasend", "-i", "eth0", "-prefix", "2001:db8:1::/64", "-count", "3")
+		sent := s.MustRun(t, "nft", "list", "chain", "bridge", "probe", "pre")
+		if want := fmt.Sprintf("counter packets %d ", 3*(i+1)); !strings.Contains(sent, want) {
+			t.Fatalf("%s: the advertisements did not reach the bridge (want %q):\n%s", network, want, sent)
+		}
+		time.Sleep(300 * time.Millisecond) // the kernel acts on one at once; leave it time
+		if routes := s.MustKnit(t, "exec", victim, "ip", "-6", "route", "show", "default"); strings.Contains(routes, "fe80:") {
+			t.Errorf("%s: the neighbour's default route goes through the rogue container:\n%s", network, routes)
+		}
+		if addrs := s.MustKnit(t, "exec", victim, "ip", "-6", "addr", "show", "dev", "eth0"); strings.Contains(addrs, "2001:db8:1:") {
+			t.Errorf("%s: the neighbour took an address in the rogue prefix:\n%s", network, addrs)
+		}
 	}
 }

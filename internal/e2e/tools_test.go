@@ -11,7 +11,7 @@ import (
 	"github.com/knit-dev/knit/internal/testutil"
 )
 
-// The test helper programs of testdata/ (udpecho, dnstool, libcnidrive),
+// The test helper programs of testdata/ (udpecho, dnstool, libcnidrive, rasend),
 // each built static once per test binary and kept in memory, so that no
 // build directory outlives the test binary.
 var tools struct {

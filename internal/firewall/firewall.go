@@ -32,6 +32,9 @@
 //     linking container's ID), which LinkOwners reports for a prune.
 //   - Administrators' own rules (the nftables backend's chain knit-user) are
 //     never flushed or rewritten by knit, and are consulted first.
+//   - Containers are not IPv6 routers to each other: router advertisements
+//     and redirects that enter a bridge from a port in interface group
+//     PortGroup are dropped, whatever the network says.
 package firewall
 
 import (
@@ -46,6 +49,11 @@ import (
 // Docker's containers do: 127.0.0.11, port 53, UDP and TCP (redirected in
 // its namespace to the server on one of its networks' gateways).
 var EmbeddedDNS = netip.MustParseAddr("127.0.0.11")
+
+// PortGroup is the interface group (`ip link set DEV group N`) of the
+// host end of every container's veth: the firewall tells containers'
+// ports from other ports of a bridge by it. "knit" in ASCII.
+const PortGroup uint32 = 0x6b6e6974
 
 // Network is what the firewall must know about one knit network.
 type Network struct {

@@ -21,6 +21,7 @@ type Veth struct {
 	// address gets its packets back on its own veth.
 	Hairpin   bool
 	MTU       int    // both ends; 0 for the kernel default
+	Group     uint32 // host end's interface group; 0 for the default
 	PeerName  string // e.g. eth0
 	PeerMAC   net.HardwareAddr
 	PeerNetns string // namespace file the peer is created in
@@ -40,7 +41,7 @@ type Veth struct {
 // the bridge. On error nothing is left behind; an EEXIST (KindConflict) may
 // be for either name.
 //
-// Equivalent to: ip link add NAME mtu MTU type veth peer name PEER
+// Equivalent to: ip link add NAME mtu MTU group GROUP type veth peer name PEER
 // address MAC mtu MTU netns NS && ip link set NAME addrgenmode none
 // alias ALIAS master BR up && ip link set NAME type bridge_slave hairpin on
 func (h *Handle) VethAdd(v Veth) (index int, err error) {
@@ -50,7 +51,7 @@ func (h *Handle) VethAdd(v Veth) (index int, err error) {
 	}
 	defer ns.Close()
 	attrs := netlink.NewLinkAttrs()
-	attrs.Name, attrs.Alias, attrs.MTU = v.Name, v.Alias, v.MTU
+	attrs.Name, attrs.Alias, attrs.MTU, attrs.Group = v.Name, v.Alias, v.MTU, v.Group
 	veth := &netlink.Veth{
 		LinkAttrs:        attrs,
 		PeerName:         v.PeerName,

@@ -149,7 +149,8 @@ func baseRules() map[string][]*nft.Rule {
 			// Links come before every network's ICC drop.
 			[]*nft.Rule{linkRule(linkSets[0]), linkRule(linkSets[1]), linkReplyRule(linkSets[0]), linkReplyRule(linkSets[1])},
 		),
-		chainInput: {loopbackSourceRule(), localnetRule()},
+		chainInput:   {loopbackSourceRule(), localnetRule()},
+		chainRAGuard: raGuardRules(),
 		// A packet from outside addressed to a loopback address is never
 		// DNATed (routing drops it as martian): a port published on
 		// 127.0.0.1 stays reachable from the host only.
@@ -235,6 +236,7 @@ func dnatLookup(d mapDef) []expr.Any {
 // forward jump knit-user comment "knit:base" (and the other shared rules)
 func baseEnsure(c *nft.Conn, cur ruleset) error {
 	c.AddTable(table)
+	c.AddTable(bridgeTable)
 	for _, ch := range chains {
 		c.AddChain(ch)
 	}

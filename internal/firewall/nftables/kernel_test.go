@@ -47,6 +47,13 @@ func nft(t *testing.T, ns string, args ...string) string {
 	return string(out)
 }
 
+// nftTables lists knit's inet table and then its bridge table, as
+// Rules() renders them.
+func nftTables(t *testing.T, ns string) string {
+	t.Helper()
+	return nft(t, ns, "list", "table", "inet", "knit") + nft(t, ns, "list", "table", "bridge", "knit")
+}
+
 func rules(t *testing.T, fw *nftables.Firewall) string {
 	t.Helper()
 	s, err := fw.Rules()
@@ -184,13 +191,20 @@ func TestEnsureNetworkKernel(t *testing.T) {
 	chain knit-user {
 	}
 }
+table bridge knit {
+	chain ra-guard {
+		type filter hook prerouting priority filter; policy accept;
+		iifgroup 1802398068 icmpv6 type nd-router-advert drop comment "knit:base"
+		iifgroup 1802398068 icmpv6 type nd-redirect drop comment "knit:base"
+	}
+}
 `
 	if got := rules(t, fw); got != want {
 		t.Fatalf("Rules():\n%s\nwant:\n%s", got, want)
 	}
 	// The kernel's own reading, through nft, agrees with the library's.
-	if got := nft(t, ns, "list", "table", "inet", "knit"); got != want {
-		t.Fatalf("nft list table inet knit:\n%s\nwant:\n%s", got, want)
+	if got := nftTables(t, ns); got != want {
+		t.Fatalf("nft list table inet knit, bridge knit:\n%s\nwant:\n%s", got, want)
 	}
 	if names, err := fw.Networks(); err != nil || strings.Join(names, ",") != "n1,n2" {
 		t.Fatalf("Networks() = %v, %v", names, err)

@@ -36,7 +36,7 @@ func TestLinkTraffic(t *testing.T) {
 	if !strings.Contains(before, `10.99.0.2 . 10.99.0.3 . tcp . 80 comment "knit:owner=A"`) {
 		t.Errorf("no link element:\n%s", before)
 	}
-	if got := rules(t, fw); got != nft(t, l.host, "list", "table", "inet", "knit") {
+	if got := rules(t, fw); got != nftTables(t, l.host) {
 		t.Errorf("Rules() and nft disagree:\n%s", got)
 	}
 	expect(t, "linked", a, "tcp", "10.99.0.3:80", "10.99.0.2")

@@ -1,6 +1,6 @@
 // Package nftables is the nftables backend of firewall.Firewall.
 //
-// knit owns one table, "inet knit" (inet nat has worked since Linux 5.2,
+// knit owns the table "inet knit" (inet nat has worked since Linux 5.2,
 // so one table serves IPv4 and IPv6), which `nft list table inet knit`
 // shows readably (one network n1 on br0 with ICC off, one published port,
 // one link; Rules prints the same):
@@ -63,8 +63,23 @@
 //		}
 //	}
 //
+// and a second table, "bridge knit", whose one chain sees the frames a
+// bridge switches between its ports (the inet hooks see those only through
+// br_netfilter), for the RA guard (raGuardRules):
+//
+//	table bridge knit {
+//		chain ra-guard {
+//			type filter hook prerouting priority filter; policy accept;
+//			iifgroup 1802398068 icmpv6 type nd-router-advert drop comment "knit:base"
+//			iifgroup 1802398068 icmpv6 type nd-redirect drop comment "knit:base"
+//		}
+//	}
+//
+// Its chain is part of the base: found missing, it is a loss like the inet
+// table's. Chain names are unique across the two tables.
+//
 // Invariants:
-//   - knit adds rules only to its own table, whose base chains accept by
+//   - knit adds rules only to its own tables, whose base chains accept by
 //     default: the host's other tables, and traffic not of knit's bridges,
 //     subnets and published ports, are never touched; but for the chain
 //     foreign-forward (DropForeignForwarding), which drops what the host
@@ -433,14 +448,16 @@ func (f *Firewall) AllowForeignForwarding(v6 bool) error {
 	return nil
 }
 
-// RemoveAll deletes knit's table with everything in it; a missing table is
-// not an error. For uninstalling, and for tests.
+// RemoveAll deletes knit's tables with everything in them; a missing
+// table is not an error. For uninstalling, and for tests.
 //
-// Equivalent to: nft delete table inet knit
+// Equivalent to: nft delete table inet knit; nft delete table bridge knit
 func (f *Firewall) RemoveAll() error {
 	err := f.apply(func(c *nft.Conn, _ ruleset) error {
-		c.AddTable(table) // so that the delete cannot fail on a missing table
-		c.DelTable(table)
+		for _, t := range []*nft.Table{table, bridgeTable} {
+			c.AddTable(t) // so that the delete cannot fail on a missing table
+			c.DelTable(t)
+		}
 		return nil
 	})
 	if err != nil {

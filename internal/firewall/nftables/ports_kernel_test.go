@@ -38,7 +38,7 @@ func TestPublishTraffic(t *testing.T) {
 	if after := nft(t, l.host, "-a", "list", "table", "inet", "knit"); after != before {
 		t.Errorf("second AddPorts rewrote the table:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-	if got := rules(t, fw); got != nft(t, l.host, "list", "table", "inet", "knit") {
+	if got := rules(t, fw); got != nftTables(t, l.host) {
 		t.Errorf("Rules() and nft disagree:\n%s", got)
 	}
 
@@ -221,8 +221,8 @@ func TestRulesMatchNft(t *testing.T) {
 	for owner, links := range nftables.TestLinks() {
 		check(t, fw.AddLinks(owner, links))
 	}
-	if got := nft(t, ns, "list", "table", "inet", "knit"); got != nftables.WantTable {
-		t.Errorf("nft list table inet knit:\n%s\nwant:\n%s", got, nftables.WantTable)
+	if got := nftTables(t, ns); got != nftables.WantTable {
+		t.Errorf("nft list table inet knit, bridge knit:\n%s\nwant:\n%s", got, nftables.WantTable)
 	}
 	if got := rules(t, fw); got != nftables.WantTable {
 		t.Errorf("Rules():\n%s\nwant:\n%s", got, nftables.WantTable)
@@ -313,7 +313,7 @@ func TestRoutedRulesMatchNft(t *testing.T) {
 	open := mapping("", 8080, "tcp")
 	open.ContainerIP, open.Open = netip.MustParseAddr("fd00:99::2"), true
 	check(t, fw.AddPorts("c1", []firewall.PortMapping{open, mapping("", 8081, "udp")}))
-	got := nft(t, ns, "list", "table", "inet", "knit")
+	got := nftTables(t, ns)
 	if r := rules(t, fw); r != got {
 		t.Errorf("Rules():\n%s\nnft:\n%s", r, got)
 	}

@@ -14,32 +14,43 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// render prints the ruleset as `nft list table inet knit` does, so that
-// tests can compare the two; "" for a missing table.
+// render prints the ruleset as `nft list table inet knit` followed by `nft
+// list table bridge knit` do, so that tests can compare the two; a missing
+// table prints nothing.
 func (s ruleset) render() string {
-	if len(s.chains) == 0 {
-		return ""
-	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "table inet %s {\n", tableName)
-	for _, set := range s.sets {
-		b.WriteString(renderSet(set, s.elems[set.Name]))
-		b.WriteString("\n")
+	for _, t := range []*nft.Table{table, bridgeTable} {
+		var chains []*nft.Chain
+		for _, ch := range s.chains {
+			if ch.Table.Family == t.Family {
+				chains = append(chains, ch)
+			}
+		}
+		if len(chains) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "table %s %s {\n", map[nft.TableFamily]string{nft.TableFamilyINet: "inet", nft.TableFamilyBridge: "bridge"}[t.Family], tableName)
+		if t == table {
+			for _, set := range s.sets {
+				b.WriteString(renderSet(set, s.elems[set.Name]))
+				b.WriteString("\n")
+			}
+		}
+		for i, ch := range chains {
+			if i > 0 {
+				b.WriteString("\n")
+			}
+			fmt.Fprintf(&b, "\tchain %s {\n", ch.Name)
+			if ch.Hooknum != nil {
+				fmt.Fprintf(&b, "\t\t%s\n", chainHeader(ch))
+			}
+			for _, r := range s.rules[ch.Name] {
+				fmt.Fprintf(&b, "\t\t%s\n", renderRule(r))
+			}
+			b.WriteString("\t}\n")
+		}
+		b.WriteString("}\n")
 	}
-	for i, ch := range s.chains {
-		if i > 0 {
-			b.WriteString("\n")
-		}
-		fmt.Fprintf(&b, "\tchain %s {\n", ch.Name)
-		if ch.Hooknum != nil {
-			fmt.Fprintf(&b, "\t\t%s\n", chainHeader(ch))
-		}
-		for _, r := range s.rules[ch.Name] {
-			fmt.Fprintf(&b, "\t\t%s\n", renderRule(r))
-		}
-		b.WriteString("\t}\n")
-	}
-	b.WriteString("}\n")
 	return b.String()
 }
 
@@ -52,7 +63,7 @@ func chainHeader(ch *nft.Chain) string {
 	}
 	prio := "0"
 	if ch.Priority != nil {
-		prio = priorityName(*ch.Hooknum, *ch.Priority)
+		prio = priorityName(ch.Table.Family, *ch.Hooknum, *ch.Priority)
 	}
 	policy := "accept"
 	if ch.Policy != nil && *ch.Policy == nft.ChainPolicyDrop {
@@ -62,10 +73,13 @@ func chainHeader(ch *nft.Chain) string {
 }
 
 // priorityName names a priority as nft does: dstnat and srcnat only on the
-// hooks where nft defines them.
-func priorityName(hook nft.ChainHook, p nft.ChainPriority) string {
+// hooks where nft defines them; the bridge family has names of its own.
+func priorityName(family nft.TableFamily, hook nft.ChainHook, p nft.ChainPriority) string {
 	names := map[nft.ChainPriority]string{
 		-300: "raw", -150: "mangle", 0: "filter", 50: "security",
+	}
+	if family == nft.TableFamilyBridge {
+		names = map[nft.ChainPriority]string{-300: "dstnat", -200: "filter", 100: "out", 300: "srcnat"}
 	}
 	switch {
 	case p == -100 && hook == *nft.ChainHookPrerouting:
@@ -114,6 +128,12 @@ func renderRule(r *nft.Rule) string {
 					continue
 				}
 			}
+			// nft leaves out the ether type that a later match of the
+			// transport header implies (the bridge family's icmpv6).
+			if p, ok := op.what.(*expr.Payload); ok && p.Base == expr.PayloadBaseLLHeader && p.Offset == 12 &&
+				e.Op == expr.CmpOpEq && slices.ContainsFunc(r.Exprs[i+1:], isTransportPayload) {
+				continue
+			}
 			words = append(words, renderCmp(op, e, proto))
 			// nft folds a protocol match into the port match after it:
 			// "meta l4proto udp th dport 53" is "udp dport 53".
@@ -121,6 +141,10 @@ func renderRule(r *nft.Rule) string {
 				if l4, ok := strings.CutPrefix(words[n-2], "meta l4proto "); ok && !strings.HasPrefix(l4, "!=") {
 					words = append(words[:n-2], l4+strings.TrimPrefix(words[n-1], "th"))
 				}
+			}
+			// and the protocol into an icmpv6 type match.
+			if n := len(words); n >= 2 && strings.HasPrefix(words[n-1], "icmpv6 type ") && words[n-2] == "meta l4proto ipv6-icmp" {
+				words = append(words[:n-2], words[n-1])
 			}
 		case *expr.Lookup:
 			key := strings.Join(loads, " . ")
@@ -201,6 +225,14 @@ func isNetworkPayload(e expr.Any) bool {
 	return ok && p.Base == expr.PayloadBaseNetworkHeader
 }
 
+func isTransportPayload(e expr.Any) bool {
+	p, ok := e.(*expr.Payload)
+	return ok && p.Base == expr.PayloadBaseTransportHeader
+}
+
+// icmpv6Types are the names nft gives the ICMPv6 types knit's rules match.
+var icmpv6Types = map[byte]string{icmpv6RouterAdvert: "nd-router-advert", icmpv6Redirect: "nd-redirect"}
+
 // protoNames are the names nft gives the layer 4 protocols knit's rules
 // compare with.
 var protoNames = map[byte]string{unix.IPPROTO_TCP: "tcp", unix.IPPROTO_UDP: "udp", unix.IPPROTO_SCTP: "sctp", unix.IPPROTO_ICMP: "icmp", unix.IPPROTO_ICMPV6: "ipv6-icmp"}
@@ -227,6 +259,10 @@ func renderCmp(op operand, c *expr.Cmp, proto byte) string {
 				name = "meta oifkind"
 			}
 			return fmt.Sprintf("%s %s%q", name, rel, strings.TrimRight(string(c.Data), "\x00"))
+		case expr.MetaKeyIIFGROUP:
+			if len(c.Data) == 4 {
+				return fmt.Sprintf("iifgroup %s%d", rel, binaryutil.NativeEndian.Uint32(c.Data))
+			}
 		case expr.MetaKeyNFPROTO:
 			fam := map[byte]string{unix.NFPROTO_IPV4: "ipv4", unix.NFPROTO_IPV6: "ipv6"}[c.Data[0]]
 			return fmt.Sprintf("meta nfproto %s%s", rel, fam)
@@ -238,6 +274,18 @@ func renderCmp(op operand, c *expr.Cmp, proto byte) string {
 	case *expr.Payload:
 		if w.Base == expr.PayloadBaseTransportHeader && w.Offset == 2 && w.Len == 2 && len(c.Data) == 2 && op.mask == nil {
 			return fmt.Sprintf("th dport %s%d", rel, binary.BigEndian.Uint16(c.Data))
+		}
+		if w.Base == expr.PayloadBaseTransportHeader && w.Offset == 0 && w.Len == 1 && len(c.Data) == 1 && op.mask == nil {
+			// knit matches the first byte only for icmpv6 (raGuardRules)
+			if name, ok := icmpv6Types[c.Data[0]]; ok {
+				return fmt.Sprintf("icmpv6 type %s%s", rel, name)
+			}
+			return fmt.Sprintf("icmpv6 type %s%d", rel, c.Data[0])
+		}
+		if w.Base == expr.PayloadBaseLLHeader && w.Offset == 12 && w.Len == 2 && len(c.Data) == 2 && op.mask == nil {
+			if t := binary.BigEndian.Uint16(c.Data); t == unix.ETH_P_IPV6 {
+				return "ether type " + rel + "ip6"
+			}
 		}
 		if s, ok := renderAddrMatch(w, op.mask, c.Data, proto); ok {
 			return fmt.Sprintf("%s %s%s", s[0], rel, s[1])

@@ -21,11 +21,18 @@ const (
 	chainInput   = "input"
 	// chainDNSGateway is a regular chain, of the networks' rules only.
 	chainDNSGateway = "dns-gateway"
-	tagBase         = "knit:base"
-	tagNetPrefix    = "knit:net="
+	// chainRAGuard is the one chain of the bridge table (raGuardRules).
+	chainRAGuard = "ra-guard"
+	tagBase      = "knit:base"
+	tagNetPrefix = "knit:net="
 )
 
-var table = &nft.Table{Name: tableName, Family: nft.TableFamilyINet}
+var (
+	table = &nft.Table{Name: tableName, Family: nft.TableFamilyINet}
+	// bridgeTable holds what must see frames a bridge switches between its
+	// ports, which the inet hooks see only through br_netfilter.
+	bridgeTable = &nft.Table{Name: tableName, Family: nft.TableFamilyBridge}
+)
 
 // The base chains. Both accept by default: knit only ever adds matches on
 // its own bridges and subnets, so the host's other traffic passes untouched
@@ -53,7 +60,15 @@ var (
 	// their gateway from the port maps (see dnsGatewayRules);
 	// prerouting jumps to it before it looks them up.
 	dnsGatewayChain = &nft.Chain{Name: chainDNSGateway, Table: table}
-	chains          = []*nft.Chain{natChain, forwardChain, preroutingChain, outputChain, inputChain, dnsGatewayChain}
+	// raGuardChain sees every frame that enters a bridge from a port,
+	// whether the bridge forwards it to another port or delivers it to
+	// the host ("filter" is -200 in the bridge family).
+	raGuardChain = &nft.Chain{
+		Name: chainRAGuard, Table: bridgeTable, Type: nft.ChainTypeFilter,
+		Hooknum: nft.ChainHookPrerouting, Priority: nft.ChainPriorityRef(-200),
+		Policy: &policyAccept,
+	}
+	chains = []*nft.Chain{natChain, forwardChain, preroutingChain, outputChain, inputChain, dnsGatewayChain, raGuardChain}
 )
 
 // netTag is the comment on every rule added for the named network.
@@ -73,7 +88,7 @@ func tagged(c *nft.Chain, tag string, groups ...[]expr.Any) *nft.Rule {
 		exprs = append(exprs, g...)
 	}
 	return &nft.Rule{
-		Table: table, Chain: c, Exprs: exprs,
+		Table: c.Table, Chain: c, Exprs: exprs,
 		UserData: userdata.AppendString(nil, userdata.TypeComment, tag),
 	}
 }
@@ -135,6 +150,44 @@ func localnetRule() *nft.Rule {
 func loopbackSourceRule() *nft.Rule {
 	return tagged(inputChain, tagBase, ifnameIn(expr.MetaKeyIIFNAME, setBridges), saddr(loopback4), verdict(expr.VerdictDrop))
 }
+
+// raGuardRules drop the router advertisements and redirects that enter a
+// bridge from a container's port (the host end of its veth, which the
+// drivers put in interface group firewall.PortGroup; CVE-2020-13401's
+// class). A new namespace accepts router advertisements, so another
+// container on the bridge would take the sender for its IPv6 router: a
+// default route through it and an address in its prefix, even on a network
+// without IPv6, and with them every IPv6 connection to the outside. The
+// host's own advertisements (on an IPv6 network), and anything else's on
+// the bridge (an administrator's uplink port), pass. The group comes
+// first: frames of other bridges' ports leave the chain at once.
+//
+//	iifgroup 1802398068 icmpv6 type nd-router-advert drop comment "knit:base"
+//	iifgroup 1802398068 icmpv6 type nd-redirect drop comment "knit:base"
+func raGuardRules() []*nft.Rule {
+	var rules []*nft.Rule
+	for _, typ := range []byte{icmpv6RouterAdvert, icmpv6Redirect} {
+		rules = append(rules, tagged(raGuardChain, tagBase, []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFGROUP, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(firewall.PortGroup)},
+			// icmpv6's dependencies, as nft writes them: the frame's
+			// ether type, then the layer 4 protocol.
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(unix.ETH_P_IPV6)},
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{typ}},
+		}, verdict(expr.VerdictDrop)))
+	}
+	return rules
+}
+
+// ICMPv6 message types (RFC 4861) the RA guard drops.
+const (
+	icmpv6RouterAdvert = 134
+	icmpv6Redirect     = 137
+)
 
 // networkRules returns the rules that express n, in the order they are
 // added. Each rule matches on n's bridge or subnets only, so the number of

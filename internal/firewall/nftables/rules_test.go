@@ -161,7 +161,8 @@ func testLinks() map[string][]firewall.Link {
 	}
 }
 
-// wantTable is what `nft list table inet knit` printed for the same state.
+// wantTable is what `nft list table inet knit` and `nft list table bridge
+// knit` printed for the same state.
 const wantTable = `table inet knit {
 	set bridges {
 		type ifname
@@ -263,6 +264,13 @@ const wantTable = `table inet knit {
 	}
 
 	chain knit-user {
+	}
+}
+table bridge knit {
+	chain ra-guard {
+		type filter hook prerouting priority filter; policy accept;
+		iifgroup 1802398068 icmpv6 type nd-router-advert drop comment "knit:base"
+		iifgroup 1802398068 icmpv6 type nd-redirect drop comment "knit:base"
 	}
 }
 `

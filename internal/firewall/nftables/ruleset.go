@@ -45,26 +45,30 @@ func rulesetBase(c *nft.Conn) (ruleset, error) {
 // withElems names.
 func rulesetRead(c *nft.Conn, withElems func(set string) bool) (ruleset, error) {
 	cur := ruleset{rules: map[string][]*nft.Rule{}, elems: map[string][]nft.SetElement{}}
-	all, err := c.ListChainsOfTableFamily(nft.TableFamilyINet)
-	if err != nil {
-		return cur, fmt.Errorf("list nftables chains: %w", err)
-	}
-	traceRead("chains")
-	for _, ch := range all {
-		if ch.Table.Name != tableName {
-			continue
-		}
-		rules, err := c.GetRules(table, ch)
+	// Chain names are unique across knit's two tables.
+	for _, t := range []*nft.Table{table, bridgeTable} {
+		all, err := c.ListChainsOfTableFamily(t.Family)
 		if err != nil {
-			return cur, fmt.Errorf("list rules of chain %s: %w", ch.Name, err)
+			return cur, fmt.Errorf("list nftables chains: %w", err)
 		}
-		traceRead("rules " + ch.Name)
-		cur.chains = append(cur.chains, ch)
-		cur.rules[ch.Name] = rules
+		traceRead("chains")
+		for _, ch := range all {
+			if ch.Table.Name != tableName {
+				continue
+			}
+			rules, err := c.GetRules(t, ch)
+			if err != nil {
+				return cur, fmt.Errorf("list rules of chain %s: %w", ch.Name, err)
+			}
+			traceRead("rules " + ch.Name)
+			cur.chains = append(cur.chains, ch)
+			cur.rules[ch.Name] = rules
+		}
 	}
-	if len(cur.chains) == 0 {
-		return cur, nil // no table (knit never makes one without chains)
+	if !slices.ContainsFunc(cur.chains, func(ch *nft.Chain) bool { return ch.Table.Family == table.Family }) {
+		return cur, nil // no inet table (knit never makes one without chains), so no sets
 	}
+	var err error
 	if cur.sets, err = c.GetSets(table); err != nil {
 		return cur, fmt.Errorf("list nftables sets: %w", err)
 	}
