@@ -174,6 +174,10 @@ func (l *lockedFirewall) RemoveLinks(owner string, ls []firewall.Link) error {
 	return l.do(func() error { return l.fw.RemoveLinks(owner, ls) })
 }
 
+func (l *lockedFirewall) SetLinks(owner string, ls []firewall.Link) error {
+	return l.do(func() error { return l.fw.SetLinks(owner, ls) })
+}
+
 func (l *lockedFirewall) Owners() ([]string, error)     { return l.fw.Owners() }
 func (l *lockedFirewall) Networks() ([]string, error)   { return l.fw.Networks() }
 func (l *lockedFirewall) LinkOwners() ([]string, error) { return l.fw.LinkOwners() }

@@ -233,21 +233,19 @@ func (e *Engine) relink(id string, exiting bool) error {
 		if c.ID == id && len(c.Links) == 0 || c.ID != id && !linked {
 			continue
 		}
-		if err := e.fw.RemoveLinks(c.ID, nil); err != nil {
-			errs = append(errs, fmt.Errorf("link rules of %s: %w: %w", c.Name, errLinksKept, err))
-			continue
-		}
 		// The elements of a running container, and of one being set up
-		// (its run added them before this lock was ours), are put back
-		// from the records read now. A container whose namespace is gone
-		// is being torn down, and its teardown has removed them.
+		// (its run added them before this lock was ours), become those of
+		// the records read now, in one batch: a link that stays is never
+		// absent. A container whose namespace is gone is being torn down:
+		// all of its go.
+		var err error
 		if (c.Running() || c.State.Status == StatusCreated) && netns.Mounted(c.Netns) {
-			if err := e.applyLinksLocked(c, gone); err != nil {
-				// Its links to other containers are missing: noted as a
-				// loss, the next command that ensures a network puts
-				// them back (restoreFirewall).
-				errs = append(errs, err, e.fw.NoteLost())
-			}
+			err = e.fw.SetLinks(c.ID, e.linkRules(c, gone))
+		} else {
+			err = e.fw.RemoveLinks(c.ID, nil)
+		}
+		if err != nil { // the batch failed whole: the old elements remain
+			errs = append(errs, fmt.Errorf("link rules of %s: %w: %w", c.Name, errLinksKept, err))
 		}
 	}
 	return errors.Join(errs...)

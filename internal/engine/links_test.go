@@ -187,7 +187,8 @@ func linkedPair(t *testing.T, st store.Store) (target, linker *Container) {
 	return target, linker
 }
 
-// stuckLinks is a firewall whose RemoveLinks for owner fails fails times.
+// stuckLinks is a firewall whose RemoveLinks and SetLinks for owner fail
+// fails times.
 type stuckLinks struct {
 	*firewalltest.Recorder
 	owner string
@@ -202,35 +203,57 @@ func (f *stuckLinks) RemoveLinks(owner string, ls []firewall.Link) error {
 	return f.Recorder.RemoveLinks(owner, ls)
 }
 
-// A target's exit takes back its linkers' elements and puts back their
-// links to their other targets; when that fails, the loss is noted, so
-// that the next command that ensures a network restores them.
-func TestRelinkThatCannotPutBackNotesALoss(t *testing.T) {
-	st := newStore(t)
-	fw := firewalltest.New()
-	e := firewallEngine(t, st, fw)
-	e.paths.ExecRoot = "/dev/null/run" // no DNS server to sync
-	target, linker := linkedPair(t, st)
-	cache := &Container{ID: hexID("cc"), Name: "cache", Dir: filepath.Join(t.TempDir(), "cache"),
-		State:     State{Status: StatusRunning, Supervisor: selfProc()},
-		Endpoints: []Endpoint{{Network: "n", Endpoint: driver.Endpoint{ContainerID: hexID("cc"), IfName: "eth0", Addrs: []netip.Prefix{netip.MustParsePrefix("10.8.0.4/24")}}}},
-		Spec:      Spec{Exposed: []portmap.Spec{{ContainerFirst: 6379, ContainerLast: 6379, Proto: "tcp"}}}}
-	linker.Links = append(linker.Links, Link{TargetID: cache.ID, Name: "cache", Alias: "cache"})
-	linker.Netns = testutil.NewNetns(t) // running, its namespace there
-	seed(t, st, cache, linker)
-	if err := fw.AddLinks(linker.ID, e.linkRules(linker, "")); err != nil {
-		t.Fatal(err)
+func (f *stuckLinks) SetLinks(owner string, ls []firewall.Link) error {
+	if owner == f.owner && f.fails > 0 {
+		f.fails--
+		return errors.New("netlink: busy")
 	}
-	fw.FailOn("AddLinks "+linker.ID, errors.New("netlink: busy"))
-	_ = e.finish(target.ID, 0)
-	if lost, err := fw.EnsureNetworkReport(firewall.Network{Name: "n", Bridge: "br-n"}); err != nil || !lost {
-		t.Fatalf("after a relink that could not put web's link to cache back: lost %v, %v; want a loss noted", lost, err)
-	}
-	if err := e.restoreFirewall("n"); err != nil {
-		t.Fatal(err)
-	}
-	if got := fw.String(); !strings.Contains(got, "10.8.0.4:6379") {
-		t.Errorf("web's link to cache after the restore:\n%s", got)
+	return f.Recorder.SetLinks(owner, ls)
+}
+
+// A target's exit makes its linkers' elements those of their records in
+// one firewall call (SetLinks: one batch), never a removal and then an
+// addition, between which a link that stays (web's to cache) would be
+// absent. When that call fails, nothing changed: the link to the target
+// stays too, so its address stays held.
+func TestRelinkIsOneChange(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		st := newStore(t)
+		fw := firewalltest.New()
+		e := firewallEngine(t, st, fw)
+		e.paths.ExecRoot = "/dev/null/run" // no DNS server to sync
+		target, linker := linkedPair(t, st)
+		cache := &Container{ID: hexID("cc"), Name: "cache", Dir: filepath.Join(t.TempDir(), "cache"),
+			State:     State{Status: StatusRunning, Supervisor: selfProc()},
+			Endpoints: []Endpoint{{Network: "n", Endpoint: driver.Endpoint{ContainerID: hexID("cc"), IfName: "eth0", Addrs: []netip.Prefix{netip.MustParsePrefix("10.8.0.4/24")}}}},
+			Spec:      Spec{Exposed: []portmap.Spec{{ContainerFirst: 6379, ContainerLast: 6379, Proto: "tcp"}}}}
+		linker.Links = append(linker.Links, Link{TargetID: cache.ID, Name: "cache", Alias: "cache"})
+		linker.Netns = testutil.NewNetns(t) // running, its namespace there
+		seed(t, st, cache, linker)
+		if err := fw.AddLinks(linker.ID, e.linkRules(linker, "")); err != nil {
+			t.Fatal(err)
+		}
+		if fail { // both of the exit's relinks (before and after recording it)
+			e.fw = &stuckLinks{Recorder: fw, owner: linker.ID, fails: 2}
+		}
+		before := len(fw.Calls())
+		_ = e.finish(target.ID, 0)
+		for _, call := range fw.Calls()[before:] {
+			if call == "RemoveLinks "+linker.ID || call == "AddLinks "+linker.ID {
+				t.Errorf("fail=%v: the relink called %s: %q", fail, call, fw.Calls()[before:])
+			}
+		}
+		got := fw.String()
+		if !strings.Contains(got, "10.8.0.4:6379") {
+			t.Errorf("fail=%v: web's link to cache is gone:\n%s", fail, got)
+		}
+		if strings.Contains(got, "10.8.0.2:5432") != fail {
+			t.Errorf("fail=%v: web's link to db (the target that exited):\n%s", fail, got)
+		}
+		err := st.View(func(tx store.Tx) error { _, err := tx.Get(ipamBucket("n"), "10.8.0.2"); return err })
+		if held := err == nil; held != fail {
+			t.Errorf("fail=%v: db's address held: %v", fail, held)
+		}
 	}
 }
 

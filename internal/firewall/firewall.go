@@ -179,6 +179,10 @@ type Firewall interface {
 	// sorted, so that a prune can remove those of networks that no longer
 	// exist.
 	Networks() ([]string, error)
+	// SetLinks makes owner's links exactly links in ONE atomic batch: its
+	// others are removed and the missing added (one in place for another
+	// owner replaced), so a link it keeps is never absent in between.
+	SetLinks(owner string, links []Link) error
 	// LinkOwners returns the owners that have links in place, sorted, so
 	// that a prune can remove those of containers that no longer exist.
 	// (Owners reports port owners only: a prune that finds an owner there

@@ -70,7 +70,7 @@ func New() *Recorder {
 
 // FailOn makes the next call described by call ("EnsureNetwork NAME",
 // "Check", "RemoveNetwork NAME", "AddPorts OWNER", "RemovePorts OWNER", "AddLinks
-// OWNER" or "RemoveLinks OWNER") return err
+// OWNER", "RemoveLinks OWNER" or "SetLinks OWNER") return err
 // without changing anything.
 func (r *Recorder) FailOn(call string, err error) {
 	r.mu.Lock()
@@ -184,6 +184,14 @@ func (r *Recorder) AddLinks(owner string, links []firewall.Link) error {
 // and missing ones are skipped.
 func (r *Recorder) RemoveLinks(owner string, links []firewall.Link) error {
 	return change(r, "RemoveLinks "+owner, owner, links, func() { r.links.remove(owner, links, linkKeyOf) })
+}
+
+// SetLinks makes owner's links exactly links, in one step.
+func (r *Recorder) SetLinks(owner string, links []firewall.Link) error {
+	return change(r, "SetLinks "+owner, owner, links, func() {
+		r.links.remove(owner, nil, linkKeyOf)
+		r.links.add(owner, links, linkKeyOf)
+	})
 }
 
 // LinkOwners returns the owners of links, sorted.

@@ -62,3 +62,14 @@ func TraceReads(t testing.TB, fn func(req string)) {
 	readTrace = fn
 	t.Cleanup(func() { readTrace = nil })
 }
+
+// Generation is the namespace's nftables ruleset generation, which every
+// committed batch advances by one.
+func (f *Firewall) Generation() (uint32, error) {
+	ec, err := f.elemConn()
+	if err != nil {
+		return 0, err
+	}
+	defer ec.Close()
+	return ec.gen()
+}

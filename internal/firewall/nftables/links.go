@@ -108,6 +108,69 @@ func (f *Firewall) RemoveLinks(owner string, links []firewall.Link) error {
 	return nil
 }
 
+// SetLinks makes owner's elements exactly those of links, in one batch
+// that also creates knit's table, chains and sets if missing: its others
+// are deleted and the missing added (one of another owner replaced), so
+// a link kept is in place throughout, which RemoveLinks then AddLinks, two
+// batches, would not give: new connections over it would be dropped
+// between them. It reads every link element; nothing is written when all
+// is in place.
+//
+// Equivalent to: nft delete element inet knit links4 { OLD }; nft add
+// element inet knit links4 { NEW comment "knit:owner=ID" } (one nft -f)
+func (f *Firewall) SetLinks(owner string, links []firewall.Link) error {
+	want, err := linkElems(owner, links)
+	if err != nil {
+		return err
+	}
+	err = f.apply(func(c *nft.Conn, cur ruleset) error {
+		var del, add []ownedElem
+		for _, set := range []string{setLinks4, setLinks6} {
+			for _, h := range cur.elems[set] {
+				i := slices.IndexFunc(want, func(w ownedElem) bool { return w.set == set && string(w.Key) == string(h.Key) })
+				switch {
+				case i < 0 && h.Comment == ownerTag(owner):
+					del = append(del, ownedElem{set: set, SetElement: h})
+				case i >= 0 && h.Comment != want[i].Comment: // another owner's
+					del = append(del, ownedElem{set: set, SetElement: h})
+				}
+			}
+		}
+		for _, w := range want {
+			if !slices.ContainsFunc(cur.elems[w.set], func(h nft.SetElement) bool {
+				return string(h.Key) == string(w.Key) && h.Comment == w.Comment
+			}) {
+				add = append(add, w)
+			}
+		}
+		baseOK := cur.baseUpToDate()
+		if baseOK && len(del) == 0 && len(add) == 0 {
+			return nil // an empty batch is not sent
+		}
+		if !baseOK {
+			f.noteLost()
+			if err := baseEnsure(c, cur); err != nil {
+				return err
+			}
+		}
+		for _, e := range del {
+			if err := elemsDel(c, e.set, []nft.SetElement{e.SetElement}); err != nil {
+				return err
+			}
+		}
+		for _, e := range add {
+			if err := c.SetAddElements(&nft.Set{Table: table, Name: e.set}, []nft.SetElement{e.SetElement}); err != nil {
+				return fmt.Errorf("add element to set %s: %w", e.set, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set links of %s: %w", owner, err)
+	}
+	return nil
+}
+
 // LinkOwners returns the owners of link set elements, sorted.
 //
 // Equivalent to: nft list set inet knit links4 (and links6) | grep -o 'knit:owner=[^"]*'

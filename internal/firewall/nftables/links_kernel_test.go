@@ -66,6 +66,53 @@ func TestLinkTraffic(t *testing.T) {
 	}
 }
 
+// SetLinks makes an owner's links exactly those given, in one batch (the
+// generation moves by one): the ones it drops go, a kept one stays, a new
+// one comes, another owner's of the same key is taken over, and others'
+// stay; repeated, it writes nothing.
+func TestSetLinks(t *testing.T) {
+	fw, ns := newFirewall(t)
+	check(t, fw.EnsureNetwork(network("n1", "br0", "10.99.0.0/24")))
+	l := func(from, to string, port uint16) firewall.Link {
+		return firewall.Link{Network: "n1", From: netip.MustParseAddr(from), To: netip.MustParseAddr(to), Proto: "tcp", Port: port}
+	}
+	dropped, kept, added, taken := l("10.99.0.2", "10.99.0.3", 80), l("10.99.0.2", "10.99.0.4", 80), l("fd00::2", "fd00::3", 443), l("10.99.0.2", "10.99.0.5", 80)
+	other := l("10.99.0.6", "10.99.0.3", 80)
+	check(t, fw.AddLinks("A", []firewall.Link{dropped, kept}))
+	check(t, fw.AddLinks("B", []firewall.Link{taken, other}))
+	gen := func() uint32 {
+		t.Helper()
+		g, err := fw.Generation()
+		check(t, err)
+		return g
+	}
+	before := gen()
+	check(t, fw.SetLinks("A", []firewall.Link{kept, added, taken}))
+	if after := gen(); after != before+1 {
+		t.Errorf("SetLinks took %d batches, want 1", after-before)
+	}
+	for link, want := range map[firewall.Link]string{dropped: "", kept: "knit:owner=A", added: "knit:owner=A", taken: "knit:owner=A", other: "knit:owner=B"} {
+		_, e, found, err := fw.LookupLink(link)
+		check(t, err)
+		if found != (want != "") || e.Comment != want {
+			t.Errorf("%v: found %v, %q; want %q", link, found, e.Comment, want)
+		}
+	}
+	before = gen()
+	check(t, fw.SetLinks("A", []firewall.Link{kept, added, taken}))
+	check(t, fw.SetLinks("C", nil))
+	if after := gen(); after != before {
+		t.Errorf("SetLinks with everything in place wrote %d batches", after-before)
+	}
+	check(t, fw.SetLinks("A", nil))
+	if owners, err := fw.LinkOwners(); err != nil || strings.Join(owners, ",") != "B" {
+		t.Errorf("LinkOwners() after SetLinks(A, nil) = %v, %v; want [B]", owners, err)
+	}
+	if got := nft(t, ns, "list", "set", "inet", "knit", "links4"); !strings.Contains(got, "10.99.0.6 . 10.99.0.3 . tcp . 80") {
+		t.Errorf("B's link is gone:\n%s", got)
+	}
+}
+
 // TestLinksUpgrade checks that a table made before links existed (no link
 // sets, no link rules) gets them from EnsureNetwork, whose fast path must
 // not take it for up to date.
