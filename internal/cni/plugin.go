@@ -196,13 +196,22 @@ func (p *plugin) engine(c *BaseConf) (Engine, *Error) {
 	return e, nil
 }
 
-// checkNetns refuses a namespace that does not exist, and the plugin's own
-// namespace: attaching that would give the host a default route through
-// the bridge.
+// nsfsMagic is the filesystem of namespace files (NSFS_MAGIC): /proc/PID/ns/*
+// and their bind mounts.
+const nsfsMagic = 0x6e736673
+
+// checkNetns refuses a namespace that does not exist, a path that is no
+// namespace at all (a file of another filesystem than nsfs), and the
+// plugin's own namespace: attaching that would give the host a default
+// route through the bridge.
 func checkNetns(path string) *Error {
 	var ns, self syscall.Stat_t
 	if err := syscall.Stat(path, &ns); err != nil {
 		return newError(CodeInvalidEnv, "invalid CNI_NETNS", "%s: %v", path, err)
+	}
+	var fs syscall.Statfs_t
+	if syscall.Statfs(path, &fs) == nil && fs.Type != nsfsMagic {
+		return newError(CodeInvalidEnv, "invalid CNI_NETNS", "%s is not a network namespace", path)
 	}
 	if err := syscall.Stat("/proc/self/ns/net", &self); err == nil && ns.Dev == self.Dev && ns.Ino == self.Ino {
 		return newError(CodeInvalidEnv, "invalid CNI_NETNS", "%s is the plugin's own network namespace", path)

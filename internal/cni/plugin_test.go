@@ -125,9 +125,15 @@ func call(t *testing.T, f *fakeEngine, inv invocation) (int, string) {
 	return code, stdout.String()
 }
 
-// netnsFile stands in for a namespace file: ADD only checks that it exists
-// and is not the plugin's own namespace.
+// netnsFile stands in for a network namespace: the plugin checks that it
+// exists, is a namespace file and is not its own network namespace; the
+// fake engine enters nothing. A plain file is refused (TestErrorCodes).
 func netnsFile(t *testing.T) string {
+	t.Helper()
+	return "/proc/self/ns/uts"
+}
+
+func plainFile(t *testing.T) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "ns")
 	if err := os.WriteFile(p, nil, 0o644); err != nil {
@@ -298,6 +304,7 @@ func TestRefusals(t *testing.T) {
 		{"bad container ID", env("ADD", "CNI_CONTAINERID", "-x"), `{"cniVersion":"1.1.0","name":"n"}`, CodeInvalidEnv},
 		{"bad ifname", env("DEL", "CNI_IFNAME", "a/b"), `{"cniVersion":"1.1.0","name":"n"}`, CodeInvalidEnv},
 		{"missing netns", env("ADD", "CNI_NETNS", "/nonexistent/ns"), `{"cniVersion":"1.1.0","name":"n"}`, CodeInvalidEnv},
+		{"netns a plain file", env("ADD", "CNI_NETNS", plainFile(t)), `{"cniVersion":"1.1.0","name":"n"}`, CodeInvalidEnv},
 		{"own netns", env("ADD", "CNI_NETNS", "/proc/self/ns/net"), `{"cniVersion":"1.1.0","name":"n"}`, CodeInvalidEnv},
 		{"bad CNI_ARGS", env("ADD", "CNI_ARGS", "X=1"), `{"cniVersion":"1.1.0","name":"n"}`, CodeUnsupportedField},
 		{"bad JSON", env("ADD"), `{`, CodeDecodingFailure},

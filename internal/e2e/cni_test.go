@@ -374,7 +374,7 @@ func TestCNIAddRefusesAnInterfaceThatExists(t *testing.T) {
 	h.s.MustRun(t, "ip", "-n", "b", "link", "add", "eth0", "type", "veth", "peer", "name", "theirs")
 	status := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"exist",%s`, strings.TrimPrefix(conf, "{"))
 	code, out := h.plugin(t, status, "CNI_COMMAND=ADD", "CNI_CONTAINERID=other", "CNI_IFNAME=eth0", "CNI_NETNS=/run/netns/b")
-	if code != 101 || !strings.Contains(out, "knit did not make it") {
+	if code != 101 || !strings.Contains(out, "is not this container's") {
 		t.Errorf("ADD over a foreign eth0: code %d, want 101\n%s", code, out)
 	}
 	if ls := h.s.MustKnit(t, "cni", "ls"); strings.Count(ls, "10.71.0.") != 1 {
@@ -385,6 +385,41 @@ func TestCNIAddRefusesAnInterfaceThatExists(t *testing.T) {
 	}
 	if out := h.s.MustRun(t, "ip", "-n", "b", "-o", "link", "show", "eth0"); !strings.Contains(out, "eth0@theirs") {
 		t.Errorf("the foreign eth0 changed:\n%s", out)
+	}
+
+	// The same namespace through another path (a bind mount of it) is the
+	// same namespace: the repeated ADD is refused there too.
+	env := func(id, netns string) []string {
+		return []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=" + id, "CNI_IFNAME=eth0", "CNI_NETNS=" + netns}
+	}
+	h.netns(t, "c")
+	if code, out := h.plugin(t, status, env("moved", "/run/netns/c")...); code != 0 {
+		t.Fatalf("ADD into c: code %d\n%s", code, out)
+	}
+	alias := filepath.Join(h.s.Dir(), "c-again")
+	h.s.MustRun(t, "sh", "-c", `touch "$1" && mount --bind /run/netns/c "$1"`, "sh", alias)
+	inC := h.s.MustRun(t, "ip", "-n", "c", "-o", "link", "show", "eth0")
+	if code, out := h.plugin(t, status, env("moved", alias)...); code != 101 || !strings.Contains(out, "of container moved already exists") {
+		t.Errorf("ADD repeated through another path of the namespace: code %d, want 101\n%s", code, out)
+	}
+	// The container ID reused for another namespace that has an eth0 of
+	// someone else's: refused, and the attachment in c is left whole.
+	h.s.MustRun(t, "ip", "netns", "add", "d")
+	h.s.MustRun(t, "ip", "-n", "d", "link", "add", "eth0", "type", "veth", "peer", "name", "theirs")
+	if code, out := h.plugin(t, status, env("moved", "/run/netns/d")...); code != 101 || !strings.Contains(out, "is not this container's") {
+		t.Errorf("ADD of a reused container ID over a foreign eth0: code %d, want 101\n%s", code, out)
+	}
+	if after := h.s.MustRun(t, "ip", "-n", "c", "-o", "link", "show", "eth0"); after != inC {
+		t.Errorf("the attachment in c changed:\n%s\nwas\n%s", after, inC)
+	}
+	if ls := h.s.MustKnit(t, "cni", "ls"); strings.Count(ls, "10.71.0.") != 2 {
+		t.Errorf("two attachments expected (a's and c's):\n%s", ls)
+	}
+	// A file that is no namespace is the runtime's error: code 4.
+	file := filepath.Join(h.s.Dir(), "not-a-netns")
+	h.s.MustRun(t, "touch", file)
+	if code, out := h.plugin(t, status, env("file", file)...); code != 4 || !strings.Contains(out, "is not a network namespace") {
+		t.Errorf("ADD into a plain file: code %d, want 4\n%s", code, out)
 	}
 }
 

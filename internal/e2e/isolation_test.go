@@ -295,6 +295,10 @@ func TestContainersCannotAdvertiseRoutes(t *testing.T) {
 		victim, rogue := "victim-"+network, "rogue-"+network
 		s.MustKnit(t, "run", "-d", "--name", victim, "--network", network, "--rootfs", rootfs, "sleep", "600")
 		s.MustKnit(t, "run", "-d", "--name", rogue, "--network", network, "--rootfs", rootfs, "sleep", "600")
+		// Both host ends carry the group the guard matches.
+		if ports := s.MustRun(t, "ip", "-o", "link", "show", "group", "1802398068"); strings.Count(ports, "\n") != 2*(i+1) {
+			t.Fatalf("%s: host ends in the containers' group:\n%s", network, ports)
+		}
 		s.MustKnit(t, "exec", rogue, "rasend", "-i", "eth0", "-prefix", "2001:db8:1::/64", "-count", "3")
 		sent := s.MustRun(t, "nft", "list", "chain", "bridge", "probe", "pre")
 		if want := fmt.Sprintf("counter packets %d ", 3*(i+1)); !strings.Contains(sent, want) {

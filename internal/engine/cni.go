@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall"
@@ -131,6 +133,9 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 	}
 	defer unlock() // after the rollbacks below, which run under it
 	h, err := link.At(req.Netns)
+	if errors.Is(err, unix.EINVAL) { // setns refuses what is not a namespace
+		return nil, nil, errdefs.Invalid("%s is not a network namespace: %v", req.Netns, err)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("network namespace %s: %w", req.Netns, err)
 	}
@@ -362,10 +367,12 @@ func (e *Engine) cniNetwork(o NetworkCreateOptions) (n *Network, created bool, e
 // return with an error"): whoever made it, this configuration's ADD
 // repeated included, DELs it first; tearing it down and making it again
 // would reset the container's connections. A record of the same container
-// and interface is removed when it is not live: one cut short (its ADD's
-// owner is recorded, and the lock held says that ADD is over), one in
-// another namespace (the container ID reused for a new one), or a complete
-// one whose interface is gone (ADD then repairs it).
+// and interface is removed when it is not live: one cut short in this
+// namespace (its ADD's owner is recorded, and the lock held says that ADD
+// is over: its interface, if it got one, goes with it), and once the
+// interface is known to be free, one in another namespace (the container
+// ID reused for a new one) or a complete one whose interface is gone (ADD
+// then repairs it). A refused ADD changes nothing else.
 func (e *Engine) clearWay(req CNIRequest, h *link.Handle) error {
 	a, err := e.readAttachment(CNIAttachmentID(req.ContainerID, req.IfName))
 	switch {
@@ -374,7 +381,8 @@ func (e *Engine) clearWay(req CNIRequest, h *link.Handle) error {
 	case err != nil:
 		return err
 	}
-	if a != nil && (a.Owner != (Proc{}) || a.Netns != req.Netns) {
+	here := a != nil && sameNetns(a.Netns, req.Netns)
+	if here && a.Owner != (Proc{}) {
 		if err := e.cniTeardown(a); err != nil {
 			return fmt.Errorf("remove the previous attachment: %w", err)
 		}
@@ -382,11 +390,11 @@ func (e *Engine) clearWay(req CNIRequest, h *link.Handle) error {
 	}
 	_, err = h.LinkGet(req.IfName)
 	switch {
-	case err == nil && a != nil:
+	case err == nil && here:
 		return errdefs.Conflict("interface %s of container %s already exists (configuration %s, network %s): DEL it first",
 			req.IfName, req.ContainerID, a.Config, a.Network)
 	case err == nil:
-		return errdefs.Conflict("interface %s already exists in network namespace %s, and knit did not make it: remove it, or ask for another CNI_IFNAME",
+		return errdefs.Conflict("interface %s already exists in network namespace %s, and is not this container's: remove it, or ask for another CNI_IFNAME",
 			req.IfName, req.Netns)
 	case !link.IsNotFound(err):
 		return fmt.Errorf("network namespace %s: %w", req.Netns, err)
@@ -397,6 +405,21 @@ func (e *Engine) clearWay(req CNIRequest, h *link.Handle) error {
 		}
 	}
 	return nil
+}
+
+// sameNetns reports whether two paths name one network namespace: the same
+// path, or two (a bind mount, /proc/PID/ns/net) of the same namespace
+// file. A path that is gone names none.
+func sameNetns(a, b string) bool {
+	if a == b {
+		return true
+	}
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
 }
 
 // CNIDel removes what CNIAdd made for the container's interface, from

@@ -12,6 +12,7 @@ import (
 
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/link"
 	"github.com/knit-dev/knit/internal/netns"
 )
@@ -46,6 +47,7 @@ func (d *Driver) Join(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox)
 		MasterIndex: brIndex,
 		Hairpin:     true,
 		MTU:         n.LinkMTU(),
+		Group:       firewall.PortGroup, // the firewall's mark of a container's port
 		PeerName:    ep.IfName,
 		PeerMAC:     ep.MAC,
 		PeerNetns:   sb.NetnsPath,

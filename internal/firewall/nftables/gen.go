@@ -82,10 +82,13 @@ func (c *elemConn) gen() (uint32, error) {
 // verified is what was last seen up to date: knit's base, and the networks
 // named (by a fingerprint of what their rules are made from), at
 // generation gen of the namespace netns (its cookie), during boot boot.
+// base is the start of baseDigest, in the stamp file: a knit whose base
+// differs (an upgrade that adds to it) does not trust another's record.
 type verified struct {
 	boot  string
 	netns uint64
 	gen   uint32
+	base  string
 	nets  map[string]string
 }
 
@@ -186,7 +189,7 @@ func (f *Firewall) loadVerified(ec *elemConn, now uint32) (verified, bool) {
 		return verified{}, false
 	}
 	v, err = parseStamp(string(b))
-	return v, err == nil && v.netns == id && v.boot == bootID() && v.gen == now
+	return v, err == nil && v.netns == id && v.boot == bootID() && v.gen == now && v.base == baseDigest()[:16]
 }
 
 // saveVerified replaces the record. A stamp that cannot be written only
@@ -202,7 +205,7 @@ func (f *Firewall) saveVerified(ec *elemConn, v verified) {
 	if err != nil || bootID() == "" {
 		return
 	}
-	v.netns, v.boot = id, bootID()
+	v.netns, v.boot, v.base = id, bootID(), baseDigest()[:16]
 	tmp := f.stamp + ".tmp" + strconv.Itoa(os.Getpid())
 	if err := os.MkdirAll(filepath.Dir(f.stamp), 0o755); err != nil {
 		return
@@ -227,11 +230,11 @@ func (f *Firewall) forgetVerified() {
 	}
 }
 
-// String renders the stamp file: "boot ID netns INO gen G" and one "net
-// NAME FP" per network.
+// String renders the stamp file: "boot ID netns INO gen G base DIGEST" and
+// one "net NAME FP" per network.
 func (v verified) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "boot %s netns %d gen %d\n", v.boot, v.netns, v.gen)
+	fmt.Fprintf(&b, "boot %s netns %d gen %d base %s\n", v.boot, v.netns, v.gen, v.base)
 	for _, name := range slices.Sorted(maps.Keys(v.nets)) {
 		fmt.Fprintf(&b, "net %s %s\n", name, v.nets[name])
 	}
@@ -241,7 +244,7 @@ func (v verified) String() string {
 func parseStamp(s string) (verified, error) {
 	v := verified{nets: map[string]string{}}
 	lines := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
-	if _, err := fmt.Sscanf(lines[0], "boot %s netns %d gen %d", &v.boot, &v.netns, &v.gen); err != nil {
+	if _, err := fmt.Sscanf(lines[0], "boot %s netns %d gen %d base %s", &v.boot, &v.netns, &v.gen, &v.base); err != nil {
 		return verified{}, fmt.Errorf("stamp: %w", err)
 	}
 	for _, l := range lines[1:] {

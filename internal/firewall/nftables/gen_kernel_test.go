@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -95,6 +96,20 @@ func TestStampSkipsVerifiedReads(t *testing.T) {
 		t.Errorf("prerouting not repaired:\n%s", out)
 	}
 
+	// A stamp of a knit whose base differs (before an upgrade added to
+	// it) is not this one's: its element calls read the base.
+	check(t, stamped(t, ns, stamp).EnsureNetwork(n1icc))
+	b, err := os.ReadFile(stamp)
+	check(t, err)
+	older := regexp.MustCompile(` base [0-9a-f]+`).ReplaceAll(b, []byte(" base 0123456789abcdef"))
+	if string(older) == string(b) {
+		t.Fatalf("no base digest in the stamp:\n%s", b)
+	}
+	check(t, os.WriteFile(stamp, older, 0o600))
+	if !readsBase(t, func() error { return stamped(t, ns, stamp).AddPorts("o2", []firewall.PortMapping{pm}) }) {
+		t.Error("AddPorts trusted the stamp of another base")
+	}
+
 	// Another namespace at the same generation is not the one recorded.
 	check(t, stamped(t, ns, stamp).EnsureNetwork(n1icc))
 	other := testutil.NewNetns(t)
@@ -119,13 +134,13 @@ func TestStampThatLiesIsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	nft(t, ns, "delete", "table", "inet", "knit") // one commit: generation + 1
-	var boot string
+	var boot, base string
 	var netns, gen uint64
 	first, rest, _ := strings.Cut(string(b), "\n")
-	if _, err := fmt.Sscanf(first, "boot %s netns %d gen %d", &boot, &netns, &gen); err != nil {
+	if _, err := fmt.Sscanf(first, "boot %s netns %d gen %d base %s", &boot, &netns, &gen, &base); err != nil {
 		t.Fatalf("stamp %q: %v", b, err)
 	}
-	forged := fmt.Sprintf("boot %s netns %d gen %d\n%s", boot, netns, gen+1, rest)
+	forged := fmt.Sprintf("boot %s netns %d gen %d base %s\n%s", boot, netns, gen+1, base, rest)
 	if err := os.WriteFile(stamp, []byte(forged), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -521,10 +521,11 @@ func (f *Firewall) Networks() ([]string, error) {
 	return names, nil
 }
 
-// Rules renders knit's table as `nft list table inet knit` prints it; ""
-// if there is no table. For tests and --explain.
+// Rules renders knit's tables as `nft list table inet knit` and `nft list
+// table bridge knit` print them; "" if there are none. For tests and
+// --explain.
 //
-// Equivalent to: nft list table inet knit
+// Equivalent to: nft list table inet knit; nft list table bridge knit
 func (f *Firewall) Rules() (string, error) {
 	cur, err := f.read()
 	if err != nil {

@@ -78,10 +78,9 @@ func priorityName(family nft.TableFamily, hook nft.ChainHook, p nft.ChainPriorit
 	names := map[nft.ChainPriority]string{
 		-300: "raw", -150: "mangle", 0: "filter", 50: "security",
 	}
-	if family == nft.TableFamilyBridge {
-		names = map[nft.ChainPriority]string{-300: "dstnat", -200: "filter", 100: "out", 300: "srcnat"}
-	}
 	switch {
+	case family == nft.TableFamilyBridge:
+		names = map[nft.ChainPriority]string{-300: "dstnat", -200: "filter", 100: "out", 300: "srcnat"}
 	case p == -100 && hook == *nft.ChainHookPrerouting:
 		return "dstnat"
 	case p == 100 && hook == *nft.ChainHookPostrouting:
@@ -130,8 +129,9 @@ func renderRule(r *nft.Rule) string {
 			}
 			// nft leaves out the ether type that a later match of the
 			// transport header implies (the bridge family's icmpv6).
-			if p, ok := op.what.(*expr.Payload); ok && p.Base == expr.PayloadBaseLLHeader && p.Offset == 12 &&
-				e.Op == expr.CmpOpEq && slices.ContainsFunc(r.Exprs[i+1:], isTransportPayload) {
+			if p, ok := op.what.(*expr.Payload); ok && p.Base == expr.PayloadBaseLLHeader && p.Offset == 12 && p.Len == 2 &&
+				e.Op == expr.CmpOpEq && string(e.Data) == string(binaryutil.BigEndian.PutUint16(unix.ETH_P_IPV6)) &&
+				slices.ContainsFunc(r.Exprs[i+1:], isTransportPayload) {
 				continue
 			}
 			words = append(words, renderCmp(op, e, proto))

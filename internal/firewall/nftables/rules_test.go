@@ -7,7 +7,9 @@ import (
 	"testing"
 
 	nft "github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall"
@@ -324,5 +326,32 @@ meta oifkind "bridge" return comment "knit:foreign-forward"
 drop comment "knit:foreign-forward"`
 	if strings.Join(got, "\n") != want {
 		t.Errorf("foreignRules:\n%s\nwant:\n%s", strings.Join(got, "\n"), want)
+	}
+}
+
+// The RA guard's rules render as nft prints them, and a tampered one does
+// not render as the wanted (the repair compares renderings): the ether
+// type is left out only when it is IPv6's.
+func TestRenderRAGuard(t *testing.T) {
+	rules := raGuardRules()
+	for i, want := range []string{
+		`iifgroup 1802398068 icmpv6 type nd-router-advert drop comment "knit:base"`,
+		`iifgroup 1802398068 icmpv6 type nd-redirect drop comment "knit:base"`,
+	} {
+		if got := renderRule(rules[i]); got != want {
+			t.Errorf("rule %d: %s, want %s", i, got, want)
+		}
+	}
+	tampered := *rules[0]
+	tampered.Exprs = slices.Clone(rules[0].Exprs)
+	tampered.Exprs[3] = &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(unix.ETH_P_IP)}
+	if got := renderRule(&tampered); got == renderRule(rules[0]) {
+		t.Errorf("a guard that matches IPv4 frames renders as the wanted one: %s", got)
+	}
+	if got := chainHeader(raGuardChain); got != "type filter hook prerouting priority filter; policy accept;" {
+		t.Errorf("ra-guard's header: %s", got)
+	}
+	if got := priorityName(nft.TableFamilyBridge, *nft.ChainHookPrerouting, -100); got != "-100" {
+		t.Errorf("bridge priority -100 on prerouting is %q, want -100 (dstnat is -300 there)", got)
 	}
 }
