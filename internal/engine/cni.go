@@ -780,6 +780,11 @@ func (e *Engine) CNIStatus(o NetworkCreateOptions) error {
 	e.ensureDNSServer() // as CNICheck
 	n, err := e.lookupNetwork(o.Name)
 	if err == nil && n.Removing {
+		// A removal under way holds the network's lock: answered at
+		// once, where finishing it would wait for that command.
+		if lockBusy(e.networkLock(n.Name)) {
+			return networkRemoving(n.Name)
+		}
 		// A removal a crash cut short: finished here, as ADD would
 		// (cniNetwork), then ADD makes the network again.
 		e.finishRemoval(n.Name)

@@ -323,3 +323,28 @@ func TestCNIStatusAgreesWithADDOnTheDefaultGateway(t *testing.T) {
 		t.Errorf("CNIStatus = %v, want no free address", err)
 	}
 }
+
+// STATUS of a network a live `network rm` is removing answers at once (50,
+// being removed), where finishing the removal would wait for that
+// command's lock (up to lockWait); one a crash left marked it finishes.
+func TestCNIStatusDoesNotWaitForARemoval(t *testing.T) {
+	st := newStore(t)
+	e := firewallEngine(t, st, firewalltest.New())
+	n := dnsNetwork("going", "10.9.0.0/24")
+	n.Removing = true
+	if err := st.Update(func(tx store.Tx) error { return putJSON(tx, bucketNetworks, n.Name, n) }); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := lockFile(e.networkLock(n.Name)) // the rm under way
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(old time.Duration) { lockWait = old }(lockWait)
+	lockWait = 3 * time.Second
+	start := time.Now()
+	err = e.CNIStatus(NetworkCreateOptions{Name: "going"})
+	if took := time.Since(start); !errors.Is(err, errNetworkRemoving) || took > time.Second {
+		t.Errorf("CNIStatus during a removal = %v after %v, want being removed at once", err, took)
+	}
+	unlock()
+}

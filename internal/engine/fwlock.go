@@ -66,6 +66,22 @@ func busyLock(path string) error {
 	return errdefs.Unavailable("lock %s is busy: another knit process has held it for over %s; retry, or look for a stopped or stuck knit process (fuser %s)", path, lockWait, path)
 }
 
+// lockBusy reports whether a process holds the lock at path (another
+// open file's lock: this process's own count too). It neither waits nor
+// keeps the lock; a missing file is a lock nobody holds.
+func lockBusy(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	if err == nil {
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	}
+	return errors.Is(err, unix.EWOULDBLOCK)
+}
+
 // removeLockFile deletes the lock file at path, which the caller holds
 // exclusively (see flockFile).
 func removeLockFile(path string) { _ = os.Remove(path) }
