@@ -382,8 +382,8 @@ func (e *Engine) restoreForeignDrops() error {
 // beside the rules of network skip, which the caller has just made again:
 // the published ports and links of every running container and CNI
 // attachment, then the rules of every other network; and once all was
-// tried, clears the firewall's loss marker, so that a restore cut short
-// is done again by the next command. Each owner's record is read again
+// tried, and every network's rules went back, clears the firewall's loss
+// marker, so that a restore cut short is done again by the next command. Each owner's record is read again
 // just before its elements go back, under the lock its removal takes (the
 // firewall's, the links', the network's): an owner gone since the listing
 // is skipped. One whose removal took its ports just before that read, but
@@ -422,15 +422,24 @@ func (e *Engine) restoreFirewall(skip string) error {
 	for _, a := range atts {
 		errs = append(errs, e.restoreAttachmentPorts(a.ID))
 	}
+	netFailed := false
 	for _, name := range nets {
 		if name != skip {
-			errs = append(errs, e.restoreNetworkRules(name))
+			err := e.restoreNetworkRules(name)
+			netFailed = netFailed || err != nil
+			errs = append(errs, err)
 		}
 	}
 	errs = append(errs, e.restoreForeignDrops())
-	// Cleared once every owner was tried, even if some failed (they are
-	// reported): one that fails every time must not make every command
-	// restore everything again.
+	// A network left without its rules is open (nothing keeps the world
+	// or other networks out, no ICC): the loss stays noted, and the next
+	// command tries everything again. Otherwise it is cleared once every
+	// owner was tried, even if some failed (they are reported): a port or
+	// link missing fails closed, and one that fails every time must not
+	// make every command restore everything again.
+	if netFailed {
+		return errors.Join(errs...)
+	}
 	return errors.Join(append(errs, e.fw.MarkRestored())...)
 }
 

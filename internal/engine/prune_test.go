@@ -281,6 +281,29 @@ func TestRestoreFirewallAfterFlush(t *testing.T) {
 	if lost, _ := e.fw.EnsureNetworkReport(firewallNetwork(n1)); lost {
 		t.Error("a restore that tried every owner left the loss to report")
 	}
+
+	// A network whose rules cannot be put back is open: the loss stays,
+	// and the next command's restore puts them back and clears it.
+	rec.Flush()
+	if _, err := e.fw.EnsureNetworkReport(firewallNetwork(n1)); err != nil {
+		t.Fatal(err)
+	}
+	rec.FailOn("EnsureNetwork n2", errors.New("netlink: busy"))
+	if err := e.restoreFirewall("n1"); err == nil || !strings.Contains(err.Error(), "busy") {
+		t.Errorf("restore with a failing network: %v, want its error", err)
+	}
+	if lost, _ := e.fw.EnsureNetworkReport(firewallNetwork(n1)); !lost {
+		t.Error("a restore that left n2 without rules cleared the loss")
+	}
+	if err := e.restoreFirewall("n1"); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := rec.Networks(); !slices.Contains(names, "n2") {
+		t.Errorf("n2's rules after the next restore: %v", names)
+	}
+	if lost, _ := e.fw.EnsureNetworkReport(firewallNetwork(n1)); lost {
+		t.Error("the restore that put n2 back left the loss to report")
+	}
 }
 
 // slowUpdate is a store whose writes start 100 ms late.
