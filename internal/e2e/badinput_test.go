@@ -13,7 +13,7 @@ import (
 // snapshot captures the state a refused command must not change: the
 // store's content (not its bytes: a command that wrote and then undid
 // its change leaves the same records in a file that differs), the links,
-// the namespace mounts and the firewall table.
+// the namespace mounts and the firewall tables.
 func snapshot(t *testing.T, s *testutil.Sandbox) string {
 	t.Helper()
 	var b strings.Builder
@@ -28,7 +28,7 @@ func snapshot(t *testing.T, s *testutil.Sandbox) string {
 			// knit's namespace mounts only: the sandbox also holds copies of
 			// other tests' mounts, which come and go.
 			"grep nsfs /proc/self/mountinfo | grep -cF "+s.ExecRoot()+"; ls "+s.ExecRoot()+"/netns; "+
-			"nft list table inet knit 2>/dev/null || true")
+			"nft list table inet knit 2>/dev/null; nft list table bridge knit 2>/dev/null || true")
 }
 
 func TestBadInputLeavesStateUnchanged(t *testing.T) {
