@@ -415,6 +415,7 @@ func (e *Engine) restoreFirewall(skip string) error {
 		return err
 	}
 	var errs []error
+	errs = append(errs, e.groupPorts(nets))
 	for _, id := range ids {
 		errs = append(errs, e.restorePorts(id))
 	}
@@ -441,6 +442,43 @@ func (e *Engine) restoreFirewall(skip string) error {
 		return errors.Join(errs...)
 	}
 	return errors.Join(append(errs, e.fw.MarkRestored())...)
+}
+
+// groupPorts puts the host ends of the veths knit made on the named
+// networks' bridges in the RA guard's interface group, firewall.PortGroup,
+// where a knit from before the guard did not: the restore that follows the
+// upgrade that added the guard (whose table, missing, counts as a loss)
+// guards the containers and attachments already running. The driver's
+// Strays walk names each port it tagged; keeping all, it removes none.
+func (e *Engine) groupPorts(nets []string) error {
+	var ports []string
+	var errs []error
+	for _, name := range nets {
+		n, err := e.lookupNetwork(name)
+		if err != nil {
+			continue // gone since
+		}
+		d, err := e.driverFor(n)
+		if err != nil {
+			continue
+		}
+		_, err = d.Strays(&n.Network, func(hostIf, _ string) bool { ports = append(ports, hostIf); return true })
+		errs = append(errs, err)
+	}
+	if len(ports) == 0 {
+		return errors.Join(errs...)
+	}
+	h, err := link.Host()
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	defer h.Close()
+	for _, name := range ports {
+		if err := h.LinkSetGroup(name, firewall.PortGroup); err != nil && !link.IsNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // underFirewallLock runs fn with the lock that orders knit's firewall

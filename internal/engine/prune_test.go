@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/driver/bridge"
 	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/firewall/firewalltest"
 	"github.com/knit-dev/knit/internal/store"
@@ -357,5 +360,49 @@ func TestCNITeardownAndRestoreDoNotInterleave(t *testing.T) {
 	}
 	if owners, _ := rec.Owners(); len(owners) != 0 {
 		t.Errorf("port owners after the teardown and a restore beside it: %v, want none", owners)
+	}
+}
+
+// The restore after a loss (the upgrade that added the RA guard counts as
+// one: its table is missing) puts the host ends of the veths knit made on
+// its networks' bridges (a container's, a CNI attachment's: the same
+// driver's) in the guard's group, which a knit from before the guard did
+// not; a port someone else attached is left alone.
+func TestRestoreGroupsOldPorts(t *testing.T) {
+	st := newStore(t)
+	e := firewallEngine(t, st, firewalltest.New())
+	e.drivers = map[string]driver.Driver{"bridge": bridge.New()}
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br-g"}}
+	if err := netlink.LinkAdd(br); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = netlink.LinkDel(br) })
+	for name, alias := range map[string]string{"vethold": "knit:" + hexID("old"), "vethcni": "knit:cni-pod", "vethhand": ""} {
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, MasterIndex: br.Index}, PeerName: name + "p"}
+		if err := netlink.LinkAdd(v); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = netlink.LinkDel(v) })
+		if alias != "" {
+			if err := netlink.LinkSetAlias(v, alias); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	n := &Network{Network: driver.Network{ID: "gid", Name: "g", Driver: "bridge", Bridge: "br-g", Subnets: []driver.Subnet{{Prefix: netip.MustParsePrefix("10.4.0.0/24")}}}}
+	if err := st.Update(func(tx store.Tx) error { return putJSON(tx, bucketNetworks, n.Name, n) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.restoreFirewall(""); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]uint32{"vethold": firewall.PortGroup, "vethcni": firewall.PortGroup, "vethhand": 0} {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g := l.Attrs().Group; g != want {
+			t.Errorf("%s is in group %d after the restore, want %d", name, g, want)
+		}
 	}
 }

@@ -131,6 +131,24 @@ func (h *Handle) LinkSetNoIPv6Addrs(index int) error {
 	return nil
 }
 
+// LinkSetGroup puts the link called name in interface group group. A
+// missing link is KindNotFound.
+//
+// Equivalent to: ip link set DEV group GROUP
+func (h *Handle) LinkSetGroup(name string, group uint32) error {
+	l, err := h.nl.LinkByName(name)
+	if err == nil && l.Attrs().Group == group {
+		return nil
+	}
+	if err == nil {
+		err = h.nl.LinkSetGroup(l, int(group))
+	}
+	if err != nil {
+		return wrap(err, "set link %s group %d", name, group)
+	}
+	return nil
+}
+
 // SetUp sets the link called name up, for callers that know only the
 // name (such as lo in a new namespace).
 //
