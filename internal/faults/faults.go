@@ -33,6 +33,7 @@
 //	link.veth-up        ip link set NAME up (a new veth)
 //	link.addrgen        ip link set DEV addrgenmode none (a veth end, an ifb)
 //	link.set-up         ip link set DEV up
+//	link.set-group      ip link set DEV group N (a port an older knit made)
 //	link.del            ip link del DEV
 //	link.addr-add       ip addr add P dev DEV
 //	link.addr-del       ip addr del P dev DEV (an External bridge's gateway)

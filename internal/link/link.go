@@ -141,6 +141,7 @@ func (h *Handle) LinkSetGroup(name string, group uint32) error {
 		return nil
 	}
 	if err == nil {
+		faults.Step("link.set-group")
 		err = h.nl.LinkSetGroup(l, int(group))
 	}
 	if err != nil {
