@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/utils"
@@ -42,6 +45,9 @@ type Env struct {
 	// HostMAC returns the address of a host link, for the result; nil asks
 	// the kernel.
 	HostMAC func(name string) (net.HardwareAddr, error)
+	// IsNetns says whether CNI_NETNS is a network namespace's file; nil
+	// asks the kernel (isNetnsFile).
+	IsNetns func(path string) bool
 }
 
 // Invoked reports whether a process started with args (the program name
@@ -196,21 +202,34 @@ func (p *plugin) engine(c *BaseConf) (Engine, *Error) {
 	return e, nil
 }
 
-// nsfsMagic is the filesystem of namespace files (NSFS_MAGIC): /proc/PID/ns/*
-// and their bind mounts.
-const nsfsMagic = 0x6e736673
+// isNetnsFile reports whether path is a network namespace's file: on nsfs
+// (/proc/PID/ns/net, a bind mount of one), and of a network namespace
+// (NS_GET_NSTYPE). What cannot be opened or asked is left to the engine's
+// own error.
+func isNetnsFile(path string) bool {
+	var fs unix.Statfs_t
+	if unix.Statfs(path, &fs) == nil && fs.Type != unix.NSFS_MAGIC {
+		return false
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return true
+	}
+	defer f.Close()
+	t, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
+	return err != nil || t == unix.CLONE_NEWNET
+}
 
 // checkNetns refuses a namespace that does not exist, a path that is no
 // namespace at all (a file of another filesystem than nsfs), and the
 // plugin's own namespace: attaching that would give the host a default
 // route through the bridge.
-func checkNetns(path string) *Error {
+func checkNetns(path string, isNetns func(string) bool) *Error {
 	var ns, self syscall.Stat_t
 	if err := syscall.Stat(path, &ns); err != nil {
 		return newError(CodeInvalidEnv, "invalid CNI_NETNS", "%s: %v", path, err)
 	}
-	var fs syscall.Statfs_t
-	if syscall.Statfs(path, &fs) == nil && fs.Type != nsfsMagic {
+	if !isNetns(path) {
 		return newError(CodeInvalidEnv, "invalid CNI_NETNS", "%s is not a network namespace", path)
 	}
 	if err := syscall.Stat("/proc/self/ns/net", &self); err == nil && ns.Dev == self.Dev && ns.Ino == self.Ino {
@@ -262,7 +281,11 @@ func (p *plugin) add(data []byte) *Error {
 	if err != nil {
 		return err
 	}
-	if err := checkNetns(p.inv.Netns); err != nil {
+	isNetns := p.env.IsNetns
+	if isNetns == nil {
+		isNetns = isNetnsFile
+	}
+	if err := checkNetns(p.inv.Netns, isNetns); err != nil {
 		return err
 	}
 	e, err := p.engine(&c.BaseConf)

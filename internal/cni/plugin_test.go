@@ -121,16 +121,30 @@ func call(t *testing.T, f *fakeEngine, inv invocation) (int, string) {
 		HostMAC: func(string) (net.HardwareAddr, error) {
 			return net.HardwareAddr{0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff}, nil
 		},
+		IsNetns: func(p string) bool { return p == standInNetns || isNetnsFile(p) },
 	})
 	return code, stdout.String()
 }
 
-// netnsFile stands in for a network namespace: the plugin checks that it
-// exists, is a namespace file and is not its own network namespace; the
-// fake engine enters nothing. A plain file is refused (TestErrorCodes).
+// standInNetns stands in for a network namespace other than the plugin's
+// (which a test cannot make without root): it exists, and call's IsNetns
+// takes it for one; the fake engine enters nothing. A plain file is
+// refused (TestErrorCodes), and the kernel's check is TestIsNetnsFile's.
+const standInNetns = "/proc/self/ns/uts"
+
 func netnsFile(t *testing.T) string {
 	t.Helper()
-	return "/proc/self/ns/uts"
+	return standInNetns
+}
+
+// isNetnsFile takes a network namespace's file, and no other namespace's
+// or plain file.
+func TestIsNetnsFile(t *testing.T) {
+	for path, want := range map[string]bool{"/proc/self/ns/net": true, "/proc/self/ns/uts": false, plainFile(t): false} {
+		if got := isNetnsFile(path); got != want {
+			t.Errorf("isNetnsFile(%s) = %v, want %v", path, got, want)
+		}
+	}
 }
 
 func plainFile(t *testing.T) string {

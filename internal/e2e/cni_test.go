@@ -415,11 +415,48 @@ func TestCNIAddRefusesAnInterfaceThatExists(t *testing.T) {
 	if ls := h.s.MustKnit(t, "cni", "ls"); strings.Count(ls, "10.71.0.") != 2 {
 		t.Errorf("two attachments expected (a's and c's):\n%s", ls)
 	}
+	// An ADD killed before its veth (its record half-made), in a namespace
+	// where someone has since made an eth0: the next ADD of that container
+	// removes its own half-made record and refuses, naming the eth0 as
+	// not this container's.
+	h.s.MustRun(t, "ip", "netns", "add", "f")
+	trace := filepath.Join(h.s.Dir(), "trace-cut")
+	if code, out := h.plugin(t, status, append(env("probe", "/run/netns/f"), "KNIT_CRASH_TRACE="+trace)...); code != 0 {
+		t.Fatalf("ADD of probe: code %d\n%s", code, out)
+	}
+	del := append(env("probe", "/run/netns/f"), "CNI_COMMAND=DEL")
+	if code, out := h.plugin(t, status, del...); code != 0 {
+		t.Fatalf("DEL of probe: code %d\n%s", code, out)
+	}
+	step := ""
+	for _, line := range strings.Split(h.s.MustRun(t, "cat", trace), "\n") {
+		if k, name, _ := strings.Cut(line, " "); name == "link.veth-add" {
+			step = k
+			break
+		}
+	}
+	if step == "" {
+		t.Fatalf("no link.veth-add step traced")
+	}
+	cut := append(env("cut", "/run/netns/f"), "KNIT_CRASH_AT="+step, "CNI_PATH="+h.path)
+	if r := h.s.Run(append([]string{"sh", "-c", `c=$1; shift; printf '%s' "$c" | env "$@"`, "sh", status}, append(cut, testutil.KnitBinary(t))...)...); r.Code != 137 {
+		t.Fatalf("the ADD meant to be killed before its veth: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	h.s.MustRun(t, "ip", "-n", "f", "link", "add", "eth0", "type", "veth", "peer", "name", "theirs")
+	if code, out := h.plugin(t, status, env("cut", "/run/netns/f")...); code != 101 || !strings.Contains(out, "is not this container's") {
+		t.Errorf("ADD after a cut-short ADD, over someone's eth0: code %d, want 101\n%s", code, out)
+	}
+	if ls := h.s.MustKnit(t, "cni", "ls"); strings.Count(ls, "10.71.0.") != 2 {
+		t.Errorf("the half-made attachment was not removed:\n%s", ls)
+	}
+
 	// A file that is no namespace is the runtime's error: code 4.
 	file := filepath.Join(h.s.Dir(), "not-a-netns")
 	h.s.MustRun(t, "touch", file)
-	if code, out := h.plugin(t, status, env("file", file)...); code != 4 || !strings.Contains(out, "is not a network namespace") {
-		t.Errorf("ADD into a plain file: code %d, want 4\n%s", code, out)
+	for _, path := range []string{file, "/proc/self/ns/uts"} {
+		if code, out := h.plugin(t, status, env("file", path)...); code != 4 || !strings.Contains(out, "is not a network namespace") {
+			t.Errorf("ADD into %s: code %d, want 4\n%s", path, code, out)
+		}
 	}
 }
 

@@ -386,7 +386,7 @@ func (e *Engine) clearWay(req CNIRequest, h *link.Handle) error {
 		if err := e.cniTeardown(a); err != nil {
 			return fmt.Errorf("remove the previous attachment: %w", err)
 		}
-		a = nil
+		a, here = nil, false // an interface there now is someone else's
 	}
 	_, err = h.LinkGet(req.IfName)
 	switch {

@@ -66,20 +66,37 @@ func busyLock(path string) error {
 	return errdefs.Unavailable("lock %s is busy: another knit process has held it for over %s; retry, or look for a stopped or stuck knit process (fuser %s)", path, lockWait, path)
 }
 
-// lockBusy reports whether a process holds the lock at path (another
-// open file's lock: this process's own count too). It neither waits nor
-// keeps the lock; a missing file is a lock nobody holds.
+// errLockHeld is flockOnce's answer, without a wait, for a lock held.
+var errLockHeld = errors.New("lock held")
+
+// tryLockFileShared takes a shared flock on path, as lockFileShared, unless
+// a process holds it exclusively (a network rm, say): then it does not
+// wait, and says so.
+func tryLockFileShared(path string) (unlock func(), held bool, err error) {
+	for range 3 { // a file replaced meanwhile (see flockFile): again
+		unlock, moved, err := flockOnce(path, unix.LOCK_SH, 0)
+		if errors.Is(err, errLockHeld) {
+			return nil, true, nil
+		}
+		if err != nil || !moved {
+			return unlock, false, err
+		}
+	}
+	return nil, true, nil
+}
+
+// lockBusy reports whether a process holds the lock at path exclusively
+// (this process's own, through another open file, counts too). It neither
+// waits nor keeps the lock; a missing file is a lock nobody holds.
 func lockBusy(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
+	if _, err := os.Stat(path); err != nil {
 		return false
 	}
-	defer f.Close()
-	err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-	if err == nil {
-		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	unlock, held, err := tryLockFileShared(path)
+	if err == nil && !held {
+		unlock()
 	}
-	return errors.Is(err, unix.EWOULDBLOCK)
+	return held
 }
 
 // removeLockFile deletes the lock file at path, which the caller holds
@@ -104,6 +121,10 @@ func flockOnce(path string, how int, wait time.Duration) (unlock func(), moved b
 	if !errors.Is(err, unix.EWOULDBLOCK) {
 		f.Close()
 		return nil, false, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if wait <= 0 {
+		f.Close()
+		return nil, false, errLockHeld
 	}
 	// Held: wait in the kernel, which hands the lock over the moment it
 	// is free (polling would miss the short gaps between holders of a

@@ -414,8 +414,8 @@ func (e *Engine) restoreFirewall(skip string) error {
 	if err != nil {
 		return err
 	}
-	var errs []error
-	errs = append(errs, e.groupPorts(nets))
+	groupErr := e.groupPorts(nets)
+	errs := []error{groupErr}
 	for _, id := range ids {
 		errs = append(errs, e.restorePorts(id))
 	}
@@ -431,14 +431,16 @@ func (e *Engine) restoreFirewall(skip string) error {
 			errs = append(errs, err)
 		}
 	}
-	errs = append(errs, e.restoreForeignDrops())
-	// A network left without its rules is open (nothing keeps the world
-	// or other networks out, no ICC): the loss stays noted, and the next
-	// command tries everything again. Otherwise it is cleared once every
-	// owner was tried, even if some failed (they are reported): a port or
-	// link missing fails closed, and one that fails every time must not
-	// make every command restore everything again.
-	if netFailed {
+	foreignErr := e.restoreForeignDrops()
+	errs = append(errs, foreignErr)
+	// What fails open keeps the loss noted, and the next command tries
+	// everything again: a network left without its rules (nothing keeps
+	// the world or other networks out, no ICC), the foreign-forward drop
+	// missing, ports outside the RA guard's group. Otherwise the loss is
+	// cleared once every owner was tried, even if some failed (they are
+	// reported): a port or link missing fails closed, and one that fails
+	// every time must not make every command restore everything again.
+	if netFailed || groupErr != nil || foreignErr != nil {
 		return errors.Join(errs...)
 	}
 	return errors.Join(append(errs, e.fw.MarkRestored())...)
@@ -560,8 +562,11 @@ func (e *Engine) restoreAttachmentPorts(id string) error {
 // restoreNetworkRules makes the rules of the named network again, unless
 // it is gone or being removed.
 func (e *Engine) restoreNetworkRules(name string) error {
-	unlock, err := lockFileShared(e.networkLock(name))
-	if err != nil {
+	// Held exclusively: the network is being removed (rm, prune), and
+	// needs no rules; a restore must not wait for that (up to lockWait,
+	// at every command while the loss stays noted).
+	unlock, held, err := tryLockFileShared(e.networkLock(name))
+	if err != nil || held {
 		return err
 	}
 	defer unlock()

@@ -11,6 +11,7 @@ import (
 	"github.com/knit-dev/knit/internal/config"
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/firewall/firewalltest"
 	"github.com/knit-dev/knit/internal/store"
 )
@@ -298,5 +299,36 @@ func TestRestoreForeignDrops(t *testing.T) {
 		if fw.ForeignDrop(true) {
 			t.Errorf("config %+v: an IPv6 drop without its marker", tc.cfg)
 		}
+	}
+}
+
+// A foreign-forward drop that cannot be put back fails open (the host
+// routes between its other interfaces): the restore keeps the loss noted,
+// and the next one puts it back.
+func TestRestoreKeepsTheLossWhenTheForeignDropFails(t *testing.T) {
+	fw := firewalltest.New()
+	e := &Engine{st: newStore(t), fw: fw, cfg: &config.Config{}, paths: Paths{DataRoot: t.TempDir(), ExecRoot: t.TempDir()}}
+	if err := os.WriteFile(e.foreignDropMarker(false), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fw.Flush()
+	if err := fw.NoteLost(); err != nil {
+		t.Fatal(err)
+	}
+	fw.FailOn("DropForeignForwarding", errors.New("netlink: busy"))
+	if err := e.restoreFirewall(""); err == nil {
+		t.Error("restore with a failing drop: no error")
+	}
+	if lost, _ := fw.EnsureNetworkReport(firewall.Network{Name: "n", Bridge: "br-n"}); !lost {
+		t.Error("a restore that could not put the drop back cleared the loss")
+	}
+	if err := e.restoreFirewall(""); err != nil {
+		t.Fatal(err)
+	}
+	if !fw.ForeignDrop(false) {
+		t.Error("the next restore did not put the drop back")
+	}
+	if lost, _ := fw.EnsureNetworkReport(firewall.Network{Name: "n", Bridge: "br-n"}); lost {
+		t.Error("the restore that put the drop back left the loss")
 	}
 }

@@ -307,6 +307,21 @@ func TestRestoreFirewallAfterFlush(t *testing.T) {
 	if lost, _ := e.fw.EnsureNetworkReport(firewallNetwork(n1)); lost {
 		t.Error("the restore that put n2 back left the loss to report")
 	}
+
+	// A network whose lock a removal holds is skipped at once: the
+	// restore does not wait for it (at every command while a loss stays).
+	rec.Flush()
+	unlock, err := lockFile(e.networkLock("n2")) // its rm, under way
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(old time.Duration) { lockWait = old }(lockWait)
+	lockWait = 3 * time.Second
+	start := time.Now()
+	if err := e.restoreFirewall("n1"); err != nil || time.Since(start) > time.Second {
+		t.Errorf("restore while n2's removal holds its lock: %v after %v, want done at once", err, time.Since(start))
+	}
+	unlock()
 }
 
 // slowUpdate is a store whose writes start 100 ms late.
