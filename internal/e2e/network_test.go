@@ -478,6 +478,42 @@ func TestDNSForwarding(t *testing.T) {
 	if out := ask(t, s, "f3", shut, "example.test"); !strings.Contains(out, "SERVFAIL") {
 		t.Errorf("an outside name from an internal network: %q, want SERVFAIL", out)
 	}
+	// A container on both gets outside names through 127.0.0.11 (which
+	// leads to the open network's gateway, whichever network came
+	// first), and an internal one that gives its address gets none: not
+	// from the internal network's gateway, which forwards for no one, nor
+	// from the open one's, which it reaches only through its own bridge,
+	// where the firewall drops a source of another network's.
+	s.MustKnit(t, "run", "-d", "--name", "f5", "--network", "shut", "--network", "fwd", "--rootfs", rootfs, "sleep", "300")
+	if out := ask(t, s, "f5", "127.0.0.11", "example.test"); !strings.Contains(out, "A 203.0.113.7") {
+		t.Errorf("an outside name from a container on an internal and an open network: %q", out)
+	}
+	// The queries the embedded server sends upstream, counted on their
+	// way out of the host (the answers would go to f5, not to f3).
+	for _, cmd := range []string{"add table ip probe", "add chain ip probe out { type filter hook output priority 0; }",
+		"add rule ip probe out ip daddr 198.51.100.2 udp dport 53 counter"} {
+		s.MustRun(t, "nft", cmd)
+	}
+	upstream := func() string {
+		out := s.MustRun(t, "nft", "list", "chain", "ip", "probe", "out")
+		i := strings.Index(out, "counter packets ")
+		return strings.Fields(out[i+len("counter packets "):])[0]
+	}
+	ask(t, s, "f5", "127.0.0.11", "control.test") // the counter counts
+	if upstream() == "0" {
+		t.Fatal("no upstream query counted for f5's own")
+	}
+	s.MustKnit(t, "exec", "f3", "ip", "route", "add", gw+"/32", "dev", "eth0") // the host answers ARP for it
+	for network, server := range map[string]string{"shut": shut, "fwd": gw} {
+		forged := ipOn(t, s, "f5", network)
+		s.MustKnit(t, "exec", "f3", "ip", "addr", "add", forged+"/32", "dev", "eth0")
+		before := upstream()
+		ask(t, s, "f3", server, "-from", forged, "-timeout", "1s", "exfil-"+network+".test")
+		if after := upstream(); after != before {
+			t.Errorf("an internal container giving f5's address on %s had a name sent upstream through %s (%s, was %s queries)", network, server, after, before)
+		}
+		s.MustKnit(t, "exec", "f3", "ip", "addr", "del", forged+"/32", "dev", "eth0")
+	}
 	// The search domain applies: busybox's resolver tries example.test.
 	if out := s.MustKnit(t, "exec", "f1", "nslookup", "example"); !strings.Contains(out, "203.0.113.7") {
 		t.Errorf("nslookup example with search test:\n%s", out)

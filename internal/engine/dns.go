@@ -105,21 +105,29 @@ type dnsRedirector interface {
 
 // dnsRedirectTarget is where a container on nets asks for names at
 // 127.0.0.11, as Docker's do: the embedded server on the IPv4 gateway of
-// its first DNS-enabled network that has one. None (invalid) when no DNS
+// its first DNS-enabled network that has one and is not internal (the
+// server forwards nothing asked on an internal network's gateway), else
+// of its first internal one. None (invalid) when no DNS
 // network has an IPv4 gateway (IPv6-only: the NAT cannot change families; resolv.conf
 // then names the gateway), or when knit's firewall is off.
 func (e *Engine) dnsRedirectTarget(nets []*Network) netip.Addr {
 	if e.dnsr == nil {
 		return netip.Addr{}
 	}
+	var internal netip.Addr
 	for _, n := range nets {
 		for _, s := range n.Subnets {
 			if n.DNS && s.Prefix.Addr().Is4() && s.Gateway.IsValid() {
-				return s.Gateway
+				if !n.Internal {
+					return s.Gateway
+				}
+				if !internal.IsValid() {
+					internal = s.Gateway
+				}
 			}
 		}
 	}
-	return netip.Addr{}
+	return internal
 }
 
 // redirectDNS points 127.0.0.11:53 of the namespace at nsPath at server,

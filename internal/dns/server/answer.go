@@ -66,9 +66,9 @@ func (t *tables) answerLocal(r request) (m *dns.Msg, forward bool) {
 
 // answerForward returns the reply to r, a query answerLocal sent upstream.
 func (t *tables) answerForward(ctx context.Context, r request, exchange exchangeFunc) *dns.Msg {
-	nets, client := t.scope(r.local, r.client)
+	_, client := t.scope(r.local, r.client)
 	var m *dns.Msg
-	if mayForward(nets, client) {
+	if t.mayForward(r.local, client) {
 		m = t.forward(ctx, r, client, exchange)
 	} else {
 		m = reply(r.msg, dns.RcodeServerFailure) // Docker's answer
@@ -78,14 +78,17 @@ func (t *tables) answerForward(ctx context.Context, r request, exchange exchange
 }
 
 // mayForward reports whether a name may go upstream for client (nil: not a
-// known container) asking on nets: not for a container on internal
-// networks only, nor for an unknown client when every network of the
-// listener is internal.
-func mayForward(nets []*network, client *Endpoint) bool {
-	if client != nil {
-		return !client.Isolated
+// known container) asking on local: never on a listener whose networks
+// are all internal, whoever the source address says is asking (a container
+// there could give a neighbour's, one that is also on an open network, and
+// send data out in the names it asks; that neighbour's own queries go to
+// an open network's gateway: the engine's 127.0.0.11 redirect prefers
+// one), and not for a container on internal networks only.
+func (t *tables) mayForward(local netip.Addr, client *Endpoint) bool {
+	if !slices.ContainsFunc(t.byListen[local], func(n *network) bool { return !n.internal }) {
+		return false
 	}
-	return slices.ContainsFunc(nets, func(n *network) bool { return !n.internal })
+	return client == nil || !client.Isolated
 }
 
 // fit truncates m to the client's UDP buffer, or a TCP message; it sets TC

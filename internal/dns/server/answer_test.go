@@ -412,8 +412,11 @@ func TestAnswerRefusesOutsiders(t *testing.T) {
 
 // A container on internal networks only gets its names answered and none
 // forwarded (the server forwards from the host, which would be a way
-// out); so does an unknown client asking on internal networks only. A
-// container with a network that is not internal forwards as usual.
+// out); so does any client asking on internal networks only, even one
+// whose source address is of a container also on an open network (which
+// an internal one could forge: its own queries go to the open network's
+// gateway). A container with a network that is not internal forwards as
+// usual there.
 func TestAnswerInternal(t *testing.T) {
 	s := &Snapshot{
 		Upstreams: []netip.AddrPort{hostUpstream},
@@ -435,7 +438,8 @@ func TestAnswerInternal(t *testing.T) {
 	}{
 		{"isolated: outside name", ip("10.2.0.1"), ip("10.2.0.2"), "example.com.", "SERVFAIL", ""},
 		{"isolated: a neighbour's name", ip("10.2.0.1"), ip("10.2.0.2"), "both.", "NOERROR aa 10.2.0.3", ""},
-		{"also on an open network", ip("10.2.0.1"), ip("10.2.0.3"), "example.com.", "NOERROR 192.0.2.53", "198.51.100.53:53 udp"},
+		{"also on an open network, asking the internal one", ip("10.2.0.1"), ip("10.2.0.3"), "example.com.", "SERVFAIL", ""},
+		{"also on an open network, asking the open one", ip("10.3.0.1"), ip("10.3.0.3"), "example.com.", "NOERROR 192.0.2.53", "198.51.100.53:53 udp"},
 		{"unknown client, internal listener", ip("10.2.0.1"), ip("10.2.0.9"), "example.com.", "SERVFAIL", ""},
 		{"unknown client, open listener", ip("10.3.0.1"), ip("10.3.0.9"), "example.com.", "NOERROR 192.0.2.53", "198.51.100.53:53 udp"},
 	}

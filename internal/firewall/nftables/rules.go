@@ -241,6 +241,15 @@ func networkRules(n firewall.Network) []*nft.Rule {
 	if n.DNS {
 		rules = append(rules, dnsGatewayRules(n, tag)...)
 	}
+	// iifname @bridges iifname != BR ip saddr SUBNET drop: what comes to
+	// the host from another knit bridge with a source in this network is
+	// forged, a container giving a neighbour's address: the embedded DNS
+	// server, which knows containers by their address, would answer it
+	// as that neighbour (and forward for it, from an internal network).
+	for _, p := range n.Subnets {
+		rules = append(rules, tagged(inputChain, tag, ifnameIn(expr.MetaKeyIIFNAME, setBridges),
+			ifname(expr.MetaKeyIIFNAME, expr.CmpOpNeq, br), saddr(p.Masked()), verdict(expr.VerdictDrop)))
+	}
 	if n.Internal {
 		return rules
 	}

@@ -1,8 +1,9 @@
 // dnstool is the e2e tests' DNS probe and fake upstream, built statically
 // into a container rootfs and run in the sandbox's namespaces.
 //
-//	dnstool query -server ADDR:PORT [-tcp] [-type A|AAAA|PTR] NAME
-//	    prints "RCODE ms=ELAPSED" and one answer per line ("A 10.0.0.2")
+//	dnstool query -server ADDR:PORT [-tcp] [-type A|AAAA|PTR] [-from IP] [-timeout D] NAME
+//	    prints "RCODE ms=ELAPSED" and one answer per line ("A 10.0.0.2"),
+//	    asking from the local address IP when given
 //	dnstool serve -listen ADDR:PORT NAME=IP...
 //	    answers A/AAAA for the given names, NXDOMAIN otherwise, UDP and TCP
 package main
@@ -39,9 +40,11 @@ func query(args []string) {
 	server := fs.String("server", "", "server ADDR:PORT")
 	useTCP := fs.Bool("tcp", false, "query over TCP")
 	qtype := fs.String("type", "A", "A, AAAA or PTR")
+	from := fs.String("from", "", "local address to ask from")
+	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the answer")
 	fs.Parse(args)
 	if fs.NArg() != 1 || *server == "" {
-		fmt.Fprintln(os.Stderr, "usage: dnstool query -server ADDR:PORT [-tcp] [-type T] NAME")
+		fmt.Fprintln(os.Stderr, "usage: dnstool query -server ADDR:PORT [-tcp] [-type T] [-from IP] [-timeout D] NAME")
 		os.Exit(2)
 	}
 	name := fs.Arg(0)
@@ -51,9 +54,20 @@ func query(args []string) {
 	}
 	m := new(dns.Msg)
 	m.SetQuestion(dns.Fqdn(name), t)
-	c := &dns.Client{Timeout: 5 * time.Second}
+	c := &dns.Client{Timeout: *timeout}
 	if *useTCP {
 		c.Net = "tcp"
+	}
+	if *from != "" {
+		ip := net.ParseIP(*from)
+		if ip == nil {
+			fmt.Fprintln(os.Stderr, "bad -from", *from)
+			os.Exit(2)
+		}
+		c.Dialer = &net.Dialer{Timeout: *timeout, LocalAddr: &net.UDPAddr{IP: ip}}
+		if *useTCP {
+			c.Dialer.LocalAddr = &net.TCPAddr{IP: ip}
+		}
 	}
 	start := time.Now()
 	r, _, err := c.Exchange(m, *server)
