@@ -457,8 +457,9 @@ func TestAnswerInternal(t *testing.T) {
 	}
 }
 
-// A forwarded query's reply must repeat its question; only a FORMERR or
-// NOTIMP may come without one.
+// A forwarded query's reply must repeat its question; only a FORMERR,
+// NOTIMP, REFUSED or SERVFAIL may come without one (none answers the
+// name; waiting them out cost the client the upstream's whole timeout).
 func TestAnswersQuestion(t *testing.T) {
 	q := dns.Question{Name: "example.com.", Qtype: dns.TypeA, Qclass: dns.ClassINET}
 	with := func(rcode int, qs ...dns.Question) *dns.Msg {
@@ -481,6 +482,8 @@ func TestAnswersQuestion(t *testing.T) {
 		{"no question, NXDOMAIN", with(dns.RcodeNameError), false},
 		{"no question, FORMERR", with(dns.RcodeFormatError), true},
 		{"no question, NOTIMP", with(dns.RcodeNotImplemented), true},
+		{"no question, REFUSED", with(dns.RcodeRefused), true},
+		{"no question, SERVFAIL", with(dns.RcodeServerFailure), true},
 	} {
 		if got := answersQuestion(tc.m, q); got != tc.want {
 			t.Errorf("%s: answersQuestion = %v, want %v", tc.name, got, tc.want)

@@ -390,10 +390,16 @@ func (s *upstreamSocket) failAll(err error) {
 
 // answersQuestion reports whether reply m is for question q: it repeats
 // it (so a forger must know the question, not only guess the ID and the
-// port), or it is a FORMERR or NOTIMP, which servers may send without one.
+// port), or it is a FORMERR, NOTIMP, REFUSED or SERVFAIL, which servers
+// may send without one (none of them answers the name: a forger gains
+// nothing but the next upstream's turn, as a timeout would give).
 func answersQuestion(m *dns.Msg, q dns.Question) bool {
 	if len(m.Question) == 0 {
-		return m.Rcode == dns.RcodeFormatError || m.Rcode == dns.RcodeNotImplemented
+		switch m.Rcode {
+		case dns.RcodeFormatError, dns.RcodeNotImplemented, dns.RcodeRefused, dns.RcodeServerFailure:
+			return true
+		}
+		return false
 	}
 	return len(m.Question) == 1 && sameQuestion(m.Question[0], q)
 }

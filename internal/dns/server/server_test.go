@@ -790,6 +790,7 @@ func floodSilentUpstream(t *testing.T, port uint16, n int, during func()) (servf
 	t0 := time.Now()
 	for i := range n {
 		q := new(dns.Msg).SetQuestion("q"+strconv.Itoa(i)+".example.", dns.TypeA)
+		q.SetEdns0(1232, false)
 		b, _ := q.Pack()
 		if _, err := c.Write(b); err != nil {
 			t.Fatal(err)
@@ -807,6 +808,9 @@ func floodSilentUpstream(t *testing.T, port uint16, n int, during func()) (servf
 		}
 		m := new(dns.Msg)
 		if m.Unpack(buf[:k]) == nil && m.Rcode == dns.RcodeServerFailure {
+			if servfail == 0 && m.IsEdns0() == nil {
+				t.Errorf("a SERVFAIL to an EDNS query without an OPT record:\n%v", m)
+			}
 			servfail++
 		}
 	}

@@ -80,21 +80,19 @@ var (
 func (l *listener) serveUDP(c *answerCache, b []byte, from netip.AddrPort, out []byte) []byte {
 	h := l.h
 	t := h.tables.Load()
-	reply, fwd, err := answerUDP(t, c, h.local, from.Addr().Unmap().WithZone(""), b, out)
+	local, fwd, err := answerUDP(t, c, h.local, from.Addr().Unmap().WithZone(""), b, out)
 	if err != nil {
 		h.log.Debug("dns reply", "client", from, "err", err)
 	}
 	if fwd == nil {
-		return reply
+		return local
 	}
 	client := from.Addr().Unmap().WithZone("")
 	if l.forwarding.Load() >= maxForwarding || !l.clientForwards(client, 1) {
 		// A flood of names to forward (an upstream that does not answer
 		// holds each for seconds) gets SERVFAIL at once rather than a
 		// goroutine and a socket each.
-		m := new(dns.Msg).SetRcode(fwd.msg, dns.RcodeServerFailure)
-		m.RecursionAvailable = true
-		r, err := m.PackBuffer(out)
+		r, err := reply(fwd.msg, dns.RcodeServerFailure).PackBuffer(out)
 		if err != nil {
 			h.log.Debug("dns reply", "client", from, "err", err)
 		}
@@ -108,6 +106,12 @@ func (l *listener) serveUDP(c *answerCache, b []byte, from netip.AddrPort, out [
 		defer l.clientForwards(client, -1)
 		m := t.answerForward(h.ctx, *fwd, h.exchange)
 		b, err := m.Pack()
+		if err != nil {
+			// An upstream's answer that does not pack again: the client
+			// is told at once rather than left to its timeout.
+			h.log.Debug("dns reply", "client", from, "err", err)
+			b, err = reply(fwd.msg, dns.RcodeServerFailure).Pack()
+		}
 		if err == nil {
 			err = l.udp.sendTo(b, from)
 		}
