@@ -523,6 +523,29 @@ func TestDNSForwarding(t *testing.T) {
 	}
 }
 
+// On a user-defined network the embedded server answers a --link alias
+// for the linking container, as Docker's: resolvers that skip /etc/hosts
+// (nginx's, dig's, c-ares) find it too. Other containers do not.
+func TestDNSLinkAlias(t *testing.T) {
+	rootfs, _ := dnsRootfs(t)
+	s := sandbox(t)
+	s.MustKnit(t, "network", "create", "linked")
+	for _, args := range [][]string{{"--name", "db"}, {"--name", "app", "--link", "db:database"}, {"--name", "stranger"}} {
+		s.MustKnit(t, append(append([]string{"run", "-d", "--network", "linked"}, args...), "--rootfs", rootfs, "sleep", "300")...)
+	}
+	gw, db := gateway(t, s, "linked"), ipOn(t, s, "db", "linked")
+	eventually(t, func() (string, error) {
+		out := ask(t, s, "app", gw, "database")
+		if !strings.Contains(out, "A "+db) {
+			return out, fmt.Errorf("app asks database: %q, want A %s", out, db)
+		}
+		return out, nil
+	})
+	if out := ask(t, s, "stranger", gw, "database"); !unresolved(out) {
+		t.Errorf("a container without the link resolved its alias: %q", out)
+	}
+}
+
 // Driver options take effect, and removing a network removes its bridge,
 // its rules and its DNS server when it was the last to need one.
 func TestNetworkOptionsAndRemoval(t *testing.T) {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -42,6 +43,9 @@ type dnsRecord struct {
 	// NdotsSet: the container's resolv.conf options (its --dns-option,
 	// else the host's) set ndots (see server.Endpoint).
 	NdotsSet bool `json:"ndotsSet,omitempty"`
+	// Links: its --link aliases → the targets' IDs, names only it
+	// resolves (see server.Endpoint).
+	Links map[string]string `json:"links,omitempty"`
 }
 
 // putDNS keeps c's entry of bucketDNS in step with its record.
@@ -67,7 +71,15 @@ func putDNS(tx store.Tx, c *Container) error {
 		return tx.Delete(bucketDNS, c.ID)
 	}
 	ndots := files.HasNdots(c.Spec.DNSOptions) || c.Spec.HostResolv != nil && files.HasNdots(c.Spec.HostResolv.Options)
-	return putJSON(tx, bucketDNS, c.ID, dnsRecord{Name: c.Name, Hostname: c.Spec.Hostname, Upstreams: c.Spec.DNS, Endpoints: eps, Isolated: isolated, NdotsSet: ndots})
+	var links map[string]string
+	for _, l := range c.Links {
+		if links == nil {
+			links = map[string]string{}
+		}
+		links[cmp.Or(l.Alias, l.Name)] = l.TargetID
+	}
+	return putJSON(tx, bucketDNS, c.ID, dnsRecord{Name: c.Name, Hostname: c.Spec.Hostname, Upstreams: c.Spec.DNS, Endpoints: eps,
+		Isolated: isolated, NdotsSet: ndots, Links: links})
 }
 
 // hostResolvOptions are the options of the host's resolv.conf, which a
@@ -294,7 +306,8 @@ func (e *Engine) dnsSnapshot() (*server.Snapshot, error) {
 					byNet[n.Name] = sn
 					order = append(order, n.Name)
 				}
-				se := server.Endpoint{Container: id, Name: r.Name, Hostname: r.Hostname, Aliases: ep.Aliases, Upstreams: ups, Isolated: r.Isolated, NdotsSet: r.NdotsSet}
+				se := server.Endpoint{Container: id, Name: r.Name, Hostname: r.Hostname, Aliases: ep.Aliases, Upstreams: ups,
+					Isolated: r.Isolated, NdotsSet: r.NdotsSet, Links: r.Links}
 				if !strings.HasPrefix(id, cniIDPrefix) {
 					se.ShortID = id[:min(12, len(id))]
 				}

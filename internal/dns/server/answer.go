@@ -113,7 +113,18 @@ func (t *tables) lookup(q *dns.Msg, nets []*network, client *Endpoint) *dns.Msg 
 		if rrs := ptrRecords(qs, name, nets); len(rrs) > 0 {
 			return authoritative(q, rrs)
 		}
-		if rrs, known := addrRecords(qs, name, nets); known {
+		endpoints := func(n *network) []*Endpoint { return n.names[name] }
+		if target, ok := client.linkTarget(name); ok {
+			// A link alias is the linking container's name for its
+			// target, before any other container's of that name.
+			endpoints = func(n *network) []*Endpoint {
+				if ep := n.byID[target]; ep != nil {
+					return []*Endpoint{ep}
+				}
+				return nil
+			}
+		}
+		if rrs, known := addrRecords(qs, nets, endpoints); known {
 			// A known name gets no NXDOMAIN and is never forwarded,
 			// even when it has no record of the type asked. The
 			// addresses of a name several containers share come in a
@@ -134,12 +145,22 @@ func (t *tables) lookup(q *dns.Msg, nets []*network, client *Endpoint) *dns.Msg 
 	return nil
 }
 
-// addrRecords returns the A or AAAA records of name on nets, and whether
-// any endpoint there has that name.
-func addrRecords(qs dns.Question, name string, nets []*network) (rrs []dns.RR, known bool) {
+// linkTarget returns the container ID that name, a link alias of the
+// client e, names (e nil: a client that is not a known container).
+func (e *Endpoint) linkTarget(name string) (string, bool) {
+	if e == nil {
+		return "", false
+	}
+	id, ok := e.Links[name]
+	return id, ok
+}
+
+// addrRecords returns the A or AAAA records of the endpoints that answer
+// the question on nets, and whether there is any.
+func addrRecords(qs dns.Question, nets []*network, endpoints func(*network) []*Endpoint) (rrs []dns.RR, known bool) {
 	var seen []netip.Addr
 	for _, n := range nets {
-		for _, ep := range n.names[name] {
+		for _, ep := range endpoints(n) {
 			known = true
 			for _, a := range ep.Addrs {
 				if slices.Contains(seen, a) {

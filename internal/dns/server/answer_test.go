@@ -515,3 +515,39 @@ func TestAnswerNdotsSet(t *testing.T) {
 		}
 	}
 }
+
+// A --link alias resolves for the linking container only, to the
+// target's addresses on the networks the two share, before any other
+// container's name that is the same (Docker's --link on a user-defined
+// network); other clients see the names as they are.
+func TestAnswerLinkAliases(t *testing.T) {
+	s := &Snapshot{
+		Upstreams: []netip.AddrPort{hostUpstream},
+		Networks: []Network{{Name: "app", Listen: []netip.Addr{ip("10.5.0.1")}, Endpoints: []Endpoint{
+			{Container: "c-db", Name: "db", Addrs: []netip.Addr{ip("10.5.0.2")}},
+			{Container: "c-web", Name: "web", Addrs: []netip.Addr{ip("10.5.0.3")}, Links: map[string]string{"Database": "c-db", "gone": "c-gone"}},
+			{Container: "c-other", Name: "other", Addrs: []netip.Addr{ip("10.5.0.4")}},
+			{Container: "c-imp", Name: "database", Addrs: []netip.Addr{ip("10.5.0.9")}},
+		}}},
+	}
+	tabs := newTables(s)
+	for _, tc := range []struct {
+		client, q, want, calls string
+	}{
+		{"10.5.0.3", "database.", "NOERROR aa 10.5.0.2", ""},
+		{"10.5.0.3", "DATABASE.", "NOERROR aa 10.5.0.2", ""},
+		{"10.5.0.4", "database.", "NOERROR aa 10.5.0.9", ""},
+		{"10.5.0.3", "db.", "NOERROR aa 10.5.0.2", ""},
+		// a target on no shared network: not a local name
+		{"10.5.0.3", "gone.", "NOERROR 192.0.2.53", "198.51.100.53:53 udp"},
+	} {
+		var f fakeUpstreams
+		m := tabs.answer(context.Background(), request{local: ip("10.5.0.1"), client: ip(tc.client), msg: query(tc.q, dns.TypeA)}, f.exchange)
+		if got := summary(m); got != tc.want {
+			t.Errorf("%s asks %s: %q, want %q", tc.client, tc.q, got, tc.want)
+		}
+		if got := strings.Join(f.calls, " "); got != tc.calls {
+			t.Errorf("%s asks %s: forwarded to %q, want %q", tc.client, tc.q, got, tc.calls)
+		}
+	}
+}

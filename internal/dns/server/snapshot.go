@@ -45,6 +45,11 @@ type Endpoint struct {
 	ShortID string       `json:"shortId,omitempty"`
 	Aliases []string     `json:"aliases,omitempty"` // --network-alias on this network
 	Addrs   []netip.Addr `json:"addrs"`
+	// Links are names only this container resolves: a --link alias →
+	// the target's container ID, answered with the target's addresses
+	// on the networks the two share (Docker's --link on a user-defined
+	// network).
+	Links map[string]string `json:"links,omitempty"`
 	// Upstreams are where this container's other queries go: its --dns,
 	// or the host's resolv.conf.
 	Upstreams []netip.AddrPort `json:"upstreams,omitempty"`

@@ -33,6 +33,8 @@ type network struct {
 	// endpoints, each once.
 	names map[string][]*Endpoint
 	addrs map[netip.Addr]*Endpoint
+	// byID maps a container ID to its endpoint here, for link aliases.
+	byID map[string]*Endpoint
 }
 
 // newTables indexes s. Addresses are unmapped (::ffff:a.b.c.d is a.b.c.d),
@@ -49,7 +51,7 @@ func newTables(s *Snapshot) *tables {
 	for i := range s.Networks {
 		sn := &s.Networks[i]
 		n := &network{name: sn.Name, subnets: sn.Subnets, internal: sn.Internal,
-			names: make(map[string][]*Endpoint), addrs: make(map[netip.Addr]*Endpoint)}
+			names: make(map[string][]*Endpoint), addrs: make(map[netip.Addr]*Endpoint), byID: make(map[string]*Endpoint)}
 		for _, a := range sn.Listen {
 			a = a.Unmap()
 			t.byListen[a] = append(t.byListen[a], n)
@@ -65,6 +67,9 @@ func newTables(s *Snapshot) *tables {
 			for _, name := range endpointNames(ep, sn.Name) {
 				n.add(name, ep)
 			}
+			if _, seen := n.byID[ep.Container]; ep.Container != "" && !seen {
+				n.byID[ep.Container] = ep
+			}
 			if ep.Container != "" && !slices.Contains(t.byContainer[ep.Container], n) {
 				t.byContainer[ep.Container] = append(t.byContainer[ep.Container], n)
 			}
@@ -73,14 +78,21 @@ func newTables(s *Snapshot) *tables {
 	return t
 }
 
-// unmapped returns a copy of e with its addresses unmapped; the caller's
-// snapshot stays as it was.
+// unmapped returns a copy of e with its addresses unmapped and its link
+// aliases in key form; the caller's snapshot stays as it was.
 func unmapped(e Endpoint) *Endpoint {
 	addrs := make([]netip.Addr, len(e.Addrs))
 	for i, a := range e.Addrs {
 		addrs[i] = a.Unmap()
 	}
 	e.Addrs = addrs
+	if len(e.Links) > 0 {
+		links := make(map[string]string, len(e.Links))
+		for alias, id := range e.Links {
+			links[key(alias)] = id
+		}
+		e.Links = links
+	}
 	return &e
 }
 
