@@ -44,8 +44,10 @@ type dnsRecord struct {
 	// else the host's) set ndots (see server.Endpoint).
 	NdotsSet bool `json:"ndotsSet,omitempty"`
 	// Links: its --link aliases → the targets' IDs, names only it
-	// resolves (see server.Endpoint).
-	Links map[string]string `json:"links,omitempty"`
+	// resolves on LinkNetwork, its first network, where links run (see
+	// server.Endpoint).
+	Links       map[string]string `json:"links,omitempty"`
+	LinkNetwork string            `json:"linkNetwork,omitempty"`
 }
 
 // putDNS keeps c's entry of bucketDNS in step with its record.
@@ -71,15 +73,16 @@ func putDNS(tx store.Tx, c *Container) error {
 		return tx.Delete(bucketDNS, c.ID)
 	}
 	ndots := files.HasNdots(c.Spec.DNSOptions) || c.Spec.HostResolv != nil && files.HasNdots(c.Spec.HostResolv.Options)
-	var links map[string]string
-	for _, l := range c.Links {
-		if links == nil {
-			links = map[string]string{}
+	r := dnsRecord{Name: c.Name, Hostname: c.Spec.Hostname, Upstreams: c.Spec.DNS, Endpoints: eps, Isolated: isolated, NdotsSet: ndots}
+	// Links run on the container's first network (reserveLinks); on the
+	// default one, without DNS, they are /etc/hosts lines only, as Docker's.
+	if len(c.Links) > 0 && eps[0].Network == c.Endpoints[0].Network {
+		r.Links, r.LinkNetwork = map[string]string{}, c.Endpoints[0].Network
+		for _, l := range c.Links {
+			r.Links[cmp.Or(l.Alias, l.Name)] = l.TargetID
 		}
-		links[cmp.Or(l.Alias, l.Name)] = l.TargetID
 	}
-	return putJSON(tx, bucketDNS, c.ID, dnsRecord{Name: c.Name, Hostname: c.Spec.Hostname, Upstreams: c.Spec.DNS, Endpoints: eps,
-		Isolated: isolated, NdotsSet: ndots, Links: links})
+	return putJSON(tx, bucketDNS, c.ID, r)
 }
 
 // hostResolvOptions are the options of the host's resolv.conf, which a
@@ -88,17 +91,21 @@ func hostResolvOptions() []string { return files.ParseResolvConf(commandHostReso
 
 func (e *Engine) dnsDir() string { return filepath.Join(e.paths.ExecRoot, "dns") }
 
-// dnsServer returns the address the embedded DNS server answers c on: the
-// gateway of c's first DNS-enabled network (IPv4 first), if any.
+// dnsServer returns the address the embedded DNS server answers c on: a
+// gateway of c's DNS-enabled networks, those that are not internal first
+// (the server forwards nothing asked on an internal one's), IPv4 first,
+// then in c's order of networks.
 func dnsServer(nets []*Network) (netip.Addr, bool) {
-	for _, n := range nets {
-		if !n.DNS {
-			continue
-		}
+	for _, open := range []bool{true, false} {
 		for _, fam4 := range []bool{true, false} {
-			for _, s := range n.Subnets {
-				if s.Prefix.Addr().Is4() == fam4 && s.Gateway.IsValid() {
-					return s.Gateway, true
+			for _, n := range nets {
+				if !n.DNS || n.Internal == open {
+					continue
+				}
+				for _, s := range n.Subnets {
+					if s.Prefix.Addr().Is4() == fam4 && s.Gateway.IsValid() {
+						return s.Gateway, true
+					}
 				}
 			}
 		}
@@ -116,30 +123,18 @@ type dnsRedirector interface {
 }
 
 // dnsRedirectTarget is where a container on nets asks for names at
-// 127.0.0.11, as Docker's do: the embedded server on the IPv4 gateway of
-// its first DNS-enabled network that has one and is not internal (the
-// server forwards nothing asked on an internal network's gateway), else
-// of its first internal one. None (invalid) when no DNS
-// network has an IPv4 gateway (IPv6-only: the NAT cannot change families; resolv.conf
-// then names the gateway), or when knit's firewall is off.
+// 127.0.0.11, as Docker's do: the embedded server on dnsServer's gateway
+// when it is an IPv4 one. None (invalid) when it is IPv6 (the NAT cannot
+// change families; resolv.conf then names the gateway), when there is
+// none, or when knit's firewall is off.
 func (e *Engine) dnsRedirectTarget(nets []*Network) netip.Addr {
 	if e.dnsr == nil {
 		return netip.Addr{}
 	}
-	var internal netip.Addr
-	for _, n := range nets {
-		for _, s := range n.Subnets {
-			if n.DNS && s.Prefix.Addr().Is4() && s.Gateway.IsValid() {
-				if !n.Internal {
-					return s.Gateway
-				}
-				if !internal.IsValid() {
-					internal = s.Gateway
-				}
-			}
-		}
+	if gw, ok := dnsServer(nets); ok && gw.Is4() {
+		return gw
 	}
-	return internal
+	return netip.Addr{}
 }
 
 // redirectDNS points 127.0.0.11:53 of the namespace at nsPath at server,
@@ -307,7 +302,10 @@ func (e *Engine) dnsSnapshot() (*server.Snapshot, error) {
 					order = append(order, n.Name)
 				}
 				se := server.Endpoint{Container: id, Name: r.Name, Hostname: r.Hostname, Aliases: ep.Aliases, Upstreams: ups,
-					Isolated: r.Isolated, NdotsSet: r.NdotsSet, Links: r.Links}
+					Isolated: r.Isolated, NdotsSet: r.NdotsSet}
+				if ep.Network == r.LinkNetwork {
+					se.Links = r.Links
+				}
 				if !strings.HasPrefix(id, cniIDPrefix) {
 					se.ShortID = id[:min(12, len(id))]
 				}

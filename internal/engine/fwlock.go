@@ -82,21 +82,23 @@ func tryLockFileShared(path string) (unlock func(), held bool, err error) {
 			return unlock, false, err
 		}
 	}
-	return nil, true, nil
+	return nil, false, fmt.Errorf("lock %s: replaced three times while being taken", path)
 }
 
 // lockBusy reports whether a process holds the lock at path exclusively
 // (this process's own, through another open file, counts too). It neither
-// waits nor keeps the lock; a missing file is a lock nobody holds.
+// waits nor keeps the lock, nor makes a missing file: nobody holds that.
 func lockBusy(path string) bool {
-	if _, err := os.Stat(path); err != nil {
+	f, err := os.Open(path)
+	if err != nil {
 		return false
 	}
-	unlock, held, err := tryLockFileShared(path)
-	if err == nil && !held {
-		unlock()
+	defer f.Close()
+	err = unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
+	if err == nil {
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
 	}
-	return held
+	return errors.Is(err, unix.EWOULDBLOCK)
 }
 
 // removeLockFile deletes the lock file at path, which the caller holds

@@ -414,8 +414,7 @@ func (e *Engine) restoreFirewall(skip string) error {
 	if err != nil {
 		return err
 	}
-	groupErr := e.groupPorts(nets)
-	errs := []error{groupErr}
+	errs := []error{e.groupPorts(nets)}
 	for _, id := range ids {
 		errs = append(errs, e.restorePorts(id))
 	}
@@ -436,11 +435,12 @@ func (e *Engine) restoreFirewall(skip string) error {
 	// What fails open keeps the loss noted, and the next command tries
 	// everything again: a network left without its rules (nothing keeps
 	// the world or other networks out, no ICC), the foreign-forward drop
-	// missing, ports outside the RA guard's group. Otherwise the loss is
-	// cleared once every owner was tried, even if some failed (they are
-	// reported): a port or link missing fails closed, and one that fails
-	// every time must not make every command restore everything again.
-	if netFailed || groupErr != nil || foreignErr != nil {
+	// missing. Otherwise the loss is cleared once every owner was tried,
+	// even if some failed (they are reported): a port or link missing
+	// fails closed, and one that fails every time must not make every
+	// command restore everything again. (Nor must a port left out of the
+	// RA guard's group, an upgrade's one-time repair: reported only.)
+	if netFailed || foreignErr != nil {
 		return errors.Join(errs...)
 	}
 	return errors.Join(append(errs, e.fw.MarkRestored())...)

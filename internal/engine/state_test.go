@@ -1012,3 +1012,46 @@ func TestReconcileAfterRebootSparesTheNamesake(t *testing.T) {
 		<-ended
 	}
 }
+
+// The embedded server a container asks is on an open network's gateway
+// when it has one (an internal network's forwards nothing), IPv4 before
+// IPv6 (127.0.0.11 leads only to an IPv4 one); the order of networks
+// decides among the rest.
+func TestDNSServerChoice(t *testing.T) {
+	net := func(name string, internal bool, subnets ...string) *Network {
+		n := &Network{Network: driver.Network{Name: name, Internal: internal}, DNS: true}
+		for _, p := range subnets {
+			pfx := netip.MustParsePrefix(p)
+			n.Subnets = append(n.Subnets, driver.Subnet{Prefix: pfx, Gateway: pfx.Addr().Next()})
+		}
+		return n
+	}
+	shut := net("shut", true, "10.1.0.0/24", "fd00:1::/64")
+	open4, open6 := net("open4", false, "10.2.0.0/24"), net("open6", false, "fd00:2::/64")
+	noDNS := net("nodns", false, "10.3.0.0/24")
+	noDNS.DNS = false
+	e := &Engine{dnsr: &fakeRedirector{}}
+	for _, tc := range []struct {
+		nets           []*Network
+		server, target string
+	}{
+		{[]*Network{shut, open4}, "10.2.0.1", "10.2.0.1"},
+		{[]*Network{shut, open6}, "fd00:2::1", "invalid IP"},
+		{[]*Network{open6, open4}, "10.2.0.1", "10.2.0.1"},
+		{[]*Network{shut}, "10.1.0.1", "10.1.0.1"},
+		{[]*Network{noDNS, open6}, "fd00:2::1", "invalid IP"},
+		{[]*Network{noDNS}, "invalid IP", "invalid IP"},
+	} {
+		var names []string
+		for _, n := range tc.nets {
+			names = append(names, n.Name)
+		}
+		server, _ := dnsServer(tc.nets)
+		if got := server.String(); got != tc.server {
+			t.Errorf("%v: server %s, want %s", names, got, tc.server)
+		}
+		if got := e.dnsRedirectTarget(tc.nets).String(); got != tc.target {
+			t.Errorf("%v: 127.0.0.11 leads to %s, want %s", names, got, tc.target)
+		}
+	}
+}

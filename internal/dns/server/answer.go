@@ -114,15 +114,11 @@ func (t *tables) lookup(q *dns.Msg, nets []*network, client *Endpoint) *dns.Msg 
 			return authoritative(q, rrs)
 		}
 		endpoints := func(n *network) []*Endpoint { return n.names[name] }
-		if target, ok := client.linkTarget(name); ok {
+		if linked := linkTargets(nets, client, name); linked != nil {
 			// A link alias is the linking container's name for its
-			// target, before any other container's of that name.
-			endpoints = func(n *network) []*Endpoint {
-				if ep := n.byID[target]; ep != nil {
-					return []*Endpoint{ep}
-				}
-				return nil
-			}
+			// target on the network of the link, before any other
+			// container's of that name.
+			endpoints = linked
 		}
 		if rrs, known := addrRecords(qs, nets, endpoints); known {
 			// A known name gets no NXDOMAIN and is never forwarded,
@@ -145,14 +141,31 @@ func (t *tables) lookup(q *dns.Msg, nets []*network, client *Endpoint) *dns.Msg 
 	return nil
 }
 
-// linkTarget returns the container ID that name, a link alias of the
-// client e, names (e nil: a client that is not a known container).
-func (e *Endpoint) linkTarget(name string) (string, bool) {
-	if e == nil {
-		return "", false
+// linkTargets returns, when name is a link alias of the client (nil: not a
+// known container) whose target is on the link's network among nets, the
+// endpoints it names on each network: the target's there, on the network
+// whose endpoint of the client holds the link. Otherwise nil: the name is
+// looked up as any other (a target gone or stopped leaves the name to
+// whoever else has it).
+func linkTargets(nets []*network, client *Endpoint, name string) func(*network) []*Endpoint {
+	if client == nil || client.Container == "" {
+		return nil
 	}
-	id, ok := e.Links[name]
-	return id, ok
+	target := func(n *network) *Endpoint {
+		if me := n.byID[client.Container]; me != nil && me.Links[name] != "" {
+			return n.byID[me.Links[name]]
+		}
+		return nil
+	}
+	if !slices.ContainsFunc(nets, func(n *network) bool { return target(n) != nil }) {
+		return nil
+	}
+	return func(n *network) []*Endpoint {
+		if ep := target(n); ep != nil {
+			return []*Endpoint{ep}
+		}
+		return nil
+	}
 }
 
 // addrRecords returns the A or AAAA records of the endpoints that answer

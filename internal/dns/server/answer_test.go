@@ -525,24 +525,32 @@ func TestAnswerLinkAliases(t *testing.T) {
 		Upstreams: []netip.AddrPort{hostUpstream},
 		Networks: []Network{{Name: "app", Listen: []netip.Addr{ip("10.5.0.1")}, Endpoints: []Endpoint{
 			{Container: "c-db", Name: "db", Addrs: []netip.Addr{ip("10.5.0.2")}},
-			{Container: "c-web", Name: "web", Addrs: []netip.Addr{ip("10.5.0.3")}, Links: map[string]string{"Database": "c-db", "gone": "c-gone"}},
+			{Container: "c-web", Name: "web", Addrs: []netip.Addr{ip("10.5.0.3")}, Links: map[string]string{"Database": "c-db", "gone": "c-gone", "cache": "c-gone"}},
 			{Container: "c-other", Name: "other", Addrs: []netip.Addr{ip("10.5.0.4")}},
 			{Container: "c-imp", Name: "database", Addrs: []netip.Addr{ip("10.5.0.9")}},
+			{Container: "c-cache", Name: "cache", Addrs: []netip.Addr{ip("10.5.0.8")}},
+		}}, {Name: "side", Listen: []netip.Addr{ip("10.6.0.1")}, Endpoints: []Endpoint{
+			// web's other network: its links are the first network's
+			{Container: "c-web", Name: "web", Addrs: []netip.Addr{ip("10.6.0.3")}},
+			{Container: "c-db", Name: "db", Addrs: []netip.Addr{ip("10.6.0.2")}},
 		}}},
 	}
 	tabs := newTables(s)
 	for _, tc := range []struct {
-		client, q, want, calls string
+		local, client, q, want, calls string
 	}{
-		{"10.5.0.3", "database.", "NOERROR aa 10.5.0.2", ""},
-		{"10.5.0.3", "DATABASE.", "NOERROR aa 10.5.0.2", ""},
-		{"10.5.0.4", "database.", "NOERROR aa 10.5.0.9", ""},
-		{"10.5.0.3", "db.", "NOERROR aa 10.5.0.2", ""},
-		// a target on no shared network: not a local name
-		{"10.5.0.3", "gone.", "NOERROR 192.0.2.53", "198.51.100.53:53 udp"},
+		{"10.5.0.1", "10.5.0.3", "database.", "NOERROR aa 10.5.0.2", ""},
+		{"10.5.0.1", "10.5.0.3", "DATABASE.", "NOERROR aa 10.5.0.2", ""},
+		{"10.5.0.1", "10.5.0.4", "database.", "NOERROR aa 10.5.0.9", ""},
+		{"10.5.0.1", "10.5.0.3", "db.", "NOERROR aa 10.5.0.2 10.6.0.2", ""}, // its name, on both networks
+		// asked on its other network: the link's target on the link's
+		{"10.6.0.1", "10.6.0.3", "database.", "NOERROR aa 10.5.0.2", ""},
+		// a target on no shared network: the name as any other's
+		{"10.5.0.1", "10.5.0.3", "cache.", "NOERROR aa 10.5.0.8", ""},
+		{"10.5.0.1", "10.5.0.3", "gone.", "NOERROR 192.0.2.53", "198.51.100.53:53 udp"},
 	} {
 		var f fakeUpstreams
-		m := tabs.answer(context.Background(), request{local: ip("10.5.0.1"), client: ip(tc.client), msg: query(tc.q, dns.TypeA)}, f.exchange)
+		m := tabs.answer(context.Background(), request{local: ip(tc.local), client: ip(tc.client), msg: query(tc.q, dns.TypeA)}, f.exchange)
 		if got := summary(m); got != tc.want {
 			t.Errorf("%s asks %s: %q, want %q", tc.client, tc.q, got, tc.want)
 		}

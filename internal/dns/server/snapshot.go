@@ -46,9 +46,9 @@ type Endpoint struct {
 	Aliases []string     `json:"aliases,omitempty"` // --network-alias on this network
 	Addrs   []netip.Addr `json:"addrs"`
 	// Links are names only this container resolves: a --link alias →
-	// the target's container ID, answered with the target's addresses
-	// on the networks the two share (Docker's --link on a user-defined
-	// network).
+	// the target's container ID, answered with the target's addresses on
+	// this endpoint's network, the link's (Docker's --link on a
+	// user-defined network).
 	Links map[string]string `json:"links,omitempty"`
 	// Upstreams are where this container's other queries go: its --dns,
 	// or the host's resolv.conf.

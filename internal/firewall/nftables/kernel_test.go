@@ -183,9 +183,12 @@ func TestEnsureNetworkKernel(t *testing.T) {
 		type filter hook input priority filter; policy accept;
 		iifname @bridges ip saddr 127.0.0.0/8 drop comment "knit:base"
 		iifname @bridges ip daddr 127.0.0.0/8 ct state ! established,related drop comment "knit:base"
-		iifname @bridges iifname != "br0" ip saddr 10.99.0.0/24 drop comment "knit:net=n1"
-		iifname @bridges iifname != "br1" ip saddr 10.98.0.0/16 drop comment "knit:net=n2"
-		iifname @bridges iifname != "br1" ip6 saddr fd00:98::/64 drop comment "knit:net=n2"
+		iifname @bridges iifname != "br0" ip saddr 10.99.0.0/24 ct direction original drop comment "knit:net=n1"
+		iifname @bridges iifname != "br0" ip saddr 10.99.0.0/24 ct state untracked drop comment "knit:net=n1"
+		iifname @bridges iifname != "br1" ip saddr 10.98.0.0/16 ct direction original drop comment "knit:net=n2"
+		iifname @bridges iifname != "br1" ip saddr 10.98.0.0/16 ct state untracked drop comment "knit:net=n2"
+		iifname @bridges iifname != "br1" ip6 saddr fd00:98::/64 ct direction original drop comment "knit:net=n2"
+		iifname @bridges iifname != "br1" ip6 saddr fd00:98::/64 ct state untracked drop comment "knit:net=n2"
 	}
 
 	chain dns-gateway {
@@ -219,8 +222,8 @@ table bridge knit {
 		}
 	}
 	got := nft(t, ns, "list", "table", "inet", "knit")
-	// n2 has 14 rules and its bridge element.
-	if strings.Contains(got, "knit:net=n1") || strings.Count(got, "knit:net=n2") != 15 ||
+	// n2 has 16 rules and its bridge element.
+	if strings.Contains(got, "knit:net=n1") || strings.Count(got, "knit:net=n2") != 17 ||
 		!strings.Contains(got, "knit:base") {
 		t.Fatalf("after RemoveNetwork(n1):\n%s", got)
 	}
@@ -301,9 +304,9 @@ func TestShareTable(t *testing.T) {
 	wg.Wait()
 	got := nft(t, ns, "list", "table", "inet", "knit")
 	for _, tag := range []string{"knit:net=n0", "knit:net=n1"} {
-		// 7 forward, 3 postrouting and 1 input rules, and the bridge element
-		if c := strings.Count(got, tag); c != 12 {
-			t.Errorf("%d rules and elements tagged %s, want 12:\n%s", c, tag, got)
+		// 7 forward, 3 postrouting and 2 input rules, and the bridge element
+		if c := strings.Count(got, tag); c != 13 {
+			t.Errorf("%d rules and elements tagged %s, want 13:\n%s", c, tag, got)
 		}
 	}
 	// 8 in forward, 7 in prerouting, 5 in output, 2 in input

@@ -291,6 +291,9 @@ func renderCmp(op operand, c *expr.Cmp, proto byte) string {
 			return fmt.Sprintf("%s %s%s", s[0], rel, s[1])
 		}
 	case *expr.Ct:
+		if w.Key == expr.CtKeyDIRECTION && len(c.Data) == 1 && op.mask == nil && c.Data[0] < 2 {
+			return "ct direction " + rel + []string{"original", "reply"}[c.Data[0]]
+		}
 		if len(op.mask) == 4 && allZero(c.Data) && (c.Op == expr.CmpOpNeq || c.Op == expr.CmpOpEq) {
 			mask := binaryutil.NativeEndian.Uint32(op.mask)
 			not := map[bool]string{true: "! "}[c.Op == expr.CmpOpEq] // as nft 1.0 prints it

@@ -241,14 +241,22 @@ func networkRules(n firewall.Network) []*nft.Rule {
 	if n.DNS {
 		rules = append(rules, dnsGatewayRules(n, tag)...)
 	}
-	// iifname @bridges iifname != BR ip saddr SUBNET drop: what comes to
-	// the host from another knit bridge with a source in this network is
-	// forged, a container giving a neighbour's address: the embedded DNS
-	// server, which knows containers by their address, would answer it
-	// as that neighbour (and forward for it, from an internal network).
+	// iifname @bridges iifname != BR ip saddr SUBNET ct direction
+	// original drop: what starts or continues a flow to the host from
+	// another knit bridge with a source in this network is forged, a
+	// container giving a neighbour's address: the embedded DNS server,
+	// which knows containers by their address, would answer it as that
+	// neighbour (and forward for it, from an internal network). A reply
+	// to the host's own connection may come so (a container with two
+	// networks, replying through its default route) and passes; so does
+	// ICMPv6, whose neighbour discovery conntrack does not follow. The
+	// same with "ct state untracked": what an administrator's notrack
+	// left without a direction.
 	for _, p := range n.Subnets {
-		rules = append(rules, tagged(inputChain, tag, ifnameIn(expr.MetaKeyIIFNAME, setBridges),
-			ifname(expr.MetaKeyIIFNAME, expr.CmpOpNeq, br), saddr(p.Masked()), verdict(expr.VerdictDrop)))
+		from := slices.Concat(ifnameIn(expr.MetaKeyIIFNAME, setBridges), ifname(expr.MetaKeyIIFNAME, expr.CmpOpNeq, br), saddr(p.Masked()))
+		rules = append(rules,
+			tagged(inputChain, tag, from, ctOriginal(), verdict(expr.VerdictDrop)),
+			tagged(inputChain, tag, from, ctBits(expr.CtKeySTATE, expr.CtStateBitUNTRACKED, true), verdict(expr.VerdictDrop)))
 	}
 	if n.Internal {
 		return rules
@@ -307,6 +315,17 @@ func ctBits(key expr.CtKey, bit uint32, set bool) []expr.Any {
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
 			Mask: binaryutil.NativeEndian.PutUint32(bit), Xor: make([]byte, 4)},
 		&expr.Cmp{Op: op, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+// ctOriginal matches a packet of its flow's original direction (its
+// first, and the later ones the same way).
+//
+//	ct direction original
+func ctOriginal() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeyDIRECTION},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}}, // IP_CT_DIR_ORIGINAL
 	}
 }
 
