@@ -225,20 +225,26 @@ func ptrRecords(qs dns.Question, name string, nets []*network) []dns.RR {
 	return rrs
 }
 
-// forward asks the client's upstreams in turn, or the snapshot's when the
-// client is unknown or has none, skipping the server's own addresses. A
-// SERVFAIL or REFUSED reply moves on to the next upstream; when none gives
-// another answer, the answer is SERVFAIL, as Docker's.
+// forward asks the client's upstreams in turn (the first maxUpstreams), or
+// the snapshot's when the client is unknown or has none, skipping the
+// server's own addresses. A SERVFAIL or REFUSED reply moves on to the
+// next upstream; when none gives another answer, the answer is SERVFAIL,
+// as Docker's.
 func (t *tables) forward(ctx context.Context, r request, client *Endpoint, exchange exchangeFunc) *dns.Msg {
 	ups := t.upstreams
 	if client != nil && len(client.Upstreams) > 0 {
 		ups = client.Upstreams
 	}
+	tried := 0
 	for _, u := range ups {
 		u = netip.AddrPortFrom(u.Addr().Unmap(), u.Port())
 		if t.listen[u] || ctx.Err() != nil {
 			continue
 		}
+		if tried == maxUpstreams {
+			break
+		}
+		tried++
 		m, err := exchange(ctx, r.msg, u, r.tcp)
 		if err != nil || m == nil {
 			continue
@@ -250,6 +256,11 @@ func (t *tables) forward(ctx context.Context, r request, client *Endpoint, excha
 	}
 	return reply(r.msg, dns.RcodeServerFailure)
 }
+
+// maxUpstreams bounds the upstreams one query tries, as glibc's resolver
+// reads no more than three nameservers and Docker's asks no more: with
+// each given its timeout in turn, more would outlast the client's own.
+const maxUpstreams = 3
 
 // reply returns an empty reply to q with rcode, offering recursion, with
 // an OPT record if q had one (RFC 6891).

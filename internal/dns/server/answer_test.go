@@ -559,3 +559,23 @@ func TestAnswerLinkAliases(t *testing.T) {
 		}
 	}
 }
+
+// A query tries three upstreams at most, as glibc's resolver and Docker's
+// do: a fourth would outlast the client's own timeout.
+func TestForwardTriesThreeUpstreams(t *testing.T) {
+	var ups []netip.AddrPort
+	f := fakeUpstreams{rcode: map[netip.AddrPort]int{}}
+	for i := range 4 {
+		u := netip.AddrPortFrom(ip("198.51.100.53"), uint16(53+i))
+		ups = append(ups, u)
+		f.rcode[u] = dns.RcodeServerFailure
+	}
+	s := &Snapshot{Upstreams: ups, Networks: []Network{{Name: "n", Listen: []netip.Addr{ip("10.1.0.1")}}}}
+	m := newTables(s).answer(context.Background(), request{local: ip("10.1.0.1"), client: ip("10.1.0.9"), msg: query("example.com.", dns.TypeA)}, f.exchange)
+	if got := summary(m); got != "SERVFAIL" {
+		t.Errorf("answer = %q, want SERVFAIL", got)
+	}
+	if len(f.calls) != 3 {
+		t.Errorf("asked %q, want the first three", f.calls)
+	}
+}
