@@ -414,7 +414,8 @@ func (e *Engine) restoreFirewall(skip string) error {
 	if err != nil {
 		return err
 	}
-	errs := []error{e.groupPorts(nets)}
+	groupErr := e.groupPorts(nets)
+	errs := []error{groupErr}
 	for _, id := range ids {
 		errs = append(errs, e.restorePorts(id))
 	}
@@ -438,9 +439,12 @@ func (e *Engine) restoreFirewall(skip string) error {
 	// missing. Otherwise the loss is cleared once every owner was tried,
 	// even if some failed (they are reported): a port or link missing
 	// fails closed, and one that fails every time must not make every
-	// command restore everything again. (Nor must a port left out of the
-	// RA guard's group, an upgrade's one-time repair: reported only.)
-	if netFailed || foreignErr != nil {
+	// command restore everything again. A port left out of the RA guard's
+	// group (the one-time repair after the upgrade that added it) keeps
+	// it when its group could not be set (errGroupPort), not when a
+	// network's ports could not be listed (a bridge that is not one:
+	// that network is broken anyway, and would keep it for ever).
+	if netFailed || foreignErr != nil || errors.Is(groupErr, errGroupPort) {
 		return errors.Join(errs...)
 	}
 	return errors.Join(append(errs, e.fw.MarkRestored())...)
@@ -472,16 +476,20 @@ func (e *Engine) groupPorts(nets []string) error {
 	}
 	h, err := link.Host()
 	if err != nil {
-		return errors.Join(append(errs, err)...)
+		return errors.Join(append(errs, fmt.Errorf("%w: %w", errGroupPort, err))...)
 	}
 	defer h.Close()
 	for _, name := range ports {
 		if err := h.LinkSetGroup(name, firewall.PortGroup); err != nil && !link.IsNotFound(err) {
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("%w: %w", errGroupPort, err))
 		}
 	}
 	return errors.Join(errs...)
 }
+
+// errGroupPort marks a port groupPorts found and could not put in the
+// group: the restore is tried again.
+var errGroupPort = errors.New("RA guard group")
 
 // underFirewallLock runs fn with the lock that orders knit's firewall
 // changes across processes held (when e.fw takes one), on the firewall

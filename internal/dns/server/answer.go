@@ -258,8 +258,9 @@ func (t *tables) forward(ctx context.Context, r request, client *Endpoint, excha
 }
 
 // maxUpstreams bounds the upstreams one query tries, as glibc's resolver
-// reads no more than three nameservers and Docker's asks no more: with
-// each given its timeout in turn, more would outlast the client's own.
+// reads no more than three nameservers and Docker's asks no more: each is
+// given its timeout in turn, and a client's resolver (glibc: 5 s, then
+// the same query again, whose late answer it takes) waits no longer.
 const maxUpstreams = 3
 
 // reply returns an empty reply to q with rcode, offering recursion, with

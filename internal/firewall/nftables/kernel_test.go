@@ -184,11 +184,11 @@ func TestEnsureNetworkKernel(t *testing.T) {
 		iifname @bridges ip saddr 127.0.0.0/8 drop comment "knit:base"
 		iifname @bridges ip daddr 127.0.0.0/8 ct state ! established,related drop comment "knit:base"
 		iifname @bridges iifname != "br0" ip saddr 10.99.0.0/24 ct direction original drop comment "knit:net=n1"
-		iifname @bridges iifname != "br0" ip saddr 10.99.0.0/24 ct state untracked drop comment "knit:net=n1"
+		iifname @bridges iifname != "br0" ip saddr 10.99.0.0/24 ct state invalid,untracked drop comment "knit:net=n1"
 		iifname @bridges iifname != "br1" ip saddr 10.98.0.0/16 ct direction original drop comment "knit:net=n2"
-		iifname @bridges iifname != "br1" ip saddr 10.98.0.0/16 ct state untracked drop comment "knit:net=n2"
+		iifname @bridges iifname != "br1" ip saddr 10.98.0.0/16 ct state invalid,untracked drop comment "knit:net=n2"
 		iifname @bridges iifname != "br1" ip6 saddr fd00:98::/64 ct direction original drop comment "knit:net=n2"
-		iifname @bridges iifname != "br1" ip6 saddr fd00:98::/64 ct state untracked drop comment "knit:net=n2"
+		iifname @bridges iifname != "br1" ip6 saddr fd00:98::/64 ct state invalid,untracked drop comment "knit:net=n2"
 	}
 
 	chain dns-gateway {

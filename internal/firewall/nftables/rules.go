@@ -248,15 +248,18 @@ func networkRules(n firewall.Network) []*nft.Rule {
 	// which knows containers by their address, would answer it as that
 	// neighbour (and forward for it, from an internal network). A reply
 	// to the host's own connection may come so (a container with two
-	// networks, replying through its default route) and passes; so does
-	// ICMPv6, whose neighbour discovery conntrack does not follow. The
-	// same with "ct state untracked": what an administrator's notrack
-	// left without a direction.
+	// networks, replying through its default route) and passes. (A
+	// forged reply to the host's own flow passes too, if it guesses the
+	// flow: the DNS server's upstream queries have random IDs and ports.)
+	// The same with "ct state invalid,untracked": what has no direction
+	// (conntrack placed it in no flow; an administrator's notrack;
+	// neighbour discovery, which a container sends from its own
+	// network's or a link-local address, never another network's).
 	for _, p := range n.Subnets {
 		from := slices.Concat(ifnameIn(expr.MetaKeyIIFNAME, setBridges), ifname(expr.MetaKeyIIFNAME, expr.CmpOpNeq, br), saddr(p.Masked()))
 		rules = append(rules,
 			tagged(inputChain, tag, from, ctOriginal(), verdict(expr.VerdictDrop)),
-			tagged(inputChain, tag, from, ctBits(expr.CtKeySTATE, expr.CtStateBitUNTRACKED, true), verdict(expr.VerdictDrop)))
+			tagged(inputChain, tag, from, ctBits(expr.CtKeySTATE, expr.CtStateBitINVALID|expr.CtStateBitUNTRACKED, true), verdict(expr.VerdictDrop)))
 	}
 	if n.Internal {
 		return rules

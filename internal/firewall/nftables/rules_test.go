@@ -33,7 +33,7 @@ func TestNetworkRules(t *testing.T) {
 		want: `forward: iifname "br0" oifname != "br0" oifname @bridges ct status ! dnat drop comment "knit:net=n1"
 forward: iifname "br0" oifname != "br0" oifname @bridges ct state untracked drop comment "knit:net=n1"
 input: iifname @bridges iifname != "br0" ip saddr 10.99.0.0/24 ct direction original drop comment "knit:net=n1"
-input: iifname @bridges iifname != "br0" ip saddr 10.99.0.0/24 ct state untracked drop comment "knit:net=n1"
+input: iifname @bridges iifname != "br0" ip saddr 10.99.0.0/24 ct state invalid,untracked drop comment "knit:net=n1"
 forward: iifname != "br0" oifname "br0" ct state untracked drop comment "knit:net=n1"
 forward: iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n1"
 forward: iifname "br0" accept comment "knit:net=n1"
@@ -47,9 +47,9 @@ postrouting: ip saddr 127.0.0.0/8 oifname "br0" masquerade comment "knit:net=n1"
 		want: `forward: iifname "knit-n2" oifname != "knit-n2" oifname @bridges ct status ! dnat drop comment "knit:net=n2"
 forward: iifname "knit-n2" oifname != "knit-n2" oifname @bridges ct state untracked drop comment "knit:net=n2"
 input: iifname @bridges iifname != "knit-n2" ip saddr 172.20.16.0/20 ct direction original drop comment "knit:net=n2"
-input: iifname @bridges iifname != "knit-n2" ip saddr 172.20.16.0/20 ct state untracked drop comment "knit:net=n2"
+input: iifname @bridges iifname != "knit-n2" ip saddr 172.20.16.0/20 ct state invalid,untracked drop comment "knit:net=n2"
 input: iifname @bridges iifname != "knit-n2" ip6 saddr fd00:1:2::/61 ct direction original drop comment "knit:net=n2"
-input: iifname @bridges iifname != "knit-n2" ip6 saddr fd00:1:2::/61 ct state untracked drop comment "knit:net=n2"
+input: iifname @bridges iifname != "knit-n2" ip6 saddr fd00:1:2::/61 ct state invalid,untracked drop comment "knit:net=n2"
 forward: iifname != "knit-n2" oifname "knit-n2" ct state untracked drop comment "knit:net=n2"
 forward: iifname != "knit-n2" oifname "knit-n2" ct state new ct status ! dnat drop comment "knit:net=n2"
 forward: iifname "knit-n2" accept comment "knit:net=n2"
@@ -64,7 +64,7 @@ postrouting: ip saddr 127.0.0.0/8 oifname "knit-n2" masquerade comment "knit:net
 		want: `forward: iifname "br1" oifname != "br1" oifname @bridges ct status ! dnat drop comment "knit:net=h"
 forward: iifname "br1" oifname != "br1" oifname @bridges ct state untracked drop comment "knit:net=h"
 input: iifname @bridges iifname != "br1" ip saddr 10.1.2.3 ct direction original drop comment "knit:net=h"
-input: iifname @bridges iifname != "br1" ip saddr 10.1.2.3 ct state untracked drop comment "knit:net=h"
+input: iifname @bridges iifname != "br1" ip saddr 10.1.2.3 ct state invalid,untracked drop comment "knit:net=h"
 forward: iifname != "br1" oifname "br1" ct state untracked drop comment "knit:net=h"
 forward: iifname != "br1" oifname "br1" ip daddr . meta l4proto . th dport != @open4 meta l4proto != icmp ct state new ct status ! dnat drop comment "knit:net=h"
 forward: iifname != "br1" oifname "br1" meta nfproto ipv6 ct state new ct status ! dnat drop comment "knit:net=h"
@@ -79,7 +79,7 @@ forward: iifname "br0" oifname != "br0" oifname @bridges ct state untracked drop
 forward: iifname "br0" oifname "br0" ct status ! dnat drop comment "knit:net=n3"
 forward: iifname "br0" oifname "br0" ct state untracked meta l4proto != ipv6-icmp drop comment "knit:net=n3"
 input: iifname @bridges iifname != "br0" ip saddr 10.99.0.0/24 ct direction original drop comment "knit:net=n3"
-input: iifname @bridges iifname != "br0" ip saddr 10.99.0.0/24 ct state untracked drop comment "knit:net=n3"
+input: iifname @bridges iifname != "br0" ip saddr 10.99.0.0/24 ct state invalid,untracked drop comment "knit:net=n3"
 forward: iifname != "br0" oifname "br0" ct state untracked drop comment "knit:net=n3"
 forward: iifname != "br0" oifname "br0" ct state new ct status ! dnat drop comment "knit:net=n3"
 forward: iifname "br0" accept comment "knit:net=n3"
@@ -91,7 +91,7 @@ postrouting: ip saddr 127.0.0.0/8 oifname "br0" masquerade comment "knit:net=n3"
 		want: `forward: iifname "br0" oifname != "br0" drop comment "knit:net=in"
 forward: oifname "br0" iifname != "br0" drop comment "knit:net=in"
 input: iifname @bridges iifname != "br0" ip saddr 10.99.0.0/24 ct direction original drop comment "knit:net=in"
-input: iifname @bridges iifname != "br0" ip saddr 10.99.0.0/24 ct state untracked drop comment "knit:net=in"`,
+input: iifname @bridges iifname != "br0" ip saddr 10.99.0.0/24 ct state invalid,untracked drop comment "knit:net=in"`,
 	}, {
 		name: "internal without icc",
 		n:    firewall.Network{Name: "in", Bridge: "br0", Internal: true},
@@ -271,7 +271,7 @@ const wantTable = `table inet knit {
 		iifname @bridges ip saddr 127.0.0.0/8 drop comment "knit:base"
 		iifname @bridges ip daddr 127.0.0.0/8 ct state ! established,related drop comment "knit:base"
 		iifname @bridges iifname != "br0" ip saddr 10.99.0.0/24 ct direction original drop comment "knit:net=n1"
-		iifname @bridges iifname != "br0" ip saddr 10.99.0.0/24 ct state untracked drop comment "knit:net=n1"
+		iifname @bridges iifname != "br0" ip saddr 10.99.0.0/24 ct state invalid,untracked drop comment "knit:net=n1"
 	}
 
 	chain dns-gateway {
