@@ -122,7 +122,8 @@ func (a *app) run(cmd *cobra.Command, f *runFlags, args []string) error {
 		o.DNSSearch, o.DNSOptions = nil, nil
 	}
 	if o.Tty && o.Interactive && !o.Detach && !isTerminal(a.env.In) {
-		return errdefs.Invalid("the input device is not a TTY: drop -t, or run from a terminal")
+		// Docker's CLI refuses this before asking the daemon: 1, not 125.
+		return statusError{ExitFailure, errdefs.Invalid("the input device is not a TTY: drop -t, or run from a terminal")}
 	}
 	e, err := a.engine()
 	if err != nil {

@@ -466,6 +466,9 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"ps", "-f", "color=red"}, ExitFailure},
 		{[]string{"--data-root", "/x", "ps"}, ExitFailure},
 		{[]string{"--data-root", "/x", "run", "true"}, ExitInternal},
+		// Docker's CLI checks the terminal itself: 1 (stdin is no TTY here)
+		{[]string{"run", "-it", "true"}, ExitFailure},
+		{[]string{"exec", "-it", "c", "true"}, ExitFailure},
 	} {
 		if code, _, stderr, _ := runCLI(t, tc.args...); code != tc.want {
 			t.Errorf("knit %s: exit %d (%q), want %d", strings.Join(tc.args, " "), code, stderr, tc.want)
