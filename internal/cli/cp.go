@@ -69,6 +69,8 @@ func (a *app) cpCommand() *cobra.Command {
 		},
 	}
 	c.Flags().BoolVarP(&follow, "follow-link", "L", false, "always follow a symbolic link given as SRC_PATH")
+	// Docker's suppresses its progress output; knit prints none.
+	c.Flags().BoolP("quiet", "q", false, "suppress progress output (knit prints none)")
 	return c
 }
 

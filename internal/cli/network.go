@@ -638,6 +638,9 @@ func (a *app) networkInspectCommand() *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&format, "format", "f", "", "format output using a Go template ('json' or 'TEMPLATE')")
+	// Docker's adds a swarm network's services and tasks; for a local
+	// network, knit's only kind, its output is the same without it.
+	c.Flags().BoolP("verbose", "v", false, "verbose output for diagnostics (the same for local networks)")
 	return c
 }
 

@@ -469,6 +469,10 @@ func TestExitCodes(t *testing.T) {
 		// Docker's CLI checks the terminal itself: 1 (stdin is no TTY here)
 		{[]string{"run", "-it", "true"}, ExitFailure},
 		{[]string{"exec", "-it", "c", "true"}, ExitFailure},
+		// Docker's flags that change nothing here are accepted, not
+		// refused as unknown (125): the engine's error
+		{[]string{"network", "inspect", "-v", "x"}, ExitFailure},
+		{[]string{"cp", "-q", "c:/a", "/tmp/b"}, ExitFailure},
 	} {
 		if code, _, stderr, _ := runCLI(t, tc.args...); code != tc.want {
 			t.Errorf("knit %s: exit %d (%q), want %d", strings.Join(tc.args, " "), code, stderr, tc.want)
