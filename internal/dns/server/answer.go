@@ -120,12 +120,14 @@ func (t *tables) lookup(q *dns.Msg, nets []*network, client *Endpoint) *dns.Msg 
 			// container's of that name.
 			endpoints = linked
 		}
-		if rrs, known := addrRecords(qs, nets, endpoints); known {
-			// A known name gets no NXDOMAIN and is never forwarded,
-			// even when it has no record of the type asked. The
-			// addresses of a name several containers share come in a
-			// new order each time, as Docker's (round robin for
-			// clients that take the first).
+		if rrs, known := addrRecords(qs, nets, endpoints); known && localTypes[qs.Qtype] {
+			// A known name gets no NXDOMAIN for the types knit answers,
+			// even when it has no record of the type asked (an IPv4-only
+			// container's AAAA; MX, as Docker's). The addresses of a name
+			// several containers share come in a new order each time, as
+			// Docker's (round robin for clients that take the first).
+			// Other types go upstream, as Docker's: an alias that shadows
+			// an outside name keeps its TXT, CAA, HTTPS records.
 			rand.Shuffle(len(rrs), func(i, j int) { rrs[i], rrs[j] = rrs[j], rrs[i] })
 			return authoritative(q, rrs)
 		}
@@ -140,6 +142,9 @@ func (t *tables) lookup(q *dns.Msg, nets []*network, client *Endpoint) *dns.Msg 
 	}
 	return nil
 }
+
+// localTypes are the query types a container's name is answered for here.
+var localTypes = map[uint16]bool{dns.TypeA: true, dns.TypeAAAA: true, dns.TypeMX: true}
 
 // linkTargets returns, when name is a link alias of the client (nil: not a
 // known container) whose target is on the link's network among nets, the

@@ -157,7 +157,10 @@ func TestAnswer(t *testing.T) {
 		{"PTR on another network", back, ip("10.1.0.4"), "2.0.0.10.in-addr.arpa.", dns.TypePTR, "NOERROR 192.0.2.53", "198.51.100.53:53 udp"},
 		{"PTR unknown", front, web, "9.9.0.10.in-addr.arpa.", dns.TypePTR, "NOERROR 192.0.2.53", "192.0.2.53:53 udp"},
 		{"PTR of a network", front, web, "0.0.10.in-addr.arpa.", dns.TypePTR, "NOERROR 192.0.2.53", "192.0.2.53:53 udp"},
-		{"PTR qtype on a name", front, web, "web.", dns.TypePTR, "NOERROR aa", ""},
+		// other types of a known name go upstream, as Docker's: an alias
+		// that shadows an outside name keeps its other records
+		{"PTR qtype on a name", front, web, "web.", dns.TypePTR, "NOERROR 192.0.2.53", "192.0.2.53:53 udp"},
+		{"TXT of a known name", front, web, "web.", dns.TypeTXT, "NOERROR 192.0.2.53", "192.0.2.53:53 udp"},
 
 		// Unknown names.
 		{"single label goes upstream, as Docker's (a LAN host's short name)", front, web, "nosuch.", dns.TypeA, "NOERROR 192.0.2.53", "192.0.2.53:53 udp"},
