@@ -113,23 +113,23 @@ func (t *tables) lookup(q *dns.Msg, nets []*network, client *Endpoint) *dns.Msg 
 		if rrs := ptrRecords(qs, name, nets); len(rrs) > 0 {
 			return authoritative(q, rrs)
 		}
-		endpoints := func(n *network) []*Endpoint { return n.names[name] }
-		if linked := linkTargets(nets, client, name); linked != nil {
-			// A link alias is the linking container's name for its
-			// target on the network of the link, before any other
-			// container's of that name.
-			endpoints = linked
-		}
-		if rrs, known := addrRecords(qs, nets, endpoints); known && localTypes[qs.Qtype] {
-			// A known name gets no NXDOMAIN for the types knit answers,
-			// even when it has no record of the type asked (an IPv4-only
-			// container's AAAA; MX, as Docker's). The addresses of a name
-			// several containers share come in a new order each time, as
-			// Docker's (round robin for clients that take the first).
-			// Other types go upstream, as Docker's: an alias that shadows
-			// an outside name keeps its TXT, CAA, HTTPS records.
-			rand.Shuffle(len(rrs), func(i, j int) { rrs[i], rrs[j] = rrs[j], rrs[i] })
-			return authoritative(q, rrs)
+		if answeredHere(qs.Qtype) {
+			scope, endpoints := nets, func(n *network) []*Endpoint { return n.names[name] }
+			if l, ok := t.linkTarget(client, name); ok {
+				// A link alias is the linking container's name for its
+				// target on the network of the link, before any other
+				// container's of that name.
+				scope, endpoints = []*network{l.net}, func(*network) []*Endpoint { return []*Endpoint{l.ep} }
+			}
+			if rrs, known := addrRecords(qs, scope, endpoints); known {
+				// A known name gets no NXDOMAIN, even when it has no
+				// record of the type asked (an IPv4-only container's
+				// AAAA; MX, as Docker's). The addresses of a name several
+				// containers share come in a new order each time, as
+				// Docker's (round robin for clients that take the first).
+				rand.Shuffle(len(rrs), func(i, j int) { rrs[i], rrs[j] = rrs[j], rrs[i] })
+				return authoritative(q, rrs)
+			}
 		}
 	}
 	if client != nil && client.NdotsSet && name != "" && !strings.Contains(name, ".") &&
@@ -143,34 +143,23 @@ func (t *tables) lookup(q *dns.Msg, nets []*network, client *Endpoint) *dns.Msg 
 	return nil
 }
 
-// localTypes are the query types a container's name is answered for here.
-var localTypes = map[uint16]bool{dns.TypeA: true, dns.TypeAAAA: true, dns.TypeMX: true}
+// answeredHere reports whether a container's name is answered here for
+// qtype. Other types go upstream, as Docker's: an alias that shadows an
+// outside name keeps its TXT, CAA, HTTPS records.
+func answeredHere(qtype uint16) bool {
+	return qtype == dns.TypeA || qtype == dns.TypeAAAA || qtype == dns.TypeMX
+}
 
-// linkTargets returns, when name is a link alias of the client (nil: not a
-// known container) whose target is on the link's network among nets, the
-// endpoints it names on each network: the target's there, on the network
-// whose endpoint of the client holds the link. Otherwise nil: the name is
-// looked up as any other (a target gone or stopped leaves the name to
-// whoever else has it).
-func linkTargets(nets []*network, client *Endpoint, name string) func(*network) []*Endpoint {
+// linkTarget returns the endpoint that name, a link alias of the client
+// (nil: not a known container), names: its target's on the link's network.
+// None when the target is not there (gone, stopped): the name is then
+// looked up as any other.
+func (t *tables) linkTarget(client *Endpoint, name string) (linked, bool) {
 	if client == nil || client.Container == "" {
-		return nil
+		return linked{}, false
 	}
-	target := func(n *network) *Endpoint {
-		if me := n.byID[client.Container]; me != nil && me.Links[name] != "" {
-			return n.byID[me.Links[name]]
-		}
-		return nil
-	}
-	if !slices.ContainsFunc(nets, func(n *network) bool { return target(n) != nil }) {
-		return nil
-	}
-	return func(n *network) []*Endpoint {
-		if ep := target(n); ep != nil {
-			return []*Endpoint{ep}
-		}
-		return nil
-	}
+	l, ok := t.links[client.Container][name]
+	return l, ok
 }
 
 // addrRecords returns the A or AAAA records of the endpoints that answer
@@ -267,6 +256,17 @@ func (t *tables) forward(ctx context.Context, r request, client *Endpoint, excha
 // given its timeout in turn, and a client's resolver (glibc: 5 s, then
 // the same query again, whose late answer it takes) waits no longer.
 const maxUpstreams = 3
+
+// packReply packs m, the answer to q; an answer that does not pack (an
+// upstream's that it took apart) becomes SERVFAIL, so that the client is
+// told at once rather than left to its timeout.
+func packReply(m, q *dns.Msg) ([]byte, error) {
+	b, err := m.Pack()
+	if err != nil {
+		return reply(q, dns.RcodeServerFailure).Pack()
+	}
+	return b, nil
+}
 
 // reply returns an empty reply to q with rcode, offering recursion, with
 // an OPT record if q had one (RFC 6891).

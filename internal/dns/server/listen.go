@@ -36,13 +36,7 @@ func (h *handler) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	if m == nil {
 		return
 	}
-	b, err := m.Pack()
-	if err != nil {
-		// An upstream's answer that does not pack again: the client is
-		// told at once rather than left to its timeout.
-		h.log.Debug("dns reply", "client", w.RemoteAddr(), "err", err)
-		b, err = reply(q, dns.RcodeServerFailure).Pack()
-	}
+	b, err := packReply(m, q)
 	if err == nil {
 		_, err = w.Write(b)
 	}

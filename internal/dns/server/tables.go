@@ -21,6 +21,15 @@ type tables struct {
 	byContainer map[string][]*network
 	// listen holds the server's own addresses, never forwarded to.
 	listen map[netip.AddrPort]bool
+	// links maps a container ID and a link alias of its (key form) to
+	// the target's endpoint on the link's network, where both are.
+	links map[string]map[string]linked
+}
+
+// linked is a link alias's target: its endpoint, and the network.
+type linked struct {
+	net *network
+	ep  *Endpoint
 }
 
 // network is one network's names and addresses.
@@ -33,8 +42,6 @@ type network struct {
 	// endpoints, each once.
 	names map[string][]*Endpoint
 	addrs map[netip.Addr]*Endpoint
-	// byID maps a container ID to its endpoint here, for link aliases.
-	byID map[string]*Endpoint
 }
 
 // newTables indexes s. Addresses are unmapped (::ffff:a.b.c.d is a.b.c.d),
@@ -47,11 +54,13 @@ func newTables(s *Snapshot) *tables {
 		byListen:    make(map[netip.Addr][]*network),
 		byContainer: make(map[string][]*network),
 		listen:      make(map[netip.AddrPort]bool),
+		links:       make(map[string]map[string]linked),
 	}
 	for i := range s.Networks {
 		sn := &s.Networks[i]
 		n := &network{name: sn.Name, subnets: sn.Subnets, internal: sn.Internal,
-			names: make(map[string][]*Endpoint), addrs: make(map[netip.Addr]*Endpoint), byID: make(map[string]*Endpoint)}
+			names: make(map[string][]*Endpoint), addrs: make(map[netip.Addr]*Endpoint)}
+		byID := make(map[string]*Endpoint)
 		for _, a := range sn.Listen {
 			a = a.Unmap()
 			t.byListen[a] = append(t.byListen[a], n)
@@ -67,11 +76,21 @@ func newTables(s *Snapshot) *tables {
 			for _, name := range endpointNames(ep, sn.Name) {
 				n.add(name, ep)
 			}
-			if _, seen := n.byID[ep.Container]; ep.Container != "" && !seen {
-				n.byID[ep.Container] = ep
+			if _, seen := byID[ep.Container]; ep.Container != "" && !seen {
+				byID[ep.Container] = ep
 			}
 			if ep.Container != "" && !slices.Contains(t.byContainer[ep.Container], n) {
 				t.byContainer[ep.Container] = append(t.byContainer[ep.Container], n)
+			}
+		}
+		for id, ep := range byID {
+			for alias, target := range ep.Links {
+				if tep := byID[target]; tep != nil {
+					if t.links[id] == nil {
+						t.links[id] = make(map[string]linked)
+					}
+					t.links[id][alias] = linked{n, tep}
+				}
 			}
 		}
 	}

@@ -105,13 +105,7 @@ func (l *listener) serveUDP(c *answerCache, b []byte, from netip.AddrPort, out [
 		defer l.forwarding.Add(-1)
 		defer l.clientForwards(client, -1)
 		m := t.answerForward(h.ctx, *fwd, h.exchange)
-		b, err := m.Pack()
-		if err != nil {
-			// An upstream's answer that does not pack again: the client
-			// is told at once rather than left to its timeout.
-			h.log.Debug("dns reply", "client", from, "err", err)
-			b, err = reply(fwd.msg, dns.RcodeServerFailure).Pack()
-		}
+		b, err := packReply(m, fwd.msg)
 		if err == nil {
 			err = l.udp.sendTo(b, from)
 		}
