@@ -474,8 +474,12 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"network", "inspect", "-v", "x"}, ExitFailure},
 		{[]string{"cp", "-q", "c:/a", "/tmp/b"}, ExitFailure},
 	} {
-		if code, _, stderr, _ := runCLI(t, tc.args...); code != tc.want {
+		code, _, stderr, _ := runCLI(t, tc.args...)
+		if code != tc.want {
 			t.Errorf("knit %s: exit %d (%q), want %d", strings.Join(tc.args, " "), code, stderr, tc.want)
+		}
+		if slices.Contains(tc.args, "-it") && !strings.Contains(stderr, "not a TTY") {
+			t.Errorf("knit %s: %q, want the terminal refused", strings.Join(tc.args, " "), stderr)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -171,13 +172,7 @@ for to in $gw:9999 198.51.100.2:9999; do udpecho -send $to -from 127.0.0.5:0 -ti
 exit 0`
 	s.MustKnit(t, "run", "--rm", "--rootfs", rootfs, "sh", "-c", script)
 
-	counted := func(out string) string {
-		i := strings.Index(out, "counter packets ")
-		if i < 0 {
-			t.Fatalf("no counter in:\n%s", out)
-		}
-		return strings.Fields(out[i+len("counter packets "):])[0]
-	}
+	counted := func(out string) string { return nftCounter(t, out) }
 	if n := counted(s.MustRun(t, "nft", "list", "chain", "ip", "probe", "raw")); n != "2" {
 		t.Fatalf("%s loopback-sourced packets left the container, want 2 (the test sends none)", n)
 	}
@@ -300,9 +295,8 @@ func TestContainersCannotAdvertiseRoutes(t *testing.T) {
 			t.Fatalf("%s: host ends in the containers' group:\n%s", network, ports)
 		}
 		s.MustKnit(t, "exec", rogue, "rasend", "-i", "eth0", "-prefix", "2001:db8:1::/64", "-count", "3")
-		sent := s.MustRun(t, "nft", "list", "chain", "bridge", "probe", "pre")
-		if want := fmt.Sprintf("counter packets %d ", 3*(i+1)); !strings.Contains(sent, want) {
-			t.Fatalf("%s: the advertisements did not reach the bridge (want %q):\n%s", network, want, sent)
+		if sent := nftCounter(t, s.MustRun(t, "nft", "list", "chain", "bridge", "probe", "pre")); sent != strconv.Itoa(3*(i+1)) {
+			t.Fatalf("%s: %s advertisements reached the bridges, want %d", network, sent, 3*(i+1))
 		}
 		time.Sleep(300 * time.Millisecond) // the kernel acts on one at once; leave it time
 		if routes := s.MustKnit(t, "exec", victim, "ip", "-6", "route", "show", "default"); strings.Contains(routes, "fe80:") {
@@ -312,4 +306,25 @@ func TestContainersCannotAdvertiseRoutes(t *testing.T) {
 			t.Errorf("%s: the neighbour took an address in the rogue prefix:\n%s", network, addrs)
 		}
 	}
+	// The control: without the guard's rules the same advertisements
+	// give the neighbour the rogue's route (so the checks above can fail).
+	s.MustRun(t, "nft", "flush", "chain", "bridge", "knit", "ra-guard")
+	s.MustKnit(t, "exec", "rogue-bridge", "rasend", "-i", "eth0", "-prefix", "2001:db8:1::/64", "-count", "3")
+	eventually(t, func() (string, error) {
+		routes := s.MustKnit(t, "exec", "victim-bridge", "ip", "-6", "route", "show", "default")
+		if !strings.Contains(routes, "fe80:") {
+			return routes, fmt.Errorf("without the guard, the neighbour took no route from the rogue:\n%s", routes)
+		}
+		return routes, nil
+	})
+}
+
+// nftCounter reads the packets of the first counter in an nft listing.
+func nftCounter(t *testing.T, out string) string {
+	t.Helper()
+	i := strings.Index(out, "counter packets ")
+	if i < 0 {
+		t.Fatalf("no counter in:\n%s", out)
+	}
+	return strings.Fields(out[i+len("counter packets "):])[0]
 }

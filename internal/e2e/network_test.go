@@ -490,15 +490,16 @@ func TestDNSForwarding(t *testing.T) {
 	}
 	// The queries the embedded server sends upstream, counted on their
 	// way out of the host (the answers would go to f5, not to f3).
+	// And the queries that reach the host from the containers, before any
+	// filter: the forged ones must arrive for the test to mean anything.
 	for _, cmd := range []string{"add table ip probe", "add chain ip probe out { type filter hook output priority 0; }",
-		"add rule ip probe out ip daddr 198.51.100.2 udp dport 53 counter"} {
+		"add rule ip probe out ip daddr 198.51.100.2 udp dport 53 counter",
+		"add chain ip probe in { type filter hook prerouting priority -300; }",
+		"add rule ip probe in iifname != lo udp dport 53 counter"} {
 		s.MustRun(t, "nft", cmd)
 	}
-	upstream := func() string {
-		out := s.MustRun(t, "nft", "list", "chain", "ip", "probe", "out")
-		i := strings.Index(out, "counter packets ")
-		return strings.Fields(out[i+len("counter packets "):])[0]
-	}
+	upstream := func() string { return nftCounter(t, s.MustRun(t, "nft", "list", "chain", "ip", "probe", "out")) }
+	arrived := func() string { return nftCounter(t, s.MustRun(t, "nft", "list", "chain", "ip", "probe", "in")) }
 	ask(t, s, "f5", "127.0.0.11", "control.test") // the counter counts
 	if upstream() == "0" {
 		t.Fatal("no upstream query counted for f5's own")
@@ -507,8 +508,11 @@ func TestDNSForwarding(t *testing.T) {
 	for network, server := range map[string]string{"shut": shut, "fwd": gw} {
 		forged := ipOn(t, s, "f5", network)
 		s.MustKnit(t, "exec", "f3", "ip", "addr", "add", forged+"/32", "dev", "eth0")
-		before := upstream()
+		before, in := upstream(), arrived()
 		ask(t, s, "f3", server, "-from", forged, "-timeout", "1s", "exfil-"+network+".test")
+		if arrived() == in {
+			t.Fatalf("the forged query from f3 through %s never reached the host", server)
+		}
 		if after := upstream(); after != before {
 			t.Errorf("an internal container giving f5's address on %s had a name sent upstream through %s (%s, was %s queries)", network, server, after, before)
 		}
