@@ -53,6 +53,9 @@ func flockFile(path string, how int) (unlock func(), err error) {
 	deadline := time.Now().Add(lockWait)
 	for {
 		unlock, moved, err := flockOnce(path, how, time.Until(deadline))
+		if errors.Is(err, errLockHeld) { // held, and the wait was spent on a file replaced meanwhile
+			return nil, busyLock(path)
+		}
 		if err != nil || !moved {
 			return unlock, err
 		}
@@ -134,7 +137,7 @@ func flockOnce(path string, how int, wait time.Duration) (unlock func(), moved b
 	// than lockWait. A wait given up on releases the lock once it gets it.
 	got := make(chan error, 1)
 	go func() { got <- unix.Flock(int(f.Fd()), how) }()
-	timer := time.NewTimer(max(wait, 0))
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
 	case err := <-got:

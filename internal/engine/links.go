@@ -238,13 +238,11 @@ func (e *Engine) relink(id string, exiting bool) error {
 		// the records read now, in one batch: a link that stays is never
 		// absent. A container whose namespace is gone is being torn down:
 		// all of its go.
-		var err error
+		var want []firewall.Link
 		if (c.Running() || c.State.Status == StatusCreated) && netns.Mounted(c.Netns) {
-			err = e.fw.SetLinks(c.ID, e.linkRules(c, gone))
-		} else {
-			err = e.fw.RemoveLinks(c.ID, nil)
+			want = e.linkRules(c, gone)
 		}
-		if err != nil { // the batch failed whole: the old elements remain
+		if err := e.fw.SetLinks(c.ID, want); err != nil { // the batch failed whole: the old elements remain
 			errs = append(errs, fmt.Errorf("link rules of %s: %w: %w", c.Name, errLinksKept, err))
 		}
 	}

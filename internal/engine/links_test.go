@@ -103,15 +103,16 @@ func TestTargetExitTakesBackTheLinks(t *testing.T) {
 	}
 }
 
-// linksRemovedWhen is a firewall that notes, at each RemoveLinks, whether
-// the address 10.8.0.2 on network n is still held.
+// linksRemovedWhen is a firewall that notes, at each change of an owner's
+// links (RemoveLinks, SetLinks), whether the address 10.8.0.2 on network n
+// is still held.
 type linksRemovedWhen struct {
 	*firewalltest.Recorder
 	st   store.Store
 	held []bool
 }
 
-func (f *linksRemovedWhen) RemoveLinks(owner string, ls []firewall.Link) error {
+func (f *linksRemovedWhen) note() {
 	var held bool
 	_ = f.st.View(func(tx store.Tx) error {
 		_, err := tx.Get(ipamBucket("n"), "10.8.0.2")
@@ -119,7 +120,16 @@ func (f *linksRemovedWhen) RemoveLinks(owner string, ls []firewall.Link) error {
 		return nil
 	})
 	f.held = append(f.held, held)
+}
+
+func (f *linksRemovedWhen) RemoveLinks(owner string, ls []firewall.Link) error {
+	f.note()
 	return f.Recorder.RemoveLinks(owner, ls)
+}
+
+func (f *linksRemovedWhen) SetLinks(owner string, ls []firewall.Link) error {
+	f.note()
+	return f.Recorder.SetLinks(owner, ls)
 }
 
 // When the linkers' elements cannot be taken back at a target's exit, its

@@ -337,11 +337,15 @@ func (e *Engine) forward(v6 bool) error {
 	}
 	// An interface that forwards on its own: the host routes already,
 	// and a drop would cut what its administrator set up.
-	routes, err := link.AnyForwarding(v6)
-	if err != nil {
-		return err
+	drop := e.fw != nil && !e.cfg.IPForwardNoDrop
+	if drop {
+		routes, err := link.AnyForwarding(v6)
+		if err != nil {
+			return err
+		}
+		drop = !routes
 	}
-	if e.fw != nil && !e.cfg.IPForwardNoDrop && !routes {
+	if drop {
 		if err := e.prepareExecRoot(); err != nil {
 			return err
 		}

@@ -67,14 +67,16 @@ func AnyForwarding(v6 bool) (bool, error) {
 	return false, nil
 }
 
-// EnableIPv6 turns IPv6 on for dev in the calling thread's namespace, for
-// a link added to a namespace whose new links start without IPv6 (network
-// connect; knit made such namespaces before it used LinkSetNoIPv6Addrs).
+// EnableIPv6 turns IPv6 on for dev, in the calling thread's namespace,
+// unless it is: for a link added to a namespace whose new links start
+// without IPv6 (network connect; knit made such namespaces before it used
+// LinkSetNoIPv6Addrs), and for a bridge on a host whose
+// net.ipv6.conf.all.disable_ipv6=1 turns it off on every new link (its
+// IPv6 gateway could not be added).
 //
 // Equivalent to: sysctl -w net.ipv6.conf.DEV.disable_ipv6=0
 func EnableIPv6(dev string) error {
-	faults.Step("link.sysctl")
-	if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+dev+"/disable_ipv6", []byte("0\n"), 0o644); err != nil {
+	if err := sysctlEnsure("/proc/sys/net/ipv6/conf/"+dev+"/disable_ipv6", "0"); err != nil {
 		return fmt.Errorf("enable IPv6 on %s: %w", dev, err)
 	}
 	return nil
@@ -92,15 +94,6 @@ func NoRouterAdverts(dev string) error {
 		return nil
 	}
 	return err
-}
-
-// EnsureIPv6 turns IPv6 on for dev unless it is (a host's
-// net.ipv6.conf.all.disable_ipv6=1 turns it off on every new link: a
-// bridge's IPv6 gateway could not be added).
-//
-// Equivalent to: sysctl -w net.ipv6.conf.DEV.disable_ipv6=0
-func EnsureIPv6(dev string) error {
-	return sysctlEnsure("/proc/sys/net/ipv6/conf/"+dev+"/disable_ipv6", "0")
 }
 
 // SetRouteLocalnet lets packets addressed to 127.0.0.0/8 be routed out of

@@ -384,3 +384,26 @@ func TestForeignForwardingKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The bridge table alone gone (deleted by hand, or an upgrade from a knit
+// without it) is a loss like the inet table's: the next ensure reports it,
+// for the restore that puts containers' ports in the guard's group, and
+// makes the RA guard again.
+func TestBridgeTableLossReported(t *testing.T) {
+	fw, ns := newFirewall(t)
+	n := network("n1", "br0", "10.99.0.0/24")
+	if _, err := fw.EnsureNetworkReport(n); err != nil { // made: a loss, restored
+		t.Fatal(err)
+	}
+	check(t, fw.MarkRestored())
+	if lost, err := fw.EnsureNetworkReport(n); err != nil || lost {
+		t.Fatalf("ensure with all in place: lost %v, %v", lost, err)
+	}
+	nft(t, ns, "delete", "table", "bridge", "knit")
+	if lost, err := fw.EnsureNetworkReport(n); err != nil || !lost {
+		t.Errorf("ensure after the bridge table went: lost %v, %v; want the loss reported", lost, err)
+	}
+	if out := nft(t, ns, "list", "chain", "bridge", "knit", "ra-guard"); !strings.Contains(out, "nd-router-advert") {
+		t.Errorf("the RA guard was not made again:\n%s", out)
+	}
+}
