@@ -39,9 +39,8 @@ func (a *app) systemCommand() *cobra.Command {
 	// docker system prune -a and --volumes are about images and volumes,
 	// which knit has none of: taken, as scripts written for Docker pass
 	// them, and they change nothing.
-	var all, volumes bool
-	prune.Flags().BoolVarP(&all, "all", "a", false, "accepted for Docker's scripts; knit has no images")
-	prune.Flags().BoolVar(&volumes, "volumes", false, "accepted for Docker's scripts; knit has no volumes")
+	prune.Flags().BoolP("all", "a", false, "accepted for Docker's scripts; knit has no images")
+	prune.Flags().Bool("volumes", false, "accepted for Docker's scripts; knit has no volumes")
 	sys.AddCommand(prune)
 	return sys
 }

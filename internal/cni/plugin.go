@@ -6,13 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/utils"
@@ -20,6 +17,7 @@ import (
 	"github.com/knit-dev/knit/internal/engine"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/link"
+	"github.com/knit-dev/knit/internal/netns"
 )
 
 // Engine is what the plugin needs of knit's engine.
@@ -46,7 +44,7 @@ type Env struct {
 	// the kernel.
 	HostMAC func(name string) (net.HardwareAddr, error)
 	// IsNetns says whether CNI_NETNS is a network namespace's file; nil
-	// asks the kernel (isNetnsFile).
+	// asks the kernel (netns.IsNet).
 	IsNetns func(path string) bool
 }
 
@@ -202,24 +200,6 @@ func (p *plugin) engine(c *BaseConf) (Engine, *Error) {
 	return e, nil
 }
 
-// isNetnsFile reports whether path is a network namespace's file: on nsfs
-// (/proc/PID/ns/net, a bind mount of one), and of a network namespace
-// (NS_GET_NSTYPE). What cannot be opened or asked is left to the engine's
-// own error.
-func isNetnsFile(path string) bool {
-	var fs unix.Statfs_t
-	if unix.Statfs(path, &fs) == nil && fs.Type != unix.NSFS_MAGIC {
-		return false
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return true
-	}
-	defer f.Close()
-	t, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
-	return err != nil || t == unix.CLONE_NEWNET
-}
-
 // checkNetns refuses a namespace that does not exist, a path that is no
 // namespace at all (a file of another filesystem than nsfs), and the
 // plugin's own namespace: attaching that would give the host a default
@@ -283,7 +263,7 @@ func (p *plugin) add(data []byte) *Error {
 	}
 	isNetns := p.env.IsNetns
 	if isNetns == nil {
-		isNetns = isNetnsFile
+		isNetns = netns.IsNet
 	}
 	if err := checkNetns(p.inv.Netns, isNetns); err != nil {
 		return err

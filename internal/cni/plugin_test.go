@@ -16,6 +16,7 @@ import (
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/engine"
 	"github.com/knit-dev/knit/internal/errdefs"
+	"github.com/knit-dev/knit/internal/netns"
 )
 
 // fakeEngine records the calls and answers with a fixed attachment.
@@ -121,7 +122,7 @@ func call(t *testing.T, f *fakeEngine, inv invocation) (int, string) {
 		HostMAC: func(string) (net.HardwareAddr, error) {
 			return net.HardwareAddr{0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff}, nil
 		},
-		IsNetns: func(p string) bool { return p == standInNetns || isNetnsFile(p) },
+		IsNetns: func(p string) bool { return p == standInNetns || netns.IsNet(p) },
 	})
 	return code, stdout.String()
 }
@@ -129,23 +130,8 @@ func call(t *testing.T, f *fakeEngine, inv invocation) (int, string) {
 // standInNetns stands in for a network namespace other than the plugin's
 // (which a test cannot make without root): it exists, and call's IsNetns
 // takes it for one; the fake engine enters nothing. A plain file is
-// refused (TestErrorCodes), and the kernel's check is TestIsNetnsFile's.
+// refused (TestErrorCodes), and the kernel's check is netns's test.
 const standInNetns = "/proc/self/ns/uts"
-
-func netnsFile(t *testing.T) string {
-	t.Helper()
-	return standInNetns
-}
-
-// isNetnsFile takes a network namespace's file, and no other namespace's
-// or plain file.
-func TestIsNetnsFile(t *testing.T) {
-	for path, want := range map[string]bool{"/proc/self/ns/net": true, "/proc/self/ns/uts": false, plainFile(t): false} {
-		if got := isNetnsFile(path); got != want {
-			t.Errorf("isNetnsFile(%s) = %v, want %v", path, got, want)
-		}
-	}
-}
 
 func plainFile(t *testing.T) string {
 	t.Helper()
@@ -191,7 +177,7 @@ func TestAddResultPerVersion(t *testing.T) {
 		t.Run(v, func(t *testing.T) {
 			a, n := testAttachment()
 			f := &fakeEngine{att: a, network: n}
-			ns := netnsFile(t)
+			ns := standInNetns
 			conf := fmt.Sprintf(`{"cniVersion":%q,"name":"knet","type":"knit","runtimeConfig":{"dns":{"searches":["svc.test"],"options":["ndots:5"]}}}`, v)
 			code, out := call(t, f, invocation{addEnv(ns), conf})
 			if code != 0 {
@@ -210,7 +196,7 @@ func TestAddMergesPrevResult(t *testing.T) {
 	a, n := testAttachment()
 	a.Endpoint.Addrs, a.Endpoint.Gateways = a.Endpoint.Addrs[:1], a.Endpoint.Gateways[:1]
 	f := &fakeEngine{att: a, network: n}
-	ns := netnsFile(t)
+	ns := standInNetns
 	conf := `{"cniVersion":"1.0.0","name":"knet","type":"knit","prevResult":{"cniVersion":"1.0.0",
 		"interfaces":[{"name":"lo","mac":"00:00:00:00:00:00","sandbox":"` + ns + `"}],
 		"ips":[{"interface":0,"address":"127.0.0.1/8"}],"dns":{"nameservers":["10.88.0.1","8.8.8.8"]}}}`
@@ -249,7 +235,7 @@ func TestAddMergesPrevResult(t *testing.T) {
 func TestAddPassesTheRequest(t *testing.T) {
 	a, n := testAttachment()
 	f := &fakeEngine{att: a, network: n}
-	env := addEnv(netnsFile(t))
+	env := addEnv(standInNetns)
 	env["CNI_ARGS"] = "IgnoreUnknown=1;K8S_POD_NAME=web-0;K8S_POD_NAMESPACE=default"
 	env["KNIT_DATA_ROOT"], env["KNIT_EXEC_ROOT"] = "/env/lib", "/env/run"
 	conf := `{"cniVersion":"1.1.0","name":"knet","execRoot":"/conf/run","runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80}]}}`
@@ -274,7 +260,7 @@ func TestAddEngineErrors(t *testing.T) {
 		fmt.Errorf("add veth: %w", errors.New("no")): CodeKnitFailed,
 	} {
 		f := &fakeEngine{att: a, network: n, err: err}
-		status, out := call(t, f, invocation{addEnv(netnsFile(t)), `{"cniVersion":"0.4.0","name":"knet"}`})
+		status, out := call(t, f, invocation{addEnv(standInNetns), `{"cniVersion":"0.4.0","name":"knet"}`})
 		var e Error
 		if status != 1 || json.Unmarshal([]byte(out), &e) != nil || int(e.Code) != code || e.CNIVersion != "0.4.0" ||
 			e.Msg != "ADD failed" || e.Details != err.Error() {
@@ -300,7 +286,7 @@ func TestErrorJSON(t *testing.T) {
 
 // Refusals before the engine is reached: the spec's code, nothing called.
 func TestRefusals(t *testing.T) {
-	ns := netnsFile(t)
+	ns := standInNetns
 	env := func(cmd string, extra ...string) map[string]string {
 		m := map[string]string{"CNI_COMMAND": cmd, "CNI_CONTAINERID": "ctr1", "CNI_IFNAME": "eth0", "CNI_NETNS": ns}
 		for i := 0; i < len(extra); i += 2 {
@@ -534,7 +520,7 @@ func TestPanicIsAnError(t *testing.T) {
 // name knit would take as another network's ID prefix.
 func TestAddChecksTheExistingNetwork(t *testing.T) {
 	a, n := testAttachment()
-	ns := netnsFile(t)
+	ns := standInNetns
 	for conf, want := range map[string]string{
 		`{"cniVersion":"1.1.0","name":"knet"}`:                                                   "",
 		`{"cniVersion":"1.1.0","name":"knet","subnet":"10.88.0.0/24","gateway":"10.88.0.1"}`:     "",
@@ -570,7 +556,7 @@ func TestAddChecksTheExistingNetwork(t *testing.T) {
 func TestAddRecheckAfterAConcurrentCreate(t *testing.T) {
 	a, n := testAttachment() // the winner's network: 10.88.0.0/24
 	f := &fakeEngine{att: a, network: n}
-	code, out := call(t, f, invocation{addEnv(netnsFile(t)), `{"cniVersion":"1.1.0","name":"knet","subnet":"10.99.0.0/24"}`})
+	code, out := call(t, f, invocation{addEnv(standInNetns), `{"cniVersion":"1.1.0","name":"knet","subnet":"10.99.0.0/24"}`})
 	if code != 1 || !strings.Contains(out, `"code": 7`) || !strings.Contains(out, "asks for subnet 10.99.0.0/24") {
 		t.Errorf("exit %d\n%s", code, out)
 	}

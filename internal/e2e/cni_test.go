@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -370,7 +371,7 @@ func TestCNIAddRefusesAnInterfaceThatExists(t *testing.T) {
 	h.attached(t, ns, "10.71.0.2/24", "10.71.0.1", "kexist")
 
 	// Someone else's eth0: the code is knit's conflict, and nothing moves.
-	h.s.MustRun(t, "ip", "netns", "add", "b")
+	h.netns(t, "b")
 	h.s.MustRun(t, "ip", "-n", "b", "link", "add", "eth0", "type", "veth", "peer", "name", "theirs")
 	status := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"exist",%s`, strings.TrimPrefix(conf, "{"))
 	code, out := h.plugin(t, status, "CNI_COMMAND=ADD", "CNI_CONTAINERID=other", "CNI_IFNAME=eth0", "CNI_NETNS=/run/netns/b")
@@ -404,7 +405,7 @@ func TestCNIAddRefusesAnInterfaceThatExists(t *testing.T) {
 	}
 	// The container ID reused for another namespace that has an eth0 of
 	// someone else's: refused, and the attachment in c is left whole.
-	h.s.MustRun(t, "ip", "netns", "add", "d")
+	h.netns(t, "d")
 	h.s.MustRun(t, "ip", "-n", "d", "link", "add", "eth0", "type", "veth", "peer", "name", "theirs")
 	if code, out := h.plugin(t, status, env("moved", "/run/netns/d")...); code != 101 || !strings.Contains(out, "is not this container's") {
 		t.Errorf("ADD of a reused container ID over a foreign eth0: code %d, want 101\n%s", code, out)
@@ -419,7 +420,7 @@ func TestCNIAddRefusesAnInterfaceThatExists(t *testing.T) {
 	// where someone has since made an eth0: the next ADD of that container
 	// removes its own half-made record and refuses, naming the eth0 as
 	// not this container's.
-	h.s.MustRun(t, "ip", "netns", "add", "f")
+	h.netns(t, "f")
 	trace := filepath.Join(h.s.Dir(), "trace-cut")
 	if code, out := h.plugin(t, status, append(env("probe", "/run/netns/f"), "KNIT_CRASH_TRACE="+trace)...); code != 0 {
 		t.Fatalf("ADD of probe: code %d\n%s", code, out)
@@ -428,18 +429,11 @@ func TestCNIAddRefusesAnInterfaceThatExists(t *testing.T) {
 	if code, out := h.plugin(t, status, del...); code != 0 {
 		t.Fatalf("DEL of probe: code %d\n%s", code, out)
 	}
-	step := ""
-	for _, line := range strings.Split(h.s.MustRun(t, "cat", trace), "\n") {
-		if k, name, _ := strings.Cut(line, " "); name == "link.veth-add" {
-			step = k
-			break
-		}
-	}
-	if step == "" {
+	step := slices.Index(traceSteps(t, h.s, trace), "link.veth-add")
+	if step < 0 {
 		t.Fatalf("no link.veth-add step traced")
 	}
-	cut := append(env("cut", "/run/netns/f"), "KNIT_CRASH_AT="+step, "CNI_PATH="+h.path)
-	if r := h.s.Run(append([]string{"sh", "-c", `c=$1; shift; printf '%s' "$c" | env "$@"`, "sh", status}, append(cut, testutil.KnitBinary(t))...)...); r.Code != 137 {
+	if r := h.runPlugin(t, status, append(env("cut", "/run/netns/f"), "KNIT_CRASH_AT="+strconv.Itoa(step+1))...); r.Code != 137 {
 		t.Fatalf("the ADD meant to be killed before its veth: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}
 	h.s.MustRun(t, "ip", "-n", "f", "link", "add", "eth0", "type", "veth", "peer", "name", "theirs")
@@ -618,9 +612,7 @@ func TestCNIRefusedConfigChangesNothing(t *testing.T) {
 // (0 for success) and its output.
 func (h *cniHost) plugin(t *testing.T, conf string, env ...string) (uint, string) {
 	t.Helper()
-	args := append([]string{"env", "CNI_PATH=" + h.path}, env...)
-	cmd := append([]string{"sh", "-c", `c=$1; shift; printf '%s' "$c" | "$@"`, "sh", conf}, args...)
-	r := h.s.Run(append(cmd, testutil.KnitBinary(t))...)
+	r := h.runPlugin(t, conf, env...)
 	if r.Code == 0 {
 		return 0, r.Stdout
 	}
@@ -632,6 +624,15 @@ func (h *cniHost) plugin(t *testing.T, conf string, env ...string) (uint, string
 		t.Fatalf("exit %d without an error JSON on stdout: %v\n%s%s", r.Code, err, r.Stdout, r.Stderr)
 	}
 	return e.Code, r.Stdout
+}
+
+// runPlugin runs knit as the runtime would (see plugin) and returns what
+// came of it, whatever that is (a crash included).
+func (h *cniHost) runPlugin(t *testing.T, conf string, env ...string) testutil.Result {
+	t.Helper()
+	args := append([]string{"env", "CNI_PATH=" + h.path}, env...)
+	cmd := append([]string{"sh", "-c", `c=$1; shift; printf '%s' "$c" | "$@"`, "sh", conf}, args...)
+	return h.s.Run(append(cmd, testutil.KnitBinary(t))...)
 }
 
 // The spec's error codes from the binary itself, as runtimes read them.

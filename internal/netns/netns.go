@@ -231,6 +231,23 @@ func Mounted(path string) bool {
 	return unix.Statfs(path, &st) == nil && st.Type == unix.NSFS_MAGIC
 }
 
+// IsNet reports whether path is a network namespace's file: on nsfs
+// (Mounted) and, asked (NS_GET_NSTYPE), of a network namespace. A file
+// that cannot be opened or asked counts as one: its user's own error says
+// more.
+func IsNet(path string) bool {
+	if !Mounted(path) {
+		return false
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return true
+	}
+	defer f.Close()
+	t, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
+	return err != nil || t == unix.CLONE_NEWNET
+}
+
 // List returns the names of the entries in dir; a missing dir has none.
 //
 // Equivalent to: ip netns list

@@ -200,3 +200,17 @@ func TestDo(t *testing.T) {
 		t.Fatalf("Do(missing) = %v", err)
 	}
 }
+
+// IsNet takes a network namespace's file, and no other namespace's or
+// plain file.
+func TestIsNet(t *testing.T) {
+	plain := filepath.Join(t.TempDir(), "ns")
+	if err := os.WriteFile(plain, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]bool{"/proc/self/ns/net": true, "/proc/self/ns/uts": false, plain: false} {
+		if got := netns.IsNet(path); got != want {
+			t.Errorf("IsNet(%s) = %v, want %v", path, got, want)
+		}
+	}
+}
