@@ -250,11 +250,26 @@ func TestCNISharesTheNetworkWithKnitRun(t *testing.T) {
 		}
 		return r.Stdout, nil
 	})
+	// An outside name the pod asks goes upstream from the pod's own
+	// namespace (its address, before the masquerade), as a knit
+	// container's.
+	_, bin := dnsRootfs(t)
+	h.s.Start(t, "ip", "netns", "exec", "world", bin, "serve", "-listen", "198.51.100.2:53", "outside.test=203.0.113.7")
+	for _, cmd := range []string{"add table ip probe", "add chain ip probe out { type filter hook postrouting priority 0; }",
+		"add rule ip probe out ip saddr 10.81.0.2 ip daddr 198.51.100.2 udp dport 53 counter"} {
+		h.s.MustRun(t, "nft", cmd)
+	}
+	if out := h.s.MustRun(t, "ip", "netns", "exec", "pod", bin, "query", "-server", "10.81.0.1:53", "outside.test"); !strings.Contains(out, "A 203.0.113.7") {
+		t.Errorf("the pod asks an outside name: %q", out)
+	}
+	if n := nftCounter(t, h.s.MustRun(t, "nft", "list", "chain", "ip", "probe", "out")); n == "0" {
+		t.Error("the pod's outside name did not go upstream from the pod's namespace")
+	}
 	h.mustCnitool(t, "del", "shared", ns)
-	// The server still answers, for a name it no longer knows from
-	// upstream (the sandbox's host server is not there: SERVFAIL).
-	if r := h.s.Knit("exec", "peer", "nslookup", "cnipod", "10.81.0.1"); strings.Contains(r.Stdout, "10.81.0.2") || !strings.Contains(r.Stdout+r.Stderr, "SERVFAIL") {
-		t.Errorf("cnipod after DEL (want SERVFAIL, from no upstream):\n%s%s", r.Stdout, r.Stderr)
+	// The server still answers, for a name it no longer knows, from
+	// upstream (the world's server does not know it: NXDOMAIN).
+	if r := h.s.Knit("exec", "peer", "nslookup", "cnipod", "10.81.0.1"); strings.Contains(r.Stdout, "10.81.0.2") || !strings.Contains(r.Stdout+r.Stderr, "NXDOMAIN") {
+		t.Errorf("cnipod after DEL (want NXDOMAIN, from the upstream):\n%s%s", r.Stdout, r.Stderr)
 	}
 }
 

@@ -451,8 +451,9 @@ func TestDNSForwarding(t *testing.T) {
 	if out := ask(t, s, "f2", gw, "other.test"); !strings.Contains(out, "A 203.0.113.8") {
 		t.Errorf("forwarded through --dns: %q", out)
 	}
-	// resolv.conf says where the embedded server sends them, as Docker's.
-	if resolv := s.MustKnit(t, "exec", "f2", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "# ExtServers: [host(203.0.113.1)]\n") {
+	// resolv.conf says where the embedded server sends them, as Docker's
+	// (from f2's own namespace: no "host(...)").
+	if resolv := s.MustKnit(t, "exec", "f2", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "# ExtServers: [203.0.113.1]\n") {
 		t.Errorf("f2's resolv.conf does not name its upstream:\n%s", resolv)
 	}
 	if out := ask(t, s, "f1", gw, "other.test"); !strings.Contains(out, "NXDOMAIN") {
@@ -489,10 +490,11 @@ func TestDNSForwarding(t *testing.T) {
 		t.Errorf("an outside name from a container on an internal and an open network: %q", out)
 	}
 	// The queries the embedded server sends upstream, counted on their
-	// way out of the host (the answers would go to f5, not to f3).
+	// way out of the host, from its namespace or a container's (the
+	// answers would go to f5, not to f3).
 	// And the queries that reach the host from the containers, before any
 	// filter: the forged ones must arrive for the test to mean anything.
-	for _, cmd := range []string{"add table ip probe", "add chain ip probe out { type filter hook output priority 0; }",
+	for _, cmd := range []string{"add table ip probe", "add chain ip probe out { type filter hook postrouting priority 0; }",
 		"add rule ip probe out ip daddr 198.51.100.2 udp dport 53 counter",
 		"add chain ip probe in { type filter hook prerouting priority -300; }",
 		"add rule ip probe in iifname != lo udp dport 53 counter"} {
@@ -524,6 +526,60 @@ func TestDNSForwarding(t *testing.T) {
 	}
 	if resolv := s.MustKnit(t, "exec", "f1", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "search test") {
 		t.Errorf("resolv.conf lost the search domain:\n%s", resolv)
+	}
+}
+
+// The embedded server asks upstream from the asking container's own
+// namespace, as Docker's: --dns 127.0.0.1 is the container's own loopback,
+// and a container on an internal network reaches a DNS server on that
+// network. Only a loopback server of the host's (a stub resolver, for a
+// container without --dns) is asked from the host, and never for a
+// container on internal networks only.
+func TestDNSAskedFromContainers(t *testing.T) {
+	rootfs, bin := dnsRootfs(t)
+	s := sandbox(t)
+	// The host's resolver is a stub on its loopback, as systemd-resolved's.
+	s.WriteFile(t, ".sandbox/resolv.conf", "nameserver 127.0.0.53\n")
+	if got := s.MustRun(t, "cat", "/etc/resolv.conf"); got != "nameserver 127.0.0.53\n" {
+		t.Fatalf("the sandbox's resolv.conf is %q", got)
+	}
+	s.Start(t, bin, "serve", "-listen", "127.0.0.53:53", "stub.test=203.0.113.11")
+	s.MustKnit(t, "network", "create", "open")
+	s.MustKnit(t, "run", "-d", "--name", "own", "--network", "open", "--dns", "127.0.0.1", "--rootfs", rootfs,
+		"dnstool", "serve", "-listen", "127.0.0.1:53", "inside.test=203.0.113.9")
+	s.MustKnit(t, "run", "-d", "--name", "plain", "--network", "open", "--rootfs", rootfs, "sleep", "300")
+	eventually(t, func() (string, error) {
+		out := ask(t, s, "own", "127.0.0.11", "inside.test")
+		if !strings.Contains(out, "A 203.0.113.9") {
+			return out, fmt.Errorf("--dns 127.0.0.1, a server on the container's loopback: %q", out)
+		}
+		return out, nil
+	})
+	if out := ask(t, s, "plain", "127.0.0.11", "stub.test"); !strings.Contains(out, "A 203.0.113.11") {
+		t.Errorf("the host's stub, without --dns: %q", out)
+	}
+	if out := ask(t, s, "plain", "127.0.0.11", "inside.test"); !unresolved(out) {
+		t.Errorf("another container's loopback server answered plain: %q", out)
+	}
+	for name, want := range map[string]string{"own": "# ExtServers: [127.0.0.1]\n", "plain": "# ExtServers: [host(127.0.0.53)]\n"} {
+		if resolv := s.MustKnit(t, "exec", name, "cat", "/etc/resolv.conf"); !strings.Contains(resolv, want) {
+			t.Errorf("%s's resolv.conf, want %q:\n%s", name, want, resolv)
+		}
+	}
+	// An internal network with a DNS server of its own.
+	s.MustKnit(t, "network", "create", "--internal", "--subnet", "10.77.0.0/24", "lab")
+	s.MustKnit(t, "run", "-d", "--name", "labdns", "--network", "lab", "--ip", "10.77.0.53", "--rootfs", rootfs,
+		"dnstool", "serve", "-listen", "10.77.0.53:53", "lab.test=203.0.113.10")
+	s.MustKnit(t, "run", "-d", "--name", "labclient", "--network", "lab", "--dns", "10.77.0.53", "--rootfs", rootfs, "sleep", "300")
+	eventually(t, func() (string, error) {
+		out := ask(t, s, "labclient", "127.0.0.11", "lab.test")
+		if !strings.Contains(out, "A 203.0.113.10") {
+			return out, fmt.Errorf("--dns naming a server on the internal network: %q", out)
+		}
+		return out, nil
+	})
+	if out := ask(t, s, "labdns", "127.0.0.11", "stub.test"); !strings.Contains(out, "SERVFAIL") {
+		t.Errorf("the host's stub answered a container on an internal network only: %q, want SERVFAIL", out)
 	}
 }
 

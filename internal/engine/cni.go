@@ -324,7 +324,7 @@ func cniPortSpecs(ports []CNIPort, n *Network) []portmap.Spec {
 // putAttachment writes a and its DNS record.
 func (e *Engine) putAttachment(tx store.Tx, a *CNIAttachment, n *Network) error {
 	if n.DNS {
-		r := dnsRecord{Name: a.Name, Hostname: a.Name, Endpoints: []Endpoint{a.Endpoint}, Isolated: n.Internal}
+		r := dnsRecord{Name: a.Name, Hostname: a.Name, Endpoints: []Endpoint{a.Endpoint}, Isolated: n.Internal, Netns: a.Netns}
 		if r.Name == "" {
 			r.Name = a.ContainerID[:min(12, len(a.ContainerID))]
 		}

@@ -48,6 +48,10 @@ type dnsRecord struct {
 	// server.Endpoint).
 	Links       map[string]string `json:"links,omitempty"`
 	LinkNetwork string            `json:"linkNetwork,omitempty"`
+	// Netns is a CNI attachment's namespace, which its queries go
+	// upstream from (a knit container's is netnsPath of its ID); an
+	// attachment recorded without it forwards from the host, as before.
+	Netns string `json:"netns,omitempty"`
 }
 
 // putDNS keeps c's entry of bucketDNS in step with its record.
@@ -302,12 +306,13 @@ func (e *Engine) dnsSnapshot() (*server.Snapshot, error) {
 					order = append(order, n.Name)
 				}
 				se := server.Endpoint{Container: id, Name: r.Name, Hostname: r.Hostname, Aliases: ep.Aliases, Upstreams: ups,
-					Isolated: r.Isolated, NdotsSet: r.NdotsSet}
+					Isolated: r.Isolated, NdotsSet: r.NdotsSet, Netns: r.Netns}
 				if ep.Network == r.LinkNetwork {
 					se.Links = r.Links
 				}
 				if !strings.HasPrefix(id, cniIDPrefix) {
 					se.ShortID = id[:min(12, len(id))]
+					se.Netns = e.netnsPath(id) // a record is kept only while it has one
 				}
 				for _, a := range ep.Addrs {
 					se.Addrs = append(se.Addrs, a.Addr())

@@ -201,14 +201,21 @@ func (s *Sandbox) ExecRoot() string { return filepath.Join(s.dir, "run") }
 // ConfigPath is KNIT_CONFIG inside the sandbox; it exists after WriteConfig.
 func (s *Sandbox) ConfigPath() string { return filepath.Join(s.dir, "config.json") }
 
-// WriteConfig writes knit's configuration file inside the sandbox. It goes
-// through /proc/PID/root of the holder, which resolves paths in the
-// sandbox's mount namespace, where the tmpfs is.
+// WriteConfig writes knit's configuration file inside the sandbox.
 func (s *Sandbox) WriteConfig(t testing.TB, json string) {
 	t.Helper()
-	path := fmt.Sprintf("/proc/%d/root%s", s.pid, s.ConfigPath())
-	if err := os.WriteFile(path, []byte(json), 0o644); err != nil {
-		t.Fatalf("write sandbox config: %v", err)
+	s.WriteFile(t, "config.json", json)
+}
+
+// WriteFile writes the file at name, relative to Dir, inside the sandbox
+// (.sandbox/resolv.conf is its /etc/resolv.conf). It goes through
+// /proc/PID/root of the holder, which resolves paths in the sandbox's
+// mount namespace, where the tmpfs is.
+func (s *Sandbox) WriteFile(t testing.TB, name, data string) {
+	t.Helper()
+	path := fmt.Sprintf("/proc/%d/root%s", s.pid, filepath.Join(s.dir, name))
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatalf("write %s in the sandbox: %v", name, err)
 	}
 }
 

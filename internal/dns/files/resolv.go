@@ -126,8 +126,10 @@ func ResolvConf(host []byte, o ResolvOptions) []byte {
 			ndotsFrom = map[bool]string{true: "override", false: "host"}[len(o.Options) > 0]
 		}
 		r.Options = EmbeddedOptions(r.Options)
-		// As moby's notes (internal/resolvconf); every server is asked
-		// from the host's namespace, where the embedded server runs.
+		// As moby's notes (internal/resolvconf): the embedded server asks
+		// a server from the container's namespace, but a loopback one of
+		// the host's (not the user's --dns), asked from the host's:
+		// host(ADDR) (server.Endpoint.Netns).
 		r.Notes = []string{"Based on host file: '" + cmp.Or(o.Source, "/etc/resolv.conf") + "' (internal resolver)"}
 		ext := o.Upstreams
 		if len(ext) == 0 {
@@ -136,7 +138,10 @@ func ResolvConf(host []byte, o ResolvOptions) []byte {
 		}
 		hosts := make([]string, len(ext))
 		for i, a := range ext {
-			hosts[i] = "host(" + a.String() + ")"
+			hosts[i] = a.String()
+			if !o.UserDNS && a.Unmap().IsLoopback() {
+				hosts[i] = "host(" + hosts[i] + ")"
+			}
 		}
 		r.Notes = append(r.Notes,
 			"ExtServers: ["+strings.Join(hosts, " ")+"]",

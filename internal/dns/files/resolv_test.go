@@ -96,13 +96,13 @@ func TestResolvConf(t *testing.T) {
 			want: gen + "nameserver 9.9.9.9\nsearch x\noptions rotate\n"},
 		{name: "embedded server adds ndots:0", host: host, o: ResolvOptions{DNS: addrs("10.89.0.1"), Upstreams: addrs("127.0.0.53", "192.168.1.1"), Embedded: true},
 			want: gen + "nameserver 10.89.0.1\nsearch lan\noptions edns0 trust-ad ndots:0\n" +
-				based + "# ExtServers: [host(127.0.0.53) host(192.168.1.1)]\n# Overrides: []\n# Option ndots from: internal\n"},
+				based + "# ExtServers: [host(127.0.0.53) 192.168.1.1]\n# Overrides: []\n# Option ndots from: internal\n"},
 		{name: "embedded server, no host servers or options", host: "", o: ResolvOptions{DNS: addrs("10.89.0.1"), Embedded: true},
 			want: gen + "nameserver 10.89.0.1\noptions ndots:0\n" +
-				based + "# Used default nameservers.\n# ExtServers: [host(8.8.8.8) host(8.8.4.4)]\n# Overrides: []\n# Option ndots from: internal\n"},
+				based + "# Used default nameservers.\n# ExtServers: [8.8.8.8 8.8.4.4]\n# Overrides: []\n# Option ndots from: internal\n"},
 		{name: "embedded server keeps the user's ndots", host: host, o: ResolvOptions{DNS: addrs("10.89.0.1"), Upstreams: addrs("192.168.1.1"), Search: []string{"x"}, Options: []string{"ndots:2"}, Embedded: true},
 			want: gen + "nameserver 10.89.0.1\nsearch x\noptions ndots:2\n" +
-				based + "# ExtServers: [host(192.168.1.1)]\n# Overrides: [search options]\n# Option ndots from: override\n"},
+				based + "# ExtServers: [192.168.1.1]\n# Overrides: [search options]\n# Option ndots from: override\n"},
 		{name: "embedded server, systemd-resolved's upstream file", host: "nameserver 192.168.1.1\n",
 			o: ResolvOptions{DNS: addrs("10.89.0.1"), Upstreams: addrs("127.0.0.53"), Embedded: true, Source: "/run/systemd/resolve/resolv.conf"},
 			want: gen + "nameserver 10.89.0.1\noptions ndots:0\n\n# Based on host file: '/run/systemd/resolve/resolv.conf' (internal resolver)\n" +
@@ -110,7 +110,11 @@ func TestResolvConf(t *testing.T) {
 		{name: "embedded server with --dns and the host's ndots", host: "nameserver 192.168.1.1\noptions ndots:3\n",
 			o: ResolvOptions{DNS: addrs("10.89.0.1"), Upstreams: addrs("9.9.9.9"), UserDNS: true, Search: []string{"x"}, Embedded: true},
 			want: gen + "nameserver 10.89.0.1\nsearch x\noptions ndots:3\n" +
-				based + "# ExtServers: [host(9.9.9.9)]\n# Overrides: [nameservers search]\n# Option ndots from: host\n"},
+				based + "# ExtServers: [9.9.9.9]\n# Overrides: [nameservers search]\n# Option ndots from: host\n"},
+		{name: "embedded server, --dns on the container's loopback", host: "nameserver 192.168.1.1\n",
+			o: ResolvOptions{DNS: addrs("10.89.0.1"), Upstreams: addrs("127.0.0.1"), UserDNS: true, Embedded: true},
+			want: gen + "nameserver 10.89.0.1\noptions ndots:0\n" +
+				based + "# ExtServers: [127.0.0.1]\n# Overrides: [nameservers]\n# Option ndots from: internal\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := slices.Clone(tc.o.DNS)

@@ -24,7 +24,15 @@ type request struct {
 
 // exchangeFunc sends q to one upstream, over TCP or UDP, and returns the
 // reply, whose ID is q's.
-type exchangeFunc func(ctx context.Context, q *dns.Msg, upstream netip.AddrPort, tcp bool) (*dns.Msg, error)
+type exchangeFunc func(ctx context.Context, q *dns.Msg, to route, tcp bool) (*dns.Msg, error)
+
+// route is where a forwarded query goes: an upstream, asked from inside
+// the network namespace at netns, or from the server's own (the host's)
+// when netns is "".
+type route struct {
+	netns string
+	addr  netip.AddrPort
+}
 
 // answer returns the reply to r, or nil when r gets none because it is
 // itself a response (answering one could start a loop). Names of the
@@ -67,28 +75,39 @@ func (t *tables) answerLocal(r request) (m *dns.Msg, forward bool) {
 // answerForward returns the reply to r, a query answerLocal sent upstream.
 func (t *tables) answerForward(ctx context.Context, r request, exchange exchangeFunc) *dns.Msg {
 	_, client := t.scope(r.local, r.client)
-	var m *dns.Msg
-	if t.mayForward(r.local, client) {
-		m = t.forward(ctx, r, client, exchange)
-	} else {
-		m = reply(r.msg, dns.RcodeServerFailure) // Docker's answer
-	}
+	m := t.forward(ctx, r, client, exchange)
 	fit(r, m)
 	return m
 }
 
-// mayForward reports whether a name may go upstream for client (nil: not a
-// known container) asking on local: never on a listener whose networks
-// are all internal, whoever the source address says is asking (a container
-// there could give a neighbour's, one that is also on an open network, and
-// send data out in the names it asks; that neighbour's own queries go to
-// an open network's gateway: the engine's 127.0.0.11 redirect prefers
-// one), and not for a container on internal networks only.
-func (t *tables) mayForward(local netip.Addr, client *Endpoint) bool {
-	if !slices.ContainsFunc(t.byListen[local], func(n *network) bool { return !n.internal }) {
-		return false
+// redirected is the address a container asks the server at: rules in its
+// namespace send it to a gateway (firewall.EmbeddedDNS), so asking it from
+// there would come back here.
+var redirected = netip.MustParseAddr("127.0.0.11")
+
+// askFrom returns the namespace from which a query of client's (nil: not
+// a known container) asked on local goes to upstream u, and false when it
+// may not go to u at all.
+//
+// A container's go from its own namespace (Endpoint.Netns), but for a
+// loopback server of the host's, asked from the host. The server tells
+// containers by their source address, which a container can forge within
+// its own subnet; so nothing asked on an internal network's gateway goes
+// out from the host, or from a namespace that has a way out: only from an
+// isolated container's (a neighbour on an open network too could be given
+// to send names out through it). From the host's side, the same: unknown
+// clients and isolated containers never.
+func (t *tables) askFrom(local netip.Addr, client *Endpoint, u netip.AddrPort) (string, bool) {
+	open := slices.ContainsFunc(t.byListen[local], func(n *network) bool { return !n.internal })
+	switch {
+	case client == nil:
+		return "", open
+	case client.Netns == "" || len(client.Upstreams) == 0 && u.Addr().IsLoopback():
+		return "", open && !client.Isolated
+	case u.Addr() == redirected:
+		return "", false
 	}
-	return client == nil || !client.Isolated
+	return client.Netns, open || client.Isolated
 }
 
 // fit truncates m to the client's UDP buffer, or a TCP message; it sets TC
@@ -219,11 +238,11 @@ func ptrRecords(qs dns.Question, name string, nets []*network) []dns.RR {
 	return rrs
 }
 
-// forward asks the client's upstreams in turn (the first maxUpstreams), or
-// the snapshot's when the client is unknown or has none, skipping the
-// server's own addresses. A SERVFAIL or REFUSED reply moves on to the
-// next upstream; when none gives another answer, the answer is SERVFAIL,
-// as Docker's.
+// forward asks the client's upstreams in turn (the first maxUpstreams it
+// may ask: askFrom), or the snapshot's when the client is unknown or has
+// none, skipping the server's own addresses. A SERVFAIL or REFUSED reply
+// moves on to the next upstream; when none gives another answer, the
+// answer is SERVFAIL, as Docker's.
 func (t *tables) forward(ctx context.Context, r request, client *Endpoint, exchange exchangeFunc) *dns.Msg {
 	ups := t.upstreams
 	if client != nil && len(client.Upstreams) > 0 {
@@ -232,14 +251,15 @@ func (t *tables) forward(ctx context.Context, r request, client *Endpoint, excha
 	tried := 0
 	for _, u := range ups {
 		u = netip.AddrPortFrom(u.Addr().Unmap(), u.Port())
-		if t.listen[u] || ctx.Err() != nil {
+		netns, ok := t.askFrom(r.local, client, u)
+		if !ok || t.listen[u] || ctx.Err() != nil {
 			continue
 		}
 		if tried == maxUpstreams {
 			break
 		}
 		tried++
-		m, err := exchange(ctx, r.msg, u, r.tcp)
+		m, err := exchange(ctx, r.msg, route{netns, u}, r.tcp)
 		if err != nil || m == nil {
 			continue
 		}

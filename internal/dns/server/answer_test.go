@@ -49,12 +49,17 @@ type fakeUpstreams struct {
 	ids   map[netip.AddrPort]uint16 // the query ID each upstream saw
 }
 
-func (f *fakeUpstreams) exchange(_ context.Context, q *dns.Msg, u netip.AddrPort, tcp bool) (*dns.Msg, error) {
+func (f *fakeUpstreams) exchange(_ context.Context, q *dns.Msg, to route, tcp bool) (*dns.Msg, error) {
+	u := to.addr
 	proto := "udp"
 	if tcp {
 		proto = "tcp"
 	}
-	f.calls = append(f.calls, u.String()+" "+proto)
+	from := ""
+	if to.netns != "" {
+		from = to.netns + ":"
+	}
+	f.calls = append(f.calls, from+u.String()+" "+proto)
 	if f.ids == nil {
 		f.ids = make(map[netip.AddrPort]uint16)
 	}
@@ -413,9 +418,10 @@ func TestAnswerRefusesOutsiders(t *testing.T) {
 	}
 }
 
-// A container on internal networks only gets its names answered and none
-// forwarded (the server forwards from the host, which would be a way
-// out); so does any client asking on internal networks only, even one
+// A container on internal networks only whose namespace the snapshot does
+// not give gets its names answered and none forwarded (from the host, it
+// would be a way out); so does any client asking on internal networks
+// only, even one
 // whose source address is of a container also on an open network (which
 // an internal one could forge: its own queries go to the open network's
 // gateway). A container with a network that is not internal forwards as
@@ -453,6 +459,56 @@ func TestAnswerInternal(t *testing.T) {
 			if got := summary(m); got != tc.want {
 				t.Errorf("answer = %q, want %q", got, tc.want)
 			}
+			if got := strings.Join(f.calls, " "); got != tc.calls {
+				t.Errorf("forwarded to %q, want %q", got, tc.calls)
+			}
+		})
+	}
+}
+
+// Containers' queries go upstream from their own namespaces, as Docker's:
+// only a loopback server of the host's, for a container without --dns, is
+// asked from the host. On an internal network's gateway, where a source
+// address may be a neighbour's forged, only an isolated container's
+// namespace (no way out) is asked from; the host never is.
+func TestAnswerFromNamespaces(t *testing.T) {
+	stub := ap("127.0.0.53:53") // the host's systemd-resolved, say
+	s := &Snapshot{
+		Upstreams: []netip.AddrPort{stub, hostUpstream},
+		Networks: []Network{
+			{Name: "closed", Internal: true, Listen: []netip.Addr{ip("10.2.0.1")}, Endpoints: []Endpoint{
+				{Container: "c-in", Name: "in", Isolated: true, Netns: "/ns/in", Addrs: []netip.Addr{ip("10.2.0.2")},
+					Upstreams: []netip.AddrPort{ap("10.2.0.53:53")}}, // a DNS server on the network
+				{Container: "c-in2", Name: "in2", Isolated: true, Netns: "/ns/in2", Addrs: []netip.Addr{ip("10.2.0.4")}},
+				{Container: "c-both", Name: "both", Netns: "/ns/both", Addrs: []netip.Addr{ip("10.2.0.3")}},
+			}},
+			{Name: "open", Listen: []netip.Addr{ip("10.3.0.1")}, Endpoints: []Endpoint{
+				{Container: "c-both", Name: "both", Netns: "/ns/both", Addrs: []netip.Addr{ip("10.3.0.3")}},
+				{Container: "c-own", Name: "own", Netns: "/ns/own", Addrs: []netip.Addr{ip("10.3.0.4")},
+					Upstreams: []netip.AddrPort{ap("127.0.0.1:53"), ap("127.0.0.11:53"), ap("203.0.113.1:53")}},
+				{Container: "c-old", Name: "old", Addrs: []netip.Addr{ip("10.3.0.5")}}, // a record without its namespace
+			}},
+		},
+	}
+	tests := []struct {
+		name          string
+		local, client netip.Addr
+		calls         string
+	}{
+		{"isolated, --dns on its network", ip("10.2.0.1"), ip("10.2.0.2"), "/ns/in:10.2.0.53:53 udp"},
+		{"isolated, the host's servers: never the host's stub", ip("10.2.0.1"), ip("10.2.0.4"), "/ns/in2:198.51.100.53:53 udp"},
+		{"also on an open network, asking the internal one", ip("10.2.0.1"), ip("10.2.0.3"), ""},
+		{"also on an open network, asking the open one", ip("10.3.0.1"), ip("10.3.0.3"), "127.0.0.53:53 udp /ns/both:198.51.100.53:53 udp"},
+		{"--dns 127.0.0.1 is its own loopback; 127.0.0.11 is this server", ip("10.3.0.1"), ip("10.3.0.4"), "/ns/own:127.0.0.1:53 udp /ns/own:203.0.113.1:53 udp"},
+		{"no namespace known: the host's", ip("10.3.0.1"), ip("10.3.0.5"), "127.0.0.53:53 udp 198.51.100.53:53 udp"},
+		{"unknown client, open listener", ip("10.3.0.1"), ip("10.3.0.9"), "127.0.0.53:53 udp 198.51.100.53:53 udp"},
+		{"unknown client, internal listener", ip("10.2.0.1"), ip("10.2.0.9"), ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := fakeUpstreams{rcode: map[netip.AddrPort]int{
+				stub: dns.RcodeServerFailure, ap("127.0.0.1:53"): dns.RcodeServerFailure, hostUpstream: dns.RcodeServerFailure}}
+			newTables(s).answer(context.Background(), request{local: tc.local, client: tc.client, msg: query("example.com.", dns.TypeA)}, f.exchange)
 			if got := strings.Join(f.calls, " "); got != tc.calls {
 				t.Errorf("forwarded to %q, want %q", got, tc.calls)
 			}

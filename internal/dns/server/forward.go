@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +14,9 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
+
+	"github.com/knit-dev/knit/internal/netns"
 )
 
 // upstreamSockets is how many UDP sockets a forwarder keeps per upstream.
@@ -36,7 +38,9 @@ const idleAfter = 2 * time.Minute
 // socket, and each socket is replaced after rotateAfter queries, so that
 // an off-path attacker must guess the ID and a source port that keeps
 // changing; the client's ID is put back on the reply. Over TCP, each query
-// has a connection of its own.
+// has a connection of its own. A query from a container goes out from its
+// namespace (route.netns): sockets are opened there, and pooled per
+// namespace and upstream.
 type forwarder struct {
 	timeout     time.Duration
 	log         *slog.Logger
@@ -47,7 +51,7 @@ type forwarder struct {
 	now         func() time.Time
 
 	mu      sync.Mutex
-	pools   map[netip.AddrPort]*upstreamPool
+	pools   map[route]*upstreamPool
 	sweeper *time.Timer // runs sweep while there are pools
 	closed  bool
 }
@@ -61,7 +65,7 @@ func newForwarder(timeout time.Duration, log *slog.Logger) *forwarder {
 		// properly.
 		udp:         &dns.Client{Net: "udp", Timeout: timeout, UDPSize: dns.MaxMsgSize},
 		tcp:         &dns.Client{Net: "tcp", Timeout: timeout},
-		pools:       make(map[netip.AddrPort]*upstreamPool),
+		pools:       make(map[route]*upstreamPool),
 		rotateAfter: rotateAfter,
 		idleAfter:   idleAfter,
 		now:         time.Now,
@@ -69,19 +73,46 @@ func newForwarder(timeout time.Duration, log *slog.Logger) *forwarder {
 }
 
 // exchange is the forwarder's exchangeFunc.
-func (f *forwarder) exchange(ctx context.Context, q *dns.Msg, upstream netip.AddrPort, overTCP bool) (*dns.Msg, error) {
+func (f *forwarder) exchange(ctx context.Context, q *dns.Msg, to route, overTCP bool) (*dns.Msg, error) {
 	var m *dns.Msg
 	var err error
 	if overTCP {
-		m, _, err = f.tcp.ExchangeContext(ctx, q, upstream.String())
+		m, err = f.exchangeOwn(ctx, f.tcp, q, to)
 	} else {
-		m, err = f.exchangeUDP(ctx, q, upstream)
+		m, err = f.exchangeUDP(ctx, q, to)
 	}
 	if err != nil {
-		f.log.Debug("dns forward", "upstream", upstream, "tcp", overTCP, "err", err)
-		return nil, fmt.Errorf("forward to %s: %w", upstream, err)
+		f.log.Debug("dns forward", "upstream", to.addr, "netns", to.netns, "tcp", overTCP, "err", err)
+		return nil, fmt.Errorf("forward to %s: %w", to.addr, err)
 	}
 	return m, nil
+}
+
+// exchangeOwn sends q to its upstream over a connection of its own.
+func (f *forwarder) exchangeOwn(ctx context.Context, c *dns.Client, q *dns.Msg, to route) (*dns.Msg, error) {
+	conn, err := dial(ctx, c.Net, to, f.timeout)
+	if err != nil {
+		return nil, err
+	}
+	co := &dns.Conn{Conn: conn}
+	defer co.Close()
+	m, _, err := c.ExchangeWithConnContext(ctx, q, co)
+	return m, err
+}
+
+// dial connects to the upstream of to, from its namespace.
+//
+// Equivalent to: ip netns exec NS dig @UPSTREAM ...
+func dial(ctx context.Context, network string, to route, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	open := func() (err error) {
+		c, err = (&net.Dialer{Timeout: timeout}).DialContext(ctx, network, to.addr.String())
+		return err
+	}
+	if to.netns == "" {
+		return c, open()
+	}
+	return c, netns.Do(to.netns, open)
 }
 
 var (
@@ -89,16 +120,16 @@ var (
 	errPoolClosed = errors.New("upstream's sockets closed for idleness")
 )
 
-func (f *forwarder) pool(upstream netip.AddrPort) (*upstreamPool, error) {
+func (f *forwarder) pool(to route) (*upstreamPool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
 		return nil, errClosed
 	}
-	p := f.pools[upstream]
+	p := f.pools[to]
 	if p == nil {
-		p = &upstreamPool{addr: upstream, rotateAfter: f.rotateAfter}
-		f.pools[upstream] = p
+		p = &upstreamPool{to: to, timeout: f.timeout, rotateAfter: f.rotateAfter, netnsID: fileID(to.netns)}
+		f.pools[to] = p
 		if f.sweeper == nil {
 			f.sweeper = time.AfterFunc(f.idleAfter, f.sweep)
 		}
@@ -116,10 +147,10 @@ func (f *forwarder) sweep() {
 		return
 	}
 	now, next := f.now(), f.idleAfter
-	for addr, p := range f.pools {
+	for to, p := range f.pools {
 		if idle := now.Sub(p.used); idle >= f.idleAfter {
 			p.close()
-			delete(f.pools, addr)
+			delete(f.pools, to)
 		} else {
 			next = min(next, f.idleAfter-idle)
 		}
@@ -144,10 +175,36 @@ func (f *forwarder) close() {
 	}
 }
 
-// upstreamPool is the UDP sockets to one upstream, dialled when first
-// needed.
+// keep closes the pools of namespaces that are not wanted any more (their
+// containers gone), or whose file is now another namespace's (a path
+// reused), so that no socket keeps a dead namespace alive.
+func (f *forwarder) keep(wanted func(netns string) bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for to, p := range f.pools {
+		if to.netns != "" && (!wanted(to.netns) || fileID(to.netns) != p.netnsID) {
+			p.close()
+			delete(f.pools, to)
+		}
+	}
+}
+
+// fileID identifies the file at path (a namespace's, when it is one):
+// its device and inode; zero if there is none.
+func fileID(path string) [2]uint64 {
+	var st unix.Stat_t
+	if path == "" || unix.Stat(path, &st) != nil {
+		return [2]uint64{}
+	}
+	return [2]uint64{st.Dev, st.Ino}
+}
+
+// upstreamPool is the UDP sockets to one upstream from one namespace,
+// dialled when first needed.
 type upstreamPool struct {
-	addr        netip.AddrPort
+	to          route
+	netnsID     [2]uint64 // the namespace's file when the pool was made
+	timeout     time.Duration
 	rotateAfter uint32
 	used        time.Time // the last query's, under forwarder.mu
 	next        atomic.Uint32
@@ -191,12 +248,11 @@ type result struct {
 	err error
 }
 
-func (f *forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, upstream netip.AddrPort) (*dns.Msg, error) {
+func (f *forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, to route) (*dns.Msg, error) {
 	if len(q.Question) != 1 {
-		m, _, err := f.udp.ExchangeContext(ctx, q, upstream.String())
-		return m, err
+		return f.exchangeOwn(ctx, f.udp, q, to)
 	}
-	p, err := f.pool(upstream)
+	p, err := f.pool(to)
 	if err != nil {
 		return nil, err
 	}
@@ -241,8 +297,7 @@ func (f *forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, upstream netip.
 	}
 	// Every socket is dead or full, or the pool was swept: a socket of its
 	// own (a random port).
-	m, _, err := f.udp.ExchangeContext(ctx, q, upstream.String())
-	return m, err
+	return f.exchangeOwn(ctx, f.udp, q, to)
 }
 
 // socket returns the pool's socket i, dialling it (and starting its
@@ -265,11 +320,11 @@ func (p *upstreamPool) socket(i int) (*upstreamSocket, error) {
 	if old != nil {
 		old.retire()
 	}
-	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(p.addr))
+	c, err := dial(context.Background(), "udp", p.to, p.timeout)
 	if err != nil {
 		return nil, err
 	}
-	s := &upstreamSocket{conn: c, pending: make(map[uint16]*waiter)}
+	s := &upstreamSocket{conn: c.(*net.UDPConn), pending: make(map[uint16]*waiter)}
 	p.socks[i].Store(s)
 	go s.read()
 	return s, nil

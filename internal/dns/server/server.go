@@ -20,6 +20,10 @@
 //     server's own addresses, and a query that no upstream answers but
 //     with SERVFAIL or REFUSED gets SERVFAIL. No input makes the server
 //     panic.
+//   - A container's query goes upstream from its own network namespace
+//     (sockets opened there, served from here), but to a loopback server
+//     of the host's; nothing asked on an internal network's gateway goes
+//     out through the host or a namespace with a way out (askFrom).
 //   - At most one server holds dir/server.lock, and only a server holding
 //     it listens.
 //
@@ -88,7 +92,7 @@ func Serve(ctx context.Context, dir string, log *slog.Logger) error {
 	}
 	f := newForwarder(upstreamTimeout, log)
 	defer f.close()
-	return (&server{dir: dir, log: log, exchange: f.exchange}).serve(ctx)
+	return (&server{dir: dir, log: log, exchange: f.exchange, keepNetns: f.keep}).serve(ctx)
 }
 
 // Wanted reports whether the last snapshot saved in dir has networks, so
@@ -113,9 +117,12 @@ func Running(dir string) bool {
 
 // server is one Serve call's state.
 type server struct {
-	dir       string
-	log       *slog.Logger
-	exchange  exchangeFunc
+	dir      string
+	log      *slog.Logger
+	exchange exchangeFunc
+	// keepNetns, if set, is told which namespaces the snapshot still
+	// forwards from (forwarder.keep).
+	keepNetns func(wanted func(netns string) bool)
 	tables    atomic.Pointer[tables]
 	listeners map[netip.AddrPort]*listener
 }
@@ -205,6 +212,9 @@ func (s *server) run(ctx context.Context, w *watcher) error {
 func (s *server) apply(snap *Snapshot) <-chan time.Time {
 	t := newTables(snap)
 	s.tables.Store(t)
+	if s.keepNetns != nil {
+		s.keepNetns(func(netns string) bool { return t.netns[netns] })
+	}
 	for addr, l := range s.listeners {
 		if !t.listen[addr] {
 			l.close()

@@ -17,7 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/knit-dev/knit/internal/netns"
+	"github.com/knit-dev/knit/internal/testutil"
 	"github.com/miekg/dns"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -624,7 +627,7 @@ func TestForwarderSameID(t *testing.T) {
 			name := "q" + strconv.Itoa(i) + ".example."
 			q := new(dns.Msg).SetQuestion(name, dns.TypeA)
 			q.Id = 7
-			m, err := f.exchange(context.Background(), q, up.addr, false)
+			m, err := f.exchange(context.Background(), q, route{addr: up.addr}, false)
 			if err != nil {
 				t.Errorf("%s: %v", name, err)
 				return
@@ -651,7 +654,7 @@ func TestForwarderRandomizes(t *testing.T) {
 	for i := range n {
 		q := new(dns.Msg).SetQuestion("q"+strconv.Itoa(i)+".example.", dns.TypeA)
 		q.Id = 7
-		m, err := f.exchange(context.Background(), q, up.addr, false)
+		m, err := f.exchange(context.Background(), q, route{addr: up.addr}, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -686,7 +689,7 @@ func TestForwarderClosesIdlePools(t *testing.T) {
 	ask := func(up netip.AddrPort) {
 		t.Helper()
 		q := new(dns.Msg).SetQuestion("q.example.", dns.TypeA)
-		if m, err := f.exchange(context.Background(), q, up, false); err != nil || summary(m) != "NOERROR 192.0.2.1" {
+		if m, err := f.exchange(context.Background(), q, route{addr: up}, false); err != nil || summary(m) != "NOERROR 192.0.2.1" {
 			t.Fatalf("query to %s: %v", up, err)
 		}
 	}
@@ -700,7 +703,7 @@ func TestForwarderClosesIdlePools(t *testing.T) {
 	}
 	ask(a.addr)
 	ask(b.addr)
-	pa, pb := f.pools[a.addr], f.pools[b.addr]
+	pa, pb := f.pools[route{addr: a.addr}], f.pools[route{addr: b.addr}]
 	sa, sb := socketOf(pa), socketOf(pb)
 	if f.sweeper == nil {
 		t.Fatal("pools but no sweep due")
@@ -709,8 +712,8 @@ func TestForwarderClosesIdlePools(t *testing.T) {
 	ask(b.addr) // b stays in use; a does not
 	clock = clock.Add(idleAfter/2 + time.Second)
 	f.sweep()
-	if _, kept := f.pools[a.addr]; kept || f.pools[b.addr] != pb {
-		t.Errorf("pools after a was idle for %v: a kept %v, b's the same %v; want only b's", idleAfter, kept, f.pools[b.addr] == pb)
+	if _, kept := f.pools[route{addr: a.addr}]; kept || f.pools[route{addr: b.addr}] != pb {
+		t.Errorf("pools after a was idle for %v: a kept %v, b's the same %v; want only b's", idleAfter, kept, f.pools[route{addr: b.addr}] == pb)
 	}
 	if _, err := sa.conn.Write([]byte{0}); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("a's socket after its pool closed: write = %v, want it closed", err)
@@ -719,7 +722,7 @@ func TestForwarderClosesIdlePools(t *testing.T) {
 		t.Errorf("b's socket, in use: write = %v", err)
 	}
 	ask(a.addr) // a comes back: a new pool
-	if f.pools[a.addr] == nil || f.pools[a.addr] == pa {
+	if f.pools[route{addr: a.addr}] == nil || f.pools[route{addr: a.addr}] == pa {
 		t.Error("a query to a after its pool closed did not get a new one")
 	}
 	clock = clock.Add(idleAfter)
@@ -730,10 +733,10 @@ func TestForwarderClosesIdlePools(t *testing.T) {
 	// A query that got its pool just before a sweep closed it still gets
 	// an answer, from a socket of its own.
 	ask(a.addr)
-	pa = f.pools[a.addr]
+	pa = f.pools[route{addr: a.addr}]
 	pa.close()
 	q := new(dns.Msg).SetQuestion("late.example.", dns.TypeA)
-	if m, err := f.exchangeUDP(context.Background(), q, a.addr); err != nil || summary(m) != "NOERROR 192.0.2.1" {
+	if m, err := f.exchangeUDP(context.Background(), q, route{addr: a.addr}); err != nil || summary(m) != "NOERROR 192.0.2.1" {
 		t.Errorf("a query on a pool closed under it: %v", err)
 	}
 }
@@ -813,5 +816,64 @@ func floodSilentUpstream(t *testing.T, port uint16, n int, during func()) (servf
 			}
 			servfail++
 		}
+	}
+}
+
+// A route with a namespace asks the upstream from inside it: a server on
+// that namespace's loopback answers, over UDP and TCP, where the host's
+// loopback has none. The pool goes once its namespace is not wanted, or
+// its path names another namespace.
+func TestForwarderAsksFromNamespace(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	var up *fakeUpstream
+	if err := netns.Do(ns, func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err == nil {
+			err = netlink.LinkSetUp(lo)
+		}
+		if err == nil {
+			up = startUpstream(t)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f := newForwarder(testTimeout, slog.New(slog.DiscardHandler))
+	defer f.close()
+	to := route{netns: ns, addr: up.addr}
+	for _, tcp := range []bool{false, true} {
+		q := new(dns.Msg).SetQuestion("inside.example.", dns.TypeA)
+		m, err := f.exchange(context.Background(), q, to, tcp)
+		if want := map[bool]string{false: "NOERROR 192.0.2.1", true: "NOERROR 192.0.2.2"}[tcp]; err != nil || summary(m) != want {
+			t.Fatalf("tcp %v: %v %q, want %q", tcp, err, summary(m), want)
+		}
+	}
+	q := new(dns.Msg).SetQuestion("outside.example.", dns.TypeA)
+	if m, err := f.exchange(context.Background(), q, route{addr: up.addr}, false); err == nil {
+		t.Fatalf("the host's loopback answered %q: the test cannot tell the namespaces apart", summary(m))
+	}
+	pools := func() int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.pools) }
+	f.keep(func(string) bool { return true })
+	if pools() != 2 { // the namespace's and the host's
+		t.Fatalf("%d pools after keeping every namespace, want 2", pools())
+	}
+	// The path now names a new namespace: its pool goes.
+	if err := netns.Delete(ns); err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.Create(ns, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.keep(func(string) bool { return true })
+	if pools() != 1 {
+		t.Errorf("%d pools after the namespace's file was replaced, want the host's only", pools())
+	}
+	_, _ = f.exchange(context.Background(), q, to, false) // a pool in the new one (down: no answer)
+	if pools() != 2 {
+		t.Fatalf("%d pools after a query from the new namespace, want 2", pools())
+	}
+	f.keep(func(string) bool { return false })
+	if pools() != 1 {
+		t.Errorf("%d pools after no namespace is wanted, want the host's only", pools())
 	}
 }

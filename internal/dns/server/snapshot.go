@@ -50,12 +50,20 @@ type Endpoint struct {
 	// this endpoint's network, the link's (Docker's --link on a
 	// user-defined network).
 	Links map[string]string `json:"links,omitempty"`
-	// Upstreams are where this container's other queries go: its --dns,
-	// or the host's resolv.conf.
+	// Upstreams are where this container's other queries go: its --dns;
+	// none: the snapshot's (the host's resolv.conf's).
 	Upstreams []netip.AddrPort `json:"upstreams,omitempty"`
-	// Isolated is a container on internal networks only: as with Docker,
-	// its names are answered but none is forwarded, which would be a way
-	// out (the server forwards from the host).
+	// Netns is the container's network namespace file: its queries go
+	// upstream from there, as Docker's, so that its own routes, firewall
+	// and loopback apply (--dns 127.0.0.1 is the container's own) and it
+	// gets no way out it has not got. Only a loopback server of the
+	// host's (a stub such as systemd-resolved's, for a container without
+	// --dns) is asked from the host. "": everything from the host.
+	Netns string `json:"netns,omitempty"`
+	// Isolated is a container on internal networks only: its names are
+	// answered, and other names are asked from its own namespace only
+	// (an on-net server answers; anything else fails there), never from
+	// the host, which would be a way out.
 	Isolated bool `json:"isolated,omitempty"`
 	// NdotsSet is a container whose resolv.conf options (its
 	// --dns-option, else the host's) set ndots: an unknown single-label

@@ -24,6 +24,8 @@ type tables struct {
 	// links maps a container ID and a link alias of its (key form) to
 	// the target's endpoint on the link's network, where both are.
 	links map[string]map[string]linked
+	// netns holds the namespaces containers' queries go out from.
+	netns map[string]bool
 }
 
 // linked is a link alias's target: its endpoint, and the network.
@@ -55,6 +57,7 @@ func newTables(s *Snapshot) *tables {
 		byContainer: make(map[string][]*network),
 		listen:      make(map[netip.AddrPort]bool),
 		links:       make(map[string]map[string]linked),
+		netns:       make(map[string]bool),
 	}
 	for i := range s.Networks {
 		sn := &s.Networks[i]
@@ -75,6 +78,9 @@ func newTables(s *Snapshot) *tables {
 			}
 			for _, name := range endpointNames(ep, sn.Name) {
 				n.add(name, ep)
+			}
+			if ep.Netns != "" {
+				t.netns[ep.Netns] = true
 			}
 			if _, seen := byID[ep.Container]; ep.Container != "" && !seen {
 				byID[ep.Container] = ep
