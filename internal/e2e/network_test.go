@@ -3,6 +3,8 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -581,6 +583,58 @@ func TestDNSAskedFromContainers(t *testing.T) {
 	if out := ask(t, s, "labdns", "127.0.0.11", "stub.test"); !strings.Contains(out, "SERVFAIL") {
 		t.Errorf("the host's stub answered a container on an internal network only: %q, want SERVFAIL", out)
 	}
+}
+
+// A knit upgraded in place (its binary replaced while its DNS server runs)
+// has the next command that syncs the records replace the server, which
+// would otherwise answer as the old version did for as long as its
+// networks live; a server whose binary is still in place stays.
+func TestDNSServerReplacedWithItsBinary(t *testing.T) {
+	rootfs, _ := dnsRootfs(t)
+	s := sandbox(t)
+	bin := filepath.Join(t.TempDir(), "knit")
+	install := func() { // as an upgrade does: a new file renamed over the old
+		data, err := os.ReadFile(testutil.KnitBinary(t))
+		if err == nil {
+			err = os.WriteFile(bin+".new", data, 0o755)
+		}
+		if err == nil {
+			err = os.Rename(bin+".new", bin)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	install()
+	knit := func(args ...string) { s.MustRun(t, append([]string{bin}, args...)...) }
+	serverPID := func() string { return strings.TrimSpace(s.MustRun(t, "cat", s.ExecRoot()+"/dns/server.pid")) }
+	knit("network", "create", "up")
+	knit("run", "-d", "--name", "c1", "--network", "up", "--rootfs", rootfs, "sleep", "300")
+	first := serverPID()
+	knit("run", "-d", "--name", "c2", "--network", "up", "--rootfs", rootfs, "sleep", "300")
+	if now := serverPID(); now != first {
+		t.Fatalf("the server was replaced (%s, was %s) though its binary was not", now, first)
+	}
+	install()
+	if exe := s.MustRun(t, "readlink", "/proc/"+first+"/exe"); !strings.HasSuffix(strings.TrimSpace(exe), " (deleted)") {
+		t.Fatalf("the server's binary after the upgrade: %q", exe)
+	}
+	knit("run", "-d", "--name", "c3", "--network", "up", "--rootfs", rootfs, "sleep", "300")
+	if now := serverPID(); now == first {
+		t.Fatal("the server of the replaced binary still runs")
+	}
+	// Gone, or a zombie the sandbox's init has not reaped yet.
+	if r := s.Run("sh", "-c", `test ! -e /proc/$1 || grep -q "^State:.*zombie" /proc/$1/status`, "sh", first); r.Code != 0 {
+		t.Errorf("the old server %s is still alive", first)
+	}
+	gw := gateway(t, s, "up")
+	eventually(t, func() (string, error) {
+		out := ask(t, s, "c3", gw, "c1")
+		if !strings.Contains(out, "A "+ipOn(t, s, "c1", "up")) {
+			return out, fmt.Errorf("c3 asks c1 from the new server: %q", out)
+		}
+		return out, nil
+	})
 }
 
 // On a user-defined network the embedded server answers a --link alias

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -215,7 +216,7 @@ func (e *Engine) syncDNS() error {
 	if len(snap.Networks) == 0 {
 		return nil
 	}
-	if !server.Running(dir) {
+	if !server.Running(dir) || e.stopReplacedDNS(dir) {
 		if err := e.startDNS(dir); err != nil {
 			return err
 		}
@@ -365,6 +366,44 @@ func (e *Engine) startDNS(dir string) error {
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
+}
+
+// stopReplacedDNS stops the running server if its binary has been
+// replaced since it started (knit upgraded in place: its /proc/PID/exe
+// is deleted), and reports whether it did, for the caller to start one
+// of its own: a server lives as long as its networks, and would go on
+// answering as the old version did. Only a server of this exec-root's,
+// by its command line, is signalled; SIGKILL if SIGTERM has not ended it
+// within 2 s.
+func (e *Engine) stopReplacedDNS(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, server.PIDFile))
+	if err != nil {
+		return false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return false
+	}
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil || !strings.HasSuffix(exe, " (deleted)") {
+		return false
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	args := strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")
+	if err != nil || args[len(args)-1] != "_dns" || !slices.Contains(args, e.paths.ExecRoot) {
+		return false
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		if syscall.Kill(pid, sig) != nil {
+			return !server.Running(dir)
+		}
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if !server.Running(dir) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // ServeDNS runs the embedded DNS server in the calling process until no
