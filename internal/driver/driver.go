@@ -13,6 +13,7 @@ package driver
 import (
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/knit-dev/knit/internal/link"
 )
@@ -102,6 +103,11 @@ type Endpoint struct {
 	// Gateways are installed as default routes when DefaultRoute is true.
 	Gateways     []netip.Addr `json:"gateways,omitempty"`
 	DefaultRoute bool         `json:"defaultRoute,omitempty"`
+}
+
+// HasIPv6 reports whether the endpoint has an IPv6 address.
+func (e *Endpoint) HasIPv6() bool {
+	return slices.ContainsFunc(e.Addrs, func(a netip.Prefix) bool { return a.Addr().Is6() })
 }
 
 // Sandbox is the network namespace an endpoint is placed in.

@@ -324,7 +324,14 @@ func cniPortSpecs(ports []CNIPort, n *Network) []portmap.Spec {
 // putAttachment writes a and its DNS record.
 func (e *Engine) putAttachment(tx store.Tx, a *CNIAttachment, n *Network) error {
 	if n.DNS {
-		r := dnsRecord{Name: a.Name, Hostname: a.Name, Endpoints: []Endpoint{a.Endpoint}, Isolated: n.Internal, Netns: a.Netns}
+		// The pod's queries go upstream from its namespace, but not on an
+		// internal network: knit cannot tell whether the pod has a way out
+		// (another network, another plugin's interface), through which a
+		// neighbour forging its address there could send names.
+		r := dnsRecord{Name: a.Name, Hostname: a.Name, Endpoints: []Endpoint{a.Endpoint}, Isolated: n.Internal, IPv6: a.Endpoint.HasIPv6()}
+		if !n.Internal {
+			r.Netns = a.Netns
+		}
 		if r.Name == "" {
 			r.Name = a.ContainerID[:min(12, len(a.ContainerID))]
 		}

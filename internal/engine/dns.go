@@ -38,9 +38,12 @@ type dnsRecord struct {
 	Hostname  string       `json:"hostname"`
 	Upstreams []netip.Addr `json:"upstreams,omitempty"` // --dns
 	Endpoints []Endpoint   `json:"endpoints"`           // on DNS-enabled networks
-	// Isolated: every network of the container is --internal, so none of
-	// its queries is forwarded (a record without it forwards, as before).
+	// Isolated: every network of the container is --internal, so its
+	// queries go only to a server on the network it asks (see
+	// server.Endpoint).
 	Isolated bool `json:"isolated,omitempty"`
+	// IPv6: the container has IPv6 addresses (see server.Endpoint).
+	IPv6 bool `json:"ipv6,omitempty"`
 	// NdotsSet: the container's resolv.conf options (its --dns-option,
 	// else the host's) set ndots (see server.Endpoint).
 	NdotsSet bool `json:"ndotsSet,omitempty"`
@@ -50,8 +53,9 @@ type dnsRecord struct {
 	Links       map[string]string `json:"links,omitempty"`
 	LinkNetwork string            `json:"linkNetwork,omitempty"`
 	// Netns is a CNI attachment's namespace, which its queries go
-	// upstream from (a knit container's is netnsPath of its ID); an
-	// attachment recorded without it forwards from the host, as before.
+	// upstream from (a knit container's is netnsPath of its ID); without
+	// it, from the host, and nothing for an isolated one (see
+	// putAttachment).
 	Netns string `json:"netns,omitempty"`
 }
 
@@ -78,7 +82,8 @@ func putDNS(tx store.Tx, c *Container) error {
 		return tx.Delete(bucketDNS, c.ID)
 	}
 	ndots := files.HasNdots(c.Spec.DNSOptions) || c.Spec.HostResolv != nil && files.HasNdots(c.Spec.HostResolv.Options)
-	r := dnsRecord{Name: c.Name, Hostname: c.Spec.Hostname, Upstreams: c.Spec.DNS, Endpoints: eps, Isolated: isolated, NdotsSet: ndots}
+	r := dnsRecord{Name: c.Name, Hostname: c.Spec.Hostname, Upstreams: c.Spec.DNS, Endpoints: eps, Isolated: isolated, NdotsSet: ndots,
+		IPv6: slices.ContainsFunc(c.Endpoints, func(ep Endpoint) bool { return ep.HasIPv6() })}
 	// Links run on the container's first network (reserveLinks); on the
 	// default one, without DNS, they are /etc/hosts lines only, as Docker's.
 	if len(c.Links) > 0 && eps[0].Network == c.Endpoints[0].Network {
@@ -233,7 +238,8 @@ func (e *Engine) syncDNS() error {
 
 // hostUpstreams are the servers the embedded server sends a container's
 // other names to when it has no --dns: the host's /etc/resolv.conf's,
-// asked from the host, loopback ones (a local stub) included.
+// loopback ones (a local stub) included, which the server asks from the
+// host (files.AskedFromHost).
 func hostUpstreams() []netip.Addr {
 	b, _ := os.ReadFile(hostResolvConf)
 	return files.ParseResolvConf(b).Nameservers
@@ -307,7 +313,7 @@ func (e *Engine) dnsSnapshot() (*server.Snapshot, error) {
 					order = append(order, n.Name)
 				}
 				se := server.Endpoint{Container: id, Name: r.Name, Hostname: r.Hostname, Aliases: ep.Aliases, Upstreams: ups,
-					Isolated: r.Isolated, NdotsSet: r.NdotsSet, Netns: r.Netns}
+					Isolated: r.Isolated, NdotsSet: r.NdotsSet, Netns: r.Netns, IPv6: r.IPv6}
 				if ep.Network == r.LinkNetwork {
 					se.Links = r.Links
 				}

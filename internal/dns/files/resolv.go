@@ -126,10 +126,8 @@ func ResolvConf(host []byte, o ResolvOptions) []byte {
 			ndotsFrom = map[bool]string{true: "override", false: "host"}[len(o.Options) > 0]
 		}
 		r.Options = EmbeddedOptions(r.Options)
-		// As moby's notes (internal/resolvconf): the embedded server asks
-		// a server from the container's namespace, but a loopback one of
-		// the host's (not the user's --dns), asked from the host's:
-		// host(ADDR) (server.Endpoint.Netns).
+		// As moby's notes (internal/resolvconf): host(ADDR) for a server
+		// asked from the host's namespace (AskedFromHost).
 		r.Notes = []string{"Based on host file: '" + cmp.Or(o.Source, "/etc/resolv.conf") + "' (internal resolver)"}
 		ext := o.Upstreams
 		if len(ext) == 0 {
@@ -139,7 +137,7 @@ func ResolvConf(host []byte, o ResolvOptions) []byte {
 		hosts := make([]string, len(ext))
 		for i, a := range ext {
 			hosts[i] = a.String()
-			if !o.UserDNS && a.Unmap().IsLoopback() {
+			if AskedFromHost(a, o.UserDNS, o.IPv6) {
 				hosts[i] = "host(" + hosts[i] + ")"
 			}
 		}
@@ -149,6 +147,16 @@ func ResolvConf(host []byte, o ResolvOptions) []byte {
 			"Option ndots from: "+ndotsFrom)
 	}
 	return r.Render()
+}
+
+// AskedFromHost reports whether the embedded server asks nameserver a of
+// a container's from the host's namespace rather than the container's
+// own, as Docker's (its HostLoopback): a server of the host's resolv.conf
+// (not the user's --dns) that the container could not reach, on loopback,
+// with a zone (a link-local address of the host's link), or IPv6 for a
+// container without IPv6.
+func AskedFromHost(a netip.Addr, userDNS, ipv6 bool) bool {
+	return !userDNS && (a.Unmap().IsLoopback() || a.Zone() != "" || a.Unmap().Is6() && !ipv6)
 }
 
 // EmbeddedOptions returns the options of a resolv.conf whose nameserver is

@@ -111,6 +111,14 @@ func TestResolvConf(t *testing.T) {
 			o: ResolvOptions{DNS: addrs("10.89.0.1"), Upstreams: addrs("9.9.9.9"), UserDNS: true, Search: []string{"x"}, Embedded: true},
 			want: gen + "nameserver 10.89.0.1\nsearch x\noptions ndots:3\n" +
 				based + "# ExtServers: [9.9.9.9]\n# Overrides: [nameservers search]\n# Option ndots from: host\n"},
+		{name: "embedded server, the host's servers a container without IPv6 cannot reach", host: "nameserver 192.168.1.1\n",
+			o: ResolvOptions{DNS: addrs("10.89.0.1"), Upstreams: addrs("192.168.1.1", "2001:db8::1", "fe80::1%eth0"), Embedded: true},
+			want: gen + "nameserver 10.89.0.1\noptions ndots:0\n" +
+				based + "# ExtServers: [192.168.1.1 host(2001:db8::1) host(fe80::1%eth0)]\n# Overrides: []\n# Option ndots from: internal\n"},
+		{name: "embedded server, the host's servers, with IPv6", host: "nameserver 192.168.1.1\n",
+			o: ResolvOptions{DNS: addrs("10.89.0.1"), Upstreams: addrs("2001:db8::1"), Embedded: true, IPv6: true},
+			want: gen + "nameserver 10.89.0.1\noptions ndots:0\n" +
+				based + "# ExtServers: [2001:db8::1]\n# Overrides: []\n# Option ndots from: internal\n"},
 		{name: "embedded server, --dns on the container's loopback", host: "nameserver 192.168.1.1\n",
 			o: ResolvOptions{DNS: addrs("10.89.0.1"), Upstreams: addrs("127.0.0.1"), UserDNS: true, Embedded: true},
 			want: gen + "nameserver 10.89.0.1\noptions ndots:0\n" +

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/knit-dev/knit/internal/dns/files"
 	"github.com/miekg/dns"
 )
 
@@ -90,24 +91,32 @@ var redirected = netip.MustParseAddr("127.0.0.11")
 // may not go to u at all.
 //
 // A container's go from its own namespace (Endpoint.Netns), but for a
-// loopback server of the host's, asked from the host. The server tells
-// containers by their source address, which a container can forge within
-// its own subnet; so nothing asked on an internal network's gateway goes
-// out from the host, or from a namespace that has a way out: only from an
-// isolated container's (a neighbour on an open network too could be given
-// to send names out through it). From the host's side, the same: unknown
-// clients and isolated containers never.
+// server of the host's it could not reach, asked from the host's
+// (files.AskedFromHost). The server tells containers by their source
+// address, which a container can forge within its own subnet; so what is
+// asked on an internal network's gateway never goes out from the host or
+// from a namespace that has a way out, and only to a server on that
+// network, from an isolated container's namespace: a neighbour on an open
+// network too, or one whose own --dns is elsewhere, could otherwise be
+// given to send names out through it. Unknown clients are answered from
+// the host's side on open networks only.
 func (t *tables) askFrom(local netip.Addr, client *Endpoint, u netip.AddrPort) (string, bool) {
-	open := slices.ContainsFunc(t.byListen[local], func(n *network) bool { return !n.internal })
+	nets := t.byListen[local]
+	open := slices.ContainsFunc(nets, func(n *network) bool { return !n.internal })
 	switch {
 	case client == nil:
 		return "", open
-	case client.Netns == "" || len(client.Upstreams) == 0 && u.Addr().IsLoopback():
+	case client.Netns == "" || files.AskedFromHost(u.Addr(), len(client.Upstreams) > 0, client.IPv6):
 		return "", open && !client.Isolated
-	case u.Addr() == redirected:
+	case u.Addr().Unmap() == redirected:
 		return "", false
+	case open:
+		return client.Netns, true
 	}
-	return client.Netns, open || client.Isolated
+	onNet := slices.ContainsFunc(nets, func(n *network) bool {
+		return slices.ContainsFunc(n.subnets, func(p netip.Prefix) bool { return p.Contains(u.Addr().Unmap()) })
+	})
+	return client.Netns, client.Isolated && onNet
 }
 
 // fit truncates m to the client's UDP buffer, or a TCP message; it sets TC

@@ -467,25 +467,29 @@ func TestAnswerInternal(t *testing.T) {
 }
 
 // Containers' queries go upstream from their own namespaces, as Docker's:
-// only a loopback server of the host's, for a container without --dns, is
-// asked from the host. On an internal network's gateway, where a source
-// address may be a neighbour's forged, only an isolated container's
-// namespace (no way out) is asked from; the host never is.
+// only a server of the host's that the container could not reach (on
+// loopback, with a zone, IPv6 for a container without IPv6), for a
+// container without --dns, is asked from the host. On an internal
+// network's gateway, where a source address may be a neighbour's forged,
+// only a server on that network is asked, from an isolated container's
+// namespace (no way out); the host never is.
 func TestAnswerFromNamespaces(t *testing.T) {
-	stub := ap("127.0.0.53:53") // the host's systemd-resolved, say
+	stub, six, zoned := ap("127.0.0.53:53"), ap("[2001:db8::53]:53"), ap("[fe80::1%eth9]:53")
 	s := &Snapshot{
-		Upstreams: []netip.AddrPort{stub, hostUpstream},
+		Upstreams: []netip.AddrPort{stub, six, zoned, hostUpstream},
 		Networks: []Network{
-			{Name: "closed", Internal: true, Listen: []netip.Addr{ip("10.2.0.1")}, Endpoints: []Endpoint{
+			{Name: "closed", Internal: true, Listen: []netip.Addr{ip("10.2.0.1")}, Subnets: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24")}, Endpoints: []Endpoint{
 				{Container: "c-in", Name: "in", Isolated: true, Netns: "/ns/in", Addrs: []netip.Addr{ip("10.2.0.2")},
-					Upstreams: []netip.AddrPort{ap("10.2.0.53:53")}}, // a DNS server on the network
+					Upstreams: []netip.AddrPort{ap("127.0.0.1:53"), ap("10.9.0.53:53"), ap("10.2.0.53:53")}}, // only the last is on the network
 				{Container: "c-in2", Name: "in2", Isolated: true, Netns: "/ns/in2", Addrs: []netip.Addr{ip("10.2.0.4")}},
-				{Container: "c-both", Name: "both", Netns: "/ns/both", Addrs: []netip.Addr{ip("10.2.0.3")}},
+				{Container: "c-both", Name: "both", Netns: "/ns/both", Addrs: []netip.Addr{ip("10.2.0.3")}, Upstreams: []netip.AddrPort{ap("10.2.0.53:53")}},
 			}},
 			{Name: "open", Listen: []netip.Addr{ip("10.3.0.1")}, Endpoints: []Endpoint{
-				{Container: "c-both", Name: "both", Netns: "/ns/both", Addrs: []netip.Addr{ip("10.3.0.3")}},
+				{Container: "c-both", Name: "both", Netns: "/ns/both", Addrs: []netip.Addr{ip("10.3.0.3")}, Upstreams: []netip.AddrPort{ap("10.2.0.53:53")}},
 				{Container: "c-own", Name: "own", Netns: "/ns/own", Addrs: []netip.Addr{ip("10.3.0.4")},
 					Upstreams: []netip.AddrPort{ap("127.0.0.1:53"), ap("127.0.0.11:53"), ap("203.0.113.1:53")}},
+				{Container: "c-plain", Name: "plain", Netns: "/ns/plain", Addrs: []netip.Addr{ip("10.3.0.6")}},
+				{Container: "c-v6", Name: "v6", Netns: "/ns/v6", IPv6: true, Addrs: []netip.Addr{ip("10.3.0.7")}},
 				{Container: "c-old", Name: "old", Addrs: []netip.Addr{ip("10.3.0.5")}}, // a record without its namespace
 			}},
 		},
@@ -495,19 +499,25 @@ func TestAnswerFromNamespaces(t *testing.T) {
 		local, client netip.Addr
 		calls         string
 	}{
-		{"isolated, --dns on its network", ip("10.2.0.1"), ip("10.2.0.2"), "/ns/in:10.2.0.53:53 udp"},
-		{"isolated, the host's servers: never the host's stub", ip("10.2.0.1"), ip("10.2.0.4"), "/ns/in2:198.51.100.53:53 udp"},
+		{"isolated: only its --dns on the network asked", ip("10.2.0.1"), ip("10.2.0.2"), "/ns/in:10.2.0.53:53 udp"},
+		{"isolated, the host's servers: none", ip("10.2.0.1"), ip("10.2.0.4"), ""},
 		{"also on an open network, asking the internal one", ip("10.2.0.1"), ip("10.2.0.3"), ""},
-		{"also on an open network, asking the open one", ip("10.3.0.1"), ip("10.3.0.3"), "127.0.0.53:53 udp /ns/both:198.51.100.53:53 udp"},
+		{"also on an open network, asking the open one", ip("10.3.0.1"), ip("10.3.0.3"), "/ns/both:10.2.0.53:53 udp"},
 		{"--dns 127.0.0.1 is its own loopback; 127.0.0.11 is this server", ip("10.3.0.1"), ip("10.3.0.4"), "/ns/own:127.0.0.1:53 udp /ns/own:203.0.113.1:53 udp"},
-		{"no namespace known: the host's", ip("10.3.0.1"), ip("10.3.0.5"), "127.0.0.53:53 udp 198.51.100.53:53 udp"},
-		{"unknown client, open listener", ip("10.3.0.1"), ip("10.3.0.9"), "127.0.0.53:53 udp 198.51.100.53:53 udp"},
+		{"the host's servers without IPv6: unreachable ones from the host", ip("10.3.0.1"), ip("10.3.0.6"),
+			"127.0.0.53:53 udp [2001:db8::53]:53 udp [fe80::1%eth9]:53 udp"},
+		{"the host's servers with IPv6", ip("10.3.0.1"), ip("10.3.0.7"), "127.0.0.53:53 udp /ns/v6:[2001:db8::53]:53 udp [fe80::1%eth9]:53 udp"},
+		{"no namespace known: the host's", ip("10.3.0.1"), ip("10.3.0.5"), "127.0.0.53:53 udp [2001:db8::53]:53 udp [fe80::1%eth9]:53 udp"},
+		{"unknown client, open listener", ip("10.3.0.1"), ip("10.3.0.9"), "127.0.0.53:53 udp [2001:db8::53]:53 udp [fe80::1%eth9]:53 udp"},
 		{"unknown client, internal listener", ip("10.2.0.1"), ip("10.2.0.9"), ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := fakeUpstreams{rcode: map[netip.AddrPort]int{
-				stub: dns.RcodeServerFailure, ap("127.0.0.1:53"): dns.RcodeServerFailure, hostUpstream: dns.RcodeServerFailure}}
+			fail := map[netip.AddrPort]int{}
+			for _, u := range append(slices.Clone(s.Upstreams), ap("127.0.0.1:53"), ap("10.2.0.53:53")) {
+				fail[u] = dns.RcodeServerFailure // every upstream asked in turn
+			}
+			f := fakeUpstreams{rcode: fail}
 			newTables(s).answer(context.Background(), request{local: tc.local, client: tc.client, msg: query("example.com.", dns.TypeA)}, f.exchange)
 			if got := strings.Join(f.calls, " "); got != tc.calls {
 				t.Errorf("forwarded to %q, want %q", got, tc.calls)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,7 +15,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"golang.org/x/sys/unix"
 
 	"github.com/knit-dev/knit/internal/netns"
 )
@@ -38,9 +38,8 @@ const idleAfter = 2 * time.Minute
 // socket, and each socket is replaced after rotateAfter queries, so that
 // an off-path attacker must guess the ID and a source port that keeps
 // changing; the client's ID is put back on the reply. Over TCP, each query
-// has a connection of its own. A query from a container goes out from its
-// namespace (route.netns): sockets are opened there, and pooled per
-// namespace and upstream.
+// has a connection of its own, and so has a query from a container's
+// namespace (route.netns), opened there.
 type forwarder struct {
 	timeout     time.Duration
 	log         *slog.Logger
@@ -51,8 +50,9 @@ type forwarder struct {
 	now         func() time.Time
 
 	mu      sync.Mutex
-	pools   map[route]*upstreamPool
-	sweeper *time.Timer // runs sweep while there are pools
+	pools   map[netip.AddrPort]*upstreamPool
+	inNetns map[string]map[net.Conn]bool // exchangeOnce's connections in containers' namespaces
+	sweeper *time.Timer                  // runs sweep while there are pools
 	closed  bool
 }
 
@@ -65,21 +65,27 @@ func newForwarder(timeout time.Duration, log *slog.Logger) *forwarder {
 		// properly.
 		udp:         &dns.Client{Net: "udp", Timeout: timeout, UDPSize: dns.MaxMsgSize},
 		tcp:         &dns.Client{Net: "tcp", Timeout: timeout},
-		pools:       make(map[route]*upstreamPool),
+		pools:       make(map[netip.AddrPort]*upstreamPool),
+		inNetns:     make(map[string]map[net.Conn]bool),
 		rotateAfter: rotateAfter,
 		idleAfter:   idleAfter,
 		now:         time.Now,
 	}
 }
 
-// exchange is the forwarder's exchangeFunc.
+// exchange is the forwarder's exchangeFunc. A query from a container's
+// namespace, over TCP, or with other than one question has a connection
+// of its own; others share the upstream's pool.
 func (f *forwarder) exchange(ctx context.Context, q *dns.Msg, to route, overTCP bool) (*dns.Msg, error) {
 	var m *dns.Msg
 	var err error
-	if overTCP {
-		m, err = f.exchangeOwn(ctx, f.tcp, q, to)
-	} else {
-		m, err = f.exchangeUDP(ctx, q, to)
+	switch {
+	case overTCP:
+		m, err = f.exchangeOnce(ctx, f.tcp, q, to)
+	case to.netns != "" || len(q.Question) != 1:
+		m, err = f.exchangeOnce(ctx, f.udp, q, to)
+	default:
+		m, err = f.exchangeUDP(ctx, q, to.addr)
 	}
 	if err != nil {
 		f.log.Debug("dns forward", "upstream", to.addr, "netns", to.netns, "tcp", overTCP, "err", err)
@@ -88,16 +94,36 @@ func (f *forwarder) exchange(ctx context.Context, q *dns.Msg, to route, overTCP 
 	return m, nil
 }
 
-// exchangeOwn sends q to its upstream over a connection of its own.
-func (f *forwarder) exchangeOwn(ctx context.Context, c *dns.Client, q *dns.Msg, to route) (*dns.Msg, error) {
+// exchangeOnce sends q to its upstream over a connection of its own, with
+// a random ID (over UDP from a random port too), and takes only a reply
+// that repeats q's question (or may go without: answersQuestion). Such
+// connections are not pooled in a container's namespace: a socket holds
+// its namespace, whose end is what takes a removed container's veth off
+// its bridge; and each is closed by keep once the container is gone.
+func (f *forwarder) exchangeOnce(ctx context.Context, c *dns.Client, q *dns.Msg, to route) (*dns.Msg, error) {
 	conn, err := dial(ctx, c.Net, to, f.timeout)
 	if err != nil {
 		return nil, err
 	}
 	co := &dns.Conn{Conn: conn}
 	defer co.Close()
-	m, _, err := c.ExchangeWithConnContext(ctx, q, co)
-	return m, err
+	if to.netns != "" {
+		if !f.track(to.netns, conn) {
+			return nil, errClosed
+		}
+		defer f.untrack(to.netns, conn)
+	}
+	out := *q // shallow: only the ID differs
+	out.Id = dns.Id()
+	m, _, err := c.ExchangeWithConnContext(ctx, &out, co)
+	if err != nil {
+		return nil, err
+	}
+	if len(q.Question) == 1 && !answersQuestion(m, q.Question[0]) {
+		return nil, errors.New("the reply is for another question")
+	}
+	m.Id = q.Id
+	return m, nil
 }
 
 // dial connects to the upstream of to, from its namespace.
@@ -115,21 +141,62 @@ func dial(ctx context.Context, network string, to route, timeout time.Duration) 
 	return c, netns.Do(to.netns, open)
 }
 
+// track records c, a connection in namespace netns, until untrack; false
+// if the forwarder is closed.
+func (f *forwarder) track(netns string, c net.Conn) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return false
+	}
+	if f.inNetns[netns] == nil {
+		f.inNetns[netns] = make(map[net.Conn]bool)
+	}
+	f.inNetns[netns][c] = true
+	return true
+}
+
+func (f *forwarder) untrack(netns string, c net.Conn) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.inNetns[netns], c)
+	if len(f.inNetns[netns]) == 0 {
+		delete(f.inNetns, netns)
+	}
+}
+
+// keep closes the connections of the namespaces that are not wanted any
+// more (their containers gone), failing their queries, so that none keeps
+// a dead namespace alive.
+func (f *forwarder) keep(wanted func(netns string) bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for netns, conns := range f.inNetns {
+		if wanted(netns) {
+			continue
+		}
+		for c := range conns {
+			_ = c.Close()
+		}
+		delete(f.inNetns, netns)
+	}
+}
+
 var (
 	errClosed     = errors.New("forwarder closed")
 	errPoolClosed = errors.New("upstream's sockets closed for idleness")
 )
 
-func (f *forwarder) pool(to route) (*upstreamPool, error) {
+func (f *forwarder) pool(upstream netip.AddrPort) (*upstreamPool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
 		return nil, errClosed
 	}
-	p := f.pools[to]
+	p := f.pools[upstream]
 	if p == nil {
-		p = &upstreamPool{to: to, timeout: f.timeout, rotateAfter: f.rotateAfter, netnsID: fileID(to.netns)}
-		f.pools[to] = p
+		p = &upstreamPool{addr: upstream, rotateAfter: f.rotateAfter}
+		f.pools[upstream] = p
 		if f.sweeper == nil {
 			f.sweeper = time.AfterFunc(f.idleAfter, f.sweep)
 		}
@@ -147,10 +214,10 @@ func (f *forwarder) sweep() {
 		return
 	}
 	now, next := f.now(), f.idleAfter
-	for to, p := range f.pools {
+	for addr, p := range f.pools {
 		if idle := now.Sub(p.used); idle >= f.idleAfter {
 			p.close()
-			delete(f.pools, to)
+			delete(f.pools, addr)
 		} else {
 			next = min(next, f.idleAfter-idle)
 		}
@@ -162,7 +229,8 @@ func (f *forwarder) sweep() {
 	f.sweeper.Reset(next)
 }
 
-// close closes the pooled sockets; queries waiting on them fail.
+// close closes the pooled sockets and the connections in namespaces;
+// queries waiting on them fail.
 func (f *forwarder) close() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -173,38 +241,17 @@ func (f *forwarder) close() {
 	for _, p := range f.pools {
 		p.close()
 	}
-}
-
-// keep closes the pools of namespaces that are not wanted any more (their
-// containers gone), or whose file is now another namespace's (a path
-// reused), so that no socket keeps a dead namespace alive.
-func (f *forwarder) keep(wanted func(netns string) bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for to, p := range f.pools {
-		if to.netns != "" && (!wanted(to.netns) || fileID(to.netns) != p.netnsID) {
-			p.close()
-			delete(f.pools, to)
+	for _, conns := range f.inNetns {
+		for c := range conns {
+			_ = c.Close()
 		}
 	}
 }
 
-// fileID identifies the file at path (a namespace's, when it is one):
-// its device and inode; zero if there is none.
-func fileID(path string) [2]uint64 {
-	var st unix.Stat_t
-	if path == "" || unix.Stat(path, &st) != nil {
-		return [2]uint64{}
-	}
-	return [2]uint64{st.Dev, st.Ino}
-}
-
-// upstreamPool is the UDP sockets to one upstream from one namespace,
-// dialled when first needed.
+// upstreamPool is the UDP sockets to one upstream, from the host's
+// namespace, dialled when first needed.
 type upstreamPool struct {
-	to          route
-	netnsID     [2]uint64 // the namespace's file when the pool was made
-	timeout     time.Duration
+	addr        netip.AddrPort
 	rotateAfter uint32
 	used        time.Time // the last query's, under forwarder.mu
 	next        atomic.Uint32
@@ -248,11 +295,8 @@ type result struct {
 	err error
 }
 
-func (f *forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, to route) (*dns.Msg, error) {
-	if len(q.Question) != 1 {
-		return f.exchangeOwn(ctx, f.udp, q, to)
-	}
-	p, err := f.pool(to)
+func (f *forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, upstream netip.AddrPort) (*dns.Msg, error) {
+	p, err := f.pool(upstream)
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +341,7 @@ func (f *forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, to route) (*dns
 	}
 	// Every socket is dead or full, or the pool was swept: a socket of its
 	// own (a random port).
-	return f.exchangeOwn(ctx, f.udp, q, to)
+	return f.exchangeOnce(ctx, f.udp, q, route{addr: upstream})
 }
 
 // socket returns the pool's socket i, dialling it (and starting its
@@ -320,11 +364,11 @@ func (p *upstreamPool) socket(i int) (*upstreamSocket, error) {
 	if old != nil {
 		old.retire()
 	}
-	c, err := dial(context.Background(), "udp", p.to, p.timeout)
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(p.addr))
 	if err != nil {
 		return nil, err
 	}
-	s := &upstreamSocket{conn: c.(*net.UDPConn), pending: make(map[uint16]*waiter)}
+	s := &upstreamSocket{conn: c, pending: make(map[uint16]*waiter)}
 	p.socks[i].Store(s)
 	go s.read()
 	return s, nil

@@ -102,15 +102,28 @@ type fakeUpstream struct {
 	ports map[uint16]bool
 }
 
-func startUpstream(t testing.TB) *fakeUpstream {
+func startUpstream(t testing.TB) *fakeUpstream { return startUpstreamIn(t, "") }
+
+// startUpstreamIn is startUpstream with its sockets in the network
+// namespace at ns ("": the test's own).
+func startUpstreamIn(t testing.TB, ns string) *fakeUpstream {
 	t.Helper()
 	port := freePort(t)
 	u := &fakeUpstream{addr: netip.AddrPortFrom(ip("127.0.0.1"), port), ids: make(map[uint16]bool), ports: make(map[uint16]bool)}
-	pc, err := net.ListenPacket("udp4", u.addr.String())
-	if err != nil {
-		t.Fatal(err)
+	var pc net.PacketConn
+	var ln net.Listener
+	open := func() (err error) {
+		if pc, err = net.ListenPacket("udp4", u.addr.String()); err == nil {
+			ln, err = net.Listen("tcp4", u.addr.String())
+		}
+		return err
 	}
-	ln, err := net.Listen("tcp4", u.addr.String())
+	var err error
+	if ns == "" {
+		err = open()
+	} else {
+		err = netns.Do(ns, open)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -703,7 +716,7 @@ func TestForwarderClosesIdlePools(t *testing.T) {
 	}
 	ask(a.addr)
 	ask(b.addr)
-	pa, pb := f.pools[route{addr: a.addr}], f.pools[route{addr: b.addr}]
+	pa, pb := f.pools[a.addr], f.pools[b.addr]
 	sa, sb := socketOf(pa), socketOf(pb)
 	if f.sweeper == nil {
 		t.Fatal("pools but no sweep due")
@@ -712,8 +725,8 @@ func TestForwarderClosesIdlePools(t *testing.T) {
 	ask(b.addr) // b stays in use; a does not
 	clock = clock.Add(idleAfter/2 + time.Second)
 	f.sweep()
-	if _, kept := f.pools[route{addr: a.addr}]; kept || f.pools[route{addr: b.addr}] != pb {
-		t.Errorf("pools after a was idle for %v: a kept %v, b's the same %v; want only b's", idleAfter, kept, f.pools[route{addr: b.addr}] == pb)
+	if _, kept := f.pools[a.addr]; kept || f.pools[b.addr] != pb {
+		t.Errorf("pools after a was idle for %v: a kept %v, b's the same %v; want only b's", idleAfter, kept, f.pools[b.addr] == pb)
 	}
 	if _, err := sa.conn.Write([]byte{0}); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("a's socket after its pool closed: write = %v, want it closed", err)
@@ -722,7 +735,7 @@ func TestForwarderClosesIdlePools(t *testing.T) {
 		t.Errorf("b's socket, in use: write = %v", err)
 	}
 	ask(a.addr) // a comes back: a new pool
-	if f.pools[route{addr: a.addr}] == nil || f.pools[route{addr: a.addr}] == pa {
+	if f.pools[a.addr] == nil || f.pools[a.addr] == pa {
 		t.Error("a query to a after its pool closed did not get a new one")
 	}
 	clock = clock.Add(idleAfter)
@@ -733,10 +746,10 @@ func TestForwarderClosesIdlePools(t *testing.T) {
 	// A query that got its pool just before a sweep closed it still gets
 	// an answer, from a socket of its own.
 	ask(a.addr)
-	pa = f.pools[route{addr: a.addr}]
+	pa = f.pools[a.addr]
 	pa.close()
 	q := new(dns.Msg).SetQuestion("late.example.", dns.TypeA)
-	if m, err := f.exchangeUDP(context.Background(), q, route{addr: a.addr}); err != nil || summary(m) != "NOERROR 192.0.2.1" {
+	if m, err := f.exchangeUDP(context.Background(), q, a.addr); err != nil || summary(m) != "NOERROR 192.0.2.1" {
 		t.Errorf("a query on a pool closed under it: %v", err)
 	}
 }
@@ -821,59 +834,69 @@ func floodSilentUpstream(t *testing.T, port uint16, n int, during func()) (servf
 
 // A route with a namespace asks the upstream from inside it: a server on
 // that namespace's loopback answers, over UDP and TCP, where the host's
-// loopback has none. The pool goes once its namespace is not wanted, or
-// its path names another namespace.
+// loopback has none. No connection there outlives its query, and one
+// still waiting is closed once its namespace is no longer wanted.
 func TestForwarderAsksFromNamespace(t *testing.T) {
 	ns := testutil.NewNetns(t)
-	var up *fakeUpstream
 	if err := netns.Do(ns, func() error {
 		lo, err := netlink.LinkByName("lo")
 		if err == nil {
 			err = netlink.LinkSetUp(lo)
 		}
-		if err == nil {
-			up = startUpstream(t)
-		}
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
+	up := startUpstreamIn(t, ns)
 	f := newForwarder(testTimeout, slog.New(slog.DiscardHandler))
 	defer f.close()
+	inNetns := func(f *forwarder) int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.inNetns[ns]) }
 	to := route{netns: ns, addr: up.addr}
 	for _, tcp := range []bool{false, true} {
 		q := new(dns.Msg).SetQuestion("inside.example.", dns.TypeA)
+		q.Id = 99
 		m, err := f.exchange(context.Background(), q, to, tcp)
-		if want := map[bool]string{false: "NOERROR 192.0.2.1", true: "NOERROR 192.0.2.2"}[tcp]; err != nil || summary(m) != want {
-			t.Fatalf("tcp %v: %v %q, want %q", tcp, err, summary(m), want)
+		if want := map[bool]string{false: "NOERROR 192.0.2.1", true: "NOERROR 192.0.2.2"}[tcp]; err != nil || summary(m) != want || m.Id != 99 {
+			t.Fatalf("tcp %v: %v %q, want %q with the client's ID", tcp, err, summary(m), want)
 		}
+	}
+	if n := inNetns(f); n != 0 {
+		t.Errorf("%d connections in the namespace after the queries", n)
 	}
 	q := new(dns.Msg).SetQuestion("outside.example.", dns.TypeA)
 	if m, err := f.exchange(context.Background(), q, route{addr: up.addr}, false); err == nil {
 		t.Fatalf("the host's loopback answered %q: the test cannot tell the namespaces apart", summary(m))
 	}
-	pools := func() int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.pools) }
-	f.keep(func(string) bool { return true })
-	if pools() != 2 { // the namespace's and the host's
-		t.Fatalf("%d pools after keeping every namespace, want 2", pools())
-	}
-	// The path now names a new namespace: its pool goes.
-	if err := netns.Delete(ns); err != nil {
+	var silent net.PacketConn // bound, never answers
+	if err := netns.Do(ns, func() (err error) { silent, err = net.ListenPacket("udp4", "127.0.0.1:0"); return err }); err != nil {
 		t.Fatal(err)
 	}
-	if err := netns.Create(ns, nil); err != nil {
-		t.Fatal(err)
+	defer silent.Close()
+	slow := newForwarder(time.Minute, slog.New(slog.DiscardHandler)) // only keep ends its wait
+	defer slow.close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := slow.exchange(context.Background(), q, route{ns, netip.MustParseAddrPort(silent.LocalAddr().String())}, false)
+		done <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); inNetns(slow) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the query's connection was never tracked")
+		}
 	}
-	f.keep(func(string) bool { return true })
-	if pools() != 1 {
-		t.Errorf("%d pools after the namespace's file was replaced, want the host's only", pools())
+	slow.keep(func(string) bool { return true })
+	select {
+	case err := <-done:
+		t.Fatalf("the query ended (%v) though its namespace is wanted", err)
+	case <-time.After(50 * time.Millisecond):
 	}
-	_, _ = f.exchange(context.Background(), q, to, false) // a pool in the new one (down: no answer)
-	if pools() != 2 {
-		t.Fatalf("%d pools after a query from the new namespace, want 2", pools())
-	}
-	f.keep(func(string) bool { return false })
-	if pools() != 1 {
-		t.Errorf("%d pools after no namespace is wanted, want the host's only", pools())
+	slow.keep(func(string) bool { return false })
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("the query whose connection keep closed got an answer")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a query in a namespace no longer wanted still waits")
 	}
 }

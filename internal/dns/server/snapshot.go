@@ -55,15 +55,17 @@ type Endpoint struct {
 	Upstreams []netip.AddrPort `json:"upstreams,omitempty"`
 	// Netns is the container's network namespace file: its queries go
 	// upstream from there, as Docker's, so that its own routes, firewall
-	// and loopback apply (--dns 127.0.0.1 is the container's own) and it
-	// gets no way out it has not got. Only a loopback server of the
-	// host's (a stub such as systemd-resolved's, for a container without
-	// --dns) is asked from the host. "": everything from the host.
+	// and loopback apply (--dns 127.0.0.1 is the container's own). Only a
+	// server of the host's it could not reach (files.AskedFromHost: a
+	// stub such as systemd-resolved's, for a container without --dns) is
+	// asked from the host. "": everything from the host.
 	Netns string `json:"netns,omitempty"`
+	// IPv6: the container has IPv6 addresses (files.AskedFromHost).
+	IPv6 bool `json:"ipv6,omitempty"`
 	// Isolated is a container on internal networks only: its names are
-	// answered, and other names are asked from its own namespace only
-	// (an on-net server answers; anything else fails there), never from
-	// the host, which would be a way out.
+	// answered, and other names go only to a server on the network asked
+	// (askFrom), from its own namespace, never from the host, which would
+	// be a way out.
 	Isolated bool `json:"isolated,omitempty"`
 	// NdotsSet is a container whose resolv.conf options (its
 	// --dns-option, else the host's) set ndots: an unknown single-label

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -139,7 +138,7 @@ func configureSandbox(ep *driver.Endpoint, sb driver.Sandbox) error {
 	if err != nil {
 		return err
 	}
-	if !slices.ContainsFunc(ep.Addrs, func(a netip.Prefix) bool { return a.Addr().Is6() }) {
+	if !ep.HasIPv6() {
 		// An IPv4-only endpoint: no IPv6 chatter flooded across the bridge.
 		if err := c.LinkSetNoIPv6Addrs(peer.Index); err != nil {
 			return err
