@@ -586,9 +586,10 @@ func TestDNSAskedFromContainers(t *testing.T) {
 }
 
 // A knit upgraded in place (its binary replaced while its DNS server runs)
-// has the next command that syncs the records replace the server, which
-// would otherwise answer as the old version did for as long as its
-// networks live; a server whose binary is still in place stays.
+// has the next command from that path that syncs the records replace the
+// server, which would otherwise answer as the old version did for as long
+// as its networks live; a server whose binary is still in place stays, and
+// another binary leaves it alone.
 func TestDNSServerReplacedWithItsBinary(t *testing.T) {
 	rootfs, _ := dnsRootfs(t)
 	s := sandbox(t)
@@ -618,6 +619,11 @@ func TestDNSServerReplacedWithItsBinary(t *testing.T) {
 	install()
 	if exe := s.MustRun(t, "readlink", "/proc/"+first+"/exe"); !strings.HasSuffix(strings.TrimSpace(exe), " (deleted)") {
 		t.Fatalf("the server's binary after the upgrade: %q", exe)
+	}
+	// Another install of knit (a CNI plugin's copy) leaves it alone.
+	s.MustKnit(t, "run", "-d", "--name", "other", "--network", "up", "--rootfs", rootfs, "sleep", "300")
+	if now := serverPID(); now != first {
+		t.Fatalf("another binary replaced the server (%s, was %s)", now, first)
 	}
 	knit("run", "-d", "--name", "c3", "--network", "up", "--rootfs", rootfs, "sleep", "300")
 	if now := serverPID(); now == first {

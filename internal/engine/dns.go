@@ -24,6 +24,7 @@ import (
 	"github.com/knit-dev/knit/internal/link"
 	"github.com/knit-dev/knit/internal/netns"
 	"github.com/knit-dev/knit/internal/store"
+	"golang.org/x/sys/unix"
 )
 
 // bucketDNS indexes the containers the embedded DNS server answers for:
@@ -374,13 +375,15 @@ func (e *Engine) startDNS(dir string) error {
 	}
 }
 
-// stopReplacedDNS stops the running server if its binary has been
+// stopReplacedDNS stops the running server if it runs this binary's path
 // replaced since it started (knit upgraded in place: its /proc/PID/exe
-// is deleted), and reports whether it did, for the caller to start one
-// of its own: a server lives as long as its networks, and would go on
-// answering as the old version did. Only a server of this exec-root's,
-// by its command line, is signalled; SIGKILL if SIGTERM has not ended it
-// within 2 s.
+// is that path, deleted, and the path has a file again), and reports
+// whether it did, for the caller to start one of its own: a server lives
+// as long as its networks, and would go on answering as the old version
+// did. Another install's server (a CNI plugin's copy elsewhere) and one
+// whose binary was removed are left alone. Only a server of this
+// exec-root's, by its command line, is signalled, through a pidfd taken
+// before the checks; SIGKILL if SIGTERM has not ended it within 2 s.
 func (e *Engine) stopReplacedDNS(dir string) bool {
 	b, err := os.ReadFile(filepath.Join(dir, server.PIDFile))
 	if err != nil {
@@ -390,8 +393,16 @@ func (e *Engine) stopReplacedDNS(dir string) bool {
 	if err != nil || pid <= 0 {
 		return false
 	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(pidfd)
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	if err != nil || !strings.HasSuffix(exe, " (deleted)") {
+	if path, deleted := strings.CutSuffix(exe, " (deleted)"); err != nil || !deleted || path != e.self {
+		return false
+	}
+	if _, err := os.Stat(e.self); err != nil {
 		return false
 	}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -399,8 +410,8 @@ func (e *Engine) stopReplacedDNS(dir string) bool {
 	if err != nil || args[len(args)-1] != "_dns" || !slices.Contains(args, e.paths.ExecRoot) {
 		return false
 	}
-	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
-		if syscall.Kill(pid, sig) != nil {
+	for _, sig := range []unix.Signal{unix.SIGTERM, unix.SIGKILL} {
+		if unix.PidfdSendSignal(pidfd, sig, nil, 0) != nil {
 			return !server.Running(dir)
 		}
 		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {

@@ -52,6 +52,7 @@ type forwarder struct {
 	mu      sync.Mutex
 	pools   map[netip.AddrPort]*upstreamPool
 	inNetns map[string]map[net.Conn]bool // exchangeOnce's connections in containers' namespaces
+	wanted  func(netns string) bool      // the last keep's; nil: every namespace
 	sweeper *time.Timer                  // runs sweep while there are pools
 	closed  bool
 }
@@ -107,9 +108,12 @@ func (f *forwarder) exchangeOnce(ctx context.Context, c *dns.Client, q *dns.Msg,
 	}
 	co := &dns.Conn{Conn: conn}
 	defer co.Close()
+	// The exchange heeds ctx's deadline only: a listener closing cancels
+	// its queries, which must return at once.
+	defer context.AfterFunc(ctx, func() { _ = conn.Close() })()
 	if to.netns != "" {
 		if !f.track(to.netns, conn) {
-			return nil, errClosed
+			return nil, errNotWanted
 		}
 		defer f.untrack(to.netns, conn)
 	}
@@ -135,18 +139,28 @@ func dial(ctx context.Context, network string, to route, timeout time.Duration) 
 		c, err = (&net.Dialer{Timeout: timeout}).DialContext(ctx, network, to.addr.String())
 		return err
 	}
+	var err error
 	if to.netns == "" {
-		return c, open()
+		err = open()
+	} else {
+		err = netns.Do(to.netns, open)
 	}
-	return c, netns.Do(to.netns, open)
+	if err != nil && c != nil { // opened, but the thread's namespace was not restored
+		_ = c.Close()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // track records c, a connection in namespace netns, until untrack; false
-// if the forwarder is closed.
+// if the forwarder is closed or netns is no longer wanted (a query that
+// chose its route before keep ran).
 func (f *forwarder) track(netns string, c net.Conn) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.closed {
+	if f.closed || f.wanted != nil && !f.wanted(netns) {
 		return false
 	}
 	if f.inNetns[netns] == nil {
@@ -171,6 +185,7 @@ func (f *forwarder) untrack(netns string, c net.Conn) {
 func (f *forwarder) keep(wanted func(netns string) bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.wanted = wanted
 	for netns, conns := range f.inNetns {
 		if wanted(netns) {
 			continue
@@ -184,6 +199,7 @@ func (f *forwarder) keep(wanted func(netns string) bool) {
 
 var (
 	errClosed     = errors.New("forwarder closed")
+	errNotWanted  = errors.New("the container is gone")
 	errPoolClosed = errors.New("upstream's sockets closed for idleness")
 )
 

@@ -21,9 +21,11 @@
 //     with SERVFAIL or REFUSED gets SERVFAIL. No input makes the server
 //     panic.
 //   - A container's query goes upstream from its own network namespace
-//     (sockets opened there, served from here), but to a loopback server
-//     of the host's; nothing asked on an internal network's gateway goes
-//     out through the host or a namespace with a way out (askFrom).
+//     (a socket opened there per query), but to a server of the host's
+//     that the container could not reach (files.AskedFromHost); nothing
+//     asked on an internal network's gateway goes out through the host or
+//     a namespace with a way out (askFrom). No socket outlives its query,
+//     nor the container's leaving the snapshot.
 //   - At most one server holds dir/server.lock, and only a server holding
 //     it listens.
 //
@@ -41,6 +43,10 @@
 //     more. If that has networks again, the engine saved it while the
 //     server was stopping: Serve takes the lock again (or returns if a new
 //     server has it) and serves on.
+//  4. A server whose binary has been replaced since it started (knit
+//     upgraded in place) is stopped by the next engine that syncs records
+//     from that path, which then starts its own (engine stopReplacedDNS);
+//     Serve returns on SIGTERM as in 3.
 //
 // A change saved by the engine is thus never lost: either the engine's
 // Running saw no lock and it starts a server, or the server's load after

@@ -899,4 +899,26 @@ func TestForwarderAsksFromNamespace(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a query in a namespace no longer wanted still waits")
 	}
+	// A query that chose its route before keep opens nothing there.
+	if _, err := slow.exchange(context.Background(), q, to, false); !errors.Is(err, errNotWanted) {
+		t.Errorf("a query in a namespace keep let go: %v, want %v", err, errNotWanted)
+	}
+	// A query whose listener closes returns at once.
+	slow.keep(func(string) bool { return true })
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		_, err := slow.exchange(ctx, q, route{ns, netip.MustParseAddrPort(silent.LocalAddr().String())}, false)
+		done <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); inNetns(slow) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the query's connection was never tracked")
+		}
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a cancelled query in a namespace still waits")
+	}
 }
