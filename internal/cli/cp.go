@@ -13,9 +13,9 @@ import (
 
 // cpCommand is docker cp between a container's filesystem and the host's,
 // by docker cp's rules (copytree.Copy); copied files belong to root, as
-// Docker's without -a.
+// Docker's without -a, and keep their modification times.
 func (a *app) cpCommand() *cobra.Command {
-	var follow bool
+	var follow, archive bool
 	c := &cobra.Command{
 		Use:   "cp [OPTIONS] CONTAINER:SRC_PATH DEST_PATH | SRC_PATH CONTAINER:DEST_PATH",
 		Short: "Copy files and directories between a container and the host",
@@ -62,13 +62,14 @@ func (a *app) cpCommand() *cobra.Command {
 				return err
 			}
 			defer dst.Close()
-			if err := copytree.Copy(src, sp, dst, dp, copytree.Options{FollowLink: follow}); err != nil {
+			if err := copytree.Copy(src, sp, dst, dp, copytree.Options{FollowLink: follow, Archive: archive}); err != nil {
 				return errdefs.Invalid("%v", err)
 			}
 			return nil
 		},
 	}
 	c.Flags().BoolVarP(&follow, "follow-link", "L", false, "always follow a symbolic link given as SRC_PATH")
+	c.Flags().BoolVarP(&archive, "archive", "a", false, "archive mode (copy all uid/gid information)")
 	// Docker's suppresses its progress output; knit prints none.
 	c.Flags().BoolP("quiet", "q", false, "suppress progress output (knit prints none)")
 	return c

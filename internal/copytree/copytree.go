@@ -22,6 +22,10 @@ type Options struct {
 	// to, not the link (docker cp -L). Links inside a copied directory
 	// are copied as links either way.
 	FollowLink bool
+	// Archive keeps each entry's owner and group (docker cp -a); without
+	// it, what Copy makes belongs to its caller. Modification times are
+	// kept either way, as docker cp's.
+	Archive bool
 }
 
 // Copy copies src's srcPath to dst's dstPath by docker cp's rules:
@@ -79,21 +83,21 @@ func Copy(src *os.Root, srcPath string, dst *os.Root, dstPath string, o Options)
 			return fmt.Errorf("destination %s: its directory: %w", dstPath, unwrapPath(perr))
 		}
 		if sfi.IsDir() {
-			return copyDirContents(src, sp, sfi, dst, dp)
+			return copyDirContents(src, sp, sfi, dst, dp, o)
 		}
-		return copyEntry(src, sp, sfi, dst, dp)
+		return copyEntry(src, sp, sfi, dst, dp, o)
 	case err != nil:
 		return fmt.Errorf("destination %s: %w", dstPath, unwrapPath(err))
 	case dfi.IsDir() && sfi.IsDir() && contentsOnly:
-		return copyDirContents(src, sp, sfi, dst, dp)
+		return copyDirContents(src, sp, sfi, dst, dp, o)
 	case dfi.IsDir():
-		return copyEntry(src, sp, sfi, dst, path.Join(dp, path.Base(sp)))
+		return copyEntry(src, sp, sfi, dst, path.Join(dp, path.Base(sp)), o)
 	case sfi.IsDir():
 		return fmt.Errorf("cannot copy directory %s to file %s", srcPath, dstPath)
 	case strings.HasSuffix(dstPath, "/"):
 		return fmt.Errorf("destination %s: not a directory", dstPath)
 	}
-	return copyEntry(src, sp, sfi, dst, dp)
+	return copyEntry(src, sp, sfi, dst, dp, o)
 }
 
 // within reports whether p, or a directory above it, in dst is dir.
@@ -181,10 +185,10 @@ func unwrapPath(err error) error {
 }
 
 // copyEntry copies one entry, a directory with everything in it.
-func copyEntry(src *os.Root, sp string, fi fs.FileInfo, dst *os.Root, dp string) error {
+func copyEntry(src *os.Root, sp string, fi fs.FileInfo, dst *os.Root, dp string, o Options) error {
 	switch mode := fi.Mode(); {
 	case mode.IsDir():
-		return copyDirContents(src, sp, fi, dst, dp)
+		return copyDirContents(src, sp, fi, dst, dp, o)
 	case mode&fs.ModeSymlink != 0:
 		target, err := src.Readlink(sp)
 		if err != nil {
@@ -193,20 +197,28 @@ func copyEntry(src *os.Root, sp string, fi fs.FileInfo, dst *os.Root, dp string)
 		if err := clear(dst, dp, fi); err != nil {
 			return err
 		}
-		return dst.Symlink(target, dp)
+		if err := dst.Symlink(target, dp); err != nil || !o.Archive {
+			return err
+		}
+		uid, gid := owner(fi)
+		return dst.Lchown(dp, uid, gid)
 	case mode.IsRegular():
 		if err := clear(dst, dp, fi); err != nil {
 			return err
 		}
-		return copyFile(src, sp, fi, dst, dp)
+		if err := copyFile(src, sp, fi, dst, dp); err != nil {
+			return err
+		}
+		return setMeta(dst, dp, fi, o)
 	default:
 		return fmt.Errorf("%s: cannot copy a %s", sp, kind(mode))
 	}
 }
 
 // copyDirContents makes dp a directory (if it is not one) with fi's
-// permissions and copies sp's entries into it.
-func copyDirContents(src *os.Root, sp string, fi fs.FileInfo, dst *os.Root, dp string) error {
+// permissions and copies sp's entries into it; a directory it made gets
+// fi's owner (Archive) and times once its entries are in.
+func copyDirContents(src *os.Root, sp string, fi fs.FileInfo, dst *os.Root, dp string, o Options) error {
 	// A directory there is used; a link or a file there is replaced,
 	// never followed: a link copied out of a container earlier must not
 	// lead this copy's files anywhere.
@@ -215,7 +227,9 @@ func copyDirContents(src *os.Root, sp string, fi fs.FileInfo, dst *os.Root, dp s
 			return err
 		}
 	}
+	made := false
 	if err := dst.Mkdir(dp, fi.Mode().Perm()); err == nil {
+		made = true
 		if err := dst.Chmod(dp, modeOf(fi)); err != nil { // past the umask
 			return err
 		}
@@ -236,11 +250,37 @@ func copyDirContents(src *os.Root, sp string, fi fs.FileInfo, dst *os.Root, dp s
 		if err != nil {
 			return err
 		}
-		if err := copyEntry(src, path.Join(sp, e.Name()), efi, dst, path.Join(dp, e.Name())); err != nil {
+		if err := copyEntry(src, path.Join(sp, e.Name()), efi, dst, path.Join(dp, e.Name()), o); err != nil {
 			return err
 		}
 	}
-	return nil
+	if !made {
+		return nil
+	}
+	return setMeta(dst, dp, fi, o)
+}
+
+// setMeta gives dp, a file or directory copy made, fi's owner and group
+// (Archive), mode, and modification time, which it also takes as its
+// access time, as docker cp's tar extraction does. The mode goes after
+// the owner: a change of owner clears the setuid and setgid bits.
+func setMeta(dst *os.Root, dp string, fi fs.FileInfo, o Options) error {
+	if o.Archive {
+		uid, gid := owner(fi)
+		if err := dst.Lchown(dp, uid, gid); err != nil {
+			return err
+		}
+		if err := dst.Chmod(dp, modeOf(fi)); err != nil {
+			return err
+		}
+	}
+	return dst.Chtimes(dp, fi.ModTime(), fi.ModTime())
+}
+
+// owner is fi's owner and group.
+func owner(fi fs.FileInfo) (uid, gid int) {
+	st := fi.Sys().(*syscall.Stat_t)
+	return int(st.Uid), int(st.Gid)
 }
 
 // kind names a special file's type, for errors.

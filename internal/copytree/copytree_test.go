@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // tree makes a directory from path → content ("" for a directory, "->X"
@@ -234,5 +235,65 @@ func TestCopyOntoItself(t *testing.T) {
 	}
 	if got := read(t, filepath.Join(dir, "b/sub/g")); got != "G" {
 		t.Errorf("b/sub/g = %q", got)
+	}
+}
+
+// Copies keep their modification times, as docker cp's, directories'
+// too; with Archive they keep their owner and group (links included),
+// and a setuid file its bit past the change of owner; without it they
+// belong to the caller.
+func TestCopyKeepsTimesAndWithArchiveOwners(t *testing.T) {
+	srcDir, src := tree(t, map[string]string{"d/f": "F", "d/l": "->f", "d/s": "S"})
+	past := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
+	root := os.Geteuid() == 0
+	if root {
+		for _, p := range []string{"d/f", "d/l", "d"} {
+			if err := os.Lchown(filepath.Join(srcDir, p), 1234, 5678); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := os.Chmod(filepath.Join(srcDir, "d/s"), os.ModeSetuid|0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"d/f", "d/s", "d"} { // d last: its entries' changes touch it
+		if err := os.Chtimes(filepath.Join(srcDir, p), past, past); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, archive := range []bool{false, true} {
+		dstDir, dst := tree(t, nil)
+		if err := Copy(src, "/d", dst, "/d", Options{Archive: archive}); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{"d", "d/f", "d/s"} {
+			fi, err := os.Stat(filepath.Join(dstDir, p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !fi.ModTime().Equal(past) {
+				t.Errorf("archive %v: %s modified %v, want %v", archive, p, fi.ModTime(), past)
+			}
+		}
+		if fi, err := os.Stat(filepath.Join(dstDir, "d/s")); err != nil || fi.Mode()&os.ModeSetuid == 0 {
+			t.Errorf("archive %v: d/s lost its setuid bit: %v %v", archive, fi.Mode(), err)
+		}
+		if !root {
+			continue
+		}
+		for _, p := range []string{"d", "d/f", "d/l"} {
+			fi, err := os.Lstat(filepath.Join(dstDir, p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			uid, gid := owner(fi)
+			want := [2]int{os.Getuid(), os.Getgid()}
+			if archive {
+				want = [2]int{1234, 5678}
+			}
+			if [2]int{uid, gid} != want {
+				t.Errorf("archive %v: %s owned by %d:%d, want %d:%d", archive, p, uid, gid, want[0], want[1])
+			}
+		}
 	}
 }

@@ -881,6 +881,15 @@ func TestCopy(t *testing.T) {
 	if out := s.MustRun(t, "cat", filepath.Join(dir, "d/sub/f")); out != "deep\n" {
 		t.Errorf("a directory copied out: %q", out)
 	}
+	// Owners: the caller's, unless -a; modification times kept.
+	s.MustKnit(t, "exec", "cpbox", "sh", "-c", "chown 1234:5678 /tmp/d/sub/f && touch -t 200102030405.06 /tmp/d/sub/f") // UTC, 981173106
+	for flag, want := range map[string]string{"": "0:0 981173106", "-a": "1234:5678 981173106"} {
+		to := filepath.Join(dir, "owned"+flag)
+		s.MustKnit(t, slices.DeleteFunc([]string{"cp", flag, "cpbox:/tmp/d/sub/f", to}, func(a string) bool { return a == "" })...)
+		if got := strings.TrimSpace(s.MustRun(t, "stat", "-c", "%u:%g %Y", to)); got != want {
+			t.Errorf("cp %s: owner and time %q, want %q", flag, got, want)
+		}
+	}
 	s.MustKnit(t, "cp", "cpbox:/tmp/evil", filepath.Join(dir, "evil"))
 	if target := s.MustRun(t, "readlink", filepath.Join(dir, "evil")); target != "/etc/shadow\n" {
 		t.Errorf("a link copied out: %q; want the link itself", target)
