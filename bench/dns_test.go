@@ -44,9 +44,9 @@ func BenchmarkDNSForwarded(b *testing.B) {
 }
 
 // BenchmarkDNSForwardedFromNamespace is BenchmarkDNSForwarded for a
-// container's query, which goes upstream from its own namespace, a
-// socket of its own opened there per query (here the benchmark's own
-// namespace, entered as a container's would be).
+// container's query, which goes upstream from its own namespace, through
+// a socket opened there (here the benchmark's own namespace, entered as a
+// container's would be).
 func BenchmarkDNSForwardedFromNamespace(b *testing.B) {
 	benchmarkDNS(b, "example.com.", "192.0.2.1", fmt.Sprintf("/proc/%d/ns/net", os.Getpid()))
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 
 	"github.com/knit-dev/knit/internal/netns"
 )
@@ -31,6 +31,13 @@ const rotateAfter = 256
 // (--dns), and a server lives as long as its networks.
 const idleAfter = 2 * time.Minute
 
+// netnsIdleAfter is idleAfter for a pool in a container's namespace,
+// which holds one socket: a socket keeps its namespace alive, and with it
+// a removed container's veth on its bridge (keep closes the pool as soon
+// as the container leaves the snapshot; this bounds the time when that
+// fails).
+const netnsIdleAfter = 5 * time.Second
+
 // forwarder sends queries upstream. Over UDP it keeps a few connected
 // sockets per upstream, each with one reader that hands replies to the
 // queries waiting for them by ID and question. Against forged replies
@@ -38,8 +45,9 @@ const idleAfter = 2 * time.Minute
 // socket, and each socket is replaced after rotateAfter queries, so that
 // an off-path attacker must guess the ID and a source port that keeps
 // changing; the client's ID is put back on the reply. Over TCP, each query
-// has a connection of its own, and so has a query from a container's
-// namespace (route.netns), opened there.
+// has a connection of its own. A query from a container's namespace
+// (route.netns) goes through sockets opened there, pooled per namespace
+// and upstream.
 type forwarder struct {
 	timeout     time.Duration
 	log         *slog.Logger
@@ -50,7 +58,7 @@ type forwarder struct {
 	now         func() time.Time
 
 	mu      sync.Mutex
-	pools   map[netip.AddrPort]*upstreamPool
+	pools   map[route]*upstreamPool
 	inNetns map[string]map[net.Conn]bool // exchangeOnce's connections in containers' namespaces
 	wanted  func(netns string) bool      // the last keep's; nil: every namespace
 	sweeper *time.Timer                  // runs sweep while there are pools
@@ -66,7 +74,7 @@ func newForwarder(timeout time.Duration, log *slog.Logger) *forwarder {
 		// properly.
 		udp:         &dns.Client{Net: "udp", Timeout: timeout, UDPSize: dns.MaxMsgSize},
 		tcp:         &dns.Client{Net: "tcp", Timeout: timeout},
-		pools:       make(map[netip.AddrPort]*upstreamPool),
+		pools:       make(map[route]*upstreamPool),
 		inNetns:     make(map[string]map[net.Conn]bool),
 		rotateAfter: rotateAfter,
 		idleAfter:   idleAfter,
@@ -74,19 +82,19 @@ func newForwarder(timeout time.Duration, log *slog.Logger) *forwarder {
 	}
 }
 
-// exchange is the forwarder's exchangeFunc. A query from a container's
-// namespace, over TCP, or with other than one question has a connection
-// of its own; others share the upstream's pool.
+// exchange is the forwarder's exchangeFunc. A query over TCP, or with
+// other than one question, has a connection of its own; others share the
+// pool of their upstream and namespace.
 func (f *forwarder) exchange(ctx context.Context, q *dns.Msg, to route, overTCP bool) (*dns.Msg, error) {
 	var m *dns.Msg
 	var err error
 	switch {
 	case overTCP:
 		m, err = f.exchangeOnce(ctx, f.tcp, q, to)
-	case to.netns != "" || len(q.Question) != 1:
+	case len(q.Question) != 1:
 		m, err = f.exchangeOnce(ctx, f.udp, q, to)
 	default:
-		m, err = f.exchangeUDP(ctx, q, to.addr)
+		m, err = f.exchangeUDP(ctx, q, to)
 	}
 	if err != nil {
 		f.log.Debug("dns forward", "upstream", to.addr, "netns", to.netns, "tcp", overTCP, "err", err)
@@ -97,10 +105,8 @@ func (f *forwarder) exchange(ctx context.Context, q *dns.Msg, to route, overTCP 
 
 // exchangeOnce sends q to its upstream over a connection of its own, with
 // a random ID (over UDP from a random port too), and takes only a reply
-// that repeats q's question (or may go without: answersQuestion). Such
-// connections are not pooled in a container's namespace: a socket holds
-// its namespace, whose end is what takes a removed container's veth off
-// its bridge; and each is closed by keep once the container is gone.
+// that repeats q's question (or may go without: answersQuestion). One in
+// a container's namespace is closed by keep once the container is gone.
 func (f *forwarder) exchangeOnce(ctx context.Context, c *dns.Client, q *dns.Msg, to route) (*dns.Msg, error) {
 	conn, err := dial(ctx, c.Net, to, f.timeout)
 	if err != nil {
@@ -179,13 +185,22 @@ func (f *forwarder) untrack(netns string, c net.Conn) {
 	}
 }
 
-// keep closes the connections of the namespaces that are not wanted any
-// more (their containers gone), failing their queries, so that none keeps
-// a dead namespace alive.
+// keep closes the pools and connections of the namespaces that are not
+// wanted any more (their containers gone), failing their queries, so that
+// no socket keeps a dead namespace alive (a socket holds its namespace,
+// whose end is what takes a removed container's veth off its bridge), and
+// the pools of a path that names another namespace now (reused). From
+// then on, no socket is opened in a namespace not wanted.
 func (f *forwarder) keep(wanted func(netns string) bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.wanted = wanted
+	for to, p := range f.pools {
+		if to.netns != "" && (!wanted(to.netns) || fileID(to.netns) != p.netnsID) {
+			p.close()
+			delete(f.pools, to)
+		}
+	}
 	for netns, conns := range f.inNetns {
 		if wanted(netns) {
 			continue
@@ -198,21 +213,28 @@ func (f *forwarder) keep(wanted func(netns string) bool) {
 }
 
 var (
-	errClosed     = errors.New("forwarder closed")
-	errNotWanted  = errors.New("the container is gone")
+	errClosed    = errors.New("forwarder closed")
+	errNotWanted = errors.New("the container is gone")
+
 	errPoolClosed = errors.New("upstream's sockets closed for idleness")
 )
 
-func (f *forwarder) pool(upstream netip.AddrPort) (*upstreamPool, error) {
+func (f *forwarder) pool(to route) (*upstreamPool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
 		return nil, errClosed
 	}
-	p := f.pools[upstream]
+	p := f.pools[to]
 	if p == nil {
-		p = &upstreamPool{addr: upstream, rotateAfter: f.rotateAfter}
-		f.pools[upstream] = p
+		if to.netns != "" && f.wanted != nil && !f.wanted(to.netns) {
+			return nil, errNotWanted
+		}
+		p = &upstreamPool{to: to, timeout: f.timeout, rotateAfter: f.rotateAfter, size: upstreamSockets, idle: f.idleAfter}
+		if to.netns != "" {
+			p.size, p.idle, p.netnsID = 1, min(f.idleAfter, netnsIdleAfter), fileID(to.netns)
+		}
+		f.pools[to] = p
 		if f.sweeper == nil {
 			f.sweeper = time.AfterFunc(f.idleAfter, f.sweep)
 		}
@@ -230,12 +252,12 @@ func (f *forwarder) sweep() {
 		return
 	}
 	now, next := f.now(), f.idleAfter
-	for addr, p := range f.pools {
-		if idle := now.Sub(p.used); idle >= f.idleAfter {
+	for to, p := range f.pools {
+		if idle := now.Sub(p.used); idle >= p.idle {
 			p.close()
-			delete(f.pools, addr)
+			delete(f.pools, to)
 		} else {
-			next = min(next, f.idleAfter-idle)
+			next = min(next, p.idle-idle)
 		}
 	}
 	if len(f.pools) == 0 {
@@ -264,10 +286,14 @@ func (f *forwarder) close() {
 	}
 }
 
-// upstreamPool is the UDP sockets to one upstream, from the host's
-// namespace, dialled when first needed.
+// upstreamPool is the UDP sockets to one upstream from one namespace,
+// dialled when first needed.
 type upstreamPool struct {
-	addr        netip.AddrPort
+	to          route
+	netnsID     [2]uint64 // the namespace's file's, when the pool was made
+	timeout     time.Duration
+	size        int           // sockets used, up to upstreamSockets
+	idle        time.Duration // closed after so long without a query
 	rotateAfter uint32
 	used        time.Time // the last query's, under forwarder.mu
 	next        atomic.Uint32
@@ -311,15 +337,15 @@ type result struct {
 	err error
 }
 
-func (f *forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, upstream netip.AddrPort) (*dns.Msg, error) {
-	p, err := f.pool(upstream)
+func (f *forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, to route) (*dns.Msg, error) {
+	p, err := f.pool(to)
 	if err != nil {
 		return nil, err
 	}
 	w := &waiter{q: q.Question[0], reply: make(chan result, 1)}
-	first := p.next.Add(1)
-	for i := range uint32(upstreamSockets) {
-		s, err := p.socket(int((first + i) % upstreamSockets))
+	first, size := p.next.Add(1), uint32(p.size)
+	for i := range size {
+		s, err := p.socket(int((first + i) % size))
 		if errors.Is(err, errPoolClosed) {
 			break // swept while this query waited: a socket of its own
 		}
@@ -339,6 +365,7 @@ func (f *forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, upstream netip.
 		}
 		s.sent.Add(1)
 		if _, err := s.conn.Write(packed); err != nil {
+			s.retire() // the next query dials again (a namespace's routes changed)
 			return nil, err
 		}
 		timer := time.NewTimer(f.timeout)
@@ -357,7 +384,7 @@ func (f *forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, upstream netip.
 	}
 	// Every socket is dead or full, or the pool was swept: a socket of its
 	// own (a random port).
-	return f.exchangeOnce(ctx, f.udp, q, route{addr: upstream})
+	return f.exchangeOnce(ctx, f.udp, q, to)
 }
 
 // socket returns the pool's socket i, dialling it (and starting its
@@ -380,11 +407,11 @@ func (p *upstreamPool) socket(i int) (*upstreamSocket, error) {
 	if old != nil {
 		old.retire()
 	}
-	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(p.addr))
+	c, err := dial(context.Background(), "udp", p.to, p.timeout)
 	if err != nil {
 		return nil, err
 	}
-	s := &upstreamSocket{conn: c, pending: make(map[uint16]*waiter)}
+	s := &upstreamSocket{conn: c.(*net.UDPConn), pending: make(map[uint16]*waiter)}
 	p.socks[i].Store(s)
 	go s.read()
 	return s, nil
@@ -521,4 +548,14 @@ func answersQuestion(m *dns.Msg, q dns.Question) bool {
 
 func sameQuestion(a, b dns.Question) bool {
 	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && strings.EqualFold(a.Name, b.Name)
+}
+
+// fileID identifies the file at path (a namespace's, when it is one): its
+// device and inode; zero if there is none.
+func fileID(path string) [2]uint64 {
+	var st unix.Stat_t
+	if path == "" || unix.Stat(path, &st) != nil {
+		return [2]uint64{}
+	}
+	return [2]uint64{st.Dev, st.Ino}
 }

@@ -21,11 +21,11 @@
 //     with SERVFAIL or REFUSED gets SERVFAIL. No input makes the server
 //     panic.
 //   - A container's query goes upstream from its own network namespace
-//     (a socket opened there per query), but to a server of the host's
-//     that the container could not reach (files.AskedFromHost); nothing
-//     asked on an internal network's gateway goes out through the host or
-//     a namespace with a way out (askFrom). No socket outlives its query,
-//     nor the container's leaving the snapshot.
+//     (sockets opened there), but to a server of the host's that the
+//     container could not reach (files.AskedFromHost); nothing asked on
+//     an internal network's gateway goes out through the host or a
+//     namespace with a way out (askFrom). No socket in a namespace
+//     outlives the container's leaving the snapshot (forwarder.keep).
 //   - At most one server holds dir/server.lock, and only a server holding
 //     it listens.
 //

@@ -716,7 +716,7 @@ func TestForwarderClosesIdlePools(t *testing.T) {
 	}
 	ask(a.addr)
 	ask(b.addr)
-	pa, pb := f.pools[a.addr], f.pools[b.addr]
+	pa, pb := f.pools[route{addr: a.addr}], f.pools[route{addr: b.addr}]
 	sa, sb := socketOf(pa), socketOf(pb)
 	if f.sweeper == nil {
 		t.Fatal("pools but no sweep due")
@@ -725,8 +725,8 @@ func TestForwarderClosesIdlePools(t *testing.T) {
 	ask(b.addr) // b stays in use; a does not
 	clock = clock.Add(idleAfter/2 + time.Second)
 	f.sweep()
-	if _, kept := f.pools[a.addr]; kept || f.pools[b.addr] != pb {
-		t.Errorf("pools after a was idle for %v: a kept %v, b's the same %v; want only b's", idleAfter, kept, f.pools[b.addr] == pb)
+	if _, kept := f.pools[route{addr: a.addr}]; kept || f.pools[route{addr: b.addr}] != pb {
+		t.Errorf("pools after a was idle for %v: a kept %v, b's the same %v; want only b's", idleAfter, kept, f.pools[route{addr: b.addr}] == pb)
 	}
 	if _, err := sa.conn.Write([]byte{0}); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("a's socket after its pool closed: write = %v, want it closed", err)
@@ -735,7 +735,7 @@ func TestForwarderClosesIdlePools(t *testing.T) {
 		t.Errorf("b's socket, in use: write = %v", err)
 	}
 	ask(a.addr) // a comes back: a new pool
-	if f.pools[a.addr] == nil || f.pools[a.addr] == pa {
+	if f.pools[route{addr: a.addr}] == nil || f.pools[route{addr: a.addr}] == pa {
 		t.Error("a query to a after its pool closed did not get a new one")
 	}
 	clock = clock.Add(idleAfter)
@@ -746,10 +746,10 @@ func TestForwarderClosesIdlePools(t *testing.T) {
 	// A query that got its pool just before a sweep closed it still gets
 	// an answer, from a socket of its own.
 	ask(a.addr)
-	pa = f.pools[a.addr]
+	pa = f.pools[route{addr: a.addr}]
 	pa.close()
 	q := new(dns.Msg).SetQuestion("late.example.", dns.TypeA)
-	if m, err := f.exchangeUDP(context.Background(), q, a.addr); err != nil || summary(m) != "NOERROR 192.0.2.1" {
+	if m, err := f.exchangeUDP(context.Background(), q, route{addr: a.addr}); err != nil || summary(m) != "NOERROR 192.0.2.1" {
 		t.Errorf("a query on a pool closed under it: %v", err)
 	}
 }
@@ -834,23 +834,40 @@ func floodSilentUpstream(t *testing.T, port uint16, n int, during func()) (servf
 
 // A route with a namespace asks the upstream from inside it: a server on
 // that namespace's loopback answers, over UDP and TCP, where the host's
-// loopback has none. No connection there outlives its query, and one
-// still waiting is closed once its namespace is no longer wanted.
+// loopback has none. A query still waiting there fails at once when its
+// namespace is no longer wanted (keep), which closes the namespace's
+// sockets, and no socket is opened there after; a path that names
+// another namespace now has its pool closed too.
 func TestForwarderAsksFromNamespace(t *testing.T) {
 	ns := testutil.NewNetns(t)
-	if err := netns.Do(ns, func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err == nil {
-			err = netlink.LinkSetUp(lo)
+	loUp := func() {
+		t.Helper()
+		if err := netns.Do(ns, func() error {
+			lo, err := netlink.LinkByName("lo")
+			if err == nil {
+				err = netlink.LinkSetUp(lo)
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
 		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
 	}
+	loUp()
 	up := startUpstreamIn(t, ns)
 	f := newForwarder(testTimeout, slog.New(slog.DiscardHandler))
 	defer f.close()
-	inNetns := func(f *forwarder) int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.inNetns[ns]) }
+	// open counts f's pools and connections in the namespace.
+	open := func(f *forwarder) int {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		n := len(f.inNetns[ns])
+		for to := range f.pools {
+			if to.netns == ns {
+				n++
+			}
+		}
+		return n
+	}
 	to := route{netns: ns, addr: up.addr}
 	for _, tcp := range []bool{false, true} {
 		q := new(dns.Msg).SetQuestion("inside.example.", dns.TypeA)
@@ -860,59 +877,85 @@ func TestForwarderAsksFromNamespace(t *testing.T) {
 			t.Fatalf("tcp %v: %v %q, want %q with the client's ID", tcp, err, summary(m), want)
 		}
 	}
-	if n := inNetns(f); n != 0 {
-		t.Errorf("%d connections in the namespace after the queries", n)
+	if n := open(f); n != 1 {
+		t.Errorf("%d pools and connections in the namespace after the queries, want its UDP pool", n)
 	}
 	q := new(dns.Msg).SetQuestion("outside.example.", dns.TypeA)
 	if m, err := f.exchange(context.Background(), q, route{addr: up.addr}, false); err == nil {
 		t.Fatalf("the host's loopback answered %q: the test cannot tell the namespaces apart", summary(m))
 	}
-	var silent net.PacketConn // bound, never answers
-	if err := netns.Do(ns, func() (err error) { silent, err = net.ListenPacket("udp4", "127.0.0.1:0"); return err }); err != nil {
+	// The path now names another namespace: the pool goes.
+	if err := netns.Delete(ns); err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.Create(ns, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.keep(func(string) bool { return true })
+	if n := open(f); n != 0 {
+		t.Errorf("%d pools and connections in the namespace after its path was reused", n)
+	}
+	loUp()
+	var silent net.PacketConn // bound, never answers; its TCP twin never reads
+	var silentTCP net.Listener
+	if err := netns.Do(ns, func() (err error) {
+		if silent, err = net.ListenPacket("udp4", "127.0.0.1:0"); err == nil {
+			silentTCP, err = net.Listen("tcp4", silent.LocalAddr().String())
+		}
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	defer silent.Close()
+	defer silentTCP.Close()
+	quiet := route{ns, netip.MustParseAddrPort(silent.LocalAddr().String())}
 	slow := newForwarder(time.Minute, slog.New(slog.DiscardHandler)) // only keep ends its wait
 	defer slow.close()
-	done := make(chan error, 1)
-	go func() {
-		_, err := slow.exchange(context.Background(), q, route{ns, netip.MustParseAddrPort(silent.LocalAddr().String())}, false)
-		done <- err
-	}()
-	for deadline := time.Now().Add(5 * time.Second); inNetns(slow) == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the query's connection was never tracked")
+	for _, tcp := range []bool{false, true} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := slow.exchange(context.Background(), q, quiet, tcp)
+			done <- err
+		}()
+		for deadline := time.Now().Add(5 * time.Second); open(slow) == 0; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("tcp %v: the query opened nothing in the namespace", tcp)
+			}
 		}
-	}
-	slow.keep(func(string) bool { return true })
-	select {
-	case err := <-done:
-		t.Fatalf("the query ended (%v) though its namespace is wanted", err)
-	case <-time.After(50 * time.Millisecond):
-	}
-	slow.keep(func(string) bool { return false })
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Error("the query whose connection keep closed got an answer")
+		slow.keep(func(string) bool { return true })
+		select {
+		case err := <-done:
+			t.Fatalf("tcp %v: the query ended (%v) though its namespace is wanted", tcp, err)
+		case <-time.After(50 * time.Millisecond):
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("a query in a namespace no longer wanted still waits")
-	}
-	// A query that chose its route before keep opens nothing there.
-	if _, err := slow.exchange(context.Background(), q, to, false); !errors.Is(err, errNotWanted) {
-		t.Errorf("a query in a namespace keep let go: %v, want %v", err, errNotWanted)
+		slow.keep(func(string) bool { return false })
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("tcp %v: the query whose socket keep closed got an answer", tcp)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("tcp %v: a query in a namespace no longer wanted still waits", tcp)
+		}
+		// A query that chose its route before keep opens nothing there.
+		if _, err := slow.exchange(context.Background(), q, quiet, tcp); !errors.Is(err, errNotWanted) {
+			t.Errorf("tcp %v: a query in a namespace keep let go: %v, want %v", tcp, err, errNotWanted)
+		}
+		if n := open(slow); n != 0 {
+			t.Errorf("tcp %v: %d pools and connections in a namespace keep let go", tcp, n)
+		}
+		slow.keep(func(string) bool { return true })
 	}
 	// A query whose listener closes returns at once.
-	slow.keep(func(string) bool { return true })
 	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
 	go func() {
-		_, err := slow.exchange(ctx, q, route{ns, netip.MustParseAddrPort(silent.LocalAddr().String())}, false)
+		_, err := slow.exchange(ctx, q, quiet, true)
 		done <- err
 	}()
-	for deadline := time.Now().Add(5 * time.Second); inNetns(slow) == 0; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); open(slow) == 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("the query's connection was never tracked")
+			t.Fatal("the query opened nothing in the namespace")
 		}
 	}
 	cancel()
