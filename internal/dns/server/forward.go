@@ -62,6 +62,7 @@ type forwarder struct {
 	inNetns map[string]map[net.Conn]bool // exchangeOnce's connections in containers' namespaces
 	wanted  func(netns string) bool      // the last keep's; nil: every namespace
 	sweeper *time.Timer                  // runs sweep while there are pools
+	sweepAt time.Time                    // when it is due
 	closed  bool
 }
 
@@ -235,16 +236,29 @@ func (f *forwarder) pool(to route) (*upstreamPool, error) {
 			p.size, p.idle, p.netnsID = 1, min(f.idleAfter, netnsIdleAfter), fileID(to.netns)
 		}
 		f.pools[to] = p
-		if f.sweeper == nil {
-			f.sweeper = time.AfterFunc(f.idleAfter, f.sweep)
-		}
+		f.sweepWithin(p.idle)
 	}
 	p.used = f.now()
 	return p, nil
 }
 
-// sweep closes the pools that have had no query for idleAfter, and comes
-// back when the next of the others would have had none.
+// sweepWithin has sweep run within d, sooner than it was due if need be
+// (a namespace's pool idles out sooner than the host's).
+func (f *forwarder) sweepWithin(d time.Duration) {
+	due := f.now().Add(d)
+	switch {
+	case f.sweeper == nil:
+		f.sweeper = time.AfterFunc(d, f.sweep)
+	case due.Before(f.sweepAt):
+		f.sweeper.Reset(d)
+	default:
+		return
+	}
+	f.sweepAt = due
+}
+
+// sweep closes the pools that have had no query for their idle time, and
+// comes back when the next of the others would have had none.
 func (f *forwarder) sweep() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -265,6 +279,7 @@ func (f *forwarder) sweep() {
 		return
 	}
 	f.sweeper.Reset(next)
+	f.sweepAt = now.Add(next)
 }
 
 // close closes the pooled sockets and the connections in namespaces;

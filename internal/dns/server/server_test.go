@@ -754,6 +754,34 @@ func TestForwarderClosesIdlePools(t *testing.T) {
 	}
 }
 
+// A namespace's pool idles out after netnsIdleAfter, the host's after
+// idleAfter: a namespace's pool brings the sweep forward, a host's does
+// not put it back.
+func TestForwarderSweepsNamespacePoolsSooner(t *testing.T) {
+	f := newForwarder(testTimeout, slog.New(slog.DiscardHandler))
+	defer f.close()
+	up := netip.MustParseAddrPort("127.0.0.1:53")
+	due := func() time.Duration { f.mu.Lock(); defer f.mu.Unlock(); return time.Until(f.sweepAt) }
+	if _, err := f.pool(route{addr: up}); err != nil {
+		t.Fatal(err)
+	}
+	if d := due(); d < idleAfter-time.Minute {
+		t.Fatalf("a host pool's sweep due in %v, want about %v", d, idleAfter)
+	}
+	if _, err := f.pool(route{netns: "/nonexistent/ns", addr: up}); err != nil { // no socket yet: nothing is entered
+		t.Fatal(err)
+	}
+	if d := due(); d > netnsIdleAfter {
+		t.Fatalf("with a namespace's pool, the sweep is due in %v, want within %v", d, netnsIdleAfter)
+	}
+	if _, err := f.pool(route{addr: netip.MustParseAddrPort("127.0.0.2:53")}); err != nil {
+		t.Fatal(err)
+	}
+	if d := due(); d > netnsIdleAfter {
+		t.Errorf("another host pool put the sweep back to %v", d)
+	}
+}
+
 // A flood of queries to forward does not pile up without bound: beyond
 // maxForwarding in flight, a query gets SERVFAIL at once instead of
 // waiting for an upstream that does not answer.
