@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -109,6 +110,9 @@ func (f *forwarder) exchange(ctx context.Context, q *dns.Msg, to route, overTCP 
 // that repeats q's question (or may go without: answersQuestion). One in
 // a container's namespace is closed by keep once the container is gone.
 func (f *forwarder) exchangeOnce(ctx context.Context, c *dns.Client, q *dns.Msg, to route) (*dns.Msg, error) {
+	if !f.mayOpen(to.netns) {
+		return nil, errNotWanted
+	}
 	conn, err := dial(ctx, c.Net, to, f.timeout)
 	if err != nil {
 		return nil, err
@@ -161,13 +165,25 @@ func dial(ctx context.Context, network string, to route, timeout time.Duration) 
 	return c, nil
 }
 
+// mayOpen reports whether a socket may be opened in netns ("": the
+// host's): not once keep let it go (a query that chose its route before).
+func (f *forwarder) mayOpen(netns string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.mayOpenLocked(netns)
+}
+
+func (f *forwarder) mayOpenLocked(netns string) bool {
+	return netns == "" || f.wanted == nil || f.wanted(netns)
+}
+
 // track records c, a connection in namespace netns, until untrack; false
-// if the forwarder is closed or netns is no longer wanted (a query that
-// chose its route before keep ran).
+// if the forwarder is closed or netns is no longer wanted (keep ran while
+// c was dialled).
 func (f *forwarder) track(netns string, c net.Conn) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.closed || f.wanted != nil && !f.wanted(netns) {
+	if f.closed || !f.mayOpenLocked(netns) {
 		return false
 	}
 	if f.inNetns[netns] == nil {
@@ -228,7 +244,7 @@ func (f *forwarder) pool(to route) (*upstreamPool, error) {
 	}
 	p := f.pools[to]
 	if p == nil {
-		if to.netns != "" && f.wanted != nil && !f.wanted(to.netns) {
+		if !f.mayOpenLocked(to.netns) {
 			return nil, errNotWanted
 		}
 		p = &upstreamPool{to: to, timeout: f.timeout, rotateAfter: f.rotateAfter, size: upstreamSockets, idle: f.idleAfter}
@@ -314,7 +330,10 @@ type upstreamPool struct {
 	next        atomic.Uint32
 	dial        sync.Mutex
 	closed      bool // under dial: no socket is dialled any more
-	socks       [upstreamSockets]atomic.Pointer[upstreamSocket]
+	// retired are the sockets replaced that may still have queries
+	// waiting (under dial): close closes them too.
+	retired []*upstreamSocket
+	socks   [upstreamSockets]atomic.Pointer[upstreamSocket]
 }
 
 // close closes p's sockets, which ends their readers and fails the
@@ -328,6 +347,10 @@ func (p *upstreamPool) close() {
 			_ = s.conn.Close()
 		}
 	}
+	for _, s := range p.retired { // their queries fail at once too
+		_ = s.conn.Close()
+	}
+	p.retired = nil
 }
 
 // upstreamSocket is one connected UDP socket to an upstream and the
@@ -406,7 +429,7 @@ func (f *forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, to route) (*dns
 // reader) if it has none, its reader stopped or it has sent rotateAfter
 // queries; a socket replaced so is closed once its last query is answered.
 func (p *upstreamPool) socket(i int) (*upstreamSocket, error) {
-	usable := func(s *upstreamSocket) bool { return s != nil && s.sent.Load() < p.rotateAfter && !s.isDead() }
+	usable := func(s *upstreamSocket) bool { return s != nil && s.sent.Load() < p.rotateAfter && s.open() }
 	if s := p.socks[i].Load(); usable(s) {
 		return s, nil
 	}
@@ -421,6 +444,8 @@ func (p *upstreamPool) socket(i int) (*upstreamSocket, error) {
 	}
 	if old != nil {
 		old.retire()
+		p.retired = slices.DeleteFunc(p.retired, func(s *upstreamSocket) bool { return !s.readerRunning() || s == old })
+		p.retired = append(p.retired, old)
 	}
 	c, err := dial(context.Background(), "udp", p.to, p.timeout)
 	if err != nil {
@@ -432,10 +457,18 @@ func (p *upstreamPool) socket(i int) (*upstreamSocket, error) {
 	return s, nil
 }
 
-func (s *upstreamSocket) isDead() bool {
+// open reports whether s takes queries: neither dead nor retired.
+func (s *upstreamSocket) open() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.dead
+	return !s.dead && !s.retired
+}
+
+// readerRunning reports whether s's reader still runs (until s closes).
+func (s *upstreamSocket) readerRunning() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.dead
 }
 
 // addRandom registers w for replies under a random ID that no other query

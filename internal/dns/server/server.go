@@ -217,10 +217,12 @@ func (s *server) run(ctx context.Context, w *watcher) error {
 // otherwise.
 func (s *server) apply(snap *Snapshot) <-chan time.Time {
 	t := newTables(snap)
-	s.tables.Store(t)
+	// Before the tables: a container's new namespace at a reused path
+	// must not get the old one's sockets.
 	if s.keepNetns != nil {
 		s.keepNetns(func(netns string) bool { return t.netns[netns] })
 	}
+	s.tables.Store(t)
 	for addr, l := range s.listeners {
 		if !t.listen[addr] {
 			l.close()

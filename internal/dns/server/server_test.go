@@ -974,6 +974,51 @@ func TestForwarderAsksFromNamespace(t *testing.T) {
 		}
 		slow.keep(func(string) bool { return true })
 	}
+	// A socket replaced (after rotateAfter queries) while a query waits
+	// on it is closed by keep too.
+	slow.rotateAfter = 1
+	waiting := func() (retired, pending int) {
+		slow.mu.Lock()
+		p := slow.pools[quiet]
+		slow.mu.Unlock()
+		if p == nil {
+			return 0, 0
+		}
+		p.dial.Lock()
+		defer p.dial.Unlock()
+		for _, s := range append([]*upstreamSocket{p.socks[0].Load()}, p.retired...) {
+			if s != nil {
+				s.mu.Lock()
+				pending += len(s.pending)
+				s.mu.Unlock()
+			}
+		}
+		return len(p.retired), pending
+	}
+	rotated := make(chan error, 2)
+	for i := range 2 {
+		go func() {
+			_, err := slow.exchange(context.Background(), q, quiet, false)
+			rotated <- err
+		}()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			if r, n := waiting(); r == i && n == i+1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("query %d: never waiting as it should", i)
+			}
+		}
+	}
+	slow.keep(func(string) bool { return false })
+	for range 2 {
+		select {
+		case <-rotated:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a query on a replaced socket in a namespace keep let go still waits")
+		}
+	}
+	slow.keep(func(string) bool { return true })
 	// A query whose listener closes returns at once.
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
