@@ -93,10 +93,10 @@ func plural(n int, word string) string {
 
 // networkCreateFlags are docker network create's flags that knit implements.
 type networkCreateFlags struct {
-	driver                      string
-	subnets, gateways, ipRanges []string
-	labels, opts, aux           []string
-	ipv6, internal, attachable  bool
+	driver                           string
+	subnets, gateways, ipRanges      []string
+	labels, opts, aux                []string
+	ipv4, ipv6, internal, attachable bool
 }
 
 func (a *app) networkCreateCommand() *cobra.Command {
@@ -130,6 +130,7 @@ func (a *app) networkCreateCommand() *cobra.Command {
 	fl.StringSliceVar(&f.subnets, "subnet", nil, "subnet in CIDR format that represents a network segment")
 	fl.StringSliceVar(&f.gateways, "gateway", nil, "IPv4 or IPv6 gateway for the master subnet")
 	fl.StringSliceVar(&f.ipRanges, "ip-range", nil, "allocate container IPs from a sub-range")
+	fl.BoolVar(&f.ipv4, "ipv4", true, "enable or disable IPv4 address assignment")
 	fl.BoolVar(&f.ipv6, "ipv6", false, "enable or disable IPv6 networking")
 	fl.BoolVar(&f.internal, "internal", false, "restrict external access to the network")
 	fl.BoolVar(&f.attachable, "attachable", false, "enable manual container attachment")
@@ -143,7 +144,7 @@ func (a *app) networkCreateCommand() *cobra.Command {
 // engine checks what depends on state or on several values together.
 func (f *networkCreateFlags) options(name string) (engine.NetworkCreateOptions, error) {
 	o := engine.NetworkCreateOptions{
-		Name: name, Driver: f.driver, IPv6: f.ipv6, Internal: f.internal, Attachable: f.attachable,
+		Name: name, Driver: f.driver, IPv6: f.ipv6, NoIPv4: !f.ipv4, Internal: f.internal, Attachable: f.attachable,
 	}
 	for _, s := range f.subnets {
 		p, err := parsePrefixFlag("--subnet", s)
@@ -263,7 +264,7 @@ const networkDefaultFormat = "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
 
 func newNetworkRow(n *engine.Network, noTrunc bool) networkRow {
 	r := networkRow{
-		CreatedAt: n.Created.String(), Driver: n.Driver, ID: n.ID, IPv4: "true",
+		CreatedAt: n.Created.String(), Driver: n.Driver, ID: n.ID, IPv4: fmt.Sprint(ipv4Enabled(n)),
 		IPv6: fmt.Sprint(n.IPv6), Internal: fmt.Sprint(n.Internal), Name: n.Name, Scope: "local",
 		labels: n.Labels,
 	}
@@ -531,12 +532,17 @@ type (
 	}
 )
 
+// ipv4Enabled is Docker's EnableIPv4: false for a network made with
+// --ipv4=false (it has subnets, none IPv4); true otherwise, host and none
+// included, as before Docker had the option.
+func ipv4Enabled(n *engine.Network) bool { return n.HasIPv4() || len(n.Subnets) == 0 }
+
 // newNetworkView builds the inspect view of n. containers are those with
 // an endpoint on n, or for host and none those running in that mode.
 func newNetworkView(n *engine.Network, containers []*engine.Container) *networkView {
 	v := &networkView{
 		Name: n.Name, Id: n.ID, Created: timeString(n.Created), Scope: "local", Driver: n.Driver,
-		EnableIPv4: true, EnableIPv6: n.IPv6,
+		EnableIPv4: ipv4Enabled(n), EnableIPv6: n.IPv6,
 		IPAM:     ipamView{Driver: "default", Options: map[string]string{}, Config: []ipamConfigView{}},
 		Internal: n.Internal, Attachable: n.Attachable,
 		Containers: map[string]networkContainerView{},

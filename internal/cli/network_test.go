@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"net"
 	"net/netip"
@@ -65,6 +66,7 @@ func TestNetworkCreateOptions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			tt.f.ipv4 = true // the flag's default
 			got, err := tt.f.options("n")
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
@@ -274,6 +276,34 @@ func TestWriteNetworkList(t *testing.T) {
 				t.Errorf("output =\n%q\nwant\n%q", b.String(), tt.want)
 			}
 		})
+	}
+}
+
+// --ipv4=false asks for an IPv6-only network (the engine checks the rest).
+func TestNetworkCreateIPv4Flag(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		o, err := (&networkCreateFlags{ipv4: on, ipv6: true}).options("n")
+		if err != nil || o.NoIPv4 == on {
+			t.Errorf("--ipv4=%v: NoIPv4 %v, err %v", on, o.NoIPv4, err)
+		}
+	}
+}
+
+// An IPv6-only network says EnableIPv4 false in inspect and ls, as
+// Docker 28's; host and none (no subnets) keep true.
+func TestIPv6OnlyNetworkViews(t *testing.T) {
+	v6only := &engine.Network{Network: driver.Network{Name: "six", Subnets: []driver.Subnet{{Prefix: netip.MustParsePrefix("fd00:6::/64")}}}, IPv6: true}
+	host := testNetworks()[3]
+	for _, tc := range []struct {
+		n    *engine.Network
+		want bool
+	}{{v6only, false}, {host, true}} {
+		if got := newNetworkView(tc.n, nil).EnableIPv4; got != tc.want {
+			t.Errorf("%s: inspect EnableIPv4 %v, want %v", tc.n.Name, got, tc.want)
+		}
+		if got := newNetworkRow(tc.n, false).IPv4; got != fmt.Sprint(tc.want) {
+			t.Errorf("%s: ls IPv4 %q, want %v", tc.n.Name, got, tc.want)
+		}
 	}
 }
 

@@ -48,6 +48,7 @@ type NetConf struct {
 	Gateway  string `json:"gateway"`
 	IPRange  string `json:"ipRange"`
 	IPv6     bool   `json:"ipv6"`
+	IPv4     *bool  `json:"ipv4"` // false: an IPv6-only network; nil means true
 	Subnet6  string `json:"subnet6"`
 	Gateway6 string `json:"gateway6"`
 	IPRange6 string `json:"ipRange6"`
@@ -192,7 +193,7 @@ func invalid(details string, args ...any) *Error {
 
 // NetworkOptions is the network ADD creates when it does not exist yet.
 func (c *NetConf) NetworkOptions() (engine.NetworkCreateOptions, *Error) {
-	o := engine.NetworkCreateOptions{Name: c.NetworkName(), IPv6: c.IPv6, Options: map[string]string{}}
+	o := engine.NetworkCreateOptions{Name: c.NetworkName(), IPv6: c.IPv6, NoIPv4: c.IPv4 != nil && !*c.IPv4, Options: map[string]string{}}
 	for _, f := range []struct{ key, subnet, gateway, ipRange string }{
 		{"", c.Subnet, c.Gateway, c.IPRange},
 		{"6", c.Subnet6, c.Gateway6, c.IPRange6},

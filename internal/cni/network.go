@@ -12,7 +12,7 @@ import (
 
 // checkNetwork refuses an ADD whose configuration disagrees with the knit
 // network it names: the network's settings apply only when ADD creates it,
-// so a changed subnet, gateway, range, bridge, IPv6, MTU, ICC or masquerade
+// so a changed subnet, gateway, range, bridge, IPv4, IPv6, MTU, ICC or masquerade
 // would otherwise be ignored silently. It also refuses a name that knit would resolve as the ID
 // prefix of another network.
 func checkNetwork(e Engine, o engine.NetworkCreateOptions) *Error {
@@ -51,6 +51,12 @@ func networkMismatch(n *engine.Network, o engine.NetworkCreateOptions) *Error {
 	}
 	if o.IPv6 && !slices.ContainsFunc(n.Subnets, func(s driver.Subnet) bool { return s.Prefix.Addr().Is6() }) {
 		return mismatch(n, "IPv6 (ipv6 true)", "no IPv6 subnet")
+	}
+	if o.NoIPv4 == n.HasIPv4() {
+		if o.NoIPv4 {
+			return mismatch(n, "no IPv4 (ipv4 false)", "an IPv4 subnet")
+		}
+		return mismatch(n, "IPv4", "no IPv4 subnet (an IPv6-only network)")
 	}
 	for _, r := range o.IPRanges {
 		if !slices.ContainsFunc(n.Subnets, func(s driver.Subnet) bool { return s.IPRange == r }) {

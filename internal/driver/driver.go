@@ -105,6 +105,12 @@ type Endpoint struct {
 	DefaultRoute bool         `json:"defaultRoute,omitempty"`
 }
 
+// HasIPv4 reports whether the endpoint has an IPv4 address: not on an
+// IPv6-only network.
+func (e *Endpoint) HasIPv4() bool {
+	return slices.ContainsFunc(e.Addrs, func(a netip.Prefix) bool { return a.Addr().Is4() })
+}
+
 // HasIPv6 reports whether the endpoint has an IPv6 address.
 func (e *Endpoint) HasIPv6() bool {
 	return slices.ContainsFunc(e.Addrs, func(a netip.Prefix) bool { return a.Addr().Is6() })

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -126,6 +127,73 @@ func TestIPv6PublishedPort(t *testing.T) {
 	s.MustKnit(t, "run", "-d", "--name", "any0", "--network", "dual0", "-p", "8088:80", "--rootfs", bb, "sleep", "300")
 	if ports, want := s.MustKnit(t, "port", "any0"), "80/tcp -> 0.0.0.0:8088\n80/tcp -> [::]:8088\n"; ports != want {
 		t.Errorf("knit port any0 (host-ip 0.0.0.0):\n%s\nwant\n%s", ports, want)
+	}
+}
+
+// An IPv6-only network (--ipv4=false, as Docker 28's): its containers get
+// an IPv6 address only, with a MAC that follows it, and names through the
+// embedded server on the IPv6 gateway, whose other names go to the host's
+// IPv4 server from the host; -p without an address publishes on [::]
+// only; IPv4 forwarding is not turned on for it.
+func TestIPv6OnlyNetwork(t *testing.T) {
+	s := sandbox(t)
+	bb := testutil.Busybox(t)
+	_, bin := dnsRootfs(t)
+	s.MustRun(t, "ip", "addr", "add", "2001:db8:52::1/64", "dev", "wan0", "nodad")
+	s.World("ip", "addr", "add", "2001:db8:52::2/64", "dev", "eth0", "nodad")
+	s.Start(t, "ip", "netns", "exec", "world", bin, "serve", "-listen", "198.51.100.2:53", "ext.test=203.0.113.7")
+	s.MustKnit(t, "network", "create", "--ipv4=false", "--ipv6", "--subnet", "fd00:db8:6::/64", "six")
+	if got := s.MustKnit(t, "network", "inspect", "-f", `{{.EnableIPv4}} {{.EnableIPv6}} {{range .IPAM.Config}}{{.Subnet}}{{end}}`, "six"); got != "false true fd00:db8:6::/64\n" {
+		t.Errorf("inspect six: %q", got)
+	}
+	if got := s.MustKnit(t, "network", "ls", "-f", "name=six", "--format", "{{.Name}} {{.IPv4}} {{.IPv6}}"); got != "six false true\n" {
+		t.Errorf("network ls: %q", got)
+	}
+	serve(t, s, bb, "web", "--network", "six", "-p", "8089:80")
+	s.MustKnit(t, "run", "-d", "--name", "cli", "--network", "six", "--ip6", "fd00:db8:6::99", "--rootfs", bb, "sleep", "300")
+	addrs := s.MustKnit(t, "exec", "cli", "ip", "-o", "addr", "show", "dev", "eth0")
+	if strings.Contains(addrs, "inet ") || !strings.Contains(addrs, "inet6 fd00:db8:6::99/64") {
+		t.Errorf("cli's addresses on an IPv6-only network:\n%s", addrs)
+	}
+	mac := inspectField(t, s, "cli", "{{.NetworkSettings.Networks.six.MacAddress}}")
+	reaches(t, s, world, "2001:db8:52::1", 8089, "web")
+	blocked(t, s, world, "198.51.100.1", 8089)
+	if ports := s.MustKnit(t, "port", "web"); ports != "80/tcp -> [::]:8089\n" {
+		t.Errorf("knit port web: %q, want [::] only", ports)
+	}
+	eventually(t, func() (string, error) {
+		out := s.Knit("exec", "cli", "nslookup", "web")
+		if !strings.Contains(out.Stdout, "fd00:db8:6::") {
+			return out.Stdout + out.Stderr, errors.New("web not resolved to its IPv6 address")
+		}
+		return out.Stdout, nil
+	})
+	if out := s.Knit("exec", "cli", "nslookup", "ext.test"); !strings.Contains(out.Stdout, "203.0.113.7") {
+		t.Errorf("an outside name through the host's IPv4 server:\n%s%s", out.Stdout, out.Stderr)
+	}
+	if resolv := s.MustKnit(t, "exec", "cli", "cat", "/etc/resolv.conf"); !strings.Contains(resolv, "nameserver fd00:db8:6::1\n") || !strings.Contains(resolv, "# ExtServers: [host(198.51.100.2)]") {
+		t.Errorf("cli's resolv.conf:\n%s", resolv)
+	}
+	s.MustKnit(t, "exec", "cli", "ping", "-c", "1", "-W", "2", "2001:db8:52::2") // out, masqueraded
+	if v := strings.TrimSpace(s.MustRun(t, "cat", "/proc/sys/net/ipv4/ip_forward")); v != "0" {
+		t.Errorf("net.ipv4.ip_forward = %s after an IPv6-only network", v)
+	}
+	// The same address, the same MAC, so that neighbours' caches hold.
+	s.MustKnit(t, "rm", "-f", "cli")
+	s.MustKnit(t, "run", "-d", "--name", "cli2", "--network", "six", "--ip6", "fd00:db8:6::99", "--rootfs", bb, "sleep", "300")
+	if again := inspectField(t, s, "cli2", "{{.NetworkSettings.Networks.six.MacAddress}}"); again != mac {
+		t.Errorf("the address given again got MAC %s, was %s", again, mac)
+	}
+	// Refused: no family at all, an IPv4 subnet, an IPv4 address or port.
+	for _, bad := range [][]string{
+		{"network", "create", "--ipv4=false", "nofamily"},
+		{"network", "create", "--ipv4=false", "--subnet", "10.99.0.0/24", "--ipv6", "v4sub"},
+		{"run", "--rm", "--network", "six", "--ip", "10.99.0.5", "--rootfs", bb, "true"},
+		{"run", "--rm", "--network", "six", "-p", "127.0.0.1:8090:80", "--rootfs", bb, "true"},
+	} {
+		if r := s.Knit(bad...); r.Code == 0 {
+			t.Errorf("%q: exit 0", bad)
+		}
 	}
 }
 

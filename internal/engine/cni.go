@@ -328,7 +328,8 @@ func (e *Engine) putAttachment(tx store.Tx, a *CNIAttachment, n *Network) error 
 		// internal network: knit cannot tell whether the pod has a way out
 		// (another network, another plugin's interface), through which a
 		// neighbour forging its address there could send names.
-		r := dnsRecord{Name: a.Name, Hostname: a.Name, Endpoints: []Endpoint{a.Endpoint}, Isolated: n.Internal, IPv6: a.Endpoint.HasIPv6()}
+		r := dnsRecord{Name: a.Name, Hostname: a.Name, Endpoints: []Endpoint{a.Endpoint}, Isolated: n.Internal,
+			IPv6: a.Endpoint.HasIPv6(), NoIPv4: !a.Endpoint.HasIPv4()}
 		if !n.Internal {
 			r.Netns = a.Netns
 		}

@@ -43,8 +43,10 @@ type dnsRecord struct {
 	// queries go only to a server on the network it asks (see
 	// server.Endpoint).
 	Isolated bool `json:"isolated,omitempty"`
-	// IPv6: the container has IPv6 addresses (see server.Endpoint).
-	IPv6 bool `json:"ipv6,omitempty"`
+	// IPv6, NoIPv4: the container has IPv6 addresses, no IPv4 ones (see
+	// server.Endpoint).
+	IPv6   bool `json:"ipv6,omitempty"`
+	NoIPv4 bool `json:"noIPv4,omitempty"`
 	// NdotsSet: the container's resolv.conf options (its --dns-option,
 	// else the host's) set ndots (see server.Endpoint).
 	NdotsSet bool `json:"ndotsSet,omitempty"`
@@ -84,7 +86,8 @@ func putDNS(tx store.Tx, c *Container) error {
 	}
 	ndots := files.HasNdots(c.Spec.DNSOptions) || c.Spec.HostResolv != nil && files.HasNdots(c.Spec.HostResolv.Options)
 	r := dnsRecord{Name: c.Name, Hostname: c.Spec.Hostname, Upstreams: c.Spec.DNS, Endpoints: eps, Isolated: isolated, NdotsSet: ndots,
-		IPv6: slices.ContainsFunc(c.Endpoints, func(ep Endpoint) bool { return ep.HasIPv6() })}
+		IPv6:   slices.ContainsFunc(c.Endpoints, func(ep Endpoint) bool { return ep.HasIPv6() }),
+		NoIPv4: !slices.ContainsFunc(c.Endpoints, func(ep Endpoint) bool { return ep.HasIPv4() })}
 	// Links run on the container's first network (reserveLinks); on the
 	// default one, without DNS, they are /etc/hosts lines only, as Docker's.
 	if len(c.Links) > 0 && eps[0].Network == c.Endpoints[0].Network {
@@ -314,7 +317,7 @@ func (e *Engine) dnsSnapshot() (*server.Snapshot, error) {
 					order = append(order, n.Name)
 				}
 				se := server.Endpoint{Container: id, Name: r.Name, Hostname: r.Hostname, Aliases: ep.Aliases, Upstreams: ups,
-					Isolated: r.Isolated, NdotsSet: r.NdotsSet, Netns: r.Netns, IPv6: r.IPv6}
+					Isolated: r.Isolated, NdotsSet: r.NdotsSet, Netns: r.Netns, IPv6: r.IPv6, NoIPv4: r.NoIPv4}
 				if ep.Network == r.LinkNetwork {
 					se.Links = r.Links
 				}

@@ -185,7 +185,8 @@ func (e *Engine) etcFiles(c *Container, o *RunOptions, mode string, nets []*Netw
 	}
 	ro := files.ResolvOptions{
 		DNS: o.DNS, Search: o.DNSSearch, Options: o.DNSOptions,
-		KeepLoopback: hostMode, IPv6: wantsIPv6(nets), Source: hostResolvPath,
+		KeepLoopback: hostMode, IPv6: wantsIPv6(nets), NoIPv4: len(nets) > 0 && !slices.ContainsFunc(nets, (*Network).HasIPv4),
+		Source: hostResolvPath,
 	}
 	if h := c.Spec.HostResolv; h != nil && !hostMode {
 		ro.HostOptions, ro.HostOptionsKept = h.Options, true // as when it was made

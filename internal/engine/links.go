@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -296,16 +297,24 @@ func (e *Engine) linksEnv(c *Container) ([]string, error) {
 // underscores.
 func linkEnv(name, alias string, ep *Endpoint, t *Container) []string {
 	prefix := strings.ReplaceAll(strings.ToUpper(alias), "-", "_")
-	var ip string // the target's IPv4 address on the link's network, else its IPv6 one
+	var addr netip.Addr // the target's IPv4 address on the link's network, else its IPv6 one
 	if ep != nil {
 		for _, a := range ep.Addrs {
-			if ip == "" || a.Addr().Is4() {
-				ip = a.Addr().String()
+			if !addr.IsValid() || a.Addr().Is4() {
+				addr = a.Addr()
 			}
 			if a.Addr().Is4() {
 				break
 			}
 		}
+	}
+	ip := ""
+	if addr.IsValid() {
+		ip = addr.String()
+	}
+	// url is PROTO://ADDR:PORT, an IPv6 address in brackets.
+	url := func(pt protoPort) string {
+		return pt.proto + "://" + netip.AddrPortFrom(addr, pt.port).String()
 	}
 	ports := targetPorts(t)
 	slices.SortFunc(ports, func(a, b protoPort) int {
@@ -316,12 +325,12 @@ func linkEnv(name, alias string, ep *Endpoint, t *Container) []string {
 	})
 	var env []string
 	if ip != "" && len(ports) > 0 {
-		env = append(env, fmt.Sprintf("%s_PORT=%s://%s:%d", prefix, ports[0].proto, ip, ports[0].port))
+		env = append(env, fmt.Sprintf("%s_PORT=%s", prefix, url(ports[0])))
 		start := 0 // the first port of the current run
 		for i, pt := range ports {
 			p := fmt.Sprintf("%s_PORT_%d_%s", prefix, pt.port, strings.ToUpper(pt.proto))
 			env = append(env,
-				fmt.Sprintf("%s=%s://%s:%d", p, pt.proto, ip, pt.port),
+				fmt.Sprintf("%s=%s", p, url(pt)),
 				fmt.Sprintf("%s_ADDR=%s", p, ip),
 				fmt.Sprintf("%s_PORT=%d", p, pt.port),
 				fmt.Sprintf("%s_PROTO=%s", p, pt.proto))
@@ -331,9 +340,9 @@ func linkEnv(name, alias string, ep *Endpoint, t *Container) []string {
 			if first := ports[start]; i > start {
 				p := fmt.Sprintf("%s_PORT_%d_%s", prefix, first.port, strings.ToUpper(first.proto))
 				env = append(env,
-					fmt.Sprintf("%s_START=%s://%s:%d", p, first.proto, ip, first.port),
+					fmt.Sprintf("%s_START=%s", p, url(first)),
 					fmt.Sprintf("%s_PORT_START=%d", p, first.port),
-					fmt.Sprintf("%s_END=%s://%s:%d", p, pt.proto, ip, pt.port),
+					fmt.Sprintf("%s_END=%s", p, url(pt)),
 					fmt.Sprintf("%s_PORT_END=%d", p, pt.port))
 			}
 			start = i + 1

@@ -293,6 +293,11 @@ func TestLinkEnv(t *testing.T) {
 	if got := linkEnv("web", "my-db", ep, target); !slices.Equal(got, want) {
 		t.Errorf("linkEnv =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+	// On an IPv6-only network, the IPv6 address, in brackets in URLs.
+	six := &Endpoint{Endpoint: driver.Endpoint{Addrs: []netip.Prefix{netip.MustParsePrefix("fd00::5/64")}}}
+	if got := linkEnv("web", "my-db", six, target); !slices.Contains(got, "MY_DB_PORT=tcp://[fd00::5]:80") || !slices.Contains(got, "MY_DB_PORT_80_TCP_ADDR=fd00::5") {
+		t.Errorf("linkEnv on an IPv6-only network =\n%s", strings.Join(got, "\n"))
+	}
 	// A target with no ports: only its name and variables.
 	if got := linkEnv("web", "db", ep, &Container{Spec: Spec{Env: []string{"A=1"}}}); !slices.Equal(got, []string{"DB_NAME=/web/db", "DB_ENV_A=1"}) {
 		t.Errorf("linkEnv without ports = %q", got)

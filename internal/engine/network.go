@@ -223,6 +223,12 @@ func firewallNetwork(n *Network) firewall.Network {
 	return fn
 }
 
+// HasIPv4 reports whether n has an IPv4 subnet: every network but one
+// made with --ipv4=false (Docker's EnableIPv4), and host and none.
+func (n *Network) HasIPv4() bool {
+	return slices.ContainsFunc(n.Subnets, func(s driver.Subnet) bool { return s.Prefix.Addr().Is4() })
+}
+
 // Masquerades says whether n masquerades any of its subnets: its flag,
 // which an internal network and routed families (gateway-mode=routed)
 // ignore, as firewallNetwork's rules do.
@@ -301,8 +307,10 @@ func (e *Engine) ensureNetwork(n *Network) error {
 		return fmt.Errorf("set up network %s: %w", n.Name, err)
 	}
 	if e.cfg.ForwardingOn() {
-		if err := e.forward(false); err != nil {
-			return fmt.Errorf("enable IP forwarding: %w", err)
+		if n.HasIPv4() {
+			if err := e.forward(false); err != nil {
+				return fmt.Errorf("enable IP forwarding: %w", err)
+			}
 		}
 		if wantsIPv6([]*Network{n}) {
 			if err := e.forward(true); err != nil {

@@ -29,6 +29,7 @@ type NetworkCreateOptions struct {
 	IPRanges   []netip.Prefix
 	Aux        map[string]netip.Addr // --aux-address NAME=IP
 	IPv6       bool
+	NoIPv4     bool // --ipv4=false: an IPv6-only network (Docker's EnableIPv4 false)
 	Internal   bool
 	Attachable bool
 	Labels     map[string]string
@@ -49,6 +50,7 @@ var netOptions = map[string]string{
 	"gateway-mode-ipv6": "gateway-mode-ipv6", "com.docker.network.bridge.gateway_mode_ipv6": "gateway-mode-ipv6",
 	"enable-dns": "enable-dns",
 	"ipv6":       "ipv6", "com.docker.network.enable_ipv6": "ipv6",
+	"ipv4": "ipv4", "com.docker.network.enable_ipv4": "ipv4",
 }
 
 // Predefined networks that are modes, not records.
@@ -257,12 +259,12 @@ func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
 		Created: time.Now().UTC(), Labels: o.Labels, Masquerade: true, ICC: true,
 		IPv6: o.IPv6, Attachable: o.Attachable, DNS: true,
 	}
-	var ipv6Opts []bool // the ipv6 options given, decided once the subnets are read
+	var ipv4Opts, ipv6Opts []bool // the ipv4 and ipv6 options given, decided once the subnets are read
 	for k, v := range o.Options {
 		n.Options[k] = v
 		key, ok := netOptions[k]
 		if !ok {
-			return nil, errdefs.Invalid("unknown network option %q: known options are bridge, mtu, icc, ip-masq, host-ip, gateway-mode, gateway-mode-ipv4, gateway-mode-ipv6, enable-dns, ipv6 (or their com.docker.network.* names)", k)
+			return nil, errdefs.Invalid("unknown network option %q: known options are bridge, mtu, icc, ip-masq, host-ip, gateway-mode, gateway-mode-ipv4, gateway-mode-ipv6, enable-dns, ipv4, ipv6 (or their com.docker.network.* names)", k)
 		}
 		var err error
 		switch key {
@@ -286,6 +288,11 @@ func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
 			var on bool
 			if on, err = parseBool(k, v); err == nil {
 				ipv6Opts = append(ipv6Opts, on)
+			}
+		case "ipv4": // Docker's com.docker.network.enable_ipv4, as --ipv4
+			var on bool
+			if on, err = parseBool(k, v); err == nil {
+				ipv4Opts = append(ipv4Opts, on)
 			}
 		case "host-ip":
 			if n.HostIP, err = netip.ParseAddr(v); err != nil {
@@ -348,6 +355,23 @@ func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
 	}
 	o.IPv6 = o.IPv6 || on
 	n.IPv6 = o.IPv6
+	// IPv4 is on unless --ipv4=false or an ipv4 option false says
+	// otherwise; the two must agree.
+	on, off = false, o.NoIPv4
+	for _, v := range ipv4Opts {
+		on, off = on || v, off || !v
+	}
+	switch {
+	case on && off:
+		return nil, errdefs.Invalid("conflicting options: ipv4 (com.docker.network.enable_ipv4) and --ipv4 disagree")
+	case off && !n.IPv6:
+		return nil, errdefs.Invalid("IPv4 or IPv6 must be enabled: with --ipv4=false, give --ipv6 (or an IPv6 --subnet)")
+	case off && v4 > 0:
+		return nil, errdefs.Invalid("invalid --subnet: an IPv4 subnet with IPv4 disabled (--ipv4=false)")
+	case off && n.HostIP.Is4():
+		return nil, errdefs.Invalid("invalid host-ip %s: the network has no IPv4 (--ipv4=false)", n.HostIP)
+	}
+	o.NoIPv4 = off
 	if n.IPv6 && n.MTU < 1280 {
 		// The kernel takes IPv6 off a link below it: the bridge would
 		// fail to get its gateway, with an error that does not say why.
@@ -423,7 +447,7 @@ func (e *Engine) pickSubnets(n *Network, o *NetworkCreateOptions, taken []netip.
 		v6    bool
 		want  bool
 		pools []ipam.PoolSpec
-	}{{false, true, e.cfg.Pools()}, {true, o.IPv6, e.cfg.Pools6()}}
+	}{{false, !o.NoIPv4, e.cfg.Pools()}, {true, o.IPv6, e.cfg.Pools6()}}
 	for _, f := range fams {
 		if !f.want {
 			continue

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/knit-dev/knit/internal/config"
@@ -110,6 +111,41 @@ func TestEnableIPv6Option(t *testing.T) {
 	o := &NetworkCreateOptions{Name: "n", Subnets: []netip.Prefix{netip.MustParsePrefix("fd00::/64")}, Options: map[string]string{"com.docker.network.enable_ipv6": "false"}}
 	if _, err := e.newNetwork(o); errdefs.KindOf(err) != errdefs.KindInvalid {
 		t.Errorf("enable_ipv6=false with an IPv6 subnet: %v, want invalid", err)
+	}
+}
+
+// --ipv4=false (or enable_ipv4 false) makes an IPv6-only network; it needs
+// IPv6, refuses an IPv4 subnet or host-ip, and the flag and option must
+// agree.
+func TestIPv6OnlyNetworkOptions(t *testing.T) {
+	e := &Engine{cfg: &config.Config{}}
+	pfx := netip.MustParsePrefix
+	for _, tc := range []struct {
+		name   string
+		o      NetworkCreateOptions
+		noIPv4 bool
+		bad    string // a fragment of the error; "" for none
+	}{
+		{"--ipv4=false --ipv6", NetworkCreateOptions{NoIPv4: true, IPv6: true}, true, ""},
+		{"enable_ipv4=false and a v6 subnet", NetworkCreateOptions{Subnets: []netip.Prefix{pfx("fd00:6::/64")}, Options: map[string]string{"com.docker.network.enable_ipv4": "false"}}, true, ""},
+		{"ipv4=true", NetworkCreateOptions{Options: map[string]string{"ipv4": "true"}}, false, ""},
+		{"no IPv6", NetworkCreateOptions{NoIPv4: true}, false, "IPv4 or IPv6 must be enabled"},
+		{"an IPv4 subnet", NetworkCreateOptions{NoIPv4: true, Subnets: []netip.Prefix{pfx("10.9.0.0/24"), pfx("fd00:6::/64")}}, false, "an IPv4 subnet with IPv4 disabled"},
+		{"an IPv4 host-ip", NetworkCreateOptions{NoIPv4: true, IPv6: true, Options: map[string]string{"host-ip": "127.0.0.1"}}, false, "invalid host-ip"},
+		{"flag and option disagree", NetworkCreateOptions{NoIPv4: true, IPv6: true, Options: map[string]string{"ipv4": "true"}}, false, "conflicting options"},
+		{"bad value", NetworkCreateOptions{IPv6: true, Options: map[string]string{"ipv4": "no way"}}, false, "invalid value"},
+	} {
+		tc.o.Name = "n"
+		_, err := e.newNetwork(&tc.o)
+		if tc.bad != "" {
+			if errdefs.KindOf(err) != errdefs.KindInvalid || !strings.Contains(err.Error(), tc.bad) {
+				t.Errorf("%s: %v, want invalid with %q", tc.name, err, tc.bad)
+			}
+			continue
+		}
+		if err != nil || tc.o.NoIPv4 != tc.noIPv4 {
+			t.Errorf("%s: NoIPv4 %v, %v; want %v", tc.name, tc.o.NoIPv4, err, tc.noIPv4)
+		}
 	}
 }
 

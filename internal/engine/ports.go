@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -139,6 +140,16 @@ func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening fun
 	}
 	var dnsGateways map[netip.Addr]bool // read when port 53 is asked for
 	ep := c.Endpoints[0]
+	if !ep.HasIPv4() {
+		// An IPv6-only network: a port published on every address is
+		// published on IPv6's, as Docker 28's ([::]:PORT).
+		specs = slices.Clone(specs)
+		for i := range specs {
+			if !specs[i].HostIP.IsValid() {
+				specs[i].HostIP = netip.IPv6Unspecified()
+			}
+		}
+	}
 	taken := func(ip netip.Addr, proto portmap.Proto, port uint16) (string, bool) {
 		var owner string
 		_ = tx.List(portsBucket(proto, port), func(k string, v []byte) error {

@@ -463,6 +463,9 @@ func allocateEndpoint(tx store.Tx, n *Network, c *Container, req EndpointOptions
 	if req.MAC != nil {
 		ep.MAC = req.MAC
 	}
+	if ep.MAC == nil && len(ep.Addrs) > 0 { // an IPv6-only network
+		ep.MAC = ipam.MAC(ep.Addrs[0].Addr())
+	}
 	if ep.MAC == nil {
 		ep.MAC = ipam.RandomMAC()
 	}

@@ -18,6 +18,7 @@ package ipam
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -181,11 +182,15 @@ func lastAddr(p netip.Prefix) netip.Addr {
 
 // MAC returns Docker's MAC address for an IPv4 address: 02:42 followed by
 // the four address bytes, so that a container's MAC follows its address.
-// It returns nil for an IPv6 address; use RandomMAC.
+// For an IPv6 address (a container on an IPv6-only network) it is drawn
+// from a hash of the address, outside 02:42 as RandomMAC's: the same
+// address always gets the same MAC, so that neighbours' caches stay right
+// when an address is given again.
 func MAC(a netip.Addr) net.HardwareAddr {
 	a = a.Unmap()
 	if !a.Is4() {
-		return nil
+		sum := sha256.Sum256(a.AsSlice())
+		return localMAC(sum[:6])
 	}
 	b := a.As4()
 	return net.HardwareAddr{0x02, 0x42, b[0], b[1], b[2], b[3]}
@@ -194,11 +199,18 @@ func MAC(a netip.Addr) net.HardwareAddr {
 // RandomMAC returns a random locally administered unicast MAC address that
 // never starts with 02:42, so that it cannot collide with one made by MAC.
 func RandomMAC() net.HardwareAddr {
-	b := make(net.HardwareAddr, 6)
+	b := make([]byte, 6)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails on Linux.
-	b[0] = b[0]&^0x01 | 0x02
-	if b[0] == 0x02 && b[1] == 0x42 {
-		b[1] ^= 0x01
+	return localMAC(b)
+}
+
+// localMAC makes the six bytes b a locally administered unicast MAC
+// address outside 02:42.
+func localMAC(b []byte) net.HardwareAddr {
+	m := net.HardwareAddr(b[:6:6])
+	m[0] = m[0]&^0x01 | 0x02
+	if m[0] == 0x02 && m[1] == 0x42 {
+		m[1] ^= 0x01
 	}
-	return b
+	return m
 }

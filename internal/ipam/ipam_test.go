@@ -213,11 +213,27 @@ func TestMAC(t *testing.T) {
 		{"172.17.0.2", "02:42:ac:11:00:02"},
 		{"10.255.0.1", "02:42:0a:ff:00:01"},
 		{"::ffff:172.17.0.2", "02:42:ac:11:00:02"},
-		{"fd00::2", ""},
 	} {
 		if got := MAC(addr(tc.in)).String(); got != tc.want {
 			t.Errorf("MAC(%s) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+	// IPv6: the same address, the same MAC; another, another; locally
+	// administered unicast, never 02:42.
+	seen := map[string]bool{}
+	for i := range 1000 {
+		a := netip.AddrFrom16([16]byte{0xfd, 15: byte(i), 14: byte(i >> 8)})
+		m := MAC(a)
+		if m.String() != MAC(a).String() {
+			t.Fatalf("MAC(%s) changes: %s, %s", a, m, MAC(a))
+		}
+		if len(m) != 6 || m[0]&0x01 != 0 || m[0]&0x02 == 0 || m[0] == 0x02 && m[1] == 0x42 {
+			t.Fatalf("MAC(%s) = %s: not a locally administered unicast address outside 02:42", a, m)
+		}
+		seen[m.String()] = true
+	}
+	if len(seen) != 1000 {
+		t.Errorf("1000 IPv6 addresses got %d MACs", len(seen))
 	}
 }
 

@@ -62,6 +62,7 @@ type ResolvOptions struct {
 	KeepLoopback    bool   // host networking: the host's own resolver is reachable
 	Source          string // the host's file read, for the notes ("" is /etc/resolv.conf)
 	IPv6            bool   // the container has IPv6 connectivity
+	NoIPv4          bool   // the container has no IPv4 (IPv6-only networks)
 	// Embedded: the nameserver is knit's embedded server (see
 	// EmbeddedOptions). Upstreams, where it sends other names (--dns, or
 	// the host's /etc/resolv.conf servers; none: Docker's defaults), are
@@ -102,10 +103,13 @@ func ResolvConf(host []byte, o ResolvOptions) []byte {
 	} else {
 		r.Nameservers = slices.DeleteFunc(r.Nameservers, func(a netip.Addr) bool {
 			a = a.Unmap()
-			return !o.KeepLoopback && (a.IsLoopback() || (a.Is6() && !o.IPv6))
+			return !o.KeepLoopback && (a.IsLoopback() || (a.Is6() && !o.IPv6) || (a.Is4() && o.NoIPv4))
 		})
 		if len(r.Nameservers) == 0 {
 			r.Nameservers = slices.Clone(defaultDNS4)
+			if o.NoIPv4 {
+				r.Nameservers = nil
+			}
 			if o.IPv6 {
 				r.Nameservers = append(r.Nameservers, defaultDNS6...)
 			}
@@ -137,7 +141,7 @@ func ResolvConf(host []byte, o ResolvOptions) []byte {
 		hosts := make([]string, len(ext))
 		for i, a := range ext {
 			hosts[i] = a.String()
-			if AskedFromHost(a, o.UserDNS, o.IPv6) {
+			if AskedFromHost(a, o.UserDNS, !o.NoIPv4, o.IPv6) {
 				hosts[i] = "host(" + hosts[i] + ")"
 			}
 		}
@@ -153,10 +157,11 @@ func ResolvConf(host []byte, o ResolvOptions) []byte {
 // a container's from the host's namespace rather than the container's
 // own, as Docker's (its HostLoopback): a server of the host's resolv.conf
 // (not the user's --dns) that the container could not reach, on loopback,
-// with a zone (a link-local address of the host's link), or IPv6 for a
-// container without IPv6.
-func AskedFromHost(a netip.Addr, userDNS, ipv6 bool) bool {
-	return !userDNS && (a.Unmap().IsLoopback() || a.Zone() != "" || a.Unmap().Is6() && !ipv6)
+// with a zone (a link-local address of the host's link), or of a family
+// the container lacks (ipv4, ipv6: whether it has addresses of each).
+func AskedFromHost(a netip.Addr, userDNS, ipv4, ipv6 bool) bool {
+	zoned, a := a.Zone() != "", a.Unmap()
+	return !userDNS && (a.IsLoopback() || zoned || a.Is6() && !ipv6 || a.Is4() && !ipv4)
 }
 
 // EmbeddedOptions returns the options of a resolv.conf whose nameserver is

@@ -119,6 +119,13 @@ func TestResolvConf(t *testing.T) {
 			o: ResolvOptions{DNS: addrs("10.89.0.1"), Upstreams: addrs("2001:db8::1"), Embedded: true, IPv6: true},
 			want: gen + "nameserver 10.89.0.1\noptions ndots:0\n" +
 				based + "# ExtServers: [2001:db8::1]\n# Overrides: []\n# Option ndots from: internal\n"},
+		{name: "embedded server, IPv6-only: the host's IPv4 servers from the host", host: "nameserver 192.168.1.1\n",
+			o: ResolvOptions{DNS: addrs("fd00:6::1"), Upstreams: addrs("192.168.1.1", "2001:db8::1"), Embedded: true, IPv6: true, NoIPv4: true},
+			want: gen + "nameserver fd00:6::1\noptions ndots:0\n" +
+				based + "# ExtServers: [host(192.168.1.1) 2001:db8::1]\n# Overrides: []\n# Option ndots from: internal\n"},
+		{name: "IPv6-only without the embedded server: no IPv4 nameserver", host: "nameserver 192.168.1.1\n",
+			o:    ResolvOptions{IPv6: true, NoIPv4: true},
+			want: gen + "nameserver 2001:4860:4860::8888\nnameserver 2001:4860:4860::8844\n"},
 		{name: "embedded server, --dns on the container's loopback", host: "nameserver 192.168.1.1\n",
 			o: ResolvOptions{DNS: addrs("10.89.0.1"), Upstreams: addrs("127.0.0.1"), UserDNS: true, Embedded: true},
 			want: gen + "nameserver 10.89.0.1\noptions ndots:0\n" +

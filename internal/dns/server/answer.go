@@ -106,7 +106,7 @@ func (t *tables) askFrom(local netip.Addr, client *Endpoint, u netip.AddrPort) (
 	switch {
 	case client == nil:
 		return "", open
-	case client.Netns == "" || files.AskedFromHost(u.Addr(), len(client.Upstreams) > 0, client.IPv6):
+	case client.Netns == "" || files.AskedFromHost(u.Addr(), len(client.Upstreams) > 0, !client.NoIPv4, client.IPv6):
 		return "", open && !client.Isolated
 	case u.Addr().Unmap() == redirected:
 		return "", false

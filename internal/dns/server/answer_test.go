@@ -490,6 +490,8 @@ func TestAnswerFromNamespaces(t *testing.T) {
 					Upstreams: []netip.AddrPort{ap("127.0.0.1:53"), ap("127.0.0.11:53"), ap("203.0.113.1:53")}},
 				{Container: "c-plain", Name: "plain", Netns: "/ns/plain", Addrs: []netip.Addr{ip("10.3.0.6")}},
 				{Container: "c-v6", Name: "v6", Netns: "/ns/v6", IPv6: true, Addrs: []netip.Addr{ip("10.3.0.7")}},
+				{Container: "c-v6only", Name: "v6only", Netns: "/ns/v6only", IPv6: true, NoIPv4: true, Addrs: []netip.Addr{ip("10.3.0.8")},
+					Upstreams: nil},
 				{Container: "c-old", Name: "old", Addrs: []netip.Addr{ip("10.3.0.5")}}, // a record without its namespace
 			}},
 		},
@@ -507,9 +509,15 @@ func TestAnswerFromNamespaces(t *testing.T) {
 		{"the host's servers without IPv6: unreachable ones from the host", ip("10.3.0.1"), ip("10.3.0.6"),
 			"127.0.0.53:53 udp [2001:db8::53]:53 udp [fe80::1%eth9]:53 udp"},
 		{"the host's servers with IPv6", ip("10.3.0.1"), ip("10.3.0.7"), "127.0.0.53:53 udp /ns/v6:[2001:db8::53]:53 udp [fe80::1%eth9]:53 udp"},
+		{"IPv6-only, the host's servers: IPv4 ones from the host", ip("10.3.0.1"), ip("10.3.0.8"), "127.0.0.53:53 udp /ns/v6only:[2001:db8::53]:53 udp [fe80::1%eth9]:53 udp"},
 		{"no namespace known: the host's", ip("10.3.0.1"), ip("10.3.0.5"), "127.0.0.53:53 udp [2001:db8::53]:53 udp [fe80::1%eth9]:53 udp"},
 		{"unknown client, open listener", ip("10.3.0.1"), ip("10.3.0.9"), "127.0.0.53:53 udp [2001:db8::53]:53 udp [fe80::1%eth9]:53 udp"},
 		{"unknown client, internal listener", ip("10.2.0.1"), ip("10.2.0.9"), ""},
+	}
+	// An IPv6-only container's IPv4 host server: from the host.
+	v6only := &Endpoint{Container: "c-v6only", Netns: "/ns/v6only", IPv6: true, NoIPv4: true}
+	if netns, ok := newTables(s).askFrom(ip("10.3.0.1"), v6only, hostUpstream); netns != "" || !ok {
+		t.Errorf("an IPv6-only container's IPv4 host server: from %q, %v; want the host's", netns, ok)
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -60,8 +60,10 @@ type Endpoint struct {
 	// stub such as systemd-resolved's, for a container without --dns) is
 	// asked from the host. "": everything from the host.
 	Netns string `json:"netns,omitempty"`
-	// IPv6: the container has IPv6 addresses (files.AskedFromHost).
-	IPv6 bool `json:"ipv6,omitempty"`
+	// IPv6: the container has IPv6 addresses; NoIPv4: it has no IPv4
+	// ones (IPv6-only networks) (files.AskedFromHost).
+	IPv6   bool `json:"ipv6,omitempty"`
+	NoIPv4 bool `json:"noIPv4,omitempty"`
 	// Isolated is a container on internal networks only: its names are
 	// answered, and other names go only to a server on the network asked
 	// (askFrom), from its own namespace, never from the host, which would
