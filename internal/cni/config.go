@@ -193,7 +193,10 @@ func invalid(details string, args ...any) *Error {
 
 // NetworkOptions is the network ADD creates when it does not exist yet.
 func (c *NetConf) NetworkOptions() (engine.NetworkCreateOptions, *Error) {
-	o := engine.NetworkCreateOptions{Name: c.NetworkName(), IPv6: c.IPv6, NoIPv4: c.IPv4 != nil && !*c.IPv4, Options: map[string]string{}}
+	o := engine.NetworkCreateOptions{Name: c.NetworkName(), IPv6: c.IPv6, Options: map[string]string{}}
+	if c.IPv4 != nil { // given: checked against an existing network too (networkMismatch)
+		o.Options["ipv4"] = strconv.FormatBool(*c.IPv4)
+	}
 	for _, f := range []struct{ key, subnet, gateway, ipRange string }{
 		{"", c.Subnet, c.Gateway, c.IPRange},
 		{"6", c.Subnet6, c.Gateway6, c.IPRange6},

@@ -52,11 +52,11 @@ func networkMismatch(n *engine.Network, o engine.NetworkCreateOptions) *Error {
 	if o.IPv6 && !slices.ContainsFunc(n.Subnets, func(s driver.Subnet) bool { return s.Prefix.Addr().Is6() }) {
 		return mismatch(n, "IPv6 (ipv6 true)", "no IPv6 subnet")
 	}
-	if o.NoIPv4 == n.HasIPv4() {
-		if o.NoIPv4 {
+	if v := o.Options["ipv4"]; v != "" && (v == "true") != n.HasIPv4() {
+		if n.HasIPv4() {
 			return mismatch(n, "no IPv4 (ipv4 false)", "an IPv4 subnet")
 		}
-		return mismatch(n, "IPv4", "no IPv4 subnet (an IPv6-only network)")
+		return mismatch(n, "IPv4 (ipv4 true)", "no IPv4 subnet (an IPv6-only network)")
 	}
 	for _, r := range o.IPRanges {
 		if !slices.ContainsFunc(n.Subnets, func(s driver.Subnet) bool { return s.IPRange == r }) {

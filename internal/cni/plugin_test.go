@@ -595,28 +595,35 @@ func TestNetworkMismatchIPv6(t *testing.T) {
 	}
 }
 
-// "ipv4": false asks for an IPv6-only network, and only that fits it; a
-// configuration without it does not fit an IPv6-only network (ADD would
-// give its pods no IPv4, silently).
+// "ipv4": false asks for an IPv6-only network, and only that fits it;
+// "ipv4": true only a network with IPv4; a configuration without the key
+// fits either, as one without "ipv6" does.
 func TestNetworkMismatchIPv4(t *testing.T) {
 	_, dual := testAttachment()
 	_, v6only := testAttachment()
 	v6only.Subnets = slices.DeleteFunc(v6only.Subnets, func(s driver.Subnet) bool { return s.Prefix.Addr().Is4() })
 	for _, tc := range []struct {
-		n      *engine.Network
-		noIPv4 bool
-		want   string // "" for a fit
-	}{{dual, false, ""}, {dual, true, "an IPv4 subnet"}, {v6only, true, ""}, {v6only, false, "no IPv4 subnet"}} {
-		err := networkMismatch(tc.n, engine.NetworkCreateOptions{Name: "knet", NoIPv4: tc.noIPv4})
+		n    *engine.Network
+		ipv4 string // the configuration's, "" for none
+		want string // "" for a fit
+	}{
+		{dual, "", ""}, {dual, "true", ""}, {dual, "false", "an IPv4 subnet"},
+		{v6only, "", ""}, {v6only, "false", ""}, {v6only, "true", "no IPv4 subnet"},
+	} {
+		o := engine.NetworkCreateOptions{Name: "knet", Options: map[string]string{}}
+		if tc.ipv4 != "" {
+			o.Options["ipv4"] = tc.ipv4
+		}
+		err := networkMismatch(tc.n, o)
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Details, tc.want)) {
-			t.Errorf("IPv4 subnet %v, ipv4 false %v: networkMismatch = %v, want %q", tc.n.HasIPv4(), tc.noIPv4, err, tc.want)
+			t.Errorf("IPv4 subnet %v, ipv4 %q: networkMismatch = %v, want %q", tc.n.HasIPv4(), tc.ipv4, err, tc.want)
 		}
 	}
 	var c NetConf
 	if err := json.Unmarshal([]byte(`{"ipv6":true,"ipv4":false}`), &c); err != nil {
 		t.Fatal(err)
 	}
-	if o, err := c.NetworkOptions(); err != nil || !o.NoIPv4 {
-		t.Errorf(`"ipv4": false: NoIPv4 %v, %v`, o.NoIPv4, err)
+	if o, err := c.NetworkOptions(); err != nil || o.Options["ipv4"] != "false" {
+		t.Errorf(`"ipv4": false: options %v, %v`, o.Options, err)
 	}
 }

@@ -178,6 +178,28 @@ func TestIPv6OnlyNetwork(t *testing.T) {
 	if v := strings.TrimSpace(s.MustRun(t, "cat", "/proc/sys/net/ipv4/ip_forward")); v != "0" {
 		t.Errorf("net.ipv4.ip_forward = %s after an IPv6-only network", v)
 	}
+	// On the IPv6-only network first and an IPv4 one second, each family's
+	// ports go through the network of its default route, as Docker 28's;
+	// once the IPv4 network is left, the port is the container's on [::]
+	// only, and free on IPv4.
+	s.MustKnit(t, "network", "create", "--subnet", "10.96.0.0/24", "four")
+	serve(t, s, bb, "both", "--network", "six", "--network", "four", "-p", "8091:80")
+	if ports := s.MustKnit(t, "port", "both"); ports != "80/tcp -> 0.0.0.0:8091\n80/tcp -> [::]:8091\n" {
+		t.Errorf("knit port both: %q", ports)
+	}
+	reaches(t, s, world, "198.51.100.1", 8091, "both")
+	reaches(t, s, world, "2001:db8:52::1", 8091, "both")
+	s.MustKnit(t, "network", "disconnect", "four", "both")
+	if ports := s.MustKnit(t, "port", "both"); ports != "80/tcp -> [::]:8091\n" {
+		t.Errorf("knit port both after leaving its IPv4 network: %q", ports)
+	}
+	blocked(t, s, world, "198.51.100.1", 8091)
+	reaches(t, s, world, "2001:db8:52::1", 8091, "both")
+	if r := s.Knit("run", "--rm", "--network", "six", "-p", "[::]:8091:80", "--rootfs", bb, "true"); r.Code == 0 || !strings.Contains(r.Stderr, "both") {
+		t.Errorf("[::]:8091, still both's, given to another: exit %d, %s", r.Code, r.Stderr)
+	}
+	serve(t, s, bb, "next", "-p", "0.0.0.0:8091:80")
+	reaches(t, s, world, "198.51.100.1", 8091, "next")
 	// The same address, the same MAC, so that neighbours' caches hold.
 	s.MustKnit(t, "rm", "-f", "cli")
 	s.MustKnit(t, "run", "-d", "--name", "cli2", "--network", "six", "--ip6", "fd00:db8:6::99", "--rootfs", bb, "sleep", "300")

@@ -16,6 +16,7 @@ import (
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/link"
+	"github.com/knit-dev/knit/internal/portmap"
 	"github.com/knit-dev/knit/internal/store"
 )
 
@@ -653,6 +654,9 @@ func (e *Engine) dropEndpoint(id, network string, keep []byte) (moved []Endpoint
 		// the endpoint that took it, on the same host ports.
 		rehomed, lost := rehomePorts(tx, c, old, moved)
 		c.Ports = append(c.Ports, rehomed...)
+		if err := narrowPorts(tx, c); err != nil {
+			return err
+		}
 		gone := &Container{ID: id, Endpoints: []Endpoint{ep}, Ports: lost}
 		if err := releaseAddrs(tx, gone); err != nil {
 			return err
@@ -681,6 +685,33 @@ func rehomePorts(tx store.Tx, c *Container, ports []firewall.PortMapping, moved 
 		return slices.ContainsFunc(rehomed, func(r firewall.PortMapping) bool { return r.Proto == p.Proto && r.HostPort == p.HostPort })
 	})
 	return rehomed, lost
+}
+
+// narrowPorts re-keys the host-port record ("*", every address) of a port
+// published without an address whose IPv4 mapping is gone, its [::] one
+// left (its network left, and the network that took the IPv6 route has no
+// IPv4): the record then says [::], which frees the port on IPv4 for other
+// containers. (One whose IPv6 mapping went keeps "*", as a container with
+// no IPv6 holds it from the start.)
+func narrowPorts(tx store.Tx, c *Container) error {
+	for _, p := range c.Ports {
+		if p.HostIP != netip.IPv6Unspecified() || slices.ContainsFunc(c.Ports, func(q firewall.PortMapping) bool {
+			return q.Proto == p.Proto && q.HostPort == p.HostPort && !q.HostIP.IsValid()
+		}) {
+			continue
+		}
+		bucket := portsBucket(portmap.Proto(p.Proto), p.HostPort)
+		if v, err := tx.Get(bucket, "*"); err != nil || string(v) != c.ID {
+			continue // published on [::] alone: its own record
+		}
+		if err := tx.Delete(bucket, "*"); err != nil {
+			return err
+		}
+		if err := tx.Put(bucket, hostIPKey(p.HostIP), []byte(c.ID)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func rehomePort(tx store.Tx, c *Container, p firewall.PortMapping, moved []Endpoint) (firewall.PortMapping, bool) {

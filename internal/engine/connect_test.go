@@ -2,6 +2,8 @@ package engine
 
 import (
 	"errors"
+	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/firewall/firewalltest"
+	"github.com/knit-dev/knit/internal/portmap"
 	"github.com/knit-dev/knit/internal/store"
 )
 
@@ -836,5 +839,49 @@ func TestRehomePortsKeepsASharedHostPort(t *testing.T) {
 	}
 	if len(lost) != 1 || lost[0].HostPort != 9090 {
 		t.Errorf("lost = %+v, want only the udp/9090 twin (8085 is kept)", lost)
+	}
+}
+
+// A port published on every address whose IPv4 mapping is gone, its [::]
+// one left, no longer holds the port on IPv4: its record says [::]. One
+// whose [::] mapping went keeps "*"; one published on [::] alone is
+// untouched.
+func TestNarrowPortsFreesIPv4(t *testing.T) {
+	st := newStore(t)
+	id := hexID("c1")
+	v6 := func(port uint16) firewall.PortMapping {
+		return firewall.PortMapping{Network: "six", HostIP: netip.IPv6Unspecified(), HostPort: port, Proto: "tcp", ContainerIP: netip.MustParseAddr("fd00::2"), ContainerPort: 80}
+	}
+	v4 := firewall.PortMapping{Network: "four", HostPort: 8082, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.9.0.2"), ContainerPort: 80}
+	c := &Container{ID: id, Ports: []firewall.PortMapping{v6(8081), v4, v6(8083)}}
+	records := func(tx store.Tx) map[string]string {
+		got := map[string]string{}
+		for _, port := range []uint16{8081, 8082, 8083} {
+			_ = tx.List(portsBucket(portmap.TCP, port), func(k string, v []byte) error {
+				got[fmt.Sprintf("%d %s", port, k)] = string(v)
+				return nil
+			})
+		}
+		return got
+	}
+	err := st.Update(func(tx store.Tx) error {
+		for _, r := range []struct {
+			port uint16
+			key  string
+		}{{8081, "*"}, {8082, "*"}, {8083, "::"}} {
+			if err := tx.Put(portsBucket(portmap.TCP, r.port), r.key, []byte(id)); err != nil {
+				return err
+			}
+		}
+		if err := narrowPorts(tx, c); err != nil {
+			return err
+		}
+		if got, want := records(tx), map[string]string{"8081 ::": id, "8082 *": id, "8083 ::": id}; !maps.Equal(got, want) {
+			t.Errorf("records = %v, want %v", got, want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -298,6 +298,7 @@ func (e *Engine) newNetwork(o *NetworkCreateOptions) (*Network, error) {
 			if n.HostIP, err = netip.ParseAddr(v); err != nil {
 				return nil, errdefs.Invalid("invalid host-ip %q: not an IP address", v)
 			}
+			n.HostIP = n.HostIP.Unmap() // ::ffff:a.b.c.d is IPv4's
 		case "gateway-mode", "gateway-mode-ipv4", "gateway-mode-ipv6":
 			var routed bool
 			switch v {

@@ -139,10 +139,13 @@ func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening fun
 		}
 	}
 	var dnsGateways map[netip.Addr]bool // read when port 53 is asked for
-	ep := c.Endpoints[0]
-	if !ep.HasIPv4() {
-		// An IPv6-only network: a port published on every address is
-		// published on IPv6's, as Docker 28's ([::]:PORT).
+	// Each family's ports go through the network of its default route,
+	// as Docker 28's gateway endpoints: the first network's, unless it
+	// lacks the family (an IPv6-only network).
+	ep4, ep6 := portEndpoint(c, true), portEndpoint(c, false)
+	if ep4 == nil {
+		// No IPv4: a port published on every address is published on
+		// IPv6's, as Docker 28's ([::]:PORT).
 		specs = slices.Clone(specs)
 		for i := range specs {
 			if !specs[i].HostIP.IsValid() {
@@ -182,32 +185,72 @@ func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening fun
 	// On a network whose gateway mode is routed for a family, the port is
 	// also open on the container's address of that family, unless it is
 	// published on loopback: that is the host's alone (moby#45610).
-	var fn firewall.Network
-	if n, err := getNetwork(tx, ep.Network); err == nil {
-		fn = firewallNetwork(n)
+	mapping := func(ep *Endpoint, m portmap.Mapping, host netip.Addr) (firewall.PortMapping, error) {
+		if ep == nil {
+			return firewall.PortMapping{}, errdefs.Invalid("cannot publish on %s: no network of the container gives it an address of that family", host)
+		}
+		cip, err := containerAddrFor(*ep, host)
+		if err != nil {
+			return firewall.PortMapping{}, err
+		}
+		var fn firewall.Network
+		if n, err := getNetwork(tx, ep.Network); err == nil {
+			fn = firewallNetwork(n)
+		}
+		return firewall.PortMapping{
+			Network: ep.Network, HostIP: m.HostIP, HostPort: m.HostPort, Proto: string(m.Proto),
+			ContainerIP: cip, ContainerPort: m.ContainerPort, Open: fn.Routed(cip) && !m.HostIP.IsLoopback(),
+		}, nil
 	}
 	for _, m := range maps {
-		cip, err := containerAddrFor(ep, m.HostIP)
+		ep := ep4
+		if m.HostIP.Unmap().Is6() {
+			ep = ep6
+		}
+		p, err := mapping(ep, m, m.HostIP)
 		if err != nil {
 			return err
 		}
-		c.Ports = append(c.Ports, firewall.PortMapping{
-			Network: ep.Network, HostIP: m.HostIP, HostPort: m.HostPort, Proto: string(m.Proto),
-			ContainerIP: cip, ContainerPort: m.ContainerPort, Open: fn.Routed(cip) && !m.HostIP.IsLoopback(),
-		})
-		// On a dual-stack network a port published on every address is
-		// published on the IPv6 ones too, as Docker does ([::]:PORT).
-		if cip6, err := containerAddrFor(ep, netip.IPv6Unspecified()); err == nil && !m.HostIP.IsValid() {
-			c.Ports = append(c.Ports, firewall.PortMapping{
-				Network: ep.Network, HostIP: netip.IPv6Unspecified(), HostPort: m.HostPort, Proto: string(m.Proto),
-				ContainerIP: cip6, ContainerPort: m.ContainerPort, Open: fn.Routed(cip6),
-			})
+		c.Ports = append(c.Ports, p)
+		// A port published on every address is published on the IPv6
+		// ones too, as Docker does ([::]:PORT).
+		if !m.HostIP.IsValid() && ep6 != nil {
+			if p, err := mapping(ep6, m, netip.IPv6Unspecified()); err == nil {
+				p.HostIP = netip.IPv6Unspecified()
+				c.Ports = append(c.Ports, p)
+			}
 		}
 		if err := tx.Put(portsBucket(m.Proto, m.HostPort), hostIPKey(m.HostIP), []byte(c.ID)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// portEndpoint is the endpoint of c's through which ports of a family
+// (v4: IPv4) are published: the one with that family's default route, else
+// the first with an address of that family; nil if none has one.
+func portEndpoint(c *Container, v4 bool) *Endpoint {
+	has := func(ep *Endpoint) bool {
+		if v4 {
+			return ep.HasIPv4()
+		}
+		return ep.HasIPv6()
+	}
+	var first *Endpoint
+	for i := range c.Endpoints {
+		ep := &c.Endpoints[i]
+		if !has(ep) {
+			continue
+		}
+		if ep.DefaultRoute && slices.ContainsFunc(ep.Gateways, func(g netip.Addr) bool { return g.Is4() == v4 }) {
+			return ep
+		}
+		if first == nil {
+			first = ep
+		}
+	}
+	return first
 }
 
 // dnsListenAddrs are the addresses the embedded DNS server listens on:
