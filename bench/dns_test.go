@@ -37,8 +37,8 @@ func BenchmarkDNSLocal(b *testing.B) {
 // BenchmarkDNSForwarded is BenchmarkDNSLocal for a name the server
 // forwards to an upstream (a fake on loopback that answers at once), so
 // it adds the server's upstream exchange to each query: through the
-// sockets it pools in the host's namespace, as for a client that is not
-// a known container's.
+// sockets it pools in the host's namespace, as for a known client whose
+// namespace the records do not give, or an unknown one.
 func BenchmarkDNSForwarded(b *testing.B) {
 	benchmarkDNS(b, "example.com.", "192.0.2.1", "")
 }

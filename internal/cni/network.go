@@ -49,7 +49,7 @@ func networkMismatch(n *engine.Network, o engine.NetworkCreateOptions) *Error {
 	if b := o.Options["bridge"]; b != "" && b != n.Bridge {
 		return mismatch(n, "bridge "+b, "bridge "+n.Bridge)
 	}
-	if o.IPv6 && !slices.ContainsFunc(n.Subnets, func(s driver.Subnet) bool { return s.Prefix.Addr().Is6() }) {
+	if o.IPv6 && !n.HasIPv6() {
 		return mismatch(n, "IPv6 (ipv6 true)", "no IPv6 subnet")
 	}
 	if v := o.Options["ipv4"]; v != "" && (v == "true") != n.HasIPv4() {

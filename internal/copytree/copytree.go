@@ -23,8 +23,10 @@ type Options struct {
 	// are copied as links either way.
 	FollowLink bool
 	// Archive keeps each entry's owner and group (docker cp -a); without
-	// it, what Copy makes belongs to its caller. Modification times are
-	// kept either way, as docker cp's.
+	// it, what Copy makes belongs to its caller. The files and directories
+	// Copy makes keep their modification times either way, as docker
+	// cp's (not links: os.Root has no lutimes; nor a directory that was
+	// there already).
 	Archive bool
 }
 

@@ -85,6 +85,17 @@ type Network struct {
 	LinkIndex int `json:"-"`
 }
 
+// HasIPv4 reports whether n has an IPv4 subnet: every network but one
+// made with --ipv4=false (Docker's EnableIPv4), and host and none.
+func (n *Network) HasIPv4() bool {
+	return slices.ContainsFunc(n.Subnets, func(s Subnet) bool { return s.Prefix.Addr().Is4() })
+}
+
+// HasIPv6 reports whether n has an IPv6 subnet.
+func (n *Network) HasIPv6() bool {
+	return slices.ContainsFunc(n.Subnets, func(s Subnet) bool { return s.Prefix.Addr().Is6() })
+}
+
 // LinkMTU is the MTU of n's links: MTU, or 1500 when it names none.
 func (n *Network) LinkMTU() int {
 	if n.MTU == 0 {

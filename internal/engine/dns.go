@@ -107,7 +107,8 @@ func (e *Engine) dnsDir() string { return filepath.Join(e.paths.ExecRoot, "dns")
 
 // dnsServer returns the address the embedded DNS server answers c on: a
 // gateway of c's DNS-enabled networks, those that are not internal first
-// (the server forwards nothing asked on an internal one's), IPv4 first,
+// (on an internal one's the server forwards only to servers on that
+// network, for containers on internal networks only), IPv4 first,
 // then in c's order of networks.
 func dnsServer(nets []*Network) (netip.Addr, bool) {
 	for _, open := range []bool{true, false} {

@@ -223,12 +223,6 @@ func firewallNetwork(n *Network) firewall.Network {
 	return fn
 }
 
-// HasIPv4 reports whether n has an IPv4 subnet: every network but one
-// made with --ipv4=false (Docker's EnableIPv4), and host and none.
-func (n *Network) HasIPv4() bool {
-	return slices.ContainsFunc(n.Subnets, func(s driver.Subnet) bool { return s.Prefix.Addr().Is4() })
-}
-
 // Masquerades says whether n masquerades any of its subnets: its flag,
 // which an internal network and routed families (gateway-mode=routed)
 // ignore, as firewallNetwork's rules do.

@@ -198,8 +198,8 @@ func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening fun
 			fn = firewallNetwork(n)
 		}
 		return firewall.PortMapping{
-			Network: ep.Network, HostIP: m.HostIP, HostPort: m.HostPort, Proto: string(m.Proto),
-			ContainerIP: cip, ContainerPort: m.ContainerPort, Open: fn.Routed(cip) && !m.HostIP.IsLoopback(),
+			Network: ep.Network, HostIP: host, HostPort: m.HostPort, Proto: string(m.Proto),
+			ContainerIP: cip, ContainerPort: m.ContainerPort, Open: fn.Routed(cip) && !host.IsLoopback(),
 		}, nil
 	}
 	for _, m := range maps {
@@ -215,10 +215,11 @@ func reservePorts(tx store.Tx, c *Container, specs []portmap.Spec, listening fun
 		// A port published on every address is published on the IPv6
 		// ones too, as Docker does ([::]:PORT).
 		if !m.HostIP.IsValid() && ep6 != nil {
-			if p, err := mapping(ep6, m, netip.IPv6Unspecified()); err == nil {
-				p.HostIP = netip.IPv6Unspecified()
-				c.Ports = append(c.Ports, p)
+			p, err := mapping(ep6, m, netip.IPv6Unspecified())
+			if err != nil {
+				return err
 			}
+			c.Ports = append(c.Ports, p)
 		}
 		if err := tx.Put(portsBucket(m.Proto, m.HostPort), hostIPKey(m.HostIP), []byte(c.ID)); err != nil {
 			return err
@@ -243,7 +244,7 @@ func portEndpoint(c *Container, v4 bool) *Endpoint {
 		if !has(ep) {
 			continue
 		}
-		if ep.DefaultRoute && slices.ContainsFunc(ep.Gateways, func(g netip.Addr) bool { return g.Is4() == v4 }) {
+		if ep.routes(v4) {
 			return ep
 		}
 		if first == nil {

@@ -391,10 +391,8 @@ func reserveName(tx store.Tx, c *Container) error {
 func defaultRouteFamilies(eps []Endpoint) (routed map[bool]bool) {
 	routed = map[bool]bool{}
 	for _, ep := range eps {
-		if ep.DefaultRoute {
-			for _, g := range ep.Gateways {
-				routed[g.Is4()] = true
-			}
+		for _, v4 := range []bool{true, false} {
+			routed[v4] = routed[v4] || ep.routes(v4)
 		}
 	}
 	return routed
@@ -524,16 +522,7 @@ func (e *Engine) join(n *Network, ep *Endpoint, sb driver.Sandbox) error {
 }
 
 // wantsIPv6 reports whether one of the container's networks has an IPv6 subnet.
-func wantsIPv6(nets []*Network) bool {
-	for _, n := range nets {
-		for _, s := range n.Subnets {
-			if s.Prefix.Addr().Is6() {
-				return true
-			}
-		}
-	}
-	return false
-}
+func wantsIPv6(nets []*Network) bool { return slices.ContainsFunc(nets, (*Network).HasIPv6) }
 
 // linkNetns makes the namespace visible to `ip netns` as knit-NAME. It is a
 // convenience for people exploring, so failures are ignored. A link to a

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -166,6 +167,12 @@ type Endpoint struct {
 	// (--network-alias, network connect --alias).
 	Aliases []string `json:"aliases,omitempty"`
 	driver.Endpoint
+}
+
+// routes reports whether ep carries the container's default route of a
+// family (v4: IPv4).
+func (ep *Endpoint) routes(v4 bool) bool {
+	return ep.DefaultRoute && slices.ContainsFunc(ep.Gateways, func(g netip.Addr) bool { return g.Is4() == v4 })
 }
 
 // Container is the stored record of one container.

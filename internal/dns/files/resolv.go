@@ -106,9 +106,8 @@ func ResolvConf(host []byte, o ResolvOptions) []byte {
 			return !o.KeepLoopback && (a.IsLoopback() || (a.Is6() && !o.IPv6) || (a.Is4() && o.NoIPv4))
 		})
 		if len(r.Nameservers) == 0 {
-			r.Nameservers = slices.Clone(defaultDNS4)
-			if o.NoIPv4 {
-				r.Nameservers = nil
+			if !o.NoIPv4 {
+				r.Nameservers = slices.Clone(defaultDNS4)
 			}
 			if o.IPv6 {
 				r.Nameservers = append(r.Nameservers, defaultDNS6...)

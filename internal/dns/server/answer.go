@@ -108,13 +108,13 @@ func (t *tables) askFrom(local netip.Addr, client *Endpoint, u netip.AddrPort) (
 		return "", open
 	case client.Netns == "" || files.AskedFromHost(u.Addr(), len(client.Upstreams) > 0, !client.NoIPv4, client.IPv6):
 		return "", open && !client.Isolated
-	case u.Addr().Unmap() == redirected:
+	case u.Addr() == redirected: // u is unmapped (forward)
 		return "", false
 	case open:
 		return client.Netns, true
 	}
 	onNet := slices.ContainsFunc(nets, func(n *network) bool {
-		return slices.ContainsFunc(n.subnets, func(p netip.Prefix) bool { return p.Contains(u.Addr().Unmap()) })
+		return slices.ContainsFunc(n.subnets, func(p netip.Prefix) bool { return p.Contains(u.Addr()) })
 	})
 	return client.Netns, client.Isolated && onNet
 }

@@ -53,7 +53,7 @@ type forwarder struct {
 	timeout     time.Duration
 	log         *slog.Logger
 	tcp         *dns.Client
-	udp         *dns.Client // the rare query that finds no pooled socket free
+	udp         *dns.Client // a query that finds no pooled socket free, or has other than one question
 	rotateAfter uint32
 	idleAfter   time.Duration
 	now         func() time.Time
@@ -174,7 +174,7 @@ func (f *forwarder) mayOpen(netns string) bool {
 }
 
 func (f *forwarder) mayOpenLocked(netns string) bool {
-	return netns == "" || f.wanted == nil || f.wanted(netns)
+	return !f.closed && (netns == "" || f.wanted == nil || f.wanted(netns))
 }
 
 // track records c, a connection in namespace netns, until untrack; false
@@ -233,7 +233,7 @@ var (
 	errClosed    = errors.New("forwarder closed")
 	errNotWanted = errors.New("the container is gone")
 
-	errPoolClosed = errors.New("upstream's sockets closed for idleness")
+	errPoolClosed = errors.New("upstream's sockets closed")
 )
 
 func (f *forwarder) pool(to route) (*upstreamPool, error) {
@@ -385,7 +385,7 @@ func (f *forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, to route) (*dns
 	for i := range size {
 		s, err := p.socket(int((first + i) % size))
 		if errors.Is(err, errPoolClosed) {
-			break // swept while this query waited: a socket of its own
+			break // swept or let go by keep while this query waited: a socket of its own, if allowed
 		}
 		if err != nil {
 			return nil, err
@@ -444,7 +444,7 @@ func (p *upstreamPool) socket(i int) (*upstreamSocket, error) {
 	}
 	if old != nil {
 		old.retire()
-		p.retired = slices.DeleteFunc(p.retired, func(s *upstreamSocket) bool { return !s.readerRunning() || s == old })
+		p.retired = slices.DeleteFunc(p.retired, func(s *upstreamSocket) bool { return !s.readerRunning() })
 		p.retired = append(p.retired, old)
 	}
 	c, err := dial(context.Background(), "udp", p.to, p.timeout)

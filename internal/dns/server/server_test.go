@@ -780,6 +780,21 @@ func TestForwarderSweepsNamespacePoolsSooner(t *testing.T) {
 	if d := due(); d > netnsIdleAfter {
 		t.Errorf("another host pool put the sweep back to %v", d)
 	}
+	// At netnsIdleAfter without a query the namespace's pool goes, the
+	// host's stay.
+	clock := time.Now().Add(netnsIdleAfter + time.Second)
+	f.now = func() time.Time { return clock }
+	f.sweep()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for to := range f.pools {
+		if to.netns != "" {
+			t.Errorf("the namespace's pool is still there after %v idle", netnsIdleAfter)
+		}
+	}
+	if len(f.pools) != 2 {
+		t.Errorf("%d pools after the sweep, want the host's two", len(f.pools))
+	}
 }
 
 // A flood of queries to forward does not pile up without bound: beyond

@@ -65,7 +65,7 @@ func (d *Driver) CreateNetwork(n *driver.Network) (err error) {
 	}
 	// A host's all.disable_ipv6=1 leaves a new bridge without IPv6: an
 	// IPv6 network's gateway needs it, as Docker's bridge driver sets.
-	if slices.ContainsFunc(n.Subnets, func(s driver.Subnet) bool { return s.Prefix.Addr().Is6() }) {
+	if n.HasIPv6() {
 		if err := link.EnableIPv6(n.Bridge); err != nil {
 			return fmt.Errorf("create network %s: %w", n.Name, err)
 		}
