@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,6 +58,11 @@ func dnsSection() error {
 	}
 	if err := unix.Mount(resolv, "/etc/resolv.conf", "none", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind resolv.conf: %w", err)
+	}
+	if *dnsPin {
+		if err := pinLoad(); err != nil {
+			return err
+		}
 	}
 	knit, stopKnit, err := startKnitDNS()
 	if err != nil {
@@ -334,7 +340,7 @@ func startKnitDNS() (dnsServer, func(), error) {
 	if err != nil {
 		return dnsServer{}, nil, err
 	}
-	cmd := exec.Command(self, dnsServerArg, dir)
+	cmd := serverCommand(self, dnsServerArg, dir)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return dnsServer{}, nil, err
@@ -380,7 +386,8 @@ func startAardvark() (dnsServer, func(), error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, aardvarkBin, "--config", dir, "-p", fmt.Sprint(aardvarkPort), "run").CombinedOutput()
+	aard := serverCommand(aardvarkBin, "--config", dir, "-p", fmt.Sprint(aardvarkPort), "run")
+	out, err := exec.CommandContext(ctx, aard.Path, aard.Args[1:]...).CombinedOutput()
 	if err != nil {
 		return dnsServer{}, nil, fmt.Errorf("%w: %s", err, oneLine(string(out)))
 	}
@@ -407,6 +414,36 @@ func startAardvark() (dnsServer, func(), error) {
 		return dnsServer{}, nil, fmt.Errorf("no PID in %s", filepath.Join(dir, "aardvark.pid"))
 	}
 	return dnsServer{tool: "aardvark", addr: addr, pid: pid}, stop, nil
+}
+
+// serverCPUs is the CPU list a DNS server runs on with -dns-pin: the last
+// one; loadCPUs, the others.
+func serverCPUs() string { return fmt.Sprint(runtime.NumCPU() - 1) }
+func loadCPUs() string   { return fmt.Sprintf("0-%d", max(0, runtime.NumCPU()-2)) }
+
+// serverCommand is the command that starts a DNS server: name with args,
+// under taskset on serverCPUs with -dns-pin (a server that forks keeps it).
+func serverCommand(name string, args ...string) *exec.Cmd {
+	if !*dnsPin {
+		return exec.Command(name, args...)
+	}
+	return exec.Command("taskset", append([]string{"-c", serverCPUs(), name}, args...)...)
+}
+
+// pinLoad puts this process's threads, and so the loads it runs (its own
+// clients, dnsperf), on loadCPUs.
+//
+// Equivalent to: taskset -a -c -p CPUS PID
+func pinLoad() error {
+	if runtime.NumCPU() < 2 {
+		return fmt.Errorf("-dns-pin needs two CPUs at least")
+	}
+	out, err := exec.Command("taskset", "-a", "-c", "-p", loadCPUs(), fmt.Sprint(os.Getpid())).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("taskset: %w: %s", err, out)
+	}
+	fmt.Printf("dns-pin: servers on CPU %s, the loads on CPU %s\n", serverCPUs(), loadCPUs())
+	return nil
 }
 
 // waitDNS returns once the server at addr answers c0.

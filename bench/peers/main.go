@@ -57,6 +57,7 @@ var (
 	knitCNI  = flag.String("knit-cni", "", "HOOK: a knit binary to measure as a CNI plugin via cnitool (column \"knit-cni\"); empty leaves the column out")
 	knitBin  = flag.String("knit-bin", "", "a knit binary to measure as a whole command, `knit run -d`/`knit rm -f` (column \"knit-cli\"); empty leaves the column out")
 	dnsperfT = flag.Int("dnsperf-threads", 1, "dnsperf's threads (-T) in the DNS section: one is dnsperf's default, and what the report's dnsperf figures use")
+	dnsPin   = flag.Bool("dns-pin", false, "DNS section: each server on the last CPU only, the loads on the others (taskset), so that the load is not what bounds a server")
 	docker   = flag.Bool("docker", false, "also measure Docker as a whole command, `docker run -d`/`docker rm -f`, with Debian's dockerd in the sandbox (column \"docker\")")
 	inside   = flag.String("inside", "", "internal: the section to run, already inside a sandbox")
 	tool     = flag.String("tool", "", "internal: the tool of -inside attach")
@@ -171,7 +172,7 @@ func sandboxed(section, tool string, limit time.Duration, w io.Writer) error {
 	defer cancel()
 	args := []string{"--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc", "--propagation", "private", "--",
 		self, "-inside", section, "-tool", tool, "-quick=" + fmt.Sprint(*quick), "-samples", fmt.Sprint(*samples),
-		"-budget", budget.String(), "-knit-cni", *knitCNI, "-knit-bin", *knitBin, "-dnsperf-threads", fmt.Sprint(*dnsperfT)}
+		"-budget", budget.String(), "-knit-cni", *knitCNI, "-knit-bin", *knitBin, "-dnsperf-threads", fmt.Sprint(*dnsperfT), "-dns-pin=" + fmt.Sprint(*dnsPin)}
 	cmd := exec.CommandContext(ctx, "unshare", args...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
