@@ -170,6 +170,24 @@ func crashKinds() []crashKind {
 			reaches(t, s, world, "198.51.100.1", 8080, "victim")
 		},
 	}, {
+		// A run on an IPv6-only network, its port on [::] only.
+		name: "RunIPv6Only",
+		setup: func(t *testing.T, s *testutil.Sandbox, bb string) {
+			s.MustRun(t, "ip", "addr", "add", "2001:db8:53::1/64", "dev", "wan0", "nodad")
+			s.World("ip", "addr", "add", "2001:db8:53::2/64", "dev", "eth0", "nodad")
+			s.MustKnit(t, "network", "create", "--ipv4=false", "--ipv6", "--subnet", "fd00:db8:7::/64", "sixnet")
+			serve(t, s, bb, "bystander6", "--network", "sixnet", "-p", "8092:80") // keeps it from a prune
+		},
+		crash: func(t *testing.T, s *testutil.Sandbox, bb string, env []string) testutil.Result {
+			return runVictimOn(t, s, bb, "sixnet", env)
+		},
+		next: func(t *testing.T, s *testutil.Sandbox, bb string) {
+			mustCleanly(t, "run after crash", runVictimOn(t, s, bb, "sixnet", nil))
+			reaches(t, s, world, "2001:db8:53::1", 8080, "victim")
+			reaches(t, s, world, "2001:db8:53::1", 8092, "bystander6")
+			s.MustKnit(t, "rm", "-f", "victim")
+		},
+	}, {
 		name: "NetworkCreate",
 		crash: func(t *testing.T, s *testutil.Sandbox, _ string, env []string) testutil.Result {
 			return knitEnv(t, s, env, "network", "create", "scratch")
@@ -405,6 +423,7 @@ func TestCrashRunDetached(t *testing.T)            { crashTest(t, "RunDetached")
 func TestCrashRemoveForce(t *testing.T)            { crashTest(t, "RemoveForce") }
 func TestCrashSupervisor(t *testing.T)             { crashTest(t, "Supervisor") }
 func TestCrashNetworkCreate(t *testing.T)          { crashTest(t, "NetworkCreate") }
+func TestCrashRunIPv6Only(t *testing.T)            { crashTest(t, "RunIPv6Only") }
 func TestCrashRestart(t *testing.T)                { crashTest(t, "Restart") }
 func TestCrashNetworkRemove(t *testing.T)          { crashTest(t, "NetworkRemove") }
 func TestCrashNetworkRemoveExternal(t *testing.T)  { crashTest(t, "NetworkRemoveExternal") }
