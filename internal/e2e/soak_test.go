@@ -14,7 +14,10 @@ import (
 
 // The soak test makes and removes containers for many cycles (run --rm,
 // and run -d then rm -f, with a published port, on the default network and
-// on a DNS-enabled one) and then checks that nothing grew: links, mounts,
+// on a DNS-enabled one, where the run --rm asks an outside name, which the
+// DNS server forwards from the container's namespace, through a socket
+// that must not keep it, or its veth, alive) and then checks that nothing
+// grew: links, mounts,
 // nft elements and rules, processes, the DNS server's open files, the
 // store's keys, and the store file beyond the size it reached in its first
 // cycles (bbolt reuses freed pages, it does not shrink the file).
@@ -39,7 +42,7 @@ const (
 const soakScript = `knit=$1; bb=$2; i=$3; end=$4; p=$5
 while [ "$i" -lt "$end" ]; do
 	case $((i % 4)) in
-	0) out=$("$knit" run --rm --network soak -p "$p" --rootfs "$bb" true 2>&1) ;;
+	0) out=$("$knit" run --rm --network soak -p "$p" --rootfs "$bb" sh -c 'nslookup outside.test | grep -q 203.0.113.7' 2>&1) ;;
 	1) out=$("$knit" run -d --name "soak$i" -p "$p" --rootfs "$bb" sleep 300 2>&1) &&
 	   out=$("$knit" rm -f "soak$i" 2>&1) ;;
 	2) out=$("$knit" run --rm -p "$p" --rootfs "$bb" true 2>&1) ;;
@@ -104,9 +107,13 @@ func TestSoak(t *testing.T) {
 	// The knit binary and the rootfs are copied into the sandbox: a long
 	// soak outlives the minute after which another test binary may take
 	// this one's artifact cache for a dead one's and remove it.
-	knit, bb := filepath.Join(s.Dir(), "knit"), filepath.Join(s.Dir(), "busybox")
+	knit, bb, dnstool := filepath.Join(s.Dir(), "knit"), filepath.Join(s.Dir(), "busybox"), filepath.Join(s.Dir(), "dnstool")
+	_, tool := dnsRootfs(t)
 	s.MustRun(t, "cp", "-a", testutil.KnitBinary(t), knit)
 	s.MustRun(t, "cp", "-a", testutil.Busybox(t), bb)
+	s.MustRun(t, "cp", "-a", tool, dnstool)
+	// The host's resolver, which answers the outside name the cycles ask.
+	s.Start(t, "ip", "netns", "exec", "world", dnstool, "serve", "-listen", "198.51.100.2:53", "outside.test=203.0.113.7")
 	s.MustRun(t, knit, "network", "create", "soak")
 	// A container that stays: its network, its DNS server and its
 	// supervisor live through every cycle.
