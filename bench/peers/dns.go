@@ -10,10 +10,10 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -416,10 +416,35 @@ func startAardvark() (dnsServer, func(), error) {
 	return dnsServer{tool: "aardvark", addr: addr, pid: pid}, stop, nil
 }
 
-// serverCPUs is the CPU list a DNS server runs on with -dns-pin: the last
-// one; loadCPUs, the others.
-func serverCPUs() string { return fmt.Sprint(runtime.NumCPU() - 1) }
-func loadCPUs() string   { return fmt.Sprintf("0-%d", max(0, runtime.NumCPU()-2)) }
+// cpuSplit is the CPU list a DNS server runs on with -dns-pin, the last
+// one this process could use at first, and the loads', the others: read
+// once, before pinLoad narrows this process's own.
+var cpuSplit = sync.OnceValues(func() (server, load string) {
+	cpus := allowedCPUs()
+	list := make([]string, len(cpus)-1)
+	for i, c := range cpus[:len(cpus)-1] {
+		list[i] = fmt.Sprint(c)
+	}
+	return fmt.Sprint(cpus[len(cpus)-1]), strings.Join(list, ",")
+})
+
+func serverCPUs() string { server, _ := cpuSplit(); return server }
+func loadCPUs() string   { _, load := cpuSplit(); return load }
+
+// allowedCPUs are the numbers of the CPUs this process may run on.
+func allowedCPUs() []int {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return []int{0}
+	}
+	var cpus []int
+	for c := range 1024 {
+		if set.IsSet(c) {
+			cpus = append(cpus, c)
+		}
+	}
+	return cpus
+}
 
 // serverCommand is the command that starts a DNS server: name with args,
 // under taskset on serverCPUs with -dns-pin (a server that forks keeps it).
@@ -435,7 +460,7 @@ func serverCommand(name string, args ...string) *exec.Cmd {
 //
 // Equivalent to: taskset -a -c -p CPUS PID
 func pinLoad() error {
-	if runtime.NumCPU() < 2 {
+	if len(allowedCPUs()) < 2 {
 		return fmt.Errorf("-dns-pin needs two CPUs at least")
 	}
 	out, err := exec.Command("taskset", "-a", "-c", "-p", loadCPUs(), fmt.Sprint(os.Getpid())).CombinedOutput()

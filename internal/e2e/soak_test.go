@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -42,7 +43,7 @@ const (
 const soakScript = `knit=$1; bb=$2; i=$3; end=$4; p=$5
 while [ "$i" -lt "$end" ]; do
 	case $((i % 4)) in
-	0) out=$("$knit" run --rm --network soak -p "$p" --rootfs "$bb" sh -c 'nslookup outside.test | grep -q 203.0.113.7' 2>&1) ;;
+	0) out=$("$knit" run --rm --network soak -p "$p" --rootfs "$bb" sh -c 'nslookup outside.test | grep -qF 203.0.113.7' 2>&1) ;;
 	1) out=$("$knit" run -d --name "soak$i" -p "$p" --rootfs "$bb" sleep 300 2>&1) &&
 	   out=$("$knit" rm -f "soak$i" 2>&1) ;;
 	2) out=$("$knit" run --rm -p "$p" --rootfs "$bb" true 2>&1) ;;
@@ -114,6 +115,13 @@ func TestSoak(t *testing.T) {
 	s.MustRun(t, "cp", "-a", tool, dnstool)
 	// The host's resolver, which answers the outside name the cycles ask.
 	s.Start(t, "ip", "netns", "exec", "world", dnstool, "serve", "-listen", "198.51.100.2:53", "outside.test=203.0.113.7")
+	eventually(t, func() (string, error) { // listening before the first cycle asks it
+		r := s.Run(dnstool, "query", "-server", "198.51.100.2:53", "outside.test")
+		if !strings.Contains(r.Stdout, "A 203.0.113.7") {
+			return r.Stdout + r.Stderr, errors.New("the world's DNS server does not answer yet")
+		}
+		return r.Stdout, nil
+	})
 	s.MustRun(t, knit, "network", "create", "soak")
 	// A container that stays: its network, its DNS server and its
 	// supervisor live through every cycle.

@@ -110,8 +110,8 @@ func (f *forwarder) exchange(ctx context.Context, q *dns.Msg, to route, overTCP 
 // that repeats q's question (or may go without: answersQuestion). One in
 // a container's namespace is closed by keep once the container is gone.
 func (f *forwarder) exchangeOnce(ctx context.Context, c *dns.Client, q *dns.Msg, to route) (*dns.Msg, error) {
-	if !f.mayOpen(to.netns) {
-		return nil, errNotWanted
+	if err := f.mayOpen(to.netns); err != nil {
+		return nil, err
 	}
 	conn, err := dial(ctx, c.Net, to, f.timeout)
 	if err != nil {
@@ -165,12 +165,19 @@ func dial(ctx context.Context, network string, to route, timeout time.Duration) 
 	return c, nil
 }
 
-// mayOpen reports whether a socket may be opened in netns ("": the
-// host's): not once keep let it go (a query that chose its route before).
-func (f *forwarder) mayOpen(netns string) bool {
+// mayOpen says whether a socket may be opened in netns ("": the host's):
+// not once the forwarder is closed (errClosed), nor in a namespace keep
+// let go (errNotWanted: a query that chose its route before).
+func (f *forwarder) mayOpen(netns string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.mayOpenLocked(netns)
+	switch {
+	case f.closed:
+		return errClosed
+	case !f.mayOpenLocked(netns):
+		return errNotWanted
+	}
+	return nil
 }
 
 func (f *forwarder) mayOpenLocked(netns string) bool {
@@ -444,7 +451,8 @@ func (p *upstreamPool) socket(i int) (*upstreamSocket, error) {
 	}
 	if old != nil {
 		old.retire()
-		p.retired = slices.DeleteFunc(p.retired, func(s *upstreamSocket) bool { return !s.readerRunning() })
+		// old may be there already: a dial after its retirement failed.
+		p.retired = slices.DeleteFunc(p.retired, func(s *upstreamSocket) bool { return !s.readerRunning() || s == old })
 		p.retired = append(p.retired, old)
 	}
 	c, err := dial(context.Background(), "udp", p.to, p.timeout)
