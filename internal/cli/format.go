@@ -130,6 +130,27 @@ func newTable(w interface{ Write([]byte) (int, error) }) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 10, 1, 3, ' ', 0)
 }
 
+// writeRows writes rows through tmpl: for a table, aligned, after the
+// header row; any other format as the template writes it, its tabs kept
+// (for cut -f, say), as Docker's commands do.
+func writeRows[R any](w io.Writer, tmpl *template.Template, table bool, header R, rows []R) error {
+	var tw *tabwriter.Writer
+	if table {
+		tw = newTable(w)
+		w = tw
+		rows = append([]R{header}, rows...)
+	}
+	for _, r := range rows {
+		if err := tmpl.Execute(w, r); err != nil {
+			return fmt.Errorf("--format: %w", err)
+		}
+	}
+	if tw != nil {
+		return tw.Flush()
+	}
+	return nil
+}
+
 // humanDuration renders d as Docker does ("5 seconds", "About a minute").
 func humanDuration(d time.Duration) string {
 	s := int(d.Seconds())

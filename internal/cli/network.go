@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"text/template"
 	"time"
 
@@ -357,23 +356,11 @@ func networkListFormat(format string, quiet bool) (tmpl *template.Template, tabl
 // Only a table's columns are aligned: another format is written as it is,
 // its tabs kept (for cut -f), as docker network ls does.
 func writeNetworkList(w io.Writer, nets []*engine.Network, tmpl *template.Template, table, noTrunc bool) error {
-	var tw *tabwriter.Writer
-	if table {
-		tw = newTable(w)
-		w = tw
-		if err := tmpl.Execute(w, networkHeader); err != nil {
-			return fmt.Errorf("--format: %w", err)
-		}
+	rows := make([]networkRow, len(nets))
+	for i, n := range nets {
+		rows[i] = newNetworkRow(n, noTrunc)
 	}
-	for _, n := range nets {
-		if err := tmpl.Execute(w, newNetworkRow(n, noTrunc)); err != nil {
-			return fmt.Errorf("--format: %w", err)
-		}
-	}
-	if tw != nil {
-		return tw.Flush()
-	}
-	return nil
+	return writeRows(w, tmpl, table, networkHeader, rows)
 }
 
 // networkFilters maps a filter key to its values.

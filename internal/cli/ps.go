@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -100,25 +99,12 @@ func (a *app) psCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// Only a table's columns are aligned: another format is
-			// written as it is, its tabs kept (for cut -f, say), as
-			// docker ps does.
-			var w io.Writer = out(cmd)
-			if table {
-				tw := newTable(w)
-				defer tw.Flush()
-				w = tw
-				if err := tmpl.Execute(w, psHeader); err != nil {
-					return fmt.Errorf("--format: %w", err)
-				}
-			}
 			now := time.Now()
-			for _, c := range list {
-				if err := tmpl.Execute(w, newPSRow(c, now, noTrunc)); err != nil {
-					return fmt.Errorf("--format: %w", err)
-				}
+			rows := make([]psRow, len(list))
+			for i, c := range list {
+				rows[i] = newPSRow(c, now, noTrunc)
 			}
-			return nil
+			return writeRows(out(cmd), tmpl, table, psHeader, rows)
 		},
 	}
 	fl := c.Flags()
