@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -22,10 +21,21 @@ const statsInterval = time.Second
 // until interrupted, or once with --no-stream.
 func (a *app) statsCommand() *cobra.Command {
 	var noStream, noTrunc bool
+	var format string
 	c := &cobra.Command{
 		Use:   "stats [OPTIONS] [CONTAINER...]",
 		Short: "Display a live stream of containers' resource usage",
 		RunE: func(cmd *cobra.Command, args []string) error {
+			switch format {
+			case "", "table":
+				format = statsDefaultFormat
+			case "json": // one object per line, as docker stats --format json
+				format = "{{json .}}"
+			}
+			tmpl, table, err := parseFormat(format)
+			if err != nil {
+				return err
+			}
 			e, err := a.engine()
 			if err != nil {
 				return err
@@ -62,7 +72,9 @@ func (a *app) statsCommand() *cobra.Command {
 				if !noStream {
 					fmt.Fprint(out(cmd), "\033[2J\033[H") // a fresh screen, as Docker's
 				}
-				writeStats(out(cmd), refs, prev, cur, noTrunc)
+				if err := writeRows(out(cmd), tmpl, table, statsHeader, statsRows(refs, prev, cur, noTrunc, len(args) > 0)); err != nil {
+					return err
+				}
 				if noStream {
 					return nil
 				}
@@ -72,8 +84,22 @@ func (a *app) statsCommand() *cobra.Command {
 	}
 	c.Flags().BoolVar(&noStream, "no-stream", false, "print one sample and exit")
 	c.Flags().BoolVar(&noTrunc, "no-trunc", false, "don't truncate output")
+	c.Flags().StringVar(&format, "format", "", "format output using a Go template, or table, or json")
 	return c
 }
+
+// statsRow is a container's line of docker stats: the fields its --format
+// templates name.
+type statsRow struct {
+	BlockIO, CPUPerc, Container, ID, MemPerc, MemUsage, Name, NetIO, PIDs string
+}
+
+var statsHeader = statsRow{
+	BlockIO: "BLOCK I/O", CPUPerc: "CPU %", Container: "CONTAINER", ID: "CONTAINER ID", MemPerc: "MEM %",
+	MemUsage: "MEM USAGE / LIMIT", Name: "NAME", NetIO: "NET I/O", PIDs: "PIDS",
+}
+
+const statsDefaultFormat = "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}"
 
 type usageSample struct {
 	c *engine.Container
@@ -94,12 +120,10 @@ func sample(e *engine.Engine, refs []string) (map[string]usageSample, error) {
 	return out, nil
 }
 
-// writeStats writes Docker's stats table from two samples of each
-// container.
-func writeStats(w io.Writer, refs []string, prev, cur map[string]usageSample, noTrunc bool) {
-	tw := newTable(w)
-	defer tw.Flush()
-	fmt.Fprintln(tw, "CONTAINER ID\tNAME\tCPU %\tMEM USAGE / LIMIT\tMEM %\tNET I/O\tBLOCK I/O\tPIDS")
+// statsRows makes each container's row from two samples of it. Its
+// Container is the reference given (named), else its ID, as Docker's.
+func statsRows(refs []string, prev, cur map[string]usageSample, noTrunc, named bool) []statsRow {
+	rows := make([]statsRow, 0, len(refs))
 	for _, ref := range refs {
 		p, c := prev[ref], cur[ref]
 		id := c.c.ID
@@ -114,10 +138,18 @@ func writeStats(w io.Writer, refs []string, prev, cur map[string]usageSample, no
 		if c.u.MemoryLimit > 0 {
 			mem = 100 * float64(c.u.Memory) / float64(c.u.MemoryLimit)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.2f%%\t%s / %s\t%.2f%%\t%s / %s\t%s / %s\t%d\n", id, c.c.Name, cpu,
-			binarySize(c.u.Memory), binarySize(c.u.MemoryLimit), mem,
-			decimalSize(c.u.NetRx), decimalSize(c.u.NetTx), decimalSize(c.u.BlockRead), decimalSize(c.u.BlockWrite), c.u.Pids)
+		r := statsRow{
+			Container: id, ID: id, Name: c.c.Name, CPUPerc: fmt.Sprintf("%.2f%%", cpu),
+			MemUsage: binarySize(c.u.Memory) + " / " + binarySize(c.u.MemoryLimit), MemPerc: fmt.Sprintf("%.2f%%", mem),
+			NetIO:   decimalSize(c.u.NetRx) + " / " + decimalSize(c.u.NetTx),
+			BlockIO: decimalSize(c.u.BlockRead) + " / " + decimalSize(c.u.BlockWrite), PIDs: fmt.Sprint(c.u.Pids),
+		}
+		if named {
+			r.Container = ref
+		}
+		rows = append(rows, r)
 	}
+	return rows
 }
 
 // binarySize is Docker's memory form: 1.5MiB, 23.4GiB.

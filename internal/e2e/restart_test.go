@@ -376,5 +376,12 @@ func TestStats(t *testing.T) {
 	if r := s.Knit("stats", "--no-stream", "nosuch"); r.Code != 1 {
 		t.Errorf("stats of a missing container: exit %d", r.Code)
 	}
+	// --format, as docker stats': the fields by name, json a line each.
+	if got := s.MustKnit(t, "stats", "--no-stream", "--format", "{{.Container}} {{.Name}} {{.PIDs}}", "idle"); got != "idle idle 1\n" {
+		t.Errorf("stats --format: %q", got)
+	}
+	if got := s.MustKnit(t, "stats", "--no-stream", "--format", "json", "idle"); !strings.HasPrefix(got, `{"BlockIO":`) || !strings.Contains(got, `"Name":"idle"`) {
+		t.Errorf("stats --format json: %q", got)
+	}
 	s.MustKnit(t, "rm", "-f", "busy", "idle")
 }
