@@ -62,6 +62,19 @@ func parseFormat(format string) (tmpl *template.Template, table bool, err error)
 	return tmpl, table, nil
 }
 
+// listFormat compiles a list command's --format: "" and "table" are its
+// default, "json" an object per line, anything else a template, as
+// Docker's list commands read them.
+func listFormat(format, defaultFormat string) (tmpl *template.Template, table bool, err error) {
+	switch format {
+	case "", "table":
+		format = defaultFormat
+	case "json":
+		format = "{{json .}}"
+	}
+	return parseFormat(format)
+}
+
 func compileFormat(format string) (tmpl *template.Template, table bool, err error) {
 	body, table := strings.CutPrefix(format, "table")
 	if !table || (body != "" && body[0] != ' ' && body[0] != '\t') {

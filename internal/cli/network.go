@@ -341,15 +341,10 @@ func (a *app) networkLsCommand() *cobra.Command {
 // networkListFormat resolves and compiles network ls's --format, -q
 // included: -q prints IDs unless a custom template is given, as in Docker.
 func networkListFormat(format string, quiet bool) (tmpl *template.Template, table bool, err error) {
-	switch {
-	case quiet && (format == "" || format == "table"):
+	if quiet && (format == "" || format == "table") {
 		format = "{{.ID}}"
-	case format == "" || format == "table":
-		format = networkDefaultFormat
-	case format == "json":
-		format = "{{json .}}"
 	}
-	return parseFormat(format)
+	return listFormat(format, networkDefaultFormat)
 }
 
 // writeNetworkList prints nets with a template from networkListFormat.

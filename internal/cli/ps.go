@@ -89,13 +89,7 @@ func (a *app) psCommand() *cobra.Command {
 				}
 				format = "{{.ID}}"
 			}
-			switch format {
-			case "", "table":
-				format = psDefaultFormat
-			case "json": // one object per line, as docker ps --format json
-				format = "{{json .}}"
-			}
-			tmpl, table, err := parseFormat(format)
+			tmpl, table, err := listFormat(format, psDefaultFormat)
 			if err != nil {
 				return err
 			}

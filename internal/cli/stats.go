@@ -26,13 +26,7 @@ func (a *app) statsCommand() *cobra.Command {
 		Use:   "stats [OPTIONS] [CONTAINER...]",
 		Short: "Display a live stream of containers' resource usage",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			switch format {
-			case "", "table":
-				format = statsDefaultFormat
-			case "json": // one object per line, as docker stats --format json
-				format = "{{json .}}"
-			}
-			tmpl, table, err := parseFormat(format)
+			tmpl, table, err := listFormat(format, statsDefaultFormat)
 			if err != nil {
 				return err
 			}
