@@ -263,15 +263,15 @@ func (a *app) rmCommand() *cobra.Command {
 
 func (a *app) logsCommand() *cobra.Command {
 	var (
-		follow, timestamps bool
-		tail, since, until string
+		follow, timestamps, details bool
+		tail, since, until          string
 	)
 	c := &cobra.Command{
 		Use:   "logs [OPTIONS] CONTAINER",
 		Short: "Print the output of a container (detached, or run in the foreground without --rm)",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o := engine.LogsOptions{Follow: follow, Tail: -1, Timestamps: timestamps} // -1: all
+			o := engine.LogsOptions{Follow: follow, Tail: -1, Timestamps: timestamps, Details: details} // -1: all
 			if tail != "all" {
 				n, err := strconv.Atoi(tail)
 				if err != nil {
@@ -300,6 +300,7 @@ func (a *app) logsCommand() *cobra.Command {
 	fl.BoolVarP(&follow, "follow", "f", false, "follow log output until the container stops")
 	fl.StringVarP(&tail, "tail", "n", "all", "number of lines to show from the end of the logs")
 	fl.BoolVarP(&timestamps, "timestamps", "t", false, "show the time each line was written")
+	fl.BoolVar(&details, "details", false, "show the extra details given to the log (knit's lines have none: a space before each)")
 	fl.StringVar(&since, "since", "", "show lines since a time (2006-01-02T15:04:05Z07:00, 2006-01-02, a Unix timestamp) or for a duration back (42m)")
 	fl.StringVar(&until, "until", "", "show lines before a time, or a duration back (as --since)")
 	return c

@@ -215,6 +215,10 @@ func TestDetachedLogsStopAndPs(t *testing.T) {
 	if l := s.MustKnit(t, "logs", "-n", "0", "counter"); l != "" {
 		t.Errorf("logs -n 0 = %q", l)
 	}
+	// --details: the lines' attributes (none) and a space, as Docker's.
+	if l := s.MustKnit(t, "logs", "--details", "--tail", "1", "counter"); l != " 3\n" {
+		t.Errorf("logs --details = %q", l)
+	}
 	// stop -s: the signal sent first (the trap answers USR1, not TERM).
 	s.MustKnit(t, "run", "-d", "--name", "usr1", "--rootfs", bb, "sh", "-c",
 		"trap 'echo got-usr1; exit 0' USR1; echo ready; while :; do sleep 0.1; done")

@@ -688,6 +688,10 @@ type LogsOptions struct {
 	// bound); Timestamps starts each with its time.
 	Since, Until time.Time
 	Timestamps   bool
+	// Details puts each line's attributes before it, as docker logs
+	// --details: knit's logs carry none, so a space (Docker's form for a
+	// line without attributes).
+	Details bool
 }
 
 // logsPoll is how often logs -f looks for more.
@@ -702,8 +706,8 @@ func (e *Engine) Logs(ref string, o LogsOptions, stdout, stderr io.Writer) error
 		return err
 	}
 	legacy := c.Spec.LogFormat != logfile.Format
-	if legacy && (o.Timestamps || !o.Since.IsZero() || !o.Until.IsZero()) {
-		return errdefs.Invalid("the log of container %s was written by a knit before it kept times: drop -t, --since and --until", c.Name)
+	if legacy && (o.Timestamps || o.Details || !o.Since.IsZero() || !o.Until.IsZero()) {
+		return errdefs.Invalid("the log of container %s was written by a knit before it kept times: drop -t, --details, --since and --until", c.Name)
 	}
 	f, err := os.Open(e.LogPath(c))
 	if errors.Is(err, os.ErrNotExist) {
@@ -734,7 +738,7 @@ func (e *Engine) Logs(ref string, o LogsOptions, stdout, stderr io.Writer) error
 	if legacy {
 		return followRaw(f, o.Follow, stopped, stdout)
 	}
-	p := &logfile.Printer{Stdout: stdout, Stderr: stderr, Since: o.Since, Until: o.Until, Timestamps: o.Timestamps}
+	p := &logfile.Printer{Stdout: stdout, Stderr: stderr, Since: o.Since, Until: o.Until, Timestamps: o.Timestamps, Details: o.Details}
 	rd := bufio.NewReader(f)
 	var partial []byte // a line the supervisor is still writing
 	last := !o.Follow  // at the next end of the file, stop

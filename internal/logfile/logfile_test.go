@@ -89,6 +89,30 @@ func TestPrintTimesAndBounds(t *testing.T) {
 	}
 }
 
+// --details puts the (no) attributes and a space before each line, after
+// its time, as docker logs --details; a partial record's rest gets none.
+func TestPrintDetails(t *testing.T) {
+	rec := func(stream string, partial bool, text string) []byte {
+		b := Append(nil, Record{Time: t0, Stream: stream, Partial: partial, Text: []byte(text)})
+		return b[:len(b)-1]
+	}
+	for _, tc := range []struct {
+		timestamps bool
+		want       string
+	}{{false, " one\n tw-o\n"}, {true, "2026-11-30T07:00:00.000000005Z  one\n2026-11-30T07:00:00.000000005Z  tw-o\n"}} {
+		var out bytes.Buffer
+		p := Printer{Stdout: &out, Stderr: &out, Timestamps: tc.timestamps, Details: true}
+		for _, l := range [][]byte{rec(Stdout, false, "one"), rec(Stdout, true, "tw-"), rec(Stdout, false, "o")} {
+			if _, err := p.Print(l); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if out.String() != tc.want {
+			t.Errorf("timestamps %v: %q, want %q", tc.timestamps, out.String(), tc.want)
+		}
+	}
+}
+
 func TestParseRejects(t *testing.T) {
 	for _, bad := range []string{"", "x", "2026-11-30T07:00:00Z stdout", "2026-11-30T07:00:00Z stdout X hi", "yesterday stdout F hi"} {
 		if _, ok := Parse([]byte(bad)); ok {

@@ -14,6 +14,9 @@ type Printer struct {
 	Since, Until time.Time
 	// Timestamps starts every line with its time (logs -t).
 	Timestamps bool
+	// Details puts the line's attributes and a space before it, after
+	// its time (logs --details); the records have none.
+	Details bool
 
 	open map[string]bool // streams whose last record printed was partial
 	buf  []byte
@@ -45,6 +48,9 @@ func (p *Printer) Print(line []byte) (past bool, err error) {
 	if p.Timestamps && !p.open[r.Stream] {
 		p.buf = r.Time.UTC().AppendFormat(p.buf, TimeLayout)
 		p.buf = append(p.buf, ' ')
+	}
+	if p.Details && !p.open[r.Stream] {
+		p.buf = append(p.buf, ' ') // no attributes, then the space
 	}
 	p.buf = append(p.buf, r.Text...)
 	if !r.Partial {
