@@ -106,7 +106,7 @@ func (a *app) psCommand() *cobra.Command {
 	fl.BoolVarP(&quiet, "quiet", "q", false, "only display container IDs")
 	fl.BoolVar(&noTrunc, "no-trunc", false, "don't truncate output")
 	fl.StringVar(&format, "format", "", "format output using a Go template")
-	fl.StringArrayVarP(&filters, "filter", "f", nil, "filter output (id, name, status, exited, network, publish, expose, before, since, label, ancestor)")
+	fl.StringArrayVarP(&filters, "filter", "f", nil, "filter output (id, name, status, exited, network, publish, expose, before, since, label, ancestor, volume)")
 	fl.IntVarP(&last, "last", "n", -1, "show n last created containers (includes all states)")
 	fl.BoolVarP(&latest, "latest", "l", false, "show the latest created container (includes all states)")
 	return c

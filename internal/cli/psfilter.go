@@ -15,7 +15,7 @@ import (
 )
 
 // psFilterKeys are docker ps's filters that concern what knit records.
-var psFilterKeys = []string{"id", "name", "status", "exited", "network", "publish", "expose", "before", "since", "label", "ancestor"}
+var psFilterKeys = []string{"id", "name", "status", "exited", "network", "publish", "expose", "before", "since", "label", "ancestor", "volume"}
 
 // psStates are the values of docker ps's status filter.
 var psStates = []string{"created", "restarting", "running", "removing", "paused", "exited", "dead"}
@@ -32,6 +32,7 @@ type psFilter struct {
 	labels          []string // KEY or KEY=VALUE, all of which must match
 	ancestors       []string // root filesystems (the IMAGE column), cleaned
 	impliesAll      bool     // a status filter shows stopped containers too
+	volumes         bool     // volume= given: knit mounts no volume, so none matches
 	// createdBefore and createdAfter bound the creation time, from
 	// before= and since=.
 	createdBefore, createdAfter time.Time
@@ -42,7 +43,7 @@ func parsePSFilter(in []string) (*psFilter, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &psFilter{networks: raw["network"], before: raw["before"], since: raw["since"], labels: raw["label"]}
+	f := &psFilter{networks: raw["network"], before: raw["before"], since: raw["since"], labels: raw["label"], volumes: len(raw["volume"]) > 0}
 	for key, dst := range map[string]*[]*regexp.Regexp{"id": &f.ids, "name": &f.names} {
 		for _, v := range raw[key] {
 			re, err := regexp.Compile(v)
@@ -137,7 +138,7 @@ func (f *psFilter) resolve(all []*engine.Container, nets []*engine.Network) erro
 
 // match reports whether c passes the filter.
 func (f *psFilter) match(c *engine.Container) bool {
-	if !matchLabels(f.labels, c.Spec.Labels) {
+	if f.volumes || !matchLabels(f.labels, c.Spec.Labels) {
 		return false
 	}
 	if len(f.ancestors) > 0 && !slices.Contains(f.ancestors, rootfsOf(c)) {

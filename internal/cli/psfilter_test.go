@@ -53,6 +53,7 @@ func TestPSFilter(t *testing.T) {
 		{[]string{"label=tier=side"}, ""},
 		{[]string{"ancestor=/"}, "web db"}, // the host's root
 		{[]string{"ancestor=/srv/bb/"}, ""},
+		{[]string{"volume=data"}, ""}, // knit mounts no volume: none has it
 	} {
 		f, err := parsePSFilter(tc.filters)
 		if err != nil {
