@@ -37,6 +37,19 @@ func ask(t *testing.T, s *testutil.Sandbox, c, server string, args ...string) st
 	return r.Stdout + r.Stderr
 }
 
+// answers waits until container c, asking server for name, gets the
+// address want (the embedded server may not have the records yet).
+func answers(t *testing.T, s *testutil.Sandbox, c, server, name, want string) {
+	t.Helper()
+	eventually(t, func() (string, error) {
+		out := ask(t, s, c, server, name)
+		if !strings.Contains(out, "A "+want) {
+			return out, fmt.Errorf("%s asks %s for %s: %q, want A %s", c, server, name, out, want)
+		}
+		return out, nil
+	})
+}
+
 // unresolved says whether ask's output is an answer without an address: a
 // name the embedded server does not know goes upstream, where the
 // sandbox's host server is missing (SERVFAIL) unless a test started one
@@ -443,13 +456,7 @@ func TestDNSForwarding(t *testing.T) {
 	s.MustKnit(t, "run", "-d", "--name", "f1", "--network", "fwd", "--dns-search", "test", "--rootfs", rootfs, "sleep", "300")
 	s.MustKnit(t, "run", "-d", "--name", "f2", "--network", "fwd", "--dns", "203.0.113.1", "--rootfs", rootfs, "sleep", "300")
 	gw := gateway(t, s, "fwd")
-	eventually(t, func() (string, error) {
-		out := ask(t, s, "f1", gw, "example.test")
-		if !strings.Contains(out, "A 203.0.113.7") {
-			return out, fmt.Errorf("forwarded query: %q", out)
-		}
-		return out, nil
-	})
+	answers(t, s, "f1", gw, "example.test", "203.0.113.7")
 	if out := ask(t, s, "f2", gw, "other.test"); !strings.Contains(out, "A 203.0.113.8") {
 		t.Errorf("forwarded through --dns: %q", out)
 	}
@@ -471,13 +478,7 @@ func TestDNSForwarding(t *testing.T) {
 	s.MustKnit(t, "run", "-d", "--name", "f3", "--network", "shut", "--rootfs", rootfs, "sleep", "300")
 	s.MustKnit(t, "run", "-d", "--name", "f4", "--network", "shut", "--rootfs", rootfs, "sleep", "300")
 	shut := gateway(t, s, "shut")
-	eventually(t, func() (string, error) {
-		out := ask(t, s, "f3", shut, "f4")
-		if !strings.Contains(out, "A "+ipOn(t, s, "f4", "shut")) {
-			return out, fmt.Errorf("a neighbour's name on an internal network: %q", out)
-		}
-		return out, nil
-	})
+	answers(t, s, "f3", shut, "f4", ipOn(t, s, "f4", "shut"))
 	if out := ask(t, s, "f3", shut, "example.test"); !strings.Contains(out, "SERVFAIL") {
 		t.Errorf("an outside name from an internal network: %q, want SERVFAIL", out)
 	}
@@ -550,13 +551,7 @@ func TestDNSAskedFromContainers(t *testing.T) {
 	s.MustKnit(t, "run", "-d", "--name", "own", "--network", "open", "--dns", "127.0.0.1", "--rootfs", rootfs,
 		"dnstool", "serve", "-listen", "127.0.0.1:53", "inside.test=203.0.113.9")
 	s.MustKnit(t, "run", "-d", "--name", "plain", "--network", "open", "--rootfs", rootfs, "sleep", "300")
-	eventually(t, func() (string, error) {
-		out := ask(t, s, "own", "127.0.0.11", "inside.test")
-		if !strings.Contains(out, "A 203.0.113.9") {
-			return out, fmt.Errorf("--dns 127.0.0.1, a server on the container's loopback: %q", out)
-		}
-		return out, nil
-	})
+	answers(t, s, "own", "127.0.0.11", "inside.test", "203.0.113.9")
 	if out := ask(t, s, "plain", "127.0.0.11", "stub.test"); !strings.Contains(out, "A 203.0.113.11") {
 		t.Errorf("the host's stub, without --dns: %q", out)
 	}
@@ -573,13 +568,7 @@ func TestDNSAskedFromContainers(t *testing.T) {
 	s.MustKnit(t, "run", "-d", "--name", "labdns", "--network", "lab", "--ip", "10.77.0.53", "--rootfs", rootfs,
 		"dnstool", "serve", "-listen", "10.77.0.53:53", "lab.test=203.0.113.10")
 	s.MustKnit(t, "run", "-d", "--name", "labclient", "--network", "lab", "--dns", "10.77.0.53", "--rootfs", rootfs, "sleep", "300")
-	eventually(t, func() (string, error) {
-		out := ask(t, s, "labclient", "127.0.0.11", "lab.test")
-		if !strings.Contains(out, "A 203.0.113.10") {
-			return out, fmt.Errorf("--dns naming a server on the internal network: %q", out)
-		}
-		return out, nil
-	})
+	answers(t, s, "labclient", "127.0.0.11", "lab.test", "203.0.113.10")
 	if out := ask(t, s, "labdns", "127.0.0.11", "stub.test"); !strings.Contains(out, "SERVFAIL") {
 		t.Errorf("the host's stub answered a container on an internal network only: %q, want SERVFAIL", out)
 	}
@@ -634,13 +623,7 @@ func TestDNSServerReplacedWithItsBinary(t *testing.T) {
 		t.Errorf("the old server %s is still alive", first)
 	}
 	gw := gateway(t, s, "up")
-	eventually(t, func() (string, error) {
-		out := ask(t, s, "c3", gw, "c1")
-		if !strings.Contains(out, "A "+ipOn(t, s, "c1", "up")) {
-			return out, fmt.Errorf("c3 asks c1 from the new server: %q", out)
-		}
-		return out, nil
-	})
+	answers(t, s, "c3", gw, "c1", ipOn(t, s, "c1", "up"))
 }
 
 // On a user-defined network the embedded server answers a --link alias
@@ -654,13 +637,7 @@ func TestDNSLinkAlias(t *testing.T) {
 		s.MustKnit(t, append(append([]string{"run", "-d", "--network", "linked"}, args...), "--rootfs", rootfs, "sleep", "300")...)
 	}
 	gw, db := gateway(t, s, "linked"), ipOn(t, s, "db", "linked")
-	eventually(t, func() (string, error) {
-		out := ask(t, s, "app", gw, "database")
-		if !strings.Contains(out, "A "+db) {
-			return out, fmt.Errorf("app asks database: %q, want A %s", out, db)
-		}
-		return out, nil
-	})
+	answers(t, s, "app", gw, "database", db)
 	if out := ask(t, s, "stranger", gw, "database"); !unresolved(out) {
 		t.Errorf("a container without the link resolved its alias: %q", out)
 	}
