@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/knit-dev/knit/internal/dns/files"
+	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/miekg/dns"
 )
 
@@ -81,11 +82,6 @@ func (t *tables) answerForward(ctx context.Context, r request, exchange exchange
 	return m
 }
 
-// redirected is the address a container asks the server at: rules in its
-// namespace send it to a gateway (firewall.EmbeddedDNS), so asking it from
-// there would come back here.
-var redirected = netip.MustParseAddr("127.0.0.11")
-
 // askFrom returns the namespace from which a query of client's (nil: not
 // a known container) asked on local goes to upstream u, and false when it
 // may not go to u at all.
@@ -108,7 +104,7 @@ func (t *tables) askFrom(local netip.Addr, client *Endpoint, u netip.AddrPort) (
 		return "", open
 	case client.Netns == "" || files.AskedFromHost(u.Addr(), len(client.Upstreams) > 0, !client.NoIPv4, client.IPv6):
 		return "", open && !client.Isolated
-	case u.Addr() == redirected: // u is unmapped (forward)
+	case u.Addr() == firewall.EmbeddedDNS: // redirected back here; u is unmapped (forward)
 		return "", false
 	case open:
 		return client.Netns, true
