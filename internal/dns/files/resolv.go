@@ -103,7 +103,7 @@ func ResolvConf(host []byte, o ResolvOptions) []byte {
 	} else {
 		r.Nameservers = slices.DeleteFunc(r.Nameservers, func(a netip.Addr) bool {
 			a = a.Unmap()
-			return !o.KeepLoopback && (a.IsLoopback() || (a.Is6() && !o.IPv6) || (a.Is4() && o.NoIPv4))
+			return !o.KeepLoopback && (a.IsLoopback() || lacksFamily(a, !o.NoIPv4, o.IPv6))
 		})
 		if len(r.Nameservers) == 0 {
 			if !o.NoIPv4 {
@@ -159,8 +159,14 @@ func ResolvConf(host []byte, o ResolvOptions) []byte {
 // with a zone (a link-local address of the host's link), or of a family
 // the container lacks (ipv4, ipv6: whether it has addresses of each).
 func AskedFromHost(a netip.Addr, userDNS, ipv4, ipv6 bool) bool {
-	zoned, a := a.Zone() != "", a.Unmap()
-	return !userDNS && (a.IsLoopback() || zoned || a.Is6() && !ipv6 || a.Is4() && !ipv4)
+	return !userDNS && (a.Unmap().IsLoopback() || a.Zone() != "" || lacksFamily(a, ipv4, ipv6))
+}
+
+// lacksFamily reports whether a is of a family a container without
+// addresses of it (ipv4, ipv6: whether it has them) cannot reach.
+func lacksFamily(a netip.Addr, ipv4, ipv6 bool) bool {
+	a = a.Unmap()
+	return a.Is6() && !ipv6 || a.Is4() && !ipv4
 }
 
 // EmbeddedOptions returns the options of a resolv.conf whose nameserver is
