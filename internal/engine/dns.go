@@ -387,7 +387,7 @@ func (e *Engine) startDNS(dir string) error {
 // did. Another install's server (a CNI plugin's copy elsewhere) and one
 // whose binary was removed are left alone. Only a server of this
 // exec-root's, by its command line, is signalled, through a pidfd taken
-// before the checks; SIGKILL if SIGTERM has not ended it within 2 s.
+// before that check; SIGKILL if SIGTERM has not ended it within 2 s.
 func (e *Engine) stopReplacedDNS(dir string) bool {
 	b, err := os.ReadFile(filepath.Join(dir, server.PIDFile))
 	if err != nil {
@@ -397,11 +397,6 @@ func (e *Engine) stopReplacedDNS(dir string) bool {
 	if err != nil || pid <= 0 {
 		return false
 	}
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return false
-	}
-	defer unix.Close(pidfd)
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 	if path, deleted := strings.CutSuffix(exe, " (deleted)"); err != nil || !deleted || path != e.self {
 		return false
@@ -409,6 +404,13 @@ func (e *Engine) stopReplacedDNS(dir string) bool {
 	if _, err := os.Stat(e.self); err != nil {
 		return false
 	}
+	// Taken once the server looks replaced (not on every sync), and before
+	// the command line is read: the signals go to the process checked.
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(pidfd)
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	args := strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")
 	if err != nil || args[len(args)-1] != "_dns" || !slices.Contains(args, e.paths.ExecRoot) {
