@@ -132,6 +132,7 @@ func TestIPv6OnlyNetworkOptions(t *testing.T) {
 		{"no IPv6", NetworkCreateOptions{NoIPv4: true}, false, "IPv4 or IPv6 must be enabled"},
 		{"an IPv4 subnet", NetworkCreateOptions{NoIPv4: true, Subnets: []netip.Prefix{pfx("10.9.0.0/24"), pfx("fd00:6::/64")}}, false, "an IPv4 subnet with IPv4 disabled"},
 		{"an IPv4 host-ip", NetworkCreateOptions{NoIPv4: true, IPv6: true, Options: map[string]string{"host-ip": "127.0.0.1"}}, false, "invalid host-ip"},
+		{"an IPv4-mapped host-ip", NetworkCreateOptions{NoIPv4: true, IPv6: true, Options: map[string]string{"host-ip": "::ffff:127.0.0.1"}}, false, "invalid host-ip"},
 		{"flag and option disagree", NetworkCreateOptions{NoIPv4: true, IPv6: true, Options: map[string]string{"ipv4": "true"}}, false, "conflicting options"},
 		{"bad value", NetworkCreateOptions{IPv6: true, Options: map[string]string{"ipv4": "no way"}}, false, "invalid value"},
 	} {
