@@ -670,8 +670,10 @@ func (e *Engine) dropEndpoint(id, network string, keep []byte) (moved []Endpoint
 // going, to the endpoints of moved (those that took its default routes),
 // each to the one whose gateway is of its family, on its address there.
 // It returns the moved mappings and those that could not move (no
-// endpoint took that family's route), less any whose host port a moved one
-// keeps: releasing them would release that port too.
+// endpoint took that family's route), less any whose host port c keeps
+// (a moved one, or one through another network: the other family of a
+// port published on every address): releasing them would release that
+// port too (narrowPorts then says which family keeps it).
 func rehomePorts(tx store.Tx, c *Container, ports []firewall.PortMapping, moved []Endpoint) (rehomed, lost []firewall.PortMapping) {
 	for _, p := range ports {
 		to, ok := rehomePort(tx, c, p, moved)
@@ -681,8 +683,9 @@ func rehomePorts(tx store.Tx, c *Container, ports []firewall.PortMapping, moved 
 			lost = append(lost, p)
 		}
 	}
+	kept := append(slices.Clone(c.Ports), rehomed...) // c.Ports: those not through the endpoint going
 	lost = slices.DeleteFunc(lost, func(p firewall.PortMapping) bool {
-		return slices.ContainsFunc(rehomed, func(r firewall.PortMapping) bool { return r.Proto == p.Proto && r.HostPort == p.HostPort })
+		return slices.ContainsFunc(kept, func(k firewall.PortMapping) bool { return k.Proto == p.Proto && k.HostPort == p.HostPort })
 	})
 	return rehomed, lost
 }

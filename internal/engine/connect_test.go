@@ -840,6 +840,16 @@ func TestRehomePortsKeepsASharedHostPort(t *testing.T) {
 	if len(lost) != 1 || lost[0].HostPort != 9090 {
 		t.Errorf("lost = %+v, want only the udp/9090 twin (8085 is kept)", lost)
 	}
+	// Nor one whose host port a mapping through another network keeps
+	// (the [::] twin on an IPv6-only network).
+	c.Ports = []firewall.PortMapping{{Network: "six", HostIP: netip.IPv6Unspecified(), HostPort: 8087, Proto: "tcp", ContainerIP: netip.MustParseAddr("fd00:6::2"), ContainerPort: 80}}
+	v4 := []firewall.PortMapping{{Network: "first", HostPort: 8087, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.94.0.2"), ContainerPort: 80}}
+	if err := st.View(func(tx store.Tx) error { _, lost = rehomePorts(tx, c, v4, nil); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(lost) != 0 {
+		t.Errorf("lost = %+v, want none: [::]:8087 keeps the host port", lost)
+	}
 }
 
 // A port published on every address whose IPv4 mapping is gone, its [::]
