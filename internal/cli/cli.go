@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -148,9 +149,9 @@ func (a *app) rootCommand() *cobra.Command {
 // superviseCommand is the hidden entry of a detached container's supervisor.
 func (a *app) superviseCommand() *cobra.Command {
 	return &cobra.Command{
-		Use:    engine.SuperviseArg + " ID OWNER",
+		Use:    engine.SuperviseArg + " ID OWNER [PORT,...]",
 		Hidden: true,
-		Args:   cobra.ExactArgs(2),
+		Args:   cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ready := os.NewFile(3, "ready")
 			e, err := a.engine()
@@ -158,7 +159,11 @@ func (a *app) superviseCommand() *cobra.Command {
 				fmt.Fprintln(ready, err)
 				return err
 			}
-			return e.Supervise(args[0], args[1], ready)
+			var ports []string
+			if len(args) == 3 {
+				ports = strings.Split(args[2], ",")
+			}
+			return e.Supervise(args[0], args[1], ports, ready)
 		},
 	}
 }

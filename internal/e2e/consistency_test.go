@@ -98,7 +98,7 @@ type knitState struct {
 	bridges     []hostLink
 	mounts      []string // IDs of knit's namespace mounts
 	netnsFiles  []string // entries of the exec-root's netns directory
-	nft         string   // nft list table inet knit
+	nft         string   // nft list table inet knit, then bridge knit
 	procs       []sandboxProc
 	records     []string // IDs in the DNS server's snapshot
 }
@@ -131,7 +131,7 @@ func readState(t *testing.T, s *testutil.Sandbox) *knitState {
 		}
 	}
 	st.netnsFiles = strings.Fields(s.Run("ls", netnsDir).Stdout)
-	st.nft = s.Run("nft", "list", "table", "inet", "knit").Stdout
+	st.nft = s.Run("nft", "list", "table", "inet", "knit").Stdout + s.Run("nft", "list", "table", "bridge", "knit").Stdout
 	// PID, PID namespace, state and parent (fields 3 and 4 of stat), command.
 	ps := s.MustRun(t, "sh", "-c", `for p in /proc/[0-9]*; do printf '%s %s %s %s\n' "${p#/proc/}" "$(readlink $p/ns/pid)" "$(sed 's/.*) //' $p/stat | cut -d' ' -f1,2)" "$(tr '\0' ' ' < $p/cmdline)"; done 2>/dev/null`)
 	for _, line := range strings.Split(ps, "\n") {
@@ -218,6 +218,8 @@ var (
 	nftOwnerRE = regexp.MustCompile(`knit:owner=([0-9a-z-]+)`)
 	nftNetRE   = regexp.MustCompile(`knit:net=([^"]+)`)
 	nftPortRE  = regexp.MustCompile(`(tcp|udp|sctp) \. (\d+) comment "knit:owner=([0-9a-z-]+)"`)
+	// a claim on a source address: "PORT" . ADDR in senders4 or senders6
+	nftSenderRE = regexp.MustCompile(`"([^"]+)" \. ([0-9a-f.:]+) comment "knit:owner=([0-9a-z-]+)"`)
 )
 
 // holder is what holds addresses, host ports, links and nft elements: a
@@ -408,9 +410,12 @@ func (c *checker) firewall() {
 // holder checks that what h needs is there and its own: addresses, host
 // ports and their elements, its links and its namespace.
 func (c *checker) holder(id string, h *holder) {
-	ports := map[string]bool{}
+	ports, senders := map[string]bool{}, map[string]bool{}
 	for _, m := range nftPortRE.FindAllStringSubmatch(c.nft, -1) {
 		ports[m[1]+"/"+m[2]+"/"+m[3]] = true
+	}
+	for _, m := range nftSenderRE.FindAllStringSubmatch(c.nft, -1) {
+		senders[m[1]+" "+m[2]+" "+m[3]] = true
 	}
 	for _, ep := range h.endpoints {
 		for _, a := range ep.Addrs {
@@ -423,13 +428,17 @@ func (c *checker) holder(id string, h *holder) {
 			c.bad("%s is on network %s, which does not exist", h.name, ep.Network)
 			continue
 		}
-		// Detached containers' records have no HostIf (the supervisor
-		// records the start from the store, where the name the creating
-		// command chose never went): the veth is found by its alias.
+		// A record from before the supervisor recorded the start's link
+		// names has no HostIf: the veth is found by its alias.
 		if !slices.ContainsFunc(c.veths, func(l hostLink) bool {
 			return l.Alias == "knit:"+id && l.Master == n.Bridge && (ep.HostIf == "" || ep.HostIf == l.Name)
 		}) {
 			c.bad("%s's link on %s (%q) is gone", h.name, n.Bridge, ep.HostIf)
+		}
+		for _, a := range ep.Addrs {
+			if ep.HostIf != "" && !senders[ep.HostIf+" "+a.Addr().String()+" "+id] {
+				c.bad("%s's port %s has no claim on its address %s", h.name, ep.HostIf, a.Addr())
+			}
 		}
 	}
 	for _, p := range h.ports {

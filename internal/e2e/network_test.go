@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -1156,5 +1157,52 @@ func TestPoolsAvoidTheHostsNameserver(t *testing.T) {
 	s.MustKnit(t, "network", "create", "mine")
 	if sub := s.MustKnit(t, "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", "mine"); strings.TrimSpace(sub) != "172.19.0.0/16" {
 		t.Errorf("a user-defined network's subnet with the host's nameserver at 172.17.0.10: %q, want 172.19.0.0/16", sub)
+	}
+}
+
+// A container cannot ask the embedded DNS server as its neighbour, which
+// the server knows by its address: by ARP it cannot take the neighbour's
+// address (and with it the answers), and what it sends from that address
+// never reaches the host. The neighbour itself is unaffected.
+func TestForgedSourceDropped(t *testing.T) {
+	rootfs, _ := dnsRootfs(t)
+	s := sandbox(t)
+	s.MustKnit(t, "network", "create", "--subnet", "10.81.0.0/24", "front")
+	s.MustKnit(t, "network", "create", "--subnet", "10.82.0.0/24", "back")
+	for _, c := range []struct{ name, network string }{{"hidden", "back"}, {"victim", "front"}, {"attacker", "front"}} {
+		s.MustKnit(t, "run", "-d", "--name", c.name, "--network", c.network, "--rootfs", rootfs, "sleep", "300")
+	}
+	s.MustKnit(t, "network", "connect", "back", "victim")
+	hidden, victim := ipOn(t, s, "hidden", "back"), ipOn(t, s, "victim", "front")
+	answers(t, s, "victim", "10.81.0.1", "hidden", hidden)
+	if out := ask(t, s, "attacker", "10.81.0.1", "hidden"); !unresolved(out) {
+		t.Fatalf("the attacker, not on back, resolved hidden: %q", out)
+	}
+	ns := netnsOf(t, s, "attacker")
+	s.MustRun(t, "nsenter", "--net="+ns, "ip", "addr", "add", victim+"/32", "dev", "eth0")
+
+	// Without the gateway's MAC, the query from the victim's address
+	// first asks for it by ARP from that address, which would also point
+	// the host's entry for it, and the answers, at the attacker.
+	s.MustRun(t, "nsenter", "--net="+ns, "ip", "neigh", "flush", "dev", "eth0")
+	if out := ask(t, s, "attacker", "10.81.0.1", "-from", victim, "-timeout", "2s", "hidden"); strings.Contains(out, "A "+hidden) {
+		t.Errorf("the attacker, as the victim, resolved hidden: %q", out)
+	}
+	// With it, the query itself never reaches the host.
+	br := strings.Fields(s.MustRun(t, "ip", "-o", "-4", "addr", "show", "to", "10.81.0.1/32"))[1]
+	gwMAC := strings.TrimSpace(s.MustRun(t, "cat", "/sys/class/net/"+br+"/address"))
+	s.MustRun(t, "nsenter", "--net="+ns, "ip", "neigh", "replace", "10.81.0.1", "lladdr", gwMAC, "dev", "eth0", "nud", "permanent")
+	ask(t, s, "attacker", "10.81.0.1", "-from", victim+":53535", "-timeout", "1s", "hidden")
+	if got := s.Run("conntrack", "-L", "-p", "udp", "--orig-src", victim, "--sport", "53535").Stdout; strings.Contains(got, "dport=53") {
+		t.Errorf("the query from the victim's address reached the host:\n%s", got)
+	}
+	answers(t, s, "victim", "10.81.0.1", "hidden", hidden)
+	st := assertConsistent(t, s, "forged")
+	for _, c := range []string{"victim", "attacker"} {
+		id := inspectField(t, s, c, "{{.Id}}")
+		i := slices.IndexFunc(st.veths, func(l hostLink) bool { return l.Alias == "knit:"+id && l.Master == br })
+		if i < 0 || !strings.Contains(st.nft, `"`+st.veths[i].Name+`" . `+ipOn(t, s, c, "front")+` comment "knit:owner=`+id) {
+			t.Errorf("no claim of %s's port on its address:\n%s", c, st.nft)
+		}
 	}
 }

@@ -187,7 +187,7 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 			return nil, nil, err
 		}
 	}
-	if err := e.join(n, &a.Endpoint, sb); err != nil {
+	if err := e.join(n, &a.Endpoint, sb, id); err != nil {
 		return nil, nil, err
 	}
 	if len(a.Ports) > 0 {
@@ -522,14 +522,20 @@ func (e *Engine) cniTeardown(a *CNIAttachment) error {
 			return tx.Delete(bucketCNI, a.ID)
 		})
 	}
-	if len(a.Ports) > 0 && e.fw != nil {
-		// The ports go with the record, under the firewall lock: a restore
-		// of the firewall (after a flush) reads the record under it, so it
-		// either comes first, and its elements go now, or finds the record
-		// gone. (The record of an ADD rolling back has no link name yet.)
+	if e.fw != nil {
+		// The ports and the claim on the address go with the record,
+		// under the firewall lock: a restore of the firewall (after a
+		// flush) reads the record under it, so it either comes first, and
+		// its elements go now, or finds the record gone. (The record of
+		// an ADD rolling back has no link name yet.)
 		err = e.underFirewallLock(func(fw firewall.Firewall) error {
-			if err := fw.RemovePorts(a.ID, a.Ports); err != nil {
-				return fmt.Errorf("unpublish ports: %w", err)
+			if len(a.Ports) > 0 {
+				if err := fw.RemovePorts(a.ID, a.Ports); err != nil {
+					return fmt.Errorf("unpublish ports: %w", err)
+				}
+			}
+			if err := e.releaseSources(fw, a.ID, []Endpoint{a.Endpoint}); err != nil {
+				return err
 			}
 			return forget()
 		})

@@ -122,7 +122,7 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 			}
 		}
 	}()
-	if err := e.join(n, ep, driver.Sandbox{NetnsPath: c.Netns}); err != nil {
+	if err := e.join(n, ep, driver.Sandbox{NetnsPath: c.Netns}, c.ID); err != nil {
 		return err
 	}
 	// Record the host-side link name Join chose; the connect is done but
@@ -601,8 +601,9 @@ func portsOn(c *Container, network string) []firewall.PortMapping {
 	return out
 }
 
-// leave undoes an endpoint in the kernel: its published ports and its
-// link (the default routes through it go with the link).
+// leave undoes an endpoint in the kernel: its published ports, its
+// link (the default routes through it go with the link) and then its
+// claim on its addresses, which another container may get next.
 func (e *Engine) leave(c *Container, n *Network, ep Endpoint) error {
 	if ports := portsOn(c, n.Name); len(ports) > 0 && e.fw != nil {
 		if err := e.fw.RemovePorts(c.ID, ports); err != nil {
@@ -616,7 +617,15 @@ func (e *Engine) leave(c *Container, n *Network, ep Endpoint) error {
 	if err != nil {
 		return err
 	}
-	return d.Leave(&n.Network, &ep.Endpoint, driver.Sandbox{NetnsPath: c.Netns}, driver.LeaveOptions{})
+	if err := d.Leave(&n.Network, &ep.Endpoint, driver.Sandbox{NetnsPath: c.Netns}, driver.LeaveOptions{}); err != nil {
+		return err
+	}
+	if srcs := endpointSources(&ep); len(srcs) > 0 && e.fw != nil { // none before Join named the port
+		if err := e.fw.RemoveSources(c.ID, srcs); err != nil {
+			return fmt.Errorf("release source addresses: %w", err)
+		}
+	}
+	return nil
 }
 
 // dropEndpoint removes c's endpoint on network from its record and

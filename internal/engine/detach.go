@@ -84,9 +84,20 @@ func (e *Engine) spawnSupervisor(c *Container) error {
 		return err
 	}
 	defer r.Close()
-	cmd := exec.Command(e.self,
-		"--data-root", e.paths.DataRoot, "--exec-root", e.paths.ExecRoot, "--config", e.paths.Config,
-		SuperviseArg, c.ID, string(formatProc(c.State.Owner)))
+	args := []string{"--data-root", e.paths.DataRoot, "--exec-root", e.paths.ExecRoot, "--config", e.paths.Config,
+		SuperviseArg, c.ID, string(formatProc(c.State.Owner))}
+	// The host-side link names Join chose are in no record yet: the
+	// supervisor records them with the start, as a foreground run does
+	// (the teardown and a restore of the firewall key the claims on the
+	// container's addresses by them).
+	ports := make([]string, len(c.Endpoints))
+	for i, ep := range c.Endpoints {
+		ports[i] = ep.HostIf
+	}
+	if len(ports) > 0 {
+		args = append(args, strings.Join(ports, ","))
+	}
+	cmd := exec.Command(e.self, args...)
 	cmd.ExtraFiles = []*os.File{w} // fd 3
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Dir = "/"
@@ -129,12 +140,20 @@ func openLog(dir string) (*os.File, error) {
 // owner ("PID:START") is the command that created the container: if the
 // record names another by now (an rm -f, a repair took it over), the
 // container is not started, and if that happens while it starts, start
-// finds out and kills it.
-func (e *Engine) Supervise(id, owner string, ready *os.File) error {
+// finds out and kills it. ports are the host-side link names of its
+// endpoints, in order, which the start records.
+func (e *Engine) Supervise(id, owner string, ports []string, ready *os.File) error {
 	c, err := e.get(id)
 	if err == nil {
 		if want, ok := parseProc([]byte(owner)); !ok || !c.State.Owner.is(want) {
 			err = errdefs.Conflict("container %s was removed while starting", c.Name)
+		}
+	}
+	if err == nil && len(ports) == len(c.Endpoints) {
+		for i := range c.Endpoints {
+			if c.Endpoints[i].HostIf == "" {
+				c.Endpoints[i].HostIf = ports[i]
+			}
 		}
 	}
 	if err != nil {

@@ -220,6 +220,16 @@ func (l *lockedFirewall) SetLinks(owner string, ls []firewall.Link) error {
 	return l.do(func() error { return l.fw.SetLinks(owner, ls) })
 }
 
+func (l *lockedFirewall) AddSources(owner string, s []firewall.Source) error {
+	return l.do(func() error { return l.fw.AddSources(owner, s) })
+}
+
+func (l *lockedFirewall) RemoveSources(owner string, s []firewall.Source) error {
+	return l.do(func() error { return l.fw.RemoveSources(owner, s) })
+}
+
+func (l *lockedFirewall) SourceOwners() ([]string, error) { return l.fw.SourceOwners() }
+
 func (l *lockedFirewall) Owners() ([]string, error)     { return l.fw.Owners() }
 func (l *lockedFirewall) Networks() ([]string, error)   { return l.fw.Networks() }
 func (l *lockedFirewall) LinkOwners() ([]string, error) { return l.fw.LinkOwners() }

@@ -508,26 +508,38 @@ func (e *Engine) underFirewallLock(fn func(fw firewall.Firewall) error) error {
 	return fn(e.fw)
 }
 
-// restorePorts publishes again the ports of container id, if it has not
-// exited. Its record is read under the firewall lock: a container that
-// took one of its host ports since (after its exit released it) has
-// published it already, and is not overwritten.
+// restorePorts publishes again the ports of container id, and claims
+// its addresses again, if it has not exited. Its record is read under the
+// firewall lock: a container that took one of its host ports or addresses
+// since (after its exit released it) has its elements in place already,
+// and is not overwritten.
 //
-// A container whose namespace is gone is being torn down: its ports, which
-// the teardown removes after the namespace, are not put back (its address
-// may go to another container next).
+// A container whose namespace is gone is being torn down: its elements,
+// which the teardown removes after the namespace, are not put back (its
+// address may go to another container next).
 func (e *Engine) restorePorts(id string) error {
 	return e.underFirewallLock(func(fw firewall.Firewall) error {
 		c, err := e.get(id)
-		if errdefs.KindOf(err) == errdefs.KindNotFound || err == nil && (c.State.Status == StatusExited || len(c.Ports) == 0) {
+		if errdefs.KindOf(err) == errdefs.KindNotFound || err == nil && c.State.Status == StatusExited {
 			return nil
 		} else if err != nil {
 			return err
 		}
-		if c.OwnsNetns && !netns.Mounted(c.Netns) {
+		var srcs []firewall.Source
+		for i := range c.Endpoints {
+			srcs = append(srcs, endpointSources(&c.Endpoints[i])...)
+		}
+		if len(c.Ports) == 0 && len(srcs) == 0 || c.OwnsNetns && !netns.Mounted(c.Netns) {
 			return nil
 		}
-		return fw.AddPorts(c.ID, c.Ports)
+		var errs []error
+		if len(c.Ports) > 0 {
+			errs = append(errs, fw.AddPorts(c.ID, c.Ports))
+		}
+		if len(srcs) > 0 {
+			errs = append(errs, fw.AddSources(c.ID, srcs))
+		}
+		return errors.Join(errs...)
 	})
 }
 
@@ -556,20 +568,27 @@ func (e *Engine) restoreLinks(ids []string) error {
 }
 
 // restoreAttachmentPorts publishes again the ports of CNI attachment id,
-// if it is still recorded, read under the firewall lock as restorePorts
-// does. Not under the attachment's lock: a CNI ADD that ensures its
+// and claims its address again, if it is still recorded, read under the
+// firewall lock as restorePorts does. Not under the attachment's lock: a CNI ADD that ensures its
 // network holds one of the lock's stripes, which may be id's. A teardown
 // removes the ports and the record together under the firewall lock
 // (cniTeardown), so what is read here is either both or neither.
 func (e *Engine) restoreAttachmentPorts(id string) error {
 	return e.underFirewallLock(func(fw firewall.Firewall) error {
 		a, err := e.readAttachment(id)
-		if errors.Is(err, store.ErrNotFound) || err == nil && len(a.Ports) == 0 {
+		if errors.Is(err, store.ErrNotFound) {
 			return nil
 		} else if err != nil {
 			return err
 		}
-		return fw.AddPorts(a.ID, a.Ports)
+		var errs []error
+		if len(a.Ports) > 0 {
+			errs = append(errs, fw.AddPorts(a.ID, a.Ports))
+		}
+		if srcs := endpointSources(&a.Endpoint); len(srcs) > 0 {
+			errs = append(errs, fw.AddSources(a.ID, srcs))
+		}
+		return errors.Join(errs...)
 	})
 }
 

@@ -19,7 +19,7 @@ type PruneReport struct {
 	Links      []string // host-side links whose container is gone
 	Netns      []string // namespace mounts whose container is gone
 	Addresses  []string // network/address allocations whose container is gone
-	Ports      []string // containers whose published-port or link elements outlived them
+	Ports      []string // containers whose published-port, link or source elements outlived them
 	Networks   []string // user-defined networks no container used
 	CNI        []string // CNI attachments whose ADD died half-way
 }
@@ -279,6 +279,7 @@ func (e *Engine) prunePorts(live map[string]*Container, r *PruneReport) error {
 	}{
 		{e.fw.Owners, func(id string) error { return e.fw.RemovePorts(id, nil) }},
 		{e.fw.LinkOwners, func(id string) error { return e.fw.RemoveLinks(id, nil) }},
+		{e.fw.SourceOwners, func(id string) error { return e.fw.RemoveSources(id, nil) }},
 	} {
 		owners, err := kind.owners()
 		if err != nil {

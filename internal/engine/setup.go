@@ -502,15 +502,17 @@ func (e *Engine) setupNetwork(c *Container, p *plan, h *link.Handle) error {
 	// container's next write (start); a crash before that loses nothing,
 	// because deleting the namespace deletes the links.
 	for i := range c.Endpoints {
-		if err := e.join(p.networks[i], &c.Endpoints[i], driver.Sandbox{NetnsPath: c.Netns, Link: h}); err != nil {
+		if err := e.join(p.networks[i], &c.Endpoints[i], driver.Sandbox{NetnsPath: c.Netns, Link: h}, c.ID); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// join connects one endpoint through its network's driver.
-func (e *Engine) join(n *Network, ep *Endpoint, sb driver.Sandbox) error {
+// join connects one endpoint through its network's driver, and claims
+// its addresses for its port (owner: the container or attachment). On a
+// failure after the driver's Join the caller's undo deletes the link.
+func (e *Engine) join(n *Network, ep *Endpoint, sb driver.Sandbox, owner string) error {
 	d, err := e.driverFor(n)
 	if err != nil {
 		return err
@@ -518,7 +520,7 @@ func (e *Engine) join(n *Network, ep *Endpoint, sb driver.Sandbox) error {
 	if err := d.Join(&n.Network, &ep.Endpoint, sb); err != nil {
 		return fmt.Errorf("connect to network %s: %w", n.Name, err)
 	}
-	return nil
+	return e.claimSources(owner, ep)
 }
 
 // wantsIPv6 reports whether one of the container's networks has an IPv6 subnet.
@@ -574,6 +576,9 @@ func (e *Engine) teardownKernel(c *Container) error {
 	// elements go now, and one after finds it gone.
 	if firewall {
 		if err := e.unpublish(c); err != nil {
+			errs = append(errs, err)
+		}
+		if err := e.releaseSources(e.fw, c.ID, c.Endpoints); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -130,6 +130,32 @@ type Link struct {
 	Port  uint16
 }
 
+// Source says that a container's bridge port (the host end of its veth,
+// in interface group PortGroup) sends from Addr, which no other port of
+// any bridge may then send from: the embedded DNS server tells its
+// clients by their address, and links and ICC's exceptions allow by
+// address. Addresses nobody claims (a namespace a container routes for)
+// pass as before.
+type Source struct {
+	Port string
+	Addr netip.Addr
+}
+
+// Validate reports whether s can be claimed; the error is KindInvalid.
+func (s Source) Validate() error {
+	if s.Port == "" || len(s.Port) >= 16 || strings.ContainsAny(s.Port, "/ \t\n\x00") {
+		return errdefs.Invalid("source %s: invalid interface name", s)
+	}
+	a := s.Addr
+	if !a.IsValid() || a.IsUnspecified() || a.Is4In6() || a.Zone() != "" || a.IsLoopback() || a.IsMulticast() {
+		return errdefs.Invalid("source %s: invalid container address", s)
+	}
+	return nil
+}
+
+// String renders s as PORT=ADDR.
+func (s Source) String() string { return s.Port + "=" + s.Addr.String() }
+
 // Firewall installs and removes the packet-filter state of knit's networks.
 type Firewall interface {
 	// EnsureNetwork installs (or repairs) the network's rules in ONE atomic
@@ -188,6 +214,19 @@ type Firewall interface {
 	// (Owners reports port owners only: a prune that finds an owner there
 	// removes it with RemovePorts, which leaves links alone.)
 	LinkOwners() ([]string, error)
+	// AddSources claims owner's sources (owner is a container or CNI
+	// attachment ID) in ONE atomic batch: from then on only their ports
+	// send from their addresses (Source). Sources in place are left
+	// alone; an address another owner claims is taken over: the caller
+	// (which allocates addresses) is the authority on who holds one.
+	AddSources(owner string, srcs []Source) error
+	// RemoveSources releases owner's sources in one atomic batch (all of
+	// them when srcs is nil, for a prune); those missing, or claimed by
+	// another owner, are skipped. Idempotent.
+	RemoveSources(owner string, srcs []Source) error
+	// SourceOwners returns the owners that claim sources, sorted, so that
+	// a prune can release those of containers that no longer exist.
+	SourceOwners() ([]string, error)
 	// DropForeignForwarding drops, for IPv4 or IPv6, what the host
 	// forwards between interfaces none of which is a knit network's
 	// bridge: knit asks for it as it turns forwarding on, on a host that

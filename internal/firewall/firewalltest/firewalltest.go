@@ -28,6 +28,7 @@ type Recorder struct {
 	networks map[string]firewall.Network
 	ports    owned[portKey, firewall.PortMapping]
 	links    owned[linkKey, firewall.Link]
+	sources  owned[netip.Addr, firewall.Source]
 	fail     map[string]error
 	lost     bool // Flush emptied everything; EnsureNetworkReport says so until MarkRestored
 	// foreignDrop is DropForeignForwarding's state per family (index 1: IPv6).
@@ -65,7 +66,7 @@ var _ firewall.Firewall = (*Recorder)(nil)
 
 // New returns an empty Recorder.
 func New() *Recorder {
-	return &Recorder{networks: map[string]firewall.Network{}, ports: owned[portKey, firewall.PortMapping]{}, links: owned[linkKey, firewall.Link]{}, fail: map[string]error{}}
+	return &Recorder{networks: map[string]firewall.Network{}, ports: owned[portKey, firewall.PortMapping]{}, links: owned[linkKey, firewall.Link]{}, sources: owned[netip.Addr, firewall.Source]{}, fail: map[string]error{}}
 }
 
 // FailOn makes the next call described by call ("EnsureNetwork NAME",
@@ -128,6 +129,7 @@ func (r *Recorder) Flush() {
 	clear(r.networks)
 	clear(r.ports)
 	clear(r.links)
+	clear(r.sources)
 	r.foreignDrop = [2]bool{}
 	r.lost = true
 }
@@ -200,6 +202,29 @@ func (r *Recorder) LinkOwners() ([]string, error) {
 	defer r.mu.Unlock()
 	return r.links.owners(), nil
 }
+
+// AddSources records owner's sources, taking over any other owner's of
+// the same address, as a backend does.
+func (r *Recorder) AddSources(owner string, srcs []firewall.Source) error {
+	return change(r, "AddSources "+owner, owner, srcs, func() { r.sources.add(owner, srcs, sourceKeyOf) })
+}
+
+// RemoveSources forgets owner's sources (all of them for nil srcs);
+// others' and missing ones are skipped.
+func (r *Recorder) RemoveSources(owner string, srcs []firewall.Source) error {
+	return change(r, "RemoveSources "+owner, owner, srcs, func() { r.sources.remove(owner, srcs, sourceKeyOf) })
+}
+
+// SourceOwners returns the owners of sources, sorted.
+func (r *Recorder) SourceOwners() ([]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sources.owners(), nil
+}
+
+// sourceKeyOf identifies a source as the backends' guarded sets do: by
+// its address.
+func sourceKeyOf(s firewall.Source) netip.Addr { return s.Addr }
 
 // DropForeignForwarding records the family's drop.
 func (r *Recorder) DropForeignForwarding(v6 bool) error {
@@ -334,6 +359,7 @@ func (r *Recorder) Network(name string) (firewall.Network, bool) {
 //	network NAME bridge BR subnets A,B [masquerade] [icc] [internal] [routed]
 //	port OWNER NETWORK [HOSTIP:]HOSTPORT->CONTAINERIP:PORT/PROTO
 //	link OWNER NETWORK FROM->TO:PORT/PROTO
+//	source OWNER PORT=ADDR
 func (r *Recorder) String() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -367,5 +393,11 @@ func (r *Recorder) String() string {
 	}
 	slices.Sort(links)
 	b.WriteString(strings.Join(links, ""))
+	var sources []string
+	for _, s := range r.sources {
+		sources = append(sources, fmt.Sprintf("source %s %s\n", s.owner, s.v))
+	}
+	slices.Sort(sources)
+	b.WriteString(strings.Join(sources, ""))
 	return b.String()
 }

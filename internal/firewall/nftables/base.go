@@ -132,7 +132,7 @@ func wantSets() []*nft.Set {
 	for _, d := range linkSets {
 		sets = append(sets, d.set())
 	}
-	return sets
+	return append(sets, sourceSetDefs()...)
 }
 
 // baseRules returns the shared rules of each chain, in chain order. They
@@ -149,8 +149,9 @@ func baseRules() map[string][]*nft.Rule {
 			// Links come before every network's ICC drop.
 			[]*nft.Rule{linkRule(linkSets[0]), linkRule(linkSets[1]), linkReplyRule(linkSets[0]), linkReplyRule(linkSets[1])},
 		),
-		chainInput:   {loopbackSourceRule(), localnetRule()},
-		chainRAGuard: raGuardRules(),
+		chainInput:       {loopbackSourceRule(), localnetRule()},
+		chainRAGuard:     raGuardRules(),
+		chainSourceGuard: sourceGuardRules(),
 		// A packet from outside addressed to a loopback address is never
 		// DNATed (routing drops it as martian): a port published on
 		// 127.0.0.1 stays reachable from the host only.
@@ -328,7 +329,7 @@ func elemsDel(c *nft.Conn, set string, elems []nft.SetElement) error {
 	for i, e := range elems {
 		keys[i] = nft.SetElement{Key: e.Key}
 	}
-	if err := c.SetDeleteElements(&nft.Set{Table: table, Name: set}, keys); err != nil {
+	if err := c.SetDeleteElements(&nft.Set{Table: setTable(set), Name: set}, keys); err != nil {
 		return fmt.Errorf("delete elements of set %s: %w", set, err)
 	}
 	return nil

@@ -46,7 +46,8 @@ const (
 // (for a map) and comment. A missing element, set or table is found
 // false, not an error.
 //
-// Equivalent to: nft get element inet knit SET { KEY }
+// Equivalent to: nft get element inet knit SET { KEY } (bridge knit for
+// the source sets)
 func (c *elemConn) get(set string, key []byte) (nft.SetElement, bool, error) {
 	defer traceRead("get " + set)
 	fail := func(err error) (nft.SetElement, bool, error) {
@@ -72,7 +73,7 @@ func (c *elemConn) get(set string, key []byte) (nft.SetElement, bool, error) {
 	req, err := c.nl.Send(netlink.Message{
 		Header: netlink.Header{Type: getElemType, Flags: netlink.Request | netlink.Acknowledge},
 		// nfgenmsg: family, version, resource id
-		Data: append([]byte{byte(nft.TableFamilyINet), unix.NFNETLINK_V0, 0, 0}, attrs...),
+		Data: append([]byte{byte(setTable(set).Family), unix.NFNETLINK_V0, 0, 0}, attrs...),
 	})
 	if err != nil {
 		return fail(err)

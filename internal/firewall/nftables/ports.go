@@ -103,7 +103,7 @@ func (f *Firewall) elemsEnsure(want []ownedElem) error {
 			}
 		}
 		for _, e := range missing {
-			if err := c.SetAddElements(&nft.Set{Table: table, Name: e.set}, []nft.SetElement{e.SetElement}); err != nil {
+			if err := c.SetAddElements(&nft.Set{Table: setTable(e.set), Name: e.set}, []nft.SetElement{e.SetElement}); err != nil {
 				return false, fmt.Errorf("add element to set %s: %w", e.set, err)
 			}
 		}

@@ -30,8 +30,8 @@ func (s ruleset) render() string {
 			continue
 		}
 		fmt.Fprintf(&b, "table %s %s {\n", map[nft.TableFamily]string{nft.TableFamilyINet: "inet", nft.TableFamilyBridge: "bridge"}[t.Family], tableName)
-		if t == table {
-			for _, set := range s.sets {
+		for _, set := range s.sets {
+			if set.Table.Family == t.Family {
 				b.WriteString(renderSet(set, s.elems[set.Name]))
 				b.WriteString("\n")
 			}
@@ -127,6 +127,15 @@ func renderRule(r *nft.Rule) string {
 					continue
 				}
 			}
+			// In the bridge family the family check is meta protocol
+			// (ip, ip6) or the ether type (arp); nft leaves it out
+			// when a later payload match of the network header implies it.
+			if fam, ok := bridgeFamily(op, e); ok {
+				proto = fam
+				if slices.ContainsFunc(r.Exprs[i+1:], isNetworkPayload) {
+					continue
+				}
+			}
 			// nft leaves out the ether type that a later match of the
 			// transport header implies (the bridge family's icmpv6).
 			if p, ok := op.what.(*expr.Payload); ok && p.Base == expr.PayloadBaseLLHeader && p.Offset == 12 && p.Len == 2 &&
@@ -218,6 +227,21 @@ func loadName(e expr.Any, proto byte) string {
 		}
 	}
 	return fmt.Sprintf("[%T]", e)
+}
+
+// bridgeFamily reports the family that an equality with meta protocol or
+// the ether type checks: NFPROTO_IPV4, NFPROTO_IPV6 or NFPROTO_ARP.
+func bridgeFamily(op operand, c *expr.Cmp) (byte, bool) {
+	if c.Op != expr.CmpOpEq || len(c.Data) != 2 || op.mask != nil {
+		return 0, false
+	}
+	m, isMeta := op.what.(*expr.Meta)
+	p, isPayload := op.what.(*expr.Payload)
+	if !(isMeta && m.Key == expr.MetaKeyPROTOCOL || isPayload && p.Base == expr.PayloadBaseLLHeader && p.Offset == 12 && p.Len == 2) {
+		return 0, false
+	}
+	fam, ok := map[uint16]byte{unix.ETH_P_IP: unix.NFPROTO_IPV4, unix.ETH_P_IPV6: unix.NFPROTO_IPV6, unix.ETH_P_ARP: unix.NFPROTO_ARP}[binary.BigEndian.Uint16(c.Data)]
+	return fam, ok
 }
 
 func isNetworkPayload(e expr.Any) bool {
@@ -330,6 +354,9 @@ func renderAddrMatch(p *expr.Payload, mask, data []byte, proto byte) ([2]string,
 	fields := map[field]string{
 		{unix.NFPROTO_IPV4, 12}: "ip saddr", {unix.NFPROTO_IPV4, 16}: "ip daddr",
 		{unix.NFPROTO_IPV6, 8}: "ip6 saddr", {unix.NFPROTO_IPV6, 24}: "ip6 daddr",
+		// the sender's and the target's protocol address of an ARP
+		// packet over Ethernet
+		{unix.NFPROTO_ARP, 14}: "arp saddr ip", {unix.NFPROTO_ARP, 24}: "arp daddr ip",
 	}
 	name, ok := fields[field{proto, p.Offset}]
 	if !ok || p.Base != expr.PayloadBaseNetworkHeader || int(p.Len) != len(data) {

@@ -35,7 +35,19 @@ func renderSet(s *nft.Set, elems []nft.SetElement) string {
 		for i, e := range sorted {
 			items[i] = renderElem(s, e)
 		}
-		fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(items, ",\n\t\t\t     "))
+		// nft puts IPv4 addresses two to a line, other types one
+		// (its calculate_delim).
+		perLine := 1
+		if s.KeyType.Name == "ipv4_addr" {
+			perLine = 2
+		}
+		var lines []string
+		for len(items) > 0 {
+			n := min(perLine, len(items))
+			lines = append(lines, strings.Join(items[:n], ", "))
+			items = items[n:]
+		}
+		fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(lines, ",\n\t\t\t     "))
 	}
 	b.WriteString("\t}\n")
 	return b.String()

@@ -68,7 +68,7 @@ var (
 		Hooknum: nft.ChainHookPrerouting, Priority: nft.ChainPriorityRef(-200),
 		Policy: &policyAccept,
 	}
-	chains = []*nft.Chain{natChain, forwardChain, preroutingChain, outputChain, inputChain, dnsGatewayChain, raGuardChain}
+	chains = []*nft.Chain{natChain, forwardChain, preroutingChain, outputChain, inputChain, dnsGatewayChain, raGuardChain, sourceGuardChain}
 )
 
 // netTag is the comment on every rule added for the named network.

@@ -283,10 +283,33 @@ const wantTable = `table inet knit {
 	}
 }
 table bridge knit {
+	set guarded4 {
+		type ipv4_addr
+	}
+
+	set guarded6 {
+		type ipv6_addr
+	}
+
+	set senders4 {
+		type ifname . ipv4_addr
+	}
+
+	set senders6 {
+		type ifname . ipv6_addr
+	}
+
 	chain ra-guard {
 		type filter hook prerouting priority filter; policy accept;
 		iifgroup 1802398068 icmpv6 type nd-router-advert drop comment "knit:base"
 		iifgroup 1802398068 icmpv6 type nd-redirect drop comment "knit:base"
+	}
+
+	chain source-guard {
+		type filter hook prerouting priority filter; policy accept;
+		iifgroup 1802398068 ip saddr @guarded4 iifname . ip saddr != @senders4 drop comment "knit:base"
+		iifgroup 1802398068 ip6 saddr @guarded6 iifname . ip6 saddr != @senders6 drop comment "knit:base"
+		iifgroup 1802398068 arp saddr ip @guarded4 iifname . arp saddr ip != @senders4 drop comment "knit:base"
 	}
 }
 `

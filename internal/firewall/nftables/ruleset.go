@@ -26,10 +26,10 @@ func rulesetGet(c *nft.Conn) (ruleset, error) {
 }
 
 // rulesetBase reads knit's table without the elements of the port maps,
-// open sets and link sets, which may number thousands.
+// open sets, link sets and source sets, which may number thousands.
 func rulesetBase(c *nft.Conn) (ruleset, error) {
 	return rulesetRead(c, func(set string) bool {
-		if slices.Contains(portSets(), set) {
+		if slices.Contains(portSets(), set) || slices.Contains(sourceSets, set) {
 			return false
 		}
 		for _, d := range linkSets {
@@ -65,14 +65,18 @@ func rulesetRead(c *nft.Conn, withElems func(set string) bool) (ruleset, error) 
 			cur.rules[ch.Name] = rules
 		}
 	}
-	if !slices.ContainsFunc(cur.chains, func(ch *nft.Chain) bool { return ch.Table.Family == table.Family }) {
-		return cur, nil // no inet table (knit never makes one without chains), so no sets
+	for _, t := range []*nft.Table{table, bridgeTable} {
+		if !slices.ContainsFunc(cur.chains, func(ch *nft.Chain) bool { return ch.Table.Family == t.Family }) {
+			continue // no such table (knit never makes one without chains), so no sets
+		}
+		sets, err := c.GetSets(t)
+		if err != nil {
+			return cur, fmt.Errorf("list nftables sets: %w", err)
+		}
+		traceRead("sets")
+		cur.sets = append(cur.sets, sets...)
 	}
 	var err error
-	if cur.sets, err = c.GetSets(table); err != nil {
-		return cur, fmt.Errorf("list nftables sets: %w", err)
-	}
-	traceRead("sets")
 	for _, s := range cur.sets {
 		if !withElems(s.Name) {
 			continue

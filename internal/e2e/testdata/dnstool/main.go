@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,11 +41,11 @@ func query(args []string) {
 	server := fs.String("server", "", "server ADDR:PORT")
 	useTCP := fs.Bool("tcp", false, "query over TCP")
 	qtype := fs.String("type", "A", "A, AAAA or PTR")
-	from := fs.String("from", "", "local address to ask from")
+	from := fs.String("from", "", "local address (IP or IP:PORT) to ask from")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the answer")
 	fs.Parse(args)
 	if fs.NArg() != 1 || *server == "" {
-		fmt.Fprintln(os.Stderr, "usage: dnstool query -server ADDR:PORT [-tcp] [-type T] [-from IP] [-timeout D] NAME")
+		fmt.Fprintln(os.Stderr, "usage: dnstool query -server ADDR:PORT [-tcp] [-type T] [-from IP[:PORT]] [-timeout D] NAME")
 		os.Exit(2)
 	}
 	name := fs.Arg(0)
@@ -59,14 +60,18 @@ func query(args []string) {
 		c.Net = "tcp"
 	}
 	if *from != "" {
-		ip := net.ParseIP(*from)
-		if ip == nil {
+		host, port := *from, 0
+		if h, p, err := net.SplitHostPort(*from); err == nil {
+			host, port = h, atoi(p)
+		}
+		ip := net.ParseIP(host)
+		if ip == nil || port < 0 {
 			fmt.Fprintln(os.Stderr, "bad -from", *from)
 			os.Exit(2)
 		}
-		c.Dialer = &net.Dialer{Timeout: *timeout, LocalAddr: &net.UDPAddr{IP: ip}}
+		c.Dialer = &net.Dialer{Timeout: *timeout, LocalAddr: &net.UDPAddr{IP: ip, Port: port}}
 		if *useTCP {
-			c.Dialer.LocalAddr = &net.TCPAddr{IP: ip}
+			c.Dialer.LocalAddr = &net.TCPAddr{IP: ip, Port: port}
 		}
 	}
 	start := time.Now()
@@ -119,4 +124,13 @@ func serve(args []string) {
 	}
 	fmt.Fprintln(os.Stderr, <-errs)
 	os.Exit(1)
+}
+
+// atoi is strconv.Atoi, -1 for what is not a port.
+func atoi(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 65535 {
+		return -1
+	}
+	return n
 }
