@@ -218,8 +218,12 @@ var (
 	nftOwnerRE = regexp.MustCompile(`knit:owner=([0-9a-z-]+)`)
 	nftNetRE   = regexp.MustCompile(`knit:net=([^"]+)`)
 	nftPortRE  = regexp.MustCompile(`(tcp|udp|sctp) \. (\d+) comment "knit:owner=([0-9a-z-]+)"`)
-	// a claim on a source address: "PORT" . ADDR in senders4 or senders6
+	// a port's leave to send from an address: "PORT" . ADDR in senders4
+	// or senders6
 	nftSenderRE = regexp.MustCompile(`"([^"]+)" \. ([0-9a-f.:]+) comment "knit:owner=([0-9a-z-]+)"`)
+	// the sets of claimed addresses, and a claim in them
+	nftGuardedRE = regexp.MustCompile(`set guarded[46] \{[^}]*\}`)
+	nftClaimRE   = regexp.MustCompile(`([0-9a-f.:]+) comment "knit:owner=([0-9a-z-]+)"`)
 )
 
 // holder is what holds addresses, host ports, links and nft elements: a
@@ -410,12 +414,9 @@ func (c *checker) firewall() {
 // holder checks that what h needs is there and its own: addresses, host
 // ports and their elements, its links and its namespace.
 func (c *checker) holder(id string, h *holder) {
-	ports, senders := map[string]bool{}, map[string]bool{}
+	ports := map[string]bool{}
 	for _, m := range nftPortRE.FindAllStringSubmatch(c.nft, -1) {
 		ports[m[1]+"/"+m[2]+"/"+m[3]] = true
-	}
-	for _, m := range nftSenderRE.FindAllStringSubmatch(c.nft, -1) {
-		senders[m[1]+" "+m[2]+" "+m[3]] = true
 	}
 	for _, ep := range h.endpoints {
 		for _, a := range ep.Addrs {
@@ -435,11 +436,7 @@ func (c *checker) holder(id string, h *holder) {
 		}) {
 			c.bad("%s's link on %s (%q) is gone", h.name, n.Bridge, ep.HostIf)
 		}
-		for _, a := range ep.Addrs {
-			if ep.HostIf != "" && !senders[ep.HostIf+" "+a.Addr().String()+" "+id] {
-				c.bad("%s's port %s has no claim on its address %s", h.name, ep.HostIf, a.Addr())
-			}
-		}
+
 	}
 	for _, p := range h.ports {
 		key := fmt.Sprintf("%s/%d", p.Proto, p.HostPort)
@@ -456,6 +453,54 @@ func (c *checker) holder(id string, h *holder) {
 	}
 	if h.netns && !slices.Contains(c.mounts, id) {
 		c.bad("%s's namespace mount is gone", h.name)
+	}
+	c.claims(id, h)
+}
+
+// claims checks that h claims exactly its addresses, for exactly its
+// ports: each port may send from each of its addresses (once every port
+// is recorded; a record from before the supervisor recorded them may
+// have none).
+func (c *checker) claims(id string, h *holder) {
+	wantSenders, wantClaims := map[string]bool{}, map[string]bool{}
+	for _, p := range h.endpoints {
+		if p.HostIf == "" {
+			return
+		}
+		for _, ep := range h.endpoints {
+			for _, a := range ep.Addrs {
+				wantSenders[p.HostIf+" "+a.Addr().String()] = true
+				wantClaims[a.Addr().String()] = true
+			}
+		}
+	}
+	haveSenders, haveClaims := map[string]bool{}, map[string]bool{}
+	for _, m := range nftSenderRE.FindAllStringSubmatch(c.nft, -1) {
+		if m[3] == id {
+			haveSenders[m[1]+" "+m[2]] = true
+		}
+	}
+	for _, set := range nftGuardedRE.FindAllString(c.nft, -1) {
+		for _, m := range nftClaimRE.FindAllStringSubmatch(set, -1) {
+			if m[2] == id {
+				haveClaims[m[1]] = true
+			}
+		}
+	}
+	for _, d := range []struct {
+		what       string
+		want, have map[string]bool
+	}{{"port's leave to send from", wantSenders, haveSenders}, {"claim on", wantClaims, haveClaims}} {
+		for k := range d.want {
+			if !d.have[k] {
+				c.bad("%s lacks its %s %s", h.name, d.what, k)
+			}
+		}
+		for k := range d.have {
+			if !d.want[k] {
+				c.bad("%s has a %s %s that is not its own", h.name, d.what, k)
+			}
+		}
 	}
 }
 

@@ -514,13 +514,22 @@ func TestDNSForwarding(t *testing.T) {
 	for network, server := range map[string]string{"shut": shut, "fwd": gw} {
 		forged := ipOn(t, s, "f5", network)
 		s.MustKnit(t, "exec", "f3", "ip", "addr", "add", forged+"/32", "dev", "eth0")
-		before, in := upstream(), arrived()
-		ask(t, s, "f3", server, "-from", forged, "-timeout", "1s", "exfil-"+network+".test")
-		if arrived() == in {
-			t.Fatalf("the forged query from f3 through %s never reached the host", server)
-		}
-		if after := upstream(); after != before {
-			t.Errorf("an internal container giving f5's address on %s had a name sent upstream through %s (%s, was %s queries)", network, server, after, before)
+		// The source guard drops the forged query at f3's port (and
+		// its ARP from that address); the server's own rules must hold
+		// without it too (a container whose claim is missing: one an
+		// older knit started detached).
+		for _, guarded := range []bool{true, false} {
+			if !guarded {
+				s.MustRun(t, "nft", "delete", "element", "bridge", "knit", "guarded4", "{ "+forged+" }")
+			}
+			before, in := upstream(), arrived()
+			ask(t, s, "f3", server, "-from", forged, "-timeout", "1s", "exfil-"+network+".test")
+			if reached := arrived() != in; reached != !guarded {
+				t.Fatalf("the forged query from f3 through %s reached the host: %v, want %v (guarded: %v)", server, reached, !guarded, guarded)
+			}
+			if after := upstream(); after != before {
+				t.Errorf("an internal container giving f5's address on %s had a name sent upstream through %s (%s, was %s queries)", network, server, after, before)
+			}
 		}
 		s.MustKnit(t, "exec", "f3", "ip", "addr", "del", forged+"/32", "dev", "eth0")
 	}
@@ -1163,9 +1172,10 @@ func TestPoolsAvoidTheHostsNameserver(t *testing.T) {
 // A container cannot ask the embedded DNS server as its neighbour, which
 // the server knows by its address: by ARP it cannot take the neighbour's
 // address (and with it the answers), and what it sends from that address
-// never reaches the host. The neighbour itself is unaffected.
+// never reaches the host. The neighbour itself is unaffected, and sends
+// from either of its addresses through either of its networks.
 func TestForgedSourceDropped(t *testing.T) {
-	rootfs, _ := dnsRootfs(t)
+	rootfs, bin := dnsRootfs(t)
 	s := sandbox(t)
 	s.MustKnit(t, "network", "create", "--subnet", "10.81.0.0/24", "front")
 	s.MustKnit(t, "network", "create", "--subnet", "10.82.0.0/24", "back")
@@ -1197,6 +1207,18 @@ func TestForgedSourceDropped(t *testing.T) {
 		t.Errorf("the query from the victim's address reached the host:\n%s", got)
 	}
 	answers(t, s, "victim", "10.81.0.1", "hidden", hidden)
+	// A container may send from its other network's address out of this
+	// one's port: here to the world, by its default route, which is
+	// front's (a reply to a connection made to its address on back
+	// leaves so).
+	s.Start(t, "ip", "netns", "exec", "world", bin, "serve", "-listen", "198.51.100.2:53", "world.test=203.0.113.12")
+	eventually(t, func() (string, error) {
+		out := ask(t, s, "victim", "198.51.100.2", "-from", ipOn(t, s, "victim", "back"), "-timeout", "1s", "world.test")
+		if !strings.Contains(out, "A 203.0.113.12") {
+			return out, fmt.Errorf("the victim asking the world from its address on back, through front: %q", out)
+		}
+		return out, nil
+	})
 	st := assertConsistent(t, s, "forged")
 	for _, c := range []string{"victim", "attacker"} {
 		id := inspectField(t, s, c, "{{.Id}}")
@@ -1204,5 +1226,13 @@ func TestForgedSourceDropped(t *testing.T) {
 		if i < 0 || !strings.Contains(st.nft, `"`+st.veths[i].Name+`" . `+ipOn(t, s, c, "front")+` comment "knit:owner=`+id) {
 			t.Errorf("no claim of %s's port on its address:\n%s", c, st.nft)
 		}
+	}
+	// Leaving a network, and the container's end, release its claims
+	// (the check wants exactly the holders' own).
+	s.MustKnit(t, "network", "disconnect", "back", "victim")
+	assertConsistent(t, s, "disconnected")
+	s.MustKnit(t, "rm", "-f", "victim", "attacker")
+	if st := assertConsistent(t, s, "removed"); strings.Contains(st.nft, victim+" comment") {
+		t.Errorf("the victim's claim outlived it:\n%s", st.nft)
 	}
 }

@@ -187,7 +187,10 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 			return nil, nil, err
 		}
 	}
-	if err := e.join(n, &a.Endpoint, sb, id); err != nil {
+	if err := e.join(n, &a.Endpoint, sb); err != nil {
+		return nil, nil, err
+	}
+	if err := e.claim(e.fw, id, []Endpoint{a.Endpoint}); err != nil {
 		return nil, nil, err
 	}
 	if len(a.Ports) > 0 {
@@ -534,7 +537,7 @@ func (e *Engine) cniTeardown(a *CNIAttachment) error {
 					return fmt.Errorf("unpublish ports: %w", err)
 				}
 			}
-			if err := e.releaseSources(fw, a.ID, []Endpoint{a.Endpoint}); err != nil {
+			if err := e.release(fw, a.ID, []Endpoint{a.Endpoint}); err != nil {
 				return err
 			}
 			return forget()

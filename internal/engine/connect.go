@@ -122,7 +122,7 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 			}
 		}
 	}()
-	if err := e.join(n, ep, driver.Sandbox{NetnsPath: c.Netns}, c.ID); err != nil {
+	if err := e.join(n, ep, driver.Sandbox{NetnsPath: c.Netns}); err != nil {
 		return err
 	}
 	// Record the host-side link name Join chose; the connect is done but
@@ -205,8 +205,11 @@ func parseConnecting(v []byte) (p Proc, stage string, ok bool) {
 // (still holding want) goes.
 func (e *Engine) finishConnect(c *Container, n *Network, want []byte) error {
 	var lerr error
+	if err := e.reclaim(c.ID); err != nil {
+		lerr = fmt.Errorf("its addresses are not guarded: %w", err)
+	}
 	if err := e.relink(c.ID, false); err != nil {
-		lerr = fmt.Errorf("its links are not updated: %w", err)
+		lerr = errors.Join(lerr, fmt.Errorf("its links are not updated: %w", err))
 	}
 	if err := e.refreshFiles(c.ID); err != nil {
 		return errors.Join(lerr, fmt.Errorf("its /etc files are not updated: %w", err))
@@ -620,12 +623,7 @@ func (e *Engine) leave(c *Container, n *Network, ep Endpoint) error {
 	if err := d.Leave(&n.Network, &ep.Endpoint, driver.Sandbox{NetnsPath: c.Netns}, driver.LeaveOptions{}); err != nil {
 		return err
 	}
-	if srcs := endpointSources(&ep); len(srcs) > 0 && e.fw != nil { // none before Join named the port
-		if err := e.fw.RemoveSources(c.ID, srcs); err != nil {
-			return fmt.Errorf("release source addresses: %w", err)
-		}
-	}
-	return nil
+	return e.releaseEndpoint(c.ID, c.Endpoints, ep)
 }
 
 // dropEndpoint removes c's endpoint on network from its record and

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -224,8 +225,8 @@ func (l *lockedFirewall) AddSources(owner string, s []firewall.Source) error {
 	return l.do(func() error { return l.fw.AddSources(owner, s) })
 }
 
-func (l *lockedFirewall) RemoveSources(owner string, s []firewall.Source) error {
-	return l.do(func() error { return l.fw.RemoveSources(owner, s) })
+func (l *lockedFirewall) RemoveSources(owner string, s []firewall.Source, a []netip.Addr) error {
+	return l.do(func() error { return l.fw.RemoveSources(owner, s, a) })
 }
 
 func (l *lockedFirewall) SourceOwners() ([]string, error) { return l.fw.SourceOwners() }

@@ -525,10 +525,7 @@ func (e *Engine) restorePorts(id string) error {
 		} else if err != nil {
 			return err
 		}
-		var srcs []firewall.Source
-		for i := range c.Endpoints {
-			srcs = append(srcs, endpointSources(&c.Endpoints[i])...)
-		}
+		srcs := claimsOf(c.Endpoints)
 		if len(c.Ports) == 0 && len(srcs) == 0 || c.OwnsNetns && !netns.Mounted(c.Netns) {
 			return nil
 		}
@@ -585,7 +582,7 @@ func (e *Engine) restoreAttachmentPorts(id string) error {
 		if len(a.Ports) > 0 {
 			errs = append(errs, fw.AddPorts(a.ID, a.Ports))
 		}
-		if srcs := endpointSources(&a.Endpoint); len(srcs) > 0 {
+		if srcs := claimsOf([]Endpoint{a.Endpoint}); len(srcs) > 0 {
 			errs = append(errs, fw.AddSources(a.ID, srcs))
 		}
 		return errors.Join(errs...)

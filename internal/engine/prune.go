@@ -279,7 +279,7 @@ func (e *Engine) prunePorts(live map[string]*Container, r *PruneReport) error {
 	}{
 		{e.fw.Owners, func(id string) error { return e.fw.RemovePorts(id, nil) }},
 		{e.fw.LinkOwners, func(id string) error { return e.fw.RemoveLinks(id, nil) }},
-		{e.fw.SourceOwners, func(id string) error { return e.fw.RemoveSources(id, nil) }},
+		{e.fw.SourceOwners, func(id string) error { return e.fw.RemoveSources(id, nil, nil) }},
 	} {
 		owners, err := kind.owners()
 		if err != nil {

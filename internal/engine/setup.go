@@ -502,17 +502,15 @@ func (e *Engine) setupNetwork(c *Container, p *plan, h *link.Handle) error {
 	// container's next write (start); a crash before that loses nothing,
 	// because deleting the namespace deletes the links.
 	for i := range c.Endpoints {
-		if err := e.join(p.networks[i], &c.Endpoints[i], driver.Sandbox{NetnsPath: c.Netns, Link: h}, c.ID); err != nil {
+		if err := e.join(p.networks[i], &c.Endpoints[i], driver.Sandbox{NetnsPath: c.Netns, Link: h}); err != nil {
 			return err
 		}
 	}
-	return nil
+	return e.claim(e.fw, c.ID, c.Endpoints)
 }
 
-// join connects one endpoint through its network's driver, and claims
-// its addresses for its port (owner: the container or attachment). On a
-// failure after the driver's Join the caller's undo deletes the link.
-func (e *Engine) join(n *Network, ep *Endpoint, sb driver.Sandbox, owner string) error {
+// join connects one endpoint through its network's driver.
+func (e *Engine) join(n *Network, ep *Endpoint, sb driver.Sandbox) error {
 	d, err := e.driverFor(n)
 	if err != nil {
 		return err
@@ -520,7 +518,7 @@ func (e *Engine) join(n *Network, ep *Endpoint, sb driver.Sandbox, owner string)
 	if err := d.Join(&n.Network, &ep.Endpoint, sb); err != nil {
 		return fmt.Errorf("connect to network %s: %w", n.Name, err)
 	}
-	return e.claimSources(owner, ep)
+	return nil
 }
 
 // wantsIPv6 reports whether one of the container's networks has an IPv6 subnet.
@@ -578,9 +576,6 @@ func (e *Engine) teardownKernel(c *Container) error {
 		if err := e.unpublish(c); err != nil {
 			errs = append(errs, err)
 		}
-		if err := e.releaseSources(e.fw, c.ID, c.Endpoints); err != nil {
-			errs = append(errs, err)
-		}
 	}
 	if nsErr != nil {
 		return errors.Join(append(errs, nsErr)...)
@@ -607,7 +602,12 @@ func (e *Engine) teardownKernel(c *Container) error {
 		}
 		errs = append(errs, err)
 	}
-	return errors.Join(errs...)
+	// The claims on the addresses go once no link holds them (the
+	// addresses themselves are released after this, unless it failed).
+	if err := errors.Join(errs...); err != nil || !firewall {
+		return err
+	}
+	return e.release(e.fw, c.ID, c.Endpoints)
 }
 
 // removeLinksAndNetns removes the container's link elements and deletes

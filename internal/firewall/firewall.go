@@ -35,6 +35,10 @@
 //   - Containers are not IPv6 routers to each other: router advertisements
 //     and redirects that enter a bridge from a port in interface group
 //     PortGroup are dropped, whatever the network says.
+//   - No container sends as another: an address claimed with AddSources
+//     is the source (IP), sender (ARP) or target (neighbour advertisement)
+//     of nothing from another owner's port. Claims are data, elements
+//     tagged with their owner as ports and links are.
 package firewall
 
 import (
@@ -131,10 +135,13 @@ type Link struct {
 }
 
 // Source says that a container's bridge port (the host end of its veth,
-// in interface group PortGroup) sends from Addr, which no other port of
-// any bridge may then send from: the embedded DNS server tells its
-// clients by their address, and links and ICC's exceptions allow by
-// address. Addresses nobody claims (a namespace a container routes for)
+// in interface group PortGroup) may send from Addr, one of the same
+// container's addresses, which then no port of another container may
+// send from (nor claim by ARP or neighbour advertisement): the embedded
+// DNS server tells its clients by their address, and links and ICC's
+// exceptions allow by address. A container on two networks may send from
+// either address out of either port (a reply routed out of the other
+// network). Addresses nobody claims (a namespace a container routes for)
 // pass as before.
 type Source struct {
 	Port string
@@ -215,15 +222,17 @@ type Firewall interface {
 	// removes it with RemovePorts, which leaves links alone.)
 	LinkOwners() ([]string, error)
 	// AddSources claims owner's sources (owner is a container or CNI
-	// attachment ID) in ONE atomic batch: from then on only their ports
-	// send from their addresses (Source). Sources in place are left
-	// alone; an address another owner claims is taken over: the caller
-	// (which allocates addresses) is the authority on who holds one.
+	// attachment ID) in ONE atomic batch: each Addr is owner's, and from
+	// then on only the ports of owner's sources send from it (Source).
+	// Sources in place are left alone; an address another owner claims
+	// is taken over: the caller (which allocates addresses) is the
+	// authority on who holds one.
 	AddSources(owner string, srcs []Source) error
-	// RemoveSources releases owner's sources in one atomic batch (all of
-	// them when srcs is nil, for a prune); those missing, or claimed by
-	// another owner, are skipped. Idempotent.
-	RemoveSources(owner string, srcs []Source) error
+	// RemoveSources releases owner's sources srcs (a port's leave to send
+	// from an address) and its claims on addrs, in one atomic batch;
+	// nil for both releases every claim of owner's, for a prune. Those
+	// missing, or another owner's, are skipped. Idempotent.
+	RemoveSources(owner string, srcs []Source, addrs []netip.Addr) error
 	// SourceOwners returns the owners that claim sources, sorted, so that
 	// a prune can release those of containers that no longer exist.
 	SourceOwners() ([]string, error)

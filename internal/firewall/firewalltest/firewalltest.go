@@ -28,7 +28,8 @@ type Recorder struct {
 	networks map[string]firewall.Network
 	ports    owned[portKey, firewall.PortMapping]
 	links    owned[linkKey, firewall.Link]
-	sources  owned[netip.Addr, firewall.Source]
+	guarded  owned[netip.Addr, netip.Addr]
+	senders  owned[firewall.Source, firewall.Source]
 	fail     map[string]error
 	lost     bool // Flush emptied everything; EnsureNetworkReport says so until MarkRestored
 	// foreignDrop is DropForeignForwarding's state per family (index 1: IPv6).
@@ -66,7 +67,7 @@ var _ firewall.Firewall = (*Recorder)(nil)
 
 // New returns an empty Recorder.
 func New() *Recorder {
-	return &Recorder{networks: map[string]firewall.Network{}, ports: owned[portKey, firewall.PortMapping]{}, links: owned[linkKey, firewall.Link]{}, sources: owned[netip.Addr, firewall.Source]{}, fail: map[string]error{}}
+	return &Recorder{networks: map[string]firewall.Network{}, ports: owned[portKey, firewall.PortMapping]{}, links: owned[linkKey, firewall.Link]{}, guarded: owned[netip.Addr, netip.Addr]{}, senders: owned[firewall.Source, firewall.Source]{}, fail: map[string]error{}}
 }
 
 // FailOn makes the next call described by call ("EnsureNetwork NAME",
@@ -129,7 +130,8 @@ func (r *Recorder) Flush() {
 	clear(r.networks)
 	clear(r.ports)
 	clear(r.links)
-	clear(r.sources)
+	clear(r.guarded)
+	clear(r.senders)
 	r.foreignDrop = [2]bool{}
 	r.lost = true
 }
@@ -203,28 +205,44 @@ func (r *Recorder) LinkOwners() ([]string, error) {
 	return r.links.owners(), nil
 }
 
-// AddSources records owner's sources, taking over any other owner's of
-// the same address, as a backend does.
+// AddSources records owner's sources and claims their addresses, taking
+// over any other owner's claim on one, as a backend does.
 func (r *Recorder) AddSources(owner string, srcs []firewall.Source) error {
-	return change(r, "AddSources "+owner, owner, srcs, func() { r.sources.add(owner, srcs, sourceKeyOf) })
+	return change(r, "AddSources "+owner, owner, srcs, func() {
+		r.senders.add(owner, srcs, same)
+		for _, s := range srcs {
+			r.guarded.add(owner, []netip.Addr{s.Addr}, same)
+		}
+	})
 }
 
-// RemoveSources forgets owner's sources (all of them for nil srcs);
-// others' and missing ones are skipped.
-func (r *Recorder) RemoveSources(owner string, srcs []firewall.Source) error {
-	return change(r, "RemoveSources "+owner, owner, srcs, func() { r.sources.remove(owner, srcs, sourceKeyOf) })
+// RemoveSources forgets owner's sources srcs and claims on addrs (all of
+// them when both are nil); others' and missing ones are skipped.
+func (r *Recorder) RemoveSources(owner string, srcs []firewall.Source, addrs []netip.Addr) error {
+	return change(r, "RemoveSources "+owner, owner, srcs, func() {
+		if srcs == nil && addrs == nil {
+			r.senders.remove(owner, nil, same)
+			r.guarded.remove(owner, nil, same)
+			return
+		}
+		if len(srcs) > 0 {
+			r.senders.remove(owner, srcs, same)
+		}
+		if len(addrs) > 0 {
+			r.guarded.remove(owner, addrs, same)
+		}
+	})
 }
 
-// SourceOwners returns the owners of sources, sorted.
+// SourceOwners returns the owners of sources and claims, sorted.
 func (r *Recorder) SourceOwners() ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.sources.owners(), nil
+	return slices.Compact(slices.Sorted(slices.Values(append(r.senders.owners(), r.guarded.owners()...)))), nil
 }
 
-// sourceKeyOf identifies a source as the backends' guarded sets do: by
-// its address.
-func sourceKeyOf(s firewall.Source) netip.Addr { return s.Addr }
+// same is the key of an element that is its own key.
+func same[K comparable](k K) K { return k }
 
 // DropForeignForwarding records the family's drop.
 func (r *Recorder) DropForeignForwarding(v6 bool) error {
@@ -359,6 +377,7 @@ func (r *Recorder) Network(name string) (firewall.Network, bool) {
 //	network NAME bridge BR subnets A,B [masquerade] [icc] [internal] [routed]
 //	port OWNER NETWORK [HOSTIP:]HOSTPORT->CONTAINERIP:PORT/PROTO
 //	link OWNER NETWORK FROM->TO:PORT/PROTO
+//	claim OWNER ADDR
 //	source OWNER PORT=ADDR
 func (r *Recorder) String() string {
 	r.mu.Lock()
@@ -394,7 +413,10 @@ func (r *Recorder) String() string {
 	slices.Sort(links)
 	b.WriteString(strings.Join(links, ""))
 	var sources []string
-	for _, s := range r.sources {
+	for _, s := range r.guarded {
+		sources = append(sources, fmt.Sprintf("claim %s %s\n", s.owner, s.v))
+	}
+	for _, s := range r.senders {
 		sources = append(sources, fmt.Sprintf("source %s %s\n", s.owner, s.v))
 	}
 	slices.Sort(sources)

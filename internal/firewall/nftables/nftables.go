@@ -63,20 +63,39 @@
 //		}
 //	}
 //
-// and a second table, "bridge knit", whose one chain sees the frames a
-// bridge switches between its ports (the inet hooks see those only through
-// br_netfilter), for the RA guard (raGuardRules):
+// and a second table, "bridge knit", whose chains see the frames a bridge
+// switches between its ports (the inet hooks see those only through
+// br_netfilter), for the RA guard (raGuardRules) and the source guard
+// (sourceGuardRules; one container claims 10.99.0.2 for its port):
 //
 //	table bridge knit {
+//		set guarded4 {
+//			type ipv4_addr
+//			elements = { 10.99.0.2 comment "knit:owner=ID" }
+//		}
+//		set senders4 {
+//			type ifname . ipv4_addr
+//			elements = { "veth0a1b2c3" . 10.99.0.2 comment "knit:owner=ID" }
+//		}
+//		(guarded6, senders6)
+//
 //		chain ra-guard {
 //			type filter hook prerouting priority filter; policy accept;
 //			iifgroup 1802398068 icmpv6 type nd-router-advert drop comment "knit:base"
 //			iifgroup 1802398068 icmpv6 type nd-redirect drop comment "knit:base"
 //		}
+//
+//		chain source-guard {
+//			type filter hook prerouting priority filter; policy accept;
+//			iifgroup 1802398068 ip saddr @guarded4 iifname . ip saddr != @senders4 drop comment "knit:base"
+//			(the same for ip6 saddr, arp saddr ip, a neighbour advertisement's
+//			target; frames with a second VLAN tag dropped)
+//		}
 //	}
 //
-// Its chain is part of the base: found missing, it is a loss like the inet
-// table's. Chain names are unique across the two tables.
+// Its chains and sets are part of the base: found missing, it is a loss
+// like the inet table's. Chain and set names are unique across the two
+// tables.
 //
 // Invariants:
 //   - knit adds rules only to its own tables, whose base chains accept by
@@ -87,7 +106,7 @@
 //     turned forwarding on ("knit:foreign-forward*" tags).
 //   - Every rule and set element carries a comment: "knit:net=NAME" for a
 //     network's rules and its element of @bridges, "knit:base" for the
-//     shared rules, "knit:owner=ID" for a published port or a link (the
+//     shared rules, "knit:owner=ID" for a published port, a link or a claim on a source address (the
 //     owner lives in the element: adding or removing a mapping or link is
 //     one element operation, and Owners or LinkOwners one read). Removal
 //     and repair select by tag only, so they delete exactly what was added

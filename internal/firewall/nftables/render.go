@@ -127,21 +127,17 @@ func renderRule(r *nft.Rule) string {
 					continue
 				}
 			}
-			// In the bridge family the family check is meta protocol
-			// (ip, ip6) or the ether type (arp); nft leaves it out
-			// when a later payload match of the network header implies it.
+			// In the bridge family the family check is meta protocol;
+			// nft leaves it out when a later payload match of the
+			// network or transport header implies it. (The ether type,
+			// which an older knit's RA guard checked, is printed: its
+			// rules must not look like the ones that replace them.)
 			if fam, ok := bridgeFamily(op, e); ok {
 				proto = fam
-				if slices.ContainsFunc(r.Exprs[i+1:], isNetworkPayload) {
+				rest := r.Exprs[i+1:]
+				if slices.ContainsFunc(rest, isNetworkPayload) || fam == unix.NFPROTO_IPV6 && matchesICMPv6(rest) {
 					continue
 				}
-			}
-			// nft leaves out the ether type that a later match of the
-			// transport header implies (the bridge family's icmpv6).
-			if p, ok := op.what.(*expr.Payload); ok && p.Base == expr.PayloadBaseLLHeader && p.Offset == 12 && p.Len == 2 &&
-				e.Op == expr.CmpOpEq && string(e.Data) == string(binaryutil.BigEndian.PutUint16(unix.ETH_P_IPV6)) &&
-				slices.ContainsFunc(r.Exprs[i+1:], isTransportPayload) {
-				continue
 			}
 			words = append(words, renderCmp(op, e, proto))
 			// nft folds a protocol match into the port match after it:
@@ -222,6 +218,9 @@ func loadName(e expr.Any, proto byte) string {
 		if e.Base == expr.PayloadBaseTransportHeader && e.Offset == 0 && e.Len == 2 {
 			return "th sport"
 		}
+		if e.Base == expr.PayloadBaseTransportHeader { // as nft prints a raw one
+			return fmt.Sprintf("@th,%d,%d", 8*e.Offset, 8*e.Len)
+		}
 		if s, ok := renderAddrMatch(e, nil, make([]byte, e.Len), proto); ok {
 			return s[0]
 		}
@@ -229,19 +228,30 @@ func loadName(e expr.Any, proto byte) string {
 	return fmt.Sprintf("[%T]", e)
 }
 
-// bridgeFamily reports the family that an equality with meta protocol or
-// the ether type checks: NFPROTO_IPV4, NFPROTO_IPV6 or NFPROTO_ARP.
+// bridgeFamily reports the family that an equality with meta protocol
+// checks: NFPROTO_IPV4, NFPROTO_IPV6 or NFPROTO_ARP.
 func bridgeFamily(op operand, c *expr.Cmp) (byte, bool) {
 	if c.Op != expr.CmpOpEq || len(c.Data) != 2 || op.mask != nil {
 		return 0, false
 	}
-	m, isMeta := op.what.(*expr.Meta)
-	p, isPayload := op.what.(*expr.Payload)
-	if !(isMeta && m.Key == expr.MetaKeyPROTOCOL || isPayload && p.Base == expr.PayloadBaseLLHeader && p.Offset == 12 && p.Len == 2) {
+	if m, ok := op.what.(*expr.Meta); !ok || m.Key != expr.MetaKeyPROTOCOL {
 		return 0, false
 	}
 	fam, ok := map[uint16]byte{unix.ETH_P_IP: unix.NFPROTO_IPV4, unix.ETH_P_IPV6: unix.NFPROTO_IPV6, unix.ETH_P_ARP: unix.NFPROTO_ARP}[binary.BigEndian.Uint16(c.Data)]
 	return fam, ok
+}
+
+// matchesICMPv6 reports whether exprs compare the layer 4 protocol with
+// ICMPv6 (whose header an icmpv6 match then reads).
+func matchesICMPv6(exprs []expr.Any) bool {
+	for i := 0; i+1 < len(exprs); i++ {
+		m, ok := exprs[i].(*expr.Meta)
+		c, isCmp := exprs[i+1].(*expr.Cmp)
+		if ok && m.Key == expr.MetaKeyL4PROTO && isCmp && c.Op == expr.CmpOpEq && string(c.Data) == string([]byte{unix.IPPROTO_ICMPV6}) {
+			return true
+		}
+	}
+	return false
 }
 
 func isNetworkPayload(e expr.Any) bool {
@@ -255,7 +265,11 @@ func isTransportPayload(e expr.Any) bool {
 }
 
 // icmpv6Types are the names nft gives the ICMPv6 types knit's rules match.
-var icmpv6Types = map[byte]string{icmpv6RouterAdvert: "nd-router-advert", icmpv6Redirect: "nd-redirect"}
+var icmpv6Types = map[byte]string{icmpv6RouterAdvert: "nd-router-advert", icmpv6NeighborAdvert: "nd-neighbor-advert", icmpv6Redirect: "nd-redirect"}
+
+// etherTypes are the names nft gives the ether types knit's rules match.
+var etherTypes = map[uint16]string{unix.ETH_P_IP: "ip", unix.ETH_P_IPV6: "ip6", unix.ETH_P_ARP: "arp",
+	unix.ETH_P_8021Q: "8021q", unix.ETH_P_8021AD: "8021ad"}
 
 // protoNames are the names nft gives the layer 4 protocols knit's rules
 // compare with.
@@ -293,6 +307,10 @@ func renderCmp(op operand, c *expr.Cmp, proto byte) string {
 		case expr.MetaKeyL4PROTO:
 			if name, ok := protoNames[c.Data[0]]; ok && len(c.Data) == 1 {
 				return fmt.Sprintf("meta l4proto %s%s", rel, name)
+			}
+		case expr.MetaKeyPROTOCOL:
+			if name, ok := etherTypes[binary.BigEndian.Uint16(c.Data)]; ok && len(c.Data) == 2 {
+				return fmt.Sprintf("meta protocol %s%s", rel, name)
 			}
 		}
 	case *expr.Payload:

@@ -170,10 +170,10 @@ func raGuardRules() []*nft.Rule {
 		rules = append(rules, tagged(raGuardChain, tagBase, []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyIIFGROUP, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(firewall.PortGroup)},
-			// icmpv6's dependencies, as nft writes them: the frame's
-			// ether type, then the layer 4 protocol.
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(unix.ETH_P_IPV6)},
+		}, metaProtocol(unix.ETH_P_IPV6), []expr.Any{
+			// icmpv6's dependencies: the protocol, past a VLAN tag
+			// (nft's own, the ether type, reads the tag: a tagged
+			// advertisement would pass), then the layer 4 protocol.
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
@@ -185,8 +185,9 @@ func raGuardRules() []*nft.Rule {
 
 // ICMPv6 message types (RFC 4861) the RA guard drops.
 const (
-	icmpv6RouterAdvert = 134
-	icmpv6Redirect     = 137
+	icmpv6RouterAdvert   = 134
+	icmpv6NeighborAdvert = 136 // the source guard's (sourceGuardRules)
+	icmpv6Redirect       = 137
 )
 
 // networkRules returns the rules that express n, in the order they are

@@ -310,6 +310,9 @@ table bridge knit {
 		iifgroup 1802398068 ip saddr @guarded4 iifname . ip saddr != @senders4 drop comment "knit:base"
 		iifgroup 1802398068 ip6 saddr @guarded6 iifname . ip6 saddr != @senders6 drop comment "knit:base"
 		iifgroup 1802398068 arp saddr ip @guarded4 iifname . arp saddr ip != @senders4 drop comment "knit:base"
+		iifgroup 1802398068 icmpv6 type nd-neighbor-advert @th,64,128 @guarded6 iifname . @th,64,128 != @senders6 drop comment "knit:base"
+		iifgroup 1802398068 meta protocol 8021q drop comment "knit:base"
+		iifgroup 1802398068 meta protocol 8021ad drop comment "knit:base"
 	}
 }
 `
@@ -367,8 +370,9 @@ drop comment "knit:foreign-forward"`
 }
 
 // The RA guard's rules render as nft prints them, and a tampered one does
-// not render as the wanted (the repair compares renderings): the ether
-// type is left out only when it is IPv6's.
+// not render as the wanted (the repair compares renderings): the protocol
+// is left out only when it is IPv6's, and an older knit's ether type
+// check is printed.
 func TestRenderRAGuard(t *testing.T) {
 	rules := raGuardRules()
 	for i, want := range []string{
@@ -384,6 +388,12 @@ func TestRenderRAGuard(t *testing.T) {
 	tampered.Exprs[3] = &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(unix.ETH_P_IP)}
 	if got := renderRule(&tampered); got == renderRule(rules[0]) {
 		t.Errorf("a guard that matches IPv4 frames renders as the wanted one: %s", got)
+	}
+	old := *rules[0]
+	old.Exprs = slices.Clone(rules[0].Exprs)
+	old.Exprs[2] = &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2}
+	if got := renderRule(&old); got == renderRule(rules[0]) {
+		t.Errorf("an older knit's guard, which reads the ether type, renders as the wanted one: %s", got)
 	}
 	if got := chainHeader(raGuardChain); got != "type filter hook prerouting priority filter; policy accept;" {
 		t.Errorf("ra-guard's header: %s", got)

@@ -2,6 +2,7 @@ package nftables
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 
 	nft "github.com/google/nftables"
@@ -63,47 +64,63 @@ func setTable(name string) *nft.Table {
 }
 
 // sourceGuardRules drop what a container's port sends with an address
-// another port claims: IPv4 and IPv6 packets by their source, ARP by its
-// sender address (which would poison the host's and the neighbours'
-// caches with the forger's MAC, and take the replies). The group comes
-// first: frames of other ports leave the chain at once. An address no
-// port claims passes.
+// another container claims: IPv4 and IPv6 packets by their source, ARP by
+// its sender address and neighbour advertisements by their target (which
+// would point the host's and the neighbours' caches at the forger, and
+// the replies with them). The group comes first: frames of other ports
+// leave the chain at once. An address no container claims passes. The
+// family checks are meta protocol, which the kernel reads past an 802.1Q
+// tag (it takes one off before the bridge sees the frame); a frame with
+// a second tag, which the host would take off as well, is dropped.
 //
 //	iifgroup 1802398068 ip saddr @guarded4 iifname . ip saddr != @senders4 drop comment "knit:base"
 //	iifgroup 1802398068 ip6 saddr @guarded6 iifname . ip6 saddr != @senders6 drop comment "knit:base"
 //	iifgroup 1802398068 arp saddr ip @guarded4 iifname . arp saddr ip != @senders4 drop comment "knit:base"
+//	iifgroup 1802398068 icmpv6 type nd-neighbor-advert @th,64,128 @guarded6 iifname . @th,64,128 != @senders6 drop comment "knit:base"
+//	iifgroup 1802398068 meta protocol vlan drop comment "knit:base"
+//	iifgroup 1802398068 meta protocol 8021ad drop comment "knit:base"
 func sourceGuardRules() []*nft.Rule {
 	group := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyIIFGROUP, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(firewall.PortGroup)},
 	}
-	// The dependency of each, as nft writes it: meta protocol for ip and
-	// ip6, the ether type for arp.
-	proto := func(p uint16) []expr.Any {
-		return []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(p)},
-		}
-	}
-	ether := []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(unix.ETH_P_ARP)},
-	}
-	guard := func(dep []expr.Any, offset, size uint32, guarded, senders string) *nft.Rule {
-		return tagged(sourceGuardChain, tagBase, group, dep, []expr.Any{
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: size},
+	guard := func(proto uint16, base expr.PayloadBase, offset, size uint32, guarded, senders string, dep ...expr.Any) *nft.Rule {
+		return tagged(sourceGuardChain, tagBase, group, metaProtocol(proto), dep, []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: base, Offset: offset, Len: size},
 			&expr.Lookup{SourceRegister: 1, SetName: guarded},
 			// The key: the port's name fills register 1, the address
 			// follows in register 2.
 			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-			&expr.Payload{DestRegister: 2, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: size},
+			&expr.Payload{DestRegister: 2, Base: base, Offset: offset, Len: size},
 			&expr.Lookup{SourceRegister: 1, SetName: senders, Invert: true},
 		}, verdict(expr.VerdictDrop))
 	}
-	return []*nft.Rule{
-		guard(proto(unix.ETH_P_IP), 12, 4, setGuarded4, setSenders4),
-		guard(proto(unix.ETH_P_IPV6), 8, 16, setGuarded6, setSenders6),
-		guard(ether, 14, 4, setGuarded4, setSenders4), // the ARP sender's protocol address
+	rules := []*nft.Rule{
+		guard(unix.ETH_P_IP, expr.PayloadBaseNetworkHeader, 12, 4, setGuarded4, setSenders4),
+		guard(unix.ETH_P_IPV6, expr.PayloadBaseNetworkHeader, 8, 16, setGuarded6, setSenders6),
+		// the ARP sender's protocol address
+		guard(unix.ETH_P_ARP, expr.PayloadBaseNetworkHeader, 14, 4, setGuarded4, setSenders4),
+		// the neighbour advertisement's target address
+		guard(unix.ETH_P_IPV6, expr.PayloadBaseTransportHeader, 8, 16, setGuarded6, setSenders6,
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{icmpv6NeighborAdvert}}),
+	}
+	for _, tag := range []uint16{unix.ETH_P_8021Q, unix.ETH_P_8021AD} {
+		rules = append(rules, tagged(sourceGuardChain, tagBase, group, metaProtocol(tag), verdict(expr.VerdictDrop)))
+	}
+	return rules
+}
+
+// metaProtocol matches the frame's protocol (its ether type, past one
+// VLAN tag).
+//
+//	meta protocol ip
+func metaProtocol(p uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(p)},
 	}
 }
 
@@ -119,7 +136,7 @@ func sourceGuardRules() []*nft.Rule {
 // nft add element bridge knit senders4 { "veth0a1b2c3" . 10.99.0.2 comment
 // "knit:owner=ID" } (guarded6, senders6 for IPv6)
 func (f *Firewall) AddSources(owner string, srcs []firewall.Source) error {
-	want, err := sourceElems(owner, srcs)
+	want, err := sourceElems(owner, srcs, true)
 	if err != nil {
 		return err
 	}
@@ -129,20 +146,27 @@ func (f *Firewall) AddSources(owner string, srcs []firewall.Source) error {
 	return nil
 }
 
-// RemoveSources deletes owner's elements for srcs (every one of owner's
-// when srcs is nil, for a prune), in one batch; elements missing or held
-// by another owner are skipped. With srcs given, only their keys are
-// looked up.
+// RemoveSources deletes owner's elements for srcs (their pairs) and
+// addrs (their claims), every one of owner's when both are nil, for a
+// prune, in one batch; elements missing or held by another owner are
+// skipped. Otherwise only their keys are looked up.
 //
-// Equivalent to: nft get element bridge knit guarded4 { 10.99.0.2 } (for
-// its owner); nft delete element bridge knit guarded4 { 10.99.0.2 } (and
-// its pair in senders4)
-func (f *Firewall) RemoveSources(owner string, srcs []firewall.Source) error {
-	want, err := sourceElems(owner, srcs)
+// Equivalent to: nft get element bridge knit senders4 { "veth0a1b2c3" .
+// 10.99.0.2 } (for its owner); nft delete element bridge knit senders4 {
+// "veth0a1b2c3" . 10.99.0.2 }; the same for guarded4 { 10.99.0.2 }
+func (f *Firewall) RemoveSources(owner string, srcs []firewall.Source, addrs []netip.Addr) error {
+	want, err := sourceElems(owner, srcs, false)
 	if err != nil {
 		return err
 	}
-	if err := f.elemsRemove(owner, want, srcs == nil, sourceSets); err != nil {
+	for _, a := range addrs {
+		s := firewall.Source{Port: "-", Addr: a}
+		if err := s.Validate(); err != nil {
+			return err
+		}
+		want = append(want, guardedElem(owner, a))
+	}
+	if err := f.elemsRemove(owner, want, srcs == nil && addrs == nil, sourceSets); err != nil {
 		return fmt.Errorf("release sources of %s: %w", owner, err)
 	}
 	return nil
@@ -159,28 +183,40 @@ func (f *Firewall) SourceOwners() ([]string, error) {
 	return cur.owners(sourceSets), nil
 }
 
-// sourceElems validates the sources and turns them into set elements: a
-// guarded address and its sender pair each, once per distinct key.
-func sourceElems(owner string, srcs []firewall.Source) ([]ownedElem, error) {
+// sourceElems validates the sources and turns them into set elements:
+// each pair, and with claims a claim on each address, once per distinct
+// key.
+func sourceElems(owner string, srcs []firewall.Source, claims bool) ([]ownedElem, error) {
 	if err := firewall.ValidateOwner(owner); err != nil {
 		return nil, err
 	}
 	var out []ownedElem
-	add := func(set string, key []byte) {
-		if !slices.ContainsFunc(out, func(o ownedElem) bool { return o.set == set && string(o.Key) == string(key) }) {
-			out = append(out, ownedElem{set: set, SetElement: nft.SetElement{Key: key, Comment: ownerTag(owner)}})
+	add := func(e ownedElem) {
+		if !slices.ContainsFunc(out, func(o ownedElem) bool { return o.set == e.set && string(o.Key) == string(e.Key) }) {
+			out = append(out, e)
 		}
 	}
 	for _, s := range srcs {
 		if err := s.Validate(); err != nil {
 			return nil, err
 		}
-		guarded, senders := setGuarded4, setSenders4
-		if s.Addr.Is6() {
-			guarded, senders = setGuarded6, setSenders6
+		if claims {
+			add(guardedElem(owner, s.Addr))
 		}
-		add(guarded, s.Addr.AsSlice())
-		add(senders, append(ifnameKey(s.Port), s.Addr.AsSlice()...))
+		senders := setSenders4
+		if s.Addr.Is6() {
+			senders = setSenders6
+		}
+		add(ownedElem{set: senders, SetElement: nft.SetElement{Key: append(ifnameKey(s.Port), s.Addr.AsSlice()...), Comment: ownerTag(owner)}})
 	}
 	return out, nil
+}
+
+// guardedElem is owner's claim on addr.
+func guardedElem(owner string, addr netip.Addr) ownedElem {
+	set := setGuarded4
+	if addr.Is6() {
+		set = setGuarded6
+	}
+	return ownedElem{set: set, SetElement: nft.SetElement{Key: addr.AsSlice(), Comment: ownerTag(owner)}}
 }
