@@ -504,6 +504,15 @@ func (e *Engine) finishDisconnect(c *Container, network string, n *Network, want
 	if err != nil {
 		return err
 	}
+	if i >= 0 {
+		// Again, now that nothing reads the endpoint any more: a claim put
+		// back since leave (a restore's, a connect's), or none released
+		// at all (force, over a Leave that failed), would let the port
+		// still send from the address once another container holds it.
+		if err := e.releaseEndpoint(c.ID, c.Endpoints, c.Endpoints[i]); err != nil && !force {
+			return &afterDrop{err}
+		}
+	}
 	keep := false // routes there already are kept
 	if i < 0 {
 		// Dropped by the disconnect that died, which may not have moved

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/netns"
@@ -12,8 +13,19 @@ import (
 // endpoints are eps: each of its ports may send from each of its
 // addresses (a reply to a connection made to one network's address may
 // leave through another's default route), and no other container's port
-// from any. Endpoints whose port no record names yet have none.
+// from any. None while a record does not name every port (a setup under
+// way; a container an older knit started detached): a claim on an
+// address whose own port is unknown would drop that port's traffic.
 func claimsOf(eps []Endpoint) []firewall.Source {
+	if slices.ContainsFunc(eps, func(ep Endpoint) bool { return ep.HostIf == "" }) {
+		return nil
+	}
+	return pairsOf(eps)
+}
+
+// pairsOf are the sources of eps's named ports, each with each address of
+// eps: what claimsOf claims, or may have claimed, for them.
+func pairsOf(eps []Endpoint) []firewall.Source {
 	var srcs []firewall.Source
 	for _, p := range eps {
 		if p.HostIf == "" {
@@ -76,11 +88,13 @@ func (e *Engine) release(fw firewall.Firewall, owner string, eps []Endpoint) err
 }
 
 // releaseEndpoint releases what a container with endpoints eps claimed
-// for leaving, one of them: its addresses, and its port's leave to send
-// from the others'. Nothing, when no record names its port (nothing was
-// claimed for it: connect claims once the port is recorded).
+// for leaving, one of them: its addresses, the others' ports' leave to
+// send from them, and its port's leave to send from the others'. (A port
+// no record names yet, a connect's under way, had none.) Idempotent: it
+// is done again once the endpoint is dropped, so that a claim put back
+// meanwhile (a restore, a connect's) goes too.
 func (e *Engine) releaseEndpoint(owner string, eps []Endpoint, leaving Endpoint) error {
-	if e.fw == nil || leaving.HostIf == "" {
+	if e.fw == nil {
 		return nil
 	}
 	var others []Endpoint
@@ -90,14 +104,17 @@ func (e *Engine) releaseEndpoint(owner string, eps []Endpoint, leaving Endpoint)
 		}
 	}
 	kept := map[firewall.Source]bool{}
-	for _, s := range claimsOf(others) {
+	for _, s := range pairsOf(others) {
 		kept[s] = true
 	}
 	var srcs []firewall.Source
-	for _, s := range claimsOf(append(others, leaving)) {
+	for _, s := range pairsOf(append(others, leaving)) {
 		if !kept[s] {
 			srcs = append(srcs, s)
 		}
+	}
+	if len(srcs) == 0 && len(leaving.Addrs) == 0 {
+		return nil
 	}
 	if err := e.fw.RemoveSources(owner, srcs, addrsOf([]Endpoint{leaving})); err != nil {
 		return fmt.Errorf("release source addresses: %w", err)

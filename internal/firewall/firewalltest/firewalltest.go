@@ -219,6 +219,11 @@ func (r *Recorder) AddSources(owner string, srcs []firewall.Source) error {
 // RemoveSources forgets owner's sources srcs and claims on addrs (all of
 // them when both are nil); others' and missing ones are skipped.
 func (r *Recorder) RemoveSources(owner string, srcs []firewall.Source, addrs []netip.Addr) error {
+	for _, a := range addrs {
+		if err := (firewall.Source{Port: "-", Addr: a}).Validate(); err != nil {
+			return err
+		}
+	}
 	return change(r, "RemoveSources "+owner, owner, srcs, func() {
 		if srcs == nil && addrs == nil {
 			r.senders.remove(owner, nil, same)

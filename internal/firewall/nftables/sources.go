@@ -77,7 +77,7 @@ func setTable(name string) *nft.Table {
 //	iifgroup 1802398068 ip6 saddr @guarded6 iifname . ip6 saddr != @senders6 drop comment "knit:base"
 //	iifgroup 1802398068 arp saddr ip @guarded4 iifname . arp saddr ip != @senders4 drop comment "knit:base"
 //	iifgroup 1802398068 icmpv6 type nd-neighbor-advert @th,64,128 @guarded6 iifname . @th,64,128 != @senders6 drop comment "knit:base"
-//	iifgroup 1802398068 meta protocol vlan drop comment "knit:base"
+//	iifgroup 1802398068 meta protocol 8021q drop comment "knit:base"
 //	iifgroup 1802398068 meta protocol 8021ad drop comment "knit:base"
 func sourceGuardRules() []*nft.Rule {
 	group := []expr.Any{

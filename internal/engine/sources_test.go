@@ -1,0 +1,74 @@
+package engine
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/knit-dev/knit/internal/driver"
+	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/firewall/firewalltest"
+)
+
+func endpoint(network, port string, addrs ...string) Endpoint {
+	ep := Endpoint{Network: network, Endpoint: driver.Endpoint{HostIf: port}}
+	for _, a := range addrs {
+		ep.Addrs = append(ep.Addrs, netip.MustParsePrefix(a))
+	}
+	return ep
+}
+
+// Each port of a container may send from each of its addresses, and a
+// record that does not name every port claims nothing (its unnamed
+// port's own traffic would be dropped).
+func TestClaimsOf(t *testing.T) {
+	a := endpoint("front", "vetha", "10.81.0.2/24", "fd00:81::2/64")
+	b := endpoint("back", "vethb", "10.82.0.2/24")
+	src := func(port, addr string) firewall.Source {
+		return firewall.Source{Port: port, Addr: netip.MustParseAddr(addr)}
+	}
+	got := claimsOf([]Endpoint{a, b})
+	want := []firewall.Source{src("vetha", "10.81.0.2"), src("vetha", "fd00:81::2"), src("vetha", "10.82.0.2"),
+		src("vethb", "10.81.0.2"), src("vethb", "fd00:81::2"), src("vethb", "10.82.0.2")}
+	if !slices.Equal(got, want) {
+		t.Errorf("claimsOf = %v, want %v", got, want)
+	}
+	unnamed := endpoint("back", "", "10.82.0.2/24")
+	if got := claimsOf([]Endpoint{a, unnamed}); got != nil {
+		t.Errorf("claimsOf with an unnamed port = %v, want none", got)
+	}
+	if got := pairsOf([]Endpoint{a, unnamed}); len(got) != 3 {
+		t.Errorf("pairsOf with an unnamed port = %v, want the named port's three", got)
+	}
+}
+
+// Leaving one network releases its address and every pair with its port
+// or its address, and keeps the rest: after it, the container's claims
+// are those of its remaining endpoint alone.
+func TestReleaseEndpoint(t *testing.T) {
+	fw := firewalltest.New()
+	e := &Engine{fw: fw}
+	a := endpoint("front", "vetha", "10.81.0.2/24")
+	b := endpoint("back", "vethb", "10.82.0.2/24")
+	if err := e.claim(fw, "c1", []Endpoint{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.releaseEndpoint("c1", []Endpoint{a, b}, b); err != nil {
+		t.Fatal(err)
+	}
+	want := firewalltest.New()
+	if err := want.AddSources("c1", claimsOf([]Endpoint{a})); err != nil {
+		t.Fatal(err)
+	}
+	if fw.String() != want.String() {
+		t.Errorf("after leaving back:\n%s\nwant:\n%s", fw, want)
+	}
+	// Once more (after the drop), and with the endpoint gone from the
+	// list: nothing else goes.
+	if err := e.releaseEndpoint("c1", []Endpoint{a}, b); err != nil {
+		t.Fatal(err)
+	}
+	if fw.String() != want.String() {
+		t.Errorf("after releasing again:\n%s\nwant:\n%s", fw, want)
+	}
+}
