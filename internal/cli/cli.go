@@ -82,6 +82,9 @@ func Run(args []string, env Env) int {
 	root.SetOut(env.Out)
 	root.SetErr(env.Err)
 	err := root.Execute()
+	if a.eng != nil {
+		a.eng.Linger()
+	}
 	var ee exitError
 	var se statusError
 	switch {

@@ -70,6 +70,9 @@ func Main(env Env) (status int) {
 			status = 1
 		}
 	}()
+	// After the result is written: the runtime reads it until the
+	// plugin exits.
+	defer p.linger()
 	if err := p.run(); err != nil {
 		writeError(env.Stdout, err, p.version)
 		return 1
@@ -81,6 +84,15 @@ type plugin struct {
 	env     Env
 	inv     Invocation
 	version string // of the configuration, once known; errors are given in it
+	eng     Engine // once built
+}
+
+// linger lets the plugin exit without waiting for the kernel to free what
+// its firewall batches deleted (engine.Engine.Linger).
+func (p *plugin) linger() {
+	if l, ok := p.eng.(interface{ Linger() }); ok {
+		l.Linger()
+	}
 }
 
 func (p *plugin) run() *Error {
@@ -197,6 +209,7 @@ func (p *plugin) engine(c *BaseConf) (Engine, *Error) {
 	if err != nil {
 		return nil, engineError("cannot start knit", err)
 	}
+	p.eng = e
 	return e, nil
 }
 

@@ -163,4 +163,8 @@ type Driver interface {
 	Strays(n *Network, keep func(hostIf, containerID string) bool) ([]string, error)
 	// RemoveLink deletes one host-side link by name (used by prune).
 	RemoveLink(name string) error
+	// PortName is the host-side link name Join gives ep unless another
+	// link holds it ("" for a driver that makes none): what a teardown
+	// keys on when no record kept the name Join chose.
+	PortName(ep *Endpoint) string
 }

@@ -33,6 +33,7 @@ func (d *leaveRecorder) DeleteNetwork(n *driver.Network) error {
 }
 func (d *leaveRecorder) Join(*driver.Network, *driver.Endpoint, driver.Sandbox) error { return nil }
 func (d *leaveRecorder) RemoveLink(string) error                                      { return nil }
+func (d *leaveRecorder) PortName(*driver.Endpoint) string                             { return "" }
 func (d *leaveRecorder) Strays(*driver.Network, func(string, string) bool) ([]string, error) {
 	return nil, nil
 }

@@ -151,3 +151,16 @@ func (e *Engine) driverFor(n *Network) (driver.Driver, error) {
 	}
 	return d, nil
 }
+
+// Linger lets the process exit without waiting for the kernel to free
+// what its firewall batches deleted (nftables.Firewall.Linger): for a
+// command's last step.
+func (e *Engine) Linger() {
+	fw := e.fw
+	if l, ok := fw.(*lockedFirewall); ok {
+		fw = l.fw
+	}
+	if l, ok := fw.(interface{ Linger() }); ok {
+		l.Linger()
+	}
+}

@@ -229,6 +229,14 @@ func (l *lockedFirewall) RemoveSources(owner string, s []firewall.Source, a []ne
 	return l.do(func() error { return l.fw.RemoveSources(owner, s, a) })
 }
 
+func (l *lockedFirewall) AddPortsAndSources(owner string, p []firewall.PortMapping, s []firewall.Source) error {
+	return l.do(func() error { return l.fw.AddPortsAndSources(owner, p, s) })
+}
+
+func (l *lockedFirewall) RemovePortsAndSources(owner string, p []firewall.PortMapping, s []firewall.Source, a []netip.Addr) error {
+	return l.do(func() error { return l.fw.RemovePortsAndSources(owner, p, s, a) })
+}
+
 func (l *lockedFirewall) SourceOwners() ([]string, error) { return l.fw.SourceOwners() }
 
 func (l *lockedFirewall) Owners() ([]string, error)     { return l.fw.Owners() }

@@ -327,6 +327,22 @@ func (e *Engine) publish(c *Container) error {
 	return forgetDatagramFlows(c.Ports)
 }
 
+// publishAndClaim is publish, with the claims on c's addresses (its
+// endpoints name their ports) in the same batch.
+func (e *Engine) publishAndClaim(c *Container) error {
+	var srcs []firewall.Source
+	if c.OwnsNetns {
+		srcs = claimsOf(c.Endpoints)
+	}
+	if len(srcs) == 0 || e.fw == nil {
+		return e.publish(c)
+	}
+	if err := e.fw.AddPortsAndSources(c.ID, c.Ports, srcs); err != nil {
+		return fmt.Errorf("publish ports and claim source addresses: %w", err)
+	}
+	return forgetDatagramFlows(c.Ports)
+}
+
 // forgetDatagramFlows deletes the conntrack entries of the UDP and SCTP
 // host ports of ports, so that flows seen before a (un)publish do not keep
 // the translation of their first packet. TCP needs none: a new connection

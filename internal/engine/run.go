@@ -330,13 +330,15 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 	// reservation chose: they are made while the links are, from a copy of
 	// the record (Join sets HostIf). One goroutine does them in turn: with
 	// the links' it keeps two busy, which two CPUs run at once.
+	// The claims on the container's addresses too, under the names Join
+	// will give its ports (unless another link holds one: checked after).
 	published, written := make(chan error, 1), make(chan error, 1)
 	snap := *c
-	snap.Endpoints = slices.Clone(c.Endpoints)
+	snap.Endpoints = e.portsNamed(c.Endpoints, plan.networks)
 	side.Add(1)
 	go func() {
 		defer side.Done()
-		published <- e.publish(&snap)
+		published <- e.publishAndClaim(&snap)
 		if snap.OwnsNetns {
 			e.linkNetns(&snap)
 		}
@@ -351,6 +353,9 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 		return c, perr
 	case werr != nil:
 		return c, fmt.Errorf("write /etc files: %w", werr)
+	}
+	if err := e.claimRenamed(c, snap.Endpoints); err != nil {
+		return c, err
 	}
 	if err := e.applyLinks(c); err != nil {
 		return c, err

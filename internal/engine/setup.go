@@ -506,7 +506,7 @@ func (e *Engine) setupNetwork(c *Container, p *plan, h *link.Handle) error {
 			return err
 		}
 	}
-	return e.claim(e.fw, c.ID, c.Endpoints)
+	return nil
 }
 
 // join connects one endpoint through its network's driver.
@@ -571,13 +571,14 @@ func (e *Engine) teardownKernel(c *Container) error {
 	// The ports go after the namespace: a restore of the firewall (after a
 	// flush) puts back the ports of containers whose namespace is still
 	// there, so one that ran before this finds the namespace and its
-	// elements go now, and one after finds it gone.
-	if firewall {
-		if err := e.unpublish(c); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	// elements go now, and one after finds it gone. The claims on its
+	// addresses go with them, once no link holds the addresses (below).
 	if nsErr != nil {
+		if firewall {
+			if err := e.unpublish(c); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		return errors.Join(append(errs, nsErr)...)
 	}
 	// A container that joined this namespace keeps it alive after the
@@ -587,6 +588,12 @@ func (e *Engine) teardownKernel(c *Container) error {
 	if j, err := e.joiner(c); err != nil || j != nil {
 		gone = false
 	}
+	// The claims are keyed by port names: a record that does not have
+	// one (a container created and never started) has the name Join
+	// gives when no other link holds it. (Were it another, its claims
+	// stay until a prune: its port is gone, and its address is taken
+	// over by whoever gets it next.)
+	named := slices.Clone(c.Endpoints)
 	for i := range c.Endpoints {
 		ep := &c.Endpoints[i]
 		n, err := e.lookupNetwork(ep.Network)
@@ -598,16 +605,22 @@ func (e *Engine) teardownKernel(c *Container) error {
 			d, err = e.driverFor(n)
 		}
 		if err == nil {
+			if named[i].HostIf == "" {
+				named[i].HostIf = d.PortName(&ep.Endpoint)
+			}
 			err = d.Leave(&n.Network, &ep.Endpoint, driver.Sandbox{NetnsPath: c.Netns}, driver.LeaveOptions{SandboxGone: gone})
 		}
 		errs = append(errs, err)
 	}
+	if !firewall {
+		return errors.Join(errs...)
+	}
 	// The claims on the addresses go once no link holds them (the
 	// addresses themselves are released after this, unless it failed).
-	if err := errors.Join(errs...); err != nil || !firewall {
-		return err
+	if errors.Join(errs...) != nil {
+		return errors.Join(append(errs, e.unpublish(c))...)
 	}
-	return e.release(e.fw, c.ID, c.Endpoints)
+	return e.unpublishAndRelease(c, named)
 }
 
 // removeLinksAndNetns removes the container's link elements and deletes

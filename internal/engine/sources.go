@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -137,4 +138,66 @@ func (e *Engine) reclaim(id string) error {
 		}
 		return e.claim(fw, c.ID, c.Endpoints)
 	})
+}
+
+// portsNamed returns a copy of eps (on nets, in order) with the names
+// their drivers' Join gives their ports unless another link holds one:
+// a run claims its addresses under them while Join makes the links.
+func (e *Engine) portsNamed(eps []Endpoint, nets []*Network) []Endpoint {
+	named := slices.Clone(eps)
+	for i := range named {
+		if named[i].HostIf != "" || i >= len(nets) {
+			continue
+		}
+		if d, err := e.driverFor(nets[i]); err == nil {
+			named[i].HostIf = d.PortName(&named[i].Endpoint)
+		}
+	}
+	return named
+}
+
+// claimRenamed claims c's addresses again when Join named a port other
+// than claimed (another link held the name): the claims under the name
+// that was not given go, which the port of whoever holds it must not
+// keep.
+func (e *Engine) claimRenamed(c *Container, claimed []Endpoint) error {
+	if !c.OwnsNetns || slices.EqualFunc(c.Endpoints, claimed, func(a, b Endpoint) bool { return a.HostIf == b.HostIf }) {
+		return nil
+	}
+	if err := e.claim(e.fw, c.ID, c.Endpoints); err != nil {
+		return err
+	}
+	given := map[firewall.Source]bool{}
+	for _, s := range claimsOf(c.Endpoints) {
+		given[s] = true
+	}
+	var wrong []firewall.Source
+	for _, s := range claimsOf(claimed) {
+		if !given[s] {
+			wrong = append(wrong, s)
+		}
+	}
+	if len(wrong) == 0 || e.fw == nil {
+		return nil
+	}
+	if err := e.fw.RemoveSources(c.ID, wrong, nil); err != nil {
+		return fmt.Errorf("release source addresses: %w", err)
+	}
+	return nil
+}
+
+// unpublishAndRelease is unpublish, with the release of c's claims (its
+// endpoints eps, with their ports' names) in the same batch; release's
+// read of every claim when a port has no name.
+func (e *Engine) unpublishAndRelease(c *Container, eps []Endpoint) error {
+	if e.fw == nil || len(eps) == 0 {
+		return e.unpublish(c)
+	}
+	if slices.ContainsFunc(eps, func(ep Endpoint) bool { return ep.HostIf == "" }) {
+		return errors.Join(e.unpublish(c), e.release(e.fw, c.ID, eps))
+	}
+	if err := e.fw.RemovePortsAndSources(c.ID, c.Ports, claimsOf(eps), addrsOf(eps)); err != nil {
+		return fmt.Errorf("unpublish ports and release source addresses: %w", err)
+	}
+	return forgetDatagramFlows(c.Ports)
 }

@@ -72,3 +72,30 @@ func TestReleaseEndpoint(t *testing.T) {
 		t.Errorf("after releasing again:\n%s\nwant:\n%s", fw, want)
 	}
 }
+
+// A run claims under the names Join gives when no other link holds them;
+// when Join gave another, the claims move to it, and none stays under
+// the name not given (another container's port may hold it).
+func TestClaimRenamed(t *testing.T) {
+	fw := firewalltest.New()
+	e := &Engine{fw: fw}
+	claimed := []Endpoint{endpoint("front", "vethaaaa", "10.81.0.2/24")}
+	if err := e.claim(fw, "c1", claimed); err != nil {
+		t.Fatal(err)
+	}
+	c := &Container{ID: "c1", OwnsNetns: true, Endpoints: []Endpoint{endpoint("front", "vethbbbb", "10.81.0.2/24")}}
+	if err := e.claimRenamed(c, claimed); err != nil {
+		t.Fatal(err)
+	}
+	want := firewalltest.New()
+	if err := want.AddSources("c1", claimsOf(c.Endpoints)); err != nil {
+		t.Fatal(err)
+	}
+	if fw.String() != want.String() {
+		t.Errorf("after the rename:\n%s\nwant:\n%s", fw, want)
+	}
+	calls := len(fw.Calls())
+	if err := e.claimRenamed(c, c.Endpoints); err != nil || len(fw.Calls()) != calls {
+		t.Errorf("claimRenamed with the names given: %v, calls %v", err, fw.Calls()[calls:])
+	}
+}

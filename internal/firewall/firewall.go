@@ -233,6 +233,13 @@ type Firewall interface {
 	// nil for both releases every claim of owner's, for a prune. Those
 	// missing, or another owner's, are skipped. Idempotent.
 	RemoveSources(owner string, srcs []Source, addrs []netip.Addr) error
+	// AddPortsAndSources is AddPorts and AddSources of one owner in ONE
+	// atomic batch: a container's attach.
+	AddPortsAndSources(owner string, ports []PortMapping, srcs []Source) error
+	// RemovePortsAndSources is RemovePorts of ports and RemoveSources of
+	// srcs and addrs in ONE atomic batch, for the keys given only (nil is
+	// none of a kind): a container's detach.
+	RemovePortsAndSources(owner string, ports []PortMapping, srcs []Source, addrs []netip.Addr) error
 	// SourceOwners returns the owners that claim sources, sorted, so that
 	// a prune can release those of containers that no longer exist.
 	SourceOwners() ([]string, error)

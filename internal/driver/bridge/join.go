@@ -93,6 +93,9 @@ func hostIfName(ep *driver.Endpoint, attempt int) string {
 	return "veth" + hex.EncodeToString(sum[:4])[:7]
 }
 
+// PortName is ep's host-side name when no other link holds it.
+func (d *Driver) PortName(ep *driver.Endpoint) string { return hostIfName(ep, 0) }
+
 // addVeth creates v under ep's host-side name, trying the next derived
 // name when another container's link holds it, and returns the name.
 func addVeth(h *link.Handle, ep *driver.Endpoint, v link.Veth) (name string, index int, err error) {

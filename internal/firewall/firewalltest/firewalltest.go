@@ -239,6 +239,49 @@ func (r *Recorder) RemoveSources(owner string, srcs []firewall.Source, addrs []n
 	})
 }
 
+// AddPortsAndSources is AddPorts and AddSources in one call: it fails
+// (FailOn("AddPortsAndSources OWNER")) or changes both.
+func (r *Recorder) AddPortsAndSources(owner string, ports []firewall.PortMapping, srcs []firewall.Source) error {
+	for _, s := range srcs {
+		if err := s.Validate(); err != nil {
+			return err
+		}
+	}
+	return change(r, "AddPortsAndSources "+owner, owner, ports, func() {
+		r.ports.add(owner, ports, keyOf)
+		r.senders.add(owner, srcs, same)
+		for _, s := range srcs {
+			r.guarded.add(owner, []netip.Addr{s.Addr}, same)
+		}
+	})
+}
+
+// RemovePortsAndSources is RemovePorts and RemoveSources of the keys
+// given in one call.
+func (r *Recorder) RemovePortsAndSources(owner string, ports []firewall.PortMapping, srcs []firewall.Source, addrs []netip.Addr) error {
+	for _, a := range addrs {
+		if err := (firewall.Source{Port: "-", Addr: a}).Validate(); err != nil {
+			return err
+		}
+	}
+	for _, s := range srcs {
+		if err := s.Validate(); err != nil {
+			return err
+		}
+	}
+	return change(r, "RemovePortsAndSources "+owner, owner, ports, func() {
+		if len(ports) > 0 {
+			r.ports.remove(owner, ports, keyOf)
+		}
+		if len(srcs) > 0 {
+			r.senders.remove(owner, srcs, same)
+		}
+		if len(addrs) > 0 {
+			r.guarded.remove(owner, addrs, same)
+		}
+	})
+}
+
 // SourceOwners returns the owners of sources and claims, sorted.
 func (r *Recorder) SourceOwners() ([]string, error) {
 	r.mu.Lock()

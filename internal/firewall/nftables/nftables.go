@@ -166,9 +166,12 @@ package nftables
 import (
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/mdlayher/netlink"
 
@@ -197,6 +200,10 @@ type Firewall struct {
 	connMu   sync.Mutex
 	idleConn *nft.Conn
 	idleElem *elemConn
+	// socks are the netlink sockets of the batch connections (which the
+	// library does not give back), for Linger; sent says a batch went.
+	socks map[*nft.Conn]*netlink.Conn
+	sent  bool
 }
 
 var _ firewall.Firewall = (*Firewall)(nil)
@@ -262,7 +269,12 @@ func (f *Firewall) Close() error {
 // here), so a socket is kept for the next call, and closed only when fn
 // failed: it may hold a half-built batch or unread answers.
 func (f *Firewall) useConn(fn func(c *nft.Conn) error) error {
-	return useKept(&f.connMu, &f.idleConn, f.conn, func(c *nft.Conn) { _ = c.CloseLasting() }, fn)
+	return useKept(&f.connMu, &f.idleConn, f.conn, func(c *nft.Conn) {
+		f.connMu.Lock()
+		delete(f.socks, c)
+		f.connMu.Unlock()
+		_ = c.CloseLasting()
+	}, fn)
 }
 
 // useElemConn is useConn for the element lookup socket.
@@ -303,7 +315,9 @@ func (f *Firewall) conn() (*nft.Conn, error) {
 	// The kernel acknowledges every message of a batch; the default socket
 	// buffer overflows (ENOBUFS) at a few hundred elements, e.g. -p with a
 	// range of 300 ports.
+	var sock *netlink.Conn
 	opts := []nft.ConnOption{nft.AsLasting(), nft.WithSockOptions(func(c *netlink.Conn) error {
+		sock = c
 		return c.SetReadBuffer(8 << 20)
 	})}
 	if f.nsFd != 0 {
@@ -313,6 +327,12 @@ func (f *Firewall) conn() (*nft.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open nftables netlink: %w", err)
 	}
+	f.connMu.Lock()
+	if f.socks == nil {
+		f.socks = map[*nft.Conn]*netlink.Conn{}
+	}
+	f.socks[c] = sock
+	f.connMu.Unlock()
 	return c, nil
 }
 
@@ -592,10 +612,10 @@ func (f *Firewall) readBaseAtGen(ec *elemConn) (ruleset, *uint32, error) {
 func (f *Firewall) apply(build func(c *nft.Conn, cur ruleset) error) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.useConn(func(c *nft.Conn) error { return applyOn(c, build) })
+	return f.useConn(func(c *nft.Conn) error { return f.applyOn(c, build) })
 }
 
-func applyOn(c *nft.Conn, build func(c *nft.Conn, cur ruleset) error) error {
+func (f *Firewall) applyOn(c *nft.Conn, build func(c *nft.Conn, cur ruleset) error) error {
 	for attempt := 0; ; attempt++ {
 		cur, err := rulesetGet(c)
 		if err != nil {
@@ -606,6 +626,7 @@ func applyOn(c *nft.Conn, build func(c *nft.Conn, cur ruleset) error) error {
 		}
 		faults.Step("nft.batch")
 		err = c.Flush()
+		f.noteSent(err)
 		if err == nil || attempt == 2 || !errors.Is(err, unix.ENOENT) {
 			if err != nil {
 				return fmt.Errorf("apply nftables batch: %w", err)
@@ -639,6 +660,7 @@ func (f *Firewall) applyElemsOn(c *nft.Conn, ec *elemConn, build func(c *nft.Con
 		}
 		faults.Step("nft.elems-batch")
 		err = c.Flush()
+		f.noteSent(err)
 		if err == nil {
 			if trusted {
 				f.advance(ec, v)
@@ -664,4 +686,98 @@ func rulesDel(c *nft.Conn, rules []*nft.Rule) error {
 		}
 	}
 	return nil
+}
+
+// noteSent records a batch the kernel took.
+func (f *Firewall) noteSent(err error) {
+	if err == nil {
+		f.connMu.Lock()
+		f.sent = true
+		f.connMu.Unlock()
+	}
+}
+
+// lingerFor is how long Linger's holder keeps the sockets: a few RCU
+// grace periods (5-15 ms each here).
+const lingerFor = "0.2"
+
+// LingerName is the holder's name (its argv[0]), for ps and for tests
+// that count processes.
+const LingerName = "knit-linger"
+
+// Linger closes the kept sockets for a process about to exit, handing
+// them first, when this process sent a batch, to a process of their own
+// that holds them a moment. The release of a netfilter socket waits, if
+// any batch (of any process) deleted a rule or element in the last RCU
+// grace period, for the kernel to free it (5-15 ms here): a `run --rm`
+// deletes its container's elements and exits at once, and its caller
+// would wait that long for the exit. The holder (sleep, not waited for)
+// closes them once it is over; the elements are gone already. Without
+// sleep, or without a batch sent, the sockets close here.
+func (f *Firewall) Linger() {
+	f.connMu.Lock()
+	c, ec, sent := f.idleConn, f.idleElem, f.sent
+	f.idleConn, f.idleElem = nil, nil
+	sock := f.socks[c]
+	f.connMu.Unlock()
+	defer func() {
+		if c != nil {
+			_ = c.CloseLasting()
+		}
+		if ec != nil {
+			_ = ec.Close()
+		}
+	}()
+	sleep, err := exec.LookPath("sleep")
+	if !sent || err != nil {
+		return
+	}
+	var files []*os.File
+	defer func() {
+		for _, file := range files {
+			file.Close()
+		}
+	}()
+	for _, s := range []*netlink.Conn{sock, ecSock(ec)} {
+		if s == nil {
+			continue
+		}
+		if file, err := dupConn(s); err == nil {
+			files = append(files, file)
+		}
+	}
+	if len(files) == 0 {
+		return
+	}
+	cmd := exec.Command(sleep, lingerFor)
+	cmd.Args[0] = LingerName
+	cmd.ExtraFiles = files
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if cmd.Start() == nil {
+		_ = cmd.Process.Release()
+	}
+}
+
+func ecSock(ec *elemConn) *netlink.Conn {
+	if ec == nil {
+		return nil
+	}
+	return ec.nl
+}
+
+// dupConn returns a new descriptor of the netlink socket of s.
+func dupConn(s *netlink.Conn) (*os.File, error) {
+	rc, err := s.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var fd int
+	var derr error
+	if err := rc.Control(func(sfd uintptr) { fd, derr = unix.Dup(int(sfd)) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, derr
+	}
+	return os.NewFile(uintptr(fd), "netfilter"), nil
 }

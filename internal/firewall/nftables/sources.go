@@ -160,14 +160,56 @@ func (f *Firewall) RemoveSources(owner string, srcs []firewall.Source, addrs []n
 		return err
 	}
 	for _, a := range addrs {
-		s := firewall.Source{Port: "-", Addr: a}
-		if err := s.Validate(); err != nil {
+		if err := (firewall.Source{Port: "-", Addr: a}).Validate(); err != nil {
 			return err
 		}
 		want = append(want, guardedElem(owner, a))
 	}
 	if err := f.elemsRemove(owner, want, srcs == nil && addrs == nil, sourceSets); err != nil {
 		return fmt.Errorf("release sources of %s: %w", owner, err)
+	}
+	return nil
+}
+
+// AddPortsAndSources is AddPorts and AddSources in one batch.
+//
+// Equivalent to: the add element commands of both, in one nft -f
+func (f *Firewall) AddPortsAndSources(owner string, ports []firewall.PortMapping, srcs []firewall.Source) error {
+	pe, err := portElems(owner, ports)
+	if err != nil {
+		return err
+	}
+	se, err := sourceElems(owner, srcs, true)
+	if err != nil {
+		return err
+	}
+	if err := f.elemsEnsure(append(pe, se...)); err != nil {
+		return fmt.Errorf("publish ports and claim sources of %s: %w", owner, err)
+	}
+	return nil
+}
+
+// RemovePortsAndSources is RemovePorts and RemoveSources of the keys
+// given, in one batch.
+//
+// Equivalent to: the delete element commands of both, in one nft -f
+func (f *Firewall) RemovePortsAndSources(owner string, ports []firewall.PortMapping, srcs []firewall.Source, addrs []netip.Addr) error {
+	pe, err := portElems(owner, ports)
+	if err != nil {
+		return err
+	}
+	se, err := sourceElems(owner, srcs, false)
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		if err := (firewall.Source{Port: "-", Addr: a}).Validate(); err != nil {
+			return err
+		}
+		se = append(se, guardedElem(owner, a))
+	}
+	if err := f.elemsRemove(owner, append(pe, se...), false, nil); err != nil {
+		return fmt.Errorf("unpublish ports and release sources of %s: %w", owner, err)
 	}
 	return nil
 }

@@ -320,3 +320,42 @@ func TestRAGuardTagged(t *testing.T) {
 		}
 	}
 }
+
+// A container's attach publishes its ports and claims its addresses in one
+// batch, and its detach undoes both in one; in place, neither writes.
+func TestPortsAndSourcesInOneBatch(t *testing.T) {
+	fw, ns := newFirewall(t)
+	check(t, fw.EnsureNetwork(network("n1", "br0", "10.99.0.0/24")))
+	gen := func() uint32 {
+		t.Helper()
+		g, err := fw.Generation()
+		check(t, err)
+		return g
+	}
+	addr := netip.MustParseAddr("10.99.0.2")
+	ports := []firewall.PortMapping{{Network: "n1", HostPort: 8080, Proto: "tcp", ContainerIP: addr, ContainerPort: 80}}
+	srcs := []firewall.Source{{Port: "veth0a1b2c3", Addr: addr}}
+	for i, want := range []uint32{1, 0} {
+		before := gen()
+		check(t, fw.AddPortsAndSources("A", ports, srcs))
+		if got := gen() - before; got != want {
+			t.Errorf("AddPortsAndSources #%d took %d batches, want %d", i+1, got, want)
+		}
+	}
+	got := nftTables(t, ns)
+	for _, e := range []string{`tcp . 8080 comment "knit:owner=A"`, `10.99.0.2 comment "knit:owner=A"`, `"veth0a1b2c3" . 10.99.0.2 comment "knit:owner=A"`} {
+		if !strings.Contains(got, e) {
+			t.Errorf("no element %s:\n%s", e, got)
+		}
+	}
+	for i, want := range []uint32{1, 0} {
+		before := gen()
+		check(t, fw.RemovePortsAndSources("A", ports, srcs, []netip.Addr{addr}))
+		if got := gen() - before; got != want {
+			t.Errorf("RemovePortsAndSources #%d took %d batches, want %d", i+1, got, want)
+		}
+	}
+	if got := nftTables(t, ns); strings.Contains(got, "knit:owner") {
+		t.Errorf("elements left:\n%s", got)
+	}
+}

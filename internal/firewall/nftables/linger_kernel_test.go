@@ -1,0 +1,76 @@
+package nftables_test
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/knit-dev/knit/internal/firewall/nftables"
+)
+
+// socketsOf returns the socket inodes ("socket:[N]") that process pid has
+// open.
+func socketsOf(pid string) map[string]bool {
+	out := map[string]bool{}
+	fds, _ := filepath.Glob("/proc/" + pid + "/fd/*")
+	for _, fd := range fds {
+		if l, err := os.Readlink(fd); err == nil && strings.HasPrefix(l, "socket:") {
+			out[l] = true
+		}
+	}
+	return out
+}
+
+// holders returns the processes other than this one that have socket s
+// open, and their commands.
+func holders(s string) []string {
+	var out []string
+	self := strconv.Itoa(os.Getpid())
+	pids, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range pids {
+		pid := filepath.Base(p)
+		if pid != self && socketsOf(pid)[s] {
+			cmd, _ := os.ReadFile(p + "/cmdline")
+			out = append(out, strings.ReplaceAll(string(cmd), "\x00", " "))
+		}
+	}
+	return out
+}
+
+// Linger closes the firewall's sockets here and, after a batch, leaves
+// them to a holder (sleep, named knit-linger) that closes them a moment later: the process
+// that deleted elements then exits without waiting for the kernel to
+// free them. Without a batch, nothing holds them.
+func TestLingerHandsSocketsOver(t *testing.T) {
+	for _, batch := range []bool{false, true} {
+		fw, _ := newFirewall(t)
+		if batch {
+			check(t, fw.EnsureNetwork(network("n1", "br0", "10.99.0.0/24")))
+		}
+		before := socketsOf("self")
+		fw.Linger()
+		after := socketsOf("self")
+		var closed []string
+		for s := range before {
+			if !after[s] {
+				closed = append(closed, s)
+			}
+		}
+		if len(closed) == 0 {
+			t.Fatalf("batch %v: Linger closed no socket here", batch)
+		}
+		for _, s := range closed {
+			h := holders(s)
+			switch {
+			case batch && (len(h) != 1 || !strings.HasPrefix(h[0], nftables.LingerName+" ")):
+				t.Errorf("after a batch, %s is held by %q, want one %s", s, h, nftables.LingerName)
+			case !batch && len(h) != 0:
+				t.Errorf("without a batch, %s is held by %q", s, h)
+			}
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // the holders end by themselves
+}
