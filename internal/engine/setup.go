@@ -590,10 +590,12 @@ func (e *Engine) teardownKernel(c *Container) error {
 	}
 	// The claims are keyed by port names: a record that does not have
 	// one (a container created and never started) has the name Join
-	// gives when no other link holds it. (Were it another, its claims
-	// stay until a prune: its port is gone, and its address is taken
-	// over by whoever gets it next.)
+	// gives when no other link holds it; and where Join gave another, a
+	// run may have claimed under that one too (claimRenamed had not
+	// moved them yet), which another container's port may hold: the
+	// pairs of both go.
 	named := slices.Clone(c.Endpoints)
+	var predicted []Endpoint // ports only
 	for i := range c.Endpoints {
 		ep := &c.Endpoints[i]
 		n, err := e.lookupNetwork(ep.Network)
@@ -605,8 +607,10 @@ func (e *Engine) teardownKernel(c *Container) error {
 			d, err = e.driverFor(n)
 		}
 		if err == nil {
-			if named[i].HostIf == "" {
-				named[i].HostIf = d.PortName(&ep.Endpoint)
+			if p := d.PortName(&ep.Endpoint); named[i].HostIf == "" {
+				named[i].HostIf = p
+			} else if p != "" && p != named[i].HostIf {
+				predicted = append(predicted, Endpoint{Network: ep.Network, Endpoint: driver.Endpoint{HostIf: p}})
 			}
 			err = d.Leave(&n.Network, &ep.Endpoint, driver.Sandbox{NetnsPath: c.Netns}, driver.LeaveOptions{SandboxGone: gone})
 		}
@@ -620,7 +624,7 @@ func (e *Engine) teardownKernel(c *Container) error {
 	if errors.Join(errs...) != nil {
 		return errors.Join(append(errs, e.unpublish(c))...)
 	}
-	return e.unpublishAndRelease(c, named)
+	return e.unpublishAndRelease(c, named, predicted)
 }
 
 // removeLinksAndNetns removes the container's link elements and deletes

@@ -187,16 +187,17 @@ func (e *Engine) claimRenamed(c *Container, claimed []Endpoint) error {
 }
 
 // unpublishAndRelease is unpublish, with the release of c's claims (its
-// endpoints eps, with their ports' names) in the same batch; release's
-// read of every claim when a port has no name.
-func (e *Engine) unpublishAndRelease(c *Container, eps []Endpoint) error {
+// endpoints eps, with their ports' names, and the pairs of the other
+// ports, endpoints without addresses, that it may have claimed under) in
+// the same batch; release's read of every claim when a port has no name.
+func (e *Engine) unpublishAndRelease(c *Container, eps, other []Endpoint) error {
 	if e.fw == nil || len(eps) == 0 {
 		return e.unpublish(c)
 	}
 	if slices.ContainsFunc(eps, func(ep Endpoint) bool { return ep.HostIf == "" }) {
 		return errors.Join(e.unpublish(c), e.release(e.fw, c.ID, eps))
 	}
-	if err := e.fw.RemovePortsAndSources(c.ID, c.Ports, claimsOf(eps), addrsOf(eps)); err != nil {
+	if err := e.fw.RemovePortsAndSources(c.ID, c.Ports, pairsOf(append(slices.Clone(eps), other...)), addrsOf(eps)); err != nil {
 		return fmt.Errorf("unpublish ports and release source addresses: %w", err)
 	}
 	return forgetDatagramFlows(c.Ports)

@@ -99,3 +99,24 @@ func TestClaimRenamed(t *testing.T) {
 		t.Errorf("claimRenamed with the names given: %v, calls %v", err, fw.Calls()[calls:])
 	}
 }
+
+// A teardown releases the pairs of the name a run claimed under and Join
+// did not give (another link held it) as well as the given one's.
+func TestUnpublishAndReleaseOtherNames(t *testing.T) {
+	fw := firewalltest.New()
+	e := &Engine{fw: fw}
+	given := []Endpoint{endpoint("front", "vethreal", "10.81.0.2/24")}
+	claimed := []Endpoint{endpoint("front", "vethpred", "10.81.0.2/24")}
+	for _, eps := range [][]Endpoint{claimed, given} {
+		if err := e.claim(fw, "c1", eps); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &Container{ID: "c1", OwnsNetns: true, Endpoints: given}
+	if err := e.unpublishAndRelease(c, given, []Endpoint{{Network: "front", Endpoint: driver.Endpoint{HostIf: "vethpred"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := fw.String(); got != "" {
+		t.Errorf("left after the release:\n%s", got)
+	}
+}

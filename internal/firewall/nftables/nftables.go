@@ -711,9 +711,10 @@ const LingerName = "knit-linger"
 // any batch (of any process) deleted a rule or element in the last RCU
 // grace period, for the kernel to free it (5-15 ms here): a `run --rm`
 // deletes its container's elements and exits at once, and its caller
-// would wait that long for the exit. The holder (sleep, not waited for)
-// closes them once it is over; the elements are gone already. Without
-// sleep, or without a batch sent, the sockets close here.
+// would wait that long for the exit. The holder (sleep, not waited for,
+// without the caller's stdio) closes them once it is over; the elements
+// are gone already. Without sleep, or without a batch sent, the sockets
+// close here.
 func (f *Firewall) Linger() {
 	f.connMu.Lock()
 	c, ec, sent := f.idleConn, f.idleElem, f.sent
@@ -728,8 +729,14 @@ func (f *Firewall) Linger() {
 			_ = ec.Close()
 		}
 	}()
-	sleep, err := exec.LookPath("sleep")
-	if !sent || err != nil {
+	sleep := ""
+	for _, p := range []string{"/bin/sleep", "/usr/bin/sleep"} {
+		if _, err := os.Stat(p); err == nil {
+			sleep = p
+			break
+		}
+	}
+	if !sent || sleep == "" {
 		return
 	}
 	var files []*os.File
@@ -773,7 +780,7 @@ func dupConn(s *netlink.Conn) (*os.File, error) {
 	}
 	var fd int
 	var derr error
-	if err := rc.Control(func(sfd uintptr) { fd, derr = unix.Dup(int(sfd)) }); err != nil {
+	if err := rc.Control(func(sfd uintptr) { fd, derr = unix.FcntlInt(sfd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
 		return nil, err
 	}
 	if derr != nil {

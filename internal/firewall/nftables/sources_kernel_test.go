@@ -52,10 +52,9 @@ func TestSourceGuardTraffic(t *testing.T) {
 	if after := nft(t, l.host, "-a", "list", "table", "bridge", "knit"); after != before {
 		t.Errorf("a second AddSources rewrote the table:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-	for _, e := range []string{`10.99.0.2 comment "knit:owner=A"`, `"ctr1" . 10.99.0.2 comment "knit:owner=A"`} {
-		if !strings.Contains(before, e) {
-			t.Errorf("no element %s:\n%s", e, before)
-		}
+	if !strings.Contains(nft(t, l.host, "list", "set", "bridge", "knit", "guarded4"), `10.99.0.2 comment "knit:owner=A"`) ||
+		!strings.Contains(before, `"ctr1" . 10.99.0.2 comment "knit:owner=A"`) {
+		t.Errorf("no claim or pair of A's:\n%s", before)
 	}
 	if got, want := rules(t, fw), nftTables(t, l.host); got != want {
 		t.Errorf("Rules() and nft disagree:\n%s\nnft:\n%s", got, want)
@@ -342,10 +341,14 @@ func TestPortsAndSourcesInOneBatch(t *testing.T) {
 			t.Errorf("AddPortsAndSources #%d took %d batches, want %d", i+1, got, want)
 		}
 	}
-	got := nftTables(t, ns)
-	for _, e := range []string{`tcp . 8080 comment "knit:owner=A"`, `10.99.0.2 comment "knit:owner=A"`, `"veth0a1b2c3" . 10.99.0.2 comment "knit:owner=A"`} {
-		if !strings.Contains(got, e) {
-			t.Errorf("no element %s:\n%s", e, got)
+	for set, e := range map[string]string{"pub4any": `tcp . 8080 comment "knit:owner=A"`, "guarded4": `10.99.0.2 comment "knit:owner=A"`,
+		"senders4": `"veth0a1b2c3" . 10.99.0.2 comment "knit:owner=A"`} {
+		kind, family := "set", "bridge"
+		if set == "pub4any" {
+			kind, family = "map", "inet"
+		}
+		if got := nft(t, ns, "list", kind, family, "knit", set); !strings.Contains(got, e) {
+			t.Errorf("no element %s in %s:\n%s", e, set, got)
 		}
 	}
 	for i, want := range []uint32{1, 0} {
