@@ -234,7 +234,8 @@ type Firewall interface {
 	// missing, or another owner's, are skipped. Idempotent.
 	RemoveSources(owner string, srcs []Source, addrs []netip.Addr) error
 	// AddPortsAndSources is AddPorts and AddSources of one owner in ONE
-	// atomic batch: a container's attach.
+	// atomic batch: a container's attach, whose sources name its own new
+	// ports (a backend need not look those up first).
 	AddPortsAndSources(owner string, ports []PortMapping, srcs []Source) error
 	// RemovePortsAndSources is RemovePorts of ports and RemoveSources of
 	// srcs and addrs in ONE atomic batch, for the keys given only (nil is

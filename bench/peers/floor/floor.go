@@ -16,7 +16,9 @@
 //	  none, RTM_NEWADDR, RTM_SETLINK up,         address, up and the
 //	  RTM_NEWROUTE default                       default route
 //	RTM_SETLINK up                               the host end, last
-//	NFT_MSG_NEWSETELEM                           the published port (one batch)
+//	NFT_MSG_NEWSETELEM ×3                        the published port and the
+//	                                             source guard's claim on the
+//	                                             address (one batch)
 //
 // The host end comes up last, as knit's does: that gives the pair its
 // carrier, and the bridge then activates the port in the background, work
@@ -33,7 +35,7 @@
 // at the 100th, 8.7 ms at the 1000th).
 //
 // Detach: umount + unlink of the namespace file (the kernel destroys the
-// veth pair in the background) and NFT_MSG_DELSETELEM.
+// veth pair in the background) and NFT_MSG_DELSETELEM ×3 (one batch).
 //
 // What is made once, by New and not timed: the bridge (multicast snooping
 // off, as knit's) with its address, forwarding, and an nftables table
@@ -44,6 +46,12 @@
 //	  chain prerouting { type nat hook prerouting priority dstnat;
 //	    fib daddr type local dnat ip to meta l4proto . th dport map @pub }
 //	  chain output { type nat hook output priority dstnat; (the same rule) }
+//	}
+//	table bridge floor {
+//	  set guarded4 { type ipv4_addr; }
+//	  set senders4 { type ifname . ipv4_addr; }
+//	  chain guard { type filter hook prerouting priority -200;
+//	    meta protocol ip ip saddr @guarded4 iifname . ip saddr != @senders4 drop }
 //	}
 package floor
 
@@ -75,6 +83,9 @@ type Floor struct {
 	nft    *nft.Conn
 	table  *nft.Table
 	pub    *nft.Set
+	// the source guard's sets, as knit's (its rule drops what a port
+	// sends from a guarded address not paired with it)
+	guarded, senders *nft.Set
 }
 
 // addrGenModeNone is IN6_ADDR_GEN_MODE_NONE: no automatic IPv6 addresses.
@@ -86,6 +97,7 @@ type Endpoint struct {
 	Addr     netip.Addr
 	HostPort uint16
 	key      []byte
+	port     string // the host end's name
 }
 
 // New makes the bridge (gateway is its address, e.g. 10.90.0.1/16) and the
@@ -153,10 +165,39 @@ func (f *Floor) nftInit() error {
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 8, RegProtoMin: 9, Specified: true},
 		}})
 	}
+	// The source guard, as knit's: a bridge table, the two sets, and the
+	// rule that looks them up.
+	bt := c.AddTable(&nft.Table{Family: nft.TableFamilyBridge, Name: "floor"})
+	f.guarded = &nft.Set{Table: bt, Name: "guarded4", KeyType: nft.TypeIPAddr}
+	f.senders = &nft.Set{Table: bt, Name: "senders4", Concatenation: true, KeyType: nft.MustConcatSetType(nft.TypeIFName, nft.TypeIPAddr)}
+	for _, s := range []*nft.Set{f.guarded, f.senders} {
+		if err := c.AddSet(s, nil); err != nil {
+			return err
+		}
+	}
+	guard := c.AddChain(&nft.Chain{Name: "guard", Table: bt, Type: nft.ChainTypeFilter,
+		Hooknum: nft.ChainHookPrerouting, Priority: nft.ChainPriorityRef(-200), Policy: &accept})
+	c.AddRule(&nft.Rule{Table: bt, Chain: guard, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(unix.ETH_P_IP)},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Lookup{SourceRegister: 1, SetName: f.guarded.Name, SetID: f.guarded.ID},
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Payload{DestRegister: 2, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Lookup{SourceRegister: 1, SetName: f.senders.Name, SetID: f.senders.ID, Invert: true},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}})
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables table: %w", err)
 	}
 	return nil
+}
+
+// claims are ep's elements of the source guard's sets.
+func (ep *Endpoint) claims() (guarded, senders []nft.SetElement) {
+	name := make([]byte, unix.IFNAMSIZ)
+	copy(name, ep.port)
+	return []nft.SetElement{{Key: ep.Addr.AsSlice()}}, []nft.SetElement{{Key: append(name, ep.Addr.AsSlice()...)}}
 }
 
 // Attach makes container id's namespace and network: address addr on the
@@ -214,8 +255,17 @@ func (f *Floor) Attach(id int, addr netip.Addr, hostPort, ctrPort uint16) (*Endp
 	}
 	ep.key = append([]byte{unix.IPPROTO_TCP, 0, 0, 0}, binary.BigEndian.AppendUint16(nil, hostPort)...)
 	ep.key = append(ep.key, 0, 0)
+	ep.port = veth.Name
 	val := append(binary.BigEndian.AppendUint16(addr.AsSlice(), ctrPort), 0, 0)
-	if err := f.nft.SetAddElements(f.pub, []nft.SetElement{{Key: ep.key, Val: val}}); err != nil {
+	g, s := ep.claims()
+	err = f.nft.SetAddElements(f.pub, []nft.SetElement{{Key: ep.key, Val: val}})
+	if err == nil {
+		err = f.nft.SetAddElements(f.guarded, g)
+	}
+	if err == nil {
+		err = f.nft.SetAddElements(f.senders, s)
+	}
+	if err != nil {
 		return nil, errors.Join(err, ep.dropNetns())
 	}
 	if err := f.nft.Flush(); err != nil {
@@ -228,7 +278,15 @@ func (f *Floor) Attach(id int, addr netip.Addr, hostPort, ctrPort uint16) (*Endp
 // pair) and the port's map element.
 func (f *Floor) Detach(ep *Endpoint) error {
 	err := ep.dropNetns()
-	if e := f.nft.SetDeleteElements(f.pub, []nft.SetElement{{Key: ep.key}}); e != nil {
+	g, s := ep.claims()
+	e := f.nft.SetDeleteElements(f.pub, []nft.SetElement{{Key: ep.key}})
+	if e == nil {
+		e = f.nft.SetDeleteElements(f.guarded, g)
+	}
+	if e == nil {
+		e = f.nft.SetDeleteElements(f.senders, s)
+	}
+	if e != nil {
 		return errors.Join(err, e)
 	}
 	return errors.Join(err, f.nft.Flush())

@@ -25,6 +25,10 @@ func ownerTag(owner string) string { return tagOwnerPrefix + owner }
 type ownedElem struct {
 	set string
 	nft.SetElement
+	// fresh: no element of this key can be in place (a new container's
+	// pair, named by its own new port): added without a lookup (the
+	// kernel takes an identical element's add as done).
+	fresh bool
 }
 
 // AddPorts publishes owner's ports as elements of the port maps, in one
@@ -69,6 +73,10 @@ func (f *Firewall) elemsEnsure(want []ownedElem) error {
 		}
 		var stale, missing []ownedElem
 		for _, e := range want {
+			if e.fresh {
+				missing = append(missing, e)
+				continue
+			}
 			var have nft.SetElement
 			found := false
 			var err error

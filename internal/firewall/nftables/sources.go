@@ -171,7 +171,9 @@ func (f *Firewall) RemoveSources(owner string, srcs []firewall.Source, addrs []n
 	return nil
 }
 
-// AddPortsAndSources is AddPorts and AddSources in one batch.
+// AddPortsAndSources is AddPorts and AddSources in one batch, for a
+// container just set up: its pairs name its own new ports, so they are
+// added without a lookup (a pair in place is left as it is).
 //
 // Equivalent to: the add element commands of both, in one nft -f
 func (f *Firewall) AddPortsAndSources(owner string, ports []firewall.PortMapping, srcs []firewall.Source) error {
@@ -182,6 +184,9 @@ func (f *Firewall) AddPortsAndSources(owner string, ports []firewall.PortMapping
 	se, err := sourceElems(owner, srcs, true)
 	if err != nil {
 		return err
+	}
+	for i := range se {
+		se[i].fresh = se[i].set == setSenders4 || se[i].set == setSenders6
 	}
 	if err := f.elemsEnsure(append(pe, se...)); err != nil {
 		return fmt.Errorf("publish ports and claim sources of %s: %w", owner, err)
