@@ -252,6 +252,9 @@ func TestFirewallRestoredAfterFlush(t *testing.T) {
 	if rules := s.MustRun(t, "nft", "list", "table", "inet", "knit"); !strings.Contains(rules, "10.85.0.0/24") {
 		t.Errorf("network other's rules are not back:\n%s", rules)
 	}
+	// and the running containers' claims on their addresses (the check
+	// wants exactly each one's)
+	assertConsistent(t, s, "restored")
 }
 
 // As Docker's, published ports belong to the container: disconnected from

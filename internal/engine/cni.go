@@ -190,19 +190,9 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 	if err := e.join(n, &a.Endpoint, sb); err != nil {
 		return nil, nil, err
 	}
-	if err := e.claim(e.fw, id, []Endpoint{a.Endpoint}); err != nil {
+	// Its ports and the claim on its address, in one batch.
+	if err := e.publishAndClaim(id, a.Ports, []Endpoint{a.Endpoint}); err != nil {
 		return nil, nil, err
-	}
-	if len(a.Ports) > 0 {
-		if e.fw == nil {
-			return nil, nil, errdefs.Invalid("cannot publish ports: the firewall is off (config \"iptables\": false)")
-		}
-		if err := e.fw.AddPorts(id, a.Ports); err != nil {
-			return nil, nil, fmt.Errorf("publish ports: %w", err)
-		}
-		if err := forgetDatagramFlows(a.Ports); err != nil {
-			return nil, nil, err
-		}
 	}
 	if b := a.Bandwidth; b != nil && (b.IngressRate > 0 || b.EgressRate > 0) {
 		if err := link.ShapeLink(a.Endpoint.HostIf, link.Shape{
@@ -532,12 +522,7 @@ func (e *Engine) cniTeardown(a *CNIAttachment) error {
 		// its elements go now, or finds the record gone. (The record of
 		// an ADD rolling back has no link name yet.)
 		err = e.underFirewallLock(func(fw firewall.Firewall) error {
-			if len(a.Ports) > 0 {
-				if err := fw.RemovePorts(a.ID, a.Ports); err != nil {
-					return fmt.Errorf("unpublish ports: %w", err)
-				}
-			}
-			if err := e.release(fw, a.ID, []Endpoint{a.Endpoint}); err != nil {
+			if err := unpublishAndRelease(fw, a.ID, a.Ports, []Endpoint{a.Endpoint}, nil); err != nil {
 				return err
 			}
 			return forget()

@@ -327,20 +327,18 @@ func (e *Engine) publish(c *Container) error {
 	return forgetDatagramFlows(c.Ports)
 }
 
-// publishAndClaim is publish, with the claims on c's addresses (its
-// endpoints name their ports) in the same batch.
-func (e *Engine) publishAndClaim(c *Container) error {
-	var srcs []firewall.Source
-	if c.OwnsNetns {
-		srcs = claimsOf(c.Endpoints)
-	}
+// publishAndClaim is publish of owner's ports, with the claims on the
+// addresses of its endpoints eps (which name their ports) in the same
+// batch.
+func (e *Engine) publishAndClaim(owner string, ports []firewall.PortMapping, eps []Endpoint) error {
+	srcs := claimsOf(eps)
 	if len(srcs) == 0 || e.fw == nil {
-		return e.publish(c)
+		return e.publish(&Container{ID: owner, Ports: ports})
 	}
-	if err := e.fw.AddPortsAndSources(c.ID, c.Ports, srcs); err != nil {
+	if err := e.fw.AddPortsAndSources(owner, ports, srcs); err != nil {
 		return fmt.Errorf("publish ports and claim source addresses: %w", err)
 	}
-	return forgetDatagramFlows(c.Ports)
+	return forgetDatagramFlows(ports)
 }
 
 // forgetDatagramFlows deletes the conntrack entries of the UDP and SCTP

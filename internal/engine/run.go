@@ -338,7 +338,7 @@ func (e *Engine) create(o *RunOptions) (c *Container, err error) {
 	side.Add(1)
 	go func() {
 		defer side.Done()
-		published <- e.publishAndClaim(&snap)
+		published <- e.publishAndClaim(snap.ID, snap.Ports, snap.Endpoints)
 		if snap.OwnsNetns {
 			e.linkNetns(&snap)
 		}

@@ -624,7 +624,10 @@ func (e *Engine) teardownKernel(c *Container) error {
 	if errors.Join(errs...) != nil {
 		return errors.Join(append(errs, e.unpublish(c))...)
 	}
-	return e.unpublishAndRelease(c, named, predicted)
+	if err := unpublishAndRelease(e.fw, c.ID, c.Ports, named, predicted); err != nil {
+		return err
+	}
+	return forgetDatagramFlows(c.Ports)
 }
 
 // removeLinksAndNetns removes the container's link elements and deletes

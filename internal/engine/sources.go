@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -68,24 +67,19 @@ func (e *Engine) claim(fw firewall.Firewall, owner string, eps []Endpoint) error
 	return nil
 }
 
-// release releases owner's claims of its endpoints eps. An endpoint
-// whose port no record names (a crash before the record was written)
-// makes it release every claim of owner's, which reads them all.
-func (e *Engine) release(fw firewall.Firewall, owner string, eps []Endpoint) error {
-	if fw == nil || len(eps) == 0 {
-		return nil
+// minus returns the sources of a that are not in b.
+func minus(a, b []firewall.Source) []firewall.Source {
+	in := map[firewall.Source]bool{}
+	for _, s := range b {
+		in[s] = true
 	}
-	srcs, addrs := claimsOf(eps), addrsOf(eps)
-	for _, ep := range eps {
-		if ep.HostIf == "" {
-			srcs, addrs = nil, nil
-			break
+	var out []firewall.Source
+	for _, s := range a {
+		if !in[s] {
+			out = append(out, s)
 		}
 	}
-	if err := fw.RemoveSources(owner, srcs, addrs); err != nil {
-		return fmt.Errorf("release source addresses: %w", err)
-	}
-	return nil
+	return out
 }
 
 // releaseEndpoint releases what a container with endpoints eps claimed
@@ -98,22 +92,8 @@ func (e *Engine) releaseEndpoint(owner string, eps []Endpoint, leaving Endpoint)
 	if e.fw == nil {
 		return nil
 	}
-	var others []Endpoint
-	for _, ep := range eps {
-		if ep.Network != leaving.Network {
-			others = append(others, ep)
-		}
-	}
-	kept := map[firewall.Source]bool{}
-	for _, s := range pairsOf(others) {
-		kept[s] = true
-	}
-	var srcs []firewall.Source
-	for _, s := range pairsOf(append(others, leaving)) {
-		if !kept[s] {
-			srcs = append(srcs, s)
-		}
-	}
+	others := slices.DeleteFunc(slices.Clone(eps), func(ep Endpoint) bool { return ep.Network == leaving.Network })
+	srcs := minus(pairsOf(append(slices.Clone(others), leaving)), pairsOf(others))
 	if len(srcs) == 0 && len(leaving.Addrs) == 0 {
 		return nil
 	}
@@ -161,22 +141,13 @@ func (e *Engine) portsNamed(eps []Endpoint, nets []*Network) []Endpoint {
 // that was not given go, which the port of whoever holds it must not
 // keep.
 func (e *Engine) claimRenamed(c *Container, claimed []Endpoint) error {
-	if !c.OwnsNetns || slices.EqualFunc(c.Endpoints, claimed, func(a, b Endpoint) bool { return a.HostIf == b.HostIf }) {
+	if slices.EqualFunc(c.Endpoints, claimed, func(a, b Endpoint) bool { return a.HostIf == b.HostIf }) {
 		return nil
 	}
 	if err := e.claim(e.fw, c.ID, c.Endpoints); err != nil {
 		return err
 	}
-	given := map[firewall.Source]bool{}
-	for _, s := range claimsOf(c.Endpoints) {
-		given[s] = true
-	}
-	var wrong []firewall.Source
-	for _, s := range claimsOf(claimed) {
-		if !given[s] {
-			wrong = append(wrong, s)
-		}
-	}
+	wrong := minus(claimsOf(claimed), claimsOf(c.Endpoints))
 	if len(wrong) == 0 || e.fw == nil {
 		return nil
 	}
@@ -186,19 +157,31 @@ func (e *Engine) claimRenamed(c *Container, claimed []Endpoint) error {
 	return nil
 }
 
-// unpublishAndRelease is unpublish, with the release of c's claims (its
-// endpoints eps, with their ports' names, and the pairs of the other
-// ports, endpoints without addresses, that it may have claimed under) in
-// the same batch; release's read of every claim when a port has no name.
-func (e *Engine) unpublishAndRelease(c *Container, eps, other []Endpoint) error {
-	if e.fw == nil || len(eps) == 0 {
-		return e.unpublish(c)
+// unpublishAndRelease removes owner's published ports and its claims for
+// its endpoints eps (with their ports' names, and the pairs of other
+// ports, endpoints without addresses, it may have claimed under) in one
+// batch; every claim of owner's, which reads them all, when a port has no
+// name (a crash before the record was written). fw may be the firewall
+// without its lock, for a caller that holds it.
+func unpublishAndRelease(fw firewall.Firewall, owner string, ports []firewall.PortMapping, eps, other []Endpoint) error {
+	if fw == nil || len(ports) == 0 && len(eps) == 0 {
+		return nil
 	}
-	if slices.ContainsFunc(eps, func(ep Endpoint) bool { return ep.HostIf == "" }) {
-		return errors.Join(e.unpublish(c), e.release(e.fw, c.ID, eps))
+	if unnamed := slices.ContainsFunc(eps, func(ep Endpoint) bool { return ep.HostIf == "" }); unnamed || len(eps) == 0 {
+		if len(ports) > 0 {
+			if err := fw.RemovePorts(owner, ports); err != nil {
+				return fmt.Errorf("unpublish ports: %w", err)
+			}
+		}
+		if unnamed {
+			if err := fw.RemoveSources(owner, nil, nil); err != nil {
+				return fmt.Errorf("release source addresses: %w", err)
+			}
+		}
+		return nil
 	}
-	if err := e.fw.RemovePortsAndSources(c.ID, c.Ports, pairsOf(append(slices.Clone(eps), other...)), addrsOf(eps)); err != nil {
+	if err := fw.RemovePortsAndSources(owner, ports, pairsOf(append(slices.Clone(eps), other...)), addrsOf(eps)); err != nil {
 		return fmt.Errorf("unpublish ports and release source addresses: %w", err)
 	}
-	return forgetDatagramFlows(c.Ports)
+	return nil
 }

@@ -113,7 +113,7 @@ func TestUnpublishAndReleaseOtherNames(t *testing.T) {
 		}
 	}
 	c := &Container{ID: "c1", OwnsNetns: true, Endpoints: given}
-	if err := e.unpublishAndRelease(c, given, []Endpoint{{Network: "front", Endpoint: driver.Endpoint{HostIf: "vethpred"}}}); err != nil {
+	if err := unpublishAndRelease(fw, c.ID, c.Ports, given, []Endpoint{{Network: "front", Endpoint: driver.Endpoint{HostIf: "vethpred"}}}); err != nil {
 		t.Fatal(err)
 	}
 	if got := fw.String(); got != "" {

@@ -153,9 +153,14 @@ func (s Source) Validate() error {
 	if s.Port == "" || len(s.Port) >= 16 || strings.ContainsAny(s.Port, "/ \t\n\x00") {
 		return errdefs.Invalid("source %s: invalid interface name", s)
 	}
-	a := s.Addr
+	return ValidateClaim(s.Addr)
+}
+
+// ValidateClaim reports whether a can be a container's claimed address;
+// the error is KindInvalid.
+func ValidateClaim(a netip.Addr) error {
 	if !a.IsValid() || a.IsUnspecified() || a.Is4In6() || a.Zone() != "" || a.IsLoopback() || a.IsMulticast() {
-		return errdefs.Invalid("source %s: invalid container address", s)
+		return errdefs.Invalid("source address %s: invalid container address", a)
 	}
 	return nil
 }

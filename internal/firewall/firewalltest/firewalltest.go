@@ -10,6 +10,7 @@
 package firewalltest
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -208,21 +209,14 @@ func (r *Recorder) LinkOwners() ([]string, error) {
 // AddSources records owner's sources and claims their addresses, taking
 // over any other owner's claim on one, as a backend does.
 func (r *Recorder) AddSources(owner string, srcs []firewall.Source) error {
-	return change(r, "AddSources "+owner, owner, srcs, func() {
-		r.senders.add(owner, srcs, same)
-		for _, s := range srcs {
-			r.guarded.add(owner, []netip.Addr{s.Addr}, same)
-		}
-	})
+	return change(r, "AddSources "+owner, owner, srcs, func() { r.addSources(owner, srcs) })
 }
 
 // RemoveSources forgets owner's sources srcs and claims on addrs (all of
 // them when both are nil); others' and missing ones are skipped.
 func (r *Recorder) RemoveSources(owner string, srcs []firewall.Source, addrs []netip.Addr) error {
-	for _, a := range addrs {
-		if err := (firewall.Source{Port: "-", Addr: a}).Validate(); err != nil {
-			return err
-		}
+	if err := validClaims(addrs); err != nil {
+		return err
 	}
 	return change(r, "RemoveSources "+owner, owner, srcs, func() {
 		if srcs == nil && addrs == nil {
@@ -230,56 +224,70 @@ func (r *Recorder) RemoveSources(owner string, srcs []firewall.Source, addrs []n
 			r.guarded.remove(owner, nil, same)
 			return
 		}
-		if len(srcs) > 0 {
-			r.senders.remove(owner, srcs, same)
-		}
-		if len(addrs) > 0 {
-			r.guarded.remove(owner, addrs, same)
-		}
+		r.removeSources(owner, srcs, addrs)
 	})
 }
 
 // AddPortsAndSources is AddPorts and AddSources in one call: it fails
 // (FailOn("AddPortsAndSources OWNER")) or changes both.
 func (r *Recorder) AddPortsAndSources(owner string, ports []firewall.PortMapping, srcs []firewall.Source) error {
-	for _, s := range srcs {
-		if err := s.Validate(); err != nil {
-			return err
-		}
+	if err := validSources(srcs); err != nil {
+		return err
 	}
 	return change(r, "AddPortsAndSources "+owner, owner, ports, func() {
 		r.ports.add(owner, ports, keyOf)
-		r.senders.add(owner, srcs, same)
-		for _, s := range srcs {
-			r.guarded.add(owner, []netip.Addr{s.Addr}, same)
-		}
+		r.addSources(owner, srcs)
 	})
 }
 
 // RemovePortsAndSources is RemovePorts and RemoveSources of the keys
 // given in one call.
 func (r *Recorder) RemovePortsAndSources(owner string, ports []firewall.PortMapping, srcs []firewall.Source, addrs []netip.Addr) error {
-	for _, a := range addrs {
-		if err := (firewall.Source{Port: "-", Addr: a}).Validate(); err != nil {
-			return err
-		}
-	}
-	for _, s := range srcs {
-		if err := s.Validate(); err != nil {
-			return err
-		}
+	if err := errors.Join(validClaims(addrs), validSources(srcs)); err != nil {
+		return err
 	}
 	return change(r, "RemovePortsAndSources "+owner, owner, ports, func() {
 		if len(ports) > 0 {
 			r.ports.remove(owner, ports, keyOf)
 		}
-		if len(srcs) > 0 {
-			r.senders.remove(owner, srcs, same)
-		}
-		if len(addrs) > 0 {
-			r.guarded.remove(owner, addrs, same)
-		}
+		r.removeSources(owner, srcs, addrs)
 	})
+}
+
+// addSources records srcs and claims their addresses, under r.mu.
+func (r *Recorder) addSources(owner string, srcs []firewall.Source) {
+	r.senders.add(owner, srcs, same)
+	for _, s := range srcs {
+		r.guarded.add(owner, []netip.Addr{s.Addr}, same)
+	}
+}
+
+// removeSources forgets the given sources and claims, under r.mu.
+func (r *Recorder) removeSources(owner string, srcs []firewall.Source, addrs []netip.Addr) {
+	if len(srcs) > 0 {
+		r.senders.remove(owner, srcs, same)
+	}
+	if len(addrs) > 0 {
+		r.guarded.remove(owner, addrs, same)
+	}
+}
+
+func validSources(srcs []firewall.Source) error {
+	for _, s := range srcs {
+		if err := s.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validClaims(addrs []netip.Addr) error {
+	for _, a := range addrs {
+		if err := firewall.ValidateClaim(a); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SourceOwners returns the owners of sources and claims, sorted.

@@ -10,6 +10,8 @@ import (
 // what nft itself prints.
 const WantTable = wantTable
 
+const WantBridgeTable = wantBridgeTable
+
 // TestLinks are the links of WantTable, by owner.
 var TestLinks = testLinks
 

@@ -40,9 +40,15 @@ func firewallIn(t *testing.T, ns string) *nftables.Firewall {
 // nft runs the nft command in the namespace at ns and returns its output.
 func nft(t *testing.T, ns string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command("nsenter", append([]string{"--net=" + ns, "nft"}, args...)...).CombinedOutput()
+	return runIn(t, ns, "nft", args...)
+}
+
+// runIn runs cmd with args in the namespace at ns and returns its output.
+func runIn(t *testing.T, ns, cmd string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("nsenter", append([]string{"--net=" + ns, cmd}, args...)...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("nft %s: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatalf("%s %s: %v\n%s", cmd, strings.Join(args, " "), err, out)
 	}
 	return string(out)
 }
@@ -197,40 +203,7 @@ func TestEnsureNetworkKernel(t *testing.T) {
 	chain knit-user {
 	}
 }
-table bridge knit {
-	set guarded4 {
-		type ipv4_addr
-	}
-
-	set guarded6 {
-		type ipv6_addr
-	}
-
-	set senders4 {
-		type ifname . ipv4_addr
-	}
-
-	set senders6 {
-		type ifname . ipv6_addr
-	}
-
-	chain ra-guard {
-		type filter hook prerouting priority filter; policy accept;
-		iifgroup 1802398068 icmpv6 type nd-router-advert drop comment "knit:base"
-		iifgroup 1802398068 icmpv6 type nd-redirect drop comment "knit:base"
-	}
-
-	chain source-guard {
-		type filter hook prerouting priority filter; policy accept;
-		iifgroup 1802398068 ip saddr @guarded4 iifname . ip saddr != @senders4 drop comment "knit:base"
-		iifgroup 1802398068 ip6 saddr @guarded6 iifname . ip6 saddr != @senders6 drop comment "knit:base"
-		iifgroup 1802398068 arp saddr ip @guarded4 iifname . arp saddr ip != @senders4 drop comment "knit:base"
-		iifgroup 1802398068 icmpv6 type nd-neighbor-advert @th,64,128 @guarded6 iifname . @th,64,128 != @senders6 drop comment "knit:base"
-		iifgroup 1802398068 meta protocol 8021q drop comment "knit:base"
-		iifgroup 1802398068 meta protocol 8021ad drop comment "knit:base"
-	}
-}
-`
+` + nftables.WantBridgeTable
 	if got := rules(t, fw); got != want {
 		t.Fatalf("Rules():\n%s\nwant:\n%s", got, want)
 	}

@@ -282,40 +282,7 @@ const wantTable = `table inet knit {
 	chain knit-user {
 	}
 }
-table bridge knit {
-	set guarded4 {
-		type ipv4_addr
-	}
-
-	set guarded6 {
-		type ipv6_addr
-	}
-
-	set senders4 {
-		type ifname . ipv4_addr
-	}
-
-	set senders6 {
-		type ifname . ipv6_addr
-	}
-
-	chain ra-guard {
-		type filter hook prerouting priority filter; policy accept;
-		iifgroup 1802398068 icmpv6 type nd-router-advert drop comment "knit:base"
-		iifgroup 1802398068 icmpv6 type nd-redirect drop comment "knit:base"
-	}
-
-	chain source-guard {
-		type filter hook prerouting priority filter; policy accept;
-		iifgroup 1802398068 ip saddr @guarded4 iifname . ip saddr != @senders4 drop comment "knit:base"
-		iifgroup 1802398068 ip6 saddr @guarded6 iifname . ip6 saddr != @senders6 drop comment "knit:base"
-		iifgroup 1802398068 arp saddr ip @guarded4 iifname . arp saddr ip != @senders4 drop comment "knit:base"
-		iifgroup 1802398068 icmpv6 type nd-neighbor-advert @th,64,128 @guarded6 iifname . @th,64,128 != @senders6 drop comment "knit:base"
-		iifgroup 1802398068 meta protocol 8021q drop comment "knit:base"
-		iifgroup 1802398068 meta protocol 8021ad drop comment "knit:base"
-	}
-}
-`
+` + wantBridgeTable
 
 func TestInvalid(t *testing.T) {
 	f := &Firewall{} // validation happens before any kernel call
@@ -402,3 +369,40 @@ func TestRenderRAGuard(t *testing.T) {
 		t.Errorf("bridge priority -100 on prerouting is %q, want -100 (dstnat is -300 there)", got)
 	}
 }
+
+// wantBridgeTable is knit's bridge table, as nft lists it, whatever its
+// networks.
+const wantBridgeTable = `table bridge knit {
+	set guarded4 {
+		type ipv4_addr
+	}
+
+	set guarded6 {
+		type ipv6_addr
+	}
+
+	set senders4 {
+		type ifname . ipv4_addr
+	}
+
+	set senders6 {
+		type ifname . ipv6_addr
+	}
+
+	chain ra-guard {
+		type filter hook prerouting priority filter; policy accept;
+		iifgroup 1802398068 icmpv6 type nd-router-advert drop comment "knit:base"
+		iifgroup 1802398068 icmpv6 type nd-redirect drop comment "knit:base"
+	}
+
+	chain source-guard {
+		type filter hook prerouting priority filter; policy accept;
+		iifgroup 1802398068 ip saddr @guarded4 iifname . ip saddr != @senders4 drop comment "knit:base"
+		iifgroup 1802398068 ip6 saddr @guarded6 iifname . ip6 saddr != @senders6 drop comment "knit:base"
+		iifgroup 1802398068 arp saddr ip @guarded4 iifname . arp saddr ip != @senders4 drop comment "knit:base"
+		iifgroup 1802398068 icmpv6 type nd-neighbor-advert @th,64,128 @guarded6 iifname . @th,64,128 != @senders6 drop comment "knit:base"
+		iifgroup 1802398068 meta protocol 8021q drop comment "knit:base"
+		iifgroup 1802398068 meta protocol 8021ad drop comment "knit:base"
+	}
+}
+`

@@ -155,15 +155,9 @@ func (f *Firewall) AddSources(owner string, srcs []firewall.Source) error {
 // 10.99.0.2 } (for its owner); nft delete element bridge knit senders4 {
 // "veth0a1b2c3" . 10.99.0.2 }; the same for guarded4 { 10.99.0.2 }
 func (f *Firewall) RemoveSources(owner string, srcs []firewall.Source, addrs []netip.Addr) error {
-	want, err := sourceElems(owner, srcs, false)
+	want, err := releaseElems(owner, srcs, addrs)
 	if err != nil {
 		return err
-	}
-	for _, a := range addrs {
-		if err := (firewall.Source{Port: "-", Addr: a}).Validate(); err != nil {
-			return err
-		}
-		want = append(want, guardedElem(owner, a))
 	}
 	if err := f.elemsRemove(owner, want, srcs == nil && addrs == nil, sourceSets); err != nil {
 		return fmt.Errorf("release sources of %s: %w", owner, err)
@@ -203,15 +197,9 @@ func (f *Firewall) RemovePortsAndSources(owner string, ports []firewall.PortMapp
 	if err != nil {
 		return err
 	}
-	se, err := sourceElems(owner, srcs, false)
+	se, err := releaseElems(owner, srcs, addrs)
 	if err != nil {
 		return err
-	}
-	for _, a := range addrs {
-		if err := (firewall.Source{Port: "-", Addr: a}).Validate(); err != nil {
-			return err
-		}
-		se = append(se, guardedElem(owner, a))
 	}
 	if err := f.elemsRemove(owner, append(pe, se...), false, nil); err != nil {
 		return fmt.Errorf("unpublish ports and release sources of %s: %w", owner, err)
@@ -255,6 +243,22 @@ func sourceElems(owner string, srcs []firewall.Source, claims bool) ([]ownedElem
 			senders = setSenders6
 		}
 		add(ownedElem{set: senders, SetElement: nft.SetElement{Key: append(ifnameKey(s.Port), s.Addr.AsSlice()...), Comment: ownerTag(owner)}})
+	}
+	return out, nil
+}
+
+// releaseElems are the elements of owner's sources srcs (their pairs)
+// and of its claims on addrs.
+func releaseElems(owner string, srcs []firewall.Source, addrs []netip.Addr) ([]ownedElem, error) {
+	out, err := sourceElems(owner, srcs, false)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range addrs {
+		if err := firewall.ValidateClaim(a); err != nil {
+			return nil, err
+		}
+		out = append(out, guardedElem(owner, a))
 	}
 	return out, nil
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -19,11 +18,7 @@ import (
 // ipIn runs ip with args in namespace ns.
 func ipIn(t *testing.T, ns string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command("nsenter", append([]string{"--net=" + ns, "ip"}, args...)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	return runIn(t, ns, "ip", args...)
 }
 
 // TestSourceGuardTraffic checks that a container's port sends only from
