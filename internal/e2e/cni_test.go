@@ -899,6 +899,34 @@ func TestCNISecondNetworkKeepsTheDefaultRoute(t *testing.T) {
 	h.detached(t, "kfirst", "10.87.0.2")
 }
 
+// A pod on two knit networks sends from either address out of either
+// port, as a knit container on two networks does: here from its second
+// network's address to the world through the first's default route (the
+// way a reply to a connection made to that address leaves). Another pod
+// cannot send from it, and each DEL leaves exactly the rest's claims.
+func TestCNIPodSendsFromEitherAddress(t *testing.T) {
+	h := cniSandbox(t)
+	h.conflist(t, "first", "1.1.0", `{"type":"knit","subnet":"10.87.0.0/24","bridge":"kfirst"}`)
+	h.conflist(t, "second", "1.1.0", `{"type":"knit","subnet":"10.88.0.0/24","bridge":"ksecond"}`)
+	ns, other := h.netns(t, "pod"), h.netns(t, "other")
+	h.mustCnitool(t, "add", "first", ns)
+	h.mustCnitool(t, "add", "second", ns, "CNI_IFNAME=net1")
+	h.mustCnitool(t, "add", "first", other)
+	h.s.MustRun(t, "ip", "netns", "exec", "pod", "ping", "-c1", "-w5", "-I", "10.88.0.2", "198.51.100.2")
+	assertConsistent(t, h.s, "a pod on two networks")
+	h.s.MustRun(t, "ip", "-n", "other", "addr", "add", "10.88.0.2/32", "dev", "eth0")
+	if r := h.s.Run("ip", "netns", "exec", "other", "ping", "-c1", "-w2", "-I", "10.88.0.2", "198.51.100.2"); r.Code == 0 {
+		t.Errorf("another pod sent from the pod's address:\n%s", r.Stdout)
+	}
+	h.mustCnitool(t, "del", "second", ns, "CNI_IFNAME=net1")
+	assertConsistent(t, h.s, "the pod's second network gone")
+	h.mustCnitool(t, "del", "first", ns)
+	h.mustCnitool(t, "del", "first", other)
+	if st := assertConsistent(t, h.s, "both pods gone"); strings.Contains(st.nft, "knit:owner=") {
+		t.Errorf("claims outlived the pods:\n%s", st.nft)
+	}
+}
+
 // Two networks' ADDs into one namespace at the same moment, as containerd
 // attaches a pod's networks in parallel: both succeed, whichever adds the
 // default route first keeps it, and each record names only the routes its

@@ -42,10 +42,11 @@ type storedContainer struct {
 
 // storedAttachment is the part of knit's record of a CNI ADD the checks read.
 type storedAttachment struct {
-	Network  string         `json:"network"`
-	Endpoint storedEndpoint `json:"endpoint"`
-	Ports    []storedPort   `json:"ports"`
-	Owner    proc           `json:"owner"` // zero once the ADD completed
+	ContainerID string         `json:"containerId"`
+	Network     string         `json:"network"`
+	Endpoint    storedEndpoint `json:"endpoint"`
+	Ports       []storedPort   `json:"ports"`
+	Owner       proc           `json:"owner"` // zero once the ADD completed
 }
 
 type storedEndpoint struct {
@@ -232,7 +233,8 @@ type holder struct {
 	name      string
 	endpoints []storedEndpoint
 	ports     []storedPort
-	netns     bool // a namespace mount of knit's own
+	netns     bool     // a namespace mount of knit's own
+	pod       []string // the ports of a CNI attachment's pod's other attachments
 }
 
 // checker collects the problems of one state.
@@ -275,7 +277,13 @@ func (st *knitState) problems() []string {
 	}
 	for id, a := range st.attachments {
 		if a.Owner.Pid == 0 {
-			c.holders[id] = &holder{name: "CNI attachment " + id, endpoints: []storedEndpoint{a.Endpoint}, ports: a.Ports}
+			h := &holder{name: "CNI attachment " + id, endpoints: []storedEndpoint{a.Endpoint}, ports: a.Ports}
+			for sid, s := range st.attachments {
+				if sid != id && s.ContainerID == a.ContainerID && s.Owner.Pid == 0 && s.Endpoint.HostIf != "" {
+					h.pod = append(h.pod, s.Endpoint.HostIf)
+				}
+			}
+			c.holders[id] = h
 		}
 	}
 	c.records()
@@ -458,18 +466,22 @@ func (c *checker) holder(id string, h *holder) {
 }
 
 // claims checks that h claims exactly its addresses, for exactly its
-// ports: each port may send from each of its addresses (once every port
-// is recorded; a record from before the supervisor recorded them may
-// have none).
+// ports (and its pod's): each port may send from each of its addresses
+// (once every port is recorded; a record from before the supervisor
+// recorded them may have none).
 func (c *checker) claims(id string, h *holder) {
 	wantSenders, wantClaims := map[string]bool{}, map[string]bool{}
+	ports := slices.Clone(h.pod)
 	for _, p := range h.endpoints {
 		if p.HostIf == "" {
 			return
 		}
+		ports = append(ports, p.HostIf)
+	}
+	for _, p := range ports {
 		for _, ep := range h.endpoints {
 			for _, a := range ep.Addrs {
-				wantSenders[p.HostIf+" "+a.Addr().String()] = true
+				wantSenders[p+" "+a.Addr().String()] = true
 				wantClaims[a.Addr().String()] = true
 			}
 		}

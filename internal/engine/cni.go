@@ -201,6 +201,7 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 			return nil, nil, fmt.Errorf("bandwidth: %w", err)
 		}
 	}
+	var pod []*CNIAttachment
 	err = e.st.Update(func(tx store.Tx) error {
 		cur, err := getAttachment(tx, id)
 		if err != nil {
@@ -209,10 +210,21 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 		cur.Owner, cur.Endpoint.HostIf = Proc{}, a.Endpoint.HostIf
 		cur.Endpoint.Gateways, cur.Endpoint.DefaultRoute = a.Endpoint.Gateways, a.Endpoint.DefaultRoute
 		*a = *cur
-		return e.putAttachment(tx, cur, n)
+		if err := e.putAttachment(tx, cur, n); err != nil {
+			return err
+		}
+		pod, err = podOf(tx, cur)
+		return err
 	})
 	if err != nil {
 		return nil, nil, err
+	}
+	// The pod's other networks' ports and this one's send from each
+	// other's addresses.
+	if len(pod) > 0 {
+		if err := e.claimPod(id); err != nil {
+			return nil, nil, err
+		}
 	}
 	if n.DNS {
 		if err := e.syncDNS(); err != nil {
@@ -520,9 +532,14 @@ func (e *Engine) cniTeardown(a *CNIAttachment) error {
 		// under the firewall lock: a restore of the firewall (after a
 		// flush) reads the record under it, so it either comes first, and
 		// its elements go now, or finds the record gone. (The record of
-		// an ADD rolling back has no link name yet.)
+		// an ADD rolling back has no link name yet.) The claims of the
+		// rest of its pod for its port go first.
 		err = e.underFirewallLock(func(fw firewall.Firewall) error {
-			if err := unpublishAndRelease(fw, a.ID, a.Ports, []Endpoint{a.Endpoint}, nil); err != nil {
+			pod, err := e.releasePod(fw, a)
+			if err != nil {
+				return err
+			}
+			if err := unpublishAndRelease(fw, a.ID, a.Ports, []Endpoint{a.Endpoint}, portsOnly(pod)); err != nil {
 				return err
 			}
 			return forget()

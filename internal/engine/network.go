@@ -565,14 +565,15 @@ func (e *Engine) restoreLinks(ids []string) error {
 }
 
 // restoreAttachmentPorts publishes again the ports of CNI attachment id,
-// and claims its address again, if it is still recorded, read under the
+// and claims its address again (for the ports of its pod), if it is
+// still recorded, read under the
 // firewall lock as restorePorts does. Not under the attachment's lock: a CNI ADD that ensures its
 // network holds one of the lock's stripes, which may be id's. A teardown
 // removes the ports and the record together under the firewall lock
 // (cniTeardown), so what is read here is either both or neither.
 func (e *Engine) restoreAttachmentPorts(id string) error {
 	return e.underFirewallLock(func(fw firewall.Firewall) error {
-		a, err := e.readAttachment(id)
+		a, pod, err := e.readPod(id)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
 		} else if err != nil {
@@ -582,7 +583,7 @@ func (e *Engine) restoreAttachmentPorts(id string) error {
 		if len(a.Ports) > 0 {
 			errs = append(errs, fw.AddPorts(a.ID, a.Ports))
 		}
-		if srcs := claimsOf([]Endpoint{a.Endpoint}); len(srcs) > 0 {
+		if srcs := podClaims(a, pod); len(srcs) > 0 {
 			errs = append(errs, fw.AddSources(a.ID, srcs))
 		}
 		return errors.Join(errs...)

@@ -1,12 +1,17 @@
 package engine
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 
+	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/netns"
+	"github.com/knit-dev/knit/internal/store"
 )
 
 // claimsOf are the sources (firewall.Source) of a container whose
@@ -184,4 +189,121 @@ func unpublishAndRelease(fw firewall.Firewall, owner string, ports []firewall.Po
 		return fmt.Errorf("unpublish ports and release source addresses: %w", err)
 	}
 	return nil
+}
+
+// The attachments of one pod (a runtime's container: one container ID,
+// an ADD per network) send from each other's addresses, as the networks
+// of a knit container do: a reply to a connection made to one network's
+// address leaves by the namespace's default route, another network's
+// port. Each attachment claims its addresses for every port of its pod;
+// its record names its port once its ADD is complete.
+
+// podOf returns the complete attachments of a's pod other than a, read
+// in tx.
+func podOf(tx store.Tx, a *CNIAttachment) ([]*CNIAttachment, error) {
+	id, err := json.Marshal(a.ContainerID)
+	if err != nil {
+		return nil, err
+	}
+	// Most records are other pods': a look at the bytes leaves them.
+	field := append([]byte(`"containerId":`), id...)
+	var pod []*CNIAttachment
+	err = tx.Scan(bucketCNI, func(k, v []byte) error {
+		if string(k) == a.ID || !bytes.Contains(v, field) {
+			return nil
+		}
+		var s CNIAttachment
+		if err := json.Unmarshal(v, &s); err != nil {
+			return err
+		}
+		if s.ContainerID == a.ContainerID && s.Owner == (Proc{}) && s.Endpoint.HostIf != "" {
+			pod = append(pod, &s)
+		}
+		return nil
+	})
+	return pod, err
+}
+
+// readPod reads attachment id's record and, if its ADD is complete, the
+// rest of its pod (store.ErrNotFound if there is no record).
+func (e *Engine) readPod(id string) (a *CNIAttachment, pod []*CNIAttachment, err error) {
+	err = e.st.View(func(tx store.Tx) (err error) {
+		if a, err = getAttachment(tx, id); err != nil {
+			return err
+		}
+		if a.Owner == (Proc{}) {
+			pod, err = podOf(tx, a)
+		}
+		return err
+	})
+	return a, pod, err
+}
+
+// podClaims are the claims of a, in a pod whose other attachments are
+// pod: each of the pod's ports may send from a's addresses.
+func podClaims(a *CNIAttachment, pod []*CNIAttachment) []firewall.Source {
+	return claimsOf(append([]Endpoint{a.Endpoint}, portsOnly(pod)...))
+}
+
+// portsOnly returns the endpoints of pod without their addresses.
+func portsOnly(pod []*CNIAttachment) []Endpoint {
+	var eps []Endpoint
+	for _, s := range pod {
+		eps = append(eps, Endpoint{Network: s.Network, Endpoint: driver.Endpoint{HostIf: s.Endpoint.HostIf}})
+	}
+	return eps
+}
+
+// claimPod claims the addresses of attachment id for the ports of the
+// rest of its pod, and theirs for its port, read under the firewall
+// lock: of two ADDs of one pod at once, the later to record its port
+// finds the other's (each reads after its own record), and a teardown
+// (which reads the pod under the lock too) either comes first or finds
+// the pairs made.
+func (e *Engine) claimPod(id string) error {
+	if e.fw == nil {
+		return nil
+	}
+	return e.underFirewallLock(func(fw firewall.Firewall) error {
+		a, pod, err := e.readPod(id)
+		if errors.Is(err, store.ErrNotFound) || err == nil && len(pod) == 0 {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if err := fw.AddSources(a.ID, podClaims(a, pod)); err != nil {
+			return fmt.Errorf("claim source addresses for the pod's ports: %w", err)
+		}
+		for i, s := range pod {
+			rest := append(slices.Concat(pod[:i], pod[i+1:]), a)
+			if err := fw.AddSources(s.ID, podClaims(s, rest)); err != nil {
+				return fmt.Errorf("claim source addresses for the pod's ports: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// releasePod releases what the rest of a's pod claimed for a's port
+// (their addresses), under the firewall lock that fw is used with; the
+// pod is returned for a's own release.
+func (e *Engine) releasePod(fw firewall.Firewall, a *CNIAttachment) ([]*CNIAttachment, error) {
+	if a.Endpoint.HostIf == "" || a.Owner != (Proc{}) {
+		return nil, nil // a half-made ADD's: it claimed for its own port only
+	}
+	var pod []*CNIAttachment
+	err := e.st.View(func(tx store.Tx) (err error) {
+		pod, err = podOf(tx, a)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	port := portsOnly([]*CNIAttachment{a})
+	for _, s := range pod {
+		if err := fw.RemoveSources(s.ID, pairsOf(append(port, Endpoint{Endpoint: driver.Endpoint{Addrs: s.Endpoint.Addrs}})), nil); err != nil {
+			return nil, fmt.Errorf("release the pod's source addresses: %w", err)
+		}
+	}
+	return pod, nil
 }

@@ -120,3 +120,69 @@ func TestUnpublishAndReleaseOtherNames(t *testing.T) {
 		t.Errorf("left after the release:\n%s", got)
 	}
 }
+
+// A pod's attachments (one container ID, a network each) claim their
+// addresses for each other's ports once complete: after the second's
+// ADD, after a restore of the firewall, and the rest of the pod alone
+// once one is torn down. Another pod, and a half-made attachment of the
+// same one, stay out of it.
+func TestCNIPodClaims(t *testing.T) {
+	st := newStore(t)
+	fw := firewalltest.New()
+	e := firewallEngine(t, st, fw)
+	attachment := func(container, ifname, port, addr string) *CNIAttachment {
+		a := &CNIAttachment{ID: CNIAttachmentID(container, ifname), ContainerID: container, IfName: ifname, Network: "gone",
+			Endpoint: endpoint("gone", port, addr)}
+		recordAttachment(t, st, a)
+		if err := fw.AddSources(a.ID, claimsOf([]Endpoint{a.Endpoint})); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	a := attachment("c1", "eth0", "vetha", "10.81.0.2/24")
+	x := attachment("c2", "eth0", "vethx", "10.81.0.3/24")
+	b := attachment("c1", "net1", "vethb", "10.82.0.2/24")
+	half := &CNIAttachment{ID: CNIAttachmentID("c1", "net2"), ContainerID: "c1", IfName: "net2", Network: "gone",
+		Endpoint: endpoint("gone", "", "10.83.0.2/24"), Owner: selfProc()}
+	recordAttachment(t, st, half)
+	if err := e.claimPod(b.ID); err != nil {
+		t.Fatal(err)
+	}
+	want := firewalltest.New()
+	for _, c := range []struct {
+		a     *CNIAttachment
+		ports []string
+	}{{a, []string{"vetha", "vethb"}}, {b, []string{"vethb", "vetha"}}, {x, []string{"vethx"}}} {
+		for _, p := range c.ports {
+			if err := want.AddSources(c.a.ID, []firewall.Source{{Port: p, Addr: c.a.Endpoint.Addrs[0].Addr()}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got := fw.String(); got != want.String() {
+		t.Errorf("the pod's claims:\n%s\nwant:\n%s", got, want)
+	}
+	restored := firewalltest.New()
+	e.fw = restored
+	for _, id := range []string{a.ID, b.ID, x.ID, half.ID} {
+		if err := e.restoreAttachmentPorts(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := restored.String(); got != want.String() {
+		t.Errorf("the pod's claims restored:\n%s\nwant:\n%s", got, want)
+	}
+	e.fw = fw
+	if err := e.cniTeardown(b); err != nil {
+		t.Fatal(err)
+	}
+	want = firewalltest.New()
+	for _, c := range []*CNIAttachment{a, x} {
+		if err := want.AddSources(c.ID, claimsOf([]Endpoint{c.Endpoint})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := fw.String(); got != want.String() {
+		t.Errorf("left after the teardown of the pod's second attachment:\n%s\nwant:\n%s", got, want)
+	}
+}
