@@ -475,7 +475,10 @@ func TestCNIAddRefusesAnInterfaceThatExists(t *testing.T) {
 // it left; after, the attachment is live and the next ADD is refused (the
 // interface exists), so the runtime's DEL comes first, as a runtime sends
 // one after a failed ADD. CHECK then passes and DEL leaves nothing. Killed
-// before each change of a DEL: the next DEL finishes the job.
+// before each change of a DEL: the next DEL finishes the job. The pod is
+// on a second network throughout: each of its attachments claims its
+// address for both ports, and what a DEL leaves is the second's claim
+// for its own port alone.
 func TestCNICrashAtEveryStep(t *testing.T) {
 	h := cniSandbox(t)
 	h.netns(t, "a")
@@ -483,10 +486,14 @@ func TestCNICrashAtEveryStep(t *testing.T) {
 	conf := `{"cniVersion":"1.1.0","name":"crash","subnet":"10.78.0.0/24","bridge":"kcrash","runtimeConfig":{"portMappings":[{"hostPort":8085,"containerPort":80}]}}`
 	trace := filepath.Join(h.s.Dir(), "trace")
 	// The first ADD makes the network; count the steps of a later one.
-	script := `conf=$1; knit=$2; trace=$3
+	second := `{"cniVersion":"1.1.0","name":"crash2","subnet":"10.79.0.0/24","bridge":"kcrash2"}`
+	script := `conf=$1; knit=$2; trace=$3; second=$4
 		export CNI_CONTAINERID=crash CNI_IFNAME=eth0 CNI_NETNS=/run/netns/a CNI_PATH=/none
 		run() { echo "$conf" | CNI_COMMAND=$1 "$knit"; }
-		clean() { [ -z "$(ip -o link show master kcrash)" ] && ! nft list table inet knit | grep -q 8085 && ! "$knit" cni ls | grep -q 10.78.0; }
+		pairs() { [ "$(nft list set bridge knit senders4 | grep -o " $1 " | wc -l)" -eq $2 ]; }
+		clean() { [ -z "$(ip -o link show master kcrash)" ] && ! nft list table inet knit | grep -q 8085 && ! "$knit" cni ls | grep -q 10.78.0 &&
+			! nft list table bridge knit | grep -q 10.78.0 && pairs 10.79.0.2 1; }
+		echo "$second" | CNI_IFNAME=net1 CNI_COMMAND=ADD "$knit" >/dev/null || exit 1
 		run ADD >/dev/null && run DEL || exit 1
 		echo "$conf" | KNIT_CRASH_TRACE=$trace.add CNI_COMMAND=ADD "$knit" >/dev/null || exit 1
 		echo "$conf" | KNIT_CRASH_TRACE=$trace.del CNI_COMMAND=DEL "$knit" || exit 1
@@ -503,7 +510,8 @@ func TestCNICrashAtEveryStep(t *testing.T) {
 				run DEL || { echo "DEL after a crash at ADD step $k ($step) failed"; fail=1; }
 			fi
 			if ! run ADD >/dev/null 2>&1; then echo "ADD after a crash at ADD step $k ($step) failed"; fail=1
-			elif ! run CHECK; then echo "CHECK after a crash at ADD step $k ($step) failed"; fail=1; fi
+			elif ! run CHECK; then echo "CHECK after a crash at ADD step $k ($step) failed"; fail=1
+			elif ! pairs 10.78.0.2 2 || ! pairs 10.79.0.2 2; then echo "the pod's claims after a crash at ADD step $k ($step): $(nft list set bridge knit senders4)"; fail=1; fi
 			run DEL || { echo "DEL after a crash at ADD step $k ($step) failed"; fail=1; }
 			clean || { echo "leftovers after a crash at ADD step $k ($step)"; fail=1; }
 			ip -n a link del eth0 2>/dev/null
@@ -515,9 +523,11 @@ func TestCNICrashAtEveryStep(t *testing.T) {
 			run DEL || { echo "DEL after a crash at DEL step $k ($step) failed"; fail=1; }
 			clean || { echo "leftovers after a crash at DEL step $k ($step)"; fail=1; }
 		done < $trace.del
+		echo "$second" | CNI_IFNAME=net1 CNI_COMMAND=DEL "$knit" || exit 1
+		nft list table bridge knit | grep -q knit:owner && { echo "claims left: $(nft list table bridge knit)"; fail=1; }
 		echo "$(wc -l < $trace.add) ADD steps, $(wc -l < $trace.del) DEL steps"
 		exit $fail`
-	r := h.s.Run("sh", "-c", script, "sh", conf, knit, trace)
+	r := h.s.Run("sh", "-c", script, "sh", conf, knit, trace, second)
 	if r.Code != 0 {
 		t.Errorf("exit %d:\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}
@@ -914,9 +924,20 @@ func TestCNIPodSendsFromEitherAddress(t *testing.T) {
 	h.mustCnitool(t, "add", "first", other)
 	h.s.MustRun(t, "ip", "netns", "exec", "pod", "ping", "-c1", "-w5", "-I", "10.88.0.2", "198.51.100.2")
 	assertConsistent(t, h.s, "a pod on two networks")
+	// What another pod sends from that address never reaches the host
+	// (whose replies would go to the pod: conntrack tells), while the
+	// pod's own does.
+	_, dnstool := dnsRootfs(t)
 	h.s.MustRun(t, "ip", "-n", "other", "addr", "add", "10.88.0.2/32", "dev", "eth0")
-	if r := h.s.Run("ip", "netns", "exec", "other", "ping", "-c1", "-w2", "-I", "10.88.0.2", "198.51.100.2"); r.Code == 0 {
-		t.Errorf("another pod sent from the pod's address:\n%s", r.Stdout)
+	for _, c := range []struct {
+		ns, sport string
+		arrives   bool
+	}{{"pod", "53536", true}, {"other", "53537", false}} {
+		h.s.Run("ip", "netns", "exec", c.ns, dnstool, "query", "-server", "198.51.100.2:53", "-from", "10.88.0.2:"+c.sport, "-timeout", "1s", "x.test")
+		got := h.s.Run("conntrack", "-L", "-p", "udp", "--orig-src", "10.88.0.2", "--sport", c.sport).Stdout
+		if strings.Contains(got, "dport=53") != c.arrives {
+			t.Errorf("%s's query from the pod's address reached the host: %v, want %v\n%s", c.ns, !c.arrives, c.arrives, got)
+		}
 	}
 	h.mustCnitool(t, "del", "second", ns, "CNI_IFNAME=net1")
 	assertConsistent(t, h.s, "the pod's second network gone")
@@ -929,9 +950,9 @@ func TestCNIPodSendsFromEitherAddress(t *testing.T) {
 
 // Two networks' ADDs into one namespace at the same moment, as containerd
 // attaches a pod's networks in parallel: both succeed, whichever adds the
-// default route first keeps it, and each record names only the routes its
+// default route first keeps it, each record names only the routes its
 // ADD added (CHECK, which compares them with the namespace, passes on
-// both).
+// both), and each port may send from both addresses.
 func TestCNIParallelNetworksShareTheDefaultRoute(t *testing.T) {
 	h := cniSandbox(t)
 	h.conflist(t, "pa", "1.1.0", `{"type":"knit","subnet":"10.89.0.0/24","bridge":"kpa"}`)
@@ -953,6 +974,8 @@ func TestCNIParallelNetworksShareTheDefaultRoute(t *testing.T) {
 		}
 		h.mustCnitool(t, "check", "pa", ns)
 		h.mustCnitool(t, "check", "pb", ns, "CNI_IFNAME=net1")
+		// Whichever recorded its port later claimed for both ports.
+		assertConsistent(t, h.s, fmt.Sprintf("round %d", round))
 		h.mustCnitool(t, "del", "pb", ns, "CNI_IFNAME=net1")
 		h.mustCnitool(t, "del", "pa", ns)
 	}

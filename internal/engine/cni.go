@@ -201,28 +201,45 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 			return nil, nil, fmt.Errorf("bandwidth: %w", err)
 		}
 	}
+	// Complete, unless the rest of its pod (its container's other
+	// networks) has ports already: the ports then send from each other's
+	// addresses, claimed first (claimPod), so that an ADD cut short
+	// before its pod's claims are made leaves a half-made record, which
+	// the next command tears down with them.
 	var pod []*CNIAttachment
 	err = e.st.Update(func(tx store.Tx) error {
 		cur, err := getAttachment(tx, id)
 		if err != nil {
 			return err
 		}
-		cur.Owner, cur.Endpoint.HostIf = Proc{}, a.Endpoint.HostIf
-		cur.Endpoint.Gateways, cur.Endpoint.DefaultRoute = a.Endpoint.Gateways, a.Endpoint.DefaultRoute
-		*a = *cur
-		if err := e.putAttachment(tx, cur, n); err != nil {
+		if pod, err = podOf(tx, cur); err != nil {
 			return err
 		}
-		pod, err = podOf(tx, cur)
-		return err
+		if len(pod) == 0 {
+			cur.Owner = Proc{}
+		}
+		cur.Endpoint.HostIf = a.Endpoint.HostIf
+		cur.Endpoint.Gateways, cur.Endpoint.DefaultRoute = a.Endpoint.Gateways, a.Endpoint.DefaultRoute
+		*a = *cur
+		return e.putAttachment(tx, cur, n)
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	// The pod's other networks' ports and this one's send from each
-	// other's addresses.
 	if len(pod) > 0 {
 		if err := e.claimPod(id); err != nil {
+			return nil, nil, err
+		}
+		err = e.st.Update(func(tx store.Tx) error {
+			cur, err := getAttachment(tx, id)
+			if err != nil {
+				return err
+			}
+			cur.Owner = Proc{}
+			*a = *cur
+			return putJSON(tx, bucketCNI, id, cur)
+		})
+		if err != nil {
 			return nil, nil, err
 		}
 	}

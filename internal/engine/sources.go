@@ -191,15 +191,16 @@ func unpublishAndRelease(fw firewall.Firewall, owner string, ports []firewall.Po
 	return nil
 }
 
-// The attachments of one pod (a runtime's container: one container ID,
-// an ADD per network) send from each other's addresses, as the networks
-// of a knit container do: a reply to a connection made to one network's
-// address leaves by the namespace's default route, another network's
-// port. Each attachment claims its addresses for every port of its pod;
-// its record names its port once its ADD is complete.
+// The attachments of one pod (a runtime's container: one container ID
+// and namespace, an ADD per network) send from each other's addresses,
+// as the networks of a knit container do: a reply to a connection made
+// to one network's address leaves by the namespace's default route,
+// another network's port. Each attachment claims its addresses for every
+// port of its pod. Its record names its port once Join has made it (an
+// ADD then claims for the pod before it records itself complete).
 
-// podOf returns the complete attachments of a's pod other than a, read
-// in tx.
+// podOf returns the attachments of a's pod other than a whose records
+// name their ports, read in tx.
 func podOf(tx store.Tx, a *CNIAttachment) ([]*CNIAttachment, error) {
 	id, err := json.Marshal(a.ContainerID)
 	if err != nil {
@@ -216,7 +217,7 @@ func podOf(tx store.Tx, a *CNIAttachment) ([]*CNIAttachment, error) {
 		if err := json.Unmarshal(v, &s); err != nil {
 			return err
 		}
-		if s.ContainerID == a.ContainerID && s.Owner == (Proc{}) && s.Endpoint.HostIf != "" {
+		if s.ContainerID == a.ContainerID && s.Netns == a.Netns && s.Endpoint.HostIf != "" {
 			pod = append(pod, &s)
 		}
 		return nil
@@ -224,14 +225,14 @@ func podOf(tx store.Tx, a *CNIAttachment) ([]*CNIAttachment, error) {
 	return pod, err
 }
 
-// readPod reads attachment id's record and, if its ADD is complete, the
+// readPod reads attachment id's record and, if it names its port, the
 // rest of its pod (store.ErrNotFound if there is no record).
 func (e *Engine) readPod(id string) (a *CNIAttachment, pod []*CNIAttachment, err error) {
 	err = e.st.View(func(tx store.Tx) (err error) {
 		if a, err = getAttachment(tx, id); err != nil {
 			return err
 		}
-		if a.Owner == (Proc{}) {
+		if a.Endpoint.HostIf != "" {
 			pod, err = podOf(tx, a)
 		}
 		return err
@@ -257,9 +258,9 @@ func portsOnly(pod []*CNIAttachment) []Endpoint {
 // claimPod claims the addresses of attachment id for the ports of the
 // rest of its pod, and theirs for its port, read under the firewall
 // lock: of two ADDs of one pod at once, the later to record its port
-// finds the other's (each reads after its own record), and a teardown
-// (which reads the pod under the lock too) either comes first or finds
-// the pairs made.
+// finds the other's (and claims for both), and a teardown (which reads
+// the pod under the lock too) either comes first or finds the pairs
+// made.
 func (e *Engine) claimPod(id string) error {
 	if e.fw == nil {
 		return nil
@@ -288,8 +289,8 @@ func (e *Engine) claimPod(id string) error {
 // (their addresses), under the firewall lock that fw is used with; the
 // pod is returned for a's own release.
 func (e *Engine) releasePod(fw firewall.Firewall, a *CNIAttachment) ([]*CNIAttachment, error) {
-	if a.Endpoint.HostIf == "" || a.Owner != (Proc{}) {
-		return nil, nil // a half-made ADD's: it claimed for its own port only
+	if a.Endpoint.HostIf == "" {
+		return nil, nil // an ADD's that had not named its port: nobody claimed for it
 	}
 	var pod []*CNIAttachment
 	err := e.st.View(func(tx store.Tx) (err error) {
