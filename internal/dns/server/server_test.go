@@ -835,6 +835,24 @@ func TestForwardingFloodOfOneClient(t *testing.T) {
 	}
 }
 
+// A client with as many forwarded queries in flight as it may have sends
+// the next as a reply comes: it is never refused, however long the reply's
+// goroutine takes to end (dnsperf's load, on a busy CPU, had SERVFAILs).
+func TestForwardingAtTheClientsLimit(t *testing.T) {
+	old, oldHook := maxForwardingPerClient, afterForwardReply
+	t.Cleanup(func() { maxForwardingPerClient, afterForwardReply = old, oldHook })
+	maxForwardingPerClient = 1
+	afterForwardReply = func() { time.Sleep(50 * time.Millisecond) }
+	port := freePort(t)
+	startServer(t, socketSnapshot(port, startUpstream(t).addr, deadUpstream(t)))
+	for i := range 10 {
+		_, m, err := ask(gatewayA, port, fromClient, "udp", "q"+strconv.Itoa(i)+".example.", dns.TypeA)
+		if err != nil || m.Rcode != dns.RcodeSuccess {
+			t.Fatalf("forwarded query %d, one in flight at a time: %v, %v", i, m, err)
+		}
+	}
+}
+
 // floodSilentUpstream sends n distinct names from fromLost, whose upstream
 // never answers, runs during (if any) while they are in flight, and counts
 // the SERVFAILs that come back before the upstream's timeout: only those
