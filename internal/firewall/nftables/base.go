@@ -325,6 +325,7 @@ func elemsDel(c *nft.Conn, set string, elems []nft.SetElement) error {
 	if len(elems) == 0 {
 		return nil
 	}
+	queueDelete(c)
 	keys := make([]nft.SetElement, len(elems))
 	for i, e := range elems {
 		keys[i] = nft.SetElement{Key: e.Key}

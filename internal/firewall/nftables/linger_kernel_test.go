@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/knit-dev/knit/internal/firewall"
 	"github.com/knit-dev/knit/internal/firewall/nftables"
 )
 
@@ -40,16 +41,32 @@ func holders(s string) []string {
 	return out
 }
 
-// Linger closes the firewall's sockets here and, after a batch, leaves
-// them to a holder (sleep, named knit-linger) that closes them a moment later: the process
-// that deleted elements then exits without waiting for the kernel to
-// free them. Without a batch, nothing holds them.
+// Linger closes the firewall's sockets here and, after a batch that
+// deleted something, leaves them to a holder (sleep, named knit-linger)
+// that closes them a moment later: the process that deleted elements
+// then exits without waiting for the kernel to free them. Without a
+// batch, or after batches that only added (whose release waits for
+// nothing), nothing holds them.
 func TestLingerHandsSocketsOver(t *testing.T) {
-	for _, batch := range []bool{false, true} {
-		fw, _ := newFirewall(t)
-		if batch {
+	port := portMapping("", 8080, "tcp", "10.99.0.2", 80)
+	for _, c := range []struct {
+		name  string
+		calls func(fw *nftables.Firewall)
+		held  bool
+	}{
+		{"no batch", func(*nftables.Firewall) {}, false},
+		{"additions", func(fw *nftables.Firewall) {
 			check(t, fw.EnsureNetwork(network("n1", "br0", "10.99.0.0/24")))
-		}
+			check(t, fw.AddPorts("c1", []firewall.PortMapping{port}))
+		}, false},
+		{"a deletion", func(fw *nftables.Firewall) {
+			check(t, fw.EnsureNetwork(network("n1", "br0", "10.99.0.0/24")))
+			check(t, fw.AddPorts("c1", []firewall.PortMapping{port}))
+			check(t, fw.RemovePorts("c1", []firewall.PortMapping{port}))
+		}, true},
+	} {
+		fw, _ := newFirewall(t)
+		c.calls(fw)
 		before := socketsOf("self")
 		fw.Linger()
 		after := socketsOf("self")
@@ -60,15 +77,15 @@ func TestLingerHandsSocketsOver(t *testing.T) {
 			}
 		}
 		if len(closed) == 0 {
-			t.Fatalf("batch %v: Linger closed no socket here", batch)
+			t.Fatalf("%s: Linger closed no socket here", c.name)
 		}
 		for _, s := range closed {
 			h := holders(s)
 			switch {
-			case batch && (len(h) != 1 || !strings.HasPrefix(h[0], nftables.LingerName+" ")):
-				t.Errorf("after a batch, %s is held by %q, want one %s", s, h, nftables.LingerName)
-			case !batch && len(h) != 0:
-				t.Errorf("without a batch, %s is held by %q", s, h)
+			case c.held && (len(h) != 1 || !strings.HasPrefix(h[0], nftables.LingerName+" ")):
+				t.Errorf("after %s, %s is held by %q, want one %s", c.name, s, h, nftables.LingerName)
+			case !c.held && len(h) != 0:
+				t.Errorf("after %s, %s is held by %q", c.name, s, h)
 			}
 		}
 	}

@@ -201,9 +201,10 @@ type Firewall struct {
 	idleConn *nft.Conn
 	idleElem *elemConn
 	// socks are the netlink sockets of the batch connections (which the
-	// library does not give back), for Linger; sent says a batch went.
-	socks map[*nft.Conn]*netlink.Conn
-	sent  bool
+	// library does not give back), for Linger; deleted says a batch that
+	// deleted something went.
+	socks   map[*nft.Conn]*netlink.Conn
+	deleted bool
 }
 
 var _ firewall.Firewall = (*Firewall)(nil)
@@ -496,6 +497,7 @@ func (f *Firewall) RemoveAll() error {
 		for _, t := range []*nft.Table{table, bridgeTable} {
 			c.AddTable(t) // so that the delete cannot fail on a missing table
 			c.DelTable(t)
+			queueDelete(c)
 		}
 		return nil
 	})
@@ -621,12 +623,13 @@ func (f *Firewall) applyOn(c *nft.Conn, build func(c *nft.Conn, cur ruleset) err
 		if err != nil {
 			return err
 		}
+		deleting.Delete(c)
 		if err := build(c, cur); err != nil {
 			return err
 		}
 		faults.Step("nft.batch")
 		err = c.Flush()
-		f.noteSent(err)
+		f.noteSent(c, err)
 		if err == nil || attempt == 2 || !errors.Is(err, unix.ENOENT) {
 			if err != nil {
 				return fmt.Errorf("apply nftables batch: %w", err)
@@ -654,13 +657,14 @@ func (f *Firewall) applyElems(build func(c *nft.Conn, ec *elemConn, trusted bool
 func (f *Firewall) applyElemsOn(c *nft.Conn, ec *elemConn, build func(c *nft.Conn, ec *elemConn, trusted bool) (write bool, err error)) error {
 	for attempt := 0; ; attempt++ {
 		v, trusted := f.baseStill(ec)
+		deleting.Delete(c)
 		write, err := build(c, ec, trusted)
 		if err != nil || !write {
 			return err
 		}
 		faults.Step("nft.elems-batch")
 		err = c.Flush()
-		f.noteSent(err)
+		f.noteSent(c, err)
 		if err == nil {
 			if trusted {
 				f.advance(ec, v)
@@ -680,6 +684,9 @@ func (f *Firewall) applyElemsOn(c *nft.Conn, ec *elemConn, build func(c *nft.Con
 //
 // Equivalent to: nft delete rule inet knit CHAIN handle H
 func rulesDel(c *nft.Conn, rules []*nft.Rule) error {
+	if len(rules) > 0 {
+		queueDelete(c)
+	}
 	for _, r := range rules {
 		if err := c.DelRule(r); err != nil {
 			return fmt.Errorf("delete rule %d of chain %s: %w", r.Handle, r.Chain.Name, err)
@@ -688,11 +695,22 @@ func rulesDel(c *nft.Conn, rules []*nft.Rule) error {
 	return nil
 }
 
-// noteSent records a batch the kernel took.
-func (f *Firewall) noteSent(err error) {
-	if err == nil {
+// deleting holds the connections whose queued batch deletes something:
+// only such a batch leaves the kernel work (objects freed after an RCU
+// grace period) that the release of a netfilter socket waits for. What a
+// batch adds is done with at its commit.
+var deleting sync.Map // *nft.Conn → struct{}
+
+// queueDelete notes that c's batch deletes something.
+func queueDelete(c *nft.Conn) { deleting.Store(c, struct{}{}) }
+
+// noteSent records c's batch as sent (the library drops its queue
+// whether the kernel took it or not): whether it deleted something the
+// kernel took.
+func (f *Firewall) noteSent(c *nft.Conn, err error) {
+	if _, del := deleting.LoadAndDelete(c); del && err == nil {
 		f.connMu.Lock()
-		f.sent = true
+		f.deleted = true
 		f.connMu.Unlock()
 	}
 }
@@ -706,18 +724,19 @@ const lingerFor = "0.2"
 const LingerName = "knit-linger"
 
 // Linger closes the kept sockets for a process about to exit, handing
-// them first, when this process sent a batch, to a process of their own
-// that holds them a moment. The release of a netfilter socket waits, if
-// any batch (of any process) deleted a rule or element in the last RCU
-// grace period, for the kernel to free it (5-15 ms here): a `run --rm`
-// deletes its container's elements and exits at once, and its caller
-// would wait that long for the exit. The holder (sleep, not waited for,
-// without the caller's stdio) closes them once it is over; the elements
-// are gone already. Without sleep, or without a batch sent, the sockets
-// close here.
+// them first, when this process sent a batch that deleted something, to
+// a process of their own that holds them a moment. The release of a
+// netfilter socket waits, if any batch (of any process) deleted a rule
+// or element in the last RCU grace period, for the kernel to free it
+// (5-15 ms here): a `run --rm` deletes its container's elements and
+// exits at once, and its caller would wait that long for the exit. The
+// holder (sleep, not waited for, without the caller's stdio) closes them
+// once it is over; the elements are gone already. Without sleep, or
+// without such a batch (a `run -d`'s, a CNI ADD's: the fork would cost
+// more than it saves), the sockets close here.
 func (f *Firewall) Linger() {
 	f.connMu.Lock()
-	c, ec, sent := f.idleConn, f.idleElem, f.sent
+	c, ec, sent := f.idleConn, f.idleElem, f.deleted
 	f.idleConn, f.idleElem = nil, nil
 	sock := f.socks[c]
 	f.connMu.Unlock()
