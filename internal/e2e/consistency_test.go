@@ -43,6 +43,7 @@ type storedContainer struct {
 // storedAttachment is the part of knit's record of a CNI ADD the checks read.
 type storedAttachment struct {
 	ContainerID string         `json:"containerId"`
+	Netns       string         `json:"netns"`
 	Network     string         `json:"network"`
 	Endpoint    storedEndpoint `json:"endpoint"`
 	Ports       []storedPort   `json:"ports"`
@@ -279,7 +280,7 @@ func (st *knitState) problems() []string {
 		if a.Owner.Pid == 0 {
 			h := &holder{name: "CNI attachment " + id, endpoints: []storedEndpoint{a.Endpoint}, ports: a.Ports}
 			for sid, s := range st.attachments {
-				if sid != id && s.ContainerID == a.ContainerID && s.Owner.Pid == 0 && s.Endpoint.HostIf != "" {
+				if sid != id && s.ContainerID == a.ContainerID && s.Netns == a.Netns && s.Endpoint.HostIf != "" {
 					h.pod = append(h.pod, s.Endpoint.HostIf)
 				}
 			}

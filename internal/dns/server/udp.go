@@ -103,12 +103,13 @@ func (l *listener) serveUDP(c *answerCache, b []byte, from netip.AddrPort, out [
 	go func() {
 		defer l.wg.Done()
 		m := t.answerForward(h.ctx, *fwd, h.exchange)
-		// Counted out before the reply leaves: a client that sends its
-		// next query on the reply (as many do, up to a number in flight)
-		// would otherwise find this one still counted, and a busy CPU
-		// can hold this goroutine between the two for long.
+		// Counted out of the client's before the reply leaves: a client
+		// that sends its next query on the reply (as many do, up to a
+		// number in flight) would otherwise find this one still counted,
+		// and a busy CPU can hold this goroutine between the two for
+		// long. (The listener's count, after: it keeps the reader off a
+		// blocking read until the reply is out.)
 		l.clientForwards(client, -1)
-		l.forwarding.Add(-1)
 		b, err := packReply(m, fwd.msg)
 		if err == nil {
 			err = l.udp.sendTo(b, from)
@@ -116,6 +117,7 @@ func (l *listener) serveUDP(c *answerCache, b []byte, from netip.AddrPort, out [
 		if err != nil {
 			h.log.Debug("dns reply", "client", from, "err", err)
 		}
+		l.forwarding.Add(-1)
 		afterForwardReply()
 	}()
 	return nil

@@ -239,6 +239,9 @@ func baseEnsure(c *nft.Conn, cur ruleset) error {
 	c.AddTable(table)
 	c.AddTable(bridgeTable)
 	for _, ch := range chains {
+		if cur.chain(ch.Name) != nil {
+			queueDeferred(c) // the kernel frees the chain's old state later
+		}
 		c.AddChain(ch)
 	}
 	if cur.chain(chainUser) == nil {
@@ -325,7 +328,7 @@ func elemsDel(c *nft.Conn, set string, elems []nft.SetElement) error {
 	if len(elems) == 0 {
 		return nil
 	}
-	queueDelete(c)
+	queueDeferred(c)
 	keys := make([]nft.SetElement, len(elems))
 	for i, e := range elems {
 		keys[i] = nft.SetElement{Key: e.Key}

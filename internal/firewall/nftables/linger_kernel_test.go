@@ -44,9 +44,9 @@ func holders(s string) []string {
 // Linger closes the firewall's sockets here and, after a batch that
 // deleted something, leaves them to a holder (sleep, named knit-linger)
 // that closes them a moment later: the process that deleted elements
-// then exits without waiting for the kernel to free them. Without a
-// batch, or after batches that only added (whose release waits for
-// nothing), nothing holds them.
+// (or added chains in place again) then exits without waiting for the
+// kernel to free them. Without a batch, or after batches that only
+// added (whose release waits for nothing), nothing holds them.
 func TestLingerHandsSocketsOver(t *testing.T) {
 	port := portMapping("", 8080, "tcp", "10.99.0.2", 80)
 	for _, c := range []struct {
@@ -59,6 +59,12 @@ func TestLingerHandsSocketsOver(t *testing.T) {
 			check(t, fw.EnsureNetwork(network("n1", "br0", "10.99.0.0/24")))
 			check(t, fw.AddPorts("c1", []firewall.PortMapping{port}))
 		}, false},
+		{"a second network", func(fw *nftables.Firewall) {
+			// its batch adds the base chains in place again, whose old
+			// state the kernel frees after a grace period
+			check(t, fw.EnsureNetwork(network("n1", "br0", "10.99.0.0/24")))
+			check(t, fw.EnsureNetwork(network("n2", "br1", "10.98.0.0/24")))
+		}, true},
 		{"a deletion", func(fw *nftables.Firewall) {
 			check(t, fw.EnsureNetwork(network("n1", "br0", "10.99.0.0/24")))
 			check(t, fw.AddPorts("c1", []firewall.PortMapping{port}))

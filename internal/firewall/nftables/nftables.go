@@ -201,10 +201,10 @@ type Firewall struct {
 	idleConn *nft.Conn
 	idleElem *elemConn
 	// socks are the netlink sockets of the batch connections (which the
-	// library does not give back), for Linger; deleted says a batch that
-	// deleted something went.
-	socks   map[*nft.Conn]*netlink.Conn
-	deleted bool
+	// library does not give back), for Linger; deferred says a batch went
+	// that left the kernel work to do after a grace period.
+	socks    map[*nft.Conn]*netlink.Conn
+	deferred bool
 }
 
 var _ firewall.Firewall = (*Firewall)(nil)
@@ -497,7 +497,7 @@ func (f *Firewall) RemoveAll() error {
 		for _, t := range []*nft.Table{table, bridgeTable} {
 			c.AddTable(t) // so that the delete cannot fail on a missing table
 			c.DelTable(t)
-			queueDelete(c)
+			queueDeferred(c)
 		}
 		return nil
 	})
@@ -618,12 +618,13 @@ func (f *Firewall) apply(build func(c *nft.Conn, cur ruleset) error) error {
 }
 
 func (f *Firewall) applyOn(c *nft.Conn, build func(c *nft.Conn, cur ruleset) error) error {
+	defer deferring.Delete(c) // a build that failed
 	for attempt := 0; ; attempt++ {
 		cur, err := rulesetGet(c)
 		if err != nil {
 			return err
 		}
-		deleting.Delete(c)
+		deferring.Delete(c)
 		if err := build(c, cur); err != nil {
 			return err
 		}
@@ -655,9 +656,10 @@ func (f *Firewall) applyElems(build func(c *nft.Conn, ec *elemConn, trusted bool
 }
 
 func (f *Firewall) applyElemsOn(c *nft.Conn, ec *elemConn, build func(c *nft.Conn, ec *elemConn, trusted bool) (write bool, err error)) error {
+	defer deferring.Delete(c) // a build that failed, or wrote nothing
 	for attempt := 0; ; attempt++ {
 		v, trusted := f.baseStill(ec)
-		deleting.Delete(c)
+		deferring.Delete(c)
 		write, err := build(c, ec, trusted)
 		if err != nil || !write {
 			return err
@@ -685,7 +687,7 @@ func (f *Firewall) applyElemsOn(c *nft.Conn, ec *elemConn, build func(c *nft.Con
 // Equivalent to: nft delete rule inet knit CHAIN handle H
 func rulesDel(c *nft.Conn, rules []*nft.Rule) error {
 	if len(rules) > 0 {
-		queueDelete(c)
+		queueDeferred(c)
 	}
 	for _, r := range rules {
 		if err := c.DelRule(r); err != nil {
@@ -695,22 +697,23 @@ func rulesDel(c *nft.Conn, rules []*nft.Rule) error {
 	return nil
 }
 
-// deleting holds the connections whose queued batch deletes something:
-// only such a batch leaves the kernel work (objects freed after an RCU
-// grace period) that the release of a netfilter socket waits for. What a
-// batch adds is done with at its commit.
-var deleting sync.Map // *nft.Conn → struct{}
+// deferring holds the connections whose queued batch leaves the kernel
+// work to do after an RCU grace period (it frees what a batch deleted,
+// and the old state of a chain a batch added again), which the release of
+// a netfilter socket waits for. What a batch adds anew is done with at
+// its commit.
+var deferring sync.Map // *nft.Conn → struct{}
 
-// queueDelete notes that c's batch deletes something.
-func queueDelete(c *nft.Conn) { deleting.Store(c, struct{}{}) }
+// queueDeferred notes that c's batch leaves work for after a grace
+// period.
+func queueDeferred(c *nft.Conn) { deferring.Store(c, struct{}{}) }
 
 // noteSent records c's batch as sent (the library drops its queue
-// whether the kernel took it or not): whether it deleted something the
-// kernel took.
+// whether the kernel took it or not): whether it left deferred work.
 func (f *Firewall) noteSent(c *nft.Conn, err error) {
-	if _, del := deleting.LoadAndDelete(c); del && err == nil {
+	if _, d := deferring.LoadAndDelete(c); d && err == nil {
 		f.connMu.Lock()
-		f.deleted = true
+		f.deferred = true
 		f.connMu.Unlock()
 	}
 }
@@ -724,19 +727,20 @@ const lingerFor = "0.2"
 const LingerName = "knit-linger"
 
 // Linger closes the kept sockets for a process about to exit, handing
-// them first, when this process sent a batch that deleted something, to
-// a process of their own that holds them a moment. The release of a
-// netfilter socket waits, if any batch (of any process) deleted a rule
-// or element in the last RCU grace period, for the kernel to free it
-// (5-15 ms here): a `run --rm` deletes its container's elements and
-// exits at once, and its caller would wait that long for the exit. The
-// holder (sleep, not waited for, without the caller's stdio) closes them
-// once it is over; the elements are gone already. Without sleep, or
-// without such a batch (a `run -d`'s, a CNI ADD's: the fork would cost
-// more than it saves), the sockets close here.
+// them first, when this process sent a batch that left deferred work (it
+// deleted something, or added a chain in place again), to a process of
+// their own that holds them a moment. The release of a netfilter socket
+// waits, if any batch (of any process) left such work in the last RCU
+// grace period, for the kernel to do it (5-15 ms here): a `run --rm`
+// deletes its container's elements and exits at once, and its caller
+// would wait that long for the exit. The holder (sleep, not waited for,
+// without the caller's stdio) closes them once it is over; the elements
+// are gone already. Without sleep, or without such a batch (a `run
+// -d`'s, a CNI ADD's: the fork would cost more than it saves), the
+// sockets close here.
 func (f *Firewall) Linger() {
 	f.connMu.Lock()
-	c, ec, sent := f.idleConn, f.idleElem, f.deleted
+	c, ec, sent := f.idleConn, f.idleElem, f.deferred
 	f.idleConn, f.idleElem = nil, nil
 	sock := f.socks[c]
 	f.connMu.Unlock()
