@@ -404,6 +404,43 @@ func TestDualStack(t *testing.T) {
 	s.MustKnit(t, "exec", "s1", "ping6", "-c", "1", "-W", "2", "s2")
 }
 
+// An address given again under another MAC (an IPv6 address on a
+// dual-stack network, whose MAC follows the IPv4 address; any address
+// with --mac-address): the host's neighbour entry, which pointed at the
+// last holder's MAC and would for tens of seconds, is gone or points at
+// the new one once the new holder has joined, and the host reaches it.
+func TestReusedAddressAnnounced(t *testing.T) {
+	bb := testutil.Busybox(t)
+	s := sandbox(t)
+	s.MustKnit(t, "network", "create", "--ipv6", "--subnet", "10.97.0.0/24", "--subnet", "fd00:db8:97::/64", "dual97")
+	// A bridge that loses its last port loses its carrier, and the host
+	// its neighbour entries there.
+	s.MustKnit(t, "run", "-d", "--name", "stay", "--network", "dual97", "--rootfs", bb, "sleep", "300")
+	for _, c := range []struct {
+		addr, ping   string
+		first, again []string // run flags of the address's two holders
+		mac          string   // the second's
+	}{
+		{"fd00:db8:97::10", "ping6", []string{"--ip", "10.97.0.10", "--ip6", "fd00:db8:97::10"},
+			[]string{"--ip", "10.97.0.11", "--ip6", "fd00:db8:97::10"}, "02:42:0a:61:00:0b"},
+		{"10.97.0.20", "ping", []string{"--ip", "10.97.0.20", "--mac-address", "02:00:00:00:00:01"},
+			[]string{"--ip", "10.97.0.20", "--mac-address", "02:00:00:00:00:02"}, "02:00:00:00:00:02"},
+	} {
+		run := func(name string, flags []string) {
+			s.MustKnit(t, append(append([]string{"run", "-d", "--name", name, "--network", "dual97"}, flags...), "--rootfs", bb, "sleep", "300")...)
+		}
+		run("first", c.first)
+		s.MustRun(t, c.ping, "-c", "1", "-W", "2", c.addr)
+		s.MustKnit(t, "rm", "-f", "first")
+		run("again", c.again)
+		if neigh := s.MustRun(t, "ip", "neigh", "show", c.addr); neigh != "" && !strings.Contains(neigh, "lladdr "+c.mac) {
+			t.Errorf("the host's neighbour entry for %s once its new holder joined: %q, want none or lladdr %s", c.addr, neigh, c.mac)
+		}
+		s.MustRun(t, c.ping, "-c", "1", "-W", "2", c.addr)
+		s.MustKnit(t, "rm", "-f", "again")
+	}
+}
+
 // An internal network has no way out: no route, no masquerade.
 func TestInternalNetwork(t *testing.T) {
 	s := sandbox(t)

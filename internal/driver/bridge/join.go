@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall"
+	"github.com/knit-dev/knit/internal/ipam"
 	"github.com/knit-dev/knit/internal/link"
 	"github.com/knit-dev/knit/internal/netns"
 )
@@ -81,7 +83,38 @@ func (d *Driver) Join(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox)
 		return fmt.Errorf("join %s to %s: %w", ep.ContainerID, n.Name, err)
 	}
 	ep.HostIf = name
+	// A neighbour that knew an address of ep's under its last holder's MAC
+	// (an address given again) keeps sending there until its entry times
+	// out, tens of seconds, unless the MAC follows the address (ipam.MAC).
+	// The host forgets its entries for the others; the containers on the
+	// bridge are told, at best: the port may not forward yet (the kernel
+	// enables it once it has seen the carrier), and a lost announcement
+	// costs what it would have saved, not the join.
+	if addrs := unforeseen(ep); len(addrs) > 0 {
+		for _, a := range addrs {
+			if err := h.NeighForget(v.MasterIndex, a); err != nil {
+				return fmt.Errorf("join %s to %s: %w", ep.ContainerID, n.Name, err)
+			}
+		}
+		if sb.NetnsPath != "" {
+			_ = netns.Do(sb.NetnsPath, func() error { return link.Announce(ep.IfName, ep.MAC, addrs) })
+		}
+	}
 	return nil
+}
+
+// unforeseen returns the addresses of ep whose MAC is not the one
+// ipam.MAC derives from them: on a dual-stack network the IPv6 ones (the
+// MAC follows the IPv4 address), and all of them with a MAC of the
+// user's or the runtime's.
+func unforeseen(ep *driver.Endpoint) []netip.Addr {
+	var out []netip.Addr
+	for _, p := range ep.Addrs {
+		if !bytes.Equal(ipam.MAC(p.Addr()), ep.MAC) {
+			out = append(out, p.Addr())
+		}
+	}
+	return out
 }
 
 // hostIfName is the host-side name of ep's veth on the given attempt:
