@@ -409,7 +409,7 @@ func TestDualStack(t *testing.T) {
 // with --mac-address): the host's neighbour entry, which pointed at the
 // last holder's MAC and would for tens of seconds, is gone or points at
 // the new one once the new holder has joined, and the host reaches it.
-func TestReusedAddressAnnounced(t *testing.T) {
+func TestReusedAddressReached(t *testing.T) {
 	bb := testutil.Busybox(t)
 	s := sandbox(t)
 	s.MustKnit(t, "network", "create", "--ipv6", "--subnet", "10.97.0.0/24", "--subnet", "fd00:db8:97::/64", "dual97")

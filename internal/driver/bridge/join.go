@@ -83,21 +83,16 @@ func (d *Driver) Join(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox)
 		return fmt.Errorf("join %s to %s: %w", ep.ContainerID, n.Name, err)
 	}
 	ep.HostIf = name
-	// A neighbour that knew an address of ep's under its last holder's MAC
-	// (an address given again) keeps sending there until its entry times
-	// out, tens of seconds, unless the MAC follows the address (ipam.MAC).
-	// The host forgets its entries for the others; the containers on the
-	// bridge are told, at best: the port may not forward yet (the kernel
-	// enables it once it has seen the carrier), and a lost announcement
-	// costs what it would have saved, not the join.
-	if addrs := unforeseen(ep); len(addrs) > 0 {
-		for _, a := range addrs {
-			if err := h.NeighForget(v.MasterIndex, a); err != nil {
-				return fmt.Errorf("join %s to %s: %w", ep.ContainerID, n.Name, err)
-			}
-		}
-		if sb.NetnsPath != "" {
-			_ = netns.Do(sb.NetnsPath, func() error { return link.Announce(ep.IfName, ep.MAC, addrs) })
+	// The host, if it knew an address of ep's under its last holder's MAC
+	// (an address given again), keeps sending there until its entry times
+	// out, tens of seconds, unless the MAC follows the address (ipam.MAC):
+	// it forgets the others, and asks afresh. (Telling the containers on
+	// the bridge, by an announcement from eth0, would need to wait for the
+	// port to forward: the kernel enables it once its link watch has seen
+	// the carrier, up to a second later.)
+	for _, a := range unforeseen(ep) {
+		if err := h.NeighForget(v.MasterIndex, a); err != nil {
+			return fmt.Errorf("join %s to %s: %w", ep.ContainerID, n.Name, err)
 		}
 	}
 	return nil
