@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/knit-dev/knit/internal/ipam"
 	"github.com/knit-dev/knit/internal/link"
 )
 
@@ -114,6 +115,21 @@ type Endpoint struct {
 	// Gateways are installed as default routes when DefaultRoute is true.
 	Gateways     []netip.Addr `json:"gateways,omitempty"`
 	DefaultRoute bool         `json:"defaultRoute,omitempty"`
+}
+
+// Unforeseen returns the addresses of the endpoint whose MAC is not the
+// one ipam.MAC derives from them (ipam.FollowsMAC): on a dual-stack
+// network the IPv6 ones (the MAC follows the IPv4 address), and all of
+// them with a MAC of the user's or the runtime's. A neighbour that knew
+// one under its last holder still has that holder's MAC.
+func (ep *Endpoint) Unforeseen() []netip.Addr {
+	var out []netip.Addr
+	for _, p := range ep.Addrs {
+		if !ipam.FollowsMAC(p.Addr(), ep.MAC) {
+			out = append(out, p.Addr())
+		}
+	}
+	return out
 }
 
 // HasIPv4 reports whether the endpoint has an IPv4 address: not on an

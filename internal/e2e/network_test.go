@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/knit-dev/knit/internal/testutil"
 )
@@ -408,7 +409,9 @@ func TestDualStack(t *testing.T) {
 // dual-stack network, whose MAC follows the IPv4 address; any address
 // with --mac-address): the host's neighbour entry, which pointed at the
 // last holder's MAC and would for tens of seconds, is gone or points at
-// the new one once the new holder has joined, and the host reaches it.
+// the new one once the new holder has joined, and the host reaches it;
+// a container on the bridge, told by the new holder's supervisor, does
+// within seconds too.
 func TestReusedAddressReached(t *testing.T) {
 	bb := testutil.Busybox(t)
 	s := sandbox(t)
@@ -431,12 +434,21 @@ func TestReusedAddressReached(t *testing.T) {
 		}
 		run("first", c.first)
 		s.MustRun(t, c.ping, "-c", "1", "-W", "2", c.addr)
+		s.MustKnit(t, "exec", "stay", c.ping, "-c", "1", "-W", "2", c.addr)
 		s.MustKnit(t, "rm", "-f", "first")
 		run("again", c.again)
 		if neigh := s.MustRun(t, "ip", "neigh", "show", c.addr); neigh != "" && !strings.Contains(neigh, "lladdr "+c.mac) {
 			t.Errorf("the host's neighbour entry for %s once its new holder joined: %q, want none or lladdr %s", c.addr, neigh, c.mac)
 		}
 		s.MustRun(t, c.ping, "-c", "1", "-W", "2", c.addr)
+		reached := false
+		for deadline := time.Now().Add(4 * time.Second); !reached && time.Now().Before(deadline); {
+			reached = s.Knit("exec", "stay", c.ping, "-c", "1", "-W", "1", c.addr).Code == 0
+		}
+		if !reached {
+			t.Errorf("a container on the bridge did not reach %s at its new holder within 4 s: its entry %q", c.addr,
+				s.Knit("exec", "stay", "ip", "neigh", "show", c.addr).Stdout)
+		}
 		s.MustKnit(t, "rm", "-f", "again")
 	}
 }

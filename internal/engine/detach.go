@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -203,6 +204,7 @@ func (e *Engine) Supervise(id, owner string, ports []string, ready *os.File) err
 		fmt.Fprintln(ready, "ok")
 	}
 	ready.Close()
+	go announce(slices.Clone(c.Endpoints), c.Netns)
 	var b backoff
 	for {
 		stop := p.ForwardSignals()

@@ -17,6 +17,7 @@
 package ipam
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
@@ -194,6 +195,12 @@ func MAC(a netip.Addr) net.HardwareAddr {
 	}
 	b := a.As4()
 	return net.HardwareAddr{0x02, 0x42, b[0], b[1], b[2], b[3]}
+}
+
+// FollowsMAC reports whether mac is the one MAC derives from a: a
+// neighbour that knew a under another holder finds it at the same MAC.
+func FollowsMAC(a netip.Addr, mac net.HardwareAddr) bool {
+	return bytes.Equal(MAC(a), mac)
 }
 
 // RandomMAC returns a random locally administered unicast MAC address that

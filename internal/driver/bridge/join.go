@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"github.com/knit-dev/knit/internal/driver"
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/firewall"
-	"github.com/knit-dev/knit/internal/ipam"
 	"github.com/knit-dev/knit/internal/link"
 	"github.com/knit-dev/knit/internal/netns"
 )
@@ -86,30 +84,15 @@ func (d *Driver) Join(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox)
 	// The host, if it knew an address of ep's under its last holder's MAC
 	// (an address given again), keeps sending there until its entry times
 	// out, tens of seconds, unless the MAC follows the address (ipam.MAC):
-	// it forgets the others, and asks afresh. (Telling the containers on
-	// the bridge, by an announcement from eth0, would need to wait for the
-	// port to forward: the kernel enables it once its link watch has seen
-	// the carrier, up to a second later.)
-	for _, a := range unforeseen(ep) {
+	// it forgets the others, and asks afresh. (The containers on the
+	// bridge are told by the container's supervisor, once the port
+	// forwards: Engine.announce.)
+	for _, a := range ep.Unforeseen() {
 		if err := h.NeighForget(v.MasterIndex, a); err != nil {
 			return fmt.Errorf("join %s to %s: %w", ep.ContainerID, n.Name, err)
 		}
 	}
 	return nil
-}
-
-// unforeseen returns the addresses of ep whose MAC is not the one
-// ipam.MAC derives from them: on a dual-stack network the IPv6 ones (the
-// MAC follows the IPv4 address), and all of them with a MAC of the
-// user's or the runtime's.
-func unforeseen(ep *driver.Endpoint) []netip.Addr {
-	var out []netip.Addr
-	for _, p := range ep.Addrs {
-		if !bytes.Equal(ipam.MAC(p.Addr()), ep.MAC) {
-			out = append(out, p.Addr())
-		}
-	}
-	return out
 }
 
 // hostIfName is the host-side name of ep's veth on the given attempt:

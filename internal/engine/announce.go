@@ -1,0 +1,30 @@
+package engine
+
+import (
+	"time"
+
+	"github.com/knit-dev/knit/internal/link"
+	"github.com/knit-dev/knit/internal/netns"
+)
+
+// announceWait bounds the wait for a new port to forward.
+const announceWait = 2 * time.Second
+
+// announce tells the containers on the bridges of endpoints eps (of the
+// container in the namespace at nsPath), once each port forwards, where
+// its addresses are whose MAC does not follow them
+// (driver.Endpoint.Unforeseen): their entries for an address given again
+// point at its last holder's MAC for tens of seconds otherwise. (Join
+// made the host forget its own.) A port forwards once the kernel's link
+// watch has seen its carrier, up to a second after the join: this runs in
+// the container's supervisor, beside its process. At best: a container
+// whose entry stays wrong asks again once it times out.
+func announce(eps []Endpoint, nsPath string) {
+	for _, ep := range eps {
+		addrs := ep.Unforeseen()
+		if len(addrs) == 0 || ep.HostIf == "" || !link.WaitForwarding(ep.HostIf, announceWait) {
+			continue
+		}
+		_ = netns.Do(nsPath, func() error { return link.Announce(ep.IfName, ep.MAC, addrs) })
+	}
+}
