@@ -126,15 +126,24 @@ func icmpv6Checksum(src, dst [16]byte, m []byte) uint16 {
 // (in this process's namespace, whose /sys is read) forwards, and says
 // whether it does: a new port forwards once the kernel's link watch has
 // seen its carrier, up to a second after it came up, and drops what it
-// is given until then.
+// is given until then. A port that goes meanwhile, or whose name passes
+// to another link (its ifindex changes), does not.
 func WaitForwarding(name string, timeout time.Duration) bool {
 	const forwarding = "3" // BR_STATE_FORWARDING
+	dir := "/sys/class/net/" + name
+	index, err := os.ReadFile(dir + "/ifindex")
+	if err != nil {
+		return false
+	}
 	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
-		b, err := os.ReadFile("/sys/class/net/" + name + "/brport/state")
-		if err == nil && strings.TrimSpace(string(b)) == forwarding {
+		state, err := os.ReadFile(dir + "/brport/state")
+		now, ierr := os.ReadFile(dir + "/ifindex")
+		switch {
+		case ierr != nil || string(now) != string(index):
+			return false
+		case err == nil && strings.TrimSpace(string(state)) == forwarding:
 			return true
-		}
-		if err != nil && !os.IsNotExist(err) || time.Now().After(deadline) {
+		case err != nil && !os.IsNotExist(err), time.Now().After(deadline):
 			return false
 		}
 	}
