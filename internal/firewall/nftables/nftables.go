@@ -752,6 +752,9 @@ func (f *Firewall) Linger() {
 			_ = ec.Close()
 		}
 	}()
+	if !sent {
+		return
+	}
 	sleep := ""
 	for _, p := range []string{"/bin/sleep", "/usr/bin/sleep"} {
 		if _, err := os.Stat(p); err == nil {
@@ -759,7 +762,7 @@ func (f *Firewall) Linger() {
 			break
 		}
 	}
-	if !sent || sleep == "" {
+	if sleep == "" {
 		return
 	}
 	var files []*os.File
