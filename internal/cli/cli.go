@@ -142,7 +142,7 @@ func (a *app) rootCommand() *cobra.Command {
 	root.AddCommand(
 		a.runCommand(), a.execCommand(), a.psCommand(), a.inspectCommand(),
 		a.stopCommand(), a.killCommand(), a.rmCommand(), a.logsCommand(), a.waitCommand(), a.topCommand(), a.renameCommand(), a.restartCommand(), a.cpCommand(), a.statsCommand(),
-		a.systemCommand(), a.portCommand(), a.networkCommand(), a.containerCommand(), a.superviseCommand(),
+		a.systemCommand(), a.portCommand(), a.networkCommand(), a.containerCommand(), a.superviseCommand(), announceCommand(),
 	)
 	root.AddCommand(a.dnsCommand())
 	root.AddCommand(a.cniCommand())
@@ -167,6 +167,19 @@ func (a *app) superviseCommand() *cobra.Command {
 				ports = strings.Split(args[2], ",")
 			}
 			return e.Supervise(args[0], args[1], ports, ready)
+		},
+	}
+}
+
+// announceCommand is the hidden entry of the process a `network connect`
+// or a CNI ADD leaves to announce its addresses once the port forwards.
+func announceCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:    engine.AnnounceArg + " NETNS SPEC",
+		Hidden: true,
+		Args:   cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return engine.Announce(args[0], args[1])
 		},
 	}
 }

@@ -948,6 +948,36 @@ func TestCNIPodSendsFromEitherAddress(t *testing.T) {
 	}
 }
 
+// An IPv6 address given again to another pod under another MAC (the MAC
+// follows the IPv4 address): the host forgets its entry at the ADD, and a
+// pod on the bridge reaches the new holder within seconds, told by the
+// process the plugin leaves behind to announce it once its port forwards.
+func TestCNIReusedAddressReached(t *testing.T) {
+	h := cniSandbox(t)
+	h.conflist(t, "dual", "1.1.0", `{"type":"knit","subnet":"10.86.0.0/24","ipv6":true,"subnet6":"fd00:db8:86::/64","bridge":"kdual","capabilities":{"ips":true}}`)
+	stay, first, again := h.netns(t, "stay"), h.netns(t, "first"), h.netns(t, "again")
+	h.mustCnitool(t, "add", "dual", stay)
+	const addr = "fd00:db8:86::10"
+	h.mustCnitool(t, "add", "dual", first, `CAP_ARGS={"ips":["10.86.0.10/24","`+addr+`/64"]}`)
+	h.s.MustRun(t, "ip", "netns", "exec", "stay", "ping", "-6", "-c1", "-w5", addr)
+	h.mustCnitool(t, "del", "dual", first)
+	h.mustCnitool(t, "add", "dual", again, `CAP_ARGS={"ips":["10.86.0.11/24","`+addr+`/64"]}`)
+	if neigh := h.s.MustRun(t, "ip", "neigh", "show", addr); neigh != "" && !strings.Contains(neigh, "lladdr 02:42:0a:56:00:0b") {
+		t.Errorf("the host's neighbour entry for %s once its new holder was added: %q", addr, neigh)
+	}
+	reached := false
+	for deadline := time.Now().Add(4 * time.Second); !reached && time.Now().Before(deadline); {
+		reached = h.s.Run("ip", "netns", "exec", "stay", "ping", "-6", "-c1", "-W1", addr).Code == 0
+	}
+	if !reached {
+		t.Errorf("a pod on the bridge did not reach %s at its new holder within 4 s: its entry %q", addr,
+			h.s.Run("ip", "-n", "stay", "neigh", "show", addr).Stdout)
+	}
+	h.mustCnitool(t, "del", "dual", again)
+	h.mustCnitool(t, "del", "dual", stay)
+	assertConsistent(t, h.s, "the pods gone")
+}
+
 // Two networks' ADDs into one namespace at the same moment, as containerd
 // attaches a pod's networks in parallel: both succeed, whichever adds the
 // default route first keeps it, each record names only the routes its

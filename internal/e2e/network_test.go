@@ -407,11 +407,12 @@ func TestDualStack(t *testing.T) {
 
 // An address given again under another MAC (an IPv6 address on a
 // dual-stack network, whose MAC follows the IPv4 address; any address
-// with --mac-address): the host's neighbour entry, which pointed at the
-// last holder's MAC and would for tens of seconds, is gone or points at
-// the new one once the new holder has joined, and the host reaches it;
-// a container on the bridge, told by the new holder's supervisor, does
-// within seconds too.
+// with --mac-address), by a run or a `network connect`: the host's
+// neighbour entry, which pointed at the last holder's MAC and would for
+// tens of seconds, is gone or points at the new one once the new holder
+// has joined, and the host reaches it; a container on the bridge, told by
+// the new holder's supervisor (a run) or by the process a connect leaves
+// behind, does within seconds too.
 func TestReusedAddressReached(t *testing.T) {
 	bb := testutil.Busybox(t)
 	s := sandbox(t)
@@ -422,34 +423,44 @@ func TestReusedAddressReached(t *testing.T) {
 	for _, c := range []struct {
 		addr, ping   string
 		first, again []string // run flags of the address's two holders
+		connect      bool     // the second is connected with its flags, not run
 		mac          string   // the second's
 	}{
 		{"fd00:db8:97::10", "ping6", []string{"--ip", "10.97.0.10", "--ip6", "fd00:db8:97::10"},
-			[]string{"--ip", "10.97.0.11", "--ip6", "fd00:db8:97::10"}, "02:42:0a:61:00:0b"},
+			[]string{"--ip", "10.97.0.11", "--ip6", "fd00:db8:97::10"}, false, "02:42:0a:61:00:0b"},
 		{"10.97.0.20", "ping", []string{"--ip", "10.97.0.20", "--mac-address", "02:00:00:00:00:01"},
-			[]string{"--ip", "10.97.0.20", "--mac-address", "02:00:00:00:00:02"}, "02:00:00:00:00:02"},
+			[]string{"--ip", "10.97.0.20", "--mac-address", "02:00:00:00:00:02"}, false, "02:00:00:00:00:02"},
+		{"fd00:db8:97::30", "ping6", []string{"--ip", "10.97.0.30", "--ip6", "fd00:db8:97::30"},
+			[]string{"--ip", "10.97.0.31", "--ip6", "fd00:db8:97::30"}, true, "02:42:0a:61:00:1f"},
 	} {
-		run := func(name string, flags []string) {
-			s.MustKnit(t, append(append([]string{"run", "-d", "--name", name, "--network", "dual97"}, flags...), "--rootfs", bb, "sleep", "300")...)
-		}
-		run("first", c.first)
-		s.MustRun(t, c.ping, "-c", "1", "-W", "2", c.addr)
-		s.MustKnit(t, "exec", "stay", c.ping, "-c", "1", "-W", "2", c.addr)
-		s.MustKnit(t, "rm", "-f", "first")
-		run("again", c.again)
-		if neigh := s.MustRun(t, "ip", "neigh", "show", c.addr); neigh != "" && !strings.Contains(neigh, "lladdr "+c.mac) {
-			t.Errorf("the host's neighbour entry for %s once its new holder joined: %q, want none or lladdr %s", c.addr, neigh, c.mac)
-		}
-		s.MustRun(t, c.ping, "-c", "1", "-W", "2", c.addr)
-		reached := false
-		for deadline := time.Now().Add(4 * time.Second); !reached && time.Now().Before(deadline); {
-			reached = s.Knit("exec", "stay", c.ping, "-c", "1", "-W", "1", c.addr).Code == 0
-		}
-		if !reached {
-			t.Errorf("a container on the bridge did not reach %s at its new holder within 4 s: its entry %q", c.addr,
-				s.Knit("exec", "stay", "ip", "neigh", "show", c.addr).Stdout)
-		}
-		s.MustKnit(t, "rm", "-f", "again")
+		t.Run(c.addr, func(t *testing.T) {
+			t.Cleanup(func() { s.Knit("rm", "-f", "first", "again") }) // for the next case, after a failure
+			run := func(name string, flags []string) {
+				s.MustKnit(t, append(append([]string{"run", "-d", "--name", name, "--network", "dual97"}, flags...), "--rootfs", bb, "sleep", "300")...)
+			}
+			run("first", c.first)
+			s.MustRun(t, c.ping, "-c", "1", "-W", "2", c.addr)
+			s.MustKnit(t, "exec", "stay", c.ping, "-c", "1", "-W", "2", c.addr)
+			s.MustKnit(t, "rm", "-f", "first")
+			if c.connect {
+				s.MustKnit(t, "run", "-d", "--name", "again", "--rootfs", bb, "sleep", "300")
+				s.MustKnit(t, append(append([]string{"network", "connect"}, c.again...), "dual97", "again")...)
+			} else {
+				run("again", c.again)
+			}
+			if neigh := s.MustRun(t, "ip", "neigh", "show", c.addr); neigh != "" && !strings.Contains(neigh, "lladdr "+c.mac) {
+				t.Errorf("the host's neighbour entry for %s once its new holder joined: %q, want none or lladdr %s", c.addr, neigh, c.mac)
+			}
+			s.MustRun(t, c.ping, "-c", "1", "-W", "2", c.addr)
+			reached := false
+			for deadline := time.Now().Add(4 * time.Second); !reached && time.Now().Before(deadline); {
+				reached = s.Knit("exec", "stay", c.ping, "-c", "1", "-W", "1", c.addr).Code == 0
+			}
+			if !reached {
+				t.Errorf("a container on the bridge did not reach %s at its new holder within 4 s: its entry %q", c.addr,
+					s.Knit("exec", "stay", "ip", "neigh", "show", c.addr).Stdout)
+			}
+		})
 	}
 }
 

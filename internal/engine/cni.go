@@ -248,6 +248,7 @@ func (e *Engine) CNIAdd(req CNIRequest) (_ *CNIAttachment, n *Network, err error
 			return nil, nil, fmt.Errorf("embedded DNS: %w", err)
 		}
 	}
+	e.announceLater([]Endpoint{a.Endpoint}, req.Netns)
 	return a, n, nil
 }
 

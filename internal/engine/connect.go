@@ -160,6 +160,7 @@ func (e *Engine) Connect(network, ref string, o ConnectOptions) (err error) {
 		return err
 	}
 	linked = true
+	e.announceLater([]Endpoint{*ep}, c.Netns)
 	if err := e.finishConnect(c, n, finishStage(selfProc())); err != nil {
 		return fmt.Errorf("container %s is connected to network %s, but: %w", c.Name, n.Name, err)
 	}

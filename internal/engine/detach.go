@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -204,7 +203,7 @@ func (e *Engine) Supervise(id, owner string, ports []string, ready *os.File) err
 		fmt.Fprintln(ready, "ok")
 	}
 	ready.Close()
-	go announce(slices.Clone(c.Endpoints), c.Netns)
+	go announce(announcements(c.Endpoints), c.Netns)
 	var b backoff
 	for {
 		stop := p.ForwardSignals()

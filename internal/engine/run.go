@@ -473,7 +473,7 @@ func (e *Engine) RunForeground(o RunOptions, io Stdio) (int, error) {
 		return 0, err
 	}
 	stop := hold.To(p) // what came meanwhile first
-	go announce(slices.Clone(c.Endpoints), c.Netns)
+	go announce(announcements(c.Endpoints), c.Netns)
 	code, werr := p.Wait()
 	stop()
 	relay.Wait() // all the output is out before knit returns

@@ -5,32 +5,55 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
+	"slices"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
 // Announce tells the neighbours on the link called ifname, in this
-// thread's network namespace, that addrs are at mac: a gratuitous ARP
-// request for an IPv4 address, an unsolicited neighbour advertisement
-// (override set) to all nodes for an IPv6 one. Their entries for an
-// address given again then point at its new MAC at once, instead of at
-// the last holder's until they time out (tens of seconds). Entries are
-// updated, none made: Linux takes both without arp_accept or
-// accept_untracked_na.
+// thread's network namespace, that addrs are at the link's MAC: a
+// gratuitous ARP request for an IPv4 address, an unsolicited neighbour
+// advertisement (override set) to all nodes for an IPv6 one. Their
+// entries for an address given again then point at its new MAC at once,
+// instead of at the last holder's until they time out (tens of seconds).
+// Entries are updated, none made: Linux takes both without arp_accept or
+// accept_untracked_na. The MAC is read now, not taken from a record: a
+// plugin after knit's in a CNI chain may have changed it; an address the
+// link no longer holds is left out.
 //
 // Equivalent to: arping -U -c1 -I IF ADDR; ndsend ADDR IF
-func Announce(ifname string, mac net.HardwareAddr, addrs []netip.Addr) error {
-	if len(mac) != 6 {
-		return fmt.Errorf("announce on %s: MAC %s is not Ethernet's", ifname, mac)
-	}
+func Announce(ifname string, addrs []netip.Addr) error {
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
 		return fmt.Errorf("announce on %s: %w", ifname, err)
 	}
+	mac := ifi.HardwareAddr
+	if len(mac) != 6 {
+		return fmt.Errorf("announce on %s: MAC %s is not Ethernet's", ifname, mac)
+	}
+	// Only what the link holds now: a late announcement must not claim
+	// an address the link gave up (a DEL, a disconnect) for its next
+	// holder.
+	held, err := ifi.Addrs()
+	if err != nil {
+		return fmt.Errorf("announce on %s: %w", ifname, err)
+	}
 	for _, a := range addrs {
+		if !slices.ContainsFunc(held, func(h net.Addr) bool {
+			n, ok := h.(*net.IPNet)
+			if !ok {
+				return false
+			}
+			ip, _ := netip.AddrFromSlice(n.IP)
+			return ip.Unmap() == a
+		}) {
+			continue
+		}
 		var proto uint16
 		var dst net.HardwareAddr
 		var frame []byte
@@ -123,28 +146,91 @@ func icmpv6Checksum(src, dst [16]byte, m []byte) uint16 {
 }
 
 // WaitForwarding waits, up to timeout, until the bridge port called name
-// (in this process's namespace, whose /sys is read) forwards, and says
-// whether it does: a new port forwards once the kernel's link watch has
-// seen its carrier, up to a second after it came up, and drops what it
-// is given until then. A port that goes meanwhile, or whose name passes
-// to another link (its ifindex changes), does not.
+// (in the calling thread's namespace) forwards, and says whether it does:
+// a new port forwards once the kernel's link watch has seen its carrier,
+// up to a second after it came up, and drops what it is given until then.
+// A port that goes meanwhile, or leaves its bridge, does not; one whose
+// name passes to another link is not followed (it is asked by index).
 func WaitForwarding(name string, timeout time.Duration) bool {
-	const forwarding = "3" // BR_STATE_FORWARDING
-	dir := "/sys/class/net/" + name
-	index, err := os.ReadFile(dir + "/ifindex")
+	l, err := netlink.LinkByName(name)
 	if err != nil {
 		return false
 	}
 	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
-		state, err := os.ReadFile(dir + "/brport/state")
-		now, ierr := os.ReadFile(dir + "/ifindex")
+		state, err := portState(l.Attrs().Index)
 		switch {
-		case ierr != nil || string(now) != string(index):
+		case err != nil:
 			return false
-		case err == nil && strings.TrimSpace(string(state)) == forwarding:
+		case state == brStateForwarding:
 			return true
-		case err != nil && !os.IsNotExist(err), time.Now().After(deadline):
+		case time.Now().After(deadline):
 			return false
 		}
 	}
+}
+
+// brStateForwarding is BR_STATE_FORWARDING (linux/if_bridge.h).
+const brStateForwarding = 3
+
+// portState is the spanning-tree state of the bridge port at index
+// (BR_STATE_*), read from the link's slave data: one request, where a
+// dump of the bridge family would list every link.
+//
+// Equivalent to: ip -d link show dev PORT (its "state")
+func portState(index int) (uint8, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(index)
+	req.AddData(msg)
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+	if err != nil {
+		return 0, err
+	}
+	for _, m := range msgs {
+		attrs, err := nl.ParseRouteAttr(m[unix.SizeofIfInfomsg:])
+		if err != nil {
+			return 0, err
+		}
+		if state, ok := brportState(attrs); ok {
+			return state, nil
+		}
+	}
+	return 0, fmt.Errorf("link %d is not a bridge port", index)
+}
+
+// brportState finds IFLA_BRPORT_STATE in a link's attributes:
+// IFLA_LINKINFO, then IFLA_INFO_SLAVE_DATA of slave kind "bridge".
+func brportState(attrs []syscall.NetlinkRouteAttr) (uint8, bool) {
+	for _, a := range attrs {
+		if a.Attr.Type&nl.NLA_TYPE_MASK != unix.IFLA_LINKINFO {
+			continue
+		}
+		info, err := nl.ParseRouteAttr(a.Value)
+		if err != nil {
+			return 0, false
+		}
+		bridge := false
+		var data []byte
+		for _, i := range info {
+			switch i.Attr.Type & nl.NLA_TYPE_MASK {
+			case nl.IFLA_INFO_SLAVE_KIND:
+				bridge = strings.TrimRight(string(i.Value), "\x00") == "bridge"
+			case nl.IFLA_INFO_SLAVE_DATA:
+				data = i.Value
+			}
+		}
+		if !bridge || data == nil {
+			return 0, false
+		}
+		port, err := nl.ParseRouteAttr(data)
+		if err != nil {
+			return 0, false
+		}
+		for _, p := range port {
+			if p.Attr.Type&nl.NLA_TYPE_MASK == nl.IFLA_BRPORT_STATE && len(p.Value) == 1 {
+				return p.Value[0], true
+			}
+		}
+	}
+	return 0, false
 }

@@ -2,15 +2,20 @@ package link_test
 
 import (
 	"bytes"
+	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/knit-dev/knit/internal/errdefs"
 	"github.com/knit-dev/knit/internal/link"
@@ -325,5 +330,154 @@ func TestVethAttachLater(t *testing.T) {
 	ports := must[[]link.Link](t)(h.BridgePorts(br))
 	if len(ports) != 1 || ports[0].Name != "vethlater" {
 		t.Errorf("BridgePorts = %+v", ports)
+	}
+}
+
+// WaitForwarding, asked by netlink in the caller's namespace: a port that
+// is up on a bridge that is up forwards once the kernel enables it (about
+// a second at most); a port that is down, a link that is not a port, and
+// a name nothing has do not.
+func TestWaitForwarding(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	h := open(t, ns)
+	if _, _, err := h.BridgeEnsure("br-wait", 1500); err != nil {
+		t.Fatal(err)
+	}
+	err := netns.Do(ns, func() error {
+		br, err := netlink.LinkByName("br-wait")
+		if err != nil {
+			return err
+		}
+		for _, v := range []*netlink.Veth{
+			{LinkAttrs: netlink.LinkAttrs{Name: "up0", MasterIndex: br.Attrs().Index}, PeerName: "up1"},
+			{LinkAttrs: netlink.LinkAttrs{Name: "down0", MasterIndex: br.Attrs().Index}, PeerName: "down1"},
+		} {
+			if err := netlink.LinkAdd(v); err != nil {
+				return err
+			}
+		}
+		for _, name := range []string{"up0", "up1", "down1"} {
+			l, err := netlink.LinkByName(name)
+			if err == nil {
+				err = netlink.LinkSetUp(l)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		start := time.Now()
+		if !link.WaitForwarding("up0", 5*time.Second) {
+			t.Errorf("a port that is up did not forward within 5 s")
+		}
+		t.Logf("up0 forwarded after %v", time.Since(start))
+		for _, name := range []string{"down0", "up1", "br-wait", "nosuch"} {
+			if link.WaitForwarding(name, 300*time.Millisecond) {
+				t.Errorf("%s forwards, as WaitForwarding says", name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Announce, through a veth pair: the other end's entries for the link's
+// addresses, which pointed elsewhere, point at the link's MAC (a
+// gratuitous ARP, a neighbour advertisement with override); one for an
+// address asked for but not on the link is left as it was.
+func TestAnnounceUpdatesNeighbours(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	const other = "02:00:00:00:00:99"
+	err := netns.Do(ns, func() error {
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "ann0"}, PeerName: "ann1"}); err != nil {
+			return err
+		}
+		ann0, err := netlink.LinkByName("ann0")
+		if err != nil {
+			return err
+		}
+		ann1, err := netlink.LinkByName("ann1")
+		if err != nil {
+			return err
+		}
+		for _, c := range []struct {
+			l    netlink.Link
+			addr string
+		}{{ann0, "10.98.0.2/24"}, {ann0, "fd00:98::2/64"}, {ann1, "10.98.0.1/24"}, {ann1, "fd00:98::1/64"}} {
+			a, err := netlink.ParseAddr(c.addr)
+			if err != nil {
+				return err
+			}
+			a.Flags = unix.IFA_F_NODAD
+			if err := netlink.AddrAdd(c.l, a); err != nil {
+				return err
+			}
+		}
+		for _, l := range []netlink.Link{ann0, ann1} {
+			if err := netlink.LinkSetUp(l); err != nil {
+				return err
+			}
+		}
+		mac, _ := net.ParseMAC(other)
+		stale := []string{"10.98.0.2", "10.98.0.3", "fd00:98::2"}
+		for _, a := range stale {
+			family := netlink.FAMILY_V4
+			if strings.Contains(a, ":") {
+				family = netlink.FAMILY_V6
+			}
+			if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: ann1.Attrs().Index, Family: family, State: netlink.NUD_STALE,
+				IP: net.ParseIP(a), HardwareAddr: mac}); err != nil {
+				return err
+			}
+		}
+		// Until the link watch has seen the carrier, a new link's queue
+		// drops what it is given.
+		for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			l, err := netlink.LinkByName("ann0")
+			if err != nil {
+				return err
+			}
+			if l.Attrs().OperState == netlink.OperUp {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("ann0 is %v after 3 s", l.Attrs().OperState)
+			}
+		}
+		// ARP changes an entry's MAC only once the entry is older than
+		// its locktime (1 s), as a neighbour's would be.
+		time.Sleep(1100 * time.Millisecond)
+		var addrs []netip.Addr
+		for _, a := range stale {
+			addrs = append(addrs, netip.MustParseAddr(a))
+		}
+		if err := link.Announce("ann0", addrs); err != nil {
+			return err
+		}
+		want := map[string]string{"10.98.0.2": ann0.Attrs().HardwareAddr.String(), "10.98.0.3": other, "fd00:98::2": ann0.Attrs().HardwareAddr.String()}
+		var got map[string]string
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			got = map[string]string{}
+			for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+				neighs, err := netlink.NeighList(ann1.Attrs().Index, family)
+				if err != nil {
+					return err
+				}
+				for _, n := range neighs {
+					if _, ok := want[n.IP.String()]; ok {
+						got[n.IP.String()] = n.HardwareAddr.String()
+					}
+				}
+			}
+			if maps.Equal(got, want) {
+				return nil
+			}
+		}
+		t.Errorf("the other end's entries: %v, want %v", got, want)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -85,8 +85,9 @@ func (d *Driver) Join(n *driver.Network, ep *driver.Endpoint, sb driver.Sandbox)
 	// (an address given again), keeps sending there until its entry times
 	// out, tens of seconds, unless the MAC follows the address (ipam.MAC):
 	// it forgets the others, and asks afresh. (The containers on the
-	// bridge are told by the container's supervisor, once the port
-	// forwards: Engine.announce.)
+	// bridge are told once the port forwards, by the container's
+	// supervisor or, after a connect or a CNI ADD, by the process it
+	// leaves behind: the engine's announce and announceLater.)
 	for _, a := range ep.Unforeseen() {
 		if err := h.NeighForget(v.MasterIndex, a); err != nil {
 			return fmt.Errorf("join %s to %s: %w", ep.ContainerID, n.Name, err)
