@@ -290,4 +290,20 @@ func TestPortsFollowTheDefaultRoute(t *testing.T) {
 	}
 	blocked(t, s, world, "198.51.100.1", 8085)
 	s.MustKnit(t, "run", "--rm", "-p", "8085:80", "--rootfs", bb, "true") // released
+	// A port published on 0.0.0.0 and on [::] holds a record for each,
+	// through an IPv4-only and an IPv6-only network: leaving the first
+	// (no network takes its IPv4 route) releases the IPv4 one alone.
+	s.MustKnit(t, "network", "create", "--ipv4=false", "--ipv6", "--subnet", "fd00:db8:96::/64", "six")
+	s.MustKnit(t, "run", "-d", "--name", "pair", "--network", "first", "--network", "six",
+		"-p", "0.0.0.0:8086:80", "-p", "[::]:8086:80", "--rootfs", bb, "sleep", "300")
+	s.MustKnit(t, "network", "disconnect", "first", "pair")
+	if p := strings.TrimSpace(s.MustKnit(t, "port", "pair")); p != "80/tcp -> [::]:8086" {
+		t.Errorf("knit port pair after leaving its IPv4 network: %q", p)
+	}
+	s.MustKnit(t, "run", "--rm", "-p", "0.0.0.0:8086:80", "--rootfs", bb, "true")
+	if r := s.Knit("run", "--rm", "-p", "[::]:8086:80", "--rootfs", bb, "true"); r.Code != 125 || !strings.Contains(r.Stderr, "pair") {
+		t.Errorf("another run on [::]:8086, which pair kept: exit %d, %q", r.Code, r.Stderr)
+	}
+	s.MustKnit(t, "rm", "-f", "pair")
+	assertConsistent(t, s, "pair removed")
 }

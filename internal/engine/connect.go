@@ -687,10 +687,12 @@ func (e *Engine) dropEndpoint(id, network string, keep []byte) (moved []Endpoint
 // going, to the endpoints of moved (those that took its default routes),
 // each to the one whose gateway is of its family, on its address there.
 // It returns the moved mappings and those that could not move (no
-// endpoint took that family's route), less any whose host port c keeps
-// (a moved one, or one through another network: the other family of a
-// port published on every address): releasing them would release that
-// port too (narrowPorts then says which family keeps it).
+// endpoint took that family's route), less any whose host-port record c
+// keeps (through a moved one, or one through another network: the other
+// family of a port published on every address, which shares its "*"
+// record): releasing them would release that port too (narrowPorts then
+// says which family keeps it). A port published on 0.0.0.0 and on [::]
+// has a record for each, and the one lost is released.
 func rehomePorts(tx store.Tx, c *Container, ports []firewall.PortMapping, moved []Endpoint) (rehomed, lost []firewall.PortMapping) {
 	for _, p := range ports {
 		to, ok := rehomePort(tx, c, p, moved)
@@ -702,9 +704,24 @@ func rehomePorts(tx store.Tx, c *Container, ports []firewall.PortMapping, moved 
 	}
 	kept := append(slices.Clone(c.Ports), rehomed...) // c.Ports: those not through the endpoint going
 	lost = slices.DeleteFunc(lost, func(p firewall.PortMapping) bool {
-		return slices.ContainsFunc(kept, func(k firewall.PortMapping) bool { return k.Proto == p.Proto && k.HostPort == p.HostPort })
+		key := recordKey(tx, c, p)
+		return slices.ContainsFunc(kept, func(k firewall.PortMapping) bool {
+			return k.Proto == p.Proto && k.HostPort == p.HostPort && recordKey(tx, c, k) == key
+		})
 	})
 	return rehomed, lost
+}
+
+// recordKey is the key of the host-port record that holds c's mapping p:
+// "*" for a port published without an address, whose IPv4 mapping has no
+// address and whose [::] twin shares the record; else p's address.
+func recordKey(tx store.Tx, c *Container, p firewall.PortMapping) string {
+	if p.HostIP == netip.IPv6Unspecified() {
+		if v, err := tx.Get(portsBucket(portmap.Proto(p.Proto), p.HostPort), "*"); err == nil && string(v) == c.ID {
+			return "*"
+		}
+	}
+	return hostIPKey(p.HostIP)
 }
 
 // narrowPorts re-keys the host-port record ("*", every address) of a port

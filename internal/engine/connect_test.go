@@ -825,6 +825,15 @@ func TestRehomePortsKeepsASharedHostPort(t *testing.T) {
 	}
 	moved := []Endpoint{{Network: "second", Endpoint: driver.Endpoint{IfName: "eth1", Gateways: []netip.Addr{netip.MustParseAddr("10.95.0.1")}}}}
 	var rehomed, lost []firewall.PortMapping
+	// The records a run made: tcp/8085 on every address, udp/9090 on [::].
+	record := func(proto portmap.Proto, port uint16, key string) {
+		t.Helper()
+		if err := st.Update(func(tx store.Tx) error { return tx.Put(portsBucket(proto, port), key, []byte(c.ID)) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	record(portmap.TCP, 8085, "*")
+	record(portmap.UDP, 9090, "::")
 	err := st.Update(func(tx store.Tx) error {
 		if err := putJSON(tx, bucketNetworks, "second", second); err != nil {
 			return err
@@ -844,12 +853,39 @@ func TestRehomePortsKeepsASharedHostPort(t *testing.T) {
 	// Nor one whose host port a mapping through another network keeps
 	// (the [::] twin on an IPv6-only network).
 	c.Ports = []firewall.PortMapping{{Network: "six", HostIP: netip.IPv6Unspecified(), HostPort: 8087, Proto: "tcp", ContainerIP: netip.MustParseAddr("fd00:6::2"), ContainerPort: 80}}
+	record(portmap.TCP, 8087, "*")
 	v4 := []firewall.PortMapping{{Network: "first", HostPort: 8087, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.94.0.2"), ContainerPort: 80}}
 	if err := st.View(func(tx store.Tx) error { _, lost = rehomePorts(tx, c, v4, nil); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if len(lost) != 0 {
 		t.Errorf("lost = %+v, want none: [::]:8087 keeps the host port", lost)
+	}
+	// But a port published on 0.0.0.0 and on [::] has a record for each:
+	// the one whose mapping is lost goes (-p 0.0.0.0:8088:80 -p
+	// [::]:8088:80 through an IPv4-only and an IPv6-only network, the
+	// first left; or -p 127.0.0.1:8089:80 -p [::]:8089:80, the [::] one
+	// lost).
+	for _, lostOne := range []struct {
+		kept, gone firewall.PortMapping
+	}{
+		{firewall.PortMapping{Network: "six", HostIP: netip.IPv6Unspecified(), HostPort: 8088, Proto: "tcp", ContainerIP: netip.MustParseAddr("fd00:6::2"), ContainerPort: 80},
+			firewall.PortMapping{Network: "first", HostIP: netip.IPv4Unspecified(), HostPort: 8088, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.94.0.2"), ContainerPort: 80}},
+		{firewall.PortMapping{Network: "second", HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 8089, Proto: "tcp", ContainerIP: netip.MustParseAddr("10.95.0.2"), ContainerPort: 80},
+			firewall.PortMapping{Network: "first", HostIP: netip.IPv6Unspecified(), HostPort: 8089, Proto: "tcp", ContainerIP: netip.MustParseAddr("fd00::2"), ContainerPort: 80}},
+	} {
+		record(portmap.TCP, lostOne.kept.HostPort, hostIPKey(lostOne.kept.HostIP))
+		record(portmap.TCP, lostOne.gone.HostPort, hostIPKey(lostOne.gone.HostIP))
+		c.Ports = []firewall.PortMapping{lostOne.kept}
+		if err := st.View(func(tx store.Tx) error {
+			_, lost = rehomePorts(tx, c, []firewall.PortMapping{lostOne.gone}, nil)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if len(lost) != 1 || lost[0] != lostOne.gone {
+			t.Errorf("lost = %+v, want %+v: its record is its own", lost, lostOne.gone)
+		}
 	}
 }
 
