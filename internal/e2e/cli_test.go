@@ -941,7 +941,26 @@ func TestContainerSignalsStartDefault(t *testing.T) {
 	if !strings.Contains(out, "SigIgn:\t0000000000000000") {
 		t.Errorf("exec under a caller that ignores HUP, INT, PIPE and TERM: %q, want no signal ignored", out)
 	}
-	s.MustKnit(t, "rm", "-f", "sigdefault")
+	// Nor does a signal its caller blocked stay blocked (env
+	// --block-signal: a signal mask survives fork and execve; Go unblocks
+	// on its threads only the signals it must see, TERM among them, not
+	// USR1).
+	for _, args := range [][]string{{"run", "--rm"}, {"run", "--rm", "--init"}, {"run", "-d", "--name", "sigblocked"}, {"exec", "sigdefault"}} {
+		cmd := append([]string{"env", "--block-signal=USR1", "--block-signal=TERM", knit}, args...)
+		if args[0] == "run" {
+			cmd = append(cmd, "--rootfs", bb)
+		}
+		if args[1] == "-d" {
+			s.MustRun(t, append(cmd, "sleep", "300")...)
+			cmd = []string{knit, "exec", "sigblocked", "grep", "SigBlk", "/proc/1/status"}
+		} else {
+			cmd = append(cmd, "grep", "SigBlk", "/proc/self/status")
+		}
+		if out := s.MustRun(t, cmd...); !strings.Contains(out, "SigBlk:\t0000000000000000") {
+			t.Errorf("%s under a caller that blocks USR1 and TERM: %q, want no signal blocked", strings.Join(args, " "), out)
+		}
+	}
+	s.MustKnit(t, "rm", "-f", "sigdefault", "sigblocked")
 }
 
 // What knit leaves running (a supervisor, the DNS server) keeps none of its

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,7 +79,27 @@ static void knit_setns(struct knit_join *j)
 	close(j->fd);
 }
 
-__attribute__((constructor)) static void knit_nsenter(void)
+// knit_unblock empties the signal mask of a process that will become a
+// container's command or start one (knit's _init and _exec, runner.InitArg
+// and runner.ExecArg): a signal whoever ran knit had blocked (env
+// --block-signal, a thread of a program that blocks some) would stay
+// blocked in the command, as no container's is, since the Go runtime
+// unblocks only the signals it must see (SIGTERM, SIGHUP, ...) and
+// execve and its children keep the rest (SIGUSR1, SIGWINCH, SIGALRM:
+// a server that reloads on SIGUSR1 would never see it). Done here,
+// before the runtime reads the mask it starts with.
+static void knit_unblock(int argc, char **argv)
+{
+	sigset_t none;
+
+	if (argc < 2 || (strcmp(argv[1], "_init") != 0 && strcmp(argv[1], "_exec") != 0))
+		return;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+// glibc calls constructors with main's arguments.
+__attribute__((constructor)) static void knit_nsenter(int argc, char **argv, char **envp)
 {
 	struct knit_join joins[KNIT_MAX_JOINS];
 	struct knit_join *mnt = NULL;
@@ -86,6 +107,8 @@ __attribute__((constructor)) static void knit_nsenter(void)
 	char *spec;
 	int n;
 
+	(void)envp;
+	knit_unblock(argc, argv);
 	if (!env)
 		return;
 	spec = strdup(env);

@@ -216,7 +216,8 @@ func closeOnExecBelow(from, limit int) {
 // Go's, which the execve of the command resets to the default action: a
 // container starts with every signal's default, as Docker's do, whatever
 // ran knit (an ignored disposition survives execve, and a shell cannot
-// trap a signal ignored on entry).
+// trap a signal ignored on entry). Blocked signals are unblocked before
+// the Go runtime starts (knit_unblock in internal/netns/nsenter.c).
 func defaultSignals() {
 	ch := make(chan os.Signal, 1)
 	for sig := syscall.Signal(1); sig < 32; sig++ {
