@@ -25,6 +25,7 @@
 //	netns.mount         the new namespace is about to be bind-mounted
 //	netns.delete        a namespace mount is about to be unmounted and removed
 //	netns.mount-dir     the exec-root tmpfs is about to be mounted
+//	netns.share-dir     the exec-root tmpfs is about to be made shared
 //	link.bridge-add     ip link add BR type bridge
 //	link.veth-add       ip link add NAME type veth peer ...
 //	link.veth-master    ip link set NAME master BR

@@ -78,13 +78,24 @@ func PrepareDir(dir string) error {
 		return err
 	}
 	mounted, err := isMountPoint(dir)
-	if err != nil || mounted {
+	if err != nil {
 		return err
+	}
+	if mounted {
+		// Shared again, which changes nothing if it is: a preparer killed
+		// between the two mounts left it private, under a private parent
+		// (with nothing mounted below it yet). Not MS_REC, which would
+		// walk every namespace mount below it at every command.
+		if err := unix.Mount("", dir, "none", unix.MS_SHARED, ""); err != nil {
+			return fmt.Errorf("prepare %s: make shared: %w", dir, err)
+		}
+		return nil
 	}
 	faults.Step("netns.mount-dir")
 	if err := unix.Mount("knit", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0711"); err != nil {
 		return fmt.Errorf("prepare %s: mount tmpfs: %w", dir, err)
 	}
+	faults.Step("netns.share-dir")
 	if err := unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
 		_ = unix.Unmount(dir, unix.MNT_DETACH)
 		return fmt.Errorf("prepare %s: make shared: %w", dir, err)
@@ -305,10 +316,13 @@ func goFreshThread(fn func() error) <-chan error {
 		defer orig.Close()
 		fnErr := fn()
 		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			// Returning while locked makes the runtime end this thread
-			// instead of reusing it in the wrong namespace.
 			done <- errors.Join(fnErr, fmt.Errorf("restore netns: %w", err))
-			return
+			// Parked for good, locked: the thread is never reused in the
+			// wrong namespace, nor ended, as returning locked would have
+			// the runtime do. A child forked earlier from this thread with
+			// Pdeathsig (a container, runner's startCmd, on a thread
+			// handed back since) would die with it.
+			select {}
 		}
 		runtime.UnlockOSThread()
 		done <- fnErr

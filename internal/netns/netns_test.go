@@ -80,6 +80,46 @@ func TestPrepareDirConcurrent(t *testing.T) {
 	}
 }
 
+// A directory a preparer killed between its two mounts left mounted but
+// private (under a private parent, as the test sandbox's) is made shared
+// by the next.
+func TestPrepareDirSharesAMountLeftPrivate(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := filepath.Join(t.TempDir(), "netns")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("knit", dir, "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	if err := unix.Mount("", dir, "none", unix.MS_PRIVATE, ""); err != nil {
+		t.Fatal(err)
+	}
+	shared := func() bool {
+		data, err := os.ReadFile("/proc/self/mountinfo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.Lines(string(data)) {
+			if f := strings.Fields(line); len(f) > 6 && f[4] == dir {
+				return strings.HasPrefix(f[6], "shared:")
+			}
+		}
+		t.Fatalf("%s is not in mountinfo", dir)
+		return false
+	}
+	if shared() {
+		t.Fatal("the test's mount is shared already")
+	}
+	if err := netns.PrepareDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	if !shared() || mountCount(t, dir) != 1 {
+		t.Errorf("after PrepareDir: shared %v, %d mounts; want shared, 1", shared(), mountCount(t, dir))
+	}
+}
+
 func TestCreateDelete(t *testing.T) {
 	path := testutil.NewNetns(t)
 	dir := filepath.Dir(path)
@@ -189,8 +229,16 @@ func TestDo(t *testing.T) {
 			t.Fatalf("inside Do: netns inode %d, want %d", got, want)
 		}
 	}
-	if inode(t, "/proc/thread-self/ns/net") != own {
-		t.Fatal("Do changed the caller's thread")
+	// Do runs fn on a thread of its own, which it puts back: every
+	// thread of the process is in its own namespace again.
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		if ino := inode(t, "/proc/self/task/"+task.Name()+"/ns/net"); ino != own {
+			t.Errorf("thread %s is in netns %d after Do, want the process's %d", task.Name(), ino, own)
+		}
 	}
 	sentinel := errors.New("boom")
 	if err := netns.Do(path, func() error { return sentinel }); !errors.Is(err, sentinel) {

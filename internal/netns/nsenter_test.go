@@ -109,7 +109,10 @@ func TestNsenterMnt(t *testing.T) {
 	mntPath := fmt.Sprintf("/proc/%d/ns/mnt", holder.Process.Pid)
 	// unshare(1) joins its new namespace just before exec'ing sleep.
 	deadline := time.Now().Add(2 * time.Second)
-	for inode(t, mntPath) == inode(t, "/proc/self/ns/mnt") && time.Now().Before(deadline) {
+	for inode(t, mntPath) == inode(t, "/proc/self/ns/mnt") {
+		if time.Now().After(deadline) {
+			t.Fatal("unshare did not enter a mount namespace of its own within 2 s")
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	env := netns.JoinEnv(netns.Join{Kind: "mnt", Path: mntPath}, netns.Join{Kind: "net", Path: path})

@@ -34,7 +34,11 @@ func StartInPID(pidns *os.File, start func() error) error {
 // hands the healthy thread back to the runtime, which keeps it. A child
 // started with Pdeathsig is signalled when the thread that forked it exits,
 // not the process; the runtime only ends threads whose goroutine returns
-// while locked, which a fresh goroutine that unlocks never is.
+// while locked, which a fresh goroutine that unlocks never is, and which
+// no goroutine that may later run on that thread does (goFreshThread
+// parks one whose thread it could not restore; StartInPID's goroutine,
+// which returns locked, runs in knit's _exec, which starts no child with
+// Pdeathsig).
 func OnLockedThread(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
