@@ -38,6 +38,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -62,6 +63,10 @@ var (
 	inside   = flag.String("inside", "", "internal: the section to run, already inside a sandbox")
 	tool     = flag.String("tool", "", "internal: the tool of -inside attach")
 )
+
+// The main goroutine keeps the main thread, as cmd/knit's does (runner.Init
+// needs it).
+func init() { runtime.LockOSThread() }
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == runner.InitArg {

@@ -40,7 +40,10 @@ const EnvJoined = "_KNIT_NSENTED"
 
 // Join names one namespace for a child process to join.
 type Join struct {
-	Kind string // "ipc", "uts", "net", "pid", "mnt" or "cgroup"
+	// "ipc", "uts", "net", "mnt" or "cgroup"; not "pid": the Go runtime
+	// of a process that joined a PID namespace cannot start its threads
+	// (StartInPID joins one on a thread of its own instead).
+	Kind string
 	Path string // a namespace file, e.g. /proc/PID/ns/net; must not contain ','
 }
 

@@ -40,8 +40,10 @@ static int knit_flag(const char *kind)
 		const char *kind;
 		int flag;
 	} kinds[] = {
+		// No "pid": a process that joined a PID namespace cannot start
+		// threads, and the Go runtime would fail to start its first.
 		{"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS}, {"net", CLONE_NEWNET},
-		{"pid", CLONE_NEWPID}, {"mnt", CLONE_NEWNS}, {"cgroup", CLONE_NEWCGROUP},
+		{"mnt", CLONE_NEWNS}, {"cgroup", CLONE_NEWCGROUP},
 	};
 	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
 		if (strcmp(kind, kinds[i].kind) == 0)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,11 @@ import (
 )
 
 const testPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// The main goroutine keeps the main thread, as cmd/knit's does: Init
+// sets PR_SET_PDEATHSIG, which the kernel ties to the thread, and then
+// execs from the same one.
+func init() { runtime.LockOSThread() }
 
 // TestMain dispatches the re-executed test binary to Init or ExecMain, as
 // cmd/knit does, and as root re-runs the tests in a sandbox.
