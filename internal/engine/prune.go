@@ -225,8 +225,13 @@ func (e *Engine) pruneAddrs(live map[string]*Container, nets []*Network, r *Prun
 				if _, kept := live[owner]; kept {
 					continue // a container prune keeps (its teardown failed)
 				}
-				if c, err := getContainer(tx, owner); err == nil && c.State.Status != StatusExited {
-					continue // decided in this transaction: a newer run owns it
+				if _, err := getContainer(tx, owner); !errors.Is(err, store.ErrNotFound) {
+					// Decided in this transaction: a record frees its own
+					// addresses. A newer run's; or one that exited since
+					// prune listed the containers, whose teardown may have
+					// failed and left its veth on the address (recordExit
+					// keeps them then, for a prune that lists it).
+					continue
 				}
 				if _, err := getAttachment(tx, owner); err == nil {
 					continue // a CNI attachment's

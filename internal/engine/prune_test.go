@@ -85,25 +85,29 @@ func TestPruneNetnsLinks(t *testing.T) {
 }
 
 // pruneAddrs keeps the addresses of exited containers prune keeps (their
-// teardown failed), and releases those of the others.
+// teardown failed) and of any container with a record (one that exited
+// after prune listed them, whose teardown may have failed and left its
+// veth on the address), and releases those whose holder has none.
 func TestPruneAddrsKeepsKept(t *testing.T) {
 	st := newStore(t)
 	e := &Engine{st: st, paths: Paths{DataRoot: t.TempDir()}}
 	n := testNetwork()
 	kept := &Container{ID: hexID("kept"), Name: "kept", State: State{Status: StatusExited}}
-	gone := &Container{ID: hexID("gone"), Name: "gone", State: State{Status: StatusExited}}
-	seed(t, st, kept, gone)
+	later := &Container{ID: hexID("later"), Name: "later", State: State{Status: StatusExited, Error: "remove its link: busy"}}
+	gone := hexID("gone") // forgotten
+	seed(t, st, kept, later)
 	if err := st.Update(func(tx store.Tx) error {
 		return errors.Join(putJSON(tx, bucketNetworks, n.Name, n),
-			tx.Put(ipamBucket(n.Name), "10.9.0.2", []byte(kept.ID)), tx.Put(ipamBucket(n.Name), "10.9.0.3", []byte(gone.ID)))
+			tx.Put(ipamBucket(n.Name), "10.9.0.2", []byte(kept.ID)), tx.Put(ipamBucket(n.Name), "10.9.0.3", []byte(gone)),
+			tx.Put(ipamBucket(n.Name), "10.9.0.4", []byte(later.ID)))
 	}); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.pruneAddrs(map[string]*Container{kept.ID: kept}, []*Network{n}, &PruneReport{}); err != nil {
 		t.Fatal(err)
 	}
-	if got := owners(t, st, n.Name); len(got) != 1 || got["10.9.0.2"] != kept.ID {
-		t.Errorf("allocations after prune: %v, want only the kept container's", got)
+	if got := owners(t, st, n.Name); len(got) != 2 || got["10.9.0.2"] != kept.ID || got["10.9.0.4"] != later.ID {
+		t.Errorf("allocations after prune: %v, want the kept container's and the later one's", got)
 	}
 }
 
