@@ -96,19 +96,22 @@ func callerPanics(fn func(store.Tx) error, t store.Tx) error {
 }
 
 // raisedByBbolt reports whether the innermost panic in stack (a
-// goroutine's trace taken while it panics) was raised in bbolt.
+// goroutine's trace taken while it panics) was raised in bbolt: the first
+// panic( from the top, and the function below it, past the runtime's own
+// frames (runtime.goPanicIndex, runtime.sigpanic, ..., which
+// GOTRACEBACK=system shows).
 func raisedByBbolt(stack []byte) bool {
 	lines := strings.Split(string(stack), "\n")
-	for i := len(lines) - 1; i >= 0; i-- {
-		if strings.HasPrefix(lines[i], "panic(") {
-			// The function that panicked: the next function line.
-			for _, l := range lines[i+1:] {
-				if l != "" && !strings.HasPrefix(l, "\t") {
-					return strings.HasPrefix(l, "go.etcd.io/bbolt")
-				}
-			}
-			return false
+	for i, l := range lines {
+		if !strings.HasPrefix(l, "panic(") {
+			continue
 		}
+		for _, f := range lines[i+1:] {
+			if f != "" && !strings.HasPrefix(f, "\t") && !strings.HasPrefix(f, "runtime.") {
+				return strings.HasPrefix(f, "go.etcd.io/bbolt")
+			}
+		}
+		return false
 	}
 	return false
 }

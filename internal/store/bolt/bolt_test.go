@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -115,8 +116,20 @@ func TestCorruptFile(t *testing.T) {
 }
 
 // A file whose pages bbolt cannot make sense of (it panics on them) gives
-// every command an error naming the file, not a crash.
+// every command an error naming the file, not a crash; also where
+// tracebacks show the runtime's frames (GOTRACEBACK=system, as a service
+// that wants core dumps sets it), between panic( and bbolt's function.
 func TestDamagedPage(t *testing.T) {
+	for _, level := range []string{"single", "system"} {
+		t.Run(level, func(t *testing.T) {
+			debug.SetTraceback(level)
+			defer debug.SetTraceback("single")
+			damagedPage(t)
+		})
+	}
+}
+
+func damagedPage(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "knit.db")
 	s := Open(path)
 	if err := s.Update(func(tx store.Tx) error {
@@ -275,6 +288,61 @@ func BenchmarkView(b *testing.B) {
 	for b.Loop() {
 		if err := s.View(func(tx store.Tx) error { _, err := tx.Get("b", "k"); return err }); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// A file cut short (an interrupted copy, a partial restore) gives an
+// error naming it, not a crash.
+func TestTruncatedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "knit.db")
+	s := Open(path)
+	if err := s.Update(func(tx store.Tx) error {
+		for i := range 4000 {
+			if err := tx.Put("b", fmt.Sprintf("k%05d", i), bytes.Repeat([]byte("v"), 200)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, 16*4096); err != nil {
+		t.Fatal(err)
+	}
+	s.timeout = 2 * time.Second
+	for _, c := range []struct {
+		name string
+		run  func() error
+	}{
+		{"View", func() error {
+			return s.View(func(tx store.Tx) error { return tx.Scan("b", func(_, _ []byte) error { return nil }) })
+		}},
+		{"Update", func() error { return s.Update(func(tx store.Tx) error { return tx.Put("b", "k99999", []byte("v")) }) }},
+	} {
+		if err := c.run(); err == nil || !strings.Contains(err.Error(), "damaged") || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s of a truncated file: %v, want an error saying %s is damaged", c.name, err, path)
+		}
+	}
+}
+
+// raisedByBbolt reads the innermost panic, past the runtime's frames.
+func TestRaisedByBbolt(t *testing.T) {
+	const top = "goroutine 1 [running]:\nruntime/debug.Stack()\n\t/go/src/runtime/debug/stack.go:26 +0x5e\ngithub.com/knit-dev/knit/internal/store/bolt.callerPanics.func1()\n\t/x/bolt.go:90 +0x45\n"
+	const bboltFrame = "go.etcd.io/bbolt.(*Tx).page(...)\n\t/m/bbolt/tx.go:600\n"
+	const knitFrame = "github.com/knit-dev/knit/internal/engine.getJSON(...)\n\t/x/state.go:290\n"
+	for _, c := range []struct {
+		name, stack string
+		want        bool
+	}{
+		{"bbolt's", top + "panic({0x1, 0x2})\n\t/go/src/runtime/panic.go:787 +0x132\n" + bboltFrame, true},
+		{"the caller's", top + "panic({0x1, 0x2})\n\t/go/src/runtime/panic.go:787\n" + knitFrame, false},
+		{"bbolt's index error, GOTRACEBACK=system", top + "panic({0x1, 0x2})\n\t/go/src/runtime/panic.go:787\nruntime.goPanicIndex(0x1c5, 0x10)\n\t/go/src/runtime/panic.go:115 +0x74\n" + bboltFrame, true},
+		{"the caller's, during another panic's deferred call into bbolt", top + "panic({0x1, 0x2})\n\t/go/src/runtime/panic.go:787\n" + knitFrame +
+			"panic({0x3, 0x4})\n\t/go/src/runtime/panic.go:787\n" + bboltFrame, false},
+	} {
+		if got := raisedByBbolt([]byte(c.stack)); got != c.want {
+			t.Errorf("%s: raisedByBbolt = %v, want %v", c.name, got, c.want)
 		}
 	}
 }
