@@ -711,6 +711,11 @@ func TestDNSLinkAlias(t *testing.T) {
 	if out := ask(t, s, "stranger", gw, "database"); !unresolved(out) {
 		t.Errorf("a container without the link resolved its alias: %q", out)
 	}
+	// And only there, as Docker's: a hosts line, read before DNS, would
+	// keep the address db had when app started.
+	if hosts := s.MustKnit(t, "exec", "app", "cat", "/etc/hosts"); strings.Contains(hosts, "database") {
+		t.Errorf("app's /etc/hosts names the link on a user-defined network:\n%s", hosts)
+	}
 }
 
 // Driver options take effect, and removing a network removes its bridge,

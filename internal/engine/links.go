@@ -74,10 +74,17 @@ func endpointOn(c *Container, network string) *Endpoint {
 
 // linkHosts are the /etc/hosts lines of the container's links: each
 // target's addresses on the container's first network (a link runs there,
-// whichever network the target joined first).
+// whichever network the target joined first). None on a network with
+// the embedded DNS server, as Docker writes them for its legacy links on
+// the default network only: the server answers the alias for the linking
+// container (dnsSnapshot) from the target's current address, where a
+// hosts line, read before DNS, would keep one the target no longer has.
 func (e *Engine) linkHosts(c *Container) []files.HostEntry {
 	var out []files.HostEntry
 	if len(c.Endpoints) == 0 {
+		return nil
+	}
+	if n, err := e.lookupNetwork(c.Endpoints[0].Network); err == nil && n.DNS {
 		return nil
 	}
 	for _, l := range c.Links {
