@@ -128,6 +128,20 @@ func TestModes(t *testing.T) {
 		return r.Stdout, nil
 	})
 	_ = got
+	// Host networking with no --dns* flag gets the host's resolv.conf as
+	// it is, as Docker's: its comments and sortlist, and no public
+	// fallback for a file that names no server (the resolver then asks
+	// 127.0.0.1, the host's, which the container shares). With one, it is
+	// built from it.
+	for _, host := range []string{"# the host's own\nnameserver 127.0.0.53\nsortlist 198.51.100.0/255.255.255.0\n", "search example.test\n"} {
+		s.MustRun(t, "sh", "-c", `printf '%s' "$1" > /etc/resolv.conf`, "sh", host) // the sandbox's
+		if got := s.MustKnit(t, "run", "--rm", "--network", "host", "--rootfs", bb, "cat", "/etc/resolv.conf"); got != host {
+			t.Errorf("host mode's resolv.conf:\n%q\nwant the host's:\n%q", got, host)
+		}
+	}
+	if got := s.MustKnit(t, "run", "--rm", "--network", "host", "--dns-search", "other.test", "--rootfs", bb, "cat", "/etc/resolv.conf"); !strings.Contains(got, "search other.test") {
+		t.Errorf("host mode with --dns-search: %q", got)
+	}
 }
 
 func TestContainerModeBlocksRemoval(t *testing.T) {

@@ -176,6 +176,12 @@ func (e *Engine) etcFiles(c *Container, o *RunOptions, mode string, nets []*Netw
 		base, _ := os.ReadFile(hostHosts)
 		hosts = files.AppendHosts(base, extra)
 		hostResolv, _ = os.ReadFile(hostResolvConf)
+		if len(o.DNS) == 0 && len(o.DNSSearch) == 0 && len(o.DNSOptions) == 0 {
+			// As Docker's: the host's file as it is (its sortlist, its
+			// comments; no nameserver line means the host's 127.0.0.1,
+			// which the container shares, not a public fallback).
+			return hosts, hostResolv, nil
+		}
 	} else {
 		// --add-host before links, as Docker's: the first line of a name
 		// is the one resolvers take.
