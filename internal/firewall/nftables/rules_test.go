@@ -403,6 +403,9 @@ const wantBridgeTable = `table bridge knit {
 		iifgroup 1802398068 icmpv6 type nd-neighbor-advert @th,64,128 @guarded6 iifname . @th,64,128 != @senders6 drop comment "knit:base"
 		iifgroup 1802398068 meta protocol 8021q drop comment "knit:base"
 		iifgroup 1802398068 meta protocol 8021ad drop comment "knit:base"
+		iifgroup 1802398068 ip saddr 127.0.0.0/8 drop comment "knit:base"
+		iifgroup 1802398068 ip6 saddr ::1 drop comment "knit:base"
+		iifgroup 1802398068 arp saddr ip 127.0.0.0/8 drop comment "knit:base"
 	}
 }
 `

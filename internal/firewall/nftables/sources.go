@@ -79,6 +79,9 @@ func setTable(name string) *nft.Table {
 //	iifgroup 1802398068 icmpv6 type nd-neighbor-advert @th,64,128 @guarded6 iifname . @th,64,128 != @senders6 drop comment "knit:base"
 //	iifgroup 1802398068 meta protocol 8021q drop comment "knit:base"
 //	iifgroup 1802398068 meta protocol 8021ad drop comment "knit:base"
+//	iifgroup 1802398068 ip saddr 127.0.0.0/8 drop comment "knit:base"
+//	iifgroup 1802398068 ip6 saddr ::1 drop comment "knit:base"
+//	iifgroup 1802398068 arp saddr ip 127.0.0.0/8 drop comment "knit:base"
 func sourceGuardRules() []*nft.Rule {
 	group := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyIIFGROUP, Register: 1},
@@ -110,6 +113,18 @@ func sourceGuardRules() []*nft.Rule {
 	for _, tag := range []uint16{unix.ETH_P_8021Q, unix.ETH_P_8021AD} {
 		rules = append(rules, tagged(sourceGuardChain, tagBase, group, metaProtocol(tag), verdict(expr.VerdictDrop)))
 	}
+	// Loopback sources, which no container sends but a forger (its
+	// redirect's masquerade aside): one would reach a neighbour whose
+	// namespace takes them (route_localnet, for its own 127.0.0.11), or,
+	// through br_netfilter, leave masqueraded to the gateway's address,
+	// the neighbour answering "the host".
+	rules = append(rules,
+		tagged(sourceGuardChain, tagBase, group, metaProtocol(unix.ETH_P_IP), addrPayload(loopback4, false), verdict(expr.VerdictDrop)),
+		tagged(sourceGuardChain, tagBase, group, metaProtocol(unix.ETH_P_IPV6), addrPayload(loopback6, false), verdict(expr.VerdictDrop)),
+		tagged(sourceGuardChain, tagBase, group, metaProtocol(unix.ETH_P_ARP), []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 14, Len: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
+		}, verdict(expr.VerdictDrop)))
 	return rules
 }
 
