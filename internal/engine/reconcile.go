@@ -58,11 +58,15 @@ func (e *Engine) reconcile(strict bool) error {
 			return err
 		}
 	}
-	if err := e.repairDead(d); err != nil {
+	later, err := e.repairDead(d)
+	if err != nil {
 		return err
 	}
 	e.ensureDNSServer()
-	if !rebooted {
+	if !rebooted || later {
+		// A record given back to its dead owner of the last boot is not
+		// done with: until it is, every check reads the boot of each
+		// record (a PID of this boot may match the old one's).
 		return nil
 	}
 	// Every process of the old boot is repaired: from now on the quick
@@ -195,16 +199,25 @@ func deadOwned(tx store.Tx, strict, rebooted bool) ([]string, error) {
 // repairDead undoes the connects and repairs the containers whose process
 // is gone, each on its own: the connects first (a container's repair
 // releases all its endpoints anyway).
-func (e *Engine) repairDead(d dead) error {
+func (e *Engine) repairDead(d dead) (later bool, err error) {
 	var errs []error
 	for _, k := range d.connects {
 		errs = append(errs, e.repairConnect(k))
 	}
 	for _, id := range d.ids {
-		errs = append(errs, e.repair(id))
+		err := e.repair(id)
+		if errors.Is(err, errRetryLater) {
+			later = true
+			continue
+		}
+		errs = append(errs, err)
 	}
-	return errors.Join(errs...)
+	return later, errors.Join(errs...)
 }
+
+// errRetryLater is repair's when it gave a record back to its dead owner
+// for the next command to retry: no failure of the command's.
+var errRetryLater = errors.New("left for the next command to repair")
 
 // repair tears down one container whose responsible process is gone.
 //
@@ -252,6 +265,7 @@ func (e *Engine) repair(id string) error {
 				cur.State.Owner, cur.State.Claimed = dead, deadClaimed
 				return putContainer(tx, cur)
 			})
+			return errRetryLater
 		}
 		return nil
 	}

@@ -203,7 +203,7 @@ func (e *Engine) reserve(id string, o *RunOptions, listening func() (*portmap.Li
 				repairs = 3
 				continue
 			}
-			if err := e.repairDead(rf.dead); err != nil {
+			if _, err := e.repairDead(rf.dead); err != nil {
 				return nil, nil, err
 			}
 		case errors.As(err, &stale) && defaults == 0:

@@ -943,6 +943,42 @@ func TestRepairWhoseForgetFailsIsRetried(t *testing.T) {
 	}
 }
 
+// After a reboot, a repair that gave its record back leaves the boot
+// unrecorded: the next reconcile checks every record's boot again (a
+// PID of this boot could pass for the dead owner's), and records it once
+// nothing is left.
+func TestRebootNotedOnceRepaired(t *testing.T) {
+	if bootID() == "" {
+		t.Skip("no /proc/sys/kernel/random/boot_id to tell boots apart")
+	}
+	bolt := newStore(t)
+	if err := bolt.Update(func(tx store.Tx) error {
+		return errors.Join(ensureSchema(tx), tx.Put(bucketMeta, "boot", []byte("0aa0-last-boot")))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st := &failNthUpdate{Store: bolt}
+	e := firewallEngine(t, st, firewalltest.New())
+	id := hexID("half")
+	seed(t, bolt, portHolder(t, id, "half", State{Status: StatusCreated, Owner: Proc{Pid: 2147483646, Start: 1, Boot: "0aa0-last-boot"}}))
+	boot := func() string {
+		var b []byte
+		_ = bolt.View(func(tx store.Tx) (err error) { b, err = tx.Get(bucketMeta, "boot"); return err })
+		return string(b)
+	}
+	st.n = 2 // the repair's claim works, its forget fails: given back
+	_ = e.Reconcile()
+	if got := boot(); got == bootID() {
+		t.Errorf("boot recorded as checked with a record of the last boot given back")
+	}
+	if err := e.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if got := boot(); got != bootID() {
+		t.Errorf("boot after the repair: %q, want this one's", got)
+	}
+}
+
 // After a reboot, a record of the last boot whose PID and start time are
 // those of a process of this boot (a boot-time service starts its
 // processes at the same PIDs and ticks every time) names a dead process
